@@ -1,0 +1,43 @@
+//! The `kiln` binary: builds container images from Dockerfiles or LLB, daemonless by default.
+
+use std::process::ExitCode;
+
+mod args;
+mod commands;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    init_tracing();
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
+    match args.command {
+        args::Command::Debug(cmd) => commands::debug::run(cmd),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[expect(clippy::print_stderr, reason = "the binary reports errors on stderr")]
+fn report(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  Caused by: {cause}");
+    }
+}

@@ -1,0 +1,1 @@
+//! kiln-llb: the build graph, wire-compatible with BuildKit's LLB.

@@ -1,0 +1,63 @@
+//! kiln-testdata: fixture files for kiln's tests, and helpers that find them.
+//!
+//! The data lives beside this file so the project stands alone on a fresh clone:
+//! - `llb-vectors/<case>/`: LLB Definitions marshalled by BuildKit's Dockerfile frontend
+//!   (`def.pb`), BuildKit's `dump-llb` of each op (`dump.jsonl`), the op digests (`digests.txt`)
+//!   and the image config it produced (`image-config.json`).
+//! - `images/busybox/`: the canonical test base image as an OCI layout with a fixed digest.
+//! - `parser-golden/{positive,negative}/<name>/`: BuildKit's parser test files.
+//!
+//! This crate depends on no kiln crate; it is a dev-dependency only.
+
+use std::path::PathBuf;
+
+/// The manifest digest of the canonical busybox test image.
+pub const BUSYBOX_MANIFEST_DIGEST: &str =
+    "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
+
+/// The `testdata/` directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `testdata/llb-vectors/` directory.
+pub fn llb_vectors_dir() -> PathBuf {
+    root().join("llb-vectors")
+}
+
+/// Every LLB vector case directory, sorted by name.
+pub fn llb_vectors() -> Vec<PathBuf> {
+    list_dirs(llb_vectors_dir())
+}
+
+/// The OCI layout of the canonical busybox test image.
+pub fn busybox_layout() -> PathBuf {
+    root().join("images").join("busybox")
+}
+
+/// Every parser golden case directory of one kind (`positive` or `negative`), sorted by name.
+pub fn parser_golden(kind: &str) -> Vec<PathBuf> {
+    list_dirs(root().join("parser-golden").join(kind))
+}
+
+fn list_dirs(dir: PathBuf) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = dir
+        .read_dir()
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures_are_present() {
+        assert!(super::llb_vectors().len() >= 30);
+        assert!(super::busybox_layout().join("index.json").is_file());
+        assert!(!super::parser_golden("positive").is_empty());
+        assert!(!super::parser_golden("negative").is_empty());
+    }
+}
