@@ -1,7 +1,51 @@
 //! kiln-solver: schedules an LLB graph in parallel and never runs the same work twice.
 //!
-//! It will own the scheduler (generic over an `Op` and its `CacheMap`, with no knowledge of LLB
-//! op kinds), the LLB op implementations (source, exec, file, merge, diff), cache keys (op digest,
-//! inputs' keys and content checksums of local files) and progress events emitted through a
-//! `Reporter` trait. It reaches the process runtime through an `Executor` trait it owns; `cli`
-//! adapts `kiln-runner` to it. Data path: `llb` Definition in, snapshots in `kiln-cache` out.
+//! The core is [`Scheduler`], generic over an [`Op`] and its result type, with no knowledge of
+//! LLB op kinds: it computes cache keys ([`CacheMap`]: an op digest plus its inputs' keys or
+//! content digests), looks them up in a [`CacheStore`], runs what is missing with bounded
+//! parallelism, shares equal vertices between concurrent solves, and reports progress as
+//! [`Event`]s to a [`Reporter`]. The LLB op implementations (source, exec, file, merge, diff)
+//! will sit beside it and reach the process runtime through an `Executor` trait owned here,
+//! which `cli` adapts to `kiln-runner`. Data path: an `llb` Definition in, snapshots in
+//! `kiln-cache` out.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use futures::future::{BoxFuture, FutureExt};
+//! use kiln_solver::{CacheMap, Edge, Graph, NoReporter, Op, OpContext, OpError, Scheduler, Vertex};
+//!
+//! struct Const(u64);
+//! impl Op<u64> for Const {
+//!     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<u64>, OpError>> {
+//!         let digest = format!("const:{}", self.0);
+//!         async move { Ok(CacheMap { digest, deps: vec![] }) }.boxed()
+//!     }
+//!     fn exec(&self, _: OpContext, _: Vec<u64>) -> BoxFuture<'static, Result<Vec<u64>, OpError>> {
+//!         let v = self.0;
+//!         async move { Ok(vec![v]) }.boxed()
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut graph = Graph::new();
+//! graph.add(Vertex {
+//!     digest: "a".into(),
+//!     name: "const 7".into(),
+//!     inputs: vec![],
+//!     op: Arc::new(Const(7)),
+//!     ignore_cache: false,
+//! });
+//! let scheduler = Scheduler::builder().build();
+//! let target = Edge { vertex: "a".into(), output: 0 };
+//! let result = scheduler.solve(Arc::new(graph), target, Arc::new(NoReporter)).await.unwrap();
+//! assert_eq!(result, 7);
+//! # });
+//! ```
+
+mod scheduler;
+
+pub use scheduler::{
+    CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,
+    NoReporter, Op, OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder,
+    SolveError, Vertex,
+};
