@@ -42,7 +42,12 @@
 //! # });
 //! ```
 
+mod executor;
 mod scheduler;
+
+pub use executor::{
+    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OutputSink,
+};
 
 pub use scheduler::{
     CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,

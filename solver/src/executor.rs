@@ -1,0 +1,122 @@
+//! The seam between the solver and a process runtime.
+//!
+//! The solver owns this trait (the shape of BuildKit's `executor.Executor`); the `kiln` binary
+//! implements it with `kiln-runner`, and tests implement it with fakes. Nothing here starts a
+//! process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::OpError;
+
+/// The root filesystem of an exec step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecRootfs {
+    /// A directory used as it is.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Mount it read-only.
+        readonly: bool,
+    },
+    /// An overlayfs stack: read-only lowers (topmost first) and a writable upper.
+    Overlay {
+        /// Read-only layer directories, topmost first.
+        lowers: Vec<PathBuf>,
+        /// Where every write lands: the step's output layer.
+        upper: PathBuf,
+        /// overlayfs's work directory, on the same filesystem as `upper`.
+        work: PathBuf,
+    },
+}
+
+/// An extra mount of an exec step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecMount {
+    /// A host directory or file (for LLB: another vertex's output, or a cache mount).
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// The absolute path inside the container.
+        target: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// The absolute path inside the container.
+        target: PathBuf,
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A secret file, never stored in any layer.
+    Secret {
+        /// The absolute path inside the container.
+        target: PathBuf,
+        /// The bytes.
+        data: Vec<u8>,
+        /// File mode.
+        mode: u32,
+        /// Owner uid.
+        uid: u32,
+        /// Owner gid.
+        gid: u32,
+    },
+}
+
+/// The network of an exec step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecNetwork {
+    /// Only loopback.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// What to run and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The root filesystem.
+    pub rootfs: ExecRootfs,
+    /// Extra mounts, in order.
+    pub mounts: Vec<ExecMount>,
+    /// Program and arguments.
+    pub args: Vec<String>,
+    /// Environment as `KEY=value`.
+    pub env: Vec<String>,
+    /// Working directory, created if missing.
+    pub cwd: String,
+    /// User as in a Dockerfile's `USER` (empty: root).
+    pub user: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Extra /etc/hosts entries as `(name, address)`.
+    pub extra_hosts: Vec<(String, String)>,
+    /// Network mode.
+    pub network: ExecNetwork,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Receives a process's output as it comes: stream 1 is stdout, 2 is stderr.
+pub type OutputSink = Arc<dyn Fn(u8, &[u8]) + Send + Sync>;
+
+/// Runs exec steps. Dropping the returned future must kill the process and clean up after it.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs the request to completion and returns how the process ended.
+    fn run(
+        &self,
+        request: ExecRequest,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>>;
+}
