@@ -43,11 +43,13 @@
 //! ```
 
 mod executor;
+mod fileop;
 mod scheduler;
 
 pub use executor::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OutputSink,
 };
+pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 
 pub use scheduler::{
     CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,

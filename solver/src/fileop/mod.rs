@@ -1,0 +1,815 @@
+//! LLB file actions (mkdir, mkfile, rm, symlink, copy) applied in-process to directory trees.
+//!
+//! # Overview
+//!
+//! A `FileOp` is a chain of actions over snapshots. This module performs one action on host
+//! directories that stand for container root filesystems: every container path is resolved
+//! inside its root with [`scoped::resolve`], so a symbolic link in the tree can never make an
+//! action touch anything outside it. Semantics follow BuildKit's file op (`solver/llbsolver/file`)
+//! and its copier:
+//!
+//! 1. `mkdir`: with `makeParents`, missing parents are created too and get the same mode, owner
+//!    and time; without it an existing path is left alone.
+//! 2. `mkfile`: writes the data, sets mode, owner and time.
+//! 3. `rm`: removes a path (not following a final link), optionally by wildcard, optionally
+//!    allowing it to be missing.
+//! 4. `symlink`: creates `newpath` pointing at `oldpath`.
+//! 5. `copy`: expands wildcards in the source, picks the target (into a directory when the
+//!    destination ends in `/` or is one; a directory's contents with `dirCopyContents`),
+//!    creates the destination's parents with `createDestPath`, and copies recursively,
+//!    keeping modes, owners, times, links, hard links and xattrs unless overridden.
+
+mod pattern;
+mod scoped;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use kiln_llb::pb;
+
+/// Why a file action failed. Paths are container paths, as the user wrote them.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A source path does not exist.
+    #[error("{path:?}: not found")]
+    NotFound {
+        /// The container path.
+        path: String,
+    },
+    /// A user or group name is not in the root's /etc/passwd or /etc/group.
+    #[error("unable to find {kind} {name:?} in /etc/{file}")]
+    UnknownOwner {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// `passwd` or `group`.
+        file: &'static str,
+    },
+    /// A file action names an input it does not have.
+    #[error("file action refers to input {input}, which does not exist")]
+    MissingInput {
+        /// The input index.
+        input: i64,
+    },
+    /// An I/O error on a container path.
+    #[error("{action} {path}")]
+    Io {
+        /// The action.
+        action: &'static str,
+        /// The container path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, FileError>;
+
+fn io_err<'a>(action: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A resolved owner override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+}
+
+/// Resolves a `ChownOpt`; names are looked up in `/etc/passwd` and `/etc/group` of the root
+/// that `root_of(input)` gives (an action input index).
+pub fn resolve_owner(
+    opt: Option<&pb::ChownOpt>,
+    root_of: impl Fn(i64) -> Option<PathBuf>,
+) -> Result<Option<Owner>> {
+    let Some(opt) = opt else { return Ok(None) };
+    let id = |user: Option<&pb::UserOpt>, group: bool| -> Result<Option<u32>> {
+        let Some(user) = user.and_then(|u| u.user.as_ref()) else {
+            return Ok(None);
+        };
+        match user {
+            pb::user_opt::User::ById(id) => Ok(Some(*id)),
+            pb::user_opt::User::ByName(named) => {
+                let (file, kind) = if group {
+                    ("group", "group")
+                } else {
+                    ("passwd", "user")
+                };
+                if let Ok(id) = named.name.parse::<u32>() {
+                    return Ok(Some(id));
+                }
+                let root =
+                    root_of(named.input).ok_or(FileError::MissingInput { input: named.input })?;
+                lookup_id(&root, file, &named.name)
+                    .map(Some)
+                    .ok_or_else(|| FileError::UnknownOwner {
+                        kind,
+                        name: named.name.clone(),
+                        file,
+                    })
+            }
+        }
+    };
+    let uid = id(opt.user.as_ref(), false)?;
+    let gid = id(opt.group.as_ref(), true)?;
+    // A user without a group gets the user's primary group, as `chown user` does in BuildKit.
+    let gid = match (uid, gid, opt.user.as_ref().and_then(|u| u.user.as_ref())) {
+        (_, Some(gid), _) => gid,
+        (Some(_), None, Some(pb::user_opt::User::ByName(named))) => root_of(named.input)
+            .and_then(|root| primary_gid(&root, &named.name))
+            .unwrap_or(0),
+        (Some(uid), None, _) => uid,
+        (None, None, _) => return Ok(None),
+    };
+    Ok(Some(Owner {
+        uid: uid.unwrap_or(0),
+        gid,
+    }))
+}
+
+/// The third field of the line for `name` in `/etc/{file}` of `root`.
+fn lookup_id(root: &Path, file: &str, name: &str) -> Option<u32> {
+    passwd_fields(root, file, name).and_then(|f| f.get(2)?.parse().ok())
+}
+
+fn primary_gid(root: &Path, name: &str) -> Option<u32> {
+    passwd_fields(root, "passwd", name).and_then(|f| f.get(3)?.parse().ok())
+}
+
+fn passwd_fields(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
+    let path = scoped::resolve(root, &format!("/etc/{file}"), true).ok()?;
+    let text = fs_err::read_to_string(path).ok()?;
+    text.lines()
+        .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f.first().map(String::as_str) == Some(name))
+}
+
+/// A timestamp in Unix nanoseconds, `-1` (or any negative) for none.
+fn timestamp(ns: i64) -> Option<FileTime> {
+    (ns >= 0).then(|| {
+        FileTime::from_unix_time(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+    })
+}
+
+fn apply_meta(
+    path: &Path,
+    shown: &str,
+    owner: Option<Owner>,
+    time: Option<FileTime>,
+) -> Result<()> {
+    if let Some(o) = owner {
+        std::os::unix::fs::lchown(path, Some(o.uid), Some(o.gid))
+            .map_err(io_err("chown", shown))?;
+    }
+    if let Some(t) = time {
+        filetime::set_symlink_file_times(path, t, t).map_err(io_err("chtimes", shown))?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, shown: &str, mode: u32) -> Result<()> {
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("chmod", shown))
+}
+
+/// `mkdir` in `root`.
+pub fn mkdir(root: &Path, action: &pb::FileActionMkDir, owner: Option<Owner>) -> Result<()> {
+    let shown = action.path.as_str();
+    let path = scoped::resolve(root, shown, true).map_err(io_err("mkdir", shown))?;
+    let mode = (action.mode as u32) & 0o7777;
+    let time = timestamp(action.timestamp);
+    if action.make_parents {
+        // Create from the top down, so each new directory gets mode, owner and time.
+        let mut created = Vec::new();
+        let mut missing = Some(path.as_path());
+        while let Some(p) = missing {
+            if p == root || scoped::lstat(p).map_err(io_err("mkdir", shown))?.is_some() {
+                break;
+            }
+            created.push(p.to_owned());
+            missing = p.parent();
+        }
+        for dir in created.iter().rev() {
+            fs_err::create_dir(dir).map_err(io_err("mkdir", shown))?;
+            set_mode(dir, shown, mode)?;
+            apply_meta(dir, shown, owner, time)?;
+        }
+        // Parents' times change as entries are added: set the new ones again, top down.
+        if time.is_some() {
+            for dir in created.iter().rev() {
+                apply_meta(dir, shown, None, time)?;
+            }
+        }
+        return Ok(());
+    }
+    match fs_err::create_dir(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err("mkdir", shown)(e)),
+    }
+    set_mode(&path, shown, mode)?;
+    apply_meta(&path, shown, owner, time)
+}
+
+/// `mkfile` in `root`.
+pub fn mkfile(root: &Path, action: &pb::FileActionMkFile, owner: Option<Owner>) -> Result<()> {
+    let shown = action.path.as_str();
+    let path = scoped::resolve(root, shown, true).map_err(io_err("mkfile", shown))?;
+    fs_err::write(&path, &action.data).map_err(io_err("mkfile", shown))?;
+    set_mode(&path, shown, (action.mode as u32) & 0o7777)?;
+    apply_meta(&path, shown, owner, timestamp(action.timestamp))
+}
+
+/// `symlink` in `root`.
+pub fn symlink(root: &Path, action: &pb::FileActionSymlink, owner: Option<Owner>) -> Result<()> {
+    let shown = action.newpath.as_str();
+    let path = scoped::resolve(root, shown, false).map_err(io_err("symlink", shown))?;
+    std::os::unix::fs::symlink(&action.oldpath, &path).map_err(io_err("symlink", shown))?;
+    apply_meta(&path, shown, owner, timestamp(action.timestamp))
+}
+
+/// `rm` in `root`.
+pub fn rm(root: &Path, action: &pb::FileActionRm) -> Result<()> {
+    let shown = action.path.as_str();
+    let targets = if action.allow_wildcard && pattern::has_meta(shown) {
+        expand(root, shown).map_err(io_err("rm", shown))?
+    } else {
+        vec![scoped::resolve(root, shown, false).map_err(io_err("rm", shown))?]
+    };
+    if targets.is_empty() && !action.allow_not_found {
+        return Err(FileError::NotFound {
+            path: shown.to_owned(),
+        });
+    }
+    for target in targets {
+        match scoped::lstat(&target).map_err(io_err("rm", shown))? {
+            None if action.allow_not_found => {}
+            None => {
+                return Err(FileError::NotFound {
+                    path: shown.to_owned(),
+                });
+            }
+            Some(m) if m.is_dir() => {
+                fs_err::remove_dir_all(&target).map_err(io_err("rm", shown))?
+            }
+            Some(_) => fs_err::remove_file(&target).map_err(io_err("rm", shown))?,
+        }
+    }
+    Ok(())
+}
+
+/// Expands a wildcard container path in `root`: the directory part is resolved, the last part
+/// is matched against its entries. Results are sorted, as Go's `filepath.Glob` returns them.
+fn expand(root: &Path, path: &str) -> io::Result<Vec<PathBuf>> {
+    let trimmed = path.trim_end_matches('/');
+    let (dir, base) = match trimmed.rsplit_once('/') {
+        Some((dir, base)) => (if dir.is_empty() { "/" } else { dir }, base),
+        None => ("/", trimmed),
+    };
+    let dirs = if pattern::has_meta(dir) {
+        expand(root, dir)?
+    } else {
+        vec![scoped::resolve(root, dir, true)?]
+    };
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| pattern::matches(base, name))
+            .collect();
+        names.sort();
+        out.extend(names.into_iter().map(|n| dir.join(n)));
+    }
+    Ok(out)
+}
+
+/// `copy` from `src_root` into `dest_root`.
+pub fn copy(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+) -> Result<()> {
+    let src = action.src.as_str();
+    let sources = if action.allow_wildcard && pattern::has_meta(src) {
+        let found = expand(src_root, src).map_err(io_err("copy", src))?;
+        if found.is_empty() && !action.allow_empty_wildcard {
+            return Err(FileError::NotFound {
+                path: src.to_owned(),
+            });
+        }
+        found
+            .into_iter()
+            .map(|p| {
+                if action.follow_symlink {
+                    let rel = p.strip_prefix(src_root).unwrap_or(&p).to_owned();
+                    scoped::resolve(src_root, &rel.to_string_lossy(), true)
+                } else {
+                    Ok(p)
+                }
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(io_err("copy", src))?
+    } else {
+        let p =
+            scoped::resolve(src_root, src, action.follow_symlink).map_err(io_err("copy", src))?;
+        if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
+            return Err(FileError::NotFound {
+                path: src.to_owned(),
+            });
+        }
+        vec![p]
+    };
+
+    let dest_shown = action.dest.as_str();
+    let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
+    let dest_is_dir_path = dest_shown.ends_with('/') || dest_shown.ends_with("/.");
+    if action.create_dest_path {
+        let ensure = if dest_is_dir_path {
+            Some(dest.as_path())
+        } else {
+            dest.parent()
+        };
+        if let Some(ensure) = ensure {
+            mkdir_all(dest_root, ensure, owner).map_err(io_err("copy", dest_shown))?;
+        }
+    }
+
+    let mut links = HashMap::new();
+    for source in &sources {
+        let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
+        let dest_meta = fs_err::metadata(&dest).ok();
+        let into_dir = match &dest_meta {
+            Some(d) if d.is_dir() => !(meta.is_dir() && action.dir_copy_contents),
+            _ => false,
+        };
+        let target = if into_dir {
+            dest.join(source.file_name().unwrap_or_default())
+        } else {
+            dest.clone()
+        };
+        let copier = Copier {
+            owner,
+            mode: (action.mode >= 0).then_some(action.mode as u32 & 0o7777),
+            time: timestamp(action.timestamp),
+            replace_dirs: action.always_replace_existing_dest_paths,
+            shown: dest_shown,
+        };
+        copier.copy_tree(source, &target, &mut links)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents below `root` with mode 0755 and the owner.
+fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if d == root || scoped::lstat(d)?.is_some() {
+            break;
+        }
+        missing.push(d.to_owned());
+        p = d.parent();
+    }
+    for d in missing.iter().rev() {
+        fs_err::create_dir(d)?;
+        fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(d, Some(o.uid), Some(o.gid))?;
+        }
+    }
+    Ok(())
+}
+
+struct Copier<'a> {
+    owner: Option<Owner>,
+    mode: Option<u32>,
+    time: Option<FileTime>,
+    replace_dirs: bool,
+    shown: &'a str,
+}
+
+impl Copier<'_> {
+    /// Copies `src` (not following it) to `dst`, merging into an existing directory.
+    fn copy_tree(
+        &self,
+        src: &Path,
+        dst: &Path,
+        links: &mut HashMap<(u64, u64), PathBuf>,
+    ) -> Result<()> {
+        let err = |e| io_err("copy", self.shown)(e);
+        let meta = fs_err::symlink_metadata(src).map_err(err)?;
+        let existing = scoped::lstat(dst).map_err(err)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            match existing {
+                Some(e) if e.is_dir() => {}
+                Some(_) => {
+                    fs_err::remove_file(dst).map_err(err)?;
+                    fs_err::create_dir(dst).map_err(err)?;
+                }
+                None => fs_err::create_dir(dst).map_err(err)?,
+            }
+            let mut entries: Vec<_> = fs_err::read_dir(src)
+                .map_err(err)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(err)?;
+            entries.sort();
+            for name in entries {
+                self.copy_tree(&src.join(&name), &dst.join(&name), links)?;
+            }
+            self.finish(src, dst, &meta)?;
+            return Ok(());
+        }
+        if let Some(e) = existing {
+            if e.is_dir() {
+                if !self.replace_dirs {
+                    return Err(io_err("copy", self.shown)(io::Error::other(format!(
+                        "cannot replace directory {} with a file",
+                        dst.display()
+                    ))));
+                }
+                fs_err::remove_dir_all(dst).map_err(err)?;
+            } else {
+                fs_err::remove_file(dst).map_err(err)?;
+            }
+        }
+        if meta.nlink() > 1 && !ft.is_symlink() {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                return fs_err::hard_link(first, dst).map_err(err);
+            }
+            links.insert(key, dst.to_owned());
+        }
+        if ft.is_symlink() {
+            let target = fs_err::read_link(src).map_err(err)?;
+            std::os::unix::fs::symlink(&target, dst).map_err(err)?;
+        } else if ft.is_file() {
+            fs_err::copy(src, dst).map_err(err)?;
+        } else {
+            // Devices, fifos and sockets: recreate the node.
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode());
+            let perm = nix::sys::stat::Mode::from_bits_truncate(meta.mode());
+            nix::sys::stat::mknod(dst, kind, perm, meta.rdev())
+                .map_err(|e| err(io::Error::from(e)))?;
+        }
+        self.finish(src, dst, &meta)
+    }
+
+    /// Mode, owner, xattrs and times of a copied entry.
+    fn finish(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        let err = |e| io_err("copy", self.shown)(e);
+        let is_link = meta.file_type().is_symlink();
+        let owner = self.owner.unwrap_or(Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+        std::os::unix::fs::lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(err)?;
+        if !is_link {
+            let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
+            fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+            if let Ok(names) = xattr::list(src) {
+                for name in names {
+                    if let Ok(Some(value)) = xattr::get(src, &name) {
+                        xattr::set(dst, &name, &value).map_err(err)?;
+                    }
+                }
+            }
+        }
+        let mtime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
+        let atime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_access_time(meta));
+        filetime::set_symlink_file_times(dst, atime, mtime).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, symlink as ln};
+
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs_err::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    fn copy_action(src: &str, dest: &str) -> pb::FileActionCopy {
+        pb::FileActionCopy {
+            src: src.into(),
+            dest: dest.into(),
+            mode: -1,
+            follow_symlink: true,
+            dir_copy_contents: true,
+            create_dest_path: true,
+            allow_wildcard: true,
+            allow_empty_wildcard: true,
+            timestamp: -1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mkdir_with_parents_sets_mode_owner_and_time_on_new_dirs_only() {
+        let root = tree();
+        fs_err::create_dir(root.path().join("a")).unwrap();
+        fs_err::set_permissions(
+            root.path().join("a"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let action = pb::FileActionMkDir {
+            path: "/a/b/c".into(),
+            mode: 0o751,
+            make_parents: true,
+            owner: None,
+            timestamp: 1_000_000_000 * 86_400,
+        };
+        mkdir(root.path(), &action, Some(Owner { uid: 12, gid: 34 })).unwrap();
+        let c = root.path().join("a/b/c");
+        assert_eq!(mode(&c), 0o751);
+        assert_eq!(mode(&root.path().join("a/b")), 0o751);
+        assert_eq!(
+            mode(&root.path().join("a")),
+            0o700,
+            "an existing parent is untouched"
+        );
+        let meta = fs_err::metadata(&c).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12, 34));
+        assert_eq!(meta.mtime(), 86_400);
+        assert_eq!(
+            fs_err::metadata(root.path().join("a/b")).unwrap().mtime(),
+            86_400
+        );
+        // Without parents, an existing directory is fine and a missing parent is an error.
+        let again = pb::FileActionMkDir {
+            make_parents: false,
+            ..action.clone()
+        };
+        mkdir(root.path(), &again, None).unwrap();
+        let orphan = pb::FileActionMkDir {
+            path: "/x/y".into(),
+            ..again
+        };
+        assert!(matches!(
+            mkdir(root.path(), &orphan, None),
+            Err(FileError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn mkfile_writes_data_and_mode() {
+        let root = tree();
+        let action = pb::FileActionMkFile {
+            path: "/f".into(),
+            mode: 0o640,
+            data: b"hello\n".to_vec(),
+            owner: None,
+            timestamp: -1,
+        };
+        mkfile(root.path(), &action, None).unwrap();
+        assert_eq!(fs_err::read(root.path().join("f")).unwrap(), b"hello\n");
+        assert_eq!(mode(&root.path().join("f")), 0o640);
+    }
+
+    #[test]
+    fn paths_through_links_stay_inside_the_root() {
+        let outside = tree();
+        let root = tree();
+        ln(outside.path(), root.path().join("escape")).unwrap();
+        ln("/../../..", root.path().join("up")).unwrap();
+        let action = pb::FileActionMkFile {
+            path: "/up/escape-file".into(),
+            mode: 0o644,
+            data: b"x".to_vec(),
+            owner: None,
+            timestamp: -1,
+        };
+        mkfile(root.path(), &action, None).unwrap();
+        assert!(root.path().join("escape-file").is_file());
+        // An absolute link to a host directory is resolved inside the root, not on the host.
+        let action = pb::FileActionMkDir {
+            path: "/escape/sub".into(),
+            mode: 0o755,
+            make_parents: true,
+            owner: None,
+            timestamp: -1,
+        };
+        mkdir(root.path(), &action, None).unwrap();
+        assert_eq!(fs_err::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rm_removes_links_not_their_targets_and_reports_missing() {
+        let root = tree();
+        fs_err::create_dir(root.path().join("keep")).unwrap();
+        fs_err::write(root.path().join("keep/file"), "k").unwrap();
+        ln("/keep", root.path().join("link")).unwrap();
+        for name in ["a.txt", "b.txt", "c.log"] {
+            fs_err::write(root.path().join(name), name).unwrap();
+        }
+        let rm_action = |path: &str, wildcard: bool, allow_not_found: bool| pb::FileActionRm {
+            path: path.into(),
+            allow_not_found,
+            allow_wildcard: wildcard,
+        };
+        rm(root.path(), &rm_action("/link", false, false)).unwrap();
+        assert!(root.path().join("keep/file").is_file());
+        assert!(scoped::lstat(&root.path().join("link")).unwrap().is_none());
+        rm(root.path(), &rm_action("/*.txt", true, false)).unwrap();
+        assert!(!root.path().join("a.txt").exists() && !root.path().join("b.txt").exists());
+        assert!(root.path().join("c.log").exists());
+        let err = rm(root.path(), &rm_action("/nope", false, false)).unwrap_err();
+        assert_eq!(err.to_string(), "\"/nope\": not found");
+        rm(root.path(), &rm_action("/nope", false, true)).unwrap();
+        rm(root.path(), &rm_action("/keep", false, false)).unwrap();
+        assert!(!root.path().join("keep").exists());
+    }
+
+    #[test]
+    fn copy_follows_docker_destination_rules() {
+        let src = tree();
+        let s = src.path();
+        fs_err::create_dir_all(s.join("dir/sub")).unwrap();
+        fs_err::write(s.join("dir/one"), "1").unwrap();
+        fs_err::write(s.join("dir/sub/two"), "2").unwrap();
+        fs_err::write(s.join("file"), "f").unwrap();
+        fs_err::set_permissions(s.join("file"), std::fs::Permissions::from_mode(0o741)).unwrap();
+        ln("file", s.join("link")).unwrap();
+        let dest = tree();
+        let d = dest.path();
+
+        // A file into a path ending in `/`: created as a directory, the file inside it.
+        copy(s, d, &copy_action("/file", "/out/"), None).unwrap();
+        assert_eq!(fs_err::read_to_string(d.join("out/file")).unwrap(), "f");
+        assert_eq!(mode(&d.join("out/file")), 0o741);
+        // A file onto a new name.
+        copy(s, d, &copy_action("/file", "/renamed"), None).unwrap();
+        assert_eq!(fs_err::read_to_string(d.join("renamed")).unwrap(), "f");
+        // A directory's contents (dirCopyContents), merged into an existing directory.
+        copy(s, d, &copy_action("/dir", "/out"), None).unwrap();
+        assert_eq!(fs_err::read_to_string(d.join("out/sub/two")).unwrap(), "2");
+        assert_eq!(fs_err::read_to_string(d.join("out/one")).unwrap(), "1");
+        // Without dirCopyContents, the directory itself goes into an existing directory.
+        let whole = pb::FileActionCopy {
+            dir_copy_contents: false,
+            ..copy_action("/dir", "/out")
+        };
+        copy(s, d, &whole, None).unwrap();
+        assert_eq!(
+            fs_err::read_to_string(d.join("out/dir/sub/two")).unwrap(),
+            "2"
+        );
+        // A followed link copies the target's content under the link's name.
+        copy(s, d, &copy_action("/link", "/followed"), None).unwrap();
+        assert!(
+            fs_err::symlink_metadata(d.join("followed"))
+                .unwrap()
+                .is_file()
+        );
+        let kept = pb::FileActionCopy {
+            follow_symlink: false,
+            ..copy_action("/link", "/kept")
+        };
+        copy(s, d, &kept, None).unwrap();
+        assert_eq!(
+            fs_err::read_link(d.join("kept")).unwrap(),
+            Path::new("file")
+        );
+    }
+
+    #[test]
+    fn copy_wildcards_owner_mode_and_time() {
+        let src = tree();
+        let s = src.path();
+        for name in ["a.txt", "b.txt", "c.md"] {
+            fs_err::write(s.join(name), name).unwrap();
+        }
+        let dest = tree();
+        let d = dest.path();
+        let action = pb::FileActionCopy {
+            mode: 0o600,
+            timestamp: 5_000_000_000,
+            ..copy_action("/*.txt", "/t/")
+        };
+        copy(s, d, &action, Some(Owner { uid: 7, gid: 8 })).unwrap();
+        let mut names: Vec<_> = fs_err::read_dir(d.join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+        let meta = fs_err::metadata(d.join("t/a.txt")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777, meta.mtime()),
+            (7, 8, 0o600, 5)
+        );
+        // No match: fine when empty wildcards are allowed, an error otherwise.
+        copy(s, d, &copy_action("/*.none", "/t/"), None).unwrap();
+        let strict = pb::FileActionCopy {
+            allow_empty_wildcard: false,
+            ..copy_action("/*.none", "/t/")
+        };
+        let err = copy(s, d, &strict, None).unwrap_err();
+        assert_eq!(err.to_string(), "\"/*.none\": not found");
+        let err = copy(s, d, &copy_action("/missing", "/t/"), None).unwrap_err();
+        assert_eq!(err.to_string(), "\"/missing\": not found");
+    }
+
+    #[test]
+    fn copy_keeps_hard_links_together() {
+        let src = tree();
+        let s = src.path();
+        fs_err::create_dir(s.join("d")).unwrap();
+        fs_err::write(s.join("d/a"), "same").unwrap();
+        fs_err::hard_link(s.join("d/a"), s.join("d/b")).unwrap();
+        let dest = tree();
+        copy(s, dest.path(), &copy_action("/d", "/x"), None).unwrap();
+        let a = fs_err::metadata(dest.path().join("x/a")).unwrap();
+        let b = fs_err::metadata(dest.path().join("x/b")).unwrap();
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(a.nlink(), 2);
+    }
+
+    #[test]
+    fn owners_by_name_come_from_the_roots_passwd_and_group() {
+        let root = tree();
+        fs_err::create_dir(root.path().join("etc")).unwrap();
+        fs_err::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs_err::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let by_name = |name: &str| pb::UserOpt {
+            user: Some(pb::user_opt::User::ByName(pb::NamedUserOpt {
+                name: name.into(),
+                input: 0,
+            })),
+        };
+        let root_of = |i: i64| (i == 0).then(|| root.path().to_owned());
+        let opt = pb::ChownOpt {
+            user: Some(by_name("app")),
+            group: None,
+        };
+        assert_eq!(
+            resolve_owner(Some(&opt), root_of).unwrap(),
+            Some(Owner {
+                uid: 1000,
+                gid: 1001
+            })
+        );
+        let opt = pb::ChownOpt {
+            user: Some(by_name("app")),
+            group: Some(by_name("staff")),
+        };
+        assert_eq!(
+            resolve_owner(Some(&opt), root_of).unwrap(),
+            Some(Owner { uid: 1000, gid: 50 })
+        );
+        let opt = pb::ChownOpt {
+            user: Some(by_name("ghost")),
+            group: None,
+        };
+        let err = resolve_owner(Some(&opt), root_of).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unable to find user \"ghost\" in /etc/passwd"
+        );
+        let opt = pb::ChownOpt {
+            user: Some(pb::UserOpt {
+                user: Some(pb::user_opt::User::ById(33)),
+            }),
+            group: None,
+        };
+        assert_eq!(
+            resolve_owner(Some(&opt), root_of).unwrap(),
+            Some(Owner { uid: 33, gid: 33 })
+        );
+    }
+}
