@@ -1,6 +1,62 @@
 //! kiln-cache: everything kiln keeps on disk.
 //!
-//! It will own the content store (sha256 blobs written atomically), metadata in an embedded
-//! transactional database, layer snapshots (unpacked once, stacked with overlayfs), layer diff
-//! and unpack, cache records, garbage collection and prune, and the registry client used to pull
-//! base images and import/export cache. The solver and exporters use only its API.
+//! - [`Store`]: the content store (sha256 blobs written atomically through [`BlobWriter`]) and
+//!   the metadata database (redb: images, blobs, snapshots, cache records), under one root
+//!   directory; [`Lease`]s keep garbage collection away from work in progress.
+//! - Snapshots: layers unpacked once into directories keyed by chain ID ([`chain_id`]),
+//!   active snapshots prepared on them with overlay [`Mounts`] for the runner, committed back.
+//! - Layers: [`write_layer`] turns a directory (an overlay upper or a whole tree) into a
+//!   compressed OCI layer in one streaming pass; [`unpack_layer`] unpacks an untrusted layer
+//!   without ever writing outside its destination.
+//! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
+//!   [`Config`]), verifying every digest.
+//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
+//!
+//! The solver and exporters use only this API; the runner mounts the directories it returns.
+//!
+//! Data path: registry ─[`pull`]→ blobs ─[`Store::unpack_snapshot`]→ committed snapshots
+//! ─[`Store::prepare`]→ [`Mounts`] (runner) ─[`Store::commit`]→ committed snapshot
+//! ─[`Store::write_layer`]→ layer blob (exporters).
+//!
+//! # Sharing a store between processes
+//! Blobs need no lock: each is written to its own temporary file and renamed into place after
+//! verification, and identical content may be renamed over itself. The metadata database is
+//! opened for each transaction and closed again; redb's file lock serialises transactions of
+//! all processes (a process that finds it locked retries for up to a minute). Garbage
+//! collection takes `gc.lock` exclusively, and every pull or build holds it shared through a
+//! [`Lease`] while it writes content that no image or cache record names yet.
+//!
+//! ```
+//! # fn main() -> Result<(), kiln_cache::Error> {
+//! let root = tempfile::tempdir()?;
+//! let store = kiln_cache::Store::open(root.path())?;
+//! let digest = store.write_blob(b"hello", None)?;
+//! assert_eq!(store.read_blob(&digest)?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+mod diff;
+mod digest;
+mod error;
+mod gc;
+mod meta;
+mod pull;
+mod registry;
+mod snapshot;
+mod store;
+mod unpack;
+
+pub use diff::{
+    Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
+};
+pub use digest::Digest;
+pub use error::Error;
+pub use gc::{DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use oci_client;
+pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
+pub use registry::{Config, RegistryConfig, credentials, docker_config_path, parse_reference};
+pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
+pub use store::{BlobRecord, BlobWriter, CacheRecord, ImageRecord, Lease, Store};
+pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};

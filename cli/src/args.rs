@@ -10,6 +10,18 @@ use clap::{Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Where kiln keeps images, layers and build cache.
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        default_value = "/var/lib/kiln",
+        value_name = "DIR"
+    )]
+    pub(crate) root: PathBuf,
+    /// Configuration file (registry mirrors, plain HTTP) [default: /etc/kiln/kiln.toml].
+    #[arg(long, global = true, env = "KILN_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// The kiln commands.
@@ -18,6 +30,12 @@ pub(crate) enum Command {
     /// Debugging tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// List images.
+    Images,
+    /// Build an image.
+    Build(BuildArgs),
 }
 
 /// `kiln debug` subcommands.
@@ -31,4 +49,37 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         dot: bool,
     },
+}
+
+/// `kiln pull` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PullArgs {
+    /// The image: `NAME[:TAG|@DIGEST]` (`busybox` is `docker.io/library/busybox:latest`).
+    pub(crate) reference: String,
+    /// Print only the image name at the end.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+/// `kiln build` arguments (docker buildx names).
+#[derive(Debug, clap::Args)]
+pub(crate) struct BuildArgs {
+    /// Solve this marshalled LLB Definition (`-`: standard input) instead of a Dockerfile.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) llb: Option<PathBuf>,
+    /// A local source for the build graph: `NAME=DIR` (the Dockerfile's context is `context`).
+    #[arg(long, value_name = "NAME=DIR")]
+    pub(crate) local: Vec<String>,
+    /// Output destination: `type=local,dest=DIR`.
+    #[arg(long, short, value_name = "SPEC")]
+    pub(crate) output: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) secret: Vec<String>,
+    /// Do not use cached results.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Progress output: `auto`, `plain` or `tty` (all plain for now).
+    #[arg(long, default_value = "auto")]
+    pub(crate) progress: String,
 }

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 mod args;
 mod commands;
+mod executor;
+mod progress;
 
 use clap::Parser as _;
 
@@ -22,6 +24,11 @@ fn main() -> ExitCode {
 fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
     match args.command {
         args::Command::Debug(cmd) => commands::debug::run(cmd),
+        args::Command::Pull(pull) => commands::pull::run(&args.root, args.config.as_deref(), &pull),
+        args::Command::Images => commands::images::run(&args.root),
+        args::Command::Build(build) => {
+            commands::build::run(&args.root, args.config.as_deref(), &build)
+        }
     }
 }
 

@@ -1,8 +1,83 @@
-//! kiln-frontend: turns a Dockerfile into an LLB [`Definition`](kiln_llb) and an OCI image config.
+//! kiln-frontend: the Dockerfile frontend of kiln.
 //!
-//! It will own the Dockerfile parser (directives, continuation lines, heredocs, flags; written
-//! here because no maintained Rust crate parses the full current syntax), shell-word expansion as
-//! BuildKit's `shell/lex.go` does it, stage resolution and the conversion of every instruction to
-//! LLB ops. It sits between the user's input and the solver: `cli` calls it, and it asks for base
-//! image configs through an `ImageMetaResolver` trait it owns, which `cli` backs with the cache
-//! crate's registry client.
+//! It reads a Dockerfile and will turn it into an LLB `Definition` plus an OCI image config.
+//! This crate currently holds the first half of that path:
+//!
+//! - **the parser** ([`parse`], [`Parser`]): parser directives (`# syntax=`, `# escape=`,
+//!   `# check=`), line continuations with the escape character, comments and empty lines inside
+//!   continuations, case-insensitive keywords, JSON (exec) versus shell form, `--flags`,
+//!   heredocs (`RUN <<EOF`, `COPY <<EOF /dst`, several per line, `<<-` tab stripping, quoted
+//!   delimiters that disable expansion). It produces a [`Dockerfile`] of [`Node`]s whose
+//!   [`Dockerfile::dump`] is byte-compatible with BuildKit's parser test files;
+//! - **the instruction parser** ([`parse_stages`], [`parse_instruction`]): typed [`Command`]s
+//!   ([`CommandKind`]: `RUN` with `--mount`/`--network`/`--security`, `COPY`/`ADD` with all
+//!   their flags, `ENV`/`ARG`/`LABEL`, `HEALTHCHECK`, ...) grouped into [`Stage`]s, with the
+//!   `ARG`s before the first `FROM` as meta arguments, and [`parse_mount`] for `RUN --mount`;
+//! - **shell-word expansion** ([`Lexer`]): `$var`, `${var}`, `${var:-word}` and the other
+//!   modifiers, quotes and escapes exactly as BuildKit's shell lexer, splitting into words or
+//!   not, and reporting which variables were used ([`Expansion`]). Values come from the
+//!   [`Env`] trait (implemented for maps, `(key, value)` lists and [`EnvList`]), which the
+//!   converter implements over build arguments and stage environments.
+//!
+//! No maintained Rust crate parses the current Dockerfile syntax (`dockerfile-parser` is
+//! deprecated and has no heredocs, no `RUN` flags and no directives), so the parser is our own,
+//! written after reading BuildKit's `frontend/dockerfile/parser`, `shell/lex.go` and
+//! `instructions` (commit 73ed6825) as the model.
+//!
+//! Errors are [`Error`]s carrying a [`Location`] (file, lines, column where known, source lines)
+//! and render as BuildKit prints them, with BuildKit's message wording:
+//!
+//! ```text
+//! Dockerfile:2
+//! --------------------
+//!    2 | >>> frobnicate x
+//! --------------------
+//! dockerfile parse error on line 2: unknown instruction: frobnicate
+//! ```
+//!
+//! Place in the data path: `cli` reads the Dockerfile and calls [`parse`] then
+//! [`parse_stages`]; the converter (to come) expands arguments with [`Lexer`] against build
+//! arguments and stage environments and emits LLB for the solver.
+//!
+//! # Example
+//!
+//! ```
+//! use kiln_frontend::{CommandKind, EnvList, Lexer, parse, parse_stages};
+//!
+//! let dockerfile = parse(b"ARG BASE=busybox\nFROM $BASE AS build\nRUN --network=none echo hi\n")?;
+//! assert_eq!(dockerfile.dump(), "(arg \"BASE=busybox\")\n(from \"$BASE\" \"AS\" \"build\")\n(run [\"--network=none\"] \"echo hi\")");
+//!
+//! let stages = parse_stages(&dockerfile)?;
+//! assert_eq!(stages.meta_args[0].key, "BASE");
+//! assert_eq!(stages.stages[0].name, "build");
+//! let CommandKind::Run(run) = &stages.stages[0].commands[0].kind else { panic!() };
+//! assert_eq!(run.cmd.cmd_line, ["echo hi"]);
+//!
+//! let env = EnvList::from_entries(["BASE=busybox"]);
+//! let base = Lexer::default().process_word(&stages.stages[0].base_name, &env)?;
+//! assert_eq!(base, "busybox");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod flags;
+mod instructions;
+mod mount;
+mod parser;
+mod quote;
+mod shell;
+
+pub use error::{
+    DeviceError, Error, ErrorKind, ExpandError, ExpandErrorKind, Location, MountError,
+};
+pub use instructions::{
+    AddCommand, ArgDefinition, Command, CommandKind, CopyCommand, HealthConfig, INSTRUCTIONS,
+    Instruction, KeyValuePair, NetworkMode, RunCommand, SecurityMode, ShellDependentCmdLine,
+    ShellInlineFile, SourceContent, SourcesAndDest, Stage, Stages, parse_instruction, parse_stages,
+};
+pub use mount::{CacheSharing, Device, Mount, MountExpander, MountType, parse_device, parse_mount};
+pub use parser::{
+    DEFAULT_ESCAPE, Directive, Dockerfile, Heredoc, MAX_LINE_BYTES, Node, Parser, Warning,
+    chomp_heredoc_content, parse,
+};
+pub use shell::{EmptyEnv, Env, EnvList, Expansion, Lexer};

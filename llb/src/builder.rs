@@ -26,6 +26,19 @@ struct Node {
     metadata: pb::OpMetadata,
 }
 
+impl Drop for Node {
+    /// Drops the graph behind this node iteratively: the default recursive drop would overflow
+    /// the stack on long chains of ops.
+    fn drop(&mut self) {
+        let mut pending: Vec<Output> = std::mem::take(&mut self.inputs);
+        while let Some(output) = pending.pop() {
+            if let Some(mut node) = Arc::into_inner(output.node) {
+                pending.append(&mut node.inputs);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Output {
     node: Arc<Node>,
@@ -404,33 +417,46 @@ impl State {
     }
 }
 
-/// Marshals `node` after its inputs, returning its digest.
+/// Marshals `root` after its inputs (depth first, inputs in order), returning its digest.
+///
+/// Iterative, as graphs may be deep chains.
 fn marshal_node(
-    node: &Arc<Node>,
+    root: &Arc<Node>,
     done: &mut HashMap<*const Node, Digest>,
     definition: &mut pb::Definition,
 ) -> Digest {
-    if let Some(digest) = done.get(&Arc::as_ptr(node)) {
-        return *digest;
+    let mut stack: Vec<(&Arc<Node>, bool)> = vec![(root, false)];
+    while let Some((node, inputs_done)) = stack.pop() {
+        if done.contains_key(&Arc::as_ptr(node)) {
+            continue;
+        }
+        if !inputs_done {
+            stack.push((node, true));
+            for input in node.inputs.iter().rev() {
+                if !done.contains_key(&Arc::as_ptr(&input.node)) {
+                    stack.push((&input.node, false));
+                }
+            }
+            continue;
+        }
+        let mut op = node.op.clone();
+        for input in &node.inputs {
+            op.inputs.push(pb::Input {
+                digest: done[&Arc::as_ptr(&input.node)].to_string(),
+                index: input.index,
+            });
+        }
+        let bytes = marshal_op(&op);
+        let digest = Digest::from_bytes(&bytes);
+        let key = digest.to_string();
+        // Distinct nodes may marshal to the same op; keep it once.
+        if !definition.metadata.contains_key(&key) {
+            definition.def.push(bytes);
+            definition.metadata.insert(key, node.metadata.clone());
+        }
+        done.insert(Arc::as_ptr(node), digest);
     }
-    let mut op = node.op.clone();
-    for input in &node.inputs {
-        let digest = marshal_node(&input.node, done, definition);
-        op.inputs.push(pb::Input {
-            digest: digest.to_string(),
-            index: input.index,
-        });
-    }
-    let bytes = marshal_op(&op);
-    let digest = Digest::from_bytes(&bytes);
-    let key = digest.to_string();
-    // Distinct nodes may marshal to the same op; keep it once.
-    if !definition.metadata.contains_key(&key) {
-        definition.def.push(bytes);
-        definition.metadata.insert(key, node.metadata.clone());
-    }
-    done.insert(Arc::as_ptr(node), digest);
-    digest
+    done[&Arc::as_ptr(root)]
 }
 
 /// Options of a mount added with [`ExecState::with_mount`].
@@ -444,6 +470,10 @@ pub struct MountOptions {
     pub cache: Option<(String, pb::CacheSharingOpt)>,
     /// A tmpfs mount (the state is ignored) with this size limit in bytes (0: no limit).
     pub tmpfs: Option<i64>,
+    /// A secret mount (the state is ignored).
+    pub secret: Option<pb::SecretOpt>,
+    /// An SSH agent socket mount (the state is ignored).
+    pub ssh: Option<pb::SshOpt>,
 }
 
 /// An exec op under construction; [`ExecState::root`] and [`ExecState::get_mount`] give its
@@ -556,7 +586,17 @@ impl ExecState {
                 output: -1,
                 ..Default::default()
             };
-            if let Some(size) = options.tmpfs {
+            if let Some(secret) = &options.secret {
+                mount.input = -1;
+                mount.mount_type = pb::MountType::Secret.into();
+                mount.secret_opt = Some(secret.clone());
+                metadata.caps.insert("exec.mount.secret".to_owned(), true);
+            } else if let Some(ssh) = &options.ssh {
+                mount.input = -1;
+                mount.mount_type = pb::MountType::Ssh.into();
+                mount.ssh_opt = Some(ssh.clone());
+                metadata.caps.insert("exec.mount.ssh".to_owned(), true);
+            } else if let Some(size) = options.tmpfs {
                 mount.input = -1;
                 mount.mount_type = pb::MountType::Tmpfs.into();
                 mount.tmpfs_opt = Some(pb::TmpfsOpt { size });

@@ -38,6 +38,7 @@ pub struct LoadedOp {
     op: pb::Op,
     inputs: Vec<Edge>,
     outputs: usize,
+    metadata: Option<pb::OpMetadata>,
 }
 
 impl LoadedOp {
@@ -70,11 +71,19 @@ impl LoadedOp {
     pub fn output_count(&self) -> usize {
         self.outputs
     }
+
+    /// The op's entry in `Definition.metadata`, if any.
+    pub fn metadata(&self) -> Option<&pb::OpMetadata> {
+        self.metadata.as_ref()
+    }
 }
 
 /// A validated Definition: its ops in dependency order and the edge it evaluates to.
 ///
-/// See the [module documentation](self) for what loading checks.
+/// Loading checks that every entry of `def` decodes, that the last is the terminal op (no
+/// body, one input), that every other op has a known body whose input-index fields are in
+/// range, that every input names an op of the definition and an output it has, that the
+/// inputs form no cycle, and that every metadata key names an op.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedDefinition {
     ops: Vec<LoadedOp>,
@@ -158,13 +167,14 @@ impl LoadedDefinition {
                 op,
                 inputs,
                 outputs,
+                metadata: None,
             });
         }
 
         // 5. Dependency order.
         let order = topological_order(&ops, &positions)?;
         let mut slots: Vec<Option<LoadedOp>> = ops.into_iter().map(Some).collect();
-        let ops: Vec<LoadedOp> = order
+        let mut ops: Vec<LoadedOp> = order
             .into_iter()
             .map(|i| slots[i].take().expect("each op placed once"))
             .collect();
@@ -185,6 +195,9 @@ impl LoadedDefinition {
                 return Err(Error::MetadataForUnknownOp { digest });
             }
             metadata.insert(digest, value.clone());
+        }
+        for op in &mut ops {
+            op.metadata = metadata.get(&op.digest).cloned();
         }
 
         tracing::debug!(ops = ops.len(), %terminal, "loaded definition");

@@ -8,8 +8,13 @@ use crate::pb;
 /// BuildKit's Go marshaller writes an `Op`'s ordinary fields by field number (`inputs`,
 /// `platform`, `constraints`) and the `op` oneof after them, whereas prost's derived
 /// [`prost::Message::encode`] sorts everything by field number and would put the oneof
-/// (fields 2–8) before `platform` (field 10). Use this function, not `encode`, for ops; every
-/// other message encodes identically either way.
+/// (fields 2–8) before `platform` (field 10). Use this function, not `encode`, for ops; no
+/// other message has a oneof placed before ordinary fields.
+///
+/// Go also writes both key and value of every map entry, where prost leaves out empty ones;
+/// this function does as Go for source attrs. The maps of (experimental) build ops still
+/// follow prost, so a build op with an empty attr value gets a different digest than in
+/// BuildKit.
 pub fn marshal_op(op: &pb::Op) -> Vec<u8> {
     use prost::Message as _;
     let mut buf = Vec::with_capacity(op.encoded_len());

@@ -3,6 +3,9 @@
 //! Field names, numbers and enum values are those of BuildKit's `solver/pb/ops.proto`, so these
 //! types read and write BuildKit's wire format. Map fields are `BTreeMap`s, so marshalling is
 //! deterministic (keys in sorted order).
+//!
+//! Marshal an [`Op`] with [`crate::marshal_op`], not [`prost::Message::encode`]: only the former
+//! writes BuildKit's field order, and so BuildKit's digest.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
 include!("pb/generated.rs");

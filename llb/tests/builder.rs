@@ -76,6 +76,7 @@ fn builder_marshal_is_deterministic_and_loads() {
     let file = &loaded.ops()[3];
     assert_eq!(file.inputs()[0].digest, exec.digest());
     assert_eq!(file.inputs()[0].index, 1);
+    assert!(exec.metadata().unwrap().caps["exec.mount.bind"]);
     // The result is the merge, named in its metadata.
     let result = loaded.result();
     assert_eq!(result.digest, loaded.ops()[4].digest());
@@ -97,6 +98,68 @@ fn builder_marshal_is_deterministic_and_loads() {
     for (op, raw) in loaded.ops().iter().zip(&def.def) {
         assert_eq!(op.digest(), Digest::from_bytes(raw));
     }
+}
+
+#[test]
+fn special_mounts_produce_no_output() {
+    let exec = image_for("busybox", amd64())
+        .run(["true"])
+        .with_mount(
+            "/run/secrets/token",
+            scratch(),
+            MountOptions {
+                secret: Some(pb::SecretOpt {
+                    id: "token".into(),
+                    mode: 0o400,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .with_mount(
+            "/cache",
+            scratch(),
+            MountOptions {
+                cache: Some(("go-build".into(), pb::CacheSharingOpt::Locked)),
+                ..Default::default()
+            },
+        )
+        .with_mount(
+            "/tmp",
+            scratch(),
+            MountOptions {
+                tmpfs: Some(1 << 20),
+                ..Default::default()
+            },
+        )
+        .network(pb::NetMode::None)
+        .security(pb::SecurityMode::Insecure);
+    assert!(exec.get_mount("/cache").is_none());
+    let loaded = LoadedDefinition::from_definition(exec.root().marshal()).unwrap();
+    let op = &loaded.ops()[1];
+    assert_eq!(op.output_count(), 1);
+    let Some(pb::op::Op::Exec(e)) = op.body() else {
+        panic!("not exec")
+    };
+    let kinds: Vec<_> = e
+        .mounts
+        .iter()
+        .map(|m| (m.dest.as_str(), m.mount_type, m.output))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("/", pb::MountType::Bind as i32, 0),
+            ("/cache", pb::MountType::Cache as i32, -1),
+            ("/run/secrets/token", pb::MountType::Secret as i32, -1),
+            ("/tmp", pb::MountType::Tmpfs as i32, -1),
+        ]
+    );
+    assert_eq!(e.mounts[1].cache_opt.as_ref().unwrap().sharing, 2);
+    assert_eq!(e.network, 2);
+    assert_eq!(e.security, 1);
+    let caps = &op.metadata().unwrap().caps;
+    assert!(caps["exec.mount.secret"] && caps["exec.mount.cache"] && caps["exec.mount.tmpfs"]);
 }
 
 #[test]
@@ -224,4 +287,24 @@ fn builder_reproduces_vector_045_digests() {
         .map(|b| Digest::from_bytes(b).to_string())
         .collect();
     assert_eq!(ours, want);
+}
+
+/// Long chains of ops marshal, load and drop without exhausting the stack.
+#[test]
+fn deep_chains_marshal_and_load() {
+    let mut state = image_for("busybox", amd64());
+    for i in 0..20_000 {
+        state = state.file(FileAction::mkdir(
+            &format!("/d{i}"),
+            0o755,
+            MkdirOptions::default(),
+        ));
+    }
+    let def = state.marshal();
+    assert_eq!(def.def.len(), 20_002);
+    drop(state);
+    let loaded = LoadedDefinition::from_bytes(&def.encode_to_vec()).unwrap();
+    assert_eq!(loaded.ops().len(), 20_001);
+    assert_eq!(loaded.result().digest, loaded.ops()[20_000].digest());
+    assert!(kiln_llb::dump::to_json_lines(&def).is_ok());
 }

@@ -1,6 +1,50 @@
 //! kiln-runner: kiln's own OCI-style process runtime.
 //!
-//! It will run one process in fresh mount, PID, UTS, IPC and network namespaces over a root
-//! filesystem (a directory or an overlayfs stack), with pivot_root, a minimal /dev and /proc,
-//! cgroup limits and extra mounts, and return its exit status. Every `RUN` step of a build and
-//! every `kiln run` goes through it. It depends on no other kiln crate.
+//! [`Runner::run`] runs one process described by a [`Spec`] in fresh mount, PID, UTS, IPC and
+//! (unless [`NetworkMode::Host`]) network namespaces, over a root filesystem that is a directory
+//! or an overlayfs stack ([`Rootfs`]), and returns its [`ExitStatus`]. The process sees a fresh
+//! /proc, a read-only /sys, a small /dev, generated /etc/hosts, /etc/resolv.conf and
+//! /etc/hostname, Docker's default capabilities, masked paths and (on cgroup v1) device rules,
+//! and the cgroup limits of its [`Resources`]. A small init is PID 1: it reaps zombies,
+//! forwards signals and, when the main process exits, kills whatever else is left. Output
+//! streams to the caller's sinks as it arrives; a [`Handle`] cancels, signals or resizes the
+//! container from another thread.
+//!
+//! Every `RUN` step of a build (the solver's `Executor`, adapted in `cli`) and every `kiln run`
+//! ([`run_spec`] turns an image config plus Docker-style overrides into a spec) goes through
+//! here. The crate depends on no other kiln crate.
+//!
+//! Containers are started by forking the calling process — no helper binary — so a step costs
+//! little more than two forks and its mounts (`bench/runner.sh` compares it with runc); all
+//! mounts are made inside the container's own mount namespace and vanish with it. See the
+//! `sys::process` module for the fork discipline.
+//!
+//! ```no_run
+//! use kiln_runner::{Handle, Rootfs, Runner, Spec};
+//!
+//! let runner = Runner::new("/run/kiln-runner");
+//! let rootfs = Rootfs::Dir { path: "/var/lib/kiln/rootfs".into(), readonly: false };
+//! let spec = Spec::new(rootfs, vec!["/bin/echo".into(), "hello".into()]);
+//! let (mut out, mut err) = (Vec::new(), Vec::new());
+//! let status = runner.run(spec, &mut out, &mut err, &Handle::new()?)?;
+//! assert!(status.success());
+//! assert_eq!(out, b"hello\n");
+//! # Ok::<(), kiln_runner::Error>(())
+//! ```
+
+mod cgroup;
+mod error;
+mod image;
+mod plan;
+mod run;
+mod spec;
+mod sys;
+mod user;
+
+pub use crate::error::{Error, Result};
+pub use crate::image::{ImageConfig, RunOverrides, run_spec};
+pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
+pub use crate::spec::{
+    ExitStatus, Mount, NetworkMode, Resources, Rootfs, Spec, Stdio, TerminalSize,
+};
+pub use nix::sys::signal::Signal;

@@ -44,12 +44,14 @@
 
 mod executor;
 mod fileop;
+mod llbsolver;
 mod scheduler;
 
 pub use executor::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OutputSink,
 };
 pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
+pub use llbsolver::{BuildError, LlbError, Ref, Session, SessionConfig, export_local};
 
 pub use scheduler::{
     CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,

@@ -1,0 +1,169 @@
+//! The error type of the cache crate.
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// Everything that can go wrong in the content store, snapshots, layers and registry pulls.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file system operation failed (the path is in the message of the source).
+    #[error("i/o error")]
+    Io(#[from] std::io::Error),
+    /// A digest string is not `sha256:<64 lowercase hex>`.
+    #[error("invalid digest `{value}`")]
+    InvalidDigest {
+        /// The rejected text.
+        value: String,
+    },
+    /// Content did not hash to the digest it was expected to have.
+    #[error("digest mismatch for {what}: expected {expected}, computed {computed}")]
+    DigestMismatch {
+        /// What was being verified (a blob, a layer's diff ID, a manifest).
+        what: String,
+        /// The digest the content should have.
+        expected: Digest,
+        /// The digest the content actually has.
+        computed: Digest,
+    },
+    /// The metadata database reported an error.
+    #[error("metadata database {path}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The metadata database stayed locked by another process for too long.
+    #[error("metadata database {path} is busy (held by another kiln process)")]
+    DatabaseBusy {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Garbage collection could not get the store to itself (builds or pulls hold leases).
+    #[error("store {path} is in use (leases held); garbage collection did not run")]
+    StoreBusy {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A metadata record could not be encoded or decoded.
+    #[error("metadata record {key}")]
+    Record {
+        /// The record's key.
+        key: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A tar entry would write outside the unpack root or do something the unpacker forbids.
+    #[error("unsafe layer entry `{path}`: {reason}")]
+    UnsafeEntry {
+        /// The entry's path as written in the archive.
+        path: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A snapshot does not exist.
+    #[error("snapshot {key} not found")]
+    SnapshotNotFound {
+        /// The snapshot key or chain ID.
+        key: String,
+    },
+    /// A snapshot key is already in use.
+    #[error("snapshot {key} already exists")]
+    SnapshotExists {
+        /// The snapshot key.
+        key: String,
+    },
+    /// An image is not in the store.
+    #[error("image {name} not found")]
+    ImageNotFound {
+        /// The image name.
+        name: String,
+    },
+    /// A blob is not in the store.
+    #[error("blob {digest} not found")]
+    BlobNotFound {
+        /// The blob digest.
+        digest: Digest,
+    },
+    /// The configuration file could not be parsed.
+    #[error("configuration file {path}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the TOML parser reported.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The Docker credentials file could not be parsed.
+    #[error("docker credentials file {path}")]
+    Credentials {
+        /// The credentials file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An image reference could not be parsed.
+    #[error("invalid image reference `{reference}`")]
+    InvalidReference {
+        /// The rejected text.
+        reference: String,
+        /// What the parser reported.
+        #[source]
+        source: oci_client::ParseError,
+    },
+    /// The registry (and every mirror) failed.
+    #[error("registry {registry}: {operation}")]
+    Registry {
+        /// The registry host that failed last.
+        registry: String,
+        /// What was being fetched.
+        operation: String,
+        /// What the client reported.
+        #[source]
+        source: Box<oci_client::errors::OciDistributionError>,
+    },
+    /// Downloading a blob failed part way (including a digest check by the client).
+    #[error("registry {registry}: downloading blob {digest}")]
+    Download {
+        /// The registry host.
+        registry: String,
+        /// The blob.
+        digest: Digest,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A manifest, index or config from the registry is malformed or unsupported.
+    #[error("{what}: {reason}")]
+    BadManifest {
+        /// Which document.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No manifest for the wanted platform in an index.
+    #[error("no manifest for {platform} in {reference}")]
+    NoMatchingPlatform {
+        /// The wanted platform (`linux/amd64`).
+        platform: String,
+        /// The image reference.
+        reference: String,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    pub(crate) fn db(path: &std::path::Path, source: impl Into<redb::Error>) -> Self {
+        Self::Database {
+            path: path.to_owned(),
+            source: Box::new(source.into()),
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Pulling images from a registry into the store.
+//!
+//! # Overview
+//! 1. Parse the reference (Docker normalisation) and list the sources: the configured mirrors
+//!    of its registry, in order, then the registry itself.
+//! 2. From the first source that answers: fetch the manifest (or index, then the `linux/amd64`
+//!    manifest), verifying each against the digest asked for or announced.
+//! 3. Fetch the config and the layers (concurrently, skipping blobs already stored), each
+//!    written through [`BlobWriter`](crate::BlobWriter), so only verified blobs are stored.
+//! 4. Unpack each layer into its chain-ID snapshot, checking the diff IDs of the config.
+//! 5. Record the blobs, then the image name.
+//!
+//! A failure at any step on a mirror moves on to the next source; the last error is returned.
+//! The whole pull holds a lease, so garbage collection never sees half-recorded content.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use oci_client::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::registry::{Config, credentials, docker_config_path, parse_reference};
+use crate::store::{ImageRecord, Store, now};
+
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+const LAYER_TYPES: [&str; 8] = [
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+/// How many layers download at once.
+const CONCURRENT_DOWNLOADS: usize = 4;
+
+/// Options of [`pull`].
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Registry configuration (mirrors, plain HTTP).
+    pub config: Config,
+    /// Docker's credentials file (default: [`docker_config_path`]).
+    pub docker_config: Option<PathBuf>,
+    /// The wanted platform's OS.
+    pub os: String,
+    /// The wanted platform's architecture.
+    pub architecture: String,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            docker_config: docker_config_path(),
+            os: "linux".to_owned(),
+            architecture: "amd64".to_owned(),
+        }
+    }
+}
+
+/// Something that happened during a pull, for progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PullEvent {
+    /// Fetching from this source (a mirror or the registry itself).
+    Source {
+        /// The normalised reference.
+        reference: String,
+        /// The host being asked.
+        host: String,
+    },
+    /// A layer is already in the store.
+    LayerExists(Digest),
+    /// A layer download started.
+    LayerDownloading(Digest),
+    /// A layer was downloaded and verified.
+    LayerDownloaded(Digest),
+    /// A layer was unpacked.
+    LayerUnpacked(Digest),
+}
+
+/// Receives [`PullEvent`]s.
+pub trait PullProgress: Send + Sync {
+    /// Called for each event, from any thread.
+    fn event(&self, event: PullEvent);
+}
+
+impl PullProgress for () {
+    fn event(&self, _: PullEvent) {}
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The stored image.
+    pub image: ImageRecord,
+    /// The manifest digest the name pointed to before, if it was stored already.
+    pub previous: Option<Digest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    media_type: Option<String>,
+    config: Option<OciDescriptor>,
+    #[serde(default)]
+    layers: Vec<OciDescriptor>,
+    manifests: Option<Vec<IndexEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry {
+    digest: String,
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    created: Option<String>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    diff_ids: Vec<Digest>,
+}
+
+fn bad(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::BadManifest {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_digest(text: &str, what: &str) -> Result<Digest, Error> {
+    text.parse()
+        .map_err(|_| bad(what, format!("unsupported digest `{text}`")))
+}
+
+/// One place to fetch from: a mirror or the origin registry.
+struct Source {
+    client: oci_client::Client,
+    reference: Reference,
+    host: String,
+    auth: RegistryAuth,
+}
+
+impl Source {
+    fn registry_error(
+        &self,
+        operation: impl Into<String>,
+        source: oci_client::errors::OciDistributionError,
+    ) -> Error {
+        Error::Registry {
+            registry: self.host.clone(),
+            operation: operation.into(),
+            source: Box::new(source),
+        }
+    }
+
+    async fn manifest(
+        &self,
+        reference: &Reference,
+        expected: Option<&Digest>,
+    ) -> Result<(Vec<u8>, Digest), Error> {
+        let (bytes, announced) = self
+            .client
+            .pull_manifest_raw(reference, &self.auth, &MANIFEST_TYPES)
+            .await
+            .map_err(|e| {
+                self.registry_error(format!("fetching manifest {}", reference.whole()), e)
+            })?;
+        let computed = Digest::of(&bytes);
+        let expected = match expected {
+            Some(d) => Some(*d),
+            None => announced.parse().ok(),
+        };
+        if let Some(expected) = expected {
+            if expected != computed {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {}", reference.whole()),
+                    expected,
+                    computed,
+                });
+            }
+        }
+        Ok((bytes.to_vec(), computed))
+    }
+
+    async fn blob(
+        &self,
+        store: &Store,
+        descriptor: &OciDescriptor,
+        digest: &Digest,
+    ) -> Result<u64, Error> {
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.reference, descriptor)
+            .await
+            .map_err(|e| self.registry_error(format!("fetching blob {digest}"), e))?;
+        let mut writer = store.writer()?;
+        while let Some(chunk) = stream.try_next().await.map_err(|source| Error::Download {
+            registry: self.host.clone(),
+            digest: *digest,
+            source,
+        })? {
+            writer.write_all(&chunk)?;
+        }
+        let (_, size) = writer.commit(Some(digest))?;
+        store.record_blob(digest, size, Some(&descriptor.media_type))?;
+        Ok(size)
+    }
+}
+
+fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, Error> {
+    let registry = reference.registry().to_owned();
+    let mut hosts: Vec<Option<String>> = options
+        .config
+        .mirrors(&registry)
+        .iter()
+        .map(|m| Some(m.trim_end_matches('/').to_owned()))
+        .collect();
+    hosts.push(None);
+    let mut out = Vec::new();
+    for mirror in hosts {
+        let mut reference = reference.clone();
+        if let Some(m) = &mirror {
+            reference.set_mirror_registry(m.clone());
+        }
+        let host = reference.resolve_registry().to_owned();
+        let plain = if options.config.is_plain_http(&host)
+            || options.config.is_plain_http(&registry) && mirror.is_none()
+        {
+            vec![host.clone()]
+        } else {
+            Vec::new()
+        };
+        let insecure = options
+            .config
+            .registry
+            .get(&host)
+            .is_some_and(|r| r.insecure);
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            accept_invalid_certificates: insecure,
+            ..ClientConfig::default()
+        });
+        let auth = credentials(
+            options.docker_config.as_deref(),
+            mirror.as_deref().unwrap_or(&registry),
+        )?;
+        out.push(Source {
+            client,
+            reference,
+            host,
+            auth,
+        });
+    }
+    Ok(out)
+}
+
+/// Pulls `reference` into the store: blobs verified and stored, layers unpacked into
+/// snapshots, the name recorded.
+pub async fn pull(
+    store: Arc<Store>,
+    reference: &str,
+    options: &PullOptions,
+    progress: &dyn PullProgress,
+) -> Result<Pulled, Error> {
+    let reference = parse_reference(reference)?;
+    let _lease = store.lease()?;
+    let mut last_error = None;
+    let sources = sources(&reference, options)?;
+    let count = sources.len();
+    for (i, source) in sources.into_iter().enumerate() {
+        progress.event(PullEvent::Source {
+            reference: reference.whole(),
+            host: source.host.clone(),
+        });
+        match pull_from(&store, &reference, &source, options, progress).await {
+            Ok(pulled) => return Ok(pulled),
+            Err(e) => {
+                if i + 1 < count {
+                    tracing::warn!(host = %source.host, error = %e, "pull failed; trying the next source");
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.expect("the origin is always a source"))
+}
+
+async fn pull_from(
+    store: &Arc<Store>,
+    reference: &Reference,
+    source: &Source,
+    options: &PullOptions,
+    progress: &dyn PullProgress,
+) -> Result<Pulled, Error> {
+    let wanted = match reference.digest() {
+        Some(d) => Some(parse_digest(d, "reference")?),
+        None => None,
+    };
+    let (mut bytes, mut manifest_digest) =
+        source.manifest(&source.reference, wanted.as_ref()).await?;
+    let mut manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("manifest {manifest_digest}"), e.to_string()))?;
+    let mut index = None;
+    if let Some(entries) = &manifest.manifests {
+        let platform = format!("{}/{}", options.os, options.architecture);
+        let entry = entries
+            .iter()
+            .find(|e| {
+                e.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == options.os && p.architecture == options.architecture)
+            })
+            .ok_or_else(|| Error::NoMatchingPlatform {
+                platform,
+                reference: reference.whole(),
+            })?;
+        let digest = parse_digest(&entry.digest, "index entry")?;
+        store.write_blob(&bytes, Some(&manifest_digest))?;
+        store.record_blob(
+            &manifest_digest,
+            bytes.len() as u64,
+            manifest.media_type.as_deref(),
+        )?;
+        index = Some(manifest_digest);
+        let by_digest = source.reference.clone_with_digest(entry.digest.clone());
+        (bytes, manifest_digest) = source.manifest(&by_digest, Some(&digest)).await?;
+        manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("manifest {manifest_digest}"), e.to_string()))?;
+    }
+    let what = format!("manifest {manifest_digest}");
+    let config_descriptor = manifest
+        .config
+        .as_ref()
+        .ok_or_else(|| bad(&what, "no config"))?;
+    let config_digest = parse_digest(&config_descriptor.digest, &what)?;
+    for layer in &manifest.layers {
+        if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(bad(
+                &what,
+                format!("unsupported layer media type {}", layer.media_type),
+            ));
+        }
+    }
+
+    if !store.has_blob(&config_digest) {
+        source
+            .blob(store, config_descriptor, &config_digest)
+            .await?;
+    }
+    let config_bytes = store.read_blob(&config_digest)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(format!("config {config_digest}"), e.to_string()))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(bad(
+            &what,
+            format!(
+                "{} layers but {} diff IDs in the config",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+
+    let layers: Vec<Digest> = manifest
+        .layers
+        .iter()
+        .map(|l| parse_digest(&l.digest, &what))
+        .collect::<Result<_, _>>()?;
+    futures::stream::iter(manifest.layers.iter().zip(&layers))
+        .map(|(descriptor, digest)| async move {
+            if store.has_blob(digest) {
+                progress.event(PullEvent::LayerExists(*digest));
+                return Ok(());
+            }
+            progress.event(PullEvent::LayerDownloading(*digest));
+            source.blob(store, descriptor, digest).await?;
+            progress.event(PullEvent::LayerDownloaded(*digest));
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(CONCURRENT_DOWNLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let mut parent = None;
+    let mut size = 0;
+    for (layer, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
+        let existed = store
+            .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
+            .is_some();
+        let task_store = Arc::clone(store);
+        let (layer_copy, diff_copy) = (*layer, *diff_id);
+        let chain = tokio::task::spawn_blocking(move || {
+            task_store.unpack_snapshot(parent.as_ref(), &layer_copy, &diff_copy)
+        })
+        .await??;
+        size += store.snapshot(&chain.to_string())?.map_or(0, |s| s.size);
+        if !existed {
+            progress.event(PullEvent::LayerUnpacked(*layer));
+        }
+        parent = Some(chain);
+    }
+
+    store.write_blob(&bytes, Some(&manifest_digest))?;
+    store.record_blob(
+        &manifest_digest,
+        bytes.len() as u64,
+        manifest.media_type.as_deref(),
+    )?;
+    let name = match reference.tag() {
+        Some(_) => reference.whole(),
+        None => format!(
+            "{}/{}@{manifest_digest}",
+            reference.registry(),
+            reference.repository()
+        ),
+    };
+    let previous = store.image(&name)?.map(|r| r.manifest);
+    let image = ImageRecord {
+        name,
+        manifest: manifest_digest,
+        manifest_media_type: manifest
+            .media_type
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned()),
+        index,
+        config: config_digest,
+        layers,
+        diff_ids: config.rootfs.diff_ids,
+        chain_id: parent,
+        size,
+        created: config.created,
+        last_used: now(),
+    };
+    store.put_image(&image)?;
+    Ok(Pulled { image, previous })
+}

@@ -1,0 +1,384 @@
+//! Snapshots: unpacked layers and the writable layers of running steps.
+//!
+//! A committed snapshot is a read-only directory under `snapshots/committed/<name>` holding one
+//! layer in overlayfs form (whiteouts as 0/0 character devices, opaque directories marked with
+//! `trusted.overlay.opaque`). An image layer is unpacked once, into the snapshot named by its
+//! chain ID. An active snapshot (`snapshots/active/<name>/{upper,work}`) is prepared on a
+//! committed parent for an exec step or `kiln run`; [`Mounts`] lists the overlay lowers, upper
+//! and work directories, which the runner mounts inside its namespace. Committing an active
+//! snapshot moves its upper into a new committed snapshot.
+//!
+//! Directories are built under a temporary name, synced, renamed into place and only then
+//! recorded in the metadata, so a crash leaves at worst an unrecorded directory that garbage
+//! collection removes.
+
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::meta;
+use crate::store::{Store, now};
+use crate::unpack::{UnpackOptions, Unpacked, WhiteoutMode, unpack_layer};
+
+/// Whether a snapshot is read-only or still being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Read-only; usable as a parent.
+    Committed,
+    /// Writable (has an upper and a work directory).
+    Active,
+}
+
+/// A snapshot's metadata record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The key (a chain ID for image layers).
+    pub key: String,
+    /// The parent snapshot's key.
+    pub parent: Option<String>,
+    /// Committed or active.
+    pub kind: SnapshotKind,
+    /// The layer's diff ID, for snapshots unpacked from a layer.
+    pub diff_id: Option<Digest>,
+    /// Bytes used by this snapshot's own directory.
+    pub size: u64,
+    /// When it was created (seconds since the Unix epoch).
+    pub created: u64,
+    /// When it was last used (seconds since the Unix epoch).
+    pub last_used: u64,
+}
+
+/// The directories of an overlay mount for an active snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounts {
+    /// Read-only lower directories, topmost first (overlayfs `lowerdir=` order).
+    pub lowers: Vec<PathBuf>,
+    /// The writable upper directory.
+    pub upper: PathBuf,
+    /// The overlayfs work directory (same file system as `upper`).
+    pub work: PathBuf,
+}
+
+/// The chain ID of a layer on top of a parent chain (OCI image spec: `ChainID(L₀|…|Lₙ) =
+/// sha256(ChainID(L₀|…|Lₙ₋₁) + " " + DiffID(Lₙ))`, and `ChainID(L₀) = DiffID(L₀)`).
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => *diff_id,
+        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+    }
+}
+
+fn dir_name(key: &str) -> Result<String, Error> {
+    let ok = !key.is_empty()
+        && key.len() <= 200
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !ok {
+        return Err(Error::SnapshotNotFound {
+            key: key.to_owned(),
+        });
+    }
+    Ok(key.replace(':', "-"))
+}
+
+/// Total size of the regular files and symlinks below `path` (not following links).
+pub(crate) fn dir_size(path: &Path) -> io::Result<u64> {
+    let meta = fs_err::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.size());
+    }
+    let mut total = 0;
+    for entry in fs_err::read_dir(path)? {
+        total += dir_size(&entry?.path())?;
+    }
+    Ok(total)
+}
+
+fn sync_dir_fs(path: &Path) -> Result<(), Error> {
+    let dir = fs_err::File::open(path)?;
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| io::Error::other(format!("syncing {}: {e}", path.display())))?;
+    Ok(())
+}
+
+impl Store {
+    /// The directory of a committed snapshot.
+    pub fn committed_dir(&self, key: &str) -> Result<PathBuf, Error> {
+        Ok(self.root().join("snapshots/committed").join(dir_name(key)?))
+    }
+
+    fn active_dir(&self, key: &str) -> Result<PathBuf, Error> {
+        Ok(self.root().join("snapshots/active").join(dir_name(key)?))
+    }
+
+    fn temp_snapshot_dir(&self) -> Result<tempfile::TempDir, Error> {
+        let parent = self.root().join("snapshots");
+        tempfile::Builder::new()
+            .prefix("tmp-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a directory in {}: {e}", parent.display()),
+                )
+                .into()
+            })
+    }
+
+    /// A snapshot's record.
+    pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>, Error> {
+        self.meta.get(meta::SNAPSHOTS, key)
+    }
+
+    /// Every snapshot record.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, Error> {
+        Ok(self
+            .meta
+            .list(meta::SNAPSHOTS)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Unpacks a layer blob as the committed snapshot named by its chain ID, on top of the
+    /// `parent` chain, unless that snapshot exists already. The uncompressed stream must hash to
+    /// `diff_id`. Returns the chain ID.
+    pub fn unpack_snapshot(
+        &self,
+        parent: Option<&Digest>,
+        layer: &Digest,
+        diff_id: &Digest,
+    ) -> Result<Digest, Error> {
+        let chain = chain_id(parent, diff_id);
+        let key = chain.to_string();
+        let dir = self.committed_dir(&key)?;
+        if self.snapshot(&key)?.is_some() && dir.is_dir() {
+            return Ok(chain);
+        }
+        let temp = self.temp_snapshot_dir()?;
+        let options = UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..UnpackOptions::default()
+        };
+        let Unpacked {
+            diff_id: computed, ..
+        } = unpack_layer(self.open_blob(layer)?, temp.path(), &options)?;
+        if computed != *diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("diff ID of layer {layer}"),
+                expected: *diff_id,
+                computed,
+            });
+        }
+        sync_dir_fs(temp.path())?;
+        let size = dir_size(temp.path())?;
+        // Another writer (thread or process) may have renamed the same snapshot into place
+        // first, or an interrupted one left it unrecorded. Either way it is complete (it was
+        // synced before its rename) and has the same verified content, and it may already be
+        // mounted: keep it, and drop ours.
+        match fs_err::rename(temp.path(), &dir) {
+            Ok(()) => {
+                let _ = temp.keep();
+            }
+            Err(e)
+                if dir.is_dir()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+                    ) =>
+            {
+                tracing::debug!(snapshot = %key, "snapshot already unpacked by another writer");
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "renaming {} to {}: {e}",
+                        temp.path().display(),
+                        dir.display()
+                    ),
+                )
+                .into());
+            }
+        }
+        let record = SnapshotRecord {
+            key: key.clone(),
+            parent: parent.map(ToString::to_string),
+            kind: SnapshotKind::Committed,
+            diff_id: Some(*diff_id),
+            size,
+            created: now(),
+            last_used: now(),
+        };
+        self.meta
+            .write(|tx| tx.put(meta::SNAPSHOTS, &key, &record))?;
+        Ok(chain)
+    }
+
+    /// The committed directories of `key` and its ancestors, topmost first.
+    pub fn lowers(&self, key: &str) -> Result<Vec<PathBuf>, Error> {
+        let mut out = Vec::new();
+        let mut next = Some(key.to_owned());
+        while let Some(k) = next {
+            let record = self
+                .snapshot(&k)?
+                .filter(|r| r.kind == SnapshotKind::Committed)
+                .ok_or_else(|| Error::SnapshotNotFound { key: k.clone() })?;
+            out.push(self.committed_dir(&k)?);
+            next = record.parent;
+        }
+        Ok(out)
+    }
+
+    /// Prepares an active snapshot `key` on the committed `parent` (or empty).
+    pub fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Mounts, Error> {
+        let lowers = match parent {
+            Some(p) => self.lowers(p)?,
+            None => Vec::new(),
+        };
+        let dir = self.active_dir(key)?;
+        if self.snapshot(key)?.is_some() {
+            return Err(Error::SnapshotExists {
+                key: key.to_owned(),
+            });
+        }
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
+        fs_err::create_dir_all(dir.join("upper"))?;
+        fs_err::create_dir_all(dir.join("work"))?;
+        let record = SnapshotRecord {
+            key: key.to_owned(),
+            parent: parent.map(str::to_owned),
+            kind: SnapshotKind::Active,
+            diff_id: None,
+            size: 0,
+            created: now(),
+            last_used: now(),
+        };
+        self.meta.write(|tx| {
+            if tx.get::<SnapshotRecord>(meta::SNAPSHOTS, key)?.is_some() {
+                return Err(Error::SnapshotExists {
+                    key: key.to_owned(),
+                });
+            }
+            tx.put(meta::SNAPSHOTS, key, &record)
+        })?;
+        Ok(Mounts {
+            lowers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        })
+    }
+
+    /// The mounts of an active snapshot.
+    pub fn mounts(&self, key: &str) -> Result<Mounts, Error> {
+        let record = self
+            .snapshot(key)?
+            .filter(|r| r.kind == SnapshotKind::Active)
+            .ok_or_else(|| Error::SnapshotNotFound {
+                key: key.to_owned(),
+            })?;
+        let lowers = match &record.parent {
+            Some(p) => self.lowers(p)?,
+            None => Vec::new(),
+        };
+        let dir = self.active_dir(key)?;
+        Ok(Mounts {
+            lowers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        })
+    }
+
+    /// Commits the active snapshot `active` as the read-only snapshot `name`.
+    pub fn commit(&self, active: &str, name: &str) -> Result<(), Error> {
+        let record = self
+            .snapshot(active)?
+            .filter(|r| r.kind == SnapshotKind::Active)
+            .ok_or_else(|| Error::SnapshotNotFound {
+                key: active.to_owned(),
+            })?;
+        if self.snapshot(name)?.is_some() {
+            return Err(Error::SnapshotExists {
+                key: name.to_owned(),
+            });
+        }
+        let active_dir = self.active_dir(active)?;
+        let target = self.committed_dir(name)?;
+        let upper = active_dir.join("upper");
+        sync_dir_fs(&upper)?;
+        let size = dir_size(&upper)?;
+        if target.exists() {
+            fs_err::remove_dir_all(&target)?;
+        }
+        fs_err::rename(&upper, &target)?;
+        let committed = SnapshotRecord {
+            key: name.to_owned(),
+            parent: record.parent,
+            kind: SnapshotKind::Committed,
+            diff_id: None,
+            size,
+            created: now(),
+            last_used: now(),
+        };
+        self.meta.write(|tx| {
+            tx.put(meta::SNAPSHOTS, name, &committed)?;
+            tx.remove(meta::SNAPSHOTS, active)?;
+            Ok(())
+        })?;
+        fs_err::remove_dir_all(&active_dir)?;
+        Ok(())
+    }
+
+    /// Removes a snapshot (active or committed) that no other snapshot has as parent.
+    pub fn remove_snapshot(&self, key: &str) -> Result<(), Error> {
+        let record = self.snapshot(key)?.ok_or_else(|| Error::SnapshotNotFound {
+            key: key.to_owned(),
+        })?;
+        self.meta.write(|tx| {
+            tx.remove(meta::SNAPSHOTS, key)?;
+            Ok(())
+        })?;
+        let dir = match record.kind {
+            SnapshotKind::Committed => self.committed_dir(key)?,
+            SnapshotKind::Active => self.active_dir(key)?,
+        };
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the flattened root file system of an image's layers into `dest` (whiteouts
+    /// applied), straight from the layer blobs.
+    pub fn export_rootfs(&self, layers: &[Digest], dest: &Path) -> Result<(), Error> {
+        fs_err::create_dir_all(dest)?;
+        for layer in layers {
+            unpack_layer(self.open_blob(layer)?, dest, &UnpackOptions::default())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_follows_the_oci_formula() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        assert_eq!(chain_id(None, &a), a);
+        let expected = Digest::of(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes());
+        assert_eq!(chain_id(Some(&a), &b), expected);
+    }
+}

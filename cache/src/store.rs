@@ -1,0 +1,368 @@
+//! The store: content-addressed blobs on disk plus the metadata database, under one root.
+//!
+//! Layout of the root directory:
+//! ```text
+//! blobs/sha256/<hex>     immutable blobs, named by their digest
+//! ingest/                blobs being written (temporary files, renamed into blobs/ when verified)
+//! snapshots/             unpacked layers and active snapshots (see `Snapshotter`)
+//! meta.redb              the metadata database
+//! gc.lock                shared-locked by every lease, exclusively locked by garbage collection
+//! ```
+//!
+//! A blob is written to a temporary file in `ingest/`, fsynced, checked against its expected
+//! digest and only then renamed to `blobs/sha256/<hex>` (and the directory fsynced), so a crash at
+//! any moment leaves either no blob or a whole, correct one. Two writers of the same blob both
+//! rename a complete, identical file into place, which is harmless. Metadata is committed only
+//! after the data it names is on disk.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::Error;
+use crate::meta::{self, Meta};
+
+/// A blob's metadata record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// The media type it was stored under, if known.
+    pub media_type: Option<String>,
+    /// When it was last used (seconds since the Unix epoch).
+    pub last_used: u64,
+}
+
+/// A named image: a manifest plus everything it refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The full normalised name (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The manifest digest (what `kiln images` shows as IMAGE ID).
+    pub manifest: Digest,
+    /// The manifest's media type.
+    pub manifest_media_type: String,
+    /// The index the manifest was selected from, if the name resolved to one.
+    pub index: Option<Digest>,
+    /// The config blob.
+    pub config: Digest,
+    /// The compressed layer blobs, bottom first.
+    pub layers: Vec<Digest>,
+    /// The uncompressed layer digests from the config, bottom first.
+    pub diff_ids: Vec<Digest>,
+    /// The chain ID of the top layer's snapshot, once unpacked.
+    pub chain_id: Option<Digest>,
+    /// Unpacked size in bytes (sum of the uncompressed layers).
+    pub size: u64,
+    /// The config's `created` time (RFC 3339), if any.
+    pub created: Option<String>,
+    /// When it was last used (seconds since the Unix epoch).
+    pub last_used: u64,
+}
+
+/// A build cache record: the blobs and snapshots one cached step result keeps alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The cache key.
+    pub id: String,
+    /// A human description (the step).
+    pub description: String,
+    /// Blobs kept alive by this record.
+    pub blobs: Vec<Digest>,
+    /// Snapshots (keys) kept alive by this record.
+    pub snapshots: Vec<String>,
+    /// Size in bytes attributed to this record.
+    pub size: u64,
+    /// When it was created (seconds since the Unix epoch).
+    pub created: u64,
+    /// When it was last used (seconds since the Unix epoch).
+    pub last_used: u64,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The content store and metadata database under one root directory.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    pub(crate) meta: Meta,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
+        let root = root.into();
+        for dir in [
+            "blobs/sha256",
+            "ingest",
+            "snapshots/committed",
+            "snapshots/active",
+        ] {
+            fs_err::create_dir_all(root.join(dir))?;
+        }
+        let meta = Meta::open(root.join("meta.redb"))?;
+        Ok(Self { root, meta })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether the blob is present on disk.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Reads a whole blob into memory (manifests and configs).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        match fs_err::read(self.blob_path(digest)) {
+            Ok(data) => Ok(data),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::BlobNotFound { digest: *digest })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<fs_err::File, Error> {
+        match fs_err::File::open(self.blob_path(digest)) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::BlobNotFound { digest: *digest })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts writing a blob; finish with [`BlobWriter::commit`].
+    pub fn writer(&self) -> Result<BlobWriter, Error> {
+        let dir = self.root.join("ingest");
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a file in {}: {e}", dir.display()),
+                )
+            })?;
+        Ok(BlobWriter {
+            file: Some(file),
+            hasher: Hasher::default(),
+            blobs_dir: self.root.join("blobs/sha256"),
+        })
+    }
+
+    /// Writes a whole blob from memory, verified against `expected` if given.
+    pub fn write_blob(&self, data: &[u8], expected: Option<&Digest>) -> Result<Digest, Error> {
+        let mut w = self.writer()?;
+        w.write_all(data)?;
+        Ok(w.commit(expected)?.0)
+    }
+
+    /// Records a blob in the metadata (after it is on disk).
+    pub fn record_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        media_type: Option<&str>,
+    ) -> Result<(), Error> {
+        let record = BlobRecord {
+            size,
+            media_type: media_type.map(str::to_owned),
+            last_used: now(),
+        };
+        self.meta
+            .write(|tx| tx.put(meta::BLOBS, &digest.to_string(), &record))
+    }
+
+    /// Stores an image record (its blobs and snapshot must already be in the store).
+    pub fn put_image(&self, record: &ImageRecord) -> Result<(), Error> {
+        self.meta
+            .write(|tx| tx.put(meta::IMAGES, &record.name, record))
+    }
+
+    /// Looks an image up by full name.
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, Error> {
+        self.meta.get(meta::IMAGES, name)
+    }
+
+    /// Every image, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, Error> {
+        Ok(self
+            .meta
+            .list(meta::IMAGES)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Removes an image name (its content goes at the next garbage collection).
+    pub fn remove_image(&self, name: &str) -> Result<bool, Error> {
+        self.meta.write(|tx| tx.remove(meta::IMAGES, name))
+    }
+
+    /// Stores a build cache record.
+    pub fn put_cache_record(&self, record: &CacheRecord) -> Result<(), Error> {
+        self.meta
+            .write(|tx| tx.put(meta::CACHE_RECORDS, &record.id, record))
+    }
+
+    /// Every build cache record.
+    pub fn cache_records(&self) -> Result<Vec<CacheRecord>, Error> {
+        Ok(self
+            .meta
+            .list(meta::CACHE_RECORDS)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Every blob record.
+    pub fn blob_records(&self) -> Result<Vec<(Digest, BlobRecord)>, Error> {
+        self.meta
+            .list::<BlobRecord>(meta::BLOBS)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse()?, v)))
+            .collect()
+    }
+
+    /// Takes a lease: while it lives, garbage collection (in any process) waits, so blobs and
+    /// snapshots written but not yet referenced by an image or cache record are safe.
+    pub fn lease(&self) -> Result<Lease, Error> {
+        self.flock(FlockArg::LockShared, None)
+            .map(|lock| Lease { _lock: lock })
+    }
+
+    /// Takes the exclusive garbage collection lock, waiting at most `timeout`.
+    pub(crate) fn gc_lock(&self, timeout: Duration) -> Result<Lease, Error> {
+        self.flock(FlockArg::LockExclusiveNonblock, Some(timeout))
+            .map(|lock| Lease { _lock: lock })
+    }
+
+    fn flock(
+        &self,
+        arg: FlockArg,
+        timeout: Option<Duration>,
+    ) -> Result<Flock<std::os::fd::OwnedFd>, Error> {
+        let path = self.root.join("gc.lock");
+        let start = Instant::now();
+        loop {
+            let file = fs_err::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?
+                .into_file()
+                .into();
+            match Flock::lock(file, arg) {
+                Ok(lock) => return Ok(lock),
+                Err((_, nix::errno::Errno::EWOULDBLOCK))
+                    if timeout.is_some_and(|t| start.elapsed() < t) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(Error::StoreBusy { path });
+                }
+                Err((_, errno)) => {
+                    return Err(
+                        io::Error::other(format!("locking {}: {errno}", path.display())).into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Keeps garbage collection away while it lives (see [`Store::lease`]).
+#[derive(Debug)]
+pub struct Lease {
+    _lock: Flock<std::os::fd::OwnedFd>,
+}
+
+/// A blob being written: bytes go to a temporary file and into a running digest.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: Option<tempfile::NamedTempFile>,
+    hasher: Hasher,
+    blobs_dir: PathBuf,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.hasher.clone().finish().1
+    }
+
+    /// Copies everything from `reader` into the blob.
+    pub fn copy_from(&mut self, reader: &mut impl Read) -> Result<u64, Error> {
+        Ok(io::copy(reader, self)?)
+    }
+
+    /// Syncs the data, verifies it against `expected` (if given) and moves it into place.
+    /// Returns the digest and size. On a mismatch nothing is stored.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), Error> {
+        let file = self.file.take().expect("a blob writer is committed once");
+        let (digest, size) = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(Error::DigestMismatch {
+                    what: "blob".to_owned(),
+                    expected: *expected,
+                    computed: digest,
+                });
+            }
+        }
+        let target = self.blobs_dir.join(digest.hex());
+        if target.is_file() {
+            return Ok((digest, size));
+        }
+        file.as_file().sync_all().map_err(|e| {
+            io::Error::new(e.kind(), format!("syncing {}: {e}", file.path().display()))
+        })?;
+        file.persist(&target).map_err(|e| {
+            io::Error::new(
+                e.error.kind(),
+                format!("renaming a blob to {}: {}", target.display(), e.error),
+            )
+        })?;
+        fs_err::File::open(&self.blobs_dir)?.sync_all()?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("a committed writer is not written to");
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}

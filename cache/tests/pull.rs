@@ -1,0 +1,395 @@
+//! Pulling from real registries: the shared test registry and private ones.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use kiln_cache::{Config, Digest, Error, PullEvent, PullOptions, PullProgress, Store, pull};
+use sha2::Digest as _;
+
+#[derive(Default)]
+struct Events(Mutex<Vec<PullEvent>>);
+
+impl PullProgress for Events {
+    fn event(&self, event: PullEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+fn options(config: &str) -> PullOptions {
+    PullOptions {
+        config: Config::parse(config, std::path::Path::new("kiln.toml")).unwrap(),
+        docker_config: None,
+        ..PullOptions::default()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn digest(text: &str) -> Digest {
+    text.parse().unwrap()
+}
+
+/// Checks a pulled busybox against the test layout, independently of kiln.
+fn assert_busybox(store: &Store, image: &kiln_cache::ImageRecord) {
+    let layout = common::busybox_layout();
+    assert_eq!(
+        image.manifest.to_string(),
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    );
+    assert_eq!(image.manifest.to_string(), layout.manifest);
+    assert_eq!(image.config.to_string(), layout.config);
+    let layers: Vec<String> = image.layers.iter().map(ToString::to_string).collect();
+    assert_eq!(layers, layout.layers);
+    let diff_ids: Vec<String> = image.diff_ids.iter().map(ToString::to_string).collect();
+    assert_eq!(diff_ids, layout.diff_ids);
+    // Each stored layer decompresses to its diff ID.
+    for (layer, diff_id) in image.layers.iter().zip(&layout.diff_ids) {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(store.open_blob(layer).unwrap()),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(
+            &format!("sha256:{}", hex::encode(sha2::Sha256::digest(&plain))),
+            diff_id
+        );
+    }
+    let chain = image.chain_id.expect("unpacked");
+    let lowers = store.lowers(&chain.to_string()).unwrap();
+    assert_eq!(lowers.len(), layout.layers.len());
+    let busybox = lowers.last().unwrap().join("bin/busybox");
+    assert!(
+        fs_err::metadata(&busybox).unwrap().len() > 100_000,
+        "{}",
+        busybox.display()
+    );
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn pull_from_the_test_registry() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let events = Events::default();
+    let rt = runtime();
+    let pulled = rt
+        .block_on(pull(
+            Arc::clone(&store),
+            "127.0.0.1:5000/library/busybox:latest",
+            &options(""),
+            &events,
+        ))
+        .unwrap();
+    assert_eq!(pulled.image.name, "127.0.0.1:5000/library/busybox:latest");
+    assert_eq!(pulled.previous, None);
+    assert_busybox(&store, &pulled.image);
+    assert!(
+        events
+            .0
+            .lock()
+            .unwrap()
+            .contains(&PullEvent::LayerDownloaded(pulled.image.layers[0]))
+    );
+
+    // Again: nothing downloaded, same image.
+    let events = Events::default();
+    let again = rt
+        .block_on(pull(
+            Arc::clone(&store),
+            "127.0.0.1:5000/library/busybox",
+            &options(""),
+            &events,
+        ))
+        .unwrap();
+    assert_eq!(again.previous, Some(pulled.image.manifest));
+    let events = events.0.lock().unwrap();
+    assert!(events.contains(&PullEvent::LayerExists(pulled.image.layers[0])));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, PullEvent::LayerDownloading(_)))
+    );
+
+    // By digest.
+    let by_digest = format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    );
+    let pinned = rt
+        .block_on(pull(Arc::clone(&store), &by_digest, &options(""), &()))
+        .unwrap();
+    assert_eq!(pinned.image.name, by_digest);
+    let wrong = format!("127.0.0.1:5000/library/busybox@{}", Digest::of(b"not it"));
+    assert!(
+        rt.block_on(pull(Arc::clone(&store), &wrong, &options(""), &()))
+            .is_err()
+    );
+    assert_eq!(store.images().unwrap().len(), 2);
+}
+
+#[test]
+fn pull_through_a_docker_io_mirror() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let events = Events::default();
+    let config = "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:5000\"]\n";
+    let pulled = runtime()
+        .block_on(pull(
+            Arc::clone(&store),
+            "busybox",
+            &options(config),
+            &events,
+        ))
+        .unwrap();
+    assert_eq!(pulled.image.name, "docker.io/library/busybox:latest");
+    assert_busybox(&store, &pulled.image);
+    let first = events.0.lock().unwrap()[0].clone();
+    assert_eq!(
+        first,
+        PullEvent::Source {
+            reference: "docker.io/library/busybox:latest".to_owned(),
+            host: "127.0.0.1:5000".to_owned()
+        }
+    );
+}
+
+#[test]
+fn dead_mirror_falls_back_to_the_next_source() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let config = format!("[registry.\"docker.io\"]\nmirrors = [\"{dead}\", \"127.0.0.1:5000\"]\n");
+    let pulled = runtime()
+        .block_on(pull(
+            Arc::clone(&store),
+            "docker.io/library/busybox:latest",
+            &options(&config),
+            &(),
+        ))
+        .unwrap();
+    assert_eq!(
+        pulled.image.manifest,
+        digest(kiln_testdata::BUSYBOX_MANIFEST_DIGEST)
+    );
+}
+
+#[test]
+fn corrupted_blob_in_the_registry_is_detected() {
+    let registry = common::PrivateRegistry::start();
+    if !common::require(registry.is_some(), "docker-registry and skopeo") {
+        return;
+    }
+    let registry = registry.unwrap();
+    registry.push_busybox();
+    let layout = common::busybox_layout();
+    let layer = layout.layers[0].clone();
+    let data_file = registry.blob_data(layer.strip_prefix("sha256:").unwrap());
+    let mut data = fs_err::read(&data_file).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0xff; // same size, different content
+    fs_err::write(&data_file, &data).unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/library/busybox:latest", registry.host);
+    let err = runtime()
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(chain.contains(&layer), "{chain}");
+    assert!(chain.to_lowercase().contains("digest"), "{chain}");
+    assert!(
+        matches!(err, Error::Download { .. } | Error::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(
+        !store.has_blob(&digest(&layer)),
+        "the corrupt layer was stored"
+    );
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+    assert!(
+        fs_err::read_dir(root.path().join("ingest"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn basic_credentials_from_docker_config() {
+    let registry = common::PrivateRegistry::start_with(Some(("alice", "s3cret")));
+    if !common::require(registry.is_some(), "docker-registry, skopeo and htpasswd") {
+        return;
+    }
+    let registry = registry.unwrap();
+    registry.push_busybox();
+    let reference = format!("{}/library/busybox:latest", registry.host);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let rt = runtime();
+
+    // Anonymous: refused.
+    let err = rt
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(store.images().unwrap().is_empty());
+
+    let docker = root.path().join("docker-config.json");
+    let write_auth = |secret: &str| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(secret);
+        let text = format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.host
+        );
+        fs_err::write(&docker, text).unwrap();
+    };
+    let with_docker = || PullOptions {
+        docker_config: Some(docker.clone()),
+        ..options("")
+    };
+    // A wrong password: refused.
+    write_auth("alice:wrong");
+    assert!(
+        rt.block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+            .is_err()
+    );
+    assert!(store.images().unwrap().is_empty());
+
+    // The right credentials from config.json: pulled.
+    write_auth("alice:s3cret");
+    let pulled = rt
+        .block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+        .unwrap();
+    assert_busybox(&store, &pulled.image);
+}
+
+/// Copies the busybox layout and puts an image index (linux/amd64 → busybox) on top of it.
+fn layout_with_index(dir: &std::path::Path) -> String {
+    let src = kiln_testdata::busybox_layout();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let layout = dir.join("busybox");
+    let manifest_digest = kiln_testdata::BUSYBOX_MANIFEST_DIGEST;
+    let manifest_size = fs_err::metadata(
+        layout
+            .join("blobs/sha256")
+            .join(manifest_digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap()
+    .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "platform": {"os": "linux", "architecture": "amd64"}
+            }
+        ]
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let hex = hex::encode(sha2::Sha256::digest(&bytes));
+    fs_err::write(layout.join("blobs/sha256").join(&hex), &bytes).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    fs_err::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn index_selects_the_platform_manifest() {
+    let registry = common::PrivateRegistry::start();
+    if !common::require(registry.is_some(), "docker-registry and skopeo") {
+        return;
+    }
+    let registry = registry.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let index_digest = layout_with_index(scratch.path());
+    let status = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!(
+            "oci:{}:latest",
+            scratch.path().join("busybox").display()
+        ))
+        .arg(format!("docker://{}/library/multi:latest", registry.host))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let rt = runtime();
+    let reference = format!("{}/library/multi:latest", registry.host);
+    let pulled = rt
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap();
+    assert_eq!(pulled.image.index, Some(digest(&index_digest)));
+    assert_busybox(&store, &pulled.image);
+
+    let other_platform = PullOptions {
+        architecture: "riscv64".to_owned(),
+        ..options("")
+    };
+    let fresh_root = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(Store::open(fresh_root.path()).unwrap());
+    match rt.block_on(pull(fresh, &reference, &other_platform, &())) {
+        Err(Error::NoMatchingPlatform { platform, .. }) => assert_eq!(platform, "linux/riscv64"),
+        other => panic!("expected no matching platform, got {other:?}"),
+    }
+}

@@ -1,0 +1,607 @@
+//! The content store, metadata, snapshots, garbage collection; concurrency and crash safety.
+
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_cache::{CacheRecord, Digest, Error, ImageRecord, PruneOptions, SnapshotKind, Store};
+use sha2::Digest as _;
+
+fn sha(data: &[u8]) -> Digest {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+        .parse()
+        .unwrap()
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut data = vec![0; len];
+    rng.fill(&mut data);
+    data
+}
+
+fn ingest_is_empty(store: &Store) -> bool {
+    fs_err::read_dir(store.root().join("ingest"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[test]
+fn blob_is_verified_before_it_is_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let data = b"some content";
+    let wrong = sha(b"other content");
+    match store.write_blob(data, Some(&wrong)) {
+        Err(Error::DigestMismatch {
+            expected, computed, ..
+        }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(computed, sha(data));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert!(!store.has_blob(&sha(data)));
+    assert!(!store.has_blob(&wrong));
+    assert!(ingest_is_empty(&store));
+    let digest = store.write_blob(data, Some(&sha(data))).unwrap();
+    assert_eq!(digest, sha(data));
+    assert_eq!(
+        fs_err::read(root.path().join("blobs/sha256").join(digest.hex())).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn threads_writing_the_same_blob_concurrently() {
+    let root = tempfile::tempdir().unwrap();
+    let data = Arc::new(random(4 << 20, 1));
+    let expected = sha(&data);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let data = Arc::clone(&data);
+            let path = root.path().to_owned();
+            std::thread::spawn(move || {
+                // Two stores on one root, as two processes would have.
+                let store = Store::open(path).unwrap();
+                let mut w = store.writer().unwrap();
+                for chunk in data.chunks(64 << 10 | i) {
+                    w.write_all(chunk).unwrap();
+                }
+                let (digest, size) = w.commit(Some(&expected)).unwrap();
+                store.record_blob(&digest, size, None).unwrap();
+                digest
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), expected);
+    }
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(store.read_blob(&expected).unwrap(), *data);
+    assert!(ingest_is_empty(&store));
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+/// The child side of the multi-process tests: does nothing unless the parent asked for it.
+#[test]
+fn child_process_entry() {
+    let Ok(task) = std::env::var("KILN_CACHE_TEST_CHILD") else {
+        return;
+    };
+    let root = std::env::var("KILN_CACHE_TEST_ROOT").unwrap();
+    let store = Store::open(root).unwrap();
+    match task.as_str() {
+        "same-blob" => {
+            let data = random(8 << 20, 2);
+            for _ in 0..5 {
+                let digest = store.write_blob(&data, Some(&sha(&data))).unwrap();
+                store.record_blob(&digest, data.len() as u64, None).unwrap();
+            }
+            let id = std::process::id();
+            for i in 0..30 {
+                let record = CacheRecord {
+                    id: format!("{id}-{i}"),
+                    description: String::new(),
+                    blobs: vec![sha(&data)],
+                    snapshots: Vec::new(),
+                    size: 1,
+                    created: 0,
+                    last_used: 0,
+                };
+                store.put_cache_record(&record).unwrap();
+            }
+        }
+        "ingest-forever" => {
+            let _lease = store.lease().unwrap();
+            for seed in 100.. {
+                let data = random(3 << 20, seed);
+                let mut w = store.writer().unwrap();
+                for chunk in data.chunks(256 << 10) {
+                    w.write_all(chunk).unwrap();
+                }
+                let (digest, size) = w.commit(Some(&sha(&data))).unwrap();
+                store.record_blob(&digest, size, None).unwrap();
+                store
+                    .put_cache_record(&CacheRecord {
+                        id: format!("record-{seed}"),
+                        description: String::new(),
+                        blobs: vec![digest],
+                        snapshots: Vec::new(),
+                        size,
+                        created: 0,
+                        last_used: 0,
+                    })
+                    .unwrap();
+            }
+        }
+        other => panic!("unknown child task {other}"),
+    }
+}
+
+fn child(task: &str, root: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KILN_CACHE_TEST_CHILD", task)
+        .env("KILN_CACHE_TEST_ROOT", root)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn processes_writing_the_same_blob_and_metadata_concurrently() {
+    let root = tempfile::tempdir().unwrap();
+    Store::open(root.path()).unwrap();
+    let children: Vec<_> = (0..3).map(|_| child("same-blob", root.path())).collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let store = Store::open(root.path()).unwrap();
+    let data = random(8 << 20, 2);
+    assert_eq!(store.read_blob(&sha(&data)).unwrap(), data);
+    assert_eq!(
+        store.cache_records().unwrap().len(),
+        90,
+        "every process's records committed"
+    );
+    assert!(ingest_is_empty(&store));
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn kill_during_ingest_leaves_a_consistent_store() {
+    let root = tempfile::tempdir().unwrap();
+    Store::open(root.path()).unwrap();
+    for round in 0..3 {
+        let mut c = child("ingest-forever", root.path());
+        let start = Instant::now();
+        // Let it get some blobs in, then kill it at an arbitrary moment.
+        while fs_err::read_dir(root.path().join("blobs/sha256"))
+            .unwrap()
+            .count()
+            < 2 * (round + 1)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "child made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        assert_eq!(
+            store.check().unwrap(),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        for record in store.cache_records().unwrap() {
+            for blob in record.blobs {
+                assert!(
+                    store.has_blob(&blob),
+                    "record {} names missing {blob}",
+                    record.id
+                );
+            }
+        }
+        // Leftovers are unreferenced; collection clears them and keeps what is recorded.
+        let kept = store.cache_records().unwrap().len();
+        store.gc().unwrap();
+        assert!(ingest_is_empty(&store));
+        assert_eq!(store.cache_records().unwrap().len(), kept);
+        assert_eq!(store.check().unwrap(), Vec::<String>::new());
+    }
+    // The next pull into the same store succeeds.
+    if common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        let store = Arc::new(Store::open(root.path()).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = kiln_cache::PullOptions {
+            docker_config: None,
+            ..kiln_cache::PullOptions::default()
+        };
+        let pulled = rt
+            .block_on(kiln_cache::pull(
+                Arc::clone(&store),
+                "127.0.0.1:5000/library/busybox",
+                &options,
+                &(),
+            ))
+            .unwrap();
+        assert_eq!(
+            pulled.image.manifest.to_string(),
+            kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+        );
+        assert_eq!(store.check().unwrap(), Vec::<String>::new());
+    }
+}
+
+fn image(name: &str, blobs: &[Digest], chain: Option<Digest>) -> ImageRecord {
+    ImageRecord {
+        name: name.to_owned(),
+        manifest: blobs[0],
+        manifest_media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        index: None,
+        config: blobs[1],
+        layers: blobs[2..].to_vec(),
+        diff_ids: Vec::new(),
+        chain_id: chain,
+        size: 0,
+        created: None,
+        last_used: 0,
+    }
+}
+
+fn record(id: &str, blob: Digest, size: u64, last_used: u64) -> CacheRecord {
+    CacheRecord {
+        id: id.to_owned(),
+        description: format!("step {id}"),
+        blobs: vec![blob],
+        snapshots: Vec::new(),
+        size,
+        created: last_used,
+        last_used,
+    }
+}
+
+#[test]
+fn gc_keeps_roots_and_removes_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let put = |data: &[u8]| {
+        let d = store.write_blob(data, None).unwrap();
+        store.record_blob(&d, data.len() as u64, None).unwrap();
+        d
+    };
+    let image_blobs: Vec<Digest> = (0..3)
+        .map(|i| put(format!("image blob {i}").as_bytes()))
+        .collect();
+    let cached = put(b"cache blob");
+    let orphan = put(b"orphan blob");
+    let unrecorded = store.write_blob(b"never recorded", None).unwrap();
+
+    // Snapshots: a committed chain for the image, an active one on it, an orphan.
+    let base = store.prepare("build-1", None).unwrap();
+    fs_err::write(base.upper.join("file"), "base").unwrap();
+    store.commit("build-1", "base").unwrap();
+    let active = store.prepare("running", Some("base")).unwrap();
+    assert_eq!(active.lowers, [store.committed_dir("base").unwrap()]);
+    store.prepare("orphan-active", None).unwrap();
+    store.commit("orphan-active", "orphan").unwrap();
+    fs_err::create_dir_all(root.path().join("snapshots/tmp-leftover/x")).unwrap();
+    fs_err::write(root.path().join("ingest/blob-leftover"), "partial").unwrap();
+
+    store
+        .put_image(&image("example/app:1", &image_blobs, None))
+        .unwrap();
+    store
+        .put_cache_record(&record("r1", cached, 10, 1))
+        .unwrap();
+
+    let report = store.gc().unwrap();
+    let mut removed = vec![orphan, unrecorded];
+    removed.sort();
+    assert_eq!(report.removed_blobs, removed);
+    assert_eq!(report.removed_snapshots, ["orphan"]);
+    assert_eq!(report.removed_temporary, 2);
+    for d in image_blobs.iter().chain([&cached]) {
+        assert!(store.has_blob(d));
+    }
+    assert!(!store.has_blob(&orphan));
+    assert!(store.snapshot("orphan").unwrap().is_none());
+    // "base" is kept as the parent of the active snapshot.
+    assert_eq!(
+        store.snapshot("base").unwrap().unwrap().kind,
+        SnapshotKind::Committed
+    );
+    assert_eq!(
+        fs_err::read_to_string(store.committed_dir("base").unwrap().join("file")).unwrap(),
+        "base"
+    );
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+
+    // Finishing the build and dropping the image frees everything but the cache record.
+    store.remove_snapshot("running").unwrap();
+    assert!(store.remove_image("example/app:1").unwrap());
+    let report = store.gc().unwrap();
+    assert_eq!(report.removed_blobs.len(), 3);
+    assert_eq!(report.removed_snapshots, ["base"]);
+    assert!(store.has_blob(&cached));
+}
+
+#[test]
+fn gc_waits_for_leases() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let lease = store.lease().unwrap();
+    let unrecorded = store.write_blob(b"in flight", None).unwrap();
+    let other = Store::open(root.path()).unwrap();
+    let handle = std::thread::spawn(move || other.gc().map(|r| r.removed_blobs));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        store.has_blob(&unrecorded),
+        "collected while a lease was held"
+    );
+    drop(lease);
+    assert_eq!(handle.join().unwrap().unwrap(), [unrecorded]);
+}
+
+#[test]
+fn prune_filters_and_du() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut blobs = Vec::new();
+    for (i, (age_days, size)) in [(30u64, 1000usize), (10, 2000), (2, 3000), (0, 4000)]
+        .iter()
+        .enumerate()
+    {
+        let data = random(*size, i as u64);
+        let d = store.write_blob(&data, None).unwrap();
+        store.record_blob(&d, *size as u64, None).unwrap();
+        store
+            .put_cache_record(&record(
+                &format!("r{i}"),
+                d,
+                *size as u64,
+                now - age_days * 86400,
+            ))
+            .unwrap();
+        blobs.push(d);
+    }
+    let usage = store.du().unwrap();
+    let sizes: Vec<(&str, u64)> = usage
+        .entries
+        .iter()
+        .map(|e| (e.id.as_str(), e.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        [("r3", 4000), ("r2", 3000), ("r1", 2000), ("r0", 1000)]
+    );
+    assert!(usage.blobs >= 10_000);
+
+    // Older than a week: r0 and r1.
+    let report = store
+        .prune(&PruneOptions {
+            older_than: Some(Duration::from_secs(7 * 86400)),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["r0", "r1"]);
+    assert!(!store.has_blob(&blobs[0]) && !store.has_blob(&blobs[1]));
+    assert!(store.has_blob(&blobs[2]));
+
+    // Keep at most 5000 bytes: the least recently used (r2) goes.
+    let report = store
+        .prune(&PruneOptions {
+            keep_bytes: Some(5000),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["r2"]);
+    assert_eq!(report.gc.freed, 3000);
+    assert!(store.has_blob(&blobs[3]));
+
+    let report = store
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["r3"]);
+    assert!(store.cache_records().unwrap().is_empty());
+    assert_eq!(store.du().unwrap().blobs, 0);
+}
+
+#[test]
+fn snapshot_lifecycle_and_mounts() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let m = store.prepare("step-1", None).unwrap();
+    assert!(m.lowers.is_empty() && m.upper.is_dir() && m.work.is_dir());
+    fs_err::write(m.upper.join("a"), "1").unwrap();
+    store.commit("step-1", "layer-1").unwrap();
+    let m = store.prepare("step-2", Some("layer-1")).unwrap();
+    fs_err::write(m.upper.join("b"), "2").unwrap();
+    store.commit("step-2", "layer-2").unwrap();
+    let m = store.prepare("step-3", Some("layer-2")).unwrap();
+    assert_eq!(m, store.mounts("step-3").unwrap());
+    assert_eq!(
+        m.lowers,
+        [
+            store.committed_dir("layer-2").unwrap(),
+            store.committed_dir("layer-1").unwrap()
+        ]
+    );
+    assert!(matches!(
+        store.prepare("step-3", None),
+        Err(Error::SnapshotExists { .. })
+    ));
+    assert!(matches!(
+        store.prepare("x", Some("missing")),
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    assert!(matches!(
+        store.prepare("../evil", None),
+        Err(Error::SnapshotNotFound { .. })
+    ));
+    assert_eq!(
+        store
+            .snapshot("layer-2")
+            .unwrap()
+            .unwrap()
+            .parent
+            .as_deref(),
+        Some("layer-1")
+    );
+    store.remove_snapshot("step-3").unwrap();
+    assert!(!m.upper.exists());
+    assert!(matches!(
+        store.mounts("step-3"),
+        Err(Error::SnapshotNotFound { .. })
+    ));
+}
+
+#[test]
+fn layers_unpack_into_chain_snapshots_with_checked_diff_ids() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    fs_err::create_dir(src.path().join("d")).unwrap();
+    fs_err::write(src.path().join("d/b"), "bee").unwrap();
+    fs_err::write(src.path().join("a"), "ay").unwrap();
+    let zstd = kiln_cache::LayerOptions {
+        compression: kiln_cache::Compression::Zstd { level: 3 },
+        ..kiln_cache::LayerOptions::default()
+    };
+    let layer = store
+        .write_layer(src.path(), kiln_cache::DiffSource::Directory, &zstd)
+        .unwrap();
+    assert_eq!(
+        layer.media_type,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(sha(&store.read_blob(&layer.digest).unwrap()), layer.digest);
+
+    // A diff ID that does not match: nothing recorded, nothing left behind.
+    let wrong = sha(b"wrong");
+    match store.unpack_snapshot(None, &layer.digest, &wrong) {
+        Err(Error::DigestMismatch { computed, .. }) => assert_eq!(computed, layer.diff_id),
+        other => panic!("expected a diff ID mismatch, got {other:?}"),
+    }
+    assert!(store.snapshots().unwrap().is_empty());
+    let names: Vec<_> = fs_err::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("tmp-")), "{names:?}");
+
+    let chain = store
+        .unpack_snapshot(None, &layer.digest, &layer.diff_id)
+        .unwrap();
+    assert_eq!(chain, layer.diff_id, "the first chain ID is the diff ID");
+    let dir = store.committed_dir(&chain.to_string()).unwrap();
+    assert_eq!(fs_err::read_to_string(dir.join("d/b")).unwrap(), "bee");
+    assert!(dir.ends_with(format!("sha256-{}", chain.hex())));
+
+    // A second layer stacks on the first, keyed by the OCI chain ID.
+    let src2 = tempfile::tempdir().unwrap();
+    fs_err::write(src2.path().join("c"), "sea").unwrap();
+    let layer2 = store
+        .write_layer(
+            src2.path(),
+            kiln_cache::DiffSource::Directory,
+            &kiln_cache::LayerOptions::default(),
+        )
+        .unwrap();
+    let chain2 = store
+        .unpack_snapshot(Some(&chain), &layer2.digest, &layer2.diff_id)
+        .unwrap();
+    assert_eq!(
+        chain2,
+        sha(format!("{chain} {}", layer2.diff_id).as_bytes())
+    );
+    assert_eq!(
+        store.lowers(&chain2.to_string()).unwrap(),
+        [
+            store.committed_dir(&chain2.to_string()).unwrap(),
+            dir.clone()
+        ]
+    );
+    // Unpacked once: a second call finds it.
+    let before = fs_err::metadata(&dir).unwrap().ino();
+    assert_eq!(
+        store
+            .unpack_snapshot(None, &layer.digest, &layer.diff_id)
+            .unwrap(),
+        chain
+    );
+    assert_eq!(fs_err::metadata(&dir).unwrap().ino(), before);
+
+    // The flattened root file system.
+    let rootfs = root.path().join("rootfs");
+    store
+        .export_rootfs(&[layer.digest, layer2.digest], &rootfs)
+        .unwrap();
+    assert_eq!(common::list_files(&rootfs), ["a", "c", "d", "d/b"]);
+}
+
+#[test]
+fn concurrent_unpacks_of_one_layer_agree() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        fs_err::write(src.path().join(format!("f{i}")), random(20_000, i)).unwrap();
+    }
+    let layer = store
+        .write_layer(
+            src.path(),
+            kiln_cache::DiffSource::Directory,
+            &kiln_cache::LayerOptions::default(),
+        )
+        .unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let layer = layer.clone();
+            std::thread::spawn(move || {
+                store
+                    .unpack_snapshot(None, &layer.digest, &layer.diff_id)
+                    .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), layer.diff_id);
+    }
+    let names: Vec<_> = fs_err::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("tmp-")), "{names:?}");
+    let dir = store.committed_dir(&layer.diff_id.to_string()).unwrap();
+    assert_eq!(common::list_files(&dir).len(), 200);
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}

@@ -1,0 +1,206 @@
+//! `kiln build`: solves a build graph in-process and exports the result.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kiln_cache::{PullOptions, Store};
+use kiln_llb::LoadedDefinition;
+use kiln_solver::{Session, SessionConfig};
+
+use crate::args::BuildArgs;
+use crate::progress::PlainProgress;
+
+/// Where the runner keeps per-run files (secrets are staged there, so a tmpfs).
+const RUNNER_STATE: &str = "/run/kiln/runner";
+
+/// An `--output` request.
+#[derive(Debug, PartialEq, Eq)]
+enum Output {
+    Local { dest: PathBuf },
+}
+
+/// Parses docker buildx's `--output` syntax (`type=local,dest=DIR`, or a bare `DIR`).
+fn parse_output(text: &str) -> anyhow::Result<Output> {
+    if !text.contains('=') {
+        return Ok(Output::Local { dest: text.into() });
+    }
+    let mut fields = HashMap::new();
+    for part in text.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("invalid output option {part:?}: expected KEY=VALUE"))?;
+        fields.insert(k.trim(), v.trim());
+    }
+    match fields.get("type").copied() {
+        Some("local") => {
+            let dest = fields
+                .get("dest")
+                .with_context(|| format!("output {text:?}: type=local needs dest=DIR"))?;
+            Ok(Output::Local {
+                dest: PathBuf::from(dest),
+            })
+        }
+        Some(other) => bail!("output type {other:?} is not supported yet"),
+        None => bail!("output {text:?} has no type=..."),
+    }
+}
+
+/// Parses `NAME=VALUE`.
+fn pair<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .with_context(|| format!("invalid {flag} {text:?}: expected NAME=VALUE"))
+}
+
+/// Parses `id=ID,src=PATH` or `id=ID,env=VAR` into the secret's bytes.
+fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut id = None;
+    let mut data = None;
+    for part in text.split(',') {
+        let (k, v) = pair("--secret", part)?;
+        match k {
+            "id" => id = Some(v.to_owned()),
+            "src" | "source" => {
+                data = Some(fs_err::read(v).with_context(|| format!("reading secret {v}"))?);
+            }
+            "env" => {
+                data = Some(
+                    std::env::var(v)
+                        .with_context(|| format!("secret environment variable {v} is not set"))?
+                        .into_bytes(),
+                );
+            }
+            "type" => {}
+            _ => bail!("unexpected key {k:?} in --secret {text:?}"),
+        }
+    }
+    let id = id.with_context(|| format!("--secret {text:?} has no id=..."))?;
+    let data = match data {
+        Some(d) => d,
+        None => std::env::var(&id)
+            .map(String::into_bytes)
+            .with_context(|| format!("--secret {text:?} has no src=... or env=..."))?,
+    };
+    Ok((id, data))
+}
+
+fn read_definition(path: &Path) -> anyhow::Result<LoadedDefinition> {
+    let bytes = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the Definition from standard input")?;
+        buf
+    } else {
+        fs_err::read(path)?
+    };
+    LoadedDefinition::from_bytes(&bytes)
+        .with_context(|| format!("loading the LLB Definition {}", path.display()))
+}
+
+pub(crate) fn run(
+    root: &Path,
+    config: Option<&Path>,
+    args: &BuildArgs,
+) -> anyhow::Result<ExitCode> {
+    let Some(llb) = &args.llb else {
+        bail!(
+            "building from a Dockerfile is not available yet; pass an LLB Definition with --llb FILE"
+        );
+    };
+    let outputs = args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut locals = HashMap::new();
+    for local in &args.local {
+        let (name, dir) = pair("--local", local)?;
+        let dir = fs_err::canonicalize(dir).with_context(|| format!("local source {name}"))?;
+        locals.insert(name.to_owned(), dir);
+    }
+    let secrets = args
+        .secret
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let definition = read_definition(llb)?;
+
+    let store = Arc::new(
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
+    );
+    let pull = PullOptions {
+        config: super::pull::load_config(config)?,
+        ..PullOptions::default()
+    };
+    let session = Session::new(
+        SessionConfig {
+            store: store.clone(),
+            executor: crate::executor::executor(PathBuf::from(RUNNER_STATE)),
+            pull,
+            locals,
+            secrets,
+            no_cache: args.no_cache,
+        },
+        None,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let progress = Arc::new(PlainProgress::new(std::io::stderr()));
+    let result = runtime
+        .block_on(session.solve(&definition, progress))
+        .context("failed to solve")?;
+    for output in outputs {
+        match output {
+            Output::Local { dest } => kiln_solver::export_local(&store, &result, &dest)
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("exporting to {}", dest.display()))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_like_buildx() {
+        assert_eq!(
+            parse_output("type=local,dest=out").unwrap(),
+            Output::Local { dest: "out".into() }
+        );
+        assert_eq!(
+            parse_output("out").unwrap(),
+            Output::Local { dest: "out".into() }
+        );
+        let err = parse_output("type=local").unwrap_err().to_string();
+        assert!(err.contains("needs dest=DIR"), "{err}");
+        let err = parse_output("type=carrier-pigeon,dest=x")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "output type \"carrier-pigeon\" is not supported yet");
+    }
+
+    #[test]
+    fn secrets_come_from_files_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        fs_err::write(&file, "s3cret").unwrap();
+        let (id, data) = parse_secret(&format!("id=tok,src={}", file.display())).unwrap();
+        assert_eq!(
+            (id.as_str(), data.as_slice()),
+            ("tok", b"s3cret".as_slice())
+        );
+        let err = parse_secret("src=/nowhere").unwrap_err().to_string();
+        assert!(err.contains("reading secret /nowhere"), "{err}");
+        let err = parse_secret("id=x,bogus=1").unwrap_err().to_string();
+        assert_eq!(err, "unexpected key \"bogus\" in --secret \"id=x,bogus=1\"");
+    }
+}

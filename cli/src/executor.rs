@@ -1,0 +1,138 @@
+//! The solver's [`Executor`] seam, implemented with `kiln-runner`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt as _};
+use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Spec};
+use kiln_solver::{
+    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OpError, OutputSink,
+};
+
+/// Runs exec steps in containers of kiln's own runtime.
+pub(crate) struct RunnerExecutor {
+    runner: Runner,
+}
+
+impl RunnerExecutor {
+    /// An executor keeping per-run state under `state_dir`.
+    pub(crate) fn new(state_dir: PathBuf) -> Self {
+        Self {
+            runner: Runner::new(state_dir),
+        }
+    }
+}
+
+/// Forwards one stream's bytes to the sink.
+struct SinkWriter {
+    stream: u8,
+    sink: OutputSink,
+}
+
+impl Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (self.sink)(self.stream, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn spec(request: ExecRequest) -> Spec {
+    let rootfs = match request.rootfs {
+        ExecRootfs::Dir { path, readonly } => Rootfs::Dir { path, readonly },
+        ExecRootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        },
+    };
+    let mut spec = Spec::new(rootfs, request.args);
+    spec.env = request.env;
+    spec.cwd = PathBuf::from(request.cwd);
+    spec.user = request.user;
+    if !request.hostname.is_empty() {
+        spec.hostname = request.hostname;
+    }
+    spec.extra_hosts = request.extra_hosts;
+    spec.network = match request.network {
+        ExecNetwork::None => NetworkMode::None,
+        ExecNetwork::Host => NetworkMode::Host,
+    };
+    spec.mounts = request
+        .mounts
+        .into_iter()
+        .map(|m| match m {
+            ExecMount::Bind {
+                source,
+                target,
+                readonly,
+            } => Mount::Bind {
+                source,
+                target,
+                readonly,
+            },
+            ExecMount::Tmpfs { target, size } => Mount::Tmpfs { target, size },
+            ExecMount::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            } => Mount::Secret {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            },
+        })
+        .collect();
+    spec
+}
+
+impl Executor for RunnerExecutor {
+    fn run(
+        &self,
+        request: ExecRequest,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        let runner = self.runner.clone();
+        async move {
+            let handle = Handle::new()?;
+            // Dropping this future (a failed sibling, Ctrl-C) kills the container.
+            let guard = handle.cancel_on_drop();
+            let spec = spec(request);
+            let status = tokio::task::spawn_blocking(move || {
+                let mut stdout = SinkWriter {
+                    stream: 1,
+                    sink: output.clone(),
+                };
+                let mut stderr = SinkWriter {
+                    stream: 2,
+                    sink: output,
+                };
+                runner.run(spec, &mut stdout, &mut stderr, &handle)
+            })
+            .await
+            .map_err(|e| -> OpError { format!("exec task failed: {e}").into() })??;
+            guard.disarm();
+            Ok(match status {
+                ExitStatus::Code(c) => ExecStatus::Code(c),
+                ExitStatus::Signal(s) => ExecStatus::Signal(s),
+            })
+        }
+        .boxed()
+    }
+}
+
+/// Shares one executor between sessions.
+pub(crate) fn executor(state_dir: PathBuf) -> Arc<dyn Executor> {
+    Arc::new(RunnerExecutor::new(state_dir))
+}

@@ -1,0 +1,1006 @@
+//! The Dockerfile parser: bytes in, a list of instruction [`Node`]s out.
+//!
+//! Written for kiln after reading BuildKit's `frontend/dockerfile/parser` (commit 73ed6825) as
+//! the model; its AST dump is byte-compatible with BuildKit's parser test files.
+//!
+//! # Overview
+//!
+//! 1. The input is split into physical lines (endings kept); invalid UTF-8 is replaced with
+//!    U+FFFD; a UTF-8 byte-order mark on the first line is dropped.
+//! 2. Parser directives (`# syntax=`, `# escape=`, `# check=`) are recognised only in the
+//!    leading comment block; `escape` switches the escape character to `` ` ``.
+//! 3. Comment lines and blank lines are skipped; a line ending in the escape character continues
+//!    on the next line (comments and empty lines inside a continuation are dropped, the latter
+//!    with a [`Warning`]).
+//! 4. Each logical line is split into keyword, `--flags` and the rest, and the rest is parsed by
+//!    the instruction's rule: JSON array or shell string (`RUN`, `CMD`, ...), whitespace list
+//!    (`FROM`, `EXPOSE`, ...), key/value pairs (`ENV`, `LABEL`), names (`ARG`), a nested
+//!    instruction (`ONBUILD`).
+//! 5. `RUN`, `COPY` and `ADD` (also as `ONBUILD` triggers) in shell form may carry heredocs
+//!    (`<<EOF`, `<<-EOF`, `<<"EOF"`, several per line): their bodies are read from the following
+//!    lines up to the delimiter.
+
+use crate::error::{Error, ErrorKind, Location};
+use crate::quote::{go_quote, go_quote_list};
+use crate::shell::{EmptyEnv, Lexer};
+
+/// The default escape character.
+pub const DEFAULT_ESCAPE: char = '\\';
+
+/// The longest physical line accepted, in bytes without the line ending (BuildKit's scanner
+/// limit, kept so that the same files are accepted and rejected).
+pub const MAX_LINE_BYTES: usize = 64 * 1024 - 1;
+
+/// A parsed Dockerfile: its instructions plus what the parser learned on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    /// The file name used in error messages.
+    pub file: String,
+    /// The instructions in order.
+    pub nodes: Vec<Node>,
+    /// The escape character in effect (`\` unless `# escape=` changed it).
+    pub escape: char,
+    /// The parser directives found at the top of the file.
+    pub directives: Vec<Directive>,
+    /// Things that are accepted but deserve a note.
+    pub warnings: Vec<Warning>,
+}
+
+impl Dockerfile {
+    /// The AST dump in the format of BuildKit's parser test files (one `(...)` per line, no
+    /// trailing newline).
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            out.push('(');
+            out.push_str(&node.dump());
+            out.push_str(")\n");
+        }
+        out.trim().to_string()
+    }
+
+    /// The value of a parser directive (`syntax`, `escape`, `check`), if present.
+    pub fn directive(&self, name: &str) -> Option<&str> {
+        self.directives
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value.as_str())
+    }
+}
+
+/// One instruction as parsed, before its arguments are interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The instruction keyword as written (`RUN`, `run`, ...).
+    pub keyword: String,
+    /// The `--flag[=value]` words before the arguments, quotes and escapes removed.
+    pub flags: Vec<String>,
+    /// The arguments, shaped by the instruction's rule (see the module docs).
+    pub args: Vec<String>,
+    /// `ONBUILD`'s trigger instruction.
+    pub trigger: Option<Box<Node>>,
+    /// Whether the arguments were written in JSON (exec) form.
+    pub json: bool,
+    /// Heredoc bodies attached to this instruction, in order.
+    pub heredocs: Vec<Heredoc>,
+    /// The logical line after continuations were joined (the keyword included).
+    pub original: String,
+    /// First physical line, 1-based.
+    pub start_line: usize,
+    /// Last physical line (heredoc bodies included), 1-based.
+    pub end_line: usize,
+    /// The comment lines right before the instruction (`#` and surrounding space removed).
+    pub comments: Vec<String>,
+    /// The physical source lines `start_line..=end_line`, without line endings.
+    pub source: Vec<String>,
+}
+
+impl Node {
+    /// The keyword lower-cased, as used for dispatch.
+    pub fn name(&self) -> String {
+        self.keyword.to_lowercase()
+    }
+
+    /// The node in BuildKit's dump format, without the surrounding parentheses.
+    pub fn dump(&self) -> String {
+        let mut out = self.keyword.to_lowercase();
+        if !self.flags.is_empty() {
+            out.push(' ');
+            out.push_str(&go_quote_list(&self.flags));
+        }
+        for arg in &self.args {
+            out.push(' ');
+            out.push_str(&go_quote(arg));
+        }
+        if let Some(trigger) = &self.trigger {
+            out.push_str(" (");
+            out.push_str(&trigger.dump());
+            out.push(')');
+        }
+        out.trim().to_string()
+    }
+
+    /// A [`Location`] covering this node, for errors about it.
+    pub fn location(&self, file: &str) -> Location {
+        Location {
+            file: file.to_string(),
+            start_line: self.start_line,
+            end_line: self.end_line,
+            column: None,
+            source: self.source.clone(),
+        }
+    }
+
+    fn can_contain_heredoc(&self) -> bool {
+        let node = match (&self.trigger, self.name().as_str()) {
+            (Some(trigger), "onbuild") => trigger,
+            _ => self,
+        };
+        matches!(node.name().as_str(), "run" | "copy" | "add") && !node.json
+    }
+}
+
+/// A heredoc (`<<EOF` ... `EOF`) attached to an instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter word, quotes removed.
+    pub name: String,
+    /// The file descriptor written before `<<` (`3<<EOF`), 0 when absent.
+    pub file_descriptor: u64,
+    /// Whether variables in the body are expanded (false when the delimiter was quoted).
+    pub expand: bool,
+    /// Whether leading tabs are stripped (`<<-EOF`).
+    pub chomp: bool,
+    /// The body, line endings included, delimiter line excluded.
+    pub content: String,
+}
+
+/// A parser directive from the top of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directive {
+    /// `syntax`, `escape` or `check` (lower-cased).
+    pub name: String,
+    /// The value, trimmed.
+    pub value: String,
+    /// The line, 1-based.
+    pub line: usize,
+}
+
+/// Something accepted that deserves a note to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// One-line description.
+    pub short: String,
+    /// More detail, if any.
+    pub detail: Option<String>,
+    /// A documentation link, if any.
+    pub url: Option<String>,
+    /// The line, 1-based.
+    pub line: usize,
+}
+
+/// Dockerfile parser configuration.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    file: String,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Parser {
+    /// A parser whose errors name the file `Dockerfile`.
+    pub fn new() -> Self {
+        Self {
+            file: "Dockerfile".to_string(),
+        }
+    }
+
+    /// Sets the file name used in errors.
+    pub fn file_name(mut self, name: impl Into<String>) -> Self {
+        self.file = name.into();
+        self
+    }
+
+    /// Parses a Dockerfile.
+    pub fn parse(&self, input: &[u8]) -> Result<Dockerfile, Error> {
+        Run::new(&self.file, input)?.parse()
+    }
+}
+
+/// Parses a Dockerfile named `Dockerfile`.
+pub fn parse(input: &[u8]) -> Result<Dockerfile, Error> {
+    Parser::new().parse(input)
+}
+
+/// The parser directive scanner: only the leading `#` lines count.
+#[derive(Default)]
+struct DirectiveScanner {
+    line: usize,
+    done: bool,
+    found: Vec<Directive>,
+}
+
+const DIRECTIVES: [&str; 3] = ["syntax", "escape", "check"];
+
+impl DirectiveScanner {
+    /// Looks at one line (newline trimmed); returns the directive if the line is one.
+    fn scan(&mut self, line: &str) -> Result<Option<Directive>, ErrorKind> {
+        self.line += 1;
+        if self.done {
+            return Ok(None);
+        }
+        let Some((name, value)) = line
+            .strip_prefix('#')
+            .and_then(|rest| split_directive(rest.trim_start()))
+        else {
+            self.done = true;
+            return Ok(None);
+        };
+        let name = name.to_lowercase();
+        if !DIRECTIVES.contains(&name.as_str()) {
+            self.done = true;
+            return Ok(None);
+        }
+        if self.found.iter().any(|d| d.name == name) {
+            return Err(ErrorKind::DuplicateDirective { name });
+        }
+        let directive = Directive {
+            name,
+            value,
+            line: self.line,
+        };
+        self.found.push(directive.clone());
+        Ok(Some(directive))
+    }
+}
+
+/// Matches `name \s* = \s* value` (name `[A-Za-z][A-Za-z0-9]*`, value non-empty, trailing space
+/// trimmed) the way BuildKit's directive regex does.
+fn split_directive(s: &str) -> Option<(String, String)> {
+    let is_space = |c: char| matches!(c, '\t' | '\n' | '\u{c}' | '\r' | ' ');
+    let first = s.chars().next()?;
+    if !first.is_ascii_alphabetic() {
+        return None;
+    }
+    let name_end = s
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(s.len());
+    let (name, rest) = s.split_at(name_end);
+    let rest = rest.trim_start_matches(is_space).strip_prefix('=')?;
+    let after_eq = rest.trim_start_matches(is_space);
+    let value = after_eq.trim_end_matches(is_space);
+    if !value.is_empty() {
+        return Some((name.to_string(), value.to_string()));
+    }
+    // The value must have at least one character: a regex engine backtracks into the spaces.
+    let last_space = rest.chars().last()?;
+    Some((name.to_string(), last_space.to_string()))
+}
+
+/// One parse of one input.
+struct Run<'a> {
+    file: &'a str,
+    /// Physical lines with their line endings.
+    raw: Vec<String>,
+    escape: char,
+    directives: DirectiveScanner,
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+fn trim_newline(line: &str) -> &str {
+    line.trim_end_matches(['\r', '\n'])
+}
+
+/// Splits `line` at a trailing escape character (followed only by spaces and tabs) that is not
+/// itself escaped; returns the line without it and whether the logical line ends here.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    if let Some(before) = trimmed.strip_suffix(escape) {
+        if !before.ends_with(escape) {
+            return (before, false);
+        }
+    }
+    (line, true)
+}
+
+impl<'a> Run<'a> {
+    fn new(file: &'a str, input: &[u8]) -> Result<Self, Error> {
+        let mut raw = Vec::new();
+        let mut rest = input;
+        if let Some(stripped) = rest.strip_prefix(b"\xEF\xBB\xBF") {
+            rest = stripped;
+        }
+        let mut line_no = 0;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            let (line, tail) = rest.split_at(end);
+            line_no += 1;
+            let content_len = line.len() - usize::from(line.ends_with(b"\n"));
+            if content_len > MAX_LINE_BYTES {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                return Err(Error::Syntax {
+                    location: Box::new(Location {
+                        file: file.to_string(),
+                        start_line: line_no,
+                        end_line: line_no,
+                        column: Some(MAX_LINE_BYTES + 1),
+                        source: vec![shown],
+                    }),
+                    kind: ErrorKind::LineTooLong {
+                        max: MAX_LINE_BYTES,
+                    },
+                });
+            }
+            raw.push(String::from_utf8_lossy(line).into_owned());
+            rest = tail;
+        }
+        Ok(Self {
+            file,
+            raw,
+            escape: DEFAULT_ESCAPE,
+            directives: DirectiveScanner::default(),
+        })
+    }
+
+    fn location(&self, start: usize, end: usize, column: Option<usize>) -> Location {
+        let end = end.max(start);
+        let source = (start..=end)
+            .filter_map(|n| n.checked_sub(1).and_then(|i| self.raw.get(i)))
+            .map(|l| trim_newline(l).to_string())
+            .collect();
+        Location {
+            file: self.file.to_string(),
+            start_line: start,
+            end_line: end,
+            column,
+            source,
+        }
+    }
+
+    fn syntax_error(&self, kind: ErrorKind, start: usize, end: usize) -> Error {
+        Error::Syntax {
+            location: Box::new(self.location(start, end, None)),
+            kind,
+        }
+    }
+
+    /// Newline-trims a physical line, feeds it to the directive scanner, and blanks comments.
+    /// Returns the processed text and whether the line was a directive.
+    fn process_line(&mut self, index: usize, strip_left: bool) -> Result<(String, bool), Error> {
+        let mut text = trim_newline(&self.raw[index]);
+        if strip_left {
+            text = text.trim_start();
+        }
+        let directive = match self.directives.scan(text) {
+            Ok(d) => d,
+            Err(kind) => return Err(self.syntax_error(kind, index + 1, index + 1)),
+        };
+        let is_directive = directive.is_some();
+        if let Some(d) = directive.filter(|d| d.name == "escape") {
+            match d.value.as_str() {
+                "\\" => self.escape = '\\',
+                "`" => self.escape = '`',
+                _ => {
+                    let kind = ErrorKind::InvalidEscapeToken { token: d.value };
+                    return Err(self.syntax_error(kind, index + 1, index + 1));
+                }
+            }
+        }
+        let text = if is_comment(text) { "" } else { text };
+        Ok((text.to_string(), is_directive))
+    }
+
+    fn parse(mut self) -> Result<Dockerfile, Error> {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut warnings = Vec::new();
+        let mut comments: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < self.raw.len() {
+            let index = i;
+            i += 1;
+            if is_comment(&self.raw[index]) {
+                // As BuildKit: the text after the first byte, trimmed.
+                let comment = self.raw[index].get(1..).unwrap_or("").trim().to_string();
+                if comment.is_empty() {
+                    comments.clear();
+                } else {
+                    comments.push(comment);
+                }
+            }
+            let (text, is_directive) = self.process_line(index, true)?;
+            if is_directive {
+                comments.pop();
+            }
+            let start_line = index + 1;
+            let mut current_line = start_line;
+            let (first, mut end_of_line) = trim_continuation(&text, self.escape);
+            if end_of_line && first.is_empty() {
+                continue;
+            }
+            let mut line = first.to_string();
+            let mut empty_continuation = false;
+            while !end_of_line && i < self.raw.len() {
+                let index = i;
+                i += 1;
+                let (text, _) = self.process_line(index, false)?;
+                current_line = index + 1;
+                if is_comment(&self.raw[index]) {
+                    continue;
+                }
+                if text.trim_start().is_empty() {
+                    empty_continuation = true;
+                    continue;
+                }
+                let (part, eol) = trim_continuation(&text, self.escape);
+                line.push_str(part);
+                end_of_line = eol;
+            }
+            if empty_continuation {
+                warnings.push(Warning {
+                    short: format!("Empty continuation line found in: {line}"),
+                    detail: Some(
+                        "Empty continuation lines will become errors in a future release"
+                            .to_string(),
+                    ),
+                    url: Some(
+                        "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
+                            .to_string(),
+                    ),
+                    line: current_line,
+                });
+            }
+
+            let mut node = match node_from_line(&line, self.escape) {
+                Ok(node) => node,
+                Err(kind) => return Err(self.syntax_error(kind, start_line, current_line)),
+            };
+            node.comments = std::mem::take(&mut comments);
+
+            if node.can_contain_heredoc() && line.contains("<<") {
+                let heredocs = match heredocs_from_line(&line) {
+                    Ok(h) => h,
+                    Err(kind) => return Err(self.syntax_error(kind, start_line, current_line)),
+                };
+                for mut heredoc in heredocs {
+                    let mut terminated = false;
+                    while i < self.raw.len() {
+                        let raw = &self.raw[i];
+                        i += 1;
+                        current_line += 1;
+                        let mut candidate = trim_newline(raw);
+                        if heredoc.chomp {
+                            candidate = candidate.trim_start_matches('\t');
+                        }
+                        if candidate == heredoc.name {
+                            terminated = true;
+                            break;
+                        }
+                        heredoc.content.push_str(raw);
+                    }
+                    if !terminated {
+                        let kind = ErrorKind::UnterminatedHeredoc;
+                        return Err(self.syntax_error(kind, start_line, current_line));
+                    }
+                    node.heredocs.push(heredoc);
+                }
+            }
+            node.start_line = start_line;
+            node.end_line = current_line;
+            node.source = self.location(start_line, current_line, None).source;
+            nodes.push(node);
+        }
+
+        if nodes.is_empty() {
+            // The last line (line 1 for an empty file).
+            let last = self.raw.len().max(1);
+            return Err(self.syntax_error(ErrorKind::NoInstructions, last, last));
+        }
+
+        let directives = std::mem::take(&mut self.directives.found);
+        for d in &directives {
+            let note = match d.name.as_str() {
+                "syntax" => format!(
+                    "syntax directive {:?} noted; the built-in Dockerfile frontend is used",
+                    d.value
+                ),
+                "check" => format!("check directive {:?} is accepted and ignored", d.value),
+                _ => continue,
+            };
+            tracing::debug!(line = d.line, "{note}");
+            warnings.push(Warning {
+                short: note,
+                detail: None,
+                url: None,
+                line: d.line,
+            });
+        }
+        Ok(Dockerfile {
+            file: self.file.to_string(),
+            nodes,
+            escape: self.escape,
+            directives,
+            warnings,
+        })
+    }
+}
+
+/// The argument rule of an instruction.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// Unknown instruction: arguments ignored.
+    Ignore,
+    /// JSON array, or the rest as one string.
+    MaybeJson,
+    /// JSON array, or whitespace-separated words.
+    MaybeJsonList,
+    /// Whitespace-separated words.
+    Whitespace,
+    /// The rest as one string.
+    String,
+    /// `ENV`/`LABEL` key/value pairs.
+    NameValue(&'static str),
+    /// `ARG` names with optional values.
+    NameOrNameValue,
+    /// `HEALTHCHECK` type + command.
+    Health,
+    /// `ONBUILD` trigger.
+    SubCommand,
+}
+
+fn rule_for(keyword: &str) -> Rule {
+    match keyword.to_lowercase().as_str() {
+        "add" | "copy" | "volume" => Rule::MaybeJsonList,
+        "arg" => Rule::NameOrNameValue,
+        "cmd" | "entrypoint" | "run" | "shell" => Rule::MaybeJson,
+        "env" => Rule::NameValue("ENV"),
+        "label" => Rule::NameValue("LABEL"),
+        "expose" | "from" => Rule::Whitespace,
+        "healthcheck" => Rule::Health,
+        "maintainer" | "stopsignal" | "user" | "workdir" => Rule::String,
+        "onbuild" => Rule::SubCommand,
+        _ => Rule::Ignore,
+    }
+}
+
+/// Whitespace as BuildKit's `[\t\v\f\r ]+` separator regex sees it.
+fn is_separator(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+/// Splits at the first run of separator whitespace.
+fn split_once_separator(s: &str) -> Option<(&str, &str)> {
+    let start = s.find(is_separator)?;
+    let rest = &s[start..];
+    let end = rest.find(|c| !is_separator(c)).unwrap_or(rest.len());
+    Some((&s[..start], &rest[end..]))
+}
+
+/// How deep `ONBUILD ONBUILD ...` is parsed (BuildKit, in Go, has no limit but rejects any
+/// chaining in the instruction parser); deeper chains are rejected here with the same message.
+const MAX_ONBUILD_DEPTH: usize = 16;
+
+/// Builds the node for one logical line (without heredoc bodies and line numbers).
+fn node_from_line(line: &str, escape: char) -> Result<Node, ErrorKind> {
+    node_from_line_at(line, escape, 0)
+}
+
+fn node_from_line_at(line: &str, escape: char, depth: usize) -> Result<Node, ErrorKind> {
+    let trimmed = line.trim();
+    let (keyword, after) = split_once_separator(trimmed).unwrap_or((trimmed, ""));
+    let (rest, flags) = extract_flags(after, escape);
+    let rest = rest.trim();
+    let mut node = Node {
+        keyword: keyword.to_string(),
+        flags,
+        args: Vec::new(),
+        trigger: None,
+        json: false,
+        heredocs: Vec::new(),
+        original: line.to_string(),
+        start_line: 0,
+        end_line: 0,
+        comments: Vec::new(),
+        source: Vec::new(),
+    };
+    match rule_for(keyword) {
+        Rule::Ignore => node.args = vec![String::new()],
+        Rule::MaybeJson => (node.args, node.json) = maybe_json(rest)?,
+        Rule::MaybeJsonList => match parse_json(rest) {
+            JsonForm::Array(args) => (node.args, node.json) = (args, true),
+            JsonForm::NotStrings => return Err(ErrorKind::NotStringArray),
+            JsonForm::NotJson => node.args = whitespace_words(rest),
+        },
+        Rule::Whitespace => node.args = whitespace_words(rest),
+        Rule::String => {
+            if !rest.is_empty() {
+                node.args = vec![rest.to_string()];
+            }
+        }
+        Rule::NameValue(instruction) => node.args = name_values(rest, instruction, escape)?,
+        Rule::NameOrNameValue => node.args = parse_words(rest, escape),
+        Rule::Health => {
+            let sep = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            if sep > 0 {
+                let (kind, cmd) = rest.split_at(sep);
+                let (args, json) = maybe_json(cmd.trim_start())?;
+                node.args = std::iter::once(kind.to_string()).chain(args).collect();
+                node.json = json;
+            }
+        }
+        Rule::SubCommand => {
+            if !rest.is_empty() {
+                if depth >= MAX_ONBUILD_DEPTH {
+                    return Err(ErrorKind::OnbuildChaining);
+                }
+                node.trigger = Some(Box::new(node_from_line_at(rest, escape, depth + 1)?));
+            }
+        }
+    }
+    Ok(node)
+}
+
+fn whitespace_words(rest: &str) -> Vec<String> {
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    rest.split(is_separator)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+enum JsonForm {
+    Array(Vec<String>),
+    NotStrings,
+    NotJson,
+}
+
+fn parse_json(rest: &str) -> JsonForm {
+    let rest = rest.trim_start();
+    if !rest.starts_with('[') {
+        return JsonForm::NotJson;
+    }
+    match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
+        Ok(values) => {
+            let mut out = Vec::with_capacity(values.len());
+            for v in values {
+                match v {
+                    serde_json::Value::String(s) => out.push(s),
+                    _ => return JsonForm::NotStrings,
+                }
+            }
+            JsonForm::Array(out)
+        }
+        Err(_) => JsonForm::NotJson,
+    }
+}
+
+fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ErrorKind> {
+    if rest.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    match parse_json(rest) {
+        JsonForm::Array(args) => Ok((args, true)),
+        JsonForm::NotStrings => Err(ErrorKind::NotStringArray),
+        JsonForm::NotJson => Ok((vec![rest.to_string()], false)),
+    }
+}
+
+/// Separates leading `--flag` words (quotes and escapes removed) from the rest of the line.
+/// A `--` word ends the flags and is dropped.
+fn extract_flags(line: &str, escape: char) -> (&str, Vec<String>) {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote(char),
+    }
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut blank_ok = false;
+    let mut it = line.char_indices().peekable();
+    while let Some((pos, ch)) = it.next() {
+        match phase {
+            Phase::Spaces => {
+                if ch.is_whitespace() {
+                    continue;
+                }
+                if !line[pos..].starts_with("--") {
+                    return (&line[pos..], words);
+                }
+                phase = Phase::Word;
+                word.push(ch);
+            }
+            Phase::Word => {
+                if ch.is_whitespace() {
+                    phase = Phase::Spaces;
+                    if word == "--" {
+                        return (&line[pos..], words);
+                    }
+                    if blank_ok || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    word.clear();
+                    blank_ok = false;
+                } else if ch == '\'' || ch == '"' {
+                    phase = Phase::Quote(ch);
+                    blank_ok = true;
+                } else if ch == escape {
+                    if let Some((_, next)) = it.next() {
+                        word.push(next);
+                    }
+                } else {
+                    word.push(ch);
+                }
+            }
+            Phase::Quote(quote) => {
+                if ch == quote {
+                    phase = Phase::Word;
+                } else if ch == escape {
+                    match it.next() {
+                        Some((_, next)) => word.push(next),
+                        None => phase = Phase::Word,
+                    }
+                } else {
+                    word.push(ch);
+                }
+            }
+        }
+    }
+    if phase != Phase::Spaces && word != "--" && (blank_ok || !word.is_empty()) {
+        words.push(word);
+    }
+    ("", words)
+}
+
+/// Splits on whitespace keeping quotes and escapes in the words (they are interpreted later).
+pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote(char),
+    }
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut blank_ok = false;
+    let mut it = rest.chars().peekable();
+    while let Some(ch) = it.next() {
+        if phase == Phase::Spaces {
+            if ch.is_whitespace() {
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        match phase {
+            Phase::Spaces => unreachable!("handled above"),
+            Phase::Word => {
+                if ch.is_whitespace() {
+                    phase = Phase::Spaces;
+                    if blank_ok || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    blank_ok = false;
+                    continue;
+                }
+                if ch == '\'' || ch == '"' {
+                    phase = Phase::Quote(ch);
+                    blank_ok = true;
+                }
+                if ch == escape {
+                    match it.next() {
+                        // A trailing escape is dropped.
+                        None => continue,
+                        Some(next) => {
+                            word.push(ch);
+                            word.push(next);
+                            continue;
+                        }
+                    }
+                }
+                word.push(ch);
+            }
+            Phase::Quote(quote) => {
+                if ch == quote {
+                    phase = Phase::Word;
+                }
+                if ch == escape && quote != '\'' {
+                    match it.next() {
+                        None => {
+                            phase = Phase::Word;
+                            continue;
+                        }
+                        Some(next) => {
+                            word.push(ch);
+                            word.push(next);
+                            continue;
+                        }
+                    }
+                }
+                word.push(ch);
+            }
+        }
+    }
+    if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
+        words.push(word);
+    }
+    words
+}
+
+/// `ENV`/`LABEL` arguments as `key value sep` triples (`sep` is `=` or empty for the legacy
+/// `KEY value` form).
+fn name_values(rest: &str, instruction: &str, escape: char) -> Result<Vec<String>, ErrorKind> {
+    let words = parse_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Ok(Vec::new());
+    };
+    if !first.contains('=') {
+        let Some((key, value)) = split_once_separator(rest) else {
+            return Err(ErrorKind::MissingValue {
+                instruction: instruction.to_string(),
+            });
+        };
+        return Ok(vec![key.to_string(), value.to_string(), String::new()]);
+    }
+    let mut out = Vec::with_capacity(words.len() * 3);
+    for word in words {
+        let Some((key, value)) = word.split_once('=') else {
+            return Err(ErrorKind::MissingEquals { word });
+        };
+        out.extend([key.to_string(), value.to_string(), "=".to_string()]);
+    }
+    Ok(out)
+}
+
+/// Finds the heredocs introduced on a logical line.
+fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, ErrorKind> {
+    let lexer = Lexer::new('\\')
+        .raw_quotes(true)
+        .raw_escapes(true)
+        .skip_unset_env(true);
+    // A line that does not lex (e.g. an open quote) has no heredocs, as in BuildKit.
+    let words = lexer.process_words(line, &EmptyEnv).unwrap_or_default();
+    let mut out = Vec::new();
+    for word in words {
+        if let Some(h) = parse_heredoc(&word)? {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses one word as a heredoc introducer (`[n]<<[-]WORD`); `None` when it is not one.
+pub(crate) fn parse_heredoc(src: &str) -> Result<Option<Heredoc>, ErrorKind> {
+    let digits_end = src.find(|c: char| !c.is_ascii_digit()).unwrap_or(src.len());
+    let (digits, rest) = src.split_at(digits_end);
+    let Some(rest) = rest.strip_prefix("<<") else {
+        return Ok(None);
+    };
+    let (chomp, rest) = match rest.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let rest = rest.trim_start_matches(['\t', '\n', '\u{c}', '\r', ' ']);
+    if rest.is_empty() || rest.contains('<') {
+        return Ok(None);
+    }
+    let file_descriptor = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().unwrap_or(u64::MAX)
+    };
+    let lexer = Lexer::new('\\').skip_unset_env(true);
+    let words = lexer.process_words(rest, &EmptyEnv)?;
+    let [word] = words.as_slice() else {
+        return Ok(None);
+    };
+    let raw_words = lexer.raw_quotes(true).process_words(rest, &EmptyEnv)?;
+    let [raw_word] = raw_words.as_slice() else {
+        return Ok(None);
+    };
+    let quotes = |s: &str| s.chars().filter(|c| *c == '\'' || *c == '"').count();
+    Ok(Some(Heredoc {
+        name: word.clone(),
+        file_descriptor,
+        expand: quotes(word) == quotes(raw_word),
+        chomp,
+        content: String::new(),
+    }))
+}
+
+/// Removes leading tabs from every line of a `<<-` heredoc body.
+pub fn chomp_heredoc_content(content: &str) -> String {
+    content
+        .split_inclusive('\n')
+        .map(|l| l.trim_start_matches('\t'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        let cases: &[(&str, &[&str])] = &[
+            ("foo", &["foo"]),
+            ("foo bar", &["foo", "bar"]),
+            ("foo\\ bar", &["foo\\ bar"]),
+            ("foo=bar", &["foo=bar"]),
+            ("foo bar 'abc xyz'", &["foo", "bar", "'abc xyz'"]),
+            ("foo bar \"abc xyz\"", &["foo", "bar", "\"abc xyz\""]),
+            ("àöû", &["àöû"]),
+            ("döner `\"kebab", &["döner", "`\"kebab"]),
+            ("foo bar ''", &["foo", "bar", "''"]),
+        ];
+        for (input, want) in cases {
+            let escape = if input.contains('`') { '`' } else { '\\' };
+            assert_eq!(parse_words(input, escape), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(
+            extract_flags("--a=1 --b=\"x y\" rest of line", '\\'),
+            (
+                "rest of line",
+                vec!["--a=1".to_string(), "--b=x y".to_string()]
+            )
+        );
+        assert_eq!(extract_flags("-- --x", '\\'), (" --x", vec![]));
+        assert_eq!(extract_flags("--x --", '\\'), ("", vec!["--x".to_string()]));
+        assert_eq!(extract_flags("-x", '\\'), ("-x", vec![]));
+    }
+
+    #[test]
+    fn directives() {
+        assert_eq!(
+            split_directive("escape = `  "),
+            Some(("escape".to_string(), "`".to_string()))
+        );
+        assert_eq!(
+            split_directive("escape=   "),
+            Some(("escape".into(), " ".into()))
+        );
+        assert_eq!(split_directive("escape="), None);
+        assert_eq!(split_directive("1x=y"), None);
+    }
+
+    #[test]
+    fn heredoc_words() {
+        let h = parse_heredoc("<<EOF").unwrap().unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.chomp, h.file_descriptor),
+            ("EOF", true, false, 0)
+        );
+        let h = parse_heredoc("3<<-'EOF'").unwrap().unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.chomp, h.file_descriptor),
+            ("EOF", false, true, 3)
+        );
+        let h = parse_heredoc("<<E\"O\"F").unwrap().unwrap();
+        assert_eq!((h.name.as_str(), h.expand), ("EOF", false));
+        assert!(parse_heredoc("<<").unwrap().is_none());
+        assert!(parse_heredoc("a<<EOF").unwrap().is_none());
+        assert!(parse_heredoc("<<EOF<").unwrap().is_none());
+        assert!(parse_heredoc("<<\"EOF").is_err());
+    }
+
+    #[test]
+    fn chomp() {
+        assert_eq!(chomp_heredoc_content("\t\ta\n\tb\n c\n"), "a\nb\n c\n");
+    }
+}

@@ -1,0 +1,118 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// Everything that can go wrong while preparing, running or cleaning up a container.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The spec has no process arguments.
+    #[error("the process has no arguments")]
+    EmptyArgs,
+    /// A string in the spec contains a NUL byte, so it cannot be passed to the kernel.
+    #[error("{field} contains a NUL byte")]
+    NulByte {
+        /// Which part of the spec.
+        field: &'static str,
+    },
+    /// A path in the spec must be absolute.
+    #[error("{field} must be an absolute path: {path}")]
+    RelativePath {
+        /// Which part of the spec.
+        field: &'static str,
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// The overlay stack has no lower layer.
+    #[error("an overlay root filesystem needs at least one lower directory")]
+    NoLowerDirs,
+    /// The overlay mount options do not fit in one page even with relative layer paths.
+    #[error("overlay mount options are {len} bytes, more than the kernel's limit of {limit}")]
+    OverlayOptionsTooLong {
+        /// Length of the options string.
+        len: usize,
+        /// The limit (one page minus the terminating NUL).
+        limit: usize,
+    },
+    /// The user named in the spec is not in the root filesystem's /etc/passwd.
+    #[error("unable to find user {user}: no matching entries in passwd file")]
+    UnknownUser {
+        /// The user as written in the spec.
+        user: String,
+    },
+    /// The group named in the spec is not in the root filesystem's /etc/group.
+    #[error("unable to find group {group}: no matching entries in group file")]
+    UnknownGroup {
+        /// The group as written in the spec.
+        group: String,
+    },
+    /// The image config and overrides leave nothing to run.
+    #[error("no command specified: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
+    /// Reading or writing a file on the host failed (the error names the path).
+    #[error("cannot prepare the container")]
+    Prepare(#[source] io::Error),
+    /// A cgroup file operation failed.
+    #[error("cgroup setup failed at {path}")]
+    Cgroup {
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A system call made by the runner itself (not the container) failed.
+    #[error("{call} failed")]
+    Syscall {
+        /// The call.
+        call: &'static str,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// A step of the container's setup (inside the new namespaces) failed.
+    #[error("container setup failed: {step}")]
+    Setup {
+        /// What the step was doing.
+        step: String,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// The process could not be executed.
+    #[error("cannot execute {program:?}")]
+    Exec {
+        /// The program (first argument).
+        program: String,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// The container stopped without reporting the main process's status.
+    #[error("the container's init exited without reporting a status")]
+    NoStatus,
+    /// Writing the process's output to a sink failed.
+    #[error("writing the process's {stream} failed")]
+    Sink {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The run was cancelled through its [`Handle`](crate::Handle); the container was killed.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// The run exceeded its timeout; the container was killed.
+    #[error("the run timed out after {seconds:.1}s")]
+    TimedOut {
+        /// The timeout in seconds.
+        seconds: f64,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

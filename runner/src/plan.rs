@@ -1,0 +1,911 @@
+//! The mount plan: every filesystem step of a container's setup, computed before the fork.
+//!
+//! # Overview
+//!
+//! [`build`] turns a [`Spec`] into a list of [`Op`]s holding ready-made C strings, so the
+//! forked init only walks the list and makes syscalls ([`apply`]). The steps, in order:
+//!
+//! 1. `umask 0`; make every mount private (`MS_REC | MS_PRIVATE` on `/`) so nothing propagates
+//!    back to the host — all mounts below live and die with the container's mount namespace;
+//! 2. mount the root filesystem: a recursive bind of the directory onto itself, or overlayfs
+//!    (after `chdir` to the layers' common parent, so that the options name relative paths and
+//!    stay within one page even for 100+ layers, as containerd does);
+//! 3. clone every bind source's mount tree on the host (`open_tree`), detached;
+//! 4. `pivot_root(".", ".")` inside the new root and detach the old root;
+//! 5. /proc, /dev (tmpfs with device nodes, devpts, shm, mqueue, fd links), /sys read-only;
+//! 6. /etc/hosts, /etc/resolv.conf, /etc/hostname and the extra mounts, attached from the
+//!    trees of step 3 (`move_mount`) — so their targets resolve inside the new root and a
+//!    symlink in the image cannot point a mount at the host;
+//! 7. the read-only root remount if asked; Docker's masked and read-only /proc and /sys paths;
+//! 8. hostname, loopback up (network `none`), the working directory, `umask 022`.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use crate::error::{Error, Result};
+use crate::spec::{Mount, NetworkMode, Rootfs, Spec};
+use crate::sys::Sys;
+
+/// Paths the masked-path step hides (Docker's defaults, as runc applies them).
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths made read-only (Docker's defaults).
+pub(crate) const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Character devices created in /dev: name, major, minor.
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Symlinks created in /dev: link, target.
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/core", "/proc/kcore"),
+    ("/dev/ptmx", "pts/ptmx"),
+];
+
+/// The kernel copies at most one page of mount options.
+const MOUNT_DATA_LIMIT: usize = 4095;
+
+/// One setup step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `umask(mode)`.
+    Umask(u32),
+    /// `mount(2)`.
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: MsFlags,
+        data: Option<CString>,
+    },
+    /// `chdir(path)`.
+    Chdir(CString),
+    /// Clones the mount tree at a host path into descriptor slot `slot`, for a later [`Op::Bind`].
+    OpenSource { slot: usize, path: CString },
+    /// Attaches the tree in `slot` at `target` (then remounts it read-only if asked).
+    Bind {
+        slot: usize,
+        target: CString,
+        readonly: bool,
+    },
+    /// `chdir(root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
+    PivotRoot(CString),
+    /// `mkdir -p path` (mode 0755).
+    MkdirAll(CString),
+    /// `mkdir -p` of the parent, then create an empty file if missing.
+    Touch(CString),
+    /// A character device with mode 0666.
+    Mknod {
+        path: CString,
+        major: u64,
+        minor: u64,
+    },
+    /// `symlink(target, link)`.
+    Symlink { target: CString, link: CString },
+    /// Hide a path: bind /dev/null on a file, a read-only tmpfs on a directory; skip if absent.
+    Mask(CString),
+    /// Bind a path onto itself read-only; skip if absent.
+    ReadonlyPath(CString),
+    /// `sethostname(name)`.
+    SetHostname(CString),
+    /// Bring `lo` up.
+    LoopbackUp,
+}
+
+impl Op {
+    /// Human description, used in errors.
+    pub(crate) fn describe(&self) -> String {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            Self::Umask(mode) => format!("umask {mode:o}"),
+            Self::Mount {
+                source,
+                target,
+                fstype,
+                ..
+            } => format!(
+                "mount {} ({}) on {}",
+                source.as_ref().map_or_else(|| "none".to_owned(), s),
+                fstype.as_ref().map_or_else(|| "bind/remount".to_owned(), s),
+                s(target)
+            ),
+            Self::Chdir(path) => format!("chdir {}", s(path)),
+            Self::OpenSource { path, .. } => format!("open mount source {}", s(path)),
+            Self::Bind { target, .. } => format!("bind mount on {}", s(target)),
+            Self::PivotRoot(root) => format!("pivot_root to {}", s(root)),
+            Self::MkdirAll(path) => format!("create directory {}", s(path)),
+            Self::Touch(path) => format!("create file {}", s(path)),
+            Self::Mknod { path, .. } => format!("create device {}", s(path)),
+            Self::Symlink { link, .. } => format!("create symlink {}", s(link)),
+            Self::Mask(path) => format!("mask {}", s(path)),
+            Self::ReadonlyPath(path) => format!("make {} read-only", s(path)),
+            Self::SetHostname(name) => format!("set hostname {}", s(name)),
+            Self::LoopbackUp => "bring up the loopback interface".to_owned(),
+        }
+    }
+}
+
+/// The computed plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) ops: Vec<Op>,
+    /// Number of descriptor slots [`Op::OpenSource`] uses.
+    pub(crate) slots: usize,
+}
+
+/// Host-side files the runner generated for this container.
+#[derive(Debug, Clone)]
+pub(crate) struct Staged {
+    /// Where an overlay root is mounted (an empty directory).
+    pub(crate) rootfs_mountpoint: PathBuf,
+    pub(crate) hosts: PathBuf,
+    pub(crate) resolv_conf: PathBuf,
+    pub(crate) hostname: PathBuf,
+    /// One staged file per [`Mount::Secret`], in order.
+    pub(crate) secrets: Vec<PathBuf>,
+}
+
+pub(crate) fn cstring(field: &'static str, bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::NulByte { field })
+}
+
+fn cpath(field: &'static str, path: &Path) -> Result<CString> {
+    cstring(field, path.as_os_str().as_bytes())
+}
+
+fn lit(s: &str) -> CString {
+    CString::new(s).expect("literal without NUL")
+}
+
+/// A container path made absolute and normalised lexically (`..` cannot climb above `/`).
+pub(crate) fn container_path(field: &'static str, path: &Path) -> Result<PathBuf> {
+    if !path.is_absolute() {
+        return Err(Error::RelativePath {
+            field,
+            path: path.to_owned(),
+        });
+    }
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The longest common ancestor directory of `paths`.
+fn common_parent(paths: &[&Path]) -> PathBuf {
+    let mut common: Vec<Component<'_>> =
+        paths[0].parent().unwrap_or(paths[0]).components().collect();
+    for path in &paths[1..] {
+        let parent: Vec<Component<'_>> = path.parent().unwrap_or(path).components().collect();
+        let same = common
+            .iter()
+            .zip(&parent)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.truncate(same);
+    }
+    common.iter().collect()
+}
+
+/// The overlay mount: the directory to `chdir` into and the options, relative to it.
+pub(crate) fn overlay_options(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(PathBuf, String)> {
+    if lowers.is_empty() {
+        return Err(Error::NoLowerDirs);
+    }
+    for (field, path) in lowers.iter().map(|p| ("overlay lower dir", p)).chain([
+        ("overlay upper dir", &upper.to_owned()),
+        ("overlay work dir", &work.to_owned()),
+    ]) {
+        if !path.is_absolute() {
+            return Err(Error::RelativePath {
+                field,
+                path: path.clone(),
+            });
+        }
+    }
+    let all: Vec<&Path> = lowers
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([upper, work])
+        .collect();
+    let base = common_parent(&all);
+    let rel = |p: &Path| -> String {
+        let r = p.strip_prefix(&base).unwrap_or(p);
+        if r.as_os_str().is_empty() {
+            ".".to_owned()
+        } else {
+            r.to_string_lossy().into_owned()
+        }
+    };
+    let lower = lowers.iter().map(|p| rel(p)).collect::<Vec<_>>().join(":");
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        rel(upper),
+        rel(work)
+    );
+    if options.len() > MOUNT_DATA_LIMIT {
+        return Err(Error::OverlayOptionsTooLong {
+            len: options.len(),
+            limit: MOUNT_DATA_LIMIT,
+        });
+    }
+    Ok((base, options))
+}
+
+/// Builds the plan for `spec`; `staged` names the files the runner wrote for it.
+pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
+    let mut ops = vec![
+        Op::Umask(0),
+        Op::Mount {
+            source: None,
+            target: lit("/"),
+            fstype: None,
+            flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            data: None,
+        },
+    ];
+    let mut readonly_root = false;
+    let root = match &spec.rootfs {
+        Rootfs::Dir { path, readonly } => {
+            if !path.is_absolute() {
+                return Err(Error::RelativePath {
+                    field: "rootfs",
+                    path: path.clone(),
+                });
+            }
+            readonly_root = *readonly;
+            let path = cpath("rootfs", path)?;
+            ops.push(Op::Mount {
+                source: Some(path.clone()),
+                target: path.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None,
+            });
+            path
+        }
+        Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
+            let (base, options) = overlay_options(lowers, upper, work)?;
+            let target = cpath("rootfs", &staged.rootfs_mountpoint)?;
+            ops.push(Op::Chdir(cpath("overlay layers", &base)?));
+            ops.push(Op::Mount {
+                source: Some(lit("overlay")),
+                target: target.clone(),
+                fstype: Some(lit("overlay")),
+                flags: MsFlags::empty(),
+                data: Some(cstring("overlay options", options.as_bytes())?),
+            });
+            target
+        }
+    };
+
+    // Bind sources, opened on the host side of the pivot.
+    let mut binds: Vec<(usize, CString, bool, bool)> = Vec::new(); // slot, target, readonly, is_dir
+    let mut slots = 0;
+    let mut add_bind = |ops: &mut Vec<Op>,
+                        source: &Path,
+                        target: &Path,
+                        readonly: bool,
+                        is_dir: bool|
+     -> Result<()> {
+        ops.push(Op::OpenSource {
+            slot: slots,
+            path: cpath("mount source", source)?,
+        });
+        let target = container_path("mount target", target)?;
+        binds.push((slots, cpath("mount target", &target)?, readonly, is_dir));
+        slots += 1;
+        Ok(())
+    };
+    add_bind(
+        &mut ops,
+        &staged.hosts,
+        Path::new("/etc/hosts"),
+        false,
+        false,
+    )?;
+    add_bind(
+        &mut ops,
+        &staged.resolv_conf,
+        Path::new("/etc/resolv.conf"),
+        false,
+        false,
+    )?;
+    add_bind(
+        &mut ops,
+        &staged.hostname,
+        Path::new("/etc/hostname"),
+        false,
+        false,
+    )?;
+    let mut secrets = staged.secrets.iter();
+    let mut tmpfs = Vec::new();
+    // Extra mounts keep their relative order: record them as (bind index | tmpfs) in sequence.
+    let mut order = Vec::new();
+    for mount in &spec.mounts {
+        match mount {
+            Mount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let is_dir = fs_err::metadata(source).map_err(Error::Prepare)?.is_dir();
+                add_bind(&mut ops, source, target, *readonly, is_dir)?;
+                order.push(None);
+            }
+            Mount::Secret { target, .. } => {
+                let source = secrets.next().expect("one staged file per secret");
+                add_bind(&mut ops, source, target, true, false)?;
+                order.push(None);
+            }
+            Mount::Tmpfs { target, size } => {
+                let target = container_path("tmpfs target", target)?;
+                let data = match size {
+                    Some(size) => format!("mode=1777,size={size}"),
+                    None => "mode=1777".to_owned(),
+                };
+                tmpfs.push((cpath("tmpfs target", &target)?, lit(&data)));
+                order.push(Some(tmpfs.len() - 1));
+            }
+        }
+    }
+
+    ops.push(Op::PivotRoot(root));
+
+    // /proc, /dev, /sys.
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fs = |ops: &mut Vec<Op>, fstype: &str, target: &str, flags: MsFlags, data: Option<&str>| {
+        ops.push(Op::MkdirAll(lit(target)));
+        ops.push(Op::Mount {
+            source: Some(lit(fstype)),
+            target: lit(target),
+            fstype: Some(lit(fstype)),
+            flags,
+            data: data.map(lit),
+        });
+    };
+    fs(&mut ops, "proc", "/proc", nosuid_nodev_noexec, None);
+    fs(
+        &mut ops,
+        "tmpfs",
+        "/dev",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    );
+    for (name, major, minor) in DEVICES {
+        ops.push(Op::Mknod {
+            path: lit(&format!("/dev/{name}")),
+            major: *major,
+            minor: *minor,
+        });
+    }
+    fs(
+        &mut ops,
+        "devpts",
+        "/dev/pts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    );
+    for (link, target) in DEV_LINKS {
+        ops.push(Op::Symlink {
+            target: lit(target),
+            link: lit(link),
+        });
+    }
+    fs(
+        &mut ops,
+        "tmpfs",
+        "/dev/shm",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    );
+    fs(&mut ops, "mqueue", "/dev/mqueue", nosuid_nodev_noexec, None);
+    fs(
+        &mut ops,
+        "sysfs",
+        "/sys",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    );
+
+    // Generated /etc files and extra mounts, in spec order.
+    let mut binds = binds.into_iter();
+    for _ in 0..3 {
+        let (slot, target, readonly, _) = binds.next().expect("three /etc binds");
+        ops.push(Op::Touch(target.clone()));
+        ops.push(Op::Bind {
+            slot,
+            target,
+            readonly,
+        });
+    }
+    for entry in order {
+        match entry {
+            None => {
+                let (slot, target, readonly, is_dir) = binds.next().expect("one bind per mount");
+                ops.push(if is_dir {
+                    Op::MkdirAll(target.clone())
+                } else {
+                    Op::Touch(target.clone())
+                });
+                ops.push(Op::Bind {
+                    slot,
+                    target,
+                    readonly,
+                });
+            }
+            Some(index) => {
+                let (target, data) = tmpfs[index].clone();
+                ops.push(Op::MkdirAll(target.clone()));
+                ops.push(Op::Mount {
+                    source: Some(lit("tmpfs")),
+                    target,
+                    fstype: Some(lit("tmpfs")),
+                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    data: Some(data),
+                });
+            }
+        }
+    }
+
+    let cwd = container_path("cwd", &spec.cwd)?;
+    if readonly_root {
+        // Create the working directory while the root is still writable.
+        ops.push(Op::MkdirAll(cpath("cwd", &cwd)?));
+        ops.push(Op::Mount {
+            source: None,
+            target: lit("/"),
+            fstype: None,
+            flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            data: None,
+        });
+    }
+    for path in MASKED_PATHS {
+        ops.push(Op::Mask(lit(path)));
+    }
+    for path in READONLY_PATHS {
+        ops.push(Op::ReadonlyPath(lit(path)));
+    }
+    ops.push(Op::SetHostname(cstring(
+        "hostname",
+        spec.hostname.as_bytes(),
+    )?));
+    if spec.network == NetworkMode::None {
+        ops.push(Op::LoopbackUp);
+    }
+    if !readonly_root {
+        ops.push(Op::MkdirAll(cpath("cwd", &cwd)?));
+    }
+    ops.push(Op::Umask(0o022));
+    Ok(Plan { ops, slots })
+}
+
+/// `mkdir -p`, using a stack buffer for the prefixes.
+fn mkdir_all(sys: &mut impl Sys, path: &CStr, parent_only: bool) -> nix::Result<()> {
+    let bytes = path.to_bytes();
+    let mut buf = [0u8; 4096];
+    if bytes.len() >= buf.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let end = if parent_only {
+        bytes.iter().rposition(|b| *b == b'/').unwrap_or(0)
+    } else {
+        bytes.len()
+    };
+    for i in 1..=end {
+        if i == end || bytes[i] == b'/' {
+            buf[..i].copy_from_slice(&bytes[..i]);
+            buf[i] = 0;
+            let prefix = CStr::from_bytes_with_nul(&buf[..=i]).map_err(|_| Errno::EINVAL)?;
+            match sys.mkdir(prefix, 0o755) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the plan. On failure returns the index of the failing op and the error. `slots` must
+/// have room for [`Plan::slots`] descriptors.
+pub(crate) fn apply(
+    ops: &[Op],
+    slots: &mut [RawFd],
+    sys: &mut impl Sys,
+) -> Result<(), (usize, Errno)> {
+    for (index, op) in ops.iter().enumerate() {
+        run_op(op, slots, sys).map_err(|err| (index, err))?;
+    }
+    Ok(())
+}
+
+fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
+    let dot = c".";
+    match op {
+        Op::Umask(mode) => {
+            sys.umask(*mode);
+            Ok(())
+        }
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => sys.mount(
+            source.as_deref(),
+            target,
+            fstype.as_deref(),
+            *flags,
+            data.as_deref(),
+        ),
+        Op::Chdir(path) => sys.chdir(path),
+        Op::OpenSource { slot, path } => {
+            slots[*slot] = sys.clone_tree(path)?;
+            Ok(())
+        }
+        Op::Bind {
+            slot,
+            target,
+            readonly,
+        } => {
+            sys.attach_tree(slots[*slot], target)?;
+            if *readonly {
+                sys.mount(
+                    None,
+                    target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                    None,
+                )?;
+            }
+            Ok(())
+        }
+        Op::PivotRoot(root) => {
+            sys.chdir(root)?;
+            sys.pivot_root(dot, dot)?;
+            sys.umount_detach(dot)?;
+            sys.chdir(c"/")
+        }
+        Op::MkdirAll(path) => mkdir_all(sys, path, false),
+        Op::Touch(path) => {
+            mkdir_all(sys, path, true)?;
+            sys.create_file(path, 0o644)
+        }
+        Op::Mknod { path, major, minor } => sys.mknod_char(path, 0o666, *major, *minor),
+        Op::Symlink { target, link } => sys.symlink(target, link),
+        Op::Mask(path) => match sys.mount(Some(c"/dev/null"), path, None, MsFlags::MS_BIND, None) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(Errno::ENOTDIR) => sys.mount(
+                Some(c"tmpfs"),
+                path,
+                Some(c"tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            ),
+            Err(err) => Err(err),
+        },
+        Op::ReadonlyPath(path) => match sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        ) {
+            Err(Errno::ENOENT) => Ok(()),
+            Err(err) => Err(err),
+            Ok(()) => sys.mount(
+                Some(path),
+                path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                None,
+            ),
+        },
+        Op::SetHostname(name) => sys.sethostname(name),
+        Op::LoopbackUp => sys.loopback_up(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::RecordingSys;
+
+    fn staged(dir: &Path) -> Staged {
+        Staged {
+            rootfs_mountpoint: dir.join("rootfs"),
+            hosts: dir.join("hosts"),
+            resolv_conf: dir.join("resolv.conf"),
+            hostname: dir.join("hostname"),
+            secrets: vec![dir.join("secret-0")],
+        }
+    }
+
+    fn run(spec: &Spec, fake: &mut RecordingSys) -> Result<(), (usize, Errno)> {
+        let plan = build(spec, &staged(Path::new("/run/b"))).unwrap();
+        let mut slots = vec![-1; plan.slots];
+        apply(&plan.ops, &mut slots, fake)
+    }
+
+    fn position(calls: &[String], line: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == line)
+            .unwrap_or_else(|| panic!("no call {line:?} in {calls:#?}"))
+    }
+
+    #[test]
+    fn overlay_uses_relative_layer_paths() {
+        let lowers: Vec<PathBuf> = (0..150)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/snapshots/{i}/fs")))
+            .collect();
+        let (base, options) = overlay_options(
+            &lowers,
+            Path::new("/var/lib/kiln/snapshots/up/fs"),
+            Path::new("/var/lib/kiln/snapshots/up/work"),
+        )
+        .unwrap();
+        assert_eq!(base, PathBuf::from("/var/lib/kiln/snapshots"));
+        assert!(options.starts_with("lowerdir=0/fs:1/fs:2/fs:"), "{options}");
+        assert!(
+            options.ends_with(":149/fs,upperdir=up/fs,workdir=up/work"),
+            "{options}"
+        );
+        // The absolute form would not fit in a page.
+        let absolute: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
+        assert!(absolute > MOUNT_DATA_LIMIT && options.len() <= MOUNT_DATA_LIMIT);
+    }
+
+    #[test]
+    fn overlay_too_long_is_an_error() {
+        let lowers: Vec<PathBuf> = (0..400)
+            .map(|i| PathBuf::from(format!("/a/layer-number-{i}/fs")))
+            .collect();
+        let err = overlay_options(&lowers, Path::new("/b/u"), Path::new("/b/w")).unwrap_err();
+        assert!(matches!(err, Error::OverlayOptionsTooLong { .. }), "{err}");
+        assert!(matches!(
+            overlay_options(&[], Path::new("/u"), Path::new("/w")),
+            Err(Error::NoLowerDirs)
+        ));
+    }
+
+    #[test]
+    fn overlay_mount_happens_in_the_layers_parent_and_before_pivot() {
+        let rootfs = Rootfs::Overlay {
+            lowers: vec![PathBuf::from("/l/a"), PathBuf::from("/l/b")],
+            upper: PathBuf::from("/l/u"),
+            work: PathBuf::from("/l/w"),
+        };
+        let spec = Spec::new(rootfs, vec!["true".into()]);
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        assert_eq!(calls[0], "umask 0");
+        assert_eq!(calls[1], "mount - / - MS_REC | MS_PRIVATE -");
+        assert_eq!(calls[2], "chdir /l");
+        assert_eq!(
+            calls[3],
+            "mount overlay /run/b/rootfs overlay - lowerdir=a:b,upperdir=u,workdir=w"
+        );
+        let pivot = position(calls, "pivot_root . .");
+        assert_eq!(calls[pivot - 1], "chdir /run/b/rootfs");
+        assert_eq!(calls[pivot + 1], "umount .");
+        assert!(position(calls, "open_tree /run/b/hosts") < pivot);
+        assert!(
+            position(
+                calls,
+                "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
+            ) > pivot
+        );
+        assert!(calls.last().unwrap() == "umask 22");
+    }
+
+    #[test]
+    fn standard_mounts_devices_and_masks() {
+        let spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        let mut fake = RecordingSys::default();
+        // /proc/acpi is a directory (ENOTDIR for the /dev/null bind), /proc/asound is absent.
+        fake.fail
+            .push(("mount /dev/null /proc/acpi ".to_owned(), Errno::ENOTDIR));
+        fake.fail
+            .push(("mount /dev/null /proc/asound ".to_owned(), Errno::ENOENT));
+        fake.fail.push((
+            "mount /proc/bus /proc/bus - MS_BIND | MS_REC -".to_owned(),
+            Errno::ENOENT,
+        ));
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        assert_eq!(calls[2], "mount /r /r - MS_BIND | MS_REC -");
+        for line in [
+            "mknod /dev/null 666 1:3",
+            "mknod /dev/tty 666 5:0",
+            "mount devpts /dev/pts devpts MS_NOSUID | MS_NOEXEC newinstance,ptmxmode=0666,mode=0620,gid=5",
+            "symlink /dev/ptmx -> pts/ptmx",
+            "symlink /dev/fd -> /proc/self/fd",
+            "mount sysfs /sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC -",
+            "mount /dev/null /proc/kcore - MS_BIND -",
+            "mount tmpfs /proc/acpi tmpfs MS_RDONLY -",
+            "mount /proc/sys /proc/sys - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+            "create /etc/hosts 644",
+            "move_mount 101 /etc/hosts",
+            "sethostname kiln",
+            "loopback up",
+        ] {
+            position(calls, line);
+        }
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("mount tmpfs /proc/asound"))
+        );
+        assert!(!calls.iter().any(|c| c.contains("/proc/bus - MS_RDONLY")));
+        // /proc before the binds.
+        assert!(
+            position(
+                calls,
+                "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
+            ) < position(calls, "create /etc/hosts 644")
+        );
+    }
+
+    #[test]
+    fn extra_mounts_in_order_with_readonly_and_sizes() {
+        let host = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: true,
+            },
+            vec!["true".into()],
+        );
+        spec.network = NetworkMode::Host;
+        spec.cwd = PathBuf::from("/work/../w");
+        spec.mounts = vec![
+            Mount::Bind {
+                source: host.path().to_owned(),
+                target: PathBuf::from("/data"),
+                readonly: true,
+            },
+            Mount::Tmpfs {
+                target: PathBuf::from("/scratch"),
+                size: Some(1 << 20),
+            },
+            Mount::Secret {
+                target: PathBuf::from("/run/secrets/token"),
+                data: b"s".to_vec(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        ];
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        let data = position(calls, "move_mount 104 /data");
+        assert_eq!(
+            calls[data + 1],
+            "mount - /data - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+        );
+        assert_eq!(calls[data - 1], "mkdir /data 755");
+        let scratch = position(
+            calls,
+            "mount tmpfs /scratch tmpfs MS_NOSUID | MS_NODEV mode=1777,size=1048576",
+        );
+        let secret = position(calls, "move_mount 105 /run/secrets/token");
+        assert!(data < scratch && scratch < secret);
+        position(calls, "mkdir /run/secrets 755");
+        position(calls, "create /run/secrets/token 644");
+        // Read-only root: cwd made first, then the remount.
+        let cwd = position(calls, "mkdir /w 755");
+        let remount = position(calls, "mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND -");
+        assert!(secret < cwd && cwd < remount);
+        assert!(!calls.iter().any(|c| c == "loopback up"));
+    }
+
+    #[test]
+    fn failure_reports_the_op() {
+        let spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        let plan = build(&spec, &staged(Path::new("/b"))).unwrap();
+        let mut fake = RecordingSys::default();
+        fake.fail.push(("pivot_root".to_owned(), Errno::EINVAL));
+        let mut slots = vec![-1; plan.slots];
+        let (index, err) = apply(&plan.ops, &mut slots, &mut fake).unwrap_err();
+        assert_eq!(err, Errno::EINVAL);
+        assert_eq!(plan.ops[index].describe(), "pivot_root to /r");
+    }
+
+    #[test]
+    fn relative_paths_are_rejected() {
+        let spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        assert!(matches!(
+            build(&spec, &staged(Path::new("/b"))),
+            Err(Error::RelativePath {
+                field: "rootfs",
+                ..
+            })
+        ));
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        spec.mounts.push(Mount::Tmpfs {
+            target: PathBuf::from("tmp"),
+            size: None,
+        });
+        assert!(matches!(
+            build(&spec, &staged(Path::new("/b"))),
+            Err(Error::RelativePath { .. })
+        ));
+    }
+}

@@ -1,0 +1,813 @@
+//! [`Runner::run`]: prepare, fork, stream output, wait, clean up.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::pty::{Winsize, openpty};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{Gid, Pid, pipe2, read};
+
+use crate::cgroup::{Cgroup, Hierarchy};
+use crate::error::{Error, Result};
+use crate::plan::{self, Staged, container_path, cstring};
+use crate::spec::{ExitStatus, Mount, NetworkMode, Spec, Stdio, TerminalSize};
+use crate::sys::process::{
+    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, STATUS_EXITED,
+    STATUS_SIGNALED, Step,
+};
+use crate::user;
+
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub const DOCKER_DEFAULT_CAPABILITIES: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+
+/// Docker's default `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs containers. Cheap to share: one per process is enough.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    state_dir: PathBuf,
+    hierarchy: Hierarchy,
+    cgroup_parent: String,
+}
+
+/// Controls a running container from another thread: cancel it, signal it, resize its terminal.
+///
+/// Create one per run, pass it to [`Runner::run`], and keep a clone where the cancellation
+/// comes from (it is `Send + Sync`).
+#[derive(Debug, Clone)]
+pub struct Handle {
+    inner: Arc<HandleInner>,
+}
+
+#[derive(Debug)]
+struct HandleInner {
+    wake_read: OwnedFd,
+    wake_write: OwnedFd,
+    requests: Mutex<Vec<Request>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    Cancel,
+    Signal(Signal),
+    Resize(TerminalSize),
+}
+
+impl Handle {
+    /// A new handle.
+    pub fn new() -> Result<Self> {
+        let (wake_read, wake_write) =
+            pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|source| Error::Syscall {
+                call: "pipe2",
+                source,
+            })?;
+        Ok(Self {
+            inner: Arc::new(HandleInner {
+                wake_read,
+                wake_write,
+                requests: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    fn push(&self, request: Request) {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request);
+        let _ = nix::unistd::write(&self.inner.wake_write, b"x");
+    }
+
+    /// Kills the whole container; [`Runner::run`] then returns [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.push(Request::Cancel);
+    }
+
+    /// Sends `signal` to the container's main process (through its init).
+    pub fn signal(&self, signal: Signal) {
+        self.push(Request::Signal(signal));
+    }
+
+    /// Changes the terminal size of a [`Stdio::Pty`] container.
+    pub fn resize(&self, size: TerminalSize) {
+        self.push(Request::Resize(size));
+    }
+
+    /// A guard that cancels the run when dropped: hold it in the future that awaits a
+    /// `spawn_blocking`ed [`Runner::run`], so dropping the future kills the container.
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop {
+            handle: Some(self.clone()),
+        }
+    }
+
+    fn take(&self) -> Vec<Request> {
+        let mut buf = [0u8; 64];
+        while matches!(read(&self.inner.wake_read, &mut buf), Ok(n) if n > 0) {}
+        std::mem::take(
+            &mut *self
+                .inner
+                .requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// Cancels its run when dropped, unless [`CancelOnDrop::disarm`]ed. See [`Handle::cancel_on_drop`].
+#[derive(Debug)]
+#[must_use = "the run is cancelled as soon as the guard is dropped"]
+pub struct CancelOnDrop {
+    handle: Option<Handle>,
+}
+
+impl CancelOnDrop {
+    /// Keeps the run going after all (call it once the run has finished).
+    pub fn disarm(mut self) {
+        self.handle = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.cancel();
+        }
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn syscall(call: &'static str) -> impl FnOnce(Errno) -> Error {
+    move |source| Error::Syscall { call, source }
+}
+
+/// Removes what a run created on the host, on every exit path (including a panic in a sink).
+struct Cleanup {
+    /// The container's init, until reaped.
+    init: Option<Pid>,
+    cgroup: Option<Cgroup>,
+    bundle: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(init) = self.init.take() {
+            // SIGKILL to init takes down its whole PID namespace; reaping init waits for that.
+            let _ = kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+        }
+        if let Some(mut cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+        if let Err(err) = fs_err::remove_dir_all(&self.bundle) {
+            tracing::warn!(error = %err, "cannot remove the container's runtime directory");
+        }
+    }
+}
+
+impl Runner {
+    /// A runner keeping per-run files under `state_dir` (it should be a tmpfs such as
+    /// `/run/kiln-runner`, since secrets are staged there) and creating cgroups under
+    /// `kiln/` in the hierarchy mounted at /sys/fs/cgroup.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            hierarchy: Hierarchy::detect(Path::new("/sys/fs/cgroup")),
+            cgroup_parent: "kiln".to_owned(),
+        }
+    }
+
+    /// Uses `name` (relative to the hierarchy's root) as the parent of per-run cgroups.
+    pub fn with_cgroup_parent(mut self, name: impl Into<String>) -> Self {
+        self.cgroup_parent = name.into();
+        self
+    }
+
+    /// Runs `spec` to completion, streaming its stdout and stderr to the sinks as they arrive,
+    /// and returns how the main process ended. Blocking: from async code call it inside
+    /// `spawn_blocking` (with `Send` sinks) and cancel through `handle`; hold
+    /// [`Handle::cancel_on_drop`] in the awaiting future so that dropping it kills the container.
+    ///
+    /// When it returns — on success, failure, cancellation or a panic in a sink — every process
+    /// of the container is gone, its mounts with it (they only ever existed in its mount
+    /// namespace), and its cgroup and runtime directory are removed.
+    ///
+    /// The calling thread must stay alive until this returns (the container is tied to it
+    /// with `PR_SET_PDEATHSIG`), which a blocking call guarantees.
+    #[tracing::instrument(skip_all, fields(program = spec.args.first().map(String::as_str).unwrap_or("")))]
+    pub fn run(
+        &self,
+        mut spec: Spec,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+        handle: &Handle,
+    ) -> Result<ExitStatus> {
+        if spec.args.is_empty() {
+            return Err(Error::EmptyArgs);
+        }
+        let started = Instant::now();
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let bundle = self.state_dir.join(&id);
+        fs_err::create_dir_all(&bundle).map_err(Error::Prepare)?;
+        let mut cleanup = Cleanup {
+            init: None,
+            cgroup: None,
+            bundle: bundle.clone(),
+        };
+
+        let staged = stage(&spec, &bundle)?;
+        let plan = plan::build(&spec, &staged)?;
+        let restrict_devices = self.hierarchy.restricts_devices();
+        if !spec.resources.is_empty() || restrict_devices {
+            cleanup.cgroup = Some(Cgroup::create(
+                &self.hierarchy,
+                &self.cgroup_parent,
+                &id,
+                &spec.resources,
+                restrict_devices,
+            )?);
+        }
+        let layers = spec.rootfs.lookup_dirs();
+        let user = user::resolve(&layers, &spec.user)?;
+        let launch = prepare_launch(&spec, &plan, &user, cleanup.cgroup.as_ref())?;
+
+        // Standard streams.
+        let mut slots = vec![-1; plan.slots.max(1)];
+        let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+        let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+        let dev_null = fs_err::File::open("/dev/null").map_err(Error::Prepare)?;
+        let mut input: Option<OwnedFd> = None;
+        let (outputs, child_fds, terminal): (Vec<(OwnedFd, bool)>, Vec<OwnedFd>, Option<OwnedFd>);
+        let stdio = std::mem::take(&mut spec.stdio);
+        match stdio {
+            Stdio::Captured | Stdio::CapturedWithInput(_) => {
+                let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+                let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+                let stdin = match stdio {
+                    Stdio::CapturedWithInput(fd) => fd,
+                    _ => OwnedFd::from(dev_null.into_parts().0),
+                };
+                outputs = vec![(out_read, false), (err_read, true)];
+                child_fds = vec![stdin, out_write, err_write];
+                terminal = None;
+            }
+            Stdio::Pty {
+                size,
+                input: pty_input,
+            } => {
+                let pty = openpty(Some(&winsize(size)), None).map_err(syscall("openpty"))?;
+                for fd in [&pty.master, &pty.slave] {
+                    nix::fcntl::fcntl(
+                        fd,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                    )
+                    .map_err(syscall("fcntl"))?;
+                }
+                let master = pty.master;
+                outputs = vec![(master.try_clone().map_err(Error::Prepare)?, false)];
+                child_fds = vec![pty.slave];
+                terminal = Some(master);
+                input = pty_input;
+            }
+        }
+        let fds = ChildFds {
+            stdin: child_fds[0].as_raw_fd(),
+            stdout: child_fds.get(1).unwrap_or(&child_fds[0]).as_raw_fd(),
+            stderr: child_fds.get(2).unwrap_or(&child_fds[0]).as_raw_fd(),
+            error: error_write.as_raw_fd(),
+            status: status_write.as_raw_fd(),
+        };
+
+        let init = process::spawn(&launch, fds, &mut slots)
+            .map_err(|(call, source)| Error::Syscall { call, source })?;
+        cleanup.init = Some(init);
+        drop(child_fds);
+        drop(error_write);
+        drop(status_write);
+        tracing::debug!(
+            init = init.as_raw(),
+            prepare_us = started.elapsed().as_micros() as u64,
+            "container started"
+        );
+
+        let forked = started.elapsed();
+        let deadline = spec.timeout.map(|t| started + t);
+        let mut outcome = pump(
+            outputs,
+            &status_read,
+            input.as_ref(),
+            terminal.as_ref(),
+            handle,
+            deadline,
+            &mut cleanup,
+            stdout,
+            stderr,
+        );
+        // Reap init: that returns once every process of the container is gone.
+        if let Some(init) = cleanup.init.take() {
+            if outcome.is_err()
+                || matches!(
+                    outcome,
+                    Ok(Pumped {
+                        stopped: Some(_),
+                        ..
+                    })
+                )
+            {
+                kill_container(Some(init));
+            }
+            let _ = waitpid(init, None);
+        }
+        let exited = started.elapsed();
+        let report = read_report(&error_read);
+        if let (Ok(pumped), Some(report)) = (&outcome, report) {
+            if pumped.stopped.is_none() {
+                outcome = Err(report_error(report, &launch, &spec.args[0]));
+            }
+        }
+        drop(cleanup);
+        tracing::debug!(
+            prepare_us = forked.as_micros() as u64,
+            container_us = (exited - forked).as_micros() as u64,
+            cleanup_us = (started.elapsed() - exited).as_micros() as u64,
+            "container finished"
+        );
+        let pumped = outcome?;
+        match pumped.stopped {
+            Some(Stop::Cancelled) => Err(Error::Cancelled),
+            Some(Stop::TimedOut) => Err(Error::TimedOut {
+                seconds: spec.timeout.map_or(0.0, |t| t.as_secs_f64()),
+            }),
+            None => pumped.status.ok_or(Error::NoStatus),
+        }
+    }
+}
+
+fn winsize(size: TerminalSize) -> Winsize {
+    Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// Writes the generated /etc files and secrets into the bundle directory.
+fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
+    let write = |name: &str, data: &[u8]| -> Result<PathBuf> {
+        let path = bundle.join(name);
+        fs_err::write(&path, data).map_err(Error::Prepare)?;
+        Ok(path)
+    };
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        spec.hostname
+    );
+    for (name, address) in &spec.extra_hosts {
+        hosts.push_str(&format!("{address}\t{name}\n"));
+    }
+    let resolv = match &spec.resolv_conf {
+        Some(text) => text.clone().into_bytes(),
+        None => match fs_err::read("/etc/resolv.conf") {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(Error::Prepare(err)),
+        },
+    };
+    let mut secrets = Vec::new();
+    for mount in &spec.mounts {
+        if let Mount::Secret {
+            data,
+            mode,
+            uid,
+            gid,
+            ..
+        } = mount
+        {
+            let path = write(&format!("secret-{}", secrets.len()), data)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                .map_err(Error::Prepare)?;
+            fs_err::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(Error::Prepare)?;
+            secrets.push(path);
+        }
+    }
+    let rootfs_mountpoint = bundle.join("rootfs");
+    fs_err::create_dir(&rootfs_mountpoint).map_err(Error::Prepare)?;
+    Ok(Staged {
+        rootfs_mountpoint,
+        hosts: write("hosts", hosts.as_bytes())?,
+        resolv_conf: write("resolv.conf", &resolv)?,
+        hostname: write("hostname", format!("{}\n", spec.hostname).as_bytes())?,
+        secrets,
+    })
+}
+
+fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+fn prepare_launch(
+    spec: &Spec,
+    plan: &plan::Plan,
+    user: &user::ResolvedUser,
+    cgroup: Option<&Cgroup>,
+) -> Result<Launch> {
+    let mut env = spec.env.clone();
+    if env_value(&env, "PATH").is_none() {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if env_value(&env, "HOME").is_none() {
+        env.push(format!("HOME={}", user.home));
+    }
+    if spec.stdio_is_terminal() && env_value(&env, "TERM").is_none() {
+        env.push("TERM=xterm".to_owned());
+    }
+    let program = &spec.args[0];
+    let candidates: Vec<CString> = if program.contains('/') {
+        vec![cstring("args", program.as_bytes())?]
+    } else {
+        env_value(&env, "PATH")
+            .unwrap_or(DEFAULT_PATH)
+            .split(':')
+            .map(|dir| if dir.is_empty() { "." } else { dir })
+            .map(|dir| {
+                cstring(
+                    "args",
+                    format!("{}/{program}", dir.trim_end_matches('/')).as_bytes(),
+                )
+            })
+            .collect::<Result<_>>()?
+    };
+    let cwd = container_path("cwd", &spec.cwd)?;
+    let mut capabilities = 0u64;
+    for cap in DOCKER_DEFAULT_CAPABILITIES {
+        capabilities |= 1 << cap;
+    }
+    // Read once per process: the kernel's capability count does not change.
+    static LAST_CAPABILITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let last_capability = *LAST_CAPABILITY.get_or_init(|| {
+        fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    });
+    // The PID namespace is entered at the fork itself (see `sys::process::spawn`).
+    let mut namespaces =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == NetworkMode::None {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
+    Ok(Launch {
+        ops: plan.ops.clone(),
+        cgroup_procs: cgroup
+            .map(|c| {
+                c.procs
+                    .iter()
+                    .map(|p| cstring("cgroup path", p.as_os_str().as_bytes()))
+                    .collect::<Result<_>>()
+            })
+            .transpose()?
+            .unwrap_or_default(),
+        namespaces,
+        exec_candidates: candidates,
+        exec_args: ExecArgs::new(
+            spec.args
+                .iter()
+                .map(|a| cstring("args", a.as_bytes()))
+                .collect::<Result<_>>()?,
+            env.iter()
+                .map(|e| cstring("env", e.as_bytes()))
+                .collect::<Result<_>>()?,
+        ),
+        cwd: cstring("cwd", cwd.as_os_str().as_bytes())?,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        capabilities,
+        last_capability,
+        terminal: spec.stdio_is_terminal(),
+    })
+}
+
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+struct Pumped {
+    status: Option<ExitStatus>,
+    stopped: Option<Stop>,
+}
+
+/// Streams output until every output and the status pipe are closed, serving the handle and
+/// the deadline.
+#[expect(clippy::too_many_arguments, reason = "one internal call site")]
+fn pump(
+    outputs: Vec<(OwnedFd, bool)>,
+    status_read: &OwnedFd,
+    input: Option<&OwnedFd>,
+    terminal: Option<&OwnedFd>,
+    handle: &Handle,
+    deadline: Option<Instant>,
+    cleanup: &mut Cleanup,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Pumped> {
+    let mut outputs: Vec<Option<(OwnedFd, bool)>> = outputs.into_iter().map(Some).collect();
+    let mut status_open = true;
+    let mut input_open = input.is_some();
+    let mut status_bytes = Vec::new();
+    let mut stopped = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !status_open && outputs.iter().all(Option::is_none) {
+            break;
+        }
+        let mut pollfds = Vec::with_capacity(5);
+        let mut kinds = Vec::with_capacity(5);
+        for (index, output) in outputs.iter().enumerate() {
+            if let Some((fd, _)) = output {
+                pollfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                kinds.push(index as i32);
+            }
+        }
+        if status_open {
+            pollfds.push(PollFd::new(status_read.as_fd(), PollFlags::POLLIN));
+            kinds.push(-1);
+        }
+        pollfds.push(PollFd::new(
+            handle.inner.wake_read.as_fd(),
+            PollFlags::POLLIN,
+        ));
+        kinds.push(-2);
+        if let (true, Some(input)) = (input_open, input) {
+            pollfds.push(PollFd::new(input.as_fd(), PollFlags::POLLIN));
+            kinds.push(-3);
+        }
+        let timeout = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut pollfds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                return Err(Error::Syscall {
+                    call: "poll",
+                    source: err,
+                });
+            }
+        }
+        let ready: Vec<(i32, bool)> = pollfds
+            .iter()
+            .zip(&kinds)
+            .map(|(p, k)| (*k, p.revents().is_some_and(|r| !r.is_empty())))
+            .collect();
+        drop(pollfds);
+        if stopped.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+            stopped = Some(Stop::TimedOut);
+            kill_container(cleanup.init);
+        }
+        for (kind, is_ready) in ready {
+            if !is_ready {
+                continue;
+            }
+            match kind {
+                -1 => match read(status_read, &mut buf) {
+                    Ok(0) | Err(Errno::EIO) => status_open = false,
+                    Ok(n) => status_bytes.extend_from_slice(&buf[..n]),
+                    Err(Errno::EINTR | Errno::EAGAIN) => {}
+                    Err(err) => {
+                        return Err(Error::Syscall {
+                            call: "read",
+                            source: err,
+                        });
+                    }
+                },
+                -2 => {
+                    for request in handle.take() {
+                        match request {
+                            Request::Cancel => {
+                                if stopped.is_none() {
+                                    stopped = Some(Stop::Cancelled);
+                                }
+                                kill_container(cleanup.init);
+                            }
+                            Request::Signal(signal) => {
+                                if let Some(init) = cleanup.init {
+                                    let _ = kill(init, signal);
+                                }
+                            }
+                            Request::Resize(size) => {
+                                if let Some(terminal) = terminal {
+                                    let _ =
+                                        crate::sys::process::set_winsize(terminal, &winsize(size));
+                                }
+                            }
+                        }
+                    }
+                }
+                -3 => {
+                    let (Some(input), Some(terminal)) = (input, terminal) else {
+                        continue;
+                    };
+                    match read(input, &mut buf) {
+                        Ok(0) | Err(Errno::EIO) => input_open = false,
+                        Ok(n) => {
+                            let _ = write_fd(terminal.as_fd(), &buf[..n]);
+                        }
+                        Err(Errno::EINTR | Errno::EAGAIN) => {}
+                        Err(_) => input_open = false,
+                    }
+                }
+                index => {
+                    let index = index as usize;
+                    let Some((fd, is_stderr)) = &outputs[index] else {
+                        continue;
+                    };
+                    let is_stderr = *is_stderr;
+                    match read(fd, &mut buf) {
+                        // A terminal's master reads EIO once no process holds the slave.
+                        Ok(0) | Err(Errno::EIO) => outputs[index] = None,
+                        Ok(n) => {
+                            let (result, stream) = if is_stderr {
+                                (
+                                    stderr.write_all(&buf[..n]).and_then(|()| stderr.flush()),
+                                    "stderr",
+                                )
+                            } else {
+                                (
+                                    stdout.write_all(&buf[..n]).and_then(|()| stdout.flush()),
+                                    "stdout",
+                                )
+                            };
+                            result.map_err(|source| Error::Sink { stream, source })?;
+                        }
+                        Err(Errno::EINTR | Errno::EAGAIN) => {}
+                        Err(err) => {
+                            return Err(Error::Syscall {
+                                call: "read",
+                                source: err,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut status = None;
+    for (tag, value) in parse_status(&status_bytes) {
+        match tag {
+            STATUS_EXITED => status = Some(ExitStatus::Code(value)),
+            STATUS_SIGNALED => status = Some(ExitStatus::Signal(value)),
+            _ => {}
+        }
+    }
+    Ok(Pumped { status, stopped })
+}
+
+fn write_fd(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Kills the container: SIGKILL to its init takes down the whole PID namespace.
+fn kill_container(init: Option<Pid>) {
+    if let Some(init) = init {
+        let _ = kill(init, Signal::SIGKILL);
+    }
+}
+
+fn parse_status(bytes: &[u8]) -> Vec<(u32, i32)> {
+    bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let tag = u32::from_ne_bytes(c[..4].try_into().expect("4 bytes"));
+            let value = i32::from_ne_bytes(c[8..].try_into().expect("4 bytes"));
+            (tag, value)
+        })
+        .collect()
+}
+
+fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
+    let mut buf = [0u8; 12];
+    let mut len = 0;
+    while len < buf.len() {
+        match read(error_read, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    (len == 12).then(|| {
+        (
+            u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")),
+            u32::from_ne_bytes(buf[4..8].try_into().expect("4 bytes")),
+            i32::from_ne_bytes(buf[8..].try_into().expect("4 bytes")),
+        )
+    })
+}
+
+fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, program: &str) -> Error {
+    let source = Errno::from_raw(errno);
+    match kind {
+        REPORT_OP => Error::Setup {
+            step: launch
+                .ops
+                .get(index as usize)
+                .map_or_else(|| format!("step {index}"), plan::Op::describe),
+            source,
+        },
+        REPORT_EXEC => Error::Exec {
+            program: program.to_owned(),
+            source,
+        },
+        REPORT_STEP => Error::Setup {
+            step: Step::from_code(index)
+                .map_or("unknown step", Step::describe)
+                .to_owned(),
+            source,
+        },
+        _ => Error::NoStatus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn usable_from_async_code() {
+        // spawn_blocking needs Send; the handle is shared with the task that cancels.
+        assert_send_sync::<Runner>();
+        assert_send_sync::<Handle>();
+        assert_send::<Spec>();
+        assert_send::<Error>();
+    }
+
+    #[test]
+    fn status_records_and_reports() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&STATUS_SIGNALED.to_ne_bytes());
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        bytes.extend_from_slice(&9i32.to_ne_bytes());
+        bytes.extend_from_slice(&[1, 2]); // a torn trailing record is ignored
+        assert_eq!(parse_status(&bytes), vec![(STATUS_SIGNALED, 9)]);
+        let step = Step::Setuid as u32;
+        assert_eq!(Step::from_code(step), Some(Step::Setuid));
+        assert_eq!(Step::from_code(99), None);
+    }
+
+    #[test]
+    fn handle_queues_requests_until_taken() {
+        let handle = Handle::new().unwrap();
+        handle.signal(Signal::SIGTERM);
+        handle.cancel();
+        let taken = handle.take();
+        assert!(matches!(
+            taken[..],
+            [Request::Signal(Signal::SIGTERM), Request::Cancel]
+        ));
+        assert!(handle.take().is_empty());
+        // Dropping an armed guard cancels; a disarmed one does not.
+        handle.cancel_on_drop().disarm();
+        assert!(handle.take().is_empty());
+        drop(handle.cancel_on_drop());
+        assert!(matches!(handle.take()[..], [Request::Cancel]));
+    }
+}

@@ -1,0 +1,216 @@
+//! What to run: the container spec and its parts.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The root filesystem of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// A directory used as is (bind-mounted inside the container's mount namespace).
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Mount it read-only.
+        readonly: bool,
+    },
+    /// An overlayfs stack, mounted inside the container's mount namespace.
+    Overlay {
+        /// Read-only layer directories, topmost first (overlayfs `lowerdir` order).
+        lowers: Vec<PathBuf>,
+        /// The writable upper directory; every write of the process lands here.
+        upper: PathBuf,
+        /// overlayfs's work directory, on the same filesystem as `upper`.
+        work: PathBuf,
+    },
+}
+
+impl Rootfs {
+    /// Layer directories from the top down, the writable one first: where files are looked up
+    /// on the host before the container exists.
+    pub(crate) fn lookup_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Dir { path, .. } => vec![path.clone()],
+            Self::Overlay { lowers, upper, .. } => std::iter::once(upper.clone())
+                .chain(lowers.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
+/// Network namespace mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// A fresh network namespace with only the loopback interface, brought up.
+    #[default]
+    None,
+    /// Share the host's network namespace.
+    Host,
+}
+
+/// An extra mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Bind a host file or directory.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Absolute path inside the container.
+        target: PathBuf,
+        /// Make the bind read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Absolute path inside the container.
+        target: PathBuf,
+        /// Size limit in bytes (`None`: the kernel's default, half of RAM).
+        size: Option<u64>,
+    },
+    /// A secret: the bytes appear read-only as a file at `target` with the given mode and owner.
+    /// They are staged in the runner's state directory (keep it on a tmpfs such as /run).
+    Secret {
+        /// Absolute path inside the container.
+        target: PathBuf,
+        /// Contents.
+        data: Vec<u8>,
+        /// File mode (permission bits).
+        mode: u32,
+        /// Owner uid.
+        uid: u32,
+        /// Owner gid.
+        gid: u32,
+    },
+}
+
+/// Resource limits, applied through a cgroup created for the run and removed after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// Memory limit in bytes (swap is limited to the same total where the kernel allows).
+    pub memory: Option<u64>,
+    /// Maximum number of processes (tasks).
+    pub pids: Option<u64>,
+    /// Relative CPU weight, in cgroup v1 `cpu.shares` units (Docker's `--cpu-shares`, 2..=262144).
+    pub cpu_shares: Option<u64>,
+    /// CPU quota: `(quota, period)` in microseconds (Docker's `--cpu-quota`/`--cpu-period`).
+    pub cpu_quota: Option<(u64, u64)>,
+}
+
+impl Resources {
+    /// Whether any limit is set (otherwise no cgroup is created).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Terminal size for [`Stdio::Pty`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// How the process's standard streams are connected.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// stdin is /dev/null; stdout and stderr are captured separately and streamed to the sinks.
+    #[default]
+    Captured,
+    /// stdin reads from the given file descriptor (for example the caller's own stdin); stdout
+    /// and stderr are captured.
+    CapturedWithInput(OwnedFd),
+    /// A pseudo-terminal is the process's controlling terminal and all three streams; bytes
+    /// read from `input` are written to it and its output goes to the stdout sink.
+    Pty {
+        /// Initial size (change it later with [`Handle::resize`](crate::Handle::resize)).
+        size: TerminalSize,
+        /// Where the terminal's input comes from (for example the caller's stdin in raw mode).
+        input: Option<OwnedFd>,
+    },
+}
+
+/// Everything needed to run one process in a container.
+#[derive(Debug)]
+pub struct Spec {
+    /// Root filesystem.
+    pub rootfs: Rootfs,
+    /// Program and arguments; a program without `/` is looked up in the container's `PATH`.
+    pub args: Vec<String>,
+    /// Environment as `KEY=value`; `PATH` and `HOME` get Docker's defaults when absent.
+    pub env: Vec<String>,
+    /// Working directory inside the container, created if missing.
+    pub cwd: PathBuf,
+    /// `name`, `uid`, `name:group`, `uid:gid` (Docker's `USER`), resolved against the rootfs's
+    /// /etc/passwd and /etc/group. Empty means root.
+    pub user: String,
+    /// Hostname (also written to /etc/hostname and /etc/hosts).
+    pub hostname: String,
+    /// Extra /etc/hosts entries as `(name, address)`.
+    pub extra_hosts: Vec<(String, String)>,
+    /// Contents of /etc/resolv.conf; `None` copies the host's.
+    pub resolv_conf: Option<String>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Extra mounts, applied in order after the standard ones.
+    pub mounts: Vec<Mount>,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Standard streams.
+    pub stdio: Stdio,
+    /// Kill the container after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl Spec {
+    /// A spec with Docker-like defaults: cwd `/`, root, hostname `kiln`, network `none`.
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        Self {
+            rootfs,
+            args,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            user: String::new(),
+            hostname: "kiln".to_owned(),
+            extra_hosts: Vec::new(),
+            resolv_conf: None,
+            network: NetworkMode::None,
+            mounts: Vec::new(),
+            resources: Resources::default(),
+            stdio: Stdio::Captured,
+            timeout: None,
+        }
+    }
+}
+
+impl Spec {
+    /// Whether the process gets a terminal.
+    pub(crate) fn stdio_is_terminal(&self) -> bool {
+        matches!(self.stdio, Stdio::Pty { .. })
+    }
+}
+
+/// How the main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == Self::Code(0)
+    }
+
+    /// The exit code as Docker reports it: the code, or 128 + the signal number.
+    pub fn docker_code(self) -> i32 {
+        match self {
+            Self::Code(code) => code,
+            Self::Signal(signal) => 128 + signal,
+        }
+    }
+}

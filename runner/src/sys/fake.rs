@@ -1,0 +1,115 @@
+//! A recording [`Sys`] for unit tests: it logs every call and fails the ones it is told to.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use super::Sys;
+
+/// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order.
+#[derive(Debug, Default)]
+pub(crate) struct RecordingSys {
+    pub(crate) calls: Vec<String>,
+    pub(crate) fail: Vec<(String, Errno)>,
+    next_fd: RawFd,
+}
+
+impl RecordingSys {
+    fn call(&mut self, line: String) -> nix::Result<()> {
+        let failure = self
+            .fail
+            .iter()
+            .find(|(prefix, _)| line.starts_with(prefix.as_str()))
+            .map(|(_, e)| *e);
+        self.calls.push(line);
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// `MS_BIND | MS_REC`, or `-` for no flags.
+fn flag_names(flags: MsFlags) -> String {
+    if flags.is_empty() {
+        return "-".to_owned();
+    }
+    flags
+        .iter_names()
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn s(c: &CStr) -> String {
+    c.to_string_lossy().into_owned()
+}
+
+impl Sys for RecordingSys {
+    fn umask(&mut self, mode: u32) {
+        self.calls.push(format!("umask {mode:o}"));
+    }
+
+    fn mount(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: MsFlags,
+        data: Option<&CStr>,
+    ) -> nix::Result<()> {
+        self.call(format!(
+            "mount {} {} {} {} {}",
+            source.map_or_else(|| "-".to_owned(), s),
+            s(target),
+            fstype.map_or_else(|| "-".to_owned(), s),
+            flag_names(flags),
+            data.map_or_else(|| "-".to_owned(), s)
+        ))
+    }
+
+    fn umount_detach(&mut self, target: &CStr) -> nix::Result<()> {
+        self.call(format!("umount {}", s(target)))
+    }
+
+    fn mkdir(&mut self, path: &CStr, mode: u32) -> nix::Result<()> {
+        self.call(format!("mkdir {} {mode:o}", s(path)))
+    }
+
+    fn create_file(&mut self, path: &CStr, mode: u32) -> nix::Result<()> {
+        self.call(format!("create {} {mode:o}", s(path)))
+    }
+
+    fn mknod_char(&mut self, path: &CStr, mode: u32, major: u64, minor: u64) -> nix::Result<()> {
+        self.call(format!("mknod {} {mode:o} {major}:{minor}", s(path)))
+    }
+
+    fn symlink(&mut self, target: &CStr, link: &CStr) -> nix::Result<()> {
+        self.call(format!("symlink {} -> {}", s(link), s(target)))
+    }
+
+    fn chdir(&mut self, path: &CStr) -> nix::Result<()> {
+        self.call(format!("chdir {}", s(path)))
+    }
+
+    fn pivot_root(&mut self, new_root: &CStr, put_old: &CStr) -> nix::Result<()> {
+        self.call(format!("pivot_root {} {}", s(new_root), s(put_old)))
+    }
+
+    fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd> {
+        self.call(format!("open_tree {}", s(path)))?;
+        self.next_fd += 1;
+        Ok(100 + self.next_fd)
+    }
+
+    fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
+        self.call(format!("move_mount {fd} {}", s(target)))
+    }
+
+    fn sethostname(&mut self, name: &CStr) -> nix::Result<()> {
+        self.call(format!("sethostname {}", s(name)))
+    }
+
+    fn loopback_up(&mut self) -> nix::Result<()> {
+        self.call("loopback up".to_owned())
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Sys`] over the real kernel.
+
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::unistd::{chdir, mkdir, pivot_root, sethostname, symlinkat};
+
+use super::Sys;
+
+/// The real system calls.
+pub(crate) struct LinuxSys;
+
+fn mode(bits: u32) -> Mode {
+    Mode::from_bits_truncate(bits)
+}
+
+impl Sys for LinuxSys {
+    fn umask(&mut self, bits: u32) {
+        nix::sys::stat::umask(mode(bits));
+    }
+
+    fn mount(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: MsFlags,
+        data: Option<&CStr>,
+    ) -> nix::Result<()> {
+        mount(source, target, fstype, flags, data)
+    }
+
+    fn umount_detach(&mut self, target: &CStr) -> nix::Result<()> {
+        umount2(target, MntFlags::MNT_DETACH)
+    }
+
+    fn mkdir(&mut self, path: &CStr, bits: u32) -> nix::Result<()> {
+        mkdir(path, mode(bits))
+    }
+
+    fn create_file(&mut self, path: &CStr, bits: u32) -> nix::Result<()> {
+        match open(
+            path,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            mode(bits),
+        ) {
+            Ok(fd) => {
+                drop(fd);
+                Ok(())
+            }
+            // A directory (or anything else that cannot be opened for writing) already exists.
+            Err(Errno::EISDIR) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn mknod_char(&mut self, path: &CStr, bits: u32, major: u64, minor: u64) -> nix::Result<()> {
+        mknod(path, SFlag::S_IFCHR, mode(bits), makedev(major, minor))
+    }
+
+    fn symlink(&mut self, target: &CStr, link: &CStr) -> nix::Result<()> {
+        symlinkat(target, nix::fcntl::AT_FDCWD, link)
+    }
+
+    fn chdir(&mut self, path: &CStr) -> nix::Result<()> {
+        chdir(path)
+    }
+
+    fn pivot_root(&mut self, new_root: &CStr, put_old: &CStr) -> nix::Result<()> {
+        pivot_root(new_root, put_old)
+    }
+
+    fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd> {
+        const OPEN_TREE_CLONE: libc::c_uint = 1;
+        const AT_RECURSIVE: libc::c_uint = 0x8000;
+        let flags = OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint;
+        // SAFETY: open_tree reads a NUL-terminated path and returns a new descriptor (nix has
+        // no wrapper for the new mount API).
+        let fd =
+            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(fd as RawFd)
+        }
+    }
+
+    fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+        // SAFETY: move_mount reads two NUL-terminated paths; `fd` is a tree from `clone_tree`.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        let result = if result < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        };
+        // SAFETY: `fd` came from `clone_tree` and is not used again.
+        unsafe { libc::close(fd) };
+        result
+    }
+
+    fn sethostname(&mut self, name: &CStr) -> nix::Result<()> {
+        sethostname(OsStr::from_bytes(name.to_bytes()))
+    }
+
+    fn loopback_up(&mut self) -> nix::Result<()> {
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the interface named in `req` and writes its flags into the
+        // union; `req` is a valid, live ifreq and the socket is open.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union, so reading it is valid.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! The system-call layer: the only place in kiln that uses `unsafe`.
+//!
+//! Mount and filesystem steps of the container setup go through the small [`Sys`] trait, so the
+//! plan that drives them ([`crate::plan`]) runs against a recording fake in unit tests without
+//! privileges. [`LinuxSys`] is the real implementation; [`process`] holds the fork/init/exec
+//! code that runs in the new namespaces.
+#![expect(
+    unsafe_code,
+    reason = "fork, ioctl, capset and signal dispositions have no safe wrapper"
+)]
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use nix::mount::MsFlags;
+
+#[cfg(test)]
+pub(crate) mod fake;
+mod linux;
+pub(crate) mod process;
+
+pub(crate) use linux::LinuxSys;
+
+/// The filesystem and namespace calls that container setup makes. Every method maps to one or
+/// two syscalls; implementations must not allocate (the real one runs in a forked child).
+pub(crate) trait Sys {
+    /// `umask(mode)`.
+    fn umask(&mut self, mode: u32);
+    /// `mount(2)`.
+    fn mount(
+        &mut self,
+        source: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: MsFlags,
+        data: Option<&CStr>,
+    ) -> nix::Result<()>;
+    /// `umount2(target, MNT_DETACH)`.
+    fn umount_detach(&mut self, target: &CStr) -> nix::Result<()>;
+    /// `mkdir(path, mode)`.
+    fn mkdir(&mut self, path: &CStr, mode: u32) -> nix::Result<()>;
+    /// Creates an empty regular file if nothing exists at `path`.
+    fn create_file(&mut self, path: &CStr, mode: u32) -> nix::Result<()>;
+    /// `mknod(path, S_IFCHR | mode, makedev(major, minor))`.
+    fn mknod_char(&mut self, path: &CStr, mode: u32, major: u64, minor: u64) -> nix::Result<()>;
+    /// `symlink(target, link)`.
+    fn symlink(&mut self, target: &CStr, link: &CStr) -> nix::Result<()>;
+    /// `chdir(path)`.
+    fn chdir(&mut self, path: &CStr) -> nix::Result<()>;
+    /// `pivot_root(new_root, put_old)`.
+    fn pivot_root(&mut self, new_root: &CStr, put_old: &CStr) -> nix::Result<()>;
+    /// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached copy of the mount tree at
+    /// `path`, still attachable after the old root is gone.
+    fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd>;
+    /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`, then closes `fd`.
+    fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()>;
+    /// `sethostname(name)`.
+    fn sethostname(&mut self, name: &CStr) -> nix::Result<()>;
+    /// Sets the loopback interface up (`SIOCSIFFLAGS` with `IFF_UP`).
+    fn loopback_up(&mut self) -> nix::Result<()>;
+}

@@ -1,0 +1,836 @@
+//! Real containers over a busybox root filesystem. Needs root; skips (or fails under
+//! `KILN_TEST_REQUIRE_ALL=1`) without it.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_runner::{
+    Error, ExitStatus, Handle, Mount, NetworkMode, Resources, Rootfs, Runner, Signal, Spec, Stdio,
+    TerminalSize,
+};
+
+fn can_run() -> bool {
+    let problem = if !nix::unistd::Uid::effective().is_root() {
+        Some("not running as root")
+    } else if !Path::new("/bin/busybox").exists() {
+        Some("/bin/busybox (busybox-static) is not installed")
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(reason) => {
+            assert!(
+                std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+                "KILN_TEST_REQUIRE_ALL=1 but: {reason}"
+            );
+            #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+            {
+                eprintln!("skipped: {reason}");
+            }
+            false
+        }
+    }
+}
+
+/// A busybox root filesystem in `dir`: /bin/busybox plus applet links, users root, nobody and
+/// app (uid 1000, also in group `extra`).
+fn busybox_rootfs(dir: &Path) {
+    fs_err::create_dir_all(dir.join("bin")).unwrap();
+    fs_err::create_dir_all(dir.join("etc")).unwrap();
+    fs_err::create_dir_all(dir.join("tmp")).unwrap();
+    fs_err::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    fs_err::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs_err::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs_err::write(
+        dir.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    runner: Runner,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    busybox_rootfs(&root);
+    let runner = Runner::new(dir.path().join("state"));
+    Fixture { root, runner, dir }
+}
+
+impl Fixture {
+    fn spec(&self, script: &str) -> Spec {
+        Spec::new(
+            Rootfs::Dir {
+                path: self.root.clone(),
+                readonly: false,
+            },
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        )
+    }
+
+    fn run(&self, spec: Spec) -> (kiln_runner::Result<ExitStatus>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = self
+            .runner
+            .run(spec, &mut out, &mut err, &Handle::new().unwrap());
+        (
+            status,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    /// Runs `script` and returns stdout, asserting exit 0.
+    fn sh(&self, script: &str) -> String {
+        self.sh_spec(self.spec(script))
+    }
+
+    fn sh_spec(&self, spec: Spec) -> String {
+        let (status, out, err) = self.run(spec);
+        assert_eq!(
+            status.unwrap(),
+            ExitStatus::Code(0),
+            "stdout: {out}\nstderr: {err}"
+        );
+        out
+    }
+}
+
+#[test]
+fn hostname_and_generated_etc_files() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec =
+        f.spec("hostname; cat /etc/hostname; grep -c 'db' /etc/hosts; cat /etc/resolv.conf");
+    spec.hostname = "box1".into();
+    spec.extra_hosts.push(("db".into(), "10.0.0.7".into()));
+    spec.resolv_conf = Some("nameserver 9.9.9.9\n".into());
+    assert_eq!(f.sh_spec(spec), "box1\nbox1\n1\nnameserver 9.9.9.9\n");
+    assert_ne!(nix::unistd::gethostname().unwrap(), "box1");
+    // The image's own files were not touched beyond empty mount targets.
+    assert_eq!(
+        fs_err::read_to_string(f.root.join("etc/hosts")).unwrap(),
+        ""
+    );
+}
+
+#[test]
+fn pid_namespace_shows_only_the_container() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // The shell's own view of its pid agrees with /proc: one PID namespace, init at 1.
+    let out = f.sh("echo $$; ps -o pid,comm; true");
+    assert!(out.starts_with("2\n"), "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![vec!["1", "kiln-init"], vec!["2", "sh"], vec!["3", "ps"]],
+        "{out}"
+    );
+}
+
+#[test]
+fn host_files_are_invisible() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let host = tempfile::tempdir().unwrap();
+    fs_err::write(host.path().join("marker"), "x").unwrap();
+    let path = host.path().join("marker");
+    let (status, _, _) = f.run(f.spec(&format!("test -e {}", path.display())));
+    assert_eq!(status.unwrap(), ExitStatus::Code(1));
+    assert_eq!(f.sh("ls /"), "bin\ndev\netc\nproc\nsys\ntmp\n");
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let out = f.sh("ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags");
+    // flags 0x9 = IFF_UP | IFF_LOOPBACK.
+    assert_eq!(out, "lo\nunknown\n0x9\n");
+    let mut spec = f.spec("ls /sys/class/net | grep -c -v '^lo$'");
+    spec.network = NetworkMode::Host;
+    let host_ifaces = fs_err::read_dir("/sys/class/net")
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "lo")
+        .count();
+    assert_eq!(f.sh_spec(spec), format!("{host_ifaces}\n"));
+}
+
+#[test]
+fn env_cwd_and_user() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = f.spec("echo $GREETING; pwd; id -u; id -g; id -G; echo $HOME");
+    spec.env = vec!["GREETING=hi there".into()];
+    spec.cwd = "/work/deep/dir".into();
+    spec.user = "app".into();
+    assert_eq!(
+        f.sh_spec(spec),
+        "hi there\n/work/deep/dir\n1000\n1000\n1000 2000\n/home/app\n"
+    );
+    assert!(f.root.join("work/deep/dir").is_dir());
+    let mut spec = f.spec("id -u; id -g; id -G");
+    spec.user = "nobody:2000".into();
+    assert_eq!(f.sh_spec(spec), "65534\n2000\n2000\n");
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    assert_eq!(f.run(f.spec("exit 42")).0.unwrap(), ExitStatus::Code(42));
+    let status = f.run(f.spec("kill -TERM $$")).0.unwrap();
+    assert_eq!(status, ExitStatus::Signal(libc::SIGTERM));
+    assert_eq!(status.docker_code(), 143);
+    let err = f
+        .run(Spec::new(
+            Rootfs::Dir {
+                path: f.root.clone(),
+                readonly: false,
+            },
+            vec!["nonexistent".into()],
+        ))
+        .0
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Exec { ref program, source: nix::errno::Errno::ENOENT } if program == "nonexistent"),
+        "{err}"
+    );
+    // PATH lookup inside the container.
+    let spec = Spec::new(
+        Rootfs::Dir {
+            path: f.root.clone(),
+            readonly: false,
+        },
+        vec!["echo".into(), "found".into()],
+    );
+    assert_eq!(f.sh_spec(spec), "found\n");
+}
+
+#[test]
+fn stdout_and_stderr_are_separate_and_ordered() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let (status, out, err) =
+        f.run(f.spec("for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.01; done"));
+    assert!(status.unwrap().success());
+    assert_eq!(out, "out1\nout2\nout3\n");
+    assert_eq!(err, "err1\nerr2\nerr3\n");
+}
+
+#[test]
+fn memory_limit_kills_the_allocator() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // 64 MiB of zeroes through a shell variable needs far more than 32 MiB.
+    let script = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}";
+    let mut spec = f.spec(script);
+    spec.resources = Resources {
+        memory: Some(32 << 20),
+        ..Resources::default()
+    };
+    let (status, out, _) = f.run(spec);
+    let status = status.unwrap();
+    assert!(!out.contains("survived"), "{out}");
+    assert_ne!(status, ExitStatus::Code(0));
+    // Without the limit the same script completes.
+    assert_eq!(f.sh(script), "survived 67108864\n");
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let script = "for i in $(seq 1 64); do sleep 100 & done; echo all-forked";
+    let mut spec = f.spec(script);
+    spec.resources = Resources {
+        pids: Some(16),
+        ..Resources::default()
+    };
+    let started = Instant::now();
+    let (status, out, err) = f.run(spec);
+    assert_ne!(status.unwrap(), ExitStatus::Code(0));
+    assert_eq!(out, "");
+    assert!(err.contains("can't fork"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Without the limit the same script gets through (and its sleeps die with the container).
+    assert_eq!(f.sh(script), "all-forked\n");
+}
+
+#[test]
+fn background_processes_do_not_keep_the_step_alive() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let started = Instant::now();
+    assert_eq!(f.sh("sleep 1000 & echo started"), "started\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn cancel_kills_the_container_quickly() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let handle = Handle::new().unwrap();
+    let canceller = handle.clone();
+    let spec = f.spec("sleep 1000");
+    let thread = std::thread::spawn(move || {
+        let guard = canceller.cancel_on_drop();
+        std::thread::sleep(Duration::from_millis(300));
+        let at = Instant::now();
+        drop(guard);
+        at
+    });
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = f.runner.run(spec, &mut out, &mut err, &handle);
+    let cancelled_at = thread.join().unwrap();
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+}
+
+#[test]
+fn timeout_kills_the_container() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = f.spec("sleep 1000");
+    spec.timeout = Some(Duration::from_millis(200));
+    let started = Instant::now();
+    assert!(matches!(f.run(spec).0, Err(Error::TimedOut { .. })));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Mount lines naming one of `paths`, or an overlay.
+fn runner_mounts(paths: &[&Path]) -> Vec<String> {
+    fs_err::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.contains("overlay") || paths.iter().any(|p| l.contains(&*p.to_string_lossy()))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn overlay_writes_land_in_upper_and_no_mount_remains() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let layers = tempfile::tempdir().unwrap();
+    let watched = [layers.path(), f.dir.path()];
+    let before = runner_mounts(&watched);
+    // 120 lower layers: the busybox base at the bottom, each other adding one file. Their
+    // absolute paths do not fit in the one page the kernel takes for mount options.
+    let mut lowers = Vec::new();
+    for i in 0..119 {
+        let dir = layers.path().join(format!("snapshot-{i:03}-layer-fs"));
+        fs_err::create_dir_all(&dir).unwrap();
+        fs_err::write(dir.join(format!("file-{i}")), format!("{i}")).unwrap();
+        lowers.push(dir);
+    }
+    let base = layers.path().join("snapshot-base-layer-fs");
+    busybox_rootfs(&base);
+    lowers.push(base);
+    let absolute: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
+    assert!(absolute > 4096, "{absolute}");
+    let upper = layers.path().join("upper");
+    let work = layers.path().join("work");
+    fs_err::create_dir_all(&upper).unwrap();
+    fs_err::create_dir_all(&work).unwrap();
+    let rootfs = Rootfs::Overlay {
+        lowers: lowers.clone(),
+        upper: upper.clone(),
+        work,
+    };
+    let spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat /file-0 /file-118; echo new > /created; echo changed >> /file-5; rm /file-7"
+                .into(),
+        ],
+    );
+    assert_eq!(f.sh_spec(spec), "0118");
+    assert_eq!(
+        fs_err::read_to_string(upper.join("created")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(upper.join("file-5")).unwrap(),
+        "5changed\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(lowers[5].join("file-5")).unwrap(),
+        "5"
+    );
+    assert!(lowers[7].join("file-7").exists());
+    assert!(!f.root.join("created").exists());
+    // A whiteout for the removed file.
+    assert_eq!(
+        fs_err::symlink_metadata(upper.join("file-7"))
+            .unwrap()
+            .rdev(),
+        0
+    );
+    assert_eq!(runner_mounts(&watched), before);
+}
+
+#[test]
+fn extra_mounts() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let host = tempfile::tempdir().unwrap();
+    fs_err::write(host.path().join("data"), "hostdata").unwrap();
+    let mut spec = f.spec(
+        "cat /ro/data; echo x > /ro/new 2>/dev/null && echo WRITABLE; echo y > /rw/new; \
+         echo t > /scratch/t && df -k /scratch | tail -1 | awk '{print $2}'; \
+         stat -c '%a %u %g' /run/secrets/token; cat /run/secrets/token",
+    );
+    spec.mounts = vec![
+        Mount::Bind {
+            source: host.path().to_owned(),
+            target: "/ro".into(),
+            readonly: true,
+        },
+        Mount::Bind {
+            source: host.path().to_owned(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(2 << 20),
+        },
+        Mount::Secret {
+            target: "/run/secrets/token".into(),
+            data: b"s3cret".to_vec(),
+            mode: 0o400,
+            uid: 1000,
+            gid: 2000,
+        },
+    ];
+    assert_eq!(f.sh_spec(spec), "hostdata2048\n400 1000 2000\ns3cret");
+    assert_eq!(
+        fs_err::read_to_string(host.path().join("new")).unwrap(),
+        "y\n"
+    );
+    assert!(!f.root.join("scratch/t").exists());
+}
+
+#[test]
+fn docker_capabilities_and_masked_paths() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let out = f.sh(
+        "grep -E '^Cap(Inh|Eff|Bnd)' /proc/self/status; \
+         for p in /proc/kcore /proc/keys /proc/timer_list; do [ -e $p ] && stat -c \"$p %t:%T\" $p; done; \
+         ls -A /proc/acpi | wc -l; touch /proc/acpi/x 2>/dev/null || echo acpi-ro; \
+         echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-ro",
+    );
+    // Docker's default set, as `docker run busybox grep Cap /proc/self/status` shows; masked
+    // files are /dev/null (1:3), masked directories an empty read-only tmpfs; /proc/sys is
+    // read-only. This kernel may lack /proc/kcore.
+    let kcore = if Path::new("/proc/kcore").exists() {
+        "/proc/kcore 1:3\n"
+    } else {
+        ""
+    };
+    assert_eq!(
+        out,
+        format!(
+            "CapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n\
+             {kcore}/proc/keys 1:3\n/proc/timer_list 1:3\n0\nacpi-ro\nsys-ro\n"
+        )
+    );
+    let mut spec = f.spec("grep -E '^Cap(Eff|Bnd)' /proc/self/status");
+    spec.user = "app".into();
+    assert_eq!(
+        f.sh_spec(spec),
+        "CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\n"
+    );
+}
+
+#[test]
+fn dev_and_proc_contents() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let out = f.sh("ls /dev | tr '\\n' ' '; echo; readlink /dev/ptmx; mount | awk '{print $3, $5}' | grep -E '^/(proc|sys|dev/pts) '");
+    assert_eq!(
+        out,
+        "core fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \npts/ptmx\n/proc proc\n/dev/pts devpts\n/sys sysfs\n"
+    );
+}
+
+#[test]
+fn pty_with_size_and_forwarded_signal() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = f.spec("[ -t 0 ] && [ -t 1 ] && echo tty; stty size; echo $TERM");
+    spec.stdio = Stdio::Pty {
+        size: TerminalSize {
+            rows: 33,
+            cols: 101,
+        },
+        input: None,
+    };
+    // The terminal turns "\n" into "\r\n".
+    assert_eq!(f.sh_spec(spec), "tty\r\n33 101\r\nxterm\r\n");
+
+    // SIGTERM through the handle reaches the main process via init.
+    let handle = Handle::new().unwrap();
+    let sender = handle.clone();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        sender.signal(Signal::SIGTERM);
+    });
+    let mut spec = Spec::new(
+        Rootfs::Dir {
+            path: f.root.clone(),
+            readonly: false,
+        },
+        vec!["sleep".into(), "1000".into()],
+    );
+    spec.timeout = Some(Duration::from_secs(20));
+    let status = f
+        .runner
+        .run(spec, &mut std::io::sink(), &mut std::io::sink(), &handle)
+        .unwrap();
+    thread.join().unwrap();
+    assert_eq!(status, ExitStatus::Signal(libc::SIGTERM));
+}
+
+#[test]
+fn input_fd_feeds_stdin() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let input = tempfile::NamedTempFile::new().unwrap();
+    fs_err::write(input.path(), "line one\nline two\n").unwrap();
+    let mut spec = f.spec("wc -l; true");
+    spec.stdio = Stdio::CapturedWithInput(
+        fs_err::File::open(input.path())
+            .unwrap()
+            .into_parts()
+            .0
+            .into(),
+    );
+    assert_eq!(f.sh_spec(spec), "2\n");
+}
+
+fn kiln_cgroups() -> Vec<PathBuf> {
+    ["memory", "pids", "cpu"]
+        .iter()
+        .filter_map(|c| fs_err::read_dir(Path::new("/sys/fs/cgroup").join(c).join("kiln")).ok())
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{}-", std::process::id()))
+        })
+        .collect()
+}
+
+#[test]
+fn cgroup_and_state_are_removed_even_when_a_sink_panics() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    struct Panicking;
+    impl std::io::Write for Panicking {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            panic!("sink failure");
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut spec = f.spec("echo hi; sleep 424242");
+    spec.resources = Resources {
+        memory: Some(64 << 20),
+        pids: Some(100),
+        cpu_shares: Some(512),
+        cpu_quota: None,
+    };
+    let runner = f.runner.clone();
+    let started = Instant::now();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = runner.run(
+            spec,
+            &mut Panicking,
+            &mut std::io::sink(),
+            &Handle::new().unwrap(),
+        );
+    }));
+    assert!(caught.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(kiln_cgroups(), Vec::<PathBuf>::new());
+    let state = f.dir.path().join("state");
+    assert_eq!(fs_err::read_dir(&state).unwrap().count(), 0);
+    // No process of the container survived.
+    let survivors = fs_err::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs_err::read_to_string(e.unwrap().path().join("cmdline")).ok())
+        .filter(|c| c == "sleep\u{0}424242\u{0}")
+        .count();
+    assert_eq!(survivors, 0);
+}
+#[test]
+fn readonly_root_still_gets_its_mounts_and_cwd() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec =
+        f.spec("pwd; touch /x 2>/dev/null || echo root-ro; echo ok > /scratch/f && cat /scratch/f");
+    spec.rootfs = Rootfs::Dir {
+        path: f.root.clone(),
+        readonly: true,
+    };
+    spec.cwd = "/made/here".into();
+    spec.mounts.push(Mount::Tmpfs {
+        target: "/scratch".into(),
+        size: None,
+    });
+    assert_eq!(f.sh_spec(spec), "/made/here\nroot-ro\nok\n");
+    assert!(!f.root.join("x").exists());
+}
+
+#[test]
+fn concurrent_runs_from_many_threads() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let f = &f;
+            scope.spawn(move || {
+                for i in 0..5 {
+                    let (status, out, err) =
+                        f.run(f.spec(&format!("echo out-{t}-{i}; echo err-{t}-{i} >&2")));
+                    assert!(status.unwrap().success());
+                    assert_eq!(
+                        (out, err),
+                        (format!("out-{t}-{i}\n"), format!("err-{t}-{i}\n"))
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn setup_and_exec_failures_are_reported() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mut spec = f.spec("true");
+    spec.mounts.push(Mount::Tmpfs {
+        target: "/proc/no/such".into(),
+        size: None,
+    });
+    let err = f.run(spec).0.unwrap_err();
+    assert!(
+        matches!(&err, Error::Setup { step, .. } if step == "create directory /proc/no/such"),
+        "{err:?}"
+    );
+
+    fs_err::write(f.root.join("not-executable"), "#!/bin/sh\n").unwrap();
+    let spec = Spec::new(
+        Rootfs::Dir {
+            path: f.root.clone(),
+            readonly: false,
+        },
+        vec!["/not-executable".into()],
+    );
+    let err = f.run(spec).0.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Exec {
+                source: nix::errno::Errno::EACCES,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let mut spec = f.spec("true");
+    spec.user = "ghost".into();
+    assert!(matches!(f.run(spec).0, Err(Error::UnknownUser { .. })));
+    // Nothing is left in the state directory after failures.
+    assert_eq!(
+        fs_err::read_dir(f.dir.path().join("state"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn pty_input_and_resize() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    nix::unistd::write(&write_end, b"stty size\nexit 7\n").unwrap();
+    drop(write_end);
+    let handle = Handle::new().unwrap();
+    // Processed as soon as the run starts, long before the shell reads its input.
+    handle.resize(TerminalSize {
+        rows: 50,
+        cols: 132,
+    });
+    let mut spec = Spec::new(
+        Rootfs::Dir {
+            path: f.root.clone(),
+            readonly: false,
+        },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "sleep 1; exec /bin/sh -i".into(),
+        ],
+    );
+    spec.stdio = Stdio::Pty {
+        size: TerminalSize { rows: 24, cols: 80 },
+        input: Some(read_end),
+    };
+    let mut out = Vec::new();
+    let status = f
+        .runner
+        .run(spec, &mut out, &mut std::io::sink(), &handle)
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(7));
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("50 132\r\n"), "{out:?}");
+}
+
+#[test]
+fn devices_outside_dockers_list_cannot_be_opened() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/devices").is_dir() {
+        // Device rules need the v1 devices controller (on v2 they take eBPF, not loaded yet).
+        assert!(
+            std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "no v1 devices controller"
+        );
+        return;
+    }
+    // /dev/loop-control (10:237) opens on the host, so a refusal inside comes from the
+    // container's device rules.
+    let host = tempfile::tempdir().unwrap();
+    let node = host.path().join("loop-control");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(10, 237),
+    )
+    .unwrap();
+    fs_err::File::open(&node).unwrap();
+
+    let f = fixture();
+    // Docker's CAP_MKNOD lets root create the node; the device rules refuse to open it.
+    let out = f.sh(
+        "mknod /tmp/lc c 10 237 && echo made; true < /tmp/lc 2>/dev/null && echo opened || echo refused; \
+         head -c 4 /dev/zero | wc -c; echo ok > /dev/null && echo null-ok",
+    );
+    assert_eq!(out, "made\nrefused\n4\nnull-ok\n");
+}
+
+#[test]
+fn the_calling_thread_is_left_as_it_was() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let before = fs_err::read_link("/proc/thread-self/ns/pid_for_children").unwrap();
+    assert_eq!(f.sh("echo hi"), "hi\n");
+    assert_eq!(
+        fs_err::read_link("/proc/thread-self/ns/pid_for_children").unwrap(),
+        before
+    );
+    assert_eq!(
+        fs_err::read_link("/proc/thread-self/ns/pid").unwrap(),
+        before
+    );
+    // Ordinary child processes of this thread still start, in the caller's namespace.
+    let status = std::process::Command::new("/bin/true").status().unwrap();
+    assert!(status.success());
+}

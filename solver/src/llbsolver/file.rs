@@ -1,0 +1,164 @@
+//! File ops: chains of mkdir, mkfile, rm, symlink and copy actions on merged views.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt};
+use kiln_llb::pb;
+
+use super::view::{View, with_views};
+use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
+use crate::fileop;
+use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
+
+pub(super) struct FileOp {
+    digest: String,
+    inputs: usize,
+    file: pb::FileOp,
+    config: Arc<SessionConfig>,
+}
+
+impl FileOp {
+    pub(super) fn new(
+        digest: String,
+        inputs: usize,
+        file: pb::FileOp,
+        config: Arc<SessionConfig>,
+    ) -> Self {
+        Self {
+            digest,
+            inputs,
+            file,
+            config,
+        }
+    }
+}
+
+impl Op<Ref> for FileOp {
+    fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
+        let map = CacheMap {
+            digest: self.digest.clone(),
+            deps: (0..self.inputs).map(|_| CacheDep::definition()).collect(),
+        };
+        async move { Ok(map) }.boxed()
+    }
+
+    fn exec(
+        &self,
+        _: OpContext,
+        inputs: Vec<Ref>,
+    ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
+        let config = self.config.clone();
+        let file = self.file.clone();
+        async move { blocking(move || run(&config, &file, &inputs)).await }.boxed()
+    }
+}
+
+/// Resolves an action's input index: an op input, an earlier action's result, or scratch.
+fn resolve(inputs: &[Ref], results: &[Ref], index: i64) -> Result<Ref, OpError> {
+    if index < 0 {
+        return Ok(Ref::scratch());
+    }
+    let index = usize::try_from(index)?;
+    if let Some(r) = inputs.get(index) {
+        return Ok(r.clone());
+    }
+    results
+        .get(index - inputs.len())
+        .cloned()
+        .ok_or_else(|| format!("file action refers to input {index}, which does not exist").into())
+}
+
+fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<Ref>, OpError> {
+    let store = &config.store;
+    let scratch = scratch_dir(store)?;
+    let mut results: Vec<Ref> = Vec::with_capacity(file.actions.len());
+    for action in &file.actions {
+        let base = resolve(inputs, &results, action.input)?;
+        let secondary = match action.action {
+            Some(pb::file_action::Action::Copy(_)) => {
+                Some(resolve(inputs, &results, action.secondary_input)?)
+            }
+            _ => None,
+        };
+        let active = new_snapshot_key("active");
+        let mounts = store.prepare(&active, base.key())?;
+        let mut views = vec![View {
+            lowers: mounts.lowers.clone(),
+            writable: Some((mounts.upper.clone(), mounts.work.clone())),
+        }];
+        if let Some(src) = &secondary {
+            views.push(View {
+                lowers: src.lowers(store)?,
+                writable: None,
+            });
+        }
+        let outcome = with_views(&scratch, &views, |points| {
+            apply(action, &points[0], points.get(1).map(PathBuf::as_path))
+        });
+        let applied = match outcome {
+            Ok(result) => result,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = applied {
+            let _ = store.remove_snapshot(&active);
+            return Err(e);
+        }
+        let key = new_snapshot_key("file");
+        store.commit(&active, &key)?;
+        results.push(Ref::snapshot(key));
+    }
+    let outputs = file
+        .actions
+        .iter()
+        .filter_map(|a| usize::try_from(a.output).ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut refs = vec![Ref::scratch(); outputs];
+    for (action, result) in file.actions.iter().zip(&results) {
+        if let Ok(output) = usize::try_from(action.output) {
+            refs[output] = result.clone();
+        }
+    }
+    Ok(refs)
+}
+
+/// Applies one action with the destination tree at `dest` and the copy source at `src`.
+fn apply(
+    action: &pb::FileAction,
+    dest: &std::path::Path,
+    src: Option<&std::path::Path>,
+) -> Result<(), OpError> {
+    // Names in chown options are looked up in the destination tree or in the copy source.
+    let root_of = |index: i64| -> Option<PathBuf> {
+        if index == action.input {
+            Some(dest.to_owned())
+        } else if index == action.secondary_input {
+            src.map(ToOwned::to_owned)
+        } else {
+            None
+        }
+    };
+    match &action.action {
+        Some(pb::file_action::Action::Mkdir(mkdir)) => {
+            let owner = fileop::resolve_owner(mkdir.owner.as_ref(), root_of)?;
+            fileop::mkdir(dest, mkdir, owner)?;
+        }
+        Some(pb::file_action::Action::Mkfile(mkfile)) => {
+            let owner = fileop::resolve_owner(mkfile.owner.as_ref(), root_of)?;
+            fileop::mkfile(dest, mkfile, owner)?;
+        }
+        Some(pb::file_action::Action::Rm(rm)) => fileop::rm(dest, rm)?,
+        Some(pb::file_action::Action::Symlink(symlink)) => {
+            let owner = fileop::resolve_owner(symlink.owner.as_ref(), root_of)?;
+            fileop::symlink(dest, symlink, owner)?;
+        }
+        Some(pb::file_action::Action::Copy(copy)) => {
+            let owner = fileop::resolve_owner(copy.owner.as_ref(), root_of)?;
+            let src = src.ok_or("copy without a source")?;
+            fileop::copy(src, dest, copy, owner)?;
+        }
+        None => return Err("file action without an action".into()),
+    }
+    Ok(())
+}

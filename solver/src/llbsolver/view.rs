@@ -1,0 +1,222 @@
+//! Merged views of snapshots for in-process work (file actions, local export).
+//!
+//! A snapshot is a stack of layer directories in overlayfs form, so reading or changing it as
+//! one tree needs an overlay mount. The mounts are made on a short-lived thread that first
+//! moves into a mount namespace of its own (`unshare(CLONE_NEWNS)`, which also gives it its
+//! own working directory): they are invisible to the host and to the rest of the process, and
+//! they vanish with the thread even if the work panics or the process is killed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+/// One merged view to mount.
+#[derive(Clone, Debug)]
+pub(crate) struct View {
+    /// Read-only layer directories, topmost first.
+    pub(crate) lowers: Vec<PathBuf>,
+    /// A writable upper and work directory; `None` makes the view read-only.
+    pub(crate) writable: Option<(PathBuf, PathBuf)>,
+}
+
+/// Mounts each view in a private mount namespace on a new thread, runs `work` with their
+/// mount points (in the order of `views`), and unmounts them.
+pub(crate) fn with_views<T: Send>(
+    scratch: &Path,
+    views: &[View],
+    work: impl FnOnce(&[PathBuf]) -> T + Send,
+) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).map_err(io::Error::from)?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(io::Error::from)?;
+                let base = tempfile::Builder::new()
+                    .prefix("view-")
+                    .tempdir_in(scratch)?;
+                let mut points = Vec::with_capacity(views.len());
+                let mut mounted = Vec::new();
+                for (i, view) in views.iter().enumerate() {
+                    let point = base.path().join(i.to_string());
+                    let empty = base.path().join(format!("{i}.empty"));
+                    fs_err::create_dir(&point)?;
+                    fs_err::create_dir(&empty)?;
+                    match plan(view, &empty) {
+                        Plan::Dir(dir) => points.push(dir),
+                        Plan::Overlay { options, readonly } => {
+                            let flags = if readonly {
+                                MsFlags::MS_RDONLY
+                            } else {
+                                MsFlags::empty()
+                            };
+                            mount(
+                                Some("overlay"),
+                                &point,
+                                Some("overlay"),
+                                flags,
+                                Some(&*options),
+                            )
+                            .map_err(|e| {
+                                io::Error::other(format!(
+                                    "mounting overlay at {}: {e}",
+                                    point.display()
+                                ))
+                            })?;
+                            mounted.push(point.clone());
+                            points.push(point);
+                        }
+                    }
+                }
+                let result = work(&points);
+                for point in mounted.iter().rev() {
+                    umount2(point, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+                }
+                Ok(result)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Writes the merged file system of `result` into the directory `dest` (created if missing),
+/// as `--output type=local` does.
+pub fn export_local(
+    store: &kiln_cache::Store,
+    result: &super::Ref,
+    dest: &Path,
+) -> Result<(), crate::OpError> {
+    fs_err::create_dir_all(dest)?;
+    let view = View {
+        lowers: result.lowers(store)?,
+        writable: None,
+    };
+    let scratch = super::scratch_dir(store)?;
+    let action = kiln_llb::pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        dir_copy_contents: true,
+        timestamp: -1,
+        ..Default::default()
+    };
+    with_views(&scratch, &[view], |points| {
+        crate::fileop::copy(&points[0], dest, &action, None)
+    })??;
+    Ok(())
+}
+
+enum Plan {
+    /// No mount needed: the directory is the view.
+    Dir(PathBuf),
+    /// An overlay mount with these options.
+    Overlay { options: String, readonly: bool },
+}
+
+fn plan(view: &View, empty: &Path) -> Plan {
+    match (&view.writable, view.lowers.as_slice()) {
+        // Nothing below a writable upper: the upper is the whole tree.
+        (Some((upper, _)), []) => Plan::Dir(upper.clone()),
+        (None, []) => Plan::Dir(empty.to_owned()),
+        (Some((upper, work)), lowers) => Plan::Overlay {
+            options: format!(
+                "lowerdir={},upperdir={},workdir={}",
+                join(lowers),
+                escape(upper),
+                escape(work)
+            ),
+            readonly: false,
+        },
+        // overlayfs needs two lowers when it has no upper.
+        (None, [only]) => Plan::Overlay {
+            options: format!("lowerdir={}:{}", escape(only), escape(empty)),
+            readonly: true,
+        },
+        (None, lowers) => Plan::Overlay {
+            options: format!("lowerdir={}", join(lowers)),
+            readonly: true,
+        },
+    }
+}
+
+fn join(dirs: &[PathBuf]) -> String {
+    dirs.iter().map(|d| escape(d)).collect::<Vec<_>>().join(":")
+}
+
+/// Escapes the characters overlayfs's option parser treats specially.
+fn escape(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, ':' | ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn overlay_views_merge_layers_and_write_to_the_upper_only() {
+        if !is_root() {
+            assert!(
+                std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
+                "overlay views need root"
+            );
+            #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+            {
+                eprintln!("skipped: overlay views need root");
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["lower1", "lower2", "upper", "work", "scratch"] {
+            fs_err::create_dir(d.join(sub)).unwrap();
+        }
+        fs_err::write(d.join("lower1/a"), "bottom").unwrap();
+        fs_err::write(d.join("lower2/a"), "top").unwrap();
+        fs_err::write(d.join("lower1/b"), "b").unwrap();
+        let writable = View {
+            lowers: vec![d.join("lower2"), d.join("lower1")],
+            writable: Some((d.join("upper"), d.join("work"))),
+        };
+        let readonly = View {
+            lowers: vec![d.join("lower1")],
+            writable: None,
+        };
+        let seen = with_views(&d.join("scratch"), &[writable, readonly], |points| {
+            fs_err::write(points[0].join("new"), "n").unwrap();
+            let a = fs_err::read_to_string(points[0].join("a")).unwrap();
+            let ro = fs_err::read_to_string(points[1].join("a")).unwrap();
+            let ro_write = fs_err::write(points[1].join("x"), "x").is_err();
+            (a, ro, ro_write)
+        })
+        .unwrap();
+        assert_eq!(seen, ("top".to_owned(), "bottom".to_owned(), true));
+        assert_eq!(fs_err::read_to_string(d.join("upper/new")).unwrap(), "n");
+        assert!(!d.join("lower2/new").exists());
+        let mountinfo = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mountinfo.contains(&*d.to_string_lossy()),
+            "no mount is left behind"
+        );
+        assert_eq!(fs_err::read_dir(d.join("scratch")).unwrap().count(), 0);
+    }
+}
