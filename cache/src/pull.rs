@@ -174,6 +174,22 @@ impl Source {
         operation: impl Into<String>,
         source: oci_client::errors::OciDistributionError,
     ) -> Error {
+        use oci_client::errors::{DigestError, OciDistributionError};
+        // The client checks content against the digest the registry announces; report that
+        // as the digest mismatch it is.
+        if let OciDistributionError::DigestError(DigestError::VerificationError {
+            expected,
+            actual,
+        }) = &source
+        {
+            if let (Ok(expected), Ok(computed)) = (expected.parse(), actual.parse()) {
+                return Error::DigestMismatch {
+                    what: format!("{} from {}", operation.into(), self.host),
+                    expected,
+                    computed,
+                };
+            }
+        }
         Error::Registry {
             registry: self.host.clone(),
             operation: operation.into(),

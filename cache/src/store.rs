@@ -150,7 +150,8 @@ impl Store {
         }
     }
 
-    /// Starts writing a blob; finish with [`BlobWriter::commit`].
+    /// Starts writing a blob; finish with [`BlobWriter::commit`]. Hold a [`Lease`] until the
+    /// blob is named by an image or cache record, or garbage collection may remove it.
     pub fn writer(&self) -> Result<BlobWriter, Error> {
         let dir = self.root.join("ingest");
         let file = tempfile::Builder::new()
@@ -222,6 +223,20 @@ impl Store {
     pub fn put_cache_record(&self, record: &CacheRecord) -> Result<(), Error> {
         self.meta
             .write(|tx| tx.put(meta::CACHE_RECORDS, &record.id, record))
+    }
+
+    /// Marks a build cache record as used now (for least-recently-used pruning). Returns whether
+    /// it exists.
+    pub fn touch_cache_record(&self, id: &str) -> Result<bool, Error> {
+        self.meta
+            .write(|tx| match tx.get::<CacheRecord>(meta::CACHE_RECORDS, id)? {
+                Some(mut record) => {
+                    record.last_used = now();
+                    tx.put(meta::CACHE_RECORDS, id, &record)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            })
     }
 
     /// Every build cache record.

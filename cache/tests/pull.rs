@@ -393,3 +393,47 @@ fn index_selects_the_platform_manifest() {
         other => panic!("expected no matching platform, got {other:?}"),
     }
 }
+
+#[test]
+fn corrupted_manifest_in_the_registry_is_detected() {
+    let registry = common::PrivateRegistry::start();
+    if !common::require(registry.is_some(), "docker-registry and skopeo") {
+        return;
+    }
+    let registry = registry.unwrap();
+    registry.push_busybox();
+    let manifest = kiln_testdata::BUSYBOX_MANIFEST_DIGEST;
+    let data_file = registry.blob_data(manifest.strip_prefix("sha256:").unwrap());
+    let text = fs_err::read_to_string(&data_file).unwrap();
+    // Change one digit of a size: still a valid manifest, but not the one the tag names.
+    let at = text.find("\"size\":").unwrap() + 7;
+    let digit = text[at..].find(|c: char| c.is_ascii_digit()).unwrap() + at;
+    let mut bytes = text.into_bytes();
+    bytes[digit] = if bytes[digit] == b'9' {
+        b'1'
+    } else {
+        bytes[digit] + 1
+    };
+    fs_err::write(&data_file, &bytes).unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/library/busybox:latest", registry.host);
+    match runtime().block_on(pull(Arc::clone(&store), &reference, &options(""), &())) {
+        Err(Error::DigestMismatch {
+            what,
+            expected,
+            computed,
+        }) => {
+            assert!(what.contains("manifest"), "{what}");
+            assert_eq!(expected, digest(manifest));
+            assert_eq!(
+                computed.to_string(),
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+            );
+        }
+        other => panic!("expected a manifest digest mismatch, got {other:?}"),
+    }
+    assert!(store.images().unwrap().is_empty());
+    assert!(store.blob_records().unwrap().is_empty());
+}

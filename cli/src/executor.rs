@@ -10,6 +10,10 @@ use kiln_solver::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OpError, OutputSink,
 };
 
+/// Where the runner keeps per-run files: a tmpfs, since secrets are staged there and files
+/// removed from a disk-backed /run cost milliseconds per step.
+pub(crate) const RUNNER_STATE: &str = "/dev/shm/kiln-runner";
+
 /// Runs exec steps in containers of kiln's own runtime.
 pub(crate) struct RunnerExecutor {
     runner: Runner,

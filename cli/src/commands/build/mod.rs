@@ -1,5 +1,7 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
+mod outputs;
+
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -13,41 +15,6 @@ use kiln_solver::{Session, SessionConfig};
 
 use crate::args::BuildArgs;
 use crate::progress::PlainProgress;
-
-/// Where the runner keeps per-run files (secrets are staged there, so a tmpfs).
-const RUNNER_STATE: &str = "/run/kiln/runner";
-
-/// An `--output` request.
-#[derive(Debug, PartialEq, Eq)]
-enum Output {
-    Local { dest: PathBuf },
-}
-
-/// Parses docker buildx's `--output` syntax (`type=local,dest=DIR`, or a bare `DIR`).
-fn parse_output(text: &str) -> anyhow::Result<Output> {
-    if !text.contains('=') {
-        return Ok(Output::Local { dest: text.into() });
-    }
-    let mut fields = HashMap::new();
-    for part in text.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .with_context(|| format!("invalid output option {part:?}: expected KEY=VALUE"))?;
-        fields.insert(k.trim(), v.trim());
-    }
-    match fields.get("type").copied() {
-        Some("local") => {
-            let dest = fields
-                .get("dest")
-                .with_context(|| format!("output {text:?}: type=local needs dest=DIR"))?;
-            Ok(Output::Local {
-                dest: PathBuf::from(dest),
-            })
-        }
-        Some(other) => bail!("output type {other:?} is not supported yet"),
-        None => bail!("output {text:?} has no type=..."),
-    }
-}
 
 /// Parses `NAME=VALUE`.
 fn pair<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
@@ -115,7 +82,7 @@ pub(crate) fn run(
     let outputs = args
         .output
         .iter()
-        .map(|o| parse_output(o))
+        .map(|o| outputs::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut locals = HashMap::new();
     for local in &args.local {
@@ -140,7 +107,7 @@ pub(crate) fn run(
     let session = Session::new(
         SessionConfig {
             store: store.clone(),
-            executor: crate::executor::executor(PathBuf::from(RUNNER_STATE)),
+            executor: crate::executor::executor(PathBuf::from(crate::executor::RUNNER_STATE)),
             pull,
             locals,
             secrets,
@@ -156,12 +123,8 @@ pub(crate) fn run(
     let result = runtime
         .block_on(session.solve(&definition, progress))
         .context("failed to solve")?;
-    for output in outputs {
-        match output {
-            Output::Local { dest } => kiln_solver::export_local(&store, &result, &dest)
-                .map_err(|e| anyhow::anyhow!(e))
-                .with_context(|| format!("exporting to {}", dest.display()))?,
-        }
+    for output in &outputs {
+        outputs::export(&store, &result, output)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -169,24 +132,6 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outputs_parse_like_buildx() {
-        assert_eq!(
-            parse_output("type=local,dest=out").unwrap(),
-            Output::Local { dest: "out".into() }
-        );
-        assert_eq!(
-            parse_output("out").unwrap(),
-            Output::Local { dest: "out".into() }
-        );
-        let err = parse_output("type=local").unwrap_err().to_string();
-        assert!(err.contains("needs dest=DIR"), "{err}");
-        let err = parse_output("type=carrier-pigeon,dest=x")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(err, "output type \"carrier-pigeon\" is not supported yet");
-    }
 
     #[test]
     fn secrets_come_from_files_or_the_environment() {
