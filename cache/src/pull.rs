@@ -61,6 +61,9 @@ pub struct PullOptions {
     pub os: String,
     /// The wanted platform's architecture.
     pub architecture: String,
+    /// Use an image already in the store under the same name (built with `-t` or loaded)
+    /// instead of asking the registry, as `docker build` does for `FROM`.
+    pub prefer_local: bool,
 }
 
 impl Default for PullOptions {
@@ -70,6 +73,7 @@ impl Default for PullOptions {
             docker_config: docker_config_path(),
             os: "linux".to_owned(),
             architecture: "amd64".to_owned(),
+            prefer_local: false,
         }
     }
 }
@@ -308,6 +312,14 @@ pub async fn pull(
 ) -> Result<Pulled, Error> {
     let reference = parse_reference(reference)?;
     let _lease = store.lease()?;
+    if options.prefer_local
+        && let Some(image) = local_image(&store, &reference)?
+    {
+        return Ok(Pulled {
+            previous: Some(image.manifest),
+            image,
+        });
+    }
     let mut last_error = None;
     let sources = sources(&reference, options)?;
     let count = sources.len();
@@ -327,6 +339,31 @@ pub async fn pull(
         }
     }
     Err(last_error.expect("the origin is always a source"))
+}
+
+/// The stored image `name` with its snapshots unpacked, if all its blobs are present.
+/// A reference with a digest matches any stored image with that manifest.
+fn local_image(store: &Store, reference: &Reference) -> Result<Option<ImageRecord>, Error> {
+    let found = match reference.digest() {
+        None => store.image(&reference.whole())?,
+        Some(digest) => {
+            let digest = parse_digest(digest, "reference")?;
+            store.images()?.into_iter().find(|i| i.manifest == digest)
+        }
+    };
+    let Some(mut image) = found else {
+        return Ok(None);
+    };
+    if !store.has_blob(&image.config) || image.layers.iter().any(|l| !store.has_blob(l)) {
+        return Ok(None);
+    }
+    let mut parent = None;
+    for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
+        parent = Some(store.unpack_snapshot(parent.as_ref(), layer, diff_id)?);
+    }
+    image.chain_id = parent;
+    tracing::debug!(image = %image.name, "using the image in the store");
+    Ok(Some(image))
 }
 
 async fn pull_from(

@@ -35,7 +35,27 @@ pub(crate) enum Command {
     /// List images.
     Images,
     /// Build an image.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Load images from an OCI image layout (directory or tar) or a docker-archive tar.
+    Load(LoadArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Remove images by name.
+    Rmi(RmiArgs),
+    /// Run a command in a new container from an image.
+    Run(Box<RunArgs>),
+    /// List the containers whose file systems `kiln run` kept (run without `--rm`).
+    Ps,
+    /// Remove kept containers' file systems.
+    Rm(RmArgs),
+    /// Write images to a docker-archive tar (or an OCI layout tar with `--format oci`).
+    Save(SaveArgs),
+    /// Push an image from the store to its registry.
+    Push(PushArgs),
+    /// Remove build cache.
+    Prune(PruneArgs),
+    /// Show disk usage.
+    Du(DuArgs),
 }
 
 /// `kiln debug` subcommands.
@@ -82,4 +102,161 @@ pub(crate) struct BuildArgs {
     /// Progress output: `auto`, `plain` or `tty` (all plain for now).
     #[arg(long, default_value = "auto")]
     pub(crate) progress: String,
+    /// Store the image in kiln's image store under this name (repeatable).
+    #[arg(long, short = 't', value_name = "NAME")]
+    pub(crate) tag: Vec<String>,
+    /// Push the `-t` images to their registry.
+    #[arg(long)]
+    pub(crate) push: bool,
+    /// The build context directory (the local source `context`).
+    #[arg(value_name = "CONTEXT")]
+    pub(crate) context: Option<PathBuf>,
+    /// The Dockerfile (default: `CONTEXT/Dockerfile`; `-`: standard input).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// A build argument: `NAME=VALUE`.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) build_arg: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+    /// The platform to build for (only `linux/amd64`).
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
+    /// Print the marshalled LLB Definition to standard output instead of building.
+    #[arg(long)]
+    pub(crate) print_llb: bool,
+}
+
+/// `kiln prune` arguments (docker buildx names).
+#[derive(Debug, clap::Args)]
+pub(crate) struct PruneArgs {
+    /// Remove all build cache, not just what nothing refers to.
+    #[arg(long, short)]
+    pub(crate) all: bool,
+    /// Remove cache unused for this long: `until=DURATION` (`24h`, `1h30m`).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) filter: Vec<String>,
+    /// Then remove least recently used cache until the rest fits in this size (`10GB`).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) keep_storage: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub(crate) force: bool,
+}
+
+/// `kiln du` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DuArgs {
+    /// Show every record's details instead of a table.
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+}
+
+/// `kiln load` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// The OCI image layout (directory or tar) or docker-archive tar.
+    #[arg(long, short)]
+    pub(crate) input: Option<PathBuf>,
+    /// The same, as a positional argument.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// `kiln tag` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TagArgs {
+    /// The existing image.
+    pub(crate) source: String,
+    /// The new name.
+    pub(crate) target: String,
+}
+
+/// `kiln rmi` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RmiArgs {
+    /// The images to remove.
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
+}
+
+/// `kiln run` arguments (docker's names).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Remove the container's file system changes when it exits.
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// Keep standard input open.
+    #[arg(long, short)]
+    pub(crate) interactive: bool,
+    /// Give the process a terminal.
+    #[arg(long, short)]
+    pub(crate) tty: bool,
+    /// Set an environment variable: `KEY=VALUE` (a bare `KEY` takes kiln's own value).
+    #[arg(long, short, value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Read environment variables from a file (one `KEY=VALUE` a line).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Vec<PathBuf>,
+    /// Bind-mount a host directory: `HOST:CONTAINER[:ro]`.
+    #[arg(long, short, value_name = "HOST:CONTAINER[:ro]")]
+    pub(crate) volume: Vec<String>,
+    /// Mount a tmpfs on this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// User (`name`, `uid`, `uid:gid`).
+    #[arg(long, short, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Replace the image's entrypoint.
+    #[arg(long, value_name = "COMMAND")]
+    pub(crate) entrypoint: Option<String>,
+    /// Network: `none` or `host`.
+    #[arg(long, default_value = "none", value_name = "MODE")]
+    pub(crate) network: String,
+    /// Memory limit in bytes (`k`, `m`, `g` suffixes).
+    #[arg(long, short, value_name = "BYTES")]
+    pub(crate) memory: Option<String>,
+    /// Process count limit.
+    #[arg(long, value_name = "N")]
+    pub(crate) pids_limit: Option<u64>,
+    /// A name for the container (its snapshot's key when kept).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// The image.
+    pub(crate) image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// `kiln save` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SaveArgs {
+    /// The file to write.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: PathBuf,
+    /// `docker` (docker-archive) or `oci` (OCI image layout tar).
+    #[arg(long, default_value = "docker")]
+    pub(crate) format: String,
+    /// The image.
+    pub(crate) image: String,
+}
+
+/// `kiln push` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    /// The image (`host/repository:tag`).
+    pub(crate) image: String,
+}
+
+/// `kiln rm` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RmArgs {
+    /// The containers (names from `kiln ps`).
+    #[arg(required = true)]
+    pub(crate) containers: Vec<String>,
 }

@@ -26,6 +26,16 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Debug(cmd) => commands::debug::run(cmd),
         args::Command::Pull(pull) => commands::pull::run(&args.root, args.config.as_deref(), &pull),
         args::Command::Images => commands::images::run(&args.root),
+        args::Command::Load(load) => commands::load::run(&args.root, &load),
+        args::Command::Tag(tag) => commands::tag::run(&args.root, &tag),
+        args::Command::Rmi(rmi) => commands::rmi::run(&args.root, &rmi),
+        args::Command::Ps => commands::run::ps(&args.root),
+        args::Command::Rm(rm) => commands::run::rm(&args.root, &rm),
+        args::Command::Save(save) => commands::save::run(&args.root, &save),
+        args::Command::Push(push) => commands::push::run(&args.root, args.config.as_deref(), &push),
+        args::Command::Run(run) => Ok(commands::run::run(&args.root, args.config.as_deref(), &run)),
+        args::Command::Prune(prune) => commands::prune::run(&args.root, &prune),
+        args::Command::Du(du) => commands::du::run(&args.root, &du),
         args::Command::Build(build) => {
             commands::build::run(&args.root, args.config.as_deref(), &build)
         }

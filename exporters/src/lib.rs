@@ -1,5 +1,44 @@
 //! kiln-exporters: turns a solved result into something other tools accept.
 //!
-//! It will own the OCI image layout (directory or tar), the docker-archive tar that `docker load`
-//! reads, the local directory and tar outputs, and registry push. Layers come from `kiln-cache`,
-//! compressed once and shared between outputs.
+//! - [`chain_layers`]: the layer blobs of a snapshot chain ([`snapshot_chain`]). Layers of
+//!   pulled images are reused as they are; each build step's snapshot is compressed once with
+//!   [`kiln_cache::write_layer`] and remembered, so every output (and the next export) shares
+//!   the blob.
+//! - [`build_image`]: the image config (diff IDs, history fixed up as BuildKit's exporter does,
+//!   `created` from `SOURCE_DATE_EPOCH`) and manifest, as [`Image`], in OCI or docker media
+//!   types, serialised with sorted keys so equal inputs give equal bytes.
+//! - Outputs: [`write_oci_dir`] / [`write_oci_tar`] (OCI image layout), [`write_docker_tar`]
+//!   (what `docker load` reads), and the local image store: [`store_image`], [`load`],
+//!   [`tag_image`], [`find_image`], [`stored_image`]; and registry [`push`].
+//!
+//! Data path: solver result (a snapshot key) ─[`snapshot_chain`]→ keys ─[`chain_layers`]→
+//! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives or the image store.
+//! This crate does not depend on the solver: it takes snapshot keys.
+//!
+//! ```
+//! # fn main() -> Result<(), kiln_exporters::Error> {
+//! let image = kiln_exporters::build_image(Vec::new(), None, &Default::default())?;
+//! let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+//! assert_eq!(config["os"], "linux");
+//! # Ok(())
+//! # }
+//! ```
+
+mod archive;
+mod error;
+mod image;
+mod layers;
+mod local;
+mod push;
+
+pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
+pub use error::Error;
+pub use image::{
+    Image, ImageOptions, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, assemble, build_image, build_image_from_json,
+    finish_config, minimal_config, rfc3339,
+};
+pub use layers::{Layer, chain_layers, snapshot_chain};
+pub use local::{find_image, load, normalize_name, store_image, stored_image, tag_image};
+pub use oci_spec;
+pub use push::push;

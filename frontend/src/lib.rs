@@ -1,7 +1,19 @@
 //! kiln-frontend: the Dockerfile frontend of kiln.
 //!
-//! It reads a Dockerfile and will turn it into an LLB `Definition` plus an OCI image config.
-//! This crate currently holds the first half of that path:
+//! It reads a Dockerfile and turns it into an LLB `Definition` plus an OCI image config:
+//!
+//! - **the converter** ([`convert`]): one [`pb::Definition`](kiln_llb::pb::Definition) for the
+//!   target stage (only the stages it needs) and its [`ImageConfig`] (Env, Cmd, Entrypoint,
+//!   WorkingDir, User, ExposedPorts, Volumes, Labels, StopSignal, Healthcheck, OnBuild, Shell,
+//!   history with BuildKit's `created_by` wording, the base image's `diff_ids`), following
+//!   BuildKit's `dockerfile2llb` so that the ops are BuildKit's, byte for byte where no
+//!   per-invocation value is involved. [`ConvertOptions`] carries the target, build arguments
+//!   and the context's exclude patterns ([`parse_dockerignore`]). Base images are looked up
+//!   through the [`ImageMetaResolver`] trait, which this crate owns and `cli` implements with
+//!   the registry client and the content store: it returns the manifest digest (to pin
+//!   `docker-image://...@sha256:`) and the image configuration. [`ImageConfig::to_json`] gives
+//!   the configuration the exporters write. Errors are [`ConvertError`]s, with the
+//!   `Dockerfile:LINE` location where there is one;
 //!
 //! - **the parser** ([`parse`], [`Parser`]): parser directives (`# syntax=`, `# escape=`,
 //!   `# check=`), line continuations with the escape character, comments and empty lines inside
@@ -35,9 +47,10 @@
 //! dockerfile parse error on line 2: unknown instruction: frobnicate
 //! ```
 //!
-//! Place in the data path: `cli` reads the Dockerfile and calls [`parse`] then
-//! [`parse_stages`]; the converter (to come) expands arguments with [`Lexer`] against build
-//! arguments and stage environments and emits LLB for the solver.
+//! Place in the data path: `cli` reads the Dockerfile and `.dockerignore` and calls
+//! [`convert`], which parses ([`parse`], [`parse_stages`]), expands arguments with [`Lexer`]
+//! against build arguments and stage environments, and emits LLB for the solver and the image
+//! configuration for the exporters.
 //!
 //! # Example
 //!
@@ -58,7 +71,45 @@
 //! assert_eq!(base, "busybox");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Converting, with a resolver that knows one image:
+//!
+//! ```
+//! use kiln_frontend::{ConvertOptions, ImageMetaResolver, ResolvedImage, convert};
+//! use kiln_llb::pb;
+//!
+//! struct OneImage;
+//! impl ImageMetaResolver for OneImage {
+//!     fn resolve(
+//!         &self,
+//!         reference: &str,
+//!         _platform: &pb::Platform,
+//!     ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
+//!         assert_eq!(reference, "docker.io/library/busybox:latest");
+//!         Ok(ResolvedImage {
+//!             digest: format!("sha256:{}", "0".repeat(64)),
+//!             config: br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#.to_vec(),
+//!         })
+//!     }
+//! }
+//!
+//! let converted = convert(
+//!     b"FROM busybox\nENV GREETING=hi\nRUN echo $GREETING > /out\nCMD [\"cat\", \"/out\"]\n",
+//!     &ConvertOptions::default(),
+//!     &OneImage,
+//! )?;
+//! assert_eq!(converted.definition.def.len(), 3); // image, exec, terminal op
+//! assert_eq!(converted.config.config.env, ["PATH=/bin", "GREETING=hi"]);
+//! assert_eq!(converted.config.config.cmd, Some(vec!["cat".to_owned(), "/out".to_owned()]));
+//! assert_eq!(
+//!     converted.config.history.last().unwrap().created_by.as_deref(),
+//!     Some("CMD [\"cat\" \"/out\"]")
+//! );
+//! # Ok::<(), kiln_frontend::ConvertError>(())
+//! ```
 
+mod convert;
+mod dockerignore;
 mod error;
 mod flags;
 mod instructions;
@@ -67,6 +118,11 @@ mod parser;
 mod quote;
 mod shell;
 
+pub use convert::{
+    ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted, DEFAULT_PATH,
+    Empty, Healthcheck, History, ImageConfig, ImageMetaResolver, ResolvedImage, RootFs, convert,
+};
+pub use dockerignore::{parse_dockerignore, select_dockerignore};
 pub use error::{
     DeviceError, Error, ErrorKind, ExpandError, ExpandErrorKind, Location, MountError,
 };

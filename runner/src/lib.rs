@@ -38,8 +38,10 @@ mod image;
 mod plan;
 mod run;
 mod spec;
+mod stubs;
 mod sys;
 mod user;
+mod view;
 
 pub use crate::error::{Error, Result};
 pub use crate::image::{ImageConfig, RunOverrides, run_spec};

@@ -10,7 +10,9 @@
 //! 2. mount the root filesystem: a recursive bind of the directory onto itself, or overlayfs
 //!    (after `chdir` to the layers' common parent, so that the options name relative paths and
 //!    stay within one page even for 100+ layers, as containerd does);
-//! 3. clone every bind source's mount tree on the host (`open_tree`), detached;
+//! 3. mount each [`Mount::Overlay`] on its own empty directory in the runner's state directory
+//!    (the same relative-path trick, still inside the container's mount namespace); then clone
+//!    every bind source's and overlay's mount tree (`open_tree`), detached;
 //! 4. `pivot_root(".", ".")` inside the new root and detach the old root;
 //! 5. /proc, /dev (tmpfs with device nodes, devpts, shm, mqueue, fd links), /sys read-only;
 //! 6. /etc/hosts, /etc/resolv.conf, /etc/hostname and the extra mounts, attached from the
@@ -177,6 +179,8 @@ pub(crate) struct Staged {
     pub(crate) hostname: PathBuf,
     /// One staged file per [`Mount::Secret`], in order.
     pub(crate) secrets: Vec<PathBuf>,
+    /// One empty directory per [`Mount::Overlay`], in order: where it is first mounted.
+    pub(crate) overlays: Vec<PathBuf>,
 }
 
 pub(crate) fn cstring(field: &'static str, bytes: &[u8]) -> Result<CString> {
@@ -231,27 +235,30 @@ fn common_parent(paths: &[&Path]) -> PathBuf {
 /// The overlay mount: the directory to `chdir` into and the options, relative to it.
 pub(crate) fn overlay_options(
     lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
+    upper_work: Option<(&Path, &Path)>,
 ) -> Result<(PathBuf, String)> {
     if lowers.is_empty() {
         return Err(Error::NoLowerDirs);
     }
-    for (field, path) in lowers.iter().map(|p| ("overlay lower dir", p)).chain([
-        ("overlay upper dir", &upper.to_owned()),
-        ("overlay work dir", &work.to_owned()),
-    ]) {
+    let writable: Vec<(&'static str, &Path)> = upper_work
+        .map(|(upper, work)| vec![("overlay upper dir", upper), ("overlay work dir", work)])
+        .unwrap_or_default();
+    for (field, path) in lowers
+        .iter()
+        .map(|p| ("overlay lower dir", p.as_path()))
+        .chain(writable.iter().copied())
+    {
         if !path.is_absolute() {
             return Err(Error::RelativePath {
                 field,
-                path: path.clone(),
+                path: path.to_owned(),
             });
         }
     }
     let all: Vec<&Path> = lowers
         .iter()
         .map(PathBuf::as_path)
-        .chain([upper, work])
+        .chain(writable.iter().map(|(_, p)| *p))
         .collect();
     let base = common_parent(&all);
     let rel = |p: &Path| -> String {
@@ -263,11 +270,14 @@ pub(crate) fn overlay_options(
         }
     };
     let lower = lowers.iter().map(|p| rel(p)).collect::<Vec<_>>().join(":");
-    let options = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        rel(upper),
-        rel(work)
-    );
+    let options = match upper_work {
+        Some((upper, work)) => format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            rel(upper),
+            rel(work)
+        ),
+        None => format!("lowerdir={lower}"),
+    };
     if options.len() > MOUNT_DATA_LIMIT {
         return Err(Error::OverlayOptionsTooLong {
             len: options.len(),
@@ -314,7 +324,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             upper,
             work,
         } => {
-            let (base, options) = overlay_options(lowers, upper, work)?;
+            let (base, options) = overlay_options(lowers, Some((upper, work)))?;
             let target = cpath("rootfs", &staged.rootfs_mountpoint)?;
             ops.push(Op::Chdir(cpath("overlay layers", &base)?));
             ops.push(Op::Mount {
@@ -368,6 +378,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         false,
     )?;
     let mut secrets = staged.secrets.iter();
+    let mut overlays = staged.overlays.iter();
     let mut tmpfs = Vec::new();
     // Extra mounts keep their relative order: record them as (bind index | tmpfs) in sequence.
     let mut order = Vec::new();
@@ -385,6 +396,39 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             Mount::Secret { target, .. } => {
                 let source = secrets.next().expect("one staged file per secret");
                 add_bind(&mut ops, source, target, true, false)?;
+                order.push(None);
+            }
+            Mount::Overlay {
+                lowers,
+                upper_work,
+                target,
+                readonly,
+            } => {
+                let mountpoint = overlays.next().expect("one staged directory per overlay");
+                let upper_work = upper_work.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
+                let readonly = *readonly || upper_work.is_none();
+                if let ([lower], None) = (&lowers[..], upper_work) {
+                    // overlayfs needs two lower layers without an upper: bind the only one.
+                    if !lower.is_absolute() {
+                        return Err(Error::RelativePath {
+                            field: "overlay lower dir",
+                            path: lower.clone(),
+                        });
+                    }
+                    add_bind(&mut ops, lower, target, true, true)?;
+                } else {
+                    let (base, options) = overlay_options(lowers, upper_work)?;
+                    let staged_target = cpath("overlay mount point", mountpoint)?;
+                    ops.push(Op::Chdir(cpath("overlay layers", &base)?));
+                    ops.push(Op::Mount {
+                        source: Some(lit("overlay")),
+                        target: staged_target,
+                        fstype: Some(lit("overlay")),
+                        flags: MsFlags::empty(),
+                        data: Some(cstring("overlay options", options.as_bytes())?),
+                    });
+                    add_bind(&mut ops, mountpoint, target, readonly, true)?;
+                }
                 order.push(None);
             }
             Mount::Tmpfs { target, size } => {
@@ -529,6 +573,22 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     Ok(Plan { ops, slots })
 }
 
+/// The mount points the plan creates if missing (each `mkdir -p` or file creation directly
+/// followed by a mount on the same path): where stubs can appear in the root filesystem.
+pub(crate) fn mount_points(ops: &[Op]) -> Vec<PathBuf> {
+    ops.windows(2)
+        .filter_map(|pair| match pair {
+            [
+                Op::MkdirAll(path) | Op::Touch(path),
+                Op::Mount { target, .. } | Op::Bind { target, .. },
+            ] if path == target => {
+                Some(PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes())))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// `mkdir -p`, using a stack buffer for the prefixes.
 fn mkdir_all(sys: &mut impl Sys, path: &CStr, parent_only: bool) -> nix::Result<()> {
     let bytes = path.to_bytes();
@@ -668,6 +728,7 @@ mod tests {
             resolv_conf: dir.join("resolv.conf"),
             hostname: dir.join("hostname"),
             secrets: vec![dir.join("secret-0")],
+            overlays: (0..3).map(|i| dir.join(format!("overlay-{i}"))).collect(),
         }
     }
 
@@ -691,8 +752,10 @@ mod tests {
             .collect();
         let (base, options) = overlay_options(
             &lowers,
-            Path::new("/var/lib/kiln/snapshots/up/fs"),
-            Path::new("/var/lib/kiln/snapshots/up/work"),
+            Some((
+                Path::new("/var/lib/kiln/snapshots/up/fs"),
+                Path::new("/var/lib/kiln/snapshots/up/work"),
+            )),
         )
         .unwrap();
         assert_eq!(base, PathBuf::from("/var/lib/kiln/snapshots"));
@@ -711,10 +774,11 @@ mod tests {
         let lowers: Vec<PathBuf> = (0..400)
             .map(|i| PathBuf::from(format!("/a/layer-number-{i}/fs")))
             .collect();
-        let err = overlay_options(&lowers, Path::new("/b/u"), Path::new("/b/w")).unwrap_err();
+        let err =
+            overlay_options(&lowers, Some((Path::new("/b/u"), Path::new("/b/w")))).unwrap_err();
         assert!(matches!(err, Error::OverlayOptionsTooLong { .. }), "{err}");
         assert!(matches!(
-            overlay_options(&[], Path::new("/u"), Path::new("/w")),
+            overlay_options(&[], None),
             Err(Error::NoLowerDirs)
         ));
     }
@@ -856,6 +920,89 @@ mod tests {
         let remount = position(calls, "mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND -");
         assert!(secret < cwd && cwd < remount);
         assert!(!calls.iter().any(|c| c == "loopback up"));
+    }
+
+    #[test]
+    fn overlay_mounts_are_made_before_pivot_and_attached_after() {
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        let lowers: Vec<PathBuf> = (0..150)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/snapshots/{i}/fs")))
+            .collect();
+        spec.mounts = vec![
+            Mount::Overlay {
+                lowers: lowers.clone(),
+                upper_work: None,
+                target: PathBuf::from("/layers"),
+                readonly: false,
+            },
+            Mount::Overlay {
+                lowers: vec![PathBuf::from("/s/1/fs")],
+                upper_work: Some((PathBuf::from("/s/up/fs"), PathBuf::from("/s/up/work"))),
+                target: PathBuf::from("/out"),
+                readonly: false,
+            },
+            Mount::Overlay {
+                lowers: vec![PathBuf::from("/s/only")],
+                upper_work: None,
+                target: PathBuf::from("/single"),
+                readonly: false,
+            },
+        ];
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        let pivot = position(calls, "pivot_root . .");
+        let chdir = position(calls, "chdir /var/lib/kiln/snapshots");
+        let mount = chdir + 1;
+        assert!(
+            calls[mount]
+                .starts_with("mount overlay /run/b/overlay-0 overlay - lowerdir=0/fs:1/fs:"),
+            "{}",
+            calls[mount]
+        );
+        assert!(calls[mount].ends_with(":149/fs"), "{}", calls[mount]);
+        assert_eq!(calls[mount + 1], "open_tree /run/b/overlay-0");
+        assert_eq!(calls[mount + 2], "chdir /s");
+        assert_eq!(
+            calls[mount + 3],
+            "mount overlay /run/b/overlay-1 overlay - lowerdir=1/fs,upperdir=up/fs,workdir=up/work"
+        );
+        assert_eq!(calls[mount + 4], "open_tree /run/b/overlay-1");
+        // A single read-only lower is bound as is (overlayfs wants two without an upper).
+        assert_eq!(calls[mount + 5], "open_tree /s/only");
+        assert!(mount + 5 < pivot);
+        let layers = position(calls, "move_mount 104 /layers");
+        assert_eq!(calls[layers - 1], "mkdir /layers 755");
+        assert_eq!(
+            calls[layers + 1],
+            "mount - /layers - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+        );
+        let out = position(calls, "move_mount 105 /out");
+        assert_ne!(
+            calls[out + 1],
+            "mount - /out - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+        );
+        let single = position(calls, "move_mount 106 /single");
+        assert_eq!(
+            calls[single + 1],
+            "mount - /single - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+        );
+        assert!(pivot < layers && layers < out && out < single);
+        let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();
+        let points = mount_points(&plan.ops);
+        for target in ["/layers", "/out", "/single", "/etc/hosts", "/proc"] {
+            assert!(
+                points.contains(&PathBuf::from(target)),
+                "{target}: {points:?}"
+            );
+        }
+        assert!(!points.contains(&PathBuf::from("/")));
     }
 
     #[test]

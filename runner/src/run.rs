@@ -22,11 +22,13 @@ use crate::cgroup::{Cgroup, Hierarchy};
 use crate::error::{Error, Result};
 use crate::plan::{self, Staged, container_path, cstring};
 use crate::spec::{ExitStatus, Mount, NetworkMode, Spec, Stdio, TerminalSize};
+use crate::stubs::{self, Stubs};
 use crate::sys::process::{
     self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, STATUS_EXITED,
     STATUS_SIGNALED, Step,
 };
 use crate::user;
+use crate::view::RootView;
 
 /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
 /// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
@@ -162,6 +164,8 @@ struct Cleanup {
     init: Option<Pid>,
     cgroup: Option<Cgroup>,
     bundle: PathBuf,
+    /// Mount stubs to remove once the container is gone.
+    stubs: Option<Stubs>,
 }
 
 impl Drop for Cleanup {
@@ -170,6 +174,9 @@ impl Drop for Cleanup {
             // SIGKILL to init takes down its whole PID namespace; reaping init waits for that.
             let _ = kill(init, Signal::SIGKILL);
             let _ = waitpid(init, None);
+        }
+        if let Some(stubs) = self.stubs.take() {
+            stubs.remove();
         }
         if let Some(mut cgroup) = self.cgroup.take() {
             cgroup.remove();
@@ -232,6 +239,7 @@ impl Runner {
             init: None,
             cgroup: None,
             bundle: bundle.clone(),
+            stubs: None,
         };
 
         let staged = stage(&spec, &bundle)?;
@@ -247,7 +255,15 @@ impl Runner {
             )?);
         }
         let layers = spec.rootfs.lookup_dirs();
-        let user = user::resolve(&layers, &spec.user)?;
+        let view = RootView::new(layers.clone());
+        let user = user::resolve(&view, &spec.user)?;
+        if spec.remove_mount_stubs {
+            cleanup.stubs = Some(stubs::record(
+                &view,
+                &layers[0],
+                &plan::mount_points(&plan.ops),
+            ));
+        }
         let launch = prepare_launch(&spec, &plan, &user, cleanup.cgroup.as_ref())?;
 
         // Standard streams.
@@ -413,12 +429,21 @@ fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
     }
     let rootfs_mountpoint = bundle.join("rootfs");
     fs_err::create_dir(&rootfs_mountpoint).map_err(Error::Prepare)?;
+    let mut overlays = Vec::new();
+    for mount in &spec.mounts {
+        if let Mount::Overlay { .. } = mount {
+            let path = bundle.join(format!("overlay-{}", overlays.len()));
+            fs_err::create_dir(&path).map_err(Error::Prepare)?;
+            overlays.push(path);
+        }
+    }
     Ok(Staged {
         rootfs_mountpoint,
         hosts: write("hosts", hosts.as_bytes())?,
         resolv_conf: write("resolv.conf", &resolv)?,
         hostname: write("hostname", format!("{}\n", spec.hostname).as_bytes())?,
         secrets,
+        overlays,
     })
 }
 

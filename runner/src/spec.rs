@@ -81,6 +81,20 @@ pub enum Mount {
         /// Owner gid.
         gid: u32,
     },
+    /// An overlayfs stack (for example a multi-layer snapshot), mounted inside the container's
+    /// mount namespace like an overlay root filesystem, with the same relative-path options so
+    /// that many layers fit.
+    Overlay {
+        /// Read-only layer directories, topmost first (overlayfs `lowerdir` order).
+        lowers: Vec<PathBuf>,
+        /// The writable upper directory and overlayfs's work directory (on the same filesystem
+        /// as the upper); `None` for a read-only stack.
+        upper_work: Option<(PathBuf, PathBuf)>,
+        /// Absolute path inside the container.
+        target: PathBuf,
+        /// Make the mount read-only (always so without `upper_work`).
+        readonly: bool,
+    },
 }
 
 /// Resource limits, applied through a cgroup created for the run and removed after it.
@@ -161,6 +175,12 @@ pub struct Spec {
     pub stdio: Stdio,
     /// Kill the container after this long.
     pub timeout: Option<Duration>,
+    /// After the run, remove the mount points the setup had to create in the root filesystem
+    /// (/etc/hosts, /proc, extra mount targets and their new parents) wherever they are still
+    /// an empty file or directory, so they stay out of a build step's layer. On by default;
+    /// turn it off for runs that share one writable root directory concurrently, since one
+    /// run's cleanup would remove the stubs another is about to mount on.
+    pub remove_mount_stubs: bool,
 }
 
 impl Spec {
@@ -180,6 +200,7 @@ impl Spec {
             resources: Resources::default(),
             stdio: Stdio::Captured,
             timeout: None,
+            remove_mount_stubs: true,
         }
     }
 }

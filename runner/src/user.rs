@@ -1,8 +1,9 @@
 //! Resolving Docker's `USER` against the root filesystem's /etc/passwd and /etc/group.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::view::RootView;
 
 /// A resolved user: ids plus the values Docker derives from /etc/passwd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,26 +69,22 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// Reads `rel` (like `etc/passwd`) from the first layer that has it, top down. A missing file
-/// reads as empty, as runc treats it.
-fn read_layered(layers: &[PathBuf], rel: &str) -> Result<String> {
-    for layer in layers {
-        let path = layer.join(rel);
-        match fs_err::read_to_string(&path) {
-            Ok(text) => return Ok(text),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::Prepare(err)),
-        }
-    }
-    Ok(String::new())
+/// Reads `path` inside the root filesystem as the container will see it (whiteouts respected,
+/// symbolic links resolved inside the root). A missing file reads as empty, as runc treats it.
+fn read_in_root(view: &RootView, path: &str) -> Result<String> {
+    let bytes = view
+        .read(Path::new(path))
+        .map_err(Error::Prepare)?
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Resolves `user` (`""`, `name`, `uid`, `name:group`, `uid:gid`, ...) the way Docker does:
 /// a name must exist in passwd; a numeric uid need not (then gid 0 and home `/`); the primary
 /// group comes from passwd unless given; supplementary groups are the groups listing the user.
-pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ResolvedUser> {
-    let passwd = parse_passwd(&read_layered(layers, "etc/passwd")?);
-    let groups = parse_group(&read_layered(layers, "etc/group")?);
+pub(crate) fn resolve(view: &RootView, user: &str) -> Result<ResolvedUser> {
+    let passwd = parse_passwd(&read_in_root(view, "/etc/passwd")?);
+    let groups = parse_group(&read_in_root(view, "/etc/group")?);
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -139,9 +136,13 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ResolvedUser> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
+
+    fn resolve(layers: &[PathBuf], user: &str) -> Result<ResolvedUser> {
+        super::resolve(&RootView::new(layers.to_vec()), user)
+    }
 
     fn write(dir: &Path, rel: &str, text: &str) {
         let path = dir.join(rel);
@@ -220,5 +221,54 @@ mod tests {
             resolve(&layers, "app"),
             Err(Error::UnknownUser { .. })
         ));
+    }
+
+    #[test]
+    fn a_whiteout_hides_the_lower_passwd() {
+        let (_d, layers) = layers();
+        // An overlayfs whiteout (0/0 character device) needs CAP_MKNOD; the OCI form does not.
+        let whiteout = layers[0].join("etc/passwd");
+        fs_err::create_dir_all(whiteout.parent().unwrap()).unwrap();
+        let made = nix::sys::stat::mknod(
+            &whiteout,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            0,
+        );
+        if made.is_err() {
+            write(&layers[0], "etc/.wh.passwd", "");
+        }
+        assert!(matches!(
+            resolve(&layers, "app"),
+            Err(Error::UnknownUser { .. })
+        ));
+        // Without passwd, root keeps its defaults and groups still come from below.
+        let u = resolve(&layers, "").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/"));
+        let u = resolve(&layers, "1000:extra").unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 2000));
+    }
+
+    #[test]
+    fn an_absolute_symlink_is_resolved_inside_the_root_not_on_the_host() {
+        let (_d, layers) = layers();
+        let host = tempfile::tempdir().unwrap();
+        let host_passwd = host.path().join("shadow-like");
+        fs_err::write(&host_passwd, "app:x:4242:4242::/host:/bin/sh\n").unwrap();
+        fs_err::create_dir_all(layers[0].join("etc")).unwrap();
+        fs_err::os::unix::fs::symlink(&host_passwd, layers[0].join("etc/passwd")).unwrap();
+        // The host file is never read: inside the root the target does not exist.
+        assert!(matches!(
+            resolve(&layers, "app"),
+            Err(Error::UnknownUser { .. })
+        ));
+        // The same absolute target, present inside the root (in the lower layer), is read.
+        write(
+            &layers[1],
+            host_passwd.strip_prefix("/").unwrap().to_str().unwrap(),
+            "app:x:7000:7001::/inside:/bin/sh\n",
+        );
+        let u = resolve(&layers, "app").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (7000, 7001, "/inside"));
     }
 }

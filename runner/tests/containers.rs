@@ -129,11 +129,11 @@ fn hostname_and_generated_etc_files() {
     spec.resolv_conf = Some("nameserver 9.9.9.9\n".into());
     assert_eq!(f.sh_spec(spec), "box1\nbox1\n1\nnameserver 9.9.9.9\n");
     assert_ne!(nix::unistd::gethostname().unwrap(), "box1");
-    // The image's own files were not touched beyond empty mount targets.
-    assert_eq!(
-        fs_err::read_to_string(f.root.join("etc/hosts")).unwrap(),
-        ""
-    );
+    // The image's own files were not touched: the empty mount targets are gone again.
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        assert!(!f.root.join("etc").join(name).exists(), "{name}");
+    }
+    assert!(f.root.join("etc/passwd").exists());
 }
 
 #[test]
@@ -677,8 +677,10 @@ fn concurrent_runs_from_many_threads() {
             let f = &f;
             scope.spawn(move || {
                 for i in 0..5 {
-                    let (status, out, err) =
-                        f.run(f.spec(&format!("echo out-{t}-{i}; echo err-{t}-{i} >&2")));
+                    // Concurrent runs over one writable directory share its mount stubs.
+                    let mut spec = f.spec(&format!("echo out-{t}-{i}; echo err-{t}-{i} >&2"));
+                    spec.remove_mount_stubs = false;
+                    let (status, out, err) = f.run(spec);
                     assert!(status.unwrap().success());
                     assert_eq!(
                         (out, err),
@@ -833,4 +835,192 @@ fn the_calling_thread_is_left_as_it_was() {
     // Ordinary child processes of this thread still start, in the caller's namespace.
     let status = std::process::Command::new("/bin/true").status().unwrap();
     assert!(status.success());
+}
+
+/// An overlay over a busybox lower without /etc, /proc, /dev or /sys, with a fresh upper.
+fn bare_overlay(dir: &Path, name: &str) -> (Rootfs, PathBuf) {
+    let lower = dir.join(format!("{name}-lower"));
+    if !lower.exists() {
+        busybox_rootfs(&lower);
+        fs_err::remove_dir_all(lower.join("etc")).unwrap();
+    }
+    let upper = dir.join(format!("{name}-upper"));
+    let work = dir.join(format!("{name}-work"));
+    fs_err::create_dir_all(&upper).unwrap();
+    fs_err::create_dir_all(&work).unwrap();
+    let rootfs = Rootfs::Overlay {
+        lowers: vec![lower],
+        upper: upper.clone(),
+        work,
+    };
+    (rootfs, upper)
+}
+
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        for entry in fs_err::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() && !path.is_symlink() {
+                pending.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn mount_stubs_are_removed_from_the_upper() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let mounts = || {
+        vec![
+            Mount::Tmpfs {
+                target: PathBuf::from("/mnt/deep/scratch"),
+                size: None,
+            },
+            Mount::Secret {
+                target: PathBuf::from("/run/secrets/token"),
+                data: b"t".to_vec(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        ]
+    };
+    // `true`: nothing of the setup's stubs is left.
+    let (rootfs, upper) = bare_overlay(f.dir.path(), "a");
+    let mut spec = Spec::new(rootfs, vec!["/bin/true".into()]);
+    spec.mounts = mounts();
+    f.sh_spec(spec);
+    assert_eq!(tree(&upper), Vec::<String>::new());
+
+    // What the process writes next to and into the stubs' directories stays.
+    let (rootfs, upper) = bare_overlay(f.dir.path(), "b");
+    let mut spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /etc/foo && echo hi > /mnt/note && cat /etc/hostname /run/secrets/token".into(),
+        ],
+    );
+    spec.mounts = mounts();
+    assert_eq!(f.sh_spec(spec), "kiln\nt");
+    assert_eq!(tree(&upper), ["etc", "etc/foo", "mnt", "mnt/note"]);
+    assert_eq!(
+        fs_err::read_to_string(upper.join("mnt/note")).unwrap(),
+        "hi\n"
+    );
+
+    // Kept on request.
+    let (rootfs, upper) = bare_overlay(f.dir.path(), "c");
+    let mut spec = Spec::new(rootfs, vec!["/bin/true".into()]);
+    spec.remove_mount_stubs = false;
+    f.sh_spec(spec);
+    let kept = tree(&upper);
+    for stub in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc",
+        "dev",
+        "sys",
+    ] {
+        assert!(kept.iter().any(|p| p == stub), "{stub} not in {kept:?}");
+    }
+    assert_eq!(fs_err::metadata(upper.join("etc/hosts")).unwrap().len(), 0);
+}
+
+#[test]
+fn overlay_mounts_at_non_root_targets() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let layers = tempfile::tempdir().unwrap();
+    let watched = [layers.path(), f.dir.path()];
+    let before = runner_mounts(&watched);
+    // 120 layers whose absolute paths do not fit in one page of mount options; layer i holds
+    // file-i, and the top one also shadows file-119 and whites out file-118 (OCI form does
+    // not apply to overlayfs, so use a 0/0 device).
+    let mut lowers = Vec::new();
+    for i in 0..120 {
+        let dir = layers.path().join(format!("snapshot-{i:03}-layer-fs"));
+        fs_err::create_dir_all(&dir).unwrap();
+        fs_err::write(dir.join(format!("file-{i}")), format!("{i}")).unwrap();
+        lowers.push(dir);
+    }
+    fs_err::write(lowers[0].join("file-119"), "shadowed").unwrap();
+    nix::sys::stat::mknod(
+        &lowers[0].join("file-118"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        0,
+    )
+    .unwrap();
+    let upper = layers.path().join("out-upper");
+    let work = layers.path().join("out-work");
+    fs_err::create_dir_all(&upper).unwrap();
+    fs_err::create_dir_all(&work).unwrap();
+    let mut spec = f.spec(
+        "cat /layers/file-0 /layers/file-77 /layers/file-119; echo; \
+         test -e /layers/file-118 || echo whited-out; \
+         touch /layers/new 2>/dev/null || echo read-only; \
+         echo out > /output/result; cat /output/file-3; echo; \
+         touch /ro-output/x 2>/dev/null || echo ro-output read-only; \
+         cat /single/file-5; echo; touch /single/x 2>/dev/null || echo single read-only",
+    );
+    spec.mounts = vec![
+        Mount::Overlay {
+            lowers: lowers.clone(),
+            upper_work: None,
+            target: "/layers".into(),
+            readonly: false,
+        },
+        Mount::Overlay {
+            lowers: lowers[..10].to_vec(),
+            upper_work: Some((upper.clone(), work.clone())),
+            target: "/output".into(),
+            readonly: false,
+        },
+        Mount::Overlay {
+            lowers: lowers[..2].to_vec(),
+            upper_work: Some((
+                layers.path().join("ro-upper"),
+                layers.path().join("ro-work"),
+            )),
+            target: "/ro-output".into(),
+            readonly: true,
+        },
+        Mount::Overlay {
+            lowers: vec![lowers[5].clone()],
+            upper_work: None,
+            target: "/single".into(),
+            readonly: false,
+        },
+    ];
+    fs_err::create_dir_all(layers.path().join("ro-upper")).unwrap();
+    fs_err::create_dir_all(layers.path().join("ro-work")).unwrap();
+    assert_eq!(
+        f.sh_spec(spec),
+        "077shadowed\nwhited-out\nread-only\n3\nro-output read-only\n5\nsingle read-only\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(upper.join("result")).unwrap(),
+        "out\n"
+    );
+    assert!(!lowers[0].join("result").exists());
+    assert!(!lowers[0].join("new").exists());
+    assert_eq!(tree(&layers.path().join("ro-upper")), Vec::<String>::new());
+    // The mount points were stubs in the root directory: gone again, as are the mounts.
+    for target in ["layers", "output", "ro-output", "single"] {
+        assert!(!f.root.join(target).exists(), "{target}");
+    }
+    assert_eq!(runner_mounts(&watched), before);
 }

@@ -4,10 +4,10 @@
 //! LLB op kinds: it computes cache keys ([`CacheMap`]: an op digest plus its inputs' keys or
 //! content digests), looks them up in a [`CacheStore`], runs what is missing with bounded
 //! parallelism, shares equal vertices between concurrent solves, and reports progress as
-//! [`Event`]s to a [`Reporter`]. The LLB op implementations (source, exec, file, merge, diff)
-//! will sit beside it and reach the process runtime through an `Executor` trait owned here,
-//! which `cli` adapts to `kiln-runner`. Data path: an `llb` Definition in, snapshots in
-//! `kiln-cache` out.
+//! [`Event`]s to a [`Reporter`]. The LLB op implementations (image and local sources, exec,
+//! file, merge, diff) sit beside it in [`Session`] and reach the process runtime through the
+//! [`Executor`] trait owned here, which `cli` adapts to `kiln-runner`. Data path: an `llb`
+//! Definition in, snapshots in `kiln-cache` out.
 //!
 //! ```
 //! use std::sync::Arc;

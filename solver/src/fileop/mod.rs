@@ -30,6 +30,23 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 use kiln_llb::pb;
 
+pub(crate) use pattern::matches as pattern_matches;
+
+/// Where the path `path` below `root` leads when it is a symbolic link (followed inside
+/// `root`), relative to `root`; `None` when it is not a link or leads nowhere inside.
+pub(crate) fn resolve_in_root(root: &Path, path: &str) -> io::Result<Option<String>> {
+    let plain = scoped::resolve(root, path, false)?;
+    if !scoped::lstat(&plain)?.is_some_and(|m| m.file_type().is_symlink()) {
+        return Ok(None);
+    }
+    let followed = scoped::resolve(root, path, true)?;
+    Ok(followed
+        .strip_prefix(root)
+        .ok()
+        .map(|rel| rel.to_string_lossy().into_owned())
+        .filter(|rel| !rel.is_empty()))
+}
+
 /// Why a file action failed. Paths are container paths, as the user wrote them.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -356,6 +373,13 @@ pub fn copy(
     let mut links = HashMap::new();
     for source in &sources {
         let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
+        if action.attempt_unpack_docker_compatibility
+            && meta.is_file()
+            && unpack_archive(source, dest_root, &dest, owner)
+                .map_err(io_err("copy", dest_shown))?
+        {
+            continue;
+        }
         let dest_meta = fs_err::metadata(&dest).ok();
         let into_dir = match &dest_meta {
             Some(d) if d.is_dir() => !(meta.is_dir() && action.dir_copy_contents),
@@ -373,9 +397,107 @@ pub fn copy(
             replace_dirs: action.always_replace_existing_dest_paths,
             shown: dest_shown,
         };
+        if meta.is_dir() && action.dir_copy_contents {
+            // The contents go into the target; the target directory itself is not copied: a
+            // missing one is made as mkdir makes it, an existing one keeps its owner and mode.
+            let err = io_err("copy", dest_shown);
+            match scoped::lstat(&target).map_err(err)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    fs_err::remove_file(&target).map_err(io_err("copy", dest_shown))?;
+                    mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?;
+                }
+                None => mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?,
+            }
+            let mut names: Vec<_> = fs_err::read_dir(source)
+                .map_err(io_err("copy", src))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(io_err("copy", src))?;
+            names.sort();
+            for name in names {
+                copier.copy_tree(&source.join(&name), &target.join(&name), &mut links)?;
+            }
+            continue;
+        }
         copier.copy_tree(source, &target, &mut links)?;
     }
     Ok(())
+}
+
+/// Whether a 512-byte block is a tar header: its checksum field matches its bytes.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 || block.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let Ok(want) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// `ADD`'s archive extraction: when `src` is a tar archive (plain, gzip or zstd), unpacks it
+/// into the directory `dest` (made if missing) and answers `true`; answers `false` for any
+/// other file, which is then copied as it is. With an owner, every unpacked entry gets it;
+/// otherwise the archive's owners are kept.
+fn unpack_archive(
+    src: &Path,
+    dest_root: &Path,
+    dest: &Path,
+    owner: Option<Owner>,
+) -> io::Result<bool> {
+    use std::io::Read as _;
+    let file = fs_err::File::open(src)?;
+    let Ok(mut reader) = kiln_cache::decompress(file) else {
+        return Ok(false);
+    };
+    let mut head = vec![0u8; 512];
+    if reader.read_exact(&mut head).is_err() || !is_tar_header(&head) {
+        return Ok(false);
+    }
+    match scoped::lstat(dest)? {
+        Some(m) if m.is_dir() => {}
+        Some(_) => {
+            return Err(io::Error::other(format!(
+                "cannot unpack an archive into {}: not a directory",
+                dest.display()
+            )));
+        }
+        None => mkdir_all(dest_root, dest, owner)?,
+    }
+    let mut archive = tar::Archive::new(io::Cursor::new(head).chain(reader));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(owner.is_none());
+    archive.set_overwrite(true);
+    archive.set_unpack_xattrs(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        if !entry.unpack_in(dest)? {
+            continue; // a path outside the destination: skipped, as tar does
+        }
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(dest.join(&path), Some(o.uid), Some(o.gid))?;
+        }
+    }
+    Ok(true)
 }
 
 /// Creates `dir` and its missing parents below `root` with mode 0755 and the owner.

@@ -11,7 +11,14 @@ const MAX_LINKS: usize = 40;
 pub(crate) fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
     match fs_err::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

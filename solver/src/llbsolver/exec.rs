@@ -1,7 +1,7 @@
 //! Exec ops: a process over an overlay of the root snapshot, through the [`Executor`].
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -147,7 +147,15 @@ async fn run(
     };
 
     let mut mounts = Vec::new();
+    // Locks on cache mount directories, held until the process has ended.
+    let mut cache_locks = Vec::new();
     for m in exec.mounts.iter().filter(|m| m.dest != "/") {
+        if pb::MountType::try_from(m.mount_type) == Ok(pb::MountType::Cache) {
+            let (mount, lock) = cache_mount(&config, m).await?;
+            mounts.push(mount);
+            cache_locks.extend(lock);
+            continue;
+        }
         mounts.push(mount(&config, &inputs, m)?);
     }
 
@@ -190,6 +198,7 @@ async fn run(
             }),
         )
         .await?;
+    drop(cache_locks);
     let valid = if meta.valid_exit_codes.is_empty() {
         vec![0]
     } else {
@@ -271,25 +280,6 @@ fn mount(config: &SessionConfig, inputs: &[Ref], m: &pb::Mount) -> Result<ExecMo
                 gid: opt.gid,
             })
         }
-        Ok(pb::MountType::Cache) => {
-            let id = m
-                .cache_opt
-                .as_ref()
-                .map(|c| c.id.clone())
-                .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| m.dest.clone());
-            let dir = config
-                .store
-                .root()
-                .join("cache-mounts")
-                .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
-            fs_err::create_dir_all(&dir)?;
-            Ok(ExecMount::Bind {
-                source: dir,
-                target,
-                readonly: false,
-            })
-        }
         Ok(pb::MountType::Bind) => {
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
@@ -316,6 +306,90 @@ fn mount(config: &SessionConfig, inputs: &[Ref], m: &pb::Mount) -> Result<ExecMo
     }
 }
 
+/// A held lock on a cache mount directory (released when dropped).
+type CacheLock = Box<dyn Send>;
+
+/// How many fresh directories a `private` cache mount tries before giving up.
+const MAX_PRIVATE_DIRS: usize = 64;
+
+/// A cache mount: a directory in the store per id (the mount target when no id is given),
+/// kept across builds. Sharing modes, enforced with `flock` so they hold between kiln
+/// processes too:
+/// - `shared`: any number of steps use the directory at once; no lock.
+/// - `locked`: a step takes the directory exclusively; a second one waits for it.
+/// - `private`: a step takes the directory exclusively; when it is busy, the step takes the
+///   next free one of `ID-1`, `ID-2`, ... (kept too, for later private users).
+async fn cache_mount(
+    config: &SessionConfig,
+    m: &pb::Mount,
+) -> Result<(ExecMount, Option<CacheLock>), OpError> {
+    let opt = m.cache_opt.clone().unwrap_or_default();
+    let id = Some(opt.id.clone())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| m.dest.clone());
+    let base = config
+        .store
+        .root()
+        .join("cache-mounts")
+        .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
+    let sharing = pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
+    let (dir, lock) = blocking(move || {
+        fs_err::create_dir_all(&base)?;
+        match sharing {
+            pb::CacheSharingOpt::Shared => Ok((base, None)),
+            pb::CacheSharingOpt::Locked => {
+                let lock = lock_dir(&base, nix::fcntl::FlockArg::LockExclusive)?
+                    .ok_or("locking a cache mount")?;
+                Ok((base, Some(lock)))
+            }
+            pb::CacheSharingOpt::Private => {
+                for n in 0..MAX_PRIVATE_DIRS {
+                    let dir = if n == 0 {
+                        base.clone()
+                    } else {
+                        let mut name = base.clone().into_os_string();
+                        name.push(format!("-{n}"));
+                        PathBuf::from(name)
+                    };
+                    fs_err::create_dir_all(&dir)?;
+                    if let Some(lock) = lock_dir(&dir, nix::fcntl::FlockArg::LockExclusiveNonblock)?
+                    {
+                        return Ok((dir, Some(lock)));
+                    }
+                }
+                Err(
+                    format!("all {MAX_PRIVATE_DIRS} private cache directories of {id:?} are busy")
+                        .into(),
+                )
+            }
+        }
+    })
+    .await?;
+    let mount = ExecMount::Bind {
+        source: dir,
+        target: PathBuf::from(&m.dest),
+        readonly: m.readonly,
+    };
+    Ok((mount, lock))
+}
+
+/// Takes `flock` on `DIR.lock`; `None` when a non-blocking attempt finds it held.
+fn lock_dir(dir: &Path, how: nix::fcntl::FlockArg) -> Result<Option<CacheLock>, OpError> {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    let file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))?
+        .into_file();
+    match nix::fcntl::Flock::lock(file, how) {
+        Ok(lock) => Ok(Some(Box::new(lock))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
 /// Removes an active snapshot when dropped, unless disarmed.
 struct RemoveActive {
     store: Arc<kiln_cache::Store>,
@@ -335,5 +409,101 @@ impl Drop for RemoveActive {
                 tracing::warn!(snapshot = %key, error = %e, "removing an unfinished snapshot");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::executor::{Executor, OutputSink};
+
+    struct NoExecutor;
+
+    impl Executor for NoExecutor {
+        fn run(
+            &self,
+            _: ExecRequest,
+            _: OutputSink,
+        ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+            async { Err("not used".into()) }.boxed()
+        }
+    }
+
+    fn config(root: &Path) -> SessionConfig {
+        SessionConfig {
+            store: Arc::new(kiln_cache::Store::open(root).unwrap()),
+            executor: Arc::new(NoExecutor),
+            pull: kiln_cache::PullOptions::default(),
+            locals: HashMap::new(),
+            secrets: HashMap::new(),
+            no_cache: false,
+        }
+    }
+
+    fn cache(id: &str, sharing: pb::CacheSharingOpt) -> pb::Mount {
+        pb::Mount {
+            dest: "/cache".into(),
+            mount_type: pb::MountType::Cache as i32,
+            cache_opt: Some(pb::CacheOpt {
+                id: id.into(),
+                sharing: sharing as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn source(mount: &ExecMount) -> PathBuf {
+        match mount {
+            ExecMount::Bind { source, .. } => source.clone(),
+            other => panic!("not a bind mount: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cache_mount_sharing_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let config = config(root.path());
+        let shared = pb::CacheSharingOpt::Shared;
+        let private = pb::CacheSharingOpt::Private;
+        let locked = pb::CacheSharingOpt::Locked;
+
+        // Shared: the same directory for everyone, and for the next build (it persists).
+        let (a, lock_a) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        let (b, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        assert!(lock_a.is_none());
+        assert_eq!(source(&a), source(&b));
+        fs_err::write(source(&a).join("kept"), "1").unwrap();
+        let (again, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        assert!(source(&again).join("kept").is_file());
+        // Another id is another directory.
+        let (other, _) = cache_mount(&config, &cache("y", shared)).await.unwrap();
+        assert_ne!(source(&other), source(&a));
+
+        // Private: a busy directory sends the next user to a fresh one; freed, it is reused.
+        let (p1, lock1) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        let (p2, lock2) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        assert_ne!(source(&p1), source(&p2));
+        drop(lock1);
+        let (p3, _lock3) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        assert_eq!(source(&p3), source(&p1));
+        drop(lock2);
+
+        // Locked: the second user waits until the first lets go.
+        let (l1, lock_l1) = cache_mount(&config, &cache("l", locked)).await.unwrap();
+        let config = Arc::new(config);
+        let waiter = {
+            let config = config.clone();
+            tokio::spawn(async move { cache_mount(&config, &cache("l", locked)).await.unwrap() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished(), "a locked cache mount waits");
+        drop(lock_l1);
+        let (l2, _) = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter gets the lock once it is free")
+            .unwrap();
+        assert_eq!(source(&l1), source(&l2));
     }
 }

@@ -4,18 +4,25 @@
 //! # Overview
 //!
 //! 1. [`Session::graph`] turns every op of a [`LoadedDefinition`] into a vertex: source ops
-//!    (`docker-image://`, `local://`), exec ops and file ops. Scratch (an input index of -1) is
-//!    the empty reference.
+//!    (`docker-image://`, `local://` narrowed by its include/exclude/follow attributes, see
+//!    `local`), exec ops, file ops, merge and diff ops. Scratch (an input index of -1) is the
+//!    empty reference. An op is cached under a digest of the op without its inputs and without
+//!    `local.unique` (`cache_digest`); the scheduler mixes in the inputs' keys, and a local
+//!    source's key is a checksum of exactly the files it selects.
 //! 2. [`Session::solve`] runs the graph on the session's [`Scheduler`] and returns the
 //!    reference that the Definition's terminal names.
 //! 3. Results are cached in the store as cache records: the scheduler's key names the output
 //!    snapshots, which garbage collection then keeps.
 //!
-//! Exec ops run through the [`Executor`] seam on an overlay of their root snapshot; file ops
-//! run in-process on merged views (see `view`).
+//! Exec ops run through the [`Executor`] seam on an overlay of their root snapshot, with
+//! secret, tmpfs, read-only bind and cache mounts (cache mounts persist in the store and honour
+//! the shared / private / locked sharing modes); file, merge and diff ops run in-process on
+//! merged views (see `view`).
 
 mod exec;
 mod file;
+mod local;
+mod merge;
 mod source;
 mod view;
 
@@ -128,20 +135,33 @@ impl Session {
                     output: e.index,
                 })
                 .collect();
+            let cache_digest = cache_digest(op.op());
             let op_impl: Arc<dyn Op<Ref>> = match body {
                 pb::op::Op::Source(source) => {
-                    source::source_op(digest.to_string(), source, self.config.clone())?
+                    source::source_op(cache_digest, source, self.config.clone())?
                 }
                 pb::op::Op::Exec(exec) => Arc::new(exec::ExecOp::new(
-                    digest.to_string(),
+                    cache_digest,
                     inputs.len(),
                     exec.clone(),
                     self.config.clone(),
                 )),
                 pb::op::Op::File(file) => Arc::new(file::FileOp::new(
-                    digest.to_string(),
+                    cache_digest,
                     inputs.len(),
                     file.clone(),
+                    self.config.clone(),
+                )),
+                pb::op::Op::Merge(merge) => Arc::new(merge::MergeOp::new(
+                    cache_digest,
+                    inputs.len(),
+                    merge.clone(),
+                    self.config.clone(),
+                )),
+                pb::op::Op::Diff(diff) => Arc::new(merge::DiffOp::new(
+                    cache_digest,
+                    inputs.len(),
+                    *diff,
                     self.config.clone(),
                 )),
                 other => {
@@ -181,6 +201,18 @@ impl Session {
     }
 }
 
+/// The digest that keys an op in the cache: the op without its input digests (the scheduler
+/// mixes in the inputs' own cache keys) and without `local.unique`, which only makes a local
+/// source's op digest differ per invocation.
+fn cache_digest(op: &pb::Op) -> String {
+    let mut op = op.clone();
+    op.inputs.clear();
+    if let Some(pb::op::Op::Source(source)) = &mut op.op {
+        source.attrs.remove("local.unique");
+    }
+    kiln_llb::op_digest(&op).to_string()
+}
+
 /// A short description of an op, for progress when the Definition gives no name.
 fn describe(op: &pb::op::Op) -> String {
     match op {
@@ -208,6 +240,14 @@ pub enum LlbError {
         digest: String,
         /// What it is.
         kind: String,
+    },
+    /// A source op attribute kiln cannot read.
+    #[error("op {digest}: {message}")]
+    BadAttribute {
+        /// The op digest.
+        digest: String,
+        /// What is wrong with it.
+        message: String,
     },
     /// A source identifier kiln does not know.
     #[error("op {digest}: unsupported source {identifier:?}")]
@@ -308,31 +348,92 @@ impl CacheStore<Ref> for StoreCache {
     }
 }
 
-/// Makes a committed snapshot from a host directory tree (a local source).
-fn snapshot_from_dir(store: &Store, dir: &Path, prefix: &str) -> Result<Ref, OpError> {
+/// Makes a committed snapshot from the selected paths of a host directory (a local source).
+/// Everything is owned by root, as BuildKit's local sources are.
+fn snapshot_from_dir(
+    store: &Store,
+    dir: &Path,
+    selected: &[local::Selected],
+    prefix: &str,
+) -> Result<Ref, OpError> {
     let active = new_snapshot_key("active");
     let mounts = store.prepare(&active, None)?;
-    let action = pb::FileActionCopy {
-        src: "/".into(),
-        dest: "/".into(),
-        mode: -1,
-        follow_symlink: true,
-        dir_copy_contents: true,
-        create_dest_path: true,
-        timestamp: -1,
-        ..Default::default()
-    };
-    let copied = crate::fileop::copy(
-        dir,
-        &mounts.upper,
-        &action,
-        Some(crate::fileop::Owner { uid: 0, gid: 0 }),
-    );
+    let copied = copy_selected(dir, &mounts.upper, selected);
     if let Err(e) = copied {
         let _ = store.remove_snapshot(&active);
-        return Err(e.into());
+        return Err(e);
     }
     let key = new_snapshot_key(prefix);
     store.commit(&active, &key)?;
     Ok(Ref::snapshot(key))
+}
+
+/// Copies the selected paths (parents listed before children) from `src` to the empty `dest`.
+fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Result<(), OpError> {
+    let owner = Some(crate::fileop::Owner { uid: 0, gid: 0 });
+    let mut done_dirs = std::collections::HashSet::new();
+    for entry in selected {
+        let rel = Path::new(&entry.path);
+        if rel.ancestors().skip(1).any(|a| done_dirs.contains(a)) {
+            continue; // copied with its directory
+        }
+        let action = pb::FileActionCopy {
+            src: format!("/{}", entry.path),
+            dest: format!("/{}", entry.path),
+            mode: -1,
+            follow_symlink: false,
+            dir_copy_contents: true,
+            create_dest_path: true,
+            timestamp: -1,
+            ..Default::default()
+        };
+        if entry.is_dir {
+            let all_below = selected
+                .iter()
+                .filter(|s| Path::new(&s.path).starts_with(rel) && s.path != entry.path)
+                .count();
+            if all_below == count_below(&src.join(rel))? {
+                // Into its parent, so the directory keeps its own mode.
+                let parent = rel
+                    .parent()
+                    .map_or(String::new(), |p| p.to_string_lossy().into());
+                let action = pb::FileActionCopy {
+                    dest: format!("/{parent}/"),
+                    dir_copy_contents: false,
+                    ..action
+                };
+                crate::fileop::copy(src, dest, &action, owner)?;
+                done_dirs.insert(rel.to_owned());
+                continue;
+            }
+            // Some of its contents are left out: the directory alone, then what is selected.
+            let mkdir = pb::FileActionMkDir {
+                path: format!("/{}", entry.path),
+                mode: i32::try_from(
+                    std::os::unix::fs::MetadataExt::mode(&fs_err::metadata(src.join(rel))?)
+                        & 0o7777,
+                )?,
+                make_parents: true,
+                owner: None,
+                timestamp: -1,
+            };
+            crate::fileop::mkdir(dest, &mkdir, owner)?;
+            continue;
+        }
+        crate::fileop::copy(src, dest, &action, owner)?;
+    }
+    Ok(())
+}
+
+/// How many paths are below a directory (not following links).
+fn count_below(dir: &Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        count += 1;
+        if entry.file_type()?.is_dir() {
+            count += count_below(&entry.path())?;
+        }
+    }
+    Ok(count)
 }

@@ -1,12 +1,14 @@
 //! Source ops: images from a registry and local directories.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 use sha2::{Digest as _, Sha256};
 
+use super::local::{LocalFilter, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
 use crate::scheduler::{CacheMap, Op, OpContext, OpError};
 
@@ -25,9 +27,15 @@ pub(super) fn source_op(
         }));
     }
     if let Some(name) = identifier.strip_prefix("local://") {
+        let filter =
+            LocalFilter::from_attrs(&source.attrs).map_err(|message| LlbError::BadAttribute {
+                digest: digest.clone(),
+                message,
+            })?;
         return Ok(Arc::new(LocalSource {
             digest,
             name: name.to_owned(),
+            filter: Arc::new(filter),
             config,
         }));
     }
@@ -87,6 +95,7 @@ impl Op<Ref> for ImageSource {
 struct LocalSource {
     digest: String,
     name: String,
+    filter: Arc<LocalFilter>,
     config: Arc<SessionConfig>,
 }
 
@@ -106,9 +115,20 @@ impl Op<Ref> for LocalSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
         let dir = self.dir();
         let digest = self.digest.clone();
+        let filter = self.filter.clone();
+        let store = self.config.store.clone();
         async move {
             let dir = dir?;
-            let content = blocking(move || Ok(tree_digest(&dir)?)).await?;
+            let content = blocking(move || {
+                let selected = filter.select(&dir)?;
+                let mut cache = ChecksumCache::load(store.root(), &dir);
+                let digest = tree_digest(&dir, &selected, &mut cache)?;
+                if let Err(e) = cache.save(&selected) {
+                    tracing::warn!(error = %e, "saving the checksum cache");
+                }
+                Ok(digest)
+            })
+            .await?;
             Ok(CacheMap {
                 digest: format!("{digest}:{content}"),
                 deps: Vec::new(),
@@ -120,43 +140,225 @@ impl Op<Ref> for LocalSource {
     fn exec(&self, _: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let dir = self.dir();
         let store = self.config.store.clone();
+        let filter = self.filter.clone();
         async move {
             let dir = dir?;
-            blocking(move || Ok(vec![snapshot_from_dir(&store, &dir, "local")?])).await
+            blocking(move || {
+                let selected = filter.select(&dir)?;
+                Ok(vec![snapshot_from_dir(&store, &dir, &selected, "local")?])
+            })
+            .await
         }
         .boxed()
     }
 }
 
-/// A digest of a directory tree: names, types, modes, link targets and file contents.
-fn tree_digest(root: &std::path::Path) -> std::io::Result<String> {
-    use std::os::unix::fs::MetadataExt as _;
-    fn walk(hasher: &mut Sha256, dir: &std::path::Path, rel: &str) -> std::io::Result<()> {
-        let mut names: Vec<_> = fs_err::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
-            let path = dir.join(&name);
-            let rel = format!("{rel}/{}", name.to_string_lossy());
-            let meta = fs_err::symlink_metadata(&path)?;
-            hasher.update(rel.as_bytes());
-            hasher.update([0]);
-            hasher.update(meta.mode().to_le_bytes());
-            if meta.file_type().is_symlink() {
-                hasher.update(fs_err::read_link(&path)?.as_os_str().as_encoded_bytes());
-            } else if meta.is_file() {
-                hasher.update(meta.len().to_le_bytes());
-                let mut file = fs_err::File::open(&path)?;
-                std::io::copy(&mut file, hasher)?;
-            } else if meta.is_dir() {
-                walk(hasher, &path, &rel)?;
-            }
-            hasher.update([0]);
+/// What identifies a file's content without reading it: if none of these changed, neither did
+/// the content (the checksum cache's validity rule, as git's index uses).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StatKey {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+}
+
+impl StatKey {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            inode: meta.ino(),
         }
+    }
+}
+
+/// File checksums of one local directory from earlier builds, keyed by relative path. Kept in
+/// the store as text lines: `size mtime ctime inode sha256 path`.
+struct ChecksumCache {
+    file: PathBuf,
+    entries: HashMap<String, (StatKey, [u8; 32])>,
+    changed: bool,
+}
+
+impl ChecksumCache {
+    fn load(store_root: &Path, dir: &Path) -> Self {
+        let name = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
+        let file = store_root.join("local-checksums").join(name);
+        let mut entries = HashMap::new();
+        if let Ok(text) = fs_err::read_to_string(&file) {
+            for line in text.lines() {
+                let mut fields = line.splitn(6, ' ');
+                let mut next = || fields.next();
+                let parsed = (|| {
+                    let key = StatKey {
+                        size: next()?.parse().ok()?,
+                        mtime_ns: next()?.parse().ok()?,
+                        ctime_ns: next()?.parse().ok()?,
+                        inode: next()?.parse().ok()?,
+                    };
+                    let digest: [u8; 32] = hex::decode(next()?).ok()?.try_into().ok()?;
+                    Some((next()?.to_owned(), (key, digest)))
+                })();
+                if let Some((path, entry)) = parsed {
+                    entries.insert(path, entry);
+                }
+            }
+        }
+        Self {
+            file,
+            entries,
+            changed: false,
+        }
+    }
+
+    /// The sha256 of a file's content, from the cache when its stat is unchanged.
+    fn checksum(
+        &mut self,
+        rel: &str,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> std::io::Result<[u8; 32]> {
+        let key = StatKey::of(meta);
+        if let Some((cached, digest)) = self.entries.get(rel) {
+            if *cached == key {
+                return Ok(*digest);
+            }
+        }
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut fs_err::File::open(path)?, &mut hasher)?;
+        let digest: [u8; 32] = hasher.finalize().into();
+        // Paths with line breaks are hashed every time rather than stored.
+        if !rel.contains('\n') {
+            self.entries.insert(rel.to_owned(), (key, digest));
+            self.changed = true;
+        }
+        Ok(digest)
+    }
+
+    /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
+    fn save(mut self, keep: &[Selected]) -> std::io::Result<()> {
+        let before = self.entries.len();
+        let keep: std::collections::HashSet<&str> = keep.iter().map(|s| s.path.as_str()).collect();
+        self.entries.retain(|path, _| keep.contains(path.as_str()));
+        if !self.changed && self.entries.len() == before {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (path, (key, digest)) in &self.entries {
+            text.push_str(&format!(
+                "{} {} {} {} {} {path}\n",
+                key.size,
+                key.mtime_ns,
+                key.ctime_ns,
+                key.inode,
+                hex::encode(digest)
+            ));
+        }
+        let parent = self.file.parent().unwrap_or(Path::new("."));
+        fs_err::create_dir_all(parent)?;
+        let temp = tempfile::NamedTempFile::new_in(parent)?;
+        fs_err::write(temp.path(), text)?;
+        temp.persist(&self.file).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// A digest of the selected paths of a directory: names, types, modes, link targets and file
+/// contents (file checksums come from `cache` when the file's stat is unchanged).
+fn tree_digest(
+    root: &Path,
+    selected: &[Selected],
+    cache: &mut ChecksumCache,
+) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
     let mut hasher = Sha256::new();
-    walk(&mut hasher, root, "")?;
+    for entry in selected {
+        let path = root.join(&entry.path);
+        let meta = &entry.meta;
+        hasher.update(entry.path.as_bytes());
+        hasher.update([0]);
+        hasher.update(meta.mode().to_le_bytes());
+        if meta.file_type().is_symlink() {
+            hasher.update(fs_err::read_link(&path)?.as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            hasher.update(cache.checksum(&entry.path, &path, meta)?);
+        }
+        hasher.update([0]);
+    }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select_all(dir: &Path) -> Vec<Selected> {
+        LocalFilter::default().select(dir).unwrap()
+    }
+
+    #[test]
+    fn tree_digest_reuses_checksums_of_unchanged_files_and_sees_changes() {
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        let file = context.path().join("a");
+        fs_err::write(&file, "one").unwrap();
+        fs_err::write(context.path().join("b"), "bee").unwrap();
+
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        let first = tree_digest(context.path(), &selected, &mut cache).unwrap();
+        cache.save(&selected).unwrap();
+
+        // A reloaded cache answers for files whose stat is unchanged: poison its entry for
+        // `a` and the digest follows the poisoned value, proving the file was not read.
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(
+            tree_digest(context.path(), &selected, &mut cache).unwrap(),
+            first
+        );
+        cache.entries.get_mut("a").unwrap().1 = [7; 32];
+        assert_ne!(
+            tree_digest(context.path(), &selected, &mut cache).unwrap(),
+            first
+        );
+
+        // Same size, new content: the stat changes (ctime, and mtime set apart), so it is hashed.
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        fs_err::write(&file, "two").unwrap();
+        filetime::set_file_mtime(&file, filetime::FileTime::from_unix_time(1, 0)).unwrap();
+        let second = tree_digest(context.path(), &select_all(context.path()), &mut cache).unwrap();
+        assert_ne!(second, first);
+        fs_err::write(&file, "one").unwrap();
+        let third = tree_digest(context.path(), &select_all(context.path()), &mut cache).unwrap();
+        assert_eq!(third, first);
+    }
+
+    #[test]
+    fn unselected_files_do_not_change_the_digest() {
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        fs_err::write(context.path().join("wanted"), "w").unwrap();
+        fs_err::write(context.path().join("other"), "1").unwrap();
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("local.followpaths".to_owned(), r#"["wanted"]"#.to_owned());
+        let filter = LocalFilter::from_attrs(&attrs).unwrap();
+        let digest = |cache: &mut ChecksumCache| {
+            tree_digest(
+                context.path(),
+                &filter.select(context.path()).unwrap(),
+                cache,
+            )
+            .unwrap()
+        };
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let before = digest(&mut cache);
+        fs_err::write(context.path().join("other"), "2").unwrap();
+        assert_eq!(digest(&mut cache), before);
+        fs_err::write(context.path().join("wanted"), "W").unwrap();
+        assert_ne!(digest(&mut cache), before);
+    }
 }

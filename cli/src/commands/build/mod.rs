@@ -1,5 +1,6 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
+mod dockerfile;
 mod outputs;
 
 use std::collections::HashMap;
@@ -74,17 +75,15 @@ pub(crate) fn run(
     config: Option<&Path>,
     args: &BuildArgs,
 ) -> anyhow::Result<ExitCode> {
-    let Some(llb) = &args.llb else {
-        bail!(
-            "building from a Dockerfile is not available yet; pass an LLB Definition with --llb FILE"
-        );
-    };
-    let outputs = args
-        .output
-        .iter()
-        .map(|o| outputs::parse(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = outputs::from_args(&args.output, &args.tag, args.push, config)?;
     let mut locals = HashMap::new();
+    let context = match &args.llb {
+        Some(_) => None,
+        None => Some(dockerfile::context_dir(args)?),
+    };
+    if let Some(dir) = &context {
+        locals.insert("context".to_owned(), dir.clone());
+    }
     for local in &args.local {
         let (name, dir) = pair("--local", local)?;
         let dir = fs_err::canonicalize(dir).with_context(|| format!("local source {name}"))?;
@@ -95,14 +94,43 @@ pub(crate) fn run(
         .iter()
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    let definition = read_definition(llb)?;
-
     let store = Arc::new(
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
     );
     let pull = PullOptions {
         config: super::pull::load_config(config)?,
+        prefer_local: true,
         ..PullOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The image configuration of a Dockerfile build, for the exporters.
+    let (definition, image_config) = match (&args.llb, &context) {
+        (Some(llb), _) => (Some(read_definition(llb)?), None),
+        (None, Some(dir)) => {
+            let converted = dockerfile::convert(args, dir, store.clone(), &pull, &runtime)?;
+            let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
+            if args.print_llb {
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&bytes).context("writing the Definition")?;
+                stdout.flush().context("writing the Definition")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A build of `scratch` alone has no ops: its result is the empty file system.
+            let loaded = if converted.definition.def.is_empty() {
+                None
+            } else {
+                Some(
+                    LoadedDefinition::from_bytes(&bytes)
+                        .context("loading the Definition made from the Dockerfile")?,
+                )
+            };
+            (loaded, Some(converted.config))
+        }
+        (None, None) => unreachable!("a Dockerfile build has a context"),
     };
     let session = Session::new(
         SessionConfig {
@@ -115,16 +143,15 @@ pub(crate) fn run(
         },
         None,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let progress = Arc::new(PlainProgress::new(std::io::stderr()));
-    let result = runtime
-        .block_on(session.solve(&definition, progress))
-        .context("failed to solve")?;
+    let result = match &definition {
+        Some(definition) => runtime
+            .block_on(session.solve(definition, progress))
+            .context("failed to solve")?,
+        None => kiln_solver::Ref::scratch(),
+    };
     for output in &outputs {
-        outputs::export(&store, &result, output)?;
+        outputs::export(&store, &result, output, image_config.as_ref())?;
     }
     Ok(ExitCode::SUCCESS)
 }

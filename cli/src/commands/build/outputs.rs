@@ -1,19 +1,61 @@
-//! `--output`: where a build's result goes (docker buildx syntax).
+//! `--output` and `-t`: where a build's result goes (docker buildx syntax).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use kiln_cache::Store;
+use kiln_cache::{Compression, LayerOptions, Store};
+use kiln_exporters::{Image, ImageOptions};
 use kiln_solver::Ref;
+
+/// What an image-producing output writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ImageFormat {
+    /// OCI image layout: a tar file, or a directory with `tar=false`.
+    Oci { tar: bool },
+    /// docker-archive tar.
+    Docker,
+    /// The local image store (`type=image`, `-t`).
+    Store,
+}
+
+/// Image options shared by the image-producing outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ImageSettings {
+    pub(super) compression: Compression,
+    pub(super) oci_mediatypes: bool,
+    pub(super) rewrite_timestamp: bool,
+    pub(super) names: Vec<String>,
+    pub(super) push: bool,
+    /// kiln's configuration file (`--config`), for the registry settings of a push.
+    pub(super) config: Option<PathBuf>,
+}
 
 /// An `--output` request.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Output {
+    /// The result's file system into a directory.
     Local { dest: PathBuf },
+    /// The result's file system as one tar file.
+    Tar { dest: PathBuf },
+    /// An image.
+    Image {
+        format: ImageFormat,
+        dest: Option<PathBuf>,
+        settings: ImageSettings,
+    },
 }
 
-/// Parses docker buildx's `--output` syntax (`type=local,dest=DIR`, or a bare `DIR`).
+fn boolean(key: &str, value: &str) -> anyhow::Result<bool> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("invalid value {value:?} for {key}: expected true or false"),
+    }
+}
+
+/// Parses docker buildx's `--output` syntax (`type=oci,dest=out.tar,compression=zstd`, or a
+/// bare `DIR`).
 pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
     if !text.contains('=') {
         return Ok(Output::Local { dest: text.into() });
@@ -25,26 +67,294 @@ pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
             .with_context(|| format!("invalid output option {part:?}: expected KEY=VALUE"))?;
         fields.insert(k.trim(), v.trim());
     }
-    match fields.get("type").copied() {
-        Some("local") => {
-            let dest = fields
-                .get("dest")
-                .with_context(|| format!("output {text:?}: type=local needs dest=DIR"))?;
-            Ok(Output::Local {
-                dest: PathBuf::from(dest),
+    let kind = fields
+        .remove("type")
+        .with_context(|| format!("output {text:?} has no type=..."))?;
+    let dest = fields.remove("dest").map(PathBuf::from);
+    let need_dest = |dest: Option<PathBuf>, what: &str| {
+        dest.with_context(|| format!("output {text:?}: type={kind} needs dest={what}"))
+    };
+    let mut compression = "gzip";
+    let mut level = None;
+    let mut settings = ImageSettings {
+        compression: Compression::default(),
+        oci_mediatypes: kind != "docker",
+        rewrite_timestamp: false,
+        names: Vec::new(),
+        push: false,
+        config: None,
+    };
+    let mut tar = true;
+    for (key, value) in fields {
+        match key {
+            "compression" => compression = value,
+            "compression-level" => {
+                level = Some(value.parse::<i32>().with_context(|| {
+                    format!("invalid compression-level {value:?}: expected a number")
+                })?);
+            }
+            "oci-mediatypes" => settings.oci_mediatypes = boolean(key, value)?,
+            "rewrite-timestamp" => settings.rewrite_timestamp = boolean(key, value)?,
+            "tar" => tar = boolean(key, value)?,
+            "name" => settings.names.extend(value.split(';').map(str::to_owned)),
+            "push" => settings.push = boolean(key, value)?,
+            "force-compression" | "store" => {}
+            _ => bail!("unknown option {key:?} for output type {kind:?}"),
+        }
+    }
+    settings.compression = match compression {
+        "gzip" => Compression::Gzip {
+            level: level.map_or(6, |l| l.clamp(0, 9).unsigned_abs()),
+        },
+        "zstd" => Compression::Zstd {
+            level: level.map_or(3, |l| l.clamp(1, 22)),
+        },
+        "uncompressed" => Compression::Uncompressed,
+        other => bail!("unknown compression {other:?}: expected gzip, zstd or uncompressed"),
+    };
+    match kind {
+        "local" => Ok(Output::Local {
+            dest: need_dest(dest, "DIR")?,
+        }),
+        "tar" => Ok(Output::Tar {
+            dest: need_dest(dest, "FILE")?,
+        }),
+        "oci" => Ok(Output::Image {
+            format: ImageFormat::Oci { tar },
+            dest: Some(need_dest(dest, "FILE")?),
+            settings,
+        }),
+        "docker" => Ok(Output::Image {
+            format: ImageFormat::Docker,
+            dest: Some(need_dest(dest, "FILE")?),
+            settings,
+        }),
+        "image" | "registry" => {
+            if settings.names.is_empty() {
+                bail!("output {text:?}: type={kind} needs name=REF");
+            }
+            settings.push |= kind == "registry";
+            Ok(Output::Image {
+                format: ImageFormat::Store,
+                dest: None,
+                settings,
             })
         }
-        Some(other) => bail!("output type {other:?} is not supported yet"),
-        None => bail!("output {text:?} has no type=..."),
+        other => bail!("output type {other:?} is not supported"),
     }
 }
 
-/// Writes the result to one output.
-pub(super) fn export(store: &Store, result: &Ref, output: &Output) -> anyhow::Result<()> {
+/// The outputs of `--output` plus `-t NAME` (an image in the store) and `--push`.
+pub(super) fn from_args(
+    outputs: &[String],
+    tags: &[String],
+    push: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<Vec<Output>> {
+    let mut parsed = outputs
+        .iter()
+        .map(|o| parse(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for output in &mut parsed {
+        if let Output::Image { settings, .. } = output {
+            settings.config = config.map(Path::to_owned);
+        }
+    }
+    if !tags.is_empty() {
+        parsed.push(Output::Image {
+            format: ImageFormat::Store,
+            dest: None,
+            settings: ImageSettings {
+                compression: Compression::default(),
+                oci_mediatypes: true,
+                rewrite_timestamp: false,
+                names: tags.to_vec(),
+                push,
+                config: config.map(Path::to_owned),
+            },
+        });
+    } else if push {
+        bail!("--push needs an image name: pass -t NAME");
+    }
+    Ok(parsed)
+}
+
+/// `SOURCE_DATE_EPOCH`, if set.
+fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.is_empty() => Ok(Some(text.parse().with_context(|| {
+            format!("invalid SOURCE_DATE_EPOCH {text:?}: expected seconds since 1970")
+        })?)),
+        _ => Ok(None),
+    }
+}
+
+/// Pushes `image` to the registry of each name.
+fn push(
+    store: &Store,
+    image: &Image,
+    names: &[String],
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
+    let registry = crate::commands::pull::load_config(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    for name in names {
+        let digest = runtime.block_on(kiln_exporters::push(
+            store,
+            image,
+            name,
+            &registry,
+            kiln_cache::docker_config_path().as_deref(),
+        ))?;
+        tracing::info!(image = %name, manifest = %digest, "pushed");
+    }
+    Ok(())
+}
+
+/// The time of this build (the same for every output, so they describe one image).
+fn build_time() -> i64 {
+    static TIME: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *TIME.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+    })
+}
+
+/// Builds the image of `result`.
+fn image(
+    store: &Store,
+    result: &Ref,
+    config: Option<&kiln_frontend::ImageConfig>,
+    settings: &ImageSettings,
+    epoch: Option<i64>,
+) -> anyhow::Result<Image> {
+    let keys = match result.key() {
+        Some(key) => kiln_exporters::snapshot_chain(store, key)?,
+        None => Vec::new(),
+    };
+    let layer_options = LayerOptions {
+        compression: settings.compression,
+        source_date_epoch: epoch.filter(|_| settings.rewrite_timestamp),
+        threads: 0,
+    };
+    let layers = kiln_exporters::chain_layers(store, &keys, &layer_options)
+        .context("writing the image layers")?;
+    let options = ImageOptions {
+        oci_mediatypes: settings.oci_mediatypes,
+        source_date_epoch: epoch,
+        build_time: Some(build_time()),
+    };
+    Ok(match config {
+        Some(config) => {
+            let json = serde_json::to_value(config).context("serialising the image config")?;
+            kiln_exporters::build_image_from_json(layers, &json, &options)?
+        }
+        None => kiln_exporters::build_image(layers, None, &options)?,
+    })
+}
+
+fn create(dest: &Path) -> anyhow::Result<std::io::BufWriter<fs_err::File>> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(parent)?;
+    }
+    Ok(std::io::BufWriter::new(fs_err::File::create(dest)?))
+}
+
+/// Writes the result to one output, with the frontend's image config (none for `--llb`).
+pub(super) fn export(
+    store: &Store,
+    result: &Ref,
+    output: &Output,
+    config: Option<&kiln_frontend::ImageConfig>,
+) -> anyhow::Result<()> {
     match output {
         Output::Local { dest } => kiln_solver::export_local(store, result, dest)
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("exporting to {}", dest.display())),
+        Output::Tar { dest } => {
+            let temp = tempfile::Builder::new()
+                .prefix("export-")
+                .tempdir_in(store.root())?;
+            kiln_solver::export_local(store, result, temp.path())
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("assembling the file system")?;
+            let options = LayerOptions {
+                compression: Compression::Uncompressed,
+                source_date_epoch: source_date_epoch()?,
+                threads: 1,
+            };
+            let (_, out) = kiln_cache::write_layer(
+                temp.path(),
+                kiln_cache::DiffSource::Directory,
+                &options,
+                create(dest)?,
+            )
+            .with_context(|| format!("writing {}", dest.display()))?;
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", dest.display()))?;
+            Ok(())
+        }
+        Output::Image {
+            format,
+            dest,
+            settings,
+        } => {
+            let epoch = source_date_epoch()?;
+            let image = image(store, result, config, settings, epoch)?;
+            let mtime = epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0);
+            let names = settings
+                .names
+                .iter()
+                .map(|n| kiln_exporters::normalize_name(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            match (format, dest) {
+                (ImageFormat::Oci { tar: true }, Some(dest)) => {
+                    let out = kiln_exporters::write_oci_tar(
+                        store,
+                        &image,
+                        names.first().map(String::as_str),
+                        create(dest)?,
+                        mtime,
+                    )?;
+                    out.into_inner().map_err(|e| e.into_error())?;
+                }
+                (ImageFormat::Oci { tar: false }, Some(dest)) => {
+                    kiln_exporters::write_oci_dir(
+                        store,
+                        &image,
+                        names.first().map(String::as_str),
+                        dest,
+                    )?;
+                }
+                (ImageFormat::Docker, Some(dest)) => {
+                    let out = kiln_exporters::write_docker_tar(
+                        store,
+                        &image,
+                        &names,
+                        create(dest)?,
+                        mtime,
+                    )?;
+                    out.into_inner().map_err(|e| e.into_error())?;
+                }
+                _ => {}
+            }
+            if *format == ImageFormat::Store {
+                for name in &names {
+                    kiln_exporters::store_image(store, &image, name)
+                        .with_context(|| format!("storing the image {name}"))?;
+                }
+            }
+            if settings.push {
+                push(store, &image, &names, settings.config.as_deref())?;
+            }
+            tracing::info!(manifest = %image.manifest_digest, "exported the image");
+            Ok(())
+        }
     }
 }
 
@@ -62,6 +372,26 @@ mod tests {
         let err = parse("type=local").unwrap_err().to_string();
         assert!(err.contains("needs dest=DIR"), "{err}");
         let err = parse("type=carrier-pigeon,dest=x").unwrap_err().to_string();
-        assert_eq!(err, "output type \"carrier-pigeon\" is not supported yet");
+        assert_eq!(err, "output type \"carrier-pigeon\" is not supported");
+        let Output::Image {
+            format, settings, ..
+        } = parse("type=oci,dest=x,tar=false,compression=zstd,compression-level=9").unwrap()
+        else {
+            panic!("not an image output");
+        };
+        assert_eq!(format, ImageFormat::Oci { tar: false });
+        assert_eq!(settings.compression, Compression::Zstd { level: 9 });
+        assert!(settings.oci_mediatypes);
+        let Output::Image { settings, .. } = parse("type=docker,dest=x").unwrap() else {
+            panic!("not an image output");
+        };
+        assert!(!settings.oci_mediatypes);
+        assert_eq!(settings.compression, Compression::Gzip { level: 6 });
+        let err = parse("type=image").unwrap_err().to_string();
+        assert!(err.contains("needs name=REF"), "{err}");
+        let err = parse("type=oci,dest=x,compression=lz4")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown compression \"lz4\""), "{err}");
     }
 }

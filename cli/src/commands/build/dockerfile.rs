@@ -1,0 +1,186 @@
+//! `kiln build CONTEXT`: reads the Dockerfile and `.dockerignore`, converts them to LLB with
+//! `kiln_frontend::convert`, resolving base images through the content store.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kiln_cache::{PullOptions, Store};
+use kiln_frontend::{ConvertOptions, Converted, ImageMetaResolver, ResolvedImage};
+use kiln_llb::pb;
+
+use crate::args::BuildArgs;
+
+/// Resolves base images by pulling them into the store and reading their configuration.
+struct StoreResolver<'a> {
+    store: Arc<Store>,
+    pull: &'a PullOptions,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl ImageMetaResolver for StoreResolver<'_> {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &pb::Platform,
+    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
+        let options = PullOptions {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            ..self.pull.clone()
+        };
+        let pulled = self.runtime.block_on(kiln_cache::pull(
+            self.store.clone(),
+            reference,
+            &options,
+            &(),
+        ))?;
+        let config = self.store.read_blob(&pulled.image.config)?;
+        Ok(ResolvedImage {
+            digest: pulled.image.manifest.to_string(),
+            config,
+        })
+    }
+}
+
+/// Where the Dockerfile of a build is, and its bytes.
+fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Result<(PathBuf, Vec<u8>)> {
+    let path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the Dockerfile from standard input")?;
+        return Ok((path, buf));
+    }
+    let bytes = fs_err::read(&path).context("reading the Dockerfile")?;
+    Ok((path, bytes))
+}
+
+/// The `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
+/// `CONTEXT/.dockerignore`.
+fn read_excludes(dockerfile: &Path, context: &Path) -> anyhow::Result<Vec<String>> {
+    let read = |p: PathBuf| -> anyhow::Result<Option<String>> {
+        match fs_err::read_to_string(&p) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let specific = match dockerfile.file_name() {
+        Some(name) if dockerfile != Path::new("-") => {
+            let mut name = name.to_os_string();
+            name.push(".dockerignore");
+            read(dockerfile.with_file_name(name))?
+        }
+        _ => None,
+    };
+    let general = read(context.join(".dockerignore"))?;
+    Ok(
+        kiln_frontend::select_dockerignore(specific.as_deref(), general.as_deref())
+            .map(kiln_frontend::parse_dockerignore)
+            .unwrap_or_default(),
+    )
+}
+
+/// Parses `--build-arg NAME=VALUE` (a bare `NAME` takes the value from the environment).
+fn build_args(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for text in &args.build_arg {
+        match text.split_once('=') {
+            Some(("", _)) => bail!("invalid --build-arg {text:?}: expected NAME=VALUE"),
+            Some((k, v)) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(text) {
+                    out.insert(text.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The build context directory named on the command line.
+pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    let Some(context) = &args.context else {
+        bail!("kiln build needs a CONTEXT directory (or --llb FILE)");
+    };
+    fs_err::canonicalize(context).context("opening the build context")
+}
+
+/// Converts the Dockerfile of `args` into a Definition and an image configuration.
+pub(super) fn convert(
+    args: &BuildArgs,
+    context: &Path,
+    store: Arc<Store>,
+    pull: &PullOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Converted> {
+    if let Some(platform) = &args.platform {
+        if platform != "linux/amd64" {
+            bail!("platform {platform:?} is not supported: kiln builds linux/amd64 only");
+        }
+    }
+    let (path, dockerfile) = read_dockerfile(args, context)?;
+    let options = ConvertOptions {
+        target: args.target.clone(),
+        build_args: build_args(args)?,
+        excludes: read_excludes(&path, context)?,
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".to_owned()),
+        ..ConvertOptions::default()
+    };
+    let resolver = StoreResolver {
+        store,
+        pull,
+        runtime,
+    };
+    Ok(kiln_frontend::convert(&dockerfile, &options, &resolver)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(argv: &[&str]) -> BuildArgs {
+        let mut full = vec!["kiln", "build"];
+        full.extend_from_slice(argv);
+        match crate::args::Cli::parse_from(full).command {
+            crate::args::Command::Build(b) => *b,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn build_args_and_ignore_files() {
+        let args = parse(&["--build-arg", "A=1", "--build-arg", "B=x=y", "ctx"]);
+        let parsed = build_args(&args).unwrap();
+        assert_eq!(parsed["A"], "1");
+        assert_eq!(parsed["B"], "x=y");
+        assert!(build_args(&parse(&["--build-arg", "=v", "ctx"])).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join(".dockerignore"), "general\n").unwrap();
+        let dockerfile = dir.path().join("app.Dockerfile");
+        assert_eq!(read_excludes(&dockerfile, dir.path()).unwrap(), ["general"]);
+        fs_err::write(
+            dir.path().join("app.Dockerfile.dockerignore"),
+            "/specific/\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_excludes(&dockerfile, dir.path()).unwrap(),
+            ["specific"]
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! `kiln du`: what uses space in the store, formatted like `docker buildx du`.
+//!
+//! Build cache records are reclaimable (`kiln prune` removes them); images are listed too, as
+//! not reclaimable, since they hold most of a store's bytes.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use kiln_cache::{CacheRecord, DiskUsage, Store, UsageEntry};
+
+use crate::args::DuArgs;
+
+pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(root)?;
+    let usage = store.du().context("measuring disk usage")?;
+    let now = now();
+    let mut text = if args.verbose {
+        let records: HashMap<String, CacheRecord> = store
+            .cache_records()
+            .context("listing build cache records")?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        verbose(&usage.entries, &records, now)
+    } else if usage.entries.is_empty() {
+        String::new()
+    } else {
+        table(&entry_rows(usage.entries.iter(), now))
+    };
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&totals(&usage));
+    write_stdout(&text)
+}
+
+pub(crate) fn open_store(root: &Path) -> anyhow::Result<Store> {
+    Store::open(root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `text` to stdout; a closed pipe ends the output quietly.
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
+}
+
+/// Whether `kiln prune` can remove the entry.
+fn reclaimable(entry: &UsageEntry) -> bool {
+    entry.kind == "cache"
+}
+
+/// The header and one row per entry: ID, RECLAIMABLE, SIZE, LAST ACCESSED.
+pub(crate) fn entry_rows<'a>(
+    entries: impl Iterator<Item = &'a UsageEntry>,
+    now: u64,
+) -> Vec<[String; 4]> {
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "RECLAIMABLE".to_owned(),
+        "SIZE".to_owned(),
+        "LAST ACCESSED".to_owned(),
+    ]];
+    rows.extend(entries.map(|e| {
+        [
+            e.id.clone(),
+            reclaimable(e).to_string(),
+            human_size(e.size),
+            last_accessed(e.last_used, now),
+        ]
+    }));
+    rows
+}
+
+fn last_accessed(last_used: u64, now: u64) -> String {
+    if last_used == 0 {
+        String::new()
+    } else {
+        format!("{} ago", human_duration(now.saturating_sub(last_used)))
+    }
+}
+
+/// Columns padded like Go's tabwriter in docker's tables (three spaces between columns).
+pub(crate) fn table(rows: &[[String; 4]]) -> String {
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn verbose(entries: &[UsageEntry], records: &HashMap<String, CacheRecord>, now: u64) -> String {
+    let mut out = String::new();
+    for entry in entries {
+        let record = records.get(&entry.id);
+        let mut fields = vec![("ID:", entry.id.clone())];
+        if let Some(record) = record {
+            fields.push(("Created at:", format_time(record.created)));
+        }
+        fields.push(("Reclaimable:", reclaimable(entry).to_string()));
+        fields.push(("Size:", human_size(entry.size)));
+        if let Some(record) = record {
+            fields.push(("Description:", record.description.clone()));
+        }
+        fields.push(("Last used:", last_accessed(entry.last_used, now)));
+        fields.push((
+            "Type:",
+            if entry.kind == "cache" {
+                "regular"
+            } else {
+                "image"
+            }
+            .to_owned(),
+        ));
+        for (name, value) in fields {
+            out.push_str(format!("{name:<14}{value}").trim_end());
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn totals(usage: &DiskUsage) -> String {
+    // Entries count shared content in each, so the sum may exceed what is on disk.
+    let reclaimable: u64 = usage
+        .entries
+        .iter()
+        .filter(|e| reclaimable(e))
+        .map(|e| e.size)
+        .sum::<u64>()
+        .min(usage.total());
+    format!(
+        "{:<14}{}\n{:<14}{}\n",
+        "Reclaimable:",
+        human_size(reclaimable),
+        "Total:",
+        human_size(usage.total())
+    )
+}
+
+/// `2006-01-02 15:04:05 UTC` from seconds since the epoch.
+fn format_time(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// `kiln images` formats sizes and durations the same way; its helpers are private to it, so
+// these are kept here for the two cache commands.
+
+/// Docker's relative durations (`About an hour`, `3 weeks`, `2 years`).
+pub(crate) fn human_duration(seconds: u64) -> String {
+    let s = seconds;
+    if s < 1 {
+        return "Less than a second".to_owned();
+    }
+    if s == 1 {
+        return "1 second".to_owned();
+    }
+    if s < 60 {
+        return format!("{s} seconds");
+    }
+    let minutes = s / 60;
+    if minutes == 1 {
+        return "About a minute".to_owned();
+    }
+    if minutes < 60 {
+        return format!("{minutes} minutes");
+    }
+    let hours = (s + 1800) / 3600;
+    match hours {
+        1 => "About an hour".to_owned(),
+        h if h < 48 => format!("{h} hours"),
+        h if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        h if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        h if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", s / 3600 / 24 / 365),
+    }
+}
+
+/// Docker's sizes: decimal units, three significant digits (`4.26MB`, `123kB`).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &'static str, id: &str, size: u64, last_used: u64) -> UsageEntry {
+        UsageEntry {
+            kind,
+            id: id.to_owned(),
+            size,
+            last_used,
+        }
+    }
+
+    #[test]
+    fn table_like_buildx_du() {
+        let entries = [
+            entry(
+                "image",
+                "docker.io/library/busybox:latest",
+                4_261_000,
+                1_000_000,
+            ),
+            entry("cache", "sha256:ab", 123_456, 1_000_000 - 3 * 86_400),
+        ];
+        let text = table(&entry_rows(entries.iter(), 1_000_000 + 30));
+        assert_eq!(
+            text,
+            "ID                                 RECLAIMABLE   SIZE     LAST ACCESSED\n\
+             docker.io/library/busybox:latest   false         4.26MB   30 seconds ago\n\
+             sha256:ab                          true          123kB    3 days ago\n"
+        );
+    }
+
+    #[test]
+    fn totals_cap_reclaimable_at_the_bytes_on_disk() {
+        let usage = DiskUsage {
+            entries: vec![
+                entry("cache", "a", 900, 1),
+                entry("cache", "b", 900, 1),
+                entry("image", "i", 5_000, 1),
+            ],
+            blobs: 1_000,
+            snapshots: 500,
+        };
+        assert_eq!(totals(&usage), "Reclaimable:  1.5kB\nTotal:        1.5kB\n");
+    }
+
+    #[test]
+    fn times_and_units() {
+        // `date -u -d @1704067200` is 2024-01-01 00:00:00 UTC.
+        assert_eq!(format_time(1_704_067_200), "2024-01-01 00:00:00 UTC");
+        assert_eq!(format_time(951_782_400 + 3_723), "2000-02-29 01:02:03 UTC");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(last_accessed(0, 10), "");
+    }
+}

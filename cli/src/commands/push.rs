@@ -1,0 +1,36 @@
+//! `kiln push`: a stored image to its registry.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use kiln_cache::Store;
+
+use crate::args::PushArgs;
+
+pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow::Result<ExitCode> {
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let record = kiln_exporters::find_image(&store, &args.image)?;
+    let image = kiln_exporters::stored_image(&store, &record)?;
+    let registry = super::pull::load_config(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let digest = runtime.block_on(kiln_exporters::push(
+        &store,
+        &image,
+        &record.name,
+        &registry,
+        kiln_cache::docker_config_path().as_deref(),
+    ))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}: digest: {digest}",
+        record.name
+    )
+    .context("writing to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,411 @@
+//! `kiln run`: a command in a new container from a stored (or pulled) image, with docker's
+//! semantics for the image config, overrides and exit codes (125 for kiln's own errors,
+//! 128+N when the process is killed by signal N).
+
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kiln_cache::{ImageRecord, PullOptions, Store};
+use kiln_runner::{
+    ExitStatus, Handle, ImageConfig, Mount, NetworkMode, Rootfs, RunOverrides, Runner, Signal,
+    Stdio, TerminalSize,
+};
+use nix::sys::signal::SigSet;
+use nix::sys::termios::{self, SetArg, Termios};
+
+use crate::args::RunArgs;
+
+/// docker's exit code for errors of the runtime itself.
+const EXIT_KILN_ERROR: u8 = 125;
+
+pub(crate) fn run(root: &Path, config: Option<&Path>, args: &RunArgs) -> ExitCode {
+    match run_container(root, config, args) {
+        Ok(code) => code,
+        Err(err) => {
+            #[expect(clippy::print_stderr, reason = "the binary reports its errors")]
+            {
+                eprintln!("kiln: {err}");
+                for cause in err.chain().skip(1) {
+                    eprintln!("  Caused by: {cause}");
+                }
+            }
+            ExitCode::from(EXIT_KILN_ERROR)
+        }
+    }
+}
+
+/// Parses `HOST:CONTAINER[:ro|rw]`.
+fn volume(spec: &str) -> anyhow::Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, readonly) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        _ => bail!("invalid volume specification: '{spec}'"),
+    };
+    if !source.starts_with('/') || !target.starts_with('/') {
+        bail!(
+            "invalid volume specification: '{spec}': both paths must be absolute (HOST:CONTAINER[:ro])"
+        );
+    }
+    Ok(Mount::Bind {
+        source: fs_err::canonicalize(source)
+            .with_context(|| format!("invalid volume specification: '{spec}'"))?,
+        target: target.into(),
+        readonly,
+    })
+}
+
+/// Parses a byte count with an optional `b`, `k`, `m` or `g` suffix.
+fn bytes(text: &str) -> anyhow::Result<u64> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, unit) = match lower.trim_end_matches('b').char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&lower[..i], c),
+        _ => (lower.trim_end_matches('b'), 'b'),
+    };
+    let value: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid size {text:?}"))?;
+    let scale = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => bail!("invalid size {text:?}"),
+    };
+    Ok(value * scale)
+}
+
+/// The environment entries of `--env-file` and `-e` (a bare `KEY` takes kiln's own value).
+fn environment(args: &RunArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut add = |entry: &str| {
+        if entry.contains('=') {
+            out.push(entry.to_owned());
+        } else if let Ok(value) = std::env::var(entry) {
+            out.push(format!("{entry}={value}"));
+        }
+    };
+    for file in &args.env_file {
+        let text = fs_err::read_to_string(file)?;
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                add(line);
+            }
+        }
+    }
+    for entry in &args.env {
+        add(entry);
+    }
+    Ok(out)
+}
+
+/// The stored image, pulled first if the store lacks it.
+fn image(store: &Arc<Store>, config: Option<&Path>, name: &str) -> anyhow::Result<ImageRecord> {
+    if let Ok(record) = kiln_exporters::find_image(store, name) {
+        return Ok(record);
+    }
+    let options = PullOptions {
+        config: super::pull::load_config(config)?,
+        ..PullOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let pulled = runtime
+        .block_on(kiln_cache::pull(store.clone(), name, &options, &()))
+        .with_context(|| format!("unable to find image '{name}' locally, and pulling it failed"))?;
+    Ok(pulled.image)
+}
+
+/// The image's top snapshot, unpacking its layers if needed.
+fn top_snapshot(store: &Store, record: &ImageRecord) -> anyhow::Result<Option<String>> {
+    if let Some(chain) = record.chain_id
+        && store.snapshot(&chain.to_string())?.is_some()
+    {
+        return Ok(Some(chain.to_string()));
+    }
+    let mut parent = None;
+    for (layer, diff_id) in record.layers.iter().zip(&record.diff_ids) {
+        parent = Some(store.unpack_snapshot(parent.as_ref(), layer, diff_id)?);
+    }
+    Ok(parent.map(|c| c.to_string()))
+}
+
+fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConfig> {
+    let bytes = store.read_blob(&record.config)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).context("reading the image config")?;
+    let config = &value["config"];
+    let strings = |key: &str| -> Vec<String> {
+        config[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let string = |key: &str| config[key].as_str().unwrap_or_default().to_owned();
+    Ok(ImageConfig {
+        entrypoint: strings("Entrypoint"),
+        cmd: strings("Cmd"),
+        env: strings("Env"),
+        working_dir: string("WorkingDir"),
+        user: string("User"),
+    })
+}
+
+fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    fs_err::create_dir_all(root)?;
+    let root = fs_err::canonicalize(root)?;
+    let store = Arc::new(
+        Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?,
+    );
+    let mounts = args
+        .volume
+        .iter()
+        .map(|v| volume(v))
+        .chain(args.tmpfs.iter().map(|t| {
+            Ok(Mount::Tmpfs {
+                target: PathBuf::from(t.split(':').next().unwrap_or(t)),
+                size: None,
+            })
+        }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let network = match args.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => bail!("network {other:?} is not supported: use none or host"),
+    };
+    let memory = args.memory.as_deref().map(bytes).transpose()?;
+    let env = environment(args)?;
+
+    let record = image(&store, config, &args.image)?;
+    let image_config = image_config(&store, &record)?;
+    let top = top_snapshot(&store, &record)?;
+    let _lease = store.lease()?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let key = format!("{CONTAINER_PREFIX}{name}");
+    if store.snapshot(&key)?.is_some() {
+        bail!(
+            "the container name {name:?} is already in use: remove it with `kiln rm {name}` or choose another name"
+        );
+    }
+    let snapshot = store
+        .prepare(&key, top.as_deref())
+        .with_context(|| format!("preparing the container's file system {key}"))?;
+    let overrides = RunOverrides {
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        args: args.command.clone(),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: None,
+    };
+    let rootfs = Rootfs::Overlay {
+        lowers: snapshot.lowers,
+        upper: snapshot.upper,
+        work: snapshot.work,
+    };
+    let result = (|| -> anyhow::Result<ExitStatus> {
+        let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;
+        spec.network = network;
+        spec.mounts = mounts;
+        spec.resources.memory = memory;
+        spec.resources.pids = args.pids_limit;
+        let stdin = || -> anyhow::Result<std::os::fd::OwnedFd> {
+            Ok(std::io::stdin().as_fd().try_clone_to_owned()?)
+        };
+        spec.stdio = if args.tty {
+            Stdio::Pty {
+                size: TerminalSize { rows: 24, cols: 80 },
+                input: if args.interactive {
+                    Some(stdin()?)
+                } else {
+                    None
+                },
+            }
+        } else if args.interactive {
+            Stdio::CapturedWithInput(stdin()?)
+        } else {
+            Stdio::Captured
+        };
+        let runner = Runner::new(crate::executor::RUNNER_STATE);
+        let handle = Handle::new()?;
+        forward_signals(&handle)?;
+        let _raw = if args.tty && args.interactive {
+            RawMode::enable()
+        } else {
+            None
+        };
+        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        Ok(runner.run(spec, &mut stdout, &mut stderr, &handle)?)
+    })();
+    // docker: 127 when the command is not found, 126 when it cannot be executed.
+    let result = match result {
+        Err(err) => match err.downcast_ref::<kiln_runner::Error>() {
+            Some(kiln_runner::Error::Exec { program, source }) => {
+                #[expect(clippy::print_stderr, reason = "the binary reports its errors")]
+                {
+                    eprintln!("kiln: cannot execute {program:?}: {}", source.desc());
+                }
+                let code = if *source == nix::errno::Errno::ENOENT {
+                    127
+                } else {
+                    126
+                };
+                Ok(ExitStatus::Code(code))
+            }
+            _ => Err(err),
+        },
+        ok => ok,
+    };
+    if args.rm {
+        store
+            .remove_snapshot(&key)
+            .with_context(|| format!("removing the container's file system {key}"))?;
+    }
+    Ok(match result? {
+        ExitStatus::Code(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
+        ExitStatus::Signal(signal) => {
+            ExitCode::from(u8::try_from(128 + (signal & 0x7f)).unwrap_or(EXIT_KILN_ERROR))
+        }
+    })
+}
+
+/// Prefix of the snapshot keys of containers' file systems.
+const CONTAINER_PREFIX: &str = "container-";
+
+/// `kiln ps`: the kept containers, newest first.
+pub(crate) fn ps(root: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let mut containers: Vec<_> = store
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.kind == kiln_cache::SnapshotKind::Active)
+        .filter_map(|s| Some((s.key.strip_prefix(CONTAINER_PREFIX)?.to_owned(), s.created)))
+        .collect();
+    containers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "NAMES").context("writing to standard output")?;
+    for (name, _) in containers {
+        writeln!(stdout, "{name}").context("writing to standard output")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln rm`: removes kept containers' file systems.
+pub(crate) fn rm(root: &Path, args: &crate::args::RmArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    for name in &args.containers {
+        let key = format!("{CONTAINER_PREFIX}{name}");
+        if store
+            .snapshot(&key)?
+            .is_none_or(|s| s.kind != kiln_cache::SnapshotKind::Active)
+        {
+            bail!("no such container: {name}");
+        }
+        store.remove_snapshot(&key)?;
+        writeln!(stdout, "{name}").context("writing to standard output")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signals kiln receives that go on to the container's process, as `docker run` does.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Blocks the forwarded signals in this thread (the container's processes unblock them) and
+/// starts a thread that waits for them and sends each to the container.
+fn forward_signals(handle: &Handle) -> anyhow::Result<()> {
+    let mut set = SigSet::empty();
+    for signal in FORWARDED {
+        set.add(signal);
+    }
+    set.thread_block().context("blocking signals")?;
+    let handle = handle.clone();
+    std::thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || {
+            while let Ok(signal) = set.wait() {
+                tracing::debug!(%signal, "forwarding");
+                handle.signal(signal);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// The terminal of standard input in raw mode (for `-it`), restored when dropped.
+struct RawMode(Termios);
+
+impl RawMode {
+    fn enable() -> Option<Self> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(Self(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_specs_are_checked_like_docker() {
+        let err = volume("relative:/x").unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid volume specification: 'relative:/x'"),
+            "{err}"
+        );
+        let err = volume("/a:/b:bogus").unwrap_err().to_string();
+        assert_eq!(err, "invalid volume specification: '/a:/b:bogus'");
+        let Mount::Bind { readonly, .. } = volume("/tmp:/data:ro").unwrap() else {
+            panic!("not a bind mount");
+        };
+        assert!(readonly);
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(bytes("512").unwrap(), 512);
+        assert_eq!(bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(bytes("1g").unwrap(), 1 << 30);
+        assert!(bytes("lots").is_err());
+    }
+}

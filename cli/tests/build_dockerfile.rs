@@ -1,0 +1,168 @@
+//! `kiln build CONTEXT`: Dockerfiles converted and built end to end, and `--print-llb`.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Skips the test with a reason, or fails it when every test must run.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn registry_up() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5000".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// A config file making 127.0.0.1:5000 docker.io's mirror.
+fn mirror_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("kiln.toml");
+    fs_err::write(
+        &path,
+        "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:5000\"]\n",
+    )
+    .unwrap();
+    path
+}
+
+fn kiln(dir: &Path, args: &[&str]) -> std::process::Output {
+    let root = dir.join("root");
+    let config = mirror_config(dir);
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    let mut t = String::from_utf8_lossy(&output.stdout).into_owned();
+    t.push_str(&String::from_utf8_lossy(&output.stderr));
+    t
+}
+
+#[test]
+fn builds_a_dockerfile_with_run_copy_workdir_env() {
+    if !is_root() {
+        return skip("building needs root (namespaces, overlay mounts)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(context.join("src")).unwrap();
+    fs_err::write(context.join("src/hello.txt"), "hello from the context\n").unwrap();
+    fs_err::write(context.join("ignored.txt"), "must not be sent\n").unwrap();
+    fs_err::write(context.join(".dockerignore"), "ignored.txt\n").unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox AS build\n\
+         ARG GREETING=hi\n\
+         ENV NAME=kiln\n\
+         WORKDIR /work\n\
+         COPY src/ ./in/\n\
+         RUN echo -n \"$GREETING $NAME $(pwd)\" > out.txt && cat in/hello.txt >> out.txt\n\
+         RUN ls /work/in > listing.txt\n\
+         FROM scratch\n\
+         COPY --from=build /work/ /\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = kiln(
+        dir.path(),
+        &[
+            "build",
+            "--build-arg",
+            "GREETING=hello",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(out.join("out.txt")).unwrap(),
+        "hello kiln /workhello from the context\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("in/hello.txt")).unwrap(),
+        "hello from the context\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("listing.txt")).unwrap(),
+        "hello.txt\n"
+    );
+}
+
+#[test]
+fn print_llb_writes_the_definition_and_errors_name_the_line() {
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    let output = kiln(
+        dir.path(),
+        &["build", "--print-llb", context.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let loaded = kiln_llb::LoadedDefinition::from_bytes(&output.stdout).unwrap();
+    let Some(kiln_llb::pb::op::Op::Source(source)) = loaded.ops()[0].body() else {
+        panic!("the first op is not the base image");
+    };
+    assert_eq!(
+        source.identifier,
+        format!(
+            "docker-image://docker.io/library/busybox:latest@{}",
+            kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+        )
+    );
+
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nCOPY --from=nowhere-stage /x /\n",
+    )
+    .unwrap();
+    let output = kiln(
+        dir.path(),
+        &[
+            "build",
+            "--target",
+            "missing",
+            "--print-llb",
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("target stage \"missing\" could not be found"),
+        "{}",
+        text(&output)
+    );
+}

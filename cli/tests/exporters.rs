@@ -1,0 +1,450 @@
+//! Issue 7: `--output type=oci|docker|tar|image`, `-t`, `kiln load|tag|rmi`, checked with
+//! skopeo and umoci, and reproducibility under `SOURCE_DATE_EPOCH`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// 2023-11-14T22:13:20Z (`date -u -d @1700000000 +%FT%TZ`).
+const EPOCH: &str = "1700000000";
+const EPOCH_RFC3339: &str = "2023-11-14T22:13:20Z";
+/// The manifest digest of testdata/images/busybox (the test registry serves the same image).
+const BUSYBOX_MANIFEST: &str =
+    "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
+
+/// Skips the test with a reason, or fails it when every test must run.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn has_tool(name: &str) -> bool {
+    Command::new(name).arg("--version").output().is_ok()
+}
+
+fn registry_up() -> bool {
+    std::net::TcpStream::connect("127.0.0.1:5000").is_ok()
+}
+
+/// Whether builds (root, registry) and the checking tools can run here; skips if not.
+fn can_build() -> bool {
+    let missing = [
+        (!is_root(), "needs root for namespaces and overlayfs"),
+        (
+            !registry_up(),
+            "the test registry on 127.0.0.1:5000 is down",
+        ),
+        (!has_tool("skopeo"), "skopeo is not installed"),
+        (!has_tool("umoci"), "umoci is not installed"),
+    ];
+    match missing.iter().find(|(m, _)| *m) {
+        Some((_, reason)) => {
+            skip(reason);
+            false
+        }
+        None => true,
+    }
+}
+
+fn kiln(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.arg("--root").arg(root);
+    command.env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+fn ok(mut command: Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(command: Command) -> String {
+    String::from_utf8(ok(command).stdout).unwrap()
+}
+
+fn json(command: Command) -> serde_json::Value {
+    serde_json::from_str(&stdout(command)).unwrap()
+}
+
+fn skopeo(args: &[&str]) -> Command {
+    let mut command = Command::new("skopeo");
+    command.args(args);
+    command
+}
+
+fn vector(name: &str) -> PathBuf {
+    kiln_testdata::llb_vectors_dir().join(name).join("def.pb")
+}
+
+/// Builds an LLB vector with `--local context=context` and extra arguments.
+fn build(root: &Path, name: &str, context: &Path, extra: &[&str], epoch: bool) {
+    let mut command = kiln(root);
+    command
+        .arg("build")
+        .arg("--llb")
+        .arg(vector(name))
+        .arg("--local")
+        .arg(format!("context={}", context.display()))
+        .args(extra);
+    if epoch {
+        command.env("SOURCE_DATE_EPOCH", EPOCH);
+    }
+    ok(command);
+}
+
+/// Unpacks an OCI layout with umoci and returns the bundle's rootfs.
+fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    let mut command = Command::new("umoci");
+    command
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle);
+    ok(command);
+    bundle.join("rootfs")
+}
+
+fn untar(file: &Path, dest: &Path) {
+    fs_err::create_dir_all(dest).unwrap();
+    let mut command = Command::new("tar");
+    command.arg("-xf").arg(file).arg("-C").arg(dest);
+    ok(command);
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn every_output_type_is_read_by_skopeo_and_umoci() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, context) = (tmp.path().join("root"), tmp.path().join("context"));
+    fs_err::create_dir_all(&context).unwrap();
+    let out = |name: &str| tmp.path().join(name);
+    build(
+        &root,
+        "045-workdir-run-pwd",
+        &context,
+        &[
+            "--output",
+            &format!("type=oci,dest={},name=x:v1", path(&out("oci.tar"))),
+            "--output",
+            &format!("type=oci,dest={},tar=false,name=x:v1", path(&out("oci"))),
+            "--output",
+            &format!("type=docker,dest={},name=x:v1", path(&out("docker.tar"))),
+            "--output",
+            &format!("type=tar,dest={}", path(&out("fs.tar"))),
+            "--output",
+            &format!("type=local,dest={}", path(&out("local"))),
+        ],
+        false,
+    );
+    // The Dockerfile's RUN writes the working directory into /pwd.
+    let local = fs_err::read_to_string(out("local/pwd")).unwrap();
+    assert_eq!(local, "/test1/test2");
+
+    let archive = json(skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:v1", path(&out("oci.tar"))),
+    ]));
+    let layout = json(skopeo(&[
+        "inspect",
+        &format!("oci:{}:v1", path(&out("oci"))),
+    ]));
+    assert_eq!(archive["Digest"], layout["Digest"]);
+    assert_eq!(archive["Architecture"], "amd64");
+    assert_eq!(archive["Os"], "linux");
+    let config = json(skopeo(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:v1", path(&out("oci"))),
+    ]));
+    let diff_ids = config["rootfs"]["diff_ids"].clone();
+    assert_eq!(diff_ids.as_array().unwrap().len(), 1);
+    assert_eq!(config["history"].as_array().unwrap().len(), 1);
+
+    // docker-archive layers are the uncompressed tars: their digests are the diff IDs.
+    let docker = json(skopeo(&[
+        "inspect",
+        &format!("docker-archive:{}", path(&out("docker.tar"))),
+    ]));
+    assert_eq!(docker["Layers"], diff_ids);
+    let mut listing = Command::new("tar");
+    listing.arg("-tf").arg(out("docker.tar"));
+    let names = stdout(listing);
+    assert!(names.lines().any(|l| l == "manifest.json"), "{names}");
+    assert!(names.lines().any(|l| l == "repositories"), "{names}");
+
+    // umoci unpacks the directory and the tar alike, to what type=local wrote.
+    let rootfs = umoci_unpack(&out("oci"), "v1", &out("bundle-dir"));
+    assert_eq!(fs_err::read_to_string(rootfs.join("pwd")).unwrap(), local);
+    untar(&out("oci.tar"), &out("oci-from-tar"));
+    let rootfs = umoci_unpack(&out("oci-from-tar"), "v1", &out("bundle-tar"));
+    assert_eq!(fs_err::read_to_string(rootfs.join("pwd")).unwrap(), local);
+    untar(&out("fs.tar"), &out("fs"));
+    assert_eq!(fs_err::read_to_string(out("fs/pwd")).unwrap(), local);
+}
+
+#[test]
+fn source_date_epoch_makes_images_byte_identical() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = tmp.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("testfile"), "hello\n").unwrap();
+    let mut archives = Vec::new();
+    for (run, compression) in [(1, "gzip"), (2, "gzip"), (3, "zstd")] {
+        let root = tmp.path().join(format!("root{run}"));
+        let dest = tmp.path().join(format!("image{run}.tar"));
+        build(
+            &root,
+            "165-mount-bind-not-persisted",
+            &context,
+            &[
+                "--output",
+                &format!(
+                    "type=oci,dest={},name=r:1,rewrite-timestamp=true,compression={compression}",
+                    path(&dest)
+                ),
+            ],
+            true,
+        );
+        archives.push(dest);
+    }
+    let first = fs_err::read(&archives[0]).unwrap();
+    assert_eq!(
+        first,
+        fs_err::read(&archives[1]).unwrap(),
+        "two builds in two stores differ"
+    );
+    let inspect = |dest: &Path| {
+        json(skopeo(&[
+            "inspect",
+            &format!("oci-archive:{}:1", path(dest)),
+        ]))
+    };
+    let gzip = inspect(&archives[0]);
+    let zstd = inspect(&archives[2]);
+    assert_eq!(gzip["Created"], EPOCH_RFC3339);
+    // busybox's layer plus the RUN's layer; the busybox blob is reused as pulled.
+    let layers = gzip["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(zstd["Layers"][0], layers[0]);
+    assert_ne!(zstd["Layers"][1], layers[1]);
+    let config = json(skopeo(&[
+        "inspect",
+        "--config",
+        &format!("oci-archive:{}:1", path(&archives[0])),
+    ]));
+    for entry in config["history"].as_array().unwrap() {
+        assert_eq!(entry["created"], EPOCH_RFC3339);
+    }
+    // Every entry of the archive carries the epoch too.
+    let mut listing = Command::new("tar");
+    listing.arg("--full-time").arg("-tvf").arg(&archives[0]);
+    let listing = stdout(listing);
+    assert!(
+        listing.lines().all(|l| l.contains("2023-11-14 22:13:20")),
+        "{listing}"
+    );
+}
+
+#[test]
+fn tagged_images_are_stored_tagged_removed_loaded_and_reexported() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, context) = (tmp.path().join("root"), tmp.path().join("context"));
+    fs_err::create_dir_all(&context).unwrap();
+    let oci = tmp.path().join("image.tar");
+    build(
+        &root,
+        "045-workdir-run-pwd",
+        &context,
+        &[
+            "-t",
+            "demo:1",
+            "--output",
+            &format!("type=oci,dest={},name=demo:1", path(&oci)),
+        ],
+        false,
+    );
+    let digest = json(skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:1", path(&oci)),
+    ]))["Digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let short = &digest["sha256:".len().."sha256:".len() + 12];
+    let mut images = kiln(&root);
+    images.arg("images");
+    let listed = stdout(images);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("demo ") && l.contains(" 1 ") && l.contains(short)),
+        "{listed}"
+    );
+
+    let mut tag = kiln(&root);
+    tag.args(["tag", "demo:1", "other/demo:2"]);
+    ok(tag);
+    let mut rmi = kiln(&root);
+    rmi.args(["rmi", "demo:1"]);
+    assert_eq!(stdout(rmi), "Untagged: docker.io/library/demo:1\n");
+    let mut images = kiln(&root);
+    images.arg("images");
+    let listed = stdout(images);
+    assert!(!listed.lines().any(|l| l.starts_with("demo ")), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("other/demo ") && l.contains(short)),
+        "{listed}"
+    );
+    let mut rmi = kiln(&root);
+    rmi.args(["rmi", "nothing-here"]);
+    let out = rmi.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such image: nothing-here"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Loading the archive into another store gives the same manifest.
+    let other = tmp.path().join("other");
+    let mut load = kiln(&other);
+    load.arg("load").arg(&oci);
+    assert_eq!(stdout(load), "Loaded image: docker.io/library/demo:1\n");
+    let mut images = kiln(&other);
+    images.arg("images");
+    assert!(stdout(images).contains(short));
+}
+
+#[test]
+fn loading_the_busybox_layout_names_it_busybox() {
+    if !is_root() {
+        // Unpacking keeps file owners, which needs root.
+        skip("needs root to unpack layers with their owners");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mut load = kiln(&root);
+    load.arg("load").arg(kiln_testdata::busybox_layout());
+    assert_eq!(
+        stdout(load),
+        "Loaded image: docker.io/library/busybox:latest\n"
+    );
+    let mut images = kiln(&root);
+    images.arg("images");
+    let listed = stdout(images);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("busybox "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains(&BUSYBOX_MANIFEST[7..19]), "{row}");
+
+    let mut load = kiln(&root);
+    load.arg("load").arg(tmp.path());
+    let out = load.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not an OCI image layout or docker archive"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serial_pushed_images_keep_their_digest_and_save_round_trips() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, context) = (tmp.path().join("root"), tmp.path().join("context"));
+    fs_err::create_dir_all(&context).unwrap();
+    // A tag of its own per run, so an earlier run's manifest cannot satisfy the check.
+    let tag = format!("{:x}", std::process::id());
+    let name = format!("127.0.0.1:5000/kiln-test/exporters:{tag}");
+    build(
+        &root,
+        "045-workdir-run-pwd",
+        &context,
+        &["-t", &name, "--push"],
+        false,
+    );
+    let remote = json(skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    // The digest of the manifest blob kiln stored for the name.
+    let mut save = kiln(&root);
+    let oci = tmp.path().join("saved-oci.tar");
+    save.args(["save", "--format", "oci", "-o"])
+        .arg(&oci)
+        .arg(&name);
+    ok(save);
+    let saved = json(skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:{tag}", path(&oci)),
+    ]));
+    assert_eq!(remote["Digest"], saved["Digest"]);
+    let local_digest = remote["Digest"].as_str().unwrap();
+
+    // `kiln push` of the stored image again reports the same digest.
+    let mut push = kiln(&root);
+    push.args(["push", &name]);
+    assert_eq!(stdout(push), format!("{name}: digest: {local_digest}\n"));
+
+    // docker-archive save, loaded into a new store, gives back the same layers.
+    let docker = tmp.path().join("saved.tar");
+    let mut save = kiln(&root);
+    save.arg("save").arg("-o").arg(&docker).arg(&name);
+    ok(save);
+    let archive = json(skopeo(&[
+        "inspect",
+        &format!("docker-archive:{}", path(&docker)),
+    ]));
+    let config = json(skopeo(&[
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    assert_eq!(archive["Layers"], config["rootfs"]["diff_ids"]);
+    let other = tmp.path().join("other");
+    let mut load = kiln(&other);
+    load.arg("load").arg(&docker);
+    assert_eq!(stdout(load), format!("Loaded image: {name}\n"));
+}

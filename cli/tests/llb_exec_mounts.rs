@@ -1,0 +1,181 @@
+//! Exec mounts through `kiln build --llb`: a secret is visible to its step and stored nowhere,
+//! a tmpfs leaves nothing behind, and a cache mount keeps its contents across builds.
+
+use std::path::Path;
+use std::process::Command;
+
+use kiln_llb::prost::Message as _;
+use kiln_llb::{MountOptions, image, pb, scratch};
+
+const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
+
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn registry_up() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5000".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// One step with a secret, a tmpfs and a cache mount.
+fn definition() -> Vec<u8> {
+    let script = "set -e; \
+        test \"$(cat /run/secrets/token)\" = kiln-test-secret-6f1d0c; echo ok > /secret-seen; \
+        echo t > /scratch/x; \
+        echo run >> /cache/log; wc -l < /cache/log > /cache-count";
+    let secret = pb::SecretOpt {
+        id: "token".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+        optional: false,
+    };
+    image(&format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    ))
+    .run(["/bin/sh", "-c", script])
+    .with_mount(
+        "/run/secrets/token",
+        scratch(),
+        MountOptions {
+            secret: Some(secret),
+            ..Default::default()
+        },
+    )
+    .with_mount(
+        "/scratch",
+        scratch(),
+        MountOptions {
+            tmpfs: Some(0),
+            ..Default::default()
+        },
+    )
+    .with_mount(
+        "/cache",
+        scratch(),
+        MountOptions {
+            cache: Some(("test-cache".into(), pb::CacheSharingOpt::Locked)),
+            ..Default::default()
+        },
+    )
+    .root()
+    .marshal()
+    .encode_to_vec()
+}
+
+fn build(root: &Path, def: &Path, secret: &Path, out: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain", "--no-cache", "--llb"])
+        .arg(def)
+        .arg("--secret")
+        .arg(format!("id=token,src={}", secret.display()))
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Files under `dir` whose bytes contain `needle` (not following links).
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = fs_err::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let data = fs_err::read(&path).unwrap_or_default();
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn serial_secret_tmpfs_and_cache_mounts() {
+    if !is_root() {
+        skip("building needs root (namespaces, overlay mounts)");
+        return;
+    }
+    if !registry_up() {
+        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let def = work.path().join("def.pb");
+    fs_err::write(&def, definition()).unwrap();
+    let secret = work.path().join("secret");
+    fs_err::write(&secret, SECRET).unwrap();
+
+    let out1 = work.path().join("out1");
+    build(&root, &def, &secret, &out1);
+    // The step saw the secret (it checked the value and wrote this).
+    assert_eq!(
+        fs_err::read_to_string(out1.join("secret-seen")).unwrap(),
+        "ok\n"
+    );
+    // Neither the tmpfs's nor the cache's contents are in the result.
+    assert!(!out1.join("scratch/x").exists());
+    assert!(!out1.join("cache/log").exists());
+    assert_eq!(
+        fs_err::read_to_string(out1.join("cache-count"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // The secret is nowhere: not in the result, not anywhere in the store.
+    assert_eq!(files_containing(&out1, SECRET), Vec::<String>::new());
+    assert_eq!(files_containing(&root, SECRET), Vec::<String>::new());
+
+    // The cache mount kept its contents for the next build.
+    let out2 = work.path().join("out2");
+    build(&root, &def, &secret, &out2);
+    assert_eq!(
+        fs_err::read_to_string(out2.join("cache-count"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    assert_eq!(files_containing(&root, SECRET), Vec::<String>::new());
+}

@@ -1,0 +1,284 @@
+//! `kiln build --llb` on BuildKit's LLB vectors: every vector is solved end to end and its
+//! local export checked against the expectations of the conformance case it was made from
+//! (`testdata/conformance/<case>/case.toml`).
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Skips the test with a reason, or fails it when every test must run.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn registry_up() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5000".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// Whether builds can run here; prints why not otherwise.
+fn can_build() -> bool {
+    if !is_root() {
+        skip("building needs root (namespaces, overlay mounts)");
+        return false;
+    }
+    if !registry_up() {
+        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+        return false;
+    }
+    true
+}
+
+fn conformance_dir() -> PathBuf {
+    kiln_testdata::root().join("conformance")
+}
+
+/// Builds `def` with the context `context` into `out`; returns the exit status and output.
+fn build(root: &Path, def: &Path, context: &Path, out: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain", "--llb"])
+        .arg(def)
+        .arg("--local")
+        .arg(format!("context={}", context.display()))
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()))
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+fn file_type(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "dir"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "other"
+    }
+}
+
+/// Checks a local export against a case's `[expect]` table; returns what is wrong.
+fn check_expectations(expect: &toml::Table, out: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    let files = expect.get("files").and_then(|f| f.as_array());
+    for entry in files.into_iter().flatten() {
+        let entry = entry.as_table().expect("expect.files entries are tables");
+        let path = entry["path"].as_str().expect("path is a string");
+        let full = out.join(path);
+        let Ok(meta) = fs_err::symlink_metadata(&full) else {
+            errors.push(format!("missing {path}"));
+            continue;
+        };
+        if let Some(want) = entry.get("type").and_then(|v| v.as_str()) {
+            if file_type(&meta) != want {
+                errors.push(format!("{path}: type {}, want {want}", file_type(&meta)));
+            }
+        }
+        if let Some(want) = entry.get("link_target").and_then(|v| v.as_str()) {
+            let got = fs_err::read_link(&full).ok();
+            if got.as_deref() != Some(Path::new(want)) {
+                errors.push(format!("{path}: link target {got:?}, want {want:?}"));
+            }
+        }
+        if let Some(want) = entry.get("mode").and_then(|v| v.as_str()) {
+            let got = format!("{:04o}", meta.permissions().mode() & 0o7777);
+            if got != want {
+                errors.push(format!("{path}: mode {got}, want {want}"));
+            }
+        }
+        if let Some(want) = entry.get("uid").and_then(|v| v.as_integer()) {
+            if i64::from(meta.uid()) != want {
+                errors.push(format!("{path}: uid {}, want {want}", meta.uid()));
+            }
+        }
+        if let Some(want) = entry.get("gid").and_then(|v| v.as_integer()) {
+            if i64::from(meta.gid()) != want {
+                errors.push(format!("{path}: gid {}, want {want}", meta.gid()));
+            }
+        }
+        let content = entry.get("content").and_then(|v| v.as_str());
+        let contains = entry.get("contains").and_then(|v| v.as_str());
+        let not_contains = entry.get("not_contains").and_then(|v| v.as_str());
+        if content.is_some() || contains.is_some() || not_contains.is_some() {
+            // Follows symlinks, as the conformance runner does.
+            let data = match fs_err::read(&full) {
+                Ok(data) => String::from_utf8_lossy(&data).into_owned(),
+                Err(e) => {
+                    errors.push(format!("{path}: unreadable ({e})"));
+                    continue;
+                }
+            };
+            if content.is_some_and(|want| data != want) {
+                errors.push(format!("{path}: content {data:?}, want {content:?}"));
+            }
+            if contains.is_some_and(|want| !data.contains(want)) {
+                errors.push(format!("{path}: {contains:?} not in {data:?}"));
+            }
+            if not_contains.is_some_and(|bad| data.contains(bad)) {
+                errors.push(format!("{path}: {not_contains:?} unexpectedly in {data:?}"));
+            }
+        }
+    }
+    let absent = expect.get("absent").and_then(|a| a.as_array());
+    for path in absent.into_iter().flatten() {
+        let path = path.as_str().expect("absent entries are strings");
+        if fs_err::symlink_metadata(out.join(path)).is_ok() {
+            errors.push(format!("unexpected path {path}"));
+        }
+    }
+    if expect.get("rootfs_empty").and_then(|v| v.as_bool()) == Some(true) {
+        let left: Vec<_> = fs_err::read_dir(out)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if !left.is_empty() {
+            errors.push(format!("rootfs not empty: {left:?}"));
+        }
+    }
+    errors
+}
+
+/// Solves one vector and returns what is wrong with its result (empty: it passed).
+fn run_vector(root: &Path, vector: &Path, work: &Path) -> Vec<String> {
+    let name = vector.file_name().unwrap().to_string_lossy().into_owned();
+    let case_dir = conformance_dir().join(&name);
+    let text = fs_err::read_to_string(case_dir.join("case.toml")).unwrap();
+    let case: toml::Table = text.parse().unwrap();
+    let context_name = case
+        .get("context")
+        .and_then(|c| c.as_str())
+        .unwrap_or("context");
+    let mut context = case_dir.join(context_name);
+    if !context.is_dir() {
+        // The case has no context files: an empty directory stands in.
+        context = work.join(format!("{name}.context"));
+        fs_err::create_dir_all(&context).unwrap();
+    }
+    let out = work.join(format!("{name}.out"));
+    fs_err::create_dir_all(&out).unwrap();
+    let (ok, log) = build(root, &vector.join("def.pb"), &context, &out);
+    let expect = case["expect"].as_table().expect("[expect] is a table");
+    let want_success = expect.get("outcome").and_then(|o| o.as_str()) != Some("failure");
+    if !want_success {
+        return if ok {
+            vec!["the build succeeded, want a failure".to_owned()]
+        } else {
+            Vec::new()
+        };
+    }
+    if !ok {
+        return vec![format!("the build failed:\n{log}")];
+    }
+    check_expectations(expect, &out)
+}
+
+#[test]
+fn every_llb_vector_meets_its_case_expectations() {
+    if !can_build() {
+        return;
+    }
+    let vectors: Vec<PathBuf> = kiln_testdata::llb_vectors()
+        .into_iter()
+        .filter(|d| d.join("def.pb").is_file())
+        .filter(|d| conformance_dir().join(d.file_name().unwrap()).is_dir())
+        .collect();
+    assert!(vectors.len() >= 30, "only {} vectors found", vectors.len());
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let mut failures = Vec::new();
+    for vector in &vectors {
+        let errors = run_vector(&root, vector, work.path());
+        if !errors.is_empty() {
+            let name = vector.file_name().unwrap().to_string_lossy().into_owned();
+            failures.push(format!("{name}:\n  {}", errors.join("\n  ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn canary_vector_copies_the_context_file() {
+    if !can_build() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let context = work.path().join("context");
+    fs_err::create_dir(&context).unwrap();
+    fs_err::write(context.join("f"), "canary").unwrap();
+    let out = work.path().join("out");
+    let def = kiln_testdata::llb_vectors_dir().join("_canary/def.pb");
+    let (ok, log) = build(&work.path().join("root"), &def, &context, &out);
+    assert!(ok, "{log}");
+    assert_eq!(fs_err::read_to_string(out.join("f")).unwrap(), "canary");
+    let names: Vec<_> = fs_err::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"]);
+}
+
+#[test]
+fn expectation_checker_reports_wrong_content_mode_and_absent_paths() {
+    // The checker itself must be able to fail, or the vector test proves nothing.
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::write(dir.path().join("a"), "A").unwrap();
+    fs_err::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let expect: toml::Table = r#"
+        absent = ["a"]
+        [[files]]
+        path = "a"
+        content = "B"
+        mode = "0644"
+        type = "dir"
+        [[files]]
+        path = "missing"
+    "#
+    .parse()
+    .unwrap();
+    let errors = check_expectations(&expect, dir.path());
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    let good: toml::Table = r#"
+        absent = ["b"]
+        [[files]]
+        path = "a"
+        content = "A"
+        mode = "0600"
+        type = "file"
+    "#
+    .parse()
+    .unwrap();
+    assert_eq!(check_expectations(&good, dir.path()), Vec::<String>::new());
+}

@@ -1,0 +1,248 @@
+//! `kiln du` and `kiln prune` on a store of their own: busybox pulled from the test registry
+//! (127.0.0.1:5000), then, as root, a build that leaves build cache records behind.
+//!
+//! Needs the registry (and root for the build part); skips saying why, or fails under
+//! `KILN_TEST_REQUIRE_ALL=1`.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
+
+fn skip(reason: &str) {
+    assert!(
+        std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+        "KILN_TEST_REQUIRE_ALL=1 but: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn registry_up() -> bool {
+    if TcpStream::connect("127.0.0.1:5000").is_ok() {
+        return true;
+    }
+    skip("no registry at 127.0.0.1:5000 (run scripts/test-env.sh)");
+    false
+}
+
+fn kiln(root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("KILN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Runs kiln, asserts success and returns stdout.
+fn ok(root: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kiln(root, args, stdin);
+    assert!(
+        out.status.success(),
+        "kiln {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The data rows of `kiln du`'s table: (ID, RECLAIMABLE, SIZE).
+fn du_rows(text: &str) -> Vec<(String, String, String)> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if !header.starts_with("ID ") {
+        return Vec::new();
+    }
+    assert!(
+        header.contains(" RECLAIMABLE ")
+            && header.contains(" SIZE ")
+            && header.ends_with("LAST ACCESSED"),
+        "{header}"
+    );
+    lines
+        .take_while(|l| !l.is_empty() && !l.starts_with("Total:"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (
+                cells[0].to_owned(),
+                cells[1].to_owned(),
+                cells[2].to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn total_line<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} line in {text}"))
+        .trim()
+}
+
+/// Bytes of regular files under `dir`, summed independently of the store's own accounting.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs_err::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = fs_err::symlink_metadata(entry.path()).unwrap();
+        if meta.is_dir() {
+            total += tree_bytes(&entry.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+#[test]
+fn serial_du_and_prune_on_a_pulled_image_and_build_cache() {
+    if !registry_up() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+
+    // An empty store.
+    let empty = ok(&root, &["du"], None);
+    assert_eq!(du_rows(&empty), Vec::new());
+    assert_eq!(total_line(&empty, "Total:"), "0B");
+
+    ok(&root, &["pull", "-q", IMAGE], None);
+    let du = ok(&root, &["du"], None);
+    let rows = du_rows(&du);
+    assert_eq!(rows.len(), 1, "{du}");
+    assert_eq!(rows[0].0, IMAGE);
+    assert_eq!(rows[0].1, "false");
+    assert_ne!(rows[0].2, "0B");
+    assert_eq!(total_line(&du, "Reclaimable:"), "0B");
+    assert_ne!(total_line(&du, "Total:"), "0B");
+    let blobs_before = tree_bytes(&root.join("blobs"));
+    assert!(blobs_before > 0);
+
+    // Pruning never removes images.
+    let pruned = ok(&root, &["prune", "--all", "--force"], None);
+    assert_eq!(pruned, "Total:\t0B\n");
+    assert_eq!(tree_bytes(&root.join("blobs")), blobs_before);
+    assert_eq!(du_rows(&ok(&root, &["du"], None)), rows);
+
+    if !is_root() {
+        skip("the build-cache part needs root to run containers");
+        return;
+    }
+    // A build leaves cache records (its RUN step's snapshot among them).
+    let vector = kiln_testdata::llb_vectors_dir().join("045-workdir-run-pwd/def.pb");
+    let context = dir.path().join("context");
+    let output = dir.path().join("out");
+    fs_err::create_dir_all(&context).unwrap();
+    ok(
+        &root,
+        &[
+            "build",
+            "--llb",
+            vector.to_str().unwrap(),
+            "--local",
+            &format!("context={}", context.display()),
+            "--output",
+            &format!("type=local,dest={}", output.display()),
+        ],
+        None,
+    );
+    assert_eq!(
+        fs_err::read_to_string(output.join("pwd")).unwrap(),
+        "/test1/test2"
+    );
+    let du = ok(&root, &["du"], None);
+    let rows = du_rows(&du);
+    let cache: Vec<&(String, String, String)> = rows.iter().filter(|r| r.0 != IMAGE).collect();
+    assert!(!cache.is_empty(), "{du}");
+    assert!(cache.iter().all(|r| r.1 == "true"), "{du}");
+    assert!(rows.iter().any(|r| r.0 == IMAGE && r.1 == "false"), "{du}");
+    let snapshots_before = tree_bytes(&root.join("snapshots"));
+
+    // Recent records survive an age filter; declining the prompt removes nothing.
+    assert_eq!(
+        ok(&root, &["prune", "-f", "--filter", "until=1h"], None),
+        "Total:\t0B\n"
+    );
+    let declined = ok(&root, &["prune", "-a"], Some("n\n"));
+    assert_eq!(
+        declined,
+        "WARNING! This will remove all build cache. Are you sure you want to continue? [y/N] "
+    );
+    assert_eq!(du_rows(&ok(&root, &["du"], None)), rows);
+
+    // Confirmed: every cache record goes, listed by ID, and their snapshots with them.
+    let pruned = ok(&root, &["prune", "-a"], Some("y\n"));
+    let body = pruned
+        .strip_prefix(
+            "WARNING! This will remove all build cache. Are you sure you want to continue? [y/N] ",
+        )
+        .unwrap();
+    let removed = du_rows(body);
+    let mut removed_ids: Vec<&str> = removed.iter().map(|r| r.0.as_str()).collect();
+    let mut cache_ids: Vec<&str> = cache.iter().map(|r| r.0.as_str()).collect();
+    removed_ids.sort_unstable();
+    cache_ids.sort_unstable();
+    assert_eq!(removed_ids, cache_ids);
+    assert_ne!(total_line(body, "Total:"), "0B");
+    let after = ok(&root, &["du"], None);
+    let left = du_rows(&after);
+    assert_eq!(left.len(), 1, "{after}");
+    assert_eq!(left[0].0, IMAGE);
+    assert_eq!(total_line(&after, "Reclaimable:"), "0B");
+    assert!(tree_bytes(&root.join("snapshots")) < snapshots_before);
+    assert_eq!(tree_bytes(&root.join("blobs")), blobs_before);
+    // The image is still usable: pulling again finds every layer present.
+    let pull = ok(&root, &["pull", IMAGE], None);
+    assert!(!pull.contains("Pull complete"), "{pull}");
+}
+
+#[test]
+fn bad_prune_arguments_fail_before_touching_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    for (args, message) in [
+        (
+            &["prune", "-f", "--filter", "type=regular"][..],
+            "unsupported filter \"type\"",
+        ),
+        (
+            &["prune", "-f", "--filter", "until=3d"][..],
+            "invalid duration in filter \"until=3d\"",
+        ),
+        (
+            &["prune", "-f", "--keep-storage", "lots"][..],
+            "invalid --keep-storage value \"lots\"",
+        ),
+    ] {
+        let out = kiln(&root, args, None);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!root.exists(), "{args:?} created the store");
+    }
+}

@@ -1,0 +1,281 @@
+//! `kiln run` on images from the store (issue 7): the image config, docker's overrides and
+//! exit codes, stdin, and the README demo (`scripts/demo.sh`).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Skips the test with a reason, or fails it when every test must run.
+fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn kiln(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.arg("--root").arg(root);
+    command
+}
+
+/// A store with busybox loaded from testdata, or `None` (skipped) when not root.
+fn store_with_busybox() -> Option<tempfile::TempDir> {
+    if !is_root() {
+        skip("needs root for namespaces and overlayfs");
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut load = kiln(root.path());
+    load.arg("load").arg(kiln_testdata::busybox_layout());
+    assert!(load.status().unwrap().success());
+    Some(root)
+}
+
+fn run(root: &Path, args: &[&str]) -> Output {
+    let mut command = kiln(root);
+    command.arg("run").arg("--rm").args(args);
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_prints_the_output_and_returns_the_exit_code() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let out = run(root.path(), &["busybox", "echo", "hello", "world"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello world\n");
+
+    let out = run(
+        root.path(),
+        &["busybox", "sh", "-c", "echo oops >&2; exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stderr), "oops\n");
+    // Killed by SIGKILL: 128 + 9.
+    let out = run(root.path(), &["busybox", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+    let out = run(root.path(), &["busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("cannot execute \"no-such-command\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(root.path(), &["busybox", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126));
+    // --rm leaves no container file system behind.
+    let active = root.path().join("snapshots/active");
+    assert_eq!(fs_err::read_dir(&active).unwrap().count(), 0);
+}
+
+#[test]
+fn run_applies_overrides() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let env_file = root.path().join("env");
+    fs_err::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let host = tempfile::tempdir().unwrap();
+    fs_err::write(host.path().join("data.txt"), "from the host").unwrap();
+    let volume = format!("{}:/data:ro", host.path().display());
+    let out = run(
+        root.path(),
+        &[
+            "-e",
+            "A=1",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "65534",
+            "-v",
+            &volume,
+            "--tmpfs",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A $FROM_FILE $(pwd) $(id -u) $(cat /data/data.txt); \
+             touch /data/x 2>/dev/null || echo read-only; \
+             grep -c ' /scratch tmpfs' /proc/mounts",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "1 yes /tmp 65534 from the host\nread-only\n1\n"
+    );
+    let out = run(
+        root.path(),
+        &["--entrypoint", "/bin/echo", "busybox", "via", "entrypoint"],
+    );
+    assert_eq!(text(&out.stdout), "via entrypoint\n");
+
+    let mut command = kiln(root.path());
+    command
+        .args(["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "THROUGH STDIN\n");
+}
+
+#[test]
+fn run_reports_bad_input_like_docker() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let out = run(root.path(), &["-v", "relative:/x", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("invalid volume specification: 'relative:/x'"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Not in the store, and the registry has no such repository (or is down): 125.
+    let out = run(root.path(), &["127.0.0.1:5000/kiln-test/absent:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr)
+            .contains("unable to find image '127.0.0.1:5000/kiln-test/absent:1' locally"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_readme_demo_loads_builds_and_runs() {
+    if !is_root() {
+        skip("needs root for namespaces and overlayfs");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let script = kiln_testdata::root().join("../scripts/demo.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The message file, upper-cased by the first stage's RUN, printed by the image's CMD with
+    // its ENV and WORKDIR.
+    let message = fs_err::read_to_string(kiln_testdata::root().join("demo/message.txt")).unwrap();
+    let expected = format!(
+        "hello from kiln: {} (in /app)\n",
+        message.trim().to_uppercase()
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.ends_with(&expected), "{stdout}");
+    assert!(stdout.contains("Loaded image: docker.io/library/busybox:latest"));
+}
+
+#[test]
+fn signals_to_kiln_reach_the_container() {
+    use std::io::BufRead as _;
+
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let mut command = kiln(root.path());
+    command
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(3));
+}
+
+#[test]
+fn kept_containers_are_listed_and_removed() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let mut command = kiln(root.path());
+    command.args([
+        "run",
+        "--name",
+        "keeper",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /f",
+    ]);
+    assert!(command.status().unwrap().success());
+    // The container's writes stay in its file system until `kiln rm`.
+    let upper = root
+        .path()
+        .join("snapshots/active/container-keeper/upper/f");
+    assert_eq!(fs_err::read_to_string(&upper).unwrap(), "kept\n");
+    let mut ps = kiln(root.path());
+    ps.arg("ps");
+    assert_eq!(text(&ps.output().unwrap().stdout), "NAMES\nkeeper\n");
+
+    let mut again = kiln(root.path());
+    again.args(["run", "--name", "keeper", "busybox", "true"]);
+    let out = again.output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("the container name \"keeper\" is already in use"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut rm = kiln(root.path());
+    rm.args(["rm", "keeper"]);
+    assert_eq!(text(&rm.output().unwrap().stdout), "keeper\n");
+    assert!(!upper.exists());
+    let mut ps = kiln(root.path());
+    ps.arg("ps");
+    assert_eq!(text(&ps.output().unwrap().stdout), "NAMES\n");
+    let mut rm = kiln(root.path());
+    rm.args(["rm", "keeper"]);
+    let out = rm.output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no such container: keeper"));
+}

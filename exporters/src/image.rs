@@ -1,0 +1,475 @@
+//! The image config and manifest of a set of layers.
+//!
+//! # Overview
+//! 1. Start from the frontend's config (or a minimal one: linux/amd64).
+//! 2. Set `rootfs.diff_ids` to the layers, and make `history` agree with them as BuildKit's
+//!    exporter does: extra non-empty entries become empty from the bottom, missing ones are
+//!    appended.
+//! 3. With `SOURCE_DATE_EPOCH`, `created` and every history time become that time.
+//! 4. Serialise both documents with sorted keys, so equal inputs give equal bytes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_cache::{Digest, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
+use oci_spec::image::{
+    Arch, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+};
+
+use crate::error::Error;
+use crate::layers::Layer;
+
+/// OCI image manifest media type.
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image config media type.
+pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Docker image manifest (schema 2) media type.
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker image config media type.
+pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// How to assemble an image.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// OCI media types (`true`) or docker's (`false`).
+    pub oci_mediatypes: bool,
+    /// `SOURCE_DATE_EPOCH`: the `created` time of the image and of every history entry.
+    pub source_date_epoch: Option<i64>,
+    /// The build's time (seconds since the epoch) for `created` when neither
+    /// `SOURCE_DATE_EPOCH` nor the config sets it (default: now). Pass the same time to every
+    /// output of one build so they describe the same image.
+    pub build_time: Option<i64>,
+}
+
+/// An assembled image: manifest and config bytes plus the layer blobs they name.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest JSON.
+    pub manifest: Vec<u8>,
+    /// Its digest.
+    pub manifest_digest: Digest,
+    /// Its media type.
+    pub manifest_media_type: String,
+    /// The config JSON.
+    pub config: Vec<u8>,
+    /// Its digest.
+    pub config_digest: Digest,
+    /// The layers, bottom first, with the media types the manifest names.
+    pub layers: Vec<Layer>,
+    /// The config's `created` time, if any.
+    pub created: Option<String>,
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    rfc3339(now)
+}
+
+/// The docker media type of an OCI layer media type.
+fn docker_layer_type(oci: &str) -> &'static str {
+    match oci {
+        MEDIA_TYPE_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
+        MEDIA_TYPE_LAYER_ZSTD => "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        _ => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    }
+}
+
+/// Serialises with object keys sorted, so the bytes do not depend on map iteration order.
+pub(crate) fn canonical_json(value: &impl serde::Serialize, what: &str) -> Result<Vec<u8>, Error> {
+    fn sort(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    let value = serde_json::to_value(value).map_err(|e| Error::json(what, e))?;
+    serde_json::to_vec(&sort(value)).map_err(|e| Error::json(what, e))
+}
+
+/// The minimal config of an image without a frontend config (`--llb` builds).
+pub fn minimal_config() -> ImageConfiguration {
+    ImageConfigurationBuilder::default()
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .rootfs(RootFsBuilder::default().build().unwrap_or_default())
+        .build()
+        .expect("architecture, os and rootfs are set")
+}
+
+/// Makes `history` agree with `layer_count` layers, as BuildKit's exporter does.
+fn fix_history(history: &mut Vec<History>, layer_count: usize, created: &str) {
+    let mut non_empty = history
+        .iter()
+        .filter(|h| !h.empty_layer().unwrap_or(false))
+        .count();
+    // More history layers than layers: mark entries empty from the bottom.
+    for entry in history.iter_mut() {
+        if non_empty <= layer_count {
+            break;
+        }
+        if !entry.empty_layer().unwrap_or(false) {
+            entry.set_empty_layer(Some(true));
+            non_empty -= 1;
+        }
+    }
+    // Fewer: the base image's layers have no entries in a config made from scratch; append
+    // one entry per missing layer.
+    while non_empty < layer_count {
+        history.push(
+            HistoryBuilder::default()
+                .created(created.to_owned())
+                .created_by("kiln")
+                .comment("exporter")
+                .build()
+                .expect("a history entry has no required fields"),
+        );
+        non_empty += 1;
+    }
+}
+
+/// Fills `config` in for `layers` (diff IDs, history, created).
+pub fn finish_config(
+    mut config: ImageConfiguration,
+    layers: &[Layer],
+    options: &ImageOptions,
+) -> ImageConfiguration {
+    let created = match options.source_date_epoch {
+        Some(epoch) => rfc3339(epoch),
+        None => config
+            .created()
+            .clone()
+            .unwrap_or_else(|| options.build_time.map_or_else(now_rfc3339, rfc3339)),
+    };
+    config.set_created(Some(created.clone()));
+    config
+        .rootfs_mut()
+        .set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
+    let mut history = config.history().clone().unwrap_or_default();
+    fix_history(&mut history, layers.len(), &created);
+    if options.source_date_epoch.is_some() {
+        // Clamp: entries later than the epoch (or of unknown time) take it; older ones (a base
+        // image's) keep theirs. UTC RFC 3339 times compare as strings.
+        for entry in &mut history {
+            let keep = entry
+                .created()
+                .as_deref()
+                .is_some_and(|t| t.ends_with('Z') && t < created.as_str());
+            if !keep {
+                entry.set_created(Some(created.clone()));
+            }
+        }
+    } else {
+        for entry in &mut history {
+            if entry.created().is_none() {
+                entry.set_created(Some(created.clone()));
+            }
+        }
+    }
+    config.set_history(Some(history));
+    config
+}
+
+/// Assembles the image of `layers` with `config` (already finished, or raw bytes).
+pub fn assemble(config: &[u8], layers: Vec<Layer>, oci_mediatypes: bool) -> Result<Image, Error> {
+    let config_digest = Digest::of(config);
+    let (manifest_type, config_type) = if oci_mediatypes {
+        (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG)
+    } else {
+        (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG)
+    };
+    let digest = |d: &Digest| -> Result<oci_spec::image::Digest, Error> {
+        d.to_string().parse().map_err(Error::spec("digest"))
+    };
+    let layer_descriptors = layers
+        .iter()
+        .map(|layer| {
+            let media_type = if oci_mediatypes {
+                layer.media_type.as_str()
+            } else {
+                docker_layer_type(&layer.media_type)
+            };
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(media_type))
+                .size(layer.size)
+                .digest(digest(&layer.digest)?)
+                .build()
+                .map_err(Error::spec("layer descriptor"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(manifest_type))
+        .config(
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(config_type))
+                .size(config.len() as u64)
+                .digest(digest(&config_digest)?)
+                .build()
+                .map_err(Error::spec("config descriptor"))?,
+        )
+        .layers(layer_descriptors)
+        .build()
+        .map_err(Error::spec("manifest"))?;
+    let manifest = canonical_json(&manifest, "the manifest")?;
+    let created = serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("created")?.as_str().map(str::to_owned));
+    Ok(Image {
+        manifest_digest: Digest::of(&manifest),
+        manifest,
+        manifest_media_type: manifest_type.to_owned(),
+        config: config.to_vec(),
+        config_digest,
+        layers,
+        created,
+    })
+}
+
+/// Builds the image of `layers`: the finished config plus the manifest.
+pub fn build_image(
+    layers: Vec<Layer>,
+    config: Option<ImageConfiguration>,
+    options: &ImageOptions,
+) -> Result<Image, Error> {
+    let config = finish_config(config.unwrap_or_else(minimal_config), &layers, options);
+    let bytes = canonical_json(&config, "the image config")?;
+    assemble(&bytes, layers, options.oci_mediatypes)
+}
+
+/// Copies the keys of `original` that `value` lacks (docker's `Healthcheck`, `Shell`,
+/// `OnBuild`, ... which the OCI types do not model), recursively through objects.
+fn merge_missing(value: &mut serde_json::Value, original: &serde_json::Value) {
+    let (serde_json::Value::Object(target), serde_json::Value::Object(source)) = (value, original)
+    else {
+        return;
+    };
+    for (key, from) in source {
+        match target.get_mut(key) {
+            Some(to) => merge_missing(to, from),
+            None if !from.is_null() => {
+                target.insert(key.clone(), from.clone());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Builds the image of `layers` from a config given as JSON (the frontend's), keeping fields
+/// the OCI types do not model.
+pub fn build_image_from_json(
+    layers: Vec<Layer>,
+    config: &serde_json::Value,
+    options: &ImageOptions,
+) -> Result<Image, Error> {
+    let mut parsed_input = config.clone();
+    if let serde_json::Value::Object(map) = &mut parsed_input {
+        // The OCI type requires these; the frontend may leave them empty.
+        for (key, default) in [("architecture", "amd64"), ("os", "linux")] {
+            if map
+                .get(key)
+                .and_then(|v| v.as_str())
+                .is_none_or(str::is_empty)
+            {
+                map.insert(key.to_owned(), default.into());
+            }
+        }
+        map.entry("rootfs")
+            .or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
+    }
+    let parsed: ImageConfiguration = serde_json::from_value(parsed_input.clone())
+        .map_err(|e| Error::json("the image config", e))?;
+    let finished = finish_config(parsed, &layers, options);
+    let mut value =
+        serde_json::to_value(&finished).map_err(|e| Error::json("the image config", e))?;
+    merge_missing(&mut value, &parsed_input);
+    let bytes = canonical_json(&value, "the image config")?;
+    assemble(&bytes, layers, options.oci_mediatypes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_cache::MEDIA_TYPE_LAYER_GZIP;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1700000000 +%FT%TZ`
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_825_600), "2000-02-29T12:00:00Z");
+    }
+
+    fn layer(n: u8) -> Layer {
+        Layer {
+            digest: Digest::of(&[n]),
+            size: 10,
+            diff_id: Digest::of(&[n, n]),
+            media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
+        }
+    }
+
+    fn entry(by: &str, empty: bool) -> History {
+        let mut h = HistoryBuilder::default().created_by(by).build().unwrap();
+        if empty {
+            h.set_empty_layer(Some(true));
+        }
+        h
+    }
+
+    #[test]
+    fn history_is_fixed_up_to_match_the_layers() {
+        let mut config = minimal_config();
+        config.set_history(Some(vec![
+            entry("FROM a", false),
+            entry("ENV x", true),
+            entry("RUN one", false),
+            entry("RUN two", false),
+        ]));
+        let options = ImageOptions {
+            source_date_epoch: Some(0),
+            ..ImageOptions::default()
+        };
+        // Two layers, three non-empty entries: the bottom one becomes empty.
+        let fixed = finish_config(config.clone(), &[layer(1), layer(2)], &options);
+        let empties: Vec<bool> = fixed
+            .history()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| h.empty_layer().unwrap_or(false))
+            .collect();
+        assert_eq!(empties, [true, true, false, false]);
+        // Five layers: two entries are appended.
+        let fixed = finish_config(config, &(1..=5).map(layer).collect::<Vec<_>>(), &options);
+        let history = fixed.history().as_ref().unwrap();
+        assert_eq!(history.len(), 6);
+        assert!(
+            history
+                .iter()
+                .all(|h| h.created().as_deref() == Some("1970-01-01T00:00:00Z"))
+        );
+        assert_eq!(fixed.rootfs().diff_ids().len(), 5);
+        assert_eq!(fixed.created().as_deref(), Some("1970-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn source_date_epoch_clamps_later_history_times() {
+        let mut config = minimal_config();
+        let mut old = entry("FROM base", false);
+        old.set_created(Some("1999-01-01T00:00:00Z".to_owned()));
+        let mut new = entry("RUN x", false);
+        new.set_created(Some("2030-01-01T00:00:00Z".to_owned()));
+        config.set_history(Some(vec![old, new]));
+        let options = ImageOptions {
+            source_date_epoch: Some(1_700_000_000),
+            ..ImageOptions::default()
+        };
+        let fixed = finish_config(config, &[layer(1), layer(2)], &options);
+        let times: Vec<_> = fixed
+            .history()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| h.created().clone().unwrap())
+            .collect();
+        assert_eq!(times, ["1999-01-01T00:00:00Z", "2023-11-14T22:13:20Z"]);
+    }
+
+    #[test]
+    fn json_configs_keep_docker_fields() {
+        let config = serde_json::json!({
+            "architecture": "",
+            "os": "",
+            "config": {"Cmd": ["sh"], "Shell": ["/bin/bash", "-c"], "Labels": {"b": "2", "a": "1"}},
+            "history": [{"created_by": "RUN x"}],
+        });
+        let options = ImageOptions {
+            oci_mediatypes: true,
+            source_date_epoch: Some(0),
+            build_time: None,
+        };
+        let image = build_image_from_json(vec![layer(1)], &config, &options).unwrap();
+        let text = String::from_utf8(image.config.clone()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["config"]["Shell"][0], "/bin/bash");
+        assert_eq!(value["config"]["Cmd"][0], "sh");
+        assert_eq!(value["architecture"], "amd64");
+        assert_eq!(value["history"][0]["created"], "1970-01-01T00:00:00Z");
+        assert!(
+            text.find("\"a\"").unwrap() < text.find("\"b\"").unwrap(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn manifests_are_deterministic_and_name_the_config() {
+        let options = ImageOptions {
+            oci_mediatypes: true,
+            source_date_epoch: Some(5),
+            build_time: None,
+        };
+        let a = build_image(vec![layer(1)], None, &options).unwrap();
+        let b = build_image(vec![layer(1)], None, &options).unwrap();
+        assert_eq!(a.manifest, b.manifest);
+        assert_eq!(a.config, b.config);
+        let manifest: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(
+            manifest["config"]["digest"],
+            Digest::of(&a.config).to_string()
+        );
+        assert_eq!(manifest["config"]["mediaType"], MEDIA_TYPE_OCI_CONFIG);
+        assert_eq!(manifest["layers"][0]["mediaType"], MEDIA_TYPE_LAYER_GZIP);
+        let config: serde_json::Value = serde_json::from_slice(&a.config).unwrap();
+        assert_eq!(config["architecture"], "amd64");
+        assert_eq!(
+            config["rootfs"]["diff_ids"][0],
+            Digest::of(&[1, 1]).to_string()
+        );
+        let docker = build_image(
+            vec![layer(1)],
+            None,
+            &ImageOptions {
+                oci_mediatypes: false,
+                ..options
+            },
+        )
+        .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&docker.manifest).unwrap();
+        assert_eq!(manifest["mediaType"], MEDIA_TYPE_DOCKER_MANIFEST);
+        assert_eq!(
+            manifest["layers"][0]["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+}

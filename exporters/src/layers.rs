@@ -1,0 +1,252 @@
+//! Layers of a snapshot chain, each compressed once and reused by later exports.
+//!
+//! # Overview
+//! 1. Walk the chain from the top snapshot to its root ([`snapshot_chain`]).
+//! 2. A snapshot unpacked from a pulled or loaded layer has a diff ID: its blob is found
+//!    through the store's image records and reused as it is.
+//! 3. A snapshot made by a build step is one step's diff in overlay form: it is written with
+//!    [`kiln_cache::write_layer`] once per (snapshot, compression, epoch) and remembered in a
+//!    cache record, so the next export reuses the blob.
+
+use std::collections::HashMap;
+
+use kiln_cache::{
+    CacheRecord, Compression, DiffSource, Digest, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, Store,
+};
+
+use crate::error::Error;
+
+/// Prefix of the cache records that remember exported layers.
+const RECORD_PREFIX: &str = "kiln-exporters/layer/";
+
+/// One layer of an image: a blob in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the (possibly compressed) blob.
+    pub digest: Digest,
+    /// Size of the blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The OCI media type (`application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`).
+    pub media_type: String,
+}
+
+/// The snapshot keys from the root of the chain up to `top`, bottom first.
+pub fn snapshot_chain(store: &Store, top: &str) -> Result<Vec<String>, Error> {
+    let mut keys = Vec::new();
+    let mut next = Some(top.to_owned());
+    while let Some(key) = next {
+        let record = store
+            .snapshot(&key)?
+            .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?;
+        keys.push(key);
+        next = record.parent;
+    }
+    keys.reverse();
+    Ok(keys)
+}
+
+/// The OCI media type of a layer blob stored under `media_type` (docker names mapped).
+pub(crate) fn oci_layer_type(media_type: Option<&str>) -> &'static str {
+    match media_type {
+        Some(t) if t.ends_with("zstd") => MEDIA_TYPE_LAYER_ZSTD,
+        Some(t) if t.ends_with(".tar") || t.ends_with("tar.v1") => MEDIA_TYPE_LAYER_TAR,
+        _ => MEDIA_TYPE_LAYER_GZIP,
+    }
+}
+
+fn compression_tag(compression: Compression) -> String {
+    match compression {
+        Compression::Uncompressed => "uncompressed".to_owned(),
+        Compression::Gzip { level } => format!("gzip-{level}"),
+        Compression::Zstd { level } => format!("zstd-{level}"),
+    }
+}
+
+fn record_id(key: &str, options: &LayerOptions) -> String {
+    let epoch = options
+        .source_date_epoch
+        .map_or_else(|| "-".to_owned(), |e| e.to_string());
+    format!(
+        "{RECORD_PREFIX}{key}/{}/{epoch}",
+        compression_tag(options.compression)
+    )
+}
+
+/// The layers of the snapshots `keys` (bottom first), writing the blobs that do not exist yet.
+pub fn chain_layers(
+    store: &Store,
+    keys: &[String],
+    options: &LayerOptions,
+) -> Result<Vec<Layer>, Error> {
+    let blob_types: HashMap<Digest, Option<String>> = store
+        .blob_records()?
+        .into_iter()
+        .map(|(d, r)| (d, r.media_type))
+        .collect();
+    let mut by_diff_id = HashMap::new();
+    for image in store.images()? {
+        for (diff_id, blob) in image.diff_ids.iter().zip(&image.layers) {
+            if store.has_blob(blob) {
+                by_diff_id.entry(*diff_id).or_insert(*blob);
+            }
+        }
+    }
+    let records: HashMap<String, CacheRecord> = store
+        .cache_records()?
+        .into_iter()
+        .filter(|r| r.id.starts_with(RECORD_PREFIX))
+        .map(|r| (r.id.clone(), r))
+        .collect();
+
+    let mut layers = Vec::with_capacity(keys.len());
+    for key in keys {
+        let snapshot = store
+            .snapshot(key)?
+            .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?;
+        if let Some(diff_id) = snapshot.diff_id {
+            if let Some(blob) = by_diff_id.get(&diff_id) {
+                let media_type = oci_layer_type(blob_types.get(blob).and_then(|t| t.as_deref()));
+                let size = fs_err::metadata(store.blob_path(blob))?.len();
+                tracing::debug!(snapshot = %key, blob = %blob, "reusing the pulled layer");
+                layers.push(Layer {
+                    digest: *blob,
+                    size,
+                    diff_id,
+                    media_type: media_type.to_owned(),
+                });
+                continue;
+            }
+        }
+        let id = record_id(key, options);
+        if let Some(layer) = records.get(&id).and_then(|r| remembered(store, r)) {
+            tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the exported layer");
+            store.touch_cache_record(&id)?;
+            layers.push(layer);
+            continue;
+        }
+        let dir = store.committed_dir(key)?;
+        let written = store.write_layer(&dir, DiffSource::OverlayUpper, options)?;
+        tracing::debug!(snapshot = %key, blob = %written.digest, "wrote a layer");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        store.put_cache_record(&CacheRecord {
+            id,
+            description: format!(
+                "layer of snapshot {key} diff_id={} media_type={}",
+                written.diff_id, written.media_type
+            ),
+            blobs: vec![written.digest],
+            snapshots: Vec::new(),
+            size: written.size,
+            created: now,
+            last_used: now,
+        })?;
+        layers.push(Layer {
+            digest: written.digest,
+            size: written.size,
+            diff_id: written.diff_id,
+            media_type: written.media_type.to_owned(),
+        });
+    }
+    Ok(layers)
+}
+
+/// The layer a cache record remembers, if its blob is still there.
+fn remembered(store: &Store, record: &CacheRecord) -> Option<Layer> {
+    let digest = *record.blobs.first()?;
+    if !store.has_blob(&digest) {
+        return None;
+    }
+    let field = |name: &str| {
+        record
+            .description
+            .split(' ')
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+    };
+    let diff_id = field("diff_id")?.parse().ok()?;
+    let media_type = field("media_type")?.to_owned();
+    Some(Layer {
+        digest,
+        size: record.size,
+        diff_id,
+        media_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with one committed snapshot `step` holding `/hello`.
+    fn store_with_step() -> (tempfile::TempDir, Store) {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let mounts = store.prepare("active", None).unwrap();
+        fs_err::write(mounts.upper.join("hello"), "hello\n").unwrap();
+        store.commit("active", "step").unwrap();
+        (root, store)
+    }
+
+    #[test]
+    fn a_step_layer_is_compressed_once_per_compression() {
+        let (_root, store) = store_with_step();
+        let keys = snapshot_chain(&store, "step").unwrap();
+        assert_eq!(keys, ["step"]);
+        let gzip = LayerOptions {
+            source_date_epoch: Some(0),
+            ..LayerOptions::default()
+        };
+        let first = chain_layers(&store, &keys, &gzip).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].media_type, MEDIA_TYPE_LAYER_GZIP);
+        assert!(store.has_blob(&first[0].digest));
+        let uncompressed = LayerOptions {
+            compression: Compression::Uncompressed,
+            ..gzip
+        };
+        let plain = chain_layers(&store, &keys, &uncompressed).unwrap();
+        // The same tar either way: equal diff IDs; the uncompressed blob is the tar itself.
+        assert_eq!(plain[0].diff_id, first[0].diff_id);
+        assert_eq!(plain[0].digest, plain[0].diff_id);
+        assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
+        let bytes = store.read_blob(&plain[0].digest).unwrap();
+        assert_eq!(Digest::of(&bytes), plain[0].diff_id);
+
+        // Change the snapshot behind the exporter's back: a second export still returns the
+        // recorded blob, which shows it was not written again.
+        fs_err::write(store.committed_dir("step").unwrap().join("extra"), "x").unwrap();
+        let again = chain_layers(&store, &keys, &gzip).unwrap();
+        assert_eq!(again, first);
+        // Another epoch is another layer.
+        let other = chain_layers(
+            &store,
+            &keys,
+            &LayerOptions {
+                source_date_epoch: Some(1),
+                ..gzip
+            },
+        )
+        .unwrap();
+        assert_ne!(other[0].diff_id, first[0].diff_id);
+    }
+
+    #[test]
+    fn docker_layer_types_map_to_oci() {
+        assert_eq!(
+            oci_layer_type(Some("application/vnd.docker.image.rootfs.diff.tar.gzip")),
+            MEDIA_TYPE_LAYER_GZIP
+        );
+        assert_eq!(
+            oci_layer_type(Some("application/vnd.oci.image.layer.v1.tar+zstd")),
+            MEDIA_TYPE_LAYER_ZSTD
+        );
+        assert_eq!(
+            oci_layer_type(Some("application/vnd.oci.image.layer.v1.tar")),
+            MEDIA_TYPE_LAYER_TAR
+        );
+    }
+}

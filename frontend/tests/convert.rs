@@ -1,0 +1,510 @@
+//! Dockerfile conversion: LLB shape and image configuration per instruction, and errors.
+
+use std::collections::BTreeMap;
+
+use kiln_frontend::{ConvertOptions, Converted, ImageMetaResolver, ResolvedImage, convert};
+use kiln_llb::pb::op::Op;
+use kiln_llb::{LoadedDefinition, pb, prost::Message as _};
+
+const DIGEST: &str = "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
+
+/// Serves one made-up image configuration for every reference.
+struct Fake(&'static str);
+
+impl ImageMetaResolver for Fake {
+    fn resolve(
+        &self,
+        reference: &str,
+        _platform: &pb::Platform,
+    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
+        if reference.contains("missing") {
+            return Err("manifest unknown".into());
+        }
+        Ok(ResolvedImage {
+            digest: DIGEST.to_owned(),
+            config: self.0.as_bytes().to_vec(),
+        })
+    }
+}
+
+const BASE: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin","HOME=/root"],"WorkingDir":"/srv","User":"app","Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]},"history":[{"created_by":"base"}]}"#;
+
+fn run(dockerfile: &str, options: &ConvertOptions) -> Result<Converted, String> {
+    convert(dockerfile.as_bytes(), options, &Fake(BASE)).map_err(|e| e.to_string())
+}
+
+fn ok(dockerfile: &str) -> Converted {
+    run(dockerfile, &ConvertOptions::default()).unwrap()
+}
+
+fn ops(c: &Converted) -> Vec<pb::Op> {
+    let loaded = LoadedDefinition::from_bytes(&c.definition.encode_to_vec()).unwrap();
+    loaded
+        .ops()
+        .iter()
+        .map(|o| pb::Op::decode(o.bytes()).unwrap())
+        .collect()
+}
+
+fn execs(c: &Converted) -> Vec<pb::ExecOp> {
+    ops(c)
+        .into_iter()
+        .filter_map(|o| match o.op {
+            Some(Op::Exec(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn created_by(c: &Converted) -> Vec<String> {
+    c.config
+        .history
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}",
+                h.empty_layer,
+                h.created_by.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn base_image_defaults_and_run() {
+    let c = ok("FROM alpine\nENV A=1 B=\"two words\"\nRUN echo $A\nRUN [\"ls\", \"-l\"]\n");
+    let all = ops(&c);
+    let Some(Op::Source(source)) = &all[0].op else {
+        panic!()
+    };
+    assert_eq!(
+        source.identifier,
+        format!("docker-image://docker.io/library/alpine:latest@{DIGEST}")
+    );
+    let runs = execs(&c);
+    let meta = runs[0].meta.clone().unwrap();
+    assert_eq!(meta.args, ["/bin/sh", "-c", "echo $A"]);
+    assert_eq!(meta.env, ["PATH=/bin", "HOME=/root", "A=1", "B=two words"]);
+    assert_eq!(meta.cwd, "/srv");
+    assert_eq!(meta.user, "app");
+    assert!(meta.remove_mount_stubs_recursive);
+    assert_eq!(runs[1].meta.as_ref().unwrap().args, ["ls", "-l"]);
+    assert_eq!(c.config.rootfs.diff_ids, ["sha256:aa"]);
+    assert_eq!(c.config.config.cmd, Some(vec!["sh".to_owned()]));
+    assert_eq!(
+        created_by(&c),
+        [
+            "false base",
+            "true ENV A=1 B=two words",
+            "false RUN /bin/sh -c echo $A # buildkit",
+            "false RUN ls -l # buildkit",
+        ]
+    );
+}
+
+#[test]
+fn config_instructions() {
+    let c = ok("FROM scratch\n\
+        LABEL a=b \"c d\"=e\n\
+        EXPOSE 80 53/udp\n\
+        VOLUME /data\n\
+        STOPSIGNAL SIGINT\n\
+        USER 1000:1000\n\
+        SHELL [\"/bin/bash\", \"-c\"]\n\
+        HEALTHCHECK --interval=30s --retries=3 CMD curl -f http://x/\n\
+        ONBUILD RUN echo later\n\
+        ENTRYPOINT echo hi\n\
+        CMD [\"--flag\"]\n\
+        MAINTAINER someone\n");
+    let cfg = &c.config.config;
+    assert_eq!(cfg.labels["a"], "b");
+    assert_eq!(cfg.labels["c d"], "e");
+    assert_eq!(
+        cfg.exposed_ports.keys().collect::<Vec<_>>(),
+        ["53/udp", "80/tcp"]
+    );
+    assert!(cfg.volumes.contains_key("/data"));
+    assert_eq!(cfg.stop_signal, "SIGINT");
+    assert_eq!(cfg.user, "1000:1000");
+    assert_eq!(cfg.shell, ["/bin/bash", "-c"]);
+    let health = cfg.healthcheck.as_ref().unwrap();
+    assert_eq!(health.test, ["CMD-SHELL", "curl -f http://x/"]);
+    assert_eq!(health.interval, 30_000_000_000);
+    assert_eq!(health.retries, 3);
+    assert_eq!(cfg.on_build, ["RUN echo later"]);
+    assert_eq!(
+        cfg.entrypoint,
+        Some(vec![
+            "/bin/bash".to_owned(),
+            "-c".to_owned(),
+            "echo hi".to_owned()
+        ])
+    );
+    assert_eq!(cfg.cmd, Some(vec!["--flag".to_owned()]));
+    assert!(cfg.args_escaped);
+    assert_eq!(c.config.author.as_deref(), Some("someone"));
+    let history = created_by(&c);
+    assert!(
+        history.contains(&"true EXPOSE [53/udp 80/tcp]".to_owned()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&"true VOLUME [/data]".to_owned()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&"true ENTRYPOINT [\"/bin/bash\" \"-c\" \"echo hi\"]".to_owned()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(
+            &"true HEALTHCHECK {Test:[CMD-SHELL curl -f http://x/] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}".to_owned()
+        ),
+        "{history:?}"
+    );
+    // Nothing here makes a layer: the definition is empty (scratch).
+    assert!(c.definition.def.is_empty());
+}
+
+#[test]
+fn entrypoint_resets_inherited_cmd() {
+    let c = ok("FROM alpine\nENTRYPOINT [\"x\"]\n");
+    assert_eq!(c.config.config.cmd, None);
+    let c = ok("FROM alpine\nCMD [\"y\"]\nENTRYPOINT [\"x\"]\n");
+    assert_eq!(c.config.config.cmd, Some(vec!["y".to_owned()]));
+}
+
+#[test]
+fn args_global_stage_and_build_args() {
+    let dockerfile = "ARG IMG=alpine\nARG V=global\nFROM $IMG\nARG V\nARG W=w-$V\nARG TARGETARCH\nRUN echo $V $W $TARGETARCH\n";
+    let mut options = ConvertOptions::default();
+    let c = run(dockerfile, &options).unwrap();
+    let env = execs(&c)[0].meta.clone().unwrap().env;
+    assert_eq!(
+        env,
+        [
+            "PATH=/bin",
+            "HOME=/root",
+            "V=global",
+            "W=w-global",
+            "TARGETARCH=amd64"
+        ]
+    );
+    assert_eq!(
+        created_by(&c).last().unwrap(),
+        "false RUN |3 V=global W=w-global TARGETARCH=amd64 /bin/sh -c echo $V $W $TARGETARCH # buildkit"
+    );
+    options.build_args = BTreeMap::from([
+        ("V".to_owned(), "cli".to_owned()),
+        ("IMG".to_owned(), "busybox".to_owned()),
+    ]);
+    let c = run(dockerfile, &options).unwrap();
+    let Some(Op::Source(source)) = &ops(&c)[0].op else {
+        panic!()
+    };
+    assert!(
+        source.identifier.contains("library/busybox:latest"),
+        "{}",
+        source.identifier
+    );
+    let env = execs(&c)[0].meta.clone().unwrap().env;
+    assert!(
+        env.contains(&"V=cli".to_owned()) && env.contains(&"W=w-cli".to_owned()),
+        "{env:?}"
+    );
+}
+
+#[test]
+fn workdir_copy_and_context_source() {
+    let options = ConvertOptions {
+        excludes: vec!["*.log".to_owned(), "!keep.log".to_owned()],
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM scratch\nWORKDIR /app\nWORKDIR sub\nCOPY --chown=1:2 --chmod=640 a.txt b/ ./\n",
+        &options,
+    )
+    .unwrap();
+    let all = ops(&c);
+    let Some(Op::Source(local)) = &all.iter().find_map(|o| match &o.op {
+        Some(Op::Source(s)) if s.identifier.starts_with("local://") => Some(Op::Source(s.clone())),
+        _ => None,
+    }) else {
+        panic!("no context source")
+    };
+    assert_eq!(local.identifier, "local://context");
+    assert_eq!(local.attrs["local.followpaths"], r#"["a.txt","b"]"#);
+    assert_eq!(
+        local.attrs["local.excludepatterns"],
+        r#"["*.log","!keep.log"]"#
+    );
+    let files: Vec<pb::FileOp> = all
+        .iter()
+        .filter_map(|o| match &o.op {
+            Some(Op::File(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(pb::file_action::Action::Mkdir(mkdir)) = &files[0].actions[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        (mkdir.path.as_str(), mkdir.mode, mkdir.make_parents),
+        ("/app", 0o755, true)
+    );
+    let Some(pb::file_action::Action::Mkdir(mkdir)) = &files[1].actions[0].action else {
+        panic!()
+    };
+    assert_eq!(mkdir.path, "/app/sub");
+    let copy = &files[2];
+    assert_eq!(copy.actions.len(), 2);
+    let Some(pb::file_action::Action::Copy(first)) = &copy.actions[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        (first.src.as_str(), first.dest.as_str()),
+        ("/a.txt", "/app/sub/")
+    );
+    assert_eq!(first.mode, 0o640);
+    assert!(first.follow_symlink && first.dir_copy_contents && first.allow_wildcard);
+    assert!(!first.attempt_unpack_docker_compatibility);
+    let owner = first.owner.as_ref().unwrap();
+    assert_eq!(
+        owner.user.as_ref().unwrap().user,
+        Some(pb::user_opt::User::ById(1))
+    );
+    let Some(pb::file_action::Action::Copy(second)) = &copy.actions[1].action else {
+        panic!()
+    };
+    assert_eq!(second.src, "/b");
+    assert_eq!(c.config.config.working_dir, "/app/sub");
+    assert_eq!(
+        created_by(&c),
+        [
+            "false WORKDIR /app",
+            "false WORKDIR /app/sub",
+            "false COPY --chown=1:2 --chmod=640 a.txt b/ ./ # buildkit",
+        ]
+    );
+}
+
+#[test]
+fn add_unpacks_local_archives() {
+    let c = ok("FROM scratch\nADD t.tar.gz /\n");
+    let copy = ops(&c)
+        .into_iter()
+        .find_map(|o| match o.op {
+            Some(Op::File(f)) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    let Some(pb::file_action::Action::Copy(copy)) = &copy.actions[0].action else {
+        panic!()
+    };
+    assert!(copy.attempt_unpack_docker_compatibility);
+}
+
+#[test]
+fn run_mounts_and_network() {
+    let c = ok(
+        "FROM alpine AS b\nRUN true\nFROM alpine\nRUN --network=none \
+         --mount=type=cache,target=/c,sharing=locked \
+         --mount=type=tmpfs,target=/t,size=1024 \
+         --mount=type=secret,id=tok \
+         --mount=type=bind,from=b,source=/etc,target=/e \
+         true\n",
+    );
+    let exec = execs(&c).pop().unwrap();
+    assert_eq!(exec.network, pb::NetMode::None as i32);
+    let by_dest: BTreeMap<&str, &pb::Mount> =
+        exec.mounts.iter().map(|m| (m.dest.as_str(), m)).collect();
+    let cache = by_dest["/c"];
+    assert_eq!(cache.mount_type, pb::MountType::Cache as i32);
+    let opt = cache.cache_opt.as_ref().unwrap();
+    assert_eq!(
+        (opt.id.as_str(), opt.sharing),
+        ("//c", pb::CacheSharingOpt::Locked as i32)
+    );
+    assert_eq!(by_dest["/t"].tmpfs_opt.as_ref().unwrap().size, 1024);
+    let secret = by_dest["/run/secrets/tok"].secret_opt.as_ref().unwrap();
+    assert_eq!(
+        (secret.id.as_str(), secret.mode, secret.optional),
+        ("tok", 0o400, true)
+    );
+    let bind = by_dest["/e"];
+    assert_eq!((bind.selector.as_str(), bind.readonly), ("/etc", true));
+}
+
+#[test]
+fn cache_mount_owner_makes_a_cache_directory() {
+    let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
+    let exec = execs(&c).pop().unwrap();
+    let cache = exec.mounts.iter().find(|m| m.dest == "/c").unwrap();
+    assert_eq!(cache.selector, "/cache");
+    let mkdir = ops(&c)
+        .into_iter()
+        .find_map(|o| match o.op {
+            Some(Op::File(f)) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    let Some(pb::file_action::Action::Mkdir(mkdir)) = &mkdir.actions[0].action else {
+        panic!()
+    };
+    assert_eq!((mkdir.path.as_str(), mkdir.mode), ("/cache", 0o700));
+    let owner = mkdir.owner.as_ref().unwrap();
+    assert_eq!(
+        owner.user.as_ref().unwrap().user,
+        Some(pb::user_opt::User::ById(1000))
+    );
+    assert_eq!(
+        owner.group.as_ref().unwrap().user,
+        Some(pb::user_opt::User::ById(50))
+    );
+}
+
+#[test]
+fn from_platform_other_than_the_target_is_refused() {
+    ok("FROM --platform=$BUILDPLATFORM alpine\n");
+    let err = run(
+        "FROM --platform=linux/arm64 alpine\n",
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.ends_with(
+            "FROM --platform=linux/arm64 (only linux/amd64 is built) is not supported yet"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn heredoc_run_with_shebang_mounts_a_script() {
+    let c = ok("FROM alpine\nRUN <<EOF\n#!/bin/sh\necho hi\nEOF\n");
+    let exec = execs(&c).pop().unwrap();
+    assert_eq!(exec.meta.unwrap().args, ["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    assert!(
+        exec.mounts
+            .iter()
+            .any(|m| m.dest == "/dev/pipes/" && m.readonly)
+    );
+}
+
+#[test]
+fn onbuild_triggers_of_the_base_image_run_first() {
+    let base = r#"{"architecture":"amd64","os":"linux","config":{"OnBuild":["RUN echo triggered"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#;
+    let c = convert(
+        b"FROM parent\nRUN echo mine\n",
+        &ConvertOptions::default(),
+        &Fake(base),
+    )
+    .unwrap();
+    let args: Vec<String> = execs(&c)
+        .into_iter()
+        .map(|e| e.meta.unwrap().args[2].clone())
+        .collect();
+    assert_eq!(args, ["echo triggered", "echo mine"]);
+    assert!(c.config.config.on_build.is_empty());
+}
+
+#[test]
+fn target_picks_stages() {
+    let dockerfile =
+        "FROM alpine AS a\nRUN echo a\nFROM alpine AS b\nRUN echo b\nFROM a\nRUN echo c\n";
+    let args = |c: &Converted| -> Vec<String> {
+        execs(c)
+            .into_iter()
+            .map(|e| e.meta.unwrap().args[2].clone())
+            .collect()
+    };
+    assert_eq!(args(&ok(dockerfile)), ["echo a", "echo c"]);
+    let options = ConvertOptions {
+        target: Some("b".to_owned()),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(args(&run(dockerfile, &options).unwrap()), ["echo b"]);
+}
+
+#[test]
+fn errors_are_worded_like_buildkit() {
+    let options = ConvertOptions {
+        target: Some("nope".to_owned()),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(
+        run("FROM alpine AS a\n", &options).unwrap_err(),
+        "target stage \"nope\" could not be found"
+    );
+    let err = run(
+        "FROM alpine\nCOPY --from=5 /a /b\n",
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.starts_with("Dockerfile:2\n"), "{err}");
+    assert!(err.ends_with("invalid stage index 5"), "{err}");
+    let err = run(
+        "FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nCOPY --from=a /y /y\n",
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("circular dependency detected on stage: "),
+        "{err}"
+    );
+    let err = run(
+        "FROM alpine AS a\nCOPY --from=later /x /x\nFROM alpine AS later\n",
+        &ConvertOptions {
+            target: Some("a".to_owned()),
+            ..ConvertOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.ends_with(
+            "cannot copy from stage \"later\", it needs to be defined before current stage \"a\""
+        ),
+        "{err}"
+    );
+    let err = run(
+        "FROM alpine\nCOPY --from=$X /a /b\n",
+        &ConvertOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("variable expansion is not supported for --from"),
+        "{err}"
+    );
+    let err = run("ARG X\nFROM $X\n", &ConvertOptions::default()).unwrap_err();
+    assert!(
+        err.starts_with("Dockerfile:2\n") && err.ends_with("base name ($X) should not be blank"),
+        "{err}"
+    );
+    let err = run("FROM missing\n", &ConvertOptions::default()).unwrap_err();
+    assert!(
+        err.starts_with("Dockerfile:1\n") && err.ends_with("missing: manifest unknown"),
+        "{err}"
+    );
+    let err = run("FROM alpine\nSTOPSIGNAL NOPE\n", &ConvertOptions::default()).unwrap_err();
+    assert!(err.ends_with("Invalid signal: NOPE"), "{err}");
+    assert_eq!(
+        run("", &ConvertOptions::default()).unwrap_err(),
+        "the Dockerfile cannot be empty"
+    );
+    let options = ConvertOptions {
+        target: Some("bulid".to_owned()),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(
+        run("FROM alpine AS build\nFROM alpine AS other\n", &options).unwrap_err(),
+        "target stage \"bulid\" could not be found (did you mean build?)"
+    );
+    let options = ConvertOptions {
+        excludes: vec!["!".to_owned()],
+        ..ConvertOptions::default()
+    };
+    assert_eq!(
+        run("FROM alpine\n", &options).unwrap_err(),
+        "illegal exclusion pattern: \"!\""
+    );
+}

@@ -1,0 +1,381 @@
+//! Which files of a local source a build sees.
+//!
+//! # Overview
+//!
+//! A `local://NAME` source op carries attributes that narrow the directory down, with the
+//! semantics of `.dockerignore` (Go `filepath.Match` per path segment, `**` for any number of
+//! segments, `!` to re-include, a pattern matching a directory covers everything below it):
+//!
+//! 1. `local.includepattern` / `local.includepatterns` (a JSON array): only paths matching one
+//!    of these (or below a match) are included; absent means everything.
+//! 2. `local.followpaths` (a JSON array): these paths, and the targets of the symlinks among
+//!    them, are included too (so `COPY link` brings the file the link points to).
+//! 3. `local.excludepatterns` (a JSON array): matching paths are dropped, unless a later `!`
+//!    pattern matches them again.
+//!
+//! [`LocalFilter::select`] walks the directory once and returns the selected paths in walk
+//! order; the snapshot copy and the content digest both use that list, so a file outside the
+//! selection changes neither.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use crate::fileop::{pattern_matches, resolve_in_root};
+
+/// One `.dockerignore`-style pattern, split into segments.
+#[derive(Clone, Debug)]
+struct Pattern {
+    segments: Vec<String>,
+    negated: bool,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (negated, text) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, text),
+        };
+        let segments: Vec<String> = text
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .map(str::to_owned)
+            .collect();
+        if segments.is_empty() {
+            return None;
+        }
+        Some(Self { segments, negated })
+    }
+
+    /// Whether the pattern matches `path` exactly (segments of a relative path).
+    fn matches(&self, path: &[&str]) -> bool {
+        match_segments(&self.segments, path)
+    }
+
+    /// Whether the pattern matches `path` or one of its parents.
+    fn matches_or_parent(&self, path: &[&str]) -> bool {
+        (1..=path.len()).any(|n| self.matches(&path[..n]))
+    }
+
+    /// Whether something below the directory `dir` could match.
+    fn may_match_below(&self, dir: &[&str]) -> bool {
+        prefix_may_match(&self.segments, dir)
+    }
+}
+
+fn match_segments(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((name, path_rest)) => {
+                pattern_matches(first, name) && match_segments(rest, path_rest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// Whether the directory `dir` is a possible prefix of a path the pattern matches.
+fn prefix_may_match(pattern: &[String], dir: &[&str]) -> bool {
+    match (pattern.split_first(), dir.split_first()) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some((first, _)), Some(_)) if first == "**" => true,
+        (Some((first, rest)), Some((name, dir_rest))) => {
+            pattern_matches(first, name) && prefix_may_match(rest, dir_rest)
+        }
+    }
+}
+
+/// The selection a local source's attributes describe.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LocalFilter {
+    includes: Vec<Pattern>,
+    follow: Vec<String>,
+    excludes: Vec<Pattern>,
+}
+
+/// A path the filter selected, relative to the local directory.
+#[derive(Clone, Debug)]
+pub(super) struct Selected {
+    /// Relative path with `/` separators.
+    pub(super) path: String,
+    /// Whether it is a directory (copied as a directory, its selected contents follow).
+    pub(super) is_dir: bool,
+    /// Its `lstat`, taken during the walk.
+    pub(super) meta: std::fs::Metadata,
+}
+
+fn json_list(attrs: &BTreeMap<String, String>, key: &str) -> Result<Vec<String>, String> {
+    match attrs.get(key) {
+        None => Ok(Vec::new()),
+        Some(text) if text.trim().is_empty() => Ok(Vec::new()),
+        Some(text) => parse_json_strings(text)
+            .ok_or_else(|| format!("attribute {key} is not a JSON array of strings: {text:?}")),
+    }
+}
+
+/// Parses a JSON array of strings (the only JSON these attributes hold).
+fn parse_json_strings(text: &str) -> Option<Vec<String>> {
+    let mut chars = text.trim().chars().peekable();
+    if chars.next()? != '[' {
+        return None;
+    }
+    let mut out = Vec::new();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        match chars.next()? {
+            ']' => break,
+            '"' => {
+                let mut s = String::new();
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            'n' => s.push('\n'),
+                            't' => s.push('\t'),
+                            'r' => s.push('\r'),
+                            'b' => s.push('\u{8}'),
+                            'f' => s.push('\u{c}'),
+                            'u' => {
+                                let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                                s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                            }
+                            other => s.push(other),
+                        },
+                        c => s.push(c),
+                    }
+                }
+                out.push(s);
+            }
+            _ => return None,
+        }
+    }
+    chars.all(char::is_whitespace).then_some(out)
+}
+
+impl LocalFilter {
+    /// The filter of a source op's attributes.
+    pub(super) fn from_attrs(attrs: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut include_text = json_list(attrs, "local.includepattern")?;
+        include_text.extend(json_list(attrs, "local.includepatterns")?);
+        let parse_all =
+            |texts: Vec<String>| texts.iter().filter_map(|t| Pattern::parse(t)).collect();
+        Ok(Self {
+            includes: parse_all(include_text),
+            follow: json_list(attrs, "local.followpaths")?,
+            excludes: parse_all(json_list(attrs, "local.excludepatterns")?),
+        })
+    }
+
+    /// Selects the paths below `root`, parents before children, sorted by name.
+    pub(super) fn select(&self, root: &Path) -> io::Result<Vec<Selected>> {
+        let mut includes = self.includes.clone();
+        if !self.follow.is_empty() {
+            for path in &self.follow {
+                includes.extend(Pattern::parse(path));
+                // Every symlink on the way comes along, and so does where it leads.
+                let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+                for n in 1..=segments.len() {
+                    let prefix = segments[..n].join("/");
+                    if let Some(target) = resolve_in_root(root, &prefix)? {
+                        includes.extend(Pattern::parse(&prefix));
+                        let rest = segments[n..].join("/");
+                        includes.extend(Pattern::parse(&format!("{target}/{rest}")));
+                    }
+                }
+            }
+        }
+        let has_negation = self.excludes.iter().any(|p| p.negated);
+        let mut out = Vec::new();
+        self.walk(root, &mut Vec::new(), &includes, has_negation, &mut out)?;
+        Ok(out)
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &mut Vec<String>,
+        includes: &[Pattern],
+        has_negation: bool,
+        out: &mut Vec<Selected>,
+    ) -> io::Result<()> {
+        let mut names: Vec<String> = fs_err::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs_err::symlink_metadata(&path)?;
+            let is_dir = meta.is_dir();
+            rel.push(name);
+            let segments: Vec<&str> = rel.iter().map(String::as_str).collect();
+            let included =
+                includes.is_empty() || includes.iter().any(|p| p.matches_or_parent(&segments));
+            let excluded = self.excluded(&segments);
+            if included && !excluded {
+                out.push(Selected {
+                    path: rel.join("/"),
+                    is_dir,
+                    meta,
+                });
+                if is_dir {
+                    self.walk(&path, rel, includes, has_negation, out)?;
+                }
+            } else if is_dir {
+                let could_include =
+                    included || includes.iter().any(|p| p.may_match_below(&segments));
+                if could_include && (!excluded || has_negation) {
+                    self.walk(&path, rel, includes, has_negation, out)?;
+                }
+            }
+            rel.pop();
+        }
+        Ok(())
+    }
+
+    /// `.dockerignore` exclusion: the last matching pattern decides.
+    fn excluded(&self, path: &[&str]) -> bool {
+        let mut excluded = false;
+        for pattern in &self.excludes {
+            if pattern.negated == excluded && pattern.matches_or_parent(path) {
+                excluded = !pattern.negated;
+            }
+        }
+        excluded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "a.txt",
+            "b.log",
+            "src/main.rs",
+            "src/keep.log",
+            "src/deep/x.rs",
+            "docs/readme.md",
+            "node_modules/m/index.js",
+        ] {
+            let path = dir.path().join(file);
+            fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+            fs_err::write(path, file).unwrap();
+        }
+        std::os::unix::fs::symlink("docs/readme.md", dir.path().join("link")).unwrap();
+        dir
+    }
+
+    fn selected(filter: &LocalFilter, root: &Path) -> Vec<String> {
+        filter
+            .select(root)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.path)
+            .collect()
+    }
+
+    #[test]
+    fn json_lists_parse_with_escapes_and_reject_garbage() {
+        assert_eq!(
+            parse_json_strings(r#"[ "a", "b\"c", "\u0041" ]"#),
+            Some(vec!["a".into(), "b\"c".into(), "A".into()])
+        );
+        assert_eq!(parse_json_strings("[]"), Some(vec![]));
+        assert_eq!(parse_json_strings("a,b"), None);
+        assert_eq!(parse_json_strings(r#"["a"] x"#), None);
+        assert!(LocalFilter::from_attrs(&attrs(&[("local.excludepatterns", "nope")])).is_err());
+    }
+
+    #[test]
+    fn no_attributes_select_everything() {
+        let dir = tree();
+        let filter = LocalFilter::from_attrs(&BTreeMap::new()).unwrap();
+        assert_eq!(
+            selected(&filter, dir.path()),
+            [
+                "a.txt",
+                "b.log",
+                "docs",
+                "docs/readme.md",
+                "link",
+                "node_modules",
+                "node_modules/m",
+                "node_modules/m/index.js",
+                "src",
+                "src/deep",
+                "src/deep/x.rs",
+                "src/keep.log",
+                "src/main.rs",
+            ]
+        );
+    }
+
+    #[test]
+    fn excludes_follow_dockerignore_rules_with_double_star_and_negation() {
+        let dir = tree();
+        let filter = LocalFilter::from_attrs(&attrs(&[(
+            "local.excludepatterns",
+            r#"["**/*.log", "node_modules", "!src/keep.log", "src/deep/*.rs"]"#,
+        )]))
+        .unwrap();
+        assert_eq!(
+            selected(&filter, dir.path()),
+            [
+                "a.txt",
+                "docs",
+                "docs/readme.md",
+                "link",
+                "src",
+                "src/deep",
+                "src/keep.log",
+                "src/main.rs",
+            ]
+        );
+    }
+
+    #[test]
+    fn includes_select_matches_and_what_is_below_them() {
+        let dir = tree();
+        let filter = LocalFilter::from_attrs(&attrs(&[
+            ("local.includepattern", r#"["src/*.rs", "docs"]"#),
+            ("local.excludepatterns", r#"["docs/*.md"]"#),
+        ]))
+        .unwrap();
+        assert_eq!(selected(&filter, dir.path()), ["docs", "src/main.rs"]);
+    }
+
+    #[test]
+    fn follow_paths_bring_symlink_targets() {
+        let dir = tree();
+        let filter =
+            LocalFilter::from_attrs(&attrs(&[("local.followpaths", r#"["link", "a.txt"]"#)]))
+                .unwrap();
+        assert_eq!(
+            selected(&filter, dir.path()),
+            ["a.txt", "docs/readme.md", "link"]
+        );
+        // A link in the middle of a path: the link and the path through its target.
+        std::os::unix::fs::symlink("src", dir.path().join("code")).unwrap();
+        let filter =
+            LocalFilter::from_attrs(&attrs(&[("local.followpaths", r#"["code/main.rs"]"#)]))
+                .unwrap();
+        assert_eq!(selected(&filter, dir.path()), ["code", "src/main.rs"]);
+    }
+}
