@@ -1,38 +1,8 @@
 //! `kiln build CONTEXT`: Dockerfiles converted and built end to end, and `--print-llb`.
 
+use kiln_testdata::{is_root, registry_up, skip};
 use std::path::Path;
 use std::process::Command;
-
-/// Skips the test with a reason, or fails it when every test must run.
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn registry_up() -> bool {
-    std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5000".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok()
-}
 
 /// A config file making 127.0.0.1:5000 docker.io's mirror.
 fn mirror_config(dir: &Path) -> std::path::PathBuf {

@@ -1,6 +1,7 @@
 //! Issue 7: `--output type=oci|docker|tar|image`, `-t`, `kiln load|tag|rmi`, checked with
 //! skopeo and umoci, and reproducibility under `SOURCE_DATE_EPOCH`.
 
+use kiln_testdata::{is_root, registry_up, skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,35 +12,8 @@ const EPOCH_RFC3339: &str = "2023-11-14T22:13:20Z";
 const BUSYBOX_MANIFEST: &str =
     "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
 
-/// Skips the test with a reason, or fails it when every test must run.
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 fn has_tool(name: &str) -> bool {
     Command::new(name).arg("--version").output().is_ok()
-}
-
-fn registry_up() -> bool {
-    std::net::TcpStream::connect("127.0.0.1:5000").is_ok()
 }
 
 /// Whether builds (root, registry) and the checking tools can run here; skips if not.

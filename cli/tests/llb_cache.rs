@@ -3,30 +3,9 @@
 //! differ, touching a context file outside the copied paths changes nothing, and changing a
 //! copied file runs the copies again.
 
+use kiln_testdata::{is_root, skip};
 use std::path::Path;
 use std::process::Command;
-
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
 
 /// Builds vector 069 (`COPY dir /dst`, `COPY dir/ /dst2/`); returns the progress output.
 fn build(root: &Path, context: &Path, out: &Path) -> String {

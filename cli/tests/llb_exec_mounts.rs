@@ -6,38 +6,9 @@ use std::process::Command;
 
 use kiln_llb::prost::Message as _;
 use kiln_llb::{MountOptions, image, pb, scratch};
+use kiln_testdata::{is_root, registry_up, skip};
 
 const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
-
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn registry_up() -> bool {
-    std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5000".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok()
-}
 
 /// One step with a secret, a tmpfs and a cache mount.
 fn definition() -> Vec<u8> {

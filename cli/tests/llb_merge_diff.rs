@@ -6,28 +6,7 @@ use std::process::Command;
 
 use kiln_llb::prost::Message as _;
 use kiln_llb::{FileAction, State, diff, merge, scratch};
-
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+use kiln_testdata::{is_root, skip};
 
 /// Solves `state` and returns the sorted paths of the exported result.
 fn solve(work: &Path, name: &str, state: &State) -> Vec<String> {

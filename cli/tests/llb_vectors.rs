@@ -2,40 +2,10 @@
 //! local export checked against the expectations of the conformance case it was made from
 //! (`testdata/conformance/<case>/case.toml`).
 
+use kiln_testdata::{is_root, registry_up, skip};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Skips the test with a reason, or fails it when every test must run.
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn registry_up() -> bool {
-    std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5000".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok()
-}
 
 /// Whether builds can run here; prints why not otherwise.
 fn can_build() -> bool {

@@ -4,31 +4,12 @@
 //! Needs the registry (and root for the build part); skips saying why, or fails under
 //! `KILN_TEST_REQUIRE_ALL=1`.
 
+use kiln_testdata::{is_root, registry_up, skip};
 use std::io::Write as _;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
-
-fn skip(reason: &str) {
-    assert!(
-        std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-        "KILN_TEST_REQUIRE_ALL=1 but: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn registry_up() -> bool {
-    if TcpStream::connect("127.0.0.1:5000").is_ok() {
-        return true;
-    }
-    skip("no registry at 127.0.0.1:5000 (run scripts/test-env.sh)");
-    false
-}
 
 fn kiln(root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -107,15 +88,6 @@ fn tree_bytes(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
 }
 
 #[test]

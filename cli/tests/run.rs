@@ -1,32 +1,10 @@
 //! `kiln run` on images from the store (issue 7): the image config, docker's overrides and
 //! exit codes, stdin, and the README demo (`scripts/demo.sh`).
 
+use kiln_testdata::{is_root, skip};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Skips the test with a reason, or fails it when every test must run.
-fn skip(reason: &str) {
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
-        "cannot run: {reason}"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {reason}");
-    }
-}
-
-fn is_root() -> bool {
-    fs_err::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
 
 fn kiln(root: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));

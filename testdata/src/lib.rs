@@ -40,6 +40,40 @@ pub fn parser_golden(kind: &str) -> Vec<PathBuf> {
     list_dirs(root().join("parser-golden").join(kind))
 }
 
+/// Skips the calling test with a printed reason, or fails it when `KILN_TEST_REQUIRE_ALL=1`
+/// (as CI sets it) says that every test must really run.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "cannot run: {reason}"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {reason}");
+    }
+}
+
+/// Whether the tests run as root (namespaces, mounts, chown).
+pub fn is_root() -> bool {
+    fs_err::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether the test registry answers on 127.0.0.1:5000 (started by `scripts/test-env.sh`).
+pub fn registry_up() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], 5000)),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
 fn list_dirs(dir: PathBuf) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = dir
         .read_dir()

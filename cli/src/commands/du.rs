@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use kiln_cache::{CacheRecord, DiskUsage, Store, UsageEntry};
 
+use super::images::{human_duration, human_size};
 use crate::args::DuArgs;
 
 pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
@@ -184,63 +185,6 @@ fn format_time(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-// `kiln images` formats sizes and durations the same way; its helpers are private to it, so
-// these are kept here for the two cache commands.
-
-/// Docker's relative durations (`About an hour`, `3 weeks`, `2 years`).
-pub(crate) fn human_duration(seconds: u64) -> String {
-    let s = seconds;
-    if s < 1 {
-        return "Less than a second".to_owned();
-    }
-    if s == 1 {
-        return "1 second".to_owned();
-    }
-    if s < 60 {
-        return format!("{s} seconds");
-    }
-    let minutes = s / 60;
-    if minutes == 1 {
-        return "About a minute".to_owned();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    let hours = (s + 1800) / 3600;
-    match hours {
-        1 => "About an hour".to_owned(),
-        h if h < 48 => format!("{h} hours"),
-        h if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        h if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        h if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", s / 3600 / 24 / 365),
-    }
-}
-
-/// Docker's sizes: decimal units, three significant digits (`4.26MB`, `123kB`).
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let decimals = if value >= 100.0 {
-        0
-    } else if value >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut text = format!("{value:.decimals$}");
-    if text.contains('.') {
-        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
-    }
-    format!("{text}{}", UNITS[unit])
 }
 
 #[cfg(test)]

@@ -54,7 +54,12 @@ fn row(image: &ImageRecord, now: i64) -> [String; 5] {
         .and_then(parse_rfc3339)
         .map_or_else(
             || "N/A".to_owned(),
-            |t| format!("{} ago", human_duration(now - t)),
+            |t| {
+                format!(
+                    "{} ago",
+                    human_duration(u64::try_from(now - t).unwrap_or(0))
+                )
+            },
         );
     [
         repository,
@@ -119,8 +124,8 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
 }
 
 /// Docker's relative durations (`About an hour`, `3 weeks`, `2 years`).
-fn human_duration(seconds: i64) -> String {
-    let s = seconds.max(0);
+pub(crate) fn human_duration(seconds: u64) -> String {
+    let s = seconds;
     if s < 1 {
         return "Less than a second".to_owned();
     }
@@ -149,7 +154,7 @@ fn human_duration(seconds: i64) -> String {
 }
 
 /// Docker's sizes: decimal units, three significant digits (`4.26MB`, `123kB`).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     #[expect(clippy::cast_precision_loss, reason = "display only")]
     let mut value = bytes as f64;

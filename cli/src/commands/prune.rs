@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kiln_cache::{PruneOptions, UsageEntry};
 
-use super::du::{entry_rows, human_size, now, open_store, table, write_stdout};
+use super::du::{entry_rows, now, open_store, table, write_stdout};
+use super::images::human_size;
 use crate::args::PruneArgs;
 
 pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
