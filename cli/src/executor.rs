@@ -82,6 +82,17 @@ fn spec(request: ExecRequest) -> Spec {
                 target,
                 readonly,
             },
+            ExecMount::Overlay {
+                lowers,
+                upper_work,
+                target,
+                readonly,
+            } => Mount::Overlay {
+                lowers,
+                upper_work,
+                target,
+                readonly,
+            },
             ExecMount::Tmpfs { target, size } => Mount::Tmpfs { target, size },
             ExecMount::Secret {
                 target,

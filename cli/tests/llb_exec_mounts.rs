@@ -150,3 +150,82 @@ fn serial_secret_tmpfs_and_cache_mounts() {
     );
     assert_eq!(files_containing(&root, SECRET), Vec::<String>::new());
 }
+
+/// Solves `def` with `kiln build --llb` into `out`.
+fn solve(root: &Path, def: &[u8], out: &Path) {
+    let file = out.with_extension("pb");
+    fs_err::write(&file, def).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain", "--llb"])
+        .arg(&file)
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn bind_mounts_of_layered_results_read_only_and_writable() {
+    if !is_root() || !registry_up() {
+        skip("needs root and the test registry on 127.0.0.1:5000");
+        return;
+    }
+    let busybox = image(&format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    ));
+    // Two layers: busybox and a step on it.
+    let layered = busybox
+        .run(["/bin/sh", "-c", "mkdir -p /data && echo layered > /data/f"])
+        .root();
+    let step = busybox
+        .run([
+            "/bin/sh",
+            "-c",
+            "set -e; cat /ro/data/f > /from-ro; \
+             if touch /ro/x 2>/dev/null; then echo writable > /ro-was-writable; fi; \
+             echo new > /rw/data/g; rm /rw/data/f",
+        ])
+        .with_mount(
+            "/ro",
+            layered.clone(),
+            MountOptions {
+                readonly: true,
+                ..Default::default()
+            },
+        )
+        .with_mount("/rw", layered, MountOptions::default());
+    let root_def = step.root().marshal().encode_to_vec();
+    let rw_def = step.get_mount("/rw").unwrap().marshal().encode_to_vec();
+
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let root_out = work.path().join("root");
+    solve(&store, &root_def, &root_out);
+    assert_eq!(
+        fs_err::read_to_string(root_out.join("from-ro")).unwrap(),
+        "layered\n"
+    );
+    assert!(!root_out.join("ro-was-writable").exists());
+    // Mount points and the writable mount's changes are not part of the root's result.
+    assert!(!root_out.join("rw/data/g").exists());
+
+    let rw_out = work.path().join("rw");
+    solve(&store, &rw_def, &rw_out);
+    assert_eq!(
+        fs_err::read_to_string(rw_out.join("data/g")).unwrap(),
+        "new\n"
+    );
+    assert!(!rw_out.join("data/f").exists(), "the deletion is kept");
+    assert!(
+        rw_out.join("bin/busybox").exists(),
+        "the mount's base layers are kept"
+    );
+}

@@ -44,6 +44,17 @@ pub enum ExecMount {
         /// Read-only.
         readonly: bool,
     },
+    /// An overlayfs stack (a multi-layer snapshot), read-only or with a writable upper.
+    Overlay {
+        /// Read-only layer directories, topmost first.
+        lowers: Vec<PathBuf>,
+        /// The writable upper and overlayfs's work directory; `None` for a read-only stack.
+        upper_work: Option<(PathBuf, PathBuf)>,
+        /// The absolute path inside the container.
+        target: PathBuf,
+        /// Read-only.
+        readonly: bool,
+    },
     /// A fresh tmpfs.
     Tmpfs {
         /// The absolute path inside the container.

@@ -149,14 +149,27 @@ async fn run(
     let mut mounts = Vec::new();
     // Locks on cache mount directories, held until the process has ended.
     let mut cache_locks = Vec::new();
-    for m in exec.mounts.iter().filter(|m| m.dest != "/") {
-        if pb::MountType::try_from(m.mount_type) == Ok(pb::MountType::Cache) {
-            let (mount, lock) = cache_mount(&config, m).await?;
-            mounts.push(mount);
-            cache_locks.extend(lock);
-            continue;
+    // Writable bind mounts: their active snapshots, by mount index, removed unless committed.
+    let mut writable: Vec<(usize, RemoveActive)> = Vec::new();
+    for (index, m) in exec
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.dest != "/")
+    {
+        match pb::MountType::try_from(m.mount_type) {
+            Ok(pb::MountType::Cache) => {
+                let (mount, lock) = cache_mount(&config, m).await?;
+                mounts.push(mount);
+                cache_locks.extend(lock);
+            }
+            Ok(pb::MountType::Bind) if !m.readonly => {
+                let (mount, active) = writable_bind(&config, &inputs, m).await?;
+                mounts.push(mount);
+                writable.push((index, active));
+            }
+            _ => mounts.push(mount(&config, &inputs, m)?),
         }
-        mounts.push(mount(&config, &inputs, m)?);
     }
 
     let request = ExecRequest {
@@ -236,21 +249,77 @@ async fn run(
         .max()
         .map_or(0, |m| m + 1);
     let mut refs = vec![Ref::scratch(); outputs];
-    for m in &exec.mounts {
+    for (index, m) in exec.mounts.iter().enumerate() {
         let Ok(output) = usize::try_from(m.output) else {
             continue;
         };
         refs[output] = if m.dest == "/" {
             Ref::snapshot(key.as_str())
         } else {
-            return Err(format!(
-                "a writable mount at {} with an output is not supported yet",
-                m.dest
-            )
-            .into());
+            let Some(position) = writable.iter().position(|(i, _)| *i == index) else {
+                return Err(
+                    format!("the read-only mount at {} cannot have an output", m.dest).into(),
+                );
+            };
+            let (_, active) = writable.swap_remove(position);
+            let active_key = active
+                .key
+                .clone()
+                .ok_or("writable mount without a snapshot")?;
+            let mount_key = new_snapshot_key("exec");
+            {
+                let (store, mount_key) = (store.clone(), mount_key.clone());
+                blocking(move || Ok(store.commit(&active_key, &mount_key)?)).await?;
+            }
+            active.disarm();
+            Ref::snapshot(mount_key)
         };
     }
+    // Writable mounts without an output: their changes are dropped with `writable`.
     Ok(refs)
+}
+
+/// A writable bind mount of another vertex's result: an overlay with a fresh upper, whose
+/// changes become the mount's output (or are dropped when it has none).
+async fn writable_bind(
+    config: &SessionConfig,
+    inputs: &[Ref],
+    m: &pb::Mount,
+) -> Result<(ExecMount, RemoveActive), OpError> {
+    if !m.selector.trim_start_matches('/').is_empty() {
+        return Err(format!(
+            "a writable mount of a path inside a snapshot ({} at {}) is not supported yet",
+            m.selector, m.dest
+        )
+        .into());
+    }
+    let input = input_ref(inputs, m.input)?;
+    let store = config.store.clone();
+    let active = new_snapshot_key("active");
+    let prepared = {
+        let (store, active, parent) = (store.clone(), active.clone(), input.clone());
+        blocking(move || Ok(store.prepare(&active, parent.key())?)).await?
+    };
+    let guard = RemoveActive {
+        store,
+        key: Some(active),
+    };
+    let target = PathBuf::from(&m.dest);
+    let mount = if prepared.lowers.is_empty() {
+        ExecMount::Bind {
+            source: prepared.upper,
+            target,
+            readonly: false,
+        }
+    } else {
+        ExecMount::Overlay {
+            lowers: prepared.lowers,
+            upper_work: Some((prepared.upper, prepared.work)),
+            target,
+            readonly: false,
+        }
+    };
+    Ok((mount, guard))
 }
 
 /// An exec mount other than the root.
@@ -283,20 +352,27 @@ fn mount(config: &SessionConfig, inputs: &[Ref], m: &pb::Mount) -> Result<ExecMo
         Ok(pb::MountType::Bind) => {
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
-            let [only] = lowers.as_slice() else {
-                return Err(format!(
-                    "a bind mount of a {}-layer snapshot at {} is not supported yet",
+            let selector = m.selector.trim_start_matches('/');
+            match lowers.as_slice() {
+                [only] => Ok(ExecMount::Bind {
+                    source: only.join(selector),
+                    target,
+                    readonly: true,
+                }),
+                [_, _, ..] if selector.is_empty() => Ok(ExecMount::Overlay {
+                    lowers,
+                    upper_work: None,
+                    target,
+                    readonly: true,
+                }),
+                _ => Err(format!(
+                    "a read-only mount of {:?} in a {}-layer snapshot at {} is not supported yet",
+                    m.selector,
                     lowers.len(),
                     m.dest
                 )
-                .into());
-            };
-            let selector = m.selector.trim_start_matches('/');
-            Ok(ExecMount::Bind {
-                source: only.join(selector),
-                target,
-                readonly: true,
-            })
+                .into()),
+            }
         }
         _ => Err(format!(
             "mount type {} at {} is not supported yet",
