@@ -26,6 +26,16 @@ pub(super) fn source_op(
             config,
         }));
     }
+    if identifier.starts_with("http://") || identifier.starts_with("https://") {
+        let source =
+            super::http::HttpSource::new(digest.clone(), source, config).map_err(|message| {
+                LlbError::BadAttribute {
+                    digest: digest.clone(),
+                    message,
+                }
+            })?;
+        return Ok(Arc::new(source));
+    }
     if let Some(name) = identifier.strip_prefix("local://") {
         let filter =
             LocalFilter::from_attrs(&source.attrs).map_err(|message| LlbError::BadAttribute {
