@@ -21,6 +21,7 @@
 
 mod exec;
 mod file;
+mod git;
 mod http;
 mod local;
 mod merge;

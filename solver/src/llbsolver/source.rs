@@ -26,6 +26,9 @@ pub(super) fn source_op(
             config,
         }));
     }
+    if identifier.starts_with("git://") {
+        return Ok(Arc::new(super::git::GitSource::new(digest, source, config)));
+    }
     if identifier.starts_with("http://") || identifier.starts_with("https://") {
         let source =
             super::http::HttpSource::new(digest.clone(), source, config).map_err(|message| {

@@ -1,0 +1,121 @@
+//! Git sources through `kiln build --llb`, against `git daemon` on 127.0.0.1: a tag, a branch
+//! with a subdirectory, `.git` left out, and a moved branch fetched again.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use kiln_llb::git;
+use kiln_llb::prost::Message as _;
+use kiln_testdata::{is_root, skip};
+
+fn run_git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(["-c", "user.email=test@kiln", "-c", "user.name=kiln"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves the repositories under `base` with `git daemon`; returns it and its port.
+fn daemon(base: &Path) -> (Daemon, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("git")
+        .arg("daemon")
+        .arg(format!("--base-path={}", base.display()))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (daemon, port);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("git daemon did not start");
+}
+
+fn build(root: &Path, def: &[u8], out: &Path) -> Output {
+    let file = out.with_extension("pb");
+    fs_err::write(&file, def).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain", "--llb"])
+        .arg(&file)
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn git_sources_clone_refs_and_subdirectories() {
+    if !is_root() {
+        skip("exporting results needs root (overlay views)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repos/project");
+    fs_err::create_dir_all(repo.join("sub")).unwrap();
+    fs_err::write(repo.join("a"), "first\n").unwrap();
+    fs_err::write(repo.join("sub/b"), "in sub\n").unwrap();
+    run_git(&repo, &["init", "-q", "-b", "main"]);
+    run_git(&repo, &["add", "."]);
+    run_git(&repo, &["commit", "-qm", "one"]);
+    run_git(&repo, &["tag", "v1"]);
+    let (_daemon, port) = daemon(&work.path().join("repos"));
+    let url = format!("git://127.0.0.1:{port}/project");
+    let store = work.path().join("store");
+
+    // A tag: the tree without .git.
+    let out = work.path().join("tag");
+    build(&store, &git(&url, "v1").marshal().encode_to_vec(), &out);
+    assert_eq!(fs_err::read_to_string(out.join("a")).unwrap(), "first\n");
+    assert_eq!(
+        fs_err::read_to_string(out.join("sub/b")).unwrap(),
+        "in sub\n"
+    );
+    assert!(!out.join(".git").exists());
+
+    // A branch's subdirectory.
+    let def = git(&url, "main:sub").marshal().encode_to_vec();
+    let out = work.path().join("sub");
+    build(&store, &def, &out);
+    assert_eq!(fs_err::read_to_string(out.join("b")).unwrap(), "in sub\n");
+    assert!(!out.join("a").exists());
+
+    // The branch moves: the next build fetches the new commit; an unmoved one is cached.
+    let again = build(&store, &def, &work.path().join("again"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("CACHED"));
+    fs_err::write(repo.join("sub/b"), "moved\n").unwrap();
+    run_git(&repo, &["commit", "-qam", "two"]);
+    let out = work.path().join("moved");
+    build(&store, &def, &out);
+    assert_eq!(fs_err::read_to_string(out.join("b")).unwrap(), "moved\n");
+}
