@@ -8,6 +8,9 @@ use kiln_llb::prost::Message as _;
 use kiln_llb::{MountOptions, image, pb, scratch};
 use kiln_testdata::{is_root, registry_up, skip};
 
+mod common;
+use common::{assert_ok, build_llb};
+
 const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
 
 /// One step with a secret, a tmpfs and a cache mount.
@@ -151,26 +154,6 @@ fn serial_secret_tmpfs_and_cache_mounts() {
     assert_eq!(files_containing(&root, SECRET), Vec::<String>::new());
 }
 
-/// Solves `def` with `kiln build --llb` into `out`.
-fn solve(root: &Path, def: &[u8], out: &Path) {
-    let file = out.with_extension("pb");
-    fs_err::write(&file, def).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(["build", "--progress=plain", "--llb"])
-        .arg(&file)
-        .arg("--output")
-        .arg(format!("type=local,dest={}", out.display()))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn bind_mounts_of_layered_results_read_only_and_writable() {
     if !is_root() || !registry_up() {
@@ -208,7 +191,7 @@ fn bind_mounts_of_layered_results_read_only_and_writable() {
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
     let root_out = work.path().join("root");
-    solve(&store, &root_def, &root_out);
+    assert_ok(build_llb(&store, &root_def, &root_out));
     assert_eq!(
         fs_err::read_to_string(root_out.join("from-ro")).unwrap(),
         "layered\n"
@@ -218,7 +201,7 @@ fn bind_mounts_of_layered_results_read_only_and_writable() {
     assert!(!root_out.join("rw/data/g").exists());
 
     let rw_out = work.path().join("rw");
-    solve(&store, &rw_def, &rw_out);
+    assert_ok(build_llb(&store, &rw_def, &rw_out));
     assert_eq!(
         fs_err::read_to_string(rw_out.join("data/g")).unwrap(),
         "new\n"

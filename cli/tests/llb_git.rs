@@ -2,11 +2,14 @@
 //! with a subdirectory, `.git` left out, and a moved branch fetched again.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use kiln_llb::git;
 use kiln_llb::prost::Message as _;
 use kiln_testdata::{is_root, skip};
+
+mod common;
+use common::{assert_ok, build_llb};
 
 fn run_git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
@@ -54,26 +57,6 @@ fn daemon(base: &Path) -> (Daemon, u16) {
     panic!("git daemon did not start");
 }
 
-fn build(root: &Path, def: &[u8], out: &Path) -> Output {
-    let file = out.with_extension("pb");
-    fs_err::write(&file, def).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(["build", "--progress=plain", "--llb"])
-        .arg(&file)
-        .arg("--output")
-        .arg(format!("type=local,dest={}", out.display()))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 #[test]
 fn git_sources_clone_refs_and_subdirectories() {
     if !is_root() {
@@ -95,7 +78,11 @@ fn git_sources_clone_refs_and_subdirectories() {
 
     // A tag: the tree without .git.
     let out = work.path().join("tag");
-    build(&store, &git(&url, "v1").marshal().encode_to_vec(), &out);
+    assert_ok(build_llb(
+        &store,
+        &git(&url, "v1").marshal().encode_to_vec(),
+        &out,
+    ));
     assert_eq!(fs_err::read_to_string(out.join("a")).unwrap(), "first\n");
     assert_eq!(
         fs_err::read_to_string(out.join("sub/b")).unwrap(),
@@ -106,16 +93,16 @@ fn git_sources_clone_refs_and_subdirectories() {
     // A branch's subdirectory.
     let def = git(&url, "main:sub").marshal().encode_to_vec();
     let out = work.path().join("sub");
-    build(&store, &def, &out);
+    assert_ok(build_llb(&store, &def, &out));
     assert_eq!(fs_err::read_to_string(out.join("b")).unwrap(), "in sub\n");
     assert!(!out.join("a").exists());
 
     // The branch moves: the next build fetches the new commit; an unmoved one is cached.
-    let again = build(&store, &def, &work.path().join("again"));
+    let again = assert_ok(build_llb(&store, &def, &work.path().join("again")));
     assert!(String::from_utf8_lossy(&again.stderr).contains("CACHED"));
     fs_err::write(repo.join("sub/b"), "moved\n").unwrap();
     run_git(&repo, &["commit", "-qam", "two"]);
     let out = work.path().join("moved");
-    build(&store, &def, &out);
+    assert_ok(build_llb(&store, &def, &out));
     assert_eq!(fs_err::read_to_string(out.join("b")).unwrap(), "moved\n");
 }

@@ -4,14 +4,15 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_llb::prost::Message as _;
 use kiln_llb::{Digest, HttpOptions, http_with};
 use kiln_testdata::{is_root, skip};
+
+mod common;
+use common::{assert_ok, build_llb};
 
 const BODY: &[u8] = b"hello over http\n";
 
@@ -51,28 +52,6 @@ fn serve() -> (String, Arc<AtomicUsize>) {
     (format!("http://{address}"), gets)
 }
 
-fn build(root: &Path, def: &[u8], out: &Path) -> Output {
-    let file = out.with_extension("pb");
-    fs_err::write(&file, def).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(["build", "--progress=plain", "--llb"])
-        .arg(&file)
-        .arg("--output")
-        .arg(format!("type=local,dest={}", out.display()))
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn http_sources_download_verify_and_cache() {
     if !is_root() {
@@ -96,7 +75,7 @@ fn http_sources_download_verify_and_cache() {
     .marshal()
     .encode_to_vec();
     let out = work.path().join("out1");
-    ok(build(&store, &def, &out));
+    assert_ok(build_llb(&store, &def, &out));
     assert_eq!(fs_err::read(out.join("greeting")).unwrap(), BODY);
     let mode = fs_err::metadata(out.join("greeting"))
         .unwrap()
@@ -105,7 +84,7 @@ fn http_sources_download_verify_and_cache() {
     assert_eq!(mode & 0o7777, 0o640);
     assert_eq!(gets.load(Ordering::SeqCst), 1);
     // The same source again: the checksum keys it, nothing is downloaded.
-    ok(build(&store, &def, &work.path().join("out2")));
+    assert_ok(build_llb(&store, &def, &work.path().join("out2")));
     assert_eq!(gets.load(Ordering::SeqCst), 1);
 
     // Without a checksum: named after the URL, keyed by the ETag; an unchanged ETag means no
@@ -114,7 +93,7 @@ fn http_sources_download_verify_and_cache() {
         .marshal()
         .encode_to_vec();
     let out = work.path().join("out3");
-    ok(build(&store, &def, &out));
+    assert_ok(build_llb(&store, &def, &out));
     assert_eq!(fs_err::read(out.join("plain.txt")).unwrap(), BODY);
     let mode = fs_err::metadata(out.join("plain.txt"))
         .unwrap()
@@ -122,7 +101,7 @@ fn http_sources_download_verify_and_cache() {
         .mode();
     assert_eq!(mode & 0o7777, 0o600);
     assert_eq!(gets.load(Ordering::SeqCst), 2);
-    ok(build(&store, &def, &work.path().join("out4")));
+    assert_ok(build_llb(&store, &def, &work.path().join("out4")));
     assert_eq!(gets.load(Ordering::SeqCst), 2);
 
     // A wrong checksum fails the build.
@@ -136,7 +115,7 @@ fn http_sources_download_verify_and_cache() {
     )
     .marshal()
     .encode_to_vec();
-    let output = build(&store, &def, &work.path().join("out5"));
+    let output = build_llb(&store, &def, &work.path().join("out5"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("digest mismatch"), "{stderr}");
