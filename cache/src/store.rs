@@ -225,6 +225,11 @@ impl Store {
             .write(|tx| tx.put(meta::CACHE_RECORDS, &record.id, record))
     }
 
+    /// Looks one build cache record up by id.
+    pub fn cache_record(&self, id: &str) -> Result<Option<CacheRecord>, Error> {
+        self.meta.get(meta::CACHE_RECORDS, id)
+    }
+
     /// Marks a build cache record as used now (for least-recently-used pruning). Returns whether
     /// it exists.
     pub fn touch_cache_record(&self, id: &str) -> Result<bool, Error> {

@@ -306,7 +306,7 @@ impl CacheStore<Ref> for StoreCache {
         let store = self.store.clone();
         let id = key.to_string();
         blocking(move || {
-            let Some(record) = store.cache_records()?.into_iter().find(|r| r.id == id) else {
+            let Some(record) = store.cache_record(&id)? else {
                 return Ok(None);
             };
             let mut refs = Vec::with_capacity(record.snapshots.len());
