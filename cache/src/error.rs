@@ -107,6 +107,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A Docker credential helper could not be run or gave no usable answer.
+    #[error("credential helper {program} for {server}: {problem}")]
+    CredentialHelper {
+        /// The helper program (`docker-credential-NAME`).
+        program: String,
+        /// The server URL it was asked about.
+        server: String,
+        /// What went wrong (its exit status and message, or why it could not run).
+        problem: String,
+    },
     /// An image reference could not be parsed.
     #[error("invalid image reference `{reference}`")]
     InvalidReference {
@@ -126,6 +136,16 @@ pub enum Error {
         /// What the client reported.
         #[source]
         source: Box<oci_client::errors::OciDistributionError>,
+    },
+    /// The registry's token service refused to issue a token for these credentials.
+    #[error("registry {registry} refused {credentials}: {reason}")]
+    Authentication {
+        /// The registry host.
+        registry: String,
+        /// Whose credentials (`anonymous access` or `the credentials of user \`name\``).
+        credentials: String,
+        /// What the token service answered.
+        reason: String,
     },
     /// Downloading a blob failed part way (including a digest check by the client).
     #[error("registry {registry}: downloading blob {digest}")]

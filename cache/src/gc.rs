@@ -186,17 +186,25 @@ impl Store {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !keep.contains(&name) {
-                    report.freed += dir_size(&entry.path())?;
-                    fs_err::remove_dir_all(entry.path())?;
+                    // The process that removed its record may be deleting it too.
+                    let size = dir_size(&entry.path());
+                    if gone(fs_err::remove_dir_all(entry.path()))? {
+                        continue;
+                    }
+                    report.freed += size.unwrap_or(0);
                     report.removed_snapshots.push(name);
                 }
             }
         }
         for entry in fs_err::read_dir(self.root().join("snapshots"))? {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with("tmp-") {
-                fs_err::remove_dir_all(entry.path())?;
-                report.removed_temporary += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tmp-") && !gone(fs_err::remove_dir_all(entry.path()))? {
+                // Trash is what a removal left to delete in the background, not an
+                // interrupted write.
+                if !name.starts_with(crate::meta::TRASH_PREFIX) {
+                    report.removed_temporary += 1;
+                }
             }
         }
         for entry in fs_err::read_dir(self.root().join("ingest"))? {
@@ -392,5 +400,14 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+/// Whether a removal found nothing to remove (another process removed it first).
+fn gone(result: io::Result<()>) -> Result<bool, Error> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }

@@ -21,10 +21,14 @@
 //! # Sharing a store between processes
 //! Blobs need no lock: each is written to its own temporary file and renamed into place after
 //! verification, and identical content may be renamed over itself. The metadata database is
-//! opened for each transaction and closed again; redb's file lock serialises transactions of
-//! all processes (a process that finds it locked retries for up to a minute). Garbage
-//! collection takes `gc.lock` exclusively, and every pull or build holds it shared through a
-//! [`Lease`] while it writes content that no image or cache record names yet.
+//! held open by one process at a time (redb locks it; `meta.lock` queues the others), and the
+//! holder hands it over as soon as another process waits for it, or after a second without
+//! use. Blob, snapshot and cache records are committed lazily and made durable in batches,
+//! each batch after a sync of the data it names, so a crash loses at most the newest records
+//! and never leaves one naming missing data; images are committed durably at once (see
+//! [`Store::flush`]). Garbage collection takes `gc.lock` exclusively, and every pull or build
+//! holds it shared through a [`Lease`] while it writes content that no image or cache record
+//! names yet.
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_cache::Error> {
@@ -56,7 +60,9 @@ pub use error::Error;
 pub use gc::{DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
 pub use oci_client;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
-pub use registry::{Config, RegistryConfig, credentials, docker_config_path, parse_reference};
+pub use registry::{
+    Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
+};
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{BlobRecord, BlobWriter, CacheRecord, ImageRecord, Lease, Store};
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};

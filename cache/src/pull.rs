@@ -13,20 +13,21 @@
 //! A failure at any step on a mirror moves on to the next source; the last error is returned.
 //! The whole pull holds a lease, so garbage collection never sees half-recorded content.
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::registry::{Config, credentials, docker_config_path, parse_reference};
+use crate::registry::{Config, credentials_with_path, docker_config_path, parse_reference};
 use crate::store::{ImageRecord, Store, now};
 
 const MANIFEST_TYPES: [&str; 4] = [
@@ -57,6 +58,9 @@ pub struct PullOptions {
     pub config: Config,
     /// Docker's credentials file (default: [`docker_config_path`]).
     pub docker_config: Option<PathBuf>,
+    /// Where its credential helpers (`docker-credential-*`) are looked for, a `$PATH`-style
+    /// list of directories (default: `$PATH`).
+    pub credential_helper_path: Option<OsString>,
     /// The wanted platform's OS.
     pub os: String,
     /// The wanted platform's architecture.
@@ -71,6 +75,7 @@ impl Default for PullOptions {
         Self {
             config: Config::default(),
             docker_config: docker_config_path(),
+            credential_helper_path: std::env::var_os("PATH"),
             os: "linux".to_owned(),
             architecture: "amd64".to_owned(),
             prefer_local: false,
@@ -201,6 +206,38 @@ impl Source {
         }
     }
 
+    /// Answers the registry's authentication challenge up front: with a bearer challenge,
+    /// fetches a token from its realm (with the basic credentials, if any) that the client
+    /// then sends on every request. oci-client does this lazily too, but drops the token
+    /// service's refusal and goes on anonymously; asking first reports it.
+    async fn authenticate(&self) -> Result<(), Error> {
+        use oci_client::errors::OciDistributionError;
+        match self
+            .client
+            .auth(&self.reference, &self.auth, RegistryOperation::Pull)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(OciDistributionError::AuthenticationFailure(reason)) => {
+                Err(Error::Authentication {
+                    registry: self.host.clone(),
+                    credentials: match &self.auth {
+                        RegistryAuth::Basic(user, _) => {
+                            format!("the credentials of user `{user}`")
+                        }
+                        RegistryAuth::Bearer(_) => "the identity token".to_owned(),
+                        RegistryAuth::Anonymous => {
+                            "anonymous access (no credentials for it in the Docker config)"
+                                .to_owned()
+                        }
+                    },
+                    reason: reason.trim().to_owned(),
+                })
+            }
+            Err(e) => Err(self.registry_error("authenticating", e)),
+        }
+    }
+
     async fn manifest(
         &self,
         reference: &Reference,
@@ -288,9 +325,10 @@ fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, 
             accept_invalid_certificates: insecure,
             ..ClientConfig::default()
         });
-        let auth = credentials(
+        let auth = credentials_with_path(
             options.docker_config.as_deref(),
             mirror.as_deref().unwrap_or(&registry),
+            options.credential_helper_path.as_deref(),
         )?;
         out.push(Source {
             client,
@@ -377,6 +415,7 @@ async fn pull_from(
         Some(d) => Some(parse_digest(d, "reference")?),
         None => None,
     };
+    source.authenticate().await?;
     let (mut bytes, mut manifest_digest) =
         source.manifest(&source.reference, wanted.as_ref()).await?;
     let mut manifest: Manifest = serde_json::from_slice(&bytes)

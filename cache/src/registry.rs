@@ -12,12 +12,21 @@
 //! `127.0.0.1`, `[::1]` (any port) and registries with `http = true`.
 //!
 //! Credentials come from Docker's `config.json` (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`): the `auth` (base64 `user:password`) or `username`/`password` of the
-//! entry for the registry host. oci-client does not read that file; it does the bearer-token
-//! exchange itself once given basic credentials (or none).
+//! `~/.docker/config.json`), as Docker reads them: the credential helper named for the host in
+//! `credHelpers`, else the one in `credsStore`, else the `auth` (base64 `user:password`) or
+//! `username`/`password` of the host's entry in `auths`. A helper is the program
+//! `docker-credential-NAME` on the search path, run as `docker-credential-NAME get` with the
+//! server URL on its standard input; it answers `{"Username": .., "Secret": ..}` (a username
+//! of `<token>` makes the secret an identity token) or says `credentials not found`, in which
+//! case the `auths` entry is used if there is one. oci-client reads none of this; given the
+//! resulting basic credentials (or none) it answers the registry's bearer-token challenge
+//! itself, for pulls and pushes alike.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use oci_client::Reference;
@@ -109,6 +118,32 @@ pub fn parse_reference(text: &str) -> Result<Reference, Error> {
 struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, DockerAuth>,
+    /// The credential helper for every registry without one in `credHelpers`.
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    /// Credential helpers by registry host.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+}
+
+/// What a credential helper prints for `get`.
+#[derive(Debug, Deserialize)]
+struct HelperCredentials {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// The username with which a credential helper marks its secret as an identity token.
+const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// Whether `host` is Docker Hub under one of its names.
+fn is_docker_hub(host: &str) -> bool {
+    matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,8 +161,21 @@ pub fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
 }
 
-/// The credentials for `host` in a Docker `config.json` (anonymous when absent).
+/// The credentials for `host` from a Docker `config.json` (anonymous when absent), running
+/// credential helpers found on `$PATH`.
 pub fn credentials(config_file: Option<&Path>, host: &str) -> Result<RegistryAuth, Error> {
+    credentials_with_path(config_file, host, std::env::var_os("PATH").as_deref())
+}
+
+/// [`credentials`], looking for `docker-credential-*` helpers in `search_path` (a
+/// `$PATH`-style list of directories) instead of `$PATH`. An identity token from a helper is
+/// returned as [`RegistryAuth::Bearer`]; it is sent to the registry as it is (oci-client has no
+/// OAuth refresh-token exchange).
+pub fn credentials_with_path(
+    config_file: Option<&Path>,
+    host: &str,
+    search_path: Option<&OsStr>,
+) -> Result<RegistryAuth, Error> {
     let Some(path) = config_file else {
         return Ok(RegistryAuth::Anonymous);
     };
@@ -141,6 +189,31 @@ pub fn credentials(config_file: Option<&Path>, host: &str) -> Result<RegistryAut
             path: path.to_owned(),
             source,
         })?;
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(name, _)| {
+            let name = name
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            name == host
+                || is_docker_hub(host) && (is_docker_hub(name) || name == "index.docker.io/v1")
+        })
+        .map(|(_, helper)| helper)
+        .or(config.creds_store.as_ref())
+        .filter(|helper| !helper.is_empty());
+    if let Some(helper) = helper {
+        // Docker stores Docker Hub's credentials under its old index URL, others by host.
+        let server = if is_docker_hub(host) {
+            "https://index.docker.io/v1/"
+        } else {
+            host
+        };
+        if let Some(auth) = run_helper(helper, server, search_path)? {
+            return Ok(auth);
+        }
+    }
     let mut keys = vec![
         host.to_owned(),
         format!("https://{host}"),
@@ -148,10 +221,7 @@ pub fn credentials(config_file: Option<&Path>, host: &str) -> Result<RegistryAut
         format!("https://{host}/v1/"),
         format!("https://{host}/v2/"),
     ];
-    if matches!(
-        host,
-        "docker.io" | "index.docker.io" | "registry-1.docker.io"
-    ) {
+    if is_docker_hub(host) {
         keys.extend(
             [
                 "https://index.docker.io/v1/",
@@ -181,6 +251,82 @@ pub fn credentials(config_file: Option<&Path>, host: &str) -> Result<RegistryAut
         }
     }
     Ok(RegistryAuth::Anonymous)
+}
+
+/// Runs `docker-credential-<helper> get` for `server`; `None` when it has no credentials.
+fn run_helper(
+    helper: &str,
+    server: &str,
+    search_path: Option<&OsStr>,
+) -> Result<Option<RegistryAuth>, Error> {
+    let program = format!("docker-credential-{helper}");
+    let failed = |problem: String| Error::CredentialHelper {
+        program: program.clone(),
+        server: server.to_owned(),
+        problem,
+    };
+    let executable = search_path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(&program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs_err::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| failed("not found in the search path".to_owned()))?;
+    tracing::debug!(helper = %executable.display(), server, "asking a credential helper");
+    let mut attempts = 0;
+    let mut child = loop {
+        let spawned = Command::new(&executable)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(child) => break child,
+            // A helper just installed may still be open for writing in a child another
+            // thread forked a moment ago; that passes.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(failed(format!(
+                    "could not start {}: {e}",
+                    executable.display()
+                )));
+            }
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is judged by its answer below.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("waiting for it: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = [stdout.trim(), stderr.trim()]
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if message.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(failed(format!("{}: {message}", output.status)));
+    }
+    let answer: HelperCredentials =
+        serde_json::from_str(&stdout).map_err(|e| failed(format!("unreadable answer ({e})")))?;
+    Ok(Some(match (answer.username.as_str(), answer.secret) {
+        (_, secret) if secret.is_empty() => return Ok(None),
+        (IDENTITY_TOKEN_USER, token) => RegistryAuth::Bearer(token),
+        (user, secret) => RegistryAuth::Basic(user.to_owned(), secret),
+    }))
 }
 
 #[cfg(test)]
@@ -290,5 +436,90 @@ http = true
             show(credentials(Some(&dir.path().join("missing.json")), "docker.io").unwrap()),
             "anonymous"
         );
+    }
+
+    fn install_helper(dir: &Path, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(format!("docker-credential-{name}"));
+        fs_err::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn credential_helpers_from_docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs_err::create_dir(&bin).unwrap();
+        install_helper(
+            &bin,
+            "hosts",
+            r#"[ "$1" = get ] || { echo "bad action $1" >&2; exit 2; }
+read -r server
+case "$server" in
+  reg.example) echo '{"ServerURL":"reg.example","Username":"carol","Secret":"from-helper"}' ;;
+  https://index.docker.io/v1/) echo '{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"identity-123"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"#,
+        );
+        install_helper(&bin, "broken", "echo 'keychain locked' >&2\nexit 3\n");
+        install_helper(&bin, "garbage", "echo not-json\n");
+        install_helper(
+            &bin,
+            "pinned",
+            r#"read -r server; echo "{\"Username\":\"erin\",\"Secret\":\"for $server\"}""#,
+        );
+        let path = dir.path().join("config.json");
+        fs_err::write(
+            &path,
+            r#"{
+                "auths": {"fallback.example": {"username": "dave", "password": "pw"}},
+                "credsStore": "hosts",
+                "credHelpers": {
+                    "pinned.example:5000": "pinned",
+                    "broken.example": "broken",
+                    "garbage.example": "garbage",
+                    "missing.example": "absent"
+                }
+            }"#,
+        )
+        .unwrap();
+        let search = std::env::join_paths([Path::new("/nonexistent"), &bin]).unwrap();
+        let get = |host: &str| credentials_with_path(Some(&path), host, Some(&search));
+        let show = |a: RegistryAuth| match a {
+            RegistryAuth::Basic(u, p) => format!("{u}/{p}"),
+            RegistryAuth::Anonymous => "anonymous".to_owned(),
+            RegistryAuth::Bearer(t) => format!("bearer {t}"),
+        };
+        // credsStore for every host without its own helper; credHelpers wins for its host.
+        assert_eq!(show(get("reg.example").unwrap()), "carol/from-helper");
+        assert_eq!(
+            show(get("pinned.example:5000").unwrap()),
+            "erin/for pinned.example:5000"
+        );
+        // Docker Hub is asked for under its index URL; `<token>` is an identity token.
+        assert_eq!(show(get("docker.io").unwrap()), "bearer identity-123");
+        // Not found by the helper: the `auths` entry, else anonymous.
+        assert_eq!(show(get("fallback.example").unwrap()), "dave/pw");
+        assert_eq!(show(get("other.example").unwrap()), "anonymous");
+        // Failures name the helper, the server and what went wrong.
+        assert_eq!(
+            get("broken.example").unwrap_err().to_string(),
+            "credential helper docker-credential-broken for broken.example: \
+             exit status: 3: keychain locked"
+        );
+        let err = get("garbage.example").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "credential helper docker-credential-garbage for garbage.example: unreadable answer"
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            get("missing.example").unwrap_err().to_string(),
+            "credential helper docker-credential-absent for missing.example: \
+             not found in the search path"
+        );
+        assert!(credentials_with_path(Some(&path), "reg.example", None).is_err());
     }
 }

@@ -8,9 +8,13 @@
 //! and work directories, which the runner mounts inside its namespace. Committing an active
 //! snapshot moves its upper into a new committed snapshot.
 //!
-//! Directories are built under a temporary name, synced, renamed into place and only then
-//! recorded in the metadata, so a crash leaves at worst an unrecorded directory that garbage
-//! collection removes.
+//! An unpacked layer is built under a temporary name, synced and renamed into place before it
+//! is recorded. A step's result is renamed into place unsynced and recorded with a lazy commit
+//! that marks its data unsynced: the next durable commit of the metadata is preceded by one
+//! `syncfs`, so the files are on disk before any durable record names them, and one sync
+//! covers every snapshot committed in between. Directories whose records are removed are
+//! deleted only once that removal is durable. A crash thus leaves at worst unrecorded
+//! directories, which garbage collection removes (see the `meta` module for the argument).
 
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
@@ -20,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::meta;
+use crate::meta::{self, Commit};
 use crate::store::{Store, now};
 use crate::unpack::{UnpackOptions, Unpacked, WhiteoutMode, unpack_layer};
 
@@ -184,6 +188,7 @@ impl Store {
         // first, or an interrupted one left it unrecorded. Either way it is complete (it was
         // synced before its rename) and has the same verified content, and it may already be
         // mounted: keep it, and drop ours.
+        self.meta.keep(&dir);
         match fs_err::rename(temp.path(), &dir) {
             Ok(()) => {
                 let _ = temp.keep();
@@ -219,7 +224,7 @@ impl Store {
             last_used: now(),
         };
         self.meta
-            .write(|tx| tx.put(meta::SNAPSHOTS, &key, &record))?;
+            .write_with(Commit::Lazy, |tx| tx.put(meta::SNAPSHOTS, &key, &record))?;
         Ok(chain)
     }
 
@@ -250,6 +255,7 @@ impl Store {
                 key: key.to_owned(),
             });
         }
+        self.meta.keep(&dir);
         if dir.exists() {
             fs_err::remove_dir_all(&dir)?;
         }
@@ -264,7 +270,8 @@ impl Store {
             created: now(),
             last_used: now(),
         };
-        self.meta.write(|tx| {
+        // The new directories are synced by the flush that makes this record durable.
+        self.meta.write_with(Commit::LazyUnsynced, |tx| {
             if tx.get::<SnapshotRecord>(meta::SNAPSHOTS, key)?.is_some() {
                 return Err(Error::SnapshotExists {
                     key: key.to_owned(),
@@ -315,8 +322,8 @@ impl Store {
         let active_dir = self.active_dir(active)?;
         let target = self.committed_dir(name)?;
         let upper = active_dir.join("upper");
-        sync_dir_fs(&upper)?;
         let size = dir_size(&upper)?;
+        self.meta.keep(&target);
         if target.exists() {
             fs_err::remove_dir_all(&target)?;
         }
@@ -330,31 +337,33 @@ impl Store {
             created: now(),
             last_used: now(),
         };
-        self.meta.write(|tx| {
+        // The upper's files are synced by the flush that makes this record durable, and the
+        // active directory goes once the removal of its record is durable.
+        self.meta.write_with(Commit::LazyUnsynced, |tx| {
             tx.put(meta::SNAPSHOTS, name, &committed)?;
             tx.remove(meta::SNAPSHOTS, active)?;
             Ok(())
         })?;
-        fs_err::remove_dir_all(&active_dir)?;
+        self.meta.defer_removal(active_dir);
         Ok(())
     }
 
-    /// Removes a snapshot (active or committed) that no other snapshot has as parent.
+    /// Removes a snapshot (active or committed) that no other snapshot has as parent. Its
+    /// directory is deleted at the next flush ([`Store::flush`]).
     pub fn remove_snapshot(&self, key: &str) -> Result<(), Error> {
         let record = self.snapshot(key)?.ok_or_else(|| Error::SnapshotNotFound {
             key: key.to_owned(),
-        })?;
-        self.meta.write(|tx| {
-            tx.remove(meta::SNAPSHOTS, key)?;
-            Ok(())
         })?;
         let dir = match record.kind {
             SnapshotKind::Committed => self.committed_dir(key)?,
             SnapshotKind::Active => self.active_dir(key)?,
         };
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
-        }
+        self.meta.write_with(Commit::Lazy, |tx| {
+            tx.remove(meta::SNAPSHOTS, key)?;
+            Ok(())
+        })?;
+        // Deleted once the removal is durable, so a crash never leaves the record without it.
+        self.meta.defer_removal(dir);
         Ok(())
     }
 

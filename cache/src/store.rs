@@ -6,6 +6,8 @@
 //! ingest/                blobs being written (temporary files, renamed into blobs/ when verified)
 //! snapshots/             unpacked layers and active snapshots (see `Snapshotter`)
 //! meta.redb              the metadata database
+//! meta.lock              locked by the process that has the metadata database open
+//! meta.waiting           shared-locked by processes waiting for the metadata database
 //! gc.lock                shared-locked by every lease, exclusively locked by garbage collection
 //! ```
 //!
@@ -13,7 +15,9 @@
 //! digest and only then renamed to `blobs/sha256/<hex>` (and the directory fsynced), so a crash at
 //! any moment leaves either no blob or a whole, correct one. Two writers of the same blob both
 //! rename a complete, identical file into place, which is harmless. Metadata is committed only
-//! after the data it names is on disk.
+//! after the data it names is on disk; records whose loss is harmless (blob, snapshot and
+//! cache records) are committed lazily and made durable in batches (see the `meta` module),
+//! images durably at once.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
-use crate::meta::{self, Meta};
+use crate::meta::{self, Commit, Meta};
 
 /// A blob's metadata record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +113,7 @@ impl Store {
         ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
-        let meta = Meta::open(root.join("meta.redb"))?;
+        let meta = Meta::open(&root)?;
         Ok(Self { root, meta })
     }
 
@@ -189,8 +193,9 @@ impl Store {
             media_type: media_type.map(str::to_owned),
             last_used: now(),
         };
-        self.meta
-            .write(|tx| tx.put(meta::BLOBS, &digest.to_string(), &record))
+        self.meta.write_with(Commit::Lazy, |tx| {
+            tx.put(meta::BLOBS, &digest.to_string(), &record)
+        })
     }
 
     /// Stores an image record (its blobs and snapshot must already be in the store).
@@ -219,10 +224,12 @@ impl Store {
         self.meta.write(|tx| tx.remove(meta::IMAGES, name))
     }
 
-    /// Stores a build cache record.
+    /// Stores a build cache record. Like snapshot and blob records it is committed lazily: a
+    /// crash may lose it (the step then runs again), see [`Store::flush`].
     pub fn put_cache_record(&self, record: &CacheRecord) -> Result<(), Error> {
-        self.meta
-            .write(|tx| tx.put(meta::CACHE_RECORDS, &record.id, record))
+        self.meta.write_with(Commit::Lazy, |tx| {
+            tx.put(meta::CACHE_RECORDS, &record.id, record)
+        })
     }
 
     /// Looks one build cache record up by id.
@@ -233,15 +240,24 @@ impl Store {
     /// Marks a build cache record as used now (for least-recently-used pruning). Returns whether
     /// it exists.
     pub fn touch_cache_record(&self, id: &str) -> Result<bool, Error> {
-        self.meta
-            .write(|tx| match tx.get::<CacheRecord>(meta::CACHE_RECORDS, id)? {
+        self.meta.write_with(Commit::Lazy, |tx| {
+            match tx.get::<CacheRecord>(meta::CACHE_RECORDS, id)? {
                 Some(mut record) => {
                     record.last_used = now();
                     tx.put(meta::CACHE_RECORDS, id, &record)?;
                     Ok(true)
                 }
                 None => Ok(false),
-            })
+            }
+        })
+    }
+
+    /// Makes every record written so far durable: syncs the data they name, then commits.
+    /// Records are also flushed when the process stops using the store for a moment, at least
+    /// every second while it is busy, when another process wants the store, and when the
+    /// `Store` is dropped; call this where a crash right afterwards must not lose them.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.meta.flush()
     }
 
     /// Every build cache record.

@@ -437,3 +437,195 @@ fn corrupted_manifest_in_the_registry_is_detected() {
     assert!(store.images().unwrap().is_empty());
     assert!(store.blob_records().unwrap().is_empty());
 }
+
+fn docker_config_with(path: &std::path::Path, host: &str, user_password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(user_password);
+    fs_err::write(
+        path,
+        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+fn bearer_token_challenge_with_docker_credentials() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let proxy = common::TokenProxy::start(common::TEST_REGISTRY, Some(("alice", "s3cret")));
+    let reference = format!("{}/library/busybox:latest", proxy.host);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let rt = runtime();
+    let docker = root.path().join("docker-config.json");
+    let with_docker = || PullOptions {
+        docker_config: Some(docker.clone()),
+        ..options("")
+    };
+
+    // No credentials: the token service refuses, and says so.
+    let err = rt
+        .block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Authentication { credentials, reason, .. }
+            if credentials.starts_with("anonymous") && reason == "invalid username or password"),
+        "{err:?}"
+    );
+
+    // A wrong password: refused, naming the user and the registry.
+    docker_config_with(&docker, &proxy.host, "alice:wrong");
+    let err = rt
+        .block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "registry {} refused the credentials of user `alice`: invalid username or password",
+            proxy.host
+        )
+    );
+    assert!(store.images().unwrap().is_empty());
+
+    // The right password: a token from the realm, then every request with it.
+    docker_config_with(&docker, &proxy.host, "alice:s3cret");
+    let seen_before = proxy.requests().len();
+    let pulled = rt
+        .block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+        .unwrap();
+    assert_busybox(&store, &pulled.image);
+    let requests = &proxy.requests()[seen_before..];
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        )
+    };
+    let token_requests: Vec<_> = requests
+        .iter()
+        .filter(|(line, _)| line.starts_with("GET /token?"))
+        .collect();
+    assert!(!token_requests.is_empty(), "{requests:?}");
+    assert!(
+        token_requests
+            .iter()
+            .all(|(_, auth)| auth.as_deref() == Some(basic.as_str()))
+    );
+    let layout = common::busybox_layout();
+    for wanted in [
+        "GET /v2/library/busybox/manifests/latest".to_owned(),
+        format!("GET /v2/library/busybox/blobs/{}", layout.config),
+        format!("GET /v2/library/busybox/blobs/{}", layout.layers[0]),
+    ] {
+        let bearer = requests.iter().any(|(line, auth)| {
+            line == &wanted
+                && auth
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("Bearer token-"))
+        });
+        assert!(
+            bearer,
+            "no `{wanted}` with the bearer token in {requests:?}"
+        );
+    }
+}
+
+#[test]
+fn bearer_token_challenge_anonymous() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let proxy = common::TokenProxy::start(common::TEST_REGISTRY, None);
+    let reference = format!("{}/library/busybox", proxy.host);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let pulled = runtime()
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap();
+    assert_busybox(&store, &pulled.image);
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|(line, auth)| line.starts_with("GET /token?") && auth.is_none()),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(
+            |(line, auth)| line == "GET /v2/library/busybox/manifests/latest"
+                && auth
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("Bearer token-"))
+        ),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn credential_helper_answers_the_bearer_challenge() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let proxy =
+        common::TokenProxy::start(common::TEST_REGISTRY, Some(("helped", "pw-from-helper")));
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    fs_err::create_dir(&bin).unwrap();
+    // The helper answers only for the proxy's host, which it must be given on stdin.
+    let helper = bin.join("docker-credential-test");
+    fs_err::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r server\n[ \"$1 $server\" = \"get {}\" ] || {{ echo \"credentials not found\"; exit 1; }}\necho '{{\"Username\":\"helped\",\"Secret\":\"pw-from-helper\"}}'\n",
+            proxy.host
+        ),
+    )
+    .unwrap();
+    fs_err::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = root.path().join("config.json");
+    fs_err::write(
+        &docker,
+        format!(r#"{{"credHelpers": {{"{}": "test"}}}}"#, proxy.host),
+    )
+    .unwrap();
+    let store = Arc::new(Store::open(root.path().join("store")).unwrap());
+    let options = PullOptions {
+        docker_config: Some(docker),
+        credential_helper_path: Some(bin.into_os_string()),
+        ..options("")
+    };
+    let reference = format!("{}/library/busybox:latest", proxy.host);
+    let pulled = runtime()
+        .block_on(pull(Arc::clone(&store), &reference, &options, &()))
+        .unwrap();
+    assert_busybox(&store, &pulled.image);
+
+    // Without the helper on the search path the pull fails, saying why.
+    let options = PullOptions {
+        credential_helper_path: Some(root.path().join("empty").into_os_string()),
+        ..options
+    };
+    let fresh = Arc::new(Store::open(root.path().join("fresh")).unwrap());
+    let err = runtime()
+        .block_on(pull(fresh, &reference, &options, &()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "credential helper docker-credential-test for {}: not found in the search path",
+            proxy.host
+        )
+    );
+}

@@ -95,7 +95,7 @@ fn child_process_entry() {
         return;
     };
     let root = std::env::var("KILN_CACHE_TEST_ROOT").unwrap();
-    let store = Store::open(root).unwrap();
+    let store = Store::open(&root).unwrap();
     match task.as_str() {
         "same-blob" => {
             let data = random(8 << 20, 2);
@@ -140,7 +140,86 @@ fn child_process_entry() {
                     .unwrap();
             }
         }
+        "busy" => {
+            // Never idle for long: the store must still be handed over to the parent.
+            let start = Instant::now();
+            let mut i = 0;
+            while start.elapsed() < Duration::from_secs(4) {
+                let id = format!("busy-{i}");
+                store.put_cache_record(&snapshot_record(&id, "")).unwrap();
+                assert!(store.cache_record(&id).unwrap().is_some());
+                i += 1;
+            }
+            fs_err::write(marker(&root), i.to_string()).unwrap();
+        }
+        "snapshots-forever" => {
+            let _lease = store.lease().unwrap();
+            let mut parent: Option<String> = None;
+            let id = std::process::id();
+            for i in 0.. {
+                let active = format!("active-{id}-{i}");
+                let mounts = store.prepare(&active, parent.as_deref()).unwrap();
+                fs_err::write(mounts.upper.join(format!("f{i}")), format!("content {i}")).unwrap();
+                let key = format!("step-{id}-{i}");
+                store.commit(&active, &key).unwrap();
+                store
+                    .put_cache_record(&snapshot_record(&key, &key))
+                    .unwrap();
+                // Every third step is thrown away again, as a failed step's snapshot is.
+                if i % 3 == 2 {
+                    let scrap = format!("scrap-{id}-{i}");
+                    store.prepare(&scrap, Some(&key)).unwrap();
+                    store.remove_snapshot(&scrap).unwrap();
+                }
+                parent = Some(key);
+            }
+        }
+        "durable-then-sleep" => {
+            store
+                .put_cache_record(&snapshot_record("flushed", ""))
+                .unwrap();
+            store.flush().unwrap();
+            let blobs: Vec<Digest> = (0..3)
+                .map(|i| {
+                    store
+                        .write_blob(format!("blob {i}").as_bytes(), None)
+                        .unwrap()
+                })
+                .collect();
+            store.put_image(&image("durable", &blobs, None)).unwrap();
+            fs_err::write(marker(&root), "ready").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown child task {other}"),
+    }
+}
+
+/// A file the child writes to tell the parent it got somewhere.
+fn marker(root: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+    root.as_ref().with_extension("marker")
+}
+
+fn snapshot_record(id: &str, snapshot: &str) -> CacheRecord {
+    CacheRecord {
+        id: id.to_owned(),
+        description: String::new(),
+        blobs: Vec::new(),
+        snapshots: if snapshot.is_empty() {
+            Vec::new()
+        } else {
+            vec![snapshot.to_owned()]
+        },
+        size: 0,
+        created: 0,
+        last_used: 0,
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -481,6 +560,8 @@ fn snapshot_lifecycle_and_mounts() {
         Some("layer-1")
     );
     store.remove_snapshot("step-3").unwrap();
+    // The directory goes once the removal is durable.
+    store.flush().unwrap();
     assert!(!m.upper.exists());
     assert!(matches!(
         store.mounts("step-3"),
@@ -710,4 +791,149 @@ fn serial_snapshots_stack_under_a_real_overlay_mount() {
     let _mount = Overlay::mount(&mounts, &merged).unwrap();
     assert_eq!(common::list_files(&merged), ["a", "b", "d", "d/new"]);
     assert_eq!(fs_err::read_to_string(merged.join("d/new")).unwrap(), "new");
+}
+
+#[test]
+fn a_busy_process_hands_the_metadata_over() {
+    let root = tempfile::tempdir().unwrap();
+    drop(Store::open(root.path()).unwrap());
+    let mut busy = child("busy", root.path());
+    // Let the child take the database and keep it busy.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let store = Store::open(root.path()).unwrap();
+    store
+        .put_cache_record(&snapshot_record("parent", ""))
+        .unwrap();
+    let waited = start.elapsed();
+    drop(store);
+    assert!(
+        busy.try_wait().unwrap().is_none(),
+        "the child finished before the parent got in: the test proves nothing"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "the parent waited {waited:?} for a busy holder"
+    );
+    assert!(busy.wait().unwrap().success());
+    let written: usize = fs_err::read_to_string(marker(root.path()))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let records = store.cache_records().unwrap();
+    assert!(records.iter().any(|r| r.id == "parent"));
+    assert_eq!(
+        records.iter().filter(|r| r.id.starts_with("busy-")).count(),
+        written,
+        "every record of the busy process is kept"
+    );
+}
+
+#[test]
+fn lazy_records_are_durable_when_the_store_is_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let mounts = store.prepare("active", None).unwrap();
+    fs_err::write(mounts.upper.join("f"), "data").unwrap();
+    store.commit("active", "done").unwrap();
+    store
+        .put_cache_record(&snapshot_record("key", "done"))
+        .unwrap();
+    store.remove_snapshot("done").ok();
+    let active_dir = root.path().join("snapshots/active/active");
+    drop(store);
+    assert!(
+        !active_dir.exists(),
+        "the committed active directory is removed"
+    );
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(
+        store.cache_record("key").unwrap().unwrap().snapshots,
+        ["done"]
+    );
+    assert!(store.snapshot("done").unwrap().is_none());
+    assert!(!store.committed_dir("done").unwrap().exists());
+    let leftovers: Vec<_> = fs_err::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn kill_during_snapshot_commits_leaves_a_consistent_store() {
+    let root = tempfile::tempdir().unwrap();
+    drop(Store::open(root.path()).unwrap());
+    for round in 0..3_usize {
+        let mut c = child("snapshots-forever", root.path());
+        let committed = root.path().join("snapshots/committed");
+        let before = fs_err::read_dir(&committed).unwrap().count();
+        wait_for("the child's snapshots", Duration::from_secs(30), || {
+            fs_err::read_dir(&committed).unwrap().count() >= before + 20
+        });
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..1500)));
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        assert_eq!(
+            store.check().unwrap(),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        for record in store.cache_records().unwrap() {
+            for key in &record.snapshots {
+                let i = key.rsplit('-').next().unwrap();
+                let dir = store.committed_dir(key).unwrap();
+                assert_eq!(
+                    fs_err::read_to_string(dir.join(format!("f{i}"))).unwrap(),
+                    format!("content {i}"),
+                    "record {} names an incomplete snapshot",
+                    record.id
+                );
+                assert_eq!(store.lowers(key).unwrap()[0], dir);
+            }
+        }
+        store.gc().unwrap();
+        assert_eq!(store.check().unwrap(), Vec::<String>::new());
+        // Collected: only recorded snapshots and no leftovers remain.
+        let recorded: Vec<String> = store
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        for entry in fs_err::read_dir(&committed).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(recorded.contains(&name), "unrecorded {name} survived gc");
+        }
+        let tmp = fs_err::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("tmp-")
+            })
+            .count();
+        assert_eq!(tmp, 0);
+    }
+}
+
+#[test]
+fn durable_writes_survive_a_kill() {
+    let root = tempfile::tempdir().unwrap();
+    drop(Store::open(root.path()).unwrap());
+    let mut c = child("durable-then-sleep", root.path());
+    wait_for("the child", Duration::from_secs(30), || {
+        marker(root.path()).exists()
+    });
+    c.kill().unwrap(); // SIGKILL, while it may still hold the database
+    c.wait().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    assert!(store.image("durable").unwrap().is_some());
+    assert!(store.cache_record("flushed").unwrap().is_some());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }

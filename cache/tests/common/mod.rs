@@ -233,3 +233,158 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A registry front that demands bearer tokens, as Docker Hub does: `/v2/*` without a valid
+/// `Authorization: Bearer` gets a 401 with a `WWW-Authenticate: Bearer realm=...` challenge
+/// naming its own `/token` endpoint, which issues the token for the right HTTP basic
+/// credentials (or to anyone, when it has none). Authorised requests are forwarded to
+/// `upstream`. One request per connection; stopped on drop.
+pub struct TokenProxy {
+    pub host: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    credentials: Option<String>,
+    token: String,
+    stop: std::sync::atomic::AtomicBool,
+    /// Every request: (method and path, the Authorization header).
+    log: std::sync::Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl TokenProxy {
+    /// Starts one in front of `upstream`; `credentials` (`user`, `password`) are what the
+    /// token endpoint accepts, `None` for anonymous tokens.
+    pub fn start(upstream: &str, credentials: Option<(&str, &str)>) -> Self {
+        use base64::Engine as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let state = std::sync::Arc::new(ProxyState {
+            upstream: upstream.to_owned(),
+            credentials: credentials
+                .map(|(u, p)| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))),
+            token: format!("token-{:016x}", fastrand::u64(..)),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            log: std::sync::Mutex::default(),
+        });
+        let shared = std::sync::Arc::clone(&state);
+        let me = host.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if shared.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let shared = std::sync::Arc::clone(&shared);
+                let me = me.clone();
+                std::thread::spawn(move || {
+                    let _ = shared.serve(stream, &me);
+                });
+            }
+        });
+        Self { host, state }
+    }
+
+    /// The requests seen so far: method and path, and the Authorization header.
+    pub fn requests(&self) -> Vec<(String, Option<String>)> {
+        self.state.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TokenProxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.host);
+    }
+}
+
+impl ProxyState {
+    fn serve(&self, mut client: TcpStream, me: &str) -> std::io::Result<()> {
+        use std::io::{Read as _, Write as _};
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if client.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_owned();
+        let mut parts = request_line.split(' ');
+        let (method, target) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let authorization = headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone());
+        self.log
+            .lock()
+            .unwrap()
+            .push((format!("{method} {target}"), authorization.clone()));
+        let reply = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
+            write!(
+                client,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+                body.len()
+            )
+        };
+        if let Some(query) = target.strip_prefix("/token?") {
+            let wanted_scope = query
+                .split('&')
+                .any(|p| p == "scope=repository%3Alibrary%2Fbusybox%3Apull");
+            let allowed = match &self.credentials {
+                None => true,
+                Some(expected) => authorization.as_deref() == Some(&format!("Basic {expected}")),
+            };
+            return if !allowed {
+                reply(
+                    &mut client,
+                    "401 Unauthorized",
+                    "",
+                    "invalid username or password",
+                )
+            } else if !wanted_scope {
+                reply(&mut client, "403 Forbidden", "", "scope not granted")
+            } else {
+                let body = format!(r#"{{"token":"{0}","access_token":"{0}"}}"#, self.token);
+                reply(&mut client, "200 OK", "", &body)
+            };
+        }
+        if authorization.as_deref() != Some(&format!("Bearer {}", self.token)) {
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"kiln-test\",scope=\"repository:library/busybox:pull\"\r\n"
+            );
+            return reply(
+                &mut client,
+                "401 Unauthorized",
+                &challenge,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
+        }
+        let mut upstream = TcpStream::connect(&self.upstream)?;
+        let mut request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.upstream
+        );
+        for (k, v) in &headers {
+            if !matches!(k.as_str(), "host" | "connection" | "authorization") {
+                request.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        request.push_str("\r\n");
+        upstream.write_all(request.as_bytes())?;
+        std::io::copy(&mut upstream, &mut client)?;
+        Ok(())
+    }
+}
