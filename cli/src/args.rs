@@ -96,10 +96,14 @@ pub(crate) struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long, value_name = "SPEC")]
     pub(crate) secret: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`, as `docker buildx build --ssh`:
+    /// `default` or `ID` (the agent at `$SSH_AUTH_SOCK`), or `ID=SOCKET`.
+    #[arg(long, value_name = "default|ID[=SOCKET]")]
+    pub(crate) ssh: Vec<String>,
     /// Do not use cached results.
     #[arg(long)]
     pub(crate) no_cache: bool,
-    /// Progress output: `auto`, `plain` or `tty` (all plain for now).
+    /// Progress output: `auto` (tty on a terminal, else plain), `plain` or `tty`.
     #[arg(long, default_value = "auto")]
     pub(crate) progress: String,
     /// Store the image in kiln's image store under this name (repeatable).

@@ -1,61 +1,11 @@
 //! Git sources through `kiln build --llb`, against `git daemon` on 127.0.0.1: a tag, a branch
 //! with a subdirectory, `.git` left out, and a moved branch fetched again.
-
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use kiln_llb::git;
 use kiln_llb::prost::Message as _;
 use kiln_testdata::{is_root, skip};
 
 mod common;
-use common::{assert_ok, build_llb};
-
-fn run_git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.email=test@kiln", "-c", "user.name=kiln"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Serves the repositories under `base` with `git daemon`; returns it and its port.
-fn daemon(base: &Path) -> (Daemon, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("git")
-        .arg("daemon")
-        .arg(format!("--base-path={}", base.display()))
-        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (daemon, port);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("git daemon did not start");
-}
+use common::{assert_ok, build_llb, git_daemon, run_git};
 
 #[test]
 fn git_sources_clone_refs_and_subdirectories() {
@@ -72,7 +22,7 @@ fn git_sources_clone_refs_and_subdirectories() {
     run_git(&repo, &["add", "."]);
     run_git(&repo, &["commit", "-qm", "one"]);
     run_git(&repo, &["tag", "v1"]);
-    let (_daemon, port) = daemon(&work.path().join("repos"));
+    let (_daemon, port) = git_daemon(&work.path().join("repos"));
     let url = format!("git://127.0.0.1:{port}/project");
     let store = work.path().join("store");
 

@@ -11,7 +11,12 @@
 //!   and the context's exclude patterns ([`parse_dockerignore`]). Base images are looked up
 //!   through the [`ImageMetaResolver`] trait, which this crate owns and `cli` implements with
 //!   the registry client and the content store: it returns the manifest digest (to pin
-//!   `docker-image://...@sha256:`) and the image configuration. [`ImageConfig::to_json`] gives
+//!   `docker-image://...@sha256:`) and the image configuration. `ADD` of git URLs
+//!   (`https://host/repo.git#ref:subdir`, `git@host:repo`, `git://`, with `?ref=`/`?tag=`/
+//!   `?branch=`/`?checksum=`/`?keep-git-dir=` queries) becomes a git source with BuildKit's
+//!   attributes; symbolic `--chmod` (`u+x,g=r`) becomes the copy's `modeStr`;
+//!   `RUN --mount=type=ssh` becomes an SSH socket mount with `SSH_AUTH_SOCK` set, and
+//!   `--mount=type=secret,env=NAME` an exec `secretenv`. [`ImageConfig::to_json`] gives
 //!   the configuration the exporters write. Errors are [`ConvertError`]s, with the
 //!   `Dockerfile:LINE` location where there is one;
 //!

@@ -125,6 +125,9 @@ pub struct LocalOptions {
     pub follow_paths: Vec<String>,
     /// Reuse the transfer cache of earlier transfers with the same hint.
     pub shared_key_hint: Option<String>,
+    /// `local.unique`: a value that makes this source's op digest unique (BuildKit sets a
+    /// random one per invocation when the source has no session).
+    pub unique: Option<String>,
 }
 
 /// A directory of the client (`local://name`).
@@ -156,6 +159,9 @@ pub fn local_with(name: &str, options: LocalOptions) -> State {
     if let Some(hint) = options.shared_key_hint {
         attrs.insert("local.sharedkeyhint".to_owned(), hint);
     }
+    if let Some(unique) = options.unique {
+        attrs.insert("local.unique".to_owned(), unique);
+    }
     let source = pb::SourceOp {
         identifier: format!("local://{name}"),
         attrs,
@@ -180,6 +186,108 @@ pub fn git(url: &str, reference: &str) -> State {
         identifier.push_str(reference);
     }
     source_state(pb::SourceOp { identifier, attrs }, None, "source.git")
+}
+
+/// Options of a [`git_with`] source (BuildKit's `llb.Git` options).
+#[derive(Debug, Clone, Default)]
+pub struct GitOptions {
+    /// Keep the `.git` directory in the checkout.
+    pub keep_git_dir: bool,
+    /// The commit the ref must resolve to (`git.checksum`).
+    pub checksum: Option<String>,
+    /// Do not fetch submodules.
+    pub skip_submodules: bool,
+    /// Trust `checksum` as the commit and fetch it directly.
+    pub fetch_by_commit: bool,
+}
+
+/// A git repository as BuildKit's `llb.Git(url, fragment, ...)` makes it: `url` is a
+/// `scheme://` URL or an scp-style `user@host:path` (then reached over SSH with the default
+/// agent); `fragment` is `REF[:SUBDIR]`. The identifier is `git://HOST/PATH[#REF[:SUBDIR]]`,
+/// the same for every scheme, and the URL itself goes into `git.fullurl`.
+pub fn git_with(url: &str, fragment: &str, options: GitOptions) -> State {
+    // `scheme://[user@]host/path` or `user@host:path`, without query and fragment.
+    let remote = url.split(['#', '?']).next().unwrap_or_default();
+    let (host, path, ssh) = match remote.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            (host, path, scheme.eq_ignore_ascii_case("ssh"))
+        }
+        None => {
+            let (user_host, path) = remote.split_once(':').unwrap_or((remote, ""));
+            let host = user_host.rsplit('@').next().unwrap_or_default();
+            (host, path, true)
+        }
+    };
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    let subdir = clean_slash_path(subdir);
+    let mut identifier = format!("git://{host}{}", clean_slash_path(path));
+    if !reference.is_empty() || subdir != "/" {
+        identifier.push('#');
+        identifier.push_str(reference);
+        if subdir != "/" {
+            identifier.push(':');
+            identifier.push_str(subdir.trim_start_matches('/'));
+        }
+    }
+    let mut attrs = BTreeMap::new();
+    let mut capabilities = vec!["source.git"];
+    if options.keep_git_dir {
+        attrs.insert("git.keepgitdir".to_owned(), "true".to_owned());
+        capabilities.push("source.git.keepgitdir");
+    }
+    if !remote.is_empty() {
+        attrs.insert("git.fullurl".to_owned(), remote.to_owned());
+        capabilities.push("source.git.fullurl");
+    }
+    attrs.insert(
+        "git.authtokensecret".to_owned(),
+        "GIT_AUTH_TOKEN".to_owned(),
+    );
+    attrs.insert(
+        "git.authheadersecret".to_owned(),
+        "GIT_AUTH_HEADER".to_owned(),
+    );
+    if ssh {
+        attrs.insert("git.mountsshsock".to_owned(), "default".to_owned());
+        capabilities.push("source.git.knownsshhosts");
+        capabilities.push("source.git.mountsshsock");
+    }
+    if let Some(checksum) = options.checksum.filter(|c| !c.is_empty()) {
+        attrs.insert("git.checksum".to_owned(), checksum);
+        capabilities.push("source.git.checksum");
+    }
+    if options.skip_submodules {
+        attrs.insert("git.skipsubmodules".to_owned(), "true".to_owned());
+        capabilities.push("source.git.skipsubmodules");
+    }
+    if options.fetch_by_commit {
+        attrs.insert("git.fetchbycommit".to_owned(), "true".to_owned());
+        capabilities.push("source.git.fetchbycommit");
+    }
+    let mut state = source_state(pb::SourceOp { identifier, attrs }, None, "source.git");
+    state = state.with_metadata(|m| {
+        for cap in capabilities {
+            m.caps.insert(cap.to_owned(), true);
+        }
+    });
+    state
+}
+
+/// Go's `path.Join("/", p)`: an absolute, cleaned slash path.
+fn clean_slash_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// Options of an [`http_with`] source.
@@ -341,6 +449,7 @@ impl State {
             mounts: vec![("/".to_owned(), self.clone(), MountOptions::default())],
             network: pb::NetMode::Unset,
             security: pb::SecurityMode::Sandbox,
+            secret_env: Vec::new(),
             metadata: caps(["exec.meta.base", "exec.mount.bind"]),
             node: OnceLock::new(),
         }
@@ -485,6 +594,7 @@ pub struct ExecState {
     mounts: Vec<(String, State, MountOptions)>,
     network: pb::NetMode,
     security: pb::SecurityMode,
+    secret_env: Vec<pb::SecretEnv>,
     metadata: pb::OpMetadata,
     node: OnceLock<BuiltExec>,
 }
@@ -538,6 +648,18 @@ impl ExecState {
         self
     }
 
+    /// Exposes secret `id` as the environment variable `name` of the process (`secretenv`);
+    /// `optional` leaves it unset when the secret is missing.
+    pub fn secret_env(mut self, id: &str, name: &str, optional: bool) -> Self {
+        self.secret_env.push(pb::SecretEnv {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            optional,
+        });
+        self.metadata.caps.insert("exec.secretenv".to_owned(), true);
+        self
+    }
+
     /// Exit codes that count as success (default: only 0).
     pub fn valid_exit_codes(mut self, codes: &[i32]) -> Self {
         self.meta.valid_exit_codes = codes.to_vec();
@@ -572,8 +694,27 @@ impl ExecState {
     }
 
     fn build(&self) -> BuiltExec {
+        // As BuildKit's exec op: filesystem mounts sorted by destination, then secret and then
+        // SSH mounts in the order they were added.
+        let group = |m: &&(String, State, MountOptions)| {
+            if m.2.secret.is_some() {
+                1
+            } else if m.2.ssh.is_some() {
+                2
+            } else {
+                0
+            }
+        };
         let mut mounts: Vec<&(String, State, MountOptions)> = self.mounts.iter().collect();
-        mounts.sort_by(|a, b| a.0.cmp(&b.0));
+        mounts.sort_by(|a, b| {
+            group(a).cmp(&group(b)).then_with(|| {
+                if group(a) == 0 {
+                    a.0.cmp(&b.0)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+        });
         let mut inputs = Inputs::default();
         let mut outputs = Vec::new();
         let mut pb_mounts = Vec::with_capacity(mounts.len());
@@ -626,6 +767,7 @@ impl ExecState {
             mounts: pb_mounts,
             network: self.network.into(),
             security: self.security.into(),
+            secretenv: self.secret_env.clone(),
             ..Default::default()
         };
         let node = Node {
@@ -696,6 +838,11 @@ pub struct CopyOptions {
     pub include_patterns: Vec<String>,
     /// Never copy paths matching these patterns.
     pub exclude_patterns: Vec<String>,
+    /// Symbolic permissions (`u+x,g-w`) applied to each copied file's own mode; overrides
+    /// `mode`.
+    pub mode_str: Option<String>,
+    /// Paths (relative to the source) that must exist, even when include patterns are used.
+    pub required_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -805,7 +952,11 @@ impl FileAction {
                 src: src.to_owned(),
                 dest: dest.to_owned(),
                 owner: options.owner.as_ref().map(Chown::to_pb),
-                mode: options.mode.unwrap_or(-1),
+                mode: match (&options.mode_str, options.mode) {
+                    // BuildKit leaves the numeric mode at zero when a mode string is given.
+                    (Some(_), _) => 0,
+                    (None, mode) => mode.unwrap_or(-1),
+                },
                 follow_symlink: options.follow_symlink,
                 dir_copy_contents: options.dir_copy_contents,
                 attempt_unpack_docker_compatibility: options.attempt_unpack_docker_compatibility,
@@ -815,6 +966,8 @@ impl FileAction {
                 timestamp: options.timestamp.unwrap_or(-1),
                 include_patterns: options.include_patterns,
                 exclude_patterns: options.exclude_patterns,
+                mode_str: options.mode_str.unwrap_or_default(),
+                required_paths: options.required_paths,
                 ..Default::default()
             }),
             Some(from.clone()),

@@ -58,9 +58,9 @@ mod marshal;
 pub mod pb;
 
 pub use crate::builder::{
-    CUSTOM_NAME, Chown, CopyOptions, ExecState, FileAction, HttpOptions, LocalOptions,
-    MkdirOptions, MountOptions, State, default_platform, diff, git, http, http_with, image,
-    image_for, local, local_with, merge, normalize_image_ref, scratch,
+    CUSTOM_NAME, Chown, CopyOptions, ExecState, FileAction, GitOptions, HttpOptions, LocalOptions,
+    MkdirOptions, MountOptions, State, default_platform, diff, git, git_with, http, http_with,
+    image, image_for, local, local_with, merge, normalize_image_ref, scratch,
 };
 pub use crate::definition::{Edge, LoadedDefinition, LoadedOp, op_kind, output_count};
 pub use crate::digest::Digest;

@@ -146,13 +146,14 @@ fn special_mounts_produce_no_output() {
         .iter()
         .map(|m| (m.dest.as_str(), m.mount_type, m.output))
         .collect();
+    // As BuildKit marshals them: filesystem mounts by target, then secrets.
     assert_eq!(
         kinds,
         [
             ("/", pb::MountType::Bind as i32, 0),
             ("/cache", pb::MountType::Cache as i32, -1),
-            ("/run/secrets/token", pb::MountType::Secret as i32, -1),
             ("/tmp", pb::MountType::Tmpfs as i32, -1),
+            ("/run/secrets/token", pb::MountType::Secret as i32, -1),
         ]
     );
     assert_eq!(e.mounts[1].cache_opt.as_ref().unwrap().sharing, 2);

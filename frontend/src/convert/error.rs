@@ -152,6 +152,41 @@ pub enum ConvertErrorKind {
         /// The JSON error.
         message: String,
     },
+    /// `RUN --mount=type=ssh,source=...`.
+    #[error("ssh does not support source")]
+    SshSource,
+    /// A git URL in `COPY`.
+    #[error("source can't be a git ref for COPY")]
+    GitForCopy,
+    /// A git URL that looks like one but cannot be used (bad query, conflicting refs).
+    #[error("{message}")]
+    InvalidGitRef {
+        /// What is wrong, in BuildKit's words.
+        message: String,
+    },
+    /// `--keep-git-dir` disagrees with the URL's `keep-git-dir` query.
+    #[error("inconsistent keep-git-dir configuration")]
+    InconsistentKeepGitDir,
+    /// `--checksum` disagrees with the URL's `checksum` query.
+    #[error("checksum mismatch {flag:?} != {url:?}")]
+    GitChecksumMismatch {
+        /// The `--checksum` value.
+        flag: String,
+        /// The URL's value.
+        url: String,
+    },
+    /// `--checksum` with more than one source.
+    #[error("checksum can't be specified for multiple sources")]
+    ChecksumMultipleSources,
+    /// `--checksum` for a local source.
+    #[error("checksum requires HTTP(S) or Git sources")]
+    ChecksumNeedsRemote,
+    /// A symbolic `--chmod` that does not parse.
+    #[error("{message}")]
+    InvalidModeString {
+        /// What is wrong, in BuildKit's words.
+        message: String,
+    },
     /// A feature this converter does not implement yet.
     #[error("{feature} is not supported yet")]
     Unsupported {

@@ -21,13 +21,16 @@
 //!    final source, because an LLB state cannot be changed after ops use it.
 
 mod error;
+mod git;
 mod image;
+mod modestr;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_llb::{
-    Chown, CopyOptions, FileAction, HttpOptions, LocalOptions, MkdirOptions, MountOptions, State,
-    http_with, image_for, local_with, merge, normalize_image_ref, pb, scratch,
+    Chown, CopyOptions, FileAction, GitOptions, HttpOptions, LocalOptions, MkdirOptions,
+    MountOptions, State, git_with, http_with, image_for, local_with, merge, normalize_image_ref,
+    pb, scratch,
 };
 
 pub use error::{ConvertError, ConvertErrorKind};
@@ -84,6 +87,10 @@ pub struct ConvertOptions {
     pub excludes: Vec<String>,
     /// The platform built for (and built on).
     pub platform: pb::Platform,
+    /// The `local.unique` value of the context source. BuildKit gives a context source without
+    /// a session a fresh random id per invocation (so that its op digest is unique); `None` does
+    /// the same. The solver leaves it out of cache keys.
+    pub local_unique: Option<String>,
 }
 
 impl Default for ConvertOptions {
@@ -99,6 +106,7 @@ impl Default for ConvertOptions {
                 os: "linux".to_owned(),
                 ..Default::default()
             },
+            local_unique: None,
         }
     }
 }
@@ -138,7 +146,8 @@ pub fn convert(
     plan.resolve()?;
     // First pass: learn which context paths the build reads.
     let probe = plan.dispatch(&scratch())?;
-    let context = context_source(options, &probe.context_paths);
+    let unique = options.local_unique.clone().unwrap_or_else(new_id);
+    let context = context_source(options, &probe.context_paths, unique);
     let done = plan.dispatch(&context)?;
     let target = &done.stages[plan.target];
     let mut config = target.image.clone();
@@ -171,7 +180,7 @@ fn unsupported(location: &Location, feature: &str) -> ConvertError {
 }
 
 /// The context source, as BuildKit's Dockerfile frontend makes it.
-fn context_source(options: &ConvertOptions, paths: &BTreeSet<String>) -> State {
+fn context_source(options: &ConvertOptions, paths: &BTreeSet<String>, unique: String) -> State {
     let mut follow = Vec::new();
     if !paths.contains("/") {
         follow = paths
@@ -188,6 +197,7 @@ fn context_source(options: &ConvertOptions, paths: &BTreeSet<String>) -> State {
             exclude_patterns: options.excludes.clone(),
             follow_paths: follow,
             shared_key_hint: Some(options.context_name.clone()),
+            unique: Some(unique),
             ..LocalOptions::default()
         },
     )
@@ -197,6 +207,7 @@ fn context_source(options: &ConvertOptions, paths: &BTreeSet<String>) -> State {
             "[internal] load build context".to_owned(),
         );
         m.caps.insert("source.local.sharedkeyhint".to_owned(), true);
+        m.caps.insert("source.local.unique".to_owned(), true);
         if has_follow {
             m.caps.insert("source.local.followpaths".to_owned(), true);
         }
@@ -205,6 +216,24 @@ fn context_source(options: &ConvertOptions, paths: &BTreeSet<String>) -> State {
                 .insert("source.local.excludepatterns".to_owned(), true);
         }
     })
+}
+
+/// A random id in the format of BuildKit's `identity.NewID`: 17 random bytes with the top bit
+/// set, in base 36, the 25 digits after the leading one.
+fn new_id() -> String {
+    let mut bytes: Vec<u8> = (0..17).map(|_| fastrand::u8(..)).collect();
+    bytes[0] |= 0x80;
+    let mut digits = Vec::new();
+    while bytes.iter().any(|&b| b != 0) {
+        let mut remainder = 0u32;
+        for b in &mut bytes {
+            let value = (remainder << 8) | u32::from(*b);
+            *b = (value / 36) as u8;
+            remainder = value % 36;
+        }
+        digits.push(char::from_digit(remainder, 36).unwrap_or('0'));
+    }
+    digits.iter().rev().skip(1).take(25).collect()
 }
 
 /// What a stage is built on.
@@ -886,7 +915,8 @@ fn normalize_workdir(current: &str, requested: &str) -> String {
     }
 }
 
-/// BuildKit's `NormalizePath(parent, path, keepSlash)` for Linux paths.
+/// BuildKit's `NormalizePath(parent, path, keepSlash)` for Linux paths (cleaned, as the LLB
+/// copy source path is cleaned when marshalled).
 fn normalize_path(parent: &str, path: &str, keep_slash: bool) -> String {
     let mut out = if path.starts_with('/') {
         clean_path(path)
@@ -1294,6 +1324,7 @@ impl Step<'_, '_> {
                     is_add: true,
                     checksum: add.checksum.clone(),
                     unpack: add.unpack,
+                    keep_git_dir: add.keep_git_dir,
                 };
                 self.dispatch_copy(cmd, &params, None)?;
             }
@@ -1399,6 +1430,10 @@ impl Step<'_, '_> {
         let lexer = *self.plan.lexer;
         let mut expand = |s: &str| lexer.process_word(s, &env);
         let parsed: Vec<Mount> = run.mounts(&mut expand).map_err(|e| at(loc, e))?;
+        // Secrets exposed as environment variables: (id, variable, optional).
+        let mut secret_envs: Vec<(String, String, bool)> = Vec::new();
+        let mut ssh_count = 0usize;
+        let mut first_ssh: Option<String> = None;
         for (i, mount) in parsed.iter().enumerate() {
             let mut state = match sources.get(i).copied().flatten() {
                 Some(j) => self.source_state(j, loc, &mount.from, Some(&mount.target))?,
@@ -1423,9 +1458,12 @@ impl Step<'_, '_> {
                             .unwrap_or_default()
                             .to_owned();
                     }
-                    // The environment variable form needs exec support for secret variables.
-                    if mount.env.is_some() && mount.target.is_empty() {
-                        return Err(unsupported(loc, "a secret as an environment variable"));
+                    if let Some(name) = &mount.env {
+                        secret_envs.push((id.clone(), name.clone(), !mount.required));
+                        // With `env=` alone the secret is only in the environment.
+                        if mount.target.is_empty() {
+                            continue;
+                        }
                     }
                     let target = if mount.target.is_empty() {
                         format!("/run/secrets/{}", id.rsplit('/').next().unwrap_or_default())
@@ -1442,7 +1480,29 @@ impl Step<'_, '_> {
                     mounts.push((target, scratch(), options));
                     continue;
                 }
-                MountType::Ssh => return Err(unsupported(loc, "RUN --mount=type=ssh")),
+                MountType::Ssh => {
+                    if !mount.source.is_empty() {
+                        return Err(at(loc, ConvertErrorKind::SshSource));
+                    }
+                    // BuildKit's `AddSSHSocket`: socket targets default to
+                    // `/run/buildkit/ssh_agent.N`, N counting the step's ssh mounts.
+                    let target = if mount.target.is_empty() {
+                        format!("/run/buildkit/ssh_agent.{ssh_count}")
+                    } else {
+                        mount.target.clone()
+                    };
+                    ssh_count += 1;
+                    options.ssh = Some(pb::SshOpt {
+                        id: mount.cache_id.clone(),
+                        uid: mount.uid.unwrap_or(0),
+                        gid: mount.gid.unwrap_or(0),
+                        mode: mount.mode.unwrap_or(0o600),
+                        optional: !mount.required,
+                    });
+                    first_ssh.get_or_insert_with(|| target.clone());
+                    mounts.push((target, scratch(), options));
+                    continue;
+                }
                 MountType::Tmpfs => {
                     state = scratch();
                     options.tmpfs = Some(mount.size_limit);
@@ -1503,11 +1563,32 @@ impl Step<'_, '_> {
             mounts.push((target, state, options));
         }
 
-        let name = self.op_name(&custom, true);
+        // As BuildKit's `withSecretEnvMask`: secret variables show as `****` in the op's name.
+        let name = if secret_envs.is_empty() {
+            self.op_name(&custom, true)
+        } else {
+            let saved = self.d.env.clone();
+            for (_, variable, _) in &secret_envs {
+                set_env(&mut self.d.env, variable, "****");
+            }
+            let name = self.op_name(&custom, true);
+            self.d.env = saved;
+            name
+        };
         let mut exec = self.d.state.run(args.clone());
         exec = exec.remove_mount_stubs_recursive(true);
         for (dest, state, options) in mounts {
             exec = exec.with_mount(&dest, state, options);
+        }
+        for (id, name, optional) in &secret_envs {
+            exec = exec.secret_env(id, name, *optional);
+        }
+        // As BuildKit's exec op does: the first agent socket is `SSH_AUTH_SOCK` unless the
+        // environment sets it already.
+        if let Some(socket) = first_ssh {
+            if crate::shell::Env::get(&self.d.env, "SSH_AUTH_SOCK").is_none() {
+                exec = exec.env("SSH_AUTH_SOCK", &socket);
+            }
         }
         match run.network {
             NetworkMode::Default => {}
@@ -1552,6 +1633,55 @@ impl Step<'_, '_> {
         Ok(())
     }
 
+    /// The git source of `ADD <git url>`, as BuildKit's `dispatchCopy` makes it.
+    fn git_source(
+        &self,
+        loc: &Location,
+        params: &CopyParams,
+        reference: &git::GitRef,
+        name: &str,
+    ) -> Result<State, ConvertError> {
+        let mut keep = params.keep_git_dir;
+        if let (Some(flag), Some(query)) = (keep, reference.keep_git_dir) {
+            if flag != query {
+                return Err(at(loc, ConvertErrorKind::InconsistentKeepGitDir));
+            }
+        }
+        if reference.keep_git_dir.is_some() {
+            keep = reference.keep_git_dir;
+        }
+        let mut checksum = params.checksum.clone();
+        if !checksum.is_empty() && !reference.checksum.is_empty() && checksum != reference.checksum
+        {
+            return Err(at(
+                loc,
+                ConvertErrorKind::GitChecksumMismatch {
+                    flag: checksum,
+                    url: reference.checksum.clone(),
+                },
+            ));
+        }
+        if !reference.checksum.is_empty() {
+            checksum = reference.checksum.clone();
+        }
+        let fragment = if reference.subdir.is_empty() {
+            reference.reference.clone()
+        } else {
+            format!("{}:{}", reference.reference, reference.subdir)
+        };
+        Ok(git_with(
+            &reference.remote,
+            &fragment,
+            GitOptions {
+                keep_git_dir: keep.unwrap_or(false),
+                checksum: (!checksum.is_empty()).then_some(checksum),
+                skip_submodules: reference.submodules == Some(false),
+                fetch_by_commit: reference.fetch_by_commit,
+            },
+        )
+        .with_custom_name(name))
+    }
+
     fn dispatch_copy(
         &mut self,
         cmd: &Command,
@@ -1569,23 +1699,20 @@ impl Step<'_, '_> {
         }
         let dest = dest_path(&self.d.cwd, &dest_raw);
         let owner = (!chown_spec.is_empty()).then(|| chown(&chown_spec));
-        let mode = if chmod_spec.is_empty() {
-            None
-        } else {
-            match u32::from_str_radix(&chmod_spec, 8) {
-                Ok(m) if m <= 0o7777 => Some(m as i32),
-                _ => {
-                    return Err(at(
-                        loc,
-                        ConvertErrorKind::InvalidChmod {
-                            value: chmod_spec.clone(),
-                        },
-                    ));
-                }
+        let (mode, mode_str) = chmod_option(&chmod_spec).map_err(|kind| at(loc, kind))?;
+        if !params.checksum.is_empty() {
+            if !params.is_add {
+                return Err(at(loc, ConvertErrorKind::ChecksumForCopy));
             }
-        };
-        if !params.checksum.is_empty() && !params.is_add {
-            return Err(at(loc, ConvertErrorKind::ChecksumForCopy));
+            if srcs.len() != 1 {
+                return Err(at(loc, ConvertErrorKind::ChecksumMultipleSources));
+            }
+            let remote = matches!(git::parse(&srcs[0]), git::Parsed::Git(_))
+                || srcs[0].starts_with("http://")
+                || srcs[0].starts_with("https://");
+            if !remote {
+                return Err(at(loc, ConvertErrorKind::ChecksumNeedsRemote));
+            }
         }
         let mut message = if params.is_add { "ADD" } else { "COPY" }.to_owned();
         if params.parents {
@@ -1609,13 +1736,42 @@ impl Step<'_, '_> {
             };
         for src in &srcs {
             message.push_str(&format!(" {src}"));
+            match git::parse(src) {
+                git::Parsed::Invalid(message) => {
+                    return Err(at(loc, ConvertErrorKind::InvalidGitRef { message }));
+                }
+                git::Parsed::Git(reference) => {
+                    if !params.is_add {
+                        return Err(at(loc, ConvertErrorKind::GitForCopy));
+                    }
+                    let repo = self.git_source(loc, params, &reference, &name)?;
+                    push(
+                        &mut action,
+                        &repo,
+                        "/",
+                        CopyOptions {
+                            owner: owner.clone(),
+                            mode,
+                            mode_str: mode_str.clone(),
+                            create_dest_path: true,
+                            exclude_patterns: params.exclude.clone(),
+                            ..CopyOptions::default()
+                        },
+                    );
+                    // As in BuildKit, an ADD source that is not an http(s) URL counts as a
+                    // context path, even a git one.
+                    if from.is_none() && !src.starts_with("http://") && !src.starts_with("https://")
+                    {
+                        self.context_paths.insert(clean_path(&format!("/{src}")));
+                    }
+                    continue;
+                }
+                git::Parsed::NotGit => {}
+            }
             let is_url = src.starts_with("http://") || src.starts_with("https://");
             if is_url {
                 if !params.is_add {
                     return Err(at(loc, ConvertErrorKind::UrlForCopy));
-                }
-                if src.ends_with(".git") || src.contains(".git#") {
-                    return Err(unsupported(loc, "ADD of a git repository"));
                 }
                 let path_part = src
                     .split_once("://")
@@ -1657,6 +1813,7 @@ impl Step<'_, '_> {
                     CopyOptions {
                         owner: owner.clone(),
                         mode,
+                        mode_str: mode_str.clone(),
                         create_dest_path: true,
                         attempt_unpack_docker_compatibility: params.unpack.unwrap_or(false),
                         exclude_patterns: params.exclude.clone(),
@@ -1667,17 +1824,24 @@ impl Step<'_, '_> {
             }
             let mut src_path = src.clone();
             let mut include = Vec::new();
+            let mut required = Vec::new();
             if params.parents {
                 let (parent, pattern) = match src.split_once("/./") {
                     Some((p, pat)) => (p.to_owned(), pat.to_owned()),
                     None => ("/".to_owned(), src.clone()),
                 };
-                src_path = parent;
-                include.push(
+                // `NormalizePath` keeps an absolute pattern as written (`/a/b/.`).
+                let pattern = if pattern.starts_with('/') {
+                    pattern
+                } else {
                     normalize_path("/", &pattern, false)
-                        .trim_start_matches('/')
-                        .to_owned(),
-                );
+                };
+                // Only a path without wildcards must exist (BuildKit's `requiredPaths`).
+                if !contains_wildcards(&parent) && !contains_wildcards(&pattern) {
+                    required.push(normalize_path("/", &format!("{parent}/{pattern}"), false));
+                }
+                src_path = parent;
+                include.push(pattern.trim_start_matches('/').to_owned());
             }
             let normalized = normalize_path("/", &src_path, false);
             if from.is_none() {
@@ -1690,6 +1854,7 @@ impl Step<'_, '_> {
                 CopyOptions {
                     owner: owner.clone(),
                     mode,
+                    mode_str: mode_str.clone(),
                     follow_symlink: true,
                     dir_copy_contents: true,
                     attempt_unpack_docker_compatibility: params.unpack.unwrap_or(params.is_add),
@@ -1698,6 +1863,7 @@ impl Step<'_, '_> {
                     allow_empty_wildcard: true,
                     include_patterns: include,
                     exclude_patterns: params.exclude.clone(),
+                    required_paths: required,
                     ..CopyOptions::default()
                 },
             );
@@ -1724,6 +1890,7 @@ impl Step<'_, '_> {
                 CopyOptions {
                     owner: owner.clone(),
                     mode,
+                    mode_str: mode_str.clone(),
                     create_dest_path: true,
                     exclude_patterns: params.exclude.clone(),
                     ..CopyOptions::default()
@@ -1769,6 +1936,7 @@ struct CopyParams {
     is_add: bool,
     checksum: String,
     unpack: Option<bool>,
+    keep_git_dir: Option<bool>,
 }
 
 impl CopyParams {
@@ -1783,8 +1951,50 @@ impl CopyParams {
             is_add: false,
             checksum: String::new(),
             unpack: None,
+            keep_git_dir: None,
         }
     }
+}
+
+/// `--chmod`: an octal mode, or a symbolic one passed on as `modeStr` (BuildKit's rules: a
+/// value that looks numeric but is not octal up to 07777 is an invalid chmod parameter).
+fn chmod_option(spec: &str) -> Result<(Option<i32>, Option<String>), ConvertErrorKind> {
+    if spec.is_empty() {
+        return Ok((None, None));
+    }
+    let invalid = || ConvertErrorKind::InvalidChmod {
+        value: spec.to_owned(),
+    };
+    if let Ok(m) = u32::from_str_radix(spec, 8) {
+        if m > 0o7777 {
+            return Err(invalid());
+        }
+        return Ok((Some(m as i32), None));
+    }
+    if spec.as_bytes()[0].is_ascii_digit() {
+        return Err(invalid());
+    }
+    if !modestr::is_valid(spec) {
+        return Err(ConvertErrorKind::InvalidModeString {
+            message: "invalid syntax".to_owned(),
+        });
+    }
+    Ok((None, Some(spec.to_owned())))
+}
+
+/// BuildKit's `containsWildcards`: `*`, `?` or `[` not escaped by `\`.
+fn contains_wildcards(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'*' | b'?' | b'[' => return true,
+            b'\\' => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// BuildKit's `addEnv`: replaces the entry for `key` in place, or appends one.

@@ -17,8 +17,13 @@
 //! 5. `copy`: expands wildcards in the source, picks the target (into a directory when the
 //!    destination ends in `/` or is one; a directory's contents with `dirCopyContents`),
 //!    creates the destination's parents with `createDestPath`, and copies recursively,
-//!    keeping modes, owners, times, links, hard links and xattrs unless overridden.
+//!    keeping modes, owners, times, links, hard links and xattrs unless overridden: `mode`
+//!    sets the permissions, `modeStr` (`u+x,g-w`) changes each entry's own (see `modestr`).
+//!    `required_paths` must exist in the source; include and exclude patterns narrow what is
+//!    copied from a directory (see `filter`).
 
+mod filter;
+mod modestr;
 mod pattern;
 mod scoped;
 
@@ -30,6 +35,7 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 use kiln_llb::pb;
 
+use modestr::ModeSet;
 pub(crate) use pattern::matches as pattern_matches;
 
 /// Where the path `path` below `root` leads when it is a symbolic link (followed inside
@@ -65,6 +71,12 @@ pub enum FileError {
         name: String,
         /// `passwd` or `group`.
         file: &'static str,
+    },
+    /// A copy's symbolic mode (`modeStr`) does not parse.
+    #[error("invalid mode {mode:?}: invalid syntax")]
+    InvalidMode {
+        /// The mode string.
+        mode: String,
     },
     /// A file action names an input it does not have.
     #[error("file action refers to input {input}, which does not exist")]
@@ -326,6 +338,28 @@ pub fn copy(
     owner: Option<Owner>,
 ) -> Result<()> {
     let src = action.src.as_str();
+    let mode_set = if action.mode_str.is_empty() {
+        None
+    } else {
+        Some(
+            ModeSet::parse(&action.mode_str).map_err(|_| FileError::InvalidMode {
+                mode: action.mode_str.clone(),
+            })?,
+        )
+    };
+    // `COPY --parents` names paths that must exist even though include patterns select what
+    // is copied (BuildKit checks them when it checksums the source).
+    for required in &action.required_paths {
+        let p = scoped::resolve(src_root, required, true).map_err(io_err("copy", required))?;
+        if scoped::lstat(&p)
+            .map_err(io_err("copy", required))?
+            .is_none()
+        {
+            return Err(FileError::NotFound {
+                path: required.clone(),
+            });
+        }
+    }
     let sources = if action.allow_wildcard && pattern::has_meta(src) {
         let found = expand(src_root, src).map_err(io_err("copy", src))?;
         if found.is_empty() && !action.allow_empty_wildcard {
@@ -370,9 +404,17 @@ pub fn copy(
         }
     }
 
+    let filter = filter::Filter::new(&action.include_patterns, &action.exclude_patterns);
     let mut links = HashMap::new();
     for source in &sources {
         let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
+        // Include and exclude patterns are relative to each copied directory.
+        let selected = match &filter {
+            Some(f) if meta.is_dir() => {
+                Some(filter::select(source, f).map_err(io_err("copy", src))?)
+            }
+            _ => None,
+        };
         if action.attempt_unpack_docker_compatibility
             && meta.is_file()
             && unpack_archive(source, dest_root, &dest, owner)
@@ -385,14 +427,18 @@ pub fn copy(
             Some(d) if d.is_dir() => !(meta.is_dir() && action.dir_copy_contents),
             _ => false,
         };
-        let target = if into_dir {
+        // The source's root has no name of its own: copying `/` into a directory copies its
+        // contents there (Go's `filepath.Base("/")` joined to the destination).
+        let target = if into_dir && source.as_path() != src_root {
             dest.join(source.file_name().unwrap_or_default())
         } else {
             dest.clone()
         };
         let copier = Copier {
             owner,
-            mode: (action.mode >= 0).then_some(action.mode as u32 & 0o7777),
+            mode: (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777),
+            mode_set: mode_set.as_ref(),
+            selected: selected.as_ref(),
             time: timestamp(action.timestamp),
             replace_dirs: action.always_replace_existing_dest_paths,
             shown: dest_shown,
@@ -416,11 +462,16 @@ pub fn copy(
                 .map_err(io_err("copy", src))?;
             names.sort();
             for name in names {
-                copier.copy_tree(&source.join(&name), &target.join(&name), &mut links)?;
+                copier.copy_tree(
+                    &source.join(&name),
+                    &target.join(&name),
+                    Path::new(&name),
+                    &mut links,
+                )?;
             }
             continue;
         }
-        copier.copy_tree(source, &target, &mut links)?;
+        copier.copy_tree(source, &target, Path::new(""), &mut links)?;
     }
     Ok(())
 }
@@ -524,6 +575,10 @@ fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
 struct Copier<'a> {
     owner: Option<Owner>,
     mode: Option<u32>,
+    /// A symbolic mode, applied to each entry's own mode (instead of `mode`).
+    mode_set: Option<&'a ModeSet>,
+    /// With include or exclude patterns: the paths (relative to the copied directory) to copy.
+    selected: Option<&'a std::collections::HashSet<PathBuf>>,
     time: Option<FileTime>,
     replace_dirs: bool,
     shown: &'a str,
@@ -535,8 +590,14 @@ impl Copier<'_> {
         &self,
         src: &Path,
         dst: &Path,
+        rel: &Path,
         links: &mut HashMap<(u64, u64), PathBuf>,
     ) -> Result<()> {
+        if let Some(selected) = self.selected {
+            if !rel.as_os_str().is_empty() && !selected.contains(rel) {
+                return Ok(());
+            }
+        }
         let err = |e| io_err("copy", self.shown)(e);
         let meta = fs_err::symlink_metadata(src).map_err(err)?;
         let existing = scoped::lstat(dst).map_err(err)?;
@@ -557,7 +618,7 @@ impl Copier<'_> {
                 .map_err(err)?;
             entries.sort();
             for name in entries {
-                self.copy_tree(&src.join(&name), &dst.join(&name), links)?;
+                self.copy_tree(&src.join(&name), &dst.join(&name), &rel.join(&name), links)?;
             }
             self.finish(src, dst, &meta)?;
             return Ok(());
@@ -607,7 +668,11 @@ impl Copier<'_> {
         });
         std::os::unix::fs::lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(err)?;
         if !is_link {
-            let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
+            let own = meta.mode() & 0o7777;
+            let mode = match self.mode_set {
+                Some(set) => set.apply(own, meta.is_dir()),
+                None => self.mode.unwrap_or(own),
+            };
             fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(err)?;
             if let Ok(names) = xattr::list(src) {
                 for name in names {
@@ -861,6 +926,86 @@ mod tests {
         assert_eq!(err.to_string(), "\"/*.none\": not found");
         let err = copy(s, d, &copy_action("/missing", "/t/"), None).unwrap_err();
         assert_eq!(err.to_string(), "\"/missing\": not found");
+    }
+
+    #[test]
+    fn copy_symbolic_mode_applies_to_each_entry_own_mode() {
+        let src = tree();
+        let s = src.path();
+        fs_err::create_dir(s.join("dir")).unwrap();
+        fs_err::write(s.join("dir/plain"), "p").unwrap();
+        fs_err::write(s.join("dir/tool"), "t").unwrap();
+        let set = |p: &str, m: u32| {
+            fs_err::set_permissions(s.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set("dir/plain", 0o640);
+        set("dir/tool", 0o750);
+        set("dir", 0o700);
+        let dest = tree();
+        let d = dest.path();
+        let action = pb::FileActionCopy {
+            mode: 0,
+            mode_str: "a+X,g-w,o+r".into(),
+            ..copy_action("/dir", "/out")
+        };
+        copy(s, d, &action, None).unwrap();
+        // X: execute only where some execute bit was set, and on directories.
+        assert_eq!(mode(&d.join("out/plain")), 0o644);
+        assert_eq!(mode(&d.join("out/tool")), 0o755);
+        // The sources are untouched.
+        assert_eq!(mode(&s.join("dir/tool")), 0o750);
+        let bad = pb::FileActionCopy {
+            mode_str: "u+q".into(),
+            ..copy_action("/dir", "/bad")
+        };
+        let err = copy(s, d, &bad, None).unwrap_err();
+        assert_eq!(err.to_string(), "invalid mode \"u+q\": invalid syntax");
+        assert!(!d.join("bad").exists());
+    }
+
+    #[test]
+    fn copy_of_the_root_into_a_directory_copies_its_contents() {
+        let src = tree();
+        let s = src.path();
+        fs_err::write(s.join("top"), "t").unwrap();
+        let dest = tree();
+        let d = dest.path();
+        let action = pb::FileActionCopy {
+            dir_copy_contents: false,
+            follow_symlink: false,
+            allow_wildcard: false,
+            ..copy_action("/", "/dst/")
+        };
+        copy(s, d, &action, None).unwrap();
+        assert_eq!(fs_err::read_to_string(d.join("dst/top")).unwrap(), "t");
+        let names: Vec<_> = fs_err::read_dir(d.join("dst"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["top"]);
+    }
+
+    #[test]
+    fn copy_required_paths_must_exist() {
+        let src = tree();
+        let s = src.path();
+        fs_err::create_dir_all(s.join("a/b/c")).unwrap();
+        let dest = tree();
+        let d = dest.path();
+        let ok = pb::FileActionCopy {
+            include_patterns: vec!["b/c".into()],
+            required_paths: vec!["/a/b/c".into()],
+            ..copy_action("/a", "/out/")
+        };
+        copy(s, d, &ok, None).unwrap();
+        let missing = pb::FileActionCopy {
+            required_paths: vec!["/a/b/nope".into()],
+            ..copy_action("/a", "/other/")
+        };
+        let err = copy(s, d, &missing, None).unwrap_err();
+        // BuildKit's wording: `"/a/b/nope": not found`.
+        assert_eq!(err.to_string(), "\"/a/b/nope\": not found");
+        assert!(!d.join("other").exists());
     }
 
     #[test]

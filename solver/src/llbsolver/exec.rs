@@ -1,4 +1,10 @@
 //! Exec ops: a process over an overlay of the root snapshot, through the [`Executor`].
+//!
+//! Besides snapshots, a step can see session data that never enters a layer or a cache key:
+//! secrets as files (`SECRET` mounts) or environment variables (`secretenv`), and SSH agent
+//! sockets (`SSH` mounts). An agent socket is not mounted directly: each mount gets its own
+//! socket with the owner and mode the mount asks for, and a thread forwards its connections
+//! to the agent for as long as the step runs.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -149,6 +155,8 @@ async fn run(
     let mut mounts = Vec::new();
     // Locks on cache mount directories, held until the process has ended.
     let mut cache_locks = Vec::new();
+    // Agent socket forwarders, stopped when the process has ended.
+    let mut ssh_forwarders = Vec::new();
     // Writable bind mounts: their active snapshots, by mount index, removed unless committed.
     let mut writable: Vec<(usize, RemoveActive)> = Vec::new();
     for (index, m) in exec
@@ -168,15 +176,32 @@ async fn run(
                 mounts.push(mount);
                 writable.push((index, active));
             }
-            _ => mounts.push(mount(&config, &inputs, m)?),
+            Ok(pb::MountType::Ssh) => {
+                if let Some((mount, forwarder)) = ssh_mount(&config, m)? {
+                    mounts.push(mount);
+                    ssh_forwarders.push(forwarder);
+                }
+            }
+            _ => mounts.extend(mount(&config, &inputs, m)?),
         }
     }
 
+    let mut env = meta.env.clone();
+    for secret in &exec.secretenv {
+        match config.secrets.get(&secret.id) {
+            Some(data) => {
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != secret.name);
+                env.push(format!("{}={}", secret.name, String::from_utf8_lossy(data)));
+            }
+            None if secret.optional => {}
+            None => return Err(format!("secret {} not found", secret.id).into()),
+        }
+    }
     let request = ExecRequest {
         rootfs,
         mounts,
         args: meta.args.clone(),
-        env: meta.env.clone(),
+        env,
         cwd: if meta.cwd.is_empty() {
             "/".to_owned()
         } else {
@@ -212,6 +237,7 @@ async fn run(
         )
         .await?;
     drop(cache_locks);
+    drop(ssh_forwarders);
     let valid = if meta.valid_exit_codes.is_empty() {
         vec![0]
     } else {
@@ -322,57 +348,80 @@ async fn writable_bind(
     Ok((mount, guard))
 }
 
-/// An exec mount other than the root.
-fn mount(config: &SessionConfig, inputs: &[Ref], m: &pb::Mount) -> Result<ExecMount, OpError> {
+/// An exec mount other than the root; `None` for an optional secret that is missing.
+fn mount(
+    config: &SessionConfig,
+    inputs: &[Ref],
+    m: &pb::Mount,
+) -> Result<Option<ExecMount>, OpError> {
     let target = PathBuf::from(&m.dest);
     match pb::MountType::try_from(m.mount_type) {
-        Ok(pb::MountType::Tmpfs) => Ok(ExecMount::Tmpfs {
+        Ok(pb::MountType::Tmpfs) => Ok(Some(ExecMount::Tmpfs {
             target,
             size: m
                 .tmpfs_opt
                 .as_ref()
                 .and_then(|t| u64::try_from(t.size).ok())
                 .filter(|&s| s > 0),
-        }),
+        })),
         Ok(pb::MountType::Secret) => {
             let opt = m.secret_opt.clone().unwrap_or_default();
-            let data = config
-                .secrets
-                .get(&opt.id)
-                .cloned()
-                .ok_or_else(|| format!("secret {} not found", opt.id))?;
-            Ok(ExecMount::Secret {
+            let Some(data) = config.secrets.get(&opt.id).cloned() else {
+                if opt.optional {
+                    return Ok(None);
+                }
+                return Err(format!("secret {} not found", opt.id).into());
+            };
+            Ok(Some(ExecMount::Secret {
                 target,
                 data,
                 mode: opt.mode,
                 uid: opt.uid,
                 gid: opt.gid,
-            })
+            }))
         }
         Ok(pb::MountType::Bind) => {
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
             let selector = m.selector.trim_start_matches('/');
-            match lowers.as_slice() {
-                [only] => Ok(ExecMount::Bind {
+            if selector.is_empty() {
+                return match lowers.as_slice() {
+                    [only] => Ok(Some(ExecMount::Bind {
+                        source: only.clone(),
+                        target,
+                        readonly: true,
+                    })),
+                    _ => Ok(Some(ExecMount::Overlay {
+                        lowers,
+                        upper_work: None,
+                        target,
+                        readonly: true,
+                    })),
+                };
+            }
+            if let [only] = lowers.as_slice() {
+                return Ok(Some(ExecMount::Bind {
                     source: only.join(selector),
                     target,
                     readonly: true,
-                }),
-                [_, _, ..] if selector.is_empty() => Ok(ExecMount::Overlay {
-                    lowers,
+                }));
+            }
+            let selected = select_in_layers(&lowers, selector).map_err(|e| {
+                format!("mounting {:?} of a snapshot at {}: {e}", m.selector, m.dest)
+            })?;
+            Ok(Some(match selected.as_slice() {
+                [only] => ExecMount::Bind {
+                    source: only.clone(),
+                    target,
+                    readonly: true,
+                },
+                _ => ExecMount::Overlay {
+                    lowers: selected,
                     upper_work: None,
                     target,
                     readonly: true,
-                }),
-                _ => Err(format!(
-                    "a read-only mount of {:?} in a {}-layer snapshot at {} is not supported yet",
-                    m.selector,
-                    lowers.len(),
-                    m.dest
-                )
-                .into()),
-            }
+                },
+            }))
         }
         _ => Err(format!(
             "mount type {} at {} is not supported yet",
@@ -380,6 +429,185 @@ fn mount(config: &SessionConfig, inputs: &[Ref], m: &pb::Mount) -> Result<ExecMo
         )
         .into()),
     }
+}
+
+/// The directories that make up `selector` (a relative path) of a snapshot with overlayfs
+/// layers `lowers` (topmost first): the path in each layer, down to the first layer that hides
+/// what is below it there (a whiteout or a file on the path, or an opaque directory). Mounted
+/// as an overlay of these, the selector shows exactly what the merged snapshot has at that
+/// path. A symbolic link on the path is refused rather than followed.
+fn select_in_layers(lowers: &[PathBuf], selector: &str) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let parts: Vec<&str> = selector
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err("the path leaves the snapshot".to_owned());
+    }
+    let mut selected = Vec::new();
+    for layer in lowers {
+        let mut path = layer.clone();
+        let mut present = true;
+        let mut hides_below = false;
+        for part in &parts {
+            path.push(part);
+            let meta = match fs_err::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    present = false;
+                    break;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                let opaque = xattr::get(&path, "trusted.overlay.opaque")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == b"y");
+                hides_below |= opaque;
+                continue;
+            }
+            if kind.is_symlink() {
+                return Err("a symbolic link on the path is not supported".to_owned());
+            }
+            // A whiteout (0/0 character device) or a file: nothing of the path below.
+            let whiteout = kind.is_char_device() && meta.rdev() == 0;
+            // The topmost entry of the path itself being a file: not a directory. Below a
+            // directory of an upper layer, a file only hides the layers under it.
+            if !whiteout && selected.is_empty() && path.as_path() == layer.join(selector).as_path()
+            {
+                return Err("not a directory".to_owned());
+            }
+            present = false;
+            hides_below = true;
+            break;
+        }
+        if present {
+            selected.push(path);
+        }
+        if hides_below {
+            break;
+        }
+    }
+    if selected.is_empty() {
+        return Err("no such directory".to_owned());
+    }
+    Ok(selected)
+}
+
+/// Forwards connections on a socket of its own to an SSH agent socket until dropped.
+struct SshForwarder {
+    socket: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl SshForwarder {
+    /// A socket with the given owner and mode, forwarding to `agent`. It lives in the
+    /// system's temporary directory, whose short path keeps it within the length limit of
+    /// socket addresses.
+    fn start(agent: &Path, uid: u32, gid: u32, mode: u32) -> Result<Self, OpError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::Builder::new().prefix("kiln-ssh-").tempdir()?;
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket)
+            .map_err(|e| format!("creating an SSH agent socket: {e}"))?;
+        std::os::unix::fs::chown(&socket, Some(uid), Some(gid))?;
+        fs_err::set_permissions(&socket, std::fs::Permissions::from_mode(mode & 0o777))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (stop, agent) = (stop.clone(), agent.to_owned());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let agent = agent.clone();
+                    std::thread::spawn(move || forward(client, &agent));
+                }
+            })
+        };
+        Ok(Self {
+            socket,
+            stop,
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+}
+
+/// Copies bytes both ways between a client and a new connection to the agent.
+fn forward(client: std::os::unix::net::UnixStream, agent: &Path) {
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+    let upstream = match UnixStream::connect(agent) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(agent = %agent.display(), error = %e, "connecting to the SSH agent");
+            return;
+        }
+    };
+    let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone())
+    else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut upstream_write);
+        let _ = upstream_write.shutdown(Shutdown::Write);
+    });
+    let (mut upstream_read, mut client_write) = (upstream, client);
+    let _ = std::io::copy(&mut upstream_read, &mut client_write);
+    let _ = client_write.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
+impl Drop for SshForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accepting thread so that it sees the stop flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An SSH agent socket mount: the session's agent for the mount's id (`default` when empty)
+/// behind a forwarding socket with the mount's owner and mode; `None` when the mount is
+/// optional and no agent was given for the id.
+fn ssh_mount(
+    config: &SessionConfig,
+    m: &pb::Mount,
+) -> Result<Option<(ExecMount, SshForwarder)>, OpError> {
+    let opt = m.ssh_opt.clone().unwrap_or_default();
+    let id = if opt.id.is_empty() {
+        "default"
+    } else {
+        opt.id.as_str()
+    };
+    let Some(agent) = config.ssh.get(id) else {
+        if opt.optional {
+            return Ok(None);
+        }
+        return Err(format!(
+            "no SSH key {id:?} forwarded from the client (pass `--ssh {id}` or `--ssh {id}=SOCKET`)"
+        )
+        .into());
+    };
+    let mode = if opt.mode == 0 { 0o600 } else { opt.mode };
+    let forwarder = SshForwarder::start(agent, opt.uid, opt.gid, mode)?;
+    let mount = ExecMount::Bind {
+        source: forwarder.socket.clone(),
+        target: PathBuf::from(&m.dest),
+        readonly: false,
+    };
+    Ok(Some((mount, forwarder)))
 }
 
 /// A held lock on a cache mount directory (released when dropped).
@@ -514,6 +742,7 @@ mod tests {
             pull: kiln_cache::PullOptions::default(),
             locals: HashMap::new(),
             secrets: HashMap::new(),
+            ssh: HashMap::new(),
             no_cache: false,
         }
     }
@@ -535,6 +764,86 @@ mod tests {
             ExecMount::Bind { source, .. } => source.clone(),
             other => panic!("not a bind mount: {other:?}"),
         }
+    }
+
+    #[test]
+    fn selector_in_layers_shows_the_merged_directory_only() {
+        let root = tempfile::tempdir().unwrap();
+        let layer = |name: &str| {
+            let dir = root.path().join(name);
+            fs_err::create_dir_all(&dir).unwrap();
+            dir
+        };
+        // Topmost first: top, middle, bottom.
+        let (top, middle, bottom) = (layer("top"), layer("middle"), layer("bottom"));
+        for (dir, file) in [(&top, "t"), (&middle, "m"), (&bottom, "b")] {
+            fs_err::create_dir_all(dir.join("app/src")).unwrap();
+            fs_err::write(dir.join("app/src").join(file), file).unwrap();
+        }
+        fs_err::create_dir_all(middle.join("other")).unwrap();
+        let lowers = vec![top.clone(), middle.clone(), bottom.clone()];
+        assert_eq!(
+            select_in_layers(&lowers, "app/src").unwrap(),
+            [
+                top.join("app/src"),
+                middle.join("app/src"),
+                bottom.join("app/src")
+            ]
+        );
+        // A layer without the path is skipped.
+        assert_eq!(
+            select_in_layers(&lowers, "other").unwrap(),
+            [middle.join("other")]
+        );
+        // A file on the path in an upper layer hides the directories below it.
+        fs_err::create_dir_all(top.join("data")).unwrap();
+        fs_err::write(middle.join("data"), "file").unwrap();
+        fs_err::create_dir_all(bottom.join("data")).unwrap();
+        assert_eq!(
+            select_in_layers(&lowers, "data").unwrap(),
+            [top.join("data")]
+        );
+        assert_eq!(
+            select_in_layers(&lowers, "app/src/t").unwrap_err(),
+            "not a directory"
+        );
+        assert_eq!(
+            select_in_layers(&lowers, "nowhere").unwrap_err(),
+            "no such directory"
+        );
+        assert!(select_in_layers(&lowers, "../x").is_err());
+
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none_or(|v| v != "1"),
+                "whiteouts and opaque directories need root"
+            );
+            return;
+        }
+        // A whiteout in the middle layer hides the bottom layer's directory.
+        let wiped = [top.join("gone"), middle.join("gone"), bottom.join("gone")];
+        fs_err::create_dir_all(&wiped[0]).unwrap();
+        nix::sys::stat::mknod(
+            &wiped[1],
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs_err::create_dir_all(&wiped[2]).unwrap();
+        assert_eq!(
+            select_in_layers(&lowers, "gone").unwrap(),
+            [wiped[0].clone()]
+        );
+        // An opaque directory on the path in the middle layer: top and middle only.
+        for dir in &lowers {
+            fs_err::create_dir_all(dir.join("opq/sub")).unwrap();
+        }
+        xattr::set(middle.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
+        assert_eq!(
+            select_in_layers(&lowers, "opq/sub").unwrap(),
+            [top.join("opq/sub"), middle.join("opq/sub")]
+        );
     }
 
     #[tokio::test]

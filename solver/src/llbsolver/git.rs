@@ -22,6 +22,8 @@ pub(super) struct GitSource {
     reference: String,
     subdir: String,
     keep_git_dir: bool,
+    /// `git.checksum`: a prefix the resolved commit must have.
+    checksum: String,
     config: Arc<SessionConfig>,
 }
 
@@ -48,6 +50,11 @@ impl GitSource {
                 .attrs
                 .get("git.keepgitdir")
                 .is_some_and(|v| v == "true"),
+            checksum: source
+                .attrs
+                .get("git.checksum")
+                .cloned()
+                .unwrap_or_default(),
             config,
         }
     }
@@ -100,15 +107,31 @@ fn resolve(url: &str, reference: &str) -> Result<String, OpError> {
         .ok_or_else(|| format!("git ref {wanted:?} not found in {url}").into())
 }
 
+/// `url`'s commit for `reference`, checked against `checksum` as BuildKit checks
+/// `git.checksum`: a hexadecimal prefix of the commit.
+fn resolve_checked(url: &str, reference: &str, checksum: &str) -> Result<String, OpError> {
+    if !checksum.is_empty() && !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            format!("invalid checksum {checksum} for Git URL, expected hex commit hash").into(),
+        );
+    }
+    let commit = resolve(url, reference)?;
+    if !commit.starts_with(checksum) {
+        return Err(format!("expected checksum to match {checksum}, got {commit}").into());
+    }
+    Ok(commit)
+}
+
 impl Op<Ref> for GitSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        let (digest, url, reference) = (
+        let (digest, url, reference, checksum) = (
             self.digest.clone(),
             self.url.clone(),
             self.reference.clone(),
+            self.checksum.clone(),
         );
         async move {
-            let commit = blocking(move || resolve(&url, &reference)).await?;
+            let commit = blocking(move || resolve_checked(&url, &reference, &checksum)).await?;
             Ok(CacheMap {
                 digest: format!("{digest}:{commit}"),
                 deps: Vec::new(),
@@ -124,10 +147,11 @@ impl Op<Ref> for GitSource {
             self.subdir.clone(),
         );
         let keep_git_dir = self.keep_git_dir;
+        let checksum = self.checksum.clone();
         let store = self.config.store.clone();
         async move {
             blocking(move || {
-                let commit = resolve(&url, &reference)?;
+                let commit = resolve_checked(&url, &reference, &checksum)?;
                 let work = tempfile::Builder::new()
                     .prefix("git-")
                     .tempdir_in(scratch_dir(&store)?)?;
