@@ -4,7 +4,9 @@
 //! LLB op kinds: it computes cache keys ([`CacheMap`]: an op digest plus its inputs' keys or
 //! content digests), looks them up in a [`CacheStore`], runs what is missing with bounded
 //! parallelism, shares equal vertices between concurrent solves, and reports progress as
-//! [`Event`]s to a [`Reporter`]. The LLB op implementations (image and local sources, exec,
+//! [`Event`]s to a [`Reporter`]. Each vertex has a definition-based key and content-based
+//! keys (a source's content, the paths a copy reads), and a hit on any of them counts; why a
+//! vertex missed is kept as a [`MissReason`] in the key [`History`]. The LLB op implementations (image and local sources, exec,
 //! file, merge, diff) sit beside it in [`Session`] and reach the process runtime through the
 //! [`Executor`] trait owned here, which `cli` adapts to `kiln-runner`. Data path: an `llb`
 //! Definition in, snapshots in `kiln-cache` out.
@@ -44,6 +46,7 @@
 
 mod executor;
 mod fileop;
+mod history;
 mod llbsolver;
 mod scheduler;
 
@@ -51,10 +54,13 @@ pub use executor::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OutputSink,
 };
 pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
-pub use llbsolver::{BuildError, LlbError, Ref, Session, SessionConfig, export_local};
+pub use history::{History, MissReason, MissRecord};
+pub use llbsolver::{
+    BuildError, LlbError, Ref, Session, SessionConfig, export_local, load_history,
+};
 
 pub use scheduler::{
     CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,
     NoReporter, Op, OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder,
-    SolveError, Vertex,
+    SolveError, SourceContent, Vertex,
 };

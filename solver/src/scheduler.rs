@@ -9,15 +9,25 @@
 //!
 //! Solving an edge is, for each vertex reached from it:
 //!
-//! 1. Compute the vertex's cache key: its op's [`CacheMap`] digest and, per input, either the
-//!    input's own cache key (a definition-based key, which needs no input to run) or a digest
-//!    of the input's content (a content-based key, which does). Keys are computed top-down, so a
-//!    cached result at the top of the graph means nothing below it runs at all.
-//! 2. Look the key up in the [`CacheStore`]; a hit is reported as cached and returned.
+//! 1. Compute the vertex's definition-based key: its op's [`CacheMap`] digest, a source's own
+//!    content digest ([`Op::content_key`], e.g. a checksum of a local directory's selected
+//!    files), and each input's definition-based key with the selector it is read through.
+//!    Keys are computed top-down, so a cached result at the top of the graph means nothing
+//!    below it runs at all.
+//! 2. Look the key up in the [`CacheStore`]; a hit is reported as cached and returned. On a
+//!    miss, try the content-based keys, cheapest first (BuildKit keeps both kinds per input
+//!    too): by the inputs' own content-based keys (a source's content digest, alone: the same
+//!    files under another name or definition), then by the content the op reads from its
+//!    inputs ([`CacheDep::content`]: for a copy, a checksum of exactly the paths copied, so a
+//!    change to another file of the same source still hits). Only the last one needs inputs
+//!    solved, and none is computed below a vertex that hits.
 //! 3. On a miss, solve every input edge concurrently, then run the op. Ops of
 //!    [`ResourceClass::Exec`] take a permit from a semaphore sized by
-//!    [`SchedulerBuilder::max_parallel_exec`]; I/O-bound ops are not bounded by it.
-//! 4. Save the outputs under the key.
+//!    [`SchedulerBuilder::max_parallel_exec`]; I/O-bound ops are not bounded by it, only by a
+//!    much larger [`SchedulerBuilder::max_parallel_io`].
+//! 4. Save the outputs under every key, and record in the [`History`] how the op was keyed
+//!    and, for a miss, why ([`MissReason`]: no record, content changed, which input changed,
+//!    pruned), for `kiln explain`.
 //!
 //! Each vertex's key and result are shared futures, so a vertex that several others depend on
 //! runs once. The scheduler also remembers which vertices are in flight across all solves it
@@ -34,6 +44,8 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared, try_join_all};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
+
+use crate::history::{History, KeyRecord, MissReason};
 
 /// The error an op returns. Ops are implemented outside the scheduler, so their errors are boxed.
 pub type OpError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -79,9 +91,10 @@ pub struct CacheMap<R> {
 pub struct CacheDep<R> {
     /// A part of the input that matters (for a copy: the source path); mixed into the key.
     pub selector: Option<String>,
-    /// When set, the key uses this digest of the input's result instead of the input's cache
-    /// key: the input must then be solved before the key is known (BuildKit's content-based
-    /// cache for local files).
+    /// When set, the vertex also has a content-based key that uses this digest of the input's
+    /// result in place of the input's key (BuildKit's content-based cache for copies): the
+    /// input must then be solved before that key is known, so it is tried only after the
+    /// other keys miss.
     pub content: Option<ContentDigestFn<R>>,
 }
 
@@ -93,6 +106,18 @@ impl<R> CacheDep<R> {
             content: None,
         }
     }
+}
+
+/// What a source knows of its result's content before producing it (a local directory: a
+/// checksum of exactly the files it selects). Two sources with equal content digests produce
+/// equal results, whatever their definitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceContent {
+    /// The content digest.
+    pub digest: String,
+    /// A file that changed since the source was last keyed, when the source can tell (for
+    /// [`MissReason::ContentChanged`]).
+    pub changed: Option<String>,
 }
 
 /// Computes a digest of an input's result for a content-based key.
@@ -117,6 +142,15 @@ pub trait Op<R>: Send + Sync + 'static {
     /// The pool the op's execution draws from.
     fn resource_class(&self) -> ResourceClass {
         ResourceClass::Io
+    }
+    /// The content of the op's result, for sources that know it before running (see
+    /// [`SourceContent`]). Mixed into the definition-based key and, alone, it is the op's
+    /// content-based key. Called once per vertex per solve, after [`Op::cache_map`].
+    fn content_key(
+        &self,
+        _ctx: OpContext,
+    ) -> BoxFuture<'static, Result<Option<SourceContent>, OpError>> {
+        futures::future::ready(Ok(None)).boxed()
     }
 }
 
@@ -189,6 +223,12 @@ pub trait CacheStore<R>: Send + Sync + 'static {
     fn load(&self, key: &CacheKey) -> BoxFuture<'static, Result<Option<Vec<R>>, OpError>>;
     /// Saves outputs under `key`.
     fn save(&self, key: &CacheKey, outputs: &[R]) -> BoxFuture<'static, Result<(), OpError>>;
+    /// The key history saved last (see [`History`]); empty by default.
+    fn load_history(&self) -> History {
+        History::default()
+    }
+    /// Keeps the key history, beside the cache; by default it is not kept.
+    fn save_history(&self, _history: &History) {}
 }
 
 /// A cache that keeps nothing.
@@ -356,7 +396,9 @@ impl SolveError {
     }
 }
 
-type SharedKey = Shared<BoxFuture<'static, Result<CacheKey, SolveError>>>;
+type SharedKey<R> = Shared<BoxFuture<'static, Result<Arc<Keys<R>>, SolveError>>>;
+type SharedLookup<R> = Shared<BoxFuture<'static, Result<Option<Arc<Vec<R>>>, SolveError>>>;
+type SharedAlt = Shared<BoxFuture<'static, Result<Option<CacheKey>, SolveError>>>;
 type SharedResult<R> = Shared<BoxFuture<'static, Result<Arc<Vec<R>>, SolveError>>>;
 type WeakResult<R> = WeakShared<BoxFuture<'static, Result<Arc<Vec<R>>, SolveError>>>;
 
@@ -364,12 +406,22 @@ type WeakResult<R> = WeakShared<BoxFuture<'static, Result<Arc<Vec<R>>, SolveErro
 pub struct SchedulerBuilder<R> {
     cache: Arc<dyn CacheStore<R>>,
     max_parallel_exec: usize,
+    max_parallel_io: usize,
 }
 
 impl<R: Clone + Send + Sync + 'static> SchedulerBuilder<R> {
     /// How many [`ResourceClass::Exec`] ops run at once (default: the number of cores).
     pub fn max_parallel_exec(mut self, n: usize) -> Self {
         self.max_parallel_exec = n.max(1);
+        self
+    }
+
+    /// How many [`ResourceClass::Io`] ops run at once (default: 8 per core, at least 16).
+    /// Far above the exec bound, so waiting on the network or disks is overlapped; bounded so
+    /// that thousands of ready file ops do not each take a thread and contend for the same
+    /// directories.
+    pub fn max_parallel_io(mut self, n: usize) -> Self {
+        self.max_parallel_io = n.max(1);
         self
     }
 
@@ -385,7 +437,9 @@ impl<R: Clone + Send + Sync + 'static> SchedulerBuilder<R> {
             inner: Arc::new(Inner {
                 cache: self.cache,
                 exec_permits: Arc::new(Semaphore::new(self.max_parallel_exec)),
+                io_permits: Arc::new(Semaphore::new(self.max_parallel_io)),
                 in_flight: Mutex::new(HashMap::new()),
+                history: Mutex::new(None),
             }),
         }
     }
@@ -407,16 +461,21 @@ impl<R> Clone for Scheduler<R> {
 struct Inner<R> {
     cache: Arc<dyn CacheStore<R>>,
     exec_permits: Arc<Semaphore>,
+    io_permits: Arc<Semaphore>,
     /// Results being computed, by vertex digest, across all solves.
     in_flight: Mutex<HashMap<Arc<str>, WeakResult<R>>>,
+    /// The key history, loaded from the cache at the first solve.
+    history: Mutex<Option<History>>,
 }
 
 impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder<R> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         SchedulerBuilder {
             cache: Arc::new(NoCache),
-            max_parallel_exec: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_parallel_exec: cores,
+            max_parallel_io: (cores * 8).max(16),
         }
     }
 
@@ -427,17 +486,40 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
         target: Edge,
         reporter: Arc<dyn Reporter>,
     ) -> Result<R, SolveError> {
+        lock(&self.inner.history)
+            .get_or_insert_with(|| self.inner.cache.load_history())
+            .next_generation();
         let job = Arc::new(Job {
             inner: self.inner.clone(),
             graph,
             reporter,
             keys: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            alts: Mutex::new(HashMap::new()),
+            content_keys: Mutex::new(HashMap::new()),
             results: Mutex::new(HashMap::new()),
         });
         // The maps hold shared futures that hold the job: clear them when the solve ends, also
         // when its future is dropped, so that unfinished work is dropped (cancelled) with it.
         let _clear = ClearOnDrop(job.clone());
-        job.edge_result(&target).await
+        let result = job.edge_result(&target).await;
+        self.save_history();
+        result
+    }
+
+    /// The key history: how ops were keyed and why vertices missed.
+    pub fn history(&self) -> History {
+        lock(&self.inner.history)
+            .get_or_insert_with(|| self.inner.cache.load_history())
+            .clone()
+    }
+
+    fn save_history(&self) {
+        let mut history = lock(&self.inner.history);
+        if let Some(history) = history.as_mut() {
+            history.trim();
+            self.inner.cache.save_history(history);
+        }
     }
 }
 
@@ -446,8 +528,11 @@ struct ClearOnDrop<R>(Arc<Job<R>>);
 impl<R> Drop for ClearOnDrop<R> {
     fn drop(&mut self) {
         let keys = std::mem::take(&mut *lock(&self.0.keys));
+        let lookups = std::mem::take(&mut *lock(&self.0.lookups));
+        let alts = std::mem::take(&mut *lock(&self.0.alts));
+        let content_keys = std::mem::take(&mut *lock(&self.0.content_keys));
         let results = std::mem::take(&mut *lock(&self.0.results));
-        drop((keys, results));
+        drop((keys, lookups, alts, content_keys, results));
     }
 }
 
@@ -456,8 +541,24 @@ struct Job<R> {
     inner: Arc<Inner<R>>,
     graph: Arc<Graph<R>>,
     reporter: Arc<dyn Reporter>,
-    keys: Mutex<HashMap<Arc<str>, SharedKey>>,
+    keys: Mutex<HashMap<Arc<str>, SharedKey<R>>>,
+    lookups: Mutex<HashMap<Arc<str>, SharedLookup<R>>>,
+    alts: Mutex<HashMap<Arc<str>, SharedAlt>>,
+    content_keys: Mutex<HashMap<Arc<str>, SharedAlt>>,
     results: Mutex<HashMap<Arc<str>, SharedResult<R>>>,
+}
+
+/// A vertex's definition-based key and what went into it.
+struct Keys<R> {
+    definition: CacheKey,
+    /// The op's cache digest.
+    op: String,
+    content: Option<SourceContent>,
+    /// Each input's key part, as hashed.
+    inputs: Vec<String>,
+    deps: Vec<CacheDep<R>>,
+    /// How the op was keyed before this solve, from the history.
+    previous: Option<KeyRecord>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -498,20 +599,25 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             })
     }
 
-    /// The shared future of a vertex's cache key.
-    fn key(self: &Arc<Self>, digest: Arc<str>) -> SharedKey {
+    /// The shared future of a vertex's definition-based key.
+    fn key(self: &Arc<Self>, digest: Arc<str>) -> SharedKey<R> {
         let mut keys = lock(&self.keys);
         if let Some(existing) = keys.get(&digest) {
             return existing.clone();
         }
         let job = self.clone();
         let d = digest.clone();
-        let fut = async move { job.compute_key(d).await }.boxed().shared();
+        let fut = async move { job.compute_key(d).await.map(Arc::new) }
+            .boxed()
+            .shared();
         keys.insert(digest, fut.clone());
         fut
     }
 
-    async fn compute_key(self: Arc<Self>, digest: Arc<str>) -> Result<CacheKey, SolveError> {
+    /// The definition-based key: the op's digest and content, and each input's own
+    /// definition-based key and selector. Nothing needs to run to know it, except for
+    /// sources that read their content.
+    async fn compute_key(self: Arc<Self>, digest: Arc<str>) -> Result<Keys<R>, SolveError> {
         let vertex = self.vertex(&digest)?;
         let key_error = |source: OpError| SolveError::CacheKey {
             vertex: digest.clone(),
@@ -533,39 +639,298 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 .into(),
             ));
         }
-        let parts = try_join_all(vertex.inputs.iter().zip(map.deps).map(|(edge, dep)| {
+        let content = vertex
+            .op
+            .content_key(self.context(&digest))
+            .await
+            .map_err(key_error)?;
+        let inputs = try_join_all(vertex.inputs.iter().map(|edge| {
             let job = self.clone();
             let edge = edge.clone();
             async move {
-                let part = match dep.content {
-                    Some(content) => {
-                        let input = job.edge_result(&edge).await?;
-                        let name = job.vertex(&edge.vertex)?.name.clone();
-                        let digest = content(input, dep.selector.clone()).await.map_err(|e| {
-                            SolveError::CacheKey {
-                                vertex: edge.vertex.clone(),
-                                name,
-                                source: Arc::new(e),
-                            }
-                        })?;
-                        format!("content:{digest}")
-                    }
-                    None => {
-                        let key = job.key(edge.vertex.clone()).await?;
-                        format!("key:{key}:{}", edge.output)
-                    }
-                };
-                Ok::<_, SolveError>((part, dep.selector))
+                let key = job.key(edge.vertex.clone()).await?;
+                Ok::<_, SolveError>(format!("key:{}:{}", key.definition, edge.output))
             }
         }))
         .await?;
         let mut hasher = Sha256::new();
         hash_field(&mut hasher, map.digest.as_bytes());
-        for (part, selector) in parts {
-            hash_field(&mut hasher, part.as_bytes());
-            hash_field(&mut hasher, selector.as_deref().unwrap_or("").as_bytes());
+        if let Some(content) = &content {
+            hash_field(
+                &mut hasher,
+                format!("content:{}", content.digest).as_bytes(),
+            );
         }
-        Ok(CacheKey(hasher.finalize().into()))
+        for (part, dep) in inputs.iter().zip(&map.deps) {
+            hash_field(&mut hasher, part.as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        let previous = lock(&self.inner.history)
+            .as_ref()
+            .and_then(|h| h.op(&map.digest).cloned());
+        Ok(Keys {
+            previous,
+            definition: CacheKey(hasher.finalize().into()),
+            op: map.digest,
+            content,
+            inputs,
+            deps: map.deps,
+        })
+    }
+
+    /// The shared lookup of a vertex's definition-based key in the cache.
+    fn lookup(self: &Arc<Self>, digest: Arc<str>) -> SharedLookup<R> {
+        let mut lookups = lock(&self.lookups);
+        if let Some(existing) = lookups.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move {
+            let vertex = job.vertex(&d)?;
+            let keys = job.key(d.clone()).await?;
+            let loaded = job.inner.cache.load(&keys.definition).await;
+            let outputs = loaded.map_err(|source| SolveError::Cache {
+                vertex: d.clone(),
+                name: vertex.name.clone(),
+                source: Arc::new(source),
+            })?;
+            Ok(outputs.map(Arc::new))
+        }
+        .boxed()
+        .shared();
+        lookups.insert(digest, fut.clone());
+        fut
+    }
+
+    /// The shared future of the content-based key a vertex's dependents build on (see
+    /// [`Job::compute_alt_key`]); `None` when the vertex is known by its definition alone.
+    fn alt_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
+        let mut alts = lock(&self.alts);
+        if let Some(existing) = alts.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move { job.compute_alt_key(d).await }.boxed().shared();
+        alts.insert(digest, fut.clone());
+        fut
+    }
+
+    /// The content-based key dependents build on, computed as cheaply as possible:
+    ///
+    /// 1. a source's own content digest, alone;
+    /// 2. the key recorded for the vertex when it had the same definition-based key before;
+    /// 3. none when the vertex is in the cache by its definition-based key, so that nothing
+    ///    below a hit is hashed or pulled;
+    /// 4. the key recorded for the vertex when it had the same [`Job::inputs_alt_key`];
+    /// 5. for ops that read their inputs' content ([`CacheDep::content`]), the
+    ///    [`Job::content_key`]; for the others, the [`Job::inputs_alt_key`].
+    async fn compute_alt_key(
+        self: Arc<Self>,
+        digest: Arc<str>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(&digest)?;
+        let keys = self.key(digest.clone()).await?;
+        if let Some(content) = &keys.content {
+            let mut hasher = Sha256::new();
+            hash_field(&mut hasher, b"source-content");
+            hash_field(&mut hasher, content.digest.as_bytes());
+            let alt = CacheKey(hasher.finalize().into());
+            // Kept even when the source itself is not solved (a vertex above it hit by
+            // content), so that its next change is explained against this keying.
+            self.record(&digest, &keys, Some(alt), None, None);
+            return Ok(Some(alt));
+        }
+        if vertex.inputs.is_empty() {
+            return Ok(None);
+        }
+        if let Some(previous) = keys.previous.as_ref().filter(|p| p.key == keys.definition) {
+            return Ok(previous.alt);
+        }
+        if !vertex.ignore_cache && self.lookup(digest.clone()).await?.is_some() {
+            return Ok(None);
+        }
+        let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+        if let Some(previous) = &keys.previous {
+            if inputs_alt.is_some() && previous.inputs_alt == inputs_alt {
+                return Ok(previous.alt);
+            }
+        }
+        if keys.deps.iter().any(|d| d.content.is_some()) {
+            return self.content_key(digest).await;
+        }
+        Ok(inputs_alt)
+    }
+
+    /// A key by the inputs' content-based keys (their definition-based ones where they have
+    /// none): the same inputs reached by other definitions. `None` when no input has one.
+    /// Nothing needs to run to know it.
+    async fn inputs_alt_key(
+        self: &Arc<Self>,
+        digest: &Arc<str>,
+        keys: &Keys<R>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(digest)?;
+        let alts = try_join_all(
+            vertex
+                .inputs
+                .iter()
+                .map(|edge| self.alt_key(edge.vertex.clone())),
+        )
+        .await?;
+        if alts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut hasher = Sha256::new();
+        hash_field(&mut hasher, b"inputs-content");
+        hash_field(&mut hasher, keys.op.as_bytes());
+        for (((alt, edge), definition), dep) in alts
+            .iter()
+            .zip(&vertex.inputs)
+            .zip(&keys.inputs)
+            .zip(&keys.deps)
+        {
+            let part = alt.map(|key| format!("key:{key}:{}", edge.output));
+            hash_field(&mut hasher, part.as_ref().unwrap_or(definition).as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        Ok(Some(CacheKey(hasher.finalize().into())))
+    }
+
+    /// The shared future of a vertex's key by the content its op reads from its inputs
+    /// (a digest of exactly the paths a copy reads), `None` for ops that read none. This
+    /// needs those inputs solved.
+    fn content_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
+        let mut content_keys = lock(&self.content_keys);
+        if let Some(existing) = content_keys.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move { job.compute_content_key(d).await }
+            .boxed()
+            .shared();
+        content_keys.insert(digest, fut.clone());
+        fut
+    }
+
+    async fn compute_content_key(
+        self: Arc<Self>,
+        digest: Arc<str>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(&digest)?;
+        let keys = self.key(digest.clone()).await?;
+        if keys.deps.iter().all(|d| d.content.is_none()) {
+            return Ok(None);
+        }
+        let parts = try_join_all(vertex.inputs.iter().zip(&keys.deps).zip(&keys.inputs).map(
+            |((edge, dep), definition)| {
+                let job = self.clone();
+                let edge = edge.clone();
+                let content = dep.content.clone();
+                let selector = dep.selector.clone();
+                let definition = definition.clone();
+                async move {
+                    if let Some(content) = content {
+                        let input = job.edge_result(&edge).await?;
+                        let name = job.vertex(&edge.vertex)?.name.clone();
+                        let digest =
+                            content(input, selector)
+                                .await
+                                .map_err(|e| SolveError::CacheKey {
+                                    vertex: edge.vertex.clone(),
+                                    name,
+                                    source: Arc::new(e),
+                                })?;
+                        return Ok::<_, SolveError>(format!("content:{digest}"));
+                    }
+                    let alt = job.alt_key(edge.vertex.clone()).await?;
+                    Ok(alt.map_or(definition, |key| format!("key:{key}:{}", edge.output)))
+                }
+            },
+        ))
+        .await?;
+        let mut hasher = Sha256::new();
+        hash_field(&mut hasher, b"content-based");
+        hash_field(&mut hasher, keys.op.as_bytes());
+        for (part, dep) in parts.iter().zip(&keys.deps) {
+            hash_field(&mut hasher, part.as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        Ok(Some(CacheKey(hasher.finalize().into())))
+    }
+
+    /// Why a vertex with these keys is not in the cache, from the history.
+    fn miss_reason(&self, keys: &Keys<R>, vertex: &Vertex<R>) -> MissReason {
+        let Some(record) = &keys.previous else {
+            return MissReason::NoRecord;
+        };
+        let content = keys.content.as_ref().map(|c| c.digest.clone());
+        if record.content != content {
+            return MissReason::ContentChanged {
+                old: record.content.clone().unwrap_or_default(),
+                new: content.unwrap_or_default(),
+                file: keys.content.as_ref().and_then(|c| c.changed.clone()),
+            };
+        }
+        for (input, new) in keys.inputs.iter().enumerate() {
+            let old = record.inputs.get(input).cloned().unwrap_or_default();
+            if &old != new {
+                let vertex = vertex
+                    .inputs
+                    .get(input)
+                    .map(|e| e.vertex.to_string())
+                    .unwrap_or_default();
+                return MissReason::InputChanged {
+                    input,
+                    vertex,
+                    old,
+                    new: new.clone(),
+                };
+            }
+        }
+        if record.key == keys.definition {
+            MissReason::Pruned
+        } else {
+            MissReason::NoRecord
+        }
+    }
+
+    /// Remembers how a vertex was keyed, and why it missed.
+    fn record(
+        &self,
+        digest: &str,
+        keys: &Keys<R>,
+        alt: Option<CacheKey>,
+        inputs_alt: Option<CacheKey>,
+        miss: Option<MissReason>,
+    ) {
+        let mut history = lock(&self.inner.history);
+        let history = history.get_or_insert_with(History::default);
+        history.record_op(
+            &keys.op,
+            KeyRecord {
+                key: keys.definition,
+                alt,
+                inputs_alt,
+                content: keys.content.as_ref().map(|c| c.digest.clone()),
+                inputs: keys.inputs.clone(),
+                used: 0,
+            },
+        );
+        if let Some(reason) = miss {
+            history.record_miss(digest, reason);
+        }
     }
 
     /// The shared future of a vertex's outputs, shared with other solves running it now.
@@ -597,39 +962,71 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
     async fn compute_result(self: Arc<Self>, digest: Arc<str>) -> Result<Vec<R>, SolveError> {
         let vertex = self.vertex(&digest)?;
         let name = vertex.name.clone();
-        let key = self.key(digest.clone()).await?;
+        let keys = self.key(digest.clone()).await?;
         let cache_error = |source: OpError| SolveError::Cache {
             vertex: digest.clone(),
             name: name.clone(),
             source: Arc::new(source),
         };
-        if !vertex.ignore_cache {
-            if let Some(outputs) = self.inner.cache.load(&key).await.map_err(cache_error)? {
-                tracing::debug!(vertex = %digest, %key, "cache hit");
-                self.reporter.event(Event::Cached {
-                    vertex: digest.clone(),
-                    name: name.clone(),
-                });
-                return Ok(outputs);
+        let cached = |outputs: Vec<R>| {
+            self.reporter.event(Event::Cached {
+                vertex: digest.clone(),
+                name: name.clone(),
+            });
+            Ok(outputs)
+        };
+        let reason = if vertex.ignore_cache {
+            MissReason::Ignored
+        } else {
+            if let Some(outputs) = self.lookup(digest.clone()).await? {
+                tracing::debug!(vertex = %digest, key = %keys.definition, "cache hit");
+                let alt = self.alt_key(digest.clone()).await?;
+                let inputs_alt = keys.previous.as_ref().and_then(|p| p.inputs_alt);
+                self.record(&digest, &keys, alt, inputs_alt, None);
+                return cached(outputs.to_vec());
             }
-        }
+            // The other keys, cheapest first: by the inputs' content-based keys, then by the
+            // content the op reads (which needs its inputs).
+            let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+            let mut found = None;
+            if let Some(key) = inputs_alt {
+                found = self.inner.cache.load(&key).await.map_err(cache_error)?;
+            }
+            if found.is_none() {
+                if let Some(key) = self.content_key(digest.clone()).await? {
+                    found = self.inner.cache.load(&key).await.map_err(cache_error)?;
+                }
+            }
+            if let Some(outputs) = found {
+                tracing::debug!(vertex = %digest, "cache hit by content");
+                // Also under the definition-based key: the next build finds it at once.
+                self.inner
+                    .cache
+                    .save(&keys.definition, &outputs)
+                    .await
+                    .map_err(cache_error)?;
+                let alt = self.alt_key(digest.clone()).await?;
+                self.record(&digest, &keys, alt, inputs_alt, None);
+                return cached(outputs);
+            }
+            self.miss_reason(&keys, vertex)
+        };
+        tracing::debug!(vertex = %digest, ?reason, "cache miss");
         let inputs = try_join_all(vertex.inputs.iter().map(|edge| {
             let job = self.clone();
             let edge = edge.clone();
             async move { job.edge_result(&edge).await }
         }))
         .await?;
-        let _permit = match vertex.op.resource_class() {
-            ResourceClass::Exec => Some(
-                self.inner
-                    .exec_permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the exec semaphore is never closed"),
-            ),
-            ResourceClass::Io => None,
+        let permits = match vertex.op.resource_class() {
+            ResourceClass::Exec => &self.inner.exec_permits,
+            ResourceClass::Io => &self.inner.io_permits,
         };
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphores are never closed");
         self.reporter.event(Event::Started {
             vertex: digest.clone(),
             name: name.clone(),
@@ -643,6 +1040,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                     name: name.clone(),
                     error: error.to_string(),
                 });
+                self.record(&digest, &keys, None, None, Some(reason));
                 return Err(SolveError::Exec {
                     vertex: digest.clone(),
                     name,
@@ -655,11 +1053,23 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             name: name.clone(),
             duration: started.elapsed(),
         });
+        drop(permit);
         self.inner
             .cache
-            .save(&key, &outputs)
+            .save(&keys.definition, &outputs)
             .await
             .map_err(cache_error)?;
+        let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+        let content = self.content_key(digest.clone()).await?;
+        for key in [inputs_alt, content].into_iter().flatten() {
+            self.inner
+                .cache
+                .save(&key, &outputs)
+                .await
+                .map_err(cache_error)?;
+        }
+        let alt = self.alt_key(digest.clone()).await?;
+        self.record(&digest, &keys, alt, inputs_alt, Some(reason));
         Ok(outputs)
     }
 }
@@ -683,6 +1093,7 @@ mod tests {
         execs: Mutex<HashMap<String, usize>>,
         running: AtomicUsize,
         max_running: AtomicUsize,
+        content_digests: AtomicUsize,
     }
 
     impl Counters {
@@ -702,6 +1113,7 @@ mod tests {
         class: ResourceClass,
         counters: Arc<Counters>,
         dropped: Option<Arc<AtomicBool>>,
+        source_content: Option<String>,
     }
 
     struct SetOnDrop(Arc<AtomicBool>);
@@ -715,7 +1127,9 @@ mod tests {
         fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<u64>, OpError>> {
             let map = CacheMap {
                 digest: format!("sum:{}:{}", self.add, self.fail),
-                deps: (0..self.inputs).map(|_| dep(self.content_inputs)).collect(),
+                deps: (0..self.inputs)
+                    .map(|_| dep(self.content_inputs, &self.counters))
+                    .collect(),
             };
             async move { Ok(map) }.boxed()
         }
@@ -747,13 +1161,26 @@ mod tests {
         fn resource_class(&self) -> ResourceClass {
             self.class
         }
+
+        fn content_key(
+            &self,
+            _: OpContext,
+        ) -> BoxFuture<'static, Result<Option<SourceContent>, OpError>> {
+            let content = self.source_content.clone().map(|digest| SourceContent {
+                changed: Some(format!("file-of-{digest}")),
+                digest,
+            });
+            async move { Ok(content) }.boxed()
+        }
     }
 
-    fn dep(content: bool) -> CacheDep<u64> {
+    fn dep(content: bool, counters: &Arc<Counters>) -> CacheDep<u64> {
+        let counters = counters.clone();
         CacheDep {
             selector: None,
             content: content.then(|| {
-                Arc::new(|value: u64, _selector: Option<String>| {
+                Arc::new(move |value: u64, _selector: Option<String>| {
+                    counters.content_digests.fetch_add(1, Ordering::SeqCst);
                     async move { Ok(format!("value:{value}")) }.boxed()
                 }) as ContentDigestFn<u64>
             }),
@@ -795,6 +1222,7 @@ mod tests {
                 class: ResourceClass::Exec,
                 counters: self.counters.clone(),
                 dropped: None,
+                source_content: None,
             };
             tweak(&mut op);
             self.graph.add(Vertex {
@@ -883,11 +1311,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn exec_parallelism_is_bounded_and_io_is_not() {
-        for (limit, class, expected) in [
-            (1, ResourceClass::Exec, 1),
-            (2, ResourceClass::Exec, 2),
-            (1, ResourceClass::Io, 3),
+    async fn exec_parallelism_is_bounded_and_io_only_by_its_own_larger_bound() {
+        for (limit, io_limit, class, expected) in [
+            (1, 16, ResourceClass::Exec, 1),
+            (2, 16, ResourceClass::Exec, 2),
+            (1, 16, ResourceClass::Io, 3),
+            (3, 2, ResourceClass::Io, 2),
         ] {
             let mut t = TestGraph::new();
             for leaf in ["x", "y", "z"] {
@@ -898,7 +1327,10 @@ mod tests {
             }
             t.sum("top", 0, &["x", "y", "z"]);
             let counters = t.counters.clone();
-            let scheduler = Scheduler::builder().max_parallel_exec(limit).build();
+            let scheduler = Scheduler::builder()
+                .max_parallel_exec(limit)
+                .max_parallel_io(io_limit)
+                .build();
             assert_eq!(
                 solve(&scheduler, Arc::new(t.graph), "top").await.unwrap(),
                 3
@@ -906,7 +1338,7 @@ mod tests {
             assert_eq!(
                 counters.max_running.load(Ordering::SeqCst),
                 expected,
-                "limit {limit}, {class:?}"
+                "limit {limit}, io limit {io_limit}, {class:?}"
             );
         }
     }
@@ -1017,6 +1449,196 @@ mod tests {
             "content keys need the input's result"
         );
         assert_eq!(counters.execs("copy"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_definition_hit_hashes_and_runs_nothing_below_and_a_content_hit_carries_downstream() {
+        let cache = Arc::new(MemCache::default());
+        let scheduler = Scheduler::builder().cache(cache).build();
+        let build = |src_add: u64, extra: bool| {
+            let mut t = TestGraph::new();
+            t.sum("src", src_add, &[]);
+            let below = if extra {
+                t.sum("plus", 5 - src_add, &["src"]);
+                "plus"
+            } else {
+                "src"
+            };
+            t.add("copy", 1, &[below], |op| op.content_inputs = true)
+                .sum("run", 10, &["copy"]);
+            t
+        };
+        let first = build(5, false);
+        let counters = first.counters.clone();
+        assert_eq!(
+            solve(&scheduler, Arc::new(first.graph), "run")
+                .await
+                .unwrap(),
+            16
+        );
+        assert_eq!(counters.content_digests.load(Ordering::SeqCst), 1);
+
+        // The same definition: found by its definition-based key, nothing hashed or run.
+        let same = build(5, false);
+        let counters = same.counters.clone();
+        assert_eq!(
+            solve(&scheduler, Arc::new(same.graph), "run")
+                .await
+                .unwrap(),
+            16
+        );
+        assert_eq!(counters.content_digests.load(Ordering::SeqCst), 0);
+        assert_eq!(counters.execs("src") + counters.execs("copy"), 0);
+
+        // A different definition of the same content below the copy: the copy hits by its
+        // content-based key, and so does the run on top of it.
+        let other = build(2, true);
+        let counters = other.counters.clone();
+        let recorder = Arc::new(Recorder::default());
+        let result = scheduler
+            .solve(Arc::new(other.graph), target("run"), recorder.clone())
+            .await
+            .unwrap();
+        assert_eq!(result, 16);
+        assert_eq!(counters.execs("plus"), 1, "content keys need the input");
+        assert_eq!(counters.execs("copy") + counters.execs("run"), 0);
+        assert_eq!(recorder.cached(), ["run"]);
+
+        // And now the new definition is known by its definition-based key too.
+        let again = build(2, true);
+        let counters = again.counters.clone();
+        solve(&scheduler, Arc::new(again.graph), "run")
+            .await
+            .unwrap();
+        assert_eq!(counters.execs("plus") + counters.execs("src"), 0);
+        assert_eq!(counters.content_digests.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_definition_hit_without_history_still_hashes_and_pulls_nothing() {
+        let cache = Arc::new(MemCache::default());
+        let build = || {
+            let mut t = TestGraph::new();
+            t.sum("src", 5, &[])
+                .add("copy", 1, &["src"], |op| op.content_inputs = true)
+                .sum("run", 10, &["copy"]);
+            t
+        };
+        let first = Scheduler::builder().cache(cache.clone()).build();
+        solve(&first, Arc::new(build().graph), "run").await.unwrap();
+        // Only the top's record is left, and a new scheduler knows no history.
+        lock(&cache.0).retain(|_, v| v == &vec![16]);
+        let second = Scheduler::builder().cache(cache).build();
+        let t = build();
+        let counters = t.counters.clone();
+        assert_eq!(solve(&second, Arc::new(t.graph), "run").await.unwrap(), 16);
+        assert_eq!(counters.content_digests.load(Ordering::SeqCst), 0);
+        assert_eq!(counters.execs("src") + counters.execs("copy"), 0);
+    }
+
+    #[tokio::test]
+    async fn every_miss_has_a_reason() {
+        let cache = Arc::new(MemCache::default());
+        let scheduler = Scheduler::builder().cache(cache.clone()).build();
+        let build = |base: u64, content: &str| {
+            let mut t = TestGraph::new();
+            let content = content.to_owned();
+            t.add("files", 0, &[], |op| op.source_content = Some(content))
+                .sum("base", base, &[])
+                .sum("top", 3, &["base", "files"]);
+            t.graph
+        };
+        let reason = |vertex: &str| scheduler.history().miss(vertex).map(|m| m.reason.clone());
+
+        solve(&scheduler, Arc::new(build(1, "c1")), "top")
+            .await
+            .unwrap();
+        assert_eq!(reason("top"), Some(MissReason::NoRecord));
+        assert_eq!(reason("files"), Some(MissReason::NoRecord));
+
+        // The source's content changes: it says so, with the file its op named.
+        solve(&scheduler, Arc::new(build(1, "c2")), "top")
+            .await
+            .unwrap();
+        assert_eq!(
+            reason("files"),
+            Some(MissReason::ContentChanged {
+                old: "c1".into(),
+                new: "c2".into(),
+                file: Some("file-of-c2".into()),
+            })
+        );
+        let Some(MissReason::InputChanged {
+            input,
+            vertex,
+            old,
+            new,
+        }) = reason("top")
+        else {
+            panic!("{:?}", reason("top"));
+        };
+        assert_eq!((input, vertex.as_str()), (1, "files"));
+        assert_ne!(old, new);
+        let history = scheduler.history();
+        let misses = history.misses();
+        assert_eq!(
+            misses.keys().copied().collect::<Vec<_>>(),
+            ["files", "top"],
+            "base was cached"
+        );
+
+        // Another input changes.
+        solve(&scheduler, Arc::new(build(7, "c2")), "top")
+            .await
+            .unwrap();
+        assert!(matches!(
+            reason("top"),
+            Some(MissReason::InputChanged { input: 0, ref vertex, .. }) if vertex == "base"
+        ));
+
+        // The result was pruned: same key, nothing there.
+        lock(&cache.0).clear();
+        solve(&scheduler, Arc::new(build(7, "c2")), "top")
+            .await
+            .unwrap();
+        assert_eq!(reason("top"), Some(MissReason::Pruned));
+
+        // Ignored.
+        let mut graph = build(7, "c2");
+        graph.vertices.get_mut("top").unwrap().ignore_cache = true;
+        solve(&scheduler, Arc::new(graph), "top").await.unwrap();
+        assert_eq!(reason("top"), Some(MissReason::Ignored));
+    }
+
+    #[tokio::test]
+    async fn the_history_is_loaded_from_and_saved_to_the_cache() {
+        #[derive(Default)]
+        struct Saved(Mutex<Vec<u8>>);
+        impl CacheStore<u64> for Saved {
+            fn load(&self, _: &CacheKey) -> BoxFuture<'static, Result<Option<Vec<u64>>, OpError>> {
+                async { Ok(None) }.boxed()
+            }
+            fn save(&self, _: &CacheKey, _: &[u64]) -> BoxFuture<'static, Result<(), OpError>> {
+                async { Ok(()) }.boxed()
+            }
+            fn load_history(&self) -> History {
+                History::from_json(&lock(&self.0))
+            }
+            fn save_history(&self, history: &History) {
+                *lock(&self.0) = history.to_json();
+            }
+        }
+        let saved = Arc::new(Saved::default());
+        let mut t = TestGraph::new();
+        t.sum("a", 1, &[]);
+        let first = Scheduler::builder().cache(saved.clone()).build();
+        solve(&first, Arc::new(t.graph), "a").await.unwrap();
+        // A new scheduler (a new process) reads what the first one kept.
+        let second = Scheduler::builder().cache(saved).build();
+        assert_eq!(
+            second.history().miss("a").map(|m| &m.reason),
+            Some(&MissReason::NoRecord)
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use kiln_llb::pb;
 use super::view::{View, with_views};
 use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
 use crate::fileop;
-use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
+use crate::scheduler::{CacheDep, CacheMap, ContentDigestFn, Op, OpContext, OpError};
 
 pub(super) struct FileOp {
     digest: String,
@@ -34,11 +34,49 @@ impl FileOp {
     }
 }
 
+impl FileOp {
+    /// The source paths read from each input that only copies read (`None` for inputs that
+    /// actions also change, whose whole tree matters).
+    fn copy_sources(&self) -> Vec<Option<Vec<String>>> {
+        let mut sources: Vec<Option<Vec<String>>> = vec![Some(Vec::new()); self.inputs];
+        for action in &self.file.actions {
+            let as_base = usize::try_from(action.input).ok();
+            if let Some(slot) = as_base.and_then(|i| sources.get_mut(i)) {
+                *slot = None;
+            }
+            if let Some(pb::file_action::Action::Copy(copy)) = &action.action {
+                let from = usize::try_from(action.secondary_input).ok();
+                if let Some(Some(paths)) = from.and_then(|i| sources.get_mut(i)) {
+                    paths.push(copy.src.clone());
+                }
+            }
+        }
+        for paths in sources.iter_mut().flatten() {
+            paths.sort();
+            paths.dedup();
+        }
+        sources
+    }
+}
+
 impl Op<Ref> for FileOp {
+    /// Inputs that are only copied from are also keyed by a checksum of exactly the paths
+    /// copied (see `checksum`), so the same files reached another way still hit.
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
+        let deps = self
+            .copy_sources()
+            .into_iter()
+            .map(|paths| match paths {
+                Some(paths) if !paths.is_empty() => CacheDep {
+                    selector: Some(paths.join("\n")),
+                    content: Some(copy_content(self.config.clone(), paths)),
+                },
+                _ => CacheDep::definition(),
+            })
+            .collect();
         let map = CacheMap {
             digest: self.digest.clone(),
-            deps: (0..self.inputs).map(|_| CacheDep::definition()).collect(),
+            deps,
         };
         async move { Ok(map) }.boxed()
     }
@@ -52,6 +90,29 @@ impl Op<Ref> for FileOp {
         let file = self.file.clone();
         async move { blocking(move || run(&config, &file, &inputs)).await }.boxed()
     }
+}
+
+/// Digests the copied paths of an input's result.
+fn copy_content(config: Arc<SessionConfig>, paths: Vec<String>) -> ContentDigestFn<Ref> {
+    Arc::new(move |input: Ref, _selector| {
+        let config = config.clone();
+        let paths = paths.clone();
+        async move {
+            blocking(move || {
+                let store = &config.store;
+                let view = View {
+                    lowers: input.lowers(store)?,
+                    writable: None,
+                };
+                let digest = with_views(&scratch_dir(store)?, &[view], |points| {
+                    super::checksum::paths_digest(&points[0], &paths)
+                })??;
+                Ok(digest)
+            })
+            .await
+        }
+        .boxed()
+    })
 }
 
 /// Resolves an action's input index: an op input, an earlier action's result, or scratch.

@@ -12,6 +12,9 @@
 //! 2. DiffOp: when `lower`'s chain is the bottom of `upper`'s chain, the output is a new
 //!    snapshot holding the layers of `upper` above `lower`, squashed into one with their
 //!    whiteouts kept, so merging it onto another base deletes what `upper` deleted.
+//!    Otherwise (BuildKit's semantics for unrelated pairs) both trees are mounted and walked
+//!    side by side: what `upper` adds or changes is copied, what it lacks becomes a whiteout,
+//!    so that `merge(lower, diff(lower, upper))` is `upper`.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
@@ -178,12 +181,19 @@ fn diff_refs(config: &SessionConfig, lower: &Ref, upper: &Ref) -> Result<Ref, Op
         return Ok(Ref::scratch());
     }
     if !upper_layers.ends_with(&lower_layers) {
-        return Err(format!(
-            "a diff whose lower ({}) is not below its upper ({}) is not supported yet",
-            lower.key().unwrap_or("scratch"),
-            upper.key().unwrap_or("scratch")
-        )
-        .into());
+        let inputs = [
+            View {
+                lowers: lower_layers,
+                writable: None,
+            },
+            View {
+                lowers: upper_layers,
+                writable: None,
+            },
+        ];
+        return new_snapshot_with_views(config, &Ref::scratch(), "diff", &inputs, |root, p| {
+            diff_trees(&p[0], &p[1], root).map(drop)
+        });
     }
     let mut above = upper_layers[..upper_layers.len() - lower_layers.len()].to_vec();
     if above.is_empty() {
@@ -205,14 +215,29 @@ fn new_snapshot_with(
     prefix: &str,
     work: impl FnOnce(&Path) -> io::Result<()> + Send,
 ) -> Result<Ref, OpError> {
+    new_snapshot_with_views(config, base, prefix, &[], |root, _| work(root))
+}
+
+/// Like [`new_snapshot_with`], with `inputs` mounted too (their mount points are `work`'s
+/// second argument, in order).
+fn new_snapshot_with_views(
+    config: &SessionConfig,
+    base: &Ref,
+    prefix: &str,
+    inputs: &[View],
+    work: impl FnOnce(&Path, &[std::path::PathBuf]) -> io::Result<()> + Send,
+) -> Result<Ref, OpError> {
     let store = &config.store;
     let active = new_snapshot_key("active");
     let mounts = store.prepare(&active, base.key())?;
-    let view = View {
+    let mut views = vec![View {
         lowers: mounts.lowers.clone(),
         writable: Some((mounts.upper.clone(), mounts.work.clone())),
-    };
-    let outcome = with_views(&scratch_dir(store)?, &[view], |points| work(&points[0]));
+    }];
+    views.extend_from_slice(inputs);
+    let outcome = with_views(&scratch_dir(store)?, &views, |points| {
+        work(&points[0], &points[1..])
+    });
     if let Err(e) = outcome.and_then(|r| r) {
         let _ = store.remove_snapshot(&active);
         return Err(e.into());
@@ -220,6 +245,131 @@ fn new_snapshot_with(
     let key = new_snapshot_key(prefix);
     store.commit(&active, &key)?;
     Ok(Ref::snapshot(key))
+}
+
+/// Writes into the layer directory `out` what turns the tree `lower` into the tree `upper`:
+/// entries added or changed in `upper` (copied whole, with their metadata) and whiteouts for
+/// entries `upper` lacks. Directories in both are compared entry by entry and appear in `out`
+/// only when something below them changed or their own metadata did. Returns whether
+/// anything was written.
+fn diff_trees(lower: &Path, upper: &Path, out: &Path) -> io::Result<bool> {
+    let mut names: Vec<_> = fs_err::read_dir(upper)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    let mut changed = false;
+    for name in &names {
+        let (src, dst, old) = (upper.join(name), out.join(name), lower.join(name));
+        let meta = fs_err::symlink_metadata(&src)?;
+        let before = match fs_err::symlink_metadata(&old) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match before {
+            Some(before) if before.is_dir() && meta.is_dir() => {
+                fs_err::create_dir(&dst)?;
+                let below = diff_trees(&old, &src, &dst)?;
+                if below || !same_metadata(&before, &meta, &old, &src)? {
+                    finish(&src, &dst, &meta, false)?;
+                    changed = true;
+                } else {
+                    fs_err::remove_dir(&dst)?;
+                }
+            }
+            Some(before) if same_entry(&before, &meta, &old, &src)? => {}
+            _ => {
+                copy_entry(&src, &dst, &meta)?;
+                changed = true;
+            }
+        }
+    }
+    let upper_names: std::collections::HashSet<_> = names.into_iter().collect();
+    for entry in fs_err::read_dir(lower)? {
+        let name = entry?.file_name();
+        if !upper_names.contains(&name) {
+            let dst = out.join(&name);
+            nix::sys::stat::mknod(
+                &dst,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .map_err(io::Error::from)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Whether two entries have the same type, mode, owner, device, link target and xattrs.
+fn same_metadata(
+    a: &std::fs::Metadata,
+    b: &std::fs::Metadata,
+    a_path: &Path,
+    b_path: &Path,
+) -> io::Result<bool> {
+    if a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.rdev() != b.rdev() {
+        return Ok(false);
+    }
+    if a.file_type().is_symlink() {
+        return Ok(fs_err::read_link(a_path)? == fs_err::read_link(b_path)?);
+    }
+    let xattrs = |p: &Path| -> Vec<(std::ffi::OsString, Option<Vec<u8>>)> {
+        let mut names: Vec<_> = xattr::list(p).map(Iterator::collect).unwrap_or_default();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let v = xattr::get(p, &n).ok().flatten();
+                (n, v)
+            })
+            .collect()
+    };
+    Ok(xattrs(a_path) == xattrs(b_path))
+}
+
+/// Whether two non-directory entries are the same: metadata and, for files, content.
+fn same_entry(
+    a: &std::fs::Metadata,
+    b: &std::fs::Metadata,
+    a_path: &Path,
+    b_path: &Path,
+) -> io::Result<bool> {
+    if !same_metadata(a, b, a_path, b_path)? || a.len() != b.len() {
+        return Ok(false);
+    }
+    if !a.is_file() {
+        return Ok(true);
+    }
+    let (mut x, mut y) = (fs_err::File::open(a_path)?, fs_err::File::open(b_path)?);
+    let (mut bx, mut by) = (vec![0; 64 * 1024], vec![0; 64 * 1024]);
+    loop {
+        let n = io::Read::read(&mut x, &mut bx)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        io::Read::read_exact(&mut y, &mut by[..n])?;
+        if bx[..n] != by[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Copies one entry (a directory with everything below it) with its metadata.
+fn copy_entry(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs_err::create_dir(dst)?;
+        apply_layer(src, dst, false)?;
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(src)?, dst)?;
+    } else if ft.is_file() {
+        fs_err::copy(src, dst)?;
+    } else {
+        make_node(src, dst, meta)?;
+    }
+    finish(src, dst, meta, false)
 }
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {
@@ -357,6 +507,95 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[tokio::test]
+    async fn a_diff_of_unrelated_trees_adds_changes_and_deletes() {
+        use kiln_llb::{FileAction, MkdirOptions};
+
+        use crate::llbsolver::tests::{Recorder, session, solve, tree};
+
+        if skip_unless_root() {
+            return;
+        }
+        let store = tempfile::tempdir().unwrap();
+        let session = session(store.path(), &[]);
+        let lower = kiln_llb::scratch().file(
+            FileAction::mkfile("/same", 0o644, b"same")
+                .then_mkfile("/changed", 0o644, b"old")
+                .then_mkfile("/mode", 0o644, b"m")
+                .then_mkfile("/deleted", 0o644, b"gone")
+                .then_mkdir("/dir", 0o755, MkdirOptions::default())
+                .then_mkfile("/dir/old", 0o644, b"o")
+                .then_mkfile("/dir/kept", 0o644, b"k")
+                .then_mkdir("/olddir", 0o755, MkdirOptions::default())
+                .then_mkfile("/olddir/x", 0o644, b"x"),
+        );
+        // Made from scratch, not on top of `lower`.
+        let upper = kiln_llb::scratch().file(
+            FileAction::mkfile("/same", 0o644, b"same")
+                .then_mkfile("/changed", 0o644, b"new")
+                .then_mkfile("/mode", 0o600, b"m")
+                .then_mkfile("/added", 0o644, b"+")
+                .then_mkdir("/dir", 0o755, MkdirOptions::default())
+                .then_mkfile("/dir/new", 0o644, b"n")
+                .then_mkfile("/dir/kept", 0o644, b"k"),
+        );
+        let recorder = Arc::new(Recorder::default());
+        let diff = kiln_llb::diff(&lower, &upper);
+        let diff_ref = solve(&session, &diff, &recorder).await;
+        // The layer: what upper adds or changes, and whiteouts for what it lacks.
+        let layers = diff_ref.lowers(&session.config().store).unwrap();
+        assert_eq!(layers.len(), 1);
+        let layer = &layers[0];
+        let mut found = Vec::new();
+        let mut stack = vec![layer.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs_err::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs_err::symlink_metadata(&path).unwrap();
+                let rel = path
+                    .strip_prefix(layer)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if meta.is_dir() {
+                    stack.push(path);
+                    found.push(format!("{rel}/"));
+                } else if is_whiteout(&meta) {
+                    found.push(format!("{rel} (whiteout)"));
+                } else {
+                    found.push(format!("{rel}={}", fs_err::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "added=+",
+                "changed=new",
+                "deleted (whiteout)",
+                "dir/",
+                "dir/new=n",
+                "dir/old (whiteout)",
+                "mode=m",
+                "olddir (whiteout)",
+            ]
+        );
+
+        // Applied on lower, it gives upper.
+        let merged = solve(&session, &kiln_llb::merge(&[lower, diff]), &recorder).await;
+        assert_eq!(
+            tree(&session, &merged),
+            tree(&session, &solve(&session, &upper, &recorder).await)
+        );
+        let mode = |r: &Ref| {
+            let out = tempfile::tempdir().unwrap();
+            super::super::export_local(&session.config().store, r, out.path()).unwrap();
+            fs_err::metadata(out.path().join("mode")).unwrap().mode() & 0o7777
+        };
+        assert_eq!(mode(&merged), 0o600);
     }
 
     #[test]

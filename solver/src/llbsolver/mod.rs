@@ -11,14 +11,17 @@
 //!    source's key is a checksum of exactly the files it selects.
 //! 2. [`Session::solve`] runs the graph on the session's [`Scheduler`] and returns the
 //!    reference that the Definition's terminal names.
-//! 3. Results are cached in the store as cache records: the scheduler's key names the output
-//!    snapshots, which garbage collection then keeps.
+//! 3. Results are cached in the store as cache records: each of the scheduler's keys names
+//!    the output snapshots, which garbage collection then keeps. File ops key the inputs they
+//!    only copy from by a checksum of the copied paths too (see `checksum`). The scheduler's
+//!    key history (why vertices missed) is kept beside the records ([`load_history`]).
 //!
 //! Exec ops run through the [`Executor`] seam on an overlay of their root snapshot, with
 //! secret, tmpfs, read-only bind and cache mounts (cache mounts persist in the store and honour
 //! the shared / private / locked sharing modes); file, merge and diff ops run in-process on
 //! merged views (see `view`).
 
+mod checksum;
 mod exec;
 mod file;
 mod git;
@@ -37,6 +40,7 @@ use kiln_cache::{CacheRecord, Store};
 use kiln_llb::{LoadedDefinition, pb};
 
 use crate::executor::Executor;
+use crate::history::History;
 use crate::scheduler::{
     CacheKey, CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, SolveError, Vertex,
 };
@@ -84,6 +88,8 @@ pub struct SessionConfig {
     pub locals: HashMap<String, PathBuf>,
     /// Secrets by id (`--secret id=...`).
     pub secrets: HashMap<String, Vec<u8>>,
+    /// SSH agent sockets by id (`--ssh default=SOCKET`), for `RUN --mount=type=ssh`.
+    pub ssh: HashMap<String, PathBuf>,
     /// Ignore cached results (`--no-cache`).
     pub no_cache: bool,
 }
@@ -296,6 +302,18 @@ fn scratch_dir(store: &Store) -> Result<PathBuf, OpError> {
     Ok(dir)
 }
 
+/// Where the scheduler's key history (how ops were keyed, why vertices missed) is kept.
+fn history_file(store: &Store) -> PathBuf {
+    store.root().join("cache-history.json")
+}
+
+/// The cache key history of the builds made with `store`: how each op was keyed and why
+/// vertices missed the cache (what `kiln explain` shows).
+pub fn load_history(store: &Store) -> History {
+    fs_err::read(history_file(store))
+        .map_or_else(|_| History::default(), |b| History::from_json(&b))
+}
+
 /// The scheduler's cache, kept as cache records in the store.
 struct StoreCache {
     store: Arc<Store>,
@@ -322,6 +340,23 @@ impl CacheStore<Ref> for StoreCache {
             Ok(Some(refs))
         })
         .boxed()
+    }
+
+    fn load_history(&self) -> History {
+        load_history(&self.store)
+    }
+
+    fn save_history(&self, history: &History) {
+        let file = history_file(&self.store);
+        let saved = (|| -> std::io::Result<()> {
+            let temp = tempfile::NamedTempFile::new_in(self.store.root())?;
+            fs_err::write(temp.path(), history.to_json())?;
+            temp.persist(&file).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(error) = saved {
+            tracing::warn!(%error, file = %file.display(), "saving the cache key history");
+        }
     }
 
     fn save(&self, key: &CacheKey, outputs: &[Ref]) -> BoxFuture<'static, Result<(), OpError>> {
@@ -438,4 +473,198 @@ fn count_below(dir: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use kiln_llb::{CopyOptions, FileAction, State};
+
+    use super::*;
+    use crate::history::MissReason;
+    use crate::scheduler::Event;
+
+    /// Whether this process can make overlay mounts; says why not when it cannot.
+    pub(super) fn can_mount(what: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
+            "{what} needs root"
+        );
+        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: {what} needs root");
+        }
+        false
+    }
+
+    struct NoExec;
+    impl Executor for NoExec {
+        fn run(
+            &self,
+            _: crate::ExecRequest,
+            _: crate::OutputSink,
+        ) -> BoxFuture<'static, Result<crate::ExecStatus, OpError>> {
+            async { Err("no exec in these tests".into()) }.boxed()
+        }
+    }
+
+    #[derive(Default)]
+    pub(super) struct Recorder(Mutex<Vec<Event>>);
+    impl Reporter for Recorder {
+        fn event(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+    impl Recorder {
+        /// The digest of the vertex that started with this name.
+        fn digest(&self, name: &str) -> Arc<str> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|e| match e {
+                    Event::Started { vertex, name: n } if n == name => Some(vertex.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        }
+
+        fn names(&self, cached: bool) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Cached { name, .. } if cached => Some(name.clone()),
+                    Event::Started { name, .. } if !cached => Some(name.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    pub(super) fn session(store: &Path, locals: &[(&str, &Path)]) -> Session {
+        let store = Arc::new(Store::open(store).unwrap());
+        Session::new(
+            SessionConfig {
+                store,
+                executor: Arc::new(NoExec),
+                pull: kiln_cache::PullOptions::default(),
+                locals: locals
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+                    .collect(),
+                secrets: HashMap::new(),
+                ssh: HashMap::new(),
+                no_cache: false,
+            },
+            None,
+        )
+    }
+
+    pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recorder>) -> Ref {
+        let bytes = kiln_llb::prost::Message::encode_to_vec(&state.marshal());
+        let definition = LoadedDefinition::from_bytes(&bytes).unwrap();
+        session.solve(&definition, recorder.clone()).await.unwrap()
+    }
+
+    /// The files of a result: path to content (directories as `/`).
+    pub(super) fn tree(session: &Session, result: &Ref) -> BTreeMap<String, String> {
+        let out = tempfile::tempdir().unwrap();
+        export_local(&session.config().store, result, out.path()).unwrap();
+        let mut files = BTreeMap::new();
+        let mut stack = vec![out.path().to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs_err::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path.strip_prefix(out.path()).unwrap().to_string_lossy();
+                if path.is_dir() {
+                    files.insert(format!("{rel}/"), String::new());
+                    stack.push(path);
+                } else {
+                    files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        files
+    }
+
+    fn copy_a(local: &State) -> State {
+        kiln_llb::scratch().file(FileAction::copy(local, "/a", "/a", CopyOptions::default()))
+    }
+
+    #[tokio::test]
+    async fn the_same_files_under_another_definition_hit_and_changes_have_reasons() {
+        if !can_mount("solving file ops") {
+            return;
+        }
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        fs_err::write(context.path().join("a"), "alpha").unwrap();
+        fs_err::write(context.path().join("b"), "beta").unwrap();
+        let ctx = context.path();
+
+        let first = session(store.path(), &[("one", ctx)]);
+        let recorder = Arc::new(Recorder::default());
+        let one = copy_a(&kiln_llb::local("one"));
+        let result = solve(&first, &one, &recorder).await;
+        assert_eq!(tree(&first, &result)["a"], "alpha");
+        assert_eq!(
+            recorder.names(false).len(),
+            2,
+            "the source and the copy ran"
+        );
+
+        // Another process, the same directory under another name (another definition):
+        // the copy is found by its content-based key, and the directory is not even copied.
+        let second = session(store.path(), &[("two", ctx)]);
+        let recorder = Arc::new(Recorder::default());
+        let two = copy_a(&kiln_llb::local("two"));
+        let again = solve(&second, &two, &recorder).await;
+        assert_eq!(recorder.names(false), Vec::<String>::new());
+        assert_eq!(recorder.names(true).len(), 1);
+        assert_eq!(again, result);
+
+        // An unrelated file changes: the source runs again (and says which file changed),
+        // the copy is found by a checksum of exactly the file it copies.
+        fs_err::write(context.path().join("b"), "BETA").unwrap();
+        let third = session(store.path(), &[("two", ctx)]);
+        let recorder = Arc::new(Recorder::default());
+        solve(&third, &two, &recorder).await;
+        assert_eq!(recorder.names(false), ["local://two"]);
+        assert_eq!(recorder.names(true).len(), 1, "the copy");
+        let history = load_history(&third.config().store);
+        let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
+        assert!(
+            matches!(reasons[..], [MissReason::ContentChanged { file: Some(f), old, new }]
+                if f == "b" && old != new),
+            "{reasons:?}"
+        );
+
+        // The copied file changes: both run, and the copy says its input changed.
+        fs_err::write(context.path().join("a"), "ALPHA").unwrap();
+        let fourth = session(store.path(), &[("two", ctx)]);
+        let recorder = Arc::new(Recorder::default());
+        let result = solve(&fourth, &two, &recorder).await;
+        assert_eq!(tree(&fourth, &result)["a"], "ALPHA");
+        assert_eq!(recorder.names(false).len(), 2);
+        let history = load_history(&fourth.config().store);
+        let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| matches!(r,
+                MissReason::ContentChanged { file: Some(f), .. } if f == "a")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| matches!(r,
+                MissReason::InputChanged { input: 0, vertex, .. } if **vertex == *recorder.digest("local://two"))),
+            "{reasons:?}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::local::{LocalFilter, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
-use crate::scheduler::{CacheMap, Op, OpContext, OpError};
+use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
 
 /// The op for a source identifier.
 pub(super) fn source_op(
@@ -126,8 +126,23 @@ impl LocalSource {
 
 impl Op<Ref> for LocalSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        let dir = self.dir();
         let digest = self.digest.clone();
+        async move {
+            Ok(CacheMap {
+                digest,
+                deps: Vec::new(),
+            })
+        }
+        .boxed()
+    }
+
+    /// A checksum of exactly the selected files: the same files under another name or
+    /// other attributes hit the same cache.
+    fn content_key(
+        &self,
+        _: OpContext,
+    ) -> BoxFuture<'static, Result<Option<SourceContent>, OpError>> {
+        let dir = self.dir();
         let filter = self.filter.clone();
         let store = self.config.store.clone();
         async move {
@@ -136,16 +151,14 @@ impl Op<Ref> for LocalSource {
                 let selected = filter.select(&dir)?;
                 let mut cache = ChecksumCache::load(store.root(), &dir);
                 let digest = tree_digest(&dir, &selected, &mut cache)?;
+                let changed = cache.first_change(&selected);
                 if let Err(e) = cache.save(&selected) {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
-                Ok(digest)
+                Ok(SourceContent { digest, changed })
             })
             .await?;
-            Ok(CacheMap {
-                digest: format!("{digest}:{content}"),
-                deps: Vec::new(),
-            })
+            Ok(Some(content))
         }
         .boxed()
     }
@@ -194,6 +207,10 @@ struct ChecksumCache {
     file: PathBuf,
     entries: HashMap<String, (StatKey, [u8; 32])>,
     changed: bool,
+    /// The first file found with content other than cached, or not cached at all.
+    first_changed: Option<String>,
+    /// Whether it held anything when loaded (there is something to compare with).
+    loaded_any: bool,
 }
 
 impl ChecksumCache {
@@ -222,8 +239,10 @@ impl ChecksumCache {
         }
         Self {
             file,
+            loaded_any: !entries.is_empty(),
             entries,
             changed: false,
+            first_changed: None,
         }
     }
 
@@ -235,20 +254,44 @@ impl ChecksumCache {
         meta: &std::fs::Metadata,
     ) -> std::io::Result<[u8; 32]> {
         let key = StatKey::of(meta);
-        if let Some((cached, digest)) = self.entries.get(rel) {
-            if *cached == key {
-                return Ok(*digest);
+        let before = self.entries.get(rel).copied();
+        if let Some((cached, digest)) = before {
+            if cached == key {
+                return Ok(digest);
             }
         }
         let mut hasher = Sha256::new();
         std::io::copy(&mut fs_err::File::open(path)?, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
+        if before.is_none_or(|(_, old)| old != digest) && self.first_changed.is_none() {
+            self.first_changed = Some(rel.to_owned());
+        }
         // Paths with line breaks are hashed every time rather than stored.
         if !rel.contains('\n') {
             self.entries.insert(rel.to_owned(), (key, digest));
             self.changed = true;
         }
         Ok(digest)
+    }
+
+    /// A file that changed since the cache was written: the first whose content differs or
+    /// that is new, else the first that is gone from `selected`. `None` for a first build.
+    fn first_change(&self, selected: &[Selected]) -> Option<String> {
+        if !self.loaded_any {
+            return None;
+        }
+        if let Some(path) = &self.first_changed {
+            return Some(path.clone());
+        }
+        let now: std::collections::HashSet<&str> =
+            selected.iter().map(|s| s.path.as_str()).collect();
+        let mut gone: Vec<&String> = self
+            .entries
+            .keys()
+            .filter(|p| !now.contains(p.as_str()))
+            .collect();
+        gone.sort();
+        gone.first().map(|p| (*p).clone())
     }
 
     /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
@@ -348,6 +391,46 @@ mod tests {
         fs_err::write(&file, "one").unwrap();
         let third = tree_digest(context.path(), &select_all(context.path()), &mut cache).unwrap();
         assert_eq!(third, first);
+    }
+
+    #[test]
+    fn the_first_changed_added_or_removed_file_is_named() {
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            fs_err::write(context.path().join(name), name).unwrap();
+        }
+        let change = |cache: &mut ChecksumCache| {
+            let selected = select_all(context.path());
+            tree_digest(context.path(), &selected, cache).unwrap();
+            cache.first_change(&selected)
+        };
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(change(&mut cache), None, "nothing to compare with");
+        cache.save(&select_all(context.path())).unwrap();
+
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(change(&mut cache), None, "nothing changed");
+        fs_err::write(context.path().join("b"), "bee").unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(change(&mut cache).as_deref(), Some("b"));
+        // Touched but equal content is no change.
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        fs_err::write(context.path().join("b"), "b").unwrap();
+        filetime::set_file_mtime(
+            context.path().join("b"),
+            filetime::FileTime::from_unix_time(5, 0),
+        )
+        .unwrap();
+        assert_eq!(change(&mut cache), None);
+        cache.save(&select_all(context.path())).unwrap();
+
+        fs_err::remove_file(context.path().join("a")).unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(change(&mut cache).as_deref(), Some("a"), "a is gone");
+        fs_err::write(context.path().join("d"), "d").unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(change(&mut cache).as_deref(), Some("d"), "d is new");
     }
 
     #[test]

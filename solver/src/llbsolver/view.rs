@@ -4,7 +4,8 @@
 //! one tree needs an overlay mount. The mounts are made on a short-lived thread that first
 //! moves into a mount namespace of its own (`unshare(CLONE_NEWNS)`, which also gives it its
 //! own working directory): they are invisible to the host and to the rest of the process, and
-//! they vanish with the thread even if the work panics or the process is killed.
+//! they vanish with the thread even if the work panics or the process is killed. Views that
+//! need no mount at all are used in place.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,18 @@ pub(crate) fn with_views<T: Send>(
     views: &[View],
     work: impl FnOnce(&[PathBuf]) -> T + Send,
 ) -> io::Result<T> {
+    // Views that need no mount (a writable layer with nothing below it, the usual case for
+    // file ops on scratch) are used in place: no thread, namespace or scratch directories.
+    let direct: Option<Vec<PathBuf>> = views
+        .iter()
+        .map(|view| match (&view.writable, view.lowers.as_slice()) {
+            (Some((upper, _)), []) => Some(upper.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(points) = direct {
+        return Ok(work(&points));
+    }
     std::thread::scope(|scope| {
         scope
             .spawn(|| {

@@ -15,7 +15,7 @@ use kiln_llb::LoadedDefinition;
 use kiln_solver::{Session, SessionConfig};
 
 use crate::args::BuildArgs;
-use crate::progress::PlainProgress;
+use crate::progress::Progress;
 
 /// Parses `NAME=VALUE`.
 fn pair<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
@@ -56,6 +56,45 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
     Ok((id, data))
 }
 
+/// Parses `--ssh default|ID[=SOCKET|KEY[,KEY...]]` (docker buildx's form) into the id and the
+/// agent socket; without a path, the agent is `$SSH_AUTH_SOCK`. Key files would need an agent
+/// run by kiln itself, which it does not have: they are refused with a hint.
+fn parse_ssh(text: &str) -> anyhow::Result<(String, PathBuf)> {
+    let (id, paths) = match text.split_once('=') {
+        Some((id, paths)) => (id, paths),
+        None => (text, ""),
+    };
+    if id.is_empty() {
+        bail!("invalid --ssh {text:?}: expected default|ID[=SOCKET]");
+    }
+    let paths: Vec<&str> = paths.split(',').filter(|p| !p.is_empty()).collect();
+    let socket = match paths.as_slice() {
+        [] => std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .with_context(|| {
+                format!(
+                    "--ssh {text:?}: invalid empty ssh agent socket, make sure SSH_AUTH_SOCK is set"
+                )
+            })?,
+        [one] => PathBuf::from(one),
+        _ => bail!(
+            "--ssh {text:?}: SSH key files are not supported (kiln cannot run an SSH agent in-process); \
+             hint: load the keys with `ssh-add` into an ssh-agent and pass --ssh {id}=$SSH_AUTH_SOCK"
+        ),
+    };
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = fs_err::metadata(&socket).with_context(|| format!("--ssh {text:?}"))?;
+    if !meta.file_type().is_socket() {
+        bail!(
+            "--ssh {text:?}: {} is not an agent socket; SSH key files are not supported (kiln cannot run an SSH agent in-process); \
+             hint: load the key with `ssh-add` into an ssh-agent and pass --ssh {id}=$SSH_AUTH_SOCK",
+            socket.display()
+        );
+    }
+    Ok((id.to_owned(), socket))
+}
+
 fn read_definition(path: &Path) -> anyhow::Result<LoadedDefinition> {
     let bytes = if path == Path::new("-") {
         let mut buf = Vec::new();
@@ -93,6 +132,11 @@ pub(crate) fn run(
         .secret
         .iter()
         .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let store = Arc::new(
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
@@ -139,17 +183,18 @@ pub(crate) fn run(
             pull,
             locals,
             secrets,
+            ssh,
             no_cache: args.no_cache,
         },
         None,
     );
-    let progress = Arc::new(PlainProgress::new(std::io::stderr()));
-    let result = match &definition {
-        Some(definition) => runtime
-            .block_on(session.solve(definition, progress))
-            .context("failed to solve")?,
-        None => kiln_solver::Ref::scratch(),
+    let progress = Progress::stderr(&args.progress)?;
+    let solved = match &definition {
+        Some(definition) => runtime.block_on(session.solve(definition, progress.reporter())),
+        None => Ok(kiln_solver::Ref::scratch()),
     };
+    progress.finish();
+    let result = solved.context("failed to solve")?;
     for output in &outputs {
         outputs::export(&store, &result, output, image_config.as_ref())?;
     }
@@ -174,5 +219,27 @@ mod tests {
         assert!(err.contains("reading secret /nowhere"), "{err}");
         let err = parse_secret("id=x,bogus=1").unwrap_err().to_string();
         assert_eq!(err, "unexpected key \"bogus\" in --secret \"id=x,bogus=1\"");
+    }
+
+    #[test]
+    fn ssh_agents_are_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let (id, path) = parse_ssh(&format!("deploy={}", socket.display())).unwrap();
+        assert_eq!((id.as_str(), path.as_path()), ("deploy", socket.as_path()));
+        // A key file is refused, saying why.
+        let key = dir.path().join("id_ed25519");
+        fs_err::write(&key, "key").unwrap();
+        let err = parse_ssh(&format!("default={}", key.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kiln cannot run an SSH agent in-process"),
+            "{err}"
+        );
+        let err = parse_ssh("default=/a,/b").unwrap_err().to_string();
+        assert!(err.contains("SSH key files are not supported"), "{err}");
+        assert!(parse_ssh("=x").is_err());
     }
 }

@@ -1,0 +1,221 @@
+//! What the scheduler remembers between builds about how each op was keyed, and why vertices
+//! missed the cache.
+//!
+//! # Overview
+//!
+//! 1. Every vertex the scheduler resolves (from the cache or by running it) leaves a
+//!    [`KeyRecord`] under its op's cache digest: its definition-based key, its content-based
+//!    key if it has one, its own content digest (for sources such as local directories) and
+//!    its inputs' keys.
+//! 2. When a later build misses the cache for an op with the same digest, comparing the new
+//!    keys with that record says why, as a [`MissReason`]: nothing was ever cached for the op,
+//!    its content changed (and which file, when the op can tell), an input's key changed, or
+//!    the same key's result was pruned.
+//! 3. The reasons of the latest builds are kept by vertex digest ([`History::misses`]), for
+//!    `kiln explain`. The [`CacheStore`](crate::CacheStore) persists the whole [`History`]
+//!    beside its cache records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::CacheKey;
+
+/// How many op records and miss reasons a history keeps; the least recently used go first.
+const MAX_ENTRIES: usize = 20_000;
+
+/// Why a vertex was run instead of taken from the cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MissReason {
+    /// The cache was not consulted (`--no-cache`, or the vertex's `ignore_cache`).
+    Ignored,
+    /// Nothing was ever cached for this op.
+    NoRecord,
+    /// The op's own content changed (for a local source: the selected files).
+    ContentChanged {
+        /// The content digest of the cached result.
+        old: String,
+        /// The content digest now.
+        new: String,
+        /// A file that changed, was added or was removed, when the op can tell.
+        file: Option<String>,
+    },
+    /// An input's key changed.
+    InputChanged {
+        /// The index of the input.
+        input: usize,
+        /// The digest of the input's vertex (names are not kept: a command line may hold
+        /// anything, and the history lives in the store).
+        vertex: String,
+        /// The input's key then.
+        old: String,
+        /// The input's key now.
+        new: String,
+    },
+    /// The key is the one cached, but its result is gone (pruned).
+    Pruned,
+}
+
+/// How an op was last keyed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    /// The definition-based key.
+    pub(crate) key: CacheKey,
+    /// The content-based key its dependents build on, if it has one.
+    pub(crate) alt: Option<CacheKey>,
+    /// The key by its inputs' content-based keys, if it has one.
+    #[serde(default)]
+    pub(crate) inputs_alt: Option<CacheKey>,
+    /// The op's own content digest (sources).
+    pub(crate) content: Option<String>,
+    /// Each input's key, as mixed into `key`.
+    pub(crate) inputs: Vec<String>,
+    /// When it was last used: the history's generation then.
+    pub(crate) used: u64,
+}
+
+/// Why one vertex missed, in a given build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissRecord {
+    /// Why it missed.
+    pub reason: MissReason,
+    /// The generation (build) it was recorded in.
+    pub generation: u64,
+}
+
+/// Key records by op cache digest and miss reasons by vertex digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    generation: u64,
+    ops: BTreeMap<String, KeyRecord>,
+    misses: BTreeMap<String, MissRecord>,
+}
+
+impl History {
+    /// The history as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a history always serializes")
+    }
+
+    /// A history from JSON; anything unreadable is an empty history (it is only a record).
+    pub fn from_json(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+
+    /// Starts the record of a new build.
+    pub(crate) fn next_generation(&mut self) {
+        self.generation += 1;
+    }
+
+    pub(crate) fn op(&self, digest: &str) -> Option<&KeyRecord> {
+        self.ops.get(digest)
+    }
+
+    pub(crate) fn record_op(&mut self, digest: &str, mut record: KeyRecord) {
+        record.used = self.generation;
+        self.ops.insert(digest.to_owned(), record);
+    }
+
+    pub(crate) fn record_miss(&mut self, vertex: &str, reason: MissReason) {
+        self.misses.insert(
+            vertex.to_owned(),
+            MissRecord {
+                reason,
+                generation: self.generation,
+            },
+        );
+    }
+
+    /// Why each vertex missed in the latest build that missed any, by vertex digest.
+    pub fn misses(&self) -> BTreeMap<&str, &MissRecord> {
+        let latest = self.misses.values().map(|m| m.generation).max();
+        self.misses
+            .iter()
+            .filter(|(_, m)| Some(m.generation) == latest)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect()
+    }
+
+    /// Why the vertex with this digest last missed.
+    pub fn miss(&self, vertex: &str) -> Option<&MissRecord> {
+        self.misses.get(vertex)
+    }
+
+    /// Drops the least recently used entries beyond the limit.
+    pub(crate) fn trim(&mut self) {
+        fn trim_map<V>(map: &mut BTreeMap<String, V>, used: impl Fn(&V) -> u64) {
+            if map.len() <= MAX_ENTRIES {
+                return;
+            }
+            let mut ages: Vec<u64> = map.values().map(&used).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() - MAX_ENTRIES];
+            map.retain(|_, v| used(v) >= cutoff);
+        }
+        trim_map(&mut self.ops, |r| r.used);
+        trim_map(&mut self.misses, |m| m.generation);
+    }
+}
+
+impl Serialize for CacheKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = text
+            .strip_prefix("sha256:")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| serde::de::Error::custom(format!("not a cache key: {text:?}")))?;
+        Ok(Self::from_bytes(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_through_json_and_keeps_the_latest_misses() {
+        let mut history = History::default();
+        history.next_generation();
+        history.record_miss("v1", MissReason::NoRecord);
+        history.next_generation();
+        let reason = MissReason::InputChanged {
+            input: 1,
+            vertex: "src".into(),
+            old: "a".into(),
+            new: "b".into(),
+        };
+        history.record_miss("v2", reason.clone());
+        history.record_op(
+            "op",
+            KeyRecord {
+                key: CacheKey::from_bytes([3; 32]),
+                alt: None,
+                inputs_alt: Some(CacheKey::from_bytes([4; 32])),
+                content: Some("c".into()),
+                inputs: vec!["i".into()],
+                used: 0,
+            },
+        );
+        let back = History::from_json(&history.to_json());
+        assert_eq!(back, history);
+        assert_eq!(back.op("op").unwrap().used, 2);
+        let misses = back.misses();
+        assert_eq!(misses.keys().copied().collect::<Vec<_>>(), ["v2"]);
+        assert_eq!(misses["v2"].reason, reason);
+        let json = String::from_utf8(history.to_json()).unwrap();
+        assert!(json.contains(r#""kind":"input-changed""#), "{json}");
+        assert!(
+            json.contains(&format!("\"sha256:{}\"", "03".repeat(32))),
+            "{json}"
+        );
+        assert_eq!(History::from_json(b"not json"), History::default());
+    }
+}
