@@ -5,7 +5,9 @@
 //! 2. Set `rootfs.diff_ids` to the layers, and make `history` agree with them as BuildKit's
 //!    exporter does: extra non-empty entries become empty from the bottom, missing ones are
 //!    appended.
-//! 3. With `SOURCE_DATE_EPOCH`, `created` and every history time become that time.
+//! 3. With `SOURCE_DATE_EPOCH`, as BuildKit's exporter does: the base image's history entries
+//!    (the leading entries equal to its history) keep their times; every later entry whose
+//!    time is missing or after the epoch, and `created`, take the epoch.
 //! 4. Serialise both documents with sorted keys, so equal inputs give equal bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,6 +41,10 @@ pub struct ImageOptions {
     /// `SOURCE_DATE_EPOCH` nor the config sets it (default: now). Pass the same time to every
     /// output of one build so they describe the same image.
     pub build_time: Option<i64>,
+    /// The histories of the images the result may be built on ([`crate::base_histories`]).
+    /// With `SOURCE_DATE_EPOCH`, the leading history entries equal to the best-matching one's
+    /// keep their times, as BuildKit keeps the base image's.
+    pub base_histories: Vec<Vec<History>>,
 }
 
 /// An assembled image: manifest and config bytes plus the layer blobs they name.
@@ -80,6 +86,63 @@ pub fn rfc3339(seconds: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2023-11-14T22:13:20.5+01:00`), and whether
+/// it has a non-zero fraction of a second.
+fn parse_rfc3339(text: &str) -> Option<(i64, bool)> {
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if text.get(4..5)? != "-"
+        || text.get(7..8)? != "-"
+        || !matches!(text.get(10..11)?, "T" | "t" | " ")
+    {
+        return None;
+    }
+    let mut rest = text.get(19..)?;
+    let mut fraction = false;
+    if let Some(after) = rest.strip_prefix('.') {
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        fraction = after[..digits].bytes().any(|b| b != b'0');
+        rest = &after[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(0..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((
+        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
+        fraction,
+    ))
+}
+
+/// Whether a parsed time is after `epoch` (seconds).
+fn later_than((seconds, fraction): (i64, bool), epoch: i64) -> bool {
+    seconds > epoch || (seconds == epoch && fraction)
 }
 
 fn now_rfc3339() -> String {
@@ -165,7 +228,13 @@ pub fn finish_config(
     options: &ImageOptions,
 ) -> ImageConfiguration {
     let created = match options.source_date_epoch {
-        Some(epoch) => rfc3339(epoch),
+        // A `created` the config sets is clamped; a missing one is the epoch.
+        Some(epoch) => match config.created() {
+            Some(time) if parse_rfc3339(time).is_some_and(|t| !later_than(t, epoch)) => {
+                time.clone()
+            }
+            _ => rfc3339(epoch),
+        },
         None => config
             .created()
             .clone()
@@ -177,16 +246,28 @@ pub fn finish_config(
         .set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
     let mut history = config.history().clone().unwrap_or_default();
     fix_history(&mut history, layers.len(), &created);
-    if options.source_date_epoch.is_some() {
-        // Clamp: entries later than the epoch (or of unknown time) take it; older ones (a base
-        // image's) keep theirs. UTC RFC 3339 times compare as strings.
-        for entry in &mut history {
-            let keep = entry
+    if let Some(epoch) = options.source_date_epoch {
+        let base = options
+            .base_histories
+            .iter()
+            .map(|base| {
+                history
+                    .iter()
+                    .zip(base)
+                    .take_while(|(ours, theirs)| ours == theirs)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        let epoch_time = rfc3339(epoch);
+        for entry in history.iter_mut().skip(base) {
+            let clamp = entry
                 .created()
                 .as_deref()
-                .is_some_and(|t| t.ends_with('Z') && t < created.as_str());
-            if !keep {
-                entry.set_created(Some(created.clone()));
+                .and_then(parse_rfc3339)
+                .is_none_or(|t| later_than(t, epoch));
+            if clamp {
+                entry.set_created(Some(epoch_time.clone()));
             }
         }
     } else {
@@ -336,6 +417,7 @@ mod tests {
             size: 10,
             diff_id: Digest::of(&[n, n]),
             media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
+            snapshot: None,
         }
     }
 
@@ -407,6 +489,84 @@ mod tests {
     }
 
     #[test]
+    fn the_base_images_history_keeps_its_times_as_in_buildkit() {
+        let dated = |by: &str, time: &str| {
+            let mut h = entry(by, false);
+            h.set_created(Some(time.to_owned()));
+            h
+        };
+        let base = vec![
+            dated("FROM base", "2030-01-01T00:00:00Z"),
+            dated("CMD base", "2031-06-01T12:00:00.5+02:00"),
+        ];
+        let mut config = minimal_config();
+        let mut history = base.clone();
+        history.push(dated("RUN ours", "2032-01-01T00:00:00Z"));
+        history.push(dated("RUN older", "2001-01-01T00:00:00Z"));
+        config.set_history(Some(history));
+        config.set_created(Some("2000-01-01T00:00:00Z".to_owned()));
+        let layers: Vec<Layer> = (1..=4).map(layer).collect();
+        let times = |options: &ImageOptions| {
+            let fixed = finish_config(config.clone(), &layers, options);
+            let times: Vec<String> = fixed
+                .history()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|h| h.created().clone().unwrap())
+                .collect();
+            (times, fixed.created().clone().unwrap())
+        };
+        let epoch = "2023-11-14T22:13:20Z";
+        // Without the base image: every later time is clamped, an earlier one kept.
+        let mut options = ImageOptions {
+            source_date_epoch: Some(1_700_000_000),
+            ..ImageOptions::default()
+        };
+        let (history, created) = times(&options);
+        assert_eq!(history, [epoch, epoch, epoch, "2001-01-01T00:00:00Z"]);
+        // An earlier `created` stays.
+        assert_eq!(created, "2000-01-01T00:00:00Z");
+        // With it (and an unrelated candidate): the base image's entries keep their times.
+        options.base_histories = vec![vec![dated("FROM other", epoch)], base.clone()];
+        let (history, _) = times(&options);
+        assert_eq!(
+            history,
+            [
+                "2030-01-01T00:00:00Z",
+                "2031-06-01T12:00:00.5+02:00",
+                epoch,
+                "2001-01-01T00:00:00Z"
+            ]
+        );
+        // Once an entry differs, later ones count as the build's even if they match.
+        let mut diverged = base;
+        diverged[0].set_comment(Some("changed".to_owned()));
+        options.base_histories = vec![diverged];
+        assert_eq!(times(&options).0[1], epoch);
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, false)));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20Z"),
+            Some((1_700_000_000, false))
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20.25+01:00"),
+            Some((1_700_000_000, true))
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T12:00:00.000Z"),
+            Some((951_825_600, false))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert!(later_than((1_700_000_000, true), 1_700_000_000));
+        assert!(!later_than((1_700_000_000, false), 1_700_000_000));
+    }
+
+    #[test]
     fn json_configs_keep_docker_fields() {
         let config = serde_json::json!({
             "architecture": "",
@@ -418,6 +578,7 @@ mod tests {
             oci_mediatypes: true,
             source_date_epoch: Some(0),
             build_time: None,
+            base_histories: Vec::new(),
         };
         let image = build_image_from_json(vec![layer(1)], &config, &options).unwrap();
         let text = String::from_utf8(image.config.clone()).unwrap();
@@ -438,6 +599,7 @@ mod tests {
             oci_mediatypes: true,
             source_date_epoch: Some(5),
             build_time: None,
+            base_histories: Vec::new(),
         };
         let a = build_image(vec![layer(1)], None, &options).unwrap();
         let b = build_image(vec![layer(1)], None, &options).unwrap();

@@ -2,8 +2,10 @@
 //!
 //! # Overview
 //! 1. Walk the chain from the top snapshot to its root ([`snapshot_chain`]).
-//! 2. A snapshot unpacked from a pulled or loaded layer has a diff ID: its blob is found
-//!    through the store's image records and reused as it is.
+//! 2. A snapshot of a stored image's layer (pulled, loaded or built and stored) is keyed by
+//!    its chain ID, or has a diff ID: its blob is found through the store's image records and
+//!    reused as it is. These are the base image's layers, which BuildKit's exporter never
+//!    rewrites either (not even for `rewrite-timestamp`).
 //! 3. A snapshot made by a build step is one step's diff in overlay form: it is written with
 //!    [`kiln_cache::write_layer`] once per (snapshot, compression, epoch) and remembered in a
 //!    cache record, so the next export reuses the blob.
@@ -31,6 +33,10 @@ pub struct Layer {
     pub diff_id: Digest,
     /// The OCI media type (`application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`).
     pub media_type: String,
+    /// The committed snapshot that holds this layer's content (in overlay form, on the
+    /// snapshot of the layer below), when the layer came from one: storing the image reuses
+    /// it instead of unpacking the blob again.
+    pub snapshot: Option<String>,
 }
 
 /// The snapshot keys from the root of the chain up to `top`, bottom first.
@@ -87,10 +93,17 @@ pub fn chain_layers(
         .map(|(d, r)| (d, r.media_type))
         .collect();
     let mut by_diff_id = HashMap::new();
+    let mut by_chain = HashMap::new();
     for image in store.images()? {
+        let mut parent = None;
         for (diff_id, blob) in image.diff_ids.iter().zip(&image.layers) {
+            let chain = kiln_cache::chain_id(parent.as_ref(), diff_id);
+            parent = Some(chain);
             if store.has_blob(blob) {
                 by_diff_id.entry(*diff_id).or_insert(*blob);
+                by_chain
+                    .entry(chain.to_string())
+                    .or_insert((*blob, *diff_id));
             }
         }
     }
@@ -106,22 +119,25 @@ pub fn chain_layers(
         let snapshot = store
             .snapshot(key)?
             .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?;
-        if let Some(diff_id) = snapshot.diff_id {
-            if let Some(blob) = by_diff_id.get(&diff_id) {
-                let media_type = oci_layer_type(blob_types.get(blob).and_then(|t| t.as_deref()));
-                let size = fs_err::metadata(store.blob_path(blob))?.len();
-                tracing::debug!(snapshot = %key, blob = %blob, "reusing the pulled layer");
-                layers.push(Layer {
-                    digest: *blob,
-                    size,
-                    diff_id,
-                    media_type: media_type.to_owned(),
-                });
-                continue;
-            }
+        let stored = by_chain.get(key).copied().or_else(|| {
+            let diff_id = snapshot.diff_id?;
+            Some((*by_diff_id.get(&diff_id)?, diff_id))
+        });
+        if let Some((blob, diff_id)) = stored {
+            let media_type = oci_layer_type(blob_types.get(&blob).and_then(|t| t.as_deref()));
+            let size = fs_err::metadata(store.blob_path(&blob))?.len();
+            tracing::debug!(snapshot = %key, blob = %blob, "reusing the stored image's layer");
+            layers.push(Layer {
+                digest: blob,
+                size,
+                diff_id,
+                media_type: media_type.to_owned(),
+                snapshot: Some(key.clone()),
+            });
+            continue;
         }
         let id = record_id(key, options);
-        if let Some(layer) = records.get(&id).and_then(|r| remembered(store, r)) {
+        if let Some(layer) = records.get(&id).and_then(|r| remembered(store, r, key)) {
             tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the exported layer");
             store.touch_cache_record(&id)?;
             layers.push(layer);
@@ -150,13 +166,14 @@ pub fn chain_layers(
             size: written.size,
             diff_id: written.diff_id,
             media_type: written.media_type.to_owned(),
+            snapshot: Some(key.clone()),
         });
     }
     Ok(layers)
 }
 
 /// The layer a cache record remembers, if its blob is still there.
-fn remembered(store: &Store, record: &CacheRecord) -> Option<Layer> {
+fn remembered(store: &Store, record: &CacheRecord, key: &str) -> Option<Layer> {
     let digest = *record.blobs.first()?;
     if !store.has_blob(&digest) {
         return None;
@@ -174,6 +191,7 @@ fn remembered(store: &Store, record: &CacheRecord) -> Option<Layer> {
         size: record.size,
         diff_id,
         media_type,
+        snapshot: Some(key.to_owned()),
     })
 }
 

@@ -8,8 +8,14 @@
 //!   `created` from `SOURCE_DATE_EPOCH`) and manifest, as [`Image`], in OCI or docker media
 //!   types, serialised with sorted keys so equal inputs give equal bytes.
 //! - Outputs: [`write_oci_dir`] / [`write_oci_tar`] (OCI image layout), [`write_docker_tar`]
-//!   (what `docker load` reads), and the local image store: [`store_image`], [`load`],
-//!   [`tag_image`], [`find_image`], [`stored_image`]; and registry [`push`].
+//!   (what `docker load` reads), and the local image store: [`store_image`] (whose snapshots
+//!   share the build's files through hard links instead of unpacking the layers again),
+//!   [`load`], [`tag_image`], [`find_image`], [`stored_image`]; and registry [`push`], which
+//!   streams blobs from the store's files (HEAD check, cross-repository mount, monolithic
+//!   upload with a chunked fallback).
+//! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
+//!   [`base_histories`], its history times) are kept; only the build's layers are written
+//!   with `SOURCE_DATE_EPOCH`.
 //!
 //! Data path: solver result (a snapshot key) ─[`snapshot_chain`]→ keys ─[`chain_layers`]→
 //! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives or the image store.
@@ -28,6 +34,7 @@ mod archive;
 mod error;
 mod image;
 mod layers;
+mod link;
 mod local;
 mod push;
 
@@ -39,6 +46,8 @@ pub use image::{
     finish_config, minimal_config, rfc3339,
 };
 pub use layers::{Layer, chain_layers, snapshot_chain};
-pub use local::{find_image, load, normalize_name, store_image, stored_image, tag_image};
+pub use local::{
+    base_histories, find_image, load, normalize_name, store_image, stored_image, tag_image,
+};
 pub use oci_spec;
 pub use push::push;

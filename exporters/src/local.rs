@@ -3,11 +3,13 @@
 use std::path::Path;
 
 use kiln_cache::{Digest, ImageRecord, Store};
+use oci_spec::image::History;
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::image::{Image, MEDIA_TYPE_OCI_MANIFEST, assemble};
 use crate::layers::{Layer, oci_layer_type};
+use crate::link::link_snapshot;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -20,8 +22,10 @@ pub fn normalize_name(name: &str) -> Result<String, Error> {
     Ok(kiln_cache::parse_reference(name)?.whole())
 }
 
-/// Stores `image` under `name` (normalised): writes its manifest and config as blobs, unpacks
-/// its layers as snapshots so `FROM name` and `kiln run name` find them, and records it.
+/// Stores `image` under `name` (normalised): writes its manifest and config as blobs, makes
+/// the snapshots of its layers' chain IDs so `FROM name` and `kiln run name` find them, and
+/// records it. A layer whose [`Layer::snapshot`] holds its content (a build step's) shares
+/// that snapshot's files through hard links; any other layer is unpacked from its blob.
 pub fn store_image(store: &Store, image: &Image, name: &str) -> Result<ImageRecord, Error> {
     let name = normalize_name(name)?;
     store.write_blob(&image.config, Some(&image.config_digest))?;
@@ -33,8 +37,28 @@ pub fn store_image(store: &Store, image: &Image, name: &str) -> Result<ImageReco
     let mut parent = None;
     let mut size = 0;
     for layer in &image.layers {
-        let chain = store.unpack_snapshot(parent.as_ref(), &layer.digest, &layer.diff_id)?;
-        size += store.snapshot(&chain.to_string())?.map_or(0, |s| s.size);
+        let chain = kiln_cache::chain_id(parent.as_ref(), &layer.diff_id);
+        let key = chain.to_string();
+        let linked = match &layer.snapshot {
+            Some(source) if *source != key && store.snapshot(&key)?.is_none() => {
+                match link_snapshot(store, parent.as_ref(), &chain, source) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(
+                            snapshot = %source,
+                            error = %e,
+                            "cannot share the build's snapshot; unpacking the layer instead"
+                        );
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !linked {
+            store.unpack_snapshot(parent.as_ref(), &layer.digest, &layer.diff_id)?;
+        }
+        size += store.snapshot(&key)?.map_or(0, |s| s.size);
         parent = Some(chain);
     }
     store.write_blob(&image.manifest, Some(&image.manifest_digest))?;
@@ -59,6 +83,29 @@ pub fn store_image(store: &Store, image: &Image, name: &str) -> Result<ImageReco
     store.put_image(&record)?;
     tracing::info!(image = %record.name, manifest = %record.manifest, "stored the image");
     Ok(record)
+}
+
+/// The histories of the stored images a result on the snapshot chain `keys` (bottom first) is
+/// built on: those whose top snapshot is the highest of `keys` that is any image's top. These
+/// are the candidates for [`crate::ImageOptions::base_histories`].
+pub fn base_histories(store: &Store, keys: &[String]) -> Result<Vec<Vec<History>>, Error> {
+    let images = store.images()?;
+    for key in keys.iter().rev() {
+        let mut histories = Vec::new();
+        for image in images
+            .iter()
+            .filter(|i| i.chain_id.is_some_and(|c| c.to_string() == *key))
+        {
+            let bytes = store.read_blob(&image.config)?;
+            let config: HistoryDoc = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::json(format!("config {}", image.config), e))?;
+            histories.push(config.history);
+        }
+        if !histories.is_empty() {
+            return Ok(histories);
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Gives the image `source` the additional name `target` (`kiln tag`).
@@ -104,6 +151,7 @@ pub fn stored_image(store: &Store, record: &ImageRecord) -> Result<Image, Error>
                 size: d.size,
                 diff_id: *diff_id,
                 media_type: oci_layer_type(Some(&d.media_type)).to_owned(),
+                snapshot: None,
             })
         })
         .collect::<Result<Vec<_>, kiln_cache::Error>>()?;
@@ -152,6 +200,12 @@ struct ManifestDoc {
     media_type: Option<String>,
     config: LayerDoc,
     layers: Vec<LayerDoc>,
+}
+
+#[derive(Deserialize)]
+struct HistoryDoc {
+    #[serde(default)]
+    history: Vec<History>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +367,7 @@ fn load_manifest(
             size: layer.size,
             diff_id: *diff_id,
             media_type: oci_layer_type(Some(&layer.media_type)).to_owned(),
+            snapshot: None,
         });
     }
     import_blob(
@@ -369,6 +424,7 @@ fn load_docker(store: &Store, dir: &Path, origin: &Path) -> Result<Vec<ImageReco
                 size,
                 diff_id: *diff_id,
                 media_type: media_type.to_owned(),
+                snapshot: None,
             });
         }
         let image = assemble(&config_bytes, layers, true)?;

@@ -1,14 +1,173 @@
 //! Registry push: the layer and config blobs, then the manifest bytes as they are, so the
 //! registry's digest is the digest kiln computed.
+//!
+//! # Overview
+//! 1. Each blob is HEAD-checked first; a blob the registry has is not sent again.
+//! 2. A layer another stored image of the same registry holds is mounted from that repository
+//!    (cross-repository blob mount) when the registry allows it.
+//! 3. Otherwise the blob is streamed from its file in the store in one monolithic upload
+//!    (`POST` then `PUT` with a `Content-Length`); a registry that rejects that gets the blob as
+//!    chunked `PATCH` uploads, read again from the file. Blobs are never read into memory as a
+//!    whole, so pushing a large layer needs about one read buffer per upload.
+//! 4. The manifest last, under the media type it was built with.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
+use futures::Stream;
 use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
-use kiln_cache::oci_client::{Client, RegistryOperation};
+use kiln_cache::oci_client::errors::OciDistributionError;
+use kiln_cache::oci_client::secrets::RegistryAuth;
+use kiln_cache::oci_client::{Client, Reference, RegistryOperation};
 use kiln_cache::{Config, Digest, Store};
+use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
 use crate::image::Image;
+
+/// Bytes read from a blob file per piece of the upload stream.
+const READ_CHUNK: usize = 1 << 20;
+
+/// One registry's client settings and credentials.
+struct Target {
+    reference: Reference,
+    plain_http: Vec<String>,
+    insecure: bool,
+    auth: RegistryAuth,
+}
+
+impl Target {
+    /// A client, authenticated for pushing, that sends blob streams monolithically or in chunks.
+    async fn client(&self, monolithic: bool) -> Result<Client, Error> {
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
+            accept_invalid_certificates: self.insecure,
+            use_monolithic_push: monolithic,
+            ..ClientConfig::default()
+        });
+        client
+            .auth(&self.reference, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(self.failed("credentials".to_owned()))?;
+        Ok(client)
+    }
+
+    fn failed(&self, what: String) -> impl FnOnce(OciDistributionError) -> Error {
+        let reference = self.reference.whole();
+        move |source| Error::Push {
+            what,
+            reference,
+            source,
+        }
+    }
+}
+
+/// The file at `path` as a stream of pieces of at most [`READ_CHUNK`] bytes.
+fn file_stream(
+    path: PathBuf,
+) -> Result<impl Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static, Error>
+{
+    let (file, path) = fs_err::File::open(path)?.into_parts();
+    let file = tokio::fs::File::from_std(file);
+    Ok(futures::stream::try_unfold(
+        (file, path),
+        |(mut file, path)| async move {
+            let mut buffer = bytes::BytesMut::with_capacity(READ_CHUNK);
+            while buffer.len() < READ_CHUNK {
+                let read = file.read_buf(&mut buffer).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+                })?;
+                if read == 0 {
+                    break;
+                }
+            }
+            if buffer.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((buffer.freeze(), (file, path))))
+        },
+    ))
+}
+
+/// Repositories of the same registry that hold `digest`, per the store's image records.
+fn mount_sources(store: &Store, target: &Reference, digest: &Digest) -> Vec<Reference> {
+    let Ok(images) = store.images() else {
+        return Vec::new();
+    };
+    let mut sources: Vec<Reference> = Vec::new();
+    for image in images {
+        if !image.layers.contains(digest) {
+            continue;
+        }
+        let Ok(source) = kiln_cache::parse_reference(&image.name) else {
+            continue;
+        };
+        if source.resolve_registry() == target.resolve_registry()
+            && source.repository() != target.repository()
+            && !sources
+                .iter()
+                .any(|s| s.repository() == source.repository())
+        {
+            sources.push(source);
+        }
+    }
+    sources
+}
+
+/// Sends one blob from the store unless the registry has it already.
+async fn push_blob(
+    store: &Store,
+    target: &Target,
+    client: &Client,
+    digest: &Digest,
+    what: &str,
+) -> Result<(), Error> {
+    let reference = &target.reference;
+    let name = digest.to_string();
+    let exists = client
+        .blob_exists(reference, &name)
+        .await
+        .map_err(target.failed(format!("{what} {digest}")))?;
+    if exists {
+        tracing::debug!(blob = %digest, "the registry has the blob");
+        return Ok(());
+    }
+    for source in mount_sources(store, reference, digest) {
+        match client.mount_blob(reference, &source, &name).await {
+            Ok(()) => {
+                tracing::debug!(blob = %digest, from = %source.repository(), "mounted");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(blob = %digest, from = %source.repository(), error = %e, "mount refused");
+            }
+        }
+    }
+    let path = store.blob_path(digest);
+    let size = fs_err::metadata(&path)?.len();
+    let sent = client
+        .push_blob_stream(reference, file_stream(path.clone())?, &name, Some(size))
+        .await;
+    match sent {
+        Ok(_) => {}
+        Err(OciDistributionError::SpecViolationError(violation)) => {
+            tracing::warn!(
+                blob = %digest,
+                %violation,
+                "the registry refused a monolithic upload; sending the blob in chunks"
+            );
+            target
+                .client(false)
+                .await?
+                .push_blob_stream(reference, file_stream(path)?, &name, Some(size))
+                .await
+                .map_err(target.failed(format!("{what} {digest}")))?;
+        }
+        Err(e) => return Err(target.failed(format!("{what} {digest}"))(e)),
+    }
+    tracing::debug!(blob = %digest, size, "pushed");
+    Ok(())
+}
 
 /// Pushes `image` to `reference` (`host/repository:tag`), with the registry settings of
 /// `config` (plain HTTP hosts, `insecure`) and the credentials in `docker_config`, as a pull
@@ -20,54 +179,101 @@ pub async fn push(
     config: &Config,
     docker_config: Option<&Path>,
 ) -> Result<Digest, Error> {
-    let target = kiln_cache::parse_reference(reference)?;
-    let host = target.resolve_registry().to_owned();
-    let plain = if config.is_plain_http(&host) {
-        vec![host.clone()]
-    } else {
-        Vec::new()
+    let reference = kiln_cache::parse_reference(reference)?;
+    let host = reference.resolve_registry().to_owned();
+    let target = Target {
+        plain_http: if config.is_plain_http(&host) {
+            vec![host.clone()]
+        } else {
+            Vec::new()
+        },
+        insecure: config.registry.get(&host).is_some_and(|r| r.insecure),
+        auth: kiln_cache::credentials(docker_config, &host)?,
+        reference,
     };
-    let insecure = config.registry.get(&host).is_some_and(|r| r.insecure);
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain),
-        accept_invalid_certificates: insecure,
-        ..ClientConfig::default()
-    });
-    let auth = kiln_cache::credentials(docker_config, &host)?;
-    let failed = |what: String| {
-        let reference = target.whole();
-        move |source| Error::Push {
-            what,
-            reference,
-            source,
-        }
-    };
-    client
-        .auth(&target, &auth, RegistryOperation::Push)
-        .await
-        .map_err(failed("credentials".to_owned()))?;
+    let client = target.client(true).await?;
     for layer in &image.layers {
-        let data = store.read_blob(&layer.digest)?;
-        client
-            .push_blob(&target, data, &layer.digest.to_string())
-            .await
-            .map_err(failed(format!("layer {}", layer.digest)))?;
-        tracing::debug!(layer = %layer.digest, "pushed");
+        push_blob(store, &target, &client, &layer.digest, "layer").await?;
     }
-    client
-        .push_blob(
-            &target,
-            image.config.clone(),
-            &image.config_digest.to_string(),
-        )
+    let reference = &target.reference;
+    let config_name = image.config_digest.to_string();
+    let config_exists = client
+        .blob_exists(reference, &config_name)
         .await
-        .map_err(failed(format!("config {}", image.config_digest)))?;
+        .map_err(target.failed(format!("config {}", image.config_digest)))?;
+    if !config_exists {
+        client
+            .push_blob(reference, image.config.clone(), &config_name)
+            .await
+            .map_err(target.failed(format!("config {}", image.config_digest)))?;
+    }
     let content_type = http::HeaderValue::from_str(&image.manifest_media_type)
         .expect("media types are header-safe ASCII");
     client
-        .push_manifest_raw(&target, image.manifest.clone(), content_type)
+        .push_manifest_raw(reference, image.manifest.clone(), content_type)
         .await
-        .map_err(failed(format!("manifest {}", image.manifest_digest)))?;
-    tracing::info!(reference = %target.whole(), manifest = %image.manifest_digest, "pushed");
+        .map_err(target.failed(format!("manifest {}", image.manifest_digest)))?;
+    tracing::info!(reference = %reference.whole(), manifest = %image.manifest_digest, "pushed");
     Ok(image.manifest_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt as _;
+
+    use super::*;
+
+    #[test]
+    fn blobs_stream_from_their_file_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..READ_CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
+        fs_err::write(&path, &data).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pieces: Vec<bytes::Bytes> = runtime
+            .block_on(file_stream(path).unwrap().try_collect())
+            .unwrap();
+        let sizes: Vec<usize> = pieces.iter().map(bytes::Bytes::len).collect();
+        assert_eq!(sizes, [READ_CHUNK, READ_CHUNK, READ_CHUNK / 2]);
+        assert_eq!(pieces.concat(), data);
+        assert!(file_stream(dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn blobs_are_mounted_from_other_repositories_of_the_same_registry() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let layer = Digest::of(b"layer");
+        let record = |name: &str, layers: Vec<Digest>| kiln_cache::ImageRecord {
+            name: name.to_owned(),
+            manifest: Digest::of(name.as_bytes()),
+            manifest_media_type: crate::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
+            index: None,
+            config: Digest::of(b"config"),
+            diff_ids: layers.clone(),
+            layers,
+            chain_id: None,
+            size: 0,
+            created: None,
+            last_used: 0,
+        };
+        for image in [
+            record("127.0.0.1:5000/team/base:1", vec![layer]),
+            record("127.0.0.1:5000/team/base:2", vec![layer]),
+            record("127.0.0.1:5000/team/app:1", vec![layer]),
+            record("127.0.0.1:5000/team/other:1", vec![Digest::of(b"other")]),
+            record("docker.io/library/busybox:latest", vec![layer]),
+        ] {
+            store.put_image(&image).unwrap();
+        }
+        let target = kiln_cache::parse_reference("127.0.0.1:5000/team/app:2").unwrap();
+        let sources: Vec<String> = mount_sources(&store, &target, &layer)
+            .iter()
+            .map(|r| r.repository().to_owned())
+            .collect();
+        // Not the target's own repository, not another registry's, each repository once.
+        assert_eq!(sources, ["team/base"]);
+    }
 }

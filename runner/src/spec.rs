@@ -126,6 +126,18 @@ pub struct TerminalSize {
     pub cols: u16,
 }
 
+impl TerminalSize {
+    /// The size of the terminal `fd` refers to, or `None` when it is not a terminal (or reports
+    /// no size, as a fresh pseudo-terminal does).
+    pub fn of(fd: impl std::os::fd::AsFd) -> Option<Self> {
+        let size = crate::sys::process::winsize(&fd.as_fd()).ok()?;
+        (size.ws_row > 0 && size.ws_col > 0).then_some(Self {
+            rows: size.ws_row,
+            cols: size.ws_col,
+        })
+    }
+}
+
 /// How the process's standard streams are connected.
 #[derive(Debug, Default)]
 pub enum Stdio {
@@ -233,5 +245,29 @@ impl ExitStatus {
             Self::Code(code) => code,
             Self::Signal(signal) => 128 + signal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_sizes_are_read_from_terminals_only() {
+        let size = nix::pty::Winsize {
+            ws_row: 33,
+            ws_col: 101,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let expected = Some(TerminalSize {
+            rows: 33,
+            cols: 101,
+        });
+        assert_eq!(TerminalSize::of(&pty.slave), expected);
+        assert_eq!(TerminalSize::of(&pty.master), expected);
+        let (read_end, _write_end) = nix::unistd::pipe().unwrap();
+        assert_eq!(TerminalSize::of(&read_end), None);
     }
 }

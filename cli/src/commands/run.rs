@@ -162,6 +162,9 @@ fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConf
 }
 
 fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // Before any thread starts (opening the store starts one), so that every thread has them
+    // blocked and none is killed by them or swallows them: they wait for the forwarding thread.
+    let signals = block_signals(args.tty)?;
     fs_err::create_dir_all(root)?;
     let root = fs_err::canonicalize(root)?;
     let store = Arc::new(
@@ -233,7 +236,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         };
         spec.stdio = if args.tty {
             Stdio::Pty {
-                size: TerminalSize { rows: 24, cols: 80 },
+                size: own_terminal_size().unwrap_or(TerminalSize { rows: 24, cols: 80 }),
                 input: if args.interactive {
                     Some(stdin()?)
                 } else {
@@ -247,7 +250,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         };
         let runner = Runner::new(crate::executor::RUNNER_STATE);
         let handle = Handle::new()?;
-        forward_signals(&handle)?;
+        forward_signals(&handle, signals, args.tty)?;
         let _raw = if args.tty && args.interactive {
             RawMode::enable()
         } else {
@@ -341,19 +344,46 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Blocks the forwarded signals in this thread (the container's processes unblock them) and
-/// starts a thread that waits for them and sends each to the container.
-fn forward_signals(handle: &Handle) -> anyhow::Result<()> {
+/// The size of kiln's own terminal (standard output's, else standard input's), if it has one.
+fn own_terminal_size() -> Option<TerminalSize> {
+    TerminalSize::of(std::io::stdout()).or_else(|| TerminalSize::of(std::io::stdin()))
+}
+
+/// Blocks the forwarded signals in this thread and the threads it starts later (the
+/// container's processes unblock them), and with a terminal (`tty`) `SIGWINCH` too. Returns
+/// the set for [`forward_signals`].
+fn block_signals(tty: bool) -> anyhow::Result<SigSet> {
     let mut set = SigSet::empty();
     for signal in FORWARDED {
         set.add(signal);
     }
+    if tty {
+        set.add(Signal::SIGWINCH);
+    }
     set.thread_block().context("blocking signals")?;
+    Ok(set)
+}
+
+/// Starts a thread that waits for the signals of `set` (blocked by [`block_signals`]) and
+/// sends each to the container; `SIGWINCH` resizes the container's terminal to kiln's
+/// terminal's new size, as `docker run -t` does.
+fn forward_signals(handle: &Handle, set: SigSet, tty: bool) -> anyhow::Result<()> {
+    if tty && let Some(size) = own_terminal_size() {
+        // A resize before SIGWINCH was blocked went unnoticed: send the size once more.
+        handle.resize(size);
+    }
     let handle = handle.clone();
     std::thread::Builder::new()
         .name("signals".to_owned())
         .spawn(move || {
             while let Ok(signal) = set.wait() {
+                if signal == Signal::SIGWINCH {
+                    if let Some(size) = own_terminal_size() {
+                        tracing::debug!(rows = size.rows, cols = size.cols, "resizing");
+                        handle.resize(size);
+                    }
+                    continue;
+                }
                 tracing::debug!(%signal, "forwarding");
                 handle.signal(signal);
             }
@@ -399,6 +429,102 @@ mod tests {
             panic!("not a bind mount");
         };
         assert!(readonly);
+    }
+
+    /// The `kiln` binary of this build (cargo builds it for the package's integration tests).
+    fn kiln_binary() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let path = exe.parent()?.parent()?.join("kiln");
+        path.is_file().then_some(path)
+    }
+
+    /// Reads everything written to a pseudo-terminal's master side, in the background.
+    fn collect(master: std::os::fd::OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the last slave descriptor is closed.
+            while let Ok(n @ 1..) = nix::unistd::read(&master, &mut buf) {
+                if sender.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        receiver
+    }
+
+    /// Waits (up to 30 s) until `output` plus what `receiver` brings contains `text`.
+    fn wait_for(receiver: &std::sync::mpsc::Receiver<Vec<u8>>, output: &mut String, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !output.contains(text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(bytes) => output.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("no {text:?} in the terminal's output: {output:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tty_containers_get_kilns_terminal_size_and_its_changes() {
+        use std::process::{Command, Stdio as ProcessStdio};
+
+        if !kiln_testdata::is_root() {
+            kiln_testdata::skip("needs root for namespaces and overlayfs");
+            return;
+        }
+        let Some(kiln) = kiln_binary() else {
+            kiln_testdata::skip("the kiln binary is not built next to the tests");
+            return;
+        };
+        let root = tempfile::tempdir().unwrap();
+        let loaded = Command::new(&kiln)
+            .arg("--root")
+            .arg(root.path())
+            .arg("load")
+            .arg(kiln_testdata::busybox_layout())
+            .stdout(ProcessStdio::null())
+            .status()
+            .unwrap();
+        assert!(loaded.success());
+
+        // kiln's terminal: a pseudo-terminal of 33x101.
+        let size = nix::pty::Winsize {
+            ws_row: 33,
+            ws_col: 101,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let terminal = nix::unistd::ttyname(&pty.slave).unwrap();
+        let script = "stty size; i=0; while [ $i -lt 300 ]; do s=$(stty size); \
+                      [ \"$s\" != '33 101' ] && break; sleep 0.1; i=$((i+1)); done; echo \"now $s\"";
+        let mut child = Command::new(&kiln)
+            .arg("--root")
+            .arg(root.path())
+            .args(["run", "--rm", "-t", "busybox", "sh", "-c", script])
+            .stdin(ProcessStdio::null())
+            .stdout(ProcessStdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(ProcessStdio::from(pty.slave))
+            .spawn()
+            .unwrap();
+        let output = collect(pty.master);
+        let mut text = String::new();
+        // The initial size is kiln's terminal's, not a default.
+        wait_for(&output, &mut text, "33 101");
+
+        // Resize kiln's terminal and tell kiln, as the terminal emulator does.
+        let resized = Command::new("stty")
+            .arg("-F")
+            .arg(&terminal)
+            .args(["rows", "40", "cols", "120"])
+            .status()
+            .unwrap();
+        assert!(resized.success());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, Signal::SIGWINCH).unwrap();
+        wait_for(&output, &mut text, "now 40 120");
+        assert!(child.wait().unwrap().success(), "{text:?}");
     }
 
     #[test]

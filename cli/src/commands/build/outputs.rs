@@ -247,6 +247,8 @@ fn image(
         oci_mediatypes: settings.oci_mediatypes,
         source_date_epoch: epoch,
         build_time: Some(build_time()),
+        base_histories: kiln_exporters::base_histories(store, &keys)
+            .context("reading the base image's history")?,
     };
     Ok(match config {
         Some(config) => {

@@ -1,0 +1,251 @@
+//! Image snapshots that share the build's files instead of unpacking the layer blobs again.
+//!
+//! A stored image is run and built `FROM` through the committed snapshots named by its layers'
+//! chain IDs. When a build step's snapshot already holds a layer's content, the chain-ID
+//! snapshot is made of hard links to that snapshot's files: the file data exists once, and
+//! either snapshot can be removed (by `kiln rmi` plus garbage collection, or `kiln prune`)
+//! without breaking the other.
+//!
+//! # Overview
+//! 1. Prepare an active snapshot on the chain-ID snapshot of the layer below.
+//! 2. Recreate the source snapshot's directories in its upper directory (owner, mode, extended
+//!    attributes such as overlayfs' opaque marker, times) and hard-link everything else
+//!    (files, symbolic links, whiteout devices).
+//! 3. Commit it under the chain ID. Any failure removes the active snapshot; the caller then
+//!    unpacks the blob as before.
+
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+
+use kiln_cache::{Digest, Store};
+
+use crate::error::Error;
+
+/// Names an I/O error after the path it happened on.
+fn at(path: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error {
+    let path = path.display().to_string();
+    let what = what.to_owned();
+    move |e| io::Error::new(e.kind(), format!("{what} {path}: {e}"))
+}
+
+/// Gives the directory `dest` the owner, mode, extended attributes and times of `src`.
+fn copy_dir_metadata(src: &Path, dest: &Path) -> Result<(), Error> {
+    let meta = fs_err::symlink_metadata(src)?;
+    // Owner before mode: changing the owner clears set-ID bits.
+    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
+        .map_err(at(dest, "changing the owner of"))?;
+    fs_err::set_permissions(dest, meta.permissions())?;
+    let names = match xattr::list(src) {
+        Ok(names) => names.collect::<Vec<_>>(),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Vec::new(),
+        Err(e) => return Err(at(src, "listing the extended attributes of")(e).into()),
+    };
+    for name in names {
+        if let Some(value) = xattr::get(src, &name).map_err(at(src, "reading an attribute of"))? {
+            xattr::set(dest, &name, &value).map_err(at(dest, "setting an attribute of"))?;
+        }
+    }
+    filetime::set_symlink_file_times(
+        dest,
+        filetime::FileTime::from_last_access_time(&meta),
+        filetime::FileTime::from_last_modification_time(&meta),
+    )
+    .map_err(at(dest, "setting the times of"))?;
+    Ok(())
+}
+
+/// Recreates the tree `src` in the existing directory `dest`: directories as new directories,
+/// everything else as hard links.
+fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
+    for entry in fs_err::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dest.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            fs_err::create_dir(&to)?;
+            link_tree(&from, &to)?;
+        } else {
+            fs_err::hard_link(&from, &to)?;
+        }
+    }
+    // Last, so creating the entries does not change the times.
+    copy_dir_metadata(src, dest)
+}
+
+/// Makes the committed snapshot `chain` (on `parent`) out of hard links to the committed
+/// snapshot `source`, which holds the same layer.
+pub(crate) fn link_snapshot(
+    store: &Store,
+    parent: Option<&Digest>,
+    chain: &Digest,
+    source: &str,
+) -> Result<(), Error> {
+    let source_dir = store.committed_dir(source)?;
+    if !source_dir.is_dir() {
+        return Err(kiln_cache::Error::SnapshotNotFound {
+            key: source.to_owned(),
+        }
+        .into());
+    }
+    let active = format!("image-link-{}", chain.hex());
+    if store.snapshot(&active)?.is_some() {
+        store.remove_snapshot(&active)?;
+    }
+    let parent = parent.map(ToString::to_string);
+    let mounts = store.prepare(&active, parent.as_deref())?;
+    let linked = link_tree(&source_dir, &mounts.upper)
+        .and_then(|()| Ok(store.commit(&active, &chain.to_string())?));
+    if let Err(e) = linked {
+        let _ = store.remove_snapshot(&active);
+        return Err(e);
+    }
+    tracing::debug!(snapshot = %chain, source, "linked the image snapshot to the build's");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use kiln_cache::{Compression, LayerOptions};
+
+    use super::*;
+    use crate::{ImageOptions, build_image, chain_layers, snapshot_chain, store_image};
+
+    /// A store with a committed build-step snapshot `step` on a committed `base`.
+    fn store_with_steps() -> (tempfile::TempDir, Store) {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let base = store.prepare("active-base", None).unwrap();
+        fs_err::write(base.upper.join("base.txt"), "from the base\n").unwrap();
+        store.commit("active-base", "base").unwrap();
+        let step = store.prepare("active-step", Some("base")).unwrap();
+        let dir = step.upper.join("app");
+        fs_err::create_dir(&dir).unwrap();
+        fs_err::write(dir.join("hello"), "hello\n").unwrap();
+        std::os::unix::fs::symlink("hello", dir.join("link")).unwrap();
+        fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        xattr::set(&dir, "user.kiln-test", b"kept").unwrap();
+        filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(1_000_000, 0)).unwrap();
+        store.commit("active-step", "step").unwrap();
+        (root, store)
+    }
+
+    fn options(epoch: i64) -> LayerOptions {
+        LayerOptions {
+            compression: Compression::Gzip { level: 1 },
+            source_date_epoch: Some(epoch),
+            threads: 1,
+        }
+    }
+
+    #[test]
+    fn a_stored_image_shares_the_build_snapshots_files() {
+        let (_root, store) = store_with_steps();
+        let keys = snapshot_chain(&store, "step").unwrap();
+        assert_eq!(keys, ["base", "step"]);
+        let layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        let image = build_image(layers, None, &ImageOptions::default()).unwrap();
+        let record = store_image(&store, &image, "linked:latest").unwrap();
+
+        // The image's snapshots are named by the chain IDs of its layers.
+        let bottom = kiln_cache::chain_id(None, &image.layers[0].diff_id);
+        let top = kiln_cache::chain_id(Some(&bottom), &image.layers[1].diff_id);
+        assert_eq!(record.chain_id, Some(top));
+        let lowers = store.lowers(&top.to_string()).unwrap();
+        assert_eq!(
+            lowers,
+            [
+                store.committed_dir(&top.to_string()).unwrap(),
+                store.committed_dir(&bottom.to_string()).unwrap()
+            ]
+        );
+
+        // The same inodes as the build's snapshots: the data exists once.
+        let built = store.committed_dir("step").unwrap().join("app");
+        let image_dir = lowers[0].join("app");
+        for name in ["hello", "link"] {
+            let a = fs_err::symlink_metadata(built.join(name)).unwrap();
+            let b = fs_err::symlink_metadata(image_dir.join(name)).unwrap();
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{name}");
+            assert_eq!(b.nlink(), 2, "{name}");
+        }
+        let base_file = lowers[1].join("base.txt");
+        assert_eq!(
+            fs_err::metadata(&base_file).unwrap().ino(),
+            fs_err::metadata(store.committed_dir("base").unwrap().join("base.txt"))
+                .unwrap()
+                .ino()
+        );
+        // Directories are new, with the build's metadata.
+        let meta = fs_err::metadata(&image_dir).unwrap();
+        assert_ne!(meta.ino(), fs_err::metadata(&built).unwrap().ino());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(meta.mtime(), 1_000_000);
+        assert_eq!(
+            xattr::get(&image_dir, "user.kiln-test").unwrap().as_deref(),
+            Some(b"kept".as_slice())
+        );
+        assert_eq!(store.check().unwrap(), Vec::<String>::new());
+
+        // Removing the build's snapshot leaves the image whole.
+        store.remove_snapshot("step").unwrap();
+        assert_eq!(
+            fs_err::read_to_string(image_dir.join("hello")).unwrap(),
+            "hello\n"
+        );
+        assert_eq!(
+            fs_err::read_link(image_dir.join("link")).unwrap(),
+            Path::new("hello")
+        );
+    }
+
+    #[test]
+    fn a_missing_build_snapshot_falls_back_to_unpacking() {
+        let (_root, store) = store_with_steps();
+        let keys = snapshot_chain(&store, "step").unwrap();
+        let mut layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        layers[1].snapshot = Some("gone".to_owned());
+        let image = build_image(layers, None, &ImageOptions::default()).unwrap();
+        let record = store_image(&store, &image, "unpacked:latest").unwrap();
+        let top = store
+            .committed_dir(&record.chain_id.unwrap().to_string())
+            .unwrap();
+        let hello = top.join("app/hello");
+        assert_eq!(fs_err::read_to_string(&hello).unwrap(), "hello\n");
+        // Unpacked from the blob: a file of its own.
+        assert_eq!(fs_err::metadata(&hello).unwrap().nlink(), 1);
+        let active = format!("image-link-{}", record.chain_id.unwrap().hex());
+        assert!(store.snapshot(&active).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_stored_images_layers_are_reused_not_rewritten() {
+        let (_root, store) = store_with_steps();
+        let keys = snapshot_chain(&store, "step").unwrap();
+        let layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        let image = build_image(layers, None, &ImageOptions::default()).unwrap();
+        let record = store_image(&store, &image, "base:latest").unwrap();
+
+        // A step on top of the stored image, exported with another epoch: the base image's
+        // layers keep their blobs (BuildKit never rewrites a base image's layers), the new
+        // step's layer is written with the new epoch.
+        let top = record.chain_id.unwrap().to_string();
+        let next = store.prepare("active-next", Some(&top)).unwrap();
+        fs_err::write(next.upper.join("next.txt"), "next\n").unwrap();
+        store.commit("active-next", "next").unwrap();
+        let keys = snapshot_chain(&store, "next").unwrap();
+        assert_eq!(keys.len(), 3);
+        let exported = chain_layers(&store, &keys, &options(1_700_000_000)).unwrap();
+        assert_eq!(exported[0].digest, image.layers[0].digest);
+        assert_eq!(exported[1].digest, image.layers[1].digest);
+        let again = chain_layers(&store, &keys[2..], &options(0)).unwrap();
+        assert_ne!(exported[2].digest, again[0].digest);
+        // And the base image's history is the candidate base history.
+        let histories = crate::base_histories(&store, &keys).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+        let expected: Vec<oci_spec::image::History> =
+            serde_json::from_value(config["history"].clone()).unwrap();
+        assert_eq!(histories, [expected]);
+    }
+}
