@@ -218,3 +218,118 @@ fn bad_prune_arguments_fail_before_touching_the_store() {
         assert!(!root.exists(), "{args:?} created the store");
     }
 }
+
+/// Bytes of the regular files and symbolic links under `dirs`, each inode once, as `find`
+/// lists them.
+fn distinct_bytes(dirs: &[&Path]) -> u64 {
+    let out = Command::new("find")
+        .args(dirs)
+        .args([
+            "(",
+            "-type",
+            "f",
+            "-o",
+            "-type",
+            "l",
+            ")",
+            "-printf",
+            "%D:%i %s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut seen = std::collections::HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (inode, size) = line.split_once(' ').unwrap();
+        seen.insert(inode.to_owned(), size.parse::<u64>().unwrap());
+    }
+    seen.values().sum()
+}
+
+/// A size as docker prints it (`4.26MB`, `123kB`, `999B`), in bytes.
+fn parse_size(text: &str) -> f64 {
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => panic!("unit {unit}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+/// Whether docker's three significant digits of `shown` can be `bytes`.
+fn about(shown: &str, bytes: u64) -> bool {
+    let shown = parse_size(shown);
+    (shown - bytes as f64).abs() <= bytes as f64 * 0.01
+}
+
+/// The SIZE column of `kiln images` for the repository `repository`.
+fn image_size(root: &Path, repository: &str) -> String {
+    let images = ok(root, &["images"], None);
+    let line = images
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(repository))
+        .unwrap_or_else(|| panic!("no {repository} in {images}"));
+    line.split_whitespace().last().unwrap().to_owned()
+}
+
+#[test]
+fn serial_hard_linked_files_count_once_in_images_and_du() {
+    if !registry_up() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    ok(&root, &["pull", "-q", IMAGE], None);
+    // The image's size is its files' bytes (all of them in the store's one snapshot).
+    let snapshots = root.join("snapshots");
+    let busybox = distinct_bytes(&[&snapshots]);
+    let size = image_size(&root, "127.0.0.1:5000/library/busybox");
+    assert!(about(&size, busybox), "{size} is not {busybox} bytes");
+    let du = ok(&root, &["du"], None);
+    let total = distinct_bytes(&[&root.join("blobs"), &snapshots]);
+    assert!(about(total_line(&du, "Total:"), total), "{total}: {du}");
+    assert!(!du.contains("Shared:"), "{du}");
+
+    if !is_root() {
+        skip("the hard-link part needs root to build");
+        return;
+    }
+    // A layer with three names of one 500 kB file, stored as an image: the image counts the
+    // file once, and its snapshot hard-links the build's, so du counts it once in the total
+    // and as shared between the image and the build cache.
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\nRUN dd if=/dev/zero of=/big bs=1000 count=500 && ln /big /big2 && ln /big /big3\n"
+        ),
+    )
+    .unwrap();
+    ok(
+        &root,
+        &["build", "-t", "linked:1", context.to_str().unwrap()],
+        None,
+    );
+    let size = image_size(&root, "linked");
+    assert!(about(&size, busybox + 500_000), "{size}");
+    let du = ok(&root, &["du"], None);
+    let total = distinct_bytes(&[&root.join("blobs"), &snapshots]);
+    assert!(about(total_line(&du, "Total:"), total), "{total}: {du}");
+    let shared = parse_size(total_line(&du, "Shared:"));
+    let private = parse_size(total_line(&du, "Private:"));
+    assert!(shared >= 500_000.0, "{du}");
+    assert!(
+        (shared + private - total as f64).abs() <= total as f64 * 0.02,
+        "{du}"
+    );
+    let sizes: f64 = du_rows(&du).iter().map(|r| parse_size(&r.2)).sum();
+    assert!(
+        sizes > total as f64,
+        "shared files not in every entry: {du}"
+    );
+}

@@ -257,3 +257,71 @@ fn kept_containers_are_listed_and_removed() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no such container: keeper"));
 }
+
+/// A registry on 127.0.0.1 that accepts connections and never answers; returns its address
+/// and a receiver told of each connection.
+fn silent_registry() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (connected, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = connected.send(());
+        }
+    });
+    (address, receiver)
+}
+
+#[test]
+fn a_signal_during_the_pull_ends_kiln_like_docker() {
+    use nix::sys::signal::Signal;
+    use std::time::{Duration, Instant};
+
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let root = tempfile::tempdir().unwrap();
+        let (registry, connected) = silent_registry();
+        let mut child = kiln(root.path())
+            .args([
+                "run",
+                "--rm",
+                &format!("{registry}/stalled/image:1"),
+                "true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The pull has begun once kiln talks to the registry.
+        connected
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kiln never contacted the registry");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let sent = Instant::now();
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if sent.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kiln still runs 10 s after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = text(
+            &std::io::Read::bytes(child.stderr.take().unwrap())
+                .collect::<Result<Vec<u8>, _>>()
+                .unwrap(),
+        );
+        assert_eq!(status.code(), Some(code), "{signal}: {stderr}");
+        assert!(sent.elapsed() < Duration::from_secs(5), "{signal}");
+        // Nothing of a container is left behind.
+        let mut ps = kiln(root.path());
+        ps.arg("ps");
+        let out = ps.output().unwrap();
+        assert_eq!(text(&out.stdout), "NAMES\n", "{}", text(&out.stderr));
+    }
+}

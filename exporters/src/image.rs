@@ -418,6 +418,7 @@ mod tests {
             diff_id: Digest::of(&[n, n]),
             media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
             snapshot: None,
+            source_date_epoch: None,
         }
     }
 

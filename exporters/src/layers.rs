@@ -37,6 +37,10 @@ pub struct Layer {
     /// snapshot of the layer below), when the layer came from one: storing the image reuses
     /// it instead of unpacking the blob again.
     pub snapshot: Option<String>,
+    /// The `SOURCE_DATE_EPOCH` the blob's mtimes were clamped to when it was written from
+    /// [`Layer::snapshot`]: where the snapshot holds later times, the blob differs from it, and
+    /// storing the image gives those entries the clamped times too.
+    pub source_date_epoch: Option<i64>,
 }
 
 /// The snapshot keys from the root of the chain up to `top`, bottom first.
@@ -133,11 +137,15 @@ pub fn chain_layers(
                 diff_id,
                 media_type: media_type.to_owned(),
                 snapshot: Some(key.clone()),
+                source_date_epoch: None,
             });
             continue;
         }
         let id = record_id(key, options);
-        if let Some(layer) = records.get(&id).and_then(|r| remembered(store, r, key)) {
+        if let Some(layer) = records
+            .get(&id)
+            .and_then(|r| remembered(store, r, key, options.source_date_epoch))
+        {
             tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the exported layer");
             store.touch_cache_record(&id)?;
             layers.push(layer);
@@ -167,13 +175,19 @@ pub fn chain_layers(
             diff_id: written.diff_id,
             media_type: written.media_type.to_owned(),
             snapshot: Some(key.clone()),
+            source_date_epoch: options.source_date_epoch,
         });
     }
     Ok(layers)
 }
 
 /// The layer a cache record remembers, if its blob is still there.
-fn remembered(store: &Store, record: &CacheRecord, key: &str) -> Option<Layer> {
+fn remembered(
+    store: &Store,
+    record: &CacheRecord,
+    key: &str,
+    source_date_epoch: Option<i64>,
+) -> Option<Layer> {
     let digest = *record.blobs.first()?;
     if !store.has_blob(&digest) {
         return None;
@@ -192,6 +206,7 @@ fn remembered(store: &Store, record: &CacheRecord, key: &str) -> Option<Layer> {
         diff_id,
         media_type,
         snapshot: Some(key.to_owned()),
+        source_date_epoch,
     })
 }
 

@@ -11,12 +11,23 @@
 //! 2. Recreate the source snapshot's directories in its upper directory (owner, mode, extended
 //!    attributes such as overlayfs' opaque marker, times) and hard-link everything else
 //!    (files, symbolic links, whiteout devices).
-//! 3. Commit it under the chain ID. Any failure removes the active snapshot; the caller then
+//! 3. When the layer blob was written with `SOURCE_DATE_EPOCH`, its mtimes are clamped to the
+//!    epoch, so the snapshot must be too (the image's rootfs is what its layers say): an
+//!    entry whose mtime is later is copied instead of linked (a hard link shares the inode and
+//!    so its time) and given the epoch; directories take the clamped time. Whiteouts are
+//!    linked anyway: overlayfs hides them, times and all. Any other special file that needs a
+//!    new time fails the link, and the caller unpacks the blob.
+//! 4. Commit it under the chain ID. Any failure removes the active snapshot; the caller then
 //!    unpacks the blob as before.
+//!
+//! Times are compared in whole seconds, the resolution of the layer's tar headers.
 
+use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
 
 use kiln_cache::{Digest, Store};
 
@@ -29,13 +40,24 @@ fn at(path: &Path, what: &str) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what} {path}: {e}"))
 }
 
-/// Gives the directory `dest` the owner, mode, extended attributes and times of `src`.
-fn copy_dir_metadata(src: &Path, dest: &Path) -> Result<(), Error> {
+/// The mtime the layer blob records for an entry with metadata `meta`, if it is not the
+/// entry's own: the epoch, when the entry is later.
+fn clamped(meta: &std::fs::Metadata, epoch: Option<i64>) -> Option<FileTime> {
+    epoch
+        .filter(|&epoch| meta.mtime() > epoch)
+        .map(|epoch| FileTime::from_unix_time(epoch, 0))
+}
+
+/// Gives `dest` the owner, mode (not for symbolic links), extended attributes and times of
+/// `src`, with the mtime clamped to `epoch`.
+fn copy_metadata(src: &Path, dest: &Path, epoch: Option<i64>) -> Result<(), Error> {
     let meta = fs_err::symlink_metadata(src)?;
     // Owner before mode: changing the owner clears set-ID bits.
     std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
         .map_err(at(dest, "changing the owner of"))?;
-    fs_err::set_permissions(dest, meta.permissions())?;
+    if !meta.file_type().is_symlink() {
+        fs_err::set_permissions(dest, meta.permissions())?;
+    }
     let names = match xattr::list(src) {
         Ok(names) => names.collect::<Vec<_>>(),
         Err(e) if e.kind() == io::ErrorKind::Unsupported => Vec::new(),
@@ -46,39 +68,75 @@ fn copy_dir_metadata(src: &Path, dest: &Path) -> Result<(), Error> {
             xattr::set(dest, &name, &value).map_err(at(dest, "setting an attribute of"))?;
         }
     }
-    filetime::set_symlink_file_times(
-        dest,
-        filetime::FileTime::from_last_access_time(&meta),
-        filetime::FileTime::from_last_modification_time(&meta),
-    )
-    .map_err(at(dest, "setting the times of"))?;
+    let (atime, mtime) = match clamped(&meta, epoch) {
+        // As unpacking the blob sets them.
+        Some(time) => (time, time),
+        None => (
+            FileTime::from_last_access_time(&meta),
+            FileTime::from_last_modification_time(&meta),
+        ),
+    };
+    filetime::set_symlink_file_times(dest, atime, mtime)
+        .map_err(at(dest, "setting the times of"))?;
     Ok(())
 }
 
 /// Recreates the tree `src` in the existing directory `dest`: directories as new directories,
-/// everything else as hard links.
-fn link_tree(src: &Path, dest: &Path) -> Result<(), Error> {
+/// everything else as hard links, except entries whose mtime `epoch` clamps, which are copied
+/// (`copies` maps the (device, inode) of a multiply linked source file to its copy, so the
+/// copy keeps the hard links between its names).
+fn link_tree(
+    src: &Path,
+    dest: &Path,
+    epoch: Option<i64>,
+    copies: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), Error> {
     for entry in fs_err::read_dir(src)? {
         let entry = entry?;
         let (from, to) = (entry.path(), dest.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
+        let meta = fs_err::symlink_metadata(&from)?;
+        let kind = meta.file_type();
+        let whiteout = kind.is_char_device() && meta.rdev() == 0;
+        if kind.is_dir() {
             fs_err::create_dir(&to)?;
-            link_tree(&from, &to)?;
-        } else {
+            link_tree(&from, &to, epoch, copies)?;
+        } else if whiteout || clamped(&meta, epoch).is_none() {
             fs_err::hard_link(&from, &to)?;
+        } else if let Some(first) = copies.get(&(meta.dev(), meta.ino())) {
+            fs_err::hard_link(first, &to)?;
+        } else if kind.is_file() {
+            fs_err::copy(&from, &to)?;
+            copy_metadata(&from, &to, epoch)?;
+            if meta.nlink() > 1 {
+                copies.insert((meta.dev(), meta.ino()), to);
+            }
+        } else if kind.is_symlink() {
+            fs_err::os::unix::fs::symlink(fs_err::read_link(&from)?, &to)?;
+            copy_metadata(&from, &to, epoch)?;
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{} is a special file later than SOURCE_DATE_EPOCH",
+                    from.display()
+                ),
+            )
+            .into());
         }
     }
     // Last, so creating the entries does not change the times.
-    copy_dir_metadata(src, dest)
+    copy_metadata(src, dest, epoch)
 }
 
 /// Makes the committed snapshot `chain` (on `parent`) out of hard links to the committed
-/// snapshot `source`, which holds the same layer.
+/// snapshot `source`, which holds the same layer, its mtimes clamped to `epoch` when the
+/// layer blob was written with one.
 pub(crate) fn link_snapshot(
     store: &Store,
     parent: Option<&Digest>,
     chain: &Digest,
     source: &str,
+    epoch: Option<i64>,
 ) -> Result<(), Error> {
     let source_dir = store.committed_dir(source)?;
     if !source_dir.is_dir() {
@@ -93,7 +151,7 @@ pub(crate) fn link_snapshot(
     }
     let parent = parent.map(ToString::to_string);
     let mounts = store.prepare(&active, parent.as_deref())?;
-    let linked = link_tree(&source_dir, &mounts.upper)
+    let linked = link_tree(&source_dir, &mounts.upper, epoch, &mut HashMap::new())
         .and_then(|()| Ok(store.commit(&active, &chain.to_string())?));
     if let Err(e) = linked {
         let _ = store.remove_snapshot(&active);
@@ -144,7 +202,12 @@ mod tests {
         let (_root, store) = store_with_steps();
         let keys = snapshot_chain(&store, "step").unwrap();
         assert_eq!(keys, ["base", "step"]);
-        let layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        // Without SOURCE_DATE_EPOCH the blob has the snapshot's times: every file is shared.
+        let options = LayerOptions {
+            source_date_epoch: None,
+            ..options(0)
+        };
+        let layers = chain_layers(&store, &keys, &options).unwrap();
         let image = build_image(layers, None, &ImageOptions::default()).unwrap();
         let record = store_image(&store, &image, "linked:latest").unwrap();
 
@@ -198,6 +261,91 @@ mod tests {
             fs_err::read_link(image_dir.join("link")).unwrap(),
             Path::new("hello")
         );
+    }
+
+    /// Every entry under `dir` (relative path) with its mtime in seconds.
+    fn mtimes(dir: &Path) -> std::collections::BTreeMap<PathBuf, i64> {
+        fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, i64>) {
+            for entry in fs_err::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs_err::symlink_metadata(&path).unwrap();
+                out.insert(path.strip_prefix(root).unwrap().to_owned(), meta.mtime());
+                if meta.is_dir() {
+                    walk(root, &path, out);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_stored_image_has_the_clamped_times_of_its_rewritten_layer() {
+        let (_root, store) = store_with_steps();
+        let step = store.committed_dir("step").unwrap();
+        // An old file stays shared; the new ones (and a second name of one) are later than
+        // the epoch.
+        let old = step.join("app/old");
+        fs_err::write(
+            &old, "old
+",
+        )
+        .unwrap();
+        filetime::set_file_mtime(&old, FileTime::from_unix_time(1_000, 0)).unwrap();
+        fs_err::hard_link(step.join("app/hello"), step.join("hello-again")).unwrap();
+        // A directory older than the epoch keeps its time.
+        filetime::set_file_mtime(step.join("app"), FileTime::from_unix_time(1_000_000, 0)).unwrap();
+        let epoch = 1_500_000_000;
+        let built_mtime = fs_err::metadata(step.join("app/hello")).unwrap().mtime();
+        assert!(built_mtime > epoch);
+
+        let keys = snapshot_chain(&store, "step").unwrap();
+        let layers = chain_layers(&store, &keys, &options(epoch)).unwrap();
+        assert_eq!(layers[1].source_date_epoch, Some(epoch));
+        let image = build_image(layers, None, &ImageOptions::default()).unwrap();
+        let record = store_image(&store, &image, "clamped:latest").unwrap();
+        let stored = store
+            .committed_dir(&record.chain_id.unwrap().to_string())
+            .unwrap();
+
+        // The stored snapshot has the times the layer blob has, entry for entry.
+        let unpacked = tempfile::tempdir().unwrap();
+        kiln_cache::unpack_layer(
+            store.open_blob(&image.layers[1].digest).unwrap(),
+            unpacked.path(),
+            &kiln_cache::UnpackOptions::default(),
+        )
+        .unwrap();
+        let expected = mtimes(unpacked.path());
+        assert_eq!(expected[Path::new("app/hello")], epoch);
+        assert_eq!(expected[Path::new("app")], 1_000_000);
+        assert_eq!(mtimes(&stored), expected);
+
+        // Copied where the time differs, the build's file untouched; shared where it does not.
+        let copy = fs_err::metadata(stored.join("app/hello")).unwrap();
+        let built = fs_err::metadata(step.join("app/hello")).unwrap();
+        assert_ne!(copy.ino(), built.ino());
+        assert_eq!(built.mtime(), built_mtime);
+        assert_eq!(copy.permissions().mode(), built.permissions().mode());
+        assert_eq!(
+            fs_err::read_to_string(stored.join("app/hello")).unwrap(),
+            "hello\n"
+        );
+        // The two names of one file stay one file.
+        assert_eq!(
+            fs_err::metadata(stored.join("hello-again")).unwrap().ino(),
+            copy.ino()
+        );
+        assert_eq!(
+            fs_err::metadata(stored.join("app/old")).unwrap().ino(),
+            fs_err::metadata(&old).unwrap().ino()
+        );
+        assert_eq!(
+            fs_err::read_link(stored.join("app/link")).unwrap(),
+            Path::new("hello")
+        );
+        assert_eq!(store.check().unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -41,7 +41,13 @@ pub fn store_image(store: &Store, image: &Image, name: &str) -> Result<ImageReco
         let key = chain.to_string();
         let linked = match &layer.snapshot {
             Some(source) if *source != key && store.snapshot(&key)?.is_none() => {
-                match link_snapshot(store, parent.as_ref(), &chain, source) {
+                match link_snapshot(
+                    store,
+                    parent.as_ref(),
+                    &chain,
+                    source,
+                    layer.source_date_epoch,
+                ) {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!(
@@ -152,6 +158,7 @@ pub fn stored_image(store: &Store, record: &ImageRecord) -> Result<Image, Error>
                 diff_id: *diff_id,
                 media_type: oci_layer_type(Some(&d.media_type)).to_owned(),
                 snapshot: None,
+                source_date_epoch: None,
             })
         })
         .collect::<Result<Vec<_>, kiln_cache::Error>>()?;
@@ -368,6 +375,7 @@ fn load_manifest(
             diff_id: *diff_id,
             media_type: oci_layer_type(Some(&layer.media_type)).to_owned(),
             snapshot: None,
+            source_date_epoch: None,
         });
     }
     import_blob(
@@ -425,6 +433,7 @@ fn load_docker(store: &Store, dir: &Path, origin: &Path) -> Result<Vec<ImageReco
                 diff_id: *diff_id,
                 media_type: media_type.to_owned(),
                 snapshot: None,
+                source_date_epoch: None,
             });
         }
         let image = assemble(&config_bytes, layers, true)?;

@@ -6,8 +6,8 @@
 //! 2. A layer another stored image of the same registry holds is mounted from that repository
 //!    (cross-repository blob mount) when the registry allows it.
 //! 3. Otherwise the blob is streamed from its file in the store in one monolithic upload
-//!    (`POST` then `PUT` with a `Content-Length`); a registry that rejects that gets the blob as
-//!    chunked `PATCH` uploads, read again from the file. Blobs are never read into memory as a
+//!    (`POST` then `PUT` with a `Content-Length`); a registry that rejects that for any reason
+//!    but the credentials gets the blob as chunked `PATCH` uploads, read again from the file. Blobs are never read into memory as a
 //!    whole, so pushing a large layer needs about one read buffer per upload.
 //! 4. The manifest last, under the media type it was built with.
 
@@ -114,6 +114,24 @@ fn mount_sources(store: &Store, target: &Reference, digest: &Digest) -> Vec<Refe
     sources
 }
 
+/// Whether a failed upload was refused for its credentials, which sending the blob another
+/// way would not change. Any other refusal of a monolithic upload (`413 Request Entity Too
+/// Large` from a proxy in front of the registry, `400`, `405`, an unexpected success status,
+/// a connection closed during the body) gets the chunked upload.
+fn refused_credentials(error: &OciDistributionError) -> bool {
+    use kiln_cache::oci_client::errors::OciErrorCode;
+    match error {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Denied | OciErrorCode::Unauthorized)),
+        _ => false,
+    }
+}
+
 /// Sends one blob from the store unless the registry has it already.
 async fn push_blob(
     store: &Store,
@@ -150,10 +168,10 @@ async fn push_blob(
         .await;
     match sent {
         Ok(_) => {}
-        Err(OciDistributionError::SpecViolationError(violation)) => {
+        Err(e) if !refused_credentials(&e) => {
             tracing::warn!(
                 blob = %digest,
-                %violation,
+                error = %e,
                 "the registry refused a monolithic upload; sending the blob in chunks"
             );
             target
@@ -202,10 +220,22 @@ pub async fn push(
         .await
         .map_err(target.failed(format!("config {}", image.config_digest)))?;
     if !config_exists {
-        client
+        let sent = client
             .push_blob(reference, image.config.clone(), &config_name)
-            .await
-            .map_err(target.failed(format!("config {}", image.config_digest)))?;
+            .await;
+        match sent {
+            Ok(_) => {}
+            Err(e) if !refused_credentials(&e) => {
+                tracing::warn!(error = %e, "the registry refused a monolithic upload of the config; sending it in chunks");
+                target
+                    .client(false)
+                    .await?
+                    .push_blob(reference, image.config.clone(), &config_name)
+                    .await
+                    .map_err(target.failed(format!("config {}", image.config_digest)))?;
+            }
+            Err(e) => return Err(target.failed(format!("config {}", image.config_digest))(e)),
+        }
     }
     let content_type = http::HeaderValue::from_str(&image.manifest_media_type)
         .expect("media types are header-safe ASCII");
@@ -275,5 +305,26 @@ mod tests {
             .collect();
         // Not the target's own repository, not another registry's, each repository once.
         assert_eq!(sources, ["team/base"]);
+    }
+
+    #[test]
+    fn only_refused_credentials_stop_the_chunked_fallback() {
+        let server = |code| OciDistributionError::ServerError {
+            url: "http://127.0.0.1/v2/".to_owned(),
+            code,
+            message: String::new(),
+        };
+        for code in [400, 405, 413, 500] {
+            assert!(!refused_credentials(&server(code)), "{code}");
+        }
+        for code in [401, 403] {
+            assert!(refused_credentials(&server(code)), "{code}");
+        }
+        assert!(!refused_credentials(
+            &OciDistributionError::SpecViolationError("201 expected".to_owned())
+        ));
+        assert!(refused_credentials(
+            &OciDistributionError::AuthenticationFailure("no".to_owned())
+        ));
     }
 }

@@ -2,22 +2,29 @@
 //!
 //! Build cache records are reclaimable (`kiln prune` removes them); images are listed too, as
 //! not reclaimable, since they hold most of a store's bytes.
+//!
+//! Sizes count each file once per inode: a stored image's snapshots hard-link the build's
+//! files, and a layer may hold several names of one file (busybox's applets). An entry's size
+//! is the bytes of the distinct files it uses; files used by more than one entry are summed
+//! as `Shared:` (and the rest as `Private:`) under the table, as `docker buildx du` does;
+//! `Reclaimable:` is what only build cache records use, and `Total:` the distinct bytes
+//! under the store's `blobs/` and `snapshots/`.
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use kiln_cache::{CacheRecord, DiskUsage, Store, UsageEntry};
+use kiln_cache::{CacheRecord, Digest, Store, UsageEntry};
 
 use super::images::{human_duration, human_size};
 use crate::args::DuArgs;
 
 pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(root)?;
-    let usage = store.du().context("measuring disk usage")?;
+    let usage = Usage::measure(&store).context("measuring disk usage")?;
     let now = now();
     let mut text = if args.verbose {
         let records: HashMap<String, CacheRecord> = store
@@ -60,6 +67,146 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context("writing to standard output"),
+    }
+}
+
+/// Files by `(device, inode)`, with their sizes: each file once, whatever its names.
+pub(crate) type Files = HashMap<(u64, u64), u64>;
+
+/// Adds the regular files and symbolic links under `path` (a file or a directory; a missing
+/// one has none) to `files`.
+pub(crate) fn add_files(path: &Path, files: &mut Files) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match fs_err::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        for entry in fs_err::read_dir(path)? {
+            add_files(&entry?.path(), files)?;
+        }
+    } else if meta.is_file() || meta.is_symlink() {
+        files.insert((meta.dev(), meta.ino()), meta.len());
+    }
+    Ok(())
+}
+
+/// The files of the snapshot `key` and the snapshots below it.
+pub(crate) fn add_snapshot_files(store: &Store, key: &str, files: &mut Files) -> io::Result<()> {
+    for dir in store.lowers(key).map_err(io::Error::other)? {
+        add_files(&dir, files)?;
+    }
+    Ok(())
+}
+
+/// Bytes of `files`.
+pub(crate) fn bytes(files: &Files) -> u64 {
+    files.values().sum()
+}
+
+/// What `kiln du` shows: entries with their sizes, and the totals under them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Usage {
+    /// Images and cache records, largest first.
+    entries: Vec<UsageEntry>,
+    /// Bytes of files more than one entry uses.
+    shared: u64,
+    /// Bytes of files only build cache records use.
+    reclaimable: u64,
+    /// Bytes of the distinct files in the store.
+    total: u64,
+}
+
+impl Usage {
+    fn measure(store: &Store) -> anyhow::Result<Self> {
+        let blob = |files: &mut Files, digest: &Digest| add_files(&store.blob_path(digest), files);
+        let mut measured: Vec<(UsageEntry, Files)> = Vec::new();
+        for image in store.images().context("listing images")? {
+            let mut files = Files::new();
+            for digest in [image.manifest, image.config]
+                .iter()
+                .chain(image.index.iter())
+                .chain(image.layers.iter())
+            {
+                blob(&mut files, digest)?;
+            }
+            if let Some(chain) = image.chain_id {
+                add_snapshot_files(store, &chain.to_string(), &mut files)?;
+            }
+            measured.push((
+                UsageEntry {
+                    kind: "image",
+                    id: image.name,
+                    size: 0,
+                    last_used: image.last_used,
+                },
+                files,
+            ));
+        }
+        for record in store
+            .cache_records()
+            .context("listing build cache records")?
+        {
+            let mut files = Files::new();
+            for digest in &record.blobs {
+                blob(&mut files, digest)?;
+            }
+            for key in &record.snapshots {
+                add_snapshot_files(store, key, &mut files)?;
+            }
+            measured.push((
+                UsageEntry {
+                    kind: "cache",
+                    id: record.id,
+                    size: 0,
+                    last_used: record.last_used,
+                },
+                files,
+            ));
+        }
+        let mut all = Files::new();
+        for dir in ["blobs", "snapshots"] {
+            add_files(&store.root().join(dir), &mut all)?;
+        }
+        Ok(Self::from_entries(measured, bytes(&all)))
+    }
+
+    /// The usage of entries with their files, in a store whose distinct files have `total`
+    /// bytes.
+    fn from_entries(measured: Vec<(UsageEntry, Files)>, total: u64) -> Self {
+        // Per file: how many entries use it, and whether any of them is not reclaimable.
+        let mut users: HashMap<(u64, u64), (u64, usize, bool)> = HashMap::new();
+        for (entry, files) in &measured {
+            for (inode, size) in files {
+                let user = users.entry(*inode).or_insert((*size, 0, false));
+                user.1 += 1;
+                user.2 |= !reclaimable(entry);
+            }
+        }
+        let sum = |keep: &dyn Fn(usize, bool) -> bool| -> u64 {
+            users
+                .values()
+                .filter(|(_, count, kept)| keep(*count, *kept))
+                .map(|(size, ..)| size)
+                .sum()
+        };
+        let shared = sum(&|count, _| count > 1);
+        let reclaimable = sum(&|_, kept| !kept);
+        let mut entries: Vec<UsageEntry> = measured
+            .into_iter()
+            .map(|(mut entry, files)| {
+                entry.size = bytes(&files);
+                entry
+            })
+            .collect();
+        entries.sort_by(|a, b| b.size.cmp(&a.size).then(a.id.cmp(&b.id)));
+        Self {
+            entries,
+            shared: shared.min(total),
+            reclaimable: reclaimable.min(total),
+            total,
+        }
     }
 }
 
@@ -147,22 +294,19 @@ fn verbose(entries: &[UsageEntry], records: &HashMap<String, CacheRecord>, now: 
     out
 }
 
-fn totals(usage: &DiskUsage) -> String {
-    // Entries count shared content in each, so the sum may exceed what is on disk.
-    let reclaimable: u64 = usage
-        .entries
-        .iter()
-        .filter(|e| reclaimable(e))
-        .map(|e| e.size)
-        .sum::<u64>()
-        .min(usage.total());
-    format!(
-        "{:<14}{}\n{:<14}{}\n",
-        "Reclaimable:",
-        human_size(reclaimable),
-        "Total:",
-        human_size(usage.total())
-    )
+/// The lines under the table, worded as `docker buildx du` words them.
+fn totals(usage: &Usage) -> String {
+    let mut lines = Vec::new();
+    if usage.shared > 0 {
+        lines.push(("Shared:", usage.shared));
+        lines.push(("Private:", usage.total - usage.shared));
+    }
+    lines.push(("Reclaimable:", usage.reclaimable));
+    lines.push(("Total:", usage.total));
+    lines
+        .into_iter()
+        .map(|(name, size)| format!("{name:<14}{}\n", human_size(size)))
+        .collect()
 }
 
 /// `2006-01-02 15:04:05 UTC` from seconds since the epoch.
@@ -221,17 +365,42 @@ mod tests {
     }
 
     #[test]
-    fn totals_cap_reclaimable_at_the_bytes_on_disk() {
-        let usage = DiskUsage {
-            entries: vec![
-                entry("cache", "a", 900, 1),
-                entry("cache", "b", 900, 1),
-                entry("image", "i", 5_000, 1),
-            ],
-            blobs: 1_000,
-            snapshots: 500,
-        };
-        assert_eq!(totals(&usage), "Reclaimable:  1.5kB\nTotal:        1.5kB\n");
+    fn shared_files_count_once_and_are_summed_as_shared() {
+        let files =
+            |list: &[(u64, u64)]| -> Files { list.iter().map(|&(i, s)| ((1, i), s)).collect() };
+        // The image and a cache record share file 1 (a hard link); the record also has 2.
+        let measured = vec![
+            (entry("image", "i", 0, 1), files(&[(1, 1_000), (3, 500)])),
+            (entry("cache", "c", 0, 1), files(&[(1, 1_000), (2, 200)])),
+        ];
+        let usage = Usage::from_entries(measured, 1_700);
+        assert_eq!(usage.entries[0].size, 1_500);
+        assert_eq!(usage.entries[1].size, 1_200);
+        assert_eq!(usage.shared, 1_000);
+        // Pruning the record frees only what nothing else uses.
+        assert_eq!(usage.reclaimable, 200);
+        assert_eq!(
+            totals(&usage),
+            "Shared:       1kB\nPrivate:      700B\nReclaimable:  200B\nTotal:        1.7kB\n"
+        );
+        let alone = Usage::from_entries(vec![(entry("cache", "c", 0, 1), files(&[(2, 200)]))], 200);
+        assert_eq!(totals(&alone), "Reclaimable:  200B\nTotal:        200B\n");
+    }
+
+    #[test]
+    fn a_file_of_many_names_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join("a"), vec![0; 3_000]).unwrap();
+        fs_err::create_dir(dir.path().join("bin")).unwrap();
+        for name in ["x", "y", "z"] {
+            fs_err::hard_link(dir.path().join("a"), dir.path().join("bin").join(name)).unwrap();
+        }
+        fs_err::write(dir.path().join("b"), "12345").unwrap();
+        let mut found = Files::new();
+        add_files(dir.path(), &mut found).unwrap();
+        assert_eq!(bytes(&found), 3_005);
+        add_files(&dir.path().join("missing"), &mut found).unwrap();
+        assert_eq!(found.len(), 2);
     }
 
     #[test]

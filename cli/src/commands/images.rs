@@ -22,7 +22,9 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<ExitCode> {
         "CREATED".to_owned(),
         "SIZE".to_owned(),
     ]];
-    rows.extend(images.iter().map(|image| row(image, now)));
+    for image in &images {
+        rows.push(row(image, content_size(&store, image)?, now));
+    }
     let widths: Vec<usize> = (0..5)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
@@ -46,7 +48,19 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(image: &ImageRecord, now: i64) -> [String; 5] {
+/// The bytes of the image's files, each file once however many names it has (busybox's
+/// applets are one file), as docker's SIZE counts them.
+fn content_size(store: &Store, image: &ImageRecord) -> anyhow::Result<u64> {
+    let Some(chain) = image.chain_id else {
+        return Ok(image.size);
+    };
+    let mut files = super::du::Files::new();
+    super::du::add_snapshot_files(store, &chain.to_string(), &mut files)
+        .with_context(|| format!("measuring {}", image.name))?;
+    Ok(super::du::bytes(&files))
+}
+
+fn row(image: &ImageRecord, size: u64, now: i64) -> [String; 5] {
     let (repository, tag) = split_name(&image.name);
     let created = image
         .created
@@ -66,7 +80,7 @@ fn row(image: &ImageRecord, now: i64) -> [String; 5] {
         tag,
         image.manifest.short(),
         created,
-        human_size(image.size),
+        human_size(size),
     ]
 }
 

@@ -1,11 +1,16 @@
 //! `kiln run`: a command in a new container from a stored (or pulled) image, with docker's
 //! semantics for the image config, overrides and exit codes (125 for kiln's own errors,
 //! 128+N when the process is killed by signal N).
+//!
+//! Signals: kiln blocks the ones it forwards before it starts any thread, and one thread
+//! waits for them. Until the container starts, SIGINT, SIGTERM (and the other forwarded ones)
+//! abort kiln promptly, a pull included, with 128+N as docker's CLI does (130 for Ctrl-C);
+//! once the container runs, they go on to its process.
 
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context as _, bail};
 use kiln_cache::{ImageRecord, PullOptions, Store};
@@ -24,6 +29,11 @@ const EXIT_KILN_ERROR: u8 = 125;
 pub(crate) fn run(root: &Path, config: Option<&Path>, args: &RunArgs) -> ExitCode {
     match run_container(root, config, args) {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<Interrupted>().is_some() => {
+            let signal = err.downcast_ref::<Interrupted>().map_or(0, |i| i.0 as i32);
+            tracing::debug!(signal, "interrupted before the container started");
+            ExitCode::from(128 + u8::try_from(signal).unwrap_or(0))
+        }
         Err(err) => {
             #[expect(clippy::print_stderr, reason = "the binary reports its errors")]
             {
@@ -103,8 +113,13 @@ fn environment(args: &RunArgs) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// The stored image, pulled first if the store lacks it.
-fn image(store: &Arc<Store>, config: Option<&Path>, name: &str) -> anyhow::Result<ImageRecord> {
+/// The stored image, pulled first if the store lacks it; a signal to kiln ends the pull.
+fn image(
+    store: &Arc<Store>,
+    config: Option<&Path>,
+    name: &str,
+    route: &SignalRoute,
+) -> anyhow::Result<ImageRecord> {
     if let Ok(record) = kiln_exporters::find_image(store, name) {
         return Ok(record);
     }
@@ -116,8 +131,25 @@ fn image(store: &Arc<Store>, config: Option<&Path>, name: &str) -> anyhow::Resul
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pulled = runtime
-        .block_on(kiln_cache::pull(store.clone(), name, &options, &()))
+    let mut aborted = route.aborted.subscribe();
+    let pulled = runtime.block_on(async {
+        tokio::select! {
+            pulled = kiln_cache::pull(store.clone(), name, &options, &()) => Ok(pulled),
+            signal = aborted.wait_for(Option::is_some) => {
+                Err(signal.ok().and_then(|s| *s).unwrap_or(Signal::SIGINT))
+            }
+        }
+    });
+    let pulled = match pulled {
+        Ok(pulled) => pulled,
+        Err(signal) => {
+            // The pull's tasks end with the runtime, without waiting for them; the blobs it
+            // finished stay in the store.
+            runtime.shutdown_background();
+            return Err(Interrupted(signal).into());
+        }
+    };
+    let pulled = pulled
         .with_context(|| format!("unable to find image '{name}' locally, and pulling it failed"))?;
     Ok(pulled.image)
 }
@@ -164,7 +196,7 @@ fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConf
 fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Before any thread starts (opening the store starts one), so that every thread has them
     // blocked and none is killed by them or swallows them: they wait for the forwarding thread.
-    let signals = block_signals(args.tty)?;
+    let route = SignalRoute::start(block_signals(args.tty)?, args.tty)?;
     fs_err::create_dir_all(root)?;
     let root = fs_err::canonicalize(root)?;
     let store = Arc::new(
@@ -189,9 +221,10 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
     let memory = args.memory.as_deref().map(bytes).transpose()?;
     let env = environment(args)?;
 
-    let record = image(&store, config, &args.image)?;
+    let record = image(&store, config, &args.image, &route)?;
     let image_config = image_config(&store, &record)?;
     let top = top_snapshot(&store, &record)?;
+    route.check()?;
     let _lease = store.lease()?;
     let name = args
         .name
@@ -250,7 +283,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         };
         let runner = Runner::new(crate::executor::RUNNER_STATE);
         let handle = Handle::new()?;
-        forward_signals(&handle, signals, args.tty)?;
+        route.attach(&handle, args.tty)?;
         let _raw = if args.tty && args.interactive {
             RawMode::enable()
         } else {
@@ -278,7 +311,9 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         },
         ok => ok,
     };
-    if args.rm {
+    // A container interrupted before it started is not kept.
+    let interrupted = matches!(&result, Err(e) if e.downcast_ref::<Interrupted>().is_some());
+    if args.rm || interrupted {
         store
             .remove_snapshot(&key)
             .with_context(|| format!("removing the container's file system {key}"))?;
@@ -351,7 +386,7 @@ fn own_terminal_size() -> Option<TerminalSize> {
 
 /// Blocks the forwarded signals in this thread and the threads it starts later (the
 /// container's processes unblock them), and with a terminal (`tty`) `SIGWINCH` too. Returns
-/// the set for [`forward_signals`].
+/// the set for [`SignalRoute::start`].
 fn block_signals(tty: bool) -> anyhow::Result<SigSet> {
     let mut set = SigSet::empty();
     for signal in FORWARDED {
@@ -364,32 +399,85 @@ fn block_signals(tty: bool) -> anyhow::Result<SigSet> {
     Ok(set)
 }
 
-/// Starts a thread that waits for the signals of `set` (blocked by [`block_signals`]) and
-/// sends each to the container; `SIGWINCH` resizes the container's terminal to kiln's
-/// terminal's new size, as `docker run -t` does.
-fn forward_signals(handle: &Handle, set: SigSet, tty: bool) -> anyhow::Result<()> {
-    if tty && let Some(size) = own_terminal_size() {
-        // A resize before SIGWINCH was blocked went unnoticed: send the size once more.
-        handle.resize(size);
+/// kiln was ended by this signal before the container started.
+#[derive(Debug)]
+struct Interrupted(Signal);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.0)
     }
-    let handle = handle.clone();
-    std::thread::Builder::new()
-        .name("signals".to_owned())
-        .spawn(move || {
-            while let Ok(signal) = set.wait() {
-                if signal == Signal::SIGWINCH {
-                    if let Some(size) = own_terminal_size() {
-                        tracing::debug!(rows = size.rows, cols = size.cols, "resizing");
-                        handle.resize(size);
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Where the signals kiln receives go: before the container starts they abort kiln (and wake
+/// a pull through `aborted`), afterwards they go to the container.
+struct SignalRoute {
+    /// The running container's handle, once it starts.
+    handle: Arc<Mutex<Option<Handle>>>,
+    /// The first aborting signal.
+    aborted: tokio::sync::watch::Sender<Option<Signal>>,
+}
+
+impl SignalRoute {
+    /// Starts a thread that waits for the signals of `set` (blocked by [`block_signals`]).
+    /// `SIGWINCH` resizes the container's terminal to kiln's terminal's new size, as
+    /// `docker run -t` does.
+    fn start(set: SigSet, tty: bool) -> anyhow::Result<Self> {
+        let handle: Arc<Mutex<Option<Handle>>> = Arc::default();
+        let aborted = tokio::sync::watch::Sender::new(None);
+        let (target, abort) = (Arc::clone(&handle), aborted.clone());
+        std::thread::Builder::new()
+            .name("signals".to_owned())
+            .spawn(move || {
+                while let Ok(signal) = set.wait() {
+                    let target = target.lock().unwrap_or_else(PoisonError::into_inner);
+                    match (&*target, signal) {
+                        (Some(handle), Signal::SIGWINCH) => {
+                            if tty && let Some(size) = own_terminal_size() {
+                                tracing::debug!(rows = size.rows, cols = size.cols, "resizing");
+                                handle.resize(size);
+                            }
+                        }
+                        (None, Signal::SIGWINCH) => {}
+                        (Some(handle), _) => {
+                            tracing::debug!(%signal, "forwarding");
+                            handle.signal(signal);
+                        }
+                        (None, _) => {
+                            tracing::debug!(%signal, "aborting before the container starts");
+                            abort.send_if_modified(|first| {
+                                first.is_none() && first.replace(signal).is_none()
+                            });
+                        }
                     }
-                    continue;
                 }
-                tracing::debug!(%signal, "forwarding");
-                handle.signal(signal);
-            }
-        })
-        .context("starting the signal thread")?;
-    Ok(())
+            })
+            .context("starting the signal thread")?;
+        Ok(Self { handle, aborted })
+    }
+
+    /// Fails with [`Interrupted`] if a signal has aborted kiln.
+    fn check(&self) -> anyhow::Result<()> {
+        match *self.aborted.borrow() {
+            Some(signal) => Err(Interrupted(signal).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// From now on signals go to the container of `handle` (queued until it runs), unless
+    /// one has aborted kiln already.
+    fn attach(&self, handle: &Handle, tty: bool) -> anyhow::Result<()> {
+        let mut target = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        self.check()?;
+        if tty && let Some(size) = own_terminal_size() {
+            // A resize before SIGWINCH was blocked went unnoticed: send the size once more.
+            handle.resize(size);
+        }
+        *target = Some(handle.clone());
+        Ok(())
+    }
 }
 
 /// The terminal of standard input in raw mode (for `-it`), restored when dropped.
