@@ -96,8 +96,9 @@ pub(crate) struct BuildArgs {
     /// A secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long, value_name = "SPEC")]
     pub(crate) secret: Vec<String>,
-    /// An SSH agent for `RUN --mount=type=ssh`, as `docker buildx build --ssh`:
-    /// `default` or `ID` (the agent at `$SSH_AUTH_SOCK`), or `ID=SOCKET`.
+    /// An SSH agent for `RUN --mount=type=ssh` and git sources over SSH, as
+    /// `docker buildx build --ssh`: `default` or `ID` (the agent at `$SSH_AUTH_SOCK`), or
+    /// `ID=SOCKET`.
     #[arg(long, value_name = "default|ID[=SOCKET]")]
     pub(crate) ssh: Vec<String>,
     /// Do not use cached results.

@@ -1,6 +1,6 @@
-//! `kiln build CONTEXT` end to end for `ADD <git url>`, symbolic `--chmod`,
-//! `COPY --parents` required paths, secrets as environment variables and
-//! `RUN --mount=type=ssh` with a real `ssh-agent`.
+//! `kiln build CONTEXT` end to end for `ADD <git url>` (over `git daemon` and over a real
+//! `sshd` with the agent given by `--ssh`), symbolic `--chmod`, `COPY --parents` required paths,
+//! secrets as environment variables and `RUN --mount=type=ssh` with a real `ssh-agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -589,5 +589,307 @@ fn bind_mount_of_a_subpath_of_a_multi_layer_stage() {
     assert_eq!(
         fs_err::read_to_string(out.join("whole-listing")).unwrap(),
         "keep\nother\n"
+    );
+}
+
+/// An `sshd` on 127.0.0.1 serving repositories by path to the current user, who logs in with
+/// a key held by a test `ssh-agent`; a second agent holds no key.
+struct SshServer {
+    _sshd: Killed,
+    _agents: [Killed; 2],
+    /// The agent holding the authorized key.
+    agent: PathBuf,
+    /// An agent without keys.
+    empty_agent: PathBuf,
+    /// The server's host key, as a `known_hosts` key (`TYPE BASE64`).
+    host_key: String,
+    /// A key that is not the server's, in the same form.
+    other_key: String,
+    /// The login name (the current user: sshd serves only existing accounts).
+    user: String,
+}
+
+/// Starts an agent on `socket`, waiting for the socket to appear.
+fn start_agent(socket: &Path) -> Killed {
+    let agent = Killed(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    agent
+}
+
+fn keygen(path: &Path) -> String {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public = fs_err::read_to_string(path.with_extension("pub")).unwrap();
+    public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `sshd` can listen on 127.0.0.1:`port` (nothing else does).
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Starts `sshd` in `dir` listening on 127.0.0.1 at each of `ports`.
+fn start_sshd(dir: &Path, ports: &[u16]) -> SshServer {
+    let host_key = keygen(&dir.join("host_key"));
+    keygen(&dir.join("user_key"));
+    let other_key = keygen(&dir.join("other_key"));
+    fs_err::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+    let mut config = String::new();
+    for port in ports {
+        config.push_str(&format!("ListenAddress 127.0.0.1:{port}\n"));
+    }
+    config.push_str(&format!(
+        "HostKey {dir}/host_key\n\
+         AuthorizedKeysFile {dir}/authorized_keys\n\
+         StrictModes no\n\
+         UsePAM no\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n\
+         PidFile none\n",
+        dir = dir.display()
+    ));
+    fs_err::write(dir.join("sshd_config"), config).unwrap();
+    // sshd refuses to start without its privilege separation directory.
+    fs_err::create_dir_all("/run/sshd").unwrap();
+    let sshd = Killed(
+        Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if ports
+            .iter()
+            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let agent = dir.join("agent.sock");
+    let empty_agent = dir.join("empty-agent.sock");
+    let agents = [start_agent(&agent), start_agent(&empty_agent)];
+    let added = Command::new("ssh-add")
+        .arg(dir.join("user_key"))
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    let user = Command::new("id").arg("-un").output().unwrap();
+    SshServer {
+        _sshd: sshd,
+        _agents: agents,
+        agent,
+        empty_agent,
+        host_key,
+        other_key,
+        user: String::from_utf8_lossy(&user.stdout).trim().to_owned(),
+    }
+}
+
+/// A git source for `url` with the attributes BuildKit's `llb.Git` gives an SSH remote and
+/// `known_hosts` as `git.knownsshhosts`.
+fn ssh_git_definition(url: &str, fragment: &str, known_hosts: &str) -> Vec<u8> {
+    use kiln_llb::pb;
+    use kiln_llb::prost::Message as _;
+    let (_, rest) = url.split_once("://").unwrap();
+    let host_path = rest.split_once('@').unwrap().1;
+    let (host_port, path) = host_path.split_at(host_path.find('/').unwrap());
+    let host = host_port.split(':').next().unwrap();
+    let mut attrs = std::collections::BTreeMap::new();
+    attrs.insert("git.fullurl".to_owned(), url.to_owned());
+    attrs.insert("git.mountsshsock".to_owned(), "default".to_owned());
+    attrs.insert("git.knownsshhosts".to_owned(), known_hosts.to_owned());
+    let source = pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: format!("git://{host}{path}#{fragment}"),
+            attrs,
+        })),
+        ..Default::default()
+    };
+    let terminal = pb::Op {
+        inputs: vec![pb::Input {
+            digest: kiln_llb::op_digest(&source).to_string(),
+            index: 0,
+        }],
+        ..Default::default()
+    };
+    pb::Definition {
+        def: vec![
+            kiln_llb::marshal_op(&source),
+            kiln_llb::marshal_op(&terminal),
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// `ADD` of `user@host:path` and `ssh://` repositories through a real `sshd`, authenticated by
+/// the agent given with `--ssh`; `git.knownsshhosts` checks the server's key. Serial: the
+/// scp-style form has no port, so the server also listens on 127.0.0.1:22 when it is free.
+#[test]
+fn serial_add_git_over_ssh() {
+    if !is_root() {
+        return skip("sshd serves logins only when run as root");
+    }
+    if which("ssh-agent").is_none() || !Path::new("/usr/sbin/sshd").exists() {
+        return skip("openssh-client or openssh-server is not installed (run scripts/test-env.sh)");
+    }
+    // `user@host:path` remotes always use port 22: that form is left out where a system sshd
+    // already listens there.
+    let scp_form = port_free(22);
+    if !scp_form {
+        #[allow(clippy::print_stderr, reason = "the test says what it leaves out")]
+        {
+            eprintln!("127.0.0.1:22 is taken: the `user@host:path` form is not tested");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repos/project.git");
+    fs_err::create_dir_all(repo.join("sub")).unwrap();
+    fs_err::write(repo.join("top.txt"), "top v1\n").unwrap();
+    fs_err::write(repo.join("sub/inner.txt"), "inner v1\n").unwrap();
+    run_git(&repo, &["init", "-q", "-b", "main"]);
+    run_git(&repo, &["add", "."]);
+    run_git(&repo, &["commit", "-qm", "one"]);
+    run_git(&repo, &["tag", "v1"]);
+    fs_err::write(repo.join("top.txt"), "top v2\n").unwrap();
+    run_git(&repo, &["commit", "-qam", "two"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ports: &[u16] = if scp_form { &[22, port] } else { &[port] };
+    let server = start_sshd(dir.path(), ports);
+    let user = &server.user;
+    let path = repo.display();
+    let scp = format!("{user}@127.0.0.1:{path}");
+    let url = format!("ssh://{user}@127.0.0.1:{port}{path}");
+    let agent = format!("default={}", server.agent.display());
+
+    let scp_line = if scp_form {
+        format!("ADD {scp}#v1:sub /scp/\n")
+    } else {
+        String::new()
+    };
+    let dockerfile = format!(
+        "FROM scratch\n{scp_line}\
+         ADD {url}#main /url/\n\
+         ADD --keep-git-dir=true {url}?tag=v1 /kept/\n"
+    );
+    let output = build(dir.path(), &dockerfile, &[], &["--ssh", &agent]);
+    assert!(output.status.success(), "{}", text(&output));
+    let out = dir.path().join("out");
+    if scp_form {
+        assert_eq!(
+            fs_err::read_to_string(out.join("scp/inner.txt")).unwrap(),
+            "inner v1\n"
+        );
+        assert!(!out.join("scp/top.txt").exists());
+        assert!(!out.join("scp/.git").exists());
+    }
+    assert_eq!(
+        fs_err::read_to_string(out.join("url/top.txt")).unwrap(),
+        "top v2\n"
+    );
+    assert!(!out.join("url/.git").exists());
+    assert_eq!(
+        fs_err::read_to_string(out.join("kept/top.txt")).unwrap(),
+        "top v1\n"
+    );
+    assert!(out.join("kept/.git/HEAD").is_file());
+
+    // Without --ssh: BuildKit's error, even with an agent in kiln's own environment.
+    let one = format!("FROM scratch\nADD {url}#main /url/\n");
+    let agent_env = server.agent.to_string_lossy().into_owned();
+    let output = build_env(
+        dir.path(),
+        &one,
+        &[],
+        &["--no-cache"],
+        &[("SSH_AUTH_SOCK", &agent_env)],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no SSH key \"default\" forwarded from the client"),
+        "{}",
+        text(&output)
+    );
+    // The agent given is the one used: one without the key is refused by the server, even
+    // with the right agent in kiln's environment.
+    let empty = format!("default={}", server.empty_agent.display());
+    let output = build_env(
+        dir.path(),
+        &one,
+        &[],
+        &["--no-cache", "--ssh", &empty],
+        &[("SSH_AUTH_SOCK", &agent_env)],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("Permission denied (publickey)"),
+        "{}",
+        text(&output)
+    );
+
+    // git.knownsshhosts: the server's key is accepted, another key is refused.
+    let known = format!("[127.0.0.1]:{port} {}", server.host_key);
+    let def = ssh_git_definition(&url, "main:sub", &known);
+    let kiln_root = dir.path().join("llb-root");
+    let llb_out = dir.path().join("known");
+    let run = |def: &[u8], out: &Path| {
+        let file = out.with_extension("pb");
+        fs_err::write(&file, def).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&kiln_root)
+            .args(["build", "--progress=plain", "--ssh", &agent, "--llb"])
+            .arg(&file)
+            .arg("--output")
+            .arg(format!("type=local,dest={}", out.display()))
+            .output()
+            .unwrap()
+    };
+    let output = run(&def, &llb_out);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(llb_out.join("inner.txt")).unwrap(),
+        "inner v1\n"
+    );
+    let wrong = format!("[127.0.0.1]:{port} {}", server.other_key);
+    let def = ssh_git_definition(&url, "main:sub", &wrong);
+    let output = run(&def, &dir.path().join("unknown"));
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("Host key verification failed"),
+        "{}",
+        text(&output)
     );
 }

@@ -4,8 +4,21 @@
 //! scheme, such as `https://`), else from `git://REMOTE`. The cache key is the op digest plus
 //! the commit the ref resolves to (`git ls-remote`), so a moved branch is fetched again and an
 //! unchanged one is not. `.git` is kept only with `git.keepgitdir=true`, as in BuildKit.
+//!
+//! SSH remotes (`user@host:path`, `ssh://`) authenticate with the build's forwarded SSH agent,
+//! as BuildKit's git source does (`source/git/source.go`, `util/gitutil/git_cli.go`, read as
+//! the model): `git.mountsshsock=ID` names the agent (`kiln build --ssh ID[=SOCKET]`), which git
+//! reaches through `SSH_AUTH_SOCK`; no agent for that id is an error before anything is fetched.
+//! `ssh` runs with `-F /dev/null` (no client configuration) and, when the Definition carries
+//! `git.knownsshhosts`, checks the server against those lines only; without them the host key
+//! is not checked (`StrictHostKeyChecking=no`), as in BuildKit. Two differences from BuildKit,
+//! which runs git in a daemon with no terminal and a throwaway home: `BatchMode=yes` so that ssh
+//! never prompts for a password on the user's terminal, and, without known hosts,
+//! `UserKnownHostsFile=/dev/null` so that the user's own `~/.ssh/known_hosts` is not written.
+//! An `SSH_AUTH_SOCK` inherited from kiln's own environment is never passed on: only an agent
+//! the build was given is used.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -24,6 +37,10 @@ pub(super) struct GitSource {
     keep_git_dir: bool,
     /// `git.checksum`: a prefix the resolved commit must have.
     checksum: String,
+    /// `git.mountsshsock`: the id of the session's SSH agent that ssh remotes use.
+    ssh_id: Option<String>,
+    /// `git.knownsshhosts`: `known_hosts` lines the SSH server's key must match.
+    known_hosts: Option<String>,
     config: Arc<SessionConfig>,
 }
 
@@ -55,15 +72,87 @@ impl GitSource {
                 .get("git.checksum")
                 .cloned()
                 .unwrap_or_default(),
+            ssh_id: non_empty_attr(source, "git.mountsshsock"),
+            known_hosts: non_empty_attr(source, "git.knownsshhosts"),
             config,
+        }
+    }
+
+    /// How git reaches the remote: the SSH agent and known hosts this source asks for.
+    fn transport(&self) -> Result<Transport, OpError> {
+        let agent = match &self.ssh_id {
+            None => None,
+            Some(id) => Some(self.config.ssh.get(id).cloned().ok_or_else(|| {
+                // BuildKit's wording, with how to forward one.
+                format!(
+                    "no SSH key {id:?} forwarded from the client (pass `--ssh {id}` or `--ssh {id}=SOCKET`)"
+                )
+            })?),
+        };
+        let known_hosts = match &self.known_hosts {
+            None => None,
+            Some(lines) => {
+                let mut file = tempfile::Builder::new()
+                    .prefix("kiln-known-hosts-")
+                    .tempfile()?;
+                std::io::Write::write_all(&mut file, lines.as_bytes())?;
+                if !lines.ends_with('\n') {
+                    std::io::Write::write_all(&mut file, b"\n")?;
+                }
+                Some(file.into_temp_path())
+            }
+        };
+        Ok(Transport { agent, known_hosts })
+    }
+}
+
+fn non_empty_attr(source: &pb::SourceOp, key: &str) -> Option<String> {
+    source.attrs.get(key).filter(|v| !v.is_empty()).cloned()
+}
+
+/// The SSH side of running git: an agent socket and a known-hosts file (removed when dropped).
+struct Transport {
+    agent: Option<PathBuf>,
+    known_hosts: Option<tempfile::TempPath>,
+}
+
+impl Transport {
+    /// BuildKit's `getGitSSHCommand`, with `BatchMode` and no writes to the user's known hosts.
+    fn ssh_command(&self) -> String {
+        let mut command = String::from("ssh -F /dev/null -o BatchMode=yes");
+        match &self.known_hosts {
+            Some(path) => {
+                command.push_str(" -o UserKnownHostsFile=");
+                command.push_str(&shell_quote(&path.to_string_lossy()));
+            }
+            None => {
+                command.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
+            }
+        }
+        command
+    }
+
+    fn apply(&self, command: &mut Command) {
+        command
+            .env("GIT_SSH_COMMAND", self.ssh_command())
+            .env_remove("GIT_SSH")
+            .env_remove("SSH_AUTH_SOCK");
+        if let Some(agent) = &self.agent {
+            command.env("SSH_AUTH_SOCK", agent);
         }
     }
 }
 
+/// `s` as one word for `sh` (git runs `GIT_SSH_COMMAND` through the shell).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Runs git with `args`, returning its standard output; the error carries its standard error.
-fn git(args: &[&str], cwd: Option<&Path>) -> Result<String, OpError> {
+fn git(transport: &Transport, args: &[&str], cwd: Option<&Path>) -> Result<String, OpError> {
     let mut command = Command::new("git");
     command.args(args).env("GIT_TERMINAL_PROMPT", "0");
+    transport.apply(&mut command);
     if let Some(dir) = cwd {
         command.current_dir(dir);
     }
@@ -86,7 +175,7 @@ fn is_commit(reference: &str) -> bool {
 }
 
 /// The commit `reference` names at `url` (the remote's HEAD when it is empty).
-fn resolve(url: &str, reference: &str) -> Result<String, OpError> {
+fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, OpError> {
     if is_commit(reference) {
         return Ok(reference.to_owned());
     }
@@ -95,7 +184,7 @@ fn resolve(url: &str, reference: &str) -> Result<String, OpError> {
     } else {
         reference
     };
-    let listing = git(&["ls-remote", url, wanted], None)?;
+    let listing = git(transport, &["ls-remote", url, wanted], None)?;
     // Prefer an exact ref, then a branch or a tag of that name (a peeled tag's commit first).
     let refs: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
     let pick = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(c, _)| *c);
@@ -109,13 +198,18 @@ fn resolve(url: &str, reference: &str) -> Result<String, OpError> {
 
 /// `url`'s commit for `reference`, checked against `checksum` as BuildKit checks
 /// `git.checksum`: a hexadecimal prefix of the commit.
-fn resolve_checked(url: &str, reference: &str, checksum: &str) -> Result<String, OpError> {
+fn resolve_checked(
+    transport: &Transport,
+    url: &str,
+    reference: &str,
+    checksum: &str,
+) -> Result<String, OpError> {
     if !checksum.is_empty() && !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(
             format!("invalid checksum {checksum} for Git URL, expected hex commit hash").into(),
         );
     }
-    let commit = resolve(url, reference)?;
+    let commit = resolve(transport, url, reference)?;
     if !commit.starts_with(checksum) {
         return Err(format!("expected checksum to match {checksum}, got {commit}").into());
     }
@@ -130,8 +224,11 @@ impl Op<Ref> for GitSource {
             self.reference.clone(),
             self.checksum.clone(),
         );
+        let transport = self.transport();
         async move {
-            let commit = blocking(move || resolve_checked(&url, &reference, &checksum)).await?;
+            let transport = transport?;
+            let commit =
+                blocking(move || resolve_checked(&transport, &url, &reference, &checksum)).await?;
             Ok(CacheMap {
                 digest: format!("{digest}:{commit}"),
                 deps: Vec::new(),
@@ -149,28 +246,32 @@ impl Op<Ref> for GitSource {
         let keep_git_dir = self.keep_git_dir;
         let checksum = self.checksum.clone();
         let store = self.config.store.clone();
+        let transport = self.transport();
         async move {
+            let transport = transport?;
             blocking(move || {
-                let commit = resolve_checked(&url, &reference, &checksum)?;
+                let t = &transport;
+                let commit = resolve_checked(t, &url, &reference, &checksum)?;
                 let work = tempfile::Builder::new()
                     .prefix("git-")
                     .tempdir_in(scratch_dir(&store)?)?;
                 let dir = work.path().join("checkout");
                 let dir_str = dir.to_string_lossy().into_owned();
-                git(&["init", "--quiet", &dir_str], None)?;
-                git(&["remote", "add", "origin", &url], Some(&dir))?;
+                git(t, &["init", "--quiet", &dir_str], None)?;
+                git(t, &["remote", "add", "origin", &url], Some(&dir))?;
                 // A named ref is fetched shallowly; a bare commit may not be fetchable by id,
                 // so then the whole history comes.
                 if is_commit(&reference) {
-                    git(&["fetch", "--quiet", "origin"], Some(&dir))?;
+                    git(t, &["fetch", "--quiet", "origin"], Some(&dir))?;
                 } else {
                     git(
+                        t,
                         &["fetch", "--quiet", "--depth", "1", "origin", &commit],
                         Some(&dir),
                     )
-                    .or_else(|_| git(&["fetch", "--quiet", "origin"], Some(&dir)))?;
+                    .or_else(|_| git(t, &["fetch", "--quiet", "origin"], Some(&dir)))?;
                 }
-                git(&["checkout", "--quiet", "--detach", &commit], Some(&dir))?;
+                git(t, &["checkout", "--quiet", "--detach", &commit], Some(&dir))?;
                 let source = if subdir.is_empty() {
                     dir.clone()
                 } else {
@@ -193,5 +294,55 @@ impl Op<Ref> for GitSource {
             .await
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `sh` makes of `word`: the quoting must give back the text unchanged.
+    fn through_shell(word: &str) -> String {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {word}"))
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn quoted_paths_survive_the_shell() {
+        for path in [
+            "/tmp/plain",
+            "/tmp/with space",
+            "/tmp/it's",
+            "/tmp/$HOME `x` \\ \"q\"",
+        ] {
+            assert_eq!(through_shell(&shell_quote(path)), path);
+        }
+    }
+
+    #[test]
+    fn ssh_checks_host_keys_only_with_known_hosts() {
+        let without = Transport {
+            agent: None,
+            known_hosts: None,
+        };
+        assert_eq!(
+            without.ssh_command(),
+            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        let expected = format!(
+            "ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={}",
+            file.display()
+        );
+        let with = Transport {
+            agent: None,
+            known_hosts: Some(file),
+        };
+        // The path is quoted for the shell; unquoted it reads the same for a plain path.
+        assert_eq!(with.ssh_command().replace('\'', ""), expected);
     }
 }
