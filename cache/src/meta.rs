@@ -46,6 +46,7 @@
 //! those lost records named is unreferenced and garbage collection removes it. A process that
 //! ends normally flushes when its store is dropped.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -129,7 +130,7 @@ struct State {
     /// Lazy commits name data that is not synced yet.
     unsynced_data: bool,
     /// Directories to delete after the next durable commit.
-    deferred: Vec<PathBuf>,
+    deferred: HashSet<PathBuf>,
     /// Deferred directories renamed out of the way after the durable commit, to be deleted
     /// without holding the lock (deleting can be slow).
     trash: Vec<PathBuf>,
@@ -189,7 +190,7 @@ impl Meta {
                 last_call: Instant::now(),
                 dirty_since: None,
                 unsynced_data: false,
-                deferred: Vec::new(),
+                deferred: HashSet::new(),
                 trash: Vec::new(),
                 probe: Some(open_lock_file(&root.join("meta.waiting"))?),
             }),
@@ -270,12 +271,12 @@ impl Meta {
     /// Deletes the directory `path` after the next durable commit (its record was removed by
     /// a lazy commit that a crash could undo).
     pub(crate) fn defer_removal(&self, path: PathBuf) {
-        self.shared.lock().deferred.push(path);
+        self.shared.lock().deferred.insert(path);
     }
 
     /// Cancels a deferred deletion of `path`: a record names it again.
     pub(crate) fn keep(&self, path: &Path) {
-        self.shared.lock().deferred.retain(|p| p != path);
+        self.shared.lock().deferred.remove(path);
     }
 
     /// Reads one record.

@@ -64,8 +64,18 @@ pub struct Mounts {
     pub lowers: Vec<PathBuf>,
     /// The writable upper directory.
     pub upper: PathBuf,
-    /// The overlayfs work directory (same file system as `upper`).
+    /// The overlayfs work directory (same file system as `upper`). It exists after
+    /// [`Store::prepare`]; after [`Store::prepare_upper`], only once [`Mounts::create_work`]
+    /// made it.
     pub work: PathBuf,
+}
+
+impl Mounts {
+    /// Creates the work directory if it is missing, before an overlay mount uses it.
+    pub fn create_work(&self) -> Result<(), Error> {
+        fs_err::create_dir_all(&self.work)?;
+        Ok(())
+    }
 }
 
 /// The chain ID of a layer on top of a parent chain (OCI image spec: `ChainID(L₀|…|Lₙ) =
@@ -245,6 +255,17 @@ impl Store {
 
     /// Prepares an active snapshot `key` on the committed `parent` (or empty).
     pub fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Mounts, Error> {
+        self.prepare_with(key, parent, true)
+    }
+
+    /// Like [`Store::prepare`], without the overlay work directory: for writers that often
+    /// write into the upper directory directly, with no overlay mount (file operations on an
+    /// empty parent). [`Mounts::create_work`] makes it when an overlay is mounted after all.
+    pub fn prepare_upper(&self, key: &str, parent: Option<&str>) -> Result<Mounts, Error> {
+        self.prepare_with(key, parent, false)
+    }
+
+    fn prepare_with(&self, key: &str, parent: Option<&str>, work: bool) -> Result<Mounts, Error> {
         let lowers = match parent {
             Some(p) => self.lowers(p)?,
             None => Vec::new(),
@@ -260,7 +281,9 @@ impl Store {
             fs_err::remove_dir_all(&dir)?;
         }
         fs_err::create_dir_all(dir.join("upper"))?;
-        fs_err::create_dir_all(dir.join("work"))?;
+        if work {
+            fs_err::create_dir(dir.join("work"))?;
+        }
         let record = SnapshotRecord {
             key: key.to_owned(),
             parent: parent.map(str::to_owned),

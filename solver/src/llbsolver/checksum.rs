@@ -6,15 +6,76 @@
 //! same source does not change it. Where the selection cannot be read off the path alone, the
 //! digest covers more than the copy reads, never less: a wildcard digests the tree at the
 //! directory above its first wildcard, and a path through a symlink digests the whole source.
+//!
+//! A file counts by the sha256 of its content, so a result whose file checksums are already
+//! known ([`KnownFiles`]: a local source's, hashed when the source was keyed) is digested
+//! from its directory entries alone, without reading the files again.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use sha2::{Digest as _, Sha256};
 
-/// A digest of the trees at `paths` (absolute paths inside `root`).
-pub(super) fn paths_digest(root: &Path, paths: &[String]) -> io::Result<String> {
+/// The content checksums of the regular files of one layer directory, by path relative to
+/// it (no leading `/`), each with the size it had when hashed.
+#[derive(Debug, Default)]
+pub(super) struct KnownFiles {
+    files: HashMap<String, (u64, [u8; 32])>,
+}
+
+impl KnownFiles {
+    /// Records the checksum of the file at `rel` with `size` bytes.
+    pub(super) fn insert(&mut self, rel: String, size: u64, sha256: [u8; 32]) {
+        self.files.insert(rel, (size, sha256));
+    }
+
+    /// The checksum of `rel` if it is known for a file of `size` bytes.
+    fn get(&self, rel: &str, size: u64) -> Option<[u8; 32]> {
+        self.files
+            .get(rel)
+            .filter(|(known, _)| *known == size)
+            .map(|(_, sha)| *sha)
+    }
+}
+
+/// How many layers' checksums are remembered at once (the most recent ones).
+const REMEMBERED_LAYERS: usize = 8;
+
+/// Layer directories with their known file checksums, oldest first.
+type Remembered = VecDeque<(PathBuf, Arc<KnownFiles>)>;
+
+/// Known file checksums of committed layer directories of this process's builds.
+static KNOWN: LazyLock<Mutex<Remembered>> = LazyLock::new(|| Mutex::new(VecDeque::new()));
+
+/// Remembers the file checksums of the committed, read-only layer directory `layer`.
+pub(super) fn remember(layer: PathBuf, files: KnownFiles) {
+    let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    known.retain(|(dir, _)| *dir != layer);
+    if known.len() == REMEMBERED_LAYERS {
+        known.pop_front();
+    }
+    known.push_back((layer, Arc::new(files)));
+}
+
+/// The file checksums remembered for the layer directory `layer`.
+pub(super) fn known(layer: &Path) -> Option<Arc<KnownFiles>> {
+    let known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    known
+        .iter()
+        .find(|(dir, _)| dir == layer)
+        .map(|(_, files)| files.clone())
+}
+
+/// A digest of the trees at `paths` (absolute paths inside `root`). Files listed in `known`
+/// (by path relative to `root`, with an unchanged size) are not read.
+pub(super) fn paths_digest(
+    root: &Path,
+    paths: &[String],
+    known: Option<&KnownFiles>,
+) -> io::Result<String> {
     let mut hasher = Sha256::new();
     for path in paths {
         let rel = selection(root, path)?;
@@ -25,8 +86,9 @@ pub(super) fn paths_digest(root: &Path, paths: &[String]) -> io::Result<String> 
         } else {
             root.join(&rel)
         };
+        let walk = Walk { base: &rel, known };
         match fs_err::symlink_metadata(&start) {
-            Ok(_) => tree(&start, "", &mut hasher)?,
+            Ok(_) => walk.tree(&start, "", &mut hasher)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => hasher.update(b"missing\0"),
             Err(e) => return Err(e),
         }
@@ -55,38 +117,64 @@ fn selection(root: &Path, path: &str) -> io::Result<String> {
     Ok(kept.join("/"))
 }
 
-/// Hashes the entry at `path` (named `rel` below the selection) and everything below it,
-/// in name order.
-fn tree(path: &Path, rel: &str, hasher: &mut Sha256) -> io::Result<()> {
-    let meta = fs_err::symlink_metadata(path)?;
-    hasher.update(rel.as_bytes());
-    hasher.update([0]);
-    for field in [
-        u64::from(meta.mode()),
-        u64::from(meta.uid()),
-        u64::from(meta.gid()),
-        meta.rdev(),
-    ] {
-        hasher.update(field.to_le_bytes());
-    }
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        hasher.update(fs_err::read_link(path)?.as_os_str().as_encoded_bytes());
-    } else if kind.is_file() {
-        hasher.update(meta.len().to_le_bytes());
-        io::copy(&mut fs_err::File::open(path)?, hasher)?;
-    } else if kind.is_dir() {
-        let mut names: Vec<_> = fs_err::read_dir(path)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()?;
-        names.sort();
-        for name in names {
-            let child = format!("{rel}/{}", name.to_string_lossy());
-            tree(&path.join(&name), &child, hasher)?;
+/// A walk below one selection.
+struct Walk<'a> {
+    /// The selection's path relative to the root ("" for the root).
+    base: &'a str,
+    known: Option<&'a KnownFiles>,
+}
+
+impl Walk<'_> {
+    /// Hashes the entry at `path` (named `rel` below the selection) and everything below
+    /// it, in name order.
+    fn tree(&self, path: &Path, rel: &str, hasher: &mut Sha256) -> io::Result<()> {
+        let meta = fs_err::symlink_metadata(path)?;
+        hasher.update(rel.as_bytes());
+        hasher.update([0]);
+        for field in [
+            u64::from(meta.mode()),
+            u64::from(meta.uid()),
+            u64::from(meta.gid()),
+            meta.rdev(),
+        ] {
+            hasher.update(field.to_le_bytes());
         }
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            hasher.update(fs_err::read_link(path)?.as_os_str().as_encoded_bytes());
+        } else if kind.is_file() {
+            hasher.update(meta.len().to_le_bytes());
+            hasher.update(self.file_sha256(path, rel, meta.len())?);
+        } else if kind.is_dir() {
+            let mut names: Vec<_> = fs_err::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()?;
+            names.sort();
+            for name in names {
+                let child = format!("{rel}/{}", name.to_string_lossy());
+                self.tree(&path.join(&name), &child, hasher)?;
+            }
+        }
+        hasher.update([0xff]);
+        Ok(())
     }
-    hasher.update([0xff]);
-    Ok(())
+
+    /// The sha256 of a file's content: known, or read.
+    fn file_sha256(&self, path: &Path, rel: &str, size: u64) -> io::Result<[u8; 32]> {
+        if let Some(known) = self.known {
+            let from_root = match (self.base, rel.strip_prefix('/')) {
+                ("", Some(below)) => below.to_owned(),
+                (base, Some(below)) => format!("{base}/{below}"),
+                (base, None) => base.to_owned(),
+            };
+            if let Some(sha) = known.get(&from_root, size) {
+                return Ok(sha);
+            }
+        }
+        let mut file_hasher = Sha256::new();
+        io::copy(&mut fs_err::File::open(path)?, &mut file_hasher)?;
+        Ok(file_hasher.finalize().into())
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +191,7 @@ mod tests {
         fs_err::write(root.join("other"), "1").unwrap();
         let digest = |paths: &[&str]| {
             let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
-            paths_digest(root, &paths).unwrap()
+            paths_digest(root, &paths, None).unwrap()
         };
         let src = digest(&["/src"]);
         let all = digest(&["/"]);
@@ -127,5 +215,42 @@ mod tests {
         assert_eq!(selection(root, "/link/a").unwrap(), "");
         assert_eq!(selection(root, "/missing/x").unwrap(), "missing");
         assert_ne!(digest(&["/missing"]), digest(&["/src"]));
+    }
+
+    #[test]
+    fn known_checksums_stand_in_for_reading_files_of_the_same_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir_all(root.join("src")).unwrap();
+        fs_err::write(root.join("src/a"), "a").unwrap();
+        fs_err::write(root.join("top"), "top").unwrap();
+        let paths = ["/".to_owned()];
+        let read = paths_digest(root, &paths, None).unwrap();
+        let sha = |text: &str| -> [u8; 32] { Sha256::digest(text.as_bytes()).into() };
+
+        // The true checksums: the digest is the one of reading the files.
+        let mut known = KnownFiles::default();
+        known.insert("src/a".into(), 1, sha("a"));
+        known.insert("top".into(), 3, sha("top"));
+        assert_eq!(paths_digest(root, &paths, Some(&known)).unwrap(), read);
+        let src = ["/src".to_owned()];
+        assert_eq!(
+            paths_digest(root, &src, Some(&known)).unwrap(),
+            paths_digest(root, &src, None).unwrap(),
+            "paths are looked up from the root, not from the selection"
+        );
+
+        // A known checksum is used without reading the file...
+        let mut wrong = KnownFiles::default();
+        wrong.insert("src/a".into(), 1, sha("b"));
+        assert_ne!(paths_digest(root, &paths, Some(&wrong)).unwrap(), read);
+        // ...unless the file's size differs from the size it was hashed at.
+        let mut stale = KnownFiles::default();
+        stale.insert("src/a".into(), 7, sha("b"));
+        assert_eq!(paths_digest(root, &paths, Some(&stale)).unwrap(), read);
+
+        remember(root.to_owned(), known);
+        assert!(super::known(root).is_some_and(|k| k.get("top", 3) == Some(sha("top"))));
+        assert!(super::known(&root.join("src")).is_none());
     }
 }

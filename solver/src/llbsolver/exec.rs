@@ -132,7 +132,15 @@ async fn run(
     let active = new_snapshot_key("active");
     let prepared = {
         let (store, active, parent) = (store.clone(), active.clone(), root_ref.clone());
-        blocking(move || Ok(store.prepare(&active, parent.key())?)).await?
+        blocking(move || {
+            // The work directory only where an overlay is mounted (a parent below).
+            let mounts = store.prepare_upper(&active, parent.key())?;
+            if !mounts.lowers.is_empty() {
+                mounts.create_work()?;
+            }
+            Ok(mounts)
+        })
+        .await?
     };
     // Whatever happens from here on, the active snapshot must not outlive the step.
     let cleanup = RemoveActive {
@@ -324,7 +332,15 @@ async fn writable_bind(
     let active = new_snapshot_key("active");
     let prepared = {
         let (store, active, parent) = (store.clone(), active.clone(), input.clone());
-        blocking(move || Ok(store.prepare(&active, parent.key())?)).await?
+        blocking(move || {
+            // The work directory only where an overlay is mounted (a parent below).
+            let mounts = store.prepare_upper(&active, parent.key())?;
+            if !mounts.lowers.is_empty() {
+                mounts.create_work()?;
+            }
+            Ok(mounts)
+        })
+        .await?
     };
     let guard = RemoveActive {
         store,

@@ -100,12 +100,21 @@ fn copy_content(config: Arc<SessionConfig>, paths: Vec<String>) -> ContentDigest
         async move {
             blocking(move || {
                 let store = &config.store;
+                let lowers = input.lowers(store)?;
+                tracing::debug!(?paths, layers = lowers.len(), "digesting copied paths");
+                // A local source's layer, whose file checksums are known, is read in place:
+                // it has no whiteouts, so it needs no overlay mount.
+                if let [layer] = lowers.as_slice() {
+                    if let Some(known) = super::checksum::known(layer) {
+                        return Ok(super::checksum::paths_digest(layer, &paths, Some(&known))?);
+                    }
+                }
                 let view = View {
-                    lowers: input.lowers(store)?,
+                    lowers,
                     writable: None,
                 };
                 let digest = with_views(&scratch_dir(store)?, &[view], |points| {
-                    super::checksum::paths_digest(&points[0], &paths)
+                    super::checksum::paths_digest(&points[0], &paths, None)
                 })??;
                 Ok(digest)
             })
@@ -143,7 +152,7 @@ fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<
             _ => None,
         };
         let active = new_snapshot_key("active");
-        let mounts = store.prepare(&active, base.key())?;
+        let mounts = store.prepare_upper(&active, base.key())?;
         let mut views = vec![View {
             lowers: mounts.lowers.clone(),
             writable: Some((mounts.upper.clone(), mounts.work.clone())),

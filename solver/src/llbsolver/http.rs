@@ -150,7 +150,7 @@ impl Op<Ref> for HttpSource {
             }
             blocking(move || {
                 let active = new_snapshot_key("active");
-                let mounts = store.prepare(&active, None)?;
+                let mounts = store.prepare_upper(&active, None)?;
                 let written = (|| -> std::io::Result<()> {
                     let path = mounts.upper.join(&filename);
                     fs_err::write(&path, &data)?;

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use filetime::FileTime;
@@ -191,21 +191,113 @@ fn diff_refs(config: &SessionConfig, lower: &Ref, upper: &Ref) -> Result<Ref, Op
                 writable: None,
             },
         ];
-        return new_snapshot_with_views(config, &Ref::scratch(), "diff", &inputs, |root, p| {
+        let diff = new_snapshot_with_views(config, &Ref::scratch(), "diff", &inputs, |root, p| {
             diff_trees(&p[0], &p[1], root).map(drop)
-        });
+        })?;
+        return hide_lowest_whiteouts(config, diff);
     }
     let mut above = upper_layers[..upper_layers.len() - lower_layers.len()].to_vec();
     if above.is_empty() {
         return Ok(Ref::scratch());
     }
     above.reverse(); // bottom first
-    new_snapshot_with(config, &Ref::scratch(), "diff", |root| {
+    let diff = new_snapshot_with(config, &Ref::scratch(), "diff", |root| {
         for layer in &above {
             apply_layer(layer, root, true)?;
         }
         Ok(())
-    })
+    })?;
+    hide_lowest_whiteouts(config, diff)
+}
+
+/// Puts a layer of bare directories under the one-layer snapshot `diff` when its whiteouts
+/// would otherwise show when it is the lowest layer of a view.
+///
+/// overlayfs hides whiteouts only when listing a directory that more than one layer has: in
+/// a directory that exists only in the lowest layer (one the diff added or changed) a
+/// whiteout is listed but cannot be opened. Whiteouts in the lowest layer delete nothing, so
+/// the directory is given a twin in a layer below (same owner and mode, nothing in it),
+/// which makes overlayfs merge the two and drop the whiteouts from the listing. Applying the
+/// pair onto another tree (MergeOp) is unchanged, as every such directory is also in the
+/// diff layer itself.
+fn hide_lowest_whiteouts(config: &SessionConfig, diff: Ref) -> Result<Ref, OpError> {
+    let Some(key) = diff.key() else {
+        return Ok(diff);
+    };
+    let store = &config.store;
+    let layer = store.committed_dir(key)?;
+    let mut dirs = Vec::new();
+    dirs_with_whiteouts(&layer, Path::new(""), &mut dirs)?;
+    if dirs.is_empty() {
+        return Ok(diff);
+    }
+    // The twins, bottom.
+    let active = new_snapshot_key("active");
+    let mounts = store.prepare_upper(&active, None)?;
+    let twins = (|| -> io::Result<()> {
+        for rel in &dirs {
+            let mut path = PathBuf::new();
+            for part in rel.components() {
+                path.push(part);
+                let dst = mounts.upper.join(&path);
+                if fs_err::symlink_metadata(&dst).is_err() {
+                    let src = layer.join(&path);
+                    fs_err::create_dir(&dst)?;
+                    let meta = fs_err::symlink_metadata(&src)?;
+                    std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+                    fs_err::set_permissions(
+                        &dst,
+                        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = twins {
+        let _ = store.remove_snapshot(&active);
+        return Err(e.into());
+    }
+    let base = new_snapshot_key("diff-dirs");
+    store.commit(&active, &base)?;
+    // The diff layer itself, moved on top.
+    let active = new_snapshot_key("active");
+    let mounts = store.prepare_upper(&active, Some(&base))?;
+    let moved = (|| -> io::Result<()> {
+        for entry in fs_err::read_dir(&layer)? {
+            let name = entry?.file_name();
+            fs_err::rename(layer.join(&name), mounts.upper.join(&name))?;
+        }
+        let meta = fs_err::symlink_metadata(&layer)?;
+        finish(&layer, &mounts.upper, &meta, true)
+    })();
+    if let Err(e) = moved {
+        let _ = store.remove_snapshot(&active);
+        return Err(e.into());
+    }
+    let top = new_snapshot_key("diff");
+    store.commit(&active, &top)?;
+    store.remove_snapshot(key)?;
+    Ok(Ref::snapshot(top))
+}
+
+/// Collects (relative to `root`) the directories below `root`, not `root` itself, that hold
+/// a whiteout.
+fn dirs_with_whiteouts(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    let mut holds_whiteout = false;
+    for entry in fs_err::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            dirs_with_whiteouts(root, &rel.join(entry.file_name()), out)?;
+        } else if file_type.is_char_device() && is_whiteout(&entry.metadata()?) {
+            holds_whiteout = true;
+        }
+    }
+    if holds_whiteout && !rel.as_os_str().is_empty() {
+        out.push(rel.to_owned());
+    }
+    Ok(())
 }
 
 /// Prepares a snapshot on `base`, runs `work` on its merged tree, and commits it.
@@ -229,7 +321,7 @@ fn new_snapshot_with_views(
 ) -> Result<Ref, OpError> {
     let store = &config.store;
     let active = new_snapshot_key("active");
-    let mounts = store.prepare(&active, base.key())?;
+    let mounts = store.prepare_upper(&active, base.key())?;
     let mut views = vec![View {
         lowers: mounts.lowers.clone(),
         writable: Some((mounts.upper.clone(), mounts.work.clone())),
@@ -545,8 +637,16 @@ mod tests {
         let diff = kiln_llb::diff(&lower, &upper);
         let diff_ref = solve(&session, &diff, &recorder).await;
         // The layer: what upper adds or changes, and whiteouts for what it lacks.
+        // Below it, a bare twin of the directory that holds a whiteout (so that the whiteout
+        // is not listed when the diff is the lowest layer of a view).
         let layers = diff_ref.lowers(&session.config().store).unwrap();
-        assert_eq!(layers.len(), 1);
+        assert_eq!(layers.len(), 2);
+        let twins: Vec<_> = fs_err::read_dir(&layers[1])
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(twins, ["dir"]);
+        assert_eq!(fs_err::read_dir(layers[1].join("dir")).unwrap().count(), 0);
         let layer = &layers[0];
         let mut found = Vec::new();
         let mut stack = vec![layer.clone()];

@@ -88,7 +88,8 @@ pub struct SessionConfig {
     pub locals: HashMap<String, PathBuf>,
     /// Secrets by id (`--secret id=...`).
     pub secrets: HashMap<String, Vec<u8>>,
-    /// SSH agent sockets by id (`--ssh default=SOCKET`), for `RUN --mount=type=ssh`.
+    /// SSH agent sockets by id (`--ssh default=SOCKET`), for `RUN --mount=type=ssh` and git
+    /// sources over SSH.
     pub ssh: HashMap<String, PathBuf>,
     /// Ignore cached results (`--no-cache`).
     pub no_cache: bool,
@@ -394,7 +395,7 @@ fn snapshot_from_dir(
     prefix: &str,
 ) -> Result<Ref, OpError> {
     let active = new_snapshot_key("active");
-    let mounts = store.prepare(&active, None)?;
+    let mounts = store.prepare_upper(&active, None)?;
     let copied = copy_selected(dir, &mounts.upper, selected);
     if let Err(e) = copied {
         let _ = store.remove_snapshot(&active);

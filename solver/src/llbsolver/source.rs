@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 use sha2::{Digest as _, Sha256};
 
+use super::checksum::KnownFiles;
 use super::local::{LocalFilter, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
 use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
@@ -50,6 +51,7 @@ pub(super) fn source_op(
             name: name.to_owned(),
             filter: Arc::new(filter),
             config,
+            checksums: Arc::default(),
         }));
     }
     Err(LlbError::UnsupportedSource {
@@ -110,7 +112,12 @@ struct LocalSource {
     name: String,
     filter: Arc<LocalFilter>,
     config: Arc<SessionConfig>,
+    /// The file checksums found while keying the source, for its result's content keys.
+    checksums: Arc<Mutex<Option<FileChecksums>>>,
 }
+
+/// File checksums of a local directory with the stat they were taken at, by relative path.
+type FileChecksums = HashMap<String, (StatKey, [u8; 32])>;
 
 impl LocalSource {
     fn dir(&self) -> Result<PathBuf, OpError> {
@@ -145,6 +152,7 @@ impl Op<Ref> for LocalSource {
         let dir = self.dir();
         let filter = self.filter.clone();
         let store = self.config.store.clone();
+        let checksums = self.checksums.clone();
         async move {
             let dir = dir?;
             let content = blocking(move || {
@@ -155,6 +163,7 @@ impl Op<Ref> for LocalSource {
                 if let Err(e) = cache.save(&selected) {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
+                *checksums.lock().unwrap_or_else(PoisonError::into_inner) = Some(cache.entries);
                 Ok(SourceContent { digest, changed })
             })
             .await?;
@@ -167,16 +176,40 @@ impl Op<Ref> for LocalSource {
         let dir = self.dir();
         let store = self.config.store.clone();
         let filter = self.filter.clone();
+        let checksums = self.checksums.clone();
         async move {
             let dir = dir?;
             blocking(move || {
                 let selected = filter.select(&dir)?;
-                Ok(vec![snapshot_from_dir(&store, &dir, &selected, "local")?])
+                let result = snapshot_from_dir(&store, &dir, &selected, "local")?;
+                let checksums = checksums
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let (Some(checksums), Some(key)) = (checksums, result.key()) {
+                    let known = known_files(&selected, &checksums);
+                    super::checksum::remember(store.committed_dir(key)?, known);
+                }
+                Ok(vec![result])
             })
             .await
         }
         .boxed()
     }
+}
+
+/// The checksums of the selected files that still have the stat they were hashed at: the
+/// files of the snapshot made from `selected`, which a copy from it need not read again.
+fn known_files(selected: &[Selected], checksums: &FileChecksums) -> KnownFiles {
+    let mut known = KnownFiles::default();
+    for entry in selected.iter().filter(|e| e.meta.is_file()) {
+        if let Some((stat, sha)) = checksums.get(&entry.path) {
+            if *stat == StatKey::of(&entry.meta) {
+                known.insert(entry.path.clone(), entry.meta.len(), *sha);
+            }
+        }
+    }
+    known
 }
 
 /// What identifies a file's content without reading it: if none of these changed, neither did
@@ -295,7 +328,7 @@ impl ChecksumCache {
     }
 
     /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
-    fn save(mut self, keep: &[Selected]) -> std::io::Result<()> {
+    fn save(&mut self, keep: &[Selected]) -> std::io::Result<()> {
         let before = self.entries.len();
         let keep: std::collections::HashSet<&str> = keep.iter().map(|s| s.path.as_str()).collect();
         self.entries.retain(|path, _| keep.contains(path.as_str()));

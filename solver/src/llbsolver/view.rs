@@ -66,6 +66,10 @@ pub(crate) fn with_views<T: Send>(
                     match plan(view, &empty) {
                         Plan::Dir(dir) => points.push(dir),
                         Plan::Overlay { options, readonly } => {
+                            if let Some((_, work)) = &view.writable {
+                                // Made only now: writers on an empty parent need none.
+                                fs_err::create_dir_all(work)?;
+                            }
                             let flags = if readonly {
                                 MsFlags::MS_RDONLY
                             } else {
