@@ -1,38 +1,9 @@
 //! `kiln build CONTEXT`: Dockerfiles converted and built end to end, and `--print-llb`.
 
 use kiln_testdata::{is_root, registry_up, skip};
-use std::path::Path;
-use std::process::Command;
 
-/// A config file making 127.0.0.1:5000 docker.io's mirror.
-fn mirror_config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("kiln.toml");
-    fs_err::write(
-        &path,
-        "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:5000\"]\n",
-    )
-    .unwrap();
-    path
-}
-
-fn kiln(dir: &Path, args: &[&str]) -> std::process::Output {
-    let root = dir.join("root");
-    let config = mirror_config(dir);
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(output: &std::process::Output) -> String {
-    let mut t = String::from_utf8_lossy(&output.stdout).into_owned();
-    t.push_str(&String::from_utf8_lossy(&output.stderr));
-    t
-}
+mod common;
+use common::{kiln_in, text};
 
 #[test]
 fn builds_a_dockerfile_with_run_copy_workdir_env() {
@@ -62,7 +33,7 @@ fn builds_a_dockerfile_with_run_copy_workdir_env() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let output = kiln(
+    let output = kiln_in(
         dir.path(),
         &[
             "build",
@@ -72,6 +43,7 @@ fn builds_a_dockerfile_with_run_copy_workdir_env() {
             &format!("type=local,dest={}", out.display()),
             context.to_str().unwrap(),
         ],
+        &[],
     );
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(
@@ -97,9 +69,10 @@ fn print_llb_writes_the_definition_and_errors_name_the_line() {
     let context = dir.path().join("ctx");
     fs_err::create_dir_all(&context).unwrap();
     fs_err::write(context.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
-    let output = kiln(
+    let output = kiln_in(
         dir.path(),
         &["build", "--print-llb", context.to_str().unwrap()],
+        &[],
     );
     assert!(output.status.success(), "{}", text(&output));
     let loaded = kiln_llb::LoadedDefinition::from_bytes(&output.stdout).unwrap();
@@ -119,7 +92,7 @@ fn print_llb_writes_the_definition_and_errors_name_the_line() {
         "FROM busybox\nCOPY --from=nowhere-stage /x /\n",
     )
     .unwrap();
-    let output = kiln(
+    let output = kiln_in(
         dir.path(),
         &[
             "build",
@@ -128,6 +101,7 @@ fn print_llb_writes_the_definition_and_errors_name_the_line() {
             "--print-llb",
             context.to_str().unwrap(),
         ],
+        &[],
     );
     assert!(!output.status.success());
     assert!(

@@ -8,37 +8,7 @@ use std::process::{Command, Output, Stdio};
 use kiln_testdata::{is_root, registry_up, skip};
 
 mod common;
-use common::{Killed, git_daemon, run_git};
-
-fn mirror_config(dir: &Path) -> PathBuf {
-    let path = dir.join("kiln.toml");
-    fs_err::write(
-        &path,
-        "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:5000\"]\n",
-    )
-    .unwrap();
-    path
-}
-
-fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--config")
-        .arg(mirror_config(dir))
-        .args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    let mut t = String::from_utf8_lossy(&output.stdout).into_owned();
-    t.push_str(&String::from_utf8_lossy(&output.stderr));
-    t
-}
+use common::{Killed, git_daemon, kiln_in, run_git, text};
 
 /// Builds `dockerfile` in a fresh context holding `files`, exporting to `DIR/out`.
 fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str, u32)], extra: &[&str]) -> Output {
@@ -69,7 +39,7 @@ fn build_env(
     args.extend_from_slice(extra);
     let context = context.to_string_lossy().into_owned();
     args.push(&context);
-    kiln_env(dir, &args, env)
+    kiln_in(dir, &args, env)
 }
 
 fn ready() -> bool {
@@ -331,7 +301,7 @@ fn secrets_as_environment_variables() {
     assert_eq!(tree_contains(&out, value.as_bytes()), None);
     // Not in the image configuration either.
     let oci = dir.path().join("oci");
-    let output = kiln_env(
+    let output = kiln_in(
         dir.path(),
         &[
             "build",
@@ -498,7 +468,7 @@ fn ssh_agent_is_forwarded() {
     let out = dir.path().join("out");
     let socket_text = socket.to_string_lossy().into_owned();
     let deploy = format!("deploy={socket_text}");
-    let output = kiln_env(
+    let output = kiln_in(
         dir.path(),
         &[
             "build",
@@ -536,7 +506,7 @@ fn ssh_agent_is_forwarded() {
         "FROM busybox\nRUN --mount=type=ssh,id=github,required true\n",
     )
     .unwrap();
-    let output = kiln_env(
+    let output = kiln_in(
         dir.path(),
         &["build", "--ssh", &deploy, context.to_str().unwrap()],
         &[],
@@ -553,7 +523,7 @@ fn ssh_agent_is_forwarded() {
         "FROM busybox\nRUN --mount=type=ssh,id=github sh -c 'test ! -e /run/buildkit/ssh_agent.0'\n",
     )
     .unwrap();
-    let output = kiln_env(dir.path(), &["build", context.to_str().unwrap()], &[]);
+    let output = kiln_in(dir.path(), &["build", context.to_str().unwrap()], &[]);
     assert!(output.status.success(), "{}", text(&output));
 }
 

@@ -4,7 +4,7 @@
     reason = "each test binary uses a different part of these helpers"
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// Writes the marshalled Definition `def` next to `out` and solves it with
@@ -21,6 +21,40 @@ pub(crate) fn build_llb(root: &Path, def: &[u8], out: &Path) -> Output {
         .arg(format!("type=local,dest={}", out.display()))
         .output()
         .unwrap()
+}
+
+/// Writes `DIR/kiln.toml`, a config making 127.0.0.1:5000 docker.io's mirror; returns its path.
+pub(crate) fn mirror_config(dir: &Path) -> PathBuf {
+    let path = dir.join("kiln.toml");
+    fs_err::write(
+        &path,
+        "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:5000\"]\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `kiln --root DIR/root --config DIR/kiln.toml ARGS` (the mirror config above) with `env`
+/// added to its environment.
+pub(crate) fn kiln_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--config")
+        .arg(mirror_config(dir))
+        .args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// A command's standard output followed by its standard error.
+pub(crate) fn text(output: &Output) -> String {
+    let mut t = String::from_utf8_lossy(&output.stdout).into_owned();
+    t.push_str(&String::from_utf8_lossy(&output.stderr));
+    t
 }
 
 /// Fails the test with kiln's standard error unless the command succeeded.
