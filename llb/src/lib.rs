@@ -55,6 +55,7 @@ mod digest;
 pub mod dump;
 mod error;
 mod marshal;
+mod modestr;
 pub mod pb;
 
 pub use crate::builder::{
@@ -66,4 +67,5 @@ pub use crate::definition::{Edge, LoadedDefinition, LoadedOp, op_kind, output_co
 pub use crate::digest::Digest;
 pub use crate::error::{DigestError, Error};
 pub use crate::marshal::{marshal_op, op_digest};
+pub use crate::modestr::{ModeSet, ModeSyntaxError};
 pub use prost;

@@ -23,7 +23,6 @@
 mod error;
 mod git;
 mod image;
-mod modestr;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -1974,7 +1973,7 @@ fn chmod_option(spec: &str) -> Result<(Option<i32>, Option<String>), ConvertErro
     if spec.as_bytes()[0].is_ascii_digit() {
         return Err(invalid());
     }
-    if !modestr::is_valid(spec) {
+    if kiln_llb::ModeSet::parse(spec).is_err() {
         return Err(ConvertErrorKind::InvalidModeString {
             message: "invalid syntax".to_owned(),
         });

@@ -23,7 +23,6 @@
 //!    copied from a directory (see `filter`).
 
 mod filter;
-mod modestr;
 mod pattern;
 mod scoped;
 
@@ -35,7 +34,7 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 use kiln_llb::pb;
 
-use modestr::ModeSet;
+use kiln_llb::ModeSet;
 pub(crate) use pattern::matches as pattern_matches;
 
 /// Where the path `path` below `root` leads when it is a symbolic link (followed inside

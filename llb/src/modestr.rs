@@ -1,6 +1,7 @@
 //! Symbolic permissions (`COPY --chmod=u+x,g=r`), with chmod(1)'s grammar and meaning and no
 //! umask, as BuildKit applies `FileActionCopy.modeStr`: relative to each copied file's own
-//! mode.
+//! mode. The frontend checks a Dockerfile's `--chmod` with [`ModeSet::parse`]; the solver
+//! applies it with [`ModeSet::apply`].
 //!
 //! A mode string is clauses separated by `,`; each clause is `[ugoa]*` followed by one or more
 //! actions `[-+=]` with permissions `[rwxXst]*` or a class to copy from (`u`, `g`, `o`). No
@@ -23,14 +24,14 @@ enum Action {
 
 /// A parsed mode string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ModeSet {
+pub struct ModeSet {
     actions: Vec<Action>,
 }
 
 /// A mode string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid syntax")]
-pub(crate) struct ModeSyntaxError;
+pub struct ModeSyntaxError;
 
 const SETUID: u32 = 0o4000;
 const SETGID: u32 = 0o2000;
@@ -40,7 +41,7 @@ const STANDARD: u32 = SETUID | SETGID | 0o777;
 
 impl ModeSet {
     /// Parses `spec`.
-    pub(crate) fn parse(spec: &str) -> Result<Self, ModeSyntaxError> {
+    pub fn parse(spec: &str) -> Result<Self, ModeSyntaxError> {
         let bytes = spec.as_bytes();
         if bytes.first().is_some_and(u8::is_ascii_digit) {
             let mode = u32::from_str_radix(spec, 8).map_err(|_| ModeSyntaxError)?;
@@ -127,7 +128,7 @@ impl ModeSet {
     }
 
     /// The mode `mode` (permission, set-id and sticky bits) becomes; `is_dir` for `X`.
-    pub(crate) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
         let original = mode & 0o7777;
         let mut m = original;
         for action in &self.actions {
@@ -202,8 +203,15 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        for bad in ["", "u", "u+q", "x", "u+x,", "9", "0o755", "+x;"] {
+        for bad in [
+            "", "u", "u+q", "x", "u+x,", ",u+x", "9", "0o755", "+x;", "ug",
+        ] {
             assert_eq!(ModeSet::parse(bad), Err(ModeSyntaxError), "{bad:?}");
+        }
+        for good in [
+            "u+x", "+x", "a-w", "u+x,g=r", "go=", "o=u", "u+r-w", "=rwX,+t",
+        ] {
+            assert!(ModeSet::parse(good).is_ok(), "{good:?}");
         }
     }
 }
