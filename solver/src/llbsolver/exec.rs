@@ -399,32 +399,12 @@ fn mount(
         Ok(pb::MountType::Bind) => {
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
-            let selector = m.selector.trim_start_matches('/');
-            if selector.is_empty() {
-                return match lowers.as_slice() {
-                    [only] => Ok(Some(ExecMount::Bind {
-                        source: only.clone(),
-                        target,
-                        readonly: true,
-                    })),
-                    _ => Ok(Some(ExecMount::Overlay {
-                        lowers,
-                        upper_work: None,
-                        target,
-                        readonly: true,
-                    })),
-                };
-            }
-            if let [only] = lowers.as_slice() {
-                return Ok(Some(ExecMount::Bind {
-                    source: only.join(selector),
-                    target,
-                    readonly: true,
-                }));
-            }
-            let selected = select_in_layers(&lowers, selector).map_err(|e| {
+            let selected = select_in_layers(&lowers, &m.selector).map_err(|e| {
                 format!("mounting {:?} of a snapshot at {}: {e}", m.selector, m.dest)
             })?;
+            // The selected paths were resolved through real directories of the layers only.
+            // The layers are committed snapshots that no build step writes to, so nothing can
+            // swap a link into them between this resolution and the mount.
             Ok(Some(match selected.as_slice() {
                 [only] => ExecMount::Bind {
                     source: only.clone(),
@@ -447,71 +427,22 @@ fn mount(
     }
 }
 
-/// The directories that make up `selector` (a relative path) of a snapshot with overlayfs
-/// layers `lowers` (topmost first): the path in each layer, down to the first layer that hides
-/// what is below it there (a whiteout or a file on the path, or an opaque directory). Mounted
-/// as an overlay of these, the selector shows exactly what the merged snapshot has at that
-/// path. A symbolic link on the path is refused rather than followed.
+/// What a bind mount of `selector` of a snapshot with overlayfs layers `lowers` (topmost
+/// first) mounts: for a directory, the layer directories that merge into it (mounted as a
+/// read-only overlay of exactly those, it shows what the merged snapshot has there); for
+/// anything else, the one host file. The selector is resolved inside the snapshot as BuildKit
+/// does: links are followed with the snapshot as `/`, `..` stops at its root.
 fn select_in_layers(lowers: &[PathBuf], selector: &str) -> Result<Vec<PathBuf>, String> {
-    use std::os::unix::fs::FileTypeExt as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let parts: Vec<&str> = selector
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err("the path leaves the snapshot".to_owned());
+    let resolved = kiln_fsutil::Root::layered(lowers.to_vec())
+        .resolve(selector, true)
+        .map_err(|e| e.to_string())?;
+    match resolved.entry {
+        Some(entry) => Ok(entry.layers),
+        None => Err(format!(
+            "{}: no such file or directory",
+            resolved.path.display()
+        )),
     }
-    let mut selected = Vec::new();
-    for layer in lowers {
-        let mut path = layer.clone();
-        let mut present = true;
-        let mut hides_below = false;
-        for part in &parts {
-            path.push(part);
-            let meta = match fs_err::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    present = false;
-                    break;
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            let kind = meta.file_type();
-            if kind.is_dir() {
-                let opaque = xattr::get(&path, "trusted.overlay.opaque")
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v == b"y");
-                hides_below |= opaque;
-                continue;
-            }
-            if kind.is_symlink() {
-                return Err("a symbolic link on the path is not supported".to_owned());
-            }
-            // A whiteout (0/0 character device) or a file: nothing of the path below.
-            let whiteout = kind.is_char_device() && meta.rdev() == 0;
-            // The topmost entry of the path itself being a file: not a directory. Below a
-            // directory of an upper layer, a file only hides the layers under it.
-            if !whiteout && selected.is_empty() && path.as_path() == layer.join(selector).as_path()
-            {
-                return Err("not a directory".to_owned());
-            }
-            present = false;
-            hides_below = true;
-            break;
-        }
-        if present {
-            selected.push(path);
-        }
-        if hides_below {
-            break;
-        }
-    }
-    if selected.is_empty() {
-        return Err("no such directory".to_owned());
-    }
-    Ok(selected)
 }
 
 /// Forwards connections on a socket of its own to an SSH agent socket until dropped.
@@ -819,15 +750,40 @@ mod tests {
             select_in_layers(&lowers, "data").unwrap(),
             [top.join("data")]
         );
+        // A file is mounted on its own.
         assert_eq!(
-            select_in_layers(&lowers, "app/src/t").unwrap_err(),
-            "not a directory"
+            select_in_layers(&lowers, "app/src/t").unwrap(),
+            [top.join("app/src/t")]
         );
         assert_eq!(
             select_in_layers(&lowers, "nowhere").unwrap_err(),
-            "no such directory"
+            "/nowhere: no such file or directory"
         );
         assert!(select_in_layers(&lowers, "../x").is_err());
+        // `..` and links resolve inside the snapshot, never on the host.
+        assert_eq!(
+            select_in_layers(&lowers, "/../../other").unwrap(),
+            [middle.join("other")]
+        );
+        let host = tempfile::tempdir().unwrap();
+        fs_err::write(host.path().join("marker"), "host").unwrap();
+        fs_err::os::unix::fs::symlink("/", top.join("hostroot")).unwrap();
+        fs_err::os::unix::fs::symlink(host.path(), middle.join("hostdir")).unwrap();
+        assert_eq!(
+            select_in_layers(&lowers, "hostroot/app/../other").unwrap(),
+            [middle.join("other")]
+        );
+        assert_eq!(
+            select_in_layers(&lowers, "hostroot").unwrap(),
+            [top.clone(), middle.clone(), bottom.clone()]
+        );
+        assert!(select_in_layers(&lowers, "hostdir/marker").is_err());
+        // One layer: the same resolution.
+        assert_eq!(
+            select_in_layers(&lowers[..1], "hostroot/app/src").unwrap(),
+            [top.join("app/src")]
+        );
+        assert!(select_in_layers(&lowers[1..2], "hostdir/marker").is_err());
 
         if !nix::unistd::geteuid().is_root() {
             assert!(
