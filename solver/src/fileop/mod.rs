@@ -4,8 +4,8 @@
 //!
 //! A `FileOp` is a chain of actions over snapshots. This module performs one action on host
 //! directories that stand for container root filesystems: every container path is resolved
-//! inside its root with [`scoped::resolve`], so a symbolic link in the tree can never make an
-//! action touch anything outside it. Semantics follow BuildKit's file op (`solver/llbsolver/file`)
+//! inside its root with the shared resolver (`kiln_fsutil::Root`, through `scoped`), so a
+//! symbolic link in the tree can never make an action touch anything outside it. Semantics follow BuildKit's file op (`solver/llbsolver/file`)
 //! and its copier:
 //!
 //! 1. `mkdir`: with `makeParents`, missing parents are created too and get the same mode, owner
