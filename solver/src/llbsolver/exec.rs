@@ -811,7 +811,7 @@ mod tests {
         for dir in &lowers {
             fs_err::create_dir_all(dir.join("opq/sub")).unwrap();
         }
-        xattr::set(middle.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
+        xattr::set(middle.join("opq"), kiln_fsutil::overlay::OPAQUE_XATTR, b"y").unwrap();
         assert_eq!(
             select_in_layers(&lowers, "opq/sub").unwrap(),
             [top.join("opq/sub"), middle.join("opq/sub")]
