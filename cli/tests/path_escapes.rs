@@ -93,19 +93,26 @@ fn writable_bind_of_a_context_link_to_host_root_never_writes_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_dir();
     let dockerfile = format!(
-        "FROM busybox\n\
+        "FROM busybox AS run\n\
          RUN --mount=type=bind,source=hostroot,target=/h,rw \
-             sh -c 'echo written > /h{d}/written; echo written > /h{d}/marker; true'\n",
+             sh -c 'ls -A /h > /listing; mkdir -p /h{d} && echo written > /h{d}/written \
+                    && echo written > /h{d}/marker && cat /h{d}/marker > /wrote'\n\
+         FROM scratch\n\
+         COPY --from=run /listing /wrote /\n",
         d = host.path().display()
     );
     let output = build(dir.path(), &dockerfile);
-    assert!(!host.path().join("written").exists(), "{}", text(&output));
+    assert!(output.status.success(), "{}", text(&output));
+    // The step wrote into its own copy of the context's root...
+    assert_context_listing(&read(dir.path(), "listing"));
+    assert_eq!(read(dir.path(), "wrote"), "written\n");
+    // ...and nothing on the host.
+    assert!(!host.path().join("written").exists());
     assert_eq!(
         fs_err::read_to_string(host.path().join("marker")).unwrap(),
-        "host",
-        "{}",
-        text(&output)
+        "host"
     );
+    assert!(!dir.path().join("ctx/written").exists());
 }
 
 #[test]
@@ -188,4 +195,48 @@ fn local_context_with_a_link_to_host_root_transfers_the_link_only() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 3, "only the context: {names:?}");
+}
+
+#[test]
+fn cache_mount_from_source_through_a_link_is_seeded_inside_the_stage_only() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_dir();
+    let dockerfile = format!(
+        "FROM busybox AS src\n\
+         RUN mkdir -p /seed && echo seeded > /seed/f && ln -s / /seed/hostroot && ln -s /seed /link\n\
+         FROM busybox AS use\n\
+         RUN --mount=type=cache,id=linked,from=src,source=link/hostroot/seed,target=/c \
+             sh -c 'cat /c/f > /seen; if test -e /c/hostroot{m}; then echo escaped; else echo confined; fi >> /seen'\n\
+         RUN --mount=type=cache,id=owned,uid=1234,gid=5678,mode=0750,target=/o \
+             stat -c '%u %g %a' /o > /owner\n\
+         RUN --mount=type=cache,id=plain,target=/p stat -c '%u %g %a' /p > /plain\n\
+         FROM scratch\n\
+         COPY --from=use /seen /owner /plain /\n",
+        m = host.path().join("marker").display()
+    );
+    let output = build(dir.path(), &dockerfile);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read(dir.path(), "seen"), "seeded\nconfined\n");
+    assert_eq!(read(dir.path(), "owner"), "1234 5678 750\n");
+    assert_eq!(read(dir.path(), "plain"), "0 0 755\n");
+
+    // A source whose link leads to a host directory finds nothing in the stage.
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = format!(
+        "FROM busybox AS src\n\
+         RUN ln -s {h} /hostdir\n\
+         FROM busybox\n\
+         RUN --mount=type=cache,id=host,from=src,source=hostdir,target=/c ls /c\n",
+        h = host.path().display()
+    );
+    let output = build(dir.path(), &dockerfile);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("no such file or directory"),
+        "{}",
+        text(&output)
+    );
 }

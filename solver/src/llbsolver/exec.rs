@@ -175,7 +175,7 @@ async fn run(
     {
         match pb::MountType::try_from(m.mount_type) {
             Ok(pb::MountType::Cache) => {
-                let (mount, lock) = cache_mount(&config, m).await?;
+                let (mount, lock) = cache_mount(&config, &inputs, m).await?;
                 mounts.push(mount);
                 cache_locks.extend(lock);
             }
@@ -314,20 +314,17 @@ async fn run(
 }
 
 /// A writable bind mount of another vertex's result: an overlay with a fresh upper, whose
-/// changes become the mount's output (or are dropped when it has none).
+/// changes become the mount's output (or are dropped when it has none). A path inside the
+/// result (a selector, resolved inside it) is mounted as a scratch copy of that directory.
 async fn writable_bind(
     config: &SessionConfig,
     inputs: &[Ref],
     m: &pb::Mount,
 ) -> Result<(ExecMount, RemoveActive), OpError> {
-    if !m.selector.trim_start_matches('/').is_empty() {
-        return Err(format!(
-            "a writable mount of a path inside a snapshot ({} at {}) is not supported yet",
-            m.selector, m.dest
-        )
-        .into());
-    }
     let input = input_ref(inputs, m.input)?;
+    if !m.selector.trim_start_matches('/').is_empty() {
+        return writable_selection(config, &input, m).await;
+    }
     let store = config.store.clone();
     let active = new_snapshot_key("active");
     let prepared = {
@@ -360,6 +357,45 @@ async fn writable_bind(
             target,
             readonly: false,
         }
+    };
+    Ok((mount, guard))
+}
+
+/// A writable mount of the directory `m.selector` of `input`: a new snapshot holding a copy of
+/// the merged directory (found inside the snapshot, links followed within it), bind-mounted
+/// writable. Its output, if it has one, is that directory with the step's changes (BuildKit's
+/// is the whole input with them; Dockerfile `rw` mounts never read it).
+async fn writable_selection(
+    config: &SessionConfig,
+    input: &Ref,
+    m: &pb::Mount,
+) -> Result<(ExecMount, RemoveActive), OpError> {
+    let lowers = input.lowers(&config.store)?;
+    let seed = select_in_layers(&lowers, &m.selector)
+        .map_err(|e| format!("mounting {:?} of a snapshot at {}: {e}", m.selector, m.dest))?;
+    let store = config.store.clone();
+    let active = new_snapshot_key("active");
+    let scratch = super::scratch_dir(&store)?;
+    let upper = {
+        let (store, active) = (store.clone(), active.clone());
+        blocking(move || {
+            let mounts = store.prepare_upper(&active, None)?;
+            Ok(mounts.upper)
+        })
+        .await?
+    };
+    let guard = RemoveActive {
+        store,
+        key: Some(active),
+    };
+    {
+        let upper = upper.clone();
+        blocking(move || seed_cache_dir(&scratch, &seed, &upper)).await?;
+    }
+    let mount = ExecMount::Bind {
+        source: upper,
+        target: PathBuf::from(&m.dest),
+        readonly: false,
     };
     Ok((mount, guard))
 }
@@ -570,10 +606,31 @@ const MAX_PRIVATE_DIRS: usize = 64;
 /// - `locked`: a step takes the directory exclusively; a second one waits for it.
 /// - `private`: a step takes the directory exclusively; when it is busy, the step takes the
 ///   next free one of `ID-1`, `ID-2`, ... (kept too, for later private users).
+///
+/// A directory kiln creates starts as a copy of the mount's input at its selector (`from` and
+/// `source`, resolved inside that snapshot), owner and mode included: that is how the
+/// frontend's `uid`, `gid` and `mode` arrive (a `/cache` directory made with them).
 async fn cache_mount(
     config: &SessionConfig,
+    inputs: &[Ref],
     m: &pb::Mount,
 ) -> Result<(ExecMount, Option<CacheLock>), OpError> {
+    let seed = if m.input < 0 {
+        Vec::new()
+    } else {
+        let lowers = input_ref(inputs, m.input)?.lowers(&config.store)?;
+        if lowers.is_empty() {
+            Vec::new()
+        } else {
+            select_in_layers(&lowers, &m.selector).map_err(|e| {
+                format!(
+                    "the source {:?} of the cache mount at {}: {e}",
+                    m.selector, m.dest
+                )
+            })?
+        }
+    };
+    let scratch = super::scratch_dir(&config.store)?;
     let opt = m.cache_opt.clone().unwrap_or_default();
     let id = Some(opt.id.clone())
         .filter(|id| !id.is_empty())
@@ -585,7 +642,14 @@ async fn cache_mount(
         .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
     let sharing = pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
     let (dir, lock) = blocking(move || {
-        fs_err::create_dir_all(&base)?;
+        let create = |dir: &Path| -> Result<(), OpError> {
+            if dir.exists() {
+                return Ok(());
+            }
+            fs_err::create_dir_all(dir)?;
+            seed_cache_dir(&scratch, &seed, dir)
+        };
+        create(&base)?;
         match sharing {
             pb::CacheSharingOpt::Shared => Ok((base, None)),
             pb::CacheSharingOpt::Locked => {
@@ -602,7 +666,7 @@ async fn cache_mount(
                         name.push(format!("-{n}"));
                         PathBuf::from(name)
                     };
-                    fs_err::create_dir_all(&dir)?;
+                    create(&dir)?;
                     if let Some(lock) = lock_dir(&dir, nix::fcntl::FlockArg::LockExclusiveNonblock)?
                     {
                         return Ok((dir, Some(lock)));
@@ -622,6 +686,37 @@ async fn cache_mount(
         readonly: m.readonly,
     };
     Ok((mount, lock))
+}
+
+/// Fills the new cache directory `dir` with the merged directory made of the layer directories
+/// `seed` (topmost first; none leaves it empty) and gives it that directory's owner and mode.
+fn seed_cache_dir(scratch: &Path, seed: &[PathBuf], dir: &Path) -> Result<(), OpError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(top) = seed.first() else {
+        return Ok(());
+    };
+    let meta = fs_err::symlink_metadata(top)?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", top.display()).into());
+    }
+    let view = super::view::View {
+        lowers: seed.to_vec(),
+        writable: None,
+    };
+    let action = pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        dir_copy_contents: true,
+        timestamp: -1,
+        ..Default::default()
+    };
+    super::view::with_views(scratch, &[view], |points| {
+        crate::fileop::copy(&points[0], dir, &action, None)
+    })??;
+    std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    Ok(())
 }
 
 /// Takes `flock` on `DIR.lock`; `None` when a non-blocking attempt finds it held.
@@ -698,6 +793,7 @@ mod tests {
         pb::Mount {
             dest: "/cache".into(),
             mount_type: pb::MountType::Cache as i32,
+            input: -1,
             cache_opt: Some(pb::CacheOpt {
                 id: id.into(),
                 sharing: sharing as i32,
@@ -827,32 +923,52 @@ mod tests {
         let locked = pb::CacheSharingOpt::Locked;
 
         // Shared: the same directory for everyone, and for the next build (it persists).
-        let (a, lock_a) = cache_mount(&config, &cache("x", shared)).await.unwrap();
-        let (b, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        let (a, lock_a) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
+        let (b, _) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
         assert!(lock_a.is_none());
         assert_eq!(source(&a), source(&b));
         fs_err::write(source(&a).join("kept"), "1").unwrap();
-        let (again, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        let (again, _) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
         assert!(source(&again).join("kept").is_file());
         // Another id is another directory.
-        let (other, _) = cache_mount(&config, &cache("y", shared)).await.unwrap();
+        let (other, _) = cache_mount(&config, &[], &cache("y", shared))
+            .await
+            .unwrap();
         assert_ne!(source(&other), source(&a));
 
         // Private: a busy directory sends the next user to a fresh one; freed, it is reused.
-        let (p1, lock1) = cache_mount(&config, &cache("p", private)).await.unwrap();
-        let (p2, lock2) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        let (p1, lock1) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
+        let (p2, lock2) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
         assert_ne!(source(&p1), source(&p2));
         drop(lock1);
-        let (p3, _lock3) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        let (p3, _lock3) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
         assert_eq!(source(&p3), source(&p1));
         drop(lock2);
 
         // Locked: the second user waits until the first lets go.
-        let (l1, lock_l1) = cache_mount(&config, &cache("l", locked)).await.unwrap();
+        let (l1, lock_l1) = cache_mount(&config, &[], &cache("l", locked))
+            .await
+            .unwrap();
         let config = Arc::new(config);
         let waiter = {
             let config = config.clone();
-            tokio::spawn(async move { cache_mount(&config, &cache("l", locked)).await.unwrap() })
+            tokio::spawn(async move {
+                cache_mount(&config, &[], &cache("l", locked))
+                    .await
+                    .unwrap()
+            })
         };
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(!waiter.is_finished(), "a locked cache mount waits");
