@@ -9,7 +9,7 @@ use std::process::Output;
 use kiln_testdata::{is_root, registry_up, skip};
 
 mod common;
-use common::{kiln_in, text};
+use common::{git_daemon, kiln_in, run_git, text};
 
 fn ready() -> bool {
     if !is_root() {
@@ -239,4 +239,39 @@ fn cache_mount_from_source_through_a_link_is_seeded_inside_the_stage_only() {
         "{}",
         text(&output)
     );
+}
+
+#[test]
+fn add_git_subdirectory_through_a_link_resolves_inside_the_checkout() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_dir();
+    let repo = dir.path().join("repos/project");
+    fs_err::create_dir_all(repo.join("sub")).unwrap();
+    fs_err::write(repo.join("sub/inner.txt"), "inner\n").unwrap();
+    // Absolute links: to the checkout's `sub` (as `/sub`), and to a host directory.
+    fs_err::os::unix::fs::symlink("/sub", repo.join("link")).unwrap();
+    fs_err::os::unix::fs::symlink(host.path(), repo.join("hostdir")).unwrap();
+    run_git(&repo, &["init", "-q", "-b", "main"]);
+    run_git(&repo, &["add", "."]);
+    run_git(&repo, &["commit", "-qm", "one"]);
+    let (_daemon, port) = git_daemon(&dir.path().join("repos"));
+    let url = format!("git://127.0.0.1:{port}/project");
+
+    let output = build(
+        dir.path(),
+        &format!("FROM scratch\nADD {url}#main:link /linked/\n"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read(dir.path(), "linked/inner.txt"), "inner\n");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let output = build(
+        dir2.path(),
+        &format!("FROM scratch\nADD {url}#main:hostdir /h/\n"),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(!dir2.path().join("out/h/marker").exists());
 }
