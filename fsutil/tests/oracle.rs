@@ -133,7 +133,15 @@ fn kernel(root: &OwnedFd, path: impl AsRef<Path>, follow: bool) -> Result<PathBu
     let how = OpenHow::new()
         .flags(flags)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let fd = openat2(root.as_fd(), path.as_ref(), how)?;
+    // With `..` in the path the kernel answers EAGAIN when any rename or mount happened on
+    // the system meanwhile (other tests mount all the time): ask again.
+    let mut attempts = 0;
+    let fd = loop {
+        match openat2(root.as_fd(), path.as_ref(), how) {
+            Err(Errno::EAGAIN) if attempts < 10_000 => attempts += 1,
+            other => break other?,
+        }
+    };
     use std::os::fd::AsRawFd as _;
     Ok(fs_err::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap())
 }
