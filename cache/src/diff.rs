@@ -321,7 +321,7 @@ impl Walker<'_> {
     fn entry(&mut self, abs: &Path, rel: &Path) -> Result<(), Error> {
         let meta = fs_err::symlink_metadata(abs)?;
         let ft = meta.file_type();
-        if self.source == DiffSource::OverlayUpper && ft.is_char_device() && meta.rdev() == 0 {
+        if self.source == DiffSource::OverlayUpper && kiln_fsutil::overlay::is_whiteout(&meta) {
             let mut name = OsString::from(WHITEOUT_PREFIX);
             name.push(rel.file_name().unwrap_or_default());
             let mut h = self.header(&meta, EntryType::Regular);

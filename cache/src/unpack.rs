@@ -34,12 +34,9 @@ use tar::EntryType;
 use crate::digest::{Digest, HashReader, Hasher};
 use crate::error::Error;
 
-/// The OCI whiteout prefix.
-pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
-/// The OCI opaque directory marker.
-pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// The overlayfs xattr that marks a directory opaque.
-pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(crate) use kiln_fsutil::overlay::{
+    OPAQUE_MARKER, OPAQUE_XATTR as OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
+};
 
 /// What to do with OCI whiteouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -186,58 +183,51 @@ fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
     }
 }
 
-/// Resolves `components` as a directory inside `root`, following symlinks as if `root` were
-/// `/`, creating missing directories when `create` is set. Never leaves `root`.
+/// Resolves `components` as a directory inside `root` with the shared resolver
+/// ([`kiln_fsutil::Root`]: links followed as if `root` were `/`, never outside it), creating
+/// missing directories when `create` is set.
 fn resolve_dir(
     root: &Path,
     components: &[OsString],
     create: bool,
     shown: &Path,
 ) -> Result<PathBuf, Error> {
-    let mut pending: Vec<OsString> = components.iter().rev().cloned().collect();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            resolved.pop();
-            continue;
-        }
-        if name == "." || name.is_empty() {
-            continue;
-        }
-        let mut here = root.to_owned();
-        here.extend(&resolved);
-        here.push(&name);
-        match lstat(&here)? {
-            Some(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(unsafe_entry(shown, "too many levels of symbolic links"));
+    let path: PathBuf = components.iter().collect();
+    let resolved = kiln_fsutil::Root::new(root)
+        .resolve(&path, true)
+        .map_err(|e| match e {
+            kiln_fsutil::Error::TooManyLinks { .. } => {
+                unsafe_entry(shown, "too many levels of symbolic links")
+            }
+            kiln_fsutil::Error::NotADirectory { .. } => {
+                unsafe_entry(shown, "a parent is not a directory")
+            }
+            kiln_fsutil::Error::Io { source, .. } => Error::from(source),
+        })?;
+    match resolved.entry {
+        Some(entry) if entry.metadata.is_dir() => Ok(entry.host),
+        Some(_) => Err(unsafe_entry(shown, "a parent is not a directory")),
+        None if create => {
+            // Below the existing part there are only missing names under real directories:
+            // creating them follows no link.
+            let mut here = root.to_owned();
+            for (depth, name) in resolved.relative().iter().enumerate() {
+                here.push(name);
+                if depth < resolved.existing {
+                    continue;
                 }
-                let target = fs_err::read_link(&here)?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(n.to_owned()),
-                        Component::ParentDir => pending.push("..".into()),
-                        _ => {}
+                if let Err(e) = fs_err::create_dir(&here) {
+                    if !(e.kind() == io::ErrorKind::AlreadyExists
+                        && lstat(&here)?.is_some_and(|m| m.is_dir()))
+                    {
+                        return Err(e.into());
                     }
                 }
             }
-            Some(m) if m.is_dir() => resolved.push(name),
-            Some(_) => return Err(unsafe_entry(shown, "a parent is not a directory")),
-            None if create => {
-                fs_err::create_dir(&here)?;
-                resolved.push(name);
-            }
-            None => return Err(unsafe_entry(shown, "a parent does not exist")),
+            Ok(here)
         }
+        None => Err(unsafe_entry(shown, "a parent does not exist")),
     }
-    let mut out = root.to_owned();
-    out.extend(&resolved);
-    Ok(out)
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {

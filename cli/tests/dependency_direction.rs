@@ -6,12 +6,13 @@ use std::process::Command;
 
 const ALLOWED: &[(&str, &[&str])] = &[
     ("kiln-llb", &[]),
-    ("kiln-runner", &[]),
+    ("kiln-fsutil", &[]),
+    ("kiln-runner", &["kiln-fsutil"]),
     ("kiln-testdata", &[]),
-    ("kiln-cache", &["kiln-llb"]),
+    ("kiln-cache", &["kiln-llb", "kiln-fsutil"]),
     ("kiln-frontend", &["kiln-llb"]),
-    ("kiln-solver", &["kiln-llb", "kiln-cache"]),
-    ("kiln-exporters", &["kiln-llb", "kiln-cache"]),
+    ("kiln-solver", &["kiln-llb", "kiln-cache", "kiln-fsutil"]),
+    ("kiln-exporters", &["kiln-llb", "kiln-cache", "kiln-fsutil"]),
     (
         "kiln",
         &[
@@ -21,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kiln-cache",
             "kiln-runner",
             "kiln-exporters",
+            "kiln-fsutil",
         ],
     ),
 ];

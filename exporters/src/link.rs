@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -96,7 +96,7 @@ fn link_tree(
         let (from, to) = (entry.path(), dest.join(entry.file_name()));
         let meta = fs_err::symlink_metadata(&from)?;
         let kind = meta.file_type();
-        let whiteout = kind.is_char_device() && meta.rdev() == 0;
+        let whiteout = kiln_fsutil::overlay::is_whiteout(&meta);
         if kind.is_dir() {
             fs_err::create_dir(&to)?;
             link_tree(&from, &to, epoch, copies)?;

@@ -658,17 +658,12 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
             target,
             readonly,
         } => {
-            sys.attach_tree(slots[*slot], target)?;
+            // Read-only before it is attached, submounts included: a bind of a directory
+            // holding mounts must not leave writable ones inside.
             if *readonly {
-                sys.mount(
-                    None,
-                    target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                    None,
-                )?;
+                sys.readonly_tree(slots[*slot])?;
             }
-            Ok(())
+            sys.attach_tree(slots[*slot], target)
         }
         Op::PivotRoot(root) => {
             sys.chdir(root)?;
@@ -903,10 +898,10 @@ mod tests {
         let calls = &fake.calls;
         let data = position(calls, "move_mount 104 /data");
         assert_eq!(
-            calls[data + 1],
-            "mount - /data - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+            calls[data - 1],
+            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
         );
-        assert_eq!(calls[data - 1], "mkdir /data 755");
+        assert_eq!(calls[data - 2], "mkdir /data 755");
         let scratch = position(
             calls,
             "mount tmpfs /scratch tmpfs MS_NOSUID | MS_NODEV mode=1777,size=1048576",
@@ -978,20 +973,18 @@ mod tests {
         assert_eq!(calls[mount + 5], "open_tree /s/only");
         assert!(mount + 5 < pivot);
         let layers = position(calls, "move_mount 104 /layers");
-        assert_eq!(calls[layers - 1], "mkdir /layers 755");
+        assert_eq!(calls[layers - 2], "mkdir /layers 755");
         assert_eq!(
-            calls[layers + 1],
-            "mount - /layers - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+            calls[layers - 1],
+            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
         );
         let out = position(calls, "move_mount 105 /out");
-        assert_ne!(
-            calls[out + 1],
-            "mount - /out - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
-        );
+        assert!(!calls.iter().any(|c| c.starts_with("mount_setattr 105")));
+        assert_eq!(calls[out - 1], "mkdir /out 755");
         let single = position(calls, "move_mount 106 /single");
         assert_eq!(
-            calls[single + 1],
-            "mount - /single - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -"
+            calls[single - 1],
+            "mount_setattr 106 AT_RECURSIVE MOUNT_ATTR_RDONLY"
         );
         assert!(pivot < layers && layers < out && out < single);
         let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();

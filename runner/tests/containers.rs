@@ -478,6 +478,46 @@ fn extra_mounts() {
 }
 
 #[test]
+fn readonly_bind_makes_its_submounts_readonly_too() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let sub = host.path().join("sub");
+    fs_err::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    /// Unmounts the submount however the test ends.
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&sub);
+    fs_err::write(sub.join("f"), "inner").unwrap();
+    let mut spec = f.spec(
+        "cat /ro/sub/f; echo x > /ro/sub/new 2>/dev/null && echo WRITABLE; \
+         echo x > /ro/new 2>/dev/null && echo TOP-WRITABLE; true",
+    );
+    spec.mounts = vec![Mount::Bind {
+        source: host.path().to_owned(),
+        target: "/ro".into(),
+        readonly: true,
+    }];
+    assert_eq!(f.sh_spec(spec), "inner");
+    assert!(!sub.join("new").exists());
+    assert!(!host.path().join("new").exists());
+}
+
+#[test]
 fn docker_capabilities_and_masked_paths() {
     if !can_run() {
         return;

@@ -101,6 +101,10 @@ impl Sys for RecordingSys {
         Ok(100 + self.next_fd)
     }
 
+    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()> {
+        self.call(format!("mount_setattr {fd} AT_RECURSIVE MOUNT_ATTR_RDONLY"))
+    }
+
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
         self.call(format!("move_mount {fd} {}", s(target)))
     }

@@ -91,6 +91,43 @@ impl Sys for LinuxSys {
         }
     }
 
+    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()> {
+        /// `struct mount_attr` of `<linux/mount.h>` (libc has no definition).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        const MOUNT_ATTR_RDONLY: u64 = 0x1;
+        const AT_RECURSIVE: libc::c_uint = 0x8000;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
+        // SAFETY: mount_setattr reads a NUL-terminated path and `size` bytes of `attr`, both
+        // alive for the call; `fd` is a tree from `clone_tree` (nix has no wrapper).
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd,
+                c"".as_ptr(),
+                flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if result < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    }
+
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
         const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
         // SAFETY: move_mount reads two NUL-terminated paths; `fd` is a tree from `clone_tree`.

@@ -52,6 +52,10 @@ pub(crate) trait Sys {
     /// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached copy of the mount tree at
     /// `path`, still attachable after the old root is gone.
     fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd>;
+    /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY)`: makes the
+    /// detached tree `fd` read-only, every submount in it included (a `MS_REMOUNT | MS_REC`
+    /// remount changes the top mount only), before anything can see it writable.
+    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()>;
     /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`, then closes `fd`.
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()>;
     /// `sethostname(name)`.

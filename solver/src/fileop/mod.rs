@@ -4,8 +4,8 @@
 //!
 //! A `FileOp` is a chain of actions over snapshots. This module performs one action on host
 //! directories that stand for container root filesystems: every container path is resolved
-//! inside its root with [`scoped::resolve`], so a symbolic link in the tree can never make an
-//! action touch anything outside it. Semantics follow BuildKit's file op (`solver/llbsolver/file`)
+//! inside its root with the shared resolver (`kiln_fsutil::Root`, through `scoped`), so a
+//! symbolic link in the tree can never make an action touch anything outside it. Semantics follow BuildKit's file op (`solver/llbsolver/file`)
 //! and its copier:
 //!
 //! 1. `mkdir`: with `makeParents`, missing parents are created too and get the same mode, owner
@@ -537,14 +537,65 @@ fn unpack_archive(
     archive.set_preserve_ownerships(owner.is_none());
     archive.set_overwrite(true);
     archive.set_unpack_xattrs(true);
+    // Members resolve inside `dest` as if it were `/` (BuildKit extracts in a chroot of the
+    // destination): links already there or made by earlier members are followed within it.
+    let root = kiln_fsutil::Root::new(dest);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        if !entry.unpack_in(dest)? {
-            continue; // a path outside the destination: skipped, as tar does
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue; // a path climbing out of the destination: skipped, as tar does
+        }
+        let Some(name) = path.file_name().map(ToOwned::to_owned) else {
+            continue; // the archive's root
+        };
+        let parent = root.resolve(path.parent().unwrap_or(Path::new("")), true)?;
+        let parent = match parent.entry {
+            Some(e) if e.metadata.is_dir() => e.host,
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{}: a parent is not a directory", path.display()),
+                ));
+            }
+            None => {
+                let dir = parent.host_in(dest);
+                mkdir_all(dest, &dir, owner)?;
+                dir
+            }
+        };
+        let target = parent.join(&name);
+        // What is there is replaced, never followed (a directory stays for a directory).
+        let kind = entry.header().entry_type();
+        match scoped::lstat(&target)? {
+            Some(m) if m.is_dir() && kind.is_dir() => {}
+            Some(m) if m.is_dir() => fs_err::remove_dir_all(&target)?,
+            Some(_) => fs_err::remove_file(&target)?,
+            None => {}
+        }
+        if kind.is_hard_link() {
+            let link = entry.link_name()?.ok_or_else(|| {
+                io::Error::other(format!("{}: hard link without a target", path.display()))
+            })?;
+            let source = root.resolve(&*link, false)?;
+            match source.entry {
+                Some(e) if !e.metadata.is_dir() => fs_err::hard_link(&e.host, &target)?,
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "{}: hard link to {} outside the archive's files",
+                        path.display(),
+                        link.display()
+                    )));
+                }
+            }
+        } else {
+            entry.unpack(&target)?;
         }
         if let Some(o) = owner {
-            std::os::unix::fs::lchown(dest.join(&path), Some(o.uid), Some(o.gid))?;
+            std::os::unix::fs::lchown(&target, Some(o.uid), Some(o.gid))?;
         }
     }
     Ok(true)
@@ -696,6 +747,61 @@ mod tests {
     use std::os::unix::fs::{MetadataExt as _, symlink as ln};
 
     use super::*;
+
+    #[test]
+    fn archive_members_stay_inside_the_destination() {
+        let host = tempfile::tempdir().unwrap();
+        fs_err::write(host.path().join("secret"), "host").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let archive = work.path().join("a.tar");
+        {
+            let mut b = tar::Builder::new(fs_err::File::create(&archive).unwrap());
+            let mut entry = |path: &str, kind: tar::EntryType, link: Option<&Path>, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_size(data.len() as u64);
+                if let Some(link) = link {
+                    h.set_link_name(link).unwrap();
+                }
+                b.append_data(&mut h, path, data).unwrap();
+            };
+            entry("up", tar::EntryType::Symlink, Some(Path::new("/")), b"");
+            entry("hostdir", tar::EntryType::Symlink, Some(host.path()), b"");
+            // Written through the member links: they lead to the destination's own `/`.
+            entry("up/through", tar::EntryType::Regular, None, b"inside");
+            let secret = host.path().join("secret");
+            let secret = secret.strip_prefix("/").unwrap().to_str().unwrap();
+            entry("hostdir/written", tar::EntryType::Regular, None, b"x");
+            entry(
+                "hard",
+                tar::EntryType::Link,
+                Some(Path::new(&format!("/{secret}"))),
+                b"",
+            );
+            b.finish().unwrap();
+        }
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dest");
+        let err = unpack_archive(&archive, root.path(), &dest, None).unwrap_err();
+        assert!(err.to_string().contains("hard link"), "{err}");
+        assert_eq!(
+            fs_err::read_to_string(dest.join("through")).unwrap(),
+            "inside"
+        );
+        // `hostdir` led to a missing directory inside the destination, made there.
+        let inside = dest.join(host.path().strip_prefix("/").unwrap());
+        assert_eq!(fs_err::read_to_string(inside.join("written")).unwrap(), "x");
+        assert!(!host.path().join("written").exists());
+        assert!(!dest.join("hard").exists());
+        assert_eq!(
+            fs_err::read_to_string(host.path().join("secret")).unwrap(),
+            "host"
+        );
+    }
 
     fn tree() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

@@ -1,11 +1,8 @@
-//! Resolving container paths inside a root directory on the host, never leaving it.
+//! File actions' view of the shared root-scoped resolver ([`kiln_fsutil::Root`]): container
+//! paths become host paths under a plain root directory, never outside it.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
-
-/// How many symbolic links one resolution may follow (as Linux's MAXSYMLINKS).
-const MAX_LINKS: usize = 40;
+use std::path::{Path, PathBuf};
 
 /// `lstat` that answers `None` for a missing path.
 pub(crate) fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
@@ -23,55 +20,16 @@ pub(crate) fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
     }
 }
 
-/// Resolves the container path `path` to a host path under `root`, following symbolic links as
-/// if `root` were `/` (an absolute link target restarts at `root`, `..` stops at `root`). The
-/// last component is followed only when `follow_last` is set. Missing components are kept as
-/// they are, so the result may not exist.
+/// Resolves the container path `path` to a host path under `root`, following symbolic links
+/// as if `root` were `/` (see [`kiln_fsutil::Root::resolve`]). The last component is followed
+/// only when `follow_last` is set. A missing path is where it would be created: below `root`,
+/// through real directories only.
 pub(crate) fn resolve(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
-    let mut pending: Vec<OsString> = Vec::new();
-    push_components(&mut pending, Path::new(path));
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            resolved.pop();
-            continue;
-        }
-        let mut here = root.to_owned();
-        here.extend(&resolved);
-        here.push(&name);
-        let is_last = pending.is_empty();
-        match lstat(&here)? {
-            Some(m) if m.file_type().is_symlink() && (!is_last || follow_last) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io::Error::other(format!(
-                        "{path}: too many levels of symbolic links"
-                    )));
-                }
-                let target = fs_err::read_link(&here)?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                push_components(&mut pending, &target);
-            }
-            _ => resolved.push(name),
-        }
-    }
-    let mut out = root.to_owned();
-    out.extend(&resolved);
-    Ok(out)
-}
-
-/// Pushes the components of `path` onto a stack (last component at the bottom), keeping `..`.
-fn push_components(stack: &mut Vec<OsString>, path: &Path) {
-    for c in path.components().rev() {
-        match c {
-            Component::Normal(n) => stack.push(n.to_owned()),
-            Component::ParentDir => stack.push("..".into()),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
+    let resolved = kiln_fsutil::Root::new(root).resolve(path, follow_last)?;
+    Ok(match resolved.entry {
+        Some(entry) => entry.host,
+        None => resolved.host_in(root),
+    })
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ async fn run(
     {
         match pb::MountType::try_from(m.mount_type) {
             Ok(pb::MountType::Cache) => {
-                let (mount, lock) = cache_mount(&config, m).await?;
+                let (mount, lock) = cache_mount(&config, &inputs, m).await?;
                 mounts.push(mount);
                 cache_locks.extend(lock);
             }
@@ -314,20 +314,17 @@ async fn run(
 }
 
 /// A writable bind mount of another vertex's result: an overlay with a fresh upper, whose
-/// changes become the mount's output (or are dropped when it has none).
+/// changes become the mount's output (or are dropped when it has none). A path inside the
+/// result (a selector, resolved inside it) is mounted as a scratch copy of that directory.
 async fn writable_bind(
     config: &SessionConfig,
     inputs: &[Ref],
     m: &pb::Mount,
 ) -> Result<(ExecMount, RemoveActive), OpError> {
-    if !m.selector.trim_start_matches('/').is_empty() {
-        return Err(format!(
-            "a writable mount of a path inside a snapshot ({} at {}) is not supported yet",
-            m.selector, m.dest
-        )
-        .into());
-    }
     let input = input_ref(inputs, m.input)?;
+    if !m.selector.trim_start_matches('/').is_empty() {
+        return writable_selection(config, &input, m).await;
+    }
     let store = config.store.clone();
     let active = new_snapshot_key("active");
     let prepared = {
@@ -360,6 +357,45 @@ async fn writable_bind(
             target,
             readonly: false,
         }
+    };
+    Ok((mount, guard))
+}
+
+/// A writable mount of the directory `m.selector` of `input`: a new snapshot holding a copy of
+/// the merged directory (found inside the snapshot, links followed within it), bind-mounted
+/// writable. Its output, if it has one, is that directory with the step's changes (BuildKit's
+/// is the whole input with them; Dockerfile `rw` mounts never read it).
+async fn writable_selection(
+    config: &SessionConfig,
+    input: &Ref,
+    m: &pb::Mount,
+) -> Result<(ExecMount, RemoveActive), OpError> {
+    let lowers = input.lowers(&config.store)?;
+    let seed = select_in_layers(&lowers, &m.selector)
+        .map_err(|e| format!("mounting {:?} of a snapshot at {}: {e}", m.selector, m.dest))?;
+    let store = config.store.clone();
+    let active = new_snapshot_key("active");
+    let scratch = super::scratch_dir(&store)?;
+    let upper = {
+        let (store, active) = (store.clone(), active.clone());
+        blocking(move || {
+            let mounts = store.prepare_upper(&active, None)?;
+            Ok(mounts.upper)
+        })
+        .await?
+    };
+    let guard = RemoveActive {
+        store,
+        key: Some(active),
+    };
+    {
+        let upper = upper.clone();
+        blocking(move || seed_cache_dir(&scratch, &seed, &upper)).await?;
+    }
+    let mount = ExecMount::Bind {
+        source: upper,
+        target: PathBuf::from(&m.dest),
+        readonly: false,
     };
     Ok((mount, guard))
 }
@@ -399,32 +435,12 @@ fn mount(
         Ok(pb::MountType::Bind) => {
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
-            let selector = m.selector.trim_start_matches('/');
-            if selector.is_empty() {
-                return match lowers.as_slice() {
-                    [only] => Ok(Some(ExecMount::Bind {
-                        source: only.clone(),
-                        target,
-                        readonly: true,
-                    })),
-                    _ => Ok(Some(ExecMount::Overlay {
-                        lowers,
-                        upper_work: None,
-                        target,
-                        readonly: true,
-                    })),
-                };
-            }
-            if let [only] = lowers.as_slice() {
-                return Ok(Some(ExecMount::Bind {
-                    source: only.join(selector),
-                    target,
-                    readonly: true,
-                }));
-            }
-            let selected = select_in_layers(&lowers, selector).map_err(|e| {
+            let selected = select_in_layers(&lowers, &m.selector).map_err(|e| {
                 format!("mounting {:?} of a snapshot at {}: {e}", m.selector, m.dest)
             })?;
+            // The selected paths were resolved through real directories of the layers only.
+            // The layers are committed snapshots that no build step writes to, so nothing can
+            // swap a link into them between this resolution and the mount.
             Ok(Some(match selected.as_slice() {
                 [only] => ExecMount::Bind {
                     source: only.clone(),
@@ -447,71 +463,22 @@ fn mount(
     }
 }
 
-/// The directories that make up `selector` (a relative path) of a snapshot with overlayfs
-/// layers `lowers` (topmost first): the path in each layer, down to the first layer that hides
-/// what is below it there (a whiteout or a file on the path, or an opaque directory). Mounted
-/// as an overlay of these, the selector shows exactly what the merged snapshot has at that
-/// path. A symbolic link on the path is refused rather than followed.
+/// What a bind mount of `selector` of a snapshot with overlayfs layers `lowers` (topmost
+/// first) mounts: for a directory, the layer directories that merge into it (mounted as a
+/// read-only overlay of exactly those, it shows what the merged snapshot has there); for
+/// anything else, the one host file. The selector is resolved inside the snapshot as BuildKit
+/// does: links are followed with the snapshot as `/`, `..` stops at its root.
 fn select_in_layers(lowers: &[PathBuf], selector: &str) -> Result<Vec<PathBuf>, String> {
-    use std::os::unix::fs::FileTypeExt as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let parts: Vec<&str> = selector
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err("the path leaves the snapshot".to_owned());
+    let resolved = kiln_fsutil::Root::layered(lowers.to_vec())
+        .resolve(selector, true)
+        .map_err(|e| e.to_string())?;
+    match resolved.entry {
+        Some(entry) => Ok(entry.layers),
+        None => Err(format!(
+            "{}: no such file or directory",
+            resolved.path.display()
+        )),
     }
-    let mut selected = Vec::new();
-    for layer in lowers {
-        let mut path = layer.clone();
-        let mut present = true;
-        let mut hides_below = false;
-        for part in &parts {
-            path.push(part);
-            let meta = match fs_err::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    present = false;
-                    break;
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            let kind = meta.file_type();
-            if kind.is_dir() {
-                let opaque = xattr::get(&path, "trusted.overlay.opaque")
-                    .ok()
-                    .flatten()
-                    .is_some_and(|v| v == b"y");
-                hides_below |= opaque;
-                continue;
-            }
-            if kind.is_symlink() {
-                return Err("a symbolic link on the path is not supported".to_owned());
-            }
-            // A whiteout (0/0 character device) or a file: nothing of the path below.
-            let whiteout = kind.is_char_device() && meta.rdev() == 0;
-            // The topmost entry of the path itself being a file: not a directory. Below a
-            // directory of an upper layer, a file only hides the layers under it.
-            if !whiteout && selected.is_empty() && path.as_path() == layer.join(selector).as_path()
-            {
-                return Err("not a directory".to_owned());
-            }
-            present = false;
-            hides_below = true;
-            break;
-        }
-        if present {
-            selected.push(path);
-        }
-        if hides_below {
-            break;
-        }
-    }
-    if selected.is_empty() {
-        return Err("no such directory".to_owned());
-    }
-    Ok(selected)
 }
 
 /// Forwards connections on a socket of its own to an SSH agent socket until dropped.
@@ -639,10 +606,31 @@ const MAX_PRIVATE_DIRS: usize = 64;
 /// - `locked`: a step takes the directory exclusively; a second one waits for it.
 /// - `private`: a step takes the directory exclusively; when it is busy, the step takes the
 ///   next free one of `ID-1`, `ID-2`, ... (kept too, for later private users).
+///
+/// A directory kiln creates starts as a copy of the mount's input at its selector (`from` and
+/// `source`, resolved inside that snapshot), owner and mode included: that is how the
+/// frontend's `uid`, `gid` and `mode` arrive (a `/cache` directory made with them).
 async fn cache_mount(
     config: &SessionConfig,
+    inputs: &[Ref],
     m: &pb::Mount,
 ) -> Result<(ExecMount, Option<CacheLock>), OpError> {
+    let seed = if m.input < 0 {
+        Vec::new()
+    } else {
+        let lowers = input_ref(inputs, m.input)?.lowers(&config.store)?;
+        if lowers.is_empty() {
+            Vec::new()
+        } else {
+            select_in_layers(&lowers, &m.selector).map_err(|e| {
+                format!(
+                    "the source {:?} of the cache mount at {}: {e}",
+                    m.selector, m.dest
+                )
+            })?
+        }
+    };
+    let scratch = super::scratch_dir(&config.store)?;
     let opt = m.cache_opt.clone().unwrap_or_default();
     let id = Some(opt.id.clone())
         .filter(|id| !id.is_empty())
@@ -654,7 +642,14 @@ async fn cache_mount(
         .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
     let sharing = pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
     let (dir, lock) = blocking(move || {
-        fs_err::create_dir_all(&base)?;
+        let create = |dir: &Path| -> Result<(), OpError> {
+            if dir.exists() {
+                return Ok(());
+            }
+            fs_err::create_dir_all(dir)?;
+            seed_cache_dir(&scratch, &seed, dir)
+        };
+        create(&base)?;
         match sharing {
             pb::CacheSharingOpt::Shared => Ok((base, None)),
             pb::CacheSharingOpt::Locked => {
@@ -671,7 +666,7 @@ async fn cache_mount(
                         name.push(format!("-{n}"));
                         PathBuf::from(name)
                     };
-                    fs_err::create_dir_all(&dir)?;
+                    create(&dir)?;
                     if let Some(lock) = lock_dir(&dir, nix::fcntl::FlockArg::LockExclusiveNonblock)?
                     {
                         return Ok((dir, Some(lock)));
@@ -691,6 +686,37 @@ async fn cache_mount(
         readonly: m.readonly,
     };
     Ok((mount, lock))
+}
+
+/// Fills the new cache directory `dir` with the merged directory made of the layer directories
+/// `seed` (topmost first; none leaves it empty) and gives it that directory's owner and mode.
+fn seed_cache_dir(scratch: &Path, seed: &[PathBuf], dir: &Path) -> Result<(), OpError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(top) = seed.first() else {
+        return Ok(());
+    };
+    let meta = fs_err::symlink_metadata(top)?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", top.display()).into());
+    }
+    let view = super::view::View {
+        lowers: seed.to_vec(),
+        writable: None,
+    };
+    let action = pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        dir_copy_contents: true,
+        timestamp: -1,
+        ..Default::default()
+    };
+    super::view::with_views(scratch, &[view], |points| {
+        crate::fileop::copy(&points[0], dir, &action, None)
+    })??;
+    std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    Ok(())
 }
 
 /// Takes `flock` on `DIR.lock`; `None` when a non-blocking attempt finds it held.
@@ -767,6 +793,7 @@ mod tests {
         pb::Mount {
             dest: "/cache".into(),
             mount_type: pb::MountType::Cache as i32,
+            input: -1,
             cache_opt: Some(pb::CacheOpt {
                 id: id.into(),
                 sharing: sharing as i32,
@@ -819,15 +846,40 @@ mod tests {
             select_in_layers(&lowers, "data").unwrap(),
             [top.join("data")]
         );
+        // A file is mounted on its own.
         assert_eq!(
-            select_in_layers(&lowers, "app/src/t").unwrap_err(),
-            "not a directory"
+            select_in_layers(&lowers, "app/src/t").unwrap(),
+            [top.join("app/src/t")]
         );
         assert_eq!(
             select_in_layers(&lowers, "nowhere").unwrap_err(),
-            "no such directory"
+            "/nowhere: no such file or directory"
         );
         assert!(select_in_layers(&lowers, "../x").is_err());
+        // `..` and links resolve inside the snapshot, never on the host.
+        assert_eq!(
+            select_in_layers(&lowers, "/../../other").unwrap(),
+            [middle.join("other")]
+        );
+        let host = tempfile::tempdir().unwrap();
+        fs_err::write(host.path().join("marker"), "host").unwrap();
+        fs_err::os::unix::fs::symlink("/", top.join("hostroot")).unwrap();
+        fs_err::os::unix::fs::symlink(host.path(), middle.join("hostdir")).unwrap();
+        assert_eq!(
+            select_in_layers(&lowers, "hostroot/app/../other").unwrap(),
+            [middle.join("other")]
+        );
+        assert_eq!(
+            select_in_layers(&lowers, "hostroot").unwrap(),
+            [top.clone(), middle.clone(), bottom.clone()]
+        );
+        assert!(select_in_layers(&lowers, "hostdir/marker").is_err());
+        // One layer: the same resolution.
+        assert_eq!(
+            select_in_layers(&lowers[..1], "hostroot/app/src").unwrap(),
+            [top.join("app/src")]
+        );
+        assert!(select_in_layers(&lowers[1..2], "hostdir/marker").is_err());
 
         if !nix::unistd::geteuid().is_root() {
             assert!(
@@ -855,7 +907,7 @@ mod tests {
         for dir in &lowers {
             fs_err::create_dir_all(dir.join("opq/sub")).unwrap();
         }
-        xattr::set(middle.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
+        xattr::set(middle.join("opq"), kiln_fsutil::overlay::OPAQUE_XATTR, b"y").unwrap();
         assert_eq!(
             select_in_layers(&lowers, "opq/sub").unwrap(),
             [top.join("opq/sub"), middle.join("opq/sub")]
@@ -871,32 +923,52 @@ mod tests {
         let locked = pb::CacheSharingOpt::Locked;
 
         // Shared: the same directory for everyone, and for the next build (it persists).
-        let (a, lock_a) = cache_mount(&config, &cache("x", shared)).await.unwrap();
-        let (b, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        let (a, lock_a) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
+        let (b, _) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
         assert!(lock_a.is_none());
         assert_eq!(source(&a), source(&b));
         fs_err::write(source(&a).join("kept"), "1").unwrap();
-        let (again, _) = cache_mount(&config, &cache("x", shared)).await.unwrap();
+        let (again, _) = cache_mount(&config, &[], &cache("x", shared))
+            .await
+            .unwrap();
         assert!(source(&again).join("kept").is_file());
         // Another id is another directory.
-        let (other, _) = cache_mount(&config, &cache("y", shared)).await.unwrap();
+        let (other, _) = cache_mount(&config, &[], &cache("y", shared))
+            .await
+            .unwrap();
         assert_ne!(source(&other), source(&a));
 
         // Private: a busy directory sends the next user to a fresh one; freed, it is reused.
-        let (p1, lock1) = cache_mount(&config, &cache("p", private)).await.unwrap();
-        let (p2, lock2) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        let (p1, lock1) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
+        let (p2, lock2) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
         assert_ne!(source(&p1), source(&p2));
         drop(lock1);
-        let (p3, _lock3) = cache_mount(&config, &cache("p", private)).await.unwrap();
+        let (p3, _lock3) = cache_mount(&config, &[], &cache("p", private))
+            .await
+            .unwrap();
         assert_eq!(source(&p3), source(&p1));
         drop(lock2);
 
         // Locked: the second user waits until the first lets go.
-        let (l1, lock_l1) = cache_mount(&config, &cache("l", locked)).await.unwrap();
+        let (l1, lock_l1) = cache_mount(&config, &[], &cache("l", locked))
+            .await
+            .unwrap();
         let config = Arc::new(config);
         let waiter = {
             let config = config.clone();
-            tokio::spawn(async move { cache_mount(&config, &cache("l", locked)).await.unwrap() })
+            tokio::spawn(async move {
+                cache_mount(&config, &[], &cache("l", locked))
+                    .await
+                    .unwrap()
+            })
         };
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(!waiter.is_finished(), "a locked cache mount waits");

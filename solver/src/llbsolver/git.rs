@@ -275,14 +275,14 @@ impl Op<Ref> for GitSource {
                 let source = if subdir.is_empty() {
                     dir.clone()
                 } else {
-                    let sub = dir.join(&subdir);
-                    let inside = fs_err::canonicalize(&sub)
-                        .ok()
-                        .is_some_and(|p| p.starts_with(&dir));
-                    if !inside || !sub.is_dir() {
-                        return Err(format!("{subdir:?} is not a directory in {url}").into());
+                    // Found inside the checkout: links followed with it as `/`, as BuildKit.
+                    let resolved = kiln_fsutil::Root::new(&dir).resolve(&subdir, true);
+                    match resolved.ok().and_then(|r| r.entry) {
+                        Some(entry) if entry.metadata.is_dir() => entry.host,
+                        _ => {
+                            return Err(format!("{subdir:?} is not a directory in {url}").into());
+                        }
                     }
-                    sub
                 };
                 if !keep_git_dir {
                     fs_err::remove_dir_all(dir.join(".git"))?;

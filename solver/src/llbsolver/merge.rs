@@ -30,7 +30,7 @@ use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
 
 /// The xattr overlayfs uses to mark a directory that hides the layers below it.
-const OPAQUE: &str = "trusted.overlay.opaque";
+use kiln_fsutil::overlay::OPAQUE_XATTR as OPAQUE;
 
 /// `merge`: the inputs' file systems stacked in order.
 pub(super) struct MergeOp {
@@ -465,7 +465,7 @@ fn copy_entry(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()
 }
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+    kiln_fsutil::overlay::is_whiteout(meta)
 }
 
 fn is_opaque(dir: &Path) -> bool {
