@@ -50,8 +50,20 @@ fn run_prints_the_output_and_returns_the_exit_code() {
     );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stderr), "oops\n");
-    // Killed by SIGKILL: 128 + 9.
-    let out = run(root.path(), &["busybox", "sh", "-c", "kill -9 $$"]);
+    // Killed by SIGKILL: 128 + 9. The process is PID 1 of its namespace, so a signal it sends
+    // itself is ignored (as under Docker); the kernel's CPU-time limit is not.
+    let out = run(
+        root.path(),
+        &["busybox", "sh", "-c", "kill -9 $$; echo alive"],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "alive\n".to_owned())
+    );
+    let out = run(
+        root.path(),
+        &["busybox", "sh", "-c", "ulimit -t 1; while :; do :; done"],
+    );
     assert_eq!(out.status.code(), Some(137));
     let out = run(root.path(), &["busybox", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));

@@ -91,6 +91,21 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// Building the seccomp filter failed.
+    #[error("cannot build the seccomp filter: {what}")]
+    Seccomp {
+        /// The step that failed.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<libseccomp::error::SeccompError>,
+    },
+    /// libseccomp exported something that is not a whole number of BPF instructions.
+    #[error("the exported seccomp filter is {len} bytes, not whole BPF instructions")]
+    SeccompProgram {
+        /// Its length.
+        len: usize,
+    },
     /// The container stopped without reporting the main process's status.
     #[error("the container's init exited without reporting a status")]
     NoStatus,

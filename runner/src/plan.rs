@@ -30,7 +30,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use crate::error::{Error, Result};
-use crate::spec::{Mount, NetworkMode, Rootfs, Spec};
+use crate::spec::{Mount, NetworkMode, Rootfs, Security, Spec};
 use crate::sys::Sys;
 
 /// Paths the masked-path step hides (Docker's defaults, as runc applies them).
@@ -493,11 +493,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         Some("mode=1777,size=65536k"),
     );
     fs(&mut ops, "mqueue", "/dev/mqueue", nosuid_nodev_noexec, None);
+    let sandboxed = spec.security == Security::Sandbox;
+    let sysfs_readonly = if sandboxed {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
     fs(
         &mut ops,
         "sysfs",
         "/sys",
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        nosuid_nodev_noexec | sysfs_readonly,
         None,
     );
 
@@ -553,11 +559,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             data: None,
         });
     }
-    for path in MASKED_PATHS {
-        ops.push(Op::Mask(lit(path)));
-    }
-    for path in READONLY_PATHS {
-        ops.push(Op::ReadonlyPath(lit(path)));
+    if sandboxed {
+        for path in MASKED_PATHS {
+            ops.push(Op::Mask(lit(path)));
+        }
+        for path in READONLY_PATHS {
+            ops.push(Op::ReadonlyPath(lit(path)));
+        }
     }
     ops.push(Op::SetHostname(cstring(
         "hostname",
@@ -866,6 +874,34 @@ mod tests {
                 "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
             ) < position(calls, "create /etc/hosts 644")
         );
+    }
+
+    #[test]
+    fn insecure_mode_has_no_masks_and_a_writable_sys() {
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        spec.security = Security::Insecure;
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        position(
+            calls,
+            "mount sysfs /sys sysfs MS_NOSUID | MS_NODEV | MS_NOEXEC -",
+        );
+        for path in MASKED_PATHS.iter().chain(READONLY_PATHS) {
+            assert!(
+                !calls.iter().any(|c| c.contains(&format!(" {path} "))),
+                "{path}: {calls:#?}"
+            );
+        }
+        // Everything else is as in the sandbox.
+        position(calls, "mknod /dev/null 666 1:3");
+        position(calls, "move_mount 101 /etc/hosts");
     }
 
     #[test]

@@ -15,17 +15,17 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::pty::{Winsize, openpty};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, pipe2, read};
 
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::error::{Error, Result};
 use crate::plan::{self, Staged, container_path, cstring};
-use crate::spec::{ExitStatus, Mount, NetworkMode, Spec, Stdio, TerminalSize};
+use crate::seccomp;
+use crate::spec::{ExitStatus, Mount, NetworkMode, Security, Spec, Stdio, TerminalSize};
 use crate::stubs::{self, Stubs};
 use crate::sys::process::{
-    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, STATUS_EXITED,
-    STATUS_SIGNALED, Step,
+    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, Step,
 };
 use crate::user;
 use crate::view::RootView;
@@ -160,7 +160,7 @@ fn syscall(call: &'static str) -> impl FnOnce(Errno) -> Error {
 
 /// Removes what a run created on the host, on every exit path (including a panic in a sink).
 struct Cleanup {
-    /// The container's init, until reaped.
+    /// The container's process (PID 1 of its namespace), until reaped.
     init: Option<Pid>,
     cgroup: Option<Cgroup>,
     bundle: PathBuf,
@@ -171,7 +171,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(init) = self.init.take() {
-            // SIGKILL to init takes down its whole PID namespace; reaping init waits for that.
+            // SIGKILL to PID 1 takes down its whole PID namespace; reaping it waits for that.
             let _ = kill(init, Signal::SIGKILL);
             let _ = waitpid(init, None);
         }
@@ -269,7 +269,6 @@ impl Runner {
         // Standard streams.
         let mut slots = vec![-1; plan.slots.max(1)];
         let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
-        let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
         let dev_null = fs_err::File::open("/dev/null").map_err(Error::Prepare)?;
         let mut input: Option<OwnedFd> = None;
         let (outputs, child_fds, terminal): (Vec<(OwnedFd, bool)>, Vec<OwnedFd>, Option<OwnedFd>);
@@ -310,7 +309,6 @@ impl Runner {
             stdout: child_fds.get(1).unwrap_or(&child_fds[0]).as_raw_fd(),
             stderr: child_fds.get(2).unwrap_or(&child_fds[0]).as_raw_fd(),
             error: error_write.as_raw_fd(),
-            status: status_write.as_raw_fd(),
         };
 
         let init = process::spawn(&launch, fds, &mut slots)
@@ -318,7 +316,7 @@ impl Runner {
         cleanup.init = Some(init);
         drop(child_fds);
         drop(error_write);
-        drop(status_write);
+        let exited_fd = process::pidfd_open(init).map_err(syscall("pidfd_open"))?;
         tracing::debug!(
             init = init.as_raw(),
             prepare_us = started.elapsed().as_micros() as u64,
@@ -329,7 +327,7 @@ impl Runner {
         let deadline = spec.timeout.map(|t| started + t);
         let mut outcome = pump(
             outputs,
-            &status_read,
+            &exited_fd,
             input.as_ref(),
             terminal.as_ref(),
             handle,
@@ -338,7 +336,7 @@ impl Runner {
             stdout,
             stderr,
         );
-        // Reap init: that returns once every process of the container is gone.
+        // Reap PID 1 if `pump` did not: that returns once every process of the container is gone.
         if let Some(init) = cleanup.init.take() {
             if outcome.is_err()
                 || matches!(
@@ -453,6 +451,13 @@ fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
         .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
+/// The calling thread's effective capability set (`CapEff` in /proc/thread-self/status).
+fn own_capabilities() -> Option<u64> {
+    let status = fs_err::read_to_string("/proc/thread-self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 fn prepare_launch(
     spec: &Spec,
     plan: &plan::Plan,
@@ -486,10 +491,6 @@ fn prepare_launch(
             .collect::<Result<_>>()?
     };
     let cwd = container_path("cwd", &spec.cwd)?;
-    let mut capabilities = 0u64;
-    for cap in DOCKER_DEFAULT_CAPABILITIES {
-        capabilities |= 1 << cap;
-    }
     // Read once per process: the kernel's capability count does not change.
     static LAST_CAPABILITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let last_capability = *LAST_CAPABILITY.get_or_init(|| {
@@ -498,12 +499,25 @@ fn prepare_launch(
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40)
     });
+    let capabilities = match spec.security {
+        Security::Sandbox => DOCKER_DEFAULT_CAPABILITIES
+            .iter()
+            .fold(0u64, |mask, cap| mask | 1 << cap),
+        // Every capability this process has (it may itself run without some).
+        Security::Insecure => own_capabilities().unwrap_or_else(|| {
+            (0..=last_capability.min(63)).fold(0u64, |mask, cap| mask | 1 << cap)
+        }),
+    };
     // The PID namespace is entered at the fork itself (see `sys::process::spawn`).
     let mut namespaces =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == NetworkMode::None {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
+    let seccomp = match spec.security {
+        Security::Sandbox => Some(seccomp::program(capabilities)?),
+        Security::Insecure => None,
+    };
     Ok(Launch {
         ops: plan.ops.clone(),
         cgroup_procs: cgroup
@@ -532,6 +546,7 @@ fn prepare_launch(
         groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         capabilities,
         last_capability,
+        seccomp,
         terminal: spec.stdio_is_terminal(),
     })
 }
@@ -546,12 +561,12 @@ struct Pumped {
     stopped: Option<Stop>,
 }
 
-/// Streams output until every output and the status pipe are closed, serving the handle and
-/// the deadline.
+/// Streams output until the container's process has exited (`exited` polls readable; it is
+/// then reaped here) and every output is closed, serving the handle and the deadline.
 #[expect(clippy::too_many_arguments, reason = "one internal call site")]
 fn pump(
     outputs: Vec<(OwnedFd, bool)>,
-    status_read: &OwnedFd,
+    exited: &OwnedFd,
     input: Option<&OwnedFd>,
     terminal: Option<&OwnedFd>,
     handle: &Handle,
@@ -561,13 +576,13 @@ fn pump(
     stderr: &mut dyn Write,
 ) -> Result<Pumped> {
     let mut outputs: Vec<Option<(OwnedFd, bool)>> = outputs.into_iter().map(Some).collect();
-    let mut status_open = true;
+    let mut running = true;
+    let mut status = None;
     let mut input_open = input.is_some();
-    let mut status_bytes = Vec::new();
     let mut stopped = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if !status_open && outputs.iter().all(Option::is_none) {
+        if !running && outputs.iter().all(Option::is_none) {
             break;
         }
         let mut pollfds = Vec::with_capacity(5);
@@ -578,8 +593,8 @@ fn pump(
                 kinds.push(index as i32);
             }
         }
-        if status_open {
-            pollfds.push(PollFd::new(status_read.as_fd(), PollFlags::POLLIN));
+        if running {
+            pollfds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
             kinds.push(-1);
         }
         pollfds.push(PollFd::new(
@@ -623,17 +638,18 @@ fn pump(
                 continue;
             }
             match kind {
-                -1 => match read(status_read, &mut buf) {
-                    Ok(0) | Err(Errno::EIO) => status_open = false,
-                    Ok(n) => status_bytes.extend_from_slice(&buf[..n]),
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    Err(err) => {
-                        return Err(Error::Syscall {
-                            call: "read",
-                            source: err,
-                        });
+                -1 => {
+                    running = false;
+                    if let Some(pid) = cleanup.init.take() {
+                        status = match waitpid(pid, None) {
+                            Ok(WaitStatus::Exited(_, code)) => Some(ExitStatus::Code(code)),
+                            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                                Some(ExitStatus::Signal(signal as i32))
+                            }
+                            _ => None,
+                        };
                     }
-                },
+                }
                 -2 => {
                     for request in handle.take() {
                         match request {
@@ -705,14 +721,6 @@ fn pump(
             }
         }
     }
-    let mut status = None;
-    for (tag, value) in parse_status(&status_bytes) {
-        match tag {
-            STATUS_EXITED => status = Some(ExitStatus::Code(value)),
-            STATUS_SIGNALED => status = Some(ExitStatus::Signal(value)),
-            _ => {}
-        }
-    }
     Ok(Pumped { status, stopped })
 }
 
@@ -732,17 +740,6 @@ fn kill_container(init: Option<Pid>) {
     if let Some(init) = init {
         let _ = kill(init, Signal::SIGKILL);
     }
-}
-
-fn parse_status(bytes: &[u8]) -> Vec<(u32, i32)> {
-    bytes
-        .chunks_exact(12)
-        .map(|c| {
-            let tag = u32::from_ne_bytes(c[..4].try_into().expect("4 bytes"));
-            let value = i32::from_ne_bytes(c[8..].try_into().expect("4 bytes"));
-            (tag, value)
-        })
-        .collect()
 }
 
 fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
@@ -806,16 +803,17 @@ mod tests {
     }
 
     #[test]
-    fn status_records_and_reports() {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&STATUS_SIGNALED.to_ne_bytes());
-        bytes.extend_from_slice(&0u32.to_ne_bytes());
-        bytes.extend_from_slice(&9i32.to_ne_bytes());
-        bytes.extend_from_slice(&[1, 2]); // a torn trailing record is ignored
-        assert_eq!(parse_status(&bytes), vec![(STATUS_SIGNALED, 9)]);
-        let step = Step::Setuid as u32;
-        assert_eq!(Step::from_code(step), Some(Step::Setuid));
-        assert_eq!(Step::from_code(99), None);
+    fn step_codes_round_trip() {
+        for code in 0..12 {
+            let step = Step::from_code(code).unwrap();
+            assert_eq!(step as u32, code);
+            assert!(!step.describe().is_empty());
+        }
+        assert_eq!(Step::from_code(12), None);
+        assert_eq!(
+            Step::from_code(Step::Seccomp as u32).map(Step::describe),
+            Some("install the seccomp filter")
+        );
     }
 
     #[test]
