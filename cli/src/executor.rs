@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Spec};
+use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec};
 use kiln_solver::{
-    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OpError, OutputSink,
+    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, Executor, OpError,
+    OutputSink,
 };
 
 /// Where the runner keeps per-run files: a tmpfs, since secrets are staged there and files
@@ -68,6 +69,10 @@ fn spec(request: ExecRequest) -> Spec {
     spec.network = match request.network {
         ExecNetwork::None => NetworkMode::None,
         ExecNetwork::Host => NetworkMode::Host,
+    };
+    spec.security = match request.security {
+        ExecSecurity::Sandbox => Security::Sandbox,
+        ExecSecurity::Insecure => Security::Insecure,
     };
     spec.mounts = request
         .mounts

@@ -337,3 +337,24 @@ fn a_signal_during_the_pull_ends_kiln_like_docker() {
         assert_eq!(text(&out.stdout), "NAMES\n", "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn privileged_lifts_the_sandbox() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let script =
+        "grep -E '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null && echo unshared; true";
+    let out = run(root.path(), &["busybox", "sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "Seccomp:\t2\n", "{}", text(&out.stderr));
+    let out = run(
+        root.path(),
+        &["--privileged", "busybox", "sh", "-c", script],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "Seccomp:\t0\nunshared\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
