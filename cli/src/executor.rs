@@ -11,9 +11,10 @@ use kiln_solver::{
     OutputSink,
 };
 
-/// Where the runner keeps per-run files: a tmpfs, since secrets are staged there and files
-/// removed from a disk-backed /run cost milliseconds per step.
-pub(crate) const RUNNER_STATE: &str = "/dev/shm/kiln-runner";
+/// Where the runner keeps per-run files (bundles, staged secrets): root-only, under /run (a
+/// tmpfs on most hosts), never a world-writable directory such as /dev/shm where another
+/// user could plant the path first.
+pub(crate) const RUNNER_STATE: &str = "/run/kiln/runner";
 
 /// Runs exec steps in containers of kiln's own runtime.
 pub(crate) struct RunnerExecutor {

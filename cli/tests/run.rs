@@ -358,3 +358,64 @@ fn privileged_lifts_the_sandbox() {
         text(&out.stderr)
     );
 }
+
+/// Bundle directories of kiln process `pid` in the runner's state directory.
+fn bundles_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = fs_err::read_dir("/run/kiln/runner") else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&format!("{pid}-")))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let mut command = kiln(root.path());
+    command
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo ready; sleep 1000",
+        ])
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // The run's bundle: private, in a private state directory.
+    let state = fs_err::metadata("/run/kiln/runner").unwrap();
+    assert_eq!(state.mode() & 0o777, 0o700);
+    let bundles = bundles_of(child.id());
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    assert_eq!(fs_err::metadata(&bundles[0]).unwrap().mode() & 0o777, 0o700);
+    assert!(bundles[0].join("hosts").is_file());
+    // SIGKILL: kiln cleans nothing up (the container dies with it, by its parent-death signal).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(bundles[0].exists());
+    // The next run of any kiln removes it.
+    let out = run(root.path(), &["busybox", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !bundles[0].exists(),
+        "{} is still there",
+        bundles[0].display()
+    );
+}

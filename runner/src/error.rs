@@ -55,6 +55,23 @@ pub enum Error {
     /// Reading or writing a file on the host failed (the error names the path).
     #[error("cannot prepare the container")]
     Prepare(#[source] io::Error),
+    /// The runner's state directory cannot be used safely.
+    #[error("refusing the runner state directory {path}: {reason}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Creating a private directory failed.
+    #[error("cannot create the directory {path}")]
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
     /// A cgroup file operation failed.
     #[error("cgroup setup failed at {path}")]
     Cgroup {

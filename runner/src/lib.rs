@@ -23,7 +23,7 @@
 //! ```no_run
 //! use kiln_runner::{Handle, Rootfs, Runner, Spec};
 //!
-//! let runner = Runner::new("/run/kiln-runner");
+//! let runner = Runner::new("/run/kiln/runner");
 //! let rootfs = Rootfs::Dir { path: "/var/lib/kiln/rootfs".into(), readonly: false };
 //! let spec = Spec::new(rootfs, vec!["/bin/echo".into(), "hello".into()]);
 //! let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -40,6 +40,7 @@ mod plan;
 mod run;
 mod seccomp;
 mod spec;
+mod state;
 mod stubs;
 mod sys;
 mod user;

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Staged, container_path, cstring};
 use crate::seccomp;
 use crate::spec::{ExitStatus, Mount, NetworkMode, Security, Spec, Stdio, TerminalSize};
+use crate::state;
 use crate::stubs::{self, Stubs};
 use crate::sys::process::{
     self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, Step,
@@ -188,9 +189,12 @@ impl Drop for Cleanup {
 }
 
 impl Runner {
-    /// A runner keeping per-run files under `state_dir` (it should be a tmpfs such as
-    /// `/run/kiln-runner`, since secrets are staged there) and creating cgroups under
-    /// `kiln/` in the hierarchy mounted at /sys/fs/cgroup.
+    /// A runner keeping per-run files under `state_dir` and creating cgroups under `kiln/` in
+    /// the hierarchy mounted at /sys/fs/cgroup. Secrets are staged in `state_dir`: keep it
+    /// on a root-only tmpfs such as /run. It is created 0700 and refused if it is a symlink
+    /// or belongs to another user; each run's files go in a fresh directory in it, removed
+    /// when the run ends, and those of runs whose process died (kiln killed with SIGKILL)
+    /// are removed by the first run of the next process.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
@@ -228,13 +232,11 @@ impl Runner {
             return Err(Error::EmptyArgs);
         }
         let started = Instant::now();
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let bundle = self.state_dir.join(&id);
-        fs_err::create_dir_all(&bundle).map_err(Error::Prepare)?;
+        let counter = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{counter}", std::process::id());
+        state::prepare(&self.state_dir)?;
+        state::sweep_once(&self.state_dir);
+        let bundle = state::create_bundle(&self.state_dir, counter)?;
         let mut cleanup = Cleanup {
             init: None,
             cgroup: None,
@@ -389,7 +391,7 @@ fn winsize(size: TerminalSize) -> Winsize {
 fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
     let write = |name: &str, data: &[u8]| -> Result<PathBuf> {
         let path = bundle.join(name);
-        fs_err::write(&path, data).map_err(Error::Prepare)?;
+        state::write_new(&path, data, 0o644)?;
         Ok(path)
     };
     let mut hosts = format!(
@@ -417,11 +419,14 @@ fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
             ..
         } = mount
         {
-            let path = write(&format!("secret-{}", secrets.len()), data)?;
+            let path = bundle.join(format!("secret-{}", secrets.len()));
+            // Written 0600 and adjusted through the descriptor, never through the path.
+            let file = state::write_new(&path, data, 0o600)?;
             use std::os::unix::fs::PermissionsExt;
-            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            file.set_permissions(std::fs::Permissions::from_mode(*mode))
                 .map_err(Error::Prepare)?;
-            fs_err::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(Error::Prepare)?;
+            std::os::unix::fs::fchown(file.file(), Some(*uid), Some(*gid))
+                .map_err(Error::Prepare)?;
             secrets.push(path);
         }
     }
