@@ -861,14 +861,8 @@ fn devices_outside_dockers_list_cannot_be_opened() {
     if !can_run() {
         return;
     }
-    if !Path::new("/sys/fs/cgroup/devices").is_dir() {
-        // Device rules need the v1 devices controller (on v2 they take eBPF, not loaded yet).
-        assert!(
-            std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "no v1 devices controller"
-        );
-        return;
-    }
+    // With the v1 devices controller its rules refuse the node; without it (cgroup v2) the
+    // nodev root file system does.
     // /dev/loop-control (10:237) opens on the host, so a refusal inside comes from the
     // container's device rules.
     let host = tempfile::tempdir().unwrap();
@@ -883,7 +877,7 @@ fn devices_outside_dockers_list_cannot_be_opened() {
     fs_err::File::open(&node).unwrap();
 
     let f = fixture();
-    // Docker's CAP_MKNOD lets root create the node; the device rules refuse to open it.
+    // Docker's CAP_MKNOD lets root create the node; it cannot be opened.
     let out = f.sh(
         "mknod /tmp/lc c 10 237 && echo made; true < /tmp/lc 2>/dev/null && echo opened || echo refused; \
          head -c 4 /dev/zero | wc -c; echo ok > /dev/null && echo null-ok",
@@ -1234,4 +1228,43 @@ fn seccomp_mode_is_filter_and_ordinary_programs_work() {
     let mut spec = f.spec("grep -E '^Seccomp:' /proc/self/status");
     spec.user = "app".into();
     assert_eq!(f.sh_spec(spec), "Seccomp:\t2\n");
+}
+
+#[test]
+fn block_devices_made_anywhere_cannot_be_opened() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // CAP_MKNOD makes the node; opening it fails, on any cgroup version: the root file system
+    // and /dev are nodev (and on v1 the device rules refuse it as well).
+    let out = f.sh(
+        "mknod /tmp/sda b 8 0 && echo made; head -c1 /tmp/sda >/dev/null 2>&1 || echo refused; \
+         mknod /dev/sdb b 8 16 && head -c1 /dev/sdb >/dev/null 2>&1 || echo refused-in-dev; \
+         awk '$2 == \"/\" || $2 == \"/dev\" { print $2, ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts; \
+         head -c 3 /dev/zero | wc -c; head -c 3 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; \
+         [ -c /dev/tty ] && [ -c /dev/full ] && [ -c /dev/random ] && echo nodes-ok",
+    );
+    assert_eq!(
+        out,
+        "made\nrefused\nrefused-in-dev\n/ nodev\n/dev nodev\n3\n3\nnull-ok\nnodes-ok\n"
+    );
+    // An overlay root is nodev too; insecure mode has no such restriction on its root.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, _) = bare_overlay(dir.path(), "o");
+    let mut spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "awk '$2 == \"/\" { print ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts".into(),
+        ],
+    );
+    spec.security = Security::Sandbox;
+    assert_eq!(f.sh_spec(spec), "nodev\n");
+    let mut spec = f.spec(
+        "awk '$2 == \"/\" { print ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts",
+    );
+    spec.security = Security::Insecure;
+    assert_eq!(f.sh_spec(spec), "dev\n");
 }
