@@ -104,6 +104,10 @@ pub(crate) struct BuildArgs {
     /// Do not use cached results.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Allow extra privileged entitlement, as `docker buildx build --allow`: `network.host`
+    /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
+    #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub(crate) allow: Vec<String>,
     /// Progress output: `auto` (tty on a terminal, else plain), `plain` or `tty`.
     #[arg(long, default_value = "auto")]
     pub(crate) progress: String,
@@ -222,6 +226,10 @@ pub(crate) struct RunArgs {
     /// Network: `none` or `host`.
     #[arg(long, default_value = "none", value_name = "MODE")]
     pub(crate) network: String,
+    /// Give the container every capability, no seccomp filter and no masked paths, as
+    /// `docker run --privileged`.
+    #[arg(long)]
+    pub(crate) privileged: bool,
     /// Memory limit in bytes (`k`, `m`, `g` suffixes).
     #[arg(long, short, value_name = "BYTES")]
     pub(crate) memory: Option<String>,

@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Spec};
+use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec};
 use kiln_solver::{
-    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OpError, OutputSink,
+    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, Executor, OpError,
+    OutputSink,
 };
 
-/// Where the runner keeps per-run files: a tmpfs, since secrets are staged there and files
-/// removed from a disk-backed /run cost milliseconds per step.
-pub(crate) const RUNNER_STATE: &str = "/dev/shm/kiln-runner";
+/// Where the runner keeps per-run files (bundles, staged secrets): root-only, under /run (a
+/// tmpfs on most hosts), never a world-writable directory such as /dev/shm where another
+/// user could plant the path first.
+pub(crate) const RUNNER_STATE: &str = "/run/kiln/runner";
 
 /// Runs exec steps in containers of kiln's own runtime.
 pub(crate) struct RunnerExecutor {
@@ -68,6 +70,10 @@ fn spec(request: ExecRequest) -> Spec {
     spec.network = match request.network {
         ExecNetwork::None => NetworkMode::None,
         ExecNetwork::Host => NetworkMode::Host,
+    };
+    spec.security = match request.security {
+        ExecSecurity::Sandbox => Security::Sandbox,
+        ExecSecurity::Insecure => Security::Insecure,
     };
     spec.mounts = request
         .mounts

@@ -110,3 +110,72 @@ fn print_llb_writes_the_definition_and_errors_name_the_line() {
         text(&output)
     );
 }
+
+#[test]
+fn insecure_and_host_network_steps_need_allow() {
+    if !is_root() {
+        return skip("building needs root (namespaces, overlay mounts)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    let build = |dockerfile: &str, allow: &[&str]| {
+        fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+        let out = dir.path().join("out");
+        let _ = fs_err::remove_dir_all(&out);
+        let dest = format!("type=local,dest={}", out.display());
+        let mut args = vec!["build", "--no-cache", "--output", &dest];
+        for entitlement in allow {
+            args.extend(["--allow", entitlement]);
+        }
+        args.push(context.to_str().unwrap());
+        let output = kiln_in(dir.path(), &args, &[]);
+        let file = fs_err::read_to_string(out.join("status")).ok();
+        (output, file)
+    };
+    let insecure = "FROM busybox\n\
+        RUN --security=insecure grep -E '^(Seccomp|CapEff):' /proc/self/status > /status\n";
+    // Refused without the entitlement, with BuildKit's wording, and nothing runs.
+    let (output, file) = build(insecure, &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("security.insecure is not allowed"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(file, None);
+    // Allowed: no filter, more than Docker's capabilities.
+    let (output, file) = build(insecure, &["security.insecure"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let file = file.unwrap();
+    assert!(file.contains("Seccomp:\t0\n"), "{file}");
+    assert!(!file.contains("CapEff:\t00000000a80425fb"), "{file}");
+    // The default sandbox is filtered.
+    let (output, file) = build(
+        "FROM busybox\nRUN grep -E '^Seccomp:' /proc/self/status > /status\n",
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(file.unwrap(), "Seccomp:\t2\n");
+    // The host's network, likewise.
+    let host = "FROM busybox\nRUN --network=host echo host > /status\n";
+    let (output, _) = build(host, &[]);
+    assert!(
+        text(&output).contains("network.host is not allowed"),
+        "{}",
+        text(&output)
+    );
+    let (output, file) = build(host, &["network.host"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(file.unwrap(), "host\n");
+    // An unknown entitlement is an error before anything runs.
+    let (output, _) = build(host, &["network.everything"]);
+    assert!(
+        text(&output).contains("invalid entitlement: network.everything"),
+        "{}",
+        text(&output)
+    );
+}

@@ -50,8 +50,20 @@ fn run_prints_the_output_and_returns_the_exit_code() {
     );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stderr), "oops\n");
-    // Killed by SIGKILL: 128 + 9.
-    let out = run(root.path(), &["busybox", "sh", "-c", "kill -9 $$"]);
+    // Killed by SIGKILL: 128 + 9. The process is PID 1 of its namespace, so a signal it sends
+    // itself is ignored (as under Docker); the kernel's CPU-time limit is not.
+    let out = run(
+        root.path(),
+        &["busybox", "sh", "-c", "kill -9 $$; echo alive"],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "alive\n".to_owned())
+    );
+    let out = run(
+        root.path(),
+        &["busybox", "sh", "-c", "ulimit -t 1; while :; do :; done"],
+    );
     assert_eq!(out.status.code(), Some(137));
     let out = run(root.path(), &["busybox", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
@@ -324,4 +336,86 @@ fn a_signal_during_the_pull_ends_kiln_like_docker() {
         let out = ps.output().unwrap();
         assert_eq!(text(&out.stdout), "NAMES\n", "{}", text(&out.stderr));
     }
+}
+
+#[test]
+fn privileged_lifts_the_sandbox() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let script =
+        "grep -E '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null && echo unshared; true";
+    let out = run(root.path(), &["busybox", "sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "Seccomp:\t2\n", "{}", text(&out.stderr));
+    let out = run(
+        root.path(),
+        &["--privileged", "busybox", "sh", "-c", script],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "Seccomp:\t0\nunshared\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Bundle directories of kiln process `pid` in the runner's state directory.
+fn bundles_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = fs_err::read_dir("/run/kiln/runner") else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&format!("{pid}-")))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let mut command = kiln(root.path());
+    command
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo ready; sleep 1000",
+        ])
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // The run's bundle: private, in a private state directory.
+    let state = fs_err::metadata("/run/kiln/runner").unwrap();
+    assert_eq!(state.mode() & 0o777, 0o700);
+    let bundles = bundles_of(child.id());
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    assert_eq!(fs_err::metadata(&bundles[0]).unwrap().mode() & 0o777, 0o700);
+    assert!(bundles[0].join("hosts").is_file());
+    // SIGKILL: kiln cleans nothing up (the container dies with it, by its parent-death signal).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(bundles[0].exists());
+    // The next run of any kiln removes it.
+    let out = run(root.path(), &["busybox", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !bundles[0].exists(),
+        "{} is still there",
+        bundles[0].display()
+    );
 }

@@ -55,6 +55,23 @@ pub enum Error {
     /// Reading or writing a file on the host failed (the error names the path).
     #[error("cannot prepare the container")]
     Prepare(#[source] io::Error),
+    /// The runner's state directory cannot be used safely.
+    #[error("refusing the runner state directory {path}: {reason}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Creating a private directory failed.
+    #[error("cannot create the directory {path}")]
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
     /// A cgroup file operation failed.
     #[error("cgroup setup failed at {path}")]
     Cgroup {
@@ -90,6 +107,21 @@ pub enum Error {
         /// The cause.
         #[source]
         source: Errno,
+    },
+    /// Building the seccomp filter failed.
+    #[error("cannot build the seccomp filter: {what}")]
+    Seccomp {
+        /// The step that failed.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<libseccomp::error::SeccompError>,
+    },
+    /// libseccomp exported something that is not a whole number of BPF instructions.
+    #[error("the exported seccomp filter is {len} bytes, not whole BPF instructions")]
+    SeccompProgram {
+        /// Its length.
+        len: usize,
     },
     /// The container stopped without reporting the main process's status.
     #[error("the container's init exited without reporting a status")]

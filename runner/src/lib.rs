@@ -4,11 +4,12 @@
 //! (unless [`NetworkMode::Host`]) network namespaces, over a root filesystem that is a directory
 //! or an overlayfs stack ([`Rootfs`]), and returns its [`ExitStatus`]. The process sees a fresh
 //! /proc, a read-only /sys, a small /dev, generated /etc/hosts, /etc/resolv.conf and
-//! /etc/hostname, Docker's default capabilities, masked paths and (on cgroup v1) device rules,
-//! and the cgroup limits of its [`Resources`]. A small init is PID 1: it reaps zombies,
-//! forwards signals and, when the main process exits, kills whatever else is left. Output
-//! streams to the caller's sinks as it arrives; a [`Handle`] cancels, signals or resizes the
-//! container from another thread.
+//! /etc/hostname, Docker's default capabilities and seccomp profile, masked paths, a nodev root
+//! and /dev (plus device rules on cgroup v1), and the cgroup limits of its [`Resources`]; [`Security::Insecure`]
+//! lifts all of that for builds allowed `security.insecure` and `kiln run --privileged`. The
+//! process itself is PID 1 of its namespace, as under runc; when it exits the kernel kills
+//! whatever else is left. Output streams to the caller's sinks as it arrives; a [`Handle`]
+//! cancels, signals or resizes the container from another thread.
 //!
 //! Every `RUN` step of a build (the solver's `Executor`, adapted in `cli`) and every `kiln run`
 //! ([`run_spec`] turns an image config plus Docker-style overrides into a spec) goes through
@@ -22,7 +23,7 @@
 //! ```no_run
 //! use kiln_runner::{Handle, Rootfs, Runner, Spec};
 //!
-//! let runner = Runner::new("/run/kiln-runner");
+//! let runner = Runner::new("/run/kiln/runner");
 //! let rootfs = Rootfs::Dir { path: "/var/lib/kiln/rootfs".into(), readonly: false };
 //! let spec = Spec::new(rootfs, vec!["/bin/echo".into(), "hello".into()]);
 //! let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -37,7 +38,9 @@ mod error;
 mod image;
 mod plan;
 mod run;
+mod seccomp;
 mod spec;
+mod state;
 mod stubs;
 mod sys;
 mod user;
@@ -47,6 +50,6 @@ pub use crate::error::{Error, Result};
 pub use crate::image::{ImageConfig, RunOverrides, run_spec};
 pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{
-    ExitStatus, Mount, NetworkMode, Resources, Rootfs, Spec, Stdio, TerminalSize,
+    ExitStatus, Mount, NetworkMode, Resources, Rootfs, Security, Spec, Stdio, TerminalSize,
 };
 pub use nix::sys::signal::Signal;

@@ -14,7 +14,10 @@
 //!    (the same relative-path trick, still inside the container's mount namespace); then clone
 //!    every bind source's and overlay's mount tree (`open_tree`), detached;
 //! 4. `pivot_root(".", ".")` inside the new root and detach the old root;
-//! 5. /proc, /dev (tmpfs with device nodes, devpts, shm, mqueue, fd links), /sys read-only;
+//! 5. /dev (a nodev tmpfs; the allowed device nodes are made in a scratch tmpfs on /proc and
+//!    bound in one by one, so that, with the nodev root, no other device file opens even
+//!    without a device cgroup, as on cgroup v2), devpts, shm, mqueue, fd links; /proc; /sys
+//!    read-only;
 //! 6. /etc/hosts, /etc/resolv.conf, /etc/hostname and the extra mounts, attached from the
 //!    trees of step 3 (`move_mount`) — so their targets resolve inside the new root and a
 //!    symlink in the image cannot point a mount at the host;
@@ -30,7 +33,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use crate::error::{Error, Result};
-use crate::spec::{Mount, NetworkMode, Rootfs, Spec};
+use crate::spec::{Mount, NetworkMode, Rootfs, Security, Spec};
 use crate::sys::Sys;
 
 /// Paths the masked-path step hides (Docker's defaults, as runc applies them).
@@ -122,6 +125,8 @@ pub(crate) enum Op {
     Mask(CString),
     /// Bind a path onto itself read-only; skip if absent.
     ReadonlyPath(CString),
+    /// `umount2(path, MNT_DETACH)`.
+    Unmount(CString),
     /// `sethostname(name)`.
     SetHostname(CString),
     /// Bring `lo` up.
@@ -155,6 +160,7 @@ impl Op {
             Self::Symlink { link, .. } => format!("create symlink {}", s(link)),
             Self::Mask(path) => format!("mask {}", s(path)),
             Self::ReadonlyPath(path) => format!("make {} read-only", s(path)),
+            Self::Unmount(path) => format!("unmount {}", s(path)),
             Self::SetHostname(name) => format!("set hostname {}", s(name)),
             Self::LoopbackUp => "bring up the loopback interface".to_owned(),
         }
@@ -300,6 +306,15 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         },
     ];
     let mut readonly_root = false;
+    // Without a device cgroup (cgroup v2 takes eBPF), device files are kept from opening by
+    // `nodev` on the root filesystem and /dev; the allowed devices are bound into /dev from a
+    // scratch tmpfs below.
+    let sandboxed = spec.security == Security::Sandbox;
+    let nodev = if sandboxed {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
     let root = match &spec.rootfs {
         Rootfs::Dir { path, readonly } => {
             if !path.is_absolute() {
@@ -317,6 +332,15 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 flags: MsFlags::MS_BIND | MsFlags::MS_REC,
                 data: None,
             });
+            if sandboxed {
+                ops.push(Op::Mount {
+                    source: None,
+                    target: path.clone(),
+                    fstype: None,
+                    flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
+                    data: None,
+                });
+            }
             path
         }
         Rootfs::Overlay {
@@ -331,7 +355,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 source: Some(lit("overlay")),
                 target: target.clone(),
                 fstype: Some(lit("overlay")),
-                flags: MsFlags::empty(),
+                flags: nodev,
                 data: Some(cstring("overlay options", options.as_bytes())?),
             });
             target
@@ -457,21 +481,50 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             data: data.map(lit),
         });
     };
-    fs(&mut ops, "proc", "/proc", nosuid_nodev_noexec, None);
     fs(
         &mut ops,
         "tmpfs",
         "/dev",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | nodev,
         Some("mode=755,size=65536k"),
     );
-    for (name, major, minor) in DEVICES {
-        ops.push(Op::Mknod {
-            path: lit(&format!("/dev/{name}")),
-            major: *major,
-            minor: *minor,
-        });
+    if sandboxed {
+        // The nodes are made in a tmpfs on /proc (not yet mounted: no directory is left
+        // behind), bound one by one into the nodev /dev, and the tmpfs is detached.
+        fs(
+            &mut ops,
+            "tmpfs",
+            "/proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=700,size=64k"),
+        );
+        for (name, major, minor) in DEVICES {
+            let (staged, node) = (lit(&format!("/proc/{name}")), lit(&format!("/dev/{name}")));
+            ops.push(Op::Mknod {
+                path: staged.clone(),
+                major: *major,
+                minor: *minor,
+            });
+            ops.push(Op::Touch(node.clone()));
+            ops.push(Op::Mount {
+                source: Some(staged),
+                target: node,
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            });
+        }
+        ops.push(Op::Unmount(lit("/proc")));
+    } else {
+        for (name, major, minor) in DEVICES {
+            ops.push(Op::Mknod {
+                path: lit(&format!("/dev/{name}")),
+                major: *major,
+                minor: *minor,
+            });
+        }
     }
+    fs(&mut ops, "proc", "/proc", nosuid_nodev_noexec, None);
     fs(
         &mut ops,
         "devpts",
@@ -493,11 +546,16 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         Some("mode=1777,size=65536k"),
     );
     fs(&mut ops, "mqueue", "/dev/mqueue", nosuid_nodev_noexec, None);
+    let sysfs_readonly = if sandboxed {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
     fs(
         &mut ops,
         "sysfs",
         "/sys",
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        nosuid_nodev_noexec | sysfs_readonly,
         None,
     );
 
@@ -549,15 +607,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             source: None,
             target: lit("/"),
             fstype: None,
-            flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nodev,
             data: None,
         });
     }
-    for path in MASKED_PATHS {
-        ops.push(Op::Mask(lit(path)));
-    }
-    for path in READONLY_PATHS {
-        ops.push(Op::ReadonlyPath(lit(path)));
+    if sandboxed {
+        for path in MASKED_PATHS {
+            ops.push(Op::Mask(lit(path)));
+        }
+        for path in READONLY_PATHS {
+            ops.push(Op::ReadonlyPath(lit(path)));
+        }
     }
     ops.push(Op::SetHostname(cstring(
         "hostname",
@@ -706,6 +766,7 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
                 None,
             ),
         },
+        Op::Unmount(path) => sys.umount_detach(path),
         Op::SetHostname(name) => sys.sethostname(name),
         Op::LoopbackUp => sys.loopback_up(),
     }
@@ -794,7 +855,7 @@ mod tests {
         assert_eq!(calls[2], "chdir /l");
         assert_eq!(
             calls[3],
-            "mount overlay /run/b/rootfs overlay - lowerdir=a:b,upperdir=u,workdir=w"
+            "mount overlay /run/b/rootfs overlay MS_NODEV lowerdir=a:b,upperdir=u,workdir=w"
         );
         let pivot = position(calls, "pivot_root . .");
         assert_eq!(calls[pivot - 1], "chdir /run/b/rootfs");
@@ -831,9 +892,11 @@ mod tests {
         run(&spec, &mut fake).unwrap();
         let calls = &fake.calls;
         assert_eq!(calls[2], "mount /r /r - MS_BIND | MS_REC -");
+        assert_eq!(calls[3], "mount - /r - MS_NODEV | MS_REMOUNT | MS_BIND -");
         for line in [
-            "mknod /dev/null 666 1:3",
-            "mknod /dev/tty 666 5:0",
+            "mount tmpfs /dev tmpfs MS_NOSUID | MS_NODEV | MS_STRICTATIME mode=755,size=65536k",
+            "mknod /proc/null 666 1:3",
+            "mknod /proc/tty 666 5:0",
             "mount devpts /dev/pts devpts MS_NOSUID | MS_NOEXEC newinstance,ptmxmode=0666,mode=0620,gid=5",
             "symlink /dev/ptmx -> pts/ptmx",
             "symlink /dev/fd -> /proc/self/fd",
@@ -854,6 +917,21 @@ mod tests {
                 .any(|c| c.starts_with("mount tmpfs /proc/asound"))
         );
         assert!(!calls.iter().any(|c| c.contains("/proc/bus - MS_RDONLY")));
+        // Devices: made in a scratch tmpfs on /proc, bound into the nodev /dev, the scratch
+        // detached before proc is mounted there; none is made in /dev itself.
+        let scratch = position(
+            calls,
+            "mount tmpfs /proc tmpfs MS_NOSUID | MS_NOEXEC mode=700,size=64k",
+        );
+        let null = position(calls, "mknod /proc/null 666 1:3");
+        let bound = position(calls, "mount /proc/null /dev/null - MS_BIND -");
+        let detached = position(calls, "umount /proc");
+        let proc = position(
+            calls,
+            "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -",
+        );
+        assert!(scratch < null && null < bound && bound < detached && detached < proc);
+        assert!(!calls.iter().any(|c| c.starts_with("mknod /dev/")));
         // /proc before the binds.
         assert!(
             position(
@@ -861,6 +939,34 @@ mod tests {
                 "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
             ) < position(calls, "create /etc/hosts 644")
         );
+    }
+
+    #[test]
+    fn insecure_mode_has_no_masks_and_a_writable_sys() {
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        spec.security = Security::Insecure;
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        position(
+            calls,
+            "mount sysfs /sys sysfs MS_NOSUID | MS_NODEV | MS_NOEXEC -",
+        );
+        for path in MASKED_PATHS.iter().chain(READONLY_PATHS) {
+            assert!(
+                !calls.iter().any(|c| c.contains(&format!(" {path} "))),
+                "{path}: {calls:#?}"
+            );
+        }
+        // Everything else is as in the sandbox.
+        position(calls, "mknod /dev/null 666 1:3");
+        position(calls, "move_mount 101 /etc/hosts");
     }
 
     #[test]
@@ -912,7 +1018,10 @@ mod tests {
         position(calls, "create /run/secrets/token 644");
         // Read-only root: cwd made first, then the remount.
         let cwd = position(calls, "mkdir /w 755");
-        let remount = position(calls, "mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND -");
+        let remount = position(
+            calls,
+            "mount - / - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND -",
+        );
         assert!(secret < cwd && cwd < remount);
         assert!(!calls.iter().any(|c| c == "loopback up"));
     }

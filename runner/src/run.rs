@@ -15,17 +15,18 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::pty::{Winsize, openpty};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, pipe2, read};
 
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::error::{Error, Result};
 use crate::plan::{self, Staged, container_path, cstring};
-use crate::spec::{ExitStatus, Mount, NetworkMode, Spec, Stdio, TerminalSize};
+use crate::seccomp;
+use crate::spec::{ExitStatus, Mount, NetworkMode, Security, Spec, Stdio, TerminalSize};
+use crate::state;
 use crate::stubs::{self, Stubs};
 use crate::sys::process::{
-    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, STATUS_EXITED,
-    STATUS_SIGNALED, Step,
+    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, Step,
 };
 use crate::user;
 use crate::view::RootView;
@@ -160,7 +161,7 @@ fn syscall(call: &'static str) -> impl FnOnce(Errno) -> Error {
 
 /// Removes what a run created on the host, on every exit path (including a panic in a sink).
 struct Cleanup {
-    /// The container's init, until reaped.
+    /// The container's process (PID 1 of its namespace), until reaped.
     init: Option<Pid>,
     cgroup: Option<Cgroup>,
     bundle: PathBuf,
@@ -171,7 +172,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(init) = self.init.take() {
-            // SIGKILL to init takes down its whole PID namespace; reaping init waits for that.
+            // SIGKILL to PID 1 takes down its whole PID namespace; reaping it waits for that.
             let _ = kill(init, Signal::SIGKILL);
             let _ = waitpid(init, None);
         }
@@ -188,9 +189,12 @@ impl Drop for Cleanup {
 }
 
 impl Runner {
-    /// A runner keeping per-run files under `state_dir` (it should be a tmpfs such as
-    /// `/run/kiln-runner`, since secrets are staged there) and creating cgroups under
-    /// `kiln/` in the hierarchy mounted at /sys/fs/cgroup.
+    /// A runner keeping per-run files under `state_dir` and creating cgroups under `kiln/` in
+    /// the hierarchy mounted at /sys/fs/cgroup. Secrets are staged in `state_dir`: keep it
+    /// on a root-only tmpfs such as /run. It is created 0700 and refused if it is a symlink
+    /// or belongs to another user; each run's files go in a fresh directory in it, removed
+    /// when the run ends, and those of runs whose process died (kiln killed with SIGKILL)
+    /// are removed by the first run of the next process.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
@@ -228,13 +232,11 @@ impl Runner {
             return Err(Error::EmptyArgs);
         }
         let started = Instant::now();
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let bundle = self.state_dir.join(&id);
-        fs_err::create_dir_all(&bundle).map_err(Error::Prepare)?;
+        let counter = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{counter}", std::process::id());
+        state::prepare(&self.state_dir)?;
+        state::sweep_once(&self.state_dir);
+        let bundle = state::create_bundle(&self.state_dir, counter)?;
         let mut cleanup = Cleanup {
             init: None,
             cgroup: None,
@@ -269,7 +271,6 @@ impl Runner {
         // Standard streams.
         let mut slots = vec![-1; plan.slots.max(1)];
         let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
-        let (status_read, status_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
         let dev_null = fs_err::File::open("/dev/null").map_err(Error::Prepare)?;
         let mut input: Option<OwnedFd> = None;
         let (outputs, child_fds, terminal): (Vec<(OwnedFd, bool)>, Vec<OwnedFd>, Option<OwnedFd>);
@@ -310,7 +311,6 @@ impl Runner {
             stdout: child_fds.get(1).unwrap_or(&child_fds[0]).as_raw_fd(),
             stderr: child_fds.get(2).unwrap_or(&child_fds[0]).as_raw_fd(),
             error: error_write.as_raw_fd(),
-            status: status_write.as_raw_fd(),
         };
 
         let init = process::spawn(&launch, fds, &mut slots)
@@ -318,7 +318,7 @@ impl Runner {
         cleanup.init = Some(init);
         drop(child_fds);
         drop(error_write);
-        drop(status_write);
+        let exited_fd = process::pidfd_open(init).map_err(syscall("pidfd_open"))?;
         tracing::debug!(
             init = init.as_raw(),
             prepare_us = started.elapsed().as_micros() as u64,
@@ -329,7 +329,7 @@ impl Runner {
         let deadline = spec.timeout.map(|t| started + t);
         let mut outcome = pump(
             outputs,
-            &status_read,
+            &exited_fd,
             input.as_ref(),
             terminal.as_ref(),
             handle,
@@ -338,7 +338,7 @@ impl Runner {
             stdout,
             stderr,
         );
-        // Reap init: that returns once every process of the container is gone.
+        // Reap PID 1 if `pump` did not: that returns once every process of the container is gone.
         if let Some(init) = cleanup.init.take() {
             if outcome.is_err()
                 || matches!(
@@ -391,7 +391,7 @@ fn winsize(size: TerminalSize) -> Winsize {
 fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
     let write = |name: &str, data: &[u8]| -> Result<PathBuf> {
         let path = bundle.join(name);
-        fs_err::write(&path, data).map_err(Error::Prepare)?;
+        state::write_new(&path, data, 0o644)?;
         Ok(path)
     };
     let mut hosts = format!(
@@ -419,11 +419,14 @@ fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
             ..
         } = mount
         {
-            let path = write(&format!("secret-{}", secrets.len()), data)?;
+            let path = bundle.join(format!("secret-{}", secrets.len()));
+            // Written 0600 and adjusted through the descriptor, never through the path.
+            let file = state::write_new(&path, data, 0o600)?;
             use std::os::unix::fs::PermissionsExt;
-            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            file.set_permissions(std::fs::Permissions::from_mode(*mode))
                 .map_err(Error::Prepare)?;
-            fs_err::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(Error::Prepare)?;
+            std::os::unix::fs::fchown(file.file(), Some(*uid), Some(*gid))
+                .map_err(Error::Prepare)?;
             secrets.push(path);
         }
     }
@@ -451,6 +454,13 @@ fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
     env.iter()
         .rev()
         .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// The calling thread's effective capability set (`CapEff` in /proc/thread-self/status).
+fn own_capabilities() -> Option<u64> {
+    let status = fs_err::read_to_string("/proc/thread-self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 fn prepare_launch(
@@ -486,10 +496,6 @@ fn prepare_launch(
             .collect::<Result<_>>()?
     };
     let cwd = container_path("cwd", &spec.cwd)?;
-    let mut capabilities = 0u64;
-    for cap in DOCKER_DEFAULT_CAPABILITIES {
-        capabilities |= 1 << cap;
-    }
     // Read once per process: the kernel's capability count does not change.
     static LAST_CAPABILITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let last_capability = *LAST_CAPABILITY.get_or_init(|| {
@@ -498,12 +504,25 @@ fn prepare_launch(
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40)
     });
+    let capabilities = match spec.security {
+        Security::Sandbox => DOCKER_DEFAULT_CAPABILITIES
+            .iter()
+            .fold(0u64, |mask, cap| mask | 1 << cap),
+        // Every capability this process has (it may itself run without some).
+        Security::Insecure => own_capabilities().unwrap_or_else(|| {
+            (0..=last_capability.min(63)).fold(0u64, |mask, cap| mask | 1 << cap)
+        }),
+    };
     // The PID namespace is entered at the fork itself (see `sys::process::spawn`).
     let mut namespaces =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network == NetworkMode::None {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
+    let seccomp = match spec.security {
+        Security::Sandbox => Some(seccomp::program(capabilities)?),
+        Security::Insecure => None,
+    };
     Ok(Launch {
         ops: plan.ops.clone(),
         cgroup_procs: cgroup
@@ -532,6 +551,7 @@ fn prepare_launch(
         groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         capabilities,
         last_capability,
+        seccomp,
         terminal: spec.stdio_is_terminal(),
     })
 }
@@ -546,12 +566,12 @@ struct Pumped {
     stopped: Option<Stop>,
 }
 
-/// Streams output until every output and the status pipe are closed, serving the handle and
-/// the deadline.
+/// Streams output until the container's process has exited (`exited` polls readable; it is
+/// then reaped here) and every output is closed, serving the handle and the deadline.
 #[expect(clippy::too_many_arguments, reason = "one internal call site")]
 fn pump(
     outputs: Vec<(OwnedFd, bool)>,
-    status_read: &OwnedFd,
+    exited: &OwnedFd,
     input: Option<&OwnedFd>,
     terminal: Option<&OwnedFd>,
     handle: &Handle,
@@ -561,13 +581,13 @@ fn pump(
     stderr: &mut dyn Write,
 ) -> Result<Pumped> {
     let mut outputs: Vec<Option<(OwnedFd, bool)>> = outputs.into_iter().map(Some).collect();
-    let mut status_open = true;
+    let mut running = true;
+    let mut status = None;
     let mut input_open = input.is_some();
-    let mut status_bytes = Vec::new();
     let mut stopped = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if !status_open && outputs.iter().all(Option::is_none) {
+        if !running && outputs.iter().all(Option::is_none) {
             break;
         }
         let mut pollfds = Vec::with_capacity(5);
@@ -578,8 +598,8 @@ fn pump(
                 kinds.push(index as i32);
             }
         }
-        if status_open {
-            pollfds.push(PollFd::new(status_read.as_fd(), PollFlags::POLLIN));
+        if running {
+            pollfds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
             kinds.push(-1);
         }
         pollfds.push(PollFd::new(
@@ -623,17 +643,18 @@ fn pump(
                 continue;
             }
             match kind {
-                -1 => match read(status_read, &mut buf) {
-                    Ok(0) | Err(Errno::EIO) => status_open = false,
-                    Ok(n) => status_bytes.extend_from_slice(&buf[..n]),
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    Err(err) => {
-                        return Err(Error::Syscall {
-                            call: "read",
-                            source: err,
-                        });
+                -1 => {
+                    running = false;
+                    if let Some(pid) = cleanup.init.take() {
+                        status = match waitpid(pid, None) {
+                            Ok(WaitStatus::Exited(_, code)) => Some(ExitStatus::Code(code)),
+                            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                                Some(ExitStatus::Signal(signal as i32))
+                            }
+                            _ => None,
+                        };
                     }
-                },
+                }
                 -2 => {
                     for request in handle.take() {
                         match request {
@@ -705,14 +726,6 @@ fn pump(
             }
         }
     }
-    let mut status = None;
-    for (tag, value) in parse_status(&status_bytes) {
-        match tag {
-            STATUS_EXITED => status = Some(ExitStatus::Code(value)),
-            STATUS_SIGNALED => status = Some(ExitStatus::Signal(value)),
-            _ => {}
-        }
-    }
     Ok(Pumped { status, stopped })
 }
 
@@ -732,17 +745,6 @@ fn kill_container(init: Option<Pid>) {
     if let Some(init) = init {
         let _ = kill(init, Signal::SIGKILL);
     }
-}
-
-fn parse_status(bytes: &[u8]) -> Vec<(u32, i32)> {
-    bytes
-        .chunks_exact(12)
-        .map(|c| {
-            let tag = u32::from_ne_bytes(c[..4].try_into().expect("4 bytes"));
-            let value = i32::from_ne_bytes(c[8..].try_into().expect("4 bytes"));
-            (tag, value)
-        })
-        .collect()
 }
 
 fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
@@ -806,16 +808,17 @@ mod tests {
     }
 
     #[test]
-    fn status_records_and_reports() {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&STATUS_SIGNALED.to_ne_bytes());
-        bytes.extend_from_slice(&0u32.to_ne_bytes());
-        bytes.extend_from_slice(&9i32.to_ne_bytes());
-        bytes.extend_from_slice(&[1, 2]); // a torn trailing record is ignored
-        assert_eq!(parse_status(&bytes), vec![(STATUS_SIGNALED, 9)]);
-        let step = Step::Setuid as u32;
-        assert_eq!(Step::from_code(step), Some(Step::Setuid));
-        assert_eq!(Step::from_code(99), None);
+    fn step_codes_round_trip() {
+        for code in 0..12 {
+            let step = Step::from_code(code).unwrap();
+            assert_eq!(step as u32, code);
+            assert!(!step.describe().is_empty());
+        }
+        assert_eq!(Step::from_code(12), None);
+        assert_eq!(
+            Step::from_code(Step::Seccomp as u32).map(Step::describe),
+            Some("install the seccomp filter")
+        );
     }
 
     #[test]

@@ -48,6 +48,20 @@ pub enum NetworkMode {
     Host,
 }
 
+/// How far the process is confined beyond its namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Security {
+    /// Docker's defaults: its 14 capabilities, its default seccomp profile, masked and
+    /// read-only /proc and /sys paths, a read-only /sys, device rules where the cgroup
+    /// hierarchy allows.
+    #[default]
+    Sandbox,
+    /// BuildKit's `security.insecure` and `docker run --privileged`: every capability, no
+    /// seccomp filter, no masked or read-only paths, a writable /sys, no device rules. Only
+    /// for builds and runs explicitly allowed to do so.
+    Insecure,
+}
+
 /// An extra mount inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
@@ -179,6 +193,8 @@ pub struct Spec {
     pub resolv_conf: Option<String>,
     /// Network mode.
     pub network: NetworkMode,
+    /// Sandbox or insecure (privileged).
+    pub security: Security,
     /// Extra mounts, applied in order after the standard ones.
     pub mounts: Vec<Mount>,
     /// Resource limits.
@@ -208,6 +224,7 @@ impl Spec {
             extra_hosts: Vec::new(),
             resolv_conf: None,
             network: NetworkMode::None,
+            security: Security::Sandbox,
             mounts: Vec::new(),
             resources: Resources::default(),
             stdio: Stdio::Captured,

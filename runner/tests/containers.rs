@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_runner::{
-    Error, ExitStatus, Handle, Mount, NetworkMode, Resources, Rootfs, Runner, Signal, Spec, Stdio,
-    TerminalSize,
+    Error, ExitStatus, Handle, Mount, NetworkMode, Resources, Rootfs, Runner, Security, Signal,
+    Spec, Stdio, TerminalSize,
 };
 
 fn can_run() -> bool {
@@ -142,19 +142,60 @@ fn pid_namespace_shows_only_the_container() {
         return;
     }
     let f = fixture();
-    // The shell's own view of its pid agrees with /proc: one PID namespace, init at 1.
+    // The shell's own view of its pid agrees with /proc: one PID namespace, the step's own
+    // process at 1 (as under runc), no helper beside it.
     let out = f.sh("echo $$; ps -o pid,comm; true");
-    assert!(out.starts_with("2\n"), "{out}");
+    assert!(out.starts_with("1\n"), "{out}");
     let lines: Vec<Vec<&str>> = out
         .lines()
         .skip(2)
         .map(|l| l.split_whitespace().collect())
         .collect();
+    assert_eq!(lines, vec![vec!["1", "sh"], vec!["2", "ps"]], "{out}");
+}
+
+#[test]
+fn the_step_is_pid_1_and_proc_is_all_its_own() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // /proc/1 is the step's own command line, with no host path in it, and its descriptors
+    // are readable.
+    let script = "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; grep -c . /proc/1/fdinfo/0";
+    assert_eq!(f.sh(script), format!("1\n/bin/sh -c {script} \n4\n"));
+    // Walking the whole tree meets nothing the step may not read (BuildKit's
+    // `find / -name __pycache__`), nor does another user under /proc/1.
+    let (status, out, err) = f.run(f.spec("find / -name nothing-like-this"));
     assert_eq!(
-        lines,
-        vec![vec!["1", "kiln-init"], vec!["2", "sh"], vec!["3", "ps"]],
-        "{out}"
+        (status.unwrap(), out.as_str(), err.as_str()),
+        (ExitStatus::Code(0), "", "")
     );
+    let mut spec = f.spec("find /proc/1/ -name nothing-like-this");
+    spec.user = "app".into();
+    let (status, out, err) = f.run(spec);
+    assert_eq!(
+        (status.unwrap(), out.as_str(), err.as_str()),
+        (ExitStatus::Code(0), "", "")
+    );
+}
+
+#[test]
+fn a_step_leaving_zombies_and_background_children_finishes() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // `sleep 0.1` is orphaned at once and reparented to PID 1, which then becomes a `sleep`
+    // that never waits: a zombie, which an observer counts. Another child keeps running in
+    // the background. None of that keeps the step alive past its PID 1.
+    let started = Instant::now();
+    let out = f.sh(
+        "(sleep 0.1 &); sleep 1000 & (sleep 0.6; ps -o stat,comm | grep -c '^Z'; echo done) & \
+         exec sleep 1.2",
+    );
+    assert_eq!(out, "1\ndone\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -216,9 +257,36 @@ fn exit_codes_and_signals() {
     }
     let f = fixture();
     assert_eq!(f.run(f.spec("exit 42")).0.unwrap(), ExitStatus::Code(42));
-    let status = f.run(f.spec("kill -TERM $$")).0.unwrap();
-    assert_eq!(status, ExitStatus::Signal(libc::SIGTERM));
-    assert_eq!(status.docker_code(), 143);
+    // The step is PID 1: like any namespace's init it ignores a signal it has no handler for,
+    // even its own (as `docker run busybox sh -c 'kill -TERM $$; echo alive'` does) ...
+    assert_eq!(f.sh("kill -TERM $$; kill -KILL $$; echo alive"), "alive\n");
+    // ... while its children die as usual, and a handler runs.
+    assert_eq!(f.sh("sh -c 'kill -TERM $$'; echo $?"), "143\n");
+    let (status, out, _) =
+        f.run(f.spec("trap 'echo trapped; exit 5' USR1; kill -USR1 $$; sleep 5"));
+    assert_eq!(
+        (status.unwrap(), out.as_str()),
+        (ExitStatus::Code(5), "trapped\n")
+    );
+    // Killed from outside: 128 + n.
+    let handle = Handle::new().unwrap();
+    let sender = handle.clone();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        sender.signal(Signal::SIGKILL);
+    });
+    let status = f
+        .runner
+        .run(
+            f.spec("sleep 1000"),
+            &mut std::io::sink(),
+            &mut std::io::sink(),
+            &handle,
+        )
+        .unwrap();
+    thread.join().unwrap();
+    assert_eq!(status, ExitStatus::Signal(libc::SIGKILL));
+    assert_eq!(status.docker_code(), 137);
     let err = f
         .run(Spec::new(
             Rootfs::Dir {
@@ -582,27 +650,34 @@ fn pty_with_size_and_forwarded_signal() {
     // The terminal turns "\n" into "\r\n".
     assert_eq!(f.sh_spec(spec), "tty\r\n33 101\r\nxterm\r\n");
 
-    // SIGTERM through the handle reaches the main process via init.
-    let handle = Handle::new().unwrap();
-    let sender = handle.clone();
-    let thread = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        sender.signal(Signal::SIGTERM);
-    });
-    let mut spec = Spec::new(
-        Rootfs::Dir {
-            path: f.root.clone(),
-            readonly: false,
-        },
-        vec!["sleep".into(), "1000".into()],
-    );
-    spec.timeout = Some(Duration::from_secs(20));
-    let status = f
-        .runner
-        .run(spec, &mut std::io::sink(), &mut std::io::sink(), &handle)
-        .unwrap();
-    thread.join().unwrap();
-    assert_eq!(status, ExitStatus::Signal(libc::SIGTERM));
+    // SIGTERM through the handle reaches the process, which handles it (as PID 1 it would
+    // ignore it otherwise); SIGKILL needs no handler.
+    for (signal, expected) in [
+        (Signal::SIGTERM, ExitStatus::Code(3)),
+        (Signal::SIGKILL, ExitStatus::Signal(libc::SIGKILL)),
+    ] {
+        let handle = Handle::new().unwrap();
+        let sender = handle.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            sender.signal(signal);
+        });
+        let mut spec = f.spec("trap 'echo got-term; exit 3' TERM; while true; do sleep 0.05; done");
+        spec.stdio = Stdio::Pty {
+            size: TerminalSize { rows: 5, cols: 20 },
+            input: None,
+        };
+        spec.timeout = Some(Duration::from_secs(20));
+        let mut out = Vec::new();
+        let status = f
+            .runner
+            .run(spec, &mut out, &mut std::io::sink(), &handle)
+            .unwrap();
+        thread.join().unwrap();
+        assert_eq!(status, expected);
+        let got_term = String::from_utf8_lossy(&out).contains("got-term");
+        assert_eq!(got_term, signal == Signal::SIGTERM);
+    }
 }
 
 #[test]
@@ -826,14 +901,8 @@ fn devices_outside_dockers_list_cannot_be_opened() {
     if !can_run() {
         return;
     }
-    if !Path::new("/sys/fs/cgroup/devices").is_dir() {
-        // Device rules need the v1 devices controller (on v2 they take eBPF, not loaded yet).
-        assert!(
-            std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "no v1 devices controller"
-        );
-        return;
-    }
+    // With the v1 devices controller its rules refuse the node; without it (cgroup v2) the
+    // nodev root file system does.
     // /dev/loop-control (10:237) opens on the host, so a refusal inside comes from the
     // container's device rules.
     let host = tempfile::tempdir().unwrap();
@@ -848,7 +917,7 @@ fn devices_outside_dockers_list_cannot_be_opened() {
     fs_err::File::open(&node).unwrap();
 
     let f = fixture();
-    // Docker's CAP_MKNOD lets root create the node; the device rules refuse to open it.
+    // Docker's CAP_MKNOD lets root create the node; it cannot be opened.
     let out = f.sh(
         "mknod /tmp/lc c 10 237 && echo made; true < /tmp/lc 2>/dev/null && echo opened || echo refused; \
          head -c 4 /dev/zero | wc -c; echo ok > /dev/null && echo null-ok",
@@ -1063,4 +1132,179 @@ fn overlay_mounts_at_non_root_targets() {
         assert!(!f.root.join(target).exists(), "{target}");
     }
     assert_eq!(runner_mounts(&watched), before);
+}
+
+/// A Python script that makes raw system calls and prints one `name errno` line each (0 for
+/// success), run in a busybox root with the host's /usr bound read-only.
+const SYSCALL_PROBE: &str = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(name, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(*[ctypes.c_long(a) for a in args])
+    print(name, 0 if result >= 0 else ctypes.get_errno())
+call("keyctl", 250, 0, -3, 0)           # KEYCTL_GET_KEYRING_ID of the session keyring
+call("add_key", 248, 0, 0, 0, 0, -2)    # bad pointers: EFAULT/EINVAL when not filtered
+call("unshare_user", 272, 0x10000000)   # CLONE_NEWUSER, no capability needed without a filter
+call("personality", 135, 0x0040000)     # ADDR_NO_RANDOMIZE: not in the allowed values
+call("personality_query", 135, 0xffffffff)
+call("clone3", 435, 0, 0)               # EINVAL (size 0) when not filtered
+call("swapon", 167, 0, 0)
+call("socket_alg", 41, 38, 5, 0)        # AF_ALG
+call("socket_unix", 41, 1, 1, 0)
+call("fork_ok", 57) if os.uname().machine == "x86_64" else print("fork_ok 0")
+"#;
+
+fn syscall_probe(f: &Fixture, security: Security) -> Vec<(String, i32)> {
+    for link in ["lib", "lib64"] {
+        let path = f.root.join(link);
+        if path.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("usr/{link}"), &path).unwrap();
+        }
+    }
+    let mut spec = Spec::new(
+        Rootfs::Dir {
+            path: f.root.clone(),
+            readonly: false,
+        },
+        vec!["/usr/bin/python3".into(), "-c".into(), SYSCALL_PROBE.into()],
+    );
+    spec.mounts.push(Mount::Bind {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        readonly: true,
+    });
+    spec.security = security;
+    let (status, out, err) = f.run(spec);
+    assert_eq!(status.unwrap(), ExitStatus::Code(0), "{out}\n{err}");
+    out.lines()
+        .map(|line| {
+            let (name, errno) = line.split_once(' ').unwrap();
+            (name.to_owned(), errno.parse().unwrap())
+        })
+        .collect()
+}
+
+fn can_probe() -> bool {
+    if !Path::new("/usr/bin/python3").exists() {
+        kiln_testdata::skip("/usr/bin/python3 is not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn seccomp_blocks_what_dockers_profile_blocks() {
+    if !can_run() || !can_probe() {
+        return;
+    }
+    let f = fixture();
+    let errno = |results: &[(String, i32)], name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} in {results:?}"))
+            .1
+    };
+    let sandboxed = syscall_probe(&f, Security::Sandbox);
+    for name in [
+        "keyctl",
+        "add_key",
+        "unshare_user",
+        "personality",
+        "socket_alg",
+    ] {
+        assert_eq!(
+            errno(&sandboxed, name),
+            libc::EPERM,
+            "{name}: {sandboxed:?}"
+        );
+    }
+    assert_eq!(errno(&sandboxed, "clone3"), libc::ENOSYS, "{sandboxed:?}");
+    for name in ["personality_query", "socket_unix", "fork_ok"] {
+        assert_eq!(errno(&sandboxed, name), 0, "{name}: {sandboxed:?}");
+    }
+    // Without the filter the same calls get past it: what refused them above was seccomp.
+    let insecure = syscall_probe(&f, Security::Insecure);
+    for name in [
+        "keyctl",
+        "unshare_user",
+        "personality",
+        "personality_query",
+        "socket_unix",
+    ] {
+        assert_eq!(errno(&insecure, name), 0, "{name}: {insecure:?}");
+    }
+    for name in ["add_key", "clone3"] {
+        let got = errno(&insecure, name);
+        assert!(
+            got != libc::EPERM && got != libc::ENOSYS,
+            "{name}: {insecure:?}"
+        );
+    }
+}
+
+#[test]
+fn seccomp_mode_is_filter_and_ordinary_programs_work() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let out = f.sh(
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; ls / >/dev/null && echo ls-ok; \
+         x=$(echo sub); echo $x; (sleep 0.01 & wait) && echo waited; unshare -U true 2>/dev/null || echo unshare-refused",
+    );
+    // Filter mode; no_new_privs stays off (setuid programs keep working, as under Docker).
+    assert_eq!(
+        out,
+        "NoNewPrivs:\t0\nSeccomp:\t2\nls-ok\nsub\nwaited\nunshare-refused\n"
+    );
+    let mut spec =
+        f.spec("grep -E '^Seccomp:' /proc/self/status; unshare -U true && echo unshared");
+    spec.security = Security::Insecure;
+    assert_eq!(f.sh_spec(spec), "Seccomp:\t0\nunshared\n");
+    // A non-root user gets the same filter.
+    let mut spec = f.spec("grep -E '^Seccomp:' /proc/self/status");
+    spec.user = "app".into();
+    assert_eq!(f.sh_spec(spec), "Seccomp:\t2\n");
+}
+
+#[test]
+fn block_devices_made_anywhere_cannot_be_opened() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // CAP_MKNOD makes the node; opening it fails, on any cgroup version: the root file system
+    // and /dev are nodev (and on v1 the device rules refuse it as well).
+    let out = f.sh(
+        "mknod /tmp/sda b 8 0 && echo made; head -c1 /tmp/sda >/dev/null 2>&1 || echo refused; \
+         mknod /dev/sdb b 8 16 && head -c1 /dev/sdb >/dev/null 2>&1 || echo refused-in-dev; \
+         awk '$2 == \"/\" || $2 == \"/dev\" { print $2, ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts; \
+         head -c 3 /dev/zero | wc -c; head -c 3 /dev/urandom | wc -c; echo x > /dev/null && echo null-ok; \
+         [ -c /dev/tty ] && [ -c /dev/full ] && [ -c /dev/random ] && echo nodes-ok",
+    );
+    assert_eq!(
+        out,
+        "made\nrefused\nrefused-in-dev\n/ nodev\n/dev nodev\n3\n3\nnull-ok\nnodes-ok\n"
+    );
+    // An overlay root is nodev too; insecure mode has no such restriction on its root.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, _) = bare_overlay(dir.path(), "o");
+    let mut spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "awk '$2 == \"/\" { print ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts".into(),
+        ],
+    );
+    spec.security = Security::Sandbox;
+    assert_eq!(f.sh_spec(spec), "nodev\n");
+    let mut spec = f.spec(
+        "awk '$2 == \"/\" { print ($4 ~ /(^|,)nodev(,|$)/) ? \"nodev\" : \"dev\" }' /proc/mounts",
+    );
+    spec.security = Security::Insecure;
+    assert_eq!(f.sh_spec(spec), "dev\n");
 }

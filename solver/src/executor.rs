@@ -87,6 +87,26 @@ pub enum ExecNetwork {
     Host,
 }
 
+/// How far an exec step is confined (LLB's `SecurityMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecSecurity {
+    /// The default sandbox.
+    #[default]
+    Sandbox,
+    /// BuildKit's insecure mode: all capabilities, no seccomp, no masked paths. Only reached
+    /// when the build holds the `security.insecure` entitlement.
+    Insecure,
+}
+
+/// What a build is allowed beyond the sandbox (buildx's `--allow`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: steps may ask for the host's network.
+    pub network_host: bool,
+    /// `security.insecure`: steps may ask for insecure mode.
+    pub security_insecure: bool,
+}
+
 /// What to run and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRequest {
@@ -108,6 +128,8 @@ pub struct ExecRequest {
     pub extra_hosts: Vec<(String, String)>,
     /// Network mode.
     pub network: ExecNetwork,
+    /// Sandbox or insecure.
+    pub security: ExecSecurity,
 }
 
 /// How a process ended.

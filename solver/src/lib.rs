@@ -51,7 +51,8 @@ mod llbsolver;
 mod scheduler;
 
 pub use executor::{
-    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus, Executor, OutputSink,
+    Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
+    Executor, OutputSink,
 };
 pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 pub use history::{History, MissReason, MissRecord};

@@ -261,6 +261,9 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
     let result = (|| -> anyhow::Result<ExitStatus> {
         let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;
         spec.network = network;
+        if args.privileged {
+            spec.security = kiln_runner::Security::Insecure;
+        }
         spec.mounts = mounts;
         spec.resources.memory = memory;
         spec.resources.pids = args.pids_limit;

@@ -13,17 +13,22 @@
 //! so that glibc's own state stays consistent in the child (its fork handlers reset the
 //! allocator's locks and the thread list that `setuid`/`setgid` broadcast to).
 //!
-//! # The two processes
+//! # One process
 //!
-//! 1. *init*, forked by the caller's thread straight into a new PID namespace (see [`spawn`]),
-//!    is PID 1 there: it moves its descriptors to 0..=4 and closes every other one (so it holds
-//!    no other container's pipes), dies with the caller's thread (`PR_SET_PDEATHSIG`), joins
-//!    the cgroup, `unshare`s the mount, UTS, IPC and (unless `host`) network namespaces,
-//!    applies the mount plan, forks *main*, then reaps zombies and forwards signals until
-//!    *main* exits; then it kills everything left in the namespace, reports *main*'s wait
-//!    status and exits, which takes the namespaces and their mounts down.
-//! 2. *main*: restores signal dispositions, starts a session (and takes the terminal), drops to
-//!    Docker's capability set, sets groups, gid and uid, and execs the program.
+//! The container's process is forked by the caller's thread straight into a new PID namespace
+//! (see [`spawn`]) and is PID 1 there, as under runc: `$$` is 1 and /proc/1 is the step's own
+//! program, never a more privileged helper. It moves its descriptors to 0..=3 and closes every
+//! other one (so it holds no other container's pipes), dies with the caller's thread
+//! (`PR_SET_PDEATHSIG`), joins the cgroup, `unshare`s the mount, UTS, IPC and (unless `host`)
+//! network namespaces, applies the mount plan, restores signal dispositions, starts a session
+//! (and takes the terminal), installs the seccomp filter, drops to the container's capability
+//! set, sets groups, gid and uid, and execs the program.
+//!
+//! The caller, outside the namespace, waits for it through a pidfd, forwards signals to it and
+//! kills it on every exit path. When PID 1 exits the kernel kills whatever else is left in the
+//! namespace, and the wait returns only once they are all gone, so nothing outlives a run.
+//! Like any PID 1, the program only receives signals it has a handler for (SIGKILL from the
+//! caller always works), and orphaned processes are reparented to it.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -34,24 +39,19 @@ use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask, sigprocmask};
 use nix::sys::stat::Mode;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, setgid, setgroups, setsid, setuid};
 
 use super::LinuxSys;
 use crate::plan::{Op, apply};
 
-/// Descriptor numbers inside the container processes.
+/// Descriptor number of the error pipe inside the container's process.
 const FD_ERROR: RawFd = 3;
-const FD_STATUS: RawFd = 4;
 
 /// Report kinds on the error pipe.
 pub(crate) const REPORT_OP: u32 = 1;
 pub(crate) const REPORT_STEP: u32 = 2;
 pub(crate) const REPORT_EXEC: u32 = 3;
-
-/// Record tags on the status pipe.
-pub(crate) const STATUS_EXITED: u32 = 2;
-pub(crate) const STATUS_SIGNALED: u32 = 3;
 
 /// Fixed steps outside the mount plan, as reported with [`REPORT_STEP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(crate) enum Step {
     Descriptors = 0,
     JoinCgroup = 1,
     Unshare = 2,
-    ForkMain = 3,
+    Seccomp = 3,
     Setsid = 4,
     Terminal = 5,
     Chdir = 6,
@@ -77,7 +77,7 @@ impl Step {
             Step::Descriptors,
             Step::JoinCgroup,
             Step::Unshare,
-            Step::ForkMain,
+            Step::Seccomp,
             Step::Setsid,
             Step::Terminal,
             Step::Chdir,
@@ -95,7 +95,7 @@ impl Step {
             Self::Descriptors => "arrange file descriptors",
             Self::JoinCgroup => "join the cgroup",
             Self::Unshare => "create namespaces",
-            Self::ForkMain => "fork the container's process",
+            Self::Seccomp => "install the seccomp filter",
             Self::Setsid => "start a session",
             Self::Terminal => "set the controlling terminal",
             Self::Chdir => "change to the working directory",
@@ -125,6 +125,8 @@ pub(crate) struct Launch {
     pub(crate) capabilities: u64,
     /// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
     pub(crate) last_capability: u32,
+    /// The seccomp filter to install, if any.
+    pub(crate) seccomp: Option<std::sync::Arc<crate::seccomp::Program>>,
     pub(crate) terminal: bool,
 }
 
@@ -182,7 +184,6 @@ pub(crate) struct ChildFds {
     pub(crate) stdout: RawFd,
     pub(crate) stderr: RawFd,
     pub(crate) error: RawFd,
-    pub(crate) status: RawFd,
 }
 
 fn write_all(fd: RawFd, mut bytes: &[u8]) {
@@ -221,21 +222,18 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn status_record(tag: u32, value: i32) {
-    write_all(FD_STATUS, &record(tag, 0, value));
-}
-
 /// The caller's own PID namespace, opened once: the thread that forks a container switches its
 /// namespace for children back to it right after the fork.
 static OWN_PID_NAMESPACE: OnceLock<nix::Result<OwnedFd>> = OnceLock::new();
 
-/// Forks the container's init as PID 1 of a new PID namespace. In the parent returns its pid;
-/// the child never returns.
+/// Forks the container's process as PID 1 of a new PID namespace. In the parent returns its
+/// pid; the child never returns.
 ///
 /// `unshare(CLONE_NEWPID)` only changes the namespace the calling *thread*'s next children go
 /// into, so the thread enters a fresh one, forks, and at once returns to its own with `setns`
-/// — leaving it exactly as it was, with no intermediate process. The signals init waits for
-/// are blocked on the thread across the fork so the child starts with them blocked.
+/// — leaving it exactly as it was, with no intermediate process. Common signals are blocked on
+/// the thread across the fork, so the child cannot be stopped half set up by a signal meant for
+/// the caller; it resets its mask and dispositions before the exec.
 pub(crate) fn spawn(
     launch: &Launch,
     fds: ChildFds,
@@ -254,7 +252,7 @@ pub(crate) fn spawn(
     let mut saved_mask = SigSet::empty();
     pthread_sigmask(
         SigmaskHow::SIG_BLOCK,
-        Some(&init_signals()),
+        Some(&blocked_signals()),
         Some(&mut saved_mask),
     )
     .map_err(|err| ("pthread_sigmask", err))?;
@@ -266,7 +264,7 @@ pub(crate) fn spawn(
             unsafe { fork() }.map_err(|err| ("fork", err))
         });
     if let Ok(ForkResult::Child) = forked {
-        init_process(launch, fds, slots);
+        container_process(launch, fds, slots);
     }
     // Back to this thread's own namespaces and signal mask, whatever happened.
     let restored = setns(own, CloneFlags::CLONE_NEWPID);
@@ -285,7 +283,7 @@ pub(crate) fn spawn(
     Ok(child)
 }
 
-fn init_signals() -> SigSet {
+fn blocked_signals() -> SigSet {
     let mut set = SigSet::empty();
     for signal in [
         Signal::SIGCHLD,
@@ -302,11 +300,11 @@ fn init_signals() -> SigSet {
     set
 }
 
-/// Moves `fds` to 0..=4 and closes everything else.
+/// Moves `fds` to 0..=3 and closes everything else.
 fn arrange_fds(fds: ChildFds) -> nix::Result<()> {
-    let wanted = [fds.stdin, fds.stdout, fds.stderr, fds.error, fds.status];
+    let wanted = [fds.stdin, fds.stdout, fds.stderr, fds.error];
     let floor = wanted.iter().copied().max().unwrap_or(0) + 1;
-    let mut high = [0; 5];
+    let mut high = [0; 4];
     for (slot, fd) in high.iter_mut().zip(wanted) {
         // SAFETY: `fd` is a descriptor the caller opened and keeps open across the fork.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -318,21 +316,14 @@ fn arrange_fds(fds: ChildFds) -> nix::Result<()> {
             return Err(Errno::last());
         }
     }
-    // SAFETY: closes every descriptor from 5 up; none of them is used by this process again.
-    if unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) } < 0 {
+    // SAFETY: closes every descriptor from 4 up; none of them is used by this process again.
+    if unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) } < 0 {
         return Err(Errno::last());
     }
-    for fd in [FD_ERROR, FD_STATUS] {
-        // SAFETY: 3 and 4 were just set up by `dup2` above.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    }
+    // SAFETY: 3 was just set up by `dup2` above.
+    let error = unsafe { BorrowedFd::borrow_raw(FD_ERROR) };
+    fcntl(error, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(())
-}
-
-fn close(fd: RawFd) {
-    // SAFETY: closing one of this process's own fixed descriptors, not used afterwards.
-    unsafe { libc::close(fd) };
 }
 
 /// Ends a forked child with `_exit(127)` if a panic unwinds through it, so that unwinding can
@@ -346,7 +337,7 @@ impl Drop for ExitOnUnwind {
     }
 }
 
-fn init_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
+fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     let _guard = ExitOnUnwind;
     if let Err(err) = arrange_fds(fds) {
         // The error pipe may not be at 3 yet: write to where the caller put it.
@@ -358,9 +349,8 @@ fn init_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     }
     // Die with the caller's thread, which blocks in `run` until we are gone. (Our parent is
     // outside the PID namespace, so `getppid` reads 0 and cannot tell whether it already died;
-    // the caller also kills init by pid on every exit path.)
+    // the caller also kills us by pid on every exit path.)
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let _ = nix::sys::prctl::set_name(c"kiln-init");
     for path in &launch.cgroup_procs {
         let joined = open(
             path.as_c_str(),
@@ -378,49 +368,7 @@ fn init_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     if let Err((index, err)) = apply(&launch.ops, slots, &mut LinuxSys) {
         fail(REPORT_OP, index as u32, err);
     }
-    // SAFETY: as in `spawn`: the main child only makes syscalls on prepared data, then execs.
-    let main = match unsafe { fork() } {
-        Err(err) => fail_step(Step::ForkMain, err),
-        Ok(ForkResult::Child) => main_process(launch),
-        Ok(ForkResult::Parent { child }) => child,
-    };
-    for fd in 0..=FD_ERROR {
-        close(fd);
-    }
     // The cloned mount trees in `slots` were closed when they were attached.
-    let signals = init_signals();
-    loop {
-        let signal = match signals.wait() {
-            Ok(signal) => signal,
-            Err(_) => continue,
-        };
-        if signal != Signal::SIGCHLD {
-            let _ = kill(main, signal);
-            continue;
-        }
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == main => finish(STATUS_EXITED, code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == main => {
-                    finish(STATUS_SIGNALED, signal as i32)
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
-/// Kills every other process in the namespace, reports, and exits (taking the namespace down).
-fn finish(tag: u32, value: i32) -> ! {
-    // In a PID namespace, kill(-1) from init reaches every process in it except init.
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    status_record(tag, value);
-    exit(0)
-}
-
-fn main_process(launch: &Launch) -> ! {
-    close(FD_STATUS);
     if let Err(err) = reset_signals() {
         fail_step(Step::Signals, err);
     }
@@ -436,6 +384,16 @@ fn main_process(launch: &Launch) -> ! {
     if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
         fail_step(Step::Chdir, err);
     }
+    // The filter goes on while the process still has CAP_SYS_ADMIN: without no_new_privs
+    // (which Docker and BuildKit leave off, so setuid programs keep working) the kernel
+    // refuses it to a process without that capability. This is where runc puts it in that
+    // case; the profile allows every call that follows (capset, prctl, setgroups, setgid,
+    // setuid, execve).
+    if let Some(program) = &launch.seccomp {
+        if let Err(err) = install_seccomp(program.instructions()) {
+            fail_step(Step::Seccomp, err);
+        }
+    }
     if let Err(err) = set_capabilities(launch.capabilities, launch.last_capability) {
         fail_step(Step::Capabilities, err);
     }
@@ -450,8 +408,8 @@ fn main_process(launch: &Launch) -> ! {
     if let Err(err) = setuid(Uid::from_raw(launch.uid)) {
         fail_step(Step::Setuid, err);
     }
-    // A seccomp filter, when kiln gets one, is installed here: last before exec, after the
-    // privileged steps above.
+    // Changing credentials cleared the parent-death signal; set it again.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let mut first_error = Errno::ENOENT;
     for candidate in &launch.exec_candidates {
         let args = &launch.exec_args;
@@ -470,6 +428,41 @@ fn main_process(launch: &Launch) -> ! {
         }
     }
     fail(REPORT_EXEC, 0, first_error)
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, program)`.
+fn install_seccomp(program: &[libc::sock_filter]) -> nix::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: the kernel reads `len` instructions from `filter`, which points into `program`,
+    // alive for the call; it copies the program and keeps no pointer to it.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_ulong,
+            &raw const fprog,
+        )
+    };
+    if result < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that polls readable once `pid` has exited.
+pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
 }
 
 /// Unblocks all signals and sets every disposition back to the default (an ignored SIGPIPE,

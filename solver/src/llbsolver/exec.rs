@@ -15,7 +15,9 @@ use kiln_llb::pb;
 use sha2::Digest as _;
 
 use super::{Ref, SessionConfig, blocking, new_snapshot_key};
-use crate::executor::{ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecStatus};
+use crate::executor::{
+    Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
+};
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError, ResourceClass};
 
 /// How many lines of output a failed step shows.
@@ -112,12 +114,28 @@ fn input_ref(inputs: &[Ref], index: i64) -> Result<Ref, OpError> {
         .ok_or_else(|| format!("mount refers to input {index}, which does not exist").into())
 }
 
+/// The step's security mode, if the build's entitlements allow what it asks for; otherwise
+/// BuildKit's refusal (`network.host is not allowed`, `security.insecure is not allowed`).
+fn entitled(exec: &pb::ExecOp, allowed: Entitlements) -> Result<ExecSecurity, String> {
+    if exec.network == pb::NetMode::Host as i32 && !allowed.network_host {
+        return Err("network.host is not allowed".to_owned());
+    }
+    if exec.security == pb::SecurityMode::Insecure as i32 {
+        if !allowed.security_insecure {
+            return Err("security.insecure is not allowed".to_owned());
+        }
+        return Ok(ExecSecurity::Insecure);
+    }
+    Ok(ExecSecurity::Sandbox)
+}
+
 async fn run(
     ctx: OpContext,
     config: Arc<SessionConfig>,
     exec: pb::ExecOp,
     inputs: Vec<Ref>,
 ) -> Result<Vec<Ref>, OpError> {
+    let security = entitled(&exec, config.entitlements)?;
     let meta = exec.meta.clone().unwrap_or_default();
     let root_mount = exec
         .mounts
@@ -226,6 +244,7 @@ async fn run(
             Ok(pb::NetMode::None) => ExecNetwork::None,
             _ => ExecNetwork::Host,
         },
+        security,
     };
 
     let tail = Arc::new(Mutex::new(Tail::default()));
@@ -786,7 +805,42 @@ mod tests {
             secrets: HashMap::new(),
             ssh: HashMap::new(),
             no_cache: false,
+            entitlements: Entitlements::default(),
         }
+    }
+
+    #[test]
+    fn host_network_and_insecure_mode_need_their_entitlements() {
+        let exec = |network: pb::NetMode, security: pb::SecurityMode| pb::ExecOp {
+            network: network as i32,
+            security: security as i32,
+            ..Default::default()
+        };
+        let none = Entitlements::default();
+        let all = Entitlements {
+            network_host: true,
+            security_insecure: true,
+        };
+        let plain = exec(pb::NetMode::Unset, pb::SecurityMode::Sandbox);
+        assert_eq!(entitled(&plain, none), Ok(ExecSecurity::Sandbox));
+        let host = exec(pb::NetMode::Host, pb::SecurityMode::Sandbox);
+        assert_eq!(
+            entitled(&host, none),
+            Err("network.host is not allowed".to_owned())
+        );
+        assert_eq!(entitled(&host, all), Ok(ExecSecurity::Sandbox));
+        let insecure = exec(pb::NetMode::None, pb::SecurityMode::Insecure);
+        assert_eq!(
+            entitled(&insecure, none),
+            Err("security.insecure is not allowed".to_owned())
+        );
+        // One entitlement does not stand in for the other.
+        let only_host = Entitlements {
+            network_host: true,
+            ..none
+        };
+        assert!(entitled(&insecure, only_host).is_err());
+        assert_eq!(entitled(&insecure, all), Ok(ExecSecurity::Insecure));
     }
 
     fn cache(id: &str, sharing: pb::CacheSharingOpt) -> pb::Mount {

@@ -93,6 +93,8 @@ pub struct SessionConfig {
     pub ssh: HashMap<String, PathBuf>,
     /// Ignore cached results (`--no-cache`).
     pub no_cache: bool,
+    /// What steps may ask for beyond the sandbox (`--allow`).
+    pub entitlements: crate::executor::Entitlements,
 }
 
 /// A build session: the configuration and the scheduler that solves its graphs.
@@ -563,6 +565,7 @@ mod tests {
                 secrets: HashMap::new(),
                 ssh: HashMap::new(),
                 no_cache: false,
+                entitlements: Default::default(),
             },
             None,
         )

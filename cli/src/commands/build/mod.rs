@@ -109,6 +109,19 @@ fn read_definition(path: &Path) -> anyhow::Result<LoadedDefinition> {
         .with_context(|| format!("loading the LLB Definition {}", path.display()))
 }
 
+/// `--allow` values, as buildx names them.
+fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlements> {
+    let mut entitlements = kiln_solver::Entitlements::default();
+    for value in values {
+        match value.as_str() {
+            "network.host" => entitlements.network_host = true,
+            "security.insecure" => entitlements.security_insecure = true,
+            other => anyhow::bail!("invalid entitlement: {other}"),
+        }
+    }
+    Ok(entitlements)
+}
+
 pub(crate) fn run(
     root: &Path,
     config: Option<&Path>,
@@ -138,6 +151,7 @@ pub(crate) fn run(
         .iter()
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let entitlements = parse_entitlements(&args.allow)?;
     let store = Arc::new(
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
     );
@@ -185,6 +199,7 @@ pub(crate) fn run(
             secrets,
             ssh,
             no_cache: args.no_cache,
+            entitlements,
         },
         None,
     );
