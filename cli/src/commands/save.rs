@@ -11,6 +11,7 @@ use crate::args::SaveArgs;
 pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let _lease = store.lease().context("taking a lease on the store")?;
     let record = kiln_exporters::find_image(&store, &args.image)?;
     let image = kiln_exporters::stored_image(&store, &record)?;
     let out = std::io::BufWriter::new(fs_err::File::create(&args.output)?);

@@ -647,14 +647,12 @@ async fn cache_mount(
     let id = Some(opt.id.clone())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| m.dest.clone());
-    let base = config
-        .store
-        .root()
-        .join("cache-mounts")
-        .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
+    let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let store = config.store.clone();
     let sharing = pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
     let (dir, lock) = blocking(move || {
-        fs_err::create_dir_all(&base)?;
+        // The store hands the directory out under the build's lease: a prune leaves it alone.
+        let base = store.cache_mount_dir(&name)?;
         match sharing {
             pb::CacheSharingOpt::Shared => Ok((base, None)),
             pb::CacheSharingOpt::Locked => {
@@ -667,11 +665,8 @@ async fn cache_mount(
                     let dir = if n == 0 {
                         base.clone()
                     } else {
-                        let mut name = base.clone().into_os_string();
-                        name.push(format!("-{n}"));
-                        PathBuf::from(name)
+                        store.cache_mount_dir(&format!("{name}-{n}"))?
                     };
-                    fs_err::create_dir_all(&dir)?;
                     if let Some(lock) = lock_dir(&dir, nix::fcntl::FlockArg::LockExclusiveNonblock)?
                     {
                         return Ok((dir, Some(lock)));

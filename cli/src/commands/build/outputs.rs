@@ -280,7 +280,7 @@ pub(super) fn export(
         Output::Tar { dest } => {
             let temp = tempfile::Builder::new()
                 .prefix("export-")
-                .tempdir_in(store.root())?;
+                .tempdir_in(store.scratch_dir()?)?;
             kiln_solver::export_local(store, result, temp.path())
                 .map_err(|e| anyhow::anyhow!(e))
                 .context("assembling the file system")?;
