@@ -500,6 +500,30 @@ fn sweep(
 }
 
 impl Store {
+    /// The directories whose files [`Store::disk_files`] counts.
+    pub const MEASURED_DIRS: [&'static str; 5] =
+        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
+
+    /// Every file the store's data uses, each once: the measure `kiln du` totals and
+    /// [`GcReport::freed`] subtracts from (collection frees nothing outside these).
+    pub fn disk_files(&self) -> Result<Files, Error> {
+        let mut files = Files::new();
+        for dir in Self::MEASURED_DIRS {
+            files.add(&self.root().join(dir))?;
+        }
+        Ok(files)
+    }
+
+    /// The cache mount directories (names under `cache-mounts/`).
+    pub fn cache_mounts(&self) -> Result<Vec<String>, Error> {
+        let mut out: Vec<String> = names(&self.root().join("cache-mounts"))?
+            .into_iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// What uses space in the store.
     pub fn du(&self) -> Result<DiskUsage, Error> {
         let blob_size = |d: &Digest| fs_err::metadata(self.blob_path(d)).map_or(0, |m| m.len());

@@ -1052,3 +1052,122 @@ fn durable_writes_survive_a_kill() {
     assert!(store.cache_record("flushed").unwrap().is_some());
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
+
+/// Bytes of the regular files and symbolic links under `dirs`, each inode once, as `find`
+/// lists them: the file system's own answer.
+fn find_bytes(root: &std::path::Path) -> u64 {
+    let dirs: Vec<std::path::PathBuf> = Store::MEASURED_DIRS
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.exists())
+        .collect();
+    let out = Command::new("find")
+        .args(&dirs)
+        .args([
+            "(",
+            "-type",
+            "f",
+            "-o",
+            "-type",
+            "l",
+            ")",
+            "-printf",
+            "%D:%i %s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut seen = std::collections::HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (inode, size) = line.split_once(' ').unwrap();
+        seen.insert(inode.to_owned(), size.parse::<u64>().unwrap());
+    }
+    seen.values().sum()
+}
+
+#[test]
+fn prune_frees_what_the_measure_of_du_says_and_cache_mounts_go_unless_held() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    // A cached step whose file has two names, and a second snapshot hard-linking it (as a
+    // stored image's snapshot does): the file counts once, before and when freed.
+    let step = store.prepare("step-active", None).unwrap();
+    fs_err::write(step.upper.join("big"), random(300_000, 1)).unwrap();
+    fs_err::hard_link(step.upper.join("big"), step.upper.join("big2")).unwrap();
+    fs_err::write(step.upper.join("own"), random(50_000, 2)).unwrap();
+    store.commit("step-active", "step").unwrap();
+    store
+        .put_cache_record(&snapshot_record("step-record", "step"))
+        .unwrap();
+    let linked = store.prepare("linked-active", None).unwrap();
+    fs_err::hard_link(
+        store.committed_dir("step").unwrap().join("big"),
+        linked.upper.join("big"),
+    )
+    .unwrap();
+    store.commit("linked-active", "linked").unwrap();
+    let blob = store.write_blob(&random(20_000, 3), None).unwrap();
+    store
+        .put_image(&ImageRecord {
+            chain_id: None,
+            ..image("kept:1", &[blob, blob, blob], None)
+        })
+        .unwrap();
+    store
+        .put_cache_record(&snapshot_record("linked-record", "linked"))
+        .unwrap();
+    // Two cache mounts; a build holds one of them.
+    let user = Store::open(root.path()).unwrap();
+    let lease = user.lease().unwrap();
+    let held = user.cache_mount_dir("held").unwrap();
+    fs_err::write(held.join("data"), random(70_000, 4)).unwrap();
+    let free = store.cache_mount_dir("free").unwrap();
+    fs_err::write(free.join("data"), random(90_000, 5)).unwrap();
+    store.flush().unwrap();
+
+    let before = store.disk_files().unwrap().bytes();
+    assert_eq!(before, find_bytes(root.path()));
+    assert_eq!(before, 300_000 + 50_000 + 20_000 + 70_000 + 90_000);
+
+    // Cache mounts only: the free one goes, the held one stays, no record goes.
+    let report = store
+        .prune(&PruneOptions {
+            kind: Some(kiln_cache::CacheKind::CacheMount),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(report.removed_records.is_empty());
+    assert_eq!(report.gc.removed_cache_mounts, ["free"]);
+    assert_eq!(report.gc.freed, 90_000);
+    assert_eq!(store.cache_mounts().unwrap(), ["held"]);
+    let after = store.disk_files().unwrap().bytes();
+    assert_eq!(after, find_bytes(root.path()));
+    assert_eq!(before - after, report.gc.freed);
+
+    // Both records: every name of `big` goes (counted once, not three times), and `own`.
+    let report = store
+        .prune(&PruneOptions {
+            older_than: Some(Duration::ZERO),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["linked-record", "step-record"]);
+    let left = store.disk_files().unwrap().bytes();
+    assert_eq!(left, find_bytes(root.path()));
+    assert_eq!(after - left, report.gc.freed);
+    assert_eq!(report.gc.freed, 350_000);
+    assert_eq!(store.cache_mounts().unwrap(), ["held"]);
+
+    // Released, `--all` takes the last cache mount too.
+    drop(lease);
+    let report = store
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.gc.removed_cache_mounts, ["held"]);
+    assert_eq!(report.gc.freed, 70_000);
+    assert_eq!(store.disk_files().unwrap().bytes(), 20_000);
+    assert_eq!(find_bytes(root.path()), 20_000);
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
 
-use super::du::{entry_rows, now, open_store, table, write_stdout};
+use super::du::{Usage, entry_rows, now, open_store, table, write_stdout};
 use super::images::human_size;
 use crate::args::PruneArgs;
 
@@ -27,8 +27,7 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(root)?;
-    let before: HashMap<String, UsageEntry> = store
-        .du()
+    let before: HashMap<String, UsageEntry> = Usage::measure(&store)
         .context("measuring disk usage")?
         .entries
         .into_iter()
@@ -40,7 +39,7 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .chain(&report.gc.removed_cache_mounts)
         .map(|id| {
-            before.get(id).cloned().unwrap_or(UsageEntry {
+            before.get(id.as_str()).cloned().unwrap_or(UsageEntry {
                 kind: "cache",
                 id: id.clone(),
                 size: 0,
