@@ -42,8 +42,8 @@ pub enum Error {
         /// The database file.
         path: PathBuf,
     },
-    /// Garbage collection could not get the store to itself (builds or pulls hold leases).
-    #[error("store {path} is in use (leases held); garbage collection did not run")]
+    /// Another garbage collection kept the store's collection lock for too long.
+    #[error("store {path} is busy (another garbage collection is running)")]
     StoreBusy {
         /// The lock file.
         path: PathBuf,
@@ -76,6 +76,12 @@ pub enum Error {
     SnapshotExists {
         /// The snapshot key.
         key: String,
+    },
+    /// A cache mount name is not a plain directory name.
+    #[error("invalid cache mount name {name:?}")]
+    InvalidCacheMount {
+        /// The rejected name.
+        name: String,
     },
     /// An image is not in the store.
     #[error("image {name} not found")]

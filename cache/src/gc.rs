@@ -1,30 +1,42 @@
 //! Garbage collection, prune, disk usage and the consistency check.
 //!
 //! # Overview
-//! 1. Roots: named images (manifest, index, config, layers, top snapshot), build cache records
-//!    (their blobs and snapshots) and active snapshots (running steps).
-//! 2. Mark: every root and, for snapshots, every ancestor.
-//! 3. Sweep, under the exclusive `gc.lock`: first the metadata records that are not marked (one
-//!    transaction), then the files — blobs, snapshot directories, leftovers of interrupted
-//!    writes in `ingest/` and `snapshots/tmp-*`. Removing metadata before data means a crash in
-//!    between leaves only unreferenced files, which the next collection removes.
+//! 1. List the names on disk: blobs, committed and active snapshot directories, cache
+//!    mounts. Whatever appears later is not this collection's business.
+//! 2. In one durable write transaction of the metadata database: drop the leases of dead
+//!    processes; remove the cache records a prune selected (not those a live lease holds);
+//!    mark the roots — named images (manifest, index, config, layers, top snapshot), cache
+//!    records (their blobs and snapshots), what live leases hold, active snapshots whose
+//!    process lives — and every ancestor of a marked snapshot; remove the unmarked blob and
+//!    snapshot records.
+//! 3. Right after that commit, before any other process can write metadata, move every
+//!    listed name that is not marked into a trash directory. A writer adds what it is about
+//!    to create or use to its lease first (see the `lease` module), in a transaction either
+//!    before this one (so it is marked) or after the moves (so it finds the name gone and
+//!    writes it afresh): it never meets a half-deleted file.
+//! 4. Move the leftovers of dead processes (`ingest/`, `snapshots/tmp-*`, `tmp/`) into the
+//!    trash too, measure what deleting the trash frees (files whose every name is in it, in
+//!    the measure of [`Files`]), and delete it.
 //!
-//! Leases ([`Store::lease`]) hold `gc.lock` shared, so a collection waits for running pulls and
-//! builds (or gives up with [`Error::StoreBusy`]), and never removes what they have written but
-//! not yet recorded.
+//! Removing metadata before data means a crash in between leaves only unreferenced files,
+//! which the next collection removes. Collections take `gc.lock` exclusively, one at a time;
+//! builds and pulls never wait for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
-use crate::meta;
-use crate::snapshot::{SnapshotKind, dir_size};
-use crate::store::{BlobRecord, CacheRecord, Store, now};
+use crate::lease::{LeaseRecord, Liveness, Owner};
+use crate::meta::{self, Commit};
+use crate::snapshot::{SnapshotKind, SnapshotRecord, dir_size};
+use crate::store::{BlobRecord, CacheRecord, ImageRecord, Store, now};
+use crate::usage::Files;
 
-/// How long garbage collection waits for leases to be released.
-const GC_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long garbage collection waits for another collection to finish.
+const GC_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,21 +45,57 @@ pub struct GcReport {
     pub removed_blobs: Vec<Digest>,
     /// Snapshot directories deleted (by directory name).
     pub removed_snapshots: Vec<String>,
+    /// Cache mount directories deleted (by directory name).
+    pub removed_cache_mounts: Vec<String>,
     /// Leftovers of interrupted writes deleted.
     pub removed_temporary: usize,
-    /// Bytes freed.
+    /// Leases of processes that are gone, dropped.
+    pub void_leases: usize,
+    /// Bytes freed, in the measure of [`Files`] (each file once, whatever its names).
     pub freed: u64,
 }
 
-/// Which build cache records [`Store::prune`] removes.
+/// The kinds of build cache `kiln du` lists and `kiln prune --filter type=...` selects, with
+/// BuildKit's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    /// Step results (`regular`).
+    Regular,
+    /// `RUN --mount=type=cache` directories (`exec.cachemount`).
+    CacheMount,
+}
+
+impl CacheKind {
+    /// BuildKit's name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::CacheMount => "exec.cachemount",
+        }
+    }
+
+    /// The kind with BuildKit's name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "regular" => Some(Self::Regular),
+            "exec.cachemount" => Some(Self::CacheMount),
+            _ => None,
+        }
+    }
+}
+
+/// Which build cache [`Store::prune`] removes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PruneOptions {
-    /// Remove every record.
+    /// Remove every record (and, unless `kind` says otherwise, every cache mount).
     pub all: bool,
     /// Remove records not used for at least this long.
     pub older_than: Option<Duration>,
     /// Then remove least recently used records until the rest fit in this many bytes.
     pub keep_bytes: Option<u64>,
+    /// Only this kind of cache (`--filter type=...`): `CacheMount` removes every cache mount
+    /// no running build holds and no record; `Regular` leaves cache mounts alone.
+    pub kind: Option<CacheKind>,
 }
 
 /// What [`Store::prune`] removed.
@@ -62,11 +110,11 @@ pub struct PruneReport {
 /// One line of [`Store::du`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
-    /// `image` or `cache`.
+    /// `image`, `cache` or `exec.cachemount`.
     pub kind: &'static str,
-    /// The image name or cache record ID.
+    /// The image name, cache record ID or cache mount directory.
     pub id: String,
-    /// Bytes of blobs and snapshots it refers to (shared content counted in each).
+    /// Bytes of the distinct files it uses (files shared with other entries counted in each).
     pub size: u64,
     /// When it was last used (seconds since the Unix epoch).
     pub last_used: u64,
@@ -90,177 +138,390 @@ impl DiskUsage {
     }
 }
 
+/// What live leases hold, and what is marked.
 #[derive(Default)]
 struct Marked {
     blobs: HashSet<Digest>,
+    /// Snapshot keys.
     snapshots: HashSet<String>,
+    records: HashSet<String>,
+    cache_mounts: HashSet<String>,
+}
+
+/// Names found on disk at the start of a collection.
+#[derive(Default)]
+struct Listed {
+    blobs: Vec<String>,
+    committed: Vec<String>,
+    active: Vec<String>,
+    cache_mounts: Vec<String>,
+}
+
+/// What the metadata transaction decided.
+#[derive(Default)]
+struct Plan {
+    removed_records: Vec<String>,
+    keep_blobs: HashSet<String>,
+    keep_committed: HashSet<String>,
+    keep_active: HashSet<String>,
+    keep_cache_mounts: HashSet<String>,
+    remove_cache_mounts: bool,
+    void_leases: usize,
+}
+
+fn names(dir: &Path) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    let entries = match fs_err::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        out.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(out)
+}
+
+/// The directory name of a snapshot key.
+fn snapshot_dir_name(key: &str) -> String {
+    key.replace(':', "-")
+}
+
+/// The cache records `options` selects, least recently used first (none that `held`).
+fn select_records(
+    records: &[CacheRecord],
+    options: &PruneOptions,
+    held: &HashSet<String>,
+) -> Vec<String> {
+    if options.kind == Some(CacheKind::CacheMount) {
+        return Vec::new();
+    }
+    let mut records: Vec<&CacheRecord> = records.iter().filter(|r| !held.contains(&r.id)).collect();
+    records.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
+    let now = now();
+    let mut remove: Vec<String> = Vec::new();
+    let mut kept: Vec<&CacheRecord> = Vec::new();
+    for record in records {
+        let old = options
+            .older_than
+            .is_some_and(|d| now.saturating_sub(record.last_used) >= d.as_secs());
+        if options.all || old {
+            remove.push(record.id.clone());
+        } else {
+            kept.push(record);
+        }
+    }
+    if let Some(limit) = options.keep_bytes {
+        let mut total: u64 = kept.iter().map(|r| r.size).sum();
+        for record in &kept {
+            if total <= limit {
+                break;
+            }
+            total -= record.size;
+            remove.push(record.id.clone());
+        }
+    }
+    remove
+}
+
+/// The trash directory of one collection, made on first use.
+struct Trash {
+    dir: PathBuf,
+    made: bool,
+    next: usize,
+}
+
+impl Trash {
+    fn new(store: &Store) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            dir: store.root().join("snapshots").join(format!(
+                "{}{}-gc-{nanos:x}",
+                meta::TRASH_PREFIX,
+                Owner::current().tag()
+            )),
+            made: false,
+            next: 0,
+        }
+    }
+
+    /// Moves `path` into the trash; `false` if it was gone already.
+    fn take(&mut self, path: &Path) -> Result<bool, Error> {
+        if !self.made {
+            fs_err::create_dir_all(&self.dir)?;
+            self.made = true;
+        }
+        self.next += 1;
+        match fs_err::rename(path, self.dir.join(self.next.to_string())) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the trash; returns the bytes that frees.
+    fn empty(self) -> Result<u64, Error> {
+        if !self.made {
+            return Ok(0);
+        }
+        let mut files = Files::new();
+        files.add(&self.dir)?;
+        fs_err::remove_dir_all(&self.dir)?;
+        Ok(files.bytes_of_all_names())
+    }
 }
 
 impl Store {
-    fn mark(&self) -> Result<Marked, Error> {
-        let mut marked = Marked::default();
-        let snapshots: std::collections::HashMap<String, _> = self
-            .snapshots()?
-            .into_iter()
-            .map(|r| (r.key.clone(), r))
-            .collect();
-        let mut pending: Vec<String> = Vec::new();
-        for image in self.images()? {
-            marked.blobs.insert(image.manifest);
-            marked.blobs.extend(image.index);
-            marked.blobs.insert(image.config);
-            marked.blobs.extend(image.layers.iter().copied());
-            pending.extend(image.chain_id.map(|c| c.to_string()));
-        }
-        for record in self.cache_records()? {
-            marked.blobs.extend(record.blobs.iter().copied());
-            pending.extend(record.snapshots.iter().cloned());
-        }
-        pending.extend(
-            snapshots
-                .values()
-                .filter(|s| s.kind == SnapshotKind::Active)
-                .map(|s| s.key.clone()),
-        );
-        while let Some(key) = pending.pop() {
-            if marked.snapshots.insert(key.clone()) {
-                if let Some(parent) = snapshots.get(&key).and_then(|s| s.parent.clone()) {
-                    pending.push(parent);
-                }
-            }
-        }
-        Ok(marked)
-    }
-
-    /// Removes everything no image, cache record or active snapshot refers to.
+    /// Removes everything no image, cache record, live lease or running step refers to.
     pub fn gc(&self) -> Result<GcReport, Error> {
-        let _lock = self.gc_lock(GC_LOCK_TIMEOUT)?;
-        self.gc_locked()
+        Ok(self.collect(None)?.gc)
     }
 
-    fn gc_locked(&self) -> Result<GcReport, Error> {
-        let marked = self.mark()?;
+    /// Removes build cache records (and cache mounts) chosen by `options`, except what a
+    /// running build holds, then collects garbage.
+    pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, Error> {
+        self.collect(Some(options))
+    }
+
+    fn collect(&self, prune: Option<&PruneOptions>) -> Result<PruneReport, Error> {
+        let _lock = self.gc_lock(GC_LOCK_TIMEOUT)?;
+        let root = self.root().to_owned();
+        let listed = Listed {
+            blobs: names(&root.join("blobs/sha256"))?,
+            committed: names(&root.join("snapshots/committed"))?,
+            active: names(&root.join("snapshots/active"))?,
+            cache_mounts: names(&root.join("cache-mounts"))?,
+        };
+        let mut alive = Liveness::default();
+        let mut trash = Trash::new(self);
         let mut report = GcReport::default();
-        let mut keep_dirs: HashSet<String> = HashSet::new();
-        let mut keep_active: HashSet<String> = HashSet::new();
-        self.meta.write(|tx| {
-            for (key, _) in tx.list::<BlobRecord>(meta::BLOBS)? {
-                if !key.parse().is_ok_and(|d: Digest| marked.blobs.contains(&d)) {
-                    tx.remove(meta::BLOBS, &key)?;
-                }
-            }
-            for (key, record) in tx.list::<crate::SnapshotRecord>(meta::SNAPSHOTS)? {
-                if !marked.snapshots.contains(&key) {
-                    tx.remove(meta::SNAPSHOTS, &key)?;
+        let (plan, moved) = self.meta.write_then(
+            Commit::Durable,
+            |tx| plan(tx, prune, &mut alive),
+            |plan| {
+                let moved = sweep(&root, &listed, &plan, &mut trash, &mut report);
+                (plan, moved)
+            },
+        )?;
+        moved?;
+        report.void_leases = plan.void_leases;
+
+        // Leftovers of processes that are gone.
+        for (dir, keep) in [
+            (
+                "snapshots",
+                (|n: &str| !n.starts_with("tmp-")) as fn(&str) -> bool,
+            ),
+            ("ingest", |_: &str| false),
+            ("tmp", |_: &str| false),
+        ] {
+            for name in names(&root.join(dir))? {
+                if keep(&name) || alive.owned_by_live(&name) || trash.dir.ends_with(&name) {
                     continue;
                 }
-                let dir = key.replace(':', "-");
-                match record.kind {
-                    SnapshotKind::Committed => keep_dirs.insert(dir),
-                    SnapshotKind::Active => keep_active.insert(dir),
-                };
-            }
-            Ok(())
-        })?;
-
-        for entry in fs_err::read_dir(self.root().join("blobs/sha256"))? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let keep = name
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-                .is_some_and(|d| marked.blobs.contains(&d));
-            if !keep {
-                report.freed += entry.metadata()?.len();
-                fs_err::remove_file(entry.path())?;
-                if let Some(d) = name.to_str().and_then(|n| Digest::from_hex(n).ok()) {
-                    report.removed_blobs.push(d);
-                }
-            }
-        }
-        for (sub, keep) in [
-            ("snapshots/committed", &keep_dirs),
-            ("snapshots/active", &keep_active),
-        ] {
-            for entry in fs_err::read_dir(self.root().join(sub))? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !keep.contains(&name) {
-                    // The process that removed its record may be deleting it too.
-                    let size = dir_size(&entry.path());
-                    if gone(fs_err::remove_dir_all(entry.path()))? {
-                        continue;
-                    }
-                    report.freed += size.unwrap_or(0);
-                    report.removed_snapshots.push(name);
-                }
-            }
-        }
-        for entry in fs_err::read_dir(self.root().join("snapshots"))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("tmp-") && !gone(fs_err::remove_dir_all(entry.path()))? {
-                // Trash is what a removal left to delete in the background, not an
-                // interrupted write.
-                if !name.starts_with(crate::meta::TRASH_PREFIX) {
+                let trashed = name.starts_with(meta::TRASH_PREFIX);
+                if trash.take(&root.join(dir).join(&name))? && !trashed {
                     report.removed_temporary += 1;
                 }
             }
         }
-        for entry in fs_err::read_dir(self.root().join("ingest"))? {
-            fs_err::remove_file(entry?.path())?;
-            report.removed_temporary += 1;
-        }
+        report.freed = trash.empty()?;
         report.removed_blobs.sort();
         report.removed_snapshots.sort();
+        report.removed_cache_mounts.sort();
         tracing::info!(
+            records = plan.removed_records.len(),
             blobs = report.removed_blobs.len(),
             snapshots = report.removed_snapshots.len(),
+            cache_mounts = report.removed_cache_mounts.len(),
+            void_leases = report.void_leases,
             freed = report.freed,
             "garbage collected"
         );
-        Ok(report)
+        Ok(PruneReport {
+            removed_records: plan.removed_records,
+            gc: report,
+        })
+    }
+}
+
+/// Step 2 of the overview, inside the collection's write transaction.
+fn plan(
+    tx: &meta::Tx<'_>,
+    prune: Option<&PruneOptions>,
+    alive: &mut Liveness,
+) -> Result<Plan, Error> {
+    let mut plan = Plan::default();
+    let mut held = Marked::default();
+    for (id, lease) in tx.list::<LeaseRecord>(meta::LEASES)? {
+        if alive.alive(&lease.owner) {
+            held.blobs.extend(lease.blobs);
+            held.snapshots.extend(lease.snapshots);
+            held.records.extend(lease.records);
+            held.cache_mounts.extend(lease.cache_mounts);
+        } else {
+            tx.remove(meta::LEASES, &id)?;
+            plan.void_leases += 1;
+        }
+    }
+    let mut records = tx.list::<CacheRecord>(meta::CACHE_RECORDS)?;
+    if let Some(options) = prune {
+        plan.removed_records = select_records(
+            &records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            options,
+            &held.records,
+        );
+        let removed: HashSet<&String> = plan.removed_records.iter().collect();
+        for id in &removed {
+            tx.remove(meta::CACHE_RECORDS, id)?;
+        }
+        records.retain(|(id, _)| !removed.contains(id));
+        plan.remove_cache_mounts = match options.kind {
+            Some(CacheKind::CacheMount) => true,
+            Some(CacheKind::Regular) => false,
+            None => options.all,
+        };
     }
 
-    /// Removes build cache records chosen by `options`, then collects garbage.
-    pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, Error> {
-        let _lock = self.gc_lock(GC_LOCK_TIMEOUT)?;
-        let mut records = self.cache_records()?;
-        records.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
-        let now = now();
-        let mut remove: Vec<String> = Vec::new();
-        let mut kept: Vec<CacheRecord> = Vec::new();
-        for record in records {
-            let old = options
-                .older_than
-                .is_some_and(|d| now.saturating_sub(record.last_used) >= d.as_secs());
-            if options.all || old {
-                remove.push(record.id);
-            } else {
-                kept.push(record);
+    // Roots.
+    let snapshots: HashMap<String, SnapshotRecord> = tx
+        .list::<SnapshotRecord>(meta::SNAPSHOTS)?
+        .into_iter()
+        .collect();
+    let mut marked = Marked {
+        blobs: held.blobs,
+        ..Marked::default()
+    };
+    let mut pending: Vec<String> = held.snapshots.into_iter().collect();
+    for (_, image) in tx.list::<ImageRecord>(meta::IMAGES)? {
+        marked.blobs.insert(image.manifest);
+        marked.blobs.extend(image.index);
+        marked.blobs.insert(image.config);
+        marked.blobs.extend(image.layers.iter().copied());
+        pending.extend(image.chain_id.map(|c| c.to_string()));
+    }
+    for (_, record) in &records {
+        marked.blobs.extend(record.blobs.iter().copied());
+        pending.extend(record.snapshots.iter().filter(|s| !s.is_empty()).cloned());
+    }
+    pending.extend(
+        snapshots
+            .values()
+            .filter(|s| s.kind == SnapshotKind::Active && s.owner.is_some_and(|o| alive.alive(&o)))
+            .map(|s| s.key.clone()),
+    );
+    while let Some(key) = pending.pop() {
+        if marked.snapshots.insert(key.clone()) {
+            if let Some(parent) = snapshots.get(&key).and_then(|s| s.parent.clone()) {
+                pending.push(parent);
             }
         }
-        if let Some(limit) = options.keep_bytes {
-            let mut total: u64 = kept.iter().map(|r| r.size).sum();
-            for record in &kept {
-                if total <= limit {
-                    break;
-                }
-                total -= record.size;
-                remove.push(record.id.clone());
+    }
+
+    // Unmarked records go; the names of marked snapshots stay, whatever their state (a
+    // leased key may not have a record yet).
+    for (key, _) in tx.list::<BlobRecord>(meta::BLOBS)? {
+        if !key.parse().is_ok_and(|d: Digest| marked.blobs.contains(&d)) {
+            tx.remove(meta::BLOBS, &key)?;
+        }
+    }
+    for (key, record) in &snapshots {
+        if !marked.snapshots.contains(key) {
+            tx.remove(meta::SNAPSHOTS, key)?;
+        } else if record.kind == SnapshotKind::Active {
+            plan.keep_active.insert(snapshot_dir_name(key));
+        }
+    }
+    for key in &marked.snapshots {
+        let name = snapshot_dir_name(key);
+        match snapshots.get(key).map(|s| s.kind) {
+            Some(SnapshotKind::Active) => {}
+            Some(SnapshotKind::Committed) => {
+                plan.keep_committed.insert(name);
+            }
+            // Held but not recorded yet: it may become either.
+            None => {
+                plan.keep_committed.insert(name.clone());
+                plan.keep_active.insert(name);
             }
         }
-        self.meta.write(|tx| {
-            for id in &remove {
-                tx.remove(meta::CACHE_RECORDS, id)?;
+    }
+    plan.keep_blobs = marked.blobs.iter().map(Digest::hex).collect();
+    plan.keep_cache_mounts = held.cache_mounts;
+    Ok(plan)
+}
+
+/// Step 3 of the overview: moves the listed names that are not kept into the trash. Runs
+/// right after the collection's commit, before any other writer.
+fn sweep(
+    root: &Path,
+    listed: &Listed,
+    plan: &Plan,
+    trash: &mut Trash,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    for name in &listed.blobs {
+        if !plan.keep_blobs.contains(name) && trash.take(&root.join("blobs/sha256").join(name))? {
+            if let Ok(digest) = Digest::from_hex(name) {
+                report.removed_blobs.push(digest);
             }
-            Ok(())
-        })?;
-        let gc = self.gc_locked()?;
-        Ok(PruneReport {
-            removed_records: remove,
-            gc,
-        })
+        }
+    }
+    for (sub, names, keep) in [
+        (
+            "snapshots/committed",
+            &listed.committed,
+            &plan.keep_committed,
+        ),
+        ("snapshots/active", &listed.active, &plan.keep_active),
+    ] {
+        for name in names {
+            // The process that removed its record may have deleted it already.
+            if !keep.contains(name) && trash.take(&root.join(sub).join(name))? {
+                report.removed_snapshots.push(name.clone());
+            }
+        }
+    }
+    if plan.remove_cache_mounts {
+        let dir = root.join("cache-mounts");
+        for name in &listed.cache_mounts {
+            let base = name.strip_suffix(".lock").unwrap_or(name);
+            if plan.keep_cache_mounts.contains(base) {
+                continue;
+            }
+            if trash.take(&dir.join(name))? && !name.ends_with(".lock") {
+                report.removed_cache_mounts.push(name.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The directories whose files [`Store::disk_files`] counts.
+    pub const MEASURED_DIRS: [&'static str; 5] =
+        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
+
+    /// Every file the store's data uses, each once: the measure `kiln du` totals and
+    /// [`GcReport::freed`] subtracts from (collection frees nothing outside these).
+    pub fn disk_files(&self) -> Result<Files, Error> {
+        let mut files = Files::new();
+        for dir in Self::MEASURED_DIRS {
+            files.add(&self.root().join(dir))?;
+        }
+        Ok(files)
+    }
+
+    /// The cache mount directories (names under `cache-mounts/`).
+    pub fn cache_mounts(&self) -> Result<Vec<String>, Error> {
+        let mut out: Vec<String> = names(&self.root().join("cache-mounts"))?
+            .into_iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// What uses space in the store.
@@ -400,14 +661,5 @@ impl Store {
             }
         }
         Ok(problems)
-    }
-}
-
-/// Whether a removal found nothing to remove (another process removed it first).
-fn gone(result: io::Result<()>) -> Result<bool, Error> {
-    match result {
-        Ok(()) => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(e.into()),
     }
 }

@@ -44,12 +44,14 @@ mod diff;
 mod digest;
 mod error;
 mod gc;
+mod lease;
 mod meta;
 mod pull;
 mod registry;
 mod snapshot;
 mod store;
 mod unpack;
+mod usage;
 
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
@@ -57,12 +59,14 @@ pub use diff::{
 };
 pub use digest::Digest;
 pub use error::Error;
-pub use gc::{DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use lease::{Lease, Owner};
 pub use oci_client;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
 pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
-pub use store::{BlobRecord, BlobWriter, CacheRecord, ImageRecord, Lease, Store};
+pub use store::{BlobRecord, BlobWriter, CacheMountDir, CacheRecord, ImageRecord, Store};
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};
+pub use usage::Files;

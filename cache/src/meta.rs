@@ -71,8 +71,11 @@ pub(crate) const IMAGES: Table = Table(TableDefinition::new("images"));
 pub(crate) const BLOBS: Table = Table(TableDefinition::new("blobs"));
 pub(crate) const SNAPSHOTS: Table = Table(TableDefinition::new("snapshots"));
 pub(crate) const CACHE_RECORDS: Table = Table(TableDefinition::new("cache_records"));
+pub(crate) const LEASES: Table = Table(TableDefinition::new("leases"));
+/// Documents other crates keep in the store (the solver's cache key history), as raw bytes.
+pub(crate) const DOCUMENTS: Table = Table(TableDefinition::new("documents"));
 
-const ALL_TABLES: [Table; 4] = [IMAGES, BLOBS, SNAPSHOTS, CACHE_RECORDS];
+const ALL_TABLES: [Table; 6] = [IMAGES, BLOBS, SNAPSHOTS, CACHE_RECORDS, LEASES, DOCUMENTS];
 
 /// How long to wait for another process to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -217,6 +220,19 @@ impl Meta {
         commit: Commit,
         f: impl FnOnce(&Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.write_then(commit, f, |out| out)
+    }
+
+    /// Like [`Meta::write_with`], then runs `then` on the result after the commit, before any
+    /// other process can get the database: what it does is ordered after the commit and
+    /// before every later write of any process (garbage collection moves unreferenced files
+    /// away there, so that no writer can meet a half-removed one).
+    pub(crate) fn write_then<T, U>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, Error>,
+        then: impl FnOnce(T) -> U,
+    ) -> Result<U, Error> {
         let shared = &*self.shared;
         shared.call(|state| {
             let db = &state.held.as_ref().expect("held during a call").db;
@@ -253,7 +269,7 @@ impl Meta {
                     state.unsynced_data = true;
                 }
             }
-            Ok(out)
+            Ok(then(out))
         })
     }
 
@@ -541,7 +557,7 @@ impl Shared {
                 .map_or(0, |d| d.subsec_nanos());
             let trash = self.root.join("snapshots").join(format!(
                 "{TRASH_PREFIX}{}-{nanos:x}-{}",
-                std::process::id(),
+                crate::lease::Owner::current().tag(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             ));
             match fs_err::rename(&path, &trash) {
@@ -610,6 +626,20 @@ impl Tx<'_> {
                 key: key.to_owned(),
                 source,
             })
+    }
+
+    /// Reads a raw document (see [`DOCUMENTS`]).
+    pub(crate) fn get_raw(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let t = self.txn.open_table(table.0).map_err(|e| self.err(e))?;
+        let value = t.get(key).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a raw document (see [`DOCUMENTS`]).
+    pub(crate) fn put_raw(&self, table: Table, key: &str, value: &[u8]) -> Result<(), Error> {
+        let mut t = self.txn.open_table(table.0).map_err(|e| self.err(e))?;
+        t.insert(key, value).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub(crate) fn remove(&self, table: Table, key: &str) -> Result<bool, Error> {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::Error;
+use crate::lease::{Held, Owner};
 use crate::meta::{self, Commit};
 use crate::store::{Store, now};
 use crate::unpack::{UnpackOptions, Unpacked, WhiteoutMode, unpack_layer};
@@ -55,6 +56,10 @@ pub struct SnapshotRecord {
     pub created: u64,
     /// When it was last used (seconds since the Unix epoch).
     pub last_used: u64,
+    /// For an active snapshot, the process writing it: garbage collection keeps it while that
+    /// process lives (or a lease holds it) and removes it once the process is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// The directories of an overlay mount for an active snapshot.
@@ -136,7 +141,7 @@ impl Store {
     fn temp_snapshot_dir(&self) -> Result<tempfile::TempDir, Error> {
         let parent = self.root().join("snapshots");
         tempfile::Builder::new()
-            .prefix("tmp-")
+            .prefix(&format!("tmp-{}-", Owner::current().tag()))
             .tempdir_in(&parent)
             .map_err(|e| {
                 io::Error::new(
@@ -174,6 +179,7 @@ impl Store {
         let chain = chain_id(parent, diff_id);
         let key = chain.to_string();
         let dir = self.committed_dir(&key)?;
+        self.holder.hold(&[Held::Snapshot(key.clone())])?;
         if self.snapshot(&key)?.is_some() && dir.is_dir() {
             return Ok(chain);
         }
@@ -232,6 +238,7 @@ impl Store {
             size,
             created: now(),
             last_used: now(),
+            owner: None,
         };
         self.meta
             .write_with(Commit::Lazy, |tx| tx.put(meta::SNAPSHOTS, &key, &record))?;
@@ -271,6 +278,7 @@ impl Store {
             None => Vec::new(),
         };
         let dir = self.active_dir(key)?;
+        self.holder.hold(&[Held::Snapshot(key.to_owned())])?;
         if self.snapshot(key)?.is_some() {
             return Err(Error::SnapshotExists {
                 key: key.to_owned(),
@@ -292,6 +300,7 @@ impl Store {
             size: 0,
             created: now(),
             last_used: now(),
+            owner: Some(Owner::current()),
         };
         // The new directories are synced by the flush that makes this record durable.
         self.meta.write_with(Commit::LazyUnsynced, |tx| {
@@ -346,6 +355,8 @@ impl Store {
         let target = self.committed_dir(name)?;
         let upper = active_dir.join("upper");
         let size = dir_size(&upper)?;
+        // Held before the directory appears under its name (see the `gc` module).
+        self.holder.hold(&[Held::Snapshot(name.to_owned())])?;
         self.meta.keep(&target);
         if target.exists() {
             fs_err::remove_dir_all(&target)?;
@@ -359,6 +370,7 @@ impl Store {
             size,
             created: now(),
             last_used: now(),
+            owner: None,
         };
         // The upper's files are synced by the flush that makes this record durable, and the
         // active directory goes once the removal of its record is durable.

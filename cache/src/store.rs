@@ -8,8 +8,13 @@
 //! meta.redb              the metadata database
 //! meta.lock              locked by the process that has the metadata database open
 //! meta.waiting           shared-locked by processes waiting for the metadata database
-//! gc.lock                shared-locked by every lease, exclusively locked by garbage collection
+//! gc.lock                exclusively locked by garbage collection (one at a time)
+//! tmp/<owner>/           scratch space of a running process (`Store::scratch_dir`)
+//! cache-mounts/          the directories of `RUN --mount=type=cache` (`Store::cache_mount_dir`)
 //! ```
+//!
+//! Temporary names carry their process's tag (see the `lease` module), so garbage collection
+//! removes what a killed process left and nothing a running one is writing.
 //!
 //! A blob is written to a temporary file in `ingest/`, fsynced, checked against its expected
 //! digest and only then renamed to `blobs/sha256/<hex>` (and the directory fsynced), so a crash at
@@ -20,7 +25,9 @@
 //! images durably at once.
 
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -28,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::lease::{Held, Holder, Lease, Leases, Owner};
 use crate::meta::{self, Commit, Meta};
 
 /// A blob's metadata record.
@@ -94,11 +102,21 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A cache mount's directory, from [`Store::cache_mount_dir`].
+#[derive(Debug, Clone)]
+pub struct CacheMountDir {
+    pub path: PathBuf,
+    /// Made by this call: the caller fills it (a mount's `from` directory) before anyone uses it.
+    pub created: bool,
+}
+
 /// The content store and metadata database under one root directory.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    pub(crate) meta: Meta,
+    pub(crate) meta: Arc<Meta>,
+    /// This store's lease (see [`Store::lease`]).
+    pub(crate) holder: Holder,
 }
 
 impl Store {
@@ -113,8 +131,12 @@ impl Store {
         ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
-        let meta = Meta::open(&root)?;
-        Ok(Self { root, meta })
+        let meta = Arc::new(Meta::open(&root)?);
+        let holder = Holder {
+            meta: Arc::clone(&meta),
+            leases: Arc::new(Leases::default()),
+        };
+        Ok(Self { root, meta, holder })
     }
 
     /// The root directory.
@@ -159,7 +181,7 @@ impl Store {
     pub fn writer(&self) -> Result<BlobWriter, Error> {
         let dir = self.root.join("ingest");
         let file = tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&format!("blob-{}-", Owner::current().tag()))
             .tempfile_in(&dir)
             .map_err(|e| {
                 io::Error::new(
@@ -171,6 +193,7 @@ impl Store {
             file: Some(file),
             hasher: Hasher::default(),
             blobs_dir: self.root.join("blobs/sha256"),
+            holder: self.holder.clone(),
         })
     }
 
@@ -204,9 +227,38 @@ impl Store {
             .write(|tx| tx.put(meta::IMAGES, &record.name, record))
     }
 
-    /// Looks an image up by full name.
+    /// Looks an image up by full name. Under a lease, the lease holds the image's content
+    /// from the same moment (so removing the name later does not take it away).
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, Error> {
-        self.meta.get(meta::IMAGES, name)
+        if !self.has_lease() {
+            return self.meta.get(meta::IMAGES, name);
+        }
+        let (image, added) = self.meta.write_with(Commit::Lazy, |tx| {
+            let Some(image) = tx.get::<ImageRecord>(meta::IMAGES, name)? else {
+                return Ok((None, None));
+            };
+            let mut items: Vec<Held> = [image.manifest, image.config]
+                .into_iter()
+                .chain(image.index)
+                .chain(image.layers.iter().copied())
+                .map(Held::Blob)
+                .collect();
+            items.extend(image.chain_id.map(|c| Held::Snapshot(c.to_string())));
+            let added = self.holder.missing(&items);
+            if let Some((id, missing)) = &added {
+                Holder::add_in(tx, id, missing)?;
+            }
+            Ok((Some(image), added))
+        })?;
+        if let Some((id, missing)) = added {
+            self.holder.added(&id, missing);
+        }
+        Ok(image)
+    }
+
+    /// Whether a [`Lease`] of this store is alive.
+    pub(crate) fn has_lease(&self) -> bool {
+        self.holder.is_leased()
     }
 
     /// Every image, sorted by name.
@@ -227,13 +279,24 @@ impl Store {
     /// Stores a build cache record. Like snapshot and blob records it is committed lazily: a
     /// crash may lose it (the step then runs again), see [`Store::flush`].
     pub fn put_cache_record(&self, record: &CacheRecord) -> Result<(), Error> {
+        let added = self.holder.missing(&[Held::Record(record.id.clone())]);
         self.meta.write_with(Commit::Lazy, |tx| {
+            if let Some((id, missing)) = &added {
+                Holder::add_in(tx, id, missing)?;
+            }
             tx.put(meta::CACHE_RECORDS, &record.id, record)
-        })
+        })?;
+        if let Some((id, missing)) = added {
+            self.holder.added(&id, missing);
+        }
+        Ok(())
     }
 
-    /// Looks one build cache record up by id.
+    /// Looks one build cache record up by id. Under a lease, the lease holds the record
+    /// (and so its blobs and snapshots) before it is looked up, so a prune cannot take away a
+    /// result this build found.
     pub fn cache_record(&self, id: &str) -> Result<Option<CacheRecord>, Error> {
+        self.holder.hold(&[Held::Record(id.to_owned())])?;
         self.meta.get(meta::CACHE_RECORDS, id)
     }
 
@@ -279,24 +342,17 @@ impl Store {
             .collect()
     }
 
-    /// Takes a lease: while it lives, garbage collection (in any process) waits, so blobs and
-    /// snapshots written but not yet referenced by an image or cache record are safe.
+    /// Takes a lease (or joins this store's live one): while it lives, everything this store
+    /// writes or looks up — snapshots, blobs, cache records, images, cache mounts — is held
+    /// from garbage collection in any process, and a collection running meanwhile removes
+    /// nothing of it. The lease is void once this process is gone, so what a killed build held
+    /// goes at the next collection (see the `lease` module).
     pub fn lease(&self) -> Result<Lease, Error> {
-        self.flock(FlockArg::LockShared, None)
-            .map(|lock| Lease { _lock: lock })
+        self.holder.lease()
     }
 
     /// Takes the exclusive garbage collection lock, waiting at most `timeout`.
-    pub(crate) fn gc_lock(&self, timeout: Duration) -> Result<Lease, Error> {
-        self.flock(FlockArg::LockExclusiveNonblock, Some(timeout))
-            .map(|lock| Lease { _lock: lock })
-    }
-
-    fn flock(
-        &self,
-        arg: FlockArg,
-        timeout: Option<Duration>,
-    ) -> Result<Flock<std::os::fd::OwnedFd>, Error> {
+    pub(crate) fn gc_lock(&self, timeout: Duration) -> Result<Flock<OwnedFd>, Error> {
         let path = self.root.join("gc.lock");
         let start = Instant::now();
         loop {
@@ -307,11 +363,9 @@ impl Store {
                 .open(&path)?
                 .into_file()
                 .into();
-            match Flock::lock(file, arg) {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(lock),
-                Err((_, nix::errno::Errno::EWOULDBLOCK))
-                    if timeout.is_some_and(|t| start.elapsed() < t) =>
-                {
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < timeout => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -325,12 +379,60 @@ impl Store {
             }
         }
     }
-}
 
-/// Keeps garbage collection away while it lives (see [`Store::lease`]).
-#[derive(Debug)]
-pub struct Lease {
-    _lock: Flock<std::os::fd::OwnedFd>,
+    /// The directory of the cache mount `name` (`cache-mounts/<name>`, for
+    /// `RUN --mount=type=cache`), made if missing. Under a lease it is held first, so a prune
+    /// leaves it alone while this process uses it; without one a prune may remove it.
+    pub fn cache_mount_dir(&self, name: &str) -> Result<CacheMountDir, Error> {
+        let valid = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && !name.ends_with(".lock")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            return Err(Error::InvalidCacheMount {
+                name: name.to_owned(),
+            });
+        }
+        self.holder.hold(&[Held::CacheMount(name.to_owned())])?;
+        let path = self.root.join("cache-mounts").join(name);
+        let created = !path.exists();
+        fs_err::create_dir_all(&path)?;
+        Ok(CacheMountDir { path, created })
+    }
+
+    /// A document another crate keeps in the store (the solver's cache key history), if any.
+    pub fn document(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.meta
+            .write_with(Commit::Lazy, |tx| tx.get_raw(meta::DOCUMENTS, name))
+    }
+
+    /// Replaces the document `name` with what `update` makes of its current bytes, in one
+    /// transaction of the metadata database: updates by concurrent processes apply one after
+    /// the other, none is lost. Committed lazily, like cache records.
+    pub fn update_document<T>(
+        &self,
+        name: &str,
+        update: impl FnOnce(Option<&[u8]>) -> (Vec<u8>, T),
+    ) -> Result<T, Error> {
+        self.meta.write_with(Commit::Lazy, |tx| {
+            let current = tx.get_raw(meta::DOCUMENTS, name)?;
+            let (bytes, out) = update(current.as_deref());
+            tx.put_raw(meta::DOCUMENTS, name, &bytes)?;
+            Ok(out)
+        })
+    }
+
+    /// This process's scratch directory in the store (`tmp/<owner tag>`), on the store's file
+    /// system: temporary directories made in it are removed by garbage collection once this
+    /// process is gone.
+    pub fn scratch_dir(&self) -> Result<PathBuf, Error> {
+        let dir = self.root.join("tmp").join(Owner::current().tag());
+        fs_err::create_dir_all(&dir)?;
+        Ok(dir)
+    }
 }
 
 /// A blob being written: bytes go to a temporary file and into a running digest.
@@ -339,6 +441,7 @@ pub struct BlobWriter {
     file: Option<tempfile::NamedTempFile>,
     hasher: Hasher,
     blobs_dir: PathBuf,
+    holder: Holder,
 }
 
 impl BlobWriter {
@@ -366,6 +469,9 @@ impl BlobWriter {
                 });
             }
         }
+        // Held before it is found or renamed into place: a collection either sees the lease
+        // holding it or has finished with this name (see the `gc` module).
+        self.holder.hold(&[Held::Blob(digest)])?;
         let target = self.blobs_dir.join(digest.hex());
         if target.is_file() {
             return Ok((digest, size));

@@ -190,6 +190,30 @@ fn child_process_entry() {
             fs_err::write(marker(&root), "ready").unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "lease-and-sleep" => {
+            // A build that holds a lease, killed in the middle of everything.
+            let _lease = store.lease().unwrap();
+            let _blob = store.write_blob(&random(1 << 20, 7), None).unwrap();
+            let mounts = store.prepare("held-active", None).unwrap();
+            fs_err::write(mounts.upper.join("f"), random(1 << 20, 8)).unwrap();
+            store.commit("held-active", "held").unwrap();
+            store.prepare("held-active", Some("held")).unwrap();
+            let mut unfinished = store.writer().unwrap();
+            unfinished.write_all(&random(1 << 20, 9)).unwrap();
+            unfinished.flush().unwrap();
+            let scratch = store.scratch_dir().unwrap();
+            fs_err::write(scratch.join("view"), "scratch").unwrap();
+            let unpacking = tempfile::Builder::new()
+                .prefix(&format!("tmp-{}-", kiln_cache::Owner::current().tag()))
+                .tempdir_in(store.root().join("snapshots"))
+                .unwrap()
+                .keep();
+            fs_err::write(unpacking.join("layer"), "partial").unwrap();
+            store.flush().unwrap();
+            fs_err::write(marker(&root), "ready").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(unfinished);
+        }
         other => panic!("unknown child task {other}"),
     }
 }
@@ -426,20 +450,111 @@ fn gc_keeps_roots_and_removes_the_rest() {
 }
 
 #[test]
-fn gc_waits_for_leases() {
+fn gc_keeps_what_a_lease_holds_until_it_is_released() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
-    let lease = store.lease().unwrap();
-    let unrecorded = store.write_blob(b"in flight", None).unwrap();
     let other = Store::open(root.path()).unwrap();
-    let handle = std::thread::spawn(move || other.gc().map(|r| r.removed_blobs));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        store.has_blob(&unrecorded),
-        "collected while a lease was held"
+    // A step result and its cache record, made before the build started.
+    let old = store.prepare("old-active", None).unwrap();
+    fs_err::write(old.upper.join("old"), "old").unwrap();
+    store.commit("old-active", "old").unwrap();
+    store
+        .put_cache_record(&snapshot_record("old-record", "old"))
+        .unwrap();
+
+    let lease = store.lease().unwrap();
+    // Everything this build writes or finds is held: a blob no record names, a committed
+    // snapshot no record names, an active snapshot, and the cache record it hit.
+    let unrecorded = store.write_blob(b"in flight", None).unwrap();
+    let step = store.prepare("step-active", Some("old")).unwrap();
+    fs_err::write(step.upper.join("new"), "new").unwrap();
+    store.commit("step-active", "step").unwrap();
+    store.prepare("running", Some("step")).unwrap();
+    assert!(store.cache_record("old-record").unwrap().is_some());
+    // Another process prunes everything meanwhile: it does not wait, and removes none of it.
+    let report = other
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(report.removed_records.is_empty(), "{report:?}");
+    assert!(report.gc.removed_blobs.is_empty(), "{report:?}");
+    assert!(report.gc.removed_snapshots.is_empty(), "{report:?}");
+    assert!(store.has_blob(&unrecorded));
+    for key in ["old", "step"] {
+        assert_eq!(
+            store.snapshot(key).unwrap().unwrap().kind,
+            SnapshotKind::Committed
+        );
+    }
+    assert_eq!(
+        store.lowers("step").unwrap(),
+        [
+            store.committed_dir("step").unwrap(),
+            store.committed_dir("old").unwrap()
+        ]
     );
+    assert!(store.cache_record("old-record").unwrap().is_some());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+
+    // Released (and the step finished), the same prune removes all of it.
+    store.remove_snapshot("running").unwrap();
+    store.flush().unwrap();
     drop(lease);
-    assert_eq!(handle.join().unwrap().unwrap(), [unrecorded]);
+    let report = other
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["old-record"]);
+    assert_eq!(report.gc.removed_blobs, [unrecorded]);
+    assert_eq!(report.gc.removed_snapshots, ["old", "step"]);
+    assert!(!store.has_blob(&unrecorded));
+    assert!(store.snapshot("step").unwrap().is_none());
+    assert!(!store.committed_dir("old").unwrap().exists());
+    // "in flight" (9 bytes) + "old" + "new" (3 each), each file once.
+    assert_eq!(report.gc.freed, 15);
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_process_leaves_nothing_after_gc() {
+    let root = tempfile::tempdir().unwrap();
+    drop(Store::open(root.path()).unwrap());
+    let mut c = child("lease-and-sleep", root.path());
+    wait_for("the child", Duration::from_secs(30), || {
+        marker(root.path()).exists()
+    });
+    // While it lives, a collection keeps what it holds and writes.
+    let store = Store::open(root.path()).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!(report.void_leases, 0);
+    assert!(report.removed_snapshots.is_empty(), "{report:?}");
+    assert_eq!(report.removed_temporary, 0);
+    let ingest = fs_err::read_dir(root.path().join("ingest"))
+        .unwrap()
+        .count();
+    assert_eq!(ingest, 1, "the child's unfinished blob");
+    assert!(root.path().join("snapshots/active/held-active").is_dir());
+
+    c.kill().unwrap(); // SIGKILL
+    c.wait().unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!(report.void_leases, 1);
+    assert_eq!(report.removed_snapshots, ["held", "held-active"]);
+    assert_eq!(report.removed_blobs.len(), 1);
+    // The unfinished blob, the unpack directory and the scratch directory.
+    assert_eq!(report.removed_temporary, 3);
+    assert!(report.freed >= 3 << 20, "{report:?}");
+    let mut left = kiln_cache::Files::new();
+    for dir in ["blobs", "ingest", "snapshots", "tmp"] {
+        left.add(&root.path().join(dir)).unwrap();
+    }
+    assert_eq!(left.bytes(), 0, "left behind");
+    assert!(store.snapshots().unwrap().is_empty());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
 #[test]
@@ -936,4 +1051,126 @@ fn durable_writes_survive_a_kill() {
     assert!(store.image("durable").unwrap().is_some());
     assert!(store.cache_record("flushed").unwrap().is_some());
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+/// Bytes of the regular files and symbolic links under `dirs`, each inode once, as `find`
+/// lists them: the file system's own answer.
+fn find_bytes(root: &std::path::Path) -> u64 {
+    let dirs: Vec<std::path::PathBuf> = Store::MEASURED_DIRS
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.exists())
+        .collect();
+    let out = Command::new("find")
+        .args(&dirs)
+        .args([
+            "(",
+            "-type",
+            "f",
+            "-o",
+            "-type",
+            "l",
+            ")",
+            "-printf",
+            "%D:%i %s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut seen = std::collections::HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (inode, size) = line.split_once(' ').unwrap();
+        seen.insert(inode.to_owned(), size.parse::<u64>().unwrap());
+    }
+    seen.values().sum()
+}
+
+#[test]
+fn prune_frees_what_the_measure_of_du_says_and_cache_mounts_go_unless_held() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    // A cached step whose file has two names, and a second snapshot hard-linking it (as a
+    // stored image's snapshot does): the file counts once, before and when freed.
+    let step = store.prepare("step-active", None).unwrap();
+    fs_err::write(step.upper.join("big"), random(300_000, 1)).unwrap();
+    fs_err::hard_link(step.upper.join("big"), step.upper.join("big2")).unwrap();
+    fs_err::write(step.upper.join("own"), random(50_000, 2)).unwrap();
+    store.commit("step-active", "step").unwrap();
+    store
+        .put_cache_record(&snapshot_record("step-record", "step"))
+        .unwrap();
+    let linked = store.prepare("linked-active", None).unwrap();
+    fs_err::hard_link(
+        store.committed_dir("step").unwrap().join("big"),
+        linked.upper.join("big"),
+    )
+    .unwrap();
+    store.commit("linked-active", "linked").unwrap();
+    let blob = store.write_blob(&random(20_000, 3), None).unwrap();
+    store
+        .put_image(&ImageRecord {
+            chain_id: None,
+            ..image("kept:1", &[blob, blob, blob], None)
+        })
+        .unwrap();
+    store
+        .put_cache_record(&snapshot_record("linked-record", "linked"))
+        .unwrap();
+    // Two cache mounts; a build holds one of them.
+    let user = Store::open(root.path()).unwrap();
+    let lease = user.lease().unwrap();
+    let held = user.cache_mount_dir("held").unwrap();
+    assert!(held.created);
+    assert!(!user.cache_mount_dir("held").unwrap().created);
+    let held = held.path;
+    fs_err::write(held.join("data"), random(70_000, 4)).unwrap();
+    let free = store.cache_mount_dir("free").unwrap().path;
+    fs_err::write(free.join("data"), random(90_000, 5)).unwrap();
+    store.flush().unwrap();
+
+    let before = store.disk_files().unwrap().bytes();
+    assert_eq!(before, find_bytes(root.path()));
+    assert_eq!(before, 300_000 + 50_000 + 20_000 + 70_000 + 90_000);
+
+    // Cache mounts only: the free one goes, the held one stays, no record goes.
+    let report = store
+        .prune(&PruneOptions {
+            kind: Some(kiln_cache::CacheKind::CacheMount),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(report.removed_records.is_empty());
+    assert_eq!(report.gc.removed_cache_mounts, ["free"]);
+    assert_eq!(report.gc.freed, 90_000);
+    assert_eq!(store.cache_mounts().unwrap(), ["held"]);
+    let after = store.disk_files().unwrap().bytes();
+    assert_eq!(after, find_bytes(root.path()));
+    assert_eq!(before - after, report.gc.freed);
+
+    // Both records: every name of `big` goes (counted once, not three times), and `own`.
+    let report = store
+        .prune(&PruneOptions {
+            older_than: Some(Duration::ZERO),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, ["linked-record", "step-record"]);
+    let left = store.disk_files().unwrap().bytes();
+    assert_eq!(left, find_bytes(root.path()));
+    assert_eq!(after - left, report.gc.freed);
+    assert_eq!(report.gc.freed, 350_000);
+    assert_eq!(store.cache_mounts().unwrap(), ["held"]);
+
+    // Released, `--all` takes the last cache mount too.
+    drop(lease);
+    let report = store
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.gc.removed_cache_mounts, ["held"]);
+    assert_eq!(report.gc.freed, 70_000);
+    assert_eq!(store.disk_files().unwrap().bytes(), 20_000);
+    assert_eq!(find_bytes(root.path()), 20_000);
 }

@@ -199,8 +199,12 @@ fn bad_prune_arguments_fail_before_touching_the_store() {
     let root = dir.path().join("store");
     for (args, message) in [
         (
-            &["prune", "-f", "--filter", "type=regular"][..],
-            "unsupported filter \"type\"",
+            &["prune", "-f", "--filter", "label=x"][..],
+            "unsupported filter \"label\"",
+        ),
+        (
+            &["prune", "-f", "--filter", "type=source.local"][..],
+            "unsupported type in filter \"type=source.local\"",
         ),
         (
             &["prune", "-f", "--filter", "until=3d"][..],

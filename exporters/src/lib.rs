@@ -36,6 +36,7 @@ mod image;
 mod layers;
 mod link;
 mod local;
+mod output;
 mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
@@ -50,4 +51,5 @@ pub use local::{
     base_histories, find_image, load, normalize_name, store_image, stored_image, tag_image,
 };
 pub use oci_spec;
+pub use output::OutputFile;
 pub use push::push;

@@ -270,7 +270,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<ImageRecord>, Error> {
     } else {
         unpacked = tempfile::Builder::new()
             .prefix("load-")
-            .tempdir_in(store.root())?;
+            .tempdir_in(store.scratch_dir()?)?;
         tar::Archive::new(fs_err::File::open(path)?).unpack(unpacked.path())?;
         unpacked.path()
     };

@@ -14,8 +14,11 @@
 //! 3. The reasons of the latest builds are kept by vertex digest ([`History::misses`]), for
 //!    `kiln explain`. The [`CacheStore`](crate::CacheStore) persists the whole [`History`]
 //!    beside its cache records.
+//! 4. Builds running at once each keep their own copy; saving merges a copy's new entries
+//!    into the stored history ([`History::merge_into`]) under the store's lock, so no build's
+//!    entries are lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,12 +88,27 @@ pub struct MissRecord {
 }
 
 /// Key records by op cache digest and miss reasons by vertex digest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     generation: u64,
     ops: BTreeMap<String, KeyRecord>,
     misses: BTreeMap<String, MissRecord>,
+    /// Ops recorded since the last save.
+    #[serde(skip)]
+    changed_ops: BTreeSet<String>,
+    /// Misses recorded since the last save.
+    #[serde(skip)]
+    changed_misses: BTreeSet<String>,
 }
+
+/// Two histories are equal when they record the same; what is not saved yet is not compared.
+impl PartialEq for History {
+    fn eq(&self, other: &Self) -> bool {
+        (self.generation, &self.ops, &self.misses) == (other.generation, &other.ops, &other.misses)
+    }
+}
+
+impl Eq for History {}
 
 impl History {
     /// The history as JSON.
@@ -115,9 +133,11 @@ impl History {
     pub(crate) fn record_op(&mut self, digest: &str, mut record: KeyRecord) {
         record.used = self.generation;
         self.ops.insert(digest.to_owned(), record);
+        self.changed_ops.insert(digest.to_owned());
     }
 
     pub(crate) fn record_miss(&mut self, vertex: &str, reason: MissReason) {
+        self.changed_misses.insert(vertex.to_owned());
         self.misses.insert(
             vertex.to_owned(),
             MissRecord {
@@ -140,6 +160,43 @@ impl History {
     /// Why the vertex with this digest last missed.
     pub fn miss(&self, vertex: &str) -> Option<&MissRecord> {
         self.misses.get(vertex)
+    }
+
+    /// Makes this history `stored` (what was saved last, by any build) plus the entries
+    /// recorded here since the last save. This build's generation becomes the newest, so its
+    /// misses are the ones [`History::misses`] shows.
+    pub fn merge_into(&mut self, mut stored: History) {
+        let current = self.generation;
+        let generation = current.max(stored.generation + 1);
+        for digest in &self.changed_ops {
+            if let Some(record) = self.ops.get(digest) {
+                let mut record = record.clone();
+                if record.used == current {
+                    record.used = generation;
+                }
+                stored.ops.insert(digest.clone(), record);
+            }
+        }
+        for vertex in &self.changed_misses {
+            if let Some(miss) = self.misses.get(vertex) {
+                let mut miss = miss.clone();
+                if miss.generation == current {
+                    miss.generation = generation;
+                }
+                stored.misses.insert(vertex.clone(), miss);
+            }
+        }
+        stored.generation = generation;
+        stored.trim();
+        self.generation = stored.generation;
+        self.ops = stored.ops;
+        self.misses = stored.misses;
+    }
+
+    /// Forgets which entries are new: they are saved.
+    pub fn mark_saved(&mut self) {
+        self.changed_ops.clear();
+        self.changed_misses.clear();
     }
 
     /// Drops the least recently used entries beyond the limit.
@@ -217,5 +274,50 @@ mod tests {
             "{json}"
         );
         assert_eq!(History::from_json(b"not json"), History::default());
+    }
+
+    fn key_record(byte: u8) -> KeyRecord {
+        KeyRecord {
+            key: CacheKey::from_bytes([byte; 32]),
+            alt: None,
+            inputs_alt: None,
+            content: None,
+            inputs: Vec::new(),
+            used: 0,
+        }
+    }
+
+    #[test]
+    fn concurrent_builds_merge_without_losing_entries() {
+        let mut stored = History::default();
+        stored.next_generation();
+        stored.record_op("old", key_record(1));
+        stored.mark_saved();
+        // Two builds start from the same saved history.
+        let mut first = stored.clone();
+        let mut second = stored.clone();
+        first.next_generation();
+        first.record_op("a", key_record(2));
+        first.record_miss("va", MissReason::NoRecord);
+        second.next_generation();
+        second.record_op("b", key_record(3));
+        second.record_miss("vb", MissReason::Ignored);
+        second.record_op("old", key_record(4));
+        // The first saves, then the second merges into what the first saved.
+        first.merge_into(stored);
+        first.mark_saved();
+        let saved = History::from_json(&first.to_json());
+        second.merge_into(saved);
+        let all = History::from_json(&second.to_json());
+        for op in ["old", "a", "b"] {
+            assert!(all.op(op).is_some(), "{op} lost");
+        }
+        assert_eq!(all.op("old").unwrap().key, CacheKey::from_bytes([4; 32]));
+        assert_eq!(all.miss("va").unwrap().reason, MissReason::NoRecord);
+        assert_eq!(all.miss("vb").unwrap().reason, MissReason::Ignored);
+        // The build that saved last is the latest.
+        assert_eq!(all.misses().keys().copied().collect::<Vec<_>>(), ["vb"]);
+        assert_eq!(all.op("b").unwrap().used, 3);
+        assert_eq!(all.op("a").unwrap().used, 2);
     }
 }

@@ -228,7 +228,8 @@ pub trait CacheStore<R>: Send + Sync + 'static {
         History::default()
     }
     /// Keeps the key history, beside the cache; by default it is not kept.
-    fn save_history(&self, _history: &History) {}
+    /// The implementation may merge what others saved meanwhile into `history`.
+    fn save_history(&self, _history: &mut History) {}
 }
 
 /// A cache that keeps nothing.
@@ -1624,7 +1625,7 @@ mod tests {
             fn load_history(&self) -> History {
                 History::from_json(&lock(&self.0))
             }
-            fn save_history(&self, history: &History) {
+            fn save_history(&self, history: &mut History) {
                 *lock(&self.0) = history.to_json();
             }
         }

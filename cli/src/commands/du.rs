@@ -7,8 +7,10 @@
 //! files, and a layer may hold several names of one file (busybox's applets). An entry's size
 //! is the bytes of the distinct files it uses; files used by more than one entry are summed
 //! as `Shared:` (and the rest as `Private:`) under the table, as `docker buildx du` does;
-//! `Reclaimable:` is what only build cache records use, and `Total:` the distinct bytes
-//! under the store's `blobs/` and `snapshots/`.
+//! `Reclaimable:` is what only build cache records and cache mounts use, and `Total:` the
+//! distinct bytes of the store's data ([`Store::disk_files`], the measure `kiln prune`
+//! reports what it freed in). Cache mounts (`RUN --mount=type=cache`) are listed with
+//! BuildKit's type `exec.cachemount`.
 
 use std::collections::HashMap;
 use std::io::{self, Write as _};
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use kiln_cache::{CacheRecord, Digest, Store, UsageEntry};
+use kiln_cache::{CacheKind, CacheRecord, Digest, Store, UsageEntry};
 
 use super::images::{human_duration, human_size};
 use crate::args::DuArgs;
@@ -74,21 +76,11 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<ExitCode> {
 pub(crate) type Files = HashMap<(u64, u64), u64>;
 
 /// Adds the regular files and symbolic links under `path` (a file or a directory; a missing
-/// one has none) to `files`.
+/// one has none) to `files`, in the store's measure ([`kiln_cache::Files`]).
 pub(crate) fn add_files(path: &Path, files: &mut Files) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = match fs_err::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if meta.is_dir() {
-        for entry in fs_err::read_dir(path)? {
-            add_files(&entry?.path(), files)?;
-        }
-    } else if meta.is_file() || meta.is_symlink() {
-        files.insert((meta.dev(), meta.ino()), meta.len());
-    }
+    let mut found = kiln_cache::Files::new();
+    found.add(path)?;
+    files.extend(found.iter());
     Ok(())
 }
 
@@ -107,19 +99,19 @@ pub(crate) fn bytes(files: &Files) -> u64 {
 
 /// What `kiln du` shows: entries with their sizes, and the totals under them.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Usage {
-    /// Images and cache records, largest first.
-    entries: Vec<UsageEntry>,
+pub(crate) struct Usage {
+    /// Images, cache records and cache mounts, largest first.
+    pub(crate) entries: Vec<UsageEntry>,
     /// Bytes of files more than one entry uses.
     shared: u64,
     /// Bytes of files only build cache records use.
     reclaimable: u64,
     /// Bytes of the distinct files in the store.
-    total: u64,
+    pub(crate) total: u64,
 }
 
 impl Usage {
-    fn measure(store: &Store) -> anyhow::Result<Self> {
+    pub(crate) fn measure(store: &Store) -> anyhow::Result<Self> {
         let blob = |files: &mut Files, digest: &Digest| add_files(&store.blob_path(digest), files);
         let mut measured: Vec<(UsageEntry, Files)> = Vec::new();
         for image in store.images().context("listing images")? {
@@ -165,11 +157,27 @@ impl Usage {
                 files,
             ));
         }
-        let mut all = Files::new();
-        for dir in ["blobs", "snapshots"] {
-            add_files(&store.root().join(dir), &mut all)?;
+        for name in store.cache_mounts().context("listing cache mounts")? {
+            let dir = store.root().join("cache-mounts").join(&name);
+            let mut files = Files::new();
+            add_files(&dir, &mut files)?;
+            let last_used = fs_err::metadata(&dir)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            measured.push((
+                UsageEntry {
+                    kind: CacheKind::CacheMount.as_str(),
+                    id: name,
+                    size: 0,
+                    last_used,
+                },
+                files,
+            ));
         }
-        Ok(Self::from_entries(measured, bytes(&all)))
+        let total = store.disk_files().context("measuring the store")?.bytes();
+        Ok(Self::from_entries(measured, total))
     }
 
     /// The usage of entries with their files, in a store whose distinct files have `total`
@@ -212,7 +220,7 @@ impl Usage {
 
 /// Whether `kiln prune` can remove the entry.
 fn reclaimable(entry: &UsageEntry) -> bool {
-    entry.kind == "cache"
+    entry.kind == "cache" || entry.kind == CacheKind::CacheMount.as_str()
 }
 
 /// The header and one row per entry: ID, RECLAIMABLE, SIZE, LAST ACCESSED.
@@ -278,10 +286,9 @@ fn verbose(entries: &[UsageEntry], records: &HashMap<String, CacheRecord>, now: 
         fields.push(("Last used:", last_accessed(entry.last_used, now)));
         fields.push((
             "Type:",
-            if entry.kind == "cache" {
-                "regular"
-            } else {
-                "image"
+            match entry.kind {
+                "cache" => "regular",
+                other => other,
             }
             .to_owned(),
         ));

@@ -1,10 +1,12 @@
 //! `kiln prune`: remove build cache, like `docker buildx prune`.
 //!
 //! Without options only unreferenced data goes (the garbage collection that follows every
-//! prune); `--all` removes every build cache record, `--filter until=DURATION` those unused for
-//! that long, and `--keep-storage` then the least recently used ones until the rest fit. Images
-//! are never removed. The removed records are listed with the sizes `kiln du` gave them, then
-//! the bytes freed.
+//! prune); `--all` removes every build cache record and cache mount, `--filter until=DURATION`
+//! the records unused for that long, `--filter type=exec.cachemount` only the cache mounts
+//! (`type=regular` only the records), and `--keep-storage` then the least recently used
+//! records until the rest fit. Images are never removed, nor anything a running build holds.
+//! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
+//! `kiln du`'s measure.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -13,9 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use kiln_cache::{PruneOptions, UsageEntry};
+use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
 
-use super::du::{entry_rows, now, open_store, table, write_stdout};
+use super::du::{Usage, entry_rows, now, open_store, table, write_stdout};
 use super::images::human_size;
 use crate::args::PruneArgs;
 
@@ -25,8 +27,7 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(root)?;
-    let before: HashMap<String, UsageEntry> = store
-        .du()
+    let before: HashMap<String, UsageEntry> = Usage::measure(&store)
         .context("measuring disk usage")?
         .entries
         .into_iter()
@@ -36,8 +37,9 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let removed: Vec<UsageEntry> = report
         .removed_records
         .iter()
+        .chain(&report.gc.removed_cache_mounts)
         .map(|id| {
-            before.get(id).cloned().unwrap_or(UsageEntry {
+            before.get(id.as_str()).cloned().unwrap_or(UsageEntry {
                 kind: "cache",
                 id: id.clone(),
                 size: 0,
@@ -70,7 +72,16 @@ fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
                         .with_context(|| format!("invalid duration in filter {filter:?}"))?,
                 );
             }
-            _ => bail!("unsupported filter {key:?}: only until=DURATION is supported"),
+            "type" => {
+                options.kind = Some(CacheKind::from_name(value).with_context(|| {
+                    format!(
+                        "unsupported type in filter {filter:?}: expected regular or exec.cachemount"
+                    )
+                })?);
+            }
+            _ => {
+                bail!("unsupported filter {key:?}: only until=DURATION and type=TYPE are supported")
+            }
         }
     }
     if let Some(size) = &args.keep_storage {
@@ -228,13 +239,26 @@ mod tests {
                 all: true,
                 older_than: Some(Duration::from_secs(48 * 3600)),
                 keep_bytes: Some(1 << 30),
+                kind: None,
             }
         );
-        let err = options(&args(false, &["type=regular"], None)).unwrap_err();
+        assert_eq!(
+            options(&args(false, &["type=exec.cachemount"], None))
+                .unwrap()
+                .kind,
+            Some(CacheKind::CacheMount)
+        );
+        assert_eq!(
+            options(&args(true, &["type=regular"], None)).unwrap().kind,
+            Some(CacheKind::Regular)
+        );
+        let err = options(&args(false, &["label=x"], None)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unsupported filter \"type\": only until=DURATION is supported"
+            "unsupported filter \"label\": only until=DURATION and type=TYPE are supported"
         );
+        let err = options(&args(false, &["type=source.local"], None)).unwrap_err();
+        assert!(err.to_string().contains("unsupported type"), "{err}");
         assert!(options(&args(false, &["until"], None)).is_err());
     }
 }

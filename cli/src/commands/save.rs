@@ -11,9 +11,11 @@ use crate::args::SaveArgs;
 pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let _lease = store.lease().context("taking a lease on the store")?;
     let record = kiln_exporters::find_image(&store, &args.image)?;
     let image = kiln_exporters::stored_image(&store, &record)?;
-    let out = std::io::BufWriter::new(fs_err::File::create(&args.output)?);
+    // Written beside the destination and renamed into place once complete.
+    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&args.output)?);
     let out = match args.format.as_str() {
         "docker" => kiln_exporters::write_docker_tar(
             &store,
@@ -27,6 +29,8 @@ pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     };
     out.into_inner()
         .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", args.output.display()))?
+        .finish()
         .with_context(|| format!("writing {}", args.output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -654,21 +654,19 @@ async fn cache_mount(
     let id = Some(opt.id.clone())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| m.dest.clone());
-    let base = config
-        .store
-        .root()
-        .join("cache-mounts")
-        .join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
+    let name = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    let store = config.store.clone();
     let sharing = pb::CacheSharingOpt::try_from(opt.sharing).unwrap_or(pb::CacheSharingOpt::Shared);
     let (dir, lock) = blocking(move || {
-        let create = |dir: &Path| -> Result<(), OpError> {
-            if dir.exists() {
-                return Ok(());
+        // The store hands the directory out under the build's lease: a prune leaves it alone.
+        let open = |name: &str| -> Result<PathBuf, OpError> {
+            let dir = store.cache_mount_dir(name)?;
+            if dir.created {
+                seed_cache_dir(&scratch, &seed, &dir.path)?;
             }
-            fs_err::create_dir_all(dir)?;
-            seed_cache_dir(&scratch, &seed, dir)
+            Ok(dir.path)
         };
-        create(&base)?;
+        let base = open(&name)?;
         match sharing {
             pb::CacheSharingOpt::Shared => Ok((base, None)),
             pb::CacheSharingOpt::Locked => {
@@ -681,11 +679,8 @@ async fn cache_mount(
                     let dir = if n == 0 {
                         base.clone()
                     } else {
-                        let mut name = base.clone().into_os_string();
-                        name.push(format!("-{n}"));
-                        PathBuf::from(name)
+                        open(&format!("{name}-{n}"))?
                     };
-                    create(&dir)?;
                     if let Some(lock) = lock_dir(&dir, nix::fcntl::FlockArg::LockExclusiveNonblock)?
                     {
                         return Ok((dir, Some(lock)));

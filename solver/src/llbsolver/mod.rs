@@ -298,23 +298,33 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| -> OpError { format!("blocking task failed: {e}").into() })?
 }
 
-/// Where scratch space for views lives: inside the store, on the same file system.
+/// Where scratch space for views lives: inside the store, on the same file system, in this
+/// process's own directory (garbage collection removes it once the process is gone).
 fn scratch_dir(store: &Store) -> Result<PathBuf, OpError> {
-    let dir = store.root().join("tmp");
-    fs_err::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(store.scratch_dir()?)
 }
 
-/// Where the scheduler's key history (how ops were keyed, why vertices missed) is kept.
-fn history_file(store: &Store) -> PathBuf {
+/// The name of the scheduler's key history (how ops were keyed, why vertices missed) among
+/// the store's documents.
+const HISTORY_DOCUMENT: &str = "cache-key-history";
+
+/// Where older versions kept the history: read once, then moved into the store's database.
+fn legacy_history_file(store: &Store) -> PathBuf {
     store.root().join("cache-history.json")
 }
 
 /// The cache key history of the builds made with `store`: how each op was keyed and why
 /// vertices missed the cache (what `kiln explain` shows).
 pub fn load_history(store: &Store) -> History {
-    fs_err::read(history_file(store))
-        .map_or_else(|_| History::default(), |b| History::from_json(&b))
+    match store.document(HISTORY_DOCUMENT) {
+        Ok(Some(bytes)) => History::from_json(&bytes),
+        Ok(None) => fs_err::read(legacy_history_file(store))
+            .map_or_else(|_| History::default(), |b| History::from_json(&b)),
+        Err(error) => {
+            tracing::warn!(%error, "reading the cache key history");
+            History::default()
+        }
+    }
 }
 
 /// The scheduler's cache, kept as cache records in the store.
@@ -349,16 +359,28 @@ impl CacheStore<Ref> for StoreCache {
         load_history(&self.store)
     }
 
-    fn save_history(&self, history: &History) {
-        let file = history_file(&self.store);
-        let saved = (|| -> std::io::Result<()> {
-            let temp = tempfile::NamedTempFile::new_in(self.store.root())?;
-            fs_err::write(temp.path(), history.to_json())?;
-            temp.persist(&file).map_err(|e| e.error)?;
-            Ok(())
-        })();
+    fn save_history(&self, history: &mut History) {
+        // Merged into the stored history under the database's lock: what other builds saved
+        // meanwhile stays, and this build's entries are added.
+        let legacy = legacy_history_file(&self.store);
+        let saved = self.store.update_document(HISTORY_DOCUMENT, |stored| {
+            let stored = match stored {
+                Some(bytes) => History::from_json(bytes),
+                None => fs_err::read(&legacy)
+                    .map_or_else(|_| History::default(), |b| History::from_json(&b)),
+            };
+            history.merge_into(stored);
+            (history.to_json(), ())
+        });
         if let Err(error) = saved {
-            tracing::warn!(%error, file = %file.display(), "saving the cache key history");
+            tracing::warn!(%error, "saving the cache key history");
+            return;
+        }
+        history.mark_saved();
+        if let Err(error) = fs_err::remove_file(&legacy) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, "removing the old cache key history file");
+            }
         }
     }
 
@@ -488,6 +510,48 @@ mod tests {
     use super::*;
     use crate::history::MissReason;
     use crate::scheduler::Event;
+
+    #[test]
+    fn concurrent_history_saves_keep_every_entry() {
+        let root = tempfile::tempdir().unwrap();
+        // A history file of an older version is taken over.
+        let mut legacy = History::default();
+        legacy.next_generation();
+        legacy.record_miss("legacy", MissReason::NoRecord);
+        fs_err::write(root.path().join("cache-history.json"), legacy.to_json()).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let path = root.path().to_owned();
+                std::thread::spawn(move || {
+                    // Its own store on the same root, as another process would have.
+                    let cache = StoreCache {
+                        store: Arc::new(Store::open(path).unwrap()),
+                    };
+                    let mut history = cache.load_history();
+                    for i in 0..40 {
+                        history.next_generation();
+                        history.record_miss(&format!("v{t}-{i}"), MissReason::NoRecord);
+                        cache.save_history(&mut history);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let store = Store::open(root.path()).unwrap();
+        let history = load_history(&store);
+        for t in 0..2 {
+            for i in 0..40 {
+                assert!(
+                    history.miss(&format!("v{t}-{i}")).is_some(),
+                    "v{t}-{i} lost"
+                );
+            }
+        }
+        assert!(history.miss("legacy").is_some());
+        assert!(!root.path().join("cache-history.json").exists());
+    }
 
     /// Whether this process can make overlay mounts; says why not when it cannot.
     pub(super) fn can_mount(what: &str) -> bool {

@@ -155,6 +155,9 @@ pub(crate) fn run(
     let store = Arc::new(
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
     );
+    // Everything the build reads and writes is held until its outputs are exported: a
+    // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
+    let _lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
         config: super::pull::load_config(config)?,
         prefer_local: true,

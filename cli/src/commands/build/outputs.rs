@@ -259,11 +259,12 @@ fn image(
     })
 }
 
-fn create(dest: &Path) -> anyhow::Result<std::io::BufWriter<fs_err::File>> {
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs_err::create_dir_all(parent)?;
-    }
-    Ok(std::io::BufWriter::new(fs_err::File::create(dest)?))
+/// A buffered export file that appears under `dest` only once finished (see
+/// [`kiln_exporters::OutputFile`]).
+fn create(dest: &Path) -> anyhow::Result<std::io::BufWriter<kiln_exporters::OutputFile>> {
+    Ok(std::io::BufWriter::new(kiln_exporters::OutputFile::create(
+        dest,
+    )?))
 }
 
 /// Writes the result to one output, with the frontend's image config (none for `--llb`).
@@ -280,7 +281,7 @@ pub(super) fn export(
         Output::Tar { dest } => {
             let temp = tempfile::Builder::new()
                 .prefix("export-")
-                .tempdir_in(store.root())?;
+                .tempdir_in(store.scratch_dir()?)?;
             kiln_solver::export_local(store, result, temp.path())
                 .map_err(|e| anyhow::anyhow!(e))
                 .context("assembling the file system")?;
@@ -298,6 +299,8 @@ pub(super) fn export(
             .with_context(|| format!("writing {}", dest.display()))?;
             out.into_inner()
                 .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", dest.display()))?
+                .finish()
                 .with_context(|| format!("writing {}", dest.display()))?;
             Ok(())
         }
@@ -323,7 +326,7 @@ pub(super) fn export(
                         create(dest)?,
                         mtime,
                     )?;
-                    out.into_inner().map_err(|e| e.into_error())?;
+                    out.into_inner().map_err(|e| e.into_error())?.finish()?;
                 }
                 (ImageFormat::Oci { tar: false }, Some(dest)) => {
                     kiln_exporters::write_oci_dir(
@@ -341,7 +344,7 @@ pub(super) fn export(
                         create(dest)?,
                         mtime,
                     )?;
-                    out.into_inner().map_err(|e| e.into_error())?;
+                    out.into_inner().map_err(|e| e.into_error())?.finish()?;
                 }
                 _ => {}
             }
