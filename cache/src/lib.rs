@@ -44,6 +44,7 @@ mod diff;
 mod digest;
 mod error;
 mod gc;
+mod limits;
 mod meta;
 mod pull;
 mod registry;
@@ -58,6 +59,7 @@ pub use diff::{
 pub use digest::Digest;
 pub use error::Error;
 pub use gc::{DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use limits::{LayerLimit, UnpackLimits};
 pub use oci_client;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
 pub use registry::{

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::limits::UnpackLimits;
 use crate::meta::{self, Commit, Meta};
 
 /// A blob's metadata record.
@@ -99,6 +100,7 @@ pub(crate) fn now() -> u64 {
 pub struct Store {
     root: PathBuf,
     pub(crate) meta: Meta,
+    pub(crate) unpack_limits: UnpackLimits,
 }
 
 impl Store {
@@ -114,7 +116,18 @@ impl Store {
             fs_err::create_dir_all(root.join(dir))?;
         }
         let meta = Meta::open(&root)?;
-        Ok(Self { root, meta })
+        Ok(Self {
+            root,
+            meta,
+            unpack_limits: UnpackLimits::default(),
+        })
+    }
+
+    /// Sets the limits applied to every layer this store unpacks (see [`UnpackLimits`]).
+    #[must_use]
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack_limits = limits;
+        self
     }
 
     /// The root directory.

@@ -138,11 +138,14 @@ pub(crate) fn run(
         .iter()
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let registry = super::pull::load_config(config)?;
     let store = Arc::new(
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
+        Store::open(root)
+            .with_context(|| format!("opening the store at {}", root.display()))?
+            .with_unpack_limits(registry.unpack),
     );
     let pull = PullOptions {
-        config: super::pull::load_config(config)?,
+        config: registry,
         prefer_local: true,
         ..PullOptions::default()
     };
