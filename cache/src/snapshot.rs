@@ -180,6 +180,9 @@ impl Store {
         let temp = self.temp_snapshot_dir()?;
         let options = UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
+            // Real images carry device nodes; the snapshot directories are private to root
+            // and exports to the host never recreate them.
+            allow_devices: true,
             limits: self.unpack_limits,
             ..UnpackOptions::default()
         };

@@ -115,6 +115,11 @@ impl Store {
         ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
+        // Snapshots may hold device nodes from images: only root may reach them.
+        fs_err::set_permissions(
+            root.join("snapshots"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let meta = Meta::open(&root)?;
         Ok(Self {
             root,

@@ -790,3 +790,101 @@ fn descriptor_sizes_are_verified() {
     }
     assert_eq!(store.images().unwrap().len(), 1);
 }
+
+#[test]
+fn devices_fifos_and_setuid_files_in_layers_are_kept() {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) || !common::require(common::is_root(), "root (mknod)")
+    {
+        return;
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, mode, major, minor) in [
+        ("dev/null", tar::EntryType::Char, 0o666, 1, 3),
+        ("dev/loop0", tar::EntryType::Block, 0o660, 7, 0),
+        ("run/pipe", tar::EntryType::Fifo, 0o600, 0, 0),
+        ("bin/su", tar::EntryType::Regular, 0o4755, 0, 0),
+        ("bin/wall", tar::EntryType::Regular, 0o2755, 0, 0),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(path).unwrap();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_device_major(major).unwrap();
+        header.set_device_minor(minor).unwrap();
+        header.set_cksum();
+        builder.append(&header, std::io::empty()).unwrap();
+    }
+    let image = common::craft_image(vec![common::gzip_layer(&builder.into_inner().unwrap())]);
+    let repository = unique_repository("devices");
+    common::push_image(common::TEST_REGISTRY, &repository, "latest", &image);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/{repository}:latest", common::TEST_REGISTRY);
+    let pulled = runtime()
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap();
+    let lowers = store
+        .lowers(&pulled.image.chain_id.unwrap().to_string())
+        .unwrap();
+    let layer = &lowers[0];
+    let meta = |p: &str| fs_err::symlink_metadata(layer.join(p)).unwrap();
+    assert!(meta("dev/null").file_type().is_char_device());
+    assert_eq!(meta("dev/null").rdev(), nix::sys::stat::makedev(1, 3));
+    assert!(meta("dev/loop0").file_type().is_block_device());
+    assert_eq!(meta("dev/loop0").rdev(), nix::sys::stat::makedev(7, 0));
+    assert!(meta("run/pipe").file_type().is_fifo());
+    assert_eq!(meta("bin/su").mode() & 0o7777, 0o4755);
+    assert_eq!(meta("bin/wall").mode() & 0o7777, 0o2755);
+    // Only root reaches the snapshots.
+    assert_eq!(
+        fs_err::metadata(root.path().join("snapshots"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // Writing the layer again from the snapshot keeps them, bits and device numbers.
+    let (_, blob) = kiln_cache::write_layer(
+        layer,
+        kiln_cache::DiffSource::OverlayUpper,
+        &kiln_cache::LayerOptions {
+            compression: kiln_cache::Compression::Uncompressed,
+            ..kiln_cache::LayerOptions::default()
+        },
+        Vec::new(),
+    )
+    .unwrap();
+    let mut found = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(blob.as_slice()).entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        found.insert(
+            entry.path().unwrap().display().to_string(),
+            (
+                header.entry_type(),
+                header.mode().unwrap() & 0o7777,
+                header.device_major().ok().flatten(),
+                header.device_minor().ok().flatten(),
+            ),
+        );
+    }
+    assert_eq!(
+        found["dev/null"],
+        (tar::EntryType::Char, 0o666, Some(1), Some(3))
+    );
+    assert_eq!(
+        found["dev/loop0"],
+        (tar::EntryType::Block, 0o660, Some(7), Some(0))
+    );
+    assert_eq!(found["run/pipe"].0, tar::EntryType::Fifo);
+    assert_eq!(found["bin/su"].1, 0o4755);
+    assert_eq!(found["bin/wall"].1, 0o2755);
+}
