@@ -27,6 +27,16 @@ pub enum Error {
         /// The digest the content actually has.
         computed: Digest,
     },
+    /// Content's size differs from the size its descriptor announces.
+    #[error("size mismatch for {what}: its descriptor says {expected} bytes, it has {actual}")]
+    SizeMismatch {
+        /// What was being verified (a blob, a manifest).
+        what: String,
+        /// The size in the descriptor.
+        expected: u64,
+        /// The size of the content (or how far it got before it passed the expected size).
+        actual: u64,
+    },
     /// The metadata database reported an error.
     #[error("metadata database {path}")]
     Database {
@@ -64,6 +74,19 @@ pub enum Error {
         path: String,
         /// Why it was rejected.
         reason: &'static str,
+    },
+    /// A layer passed one of the unpack limits (a decompression bomb, or a layer larger than
+    /// the store accepts); nothing of it is kept.
+    #[error("layer exceeds the {limit} limit: {value} > {max} (after {read} uncompressed bytes)")]
+    LayerLimit {
+        /// Which limit.
+        limit: crate::limits::LayerLimit,
+        /// The value reached.
+        value: u64,
+        /// The configured maximum.
+        max: u64,
+        /// Uncompressed bytes read when the limit was found exceeded.
+        read: u64,
     },
     /// A snapshot does not exist.
     #[error("snapshot {key} not found")]

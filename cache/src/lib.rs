@@ -45,6 +45,7 @@ mod digest;
 mod error;
 mod gc;
 mod lease;
+mod limits;
 mod meta;
 mod pull;
 mod registry;
@@ -61,6 +62,7 @@ pub use digest::Digest;
 pub use error::Error;
 pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
 pub use lease::{Lease, Owner};
+pub use limits::{LayerLimit, UnpackLimits};
 pub use oci_client;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
 pub use registry::{

@@ -137,6 +137,7 @@ struct Manifest {
 #[serde(rename_all = "camelCase")]
 struct IndexEntry {
     digest: String,
+    size: i64,
     platform: Option<Platform>,
 }
 
@@ -273,6 +274,7 @@ impl Source {
         descriptor: &OciDescriptor,
         digest: &Digest,
     ) -> Result<u64, Error> {
+        let expected = descriptor_size(descriptor, &format!("blob {digest}"))?;
         let mut stream = self
             .client
             .pull_blob_stream(&self.reference, descriptor)
@@ -284,12 +286,37 @@ impl Source {
             digest: *digest,
             source,
         })? {
+            // Stop a blob longer than its descriptor says as soon as it passes that size.
+            if writer.written() + chunk.len() as u64 > expected {
+                return Err(Error::SizeMismatch {
+                    what: format!("blob {digest} from {}", self.host),
+                    expected,
+                    actual: writer.written() + chunk.len() as u64,
+                });
+            }
             writer.write_all(&chunk)?;
+        }
+        if writer.written() != expected {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {digest} from {}", self.host),
+                expected,
+                actual: writer.written(),
+            });
         }
         let (_, size) = writer.commit(Some(digest))?;
         store.record_blob(digest, size, Some(&descriptor.media_type))?;
         Ok(size)
     }
+}
+
+/// The size a descriptor announces, which must not be negative.
+fn descriptor_size(descriptor: &OciDescriptor, what: &str) -> Result<u64, Error> {
+    u64::try_from(descriptor.size).map_err(|_| {
+        bad(
+            what,
+            format!("negative size {} in its descriptor", descriptor.size),
+        )
+    })
 }
 
 fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, Error> {
@@ -444,6 +471,13 @@ async fn pull_from(
         index = Some(manifest_digest);
         let by_digest = source.reference.clone_with_digest(entry.digest.clone());
         (bytes, manifest_digest) = source.manifest(&by_digest, Some(&digest)).await?;
+        if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
+            return Err(Error::SizeMismatch {
+                what: format!("manifest {manifest_digest} from {}", source.host),
+                expected: u64::try_from(entry.size).unwrap_or(0),
+                actual: bytes.len() as u64,
+            });
+        }
         manifest = serde_json::from_slice(&bytes)
             .map_err(|e| bad(format!("manifest {manifest_digest}"), e.to_string()))?;
     }
@@ -468,6 +502,14 @@ async fn pull_from(
             .await?;
     }
     let config_bytes = store.read_blob(&config_digest)?;
+    let config_size = descriptor_size(config_descriptor, &what)?;
+    if config_bytes.len() as u64 != config_size {
+        return Err(Error::SizeMismatch {
+            what: format!("config {config_digest}"),
+            expected: config_size,
+            actual: config_bytes.len() as u64,
+        });
+    }
     let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| bad(format!("config {config_digest}"), e.to_string()))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -489,6 +531,15 @@ async fn pull_from(
     futures::stream::iter(manifest.layers.iter().zip(&layers))
         .map(|(descriptor, digest)| async move {
             if store.has_blob(digest) {
+                let expected = descriptor_size(descriptor, &format!("layer {digest}"))?;
+                let actual = fs_err::metadata(store.blob_path(digest))?.len();
+                if actual != expected {
+                    return Err(Error::SizeMismatch {
+                        what: format!("layer {digest}"),
+                        expected,
+                        actual,
+                    });
+                }
                 progress.event(PullEvent::LayerExists(*digest));
                 return Ok(());
             }

@@ -41,6 +41,9 @@ pub struct Config {
     /// Per-registry settings, by host (`docker.io`, `127.0.0.1:5000`).
     #[serde(default)]
     pub registry: BTreeMap<String, RegistryConfig>,
+    /// Limits on the layers the store unpacks (`[unpack]`).
+    #[serde(default)]
+    pub unpack: crate::limits::UnpackLimits,
 }
 
 /// Settings of one registry host.

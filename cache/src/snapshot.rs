@@ -186,6 +186,10 @@ impl Store {
         let temp = self.temp_snapshot_dir()?;
         let options = UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
+            // Real images carry device nodes; the snapshot directories are private to root
+            // and exports to the host never recreate them.
+            allow_devices: true,
+            limits: self.unpack_limits,
             ..UnpackOptions::default()
         };
         let Unpacked {
@@ -407,7 +411,11 @@ impl Store {
     pub fn export_rootfs(&self, layers: &[Digest], dest: &Path) -> Result<(), Error> {
         fs_err::create_dir_all(dest)?;
         for layer in layers {
-            unpack_layer(self.open_blob(layer)?, dest, &UnpackOptions::default())?;
+            let options = UnpackOptions {
+                limits: self.unpack_limits,
+                ..UnpackOptions::default()
+            };
+            unpack_layer(self.open_blob(layer)?, dest, &options)?;
         }
         Ok(())
     }

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
 use crate::lease::{Held, Holder, Lease, Leases, Owner};
+use crate::limits::UnpackLimits;
 use crate::meta::{self, Commit, Meta};
 
 /// A blob's metadata record.
@@ -105,6 +106,7 @@ pub(crate) fn now() -> u64 {
 /// A cache mount's directory, from [`Store::cache_mount_dir`].
 #[derive(Debug, Clone)]
 pub struct CacheMountDir {
+    /// `cache-mounts/<name>` under the store root.
     pub path: PathBuf,
     /// Made by this call: the caller fills it (a mount's `from` directory) before anyone uses it.
     pub created: bool,
@@ -117,6 +119,7 @@ pub struct Store {
     pub(crate) meta: Arc<Meta>,
     /// This store's lease (see [`Store::lease`]).
     pub(crate) holder: Holder,
+    pub(crate) unpack_limits: UnpackLimits,
 }
 
 impl Store {
@@ -131,12 +134,29 @@ impl Store {
         ] {
             fs_err::create_dir_all(root.join(dir))?;
         }
+        // Snapshots may hold device nodes from images: only root may reach them.
+        fs_err::set_permissions(
+            root.join("snapshots"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let meta = Arc::new(Meta::open(&root)?);
         let holder = Holder {
             meta: Arc::clone(&meta),
             leases: Arc::new(Leases::default()),
         };
-        Ok(Self { root, meta, holder })
+        Ok(Self {
+            root,
+            meta,
+            holder,
+            unpack_limits: UnpackLimits::default(),
+        })
+    }
+
+    /// Sets the limits applied to every layer this store unpacks (see [`UnpackLimits`]).
+    #[must_use]
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack_limits = limits;
+        self
     }
 
     /// The root directory.

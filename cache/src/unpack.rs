@@ -15,9 +15,13 @@
 //!    below, for a flattened root file system) or turned into overlayfs whiteouts (0/0 character
 //!    devices and the `trusted.overlay.opaque` xattr, for a snapshot used as an overlay lower).
 //!
+//! 7. The uncompressed size, the entry count and the compression ratio are bounded by
+//!    [`UnpackOptions::limits`] while the stream is read (see [`UnpackLimits`]).
+//!
 //! Ownership is restored when running as root, modes and xattrs always (xattrs the kernel
 //! refuses are logged and skipped), mtimes last (directories after their contents).
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read};
@@ -26,6 +30,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use filetime::FileTime;
 use nix::sys::stat::{Mode, SFlag};
@@ -33,6 +38,7 @@ use tar::EntryType;
 
 use crate::digest::{Digest, HashReader, Hasher};
 use crate::error::Error;
+use crate::limits::{CountingReader, Exceeded, LayerLimit, LimitedReader, UnpackLimits};
 
 pub(crate) use kiln_fsutil::overlay::{
     OPAQUE_MARKER, OPAQUE_XATTR as OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX,
@@ -57,6 +63,8 @@ pub struct UnpackOptions {
     pub allow_devices: bool,
     /// Whether to restore owners (default: when running as root).
     pub same_owner: bool,
+    /// Size, entry count and compression ratio limits.
+    pub limits: UnpackLimits,
 }
 
 impl Default for UnpackOptions {
@@ -65,6 +73,7 @@ impl Default for UnpackOptions {
             whiteouts: WhiteoutMode::Apply,
             allow_devices: false,
             same_owner: nix::unistd::geteuid().is_root(),
+            limits: UnpackLimits::default(),
         }
     }
 }
@@ -107,13 +116,47 @@ pub fn decompress<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>, Erro
     })
 }
 
-/// Unpacks a layer (plain, gzip or zstd tar) into `dest`, which must exist.
+/// Unpacks a layer (plain, gzip or zstd tar) into `dest`, which must exist. A layer past one
+/// of [`UnpackOptions::limits`] stops with [`Error::LayerLimit`], leaving what was unpacked so
+/// far for the caller to remove.
 pub fn unpack_layer(
     reader: impl Read,
     dest: &Path,
     options: &UnpackOptions,
 ) -> Result<Unpacked, Error> {
-    let plain = decompress(reader)?;
+    let compressed = Rc::new(Cell::new(0));
+    let exceeded = Rc::new(Cell::new(None));
+    let plain = decompress(CountingReader {
+        inner: reader,
+        count: Rc::clone(&compressed),
+    })?;
+    let limited = LimitedReader {
+        inner: plain,
+        limits: options.limits,
+        compressed,
+        read: 0,
+        exceeded: Rc::clone(&exceeded),
+    };
+    unpack_limited(limited, dest, options).map_err(|e| match exceeded.get() {
+        Some(found) => limit_error(found),
+        None => e,
+    })
+}
+
+fn limit_error(found: Exceeded) -> Error {
+    Error::LayerLimit {
+        limit: found.limit,
+        value: found.value,
+        max: found.max,
+        read: found.read,
+    }
+}
+
+fn unpack_limited(
+    plain: impl Read,
+    dest: &Path,
+    options: &UnpackOptions,
+) -> Result<Unpacked, Error> {
     let mut hashing = HashReader {
         inner: plain,
         hasher: Hasher::default(),
@@ -126,8 +169,19 @@ pub fn unpack_layer(
     };
     {
         let mut archive = tar::Archive::new(&mut hashing);
+        let mut entries = 0u64;
         for entry in archive.entries()? {
-            unpacker.entry(&mut entry?)?;
+            let mut entry = entry?;
+            entries += 1;
+            if entries > options.limits.max_layer_entries {
+                return Err(limit_error(Exceeded {
+                    limit: LayerLimit::Entries,
+                    value: entries,
+                    max: options.limits.max_layer_entries,
+                    read: entry.raw_header_position(),
+                }));
+            }
+            unpacker.entry(&mut entry)?;
         }
     }
     // The diff ID covers the whole stream, including the end-of-archive blocks and padding.

@@ -8,8 +8,8 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use kiln_cache::{
-    Compression, DiffSource, Error, LayerOptions, UnpackOptions, WhiteoutMode, unpack_layer,
-    write_layer,
+    Compression, DiffSource, Error, LayerLimit, LayerOptions, UnpackLimits, UnpackOptions,
+    WhiteoutMode, unpack_layer, write_layer,
 };
 use sha2::Digest as _;
 use tar::EntryType;
@@ -239,6 +239,82 @@ fn device_nodes_only_when_allowed() {
     unpack_layer(data.as_slice(), &root, &options).unwrap();
     let meta = fs_err::symlink_metadata(root.join("null")).unwrap();
     assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 3));
+}
+
+#[test]
+fn gzip_bomb_stops_before_the_disk_fills() {
+    let (_base, root) = scratch();
+    // 3 GiB of zeros in about 3 MB of gzip.
+    let (bomb, _) = common::gzip_bomb(3 << 30);
+    assert!(bomb.len() < 4 << 20, "{} bytes", bomb.len());
+    match unpack(&bomb, &root) {
+        Err(Error::LayerLimit {
+            limit: LayerLimit::CompressionRatio,
+            value,
+            max,
+            read,
+        }) => {
+            assert_eq!(max, 100);
+            assert!(value > 100, "{value}");
+            assert!(read < 128 << 20, "{read} bytes read");
+        }
+        other => panic!("expected the compression ratio limit, got {other:?}"),
+    }
+    assert!(
+        common::disk_use(&root) < 128 << 20,
+        "{} bytes written",
+        common::disk_use(&root)
+    );
+}
+
+#[test]
+fn layer_size_and_entry_limits() {
+    let data = tar_of(|b| {
+        for i in 0..10 {
+            raw(b, &format!("f{i}"), EntryType::Regular, None, &[b'x'; 1000]);
+        }
+    });
+    let options = |limits| UnpackOptions {
+        limits,
+        ..UnpackOptions::default()
+    };
+    let (_base, root) = scratch();
+    let few_entries = UnpackLimits {
+        max_layer_entries: 5,
+        ..UnpackLimits::default()
+    };
+    match unpack_layer(data.as_slice(), &root, &options(few_entries)) {
+        Err(Error::LayerLimit {
+            limit: LayerLimit::Entries,
+            value: 6,
+            max: 5,
+            ..
+        }) => {}
+        other => panic!("expected the entry limit, got {other:?}"),
+    }
+    assert!(!root.join("f5").exists());
+    let (_base, root) = scratch();
+    let small = UnpackLimits {
+        max_layer_size: 4096,
+        ..UnpackLimits::default()
+    };
+    match unpack_layer(data.as_slice(), &root, &options(small)) {
+        Err(Error::LayerLimit {
+            limit: LayerLimit::Size,
+            max: 4096,
+            ..
+        }) => {}
+        other => panic!("expected the size limit, got {other:?}"),
+    }
+    // The same layer within the limits unpacks.
+    let (_base, root) = scratch();
+    let exact = UnpackLimits {
+        max_layer_entries: 10,
+        max_layer_size: data.len() as u64,
+        ..UnpackLimits::default()
+    };
+    unpack_layer(data.as_slice(), &root, &options(exact)).unwrap();
+    assert!(root.join("f9").exists());
 }
 
 #[test]

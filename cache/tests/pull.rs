@@ -629,3 +629,262 @@ fn credential_helper_answers_the_bearer_challenge() {
         )
     );
 }
+
+/// A repository name no other test run uses.
+fn unique_repository(what: &str) -> String {
+    format!("kiln-test/{what}-{:016x}", fastrand::u64(..))
+}
+
+fn small_layer() -> (Vec<u8>, String) {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_path("hello").unwrap();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_cksum();
+    builder.append(&header, &b"hello"[..]).unwrap();
+    common::gzip_layer(&builder.into_inner().unwrap())
+}
+
+/// Entries of the store's snapshot directories (committed and temporary ones).
+fn snapshot_dirs(root: &std::path::Path) -> Vec<String> {
+    let mut out = common::list_files(&root.join("snapshots"));
+    out.retain(|p| p != "committed" && p != "active");
+    out
+}
+
+#[test]
+fn gzip_bomb_in_the_registry_is_refused_and_nothing_kept() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let image = common::craft_image(vec![common::gzip_bomb(3 << 30)]);
+    let repository = unique_repository("bomb");
+    common::push_image(common::TEST_REGISTRY, &repository, "latest", &image);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/{repository}:latest", common::TEST_REGISTRY);
+    match runtime().block_on(pull(Arc::clone(&store), &reference, &options(""), &())) {
+        Err(Error::LayerLimit {
+            limit: kiln_cache::LayerLimit::CompressionRatio,
+            read,
+            ..
+        }) => assert!(read < 128 << 20, "{read}"),
+        other => panic!("expected the compression ratio limit, got {other:?}"),
+    }
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(snapshot_dirs(root.path()), Vec::<String>::new());
+    // What is left is the 3 MB blob and the metadata, nothing unpacked.
+    let used = common::disk_use(root.path());
+    assert!(used < 32 << 20, "{used} bytes in the store");
+}
+
+#[test]
+fn configured_limits_apply_to_pulls() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let image = common::craft_image(vec![small_layer()]);
+    let repository = unique_repository("limits");
+    common::push_image(common::TEST_REGISTRY, &repository, "latest", &image);
+    let config = options("[unpack]\nmax-layer-entries = 0\n");
+    assert_eq!(config.config.unpack.max_layer_entries, 0);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(root.path())
+            .unwrap()
+            .with_unpack_limits(config.config.unpack),
+    );
+    let reference = format!("{}/{repository}:latest", common::TEST_REGISTRY);
+    match runtime().block_on(pull(Arc::clone(&store), &reference, &config, &())) {
+        Err(Error::LayerLimit {
+            limit: kiln_cache::LayerLimit::Entries,
+            max: 0,
+            ..
+        }) => {}
+        other => panic!("expected the entry limit, got {other:?}"),
+    }
+    assert_eq!(snapshot_dirs(root.path()), Vec::<String>::new());
+    // The default limits take it.
+    let fresh = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(fresh.path()).unwrap());
+    runtime()
+        .block_on(pull(store, &reference, &options(""), &()))
+        .unwrap();
+}
+
+#[test]
+fn descriptor_sizes_are_verified() {
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) {
+        return;
+    }
+    let honest = common::craft_image(vec![small_layer()]);
+    let repository = unique_repository("sizes");
+    common::push_image(common::TEST_REGISTRY, &repository, "honest", &honest);
+    let reference = |tag: &str| format!("{}/{repository}:{tag}", common::TEST_REGISTRY);
+    let lie = |path: &[&str], by: i64, tag: &str| {
+        let mut image = common::craft_image(vec![small_layer()]);
+        let mut field = &mut image.manifest;
+        for key in path {
+            field = if let Ok(i) = key.parse::<usize>() {
+                &mut field[i]
+            } else {
+                &mut field[*key]
+            };
+        }
+        *field = serde_json::json!(field.as_i64().unwrap() + by);
+        common::push_image(common::TEST_REGISTRY, &repository, tag, &image);
+    };
+    lie(&["config", "size"], 1, "config-longer");
+    lie(&["config", "size"], -1, "config-shorter");
+    lie(&["layers", "0", "size"], -7, "layer-shorter");
+    lie(&["layers", "0", "size"], 3, "layer-longer");
+
+    for (tag, what) in [
+        ("config-longer", "blob"),
+        ("config-shorter", "blob"),
+        ("layer-shorter", "blob"),
+        ("layer-longer", "blob"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(root.path()).unwrap());
+        match runtime().block_on(pull(Arc::clone(&store), &reference(tag), &options(""), &())) {
+            Err(Error::SizeMismatch { what: found, .. }) => {
+                assert!(found.contains(what), "{tag}: {found}");
+            }
+            other => panic!("{tag}: expected a size mismatch, got {other:?}"),
+        }
+        assert!(store.images().unwrap().is_empty(), "{tag}");
+    }
+
+    // With the honest image's blobs stored already, the lies are still refused.
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    runtime()
+        .block_on(pull(
+            Arc::clone(&store),
+            &reference("honest"),
+            &options(""),
+            &(),
+        ))
+        .unwrap();
+    for (tag, what) in [("config-longer", "config"), ("layer-shorter", "layer")] {
+        match runtime().block_on(pull(Arc::clone(&store), &reference(tag), &options(""), &())) {
+            Err(Error::SizeMismatch { what: found, .. }) => {
+                assert!(found.starts_with(what), "{tag}: {found}");
+            }
+            other => panic!("{tag}: expected a size mismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(store.images().unwrap().len(), 1);
+}
+
+#[test]
+fn devices_fifos_and_setuid_files_in_layers_are_kept() {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if !common::require(
+        common::registry_up(common::TEST_REGISTRY),
+        "the test registry at 127.0.0.1:5000",
+    ) || !common::require(common::is_root(), "root (mknod)")
+    {
+        return;
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, mode, major, minor) in [
+        ("dev/null", tar::EntryType::Char, 0o666, 1, 3),
+        ("dev/loop0", tar::EntryType::Block, 0o660, 7, 0),
+        ("run/pipe", tar::EntryType::Fifo, 0o600, 0, 0),
+        ("bin/su", tar::EntryType::Regular, 0o4755, 0, 0),
+        ("bin/wall", tar::EntryType::Regular, 0o2755, 0, 0),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(path).unwrap();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_device_major(major).unwrap();
+        header.set_device_minor(minor).unwrap();
+        header.set_cksum();
+        builder.append(&header, std::io::empty()).unwrap();
+    }
+    let image = common::craft_image(vec![common::gzip_layer(&builder.into_inner().unwrap())]);
+    let repository = unique_repository("devices");
+    common::push_image(common::TEST_REGISTRY, &repository, "latest", &image);
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(root.path()).unwrap());
+    let reference = format!("{}/{repository}:latest", common::TEST_REGISTRY);
+    let pulled = runtime()
+        .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
+        .unwrap();
+    let lowers = store
+        .lowers(&pulled.image.chain_id.unwrap().to_string())
+        .unwrap();
+    let layer = &lowers[0];
+    let meta = |p: &str| fs_err::symlink_metadata(layer.join(p)).unwrap();
+    assert!(meta("dev/null").file_type().is_char_device());
+    assert_eq!(meta("dev/null").rdev(), nix::sys::stat::makedev(1, 3));
+    assert!(meta("dev/loop0").file_type().is_block_device());
+    assert_eq!(meta("dev/loop0").rdev(), nix::sys::stat::makedev(7, 0));
+    assert!(meta("run/pipe").file_type().is_fifo());
+    assert_eq!(meta("bin/su").mode() & 0o7777, 0o4755);
+    assert_eq!(meta("bin/wall").mode() & 0o7777, 0o2755);
+    // Only root reaches the snapshots.
+    assert_eq!(
+        fs_err::metadata(root.path().join("snapshots"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // Writing the layer again from the snapshot keeps them, bits and device numbers.
+    let (_, blob) = kiln_cache::write_layer(
+        layer,
+        kiln_cache::DiffSource::OverlayUpper,
+        &kiln_cache::LayerOptions {
+            compression: kiln_cache::Compression::Uncompressed,
+            ..kiln_cache::LayerOptions::default()
+        },
+        Vec::new(),
+    )
+    .unwrap();
+    let mut found = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(blob.as_slice()).entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        found.insert(
+            entry.path().unwrap().display().to_string(),
+            (
+                header.entry_type(),
+                header.mode().unwrap() & 0o7777,
+                header.device_major().ok().flatten(),
+                header.device_minor().ok().flatten(),
+            ),
+        );
+    }
+    assert_eq!(
+        found["dev/null"],
+        (tar::EntryType::Char, 0o666, Some(1), Some(3))
+    );
+    assert_eq!(
+        found["dev/loop0"],
+        (tar::EntryType::Block, 0o660, Some(7), Some(0))
+    );
+    assert_eq!(found["run/pipe"].0, tar::EntryType::Fifo);
+    assert_eq!(found["bin/su"].1, 0o4755);
+    assert_eq!(found["bin/wall"].1, 0o2755);
+}

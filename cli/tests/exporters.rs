@@ -646,3 +646,71 @@ fn serial_a_registry_refusing_monolithic_uploads_gets_the_blobs_in_chunks() {
     let copied = json(skopeo(&["inspect", &format!("oci:{}:v1", path(&copy))]));
     assert_eq!(copied["Layers"], local["Layers"]);
 }
+
+#[test]
+fn devices_stay_in_images_and_tars_but_local_exports_skip_them() {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let (local, fs_tar) = (tmp.path().join("local"), tmp.path().join("fs.tar"));
+    let dir = tmp.path().join("context");
+    fs_err::create_dir_all(&dir).unwrap();
+    fs_err::write(
+        dir.join("Dockerfile"),
+        "FROM 127.0.0.1:5000/library/busybox:latest\n\
+         RUN mkdir /nodes && mknod /nodes/null c 1 3 && mknod /nodes/loop b 7 0 \
+         && mkfifo /nodes/pipe && touch /nodes/su && chmod 4755 /nodes/su\n",
+    )
+    .unwrap();
+    let mut command = kiln(&root);
+    command
+        .arg("build")
+        .args(["--output", &format!("type=local,dest={}", path(&local))])
+        .args(["--output", &format!("type=tar,dest={}", path(&fs_tar))])
+        .args(["--output", "type=image,name=nodes:1"])
+        .arg(&dir);
+    let out = ok(command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("device node not exported"), "{stderr}");
+    // The local export has the FIFO and the setuid file, and no devices.
+    assert!(!local.join("nodes/null").exists());
+    assert!(!local.join("nodes/loop").exists());
+    let meta = |p: &str| fs_err::symlink_metadata(local.join(p)).unwrap();
+    assert!(meta("nodes/pipe").file_type().is_fifo());
+    assert_eq!(meta("nodes/su").mode() & 0o7777, 0o4755);
+    // The tar export has every node, devices as entries.
+    let mut entries = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(fs_err::File::open(&fs_tar).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        entries.insert(
+            entry.path().unwrap().display().to_string(),
+            (
+                h.entry_type(),
+                h.mode().unwrap() & 0o7777,
+                h.device_major().ok().flatten(),
+                h.device_minor().ok().flatten(),
+            ),
+        );
+    }
+    assert_eq!(entries["nodes/null"].0, tar::EntryType::Char);
+    assert_eq!(entries["nodes/null"].2, Some(1));
+    assert_eq!(entries["nodes/null"].3, Some(3));
+    assert_eq!(entries["nodes/loop"].0, tar::EntryType::Block);
+    assert_eq!(entries["nodes/pipe"].0, tar::EntryType::Fifo);
+    assert_eq!(entries["nodes/su"].1, 0o4755);
+    // `kiln run` sees them in the stored image.
+    let mut run = kiln(&root);
+    run.args(["run", "--rm", "nodes:1", "ls", "-l", "/nodes"]);
+    let listing = stdout(run);
+    assert!(listing.contains("crw"), "{listing}");
+    assert!(listing.contains("brw"), "{listing}");
+    assert!(listing.contains("prw"), "{listing}");
+    assert!(listing.contains("rws"), "{listing}");
+}

@@ -56,3 +56,45 @@ fn git_sources_clone_refs_and_subdirectories() {
     assert_ok(build_llb(&store, &def, &out));
     assert_eq!(fs_err::read_to_string(out.join("b")).unwrap(), "moved\n");
 }
+
+#[test]
+fn hostile_git_remotes_and_refs_are_refused_without_running_anything() {
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("pwned");
+    let host_repo = work.path().join("host-repo");
+    fs_err::create_dir_all(&host_repo).unwrap();
+    run_git(&host_repo, &["init", "-q", "-b", "main"]);
+    fs_err::write(host_repo.join("secret"), "host file\n").unwrap();
+    run_git(&host_repo, &["add", "."]);
+    run_git(&host_repo, &["commit", "-qm", "secret"]);
+    let store = work.path().join("store");
+    let touch = format!("touch {}", marker.display());
+    for (url, reference) in [
+        (format!("file://{}", host_repo.display()), "main".to_owned()),
+        (format!("ssh://-oProxyCommand={touch}/repo"), String::new()),
+        (format!("--upload-pack={touch}"), String::new()),
+        (
+            "git://127.0.0.1:1/repo".to_owned(),
+            format!("--upload-pack={touch}"),
+        ),
+        (format!("{}", host_repo.display()), "main".to_owned()),
+    ] {
+        let out = work.path().join("out");
+        let result = build_llb(
+            &store,
+            &git(&url, &reference).marshal().encode_to_vec(),
+            &out,
+        );
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{url} {reference}: built");
+        assert!(
+            stderr.contains("is not allowed"),
+            "{url} {reference}: {stderr}"
+        );
+        assert!(!marker.exists(), "{url} {reference}: ran a command");
+        assert!(
+            !out.join("secret").exists(),
+            "{url} {reference}: read the host repository"
+        );
+    }
+}

@@ -54,6 +54,12 @@ pub enum Error {
         #[source]
         source: kiln_cache::oci_client::errors::OciDistributionError,
     },
+    /// A media type (from a stored manifest, so from outside) cannot be sent as a header.
+    #[error("media type {media_type:?} is not a valid Content-Type header")]
+    InvalidMediaType {
+        /// The media type.
+        media_type: String,
+    },
     /// No image by this name in the store.
     #[error("no such image: {name}")]
     ImageNotFound {

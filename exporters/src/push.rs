@@ -187,6 +187,13 @@ async fn push_blob(
     Ok(())
 }
 
+/// The `Content-Type` header of a manifest upload.
+fn content_type(media_type: &str) -> Result<http::HeaderValue, Error> {
+    http::HeaderValue::from_str(media_type).map_err(|_| Error::InvalidMediaType {
+        media_type: media_type.to_owned(),
+    })
+}
+
 /// Pushes `image` to `reference` (`host/repository:tag`), with the registry settings of
 /// `config` (plain HTTP hosts, `insecure`) and the credentials in `docker_config`, as a pull
 /// uses them. Returns the manifest digest.
@@ -198,6 +205,7 @@ pub async fn push(
     docker_config: Option<&Path>,
 ) -> Result<Digest, Error> {
     let reference = kiln_cache::parse_reference(reference)?;
+    let content_type = content_type(&image.manifest_media_type)?;
     let host = reference.resolve_registry().to_owned();
     let target = Target {
         plain_http: if config.is_plain_http(&host) {
@@ -237,8 +245,6 @@ pub async fn push(
             Err(e) => return Err(target.failed(format!("config {}", image.config_digest))(e)),
         }
     }
-    let content_type = http::HeaderValue::from_str(&image.manifest_media_type)
-        .expect("media types are header-safe ASCII");
     client
         .push_manifest_raw(reference, image.manifest.clone(), content_type)
         .await
@@ -252,6 +258,17 @@ mod tests {
     use futures::TryStreamExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_media_type_that_is_no_header_is_an_error() {
+        assert!(content_type("application/vnd.oci.image.manifest.v1+json").is_ok());
+        for bad in ["a\nb", "type\r\nX-Injected: 1", "nul\0"] {
+            match content_type(bad) {
+                Err(Error::InvalidMediaType { media_type }) => assert_eq!(media_type, bad),
+                other => panic!("{bad:?}: expected an invalid media type, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn blobs_stream_from_their_file_in_bounded_pieces() {

@@ -331,6 +331,13 @@ fn check_body(digest: Digest, op: &pb::Op) -> Result<(), Error> {
             for (i, mount) in exec.mounts.iter().enumerate() {
                 check(format!("mounts[{i}].input"), mount.input, true, inputs)?;
             }
+            check_outputs(
+                digest,
+                exec.mounts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("mounts[{i}].output"), m.output)),
+            )?;
         }
         Some(pb::op::Op::File(file)) => {
             // An action may also refer to the result of an earlier action, numbered after
@@ -349,6 +356,13 @@ fn check_body(digest: Digest, op: &pb::Op) -> Result<(), Error> {
                     inputs + i,
                 )?;
             }
+            check_outputs(
+                digest,
+                file.actions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("actions[{i}].output"), a.output)),
+            )?;
         }
         Some(pb::op::Op::Merge(merge)) => {
             for (i, input) in merge.inputs.iter().enumerate() {
@@ -361,6 +375,33 @@ fn check_body(digest: Digest, op: &pb::Op) -> Result<(), Error> {
             }
             if let Some(upper) = &diff.upper {
                 check("upper.input".to_owned(), upper.input, true, inputs)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the output numbers of an exec op's mounts or a file op's actions are -1 (none)
+/// or each of 0 to n-1 once, n being how many are not -1: the solver sizes its results by them.
+fn check_outputs(
+    digest: Digest,
+    fields: impl Iterator<Item = (String, i64)> + Clone,
+) -> Result<(), Error> {
+    let outputs = fields.clone().filter(|(_, o)| *o != -1).count();
+    let mut seen = vec![false; outputs];
+    for (field, index) in fields {
+        if index == -1 {
+            continue;
+        }
+        match usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) {
+            Some(used) if !*used => *used = true,
+            _ => {
+                return Err(Error::OutputIndex {
+                    digest,
+                    field,
+                    index,
+                    outputs,
+                });
             }
         }
     }

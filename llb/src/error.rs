@@ -102,6 +102,21 @@ pub enum Error {
         /// How many inputs the field may refer to.
         available: usize,
     },
+    /// An exec mount's or file action's output number is not one of the op's outputs: each
+    /// output is numbered once, from 0 to the number of outputs less one (-1 for none).
+    #[error(
+        "op {digest}: {field} is {index}, but the op's outputs are numbered 0 to {outputs} less one, once each"
+    )]
+    OutputIndex {
+        /// The op.
+        digest: Digest,
+        /// Which field, such as `mounts[1].output`.
+        field: String,
+        /// The value of the field.
+        index: i64,
+        /// How many outputs the op has.
+        outputs: usize,
+    },
     /// The ops' inputs form a cycle.
     #[error("op {digest} depends on itself through a cycle of inputs")]
     Cycle {

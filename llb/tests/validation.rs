@@ -210,6 +210,62 @@ fn rejects_body_index_out_of_range() {
 }
 
 #[test]
+fn rejects_huge_duplicate_or_negative_output_numbers() {
+    let src = source("docker-image://docker.io/library/busybox:latest");
+    let s = Digest::from_bytes(&marshal_op(&src));
+    let mount = |output: i64| pb::Mount {
+        input: 0,
+        dest: "/".into(),
+        output,
+        ..Default::default()
+    };
+    for (outputs, bad) in [
+        (vec![1 << 40], 1i64 << 40),
+        (vec![0, 0], 0),
+        (vec![-2], -2),
+        (vec![0, 2], 2),
+    ] {
+        let exec = pb::Op {
+            inputs: vec![input(s, 0)],
+            op: Some(pb::op::Op::Exec(pb::ExecOp {
+                meta: Some(pb::Meta {
+                    args: vec!["true".into()],
+                    cwd: "/".into(),
+                    ..Default::default()
+                }),
+                mounts: outputs.iter().map(|o| mount(*o)).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let e = Digest::from_bytes(&marshal_op(&exec));
+        let err = load(definition(&[src.clone(), exec, terminal(e, 0)]));
+        assert!(
+            matches!(&err, Error::OutputIndex { digest, index, .. } if *digest == e && *index == bad),
+            "{outputs:?}: {err}"
+        );
+    }
+    let file = pb::Op {
+        inputs: vec![input(s, 0)],
+        op: Some(pb::op::Op::File(pb::FileOp {
+            actions: vec![pb::FileAction {
+                input: 0,
+                secondary_input: -1,
+                output: 1 << 40,
+                action: Some(pb::file_action::Action::Rm(pb::FileActionRm::default())),
+            }],
+        })),
+        ..Default::default()
+    };
+    let f = Digest::from_bytes(&marshal_op(&file));
+    let err = load(definition(&[src, file, terminal(f, 0)]));
+    assert!(
+        matches!(&err, Error::OutputIndex { field, .. } if field == "actions[0].output"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rejects_op_without_body_before_the_end() {
     let empty = pb::Op {
         platform: Some(pb::Platform::default()),

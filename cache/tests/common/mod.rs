@@ -388,3 +388,151 @@ impl ProxyState {
         Ok(())
     }
 }
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A gzip layer holding one file of `zeros` zero bytes: about a kilobyte of gzip per megabyte
+/// of tar, the shape of a decompression bomb. Returns the blob and its diff ID. Made of
+/// concatenated gzip members (which decompress to one stream), so one compressed chunk of
+/// zeros serves the whole file.
+pub fn gzip_bomb(zeros: u64) -> (Vec<u8>, String) {
+    use sha2::Digest as _;
+    const CHUNK: u64 = 64 << 20;
+    let gzip = |data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, data).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_path("zeros").unwrap();
+    header.set_size(zeros);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_cksum();
+    // After the header, the stream is all zeros: the data, its padding to 512 bytes and the
+    // two end-of-archive blocks.
+    let tail = zeros.next_multiple_of(512) + 1024;
+    let chunk = vec![0u8; CHUNK as usize];
+    let chunk_gz = gzip(&chunk);
+    let chunk_hash = sha2::Sha256::new();
+    let mut hasher = chunk_hash;
+    let mut blob = gzip(header.as_bytes());
+    hasher.update(header.as_bytes());
+    for _ in 0..tail / CHUNK {
+        blob.extend_from_slice(&chunk_gz);
+        hasher.update(&chunk);
+    }
+    let rest = &chunk[..(tail % CHUNK) as usize];
+    blob.extend_from_slice(&gzip(rest));
+    hasher.update(rest);
+    (blob, format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// A gzip layer of a plain tar stream; returns the blob and its diff ID.
+pub fn gzip_layer(tar: &[u8]) -> (Vec<u8>, String) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, tar).unwrap();
+    (gz.finish().unwrap(), sha256(tar))
+}
+
+/// An image made in a test: its config, layer blobs and manifest (which a test may make lie
+/// before pushing it with [`push_image`]).
+pub struct CraftedImage {
+    pub config: Vec<u8>,
+    pub layers: Vec<Vec<u8>>,
+    pub manifest: serde_json::Value,
+}
+
+/// An OCI image of gzip `layers` (blob, diff ID), linux/amd64.
+pub fn craft_image(layers: Vec<(Vec<u8>, String)>) -> CraftedImage {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+        },
+    }))
+    .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256(&config),
+            "size": config.len(),
+        },
+        "layers": layers.iter().map(|(blob, _)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": sha256(blob),
+            "size": blob.len(),
+        })).collect::<Vec<_>>(),
+    });
+    CraftedImage {
+        config,
+        layers: layers.into_iter().map(|(blob, _)| blob).collect(),
+        manifest,
+    }
+}
+
+/// Pushes a crafted image over the registry API as `host/repository:tag`, exactly as given
+/// (a registry checks blob digests, not what a manifest says about them).
+pub fn push_image(host: &str, repository: &str, tag: &str, image: &CraftedImage) {
+    use kiln_cache::oci_client::{self, Reference};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![host.to_owned()]),
+        ..Default::default()
+    });
+    let reference = Reference::with_tag(host.to_owned(), repository.to_owned(), tag.to_owned());
+    runtime.block_on(async {
+        client
+            .auth(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                oci_client::RegistryOperation::Push,
+            )
+            .await
+            .unwrap();
+        for blob in std::iter::once(&image.config).chain(&image.layers) {
+            client
+                .push_blob(&reference, blob.clone(), &sha256(blob))
+                .await
+                .unwrap();
+        }
+        client
+            .push_manifest_raw(
+                &reference,
+                serde_json::to_vec(&image.manifest).unwrap(),
+                "application/vnd.oci.image.manifest.v1+json"
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+/// Bytes used by the files below `dir` (allocated blocks, so sparse files count as small).
+pub fn disk_use(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs_err::symlink_metadata(dir).unwrap();
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        for entry in fs_err::read_dir(dir).unwrap() {
+            total += disk_use(&entry.unwrap().path());
+        }
+    }
+    total
+}

@@ -110,19 +110,21 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &text[19..];
+    let mut rest = text.get(19..)?;
     if let Some(frac) = rest.strip_prefix('.') {
         rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
     }
     let offset = match rest {
         "Z" | "z" => 0,
         _ if rest.len() == 6 => {
-            let sign = match &rest[..1] {
+            let sign = match rest.get(..1)? {
                 "+" => 1,
                 "-" => -1,
                 _ => return None,
             };
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
+            let hours = rest.get(1..3)?.parse::<i64>().ok()?;
+            let minutes = rest.get(4..6)?.parse::<i64>().ok()?;
+            sign * (hours * 3600 + minutes * 60)
         }
         _ => return None,
     };
@@ -194,6 +196,25 @@ pub(crate) fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn created_times_with_multibyte_characters_do_not_panic() {
+        // Byte 19 or the offset's bytes inside a multibyte character.
+        for text in [
+            "2024-01-01T00:00:0é1Z",
+            "2024-01-01T00:00:00é:00:",
+            "2024-01-01T00:00:00+0é:0",
+            "2024-01-01T00:00:00+01é0",
+            "2024-01-01T00:00:00.12€",
+            "ééééééééééééééééééééé",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00+01:00"),
+            Some(1_704_067_200)
+        );
+    }
 
     #[test]
     fn names_split_like_docker() {

@@ -67,7 +67,9 @@ pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PullArgs) -> anyhow
         ..PullOptions::default()
     };
     let store = Arc::new(
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
+        Store::open(root)
+            .with_context(|| format!("opening the store at {}", root.display()))?
+            .with_unpack_limits(options.config.unpack),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -200,7 +200,9 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
     fs_err::create_dir_all(root)?;
     let root = fs_err::canonicalize(root)?;
     let store = Arc::new(
-        Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?,
+        Store::open(&root)
+            .with_context(|| format!("opening the store at {}", root.display()))?
+            .with_unpack_limits(super::pull::load_config(config)?.unpack),
     );
     let mounts = args
         .volume

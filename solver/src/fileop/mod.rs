@@ -28,7 +28,7 @@ mod scoped;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -336,6 +336,26 @@ pub fn copy(
     action: &pb::FileActionCopy,
     owner: Option<Owner>,
 ) -> Result<()> {
+    copy_with(src_root, dest_root, action, owner, DeviceNodes::Create)
+}
+
+/// What a copy does with character and block devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceNodes {
+    /// Recreate them (inside snapshots).
+    Create,
+    /// Leave them out with a warning (an export to the host's file system).
+    Skip,
+}
+
+/// [`copy`], choosing what happens to device nodes.
+pub(crate) fn copy_with(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+    devices: DeviceNodes,
+) -> Result<()> {
     let src = action.src.as_str();
     let mode_set = if action.mode_str.is_empty() {
         None
@@ -441,6 +461,7 @@ pub fn copy(
             time: timestamp(action.timestamp),
             replace_dirs: action.always_replace_existing_dest_paths,
             shown: dest_shown,
+            devices,
         };
         if meta.is_dir() && action.dir_copy_contents {
             // The contents go into the target; the target directory itself is not copied: a
@@ -632,6 +653,7 @@ struct Copier<'a> {
     time: Option<FileTime>,
     replace_dirs: bool,
     shown: &'a str,
+    devices: DeviceNodes,
 }
 
 impl Copier<'_> {
@@ -671,6 +693,10 @@ impl Copier<'_> {
                 self.copy_tree(&src.join(&name), &dst.join(&name), &rel.join(&name), links)?;
             }
             self.finish(src, dst, &meta)?;
+            return Ok(());
+        }
+        if self.devices == DeviceNodes::Skip && (ft.is_char_device() || ft.is_block_device()) {
+            tracing::warn!(path = %rel.display(), "device node not exported");
             return Ok(());
         }
         if let Some(e) = existing {

@@ -148,10 +148,77 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The transports a remote may use (a Dockerfile's `git` sources allow no others).
+const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git";
+
+/// Checks a remote from a Definition before git sees it: `https://`, `http://`, `ssh://`,
+/// `git://` or scp-like `user@host:path` only, and nothing git could read as an option. Local
+/// paths, `file://` and `ext::` (which runs a command) are refused.
+fn check_remote(url: &str) -> Result<(), OpError> {
+    let refuse = |why: &str| -> Result<(), OpError> {
+        Err(format!("git remote {url:?} is not allowed: {why}").into())
+    };
+    if url.starts_with('-') {
+        return refuse("it starts with `-`");
+    }
+    if url.bytes().any(|b| b.is_ascii_control()) {
+        return refuse("it contains control characters");
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "https" | "http" | "ssh" | "git") {
+            return refuse("only https, http, ssh and git URLs are allowed");
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if host.is_empty() || host.starts_with('-') || authority.starts_with('-') {
+            return refuse("its host is missing or starts with `-`");
+        }
+        return Ok(());
+    }
+    if url.contains("::") {
+        return refuse("remote helpers (`transport::address`) are not allowed");
+    }
+    // scp-like syntax: user@host:path, the host made of name characters.
+    if let Some((user_host, path)) = url.split_once(':') {
+        if let Some((user, host)) = user_host.split_once('@') {
+            let name = |s: &str| {
+                !s.is_empty()
+                    && !s.starts_with('-')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            };
+            if name(user) && name(host) && !path.is_empty() && !path.starts_with('-') {
+                return Ok(());
+            }
+        }
+    }
+    refuse("only https, http, ssh and git URLs and user@host:path are allowed (no local paths)")
+}
+
+/// Checks a ref from a Definition: no option-like or control-character refs.
+fn check_reference(reference: &str) -> Result<(), OpError> {
+    if reference.starts_with('-') || reference.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("git ref {reference:?} is not allowed").into());
+    }
+    Ok(())
+}
+
 /// Runs git with `args`, returning its standard output; the error carries its standard error.
+/// Only the allowed transports are usable, whatever the host's git configuration says.
 fn git(transport: &Transport, args: &[&str], cwd: Option<&Path>) -> Result<String, OpError> {
     let mut command = Command::new("git");
-    command.args(args).env("GIT_TERMINAL_PROMPT", "0");
+    command
+        .args(["-c", "protocol.allow=never"])
+        .args(
+            ALLOWED_PROTOCOLS
+                .split(':')
+                .flat_map(|p| ["-c".to_owned(), format!("protocol.{p}.allow=always")]),
+        )
+        .args(["-c", "core.hooksPath=/dev/null"])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+        .env("GIT_PROTOCOL_FROM_USER", "0");
     transport.apply(&mut command);
     if let Some(dir) = cwd {
         command.current_dir(dir);
@@ -184,7 +251,7 @@ fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, 
     } else {
         reference
     };
-    let listing = git(transport, &["ls-remote", url, wanted], None)?;
+    let listing = git(transport, &["ls-remote", "--", url, wanted], None)?;
     // Prefer an exact ref, then a branch or a tag of that name (a peeled tag's commit first).
     let refs: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
     let pick = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(c, _)| *c);
@@ -192,6 +259,7 @@ fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, 
         .or_else(|| pick(wanted))
         .or_else(|| pick(&format!("refs/heads/{wanted}")))
         .or_else(|| pick(&format!("refs/tags/{wanted}")))
+        .filter(|commit| is_commit(commit))
         .map(str::to_owned)
         .ok_or_else(|| format!("git ref {wanted:?} not found in {url}").into())
 }
@@ -204,6 +272,8 @@ fn resolve_checked(
     reference: &str,
     checksum: &str,
 ) -> Result<String, OpError> {
+    check_remote(url)?;
+    check_reference(reference)?;
     if !checksum.is_empty() && !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(
             format!("invalid checksum {checksum} for Git URL, expected hex commit hash").into(),
@@ -258,7 +328,7 @@ impl Op<Ref> for GitSource {
                 let dir = work.path().join("checkout");
                 let dir_str = dir.to_string_lossy().into_owned();
                 git(t, &["init", "--quiet", &dir_str], None)?;
-                git(t, &["remote", "add", "origin", &url], Some(&dir))?;
+                git(t, &["remote", "add", "--", "origin", &url], Some(&dir))?;
                 // A named ref is fetched shallowly; a bare commit may not be fetchable by id,
                 // so then the whole history comes.
                 if is_commit(&reference) {
@@ -309,6 +379,41 @@ mod tests {
             .output()
             .unwrap();
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn only_dockerfile_remotes_are_allowed() {
+        for ok in [
+            "https://github.com/moby/buildkit.git",
+            "http://127.0.0.1:9418/repo",
+            "ssh://git@github.com/moby/buildkit.git",
+            "git://127.0.0.1:9418/project",
+            "git@github.com:moby/buildkit.git",
+        ] {
+            assert!(check_remote(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ext::sh -c touch% /tmp/pwned",
+            "file:///etc",
+            "/etc",
+            "./repo",
+            "--upload-pack=touch /tmp/pwned",
+            "-oProxyCommand=x",
+            "ssh://-oProxyCommand=touch%20x/repo",
+            "ssh://user@-oProxyCommand=x/repo",
+            "git:///etc",
+            "fd::3",
+            "git@-oProxyCommand=x:repo",
+            "user@host:-repo",
+            "https://host/a\nb",
+            "ftp://host/repo",
+        ] {
+            let err = check_remote(bad).expect_err(bad).to_string();
+            assert!(err.contains("is not allowed"), "{bad}: {err}");
+        }
+        assert!(check_reference("main").is_ok());
+        assert!(check_reference("--upload-pack=x").is_err());
+        assert!(check_reference("a\nb").is_err());
     }
 
     #[test]

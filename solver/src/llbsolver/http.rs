@@ -5,10 +5,17 @@
 //! default 0600), `http.uid` and `http.gid`. The cache key is the op digest plus the checksum
 //! when one is given; otherwise the server's `ETag` or `Last-Modified` from a `HEAD` request, so
 //! an unchanged resource is not downloaded again; a server that sends neither is downloaded to
-//! key the content itself.
+//! key the content itself; that download is kept for the step, so a file is fetched once.
+//!
+//! A download is streamed to a file, never held in memory, and stops with an error past
+//! [`MAX_DOWNLOAD`] bytes (at once when the server announces a larger `Content-Length`).
+//! Connecting times out after [`CONNECT_TIMEOUT`], and a server silent for [`READ_TIMEOUT`]
+//! fails the download.
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
@@ -26,6 +33,28 @@ pub(super) struct HttpSource {
     uid: u32,
     gid: u32,
     config: Arc<SessionConfig>,
+    /// The file downloaded to key the content, kept for [`Op::exec`].
+    downloaded: Arc<Mutex<Option<Download>>>,
+}
+
+/// The largest file an HTTP source downloads.
+pub(super) const MAX_DOWNLOAD: u64 = 16 << 30;
+/// How long connecting to the server may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server may stay silent during a request.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A downloaded file (removed on drop) and its digest.
+struct Download {
+    file: tempfile::TempPath,
+    digest: String,
+}
+
+fn client() -> Result<reqwest::Client, OpError> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .build()?)
 }
 
 impl HttpSource {
@@ -60,6 +89,7 @@ impl HttpSource {
             gid: number("http.gid", 10)?.unwrap_or(0),
             url,
             config,
+            downloaded: Arc::default(),
         })
     }
 }
@@ -83,17 +113,41 @@ fn default_filename(url: &str) -> String {
     }
 }
 
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-async fn get(url: &str) -> Result<Vec<u8>, OpError> {
-    let response = reqwest::get(url).await?;
+/// Streams `url` into a new file in `dir`, refusing more than `max` bytes.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    dir: &std::path::Path,
+    max: u64,
+) -> Result<Download, OpError> {
+    let mut response = client.get(url).send().await?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("downloading {url}: {status}").into());
     }
-    Ok(response.bytes().await?.to_vec())
+    if let Some(length) = response.content_length().filter(|l| *l > max) {
+        return Err(
+            format!("downloading {url}: {length} bytes is more than the {max} allowed").into(),
+        );
+    }
+    let file = tempfile::Builder::new().prefix("http-").tempfile_in(dir)?;
+    let (file, path) = file.into_parts();
+    let mut out = std::io::BufWriter::new(file);
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    while let Some(chunk) = response.chunk().await? {
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(format!("downloading {url}: more than the {max} bytes allowed").into());
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    Ok(Download {
+        file: path,
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+    })
 }
 
 impl Op<Ref> for HttpSource {
@@ -101,11 +155,14 @@ impl Op<Ref> for HttpSource {
         let digest = self.digest.clone();
         let url = self.url.clone();
         let checksum = self.checksum.clone();
+        let store = self.config.store.clone();
+        let downloaded = Arc::clone(&self.downloaded);
         async move {
             let version = match checksum {
                 Some(checksum) => checksum,
                 None => {
-                    let response = reqwest::Client::new().head(&url).send().await?;
+                    let client = client()?;
+                    let response = client.head(&url).send().await?;
                     let header = |name: &str| {
                         response
                             .headers()
@@ -120,7 +177,13 @@ impl Op<Ref> for HttpSource {
                         (None, Some(modified)) if response.status().is_success() => {
                             format!("modified:{modified}")
                         }
-                        _ => sha256(&get(&url).await?),
+                        _ => {
+                            let dir = super::scratch_dir(&store)?;
+                            let file = download(&client, &url, &dir, MAX_DOWNLOAD).await?;
+                            let digest = file.digest.clone();
+                            *downloaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
+                            digest
+                        }
                     }
                 }
             };
@@ -137,10 +200,21 @@ impl Op<Ref> for HttpSource {
         let checksum = self.checksum.clone();
         let (filename, perm, uid, gid) = (self.filename.clone(), self.perm, self.uid, self.gid);
         let store = self.config.store.clone();
+        let downloaded = self
+            .downloaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         async move {
-            let data = get(&url).await?;
+            let data = match downloaded {
+                Some(file) => file,
+                None => {
+                    let dir = super::scratch_dir(&store)?;
+                    download(&client()?, &url, &dir, MAX_DOWNLOAD).await?
+                }
+            };
             if let Some(expected) = checksum {
-                let computed = sha256(&data);
+                let computed = data.digest.clone();
                 if computed != expected {
                     return Err(format!(
                         "digest mismatch for {url}: expected {expected}, got {computed}"
@@ -153,7 +227,7 @@ impl Op<Ref> for HttpSource {
                 let mounts = store.prepare_upper(&active, None)?;
                 let written = (|| -> std::io::Result<()> {
                     let path = mounts.upper.join(&filename);
-                    fs_err::write(&path, &data)?;
+                    fs_err::copy(&data.file, &path)?;
                     fs_err::set_permissions(&path, std::fs::Permissions::from_mode(perm))?;
                     std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
                 })();
@@ -173,7 +247,102 @@ impl Op<Ref> for HttpSource {
 
 #[cfg(test)]
 mod tests {
-    use super::default_filename;
+    use super::*;
+
+    /// Serves `reply` (head and body) to every connection on 127.0.0.1; returns the URL.
+    async fn serve(reply: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/file", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(&reply).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn downloads_past_the_cap_stop_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            // Announced too large: refused before the body is read.
+            let url = serve(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\nConnection: close\r\n\r\nxx"
+                    .to_vec(),
+            )
+            .await;
+            let err = download(&client().unwrap(), &url, dir.path(), 1000)
+                .await
+                .err()
+                .expect("an announced 1 TiB download");
+            assert!(
+                err.to_string().contains("more than the 1000 allowed"),
+                "{err}"
+            );
+            // No length announced: stopped once past the cap.
+            let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+            reply.extend(std::iter::repeat_n(b'x', 5000));
+            let url = serve(reply).await;
+            let err = download(&client().unwrap(), &url, dir.path(), 1000)
+                .await
+                .err()
+                .expect("a 5000-byte download");
+            assert!(
+                err.to_string().contains("more than the 1000 bytes allowed"),
+                "{err}"
+            );
+            // Within the cap: the file and its digest.
+            let url = serve(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec(),
+            )
+            .await;
+            let file = download(&client().unwrap(), &url, dir.path(), 1000)
+                .await
+                .unwrap();
+            assert_eq!(fs_err::read(&file.file).unwrap(), b"hello");
+            assert_eq!(
+                file.digest,
+                format!("sha256:{}", hex::encode(Sha256::digest(b"hello")))
+            );
+        });
+        // Failed downloads leave no file behind; the kept one is removed on drop.
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/file", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream); // never answers
+                }
+            });
+            let client = reqwest::Client::builder()
+                .read_timeout(Duration::from_millis(200))
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            assert!(download(&client, &url, dir.path(), 1000).await.is_err());
+            assert!(started.elapsed() < Duration::from_secs(10));
+        });
+    }
 
     #[test]
     fn filenames_default_to_the_last_path_segment() {

@@ -45,7 +45,7 @@ use crate::scheduler::{
     CacheKey, CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, SolveError, Vertex,
 };
 
-pub use view::export_local;
+pub use view::{export_local, export_tar};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -105,7 +105,8 @@ pub(crate) fn with_views<T: Send>(
 }
 
 /// Writes the merged file system of `result` into the directory `dest` (created if missing),
-/// as `--output type=local` does.
+/// as `--output type=local` does. Device nodes are left out with a warning (a build must not
+/// make devices on the host); FIFOs are recreated, as BuildKit's local exporter does.
 pub fn export_local(
     store: &kiln_cache::Store,
     result: &super::Ref,
@@ -126,9 +127,40 @@ pub fn export_local(
         ..Default::default()
     };
     with_views(&scratch, &[view], |points| {
-        crate::fileop::copy(&points[0], dest, &action, None)
+        crate::fileop::copy_with(
+            &points[0],
+            dest,
+            &action,
+            None,
+            crate::fileop::DeviceNodes::Skip,
+        )
     })??;
     Ok(())
+}
+
+/// Writes the merged file system of `result` as one uncompressed tar stream to `out`, as
+/// `--output type=tar` does, straight from the snapshots: device nodes are archive entries,
+/// never made on the host.
+pub fn export_tar<W: std::io::Write + Send + 'static>(
+    store: &kiln_cache::Store,
+    result: &super::Ref,
+    source_date_epoch: Option<i64>,
+    out: W,
+) -> Result<W, crate::OpError> {
+    let view = View {
+        lowers: result.lowers(store)?,
+        writable: None,
+    };
+    let scratch = super::scratch_dir(store)?;
+    let options = kiln_cache::LayerOptions {
+        compression: kiln_cache::Compression::Uncompressed,
+        source_date_epoch,
+        threads: 1,
+    };
+    let (_, out) = with_views(&scratch, &[view], |points| {
+        kiln_cache::write_layer(&points[0], kiln_cache::DiffSource::Directory, &options, out)
+    })??;
+    Ok(out)
 }
 
 enum Plan {

@@ -152,14 +152,17 @@ pub(crate) fn run(
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let entitlements = parse_entitlements(&args.allow)?;
+    let registry = super::pull::load_config(config)?;
     let store = Arc::new(
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
+        Store::open(root)
+            .with_context(|| format!("opening the store at {}", root.display()))?
+            .with_unpack_limits(registry.unpack),
     );
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
     let _lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
-        config: super::pull::load_config(config)?,
+        config: registry,
         prefer_local: true,
         ..PullOptions::default()
     };

@@ -279,24 +279,9 @@ pub(super) fn export(
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("exporting to {}", dest.display())),
         Output::Tar { dest } => {
-            let temp = tempfile::Builder::new()
-                .prefix("export-")
-                .tempdir_in(store.scratch_dir()?)?;
-            kiln_solver::export_local(store, result, temp.path())
+            let out = kiln_solver::export_tar(store, result, source_date_epoch()?, create(dest)?)
                 .map_err(|e| anyhow::anyhow!(e))
-                .context("assembling the file system")?;
-            let options = LayerOptions {
-                compression: Compression::Uncompressed,
-                source_date_epoch: source_date_epoch()?,
-                threads: 1,
-            };
-            let (_, out) = kiln_cache::write_layer(
-                temp.path(),
-                kiln_cache::DiffSource::Directory,
-                &options,
-                create(dest)?,
-            )
-            .with_context(|| format!("writing {}", dest.display()))?;
+                .with_context(|| format!("writing {}", dest.display()))?;
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("writing {}", dest.display()))?
