@@ -10,6 +10,7 @@
 //!   without ever writing outside its destination.
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
 //!   [`Config`]), verifying every digest.
+//! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked.
 //! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
@@ -40,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod cacheconfig;
 mod diff;
 mod digest;
 mod error;

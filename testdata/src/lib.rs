@@ -6,6 +6,8 @@
 //!   and the image config it produced (`image-config.json`).
 //! - `images/busybox/`: the canonical test base image as an OCI layout with a fixed digest.
 //! - `parser-golden/{positive,negative}/<name>/`: BuildKit's parser test files.
+//! - `remote-cache/`: cache exports made by BuildKit (registry min/max/index, inline, local
+//!   layout), described in its README.
 //!
 //! This crate depends on no kiln crate; it is a dev-dependency only.
 
@@ -33,6 +35,11 @@ pub fn llb_vectors() -> Vec<PathBuf> {
 /// The OCI layout of the canonical busybox test image.
 pub fn busybox_layout() -> PathBuf {
     root().join("images").join("busybox")
+}
+
+/// The `testdata/remote-cache/` directory of cache exports made by BuildKit.
+pub fn remote_cache_dir() -> PathBuf {
+    root().join("remote-cache")
 }
 
 /// Every parser golden case directory of one kind (`positive` or `negative`), sorted by name.
