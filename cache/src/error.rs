@@ -106,6 +106,12 @@ pub enum Error {
         /// The rejected name.
         name: String,
     },
+    /// A cache to import (`--cache-from`) is not a valid cache export.
+    #[error("invalid cache import: {reason}")]
+    InvalidCacheImport {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An image is not in the store.
     #[error("image {name} not found")]
     ImageNotFound {

@@ -10,7 +10,8 @@
 //!   without ever writing outside its destination.
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
 //!   [`Config`]), verifying every digest.
-//! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked.
+//! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
+//!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config.
 //! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
@@ -42,6 +43,7 @@
 //! ```
 
 pub mod cacheconfig;
+mod cacheimport;
 mod diff;
 mod digest;
 mod error;
@@ -56,6 +58,7 @@ mod store;
 mod unpack;
 mod usage;
 
+pub use cacheimport::{CacheBlob, ImportedCache};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use kiln_cache::Digest;
 use kiln_cache::cacheconfig::{
     CACHE_CONFIG_MEDIA_TYPE, CacheConfig, CacheConfigError, INLINE_CACHE_KEY,
 };
+use kiln_cache::{Digest, ImportedCache};
 
 fn data(name: &str) -> Vec<u8> {
     fs_err::read(kiln_testdata::remote_cache_dir().join(name)).unwrap()
@@ -258,4 +258,173 @@ fn deep_graphs_are_checked_without_recursion() {
         CacheConfig::parse(looped.as_bytes()),
         Err(CacheConfigError::RecordCycle { .. })
     ));
+}
+
+fn fetch_from(
+    files: &'static [(&'static str, &'static str)],
+) -> impl FnMut(&Digest, u64) -> Result<Vec<u8>, kiln_cache::Error> {
+    move |digest, _size| {
+        let name = files
+            .iter()
+            .find(|(d, _)| digest.to_string() == *d)
+            .map(|(_, name)| *name)
+            .unwrap_or_else(|| panic!("unexpected fetch of {digest}"));
+        Ok(data(name))
+    }
+}
+
+const MAX_CONFIG: &str = "sha256:0729b9e8a9ed936314757e79c9e41bec73333f749359e3629e5b6cb00a3d75ed";
+
+#[test]
+fn an_image_manifest_cache_reads_its_config_and_blob_descriptors() {
+    let cache = ImportedCache::from_manifest(
+        &data("max.manifest.json"),
+        fetch_from(&[(MAX_CONFIG, "max.cacheconfig.json")]),
+    )
+    .unwrap();
+    assert_eq!(
+        cache.config,
+        CacheConfig::parse(&data("max.cacheconfig.json")).unwrap()
+    );
+    assert_eq!(cache.blobs.len(), 4);
+    let top: Vec<String> = cache
+        .chain(3)
+        .iter()
+        .map(|d| d.hex()[..6].to_owned())
+        .collect();
+    assert_eq!(top, ["76008c", "245395", "b51d07"]);
+    let base = &cache.blobs[&cache.chain(3)[0]];
+    assert_eq!(base.size, 1_031_671);
+    assert_eq!(
+        base.media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        base.diff_id.unwrap().to_string(),
+        "sha256:e316788416080f27f065d4331bcc37d99873357df5e0805c88fa9f26a42907b1"
+    );
+    assert_eq!(
+        base.created_at.as_deref(),
+        Some("2026-11-23T08:52:26.576193411Z")
+    );
+}
+
+fn local_layout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = kiln_testdata::remote_cache_dir().join("local-max");
+    fs_err::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+    for name in ["index.json", "oci-layout"] {
+        fs_err::copy(src.join(name), dir.path().join(name)).unwrap();
+    }
+    for entry in fs_err::read_dir(src.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(
+            entry.path(),
+            dir.path().join("blobs/sha256").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_index_form_and_the_local_layout_read_the_same_cache() {
+    let layout = local_layout();
+    let local = ImportedCache::from_local_layout(layout.path(), "latest").unwrap();
+    let index = ImportedCache::from_manifest(&data("maxindex.manifest.json"), |digest, _| {
+        Ok(fs_err::read(local_blob(&digest.to_string())).unwrap())
+    })
+    .unwrap();
+    assert_eq!(local, index);
+    let config = "c1f7341eaaa2a2a9b78ece194d1537a2b9b48b04e607b7aa0027b7a01a285197";
+    let path = layout.path().join("blobs/sha256").join(config);
+    assert_eq!(
+        local.config,
+        CacheConfig::parse(&fs_err::read(&path).unwrap()).unwrap()
+    );
+    assert_eq!(local.blobs.len(), local.config.layers.len());
+    let err = ImportedCache::from_local_layout(layout.path(), "v2").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid cache import: {} has no cache tagged \"v2\"",
+            layout.path().join("index.json").display()
+        )
+    );
+    // A config blob altered on disk is refused.
+    let mut bytes = fs_err::read(&path).unwrap();
+    bytes[10] ^= 1;
+    fs_err::write(&path, &bytes).unwrap();
+    let err = ImportedCache::from_local_layout(layout.path(), "latest").unwrap_err();
+    assert!(
+        matches!(err, kiln_cache::Error::DigestMismatch { .. }),
+        "{err}"
+    );
+    bytes.push(b' ');
+    fs_err::write(&path, &bytes).unwrap();
+    let err = ImportedCache::from_local_layout(layout.path(), "latest").unwrap_err();
+    assert!(
+        err.to_string().contains("has more than 1392 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_inline_cache_counts_into_the_image_layers() {
+    let manifest = json("inline.manifest.json");
+    let layers = manifest["layers"].as_array().unwrap();
+    let cache = ImportedCache::from_image_config(&data("inline.imageconfig.json"), layers)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cache.image_layers.len(), layers.len());
+    assert_eq!(cache.chain(1), cache.image_layers[..2].to_vec());
+    // An image config without the key carries no cache.
+    let busybox = kiln_testdata::busybox_layout()
+        .join("blobs/sha256/20985db6718a7603d0553d1e2e2cdc04c65203700ec65fd5cfff760aa2f7dd24");
+    let plain = fs_err::read(busybox).unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&plain).unwrap()["rootfs"].is_object());
+    assert_eq!(
+        ImportedCache::from_image_config(&plain, layers).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn manifests_that_are_no_cache_or_lie_are_refused() {
+    let manifest = data("max.manifest.json");
+    // A descriptor size that differs from the config's.
+    let err = ImportedCache::from_manifest(&manifest, |_, _| {
+        let mut bytes = data("max.cacheconfig.json");
+        bytes.push(b'\n');
+        Ok(bytes)
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "size mismatch for cache config: its descriptor says 1477 bytes, it has 1478"
+    );
+    // One blob missing from the manifest's layers.
+    let mut value: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    value["layers"].as_array_mut().unwrap().remove(0);
+    let err = ImportedCache::from_manifest(
+        &serde_json::to_vec(&value).unwrap(),
+        fetch_from(&[(MAX_CONFIG, "max.cacheconfig.json")]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid cache import: the cache config names blob \
+         sha256:1203fc2b7238b0d6994e68624e1abac8a5f117ab33e7db6f9587a4bbb3f6125f \
+         that the manifest does not list"
+    );
+    // An image's manifest.
+    let err = ImportedCache::from_manifest(&data("inline.manifest.json"), |_, _| {
+        panic!("nothing is fetched")
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid cache import: application/vnd.oci.image.manifest.v1+json is not a cache \
+         manifest (no application/vnd.buildkit.cacheconfig.v0 config)"
+    );
 }

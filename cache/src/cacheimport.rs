@@ -1,0 +1,296 @@
+//! Reading a cache export (`--cache-from`): the manifest that carries a
+//! [`CacheConfig`](crate::cacheconfig::CacheConfig) and the descriptors of its blobs.
+//!
+//! A cache arrives in one of three forms, all read into one [`ImportedCache`]:
+//!
+//! - an OCI image manifest whose config is the cache config and whose layers are the blobs
+//!   (BuildKit's default, `image-manifest=true`);
+//! - an OCI index whose entries are the blobs and, last, the cache config
+//!   (`image-manifest=false`);
+//! - inline: base64 JSON of the records under `moby.buildkit.cache.v0` in an image config,
+//!   with the image's own layers as the blobs.
+//!
+//! The registry and local-layout (`type=local,src=DIR,tag=…`) transports hand this module the
+//! manifest bytes and a way to fetch the config; blobs are fetched later, one by one, only for
+//! results that are really used. Everything here is untrusted input: sizes are capped, digests
+//! and sizes are verified, and every blob the config names must have a descriptor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::cacheconfig::{
+    ANNOTATION_CREATED_AT, ANNOTATION_UNCOMPRESSED, CACHE_CONFIG_MEDIA_TYPE, CacheConfig,
+    INLINE_CACHE_KEY,
+};
+use crate::digest::Digest;
+use crate::error::Error;
+
+/// The largest manifest or index read (BuildKit's registry client caps manifests alike).
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest cache config read.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// The annotation naming a manifest's tag in an OCI layout's `index.json`.
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// A cache graph and the descriptors of the blobs its layers name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedCache {
+    /// The records and layer chains.
+    pub config: CacheConfig,
+    /// Every blob the config names, with what its descriptor said.
+    pub blobs: BTreeMap<Digest, CacheBlob>,
+    /// Inline caches only: the image's layers, bottom first, which result indexes count into.
+    pub image_layers: Vec<Digest>,
+}
+
+/// What a descriptor says about a cache blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheBlob {
+    /// The blob's media type (a layer type).
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The digest of its uncompressed tar, if the descriptor names it.
+    pub diff_id: Option<Digest>,
+    /// When BuildKit made it (RFC 3339), if the descriptor says.
+    pub created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    digest: Digest,
+    size: i64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidCacheImport {
+        reason: reason.into(),
+    }
+}
+
+impl Descriptor {
+    fn size(&self) -> Result<u64, Error> {
+        u64::try_from(self.size).map_err(|_| {
+            invalid(format!(
+                "descriptor of {} has size {}",
+                self.digest, self.size
+            ))
+        })
+    }
+
+    fn blob(&self) -> Result<CacheBlob, Error> {
+        let diff_id = match self.annotations.get(ANNOTATION_UNCOMPRESSED) {
+            Some(text) => Some(text.parse().map_err(|_| {
+                invalid(format!(
+                    "descriptor of {} has an invalid {ANNOTATION_UNCOMPRESSED} annotation {text:?}",
+                    self.digest
+                ))
+            })?),
+            None => None,
+        };
+        Ok(CacheBlob {
+            media_type: self.media_type.clone(),
+            size: self.size()?,
+            diff_id,
+            created_at: self.annotations.get(ANNOTATION_CREATED_AT).cloned(),
+        })
+    }
+}
+
+/// Checks fetched bytes against their descriptor.
+fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Error> {
+    let actual = data.len() as u64;
+    if actual != size {
+        return Err(Error::SizeMismatch {
+            what: what.to_owned(),
+            expected: size,
+            actual,
+        });
+    }
+    let computed = Digest::of(data);
+    if computed != *digest {
+        return Err(Error::DigestMismatch {
+            what: what.to_owned(),
+            expected: *digest,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+impl ImportedCache {
+    /// Reads a cache from the manifest (image manifest or index form) a ref points at;
+    /// `fetch(digest, size)` returns a blob's bytes (verified here), for the config.
+    pub fn from_manifest(
+        manifest: &[u8],
+        mut fetch: impl FnMut(&Digest, u64) -> Result<Vec<u8>, Error>,
+    ) -> Result<Self, Error> {
+        if manifest.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(invalid(format!(
+                "the manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
+                manifest.len()
+            )));
+        }
+        let parsed: Manifest = serde_json::from_slice(manifest)
+            .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
+        // Image manifest form: the config descriptor; index form: the last entry.
+        let (config, blobs) = match (&parsed.config, parsed.manifests.split_last()) {
+            (Some(config), _) if config.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+                (config, parsed.layers.as_slice())
+            }
+            (None, Some((last, rest))) if last.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+                (last, rest)
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "{} is not a cache manifest (no {CACHE_CONFIG_MEDIA_TYPE} config)",
+                    parsed.media_type.as_deref().unwrap_or("the manifest")
+                )));
+            }
+        };
+        let size = config.size()?;
+        if size > MAX_CONFIG_BYTES {
+            return Err(invalid(format!(
+                "the cache config has {size} bytes, more than {MAX_CONFIG_BYTES}"
+            )));
+        }
+        let bytes = fetch(&config.digest, size)?;
+        verify("cache config", &bytes, &config.digest, size)?;
+        let config = CacheConfig::parse(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let mut described = BTreeMap::new();
+        for descriptor in blobs {
+            described.insert(descriptor.digest, descriptor.blob()?);
+        }
+        Self::new(config, described, Vec::new())
+    }
+
+    /// Reads an inline cache from an image config and the image's layer descriptors (JSON
+    /// values of its manifest's `layers`); `None` when the config carries none.
+    pub fn from_image_config(
+        image_config: &[u8],
+        layers: &[serde_json::Value],
+    ) -> Result<Option<Self>, Error> {
+        let value: serde_json::Value = serde_json::from_slice(image_config)
+            .map_err(|e| invalid(format!("the image config is not valid JSON: {e}")))?;
+        let Some(encoded) = value.get(INLINE_CACHE_KEY) else {
+            return Ok(None);
+        };
+        let encoded = encoded
+            .as_str()
+            .ok_or_else(|| invalid(format!("{INLINE_CACHE_KEY} is not a string")))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| invalid(format!("{INLINE_CACHE_KEY} is not base64: {e}")))?;
+        let config = CacheConfig::parse_inline(&decoded, layers.len())
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut blobs = BTreeMap::new();
+        let mut image_layers = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let descriptor = Descriptor::deserialize(layer)
+                .map_err(|e| invalid(format!("an image layer descriptor: {e}")))?;
+            image_layers.push(descriptor.digest);
+            blobs.insert(descriptor.digest, descriptor.blob()?);
+        }
+        Self::new(config, blobs, image_layers).map(Some)
+    }
+
+    /// Reads the cache tagged `tag` from the OCI layout in `dir` (`--cache-from
+    /// type=local,src=DIR`).
+    pub fn from_local_layout(dir: &Path, tag: &str) -> Result<Self, Error> {
+        let index = read_capped(&dir.join("index.json"), MAX_MANIFEST_BYTES)?;
+        let index: Manifest = serde_json::from_slice(&index).map_err(|e| {
+            invalid(format!(
+                "{} is not valid JSON: {e}",
+                dir.join("index.json").display()
+            ))
+        })?;
+        let entry = index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{} has no cache tagged {tag:?}",
+                    dir.join("index.json").display()
+                ))
+            })?;
+        let manifest = read_layout_blob(dir, &entry.digest, entry.size()?)?;
+        Self::from_manifest(&manifest, |digest, size| {
+            read_layout_blob(dir, digest, size)
+        })
+    }
+
+    /// The image layers, or [`CacheConfig::layers`], of the chain ending at layer `top` (an
+    /// index from a record's results), base first.
+    pub fn chain(&self, top: usize) -> Vec<Digest> {
+        if self.image_layers.is_empty() {
+            self.config.chain(top).iter().map(|l| l.blob).collect()
+        } else {
+            self.image_layers[..=top].to_vec()
+        }
+    }
+
+    fn new(
+        config: CacheConfig,
+        blobs: BTreeMap<Digest, CacheBlob>,
+        image_layers: Vec<Digest>,
+    ) -> Result<Self, Error> {
+        for layer in &config.layers {
+            if !blobs.contains_key(&layer.blob) {
+                return Err(invalid(format!(
+                    "the cache config names blob {} that the manifest does not list",
+                    layer.blob
+                )));
+            }
+        }
+        Ok(Self {
+            config,
+            blobs,
+            image_layers,
+        })
+    }
+}
+
+/// Reads a whole file of at most `max` bytes.
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    use std::io::Read as _;
+    let file = fs_err::File::open(path)?;
+    let mut data = Vec::new();
+    file.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(invalid(format!(
+            "{} has more than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+/// Reads and verifies the blob `digest` of the OCI layout in `dir`.
+fn read_layout_blob(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>, Error> {
+    let path = dir.join("blobs/sha256").join(digest.hex());
+    let data = read_capped(&path, size)?;
+    verify(&path.display().to_string(), &data, digest, size)?;
+    Ok(data)
+}
