@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod args;
 mod commands;
 mod executor;
+mod format;
 mod progress;
 
 use clap::Parser as _;

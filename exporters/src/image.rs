@@ -66,78 +66,28 @@ pub struct Image {
     pub created: Option<String>,
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
+/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`); times beyond
+/// what RFC 3339 can write are clamped to its range.
 pub fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let seconds = seconds.clamp(
+        jiff::Timestamp::MIN.as_second(),
+        jiff::Timestamp::MAX.as_second(),
+    );
+    jiff::Timestamp::from_second(seconds)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2023-11-14T22:13:20.5+01:00`), and whether
 /// it has a non-zero fraction of a second.
 fn parse_rfc3339(text: &str) -> Option<(i64, bool)> {
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = text.get(range)?;
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())?
-    };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if text.get(4..5)? != "-"
-        || text.get(7..8)? != "-"
-        || !matches!(text.get(10..11)?, "T" | "t" | " ")
-    {
-        return None;
+    let time: jiff::Timestamp = text.parse().ok()?;
+    // Whole seconds rounded down, as the fraction is then always positive.
+    match time.subsec_nanosecond() {
+        n if n < 0 => Some((time.as_second() - 1, true)),
+        n => Some((time.as_second(), n != 0)),
     }
-    let mut rest = text.get(19..)?;
-    let mut fraction = false;
-    if let Some(after) = rest.strip_prefix('.') {
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        fraction = after[..digits].bytes().any(|b| b != b'0');
-        rest = &after[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.get(0..1)? {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            let hours: i64 = rest.get(1..3)?.parse().ok()?;
-            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    // Howard Hinnant's days_from_civil.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((
-        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
-        fraction,
-    ))
 }
 
 /// Whether a parsed time is after `epoch` (seconds).

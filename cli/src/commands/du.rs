@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use kiln_cache::{CacheKind, CacheRecord, Digest, Store, UsageEntry};
 
-use super::images::{human_duration, human_size};
 use crate::args::DuArgs;
+use crate::format::{human_duration, human_size, table, utc_time};
 
 pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(root)?;
@@ -253,30 +253,13 @@ fn last_accessed(last_used: u64, now: u64) -> String {
     }
 }
 
-/// Columns padded like Go's tabwriter in docker's tables (three spaces between columns).
-pub(crate) fn table(rows: &[[String; 4]]) -> String {
-    let widths: Vec<usize> = (0..4)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn verbose(entries: &[UsageEntry], records: &HashMap<String, CacheRecord>, now: u64) -> String {
     let mut out = String::new();
     for entry in entries {
         let record = records.get(&entry.id);
         let mut fields = vec![("ID:", entry.id.clone())];
         if let Some(record) = record {
-            fields.push(("Created at:", format_time(record.created)));
+            fields.push(("Created at:", utc_time(record.created)));
         }
         fields.push(("Reclaimable:", reclaimable(entry).to_string()));
         fields.push(("Size:", human_size(entry.size)));
@@ -314,28 +297,6 @@ fn totals(usage: &Usage) -> String {
         .into_iter()
         .map(|(name, size)| format!("{name:<14}{}\n", human_size(size)))
         .collect()
-}
-
-/// `2006-01-02 15:04:05 UTC` from seconds since the epoch.
-fn format_time(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -413,10 +374,6 @@ mod tests {
     #[test]
     fn times_and_units() {
         // `date -u -d @1704067200` is 2024-01-01 00:00:00 UTC.
-        assert_eq!(format_time(1_704_067_200), "2024-01-01 00:00:00 UTC");
-        assert_eq!(format_time(951_782_400 + 3_723), "2000-02-29 01:02:03 UTC");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_duration(3600), "About an hour");
         assert_eq!(last_accessed(0, 10), "");
     }
 }

@@ -17,9 +17,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
 
-use super::du::{Usage, entry_rows, now, open_store, table, write_stdout};
-use super::images::human_size;
+use super::du::{Usage, entry_rows, now, open_store, write_stdout};
 use crate::args::PruneArgs;
+use crate::format::human_size;
+use crate::format::table;
 
 pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let options = options(args)?;
