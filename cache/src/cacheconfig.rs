@@ -291,42 +291,9 @@ impl CacheConfig {
     }
 }
 
-/// A node on a cycle of the graph whose edges from node `n` are `edges[n]` (all in range), if
-/// there is one: an iterative depth-first search, so a deep hostile graph cannot overflow the
-/// stack, linear in nodes and edges.
+/// A node on a cycle of the graph whose edges from node `n` are `edges[n]`, if any.
 fn first_cycle(edges: &[Vec<usize>]) -> Option<usize> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Open,
-        Done,
-    }
-    let mut marks = vec![Mark::New; edges.len()];
-    for root in 0..edges.len() {
-        if marks[root] != Mark::New {
-            continue;
-        }
-        // (node, how many of its edges are followed)
-        let mut stack = vec![(root, 0usize)];
-        marks[root] = Mark::Open;
-        while let Some((node, next)) = stack.last_mut() {
-            if let Some(&to) = edges[*node].get(*next) {
-                *next += 1;
-                match marks[to] {
-                    Mark::Open => return Some(to),
-                    Mark::New => {
-                        marks[to] = Mark::Open;
-                        stack.push((to, 0));
-                    }
-                    Mark::Done => {}
-                }
-            } else {
-                marks[*node] = Mark::Done;
-                stack.pop();
-            }
-        }
-    }
-    None
+    kiln_llb::order_graph(edges).err()
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

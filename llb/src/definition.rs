@@ -424,9 +424,10 @@ fn topological_order(
     })
 }
 
-/// Depth-first post-order over `edges` (node -> its dependencies); `Err(node)` names a node on
-/// a cycle.
-fn order_graph(edges: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+/// Depth-first post-order over `edges` (node -> its dependencies, all in range): every node
+/// after the nodes it depends on. `Err(node)` names a node on a cycle. Iterative, so a deep
+/// hostile graph cannot overflow the stack; linear in nodes and edges.
+pub fn order_graph(edges: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
