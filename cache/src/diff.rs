@@ -280,7 +280,7 @@ impl Walker<'_> {
         h
     }
 
-    fn xattrs(&mut self, path: &Path) -> io::Result<()> {
+    fn xattrs(&mut self, path: &Path) -> Result<(), Error> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let names = match xattr::list(path) {
             Ok(names) => names,
@@ -289,16 +289,22 @@ impl Walker<'_> {
                 return Err(io::Error::new(
                     e.kind(),
                     format!("listing xattrs of {}: {e}", path.display()),
-                ));
+                )
+                .into());
             }
         };
         for name in names {
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with("trusted.overlay.") {
+            if name.as_bytes().starts_with(b"trusted.overlay.") {
                 continue;
             }
-            if let Some(value) = xattr::get(path, name)? {
-                pax.push((format!("SCHILY.xattr.{name}"), value));
+            let Some(text) = name.to_str() else {
+                return Err(Error::XattrName {
+                    path: path.to_owned(),
+                    name,
+                });
+            };
+            if let Some(value) = xattr::get(path, &name)? {
+                pax.push((format!("SCHILY.xattr.{text}"), value));
             }
         }
         if !pax.is_empty() {

@@ -75,6 +75,18 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A file has an extended attribute whose name is not UTF-8: a layer carries xattrs in
+    /// PAX records, whose keys are UTF-8.
+    #[error(
+        "extended attribute {name:?} of {}: the name is not UTF-8, which a layer cannot hold",
+        path.display()
+    )]
+    XattrName {
+        /// The file.
+        path: PathBuf,
+        /// The attribute's name.
+        name: std::ffi::OsString,
+    },
     /// A layer passed one of the unpack limits (a decompression bomb, or a layer larger than
     /// the store accepts); nothing of it is kept.
     #[error("layer exceeds the {limit} limit: {value} > {max} (after {read} uncompressed bytes)")]

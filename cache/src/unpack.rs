@@ -444,10 +444,11 @@ impl Unpacker {
         if let Some(exts) = entry.pax_extensions()? {
             for ext in exts {
                 let ext = ext?;
-                let Ok(key) = ext.key() else { continue };
-                if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
+                // The name's bytes, whatever they are (Go's archive/tar writes them as given).
+                if let Some(attr) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    let attr = OsStr::from_bytes(attr);
                     if let Err(e) = xattr::set(target, attr, ext.value_bytes()) {
-                        tracing::warn!(path = %target.display(), attr, error = %e, "xattr not restored");
+                        tracing::warn!(path = %target.display(), attr = %Path::new(attr).display(), error = %e, "xattr not restored");
                     }
                 }
             }

@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 
@@ -632,4 +633,138 @@ fn plain_directory_round_trips() {
     fs_err::create_dir(&dest).unwrap();
     unpack_layer(blob.as_slice(), &dest, &UnpackOptions::default()).unwrap();
     assert_eq!(describe(&dest, true), describe(&src, true));
+}
+
+/// A path from raw bytes (a Linux file name need not be UTF-8).
+fn bytes_path(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// A tar entry: its path bytes, kind (the type flag), link target bytes and content.
+type TarEntry = (Vec<u8>, u8, Option<Vec<u8>>, Vec<u8>);
+
+/// The entries of a tar stream, sorted.
+fn entries_of(tar: &[u8]) -> Vec<TarEntry> {
+    let mut out = Vec::new();
+    for entry in tar::Archive::new(tar).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        let kind = entry.header().entry_type().as_byte();
+        out.push((entry.path_bytes().into_owned(), kind, link, content));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn names_that_are_not_utf8_unpack_and_write_back_byte_for_byte() {
+    // Longer than the 100 bytes of a tar header's name field: a GNU long name entry.
+    let mut long = b"d\xff/".to_vec();
+    long.extend(std::iter::repeat_n(0xe9, 120));
+    let data = tar_of(|b| {
+        let mut entry = |path: &[u8], kind: EntryType, link: Option<&[u8]>, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(data.len() as u64);
+            h.set_mtime(MTIME);
+            h.set_uid(0);
+            h.set_gid(0);
+            match link {
+                Some(link) => b
+                    .append_link(&mut h, bytes_path(path), bytes_path(link))
+                    .unwrap(),
+                None => b.append_data(&mut h, bytes_path(path), data).unwrap(),
+            }
+        };
+        entry(b"caf\xe9.txt", EntryType::Regular, None, b"latin-1");
+        entry(b"d\xff", EntryType::Directory, None, b"");
+        entry(b"d\xff/x\xfe", EntryType::Regular, None, b"below");
+        entry(&long, EntryType::Regular, None, b"long");
+        entry(b"l\xfd", EntryType::Symlink, Some(b"d\xff/x\xfe"), b"");
+        entry(b"h\xfc", EntryType::Link, Some(b"caf\xe9.txt"), b"");
+    });
+    let (_base, root) = scratch();
+    unpack(&data, &root).unwrap();
+    assert_eq!(
+        fs_err::read(root.join(bytes_path(b"caf\xe9.txt"))).unwrap(),
+        b"latin-1"
+    );
+    assert_eq!(fs_err::read(root.join(bytes_path(&long))).unwrap(), b"long");
+    assert_eq!(
+        fs_err::read_link(root.join(bytes_path(b"l\xfd"))).unwrap(),
+        bytes_path(b"d\xff/x\xfe")
+    );
+    assert_eq!(
+        fs_err::read(root.join(bytes_path(b"h\xfc"))).unwrap(),
+        b"latin-1"
+    );
+
+    let options = LayerOptions {
+        compression: Compression::Uncompressed,
+        ..LayerOptions::default()
+    };
+    let (_, written) = write_layer(&root, DiffSource::Directory, &options, Vec::new()).unwrap();
+    // The same paths, kinds, link targets and contents (a hard link names the first path of
+    // its file in name order, as the crafted one does).
+    assert_eq!(entries_of(&written), entries_of(&data));
+    assert!(entries_of(&written).contains(&(
+        b"l\xfd".to_vec(),
+        EntryType::Symlink.as_byte(),
+        Some(b"d\xff/x\xfe".to_vec()),
+        Vec::new()
+    )));
+}
+
+#[test]
+fn xattr_names_that_are_not_utf8_unpack_and_refuse_to_be_written_back() {
+    // A PAX record `SCHILY.xattr.user.\xff=v`, written by hand: the tar crate takes keys as
+    // UTF-8, Go's archive/tar writes what it is given.
+    let record = b"25 SCHILY.xattr.user.\xff=v\n";
+    assert_eq!(record.len(), 25);
+    let data = tar_of(|b| {
+        let mut pax = tar::Header::new_ustar();
+        pax.set_path("PaxHeaders/f").unwrap();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_size(record.len() as u64);
+        pax.set_mode(0o644);
+        pax.set_cksum();
+        b.append(&pax, record.as_slice()).unwrap();
+        raw(b, "f", EntryType::Regular, None, b"x");
+    });
+    let (_base, root) = scratch();
+    unpack(&data, &root).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"user.\xff");
+    match xattr::get(root.join("f"), name) {
+        Ok(value) => assert_eq!(value.as_deref(), Some(b"v".as_slice())),
+        Err(e) => {
+            kiln_testdata::skip(&format!("user xattrs on {}: {e}", root.display()));
+            return;
+        }
+    }
+    let err = write_layer(
+        &root,
+        DiffSource::Directory,
+        &LayerOptions::default(),
+        Vec::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::XattrName { name: n, .. } if n == name),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "extended attribute \"user.\\xFF\" of {}: the name is not UTF-8, which a layer \
+             cannot hold",
+            root.join("f").display()
+        )
+    );
 }

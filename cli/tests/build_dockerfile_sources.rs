@@ -293,6 +293,22 @@ fn secrets_as_environment_variables() {
         fs_err::read_to_string(out.join("absent")).unwrap(),
         "[unset]\n"
     );
+    // A secret that is not text cannot be an environment variable: refused, not altered.
+    let binary = dir.path().join("binary");
+    fs_err::write(&binary, b"\xff\xfe\x00key").unwrap();
+    let output = build(
+        dir.path(),
+        "FROM busybox\nRUN --mount=type=secret,id=bin,env=BIN true\n",
+        &[],
+        &["--secret", &format!("id=bin,src={}", binary.display())],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output)
+            .contains("secret bin is not UTF-8 text, so it cannot be the environment variable BIN"),
+        "{}",
+        text(&output)
+    );
     // Not in any layer, snapshot, cache record or the exported files.
     assert_eq!(
         tree_contains(&dir.path().join("root"), value.as_bytes()),

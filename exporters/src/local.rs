@@ -286,8 +286,26 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<ImageRecord>, Error> {
     }
 }
 
-fn blob_file(dir: &Path, digest: &str) -> std::path::PathBuf {
-    dir.join("blobs").join(digest.replacen(':', "/", 1))
+/// The blob `digest` of the OCI layout `dir` (see [`member`]).
+fn blob_file(dir: &Path, origin: &Path, digest: &Digest) -> Result<std::path::PathBuf, Error> {
+    member(dir, origin, &format!("blobs/sha256/{}", digest.hex()))
+}
+
+/// The file an archive's `manifest.json` names (`name`, from outside): resolved inside the
+/// unpacked archive `dir` as if it were `/` (links followed within it), so no name reaches a
+/// file of the host.
+fn member(dir: &Path, origin: &Path, name: &str) -> Result<std::path::PathBuf, Error> {
+    let bad = |reason: String| Error::BadArchive {
+        path: origin.to_owned(),
+        reason,
+    };
+    let resolved = kiln_fsutil::Root::new(dir)
+        .resolve(name, true)
+        .map_err(|e| bad(format!("{name:?}: {e}")))?;
+    match resolved.entry {
+        Some(entry) if entry.metadata.is_file() => Ok(entry.host),
+        _ => Err(bad(format!("{name:?} is not a file in the archive"))),
+    }
 }
 
 fn load_oci(
@@ -316,7 +334,8 @@ fn load_oci(
             .as_deref()
             .is_some_and(|t| t.contains("index") || t.contains("manifest.list"))
         {
-            let nested: IndexDoc = read_json(&blob_file(dir, &descriptor.digest))?;
+            let digest: Digest = descriptor.digest.parse()?;
+            let nested: IndexDoc = read_json(&blob_file(dir, origin, &digest)?)?;
             descriptor = nested
                 .manifests
                 .into_iter()
@@ -330,7 +349,7 @@ fn load_oci(
                     reason: "no linux/amd64 manifest in the index".to_owned(),
                 })?;
         }
-        out.push(load_manifest(store, dir, &descriptor, &name)?);
+        out.push(load_manifest(store, dir, origin, &descriptor, &name)?);
     }
     Ok(out)
 }
@@ -338,11 +357,12 @@ fn load_oci(
 fn load_manifest(
     store: &Store,
     dir: &Path,
+    origin: &Path,
     descriptor: &DescriptorDoc,
     name: &str,
 ) -> Result<ImageRecord, Error> {
     let manifest_digest: Digest = descriptor.digest.parse()?;
-    let manifest_path = blob_file(dir, &descriptor.digest);
+    let manifest_path = blob_file(dir, origin, &manifest_digest)?;
     let manifest: ManifestDoc = read_json(&manifest_path)?;
     let media_type = manifest
         .media_type
@@ -350,7 +370,7 @@ fn load_manifest(
         .or_else(|| descriptor.media_type.clone())
         .unwrap_or_else(|| MEDIA_TYPE_OCI_MANIFEST.to_owned());
     let config_digest: Digest = manifest.config.digest.parse()?;
-    let config_path = blob_file(dir, &manifest.config.digest);
+    let config_path = blob_file(dir, origin, &config_digest)?;
     let config: ConfigDoc = read_json(&config_path)?;
     import_blob(
         store,
@@ -364,7 +384,7 @@ fn load_manifest(
         if !store.has_blob(&digest) {
             import_blob(
                 store,
-                &blob_file(dir, &layer.digest),
+                &blob_file(dir, origin, &digest)?,
                 Some(&digest),
                 Some(&layer.media_type),
             )?;
@@ -400,7 +420,7 @@ fn load_docker(store: &Store, dir: &Path, origin: &Path) -> Result<Vec<ImageReco
     let entries: Vec<DockerEntry> = read_json(&dir.join("manifest.json"))?;
     let mut out = Vec::new();
     for entry in entries {
-        let config_path = dir.join(&entry.config);
+        let config_path = member(dir, origin, &entry.config)?;
         let config_bytes = fs_err::read(&config_path)?;
         let config: ConfigDoc = serde_json::from_slice(&config_bytes)
             .map_err(|e| Error::json(config_path.display().to_string(), e))?;
@@ -417,7 +437,7 @@ fn load_docker(store: &Store, dir: &Path, origin: &Path) -> Result<Vec<ImageReco
         }
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-            let file = dir.join(path);
+            let file = member(dir, origin, path)?;
             let mut head = [0u8; 4];
             let read = std::io::Read::read(&mut fs_err::File::open(&file)?, &mut head)?;
             let media_type = match &head[..read.min(4)] {
@@ -453,4 +473,84 @@ fn load_docker(store: &Store, dir: &Path, origin: &Path) -> Result<Vec<ImageReco
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A docker archive whose `manifest.json` names `config` and `layers` as given, holding a
+    /// config of one diff ID and the members `files` (path, content) and `links` (path, target).
+    fn docker_archive(
+        dir: &Path,
+        layers: &[&str],
+        files: &[(&str, &[u8])],
+        links: &[(&str, &Path)],
+    ) -> std::path::PathBuf {
+        let path = dir.join("archive.tar");
+        let mut b = tar::Builder::new(fs_err::File::create(&path).unwrap());
+        let manifest = serde_json::json!([{
+            "Config": "config.json",
+            "RepoTags": ["evil:latest"],
+            "Layers": layers,
+        }]);
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"x").to_string()]},
+        });
+        let manifest = manifest.to_string();
+        let config = config.to_string();
+        let mut members: Vec<(&str, &[u8])> = vec![
+            ("manifest.json", manifest.as_bytes()),
+            ("config.json", config.as_bytes()),
+        ];
+        members.extend_from_slice(files);
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        for (name, target) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, name, target).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_docker_archive_cannot_name_a_file_of_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        // A gzip file of the host: a layer that is not checked against its diff ID.
+        let secret = host.path().join("secret.gz");
+        fs_err::write(&secret, b"\x1f\x8bhost secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path().join("store")).unwrap();
+        let work = tempfile::tempdir().unwrap();
+
+        let absolute = secret.to_str().unwrap();
+        let dotdot = format!("../../../../../../..{absolute}");
+        for layer in [absolute, dotdot.as_str(), "link.gz"] {
+            let archive = docker_archive(work.path(), &[layer], &[], &[("link.gz", &secret)]);
+            let err = load(&store, &archive).unwrap_err();
+            assert!(
+                matches!(&err, Error::BadArchive { reason, .. } if reason.contains("is not a file in the archive")),
+                "{layer}: {err}"
+            );
+        }
+        assert!(store.images().unwrap().is_empty());
+        let blobs = root.path().join("store/blobs/sha256");
+        for blob in fs_err::read_dir(&blobs).into_iter().flatten() {
+            let content = fs_err::read(blob.unwrap().path()).unwrap();
+            assert_ne!(
+                content, b"\x1f\x8bhost secret",
+                "the host file was imported"
+            );
+        }
+    }
 }

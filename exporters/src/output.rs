@@ -23,11 +23,11 @@ impl OutputFile {
             _ => PathBuf::from("."),
         };
         fs_err::create_dir_all(&parent)?;
-        let name = dest
-            .file_name()
-            .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(dest.file_name().unwrap_or("output".as_ref()));
+        prefix.push(".tmp-");
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-"))
+            .prefix(&prefix)
             .tempfile_in(&parent)
             .map_err(|e| {
                 io::Error::new(
@@ -98,5 +98,25 @@ mod tests {
             .collect();
         assert_eq!(names, ["image.tar"]);
         assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_destination_name_that_is_not_utf8_names_its_temporary() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.tar"));
+        let mut out = OutputFile::create(&dest).unwrap();
+        let names: Vec<_> = fs_err::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(
+            names[0].as_bytes().starts_with(b".caf\xe9.tar.tmp-"),
+            "{names:?}"
+        );
+        out.write_all(b"x").unwrap();
+        out.finish().unwrap();
+        assert_eq!(fs_err::read(&dest).unwrap(), b"x");
     }
 }

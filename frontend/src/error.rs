@@ -114,6 +114,10 @@ pub enum ErrorKind {
         /// The limit in bytes.
         max: usize,
     },
+    /// An instruction or heredoc line has bytes that are not UTF-8 (see
+    /// [`Parser::strict_utf8`](crate::Parser::strict_utf8)).
+    #[error("an instruction or heredoc line that is not UTF-8 text")]
+    NotUtf8,
     /// A parser directive appears twice.
     #[error("only one {name} parser directive can be used")]
     DuplicateDirective {

@@ -6,7 +6,8 @@
 //! # Overview
 //!
 //! 1. The input is split into physical lines (endings kept); invalid UTF-8 is replaced with
-//!    U+FFFD; a UTF-8 byte-order mark on the first line is dropped.
+//!    U+FFFD (or, with [`Parser::strict_utf8`], refused outside comments); a UTF-8 byte-order
+//!    mark on the first line is dropped.
 //! 2. Parser directives (`# syntax=`, `# escape=`, `# check=`) are recognised only in the
 //!    leading comment block; `escape` switches the escape character to `` ` ``.
 //! 3. Comment lines and blank lines are skipped; a line ending in the escape character continues
@@ -183,6 +184,7 @@ pub struct Warning {
 #[derive(Debug, Clone)]
 pub struct Parser {
     file: String,
+    strict_utf8: bool,
 }
 
 impl Default for Parser {
@@ -196,6 +198,7 @@ impl Parser {
     pub fn new() -> Self {
         Self {
             file: "Dockerfile".to_string(),
+            strict_utf8: false,
         }
     }
 
@@ -205,9 +208,21 @@ impl Parser {
         self
     }
 
+    /// Refuses instruction and heredoc lines that are not UTF-8 ([`ErrorKind::NotUtf8`], with
+    /// the line and column) instead of replacing their bytes with U+FFFD: what becomes LLB,
+    /// which carries it as text, must not be altered. Comments may still have any bytes.
+    pub fn strict_utf8(mut self) -> Self {
+        self.strict_utf8 = true;
+        self
+    }
+
     /// Parses a Dockerfile.
     pub fn parse(&self, input: &[u8]) -> Result<Dockerfile, Error> {
-        Run::new(&self.file, input)?.parse()
+        let mut run = Run::new(&self.file, input)?;
+        if !self.strict_utf8 {
+            run.not_utf8.clear();
+        }
+        run.parse()
     }
 }
 
@@ -284,8 +299,11 @@ fn split_directive(s: &str) -> Option<(String, String)> {
 /// One parse of one input.
 struct Run<'a> {
     file: &'a str,
-    /// Physical lines with their line endings.
+    /// Physical lines with their line endings (bytes that are not UTF-8 shown as U+FFFD).
     raw: Vec<String>,
+    /// For each physical line that is not UTF-8, the column of its first such byte: with
+    /// [`Parser::strict_utf8`], an error unless the line is a comment (empty otherwise).
+    not_utf8: Vec<Option<usize>>,
     escape: char,
     directives: DirectiveScanner,
 }
@@ -313,6 +331,7 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 impl<'a> Run<'a> {
     fn new(file: &'a str, input: &[u8]) -> Result<Self, Error> {
         let mut raw = Vec::new();
+        let mut not_utf8 = Vec::new();
         let mut rest = input;
         if let Some(stripped) = rest.strip_prefix(b"\xEF\xBB\xBF") {
             rest = stripped;
@@ -341,12 +360,17 @@ impl<'a> Run<'a> {
                     },
                 });
             }
+            not_utf8.push(std::str::from_utf8(line).err().map(|e| {
+                let valid = &line[..e.valid_up_to()];
+                std::str::from_utf8(valid).map_or(0, |v| v.chars().count()) + 1
+            }));
             raw.push(String::from_utf8_lossy(line).into_owned());
             rest = tail;
         }
         Ok(Self {
             file,
             raw,
+            not_utf8,
             escape: DEFAULT_ESCAPE,
             directives: DirectiveScanner::default(),
         })
@@ -374,6 +398,17 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Refuses the physical line `index` if it is not UTF-8 (it is not a comment).
+    fn check_utf8(&self, index: usize) -> Result<(), Error> {
+        match self.not_utf8.get(index).copied().flatten() {
+            None => Ok(()),
+            Some(column) => Err(Error::Syntax {
+                location: Box::new(self.location(index + 1, index + 1, Some(column))),
+                kind: ErrorKind::NotUtf8,
+            }),
+        }
+    }
+
     /// Newline-trims a physical line, feeds it to the directive scanner, and blanks comments.
     /// Returns the processed text and whether the line was a directive.
     fn process_line(&mut self, index: usize, strip_left: bool) -> Result<(String, bool), Error> {
@@ -396,7 +431,10 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        let text = if is_comment(text) { "" } else { text };
+        if is_comment(text) {
+            return Ok((String::new(), is_directive));
+        }
+        self.check_utf8(index)?;
         Ok((text.to_string(), is_directive))
     }
 
@@ -485,6 +523,7 @@ impl<'a> Run<'a> {
                             terminated = true;
                             break;
                         }
+                        self.check_utf8(i - 1)?;
                         heredoc.content.push_str(raw);
                     }
                     if !terminated {

@@ -427,6 +427,32 @@ fn target_picks_stages() {
 }
 
 #[test]
+fn instructions_that_are_not_utf8_are_refused_not_altered() {
+    // A source path, a command or a heredoc file's content with a Latin-1 byte would reach the
+    // build with U+FFFD in its place: the conversion refuses it, naming the line.
+    for (dockerfile, line) in [
+        (&b"FROM scratch\nCOPY caf\xe9.txt /\n"[..], 2),
+        (b"FROM busybox\nRUN echo \xff > /x\n", 2),
+        (b"FROM scratch\nCOPY <<EOF /f\n\xe9t\xe9\nEOF\n", 3),
+    ] {
+        let err = convert(dockerfile, &ConvertOptions::default(), &Fake(BASE)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("Dockerfile:{line}\n")), "{text}");
+        assert!(
+            text.ends_with("an instruction or heredoc line that is not UTF-8 text"),
+            "{text}"
+        );
+    }
+    // A comment may hold any bytes.
+    convert(
+        b"# caf\xe9\nFROM scratch\nCOPY a /\n",
+        &ConvertOptions::default(),
+        &Fake(BASE),
+    )
+    .unwrap();
+}
+
+#[test]
 fn errors_are_worded_like_buildkit() {
     let options = ConvertOptions {
         target: Some("nope".to_owned()),

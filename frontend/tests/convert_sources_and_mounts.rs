@@ -183,6 +183,9 @@ fn add_git_errors() {
         e("FROM scratch\nADD https://host/r.git?bogus=1 /x\n")
             .contains("unexpected query \"bogus\"")
     );
+    // A broken escape followed by a character of several bytes is named, not sliced through.
+    let err = e("FROM scratch\nADD https://host/r.git?ref=%a\u{e9} /x\n");
+    assert!(err.contains("invalid URL escape \"%a\u{e9}\""), "{err}");
     // An http(s) URL without `.git` stays a download.
     let c = run("FROM scratch\nADD https://host/file.tar /x\n").unwrap();
     assert!(

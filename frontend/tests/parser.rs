@@ -362,6 +362,36 @@ fn errors_name_file_line_and_source() {
 }
 
 #[test]
+fn strict_utf8_refuses_instructions_and_heredocs_but_not_comments_that_are_not_utf8() {
+    let parse = |src: &[u8]| Parser::new().strict_utf8().parse(src);
+    // A comment may have any bytes.
+    let df = parse(b"# caf\xe9\nFROM x\n").unwrap();
+    assert_eq!(df.nodes.len(), 1);
+    // An instruction may not: LLB carries it as text, so it is refused, not altered.
+    let e = parse(b"FROM x\nCOPY caf\xe9.txt /\n").unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::NotUtf8);
+    let loc = e.location();
+    assert_eq!((loc.start_line, loc.end_line, loc.column), (2, 2, Some(9)));
+    assert_eq!(loc.source, ["COPY caf\u{fffd}.txt /"]);
+    assert!(
+        e.to_string()
+            .ends_with("an instruction or heredoc line that is not UTF-8 text"),
+        "{e}"
+    );
+    // Nor a continuation line, nor a heredoc's content.
+    let e = parse(b"FROM x\nRUN echo \\\n  \xff\n").unwrap_err();
+    assert_eq!(
+        (e.kind(), e.location().start_line),
+        (&ErrorKind::NotUtf8, 3)
+    );
+    let e = parse(b"FROM x\nCOPY <<EOF /f\nok\n\xfe\nEOF\n").unwrap_err();
+    assert_eq!(
+        (e.kind(), e.location().start_line),
+        (&ErrorKind::NotUtf8, 4)
+    );
+}
+
+#[test]
 fn files_without_instructions() {
     for src in ["", "\n\n", "# only\n# comments\n", "   \n\t\n", "\u{feff}"] {
         let e = err(src);

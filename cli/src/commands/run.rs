@@ -86,7 +86,9 @@ fn bytes(text: &str) -> anyhow::Result<u64> {
         'g' => 1 << 30,
         _ => bail!("invalid size {text:?}"),
     };
-    Ok(value * scale)
+    value
+        .checked_mul(scale)
+        .with_context(|| format!("size {text:?} is out of range"))
 }
 
 /// The environment entries of `--env-file` and `-e` (a bare `KEY` takes kiln's own value).
@@ -626,5 +628,9 @@ mod tests {
         assert_eq!(bytes("64m").unwrap(), 64 << 20);
         assert_eq!(bytes("1g").unwrap(), 1 << 30);
         assert!(bytes("lots").is_err());
+        assert_eq!(
+            bytes("17179869184g").unwrap_err().to_string(),
+            "size \"17179869184g\" is out of range"
+        );
     }
 }

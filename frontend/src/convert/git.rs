@@ -135,7 +135,11 @@ fn unescape(s: &str) -> Result<String, String> {
                 let hex = s
                     .get(i + 1..i + 3)
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("invalid URL escape {:?}", &s[i..s.len().min(i + 3)]))?;
+                    .ok_or_else(|| {
+                        // `%` and the two characters after it (not bytes: one may be longer).
+                        let escape: String = s[i..].chars().take(3).collect();
+                        format!("invalid URL escape {escape:?}")
+                    })?;
                 out.push(hex);
                 i += 3;
             }

@@ -130,6 +130,7 @@ pub fn convert(
     }
     let parsed = Parser::new()
         .file_name(options.file_name.clone())
+        .strict_utf8()
         .parse(dockerfile)?;
     let stages = crate::instructions::parse_stages(&parsed)?;
     if stages.stages.is_empty() {

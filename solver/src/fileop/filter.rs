@@ -13,65 +13,14 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::pattern;
-
-/// One pattern as segments.
-#[derive(Debug, Clone)]
-struct Pattern {
-    segments: Vec<String>,
-}
-
-impl Pattern {
-    fn new(text: &str) -> Self {
-        Self {
-            segments: text
-                .split('/')
-                .filter(|s| !s.is_empty() && *s != ".")
-                .map(str::to_owned)
-                .collect(),
-        }
-    }
-
-    /// Whether the pattern matches exactly the path `path`.
-    fn matches_exactly(pattern: &[String], path: &[&str]) -> bool {
-        match pattern.split_first() {
-            None => path.is_empty(),
-            Some((first, rest)) if first == "**" => {
-                Self::matches_exactly(rest, path)
-                    || (!path.is_empty() && Self::matches_exactly(pattern, &path[1..]))
-            }
-            Some((first, rest)) => {
-                !path.is_empty()
-                    && pattern::matches(first, path[0])
-                    && Self::matches_exactly(rest, &path[1..])
-            }
-        }
-    }
-
-    /// Whether the pattern matches `path` or one of its parents.
-    fn matches(&self, path: &[&str]) -> bool {
-        (1..=path.len()).any(|n| Self::matches_exactly(&self.segments, &path[..n]))
-    }
-
-    /// Whether the pattern could match something below the directory `path`.
-    fn may_match_below(pattern: &[String], path: &[&str]) -> bool {
-        match (pattern.split_first(), path.split_first()) {
-            (_, None) => true,
-            (None, Some(_)) => false,
-            (Some((first, _)), Some(_)) if first == "**" => true,
-            (Some((first, rest)), Some((segment, tail))) => {
-                pattern::matches(first, segment) && Self::may_match_below(rest, tail)
-            }
-        }
-    }
-}
+use super::pattern::{PathPattern, segments};
 
 /// The patterns of one copy.
 #[derive(Debug, Clone)]
 pub(super) struct Filter {
-    include: Vec<Pattern>,
+    include: Vec<PathPattern>,
     /// Patterns with whether they re-include (`!`).
-    exclude: Vec<(Pattern, bool)>,
+    exclude: Vec<(PathPattern, bool)>,
 }
 
 impl Filter {
@@ -81,33 +30,32 @@ impl Filter {
             return None;
         }
         Some(Self {
-            include: include.iter().map(|p| Pattern::new(p)).collect(),
+            include: include
+                .iter()
+                .map(|p| PathPattern::new(p.as_bytes()))
+                .collect(),
             exclude: exclude
                 .iter()
                 .map(|p| match p.strip_prefix('!') {
-                    Some(rest) => (Pattern::new(rest), true),
-                    None => (Pattern::new(p), false),
+                    Some(rest) => (PathPattern::new(rest.as_bytes()), true),
+                    None => (PathPattern::new(p.as_bytes()), false),
                 })
                 .collect(),
         })
     }
 
-    fn included(&self, path: &[&str]) -> bool {
-        self.include.is_empty() || self.include.iter().any(|p| p.matches(path))
+    fn included(&self, path: &[&[u8]]) -> bool {
+        self.include.is_empty() || self.include.iter().any(|p| p.matches_or_parent(path))
     }
 
-    fn may_include_below(&self, path: &[&str]) -> bool {
-        self.include.is_empty()
-            || self
-                .include
-                .iter()
-                .any(|p| Pattern::may_match_below(&p.segments, path))
+    fn may_include_below(&self, path: &[&[u8]]) -> bool {
+        self.include.is_empty() || self.include.iter().any(|p| p.may_match_below(path))
     }
 
-    fn excluded(&self, path: &[&str]) -> bool {
+    fn excluded(&self, path: &[&[u8]]) -> bool {
         let mut excluded = false;
         for (pattern, negated) in &self.exclude {
-            if pattern.matches(path) {
+            if pattern.matches_or_parent(path) {
                 excluded = !negated;
             }
         }
@@ -130,8 +78,7 @@ pub(super) fn select(root: &Path, filter: &Filter) -> io::Result<HashSet<PathBuf
         names.sort();
         for name in names {
             let rel = dir.join(&name);
-            let text = rel.to_string_lossy().into_owned();
-            let segments: Vec<&str> = text.split('/').collect();
+            let segments = segments(&rel);
             let is_dir = fs_err::symlink_metadata(root.join(&rel))?.is_dir();
             let excluded = filter.excluded(&segments);
             let included = filter.included(&segments);
@@ -202,6 +149,35 @@ mod tests {
         assert_eq!(got, ["c2", "c2/d", "c2/d/e", "c2/d/e/baz"]);
         let got = sorted(select(t.path(), &filter(&["c/d/."], &[])).unwrap());
         assert_eq!(got, ["c", "c/d", "c/d/e", "c/d/foo"]);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_matched_as_their_bytes() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt as _;
+        let t = tree(&[]);
+        for name in [&b"a\xff"[..], b"a\xfe", b"d\xff/x"] {
+            let path = t.path().join(OsStr::from_bytes(name));
+            fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+            fs_err::write(path, "x").unwrap();
+        }
+        let shown = |set: HashSet<PathBuf>| {
+            let mut v: Vec<String> = set
+                .iter()
+                .map(|p| p.as_os_str().as_bytes().escape_ascii().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let got = shown(select(t.path(), &filter(&["a?", "d?"], &[])).unwrap());
+        assert_eq!(got, ["a\\xfe", "a\\xff", "d\\xff", "d\\xff/x"]);
+        let exclude_one = Filter::new(&[], &["a\u{fffd}".to_owned()]).unwrap();
+        let got = shown(select(t.path(), &exclude_one).unwrap());
+        assert_eq!(got, ["a\\xfe", "a\\xff", "d\\xff", "d\\xff/x"]);
+        let got = shown(select(t.path(), &filter(&[], &["a*", "!a[^a]"])).unwrap());
+        assert_eq!(got, ["a\\xfe", "a\\xff", "d\\xff", "d\\xff/x"]);
+        let got = shown(select(t.path(), &filter(&[], &["a*", "d*/x"])).unwrap());
+        assert_eq!(got, ["d\\xff"]);
     }
 
     #[test]

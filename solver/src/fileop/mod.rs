@@ -27,7 +27,9 @@ mod pattern;
 mod scoped;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -35,11 +37,11 @@ use filetime::FileTime;
 use kiln_llb::pb;
 
 use kiln_llb::ModeSet;
-pub(crate) use pattern::matches as pattern_matches;
+pub(crate) use pattern::{PathPattern, segments as path_segments};
 
 /// Where the path `path` below `root` leads when it is a symbolic link (followed inside
 /// `root`), relative to `root`; `None` when it is not a link or leads nowhere inside.
-pub(crate) fn resolve_in_root(root: &Path, path: &str) -> io::Result<Option<String>> {
+pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
     let plain = scoped::resolve(root, path, false)?;
     if !scoped::lstat(&plain)?.is_some_and(|m| m.file_type().is_symlink()) {
         return Ok(None);
@@ -48,18 +50,19 @@ pub(crate) fn resolve_in_root(root: &Path, path: &str) -> io::Result<Option<Stri
     Ok(followed
         .strip_prefix(root)
         .ok()
-        .map(|rel| rel.to_string_lossy().into_owned())
-        .filter(|rel| !rel.is_empty()))
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .map(Path::to_owned))
 }
 
-/// Why a file action failed. Paths are container paths, as the user wrote them.
+/// Why a file action failed. Paths are container paths, as the user wrote them (or as a
+/// directory named them: any bytes).
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// A source path does not exist.
     #[error("{path:?}: not found")]
     NotFound {
         /// The container path.
-        path: String,
+        path: PathBuf,
     },
     /// A user or group name is not in the root's /etc/passwd or /etc/group.
     #[error("unable to find {kind} {name:?} in /etc/{file}")]
@@ -84,12 +87,12 @@ pub enum FileError {
         input: i64,
     },
     /// An I/O error on a container path.
-    #[error("{action} {path}")]
+    #[error("{action} {}", path.display())]
     Io {
         /// The action.
         action: &'static str,
         /// The container path.
-        path: String,
+        path: PathBuf,
         /// The cause.
         #[source]
         source: io::Error,
@@ -98,7 +101,7 @@ pub enum FileError {
 
 type Result<T> = std::result::Result<T, FileError>;
 
-fn io_err<'a>(action: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> FileError + 'a {
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
     move |source| FileError::Io {
         action,
         path: path.to_owned(),
@@ -176,7 +179,7 @@ fn primary_gid(root: &Path, name: &str) -> Option<u32> {
 }
 
 fn passwd_fields(root: &Path, file: &str, name: &str) -> Option<Vec<String>> {
-    let path = scoped::resolve(root, &format!("/etc/{file}"), true).ok()?;
+    let path = scoped::resolve(root, format!("/etc/{file}"), true).ok()?;
     let text = fs_err::read_to_string(path).ok()?;
     text.lines()
         .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
@@ -195,7 +198,7 @@ fn timestamp(ns: i64) -> Option<FileTime> {
 
 fn apply_meta(
     path: &Path,
-    shown: &str,
+    shown: &Path,
     owner: Option<Owner>,
     time: Option<FileTime>,
 ) -> Result<()> {
@@ -209,18 +212,34 @@ fn apply_meta(
     Ok(())
 }
 
-fn set_mode(path: &Path, shown: &str, mode: u32) -> Result<()> {
+fn set_mode(path: &Path, shown: &Path, mode: u32) -> Result<()> {
     fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("chmod", shown))
 }
 
 /// `mkdir` in `root`.
 pub fn mkdir(root: &Path, action: &pb::FileActionMkDir, owner: Option<Owner>) -> Result<()> {
-    let shown = action.path.as_str();
+    mkdir_path(
+        root,
+        Path::new(&action.path),
+        (action.mode as u32) & 0o7777,
+        action.make_parents,
+        owner,
+        timestamp(action.timestamp),
+    )
+}
+
+/// [`mkdir`] of the container path `shown` (any bytes, where an action's path is UTF-8).
+pub(crate) fn mkdir_path(
+    root: &Path,
+    shown: &Path,
+    mode: u32,
+    make_parents: bool,
+    owner: Option<Owner>,
+    time: Option<FileTime>,
+) -> Result<()> {
     let path = scoped::resolve(root, shown, true).map_err(io_err("mkdir", shown))?;
-    let mode = (action.mode as u32) & 0o7777;
-    let time = timestamp(action.timestamp);
-    if action.make_parents {
+    if make_parents {
         // Create from the top down, so each new directory gets mode, owner and time.
         let mut created = Vec::new();
         let mut missing = Some(path.as_path());
@@ -255,7 +274,7 @@ pub fn mkdir(root: &Path, action: &pb::FileActionMkDir, owner: Option<Owner>) ->
 
 /// `mkfile` in `root`.
 pub fn mkfile(root: &Path, action: &pb::FileActionMkFile, owner: Option<Owner>) -> Result<()> {
-    let shown = action.path.as_str();
+    let shown = Path::new(&action.path);
     let path = scoped::resolve(root, shown, true).map_err(io_err("mkfile", shown))?;
     fs_err::write(&path, &action.data).map_err(io_err("mkfile", shown))?;
     set_mode(&path, shown, (action.mode as u32) & 0o7777)?;
@@ -264,7 +283,7 @@ pub fn mkfile(root: &Path, action: &pb::FileActionMkFile, owner: Option<Owner>) 
 
 /// `symlink` in `root`.
 pub fn symlink(root: &Path, action: &pb::FileActionSymlink, owner: Option<Owner>) -> Result<()> {
-    let shown = action.newpath.as_str();
+    let shown = Path::new(&action.newpath);
     let path = scoped::resolve(root, shown, false).map_err(io_err("symlink", shown))?;
     std::os::unix::fs::symlink(&action.oldpath, &path).map_err(io_err("symlink", shown))?;
     apply_meta(&path, shown, owner, timestamp(action.timestamp))
@@ -272,8 +291,8 @@ pub fn symlink(root: &Path, action: &pb::FileActionSymlink, owner: Option<Owner>
 
 /// `rm` in `root`.
 pub fn rm(root: &Path, action: &pb::FileActionRm) -> Result<()> {
-    let shown = action.path.as_str();
-    let targets = if action.allow_wildcard && pattern::has_meta(shown) {
+    let shown = Path::new(&action.path);
+    let targets = if action.allow_wildcard && pattern::has_meta(shown.as_os_str().as_bytes()) {
         expand(root, shown).map_err(io_err("rm", shown))?
     } else {
         vec![scoped::resolve(root, shown, false).map_err(io_err("rm", shown))?]
@@ -301,14 +320,19 @@ pub fn rm(root: &Path, action: &pb::FileActionRm) -> Result<()> {
 }
 
 /// Expands a wildcard container path in `root`: the directory part is resolved, the last part
-/// is matched against its entries. Results are sorted, as Go's `filepath.Glob` returns them.
-fn expand(root: &Path, path: &str) -> io::Result<Vec<PathBuf>> {
-    let trimmed = path.trim_end_matches('/');
-    let (dir, base) = match trimmed.rsplit_once('/') {
-        Some((dir, base)) => (if dir.is_empty() { "/" } else { dir }, base),
-        None => ("/", trimmed),
+/// is matched against its entries. Results are sorted by name bytes, as Go's `filepath.Glob`
+/// returns them.
+fn expand(root: &Path, path: &Path) -> io::Result<Vec<PathBuf>> {
+    let bytes = path.as_os_str().as_bytes();
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let trimmed = &bytes[..end];
+    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/".as_slice(), &trimmed[1..]),
+        Some(slash) => (&trimmed[..slash], &trimmed[slash + 1..]),
+        None => (b"/".as_slice(), trimmed),
     };
-    let dirs = if pattern::has_meta(dir) {
+    let dir = Path::new(OsStr::from_bytes(dir));
+    let dirs = if pattern::has_meta(dir.as_os_str().as_bytes()) {
         expand(root, dir)?
     } else {
         vec![scoped::resolve(root, dir, true)?]
@@ -320,10 +344,10 @@ fn expand(root: &Path, path: &str) -> io::Result<Vec<PathBuf>> {
         };
         let mut names: Vec<_> = entries
             .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| pattern::matches(base, name))
+            .map(|e| e.file_name())
+            .filter(|name| pattern::matches(base, name.as_bytes()))
             .collect();
-        names.sort();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         out.extend(names.into_iter().map(|n| dir.join(n)));
     }
     Ok(out)
@@ -336,7 +360,34 @@ pub fn copy(
     action: &pb::FileActionCopy,
     owner: Option<Owner>,
 ) -> Result<()> {
-    copy_with(src_root, dest_root, action, owner, DeviceNodes::Create)
+    copy_with(
+        src_root,
+        dest_root,
+        CopyPaths::of(action),
+        action,
+        owner,
+        DeviceNodes::Create,
+    )
+}
+
+/// The container paths a copy reads and writes: an action's own (UTF-8, as LLB strings are),
+/// or paths a directory named (any bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CopyPaths<'a> {
+    /// The source path, wildcards expanded when the action allows them.
+    pub(crate) src: &'a Path,
+    /// The destination path (a trailing `/` or `/.` names a directory).
+    pub(crate) dest: &'a Path,
+}
+
+impl<'a> CopyPaths<'a> {
+    /// The action's `src` and `dest`.
+    pub(crate) fn of(action: &'a pb::FileActionCopy) -> Self {
+        Self {
+            src: Path::new(&action.src),
+            dest: Path::new(&action.dest),
+        }
+    }
 }
 
 /// What a copy does with character and block devices.
@@ -348,15 +399,17 @@ pub(crate) enum DeviceNodes {
     Skip,
 }
 
-/// [`copy`], choosing what happens to device nodes.
+/// [`copy`] of `paths` (which stand for the action's own `src` and `dest`), choosing what
+/// happens to device nodes.
 pub(crate) fn copy_with(
     src_root: &Path,
     dest_root: &Path,
+    paths: CopyPaths<'_>,
     action: &pb::FileActionCopy,
     owner: Option<Owner>,
     devices: DeviceNodes,
 ) -> Result<()> {
-    let src = action.src.as_str();
+    let src = paths.src;
     let mode_set = if action.mode_str.is_empty() {
         None
     } else {
@@ -369,17 +422,18 @@ pub(crate) fn copy_with(
     // `COPY --parents` names paths that must exist even though include patterns select what
     // is copied (BuildKit checks them when it checksums the source).
     for required in &action.required_paths {
+        let required = Path::new(required);
         let p = scoped::resolve(src_root, required, true).map_err(io_err("copy", required))?;
         if scoped::lstat(&p)
             .map_err(io_err("copy", required))?
             .is_none()
         {
             return Err(FileError::NotFound {
-                path: required.clone(),
+                path: required.to_owned(),
             });
         }
     }
-    let sources = if action.allow_wildcard && pattern::has_meta(src) {
+    let sources = if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
         let found = expand(src_root, src).map_err(io_err("copy", src))?;
         if found.is_empty() && !action.allow_empty_wildcard {
             return Err(FileError::NotFound {
@@ -390,8 +444,7 @@ pub(crate) fn copy_with(
             .into_iter()
             .map(|p| {
                 if action.follow_symlink {
-                    let rel = p.strip_prefix(src_root).unwrap_or(&p).to_owned();
-                    scoped::resolve(src_root, &rel.to_string_lossy(), true)
+                    scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)
                 } else {
                     Ok(p)
                 }
@@ -409,9 +462,10 @@ pub(crate) fn copy_with(
         vec![p]
     };
 
-    let dest_shown = action.dest.as_str();
+    let dest_shown = paths.dest;
     let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
-    let dest_is_dir_path = dest_shown.ends_with('/') || dest_shown.ends_with("/.");
+    let dest_bytes = dest_shown.as_os_str().as_bytes();
+    let dest_is_dir_path = dest_bytes.ends_with(b"/") || dest_bytes.ends_with(b"/.");
     if action.create_dest_path {
         let ensure = if dest_is_dir_path {
             Some(dest.as_path())
@@ -652,7 +706,7 @@ struct Copier<'a> {
     selected: Option<&'a std::collections::HashSet<PathBuf>>,
     time: Option<FileTime>,
     replace_dirs: bool,
-    shown: &'a str,
+    shown: &'a Path,
     devices: DeviceNodes,
 }
 
@@ -967,6 +1021,37 @@ mod tests {
         rm(root.path(), &rm_action("/nope", false, true)).unwrap();
         rm(root.path(), &rm_action("/keep", false, false)).unwrap();
         assert!(!root.path().join("keep").exists());
+    }
+
+    #[test]
+    fn wildcards_copy_and_remove_names_that_are_not_utf8_as_their_bytes() {
+        let name = |bytes: &[u8]| PathBuf::from(OsStr::from_bytes(bytes));
+        let src = tree();
+        let s = src.path();
+        fs_err::write(s.join(name(b"caf\xe9")), "e9").unwrap();
+        fs_err::write(s.join(name(b"caf\xe8")), "e8").unwrap();
+        fs_err::create_dir(s.join(name(b"d\xff"))).unwrap();
+        fs_err::write(s.join(name(b"d\xff/in")), "in").unwrap();
+        ln(name(b"d\xff"), s.join("link")).unwrap();
+        let dest = tree();
+        let d = dest.path();
+        copy(s, d, &copy_action("/caf*", "/out/"), None).unwrap();
+        assert_eq!(fs_err::read(d.join(name(b"out/caf\xe9"))).unwrap(), b"e9");
+        assert_eq!(fs_err::read(d.join(name(b"out/caf\xe8"))).unwrap(), b"e8");
+        // A link matched by a wildcard and followed leads to its target's bytes.
+        copy(s, d, &copy_action("/lin?", "/through/"), None).unwrap();
+        assert_eq!(fs_err::read(d.join("through/in")).unwrap(), b"in");
+        let rm_action = pb::FileActionRm {
+            path: "/out/caf?".into(),
+            allow_not_found: false,
+            allow_wildcard: true,
+        };
+        rm(d, &rm_action).unwrap();
+        assert_eq!(fs_err::read_dir(d.join("out")).unwrap().count(), 0);
+        assert_eq!(
+            resolve_in_root(s, Path::new("link")).unwrap(),
+            Some(name(b"d\xff"))
+        );
     }
 
     #[test]

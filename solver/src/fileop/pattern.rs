@@ -1,29 +1,68 @@
 //! Shell patterns with Go's `filepath.Match` semantics: `*` and `?` never match `/`, `[...]`
-//! classes with ranges and `^` negation, `\` escapes.
+//! classes with ranges and `^` negation, `\` escapes; and `/`-separated path patterns made of
+//! them, as `.dockerignore` and a copy's include and exclude patterns use.
+//!
+//! Names are bytes (a file name need not be UTF-8). As in Go, literals compare exactly and
+//! `?` or a class takes one character, a byte that is not part of a UTF-8 character counting
+//! as one character (U+FFFD for a class).
+
+/// One character of a pattern or name: a UTF-8 character, or a byte that is not part of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    Char(char),
+    Byte(u8),
+}
+
+impl Unit {
+    /// The character a class compares (U+FFFD for a stray byte, as Go decodes it).
+    fn char(self) -> char {
+        match self {
+            Self::Char(c) => c,
+            Self::Byte(_) => char::REPLACEMENT_CHARACTER,
+        }
+    }
+}
+
+fn units(bytes: &[u8]) -> Vec<Unit> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().chars().map(Unit::Char));
+        out.extend(chunk.invalid().iter().map(|&b| Unit::Byte(b)));
+    }
+    out
+}
+
+const STAR: Unit = Unit::Char('*');
+const QUESTION: Unit = Unit::Char('?');
+const OPEN: Unit = Unit::Char('[');
+const CLOSE: Unit = Unit::Char(']');
+const ESCAPE: Unit = Unit::Char('\\');
+const DASH: Unit = Unit::Char('-');
+const SLASH: Unit = Unit::Char('/');
 
 /// Whether `name` matches `pattern`. A malformed pattern (an unclosed class) matches nothing.
-pub(crate) fn matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
+pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
+    let p = units(pattern);
+    let n = units(name);
     // Iterative matcher with a single backtrack point for the last `*`, as in glob matching.
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
         if pi < p.len() {
             match p[pi] {
-                '*' => {
+                STAR => {
                     star = Some((pi, ni));
                     pi += 1;
                     continue;
                 }
-                '?' if n[ni] != '/' => {
+                QUESTION if n[ni] != SLASH => {
                     pi += 1;
                     ni += 1;
                     continue;
                 }
-                '[' => {
-                    if let Some((ok, next)) = class(&p, pi, n[ni]) {
-                        if ok && n[ni] != '/' {
+                OPEN => {
+                    if let Some((ok, next)) = class(&p, pi, n[ni].char()) {
+                        if ok && n[ni] != SLASH {
                             pi = next;
                             ni += 1;
                             continue;
@@ -32,13 +71,13 @@ pub(crate) fn matches(pattern: &str, name: &str) -> bool {
                         return false;
                     }
                 }
-                '\\' if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
+                ESCAPE if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
                     pi += 2;
                     ni += 1;
                     continue;
                 }
-                '\\' if pi + 1 < p.len() => {}
-                c if c == n[ni] && c != '?' => {
+                ESCAPE if pi + 1 < p.len() => {}
+                c if c == n[ni] && c != QUESTION => {
                     pi += 1;
                     ni += 1;
                     continue;
@@ -48,7 +87,7 @@ pub(crate) fn matches(pattern: &str, name: &str) -> bool {
         }
         // Backtrack: let the last `*` eat one more character, but never a `/`.
         match star {
-            Some((sp, sn)) if n[sn] != '/' => {
+            Some((sp, sn)) if n[sn] != SLASH => {
                 star = Some((sp, sn + 1));
                 pi = sp + 1;
                 ni = sn + 1;
@@ -56,14 +95,14 @@ pub(crate) fn matches(pattern: &str, name: &str) -> bool {
             _ => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == STAR)
 }
 
 /// Matches `c` against the class starting at `p[start] == '['`; returns whether it matched and
 /// the index after the class, or `None` for an unclosed class.
-fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+fn class(p: &[Unit], start: usize, c: char) -> Option<(bool, usize)> {
     let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('^' | '!'));
+    let negate = matches!(p.get(i), Some(Unit::Char('^' | '!')));
     if negate {
         i += 1;
     }
@@ -71,38 +110,115 @@ fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
     let mut first = true;
     loop {
         let mut lo = *p.get(i)?;
-        if lo == ']' && !first {
+        if lo == CLOSE && !first {
             return Some((matched != negate, i + 1));
         }
         first = false;
-        if lo == '\\' {
+        if lo == ESCAPE {
             i += 1;
             lo = *p.get(i)?;
         }
         i += 1;
         let mut hi = lo;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|&h| h != ']') {
-            hi = p[i + 1];
-            if hi == '\\' {
+        if p.get(i) == Some(&DASH) && p.get(i + 1).is_some_and(|&h| h != CLOSE) {
+            hi = *p.get(i + 1)?;
+            if hi == ESCAPE {
                 hi = *p.get(i + 2)?;
                 i += 1;
             }
             i += 2;
         }
-        if lo <= c && c <= hi {
+        if lo.char() <= c && c <= hi.char() {
             matched = true;
         }
     }
 }
 
 /// Whether `s` has any pattern metacharacter.
-pub(crate) fn has_meta(s: &str) -> bool {
-    s.contains(['*', '?', '['])
+pub(crate) fn has_meta(s: &[u8]) -> bool {
+    s.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+}
+
+/// The `/`-separated segments of a relative path, as [`PathPattern`] matches them.
+pub(crate) fn segments(path: &std::path::Path) -> Vec<&[u8]> {
+    use std::os::unix::ffi::OsStrExt as _;
+    path.as_os_str()
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A `/`-separated pattern of a relative path (moby's `patternmatcher`): each segment matched
+/// with [`matches`], `**` for any number of segments, empty and `.` segments dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct PathPattern {
+    segments: Vec<Vec<u8>>,
+}
+
+impl PathPattern {
+    /// The pattern `text`.
+    pub(crate) fn new(text: &[u8]) -> Self {
+        Self {
+            segments: text
+                .split(|&b| b == b'/')
+                .filter(|s| !s.is_empty() && *s != b".")
+                .map(<[u8]>::to_vec)
+                .collect(),
+        }
+    }
+
+    /// Whether the pattern has no segment (it matches nothing).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Whether the pattern matches exactly the path of `path`'s segments.
+    pub(crate) fn matches(&self, path: &[&[u8]]) -> bool {
+        !self.is_empty() && match_segments(&self.segments, path)
+    }
+
+    /// Whether the pattern matches `path` or one of its parents.
+    pub(crate) fn matches_or_parent(&self, path: &[&[u8]]) -> bool {
+        (1..=path.len()).any(|n| self.matches(&path[..n]))
+    }
+
+    /// Whether something below the directory `dir` could match.
+    pub(crate) fn may_match_below(&self, dir: &[&[u8]]) -> bool {
+        !self.is_empty() && prefix_may_match(&self.segments, dir)
+    }
+}
+
+fn match_segments(pattern: &[Vec<u8>], path: &[&[u8]]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == b"**" => {
+            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((name, path_rest)) => matches(first, name) && match_segments(rest, path_rest),
+            None => false,
+        },
+    }
+}
+
+/// Whether the directory `dir` is a possible prefix of a path the pattern matches.
+fn prefix_may_match(pattern: &[Vec<u8>], dir: &[&[u8]]) -> bool {
+    match (pattern.split_first(), dir.split_first()) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some((first, _)), Some(_)) if first == b"**" => true,
+        (Some((first, rest)), Some((name, dir_rest))) => {
+            matches(first, name) && prefix_may_match(rest, dir_rest)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    use super::{PathPattern, matches, segments};
 
     #[test]
     fn go_filepath_match_cases() {
@@ -145,7 +261,53 @@ mod tests {
             ("*x", "xxx", true),
         ];
         for (pattern, name, want) in cases {
-            assert_eq!(matches(pattern, name), want, "{pattern:?} vs {name:?}");
+            assert_eq!(
+                matches(pattern.as_bytes(), name.as_bytes()),
+                want,
+                "{pattern:?} vs {name:?}"
+            );
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_match_byte_for_byte() {
+        let cases: [(&[u8], &[u8], bool); 10] = [
+            (b"*.txt", b"caf\xe9.txt", true),
+            (b"caf?.txt", b"caf\xe9.txt", true),
+            (b"caf\xe9*", b"caf\xe9.txt", true),
+            (b"caf\xe9*", b"caf\xe8.txt", false),
+            (b"a\xff", b"a\xfe", false),
+            (b"a\xff", b"a\xff", true),
+            // A stray byte is one character, a UTF-8 character too.
+            (b"a??", b"a\xc3\xc3", true),
+            (b"a??", b"a\xc3\xa9", false),
+            (b"a[^a]b", b"a\xffb", true),
+            (b"a[a-z]b", b"a\xffb", false),
+        ];
+        for (pattern, name, want) in cases {
+            assert_eq!(
+                matches(pattern, name),
+                want,
+                "{:?} vs {:?}",
+                pattern.escape_ascii().to_string(),
+                name.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn path_patterns_match_segments_of_any_bytes() {
+        let path: &[&[u8]] = &[b"d\xff", b"sub", b"x\xfe.rs"];
+        assert!(PathPattern::new(b"d\xff").matches_or_parent(path));
+        assert!(!PathPattern::new(b"d\xfe").matches_or_parent(path));
+        assert!(PathPattern::new(b"**/*.rs").matches(path));
+        assert!(PathPattern::new(b"d?/sub").may_match_below(&path[..1]));
+        assert!(!PathPattern::new(b"").matches_or_parent(path));
+        assert_eq!(
+            segments(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                b"a\xff//b"
+            ))),
+            [b"a\xff".as_slice(), b"b"]
+        );
     }
 }

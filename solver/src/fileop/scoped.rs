@@ -24,7 +24,11 @@ pub(crate) fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
 /// as if `root` were `/` (see [`kiln_fsutil::Root::resolve`]). The last component is followed
 /// only when `follow_last` is set. A missing path is where it would be created: below `root`,
 /// through real directories only.
-pub(crate) fn resolve(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
+pub(crate) fn resolve(
+    root: &Path,
+    path: impl AsRef<Path>,
+    follow_last: bool,
+) -> io::Result<PathBuf> {
     let resolved = kiln_fsutil::Root::new(root).resolve(path, follow_last)?;
     Ok(match resolved.entry {
         Some(entry) => entry.host,

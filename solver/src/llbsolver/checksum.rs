@@ -12,7 +12,9 @@
 //! from its directory entries alone, without reading the files again.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -23,17 +25,17 @@ use sha2::{Digest as _, Sha256};
 /// it (no leading `/`), each with the size it had when hashed.
 #[derive(Debug, Default)]
 pub(super) struct KnownFiles {
-    files: HashMap<String, (u64, [u8; 32])>,
+    files: HashMap<PathBuf, (u64, [u8; 32])>,
 }
 
 impl KnownFiles {
     /// Records the checksum of the file at `rel` with `size` bytes.
-    pub(super) fn insert(&mut self, rel: String, size: u64, sha256: [u8; 32]) {
+    pub(super) fn insert(&mut self, rel: PathBuf, size: u64, sha256: [u8; 32]) {
         self.files.insert(rel, (size, sha256));
     }
 
     /// The checksum of `rel` if it is known for a file of `size` bytes.
-    fn get(&self, rel: &str, size: u64) -> Option<[u8; 32]> {
+    fn get(&self, rel: &Path, size: u64) -> Option<[u8; 32]> {
         self.files
             .get(rel)
             .filter(|(known, _)| *known == size)
@@ -86,9 +88,12 @@ pub(super) fn paths_digest(
         } else {
             root.join(&rel)
         };
-        let walk = Walk { base: &rel, known };
+        let walk = Walk {
+            base: Path::new(&rel),
+            known,
+        };
         match fs_err::symlink_metadata(&start) {
-            Ok(_) => walk.tree(&start, "", &mut hasher)?,
+            Ok(_) => walk.tree(&start, OsStr::new(""), &mut hasher)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => hasher.update(b"missing\0"),
             Err(e) => return Err(e),
         }
@@ -120,14 +125,14 @@ fn selection(root: &Path, path: &str) -> io::Result<String> {
 /// A walk below one selection.
 struct Walk<'a> {
     /// The selection's path relative to the root ("" for the root).
-    base: &'a str,
+    base: &'a Path,
     known: Option<&'a KnownFiles>,
 }
 
 impl Walk<'_> {
-    /// Hashes the entry at `path` (named `rel` below the selection) and everything below
-    /// it, in name order.
-    fn tree(&self, path: &Path, rel: &str, hasher: &mut Sha256) -> io::Result<()> {
+    /// Hashes the entry at `path` (named `rel` below the selection: `/`-separated names with a
+    /// leading `/`, "" for the selection itself) and everything below it, in name order.
+    fn tree(&self, path: &Path, rel: &OsStr, hasher: &mut Sha256) -> io::Result<()> {
         let meta = fs_err::symlink_metadata(path)?;
         hasher.update(rel.as_bytes());
         hasher.update([0]);
@@ -146,12 +151,14 @@ impl Walk<'_> {
             hasher.update(meta.len().to_le_bytes());
             hasher.update(self.file_sha256(path, rel, meta.len())?);
         } else if kind.is_dir() {
-            let mut names: Vec<_> = fs_err::read_dir(path)?
+            let mut names: Vec<OsString> = fs_err::read_dir(path)?
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<io::Result<_>>()?;
-            names.sort();
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             for name in names {
-                let child = format!("{rel}/{}", name.to_string_lossy());
+                let mut child = rel.to_owned();
+                child.push("/");
+                child.push(&name);
                 self.tree(&path.join(&name), &child, hasher)?;
             }
         }
@@ -160,13 +167,11 @@ impl Walk<'_> {
     }
 
     /// The sha256 of a file's content: known, or read.
-    fn file_sha256(&self, path: &Path, rel: &str, size: u64) -> io::Result<[u8; 32]> {
+    fn file_sha256(&self, path: &Path, rel: &OsStr, size: u64) -> io::Result<[u8; 32]> {
         if let Some(known) = self.known {
-            let from_root = match (self.base, rel.strip_prefix('/')) {
-                ("", Some(below)) => below.to_owned(),
-                (base, Some(below)) => format!("{base}/{below}"),
-                (base, None) => base.to_owned(),
-            };
+            // `rel` is "" or starts with `/`: what follows is relative to the selection.
+            let below = OsStr::from_bytes(rel.as_bytes().strip_prefix(b"/").unwrap_or_default());
+            let from_root = self.base.join(below);
             if let Some(sha) = known.get(&from_root, size) {
                 return Ok(sha);
             }
@@ -218,6 +223,30 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_not_utf8_are_digested_and_looked_up_as_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let name = |bytes: &[u8]| PathBuf::from(OsStr::from_bytes(bytes));
+        fs_err::create_dir(root.join(name(b"d\xff"))).unwrap();
+        fs_err::write(root.join(name(b"d\xff/f\xfe")), "f").unwrap();
+        let paths = ["/".to_owned()];
+        let before = paths_digest(root, &paths, None).unwrap();
+        let mut known = KnownFiles::default();
+        known.insert(name(b"d\xff/f\xfe"), 1, [9; 32]);
+        assert_ne!(
+            paths_digest(root, &paths, Some(&known)).unwrap(),
+            before,
+            "the known checksum is found under the name's bytes"
+        );
+        fs_err::rename(
+            root.join(name(b"d\xff/f\xfe")),
+            root.join(name(b"d\xff/f\xfd")),
+        )
+        .unwrap();
+        assert_ne!(paths_digest(root, &paths, None).unwrap(), before);
+    }
+
+    #[test]
     fn known_checksums_stand_in_for_reading_files_of_the_same_size() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -250,7 +279,7 @@ mod tests {
         assert_eq!(paths_digest(root, &paths, Some(&stale)).unwrap(), read);
 
         remember(root.to_owned(), known);
-        assert!(super::known(root).is_some_and(|k| k.get("top", 3) == Some(sha("top"))));
+        assert!(super::known(root).is_some_and(|k| k.get(Path::new("top"), 3) == Some(sha("top"))));
         assert!(super::known(&root.join("src")).is_none());
     }
 }

@@ -216,8 +216,17 @@ async fn run(
     for secret in &exec.secretenv {
         match config.secrets.get(&secret.id) {
             Some(data) => {
+                // The environment travels as text: a secret of other bytes is refused, never
+                // passed on altered.
+                let Ok(value) = std::str::from_utf8(data) else {
+                    return Err(format!(
+                        "secret {} is not UTF-8 text, so it cannot be the environment variable {}",
+                        secret.id, secret.name
+                    )
+                    .into());
+                };
                 env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != secret.name);
-                env.push(format!("{}={}", secret.name, String::from_utf8_lossy(data)));
+                env.push(format!("{}={value}", secret.name));
             }
             None if secret.optional => {}
             None => return Err(format!("secret {} not found", secret.id).into()),

@@ -18,15 +18,17 @@
 //! selection changes neither.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::path::{Path, PathBuf};
 
-use crate::fileop::{pattern_matches, resolve_in_root};
+use crate::fileop::{PathPattern, path_segments as segments, resolve_in_root};
 
-/// One `.dockerignore`-style pattern, split into segments.
+/// One `.dockerignore`-style pattern, with whether it re-includes (`!`).
 #[derive(Clone, Debug)]
 struct Pattern {
-    segments: Vec<String>,
+    path: PathPattern,
     negated: bool,
 }
 
@@ -37,57 +39,12 @@ impl Pattern {
             Some(rest) => (true, rest.trim()),
             None => (false, text),
         };
-        let segments: Vec<String> = text
-            .split('/')
-            .filter(|s| !s.is_empty() && *s != ".")
-            .map(str::to_owned)
-            .collect();
-        if segments.is_empty() {
-            return None;
-        }
-        Some(Self { segments, negated })
+        Self::new(text.as_bytes(), negated)
     }
 
-    /// Whether the pattern matches `path` exactly (segments of a relative path).
-    fn matches(&self, path: &[&str]) -> bool {
-        match_segments(&self.segments, path)
-    }
-
-    /// Whether the pattern matches `path` or one of its parents.
-    fn matches_or_parent(&self, path: &[&str]) -> bool {
-        (1..=path.len()).any(|n| self.matches(&path[..n]))
-    }
-
-    /// Whether something below the directory `dir` could match.
-    fn may_match_below(&self, dir: &[&str]) -> bool {
-        prefix_may_match(&self.segments, dir)
-    }
-}
-
-fn match_segments(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| match_segments(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((name, path_rest)) => {
-                pattern_matches(first, name) && match_segments(rest, path_rest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// Whether the directory `dir` is a possible prefix of a path the pattern matches.
-fn prefix_may_match(pattern: &[String], dir: &[&str]) -> bool {
-    match (pattern.split_first(), dir.split_first()) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some((first, _)), Some(_)) if first == "**" => true,
-        (Some((first, rest)), Some((name, dir_rest))) => {
-            pattern_matches(first, name) && prefix_may_match(rest, dir_rest)
-        }
+    fn new(text: &[u8], negated: bool) -> Option<Self> {
+        let path = PathPattern::new(text);
+        (!path.is_empty()).then_some(Self { path, negated })
     }
 }
 
@@ -102,8 +59,8 @@ pub(super) struct LocalFilter {
 /// A path the filter selected, relative to the local directory.
 #[derive(Clone, Debug)]
 pub(super) struct Selected {
-    /// Relative path with `/` separators.
-    pub(super) path: String,
+    /// Relative path, as the directory names it (any bytes but `/` and NUL).
+    pub(super) path: PathBuf,
     /// Whether it is a directory (copied as a directory, its selected contents follow).
     pub(super) is_dir: bool,
     /// Its `lstat`, taken during the walk.
@@ -184,44 +141,46 @@ impl LocalFilter {
                 let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
                 for n in 1..=segments.len() {
                     let prefix = segments[..n].join("/");
-                    if let Some(target) = resolve_in_root(root, &prefix)? {
+                    if let Some(target) = resolve_in_root(root, Path::new(&prefix))? {
                         includes.extend(Pattern::parse(&prefix));
-                        let rest = segments[n..].join("/");
-                        includes.extend(Pattern::parse(&format!("{target}/{rest}")));
+                        let mut through = target.into_os_string().into_vec();
+                        through.push(b'/');
+                        through.extend_from_slice(segments[n..].join("/").as_bytes());
+                        includes.extend(Pattern::new(&through, false));
                     }
                 }
             }
         }
         let has_negation = self.excludes.iter().any(|p| p.negated);
         let mut out = Vec::new();
-        self.walk(root, &mut Vec::new(), &includes, has_negation, &mut out)?;
+        self.walk(root, &mut PathBuf::new(), &includes, has_negation, &mut out)?;
         Ok(out)
     }
 
     fn walk(
         &self,
         dir: &Path,
-        rel: &mut Vec<String>,
+        rel: &mut PathBuf,
         includes: &[Pattern],
         has_negation: bool,
         out: &mut Vec<Selected>,
     ) -> io::Result<()> {
-        let mut names: Vec<String> = fs_err::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        let mut names: Vec<OsString> = fs_err::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()?;
-        names.sort();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let path = dir.join(&name);
             let meta = fs_err::symlink_metadata(&path)?;
             let is_dir = meta.is_dir();
             rel.push(name);
-            let segments: Vec<&str> = rel.iter().map(String::as_str).collect();
+            let segments = segments(rel);
             let included =
-                includes.is_empty() || includes.iter().any(|p| p.matches_or_parent(&segments));
+                includes.is_empty() || includes.iter().any(|p| p.path.matches_or_parent(&segments));
             let excluded = self.excluded(&segments);
             if included && !excluded {
                 out.push(Selected {
-                    path: rel.join("/"),
+                    path: rel.clone(),
                     is_dir,
                     meta,
                 });
@@ -230,7 +189,7 @@ impl LocalFilter {
                 }
             } else if is_dir {
                 let could_include =
-                    included || includes.iter().any(|p| p.may_match_below(&segments));
+                    included || includes.iter().any(|p| p.path.may_match_below(&segments));
                 if could_include && (!excluded || has_negation) {
                     self.walk(&path, rel, includes, has_negation, out)?;
                 }
@@ -241,10 +200,10 @@ impl LocalFilter {
     }
 
     /// `.dockerignore` exclusion: the last matching pattern decides.
-    fn excluded(&self, path: &[&str]) -> bool {
+    fn excluded(&self, path: &[&[u8]]) -> bool {
         let mut excluded = false;
         for pattern in &self.excludes {
-            if pattern.negated == excluded && pattern.matches_or_parent(path) {
+            if pattern.negated == excluded && pattern.path.matches_or_parent(path) {
                 excluded = !pattern.negated;
             }
         }
@@ -287,7 +246,7 @@ mod tests {
             .select(root)
             .unwrap()
             .into_iter()
-            .map(|s| s.path)
+            .map(|s| s.path.to_str().unwrap().to_owned())
             .collect()
     }
 

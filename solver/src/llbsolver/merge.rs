@@ -17,6 +17,7 @@
 //!    so that `merge(lower, diff(lower, upper))` is `upper`.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -540,7 +541,7 @@ fn finish(src: &Path, dst: &Path, meta: &std::fs::Metadata, keep_overlay: bool) 
         fs_err::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         if let Ok(names) = xattr::list(src) {
             for name in names {
-                let overlay = name.to_string_lossy().starts_with("trusted.overlay.");
+                let overlay = name.as_bytes().starts_with(b"trusted.overlay.");
                 if overlay && !keep_overlay {
                     continue;
                 }

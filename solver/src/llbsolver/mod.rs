@@ -431,58 +431,60 @@ fn snapshot_from_dir(
 }
 
 /// Copies the selected paths (parents listed before children) from `src` to the empty `dest`.
+/// Paths are the directory's own names, whatever their bytes.
 fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Result<(), OpError> {
+    use crate::fileop::{CopyPaths, DeviceNodes};
     let owner = Some(crate::fileop::Owner { uid: 0, gid: 0 });
+    let options = pb::FileActionCopy {
+        mode: -1,
+        follow_symlink: false,
+        dir_copy_contents: true,
+        create_dest_path: true,
+        timestamp: -1,
+        ..Default::default()
+    };
     let mut done_dirs = std::collections::HashSet::new();
     for entry in selected {
-        let rel = Path::new(&entry.path);
+        let rel = entry.path.as_path();
         if rel.ancestors().skip(1).any(|a| done_dirs.contains(a)) {
             continue; // copied with its directory
         }
-        let action = pb::FileActionCopy {
-            src: format!("/{}", entry.path),
-            dest: format!("/{}", entry.path),
-            mode: -1,
-            follow_symlink: false,
-            dir_copy_contents: true,
-            create_dest_path: true,
-            timestamp: -1,
-            ..Default::default()
-        };
+        let path = Path::new("/").join(rel);
         if entry.is_dir {
             let all_below = selected
                 .iter()
-                .filter(|s| Path::new(&s.path).starts_with(rel) && s.path != entry.path)
+                .filter(|s| s.path.starts_with(rel) && s.path != entry.path)
                 .count();
             if all_below == count_below(&src.join(rel))? {
                 // Into its parent, so the directory keeps its own mode.
-                let parent = rel
+                let mut parent = path
                     .parent()
-                    .map_or(String::new(), |p| p.to_string_lossy().into());
-                let action = pb::FileActionCopy {
-                    dest: format!("/{parent}/"),
-                    dir_copy_contents: false,
-                    ..action
+                    .unwrap_or(Path::new("/"))
+                    .as_os_str()
+                    .to_owned();
+                parent.push("/");
+                let paths = CopyPaths {
+                    src: &path,
+                    dest: Path::new(&parent),
                 };
-                crate::fileop::copy(src, dest, &action, owner)?;
+                let options = pb::FileActionCopy {
+                    dir_copy_contents: false,
+                    ..options.clone()
+                };
+                crate::fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
                 done_dirs.insert(rel.to_owned());
                 continue;
             }
             // Some of its contents are left out: the directory alone, then what is selected.
-            let mkdir = pb::FileActionMkDir {
-                path: format!("/{}", entry.path),
-                mode: i32::try_from(
-                    std::os::unix::fs::MetadataExt::mode(&fs_err::metadata(src.join(rel))?)
-                        & 0o7777,
-                )?,
-                make_parents: true,
-                owner: None,
-                timestamp: -1,
-            };
-            crate::fileop::mkdir(dest, &mkdir, owner)?;
+            let mode = std::os::unix::fs::MetadataExt::mode(&fs_err::metadata(src.join(rel))?);
+            crate::fileop::mkdir_path(dest, &path, mode & 0o7777, true, owner, None)?;
             continue;
         }
-        crate::fileop::copy(src, dest, &action, owner)?;
+        let paths = CopyPaths {
+            src: &path,
+            dest: &path,
+        };
+        crate::fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Source ops: images from a registry and local directories.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -117,7 +119,7 @@ struct LocalSource {
 }
 
 /// File checksums of a local directory with the stat they were taken at, by relative path.
-type FileChecksums = HashMap<String, (StatKey, [u8; 32])>;
+type FileChecksums = HashMap<PathBuf, (StatKey, [u8; 32])>;
 
 impl LocalSource {
     fn dir(&self) -> Result<PathBuf, OpError> {
@@ -235,13 +237,14 @@ impl StatKey {
 }
 
 /// File checksums of one local directory from earlier builds, keyed by relative path. Kept in
-/// the store as text lines: `size mtime ctime inode sha256 path`.
+/// the store as lines `size mtime ctime inode sha256 path`, the path as the directory's own
+/// bytes (which need not be UTF-8).
 struct ChecksumCache {
     file: PathBuf,
-    entries: HashMap<String, (StatKey, [u8; 32])>,
+    entries: FileChecksums,
     changed: bool,
     /// The first file found with content other than cached, or not cached at all.
-    first_changed: Option<String>,
+    first_changed: Option<PathBuf>,
     /// Whether it held anything when loaded (there is something to compare with).
     loaded_any: bool,
 }
@@ -251,19 +254,21 @@ impl ChecksumCache {
         let name = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
         let file = store_root.join("local-checksums").join(name);
         let mut entries = HashMap::new();
-        if let Ok(text) = fs_err::read_to_string(&file) {
-            for line in text.lines() {
-                let mut fields = line.splitn(6, ' ');
+        if let Ok(bytes) = fs_err::read(&file) {
+            for line in bytes.split(|&b| b == b'\n') {
+                let mut fields = line.splitn(6, |&b| b == b' ');
                 let mut next = || fields.next();
                 let parsed = (|| {
+                    let mut number = || std::str::from_utf8(next()?).ok();
                     let key = StatKey {
-                        size: next()?.parse().ok()?,
-                        mtime_ns: next()?.parse().ok()?,
-                        ctime_ns: next()?.parse().ok()?,
-                        inode: next()?.parse().ok()?,
+                        size: number()?.parse().ok()?,
+                        mtime_ns: number()?.parse().ok()?,
+                        ctime_ns: number()?.parse().ok()?,
+                        inode: number()?.parse().ok()?,
                     };
                     let digest: [u8; 32] = hex::decode(next()?).ok()?.try_into().ok()?;
-                    Some((next()?.to_owned(), (key, digest)))
+                    let path = next().filter(|p| !p.is_empty())?;
+                    Some((PathBuf::from(OsStr::from_bytes(path)), (key, digest)))
                 })();
                 if let Some((path, entry)) = parsed {
                     entries.insert(path, entry);
@@ -282,7 +287,7 @@ impl ChecksumCache {
     /// The sha256 of a file's content, from the cache when its stat is unchanged.
     fn checksum(
         &mut self,
-        rel: &str,
+        rel: &Path,
         path: &Path,
         meta: &std::fs::Metadata,
     ) -> std::io::Result<[u8; 32]> {
@@ -300,7 +305,7 @@ impl ChecksumCache {
             self.first_changed = Some(rel.to_owned());
         }
         // Paths with line breaks are hashed every time rather than stored.
-        if !rel.contains('\n') {
+        if !rel.as_os_str().as_bytes().contains(&b'\n') {
             self.entries.insert(rel.to_owned(), (key, digest));
             self.changed = true;
         }
@@ -314,37 +319,43 @@ impl ChecksumCache {
             return None;
         }
         if let Some(path) = &self.first_changed {
-            return Some(path.clone());
+            return Some(path.display().to_string());
         }
-        let now: std::collections::HashSet<&str> =
-            selected.iter().map(|s| s.path.as_str()).collect();
-        let mut gone: Vec<&String> = self
+        let now: std::collections::HashSet<&Path> =
+            selected.iter().map(|s| s.path.as_path()).collect();
+        let mut gone: Vec<&PathBuf> = self
             .entries
             .keys()
-            .filter(|p| !now.contains(p.as_str()))
+            .filter(|p| !now.contains(p.as_path()))
             .collect();
-        gone.sort();
-        gone.first().map(|p| (*p).clone())
+        gone.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        gone.first().map(|p| p.display().to_string())
     }
 
     /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
     fn save(&mut self, keep: &[Selected]) -> std::io::Result<()> {
         let before = self.entries.len();
-        let keep: std::collections::HashSet<&str> = keep.iter().map(|s| s.path.as_str()).collect();
-        self.entries.retain(|path, _| keep.contains(path.as_str()));
+        let keep: std::collections::HashSet<&Path> =
+            keep.iter().map(|s| s.path.as_path()).collect();
+        self.entries.retain(|path, _| keep.contains(path.as_path()));
         if !self.changed && self.entries.len() == before {
             return Ok(());
         }
-        let mut text = String::new();
+        let mut text = Vec::new();
         for (path, (key, digest)) in &self.entries {
-            text.push_str(&format!(
-                "{} {} {} {} {} {path}\n",
-                key.size,
-                key.mtime_ns,
-                key.ctime_ns,
-                key.inode,
-                hex::encode(digest)
-            ));
+            text.extend_from_slice(
+                format!(
+                    "{} {} {} {} {} ",
+                    key.size,
+                    key.mtime_ns,
+                    key.ctime_ns,
+                    key.inode,
+                    hex::encode(digest)
+                )
+                .as_bytes(),
+            );
+            text.extend_from_slice(path.as_os_str().as_bytes());
+            text.push(b'\n');
         }
         let parent = self.file.parent().unwrap_or(Path::new("."));
         fs_err::create_dir_all(parent)?;
@@ -367,7 +378,7 @@ fn tree_digest(
     for entry in selected {
         let path = root.join(&entry.path);
         let meta = &entry.meta;
-        hasher.update(entry.path.as_bytes());
+        hasher.update(entry.path.as_os_str().as_bytes());
         hasher.update([0]);
         hasher.update(meta.mode().to_le_bytes());
         if meta.file_type().is_symlink() {
@@ -409,7 +420,7 @@ mod tests {
             tree_digest(context.path(), &selected, &mut cache).unwrap(),
             first
         );
-        cache.entries.get_mut("a").unwrap().1 = [7; 32];
+        cache.entries.get_mut(Path::new("a")).unwrap().1 = [7; 32];
         assert_ne!(
             tree_digest(context.path(), &selected, &mut cache).unwrap(),
             first
@@ -464,6 +475,36 @@ mod tests {
         fs_err::write(context.path().join("d"), "d").unwrap();
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache).as_deref(), Some("d"), "d is new");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_count_as_their_bytes() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = |bytes: &[u8]| PathBuf::from(OsStr::from_bytes(bytes));
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        fs_err::write(context.path().join(name(b"a\xff")), "same").unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        assert_eq!(selected[0].path, name(b"a\xff"));
+        let before = tree_digest(context.path(), &selected, &mut cache).unwrap();
+        cache.save(&selected).unwrap();
+
+        // The cache file keeps the name's bytes: it loads back under the same name.
+        let cache = ChecksumCache::load(store.path(), context.path());
+        assert_eq!(cache.entries.keys().collect::<Vec<_>>(), [&name(b"a\xff")]);
+
+        // `a\xfe` reads as `a\u{fffd}` too when converted lossily; its digest differs.
+        fs_err::rename(
+            context.path().join(name(b"a\xff")),
+            context.path().join(name(b"a\xfe")),
+        )
+        .unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        let after = tree_digest(context.path(), &selected, &mut cache).unwrap();
+        assert_ne!(after, before);
+        assert_eq!(cache.first_change(&selected).as_deref(), Some("a\u{fffd}"));
     }
 
     #[test]

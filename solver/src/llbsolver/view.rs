@@ -130,6 +130,7 @@ pub fn export_local(
         crate::fileop::copy_with(
             &points[0],
             dest,
+            crate::fileop::CopyPaths::of(&action),
             &action,
             None,
             crate::fileop::DeviceNodes::Skip,
