@@ -11,7 +11,8 @@
 //!   and the context's exclude patterns ([`parse_dockerignore`]). Base images are looked up
 //!   through the [`ImageMetaResolver`] trait, which this crate owns and `cli` implements with
 //!   the registry client and the content store: it returns the manifest digest (to pin
-//!   `docker-image://...@sha256:`) and the image configuration. `ADD` of git URLs
+//!   `docker-image://...@sha256:`) and the image configuration; tests use the in-memory
+//!   `testing::FakeResolver` instead (the `testing` feature). `ADD` of git URLs
 //!   (`https://host/repo.git#ref:subdir`, `git@host:repo`, `git://`, with `?ref=`/`?tag=`/
 //!   `?branch=`/`?checksum=`/`?keep-git-dir=` queries) becomes a git source with BuildKit's
 //!   attributes; symbolic `--chmod` (`u+x,g=r`) becomes the copy's `modeStr`;
@@ -122,6 +123,8 @@ mod mount;
 mod parser;
 mod quote;
 mod shell;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use convert::{
     ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted, DEFAULT_PATH,

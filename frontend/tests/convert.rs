@@ -2,35 +2,24 @@
 
 use std::collections::BTreeMap;
 
-use kiln_frontend::{ConvertOptions, Converted, ImageMetaResolver, ResolvedImage, convert};
+use kiln_frontend::testing::FakeResolver;
+use kiln_frontend::{ConvertOptions, Converted, convert};
 use kiln_llb::pb::op::Op;
 use kiln_llb::{LoadedDefinition, pb, prost::Message as _};
 
 const DIGEST: &str = "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
 
-/// Serves one made-up image configuration for every reference.
-struct Fake(&'static str);
-
-impl ImageMetaResolver for Fake {
-    fn resolve(
-        &self,
-        reference: &str,
-        _platform: &pb::Platform,
-    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        if reference.contains("missing") {
-            return Err("manifest unknown".into());
-        }
-        Ok(ResolvedImage {
-            digest: DIGEST.to_owned(),
-            config: self.0.as_bytes().to_vec(),
-        })
-    }
+/// Serves `config` for every reference but `missing`.
+fn resolver(config: &str) -> FakeResolver {
+    FakeResolver::default()
+        .fallback(DIGEST, config)
+        .unknown("missing")
 }
 
 const BASE: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin","HOME=/root"],"WorkingDir":"/srv","User":"app","Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]},"history":[{"created_by":"base"}]}"#;
 
 fn run(dockerfile: &str, options: &ConvertOptions) -> Result<Converted, String> {
-    convert(dockerfile.as_bytes(), options, &Fake(BASE)).map_err(|e| e.to_string())
+    convert(dockerfile.as_bytes(), options, &resolver(BASE)).map_err(|e| e.to_string())
 }
 
 fn ok(dockerfile: &str) -> Converted {
@@ -397,7 +386,7 @@ fn onbuild_triggers_of_the_base_image_run_first() {
     let c = convert(
         b"FROM parent\nRUN echo mine\n",
         &ConvertOptions::default(),
-        &Fake(base),
+        &resolver(base),
     )
     .unwrap();
     let args: Vec<String> = execs(&c)

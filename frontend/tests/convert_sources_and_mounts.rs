@@ -6,30 +6,26 @@
 
 use std::collections::BTreeMap;
 
-use kiln_frontend::{ConvertOptions, Converted, ImageMetaResolver, ResolvedImage, convert};
+use kiln_frontend::testing::FakeResolver;
+use kiln_frontend::{ConvertOptions, Converted, convert};
 use kiln_llb::pb::op::Op;
 use kiln_llb::{LoadedDefinition, pb, prost::Message as _};
 
 const DIGEST: &str = "sha256:d52f2e085b43a66eac685128644e8bf54be9a108b5ec88453584b34039ae7f89";
 const BASE: &str = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]}}"#;
 
-struct Fake;
-
-impl ImageMetaResolver for Fake {
-    fn resolve(
-        &self,
-        _reference: &str,
-        _platform: &pb::Platform,
-    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ResolvedImage {
-            digest: DIGEST.to_owned(),
-            config: BASE.as_bytes().to_vec(),
-        })
-    }
+/// Serves `BASE` for every reference.
+fn resolver() -> FakeResolver {
+    FakeResolver::default().fallback(DIGEST, BASE)
 }
 
 fn run(dockerfile: &str) -> Result<Converted, String> {
-    convert(dockerfile.as_bytes(), &ConvertOptions::default(), &Fake).map_err(|e| e.to_string())
+    convert(
+        dockerfile.as_bytes(),
+        &ConvertOptions::default(),
+        &resolver(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn ops(c: &Converted) -> Vec<pb::Op> {
@@ -408,9 +404,9 @@ fn context_source_is_unique_per_conversion() {
         local_unique: Some("fixed".into()),
         ..ConvertOptions::default()
     };
-    let c = convert(dockerfile.as_bytes(), &options, &Fake).unwrap();
+    let c = convert(dockerfile.as_bytes(), &options, &resolver()).unwrap();
     assert_eq!(unique(&c), "fixed");
-    let again = convert(dockerfile.as_bytes(), &options, &Fake).unwrap();
+    let again = convert(dockerfile.as_bytes(), &options, &resolver()).unwrap();
     assert_eq!(c.definition.def, again.definition.def);
 }
 

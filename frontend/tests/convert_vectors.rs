@@ -11,38 +11,29 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_frontend::{ConvertOptions, ImageMetaResolver, ResolvedImage, convert};
+use kiln_frontend::testing::FakeResolver;
+use kiln_frontend::{ConvertOptions, convert};
 use kiln_llb::prost::Message as _;
 use kiln_llb::{marshal_op, pb};
 
-/// Serves the busybox test image for every reference.
-struct Busybox;
+/// The image every vector is built on (BuildKit's test registry).
+const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
 
-impl ImageMetaResolver for Busybox {
-    fn resolve(
-        &self,
-        reference: &str,
-        _platform: &pb::Platform,
-    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        if !reference.contains("busybox") {
-            return Err(format!("{reference}: not found").into());
-        }
-        let layout = kiln_testdata::busybox_layout();
-        let manifest_digest = kiln_testdata::BUSYBOX_MANIFEST_DIGEST;
-        let blob = |d: &str| {
-            fs_err::read(
-                layout
-                    .join("blobs/sha256")
-                    .join(d.trim_start_matches("sha256:")),
-            )
-        };
-        let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)?)?;
-        let config = manifest["config"]["digest"].as_str().ok_or("no config")?;
-        Ok(ResolvedImage {
-            digest: manifest_digest.to_owned(),
-            config: blob(config)?,
-        })
-    }
+/// Serves the busybox test image as `BUSYBOX`.
+fn busybox() -> FakeResolver {
+    let layout = kiln_testdata::busybox_layout();
+    let blob = |digest: &str| {
+        fs_err::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest_digest = kiln_testdata::BUSYBOX_MANIFEST_DIGEST;
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    FakeResolver::default().image(BUSYBOX, manifest_digest, blob(config))
 }
 
 /// The ops of a Definition with `local.unique` removed, re-digested; returns the JSON dump of
@@ -139,6 +130,7 @@ fn vectors_match_buildkit() {
     let mut config_equal = Vec::new();
     let mut report = String::new();
     let vectors = kiln_testdata::llb_vectors();
+    let resolver = busybox();
     for dir in &vectors {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let dockerfile = fs_err::read(dir.join("Dockerfile")).unwrap();
@@ -149,7 +141,7 @@ fn vectors_match_buildkit() {
             local_unique: local_unique_of(&expected),
             ..ConvertOptions::default()
         };
-        let converted = match convert(&dockerfile, &options, &Busybox) {
+        let converted = match convert(&dockerfile, &options, &resolver) {
             Ok(c) => c,
             Err(e) => {
                 report.push_str(&format!("{name}: conversion failed: {e}\n"));

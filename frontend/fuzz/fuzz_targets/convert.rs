@@ -6,27 +6,13 @@
 
 #![no_main]
 
-use kiln_frontend::{ConvertOptions, ImageMetaResolver, ResolvedImage, convert};
-use kiln_llb::pb;
+use kiln_frontend::testing::FakeResolver;
+use kiln_frontend::{ConvertOptions, convert};
 use libfuzzer_sys::fuzz_target;
-
-/// Every image is an empty `{}` configuration.
-struct EmptyImages;
-
-impl ImageMetaResolver for EmptyImages {
-    fn resolve(
-        &self,
-        _reference: &str,
-        _platform: &pb::Platform,
-    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ResolvedImage {
-            digest: String::new(),
-            config: b"{}".to_vec(),
-        })
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let options = ConvertOptions::default();
-    let _ = convert(data, &options, &EmptyImages);
+    // Every image is an empty `{}` configuration.
+    let images = FakeResolver::default().fallback("", "{}");
+    let _ = convert(data, &options, &images);
 });

@@ -1,0 +1,321 @@
+//! Step 5 of the conversion: dispatching the needed stages of a [`Plan`] in file order. Each
+//! stage starts from its base (`Plan::initial`: a dispatched stage, scratch, or an image with
+//! its configuration's defaults) and each instruction, through `Step::dispatch`, extends the
+//! stage's LLB state and image configuration. What every instruction shares (expansion against
+//! the stage environment, op names with the `[stage n/total]` counter, history entries, the
+//! shell form) goes here; the instructions themselves go in `config`, `run` and `copy`.
+
+use std::collections::BTreeSet;
+
+use kiln_llb::{State, image_for, scratch};
+
+use super::copy::CopyParams;
+use super::plan::{Base, Plan, StagePlan};
+use super::{
+    COMMAND_KEY, ConvertError, ConvertErrorKind, DEFAULT_PATH, HISTORY_COMMENT, History,
+    ImageConfig, at, set_env,
+};
+use crate::dockerignore::clean_path;
+use crate::error::Location;
+use crate::instructions::{Command, CommandKind};
+
+/// A dispatched stage.
+#[derive(Debug, Clone)]
+pub(super) struct Dispatched {
+    pub(super) state: State,
+    pub(super) image: ImageConfig,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) cwd: String,
+    pub(super) build_args: Vec<(String, Option<String>)>,
+    pub(super) cmd_index: usize,
+    pub(super) cmd_set: bool,
+}
+
+pub(super) struct DispatchResult {
+    pub(super) stages: Vec<Dispatched>,
+    pub(super) context_paths: BTreeSet<String>,
+}
+
+impl Plan<'_> {
+    /// Dispatches every needed stage with `context` as the build context.
+    pub(super) fn dispatch(&self, context: &State) -> Result<DispatchResult, ConvertError> {
+        let reachable = self.reachable();
+        let mut done: Vec<Option<Dispatched>> = vec![None; self.stages.len()];
+        let mut context_paths = BTreeSet::new();
+        // Sources that are images come first: they are ready before any stage.
+        for &i in &reachable {
+            let plan = &self.stages[i];
+            if plan.source_only {
+                let mut d = self.initial(i, &done)?;
+                d.cmd_index = 0;
+                done[i] = Some(d);
+            }
+        }
+        for i in 0..self.stages.len() {
+            if !reachable.contains(&i) || self.stages[i].source_only {
+                continue;
+            }
+            let mut d = self.initial(i, &done)?;
+            let plan = &self.stages[i];
+            let commands: Vec<(&Command, bool)> = plan
+                .onbuild
+                .iter()
+                .map(|c| (c, true))
+                .chain(plan.stage.commands.iter().map(|c| (c, false)))
+                .collect();
+            for (n, (cmd, onbuild)) in commands.into_iter().enumerate() {
+                let sources = plan.sources.get(n).cloned().unwrap_or_default();
+                let mut step = Step {
+                    plan: self,
+                    stage: plan,
+                    d: &mut d,
+                    done: &done,
+                    context,
+                    context_paths: &mut context_paths,
+                    onbuild,
+                };
+                step.dispatch(cmd, &sources)?;
+            }
+            done[i] = Some(d);
+        }
+        Ok(DispatchResult {
+            stages: done
+                .into_iter()
+                .map(|d| {
+                    d.unwrap_or_else(|| Dispatched {
+                        state: scratch(),
+                        image: ImageConfig::default(),
+                        env: Vec::new(),
+                        cwd: "/".to_owned(),
+                        build_args: Vec::new(),
+                        cmd_index: 0,
+                        cmd_set: false,
+                    })
+                })
+                .collect(),
+            context_paths,
+        })
+    }
+
+    /// The state a stage starts from: its base, with the base image's defaults applied.
+    fn initial(&self, i: usize, done: &[Option<Dispatched>]) -> Result<Dispatched, ConvertError> {
+        let plan = &self.stages[i];
+        let platform = self.options.platform.clone();
+        let mut d = match &plan.base {
+            Base::Stage(j) => {
+                let mut d = done[*j].clone().expect("a base stage is dispatched first");
+                d.image.config.on_build.clear();
+                d.cmd_index = 0;
+                d.cmd_set = false;
+                return Ok(d);
+            }
+            Base::Scratch => Dispatched {
+                state: scratch().platform(platform.clone()),
+                image: ImageConfig::empty(&platform.os, &platform.architecture),
+                env: Vec::new(),
+                cwd: "/".to_owned(),
+                build_args: Vec::new(),
+                cmd_index: 0,
+                cmd_set: false,
+            },
+            Base::Image(_) => {
+                let (pinned, mut config) =
+                    plan.resolved.clone().expect("needed images are resolved");
+                // The triggers run in this stage (see `resolve`); they do not carry over.
+                if !plan.source_only {
+                    config.config.on_build.clear();
+                }
+                let empty = config.rootfs.diff_ids.is_empty()
+                    && config.history.iter().all(|h| h.empty_layer);
+                let mut d = Dispatched {
+                    state: scratch().platform(platform.clone()),
+                    image: config,
+                    env: Vec::new(),
+                    cwd: "/".to_owned(),
+                    build_args: Vec::new(),
+                    cmd_index: 0,
+                    cmd_set: false,
+                };
+                if !empty {
+                    let name = d.prefix(plan, &format!("FROM {pinned}"));
+                    let command = plan.stage.source_code.clone();
+                    d.state = image_for(&pinned, platform.clone()).with_metadata(|m| {
+                        m.description.insert(COMMAND_KEY.to_owned(), command);
+                        m.description.insert(kiln_llb::CUSTOM_NAME.to_owned(), name);
+                    });
+                }
+                d
+            }
+        };
+        if !d.image.config.env.iter().any(|e| e.starts_with("PATH=")) {
+            d.image.config.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        for entry in d.image.config.env.clone() {
+            let (k, v) = entry.split_once('=').unwrap_or((&entry, ""));
+            d.state = d.state.env(k, v);
+            set_env(&mut d.env, k, v);
+        }
+        if !d.image.config.working_dir.is_empty() {
+            let wd = normalize_workdir("/", &d.image.config.working_dir.clone());
+            d.image.config.working_dir = wd.clone();
+            d.state = d.state.cwd(&wd);
+            d.cwd = wd;
+        }
+        if !d.image.config.user.is_empty() {
+            d.state = d.state.user(&d.image.config.user.clone());
+        }
+        Ok(d)
+    }
+}
+
+impl Dispatched {
+    /// `[name n/total] text` as BuildKit names ops in progress output.
+    pub(super) fn prefix(&mut self, plan: &StagePlan, text: &str) -> String {
+        if plan.total == 0 {
+            return text.to_owned();
+        }
+        let mut out = "[".to_owned();
+        if !plan.display_name.is_empty() {
+            out.push_str(&plan.display_name);
+            out.push(' ');
+        }
+        self.cmd_index += 1;
+        let width = plan.total.to_string().len();
+        out.push_str(&format!(
+            "{:>width$}/{}] ",
+            self.cmd_index,
+            plan.total,
+            width = width
+        ));
+        out + text
+    }
+
+    pub(super) fn history(&mut self, created_by: String, layer: bool) {
+        self.image.history.push(History {
+            created_by: Some(created_by),
+            comment: Some(HISTORY_COMMENT.to_owned()),
+            empty_layer: !layer,
+            ..History::default()
+        });
+    }
+}
+
+/// Go's `system.NormalizeWorkdir` on Linux: `requested` relative to `current`, cleaned.
+pub(super) fn normalize_workdir(current: &str, requested: &str) -> String {
+    let current = if current.is_empty() { "/" } else { current };
+    if requested.starts_with('/') {
+        clean_path(requested)
+    } else {
+        clean_path(&format!("/{current}/{requested}"))
+    }
+}
+
+/// Dispatching one instruction of one stage.
+pub(super) struct Step<'p, 'd> {
+    pub(super) plan: &'p Plan<'p>,
+    pub(super) stage: &'p StagePlan,
+    pub(super) d: &'d mut Dispatched,
+    pub(super) done: &'d [Option<Dispatched>],
+    pub(super) context: &'d State,
+    pub(super) context_paths: &'d mut BTreeSet<String>,
+    pub(super) onbuild: bool,
+}
+
+impl Step<'_, '_> {
+    pub(super) fn expand(&self, word: &str, location: &Location) -> Result<String, ConvertError> {
+        self.plan
+            .lexer
+            .process_word(word, &self.d.env)
+            .map_err(|e| at(location, e))
+    }
+
+    /// The op name of an instruction as BuildKit shows it.
+    pub(super) fn op_name(&mut self, code: &str, raw: bool) -> String {
+        let lexer = if raw {
+            (*self.plan.lexer).raw_quotes(true).skip_unset_env(true)
+        } else {
+            *self.plan.lexer
+        };
+        let text = lexer
+            .process_word(code, &self.d.env)
+            .unwrap_or_else(|_| code.to_owned());
+        let text = match text.split_once(' ') {
+            Some((first, rest)) => format!("{} {rest}", first.to_uppercase()),
+            None => text.to_uppercase(),
+        };
+        let text = if self.onbuild {
+            format!("ONBUILD {text}")
+        } else {
+            text
+        };
+        // `ONBUILD` goes after the counter: `[stage 1/2] ONBUILD RUN ...`.
+        self.d.prefix(self.stage, &text)
+    }
+
+    pub(super) fn with_shell(&self, args: &[String]) -> Vec<String> {
+        let mut shell = if self.d.image.config.shell.is_empty() {
+            vec!["/bin/sh".to_owned(), "-c".to_owned()]
+        } else {
+            self.d.image.config.shell.clone()
+        };
+        shell.push(args.join(" "));
+        shell
+    }
+
+    pub(super) fn source_state(
+        &self,
+        index: usize,
+        location: &Location,
+        from: &str,
+        mount: Option<&str>,
+    ) -> Result<State, ConvertError> {
+        match &self.done[index] {
+            Some(d) => Ok(d.state.clone()),
+            None => Err(at(
+                location,
+                match mount {
+                    Some(target) => ConvertErrorKind::MountFromLaterStage {
+                        from: from.to_owned(),
+                        target: target.to_owned(),
+                    },
+                    None => ConvertErrorKind::CopyFromLaterStage {
+                        from: from.to_owned(),
+                        stage: self.stage.display_name.clone(),
+                    },
+                },
+            )),
+        }
+    }
+
+    /// Dispatches one instruction, as BuildKit's `dispatch` does: each kind has its method (`RUN`
+    /// in `run`, `COPY` and `ADD` in `copy`, the others in `config`).
+    fn dispatch(&mut self, cmd: &Command, sources: &[Option<usize>]) -> Result<(), ConvertError> {
+        let loc = &cmd.location;
+        match &cmd.kind {
+            CommandKind::Env(pairs) => self.dispatch_env(pairs, loc)?,
+            CommandKind::Label(pairs) => self.dispatch_label(pairs, loc)?,
+            CommandKind::Maintainer(m) => self.dispatch_maintainer(m, loc)?,
+            CommandKind::Onbuild(expression) => self.dispatch_onbuild(expression),
+            CommandKind::Workdir(path) => self.dispatch_workdir(cmd, path)?,
+            CommandKind::User(user) => self.dispatch_user(user, loc)?,
+            CommandKind::Volume(volumes) => self.dispatch_volume(volumes, loc)?,
+            CommandKind::StopSignal(signal) => self.dispatch_stop_signal(signal, loc)?,
+            CommandKind::Shell(shell) => self.dispatch_shell(shell),
+            CommandKind::Expose(ports) => self.dispatch_expose(ports, loc)?,
+            CommandKind::Cmd(line) => self.dispatch_cmd(line),
+            CommandKind::Entrypoint(line) => self.dispatch_entrypoint(line),
+            CommandKind::Healthcheck(h) => self.dispatch_healthcheck(h),
+            CommandKind::Arg(args) => self.dispatch_arg(args, loc)?,
+            CommandKind::Run(run) => self.dispatch_run(cmd, run, sources)?,
+            CommandKind::Copy(copy) => {
+                let source = match sources.first().copied().flatten() {
+                    Some(i) => Some(self.source_state(i, loc, &copy.from, None)?),
+                    None => None,
+                };
+                self.dispatch_copy(cmd, &CopyParams::from_copy(copy), source)?;
+            }
+            CommandKind::Add(add) => self.dispatch_copy(cmd, &CopyParams::from_add(add), None)?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,504 @@
+//! Steps 1 to 4 of the conversion: the [`Plan`] of the build before any op is made. It expands
+//! the meta arguments and each `FROM`, finds the target stage, links stages through
+//! `COPY --from` and `RUN --mount=from=` (adding the images these name as source-only
+//! entries), rejects loops, resolves the base images of the needed stages through the
+//! [`ImageMetaResolver`] and adds their `ONBUILD` triggers. What decides which stages and
+//! images a build needs, and in which order, goes here.
+
+use std::collections::BTreeSet;
+
+use kiln_llb::{normalize_image_ref, pb};
+
+use super::{
+    ConvertError, ConvertErrorKind, ConvertOptions, ImageConfig, ImageMetaResolver, at,
+    build_error, set_env, unsupported,
+};
+use crate::error::Location;
+use crate::instructions::{ArgDefinition, Command, CommandKind, Stage};
+use crate::parser::Parser;
+use crate::shell::Lexer;
+
+/// What a stage is built on.
+#[derive(Debug, Clone)]
+pub(super) enum Base {
+    Scratch,
+    Stage(usize),
+    Image(String),
+}
+
+/// One stage (or an image named by `COPY --from`/`--mount=from=`) before dispatching.
+#[derive(Debug, Clone)]
+pub(super) struct StagePlan {
+    /// The stage's name in progress output (`stage-N` when unnamed, empty for a lone stage).
+    pub(super) display_name: String,
+    /// The name to find it by (`AS name`), empty when unnamed or an image.
+    pub(super) name: String,
+    pub(super) stage: Stage,
+    pub(super) base: Base,
+    /// Stages this one copies or mounts from, with the instruction doing it.
+    pub(super) deps: Vec<usize>,
+    /// `ONBUILD` triggers of the base, run first.
+    pub(super) onbuild: Vec<Command>,
+    /// The source per instruction: `COPY --from`, and each `RUN --mount` with `from=`.
+    pub(super) sources: Vec<Vec<Option<usize>>>,
+    /// The resolved base image: normalised reference with digest, and configuration.
+    pub(super) resolved: Option<(String, ImageConfig)>,
+    /// Counted commands (progress `[n/total]`).
+    pub(super) total: usize,
+    /// An image used only as a source, not a `FROM` stage.
+    pub(super) source_only: bool,
+}
+
+pub(super) struct Plan<'a> {
+    pub(super) options: &'a ConvertOptions,
+    pub(super) lexer: &'a Lexer,
+    pub(super) resolver: &'a dyn ImageMetaResolver,
+    pub(super) global_args: Vec<(String, String)>,
+    pub(super) stages: Vec<StagePlan>,
+    pub(super) target: usize,
+}
+
+fn platform_string(p: &pb::Platform) -> String {
+    let mut s = format!("{}/{}", p.os, p.architecture);
+    if !p.variant.is_empty() {
+        s.push('/');
+        s.push_str(&p.variant);
+    }
+    s
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn new(
+        options: &'a ConvertOptions,
+        lexer: &'a Lexer,
+        stages: Vec<Stage>,
+        meta_args: &[ArgDefinition],
+        resolver: &'a dyn ImageMetaResolver,
+    ) -> Result<Self, ConvertError> {
+        let p = &options.platform;
+        let target_name = match &options.target {
+            Some(t) => t.clone(),
+            None => stages.last().map(|s| s.name.clone()).unwrap_or_default(),
+        };
+        let mut global_args: Vec<(String, String)> = Vec::new();
+        let predefined = [
+            ("BUILDPLATFORM", platform_string(p)),
+            ("BUILDOS", p.os.clone()),
+            ("BUILDOSVERSION", p.os_version.clone()),
+            ("BUILDARCH", p.architecture.clone()),
+            ("BUILDVARIANT", p.variant.clone()),
+            ("TARGETPLATFORM", platform_string(p)),
+            ("TARGETOS", p.os.clone()),
+            ("TARGETOSVERSION", p.os_version.clone()),
+            ("TARGETARCH", p.architecture.clone()),
+            ("TARGETVARIANT", p.variant.clone()),
+            (
+                "TARGETSTAGE",
+                if target_name.is_empty() {
+                    "default".to_owned()
+                } else {
+                    target_name
+                },
+            ),
+        ];
+        for (k, v) in predefined {
+            let v = options.build_args.get(k).cloned().unwrap_or(v);
+            set_env(&mut global_args, k, &v);
+        }
+        // Meta arguments: build arguments override defaults; defaults see earlier arguments.
+        for arg in meta_args {
+            let value = match options.build_args.get(&arg.key) {
+                Some(v) => Some(v.clone()),
+                None => match &arg.value {
+                    Some(v) => Some(
+                        lexer
+                            .process_word(v, &global_args)
+                            .map_err(|e| build_error(e.into()))?,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                set_env(&mut global_args, &arg.key, &v);
+            }
+        }
+
+        let count = stages.len();
+        let mut plans: Vec<StagePlan> = Vec::with_capacity(count);
+        for (i, mut stage) in stages.into_iter().enumerate() {
+            let base_name = lexer
+                .process_word(&stage.base_name, &global_args)
+                .map_err(|e| at(&stage.location, e))?;
+            if base_name.is_empty() {
+                return Err(at(
+                    &stage.location,
+                    ConvertErrorKind::BlankBaseName {
+                        base: stage.base_name.clone(),
+                    },
+                ));
+            }
+            let base = if base_name.eq_ignore_ascii_case("scratch") {
+                Base::Scratch
+            } else if let Some(j) = plans
+                .iter()
+                .position(|s| !s.name.is_empty() && s.name.eq_ignore_ascii_case(&base_name))
+            {
+                Base::Stage(j)
+            } else {
+                Base::Image(base_name.clone())
+            };
+            stage.base_name = base_name;
+            if !stage.platform.is_empty() {
+                let platform = lexer
+                    .process_word(&stage.platform, &global_args)
+                    .map_err(|e| at(&stage.location, e))?;
+                let wanted = platform_string(&options.platform);
+                if platform != wanted && platform != format!("{wanted}/") {
+                    return Err(unsupported(
+                        &stage.location,
+                        &format!("FROM --platform={platform} (only {wanted} is built)"),
+                    ));
+                }
+            }
+            let mut total = usize::from(matches!(base, Base::Image(_)));
+            total += stage
+                .commands
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.kind,
+                        CommandKind::Add(_)
+                            | CommandKind::Copy(_)
+                            | CommandKind::Run(_)
+                            | CommandKind::Workdir(_)
+                    )
+                })
+                .count();
+            let display_name = if stage.name.is_empty() {
+                format!("stage-{i}")
+            } else {
+                stage.name.clone()
+            };
+            plans.push(StagePlan {
+                display_name,
+                name: stage.name.clone(),
+                stage,
+                base,
+                deps: Vec::new(),
+                onbuild: Vec::new(),
+                sources: Vec::new(),
+                resolved: None,
+                total,
+                source_only: false,
+            });
+        }
+
+        let target = match &options.target {
+            None => count - 1,
+            Some(t) => plans[..count]
+                .iter()
+                .position(|s| !s.name.is_empty() && s.name.eq_ignore_ascii_case(t))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = plans
+                        .iter()
+                        .filter(|s| !s.name.is_empty())
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    build_error(ConvertErrorKind::TargetNotFound {
+                        target: t.clone(),
+                        suggest: crate::flags::suggest(t, &names, true),
+                    })
+                })?,
+        };
+
+        let mut plan = Plan {
+            options,
+            lexer,
+            resolver,
+            global_args,
+            stages: plans,
+            target,
+        };
+        for i in 0..count {
+            let commands = plan.stages[i].stage.commands.clone();
+            let mut sources = Vec::with_capacity(commands.len());
+            for cmd in &commands {
+                let s = plan.command_sources(cmd)?;
+                for j in s.iter().flatten() {
+                    if !plan.stages[i].deps.contains(j) {
+                        plan.stages[i].deps.push(*j);
+                    }
+                }
+                sources.push(s);
+            }
+            plan.stages[i].sources = sources;
+        }
+        plan.check_cycles()?;
+        if plan.stages.len() == 1 {
+            plan.stages[0].display_name.clear();
+        }
+        Ok(plan)
+    }
+
+    /// The stages (or images) `cmd` reads from, by position among its sources.
+    fn command_sources(&mut self, cmd: &Command) -> Result<Vec<Option<usize>>, ConvertError> {
+        match &cmd.kind {
+            CommandKind::Copy(copy) if !copy.from.is_empty() => {
+                let expanded = self
+                    .lexer
+                    .process_word(&copy.from, &crate::shell::EmptyEnv)
+                    .map_err(|e| at(&cmd.location, e))?;
+                if expanded != copy.from {
+                    return Err(at(&cmd.location, ConvertErrorKind::FromVariable));
+                }
+                Ok(vec![Some(self.source_by_name(
+                    &copy.from,
+                    &cmd.location,
+                    true,
+                )?)])
+            }
+            CommandKind::Run(run) => {
+                let mut out = Vec::new();
+                for spec in &run.mount_specs {
+                    let mut literal = |s: &str| Ok(s.to_owned());
+                    let from = crate::mount::parse_mount(spec, Some(&mut literal))
+                        .map(|m| m.from)
+                        .unwrap_or_default();
+                    if from.is_empty() {
+                        out.push(None);
+                    } else {
+                        out.push(Some(self.source_by_name(&from, &cmd.location, false)?));
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn source_by_name(
+        &mut self,
+        name: &str,
+        location: &Location,
+        allow_index: bool,
+    ) -> Result<usize, ConvertError> {
+        if allow_index {
+            if let Ok(index) = name.parse::<i64>() {
+                let count = self.stages.iter().filter(|s| !s.source_only).count();
+                return usize::try_from(index)
+                    .ok()
+                    .filter(|&i| i < count)
+                    .ok_or_else(|| at(location, ConvertErrorKind::InvalidStageIndex { index }));
+            }
+        }
+        if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| !s.name.is_empty() && s.name.eq_ignore_ascii_case(name))
+        {
+            return Ok(i);
+        }
+        if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| s.source_only && s.stage.base_name == name)
+        {
+            return Ok(i);
+        }
+        let base = if name.eq_ignore_ascii_case("scratch") {
+            Base::Scratch
+        } else {
+            Base::Image(name.to_owned())
+        };
+        self.stages.push(StagePlan {
+            display_name: String::new(),
+            name: String::new(),
+            stage: Stage {
+                name: String::new(),
+                base_name: name.to_owned(),
+                platform: String::new(),
+                orig_cmd: String::new(),
+                source_code: String::new(),
+                location: location.clone(),
+                comments: Vec::new(),
+                doc_comment: String::new(),
+                commands: Vec::new(),
+            },
+            base,
+            deps: Vec::new(),
+            onbuild: Vec::new(),
+            sources: Vec::new(),
+            resolved: None,
+            total: 0,
+            source_only: true,
+        });
+        Ok(self.stages.len() - 1)
+    }
+
+    fn edges(&self, i: usize) -> Vec<usize> {
+        let mut out = self.stages[i].deps.clone();
+        if let Base::Stage(j) = self.stages[i].base {
+            out.push(j);
+        }
+        out
+    }
+
+    fn check_cycles(&self) -> Result<(), ConvertError> {
+        // 0: unvisited, 1: on the current path, 2: done.
+        let mut mark = vec![0u8; self.stages.len()];
+        fn visit(plan: &Plan<'_>, i: usize, mark: &mut [u8]) -> Result<(), ConvertError> {
+            match mark[i] {
+                1 => {
+                    return Err(build_error(ConvertErrorKind::CircularDependency {
+                        stage: plan.stages[i].display_name.clone(),
+                    }));
+                }
+                2 => return Ok(()),
+                _ => {}
+            }
+            mark[i] = 1;
+            for j in plan.edges(i) {
+                visit(plan, j, mark)?;
+            }
+            mark[i] = 2;
+            Ok(())
+        }
+        for i in 0..self.stages.len() {
+            visit(self, i, &mut mark)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn reachable(&self) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![self.target];
+        while let Some(i) = todo.pop() {
+            if seen.insert(i) {
+                todo.extend(self.edges(i));
+            }
+        }
+        seen
+    }
+
+    /// Resolves the base images of the needed stages and adds `ONBUILD` triggers.
+    pub(super) fn resolve(&mut self) -> Result<(), ConvertError> {
+        let mut initialised = BTreeSet::new();
+        loop {
+            let reachable = self.reachable();
+            for &i in &reachable {
+                if let Base::Image(name) = &self.stages[i].base {
+                    if self.stages[i].resolved.is_none() {
+                        let resolved = self.resolve_image(name, &self.stages[i].stage.location)?;
+                        self.stages[i].resolved = Some(resolved);
+                    }
+                }
+            }
+            let mut new_deps = false;
+            for &i in &reachable {
+                if !initialised.insert(i) {
+                    continue;
+                }
+                let triggers: Vec<String> = match &self.stages[i].base {
+                    Base::Image(_) => self.stages[i]
+                        .resolved
+                        .as_ref()
+                        .map(|(_, c)| c.config.on_build.clone())
+                        .unwrap_or_default(),
+                    Base::Stage(j) => self.stages[*j]
+                        .stage
+                        .commands
+                        .iter()
+                        .filter_map(|c| match &c.kind {
+                            CommandKind::Onbuild(e) => Some(e.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    Base::Scratch => Vec::new(),
+                };
+                if triggers.is_empty() {
+                    continue;
+                }
+                let location = self.stages[i].stage.location.clone();
+                let mut commands = Vec::new();
+                let mut sources = Vec::new();
+                for trigger in &triggers {
+                    let parsed = Parser::new()
+                        .file_name(self.options.file_name.clone())
+                        .parse(trigger.as_bytes())?;
+                    let Some(mut node) = parsed.nodes.into_iter().next() else {
+                        continue;
+                    };
+                    // Errors of a trigger point at the `FROM` of the stage running it.
+                    node.start_line = location.start_line;
+                    node.end_line = location.end_line;
+                    node.source = location.source.clone();
+                    let crate::instructions::Instruction::Command(cmd) =
+                        crate::instructions::parse_instruction(&node, &self.options.file_name)?
+                    else {
+                        continue;
+                    };
+                    let s = self.command_sources(&cmd)?;
+                    for j in s.iter().flatten() {
+                        new_deps = true;
+                        if !self.stages[i].deps.contains(j) {
+                            self.stages[i].deps.push(*j);
+                        }
+                    }
+                    sources.push(s);
+                    commands.push(cmd);
+                }
+                // As in BuildKit, every trigger counts towards the progress total.
+                self.stages[i].total += commands.len();
+                self.stages[i].onbuild = commands;
+                let mut all = sources;
+                all.append(&mut self.stages[i].sources);
+                self.stages[i].sources = all;
+            }
+            if !new_deps {
+                break;
+            }
+            self.check_cycles()?;
+        }
+        Ok(())
+    }
+
+    fn resolve_image(
+        &self,
+        name: &str,
+        location: &Location,
+    ) -> Result<(String, ImageConfig), ConvertError> {
+        let normalized = normalize_image_ref(name);
+        let resolved = self
+            .resolver
+            .resolve(&normalized, &self.options.platform)
+            .map_err(|e| {
+                let mut message = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    message.push_str(": ");
+                    message.push_str(&s.to_string());
+                    source = s.source();
+                }
+                ConvertError::Resolve {
+                    location: Box::new(location.clone()),
+                    reference: name.to_owned(),
+                    message,
+                }
+            })?;
+        let mut config: ImageConfig = serde_json::from_slice(&resolved.config).map_err(|e| {
+            at(
+                location,
+                ConvertErrorKind::BadImageConfig {
+                    message: e.to_string(),
+                },
+            )
+        })?;
+        config.created = None;
+        let pinned = if resolved.digest.is_empty() || normalized.contains('@') {
+            normalized
+        } else {
+            format!("{normalized}@{}", resolved.digest)
+        };
+        Ok((pinned, config))
+    }
+}
