@@ -424,7 +424,7 @@ fn instructions_that_are_not_utf8_are_refused_not_altered() {
         (b"FROM busybox\nRUN echo \xff > /x\n", 2),
         (b"FROM scratch\nCOPY <<EOF /f\n\xe9t\xe9\nEOF\n", 3),
     ] {
-        let err = convert(dockerfile, &ConvertOptions::default(), &Fake(BASE)).unwrap_err();
+        let err = convert(dockerfile, &ConvertOptions::default(), &resolver(BASE)).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with(&format!("Dockerfile:{line}\n")), "{text}");
         assert!(
@@ -436,7 +436,7 @@ fn instructions_that_are_not_utf8_are_refused_not_altered() {
     convert(
         b"# caf\xe9\nFROM scratch\nCOPY a /\n",
         &ConvertOptions::default(),
-        &Fake(BASE),
+        &resolver(BASE),
     )
     .unwrap();
 }
