@@ -9,18 +9,20 @@
 //!    back to the host — all mounts below live and die with the container's mount namespace;
 //! 2. mount the root filesystem: a recursive bind of the directory onto itself, or overlayfs
 //!    (after `chdir` to the layers' common parent, so that the options name relative paths and
-//!    stay within one page even for 100+ layers, as containerd does);
+//!    stay within one page even for 100+ layers, as containerd does); in the sandbox it is
+//!    nodev, every submount of the directory included (`mount_setattr` with `AT_RECURSIVE`);
 //! 3. mount each [`Mount::Overlay`] on its own empty directory in the runner's state directory
 //!    (the same relative-path trick, still inside the container's mount namespace); then clone
 //!    every bind source's and overlay's mount tree (`open_tree`), detached;
 //! 4. `pivot_root(".", ".")` inside the new root and detach the old root;
 //! 5. /dev (a nodev tmpfs; the allowed device nodes are made in a scratch tmpfs on /proc and
-//!    bound in one by one, so that, with the nodev root, no other device file opens even
-//!    without a device cgroup, as on cgroup v2), devpts, shm, mqueue, fd links; /proc; /sys
-//!    read-only;
+//!    bound in one by one), devpts, shm, mqueue, fd links; /proc; /sys read-only;
 //! 6. /etc/hosts, /etc/resolv.conf, /etc/hostname and the extra mounts, attached from the
 //!    trees of step 3 (`move_mount`) — so their targets resolve inside the new root and a
-//!    symlink in the image cannot point a mount at the host;
+//!    symlink in the image cannot point a mount at the host. Each tree is made nodev in the
+//!    sandbox (read-only where asked), all its submounts included, before it is attached;
+//!    tmpfs mounts are nodev. With the nodev root and /dev, no device file but the allowed
+//!    ones opens anywhere, even without a device cgroup (as on cgroup v2);
 //! 7. the read-only root remount if asked; Docker's masked and read-only /proc and /sys paths;
 //! 8. hostname, loopback up (network `none`), the working directory, `umask 022`.
 
@@ -34,7 +36,7 @@ use nix::mount::MsFlags;
 
 use crate::error::{Error, Result};
 use crate::spec::{Mount, NetworkMode, Rootfs, Security, Spec};
-use crate::sys::Sys;
+use crate::sys::{MountAttributes, Sys};
 
 /// Paths the masked-path step hides (Docker's defaults, as runc applies them).
 pub(crate) const MASKED_PATHS: &[&str] = &[
@@ -101,11 +103,19 @@ pub(crate) enum Op {
     Chdir(CString),
     /// Clones the mount tree at a host path into descriptor slot `slot`, for a later [`Op::Bind`].
     OpenSource { slot: usize, path: CString },
-    /// Attaches the tree in `slot` at `target` (then remounts it read-only if asked).
+    /// Attaches the tree in `slot` at `target`, with `attributes` set on all of it first.
     Bind {
         slot: usize,
         target: CString,
-        readonly: bool,
+        attributes: MountAttributes,
+    },
+    /// Sets and clears mount attributes on the mount at `path` (and every mount below it if
+    /// `recursive`), its other flags left as they are.
+    SetAttributes {
+        path: CString,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
     },
     /// `chdir(root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
     PivotRoot(CString),
@@ -153,6 +163,7 @@ impl Op {
             Self::Chdir(path) => format!("chdir {}", s(path)),
             Self::OpenSource { path, .. } => format!("open mount source {}", s(path)),
             Self::Bind { target, .. } => format!("bind mount on {}", s(target)),
+            Self::SetAttributes { path, .. } => format!("set the mount attributes of {}", s(path)),
             Self::PivotRoot(root) => format!("pivot_root to {}", s(root)),
             Self::MkdirAll(path) => format!("create directory {}", s(path)),
             Self::Touch(path) => format!("create file {}", s(path)),
@@ -307,13 +318,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     ];
     let mut readonly_root = false;
     // Without a device cgroup (cgroup v2 takes eBPF), device files are kept from opening by
-    // `nodev` on the root filesystem and /dev; the allowed devices are bound into /dev from a
-    // scratch tmpfs below.
+    // `nodev` on every mount the process gets — the root filesystem, /dev, binds, overlays,
+    // tmpfs — but the allowed devices, bound into /dev from a scratch tmpfs below.
     let sandboxed = spec.security == Security::Sandbox;
-    let nodev = if sandboxed {
-        MsFlags::MS_NODEV
+    let (nodev, nodev_attribute) = if sandboxed {
+        (MsFlags::MS_NODEV, MountAttributes::MOUNT_ATTR_NODEV)
     } else {
-        MsFlags::empty()
+        (MsFlags::empty(), MountAttributes::empty())
     };
     let root = match &spec.rootfs {
         Rootfs::Dir { path, readonly } => {
@@ -332,13 +343,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 flags: MsFlags::MS_BIND | MsFlags::MS_REC,
                 data: None,
             });
+            // The directory's own submounts come along with it: nodev, all of them.
             if sandboxed {
-                ops.push(Op::Mount {
-                    source: None,
-                    target: path.clone(),
-                    fstype: None,
-                    flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
-                    data: None,
+                ops.push(Op::SetAttributes {
+                    path: path.clone(),
+                    set: nodev_attribute,
+                    clear: MountAttributes::empty(),
+                    recursive: true,
                 });
             }
             path
@@ -363,7 +374,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     };
 
     // Bind sources, opened on the host side of the pivot.
-    let mut binds: Vec<(usize, CString, bool, bool)> = Vec::new(); // slot, target, readonly, is_dir
+    let mut binds: Vec<(usize, CString, MountAttributes, bool)> = Vec::new(); // slot, target, attributes, is_dir
     let mut slots = 0;
     let mut add_bind = |ops: &mut Vec<Op>,
                         source: &Path,
@@ -376,7 +387,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             path: cpath("mount source", source)?,
         });
         let target = container_path("mount target", target)?;
-        binds.push((slots, cpath("mount target", &target)?, readonly, is_dir));
+        let readonly = if readonly {
+            MountAttributes::MOUNT_ATTR_RDONLY
+        } else {
+            MountAttributes::empty()
+        };
+        binds.push((
+            slots,
+            cpath("mount target", &target)?,
+            readonly | nodev_attribute,
+            is_dir,
+        ));
         slots += 1;
         Ok(())
     };
@@ -562,18 +583,18 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     // Generated /etc files and extra mounts, in spec order.
     let mut binds = binds.into_iter();
     for _ in 0..3 {
-        let (slot, target, readonly, _) = binds.next().expect("three /etc binds");
+        let (slot, target, attributes, _) = binds.next().expect("three /etc binds");
         ops.push(Op::Touch(target.clone()));
         ops.push(Op::Bind {
             slot,
             target,
-            readonly,
+            attributes,
         });
     }
     for entry in order {
         match entry {
             None => {
-                let (slot, target, readonly, is_dir) = binds.next().expect("one bind per mount");
+                let (slot, target, attributes, is_dir) = binds.next().expect("one bind per mount");
                 ops.push(if is_dir {
                     Op::MkdirAll(target.clone())
                 } else {
@@ -582,7 +603,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 ops.push(Op::Bind {
                     slot,
                     target,
-                    readonly,
+                    attributes,
                 });
             }
             Some(index) => {
@@ -716,15 +737,21 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
         Op::Bind {
             slot,
             target,
-            readonly,
+            attributes,
         } => {
-            // Read-only before it is attached, submounts included: a bind of a directory
-            // holding mounts must not leave writable ones inside.
-            if *readonly {
-                sys.readonly_tree(slots[*slot])?;
+            // Read-only and nodev before it is attached, submounts included: a bind of a
+            // directory holding mounts must not leave writable ones or device files inside.
+            if !attributes.is_empty() {
+                sys.set_tree_attributes(slots[*slot], *attributes)?;
             }
             sys.attach_tree(slots[*slot], target)
         }
+        Op::SetAttributes {
+            path,
+            set,
+            clear,
+            recursive,
+        } => sys.set_mount_attributes(path, *set, *clear, *recursive),
         Op::PivotRoot(root) => {
             sys.chdir(root)?;
             sys.pivot_root(dot, dot)?;
@@ -892,7 +919,8 @@ mod tests {
         run(&spec, &mut fake).unwrap();
         let calls = &fake.calls;
         assert_eq!(calls[2], "mount /r /r - MS_BIND | MS_REC -");
-        assert_eq!(calls[3], "mount - /r - MS_NODEV | MS_REMOUNT | MS_BIND -");
+        // nodev on the root directory and every mount below it, its other flags left alone.
+        assert_eq!(calls[3], "mount_setattr /r AT_RECURSIVE MOUNT_ATTR_NODEV");
         for line in [
             "mount tmpfs /dev tmpfs MS_NOSUID | MS_NODEV | MS_STRICTATIME mode=755,size=65536k",
             "mknod /proc/null 666 1:3",
@@ -903,9 +931,10 @@ mod tests {
             "mount sysfs /sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             "mount /dev/null /proc/kcore - MS_BIND -",
             "mount tmpfs /proc/acpi tmpfs MS_RDONLY -",
-            "mount /proc/sys /proc/sys - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
             "create /etc/hosts 644",
             "move_mount 101 /etc/hosts",
+            "mount tmpfs /dev/shm tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=1777,size=65536k",
+            "mount mqueue /dev/mqueue mqueue MS_NOSUID | MS_NODEV | MS_NOEXEC -",
             "sethostname kiln",
             "loopback up",
         ] {
@@ -917,6 +946,22 @@ mod tests {
                 .any(|c| c.starts_with("mount tmpfs /proc/asound"))
         );
         assert!(!calls.iter().any(|c| c.contains("/proc/bus - MS_RDONLY")));
+        position(
+            calls,
+            "mount /proc/sys /proc/sys - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+        );
+        // Every bound tree is nodev before it is attached.
+        for (fd, target) in [
+            (101, "/etc/hosts"),
+            (102, "/etc/resolv.conf"),
+            (103, "/etc/hostname"),
+        ] {
+            let attach = position(calls, &format!("move_mount {fd} {target}"));
+            assert_eq!(
+                calls[attach - 1],
+                format!("mount_setattr {fd} AT_RECURSIVE MOUNT_ATTR_NODEV")
+            );
+        }
         // Devices: made in a scratch tmpfs on /proc, bound into the nodev /dev, the scratch
         // detached before proc is mounted there; none is made in /dev itself.
         let scratch = position(
@@ -964,9 +1009,18 @@ mod tests {
                 "{path}: {calls:#?}"
             );
         }
-        // Everything else is as in the sandbox.
+        // Everything else is as in the sandbox, but for nodev on the root and the binds (the
+        // privileged container opens what devices it likes).
         position(calls, "mknod /dev/null 666 1:3");
         position(calls, "move_mount 101 /etc/hosts");
+        position(
+            calls,
+            "mount tmpfs /dev tmpfs MS_NOSUID | MS_STRICTATIME mode=755,size=65536k",
+        );
+        assert!(
+            !calls.iter().any(|c| c.starts_with("mount_setattr")),
+            "{calls:#?}"
+        );
     }
 
     #[test]
@@ -998,6 +1052,11 @@ mod tests {
                 uid: 0,
                 gid: 0,
             },
+            Mount::Bind {
+                source: host.path().to_owned(),
+                target: PathBuf::from("/cache"),
+                readonly: false,
+            },
         ];
         let mut fake = RecordingSys::default();
         run(&spec, &mut fake).unwrap();
@@ -1005,7 +1064,7 @@ mod tests {
         let data = position(calls, "move_mount 104 /data");
         assert_eq!(
             calls[data - 1],
-            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
+            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV"
         );
         assert_eq!(calls[data - 2], "mkdir /data 755");
         let scratch = position(
@@ -1013,7 +1072,16 @@ mod tests {
             "mount tmpfs /scratch tmpfs MS_NOSUID | MS_NODEV mode=1777,size=1048576",
         );
         let secret = position(calls, "move_mount 105 /run/secrets/token");
-        assert!(data < scratch && scratch < secret);
+        assert_eq!(
+            calls[secret - 1],
+            "mount_setattr 105 AT_RECURSIVE MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV"
+        );
+        let cache = position(calls, "move_mount 106 /cache");
+        assert_eq!(
+            calls[cache - 1],
+            "mount_setattr 106 AT_RECURSIVE MOUNT_ATTR_NODEV"
+        );
+        assert!(data < scratch && scratch < secret && secret < cache);
         position(calls, "mkdir /run/secrets 755");
         position(calls, "create /run/secrets/token 644");
         // Read-only root: cwd made first, then the remount.
@@ -1022,7 +1090,7 @@ mod tests {
             calls,
             "mount - / - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND -",
         );
-        assert!(secret < cwd && cwd < remount);
+        assert!(cache < cwd && cwd < remount);
         assert!(!calls.iter().any(|c| c == "loopback up"));
     }
 
@@ -1085,15 +1153,26 @@ mod tests {
         assert_eq!(calls[layers - 2], "mkdir /layers 755");
         assert_eq!(
             calls[layers - 1],
-            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
+            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV"
         );
+        // The writable overlay: nodev, not read-only.
         let out = position(calls, "move_mount 105 /out");
-        assert!(!calls.iter().any(|c| c.starts_with("mount_setattr 105")));
-        assert_eq!(calls[out - 1], "mkdir /out 755");
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("mount_setattr 105"))
+                .collect::<Vec<_>>(),
+            ["mount_setattr 105 AT_RECURSIVE MOUNT_ATTR_NODEV"]
+        );
+        assert_eq!(
+            calls[out - 1],
+            "mount_setattr 105 AT_RECURSIVE MOUNT_ATTR_NODEV"
+        );
+        assert_eq!(calls[out - 2], "mkdir /out 755");
         let single = position(calls, "move_mount 106 /single");
         assert_eq!(
             calls[single - 1],
-            "mount_setattr 106 AT_RECURSIVE MOUNT_ATTR_RDONLY"
+            "mount_setattr 106 AT_RECURSIVE MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV"
         );
         assert!(pivot < layers && layers < out && out < single);
         let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();

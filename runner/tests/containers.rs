@@ -1308,3 +1308,144 @@ fn block_devices_made_anywhere_cannot_be_opened() {
     spec.security = Security::Insecure;
     assert_eq!(f.sh_spec(spec), "dev\n");
 }
+
+/// Mounts a tmpfs at `path` on the host and unmounts it however the test ends.
+struct HostTmpfs(PathBuf);
+
+impl HostTmpfs {
+    fn mount(path: &Path) -> Self {
+        fs_err::create_dir_all(path).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// For each directory: makes the null device (1:3) there with mknod and opens it; prints
+/// `DIR: opened` or `DIR: ` and the error.
+fn open_new_null_devices(dirs: &[&str]) -> String {
+    let mut script = String::new();
+    for dir in dirs {
+        script.push_str(&format!(
+            "rm -f {dir}/null-{n}; mknod {dir}/null-{n} c 1 3 || echo '{dir}: mknod failed'; \
+             if out=$(head -c 0 {dir}/null-{n} 2>&1); then echo '{dir}: opened'; \
+             else echo \"{dir}: ${{out##*: }}\"; fi; ",
+            n = dir.len()
+        ));
+    }
+    script
+}
+
+#[test]
+fn device_nodes_open_on_no_mount_but_the_allowed_ones_in_dev() {
+    if !can_run() {
+        return;
+    }
+    // The null device is allowed by the v1 device rules, so a refusal here comes from nodev,
+    // which is all that keeps devices closed on cgroup v2.
+    let f = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let (rw, ro, cache) = (
+        host.path().join("rw"),
+        host.path().join("ro"),
+        host.path().join("cache"),
+    );
+    for dir in [&rw, &ro, &cache] {
+        fs_err::create_dir(dir).unwrap();
+    }
+    // A node that is already there (as in a bound snapshot) is refused as well, read-only or not.
+    nix::sys::stat::mknod(
+        &ro.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    // A submount of a bound directory is nodev too.
+    let _sub = HostTmpfs::mount(&rw.join("sub"));
+    let layers = tempfile::tempdir().unwrap();
+    let (lower, upper, work) = (
+        layers.path().join("lower"),
+        layers.path().join("upper"),
+        layers.path().join("work"),
+    );
+    for dir in [&lower, &upper, &work] {
+        fs_err::create_dir(dir).unwrap();
+    }
+    let dirs = [
+        "/", "/tmp", "/rw", "/rw/sub", "/cache", "/scratch", "/ov", "/dev/shm",
+    ];
+    let mut spec = f.spec(&format!(
+        "{} if out=$(head -c 0 /ro/null 2>&1); then echo '/ro: opened'; else echo \"/ro: ${{out##*: }}\"; fi; \
+         echo x > /dev/null && head -c 2 /dev/zero | wc -c",
+        open_new_null_devices(&dirs)
+    ));
+    spec.mounts = vec![
+        Mount::Bind {
+            source: rw.clone(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        Mount::Bind {
+            source: ro.clone(),
+            target: "/ro".into(),
+            readonly: true,
+        },
+        Mount::Bind {
+            source: cache.clone(),
+            target: "/cache".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: None,
+        },
+        Mount::Overlay {
+            lowers: vec![lower.clone()],
+            upper_work: Some((upper.clone(), work.clone())),
+            target: "/ov".into(),
+            readonly: false,
+        },
+    ];
+    let expected: String = dirs
+        .iter()
+        .map(|d| format!("{d}: Permission denied\n"))
+        .chain(["/ro: Permission denied\n".to_owned(), "2\n".to_owned()])
+        .collect();
+    assert_eq!(f.sh_spec(spec), expected);
+    // The nodes were made where the process could write, and are refused on the host's mounts
+    // of them only by the container's mounts being nodev.
+    assert!(rw.join("null-3").exists() && cache.join("null-6").exists());
+
+    // An overlay root, likewise.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, _) = bare_overlay(dir.path(), "o");
+    let spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            open_new_null_devices(&["/", "/tmp"]),
+        ],
+    );
+    assert_eq!(
+        f.sh_spec(spec),
+        "/: Permission denied\n/tmp: Permission denied\n"
+    );
+    // Privileged, the same node opens.
+    let mut spec = f.spec(&open_new_null_devices(&["/tmp"]));
+    spec.security = Security::Insecure;
+    assert_eq!(f.sh_spec(spec), "/tmp: opened\n");
+}

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use super::Sys;
+use super::{MountAttributes, Sys};
 
 /// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order.
 #[derive(Debug, Default)]
@@ -34,6 +34,15 @@ fn flag_names(flags: MsFlags) -> String {
         return "-".to_owned();
     }
     flags
+        .iter_names()
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// `MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV`.
+fn attribute_names(attributes: MountAttributes) -> String {
+    attributes
         .iter_names()
         .map(|(name, _)| name)
         .collect::<Vec<_>>()
@@ -101,8 +110,31 @@ impl Sys for RecordingSys {
         Ok(100 + self.next_fd)
     }
 
-    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()> {
-        self.call(format!("mount_setattr {fd} AT_RECURSIVE MOUNT_ATTR_RDONLY"))
+    fn set_tree_attributes(&mut self, fd: RawFd, attributes: MountAttributes) -> nix::Result<()> {
+        self.call(format!(
+            "mount_setattr {fd} AT_RECURSIVE {}",
+            attribute_names(attributes)
+        ))
+    }
+
+    fn set_mount_attributes(
+        &mut self,
+        path: &CStr,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
+    ) -> nix::Result<()> {
+        let mut line = format!("mount_setattr {}", s(path));
+        if recursive {
+            line.push_str(" AT_RECURSIVE");
+        }
+        if !set.is_empty() {
+            line.push_str(&format!(" {}", attribute_names(set)));
+        }
+        if !clear.is_empty() {
+            line.push_str(&format!(" clear {}", attribute_names(clear)));
+        }
+        self.call(line)
     }
 
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
