@@ -10,7 +10,8 @@
 //! 2. mount the root filesystem: a recursive bind of the directory onto itself, or overlayfs
 //!    (after `chdir` to the layers' common parent, so that the options name relative paths and
 //!    stay within one page even for 100+ layers, as containerd does); in the sandbox it is
-//!    nodev, every submount of the directory included (`mount_setattr` with `AT_RECURSIVE`);
+//!    nodev, every submount of the directory included (`mount_setattr` with `AT_RECURSIVE`),
+//!    and a read-only root is made read-only below its top mount already;
 //! 3. mount each [`Mount::Overlay`] on its own empty directory in the runner's state directory
 //!    (the same relative-path trick, still inside the container's mount namespace); then clone
 //!    every bind source's and overlay's mount tree (`open_tree`), detached;
@@ -23,7 +24,8 @@
 //!    sandbox (read-only where asked), all its submounts included, before it is attached;
 //!    tmpfs mounts are nodev. With the nodev root and /dev, no device file but the allowed
 //!    ones opens anywhere, even without a device cgroup (as on cgroup v2);
-//! 7. the read-only root remount if asked; Docker's masked and read-only /proc and /sys paths;
+//! 7. the read-only root's top mount if asked; Docker's masked /proc and /sys paths, and its
+//!    read-only ones, read-only with every mount below them;
 //! 8. hostname, loopback up (network `none`), the working directory, `umask 022`.
 
 use std::ffi::{CStr, CString};
@@ -133,7 +135,7 @@ pub(crate) enum Op {
     Symlink { target: CString, link: CString },
     /// Hide a path: bind /dev/null on a file, a read-only tmpfs on a directory; skip if absent.
     Mask(CString),
-    /// Bind a path onto itself read-only; skip if absent.
+    /// Bind a path onto itself read-only, every mount below it included; skip if absent.
     ReadonlyPath(CString),
     /// `umount2(path, MNT_DETACH)`.
     Unmount(CString),
@@ -343,13 +345,28 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 flags: MsFlags::MS_BIND | MsFlags::MS_REC,
                 data: None,
             });
-            // The directory's own submounts come along with it: nodev, all of them.
-            if sandboxed {
+            // The directory's own submounts come along with it: nodev, and for a read-only
+            // root read-only from the start, all of them. The top mount stays writable until
+            // the mount points are made in it (step 7).
+            let readonly = if readonly_root {
+                MountAttributes::MOUNT_ATTR_RDONLY
+            } else {
+                MountAttributes::empty()
+            };
+            if !(readonly | nodev_attribute).is_empty() {
                 ops.push(Op::SetAttributes {
                     path: path.clone(),
-                    set: nodev_attribute,
+                    set: readonly | nodev_attribute,
                     clear: MountAttributes::empty(),
                     recursive: true,
+                });
+            }
+            if readonly_root {
+                ops.push(Op::SetAttributes {
+                    path: path.clone(),
+                    set: MountAttributes::empty(),
+                    clear: MountAttributes::MOUNT_ATTR_RDONLY,
+                    recursive: false,
                 });
             }
             path
@@ -624,12 +641,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     if readonly_root {
         // Create the working directory while the root is still writable.
         ops.push(Op::MkdirAll(cpath("cwd", &cwd)?));
-        ops.push(Op::Mount {
-            source: None,
-            target: lit("/"),
-            fstype: None,
-            flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nodev,
-            data: None,
+        // The top mount only: what lies below it came read-only with the root (step 2) or
+        // was mounted here with its own flags.
+        ops.push(Op::SetAttributes {
+            path: lit("/"),
+            set: MountAttributes::MOUNT_ATTR_RDONLY,
+            clear: MountAttributes::empty(),
+            recursive: false,
         });
     }
     if sandboxed {
@@ -785,12 +803,12 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
         ) {
             Err(Errno::ENOENT) => Ok(()),
             Err(err) => Err(err),
-            Ok(()) => sys.mount(
-                Some(path),
+            // Every mount below it too (a remount would change the top one only).
+            Ok(()) => sys.set_mount_attributes(
                 path,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                None,
+                MountAttributes::MOUNT_ATTR_RDONLY,
+                MountAttributes::empty(),
+                true,
             ),
         },
         Op::Unmount(path) => sys.umount_detach(path),
@@ -945,10 +963,24 @@ mod tests {
                 .iter()
                 .any(|c| c.starts_with("mount tmpfs /proc/asound"))
         );
-        assert!(!calls.iter().any(|c| c.contains("/proc/bus - MS_RDONLY")));
-        position(
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("mount_setattr /proc/bus"))
+        );
+        // Read-only paths: bound onto themselves, then read-only with every mount below them.
+        let sys = position(calls, "mount /proc/sys /proc/sys - MS_BIND | MS_REC -");
+        assert_eq!(
+            calls[sys + 1],
+            "mount_setattr /proc/sys AT_RECURSIVE MOUNT_ATTR_RDONLY"
+        );
+        let trigger = position(
             calls,
-            "mount /proc/sys /proc/sys - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
+            "mount /proc/sysrq-trigger /proc/sysrq-trigger - MS_BIND | MS_REC -",
+        );
+        assert_eq!(
+            calls[trigger + 1],
+            "mount_setattr /proc/sysrq-trigger AT_RECURSIVE MOUNT_ATTR_RDONLY"
         );
         // Every bound tree is nodev before it is attached.
         for (fd, target) in [
@@ -1061,6 +1093,16 @@ mod tests {
         let mut fake = RecordingSys::default();
         run(&spec, &mut fake).unwrap();
         let calls = &fake.calls;
+        // The read-only root: read-only and nodev below its top mount before the pivot, so
+        // that the mount points can still be made in it.
+        let pivot = position(calls, "pivot_root . .");
+        let root = position(
+            calls,
+            "mount_setattr /r AT_RECURSIVE MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV",
+        );
+        assert_eq!(calls[root - 1], "mount /r /r - MS_BIND | MS_REC -");
+        assert_eq!(calls[root + 1], "mount_setattr /r clear MOUNT_ATTR_RDONLY");
+        assert!(root < pivot);
         let data = position(calls, "move_mount 104 /data");
         assert_eq!(
             calls[data - 1],
@@ -1084,12 +1126,10 @@ mod tests {
         assert!(data < scratch && scratch < secret && secret < cache);
         position(calls, "mkdir /run/secrets 755");
         position(calls, "create /run/secrets/token 644");
-        // Read-only root: cwd made first, then the remount.
+        // Read-only root: cwd made first, then the top mount made read-only (only it: what
+        // the plan mounted on it keeps its own flags).
         let cwd = position(calls, "mkdir /w 755");
-        let remount = position(
-            calls,
-            "mount - / - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND -",
-        );
+        let remount = position(calls, "mount_setattr / MOUNT_ATTR_RDONLY");
         assert!(cache < cwd && cwd < remount);
         assert!(!calls.iter().any(|c| c == "loopback up"));
     }

@@ -1449,3 +1449,46 @@ fn device_nodes_open_on_no_mount_but_the_allowed_ones_in_dev() {
     spec.security = Security::Insecure;
     assert_eq!(f.sh_spec(spec), "/tmp: opened\n");
 }
+
+#[test]
+fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // A mount below /proc/sys, made before Docker's read-only paths are applied.
+    let mut spec = f.spec(
+        "touch /proc/sys/fs/binfmt_misc/x 2>/dev/null && echo binfmt-writable; \
+         awk '$2 == \"/proc/sys/fs/binfmt_misc\" { split($4, o, \",\"); last = o[1] } END { print last }' /proc/mounts",
+    );
+    spec.mounts = vec![Mount::Tmpfs {
+        target: "/proc/sys/fs/binfmt_misc".into(),
+        size: None,
+    }];
+    // (The last entry is the one in sight: the copy under the read-only bind of /proc/sys.)
+    assert_eq!(f.sh_spec(spec), "ro\n");
+
+    // A root directory with a mount inside it: read-only and nodev all through, while the
+    // mounts the runner makes on it stay writable.
+    let _sub = HostTmpfs::mount(&f.root.join("sub"));
+    fs_err::write(f.root.join("sub/f"), "inner\n").unwrap();
+    let mut spec = f.spec(
+        "cat /sub/f; touch /sub/new 2>/dev/null && echo sub-writable; \
+         touch /new 2>/dev/null && echo root-writable; \
+         awk '$2 == \"/\" || $2 == \"/sub\" { print $2, $4 }' /proc/mounts | sed -E 's/(ro|rw),.*(nodev).*/\\1 \\2/'; \
+         echo ok > /scratch/f && cat /scratch/f; echo ok > /dev/shm/f && cat /dev/shm/f",
+    );
+    spec.rootfs = Rootfs::Dir {
+        path: f.root.clone(),
+        readonly: true,
+    };
+    spec.mounts.push(Mount::Tmpfs {
+        target: "/scratch".into(),
+        size: None,
+    });
+    assert_eq!(
+        f.sh_spec(spec),
+        "inner\n/ ro nodev\n/sub ro nodev\nok\nok\n"
+    );
+    assert!(!f.root.join("sub/new").exists() && !f.root.join("new").exists());
+}
