@@ -81,6 +81,25 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The spec's cgroup parent cannot be used.
+    #[error("invalid cgroup parent {parent:?}: {reason}")]
+    CgroupParent {
+        /// The parent as given.
+        parent: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A resource limit needs a cgroup v2 controller the hierarchy does not offer (on a
+    /// hybrid host, the v1 hierarchies hold it).
+    #[error(
+        "cannot apply the {controller} limit: the cgroup v2 hierarchy at {path} has no {controller} controller"
+    )]
+    CgroupController {
+        /// `memory`, `pids` or `cpu`.
+        controller: &'static str,
+        /// The hierarchy's mount point.
+        path: PathBuf,
+    },
     /// A system call made by the runner itself (not the container) failed.
     #[error("{call} failed")]
     Syscall {

@@ -1492,3 +1492,146 @@ fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
     );
     assert!(!f.root.join("sub/new").exists() && !f.root.join("new").exists());
 }
+
+/// The cgroups directly below the cgroup `dir`.
+fn sub_cgroups(dir: &Path) -> Vec<PathBuf> {
+    fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// The run's line of /proc/self/cgroup for `hierarchy` (`0` is v2, else a v1 controller).
+const CGROUP_LINE: &str =
+    "grep -E '^[0-9]+:(pids|memory|):' /proc/self/cgroup | cut -d: -f2- | sort";
+
+#[test]
+fn a_cgroup_parent_holds_the_runs_cgroup_in_every_hierarchy() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let parent = format!("kiln-test-parent-{}", std::process::id());
+    let mut spec = f.spec(CGROUP_LINE);
+    spec.cgroup_parent = Some(format!("/{parent}"));
+    let out = f.sh_spec(spec);
+    let me = std::process::id();
+    let lines: Vec<&str> = out.lines().collect();
+    // v1 here: memory and pids joined below the parent without any limit set.
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, controller) in lines.iter().zip(["", "memory", "pids"]) {
+        let path = line.strip_prefix(&format!("{controller}:")).unwrap();
+        if controller.is_empty() {
+            // The unified hierarchy of this hybrid host is not used.
+            continue;
+        }
+        let run = path
+            .strip_prefix(&format!("/{parent}/kiln/{me}-"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(run.split('-').count(), 2, "{out}");
+    }
+    for controller in ["memory", "pids", "cpu", "devices"] {
+        let dir = Path::new("/sys/fs/cgroup").join(controller).join(&parent);
+        if dir.exists() {
+            // Only the runner's own level is left; the run's cgroup is gone.
+            assert_eq!(sub_cgroups(&dir.join("kiln")), Vec::<PathBuf>::new());
+            fs_err::remove_dir(dir.join("kiln")).unwrap();
+            fs_err::remove_dir(&dir).unwrap();
+        }
+    }
+    // One that leaves the hierarchy is refused before anything runs.
+    let mut spec = f.spec("true");
+    spec.cgroup_parent = Some("../..".into());
+    let (status, _, _) = f.run(spec);
+    assert!(
+        matches!(status, Err(Error::CgroupParent { .. })),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn cgroups_of_dead_runs_are_swept() {
+    if !can_run() {
+        return;
+    }
+    // A cgroup named after a process that is gone, as a SIGKILLed kiln leaves it.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let left = Path::new("/sys/fs/cgroup/pids/kiln").join(format!("{dead}-1-0"));
+    fs_err::create_dir_all(&left).unwrap();
+    let f = fixture();
+    let mut spec = f.spec("true");
+    spec.resources.pids = Some(100);
+    f.sh_spec(spec);
+    assert!(!left.exists());
+}
+
+#[test]
+fn on_cgroup_v2_runs_join_their_cgroup_and_missing_controllers_are_errors() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified");
+        }
+        return;
+    }
+    // A v2-only host for this thread: a private mount namespace with the unified hierarchy
+    // mounted on /sys/fs/cgroup. Its controllers are what v1 does not hold (none of memory,
+    // pids and cpu on a hybrid host), so limits cannot be applied, but a cgroup parent can.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    nix::mount::mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let controllers = fs_err::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap();
+    let f = fixture();
+    let parent = format!("kiln-test-v2-{}", std::process::id());
+    let mut spec = f.spec("grep '^0::' /proc/self/cgroup; ls /dev/sda 2>/dev/null; true");
+    spec.cgroup_parent = Some(parent.clone());
+    let out = f.sh_spec(spec);
+    let prefix = format!("0::/{parent}/kiln/{}-", std::process::id());
+    assert!(
+        out.starts_with(&prefix) && out.lines().count() == 1,
+        "{out}"
+    );
+    let kiln = Path::new("/sys/fs/cgroup").join(&parent).join("kiln");
+    assert_eq!(sub_cgroups(&kiln), Vec::<PathBuf>::new());
+    fs_err::remove_dir(&kiln).unwrap();
+    fs_err::remove_dir(kiln.parent().unwrap()).unwrap();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        let mut spec = f.spec("true");
+        spec.resources.memory = Some(64 << 20);
+        let (status, _, _) = f.run(spec);
+        let err = status.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::CgroupController {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    // Devices stay closed without a device controller: the mounts are nodev.
+    let out = f.sh(&open_new_null_devices(&["/tmp"]));
+    assert_eq!(out, "/tmp: Permission denied\n");
+}

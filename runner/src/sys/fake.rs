@@ -1,18 +1,25 @@
-//! A recording [`Sys`] for unit tests: it logs every call and fails the ones it is told to.
+//! A recording [`Sys`] (and [`CgroupFs`]) for unit tests: it logs every call and fails the
+//! ones it is told to.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
+use std::io;
 use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::{MountAttributes, Sys};
+use crate::cgroup::CgroupFs;
 
-/// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order.
+/// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order;
+/// `files` holds what reads of files return (and which files exist).
 #[derive(Debug, Default)]
 pub(crate) struct RecordingSys {
     pub(crate) calls: Vec<String>,
     pub(crate) fail: Vec<(String, Errno)>,
+    pub(crate) files: HashMap<PathBuf, String>,
     next_fd: RawFd,
 }
 
@@ -147,5 +154,40 @@ impl Sys for RecordingSys {
 
     fn loopback_up(&mut self) -> nix::Result<()> {
         self.call("loopback up".to_owned())
+    }
+}
+
+impl CgroupFs for RecordingSys {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+
+    fn create_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.call(format!("mkdir {}", path.display()))
+            .map_err(io::Error::from)
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        self.call(format!("write {} {value}", path.display()))
+            .map_err(io::Error::from)
+    }
+
+    fn write_each(&mut self, path: &Path, values: &[&str]) -> io::Result<()> {
+        for value in values {
+            self.write(path, value.trim_end())?;
+        }
+        Ok(())
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.call(format!("rmdir {}", path.display()))
+            .map_err(io::Error::from)
     }
 }
