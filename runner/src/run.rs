@@ -26,7 +26,7 @@ use crate::spec::{ExitStatus, Mount, NetworkMode, Security, Spec, Stdio, Termina
 use crate::state;
 use crate::stubs::{self, Stubs};
 use crate::sys::process::{
-    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, Step,
+    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_RLIMIT, REPORT_STEP, Step,
 };
 use crate::user;
 use crate::view::RootView;
@@ -369,7 +369,7 @@ impl Runner {
         let report = read_report(&error_read);
         if let (Ok(pumped), Some(report)) = (&outcome, report) {
             if pumped.stopped.is_none() {
-                outcome = Err(report_error(report, &launch, &spec.args[0]));
+                outcome = Err(report_error(report, &launch, &spec));
             }
         }
         drop(cleanup);
@@ -563,6 +563,11 @@ fn prepare_launch(
         groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         capabilities,
         last_capability,
+        rlimits: spec
+            .ulimits
+            .iter()
+            .map(crate::Ulimit::rlimit)
+            .collect::<Result<_>>()?,
         seccomp,
         terminal: spec.stdio_is_terminal(),
     })
@@ -779,8 +784,9 @@ fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
     })
 }
 
-fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, program: &str) -> Error {
+fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, spec: &Spec) -> Error {
     let source = Errno::from_raw(errno);
+    let program = &spec.args[0];
     match kind {
         REPORT_OP => Error::Setup {
             step: launch
@@ -791,6 +797,13 @@ fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, program:
         },
         REPORT_EXEC => Error::Exec {
             program: program.to_owned(),
+            source,
+        },
+        REPORT_RLIMIT => Error::Setup {
+            step: spec.ulimits.get(index as usize).map_or_else(
+                || format!("set resource limit {index}"),
+                |ulimit| format!("set the resource limit {ulimit}"),
+            ),
             source,
         },
         REPORT_STEP => Error::Setup {

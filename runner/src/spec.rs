@@ -199,6 +199,9 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     /// Resource limits.
     pub resources: Resources,
+    /// Resource limits of the process (`setrlimit`), as `docker run --ulimit`; others are
+    /// inherited from the caller.
+    pub ulimits: Vec<crate::Ulimit>,
     /// The cgroup to put the run's cgroup in, relative to the hierarchy's root (LLB's
     /// `cgroupParent`, `docker run --cgroup-parent`): the run then goes to
     /// `<parent>/kiln/<run>` instead of `kiln/<run>`, in every controller hierarchy on cgroup
@@ -233,6 +236,7 @@ impl Spec {
             security: Security::Sandbox,
             mounts: Vec::new(),
             resources: Resources::default(),
+            ulimits: Vec::new(),
             cgroup_parent: None,
             stdio: Stdio::Captured,
             timeout: None,

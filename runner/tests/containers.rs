@@ -1635,3 +1635,70 @@ fn on_cgroup_v2_runs_join_their_cgroup_and_missing_controllers_are_errors() {
     let out = f.sh(&open_new_null_devices(&["/tmp"]));
     assert_eq!(out, "/tmp: Permission denied\n");
 }
+
+#[test]
+fn ulimits_are_set_before_the_exec() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let ulimits: Vec<kiln_runner::Ulimit> = ["nofile=1024:2048", "core=-1", "nproc=300:400"]
+        .iter()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    let mut spec = f.spec("ulimit -n; ulimit -Hn; ulimit -c; ulimit -Hc; ulimit -u; ulimit -Hu");
+    spec.ulimits = ulimits.clone();
+    assert_eq!(
+        f.sh_spec(spec),
+        "1024\n2048\nunlimited\nunlimited\n300\n400\n"
+    );
+    // A user without capabilities gets them all the same (set before they are dropped).
+    let mut spec = f.spec("ulimit -n; ulimit -Hn");
+    spec.user = "app".into();
+    spec.ulimits = ulimits;
+    assert_eq!(f.sh_spec(spec), "1024\n2048\n");
+    // Without ulimits the caller's limits are inherited.
+    let own = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .0;
+    assert_eq!(f.sh("ulimit -n"), format!("{own}\n"));
+
+    // An unknown name is docker's error, before anything runs.
+    let mut spec = f.spec("echo ran");
+    spec.ulimits = vec![kiln_runner::Ulimit {
+        name: "openfiles".into(),
+        soft: 1,
+        hard: 1,
+    }];
+    let (status, out, _) = f.run(spec);
+    let err = status.unwrap_err();
+    assert_eq!(err.to_string(), "invalid ulimit type: openfiles");
+    assert_eq!(out, "");
+    // A limit the kernel refuses (more open files than fs.nr_open) names the limit.
+    let nr_open: i64 = fs_err::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut spec = f.spec("echo ran");
+    spec.ulimits = vec![kiln_runner::Ulimit {
+        name: "nofile".into(),
+        soft: nr_open + 1,
+        hard: nr_open + 1,
+    }];
+    let (status, out, _) = f.run(spec);
+    let err = status.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "container setup failed: set the resource limit nofile={}:{}",
+            nr_open + 1,
+            nr_open + 1
+        )
+    );
+    assert!(
+        matches!(err, Error::Setup { source, .. } if source == nix::errno::Errno::EPERM),
+        "{err:?}"
+    );
+    assert_eq!(out, "");
+}
