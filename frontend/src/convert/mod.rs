@@ -90,6 +90,11 @@ pub struct ConvertOptions {
     /// a session a fresh random id per invocation (so that its op digest is unique); `None` does
     /// the same. The solver leaves it out of cache keys.
     pub local_unique: Option<String>,
+    /// Resource limits of every `RUN` (buildx `--ulimit`, the frontend's `ulimit` option).
+    pub ulimits: Vec<pb::Ulimit>,
+    /// The cgroup parent of every `RUN` (buildx `--cgroup-parent`, the frontend's
+    /// `cgroup-parent` option).
+    pub cgroup_parent: Option<String>,
 }
 
 impl Default for ConvertOptions {
@@ -106,6 +111,8 @@ impl Default for ConvertOptions {
                 ..Default::default()
             },
             local_unique: None,
+            ulimits: Vec::new(),
+            cgroup_parent: None,
         }
     }
 }
@@ -1596,6 +1603,12 @@ impl Step<'_, '_> {
         }
         if run.security == SecurityMode::Insecure {
             exec = exec.security(pb::SecurityMode::Insecure);
+        }
+        for ulimit in &self.plan.options.ulimits {
+            exec = exec.add_ulimit(&ulimit.name, ulimit.soft, ulimit.hard);
+        }
+        if let Some(parent) = &self.plan.options.cgroup_parent {
+            exec = exec.cgroup_parent(parent);
         }
         let code = cmd.code.clone();
         self.d.state = exec.root().with_metadata(|m| {
