@@ -238,6 +238,10 @@ pub(crate) struct RunArgs {
     /// `docker run --privileged`.
     #[arg(long)]
     pub(crate) privileged: bool,
+    /// Mount the container's root file system read-only (its volumes and tmpfs mounts keep
+    /// their own mode).
+    #[arg(long)]
+    pub(crate) read_only: bool,
     /// Memory limit in bytes (`k`, `m`, `g` suffixes).
     #[arg(long, short, value_name = "BYTES")]
     pub(crate) memory: Option<String>,

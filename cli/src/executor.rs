@@ -53,10 +53,12 @@ fn spec(request: ExecRequest) -> Spec {
             lowers,
             upper,
             work,
+            readonly,
         } => Rootfs::Overlay {
             lowers,
             upper,
             work,
+            readonly,
         },
     };
     let mut spec = Spec::new(rootfs, request.args);

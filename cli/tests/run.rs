@@ -421,7 +421,7 @@ fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
 }
 
 #[test]
-fn run_sets_ulimits_and_a_cgroup_parent_and_opens_no_device_in_a_volume() {
+fn run_sets_ulimits_a_cgroup_parent_and_a_read_only_root_and_opens_no_device_in_a_volume() {
     let Some(root) = store_with_busybox() else {
         return;
     };
@@ -475,6 +475,22 @@ fn run_sets_ulimits_and_a_cgroup_parent_and_opens_no_device_in_a_volume() {
         text(&out.stderr)
     );
     assert!(host.path().join("null").exists());
+
+    // --read-only: the root file system refuses writes, a --tmpfs in it does not.
+    let out = run(
+        root.path(),
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo root-ro; touch /scratch/x && echo tmpfs-rw",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "root-ro\ntmpfs-rw\n");
 
     let parent = format!("kiln-cli-test-{}", std::process::id());
     let out = run(

@@ -318,7 +318,9 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             data: None,
         },
     ];
-    let mut readonly_root = false;
+    let readonly_root = match &spec.rootfs {
+        Rootfs::Dir { readonly, .. } | Rootfs::Overlay { readonly, .. } => *readonly,
+    };
     // Without a device cgroup (cgroup v2 takes eBPF), device files are kept from opening by
     // `nodev` on every mount the process gets — the root filesystem, /dev, binds, overlays,
     // tmpfs — but the allowed devices, bound into /dev from a scratch tmpfs below.
@@ -329,14 +331,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         (MsFlags::empty(), MountAttributes::empty())
     };
     let root = match &spec.rootfs {
-        Rootfs::Dir { path, readonly } => {
+        Rootfs::Dir { path, .. } => {
             if !path.is_absolute() {
                 return Err(Error::RelativePath {
                     field: "rootfs",
                     path: path.clone(),
                 });
             }
-            readonly_root = *readonly;
             let path = cpath("rootfs", path)?;
             ops.push(Op::Mount {
                 source: Some(path.clone()),
@@ -375,7 +376,9 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             lowers,
             upper,
             work,
+            ..
         } => {
+            // A fresh overlay has no submounts: a read-only one is its top mount (step 7).
             let (base, options) = overlay_options(lowers, Some((upper, work)))?;
             let target = cpath("rootfs", &staged.rootfs_mountpoint)?;
             ops.push(Op::Chdir(cpath("overlay layers", &base)?));
@@ -890,6 +893,7 @@ mod tests {
             lowers: vec![PathBuf::from("/l/a"), PathBuf::from("/l/b")],
             upper: PathBuf::from("/l/u"),
             work: PathBuf::from("/l/w"),
+            readonly: false,
         };
         let spec = Spec::new(rootfs, vec!["true".into()]);
         let mut fake = RecordingSys::default();
@@ -913,6 +917,30 @@ mod tests {
             ) > pivot
         );
         assert!(calls.last().unwrap() == "umask 22");
+    }
+
+    #[test]
+    fn a_readonly_overlay_root_is_made_readonly_at_the_end() {
+        let rootfs = Rootfs::Overlay {
+            lowers: vec![PathBuf::from("/l/a")],
+            upper: PathBuf::from("/l/u"),
+            work: PathBuf::from("/l/w"),
+            readonly: true,
+        };
+        let mut spec = Spec::new(rootfs, vec!["true".into()]);
+        spec.cwd = PathBuf::from("/w");
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        let calls = &fake.calls;
+        let remount = position(calls, "mount_setattr / MOUNT_ATTR_RDONLY");
+        assert!(position(calls, "mkdir /w 755") < remount);
+        assert!(position(calls, "move_mount 103 /etc/hostname") < remount);
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("mount_setattr /run/b/rootfs")),
+            "{calls:#?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Rootfs {
         upper: PathBuf,
         /// overlayfs's work directory, on the same filesystem as `upper`.
         work: PathBuf,
+        /// Mount it read-only (`docker run --read-only`).
+        readonly: bool,
     },
 }
 

@@ -466,6 +466,7 @@ fn overlay_writes_land_in_upper_and_no_mount_remains() {
         lowers: lowers.clone(),
         upper: upper.clone(),
         work,
+        readonly: false,
     };
     let spec = Spec::new(
         rootfs,
@@ -961,6 +962,7 @@ fn bare_overlay(dir: &Path, name: &str) -> (Rootfs, PathBuf) {
         lowers: vec![lower],
         upper: upper.clone(),
         work,
+        readonly: false,
     };
     (rootfs, upper)
 }
@@ -1491,6 +1493,38 @@ fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
         "inner\n/ ro nodev\n/sub ro nodev\nok\nok\n"
     );
     assert!(!f.root.join("sub/new").exists() && !f.root.join("new").exists());
+
+    // An overlay root read-only (`kiln run --read-only`): nothing lands in its upper, its
+    // tmpfs mounts stay writable.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, upper) = bare_overlay(dir.path(), "ro");
+    let Rootfs::Overlay {
+        lowers,
+        upper: up,
+        work,
+        ..
+    } = rootfs
+    else {
+        unreachable!()
+    };
+    let mut spec = Spec::new(
+        Rootfs::Overlay {
+            lowers,
+            upper: up,
+            work,
+            readonly: true,
+        },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /new 2>/dev/null && echo root-writable; echo ok > /dev/shm/f && cat /dev/shm/f; \
+             awk '$2 == \"/\" { split($4, o, \",\"); print o[1] }' /proc/mounts"
+                .into(),
+        ],
+    );
+    spec.remove_mount_stubs = true;
+    assert_eq!(f.sh_spec(spec), "ok\nro\n");
+    assert!(!upper.join("new").exists());
 }
 
 /// The cgroups directly below the cgroup `dir`.

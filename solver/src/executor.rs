@@ -29,6 +29,8 @@ pub enum ExecRootfs {
         upper: PathBuf,
         /// overlayfs's work directory, on the same filesystem as `upper`.
         work: PathBuf,
+        /// Mount it read-only.
+        readonly: bool,
     },
 }
 

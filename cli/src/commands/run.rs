@@ -259,6 +259,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         lowers: snapshot.lowers,
         upper: snapshot.upper,
         work: snapshot.work,
+        readonly: args.read_only,
     };
     let result = (|| -> anyhow::Result<ExitStatus> {
         let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;

@@ -176,6 +176,7 @@ async fn run(
             lowers: prepared.lowers.clone(),
             upper: prepared.upper.clone(),
             work: prepared.work.clone(),
+            readonly: root_mount.readonly,
         }
     };
 
