@@ -135,6 +135,14 @@ pub(crate) struct BuildArgs {
     /// Print the marshalled LLB Definition to standard output instead of building.
     #[arg(long)]
     pub(crate) print_llb: bool,
+    /// A resource limit of every `RUN`, as `docker buildx build --ulimit`: `nofile=1024:2048`
+    /// (`-1`: unlimited; names as `docker run --ulimit`).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub(crate) ulimit: Vec<kiln_runner::Ulimit>,
+    /// The cgroup every `RUN` runs below, as `docker buildx build --cgroup-parent` (relative
+    /// to the cgroup hierarchy's root).
+    #[arg(long, value_name = "CGROUP")]
+    pub(crate) cgroup_parent: Option<String>,
 }
 
 /// `kiln prune` arguments (docker buildx names).
@@ -230,12 +238,22 @@ pub(crate) struct RunArgs {
     /// `docker run --privileged`.
     #[arg(long)]
     pub(crate) privileged: bool,
+    /// Mount the container's root file system read-only (its volumes and tmpfs mounts keep
+    /// their own mode).
+    #[arg(long)]
+    pub(crate) read_only: bool,
     /// Memory limit in bytes (`k`, `m`, `g` suffixes).
     #[arg(long, short, value_name = "BYTES")]
     pub(crate) memory: Option<String>,
     /// Process count limit.
     #[arg(long, value_name = "N")]
     pub(crate) pids_limit: Option<u64>,
+    /// A resource limit of the process: `nofile=1024:2048` (`-1`: unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub(crate) ulimit: Vec<kiln_runner::Ulimit>,
+    /// The cgroup the container's cgroup goes below (relative to the hierarchy's root).
+    #[arg(long, value_name = "CGROUP")]
+    pub(crate) cgroup_parent: Option<String>,
     /// A name for the container (its snapshot's key when kept).
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec};
+use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, Ulimit};
 use kiln_solver::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, Executor, OpError,
     OutputSink,
@@ -53,10 +53,12 @@ fn spec(request: ExecRequest) -> Spec {
             lowers,
             upper,
             work,
+            readonly,
         } => Rootfs::Overlay {
             lowers,
             upper,
             work,
+            readonly,
         },
     };
     let mut spec = Spec::new(rootfs, request.args);
@@ -67,6 +69,16 @@ fn spec(request: ExecRequest) -> Spec {
         spec.hostname = request.hostname;
     }
     spec.extra_hosts = request.extra_hosts;
+    spec.ulimits = request
+        .ulimits
+        .into_iter()
+        .map(|u| Ulimit {
+            name: u.name,
+            soft: u.soft,
+            hard: u.hard,
+        })
+        .collect();
+    spec.cgroup_parent = request.cgroup_parent;
     spec.network = match request.network {
         ExecNetwork::None => NetworkMode::None,
         ExecNetwork::Host => NetworkMode::Host,

@@ -179,3 +179,82 @@ fn insecure_and_host_network_steps_need_allow() {
         text(&output)
     );
 }
+
+#[test]
+fn run_steps_get_ulimits_and_open_no_device_they_make() {
+    if !is_root() {
+        return skip("building needs root (namespaces, overlay mounts)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(context.join("data")).unwrap();
+    // As root with Docker's CAP_MKNOD, a step makes the null device (which even the v1 device
+    // rules allow) in a cache mount, a writable bind mount and its root: none of them opens,
+    // as no other device would without a device cgroup. /dev/null itself works.
+    let open = |dir: &str| {
+        format!(
+            "mknod {dir}/null c 1 3 && echo made >> /out/devices; \
+             if out=$(head -c 0 {dir}/null 2>&1); then echo '{dir} opened' >> /out/devices; \
+             else echo \"{dir} ${{out##*: }}\" >> /out/devices; fi; "
+        )
+    };
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM busybox\n\
+             RUN mkdir /out && ulimit -n > /out/nofile && ulimit -Hn >> /out/nofile\n\
+             RUN --mount=type=cache,target=/cache {}\n\
+             RUN --mount=type=bind,source=data,target=/data,rw {}\n\
+             RUN {} echo x > /dev/null && echo null-ok >> /out/devices\n\
+             FROM scratch\n\
+             COPY --from=0 /out/ /\n",
+            open("/cache"),
+            open("/data"),
+            open("/tmp"),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(out.join("nofile")).unwrap(),
+        "1024\n2048\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("devices")).unwrap(),
+        "made\n/cache Permission denied\nmade\n/data Permission denied\n\
+         made\n/tmp Permission denied\nnull-ok\n"
+    );
+    // An unknown name is docker's error, before anything runs.
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--ulimit",
+            "openfiles=10",
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("invalid ulimit type: openfiles"),
+        "{}",
+        text(&output)
+    );
+}

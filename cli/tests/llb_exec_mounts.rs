@@ -212,3 +212,40 @@ fn bind_mounts_of_layered_results_read_only_and_writable() {
         "the mount's base layers are kept"
     );
 }
+
+#[test]
+fn exec_ulimits_apply_and_unknown_names_fail_the_step() {
+    if !is_root() {
+        return skip("building needs root (namespaces, overlay mounts)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let definition = |name: &str| {
+        image(&format!(
+            "127.0.0.1:5000/library/busybox@{}",
+            kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+        ))
+        .run([
+            "/bin/sh",
+            "-c",
+            "ulimit -n > /nofile; ulimit -Hn >> /nofile",
+        ])
+        .add_ulimit(name, 512, 1024)
+        .root()
+        .marshal()
+        .encode_to_vec()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    assert_ok(build_llb(&root, &definition("nofile"), &out));
+    assert_eq!(
+        fs_err::read_to_string(out.join("nofile")).unwrap(),
+        "512\n1024\n"
+    );
+    let output = build_llb(&root, &definition("files"), &dir.path().join("out2"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid ulimit type: files"), "{stderr}");
+}

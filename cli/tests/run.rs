@@ -419,3 +419,107 @@ fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
         bundles[0].display()
     );
 }
+
+#[test]
+fn run_sets_ulimits_a_cgroup_parent_and_a_read_only_root_and_opens_no_device_in_a_volume() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let out = run(
+        root.path(),
+        &[
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "core=0",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn; ulimit -c",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1024\n2048\n0\n");
+    // docker's wording for a name it does not know; nothing runs.
+    let out = run(
+        root.path(),
+        &["--ulimit", "files=1", "busybox", "echo", "ran"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("invalid ulimit type: files"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "");
+
+    // A device made in a volume does not open (the null device, which even the v1 device
+    // rules allow).
+    let host = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/data", host.path().display());
+    let out = run(
+        root.path(),
+        &[
+            "-v",
+            &volume,
+            "busybox",
+            "sh",
+            "-c",
+            "mknod /data/null c 1 3 && head -c 0 /data/null",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(host.path().join("null").exists());
+
+    // --read-only: the root file system refuses writes, a --tmpfs in it does not.
+    let out = run(
+        root.path(),
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo root-ro; touch /scratch/x && echo tmpfs-rw",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "root-ro\ntmpfs-rw\n");
+
+    let parent = format!("kiln-cli-test-{}", std::process::id());
+    let out = run(
+        root.path(),
+        &[
+            "--cgroup-parent",
+            &parent,
+            "busybox",
+            "sh",
+            "-c",
+            "grep -E '^[0-9]+:pids:' /proc/self/cgroup | cut -d: -f3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut removed = 0;
+    for hierarchy in ["pids", "memory", "cpu", "devices", "unified"] {
+        let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(&parent);
+        if dir.join("kiln").is_dir() {
+            fs_err::remove_dir(dir.join("kiln")).unwrap();
+            fs_err::remove_dir(&dir).unwrap();
+            removed += 1;
+        }
+    }
+    if Path::new("/sys/fs/cgroup/pids").is_dir() {
+        assert!(
+            text(&out.stdout).starts_with(&format!("/{parent}/kiln/")),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(removed > 0);
+    }
+}

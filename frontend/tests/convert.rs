@@ -325,6 +325,40 @@ fn run_mounts_and_network() {
 }
 
 #[test]
+fn ulimits_and_cgroup_parent_go_to_every_run() {
+    let options = ConvertOptions {
+        ulimits: vec![pb::Ulimit {
+            name: "nofile".to_owned(),
+            soft: 1024,
+            hard: 2048,
+        }],
+        cgroup_parent: Some("ci".to_owned()),
+        ..ConvertOptions::default()
+    };
+    let c = run("FROM alpine\nRUN true\nRUN false\n", &options).unwrap();
+    let runs = execs(&c);
+    assert_eq!(runs.len(), 2);
+    for exec in runs {
+        let meta = exec.meta.unwrap();
+        assert_eq!(meta.ulimit, options.ulimits);
+        assert_eq!(meta.cgroup_parent, "ci");
+    }
+    let caps = &c.definition.metadata;
+    assert_eq!(
+        caps.values()
+            .filter(|m| m.caps.get("exec.meta.ulimit") == Some(&true))
+            .count(),
+        2
+    );
+    // Without the options, neither is set.
+    let meta = execs(&ok("FROM alpine\nRUN true\n"))[0]
+        .meta
+        .clone()
+        .unwrap();
+    assert!(meta.ulimit.is_empty() && meta.cgroup_parent.is_empty());
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

@@ -1,12 +1,28 @@
 //! Per-run cgroups: v2 where the unified hierarchy has controllers, v1 otherwise.
 //!
+//! # Overview
+//!
 //! These are a handful of file writes, done here rather than through cgroups-rs or libcgroups:
 //! the container joins its cgroup from the forked child with a bare `open`+`write` of
 //! `cgroup.procs` (paths prepared before the fork), so all the runner needs is to create the
-//! directory, write the limits and remove it afterwards.
+//! directory, write the limits and remove it afterwards. The writes go through [`CgroupFs`], so
+//! the layout is tested against the recording fake as well as on the host.
+//!
+//! 1. A run's cgroup is `<parent>/<name>`: the parent is the runner's (`kiln`), below the
+//!    spec's own parent if it has one (LLB's `cgroupParent`, as BuildKit's
+//!    `<cgroupParent>/buildkit/<id>`); the name is the run's bundle name, after its owner.
+//! 2. cgroup v2: the controllers are enabled in `cgroup.subtree_control` of the root and of
+//!    every directory down to the parent, then the run's directory gets `memory.max` (and
+//!    `memory.swap.max` 0: no swap beyond the limit), `pids.max`, `cpu.weight`, `cpu.max`.
+//!    A limit whose controller the hierarchy lacks is an error, not a silent no-op.
+//! 3. cgroup v1: one directory per controller hierarchy (`memory.limit_in_bytes` with
+//!    `memory.memsw.limit_in_bytes`, `pids.max`, `cpu.shares`, `cpu.cfs_*`), and Docker's
+//!    device rules in the `devices` one.
+//! 4. The directories are removed when the run ends; those of runs whose process died are
+//!    swept by the next process, as the bundles are.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -23,6 +39,9 @@ pub(crate) enum Hierarchy {
     Unavailable,
 }
 
+/// The v1 controller hierarchies a run can join.
+const V1_CONTROLLERS: &[&str] = &["devices", "memory", "pids", "cpu"];
+
 impl Hierarchy {
     /// Looks at a cgroup mount point (normally /sys/fs/cgroup).
     pub(crate) fn detect(root: &Path) -> Self {
@@ -37,76 +56,146 @@ impl Hierarchy {
         }
         Self::Unavailable
     }
+
+    /// The directories holding runs' cgroups under `parent`: one per controller on v1.
+    fn parent_dirs(&self, parent: &Path) -> Vec<PathBuf> {
+        match self {
+            Self::V2(root) => vec![root.join(parent)],
+            Self::V1(root) => V1_CONTROLLERS
+                .iter()
+                .map(|c| root.join(c).join(parent))
+                .collect(),
+            Self::Unavailable => Vec::new(),
+        }
+    }
 }
 
-/// A created cgroup; [`Cgroup::remove`] deletes it.
+/// The file operations of cgroup setup: the host's cgroup file system ([`HostFs`]), or a
+/// recording fake in tests.
+pub(crate) trait CgroupFs {
+    /// The contents of a file.
+    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// Whether a file exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// `mkdir path`; one that exists already is fine.
+    fn create_dir(&mut self, path: &Path) -> io::Result<()>;
+    /// Writes `value` to a file (one `write(2)`; outside a cgroup file system the file is
+    /// created or replaced).
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()>;
+    /// Writes each of `values` with its own `write(2)` on one open file (outside a cgroup
+    /// file system, appended).
+    fn write_each(&mut self, path: &Path, values: &[&str]) -> io::Result<()>;
+    /// `rmdir path`.
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()>;
+}
+
+/// The cgroup file system of the host (or plain directories standing in for it in tests).
+#[derive(Debug, Default)]
+pub(crate) struct HostFs;
+
+impl<T: CgroupFs + ?Sized> CgroupFs for &mut T {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        (**self).read_to_string(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        (**self).exists(path)
+    }
+
+    fn create_dir(&mut self, path: &Path) -> io::Result<()> {
+        (**self).create_dir(path)
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        (**self).write(path, value)
+    }
+
+    fn write_each(&mut self, path: &Path, values: &[&str]) -> io::Result<()> {
+        (**self).write_each(path, values)
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        (**self).remove_dir(path)
+    }
+}
+
+impl CgroupFs for HostFs {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        fs_err::read_to_string(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_dir(&mut self, path: &Path) -> io::Result<()> {
+        match fs_err::create_dir(path) {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        fs_err::write(path, value)
+    }
+
+    fn write_each(&mut self, path: &Path, values: &[&str]) -> io::Result<()> {
+        use std::io::Write as _;
+        let mut file = fs_err::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)?;
+        for value in values {
+            file.write_all(value.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        match fs_err::remove_dir(path) {
+            // A plain directory standing in for a cgroup holds the files written to it.
+            Err(err) if err.kind() != io::ErrorKind::NotFound && !is_cgroupfs(path) => {
+                fs_err::remove_dir_all(path)
+            }
+            other => other,
+        }
+    }
+}
+
+/// A created cgroup; [`Cgroup::remove`] (or dropping it) deletes it.
 #[derive(Debug)]
-pub(crate) struct Cgroup {
+pub(crate) struct Cgroup<F: CgroupFs = HostFs> {
+    fs: F,
     /// Directories created, removed in reverse order.
     dirs: Vec<PathBuf>,
     /// `cgroup.procs` files the container writes itself into.
     pub(crate) procs: Vec<PathBuf>,
 }
 
-fn write(path: PathBuf, value: &str) -> Result<()> {
-    fs_err::write(&path, value).map_err(|source| Error::Cgroup { path, source })
-}
-
-fn mkdir(path: &Path) -> Result<()> {
-    match fs_err::create_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(source) => Err(Error::Cgroup {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// Device access a container gets (cgroup v1 `devices.allow` lines), as Docker grants it:
 /// creating any node is allowed (`m`), but only these can be opened. Without this, root with
 /// Docker's `CAP_MKNOD` could create and open the host's disks.
 pub(crate) const DEVICE_RULES: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
+    "c *:* m\n",
+    "b *:* m\n",
+    "c 1:3 rwm\n",
+    "c 1:5 rwm\n",
+    "c 1:7 rwm\n",
+    "c 1:8 rwm\n",
+    "c 1:9 rwm\n",
+    "c 5:0 rwm\n",
+    "c 5:1 rwm\n",
+    "c 5:2 rwm\n",
+    "c 136:* rwm\n",
 ];
 
 impl Hierarchy {
     /// Whether device access can be restricted (the v1 `devices` controller is mounted). On
-    /// v2 that takes an eBPF program, which the runner does not load yet.
+    /// v2 that takes an eBPF program, which the runner does not load: there, as everywhere,
+    /// the nodev mounts keep device files from opening.
     pub(crate) fn restricts_devices(&self) -> bool {
         matches!(self, Self::V1(root) if root.join("devices").is_dir())
     }
-}
-
-/// Writes each rule with its own `write(2)`, as the devices controller parses one per write
-/// (appending keeps them all visible in a plain directory, for tests).
-fn write_rules(path: PathBuf, rules: &[&str]) -> Result<()> {
-    use std::io::Write;
-    let mut file = fs_err::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(|source| Error::Cgroup {
-            path: path.clone(),
-            source,
-        })?;
-    for rule in rules {
-        file.write_all(format!("{rule}\n").as_bytes())
-            .map_err(|source| Error::Cgroup {
-                path: path.clone(),
-                source,
-            })?;
-    }
-    Ok(())
 }
 
 /// cgroup v2 `cpu.weight` for a v1 `cpu.shares` value (the conversion runc and crun use).
@@ -115,23 +204,63 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
-impl Cgroup {
+/// The cgroup parent of a run: the runner's `own` parent, below the spec's `requested` one
+/// (relative to the hierarchy's root; a leading `/` is allowed, `..` is not).
+pub(crate) fn parent_path(requested: Option<&str>, own: &str) -> Result<PathBuf> {
+    let Some(requested) = requested else {
+        return Ok(PathBuf::from(own));
+    };
+    let refuse = |reason: &'static str| Error::CgroupParent {
+        parent: requested.to_owned(),
+        reason,
+    };
+    if requested.contains(':') {
+        return Err(refuse(
+            "a systemd slice needs the systemd cgroup driver, and kiln writes the cgroup file system itself",
+        ));
+    }
+    let mut path = PathBuf::new();
+    for component in Path::new(requested).components() {
+        match component {
+            Component::Normal(part) => path.push(part),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(refuse("it leads out of the cgroup hierarchy"));
+            }
+        }
+    }
+    Ok(path.join(own))
+}
+
+impl<F: CgroupFs> Cgroup<F> {
     /// Creates `<parent>/<name>` in `hierarchy` with `limits`, and with Docker's device rules
-    /// if `restrict_devices` (see [`Hierarchy::restricts_devices`]).
+    /// if `restrict_devices` (see [`Hierarchy::restricts_devices`]). With `every_controller`
+    /// (a parent chosen by the spec, whose own limits must apply) a v1 run joins every
+    /// mounted controller hierarchy, not just those of its limits.
     pub(crate) fn create(
+        fs: F,
         hierarchy: &Hierarchy,
-        parent: &str,
+        parent: &Path,
         name: &str,
         limits: &Resources,
         restrict_devices: bool,
+        every_controller: bool,
     ) -> Result<Self> {
         let mut cgroup = Self {
+            fs,
             dirs: Vec::new(),
             procs: Vec::new(),
         };
         let result = match hierarchy {
             Hierarchy::V2(root) => cgroup.create_v2(root, parent, name, limits),
-            Hierarchy::V1(root) => cgroup.create_v1(root, parent, name, limits, restrict_devices),
+            Hierarchy::V1(root) => cgroup.create_v1(
+                root,
+                parent,
+                name,
+                limits,
+                restrict_devices,
+                every_controller,
+            ),
             Hierarchy::Unavailable => Err(Error::Cgroup {
                 path: PathBuf::from("/sys/fs/cgroup"),
                 source: io::Error::new(
@@ -149,49 +278,87 @@ impl Cgroup {
         }
     }
 
+    fn write(&mut self, path: PathBuf, value: &str) -> Result<()> {
+        self.fs
+            .write(&path, value)
+            .map_err(|source| Error::Cgroup { path, source })
+    }
+
+    /// Creates `dir`; with `owned` it is removed with the cgroup.
+    fn mkdir(&mut self, dir: PathBuf, owned: bool) -> Result<()> {
+        self.fs.create_dir(&dir).map_err(|source| Error::Cgroup {
+            path: dir.clone(),
+            source,
+        })?;
+        if owned {
+            self.dirs.push(dir);
+        }
+        Ok(())
+    }
+
     fn create_v2(
         &mut self,
         root: &Path,
-        parent: &str,
+        parent: &Path,
         name: &str,
         limits: &Resources,
     ) -> Result<()> {
-        let available = fs_err::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<&str> = ["cpu", "memory", "pids"]
+        let available = self
+            .fs
+            .read_to_string(&root.join("cgroup.controllers"))
+            .unwrap_or_default();
+        let has = |controller: &str| available.split_whitespace().any(|a| a == controller);
+        let needed = [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            (
+                "cpu",
+                limits.cpu_shares.is_some() || limits.cpu_quota.is_some(),
+            ),
+        ];
+        if let Some((controller, _)) = needed.iter().find(|(c, needed)| *needed && !has(c)) {
+            return Err(Error::CgroupController {
+                controller,
+                path: root.to_owned(),
+            });
+        }
+        let enable = ["cpu", "memory", "pids"]
             .into_iter()
-            .filter(|c| available.split_whitespace().any(|a| a == *c))
-            .collect();
-        let enable = wanted
-            .iter()
+            .filter(|c| has(c))
             .map(|c| format!("+{c}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let parent_dir = root.join(parent);
-        mkdir(&parent_dir)?;
-        if !enable.is_empty() {
-            write(root.join("cgroup.subtree_control"), &enable)?;
-            write(parent_dir.join("cgroup.subtree_control"), &enable)?;
+        // Each level hands the controllers down to the next: the root, then every directory
+        // down to the parent.
+        let mut dir = root.to_owned();
+        let mut levels = parent.components();
+        loop {
+            if !enable.is_empty() {
+                self.write(dir.join("cgroup.subtree_control"), &enable)?;
+            }
+            let Some(level) = levels.next() else { break };
+            dir.push(level);
+            self.mkdir(dir.clone(), false)?;
         }
-        let dir = parent_dir.join(name);
-        mkdir(&dir)?;
-        self.dirs.push(dir.clone());
+        dir.push(name);
+        self.mkdir(dir.clone(), true)?;
         if let Some(memory) = limits.memory {
-            write(dir.join("memory.max"), &memory.to_string())?;
-            if dir.join("memory.swap.max").exists() {
-                write(dir.join("memory.swap.max"), "0")?;
+            self.write(dir.join("memory.max"), &memory.to_string())?;
+            if self.fs.exists(&dir.join("memory.swap.max")) {
+                self.write(dir.join("memory.swap.max"), "0")?;
             }
         }
         if let Some(pids) = limits.pids {
-            write(dir.join("pids.max"), &pids.to_string())?;
+            self.write(dir.join("pids.max"), &pids.to_string())?;
         }
         if let Some(shares) = limits.cpu_shares {
-            write(
+            self.write(
                 dir.join("cpu.weight"),
                 &shares_to_weight(shares).to_string(),
             )?;
         }
         if let Some((quota, period)) = limits.cpu_quota {
-            write(dir.join("cpu.max"), &format!("{quota} {period}"))?;
+            self.write(dir.join("cpu.max"), &format!("{quota} {period}"))?;
         }
         self.procs.push(dir.join("cgroup.procs"));
         Ok(())
@@ -200,54 +367,66 @@ impl Cgroup {
     fn create_v1(
         &mut self,
         root: &Path,
-        parent: &str,
+        parent: &Path,
         name: &str,
         limits: &Resources,
         restrict_devices: bool,
+        every_controller: bool,
     ) -> Result<()> {
-        let mut controllers = Vec::new();
-        if restrict_devices {
-            controllers.push("devices");
-        }
-        if limits.memory.is_some() {
-            controllers.push("memory");
-        }
-        if limits.pids.is_some() {
-            controllers.push("pids");
-        }
-        if limits.cpu_shares.is_some() || limits.cpu_quota.is_some() {
-            controllers.push("cpu");
-        }
-        for controller in controllers {
-            let dir = root.join(controller).join(parent).join(name);
-            mkdir(&dir)?;
-            self.dirs.push(dir.clone());
+        let cpu = limits.cpu_shares.is_some() || limits.cpu_quota.is_some();
+        let wanted = [
+            ("devices", restrict_devices),
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", cpu),
+        ];
+        for (controller, limited) in wanted {
+            let mounted = self.fs.exists(&root.join(controller));
+            let joined = limited || (every_controller && mounted);
+            if !joined {
+                continue;
+            }
+            let mut dir = root.join(controller);
+            for level in parent.components() {
+                dir.push(level);
+                self.mkdir(dir.clone(), false)?;
+            }
+            dir.push(name);
+            self.mkdir(dir.clone(), true)?;
             match controller {
                 "memory" => {
-                    let memory = limits.memory.unwrap_or_default().to_string();
-                    write(dir.join("memory.limit_in_bytes"), &memory)?;
-                    // Limit memory+swap to the same total so swap cannot extend the limit.
-                    if dir.join("memory.memsw.limit_in_bytes").exists() {
-                        write(dir.join("memory.memsw.limit_in_bytes"), &memory)?;
+                    if let Some(memory) = limits.memory {
+                        let memory = memory.to_string();
+                        self.write(dir.join("memory.limit_in_bytes"), &memory)?;
+                        // Limit memory+swap to the same total so swap cannot extend the limit.
+                        if self.fs.exists(&dir.join("memory.memsw.limit_in_bytes")) {
+                            self.write(dir.join("memory.memsw.limit_in_bytes"), &memory)?;
+                        }
                     }
                 }
-                "devices" => {
-                    write(dir.join("devices.deny"), "a")?;
-                    write_rules(dir.join("devices.allow"), DEVICE_RULES)?;
+                "devices" if restrict_devices => {
+                    self.write(dir.join("devices.deny"), "a")?;
+                    // One rule per write: the controller parses one a write.
+                    let path = dir.join("devices.allow");
+                    self.fs
+                        .write_each(&path, DEVICE_RULES)
+                        .map_err(|source| Error::Cgroup { path, source })?;
                 }
-                "pids" => write(
-                    dir.join("pids.max"),
-                    &limits.pids.unwrap_or_default().to_string(),
-                )?,
-                _ => {
+                "pids" => {
+                    if let Some(pids) = limits.pids {
+                        self.write(dir.join("pids.max"), &pids.to_string())?;
+                    }
+                }
+                "cpu" => {
                     if let Some(shares) = limits.cpu_shares {
-                        write(dir.join("cpu.shares"), &shares.to_string())?;
+                        self.write(dir.join("cpu.shares"), &shares.to_string())?;
                     }
                     if let Some((quota, period)) = limits.cpu_quota {
-                        write(dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                        write(dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                        self.write(dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                        self.write(dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
                     }
                 }
+                _ => {}
             }
             self.procs.push(dir.join("cgroup.procs"));
         }
@@ -259,14 +438,9 @@ impl Cgroup {
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Some(dir) = self.dirs.pop() {
             loop {
-                match fs_err::remove_dir(&dir) {
+                match self.fs.remove_dir(&dir) {
                     Ok(()) => break,
                     Err(err) if err.kind() == io::ErrorKind::NotFound => break,
-                    // A fake cgroupfs (a plain directory) holds the files we wrote.
-                    Err(_) if !is_cgroupfs(&dir) => {
-                        let _ = fs_err::remove_dir_all(&dir);
-                        break;
-                    }
                     Err(err) if Instant::now() >= deadline => {
                         tracing::warn!(path = %dir.display(), error = %err, "cannot remove cgroup");
                         break;
@@ -278,7 +452,7 @@ impl Cgroup {
     }
 }
 
-impl Drop for Cgroup {
+impl<F: CgroupFs> Drop for Cgroup<F> {
     fn drop(&mut self) {
         self.remove();
     }
@@ -292,9 +466,31 @@ fn is_cgroupfs(dir: &Path) -> bool {
     })
 }
 
+/// Removes the cgroups under `parent` that runs of dead processes left (kiln killed with
+/// SIGKILL), once per directory and process, as [`crate::state`] sweeps their bundles. Their
+/// processes are gone with them, so each is an empty cgroup that `rmdir` removes.
+pub(crate) fn sweep_once(hierarchy: &Hierarchy, parent: &Path) {
+    for dir in hierarchy.parent_dirs(parent) {
+        if crate::state::first_time(&dir) {
+            sweep(&dir);
+        }
+    }
+}
+
+/// Removes the cgroups in `dir` named after a dead process.
+fn sweep(dir: &Path) {
+    for path in crate::state::left_by_dead_processes(dir) {
+        tracing::debug!(path = %path.display(), "removing the cgroup of a dead run");
+        if let Err(err) = fs_err::remove_dir(&path) {
+            tracing::warn!(error = %err, "cannot remove a dead run's cgroup");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fake::RecordingSys;
 
     fn read(path: &Path) -> String {
         fs_err::read_to_string(path).unwrap()
@@ -322,10 +518,12 @@ mod tests {
         fs_err::create_dir_all(&dir).unwrap();
         fs_err::write(dir.join("memory.swap.max"), "max").unwrap();
         let mut cgroup = Cgroup::create(
+            HostFs,
             &Hierarchy::V2(root.path().to_owned()),
-            "kiln",
+            Path::new("kiln"),
             "run1",
             &limits,
+            false,
             false,
         )
         .unwrap();
@@ -357,10 +555,12 @@ mod tests {
             ..Resources::default()
         };
         let _cgroup = Cgroup::create(
+            HostFs,
             &Hierarchy::V2(root.path().to_owned()),
-            "kiln",
+            Path::new("kiln"),
             "x",
             &limits,
+            false,
             false,
         )
         .unwrap();
@@ -385,11 +585,13 @@ mod tests {
             cpu_quota: Some((25_000, 50_000)),
         };
         let mut cgroup = Cgroup::create(
+            HostFs,
             &Hierarchy::V1(root.path().to_owned()),
-            "kiln",
+            Path::new("kiln"),
             "r",
             &limits,
             true,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -417,6 +619,241 @@ mod tests {
         assert_eq!(cgroup.procs.len(), 4);
         cgroup.remove();
         assert!(!root.path().join("memory/kiln/r").exists());
+    }
+
+    /// A fake cgroup file system: `files` exist (with these contents), every call is recorded.
+    fn fake(files: &[(&str, &str)]) -> RecordingSys {
+        let mut fs = RecordingSys::default();
+        fs.files = files
+            .iter()
+            .map(|(path, text)| (PathBuf::from(path), (*text).to_owned()))
+            .collect();
+        fs
+    }
+
+    fn v2() -> Hierarchy {
+        Hierarchy::V2(PathBuf::from("/sys/fs/cgroup"))
+    }
+
+    #[test]
+    fn v2_hands_the_controllers_down_to_the_parent_and_writes_the_limits() {
+        let mut fs = fake(&[
+            (
+                "/sys/fs/cgroup/cgroup.controllers",
+                "cpuset cpu io memory pids\n",
+            ),
+            ("/sys/fs/cgroup/ci/kiln/1-2-3/memory.swap.max", "max\n"),
+        ]);
+        let limits = Resources {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            ..Resources::default()
+        };
+        let parent = parent_path(Some("/ci"), "kiln").unwrap();
+        let cgroup = Cgroup::create(&mut fs, &v2(), &parent, "1-2-3", &limits, false, true);
+        let cgroup = cgroup.unwrap();
+        assert_eq!(
+            cgroup.procs,
+            [PathBuf::from("/sys/fs/cgroup/ci/kiln/1-2-3/cgroup.procs")]
+        );
+        drop(cgroup);
+        assert_eq!(
+            fs.calls,
+            [
+                "write /sys/fs/cgroup/cgroup.subtree_control +cpu +memory +pids",
+                "mkdir /sys/fs/cgroup/ci",
+                "write /sys/fs/cgroup/ci/cgroup.subtree_control +cpu +memory +pids",
+                "mkdir /sys/fs/cgroup/ci/kiln",
+                "write /sys/fs/cgroup/ci/kiln/cgroup.subtree_control +cpu +memory +pids",
+                "mkdir /sys/fs/cgroup/ci/kiln/1-2-3",
+                "write /sys/fs/cgroup/ci/kiln/1-2-3/memory.max 67108864",
+                "write /sys/fs/cgroup/ci/kiln/1-2-3/memory.swap.max 0",
+                "write /sys/fs/cgroup/ci/kiln/1-2-3/pids.max 32",
+                "rmdir /sys/fs/cgroup/ci/kiln/1-2-3",
+            ]
+        );
+    }
+
+    #[test]
+    fn v2_without_the_controller_of_a_limit_is_an_error() {
+        // The unified hierarchy of a hybrid host: v1 holds memory and pids.
+        for limits in [
+            Resources {
+                memory: Some(1 << 20),
+                ..Resources::default()
+            },
+            Resources {
+                pids: Some(10),
+                ..Resources::default()
+            },
+        ] {
+            let mut fs = fake(&[("/sys/fs/cgroup/cgroup.controllers", "hugetlb\n")]);
+            let err = Cgroup::create(
+                &mut fs,
+                &v2(),
+                Path::new("kiln"),
+                "r",
+                &limits,
+                false,
+                false,
+            )
+            .unwrap_err();
+            let controller = if limits.memory.is_some() {
+                "memory"
+            } else {
+                "pids"
+            };
+            assert!(
+                matches!(err, Error::CgroupController { controller: c, .. } if c == controller),
+                "{err}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cannot apply the {controller} limit: the cgroup v2 hierarchy at /sys/fs/cgroup has no {controller} controller"
+                )
+            );
+            assert_eq!(fs.calls, Vec::<String>::new());
+        }
+        // Without limits (a cgroup parent alone) the run's cgroup is made all the same.
+        let mut fs = fake(&[("/sys/fs/cgroup/cgroup.controllers", "hugetlb\n")]);
+        let cgroup = Cgroup::create(
+            &mut fs,
+            &v2(),
+            Path::new("kiln"),
+            "r",
+            &Resources::default(),
+            false,
+            true,
+        );
+        drop(cgroup.unwrap());
+        assert_eq!(
+            fs.calls,
+            [
+                "mkdir /sys/fs/cgroup/kiln",
+                "mkdir /sys/fs/cgroup/kiln/r",
+                "rmdir /sys/fs/cgroup/kiln/r",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_write_removes_the_cgroup() {
+        let mut fs = fake(&[("/sys/fs/cgroup/cgroup.controllers", "memory pids\n")]);
+        fs.fail.push((
+            "write /sys/fs/cgroup/kiln/r/pids.max".to_owned(),
+            nix::errno::Errno::EINVAL,
+        ));
+        let limits = Resources {
+            memory: Some(1 << 20),
+            pids: Some(10),
+            ..Resources::default()
+        };
+        let err = Cgroup::create(
+            &mut fs,
+            &v2(),
+            Path::new("kiln"),
+            "r",
+            &limits,
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Cgroup { path, .. } if path == Path::new("/sys/fs/cgroup/kiln/r/pids.max")),
+            "{err}"
+        );
+        assert_eq!(fs.calls.last().unwrap(), "rmdir /sys/fs/cgroup/kiln/r");
+    }
+
+    #[test]
+    fn v1_with_a_parent_joins_every_mounted_controller() {
+        let mut fs = fake(&[
+            ("/sys/fs/cgroup/memory", ""),
+            ("/sys/fs/cgroup/pids", ""),
+            ("/sys/fs/cgroup/devices", ""),
+        ]);
+        let v1 = Hierarchy::V1(PathBuf::from("/sys/fs/cgroup"));
+        let parent = parent_path(Some("ci"), "kiln").unwrap();
+        let limits = Resources {
+            pids: Some(5),
+            ..Resources::default()
+        };
+        let cgroup = Cgroup::create(&mut fs, &v1, &parent, "r", &limits, false, true).unwrap();
+        assert_eq!(cgroup.procs.len(), 3);
+        drop(cgroup);
+        // No limit is written where none is set; `cpu` is not mounted here.
+        assert_eq!(
+            fs.calls,
+            [
+                "mkdir /sys/fs/cgroup/devices/ci",
+                "mkdir /sys/fs/cgroup/devices/ci/kiln",
+                "mkdir /sys/fs/cgroup/devices/ci/kiln/r",
+                "mkdir /sys/fs/cgroup/memory/ci",
+                "mkdir /sys/fs/cgroup/memory/ci/kiln",
+                "mkdir /sys/fs/cgroup/memory/ci/kiln/r",
+                "mkdir /sys/fs/cgroup/pids/ci",
+                "mkdir /sys/fs/cgroup/pids/ci/kiln",
+                "mkdir /sys/fs/cgroup/pids/ci/kiln/r",
+                "write /sys/fs/cgroup/pids/ci/kiln/r/pids.max 5",
+                "rmdir /sys/fs/cgroup/pids/ci/kiln/r",
+                "rmdir /sys/fs/cgroup/memory/ci/kiln/r",
+                "rmdir /sys/fs/cgroup/devices/ci/kiln/r",
+            ]
+        );
+    }
+
+    #[test]
+    fn cgroup_parents_stay_in_the_hierarchy() {
+        assert_eq!(parent_path(None, "kiln").unwrap(), PathBuf::from("kiln"));
+        assert_eq!(
+            parent_path(Some("/ci/./build/"), "kiln").unwrap(),
+            PathBuf::from("ci/build/kiln")
+        );
+        let err = parent_path(Some("ci/../../host"), "kiln").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid cgroup parent \"ci/../../host\": it leads out of the cgroup hierarchy"
+        );
+        assert!(matches!(
+            parent_path(Some("system.slice:kiln:x"), "kiln"),
+            Err(Error::CgroupParent { .. })
+        ));
+    }
+
+    #[test]
+    fn sweep_removes_the_cgroups_of_dead_runs() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        let dead_start = crate::state::start_time(dead).unwrap_or(1);
+        child.wait().unwrap();
+        let me = std::process::id();
+        let my_start = crate::state::start_time(me).unwrap();
+        let (dead, alive, other) = (
+            format!("{dead}-{dead_start}-0"),
+            format!("{me}-{my_start}-0"),
+            "system".to_owned(),
+        );
+        for controller in ["memory", "pids"] {
+            for name in [&dead, &alive, &other] {
+                fs_err::create_dir_all(root.path().join(controller).join("kiln").join(name))
+                    .unwrap();
+            }
+        }
+        let hierarchy = Hierarchy::detect(root.path());
+        sweep_once(&hierarchy, Path::new("kiln"));
+        for controller in ["memory", "pids"] {
+            let dir = root.path().join(controller).join("kiln");
+            let mut left: Vec<String> = fs_err::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            left.sort();
+            let mut expected = vec![alive.clone(), other.clone()];
+            expected.sort();
+            assert_eq!(left, expected, "{controller}");
+        }
     }
 
     #[test]

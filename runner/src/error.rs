@@ -81,6 +81,54 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A ulimit is not `name=soft[:hard]`.
+    #[error("invalid ulimit argument: {argument}")]
+    UlimitArgument {
+        /// The text given.
+        argument: String,
+    },
+    /// A ulimit names no resource docker knows.
+    #[error("invalid ulimit type: {name}")]
+    UlimitType {
+        /// The name given.
+        name: String,
+    },
+    /// A ulimit value is not a number, or `-1` for unlimited.
+    #[error("invalid ulimit value {value:?}: not a number")]
+    UlimitValue {
+        /// The value given.
+        value: String,
+    },
+    /// A ulimit's soft limit is above its hard one.
+    #[error(
+        "ulimit soft limit must be less than or equal to hard limit: {}",
+        if *soft == -1 { format!("soft: -1 (unlimited), hard: {hard}") } else { format!("{soft} > {hard}") }
+    )]
+    UlimitOrder {
+        /// The soft limit (`-1`: unlimited).
+        soft: i64,
+        /// The hard limit.
+        hard: i64,
+    },
+    /// The spec's cgroup parent cannot be used.
+    #[error("invalid cgroup parent {parent:?}: {reason}")]
+    CgroupParent {
+        /// The parent as given.
+        parent: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A resource limit needs a cgroup v2 controller the hierarchy does not offer (on a
+    /// hybrid host, the v1 hierarchies hold it).
+    #[error(
+        "cannot apply the {controller} limit: the cgroup v2 hierarchy at {path} has no {controller} controller"
+    )]
+    CgroupController {
+        /// `memory`, `pids` or `cpu`.
+        controller: &'static str,
+        /// The hierarchy's mount point.
+        path: PathBuf,
+    },
     /// A system call made by the runner itself (not the container) failed.
     #[error("{call} failed")]
     Syscall {

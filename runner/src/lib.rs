@@ -4,9 +4,11 @@
 //! (unless [`NetworkMode::Host`]) network namespaces, over a root filesystem that is a directory
 //! or an overlayfs stack ([`Rootfs`]), and returns its [`ExitStatus`]. The process sees a fresh
 //! /proc, a read-only /sys, a small /dev, generated /etc/hosts, /etc/resolv.conf and
-//! /etc/hostname, Docker's default capabilities and seccomp profile, masked paths, a nodev root
-//! and /dev (plus device rules on cgroup v1), and the cgroup limits of its [`Resources`]; [`Security::Insecure`]
-//! lifts all of that for builds allowed `security.insecure` and `kiln run --privileged`. The
+//! /etc/hostname, Docker's default capabilities and seccomp profile, masked paths, nodev on
+//! every mount but the allowed device nodes in /dev (plus device rules on cgroup v1), and the
+//! cgroup limits of its [`Resources`] and the [`Ulimit`]s of its process; [`Security::Insecure`]
+//! lifts the confinement (capabilities, seccomp, masks, nodev, device rules) for builds
+//! allowed `security.insecure` and `kiln run --privileged`. The
 //! process itself is PID 1 of its namespace, as under runc; when it exits the kernel kills
 //! whatever else is left. Output streams to the caller's sinks as it arrives; a [`Handle`]
 //! cancels, signals or resizes the container from another thread.
@@ -43,6 +45,7 @@ mod spec;
 mod state;
 mod stubs;
 mod sys;
+mod ulimit;
 mod user;
 mod view;
 
@@ -52,4 +55,5 @@ pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{
     ExitStatus, Mount, NetworkMode, Resources, Rootfs, Security, Spec, Stdio, TerminalSize,
 };
+pub use crate::ulimit::Ulimit;
 pub use nix::sys::signal::Signal;

@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, pipe2, read};
 
-use crate::cgroup::{Cgroup, Hierarchy};
+use crate::cgroup::{self, Cgroup, Hierarchy, HostFs};
 use crate::error::{Error, Result};
 use crate::plan::{self, Staged, container_path, cstring};
 use crate::seccomp;
@@ -26,7 +26,7 @@ use crate::spec::{ExitStatus, Mount, NetworkMode, Security, Spec, Stdio, Termina
 use crate::state;
 use crate::stubs::{self, Stubs};
 use crate::sys::process::{
-    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_STEP, Step,
+    self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_OP, REPORT_RLIMIT, REPORT_STEP, Step,
 };
 use crate::user;
 use crate::view::RootView;
@@ -203,7 +203,9 @@ impl Runner {
         }
     }
 
-    /// Uses `name` (relative to the hierarchy's root) as the parent of per-run cgroups.
+    /// Uses `name` (relative to the hierarchy's root, or to a spec's
+    /// [`cgroup_parent`](Spec::cgroup_parent)) as the parent of per-run cgroups; those that
+    /// runs of dead processes left there are removed by the first run of the next process.
     pub fn with_cgroup_parent(mut self, name: impl Into<String>) -> Self {
         self.cgroup_parent = name.into();
         self
@@ -233,10 +235,17 @@ impl Runner {
         }
         let started = Instant::now();
         let counter = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{counter}", std::process::id());
+        let cgroup_parent =
+            cgroup::parent_path(spec.cgroup_parent.as_deref(), &self.cgroup_parent)?;
         state::prepare(&self.state_dir)?;
         state::sweep_once(&self.state_dir);
+        cgroup::sweep_once(&self.hierarchy, &cgroup_parent);
         let bundle = state::create_bundle(&self.state_dir, counter)?;
+        // The cgroup is named after the run, as its bundle: swept the same way after a crash.
+        let id = bundle
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut cleanup = Cleanup {
             init: None,
             cgroup: None,
@@ -247,13 +256,16 @@ impl Runner {
         let staged = stage(&spec, &bundle)?;
         let plan = plan::build(&spec, &staged)?;
         let restrict_devices = self.hierarchy.restricts_devices();
-        if !spec.resources.is_empty() || restrict_devices {
+        let own_parent = spec.cgroup_parent.is_some();
+        if !spec.resources.is_empty() || restrict_devices || own_parent {
             cleanup.cgroup = Some(Cgroup::create(
+                HostFs,
                 &self.hierarchy,
-                &self.cgroup_parent,
+                &cgroup_parent,
                 &id,
                 &spec.resources,
                 restrict_devices,
+                own_parent,
             )?);
         }
         let layers = spec.rootfs.lookup_dirs();
@@ -357,7 +369,7 @@ impl Runner {
         let report = read_report(&error_read);
         if let (Ok(pumped), Some(report)) = (&outcome, report) {
             if pumped.stopped.is_none() {
-                outcome = Err(report_error(report, &launch, &spec.args[0]));
+                outcome = Err(report_error(report, &launch, &spec));
             }
         }
         drop(cleanup);
@@ -551,6 +563,11 @@ fn prepare_launch(
         groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         capabilities,
         last_capability,
+        rlimits: spec
+            .ulimits
+            .iter()
+            .map(crate::Ulimit::rlimit)
+            .collect::<Result<_>>()?,
         seccomp,
         terminal: spec.stdio_is_terminal(),
     })
@@ -767,8 +784,9 @@ fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
     })
 }
 
-fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, program: &str) -> Error {
+fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, spec: &Spec) -> Error {
     let source = Errno::from_raw(errno);
+    let program = &spec.args[0];
     match kind {
         REPORT_OP => Error::Setup {
             step: launch
@@ -779,6 +797,13 @@ fn report_error((kind, index, errno): (u32, u32, i32), launch: &Launch, program:
         },
         REPORT_EXEC => Error::Exec {
             program: program.to_owned(),
+            source,
+        },
+        REPORT_RLIMIT => Error::Setup {
+            step: spec.ulimits.get(index as usize).map_or_else(
+                || format!("set resource limit {index}"),
+                |ulimit| format!("set the resource limit {ulimit}"),
+            ),
             source,
         },
         REPORT_STEP => Error::Setup {

@@ -22,6 +22,8 @@ pub enum Rootfs {
         upper: PathBuf,
         /// overlayfs's work directory, on the same filesystem as `upper`.
         work: PathBuf,
+        /// Mount it read-only (`docker run --read-only`).
+        readonly: bool,
     },
 }
 
@@ -199,6 +201,15 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     /// Resource limits.
     pub resources: Resources,
+    /// Resource limits of the process (`setrlimit`), as `docker run --ulimit`; others are
+    /// inherited from the caller.
+    pub ulimits: Vec<crate::Ulimit>,
+    /// The cgroup to put the run's cgroup in, relative to the hierarchy's root (LLB's
+    /// `cgroupParent`, `docker run --cgroup-parent`): the run then goes to
+    /// `<parent>/kiln/<run>` instead of `kiln/<run>`, in every controller hierarchy on cgroup
+    /// v1, so that the limits an administrator set on the parent apply. `None`: `kiln/<run>`,
+    /// and only where a limit or the device rules need a cgroup.
+    pub cgroup_parent: Option<String>,
     /// Standard streams.
     pub stdio: Stdio,
     /// Kill the container after this long.
@@ -227,6 +238,8 @@ impl Spec {
             security: Security::Sandbox,
             mounts: Vec::new(),
             resources: Resources::default(),
+            ulimits: Vec::new(),
+            cgroup_parent: None,
             stdio: Stdio::Captured,
             timeout: None,
             remove_mount_stubs: true,

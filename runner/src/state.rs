@@ -9,7 +9,8 @@
 //!    process; files in it are created with `O_CREAT | O_EXCL | O_NOFOLLOW`.
 //! 3. The bundle is removed when the run ends; after a crash (kiln killed with SIGKILL) the
 //!    next runner of any process sweeps bundles whose owner is gone: no such pid, or a pid
-//!    reused by a process that started at another time.
+//!    reused by a process that started at another time. The run's cgroup has the same name
+//!    and is swept the same way ([`crate::cgroup::sweep_once`]).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -70,34 +71,47 @@ pub(crate) fn prepare(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes bundles in `dir` whose owning process is gone, once per directory and process.
-pub(crate) fn sweep_once(dir: &Path) {
+/// Whether this process asks about `dir` for the first time: sweeps run once per directory
+/// and process.
+pub(crate) fn first_time(dir: &Path) -> bool {
     static SWEPT: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    let first = SWEPT
+    SWEPT
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(dir.to_owned());
-    if first {
+        .insert(dir.to_owned())
+}
+
+/// Removes bundles in `dir` whose owning process is gone, once per directory and process.
+pub(crate) fn sweep_once(dir: &Path) {
+    if first_time(dir) {
         sweep(dir);
     }
 }
 
+/// The entries of `dir` named after a run (`<pid>-<start time>-<counter>`) whose process is
+/// gone: no such pid, or a pid reused by a process that started at another time.
+pub(crate) fn left_by_dead_processes(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(owner)
+                .is_some_and(|(pid, start)| start_time(pid) != Some(start))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Removes bundles in `dir` whose owning process is gone.
 pub(crate) fn sweep(dir: &Path) {
-    let Ok(entries) = fs_err::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some((pid, start)) = name.to_str().and_then(owner) else {
-            continue;
-        };
-        if start_time(pid) == Some(start) {
-            continue;
-        }
-        let path = entry.path();
-        tracing::debug!(path = %path.display(), pid, "removing the bundle of a dead run");
+    for path in left_by_dead_processes(dir) {
+        tracing::debug!(path = %path.display(), "removing the bundle of a dead run");
         if let Err(err) = fs_err::remove_dir_all(&path) {
             tracing::warn!(error = %err, "cannot remove a dead run's bundle");
         }
@@ -112,7 +126,8 @@ fn mkdir_private(path: &Path) -> Result<()> {
     })
 }
 
-/// A new, empty, private bundle directory for one run.
+/// A new, empty, private bundle directory for one run, named after it: the name is also the
+/// run's cgroup's.
 pub(crate) fn create_bundle(dir: &Path, counter: u64) -> Result<PathBuf> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);

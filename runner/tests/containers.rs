@@ -466,6 +466,7 @@ fn overlay_writes_land_in_upper_and_no_mount_remains() {
         lowers: lowers.clone(),
         upper: upper.clone(),
         work,
+        readonly: false,
     };
     let spec = Spec::new(
         rootfs,
@@ -961,6 +962,7 @@ fn bare_overlay(dir: &Path, name: &str) -> (Rootfs, PathBuf) {
         lowers: vec![lower],
         upper: upper.clone(),
         work,
+        readonly: false,
     };
     (rootfs, upper)
 }
@@ -1307,4 +1309,430 @@ fn block_devices_made_anywhere_cannot_be_opened() {
     );
     spec.security = Security::Insecure;
     assert_eq!(f.sh_spec(spec), "dev\n");
+}
+
+/// Mounts a tmpfs at `path` on the host and unmounts it however the test ends.
+struct HostTmpfs(PathBuf);
+
+impl HostTmpfs {
+    fn mount(path: &Path) -> Self {
+        fs_err::create_dir_all(path).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// For each directory: makes the null device (1:3) there with mknod and opens it; prints
+/// `DIR: opened` or `DIR: ` and the error.
+fn open_new_null_devices(dirs: &[&str]) -> String {
+    let mut script = String::new();
+    for dir in dirs {
+        script.push_str(&format!(
+            "rm -f {dir}/null-{n}; mknod {dir}/null-{n} c 1 3 || echo '{dir}: mknod failed'; \
+             if out=$(head -c 0 {dir}/null-{n} 2>&1); then echo '{dir}: opened'; \
+             else echo \"{dir}: ${{out##*: }}\"; fi; ",
+            n = dir.len()
+        ));
+    }
+    script
+}
+
+#[test]
+fn device_nodes_open_on_no_mount_but_the_allowed_ones_in_dev() {
+    if !can_run() {
+        return;
+    }
+    // The null device is allowed by the v1 device rules, so a refusal here comes from nodev,
+    // which is all that keeps devices closed on cgroup v2.
+    let f = fixture();
+    let host = tempfile::tempdir().unwrap();
+    let (rw, ro, cache) = (
+        host.path().join("rw"),
+        host.path().join("ro"),
+        host.path().join("cache"),
+    );
+    for dir in [&rw, &ro, &cache] {
+        fs_err::create_dir(dir).unwrap();
+    }
+    // A node that is already there (as in a bound snapshot) is refused as well, read-only or not.
+    nix::sys::stat::mknod(
+        &ro.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    // A submount of a bound directory is nodev too.
+    let _sub = HostTmpfs::mount(&rw.join("sub"));
+    let layers = tempfile::tempdir().unwrap();
+    let (lower, upper, work) = (
+        layers.path().join("lower"),
+        layers.path().join("upper"),
+        layers.path().join("work"),
+    );
+    for dir in [&lower, &upper, &work] {
+        fs_err::create_dir(dir).unwrap();
+    }
+    let dirs = [
+        "/", "/tmp", "/rw", "/rw/sub", "/cache", "/scratch", "/ov", "/dev/shm",
+    ];
+    let mut spec = f.spec(&format!(
+        "{} if out=$(head -c 0 /ro/null 2>&1); then echo '/ro: opened'; else echo \"/ro: ${{out##*: }}\"; fi; \
+         echo x > /dev/null && head -c 2 /dev/zero | wc -c",
+        open_new_null_devices(&dirs)
+    ));
+    spec.mounts = vec![
+        Mount::Bind {
+            source: rw.clone(),
+            target: "/rw".into(),
+            readonly: false,
+        },
+        Mount::Bind {
+            source: ro.clone(),
+            target: "/ro".into(),
+            readonly: true,
+        },
+        Mount::Bind {
+            source: cache.clone(),
+            target: "/cache".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: None,
+        },
+        Mount::Overlay {
+            lowers: vec![lower.clone()],
+            upper_work: Some((upper.clone(), work.clone())),
+            target: "/ov".into(),
+            readonly: false,
+        },
+    ];
+    let expected: String = dirs
+        .iter()
+        .map(|d| format!("{d}: Permission denied\n"))
+        .chain(["/ro: Permission denied\n".to_owned(), "2\n".to_owned()])
+        .collect();
+    assert_eq!(f.sh_spec(spec), expected);
+    // The nodes were made where the process could write, and are refused on the host's mounts
+    // of them only by the container's mounts being nodev.
+    assert!(rw.join("null-3").exists() && cache.join("null-6").exists());
+
+    // An overlay root, likewise.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, _) = bare_overlay(dir.path(), "o");
+    let spec = Spec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            open_new_null_devices(&["/", "/tmp"]),
+        ],
+    );
+    assert_eq!(
+        f.sh_spec(spec),
+        "/: Permission denied\n/tmp: Permission denied\n"
+    );
+    // Privileged, the same node opens.
+    let mut spec = f.spec(&open_new_null_devices(&["/tmp"]));
+    spec.security = Security::Insecure;
+    assert_eq!(f.sh_spec(spec), "/tmp: opened\n");
+}
+
+#[test]
+fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    // A mount below /proc/sys, made before Docker's read-only paths are applied.
+    let mut spec = f.spec(
+        "touch /proc/sys/fs/binfmt_misc/x 2>/dev/null && echo binfmt-writable; \
+         awk '$2 == \"/proc/sys/fs/binfmt_misc\" { split($4, o, \",\"); last = o[1] } END { print last }' /proc/mounts",
+    );
+    spec.mounts = vec![Mount::Tmpfs {
+        target: "/proc/sys/fs/binfmt_misc".into(),
+        size: None,
+    }];
+    // (The last entry is the one in sight: the copy under the read-only bind of /proc/sys.)
+    assert_eq!(f.sh_spec(spec), "ro\n");
+
+    // A root directory with a mount inside it: read-only and nodev all through, while the
+    // mounts the runner makes on it stay writable.
+    let _sub = HostTmpfs::mount(&f.root.join("sub"));
+    fs_err::write(f.root.join("sub/f"), "inner\n").unwrap();
+    let mut spec = f.spec(
+        "cat /sub/f; touch /sub/new 2>/dev/null && echo sub-writable; \
+         touch /new 2>/dev/null && echo root-writable; \
+         awk '$2 == \"/\" || $2 == \"/sub\" { print $2, $4 }' /proc/mounts | sed -E 's/(ro|rw),.*(nodev).*/\\1 \\2/'; \
+         echo ok > /scratch/f && cat /scratch/f; echo ok > /dev/shm/f && cat /dev/shm/f",
+    );
+    spec.rootfs = Rootfs::Dir {
+        path: f.root.clone(),
+        readonly: true,
+    };
+    spec.mounts.push(Mount::Tmpfs {
+        target: "/scratch".into(),
+        size: None,
+    });
+    assert_eq!(
+        f.sh_spec(spec),
+        "inner\n/ ro nodev\n/sub ro nodev\nok\nok\n"
+    );
+    assert!(!f.root.join("sub/new").exists() && !f.root.join("new").exists());
+
+    // An overlay root read-only (`kiln run --read-only`): nothing lands in its upper, its
+    // tmpfs mounts stay writable.
+    let dir = tempfile::tempdir().unwrap();
+    let (rootfs, upper) = bare_overlay(dir.path(), "ro");
+    let Rootfs::Overlay {
+        lowers,
+        upper: up,
+        work,
+        ..
+    } = rootfs
+    else {
+        unreachable!()
+    };
+    let mut spec = Spec::new(
+        Rootfs::Overlay {
+            lowers,
+            upper: up,
+            work,
+            readonly: true,
+        },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /new 2>/dev/null && echo root-writable; echo ok > /dev/shm/f && cat /dev/shm/f; \
+             awk '$2 == \"/\" { split($4, o, \",\"); print o[1] }' /proc/mounts"
+                .into(),
+        ],
+    );
+    spec.remove_mount_stubs = true;
+    assert_eq!(f.sh_spec(spec), "ok\nro\n");
+    assert!(!upper.join("new").exists());
+}
+
+/// The cgroups directly below the cgroup `dir`.
+fn sub_cgroups(dir: &Path) -> Vec<PathBuf> {
+    fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// The run's line of /proc/self/cgroup for `hierarchy` (`0` is v2, else a v1 controller).
+const CGROUP_LINE: &str =
+    "grep -E '^[0-9]+:(pids|memory|):' /proc/self/cgroup | cut -d: -f2- | sort";
+
+#[test]
+fn a_cgroup_parent_holds_the_runs_cgroup_in_every_hierarchy() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let parent = format!("kiln-test-parent-{}", std::process::id());
+    let mut spec = f.spec(CGROUP_LINE);
+    spec.cgroup_parent = Some(format!("/{parent}"));
+    let out = f.sh_spec(spec);
+    let me = std::process::id();
+    let lines: Vec<&str> = out.lines().collect();
+    // v1 here: memory and pids joined below the parent without any limit set.
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, controller) in lines.iter().zip(["", "memory", "pids"]) {
+        let path = line.strip_prefix(&format!("{controller}:")).unwrap();
+        if controller.is_empty() {
+            // The unified hierarchy of this hybrid host is not used.
+            continue;
+        }
+        let run = path
+            .strip_prefix(&format!("/{parent}/kiln/{me}-"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(run.split('-').count(), 2, "{out}");
+    }
+    for controller in ["memory", "pids", "cpu", "devices"] {
+        let dir = Path::new("/sys/fs/cgroup").join(controller).join(&parent);
+        if dir.exists() {
+            // Only the runner's own level is left; the run's cgroup is gone.
+            assert_eq!(sub_cgroups(&dir.join("kiln")), Vec::<PathBuf>::new());
+            fs_err::remove_dir(dir.join("kiln")).unwrap();
+            fs_err::remove_dir(&dir).unwrap();
+        }
+    }
+    // One that leaves the hierarchy is refused before anything runs.
+    let mut spec = f.spec("true");
+    spec.cgroup_parent = Some("../..".into());
+    let (status, _, _) = f.run(spec);
+    assert!(
+        matches!(status, Err(Error::CgroupParent { .. })),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn cgroups_of_dead_runs_are_swept() {
+    if !can_run() {
+        return;
+    }
+    // A cgroup named after a process that is gone, as a SIGKILLed kiln leaves it.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let left = Path::new("/sys/fs/cgroup/pids/kiln").join(format!("{dead}-1-0"));
+    fs_err::create_dir_all(&left).unwrap();
+    let f = fixture();
+    let mut spec = f.spec("true");
+    spec.resources.pids = Some(100);
+    f.sh_spec(spec);
+    assert!(!left.exists());
+}
+
+#[test]
+fn on_cgroup_v2_runs_join_their_cgroup_and_missing_controllers_are_errors() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified");
+        }
+        return;
+    }
+    // A v2-only host for this thread: a private mount namespace with the unified hierarchy
+    // mounted on /sys/fs/cgroup. Its controllers are what v1 does not hold (none of memory,
+    // pids and cpu on a hybrid host), so limits cannot be applied, but a cgroup parent can.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    nix::mount::mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let controllers = fs_err::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap();
+    let f = fixture();
+    let parent = format!("kiln-test-v2-{}", std::process::id());
+    let mut spec = f.spec("grep '^0::' /proc/self/cgroup; ls /dev/sda 2>/dev/null; true");
+    spec.cgroup_parent = Some(parent.clone());
+    let out = f.sh_spec(spec);
+    let prefix = format!("0::/{parent}/kiln/{}-", std::process::id());
+    assert!(
+        out.starts_with(&prefix) && out.lines().count() == 1,
+        "{out}"
+    );
+    let kiln = Path::new("/sys/fs/cgroup").join(&parent).join("kiln");
+    assert_eq!(sub_cgroups(&kiln), Vec::<PathBuf>::new());
+    fs_err::remove_dir(&kiln).unwrap();
+    fs_err::remove_dir(kiln.parent().unwrap()).unwrap();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        let mut spec = f.spec("true");
+        spec.resources.memory = Some(64 << 20);
+        let (status, _, _) = f.run(spec);
+        let err = status.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::CgroupController {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    // Devices stay closed without a device controller: the mounts are nodev.
+    let out = f.sh(&open_new_null_devices(&["/tmp"]));
+    assert_eq!(out, "/tmp: Permission denied\n");
+}
+
+#[test]
+fn ulimits_are_set_before_the_exec() {
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let ulimits: Vec<kiln_runner::Ulimit> = ["nofile=1024:2048", "core=-1", "nproc=300:400"]
+        .iter()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    let mut spec = f.spec("ulimit -n; ulimit -Hn; ulimit -c; ulimit -Hc; ulimit -u; ulimit -Hu");
+    spec.ulimits = ulimits.clone();
+    assert_eq!(
+        f.sh_spec(spec),
+        "1024\n2048\nunlimited\nunlimited\n300\n400\n"
+    );
+    // A user without capabilities gets them all the same (set before they are dropped).
+    let mut spec = f.spec("ulimit -n; ulimit -Hn");
+    spec.user = "app".into();
+    spec.ulimits = ulimits;
+    assert_eq!(f.sh_spec(spec), "1024\n2048\n");
+    // Without ulimits the caller's limits are inherited.
+    let own = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .0;
+    assert_eq!(f.sh("ulimit -n"), format!("{own}\n"));
+
+    // An unknown name is docker's error, before anything runs.
+    let mut spec = f.spec("echo ran");
+    spec.ulimits = vec![kiln_runner::Ulimit {
+        name: "openfiles".into(),
+        soft: 1,
+        hard: 1,
+    }];
+    let (status, out, _) = f.run(spec);
+    let err = status.unwrap_err();
+    assert_eq!(err.to_string(), "invalid ulimit type: openfiles");
+    assert_eq!(out, "");
+    // A limit the kernel refuses (more open files than fs.nr_open) names the limit.
+    let nr_open: i64 = fs_err::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut spec = f.spec("echo ran");
+    spec.ulimits = vec![kiln_runner::Ulimit {
+        name: "nofile".into(),
+        soft: nr_open + 1,
+        hard: nr_open + 1,
+    }];
+    let (status, out, _) = f.run(spec);
+    let err = status.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "container setup failed: set the resource limit nofile={}:{}",
+            nr_open + 1,
+            nr_open + 1
+        )
+    );
+    assert!(
+        matches!(err, Error::Setup { source, .. } if source == nix::errno::Errno::EPERM),
+        "{err:?}"
+    );
+    assert_eq!(out, "");
 }

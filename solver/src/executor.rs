@@ -29,6 +29,8 @@ pub enum ExecRootfs {
         upper: PathBuf,
         /// overlayfs's work directory, on the same filesystem as `upper`.
         work: PathBuf,
+        /// Mount it read-only.
+        readonly: bool,
     },
 }
 
@@ -130,6 +132,21 @@ pub struct ExecRequest {
     pub network: ExecNetwork,
     /// Sandbox or insecure.
     pub security: ExecSecurity,
+    /// Resource limits of the process (LLB's `Meta.ulimit`), in order.
+    pub ulimits: Vec<ExecUlimit>,
+    /// The cgroup the process's cgroup goes below (LLB's `Meta.cgroupParent`).
+    pub cgroup_parent: Option<String>,
+}
+
+/// A resource limit of an exec step's process (BuildKit's `Ulimit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecUlimit {
+    /// docker's name for the resource (`nofile`, `nproc`, ...).
+    pub name: String,
+    /// The soft limit (`-1`: unlimited).
+    pub soft: i64,
+    /// The hard limit (`-1`: unlimited).
+    pub hard: i64,
 }
 
 /// How a process ended.

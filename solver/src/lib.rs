@@ -52,7 +52,7 @@ mod scheduler;
 
 pub use executor::{
     Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
-    Executor, OutputSink,
+    ExecUlimit, Executor, OutputSink,
 };
 pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 pub use history::{History, MissReason, MissRecord};

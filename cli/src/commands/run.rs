@@ -261,6 +261,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         lowers: snapshot.lowers,
         upper: snapshot.upper,
         work: snapshot.work,
+        readonly: args.read_only,
     };
     let result = (|| -> anyhow::Result<ExitStatus> {
         let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;
@@ -271,6 +272,8 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         spec.mounts = mounts;
         spec.resources.memory = memory;
         spec.resources.pids = args.pids_limit;
+        spec.ulimits = args.ulimit.clone();
+        spec.cgroup_parent = args.cgroup_parent.clone();
         let stdin = || -> anyhow::Result<std::os::fd::OwnedFd> {
             Ok(std::io::stdin().as_fd().try_clone_to_owned()?)
         };

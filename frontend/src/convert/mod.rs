@@ -104,6 +104,11 @@ pub struct ConvertOptions {
     /// a session a fresh random id per invocation (so that its op digest is unique); `None` does
     /// the same. The solver leaves it out of cache keys.
     pub local_unique: Option<String>,
+    /// Resource limits of every `RUN` (buildx `--ulimit`, the frontend's `ulimit` option).
+    pub ulimits: Vec<pb::Ulimit>,
+    /// The cgroup parent of every `RUN` (buildx `--cgroup-parent`, the frontend's
+    /// `cgroup-parent` option).
+    pub cgroup_parent: Option<String>,
 }
 
 impl Default for ConvertOptions {
@@ -120,6 +125,8 @@ impl Default for ConvertOptions {
                 ..Default::default()
             },
             local_unique: None,
+            ulimits: Vec::new(),
+            cgroup_parent: None,
         }
     }
 }

@@ -253,6 +253,12 @@ impl Step<'_, '_> {
         if run.security == SecurityMode::Insecure {
             exec = exec.security(pb::SecurityMode::Insecure);
         }
+        for ulimit in &self.plan.options.ulimits {
+            exec = exec.add_ulimit(&ulimit.name, ulimit.soft, ulimit.hard);
+        }
+        if let Some(parent) = &self.plan.options.cgroup_parent {
+            exec = exec.cgroup_parent(parent);
+        }
         let code = cmd.code.clone();
         self.d.state = exec.root().with_metadata(|m| {
             m.description.insert(COMMAND_KEY.to_owned(), code);

@@ -126,6 +126,26 @@ impl ExecState {
         self
     }
 
+    /// Adds a resource limit of the process (BuildKit's `AddUlimit`): `name` as docker's
+    /// `--ulimit` (`nofile`, `nproc`, ...), `-1` for unlimited.
+    pub fn add_ulimit(mut self, name: &str, soft: i64, hard: i64) -> Self {
+        self.meta.ulimit.push(pb::Ulimit {
+            name: name.to_owned(),
+            soft,
+            hard,
+        });
+        self.metadata
+            .caps
+            .insert("exec.meta.ulimit".to_owned(), true);
+        self
+    }
+
+    /// Puts the process's cgroup below `parent` (BuildKit's `WithCgroupParent`).
+    pub fn cgroup_parent(mut self, parent: &str) -> Self {
+        self.meta.cgroup_parent = parent.to_owned();
+        self
+    }
+
     /// Exit codes that count as success (default: only 0).
     pub fn valid_exit_codes(mut self, codes: &[i32]) -> Self {
         self.meta.valid_exit_codes = codes.to_vec();

@@ -1,18 +1,25 @@
-//! A recording [`Sys`] for unit tests: it logs every call and fails the ones it is told to.
+//! A recording [`Sys`] (and [`CgroupFs`]) for unit tests: it logs every call and fails the
+//! ones it is told to.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
+use std::io;
 use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use super::Sys;
+use super::{MountAttributes, Sys};
+use crate::cgroup::CgroupFs;
 
-/// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order.
+/// Records calls as text lines; `fail` holds (call prefix, error) pairs consulted in order;
+/// `files` holds what reads of files return (and which files exist).
 #[derive(Debug, Default)]
 pub(crate) struct RecordingSys {
     pub(crate) calls: Vec<String>,
     pub(crate) fail: Vec<(String, Errno)>,
+    pub(crate) files: HashMap<PathBuf, String>,
     next_fd: RawFd,
 }
 
@@ -34,6 +41,15 @@ fn flag_names(flags: MsFlags) -> String {
         return "-".to_owned();
     }
     flags
+        .iter_names()
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// `MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV`.
+fn attribute_names(attributes: MountAttributes) -> String {
+    attributes
         .iter_names()
         .map(|(name, _)| name)
         .collect::<Vec<_>>()
@@ -101,8 +117,31 @@ impl Sys for RecordingSys {
         Ok(100 + self.next_fd)
     }
 
-    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()> {
-        self.call(format!("mount_setattr {fd} AT_RECURSIVE MOUNT_ATTR_RDONLY"))
+    fn set_tree_attributes(&mut self, fd: RawFd, attributes: MountAttributes) -> nix::Result<()> {
+        self.call(format!(
+            "mount_setattr {fd} AT_RECURSIVE {}",
+            attribute_names(attributes)
+        ))
+    }
+
+    fn set_mount_attributes(
+        &mut self,
+        path: &CStr,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
+    ) -> nix::Result<()> {
+        let mut line = format!("mount_setattr {}", s(path));
+        if recursive {
+            line.push_str(" AT_RECURSIVE");
+        }
+        if !set.is_empty() {
+            line.push_str(&format!(" {}", attribute_names(set)));
+        }
+        if !clear.is_empty() {
+            line.push_str(&format!(" clear {}", attribute_names(clear)));
+        }
+        self.call(line)
     }
 
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {
@@ -115,5 +154,40 @@ impl Sys for RecordingSys {
 
     fn loopback_up(&mut self) -> nix::Result<()> {
         self.call("loopback up".to_owned())
+    }
+}
+
+impl CgroupFs for RecordingSys {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+
+    fn create_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.call(format!("mkdir {}", path.display()))
+            .map_err(io::Error::from)
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        self.call(format!("write {} {value}", path.display()))
+            .map_err(io::Error::from)
+    }
+
+    fn write_each(&mut self, path: &Path, values: &[&str]) -> io::Result<()> {
+        for value in values {
+            self.write(path, value.trim_end())?;
+        }
+        Ok(())
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.call(format!("rmdir {}", path.display()))
+            .map_err(io::Error::from)
     }
 }

@@ -11,10 +11,54 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{chdir, mkdir, pivot_root, sethostname, symlinkat};
 
-use super::Sys;
+use super::{MountAttributes, Sys};
 
 /// The real system calls.
 pub(crate) struct LinuxSys;
+
+/// `AT_RECURSIVE` of `<linux/fcntl.h>`: the call applies to the whole mount tree.
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `mount_setattr(dirfd, path, flags, {attr_set: set, attr_clr: clear})`.
+fn mount_setattr(
+    dirfd: RawFd,
+    path: &CStr,
+    flags: libc::c_uint,
+    set: MountAttributes,
+    clear: MountAttributes,
+) -> nix::Result<()> {
+    /// `struct mount_attr` of `<linux/mount.h>` (libc has no definition).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set.bits(),
+        attr_clr: clear.bits(),
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads a NUL-terminated path and `size` bytes of `attr`, both alive
+    // for the call (nix has no wrapper).
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if result < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
 
 fn mode(bits: u32) -> Mode {
     Mode::from_bits_truncate(bits)
@@ -78,7 +122,6 @@ impl Sys for LinuxSys {
 
     fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd> {
         const OPEN_TREE_CLONE: libc::c_uint = 1;
-        const AT_RECURSIVE: libc::c_uint = 0x8000;
         let flags = OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint;
         // SAFETY: open_tree reads a NUL-terminated path and returns a new descriptor (nix has
         // no wrapper for the new mount API).
@@ -91,41 +134,25 @@ impl Sys for LinuxSys {
         }
     }
 
-    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()> {
-        /// `struct mount_attr` of `<linux/mount.h>` (libc has no definition).
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        const MOUNT_ATTR_RDONLY: u64 = 0x1;
-        const AT_RECURSIVE: libc::c_uint = 0x8000;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
-        // SAFETY: mount_setattr reads a NUL-terminated path and `size` bytes of `attr`, both
-        // alive for the call; `fd` is a tree from `clone_tree` (nix has no wrapper).
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                fd,
-                c"".as_ptr(),
-                flags,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if result < 0 {
-            Err(Errno::last())
-        } else {
-            Ok(())
-        }
+    fn set_tree_attributes(&mut self, fd: RawFd, attributes: MountAttributes) -> nix::Result<()> {
+        mount_setattr(
+            fd,
+            c"",
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            attributes,
+            MountAttributes::empty(),
+        )
+    }
+
+    fn set_mount_attributes(
+        &mut self,
+        path: &CStr,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
+    ) -> nix::Result<()> {
+        let flags = if recursive { AT_RECURSIVE } else { 0 };
+        mount_setattr(libc::AT_FDCWD, path, flags, set, clear)
     }
 
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()> {

@@ -21,6 +21,17 @@ pub(crate) mod process;
 
 pub(crate) use linux::LinuxSys;
 
+bitflags::bitflags! {
+    /// `MOUNT_ATTR_*` of `<linux/mount.h>`, for `mount_setattr(2)` (libc has no definitions).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct MountAttributes: u64 {
+        /// Writes are refused.
+        const MOUNT_ATTR_RDONLY = 0x1;
+        /// Device files on the mount cannot be opened.
+        const MOUNT_ATTR_NODEV = 0x4;
+    }
+}
+
 /// The filesystem and namespace calls that container setup makes. Every method maps to one or
 /// two syscalls; implementations must not allocate (the real one runs in a forked child).
 pub(crate) trait Sys {
@@ -52,10 +63,21 @@ pub(crate) trait Sys {
     /// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached copy of the mount tree at
     /// `path`, still attachable after the old root is gone.
     fn clone_tree(&mut self, path: &CStr) -> nix::Result<RawFd>;
-    /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY)`: makes the
-    /// detached tree `fd` read-only, every submount in it included (a `MS_REMOUNT | MS_REC`
-    /// remount changes the top mount only), before anything can see it writable.
-    fn readonly_tree(&mut self, fd: RawFd) -> nix::Result<()>;
+    /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attributes)`: sets `attributes`
+    /// (read-only, nodev) on the detached tree `fd`, every submount in it included (a
+    /// `MS_REMOUNT | MS_REC` remount changes the top mount only), before anything can see it
+    /// without them.
+    fn set_tree_attributes(&mut self, fd: RawFd, attributes: MountAttributes) -> nix::Result<()>;
+    /// `mount_setattr(AT_FDCWD, path, flags, ..)`: sets `set` and clears `clear` on the mount at
+    /// `path`, and with `recursive` (`AT_RECURSIVE`) on every mount below it too. Unlike a bind
+    /// remount it leaves the mount's other flags as they are.
+    fn set_mount_attributes(
+        &mut self,
+        path: &CStr,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
+    ) -> nix::Result<()>;
     /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`, then closes `fd`.
     fn attach_tree(&mut self, fd: RawFd, target: &CStr) -> nix::Result<()>;
     /// `sethostname(name)`.

@@ -21,7 +21,7 @@
 //! other one (so it holds no other container's pipes), dies with the caller's thread
 //! (`PR_SET_PDEATHSIG`), joins the cgroup, `unshare`s the mount, UTS, IPC and (unless `host`)
 //! network namespaces, applies the mount plan, restores signal dispositions, starts a session
-//! (and takes the terminal), installs the seccomp filter, drops to the container's capability
+//! (and takes the terminal), sets its resource limits, installs the seccomp filter, drops to the container's capability
 //! set, sets groups, gid and uid, and execs the program.
 //!
 //! The caller, outside the namespace, waits for it through a pidfd, forwards signals to it and
@@ -52,6 +52,8 @@ const FD_ERROR: RawFd = 3;
 pub(crate) const REPORT_OP: u32 = 1;
 pub(crate) const REPORT_STEP: u32 = 2;
 pub(crate) const REPORT_EXEC: u32 = 3;
+/// A `setrlimit` failed; the index is the limit's in [`Launch::rlimits`].
+pub(crate) const REPORT_RLIMIT: u32 = 4;
 
 /// Fixed steps outside the mount plan, as reported with [`REPORT_STEP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,8 @@ pub(crate) struct Launch {
     pub(crate) capabilities: u64,
     /// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
     pub(crate) last_capability: u32,
+    /// Resource limits to set, in order.
+    pub(crate) rlimits: Vec<crate::ulimit::Rlimit>,
     /// The seccomp filter to install, if any.
     pub(crate) seccomp: Option<std::sync::Arc<crate::seccomp::Program>>,
     pub(crate) terminal: bool,
@@ -383,6 +387,13 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     }
     if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
         fail_step(Step::Chdir, err);
+    }
+    // After the setup, which opens descriptors and writes files a low limit could refuse;
+    // before the capabilities go, as raising a hard limit takes CAP_SYS_RESOURCE.
+    for (index, limit) in launch.rlimits.iter().enumerate() {
+        if let Err(err) = nix::sys::resource::setrlimit(limit.resource, limit.soft, limit.hard) {
+            fail(REPORT_RLIMIT, index as u32, err);
+        }
     }
     // The filter goes on while the process still has CAP_SYS_ADMIN: without no_new_privs
     // (which Docker and BuildKit leave off, so setuid programs keep working) the kernel

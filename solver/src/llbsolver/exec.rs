@@ -17,6 +17,7 @@ use sha2::Digest as _;
 use super::{Ref, SessionConfig, blocking, new_snapshot_key};
 use crate::executor::{
     Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
+    ExecUlimit,
 };
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError, ResourceClass};
 
@@ -175,6 +176,7 @@ async fn run(
             lowers: prepared.lowers.clone(),
             upper: prepared.upper.clone(),
             work: prepared.work.clone(),
+            readonly: root_mount.readonly,
         }
     };
 
@@ -254,6 +256,16 @@ async fn run(
             _ => ExecNetwork::Host,
         },
         security,
+        ulimits: meta
+            .ulimit
+            .iter()
+            .map(|u| ExecUlimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect(),
+        cgroup_parent: (!meta.cgroup_parent.is_empty()).then(|| meta.cgroup_parent.clone()),
     };
 
     let tail = Arc::new(Mutex::new(Tail::default()));

@@ -137,6 +137,16 @@ pub(super) fn convert(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".to_owned()),
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| pb::Ulimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect(),
+        cgroup_parent: args.cgroup_parent.clone(),
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver {

@@ -127,6 +127,12 @@ pub(crate) fn run(
     config: Option<&Path>,
     args: &BuildArgs,
 ) -> anyhow::Result<ExitCode> {
+    if args.llb.is_some() && (!args.ulimit.is_empty() || args.cgroup_parent.is_some()) {
+        bail!(
+            "--ulimit and --cgroup-parent apply to the RUN steps of a Dockerfile; \
+             an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
+        );
+    }
     let outputs = outputs::from_args(&args.output, &args.tag, args.push, config)?;
     let mut locals = HashMap::new();
     let context = match &args.llb {

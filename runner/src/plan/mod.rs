@@ -9,19 +9,23 @@
 //!    back to the host — all mounts below live and die with the container's mount namespace;
 //! 2. mount the root filesystem: a recursive bind of the directory onto itself, or overlayfs
 //!    (after `chdir` to the layers' common parent, so that the options name relative paths and
-//!    stay within one page even for 100+ layers, as containerd does);
+//!    stay within one page even for 100+ layers, as containerd does); in the sandbox it is
+//!    nodev, every submount of the directory included (`mount_setattr` with `AT_RECURSIVE`),
+//!    and a read-only root is made read-only below its top mount already;
 //! 3. mount each [`Mount::Overlay`] on its own empty directory in the runner's state directory
 //!    (the same relative-path trick, still inside the container's mount namespace); then clone
 //!    every bind source's and overlay's mount tree (`open_tree`), detached;
 //! 4. `pivot_root(".", ".")` inside the new root and detach the old root;
 //! 5. /dev (a nodev tmpfs; the allowed device nodes are made in a scratch tmpfs on /proc and
-//!    bound in one by one, so that, with the nodev root, no other device file opens even
-//!    without a device cgroup, as on cgroup v2), devpts, shm, mqueue, fd links; /proc; /sys
-//!    read-only;
+//!    bound in one by one), devpts, shm, mqueue, fd links; /proc; /sys read-only;
 //! 6. /etc/hosts, /etc/resolv.conf, /etc/hostname and the extra mounts, attached from the
 //!    trees of step 3 (`move_mount`) — so their targets resolve inside the new root and a
-//!    symlink in the image cannot point a mount at the host;
-//! 7. the read-only root remount if asked; Docker's masked and read-only /proc and /sys paths;
+//!    symlink in the image cannot point a mount at the host. Each tree is made nodev in the
+//!    sandbox (read-only where asked), all its submounts included, before it is attached;
+//!    tmpfs mounts are nodev. With the nodev root and /dev, no device file but the allowed
+//!    ones opens anywhere, even without a device cgroup (as on cgroup v2);
+//! 7. the read-only root's top mount if asked; Docker's masked /proc and /sys paths, and its
+//!    read-only ones, read-only with every mount below them;
 //! 8. hostname, loopback up (network `none`), the working directory, `umask 022`.
 
 use std::ffi::{CStr, CString};
@@ -34,7 +38,7 @@ use nix::mount::MsFlags;
 
 use crate::error::{Error, Result};
 use crate::spec::{Mount, NetworkMode, Rootfs, Security, Spec};
-use crate::sys::Sys;
+use crate::sys::{MountAttributes, Sys};
 
 /// Paths the masked-path step hides (Docker's defaults, as runc applies them).
 pub(crate) const MASKED_PATHS: &[&str] = &[
@@ -101,11 +105,19 @@ pub(crate) enum Op {
     Chdir(CString),
     /// Clones the mount tree at a host path into descriptor slot `slot`, for a later [`Op::Bind`].
     OpenSource { slot: usize, path: CString },
-    /// Attaches the tree in `slot` at `target` (then remounts it read-only if asked).
+    /// Attaches the tree in `slot` at `target`, with `attributes` set on all of it first.
     Bind {
         slot: usize,
         target: CString,
-        readonly: bool,
+        attributes: MountAttributes,
+    },
+    /// Sets and clears mount attributes on the mount at `path` (and every mount below it if
+    /// `recursive`), its other flags left as they are.
+    SetAttributes {
+        path: CString,
+        set: MountAttributes,
+        clear: MountAttributes,
+        recursive: bool,
     },
     /// `chdir(root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
     PivotRoot(CString),
@@ -123,7 +135,7 @@ pub(crate) enum Op {
     Symlink { target: CString, link: CString },
     /// Hide a path: bind /dev/null on a file, a read-only tmpfs on a directory; skip if absent.
     Mask(CString),
-    /// Bind a path onto itself read-only; skip if absent.
+    /// Bind a path onto itself read-only, every mount below it included; skip if absent.
     ReadonlyPath(CString),
     /// `umount2(path, MNT_DETACH)`.
     Unmount(CString),
@@ -153,6 +165,7 @@ impl Op {
             Self::Chdir(path) => format!("chdir {}", s(path)),
             Self::OpenSource { path, .. } => format!("open mount source {}", s(path)),
             Self::Bind { target, .. } => format!("bind mount on {}", s(target)),
+            Self::SetAttributes { path, .. } => format!("set the mount attributes of {}", s(path)),
             Self::PivotRoot(root) => format!("pivot_root to {}", s(root)),
             Self::MkdirAll(path) => format!("create directory {}", s(path)),
             Self::Touch(path) => format!("create file {}", s(path)),
@@ -305,25 +318,26 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             data: None,
         },
     ];
-    let mut readonly_root = false;
+    let readonly_root = match &spec.rootfs {
+        Rootfs::Dir { readonly, .. } | Rootfs::Overlay { readonly, .. } => *readonly,
+    };
     // Without a device cgroup (cgroup v2 takes eBPF), device files are kept from opening by
-    // `nodev` on the root filesystem and /dev; the allowed devices are bound into /dev from a
-    // scratch tmpfs below.
+    // `nodev` on every mount the process gets — the root filesystem, /dev, binds, overlays,
+    // tmpfs — but the allowed devices, bound into /dev from a scratch tmpfs below.
     let sandboxed = spec.security == Security::Sandbox;
-    let nodev = if sandboxed {
-        MsFlags::MS_NODEV
+    let (nodev, nodev_attribute) = if sandboxed {
+        (MsFlags::MS_NODEV, MountAttributes::MOUNT_ATTR_NODEV)
     } else {
-        MsFlags::empty()
+        (MsFlags::empty(), MountAttributes::empty())
     };
     let root = match &spec.rootfs {
-        Rootfs::Dir { path, readonly } => {
+        Rootfs::Dir { path, .. } => {
             if !path.is_absolute() {
                 return Err(Error::RelativePath {
                     field: "rootfs",
                     path: path.clone(),
                 });
             }
-            readonly_root = *readonly;
             let path = cpath("rootfs", path)?;
             ops.push(Op::Mount {
                 source: Some(path.clone()),
@@ -332,13 +346,28 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 flags: MsFlags::MS_BIND | MsFlags::MS_REC,
                 data: None,
             });
-            if sandboxed {
-                ops.push(Op::Mount {
-                    source: None,
-                    target: path.clone(),
-                    fstype: None,
-                    flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
-                    data: None,
+            // The directory's own submounts come along with it: nodev, and for a read-only
+            // root read-only from the start, all of them. The top mount stays writable until
+            // the mount points are made in it (step 7).
+            let readonly = if readonly_root {
+                MountAttributes::MOUNT_ATTR_RDONLY
+            } else {
+                MountAttributes::empty()
+            };
+            if !(readonly | nodev_attribute).is_empty() {
+                ops.push(Op::SetAttributes {
+                    path: path.clone(),
+                    set: readonly | nodev_attribute,
+                    clear: MountAttributes::empty(),
+                    recursive: true,
+                });
+            }
+            if readonly_root {
+                ops.push(Op::SetAttributes {
+                    path: path.clone(),
+                    set: MountAttributes::empty(),
+                    clear: MountAttributes::MOUNT_ATTR_RDONLY,
+                    recursive: false,
                 });
             }
             path
@@ -347,7 +376,9 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             lowers,
             upper,
             work,
+            ..
         } => {
+            // A fresh overlay has no submounts: a read-only one is its top mount (step 7).
             let (base, options) = overlay_options(lowers, Some((upper, work)))?;
             let target = cpath("rootfs", &staged.rootfs_mountpoint)?;
             ops.push(Op::Chdir(cpath("overlay layers", &base)?));
@@ -363,7 +394,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     };
 
     // Bind sources, opened on the host side of the pivot.
-    let mut binds: Vec<(usize, CString, bool, bool)> = Vec::new(); // slot, target, readonly, is_dir
+    let mut binds: Vec<(usize, CString, MountAttributes, bool)> = Vec::new(); // slot, target, attributes, is_dir
     let mut slots = 0;
     let mut add_bind = |ops: &mut Vec<Op>,
                         source: &Path,
@@ -376,7 +407,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             path: cpath("mount source", source)?,
         });
         let target = container_path("mount target", target)?;
-        binds.push((slots, cpath("mount target", &target)?, readonly, is_dir));
+        let readonly = if readonly {
+            MountAttributes::MOUNT_ATTR_RDONLY
+        } else {
+            MountAttributes::empty()
+        };
+        binds.push((
+            slots,
+            cpath("mount target", &target)?,
+            readonly | nodev_attribute,
+            is_dir,
+        ));
         slots += 1;
         Ok(())
     };
@@ -562,18 +603,18 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     // Generated /etc files and extra mounts, in spec order.
     let mut binds = binds.into_iter();
     for _ in 0..3 {
-        let (slot, target, readonly, _) = binds.next().expect("three /etc binds");
+        let (slot, target, attributes, _) = binds.next().expect("three /etc binds");
         ops.push(Op::Touch(target.clone()));
         ops.push(Op::Bind {
             slot,
             target,
-            readonly,
+            attributes,
         });
     }
     for entry in order {
         match entry {
             None => {
-                let (slot, target, readonly, is_dir) = binds.next().expect("one bind per mount");
+                let (slot, target, attributes, is_dir) = binds.next().expect("one bind per mount");
                 ops.push(if is_dir {
                     Op::MkdirAll(target.clone())
                 } else {
@@ -582,7 +623,7 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 ops.push(Op::Bind {
                     slot,
                     target,
-                    readonly,
+                    attributes,
                 });
             }
             Some(index) => {
@@ -603,12 +644,13 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
     if readonly_root {
         // Create the working directory while the root is still writable.
         ops.push(Op::MkdirAll(cpath("cwd", &cwd)?));
-        ops.push(Op::Mount {
-            source: None,
-            target: lit("/"),
-            fstype: None,
-            flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nodev,
-            data: None,
+        // The top mount only: what lies below it came read-only with the root (step 2) or
+        // was mounted here with its own flags.
+        ops.push(Op::SetAttributes {
+            path: lit("/"),
+            set: MountAttributes::MOUNT_ATTR_RDONLY,
+            clear: MountAttributes::empty(),
+            recursive: false,
         });
     }
     if sandboxed {
@@ -716,15 +758,21 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
         Op::Bind {
             slot,
             target,
-            readonly,
+            attributes,
         } => {
-            // Read-only before it is attached, submounts included: a bind of a directory
-            // holding mounts must not leave writable ones inside.
-            if *readonly {
-                sys.readonly_tree(slots[*slot])?;
+            // Read-only and nodev before it is attached, submounts included: a bind of a
+            // directory holding mounts must not leave writable ones or device files inside.
+            if !attributes.is_empty() {
+                sys.set_tree_attributes(slots[*slot], *attributes)?;
             }
             sys.attach_tree(slots[*slot], target)
         }
+        Op::SetAttributes {
+            path,
+            set,
+            clear,
+            recursive,
+        } => sys.set_mount_attributes(path, *set, *clear, *recursive),
         Op::PivotRoot(root) => {
             sys.chdir(root)?;
             sys.pivot_root(dot, dot)?;
@@ -758,12 +806,12 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
         ) {
             Err(Errno::ENOENT) => Ok(()),
             Err(err) => Err(err),
-            Ok(()) => sys.mount(
-                Some(path),
+            // Every mount below it too (a remount would change the top one only).
+            Ok(()) => sys.set_mount_attributes(
                 path,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                None,
+                MountAttributes::MOUNT_ATTR_RDONLY,
+                MountAttributes::empty(),
+                true,
             ),
         },
         Op::Unmount(path) => sys.umount_detach(path),
@@ -773,388 +821,4 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sys::fake::RecordingSys;
-
-    fn staged(dir: &Path) -> Staged {
-        Staged {
-            rootfs_mountpoint: dir.join("rootfs"),
-            hosts: dir.join("hosts"),
-            resolv_conf: dir.join("resolv.conf"),
-            hostname: dir.join("hostname"),
-            secrets: vec![dir.join("secret-0")],
-            overlays: (0..3).map(|i| dir.join(format!("overlay-{i}"))).collect(),
-        }
-    }
-
-    fn run(spec: &Spec, fake: &mut RecordingSys) -> Result<(), (usize, Errno)> {
-        let plan = build(spec, &staged(Path::new("/run/b"))).unwrap();
-        let mut slots = vec![-1; plan.slots];
-        apply(&plan.ops, &mut slots, fake)
-    }
-
-    fn position(calls: &[String], line: &str) -> usize {
-        calls
-            .iter()
-            .position(|c| c == line)
-            .unwrap_or_else(|| panic!("no call {line:?} in {calls:#?}"))
-    }
-
-    #[test]
-    fn overlay_uses_relative_layer_paths() {
-        let lowers: Vec<PathBuf> = (0..150)
-            .map(|i| PathBuf::from(format!("/var/lib/kiln/snapshots/{i}/fs")))
-            .collect();
-        let (base, options) = overlay_options(
-            &lowers,
-            Some((
-                Path::new("/var/lib/kiln/snapshots/up/fs"),
-                Path::new("/var/lib/kiln/snapshots/up/work"),
-            )),
-        )
-        .unwrap();
-        assert_eq!(base, PathBuf::from("/var/lib/kiln/snapshots"));
-        assert!(options.starts_with("lowerdir=0/fs:1/fs:2/fs:"), "{options}");
-        assert!(
-            options.ends_with(":149/fs,upperdir=up/fs,workdir=up/work"),
-            "{options}"
-        );
-        // The absolute form would not fit in a page.
-        let absolute: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
-        assert!(absolute > MOUNT_DATA_LIMIT && options.len() <= MOUNT_DATA_LIMIT);
-    }
-
-    #[test]
-    fn overlay_too_long_is_an_error() {
-        let lowers: Vec<PathBuf> = (0..400)
-            .map(|i| PathBuf::from(format!("/a/layer-number-{i}/fs")))
-            .collect();
-        let err =
-            overlay_options(&lowers, Some((Path::new("/b/u"), Path::new("/b/w")))).unwrap_err();
-        assert!(matches!(err, Error::OverlayOptionsTooLong { .. }), "{err}");
-        assert!(matches!(
-            overlay_options(&[], None),
-            Err(Error::NoLowerDirs)
-        ));
-    }
-
-    #[test]
-    fn overlay_mount_happens_in_the_layers_parent_and_before_pivot() {
-        let rootfs = Rootfs::Overlay {
-            lowers: vec![PathBuf::from("/l/a"), PathBuf::from("/l/b")],
-            upper: PathBuf::from("/l/u"),
-            work: PathBuf::from("/l/w"),
-        };
-        let spec = Spec::new(rootfs, vec!["true".into()]);
-        let mut fake = RecordingSys::default();
-        run(&spec, &mut fake).unwrap();
-        let calls = &fake.calls;
-        assert_eq!(calls[0], "umask 0");
-        assert_eq!(calls[1], "mount - / - MS_REC | MS_PRIVATE -");
-        assert_eq!(calls[2], "chdir /l");
-        assert_eq!(
-            calls[3],
-            "mount overlay /run/b/rootfs overlay MS_NODEV lowerdir=a:b,upperdir=u,workdir=w"
-        );
-        let pivot = position(calls, "pivot_root . .");
-        assert_eq!(calls[pivot - 1], "chdir /run/b/rootfs");
-        assert_eq!(calls[pivot + 1], "umount .");
-        assert!(position(calls, "open_tree /run/b/hosts") < pivot);
-        assert!(
-            position(
-                calls,
-                "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
-            ) > pivot
-        );
-        assert!(calls.last().unwrap() == "umask 22");
-    }
-
-    #[test]
-    fn standard_mounts_devices_and_masks() {
-        let spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        let mut fake = RecordingSys::default();
-        // /proc/acpi is a directory (ENOTDIR for the /dev/null bind), /proc/asound is absent.
-        fake.fail
-            .push(("mount /dev/null /proc/acpi ".to_owned(), Errno::ENOTDIR));
-        fake.fail
-            .push(("mount /dev/null /proc/asound ".to_owned(), Errno::ENOENT));
-        fake.fail.push((
-            "mount /proc/bus /proc/bus - MS_BIND | MS_REC -".to_owned(),
-            Errno::ENOENT,
-        ));
-        run(&spec, &mut fake).unwrap();
-        let calls = &fake.calls;
-        assert_eq!(calls[2], "mount /r /r - MS_BIND | MS_REC -");
-        assert_eq!(calls[3], "mount - /r - MS_NODEV | MS_REMOUNT | MS_BIND -");
-        for line in [
-            "mount tmpfs /dev tmpfs MS_NOSUID | MS_NODEV | MS_STRICTATIME mode=755,size=65536k",
-            "mknod /proc/null 666 1:3",
-            "mknod /proc/tty 666 5:0",
-            "mount devpts /dev/pts devpts MS_NOSUID | MS_NOEXEC newinstance,ptmxmode=0666,mode=0620,gid=5",
-            "symlink /dev/ptmx -> pts/ptmx",
-            "symlink /dev/fd -> /proc/self/fd",
-            "mount sysfs /sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC -",
-            "mount /dev/null /proc/kcore - MS_BIND -",
-            "mount tmpfs /proc/acpi tmpfs MS_RDONLY -",
-            "mount /proc/sys /proc/sys - MS_RDONLY | MS_REMOUNT | MS_BIND | MS_REC -",
-            "create /etc/hosts 644",
-            "move_mount 101 /etc/hosts",
-            "sethostname kiln",
-            "loopback up",
-        ] {
-            position(calls, line);
-        }
-        assert!(
-            !calls
-                .iter()
-                .any(|c| c.starts_with("mount tmpfs /proc/asound"))
-        );
-        assert!(!calls.iter().any(|c| c.contains("/proc/bus - MS_RDONLY")));
-        // Devices: made in a scratch tmpfs on /proc, bound into the nodev /dev, the scratch
-        // detached before proc is mounted there; none is made in /dev itself.
-        let scratch = position(
-            calls,
-            "mount tmpfs /proc tmpfs MS_NOSUID | MS_NOEXEC mode=700,size=64k",
-        );
-        let null = position(calls, "mknod /proc/null 666 1:3");
-        let bound = position(calls, "mount /proc/null /dev/null - MS_BIND -");
-        let detached = position(calls, "umount /proc");
-        let proc = position(
-            calls,
-            "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -",
-        );
-        assert!(scratch < null && null < bound && bound < detached && detached < proc);
-        assert!(!calls.iter().any(|c| c.starts_with("mknod /dev/")));
-        // /proc before the binds.
-        assert!(
-            position(
-                calls,
-                "mount proc /proc proc MS_NOSUID | MS_NODEV | MS_NOEXEC -"
-            ) < position(calls, "create /etc/hosts 644")
-        );
-    }
-
-    #[test]
-    fn insecure_mode_has_no_masks_and_a_writable_sys() {
-        let mut spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        spec.security = Security::Insecure;
-        let mut fake = RecordingSys::default();
-        run(&spec, &mut fake).unwrap();
-        let calls = &fake.calls;
-        position(
-            calls,
-            "mount sysfs /sys sysfs MS_NOSUID | MS_NODEV | MS_NOEXEC -",
-        );
-        for path in MASKED_PATHS.iter().chain(READONLY_PATHS) {
-            assert!(
-                !calls.iter().any(|c| c.contains(&format!(" {path} "))),
-                "{path}: {calls:#?}"
-            );
-        }
-        // Everything else is as in the sandbox.
-        position(calls, "mknod /dev/null 666 1:3");
-        position(calls, "move_mount 101 /etc/hosts");
-    }
-
-    #[test]
-    fn extra_mounts_in_order_with_readonly_and_sizes() {
-        let host = tempfile::tempdir().unwrap();
-        let mut spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: true,
-            },
-            vec!["true".into()],
-        );
-        spec.network = NetworkMode::Host;
-        spec.cwd = PathBuf::from("/work/../w");
-        spec.mounts = vec![
-            Mount::Bind {
-                source: host.path().to_owned(),
-                target: PathBuf::from("/data"),
-                readonly: true,
-            },
-            Mount::Tmpfs {
-                target: PathBuf::from("/scratch"),
-                size: Some(1 << 20),
-            },
-            Mount::Secret {
-                target: PathBuf::from("/run/secrets/token"),
-                data: b"s".to_vec(),
-                mode: 0o400,
-                uid: 0,
-                gid: 0,
-            },
-        ];
-        let mut fake = RecordingSys::default();
-        run(&spec, &mut fake).unwrap();
-        let calls = &fake.calls;
-        let data = position(calls, "move_mount 104 /data");
-        assert_eq!(
-            calls[data - 1],
-            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
-        );
-        assert_eq!(calls[data - 2], "mkdir /data 755");
-        let scratch = position(
-            calls,
-            "mount tmpfs /scratch tmpfs MS_NOSUID | MS_NODEV mode=1777,size=1048576",
-        );
-        let secret = position(calls, "move_mount 105 /run/secrets/token");
-        assert!(data < scratch && scratch < secret);
-        position(calls, "mkdir /run/secrets 755");
-        position(calls, "create /run/secrets/token 644");
-        // Read-only root: cwd made first, then the remount.
-        let cwd = position(calls, "mkdir /w 755");
-        let remount = position(
-            calls,
-            "mount - / - MS_RDONLY | MS_NODEV | MS_REMOUNT | MS_BIND -",
-        );
-        assert!(secret < cwd && cwd < remount);
-        assert!(!calls.iter().any(|c| c == "loopback up"));
-    }
-
-    #[test]
-    fn overlay_mounts_are_made_before_pivot_and_attached_after() {
-        let mut spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        let lowers: Vec<PathBuf> = (0..150)
-            .map(|i| PathBuf::from(format!("/var/lib/kiln/snapshots/{i}/fs")))
-            .collect();
-        spec.mounts = vec![
-            Mount::Overlay {
-                lowers: lowers.clone(),
-                upper_work: None,
-                target: PathBuf::from("/layers"),
-                readonly: false,
-            },
-            Mount::Overlay {
-                lowers: vec![PathBuf::from("/s/1/fs")],
-                upper_work: Some((PathBuf::from("/s/up/fs"), PathBuf::from("/s/up/work"))),
-                target: PathBuf::from("/out"),
-                readonly: false,
-            },
-            Mount::Overlay {
-                lowers: vec![PathBuf::from("/s/only")],
-                upper_work: None,
-                target: PathBuf::from("/single"),
-                readonly: false,
-            },
-        ];
-        let mut fake = RecordingSys::default();
-        run(&spec, &mut fake).unwrap();
-        let calls = &fake.calls;
-        let pivot = position(calls, "pivot_root . .");
-        let chdir = position(calls, "chdir /var/lib/kiln/snapshots");
-        let mount = chdir + 1;
-        assert!(
-            calls[mount]
-                .starts_with("mount overlay /run/b/overlay-0 overlay - lowerdir=0/fs:1/fs:"),
-            "{}",
-            calls[mount]
-        );
-        assert!(calls[mount].ends_with(":149/fs"), "{}", calls[mount]);
-        assert_eq!(calls[mount + 1], "open_tree /run/b/overlay-0");
-        assert_eq!(calls[mount + 2], "chdir /s");
-        assert_eq!(
-            calls[mount + 3],
-            "mount overlay /run/b/overlay-1 overlay - lowerdir=1/fs,upperdir=up/fs,workdir=up/work"
-        );
-        assert_eq!(calls[mount + 4], "open_tree /run/b/overlay-1");
-        // A single read-only lower is bound as is (overlayfs wants two without an upper).
-        assert_eq!(calls[mount + 5], "open_tree /s/only");
-        assert!(mount + 5 < pivot);
-        let layers = position(calls, "move_mount 104 /layers");
-        assert_eq!(calls[layers - 2], "mkdir /layers 755");
-        assert_eq!(
-            calls[layers - 1],
-            "mount_setattr 104 AT_RECURSIVE MOUNT_ATTR_RDONLY"
-        );
-        let out = position(calls, "move_mount 105 /out");
-        assert!(!calls.iter().any(|c| c.starts_with("mount_setattr 105")));
-        assert_eq!(calls[out - 1], "mkdir /out 755");
-        let single = position(calls, "move_mount 106 /single");
-        assert_eq!(
-            calls[single - 1],
-            "mount_setattr 106 AT_RECURSIVE MOUNT_ATTR_RDONLY"
-        );
-        assert!(pivot < layers && layers < out && out < single);
-        let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();
-        let points = mount_points(&plan.ops);
-        for target in ["/layers", "/out", "/single", "/etc/hosts", "/proc"] {
-            assert!(
-                points.contains(&PathBuf::from(target)),
-                "{target}: {points:?}"
-            );
-        }
-        assert!(!points.contains(&PathBuf::from("/")));
-    }
-
-    #[test]
-    fn failure_reports_the_op() {
-        let spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        let plan = build(&spec, &staged(Path::new("/b"))).unwrap();
-        let mut fake = RecordingSys::default();
-        fake.fail.push(("pivot_root".to_owned(), Errno::EINVAL));
-        let mut slots = vec![-1; plan.slots];
-        let (index, err) = apply(&plan.ops, &mut slots, &mut fake).unwrap_err();
-        assert_eq!(err, Errno::EINVAL);
-        assert_eq!(plan.ops[index].describe(), "pivot_root to /r");
-    }
-
-    #[test]
-    fn relative_paths_are_rejected() {
-        let spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        assert!(matches!(
-            build(&spec, &staged(Path::new("/b"))),
-            Err(Error::RelativePath {
-                field: "rootfs",
-                ..
-            })
-        ));
-        let mut spec = Spec::new(
-            Rootfs::Dir {
-                path: PathBuf::from("/r"),
-                readonly: false,
-            },
-            vec!["true".into()],
-        );
-        spec.mounts.push(Mount::Tmpfs {
-            target: PathBuf::from("tmp"),
-            size: None,
-        });
-        assert!(matches!(
-            build(&spec, &staged(Path::new("/b"))),
-            Err(Error::RelativePath { .. })
-        ));
-    }
-}
+mod tests;
