@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use kiln_llb::Digest;
 
 /// Everything that can go wrong in the content store, snapshots, layers and registry pulls.
 #[derive(Debug, thiserror::Error)]
@@ -12,11 +12,8 @@ pub enum Error {
     #[error("i/o error")]
     Io(#[from] std::io::Error),
     /// A digest string is not `sha256:<64 lowercase hex>`.
-    #[error("invalid digest `{value}`")]
-    InvalidDigest {
-        /// The rejected text.
-        value: String,
-    },
+    #[error(transparent)]
+    InvalidDigest(#[from] kiln_llb::DigestError),
     /// Content did not hash to the digest it was expected to have.
     #[error("digest mismatch for {what}: expected {expected}, computed {computed}")]
     DigestMismatch {

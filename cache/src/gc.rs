@@ -27,8 +27,10 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::digest::{Digest, Hasher};
+use kiln_llb::Digest;
+
 use crate::error::Error;
+use crate::hash::Hasher;
 use crate::lease::{LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
 use crate::snapshot::{SnapshotKind, SnapshotRecord, dir_size};

@@ -13,6 +13,7 @@
 //! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
+//! Content is named by [`kiln_llb::Digest`], re-exported here as [`Digest`].
 //!
 //! Data path: registry ─[`pull`]→ blobs ─[`Store::unpack_snapshot`]→ committed snapshots
 //! ─[`Store::prepare`]→ [`Mounts`] (runner) ─[`Store::commit`]→ committed snapshot
@@ -41,9 +42,9 @@
 //! ```
 
 mod diff;
-mod digest;
 mod error;
 mod gc;
+mod hash;
 mod lease;
 mod limits;
 mod meta;
@@ -58,9 +59,9 @@ pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
 };
-pub use digest::Digest;
 pub use error::Error;
 pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use oci_client;

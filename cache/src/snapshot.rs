@@ -20,9 +20,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::Error;
 use crate::lease::{Held, Owner};
 use crate::meta::{self, Commit};
@@ -88,7 +88,7 @@ impl Mounts {
 pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     match parent {
         None => *diff_id,
-        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        Some(parent) => Digest::from_bytes(format!("{parent} {diff_id}").as_bytes()),
     }
 }
 
@@ -427,10 +427,11 @@ mod tests {
 
     #[test]
     fn chain_id_follows_the_oci_formula() {
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
+        let a = Digest::from_bytes(b"a");
+        let b = Digest::from_bytes(b"b");
         assert_eq!(chain_id(None, &a), a);
-        let expected = Digest::of(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes());
+        let expected =
+            Digest::from_bytes(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes());
         assert_eq!(chain_id(Some(&a), &b), expected);
     }
 }

@@ -30,11 +30,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kiln_llb::Digest;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::hash::Hasher;
 use crate::lease::{Held, Holder, Lease, Leases, Owner};
 use crate::limits::UnpackLimits;
 use crate::meta::{self, Commit, Meta};

@@ -283,7 +283,7 @@ pub fn finish_config(
 
 /// Assembles the image of `layers` with `config` (already finished, or raw bytes).
 pub fn assemble(config: &[u8], layers: Vec<Layer>, oci_mediatypes: bool) -> Result<Image, Error> {
-    let config_digest = Digest::of(config);
+    let config_digest = Digest::from_bytes(config);
     let (manifest_type, config_type) = if oci_mediatypes {
         (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG)
     } else {
@@ -327,7 +327,7 @@ pub fn assemble(config: &[u8], layers: Vec<Layer>, oci_mediatypes: bool) -> Resu
         .ok()
         .and_then(|v| v.get("created")?.as_str().map(str::to_owned));
     Ok(Image {
-        manifest_digest: Digest::of(&manifest),
+        manifest_digest: Digest::from_bytes(&manifest),
         manifest,
         manifest_media_type: manifest_type.to_owned(),
         config: config.to_vec(),
@@ -413,9 +413,9 @@ mod tests {
 
     fn layer(n: u8) -> Layer {
         Layer {
-            digest: Digest::of(&[n]),
+            digest: Digest::from_bytes(&[n]),
             size: 10,
-            diff_id: Digest::of(&[n, n]),
+            diff_id: Digest::from_bytes(&[n, n]),
             media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
             snapshot: None,
             source_date_epoch: None,
@@ -609,7 +609,7 @@ mod tests {
         let manifest: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
         assert_eq!(
             manifest["config"]["digest"],
-            Digest::of(&a.config).to_string()
+            Digest::from_bytes(&a.config).to_string()
         );
         assert_eq!(manifest["config"]["mediaType"], MEDIA_TYPE_OCI_CONFIG);
         assert_eq!(manifest["layers"][0]["mediaType"], MEDIA_TYPE_LAYER_GZIP);
@@ -617,7 +617,7 @@ mod tests {
         assert_eq!(config["architecture"], "amd64");
         assert_eq!(
             config["rootfs"]["diff_ids"][0],
-            Digest::of(&[1, 1]).to_string()
+            Digest::from_bytes(&[1, 1]).to_string()
         );
         let docker = build_image(
             vec![layer(1)],

@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(plain[0].digest, plain[0].diff_id);
         assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
         let bytes = store.read_blob(&plain[0].digest).unwrap();
-        assert_eq!(Digest::of(&bytes), plain[0].diff_id);
+        assert_eq!(Digest::from_bytes(&bytes), plain[0].diff_id);
 
         // Change the snapshot behind the exporter's back: a second export still returns the
         // recorded blob, which shows it was not written again.

@@ -341,7 +341,7 @@ fn load_manifest(
     descriptor: &DescriptorDoc,
     name: &str,
 ) -> Result<ImageRecord, Error> {
-    let manifest_digest: Digest = descriptor.digest.parse()?;
+    let manifest_digest: Digest = descriptor.digest.parse().map_err(kiln_cache::Error::from)?;
     let manifest_path = blob_file(dir, &descriptor.digest);
     let manifest: ManifestDoc = read_json(&manifest_path)?;
     let media_type = manifest
@@ -349,7 +349,11 @@ fn load_manifest(
         .clone()
         .or_else(|| descriptor.media_type.clone())
         .unwrap_or_else(|| MEDIA_TYPE_OCI_MANIFEST.to_owned());
-    let config_digest: Digest = manifest.config.digest.parse()?;
+    let config_digest: Digest = manifest
+        .config
+        .digest
+        .parse()
+        .map_err(kiln_cache::Error::from)?;
     let config_path = blob_file(dir, &manifest.config.digest);
     let config: ConfigDoc = read_json(&config_path)?;
     import_blob(
@@ -360,7 +364,7 @@ fn load_manifest(
     )?;
     let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-        let digest: Digest = layer.digest.parse()?;
+        let digest: Digest = layer.digest.parse().map_err(kiln_cache::Error::from)?;
         if !store.has_blob(&digest) {
             import_blob(
                 store,
