@@ -10,6 +10,10 @@
 //!   without ever writing outside its destination.
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
 //!   [`Config`]), verifying every digest.
+//! - Images: an [`Image`] (manifest, config, [`Layer`]s; [`assemble`] makes the manifest) is
+//!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
+//!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
+//!   back with [`Store::stored_image`]; [`Store::load`] imports OCI layouts and docker archives.
 //! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
@@ -45,8 +49,11 @@ mod diff;
 mod error;
 mod gc;
 mod hash;
+mod image;
 mod lease;
 mod limits;
+mod link;
+mod load;
 mod meta;
 mod pull;
 mod registry;
@@ -61,10 +68,15 @@ pub use diff::{
 };
 pub use error::Error;
 pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use image::{
+    Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name, oci_layer_type,
+};
 pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use oci_client;
+pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
 pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,

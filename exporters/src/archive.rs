@@ -3,11 +3,10 @@
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{Digest, Store};
+use kiln_cache::{Digest, Image, Store, canonical_json};
 use serde_json::json;
 
 use crate::error::Error;
-use crate::image::{Image, canonical_json};
 
 /// Where the files of a layout go: a directory or a tar stream.
 trait Sink {

@@ -19,11 +19,10 @@ use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
 use kiln_cache::oci_client::errors::OciDistributionError;
 use kiln_cache::oci_client::secrets::RegistryAuth;
 use kiln_cache::oci_client::{Client, Reference, RegistryOperation};
-use kiln_cache::{Config, Digest, Store};
+use kiln_cache::{Config, Digest, Image, Store};
 use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
-use crate::image::Image;
 
 /// Bytes read from a blob file per piece of the upload stream.
 const READ_CHUNK: usize = 1 << 20;
@@ -296,7 +295,7 @@ mod tests {
         let record = |name: &str, layers: Vec<Digest>| kiln_cache::ImageRecord {
             name: name.to_owned(),
             manifest: Digest::from_bytes(name.as_bytes()),
-            manifest_media_type: crate::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
+            manifest_media_type: kiln_cache::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
             index: None,
             config: Digest::from_bytes(b"config"),
             diff_ids: layers.clone(),

@@ -300,7 +300,7 @@ pub(super) fn export(
             let names = settings
                 .names
                 .iter()
-                .map(|n| kiln_exporters::normalize_name(n))
+                .map(|n| kiln_cache::normalize_name(n))
                 .collect::<Result<Vec<_>, _>>()?;
             match (format, dest) {
                 (ImageFormat::Oci { tar: true }, Some(dest)) => {
@@ -335,7 +335,8 @@ pub(super) fn export(
             }
             if *format == ImageFormat::Store {
                 for name in &names {
-                    kiln_exporters::store_image(store, &image, name)
+                    store
+                        .store_image(&image, name)
                         .with_context(|| format!("storing the image {name}"))?;
                 }
             }
