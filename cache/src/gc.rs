@@ -1,4 +1,4 @@
-//! Garbage collection, prune, disk usage and the consistency check.
+//! Garbage collection, prune and the consistency check.
 //!
 //! # Overview
 //! 1. List the names on disk: blobs, committed and active snapshot directories, cache
@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::hash::Hasher;
 use crate::lease::{LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
-use crate::snapshot::{SnapshotKind, SnapshotRecord, dir_size};
+use crate::snapshot::{SnapshotKind, SnapshotRecord};
 use crate::store::{BlobRecord, CacheRecord, ImageRecord, Store, now};
 use crate::usage::Files;
 
@@ -107,37 +107,6 @@ pub struct PruneReport {
     pub removed_records: Vec<String>,
     /// The garbage collection that followed.
     pub gc: GcReport,
-}
-
-/// One line of [`Store::du`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageEntry {
-    /// `image`, `cache` or `exec.cachemount`.
-    pub kind: &'static str,
-    /// The image name, cache record ID or cache mount directory.
-    pub id: String,
-    /// Bytes of the distinct files it uses (files shared with other entries counted in each).
-    pub size: u64,
-    /// When it was last used (seconds since the Unix epoch).
-    pub last_used: u64,
-}
-
-/// Disk usage of the store.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DiskUsage {
-    /// Images and cache records, largest first.
-    pub entries: Vec<UsageEntry>,
-    /// Bytes in `blobs/`.
-    pub blobs: u64,
-    /// Bytes in `snapshots/`.
-    pub snapshots: u64,
-}
-
-impl DiskUsage {
-    /// Bytes used in all.
-    pub fn total(&self) -> u64 {
-        self.blobs + self.snapshots
-    }
 }
 
 /// What live leases hold, and what is marked.
@@ -502,20 +471,6 @@ fn sweep(
 }
 
 impl Store {
-    /// The directories whose files [`Store::disk_files`] counts.
-    pub const MEASURED_DIRS: [&'static str; 5] =
-        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
-
-    /// Every file the store's data uses, each once: the measure `kiln du` totals and
-    /// [`GcReport::freed`] subtracts from (collection frees nothing outside these).
-    pub fn disk_files(&self) -> Result<Files, Error> {
-        let mut files = Files::new();
-        for dir in Self::MEASURED_DIRS {
-            files.add(&self.root().join(dir))?;
-        }
-        Ok(files)
-    }
-
     /// The cache mount directories (names under `cache-mounts/`).
     pub fn cache_mounts(&self) -> Result<Vec<String>, Error> {
         let mut out: Vec<String> = names(&self.root().join("cache-mounts"))?
@@ -524,52 +479,6 @@ impl Store {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    /// What uses space in the store.
-    pub fn du(&self) -> Result<DiskUsage, Error> {
-        let blob_size = |d: &Digest| fs_err::metadata(self.blob_path(d)).map_or(0, |m| m.len());
-        let snapshot_size = |k: &str| -> u64 {
-            self.lowers(k)
-                .map(|dirs| dirs.iter().map(|d| dir_size(d).unwrap_or(0)).sum())
-                .unwrap_or(0)
-        };
-        let mut usage = DiskUsage::default();
-        for image in self.images()? {
-            let mut size: u64 = [image.manifest, image.config]
-                .iter()
-                .chain(image.index.iter())
-                .chain(image.layers.iter())
-                .map(blob_size)
-                .sum();
-            size += image.chain_id.map_or(0, |c| snapshot_size(&c.to_string()));
-            usage.entries.push(UsageEntry {
-                kind: "image",
-                id: image.name,
-                size,
-                last_used: image.last_used,
-            });
-        }
-        for record in self.cache_records()? {
-            let size = record.blobs.iter().map(blob_size).sum::<u64>()
-                + record
-                    .snapshots
-                    .iter()
-                    .map(|s| snapshot_size(s))
-                    .sum::<u64>();
-            usage.entries.push(UsageEntry {
-                kind: "cache",
-                id: record.id,
-                size,
-                last_used: record.last_used,
-            });
-        }
-        usage
-            .entries
-            .sort_by(|a, b| b.size.cmp(&a.size).then(a.id.cmp(&b.id)));
-        usage.blobs = dir_size(&self.root().join("blobs"))?;
-        usage.snapshots = dir_size(&self.root().join("snapshots"))?;
-        Ok(usage)
     }
 
     /// Checks that every recorded blob exists with the right content and size, that every

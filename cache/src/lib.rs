@@ -14,7 +14,8 @@
 //!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
 //!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
 //!   back with [`Store::stored_image`]; [`Store::load`] imports OCI layouts and docker archives.
-//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
+//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::check`]; disk usage in one
+//!   measure (each file once, [`Files`]): [`Store::du`], [`Store::disk_files`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
 //! Content is named by [`kiln_llb::Digest`], re-exported here as [`Digest`].
@@ -67,7 +68,7 @@ pub use diff::{
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
 };
 pub use error::Error;
-pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};
 pub use image::{
     Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name, oci_layer_type,
@@ -84,4 +85,4 @@ pub use registry::{
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{BlobRecord, BlobWriter, CacheMountDir, CacheRecord, ImageRecord, Store};
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};
-pub use usage::Files;
+pub use usage::{DiskUsage, Files, UsageEntry};

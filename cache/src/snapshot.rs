@@ -17,7 +17,6 @@
 //! directories, which garbage collection removes (see the `meta` module for the argument).
 
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use kiln_llb::Digest;
@@ -28,6 +27,7 @@ use crate::lease::{Held, Owner};
 use crate::meta::{self, Commit};
 use crate::store::{Store, now};
 use crate::unpack::{UnpackOptions, Unpacked, WhiteoutMode, unpack_layer};
+use crate::usage::Files;
 
 /// Whether a snapshot is read-only or still being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,17 +108,12 @@ fn dir_name(key: &str) -> Result<String, Error> {
     Ok(key.replace(':', "-"))
 }
 
-/// Total size of the regular files and symlinks below `path` (not following links).
+/// Bytes of the regular files and symlinks below `path` (not following links), each file
+/// once ([`Files`], the store's one measure).
 pub(crate) fn dir_size(path: &Path) -> io::Result<u64> {
-    let meta = fs_err::symlink_metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(meta.size());
-    }
-    let mut total = 0;
-    for entry in fs_err::read_dir(path)? {
-        total += dir_size(&entry?.path())?;
-    }
-    Ok(total)
+    let mut files = Files::new();
+    files.add(path)?;
+    Ok(files.bytes())
 }
 
 fn sync_dir_fs(path: &Path) -> Result<(), Error> {

@@ -596,7 +596,7 @@ fn prune_filters_and_du() {
         sizes,
         [("r3", 4000), ("r2", 3000), ("r1", 2000), ("r0", 1000)]
     );
-    assert!(usage.blobs >= 10_000);
+    assert!(usage.total >= 10_000);
 
     // Older than a week: r0 and r1.
     let report = store
@@ -630,7 +630,7 @@ fn prune_filters_and_du() {
     removed.sort();
     assert_eq!(removed, ["r0", "r3"]);
     assert!(store.cache_records().unwrap().is_empty());
-    assert_eq!(store.du().unwrap().blobs, 0);
+    assert_eq!(store.du().unwrap().total, 0);
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! (`type=regular` only the records), and `--keep-storage` then the least recently used
 //! records until the rest fit. Images are never removed, nor anything a running build holds.
 //! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
-//! `kiln du`'s measure.
+//! `kiln du`'s measure; `--format json` prints them in bytes, as one document
+//! `{"removed": [...], "freed": N}` whose entries are those of `kiln du --format json`.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -17,9 +18,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
 
-use super::du::{Usage, entry_rows, now, open_store, table, write_stdout};
+use super::du::{entry_json, entry_rows, now, open_store, table, write_stdout};
 use super::images::human_size;
-use crate::args::PruneArgs;
+use crate::args::{PruneArgs, UsageFormat};
 
 pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let options = options(args)?;
@@ -27,7 +28,8 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(root)?;
-    let before: HashMap<String, UsageEntry> = Usage::measure(&store)
+    let before: HashMap<String, UsageEntry> = store
+        .du()
         .context("measuring disk usage")?
         .entries
         .into_iter()
@@ -47,6 +49,13 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    if args.format == UsageFormat::Json {
+        let document = serde_json::json!({
+            "removed": removed.iter().map(entry_json).collect::<Vec<_>>(),
+            "freed": report.gc.freed,
+        });
+        return write_stdout(&format!("{document}\n"));
+    }
     let mut text = String::new();
     if !removed.is_empty() {
         text.push_str(&table(&entry_rows(removed.iter(), now())));
@@ -200,6 +209,7 @@ mod tests {
             filter: filter.iter().map(|s| (*s).to_owned()).collect(),
             keep_storage: keep.map(str::to_owned),
             force: true,
+            format: UsageFormat::Table,
         }
     }
 
