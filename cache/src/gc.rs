@@ -15,15 +15,19 @@
 //!    before this one (so it is marked) or after the moves (so it finds the name gone and
 //!    writes it afresh): it never meets a half-deleted file.
 //! 4. Move the leftovers of dead processes (`ingest/`, `snapshots/tmp-*`, `tmp/`) into the
-//!    trash too, measure what deleting the trash frees (files whose every name is in it, in
-//!    the measure of [`Files`]), and delete it.
+//!    trash too, after deleting the temporary files they made outside the store (beside an
+//!    export's destination, listed in their `tmp/` directory), and the `.tmp*` files older
+//!    versions left in the root and `local-checksums/`; measure what deleting the trash frees
+//!    (files whose every name is in it, in the measure of [`Files`]), and delete it.
 //!
 //! Removing metadata before data means a crash in between leaves only unreferenced files,
 //! which the next collection removes. Collections take `gc.lock` exclusively, one at a time;
 //! builds and pulls never wait for it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::io::{self, Read as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,7 +38,9 @@ use crate::hash::Hasher;
 use crate::lease::{LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
 use crate::snapshot::{SnapshotKind, SnapshotRecord};
-use crate::store::{BlobRecord, CacheRecord, ImageRecord, Store, now};
+use crate::store::{
+    BlobRecord, CacheRecord, ImageRecord, OUTSIDE_LIST, Store, now, outside_marker,
+};
 use crate::usage::Files;
 
 /// How long garbage collection waits for another collection to finish.
@@ -292,9 +298,32 @@ impl Store {
                 if keep(&name) || alive.owned_by_live(&name) || trash.dir.ends_with(&name) {
                     continue;
                 }
+                if dir == "tmp" {
+                    report.removed_temporary +=
+                        remove_outside_temporaries(&root.join(dir).join(&name), &name);
+                }
                 let trashed = name.starts_with(meta::TRASH_PREFIX);
                 if trash.take(&root.join(dir).join(&name))? && !trashed {
                     report.removed_temporary += 1;
+                }
+            }
+        }
+        // Files of atomic writes by older versions (`.tmpXXXXXX`, in the root from the cache
+        // key history, in `local-checksums/` from its files): kiln makes no temporary file
+        // there now, so any without a live owner is a leftover. They are outside the measured
+        // directories, so they are deleted here rather than counted as freed.
+        for dir in ["", "local-checksums"] {
+            for name in names(&root.join(dir))? {
+                if !name.starts_with(".tmp") || alive.owned_by_live(&name) {
+                    continue;
+                }
+                let path = root.join(dir).join(&name);
+                if fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                    match fs_err::remove_file(&path) {
+                        Ok(()) => report.removed_temporary += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -316,6 +345,46 @@ impl Store {
             gc: report,
         })
     }
+}
+
+/// Removes the temporary files the dead process whose scratch directory is `scratch` (named
+/// by its owner tag) made outside the store ([`Store::temp_file_beside`]), in the directories
+/// it listed there; returns how many. Only regular files whose names carry its tag go.
+fn remove_outside_temporaries(scratch: &Path, tag: &str) -> usize {
+    let Ok(list) = fs_err::read(scratch.join(OUTSIDE_LIST)) else {
+        return 0;
+    };
+    let marker = outside_marker(tag);
+    let dirs: BTreeSet<PathBuf> = list
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+        .collect();
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') || !name.contains(&marker) {
+                continue;
+            }
+            let path = entry.path();
+            if !fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            match fs_err::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "removed a dead process's temporary file");
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "removing a dead process's temporary file"),
+            }
+        }
+    }
+    removed
 }
 
 /// Step 2 of the overview, inside the collection's write transaction.

@@ -15,7 +15,7 @@ pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let record = store.find_image(&args.image)?;
     let image = store.stored_image(&record)?;
     // Written beside the destination and renamed into place once complete.
-    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&args.output)?);
+    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&store, &args.output)?);
     let out = match args.format.as_str() {
         "docker" => kiln_exporters::write_docker_tar(
             &store,

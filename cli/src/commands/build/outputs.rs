@@ -261,9 +261,12 @@ fn image(
 
 /// A buffered export file that appears under `dest` only once finished (see
 /// [`kiln_exporters::OutputFile`]).
-fn create(dest: &Path) -> anyhow::Result<std::io::BufWriter<kiln_exporters::OutputFile>> {
+fn create(
+    store: &Store,
+    dest: &Path,
+) -> anyhow::Result<std::io::BufWriter<kiln_exporters::OutputFile>> {
     Ok(std::io::BufWriter::new(kiln_exporters::OutputFile::create(
-        dest,
+        store, dest,
     )?))
 }
 
@@ -279,9 +282,10 @@ pub(super) fn export(
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("exporting to {}", dest.display())),
         Output::Tar { dest } => {
-            let out = kiln_solver::export_tar(store, result, source_date_epoch()?, create(dest)?)
-                .map_err(|e| anyhow::anyhow!(e))
-                .with_context(|| format!("writing {}", dest.display()))?;
+            let out =
+                kiln_solver::export_tar(store, result, source_date_epoch()?, create(store, dest)?)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(|| format!("writing {}", dest.display()))?;
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("writing {}", dest.display()))?
@@ -308,7 +312,7 @@ pub(super) fn export(
                         store,
                         &image,
                         names.first().map(String::as_str),
-                        create(dest)?,
+                        create(store, dest)?,
                         mtime,
                     )?;
                     out.into_inner().map_err(|e| e.into_error())?.finish()?;
@@ -326,7 +330,7 @@ pub(super) fn export(
                         store,
                         &image,
                         &names,
-                        create(dest)?,
+                        create(store, dest)?,
                         mtime,
                     )?;
                     out.into_inner().map_err(|e| e.into_error())?.finish()?;
