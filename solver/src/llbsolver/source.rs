@@ -160,7 +160,11 @@ impl Op<Ref> for LocalSource {
                 let mut cache = ChecksumCache::load(store.root(), &dir);
                 let digest = tree_digest(&dir, &selected, &mut cache)?;
                 let changed = cache.first_change(&selected);
-                if let Err(e) = cache.save(&selected) {
+                let saved = store
+                    .scratch_dir()
+                    .map_err(std::io::Error::other)
+                    .and_then(|scratch| cache.save(&selected, &scratch));
+                if let Err(e) = saved {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
                 *checksums.lock().unwrap_or_else(PoisonError::into_inner) = Some(cache.entries);
@@ -327,8 +331,10 @@ impl ChecksumCache {
         gone.first().map(|p| (*p).clone())
     }
 
-    /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
-    fn save(&mut self, keep: &[Selected]) -> std::io::Result<()> {
+    /// Writes the cache back (atomically, through a temporary file in `scratch`, this
+    /// process's scratch directory of the store, which garbage collection clears if the
+    /// process is killed) if anything was added; keeps only `keep`'s paths.
+    fn save(&mut self, keep: &[Selected], scratch: &Path) -> std::io::Result<()> {
         let before = self.entries.len();
         let keep: std::collections::HashSet<&str> = keep.iter().map(|s| s.path.as_str()).collect();
         self.entries.retain(|path, _| keep.contains(path.as_str()));
@@ -348,7 +354,7 @@ impl ChecksumCache {
         }
         let parent = self.file.parent().unwrap_or(Path::new("."));
         fs_err::create_dir_all(parent)?;
-        let temp = tempfile::NamedTempFile::new_in(parent)?;
+        let temp = tempfile::NamedTempFile::new_in(scratch)?;
         fs_err::write(temp.path(), text)?;
         temp.persist(&self.file).map_err(|e| e.error)?;
         Ok(())
@@ -399,7 +405,7 @@ mod tests {
         let mut cache = ChecksumCache::load(store.path(), context.path());
         let selected = select_all(context.path());
         let first = tree_digest(context.path(), &selected, &mut cache).unwrap();
-        cache.save(&selected).unwrap();
+        cache.save(&selected, store.path()).unwrap();
 
         // A reloaded cache answers for files whose stat is unchanged: poison its entry for
         // `a` and the digest follows the poisoned value, proving the file was not read.
@@ -440,7 +446,9 @@ mod tests {
         };
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache), None, "nothing to compare with");
-        cache.save(&select_all(context.path())).unwrap();
+        cache
+            .save(&select_all(context.path()), store.path())
+            .unwrap();
 
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache), None, "nothing changed");
@@ -456,7 +464,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(change(&mut cache), None);
-        cache.save(&select_all(context.path())).unwrap();
+        cache
+            .save(&select_all(context.path()), store.path())
+            .unwrap();
 
         fs_err::remove_file(context.path().join("a")).unwrap();
         let mut cache = ChecksumCache::load(store.path(), context.path());
