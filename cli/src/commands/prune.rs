@@ -5,6 +5,8 @@
 //! the records unused for that long, `--filter type=exec.cachemount` only the cache mounts
 //! (`type=regular` only the records), and `--keep-storage` then the least recently used
 //! records until the rest fit. Images are never removed, nor anything a running build holds.
+//! What killed kiln processes left goes too: their temporary files in the store and beside
+//! export destinations, and the runner's per-run files.
 //! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
 //! `kiln du`'s measure; `--format json` prints them in bytes, as one document
 //! `{"removed": [...], "freed": N}` whose entries are those of `kiln du --format json`.
@@ -36,6 +38,8 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .map(|e| (e.id.clone(), e))
         .collect();
     let report = store.prune(&options).context("pruning the build cache")?;
+    // What killed builds left outside the store: the runner's per-run files.
+    kiln_runner::Runner::new(crate::executor::RUNNER_STATE).sweep();
     let removed: Vec<UsageEntry> = report
         .removed_records
         .iter()
