@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use kiln_llb::Digest;
 
 /// The media type of the config blob of a cache export.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.buildkit.cacheconfig.v0";

@@ -25,8 +25,8 @@ use crate::cacheconfig::{
     ANNOTATION_CREATED_AT, ANNOTATION_UNCOMPRESSED, CACHE_CONFIG_MEDIA_TYPE, CacheConfig,
     INLINE_CACHE_KEY,
 };
-use crate::digest::Digest;
 use crate::error::Error;
+use kiln_llb::Digest;
 
 /// The largest manifest or index read (BuildKit's registry client caps manifests alike).
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -128,7 +128,7 @@ fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Err
             actual,
         });
     }
-    let computed = Digest::of(data);
+    let computed = Digest::from_bytes(data);
     if computed != *digest {
         return Err(Error::DigestMismatch {
             what: what.to_owned(),

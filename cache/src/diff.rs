@@ -28,10 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gzp::ZWriter as _;
+use kiln_llb::Digest;
 use tar::{EntryType, Header};
 
-use crate::digest::{Digest, HashWriter, Hasher};
 use crate::error::Error;
+use crate::hash::{HashWriter, Hasher};
 use crate::store::Store;
 use crate::unpack::{OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use kiln_llb::Digest;
 
 /// Everything that can go wrong in the content store, snapshots, layers and registry pulls.
 #[derive(Debug, thiserror::Error)]
@@ -12,11 +12,8 @@ pub enum Error {
     #[error("i/o error")]
     Io(#[from] std::io::Error),
     /// A digest string is not `sha256:<64 lowercase hex>`.
-    #[error("invalid digest `{value}`")]
-    InvalidDigest {
-        /// The rejected text.
-        value: String,
-    },
+    #[error(transparent)]
+    InvalidDigest(#[from] kiln_llb::DigestError),
     /// Content did not hash to the digest it was expected to have.
     #[error("digest mismatch for {what}: expected {expected}, computed {computed}")]
     DigestMismatch {
@@ -125,7 +122,7 @@ pub enum Error {
         reason: String,
     },
     /// An image is not in the store.
-    #[error("image {name} not found")]
+    #[error("no such image: {name}")]
     ImageNotFound {
         /// The image name.
         name: String,
@@ -221,6 +218,38 @@ pub enum Error {
         /// The image reference.
         reference: String,
     },
+    /// An OCI document could not be built.
+    #[error("invalid OCI {what}")]
+    Spec {
+        /// Which document.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// A JSON document could not be read or written.
+    #[error("invalid JSON in {what}")]
+    Json {
+        /// Which document.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A path holds neither an OCI image layout nor a docker archive.
+    #[error("{} is not an OCI image layout or docker archive (no index.json or manifest.json)", path.display())]
+    UnknownArchive {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An image archive is malformed.
+    #[error("bad image archive {}: {reason}", path.display())]
+    BadArchive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -232,5 +261,16 @@ impl Error {
             path: path.to_owned(),
             source: Box::new(source.into()),
         }
+    }
+
+    pub(crate) fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Self::Json {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Self {
+        move |source| Self::Spec { what, source }
     }
 }

@@ -1,4 +1,4 @@
-//! Garbage collection, prune, disk usage and the consistency check.
+//! Garbage collection, prune and the consistency check.
 //!
 //! # Overview
 //! 1. List the names on disk: blobs, committed and active snapshot directories, cache
@@ -15,24 +15,32 @@
 //!    before this one (so it is marked) or after the moves (so it finds the name gone and
 //!    writes it afresh): it never meets a half-deleted file.
 //! 4. Move the leftovers of dead processes (`ingest/`, `snapshots/tmp-*`, `tmp/`) into the
-//!    trash too, measure what deleting the trash frees (files whose every name is in it, in
-//!    the measure of [`Files`]), and delete it.
+//!    trash too, after deleting the temporary files they made outside the store (beside an
+//!    export's destination, listed in their `tmp/` directory), and the `.tmp*` files older
+//!    versions left in the root and `local-checksums/`; measure what deleting the trash frees
+//!    (files whose every name is in it, in the measure of [`Files`]), and delete it.
 //!
 //! Removing metadata before data means a crash in between leaves only unreferenced files,
 //! which the next collection removes. Collections take `gc.lock` exclusively, one at a time;
 //! builds and pulls never wait for it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::io::{self, Read as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::digest::{Digest, Hasher};
+use kiln_llb::Digest;
+
 use crate::error::Error;
+use crate::hash::Hasher;
 use crate::lease::{LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
-use crate::snapshot::{SnapshotKind, SnapshotRecord, dir_size};
-use crate::store::{BlobRecord, CacheRecord, ImageRecord, Store, now};
+use crate::snapshot::{SnapshotKind, SnapshotRecord};
+use crate::store::{
+    BlobRecord, CacheRecord, ImageRecord, OUTSIDE_LIST, Store, now, outside_marker,
+};
 use crate::usage::Files;
 
 /// How long garbage collection waits for another collection to finish.
@@ -105,37 +113,6 @@ pub struct PruneReport {
     pub removed_records: Vec<String>,
     /// The garbage collection that followed.
     pub gc: GcReport,
-}
-
-/// One line of [`Store::du`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageEntry {
-    /// `image`, `cache` or `exec.cachemount`.
-    pub kind: &'static str,
-    /// The image name, cache record ID or cache mount directory.
-    pub id: String,
-    /// Bytes of the distinct files it uses (files shared with other entries counted in each).
-    pub size: u64,
-    /// When it was last used (seconds since the Unix epoch).
-    pub last_used: u64,
-}
-
-/// Disk usage of the store.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DiskUsage {
-    /// Images and cache records, largest first.
-    pub entries: Vec<UsageEntry>,
-    /// Bytes in `blobs/`.
-    pub blobs: u64,
-    /// Bytes in `snapshots/`.
-    pub snapshots: u64,
-}
-
-impl DiskUsage {
-    /// Bytes used in all.
-    pub fn total(&self) -> u64 {
-        self.blobs + self.snapshots
-    }
 }
 
 /// What live leases hold, and what is marked.
@@ -321,9 +298,32 @@ impl Store {
                 if keep(&name) || alive.owned_by_live(&name) || trash.dir.ends_with(&name) {
                     continue;
                 }
+                if dir == "tmp" {
+                    report.removed_temporary +=
+                        remove_outside_temporaries(&root.join(dir).join(&name), &name);
+                }
                 let trashed = name.starts_with(meta::TRASH_PREFIX);
                 if trash.take(&root.join(dir).join(&name))? && !trashed {
                     report.removed_temporary += 1;
+                }
+            }
+        }
+        // Files of atomic writes by older versions (`.tmpXXXXXX`, in the root from the cache
+        // key history, in `local-checksums/` from its files): kiln makes no temporary file
+        // there now, so any without a live owner is a leftover. They are outside the measured
+        // directories, so they are deleted here rather than counted as freed.
+        for dir in ["", "local-checksums"] {
+            for name in names(&root.join(dir))? {
+                if !name.starts_with(".tmp") || alive.owned_by_live(&name) {
+                    continue;
+                }
+                let path = root.join(dir).join(&name);
+                if fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                    match fs_err::remove_file(&path) {
+                        Ok(()) => report.removed_temporary += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -345,6 +345,46 @@ impl Store {
             gc: report,
         })
     }
+}
+
+/// Removes the temporary files the dead process whose scratch directory is `scratch` (named
+/// by its owner tag) made outside the store ([`Store::temp_file_beside`]), in the directories
+/// it listed there; returns how many. Only regular files whose names carry its tag go.
+fn remove_outside_temporaries(scratch: &Path, tag: &str) -> usize {
+    let Ok(list) = fs_err::read(scratch.join(OUTSIDE_LIST)) else {
+        return 0;
+    };
+    let marker = outside_marker(tag);
+    let dirs: BTreeSet<PathBuf> = list
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+        .collect();
+    let mut removed = 0;
+    for dir in dirs {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') || !name.contains(&marker) {
+                continue;
+            }
+            let path = entry.path();
+            if !fs_err::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            match fs_err::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "removed a dead process's temporary file");
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "removing a dead process's temporary file"),
+            }
+        }
+    }
+    removed
 }
 
 /// Step 2 of the overview, inside the collection's write transaction.
@@ -500,20 +540,6 @@ fn sweep(
 }
 
 impl Store {
-    /// The directories whose files [`Store::disk_files`] counts.
-    pub const MEASURED_DIRS: [&'static str; 5] =
-        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
-
-    /// Every file the store's data uses, each once: the measure `kiln du` totals and
-    /// [`GcReport::freed`] subtracts from (collection frees nothing outside these).
-    pub fn disk_files(&self) -> Result<Files, Error> {
-        let mut files = Files::new();
-        for dir in Self::MEASURED_DIRS {
-            files.add(&self.root().join(dir))?;
-        }
-        Ok(files)
-    }
-
     /// The cache mount directories (names under `cache-mounts/`).
     pub fn cache_mounts(&self) -> Result<Vec<String>, Error> {
         let mut out: Vec<String> = names(&self.root().join("cache-mounts"))?
@@ -522,52 +548,6 @@ impl Store {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    /// What uses space in the store.
-    pub fn du(&self) -> Result<DiskUsage, Error> {
-        let blob_size = |d: &Digest| fs_err::metadata(self.blob_path(d)).map_or(0, |m| m.len());
-        let snapshot_size = |k: &str| -> u64 {
-            self.lowers(k)
-                .map(|dirs| dirs.iter().map(|d| dir_size(d).unwrap_or(0)).sum())
-                .unwrap_or(0)
-        };
-        let mut usage = DiskUsage::default();
-        for image in self.images()? {
-            let mut size: u64 = [image.manifest, image.config]
-                .iter()
-                .chain(image.index.iter())
-                .chain(image.layers.iter())
-                .map(blob_size)
-                .sum();
-            size += image.chain_id.map_or(0, |c| snapshot_size(&c.to_string()));
-            usage.entries.push(UsageEntry {
-                kind: "image",
-                id: image.name,
-                size,
-                last_used: image.last_used,
-            });
-        }
-        for record in self.cache_records()? {
-            let size = record.blobs.iter().map(blob_size).sum::<u64>()
-                + record
-                    .snapshots
-                    .iter()
-                    .map(|s| snapshot_size(s))
-                    .sum::<u64>();
-            usage.entries.push(UsageEntry {
-                kind: "cache",
-                id: record.id,
-                size,
-                last_used: record.last_used,
-            });
-        }
-        usage
-            .entries
-            .sort_by(|a, b| b.size.cmp(&a.size).then(a.id.cmp(&b.id)));
-        usage.blobs = dir_size(&self.root().join("blobs"))?;
-        usage.snapshots = dir_size(&self.root().join("snapshots"))?;
-        Ok(usage)
     }
 
     /// Checks that every recorded blob exists with the right content and size, that every

@@ -16,8 +16,11 @@
 //!    thing is added *before* it is created or looked up, so a collection either sees the
 //!    reference or runs entirely before the thing exists (see the `gc` module).
 //! 3. **Temporary files carry their owner.** Blobs in `ingest/`, directories in
-//!    `snapshots/tmp-*` and `tmp/` are named with the owner's tag ([`Owner::tag`]); collection
-//!    removes them once that process is gone, and never while it lives.
+//!    `snapshots/tmp-*` and `tmp/`, and files beside export destinations outside the store
+//!    (`.NAME.tmp-<tag>-*`, their directories listed in the owner's `tmp/` directory) are
+//!    named with the owner's tag ([`Owner::tag`]); collection removes them once that process
+//!    is gone, and never while it lives. Everything else a process writes in the store goes
+//!    through these (its scratch directory for atomic writes of other files).
 //! 4. **Active snapshots record their owner**, so the writable layer of a step survives
 //!    collection while its process lives, even without a lease, and goes once it is dead.
 //!
@@ -29,9 +32,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::Error;
 use crate::meta::{self, Commit, Meta, Tx};
 use crate::store::now;

@@ -12,9 +12,15 @@
 //!   [`Config`]), verifying every digest.
 //! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
 //!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config.
-//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::du`], [`Store::check`].
+//! - Images: an [`Image`] (manifest, config, [`Layer`]s; [`assemble`] makes the manifest) is
+//!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
+//!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
+//!   back with [`Store::stored_image`]; [`Store::load`] imports OCI layouts and docker archives.
+//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::check`]; disk usage in one
+//!   measure (each file once, [`Files`]): [`Store::du`], [`Store::disk_files`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
+//! Content is named by [`kiln_llb::Digest`], re-exported here as [`Digest`].
 //!
 //! Data path: registry ─[`pull`]→ blobs ─[`Store::unpack_snapshot`]→ committed snapshots
 //! ─[`Store::prepare`]→ [`Mounts`] (runner) ─[`Store::commit`]→ committed snapshot
@@ -45,11 +51,14 @@
 pub mod cacheconfig;
 mod cacheimport;
 mod diff;
-mod digest;
 mod error;
 mod gc;
+mod hash;
+mod image;
 mod lease;
 mod limits;
+mod link;
+mod load;
 mod meta;
 mod pull;
 mod registry;
@@ -63,12 +72,17 @@ pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
 };
-pub use digest::Digest;
 pub use error::Error;
-pub use gc::{CacheKind, DiskUsage, GcReport, PruneOptions, PruneReport, UsageEntry};
+pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};
+pub use image::{
+    Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name, oci_layer_type,
+};
+pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use oci_client;
+pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
 pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
@@ -76,4 +90,4 @@ pub use registry::{
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{BlobRecord, BlobWriter, CacheMountDir, CacheRecord, ImageRecord, Store};
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};
-pub use usage::Files;
+pub use usage::{DiskUsage, Files, UsageEntry};

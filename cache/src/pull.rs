@@ -19,13 +19,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use kiln_llb::Digest;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 
-use crate::digest::Digest;
 use crate::error::Error;
 use crate::registry::{Config, credentials_with_path, docker_config_path, parse_reference};
 use crate::store::{ImageRecord, Store, now};
@@ -251,7 +251,7 @@ impl Source {
             .map_err(|e| {
                 self.registry_error(format!("fetching manifest {}", reference.whole()), e)
             })?;
-        let computed = Digest::of(&bytes);
+        let computed = Digest::from_bytes(&bytes);
         let expected = match expected {
             Some(d) => Some(*d),
             None => announced.parse().ok(),

@@ -17,17 +17,17 @@
 //! directories, which garbage collection removes (see the `meta` module for the argument).
 
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::Error;
 use crate::lease::{Held, Owner};
 use crate::meta::{self, Commit};
 use crate::store::{Store, now};
 use crate::unpack::{UnpackOptions, Unpacked, WhiteoutMode, unpack_layer};
+use crate::usage::Files;
 
 /// Whether a snapshot is read-only or still being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ impl Mounts {
 pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     match parent {
         None => *diff_id,
-        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        Some(parent) => Digest::from_bytes(format!("{parent} {diff_id}").as_bytes()),
     }
 }
 
@@ -108,17 +108,12 @@ fn dir_name(key: &str) -> Result<String, Error> {
     Ok(key.replace(':', "-"))
 }
 
-/// Total size of the regular files and symlinks below `path` (not following links).
+/// Bytes of the regular files and symlinks below `path` (not following links), each file
+/// once ([`Files`], the store's one measure).
 pub(crate) fn dir_size(path: &Path) -> io::Result<u64> {
-    let meta = fs_err::symlink_metadata(path)?;
-    if !meta.is_dir() {
-        return Ok(meta.size());
-    }
-    let mut total = 0;
-    for entry in fs_err::read_dir(path)? {
-        total += dir_size(&entry?.path())?;
-    }
-    Ok(total)
+    let mut files = Files::new();
+    files.add(path)?;
+    Ok(files.bytes())
 }
 
 fn sync_dir_fs(path: &Path) -> Result<(), Error> {
@@ -427,10 +422,11 @@ mod tests {
 
     #[test]
     fn chain_id_follows_the_oci_formula() {
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
+        let a = Digest::from_bytes(b"a");
+        let b = Digest::from_bytes(b"b");
         assert_eq!(chain_id(None, &a), a);
-        let expected = Digest::of(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes());
+        let expected =
+            Digest::from_bytes(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes());
         assert_eq!(chain_id(Some(&a), &b), expected);
     }
 }

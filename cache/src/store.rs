@@ -9,8 +9,11 @@
 //! meta.lock              locked by the process that has the metadata database open
 //! meta.waiting           shared-locked by processes waiting for the metadata database
 //! gc.lock                exclusively locked by garbage collection (one at a time)
-//! tmp/<owner>/           scratch space of a running process (`Store::scratch_dir`)
+//! tmp/<owner>/           scratch space of a running process (`Store::scratch_dir`), and the
+//!                        list of the directories where it makes files outside the store
+//!                        (`Store::temp_file_beside`)
 //! cache-mounts/          the directories of `RUN --mount=type=cache` (`Store::cache_mount_dir`)
+//! local-checksums/       the solver's file checksums of local sources from earlier builds
 //! ```
 //!
 //! Temporary names carry their process's tag (see the `lease` module), so garbage collection
@@ -30,11 +33,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kiln_llb::Digest;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::hash::Hasher;
 use crate::lease::{Held, Holder, Lease, Leases, Owner};
 use crate::limits::UnpackLimits;
 use crate::meta::{self, Commit, Meta};
@@ -453,6 +457,51 @@ impl Store {
         fs_err::create_dir_all(&dir)?;
         Ok(dir)
     }
+
+    /// A new temporary file beside `dest`, outside the store (an export written whole before
+    /// it is renamed over `dest`; its directory is made if missing). It is named
+    /// `.NAME.tmp-<owner tag>-XXXXXX` and removed when dropped; its directory is listed in this
+    /// process's scratch directory first, so if the process is killed before either, garbage
+    /// collection removes the file once the process is gone.
+    pub fn temp_file_beside(&self, dest: &Path) -> Result<tempfile::NamedTempFile, Error> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        fs_err::create_dir_all(&parent)?;
+        let parent = fs_err::canonicalize(&parent)?;
+        // The name's bytes as they are (a name need not be UTF-8).
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(dest.file_name().unwrap_or("output".as_ref()));
+        prefix.push(outside_marker(&Owner::current().tag()));
+        let mut line = parent.as_os_str().as_encoded_bytes().to_vec();
+        line.push(0);
+        fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.scratch_dir()?.join(OUTSIDE_LIST))?
+            .write_all(&line)?;
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempfile_in(&parent)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a file in {}: {e}", parent.display()),
+                )
+                .into()
+            })
+    }
+}
+
+/// The file in a process's scratch directory that lists the directories outside the store in
+/// which it makes temporary files ([`Store::temp_file_beside`]), each path ended by a NUL.
+pub(crate) const OUTSIDE_LIST: &str = "outside-temporaries";
+
+/// What the name of every temporary file the owner tagged `tag` makes outside the store
+/// contains: `.NAME` then this, then random characters.
+pub(crate) fn outside_marker(tag: &str) -> String {
+    format!(".tmp-{tag}-")
 }
 
 /// A blob being written: bytes go to a temporary file and into a running digest.

@@ -33,11 +33,12 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use filetime::FileTime;
+use kiln_llb::Digest;
 use nix::sys::stat::{Mode, SFlag};
 use tar::EntryType;
 
-use crate::digest::{Digest, HashReader, Hasher};
 use crate::error::Error;
+use crate::hash::{HashReader, Hasher};
 use crate::limits::{CountingReader, Exceeded, LayerLimit, LimitedReader, UnpackLimits};
 
 pub(crate) use kiln_fsutil::overlay::{

@@ -3,11 +3,22 @@
 //! A file counts once per inode, whatever its names: a stored image's snapshots hard-link a
 //! build's files and a layer may hold several names of one file (busybox's applets). Regular
 //! files and symbolic links count their length; directories and special files count nothing.
+//!
+//! [`Store::disk_files`] is every file of the store's data; [`Store::du`] attributes them to
+//! what keeps them (images, build cache records, cache mounts), and [`GcReport::freed`] is
+//! what a collection took away from the former, in the same measure.
+//!
+//! [`GcReport::freed`]: crate::GcReport::freed
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use crate::error::Error;
+use crate::gc::CacheKind;
+use crate::store::Store;
 
 /// Files by `(device, inode)`: each file once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -98,6 +109,179 @@ impl Files {
     }
 }
 
+/// One entry of [`Store::du`]: an image, a build cache record or a cache mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEntry {
+    /// `image`, `cache` or `exec.cachemount`.
+    pub kind: &'static str,
+    /// The image name, cache record ID or cache mount directory.
+    pub id: String,
+    /// Bytes of the distinct files it uses (files shared with other entries counted in each).
+    pub size: u64,
+    /// When it was last used (seconds since the Unix epoch).
+    pub last_used: u64,
+}
+
+impl UsageEntry {
+    /// Whether `kiln prune` can remove it (build cache records and cache mounts can, images
+    /// cannot).
+    pub fn reclaimable(&self) -> bool {
+        self.kind != "image"
+    }
+}
+
+/// What uses space in the store, in the measure of [`Files`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Images, build cache records and cache mounts, largest first (then by ID).
+    pub entries: Vec<UsageEntry>,
+    /// Bytes of the files more than one entry uses.
+    pub shared: u64,
+    /// Bytes of the files only reclaimable entries use: what removing them all frees.
+    pub reclaimable: u64,
+    /// Bytes of every file of the store's data ([`Store::disk_files`]).
+    pub total: u64,
+}
+
+impl DiskUsage {
+    /// Bytes of the files at most one entry uses (or none: leftovers a collection removes).
+    pub fn private(&self) -> u64 {
+        self.total - self.shared
+    }
+
+    /// The usage of entries with their files, in a store whose distinct files have `total`
+    /// bytes.
+    fn of(measured: Vec<(UsageEntry, Files)>, total: u64) -> Self {
+        // Per file: its size, how many entries use it, and whether one of them is kept.
+        let mut users: HashMap<(u64, u64), (u64, usize, bool)> = HashMap::new();
+        for (entry, files) in &measured {
+            for (inode, size) in files.iter() {
+                let user = users.entry(inode).or_insert((size, 0, false));
+                user.1 += 1;
+                user.2 |= !entry.reclaimable();
+            }
+        }
+        let sum = |keep: &dyn Fn(usize, bool) -> bool| -> u64 {
+            users
+                .values()
+                .filter(|(_, count, kept)| keep(*count, *kept))
+                .map(|(size, ..)| size)
+                .sum()
+        };
+        let shared = sum(&|count, _| count > 1);
+        let reclaimable = sum(&|_, kept| !kept);
+        let mut entries: Vec<UsageEntry> = measured
+            .into_iter()
+            .map(|(mut entry, files)| {
+                entry.size = files.bytes();
+                entry
+            })
+            .collect();
+        entries.sort_by(|a, b| b.size.cmp(&a.size).then(a.id.cmp(&b.id)));
+        Self {
+            entries,
+            shared: shared.min(total),
+            reclaimable: reclaimable.min(total),
+            total,
+        }
+    }
+}
+
+impl Store {
+    /// The directories whose files [`Store::disk_files`] counts.
+    pub const MEASURED_DIRS: [&'static str; 5] =
+        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
+
+    /// Every file the store's data uses, each once: the measure `kiln du` totals and
+    /// [`GcReport::freed`](crate::GcReport::freed) subtracts from (collection frees nothing
+    /// outside these).
+    pub fn disk_files(&self) -> Result<Files, Error> {
+        let mut files = Files::new();
+        for dir in Self::MEASURED_DIRS {
+            files.add(&self.root().join(dir))?;
+        }
+        Ok(files)
+    }
+
+    /// The files of the snapshot `key` and of the snapshots below it.
+    pub fn snapshot_files(&self, key: &str) -> Result<Files, Error> {
+        let mut files = Files::new();
+        for dir in self.lowers(key)? {
+            files.add(&dir)?;
+        }
+        Ok(files)
+    }
+
+    /// What uses space in the store (`kiln du`): each image (its blobs and snapshots), build
+    /// cache record (its blobs and snapshots) and cache mount with the bytes of the distinct
+    /// files it uses, and the totals.
+    pub fn du(&self) -> Result<DiskUsage, Error> {
+        let blob =
+            |files: &mut Files, digest: &kiln_llb::Digest| files.add(&self.blob_path(digest));
+        let mut measured: Vec<(UsageEntry, Files)> = Vec::new();
+        for image in self.images()? {
+            let mut files = Files::new();
+            for digest in [image.manifest, image.config]
+                .iter()
+                .chain(image.index.iter())
+                .chain(image.layers.iter())
+            {
+                blob(&mut files, digest)?;
+            }
+            if let Some(chain) = image.chain_id {
+                files.extend(&self.snapshot_files(&chain.to_string())?);
+            }
+            measured.push((
+                UsageEntry {
+                    kind: "image",
+                    id: image.name,
+                    size: 0,
+                    last_used: image.last_used,
+                },
+                files,
+            ));
+        }
+        for record in self.cache_records()? {
+            let mut files = Files::new();
+            for digest in &record.blobs {
+                blob(&mut files, digest)?;
+            }
+            for key in &record.snapshots {
+                files.extend(&self.snapshot_files(key)?);
+            }
+            measured.push((
+                UsageEntry {
+                    kind: "cache",
+                    id: record.id,
+                    size: 0,
+                    last_used: record.last_used,
+                },
+                files,
+            ));
+        }
+        for name in self.cache_mounts()? {
+            let dir = self.root().join("cache-mounts").join(&name);
+            let mut files = Files::new();
+            files.add(&dir)?;
+            let last_used = fs_err::metadata(&dir)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            measured.push((
+                UsageEntry {
+                    kind: CacheKind::CacheMount.as_str(),
+                    id: name,
+                    size: 0,
+                    last_used,
+                },
+                files,
+            ));
+        }
+        Ok(DiskUsage::of(measured, self.disk_files()?.bytes()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +308,48 @@ mod tests {
         bin.add(&dir.path().join("bin")).unwrap();
         assert_eq!(bin.bytes(), 3_000);
         assert_eq!(bin.bytes_of_all_names(), 0);
+    }
+
+    #[test]
+    fn shared_files_count_once_and_are_summed_as_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, size: usize| {
+            let path = dir.path().join(name);
+            fs_err::write(&path, vec![0; size]).unwrap();
+            path
+        };
+        let (one, two, three) = (file("1", 1_000), file("2", 200), file("3", 500));
+        let shared = dir.path().join("1-linked");
+        fs_err::hard_link(&one, &shared).unwrap();
+        let files = |paths: &[&Path]| {
+            let mut files = Files::new();
+            for path in paths {
+                files.add(path).unwrap();
+            }
+            files
+        };
+        let entry = |kind: &'static str, id: &str| UsageEntry {
+            kind,
+            id: id.to_owned(),
+            size: 0,
+            last_used: 1,
+        };
+        // The image and a cache record share file 1 (a hard link); the record also has 2.
+        let measured = vec![
+            (entry("image", "i"), files(&[&one, &three])),
+            (entry("cache", "c"), files(&[&shared, &two])),
+        ];
+        let usage = DiskUsage::of(measured, 1_700);
+        assert_eq!(usage.entries[0].size, 1_500);
+        assert_eq!(usage.entries[1].size, 1_200);
+        assert_eq!(usage.shared, 1_000);
+        assert_eq!(usage.private(), 700);
+        // Pruning the record frees only what nothing else uses.
+        assert_eq!(usage.reclaimable, 200);
+        let alone = DiskUsage::of(vec![(entry("cache", "c"), files(&[&two]))], 200);
+        assert_eq!(
+            (alone.shared, alone.reclaimable, alone.total),
+            (0, 200, 200)
+        );
     }
 }

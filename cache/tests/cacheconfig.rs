@@ -82,7 +82,7 @@ fn the_registry_manifest_lists_exactly_the_config_layers() {
     assert_eq!(manifest["config"]["mediaType"], CACHE_CONFIG_MEDIA_TYPE);
     assert_eq!(
         manifest["config"]["digest"].as_str().unwrap(),
-        Digest::of(&bytes).to_string()
+        Digest::from_bytes(&bytes).to_string()
     );
     let listed: Vec<String> = manifest["layers"]
         .as_array()

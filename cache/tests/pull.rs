@@ -132,7 +132,10 @@ fn pull_from_the_test_registry() {
         .block_on(pull(Arc::clone(&store), &by_digest, &options(""), &()))
         .unwrap();
     assert_eq!(pinned.image.name, by_digest);
-    let wrong = format!("127.0.0.1:5000/library/busybox@{}", Digest::of(b"not it"));
+    let wrong = format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        Digest::from_bytes(b"not it")
+    );
     assert!(
         rt.block_on(pull(Arc::clone(&store), &wrong, &options(""), &()))
             .is_err()

@@ -214,6 +214,20 @@ fn child_process_entry() {
             std::thread::sleep(Duration::from_secs(60));
             drop(unfinished);
         }
+        "export-and-sleep" => {
+            // An export killed half way: a temporary file beside its destination, outside
+            // the store.
+            let dest = std::path::Path::new(&root)
+                .parent()
+                .unwrap()
+                .join("out/image.tar");
+            let mut partial = store.temp_file_beside(&dest).unwrap();
+            partial.write_all(&random(1 << 20, 10)).unwrap();
+            partial.flush().unwrap();
+            fs_err::write(marker(&root), "ready").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(partial);
+        }
         other => panic!("unknown child task {other}"),
     }
 }
@@ -520,6 +534,70 @@ fn gc_keeps_what_a_lease_holds_until_it_is_released() {
 }
 
 #[test]
+fn a_killed_export_leaves_nothing_beside_its_destination_after_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let out = dir.path().join("out");
+    let store = Store::open(&root).unwrap();
+    // Atomic writes of older versions (the cache key history, local checksums), which made
+    // untagged temporary names in the store.
+    fs_err::write(root.join(".tmpAbC123"), "history").unwrap();
+    fs_err::create_dir_all(root.join("local-checksums")).unwrap();
+    fs_err::write(root.join("local-checksums/.tmpXyZ789"), "checksums").unwrap();
+    fs_err::write(root.join("local-checksums/0123abcd"), "kept").unwrap();
+    let mut c = child("export-and-sleep", &root);
+    wait_for("the child", Duration::from_secs(30), || {
+        marker(&root).exists()
+    });
+    // The destination's directory also holds files that are not the child's.
+    fs_err::write(out.join("image.tar"), "the previous export").unwrap();
+    fs_err::write(out.join(".image.tar.tmp-abc"), "someone else's").unwrap();
+    let mine = store.temp_file_beside(&out.join("image.tar")).unwrap();
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = fs_err::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let partial = names(&out)
+        .into_iter()
+        .find(|n| n.contains(&format!(".tmp-p{}s", c.id())))
+        .expect("the child's temporary file");
+    assert!(partial.starts_with(".image.tar.tmp-"), "{partial}");
+
+    // While it lives, its temporary file stays.
+    let report = store.gc().unwrap();
+    assert_eq!(report.removed_temporary, 2, "{report:?}");
+    assert!(out.join(&partial).is_file());
+    assert!(!root.join(".tmpAbC123").exists());
+    assert_eq!(names(&root.join("local-checksums")), ["0123abcd"]);
+
+    c.kill().unwrap(); // SIGKILL
+    c.wait().unwrap();
+    let report = store.gc().unwrap();
+    // The partial file and the child's scratch directory.
+    assert_eq!(report.removed_temporary, 2, "{report:?}");
+    let mut expected = vec![
+        ".image.tar.tmp-abc".to_owned(),
+        "image.tar".to_owned(),
+        mine.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    expected.sort();
+    assert_eq!(names(&out), expected);
+    assert_eq!(
+        fs_err::read_to_string(out.join("image.tar")).unwrap(),
+        "the previous export"
+    );
+    drop(mine);
+}
+
+#[test]
 fn a_killed_process_leaves_nothing_after_gc() {
     let root = tempfile::tempdir().unwrap();
     drop(Store::open(root.path()).unwrap());
@@ -596,7 +674,7 @@ fn prune_filters_and_du() {
         sizes,
         [("r3", 4000), ("r2", 3000), ("r1", 2000), ("r0", 1000)]
     );
-    assert!(usage.blobs >= 10_000);
+    assert!(usage.total >= 10_000);
 
     // Older than a week: r0 and r1.
     let report = store
@@ -630,7 +708,7 @@ fn prune_filters_and_du() {
     removed.sort();
     assert_eq!(removed, ["r0", "r3"]);
     assert!(store.cache_records().unwrap().is_empty());
-    assert_eq!(store.du().unwrap().blobs, 0);
+    assert_eq!(store.du().unwrap().total, 0);
 }
 
 #[test]

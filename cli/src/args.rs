@@ -160,6 +160,9 @@ pub(crate) struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub(crate) force: bool,
+    /// `table` (docker's) or `json` (sizes in bytes, for scripts).
+    #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
+    pub(crate) format: UsageFormat,
 }
 
 /// `kiln du` arguments.
@@ -168,6 +171,18 @@ pub(crate) struct DuArgs {
     /// Show every record's details instead of a table.
     #[arg(long, short)]
     pub(crate) verbose: bool,
+    /// `table` (docker's) or `json` (sizes in bytes, for scripts).
+    #[arg(long, value_enum, default_value_t = UsageFormat::Table, conflicts_with = "verbose")]
+    pub(crate) format: UsageFormat,
+}
+
+/// How `kiln du` and `kiln prune` print sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum UsageFormat {
+    /// Docker's table, sizes rounded to three digits.
+    Table,
+    /// One JSON document, sizes in bytes.
+    Json,
 }
 
 /// `kiln load` arguments.

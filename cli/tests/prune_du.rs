@@ -337,3 +337,132 @@ fn serial_hard_linked_files_count_once_in_images_and_du() {
         "shared files not in every entry: {du}"
     );
 }
+
+/// Bytes of the store's data as `find` sees it, each inode once: the directories `kiln du`
+/// totals (`kiln_cache::Store::MEASURED_DIRS`).
+fn store_bytes(root: &Path) -> u64 {
+    let dirs: Vec<std::path::PathBuf> = ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.exists())
+        .collect();
+    distinct_bytes(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>())
+}
+
+/// `kiln du --format json`, parsed.
+fn du_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(root, &["du", "--format", "json"], None)).unwrap()
+}
+
+/// The entries of a JSON document's list `key`, as (id, type, reclaimable, size).
+fn json_entries(document: &serde_json::Value, key: &str) -> Vec<(String, String, bool, u64)> {
+    let mut entries: Vec<_> = document[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+                e["reclaimable"].as_bool().unwrap(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[test]
+fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
+    if !registry_up() {
+        return;
+    }
+    if !is_root() {
+        skip("du's exact sizes need a build, which needs root to run containers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    // An image sharing files with the build cache (its snapshot hard-links the build's), a
+    // file of three names, and a cache mount.
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN head -c 300000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n\
+             RUN --mount=type=cache,target=/cache head -c 70000 /dev/urandom > /cache/data\n\
+             RUN head -c 5000 /dev/urandom > /small\n"
+        ),
+    )
+    .unwrap();
+    ok(
+        &root,
+        &["build", "-t", "exact:1", context.to_str().unwrap()],
+        None,
+    );
+
+    let before = du_json(&root);
+    let on_disk = store_bytes(&root);
+    assert_eq!(before["total"].as_u64().unwrap(), on_disk, "{before:#}");
+    let entries = json_entries(&before, "entries");
+    let image = entries
+        .iter()
+        .find(|e| e.0 == "docker.io/library/exact:1")
+        .unwrap_or_else(|| panic!("no image entry: {before:#}"));
+    assert_eq!((image.1.as_str(), image.2), ("image", false));
+    let mount = entries
+        .iter()
+        .find(|e| e.1 == "exec.cachemount")
+        .unwrap_or_else(|| panic!("no cache mount entry: {before:#}"));
+    assert_eq!(
+        mount.3,
+        distinct_bytes(&[&root.join("cache-mounts").join(&mount.0)])
+    );
+    assert!(mount.3 >= 70_000, "{before:#}");
+    assert!(
+        entries.iter().any(|e| e.1 == "regular" && e.2),
+        "{before:#}"
+    );
+    // The image shares the build's files: counted once in the total, in both entries.
+    assert!(before["shared"].as_u64().unwrap() >= 305_000, "{before:#}");
+    assert_eq!(
+        before["shared"].as_u64().unwrap() + before["private"].as_u64().unwrap(),
+        on_disk
+    );
+    // The table lists the same entries.
+    let table = ok(&root, &["du"], None);
+    let mut rows: Vec<(String, bool)> = du_rows(&table)
+        .into_iter()
+        .map(|r| (r.0, r.1 == "true"))
+        .collect();
+    rows.sort();
+    let listed: Vec<(String, bool)> = entries.iter().map(|e| (e.0.clone(), e.2)).collect();
+    assert_eq!(rows, listed, "{table}");
+
+    // Pruning everything removes exactly the reclaimable entries, with the sizes du gave
+    // them, and frees what du called reclaimable: the bytes that leave the disk.
+    let pruned: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["prune", "-a", "-f", "--format", "json"], None)).unwrap();
+    let reclaimable: Vec<_> = entries.iter().filter(|e| e.2).cloned().collect();
+    assert_eq!(json_entries(&pruned, "removed"), reclaimable, "{pruned:#}");
+    let freed = pruned["freed"].as_u64().unwrap();
+    assert_eq!(freed, before["reclaimable"].as_u64().unwrap(), "{before:#}");
+    let left = store_bytes(&root);
+    assert_eq!(on_disk - left, freed);
+
+    // What is left is the images (the build's and the busybox it pulled), as du measured
+    // them before, and nothing else: two entries whose shared files count once make up the
+    // whole of the disk.
+    let after = du_json(&root);
+    let images: Vec<_> = entries.iter().filter(|e| !e.2).cloned().collect();
+    assert_eq!(json_entries(&after, "entries"), images, "{after:#}");
+    assert_eq!(images.len(), 2, "{after:#}");
+    assert_eq!(after["total"].as_u64().unwrap(), left);
+    assert_eq!(after["reclaimable"].as_u64().unwrap(), 0);
+    let shared = after["shared"].as_u64().unwrap();
+    assert!(shared > 0, "{after:#}");
+    assert_eq!(images[0].3 + images[1].3 - shared, left, "{after:#}");
+}

@@ -171,3 +171,116 @@ fn serial_killed_builds_leave_nothing_after_rmi_and_prune() {
     let du = ok(&root, &["du"]);
     assert!(du.ends_with("Total:        0B\n"), "{du}");
 }
+
+/// The names under `dir` (recursively, relative to it) that look like temporary files.
+fn temporaries(dir: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(dir)
+        .args([
+            "-name", ".tmp*", "-o", "-name", "*.tmp-*", "-o", "-name", "tmp-*",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.strip_prefix(dir.to_str().unwrap())
+                .unwrap_or(l)
+                .to_owned()
+        })
+        .collect()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn serial_a_build_killed_while_exporting_leaves_nothing_after_prune() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let out = dir.path().join("out");
+    let dest = out.join("image.tar");
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // About 200 MB that do not compress: writing the OCI tar takes a while.
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN head -c 200000000 /dev/urandom > /big\n"),
+    )
+    .unwrap();
+    let mut child = kiln(&root)
+        .args(["build", "--progress=plain", "--output"])
+        .arg(format!("type=oci,dest={},compression=gzip", dest.display()))
+        .arg(&context)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the export file is being written beside its destination.
+    let start = Instant::now();
+    let partial = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no export began"
+        );
+        let partial = out
+            .exists()
+            .then(|| entries(&out))
+            .and_then(|names| names.into_iter().find(|n| n.starts_with(".image.tar.tmp-")));
+        if let Some(name) = partial {
+            if fs_err::metadata(out.join(&name)).is_ok_and(|m| m.len() > 1 << 20) {
+                break name;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none() && !dest.exists(),
+            "the export finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Killed half way: the partial file is there, nothing under the final name, and the
+    // dead process's scratch directory in the store (which names the file's directory).
+    assert_eq!(entries(&out), [partial]);
+    let tag = format!("p{}s", child.id());
+    assert!(
+        entries(&root.join("tmp"))
+            .iter()
+            .any(|n| n.starts_with(&tag)),
+        "{:?}",
+        entries(&root.join("tmp"))
+    );
+
+    ok(&root, &["prune", "-a", "-f"]);
+    // Nothing beside the destination, no partial file under its name.
+    assert_eq!(entries(&out), Vec::<String>::new());
+    // Nothing temporary in the store: no unfinished blob, scratch or active snapshot.
+    assert_eq!(temporaries(&root), Vec::<String>::new());
+    for sub in ["ingest", "tmp", "snapshots/active"] {
+        let path = root.join(sub);
+        if path.exists() {
+            assert_eq!(entries(&path), Vec::<String>::new(), "{sub}");
+        }
+    }
+    // What is left is the image the build pulled, and du counts all of it.
+    let du: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["du", "--format", "json"])).unwrap();
+    let listed = du["entries"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{du:#}");
+    assert_eq!(listed[0]["id"], IMAGE);
+    assert_eq!(du["reclaimable"], 0, "{du:#}");
+    assert_eq!(du["total"], listed[0]["size"], "{du:#}");
+    assert!(du_kb(&root) < 10 * 1024, "{} kB left", du_kb(&root));
+}

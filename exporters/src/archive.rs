@@ -3,11 +3,11 @@
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{Digest, Store};
+use kiln_cache::{Digest, Image, Store, canonical_json};
 use serde_json::json;
 
 use crate::error::Error;
-use crate::image::{Image, canonical_json};
+use crate::output::OutputFile;
 
 /// Where the files of a layout go: a directory or a tar stream.
 trait Sink {
@@ -15,17 +15,19 @@ trait Sink {
     fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<(), Error>;
 }
 
-struct DirSink(PathBuf);
+/// A layout directory: each file is written beside its name and renamed into place when
+/// whole ([`OutputFile`]), and `index.json` comes last, so a layout cut short holds no
+/// truncated file and names nothing missing.
+struct DirSink<'a> {
+    dir: PathBuf,
+    store: &'a Store,
+}
 
-impl Sink for DirSink {
+impl Sink for DirSink<'_> {
     fn file(&mut self, path: &str, _size: u64, data: &mut dyn Read) -> Result<(), Error> {
-        let target = self.0.join(path);
-        if let Some(parent) = target.parent() {
-            fs_err::create_dir_all(parent)?;
-        }
-        let mut file = fs_err::File::create(&target)?;
+        let mut file = OutputFile::create(self.store, &self.dir.join(path))?;
         io::copy(data, &mut file)?;
-        Ok(())
+        file.finish()
     }
 }
 
@@ -147,7 +149,11 @@ pub fn write_oci_dir(
     dest: &Path,
 ) -> Result<(), Error> {
     fs_err::create_dir_all(dest)?;
-    write_layout(&mut DirSink(dest.to_owned()), store, image, name)
+    let mut sink = DirSink {
+        dir: dest.to_owned(),
+        store,
+    };
+    write_layout(&mut sink, store, image, name)
 }
 
 /// Writes `image` as an OCI image layout tar to `out`; every entry's mtime is `mtime`.
@@ -182,7 +188,7 @@ pub fn write_docker_tar<W: Write>(
             store_blob(&mut sink, store, &layer.digest)?;
         } else {
             // The tar header needs the size first: decompress to a temporary file.
-            let mut temp = tempfile::tempfile_in(store.root())?;
+            let mut temp = tempfile::tempfile_in(store.scratch_dir()?)?;
             let size = io::copy(
                 &mut kiln_cache::decompress(store.open_blob(&layer.digest)?)?,
                 &mut temp,

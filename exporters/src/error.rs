@@ -1,8 +1,6 @@
 //! The exporters' error type.
 
-use std::path::PathBuf;
-
-/// An error while assembling, writing or loading an image.
+/// An error while assembling, writing or pushing an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store failed.
@@ -11,15 +9,6 @@ pub enum Error {
     /// Reading or writing a file failed (the message names the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// An OCI document could not be built.
-    #[error("invalid OCI {what}")]
-    Spec {
-        /// Which document.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: oci_spec::OciSpecError,
-    },
     /// A JSON document could not be read or written.
     #[error("invalid JSON in {what}")]
     Json {
@@ -28,20 +17,6 @@ pub enum Error {
         /// The cause.
         #[source]
         source: serde_json::Error,
-    },
-    /// A path holds neither an OCI image layout nor a docker archive.
-    #[error("{} is not an OCI image layout or docker archive (no index.json or manifest.json)", path.display())]
-    UnknownArchive {
-        /// The path.
-        path: PathBuf,
-    },
-    /// An archive is malformed.
-    #[error("bad image archive {}: {reason}", path.display())]
-    BadArchive {
-        /// The archive.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
     },
     /// The registry refused a push.
     #[error("pushing {what} to {reference}")]
@@ -60,12 +35,6 @@ pub enum Error {
         /// The media type.
         media_type: String,
     },
-    /// No image by this name in the store.
-    #[error("no such image: {name}")]
-    ImageNotFound {
-        /// The name.
-        name: String,
-    },
 }
 
 impl Error {
@@ -74,9 +43,5 @@ impl Error {
             what: what.into(),
             source,
         }
-    }
-
-    pub(crate) fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Self {
-        move |source| Self::Spec { what, source }
     }
 }

@@ -12,23 +12,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_cache::{Digest, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
+use kiln_cache::{Image, Layer, Store, assemble, canonical_json};
 use oci_spec::image::{
-    Arch, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
-    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, History, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os, RootFsBuilder,
 };
+use serde::Deserialize;
 
 use crate::error::Error;
-use crate::layers::Layer;
-
-/// OCI image manifest media type.
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image config media type.
-pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Docker image manifest (schema 2) media type.
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker image config media type.
-pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// How to assemble an image.
 #[derive(Debug, Clone, Default)]
@@ -41,29 +31,39 @@ pub struct ImageOptions {
     /// `SOURCE_DATE_EPOCH` nor the config sets it (default: now). Pass the same time to every
     /// output of one build so they describe the same image.
     pub build_time: Option<i64>,
-    /// The histories of the images the result may be built on ([`crate::base_histories`]).
+    /// The histories of the images the result may be built on ([`base_histories`]).
     /// With `SOURCE_DATE_EPOCH`, the leading history entries equal to the best-matching one's
     /// keep their times, as BuildKit keeps the base image's.
     pub base_histories: Vec<Vec<History>>,
 }
 
-/// An assembled image: manifest and config bytes plus the layer blobs they name.
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// The manifest JSON.
-    pub manifest: Vec<u8>,
-    /// Its digest.
-    pub manifest_digest: Digest,
-    /// Its media type.
-    pub manifest_media_type: String,
-    /// The config JSON.
-    pub config: Vec<u8>,
-    /// Its digest.
-    pub config_digest: Digest,
-    /// The layers, bottom first, with the media types the manifest names.
-    pub layers: Vec<Layer>,
-    /// The config's `created` time, if any.
-    pub created: Option<String>,
+#[derive(Deserialize)]
+struct HistoryDoc {
+    #[serde(default)]
+    history: Vec<History>,
+}
+
+/// The histories of the stored images a result on the snapshot chain `keys` (bottom first) is
+/// built on: those whose top snapshot is the highest of `keys` that is any image's top. These
+/// are the candidates for [`ImageOptions::base_histories`].
+pub fn base_histories(store: &Store, keys: &[String]) -> Result<Vec<Vec<History>>, Error> {
+    let images = store.images()?;
+    for key in keys.iter().rev() {
+        let mut histories = Vec::new();
+        for image in images
+            .iter()
+            .filter(|i| i.chain_id.is_some_and(|c| c.to_string() == *key))
+        {
+            let bytes = store.read_blob(&image.config)?;
+            let config: HistoryDoc = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::json(format!("config {}", image.config), e))?;
+            histories.push(config.history);
+        }
+        if !histories.is_empty() {
+            return Ok(histories);
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`); times beyond
@@ -100,34 +100,6 @@ fn now_rfc3339() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     rfc3339(now)
-}
-
-/// The docker media type of an OCI layer media type.
-fn docker_layer_type(oci: &str) -> &'static str {
-    match oci {
-        MEDIA_TYPE_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
-        MEDIA_TYPE_LAYER_ZSTD => "application/vnd.docker.image.rootfs.diff.tar.zstd",
-        _ => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    }
-}
-
-/// Serialises with object keys sorted, so the bytes do not depend on map iteration order.
-pub(crate) fn canonical_json(value: &impl serde::Serialize, what: &str) -> Result<Vec<u8>, Error> {
-    fn sort(value: serde_json::Value) -> serde_json::Value {
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
-            }
-            serde_json::Value::Array(items) => {
-                serde_json::Value::Array(items.into_iter().map(sort).collect())
-            }
-            other => other,
-        }
-    }
-    let value = serde_json::to_value(value).map_err(|e| Error::json(what, e))?;
-    serde_json::to_vec(&sort(value)).map_err(|e| Error::json(what, e))
 }
 
 /// The minimal config of an image without a frontend config (`--llb` builds).
@@ -231,62 +203,6 @@ pub fn finish_config(
     config
 }
 
-/// Assembles the image of `layers` with `config` (already finished, or raw bytes).
-pub fn assemble(config: &[u8], layers: Vec<Layer>, oci_mediatypes: bool) -> Result<Image, Error> {
-    let config_digest = Digest::of(config);
-    let (manifest_type, config_type) = if oci_mediatypes {
-        (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG)
-    } else {
-        (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG)
-    };
-    let digest = |d: &Digest| -> Result<oci_spec::image::Digest, Error> {
-        d.to_string().parse().map_err(Error::spec("digest"))
-    };
-    let layer_descriptors = layers
-        .iter()
-        .map(|layer| {
-            let media_type = if oci_mediatypes {
-                layer.media_type.as_str()
-            } else {
-                docker_layer_type(&layer.media_type)
-            };
-            DescriptorBuilder::default()
-                .media_type(MediaType::from(media_type))
-                .size(layer.size)
-                .digest(digest(&layer.digest)?)
-                .build()
-                .map_err(Error::spec("layer descriptor"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::from(manifest_type))
-        .config(
-            DescriptorBuilder::default()
-                .media_type(MediaType::from(config_type))
-                .size(config.len() as u64)
-                .digest(digest(&config_digest)?)
-                .build()
-                .map_err(Error::spec("config descriptor"))?,
-        )
-        .layers(layer_descriptors)
-        .build()
-        .map_err(Error::spec("manifest"))?;
-    let manifest = canonical_json(&manifest, "the manifest")?;
-    let created = serde_json::from_slice::<serde_json::Value>(config)
-        .ok()
-        .and_then(|v| v.get("created")?.as_str().map(str::to_owned));
-    Ok(Image {
-        manifest_digest: Digest::of(&manifest),
-        manifest,
-        manifest_media_type: manifest_type.to_owned(),
-        config: config.to_vec(),
-        config_digest,
-        layers,
-        created,
-    })
-}
-
 /// Builds the image of `layers`: the finished config plus the manifest.
 pub fn build_image(
     layers: Vec<Layer>,
@@ -295,7 +211,7 @@ pub fn build_image(
 ) -> Result<Image, Error> {
     let config = finish_config(config.unwrap_or_else(minimal_config), &layers, options);
     let bytes = canonical_json(&config, "the image config")?;
-    assemble(&bytes, layers, options.oci_mediatypes)
+    Ok(assemble(&bytes, layers, options.oci_mediatypes)?)
 }
 
 /// Copies the keys of `original` that `value` lacks (docker's `Healthcheck`, `Shell`,
@@ -345,13 +261,15 @@ pub fn build_image_from_json(
         serde_json::to_value(&finished).map_err(|e| Error::json("the image config", e))?;
     merge_missing(&mut value, &parsed_input);
     let bytes = canonical_json(&value, "the image config")?;
-    assemble(&bytes, layers, options.oci_mediatypes)
+    Ok(assemble(&bytes, layers, options.oci_mediatypes)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_cache::MEDIA_TYPE_LAYER_GZIP;
+    use kiln_cache::{
+        Digest, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_OCI_CONFIG,
+    };
 
     #[test]
     fn rfc3339_formats_known_instants() {
@@ -363,9 +281,9 @@ mod tests {
 
     fn layer(n: u8) -> Layer {
         Layer {
-            digest: Digest::of(&[n]),
+            digest: Digest::from_bytes(&[n]),
             size: 10,
-            diff_id: Digest::of(&[n, n]),
+            diff_id: Digest::from_bytes(&[n, n]),
             media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
             snapshot: None,
             source_date_epoch: None,
@@ -559,7 +477,7 @@ mod tests {
         let manifest: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
         assert_eq!(
             manifest["config"]["digest"],
-            Digest::of(&a.config).to_string()
+            Digest::from_bytes(&a.config).to_string()
         );
         assert_eq!(manifest["config"]["mediaType"], MEDIA_TYPE_OCI_CONFIG);
         assert_eq!(manifest["layers"][0]["mediaType"], MEDIA_TYPE_LAYER_GZIP);
@@ -567,7 +485,7 @@ mod tests {
         assert_eq!(config["architecture"], "amd64");
         assert_eq!(
             config["rootfs"]["diff_ids"][0],
-            Digest::of(&[1, 1]).to_string()
+            Digest::from_bytes(&[1, 1]).to_string()
         );
         let docker = build_image(
             vec![layer(1)],

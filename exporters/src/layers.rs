@@ -13,35 +13,13 @@
 use std::collections::HashMap;
 
 use kiln_cache::{
-    CacheRecord, Compression, DiffSource, Digest, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, Store,
+    CacheRecord, Compression, DiffSource, Digest, Layer, LayerOptions, Store, oci_layer_type,
 };
 
 use crate::error::Error;
 
 /// Prefix of the cache records that remember exported layers.
 const RECORD_PREFIX: &str = "kiln-exporters/layer/";
-
-/// One layer of an image: a blob in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layer {
-    /// Digest of the (possibly compressed) blob.
-    pub digest: Digest,
-    /// Size of the blob.
-    pub size: u64,
-    /// Digest of the uncompressed tar.
-    pub diff_id: Digest,
-    /// The OCI media type (`application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`).
-    pub media_type: String,
-    /// The committed snapshot that holds this layer's content (in overlay form, on the
-    /// snapshot of the layer below), when the layer came from one: storing the image reuses
-    /// it instead of unpacking the blob again.
-    pub snapshot: Option<String>,
-    /// The `SOURCE_DATE_EPOCH` the blob's mtimes were clamped to when it was written from
-    /// [`Layer::snapshot`]: where the snapshot holds later times, the blob differs from it, and
-    /// storing the image gives those entries the clamped times too.
-    pub source_date_epoch: Option<i64>,
-}
 
 /// The snapshot keys from the root of the chain up to `top`, bottom first.
 pub fn snapshot_chain(store: &Store, top: &str) -> Result<Vec<String>, Error> {
@@ -56,15 +34,6 @@ pub fn snapshot_chain(store: &Store, top: &str) -> Result<Vec<String>, Error> {
     }
     keys.reverse();
     Ok(keys)
-}
-
-/// The OCI media type of a layer blob stored under `media_type` (docker names mapped).
-pub(crate) fn oci_layer_type(media_type: Option<&str>) -> &'static str {
-    match media_type {
-        Some(t) if t.ends_with("zstd") => MEDIA_TYPE_LAYER_ZSTD,
-        Some(t) if t.ends_with(".tar") || t.ends_with("tar.v1") => MEDIA_TYPE_LAYER_TAR,
-        _ => MEDIA_TYPE_LAYER_GZIP,
-    }
 }
 
 fn compression_tag(compression: Compression) -> String {
@@ -213,6 +182,7 @@ fn remembered(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_cache::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 
     /// A store with one committed snapshot `step` holding `/hello`.
     fn store_with_step() -> (tempfile::TempDir, Store) {
@@ -247,7 +217,7 @@ mod tests {
         assert_eq!(plain[0].digest, plain[0].diff_id);
         assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
         let bytes = store.read_blob(&plain[0].digest).unwrap();
-        assert_eq!(Digest::of(&bytes), plain[0].diff_id);
+        assert_eq!(Digest::from_bytes(&bytes), plain[0].diff_id);
 
         // Change the snapshot behind the exporter's back: a second export still returns the
         // recorded blob, which shows it was not written again.

@@ -8,18 +8,18 @@
 //!   `created` from `SOURCE_DATE_EPOCH`) and manifest, as [`Image`], in OCI or docker media
 //!   types, serialised with sorted keys so equal inputs give equal bytes.
 //! - Outputs: [`write_oci_dir`] / [`write_oci_tar`] (OCI image layout), [`write_docker_tar`]
-//!   (what `docker load` reads), and the local image store: [`store_image`] (whose snapshots
-//!   share the build's files through hard links instead of unpacking the layers again),
-//!   [`load`], [`tag_image`], [`find_image`], [`stored_image`]; and registry [`push`], which
-//!   streams blobs from the store's files (HEAD check, cross-repository mount, monolithic
-//!   upload with a chunked fallback).
+//!   (what `docker load` reads), and registry [`push`], which streams blobs from the store's
+//!   files (HEAD check, cross-repository mount, monolithic upload with a chunked fallback).
+//!   The local image store is kiln-cache's: [`Store::store_image`](kiln_cache::Store::store_image)
+//!   (whose snapshots share the build's files through hard links instead of unpacking the
+//!   layers again), `find_image`, `tag_image`, `stored_image` and `load` there.
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
 //!
 //! Data path: solver result (a snapshot key) ─[`snapshot_chain`]→ keys ─[`chain_layers`]→
-//! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives or the image store.
-//! This crate does not depend on the solver: it takes snapshot keys.
+//! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives, a registry or the image
+//! store. This crate does not depend on the solver: it takes snapshot keys.
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_exporters::Error> {
@@ -34,22 +34,17 @@ mod archive;
 mod error;
 mod image;
 mod layers;
-mod link;
-mod local;
 mod output;
 mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use error::Error;
 pub use image::{
-    Image, ImageOptions, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, assemble, build_image, build_image_from_json,
-    finish_config, minimal_config, rfc3339,
+    ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
+    minimal_config, rfc3339,
 };
-pub use layers::{Layer, chain_layers, snapshot_chain};
-pub use local::{
-    base_histories, find_image, load, normalize_name, store_image, stored_image, tag_image,
-};
+pub use kiln_cache::{Image, Layer};
+pub use layers::{chain_layers, snapshot_chain};
 pub use oci_spec;
 pub use output::OutputFile;
 pub use push::push;

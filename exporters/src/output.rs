@@ -3,12 +3,15 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use kiln_cache::Store;
+
 use crate::error::Error;
 
-/// A file written under a temporary name beside its destination (`.NAME.tmp-XXXXXX`) and
-/// renamed over the destination by [`OutputFile::finish`]: a failed or killed export never
-/// leaves a truncated file under the final name. Dropped unfinished, the temporary file is
-/// removed.
+/// A file written under a temporary name beside its destination
+/// (`.NAME.tmp-<owner tag>-XXXXXX`, from [`Store::temp_file_beside`]) and renamed over the
+/// destination by [`OutputFile::finish`]: a failed or killed export never leaves a truncated
+/// file under the final name. Dropped unfinished, the temporary file is removed; left by a
+/// killed process, the store's next garbage collection removes it.
 #[derive(Debug)]
 pub struct OutputFile {
     temp: tempfile::NamedTempFile,
@@ -17,26 +20,9 @@ pub struct OutputFile {
 
 impl OutputFile {
     /// Starts writing `dest` (its directory is made if missing).
-    pub fn create(dest: &Path) -> Result<Self, Error> {
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        fs_err::create_dir_all(&parent)?;
-        let mut prefix = std::ffi::OsString::from(".");
-        prefix.push(dest.file_name().unwrap_or("output".as_ref()));
-        prefix.push(".tmp-");
-        let temp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempfile_in(&parent)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a file in {}: {e}", parent.display()),
-                )
-            })?;
+    pub fn create(store: &Store, dest: &Path) -> Result<Self, Error> {
         Ok(Self {
-            temp,
+            temp: store.temp_file_beside(dest)?,
             dest: dest.to_owned(),
         })
     }
@@ -76,11 +62,13 @@ mod tests {
 
     #[test]
     fn the_destination_appears_only_when_finished() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/image.tar");
         fs_err::create_dir_all(dest.parent().unwrap()).unwrap();
         fs_err::write(&dest, "old").unwrap();
-        let mut out = OutputFile::create(&dest).unwrap();
+        let mut out = OutputFile::create(&store, &dest).unwrap();
         out.write_all(b"new content").unwrap();
         // Until finished, the old file is untouched.
         assert_eq!(fs_err::read_to_string(&dest).unwrap(), "old");
@@ -88,7 +76,7 @@ mod tests {
         assert_eq!(fs_err::read_to_string(&dest).unwrap(), "new content");
         // An export that fails part way leaves neither a file nor its temporary.
         let failed = dir.path().join("failed.tar");
-        let mut out = OutputFile::create(&failed).unwrap();
+        let mut out = OutputFile::create(&store, &failed).unwrap();
         out.write_all(b"partial").unwrap();
         drop(out);
         assert!(!failed.exists());
@@ -103,9 +91,11 @@ mod tests {
     #[test]
     fn a_destination_name_that_is_not_utf8_names_its_temporary() {
         use std::os::unix::ffi::OsStrExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.tar"));
-        let mut out = OutputFile::create(&dest).unwrap();
+        let mut out = OutputFile::create(&store, &dest).unwrap();
         let names: Vec<_> = fs_err::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -19,11 +19,10 @@ use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
 use kiln_cache::oci_client::errors::OciDistributionError;
 use kiln_cache::oci_client::secrets::RegistryAuth;
 use kiln_cache::oci_client::{Client, Reference, RegistryOperation};
-use kiln_cache::{Config, Digest, Store};
+use kiln_cache::{Config, Digest, Image, Store};
 use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
-use crate::image::Image;
 
 /// Bytes read from a blob file per piece of the upload stream.
 const READ_CHUNK: usize = 1 << 20;
@@ -292,13 +291,13 @@ mod tests {
     fn blobs_are_mounted_from_other_repositories_of_the_same_registry() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
-        let layer = Digest::of(b"layer");
+        let layer = Digest::from_bytes(b"layer");
         let record = |name: &str, layers: Vec<Digest>| kiln_cache::ImageRecord {
             name: name.to_owned(),
-            manifest: Digest::of(name.as_bytes()),
-            manifest_media_type: crate::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
+            manifest: Digest::from_bytes(name.as_bytes()),
+            manifest_media_type: kiln_cache::MEDIA_TYPE_OCI_MANIFEST.to_owned(),
             index: None,
-            config: Digest::of(b"config"),
+            config: Digest::from_bytes(b"config"),
             diff_ids: layers.clone(),
             layers,
             chain_id: None,
@@ -310,7 +309,10 @@ mod tests {
             record("127.0.0.1:5000/team/base:1", vec![layer]),
             record("127.0.0.1:5000/team/base:2", vec![layer]),
             record("127.0.0.1:5000/team/app:1", vec![layer]),
-            record("127.0.0.1:5000/team/other:1", vec![Digest::of(b"other")]),
+            record(
+                "127.0.0.1:5000/team/other:1",
+                vec![Digest::from_bytes(b"other")],
+            ),
             record("docker.io/library/busybox:latest", vec![layer]),
         ] {
             store.put_image(&image).unwrap();

@@ -19,6 +19,12 @@ impl Digest {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// The digest whose 32 bytes of sha256 output are `raw` (a hash computed elsewhere, as
+    /// while data streams through).
+    pub const fn from_raw(raw: [u8; 32]) -> Self {
+        Self(raw)
+    }
+
     /// Parses `sha256:<hex>`.
     pub fn parse(value: &str) -> Result<Self, DigestError> {
         let Some(hex_part) = value.strip_prefix("sha256:") else {
@@ -26,13 +32,21 @@ impl Digest {
                 value: value.to_owned(),
             });
         };
+        Self::from_hex(hex_part).map_err(|_| DigestError::Hex {
+            value: value.to_owned(),
+        })
+    }
+
+    /// Parses the 64 lowercase hex digits without the algorithm (a blob's file name in a
+    /// content store).
+    pub fn from_hex(hex_digits: &str) -> Result<Self, DigestError> {
         let mut raw = [0u8; 32];
-        let lowercase = hex_part
+        let lowercase = hex_digits
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !lowercase || hex::decode_to_slice(hex_part, &mut raw).is_err() {
+        if !lowercase || hex::decode_to_slice(hex_digits, &mut raw).is_err() {
             return Err(DigestError::Hex {
-                value: value.to_owned(),
+                value: hex_digits.to_owned(),
             });
         }
         Ok(Self(raw))
@@ -129,5 +143,20 @@ mod tests {
             Err(DigestError::Algorithm { .. })
         ));
         assert!(serde_json::from_str::<Digest>("\"sha256:00\"").is_err());
+    }
+
+    #[test]
+    fn bare_hex_and_raw_bytes() {
+        let s = "bd2bd46a452d1b220da1a97bac53f57fc586d0ac1a95a5f747ae6d347e5a16b6";
+        let d = Digest::from_hex(s).unwrap();
+        assert_eq!(d.hex(), s);
+        assert_eq!(Digest::from_raw(*d.as_bytes()), d);
+        assert_eq!(Digest::parse(&format!("sha256:{s}")).unwrap(), d);
+        for bad in ["", &s[1..], &s.to_uppercase(), &format!("sha256:{s}")] {
+            assert!(
+                matches!(Digest::from_hex(bad), Err(DigestError::Hex { .. })),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

@@ -11,8 +11,9 @@ pub enum DigestError {
         /// The rejected string.
         value: String,
     },
-    /// The part after `sha256:` is not 64 lowercase hex digits.
-    #[error("digest {value:?} is not 64 lowercase hex digits after `sha256:`")]
+    /// The part after `sha256:` (or the whole of a bare hex digest) is not 64 lowercase hex
+    /// digits.
+    #[error("digest {value:?} does not have 64 lowercase hex digits")]
     Hex {
         /// The rejected string.
         value: String,

@@ -19,7 +19,8 @@
 //!
 //! - [`pb`]: the generated protobuf messages ([`pb::Definition`], [`pb::Op`], [`pb::ExecOp`],
 //!   [`pb::FileOp`], [`pb::OpMetadata`], ...).
-//! - [`Digest`]: `sha256:<hex>`; [`marshal_op`] and [`op_digest`] give an op's exact bytes and
+//! - [`Digest`]: `sha256:<hex>`, the project's one digest type (kiln-cache names blobs, layers
+//!   and snapshots with it); [`marshal_op`] and [`op_digest`] give an op's exact bytes and
 //!   digest.
 //! - [`LoadedDefinition`]: a validated graph (ops in dependency order with their metadata and
 //!   the result [`Edge`]), what the solver consumes; loading fails with an [`Error`] naming the

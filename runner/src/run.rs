@@ -203,6 +203,18 @@ impl Runner {
         }
     }
 
+    /// Removes the files of runs whose process is gone (kiln killed with SIGKILL) from the
+    /// state directory, as the first run of a process does, for callers that clean up without
+    /// running anything (`kiln prune`). A state directory that is missing or fails the checks
+    /// of [`Runner::new`] is left alone.
+    pub fn sweep(&self) {
+        if fs_err::symlink_metadata(&self.state_dir).is_ok_and(|m| m.is_dir())
+            && state::prepare(&self.state_dir).is_ok()
+        {
+            state::sweep(&self.state_dir);
+        }
+    }
+
     /// Uses `name` (relative to the hierarchy's root, or to a spec's
     /// [`cgroup_parent`](Spec::cgroup_parent)) as the parent of per-run cgroups; those that
     /// runs of dead processes left there are removed by the first run of the next process.
@@ -830,6 +842,34 @@ mod tests {
         assert_send_sync::<Handle>();
         assert_send::<Spec>();
         assert_send::<Error>();
+    }
+
+    #[test]
+    fn sweep_removes_dead_runs_files_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing");
+        Runner::new(&missing).sweep();
+        assert!(!missing.exists());
+        let dir = tmp.path().join("state");
+        fs_err::create_dir(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = format!(
+            "{}-{}-0",
+            child.id(),
+            state::start_time(child.id()).unwrap_or(1)
+        );
+        child.wait().unwrap();
+        let me = std::process::id();
+        let live = format!("{me}-{}-0", state::start_time(me).unwrap());
+        for name in [&dead, &live] {
+            fs_err::create_dir_all(dir.join(name).join("rootfs")).unwrap();
+        }
+        Runner::new(&dir).sweep();
+        let left: Vec<String> = fs_err::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, [live]);
     }
 
     #[test]

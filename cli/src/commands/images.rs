@@ -40,10 +40,10 @@ fn content_size(store: &Store, image: &ImageRecord) -> anyhow::Result<u64> {
     let Some(chain) = image.chain_id else {
         return Ok(image.size);
     };
-    let mut files = super::du::Files::new();
-    super::du::add_snapshot_files(store, &chain.to_string(), &mut files)
-        .with_context(|| format!("measuring {}", image.name))?;
-    Ok(super::du::bytes(&files))
+    Ok(store
+        .snapshot_files(&chain.to_string())
+        .with_context(|| format!("measuring {}", image.name))?
+        .bytes())
 }
 
 fn row(image: &ImageRecord, size: u64, now: i64) -> [String; 5] {

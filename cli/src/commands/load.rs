@@ -17,7 +17,8 @@ pub(crate) fn run(root: &Path, args: &LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let images = kiln_exporters::load(&store, path)
+    let images = store
+        .load(path)
         .with_context(|| format!("loading {}", path.display()))?;
     let mut stdout = std::io::stdout().lock();
     for image in images {

@@ -5,8 +5,11 @@
 //! the records unused for that long, `--filter type=exec.cachemount` only the cache mounts
 //! (`type=regular` only the records), and `--keep-storage` then the least recently used
 //! records until the rest fit. Images are never removed, nor anything a running build holds.
+//! What killed kiln processes left goes too: their temporary files in the store and beside
+//! export destinations, and the runner's per-run files.
 //! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
-//! `kiln du`'s measure.
+//! `kiln du`'s measure; `--format json` prints them in bytes, as one document
+//! `{"removed": [...], "freed": N}` whose entries are those of `kiln du --format json`.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -17,10 +20,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
 
-use super::du::{Usage, entry_rows, now, open_store, write_stdout};
-use crate::args::PruneArgs;
-use crate::format::human_size;
-use crate::format::table;
+use super::du::{entry_json, entry_rows, now, open_store, write_stdout};
+use crate::args::{PruneArgs, UsageFormat};
+use crate::format::{human_size, table};
 
 pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let options = options(args)?;
@@ -28,13 +30,16 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(root)?;
-    let before: HashMap<String, UsageEntry> = Usage::measure(&store)
+    let before: HashMap<String, UsageEntry> = store
+        .du()
         .context("measuring disk usage")?
         .entries
         .into_iter()
         .map(|e| (e.id.clone(), e))
         .collect();
     let report = store.prune(&options).context("pruning the build cache")?;
+    // What killed builds left outside the store: the runner's per-run files.
+    kiln_runner::Runner::new(crate::executor::RUNNER_STATE).sweep();
     let removed: Vec<UsageEntry> = report
         .removed_records
         .iter()
@@ -48,6 +53,13 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    if args.format == UsageFormat::Json {
+        let document = serde_json::json!({
+            "removed": removed.iter().map(entry_json).collect::<Vec<_>>(),
+            "freed": report.gc.freed,
+        });
+        return write_stdout(&format!("{document}\n"));
+    }
     let mut text = String::new();
     if !removed.is_empty() {
         text.push_str(&table(&entry_rows(removed.iter(), now())));
@@ -201,6 +213,7 @@ mod tests {
             filter: filter.iter().map(|s| (*s).to_owned()).collect(),
             keep_storage: keep.map(str::to_owned),
             force: true,
+            format: UsageFormat::Table,
         }
     }
 

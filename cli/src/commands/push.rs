@@ -12,8 +12,8 @@ use crate::args::PushArgs;
 pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let record = kiln_exporters::find_image(&store, &args.image)?;
-    let image = kiln_exporters::stored_image(&store, &record)?;
+    let record = store.find_image(&args.image)?;
+    let image = store.stored_image(&record)?;
     let registry = super::pull::load_config(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

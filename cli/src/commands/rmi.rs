@@ -16,7 +16,7 @@ pub(crate) fn run(root: &Path, args: &RmiArgs) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     let mut stdout = std::io::stdout().lock();
     for name in &args.images {
-        let record = match kiln_exporters::find_image(&store, name) {
+        let record = match store.find_image(name) {
             Ok(record) => record,
             Err(e) => {
                 tracing::error!("{e}");

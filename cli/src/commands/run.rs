@@ -122,7 +122,7 @@ fn image(
     name: &str,
     route: &SignalRoute,
 ) -> anyhow::Result<ImageRecord> {
-    if let Ok(record) = kiln_exporters::find_image(store, name) {
+    if let Ok(record) = store.find_image(name) {
         return Ok(record);
     }
     let options = PullOptions {

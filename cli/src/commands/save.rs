@@ -12,10 +12,10 @@ pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let _lease = store.lease().context("taking a lease on the store")?;
-    let record = kiln_exporters::find_image(&store, &args.image)?;
-    let image = kiln_exporters::stored_image(&store, &record)?;
+    let record = store.find_image(&args.image)?;
+    let image = store.stored_image(&record)?;
     // Written beside the destination and renamed into place once complete.
-    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&args.output)?);
+    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&store, &args.output)?);
     let out = match args.format.as_str() {
         "docker" => kiln_exporters::write_docker_tar(
             &store,

@@ -11,7 +11,8 @@ use crate::args::TagArgs;
 pub(crate) fn run(root: &Path, args: &TagArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    kiln_exporters::tag_image(&store, &args.source, &args.target)
+    store
+        .tag_image(&args.source, &args.target)
         .with_context(|| format!("tagging {} as {}", args.source, args.target))?;
     Ok(ExitCode::SUCCESS)
 }

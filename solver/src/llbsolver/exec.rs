@@ -530,13 +530,23 @@ struct SshForwarder {
 }
 
 impl SshForwarder {
-    /// A socket with the given owner and mode, forwarding to `agent`. It lives in the
-    /// system's temporary directory, whose short path keeps it within the length limit of
-    /// socket addresses.
-    fn start(agent: &Path, uid: u32, gid: u32, mode: u32) -> Result<Self, OpError> {
+    /// A socket with the given owner and mode, forwarding to `agent`. It lives in `scratch`
+    /// (the store's scratch space, cleared by garbage collection after a killed build) when
+    /// that path is short enough for a socket address, else in the system's temporary
+    /// directory.
+    fn start(scratch: &Path, agent: &Path, uid: u32, gid: u32, mode: u32) -> Result<Self, OpError> {
         use std::os::unix::fs::PermissionsExt as _;
         use std::os::unix::net::UnixListener;
-        let dir = tempfile::Builder::new().prefix("kiln-ssh-").tempdir()?;
+        // `sun_path` holds 108 bytes with the final NUL.
+        const SOCKET_PATH_MAX: usize = 107;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("ssh-");
+        let added = "/ssh-XXXXXX/agent.sock".len();
+        let dir = if scratch.as_os_str().len() + added <= SOCKET_PATH_MAX {
+            builder.tempdir_in(scratch)?
+        } else {
+            builder.tempdir()?
+        };
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket)
             .map_err(|e| format!("creating an SSH agent socket: {e}"))?;
@@ -624,7 +634,13 @@ fn ssh_mount(
         .into());
     };
     let mode = if opt.mode == 0 { 0o600 } else { opt.mode };
-    let forwarder = SshForwarder::start(agent, opt.uid, opt.gid, mode)?;
+    let forwarder = SshForwarder::start(
+        &super::scratch_dir(&config.store)?,
+        agent,
+        opt.uid,
+        opt.gid,
+        mode,
+    )?;
     let mount = ExecMount::Bind {
         source: forwarder.socket.clone(),
         target: PathBuf::from(&m.dest),

@@ -92,9 +92,10 @@ impl GitSource {
         let known_hosts = match &self.known_hosts {
             None => None,
             Some(lines) => {
+                // In the store's scratch space: a killed build's copy goes with it.
                 let mut file = tempfile::Builder::new()
-                    .prefix("kiln-known-hosts-")
-                    .tempfile()?;
+                    .prefix("known-hosts-")
+                    .tempfile_in(scratch_dir(&self.config.store)?)?;
                 std::io::Write::write_all(&mut file, lines.as_bytes())?;
                 if !lines.ends_with('\n') {
                     std::io::Write::write_all(&mut file, b"\n")?;

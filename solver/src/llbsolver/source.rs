@@ -162,7 +162,11 @@ impl Op<Ref> for LocalSource {
                 let mut cache = ChecksumCache::load(store.root(), &dir);
                 let digest = tree_digest(&dir, &selected, &mut cache)?;
                 let changed = cache.first_change(&selected);
-                if let Err(e) = cache.save(&selected) {
+                let saved = store
+                    .scratch_dir()
+                    .map_err(std::io::Error::other)
+                    .and_then(|scratch| cache.save(&selected, &scratch));
+                if let Err(e) = saved {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
                 *checksums.lock().unwrap_or_else(PoisonError::into_inner) = Some(cache.entries);
@@ -332,8 +336,10 @@ impl ChecksumCache {
         gone.first().map(|p| p.display().to_string())
     }
 
-    /// Writes the cache back (atomically) if anything was added; keeps only `keep`'s paths.
-    fn save(&mut self, keep: &[Selected]) -> std::io::Result<()> {
+    /// Writes the cache back (atomically, through a temporary file in `scratch`, this
+    /// process's scratch directory of the store, which garbage collection clears if the
+    /// process is killed) if anything was added; keeps only `keep`'s paths.
+    fn save(&mut self, keep: &[Selected], scratch: &Path) -> std::io::Result<()> {
         let before = self.entries.len();
         let keep: std::collections::HashSet<&Path> =
             keep.iter().map(|s| s.path.as_path()).collect();
@@ -359,7 +365,7 @@ impl ChecksumCache {
         }
         let parent = self.file.parent().unwrap_or(Path::new("."));
         fs_err::create_dir_all(parent)?;
-        let temp = tempfile::NamedTempFile::new_in(parent)?;
+        let temp = tempfile::NamedTempFile::new_in(scratch)?;
         fs_err::write(temp.path(), text)?;
         temp.persist(&self.file).map_err(|e| e.error)?;
         Ok(())
@@ -410,7 +416,7 @@ mod tests {
         let mut cache = ChecksumCache::load(store.path(), context.path());
         let selected = select_all(context.path());
         let first = tree_digest(context.path(), &selected, &mut cache).unwrap();
-        cache.save(&selected).unwrap();
+        cache.save(&selected, store.path()).unwrap();
 
         // A reloaded cache answers for files whose stat is unchanged: poison its entry for
         // `a` and the digest follows the poisoned value, proving the file was not read.
@@ -451,7 +457,9 @@ mod tests {
         };
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache), None, "nothing to compare with");
-        cache.save(&select_all(context.path())).unwrap();
+        cache
+            .save(&select_all(context.path()), store.path())
+            .unwrap();
 
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache), None, "nothing changed");
@@ -467,7 +475,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(change(&mut cache), None);
-        cache.save(&select_all(context.path())).unwrap();
+        cache
+            .save(&select_all(context.path()), store.path())
+            .unwrap();
 
         fs_err::remove_file(context.path().join("a")).unwrap();
         let mut cache = ChecksumCache::load(store.path(), context.path());
@@ -488,7 +498,7 @@ mod tests {
         let selected = select_all(context.path());
         assert_eq!(selected[0].path, name(b"a\xff"));
         let before = tree_digest(context.path(), &selected, &mut cache).unwrap();
-        cache.save(&selected).unwrap();
+        cache.save(&selected, store.path()).unwrap();
 
         // The cache file keeps the name's bytes: it loads back under the same name.
         let cache = ChecksumCache::load(store.path(), context.path());

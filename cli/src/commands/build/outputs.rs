@@ -261,9 +261,12 @@ fn image(
 
 /// A buffered export file that appears under `dest` only once finished (see
 /// [`kiln_exporters::OutputFile`]).
-fn create(dest: &Path) -> anyhow::Result<std::io::BufWriter<kiln_exporters::OutputFile>> {
+fn create(
+    store: &Store,
+    dest: &Path,
+) -> anyhow::Result<std::io::BufWriter<kiln_exporters::OutputFile>> {
     Ok(std::io::BufWriter::new(kiln_exporters::OutputFile::create(
-        dest,
+        store, dest,
     )?))
 }
 
@@ -279,9 +282,10 @@ pub(super) fn export(
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("exporting to {}", dest.display())),
         Output::Tar { dest } => {
-            let out = kiln_solver::export_tar(store, result, source_date_epoch()?, create(dest)?)
-                .map_err(|e| anyhow::anyhow!(e))
-                .with_context(|| format!("writing {}", dest.display()))?;
+            let out =
+                kiln_solver::export_tar(store, result, source_date_epoch()?, create(store, dest)?)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(|| format!("writing {}", dest.display()))?;
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("writing {}", dest.display()))?
@@ -300,7 +304,7 @@ pub(super) fn export(
             let names = settings
                 .names
                 .iter()
-                .map(|n| kiln_exporters::normalize_name(n))
+                .map(|n| kiln_cache::normalize_name(n))
                 .collect::<Result<Vec<_>, _>>()?;
             match (format, dest) {
                 (ImageFormat::Oci { tar: true }, Some(dest)) => {
@@ -308,7 +312,7 @@ pub(super) fn export(
                         store,
                         &image,
                         names.first().map(String::as_str),
-                        create(dest)?,
+                        create(store, dest)?,
                         mtime,
                     )?;
                     out.into_inner().map_err(|e| e.into_error())?.finish()?;
@@ -326,7 +330,7 @@ pub(super) fn export(
                         store,
                         &image,
                         &names,
-                        create(dest)?,
+                        create(store, dest)?,
                         mtime,
                     )?;
                     out.into_inner().map_err(|e| e.into_error())?.finish()?;
@@ -335,7 +339,8 @@ pub(super) fn export(
             }
             if *format == ImageFormat::Store {
                 for name in &names {
-                    kiln_exporters::store_image(store, &image, name)
+                    store
+                        .store_image(&image, name)
                         .with_context(|| format!("storing the image {name}"))?;
                 }
             }

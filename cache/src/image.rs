@@ -1,0 +1,316 @@
+//! Images in the store: what one is made of ([`Image`], [`Layer`]), its manifest
+//! ([`assemble`]), and the records that name images ([`Store::store_image`],
+//! [`Store::find_image`], [`Store::tag_image`], [`Store::stored_image`]).
+//!
+//! A stored image is its manifest and config blobs, its layer blobs, the committed snapshots
+//! named by its layers' chain IDs (what `FROM name` and `kiln run name` use) and an
+//! [`ImageRecord`] under its normalised name. A layer made by a build step shares that step's
+//! snapshot files through hard links (the `link` module) instead of being unpacked again.
+
+use kiln_llb::Digest;
+use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
+use serde::Deserialize;
+
+use crate::diff::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
+use crate::error::Error;
+use crate::link::link_snapshot;
+use crate::registry::parse_reference;
+use crate::snapshot::chain_id;
+use crate::store::{ImageRecord, Store, now};
+
+/// OCI image manifest media type.
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image config media type.
+pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Docker image manifest (schema 2) media type.
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker image config media type.
+pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// One layer of an image: a blob in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the (possibly compressed) blob.
+    pub digest: Digest,
+    /// Size of the blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The OCI media type (`application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`).
+    pub media_type: String,
+    /// The committed snapshot that holds this layer's content (in overlay form, on the
+    /// snapshot of the layer below), when the layer came from one: storing the image reuses
+    /// it instead of unpacking the blob again.
+    pub snapshot: Option<String>,
+    /// The `SOURCE_DATE_EPOCH` the blob's mtimes were clamped to when it was written from
+    /// [`Layer::snapshot`]: where the snapshot holds later times, the blob differs from it, and
+    /// storing the image gives those entries the clamped times too.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// An assembled image: manifest and config bytes plus the layer blobs they name.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest JSON.
+    pub manifest: Vec<u8>,
+    /// Its digest.
+    pub manifest_digest: Digest,
+    /// Its media type.
+    pub manifest_media_type: String,
+    /// The config JSON.
+    pub config: Vec<u8>,
+    /// Its digest.
+    pub config_digest: Digest,
+    /// The layers, bottom first, with the media types the manifest names.
+    pub layers: Vec<Layer>,
+    /// The config's `created` time, if any.
+    pub created: Option<String>,
+}
+
+/// The OCI media type of a layer blob stored under `media_type` (docker names mapped).
+pub fn oci_layer_type(media_type: Option<&str>) -> &'static str {
+    match media_type {
+        Some(t) if t.ends_with("zstd") => MEDIA_TYPE_LAYER_ZSTD,
+        Some(t) if t.ends_with(".tar") || t.ends_with("tar.v1") => MEDIA_TYPE_LAYER_TAR,
+        _ => MEDIA_TYPE_LAYER_GZIP,
+    }
+}
+
+/// The docker media type of an OCI layer media type.
+fn docker_layer_type(oci: &str) -> &'static str {
+    match oci {
+        MEDIA_TYPE_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
+        MEDIA_TYPE_LAYER_ZSTD => "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        _ => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    }
+}
+
+/// Serialises with object keys sorted, so the bytes do not depend on map iteration order
+/// (equal documents get equal digests). `what` names the document in errors.
+pub fn canonical_json(value: &impl serde::Serialize, what: &str) -> Result<Vec<u8>, Error> {
+    fn sort(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    let value = serde_json::to_value(value).map_err(|e| Error::json(what, e))?;
+    serde_json::to_vec(&sort(value)).map_err(|e| Error::json(what, e))
+}
+
+/// Assembles the image of `layers` with `config` (already finished, or raw bytes).
+pub fn assemble(config: &[u8], layers: Vec<Layer>, oci_mediatypes: bool) -> Result<Image, Error> {
+    let config_digest = Digest::from_bytes(config);
+    let (manifest_type, config_type) = if oci_mediatypes {
+        (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG)
+    } else {
+        (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG)
+    };
+    let digest = |d: &Digest| -> Result<oci_spec::image::Digest, Error> {
+        d.to_string().parse().map_err(Error::spec("digest"))
+    };
+    let layer_descriptors = layers
+        .iter()
+        .map(|layer| {
+            let media_type = if oci_mediatypes {
+                layer.media_type.as_str()
+            } else {
+                docker_layer_type(&layer.media_type)
+            };
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(media_type))
+                .size(layer.size)
+                .digest(digest(&layer.digest)?)
+                .build()
+                .map_err(Error::spec("layer descriptor"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(manifest_type))
+        .config(
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(config_type))
+                .size(config.len() as u64)
+                .digest(digest(&config_digest)?)
+                .build()
+                .map_err(Error::spec("config descriptor"))?,
+        )
+        .layers(layer_descriptors)
+        .build()
+        .map_err(Error::spec("manifest"))?;
+    let manifest = canonical_json(&manifest, "the manifest")?;
+    let created = serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("created")?.as_str().map(str::to_owned));
+    Ok(Image {
+        manifest_digest: Digest::from_bytes(&manifest),
+        manifest,
+        manifest_media_type: manifest_type.to_owned(),
+        config: config.to_vec(),
+        config_digest,
+        layers,
+        created,
+    })
+}
+
+/// The normalised form of an image name (`busybox` is `docker.io/library/busybox:latest`).
+pub fn normalize_name(name: &str) -> Result<String, Error> {
+    Ok(parse_reference(name)?.whole())
+}
+
+/// The parts of a manifest [`Store::stored_image`] reads.
+#[derive(Deserialize)]
+pub(crate) struct ManifestDoc {
+    #[serde(rename = "mediaType")]
+    pub(crate) media_type: Option<String>,
+    pub(crate) config: DescriptorDoc,
+    pub(crate) layers: Vec<DescriptorDoc>,
+}
+
+/// A descriptor in a manifest.
+#[derive(Deserialize)]
+pub(crate) struct DescriptorDoc {
+    #[serde(rename = "mediaType")]
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+}
+
+impl Store {
+    /// Stores `image` under `name` (normalised): writes its manifest and config as blobs,
+    /// makes the snapshots of its layers' chain IDs so `FROM name` and `kiln run name` find
+    /// them, and records it. A layer whose [`Layer::snapshot`] holds its content (a build
+    /// step's) shares that snapshot's files through hard links; any other layer is unpacked
+    /// from its blob.
+    pub fn store_image(&self, image: &Image, name: &str) -> Result<ImageRecord, Error> {
+        let name = normalize_name(name)?;
+        self.write_blob(&image.config, Some(&image.config_digest))?;
+        self.record_blob(
+            &image.config_digest,
+            image.config.len() as u64,
+            Some(MEDIA_TYPE_OCI_CONFIG),
+        )?;
+        let mut parent = None;
+        let mut size = 0;
+        for layer in &image.layers {
+            let chain = chain_id(parent.as_ref(), &layer.diff_id);
+            let key = chain.to_string();
+            let linked = match &layer.snapshot {
+                Some(source) if *source != key && self.snapshot(&key)?.is_none() => {
+                    match link_snapshot(
+                        self,
+                        parent.as_ref(),
+                        &chain,
+                        source,
+                        layer.source_date_epoch,
+                    ) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(
+                                snapshot = %source,
+                                error = %e,
+                                "cannot share the build's snapshot; unpacking the layer instead"
+                            );
+                            false
+                        }
+                    }
+                }
+                _ => false,
+            };
+            if !linked {
+                self.unpack_snapshot(parent.as_ref(), &layer.digest, &layer.diff_id)?;
+            }
+            size += self.snapshot(&key)?.map_or(0, |s| s.size);
+            parent = Some(chain);
+        }
+        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
+        self.record_blob(
+            &image.manifest_digest,
+            image.manifest.len() as u64,
+            Some(&image.manifest_media_type),
+        )?;
+        let record = ImageRecord {
+            name,
+            manifest: image.manifest_digest,
+            manifest_media_type: image.manifest_media_type.clone(),
+            index: None,
+            config: image.config_digest,
+            layers: image.layers.iter().map(|l| l.digest).collect(),
+            diff_ids: image.layers.iter().map(|l| l.diff_id).collect(),
+            chain_id: parent,
+            size,
+            created: image.created.clone(),
+            last_used: now(),
+        };
+        self.put_image(&record)?;
+        tracing::info!(image = %record.name, manifest = %record.manifest, "stored the image");
+        Ok(record)
+    }
+
+    /// The stored image called `name` (normalised, or exactly as stored).
+    pub fn find_image(&self, name: &str) -> Result<ImageRecord, Error> {
+        if let Some(record) = self.image(name)? {
+            return Ok(record);
+        }
+        let normal = normalize_name(name).ok();
+        if let Some(record) = normal
+            .as_deref()
+            .map(|n| self.image(n))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(record);
+        }
+        Err(Error::ImageNotFound {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Gives the image `source` the additional name `target` (`kiln tag`).
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageRecord, Error> {
+        let mut record = self.find_image(source)?;
+        record.name = normalize_name(target)?;
+        self.put_image(&record)?;
+        Ok(record)
+    }
+
+    /// The stored image as an [`Image`] (to export or push it).
+    pub fn stored_image(&self, record: &ImageRecord) -> Result<Image, Error> {
+        let manifest = self.read_blob(&record.manifest)?;
+        let config = self.read_blob(&record.config)?;
+        let parsed: ManifestDoc = serde_json::from_slice(&manifest)
+            .map_err(|e| Error::json(format!("manifest {}", record.manifest), e))?;
+        let layers = parsed
+            .layers
+            .iter()
+            .zip(&record.diff_ids)
+            .map(|(d, diff_id)| {
+                Ok(Layer {
+                    digest: d.digest.parse()?,
+                    size: d.size,
+                    diff_id: *diff_id,
+                    media_type: oci_layer_type(Some(&d.media_type)).to_owned(),
+                    snapshot: None,
+                    source_date_epoch: None,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Image {
+            manifest_digest: record.manifest,
+            manifest,
+            manifest_media_type: record.manifest_media_type.clone(),
+            config,
+            config_digest: record.config,
+            layers,
+            created: record.created.clone(),
+        })
+    }
+}
