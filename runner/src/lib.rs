@@ -43,6 +43,7 @@ mod spec;
 mod state;
 mod stubs;
 mod sys;
+mod tmpfs;
 mod user;
 mod view;
 
@@ -51,5 +52,6 @@ pub use crate::image::{ImageConfig, RunOverrides, run_spec};
 pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{
     ExitStatus, Mount, NetworkMode, Resources, Rootfs, Security, Spec, Stdio, TerminalSize,
+    TmpfsOptions,
 };
 pub use nix::sys::signal::Signal;

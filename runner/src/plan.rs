@@ -455,13 +455,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 }
                 order.push(None);
             }
-            Mount::Tmpfs { target, size } => {
+            Mount::Tmpfs { target, options } => {
                 let target = container_path("tmpfs target", target)?;
-                let data = match size {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => "mode=1777".to_owned(),
-                };
-                tmpfs.push((cpath("tmpfs target", &target)?, lit(&data)));
+                let flags = options.flags();
+                if sandboxed && !flags.contains(MsFlags::MS_NODEV) {
+                    return Err(Error::TmpfsDevices { target });
+                }
+                let data = options
+                    .data()
+                    .map(|d| cstring("tmpfs options", d.as_bytes()))
+                    .transpose()?;
+                tmpfs.push((cpath("tmpfs target", &target)?, flags, data));
                 order.push(Some(tmpfs.len() - 1));
             }
         }
@@ -586,14 +590,14 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 });
             }
             Some(index) => {
-                let (target, data) = tmpfs[index].clone();
+                let (target, flags, data) = tmpfs[index].clone();
                 ops.push(Op::MkdirAll(target.clone()));
                 ops.push(Op::Mount {
                     source: Some(lit("tmpfs")),
                     target,
                     fstype: Some(lit("tmpfs")),
-                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    data: Some(data),
+                    flags,
+                    data,
                 });
             }
         }
@@ -775,6 +779,7 @@ fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TmpfsOptions;
     use crate::sys::fake::RecordingSys;
 
     fn staged(dir: &Path) -> Staged {
@@ -989,7 +994,7 @@ mod tests {
             },
             Mount::Tmpfs {
                 target: PathBuf::from("/scratch"),
-                size: Some(1 << 20),
+                options: TmpfsOptions::default().size(1 << 20),
             },
             Mount::Secret {
                 target: PathBuf::from("/run/secrets/token"),
@@ -1024,6 +1029,55 @@ mod tests {
         );
         assert!(secret < cwd && cwd < remount);
         assert!(!calls.iter().any(|c| c == "loopback up"));
+    }
+
+    #[test]
+    fn tmpfs_options_become_flags_and_data_and_devices_stay_off_in_the_sandbox() {
+        let mut spec = Spec::new(
+            Rootfs::Dir {
+                path: PathBuf::from("/r"),
+                readonly: false,
+            },
+            vec!["true".into()],
+        );
+        spec.mounts = vec![
+            Mount::Tmpfs {
+                target: PathBuf::from("/run"),
+                options: TmpfsOptions::docker("size=64m,mode=1770,uid=1000").unwrap(),
+            },
+            Mount::Tmpfs {
+                target: PathBuf::from("/exec"),
+                options: TmpfsOptions::docker("exec,ro").unwrap(),
+            },
+        ];
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        position(
+            &fake.calls,
+            "mount tmpfs /run tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC size=64m,mode=1770,uid=1000",
+        );
+        position(
+            &fake.calls,
+            "mount tmpfs /exec tmpfs MS_RDONLY | MS_NOSUID | MS_NODEV -",
+        );
+
+        // `dev` would let the process open device files it makes: only outside the sandbox.
+        spec.mounts = vec![Mount::Tmpfs {
+            target: PathBuf::from("/devices"),
+            options: TmpfsOptions::docker("dev").unwrap(),
+        }];
+        let err = build(&spec, &staged(Path::new("/b"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the tmpfs at /devices cannot allow device files (`dev`) in the sandbox: that needs insecure mode"
+        );
+        spec.security = Security::Insecure;
+        let mut fake = RecordingSys::default();
+        run(&spec, &mut fake).unwrap();
+        position(
+            &fake.calls,
+            "mount tmpfs /devices tmpfs MS_NOSUID | MS_NOEXEC -",
+        );
     }
 
     #[test]
@@ -1150,7 +1204,7 @@ mod tests {
         );
         spec.mounts.push(Mount::Tmpfs {
             target: PathBuf::from("tmp"),
-            size: None,
+            options: TmpfsOptions::default(),
         });
         assert!(matches!(
             build(&spec, &staged(Path::new("/b"))),

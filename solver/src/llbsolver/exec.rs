@@ -434,6 +434,7 @@ fn mount(
                 .as_ref()
                 .and_then(|t| u64::try_from(t.size).ok())
                 .filter(|&s| s > 0),
+            readonly: m.readonly,
         })),
         Ok(pb::MountType::Secret) => {
             let opt = m.secret_opt.clone().unwrap_or_default();
