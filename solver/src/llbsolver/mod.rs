@@ -616,23 +616,29 @@ mod tests {
     }
 
     pub(super) fn session(store: &Path, locals: &[(&str, &Path)]) -> Session {
-        let store = Arc::new(Store::open(store).unwrap());
-        Session::new(
-            SessionConfig {
-                store,
-                executor: Arc::new(NoExec),
-                pull: kiln_cache::PullOptions::default(),
-                locals: locals
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
-                    .collect(),
-                secrets: HashMap::new(),
-                ssh: HashMap::new(),
-                no_cache: false,
-                entitlements: Default::default(),
-            },
-            None,
-        )
+        let mut config = config(store, &[]);
+        config.locals = locals
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+            .collect();
+        Session::new(config, None)
+    }
+
+    /// A session configuration on the store at `store` with these secrets and no executor.
+    pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
+        SessionConfig {
+            store: Arc::new(Store::open(store).unwrap()),
+            executor: Arc::new(NoExec),
+            pull: kiln_cache::PullOptions::default(),
+            locals: HashMap::new(),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            ssh: HashMap::new(),
+            no_cache: false,
+            entitlements: Default::default(),
+        }
     }
 
     pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recorder>) -> Ref {

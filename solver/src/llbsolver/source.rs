@@ -28,7 +28,9 @@ pub(super) fn source_op(
         }));
     }
     if identifier.starts_with("git://") {
-        return Ok(Arc::new(super::git::GitSource::new(digest, source, config)));
+        let source = super::git::GitSource::new(digest.clone(), source, config)
+            .map_err(|message| LlbError::BadAttribute { digest, message })?;
+        return Ok(Arc::new(source));
     }
     if identifier.starts_with("http://") || identifier.starts_with("https://") {
         let source =
