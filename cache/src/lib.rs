@@ -56,7 +56,7 @@ mod usage;
 
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
 };
 pub use digest::Digest;
 pub use error::Error;
