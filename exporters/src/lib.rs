@@ -46,7 +46,7 @@ pub use image::{
     MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, assemble, build_image, build_image_from_json,
     finish_config, minimal_config, rfc3339,
 };
-pub use layers::{Layer, chain_layers, snapshot_chain};
+pub use layers::{ExistingLayers, Layer, chain_layers, snapshot_chain};
 pub use local::{
     base_histories, find_image, load, normalize_name, store_image, stored_image, tag_image,
 };

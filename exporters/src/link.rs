@@ -168,7 +168,9 @@ mod tests {
     use kiln_cache::{Compression, LayerOptions};
 
     use super::*;
-    use crate::{ImageOptions, build_image, chain_layers, snapshot_chain, store_image};
+    use crate::{
+        ExistingLayers, ImageOptions, build_image, chain_layers, snapshot_chain, store_image,
+    };
 
     /// A store with a committed build-step snapshot `step` on a committed `base`.
     fn store_with_steps() -> (tempfile::TempDir, Store) {
@@ -207,7 +209,7 @@ mod tests {
             source_date_epoch: None,
             ..options(0)
         };
-        let layers = chain_layers(&store, &keys, &options).unwrap();
+        let layers = chain_layers(&store, &keys, &options, ExistingLayers::Reuse).unwrap();
         let image = build_image(layers, None, &ImageOptions::default()).unwrap();
         let record = store_image(&store, &image, "linked:latest").unwrap();
 
@@ -301,7 +303,7 @@ mod tests {
         assert!(built_mtime > epoch);
 
         let keys = snapshot_chain(&store, "step").unwrap();
-        let layers = chain_layers(&store, &keys, &options(epoch)).unwrap();
+        let layers = chain_layers(&store, &keys, &options(epoch), ExistingLayers::Reuse).unwrap();
         assert_eq!(layers[1].source_date_epoch, Some(epoch));
         let image = build_image(layers, None, &ImageOptions::default()).unwrap();
         let record = store_image(&store, &image, "clamped:latest").unwrap();
@@ -352,7 +354,7 @@ mod tests {
     fn a_missing_build_snapshot_falls_back_to_unpacking() {
         let (_root, store) = store_with_steps();
         let keys = snapshot_chain(&store, "step").unwrap();
-        let mut layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        let mut layers = chain_layers(&store, &keys, &options(0), ExistingLayers::Reuse).unwrap();
         layers[1].snapshot = Some("gone".to_owned());
         let image = build_image(layers, None, &ImageOptions::default()).unwrap();
         let record = store_image(&store, &image, "unpacked:latest").unwrap();
@@ -371,7 +373,7 @@ mod tests {
     fn the_stored_images_layers_are_reused_not_rewritten() {
         let (_root, store) = store_with_steps();
         let keys = snapshot_chain(&store, "step").unwrap();
-        let layers = chain_layers(&store, &keys, &options(0)).unwrap();
+        let layers = chain_layers(&store, &keys, &options(0), ExistingLayers::Reuse).unwrap();
         let image = build_image(layers, None, &ImageOptions::default()).unwrap();
         let record = store_image(&store, &image, "base:latest").unwrap();
 
@@ -384,10 +386,16 @@ mod tests {
         store.commit("active-next", "next").unwrap();
         let keys = snapshot_chain(&store, "next").unwrap();
         assert_eq!(keys.len(), 3);
-        let exported = chain_layers(&store, &keys, &options(1_700_000_000)).unwrap();
+        let exported = chain_layers(
+            &store,
+            &keys,
+            &options(1_700_000_000),
+            ExistingLayers::Reuse,
+        )
+        .unwrap();
         assert_eq!(exported[0].digest, image.layers[0].digest);
         assert_eq!(exported[1].digest, image.layers[1].digest);
-        let again = chain_layers(&store, &keys[2..], &options(0)).unwrap();
+        let again = chain_layers(&store, &keys[2..], &options(0), ExistingLayers::Reuse).unwrap();
         assert_ne!(exported[2].digest, again[0].digest);
         // And the base image's history is the candidate base history.
         let histories = crate::base_histories(&store, &keys).unwrap();
