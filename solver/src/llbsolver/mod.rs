@@ -3,7 +3,9 @@
 //!
 //! # Overview
 //!
-//! 1. [`Session::graph`] turns every op of a [`LoadedDefinition`] into a vertex: source ops
+//! 1. [`Session::graph`] checks every op of a [`LoadedDefinition`] against what kiln can honour
+//!    (`validate` tables each field and attribute: used, refused by name, or harmless to
+//!    ignore) and turns it into a vertex: source ops
 //!    (`docker-image://`, `local://` narrowed by its include/exclude/follow attributes, see
 //!    `local`), exec ops, file ops, merge and diff ops. Scratch (an input index of -1) is the
 //!    empty reference. An op is cached under a digest of the op without its inputs and without
