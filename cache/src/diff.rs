@@ -153,6 +153,36 @@ pub fn write_layer<W: Write + Send + 'static>(
     options: &LayerOptions,
     out: W,
 ) -> Result<(LayerDescriptor, W), Error> {
+    compress(options, out, |tar| write_tar(dir, source, options, tar))
+}
+
+/// Writes the layer `blob` (plain, gzip or zstd) to `out` compressed as `options` say, the
+/// tar stream unchanged (so the diff ID stays), as BuildKit's `force-compression` converts
+/// existing layers. Returns the descriptor and `out`.
+pub fn recompress_layer<W: Write + Send + 'static>(
+    blob: impl std::io::Read,
+    options: &LayerOptions,
+    out: W,
+) -> Result<(LayerDescriptor, W), Error> {
+    let mut plain = crate::unpack::decompress(blob)?;
+    compress(options, out, |tar| {
+        let mut hashing = HashWriter {
+            inner: tar,
+            hasher: Hasher::default(),
+        };
+        io::copy(&mut plain, &mut hashing)?;
+        hashing.flush()?;
+        Ok(hashing.hasher.finish())
+    })
+}
+
+/// Runs `tar`, which writes an uncompressed layer and returns its diff ID and size, through the
+/// compressor `options` name into `out`, hashing the blob on the way.
+fn compress<W: Write + Send + 'static>(
+    options: &LayerOptions,
+    out: W,
+    tar: impl FnOnce(&mut dyn Write) -> Result<(Digest, u64), Error>,
+) -> Result<(LayerDescriptor, W), Error> {
     let shared = Arc::new(Mutex::new(HashWriter {
         inner: out,
         hasher: Hasher::default(),
@@ -161,7 +191,7 @@ pub fn write_layer<W: Write + Send + 'static>(
     let diff = match options.compression {
         Compression::Uncompressed => {
             let mut sink = sink;
-            write_tar(dir, source, options, &mut sink)?
+            tar(&mut sink)?
         }
         Compression::Gzip { level } => {
             let mut z: gzp::par::compress::ParCompress<'static, gzp::deflate::Gzip, _> =
@@ -170,7 +200,7 @@ pub fn write_layer<W: Write + Send + 'static>(
                     .map_err(gzp_error)?
                     .compression_level(gzp::Compression::new(level.min(9)))
                     .from_writer(sink);
-            let diff = write_tar(dir, source, options, &mut z);
+            let diff = tar(&mut z);
             let finished = z.finish().map_err(gzp_error);
             let diff = diff?;
             finished?;
@@ -182,7 +212,7 @@ pub fn write_layer<W: Write + Send + 'static>(
             if threads > 1 {
                 z.multithread(threads)?;
             }
-            let diff = write_tar(dir, source, options, &mut z)?;
+            let diff = tar(&mut z)?;
             z.finish()?;
             diff
         }
@@ -215,6 +245,21 @@ impl Store {
     ) -> Result<LayerDescriptor, Error> {
         let writer = self.writer()?;
         let (layer, writer) = write_layer(dir, source, options, writer)?;
+        let (digest, _) = writer.commit(Some(&layer.digest))?;
+        self.record_blob(&digest, layer.size, Some(layer.media_type))?;
+        Ok(layer)
+    }
+
+    /// Writes the stored layer blob `blob` again, compressed as `options` say (its tar stream,
+    /// and so its diff ID, unchanged), into the store and records it.
+    pub fn recompress_layer(
+        &self,
+        blob: &Digest,
+        options: &LayerOptions,
+    ) -> Result<LayerDescriptor, Error> {
+        let file = fs_err::File::open(self.blob_path(blob))?;
+        let writer = self.writer()?;
+        let (layer, writer) = recompress_layer(file, options, writer)?;
         let (digest, _) = writer.commit(Some(&layer.digest))?;
         self.record_blob(&digest, layer.size, Some(layer.media_type))?;
         Ok(layer)

@@ -70,7 +70,7 @@ mod usage;
 pub use cacheimport::{CacheBlob, ImportedCache};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, write_layer,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
 };
 pub use error::Error;
 pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};

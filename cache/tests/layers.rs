@@ -768,3 +768,42 @@ fn xattr_names_that_are_not_utf8_unpack_and_refuse_to_be_written_back() {
         )
     );
 }
+
+#[test]
+fn recompressed_layers_keep_their_tar_stream() {
+    let (_dir, root) = scratch();
+    random_tree(&root);
+    let gzip = LayerOptions {
+        compression: Compression::Gzip { level: 6 },
+        ..LayerOptions::default()
+    };
+    let (original, blob) = write_layer(&root, DiffSource::Directory, &gzip, Vec::new()).unwrap();
+    let mut tar = Vec::new();
+    kiln_cache::decompress(blob.as_slice())
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    for compression in [
+        Compression::Zstd { level: 3 },
+        Compression::Uncompressed,
+        Compression::Gzip { level: 1 },
+    ] {
+        let options = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let (layer, converted) =
+            kiln_cache::recompress_layer(blob.as_slice(), &options, Vec::new()).unwrap();
+        assert_eq!(layer.diff_id, original.diff_id, "{compression:?}");
+        assert_eq!(layer.uncompressed_size, tar.len() as u64);
+        assert_eq!(layer.media_type, compression.media_type());
+        assert_eq!(sha256_hex(&converted), layer.digest.to_string());
+        assert_eq!(layer.size, converted.len() as u64);
+        let mut again = Vec::new();
+        kiln_cache::decompress(converted.as_slice())
+            .unwrap()
+            .read_to_end(&mut again)
+            .unwrap();
+        assert!(again == tar, "{compression:?}: another tar stream");
+    }
+}

@@ -234,8 +234,9 @@ pub(crate) struct RunArgs {
     /// Bind-mount a host directory: `HOST:CONTAINER[:ro]`.
     #[arg(long, short, value_name = "HOST:CONTAINER[:ro]")]
     pub(crate) volume: Vec<String>,
-    /// Mount a tmpfs on this directory.
-    #[arg(long, value_name = "DIR")]
+    /// Mount a tmpfs on this directory, with `mount -o` options over Docker's defaults
+    /// `noexec,nosuid,nodev` (`/run:size=64m,mode=1777,exec`).
+    #[arg(long, value_name = "DIR[:OPTIONS]")]
     pub(crate) tmpfs: Vec<String>,
     /// Working directory inside the container.
     #[arg(long, short, value_name = "DIR")]

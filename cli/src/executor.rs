@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt as _};
-use kiln_runner::{ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, Ulimit};
+use kiln_runner::{
+    ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, TmpfsOptions, Ulimit,
+};
 use kiln_solver::{
     ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, Executor, OpError,
     OutputSink,
@@ -111,7 +113,20 @@ fn spec(request: ExecRequest) -> Spec {
                 target,
                 readonly,
             },
-            ExecMount::Tmpfs { target, size } => Mount::Tmpfs { target, size },
+            ExecMount::Tmpfs {
+                target,
+                size,
+                readonly,
+            } => {
+                let options = TmpfsOptions::default().readonly(readonly);
+                Mount::Tmpfs {
+                    target,
+                    options: match size {
+                        Some(size) => options.size(size),
+                        None => options,
+                    },
+                }
+            }
             ExecMount::Secret {
                 target,
                 data,

@@ -258,3 +258,42 @@ fn run_steps_get_ulimits_and_open_no_device_they_make() {
         text(&output)
     );
 }
+
+#[test]
+fn run_tmpfs_mounts_have_their_size_and_read_only_flag() {
+    if !is_root() {
+        return skip("building needs root (namespaces, overlay mounts)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox AS build\n\
+         RUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk '{print $2}' > /size\n\
+         RUN --mount=type=tmpfs,target=/r,ro sh -c 'touch /r/x 2>/dev/null && echo writable > /ro || echo read-only > /ro'\n\
+         RUN --mount=type=tmpfs,target=/w sh -c 'touch /w/x && echo writable > /rw'\n\
+         FROM scratch\n\
+         COPY --from=build /size /ro /rw /\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let read = |name: &str| fs_err::read_to_string(out.join(name)).unwrap();
+    assert_eq!(read("size"), "1024\n");
+    assert_eq!(read("ro"), "read-only\n");
+    assert_eq!(read("rw"), "writable\n");
+}

@@ -714,3 +714,103 @@ fn devices_stay_in_images_and_tars_but_local_exports_skip_them() {
     assert!(listing.contains("prw"), "{listing}");
     assert!(listing.contains("rws"), "{listing}");
 }
+
+/// The layer media types of the manifest in the OCI layout tar `file`, bottom first.
+fn layer_types(file: &Path, tag: &str) -> Vec<String> {
+    let manifest = json(skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:{tag}", path(file)),
+    ]));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn force_compression_converts_the_base_layers_too() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let dockerfile = "FROM 127.0.0.1:5000/library/busybox:latest\nRUN echo hi > /hi\n";
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    let export = |name: &str, options: &str| {
+        let file = tmp.path().join(format!("{name}.tar"));
+        build_dockerfile(
+            &root,
+            &tmp.path().join(name),
+            dockerfile,
+            &[
+                "--output",
+                &format!("type=oci,dest={},name=forced:1,{options}", path(&file)),
+            ],
+            false,
+        );
+        file
+    };
+    // The base image's gzip layer is reused as it is; the step's layer is zstd.
+    let reused = export("reused", "compression=zstd");
+    assert_eq!(layer_types(&reused, "1"), [gzip, zstd]);
+    // Forced: every layer is zstd, and the image still unpacks to the same files.
+    let forced = export("forced", "compression=zstd,force-compression=true");
+    assert_eq!(layer_types(&forced, "1"), [zstd, zstd]);
+    let config = |file: &Path| {
+        json(skopeo(&[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}:1", path(file)),
+        ]))["rootfs"]["diff_ids"]
+            .clone()
+    };
+    assert_eq!(config(&reused), config(&forced), "the same tar streams");
+    // umoci reads no zstd: kiln loads it into a store of its own and runs it, unpacking
+    // each layer against its diff ID.
+    let other = tmp.path().join("other");
+    let mut load = kiln(&other);
+    load.arg("load").arg(&forced);
+    ok(load);
+    let mut run = kiln(&other);
+    run.args([
+        "run",
+        "--rm",
+        "forced:1",
+        "sh",
+        "-c",
+        "cat /hi; busybox true && echo ok",
+    ]);
+    assert_eq!(stdout(run), "hi\nok\n");
+}
+
+#[test]
+fn serial_store_false_pushes_without_keeping_the_image() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let name = format!("127.0.0.1:5000/kiln-test/unstored:{:x}", std::process::id());
+    build_dockerfile(
+        &root,
+        &tmp.path().join("ctx"),
+        "FROM 127.0.0.1:5000/library/busybox:latest\nRUN echo hi > /hi\n",
+        &[
+            "--output",
+            &format!("type=image,name={name},push=true,store=false"),
+        ],
+        false,
+    );
+    skopeo(&["inspect", "--tls-verify=false", &format!("docker://{name}")])
+        .output()
+        .map(|o| assert!(o.status.success(), "pushed"))
+        .unwrap();
+    let mut images = kiln(&root);
+    images.arg("images");
+    let listed = stdout(images);
+    assert!(!listed.contains("kiln-test/unstored"), "{listed}");
+}

@@ -140,6 +140,48 @@ fn run_applies_overrides() {
 }
 
 #[test]
+fn run_tmpfs_options_reach_the_mount() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    // Docker's defaults (noexec, no size limit), then size, mode, owner and exec as asked.
+    let out = run(
+        root.path(),
+        &[
+            "--tmpfs",
+            "/plain",
+            "--tmpfs",
+            "/fast:size=1m,mode=1770,uid=65534,gid=65534,exec",
+            "busybox",
+            "sh",
+            "-c",
+            "stat -c '%a %u %g' /fast; df -k /fast | tail -1 | awk '{print $2}'; \
+             for d in plain fast; do printf '#!/bin/sh\\necho $0: exec\\n' > /$d/s; chmod +x /$d/s; \
+             /$d/s 2>/dev/null || echo $d: noexec; done; \
+             head -c 2000000 /dev/zero > /fast/big 2>/dev/null || echo fast: full",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "1770 65534 65534\n1024\nplain: noexec\n/fast/s: exec\nfast: full\n"
+    );
+    // Read-only.
+    let out = run(
+        root.path(),
+        &[
+            "--tmpfs",
+            "/ro:ro",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /ro/x 2>/dev/null || echo read-only",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "read-only\n", "{}", text(&out.stderr));
+}
+
+#[test]
 fn run_reports_bad_input_like_docker() {
     let Some(root) = store_with_busybox() else {
         return;
@@ -151,6 +193,27 @@ fn run_reports_bad_input_like_docker() {
         "{}",
         text(&out.stderr)
     );
+    // tmpfs options are checked before anything runs, as Docker does.
+    for (spec, wanted) in [
+        (
+            "/t:size=1m,colour=red",
+            "invalid tmpfs option \"colour=red\": unknown option",
+        ),
+        (
+            "/t:size=lots",
+            "invalid tmpfs option \"size=lots\": invalid value",
+        ),
+        ("t:size=1m", "the path must be absolute"),
+    ] {
+        let out = run(root.path(), &["--tmpfs", spec, "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{spec}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("invalid tmpfs specification: '{spec}'"))
+                && stderr.contains(wanted),
+            "{spec}: {stderr}"
+        );
+    }
     // Not in the store, and the registry has no such repository (or is down): 125.
     let out = run(root.path(), &["127.0.0.1:5000/kiln-test/absent:1", "true"]);
     assert_eq!(out.status.code(), Some(125));

@@ -86,7 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             source_date_epoch: Some(epoch),
             threads: 0,
         };
-        let layers = kiln_exporters::chain_layers(&store, &keys, &options)?;
+        let layers = kiln_exporters::chain_layers(
+            &store,
+            &keys,
+            &options,
+            kiln_exporters::ExistingLayers::Reuse,
+        )?;
         let image = kiln_exporters::build_image(
             layers,
             None,

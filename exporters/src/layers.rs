@@ -6,6 +6,10 @@
 //!    its chain ID, or has a diff ID: its blob is found through the store's image records and
 //!    reused as it is. These are the base image's layers, which BuildKit's exporter never
 //!    rewrites either (not even for `rewrite-timestamp`).
+//!    With [`ExistingLayers::Recompress`] (`force-compression=true`), such a blob in another
+//!    compression than the export's is converted instead: the same tar stream (and diff ID)
+//!    compressed again ([`kiln_cache::Store::recompress_layer`]), once per (blob, compression)
+//!    and remembered in a cache record.
 //! 3. A snapshot made by a build step is one step's diff in overlay form: it is written with
 //!    [`kiln_cache::write_layer`] once per (snapshot, compression, epoch) and remembered in a
 //!    cache record, so the next export reuses the blob.
@@ -13,13 +17,27 @@
 use std::collections::HashMap;
 
 use kiln_cache::{
-    CacheRecord, Compression, DiffSource, Digest, Layer, LayerOptions, Store, oci_layer_type,
+    CacheRecord, Compression, DiffSource, Digest, Layer, LayerDescriptor, LayerOptions, Store,
+    oci_layer_type,
 };
 
 use crate::error::Error;
 
 /// Prefix of the cache records that remember exported layers.
 const RECORD_PREFIX: &str = "kiln-exporters/layer/";
+
+/// Prefix of the cache records that remember stored layers converted to another compression.
+const CONVERTED_PREFIX: &str = "kiln-exporters/converted/";
+
+/// What an export does with layers that are stored as blobs already (a base image's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExistingLayers {
+    /// Use them as they are, whatever their compression (BuildKit's default).
+    #[default]
+    Reuse,
+    /// Convert those in another compression than the export's (`force-compression=true`).
+    Recompress,
+}
 
 /// The snapshot keys from the root of the chain up to `top`, bottom first.
 pub fn snapshot_chain(store: &Store, top: &str) -> Result<Vec<String>, Error> {
@@ -59,6 +77,7 @@ pub fn chain_layers(
     store: &Store,
     keys: &[String],
     options: &LayerOptions,
+    existing: ExistingLayers,
 ) -> Result<Vec<Layer>, Error> {
     let blob_types: HashMap<Digest, Option<String>> = store
         .blob_records()?
@@ -83,7 +102,7 @@ pub fn chain_layers(
     let records: HashMap<String, CacheRecord> = store
         .cache_records()?
         .into_iter()
-        .filter(|r| r.id.starts_with(RECORD_PREFIX))
+        .filter(|r| r.id.starts_with(RECORD_PREFIX) || r.id.starts_with(CONVERTED_PREFIX))
         .map(|r| (r.id.clone(), r))
         .collect();
 
@@ -98,6 +117,12 @@ pub fn chain_layers(
         });
         if let Some((blob, diff_id)) = stored {
             let media_type = oci_layer_type(blob_types.get(&blob).and_then(|t| t.as_deref()));
+            if existing == ExistingLayers::Recompress
+                && media_type != options.compression.media_type()
+            {
+                layers.push(converted(store, &records, key, &blob, options)?);
+                continue;
+            }
             let size = fs_err::metadata(store.blob_path(&blob))?.len();
             tracing::debug!(snapshot = %key, blob = %blob, "reusing the stored image's layer");
             layers.push(Layer {
@@ -123,21 +148,7 @@ pub fn chain_layers(
         let dir = store.committed_dir(key)?;
         let written = store.write_layer(&dir, DiffSource::OverlayUpper, options)?;
         tracing::debug!(snapshot = %key, blob = %written.digest, "wrote a layer");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        store.put_cache_record(&CacheRecord {
-            id,
-            description: format!(
-                "layer of snapshot {key} diff_id={} media_type={}",
-                written.diff_id, written.media_type
-            ),
-            blobs: vec![written.digest],
-            snapshots: Vec::new(),
-            size: written.size,
-            created: now,
-            last_used: now,
-        })?;
+        remember(store, id, &format!("layer of snapshot {key}"), &written)?;
         layers.push(Layer {
             digest: written.digest,
             size: written.size,
@@ -148,6 +159,61 @@ pub fn chain_layers(
         });
     }
     Ok(layers)
+}
+
+/// The stored layer `blob` of the snapshot `key` in the compression `options` name: converted
+/// once, then found through its cache record.
+fn converted(
+    store: &Store,
+    records: &HashMap<String, CacheRecord>,
+    key: &str,
+    blob: &Digest,
+    options: &LayerOptions,
+) -> Result<Layer, Error> {
+    let id = format!(
+        "{CONVERTED_PREFIX}{blob}/{}",
+        compression_tag(options.compression)
+    );
+    if let Some(layer) = records
+        .get(&id)
+        .and_then(|r| remembered(store, r, key, None))
+    {
+        tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the converted layer");
+        store.touch_cache_record(&id)?;
+        return Ok(layer);
+    }
+    let written = store.recompress_layer(blob, options)?;
+    tracing::debug!(snapshot = %key, from = %blob, blob = %written.digest, "converted a layer");
+    remember(store, id, &format!("layer {blob} converted"), &written)?;
+    Ok(Layer {
+        digest: written.digest,
+        size: written.size,
+        diff_id: written.diff_id,
+        media_type: written.media_type.to_owned(),
+        snapshot: Some(key.to_owned()),
+        source_date_epoch: None,
+    })
+}
+
+/// Records a written blob under `id`, described as `what`, with what [`remembered`] needs to
+/// find it again.
+fn remember(store: &Store, id: String, what: &str, written: &LayerDescriptor) -> Result<(), Error> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    store.put_cache_record(&CacheRecord {
+        id,
+        description: format!(
+            "{what} diff_id={} media_type={}",
+            written.diff_id, written.media_type
+        ),
+        blobs: vec![written.digest],
+        snapshots: Vec::new(),
+        size: written.size,
+        created: now,
+        last_used: now,
+    })?;
+    Ok(())
 }
 
 /// The layer a cache record remembers, if its blob is still there.
@@ -203,7 +269,7 @@ mod tests {
             source_date_epoch: Some(0),
             ..LayerOptions::default()
         };
-        let first = chain_layers(&store, &keys, &gzip).unwrap();
+        let first = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].media_type, MEDIA_TYPE_LAYER_GZIP);
         assert!(store.has_blob(&first[0].digest));
@@ -211,7 +277,7 @@ mod tests {
             compression: Compression::Uncompressed,
             ..gzip
         };
-        let plain = chain_layers(&store, &keys, &uncompressed).unwrap();
+        let plain = chain_layers(&store, &keys, &uncompressed, ExistingLayers::Reuse).unwrap();
         // The same tar either way: equal diff IDs; the uncompressed blob is the tar itself.
         assert_eq!(plain[0].diff_id, first[0].diff_id);
         assert_eq!(plain[0].digest, plain[0].diff_id);
@@ -222,7 +288,7 @@ mod tests {
         // Change the snapshot behind the exporter's back: a second export still returns the
         // recorded blob, which shows it was not written again.
         fs_err::write(store.committed_dir("step").unwrap().join("extra"), "x").unwrap();
-        let again = chain_layers(&store, &keys, &gzip).unwrap();
+        let again = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
         assert_eq!(again, first);
         // Another epoch is another layer.
         let other = chain_layers(
@@ -232,9 +298,63 @@ mod tests {
                 source_date_epoch: Some(1),
                 ..gzip
             },
+            ExistingLayers::Reuse,
         )
         .unwrap();
         assert_ne!(other[0].diff_id, first[0].diff_id);
+    }
+
+    #[test]
+    fn forced_compression_converts_stored_layers_once() {
+        let (_root, store) = store_with_step();
+        let gzip = LayerOptions {
+            source_date_epoch: Some(0),
+            ..LayerOptions::default()
+        };
+        let keys = snapshot_chain(&store, "step").unwrap();
+        let layers = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
+        let image = crate::build_image(layers, None, &crate::ImageOptions::default()).unwrap();
+        let record = store.store_image(&image, "base:latest").unwrap();
+        // The stored image's snapshot, as a build on it names its base.
+        let keys = vec![record.chain_id.unwrap().to_string()];
+        let stored = &image.layers[0];
+
+        let zstd = LayerOptions {
+            compression: Compression::Zstd { level: 3 },
+            ..gzip
+        };
+        // Reused as it is by default, whatever the export's compression.
+        let reused = chain_layers(&store, &keys, &zstd, ExistingLayers::Reuse).unwrap();
+        assert_eq!(reused[0].digest, stored.digest);
+        assert_eq!(reused[0].media_type, MEDIA_TYPE_LAYER_GZIP);
+        // Forced: the same tar stream in zstd.
+        let forced = chain_layers(&store, &keys, &zstd, ExistingLayers::Recompress).unwrap();
+        assert_eq!(forced[0].media_type, MEDIA_TYPE_LAYER_ZSTD);
+        assert_eq!(forced[0].diff_id, stored.diff_id);
+        assert_ne!(forced[0].digest, stored.digest);
+        let blob = store.read_blob(&forced[0].digest).unwrap();
+        assert_eq!(blob.len() as u64, forced[0].size);
+        assert!(blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd frame");
+        // Converted once: the next export finds the blob through its record.
+        let converted = store
+            .cache_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.id.starts_with(CONVERTED_PREFIX))
+            .count();
+        assert_eq!(converted, 1);
+        let again = chain_layers(&store, &keys, &zstd, ExistingLayers::Recompress).unwrap();
+        assert_eq!(again, forced);
+        // Uncompressed: the blob is the tar itself. Same compression: nothing to convert.
+        let plain = LayerOptions {
+            compression: Compression::Uncompressed,
+            ..gzip
+        };
+        let plain = chain_layers(&store, &keys, &plain, ExistingLayers::Recompress).unwrap();
+        assert_eq!(plain[0].digest, stored.diff_id);
+        assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
+        let same = chain_layers(&store, &keys, &gzip, ExistingLayers::Recompress).unwrap();
+        assert_eq!(same[0].digest, stored.digest);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use image::{
     minimal_config, rfc3339,
 };
 pub use kiln_cache::{Image, Layer};
-pub use layers::{chain_layers, snapshot_chain};
+pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
 pub use oci_spec;
 pub use output::OutputFile;
 pub use push::push;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use kiln_cache::{Compression, LayerOptions, Store};
-use kiln_exporters::{ImageOptions, build_image, chain_layers, snapshot_chain};
+use kiln_exporters::{ExistingLayers, ImageOptions, build_image, chain_layers, snapshot_chain};
 
 /// A store with a committed build-step snapshot `step` on a committed `base`.
 fn store_with_steps() -> (tempfile::TempDir, Store) {
@@ -47,7 +47,7 @@ fn a_stored_image_shares_the_build_snapshots_files() {
         source_date_epoch: None,
         ..options(0)
     };
-    let layers = chain_layers(&store, &keys, &options).unwrap();
+    let layers = chain_layers(&store, &keys, &options, ExistingLayers::Reuse).unwrap();
     let image = build_image(layers, None, &ImageOptions::default()).unwrap();
     let record = store.store_image(&image, "linked:latest").unwrap();
 
@@ -141,7 +141,7 @@ fn a_stored_image_has_the_clamped_times_of_its_rewritten_layer() {
     assert!(built_mtime > epoch);
 
     let keys = snapshot_chain(&store, "step").unwrap();
-    let layers = chain_layers(&store, &keys, &options(epoch)).unwrap();
+    let layers = chain_layers(&store, &keys, &options(epoch), ExistingLayers::Reuse).unwrap();
     assert_eq!(layers[1].source_date_epoch, Some(epoch));
     let image = build_image(layers, None, &ImageOptions::default()).unwrap();
     let record = store.store_image(&image, "clamped:latest").unwrap();
@@ -192,7 +192,7 @@ fn a_stored_image_has_the_clamped_times_of_its_rewritten_layer() {
 fn a_missing_build_snapshot_falls_back_to_unpacking() {
     let (_root, store) = store_with_steps();
     let keys = snapshot_chain(&store, "step").unwrap();
-    let mut layers = chain_layers(&store, &keys, &options(0)).unwrap();
+    let mut layers = chain_layers(&store, &keys, &options(0), ExistingLayers::Reuse).unwrap();
     layers[1].snapshot = Some("gone".to_owned());
     let image = build_image(layers, None, &ImageOptions::default()).unwrap();
     let record = store.store_image(&image, "unpacked:latest").unwrap();
@@ -211,7 +211,7 @@ fn a_missing_build_snapshot_falls_back_to_unpacking() {
 fn the_stored_images_layers_are_reused_not_rewritten() {
     let (_root, store) = store_with_steps();
     let keys = snapshot_chain(&store, "step").unwrap();
-    let layers = chain_layers(&store, &keys, &options(0)).unwrap();
+    let layers = chain_layers(&store, &keys, &options(0), ExistingLayers::Reuse).unwrap();
     let image = build_image(layers, None, &ImageOptions::default()).unwrap();
     let record = store.store_image(&image, "base:latest").unwrap();
 
@@ -224,10 +224,16 @@ fn the_stored_images_layers_are_reused_not_rewritten() {
     store.commit("active-next", "next").unwrap();
     let keys = snapshot_chain(&store, "next").unwrap();
     assert_eq!(keys.len(), 3);
-    let exported = chain_layers(&store, &keys, &options(1_700_000_000)).unwrap();
+    let exported = chain_layers(
+        &store,
+        &keys,
+        &options(1_700_000_000),
+        ExistingLayers::Reuse,
+    )
+    .unwrap();
     assert_eq!(exported[0].digest, image.layers[0].digest);
     assert_eq!(exported[1].digest, image.layers[1].digest);
-    let again = chain_layers(&store, &keys[2..], &options(0)).unwrap();
+    let again = chain_layers(&store, &keys[2..], &options(0), ExistingLayers::Reuse).unwrap();
     assert_ne!(exported[2].digest, again[0].digest);
     // And the base image's history is the candidate base history.
     let histories = kiln_exporters::base_histories(&store, &keys).unwrap();

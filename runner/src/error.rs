@@ -26,6 +26,23 @@ pub enum Error {
         /// The offending path.
         path: PathBuf,
     },
+    /// A tmpfs option that is unknown, has an invalid value or is not supported.
+    #[error("invalid tmpfs option {option:?}: {reason}")]
+    TmpfsOption {
+        /// The option as given.
+        option: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A tmpfs asks for device files (`dev`) in the sandbox, whose only guard against opening
+    /// devices is that every file system is mounted `nodev`.
+    #[error(
+        "the tmpfs at {target} cannot allow device files (`dev`) in the sandbox: that needs insecure mode"
+    )]
+    TmpfsDevices {
+        /// The mount's target.
+        target: PathBuf,
+    },
     /// The overlay stack has no lower layer.
     #[error("an overlay root filesystem needs at least one lower directory")]
     NoLowerDirs,

@@ -45,6 +45,7 @@ mod spec;
 mod state;
 mod stubs;
 mod sys;
+mod tmpfs;
 mod ulimit;
 mod user;
 mod view;
@@ -54,6 +55,7 @@ pub use crate::image::{ImageConfig, RunOverrides, run_spec};
 pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{
     ExitStatus, Mount, NetworkMode, Resources, Rootfs, Security, Spec, Stdio, TerminalSize,
+    TmpfsOptions,
 };
 pub use crate::ulimit::Ulimit;
 pub use nix::sys::signal::Signal;

@@ -4,6 +4,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tmpfs::TmpfsOptions;
+
 /// The root filesystem of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rootfs {
@@ -80,8 +82,8 @@ pub enum Mount {
     Tmpfs {
         /// Absolute path inside the container.
         target: PathBuf,
-        /// Size limit in bytes (`None`: the kernel's default, half of RAM).
-        size: Option<u64>,
+        /// Mount flags and tmpfs settings (size limit, mode, owner, ...).
+        options: TmpfsOptions,
     },
     /// A secret: the bytes appear read-only as a file at `target` with the given mode and owner.
     /// They are staged in the runner's state directory (keep it on a tmpfs such as /run).

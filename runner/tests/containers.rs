@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kiln_runner::{
     Error, ExitStatus, Handle, Mount, NetworkMode, Resources, Rootfs, Runner, Security, Signal,
-    Spec, Stdio, TerminalSize,
+    Spec, Stdio, TerminalSize, TmpfsOptions,
 };
 
 fn can_run() -> bool {
@@ -528,7 +528,7 @@ fn extra_mounts() {
         },
         Mount::Tmpfs {
             target: "/scratch".into(),
-            size: Some(2 << 20),
+            options: TmpfsOptions::default().size(2 << 20),
         },
         Mount::Secret {
             target: "/run/secrets/token".into(),
@@ -776,7 +776,7 @@ fn readonly_root_still_gets_its_mounts_and_cwd() {
     spec.cwd = "/made/here".into();
     spec.mounts.push(Mount::Tmpfs {
         target: "/scratch".into(),
-        size: None,
+        options: TmpfsOptions::default(),
     });
     assert_eq!(f.sh_spec(spec), "/made/here\nroot-ro\nok\n");
     assert!(!f.root.join("x").exists());
@@ -817,7 +817,7 @@ fn setup_and_exec_failures_are_reported() {
     let mut spec = f.spec("true");
     spec.mounts.push(Mount::Tmpfs {
         target: "/proc/no/such".into(),
-        size: None,
+        options: TmpfsOptions::default(),
     });
     let err = f.run(spec).0.unwrap_err();
     assert!(
@@ -993,7 +993,7 @@ fn mount_stubs_are_removed_from_the_upper() {
         vec![
             Mount::Tmpfs {
                 target: PathBuf::from("/mnt/deep/scratch"),
-                size: None,
+                options: TmpfsOptions::default(),
             },
             Mount::Secret {
                 target: PathBuf::from("/run/secrets/token"),
@@ -1412,7 +1412,7 @@ fn device_nodes_open_on_no_mount_but_the_allowed_ones_in_dev() {
         },
         Mount::Tmpfs {
             target: "/scratch".into(),
-            size: None,
+            options: TmpfsOptions::default(),
         },
         Mount::Overlay {
             lowers: vec![lower.clone()],
@@ -1465,7 +1465,7 @@ fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
     );
     spec.mounts = vec![Mount::Tmpfs {
         target: "/proc/sys/fs/binfmt_misc".into(),
-        size: None,
+        options: TmpfsOptions::default(),
     }];
     // (The last entry is the one in sight: the copy under the read-only bind of /proc/sys.)
     assert_eq!(f.sh_spec(spec), "ro\n");
@@ -1486,7 +1486,7 @@ fn readonly_paths_and_a_readonly_root_are_readonly_with_their_submounts() {
     };
     spec.mounts.push(Mount::Tmpfs {
         target: "/scratch".into(),
-        size: None,
+        options: TmpfsOptions::default(),
     });
     assert_eq!(
         f.sh_spec(spec),

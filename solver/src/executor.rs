@@ -63,6 +63,8 @@ pub enum ExecMount {
         target: PathBuf,
         /// Size limit in bytes.
         size: Option<u64>,
+        /// Read-only.
+        readonly: bool,
     },
     /// A secret file, never stored in any layer.
     Secret {

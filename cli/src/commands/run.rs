@@ -8,7 +8,7 @@
 //! once the container runs, they go on to its process.
 
 use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use kiln_cache::{ImageRecord, PullOptions, Store};
 use kiln_runner::{
     ExitStatus, Handle, ImageConfig, Mount, NetworkMode, Rootfs, RunOverrides, Runner, Signal,
-    Stdio, TerminalSize,
+    Stdio, TerminalSize, TmpfsOptions,
 };
 use nix::sys::signal::SigSet;
 use nix::sys::termios::{self, SetArg, Termios};
@@ -66,6 +66,20 @@ fn volume(spec: &str) -> anyhow::Result<Mount> {
             .with_context(|| format!("invalid volume specification: '{spec}'"))?,
         target: target.into(),
         readonly,
+    })
+}
+
+/// Parses `PATH[:OPTIONS]` as `docker run --tmpfs` does: options as `mount -o` takes them
+/// (`size=64m,mode=1777,exec`), over Docker's defaults `noexec,nosuid,nodev`.
+fn tmpfs(spec: &str) -> anyhow::Result<Mount> {
+    let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
+    if !target.starts_with('/') {
+        bail!("invalid tmpfs specification: '{spec}': the path must be absolute");
+    }
+    Ok(Mount::Tmpfs {
+        target: target.into(),
+        options: TmpfsOptions::docker(options)
+            .with_context(|| format!("invalid tmpfs specification: '{spec}'"))?,
     })
 }
 
@@ -210,12 +224,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
         .volume
         .iter()
         .map(|v| volume(v))
-        .chain(args.tmpfs.iter().map(|t| {
-            Ok(Mount::Tmpfs {
-                target: PathBuf::from(t.split(':').next().unwrap_or(t)),
-                size: None,
-            })
-        }))
+        .chain(args.tmpfs.iter().map(|t| tmpfs(t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match args.network.as_str() {
         "none" => NetworkMode::None,
@@ -530,7 +539,7 @@ mod tests {
     }
 
     /// The `kiln` binary of this build (cargo builds it for the package's integration tests).
-    fn kiln_binary() -> Option<PathBuf> {
+    fn kiln_binary() -> Option<std::path::PathBuf> {
         let exe = std::env::current_exe().ok()?;
         let path = exe.parent()?.parent()?.join("kiln");
         path.is_file().then_some(path)

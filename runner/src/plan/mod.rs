@@ -496,13 +496,17 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 }
                 order.push(None);
             }
-            Mount::Tmpfs { target, size } => {
+            Mount::Tmpfs { target, options } => {
                 let target = container_path("tmpfs target", target)?;
-                let data = match size {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => "mode=1777".to_owned(),
-                };
-                tmpfs.push((cpath("tmpfs target", &target)?, lit(&data)));
+                let flags = options.flags();
+                if sandboxed && !flags.contains(MsFlags::MS_NODEV) {
+                    return Err(Error::TmpfsDevices { target });
+                }
+                let data = options
+                    .data()
+                    .map(|d| cstring("tmpfs options", d.as_bytes()))
+                    .transpose()?;
+                tmpfs.push((cpath("tmpfs target", &target)?, flags, data));
                 order.push(Some(tmpfs.len() - 1));
             }
         }
@@ -627,14 +631,14 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                 });
             }
             Some(index) => {
-                let (target, data) = tmpfs[index].clone();
+                let (target, flags, data) = tmpfs[index].clone();
                 ops.push(Op::MkdirAll(target.clone()));
                 ops.push(Op::Mount {
                     source: Some(lit("tmpfs")),
                     target,
                     fstype: Some(lit("tmpfs")),
-                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    data: Some(data),
+                    flags,
+                    data,
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! Unit tests of the mount plan against the recording fake.
 
 use super::*;
+use crate::TmpfsOptions;
 use crate::sys::fake::RecordingSys;
 
 fn staged(dir: &Path) -> Staged {
@@ -280,7 +281,7 @@ fn extra_mounts_in_order_with_readonly_and_sizes() {
         },
         Mount::Tmpfs {
             target: PathBuf::from("/scratch"),
-            size: Some(1 << 20),
+            options: TmpfsOptions::default().size(1 << 20),
         },
         Mount::Secret {
             target: PathBuf::from("/run/secrets/token"),
@@ -337,6 +338,55 @@ fn extra_mounts_in_order_with_readonly_and_sizes() {
     let remount = position(calls, "mount_setattr / MOUNT_ATTR_RDONLY");
     assert!(cache < cwd && cwd < remount);
     assert!(!calls.iter().any(|c| c == "loopback up"));
+}
+
+#[test]
+fn tmpfs_options_become_flags_and_data_and_devices_stay_off_in_the_sandbox() {
+    let mut spec = Spec::new(
+        Rootfs::Dir {
+            path: PathBuf::from("/r"),
+            readonly: false,
+        },
+        vec!["true".into()],
+    );
+    spec.mounts = vec![
+        Mount::Tmpfs {
+            target: PathBuf::from("/run"),
+            options: TmpfsOptions::docker("size=64m,mode=1770,uid=1000").unwrap(),
+        },
+        Mount::Tmpfs {
+            target: PathBuf::from("/exec"),
+            options: TmpfsOptions::docker("exec,ro").unwrap(),
+        },
+    ];
+    let mut fake = RecordingSys::default();
+    run(&spec, &mut fake).unwrap();
+    position(
+        &fake.calls,
+        "mount tmpfs /run tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC size=64m,mode=1770,uid=1000",
+    );
+    position(
+        &fake.calls,
+        "mount tmpfs /exec tmpfs MS_RDONLY | MS_NOSUID | MS_NODEV -",
+    );
+
+    // `dev` would let the process open device files it makes: only outside the sandbox.
+    spec.mounts = vec![Mount::Tmpfs {
+        target: PathBuf::from("/devices"),
+        options: TmpfsOptions::docker("dev").unwrap(),
+    }];
+    let err = build(&spec, &staged(Path::new("/b"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the tmpfs at /devices cannot allow device files (`dev`) in the sandbox: that needs insecure mode"
+    );
+    spec.security = Security::Insecure;
+    let mut fake = RecordingSys::default();
+    run(&spec, &mut fake).unwrap();
+    position(
+        &fake.calls,
+        "mount tmpfs /devices tmpfs MS_NOSUID | MS_NOEXEC -",
+    );
 }
 
 #[test]
@@ -473,7 +523,7 @@ fn relative_paths_are_rejected() {
     );
     spec.mounts.push(Mount::Tmpfs {
         target: PathBuf::from("tmp"),
-        size: None,
+        options: TmpfsOptions::default(),
     });
     assert!(matches!(
         build(&spec, &staged(Path::new("/b"))),

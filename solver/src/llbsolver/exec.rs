@@ -130,6 +130,29 @@ fn entitled(exec: &pb::ExecOp, allowed: Entitlements) -> Result<ExecSecurity, St
     Ok(ExecSecurity::Sandbox)
 }
 
+/// The proxy settings as environment variables, upper and lower case, as BuildKit sets them.
+fn proxy_env(proxy: Option<&pb::ProxyEnv>) -> Vec<String> {
+    let Some(proxy) = proxy else {
+        return Vec::new();
+    };
+    [
+        ("HTTP_PROXY", &proxy.http_proxy),
+        ("HTTPS_PROXY", &proxy.https_proxy),
+        ("FTP_PROXY", &proxy.ftp_proxy),
+        ("NO_PROXY", &proxy.no_proxy),
+        ("ALL_PROXY", &proxy.all_proxy),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .flat_map(|(name, value)| {
+        [
+            format!("{name}={value}"),
+            format!("{}={value}", name.to_ascii_lowercase()),
+        ]
+    })
+    .collect()
+}
+
 async fn run(
     ctx: OpContext,
     config: Arc<SessionConfig>,
@@ -215,6 +238,7 @@ async fn run(
     }
 
     let mut env = meta.env.clone();
+    env.extend(proxy_env(meta.proxy_env.as_ref()));
     for secret in &exec.secretenv {
         match config.secrets.get(&secret.id) {
             Some(data) => {
@@ -455,6 +479,7 @@ fn mount(
                 .as_ref()
                 .and_then(|t| u64::try_from(t.size).ok())
                 .filter(|&s| s > 0),
+            readonly: m.readonly,
         })),
         Ok(pb::MountType::Secret) => {
             let opt = m.secret_opt.clone().unwrap_or_default();
@@ -1064,5 +1089,124 @@ mod tests {
             .expect("the waiter gets the lock once it is free")
             .unwrap();
         assert_eq!(source(&l1), source(&l2));
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::executor::{Executor, OutputSink};
+    use crate::llbsolver::tests::{Recorder, definition};
+    use crate::llbsolver::{Session, SessionConfig};
+
+    /// Records each request and lets the process succeed.
+    #[derive(Default)]
+    struct Recording(Arc<Mutex<Vec<ExecRequest>>>);
+
+    impl Executor for Recording {
+        fn run(
+            &self,
+            request: ExecRequest,
+            _: OutputSink,
+        ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+            self.0.lock().unwrap().push(request);
+            async { Ok(ExecStatus::Code(0)) }.boxed()
+        }
+    }
+
+    /// A step on a scratch root with a proxy and a read-only 1 MiB tmpfs.
+    fn step(proxy: &str) -> pb::Op {
+        pb::Op {
+            op: Some(pb::op::Op::Exec(pb::ExecOp {
+                meta: Some(pb::Meta {
+                    args: vec!["true".into()],
+                    env: vec!["A=1".into()],
+                    proxy_env: Some(pb::ProxyEnv {
+                        http_proxy: proxy.into(),
+                        no_proxy: "localhost".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                mounts: vec![
+                    pb::Mount {
+                        input: -1,
+                        dest: "/".into(),
+                        output: 0,
+                        ..Default::default()
+                    },
+                    pb::Mount {
+                        input: -1,
+                        dest: "/t".into(),
+                        output: -1,
+                        readonly: true,
+                        mount_type: pb::MountType::Tmpfs.into(),
+                        tmpfs_opt: Some(pb::TmpfsOpt { size: 1 << 20 }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn proxies_reach_the_environment_but_not_the_cache_key() {
+        let store = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let session = || {
+            Session::new(
+                SessionConfig {
+                    store: Arc::new(kiln_cache::Store::open(store.path()).unwrap()),
+                    executor: Arc::new(Recording(seen.clone())),
+                    pull: kiln_cache::PullOptions::default(),
+                    locals: Default::default(),
+                    secrets: Default::default(),
+                    ssh: Default::default(),
+                    no_cache: false,
+                    entitlements: Entitlements::default(),
+                },
+                None,
+            )
+        };
+        let recorder = Arc::new(Recorder::default());
+        session()
+            .solve(&definition(step("http://proxy:3128"), None), recorder)
+            .await
+            .unwrap();
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(
+            requests[0].env,
+            [
+                "A=1",
+                "HTTP_PROXY=http://proxy:3128",
+                "http_proxy=http://proxy:3128",
+                "NO_PROXY=localhost",
+                "no_proxy=localhost",
+            ]
+        );
+        assert_eq!(
+            requests[0].mounts,
+            [ExecMount::Tmpfs {
+                target: "/t".into(),
+                size: Some(1 << 20),
+                readonly: true,
+            }]
+        );
+        // Another proxy makes the same result: the step is cached, not run again.
+        let recorder = Arc::new(Recorder::default());
+        session()
+            .solve(
+                &definition(step("http://other:8080"), None),
+                recorder.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1, "not run again");
+        assert_eq!(recorder.names(true), ["true"]);
     }
 }

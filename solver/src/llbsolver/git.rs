@@ -5,6 +5,16 @@
 //! the commit the ref resolves to (`git ls-remote`), so a moved branch is fetched again and an
 //! unchanged one is not. `.git` is kept only with `git.keepgitdir=true`, as in BuildKit.
 //!
+//! As in BuildKit, submodules are checked out (`git submodule update --init --recursive
+//! --depth=1`) unless `git.skipsubmodules=true`, over the same transports as the repository
+//! itself: the allowed protocols and hook settings reach the git processes that fetch them
+//! through the environment, so a `.gitmodules` naming `file://`, a local path or `ext::` fails
+//! the build. `git.fetchbycommit=true` takes the full commit in `git.checksum` without
+//! resolving the ref; `git.mtime=commit` gives every file the commit's time. For HTTP remotes,
+//! the session secrets `git.authheadersecret` and `git.authtokensecret` name (BuildKit's
+//! `GIT_AUTH_HEADER` and `GIT_AUTH_TOKEN`, optionally suffixed `.HOST`) become an
+//! `Authorization` header, passed to git in its environment.
+//!
 //! SSH remotes (`user@host:path`, `ssh://`) authenticate with the build's forwarded SSH agent,
 //! as BuildKit's git source does (`source/git/source.go`, `util/gitutil/git_cli.go`, read as
 //! the model): `git.mountsshsock=ID` names the agent (`kiln build --ssh ID[=SOCKET]`), which git
@@ -41,11 +51,25 @@ pub(super) struct GitSource {
     ssh_id: Option<String>,
     /// `git.knownsshhosts`: `known_hosts` lines the SSH server's key must match.
     known_hosts: Option<String>,
+    /// `git.skipsubmodules=true`: leave submodules out.
+    skip_submodules: bool,
+    /// `git.fetchbycommit=true`: `checksum` is the commit, fetched without resolving the ref.
+    fetch_by_commit: bool,
+    /// `git.mtime=commit`: every file gets the commit's time.
+    commit_mtime: bool,
+    /// `git.authheadersecret`: the secret whose value is an HTTP `Authorization` header.
+    auth_header_secret: Option<String>,
+    /// `git.authtokensecret`: the secret holding a token for HTTP basic authentication.
+    auth_token_secret: Option<String>,
     config: Arc<SessionConfig>,
 }
 
 impl GitSource {
-    pub(super) fn new(digest: String, source: &pb::SourceOp, config: Arc<SessionConfig>) -> Self {
+    pub(super) fn new(
+        digest: String,
+        source: &pb::SourceOp,
+        config: Arc<SessionConfig>,
+    ) -> Result<Self, String> {
         let rest = source
             .identifier
             .strip_prefix("git://")
@@ -58,7 +82,17 @@ impl GitSource {
             .filter(|u| !u.is_empty())
             .cloned()
             .unwrap_or_else(|| format!("git://{remote}"));
-        Self {
+        let commit_mtime = match source.attrs.get("git.mtime").map(String::as_str) {
+            None | Some("" | "checkout") => false,
+            Some("commit") => true,
+            Some(other) => {
+                return Err(format!(
+                    "invalid git.mtime {other:?}: expected checkout or commit"
+                ));
+            }
+        };
+        let flag = |key: &str| source.attrs.get(key).is_some_and(|v| v == "true");
+        Ok(Self {
             digest,
             url,
             reference: reference.to_owned(),
@@ -74,8 +108,53 @@ impl GitSource {
                 .unwrap_or_default(),
             ssh_id: non_empty_attr(source, "git.mountsshsock"),
             known_hosts: non_empty_attr(source, "git.knownsshhosts"),
+            skip_submodules: flag("git.skipsubmodules"),
+            fetch_by_commit: flag("git.fetchbycommit"),
+            commit_mtime,
+            auth_header_secret: non_empty_attr(source, "git.authheadersecret"),
+            auth_token_secret: non_empty_attr(source, "git.authtokensecret"),
             config,
-        }
+        })
+    }
+
+    /// The `http.<scope>.extraheader` setting that authenticates to an HTTP remote, from the
+    /// first of BuildKit's secrets the session has: the header secret for the remote's host,
+    /// the token secret for it, then the two without a host. A token becomes basic
+    /// authentication as `x-access-token`; the scope is the remote itself (any github.com
+    /// remote for a github.com one, as BuildKit does).
+    fn auth(&self) -> Option<(String, String)> {
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let header = self.auth_header_secret.as_deref();
+        let token = self.auth_token_secret.as_deref();
+        let candidates = [
+            header.map(|h| (format!("{h}.{host}"), false)),
+            token.map(|t| (format!("{t}.{host}"), true)),
+            header.map(|h| (h.to_owned(), false)),
+            token.map(|t| (t.to_owned(), true)),
+        ];
+        let (value, is_token) = candidates
+            .into_iter()
+            .flatten()
+            .find_map(|(name, is_token)| Some((self.config.secrets.get(&name)?, is_token)))?;
+        let value = String::from_utf8_lossy(value);
+        let header = if is_token {
+            use base64::Engine as _;
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{value}"));
+            format!("Authorization: basic {encoded}")
+        } else {
+            format!("Authorization: {value}")
+        };
+        let scope = ["https://github.com/", "https://www.github.com/"]
+            .into_iter()
+            .find(|prefix| self.url.starts_with(prefix))
+            .unwrap_or(&self.url);
+        Some((format!("http.{scope}.extraheader"), header))
     }
 
     /// How git reaches the remote: the SSH agent and known hosts this source asks for.
@@ -103,7 +182,11 @@ impl GitSource {
                 Some(file.into_temp_path())
             }
         };
-        Ok(Transport { agent, known_hosts })
+        Ok(Transport {
+            agent,
+            known_hosts,
+            auth: self.auth(),
+        })
     }
 }
 
@@ -111,10 +194,14 @@ fn non_empty_attr(source: &pb::SourceOp, key: &str) -> Option<String> {
     source.attrs.get(key).filter(|v| !v.is_empty()).cloned()
 }
 
-/// The SSH side of running git: an agent socket and a known-hosts file (removed when dropped).
+/// How git reaches a remote: an SSH agent socket and a known-hosts file (removed when
+/// dropped), and an HTTP authentication header.
 struct Transport {
     agent: Option<PathBuf>,
     known_hosts: Option<tempfile::TempPath>,
+    /// A git setting and its value (`http.URL.extraheader`, `Authorization: ...`), passed in
+    /// the environment rather than on the command line, where any local user could read it.
+    auth: Option<(String, String)>,
 }
 
 impl Transport {
@@ -140,6 +227,12 @@ impl Transport {
             .env_remove("SSH_AUTH_SOCK");
         if let Some(agent) = &self.agent {
             command.env("SSH_AUTH_SOCK", agent);
+        }
+        if let Some((key, value)) = &self.auth {
+            command
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", key)
+                .env("GIT_CONFIG_VALUE_0", value);
         }
     }
 }
@@ -267,11 +360,15 @@ fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, 
 
 /// `url`'s commit for `reference`, checked against `checksum` as BuildKit checks
 /// `git.checksum`: a hexadecimal prefix of the commit.
+///
+/// With `fetch_by_commit` the checksum must be a whole commit, which is taken as it is (the ref
+/// need not exist any more), as BuildKit's `git.fetchbycommit`.
 fn resolve_checked(
     transport: &Transport,
     url: &str,
     reference: &str,
     checksum: &str,
+    fetch_by_commit: bool,
 ) -> Result<String, OpError> {
     check_remote(url)?;
     check_reference(reference)?;
@@ -279,6 +376,18 @@ fn resolve_checked(
         return Err(
             format!("invalid checksum {checksum} for Git URL, expected hex commit hash").into(),
         );
+    }
+    if fetch_by_commit && !is_commit(reference) {
+        if checksum.is_empty() {
+            return Err("fetch-by-commit requires a checksum or a commit SHA ref".into());
+        }
+        if !is_commit(checksum) {
+            return Err(format!(
+                "fetch-by-commit requires a full commit SHA checksum, got {checksum:?}"
+            )
+            .into());
+        }
+        return Ok(checksum.to_owned());
     }
     let commit = resolve(transport, url, reference)?;
     if !commit.starts_with(checksum) {
@@ -295,11 +404,14 @@ impl Op<Ref> for GitSource {
             self.reference.clone(),
             self.checksum.clone(),
         );
+        let fetch_by_commit = self.fetch_by_commit;
         let transport = self.transport();
         async move {
             let transport = transport?;
-            let commit =
-                blocking(move || resolve_checked(&transport, &url, &reference, &checksum)).await?;
+            let commit = blocking(move || {
+                resolve_checked(&transport, &url, &reference, &checksum, fetch_by_commit)
+            })
+            .await?;
             Ok(CacheMap {
                 digest: format!("{digest}:{commit}"),
                 deps: Vec::new(),
@@ -316,13 +428,18 @@ impl Op<Ref> for GitSource {
         );
         let keep_git_dir = self.keep_git_dir;
         let checksum = self.checksum.clone();
+        let (fetch_by_commit, skip_submodules, commit_mtime) = (
+            self.fetch_by_commit,
+            self.skip_submodules,
+            self.commit_mtime,
+        );
         let store = self.config.store.clone();
         let transport = self.transport();
         async move {
             let transport = transport?;
             blocking(move || {
                 let t = &transport;
-                let commit = resolve_checked(t, &url, &reference, &checksum)?;
+                let commit = resolve_checked(t, &url, &reference, &checksum, fetch_by_commit)?;
                 let work = tempfile::Builder::new()
                     .prefix("git-")
                     .tempdir_in(scratch_dir(&store)?)?;
@@ -343,6 +460,24 @@ impl Op<Ref> for GitSource {
                     .or_else(|_| git(t, &["fetch", "--quiet", "origin"], Some(&dir)))?;
                 }
                 git(t, &["checkout", "--quiet", "--detach", &commit], Some(&dir))?;
+                if !skip_submodules {
+                    // Each submodule's remote passes the same checks: the transports allowed
+                    // above reach the git processes this one starts, through the environment.
+                    git(
+                        t,
+                        &["submodule", "update", "--init", "--recursive", "--depth=1"],
+                        Some(&dir),
+                    )
+                    .map_err(|e| format!("failed to update submodules for {url}: {e}"))?;
+                }
+                if commit_mtime {
+                    let time = git(t, &["log", "-1", "--format=%ct", &commit], Some(&dir))?;
+                    let time: i64 = time
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("invalid commit time {time:?} of {commit}"))?;
+                    set_times(&dir, filetime::FileTime::from_unix_time(time, 0))?;
+                }
                 let source = if subdir.is_empty() {
                     dir.clone()
                 } else {
@@ -355,17 +490,33 @@ impl Op<Ref> for GitSource {
                         }
                     }
                 };
-                if !keep_git_dir {
-                    fs_err::remove_dir_all(dir.join(".git"))?;
-                }
-                let everything = LocalFilter::from_attrs(&Default::default())?;
-                let selected = everything.select(&source)?;
+                // Without the repository, submodules' `.git` files (which point into it) go
+                // too; git never lets a tracked path be named `.git`.
+                let filter = if keep_git_dir {
+                    LocalFilter::default()
+                } else {
+                    LocalFilter::excluding(&["**/.git"])
+                };
+                let selected = filter.select(&source)?;
                 Ok(vec![snapshot_from_dir(&store, &source, &selected, "git")?])
             })
             .await
         }
         .boxed()
     }
+}
+
+/// Sets the access and modification times of everything below `dir` (not following links),
+/// directories after their contents, as BuildKit's `git.mtime=commit` does.
+fn set_times(dir: &Path, time: filetime::FileTime) -> std::io::Result<()> {
+    for entry in fs_err::read_dir(dir)? {
+        let path = entry?.path();
+        if fs_err::symlink_metadata(&path)?.is_dir() {
+            set_times(&path, time)?;
+        }
+        filetime::set_symlink_file_times(&path, time, time)?;
+    }
+    filetime::set_symlink_file_times(dir, time, time)
 }
 
 #[cfg(test)]
@@ -417,6 +568,139 @@ mod tests {
         assert!(check_reference("a\nb").is_err());
     }
 
+    /// Answers every HTTP request on 127.0.0.1 with 404 and sends back each request's
+    /// `Authorization` header (or an empty string); returns the base URL.
+    fn capture_authorization() -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut authorization = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            authorization = value.trim().to_owned();
+                        }
+                    }
+                }
+                let _ = sender.send(authorization);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, receiver)
+    }
+
+    /// The `Authorization` header git sends to a fake remote for a source with these
+    /// attributes and session secrets (`HOST` in a secret's name is the remote's host and port).
+    fn authorization(attrs: &[(&str, &str)], secrets: &[(&str, &str)]) -> String {
+        let (base, received) = capture_authorization();
+        let url = format!("{base}/repo.git");
+        let host = base.trim_start_matches("http://");
+        let secrets: Vec<(String, &str)> = secrets
+            .iter()
+            .map(|(name, value)| (name.replace("HOST", host), *value))
+            .collect();
+        let secrets: Vec<(&str, &str)> = secrets.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let store = tempfile::tempdir().unwrap();
+        let config = Arc::new(crate::llbsolver::tests::config(store.path(), &secrets));
+        let mut all: std::collections::BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        all.insert("git.fullurl".into(), url.clone());
+        let source = pb::SourceOp {
+            identifier: "git://127.0.0.1/repo.git#main".into(),
+            attrs: all,
+        };
+        let git = GitSource::new(String::new(), &source, config).unwrap();
+        let err = resolve(&git.transport().unwrap(), &url, "main").unwrap_err();
+        assert!(err.to_string().contains("git ls-remote"), "{err}");
+        received
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+    }
+
+    #[test]
+    fn http_remotes_authenticate_with_the_named_secrets() {
+        use base64::Engine as _;
+        let names = [
+            ("git.authtokensecret", "GIT_AUTH_TOKEN"),
+            ("git.authheadersecret", "GIT_AUTH_HEADER"),
+        ];
+        // No secret: nothing is sent.
+        assert_eq!(authorization(&names, &[]), "");
+        // A token: basic authentication as x-access-token.
+        let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:s3cret");
+        assert_eq!(
+            authorization(&names, &[("GIT_AUTH_TOKEN", "s3cret")]),
+            format!("basic {basic}")
+        );
+        // A header wins over a token, and a secret for the host over one for any host.
+        assert_eq!(
+            authorization(
+                &names,
+                &[
+                    ("GIT_AUTH_TOKEN", "s3cret"),
+                    ("GIT_AUTH_HEADER", "bearer any-host"),
+                ]
+            ),
+            "bearer any-host"
+        );
+        assert_eq!(
+            authorization(
+                &names,
+                &[
+                    ("GIT_AUTH_HEADER", "bearer any-host"),
+                    ("GIT_AUTH_TOKEN.HOST", "for-this-host"),
+                ]
+            ),
+            format!(
+                "basic {}",
+                base64::engine::general_purpose::STANDARD.encode("x-access-token:for-this-host")
+            )
+        );
+        // Without the attributes, the secrets are not used.
+        assert_eq!(authorization(&[], &[("GIT_AUTH_TOKEN", "s3cret")]), "");
+    }
+
+    #[test]
+    fn fetch_by_commit_takes_the_checksum_as_the_commit() {
+        let transport = Transport {
+            agent: None,
+            known_hosts: None,
+            auth: None,
+        };
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        // No remote is asked: this one does not exist.
+        let url = "git://127.0.0.1:1/repo";
+        assert_eq!(
+            resolve_checked(&transport, url, "main", commit, true).unwrap(),
+            commit
+        );
+        assert_eq!(
+            resolve_checked(&transport, url, "main", "", true)
+                .unwrap_err()
+                .to_string(),
+            "fetch-by-commit requires a checksum or a commit SHA ref"
+        );
+        assert_eq!(
+            resolve_checked(&transport, url, "main", "0123abc", true)
+                .unwrap_err()
+                .to_string(),
+            "fetch-by-commit requires a full commit SHA checksum, got \"0123abc\""
+        );
+    }
+
     #[test]
     fn quoted_paths_survive_the_shell() {
         for path in [
@@ -434,6 +718,7 @@ mod tests {
         let without = Transport {
             agent: None,
             known_hosts: None,
+            auth: None,
         };
         assert_eq!(
             without.ssh_command(),
@@ -447,6 +732,7 @@ mod tests {
         let with = Transport {
             agent: None,
             known_hosts: Some(file),
+            auth: None,
         };
         // The path is quoted for the shell; unquoted it reads the same for a plain path.
         assert_eq!(with.ssh_command().replace('\'', ""), expected);

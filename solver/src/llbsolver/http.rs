@@ -2,7 +2,10 @@
 //!
 //! Attributes as BuildKit's: `http.checksum` (the content must have this digest),
 //! `http.filename` (default: the last segment of the URL path, or `index`), `http.perm` (octal,
-//! default 0600), `http.uid` and `http.gid`. The cache key is the op digest plus the checksum
+//! default 0600), `http.uid` and `http.gid`; `http.header.accept` and `http.header.user-agent`
+//! set those request headers. The `Authorization` header is the session secret
+//! `http.authheadersecret` names (which must exist), or else, when the session has them, the
+//! secret `HTTP_AUTH_HEADER_<host>` or `Bearer` and the secret `HTTP_AUTH_TOKEN_<host>`. The cache key is the op digest plus the checksum
 //! when one is given; otherwise the server's `ETag` or `Last-Modified` from a `HEAD` request, so
 //! an unchanged resource is not downloaded again; a server that sends neither is downloaded to
 //! key the content itself; that download is kept for the step, so a file is fetched once.
@@ -32,6 +35,9 @@ pub(super) struct HttpSource {
     perm: u32,
     uid: u32,
     gid: u32,
+    /// Request headers: `Accept`, `User-Agent` and `Authorization`, as the attributes and
+    /// secrets give them.
+    headers: reqwest::header::HeaderMap,
     config: Arc<SessionConfig>,
     /// The file downloaded to key the content, kept for [`Op::exec`].
     downloaded: Arc<Mutex<Option<Download>>>,
@@ -50,11 +56,69 @@ struct Download {
     digest: String,
 }
 
-fn client() -> Result<reqwest::Client, OpError> {
+fn client(headers: &reqwest::header::HeaderMap) -> Result<reqwest::Client, OpError> {
     Ok(reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
+        .default_headers(headers.clone())
         .build()?)
+}
+
+/// The request headers of a source: `Accept` and `User-Agent` from `http.header.*`, and
+/// `Authorization` from the session's secrets.
+fn request_headers(
+    source: &pb::SourceOp,
+    secrets: &std::collections::HashMap<String, Vec<u8>>,
+) -> Result<reqwest::header::HeaderMap, String> {
+    use reqwest::header::{self, HeaderMap, HeaderValue};
+    let value = |what: &str, bytes: &[u8]| {
+        HeaderValue::from_bytes(bytes).map_err(|_| format!("invalid value for {what}"))
+    };
+    let mut headers = HeaderMap::new();
+    for (key, text) in &source.attrs {
+        let Some(name) = key.strip_prefix("http.header.") else {
+            continue;
+        };
+        let name = match name.to_ascii_lowercase().as_str() {
+            "accept" => header::ACCEPT,
+            "user-agent" => header::USER_AGENT,
+            _ => {
+                return Err(format!(
+                    "{key} is not supported: only Accept and User-Agent"
+                ));
+            }
+        };
+        headers.insert(name, value(key, text.as_bytes())?);
+    }
+    let host = reqwest::Url::parse(&source.identifier)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let named = source
+        .attrs
+        .get("http.authheadersecret")
+        .filter(|s| !s.is_empty());
+    let authorization = match named {
+        Some(name) => {
+            let secret = secrets
+                .get(name)
+                .ok_or_else(|| format!("failed to retrieve HTTP auth secret {name}: not found"))?;
+            Some(secret.clone())
+        }
+        None => secrets
+            .get(&format!("HTTP_AUTH_HEADER_{host}"))
+            .cloned()
+            .or_else(|| {
+                let token = secrets.get(&format!("HTTP_AUTH_TOKEN_{host}"))?;
+                Some([b"Bearer ".as_slice(), token].concat())
+            }),
+    };
+    if let Some(authorization) = authorization {
+        let mut authorization = value("the HTTP auth secret", &authorization)?;
+        authorization.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, authorization);
+    }
+    Ok(headers)
 }
 
 impl HttpSource {
@@ -87,6 +151,7 @@ impl HttpSource {
             perm: number("http.perm", 8)?.unwrap_or(0o600) & 0o7777,
             uid: number("http.uid", 10)?.unwrap_or(0),
             gid: number("http.gid", 10)?.unwrap_or(0),
+            headers: request_headers(source, &config.secrets)?,
             url,
             config,
             downloaded: Arc::default(),
@@ -157,11 +222,12 @@ impl Op<Ref> for HttpSource {
         let checksum = self.checksum.clone();
         let store = self.config.store.clone();
         let downloaded = Arc::clone(&self.downloaded);
+        let headers = self.headers.clone();
         async move {
             let version = match checksum {
                 Some(checksum) => checksum,
                 None => {
-                    let client = client()?;
+                    let client = client(&headers)?;
                     let response = client.head(&url).send().await?;
                     let header = |name: &str| {
                         response
@@ -200,6 +266,7 @@ impl Op<Ref> for HttpSource {
         let checksum = self.checksum.clone();
         let (filename, perm, uid, gid) = (self.filename.clone(), self.perm, self.uid, self.gid);
         let store = self.config.store.clone();
+        let headers = self.headers.clone();
         let downloaded = self
             .downloaded
             .lock()
@@ -210,7 +277,7 @@ impl Op<Ref> for HttpSource {
                 Some(file) => file,
                 None => {
                     let dir = super::scratch_dir(&store)?;
-                    download(&client()?, &url, &dir, MAX_DOWNLOAD).await?
+                    download(&client(&headers)?, &url, &dir, MAX_DOWNLOAD).await?
                 }
             };
             if let Some(expected) = checksum {
@@ -284,10 +351,15 @@ mod tests {
                     .to_vec(),
             )
             .await;
-            let err = download(&client().unwrap(), &url, dir.path(), 1000)
-                .await
-                .err()
-                .expect("an announced 1 TiB download");
+            let err = download(
+                &client(&Default::default()).unwrap(),
+                &url,
+                dir.path(),
+                1000,
+            )
+            .await
+            .err()
+            .expect("an announced 1 TiB download");
             assert!(
                 err.to_string().contains("more than the 1000 allowed"),
                 "{err}"
@@ -296,10 +368,15 @@ mod tests {
             let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
             reply.extend(std::iter::repeat_n(b'x', 5000));
             let url = serve(reply).await;
-            let err = download(&client().unwrap(), &url, dir.path(), 1000)
-                .await
-                .err()
-                .expect("a 5000-byte download");
+            let err = download(
+                &client(&Default::default()).unwrap(),
+                &url,
+                dir.path(),
+                1000,
+            )
+            .await
+            .err()
+            .expect("a 5000-byte download");
             assert!(
                 err.to_string().contains("more than the 1000 bytes allowed"),
                 "{err}"
@@ -309,9 +386,14 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec(),
             )
             .await;
-            let file = download(&client().unwrap(), &url, dir.path(), 1000)
-                .await
-                .unwrap();
+            let file = download(
+                &client(&Default::default()).unwrap(),
+                &url,
+                dir.path(),
+                1000,
+            )
+            .await
+            .unwrap();
             assert_eq!(fs_err::read(&file.file).unwrap(), b"hello");
             assert_eq!(
                 file.digest,
@@ -320,6 +402,86 @@ mod tests {
         });
         // Failed downloads leave no file behind; the kept one is removed on drop.
         assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Answers each request with its own head as the body; returns the URL.
+    async fn echo() -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/file", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let n = stream.read(&mut request).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&request[..n]).to_ascii_lowercase();
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                        head.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// The request head the server saw for a source with these attributes and secrets.
+    fn sent(attrs: &[(&str, &str)], secrets: &[(&str, &str)]) -> Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let url = echo().await;
+            let source = pb::SourceOp {
+                identifier: url.clone(),
+                attrs: attrs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            };
+            let secrets = secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            let headers = request_headers(&source, &secrets)?;
+            let file = download(&client(&headers).unwrap(), &url, dir.path(), 1 << 20)
+                .await
+                .unwrap();
+            Ok(fs_err::read_to_string(&file.file).unwrap())
+        })
+    }
+
+    #[test]
+    fn headers_and_authorization_come_from_attributes_and_secrets() {
+        let head = sent(
+            &[
+                ("http.header.Accept", "text/plain"),
+                ("http.header.user-agent", "kiln-test"),
+                ("http.authheadersecret", "TOKEN"),
+            ],
+            &[("TOKEN", "Basic abc")],
+        )
+        .unwrap();
+        for line in [
+            "accept: text/plain\r\n",
+            "user-agent: kiln-test\r\n",
+            "authorization: basic abc\r\n",
+        ] {
+            assert!(head.contains(line), "{line:?} in {head}");
+        }
+        // A named secret must exist.
+        assert_eq!(
+            sent(&[("http.authheadersecret", "TOKEN")], &[]).unwrap_err(),
+            "failed to retrieve HTTP auth secret TOKEN: not found"
+        );
+        // Without one, the host's secrets are used when there are any.
+        let head = sent(&[], &[("HTTP_AUTH_TOKEN_127.0.0.1", "t0k")]).unwrap();
+        assert!(head.contains("authorization: bearer t0k\r\n"), "{head}");
+        let head = sent(&[], &[]).unwrap();
+        assert!(!head.contains("authorization"), "{head}");
+        assert_eq!(
+            sent(&[("http.header.cookie", "a=b")], &[]).unwrap_err(),
+            "http.header.cookie is not supported: only Accept and User-Agent"
+        );
     }
 
     #[test]

@@ -131,6 +131,14 @@ impl LocalFilter {
         })
     }
 
+    /// Everything except what matches one of `patterns`.
+    pub(super) fn excluding(patterns: &[&str]) -> Self {
+        Self {
+            excludes: patterns.iter().filter_map(|p| Pattern::parse(p)).collect(),
+            ..Self::default()
+        }
+    }
+
     /// Selects the paths below `root`, parents before children, sorted by name.
     pub(super) fn select(&self, root: &Path) -> io::Result<Vec<Selected>> {
         let mut includes = self.includes.clone();

@@ -3,7 +3,9 @@
 //!
 //! # Overview
 //!
-//! 1. [`Session::graph`] turns every op of a [`LoadedDefinition`] into a vertex: source ops
+//! 1. [`Session::graph`] checks every op of a [`LoadedDefinition`] against what kiln can honour
+//!    (`validate` tables each field and attribute: used, refused by name, or harmless to
+//!    ignore) and turns it into a vertex: source ops
 //!    (`docker-image://`, `local://` narrowed by its include/exclude/follow attributes, see
 //!    `local`), exec ops, file ops, merge and diff ops. Scratch (an input index of -1) is the
 //!    empty reference. An op is cached under a digest of the op without its inputs and without
@@ -29,6 +31,7 @@ mod http;
 mod local;
 mod merge;
 mod source;
+mod validate;
 mod view;
 
 use std::collections::HashMap;
@@ -127,11 +130,16 @@ impl Session {
     /// Turns a loaded Definition into a scheduler graph.
     pub fn graph(&self, definition: &LoadedDefinition) -> Result<Graph<Ref>, LlbError> {
         let mut graph = Graph::new();
+        let platform = validate::Platform {
+            os: self.config.pull.os.clone(),
+            architecture: self.config.pull.architecture.clone(),
+        };
         for op in definition.ops() {
             let digest = op.digest();
             let Some(body) = op.body() else {
                 continue; // the terminal op: it only names the result
             };
+            validate::check_op(op, &platform)?;
             let name = definition
                 .metadata(&digest)
                 .and_then(|m| m.description.get("llb.customname").cloned())
@@ -213,13 +221,22 @@ impl Session {
 }
 
 /// The digest that keys an op in the cache: the op without its input digests (the scheduler
-/// mixes in the inputs' own cache keys) and without `local.unique`, which only makes a local
-/// source's op digest differ per invocation.
+/// mixes in the inputs' own cache keys), without `local.unique`, which only makes a local
+/// source's op digest differ per invocation, and without an exec's proxy settings, which
+/// BuildKit keeps out of the key too (a proxy does not change what a step makes).
 fn cache_digest(op: &pb::Op) -> String {
     let mut op = op.clone();
     op.inputs.clear();
-    if let Some(pb::op::Op::Source(source)) = &mut op.op {
-        source.attrs.remove("local.unique");
+    match &mut op.op {
+        Some(pb::op::Op::Source(source)) => {
+            source.attrs.remove("local.unique");
+        }
+        Some(pb::op::Op::Exec(exec)) => {
+            if let Some(meta) = &mut exec.meta {
+                meta.proxy_env = None;
+            }
+        }
+        _ => {}
     }
     kiln_llb::op_digest(&op).to_string()
 }
@@ -259,6 +276,26 @@ pub enum LlbError {
         digest: String,
         /// What is wrong with it.
         message: String,
+    },
+    /// A field kiln refuses rather than build something other than it asks (see `validate`).
+    #[error("op {digest}: {field} is not supported: {reason}")]
+    Refused {
+        /// The op digest.
+        digest: String,
+        /// The field or attribute.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A source attribute kiln does not know.
+    #[error("op {digest}: unknown attribute {key:?} for {scheme} sources")]
+    UnknownAttribute {
+        /// The op digest.
+        digest: String,
+        /// The source's scheme.
+        scheme: &'static str,
+        /// The attribute.
+        key: String,
     },
     /// A source identifier kiln does not know.
     #[error("op {digest}: unsupported source {identifier:?}")]
@@ -603,7 +640,7 @@ mod tests {
                 .unwrap()
         }
 
-        fn names(&self, cached: bool) -> Vec<String> {
+        pub(super) fn names(&self, cached: bool) -> Vec<String> {
             self.0
                 .lock()
                 .unwrap()
@@ -618,23 +655,50 @@ mod tests {
     }
 
     pub(super) fn session(store: &Path, locals: &[(&str, &Path)]) -> Session {
-        let store = Arc::new(Store::open(store).unwrap());
-        Session::new(
-            SessionConfig {
-                store,
-                executor: Arc::new(NoExec),
-                pull: kiln_cache::PullOptions::default(),
-                locals: locals
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
-                    .collect(),
-                secrets: HashMap::new(),
-                ssh: HashMap::new(),
-                no_cache: false,
-                entitlements: Default::default(),
-            },
-            None,
-        )
+        let mut config = config(store, &[]);
+        config.locals = locals
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+            .collect();
+        Session::new(config, None)
+    }
+
+    /// A session configuration on the store at `store` with these secrets and no executor.
+    pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
+        SessionConfig {
+            store: Arc::new(Store::open(store).unwrap()),
+            executor: Arc::new(NoExec),
+            pull: kiln_cache::PullOptions::default(),
+            locals: HashMap::new(),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            ssh: HashMap::new(),
+            no_cache: false,
+            entitlements: Default::default(),
+        }
+    }
+
+    /// A Definition of `op` alone (it has no inputs), with `metadata` for it.
+    pub(super) fn definition(op: pb::Op, metadata: Option<pb::OpMetadata>) -> LoadedDefinition {
+        let digest = kiln_llb::op_digest(&op);
+        let terminal = pb::Op {
+            inputs: vec![pb::Input {
+                digest: digest.to_string(),
+                index: 0,
+            }],
+            ..Default::default()
+        };
+        LoadedDefinition::from_definition(pb::Definition {
+            def: vec![kiln_llb::marshal_op(&op), kiln_llb::marshal_op(&terminal)],
+            metadata: metadata
+                .map(|m| (digest.to_string(), m))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recorder>) -> Ref {

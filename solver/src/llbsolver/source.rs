@@ -23,14 +23,14 @@ pub(super) fn source_op(
 ) -> Result<Arc<dyn Op<Ref>>, LlbError> {
     let identifier = source.identifier.as_str();
     if let Some(reference) = identifier.strip_prefix("docker-image://") {
-        return Ok(Arc::new(ImageSource {
-            digest,
-            reference: reference.to_owned(),
-            config,
-        }));
+        let source = ImageSource::new(digest.clone(), reference, &source.attrs, config)
+            .map_err(|message| LlbError::BadAttribute { digest, message })?;
+        return Ok(Arc::new(source));
     }
     if identifier.starts_with("git://") {
-        return Ok(Arc::new(super::git::GitSource::new(digest, source, config)));
+        let source = super::git::GitSource::new(digest.clone(), source, config)
+            .map_err(|message| LlbError::BadAttribute { digest, message })?;
+        return Ok(Arc::new(source));
     }
     if identifier.starts_with("http://") || identifier.starts_with("https://") {
         let source =
@@ -66,7 +66,66 @@ pub(super) fn source_op(
 struct ImageSource {
     digest: String,
     reference: String,
+    /// How the image is found: the session's options, `image.resolvemode` applied.
+    pull: kiln_cache::PullOptions,
+    /// `image.layerlimit`: only this many layers, from the bottom.
+    layer_limit: Option<usize>,
+    /// `image.checksum`: the digest the name must resolve to (an index or a manifest).
+    checksum: Option<kiln_cache::Digest>,
     config: Arc<SessionConfig>,
+}
+
+impl ImageSource {
+    fn new(
+        digest: String,
+        reference: &str,
+        attrs: &std::collections::BTreeMap<String, String>,
+        config: Arc<SessionConfig>,
+    ) -> Result<Self, String> {
+        let mut pull = config.pull.clone();
+        match attrs.get("image.resolvemode").map(String::as_str) {
+            None | Some("" | "default") => {}
+            Some("pull") => pull.prefer_local = false,
+            Some("local") => pull.prefer_local = true,
+            Some(other) => return Err(format!("invalid resolvemode: {other}")),
+        }
+        let layer_limit = attrs
+            .get("image.layerlimit")
+            .map(|v| match v.parse::<usize>() {
+                Ok(limit) if limit > 0 => Ok(limit),
+                _ => Err(format!("invalid layer limit {v}")),
+            })
+            .transpose()?;
+        let checksum = attrs
+            .get("image.checksum")
+            .map(|v| {
+                v.parse::<kiln_cache::Digest>()
+                    .map_err(|_| format!("invalid image checksum {v}"))
+            })
+            .transpose()?;
+        Ok(Self {
+            digest,
+            reference: reference.to_owned(),
+            pull,
+            layer_limit,
+            checksum,
+            config,
+        })
+    }
+}
+
+/// The snapshot of an image's first `limit` layers (all of them without a limit); `None` for
+/// an image without layers.
+fn image_top(image: &kiln_cache::ImageRecord, limit: Option<usize>) -> Option<Ref> {
+    let count = limit.map_or(image.diff_ids.len(), |l| l.min(image.diff_ids.len()));
+    if count == image.diff_ids.len() {
+        return image.chain_id.map(|c| Ref::snapshot(c.to_string()));
+    }
+    let mut chain = None;
+    for diff_id in &image.diff_ids[..count] {
+        chain = Some(kiln_cache::chain_id(chain.as_ref(), diff_id));
+    }
+    chain.map(|c| Ref::snapshot(c.to_string()))
 }
 
 impl Op<Ref> for ImageSource {
@@ -86,22 +145,37 @@ impl Op<Ref> for ImageSource {
     fn exec(&self, _: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
         let reference = self.reference.clone();
+        let pull = self.pull.clone();
+        let (layer_limit, checksum) = (self.layer_limit, self.checksum);
         async move {
             // The pull future is not `Send` (a closure in it borrows across an await), so it
             // runs on a runtime of its own on the blocking pool.
-            let pulled = blocking(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(runtime.block_on(kiln_cache::pull(
-                    config.store.clone(),
-                    &reference,
-                    &config.pull,
-                    &(),
-                ))?)
-            })
-            .await?;
-            let top = pulled.image.chain_id.map(|c| Ref::snapshot(c.to_string()));
+            let pulled = {
+                let reference = reference.clone();
+                blocking(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    Ok(runtime.block_on(kiln_cache::pull(
+                        config.store.clone(),
+                        &reference,
+                        &pull,
+                        &(),
+                    ))?)
+                })
+                .await?
+            };
+            if let Some(expected) = checksum {
+                // What the name resolved to: the index when it named one, else the manifest.
+                let resolved = pulled.image.index.unwrap_or(pulled.image.manifest);
+                if resolved != expected {
+                    return Err(format!(
+                        "image digest {resolved} for {reference} does not match expected checksum {expected}"
+                    )
+                    .into());
+                }
+            }
+            let top = image_top(&pulled.image, layer_limit);
             Ok(vec![top.unwrap_or_else(Ref::scratch)])
         }
         .boxed()
@@ -403,6 +477,67 @@ mod tests {
 
     fn select_all(dir: &Path) -> Vec<Selected> {
         LocalFilter::default().select(dir).unwrap()
+    }
+
+    #[test]
+    fn a_layer_limit_takes_the_snapshot_of_the_bottom_layers() {
+        let diff_ids: Vec<kiln_cache::Digest> =
+            (0..3u8).map(|i| kiln_cache::Digest::from_bytes(&[i])).collect();
+        let chains: Vec<kiln_cache::Digest> = diff_ids
+            .iter()
+            .scan(None, |parent: &mut Option<kiln_cache::Digest>, d| {
+                let chain = kiln_cache::chain_id(parent.as_ref(), d);
+                *parent = Some(chain);
+                Some(chain)
+            })
+            .collect();
+        let image = kiln_cache::ImageRecord {
+            name: "docker.io/library/layers:latest".into(),
+            manifest: kiln_cache::Digest::from_bytes(b"manifest"),
+            manifest_media_type: String::new(),
+            index: None,
+            config: kiln_cache::Digest::from_bytes(b"config"),
+            layers: diff_ids.clone(),
+            diff_ids,
+            chain_id: Some(chains[2]),
+            size: 0,
+            created: None,
+            last_used: 0,
+        };
+        let key = |r: Option<Ref>| r.and_then(|r| r.key().map(str::to_owned));
+        let chain = |i: usize| Some(chains[i].to_string());
+        assert_eq!(key(image_top(&image, None)), chain(2));
+        assert_eq!(key(image_top(&image, Some(1))), chain(0));
+        assert_eq!(key(image_top(&image, Some(2))), chain(1));
+        assert_eq!(key(image_top(&image, Some(9))), chain(2));
+        let empty = kiln_cache::ImageRecord {
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            chain_id: None,
+            ..image
+        };
+        assert_eq!(key(image_top(&empty, Some(1))), None);
+    }
+
+    #[test]
+    fn resolve_modes_choose_between_the_store_and_the_registry() {
+        let store = tempfile::tempdir().unwrap();
+        let mut config = crate::llbsolver::tests::session(store.path(), &[])
+            .config()
+            .clone();
+        let prefer_local = |config: &Arc<SessionConfig>, mode: &str| {
+            let attrs = [("image.resolvemode".to_owned(), mode.to_owned())].into();
+            ImageSource::new(String::new(), "busybox", &attrs, config.clone())
+                .unwrap()
+                .pull
+                .prefer_local
+        };
+        assert!(!prefer_local(&config, "default"));
+        assert!(!prefer_local(&config, "pull"));
+        assert!(prefer_local(&config, "local"));
+        Arc::get_mut(&mut config).unwrap().pull.prefer_local = true;
+        assert!(prefer_local(&config, "default"));
+        assert!(!prefer_local(&config, "pull"));
     }
 
     #[test]

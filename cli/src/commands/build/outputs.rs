@@ -23,6 +23,11 @@ pub(super) enum ImageFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ImageSettings {
     pub(super) compression: Compression,
+    /// `force-compression`: convert stored layers (a base image's) to `compression` too.
+    pub(super) force_compression: bool,
+    /// `store`: keep the image in the store (`type=image`; `false` with `push=true` only
+    /// pushes it).
+    pub(super) store: bool,
     pub(super) oci_mediatypes: bool,
     pub(super) rewrite_timestamp: bool,
     pub(super) names: Vec<String>,
@@ -76,9 +81,13 @@ pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
     };
     let mut compression = "gzip";
     let mut level = None;
+    let mut oci_mediatypes = None;
+    let mut store = None;
     let mut settings = ImageSettings {
         compression: Compression::default(),
-        oci_mediatypes: kind != "docker",
+        force_compression: false,
+        store: true,
+        oci_mediatypes: true,
         rewrite_timestamp: false,
         names: Vec::new(),
         push: false,
@@ -93,25 +102,46 @@ pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
                     format!("invalid compression-level {value:?}: expected a number")
                 })?);
             }
-            "oci-mediatypes" => settings.oci_mediatypes = boolean(key, value)?,
+            "oci-mediatypes" => oci_mediatypes = Some(boolean(key, value)?),
             "rewrite-timestamp" => settings.rewrite_timestamp = boolean(key, value)?,
             "tar" => tar = boolean(key, value)?,
             "name" => settings.names.extend(value.split(';').map(str::to_owned)),
             "push" => settings.push = boolean(key, value)?,
-            "force-compression" | "store" => {}
+            // An empty value turns it on, as in BuildKit.
+            "force-compression" => {
+                settings.force_compression = value.is_empty() || boolean(key, value)?;
+            }
+            "store" => store = Some(boolean(key, value)?),
             _ => bail!("unknown option {key:?} for output type {kind:?}"),
         }
     }
     settings.compression = match compression {
+        // Go's gzip levels: -1 is the default, 0 to 9 the others (BuildKit's wording).
         "gzip" => Compression::Gzip {
-            level: level.map_or(6, |l| l.clamp(0, 9).unsigned_abs()),
+            level: match level {
+                None | Some(-1) => 6,
+                Some(l @ 0..=9) => l.unsigned_abs(),
+                Some(l) => bail!("gzip: invalid compression level: {l}"),
+            },
         },
+        // Any level, brought into zstd's range, as BuildKit maps it.
         "zstd" => Compression::Zstd {
             level: level.map_or(3, |l| l.clamp(1, 22)),
         },
         "uncompressed" => Compression::Uncompressed,
         other => bail!("unknown compression {other:?}: expected gzip, zstd or uncompressed"),
     };
+    settings.oci_mediatypes = oci_mediatypes.unwrap_or(kind != "docker");
+    // Docker's media types have no zstd layer (type=docker defaults to them).
+    if !settings.oci_mediatypes && compression == "zstd" {
+        bail!("exporter option \"compression=zstd\" conflicts with \"oci-mediatypes=false\"");
+    }
+    if let Some(store) = store {
+        if !matches!(kind, "image" | "registry") {
+            bail!("output {text:?}: store=... applies to type=image only");
+        }
+        settings.store = store;
+    }
     match kind {
         "local" => Ok(Output::Local {
             dest: need_dest(dest, "DIR")?,
@@ -134,6 +164,9 @@ pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
                 bail!("output {text:?}: type={kind} needs name=REF");
             }
             settings.push |= kind == "registry";
+            if !settings.store && !settings.push {
+                bail!("output {text:?}: store=false without push=true exports nothing");
+            }
             Ok(Output::Image {
                 format: ImageFormat::Store,
                 dest: None,
@@ -166,6 +199,8 @@ pub(super) fn from_args(
             dest: None,
             settings: ImageSettings {
                 compression: Compression::default(),
+                force_compression: false,
+                store: true,
                 oci_mediatypes: true,
                 rewrite_timestamp: false,
                 names: tags.to_vec(),
@@ -241,7 +276,12 @@ fn image(
         source_date_epoch: epoch.filter(|_| settings.rewrite_timestamp),
         threads: 0,
     };
-    let layers = kiln_exporters::chain_layers(store, &keys, &layer_options)
+    let existing = if settings.force_compression {
+        kiln_exporters::ExistingLayers::Recompress
+    } else {
+        kiln_exporters::ExistingLayers::Reuse
+    };
+    let layers = kiln_exporters::chain_layers(store, &keys, &layer_options, existing)
         .context("writing the image layers")?;
     let options = ImageOptions {
         oci_mediatypes: settings.oci_mediatypes,
@@ -337,7 +377,7 @@ pub(super) fn export(
                 }
                 _ => {}
             }
-            if *format == ImageFormat::Store {
+            if *format == ImageFormat::Store && settings.store {
                 for name in &names {
                     store
                         .store_image(&image, name)
@@ -388,5 +428,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown compression \"lz4\""), "{err}");
+    }
+
+    fn settings(text: &str) -> ImageSettings {
+        match parse(text).unwrap() {
+            Output::Image { settings, .. } => settings,
+            other => panic!("not an image output: {other:?}"),
+        }
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn compression_options_are_checked_as_buildkit_checks_them() {
+        assert!(!settings("type=oci,dest=x").force_compression);
+        assert!(settings("type=oci,dest=x,force-compression=true").force_compression);
+        assert!(settings("type=oci,dest=x,force-compression=").force_compression);
+        assert!(!settings("type=oci,dest=x,force-compression=false").force_compression);
+        assert_eq!(
+            error("type=oci,dest=x,force-compression=maybe"),
+            "invalid value \"maybe\" for force-compression: expected true or false"
+        );
+        // gzip takes Go's levels; out of range is an error, not a quiet clamp.
+        assert_eq!(
+            settings("type=oci,dest=x,compression-level=-1").compression,
+            Compression::Gzip { level: 6 }
+        );
+        assert_eq!(
+            settings("type=oci,dest=x,compression-level=0").compression,
+            Compression::Gzip { level: 0 }
+        );
+        assert_eq!(
+            error("type=oci,dest=x,compression-level=10"),
+            "gzip: invalid compression level: 10"
+        );
+        // zstd maps any level into its range, as BuildKit.
+        assert_eq!(
+            settings("type=oci,dest=x,compression=zstd,compression-level=99").compression,
+            Compression::Zstd { level: 22 }
+        );
+        // Docker media types have no zstd layers.
+        assert_eq!(
+            error("type=docker,dest=x,compression=zstd"),
+            "exporter option \"compression=zstd\" conflicts with \"oci-mediatypes=false\""
+        );
+        assert_eq!(
+            error("type=oci,dest=x,compression=zstd,oci-mediatypes=false"),
+            "exporter option \"compression=zstd\" conflicts with \"oci-mediatypes=false\""
+        );
+        let docker_oci = settings("type=docker,dest=x,compression=zstd,oci-mediatypes=true");
+        assert!(docker_oci.oci_mediatypes);
+    }
+
+    #[test]
+    fn store_applies_to_image_outputs() {
+        assert!(settings("type=image,name=a").store);
+        let pushed = settings("type=image,name=a,store=false,push=true");
+        assert!(!pushed.store && pushed.push);
+        assert_eq!(
+            error("type=image,name=a,store=false"),
+            "output \"type=image,name=a,store=false\": store=false without push=true exports nothing"
+        );
+        assert_eq!(
+            error("type=oci,dest=x,store=true"),
+            "output \"type=oci,dest=x,store=true\": store=... applies to type=image only"
+        );
     }
 }
