@@ -481,8 +481,9 @@ mod tests {
 
     #[test]
     fn a_layer_limit_takes_the_snapshot_of_the_bottom_layers() {
-        let diff_ids: Vec<kiln_cache::Digest> =
-            (0..3u8).map(|i| kiln_cache::Digest::from_bytes(&[i])).collect();
+        let diff_ids: Vec<kiln_cache::Digest> = (0..3u8)
+            .map(|i| kiln_cache::Digest::from_bytes(&[i]))
+            .collect();
         let chains: Vec<kiln_cache::Digest> = diff_ids
             .iter()
             .scan(None, |parent: &mut Option<kiln_cache::Digest>, d| {
