@@ -24,7 +24,7 @@ struct State<W> {
     out: W,
     numbers: HashMap<Arc<str>, (usize, Instant)>,
     next: usize,
-    partial: HashMap<Arc<str>, Vec<u8>>,
+    partial: HashMap<Arc<str>, Lines>,
 }
 
 impl<W: Write + Send> PlainProgress<W> {
@@ -75,14 +75,15 @@ impl<W: Write + Send + 'static> Reporter for PlainProgress<W> {
             } => {
                 let (n, started) = state.number(&vertex);
                 let elapsed = started.elapsed().as_secs_f64();
-                let buffer = state.partial.entry(vertex).or_default();
-                buffer.extend_from_slice(&data);
                 let mut result = Ok(());
-                while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&line[..line.len() - 1]);
-                    result = writeln!(text, "#{n} {elapsed:.3} {line}");
-                }
+                state
+                    .partial
+                    .entry(vertex)
+                    .or_default()
+                    .push(&data, |line| {
+                        let line = String::from_utf8_lossy(line);
+                        result = writeln!(text, "#{n} {elapsed:.3} {line}");
+                    });
                 result
             }
             Event::Completed {
@@ -107,9 +108,56 @@ impl<W: Write + Send + 'static> Reporter for PlainProgress<W> {
 
 /// An unterminated last line of output, as a line of its own.
 fn flush_partial<W>(state: &mut State<W>, vertex: &Arc<str>, n: usize) -> String {
-    match state.partial.remove(vertex) {
-        Some(rest) if !rest.is_empty() => format!("#{n} {}\n", String::from_utf8_lossy(&rest)),
-        _ => String::new(),
+    match state.partial.remove(vertex).and_then(Lines::finish) {
+        Some(rest) => format!("#{n} {}\n", String::from_utf8_lossy(&rest)),
+        None => String::new(),
+    }
+}
+
+/// The longest line of step output kept whole: a longer one (a step writing without newlines)
+/// is cut into lines of this size, so a renderer holds at most this much per vertex.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Splits a vertex's output, which arrives in chunks, into lines (without their `\n`).
+#[derive(Default)]
+struct Lines {
+    /// The unterminated end of the output so far, shorter than [`MAX_LINE`].
+    partial: Vec<u8>,
+    /// Whether the current line was cut already (its first pieces went out as lines): its
+    /// newline then ends it without a line of its own when nothing followed the cut.
+    cut: bool,
+}
+
+impl Lines {
+    /// Takes in `data`, calling `line` for each line it completes. Only `data` is searched for
+    /// newlines, so output without them costs linear time.
+    fn push(&mut self, mut data: &[u8], mut line: impl FnMut(&[u8])) {
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&data[..end]);
+            if self.partial.is_empty() && !self.cut {
+                line(b"");
+            }
+            for piece in self.partial.chunks(MAX_LINE) {
+                line(piece);
+            }
+            self.partial.clear();
+            self.cut = false;
+            data = &data[end + 1..];
+        }
+        self.partial.extend_from_slice(data);
+        if self.partial.len() >= MAX_LINE {
+            let whole = self.partial.len() / MAX_LINE * MAX_LINE;
+            for piece in self.partial[..whole].chunks(MAX_LINE) {
+                line(piece);
+            }
+            self.partial.drain(..whole);
+            self.cut = true;
+        }
+    }
+
+    /// The unterminated last line, if any.
+    fn finish(self) -> Option<Vec<u8>> {
+        (!self.partial.is_empty()).then_some(self.partial)
     }
 }
 
@@ -189,7 +237,7 @@ struct VertexView {
     name: String,
     state: VertexState,
     logs: VecDeque<String>,
-    partial: Vec<u8>,
+    partial: Lines,
 }
 
 enum VertexState {
@@ -209,8 +257,7 @@ impl VertexView {
     }
 
     fn flush_partial(&mut self) {
-        if !self.partial.is_empty() {
-            let rest = std::mem::take(&mut self.partial);
+        if let Some(rest) = std::mem::take(&mut self.partial).finish() {
             self.push_line(&rest);
         }
     }
@@ -238,7 +285,7 @@ impl TtyModel {
                 name: name.unwrap_or(vertex).to_owned(),
                 state: VertexState::Running(at),
                 logs: VecDeque::new(),
-                partial: Vec::new(),
+                partial: Lines::default(),
             });
         if let Some(name) = name {
             name.clone_into(&mut view.name);
@@ -257,11 +304,9 @@ impl TtyModel {
             }
             Event::Log { vertex, data, .. } => {
                 let view = self.vertex(&vertex, None, at);
-                view.partial.extend_from_slice(&data);
-                while let Some(end) = view.partial.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = view.partial.drain(..=end).collect();
-                    view.push_line(&line[..line.len() - 1]);
-                }
+                let mut lines = std::mem::take(&mut view.partial);
+                lines.push(&data, |line| view.push_line(line));
+                view.partial = lines;
             }
             Event::Completed {
                 vertex,
@@ -527,6 +572,54 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk, |line| out.push(line.to_vec()));
+        }
+        (out, lines.finish())
+    }
+
+    #[test]
+    fn output_splits_into_lines_across_chunks_keeping_empty_ones() {
+        let (lines, rest) = split(&[b"one\ntw", b"o\n", b"\n", b"\nthr", b"ee"]);
+        assert_eq!(lines, [&b"one"[..], b"two", b"", b""]);
+        assert_eq!(rest.as_deref(), Some(&b"three"[..]));
+        let (lines, rest) = split(&[b"x\n"]);
+        assert_eq!(lines, [b"x"]);
+        assert_eq!(rest, None);
+    }
+
+    #[test]
+    fn output_without_newlines_is_cut_into_bounded_lines() {
+        // 10 MiB and a bit in 4 KiB chunks, no newline until the end.
+        let total = 10 * 1024 * 1024 + 100;
+        let data: Vec<u8> = (0..total).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut lines = Lines::default();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for chunk in data.chunks(4096) {
+            lines.push(chunk, |line| out.push(line.to_vec()));
+            assert!(lines.partial.len() < MAX_LINE, "{}", lines.partial.len());
+        }
+        assert!(out.iter().all(|l| l.len() == MAX_LINE));
+        assert_eq!(out.len(), total / MAX_LINE);
+        lines.push(b"\n", |line| out.push(line.to_vec()));
+        assert_eq!(out.last().unwrap().len(), 100);
+        assert_eq!(out.concat(), data, "no byte lost or added");
+
+        // A cut that falls on the newline adds no empty line.
+        let (lines, rest) = split(&[&vec![b'x'; MAX_LINE], b"\ny\n"]);
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[1], b"y");
+        assert_eq!(rest, None);
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
