@@ -33,6 +33,11 @@ use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError, ResourceClass
 /// How many lines of output a failed step shows.
 const TAIL_LINES: usize = 20;
 
+/// The longest line the tail keeps: a longer one (output without newlines, such as
+/// `yes | tr -d '\n'`) is cut into lines of this length, so the tail never holds more than
+/// `TAIL_LINES + 1` of them whatever a step writes.
+const TAIL_LINE_MAX: usize = 4096;
+
 pub(super) struct ExecOp {
     digest: String,
     inputs: usize,
@@ -64,19 +69,36 @@ struct Tail {
 }
 
 impl Tail {
-    fn push(&mut self, data: &[u8]) {
-        for &b in data {
-            if b == b'\n' {
-                let line = String::from_utf8_lossy(&self.partial).into_owned();
-                self.partial.clear();
-                if self.lines.len() == TAIL_LINES {
-                    self.lines.pop_front();
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(&first) = data.first() {
+            if self.partial.len() == TAIL_LINE_MAX && first != b'\n' {
+                self.end_line();
+            }
+            let room = TAIL_LINE_MAX - self.partial.len();
+            let window = &data[..data.len().min(room + 1)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.partial.extend_from_slice(&data[..end]);
+                    self.end_line();
+                    data = &data[end + 1..];
                 }
-                self.lines.push_back(line);
-            } else {
-                self.partial.push(b);
+                None => {
+                    let taken = data.len().min(room);
+                    self.partial.extend_from_slice(&data[..taken]);
+                    data = &data[taken..];
+                }
             }
         }
+    }
+
+    /// Ends the partial line, dropping the oldest line when the tail is full.
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
     }
 
     fn render(&self) -> String {

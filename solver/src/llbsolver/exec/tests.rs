@@ -20,6 +20,56 @@ fn config(root: &Path) -> SessionConfig {
     }
 }
 
+/// Everything the tail holds: its lines and the partial one.
+fn retained(tail: &Tail) -> usize {
+    tail.lines.iter().map(String::len).sum::<usize>() + tail.partial.len()
+}
+
+#[test]
+fn output_without_newlines_keeps_the_tail_bounded() {
+    let mut tail = Tail::default();
+    // 10 MB without a newline, in the pipe-sized chunks an executor forwards.
+    let chunk = [b'y'; 65536];
+    for _ in 0..(10 << 20) / chunk.len() {
+        tail.push(&chunk);
+        assert!(tail.partial.len() <= TAIL_LINE_MAX);
+    }
+    assert!(retained(&tail) <= (TAIL_LINES + 1) * TAIL_LINE_MAX);
+    assert_eq!(tail.lines.len(), TAIL_LINES);
+    assert!(tail.lines.iter().all(|l| l.len() == TAIL_LINE_MAX));
+    // The end of the output is what the tail shows.
+    tail.push(b"done\n");
+    let render = tail.render();
+    assert!(render.ends_with(&format!("{}\ndone", "y".repeat(TAIL_LINE_MAX))));
+    assert_eq!(render.lines().count(), TAIL_LINES);
+}
+
+#[test]
+fn tail_keeps_the_last_lines_and_cuts_only_lines_over_the_limit() {
+    let mut tail = Tail::default();
+    for n in 0..30 {
+        tail.push(format!("line {n}\n").as_bytes());
+    }
+    tail.push(b"no newline yet");
+    let expected: Vec<String> = (11..30).map(|n| format!("line {n}")).collect();
+    assert_eq!(
+        tail.render(),
+        format!("{}\nno newline yet", expected.join("\n"))
+    );
+
+    // A line of exactly the limit is one line; one byte more makes two.
+    let mut tail = Tail::default();
+    let full = "x".repeat(TAIL_LINE_MAX);
+    tail.push(format!("{full}\n{full}z\n").as_bytes());
+    assert_eq!(tail.render(), format!("{full}\n{full}\nz"));
+    // Split across pushes, byte by byte, the same.
+    let mut bytes = Tail::default();
+    for b in format!("{full}\n{full}z\n").bytes() {
+        bytes.push(&[b]);
+    }
+    assert_eq!(bytes.render(), tail.render());
+}
+
 #[test]
 fn host_network_and_insecure_mode_need_their_entitlements() {
     let exec = |network: pb::NetMode, security: pb::SecurityMode| pb::ExecOp {
