@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::CacheKey;
+use crate::cache_key::CacheKey;
 
 /// How many op records and miss reasons a history keeps; the least recently used go first.
 const MAX_ENTRIES: usize = 20_000;
@@ -212,24 +212,6 @@ impl History {
         }
         trim_map(&mut self.ops, |r| r.used);
         trim_map(&mut self.misses, |m| m.generation);
-    }
-}
-
-impl Serialize for CacheKey {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for CacheKey {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let bytes = text
-            .strip_prefix("sha256:")
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| serde::de::Error::custom(format!("not a cache key: {text:?}")))?;
-        Ok(Self::from_bytes(bytes))
     }
 }
 

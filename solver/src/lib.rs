@@ -44,24 +44,27 @@
 //! # });
 //! ```
 
+mod cache_key;
+mod error;
 mod executor;
-mod fileop;
 mod history;
 mod llbsolver;
 mod scheduler;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
+pub use cache_key::CacheKey;
+pub use error::{BuildError, Error, InputOf, LlbError};
 pub use executor::{
     Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
     ExecUlimit, Executor, OutputSink,
 };
-pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 pub use history::{History, MissReason, MissRecord};
-pub use llbsolver::{
-    BuildError, LlbError, Ref, Session, SessionConfig, export_local, export_tar, load_history,
-};
+pub use llbsolver::fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
+pub use llbsolver::{Ref, Session, SessionConfig, export_local, export_tar, load_history};
 
 pub use scheduler::{
-    CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,
-    NoReporter, Op, OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder,
-    SolveError, SourceContent, Vertex,
+    CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,
+    OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SolveError,
+    SourceContent, Vertex,
 };

@@ -15,23 +15,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use futures::future::{BoxFuture, FutureExt as _};
 use kiln_llb::prost::Message as _;
 use kiln_llb::{LoadedDefinition, pb};
-use kiln_solver::{ExecRequest, ExecStatus, Executor, OpError, OutputSink, Session, SessionConfig};
-
-/// Never called: nothing runs.
-struct NoExec;
-
-impl Executor for NoExec {
-    fn run(
-        &self,
-        _: ExecRequest,
-        _: OutputSink,
-    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
-        async { Err("nothing runs here".into()) }.boxed()
-    }
-}
+use kiln_solver::testing::FakeExecutor;
+use kiln_solver::{Session, SessionConfig};
 
 /// One session for every input, on a store in a directory that lives as long as the process.
 fn session() -> &'static Session {
@@ -42,7 +29,7 @@ fn session() -> &'static Session {
         Session::new(
             SessionConfig {
                 store: Arc::new(store),
-                executor: Arc::new(NoExec),
+                executor: Arc::new(FakeExecutor::refusing("nothing runs here")),
                 pull: kiln_cache::PullOptions::default(),
                 locals: HashMap::from([("context".to_owned(), PathBuf::from(&dir))]),
                 secrets: HashMap::from([("GIT_AUTH_TOKEN".to_owned(), b"token".to_vec())]),

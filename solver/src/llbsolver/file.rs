@@ -6,9 +6,10 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 
+use super::fileop;
 use super::view::{View, with_views};
-use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
-use crate::fileop;
+use super::{ActiveSnapshot, Ref, SessionConfig, blocking, input_ref, scratch_dir};
+use crate::error::{Error, InputOf};
 use crate::scheduler::{CacheDep, CacheMap, ContentDigestFn, Op, OpContext, OpError};
 
 pub(super) struct FileOp {
@@ -88,7 +89,7 @@ impl Op<Ref> for FileOp {
     ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
         let file = self.file.clone();
-        async move { blocking(move || run(&config, &file, &inputs)).await }.boxed()
+        async move { Ok(blocking(move || run(&config, &file, &inputs)).await?) }.boxed()
     }
 }
 
@@ -119,40 +120,29 @@ fn copy_content(config: Arc<SessionConfig>, paths: Vec<String>) -> ContentDigest
                 Ok(digest)
             })
             .await
+            .map_err(OpError::from)
         }
         .boxed()
     })
 }
 
-/// Resolves an action's input index: an op input, an earlier action's result, or scratch.
-fn resolve(inputs: &[Ref], results: &[Ref], index: i64) -> Result<Ref, OpError> {
-    if index < 0 {
-        return Ok(Ref::scratch());
-    }
-    let index = usize::try_from(index)?;
-    if let Some(r) = inputs.get(index) {
-        return Ok(r.clone());
-    }
-    results
-        .get(index - inputs.len())
-        .cloned()
-        .ok_or_else(|| format!("file action refers to input {index}, which does not exist").into())
-}
-
-fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<Ref>, OpError> {
+/// Runs the actions in order. An action's input index names an op input, an earlier action's
+/// result (numbered after the inputs), or scratch.
+fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<Ref>, Error> {
     let store = &config.store;
     let scratch = scratch_dir(store)?;
-    let mut results: Vec<Ref> = Vec::with_capacity(file.actions.len());
+    let mut available: Vec<Ref> = inputs.to_vec();
     for action in &file.actions {
-        let base = resolve(inputs, &results, action.input)?;
+        let base = input_ref(&available, action.input, InputOf::FileAction)?;
         let secondary = match action.action {
-            Some(pb::file_action::Action::Copy(_)) => {
-                Some(resolve(inputs, &results, action.secondary_input)?)
-            }
+            Some(pb::file_action::Action::Copy(_)) => Some(input_ref(
+                &available,
+                action.secondary_input,
+                InputOf::FileAction,
+            )?),
             _ => None,
         };
-        let active = new_snapshot_key("active");
-        let mounts = store.prepare_upper(&active, base.key())?;
+        let (active, mounts) = ActiveSnapshot::prepare(store, base.key())?;
         let mut views = vec![View {
             lowers: mounts.lowers.clone(),
             writable: Some((mounts.upper.clone(), mounts.work.clone())),
@@ -166,18 +156,10 @@ fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<
         let outcome = with_views(&scratch, &views, |points| {
             apply(action, &points[0], points.get(1).map(PathBuf::as_path))
         });
-        let applied = match outcome {
-            Ok(result) => result,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = applied {
-            let _ = store.remove_snapshot(&active);
-            return Err(e);
-        }
-        let key = new_snapshot_key("file");
-        store.commit(&active, &key)?;
-        results.push(Ref::snapshot(key));
+        outcome??;
+        available.push(active.commit("file")?);
     }
+    let results = &available[inputs.len()..];
     let outputs = file
         .actions
         .iter()
@@ -185,7 +167,7 @@ fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<
         .max()
         .map_or(0, |m| m + 1);
     let mut refs = vec![Ref::scratch(); outputs];
-    for (action, result) in file.actions.iter().zip(&results) {
+    for (action, result) in file.actions.iter().zip(results) {
         if let Ok(output) = usize::try_from(action.output) {
             refs[output] = result.clone();
         }
@@ -198,7 +180,7 @@ fn apply(
     action: &pb::FileAction,
     dest: &std::path::Path,
     src: Option<&std::path::Path>,
-) -> Result<(), OpError> {
+) -> Result<(), Error> {
     // Names in chown options are looked up in the destination tree or in the copy source.
     let root_of = |index: i64| -> Option<PathBuf> {
         if index == action.input {
@@ -225,10 +207,10 @@ fn apply(
         }
         Some(pb::file_action::Action::Copy(copy)) => {
             let owner = fileop::resolve_owner(copy.owner.as_ref(), root_of)?;
-            let src = src.ok_or("copy without a source")?;
+            let src = src.ok_or(Error::CopyWithoutSource)?;
             fileop::copy(src, dest, copy, owner)?;
         }
-        None => return Err("file action without an action".into()),
+        None => return Err(Error::NoFileAction),
     }
     Ok(())
 }

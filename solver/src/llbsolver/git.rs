@@ -37,6 +37,7 @@ use kiln_llb::pb;
 
 use super::local::LocalFilter;
 use super::{Ref, SessionConfig, blocking, scratch_dir, snapshot_from_dir};
+use crate::error::Error;
 use crate::scheduler::{CacheMap, Op, OpContext, OpError};
 
 pub(super) struct GitSource {
@@ -158,15 +159,17 @@ impl GitSource {
     }
 
     /// How git reaches the remote: the SSH agent and known hosts this source asks for.
-    fn transport(&self) -> Result<Transport, OpError> {
+    fn transport(&self) -> Result<Transport, Error> {
         let agent = match &self.ssh_id {
             None => None,
-            Some(id) => Some(self.config.ssh.get(id).cloned().ok_or_else(|| {
-                // BuildKit's wording, with how to forward one.
-                format!(
-                    "no SSH key {id:?} forwarded from the client (pass `--ssh {id}` or `--ssh {id}=SOCKET`)"
-                )
-            })?),
+            // BuildKit's wording, with how to forward one.
+            Some(id) => Some(
+                self.config
+                    .ssh
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| Error::NoSshAgent { id: id.clone() })?,
+            ),
         };
         let known_hosts = match &self.known_hosts {
             None => None,
@@ -248,9 +251,12 @@ const ALLOWED_PROTOCOLS: &str = "https:http:ssh:git";
 /// Checks a remote from a Definition before git sees it: `https://`, `http://`, `ssh://`,
 /// `git://` or scp-like `user@host:path` only, and nothing git could read as an option. Local
 /// paths, `file://` and `ext::` (which runs a command) are refused.
-fn check_remote(url: &str) -> Result<(), OpError> {
-    let refuse = |why: &str| -> Result<(), OpError> {
-        Err(format!("git remote {url:?} is not allowed: {why}").into())
+fn check_remote(url: &str) -> Result<(), Error> {
+    let refuse = |reason: &'static str| -> Result<(), Error> {
+        Err(Error::GitRemoteRefused {
+            url: url.to_owned(),
+            reason,
+        })
     };
     if url.starts_with('-') {
         return refuse("it starts with `-`");
@@ -290,16 +296,18 @@ fn check_remote(url: &str) -> Result<(), OpError> {
 }
 
 /// Checks a ref from a Definition: no option-like or control-character refs.
-fn check_reference(reference: &str) -> Result<(), OpError> {
+fn check_reference(reference: &str) -> Result<(), Error> {
     if reference.starts_with('-') || reference.bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("git ref {reference:?} is not allowed").into());
+        return Err(Error::GitRefRefused {
+            reference: reference.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Runs git with `args`, returning its standard output; the error carries its standard error.
 /// Only the allowed transports are usable, whatever the host's git configuration says.
-fn git(transport: &Transport, args: &[&str], cwd: Option<&Path>) -> Result<String, OpError> {
+fn git(transport: &Transport, args: &[&str], cwd: Option<&Path>) -> Result<String, Error> {
     let mut command = Command::new("git");
     command
         .args(["-c", "protocol.allow=never"])
@@ -319,14 +327,12 @@ fn git(transport: &Transport, args: &[&str], cwd: Option<&Path>) -> Result<Strin
     }
     let output = command
         .output()
-        .map_err(|e| format!("running git (is it installed?): {e}"))?;
+        .map_err(|error| Error::GitMissing { error })?;
     if !output.status.success() {
-        return Err(format!(
-            "git {}: {}",
-            args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
+        return Err(Error::Git {
+            command: args.first().copied().unwrap_or_default().to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -336,7 +342,7 @@ fn is_commit(reference: &str) -> bool {
 }
 
 /// The commit `reference` names at `url` (the remote's HEAD when it is empty).
-fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, OpError> {
+fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, Error> {
     if is_commit(reference) {
         return Ok(reference.to_owned());
     }
@@ -355,7 +361,10 @@ fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, 
         .or_else(|| pick(&format!("refs/tags/{wanted}")))
         .filter(|commit| is_commit(commit))
         .map(str::to_owned)
-        .ok_or_else(|| format!("git ref {wanted:?} not found in {url}").into())
+        .ok_or_else(|| Error::GitRefNotFound {
+            reference: wanted.to_owned(),
+            url: url.to_owned(),
+        })
 }
 
 /// `url`'s commit for `reference`, checked against `checksum` as BuildKit checks
@@ -369,29 +378,31 @@ fn resolve_checked(
     reference: &str,
     checksum: &str,
     fetch_by_commit: bool,
-) -> Result<String, OpError> {
+) -> Result<String, Error> {
     check_remote(url)?;
     check_reference(reference)?;
     if !checksum.is_empty() && !checksum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(
-            format!("invalid checksum {checksum} for Git URL, expected hex commit hash").into(),
-        );
+        return Err(Error::GitChecksumSyntax {
+            checksum: checksum.to_owned(),
+        });
     }
     if fetch_by_commit && !is_commit(reference) {
         if checksum.is_empty() {
-            return Err("fetch-by-commit requires a checksum or a commit SHA ref".into());
+            return Err(Error::FetchByCommitWithoutChecksum);
         }
         if !is_commit(checksum) {
-            return Err(format!(
-                "fetch-by-commit requires a full commit SHA checksum, got {checksum:?}"
-            )
-            .into());
+            return Err(Error::FetchByCommitPartialChecksum {
+                checksum: checksum.to_owned(),
+            });
         }
         return Ok(checksum.to_owned());
     }
     let commit = resolve(transport, url, reference)?;
     if !commit.starts_with(checksum) {
-        return Err(format!("expected checksum to match {checksum}, got {commit}").into());
+        return Err(Error::GitChecksum {
+            checksum: checksum.to_owned(),
+            commit,
+        });
     }
     Ok(commit)
 }
@@ -437,7 +448,7 @@ impl Op<Ref> for GitSource {
         let transport = self.transport();
         async move {
             let transport = transport?;
-            blocking(move || {
+            Ok(blocking(move || {
                 let t = &transport;
                 let commit = resolve_checked(t, &url, &reference, &checksum, fetch_by_commit)?;
                 let work = tempfile::Builder::new()
@@ -468,14 +479,17 @@ impl Op<Ref> for GitSource {
                         &["submodule", "update", "--init", "--recursive", "--depth=1"],
                         Some(&dir),
                     )
-                    .map_err(|e| format!("failed to update submodules for {url}: {e}"))?;
+                    .map_err(|error| Error::Submodules {
+                        url: url.clone(),
+                        error: Box::new(error),
+                    })?;
                 }
                 if commit_mtime {
                     let time = git(t, &["log", "-1", "--format=%ct", &commit], Some(&dir))?;
-                    let time: i64 = time
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("invalid commit time {time:?} of {commit}"))?;
+                    let time: i64 = time.trim().parse().map_err(|_| Error::CommitTime {
+                        time: time.clone(),
+                        commit: commit.clone(),
+                    })?;
                     set_times(&dir, filetime::FileTime::from_unix_time(time, 0))?;
                 }
                 let source = if subdir.is_empty() {
@@ -486,7 +500,10 @@ impl Op<Ref> for GitSource {
                     match resolved.ok().and_then(|r| r.entry) {
                         Some(entry) if entry.metadata.is_dir() => entry.host,
                         _ => {
-                            return Err(format!("{subdir:?} is not a directory in {url}").into());
+                            return Err(Error::GitSubdirectory {
+                                subdir: subdir.clone(),
+                                url: url.clone(),
+                            });
                         }
                     }
                 };
@@ -500,7 +517,7 @@ impl Op<Ref> for GitSource {
                 let selected = filter.select(&source)?;
                 Ok(vec![snapshot_from_dir(&store, &source, &selected, "git")?])
             })
-            .await
+            .await?)
         }
         .boxed()
     }

@@ -24,7 +24,8 @@ use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 use sha2::{Digest as _, Sha256};
 
-use super::{Ref, SessionConfig, blocking, new_snapshot_key};
+use super::{ActiveSnapshot, Ref, SessionConfig, blocking};
+use crate::error::Error;
 use crate::scheduler::{CacheMap, Op, OpContext, OpError};
 
 pub(super) struct HttpSource {
@@ -56,7 +57,7 @@ struct Download {
     digest: String,
 }
 
-fn client(headers: &reqwest::header::HeaderMap) -> Result<reqwest::Client, OpError> {
+fn client(headers: &reqwest::header::HeaderMap) -> Result<reqwest::Client, Error> {
     Ok(reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
@@ -184,16 +185,21 @@ async fn download(
     url: &str,
     dir: &std::path::Path,
     max: u64,
-) -> Result<Download, OpError> {
+) -> Result<Download, Error> {
     let mut response = client.get(url).send().await?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("downloading {url}: {status}").into());
+        return Err(Error::DownloadStatus {
+            url: url.to_owned(),
+            status,
+        });
     }
     if let Some(length) = response.content_length().filter(|l| *l > max) {
-        return Err(
-            format!("downloading {url}: {length} bytes is more than the {max} allowed").into(),
-        );
+        return Err(Error::DownloadLength {
+            url: url.to_owned(),
+            length,
+            max,
+        });
     }
     let file = tempfile::Builder::new().prefix("http-").tempfile_in(dir)?;
     let (file, path) = file.into_parts();
@@ -203,7 +209,10 @@ async fn download(
     while let Some(chunk) = response.chunk().await? {
         written += chunk.len() as u64;
         if written > max {
-            return Err(format!("downloading {url}: more than the {max} bytes allowed").into());
+            return Err(Error::DownloadTooLarge {
+                url: url.to_owned(),
+                max,
+            });
         }
         hasher.update(&chunk);
         out.write_all(&chunk)?;
@@ -283,30 +292,24 @@ impl Op<Ref> for HttpSource {
             if let Some(expected) = checksum {
                 let computed = data.digest.clone();
                 if computed != expected {
-                    return Err(format!(
-                        "digest mismatch for {url}: expected {expected}, got {computed}"
-                    )
+                    return Err(Error::DownloadDigest {
+                        url,
+                        expected,
+                        computed,
+                    }
                     .into());
                 }
             }
-            blocking(move || {
-                let active = new_snapshot_key("active");
-                let mounts = store.prepare_upper(&active, None)?;
-                let written = (|| -> std::io::Result<()> {
-                    let path = mounts.upper.join(&filename);
-                    fs_err::copy(&data.file, &path)?;
-                    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(perm))?;
-                    std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                })();
-                if let Err(e) = written {
-                    let _ = store.remove_snapshot(&active);
-                    return Err(e.into());
-                }
-                let key = new_snapshot_key("http");
-                store.commit(&active, &key)?;
-                Ok(vec![Ref::snapshot(key)])
+            let snapshot = blocking(move || {
+                let (active, mounts) = ActiveSnapshot::prepare(&store, None)?;
+                let path = mounts.upper.join(&filename);
+                fs_err::copy(&data.file, &path)?;
+                fs_err::set_permissions(&path, std::fs::Permissions::from_mode(perm))?;
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+                active.commit("http")
             })
-            .await
+            .await?;
+            Ok(vec![snapshot])
         }
         .boxed()
     }

@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::fileop::{PathPattern, path_segments as segments, resolve_in_root};
+use super::fileop::{PathPattern, path_segments as segments, resolve_in_root};
 
 /// One `.dockerignore`-style pattern, with whether it re-includes (`!`).
 #[derive(Clone, Debug)]

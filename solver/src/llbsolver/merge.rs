@@ -27,7 +27,8 @@ use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 
 use super::view::{View, with_views};
-use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
+use super::{ActiveSnapshot, Ref, SessionConfig, blocking, input_ref, scratch_dir};
+use crate::error::{Error, InputOf};
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
 
 /// The xattr overlayfs uses to mark a directory that hides the layers below it.
@@ -92,16 +93,6 @@ fn definition_map(
     async move { Ok(map) }.boxed()
 }
 
-fn input_ref(inputs: &[Ref], index: i64) -> Result<Ref, OpError> {
-    if index < 0 {
-        return Ok(Ref::scratch());
-    }
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| inputs.get(i).cloned())
-        .ok_or_else(|| format!("refers to input {index}, which does not exist").into())
-}
-
 impl Op<Ref> for MergeOp {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
         definition_map(&self.digest, self.inputs)
@@ -118,9 +109,9 @@ impl Op<Ref> for MergeOp {
             let refs = merge
                 .inputs
                 .iter()
-                .map(|i| input_ref(&inputs, i.input))
+                .map(|i| input_ref(&inputs, i.input, InputOf::Merge))
                 .filter(|r| !r.as_ref().is_ok_and(|r| r.key().is_none()))
-                .collect::<Result<Vec<Ref>, OpError>>()?;
+                .collect::<Result<Vec<Ref>, Error>>()?;
             let result = blocking(move || merge_refs(&config, &refs)).await?;
             Ok(vec![result])
         }
@@ -141,8 +132,8 @@ impl Op<Ref> for DiffOp {
         let config = self.config.clone();
         let diff = self.diff;
         async move {
-            let lower = input_ref(&inputs, diff.lower.map_or(-1, |l| l.input))?;
-            let upper = input_ref(&inputs, diff.upper.map_or(-1, |u| u.input))?;
+            let lower = input_ref(&inputs, diff.lower.map_or(-1, |l| l.input), InputOf::Merge)?;
+            let upper = input_ref(&inputs, diff.upper.map_or(-1, |u| u.input), InputOf::Merge)?;
             let result = blocking(move || diff_refs(&config, &lower, &upper)).await?;
             Ok(vec![result])
         }
@@ -151,7 +142,7 @@ impl Op<Ref> for DiffOp {
 }
 
 /// Stacks non-scratch results in order.
-fn merge_refs(config: &SessionConfig, refs: &[Ref]) -> Result<Ref, OpError> {
+fn merge_refs(config: &SessionConfig, refs: &[Ref]) -> Result<Ref, Error> {
     let Some((base, rest)) = refs.split_first() else {
         return Ok(Ref::scratch());
     };
@@ -174,7 +165,7 @@ fn merge_refs(config: &SessionConfig, refs: &[Ref]) -> Result<Ref, OpError> {
 }
 
 /// The layers of `upper` above `lower`, squashed into one.
-fn diff_refs(config: &SessionConfig, lower: &Ref, upper: &Ref) -> Result<Ref, OpError> {
+fn diff_refs(config: &SessionConfig, lower: &Ref, upper: &Ref) -> Result<Ref, Error> {
     let store = &config.store;
     let lower_layers = lower.lowers(store)?;
     let upper_layers = upper.lowers(store)?;
@@ -221,7 +212,7 @@ fn diff_refs(config: &SessionConfig, lower: &Ref, upper: &Ref) -> Result<Ref, Op
 /// which makes overlayfs merge the two and drop the whiteouts from the listing. Applying the
 /// pair onto another tree (MergeOp) is unchanged, as every such directory is also in the
 /// diff layer itself.
-fn hide_lowest_whiteouts(config: &SessionConfig, diff: Ref) -> Result<Ref, OpError> {
+fn hide_lowest_whiteouts(config: &SessionConfig, diff: Ref) -> Result<Ref, Error> {
     let Some(key) = diff.key() else {
         return Ok(diff);
     };
@@ -233,9 +224,8 @@ fn hide_lowest_whiteouts(config: &SessionConfig, diff: Ref) -> Result<Ref, OpErr
         return Ok(diff);
     }
     // The twins, bottom.
-    let active = new_snapshot_key("active");
-    let mounts = store.prepare_upper(&active, None)?;
-    let twins = (|| -> io::Result<()> {
+    let (active, mounts) = ActiveSnapshot::prepare(store, None)?;
+    (|| -> io::Result<()> {
         for rel in &dirs {
             let mut path = PathBuf::new();
             for part in rel.components() {
@@ -254,32 +244,21 @@ fn hide_lowest_whiteouts(config: &SessionConfig, diff: Ref) -> Result<Ref, OpErr
             }
         }
         Ok(())
-    })();
-    if let Err(e) = twins {
-        let _ = store.remove_snapshot(&active);
-        return Err(e.into());
-    }
-    let base = new_snapshot_key("diff-dirs");
-    store.commit(&active, &base)?;
+    })()?;
+    let base = active.commit("diff-dirs")?;
     // The diff layer itself, moved on top.
-    let active = new_snapshot_key("active");
-    let mounts = store.prepare_upper(&active, Some(&base))?;
-    let moved = (|| -> io::Result<()> {
+    let (active, mounts) = ActiveSnapshot::prepare(store, base.key())?;
+    (|| -> io::Result<()> {
         for entry in fs_err::read_dir(&layer)? {
             let name = entry?.file_name();
             fs_err::rename(layer.join(&name), mounts.upper.join(&name))?;
         }
         let meta = fs_err::symlink_metadata(&layer)?;
         finish(&layer, &mounts.upper, &meta, true)
-    })();
-    if let Err(e) = moved {
-        let _ = store.remove_snapshot(&active);
-        return Err(e.into());
-    }
-    let top = new_snapshot_key("diff");
-    store.commit(&active, &top)?;
+    })()?;
+    let top = active.commit("diff")?;
     store.remove_snapshot(key)?;
-    Ok(Ref::snapshot(top))
+    Ok(top)
 }
 
 /// Collects (relative to `root`) the directories below `root`, not `root` itself, that hold
@@ -307,7 +286,7 @@ fn new_snapshot_with(
     base: &Ref,
     prefix: &str,
     work: impl FnOnce(&Path) -> io::Result<()> + Send,
-) -> Result<Ref, OpError> {
+) -> Result<Ref, Error> {
     new_snapshot_with_views(config, base, prefix, &[], |root, _| work(root))
 }
 
@@ -319,10 +298,9 @@ fn new_snapshot_with_views(
     prefix: &str,
     inputs: &[View],
     work: impl FnOnce(&Path, &[std::path::PathBuf]) -> io::Result<()> + Send,
-) -> Result<Ref, OpError> {
+) -> Result<Ref, Error> {
     let store = &config.store;
-    let active = new_snapshot_key("active");
-    let mounts = store.prepare_upper(&active, base.key())?;
+    let (active, mounts) = ActiveSnapshot::prepare(store, base.key())?;
     let mut views = vec![View {
         lowers: mounts.lowers.clone(),
         writable: Some((mounts.upper.clone(), mounts.work.clone())),
@@ -331,13 +309,8 @@ fn new_snapshot_with_views(
     let outcome = with_views(&scratch_dir(store)?, &views, |points| {
         work(&points[0], &points[1..])
     });
-    if let Err(e) = outcome.and_then(|r| r) {
-        let _ = store.remove_snapshot(&active);
-        return Err(e.into());
-    }
-    let key = new_snapshot_key(prefix);
-    store.commit(&active, &key)?;
-    Ok(Ref::snapshot(key))
+    outcome??;
+    active.commit(prefix)
 }
 
 /// Writes into the layer directory `out` what turns the tree `lower` into the tree `upper`:

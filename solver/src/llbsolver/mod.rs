@@ -26,11 +26,14 @@
 mod checksum;
 mod exec;
 mod file;
+pub(crate) mod fileop;
 mod git;
 mod http;
 mod local;
 mod merge;
 mod source;
+#[cfg(test)]
+mod tests;
 mod validate;
 mod view;
 
@@ -38,15 +41,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::TryFutureExt as _;
 use futures::future::{BoxFuture, FutureExt};
 use kiln_cache::{CacheRecord, Store};
 use kiln_llb::{LoadedDefinition, pb};
 
+use crate::cache_key::CacheKey;
+use crate::error::{BuildError, Error, InputOf, LlbError};
 use crate::executor::Executor;
 use crate::history::History;
-use crate::scheduler::{
-    CacheKey, CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, SolveError, Vertex,
-};
+use crate::scheduler::{CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, Vertex};
 
 pub use view::{export_local, export_tar};
 
@@ -258,66 +262,6 @@ fn describe(op: &pb::op::Op) -> String {
     }
 }
 
-/// Why a Definition cannot be turned into a graph.
-#[derive(Debug, thiserror::Error)]
-pub enum LlbError {
-    /// An op kind kiln does not run yet.
-    #[error("op {digest}: {kind} ops are not supported")]
-    Unsupported {
-        /// The op digest.
-        digest: String,
-        /// What it is.
-        kind: String,
-    },
-    /// A source op attribute kiln cannot read.
-    #[error("op {digest}: {message}")]
-    BadAttribute {
-        /// The op digest.
-        digest: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A field kiln refuses rather than build something other than it asks (see `validate`).
-    #[error("op {digest}: {field} is not supported: {reason}")]
-    Refused {
-        /// The op digest.
-        digest: String,
-        /// The field or attribute.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// A source attribute kiln does not know.
-    #[error("op {digest}: unknown attribute {key:?} for {scheme} sources")]
-    UnknownAttribute {
-        /// The op digest.
-        digest: String,
-        /// The source's scheme.
-        scheme: &'static str,
-        /// The attribute.
-        key: String,
-    },
-    /// A source identifier kiln does not know.
-    #[error("op {digest}: unsupported source {identifier:?}")]
-    UnsupportedSource {
-        /// The op digest.
-        digest: String,
-        /// The identifier.
-        identifier: String,
-    },
-}
-
-/// Why a build failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The Definition could not be turned into a graph.
-    #[error(transparent)]
-    Graph(#[from] LlbError),
-    /// Solving failed.
-    #[error(transparent)]
-    Solve(#[from] SolveError),
-}
-
 /// A unique name for a new snapshot.
 fn new_snapshot_key(prefix: &str) -> String {
     let now = std::time::SystemTime::now()
@@ -328,17 +272,73 @@ fn new_snapshot_key(prefix: &str) -> String {
 
 /// Runs blocking work on the blocking pool, turning a panic or cancellation into an error.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, OpError> + Send + 'static,
-) -> Result<T, OpError> {
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| -> OpError { format!("blocking task failed: {e}").into() })?
+        .map_err(Error::Blocking)?
 }
 
 /// Where scratch space for views lives: inside the store, on the same file system, in this
 /// process's own directory (garbage collection removes it once the process is gone).
-fn scratch_dir(store: &Store) -> Result<PathBuf, OpError> {
+fn scratch_dir(store: &Store) -> Result<PathBuf, Error> {
     Ok(store.scratch_dir()?)
+}
+
+/// The result an op, a mount or a file action names by input index among `inputs`: scratch
+/// for a negative index.
+fn input_ref(inputs: &[Ref], index: i64, by: InputOf) -> Result<Ref, Error> {
+    if index < 0 {
+        return Ok(Ref::scratch());
+    }
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| inputs.get(i).cloned())
+        .ok_or(Error::MissingInput { by, index })
+}
+
+/// An active snapshot being written: removed when dropped unless committed, so that no
+/// failure or cancellation leaves it behind.
+struct ActiveSnapshot {
+    store: Arc<Store>,
+    key: String,
+    committed: bool,
+}
+
+impl ActiveSnapshot {
+    /// A new active snapshot on `parent` (`None`: empty), with its directories.
+    fn prepare(
+        store: &Arc<Store>,
+        parent: Option<&str>,
+    ) -> Result<(Self, kiln_cache::Mounts), Error> {
+        let key = new_snapshot_key("active");
+        let mounts = store.prepare_upper(&key, parent)?;
+        let active = Self {
+            store: store.clone(),
+            key,
+            committed: false,
+        };
+        Ok((active, mounts))
+    }
+
+    /// Commits it as a new snapshot named after `prefix`.
+    fn commit(mut self, prefix: &str) -> Result<Ref, Error> {
+        let key = new_snapshot_key(prefix);
+        self.store.commit(&self.key, &key)?;
+        self.committed = true;
+        Ok(Ref::snapshot(key))
+    }
+}
+
+impl Drop for ActiveSnapshot {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(error) = self.store.remove_snapshot(&self.key) {
+            tracing::warn!(snapshot = %self.key, %error, "removing an unfinished snapshot");
+        }
+    }
 }
 
 /// The name of the scheduler's key history (how ops were keyed, why vertices missed) among
@@ -389,6 +389,7 @@ impl CacheStore<Ref> for StoreCache {
             }
             Ok(Some(refs))
         })
+        .map_err(OpError::from)
         .boxed()
     }
 
@@ -443,6 +444,7 @@ impl CacheStore<Ref> for StoreCache {
             })?;
             Ok(())
         })
+        .map_err(OpError::from)
         .boxed()
     }
 }
@@ -450,28 +452,21 @@ impl CacheStore<Ref> for StoreCache {
 /// Makes a committed snapshot from the selected paths of a host directory (a local source).
 /// Everything is owned by root, as BuildKit's local sources are.
 fn snapshot_from_dir(
-    store: &Store,
+    store: &Arc<Store>,
     dir: &Path,
     selected: &[local::Selected],
     prefix: &str,
-) -> Result<Ref, OpError> {
-    let active = new_snapshot_key("active");
-    let mounts = store.prepare_upper(&active, None)?;
-    let copied = copy_selected(dir, &mounts.upper, selected);
-    if let Err(e) = copied {
-        let _ = store.remove_snapshot(&active);
-        return Err(e);
-    }
-    let key = new_snapshot_key(prefix);
-    store.commit(&active, &key)?;
-    Ok(Ref::snapshot(key))
+) -> Result<Ref, Error> {
+    let (active, mounts) = ActiveSnapshot::prepare(store, None)?;
+    copy_selected(dir, &mounts.upper, selected)?;
+    active.commit(prefix)
 }
 
 /// Copies the selected paths (parents listed before children) from `src` to the empty `dest`.
 /// Paths are the directory's own names, whatever their bytes.
-fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Result<(), OpError> {
-    use crate::fileop::{CopyPaths, DeviceNodes};
-    let owner = Some(crate::fileop::Owner { uid: 0, gid: 0 });
+fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Result<(), Error> {
+    use fileop::{CopyPaths, DeviceNodes};
+    let owner = Some(fileop::Owner { uid: 0, gid: 0 });
     let options = pb::FileActionCopy {
         mode: -1,
         follow_symlink: false,
@@ -508,20 +503,20 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
                     dir_copy_contents: false,
                     ..options.clone()
                 };
-                crate::fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
+                fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
                 done_dirs.insert(rel.to_owned());
                 continue;
             }
             // Some of its contents are left out: the directory alone, then what is selected.
             let mode = std::os::unix::fs::MetadataExt::mode(&fs_err::metadata(src.join(rel))?);
-            crate::fileop::mkdir_path(dest, &path, mode & 0o7777, true, owner, None)?;
+            fileop::mkdir_path(dest, &path, mode & 0o7777, true, owner, None)?;
             continue;
         }
         let paths = CopyPaths {
             src: &path,
             dest: &path,
         };
-        crate::fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
+        fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
     }
     Ok(())
 }
@@ -537,268 +532,4 @@ fn count_below(dir: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(count)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    use kiln_llb::{CopyOptions, FileAction, State};
-
-    use super::*;
-    use crate::history::MissReason;
-    use crate::scheduler::Event;
-
-    #[test]
-    fn concurrent_history_saves_keep_every_entry() {
-        let root = tempfile::tempdir().unwrap();
-        // A history file of an older version is taken over.
-        let mut legacy = History::default();
-        legacy.next_generation();
-        legacy.record_miss("legacy", MissReason::NoRecord);
-        fs_err::write(root.path().join("cache-history.json"), legacy.to_json()).unwrap();
-        let threads: Vec<_> = (0..2)
-            .map(|t| {
-                let path = root.path().to_owned();
-                std::thread::spawn(move || {
-                    // Its own store on the same root, as another process would have.
-                    let cache = StoreCache {
-                        store: Arc::new(Store::open(path).unwrap()),
-                    };
-                    let mut history = cache.load_history();
-                    for i in 0..40 {
-                        history.next_generation();
-                        history.record_miss(&format!("v{t}-{i}"), MissReason::NoRecord);
-                        cache.save_history(&mut history);
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        let store = Store::open(root.path()).unwrap();
-        let history = load_history(&store);
-        for t in 0..2 {
-            for i in 0..40 {
-                assert!(
-                    history.miss(&format!("v{t}-{i}")).is_some(),
-                    "v{t}-{i} lost"
-                );
-            }
-        }
-        assert!(history.miss("legacy").is_some());
-        assert!(!root.path().join("cache-history.json").exists());
-    }
-
-    /// Whether this process can make overlay mounts; says why not when it cannot.
-    pub(super) fn can_mount(what: &str) -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        assert!(
-            std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
-            "{what} needs root"
-        );
-        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-        {
-            eprintln!("skipped: {what} needs root");
-        }
-        false
-    }
-
-    struct NoExec;
-    impl Executor for NoExec {
-        fn run(
-            &self,
-            _: crate::ExecRequest,
-            _: crate::OutputSink,
-        ) -> BoxFuture<'static, Result<crate::ExecStatus, OpError>> {
-            async { Err("no exec in these tests".into()) }.boxed()
-        }
-    }
-
-    #[derive(Default)]
-    pub(super) struct Recorder(Mutex<Vec<Event>>);
-    impl Reporter for Recorder {
-        fn event(&self, event: Event) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-    impl Recorder {
-        /// The digest of the vertex that started with this name.
-        fn digest(&self, name: &str) -> Arc<str> {
-            self.0
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|e| match e {
-                    Event::Started { vertex, name: n } if n == name => Some(vertex.clone()),
-                    _ => None,
-                })
-                .unwrap()
-        }
-
-        pub(super) fn names(&self, cached: bool) -> Vec<String> {
-            self.0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Cached { name, .. } if cached => Some(name.clone()),
-                    Event::Started { name, .. } if !cached => Some(name.clone()),
-                    _ => None,
-                })
-                .collect()
-        }
-    }
-
-    pub(super) fn session(store: &Path, locals: &[(&str, &Path)]) -> Session {
-        let mut config = config(store, &[]);
-        config.locals = locals
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
-            .collect();
-        Session::new(config, None)
-    }
-
-    /// A session configuration on the store at `store` with these secrets and no executor.
-    pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
-        SessionConfig {
-            store: Arc::new(Store::open(store).unwrap()),
-            executor: Arc::new(NoExec),
-            pull: kiln_cache::PullOptions::default(),
-            locals: HashMap::new(),
-            secrets: secrets
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
-                .collect(),
-            ssh: HashMap::new(),
-            no_cache: false,
-            entitlements: Default::default(),
-        }
-    }
-
-    /// A Definition of `op` alone (it has no inputs), with `metadata` for it.
-    pub(super) fn definition(op: pb::Op, metadata: Option<pb::OpMetadata>) -> LoadedDefinition {
-        let digest = kiln_llb::op_digest(&op);
-        let terminal = pb::Op {
-            inputs: vec![pb::Input {
-                digest: digest.to_string(),
-                index: 0,
-            }],
-            ..Default::default()
-        };
-        LoadedDefinition::from_definition(pb::Definition {
-            def: vec![kiln_llb::marshal_op(&op), kiln_llb::marshal_op(&terminal)],
-            metadata: metadata
-                .map(|m| (digest.to_string(), m))
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recorder>) -> Ref {
-        let bytes = kiln_llb::prost::Message::encode_to_vec(&state.marshal());
-        let definition = LoadedDefinition::from_bytes(&bytes).unwrap();
-        session.solve(&definition, recorder.clone()).await.unwrap()
-    }
-
-    /// The files of a result: path to content (directories as `/`).
-    pub(super) fn tree(session: &Session, result: &Ref) -> BTreeMap<String, String> {
-        let out = tempfile::tempdir().unwrap();
-        export_local(&session.config().store, result, out.path()).unwrap();
-        let mut files = BTreeMap::new();
-        let mut stack = vec![out.path().to_owned()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs_err::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                let rel = path.strip_prefix(out.path()).unwrap().to_string_lossy();
-                if path.is_dir() {
-                    files.insert(format!("{rel}/"), String::new());
-                    stack.push(path);
-                } else {
-                    files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
-                }
-            }
-        }
-        files
-    }
-
-    fn copy_a(local: &State) -> State {
-        kiln_llb::scratch().file(FileAction::copy(local, "/a", "/a", CopyOptions::default()))
-    }
-
-    #[tokio::test]
-    async fn the_same_files_under_another_definition_hit_and_changes_have_reasons() {
-        if !can_mount("solving file ops") {
-            return;
-        }
-        let store = tempfile::tempdir().unwrap();
-        let context = tempfile::tempdir().unwrap();
-        fs_err::write(context.path().join("a"), "alpha").unwrap();
-        fs_err::write(context.path().join("b"), "beta").unwrap();
-        let ctx = context.path();
-
-        let first = session(store.path(), &[("one", ctx)]);
-        let recorder = Arc::new(Recorder::default());
-        let one = copy_a(&kiln_llb::local("one"));
-        let result = solve(&first, &one, &recorder).await;
-        assert_eq!(tree(&first, &result)["a"], "alpha");
-        assert_eq!(
-            recorder.names(false).len(),
-            2,
-            "the source and the copy ran"
-        );
-
-        // Another process, the same directory under another name (another definition):
-        // the copy is found by its content-based key, and the directory is not even copied.
-        let second = session(store.path(), &[("two", ctx)]);
-        let recorder = Arc::new(Recorder::default());
-        let two = copy_a(&kiln_llb::local("two"));
-        let again = solve(&second, &two, &recorder).await;
-        assert_eq!(recorder.names(false), Vec::<String>::new());
-        assert_eq!(recorder.names(true).len(), 1);
-        assert_eq!(again, result);
-
-        // An unrelated file changes: the source runs again (and says which file changed),
-        // the copy is found by a checksum of exactly the file it copies.
-        fs_err::write(context.path().join("b"), "BETA").unwrap();
-        let third = session(store.path(), &[("two", ctx)]);
-        let recorder = Arc::new(Recorder::default());
-        solve(&third, &two, &recorder).await;
-        assert_eq!(recorder.names(false), ["local://two"]);
-        assert_eq!(recorder.names(true).len(), 1, "the copy");
-        let history = load_history(&third.config().store);
-        let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
-        assert!(
-            matches!(reasons[..], [MissReason::ContentChanged { file: Some(f), old, new }]
-                if f == "b" && old != new),
-            "{reasons:?}"
-        );
-
-        // The copied file changes: both run, and the copy says its input changed.
-        fs_err::write(context.path().join("a"), "ALPHA").unwrap();
-        let fourth = session(store.path(), &[("two", ctx)]);
-        let recorder = Arc::new(Recorder::default());
-        let result = solve(&fourth, &two, &recorder).await;
-        assert_eq!(tree(&fourth, &result)["a"], "ALPHA");
-        assert_eq!(recorder.names(false).len(), 2);
-        let history = load_history(&fourth.config().store);
-        let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
-        assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(
-            reasons.iter().any(|r| matches!(r,
-                MissReason::ContentChanged { file: Some(f), .. } if f == "a")),
-            "{reasons:?}"
-        );
-        assert!(
-            reasons.iter().any(|r| matches!(r,
-                MissReason::InputChanged { input: 0, vertex, .. } if **vertex == *recorder.digest("local://two"))),
-            "{reasons:?}"
-        );
-    }
 }

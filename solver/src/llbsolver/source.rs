@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::checksum::KnownFiles;
 use super::local::{LocalFilter, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
+use crate::error::Error;
 use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
 
 /// The op for a source identifier.
@@ -169,9 +170,11 @@ impl Op<Ref> for ImageSource {
                 // What the name resolved to: the index when it named one, else the manifest.
                 let resolved = pulled.image.index.unwrap_or(pulled.image.manifest);
                 if resolved != expected {
-                    return Err(format!(
-                        "image digest {resolved} for {reference} does not match expected checksum {expected}"
-                    )
+                    return Err(Error::ImageChecksum {
+                        reference,
+                        resolved: resolved.to_string(),
+                        expected: expected.to_string(),
+                    }
                     .into());
                 }
             }
@@ -196,14 +199,14 @@ struct LocalSource {
 type FileChecksums = HashMap<PathBuf, (StatKey, [u8; 32])>;
 
 impl LocalSource {
-    fn dir(&self) -> Result<PathBuf, OpError> {
-        self.config.locals.get(&self.name).cloned().ok_or_else(|| {
-            format!(
-                "no local directory named {:?} was given (use --local {}=DIR)",
-                self.name, self.name
-            )
-            .into()
-        })
+    fn dir(&self) -> Result<PathBuf, Error> {
+        self.config
+            .locals
+            .get(&self.name)
+            .cloned()
+            .ok_or_else(|| Error::NoLocalDirectory {
+                name: self.name.clone(),
+            })
     }
 }
 
@@ -259,7 +262,7 @@ impl Op<Ref> for LocalSource {
         let checksums = self.checksums.clone();
         async move {
             let dir = dir?;
-            blocking(move || {
+            Ok(blocking(move || {
                 let selected = filter.select(&dir)?;
                 let result = snapshot_from_dir(&store, &dir, &selected, "local")?;
                 let checksums = checksums
@@ -272,7 +275,7 @@ impl Op<Ref> for LocalSource {
                 }
                 Ok(vec![result])
             })
-            .await
+            .await?)
         }
         .boxed()
     }

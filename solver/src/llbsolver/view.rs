@@ -111,29 +111,22 @@ pub fn export_local(
     store: &kiln_cache::Store,
     result: &super::Ref,
     dest: &Path,
-) -> Result<(), crate::OpError> {
+) -> Result<(), crate::Error> {
     fs_err::create_dir_all(dest)?;
     let view = View {
         lowers: result.lowers(store)?,
         writable: None,
     };
     let scratch = super::scratch_dir(store)?;
-    let action = kiln_llb::pb::FileActionCopy {
-        src: "/".into(),
-        dest: "/".into(),
-        mode: -1,
-        dir_copy_contents: true,
-        timestamp: -1,
-        ..Default::default()
-    };
+    let action = copy_whole_tree();
     with_views(&scratch, &[view], |points| {
-        crate::fileop::copy_with(
+        super::fileop::copy_with(
             &points[0],
             dest,
-            crate::fileop::CopyPaths::of(&action),
+            super::fileop::CopyPaths::of(&action),
             &action,
             None,
-            crate::fileop::DeviceNodes::Skip,
+            super::fileop::DeviceNodes::Skip,
         )
     })??;
     Ok(())
@@ -147,7 +140,7 @@ pub fn export_tar<W: std::io::Write + Send + 'static>(
     result: &super::Ref,
     source_date_epoch: Option<i64>,
     out: W,
-) -> Result<W, crate::OpError> {
+) -> Result<W, crate::Error> {
     let view = View {
         lowers: result.lowers(store)?,
         writable: None,
@@ -162,6 +155,18 @@ pub fn export_tar<W: std::io::Write + Send + 'static>(
         kiln_cache::write_layer(&points[0], kiln_cache::DiffSource::Directory, &options, out)
     })??;
     Ok(out)
+}
+
+/// A copy of a whole tree into a directory, keeping modes, owners and times.
+pub(super) fn copy_whole_tree() -> kiln_llb::pb::FileActionCopy {
+    kiln_llb::pb::FileActionCopy {
+        src: "/".into(),
+        dest: "/".into(),
+        mode: -1,
+        dir_copy_contents: true,
+        timestamp: -1,
+        ..Default::default()
+    }
 }
 
 enum Plan {

@@ -1,0 +1,391 @@
+//! Exec ops: a process over an overlay of the root snapshot, through the [`Executor`].
+//!
+//! Besides snapshots, a step can see session data that never enters a layer or a cache key:
+//! secrets as files (`SECRET` mounts) or environment variables (`secretenv`), and SSH agent
+//! sockets (`SSH` mounts). An agent socket is not mounted directly: each mount gets its own
+//! socket with the owner and mode the mount asks for, and a thread forwards its connections
+//! to the agent for as long as the step runs.
+
+mod cache_mount;
+mod mounts;
+mod ssh;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::future::{BoxFuture, FutureExt};
+use kiln_llb::pb;
+
+use kiln_cache::{Mounts, Store};
+
+use self::cache_mount::cache_mount;
+use self::mounts::{mount, writable_bind};
+use self::ssh::ssh_mount;
+use super::{ActiveSnapshot, Ref, SessionConfig, blocking};
+use crate::error::{Error, InputOf};
+use crate::executor::{
+    Entitlements, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, ExecUlimit,
+};
+use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError, ResourceClass};
+
+/// How many lines of output a failed step shows.
+const TAIL_LINES: usize = 20;
+
+/// The longest line the tail keeps: a longer one (output without newlines, such as
+/// `yes | tr -d '\n'`) is cut into lines of this length, so the tail never holds more than
+/// `TAIL_LINES + 1` of them whatever a step writes.
+const TAIL_LINE_MAX: usize = 4096;
+
+pub(super) struct ExecOp {
+    digest: String,
+    inputs: usize,
+    exec: pb::ExecOp,
+    config: Arc<SessionConfig>,
+}
+
+impl ExecOp {
+    pub(super) fn new(
+        digest: String,
+        inputs: usize,
+        exec: pb::ExecOp,
+        config: Arc<SessionConfig>,
+    ) -> Self {
+        Self {
+            digest,
+            inputs,
+            exec,
+            config,
+        }
+    }
+}
+
+/// The last lines of a process's output, for the error of a failed step.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(&first) = data.first() {
+            if self.partial.len() == TAIL_LINE_MAX && first != b'\n' {
+                self.end_line();
+            }
+            let room = TAIL_LINE_MAX - self.partial.len();
+            let window = &data[..data.len().min(room + 1)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.partial.extend_from_slice(&data[..end]);
+                    self.end_line();
+                    data = &data[end + 1..];
+                }
+                None => {
+                    let taken = data.len().min(room);
+                    self.partial.extend_from_slice(&data[..taken]);
+                    data = &data[taken..];
+                }
+            }
+        }
+    }
+
+    /// Ends the partial line, dropping the oldest line when the tail is full.
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    fn render(&self) -> String {
+        let mut lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+        let partial = String::from_utf8_lossy(&self.partial);
+        if !partial.is_empty() {
+            lines.push(&partial);
+        }
+        let skip = lines.len().saturating_sub(TAIL_LINES);
+        lines[skip..].join("\n")
+    }
+}
+
+impl Op<Ref> for ExecOp {
+    fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
+        let map = CacheMap {
+            digest: self.digest.clone(),
+            deps: (0..self.inputs).map(|_| CacheDep::definition()).collect(),
+        };
+        async move { Ok(map) }.boxed()
+    }
+
+    fn exec(
+        &self,
+        ctx: OpContext,
+        inputs: Vec<Ref>,
+    ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
+        let config = self.config.clone();
+        let exec = self.exec.clone();
+        async move { run(ctx, config, exec, inputs).await }.boxed()
+    }
+
+    fn resource_class(&self) -> ResourceClass {
+        ResourceClass::Exec
+    }
+}
+
+/// The result a mount names by input index.
+fn input_ref(inputs: &[Ref], index: i64) -> Result<Ref, Error> {
+    super::input_ref(inputs, index, InputOf::Mount)
+}
+
+/// A writable active snapshot on `parent` for an overlay mount: with overlayfs's work
+/// directory where an overlay is mounted (a parent below).
+async fn prepare_writable(
+    store: &Arc<Store>,
+    parent: &Ref,
+) -> Result<(ActiveSnapshot, Mounts), Error> {
+    let (store, parent) = (store.clone(), parent.clone());
+    blocking(move || {
+        let (active, mounts) = ActiveSnapshot::prepare(&store, parent.key())?;
+        if !mounts.lowers.is_empty() {
+            mounts.create_work()?;
+        }
+        Ok((active, mounts))
+    })
+    .await
+}
+
+/// The step's security mode, if the build's entitlements allow what it asks for; otherwise
+/// BuildKit's refusal (`network.host is not allowed`, `security.insecure is not allowed`).
+fn entitled(exec: &pb::ExecOp, allowed: Entitlements) -> Result<ExecSecurity, Error> {
+    if exec.network == pb::NetMode::Host as i32 && !allowed.network_host {
+        return Err(Error::NotEntitled {
+            entitlement: "network.host",
+        });
+    }
+    if exec.security == pb::SecurityMode::Insecure as i32 {
+        if !allowed.security_insecure {
+            return Err(Error::NotEntitled {
+                entitlement: "security.insecure",
+            });
+        }
+        return Ok(ExecSecurity::Insecure);
+    }
+    Ok(ExecSecurity::Sandbox)
+}
+
+/// The proxy settings as environment variables, upper and lower case, as BuildKit sets them.
+fn proxy_env(proxy: Option<&pb::ProxyEnv>) -> Vec<String> {
+    let Some(proxy) = proxy else {
+        return Vec::new();
+    };
+    [
+        ("HTTP_PROXY", &proxy.http_proxy),
+        ("HTTPS_PROXY", &proxy.https_proxy),
+        ("FTP_PROXY", &proxy.ftp_proxy),
+        ("NO_PROXY", &proxy.no_proxy),
+        ("ALL_PROXY", &proxy.all_proxy),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .flat_map(|(name, value)| {
+        [
+            format!("{name}={value}"),
+            format!("{}={value}", name.to_ascii_lowercase()),
+        ]
+    })
+    .collect()
+}
+
+async fn run(
+    ctx: OpContext,
+    config: Arc<SessionConfig>,
+    exec: pb::ExecOp,
+    inputs: Vec<Ref>,
+) -> Result<Vec<Ref>, OpError> {
+    let security = entitled(&exec, config.entitlements)?;
+    let meta = exec.meta.clone().unwrap_or_default();
+    let root_mount = exec
+        .mounts
+        .iter()
+        .find(|m| m.dest == "/")
+        .ok_or(Error::NoRootMount)?
+        .clone();
+    let root_ref = input_ref(&inputs, root_mount.input)?;
+
+    // The root: an active snapshot on the root input; its upper becomes the output. Whatever
+    // happens from here on, the active snapshot does not outlive the step.
+    let (active, prepared) = prepare_writable(&config.store, &root_ref).await?;
+    let rootfs = if prepared.lowers.is_empty() {
+        ExecRootfs::Dir {
+            path: prepared.upper.clone(),
+            readonly: root_mount.readonly,
+        }
+    } else {
+        ExecRootfs::Overlay {
+            lowers: prepared.lowers.clone(),
+            upper: prepared.upper.clone(),
+            work: prepared.work.clone(),
+            readonly: root_mount.readonly,
+        }
+    };
+
+    let mut mounts = Vec::new();
+    // Locks on cache mount directories, held until the process has ended.
+    let mut cache_locks = Vec::new();
+    // Agent socket forwarders, stopped when the process has ended.
+    let mut ssh_forwarders = Vec::new();
+    // Writable bind mounts: their active snapshots, by mount index, removed unless committed.
+    let mut writable: Vec<(usize, ActiveSnapshot)> = Vec::new();
+    for (index, m) in exec
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.dest != "/")
+    {
+        match pb::MountType::try_from(m.mount_type) {
+            Ok(pb::MountType::Cache) => {
+                let (mount, lock) = cache_mount(&config, &inputs, m).await?;
+                mounts.push(mount);
+                cache_locks.extend(lock);
+            }
+            Ok(pb::MountType::Bind) if !m.readonly => {
+                let (mount, active) = writable_bind(&config, &inputs, m).await?;
+                mounts.push(mount);
+                writable.push((index, active));
+            }
+            Ok(pb::MountType::Ssh) => {
+                if let Some((mount, forwarder)) = ssh_mount(&config, m)? {
+                    mounts.push(mount);
+                    ssh_forwarders.push(forwarder);
+                }
+            }
+            _ => mounts.extend(mount(&config, &inputs, m)?),
+        }
+    }
+
+    let mut env = meta.env.clone();
+    env.extend(proxy_env(meta.proxy_env.as_ref()));
+    for secret in &exec.secretenv {
+        match config.secrets.get(&secret.id) {
+            Some(data) => {
+                // The environment travels as text: a secret of other bytes is refused, never
+                // passed on altered.
+                let Ok(value) = std::str::from_utf8(data) else {
+                    return Err(Error::SecretNotText {
+                        id: secret.id.clone(),
+                        name: secret.name.clone(),
+                    }
+                    .into());
+                };
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != secret.name);
+                env.push(format!("{}={value}", secret.name));
+            }
+            None if secret.optional => {}
+            None => {
+                return Err(Error::SecretNotFound {
+                    id: secret.id.clone(),
+                }
+                .into());
+            }
+        }
+    }
+    let request = ExecRequest {
+        rootfs,
+        mounts,
+        args: meta.args.clone(),
+        env,
+        cwd: if meta.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            meta.cwd.clone()
+        },
+        user: meta.user.clone(),
+        hostname: meta.hostname.clone(),
+        extra_hosts: meta
+            .extra_hosts
+            .iter()
+            .map(|h| (h.host.clone(), h.ip.clone()))
+            .collect(),
+        network: match pb::NetMode::try_from(exec.network) {
+            Ok(pb::NetMode::None) => ExecNetwork::None,
+            _ => ExecNetwork::Host,
+        },
+        security,
+        ulimits: meta
+            .ulimit
+            .iter()
+            .map(|u| ExecUlimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect(),
+        cgroup_parent: (!meta.cgroup_parent.is_empty()).then(|| meta.cgroup_parent.clone()),
+    };
+
+    let tail = Arc::new(Mutex::new(Tail::default()));
+    let sink_tail = tail.clone();
+    let sink_ctx = ctx.clone();
+    let status = config
+        .executor
+        .run(
+            request,
+            Arc::new(move |stream, data| {
+                sink_ctx.log(stream, data);
+                sink_tail
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(data);
+            }),
+        )
+        .await?;
+    drop(cache_locks);
+    drop(ssh_forwarders);
+    let valid = if meta.valid_exit_codes.is_empty() {
+        vec![0]
+    } else {
+        meta.valid_exit_codes.clone()
+    };
+    let ok = matches!(status, ExecStatus::Code(c) if valid.contains(&c));
+    if !ok {
+        return Err(Error::ProcessFailed {
+            args: meta.args.join(" "),
+            status,
+            tail: tail.lock().unwrap_or_else(PoisonError::into_inner).render(),
+        }
+        .into());
+    }
+
+    // Commit the root's upper as the output of the root mount.
+    let root = blocking(move || active.commit("exec")).await?;
+    let outputs = exec
+        .mounts
+        .iter()
+        .filter_map(|m| usize::try_from(m.output).ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut refs = vec![Ref::scratch(); outputs];
+    for (index, m) in exec.mounts.iter().enumerate() {
+        let Ok(output) = usize::try_from(m.output) else {
+            continue;
+        };
+        refs[output] = if m.dest == "/" {
+            root.clone()
+        } else {
+            let Some(position) = writable.iter().position(|(i, _)| *i == index) else {
+                return Err(Error::ReadOnlyOutput {
+                    dest: m.dest.clone(),
+                }
+                .into());
+            };
+            let (_, active) = writable.swap_remove(position);
+            blocking(move || active.commit("exec")).await?
+        };
+    }
+    // Writable mounts without an output: their changes are dropped with `writable`.
+    Ok(refs)
+}

@@ -1,0 +1,482 @@
+//! The copy action: wildcard sources, the target's choice, include/exclude filters, archives
+//! unpacked, and the recursive copy that keeps modes, owners, times, links and xattrs.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use kiln_llb::{ModeSet, pb};
+
+use super::{FileError, Owner, Result, expand, filter, io_err, pattern, scoped, timestamp};
+
+/// `copy` from `src_root` into `dest_root`.
+pub fn copy(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+) -> Result<()> {
+    copy_with(
+        src_root,
+        dest_root,
+        CopyPaths::of(action),
+        action,
+        owner,
+        DeviceNodes::Create,
+    )
+}
+
+/// The container paths a copy reads and writes: an action's own (UTF-8, as LLB strings are),
+/// or paths a directory named (any bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CopyPaths<'a> {
+    /// The source path, wildcards expanded when the action allows them.
+    pub(crate) src: &'a Path,
+    /// The destination path (a trailing `/` or `/.` names a directory).
+    pub(crate) dest: &'a Path,
+}
+
+impl<'a> CopyPaths<'a> {
+    /// The action's `src` and `dest`.
+    pub(crate) fn of(action: &'a pb::FileActionCopy) -> Self {
+        Self {
+            src: Path::new(&action.src),
+            dest: Path::new(&action.dest),
+        }
+    }
+}
+
+/// What a copy does with character and block devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeviceNodes {
+    /// Recreate them (inside snapshots).
+    Create,
+    /// Leave them out with a warning (an export to the host's file system).
+    Skip,
+}
+
+/// [`copy`] of `paths` (which stand for the action's own `src` and `dest`), choosing what
+/// happens to device nodes.
+pub(crate) fn copy_with(
+    src_root: &Path,
+    dest_root: &Path,
+    paths: CopyPaths<'_>,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+    devices: DeviceNodes,
+) -> Result<()> {
+    let src = paths.src;
+    let mode_set = if action.mode_str.is_empty() {
+        None
+    } else {
+        Some(
+            ModeSet::parse(&action.mode_str).map_err(|_| FileError::InvalidMode {
+                mode: action.mode_str.clone(),
+            })?,
+        )
+    };
+    // `COPY --parents` names paths that must exist even though include patterns select what
+    // is copied (BuildKit checks them when it checksums the source).
+    for required in &action.required_paths {
+        let required = Path::new(required);
+        let p = scoped::resolve(src_root, required, true).map_err(io_err("copy", required))?;
+        if scoped::lstat(&p)
+            .map_err(io_err("copy", required))?
+            .is_none()
+        {
+            return Err(FileError::NotFound {
+                path: required.to_owned(),
+            });
+        }
+    }
+    let sources = if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
+        let found = expand(src_root, src).map_err(io_err("copy", src))?;
+        if found.is_empty() && !action.allow_empty_wildcard {
+            return Err(FileError::NotFound {
+                path: src.to_owned(),
+            });
+        }
+        found
+            .into_iter()
+            .map(|p| {
+                if action.follow_symlink {
+                    scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)
+                } else {
+                    Ok(p)
+                }
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(io_err("copy", src))?
+    } else {
+        let p =
+            scoped::resolve(src_root, src, action.follow_symlink).map_err(io_err("copy", src))?;
+        if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
+            return Err(FileError::NotFound {
+                path: src.to_owned(),
+            });
+        }
+        vec![p]
+    };
+
+    let dest_shown = paths.dest;
+    let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
+    let dest_bytes = dest_shown.as_os_str().as_bytes();
+    let dest_is_dir_path = dest_bytes.ends_with(b"/") || dest_bytes.ends_with(b"/.");
+    if action.create_dest_path {
+        let ensure = if dest_is_dir_path {
+            Some(dest.as_path())
+        } else {
+            dest.parent()
+        };
+        if let Some(ensure) = ensure {
+            mkdir_all(dest_root, ensure, owner).map_err(io_err("copy", dest_shown))?;
+        }
+    }
+
+    let filter = filter::Filter::new(&action.include_patterns, &action.exclude_patterns);
+    let mut links = HashMap::new();
+    for source in &sources {
+        let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
+        // Include and exclude patterns are relative to each copied directory.
+        let selected = match &filter {
+            Some(f) if meta.is_dir() => {
+                Some(filter::select(source, f).map_err(io_err("copy", src))?)
+            }
+            _ => None,
+        };
+        if action.attempt_unpack_docker_compatibility
+            && meta.is_file()
+            && unpack_archive(source, dest_root, &dest, owner)
+                .map_err(io_err("copy", dest_shown))?
+        {
+            continue;
+        }
+        let dest_meta = fs_err::metadata(&dest).ok();
+        let into_dir = match &dest_meta {
+            Some(d) if d.is_dir() => !(meta.is_dir() && action.dir_copy_contents),
+            _ => false,
+        };
+        // The source's root has no name of its own: copying `/` into a directory copies its
+        // contents there (Go's `filepath.Base("/")` joined to the destination).
+        let target = if into_dir && source.as_path() != src_root {
+            dest.join(source.file_name().unwrap_or_default())
+        } else {
+            dest.clone()
+        };
+        let copier = Copier {
+            owner,
+            mode: (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777),
+            mode_set: mode_set.as_ref(),
+            selected: selected.as_ref(),
+            time: timestamp(action.timestamp),
+            replace_dirs: action.always_replace_existing_dest_paths,
+            shown: dest_shown,
+            devices,
+        };
+        if meta.is_dir() && action.dir_copy_contents {
+            // The contents go into the target; the target directory itself is not copied: a
+            // missing one is made as mkdir makes it, an existing one keeps its owner and mode.
+            let err = io_err("copy", dest_shown);
+            match scoped::lstat(&target).map_err(err)? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    fs_err::remove_file(&target).map_err(io_err("copy", dest_shown))?;
+                    mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?;
+                }
+                None => mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?,
+            }
+            let mut names: Vec<_> = fs_err::read_dir(source)
+                .map_err(io_err("copy", src))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(io_err("copy", src))?;
+            names.sort();
+            for name in names {
+                copier.copy_tree(
+                    &source.join(&name),
+                    &target.join(&name),
+                    Path::new(&name),
+                    &mut links,
+                )?;
+            }
+            continue;
+        }
+        copier.copy_tree(source, &target, Path::new(""), &mut links)?;
+    }
+    Ok(())
+}
+
+/// Whether a 512-byte block is a tar header: its checksum field matches its bytes.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 || block.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let Ok(want) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// `ADD`'s archive extraction: when `src` is a tar archive (plain, gzip or zstd), unpacks it
+/// into the directory `dest` (made if missing) and answers `true`; answers `false` for any
+/// other file, which is then copied as it is. With an owner, every unpacked entry gets it;
+/// otherwise the archive's owners are kept.
+pub(super) fn unpack_archive(
+    src: &Path,
+    dest_root: &Path,
+    dest: &Path,
+    owner: Option<Owner>,
+) -> io::Result<bool> {
+    use std::io::Read as _;
+    let file = fs_err::File::open(src)?;
+    let Ok(mut reader) = kiln_cache::decompress(file) else {
+        return Ok(false);
+    };
+    let mut head = vec![0u8; 512];
+    if reader.read_exact(&mut head).is_err() || !is_tar_header(&head) {
+        return Ok(false);
+    }
+    match scoped::lstat(dest)? {
+        Some(m) if m.is_dir() => {}
+        Some(_) => {
+            return Err(io::Error::other(format!(
+                "cannot unpack an archive into {}: not a directory",
+                dest.display()
+            )));
+        }
+        None => mkdir_all(dest_root, dest, owner)?,
+    }
+    let mut archive = tar::Archive::new(io::Cursor::new(head).chain(reader));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(owner.is_none());
+    archive.set_overwrite(true);
+    archive.set_unpack_xattrs(true);
+    // Members resolve inside `dest` as if it were `/` (BuildKit extracts in a chroot of the
+    // destination): links already there or made by earlier members are followed within it.
+    let root = kiln_fsutil::Root::new(dest);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue; // a path climbing out of the destination: skipped, as tar does
+        }
+        let Some(name) = path.file_name().map(ToOwned::to_owned) else {
+            continue; // the archive's root
+        };
+        let parent = root.resolve(path.parent().unwrap_or(Path::new("")), true)?;
+        let parent = match parent.entry {
+            Some(e) if e.metadata.is_dir() => e.host,
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{}: a parent is not a directory", path.display()),
+                ));
+            }
+            None => {
+                let dir = parent.host_in(dest);
+                mkdir_all(dest, &dir, owner)?;
+                dir
+            }
+        };
+        let target = parent.join(&name);
+        // What is there is replaced, never followed (a directory stays for a directory).
+        let kind = entry.header().entry_type();
+        match scoped::lstat(&target)? {
+            Some(m) if m.is_dir() && kind.is_dir() => {}
+            Some(m) if m.is_dir() => fs_err::remove_dir_all(&target)?,
+            Some(_) => fs_err::remove_file(&target)?,
+            None => {}
+        }
+        if kind.is_hard_link() {
+            let link = entry.link_name()?.ok_or_else(|| {
+                io::Error::other(format!("{}: hard link without a target", path.display()))
+            })?;
+            let source = root.resolve(&*link, false)?;
+            match source.entry {
+                Some(e) if !e.metadata.is_dir() => fs_err::hard_link(&e.host, &target)?,
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "{}: hard link to {} outside the archive's files",
+                        path.display(),
+                        link.display()
+                    )));
+                }
+            }
+        } else {
+            entry.unpack(&target)?;
+        }
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(&target, Some(o.uid), Some(o.gid))?;
+        }
+    }
+    Ok(true)
+}
+
+/// Creates `dir` and its missing parents below `root` with mode 0755 and the owner.
+fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if d == root || scoped::lstat(d)?.is_some() {
+            break;
+        }
+        missing.push(d.to_owned());
+        p = d.parent();
+    }
+    for d in missing.iter().rev() {
+        fs_err::create_dir(d)?;
+        fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        if let Some(o) = owner {
+            std::os::unix::fs::lchown(d, Some(o.uid), Some(o.gid))?;
+        }
+    }
+    Ok(())
+}
+
+struct Copier<'a> {
+    owner: Option<Owner>,
+    mode: Option<u32>,
+    /// A symbolic mode, applied to each entry's own mode (instead of `mode`).
+    mode_set: Option<&'a ModeSet>,
+    /// With include or exclude patterns: the paths (relative to the copied directory) to copy.
+    selected: Option<&'a std::collections::HashSet<PathBuf>>,
+    time: Option<FileTime>,
+    replace_dirs: bool,
+    shown: &'a Path,
+    devices: DeviceNodes,
+}
+
+impl Copier<'_> {
+    /// Copies `src` (not following it) to `dst`, merging into an existing directory.
+    fn copy_tree(
+        &self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+        links: &mut HashMap<(u64, u64), PathBuf>,
+    ) -> Result<()> {
+        if let Some(selected) = self.selected {
+            if !rel.as_os_str().is_empty() && !selected.contains(rel) {
+                return Ok(());
+            }
+        }
+        let err = |e| io_err("copy", self.shown)(e);
+        let meta = fs_err::symlink_metadata(src).map_err(err)?;
+        let existing = scoped::lstat(dst).map_err(err)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            match existing {
+                Some(e) if e.is_dir() => {}
+                Some(_) => {
+                    fs_err::remove_file(dst).map_err(err)?;
+                    fs_err::create_dir(dst).map_err(err)?;
+                }
+                None => fs_err::create_dir(dst).map_err(err)?,
+            }
+            let mut entries: Vec<_> = fs_err::read_dir(src)
+                .map_err(err)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()
+                .map_err(err)?;
+            entries.sort();
+            for name in entries {
+                self.copy_tree(&src.join(&name), &dst.join(&name), &rel.join(&name), links)?;
+            }
+            self.finish(src, dst, &meta)?;
+            return Ok(());
+        }
+        if self.devices == DeviceNodes::Skip && (ft.is_char_device() || ft.is_block_device()) {
+            tracing::warn!(path = %rel.display(), "device node not exported");
+            return Ok(());
+        }
+        if let Some(e) = existing {
+            if e.is_dir() {
+                if !self.replace_dirs {
+                    return Err(io_err("copy", self.shown)(io::Error::other(format!(
+                        "cannot replace directory {} with a file",
+                        dst.display()
+                    ))));
+                }
+                fs_err::remove_dir_all(dst).map_err(err)?;
+            } else {
+                fs_err::remove_file(dst).map_err(err)?;
+            }
+        }
+        if meta.nlink() > 1 && !ft.is_symlink() {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                return fs_err::hard_link(first, dst).map_err(err);
+            }
+            links.insert(key, dst.to_owned());
+        }
+        if ft.is_symlink() {
+            let target = fs_err::read_link(src).map_err(err)?;
+            std::os::unix::fs::symlink(&target, dst).map_err(err)?;
+        } else if ft.is_file() {
+            fs_err::copy(src, dst).map_err(err)?;
+        } else {
+            // Devices, fifos and sockets: recreate the node.
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode());
+            let perm = nix::sys::stat::Mode::from_bits_truncate(meta.mode());
+            nix::sys::stat::mknod(dst, kind, perm, meta.rdev())
+                .map_err(|e| err(io::Error::from(e)))?;
+        }
+        self.finish(src, dst, &meta)
+    }
+
+    /// Mode, owner, xattrs and times of a copied entry.
+    fn finish(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        let err = |e| io_err("copy", self.shown)(e);
+        let is_link = meta.file_type().is_symlink();
+        let owner = self.owner.unwrap_or(Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+        std::os::unix::fs::lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(err)?;
+        if !is_link {
+            let own = meta.mode() & 0o7777;
+            let mode = match self.mode_set {
+                Some(set) => set.apply(own, meta.is_dir()),
+                None => self.mode.unwrap_or(own),
+            };
+            fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+            if let Ok(names) = xattr::list(src) {
+                for name in names {
+                    if let Ok(Some(value)) = xattr::get(src, &name) {
+                        xattr::set(dst, &name, &value).map_err(err)?;
+                    }
+                }
+            }
+        }
+        let mtime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
+        let atime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_access_time(meta));
+        filetime::set_symlink_file_times(dst, atime, mtime).map_err(err)
+    }
+}

@@ -1,0 +1,250 @@
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use kiln_llb::{CopyOptions, FileAction, State};
+
+use super::*;
+use crate::history::MissReason;
+use crate::scheduler::Event;
+use crate::testing::FakeExecutor;
+
+#[test]
+fn concurrent_history_saves_keep_every_entry() {
+    let root = tempfile::tempdir().unwrap();
+    // A history file of an older version is taken over.
+    let mut legacy = History::default();
+    legacy.next_generation();
+    legacy.record_miss("legacy", MissReason::NoRecord);
+    fs_err::write(root.path().join("cache-history.json"), legacy.to_json()).unwrap();
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let path = root.path().to_owned();
+            std::thread::spawn(move || {
+                // Its own store on the same root, as another process would have.
+                let cache = StoreCache {
+                    store: Arc::new(Store::open(path).unwrap()),
+                };
+                let mut history = cache.load_history();
+                for i in 0..40 {
+                    history.next_generation();
+                    history.record_miss(&format!("v{t}-{i}"), MissReason::NoRecord);
+                    cache.save_history(&mut history);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let store = Store::open(root.path()).unwrap();
+    let history = load_history(&store);
+    for t in 0..2 {
+        for i in 0..40 {
+            assert!(
+                history.miss(&format!("v{t}-{i}")).is_some(),
+                "v{t}-{i} lost"
+            );
+        }
+    }
+    assert!(history.miss("legacy").is_some());
+    assert!(!root.path().join("cache-history.json").exists());
+}
+
+/// Whether this process can make overlay mounts; says why not when it cannot.
+pub(super) fn can_mount(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
+        "{what} needs root"
+    );
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+    {
+        eprintln!("skipped: {what} needs root");
+    }
+    false
+}
+
+#[derive(Default)]
+pub(super) struct Recorder(Mutex<Vec<Event>>);
+impl Reporter for Recorder {
+    fn event(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+impl Recorder {
+    /// The digest of the vertex that started with this name.
+    fn digest(&self, name: &str) -> Arc<str> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|e| match e {
+                Event::Started { vertex, name: n } if n == name => Some(vertex.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    pub(super) fn names(&self, cached: bool) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cached { name, .. } if cached => Some(name.clone()),
+                Event::Started { name, .. } if !cached => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub(super) fn session(store: &Path, locals: &[(&str, &Path)]) -> Session {
+    let mut config = config(store, &[]);
+    config.locals = locals
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+        .collect();
+    Session::new(config, None)
+}
+
+/// A session configuration on the store at `store` with these secrets and no executor.
+pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
+    SessionConfig {
+        store: Arc::new(Store::open(store).unwrap()),
+        executor: Arc::new(FakeExecutor::refusing("no exec in these tests")),
+        pull: kiln_cache::PullOptions::default(),
+        locals: HashMap::new(),
+        secrets: secrets
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        ssh: HashMap::new(),
+        no_cache: false,
+        entitlements: Default::default(),
+    }
+}
+
+/// A Definition of `op` alone (it has no inputs), with `metadata` for it.
+pub(super) fn definition(op: pb::Op, metadata: Option<pb::OpMetadata>) -> LoadedDefinition {
+    let digest = kiln_llb::op_digest(&op);
+    let terminal = pb::Op {
+        inputs: vec![pb::Input {
+            digest: digest.to_string(),
+            index: 0,
+        }],
+        ..Default::default()
+    };
+    LoadedDefinition::from_definition(pb::Definition {
+        def: vec![kiln_llb::marshal_op(&op), kiln_llb::marshal_op(&terminal)],
+        metadata: metadata
+            .map(|m| (digest.to_string(), m))
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recorder>) -> Ref {
+    let bytes = kiln_llb::prost::Message::encode_to_vec(&state.marshal());
+    let definition = LoadedDefinition::from_bytes(&bytes).unwrap();
+    session.solve(&definition, recorder.clone()).await.unwrap()
+}
+
+/// The files of a result: path to content (directories as `/`).
+pub(super) fn tree(session: &Session, result: &Ref) -> BTreeMap<String, String> {
+    let out = tempfile::tempdir().unwrap();
+    export_local(&session.config().store, result, out.path()).unwrap();
+    let mut files = BTreeMap::new();
+    let mut stack = vec![out.path().to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(out.path()).unwrap().to_string_lossy();
+            if path.is_dir() {
+                files.insert(format!("{rel}/"), String::new());
+                stack.push(path);
+            } else {
+                files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn copy_a(local: &State) -> State {
+    kiln_llb::scratch().file(FileAction::copy(local, "/a", "/a", CopyOptions::default()))
+}
+
+#[tokio::test]
+async fn the_same_files_under_another_definition_hit_and_changes_have_reasons() {
+    if !can_mount("solving file ops") {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let context = tempfile::tempdir().unwrap();
+    fs_err::write(context.path().join("a"), "alpha").unwrap();
+    fs_err::write(context.path().join("b"), "beta").unwrap();
+    let ctx = context.path();
+
+    let first = session(store.path(), &[("one", ctx)]);
+    let recorder = Arc::new(Recorder::default());
+    let one = copy_a(&kiln_llb::local("one"));
+    let result = solve(&first, &one, &recorder).await;
+    assert_eq!(tree(&first, &result)["a"], "alpha");
+    assert_eq!(
+        recorder.names(false).len(),
+        2,
+        "the source and the copy ran"
+    );
+
+    // Another process, the same directory under another name (another definition):
+    // the copy is found by its content-based key, and the directory is not even copied.
+    let second = session(store.path(), &[("two", ctx)]);
+    let recorder = Arc::new(Recorder::default());
+    let two = copy_a(&kiln_llb::local("two"));
+    let again = solve(&second, &two, &recorder).await;
+    assert_eq!(recorder.names(false), Vec::<String>::new());
+    assert_eq!(recorder.names(true).len(), 1);
+    assert_eq!(again, result);
+
+    // An unrelated file changes: the source runs again (and says which file changed),
+    // the copy is found by a checksum of exactly the file it copies.
+    fs_err::write(context.path().join("b"), "BETA").unwrap();
+    let third = session(store.path(), &[("two", ctx)]);
+    let recorder = Arc::new(Recorder::default());
+    solve(&third, &two, &recorder).await;
+    assert_eq!(recorder.names(false), ["local://two"]);
+    assert_eq!(recorder.names(true).len(), 1, "the copy");
+    let history = load_history(&third.config().store);
+    let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
+    assert!(
+        matches!(reasons[..], [MissReason::ContentChanged { file: Some(f), old, new }]
+            if f == "b" && old != new),
+        "{reasons:?}"
+    );
+
+    // The copied file changes: both run, and the copy says its input changed.
+    fs_err::write(context.path().join("a"), "ALPHA").unwrap();
+    let fourth = session(store.path(), &[("two", ctx)]);
+    let recorder = Arc::new(Recorder::default());
+    let result = solve(&fourth, &two, &recorder).await;
+    assert_eq!(tree(&fourth, &result)["a"], "ALPHA");
+    assert_eq!(recorder.names(false).len(), 2);
+    let history = load_history(&fourth.config().store);
+    let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| matches!(r,
+            MissReason::ContentChanged { file: Some(f), .. } if f == "a")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| matches!(r,
+            MissReason::InputChanged { input: 0, vertex, .. } if **vertex == *recorder.digest("local://two"))),
+        "{reasons:?}"
+    );
+}

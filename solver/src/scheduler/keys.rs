@@ -1,0 +1,367 @@
+//! The keys of a vertex: definition-based, by its inputs' content-based keys, and by the
+//! content its op reads; and what the history records of them.
+
+use std::sync::Arc;
+
+use futures::future::{FutureExt, try_join_all};
+use sha2::{Digest as _, Sha256};
+
+use super::job::{Job, SharedAlt, SharedKey, SharedLookup};
+use super::{CacheDep, OpError, SolveError, SourceContent, Vertex, lock};
+use crate::cache_key::CacheKey;
+use crate::history::{History, KeyRecord, MissReason};
+
+/// A vertex's definition-based key and what went into it.
+pub(super) struct Keys<R> {
+    pub(super) definition: CacheKey,
+    /// The op's cache digest.
+    pub(super) op: String,
+    pub(super) content: Option<SourceContent>,
+    /// Each input's key part, as hashed.
+    pub(super) inputs: Vec<String>,
+    pub(super) deps: Vec<CacheDep<R>>,
+    /// How the op was keyed before this solve, from the history.
+    pub(super) previous: Option<KeyRecord>,
+}
+
+impl<R: Clone + Send + Sync + 'static> Job<R> {
+    /// The shared future of a vertex's definition-based key.
+    pub(super) fn key(self: &Arc<Self>, digest: Arc<str>) -> SharedKey<R> {
+        let mut keys = lock(&self.keys);
+        if let Some(existing) = keys.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move { job.compute_key(d).await.map(Arc::new) }
+            .boxed()
+            .shared();
+        keys.insert(digest, fut.clone());
+        fut
+    }
+
+    /// The definition-based key: the op's digest and content, and each input's own
+    /// definition-based key and selector. Nothing needs to run to know it, except for
+    /// sources that read their content.
+    async fn compute_key(self: Arc<Self>, digest: Arc<str>) -> Result<Keys<R>, SolveError> {
+        let vertex = self.vertex(&digest)?;
+        let key_error = |source: OpError| SolveError::CacheKey {
+            vertex: digest.clone(),
+            name: vertex.name.clone(),
+            source: Arc::new(source),
+        };
+        let map = vertex
+            .op
+            .cache_map(self.context(&digest))
+            .await
+            .map_err(key_error)?;
+        if map.deps.len() != vertex.inputs.len() {
+            return Err(key_error(
+                format!(
+                    "the op's cache map has {} inputs, the vertex {}",
+                    map.deps.len(),
+                    vertex.inputs.len()
+                )
+                .into(),
+            ));
+        }
+        let content = vertex
+            .op
+            .content_key(self.context(&digest))
+            .await
+            .map_err(key_error)?;
+        let inputs = try_join_all(vertex.inputs.iter().map(|edge| {
+            let job = self.clone();
+            let edge = edge.clone();
+            async move {
+                let key = job.key(edge.vertex.clone()).await?;
+                Ok::<_, SolveError>(format!("key:{}:{}", key.definition, edge.output))
+            }
+        }))
+        .await?;
+        let mut hasher = Sha256::new();
+        hash_field(&mut hasher, map.digest.as_bytes());
+        if let Some(content) = &content {
+            hash_field(
+                &mut hasher,
+                format!("content:{}", content.digest).as_bytes(),
+            );
+        }
+        for (part, dep) in inputs.iter().zip(&map.deps) {
+            hash_field(&mut hasher, part.as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        let previous = lock(&self.inner.history)
+            .as_ref()
+            .and_then(|h| h.op(&map.digest).cloned());
+        Ok(Keys {
+            previous,
+            definition: CacheKey::from_bytes(hasher.finalize().into()),
+            op: map.digest,
+            content,
+            inputs,
+            deps: map.deps,
+        })
+    }
+
+    /// The shared lookup of a vertex's definition-based key in the cache.
+    pub(super) fn lookup(self: &Arc<Self>, digest: Arc<str>) -> SharedLookup<R> {
+        let mut lookups = lock(&self.lookups);
+        if let Some(existing) = lookups.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move {
+            let vertex = job.vertex(&d)?;
+            let keys = job.key(d.clone()).await?;
+            let loaded = job.inner.cache.load(&keys.definition).await;
+            let outputs = loaded.map_err(|source| SolveError::Cache {
+                vertex: d.clone(),
+                name: vertex.name.clone(),
+                source: Arc::new(source),
+            })?;
+            Ok(outputs.map(Arc::new))
+        }
+        .boxed()
+        .shared();
+        lookups.insert(digest, fut.clone());
+        fut
+    }
+
+    /// The shared future of the content-based key a vertex's dependents build on (see
+    /// [`Job::compute_alt_key`]); `None` when the vertex is known by its definition alone.
+    pub(super) fn alt_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
+        let mut alts = lock(&self.alts);
+        if let Some(existing) = alts.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move { job.compute_alt_key(d).await }.boxed().shared();
+        alts.insert(digest, fut.clone());
+        fut
+    }
+
+    /// The content-based key dependents build on, computed as cheaply as possible:
+    ///
+    /// 1. a source's own content digest, alone;
+    /// 2. the key recorded for the vertex when it had the same definition-based key before;
+    /// 3. none when the vertex is in the cache by its definition-based key, so that nothing
+    ///    below a hit is hashed or pulled;
+    /// 4. the key recorded for the vertex when it had the same [`Job::inputs_alt_key`];
+    /// 5. for ops that read their inputs' content ([`CacheDep::content`]), the
+    ///    [`Job::content_key`]; for the others, the [`Job::inputs_alt_key`].
+    async fn compute_alt_key(
+        self: Arc<Self>,
+        digest: Arc<str>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(&digest)?;
+        let keys = self.key(digest.clone()).await?;
+        if let Some(content) = &keys.content {
+            let mut hasher = Sha256::new();
+            hash_field(&mut hasher, b"source-content");
+            hash_field(&mut hasher, content.digest.as_bytes());
+            let alt = CacheKey::from_bytes(hasher.finalize().into());
+            // Kept even when the source itself is not solved (a vertex above it hit by
+            // content), so that its next change is explained against this keying.
+            self.record(&digest, &keys, Some(alt), None, None);
+            return Ok(Some(alt));
+        }
+        if vertex.inputs.is_empty() {
+            return Ok(None);
+        }
+        if let Some(previous) = keys.previous.as_ref().filter(|p| p.key == keys.definition) {
+            return Ok(previous.alt);
+        }
+        if !vertex.ignore_cache && self.lookup(digest.clone()).await?.is_some() {
+            return Ok(None);
+        }
+        let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+        if let Some(previous) = &keys.previous {
+            if inputs_alt.is_some() && previous.inputs_alt == inputs_alt {
+                return Ok(previous.alt);
+            }
+        }
+        if keys.deps.iter().any(|d| d.content.is_some()) {
+            return self.content_key(digest).await;
+        }
+        Ok(inputs_alt)
+    }
+
+    /// A key by the inputs' content-based keys (their definition-based ones where they have
+    /// none): the same inputs reached by other definitions. `None` when no input has one.
+    /// Nothing needs to run to know it.
+    pub(super) async fn inputs_alt_key(
+        self: &Arc<Self>,
+        digest: &Arc<str>,
+        keys: &Keys<R>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(digest)?;
+        let alts = try_join_all(
+            vertex
+                .inputs
+                .iter()
+                .map(|edge| self.alt_key(edge.vertex.clone())),
+        )
+        .await?;
+        if alts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut hasher = Sha256::new();
+        hash_field(&mut hasher, b"inputs-content");
+        hash_field(&mut hasher, keys.op.as_bytes());
+        for (((alt, edge), definition), dep) in alts
+            .iter()
+            .zip(&vertex.inputs)
+            .zip(&keys.inputs)
+            .zip(&keys.deps)
+        {
+            let part = alt.map(|key| format!("key:{key}:{}", edge.output));
+            hash_field(&mut hasher, part.as_ref().unwrap_or(definition).as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        Ok(Some(CacheKey::from_bytes(hasher.finalize().into())))
+    }
+
+    /// The shared future of a vertex's key by the content its op reads from its inputs
+    /// (a digest of exactly the paths a copy reads), `None` for ops that read none. This
+    /// needs those inputs solved.
+    pub(super) fn content_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
+        let mut content_keys = lock(&self.content_keys);
+        if let Some(existing) = content_keys.get(&digest) {
+            return existing.clone();
+        }
+        let job = self.clone();
+        let d = digest.clone();
+        let fut = async move { job.compute_content_key(d).await }
+            .boxed()
+            .shared();
+        content_keys.insert(digest, fut.clone());
+        fut
+    }
+
+    async fn compute_content_key(
+        self: Arc<Self>,
+        digest: Arc<str>,
+    ) -> Result<Option<CacheKey>, SolveError> {
+        let vertex = self.vertex(&digest)?;
+        let keys = self.key(digest.clone()).await?;
+        if keys.deps.iter().all(|d| d.content.is_none()) {
+            return Ok(None);
+        }
+        let parts = try_join_all(vertex.inputs.iter().zip(&keys.deps).zip(&keys.inputs).map(
+            |((edge, dep), definition)| {
+                let job = self.clone();
+                let edge = edge.clone();
+                let content = dep.content.clone();
+                let selector = dep.selector.clone();
+                let definition = definition.clone();
+                async move {
+                    if let Some(content) = content {
+                        let input = job.edge_result(&edge).await?;
+                        let name = job.vertex(&edge.vertex)?.name.clone();
+                        let digest =
+                            content(input, selector)
+                                .await
+                                .map_err(|e| SolveError::CacheKey {
+                                    vertex: edge.vertex.clone(),
+                                    name,
+                                    source: Arc::new(e),
+                                })?;
+                        return Ok::<_, SolveError>(format!("content:{digest}"));
+                    }
+                    let alt = job.alt_key(edge.vertex.clone()).await?;
+                    Ok(alt.map_or(definition, |key| format!("key:{key}:{}", edge.output)))
+                }
+            },
+        ))
+        .await?;
+        let mut hasher = Sha256::new();
+        hash_field(&mut hasher, b"content-based");
+        hash_field(&mut hasher, keys.op.as_bytes());
+        for (part, dep) in parts.iter().zip(&keys.deps) {
+            hash_field(&mut hasher, part.as_bytes());
+            hash_field(
+                &mut hasher,
+                dep.selector.as_deref().unwrap_or("").as_bytes(),
+            );
+        }
+        Ok(Some(CacheKey::from_bytes(hasher.finalize().into())))
+    }
+
+    /// Why a vertex with these keys is not in the cache, from the history.
+    pub(super) fn miss_reason(&self, keys: &Keys<R>, vertex: &Vertex<R>) -> MissReason {
+        let Some(record) = &keys.previous else {
+            return MissReason::NoRecord;
+        };
+        let content = keys.content.as_ref().map(|c| c.digest.clone());
+        if record.content != content {
+            return MissReason::ContentChanged {
+                old: record.content.clone().unwrap_or_default(),
+                new: content.unwrap_or_default(),
+                file: keys.content.as_ref().and_then(|c| c.changed.clone()),
+            };
+        }
+        for (input, new) in keys.inputs.iter().enumerate() {
+            let old = record.inputs.get(input).cloned().unwrap_or_default();
+            if &old != new {
+                let vertex = vertex
+                    .inputs
+                    .get(input)
+                    .map(|e| e.vertex.to_string())
+                    .unwrap_or_default();
+                return MissReason::InputChanged {
+                    input,
+                    vertex,
+                    old,
+                    new: new.clone(),
+                };
+            }
+        }
+        if record.key == keys.definition {
+            MissReason::Pruned
+        } else {
+            MissReason::NoRecord
+        }
+    }
+
+    /// Remembers how a vertex was keyed, and why it missed.
+    pub(super) fn record(
+        &self,
+        digest: &str,
+        keys: &Keys<R>,
+        alt: Option<CacheKey>,
+        inputs_alt: Option<CacheKey>,
+        miss: Option<MissReason>,
+    ) {
+        let mut history = lock(&self.inner.history);
+        let history = history.get_or_insert_with(History::default);
+        history.record_op(
+            &keys.op,
+            KeyRecord {
+                key: keys.definition,
+                alt,
+                inputs_alt,
+                content: keys.content.as_ref().map(|c| c.digest.clone()),
+                inputs: keys.inputs.clone(),
+                used: 0,
+            },
+        );
+        if let Some(reason) = miss {
+            history.record_miss(digest, reason);
+        }
+    }
+}
+
+/// Length-prefixes each field so that no two different field lists hash alike.
+fn hash_field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}

@@ -1,0 +1,88 @@
+//! Progress as data: the events a solve reports, the [`Reporter`] that receives them, and the
+//! [`OpContext`] through which an op reports its output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a solve reports as it goes. Progress is data: the CLI renders it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The op started running.
+    Started {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// The vertex name.
+        name: String,
+    },
+    /// The result came from the cache; the op did not run.
+    Cached {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// The vertex name.
+        name: String,
+    },
+    /// The op finished.
+    Completed {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// The vertex name.
+        name: String,
+        /// How long it ran.
+        duration: Duration,
+    },
+    /// The op failed.
+    Failed {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// The vertex name.
+        name: String,
+        /// The error, as text.
+        error: String,
+    },
+    /// Output of a running op (for exec: its stdout or stderr).
+    Log {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// 1 for stdout, 2 for stderr.
+        stream: u8,
+        /// The bytes, as they came.
+        data: Vec<u8>,
+    },
+}
+
+/// Receives progress events.
+pub trait Reporter: Send + Sync + 'static {
+    /// Called for every event, from any thread.
+    fn event(&self, event: Event);
+}
+
+/// A reporter that drops every event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoReporter;
+
+impl Reporter for NoReporter {
+    fn event(&self, _event: Event) {}
+}
+
+/// What an op gets to know about the vertex it runs for.
+#[derive(Clone)]
+pub struct OpContext {
+    pub(super) vertex: Arc<str>,
+    pub(super) reporter: Arc<dyn Reporter>,
+}
+
+impl OpContext {
+    /// The digest of the vertex.
+    pub fn vertex(&self) -> &Arc<str> {
+        &self.vertex
+    }
+
+    /// Reports a chunk of the op's output (1 = stdout, 2 = stderr).
+    pub fn log(&self, stream: u8, data: &[u8]) {
+        self.reporter.event(Event::Log {
+            vertex: self.vertex.clone(),
+            stream,
+            data: data.to_vec(),
+        });
+    }
+}
