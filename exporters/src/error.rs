@@ -9,6 +9,15 @@ pub enum Error {
     /// Reading or writing a file failed (the message names the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Copying a result into a host directory failed.
+    #[error("exporting to {}", dest.display())]
+    Export {
+        /// The destination directory.
+        dest: std::path::PathBuf,
+        /// The cause (naming the path).
+        #[source]
+        source: std::io::Error,
+    },
     /// A JSON document could not be read or written.
     #[error("invalid JSON in {what}")]
     Json {

@@ -13,13 +13,19 @@
 //!   The local image store is kiln-cache's: [`Store::store_image`](kiln_cache::Store::store_image)
 //!   (whose snapshots share the build's files through hard links instead of unpacking the
 //!   layers again), `find_image`, `tag_image`, `stored_image` and `load` there.
+//! - The result's file system as it is: [`export_local`] (`type=local`, into a host directory,
+//!   device nodes left out) and [`export_tar`] (`type=tar`), both reading the snapshot through
+//!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
 //!
 //! Data path: solver result (a snapshot key) ─[`snapshot_chain`]→ keys ─[`chain_layers`]→
 //! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives, a registry or the image
-//! store. This crate does not depend on the solver: it takes snapshot keys.
+//! store; or snapshot key ─[`Store::with_snapshot`](kiln_cache::Store::with_snapshot)→
+//! merged tree ─[`export_local`] / [`export_tar`]→ a directory or a tar. This crate does not
+//! depend on the solver: it takes snapshot keys, and the solver never exports. A new exporter
+//! goes here, as a module beside `local` and `archive`, taking the store and a snapshot key.
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_exporters::Error> {
@@ -34,6 +40,7 @@ mod archive;
 mod error;
 mod image;
 mod layers;
+mod local;
 mod output;
 mod push;
 
@@ -45,6 +52,7 @@ pub use image::{
 };
 pub use kiln_cache::{Image, Layer};
 pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
+pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use output::OutputFile;
 pub use push::push;

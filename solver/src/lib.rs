@@ -56,9 +56,7 @@ pub use executor::{
 };
 pub use fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 pub use history::{History, MissReason, MissRecord};
-pub use llbsolver::{
-    BuildError, LlbError, Ref, Session, SessionConfig, export_local, export_tar, load_history,
-};
+pub use llbsolver::{BuildError, LlbError, Ref, Session, SessionConfig, load_history};
 
 pub use scheduler::{
     CacheDep, CacheKey, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache,

@@ -775,20 +775,16 @@ fn seed_cache_dir(scratch: &Path, seed: &[PathBuf], dir: &Path) -> Result<(), Op
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", top.display()).into());
     }
-    let view = super::view::View {
+    let view = kiln_cache::View {
         lowers: seed.to_vec(),
         writable: None,
     };
-    let action = pb::FileActionCopy {
-        src: "/".into(),
-        dest: "/".into(),
-        mode: -1,
-        dir_copy_contents: true,
-        timestamp: -1,
-        ..Default::default()
-    };
-    super::view::with_views(scratch, &[view], |points| {
-        crate::fileop::copy(&points[0], dir, &action, None)
+    kiln_cache::with_views(scratch, &[view], |points| {
+        kiln_fsutil::TreeCopy::default().copy_contents(
+            &points[0],
+            dir,
+            &mut kiln_fsutil::HardLinks::new(),
+        )
     })??;
     std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))?;
     fs_err::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 
-use super::view::{View, with_views};
 use super::{Ref, SessionConfig, blocking, new_snapshot_key, scratch_dir};
 use crate::fileop;
 use crate::scheduler::{CacheDep, CacheMap, ContentDigestFn, Op, OpContext, OpError};
+use kiln_cache::{View, with_views};
 
 pub(super) struct FileOp {
     digest: String,

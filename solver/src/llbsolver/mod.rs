@@ -32,7 +32,6 @@ mod local;
 mod merge;
 mod source;
 mod validate;
-mod view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,8 +46,6 @@ use crate::history::History;
 use crate::scheduler::{
     CacheKey, CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, SolveError, Vertex,
 };
-
-pub use view::{export_local, export_tar};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -709,23 +706,26 @@ mod tests {
 
     /// The files of a result: path to content (directories as `/`).
     pub(super) fn tree(session: &Session, result: &Ref) -> BTreeMap<String, String> {
-        let out = tempfile::tempdir().unwrap();
-        export_local(&session.config().store, result, out.path()).unwrap();
-        let mut files = BTreeMap::new();
-        let mut stack = vec![out.path().to_owned()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs_err::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                let rel = path.strip_prefix(out.path()).unwrap().to_string_lossy();
-                if path.is_dir() {
-                    files.insert(format!("{rel}/"), String::new());
-                    stack.push(path);
-                } else {
-                    files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+        let store = &session.config().store;
+        store
+            .with_snapshot(result.key(), |root| {
+                let mut files = BTreeMap::new();
+                let mut stack = vec![root.to_owned()];
+                while let Some(dir) = stack.pop() {
+                    for entry in fs_err::read_dir(&dir).unwrap() {
+                        let path = entry.unwrap().path();
+                        let rel = path.strip_prefix(root).unwrap().to_string_lossy();
+                        if path.is_dir() {
+                            files.insert(format!("{rel}/"), String::new());
+                            stack.push(path);
+                        } else {
+                            files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+                        }
+                    }
                 }
-            }
-        }
-        files
+                files
+            })
+            .unwrap()
     }
 
     fn copy_a(local: &State) -> State {

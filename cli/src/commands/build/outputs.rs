@@ -318,14 +318,15 @@ pub(super) fn export(
     config: Option<&kiln_frontend::ImageConfig>,
 ) -> anyhow::Result<()> {
     match output {
-        Output::Local { dest } => kiln_solver::export_local(store, result, dest)
-            .map_err(|e| anyhow::anyhow!(e))
-            .with_context(|| format!("exporting to {}", dest.display())),
+        Output::Local { dest } => Ok(kiln_exporters::export_local(store, result.key(), dest)?),
         Output::Tar { dest } => {
-            let out =
-                kiln_solver::export_tar(store, result, source_date_epoch()?, create(store, dest)?)
-                    .map_err(|e| anyhow::anyhow!(e))
-                    .with_context(|| format!("writing {}", dest.display()))?;
+            let out = kiln_exporters::export_tar(
+                store,
+                result.key(),
+                source_date_epoch()?,
+                create(store, dest)?,
+            )
+            .with_context(|| format!("writing {}", dest.display()))?;
             out.into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("writing {}", dest.display()))?
