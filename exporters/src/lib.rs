@@ -16,6 +16,8 @@
 //! - The result's file system as it is: [`export_local`] (`type=local`, into a host directory,
 //!   device nodes left out) and [`export_tar`] (`type=tar`), both reading the snapshot through
 //!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
+//! - Requests: [`parse_output`] reads buildx's `--output` grammar into an [`Output`] (and
+//!   [`outputs_from_args`] adds `-t`/`--push`), refusing bad options with an [`OutputError`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
@@ -41,6 +43,7 @@ mod error;
 mod image;
 mod layers;
 mod local;
+mod options;
 mod output;
 mod push;
 
@@ -54,5 +57,8 @@ pub use kiln_cache::{Image, Layer};
 pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
 pub use local::{export_local, export_tar};
 pub use oci_spec;
+pub use options::{
+    ImageFormat, ImageSettings, Output, OutputError, outputs_from_args, parse_output,
+};
 pub use output::OutputFile;
 pub use push::push;
