@@ -1,5 +1,12 @@
 //! kiln-exporters: turns a solved result into something other tools accept.
 //!
+//! The interface, in BuildKit's spirit: an [`Output`] (parsed from `--output`) is resolved with
+//! the [`ExportContext`] every output of a build shares into an [`Exporter`], whose
+//! [`Exporter::export`] takes the store, the result's snapshot key and the frontend's image
+//! config and answers an [`ExportResponse`] (image digest, names, pushed digests). `kiln
+//! build` only wires this; `kiln save` and `kiln push` deliver stored images through the
+//! same [`deliver_image`].
+//!
 //! - [`chain_layers`]: the layer blobs of a snapshot chain ([`snapshot_chain`]). Layers of
 //!   pulled images are reused as they are; each build step's snapshot is compressed once with
 //!   [`kiln_cache::write_layer`] and remembered, so every output (and the next export) shares
@@ -27,7 +34,9 @@
 //! store; or snapshot key ─[`Store::with_snapshot`](kiln_cache::Store::with_snapshot)→
 //! merged tree ─[`export_local`] / [`export_tar`]→ a directory or a tar. This crate does not
 //! depend on the solver: it takes snapshot keys, and the solver never exports. A new exporter
-//! goes here, as a module beside `local` and `archive`, taking the store and a snapshot key.
+//! goes here: its request a variant of [`Output`] (grammar in `options.rs`), its work a module
+//! beside `local` and `archive` taking the store and a snapshot key, called from
+//! [`Exporter::export`] (`exporter.rs`).
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_exporters::Error> {
@@ -40,6 +49,7 @@
 
 mod archive;
 mod error;
+mod exporter;
 mod image;
 mod layers;
 mod local;
@@ -49,6 +59,7 @@ mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use error::Error;
+pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{
     ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
     minimal_config, rfc3339,

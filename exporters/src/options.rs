@@ -140,6 +140,21 @@ pub struct ImageSettings {
     pub push: bool,
 }
 
+impl Default for ImageSettings {
+    /// gzip (level 6), OCI media types, stored, nothing else: the settings of `-t NAME`.
+    fn default() -> Self {
+        Self {
+            compression: Compression::default(),
+            force_compression: false,
+            store: true,
+            oci_mediatypes: true,
+            rewrite_timestamp: false,
+            names: Vec::new(),
+            push: false,
+        }
+    }
+}
+
 /// An `--output` request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
@@ -205,15 +220,7 @@ pub fn parse_output(text: &str) -> Result<Output, OutputError> {
     let mut level = None;
     let mut oci_mediatypes = None;
     let mut store = None;
-    let mut settings = ImageSettings {
-        compression: Compression::default(),
-        force_compression: false,
-        store: true,
-        oci_mediatypes: true,
-        rewrite_timestamp: false,
-        names: Vec::new(),
-        push: false,
-    };
+    let mut settings = ImageSettings::default();
     let mut tar = true;
     for (key, value) in fields {
         match key {
@@ -336,13 +343,9 @@ pub fn outputs_from_args(
             format: ImageFormat::Store,
             dest: None,
             settings: ImageSettings {
-                compression: Compression::default(),
-                force_compression: false,
-                store: true,
-                oci_mediatypes: true,
-                rewrite_timestamp: false,
                 names: tags.to_vec(),
                 push,
+                ..ImageSettings::default()
             },
         });
     } else if push {

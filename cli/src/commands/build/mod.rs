@@ -222,9 +222,7 @@ pub(crate) fn run(
     };
     progress.finish();
     let result = solved.context("failed to solve")?;
-    for output in &outputs {
-        outputs::export(&store, &result, output, image_config.as_ref(), config)?;
-    }
+    outputs::export(&store, &result, &outputs, image_config.as_ref(), config)?;
     Ok(ExitCode::SUCCESS)
 }
 
