@@ -5,6 +5,10 @@
 //!   directory; [`Lease`]s keep garbage collection away from work in progress.
 //! - Snapshots: layers unpacked once into directories keyed by chain ID ([`chain_id`]),
 //!   active snapshots prepared on them with overlay [`Mounts`] for the runner, committed back.
+//! - Snapshot mounts: [`Store::with_snapshot`] mounts a committed snapshot chain read-only as
+//!   one merged tree for the length of a closure (leased, unmounted on return, error or panic,
+//!   invisible outside a private mount namespace); [`with_views`] mounts any [`View`]s
+//!   (writable ones for the solver's file and merge ops) the same way.
 //! - Layers: [`write_layer`] turns a directory (an overlay upper or a whole tree) into a
 //!   compressed OCI layer in one streaming pass; [`unpack_layer`] unpacks an untrusted layer
 //!   without ever writing outside its destination.
@@ -24,7 +28,7 @@
 //!
 //! Data path: registry ─[`pull`]→ blobs ─[`Store::unpack_snapshot`]→ committed snapshots
 //! ─[`Store::prepare`]→ [`Mounts`] (runner) ─[`Store::commit`]→ committed snapshot
-//! ─[`Store::write_layer`]→ layer blob (exporters).
+//! ─[`write_layer`]→ layer blob, or ─[`Store::with_snapshot`]→ merged tree (exporters).
 //!
 //! # Sharing a store between processes
 //! Blobs need no lock: each is written to its own temporary file and renamed into place after
@@ -60,6 +64,7 @@ mod limits;
 mod link;
 mod load;
 mod meta;
+mod mount;
 mod pull;
 mod registry;
 mod snapshot;
@@ -81,6 +86,7 @@ pub use image::{
 pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
+pub use mount::{View, with_views};
 pub use oci_client;
 pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};

@@ -82,3 +82,61 @@ fn kiln_crates_depend_only_downwards() {
         assert!(seen.contains(*name), "{name} is not a workspace member");
     }
 }
+
+/// The `.rs` files under `dir` (relative to the workspace root), with their text.
+fn sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(dir)];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir).expect("read a source directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = fs_err::read_to_string(&path).expect("read a source file");
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// Export is one way (frontend → llb → solver → exporters): the solver hands over snapshot
+/// keys and never writes an output itself, and the CLI wires the exporters without reaching
+/// into snapshots. `kiln run` is the one command that prepares a snapshot (a container's root
+/// file system) and is left out.
+#[test]
+fn the_solver_never_exports_and_the_cli_never_touches_snapshots() {
+    let mut violations = Vec::new();
+    for (path, text) in sources("solver/src") {
+        for forbidden in ["write_layer", "fn export_", "kiln_exporters"] {
+            if text.contains(forbidden) {
+                violations.push(format!("{}: {forbidden}", path.display()));
+            }
+        }
+    }
+    for (path, text) in sources("cli/src") {
+        if path.ends_with("commands/run.rs") {
+            continue;
+        }
+        for forbidden in [
+            "kiln_solver::export",
+            ".unpack_snapshot(",
+            ".prepare(",
+            ".commit(",
+            ".lowers(",
+            ".with_snapshot(",
+            "with_views",
+            "write_layer",
+        ] {
+            if text.contains(forbidden) {
+                violations.push(format!("{}: {forbidden}", path.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "export must flow one way: {violations:#?}"
+    );
+}

@@ -9,6 +9,42 @@ pub enum Error {
     /// Reading or writing a file failed (the message names the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Copying a result into a host directory failed.
+    #[error("exporting to {}", dest.display())]
+    Export {
+        /// The destination directory.
+        dest: std::path::PathBuf,
+        /// The cause (naming the path).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an export file failed.
+    #[error("writing {}", dest.display())]
+    Write {
+        /// The file.
+        dest: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A step of assembling an image failed.
+    #[error("{what}")]
+    Step {
+        /// The step.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Storing an image under a name failed.
+    #[error("storing the image {name}")]
+    Store {
+        /// The name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: kiln_cache::Error,
+    },
     /// A JSON document could not be read or written.
     #[error("invalid JSON in {what}")]
     Json {

@@ -1,5 +1,12 @@
 //! kiln-exporters: turns a solved result into something other tools accept.
 //!
+//! The interface, in BuildKit's spirit: an [`Output`] (parsed from `--output`) is resolved with
+//! the [`ExportContext`] every output of a build shares into an [`Exporter`], whose
+//! [`Exporter::export`] takes the store, the result's snapshot key and the frontend's image
+//! config and answers an [`ExportResponse`] (image digest, names, pushed digests). `kiln
+//! build` only wires this; `kiln save` and `kiln push` deliver stored images through the
+//! same [`deliver_image`].
+//!
 //! - [`chain_layers`]: the layer blobs of a snapshot chain ([`snapshot_chain`]). Layers of
 //!   pulled images are reused as they are; each build step's snapshot is compressed once with
 //!   [`kiln_cache::write_layer`] and remembered, so every output (and the next export) shares
@@ -13,13 +20,23 @@
 //!   The local image store is kiln-cache's: [`Store::store_image`](kiln_cache::Store::store_image)
 //!   (whose snapshots share the build's files through hard links instead of unpacking the
 //!   layers again), `find_image`, `tag_image`, `stored_image` and `load` there.
+//! - The result's file system as it is: [`export_local`] (`type=local`, into a host directory,
+//!   device nodes left out) and [`export_tar`] (`type=tar`), both reading the snapshot through
+//!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
+//! - Requests: [`parse_output`] reads buildx's `--output` grammar into an [`Output`] (and
+//!   [`outputs_from_args`] adds `-t`/`--push`), refusing bad options with an [`OutputError`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
 //!
 //! Data path: solver result (a snapshot key) ─[`snapshot_chain`]→ keys ─[`chain_layers`]→
 //! layer blobs ─[`build_image`]→ [`Image`] ─→ OCI/docker archives, a registry or the image
-//! store. This crate does not depend on the solver: it takes snapshot keys.
+//! store; or snapshot key ─[`Store::with_snapshot`](kiln_cache::Store::with_snapshot)→
+//! merged tree ─[`export_local`] / [`export_tar`]→ a directory or a tar. This crate does not
+//! depend on the solver: it takes snapshot keys, and the solver never exports. A new exporter
+//! goes here: its request a variant of [`Output`] (grammar in `options.rs`), its work a module
+//! beside `local` and `archive` taking the store and a snapshot key, called from
+//! [`Exporter::export`] (`exporter.rs`).
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_exporters::Error> {
@@ -32,19 +49,27 @@
 
 mod archive;
 mod error;
+mod exporter;
 mod image;
 mod layers;
+mod local;
+mod options;
 mod output;
 mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use error::Error;
+pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{
     ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
     minimal_config, rfc3339,
 };
 pub use kiln_cache::{Image, Layer};
 pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
+pub use local::{export_local, export_tar};
 pub use oci_spec;
+pub use options::{
+    ImageFormat, ImageSettings, Output, OutputError, outputs_from_args, parse_output,
+};
 pub use output::OutputFile;
 pub use push::push;

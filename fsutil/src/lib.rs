@@ -11,6 +11,9 @@
 //!   it, at most [`MAX_SYMLINKS`] links. In a layered root, whiteouts hide, opaque directories
 //!   stop the merge, and a directory's [`Entry::layers`] are the layer directories that merge
 //!   into it (what a read-only overlay of that directory is made of).
+//! - [`TreeCopy`] copies a tree as a layer keeps it (modes, owners, times, hard links, xattrs,
+//!   special files; device nodes made or skipped, [`DeviceNodes`]): the one copier behind LLB
+//!   copies, seeded cache mounts and the local exporter.
 //! - [`overlay`] holds the whiteout and opaque markers and their predicates, in overlayfs and
 //!   OCI spelling.
 //!
@@ -35,9 +38,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod copy;
 mod error;
 pub mod overlay;
 mod resolve;
 
+pub use copy::{DeviceNodes, HardLinks, ModeFn, Owner, TreeCopy, lstat};
 pub use error::Error;
 pub use resolve::{Entry, MAX_SYMLINKS, Resolved, Root};

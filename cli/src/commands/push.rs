@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kiln_cache::Store;
+use kiln_exporters::{ExportContext, ImageFormat, ImageSettings};
 
 use crate::args::PushArgs;
 
@@ -14,23 +15,28 @@ pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let record = store.find_image(&args.image)?;
     let image = store.stored_image(&record)?;
-    let registry = super::pull::load_config(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let digest = runtime.block_on(kiln_exporters::push(
+    let context = ExportContext {
+        registry: super::pull::load_config(config)?,
+        docker_config: kiln_cache::docker_config_path(),
+        ..ExportContext::default()
+    };
+    let settings = ImageSettings {
+        names: vec![record.name.clone()],
+        store: false,
+        push: true,
+        ..ImageSettings::default()
+    };
+    let response = kiln_exporters::deliver_image(
         &store,
         &image,
-        &record.name,
-        &registry,
-        kiln_cache::docker_config_path().as_deref(),
-    ))?;
-    writeln!(
-        std::io::stdout().lock(),
-        "{}: digest: {digest}",
-        record.name
-    )
-    .context("writing to standard output")?;
+        ImageFormat::Store,
+        None,
+        &settings,
+        &context,
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    for (name, digest) in &response.pushed {
+        writeln!(stdout, "{name}: digest: {digest}").context("writing to standard output")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

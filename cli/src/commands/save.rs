@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use kiln_cache::Store;
+use kiln_exporters::{ExportContext, ImageFormat, ImageSettings};
 
 use crate::args::SaveArgs;
 
@@ -14,23 +15,24 @@ pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let _lease = store.lease().context("taking a lease on the store")?;
     let record = store.find_image(&args.image)?;
     let image = store.stored_image(&record)?;
-    // Written beside the destination and renamed into place once complete.
-    let out = std::io::BufWriter::new(kiln_exporters::OutputFile::create(&store, &args.output)?);
-    let out = match args.format.as_str() {
-        "docker" => kiln_exporters::write_docker_tar(
-            &store,
-            &image,
-            std::slice::from_ref(&record.name),
-            out,
-            0,
-        )?,
-        "oci" => kiln_exporters::write_oci_tar(&store, &image, Some(&record.name), out, 0)?,
+    let format = match args.format.as_str() {
+        "docker" => ImageFormat::Docker,
+        "oci" => ImageFormat::Oci { tar: true },
         other => bail!("unknown format {other:?}: expected docker or oci"),
     };
-    out.into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("writing {}", args.output.display()))?
-        .finish()
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    let settings = ImageSettings {
+        names: vec![record.name.clone()],
+        store: false,
+        ..ImageSettings::default()
+    };
+    // Written beside the destination and renamed into place once complete.
+    kiln_exporters::deliver_image(
+        &store,
+        &image,
+        format,
+        Some(&args.output),
+        &settings,
+        &ExportContext::default(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,10 +7,10 @@ use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 
 use super::fileop;
-use super::view::{View, with_views};
 use super::{ActiveSnapshot, Ref, SessionConfig, blocking, input_ref, scratch_dir};
 use crate::error::{Error, InputOf};
 use crate::scheduler::{CacheDep, CacheMap, ContentDigestFn, Op, OpContext, OpError};
+use kiln_cache::{View, with_views};
 
 pub(super) struct FileOp {
     digest: String,

@@ -26,10 +26,10 @@ use filetime::FileTime;
 use futures::future::{BoxFuture, FutureExt};
 use kiln_llb::pb;
 
-use super::view::{View, with_views};
 use super::{ActiveSnapshot, Ref, SessionConfig, blocking, input_ref, scratch_dir};
 use crate::error::{Error, InputOf};
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
+use kiln_cache::{View, with_views};
 
 /// The xattr overlayfs uses to mark a directory that hides the layers below it.
 use kiln_fsutil::overlay::OPAQUE_XATTR as OPAQUE;
@@ -665,9 +665,12 @@ mod tests {
             tree(&session, &solve(&session, &upper, &recorder).await)
         );
         let mode = |r: &Ref| {
-            let out = tempfile::tempdir().unwrap();
-            super::super::export_local(&session.config().store, r, out.path()).unwrap();
-            fs_err::metadata(out.path().join("mode")).unwrap().mode() & 0o7777
+            let store = &session.config().store;
+            store
+                .with_snapshot(r.key(), |root| {
+                    fs_err::metadata(root.join("mode")).unwrap().mode() & 0o7777
+                })
+                .unwrap()
         };
         assert_eq!(mode(&merged), 0o600);
     }

@@ -35,7 +35,6 @@ mod source;
 #[cfg(test)]
 mod tests;
 mod validate;
-mod view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,8 +50,6 @@ use crate::error::{BuildError, Error, InputOf, LlbError};
 use crate::executor::Executor;
 use crate::history::History;
 use crate::scheduler::{CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, Vertex};
-
-pub use view::{export_local, export_tar};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -156,23 +156,26 @@ pub(super) async fn solve(session: &Session, state: &State, recorder: &Arc<Recor
 
 /// The files of a result: path to content (directories as `/`).
 pub(super) fn tree(session: &Session, result: &Ref) -> BTreeMap<String, String> {
-    let out = tempfile::tempdir().unwrap();
-    export_local(&session.config().store, result, out.path()).unwrap();
-    let mut files = BTreeMap::new();
-    let mut stack = vec![out.path().to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs_err::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(out.path()).unwrap().to_string_lossy();
-            if path.is_dir() {
-                files.insert(format!("{rel}/"), String::new());
-                stack.push(path);
-            } else {
-                files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+    let store = &session.config().store;
+    store
+        .with_snapshot(result.key(), |root| {
+            let mut files = BTreeMap::new();
+            let mut stack = vec![root.to_owned()];
+            while let Some(dir) = stack.pop() {
+                for entry in fs_err::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    let rel = path.strip_prefix(root).unwrap().to_string_lossy();
+                    if path.is_dir() {
+                        files.insert(format!("{rel}/"), String::new());
+                        stack.push(path);
+                    } else {
+                        files.insert(rel.into_owned(), fs_err::read_to_string(&path).unwrap());
+                    }
+                }
             }
-        }
-    }
-    files
+            files
+        })
+        .unwrap()
 }
 
 fn copy_a(local: &State) -> State {

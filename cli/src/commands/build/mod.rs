@@ -133,7 +133,7 @@ pub(crate) fn run(
              an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
         );
     }
-    let outputs = outputs::from_args(&args.output, &args.tag, args.push, config)?;
+    let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
         Some(_) => None,
@@ -222,9 +222,7 @@ pub(crate) fn run(
     };
     progress.finish();
     let result = solved.context("failed to solve")?;
-    for output in &outputs {
-        outputs::export(&store, &result, output, image_config.as_ref())?;
-    }
+    outputs::export(&store, &result, &outputs, image_config.as_ref(), config)?;
     Ok(ExitCode::SUCCESS)
 }
 

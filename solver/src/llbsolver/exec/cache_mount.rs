@@ -113,13 +113,16 @@ pub(super) fn seed_cache_dir(scratch: &Path, seed: &[PathBuf], dir: &Path) -> Re
             path: top.to_owned(),
         });
     }
-    let view = crate::llbsolver::view::View {
+    let view = kiln_cache::View {
         lowers: seed.to_vec(),
         writable: None,
     };
-    let action = crate::llbsolver::view::copy_whole_tree();
-    crate::llbsolver::view::with_views(scratch, &[view], |points| {
-        crate::llbsolver::fileop::copy(&points[0], dir, &action, None)
+    kiln_cache::with_views(scratch, &[view], |points| {
+        kiln_fsutil::TreeCopy::default().copy_contents(
+            &points[0],
+            dir,
+            &mut kiln_fsutil::HardLinks::new(),
+        )
     })??;
     std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))?;
     fs_err::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;

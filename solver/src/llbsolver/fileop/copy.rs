@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
-use filetime::FileTime;
 use kiln_llb::{ModeSet, pb};
 
 use super::{FileError, Owner, Result, expand, filter, io_err, pattern, scoped, timestamp};
@@ -49,14 +48,7 @@ impl<'a> CopyPaths<'a> {
     }
 }
 
-/// What a copy does with character and block devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceNodes {
-    /// Recreate them (inside snapshots).
-    Create,
-    /// Leave them out with a warning (an export to the host's file system).
-    Skip,
-}
+pub(crate) use kiln_fsutil::DeviceNodes;
 
 /// [`copy`] of `paths` (which stand for the action's own `src` and `dest`), choosing what
 /// happens to device nodes.
@@ -166,14 +158,20 @@ pub(crate) fn copy_with(
         } else {
             dest.clone()
         };
-        let copier = Copier {
+        let fixed_mode =
+            (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
+        let mode = |own: u32, is_dir: bool| match (&mode_set, fixed_mode) {
+            (Some(set), _) => set.apply(own, is_dir),
+            (None, Some(mode)) => mode,
+            (None, None) => own,
+        };
+        let copier = kiln_fsutil::TreeCopy {
             owner,
-            mode: (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777),
-            mode_set: mode_set.as_ref(),
+            mode: (mode_set.is_some() || fixed_mode.is_some())
+                .then_some(&mode as kiln_fsutil::ModeFn<'_>),
             selected: selected.as_ref(),
             time: timestamp(action.timestamp),
             replace_dirs: action.always_replace_existing_dest_paths,
-            shown: dest_shown,
             devices,
         };
         if meta.is_dir() && action.dir_copy_contents {
@@ -188,23 +186,14 @@ pub(crate) fn copy_with(
                 }
                 None => mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?,
             }
-            let mut names: Vec<_> = fs_err::read_dir(source)
-                .map_err(io_err("copy", src))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(io_err("copy", src))?;
-            names.sort();
-            for name in names {
-                copier.copy_tree(
-                    &source.join(&name),
-                    &target.join(&name),
-                    Path::new(&name),
-                    &mut links,
-                )?;
-            }
+            copier
+                .copy_contents(source, &target, &mut links)
+                .map_err(io_err("copy", dest_shown))?;
             continue;
         }
-        copier.copy_tree(source, &target, Path::new(""), &mut links)?;
+        copier
+            .copy_tree(source, &target, Path::new(""), &mut links)
+            .map_err(io_err("copy", dest_shown))?;
     }
     Ok(())
 }
@@ -354,129 +343,4 @@ fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-struct Copier<'a> {
-    owner: Option<Owner>,
-    mode: Option<u32>,
-    /// A symbolic mode, applied to each entry's own mode (instead of `mode`).
-    mode_set: Option<&'a ModeSet>,
-    /// With include or exclude patterns: the paths (relative to the copied directory) to copy.
-    selected: Option<&'a std::collections::HashSet<PathBuf>>,
-    time: Option<FileTime>,
-    replace_dirs: bool,
-    shown: &'a Path,
-    devices: DeviceNodes,
-}
-
-impl Copier<'_> {
-    /// Copies `src` (not following it) to `dst`, merging into an existing directory.
-    fn copy_tree(
-        &self,
-        src: &Path,
-        dst: &Path,
-        rel: &Path,
-        links: &mut HashMap<(u64, u64), PathBuf>,
-    ) -> Result<()> {
-        if let Some(selected) = self.selected {
-            if !rel.as_os_str().is_empty() && !selected.contains(rel) {
-                return Ok(());
-            }
-        }
-        let err = |e| io_err("copy", self.shown)(e);
-        let meta = fs_err::symlink_metadata(src).map_err(err)?;
-        let existing = scoped::lstat(dst).map_err(err)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            match existing {
-                Some(e) if e.is_dir() => {}
-                Some(_) => {
-                    fs_err::remove_file(dst).map_err(err)?;
-                    fs_err::create_dir(dst).map_err(err)?;
-                }
-                None => fs_err::create_dir(dst).map_err(err)?,
-            }
-            let mut entries: Vec<_> = fs_err::read_dir(src)
-                .map_err(err)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()
-                .map_err(err)?;
-            entries.sort();
-            for name in entries {
-                self.copy_tree(&src.join(&name), &dst.join(&name), &rel.join(&name), links)?;
-            }
-            self.finish(src, dst, &meta)?;
-            return Ok(());
-        }
-        if self.devices == DeviceNodes::Skip && (ft.is_char_device() || ft.is_block_device()) {
-            tracing::warn!(path = %rel.display(), "device node not exported");
-            return Ok(());
-        }
-        if let Some(e) = existing {
-            if e.is_dir() {
-                if !self.replace_dirs {
-                    return Err(io_err("copy", self.shown)(io::Error::other(format!(
-                        "cannot replace directory {} with a file",
-                        dst.display()
-                    ))));
-                }
-                fs_err::remove_dir_all(dst).map_err(err)?;
-            } else {
-                fs_err::remove_file(dst).map_err(err)?;
-            }
-        }
-        if meta.nlink() > 1 && !ft.is_symlink() {
-            let key = (meta.dev(), meta.ino());
-            if let Some(first) = links.get(&key) {
-                return fs_err::hard_link(first, dst).map_err(err);
-            }
-            links.insert(key, dst.to_owned());
-        }
-        if ft.is_symlink() {
-            let target = fs_err::read_link(src).map_err(err)?;
-            std::os::unix::fs::symlink(&target, dst).map_err(err)?;
-        } else if ft.is_file() {
-            fs_err::copy(src, dst).map_err(err)?;
-        } else {
-            // Devices, fifos and sockets: recreate the node.
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode());
-            let perm = nix::sys::stat::Mode::from_bits_truncate(meta.mode());
-            nix::sys::stat::mknod(dst, kind, perm, meta.rdev())
-                .map_err(|e| err(io::Error::from(e)))?;
-        }
-        self.finish(src, dst, &meta)
-    }
-
-    /// Mode, owner, xattrs and times of a copied entry.
-    fn finish(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> Result<()> {
-        let err = |e| io_err("copy", self.shown)(e);
-        let is_link = meta.file_type().is_symlink();
-        let owner = self.owner.unwrap_or(Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        });
-        std::os::unix::fs::lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(err)?;
-        if !is_link {
-            let own = meta.mode() & 0o7777;
-            let mode = match self.mode_set {
-                Some(set) => set.apply(own, meta.is_dir()),
-                None => self.mode.unwrap_or(own),
-            };
-            fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-            if let Ok(names) = xattr::list(src) {
-                for name in names {
-                    if let Ok(Some(value)) = xattr::get(src, &name) {
-                        xattr::set(dst, &name, &value).map_err(err)?;
-                    }
-                }
-            }
-        }
-        let mtime = self
-            .time
-            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
-        let atime = self
-            .time
-            .unwrap_or_else(|| FileTime::from_last_access_time(meta));
-        filetime::set_symlink_file_times(dst, atime, mtime).map_err(err)
-    }
 }

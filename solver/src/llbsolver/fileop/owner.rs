@@ -7,14 +7,7 @@ use kiln_llb::pb;
 
 use super::{FileError, Result, scoped};
 
-/// A resolved owner override.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// The user id.
-    pub uid: u32,
-    /// The group id.
-    pub gid: u32,
-}
+pub use kiln_fsutil::Owner;
 
 /// Resolves a `ChownOpt`; names are looked up in `/etc/passwd` and `/etc/group` of the root
 /// that `root_of(input)` gives (an action input index).

@@ -4,21 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// `lstat` that answers `None` for a missing path.
-pub(crate) fn lstat(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
-    match fs_err::symlink_metadata(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
+pub(crate) use kiln_fsutil::lstat;
 
 /// Resolves the container path `path` to a host path under `root`, following symbolic links
 /// as if `root` were `/` (see [`kiln_fsutil::Root::resolve`]). The last component is followed

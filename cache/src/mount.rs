@@ -1,11 +1,15 @@
-//! Merged views of snapshots for in-process work (file actions, local export).
+//! Snapshot mounts: merged views of snapshots for in-process work (the solver's file and merge
+//! ops, seeded cache mounts, the local and tar exporters).
 //!
 //! A snapshot is a stack of layer directories in overlayfs form, so reading or changing it as
 //! one tree needs an overlay mount. The mounts are made on a short-lived thread that first
 //! moves into a mount namespace of its own (`unshare(CLONE_NEWNS)`, which also gives it its
 //! own working directory): they are invisible to the host and to the rest of the process, and
-//! they vanish with the thread even if the work panics or the process is killed. Views that
-//! need no mount at all are used in place.
+//! they vanish with the thread even if the work panics, fails or the process is killed. Views
+//! that need no mount at all are used in place.
+//!
+//! [`Store::with_snapshot`] is the read-only case for a committed snapshot chain: it holds the
+//! chain in the store's lease while mounted, so garbage collection cannot remove it meanwhile.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,18 +17,22 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
+use crate::Error;
+use crate::lease::Held;
+use crate::store::Store;
+
 /// One merged view to mount.
 #[derive(Clone, Debug)]
-pub(crate) struct View {
+pub struct View {
     /// Read-only layer directories, topmost first.
-    pub(crate) lowers: Vec<PathBuf>,
+    pub lowers: Vec<PathBuf>,
     /// A writable upper and work directory; `None` makes the view read-only.
-    pub(crate) writable: Option<(PathBuf, PathBuf)>,
+    pub writable: Option<(PathBuf, PathBuf)>,
 }
 
 /// Mounts each view in a private mount namespace on a new thread, runs `work` with their
 /// mount points (in the order of `views`), and unmounts them.
-pub(crate) fn with_views<T: Send>(
+pub fn with_views<T: Send>(
     scratch: &Path,
     views: &[View],
     work: impl FnOnce(&[PathBuf]) -> T + Send,
@@ -104,68 +112,31 @@ pub(crate) fn with_views<T: Send>(
     })
 }
 
-/// Writes the merged file system of `result` into the directory `dest` (created if missing),
-/// as `--output type=local` does. Device nodes are left out with a warning (a build must not
-/// make devices on the host); FIFOs are recreated, as BuildKit's local exporter does.
-pub fn export_local(
-    store: &kiln_cache::Store,
-    result: &super::Ref,
-    dest: &Path,
-) -> Result<(), crate::Error> {
-    fs_err::create_dir_all(dest)?;
-    let view = View {
-        lowers: result.lowers(store)?,
-        writable: None,
-    };
-    let scratch = super::scratch_dir(store)?;
-    let action = copy_whole_tree();
-    with_views(&scratch, &[view], |points| {
-        super::fileop::copy_with(
-            &points[0],
-            dest,
-            super::fileop::CopyPaths::of(&action),
-            &action,
-            None,
-            super::fileop::DeviceNodes::Skip,
-        )
-    })??;
-    Ok(())
-}
-
-/// Writes the merged file system of `result` as one uncompressed tar stream to `out`, as
-/// `--output type=tar` does, straight from the snapshots: device nodes are archive entries,
-/// never made on the host.
-pub fn export_tar<W: std::io::Write + Send + 'static>(
-    store: &kiln_cache::Store,
-    result: &super::Ref,
-    source_date_epoch: Option<i64>,
-    out: W,
-) -> Result<W, crate::Error> {
-    let view = View {
-        lowers: result.lowers(store)?,
-        writable: None,
-    };
-    let scratch = super::scratch_dir(store)?;
-    let options = kiln_cache::LayerOptions {
-        compression: kiln_cache::Compression::Uncompressed,
-        source_date_epoch,
-        threads: 1,
-    };
-    let (_, out) = with_views(&scratch, &[view], |points| {
-        kiln_cache::write_layer(&points[0], kiln_cache::DiffSource::Directory, &options, out)
-    })??;
-    Ok(out)
-}
-
-/// A copy of a whole tree into a directory, keeping modes, owners and times.
-pub(super) fn copy_whole_tree() -> kiln_llb::pb::FileActionCopy {
-    kiln_llb::pb::FileActionCopy {
-        src: "/".into(),
-        dest: "/".into(),
-        mode: -1,
-        dir_copy_contents: true,
-        timestamp: -1,
-        ..Default::default()
+impl Store {
+    /// Mounts the committed snapshot `key` with its ancestors read-only as one merged tree
+    /// (`None`: the empty tree), runs `work` with the tree's root, and unmounts it. The chain is
+    /// held in the store's lease meanwhile; a mount failure is an error, and nothing stays
+    /// mounted after `work` returns, fails or panics.
+    pub fn with_snapshot<T: Send>(
+        &self,
+        key: Option<&str>,
+        work: impl FnOnce(&Path) -> T + Send,
+    ) -> Result<T, Error> {
+        let _lease = self.lease()?;
+        let lowers = match key {
+            Some(key) => {
+                self.holder.hold(&[Held::Snapshot(key.to_owned())])?;
+                self.lowers(key)?
+            }
+            None => Vec::new(),
+        };
+        let view = View {
+            lowers,
+            writable: None,
+        };
+        Ok(with_views(&self.scratch_dir()?, &[view], |points| {
+            work(&points[0])
+        })?)
     }
 }
 
@@ -223,21 +194,25 @@ fn escape(path: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
+    /// Whether a test that mounts `what` must be skipped (not root), saying why.
+    fn skip_unless_root(what: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return false;
+        }
+        assert!(
+            std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
+            "{what} need root"
+        );
+        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+        {
+            eprintln!("skipped: {what} need root");
+        }
+        true
     }
 
     #[test]
     fn overlay_views_merge_layers_and_write_to_the_upper_only() {
-        if !is_root() {
-            assert!(
-                std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
-                "overlay views need root"
-            );
-            #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-            {
-                eprintln!("skipped: overlay views need root");
-            }
+        if skip_unless_root("overlay views") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -273,5 +248,38 @@ mod tests {
             "no mount is left behind"
         );
         assert_eq!(fs_err::read_dir(d.join("scratch")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_chain_mounts_read_only_as_one_tree_and_is_unmounted_after() {
+        if skip_unless_root("snapshot mounts") {
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let base = store.prepare("base-active", None).unwrap();
+        fs_err::write(base.upper.join("a"), "bottom").unwrap();
+        fs_err::write(base.upper.join("b"), "b").unwrap();
+        store.commit("base-active", "base").unwrap();
+        let top = store.prepare("top-active", Some("base")).unwrap();
+        fs_err::write(top.upper.join("a"), "top").unwrap();
+        store.commit("top-active", "top").unwrap();
+        let (seen, mounted_at) = store
+            .with_snapshot(Some("top"), |tree| {
+                let a = fs_err::read_to_string(tree.join("a")).unwrap();
+                let b = fs_err::read_to_string(tree.join("b")).unwrap();
+                let refused = fs_err::write(tree.join("new"), "x").is_err();
+                ((a, b, refused), tree.to_owned())
+            })
+            .unwrap();
+        assert_eq!(seen, ("top".to_owned(), "b".to_owned(), true));
+        let mountinfo = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mountinfo.contains(&*mounted_at.to_string_lossy()));
+        // The empty result is an empty tree; a missing snapshot is an error.
+        let count = store
+            .with_snapshot(None, |tree| fs_err::read_dir(tree).unwrap().count())
+            .unwrap();
+        assert_eq!(count, 0);
+        assert!(store.with_snapshot(Some("missing"), |_| ()).is_err());
     }
 }

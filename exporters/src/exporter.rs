@@ -1,0 +1,280 @@
+//! The exporter interface, in BuildKit's spirit: an [`Output`] request is resolved with what
+//! every output of one build shares ([`ExportContext`]) into an [`Exporter`], which exports a
+//! solved result (a snapshot key and the frontend's image config) and answers with an
+//! [`ExportResponse`].
+//!
+//! # Overview
+//! 1. `type=local` / `type=tar`: the merged tree of the snapshot ([`export_local`],
+//!    [`export_tar`]).
+//! 2. Images: the recipe ([`Exporter::image`]): snapshot chain → layers (each compressed once,
+//!    [`chain_layers`]) → config (with the base image's history, [`base_histories`]) →
+//!    manifest.
+//! 3. Delivery ([`deliver_image`]): an OCI layout (tar or directory) or docker archive written
+//!    whole or not at all ([`OutputFile`]), the image store, registry pushes. `kiln save` and
+//!    `kiln push` deliver stored images the same way.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use kiln_cache::{Config, Digest, Image, LayerOptions, Store};
+
+use crate::error::Error;
+use crate::image::{ImageOptions, base_histories, build_image, build_image_from_json};
+use crate::layers::{ExistingLayers, chain_layers, snapshot_chain};
+use crate::local::{export_local, export_tar};
+use crate::options::{ImageFormat, ImageSettings, Output};
+use crate::output::OutputFile;
+
+/// What every output of one export shares.
+#[derive(Debug, Clone, Default)]
+pub struct ExportContext {
+    /// The registry settings of pushes (plain HTTP hosts, `insecure`).
+    pub registry: Config,
+    /// Docker's `config.json`, for registry credentials.
+    pub docker_config: Option<PathBuf>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// The build's time (seconds since 1970), the same for every output.
+    pub build_time: Option<i64>,
+}
+
+/// A resolved output, ready to export results.
+#[derive(Debug)]
+pub struct Exporter<'a> {
+    output: &'a Output,
+    context: &'a ExportContext,
+}
+
+/// What an export made.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportResponse {
+    /// The image's manifest digest (image outputs).
+    pub image_digest: Option<Digest>,
+    /// The names the image was stored or pushed under.
+    pub names: Vec<String>,
+    /// Each pushed name with the manifest digest the registry has.
+    pub pushed: Vec<(String, Digest)>,
+}
+
+impl Output {
+    /// Resolves this request with the shared `context` into an exporter.
+    pub fn resolve<'a>(&'a self, context: &'a ExportContext) -> Exporter<'a> {
+        Exporter {
+            output: self,
+            context,
+        }
+    }
+}
+
+impl Exporter<'_> {
+    /// Exports the result `snapshot` (`None`: the empty file system) with the frontend's image
+    /// `config` (as JSON; `None` for a bare LLB build).
+    pub fn export(
+        &self,
+        store: &Store,
+        snapshot: Option<&str>,
+        config: Option<&serde_json::Value>,
+    ) -> Result<ExportResponse, Error> {
+        match self.output {
+            Output::Local { dest } => {
+                export_local(store, snapshot, dest)?;
+                Ok(ExportResponse::default())
+            }
+            Output::Tar { dest } => {
+                let writing = |source| Error::Write {
+                    dest: dest.clone(),
+                    source: Box::new(source),
+                };
+                let out = export_tar(
+                    store,
+                    snapshot,
+                    self.context.source_date_epoch,
+                    BufWriter::new(OutputFile::create(store, dest)?),
+                )
+                .map_err(writing)?;
+                finish(out, dest)?;
+                Ok(ExportResponse::default())
+            }
+            Output::Image {
+                format,
+                dest,
+                settings,
+            } => {
+                let image = self.image(store, snapshot, config, settings)?;
+                let response = deliver_image(
+                    store,
+                    &image,
+                    *format,
+                    dest.as_deref(),
+                    settings,
+                    self.context,
+                )?;
+                tracing::info!(manifest = %image.manifest_digest, "exported the image");
+                Ok(response)
+            }
+        }
+    }
+
+    /// The image recipe: the layers of the snapshot chain, the config, the manifest.
+    pub fn image(
+        &self,
+        store: &Store,
+        snapshot: Option<&str>,
+        config: Option<&serde_json::Value>,
+        settings: &ImageSettings,
+    ) -> Result<Image, Error> {
+        let epoch = self.context.source_date_epoch;
+        let keys = match snapshot {
+            Some(key) => snapshot_chain(store, key)?,
+            None => Vec::new(),
+        };
+        let layer_options = LayerOptions {
+            compression: settings.compression,
+            source_date_epoch: epoch.filter(|_| settings.rewrite_timestamp),
+            threads: 0,
+        };
+        let existing = if settings.force_compression {
+            ExistingLayers::Recompress
+        } else {
+            ExistingLayers::Reuse
+        };
+        let layers =
+            chain_layers(store, &keys, &layer_options, existing).map_err(|e| Error::Step {
+                what: "writing the image layers",
+                source: Box::new(e),
+            })?;
+        let options = ImageOptions {
+            oci_mediatypes: settings.oci_mediatypes,
+            source_date_epoch: epoch,
+            build_time: self.context.build_time,
+            base_histories: base_histories(store, &keys).map_err(|e| Error::Step {
+                what: "reading the base image's history",
+                source: Box::new(e),
+            })?,
+        };
+        match config {
+            Some(config) => build_image_from_json(layers, config, &options),
+            None => build_image(layers, None, &options),
+        }
+    }
+}
+
+/// Syncs a finished export file and renames it into place.
+fn finish(out: BufWriter<OutputFile>, dest: &Path) -> Result<(), Error> {
+    let writing = |source| Error::Write {
+        dest: dest.to_owned(),
+        source: Box::new(source),
+    };
+    out.into_inner()
+        .map_err(|e| writing(Error::Io(e.into_error())))?
+        .finish()
+        .map_err(writing)
+}
+
+/// Delivers `image`: writes it as `format` to `dest` (OCI layout or docker archive), stores
+/// it under its names (`type=image` with `store`), pushes it (`push`). Archive entries get
+/// `SOURCE_DATE_EPOCH` as their time (0 without it).
+pub fn deliver_image(
+    store: &Store,
+    image: &Image,
+    format: ImageFormat,
+    dest: Option<&Path>,
+    settings: &ImageSettings,
+    context: &ExportContext,
+) -> Result<ExportResponse, Error> {
+    let mtime = context
+        .source_date_epoch
+        .and_then(|e| u64::try_from(e).ok())
+        .unwrap_or(0);
+    let names = settings
+        .names
+        .iter()
+        .map(|n| kiln_cache::normalize_name(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let create = |dest: &Path| -> Result<BufWriter<OutputFile>, Error> {
+        Ok(BufWriter::new(OutputFile::create(store, dest)?))
+    };
+    match (format, dest) {
+        (ImageFormat::Oci { tar: true }, Some(dest)) => {
+            let out = crate::archive::write_oci_tar(
+                store,
+                image,
+                names.first().map(String::as_str),
+                create(dest)?,
+                mtime,
+            )?;
+            finish(out, dest)?;
+        }
+        (ImageFormat::Oci { tar: false }, Some(dest)) => {
+            crate::archive::write_oci_dir(store, image, names.first().map(String::as_str), dest)?;
+        }
+        (ImageFormat::Docker, Some(dest)) => {
+            let out = crate::archive::write_docker_tar(store, image, &names, create(dest)?, mtime)?;
+            finish(out, dest)?;
+        }
+        _ => {}
+    }
+    if format == ImageFormat::Store && settings.store {
+        for name in &names {
+            store
+                .store_image(image, name)
+                .map_err(|source| Error::Store {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    let mut pushed = Vec::new();
+    if settings.push && !names.is_empty() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for name in &names {
+            let digest = runtime.block_on(crate::push::push(
+                store,
+                image,
+                name,
+                &context.registry,
+                context.docker_config.as_deref(),
+            ))?;
+            tracing::info!(image = %name, manifest = %digest, "pushed");
+            pushed.push((name.clone(), digest));
+        }
+    }
+    Ok(ExportResponse {
+        image_digest: Some(image.manifest_digest),
+        names,
+        pushed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_output;
+
+    #[test]
+    fn an_image_output_answers_its_digest_and_names_and_writes_its_file() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let context = ExportContext {
+            build_time: Some(0),
+            ..ExportContext::default()
+        };
+        let layout = out.path().join("layout");
+        let oci = parse_output(&format!("type=oci,dest={},tar=false", layout.display())).unwrap();
+        let response = oci.resolve(&context).export(&store, None, None).unwrap();
+        let digest = response.image_digest.expect("an image digest");
+        let index = fs_err::read_to_string(layout.join("index.json")).unwrap();
+        assert!(index.contains(&digest.to_string()), "{index}");
+        assert!(response.pushed.is_empty());
+        // The same result stored under a name is the same image.
+        let stored = parse_output("type=image,name=example.com/a:1").unwrap();
+        let response = stored.resolve(&context).export(&store, None, None).unwrap();
+        assert_eq!(response.image_digest, Some(digest));
+        assert_eq!(response.names, ["example.com/a:1"]);
+        let record = store.find_image("example.com/a:1").unwrap();
+        assert_eq!(store.stored_image(&record).unwrap().manifest_digest, digest);
+    }
+}
