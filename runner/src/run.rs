@@ -701,7 +701,7 @@ fn pump(
                             Request::Resize(size) => {
                                 if let Some(terminal) = terminal {
                                     let _ =
-                                        crate::sys::process::set_winsize(terminal, &winsize(size));
+                                        crate::sys::terminal::set_winsize(terminal, &winsize(size));
                                 }
                             }
                         }
