@@ -181,9 +181,9 @@ pub(crate) fn run(
         (Some(llb), _) => (Some(read_definition(llb)?), None),
         (None, Some(dir)) => {
             let converted = dockerfile::convert(args, dir, store.clone(), &pull, &runtime)?;
-            let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
             if args.print_llb {
                 use std::io::Write as _;
+                let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(&bytes).context("writing the Definition")?;
                 stdout.flush().context("writing the Definition")?;
@@ -194,7 +194,7 @@ pub(crate) fn run(
                 None
             } else {
                 Some(
-                    LoadedDefinition::from_bytes(&bytes)
+                    LoadedDefinition::from_definition(converted.definition)
                         .context("loading the Definition made from the Dockerfile")?,
                 )
             };
