@@ -61,22 +61,13 @@ pub struct RegistryConfig {
 }
 
 impl Config {
-    /// Parses a configuration file's text.
+    /// Parses the text of the configuration file at `path` (named in errors); the CLI reads
+    /// the file.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::Config {
             path: path.to_owned(),
             source: Box::new(e),
         })
-    }
-
-    /// Reads a configuration file; a missing file gives the default configuration unless
-    /// `required` is set.
-    pub fn load(path: &Path, required: bool) -> Result<Self, Error> {
-        match fs_err::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Whether `host` is reached over plain HTTP.

@@ -8,13 +8,13 @@ use anyhow::Context as _;
 use kiln_cache::Store;
 
 use crate::args::PushArgs;
+use crate::config::Config;
 
-pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let record = store.find_image(&args.image)?;
     let image = store.stored_image(&record)?;
-    let registry = super::pull::load_config(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -23,7 +23,7 @@ pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow
         &store,
         &image,
         &record.name,
-        &registry,
+        &config.cache,
         kiln_cache::docker_config_path().as_deref(),
     ))?;
     writeln!(

@@ -15,6 +15,7 @@ use kiln_llb::LoadedDefinition;
 use kiln_solver::{Session, SessionConfig};
 
 use crate::args::BuildArgs;
+use crate::config::Config;
 use crate::progress::Progress;
 
 /// Parses `NAME=VALUE`.
@@ -122,18 +123,14 @@ fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlem
     Ok(entitlements)
 }
 
-pub(crate) fn run(
-    root: &Path,
-    config: Option<&Path>,
-    args: &BuildArgs,
-) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.llb.is_some() && (!args.ulimit.is_empty() || args.cgroup_parent.is_some()) {
         bail!(
             "--ulimit and --cgroup-parent apply to the RUN steps of a Dockerfile; \
              an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
         );
     }
-    let outputs = outputs::from_args(&args.output, &args.tag, args.push, config)?;
+    let outputs = outputs::from_args(&args.output, &args.tag, args.push)?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
         Some(_) => None,
@@ -158,17 +155,16 @@ pub(crate) fn run(
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let entitlements = parse_entitlements(&args.allow)?;
-    let registry = super::pull::load_config(config)?;
     let store = Arc::new(
         Store::open(root)
             .with_context(|| format!("opening the store at {}", root.display()))?
-            .with_unpack_limits(registry.unpack),
+            .with_unpack_limits(config.cache.unpack),
     );
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
     let _lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
-        config: registry,
+        config: config.cache.clone(),
         prefer_local: true,
         ..PullOptions::default()
     };
@@ -223,7 +219,13 @@ pub(crate) fn run(
     progress.finish();
     let result = solved.context("failed to solve")?;
     for output in &outputs {
-        outputs::export(&store, &result, output, image_config.as_ref())?;
+        outputs::export(
+            &store,
+            &result,
+            output,
+            image_config.as_ref(),
+            &config.cache,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

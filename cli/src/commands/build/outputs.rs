@@ -32,8 +32,6 @@ pub(super) struct ImageSettings {
     pub(super) rewrite_timestamp: bool,
     pub(super) names: Vec<String>,
     pub(super) push: bool,
-    /// kiln's configuration file (`--config`), for the registry settings of a push.
-    pub(super) config: Option<PathBuf>,
 }
 
 /// An `--output` request.
@@ -91,7 +89,6 @@ pub(super) fn parse(text: &str) -> anyhow::Result<Output> {
         rewrite_timestamp: false,
         names: Vec::new(),
         push: false,
-        config: None,
     };
     let mut tar = true;
     for (key, value) in fields {
@@ -182,17 +179,11 @@ pub(super) fn from_args(
     outputs: &[String],
     tags: &[String],
     push: bool,
-    config: Option<&Path>,
 ) -> anyhow::Result<Vec<Output>> {
     let mut parsed = outputs
         .iter()
         .map(|o| parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for output in &mut parsed {
-        if let Output::Image { settings, .. } = output {
-            settings.config = config.map(Path::to_owned);
-        }
-    }
     if !tags.is_empty() {
         parsed.push(Output::Image {
             format: ImageFormat::Store,
@@ -205,7 +196,6 @@ pub(super) fn from_args(
                 rewrite_timestamp: false,
                 names: tags.to_vec(),
                 push,
-                config: config.map(Path::to_owned),
             },
         });
     } else if push {
@@ -229,9 +219,8 @@ fn push(
     store: &Store,
     image: &Image,
     names: &[String],
-    config: Option<&Path>,
+    registry: &kiln_cache::Config,
 ) -> anyhow::Result<()> {
-    let registry = crate::commands::pull::load_config(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,7 +230,7 @@ fn push(
             store,
             image,
             name,
-            &registry,
+            registry,
             kiln_cache::docker_config_path().as_deref(),
         ))?;
         tracing::info!(image = %name, manifest = %digest, "pushed");
@@ -316,6 +305,7 @@ pub(super) fn export(
     result: &Ref,
     output: &Output,
     config: Option<&kiln_frontend::ImageConfig>,
+    registry: &kiln_cache::Config,
 ) -> anyhow::Result<()> {
     match output {
         Output::Local { dest } => kiln_solver::export_local(store, result, dest)
@@ -385,7 +375,7 @@ pub(super) fn export(
                 }
             }
             if settings.push {
-                push(store, &image, &names, settings.config.as_deref())?;
+                push(store, &image, &names, registry)?;
             }
             tracing::info!(manifest = %image.manifest_digest, "exported the image");
             Ok(())
