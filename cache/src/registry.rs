@@ -44,6 +44,9 @@ pub struct Config {
     /// Limits on the layers the store unpacks (`[unpack]`).
     #[serde(default)]
     pub unpack: crate::limits::UnpackLimits,
+    /// Garbage collection after builds (`[gc]`, `[[gc.policy]]`).
+    #[serde(default)]
+    pub gc: crate::gcpolicy::GcConfig,
 }
 
 /// Settings of one registry host.

@@ -214,6 +214,10 @@ fn bad_prune_arguments_fail_before_touching_the_store() {
             &["prune", "-f", "--keep-storage", "lots"][..],
             "invalid --keep-storage value \"lots\"",
         ),
+        (
+            &["prune", "-f", "--max-used-space", "10XB"][..],
+            "invalid --max-used-space value \"10XB\"",
+        ),
     ] {
         let out = kiln(&root, args, None);
         assert!(!out.status.success(), "{args:?}");
@@ -465,4 +469,78 @@ fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
     let shared = after["shared"].as_u64().unwrap();
     assert!(shared > 0, "{after:#}");
     assert_eq!(images[0].3 + images[1].3 - shared, left, "{after:#}");
+}
+
+#[test]
+fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fits() {
+    if !registry_up() {
+        return;
+    }
+    if !is_root() {
+        skip("build cache records need a build, which needs root to run containers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN head -c 400000 /dev/urandom > /a\n\
+             RUN head -c 200000 /dev/urandom > /b\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    ok(
+        &root,
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        None,
+    );
+    let before = du_json(&root);
+    let records: Vec<_> = json_entries(&before, "entries")
+        .into_iter()
+        .filter(|e| e.1 == "regular")
+        .collect();
+    assert!(records.len() >= 2, "{before:#}");
+    let prune = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["prune", "-f", "--format", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(&root, &all, None)).unwrap()
+    };
+
+    // Everything fits in 10GB, as in the limits BuildKit's policies take: nothing goes.
+    for args in [
+        &["--keep-storage", "10GB"][..],
+        &["--max-used-space", "10GB"],
+        &["--reserved-space", "10GB"],
+        &["--keep-storage", "1", "--filter", "until=24h"],
+    ] {
+        let pruned = prune(args);
+        assert_eq!(pruned["removed"], serde_json::json!([]), "{args:?}");
+        assert_eq!(pruned["freed"], 0, "{args:?}");
+    }
+    assert_eq!(du_json(&root)["entries"], before["entries"]);
+
+    // One byte: every record goes, with the size du gave it, and the bytes leave the disk.
+    let on_disk = store_bytes(&root);
+    let pruned = prune(&["--keep-storage", "1"]);
+    assert_eq!(json_entries(&pruned, "removed"), records, "{pruned:#}");
+    let freed = pruned["freed"].as_u64().unwrap();
+    assert!(freed >= 600_000, "{pruned:#}");
+    assert_eq!(on_disk - store_bytes(&root), freed);
+    let after = du_json(&root);
+    assert!(
+        json_entries(&after, "entries")
+            .iter()
+            .all(|e| e.1 != "regular"),
+        "{after:#}"
+    );
 }

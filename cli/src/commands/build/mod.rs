@@ -110,6 +110,20 @@ fn read_definition(path: &Path) -> anyhow::Result<LoadedDefinition> {
         .with_context(|| format!("loading the LLB Definition {}", path.display()))
 }
 
+/// Applies the garbage collection policies of `[gc]` (BuildKit's defaults without any).
+fn collect_garbage(store: &Store, gc: &kiln_cache::GcConfig) -> anyhow::Result<()> {
+    let reports = store
+        .apply_gc_config(gc)
+        .context("collecting garbage after the build")?;
+    let freed: u64 = reports.iter().map(|r| r.gc.freed).sum();
+    tracing::info!(
+        policies = reports.len(),
+        freed,
+        "applied the garbage collection policies"
+    );
+    Ok(())
+}
+
 /// `--allow` values, as buildx names them.
 fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlements> {
     let mut entitlements = kiln_solver::Entitlements::default();
@@ -162,7 +176,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     );
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
-    let _lease = store.lease().context("taking a lease on the store")?;
+    let lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
         config: config.cache.clone(),
         prefer_local: true,
@@ -226,6 +240,12 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             image_config.as_ref(),
             &config.cache,
         )?;
+    }
+    // What the build made is named by its records and outputs now; with `[gc] enabled`, the
+    // policies then prune the cache down to their limits (a collection waits for leases).
+    drop(lease);
+    if config.cache.gc.enabled {
+        collect_garbage(&store, &config.cache.gc)?;
     }
     Ok(ExitCode::SUCCESS)
 }
