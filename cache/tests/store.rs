@@ -637,20 +637,16 @@ fn a_killed_process_leaves_nothing_after_gc() {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
-#[test]
-fn prune_filters_and_du() {
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+/// Cache records `r0`, `r1`, ... last used the given days ago, each naming a blob of random
+/// bytes (seeded from `seed`) of the given size; returns the blobs.
+fn aged_records(store: &Store, ages_and_sizes: &[(u64, usize)], seed: u64) -> Vec<Digest> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let mut blobs = Vec::new();
-    for (i, (age_days, size)) in [(30u64, 1000usize), (10, 2000), (2, 3000), (0, 4000)]
-        .iter()
-        .enumerate()
-    {
-        let data = random(*size, i as u64);
+    for (i, (age_days, size)) in ages_and_sizes.iter().enumerate() {
+        let data = random(*size, seed + i as u64);
         let d = store.write_blob(&data, None).unwrap();
         store.record_blob(&d, *size as u64, None).unwrap();
         store
@@ -663,6 +659,14 @@ fn prune_filters_and_du() {
             .unwrap();
         blobs.push(d);
     }
+    blobs
+}
+
+#[test]
+fn prune_filters_and_du() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let blobs = aged_records(&store, &[(30, 1000), (10, 2000), (2, 3000), (0, 4000)], 0);
     // Using r0 again makes it the most recently used: the age filter keeps it.
     assert!(store.touch_cache_record("r0").unwrap());
     assert!(!store.touch_cache_record("missing").unwrap());
@@ -719,29 +723,12 @@ fn gc_policies_remove_least_recently_used_records_until_under_the_limit_and_keep
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
     let other = Store::open(root.path()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut blobs = Vec::new();
     // r0 is the oldest, r3 the newest.
-    for (i, (age_days, size)) in [(40u64, 1000usize), (30, 2000), (20, 3000), (1, 4000)]
-        .iter()
-        .enumerate()
-    {
-        let data = random(*size, 100 + i as u64);
-        let d = store.write_blob(&data, None).unwrap();
-        store.record_blob(&d, *size as u64, None).unwrap();
-        store
-            .put_cache_record(&record(
-                &format!("r{i}"),
-                d,
-                *size as u64,
-                now - age_days * 86400,
-            ))
-            .unwrap();
-        blobs.push(d);
-    }
+    let blobs = aged_records(
+        &store,
+        &[(40, 1000), (30, 2000), (20, 3000), (1, 4000)],
+        100,
+    );
     store.flush().unwrap();
     // A build holds r0, the least recently used.
     let lease = store.lease().unwrap();

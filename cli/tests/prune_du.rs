@@ -353,6 +353,14 @@ fn store_bytes(root: &Path) -> u64 {
     distinct_bytes(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>())
 }
 
+/// A build context `DIR/context` holding `dockerfile`.
+fn context_with(dir: &Path, dockerfile: &str) -> std::path::PathBuf {
+    let context = dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    context
+}
+
 /// `kiln du --format json`, parsed.
 fn du_json(root: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(root, &["du", "--format", "json"], None)).unwrap()
@@ -390,18 +398,15 @@ fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
     let root = dir.path().join("store");
     // An image sharing files with the build cache (its snapshot hard-links the build's), a
     // file of three names, and a cache mount.
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!(
+    let context = context_with(
+        dir.path(),
+        &format!(
             "FROM {IMAGE}\n\
              RUN head -c 300000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n\
              RUN --mount=type=cache,target=/cache head -c 70000 /dev/urandom > /cache/data\n\
              RUN head -c 5000 /dev/urandom > /small\n"
         ),
-    )
-    .unwrap();
+    );
     ok(
         &root,
         &["build", "-t", "exact:1", context.to_str().unwrap()],
@@ -482,17 +487,14 @@ fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fi
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!(
+    let context = context_with(
+        dir.path(),
+        &format!(
             "FROM {IMAGE}\n\
              RUN head -c 400000 /dev/urandom > /a\n\
              RUN head -c 200000 /dev/urandom > /b\n"
         ),
-    )
-    .unwrap();
+    );
     let out = dir.path().join("out");
     ok(
         &root,

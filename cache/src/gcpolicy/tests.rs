@@ -43,46 +43,29 @@ fn docker_byte_sizes() {
     );
 }
 
+/// Two policies, the second in BuildKit's camelCase.
+const POLICIES: &str = r#"
+[gc]
+enabled = true
+
+[[gc.policy]]
+filters = ["type==exec.cachemount"]
+keep-duration = "48h"
+max-used-space = "10GB"
+
+[[gc.policy]]
+all = true
+keepDuration = 172800
+reservedSpace = "512MB"
+minFreeSpace = "20%"
+"#;
+
 #[test]
 fn policies_parse_with_buildkits_names() {
-    let gc = parse(
-        r#"
-[gc]
-enabled = true
-
-[[gc.policy]]
-filters = ["type==exec.cachemount"]
-keep-duration = "48h"
-max-used-space = "10GB"
-
-[[gc.policy]]
-all = true
-keepDuration = 172800
-reservedSpace = "512MB"
-minFreeSpace = "20%"
-keepBytes = 1024
-"#,
-    );
+    let gc = parse(&format!("{POLICIES}keepBytes = 1024\n"));
     // keepBytes and reservedSpace are one setting: naming both is a duplicate.
     assert!(gc.unwrap_err().contains("duplicate"));
-    let gc = parse(
-        r#"
-[gc]
-enabled = true
-
-[[gc.policy]]
-filters = ["type==exec.cachemount"]
-keep-duration = "48h"
-max-used-space = "10GB"
-
-[[gc.policy]]
-all = true
-keepDuration = 172800
-reservedSpace = "512MB"
-minFreeSpace = "20%"
-"#,
-    )
-    .unwrap();
+    let gc = parse(POLICIES).unwrap();
     assert!(gc.enabled);
     assert_eq!(
         gc.policy,
