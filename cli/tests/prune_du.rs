@@ -546,3 +546,74 @@ fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fi
         "{after:#}"
     );
 }
+
+#[test]
+fn serial_a_build_applies_the_gc_policies_of_the_configuration() {
+    if !registry_up() {
+        return;
+    }
+    if !is_root() {
+        skip("build cache records need a build, which needs root to run containers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let context = context_with(
+        dir.path(),
+        &format!("FROM {IMAGE}\nRUN head -c 100000 /dev/urandom > /a\n"),
+    );
+    let build = |config: &Path| {
+        let out = dir.path().join("out");
+        ok(
+            &root,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "build",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                context.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let regular = || {
+        json_entries(&du_json(&root), "entries")
+            .into_iter()
+            .filter(|e| e.1 == "regular")
+            .count()
+    };
+    // Disabled, the build's records stay.
+    let disabled = dir.path().join("disabled.toml");
+    fs_err::write(
+        &disabled,
+        "[gc]\nenabled = false\n[[gc.policy]]\nmaxUsedSpace = 1\n",
+    )
+    .unwrap();
+    build(&disabled);
+    assert!(regular() > 0);
+    // Enabled, a policy of at most one byte leaves none once the build is done.
+    let enabled = dir.path().join("enabled.toml");
+    fs_err::write(
+        &enabled,
+        "[gc]\nenabled = true\n[[gc.policy]]\nmax-used-space = 1\n",
+    )
+    .unwrap();
+    build(&enabled);
+    assert_eq!(regular(), 0);
+    // A bad policy fails the command, naming the file and the value.
+    let bad = dir.path().join("bad.toml");
+    fs_err::write(&bad, "[[gc.policy]]\nkeep-duration = \"3d\"\n").unwrap();
+    let out = kiln(
+        &root,
+        &["--config", bad.to_str().unwrap(), "build", "."],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("loading configuration {}", bad.display()))
+            && stderr.contains("unknown unit \"d\" in \"3d\""),
+        "{stderr}"
+    );
+}
