@@ -353,6 +353,21 @@ fn store_bytes(root: &Path) -> u64 {
     distinct_bytes(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>())
 }
 
+/// With the registry up and as root (else skipping, saying `why` root is needed), a
+/// temporary directory and the store's root in it.
+fn registry_and_root(why: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !registry_up() {
+        return None;
+    }
+    if !is_root() {
+        skip(why);
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    Some((dir, root))
+}
+
 /// A build context `DIR/context` holding `dockerfile`.
 fn context_with(dir: &Path, dockerfile: &str) -> std::path::PathBuf {
     let context = dir.join("context");
@@ -387,15 +402,11 @@ fn json_entries(document: &serde_json::Value, key: &str) -> Vec<(String, String,
 
 #[test]
 fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
-    if !registry_up() {
+    let Some((dir, root)) =
+        registry_and_root("du's exact sizes need a build, which needs root to run containers")
+    else {
         return;
-    }
-    if !is_root() {
-        skip("du's exact sizes need a build, which needs root to run containers");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
+    };
     // An image sharing files with the build cache (its snapshot hard-links the build's), a
     // file of three names, and a cache mount.
     let context = context_with(
@@ -478,15 +489,11 @@ fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
 
 #[test]
 fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fits() {
-    if !registry_up() {
+    let Some((dir, root)) =
+        registry_and_root("build cache records need a build, which needs root to run containers")
+    else {
         return;
-    }
-    if !is_root() {
-        skip("build cache records need a build, which needs root to run containers");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
+    };
     let context = context_with(
         dir.path(),
         &format!(
@@ -549,15 +556,11 @@ fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fi
 
 #[test]
 fn serial_a_build_applies_the_gc_policies_of_the_configuration() {
-    if !registry_up() {
+    let Some((dir, root)) =
+        registry_and_root("build cache records need a build, which needs root to run containers")
+    else {
         return;
-    }
-    if !is_root() {
-        skip("build cache records need a build, which needs root to run containers");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
+    };
     let context = context_with(
         dir.path(),
         &format!("FROM {IMAGE}\nRUN head -c 100000 /dev/urandom > /a\n"),
