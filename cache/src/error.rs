@@ -133,6 +133,15 @@ pub enum Error {
         /// The blob digest.
         digest: Digest,
     },
+    /// The size or free space of the store's file system could not be read.
+    #[error("reading the file system size of {path}")]
+    Statfs {
+        /// A path on the file system.
+        path: PathBuf,
+        /// What `statvfs` reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration file could not be parsed.
     #[error("configuration file {path}")]
     Config {
@@ -273,4 +282,59 @@ impl Error {
     pub(crate) fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> Self {
         move |source| Self::Spec { what, source }
     }
+}
+
+/// A size, duration or filter of a garbage collection policy or `kiln prune` that does not
+/// parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// An empty duration.
+    #[error("empty duration")]
+    EmptyDuration,
+    /// No number where one was expected.
+    #[error("no number at {text:?}")]
+    NoNumber {
+        /// The text from there on.
+        text: String,
+    },
+    /// A duration's unit is missing or unknown.
+    #[error("unknown unit {unit:?} in {text:?} (use ns, us, ms, s, m or h)")]
+    DurationUnit {
+        /// The unit (empty when missing).
+        unit: String,
+        /// The whole duration.
+        text: String,
+    },
+    /// A size's unit is unknown.
+    #[error("unknown unit in {text:?} (use b, k, m, g, t or p)")]
+    SizeUnit {
+        /// The whole size.
+        text: String,
+    },
+    /// A percentage that is not a whole number from 0 to 100.
+    #[error("invalid percentage {text:?}: expected 0% to 100%")]
+    Percentage {
+        /// The text.
+        text: String,
+    },
+    /// A value too large.
+    #[error("{text:?} is out of range")]
+    OutOfRange {
+        /// The text.
+        text: String,
+    },
+    /// A filter other than `type==TYPE`.
+    #[error("unsupported filter {filter:?}: expected type==TYPE")]
+    Filter {
+        /// The filter.
+        filter: String,
+    },
+    /// A cache type BuildKit does not have.
+    #[error(
+        "unknown cache type {value:?}: expected regular, exec.cachemount, source.local, source.git.checkout, internal or frontend"
+    )]
+    CacheType {
+        /// The type.
+        value: String,
+    },
 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 use kiln_llb::Digest;
 
 use crate::error::Error;
+use crate::gcpolicy::{disk_stat, keep_limit};
 use crate::hash::Hasher;
 use crate::lease::{LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
@@ -97,13 +98,58 @@ impl CacheKind {
 pub struct PruneOptions {
     /// Remove every record (and, unless `kind` says otherwise, every cache mount).
     pub all: bool,
-    /// Remove records not used for at least this long.
+    /// Remove records not used for at least this long; with a space limit, only such records
+    /// are removed, for the limit (as `docker buildx prune --filter until=.. --keep-storage ..`).
     pub older_than: Option<Duration>,
-    /// Then remove least recently used records until the rest fit in this many bytes.
+    /// Then remove least recently used records until the rest fit in this many bytes
+    /// (`--keep-storage`; BuildKit's `reservedSpace` alone works the same).
     pub keep_bytes: Option<u64>,
+    /// With a space limit, only records unused this long are removed for it.
+    pub keep_duration: Option<Duration>,
+    /// Space limits as BuildKit's (see the `gcpolicy` module): the records may always keep
+    /// this many bytes...
+    pub reserved_space: Option<u64>,
+    /// ...may use at most this many...
+    pub max_used_space: Option<u64>,
+    /// ...and are pruned until the file system has this many bytes free.
+    pub min_free_space: Option<u64>,
     /// Only this kind of cache (`--filter type=...`): `CacheMount` removes every cache mount
     /// no running build holds and no record; `Regular` leaves cache mounts alone.
     pub kind: Option<CacheKind>,
+}
+
+impl PruneOptions {
+    /// Whether a space limit is set.
+    fn limits_space(&self) -> bool {
+        self.keep_bytes.is_some()
+            || self.reserved_space.is_some()
+            || self.max_used_space.is_some()
+            || self.min_free_space.is_some()
+    }
+}
+
+/// What the space limits of a prune go by: the records' sizes in `kiln du`'s measure (each
+/// file once; the solver records no size of its own) and the file system's free bytes.
+#[derive(Default)]
+struct Measure {
+    sizes: HashMap<String, u64>,
+    free: u64,
+}
+
+impl Measure {
+    fn take(store: &Store) -> Result<Self, Error> {
+        let sizes = store
+            .du()?
+            .entries
+            .into_iter()
+            .filter(|e| e.kind == "cache")
+            .map(|e| (e.id, e.size))
+            .collect();
+        Ok(Self {
+            sizes,
+            free: disk_stat(store.root())?.1,
+        })
+    }
 }
 
 /// What [`Store::prune`] removed.
@@ -165,10 +211,12 @@ fn snapshot_dir_name(key: &str) -> String {
 }
 
 /// The cache records `options` selects, least recently used first (none that `held`).
+/// `measure` gives the records' sizes and the file system's free bytes for the space limits.
 fn select_records(
     records: &[CacheRecord],
     options: &PruneOptions,
     held: &HashSet<String>,
+    measure: &Measure,
 ) -> Vec<String> {
     if options.kind == Some(CacheKind::CacheMount) {
         return Vec::new();
@@ -176,26 +224,57 @@ fn select_records(
     let mut records: Vec<&CacheRecord> = records.iter().filter(|r| !held.contains(&r.id)).collect();
     records.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
     let now = now();
+    // With a space limit, an age is BuildKit's keepDuration: it restricts what the limit
+    // removes rather than removing everything that old.
+    let limited = options.limits_space();
+    let keep_duration = if limited {
+        options.keep_duration.or(options.older_than)
+    } else {
+        None
+    };
     let mut remove: Vec<String> = Vec::new();
     let mut kept: Vec<&CacheRecord> = Vec::new();
     for record in records {
-        let old = options
-            .older_than
-            .is_some_and(|d| now.saturating_sub(record.last_used) >= d.as_secs());
+        let old = !limited
+            && options
+                .older_than
+                .is_some_and(|d| now.saturating_sub(record.last_used) >= d.as_secs());
         if options.all || old {
             remove.push(record.id.clone());
         } else {
             kept.push(record);
         }
     }
-    if let Some(limit) = options.keep_bytes {
-        let mut total: u64 = kept.iter().map(|r| r.size).sum();
+    let size = |record: &CacheRecord| {
+        measure
+            .sizes
+            .get(&record.id)
+            .copied()
+            .unwrap_or(record.size)
+    };
+    let mut total: u64 = kept.iter().map(|r| size(r)).sum();
+    let reserved = match (options.keep_bytes, options.reserved_space) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let limit = keep_limit(
+        total,
+        measure.free,
+        reserved,
+        options.max_used_space,
+        options.min_free_space,
+    );
+    if let Some(limit) = limit {
         for record in &kept {
             if total <= limit {
                 break;
             }
-            total -= record.size;
-            remove.push(record.id.clone());
+            let unused_long =
+                keep_duration.is_none_or(|d| now.saturating_sub(record.last_used) >= d.as_secs());
+            if unused_long {
+                total = total.saturating_sub(size(record));
+                remove.push(record.id.clone());
+            }
         }
     }
     remove
@@ -271,12 +350,16 @@ impl Store {
             active: names(&root.join("snapshots/active"))?,
             cache_mounts: names(&root.join("cache-mounts"))?,
         };
+        let measure = match prune {
+            Some(options) if options.limits_space() => Measure::take(self)?,
+            _ => Measure::default(),
+        };
         let mut alive = Liveness::default();
         let mut trash = Trash::new(self);
         let mut report = GcReport::default();
         let (plan, moved) = self.meta.write_then(
             Commit::Durable,
-            |tx| plan(tx, prune, &mut alive),
+            |tx| plan(tx, prune, &measure, &mut alive),
             |plan| {
                 let moved = sweep(&root, &listed, &plan, &mut trash, &mut report);
                 (plan, moved)
@@ -391,6 +474,7 @@ fn remove_outside_temporaries(scratch: &Path, tag: &str) -> usize {
 fn plan(
     tx: &meta::Tx<'_>,
     prune: Option<&PruneOptions>,
+    measure: &Measure,
     alive: &mut Liveness,
 ) -> Result<Plan, Error> {
     let mut plan = Plan::default();
@@ -412,6 +496,7 @@ fn plan(
             &records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
             options,
             &held.records,
+            measure,
         );
         let removed: HashSet<&String> = plan.removed_records.iter().collect();
         for id in &removed {

@@ -20,7 +20,8 @@
 //!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
 //!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
 //!   back with [`Store::stored_image`]; [`Store::load`] imports OCI layouts and docker archives.
-//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::check`]; disk usage in one
+//! - Garbage collection: [`Store::gc`], [`Store::prune`], [`Store::check`], BuildKit's
+//!   policies ([`GcConfig`], [`GcPolicy`]) with [`Store::apply_gc_policies`]; disk usage in one
 //!   measure (each file once, [`Files`]): [`Store::du`], [`Store::disk_files`].
 //!
 //! The solver and exporters use only this API; the runner mounts the directories it returns.
@@ -57,6 +58,7 @@ mod cacheimport;
 mod diff;
 mod error;
 mod gc;
+mod gcpolicy;
 mod hash;
 mod image;
 mod lease;
@@ -77,8 +79,9 @@ pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
 };
-pub use error::Error;
+pub use error::{Error, ValueError};
 pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};
+pub use gcpolicy::{DiskSpace, GcConfig, GcPolicy, parse_duration, parse_size};
 pub use image::{
     Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name, oci_layer_type,

@@ -44,6 +44,9 @@ pub struct Config {
     /// Limits on the layers the store unpacks (`[unpack]`).
     #[serde(default)]
     pub unpack: crate::limits::UnpackLimits,
+    /// Garbage collection after builds (`[gc]`, `[[gc.policy]]`).
+    #[serde(default)]
+    pub gc: crate::gcpolicy::GcConfig,
 }
 
 /// Settings of one registry host.
@@ -61,22 +64,13 @@ pub struct RegistryConfig {
 }
 
 impl Config {
-    /// Parses a configuration file's text.
+    /// Parses the text of the configuration file at `path` (named in errors); the CLI reads
+    /// the file.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::Config {
             path: path.to_owned(),
             source: Box::new(e),
         })
-    }
-
-    /// Reads a configuration file; a missing file gives the default configuration unless
-    /// `required` is set.
-    pub fn load(path: &Path, required: bool) -> Result<Self, Error> {
-        match fs_err::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Whether `host` is reached over plain HTTP.

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_cache::{CacheRecord, Digest, Error, ImageRecord, PruneOptions, SnapshotKind, Store};
+use kiln_cache::{
+    CacheRecord, Digest, DiskSpace, Error, GcPolicy, ImageRecord, PruneOptions, SnapshotKind, Store,
+};
 use sha2::Digest as _;
 
 fn sha(data: &[u8]) -> Digest {
@@ -635,20 +637,16 @@ fn a_killed_process_leaves_nothing_after_gc() {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
-#[test]
-fn prune_filters_and_du() {
-    let root = tempfile::tempdir().unwrap();
-    let store = Store::open(root.path()).unwrap();
+/// Cache records `r0`, `r1`, ... last used the given days ago, each naming a blob of random
+/// bytes (seeded from `seed`) of the given size; returns the blobs.
+fn aged_records(store: &Store, ages_and_sizes: &[(u64, usize)], seed: u64) -> Vec<Digest> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let mut blobs = Vec::new();
-    for (i, (age_days, size)) in [(30u64, 1000usize), (10, 2000), (2, 3000), (0, 4000)]
-        .iter()
-        .enumerate()
-    {
-        let data = random(*size, i as u64);
+    for (i, (age_days, size)) in ages_and_sizes.iter().enumerate() {
+        let data = random(*size, seed + i as u64);
         let d = store.write_blob(&data, None).unwrap();
         store.record_blob(&d, *size as u64, None).unwrap();
         store
@@ -661,6 +659,14 @@ fn prune_filters_and_du() {
             .unwrap();
         blobs.push(d);
     }
+    blobs
+}
+
+#[test]
+fn prune_filters_and_du() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let blobs = aged_records(&store, &[(30, 1000), (10, 2000), (2, 3000), (0, 4000)], 0);
     // Using r0 again makes it the most recently used: the age filter keeps it.
     assert!(store.touch_cache_record("r0").unwrap());
     assert!(!store.touch_cache_record("missing").unwrap());
@@ -709,6 +715,62 @@ fn prune_filters_and_du() {
     assert_eq!(removed, ["r0", "r3"]);
     assert!(store.cache_records().unwrap().is_empty());
     assert_eq!(store.du().unwrap().total, 0);
+}
+
+#[test]
+fn gc_policies_remove_least_recently_used_records_until_under_the_limit_and_keep_what_leases_hold()
+{
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let other = Store::open(root.path()).unwrap();
+    // r0 is the oldest, r3 the newest.
+    let blobs = aged_records(
+        &store,
+        &[(40, 1000), (30, 2000), (20, 3000), (1, 4000)],
+        100,
+    );
+    store.flush().unwrap();
+    // A build holds r0, the least recently used.
+    let lease = store.lease().unwrap();
+    assert!(store.cache_record("r0").unwrap().is_some());
+
+    // At most 5000 bytes: the least recently used records no lease holds go, until the rest
+    // fit.
+    let at_most = |bytes| GcPolicy {
+        max_used_space: Some(DiskSpace::Bytes(bytes)),
+        ..GcPolicy::default()
+    };
+    let reports = other.apply_gc_policies(&[at_most(5000)]).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].removed_records, ["r1", "r2"]);
+    assert_eq!(reports[0].gc.freed, 5000);
+    assert!(!store.has_blob(&blobs[1]) && !store.has_blob(&blobs[2]));
+    assert!(store.has_blob(&blobs[0]) && store.has_blob(&blobs[3]));
+    // Under the limit, nothing more goes.
+    let reports = other.apply_gc_policies(&[at_most(5000)]).unwrap();
+    assert!(reports[0].removed_records.is_empty());
+
+    // Released, r0 goes first; with keep-duration only what is unused that long.
+    drop(lease);
+    let unused_for = |days: u64, bytes| GcPolicy {
+        keep_duration: Some(Duration::from_secs(days * 86400)),
+        ..at_most(bytes)
+    };
+    let reports = other.apply_gc_policies(&[unused_for(50, 0)]).unwrap();
+    assert!(reports[0].removed_records.is_empty());
+    let reports = other
+        .apply_gc_policies(&[unused_for(10, 0), at_most(4000)])
+        .unwrap();
+    assert_eq!(reports[0].removed_records, ["r0"]);
+    assert!(reports[1].removed_records.is_empty());
+    let ids: Vec<String> = store
+        .cache_records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["r3"]);
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
 #[test]

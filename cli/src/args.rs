@@ -151,12 +151,23 @@ pub(crate) struct PruneArgs {
     /// Remove all build cache, not just what nothing refers to.
     #[arg(long, short)]
     pub(crate) all: bool,
-    /// Remove cache unused for this long: `until=DURATION` (`24h`, `1h30m`).
+    /// Provide filter values (e.g., "until=24h"): `until=DURATION` (`24h`, `1h30m`),
+    /// `type=regular|exec.cachemount`.
     #[arg(long, value_name = "FILTER")]
     pub(crate) filter: Vec<String>,
-    /// Then remove least recently used cache until the rest fits in this size (`10GB`).
+    /// Amount of disk space to keep for cache: least recently used cache goes until the
+    /// rest fits (`10GB`).
     #[arg(long, value_name = "BYTES")]
     pub(crate) keep_storage: Option<String>,
+    /// Amount of disk space always allowed to keep for cache.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) reserved_space: Option<String>,
+    /// Maximum amount of disk space allowed to keep for cache.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_used_space: Option<String>,
+    /// Target amount of free disk space after pruning.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) min_free_space: Option<String>,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub(crate) force: bool,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod args;
 mod commands;
+mod config;
 mod executor;
 mod format;
 mod progress;
@@ -23,9 +24,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
+    // Read once, by the commands that use it.
+    let config = || config::Config::load(args.config.as_deref());
     match args.command {
         args::Command::Debug(cmd) => commands::debug::run(cmd),
-        args::Command::Pull(pull) => commands::pull::run(&args.root, args.config.as_deref(), &pull),
+        args::Command::Pull(pull) => commands::pull::run(&args.root, &config()?, &pull),
         args::Command::Images => commands::images::run(&args.root),
         args::Command::Load(load) => commands::load::run(&args.root, &load),
         args::Command::Tag(tag) => commands::tag::run(&args.root, &tag),
@@ -33,13 +36,11 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Ps => commands::run::ps(&args.root),
         args::Command::Rm(rm) => commands::run::rm(&args.root, &rm),
         args::Command::Save(save) => commands::save::run(&args.root, &save),
-        args::Command::Push(push) => commands::push::run(&args.root, args.config.as_deref(), &push),
-        args::Command::Run(run) => Ok(commands::run::run(&args.root, args.config.as_deref(), &run)),
+        args::Command::Push(push) => commands::push::run(&args.root, &config()?, &push),
+        args::Command::Run(run) => Ok(commands::run::run(&args.root, config(), &run)),
         args::Command::Prune(prune) => commands::prune::run(&args.root, &prune),
         args::Command::Du(du) => commands::du::run(&args.root, &du),
-        args::Command::Build(build) => {
-            commands::build::run(&args.root, args.config.as_deref(), &build)
-        }
+        args::Command::Build(build) => commands::build::run(&args.root, &config()?, &build),
     }
 }
 

@@ -214,6 +214,10 @@ fn bad_prune_arguments_fail_before_touching_the_store() {
             &["prune", "-f", "--keep-storage", "lots"][..],
             "invalid --keep-storage value \"lots\"",
         ),
+        (
+            &["prune", "-f", "--max-used-space", "10XB"][..],
+            "invalid --max-used-space value \"10XB\"",
+        ),
     ] {
         let out = kiln(&root, args, None);
         assert!(!out.status.success(), "{args:?}");
@@ -349,6 +353,29 @@ fn store_bytes(root: &Path) -> u64 {
     distinct_bytes(&dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>())
 }
 
+/// With the registry up and as root (else skipping, saying `why` root is needed), a
+/// temporary directory and the store's root in it.
+fn registry_and_root(why: &str) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !registry_up() {
+        return None;
+    }
+    if !is_root() {
+        skip(why);
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    Some((dir, root))
+}
+
+/// A build context `DIR/context` holding `dockerfile`.
+fn context_with(dir: &Path, dockerfile: &str) -> std::path::PathBuf {
+    let context = dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    context
+}
+
 /// `kiln du --format json`, parsed.
 fn du_json(root: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(root, &["du", "--format", "json"], None)).unwrap()
@@ -375,29 +402,22 @@ fn json_entries(document: &serde_json::Value, key: &str) -> Vec<(String, String,
 
 #[test]
 fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
-    if !registry_up() {
+    let Some((dir, root)) =
+        registry_and_root("du's exact sizes need a build, which needs root to run containers")
+    else {
         return;
-    }
-    if !is_root() {
-        skip("du's exact sizes need a build, which needs root to run containers");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
+    };
     // An image sharing files with the build cache (its snapshot hard-links the build's), a
     // file of three names, and a cache mount.
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!(
+    let context = context_with(
+        dir.path(),
+        &format!(
             "FROM {IMAGE}\n\
              RUN head -c 300000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n\
              RUN --mount=type=cache,target=/cache head -c 70000 /dev/urandom > /cache/data\n\
              RUN head -c 5000 /dev/urandom > /small\n"
         ),
-    )
-    .unwrap();
+    );
     ok(
         &root,
         &["build", "-t", "exact:1", context.to_str().unwrap()],
@@ -465,4 +485,138 @@ fn serial_du_sizes_are_what_prune_frees_and_what_is_on_disk() {
     let shared = after["shared"].as_u64().unwrap();
     assert!(shared > 0, "{after:#}");
     assert_eq!(images[0].3 + images[1].3 - shared, left, "{after:#}");
+}
+
+#[test]
+fn serial_prune_keep_storage_removes_least_recently_used_cache_until_the_rest_fits() {
+    let Some((dir, root)) =
+        registry_and_root("build cache records need a build, which needs root to run containers")
+    else {
+        return;
+    };
+    let context = context_with(
+        dir.path(),
+        &format!(
+            "FROM {IMAGE}\n\
+             RUN head -c 400000 /dev/urandom > /a\n\
+             RUN head -c 200000 /dev/urandom > /b\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    ok(
+        &root,
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        None,
+    );
+    let before = du_json(&root);
+    let records: Vec<_> = json_entries(&before, "entries")
+        .into_iter()
+        .filter(|e| e.1 == "regular")
+        .collect();
+    assert!(records.len() >= 2, "{before:#}");
+    let prune = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["prune", "-f", "--format", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(&root, &all, None)).unwrap()
+    };
+
+    // Everything fits in 10GB, as in the limits BuildKit's policies take: nothing goes.
+    for args in [
+        &["--keep-storage", "10GB"][..],
+        &["--max-used-space", "10GB"],
+        &["--reserved-space", "10GB"],
+        &["--keep-storage", "1", "--filter", "until=24h"],
+    ] {
+        let pruned = prune(args);
+        assert_eq!(pruned["removed"], serde_json::json!([]), "{args:?}");
+        assert_eq!(pruned["freed"], 0, "{args:?}");
+    }
+    assert_eq!(du_json(&root)["entries"], before["entries"]);
+
+    // One byte: every record goes, with the size du gave it, and the bytes leave the disk.
+    let on_disk = store_bytes(&root);
+    let pruned = prune(&["--keep-storage", "1"]);
+    assert_eq!(json_entries(&pruned, "removed"), records, "{pruned:#}");
+    let freed = pruned["freed"].as_u64().unwrap();
+    assert!(freed >= 600_000, "{pruned:#}");
+    assert_eq!(on_disk - store_bytes(&root), freed);
+    let after = du_json(&root);
+    assert!(
+        json_entries(&after, "entries")
+            .iter()
+            .all(|e| e.1 != "regular"),
+        "{after:#}"
+    );
+}
+
+#[test]
+fn serial_a_build_applies_the_gc_policies_of_the_configuration() {
+    let Some((dir, root)) =
+        registry_and_root("build cache records need a build, which needs root to run containers")
+    else {
+        return;
+    };
+    let context = context_with(
+        dir.path(),
+        &format!("FROM {IMAGE}\nRUN head -c 100000 /dev/urandom > /a\n"),
+    );
+    let build = |config: &Path| {
+        let out = dir.path().join("out");
+        ok(
+            &root,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "build",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                context.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let regular = || {
+        json_entries(&du_json(&root), "entries")
+            .into_iter()
+            .filter(|e| e.1 == "regular")
+            .count()
+    };
+    // Disabled, the build's records stay.
+    let disabled = dir.path().join("disabled.toml");
+    fs_err::write(
+        &disabled,
+        "[gc]\nenabled = false\n[[gc.policy]]\nmaxUsedSpace = 1\n",
+    )
+    .unwrap();
+    build(&disabled);
+    assert!(regular() > 0);
+    // Enabled, a policy of at most one byte leaves none once the build is done.
+    let enabled = dir.path().join("enabled.toml");
+    fs_err::write(
+        &enabled,
+        "[gc]\nenabled = true\n[[gc.policy]]\nmax-used-space = 1\n",
+    )
+    .unwrap();
+    build(&enabled);
+    assert_eq!(regular(), 0);
+    // A bad policy fails the command, naming the file and the value.
+    let bad = dir.path().join("bad.toml");
+    fs_err::write(&bad, "[[gc.policy]]\nkeep-duration = \"3d\"\n").unwrap();
+    let out = kiln(
+        &root,
+        &["--config", bad.to_str().unwrap(), "build", "."],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("loading configuration {}", bad.display()))
+            && stderr.contains("unknown unit \"d\" in \"3d\""),
+        "{stderr}"
+    );
 }

@@ -148,7 +148,7 @@ impl TerminalSize {
     /// The size of the terminal `fd` refers to, or `None` when it is not a terminal (or reports
     /// no size, as a fresh pseudo-terminal does).
     pub fn of(fd: impl std::os::fd::AsFd) -> Option<Self> {
-        let size = crate::sys::process::winsize(&fd.as_fd()).ok()?;
+        let size = crate::sys::terminal::winsize(&fd.as_fd()).ok()?;
         (size.ws_row > 0 && size.ws_col > 0).then_some(Self {
             rows: size.ws_row,
             cols: size.ws_col,

@@ -4,7 +4,8 @@
 //! prune); `--all` removes every build cache record and cache mount, `--filter until=DURATION`
 //! the records unused for that long, `--filter type=exec.cachemount` only the cache mounts
 //! (`type=regular` only the records), and `--keep-storage` then the least recently used
-//! records until the rest fit. Images are never removed, nor anything a running build holds.
+//! records until the rest fit; `--reserved-space`, `--max-used-space` and `--min-free-space`
+//! limit them as BuildKit's garbage collection policies do (`kiln_cache::GcPolicy`). Images are never removed, nor anything a running build holds.
 //! What killed kiln processes left goes too: their temporary files in the store and beside
 //! export destinations, and the runner's per-run files.
 //! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
@@ -15,10 +16,9 @@ use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use kiln_cache::{CacheKind, PruneOptions, UsageEntry};
+use kiln_cache::{CacheKind, PruneOptions, UsageEntry, parse_duration, parse_size};
 
 use super::du::{entry_json, entry_rows, now, open_store, write_stdout};
 use crate::args::{PruneArgs, UsageFormat};
@@ -97,11 +97,16 @@ fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
             }
         }
     }
-    if let Some(size) = &args.keep_storage {
-        options.keep_bytes = Some(
-            parse_bytes(size).with_context(|| format!("invalid --keep-storage value {size:?}"))?,
-        );
-    }
+    let size = |flag: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| parse_size(v).with_context(|| format!("invalid --{flag} value {v:?}")))
+            .transpose()
+    };
+    options.keep_bytes = size("keep-storage", &args.keep_storage)?;
+    options.reserved_space = size("reserved-space", &args.reserved_space)?;
+    options.max_used_space = size("max-used-space", &args.max_used_space)?;
+    options.min_free_space = size("min-free-space", &args.min_free_space)?;
     Ok(options)
 }
 
@@ -132,79 +137,10 @@ fn confirm(all: bool) -> anyhow::Result<bool> {
     ))
 }
 
-/// A Go duration (`24h`, `1h30m`, `90s`, `1.5h`, `500ms`), as docker's filters take.
-fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len]
-            .parse()
-            .with_context(|| format!("no number at {rest:?}"))?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "" => bail!("missing unit in {text:?} (use ns, us, ms, s, m or h)"),
-            unit => bail!("unknown unit {unit:?} in {text:?} (use ns, us, ms, s, m or h)"),
-        };
-        total += number * seconds;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).context("duration out of range")
-}
-
-/// A size like docker's `--keep-storage`: a number with an optional binary unit (`512mb`,
-/// `10GB`, `1.5g`, `2048`).
-fn parse_bytes(text: &str) -> anyhow::Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let number_len = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let number: f64 = lower[..number_len]
-        .parse()
-        .with_context(|| format!("no number in {text:?}"))?;
-    let unit = lower[number_len..].trim_start();
-    let unit = unit.strip_suffix('b').unwrap_or(unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let power = match unit {
-        "" => 0,
-        "k" => 1,
-        "m" => 2,
-        "g" => 3,
-        "t" => 4,
-        "p" => 5,
-        _ => bail!("unknown unit in {text:?} (use b, k, m, g, t or p)"),
-    };
-    let bytes = number * 1024f64.powi(power);
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        bail!("{text:?} is out of range");
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "range checked above; fractions of a byte are dropped"
-    )]
-    Ok(bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn args(all: bool, filter: &[&str], keep: Option<&str>) -> PruneArgs {
@@ -212,32 +148,11 @@ mod tests {
             all,
             filter: filter.iter().map(|s| (*s).to_owned()).collect(),
             keep_storage: keep.map(str::to_owned),
+            reserved_space: None,
+            max_used_space: None,
+            min_free_space: None,
             force: true,
             format: UsageFormat::Table,
-        }
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "3d", "h", "1h-2m"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn docker_byte_sizes() {
-        assert_eq!(parse_bytes("2048").unwrap(), 2048);
-        assert_eq!(parse_bytes("512mb").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("10GB").unwrap(), 10 << 30);
-        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
-        assert_eq!(parse_bytes("3 GiB").unwrap(), 3 << 30);
-        for bad in ["", "lots", "5x", "-1"] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 
@@ -254,6 +169,10 @@ mod tests {
                 older_than: Some(Duration::from_secs(48 * 3600)),
                 keep_bytes: Some(1 << 30),
                 kind: None,
+                keep_duration: None,
+                reserved_space: None,
+                max_used_space: None,
+                min_free_space: None,
             }
         );
         assert_eq!(

@@ -6,22 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kiln_cache::{Config, PullEvent, PullOptions, PullProgress, Store};
+use kiln_cache::{PullEvent, PullOptions, PullProgress, Store};
 
 use crate::args::PullArgs;
-
-/// The configuration file used when neither `--config` nor `KILN_CONFIG` names one.
-const DEFAULT_CONFIG: &str = "/etc/kiln/kiln.toml";
-
-/// Loads the configuration: a named file must exist; the default one may be absent.
-pub(crate) fn load_config(config: Option<&Path>) -> anyhow::Result<Config> {
-    let (path, required) = match config {
-        Some(p) => (p, true),
-        None => (Path::new(DEFAULT_CONFIG), false),
-    };
-    Config::load(path, required)
-        .with_context(|| format!("loading configuration {}", path.display()))
-}
+use crate::config::Config;
 
 /// Writes a line to stdout, ignoring a closed pipe.
 fn out(line: &str) {
@@ -61,9 +49,9 @@ impl PullProgress for Lines {
     }
 }
 
-pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PullArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: &Path, config: &Config, args: &PullArgs) -> anyhow::Result<ExitCode> {
     let options = PullOptions {
-        config: load_config(config)?,
+        config: config.cache.clone(),
         ..PullOptions::default()
     };
     let store = Arc::new(

@@ -9,14 +9,15 @@ use kiln_cache::Store;
 use kiln_exporters::{ExportContext, ImageFormat, ImageSettings};
 
 use crate::args::PushArgs;
+use crate::config::Config;
 
-pub(crate) fn run(root: &Path, config: Option<&Path>, args: &PushArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Result<ExitCode> {
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let record = store.find_image(&args.image)?;
     let image = store.stored_image(&record)?;
     let context = ExportContext {
-        registry: super::pull::load_config(config)?,
+        registry: config.cache.clone(),
         docker_config: kiln_cache::docker_config_path(),
         ..ExportContext::default()
     };

@@ -22,12 +22,14 @@ use nix::sys::signal::SigSet;
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::args::RunArgs;
+use crate::config::Config;
 
 /// docker's exit code for errors of the runtime itself.
 const EXIT_KILN_ERROR: u8 = 125;
 
-pub(crate) fn run(root: &Path, config: Option<&Path>, args: &RunArgs) -> ExitCode {
-    match run_container(root, config, args) {
+/// Runs the container; a configuration that failed to load is reported as kiln's own error.
+pub(crate) fn run(root: &Path, config: anyhow::Result<Config>, args: &RunArgs) -> ExitCode {
+    match config.and_then(|config| run_container(root, &config, args)) {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<Interrupted>().is_some() => {
             let signal = err.downcast_ref::<Interrupted>().map_or(0, |i| i.0 as i32);
@@ -132,7 +134,7 @@ fn environment(args: &RunArgs) -> anyhow::Result<Vec<String>> {
 /// The stored image, pulled first if the store lacks it; a signal to kiln ends the pull.
 fn image(
     store: &Arc<Store>,
-    config: Option<&Path>,
+    config: &Config,
     name: &str,
     route: &SignalRoute,
 ) -> anyhow::Result<ImageRecord> {
@@ -140,7 +142,7 @@ fn image(
         return Ok(record);
     }
     let options = PullOptions {
-        config: super::pull::load_config(config)?,
+        config: config.cache.clone(),
         ..PullOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -209,7 +211,7 @@ fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConf
     })
 }
 
-fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Before any thread starts (opening the store starts one), so that every thread has them
     // blocked and none is killed by them or swallows them: they wait for the forwarding thread.
     let route = SignalRoute::start(block_signals(args.tty)?, args.tty)?;
@@ -218,7 +220,7 @@ fn run_container(root: &Path, config: Option<&Path>, args: &RunArgs) -> anyhow::
     let store = Arc::new(
         Store::open(&root)
             .with_context(|| format!("opening the store at {}", root.display()))?
-            .with_unpack_limits(super::pull::load_config(config)?.unpack),
+            .with_unpack_limits(config.cache.unpack),
     );
     let mounts = args
         .volume

@@ -18,6 +18,7 @@ use nix::mount::MsFlags;
 pub(crate) mod fake;
 mod linux;
 pub(crate) mod process;
+pub(crate) mod terminal;
 
 pub(crate) use linux::LinuxSys;
 

@@ -31,7 +31,7 @@
 //! caller always works), and orphaned processes are reparented to it.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
@@ -542,28 +542,6 @@ fn set_capabilities(mask: u64, last: u32) -> nix::Result<()> {
         return Err(Errno::last());
     }
     Ok(())
-}
-
-nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, nix::pty::Winsize);
-nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, nix::pty::Winsize);
-
-/// A terminal's window size (`TIOCGWINSZ`).
-pub(crate) fn winsize(terminal: &impl AsRawFd) -> nix::Result<nix::pty::Winsize> {
-    let mut size = nix::pty::Winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` struct, which `size` is.
-    unsafe { tiocgwinsz(terminal.as_raw_fd(), &raw mut size) }?;
-    Ok(size)
-}
-
-/// Sets a terminal's window size (`TIOCSWINSZ`).
-pub(crate) fn set_winsize(terminal: &impl AsRawFd, size: &nix::pty::Winsize) -> nix::Result<()> {
-    // SAFETY: TIOCSWINSZ reads one `winsize` struct, which `size` points to.
-    unsafe { tiocswinsz(terminal.as_raw_fd(), size) }.map(drop)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use kiln_llb::LoadedDefinition;
 use kiln_solver::{Session, SessionConfig};
 
 use crate::args::BuildArgs;
+use crate::config::Config;
 use crate::progress::Progress;
 
 /// Parses `NAME=VALUE`.
@@ -109,6 +110,20 @@ fn read_definition(path: &Path) -> anyhow::Result<LoadedDefinition> {
         .with_context(|| format!("loading the LLB Definition {}", path.display()))
 }
 
+/// Applies the garbage collection policies of `[gc]` (BuildKit's defaults without any).
+fn collect_garbage(store: &Store, gc: &kiln_cache::GcConfig) -> anyhow::Result<()> {
+    let reports = store
+        .apply_gc_config(gc)
+        .context("collecting garbage after the build")?;
+    let freed: u64 = reports.iter().map(|r| r.gc.freed).sum();
+    tracing::info!(
+        policies = reports.len(),
+        freed,
+        "applied the garbage collection policies"
+    );
+    Ok(())
+}
+
 /// `--allow` values, as buildx names them.
 fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlements> {
     let mut entitlements = kiln_solver::Entitlements::default();
@@ -122,11 +137,7 @@ fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlem
     Ok(entitlements)
 }
 
-pub(crate) fn run(
-    root: &Path,
-    config: Option<&Path>,
-    args: &BuildArgs,
-) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.llb.is_some() && (!args.ulimit.is_empty() || args.cgroup_parent.is_some()) {
         bail!(
             "--ulimit and --cgroup-parent apply to the RUN steps of a Dockerfile; \
@@ -158,17 +169,16 @@ pub(crate) fn run(
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let entitlements = parse_entitlements(&args.allow)?;
-    let registry = super::pull::load_config(config)?;
     let store = Arc::new(
         Store::open(root)
             .with_context(|| format!("opening the store at {}", root.display()))?
-            .with_unpack_limits(registry.unpack),
+            .with_unpack_limits(config.cache.unpack),
     );
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
-    let _lease = store.lease().context("taking a lease on the store")?;
+    let lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
-        config: registry,
+        config: config.cache.clone(),
         prefer_local: true,
         ..PullOptions::default()
     };
@@ -181,9 +191,9 @@ pub(crate) fn run(
         (Some(llb), _) => (Some(read_definition(llb)?), None),
         (None, Some(dir)) => {
             let converted = dockerfile::convert(args, dir, store.clone(), &pull, &runtime)?;
-            let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
             if args.print_llb {
                 use std::io::Write as _;
+                let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(&bytes).context("writing the Definition")?;
                 stdout.flush().context("writing the Definition")?;
@@ -194,7 +204,7 @@ pub(crate) fn run(
                 None
             } else {
                 Some(
-                    LoadedDefinition::from_bytes(&bytes)
+                    LoadedDefinition::from_definition(converted.definition)
                         .context("loading the Definition made from the Dockerfile")?,
                 )
             };
@@ -222,7 +232,19 @@ pub(crate) fn run(
     };
     progress.finish();
     let result = solved.context("failed to solve")?;
-    outputs::export(&store, &result, &outputs, image_config.as_ref(), config)?;
+    outputs::export(
+        &store,
+        &result,
+        &outputs,
+        image_config.as_ref(),
+        &config.cache,
+    )?;
+    // What the build made is named by its records and outputs now; with `[gc] enabled`, the
+    // policies then prune the cache down to their limits (a collection waits for leases).
+    drop(lease);
+    if config.cache.gc.enabled {
+        collect_garbage(&store, &config.cache.gc)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,7 +1,5 @@
 //! Wires the exporters of `--output` and `-t` (parsed by `kiln_exporters::outputs_from_args`).
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use kiln_cache::Store;
 use kiln_exporters::{ExportContext, Output};
@@ -25,13 +23,13 @@ fn build_time() -> i64 {
 }
 
 /// Writes the result to each output, with the frontend's image config (none for `--llb`) and
-/// kiln's configuration file (`--config`, for the registry settings of a push).
+/// the registry settings of kiln's configuration (for a push).
 pub(super) fn export(
     store: &Store,
     result: &Ref,
     outputs: &[Output],
     config: Option<&kiln_frontend::ImageConfig>,
-    kiln_config: Option<&Path>,
+    registry: &kiln_cache::Config,
 ) -> anyhow::Result<()> {
     if outputs.is_empty() {
         return Ok(());
@@ -40,15 +38,8 @@ pub(super) fn export(
         .map(serde_json::to_value)
         .transpose()
         .context("serialising the image config")?;
-    let pushes = outputs.iter().any(|o| {
-        matches!(o, Output::Image { settings, .. } if settings.push && !settings.names.is_empty())
-    });
     let context = ExportContext {
-        registry: if pushes {
-            crate::commands::pull::load_config(kiln_config)?
-        } else {
-            kiln_cache::Config::default()
-        },
+        registry: registry.clone(),
         docker_config: kiln_cache::docker_config_path(),
         // Read only by the outputs that use it (a local export keeps the files' own times).
         source_date_epoch: if outputs.iter().all(|o| matches!(o, Output::Local { .. })) {
