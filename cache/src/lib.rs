@@ -11,7 +11,8 @@
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
 //!   [`Config`]), verifying every digest.
 //! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
-//!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config.
+//!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config;
+//!   [`CacheExportRequest`] / [`CacheImportRequest`] are `--cache-to` / `--cache-from` checked.
 //! - Images: an [`Image`] (manifest, config, [`Layer`]s; [`assemble`] makes the manifest) is
 //!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
 //!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
@@ -50,6 +51,7 @@
 
 pub mod cacheconfig;
 mod cacheimport;
+mod cacheoptions;
 mod diff;
 mod error;
 mod gc;
@@ -68,6 +70,10 @@ mod unpack;
 mod usage;
 
 pub use cacheimport::{CacheBlob, ImportedCache};
+pub use cacheoptions::{
+    CacheDestination, CacheExportRequest, CacheImportRequest, CacheMode, CacheOptionsEntry,
+    CacheOptionsError, DEFAULT_LOCAL_TAG,
+};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
