@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cacheconfig::{
     ANNOTATION_CREATED_AT, ANNOTATION_UNCOMPRESSED, CACHE_CONFIG_MEDIA_TYPE, CacheConfig,
@@ -60,14 +60,15 @@ pub struct CacheBlob {
     pub created_at: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// An OCI descriptor, its fields in the order Go's image-spec types write them.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: Digest,
-    size: i64,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
+pub(crate) struct Descriptor {
+    pub(crate) media_type: String,
+    pub(crate) digest: Digest,
+    pub(crate) size: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

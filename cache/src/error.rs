@@ -121,6 +121,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A cache to export names a blob it has no descriptor for.
+    #[error("the cache config names blob {digest}, which has no descriptor")]
+    CacheBlobMissing {
+        /// The blob.
+        digest: Digest,
+    },
     /// An image is not in the store.
     #[error("no such image: {name}")]
     ImageNotFound {

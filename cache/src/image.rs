@@ -77,7 +77,7 @@ pub fn oci_layer_type(media_type: Option<&str>) -> &'static str {
 }
 
 /// The docker media type of an OCI layer media type.
-fn docker_layer_type(oci: &str) -> &'static str {
+pub(crate) fn docker_layer_type(oci: &str) -> &'static str {
     match oci {
         MEDIA_TYPE_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
         MEDIA_TYPE_LAYER_ZSTD => "application/vnd.docker.image.rootfs.diff.tar.zstd",

@@ -12,6 +12,7 @@
 //!   [`Config`]), verifying every digest.
 //! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
 //!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config;
+//!   [`cache_manifest`] and [`inline_cache_value`] write one;
 //!   [`CacheExportRequest`] / [`CacheImportRequest`] are `--cache-to` / `--cache-from` checked.
 //! - Images: an [`Image`] (manifest, config, [`Layer`]s; [`assemble`] makes the manifest) is
 //!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
@@ -50,6 +51,7 @@
 //! ```
 
 pub mod cacheconfig;
+mod cacheexport;
 mod cacheimport;
 mod cacheoptions;
 mod diff;
@@ -69,6 +71,7 @@ mod store;
 mod unpack;
 mod usage;
 
+pub use cacheexport::{CacheManifest, CacheManifestForm, cache_manifest, inline_cache_value};
 pub use cacheimport::{CacheBlob, ImportedCache};
 pub use cacheoptions::{
     CacheDestination, CacheExportRequest, CacheImportRequest, CacheMode, CacheOptionsEntry,
