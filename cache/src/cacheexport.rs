@@ -20,11 +20,11 @@ use crate::cacheconfig::{
 };
 use crate::cacheimport::{CacheBlob, Descriptor};
 use crate::error::Error;
-use crate::image::{MEDIA_TYPE_OCI_MANIFEST, docker_layer_type, oci_layer_type};
+use crate::image::{
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, docker_layer_type, oci_layer_type,
+};
 use kiln_llb::Digest;
 
-/// OCI image index media type.
-const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker manifest list media type.
 const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";

@@ -34,7 +34,7 @@ pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub(crate) const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// The annotation naming a manifest's tag in an OCI layout's `index.json`.
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A cache graph and the descriptors of the blobs its layers name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,35 +147,9 @@ impl ImportedCache {
         manifest: &[u8],
         mut fetch: impl FnMut(&Digest, u64) -> Result<Vec<u8>, Error>,
     ) -> Result<Self, Error> {
-        if manifest.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(invalid(format!(
-                "the manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
-                manifest.len()
-            )));
-        }
-        let parsed: Manifest = serde_json::from_slice(manifest)
-            .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
-        // Image manifest form: the config descriptor; index form: the last entry.
-        let (config, blobs) = match (&parsed.config, parsed.manifests.split_last()) {
-            (Some(config), _) if config.media_type == CACHE_CONFIG_MEDIA_TYPE => {
-                (config, parsed.layers.as_slice())
-            }
-            (None, Some((last, rest))) if last.media_type == CACHE_CONFIG_MEDIA_TYPE => {
-                (last, rest)
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "{} is not a cache manifest (no {CACHE_CONFIG_MEDIA_TYPE} config)",
-                    parsed.media_type.as_deref().unwrap_or("the manifest")
-                )));
-            }
-        };
-        let size = config.size()?;
-        if size > MAX_CONFIG_BYTES {
-            return Err(invalid(format!(
-                "the cache config has {size} bytes, more than {MAX_CONFIG_BYTES}"
-            )));
-        }
+        let parsed = parse_manifest(manifest)?;
+        let (config, blobs) = config_of(&parsed)?;
+        let size = config_size(config)?;
         let bytes = fetch(&config.digest, size)?;
         verify("cache config", &bytes, &config.digest, size)?;
         let config = CacheConfig::parse(&bytes).map_err(|e| invalid(e.to_string()))?;
@@ -271,6 +245,52 @@ impl ImportedCache {
             image_layers,
         })
     }
+}
+
+/// The descriptor of the cache config a manifest (image manifest or index form) names:
+/// what a transport fetches before [`ImportedCache::from_manifest`].
+pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64), Error> {
+    let parsed = parse_manifest(manifest)?;
+    let (config, _) = config_of(&parsed)?;
+    Ok((config.digest, config_size(config)?))
+}
+
+fn parse_manifest(manifest: &[u8]) -> Result<Manifest, Error> {
+    if manifest.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(invalid(format!(
+            "the manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
+            manifest.len()
+        )));
+    }
+    serde_json::from_slice(manifest)
+        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))
+}
+
+/// The cache config descriptor and the blob descriptors: in the image manifest form the
+/// config and the layers, in the index form the last entry and the others.
+fn config_of(parsed: &Manifest) -> Result<(&Descriptor, &[Descriptor]), Error> {
+    match (&parsed.config, parsed.manifests.split_last()) {
+        (Some(config), _) if config.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+            Ok((config, parsed.layers.as_slice()))
+        }
+        (None, Some((last, rest))) if last.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+            Ok((last, rest))
+        }
+        _ => Err(invalid(format!(
+            "{} is not a cache manifest (no {CACHE_CONFIG_MEDIA_TYPE} config)",
+            parsed.media_type.as_deref().unwrap_or("the manifest")
+        ))),
+    }
+}
+
+fn config_size(config: &Descriptor) -> Result<u64, Error> {
+    let size = config.size()?;
+    if size > MAX_CONFIG_BYTES {
+        return Err(invalid(format!(
+            "the cache config has {size} bytes, more than {MAX_CONFIG_BYTES}"
+        )));
+    }
+    Ok(size)
 }
 
 /// Reads a whole file of at most `max` bytes.

@@ -127,6 +127,15 @@ pub enum Error {
         /// The blob.
         digest: Digest,
     },
+    /// Importing a cache (`--cache-from`) failed: the caller may warn and build on.
+    #[error("importing cache from {from}")]
+    CacheImport {
+        /// The reference or directory.
+        from: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// An image is not in the store.
     #[error("no such image: {name}")]
     ImageNotFound {

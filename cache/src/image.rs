@@ -20,6 +20,8 @@ use crate::store::{ImageRecord, Store, now};
 
 /// OCI image manifest media type.
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
+pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// OCI image config media type.
 pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image manifest (schema 2) media type.
