@@ -13,6 +13,8 @@
 //!   The local image store is kiln-cache's: [`Store::store_image`](kiln_cache::Store::store_image)
 //!   (whose snapshots share the build's files through hard links instead of unpacking the
 //!   layers again), `find_image`, `tag_image`, `stored_image` and `load` there.
+//! - Cache exports (`--cache-to`): [`push_cache`] to a registry, [`write_cache_layout`] as an
+//!   OCI layout, from a [`kiln_cache::CacheManifest`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
@@ -31,6 +33,7 @@
 //! ```
 
 mod archive;
+mod cache;
 mod error;
 mod image;
 mod layers;
@@ -38,6 +41,7 @@ mod output;
 mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
+pub use cache::{push_cache, write_cache_layout};
 pub use error::Error;
 pub use image::{
     ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
