@@ -193,13 +193,7 @@ impl ImportedCache {
     /// Reads the cache tagged `tag` from the OCI layout in `dir` (`--cache-from
     /// type=local,src=DIR`).
     pub fn from_local_layout(dir: &Path, tag: &str) -> Result<Self, Error> {
-        let index = read_capped(&dir.join("index.json"), MAX_MANIFEST_BYTES)?;
-        let index: Manifest = serde_json::from_slice(&index).map_err(|e| {
-            invalid(format!(
-                "{} is not valid JSON: {e}",
-                dir.join("index.json").display()
-            ))
-        })?;
+        let index = read_index(dir)?;
         let entry = index
             .manifests
             .iter()
@@ -211,6 +205,46 @@ impl ImportedCache {
                 ))
             })?;
         let manifest = read_layout_blob(dir, &entry.digest, entry.size()?)?;
+        Self::from_manifest(&manifest, |digest, size| {
+            read_layout_blob(dir, digest, size)
+        })
+    }
+
+    /// Reads the cache of a `--cache-from type=local,src=DIR[,tag=TAG][,digest=DIGEST]`, as
+    /// buildx resolves it: the manifest `digest` if given, else the entry tagged `tag`, else
+    /// the only entry of the index. Any failure is an [`Error::CacheImport`].
+    pub fn from_local(dir: &Path, tag: &str, digest: Option<&Digest>) -> Result<Self, Error> {
+        let read = || -> Result<Self, Error> {
+            let Some(digest) = digest else {
+                return match Self::from_local_layout(dir, tag) {
+                    Err(Error::InvalidCacheImport { reason }) => {
+                        let index = read_index(dir)?;
+                        match index.manifests.as_slice() {
+                            [only] => Self::from_layout_manifest(dir, &only.digest),
+                            _ => Err(Error::InvalidCacheImport { reason }),
+                        }
+                    }
+                    other => other,
+                };
+            };
+            Self::from_layout_manifest(dir, digest)
+        };
+        read().map_err(|source| Error::CacheImport {
+            from: format!("{}:{tag}", dir.display()),
+            source: Box::new(source),
+        })
+    }
+
+    /// Reads the cache whose manifest is the blob `digest` of the OCI layout in `dir`.
+    fn from_layout_manifest(dir: &Path, digest: &Digest) -> Result<Self, Error> {
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let manifest = read_capped(&path, MAX_MANIFEST_BYTES)?;
+        verify(
+            &path.display().to_string(),
+            &manifest,
+            digest,
+            manifest.len() as u64,
+        )?;
         Self::from_manifest(&manifest, |digest, size| {
             read_layout_blob(dir, digest, size)
         })
@@ -291,6 +325,14 @@ fn config_size(config: &Descriptor) -> Result<u64, Error> {
         )));
     }
     Ok(size)
+}
+
+/// The `index.json` of the OCI layout in `dir`.
+fn read_index(dir: &Path) -> Result<Manifest, Error> {
+    let path = dir.join("index.json");
+    let index = read_capped(&path, MAX_MANIFEST_BYTES)?;
+    serde_json::from_slice(&index)
+        .map_err(|e| invalid(format!("{} is not valid JSON: {e}", path.display())))
 }
 
 /// Reads a whole file of at most `max` bytes.
