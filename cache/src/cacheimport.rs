@@ -26,6 +26,7 @@ use crate::cacheconfig::{
     INLINE_CACHE_KEY,
 };
 use crate::error::Error;
+use crate::image::{MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_OCI_CONFIG};
 use kiln_llb::Digest;
 
 /// The largest manifest or index read (BuildKit's registry client caps manifests alike).
@@ -120,7 +121,7 @@ impl Descriptor {
 }
 
 /// Checks fetched bytes against their descriptor.
-fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Error> {
+pub(crate) fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Error> {
     let actual = data.len() as u64;
     if actual != size {
         return Err(Error::SizeMismatch {
@@ -188,6 +189,22 @@ impl ImportedCache {
             blobs.insert(descriptor.digest, descriptor.blob()?);
         }
         Self::new(config, blobs, image_layers).map(Some)
+    }
+
+    /// Reads an inline cache from an image manifest and its config (already verified against
+    /// the manifest); `None` when the config carries none.
+    pub(crate) fn from_image_manifest(
+        manifest: &[u8],
+        image_config: &[u8],
+    ) -> Result<Option<Self>, Error> {
+        let parsed = parse_manifest(manifest)?;
+        let layers = parsed
+            .layers
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("an image layer descriptor: {e}")))?;
+        Self::from_image_config(image_config, &layers)
     }
 
     /// Reads the cache tagged `tag` from the OCI layout in `dir` (`--cache-from
@@ -283,11 +300,21 @@ impl ImportedCache {
 
 /// The descriptor of the cache config a manifest (image manifest or index form) names:
 /// what a transport fetches before [`ImportedCache::from_manifest`].
-pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64), Error> {
+/// For an image manifest that is no cache manifest, its image config's descriptor instead
+/// (the config may carry an inline cache), and `false`.
+pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64, bool), Error> {
     let parsed = parse_manifest(manifest)?;
-    let (config, _) = config_of(&parsed)?;
-    Ok((config.digest, config_size(config)?))
+    match (config_of(&parsed), &parsed.config) {
+        (Ok((config, _)), _) => Ok((config.digest, config_size(config)?, true)),
+        (Err(_), Some(config)) if IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) => {
+            Ok((config.digest, config_size(config)?, false))
+        }
+        (Err(e), _) => Err(e),
+    }
 }
+
+/// The media types of an image config, which may carry an inline cache.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_DOCKER_CONFIG];
 
 fn parse_manifest(manifest: &[u8]) -> Result<Manifest, Error> {
     if manifest.len() as u64 > MAX_MANIFEST_BYTES {

@@ -3,7 +3,9 @@
 //! # Overview
 //! 1. [`RemoteCache::fetch`] asks the sources of the reference (its mirrors, then the
 //!    registry, as a pull does) for the manifest, then fetches the cache config it names into
-//!    memory and reads both into an [`ImportedCache`]. No layer blob is downloaded.
+//!    memory and reads both into an [`ImportedCache`]; a ref naming an image instead reads
+//!    the inline cache of its config, as BuildKit's registry importer does. No layer blob is
+//!    downloaded.
 //! 2. [`RemoteCache::fetch_blob`] downloads one blob into the store, verified, when a result
 //!    is really used.
 //!
@@ -13,7 +15,7 @@
 use kiln_llb::Digest;
 use oci_client::manifest::OciDescriptor;
 
-use crate::cacheimport::{ImportedCache, config_descriptor};
+use crate::cacheimport::{ImportedCache, config_descriptor, verify};
 use crate::error::Error;
 use crate::pull::{PullOptions, Source, sources};
 use crate::registry::parse_reference;
@@ -66,7 +68,7 @@ impl RemoteCache {
     async fn fetch_from(source: Source) -> Result<Self, Error> {
         source.authenticate().await?;
         let (manifest, manifest_digest) = source.manifest(&source.reference, None).await?;
-        let (digest, size) = config_descriptor(&manifest)?;
+        let (digest, size, is_cache) = config_descriptor(&manifest)?;
         let descriptor = OciDescriptor {
             media_type: crate::cacheconfig::CACHE_CONFIG_MEDIA_TYPE.to_owned(),
             digest: digest.to_string(),
@@ -79,7 +81,19 @@ impl RemoteCache {
             .pull_blob(&source.reference, &descriptor, &mut config)
             .await
             .map_err(|e| source.registry_error(format!("fetching cache config {digest}"), e))?;
-        let cache = ImportedCache::from_manifest(&manifest, |_, _| Ok(config.clone()))?;
+        let cache = if is_cache {
+            ImportedCache::from_manifest(&manifest, |_, _| Ok(config.clone()))?
+        } else {
+            verify("image config", &config, &digest, size)?;
+            ImportedCache::from_image_manifest(&manifest, &config)?.ok_or_else(|| {
+                Error::InvalidCacheImport {
+                    reason: format!(
+                        "the image config carries no {}",
+                        crate::cacheconfig::INLINE_CACHE_KEY
+                    ),
+                }
+            })?
+        };
         Ok(Self {
             cache,
             manifest_digest,

@@ -207,3 +207,61 @@ async fn a_missing_registry_cache_is_a_cache_import_error() {
         other => panic!("expected a cache import error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_image_with_an_inline_cache_is_read_as_a_cache() {
+    if !kiln_testdata::registry_up() {
+        kiln_testdata::skip(
+            "the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)",
+        );
+        return;
+    }
+    let (_root, store, _) = example();
+    // BuildKit's image exported with --export-cache type=inline, pushed as it is.
+    let manifest = data("inline.manifest.json");
+    let config = data("inline.imageconfig.json");
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let image_config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    let layers: Vec<kiln_exporters::Layer> = parsed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(image_config["rootfs"]["diff_ids"].as_array().unwrap())
+        .map(|(layer, diff_id)| kiln_exporters::Layer {
+            digest: layer["digest"].as_str().unwrap().parse().unwrap(),
+            size: layer["size"].as_u64().unwrap(),
+            diff_id: diff_id.as_str().unwrap().parse().unwrap(),
+            media_type: layer["mediaType"].as_str().unwrap().to_owned(),
+            snapshot: None,
+            source_date_epoch: None,
+        })
+        .collect();
+    let image = kiln_exporters::Image {
+        manifest_digest: Digest::from_bytes(&manifest),
+        manifest,
+        manifest_media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        config_digest: Digest::from_bytes(&config),
+        config: config.clone(),
+        layers: layers.clone(),
+        created: None,
+    };
+    let reference = format!(
+        "127.0.0.1:5000/kiln-test/remote-cache:inline-{}",
+        fastrand::u64(..)
+    );
+    kiln_exporters::push(&store, &image, &reference, &Config::default(), None)
+        .await
+        .unwrap();
+    let options = PullOptions {
+        docker_config: None,
+        ..PullOptions::default()
+    };
+    let remote = RemoteCache::fetch(&reference, &options).await.unwrap();
+    let digests: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
+    assert_eq!(remote.cache.image_layers, digests);
+    let decoded = data("inline.cacheconfig.decoded.json");
+    assert_eq!(
+        remote.cache.config,
+        kiln_cache::cacheconfig::CacheConfig::parse_inline(&decoded, digests.len()).unwrap()
+    );
+}
