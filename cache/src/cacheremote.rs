@@ -12,6 +12,7 @@
 //! Every failure of step 1 is an [`Error::CacheImport`], which a build turns into a warning
 //! (a missing or unreadable `--cache-from` does not stop it, as in BuildKit).
 
+use futures::TryStreamExt as _;
 use kiln_llb::Digest;
 use oci_client::manifest::OciDescriptor;
 
@@ -75,12 +76,28 @@ impl RemoteCache {
             size: i64::try_from(size).unwrap_or(i64::MAX),
             ..OciDescriptor::default()
         };
-        let mut config = Vec::new();
-        source
+        // Read into memory, stopping as soon as the registry sends more than announced.
+        let mut stream = source
             .client
-            .pull_blob(&source.reference, &descriptor, &mut config)
+            .pull_blob_stream(&source.reference, &descriptor)
             .await
-            .map_err(|e| source.registry_error(format!("fetching cache config {digest}"), e))?;
+            .map_err(|e| source.registry_error(format!("fetching config {digest}"), e))?;
+        let mut config = Vec::new();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::Download {
+            registry: source.host.clone(),
+            digest,
+            source: e,
+        })? {
+            let actual = (config.len() + chunk.len()) as u64;
+            if actual > size {
+                return Err(Error::SizeMismatch {
+                    what: format!("config {digest} from {}", source.host),
+                    expected: size,
+                    actual,
+                });
+            }
+            config.extend_from_slice(&chunk);
+        }
         let cache = if is_cache {
             ImportedCache::from_manifest(&manifest, |_, _| Ok(config.clone()))?
         } else {
