@@ -47,6 +47,25 @@ fn example() -> (tempfile::TempDir, Store, ImportedCache) {
     (root, store, cache)
 }
 
+/// Whether the test registry answers; a skip (or, in CI, a failure) when it does not.
+fn registry_up() -> bool {
+    let up = kiln_testdata::registry_up();
+    if !up {
+        kiln_testdata::skip(
+            "the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)",
+        );
+    }
+    up
+}
+
+/// Pull options without the user's Docker credentials.
+fn pull_options() -> PullOptions {
+    PullOptions {
+        docker_config: None,
+        ..PullOptions::default()
+    }
+}
+
 fn written(cache: &ImportedCache, form: CacheManifestForm) -> CacheManifest {
     cache_manifest(&cache.config, &cache.blobs, form).unwrap()
 }
@@ -142,17 +161,11 @@ fn local_layout_keeps_other_tags_and_replaces_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_round_trip_fetches_blobs_only_when_asked() {
-    if !kiln_testdata::registry_up() {
-        kiln_testdata::skip(
-            "the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)",
-        );
+    if !registry_up() {
         return;
     }
     let (_root, store, cache) = example();
-    let options = PullOptions {
-        docker_config: None,
-        ..PullOptions::default()
-    };
+    let options = pull_options();
     for form in [
         CacheManifestForm::ImageManifest,
         CacheManifestForm::Index { oci: true },
@@ -191,17 +204,11 @@ async fn registry_round_trip_fetches_blobs_only_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_registry_cache_is_a_cache_import_error() {
-    if !kiln_testdata::registry_up() {
-        kiln_testdata::skip(
-            "the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)",
-        );
+    if !registry_up() {
         return;
     }
     let reference = "127.0.0.1:5000/kiln-test/remote-cache:absent";
-    let options = PullOptions {
-        docker_config: None,
-        ..PullOptions::default()
-    };
+    let options = pull_options();
     match RemoteCache::fetch(reference, &options).await {
         Err(Error::CacheImport { from, .. }) => assert_eq!(from, reference),
         other => panic!("expected a cache import error, got {other:?}"),
@@ -210,10 +217,7 @@ async fn a_missing_registry_cache_is_a_cache_import_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_image_with_an_inline_cache_is_read_as_a_cache() {
-    if !kiln_testdata::registry_up() {
-        kiln_testdata::skip(
-            "the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)",
-        );
+    if !registry_up() {
         return;
     }
     let (_root, store, _) = example();
@@ -252,10 +256,7 @@ async fn a_registry_image_with_an_inline_cache_is_read_as_a_cache() {
     kiln_exporters::push(&store, &image, &reference, &Config::default(), None)
         .await
         .unwrap();
-    let options = PullOptions {
-        docker_config: None,
-        ..PullOptions::default()
-    };
+    let options = pull_options();
     let remote = RemoteCache::fetch(&reference, &options).await.unwrap();
     let digests: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
     assert_eq!(remote.cache.image_layers, digests);
