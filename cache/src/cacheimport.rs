@@ -19,13 +19,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cacheconfig::{
     ANNOTATION_CREATED_AT, ANNOTATION_UNCOMPRESSED, CACHE_CONFIG_MEDIA_TYPE, CacheConfig,
     INLINE_CACHE_KEY,
 };
 use crate::error::Error;
+use crate::image::{MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_OCI_CONFIG};
 use kiln_llb::Digest;
 
 /// The largest manifest or index read (BuildKit's registry client caps manifests alike).
@@ -34,7 +35,7 @@ pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub(crate) const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// The annotation naming a manifest's tag in an OCI layout's `index.json`.
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A cache graph and the descriptors of the blobs its layers name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +61,15 @@ pub struct CacheBlob {
     pub created_at: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// An OCI descriptor, its fields in the order Go's image-spec types write them.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: Digest,
-    size: i64,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
+pub(crate) struct Descriptor {
+    pub(crate) media_type: String,
+    pub(crate) digest: Digest,
+    pub(crate) size: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +121,7 @@ impl Descriptor {
 }
 
 /// Checks fetched bytes against their descriptor.
-fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Error> {
+pub(crate) fn verify(what: &str, data: &[u8], digest: &Digest, size: u64) -> Result<(), Error> {
     let actual = data.len() as u64;
     if actual != size {
         return Err(Error::SizeMismatch {
@@ -146,35 +148,9 @@ impl ImportedCache {
         manifest: &[u8],
         mut fetch: impl FnMut(&Digest, u64) -> Result<Vec<u8>, Error>,
     ) -> Result<Self, Error> {
-        if manifest.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(invalid(format!(
-                "the manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
-                manifest.len()
-            )));
-        }
-        let parsed: Manifest = serde_json::from_slice(manifest)
-            .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
-        // Image manifest form: the config descriptor; index form: the last entry.
-        let (config, blobs) = match (&parsed.config, parsed.manifests.split_last()) {
-            (Some(config), _) if config.media_type == CACHE_CONFIG_MEDIA_TYPE => {
-                (config, parsed.layers.as_slice())
-            }
-            (None, Some((last, rest))) if last.media_type == CACHE_CONFIG_MEDIA_TYPE => {
-                (last, rest)
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "{} is not a cache manifest (no {CACHE_CONFIG_MEDIA_TYPE} config)",
-                    parsed.media_type.as_deref().unwrap_or("the manifest")
-                )));
-            }
-        };
-        let size = config.size()?;
-        if size > MAX_CONFIG_BYTES {
-            return Err(invalid(format!(
-                "the cache config has {size} bytes, more than {MAX_CONFIG_BYTES}"
-            )));
-        }
+        let parsed = parse_manifest(manifest)?;
+        let (config, blobs) = config_of(&parsed)?;
+        let size = config_size(config)?;
         let bytes = fetch(&config.digest, size)?;
         verify("cache config", &bytes, &config.digest, size)?;
         let config = CacheConfig::parse(&bytes).map_err(|e| invalid(e.to_string()))?;
@@ -215,16 +191,26 @@ impl ImportedCache {
         Self::new(config, blobs, image_layers).map(Some)
     }
 
+    /// Reads an inline cache from an image manifest and its config (already verified against
+    /// the manifest); `None` when the config carries none.
+    pub(crate) fn from_image_manifest(
+        manifest: &[u8],
+        image_config: &[u8],
+    ) -> Result<Option<Self>, Error> {
+        let parsed = parse_manifest(manifest)?;
+        let layers = parsed
+            .layers
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("an image layer descriptor: {e}")))?;
+        Self::from_image_config(image_config, &layers)
+    }
+
     /// Reads the cache tagged `tag` from the OCI layout in `dir` (`--cache-from
     /// type=local,src=DIR`).
     pub fn from_local_layout(dir: &Path, tag: &str) -> Result<Self, Error> {
-        let index = read_capped(&dir.join("index.json"), MAX_MANIFEST_BYTES)?;
-        let index: Manifest = serde_json::from_slice(&index).map_err(|e| {
-            invalid(format!(
-                "{} is not valid JSON: {e}",
-                dir.join("index.json").display()
-            ))
-        })?;
+        let index = read_index(dir)?;
         let entry = index
             .manifests
             .iter()
@@ -236,6 +222,46 @@ impl ImportedCache {
                 ))
             })?;
         let manifest = read_layout_blob(dir, &entry.digest, entry.size()?)?;
+        Self::from_manifest(&manifest, |digest, size| {
+            read_layout_blob(dir, digest, size)
+        })
+    }
+
+    /// Reads the cache of a `--cache-from type=local,src=DIR[,tag=TAG][,digest=DIGEST]`, as
+    /// buildx resolves it: the manifest `digest` if given, else the entry tagged `tag`, else
+    /// the only entry of the index. Any failure is an [`Error::CacheImport`].
+    pub fn from_local(dir: &Path, tag: &str, digest: Option<&Digest>) -> Result<Self, Error> {
+        let read = || -> Result<Self, Error> {
+            let Some(digest) = digest else {
+                return match Self::from_local_layout(dir, tag) {
+                    Err(Error::InvalidCacheImport { reason }) => {
+                        let index = read_index(dir)?;
+                        match index.manifests.as_slice() {
+                            [only] => Self::from_layout_manifest(dir, &only.digest),
+                            _ => Err(Error::InvalidCacheImport { reason }),
+                        }
+                    }
+                    other => other,
+                };
+            };
+            Self::from_layout_manifest(dir, digest)
+        };
+        read().map_err(|source| Error::CacheImport {
+            from: format!("{}:{tag}", dir.display()),
+            source: Box::new(source),
+        })
+    }
+
+    /// Reads the cache whose manifest is the blob `digest` of the OCI layout in `dir`.
+    fn from_layout_manifest(dir: &Path, digest: &Digest) -> Result<Self, Error> {
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let manifest = read_capped(&path, MAX_MANIFEST_BYTES)?;
+        verify(
+            &path.display().to_string(),
+            &manifest,
+            digest,
+            manifest.len() as u64,
+        )?;
         Self::from_manifest(&manifest, |digest, size| {
             read_layout_blob(dir, digest, size)
         })
@@ -270,6 +296,70 @@ impl ImportedCache {
             image_layers,
         })
     }
+}
+
+/// The descriptor of the cache config a manifest (image manifest or index form) names:
+/// what a transport fetches before [`ImportedCache::from_manifest`].
+/// For an image manifest that is no cache manifest, its image config's descriptor instead
+/// (the config may carry an inline cache), and `false`.
+pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64, bool), Error> {
+    let parsed = parse_manifest(manifest)?;
+    match (config_of(&parsed), &parsed.config) {
+        (Ok((config, _)), _) => Ok((config.digest, config_size(config)?, true)),
+        (Err(_), Some(config)) if IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) => {
+            Ok((config.digest, config_size(config)?, false))
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The media types of an image config, which may carry an inline cache.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_DOCKER_CONFIG];
+
+fn parse_manifest(manifest: &[u8]) -> Result<Manifest, Error> {
+    if manifest.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(invalid(format!(
+            "the manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
+            manifest.len()
+        )));
+    }
+    serde_json::from_slice(manifest)
+        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))
+}
+
+/// The cache config descriptor and the blob descriptors: in the image manifest form the
+/// config and the layers, in the index form the last entry and the others.
+fn config_of(parsed: &Manifest) -> Result<(&Descriptor, &[Descriptor]), Error> {
+    match (&parsed.config, parsed.manifests.split_last()) {
+        (Some(config), _) if config.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+            Ok((config, parsed.layers.as_slice()))
+        }
+        (None, Some((last, rest))) if last.media_type == CACHE_CONFIG_MEDIA_TYPE => {
+            Ok((last, rest))
+        }
+        _ => Err(invalid(format!(
+            "{} is not a cache manifest (no {CACHE_CONFIG_MEDIA_TYPE} config)",
+            parsed.media_type.as_deref().unwrap_or("the manifest")
+        ))),
+    }
+}
+
+fn config_size(config: &Descriptor) -> Result<u64, Error> {
+    let size = config.size()?;
+    if size > MAX_CONFIG_BYTES {
+        return Err(invalid(format!(
+            "the cache config has {size} bytes, more than {MAX_CONFIG_BYTES}"
+        )));
+    }
+    Ok(size)
+}
+
+/// The `index.json` of the OCI layout in `dir`.
+fn read_index(dir: &Path) -> Result<Manifest, Error> {
+    let path = dir.join("index.json");
+    let index = read_capped(&path, MAX_MANIFEST_BYTES)?;
+    serde_json::from_slice(&index)
+        .map_err(|e| invalid(format!("{} is not valid JSON: {e}", path.display())))
 }
 
 /// Reads a whole file of at most `max` bytes.

@@ -121,6 +121,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A cache to export names a blob it has no descriptor for.
+    #[error("the cache config names blob {digest}, which has no descriptor")]
+    CacheBlobMissing {
+        /// The blob.
+        digest: Digest,
+    },
+    /// Importing a cache (`--cache-from`) failed: the caller may warn and build on.
+    #[error("importing cache from {from}")]
+    CacheImport {
+        /// The reference or directory.
+        from: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// An image is not in the store.
     #[error("no such image: {name}")]
     ImageNotFound {

@@ -20,6 +20,8 @@ use crate::store::{ImageRecord, Store, now};
 
 /// OCI image manifest media type.
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
+pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// OCI image config media type.
 pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image manifest (schema 2) media type.
@@ -77,7 +79,7 @@ pub fn oci_layer_type(media_type: Option<&str>) -> &'static str {
 }
 
 /// The docker media type of an OCI layer media type.
-fn docker_layer_type(oci: &str) -> &'static str {
+pub(crate) fn docker_layer_type(oci: &str) -> &'static str {
     match oci {
         MEDIA_TYPE_LAYER_TAR => "application/vnd.docker.image.rootfs.diff.tar",
         MEDIA_TYPE_LAYER_ZSTD => "application/vnd.docker.image.rootfs.diff.tar.zstd",

@@ -15,7 +15,10 @@
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
 //!   [`Config`]), verifying every digest.
 //! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
-//!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config.
+//!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config;
+//!   [`RemoteCache`] reads one from a registry lazily (blobs on demand);
+//!   [`cache_manifest`] and [`inline_cache_value`] write one;
+//!   [`CacheExportRequest`] / [`CacheImportRequest`] are `--cache-to` / `--cache-from` checked.
 //! - Images: an [`Image`] (manifest, config, [`Layer`]s; [`assemble`] makes the manifest) is
 //!   stored under a name with [`Store::store_image`], looked up with [`Store::find_image`]
 //!   (names normalised by [`normalize_name`]), named again with [`Store::tag_image`], read
@@ -54,7 +57,10 @@
 //! ```
 
 pub mod cacheconfig;
+mod cacheexport;
 mod cacheimport;
+mod cacheoptions;
+mod cacheremote;
 mod diff;
 mod error;
 mod gc;
@@ -74,7 +80,13 @@ mod store;
 mod unpack;
 mod usage;
 
-pub use cacheimport::{CacheBlob, ImportedCache};
+pub use cacheexport::{CacheManifest, CacheManifestForm, cache_manifest, inline_cache_value};
+pub use cacheimport::{ANNOTATION_REF_NAME, CacheBlob, ImportedCache};
+pub use cacheoptions::{
+    CacheDestination, CacheExportRequest, CacheImportRequest, CacheMode, CacheOptionsEntry,
+    CacheOptionsError, DEFAULT_LOCAL_TAG,
+};
+pub use cacheremote::RemoteCache;
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
@@ -84,7 +96,8 @@ pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};
 pub use gcpolicy::{DiskSpace, GcConfig, GcPolicy, parse_duration, parse_size};
 pub use image::{
     Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
-    MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name, oci_layer_type,
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name,
+    oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};

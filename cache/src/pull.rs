@@ -171,15 +171,15 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest, Error> {
 }
 
 /// One place to fetch from: a mirror or the origin registry.
-struct Source {
-    client: oci_client::Client,
-    reference: Reference,
-    host: String,
-    auth: RegistryAuth,
+pub(crate) struct Source {
+    pub(crate) client: oci_client::Client,
+    pub(crate) reference: Reference,
+    pub(crate) host: String,
+    pub(crate) auth: RegistryAuth,
 }
 
 impl Source {
-    fn registry_error(
+    pub(crate) fn registry_error(
         &self,
         operation: impl Into<String>,
         source: oci_client::errors::OciDistributionError,
@@ -211,7 +211,7 @@ impl Source {
     /// fetches a token from its realm (with the basic credentials, if any) that the client
     /// then sends on every request. oci-client does this lazily too, but drops the token
     /// service's refusal and goes on anonymously; asking first reports it.
-    async fn authenticate(&self) -> Result<(), Error> {
+    pub(crate) async fn authenticate(&self) -> Result<(), Error> {
         use oci_client::errors::OciDistributionError;
         match self
             .client
@@ -239,7 +239,7 @@ impl Source {
         }
     }
 
-    async fn manifest(
+    pub(crate) async fn manifest(
         &self,
         reference: &Reference,
         expected: Option<&Digest>,
@@ -268,7 +268,7 @@ impl Source {
         Ok((bytes.to_vec(), computed))
     }
 
-    async fn blob(
+    pub(crate) async fn blob(
         &self,
         store: &Store,
         descriptor: &OciDescriptor,
@@ -319,7 +319,7 @@ fn descriptor_size(descriptor: &OciDescriptor, what: &str) -> Result<u64, Error>
     })
 }
 
-fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, Error> {
+pub(crate) fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, Error> {
     let registry = reference.registry().to_owned();
     let mut hosts: Vec<Option<String>> = options
         .config

@@ -428,3 +428,33 @@ fn manifests_that_are_no_cache_or_lie_are_refused() {
          manifest (no application/vnd.buildkit.cacheconfig.v0 config)"
     );
 }
+
+#[test]
+fn local_import_resolves_digest_tag_or_single_entry_as_buildx() {
+    let dir = kiln_testdata::remote_cache_dir().join("local-max");
+    let manifest: Digest =
+        "sha256:2f59c729682289377222b58ac40ba483388d710069fcbd122d4c47a401aca480"
+            .parse()
+            .unwrap();
+    let by_tag = ImportedCache::from_local(&dir, "latest", None).unwrap();
+    assert_eq!(by_tag.config.layers.len(), 4);
+    // An unknown tag falls back to the only entry of the index; a digest needs no tag.
+    assert_eq!(
+        ImportedCache::from_local(&dir, "other", None).unwrap(),
+        by_tag
+    );
+    assert_eq!(
+        ImportedCache::from_local(&dir, "other", Some(&manifest)).unwrap(),
+        by_tag
+    );
+    // A digest the layout lacks and a missing directory are import errors to warn about.
+    let absent = Digest::from_bytes(b"absent");
+    for (dir, digest) in [(dir.clone(), Some(&absent)), (dir.join("missing"), None)] {
+        match ImportedCache::from_local(&dir, "latest", digest) {
+            Err(kiln_cache::Error::CacheImport { from, .. }) => {
+                assert_eq!(from, format!("{}:latest", dir.display()));
+            }
+            other => panic!("expected a cache import error, got {other:?}"),
+        }
+    }
+}

@@ -25,6 +25,8 @@
 //!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
 //! - Requests: [`parse_output`] reads buildx's `--output` grammar into an [`Output`] (and
 //!   [`outputs_from_args`] adds `-t`/`--push`), refusing bad options with an [`OutputError`].
+//! - Cache exports (`--cache-to`): [`push_cache`] to a registry, [`write_cache_layout`] as an
+//!   OCI layout, from a [`kiln_cache::CacheManifest`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
 //!   [`base_histories`], its history times) are kept; only the build's layers are written
 //!   with `SOURCE_DATE_EPOCH`.
@@ -48,6 +50,7 @@
 //! ```
 
 mod archive;
+mod cache;
 mod error;
 mod exporter;
 mod image;
@@ -58,6 +61,7 @@ mod output;
 mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
+pub use cache::{push_cache, write_cache_layout};
 pub use error::Error;
 pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{

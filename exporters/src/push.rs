@@ -203,8 +203,47 @@ pub async fn push(
     config: &Config,
     docker_config: Option<&Path>,
 ) -> Result<Digest, Error> {
+    let layers: Vec<Digest> = image.layers.iter().map(|l| l.digest).collect();
+    push_manifest(
+        store,
+        &Manifest {
+            layers: &layers,
+            config: &image.config,
+            config_digest: &image.config_digest,
+            manifest: &image.manifest,
+            manifest_digest: &image.manifest_digest,
+            media_type: &image.manifest_media_type,
+        },
+        reference,
+        config,
+        docker_config,
+    )
+    .await
+}
+
+/// What [`push_manifest`] sends: layer blobs from the store, a config blob from memory, and
+/// the manifest that names them.
+pub(crate) struct Manifest<'a> {
+    pub(crate) layers: &'a [Digest],
+    pub(crate) config: &'a [u8],
+    pub(crate) config_digest: &'a Digest,
+    pub(crate) manifest: &'a [u8],
+    pub(crate) manifest_digest: &'a Digest,
+    pub(crate) media_type: &'a str,
+}
+
+/// Pushes the blobs, then the config, then the manifest: a reader never sees a manifest
+/// naming a blob the registry does not have, and of two concurrent pushes to one tag the
+/// last manifest wins whole.
+pub(crate) async fn push_manifest(
+    store: &Store,
+    image: &Manifest<'_>,
+    reference: &str,
+    config: &Config,
+    docker_config: Option<&Path>,
+) -> Result<Digest, Error> {
     let reference = kiln_cache::parse_reference(reference)?;
-    let content_type = content_type(&image.manifest_media_type)?;
+    let content_type = content_type(image.media_type)?;
     let host = reference.resolve_registry().to_owned();
     let target = Target {
         plain_http: if config.is_plain_http(&host) {
@@ -217,8 +256,8 @@ pub async fn push(
         reference,
     };
     let client = target.client(true).await?;
-    for layer in &image.layers {
-        push_blob(store, &target, &client, &layer.digest, "layer").await?;
+    for layer in image.layers {
+        push_blob(store, &target, &client, layer, "layer").await?;
     }
     let reference = &target.reference;
     let config_name = image.config_digest.to_string();
@@ -228,7 +267,7 @@ pub async fn push(
         .map_err(target.failed(format!("config {}", image.config_digest)))?;
     if !config_exists {
         let sent = client
-            .push_blob(reference, image.config.clone(), &config_name)
+            .push_blob(reference, image.config.to_vec(), &config_name)
             .await;
         match sent {
             Ok(_) => {}
@@ -237,7 +276,7 @@ pub async fn push(
                 target
                     .client(false)
                     .await?
-                    .push_blob(reference, image.config.clone(), &config_name)
+                    .push_blob(reference, image.config.to_vec(), &config_name)
                     .await
                     .map_err(target.failed(format!("config {}", image.config_digest)))?;
             }
@@ -245,11 +284,11 @@ pub async fn push(
         }
     }
     client
-        .push_manifest_raw(reference, image.manifest.clone(), content_type)
+        .push_manifest_raw(reference, image.manifest.to_vec(), content_type)
         .await
         .map_err(target.failed(format!("manifest {}", image.manifest_digest)))?;
     tracing::info!(reference = %reference.whole(), manifest = %image.manifest_digest, "pushed");
-    Ok(image.manifest_digest)
+    Ok(*image.manifest_digest)
 }
 
 #[cfg(test)]
