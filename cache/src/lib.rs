@@ -46,6 +46,12 @@
 //! holds it shared through a [`Lease`] while it writes content that no image or cache record
 //! names yet.
 //!
+//! Where new code goes: anything the store keeps (blobs, snapshots, records, images, leases) is a
+//! method of [`Store`] here, so the solver, exporters and CLI never touch the store's files; a
+//! layer format change goes into `diff.rs` / `unpack.rs`; registry protocol into `pull.rs` and
+//! `registry.rs`; remote cache formats into `cacheconfig.rs`, `cacheexport.rs`, `cacheimport.rs`
+//! and `cacheremote.rs`; collection rules into `gc.rs` and `gcpolicy.rs`.
+//!
 //! ```
 //! # fn main() -> Result<(), kiln_cache::Error> {
 //! let root = tempfile::tempdir()?;

@@ -1,4 +1,11 @@
 //! The `kiln` binary: builds container images from Dockerfiles or LLB, daemonless by default.
+//!
+//! It only wires the crates: flags in `args.rs` (clap), one file per command in `commands/`
+//! (a thin wrapper over library calls), `kiln.toml` read once in `config.rs`, the solver's
+//! `Executor` seam backed by kiln-runner in `executor.rs`, progress rendering in `progress.rs`,
+//! table, size and time formatting in `format.rs`. Where new code goes: a new command is a
+//! file in `commands/` and a variant in `args.rs`; its work belongs in a library crate, never
+//! here — the CLI does not touch snapshots or export by itself (a test enforces it).
 
 use std::process::ExitCode;
 

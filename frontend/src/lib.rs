@@ -42,6 +42,12 @@
 //! written after reading BuildKit's `frontend/dockerfile/parser`, `shell/lex.go` and
 //! `instructions` (commit 73ed6825) as the model.
 //!
+//! Where new code goes: a new Dockerfile instruction or flag is parsed in `parser/` and
+//! `instructions/` (typed, with its source position), and converted by one `dispatch_*` method in
+//! `convert/dispatch.rs` with its LLB in `convert/run.rs`, `convert/copy.rs` or
+//! `convert/config.rs` (image config instructions). The frontend only emits LLB and an image
+//! config; it never runs or stores anything.
+//!
 //! Errors are [`Error`]s carrying a [`Location`] (file, lines, column where known, source lines)
 //! and render as BuildKit prints them, with BuildKit's message wording:
 //!

@@ -21,6 +21,10 @@
 //! runner reads `/etc/passwd` of an image through it, the cache unpacks layers with it, and the
 //! solver resolves mounts, copies and sources with it.
 //!
+//! Where new code goes: anything that turns a path from a build into a host path goes through
+//! [`Root`] (`resolve.rs`), never a hand-written walk; tree copies through `copy.rs`; the overlay
+//! marker format (whiteouts, opaque directories) lives in `overlay.rs` only.
+//!
 //! ```
 //! use std::path::Path;
 //! use kiln_fsutil::Root;

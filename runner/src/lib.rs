@@ -22,6 +22,11 @@
 //! mounts are made inside the container's own mount namespace and vanish with it. See the
 //! `sys::process` module for the fork discipline.
 //!
+//! Where new code goes: a new setting of a container is a field of [`Spec`] (`spec.rs`), turned
+//! into mount and syscall steps by the plan (`plan/`, unit-tested against the recording fake in
+//! `sys/fake.rs`); a new syscall is a method of the `Sys` trait (`sys/`), the only place with
+//! `unsafe`; resource limits go into `cgroup/` or `ulimit.rs`, sandbox rules into `seccomp/`.
+//!
 //! ```no_run
 //! use kiln_runner::{Handle, Rootfs, Runner, Spec};
 //!

@@ -11,6 +11,13 @@
 //! [`Executor`] trait owned here, which `cli` adapts to `kiln-runner`. Data path: an `llb`
 //! Definition in, snapshots in `kiln-cache` out.
 //!
+//! Where new code goes: the scheduler (`scheduler/`) knows no LLB op: a new LLB op or source is
+//! an `Op` implementation under `llbsolver/` (`exec/`, `file.rs` with `fileop/`, `merge.rs`,
+//! `source.rs`, `git.rs`, `http.rs`, `local.rs`), and each field it reads gets its decision in
+//! `llbsolver/validate.rs`. Failures are [`Error`] variants (`error.rs`). Execution goes through
+//! the [`Executor`] seam, which the CLI implements; results are snapshot keys, which the solver
+//! never exports.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use futures::future::{BoxFuture, FutureExt};

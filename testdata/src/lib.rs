@@ -10,6 +10,9 @@
 //!   layout), described in its README.
 //!
 //! This crate depends on no kiln crate; it is a dev-dependency only.
+//!
+//! Where new code goes: fixtures copied into this crate's folders, with a helper returning their
+//! path; this crate depends on no kiln crate and is only a dev-dependency.
 
 use std::path::PathBuf;
 

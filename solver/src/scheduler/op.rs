@@ -48,7 +48,7 @@ pub struct SourceContent {
     /// The content digest.
     pub digest: String,
     /// A file that changed since the source was last keyed, when the source can tell (for
-    /// [`MissReason::ContentChanged`]).
+    /// [`MissReason::ContentChanged`](crate::MissReason::ContentChanged)).
     pub changed: Option<String>,
 }
 
