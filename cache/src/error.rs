@@ -277,6 +277,20 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// `kiln run --name` with a name a kept container has.
+    #[error(
+        "the container name {name:?} is already in use: remove it with `kiln rm {name}` or choose another name"
+    )]
+    ContainerNameInUse {
+        /// The name.
+        name: String,
+    },
+    /// No kept container has this name.
+    #[error("no such container: {name}")]
+    NoSuchContainer {
+        /// The name.
+        name: String,
+    },
 }
 
 impl Error {

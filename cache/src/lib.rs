@@ -67,6 +67,7 @@ mod cacheexport;
 mod cacheimport;
 mod cacheoptions;
 mod cacheremote;
+mod container;
 mod diff;
 mod error;
 mod gc;

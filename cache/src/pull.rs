@@ -422,11 +422,7 @@ fn local_image(store: &Store, reference: &Reference) -> Result<Option<ImageRecor
     if !store.has_blob(&image.config) || image.layers.iter().any(|l| !store.has_blob(l)) {
         return Ok(None);
     }
-    let mut parent = None;
-    for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
-        parent = Some(store.unpack_snapshot(parent.as_ref(), layer, diff_id)?);
-    }
-    image.chain_id = parent;
+    image.chain_id = store.image_snapshot(&image)?;
     tracing::debug!(image = %image.name, "using the image in the store");
     Ok(Some(image))
 }

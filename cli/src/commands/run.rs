@@ -172,20 +172,6 @@ fn image(
     Ok(pulled.image)
 }
 
-/// The image's top snapshot, unpacking its layers if needed.
-fn top_snapshot(store: &Store, record: &ImageRecord) -> anyhow::Result<Option<String>> {
-    if let Some(chain) = record.chain_id
-        && store.snapshot(&chain.to_string())?.is_some()
-    {
-        return Ok(Some(chain.to_string()));
-    }
-    let mut parent = None;
-    for (layer, diff_id) in record.layers.iter().zip(&record.diff_ids) {
-        parent = Some(store.unpack_snapshot(parent.as_ref(), layer, diff_id)?);
-    }
-    Ok(parent.map(|c| c.to_string()))
-}
-
 fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConfig> {
     let bytes = store.read_blob(&record.config)?;
     let value: serde_json::Value =
@@ -238,22 +224,15 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
 
     let record = image(&store, config, &args.image, &route)?;
     let image_config = image_config(&store, &record)?;
-    let top = top_snapshot(&store, &record)?;
     route.check()?;
     let _lease = store.lease()?;
     let name = args
         .name
         .clone()
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let key = format!("{CONTAINER_PREFIX}{name}");
-    if store.snapshot(&key)?.is_some() {
-        bail!(
-            "the container name {name:?} is already in use: remove it with `kiln rm {name}` or choose another name"
-        );
-    }
     let snapshot = store
-        .prepare(&key, top.as_deref())
-        .with_context(|| format!("preparing the container's file system {key}"))?;
+        .create_container(&name, &record)
+        .with_context(|| format!("preparing the file system of the container {name}"))?;
     let overrides = RunOverrides {
         entrypoint: args.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
@@ -336,8 +315,8 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
     let interrupted = matches!(&result, Err(e) if e.downcast_ref::<Interrupted>().is_some());
     if args.rm || interrupted {
         store
-            .remove_snapshot(&key)
-            .with_context(|| format!("removing the container's file system {key}"))?;
+            .remove_container(&name)
+            .with_context(|| format!("removing the file system of the container {name}"))?;
     }
     Ok(match result? {
         ExitStatus::Code(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
@@ -347,20 +326,12 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
     })
 }
 
-/// Prefix of the snapshot keys of containers' file systems.
-const CONTAINER_PREFIX: &str = "container-";
-
 /// `kiln ps`: the kept containers, newest first.
 pub(crate) fn ps(root: &Path) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let mut containers: Vec<_> = store
-        .snapshots()?
-        .into_iter()
-        .filter(|s| s.kind == kiln_cache::SnapshotKind::Active)
-        .filter_map(|s| Some((s.key.strip_prefix(CONTAINER_PREFIX)?.to_owned(), s.created)))
-        .collect();
+    let mut containers = store.containers()?;
     containers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "NAMES").context("writing to standard output")?;
@@ -377,14 +348,7 @@ pub(crate) fn rm(root: &Path, args: &crate::args::RmArgs) -> anyhow::Result<Exit
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let mut stdout = std::io::stdout().lock();
     for name in &args.containers {
-        let key = format!("{CONTAINER_PREFIX}{name}");
-        if store
-            .snapshot(&key)?
-            .is_none_or(|s| s.kind != kiln_cache::SnapshotKind::Active)
-        {
-            bail!("no such container: {name}");
-        }
-        store.remove_snapshot(&key)?;
+        store.remove_container(name)?;
         writeln!(stdout, "{name}").context("writing to standard output")?;
     }
     Ok(ExitCode::SUCCESS)
