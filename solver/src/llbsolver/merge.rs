@@ -28,7 +28,7 @@ use kiln_llb::pb;
 
 use super::{ActiveSnapshot, Ref, SessionConfig, blocking, input_ref, scratch_dir};
 use crate::error::{Error, InputOf};
-use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError};
+use crate::scheduler::{CacheMap, Op, OpContext, OpError};
 use kiln_cache::{View, with_views};
 
 /// The xattr overlayfs uses to mark a directory that hides the layers below it.
@@ -82,20 +82,9 @@ impl DiffOp {
     }
 }
 
-fn definition_map(
-    digest: &str,
-    inputs: usize,
-) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-    let map = CacheMap {
-        digest: digest.to_owned(),
-        deps: (0..inputs).map(|_| CacheDep::definition()).collect(),
-    };
-    async move { Ok(map) }.boxed()
-}
-
 impl Op<Ref> for MergeOp {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        definition_map(&self.digest, self.inputs)
+        super::definition_map(&self.digest, self.inputs)
     }
 
     fn exec(
@@ -121,7 +110,7 @@ impl Op<Ref> for MergeOp {
 
 impl Op<Ref> for DiffOp {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        definition_map(&self.digest, self.inputs)
+        super::definition_map(&self.digest, self.inputs)
     }
 
     fn exec(

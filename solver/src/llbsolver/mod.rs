@@ -267,6 +267,19 @@ fn new_snapshot_key(prefix: &str) -> String {
     format!("{prefix}-{now:x}-{:016x}", fastrand::u64(..))
 }
 
+/// The cache map of an op keyed by its definition alone: its digest and, for each of its
+/// `inputs`, the input's definition-based key.
+fn definition_map(
+    digest: &str,
+    inputs: usize,
+) -> futures::future::BoxFuture<'static, Result<crate::CacheMap<Ref>, OpError>> {
+    let map = crate::CacheMap {
+        digest: digest.to_owned(),
+        deps: (0..inputs).map(|_| crate::CacheDep::definition()).collect(),
+    };
+    async move { Ok(map) }.boxed()
+}
+
 /// Runs blocking work on the blocking pool, turning a panic or cancellation into an error.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,

@@ -133,14 +133,7 @@ impl Op<Ref> for ImageSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
         // The pull itself is the cheap path when the image is stored: it only checks the
         // manifest. The op digest keys it (a tag is resolved again on each pull).
-        let digest = self.digest.clone();
-        async move {
-            Ok(CacheMap {
-                digest,
-                deps: Vec::new(),
-            })
-        }
-        .boxed()
+        super::definition_map(&self.digest, 0)
     }
 
     fn exec(&self, _: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
@@ -212,14 +205,7 @@ impl LocalSource {
 
 impl Op<Ref> for LocalSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        let digest = self.digest.clone();
-        async move {
-            Ok(CacheMap {
-                digest,
-                deps: Vec::new(),
-            })
-        }
-        .boxed()
+        super::definition_map(&self.digest, 0)
     }
 
     /// A checksum of exactly the selected files: the same files under another name or
