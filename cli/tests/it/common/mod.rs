@@ -1,8 +1,4 @@
 //! Helpers shared by the CLI end-to-end tests.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of these helpers"
-)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

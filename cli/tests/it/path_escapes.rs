@@ -8,8 +8,7 @@ use std::process::Output;
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{git_daemon, kiln_in, run_git, text};
+use crate::common::{git_daemon, kiln_in, run_git, text};
 
 fn ready() -> bool {
     if !is_root() {

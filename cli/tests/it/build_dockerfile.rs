@@ -2,8 +2,7 @@
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{kiln_in, text};
+use crate::common::{kiln_in, text};
 
 #[test]
 fn builds_a_dockerfile_with_run_copy_workdir_env() {

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{kiln_in, text};
+use crate::common::{kiln_in, text};
 
 fn ready() -> bool {
     if !is_root() {

@@ -7,8 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{Killed, git_daemon, kiln_in, run_git, text};
+use crate::common::{Killed, git_daemon, kiln_in, run_git, text};
 
 /// Builds `dockerfile` in a fresh context holding `files`, exporting to `DIR/out`.
 fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str, u32)], extra: &[&str]) -> Output {

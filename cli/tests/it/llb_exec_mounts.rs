@@ -8,8 +8,7 @@ use kiln_llb::prost::Message as _;
 use kiln_llb::{MountOptions, image, pb, scratch};
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{assert_ok, build_llb};
+use crate::common::{assert_ok, build_llb};
 
 const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
 
