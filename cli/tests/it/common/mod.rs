@@ -1,11 +1,23 @@
 //! Helpers shared by the CLI end-to-end tests.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of these helpers"
-)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+use kiln_testdata::{is_root, registry_up, skip};
+
+/// Whether builds that pull from the test registry can run here (root, the registry up); when
+/// not, skips the calling test saying why.
+pub(crate) fn ready() -> bool {
+    if !is_root() {
+        skip("building needs root (namespaces, overlay mounts)");
+        return false;
+    }
+    if !registry_up() {
+        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+        return false;
+    }
+    true
+}
 
 /// Writes the marshalled Definition `def` next to `out` and solves it with
 /// `kiln --root ROOT build --llb DEF --output type=local,dest=OUT`.

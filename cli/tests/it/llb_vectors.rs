@@ -2,23 +2,10 @@
 //! local export checked against the expectations of the conformance case it was made from
 //! (`testdata/conformance/<case>/case.toml`).
 
-use kiln_testdata::{is_root, registry_up, skip};
+use crate::common::ready;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Whether builds can run here; prints why not otherwise.
-fn can_build() -> bool {
-    if !is_root() {
-        skip("building needs root (namespaces, overlay mounts)");
-        return false;
-    }
-    if !registry_up() {
-        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
-        return false;
-    }
-    true
-}
 
 fn conformance_dir() -> PathBuf {
     kiln_testdata::root().join("conformance")
@@ -171,7 +158,7 @@ fn run_vector(root: &Path, vector: &Path, work: &Path) -> Vec<String> {
 
 #[test]
 fn every_llb_vector_meets_its_case_expectations() {
-    if !can_build() {
+    if !ready() {
         return;
     }
     let vectors: Vec<PathBuf> = kiln_testdata::llb_vectors()
@@ -201,7 +188,7 @@ fn every_llb_vector_meets_its_case_expectations() {
 
 #[test]
 fn canary_vector_copies_the_context_file() {
-    if !can_build() {
+    if !ready() {
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -8,22 +8,7 @@ use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use kiln_testdata::{is_root, registry_up, skip};
-
-mod common;
-use common::{kiln_in, text};
-
-fn ready() -> bool {
-    if !is_root() {
-        skip("building needs root (namespaces, overlay mounts)");
-        return false;
-    }
-    if !registry_up() {
-        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
-        return false;
-    }
-    true
-}
+use crate::common::{kiln_in, ready, text};
 
 fn name(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))

@@ -5,8 +5,7 @@ use kiln_llb::pb;
 use kiln_llb::prost::Message as _;
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{assert_ok, build_llb, text};
+use crate::common::{assert_ok, build_llb, text};
 
 const BUSYBOX: &str = "docker-image://127.0.0.1:5000/library/busybox:latest";
 

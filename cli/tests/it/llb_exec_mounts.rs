@@ -8,8 +8,7 @@ use kiln_llb::prost::Message as _;
 use kiln_llb::{MountOptions, image, pb, scratch};
 use kiln_testdata::{is_root, registry_up, skip};
 
-mod common;
-use common::{assert_ok, build_llb};
+use crate::common::{assert_ok, build_llb, ready};
 
 const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
 
@@ -107,12 +106,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn serial_secret_tmpfs_and_cache_mounts() {
-    if !is_root() {
-        skip("building needs root (namespaces, overlay mounts)");
-        return;
-    }
-    if !registry_up() {
-        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -215,11 +209,8 @@ fn bind_mounts_of_layered_results_read_only_and_writable() {
 
 #[test]
 fn exec_ulimits_apply_and_unknown_names_fail_the_step() {
-    if !is_root() {
-        return skip("building needs root (namespaces, overlay mounts)");
-    }
-    if !registry_up() {
-        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
+        return;
     }
     let definition = |name: &str| {
         image(&format!(

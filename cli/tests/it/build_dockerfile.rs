@@ -1,17 +1,13 @@
 //! `kiln build CONTEXT`: Dockerfiles converted and built end to end, and `--print-llb`.
 
-use kiln_testdata::{is_root, registry_up, skip};
+use kiln_testdata::{registry_up, skip};
 
-mod common;
-use common::{kiln_in, text};
+use crate::common::{kiln_in, ready, text};
 
 #[test]
 fn builds_a_dockerfile_with_run_copy_workdir_env() {
-    if !is_root() {
-        return skip("building needs root (namespaces, overlay mounts)");
-    }
-    if !registry_up() {
-        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let context = dir.path().join("ctx");
@@ -113,11 +109,8 @@ fn print_llb_writes_the_definition_and_errors_name_the_line() {
 
 #[test]
 fn insecure_and_host_network_steps_need_allow() {
-    if !is_root() {
-        return skip("building needs root (namespaces, overlay mounts)");
-    }
-    if !registry_up() {
-        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let context = dir.path().join("ctx");
@@ -182,11 +175,8 @@ fn insecure_and_host_network_steps_need_allow() {
 
 #[test]
 fn run_steps_get_ulimits_and_open_no_device_they_make() {
-    if !is_root() {
-        return skip("building needs root (namespaces, overlay mounts)");
-    }
-    if !registry_up() {
-        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let context = dir.path().join("ctx");
@@ -261,11 +251,8 @@ fn run_steps_get_ulimits_and_open_no_device_they_make() {
 
 #[test]
 fn run_tmpfs_mounts_have_their_size_and_read_only_flag() {
-    if !is_root() {
-        return skip("building needs root (namespaces, overlay mounts)");
-    }
-    if !registry_up() {
-        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    if !ready() {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let context = dir.path().join("ctx");

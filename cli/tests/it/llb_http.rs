@@ -11,8 +11,7 @@ use kiln_llb::prost::Message as _;
 use kiln_llb::{Digest, HttpOptions, http_with};
 use kiln_testdata::{is_root, skip};
 
-mod common;
-use common::{assert_ok, build_llb};
+use crate::common::{assert_ok, build_llb};
 
 const BODY: &[u8] = b"hello over http\n";
 

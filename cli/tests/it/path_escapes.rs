@@ -6,22 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use kiln_testdata::{is_root, registry_up, skip};
-
-mod common;
-use common::{git_daemon, kiln_in, run_git, text};
-
-fn ready() -> bool {
-    if !is_root() {
-        skip("building needs root (namespaces, overlay mounts)");
-        return false;
-    }
-    if !registry_up() {
-        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
-        return false;
-    }
-    true
-}
+use crate::common::{git_daemon, kiln_in, ready, run_git, text};
 
 /// A host directory outside every build tree, holding `marker`.
 fn host_dir() -> tempfile::TempDir {

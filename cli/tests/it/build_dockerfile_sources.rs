@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use kiln_testdata::{is_root, registry_up, skip};
+use kiln_testdata::{is_root, skip};
 
-mod common;
-use common::{Killed, git_daemon, kiln_in, run_git, text};
+use crate::common::{Killed, git_daemon, kiln_in, ready, run_git, text};
 
 /// Builds `dockerfile` in a fresh context holding `files`, exporting to `DIR/out`.
 fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str, u32)], extra: &[&str]) -> Output {
@@ -40,18 +39,6 @@ fn build_env(
     let context = context.to_string_lossy().into_owned();
     args.push(&context);
     kiln_in(dir, &args, env)
-}
-
-fn ready() -> bool {
-    if !is_root() {
-        skip("building needs root (namespaces, overlay mounts)");
-        return false;
-    }
-    if !registry_up() {
-        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
-        return false;
-    }
-    true
 }
 
 fn mode(path: &Path) -> u32 {

@@ -7,8 +7,7 @@ use kiln_llb::prost::Message as _;
 use kiln_llb::{GitOptions, git, git_with, pb};
 use kiln_testdata::{is_root, skip};
 
-mod common;
-use common::{assert_ok, build_llb, git_daemon, run_git, text};
+use crate::common::{assert_ok, build_llb, git_daemon, run_git, text};
 
 #[test]
 fn git_sources_clone_refs_and_subdirectories() {

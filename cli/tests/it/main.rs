@@ -1,0 +1,25 @@
+//! The CLI's end-to-end tests: one test binary, a module per area, so that changing the CLI or a
+//! helper links one executable instead of one per area. Tests that need root, namespaces or the
+//! test registry skip with a reason when those are missing (`KILN_TEST_REQUIRE_ALL=1` makes a
+//! skip fail); tests named `serial_*` share process-global state and run one at a time under
+//! nextest (`.config/nextest.toml`).
+
+mod common;
+
+mod build_dockerfile;
+mod build_dockerfile_sources;
+mod debug_dump_llb;
+mod dependency_direction;
+mod exporters;
+mod file_names;
+mod llb_cache;
+mod llb_exec_mounts;
+mod llb_git;
+mod llb_http;
+mod llb_image;
+mod llb_merge_diff;
+mod llb_vectors;
+mod path_escapes;
+mod prune_du;
+mod run;
+mod store_leases;
