@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use kiln_solver::{Event, Reporter};
+use kiln_solver::{Event, OutputLines, Reporter};
 
 /// Prints `#N name`, `#N 0.123 output line`, `#N DONE 0.4s`, `#N CACHED`, `#N ERROR: ...`.
 pub(crate) struct PlainProgress<W: Write + Send> {
@@ -24,7 +24,7 @@ struct State<W> {
     out: W,
     numbers: HashMap<Arc<str>, (usize, Instant)>,
     next: usize,
-    partial: HashMap<Arc<str>, Lines>,
+    partial: HashMap<Arc<str>, OutputLines>,
 }
 
 impl<W: Write + Send> PlainProgress<W> {
@@ -79,7 +79,7 @@ impl<W: Write + Send + 'static> Reporter for PlainProgress<W> {
                 state
                     .partial
                     .entry(vertex)
-                    .or_default()
+                    .or_insert_with(|| OutputLines::new(MAX_LINE))
                     .push(&data, |line| {
                         let line = String::from_utf8_lossy(line);
                         result = writeln!(text, "#{n} {elapsed:.3} {line}");
@@ -108,7 +108,7 @@ impl<W: Write + Send + 'static> Reporter for PlainProgress<W> {
 
 /// An unterminated last line of output, as a line of its own.
 fn flush_partial<W>(state: &mut State<W>, vertex: &Arc<str>, n: usize) -> String {
-    match state.partial.remove(vertex).and_then(Lines::finish) {
+    match state.partial.remove(vertex).and_then(OutputLines::finish) {
         Some(rest) => format!("#{n} {}\n", String::from_utf8_lossy(&rest)),
         None => String::new(),
     }
@@ -117,49 +117,6 @@ fn flush_partial<W>(state: &mut State<W>, vertex: &Arc<str>, n: usize) -> String
 /// The longest line of step output kept whole: a longer one (a step writing without newlines)
 /// is cut into lines of this size, so a renderer holds at most this much per vertex.
 const MAX_LINE: usize = 16 * 1024;
-
-/// Splits a vertex's output, which arrives in chunks, into lines (without their `\n`).
-#[derive(Default)]
-struct Lines {
-    /// The unterminated end of the output so far, shorter than [`MAX_LINE`].
-    partial: Vec<u8>,
-    /// Whether the current line was cut already (its first pieces went out as lines): its
-    /// newline then ends it without a line of its own when nothing followed the cut.
-    cut: bool,
-}
-
-impl Lines {
-    /// Takes in `data`, calling `line` for each line it completes. Only `data` is searched for
-    /// newlines, so output without them costs linear time.
-    fn push(&mut self, mut data: &[u8], mut line: impl FnMut(&[u8])) {
-        while let Some(end) = data.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&data[..end]);
-            if self.partial.is_empty() && !self.cut {
-                line(b"");
-            }
-            for piece in self.partial.chunks(MAX_LINE) {
-                line(piece);
-            }
-            self.partial.clear();
-            self.cut = false;
-            data = &data[end + 1..];
-        }
-        self.partial.extend_from_slice(data);
-        if self.partial.len() >= MAX_LINE {
-            let whole = self.partial.len() / MAX_LINE * MAX_LINE;
-            for piece in self.partial[..whole].chunks(MAX_LINE) {
-                line(piece);
-            }
-            self.partial.drain(..whole);
-            self.cut = true;
-        }
-    }
-
-    /// The unterminated last line, if any.
-    fn finish(self) -> Option<Vec<u8>> {
-        (!self.partial.is_empty()).then_some(self.partial)
-    }
-}
 
 /// How progress is shown, from `--progress`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +194,7 @@ struct VertexView {
     name: String,
     state: VertexState,
     logs: VecDeque<String>,
-    partial: Lines,
+    partial: OutputLines,
 }
 
 enum VertexState {
@@ -248,19 +205,26 @@ enum VertexState {
 }
 
 impl VertexView {
-    fn push_line(&mut self, line: &[u8]) {
-        if self.logs.len() == LOG_LINES_KEPT {
-            self.logs.pop_front();
-        }
-        self.logs
-            .push_back(String::from_utf8_lossy(line).into_owned());
+    /// Takes in output, keeping the last [`LOG_LINES_KEPT`] lines.
+    fn push(&mut self, data: &[u8]) {
+        let logs = &mut self.logs;
+        self.partial.push(data, |line| keep_line(logs, line));
     }
 
     fn flush_partial(&mut self) {
-        if let Some(rest) = std::mem::take(&mut self.partial).finish() {
-            self.push_line(&rest);
+        let partial = std::mem::replace(&mut self.partial, OutputLines::new(MAX_LINE));
+        if let Some(rest) = partial.finish() {
+            keep_line(&mut self.logs, &rest);
         }
     }
+}
+
+/// Adds a line of output to a vertex's log, dropping the oldest beyond [`LOG_LINES_KEPT`].
+fn keep_line(logs: &mut VecDeque<String>, line: &[u8]) {
+    if logs.len() == LOG_LINES_KEPT {
+        logs.pop_front();
+    }
+    logs.push_back(String::from_utf8_lossy(line).into_owned());
 }
 
 impl TtyModel {
@@ -285,7 +249,7 @@ impl TtyModel {
                 name: name.unwrap_or(vertex).to_owned(),
                 state: VertexState::Running(at),
                 logs: VecDeque::new(),
-                partial: Lines::default(),
+                partial: OutputLines::new(MAX_LINE),
             });
         if let Some(name) = name {
             name.clone_into(&mut view.name);
@@ -303,10 +267,7 @@ impl TtyModel {
                 self.vertex(&vertex, Some(&name), at).state = VertexState::Cached;
             }
             Event::Log { vertex, data, .. } => {
-                let view = self.vertex(&vertex, None, at);
-                let mut lines = std::mem::take(&mut view.partial);
-                lines.push(&data, |line| view.push_line(line));
-                view.partial = lines;
+                self.vertex(&vertex, None, at).push(&data);
             }
             Event::Completed {
                 vertex,
@@ -572,54 +533,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn split(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
-        let mut lines = Lines::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            lines.push(chunk, |line| out.push(line.to_vec()));
-        }
-        (out, lines.finish())
-    }
-
-    #[test]
-    fn output_splits_into_lines_across_chunks_keeping_empty_ones() {
-        let (lines, rest) = split(&[b"one\ntw", b"o\n", b"\n", b"\nthr", b"ee"]);
-        assert_eq!(lines, [&b"one"[..], b"two", b"", b""]);
-        assert_eq!(rest.as_deref(), Some(&b"three"[..]));
-        let (lines, rest) = split(&[b"x\n"]);
-        assert_eq!(lines, [b"x"]);
-        assert_eq!(rest, None);
-    }
-
-    #[test]
-    fn output_without_newlines_is_cut_into_bounded_lines() {
-        // 10 MiB and a bit in 4 KiB chunks, no newline until the end.
-        let total = 10 * 1024 * 1024 + 100;
-        let data: Vec<u8> = (0..total).map(|i| b'a' + (i % 26) as u8).collect();
-        let mut lines = Lines::default();
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        for chunk in data.chunks(4096) {
-            lines.push(chunk, |line| out.push(line.to_vec()));
-            assert!(lines.partial.len() < MAX_LINE, "{}", lines.partial.len());
-        }
-        assert!(out.iter().all(|l| l.len() == MAX_LINE));
-        assert_eq!(out.len(), total / MAX_LINE);
-        lines.push(b"\n", |line| out.push(line.to_vec()));
-        assert_eq!(out.last().unwrap().len(), 100);
-        assert_eq!(out.concat(), data, "no byte lost or added");
-
-        // A cut that falls on the newline adds no empty line.
-        let (lines, rest) = split(&[&vec![b'x'; MAX_LINE], b"\ny\n"]);
-        assert_eq!(
-            lines.len(),
-            2,
-            "{:?}",
-            lines.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        assert_eq!(lines[1], b"y");
-        assert_eq!(rest, None);
-    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);

@@ -55,6 +55,7 @@ mod cache_key;
 mod error;
 mod executor;
 mod history;
+mod lines;
 mod llbsolver;
 mod scheduler;
 #[cfg(any(test, feature = "testing"))]
@@ -67,6 +68,7 @@ pub use executor::{
     ExecUlimit, Executor, OutputSink,
 };
 pub use history::{History, MissReason, MissRecord};
+pub use lines::OutputLines;
 pub use llbsolver::fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
 pub use llbsolver::{Ref, Session, SessionConfig, load_history};
 

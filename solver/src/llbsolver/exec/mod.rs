@@ -62,48 +62,34 @@ impl ExecOp {
 }
 
 /// The last lines of a process's output, for the error of a failed step.
-#[derive(Default)]
 struct Tail {
     lines: VecDeque<String>,
-    partial: Vec<u8>,
+    split: crate::OutputLines,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Self {
+            lines: VecDeque::new(),
+            split: crate::OutputLines::new(TAIL_LINE_MAX),
+        }
+    }
 }
 
 impl Tail {
-    fn push(&mut self, mut data: &[u8]) {
-        while let Some(&first) = data.first() {
-            if self.partial.len() == TAIL_LINE_MAX && first != b'\n' {
-                self.end_line();
+    fn push(&mut self, data: &[u8]) {
+        let lines = &mut self.lines;
+        self.split.push(data, |line| {
+            if lines.len() == TAIL_LINES {
+                lines.pop_front();
             }
-            let room = TAIL_LINE_MAX - self.partial.len();
-            let window = &data[..data.len().min(room + 1)];
-            match window.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    self.partial.extend_from_slice(&data[..end]);
-                    self.end_line();
-                    data = &data[end + 1..];
-                }
-                None => {
-                    let taken = data.len().min(room);
-                    self.partial.extend_from_slice(&data[..taken]);
-                    data = &data[taken..];
-                }
-            }
-        }
-    }
-
-    /// Ends the partial line, dropping the oldest line when the tail is full.
-    fn end_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.partial).into_owned();
-        self.partial.clear();
-        if self.lines.len() == TAIL_LINES {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line);
+            lines.push_back(String::from_utf8_lossy(line).into_owned());
+        });
     }
 
     fn render(&self) -> String {
         let mut lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
-        let partial = String::from_utf8_lossy(&self.partial);
+        let partial = String::from_utf8_lossy(self.split.partial());
         if !partial.is_empty() {
             lines.push(&partial);
         }

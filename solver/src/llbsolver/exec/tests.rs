@@ -22,7 +22,7 @@ fn config(root: &Path) -> SessionConfig {
 
 /// Everything the tail holds: its lines and the partial one.
 fn retained(tail: &Tail) -> usize {
-    tail.lines.iter().map(String::len).sum::<usize>() + tail.partial.len()
+    tail.lines.iter().map(String::len).sum::<usize>() + tail.split.partial().len()
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn output_without_newlines_keeps_the_tail_bounded() {
     let chunk = [b'y'; 65536];
     for _ in 0..(10 << 20) / chunk.len() {
         tail.push(&chunk);
-        assert!(tail.partial.len() <= TAIL_LINE_MAX);
+        assert!(tail.split.partial().len() <= TAIL_LINE_MAX);
     }
     assert!(retained(&tail) <= (TAIL_LINES + 1) * TAIL_LINE_MAX);
     assert_eq!(tail.lines.len(), TAIL_LINES);
