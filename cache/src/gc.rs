@@ -36,7 +36,7 @@ use kiln_llb::Digest;
 use crate::error::Error;
 use crate::gcpolicy::{disk_stat, keep_limit};
 use crate::hash::Hasher;
-use crate::lease::{LeaseRecord, Liveness, Owner};
+use crate::lease::{self, Held, LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
 use crate::snapshot::{SnapshotKind, SnapshotRecord};
 use crate::store::{
@@ -481,12 +481,16 @@ fn plan(
     let mut held = Marked::default();
     for (id, lease) in tx.list::<LeaseRecord>(meta::LEASES)? {
         if alive.alive(&lease.owner) {
-            held.blobs.extend(lease.blobs);
-            held.snapshots.extend(lease.snapshots);
-            held.records.extend(lease.records);
-            held.cache_mounts.extend(lease.cache_mounts);
+            for item in lease::held_by(tx, &id)? {
+                match item {
+                    Held::Blob(digest) => held.blobs.insert(digest),
+                    Held::Snapshot(key) => held.snapshots.insert(key),
+                    Held::Record(record) => held.records.insert(record),
+                    Held::CacheMount(name) => held.cache_mounts.insert(name),
+                };
+            }
         } else {
-            tx.remove(meta::LEASES, &id)?;
+            lease::remove_lease(tx, &id)?;
             plan.void_leases += 1;
         }
     }

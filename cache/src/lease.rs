@@ -26,9 +26,11 @@
 //!
 //! Leases are records in the metadata database, so adding to one is ordered with a
 //! collection's mark by the database's own lock; they are committed lazily (a crash loses a
-//! lease with its process, which voids it anyway).
+//! lease with its process, which voids it anyway). Each held thing is a record of its own
+//! (`LEASE\nITEM`), not an entry in one set per lease: a build holds thousands of things, and
+//! rewriting the whole set on every addition made a 2,000-vertex build quadratic.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -116,19 +118,22 @@ impl Liveness {
     }
 }
 
-/// A lease's record: its owner and what it holds.
+/// A lease's record: its owner. What it holds are records of their own in
+/// [`meta::LEASE_ITEMS`] (see [`Held::key`]), so that holding one more thing costs one insert
+/// rather than rewriting a set that grows with the build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LeaseRecord {
     pub(crate) owner: Owner,
     pub(crate) created: u64,
-    #[serde(default)]
-    pub(crate) snapshots: BTreeSet<String>,
-    #[serde(default)]
-    pub(crate) blobs: BTreeSet<Digest>,
-    #[serde(default)]
-    pub(crate) records: BTreeSet<String>,
-    #[serde(default)]
-    pub(crate) cache_mounts: BTreeSet<String>,
+}
+
+impl LeaseRecord {
+    fn new() -> Self {
+        Self {
+            owner: Owner::current(),
+            created: now(),
+        }
+    }
 }
 
 /// One thing a lease holds.
@@ -144,15 +149,54 @@ pub(crate) enum Held {
     CacheMount(String),
 }
 
-impl LeaseRecord {
-    fn add(&mut self, held: &Held) {
-        match held {
-            Held::Snapshot(key) => self.snapshots.insert(key.clone()),
-            Held::Blob(digest) => self.blobs.insert(*digest),
-            Held::Record(id) => self.records.insert(id.clone()),
-            Held::CacheMount(name) => self.cache_mounts.insert(name.clone()),
-        };
+impl Held {
+    /// The key of the record saying that lease `id` holds this: the lease's key (which holds
+    /// no newline), a newline, a letter for the kind and the thing's name.
+    fn key(&self, id: &str) -> String {
+        match self {
+            Held::Snapshot(key) => format!("{id}\ns{key}"),
+            Held::Blob(digest) => format!("{id}\nb{digest}"),
+            Held::Record(record) => format!("{id}\nr{record}"),
+            Held::CacheMount(name) => format!("{id}\nm{name}"),
+        }
     }
+
+    /// The thing a key made by [`Held::key`] names, after its `LEASE\n` prefix.
+    fn parse(item: &str) -> Option<Self> {
+        let mut chars = item.chars();
+        let kind = chars.next()?;
+        let name = chars.as_str().to_owned();
+        Some(match kind {
+            's' => Held::Snapshot(name),
+            'b' => Held::Blob(name.parse().ok()?),
+            'r' => Held::Record(name),
+            'm' => Held::CacheMount(name),
+            _ => return None,
+        })
+    }
+}
+
+/// What lease `id` holds.
+pub(crate) fn held_by(tx: &Tx<'_>, id: &str) -> Result<Vec<Held>, Error> {
+    let prefix = format!("{id}\n");
+    let keys = tx.keys_with_prefix(meta::LEASE_ITEMS, &prefix)?;
+    Ok(keys
+        .iter()
+        .filter_map(|key| {
+            let held = Held::parse(&key[prefix.len()..]);
+            if held.is_none() {
+                tracing::warn!(key = %key.escape_debug(), "ignoring an unreadable lease item");
+            }
+            held
+        })
+        .collect())
+}
+
+/// Removes lease `id` and what it holds.
+pub(crate) fn remove_lease(tx: &Tx<'_>, id: &str) -> Result<(), Error> {
+    tx.remove(meta::LEASES, id)?;
+    tx.remove_prefix(meta::LEASE_ITEMS, &format!("{id}\n"))?;
+    Ok(())
 }
 
 /// The lease state of one [`Store`](crate::Store): at most one lease record at a time,
@@ -197,16 +241,9 @@ impl Holder {
             static NEXT: AtomicU64 = AtomicU64::new(0);
             let owner = Owner::current();
             let id = format!("{}-{}", owner.tag(), NEXT.fetch_add(1, Ordering::Relaxed));
-            let record = LeaseRecord {
-                owner,
-                created: now(),
-                snapshots: BTreeSet::new(),
-                blobs: BTreeSet::new(),
-                records: BTreeSet::new(),
-                cache_mounts: BTreeSet::new(),
-            };
-            self.meta
-                .write_with(Commit::Lazy, |tx| tx.put(meta::LEASES, &id, &record))?;
+            self.meta.write_with(Commit::Lazy, |tx| {
+                tx.put(meta::LEASES, &id, &LeaseRecord::new())
+            })?;
             tracing::debug!(lease = %id, "lease taken");
             state.id = Some(id);
             state.held.clear();
@@ -233,20 +270,13 @@ impl Holder {
     /// Adds `items` to the lease record `id` inside a write transaction.
     pub(crate) fn add_in(tx: &Tx<'_>, id: &str, items: &[Held]) -> Result<(), Error> {
         // A lease record removed by a collection (it thought the owner dead) is written again.
-        let mut record = tx
-            .get::<LeaseRecord>(meta::LEASES, id)?
-            .unwrap_or_else(|| LeaseRecord {
-                owner: Owner::current(),
-                created: now(),
-                snapshots: BTreeSet::new(),
-                blobs: BTreeSet::new(),
-                records: BTreeSet::new(),
-                cache_mounts: BTreeSet::new(),
-            });
-        for item in items {
-            record.add(item);
+        if tx.get_raw(meta::LEASES, id)?.is_none() {
+            tx.put(meta::LEASES, id, &LeaseRecord::new())?;
         }
-        tx.put(meta::LEASES, id, &record)
+        for item in items {
+            tx.put_raw(meta::LEASE_ITEMS, &item.key(id), &[])?;
+        }
+        Ok(())
     }
 
     /// Remembers that the lease `id` holds `items` (after the transaction that added them).
@@ -291,7 +321,7 @@ impl Drop for Lease {
         let removed = self
             .holder
             .meta
-            .write_with(Commit::Lazy, |tx| tx.remove(meta::LEASES, &id));
+            .write_with(Commit::Lazy, |tx| remove_lease(tx, &id));
         match removed {
             Ok(_) => tracing::debug!(lease = %id, "lease released"),
             // Void anyway once this process ends.
@@ -324,6 +354,24 @@ mod tests {
         );
         assert_eq!(Owner::from_name("tmp-leftover"), None);
         assert_eq!(Owner::from_name("tmp-ps12"), None);
+    }
+
+    #[test]
+    fn held_items_round_trip_through_their_keys() {
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        for held in [
+            Held::Snapshot("sha256:x/y z".into()),
+            Held::Blob(digest),
+            Held::Record("rec\nord".into()),
+            Held::CacheMount(String::new()),
+        ] {
+            let key = held.key("p1s2-3");
+            let rest = key.strip_prefix("p1s2-3\n").expect("keyed by the lease");
+            assert_eq!(Held::parse(rest), Some(held));
+        }
+        assert_eq!(Held::parse("x-unknown"), None);
+        assert_eq!(Held::parse("bsha256:short"), None);
+        assert_eq!(Held::parse(""), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The metadata database: images, blobs, snapshots and cache records in redb.
 //!
-//! Every record is a JSON value under a string key in one of four tables.
+//! Every record is a JSON value (or raw bytes) under a string key in one of a few tables.
 //!
 //! # Overview
 //! Opening a redb database and closing it again costs several `fsync`s (the open marks the file
@@ -72,10 +72,21 @@ pub(crate) const BLOBS: Table = Table(TableDefinition::new("blobs"));
 pub(crate) const SNAPSHOTS: Table = Table(TableDefinition::new("snapshots"));
 pub(crate) const CACHE_RECORDS: Table = Table(TableDefinition::new("cache_records"));
 pub(crate) const LEASES: Table = Table(TableDefinition::new("leases"));
+/// What each lease holds: one empty record per held thing, keyed `LEASE\nITEM` (see the
+/// `lease` module), so holding one more thing is one insert however much the lease holds.
+pub(crate) const LEASE_ITEMS: Table = Table(TableDefinition::new("lease_items"));
 /// Documents other crates keep in the store (the solver's cache key history), as raw bytes.
 pub(crate) const DOCUMENTS: Table = Table(TableDefinition::new("documents"));
 
-const ALL_TABLES: [Table; 6] = [IMAGES, BLOBS, SNAPSHOTS, CACHE_RECORDS, LEASES, DOCUMENTS];
+const ALL_TABLES: [Table; 7] = [
+    IMAGES,
+    BLOBS,
+    SNAPSHOTS,
+    CACHE_RECORDS,
+    LEASES,
+    LEASE_ITEMS,
+    DOCUMENTS,
+];
 
 /// How long to wait for another process to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -646,6 +657,35 @@ impl Tx<'_> {
         let mut t = self.txn.open_table(table.0).map_err(|e| self.err(e))?;
         let existed = t.remove(key).map_err(|e| self.err(e))?.is_some();
         Ok(existed)
+    }
+
+    /// The keys of `table` that start with `prefix`, in order.
+    pub(crate) fn keys_with_prefix(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<String>, Error> {
+        let t = self.txn.open_table(table.0).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(key.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Removes the records of `table` whose keys start with `prefix`.
+    pub(crate) fn remove_prefix(&self, table: Table, prefix: &str) -> Result<usize, Error> {
+        let keys = self.keys_with_prefix(table, prefix)?;
+        let mut t = self.txn.open_table(table.0).map_err(|e| self.err(e))?;
+        for key in &keys {
+            t.remove(key.as_str()).map_err(|e| self.err(e))?;
+        }
+        Ok(keys.len())
     }
 
     pub(crate) fn list<T: DeserializeOwned>(
