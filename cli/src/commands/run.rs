@@ -85,26 +85,10 @@ fn tmpfs(spec: &str) -> anyhow::Result<Mount> {
     })
 }
 
-/// Parses a byte count with an optional `b`, `k`, `m` or `g` suffix.
-fn bytes(text: &str) -> anyhow::Result<u64> {
-    let lower = text.to_ascii_lowercase();
-    let (digits, unit) = match lower.trim_end_matches('b').char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&lower[..i], c),
-        _ => (lower.trim_end_matches('b'), 'b'),
-    };
-    let value: u64 = digits
-        .parse()
-        .with_context(|| format!("invalid size {text:?}"))?;
-    let scale = match unit {
-        'b' => 1,
-        'k' => 1 << 10,
-        'm' => 1 << 20,
-        'g' => 1 << 30,
-        _ => bail!("invalid size {text:?}"),
-    };
-    value
-        .checked_mul(scale)
-        .with_context(|| format!("size {text:?} is out of range"))
+/// The value of `-m/--memory`: a size as docker takes it (`512`, `64m`, `1.5g`, `1GiB`).
+fn parse_memory(text: &str) -> anyhow::Result<u64> {
+    kiln_cache::parse_size(text)
+        .with_context(|| format!("invalid argument {text:?} for \"-m, --memory\" flag"))
 }
 
 /// The environment entries of `--env-file` and `-e` (a bare `KEY` takes kiln's own value).
@@ -219,7 +203,7 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         "host" => NetworkMode::Host,
         other => bail!("network {other:?} is not supported: use none or host"),
     };
-    let memory = args.memory.as_deref().map(bytes).transpose()?;
+    let memory = args.memory.as_deref().map(parse_memory).transpose()?;
     let env = environment(args)?;
 
     let record = image(&store, config, &args.image, &route)?;
@@ -601,14 +585,18 @@ mod tests {
     }
 
     #[test]
-    fn sizes_take_suffixes() {
-        assert_eq!(bytes("512").unwrap(), 512);
-        assert_eq!(bytes("64m").unwrap(), 64 << 20);
-        assert_eq!(bytes("1g").unwrap(), 1 << 30);
-        assert!(bytes("lots").is_err());
+    fn memory_takes_docker_sizes() {
+        assert_eq!(parse_memory("512").unwrap(), 512);
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(
-            bytes("17179869184g").unwrap_err().to_string(),
-            "size \"17179869184g\" is out of range"
+            format!("{:#}", parse_memory("lots").unwrap_err()),
+            format!(
+                "invalid argument \"lots\" for \"-m, --memory\" flag: {}",
+                kiln_cache::parse_size("lots").unwrap_err()
+            )
         );
+        assert!(parse_memory("17179869184p").is_err());
     }
 }
