@@ -101,6 +101,10 @@ const RELEASE_IDLE: Duration = Duration::from_secs(1);
 /// How long a holder that handed over waits for the waiters to get in before it queues again.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// redb's page cache (its default is 1 GiB, which a large build fills with pages it never
+/// reads again).
+const CACHE_SIZE: usize = 32 << 20;
+
 /// The name prefix of directories in `snapshots/` that wait to be deleted.
 pub(crate) const TRASH_PREFIX: &str = "tmp-trash-";
 
@@ -484,7 +488,10 @@ impl Shared {
         // process that closes the database just before releasing meta.lock is the exception.
         let mut pause = Duration::from_millis(1);
         let db = loop {
-            match redb::Database::builder().create(&self.path) {
+            match redb::Database::builder()
+                .set_cache_size(CACHE_SIZE)
+                .create(&self.path)
+            {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                     if start.elapsed() > BUSY_TIMEOUT {
