@@ -139,9 +139,10 @@ pub enum Error {
         id: String,
     },
     /// The socket an SSH mount forwards through could not be made.
-    #[error("creating an SSH agent socket: {error}")]
+    #[error("creating an SSH agent socket")]
     SshSocket {
         /// Why.
+        #[source]
         error: std::io::Error,
     },
     /// A local source names a directory the build was not given.
@@ -211,9 +212,10 @@ pub enum Error {
         reference: String,
     },
     /// git could not be started.
-    #[error("running git (is it installed?): {error}")]
+    #[error("running git (is it installed?)")]
     GitMissing {
         /// Why.
+        #[source]
         error: std::io::Error,
     },
     /// git failed.
@@ -256,11 +258,12 @@ pub enum Error {
         commit: String,
     },
     /// Updating a checkout's submodules failed.
-    #[error("failed to update submodules for {url}: {error}")]
+    #[error("failed to update submodules for {url}")]
     Submodules {
         /// The remote.
         url: String,
         /// Why.
+        #[source]
         error: Box<Error>,
     },
     /// `git log` gave a commit time that is not a number.
