@@ -11,7 +11,9 @@
 //! [`Store::with_snapshot`] is the read-only case for a committed snapshot chain: it holds the
 //! chain in the store's lease while mounted, so garbage collection cannot remove it meanwhile.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -78,24 +80,14 @@ pub fn with_views<T: Send>(
                                 // Made only now: writers on an empty parent need none.
                                 fs_err::create_dir_all(work)?;
                             }
-                            let flags = if readonly {
-                                MsFlags::MS_RDONLY
-                            } else {
-                                MsFlags::empty()
-                            };
-                            mount(
-                                Some("overlay"),
-                                &point,
-                                Some("overlay"),
-                                flags,
-                                Some(&*options),
-                            )
-                            .map_err(|e| {
-                                io::Error::other(format!(
-                                    "mounting overlay at {}: {e}",
-                                    point.display()
-                                ))
-                            })?;
+                            mount_overlay(view, &empty, &point, &options, readonly).map_err(
+                                |e| {
+                                    io::Error::other(format!(
+                                        "mounting overlay at {}: {e}",
+                                        point.display()
+                                    ))
+                                },
+                            )?;
                             mounted.push(point.clone());
                             points.push(point);
                         }
@@ -138,6 +130,62 @@ impl Store {
             work(&points[0])
         })?)
     }
+}
+
+/// Mounts `view` at `point`: with `options` through `mount(2)` where they fit in a page,
+/// otherwise layer by layer through the new mount API.
+fn mount_overlay(
+    view: &View,
+    empty: &Path,
+    point: &Path,
+    options: &str,
+    readonly: bool,
+) -> io::Result<()> {
+    if options.len() <= kiln_fsutil::MOUNT_DATA_LIMIT {
+        let flags = if readonly {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
+        return mount(
+            Some("overlay"),
+            point,
+            Some("overlay"),
+            flags,
+            Some(options),
+        )
+        .map_err(io::Error::from);
+    }
+    let c = |path: &Path| {
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} holds a NUL byte", path.display()),
+            )
+        })
+    };
+    let mut lowers = view
+        .lowers
+        .iter()
+        .map(|l| c(l))
+        .collect::<io::Result<Vec<_>>>()?;
+    if lowers.len() == 1 && view.writable.is_none() {
+        lowers.push(c(empty)?);
+    }
+    let writable = match &view.writable {
+        Some((upper, work)) => Some((c(upper)?, c(work)?)),
+        None => None,
+    };
+    kiln_fsutil::mount_layers(
+        &c(point)?,
+        &lowers,
+        writable.as_ref().map(|(u, w)| (u.as_c_str(), w.as_c_str())),
+        kiln_fsutil::MountAttributes {
+            readonly,
+            nodev: false,
+        },
+    )
+    .map_err(io::Error::other)
 }
 
 enum Plan {
@@ -248,6 +296,42 @@ mod tests {
             "no mount is left behind"
         );
         assert_eq!(fs_err::read_dir(d.join("scratch")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn views_deeper_than_a_page_of_options_mount_layer_by_layer() {
+        if skip_unless_root("deep overlay views") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let lowers: Vec<PathBuf> = (0..200)
+            .map(|i| d.join(format!("{i:03}-{}", "s".repeat(64))))
+            .collect();
+        for (i, lower) in lowers.iter().enumerate() {
+            fs_err::create_dir(lower).unwrap();
+            fs_err::write(lower.join(format!("f{i}")), "x").unwrap();
+        }
+        for sub in ["upper", "work", "scratch"] {
+            fs_err::create_dir(d.join(sub)).unwrap();
+        }
+        let writable = View {
+            lowers: lowers.clone(),
+            writable: Some((d.join("upper"), d.join("work"))),
+        };
+        let readonly = View {
+            lowers,
+            writable: None,
+        };
+        let seen = with_views(&d.join("scratch"), &[writable, readonly], |points| {
+            fs_err::write(points[0].join("new"), "n").unwrap();
+            let count = |p: &Path| fs_err::read_dir(p).unwrap().count();
+            let ro_write = fs_err::write(points[1].join("x"), "x").is_err();
+            (count(&points[0]), count(&points[1]), ro_write)
+        })
+        .unwrap();
+        assert_eq!(seen, (201, 200, true));
+        assert_eq!(fs_err::read_to_string(d.join("upper/new")).unwrap(), "n");
     }
 
     #[test]

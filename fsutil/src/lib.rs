@@ -16,6 +16,8 @@
 //!   copies, seeded cache mounts and the local exporter.
 //! - [`overlay`] holds the whiteout and opaque markers and their predicates, in overlayfs and
 //!   OCI spelling.
+//! - [`mount_layers`] mounts an overlay of any number of layers (up to the kernel's
+//!   [`MAX_LAYERS`]) with the new mount API, past the page-size limit of `mount(2)` options.
 //!
 //! This crate sits at the bottom of the workspace and depends on no other kiln crate: the
 //! runner reads `/etc/passwd` of an image through it, the cache unpacks layers with it, and the
@@ -23,7 +25,8 @@
 //!
 //! Where new code goes: anything that turns a path from a build into a host path goes through
 //! [`Root`] (`resolve.rs`), never a hand-written walk; tree copies through `copy.rs`; the overlay
-//! marker format (whiteouts, opaque directories) lives in `overlay.rs` only.
+//! marker format (whiteouts, opaque directories) lives in `overlay.rs` only; mounting overlays past
+//! the options limit in `mount.rs`.
 //!
 //! ```
 //! use std::path::Path;
@@ -44,9 +47,11 @@
 
 mod copy;
 mod error;
+mod mount;
 pub mod overlay;
 mod resolve;
 
 pub use copy::{DeviceNodes, HardLinks, ModeFn, Owner, TreeCopy, lstat};
 pub use error::Error;
+pub use mount::{MAX_LAYERS, MOUNT_DATA_LIMIT, MountAttributes, MountLayersError, mount_layers};
 pub use resolve::{Entry, MAX_SYMLINKS, Resolved, Root};

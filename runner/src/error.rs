@@ -46,12 +46,12 @@ pub enum Error {
     /// The overlay stack has no lower layer.
     #[error("an overlay root filesystem needs at least one lower directory")]
     NoLowerDirs,
-    /// The overlay mount options do not fit in one page even with relative layer paths.
-    #[error("overlay mount options are {len} bytes, more than the kernel's limit of {limit}")]
-    OverlayOptionsTooLong {
-        /// Length of the options string.
-        len: usize,
-        /// The limit (one page minus the terminating NUL).
+    /// More layers than one overlay can stack.
+    #[error("{count} layers are more than the {limit} one overlay can stack")]
+    TooManyLayers {
+        /// The number of layers.
+        count: usize,
+        /// The kernel's limit.
         limit: usize,
     },
     /// The user named in the spec is not in the root filesystem's /etc/passwd.

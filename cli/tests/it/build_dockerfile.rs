@@ -2,7 +2,7 @@
 
 use kiln_testdata::{registry_up, skip};
 
-use crate::common::{kiln_in, ready, text};
+use crate::common::{assert_ok, kiln_in, ready, text};
 
 #[test]
 fn builds_a_dockerfile_with_run_copy_workdir_env() {
@@ -283,4 +283,61 @@ fn run_tmpfs_mounts_have_their_size_and_read_only_flag() {
     assert_eq!(read("size"), "1024\n");
     assert_eq!(read("ro"), "read-only\n");
     assert_eq!(read("rw"), "writable\n");
+}
+
+/// Many more layers than `mount(2)`'s one page of overlay options holds (about 80): a base
+/// image of 50 layers and 300 steps on it, each step's root an overlay of every layer below.
+#[test]
+fn builds_three_hundred_steps_on_a_fifty_layer_base() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let steps = |from: &str, prefix: &str, n: usize| {
+        let mut text = format!("FROM {from}\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "RUN mkdir -p /layers && echo {i} > /layers/{prefix}{i}\n"
+            ));
+        }
+        text
+    };
+    let base = dir.path().join("base");
+    fs_err::create_dir_all(&base).unwrap();
+    fs_err::write(base.join("Dockerfile"), steps("busybox", "b", 49)).unwrap();
+    assert_ok(kiln_in(
+        dir.path(),
+        &["build", "-t", "deep-base", base.to_str().unwrap()],
+        &[],
+    ));
+
+    let app = dir.path().join("app");
+    fs_err::create_dir_all(&app).unwrap();
+    let mut dockerfile = steps("deep-base", "a", 300);
+    dockerfile
+        .push_str("RUN ls /layers | wc -l > /count && cat /layers/b0 /layers/a299 >> /count\n");
+    fs_err::write(app.join("Dockerfile"), dockerfile).unwrap();
+    let out = dir.path().join("out");
+    assert_ok(kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            app.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(
+        fs_err::read_to_string(out.join("count")).unwrap(),
+        "349\n0\n299\n"
+    );
+    assert_eq!(fs_err::read_dir(out.join("layers")).unwrap().count(), 349);
+    // The same steps, cached, exported as an image of 351 layers.
+    let tagged = assert_ok(kiln_in(
+        dir.path(),
+        &["build", "-t", "deep-app", app.to_str().unwrap()],
+        &[],
+    ));
+    assert!(text(&tagged).contains("CACHED"), "{}", text(&tagged));
 }

@@ -61,6 +61,19 @@ pub(super) fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::R
             *flags,
             data.as_deref(),
         ),
+        Op::MountLayers {
+            target,
+            lowers,
+            upper_work,
+            nodev,
+        } => sys.mount_layers(
+            target,
+            lowers,
+            upper_work
+                .as_ref()
+                .map(|(u, w)| (u.as_c_str(), w.as_c_str())),
+            *nodev,
+        ),
         Op::Chdir(path) => sys.chdir(path),
         Op::OpenSource { slot, path } => {
             slots[*slot] = sys.clone_tree(path)?;

@@ -89,9 +89,6 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("/dev/ptmx", "pts/ptmx"),
 ];
 
-/// The kernel copies at most one page of mount options.
-const MOUNT_DATA_LIMIT: usize = 4095;
-
 /// One setup step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -104,6 +101,14 @@ pub(crate) enum Op {
         fstype: Option<CString>,
         flags: MsFlags,
         data: Option<CString>,
+    },
+    /// An overlay of `lowers` (topmost first) mounted layer by layer with the new mount API,
+    /// for stacks whose `mount(2)` options would not fit in a page.
+    MountLayers {
+        target: CString,
+        lowers: Vec<CString>,
+        upper_work: Option<(CString, CString)>,
+        nodev: bool,
     },
     /// `chdir(path)`.
     Chdir(CString),
@@ -166,6 +171,13 @@ impl Op {
                 fstype.as_ref().map_or_else(|| "bind/remount".to_owned(), s),
                 s(target)
             ),
+            Self::MountLayers { target, lowers, .. } => {
+                format!(
+                    "mount an overlay of {} layers on {}",
+                    lowers.len(),
+                    s(target)
+                )
+            }
             Self::Chdir(path) => format!("chdir {}", s(path)),
             Self::OpenSource { path, .. } => format!("open mount source {}", s(path)),
             Self::Bind { target, .. } => format!("bind mount on {}", s(target)),
@@ -255,13 +267,20 @@ fn common_parent(paths: &[&Path]) -> PathBuf {
     common.iter().collect()
 }
 
-/// The overlay mount: the directory to `chdir` into and the options, relative to it.
+/// The overlay mount: the directory to `chdir` into and the options, relative to it; `None`
+/// when even relative options do not fit in one page (see [`overlay_mount`]).
 pub(crate) fn overlay_options(
     lowers: &[PathBuf],
     upper_work: Option<(&Path, &Path)>,
-) -> Result<(PathBuf, String)> {
+) -> Result<Option<(PathBuf, String)>> {
     if lowers.is_empty() {
         return Err(Error::NoLowerDirs);
+    }
+    if lowers.len() > kiln_fsutil::MAX_LAYERS {
+        return Err(Error::TooManyLayers {
+            count: lowers.len(),
+            limit: kiln_fsutil::MAX_LAYERS,
+        });
     }
     let writable: Vec<(&'static str, &Path)> = upper_work
         .map(|(upper, work)| vec![("overlay upper dir", upper), ("overlay work dir", work)])
@@ -301,13 +320,51 @@ pub(crate) fn overlay_options(
         ),
         None => format!("lowerdir={lower}"),
     };
-    if options.len() > MOUNT_DATA_LIMIT {
-        return Err(Error::OverlayOptionsTooLong {
-            len: options.len(),
-            limit: MOUNT_DATA_LIMIT,
-        });
+    if options.len() > kiln_fsutil::MOUNT_DATA_LIMIT {
+        return Ok(None);
     }
-    Ok((base, options))
+    Ok(Some((base, options)))
+}
+
+/// The ops that mount an overlay of `lowers` with an optional upper and work directory at
+/// `target`: `chdir` to the layers' common parent and `mount(2)` with relative options where
+/// they fit in a page, otherwise the layers one by one ([`Op::MountLayers`]).
+fn overlay_mount(
+    ops: &mut Vec<Op>,
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: CString,
+    flags: MsFlags,
+) -> Result<()> {
+    match overlay_options(lowers, upper_work)? {
+        Some((base, options)) => {
+            ops.push(Op::Chdir(cpath("overlay layers", &base)?));
+            ops.push(Op::Mount {
+                source: Some(lit("overlay")),
+                target,
+                fstype: Some(lit("overlay")),
+                flags,
+                data: Some(cstring("overlay options", options.as_bytes())?),
+            });
+        }
+        None => ops.push(Op::MountLayers {
+            target,
+            lowers: lowers
+                .iter()
+                .map(|l| cpath("overlay lower dir", l))
+                .collect::<Result<_>>()?,
+            upper_work: upper_work
+                .map(|(u, w)| {
+                    Ok((
+                        cpath("overlay upper dir", u)?,
+                        cpath("overlay work dir", w)?,
+                    ))
+                })
+                .transpose()?,
+            nodev: flags.contains(MsFlags::MS_NODEV),
+        }),
+    }
+    Ok(())
 }
 
 /// Builds the plan for `spec`; `staged` names the files the runner wrote for it.
@@ -383,16 +440,8 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
             ..
         } => {
             // A fresh overlay has no submounts: a read-only one is its top mount (step 7).
-            let (base, options) = overlay_options(lowers, Some((upper, work)))?;
             let target = cpath("rootfs", &staged.rootfs_mountpoint)?;
-            ops.push(Op::Chdir(cpath("overlay layers", &base)?));
-            ops.push(Op::Mount {
-                source: Some(lit("overlay")),
-                target: target.clone(),
-                fstype: Some(lit("overlay")),
-                flags: nodev,
-                data: Some(cstring("overlay options", options.as_bytes())?),
-            });
+            overlay_mount(&mut ops, lowers, Some((upper, work)), target.clone(), nodev)?;
             target
         }
     };
@@ -486,16 +535,14 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
                     }
                     add_bind(&mut ops, lower, target, true, true)?;
                 } else {
-                    let (base, options) = overlay_options(lowers, upper_work)?;
                     let staged_target = cpath("overlay mount point", mountpoint)?;
-                    ops.push(Op::Chdir(cpath("overlay layers", &base)?));
-                    ops.push(Op::Mount {
-                        source: Some(lit("overlay")),
-                        target: staged_target,
-                        fstype: Some(lit("overlay")),
-                        flags: MsFlags::empty(),
-                        data: Some(cstring("overlay options", options.as_bytes())?),
-                    });
+                    overlay_mount(
+                        &mut ops,
+                        lowers,
+                        upper_work,
+                        staged_target,
+                        MsFlags::empty(),
+                    )?;
                     add_bind(&mut ops, mountpoint, target, readonly, true)?;
                 }
                 order.push(None);

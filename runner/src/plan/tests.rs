@@ -40,7 +40,8 @@ fn overlay_uses_relative_layer_paths() {
             Path::new("/var/lib/kiln/snapshots/up/work"),
         )),
     )
-    .unwrap();
+    .unwrap()
+    .expect("relative options fit in a page");
     assert_eq!(base, PathBuf::from("/var/lib/kiln/snapshots"));
     assert!(options.starts_with("lowerdir=0/fs:1/fs:2/fs:"), "{options}");
     assert!(
@@ -49,16 +50,46 @@ fn overlay_uses_relative_layer_paths() {
     );
     // The absolute form would not fit in a page.
     let absolute: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
-    assert!(absolute > MOUNT_DATA_LIMIT && options.len() <= MOUNT_DATA_LIMIT);
+    let limit = kiln_fsutil::MOUNT_DATA_LIMIT;
+    assert!(absolute > limit && options.len() <= limit);
 }
 
 #[test]
-fn overlay_too_long_is_an_error() {
+fn overlays_past_a_page_of_options_are_mounted_layer_by_layer() {
     let lowers: Vec<PathBuf> = (0..400)
         .map(|i| PathBuf::from(format!("/a/layer-number-{i}/fs")))
         .collect();
-    let err = overlay_options(&lowers, Some((Path::new("/b/u"), Path::new("/b/w")))).unwrap_err();
-    assert!(matches!(err, Error::OverlayOptionsTooLong { .. }), "{err}");
+    let upper_work = Some((Path::new("/b/u"), Path::new("/b/w")));
+    assert_eq!(overlay_options(&lowers, upper_work).unwrap(), None);
+    let rootfs = Rootfs::Overlay {
+        lowers: lowers.clone(),
+        upper: PathBuf::from("/b/u"),
+        work: PathBuf::from("/b/w"),
+        readonly: false,
+    };
+    let mut fake = RecordingSys::default();
+    run(&Spec::new(rootfs, vec!["true".into()]), &mut fake).unwrap();
+    let all: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    assert_eq!(
+        fake.calls[2],
+        format!(
+            "mount_layers /run/b/rootfs lowers={} upper_work=/b/u,/b/w nodev=true",
+            all.join(":")
+        )
+    );
+    assert!(
+        !fake.calls.iter().any(|c| c.starts_with("mount overlay")),
+        "{:#?}",
+        fake.calls
+    );
+
+    let too_many: Vec<PathBuf> = (0..=kiln_fsutil::MAX_LAYERS)
+        .map(|i| PathBuf::from(format!("/a/{i}")))
+        .collect();
+    assert_eq!(
+        overlay_options(&too_many, None).unwrap_err().to_string(),
+        "501 layers are more than the 500 one overlay can stack"
+    );
     assert!(matches!(
         overlay_options(&[], None),
         Err(Error::NoLowerDirs)

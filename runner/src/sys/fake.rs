@@ -2,7 +2,7 @@
 //! ones it is told to.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,22 @@ impl Sys for RecordingSys {
             fstype.map_or_else(|| "-".to_owned(), s),
             flag_names(flags),
             data.map_or_else(|| "-".to_owned(), s)
+        ))
+    }
+
+    fn mount_layers(
+        &mut self,
+        target: &CStr,
+        lowers: &[CString],
+        upper_work: Option<(&CStr, &CStr)>,
+        nodev: bool,
+    ) -> nix::Result<()> {
+        let lowers: Vec<String> = lowers.iter().map(|l| s(l)).collect();
+        self.call(format!(
+            "mount_layers {} lowers={} upper_work={} nodev={nodev}",
+            s(target),
+            lowers.join(":"),
+            upper_work.map_or_else(|| "-".to_owned(), |(u, w)| format!("{},{}", s(u), s(w))),
         ))
     }
 

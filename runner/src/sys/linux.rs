@@ -1,6 +1,6 @@
 //! [`Sys`] over the real kernel.
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -78,6 +78,20 @@ impl Sys for LinuxSys {
         data: Option<&CStr>,
     ) -> nix::Result<()> {
         mount(source, target, fstype, flags, data)
+    }
+
+    fn mount_layers(
+        &mut self,
+        target: &CStr,
+        lowers: &[CString],
+        upper_work: Option<(&CStr, &CStr)>,
+        nodev: bool,
+    ) -> nix::Result<()> {
+        let attributes = kiln_fsutil::MountAttributes {
+            readonly: false,
+            nodev,
+        };
+        kiln_fsutil::mount_layers(target, lowers, upper_work, attributes).map_err(|e| e.errno)
     }
 
     fn umount_detach(&mut self, target: &CStr) -> nix::Result<()> {

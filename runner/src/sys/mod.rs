@@ -9,7 +9,7 @@
     reason = "fork, ioctl, capset and signal dispositions have no safe wrapper"
 )]
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use nix::mount::MsFlags;
@@ -46,6 +46,15 @@ pub(crate) trait Sys {
         fstype: Option<&CStr>,
         flags: MsFlags,
         data: Option<&CStr>,
+    ) -> nix::Result<()>;
+    /// An overlay of `lowers` (topmost first) at `target`, mounted layer by layer with the new
+    /// mount API (see [`kiln_fsutil::mount_layers`]).
+    fn mount_layers(
+        &mut self,
+        target: &CStr,
+        lowers: &[CString],
+        upper_work: Option<(&CStr, &CStr)>,
+        nodev: bool,
     ) -> nix::Result<()>;
     /// `umount2(target, MNT_DETACH)`.
     fn umount_detach(&mut self, target: &CStr) -> nix::Result<()>;
