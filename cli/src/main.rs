@@ -2,7 +2,7 @@
 //!
 //! It only wires the crates: flags in `args.rs` (clap), one file per command in `commands/`
 //! (a thin wrapper over library calls), `kiln.toml` read once in `config.rs`, the solver's
-//! `Executor` seam backed by kiln-runner in `executor.rs`, progress rendering in `progress.rs`,
+//! build wiring it shares with the daemon in `kiln-engine`, progress rendering in `progress.rs`,
 //! table, size and time formatting in `format.rs`. Where new code goes: a new command is a
 //! file in `commands/` and a variant in `args.rs`; its work belongs in a library crate, never
 //! here — the CLI does not touch snapshots or export by itself (a test enforces it).
@@ -12,7 +12,6 @@ use std::process::ExitCode;
 mod args;
 mod commands;
 mod config;
-mod executor;
 mod format;
 mod progress;
 

@@ -39,7 +39,7 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let report = store.prune(&options).context("pruning the build cache")?;
     // What killed builds left outside the store: the runner's per-run files.
-    kiln_runner::Runner::new(crate::executor::RUNNER_STATE).sweep();
+    kiln_runner::Runner::new(kiln_engine::RUNNER_STATE).sweep();
     let removed: Vec<UsageEntry> = report
         .removed_records
         .iter()

@@ -265,7 +265,7 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         } else {
             Stdio::Captured
         };
-        let runner = Runner::new(crate::executor::RUNNER_STATE);
+        let runner = Runner::new(kiln_engine::RUNNER_STATE);
         let handle = Handle::new()?;
         route.attach(&handle, args.tty)?;
         let _raw = if args.tty && args.interactive {

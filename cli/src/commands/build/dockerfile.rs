@@ -1,5 +1,6 @@
 //! `kiln build CONTEXT`: reads the Dockerfile and `.dockerignore`, converts them to LLB with
-//! `kiln_frontend::convert`, resolving base images through the content store.
+//! `kiln_frontend::convert`, resolving base images through the content store
+//! (`kiln_engine::StoreResolver`).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -8,42 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use kiln_cache::{PullOptions, Store};
-use kiln_frontend::{ConvertOptions, Converted, ImageMetaResolver, ResolvedImage};
+use kiln_engine::StoreResolver;
+use kiln_frontend::{ConvertOptions, Converted};
 use kiln_llb::pb;
 
 use crate::args::BuildArgs;
-
-/// Resolves base images by pulling them into the store and reading their configuration.
-struct StoreResolver<'a> {
-    store: Arc<Store>,
-    pull: &'a PullOptions,
-    runtime: &'a tokio::runtime::Runtime,
-}
-
-impl ImageMetaResolver for StoreResolver<'_> {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &pb::Platform,
-    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        let options = PullOptions {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            ..self.pull.clone()
-        };
-        let pulled = self.runtime.block_on(kiln_cache::pull(
-            self.store.clone(),
-            reference,
-            &options,
-            &(),
-        ))?;
-        let config = self.store.read_blob(&pulled.image.config)?;
-        Ok(ResolvedImage {
-            digest: pulled.image.manifest.to_string(),
-            config,
-        })
-    }
-}
 
 /// Where the Dockerfile of a build is, and its bytes.
 fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Result<(PathBuf, Vec<u8>)> {
@@ -149,11 +119,7 @@ pub(super) fn convert(
         cgroup_parent: args.cgroup_parent.clone(),
         ..ConvertOptions::default()
     };
-    let resolver = StoreResolver {
-        store,
-        pull,
-        runtime,
-    };
+    let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
     Ok(kiln_frontend::convert(&dockerfile, &options, &resolver)?)
 }
 

@@ -1,7 +1,6 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
 mod dockerfile;
-mod outputs;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -215,7 +214,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let session = Session::new(
         SessionConfig {
             store: store.clone(),
-            executor: crate::executor::executor(PathBuf::from(crate::executor::RUNNER_STATE)),
+            executor: kiln_engine::executor(PathBuf::from(kiln_engine::RUNNER_STATE)),
             pull,
             locals,
             secrets,
@@ -232,7 +231,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     };
     progress.finish();
     let result = solved.context("failed to solve")?;
-    outputs::export(
+    kiln_engine::export(
         &store,
         &result,
         &outputs,

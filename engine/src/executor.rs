@@ -16,16 +16,16 @@ use kiln_solver::{
 /// Where the runner keeps per-run files (bundles, staged secrets): root-only, under /run (a
 /// tmpfs on most hosts), never a world-writable directory such as /dev/shm where another
 /// user could plant the path first.
-pub(crate) const RUNNER_STATE: &str = "/run/kiln/runner";
+pub const RUNNER_STATE: &str = "/run/kiln/runner";
 
 /// Runs exec steps in containers of kiln's own runtime.
-pub(crate) struct RunnerExecutor {
+pub struct RunnerExecutor {
     runner: Runner,
 }
 
 impl RunnerExecutor {
     /// An executor keeping per-run state under `state_dir`.
-    pub(crate) fn new(state_dir: PathBuf) -> Self {
+    pub fn new(state_dir: PathBuf) -> Self {
         Self {
             runner: Runner::new(state_dir),
         }
@@ -181,6 +181,6 @@ impl Executor for RunnerExecutor {
 }
 
 /// Shares one executor between sessions.
-pub(crate) fn executor(state_dir: PathBuf) -> Arc<dyn Executor> {
+pub fn executor(state_dir: PathBuf) -> Arc<dyn Executor> {
     Arc::new(RunnerExecutor::new(state_dir))
 }

@@ -1,16 +1,21 @@
-//! Wires the exporters of `--output` and `-t` (parsed by `kiln_exporters::outputs_from_args`).
+//! Writes a solved result to the outputs of one build.
 
-use anyhow::Context as _;
 use kiln_cache::Store;
-use kiln_exporters::{ExportContext, Output};
+use kiln_exporters::{ExportContext, ExportResponse, Output};
 use kiln_solver::Ref;
 
+use crate::error::Error;
+
 /// `SOURCE_DATE_EPOCH`, if set.
-fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+fn source_date_epoch() -> Result<Option<i64>, Error> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) if !text.is_empty() => Ok(Some(text.parse().with_context(|| {
-            format!("invalid SOURCE_DATE_EPOCH {text:?}: expected seconds since 1970")
-        })?)),
+        Ok(text) if !text.is_empty() => match text.parse() {
+            Ok(seconds) => Ok(Some(seconds)),
+            Err(source) => Err(Error::SourceDateEpoch {
+                value: text,
+                source,
+            }),
+        },
         _ => Ok(None),
     }
 }
@@ -22,22 +27,23 @@ fn build_time() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-/// Writes the result to each output, with the frontend's image config (none for `--llb`) and
-/// the registry settings of kiln's configuration (for a push).
-pub(super) fn export(
+/// Writes `result` to each output, with the frontend's image `config` (none for an LLB
+/// build) and the registry settings of kiln's configuration (for a push); answers what each
+/// output made, in order.
+pub fn export(
     store: &Store,
     result: &Ref,
     outputs: &[Output],
     config: Option<&kiln_frontend::ImageConfig>,
     registry: &kiln_cache::Config,
-) -> anyhow::Result<()> {
+) -> Result<Vec<ExportResponse>, Error> {
     if outputs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let config = config
         .map(serde_json::to_value)
         .transpose()
-        .context("serialising the image config")?;
+        .map_err(Error::ImageConfig)?;
     let context = ExportContext {
         registry: registry.clone(),
         docker_config: kiln_cache::docker_config_path(),
@@ -49,10 +55,13 @@ pub(super) fn export(
         },
         build_time: Some(build_time()),
     };
-    for output in outputs {
-        output
-            .resolve(&context)
-            .export(store, result.key(), config.as_ref())?;
-    }
-    Ok(())
+    outputs
+        .iter()
+        .map(|output| {
+            output
+                .resolve(&context)
+                .export(store, result.key(), config.as_ref())
+                .map_err(Error::Export)
+        })
+        .collect()
 }

@@ -1,0 +1,54 @@
+//! The frontend's [`ImageMetaResolver`] seam, backed by the content store: `FROM` pulls the
+//! base image into the store and reads its configuration.
+
+use std::sync::Arc;
+
+use kiln_cache::{PullOptions, Store};
+use kiln_frontend::{ImageMetaResolver, ResolvedImage};
+use kiln_llb::pb;
+
+/// Resolves base images by pulling them into the store and reading their configuration.
+///
+/// [`ImageMetaResolver::resolve`] is synchronous: it blocks on `runtime`, so it must be called
+/// outside of that runtime's worker threads (from `spawn_blocking` or a plain thread).
+pub struct StoreResolver {
+    store: Arc<Store>,
+    pull: PullOptions,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreResolver {
+    /// A resolver pulling into `store` with `pull`'s settings, on `runtime`.
+    pub fn new(store: Arc<Store>, pull: PullOptions, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            store,
+            pull,
+            runtime,
+        }
+    }
+}
+
+impl ImageMetaResolver for StoreResolver {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &pb::Platform,
+    ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
+        let options = PullOptions {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            ..self.pull.clone()
+        };
+        let pulled = self.runtime.block_on(kiln_cache::pull(
+            self.store.clone(),
+            reference,
+            &options,
+            &(),
+        ))?;
+        let config = self.store.read_blob(&pulled.image.config)?;
+        Ok(ResolvedImage {
+            digest: pulled.image.manifest.to_string(),
+            config,
+        })
+    }
+}
