@@ -215,6 +215,52 @@ impl CacheConfig {
             .unwrap_or_else(|e| unreachable!("plain data serialises: {e}"))
     }
 
+    /// Orders layers by blob digest and records by digest, as BuildKit's exporter does,
+    /// renumbering every index that points at them (ties keep their order).
+    pub fn sort(&mut self) {
+        let mut layer_order: Vec<usize> = (0..self.layers.len()).collect();
+        layer_order.sort_by_key(|&i| self.layers[i].blob);
+        let mut new_layer = vec![0; self.layers.len()];
+        for (new, &old) in layer_order.iter().enumerate() {
+            new_layer[old] = new;
+        }
+        let renumber = |index: usize| new_layer.get(index).copied().unwrap_or(index);
+        let mut layers: Vec<CacheLayer> = layer_order
+            .iter()
+            .map(|&old| self.layers[old].clone())
+            .collect();
+        for layer in &mut layers {
+            if let Ok(parent) = usize::try_from(layer.parent) {
+                layer.parent = i64::try_from(renumber(parent)).unwrap_or(-1);
+            }
+        }
+        self.layers = layers;
+        let mut record_order: Vec<usize> = (0..self.records.len()).collect();
+        record_order.sort_by_key(|&i| self.records[i].digest);
+        let mut new_record = vec![0; self.records.len()];
+        for (new, &old) in record_order.iter().enumerate() {
+            new_record[old] = new;
+        }
+        let mut records: Vec<CacheRecord> = record_order
+            .iter()
+            .map(|&old| self.records[old].clone())
+            .collect();
+        for record in &mut records {
+            for result in &mut record.results {
+                result.layer_index = renumber(result.layer_index);
+            }
+            for chained in &mut record.chained_results {
+                for layer in &mut chained.layer_indexes {
+                    *layer = renumber(*layer);
+                }
+            }
+            for input in record.inputs.iter_mut().flatten() {
+                input.link_index = new_record.get(input.link_index).copied().unwrap_or(0);
+            }
+        }
+        self.records = records;
+    }
+
     /// The chain ending at layer `top`, base first. `top` must be in range (as it is for every
     /// index in a parsed config).
     pub fn chain(&self, top: usize) -> Vec<&CacheLayer> {

@@ -180,13 +180,27 @@ impl ImportedCache {
             .map_err(|e| invalid(format!("{INLINE_CACHE_KEY} is not base64: {e}")))?;
         let config = CacheConfig::parse_inline(&decoded, layers.len())
             .map_err(|e| invalid(e.to_string()))?;
+        // Image layer descriptors seldom name their diff IDs: the config's rootfs does.
+        let diff_ids: Vec<Option<Digest>> = value
+            .pointer("/rootfs/diff_ids")
+            .and_then(serde_json::Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| id.as_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut blobs = BTreeMap::new();
         let mut image_layers = Vec::with_capacity(layers.len());
-        for layer in layers {
+        for (index, layer) in layers.iter().enumerate() {
             let descriptor = Descriptor::deserialize(layer)
                 .map_err(|e| invalid(format!("an image layer descriptor: {e}")))?;
             image_layers.push(descriptor.digest);
-            blobs.insert(descriptor.digest, descriptor.blob()?);
+            let mut blob = descriptor.blob()?;
+            if blob.diff_id.is_none() {
+                blob.diff_id = diff_ids.get(index).copied().flatten();
+            }
+            blobs.insert(descriptor.digest, blob);
         }
         Self::new(config, blobs, image_layers).map(Some)
     }
@@ -254,7 +268,7 @@ impl ImportedCache {
 
     /// Reads the cache whose manifest is the blob `digest` of the OCI layout in `dir`.
     fn from_layout_manifest(dir: &Path, digest: &Digest) -> Result<Self, Error> {
-        let path = dir.join("blobs/sha256").join(digest.hex());
+        let path = layout_blob_path(dir, digest);
         let manifest = read_capped(&path, MAX_MANIFEST_BYTES)?;
         verify(
             &path.display().to_string(),
@@ -378,8 +392,13 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
 }
 
 /// Reads and verifies the blob `digest` of the OCI layout in `dir`.
+/// Where the OCI image layout in `dir` keeps the blob `digest`.
+pub fn layout_blob_path(dir: &Path, digest: &Digest) -> std::path::PathBuf {
+    dir.join("blobs/sha256").join(digest.hex())
+}
+
 fn read_layout_blob(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>, Error> {
-    let path = dir.join("blobs/sha256").join(digest.hex());
+    let path = layout_blob_path(dir, digest);
     let data = read_capped(&path, size)?;
     verify(&path.display().to_string(), &data, digest, size)?;
     Ok(data)

@@ -62,11 +62,13 @@
 //! # }
 //! ```
 
+mod buildkeys;
 pub mod cacheconfig;
 mod cacheexport;
 mod cacheimport;
 mod cacheoptions;
 mod cacheremote;
+mod cachesource;
 mod container;
 mod diff;
 mod error;
@@ -87,13 +89,15 @@ mod store;
 mod unpack;
 mod usage;
 
+pub use buildkeys::{BuildKeys, KeyEdge, KeyInput, KeyNode, output_record_digest};
 pub use cacheexport::{CacheManifest, CacheManifestForm, cache_manifest, inline_cache_value};
-pub use cacheimport::{ANNOTATION_REF_NAME, CacheBlob, ImportedCache};
+pub use cacheimport::{ANNOTATION_REF_NAME, CacheBlob, ImportedCache, layout_blob_path};
 pub use cacheoptions::{
     CacheDestination, CacheExportRequest, CacheImportRequest, CacheMode, CacheOptionsEntry,
     CacheOptionsError, DEFAULT_LOCAL_TAG,
 };
 pub use cacheremote::RemoteCache;
+pub use cachesource::{CacheSource, ImportedLayer};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,

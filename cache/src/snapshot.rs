@@ -50,6 +50,10 @@ pub struct SnapshotRecord {
     pub kind: SnapshotKind,
     /// The layer's diff ID, for snapshots unpacked from a layer.
     pub diff_id: Option<Digest>,
+    /// The compressed blob it was unpacked from, when that is known: an export reuses it
+    /// instead of compressing the snapshot again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<Digest>,
     /// Bytes used by this snapshot's own directory.
     pub size: u64,
     /// When it was created (seconds since the Unix epoch).
@@ -234,6 +238,7 @@ impl Store {
             parent: parent.map(ToString::to_string),
             kind: SnapshotKind::Committed,
             diff_id: Some(*diff_id),
+            blob: Some(*layer),
             size,
             created: now(),
             last_used: now(),
@@ -296,6 +301,7 @@ impl Store {
             parent: parent.map(str::to_owned),
             kind: SnapshotKind::Active,
             diff_id: None,
+            blob: None,
             size: 0,
             created: now(),
             last_used: now(),
@@ -366,6 +372,7 @@ impl Store {
             parent: record.parent,
             kind: SnapshotKind::Committed,
             diff_id: None,
+            blob: None,
             size,
             created: now(),
             last_used: now(),

@@ -127,9 +127,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root` (a relative path is taken from the
+    /// current directory, once: the snapshot directories are handed to mounts as absolute
+    /// paths).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, Error> {
-        let root = root.into();
+        let root = std::path::absolute(root.into())?;
         for dir in [
             "blobs/sha256",
             "ingest",

@@ -75,6 +75,57 @@ fn buildkit_configs_parse_and_serialise_to_the_same_bytes() {
 }
 
 #[test]
+fn buildkit_orders_layers_and_records_as_sort_does() {
+    for (name, bytes) in config_blobs() {
+        let mut config = CacheConfig::parse(&bytes).unwrap();
+        config.sort();
+        assert_eq!(
+            String::from_utf8(config.to_json()).unwrap(),
+            String::from_utf8(bytes).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn sort_renumbers_parents_results_and_links() {
+    let mut config = CacheConfig::parse(&data("max.cacheconfig.json")).unwrap();
+    let chains_before: Vec<Vec<Digest>> = config
+        .records
+        .iter()
+        .flat_map(|r| &r.results)
+        .map(|r| config.chain(r.layer_index).iter().map(|l| l.blob).collect())
+        .collect();
+    let original = config.clone();
+    config.layers.reverse();
+    config.records.reverse();
+    // Reversed without renumbering, the graph is scrambled; sort renumbers as it reorders.
+    let (n, m) = (config.layers.len(), config.records.len());
+    for layer in &mut config.layers {
+        if let Ok(parent) = usize::try_from(layer.parent) {
+            layer.parent = i64::try_from(n - 1 - parent).unwrap();
+        }
+    }
+    for record in &mut config.records {
+        for result in &mut record.results {
+            result.layer_index = n - 1 - result.layer_index;
+        }
+        for input in record.inputs.iter_mut().flatten() {
+            input.link_index = m - 1 - input.link_index;
+        }
+    }
+    config.sort();
+    assert_eq!(config, original);
+    let chains_after: Vec<Vec<Digest>> = config
+        .records
+        .iter()
+        .flat_map(|r| &r.results)
+        .map(|r| config.chain(r.layer_index).iter().map(|l| l.blob).collect())
+        .collect();
+    assert_eq!(chains_after, chains_before);
+}
+
+#[test]
 fn the_registry_manifest_lists_exactly_the_config_layers() {
     let bytes = data("max.cacheconfig.json");
     let config = CacheConfig::parse(&bytes).unwrap();

@@ -104,6 +104,14 @@ pub(crate) struct BuildArgs {
     /// Do not use cached results.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// External cache sources, as `docker buildx build --cache-from`:
+    /// `type=registry,ref=REF`, `type=local,src=DIR[,tag=TAG]`, or `REF` alone.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) cache_from: Vec<String>,
+    /// Cache export destinations, as `docker buildx build --cache-to`:
+    /// `type=registry,ref=REF`, `type=local,dest=DIR`, or `type=inline`, with `mode=min|max`.
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) cache_to: Vec<String>,
     /// Allow extra privileged entitlement, as `docker buildx build --allow`: `network.host`
     /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]

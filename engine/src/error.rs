@@ -16,6 +16,9 @@ pub enum Error {
     /// The frontend's image configuration could not be serialised.
     #[error("serialising the image config")]
     ImageConfig(#[source] serde_json::Error),
+    /// A cache export (`--cache-to`) failed.
+    #[error("exporting the build cache")]
+    CacheExport(#[source] kiln_exporters::Error),
     /// An output failed.
     #[error("exporting the result")]
     Export(#[source] kiln_exporters::Error),

@@ -29,21 +29,26 @@ fn build_time() -> i64 {
 
 /// Writes `result` to each output, with the frontend's image `config` (none for an LLB
 /// build) and the registry settings of kiln's configuration (for a push); answers what each
-/// output made, in order.
+/// output made, in order. With `inline_cache`, the image config carries the cache of those
+/// build keys (`--cache-to type=inline`).
 pub fn export(
     store: &Store,
     result: &Ref,
     outputs: &[Output],
     config: Option<&kiln_frontend::ImageConfig>,
     registry: &kiln_cache::Config,
+    inline_cache: Option<&kiln_cache::BuildKeys>,
 ) -> Result<Vec<ExportResponse>, Error> {
     if outputs.is_empty() {
         return Ok(Vec::new());
     }
-    let config = config
+    let mut config = config
         .map(serde_json::to_value)
         .transpose()
         .map_err(Error::ImageConfig)?;
+    if let (Some(keys), Some(config)) = (inline_cache, config.as_mut()) {
+        crate::cache::add_inline_cache(store, keys, config)?;
+    }
     let context = ExportContext {
         registry: registry.clone(),
         docker_config: kiln_cache::docker_config_path(),

@@ -16,11 +16,13 @@
 //! # drop(executor);
 //! ```
 
+mod cache;
 mod error;
 mod executor;
 mod export;
 mod resolver;
 
+pub use cache::{add_inline_cache, export_cache, is_inline, open_cache_imports};
 pub use error::Error;
 pub use executor::{RUNNER_STATE, RunnerExecutor, executor};
 pub use export::export;

@@ -76,7 +76,7 @@ pub fn write_cache_layout(
     tag: &str,
     cache: &CacheManifest,
 ) -> Result<(), Error> {
-    let blob_path = |digest: &Digest| dir.join("blobs/sha256").join(digest.hex());
+    let blob_path = |digest: &Digest| kiln_cache::layout_blob_path(dir, digest);
     for layer in &cache.layers {
         let path = blob_path(layer);
         if path.exists() {

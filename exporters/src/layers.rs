@@ -3,7 +3,8 @@
 //! # Overview
 //! 1. Walk the chain from the top snapshot to its root ([`snapshot_chain`]).
 //! 2. A snapshot of a stored image's layer (pulled, loaded or built and stored) is keyed by
-//!    its chain ID, or has a diff ID: its blob is found through the store's image records and
+//!    its chain ID, or has a diff ID: its blob is found through the store's image records (or,
+//!    for a layer unpacked from an imported cache, the blob its snapshot record names) and
 //!    reused as it is. These are the base image's layers, which BuildKit's exporter never
 //!    rewrites either (not even for `rewrite-timestamp`).
 //!    With [`ExistingLayers::Recompress`] (`force-compression=true`), such a blob in another
@@ -113,7 +114,11 @@ pub fn chain_layers(
             .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?;
         let stored = by_chain.get(key).copied().or_else(|| {
             let diff_id = snapshot.diff_id?;
-            Some((*by_diff_id.get(&diff_id)?, diff_id))
+            let blob = by_diff_id
+                .get(&diff_id)
+                .copied()
+                .or(snapshot.blob.filter(|b| store.has_blob(b)))?;
+            Some((blob, diff_id))
         });
         if let Some((blob, diff_id)) = stored {
             let media_type = oci_layer_type(blob_types.get(&blob).and_then(|t| t.as_deref()));

@@ -51,6 +51,7 @@
 
 mod archive;
 mod cache;
+mod cachegraph;
 mod error;
 mod exporter;
 mod image;
@@ -62,6 +63,7 @@ mod push;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use cache::{push_cache, write_cache_layout};
+pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
 pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{

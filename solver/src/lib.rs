@@ -75,5 +75,5 @@ pub use llbsolver::{Ref, Session, SessionConfig, load_history};
 pub use scheduler::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,
     OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SolveError,
-    SourceContent, Vertex,
+    SolvedGraph, SolvedVertex, SourceContent, Vertex,
 };

@@ -36,6 +36,7 @@ fn session() -> &'static Session {
                 ssh: HashMap::new(),
                 no_cache: false,
                 entitlements: Default::default(),
+                cache_imports: Vec::new(),
             },
             None,
         )

@@ -21,5 +21,6 @@ mod llb_merge_diff;
 mod llb_vectors;
 mod path_escapes;
 mod prune_du;
+mod remote_cache;
 mod run;
 mod store_leases;

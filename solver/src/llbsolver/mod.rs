@@ -42,14 +42,16 @@ use std::sync::Arc;
 
 use futures::TryFutureExt as _;
 use futures::future::{BoxFuture, FutureExt};
-use kiln_cache::{CacheRecord, Store};
+use kiln_cache::{BuildKeys, CacheRecord, CacheSource, KeyNode, Store};
 use kiln_llb::{LoadedDefinition, pb};
 
 use crate::cache_key::CacheKey;
 use crate::error::{BuildError, Error, InputOf, LlbError};
 use crate::executor::Executor;
 use crate::history::History;
-use crate::scheduler::{CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, Vertex};
+use crate::scheduler::{
+    CacheStore, Edge, Graph, Op, OpError, Reporter, Scheduler, SolvedGraph, Vertex,
+};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +101,9 @@ pub struct SessionConfig {
     pub no_cache: bool,
     /// What steps may ask for beyond the sandbox (`--allow`).
     pub entitlements: crate::executor::Entitlements,
+    /// Caches to import results from (`--cache-from`), asked in order when the store has
+    /// nothing under a key.
+    pub cache_imports: Vec<Arc<kiln_cache::CacheSource>>,
 }
 
 /// A build session: the configuration and the scheduler that solves its graphs.
@@ -113,6 +118,7 @@ impl Session {
         let config = Arc::new(config);
         let mut builder = Scheduler::builder().cache(Arc::new(StoreCache {
             store: config.store.clone(),
+            imports: config.cache_imports.clone(),
         }));
         if let Some(n) = max_parallel_exec {
             builder = builder.max_parallel_exec(n);
@@ -209,16 +215,62 @@ impl Session {
         reporter: Arc<dyn Reporter>,
     ) -> Result<Ref, BuildError> {
         let graph = self.graph(definition)?;
-        let result = definition.result();
-        let target = Edge {
-            vertex: result.digest.to_string().into(),
-            output: result.index,
-        };
         Ok(self
             .scheduler
-            .solve(Arc::new(graph), target, reporter)
+            .solve(Arc::new(graph), result_edge(definition), reporter)
             .await?)
     }
+
+    /// Solves a loaded Definition and returns its result with the cache keys of the build,
+    /// for a cache export (`None` if they could not all be known).
+    pub async fn solve_keyed(
+        &self,
+        definition: &LoadedDefinition,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<(Ref, Option<BuildKeys>), BuildError> {
+        let graph = self.graph(definition)?;
+        let (result, solved) = self
+            .scheduler
+            .solve_keyed(Arc::new(graph), result_edge(definition), reporter)
+            .await?;
+        Ok((result, solved.and_then(build_keys)))
+    }
+}
+
+/// The edge a Definition's terminal names.
+fn result_edge(definition: &LoadedDefinition) -> Edge {
+    let result = definition.result();
+    Edge {
+        vertex: result.digest.to_string().into(),
+        output: result.index,
+    }
+}
+
+/// A solved graph as the store's plain [`BuildKeys`]: digests for keys, snapshot keys for
+/// results.
+fn build_keys(solved: SolvedGraph<Ref>) -> Option<BuildKeys> {
+    let nodes = solved
+        .vertices
+        .into_iter()
+        .map(|vertex| {
+            Some(KeyNode {
+                key: cache_key_digest(&vertex.key)?,
+                inputs: vertex.inputs,
+                outputs: vertex
+                    .outputs
+                    .map(|outputs| outputs.iter().map(|r| r.key().map(str::to_owned)).collect()),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(BuildKeys {
+        nodes,
+        target: solved.target,
+    })
+}
+
+/// A cache key as the store names content: a sha256 digest.
+fn cache_key_digest(key: &CacheKey) -> Option<kiln_cache::Digest> {
+    kiln_cache::Digest::from_hex(&hex::encode(key.as_bytes())).ok()
 }
 
 /// The digest that keys an op in the cache: the op without its input digests (the scheduler
@@ -374,31 +426,81 @@ pub fn load_history(store: &Store) -> History {
     }
 }
 
-/// The scheduler's cache, kept as cache records in the store.
+/// The scheduler's cache, kept as cache records in the store; what the store lacks is looked
+/// up in the imported caches, whose results are then unpacked into the store and recorded.
 struct StoreCache {
     store: Arc<Store>,
+    imports: Vec<Arc<CacheSource>>,
+}
+
+/// The outputs saved under `id` in the store, if all are still there.
+fn load_local(store: &Store, id: &str) -> Result<Option<Vec<Ref>>, Error> {
+    let Some(record) = store.cache_record(id)? else {
+        return Ok(None);
+    };
+    let mut refs = Vec::with_capacity(record.snapshots.len());
+    for key in &record.snapshots {
+        if key.is_empty() {
+            refs.push(Ref::scratch());
+        } else if store.snapshot(key)?.is_some() {
+            refs.push(Ref::snapshot(key.as_str()));
+        } else {
+            return Ok(None); // pruned: run again
+        }
+    }
+    Ok(Some(refs))
+}
+
+/// The outputs of `key` in the imported caches, unpacked into the store; `None` when no cache
+/// has them or fetching them failed (the step then runs: an import never fails a build).
+async fn load_imported(
+    store: &Arc<Store>,
+    imports: &[Arc<CacheSource>],
+    key: &CacheKey,
+) -> Option<Vec<Ref>> {
+    let digest = cache_key_digest(key)?;
+    for import in imports {
+        let Some(chains) = import.lookup(&digest) else {
+            continue;
+        };
+        let mut refs = Vec::with_capacity(chains.len());
+        for chain in &chains {
+            match import.materialize(store, chain).await {
+                Ok(Some(snapshot)) => refs.push(Ref::snapshot(snapshot)),
+                Ok(None) => refs.push(Ref::scratch()),
+                Err(error) => {
+                    tracing::warn!(cache = import.name(), %key, %error, "fetching a cached result");
+                    refs.clear();
+                    break;
+                }
+            }
+        }
+        if refs.len() == chains.len() {
+            tracing::debug!(cache = import.name(), %key, "imported cache hit");
+            return Some(refs);
+        }
+    }
+    None
 }
 
 impl CacheStore<Ref> for StoreCache {
     fn load(&self, key: &CacheKey) -> BoxFuture<'static, Result<Option<Vec<Ref>>, OpError>> {
         let store = self.store.clone();
-        let id = key.to_string();
-        blocking(move || {
-            let Some(record) = store.cache_record(&id)? else {
+        let imports = self.imports.clone();
+        let key = *key;
+        async move {
+            let local_store = store.clone();
+            let id = key.to_string();
+            if let Some(refs) = blocking(move || load_local(&local_store, &id)).await? {
+                return Ok(Some(refs));
+            }
+            let Some(refs) = load_imported(&store, &imports, &key).await else {
                 return Ok(None);
             };
-            let mut refs = Vec::with_capacity(record.snapshots.len());
-            for key in &record.snapshots {
-                if key.is_empty() {
-                    refs.push(Ref::scratch());
-                } else if store.snapshot(key)?.is_some() {
-                    refs.push(Ref::snapshot(key.as_str()));
-                } else {
-                    return Ok(None); // pruned: run again
-                }
-            }
-            Ok(Some(refs))
-        })
+            // Recorded in the store, so the next build finds it there.
+            save_record(store, key.to_string(), &refs).await?;
+            Ok::<_, Error>(Some(refs))
+        }
         .map_err(OpError::from)
         .boxed()
     }
@@ -433,30 +535,37 @@ impl CacheStore<Ref> for StoreCache {
     }
 
     fn save(&self, key: &CacheKey, outputs: &[Ref]) -> BoxFuture<'static, Result<(), OpError>> {
-        let store = self.store.clone();
-        let id = key.to_string();
-        let snapshots: Vec<String> = outputs
-            .iter()
-            .map(|r| r.key().unwrap_or_default().to_owned())
-            .collect();
-        blocking(move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            store.put_cache_record(&CacheRecord {
-                id,
-                description: String::new(),
-                blobs: Vec::new(),
-                snapshots,
-                size: 0,
-                created: now,
-                last_used: now,
-            })?;
-            Ok(())
-        })
-        .map_err(OpError::from)
-        .boxed()
+        save_record(self.store.clone(), key.to_string(), outputs)
+            .map_err(OpError::from)
+            .boxed()
     }
+}
+
+/// Records `outputs` under the cache key `id`.
+fn save_record(
+    store: Arc<Store>,
+    id: String,
+    outputs: &[Ref],
+) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+    let snapshots: Vec<String> = outputs
+        .iter()
+        .map(|r| r.key().unwrap_or_default().to_owned())
+        .collect();
+    blocking(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        store.put_cache_record(&CacheRecord {
+            id,
+            description: String::new(),
+            blobs: Vec::new(),
+            snapshots,
+            size: 0,
+            created: now,
+            last_used: now,
+        })?;
+        Ok(())
+    })
 }
 
 /// Makes a committed snapshot from the selected paths of a host directory (a local source).

@@ -23,6 +23,7 @@ fn concurrent_history_saves_keep_every_entry() {
                 // Its own store on the same root, as another process would have.
                 let cache = StoreCache {
                     store: Arc::new(Store::open(path).unwrap()),
+                    imports: Vec::new(),
                 };
                 let mut history = cache.load_history();
                 for i in 0..40 {
@@ -124,6 +125,7 @@ pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
         ssh: HashMap::new(),
         no_cache: false,
         entitlements: Default::default(),
+        cache_imports: Vec::new(),
     }
 }
 

@@ -41,6 +41,7 @@ mod job;
 mod keys;
 mod op;
 mod progress;
+mod solved;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,7 @@ pub use self::op::{
     SourceContent, Vertex,
 };
 pub use self::progress::{Event, NoReporter, OpContext, Reporter};
+pub use self::solved::{SolvedGraph, SolvedVertex};
 use crate::history::History;
 
 /// Configures a [`Scheduler`].
@@ -142,6 +144,27 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
         target: Edge,
         reporter: Arc<dyn Reporter>,
     ) -> Result<R, SolveError> {
+        Ok(self.solve_inner(graph, target, reporter, false).await?.0)
+    }
+
+    /// Solves `target` in `graph` and returns its result with the [`SolvedGraph`] a cache
+    /// export is made of (`None` in the unlikely case that a key went missing).
+    pub async fn solve_keyed(
+        &self,
+        graph: Arc<Graph<R>>,
+        target: Edge,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<(R, Option<SolvedGraph<R>>), SolveError> {
+        self.solve_inner(graph, target, reporter, true).await
+    }
+
+    async fn solve_inner(
+        &self,
+        graph: Arc<Graph<R>>,
+        target: Edge,
+        reporter: Arc<dyn Reporter>,
+        keyed: bool,
+    ) -> Result<(R, Option<SolvedGraph<R>>), SolveError> {
         lock(&self.inner.history)
             .get_or_insert_with(|| self.inner.cache.load_history())
             .next_generation();
@@ -160,7 +183,12 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
         let _clear = ClearOnDrop(job.clone());
         let result = job.edge_result(&target).await;
         self.save_history();
-        result
+        let result = result?;
+        let solved = match keyed {
+            true => job.solved_graph(&target).await,
+            false => None,
+        };
+        Ok((result, solved))
     }
 
     /// The key history: how ops were keyed and why vertices missed.

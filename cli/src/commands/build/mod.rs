@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kiln_cache::{PullOptions, Store};
+use kiln_cache::{CacheExportRequest, CacheImportRequest, PullOptions, Store};
 use kiln_llb::LoadedDefinition;
 use kiln_solver::{Session, SessionConfig};
 
@@ -185,6 +185,14 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let cache_to = CacheExportRequest::parse_all(&args.cache_to).context("--cache-to")?;
+    let cache_from = CacheImportRequest::parse_all(&args.cache_from).context("--cache-from")?;
+    let (cache_imports, unreadable) =
+        runtime.block_on(kiln_engine::open_cache_imports(&cache_from, &pull));
+    for error in unreadable {
+        // As BuildKit: a cache that cannot be read is a warning, and the build goes on.
+        warn(&format!("{:#}", anyhow::Error::from(error)));
+    }
     // The image configuration of a Dockerfile build, for the exporters.
     let (definition, image_config) = match (&args.llb, &context) {
         (Some(llb), _) => (Some(read_definition(llb)?), None),
@@ -221,23 +229,50 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             ssh,
             no_cache: args.no_cache,
             entitlements,
+            cache_imports,
         },
         None,
     );
     let progress = Progress::stderr(&args.progress)?;
     let solved = match &definition {
-        Some(definition) => runtime.block_on(session.solve(definition, progress.reporter())),
-        None => Ok(kiln_solver::Ref::scratch()),
+        Some(definition) if !cache_to.is_empty() => {
+            runtime.block_on(session.solve_keyed(definition, progress.reporter()))
+        }
+        Some(definition) => runtime
+            .block_on(session.solve(definition, progress.reporter()))
+            .map(|result| (result, None)),
+        None => Ok((kiln_solver::Ref::scratch(), None)),
     };
     progress.finish();
-    let result = solved.context("failed to solve")?;
+    let (result, keys) = solved.context("failed to solve")?;
+    let inline = keys
+        .as_ref()
+        .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
     kiln_engine::export(
         &store,
         &result,
         &outputs,
         image_config.as_ref(),
         &config.cache,
+        inline,
     )?;
+    if let Some(keys) = &keys {
+        for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
+            let exported = runtime.block_on(kiln_engine::export_cache(
+                &store,
+                keys,
+                request,
+                &config.cache,
+            ));
+            match exported {
+                Ok(()) => {}
+                Err(error) if request.ignore_error => {
+                    warn(&format!("{:#}", anyhow::Error::from(error)));
+                }
+                Err(error) => return Err(error).context("failed to export the build cache"),
+            }
+        }
+    }
     // What the build made is named by its records and outputs now; with `[gc] enabled`, the
     // policies then prune the cache down to their limits (a collection waits for leases).
     drop(lease);
@@ -245,6 +280,12 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         collect_garbage(&store, &config.cache.gc)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a warning the build goes on after, as buildx does.
+fn warn(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "WARNING: {message}");
 }
 
 #[cfg(test)]

@@ -131,3 +131,116 @@ pub(crate) fn git_daemon(base: &Path) -> (Killed, u16) {
     }
     panic!("git daemon did not start");
 }
+
+/// A registry in front of the test registry that passes every request through and records
+/// it; with `refuse_monolithic`, it refuses monolithic blob uploads (a `PUT` to an upload
+/// with a body gets `413 Request Entity Too Large`, as from a proxy with a small body limit).
+/// Returns its `host:port` and the requests it saw (`METHOD path status`).
+pub(crate) fn recording_registry(
+    refuse_monolithic: bool,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    fn serve(
+        client: TcpStream,
+        seen: &Mutex<Vec<String>>,
+        refuse_monolithic: bool,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        loop {
+            let start = head.len();
+            if reader.read_until(b'\n', &mut head)? == 0 {
+                return Ok(());
+            }
+            if head[start..] == *b"\r\n" {
+                break;
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_owned();
+        let mut headers = Vec::new();
+        let (mut length, mut chunked) = (0, false);
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse().unwrap_or(0),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => {}
+                _ => headers.push(format!("{name}: {value}")),
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut piece = vec![0; size + 2];
+                reader.read_exact(&mut piece)?;
+                body.extend_from_slice(&piece[..size]);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mut client = client;
+        if refuse_monolithic
+            && method == "PUT"
+            && target.contains("/blobs/uploads/")
+            && !body.is_empty()
+        {
+            seen.lock().unwrap().push(format!("{method} {target} 413"));
+            client.write_all(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        }
+        let mut upstream = TcpStream::connect("127.0.0.1:5000")?;
+        let mut request = format!("{request_line}\r\n");
+        for header in &headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        upstream.write_all(request.as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut response = Vec::new();
+        upstream.read_to_end(&mut response)?;
+        let status = String::from_utf8_lossy(&response)
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        seen.lock()
+            .unwrap()
+            .push(format!("{method} {target} {status}"));
+        client.write_all(&response)
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let _ = serve(client, &log, refuse_monolithic);
+            });
+        }
+    });
+    (address, seen)
+}

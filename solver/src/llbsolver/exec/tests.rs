@@ -17,6 +17,7 @@ fn config(root: &Path) -> SessionConfig {
         ssh: HashMap::new(),
         no_cache: false,
         entitlements: Entitlements::default(),
+        cache_imports: Vec::new(),
     }
 }
 
@@ -354,6 +355,7 @@ mod requests {
                     ssh: Default::default(),
                     no_cache: false,
                     entitlements: Entitlements::default(),
+                    cache_imports: Vec::new(),
                 },
                 None,
             )

@@ -1,0 +1,65 @@
+//! The cache keys of one build, as the solver hands them to a cache export, and the record
+//! digests both directions of the remote cache agree on.
+//!
+//! A [`BuildKeys`] lists every vertex a build reached, inputs before the vertices that read
+//! them: its cache key, which output of which earlier vertex each input reads (and through
+//! which selector), and, where the build has them, its outputs as committed snapshots. It is
+//! plain data, made by the solver and read by the exporters, so neither depends on the other.
+//!
+//! In a cache export each output of a vertex is one record, whose digest is
+//! [`output_record_digest`] of the vertex's key and the output's index; an import answers a
+//! lookup of a key with the records of its outputs `0, 1, …`.
+
+use kiln_llb::Digest;
+
+/// The cache keys of one build, inputs first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildKeys {
+    /// The vertices, each after the vertices it reads.
+    pub nodes: Vec<KeyNode>,
+    /// The build's result.
+    pub target: KeyEdge,
+}
+
+/// One vertex of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyNode {
+    /// Its cache key (the definition-based one: nothing needs to run to know it).
+    pub key: Digest,
+    /// Its inputs, in order.
+    pub inputs: Vec<KeyInput>,
+    /// Its outputs, each a committed snapshot key (`None`: the empty file system), when the
+    /// build has them (it ran the vertex or found it in the cache).
+    pub outputs: Option<Vec<Option<String>>>,
+}
+
+/// An input of a vertex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInput {
+    /// The output read.
+    pub edge: KeyEdge,
+    /// The part of it that matters to the vertex, if only a part does.
+    pub selector: Option<String>,
+}
+
+/// An output of a vertex of a [`BuildKeys`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyEdge {
+    /// The vertex's index in [`BuildKeys::nodes`].
+    pub node: usize,
+    /// The output's index.
+    pub output: usize,
+}
+
+/// The digest of the cache record of output `output` of the vertex with cache key `key`.
+///
+/// ```
+/// let key = kiln_cache::Digest::from_bytes(b"a key");
+/// assert_ne!(
+///     kiln_cache::output_record_digest(&key, 0),
+///     kiln_cache::output_record_digest(&key, 1)
+/// );
+/// ```
+pub fn output_record_digest(key: &Digest, output: usize) -> Digest {
+    Digest::from_bytes(format!("{key}@{output}").as_bytes())
+}

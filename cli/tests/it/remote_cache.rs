@@ -1,0 +1,371 @@
+//! `--cache-to` / `--cache-from` (BuildKit's cache format): export from one store, import into
+//! an empty one, against a local OCI layout and the test registry (through a proxy that
+//! records every request, to count what is downloaded).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::{assert_ok, ready, recording_registry, text};
+
+/// A two-stage build: the first stage makes a file the final stage copies, so with
+/// `mode=max` the cache holds a layer that a build from the cache never needs.
+const DOCKERFILE: &str = "FROM 127.0.0.1:5000/library/busybox:latest AS build\n\
+RUN head -c 100000 /dev/urandom > /big && echo made > /made\n\
+FROM 127.0.0.1:5000/library/busybox:latest\n\
+COPY --from=build /made /made\n\
+COPY hello.txt /hello.txt\n\
+RUN cat /made /hello.txt > /both\n";
+
+fn context(dir: &Path, marker: &str) -> std::path::PathBuf {
+    let context = dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs_err::write(context.join("hello.txt"), format!("hello {marker}\n")).unwrap();
+    context
+}
+
+/// `kiln --root ROOT build --progress=plain ARGS CONTEXT`, with a fixed `SOURCE_DATE_EPOCH` so
+/// that images made at different times compare equal.
+fn build(root: &Path, context: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain"])
+        .args(args)
+        .arg(context)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+}
+
+/// The steps of a plain progress log that ran (`DONE`) and that were cached, by name.
+fn steps(log: &str) -> (Vec<String>, Vec<String>) {
+    let mut names = BTreeMap::new();
+    let (mut ran, mut cached) = (Vec::new(), Vec::new());
+    for line in log.lines() {
+        let Some((id, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else {
+            continue;
+        };
+        if rest.starts_with('[') {
+            names.insert(id.to_owned(), rest.to_owned());
+        } else if rest == "CACHED" || rest.starts_with("DONE") {
+            let name = names.get(id).cloned().unwrap_or_default();
+            match rest {
+                "CACHED" => cached.push(name),
+                _ => ran.push(name),
+            }
+        }
+    }
+    (ran, cached)
+}
+
+/// The manifest digest of the image `--output type=oci,dest=FILE` wrote (its index's one
+/// entry).
+fn oci_digest(tar: &Path) -> String {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(tar)
+        .arg("index.json")
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// The blob digests the recorded requests downloaded (`GET …/blobs/DIGEST 200`).
+fn blob_gets(seen: &[String]) -> Vec<String> {
+    seen.iter()
+        .filter(|r| r.starts_with("GET ") && r.ends_with(" 200"))
+        .filter_map(|r| {
+            r.split(' ')
+                .nth(1)?
+                .split("/blobs/")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same_image() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), "local");
+    let cache = tmp.path().join("cache");
+    let (first, second) = (tmp.path().join("first.tar"), tmp.path().join("second.tar"));
+    let cold = assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+            "--output",
+            &format!("type=oci,dest={}", first.display()),
+        ],
+    ));
+    let (ran, _) = steps(&text(&cold));
+    assert!(ran.iter().any(|s| s.contains("RUN cat")), "{}", text(&cold));
+
+    // The layout is BuildKit's: index.json → image manifest → cache config, every layer
+    // described with its diff ID and creation time; every step's record is there (mode=max).
+    let imported = kiln_cache::ImportedCache::from_local(&cache, "latest", None).unwrap();
+    assert!(imported.config.records.len() >= 6, "{:#?}", imported.config);
+    let with_results = imported
+        .config
+        .records
+        .iter()
+        .filter(|r| !r.results.is_empty())
+        .count();
+    assert!(with_results >= 4, "{:#?}", imported.config);
+    for blob in imported.blobs.values() {
+        assert!(
+            blob.diff_id.is_some() && blob.created_at.is_some(),
+            "{blob:?}"
+        );
+    }
+
+    // Exporting the same graph again writes the same bytes.
+    let index = fs_err::read(cache.join("index.json")).unwrap();
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    ));
+    assert_eq!(fs_err::read(cache.join("index.json")).unwrap(), index);
+
+    let warm = assert_ok(build(
+        &tmp.path().join("b"),
+        &context,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+            "--output",
+            &format!("type=oci,dest={}", second.display()),
+        ],
+    ));
+    let (ran, cached) = steps(&text(&warm));
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
+    assert!(
+        cached.iter().any(|s| s.contains("RUN cat")),
+        "{}",
+        text(&warm)
+    );
+    assert_eq!(oci_digest(&second), oci_digest(&first));
+}
+
+#[test]
+fn serial_a_registry_cache_downloads_only_the_result_s_layers() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), &format!("{:x}", std::process::id()));
+    let reference = format!("{proxy}/kiln-test/remote-cache:{:x}", std::process::id());
+    let first = tmp.path().join("first.tar");
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={reference},mode=max"),
+            "--output",
+            &format!("type=oci,dest={}", first.display()),
+        ],
+    ));
+    seen.lock().unwrap().clear();
+
+    let second = tmp.path().join("second.tar");
+    let warm = assert_ok(build(
+        &tmp.path().join("b"),
+        &context,
+        &[
+            "--cache-from",
+            &reference,
+            "--output",
+            &format!("type=oci,dest={}", second.display()),
+        ],
+    ));
+    let (ran, _) = steps(&text(&warm));
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
+    assert_eq!(oci_digest(&second), oci_digest(&first));
+
+    // Downloaded: the cache config and the result's own layers (its base layer is in the store
+    // already, from resolving FROM), never the first stage's 100 kB layer.
+    let gets = blob_gets(&seen.lock().unwrap());
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(&second)
+        .arg(format!(
+            "blobs/sha256/{}",
+            oci_digest(&second).trim_start_matches("sha256:")
+        ))
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let not_result: Vec<&String> = gets.iter().filter(|g| !layers.contains(g)).collect();
+    // The only other blob fetched is the cache config.
+    assert_eq!(not_result.len(), 1, "{gets:#?} vs the image's {layers:#?}");
+    assert!(
+        gets.len() < layers.len() + 1,
+        "the base layer was downloaded again: {gets:#?}"
+    );
+}
+
+#[test]
+fn an_unreadable_cache_from_warns_and_a_failing_cache_to_fails_unless_ignored() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), "errors");
+    let root = tmp.path().join("root");
+    let missing = tmp.path().join("missing");
+    let out = assert_ok(build(
+        &root,
+        &context,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", missing.display()),
+        ],
+    ));
+    let log = text(&out);
+    assert!(
+        log.contains("WARNING: importing cache from") && log.contains("missing"),
+        "{log}"
+    );
+
+    // Nothing listens on port 1.
+    let failed = build(
+        &root,
+        &context,
+        &[
+            "--cache-to",
+            "type=registry,ref=127.0.0.1:1/kiln-test/nowhere:cache",
+        ],
+    );
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed).contains("failed to export the build cache"),
+        "{}",
+        text(&failed)
+    );
+    let ignored = assert_ok(build(
+        &root,
+        &context,
+        &[
+            "--cache-to",
+            "type=registry,ref=127.0.0.1:1/kiln-test/nowhere:cache,ignore-error=true",
+        ],
+    ));
+    assert!(
+        text(&ignored).contains("WARNING: exporting the build cache"),
+        "{}",
+        text(&ignored)
+    );
+}
+
+#[test]
+fn an_inline_cache_travels_in_the_pushed_image_config() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), "inline");
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/inline-cache:{:x}",
+        std::process::id()
+    );
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &["--cache-to", "type=inline", "-t", &name, "--push"],
+    ));
+    let config = Command::new("skopeo")
+        .args(["inspect", "--raw", "--config", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert!(
+        config[kiln_cache::cacheconfig::INLINE_CACHE_KEY].is_string(),
+        "{config:#}"
+    );
+
+    let warm = assert_ok(build(
+        &tmp.path().join("b"),
+        &context,
+        &["--cache-from", &name],
+    ));
+    let (ran, cached) = steps(&text(&warm));
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
+    assert!(
+        cached.iter().any(|s| s.contains("RUN cat")),
+        "{}",
+        text(&warm)
+    );
+}
+
+#[test]
+fn two_builds_exporting_to_one_ref_at_once_leave_a_valid_cache() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = format!(
+        "127.0.0.1:5000/kiln-test/concurrent-cache:{:x}",
+        std::process::id()
+    );
+    let builds: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|marker| {
+            let dir = tmp.path().join(marker);
+            let context = context(&dir, marker);
+            let reference = reference.clone();
+            std::thread::spawn(move || {
+                build(
+                    &dir.join("root"),
+                    &context,
+                    &[
+                        "--cache-to",
+                        &format!("type=registry,ref={reference},mode=max"),
+                    ],
+                )
+            })
+        })
+        .collect();
+    for handle in builds {
+        assert_ok(handle.join().unwrap());
+    }
+    // Whichever wrote last, its manifest names only blobs the registry has: a fresh store
+    // imports it and one of the two contexts builds from it with every RUN cached.
+    let hits: Vec<bool> = ["one", "two"]
+        .iter()
+        .map(|marker| {
+            let dir = tmp.path().join(format!("{marker}-import"));
+            let context = context(&dir, marker);
+            let out = assert_ok(build(
+                &dir.join("root"),
+                &context,
+                &["--cache-from", &reference],
+            ));
+            assert!(!text(&out).contains("WARNING"), "{}", text(&out));
+            let (ran, cached) = steps(&text(&out));
+            ran.iter().all(|s| !s.contains("RUN cat"))
+                && cached.iter().any(|s| s.contains("RUN cat"))
+        })
+        .collect();
+    assert!(hits.contains(&true), "{hits:?}");
+}
