@@ -33,6 +33,8 @@ pub struct ImportedLayer {
     pub blob: Digest,
     /// Its diff ID.
     pub diff_id: Digest,
+    /// When it was made (seconds since the epoch), if the cache says.
+    pub created: Option<u64>,
 }
 
 /// Where an opened cache's blobs come from.
@@ -127,17 +129,42 @@ impl CacheSource {
         while let Some(&index) = self.records.get(&output_record_digest(key, outputs.len())) {
             let record = &self.cache.config.records[index];
             let top = record.results.first()?.layer_index;
-            let chain = self
-                .cache
-                .chain(top)
-                .into_iter()
-                .map(|blob| {
-                    Some(ImportedLayer {
-                        blob,
-                        diff_id: self.cache.blobs.get(&blob)?.diff_id?,
+            let chain = match self.cache.image_layers.is_empty() {
+                // A layer's own annotations, where the config has them, date it best: a blob
+                // may serve layers made at different times.
+                true => self
+                    .cache
+                    .config
+                    .chain(top)
+                    .into_iter()
+                    .map(|layer| {
+                        let described = self.cache.blobs.get(&layer.blob)?;
+                        let created = layer
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.created_at.as_deref())
+                            .or(described.created_at.as_deref());
+                        Some(ImportedLayer {
+                            blob: layer.blob,
+                            diff_id: described.diff_id?,
+                            created: created.and_then(seconds),
+                        })
                     })
-                })
-                .collect::<Option<Vec<_>>>()?;
+                    .collect::<Option<Vec<_>>>()?,
+                false => self
+                    .cache
+                    .chain(top)
+                    .into_iter()
+                    .map(|blob| {
+                        let described = self.cache.blobs.get(&blob)?;
+                        Some(ImportedLayer {
+                            blob,
+                            diff_id: described.diff_id?,
+                            created: described.created_at.as_deref().and_then(seconds),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            };
             outputs.push(chain);
         }
         (!outputs.is_empty()).then_some(outputs)
@@ -158,8 +185,12 @@ impl CacheSource {
         tokio::task::spawn_blocking(move || {
             let mut parent = None;
             for layer in &chain {
-                parent =
-                    Some(store.unpack_snapshot(parent.as_ref(), &layer.blob, &layer.diff_id)?);
+                parent = Some(store.unpack_snapshot_made_at(
+                    parent.as_ref(),
+                    &layer.blob,
+                    &layer.diff_id,
+                    layer.created,
+                )?);
             }
             Ok(parent.map(|p| p.to_string()))
         })
@@ -205,4 +236,10 @@ impl CacheSource {
             }
         }
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 time.
+fn seconds(text: &str) -> Option<u64> {
+    let time: jiff::Timestamp = text.parse().ok()?;
+    u64::try_from(time.as_second()).ok()
 }

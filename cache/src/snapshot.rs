@@ -175,6 +175,19 @@ impl Store {
         layer: &Digest,
         diff_id: &Digest,
     ) -> Result<Digest, Error> {
+        self.unpack_snapshot_made_at(parent, layer, diff_id, None)
+    }
+
+    /// [`Store::unpack_snapshot`], recording a new snapshot as made at `created` (seconds
+    /// since the epoch) instead of now: a layer from a cache export keeps the time it was
+    /// first made, which dates its image history entry.
+    pub fn unpack_snapshot_made_at(
+        &self,
+        parent: Option<&Digest>,
+        layer: &Digest,
+        diff_id: &Digest,
+        created: Option<u64>,
+    ) -> Result<Digest, Error> {
         let chain = chain_id(parent, diff_id);
         let key = chain.to_string();
         let dir = self.committed_dir(&key)?;
@@ -240,7 +253,7 @@ impl Store {
             diff_id: Some(*diff_id),
             blob: Some(*layer),
             size,
-            created: now(),
+            created: created.unwrap_or_else(now),
             last_used: now(),
             owner: None,
         };

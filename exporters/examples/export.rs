@@ -100,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 source_date_epoch: Some(epoch),
                 build_time: None,
                 base_histories: Vec::new(),
+                layer_times: Vec::new(),
             },
         )?;
         let file = std::io::BufWriter::new(fs_err::File::create(&out)?);

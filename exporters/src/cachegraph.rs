@@ -16,7 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kiln_cache::cacheconfig::{CacheConfig, CacheInput, CacheLayer, CacheRecord, CacheResult};
+use kiln_cache::cacheconfig::{
+    CacheConfig, CacheInput, CacheLayer, CacheRecord, CacheResult, LayerAnnotations,
+};
 use kiln_cache::{
     BuildKeys, CacheBlob, CacheMode, Digest, KeyEdge, LayerOptions, Store, output_record_digest,
 };
@@ -110,13 +112,29 @@ pub fn cache_graph(
             let layers = chain_layers(store, &chain, options, existing)?;
             let mut parent: i64 = -1;
             for layer in &layers {
+                // Each layer dated by its own snapshot: an import dates the layer so, and the
+                // image history of a build from the cache with it.
+                let made = match &layer.snapshot {
+                    Some(key) => store.snapshot(key)?.map(|r| r.created),
+                    None => None,
+                };
+                let made = made.map_or_else(
+                    || created.clone(),
+                    |t| rfc3339(i64::try_from(t).unwrap_or(0)),
+                );
                 let at = *layer_index
                     .entry((layer.digest, parent))
                     .or_insert_with(|| {
                         config.layers.push(CacheLayer {
                             blob: layer.digest,
                             parent,
-                            annotations: None,
+                            annotations: Some(LayerAnnotations {
+                                media_type: layer.media_type.clone(),
+                                diff_id: Some(layer.diff_id),
+                                size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+                                created_at: Some(made.clone()),
+                                additional: BTreeMap::new(),
+                            }),
                         });
                         config.layers.len() - 1
                     });
@@ -124,7 +142,7 @@ pub fn cache_graph(
                     media_type: layer.media_type.clone(),
                     size: layer.size,
                     diff_id: Some(layer.diff_id),
-                    created_at: Some(created.clone()),
+                    created_at: Some(made),
                 });
                 parent = i64::try_from(at).unwrap_or(-1);
             }

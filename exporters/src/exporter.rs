@@ -151,6 +151,13 @@ impl Exporter<'_> {
                 what: "reading the base image's history",
                 source: Box::new(e),
             })?,
+            layer_times: keys
+                .iter()
+                .map(|key| {
+                    let record = store.snapshot(key)?;
+                    Ok(record.and_then(|r| i64::try_from(r.created).ok()))
+                })
+                .collect::<Result<_, kiln_cache::Error>>()?,
         };
         match config {
             Some(config) => build_image_from_json(layers, config, &options),

@@ -35,6 +35,10 @@ pub struct ImageOptions {
     /// With `SOURCE_DATE_EPOCH`, the leading history entries equal to the best-matching one's
     /// keep their times, as BuildKit keeps the base image's.
     pub base_histories: Vec<Vec<History>>,
+    /// When each layer was made (seconds since the epoch, bottom first), where known: the
+    /// time of a history entry that has none, as BuildKit takes it from the layer's cache
+    /// record, so that an image rebuilt from the cache is the same image.
+    pub layer_times: Vec<Option<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -112,8 +116,9 @@ pub fn minimal_config() -> ImageConfiguration {
         .expect("architecture, os and rootfs are set")
 }
 
-/// Makes `history` agree with `layer_count` layers, as BuildKit's exporter does.
-fn fix_history(history: &mut Vec<History>, layer_count: usize, created: &str) {
+/// Makes `history` agree with `layer_count` layers, as BuildKit's exporter does; an entry
+/// appended for layer `i` is dated `created(i)`.
+fn fix_history(history: &mut Vec<History>, layer_count: usize, created: impl Fn(usize) -> String) {
     let mut non_empty = history
         .iter()
         .filter(|h| !h.empty_layer().unwrap_or(false))
@@ -133,7 +138,7 @@ fn fix_history(history: &mut Vec<History>, layer_count: usize, created: &str) {
     while non_empty < layer_count {
         history.push(
             HistoryBuilder::default()
-                .created(created.to_owned())
+                .created(created(non_empty))
                 .created_by("kiln")
                 .comment("exporter")
                 .build()
@@ -143,12 +148,66 @@ fn fix_history(history: &mut Vec<History>, layer_count: usize, created: &str) {
     }
 }
 
+/// Dates the entries of `history` that have no time, as BuildKit's exporter does: an entry
+/// of a layer by the layer's time (`layer_time`), an empty one by the next dated entry (or
+/// the last one before it).
+fn date_history(history: &mut [History], layer_time: impl Fn(usize) -> Option<String>) {
+    let mut layer = 0;
+    for entry in history.iter_mut() {
+        if entry.empty_layer().unwrap_or(false) {
+            continue;
+        }
+        if entry.created().is_none() {
+            entry.set_created(layer_time(layer));
+        }
+        layer += 1;
+    }
+    let mut next: Option<String> = None;
+    let mut filled = Vec::with_capacity(history.len());
+    for entry in history.iter().rev() {
+        if let Some(time) = entry.created() {
+            next = Some(time.clone());
+        }
+        filled.push(next.clone());
+    }
+    filled.reverse();
+    let mut previous: Option<String> = None;
+    for (entry, next) in history.iter_mut().zip(filled) {
+        match entry.created() {
+            Some(time) => previous = Some(time.clone()),
+            None => {
+                entry.set_created(next.or_else(|| previous.clone()));
+            }
+        }
+    }
+}
+
 /// Fills `config` in for `layers` (diff IDs, history, created).
 pub fn finish_config(
     mut config: ImageConfiguration,
     layers: &[Layer],
     options: &ImageOptions,
 ) -> ImageConfiguration {
+    let build_time = options.build_time.map_or_else(now_rfc3339, rfc3339);
+    let layer_time = |layer: usize| {
+        options
+            .layer_times
+            .get(layer)
+            .copied()
+            .flatten()
+            .map(rfc3339)
+    };
+    config
+        .rootfs_mut()
+        .set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
+    let mut history = config.history().clone().unwrap_or_default();
+    fix_history(&mut history, layers.len(), |layer| {
+        layer_time(layer).unwrap_or_else(|| build_time.clone())
+    });
+    if options.source_date_epoch.is_none() {
+        // Under SOURCE_DATE_EPOCH every undated entry takes the epoch instead (below).
+        date_history(&mut history, layer_time);
+    }
     let created = match options.source_date_epoch {
         // A `created` the config sets is clamped; a missing one is the epoch.
         Some(epoch) => match config.created() {
@@ -157,17 +216,15 @@ pub fn finish_config(
             }
             _ => rfc3339(epoch),
         },
+        // As BuildKit: the config's own, else the newest history entry's (so that an image
+        // rebuilt from the cache is the same), else the build's time.
         None => config
             .created()
             .clone()
-            .unwrap_or_else(|| options.build_time.map_or_else(now_rfc3339, rfc3339)),
+            .or_else(|| history.iter().rev().find_map(|h| h.created().clone()))
+            .unwrap_or_else(|| build_time.clone()),
     };
     config.set_created(Some(created.clone()));
-    config
-        .rootfs_mut()
-        .set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
-    let mut history = config.history().clone().unwrap_or_default();
-    fix_history(&mut history, layers.len(), &created);
     if let Some(epoch) = options.source_date_epoch {
         let base = options
             .base_histories
@@ -296,6 +353,50 @@ mod tests {
             h.set_empty_layer(Some(true));
         }
         h
+    }
+
+    #[test]
+    fn undated_history_takes_its_layers_times_and_the_image_the_newest() {
+        let mut config = minimal_config();
+        let mut base = entry("FROM base", false);
+        base.set_created(Some("2001-01-01T00:00:00Z".to_owned()));
+        config.set_history(Some(vec![
+            base,
+            entry("ENV x", true),
+            entry("RUN one", false),
+            entry("ENV y", true),
+        ]));
+        let options = ImageOptions {
+            build_time: Some(1_800_000_000),
+            layer_times: vec![
+                Some(1_000_000_000),
+                Some(1_700_000_000),
+                Some(1_700_000_100),
+            ],
+            ..ImageOptions::default()
+        };
+        // Three layers, two entries: one appended for the third layer, dated by it.
+        let fixed = finish_config(config, &[layer(1), layer(2), layer(3)], &options);
+        let times: Vec<String> = fixed
+            .history()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| h.created().clone().unwrap())
+            .collect();
+        assert_eq!(
+            times,
+            [
+                "2001-01-01T00:00:00Z",
+                // An empty entry: the next dated one's time.
+                "2023-11-14T22:13:20Z",
+                "2023-11-14T22:13:20Z",
+                // The entry appended for the third layer comes after it.
+                "2023-11-14T22:15:00Z",
+                "2023-11-14T22:15:00Z",
+            ]
+        );
+        assert_eq!(fixed.created().as_deref(), Some("2023-11-14T22:15:00Z"));
     }
 
     #[test]
@@ -448,6 +549,7 @@ mod tests {
             source_date_epoch: Some(0),
             build_time: None,
             base_histories: Vec::new(),
+            layer_times: Vec::new(),
         };
         let image = build_image_from_json(vec![layer(1)], &config, &options).unwrap();
         let text = String::from_utf8(image.config.clone()).unwrap();
@@ -469,6 +571,7 @@ mod tests {
             source_date_epoch: Some(5),
             build_time: None,
             base_histories: Vec::new(),
+            layer_times: Vec::new(),
         };
         let a = build_image(vec![layer(1)], None, &options).unwrap();
         let b = build_image(vec![layer(1)], None, &options).unwrap();

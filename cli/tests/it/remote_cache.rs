@@ -25,8 +25,8 @@ fn context(dir: &Path, marker: &str) -> std::path::PathBuf {
     context
 }
 
-/// `kiln --root ROOT build --progress=plain ARGS CONTEXT`, with a fixed `SOURCE_DATE_EPOCH` so
-/// that images made at different times compare equal.
+/// `kiln --root ROOT build --progress=plain ARGS CONTEXT`, without `SOURCE_DATE_EPOCH`: an image
+/// built from the cache is dated by the cache, so it equals the image that exported it.
 fn build(root: &Path, context: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
@@ -34,7 +34,7 @@ fn build(root: &Path, context: &Path, args: &[&str]) -> Output {
         .args(["build", "--progress=plain"])
         .args(args)
         .arg(context)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap()
 }
@@ -71,6 +71,24 @@ fn oci_digest(tar: &Path) -> String {
         .unwrap();
     let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// The image config in the OCI archive `tar`, for messages.
+fn oci_config(tar: &Path) -> String {
+    let blob = |digest: &str| {
+        let out = Command::new("tar")
+            .arg("-xOf")
+            .arg(tar)
+            .arg(format!(
+                "blobs/sha256/{}",
+                digest.trim_start_matches("sha256:")
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let manifest = blob(&oci_digest(tar));
+    blob(manifest["config"]["digest"].as_str().unwrap()).to_string()
 }
 
 /// The blob digests the recorded requests downloaded (`GET …/blobs/DIGEST 200`).
@@ -139,6 +157,8 @@ fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same
     ));
     assert_eq!(fs_err::read(cache.join("index.json")).unwrap(), index);
 
+    // A second later, so that an image dated by the build instead of the cache would differ.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let warm = assert_ok(build(
         &tmp.path().join("b"),
         &context,
@@ -156,7 +176,13 @@ fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same
         "{}",
         text(&warm)
     );
-    assert_eq!(oci_digest(&second), oci_digest(&first));
+    assert_eq!(
+        oci_digest(&second),
+        oci_digest(&first),
+        "{}\n{}",
+        oci_config(&first),
+        oci_config(&second)
+    );
 }
 
 #[test]
@@ -180,6 +206,7 @@ fn serial_a_registry_cache_downloads_only_the_result_s_layers() {
         ],
     ));
     seen.lock().unwrap().clear();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
 
     let second = tmp.path().join("second.tar");
     let warm = assert_ok(build(
@@ -194,7 +221,13 @@ fn serial_a_registry_cache_downloads_only_the_result_s_layers() {
     ));
     let (ran, _) = steps(&text(&warm));
     assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
-    assert_eq!(oci_digest(&second), oci_digest(&first));
+    assert_eq!(
+        oci_digest(&second),
+        oci_digest(&first),
+        "{}\n{}",
+        oci_config(&first),
+        oci_config(&second)
+    );
 
     // Downloaded: the cache config and the result's own layers (its base layer is in the store
     // already, from resolving FROM), never the first stage's 100 kB layer.
