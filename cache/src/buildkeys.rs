@@ -26,6 +26,9 @@ pub struct BuildKeys {
 pub struct KeyNode {
     /// Its cache key (the definition-based one: nothing needs to run to know it).
     pub key: Digest,
+    /// Other keys its outputs are known by (by the content of its inputs): an import that
+    /// misses the definition-based key tries them, as the solver does locally.
+    pub alternatives: Vec<Digest>,
     /// Its inputs, in order.
     pub inputs: Vec<KeyInput>,
     /// Its outputs, each a committed snapshot key (`None`: the empty file system), when the

@@ -7,7 +7,9 @@
 //!    before the records that link to them, so the same build gives the same records in the
 //!    same order.
 //! 2. The results: `mode=min` those of the vertex of the build's result, `mode=max` those of
-//!    every vertex the build has. Each is the layer chain of its snapshot, written or found
+//!    every vertex the build has, each also under the vertex's other keys (by its inputs'
+//!    content: an import that misses a changed definition still finds them, as the solver
+//!    does locally). Each is the layer chain of its snapshot, written or found
 //!    by [`chain_layers`] (a blob compressed for an earlier export or image is reused, never
 //!    compressed again), its layers shared between chains that share a base.
 //! 3. For an inline cache ([`inline_cache_config`]) only the result's records carry results,
@@ -152,10 +154,20 @@ pub fn cache_graph(
             ) else {
                 continue;
             };
-            records[record].results.push(CacheResult {
+            let result = CacheResult {
                 layer_index: top,
                 created_at: Some(created),
-            });
+            };
+            records[record].results.push(result.clone());
+            // The same result under the vertex's other keys, records of their own.
+            for alternative in &vertex.alternatives {
+                records.push(CacheRecord {
+                    results: vec![result.clone()],
+                    chained_results: Vec::new(),
+                    digest: output_record_digest(alternative, output),
+                    inputs: Vec::new(),
+                });
+            }
         }
     }
     config.records = records;

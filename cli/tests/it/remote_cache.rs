@@ -402,3 +402,123 @@ fn two_builds_exporting_to_one_ref_at_once_leave_a_valid_cache() {
         .collect();
     assert!(hits.contains(&true), "{hits:?}");
 }
+
+#[test]
+fn buildx_cache_options_index_form_zstd_tags_and_several_sources() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), "options");
+    let cache = tmp.path().join("cache");
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &[
+            "--cache-to",
+            &format!(
+                "type=local,dest={},mode=max,image-manifest=false,compression=zstd,tag=v1",
+                cache.display()
+            ),
+        ],
+    ));
+    // image-manifest=false: the tagged entry is an index listing the blobs, config last.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("index.json")).unwrap()).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["annotations"][kiln_cache::ANNOTATION_REF_NAME],
+        "v1",
+        "{index:#}"
+    );
+    assert_eq!(entry["mediaType"], kiln_cache::MEDIA_TYPE_OCI_INDEX);
+    let digest = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap();
+    let types: Vec<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types.last(),
+        Some(&kiln_cache::cacheconfig::CACHE_CONFIG_MEDIA_TYPE)
+    );
+    // The build's own layers are compressed with zstd for the cache; the base image's layer
+    // is reused as it is (gzip) without force-compression.
+    assert!(
+        types.contains(&"application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{types:?}"
+    );
+
+    // Several sources: the unreadable one is a warning, the next one is used.
+    let warm = assert_ok(build(
+        &tmp.path().join("b"),
+        &context,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", tmp.path().join("nothing").display()),
+            "--cache-from",
+            &format!("type=local,src={},tag=v1", cache.display()),
+        ],
+    ));
+    let log = text(&warm);
+    assert!(log.contains("WARNING: importing cache from"), "{log}");
+    let (ran, cached) = steps(&log);
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{log}");
+    assert!(cached.iter().any(|s| s.contains("RUN cat")), "{log}");
+}
+
+#[test]
+fn a_change_to_a_file_a_step_does_not_copy_still_hits_the_imported_cache() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = tmp.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM 127.0.0.1:5000/library/busybox:latest\n\
+         COPY hello.txt /hello.txt\n\
+         RUN cat /hello.txt > /both\n\
+         COPY other.txt /other.txt\n",
+    )
+    .unwrap();
+    fs_err::write(context.join("hello.txt"), "hello\n").unwrap();
+    fs_err::write(context.join("other.txt"), "one\n").unwrap();
+    let cache = tmp.path().join("cache");
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    ));
+    // The next commit changes other.txt: the context's definition changes (it serves both
+    // COPYs), the content the first COPY reads does not, so the RUN after it still hits.
+    fs_err::write(context.join("other.txt"), "two\n").unwrap();
+    let warm = assert_ok(build(
+        &tmp.path().join("b"),
+        &context,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+        ],
+    ));
+    let log = text(&warm);
+    let (ran, cached) = steps(&log);
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{log}");
+    assert!(cached.iter().any(|s| s.contains("RUN cat")), "{log}");
+    assert!(ran.iter().any(|s| s.contains("COPY other.txt")), "{log}");
+}

@@ -255,6 +255,11 @@ fn build_keys(solved: SolvedGraph<Ref>) -> Option<BuildKeys> {
         .map(|vertex| {
             Some(KeyNode {
                 key: cache_key_digest(&vertex.key)?,
+                alternatives: vertex
+                    .alternatives
+                    .iter()
+                    .map(cache_key_digest)
+                    .collect::<Option<Vec<_>>>()?,
                 inputs: vertex.inputs,
                 outputs: vertex
                     .outputs

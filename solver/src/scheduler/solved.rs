@@ -24,6 +24,9 @@ pub struct SolvedVertex<R> {
     pub digest: Arc<str>,
     /// Its definition-based cache key.
     pub key: CacheKey,
+    /// The other keys its outputs are saved under (by its inputs' content-based keys, by the
+    /// content it reads), where this solve knows them.
+    pub alternatives: Vec<CacheKey>,
     /// Its inputs: indexes into [`SolvedGraph::vertices`], with their selectors.
     pub inputs: Vec<KeyInput>,
     /// Its outputs, when the solve produced them or the cache has them.
@@ -83,10 +86,29 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 Some(outputs) => Some(outputs),
                 None => self.inner.cache.load(&keys.definition).await.ok().flatten(),
             };
+            // From the key history, which keeps them across builds: the same graph exports
+            // the same keys whether this solve ran its vertices or found them cached. A
+            // source's own content key is only a part of its dependents' keys.
+            let mut alternatives: Vec<CacheKey> = Vec::new();
+            if !vertex.inputs.is_empty() {
+                let history = lock(&self.inner.history);
+                let record = history
+                    .as_ref()
+                    .and_then(|h| h.op(&keys.op))
+                    .filter(|record| record.key == keys.definition);
+                if let Some(record) = record {
+                    for key in [record.inputs_alt, record.alt].into_iter().flatten() {
+                        if key != keys.definition && !alternatives.contains(&key) {
+                            alternatives.push(key);
+                        }
+                    }
+                }
+            }
             index.insert(digest.clone(), vertices.len());
             vertices.push(SolvedVertex {
                 digest,
                 key: keys.definition,
+                alternatives,
                 inputs,
                 outputs,
             });
