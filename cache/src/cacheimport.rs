@@ -190,6 +190,20 @@ impl ImportedCache {
                     .collect()
             })
             .unwrap_or_default();
+        // Nor their times: the history's entries of layers do, in order.
+        let times: Vec<Option<String>> = value
+            .get("history")
+            .and_then(serde_json::Value::as_array)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|h| {
+                        h.get("empty_layer").and_then(serde_json::Value::as_bool) != Some(true)
+                    })
+                    .map(|h| h.get("created").and_then(|c| c.as_str()).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut blobs = BTreeMap::new();
         let mut image_layers = Vec::with_capacity(layers.len());
         for (index, layer) in layers.iter().enumerate() {
@@ -199,6 +213,9 @@ impl ImportedCache {
             let mut blob = descriptor.blob()?;
             if blob.diff_id.is_none() {
                 blob.diff_id = diff_ids.get(index).copied().flatten();
+            }
+            if blob.created_at.is_none() {
+                blob.created_at = times.get(index).cloned().flatten();
             }
             blobs.insert(descriptor.digest, blob);
         }

@@ -337,10 +337,12 @@ fn an_inline_cache_travels_in_the_pushed_image_config() {
         "{config:#}"
     );
 
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = format!("{name}-again");
     let warm = assert_ok(build(
         &tmp.path().join("b"),
         &context,
-        &["--cache-from", &name],
+        &["--cache-from", &name, "-t", &again, "--push"],
     ));
     let (ran, cached) = steps(&text(&warm));
     assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
@@ -349,6 +351,21 @@ fn an_inline_cache_travels_in_the_pushed_image_config() {
         "{}",
         text(&warm)
     );
+    // Dated by the history of the image that carried the cache: the same layers and times.
+    let config_of = |name: &str| {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--config", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap();
+        let mut config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        config
+            .as_object_mut()
+            .unwrap()
+            .remove(kiln_cache::cacheconfig::INLINE_CACHE_KEY);
+        config
+    };
+    assert_eq!(config_of(&again), config_of(&name));
 }
 
 #[test]
