@@ -1,7 +1,7 @@
 //! One solve: the shared futures of each vertex's keys and result, and running a vertex's op
 //! when the cache has nothing for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,6 +45,8 @@ pub(super) struct Job<R> {
     pub(super) alts: Mutex<HashMap<Arc<str>, SharedAlt>>,
     pub(super) content_keys: Mutex<HashMap<Arc<str>, SharedAlt>>,
     pub(super) results: Mutex<HashMap<Arc<str>, SharedResult<R>>>,
+    /// Vertices reported cached because a vertex above them was.
+    pub(super) reported: Mutex<HashSet<Arc<str>>>,
 }
 
 impl<R: Clone + Send + Sync + 'static> Job<R> {
@@ -106,6 +108,46 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         fut
     }
 
+    /// Reports the vertices below a cache hit as cached too, inputs first, as BuildKit lists
+    /// every step of a cached build: nothing below a hit runs. Vertices this solve asks for
+    /// by another path report themselves.
+    fn report_cached_below(&self, digest: &Arc<str>) {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![(digest.clone(), false)];
+        while let Some((vertex, expanded)) = stack.pop() {
+            if expanded {
+                if vertex != *digest {
+                    order.push(vertex);
+                }
+                continue;
+            }
+            if !seen.insert(vertex.clone())
+                || (vertex != *digest && lock(&self.results).contains_key(&vertex))
+            {
+                continue;
+            }
+            let Some(found) = self.graph.get(&vertex) else {
+                continue;
+            };
+            stack.push((vertex.clone(), true));
+            for edge in found.inputs.iter().rev() {
+                stack.push((edge.vertex.clone(), false));
+            }
+        }
+        let mut reported = lock(&self.reported);
+        for vertex in order {
+            if reported.insert(vertex.clone()) {
+                let name = self
+                    .graph
+                    .get(&vertex)
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default();
+                self.reporter.event(Event::Cached { vertex, name });
+            }
+        }
+    }
+
     async fn compute_result(self: Arc<Self>, digest: Arc<str>) -> Result<Vec<R>, SolveError> {
         let vertex = self.vertex(&digest)?;
         let name = vertex.name.clone();
@@ -127,6 +169,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         } else {
             if let Some(outputs) = self.lookup(digest.clone()).await? {
                 tracing::debug!(vertex = %digest, key = %keys.definition, "cache hit");
+                self.report_cached_below(&digest);
                 let alt = self.alt_key(digest.clone()).await?;
                 let inputs_alt = keys.previous.as_ref().and_then(|p| p.inputs_alt);
                 self.record(&digest, &keys, alt, inputs_alt, None);

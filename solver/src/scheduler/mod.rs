@@ -177,6 +177,7 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
             alts: Mutex::new(HashMap::new()),
             content_keys: Mutex::new(HashMap::new()),
             results: Mutex::new(HashMap::new()),
+            reported: Mutex::new(std::collections::HashSet::new()),
         });
         // The maps hold shared futures that hold the job: clear them when the solve ends, also
         // when its future is dropped, so that unfinished work is dropped (cancelled) with it.
