@@ -187,12 +187,11 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         .context("starting the async runtime")?;
     let cache_to = CacheExportRequest::parse_all(&args.cache_to).context("--cache-to")?;
     let cache_from = CacheImportRequest::parse_all(&args.cache_from).context("--cache-from")?;
-    let (cache_imports, unreadable) =
-        runtime.block_on(kiln_engine::open_cache_imports(&cache_from, &pull));
-    for error in unreadable {
-        // As BuildKit: a cache that cannot be read is a warning, and the build goes on.
-        warn(&format!("{:#}", anyhow::Error::from(error)));
-    }
+    // The caches are read while the Dockerfile is converted (which resolves its base images).
+    let opening = {
+        let (requests, pull) = (cache_from.clone(), pull.clone());
+        runtime.spawn(async move { kiln_engine::open_cache_imports(&requests, &pull).await })
+    };
     // The image configuration of a Dockerfile build, for the exporters.
     let (definition, image_config) = match (&args.llb, &context) {
         (Some(llb), _) => (Some(read_definition(llb)?), None),
@@ -219,6 +218,13 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         }
         (None, None) => unreachable!("a Dockerfile build has a context"),
     };
+    let (cache_imports, unreadable) = runtime
+        .block_on(opening)
+        .context("reading the --cache-from caches")?;
+    for error in unreadable {
+        // As BuildKit: a cache that cannot be read is a warning, and the build goes on.
+        warn(&format!("{:#}", anyhow::Error::from(error)));
+    }
     let session = Session::new(
         SessionConfig {
             store: store.clone(),
