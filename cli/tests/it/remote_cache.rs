@@ -60,6 +60,23 @@ fn steps(log: &str) -> (Vec<String>, Vec<String>) {
     (ran, cached)
 }
 
+/// `--cache-to` into the OCI layout `cache`, every result (`mode=max`).
+fn to_local(cache: &Path) -> String {
+    format!("type=local,dest={},mode=max", cache.display())
+}
+
+/// `--cache-from` the OCI layout `cache`.
+fn from_local(cache: &Path) -> String {
+    format!("type=local,src={}", cache.display())
+}
+
+/// Fails unless the progress `log` shows no RUN step run and the last one (`RUN cat`) cached.
+fn assert_every_run_cached(log: &str) {
+    let (ran, cached) = steps(log);
+    assert!(ran.iter().all(|s| !s.contains("RUN")), "{log}");
+    assert!(cached.iter().any(|s| s.contains("RUN cat")), "{log}");
+}
+
 /// The manifest digest of the image `--output type=oci,dest=FILE` wrote (its index's one
 /// entry).
 fn oci_digest(tar: &Path) -> String {
@@ -119,7 +136,7 @@ fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same
         &context,
         &[
             "--cache-to",
-            &format!("type=local,dest={},mode=max", cache.display()),
+            &to_local(&cache),
             "--output",
             &format!("type=oci,dest={}", first.display()),
         ],
@@ -150,10 +167,7 @@ fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same
     assert_ok(build(
         &tmp.path().join("a"),
         &context,
-        &[
-            "--cache-to",
-            &format!("type=local,dest={},mode=max", cache.display()),
-        ],
+        &["--cache-to", &to_local(&cache)],
     ));
     assert_eq!(fs_err::read(cache.join("index.json")).unwrap(), index);
 
@@ -164,18 +178,12 @@ fn a_local_cache_export_fills_an_empty_store_with_every_step_cached_and_the_same
         &context,
         &[
             "--cache-from",
-            &format!("type=local,src={}", cache.display()),
+            &from_local(&cache),
             "--output",
             &format!("type=oci,dest={}", second.display()),
         ],
     ));
-    let (ran, cached) = steps(&text(&warm));
-    assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
-    assert!(
-        cached.iter().any(|s| s.contains("RUN cat")),
-        "{}",
-        text(&warm)
-    );
+    assert_every_run_cached(&text(&warm));
     assert_eq!(
         oci_digest(&second),
         oci_digest(&first),
@@ -344,13 +352,7 @@ fn an_inline_cache_travels_in_the_pushed_image_config() {
         &context,
         &["--cache-from", &name, "-t", &again, "--push"],
     ));
-    let (ran, cached) = steps(&text(&warm));
-    assert!(ran.iter().all(|s| !s.contains("RUN")), "{}", text(&warm));
-    assert!(
-        cached.iter().any(|s| s.contains("RUN cat")),
-        "{}",
-        text(&warm)
-    );
+    assert_every_run_cached(&text(&warm));
     // Dated by the history of the image that carried the cache: the same layers and times.
     let config_of = |name: &str| {
         let out = Command::new("skopeo")
@@ -490,9 +492,7 @@ fn buildx_cache_options_index_form_zstd_tags_and_several_sources() {
     ));
     let log = text(&warm);
     assert!(log.contains("WARNING: importing cache from"), "{log}");
-    let (ran, cached) = steps(&log);
-    assert!(ran.iter().all(|s| !s.contains("RUN")), "{log}");
-    assert!(cached.iter().any(|s| s.contains("RUN cat")), "{log}");
+    assert_every_run_cached(&log);
 }
 
 #[test]
@@ -517,10 +517,7 @@ fn a_change_to_a_file_a_step_does_not_copy_still_hits_the_imported_cache() {
     assert_ok(build(
         &tmp.path().join("a"),
         &context,
-        &[
-            "--cache-to",
-            &format!("type=local,dest={},mode=max", cache.display()),
-        ],
+        &["--cache-to", &to_local(&cache)],
     ));
     // The next commit changes other.txt: the context's definition changes (it serves both
     // COPYs), the content the first COPY reads does not, so the RUN after it still hits.
@@ -528,14 +525,12 @@ fn a_change_to_a_file_a_step_does_not_copy_still_hits_the_imported_cache() {
     let warm = assert_ok(build(
         &tmp.path().join("b"),
         &context,
-        &[
-            "--cache-from",
-            &format!("type=local,src={}", cache.display()),
-        ],
+        &["--cache-from", &from_local(&cache)],
     ));
     let log = text(&warm);
-    let (ran, cached) = steps(&log);
-    assert!(ran.iter().all(|s| !s.contains("RUN")), "{log}");
-    assert!(cached.iter().any(|s| s.contains("RUN cat")), "{log}");
-    assert!(ran.iter().any(|s| s.contains("COPY other.txt")), "{log}");
+    assert_every_run_cached(&log);
+    assert!(
+        steps(&log).0.iter().any(|s| s.contains("COPY other.txt")),
+        "{log}"
+    );
 }
