@@ -247,14 +247,7 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             return false;
         }
-        assert!(
-            std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
-            "{what} need root"
-        );
-        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-        {
-            eprintln!("skipped: {what} need root");
-        }
+        kiln_testdata::skip(&format!("{what} need root"));
         true
     }
 

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use kiln_fsutil::{MAX_LAYERS, MOUNT_DATA_LIMIT, MountAttributes, mount_layers};
 use nix::mount::{MntFlags, umount2};
-use nix::sched::{CloneFlags, unshare};
 
 fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
@@ -16,15 +15,7 @@ fn c(path: &Path) -> CString {
 fn in_private_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).unwrap();
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
+            kiln_testdata::private_mount_namespace();
             f()
         })
         .join()

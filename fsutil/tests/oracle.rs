@@ -246,15 +246,7 @@ fn layered_resolution_matches_a_read_only_overlay_mount() {
         return;
     }
     // A private mount namespace for this thread: the mounts vanish with the test process.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .unwrap();
+    kiln_testdata::private_mount_namespace();
     let mut found = 0;
     for seed in 0..TREES / 3 {
         let mut rng = fastrand::Rng::with_seed(1000 + seed);

@@ -21,14 +21,7 @@ fn can_run() -> bool {
     match problem {
         None => true,
         Some(reason) => {
-            assert!(
-                std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-                "KILN_TEST_REQUIRE_ALL=1 but: {reason}"
-            );
-            #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-            {
-                eprintln!("skipped: {reason}");
-            }
+            kiln_testdata::skip(reason);
             false
         }
     }
@@ -1608,24 +1601,13 @@ fn on_cgroup_v2_runs_join_their_cgroup_and_missing_controllers_are_errors() {
         return;
     }
     if !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
-        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-        {
-            eprintln!("skipped: no cgroup v2 hierarchy at /sys/fs/cgroup/unified");
-        }
+        kiln_testdata::skip("no cgroup v2 hierarchy at /sys/fs/cgroup/unified");
         return;
     }
     // A v2-only host for this thread: a private mount namespace with the unified hierarchy
     // mounted on /sys/fs/cgroup. Its controllers are what v1 does not hold (none of memory,
     // pids and cpu on a hybrid host), so limits cannot be applied, but a cgroup parent can.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .unwrap();
+    kiln_testdata::private_mount_namespace();
     nix::mount::mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",

@@ -63,6 +63,22 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// Gives the calling thread a mount namespace of its own whose mounts propagate nowhere: what
+/// a test mounts vanishes with the thread (or the test process), never seen by the host.
+/// Needs root.
+pub fn private_mount_namespace() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS)
+        .expect("unsharing the mount namespace (needs root)");
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("making the mounts private");
+}
+
 /// Whether the tests run as root (namespaces, mounts, chown).
 pub fn is_root() -> bool {
     fs_err::read_to_string("/proc/self/status")

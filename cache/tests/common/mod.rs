@@ -9,15 +9,11 @@ use std::time::{Duration, Instant};
 
 /// Whether a requirement holds; when it does not, prints why the test is skipped, or fails
 /// when `KILN_TEST_REQUIRE_ALL=1`.
-#[expect(clippy::print_stderr, reason = "a skipped test says why")]
 pub fn require(available: bool, what: &str) -> bool {
     if available {
         return true;
     }
-    if std::env::var("KILN_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("required but unavailable: {what}");
-    }
-    eprintln!("skipped: {what} is unavailable");
+    kiln_testdata::skip(&format!("{what} is unavailable"));
     false
 }
 

@@ -534,14 +534,7 @@ mod tests {
         if is_root() {
             return false;
         }
-        assert!(
-            std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
-            "applying layers with whiteouts needs root"
-        );
-        #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-        {
-            eprintln!("skipped: applying layers with whiteouts needs root");
-        }
+        kiln_testdata::skip("applying layers with whiteouts needs root");
         true
     }
 

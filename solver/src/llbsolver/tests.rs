@@ -56,14 +56,7 @@ pub(super) fn can_mount(what: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("KILN_TEST_REQUIRE_ALL").is_none(),
-        "{what} needs root"
-    );
-    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
-    {
-        eprintln!("skipped: {what} needs root");
-    }
+    kiln_testdata::skip(&format!("{what} needs root"));
     false
 }
 
