@@ -2,6 +2,7 @@
 
 use kiln_testdata::{registry_up, skip};
 
+use crate::common::cases::assert_dockerfile_cases;
 use crate::common::{assert_ok, kiln_in, ready, text};
 
 #[test]
@@ -340,4 +341,14 @@ fn builds_three_hundred_steps_on_a_fifty_layer_base() {
         &[],
     ));
     assert!(text(&tagged).contains("CACHED"), "{}", text(&tagged));
+}
+
+/// Issue 18: user and group names of `COPY --chown`, `ADD --chown`, a heredoc `COPY --chown`
+/// and a `WORKDIR` after `USER NAME` resolve in the destination's /etc/passwd and /etc/group.
+#[test]
+fn regression_18_owner_names_resolve_in_the_destination() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["204-copy-chown-by-name"]);
 }
