@@ -352,3 +352,12 @@ fn regression_18_owner_names_resolve_in_the_destination() {
     }
     assert_dockerfile_cases(&["204-copy-chown-by-name"]);
 }
+
+/// Issue 18: `ENV a=new b=$a` gives `b` the value `a` had before the instruction.
+#[test]
+fn regression_18_env_values_expand_before_the_line_assigns() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["205-env-same-line-old-value"]);
+}
