@@ -361,3 +361,13 @@ fn regression_18_env_values_expand_before_the_line_assigns() {
     }
     assert_dockerfile_cases(&["205-env-same-line-old-value"]);
 }
+
+/// Issue 18: COPY keeps the source's mode bits; a numeric `--chmod` also applies to the
+/// directories the copy creates.
+#[test]
+fn regression_18_copy_keeps_modes_and_chmod_reaches_made_parents() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["206-copy-modes-and-chmod-parents"]);
+}

@@ -113,6 +113,11 @@ pub(crate) fn copy_with(
         vec![p]
     };
 
+    let fixed_mode =
+        (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
+    // Directories the copy creates get a numeric `--chmod` mode too, as in BuildKit (fsutil
+    // since its fix for moby/buildkit#4945); a symbolic mode leaves them 0755.
+    let dir_mode = fixed_mode.unwrap_or(0o755);
     let dest_shown = paths.dest;
     let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
     let dest_bytes = dest_shown.as_os_str().as_bytes();
@@ -124,7 +129,7 @@ pub(crate) fn copy_with(
             dest.parent()
         };
         if let Some(ensure) = ensure {
-            mkdir_all(dest_root, ensure, owner).map_err(io_err("copy", dest_shown))?;
+            mkdir_all(dest_root, ensure, dir_mode, owner).map_err(io_err("copy", dest_shown))?;
         }
     }
 
@@ -158,8 +163,6 @@ pub(crate) fn copy_with(
         } else {
             dest.clone()
         };
-        let fixed_mode =
-            (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
         let mode = |own: u32, is_dir: bool| match (&mode_set, fixed_mode) {
             (Some(set), _) => set.apply(own, is_dir),
             (None, Some(mode)) => mode,
@@ -182,9 +185,11 @@ pub(crate) fn copy_with(
                 Some(m) if m.is_dir() => {}
                 Some(_) => {
                     fs_err::remove_file(&target).map_err(io_err("copy", dest_shown))?;
-                    mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?;
+                    mkdir_all(dest_root, &target, dir_mode, owner)
+                        .map_err(io_err("copy", dest_shown))?;
                 }
-                None => mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?,
+                None => mkdir_all(dest_root, &target, dir_mode, owner)
+                    .map_err(io_err("copy", dest_shown))?,
             }
             copier
                 .copy_contents(source, &target, &mut links)
@@ -253,7 +258,7 @@ pub(super) fn unpack_archive(
                 dest.display()
             )));
         }
-        None => mkdir_all(dest_root, dest, owner)?,
+        None => mkdir_all(dest_root, dest, 0o755, owner)?,
     }
     let mut archive = tar::Archive::new(io::Cursor::new(head).chain(reader));
     archive.set_preserve_permissions(true);
@@ -286,7 +291,7 @@ pub(super) fn unpack_archive(
             }
             None => {
                 let dir = parent.host_in(dest);
-                mkdir_all(dest, &dir, owner)?;
+                mkdir_all(dest, &dir, 0o755, owner)?;
                 dir
             }
         };
@@ -324,8 +329,8 @@ pub(super) fn unpack_archive(
     Ok(true)
 }
 
-/// Creates `dir` and its missing parents below `root` with mode 0755 and the owner.
-fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
+/// Creates `dir` and its missing parents below `root` with `mode` and the owner.
+fn mkdir_all(root: &Path, dir: &Path, mode: u32, owner: Option<Owner>) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut p = Some(dir);
     while let Some(d) = p {
@@ -337,7 +342,7 @@ fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
     }
     for d in missing.iter().rev() {
         fs_err::create_dir(d)?;
-        fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        fs_err::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
         if let Some(o) = owner {
             std::os::unix::fs::lchown(d, Some(o.uid), Some(o.gid))?;
         }
