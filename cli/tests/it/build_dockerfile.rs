@@ -371,3 +371,13 @@ fn regression_18_copy_keeps_modes_and_chmod_reaches_made_parents() {
     }
     assert_dockerfile_cases(&["206-copy-modes-and-chmod-parents"]);
 }
+
+/// Issue 18: `COPY sub/l* dest/` where the wildcard matches symlinks copies what they lead to
+/// under the links' names (a linked directory's contents), as BuildKit.
+#[test]
+fn regression_18_copy_wildcard_follows_matched_symlinks() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["207-copy-wildcard-matches-symlinks"]);
+}

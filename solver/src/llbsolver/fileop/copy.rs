@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_llb::{ModeSet, pb};
 
@@ -84,34 +84,43 @@ pub(crate) fn copy_with(
             });
         }
     }
-    let sources = if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
-        let found = expand(src_root, src).map_err(io_err("copy", src))?;
-        if found.is_empty() && !action.allow_empty_wildcard {
-            return Err(FileError::NotFound {
-                path: src.to_owned(),
-            });
-        }
-        found
-            .into_iter()
-            .map(|p| {
-                if action.follow_symlink {
-                    scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)
-                } else {
-                    Ok(p)
-                }
-            })
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(io_err("copy", src))?
-    } else {
-        let p =
-            scoped::resolve(src_root, src, action.follow_symlink).map_err(io_err("copy", src))?;
-        if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
-            return Err(FileError::NotFound {
-                path: src.to_owned(),
-            });
-        }
-        vec![p]
-    };
+    // Each source with the name it is copied under: the matched or given name, not the name
+    // a followed symlink leads to (BuildKit's `filepath.Base(src)`).
+    let sources: Vec<(PathBuf, PathBuf)> =
+        if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
+            let found = expand(src_root, src).map_err(io_err("copy", src))?;
+            if found.is_empty() && !action.allow_empty_wildcard {
+                return Err(FileError::NotFound {
+                    path: src.to_owned(),
+                });
+            }
+            found
+                .into_iter()
+                .map(|p| {
+                    let followed = if action.follow_symlink {
+                        scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)?
+                    } else {
+                        p.clone()
+                    };
+                    Ok((p, followed))
+                })
+                .collect::<io::Result<_>>()
+                .map_err(io_err("copy", src))?
+        } else {
+            let p = scoped::resolve(src_root, src, action.follow_symlink)
+                .map_err(io_err("copy", src))?;
+            if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
+                return Err(FileError::NotFound {
+                    path: src.to_owned(),
+                });
+            }
+            let named = if action.follow_symlink {
+                scoped::resolve(src_root, src, false).map_err(io_err("copy", src))?
+            } else {
+                p.clone()
+            };
+            vec![(named, p)]
+        };
 
     let fixed_mode =
         (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
@@ -135,7 +144,7 @@ pub(crate) fn copy_with(
 
     let filter = filter::Filter::new(&action.include_patterns, &action.exclude_patterns);
     let mut links = HashMap::new();
-    for source in &sources {
+    for (named, source) in &sources {
         let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
         // Include and exclude patterns are relative to each copied directory.
         let selected = match &filter {
@@ -159,7 +168,7 @@ pub(crate) fn copy_with(
         // The source's root has no name of its own: copying `/` into a directory copies its
         // contents there (Go's `filepath.Base("/")` joined to the destination).
         let target = if into_dir && source.as_path() != src_root {
-            dest.join(source.file_name().unwrap_or_default())
+            dest.join(named.file_name().unwrap_or_default())
         } else {
             dest.clone()
         };

@@ -353,6 +353,37 @@ fn copy_keeps_source_modes_and_gives_made_directories_a_numeric_mode() {
 }
 
 #[test]
+fn copy_follows_matched_links_under_their_own_names() {
+    let src = tree();
+    let s = src.path();
+    fs_err::create_dir_all(s.join("sub/dir")).unwrap();
+    fs_err::write(s.join("sub/file"), "f").unwrap();
+    fs_err::write(s.join("sub/dir/g"), "g").unwrap();
+    ln("file", s.join("sub/lfile")).unwrap();
+    ln("dir", s.join("sub/ldir")).unwrap();
+    let dest = tree();
+    let d = dest.path();
+    // A wildcard: a link to a file is copied as that file under the link's name; a link to a
+    // directory has the directory's contents copied, as any directory source.
+    copy(s, d, &copy_action("/sub/l*", "/dest/"), None).unwrap();
+    let mut names: Vec<_> = fs_err::read_dir(d.join("dest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g", "lfile"]);
+    assert!(
+        fs_err::symlink_metadata(d.join("dest/lfile"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(fs_err::read_to_string(d.join("dest/lfile")).unwrap(), "f");
+    // A link named without a wildcard keeps its name too.
+    copy(s, d, &copy_action("/sub/lfile", "/one/"), None).unwrap();
+    assert_eq!(fs_err::read_to_string(d.join("one/lfile")).unwrap(), "f");
+}
+
+#[test]
 fn copy_symbolic_mode_applies_to_each_entry_own_mode() {
     let src = tree();
     let s = src.path();
