@@ -155,7 +155,9 @@ struct ImageConfig {
 
 #[derive(Deserialize)]
 struct RootFs {
-    diff_ids: Vec<Digest>,
+    /// `null` in configs Go wrote for images without layers.
+    #[serde(default)]
+    diff_ids: Option<Vec<Digest>>,
 }
 
 fn bad(what: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -506,15 +508,16 @@ async fn pull_from(
             actual: config_bytes.len() as u64,
         });
     }
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+    let mut config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| bad(format!("config {config_digest}"), e.to_string()))?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+    let diff_ids = config.rootfs.diff_ids.take().unwrap_or_default();
+    if diff_ids.len() != manifest.layers.len() {
         return Err(bad(
             &what,
             format!(
                 "{} layers but {} diff IDs in the config",
                 manifest.layers.len(),
-                config.rootfs.diff_ids.len()
+                diff_ids.len()
             ),
         ));
     }
@@ -550,7 +553,7 @@ async fn pull_from(
 
     let mut parent = None;
     let mut size = 0;
-    for (layer, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
+    for (layer, diff_id) in layers.iter().zip(&diff_ids) {
         let existed = store
             .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
             .is_some();
@@ -591,7 +594,7 @@ async fn pull_from(
         index,
         config: config_digest,
         layers,
-        diff_ids: config.rootfs.diff_ids,
+        diff_ids,
         chain_id: parent,
         size,
         created: config.created,

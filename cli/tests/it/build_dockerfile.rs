@@ -381,3 +381,109 @@ fn regression_18_copy_wildcard_follows_matched_symlinks() {
     }
     assert_dockerfile_cases(&["207-copy-wildcard-matches-symlinks"]);
 }
+
+/// Writes `bytes` as a blob of the OCI layout `layout`; returns its descriptor fields.
+fn put_blob(layout: &std::path::Path, bytes: &[u8]) -> (String, usize) {
+    let digest = kiln_llb::Digest::from_bytes(bytes);
+    fs_err::write(layout.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    (digest.to_string(), bytes.len())
+}
+
+/// Issue 18: a base image whose config has JSON `null` fields (as `docker commit`, `docker
+/// import` and the classic builder write them), pushed to the test registry and pulled by a
+/// build, reads as if those fields were absent.
+#[test]
+fn serial_regression_18_base_image_configs_with_null_fields() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The busybox layout with a config rewritten the way those tools write it.
+    let layout = dir.path().join("layout");
+    let busybox = kiln_testdata::busybox_layout();
+    fs_err::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for entry in fs_err::read_dir(busybox.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(
+            entry.path(),
+            layout.join("blobs/sha256").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    fs_err::copy(busybox.join("oci-layout"), layout.join("oci-layout")).unwrap();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let bytes = fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let mut manifest = blob(kiln_testdata::BUSYBOX_MANIFEST_DIGEST);
+    let mut config = blob(manifest["config"]["digest"].as_str().unwrap());
+    for field in [
+        "Volumes",
+        "Entrypoint",
+        "ExposedPorts",
+        "OnBuild",
+        "Labels",
+        "Shell",
+        "Healthcheck",
+    ] {
+        config["config"][field] = serde_json::Value::Null;
+    }
+    config["config"]["User"] = serde_json::Value::Null;
+    config["history"] = serde_json::Value::Null;
+    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
+    // A tag of its own per run, so an earlier run's image cannot satisfy the build.
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/null-config:{:x}",
+        std::process::id()
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"io.containerd.image.name": name},
+        }],
+    });
+    fs_err::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let pusher = dir.path().join("pusher");
+    fs_err::create_dir_all(&pusher).unwrap();
+    assert_ok(kiln_in(&pusher, &["load", layout.to_str().unwrap()], &[]));
+    assert_ok(kiln_in(&pusher, &["push", &name], &[]));
+
+    // A new store pulls it from the registry and builds on it.
+    let builder = dir.path().join("builder");
+    let context = builder.join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {name}\nRUN echo \"built on $PATH\" > /out\n"),
+    )
+    .unwrap();
+    let out = builder.join("out");
+    let output = kiln_in(
+        &builder,
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let path = config["config"]["Env"][0].as_str().unwrap();
+    assert_eq!(
+        fs_err::read_to_string(out.join("out")).unwrap(),
+        format!("built on {}\n", path.trim_start_matches("PATH="))
+    );
+}
