@@ -487,3 +487,13 @@ fn serial_regression_18_base_image_configs_with_null_fields() {
         format!("built on {}\n", path.trim_start_matches("PATH="))
     );
 }
+
+/// Issue 18: `RUN --mount=type=secret,id=X,required=false` without a secret X runs the step
+/// without the mount.
+#[test]
+fn regression_18_optional_secret_missing_runs_without_it() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["208-mount-secret-optional-missing"]);
+}
