@@ -497,3 +497,13 @@ fn regression_18_optional_secret_missing_runs_without_it() {
     }
     assert_dockerfile_cases(&["208-mount-secret-optional-missing"]);
 }
+
+/// Issue 18: a cache mount's `uid`, `gid` and `mode` make its directory; `from` and `source`
+/// seed it from a stage's path.
+#[test]
+fn regression_18_cache_mount_owner_mode_and_seed() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["209-mount-cache-owner-and-from"]);
+}
