@@ -507,3 +507,13 @@ fn regression_18_cache_mount_owner_mode_and_seed() {
     }
     assert_dockerfile_cases(&["209-mount-cache-owner-and-from"]);
 }
+
+/// Issue 18: `RUN --mount=from=STAGE,source=SUBPATH,target=/x,rw` mounts a directory or a file
+/// inside another stage writable; the writes are gone after the step.
+#[test]
+fn regression_18_writable_bind_of_a_path_in_another_stage() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&["210-mount-bind-rw-stage-subpath"]);
+}
