@@ -214,6 +214,15 @@ fn image_names_are_normalised() {
     }
 }
 
+/// The file op at the top of `state`'s graph.
+fn last_file_op(state: &State) -> pb::FileOp {
+    let loaded = LoadedDefinition::from_definition(state.marshal()).unwrap();
+    let Some(pb::op::Op::File(f)) = loaded.ops().last().unwrap().body() else {
+        panic!("not file")
+    };
+    f.clone()
+}
+
 #[test]
 fn chained_file_actions_refer_to_earlier_results() {
     let base = image_for("busybox", amd64());
@@ -221,10 +230,7 @@ fn chained_file_actions_refer_to_earlier_results() {
     let action = FileAction::mkdir("/a", 0o755, MkdirOptions::default())
         .then_copy(&other, "/f", "/a/f", CopyOptions::default())
         .then_rm("/tmp", true);
-    let loaded = LoadedDefinition::from_definition(base.file(action).marshal()).unwrap();
-    let Some(pb::op::Op::File(f)) = loaded.ops().last().unwrap().body() else {
-        panic!("not file")
-    };
+    let f = last_file_op(&base.file(action));
     let shape: Vec<_> = f
         .actions
         .iter()
@@ -265,10 +271,7 @@ fn owner_names_are_read_in_the_actions_own_input() {
             ..CopyOptions::default()
         },
     );
-    let loaded = LoadedDefinition::from_definition(base.file(action).marshal()).unwrap();
-    let Some(pb::op::Op::File(f)) = loaded.ops().last().unwrap().body() else {
-        panic!("not file")
-    };
+    let f = last_file_op(&base.file(action));
     let owners: Vec<_> = f
         .actions
         .iter()

@@ -2,6 +2,7 @@
 
 use kiln_testdata::{registry_up, skip};
 
+use crate::build_dockerfile_sources::build;
 use crate::common::cases::assert_dockerfile_cases;
 use crate::common::{assert_ok, kiln_in, ready, text};
 
@@ -343,45 +344,6 @@ fn builds_three_hundred_steps_on_a_fifty_layer_base() {
     assert!(text(&tagged).contains("CACHED"), "{}", text(&tagged));
 }
 
-/// Issue 18: user and group names of `COPY --chown`, `ADD --chown`, a heredoc `COPY --chown`
-/// and a `WORKDIR` after `USER NAME` resolve in the destination's /etc/passwd and /etc/group.
-#[test]
-fn regression_18_owner_names_resolve_in_the_destination() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["204-copy-chown-by-name"]);
-}
-
-/// Issue 18: `ENV a=new b=$a` gives `b` the value `a` had before the instruction.
-#[test]
-fn regression_18_env_values_expand_before_the_line_assigns() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["205-env-same-line-old-value"]);
-}
-
-/// Issue 18: COPY keeps the source's mode bits; a numeric `--chmod` also applies to the
-/// directories the copy creates.
-#[test]
-fn regression_18_copy_keeps_modes_and_chmod_reaches_made_parents() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["206-copy-modes-and-chmod-parents"]);
-}
-
-/// Issue 18: `COPY sub/l* dest/` where the wildcard matches symlinks copies what they lead to
-/// under the links' names (a linked directory's contents), as BuildKit.
-#[test]
-fn regression_18_copy_wildcard_follows_matched_symlinks() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["207-copy-wildcard-matches-symlinks"]);
-}
-
 /// Writes `bytes` as a blob of the OCI layout `layout`; returns its descriptor fields.
 fn put_blob(layout: &std::path::Path, bytes: &[u8]) -> (String, usize) {
     let digest = kiln_llb::Digest::from_bytes(bytes);
@@ -462,58 +424,39 @@ fn serial_regression_18_base_image_configs_with_null_fields() {
 
     // A new store pulls it from the registry and builds on it.
     let builder = dir.path().join("builder");
-    let context = builder.join("ctx");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {name}\nRUN echo \"built on $PATH\" > /out\n"),
-    )
-    .unwrap();
-    let out = builder.join("out");
-    let output = kiln_in(
-        &builder,
-        &[
-            "build",
-            "--output",
-            &format!("type=local,dest={}", out.display()),
-            context.to_str().unwrap(),
-        ],
-        &[],
-    );
+    fs_err::create_dir_all(&builder).unwrap();
+    let dockerfile = format!("FROM {name}\nRUN echo \"built on $PATH\" > /out\n");
+    let output = build(&builder, &dockerfile, &[], &[]);
     assert!(output.status.success(), "{}", text(&output));
     let path = config["config"]["Env"][0].as_str().unwrap();
     assert_eq!(
-        fs_err::read_to_string(out.join("out")).unwrap(),
+        fs_err::read_to_string(builder.join("out/out")).unwrap(),
         format!("built on {}\n", path.trim_start_matches("PATH="))
     );
 }
 
-/// Issue 18: `RUN --mount=type=secret,id=X,required=false` without a secret X runs the step
-/// without the mount.
+/// Issue 18, Dockerfile fidelity: conformance cases of what BuildKit builds and kiln built
+/// differently, each built from its Dockerfile and checked against its expectations.
 #[test]
-fn regression_18_optional_secret_missing_runs_without_it() {
+fn regression_18_dockerfile_fidelity_cases() {
     if !ready() {
         return;
     }
-    assert_dockerfile_cases(&["208-mount-secret-optional-missing"]);
-}
-
-/// Issue 18: a cache mount's `uid`, `gid` and `mode` make its directory; `from` and `source`
-/// seed it from a stage's path.
-#[test]
-fn regression_18_cache_mount_owner_mode_and_seed() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["209-mount-cache-owner-and-from"]);
-}
-
-/// Issue 18: `RUN --mount=from=STAGE,source=SUBPATH,target=/x,rw` mounts a directory or a file
-/// inside another stage writable; the writes are gone after the step.
-#[test]
-fn regression_18_writable_bind_of_a_path_in_another_stage() {
-    if !ready() {
-        return;
-    }
-    assert_dockerfile_cases(&["210-mount-bind-rw-stage-subpath"]);
+    assert_dockerfile_cases(&[
+        // Owner names of COPY/ADD --chown, a heredoc COPY --chown and WORKDIR after USER NAME
+        // resolve in the destination's /etc/passwd and /etc/group.
+        "204-copy-chown-by-name",
+        // ENV a=new b=$a gives b the value a had before the instruction.
+        "205-env-same-line-old-value",
+        // COPY keeps mode bits; a numeric --chmod reaches the directories the copy makes.
+        "206-copy-modes-and-chmod-parents",
+        // A wildcard matching symlinks copies what they lead to, under the links' names.
+        "207-copy-wildcard-matches-symlinks",
+        // A missing secret with required=false: the step runs without the mount.
+        "208-mount-secret-optional-missing",
+        // Cache mounts: uid, gid and mode; seeded from a stage's path.
+        "209-mount-cache-owner-and-from",
+        // Writable binds of a directory or a file inside another stage.
+        "210-mount-bind-rw-stage-subpath",
+    ]);
 }
