@@ -104,6 +104,11 @@ pub(crate) struct BuildArgs {
     /// Do not use cached results.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Always pull base images from their registry, never using a stored image instead (by
+    /// default a tag is checked against its registry and the stored image used when it still
+    /// matches or no registry answers).
+    #[arg(long)]
+    pub(crate) pull: bool,
     /// Allow extra privileged entitlement, as `docker buildx build --allow`: `network.host`
     /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]

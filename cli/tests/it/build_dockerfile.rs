@@ -460,3 +460,67 @@ fn regression_18_dockerfile_fidelity_cases() {
         "210-mount-bind-rw-stage-subpath",
     ]);
 }
+
+/// Issue 18: base image tags are checked against their registry. A tag moved to another
+/// image is seen by the next `FROM` and by an LLB image source without a digest (keyed by
+/// what the tag points to now); `--pull` fetches the image again; a registry that does not
+/// answer leaves the stored image in use, saying so.
+#[test]
+fn serial_regression_18_moved_tags_are_seen_and_the_store_stands_in_offline() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A tag of its own per run, so an earlier run's image cannot satisfy the builds.
+    let name = format!("127.0.0.1:5000/kiln-test/moving:{:x}", std::process::id());
+    let publish = |marker: &str| {
+        let pusher = dir.path().join(format!("pusher-{marker}"));
+        let dockerfile = format!("FROM busybox\nRUN echo {marker} > /marker\n");
+        assert_ok(build(&pusher, &dockerfile, &[], &["-t", &name, "--push"]));
+    };
+    let builder = dir.path().join("builder");
+    let from_tag = |extra: &[&str]| {
+        let dockerfile = format!("FROM {name}\nRUN cat /marker > /seen\n");
+        let output = build(&builder, &dockerfile, &[], extra);
+        assert!(output.status.success(), "{}", text(&output));
+        let seen = fs_err::read_to_string(builder.join("out/seen")).unwrap();
+        (seen, text(&output))
+    };
+    let definition = kiln_llb::prost::Message::encode_to_vec(&kiln_llb::image(&name).marshal());
+    let from_llb = || {
+        let out = builder.join("llb-out");
+        let _ = fs_err::remove_dir_all(&out);
+        let output = crate::common::build_llb(&builder.join("root"), &definition, &out);
+        assert!(output.status.success(), "{}", text(&output));
+        fs_err::read_to_string(out.join("marker")).unwrap()
+    };
+
+    publish("one");
+    assert_eq!(from_tag(&[]).0, "one\n");
+    assert_eq!(from_llb(), "one\n");
+    // The tag moves: the stored image is not used any more.
+    publish("two");
+    assert_eq!(from_tag(&[]).0, "two\n");
+    assert_eq!(from_llb(), "two\n");
+    // `--pull` fetches it again, and builds the same.
+    assert_eq!(from_tag(&["--pull"]).0, "two\n");
+
+    // A registry that does not answer: the stored image stands in, and the build says so.
+    let offline = "127.0.0.1:1/kiln-test/offline:1";
+    assert_ok(kiln_in(&builder, &["tag", &name, offline], &[]));
+    let dockerfile = format!("FROM {offline}\nRUN cat /marker > /seen\n");
+    let output = build(&builder, &dockerfile, &[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(builder.join("out/seen")).unwrap(),
+        "two\n"
+    );
+    assert!(
+        text(&output).contains("using the image in the store"),
+        "{}",
+        text(&output)
+    );
+    // With `--pull` there is nothing to fall back on.
+    let output = build(&builder, &dockerfile, &[], &["--pull"]);
+    assert!(!output.status.success(), "{}", text(&output));
+}
