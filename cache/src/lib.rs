@@ -116,7 +116,7 @@ pub use limits::{LayerLimit, UnpackLimits};
 pub use mount::{View, with_views};
 pub use oci_client;
 pub use oci_spec;
-pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull};
+pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull, resolve_digest};
 pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
 };

@@ -11,6 +11,10 @@
 //! 5. Record the blobs, then the image name.
 //!
 //! A failure at any step on a mirror moves on to the next source; the last error is returned.
+//!
+//! With `prefer_local`, an image already stored under the name is used when its tag still
+//! points to it (a manifest `HEAD`, [`resolve_digest`]) or when no source answers (a
+//! [`PullEvent::StoreFallback`] says so); a moved tag is pulled as above.
 //! The whole pull holds a lease, so garbage collection never sees half-recorded content.
 
 use std::ffi::OsString;
@@ -102,6 +106,13 @@ pub enum PullEvent {
     LayerDownloaded(Digest),
     /// A layer was unpacked.
     LayerUnpacked(Digest),
+    /// No source said what the tag points to now, so the image in the store was used.
+    StoreFallback {
+        /// The normalised reference.
+        reference: String,
+        /// Why the registry could not be asked.
+        reason: String,
+    },
 }
 
 /// Receives [`PullEvent`]s.
@@ -155,7 +166,9 @@ struct ImageConfig {
 
 #[derive(Deserialize)]
 struct RootFs {
-    diff_ids: Vec<Digest>,
+    /// `null` in configs Go wrote for images without layers.
+    #[serde(default)]
+    diff_ids: Option<Vec<Digest>>,
 }
 
 fn bad(what: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -237,6 +250,16 @@ impl Source {
             }
             Err(e) => Err(self.registry_error("authenticating", e)),
         }
+    }
+
+    /// The digest the source announces for its reference (a manifest `HEAD`).
+    pub(crate) async fn head_digest(&self) -> Result<Digest, Error> {
+        let text = self
+            .client
+            .fetch_manifest_digest(&self.reference, &self.auth)
+            .await
+            .map_err(|e| self.registry_error(format!("resolving {}", self.reference.whole()), e))?;
+        parse_digest(&text, "manifest digest")
     }
 
     pub(crate) async fn manifest(
@@ -380,10 +403,44 @@ pub async fn pull(
     if options.prefer_local
         && let Some(image) = local_image(&store, &reference)?
     {
-        return Ok(Pulled {
-            previous: Some(image.manifest),
-            image,
-        });
+        // A tag may have moved since the image was stored: a manifest `HEAD` (cheap) says
+        // whether it still points there. When no source answers, the stored image is used.
+        let current = match reference.digest() {
+            Some(_) => Ok(None),
+            None => current_digest(&reference, options).await.map(Some),
+        };
+        let stored = |digest: &Digest| *digest == image.manifest || Some(*digest) == image.index;
+        let moved = match current {
+            Ok(None) => false,
+            Ok(Some(digest)) => {
+                let moved = !stored(&digest);
+                if moved {
+                    tracing::debug!(image = %image.name, %digest, "the tag moved; pulling it");
+                }
+                moved
+            }
+            Err(e) => {
+                let reason = match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                };
+                tracing::warn!(
+                    image = %image.name,
+                    "could not check the tag against its registry ({reason}); using the image in the store"
+                );
+                progress.event(PullEvent::StoreFallback {
+                    reference: reference.whole(),
+                    reason,
+                });
+                false
+            }
+        };
+        if !moved {
+            return Ok(Pulled {
+                previous: Some(image.manifest),
+                image,
+            });
+        }
     }
     let mut last_error = None;
     let sources = sources(&reference, options)?;
@@ -401,6 +458,27 @@ pub async fn pull(
                 }
                 last_error = Some(e);
             }
+        }
+    }
+    Err(last_error.expect("the origin is always a source"))
+}
+
+/// The digest `reference` points to in its registry now, as BuildKit resolves a tag: from
+/// the first source (the mirrors, then the registry) that answers a manifest `HEAD`; the
+/// index's digest when the tag names an index. A reference with a digest is its own answer.
+pub async fn resolve_digest(reference: &str, options: &PullOptions) -> Result<Digest, Error> {
+    current_digest(&parse_reference(reference)?, options).await
+}
+
+async fn current_digest(reference: &Reference, options: &PullOptions) -> Result<Digest, Error> {
+    if let Some(digest) = reference.digest() {
+        return parse_digest(digest, "reference");
+    }
+    let mut last_error = None;
+    for source in sources(reference, options)? {
+        match source.head_digest().await {
+            Ok(digest) => return Ok(digest),
+            Err(e) => last_error = Some(e),
         }
     }
     Err(last_error.expect("the origin is always a source"))
@@ -506,15 +584,16 @@ async fn pull_from(
             actual: config_bytes.len() as u64,
         });
     }
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+    let mut config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| bad(format!("config {config_digest}"), e.to_string()))?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+    let diff_ids = config.rootfs.diff_ids.take().unwrap_or_default();
+    if diff_ids.len() != manifest.layers.len() {
         return Err(bad(
             &what,
             format!(
                 "{} layers but {} diff IDs in the config",
                 manifest.layers.len(),
-                config.rootfs.diff_ids.len()
+                diff_ids.len()
             ),
         ));
     }
@@ -550,7 +629,7 @@ async fn pull_from(
 
     let mut parent = None;
     let mut size = 0;
-    for (layer, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
+    for (layer, diff_id) in layers.iter().zip(&diff_ids) {
         let existed = store
             .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
             .is_some();
@@ -591,7 +670,7 @@ async fn pull_from(
         index,
         config: config_digest,
         layers,
-        diff_ids: config.rootfs.diff_ids,
+        diff_ids,
         chain_id: parent,
         size,
         created: config.created,

@@ -112,6 +112,11 @@ pub(crate) struct BuildArgs {
     /// `type=registry,ref=REF`, `type=local,dest=DIR`, or `type=inline`, with `mode=min|max`.
     #[arg(long, value_name = "SPEC")]
     pub(crate) cache_to: Vec<String>,
+    /// Always pull base images from their registry, never using a stored image instead (by
+    /// default a tag is checked against its registry and the stored image used when it still
+    /// matches or no registry answers).
+    #[arg(long)]
+    pub(crate) pull: bool,
     /// Allow extra privileged entitlement, as `docker buildx build --allow`: `network.host`
     /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]

@@ -43,8 +43,9 @@ pub struct ImageOptions {
 
 #[derive(Deserialize)]
 struct HistoryDoc {
+    /// `null` in configs the classic builder and `docker import` wrote.
     #[serde(default)]
-    history: Vec<History>,
+    history: Option<Vec<History>>,
 }
 
 /// The histories of the stored images a result on the snapshot chain `keys` (bottom first) is
@@ -61,7 +62,7 @@ pub fn base_histories(store: &Store, keys: &[String]) -> Result<Vec<Vec<History>
             let bytes = store.read_blob(&image.config)?;
             let config: HistoryDoc = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::json(format!("config {}", image.config), e))?;
-            histories.push(config.history);
+            histories.push(config.history.unwrap_or_default());
         }
         if !histories.is_empty() {
             return Ok(histories);

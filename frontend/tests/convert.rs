@@ -92,6 +92,22 @@ fn base_image_defaults_and_run() {
 }
 
 #[test]
+fn env_values_expand_before_any_assignment_of_the_line() {
+    let c = ok("FROM alpine\nENV a=old\nENV a=new b=$a c=${a}-x\nRUN true\n");
+    let env = execs(&c)[0].meta.clone().unwrap().env;
+    assert_eq!(
+        env,
+        ["PATH=/bin", "HOME=/root", "a=new", "b=old", "c=old-x"]
+    );
+    assert_eq!(c.config.config.env, env);
+    assert!(
+        created_by(&c).contains(&"true ENV a=new b=old c=old-x".to_owned()),
+        "{:?}",
+        created_by(&c)
+    );
+}
+
+#[test]
 fn config_instructions() {
     let c = ok("FROM scratch\n\
         LABEL a=b \"c d\"=e\n\

@@ -3,8 +3,8 @@
 
 use kiln_llb::prost::Message as _;
 use kiln_llb::{
-    CopyOptions, Digest, FileAction, LoadedDefinition, MkdirOptions, MountOptions, State, diff,
-    image, image_for, local_with, merge, pb, scratch,
+    Chown, CopyOptions, Digest, FileAction, LoadedDefinition, MkdirOptions, MountOptions, State,
+    diff, image, image_for, local_with, merge, pb, scratch,
 };
 
 fn amd64() -> pb::Platform {
@@ -214,6 +214,15 @@ fn image_names_are_normalised() {
     }
 }
 
+/// The file op at the top of `state`'s graph.
+fn last_file_op(state: &State) -> pb::FileOp {
+    let loaded = LoadedDefinition::from_definition(state.marshal()).unwrap();
+    let Some(pb::op::Op::File(f)) = loaded.ops().last().unwrap().body() else {
+        panic!("not file")
+    };
+    f.clone()
+}
+
 #[test]
 fn chained_file_actions_refer_to_earlier_results() {
     let base = image_for("busybox", amd64());
@@ -221,10 +230,7 @@ fn chained_file_actions_refer_to_earlier_results() {
     let action = FileAction::mkdir("/a", 0o755, MkdirOptions::default())
         .then_copy(&other, "/f", "/a/f", CopyOptions::default())
         .then_rm("/tmp", true);
-    let loaded = LoadedDefinition::from_definition(base.file(action).marshal()).unwrap();
-    let Some(pb::op::Op::File(f)) = loaded.ops().last().unwrap().body() else {
-        panic!("not file")
-    };
+    let f = last_file_op(&base.file(action));
     let shape: Vec<_> = f
         .actions
         .iter()
@@ -232,6 +238,65 @@ fn chained_file_actions_refer_to_earlier_results() {
         .collect();
     // Two inputs (base, ctx); action 1 works on action 0's result (2 + 0), action 2 on 1's.
     assert_eq!(shape, [(0, -1, -1), (2, 1, -1), (3, -1, 0)]);
+}
+
+#[test]
+fn owner_names_are_read_in_the_actions_own_input() {
+    let base = image_for("busybox", amd64());
+    let other = kiln_llb::local("ctx");
+    let by_name = |name: &str| {
+        pb::user_opt::User::ByName(pb::NamedUserOpt {
+            name: name.to_owned(),
+            input: -1,
+        })
+    };
+    let owner = Chown {
+        user: Some(by_name("app")),
+        group: Some(by_name("staff")),
+    };
+    let action = FileAction::mkdir(
+        "/a",
+        0o755,
+        MkdirOptions {
+            owner: Some(owner.clone()),
+            ..MkdirOptions::default()
+        },
+    )
+    .then_copy(
+        &other,
+        "/f",
+        "/a/f",
+        CopyOptions {
+            owner: Some(owner),
+            ..CopyOptions::default()
+        },
+    );
+    let f = last_file_op(&base.file(action));
+    let owners: Vec<_> = f
+        .actions
+        .iter()
+        .map(|a| {
+            let owner = match &a.action {
+                Some(pb::file_action::Action::Mkdir(m)) => m.owner.clone(),
+                Some(pb::file_action::Action::Copy(c)) => c.owner.clone(),
+                _ => None,
+            }
+            .unwrap();
+            let input = |u: Option<pb::UserOpt>| match u.and_then(|u| u.user) {
+                Some(pb::user_opt::User::ByName(n)) => (n.name, n.input),
+                other => panic!("not by name: {other:?}"),
+            };
+            (input(owner.user), input(owner.group))
+        })
+        .collect();
+    // The mkdir works on input 0 (the image), the copy on the mkdir's result (2, after ctx).
+    assert_eq!(
+        owners,
+        [
+            (("app".to_owned(), 0), ("staff".to_owned(), 0)),
+            (("app".to_owned(), 2), ("staff".to_owned(), 2)),
+        ]
+    );
 }
 
 /// Rebuilds `045-workdir-run-pwd` with the builder; every op digest must equal BuildKit's.

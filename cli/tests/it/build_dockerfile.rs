@@ -2,6 +2,8 @@
 
 use kiln_testdata::{registry_up, skip};
 
+use crate::build_dockerfile_sources::build;
+use crate::common::cases::assert_dockerfile_cases;
 use crate::common::{assert_ok, kiln_in, ready, text};
 
 #[test]
@@ -340,4 +342,185 @@ fn builds_three_hundred_steps_on_a_fifty_layer_base() {
         &[],
     ));
     assert!(text(&tagged).contains("CACHED"), "{}", text(&tagged));
+}
+
+/// Writes `bytes` as a blob of the OCI layout `layout`; returns its descriptor fields.
+fn put_blob(layout: &std::path::Path, bytes: &[u8]) -> (String, usize) {
+    let digest = kiln_llb::Digest::from_bytes(bytes);
+    fs_err::write(layout.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    (digest.to_string(), bytes.len())
+}
+
+/// Issue 18: a base image whose config has JSON `null` fields (as `docker commit`, `docker
+/// import` and the classic builder write them), pushed to the test registry and pulled by a
+/// build, reads as if those fields were absent.
+#[test]
+fn serial_regression_18_base_image_configs_with_null_fields() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The busybox layout with a config rewritten the way those tools write it.
+    let layout = dir.path().join("layout");
+    let busybox = kiln_testdata::busybox_layout();
+    fs_err::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for entry in fs_err::read_dir(busybox.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(
+            entry.path(),
+            layout.join("blobs/sha256").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    fs_err::copy(busybox.join("oci-layout"), layout.join("oci-layout")).unwrap();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let bytes = fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let mut manifest = blob(kiln_testdata::BUSYBOX_MANIFEST_DIGEST);
+    let mut config = blob(manifest["config"]["digest"].as_str().unwrap());
+    for field in [
+        "Volumes",
+        "Entrypoint",
+        "ExposedPorts",
+        "OnBuild",
+        "Labels",
+        "Shell",
+        "Healthcheck",
+    ] {
+        config["config"][field] = serde_json::Value::Null;
+    }
+    config["config"]["User"] = serde_json::Value::Null;
+    config["history"] = serde_json::Value::Null;
+    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
+    // A tag of its own per run, so an earlier run's image cannot satisfy the build.
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/null-config:{:x}",
+        std::process::id()
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"io.containerd.image.name": name},
+        }],
+    });
+    fs_err::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let pusher = dir.path().join("pusher");
+    fs_err::create_dir_all(&pusher).unwrap();
+    assert_ok(kiln_in(&pusher, &["load", layout.to_str().unwrap()], &[]));
+    assert_ok(kiln_in(&pusher, &["push", &name], &[]));
+
+    // A new store pulls it from the registry and builds on it.
+    let builder = dir.path().join("builder");
+    fs_err::create_dir_all(&builder).unwrap();
+    let dockerfile = format!("FROM {name}\nRUN echo \"built on $PATH\" > /out\n");
+    let output = build(&builder, &dockerfile, &[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let path = config["config"]["Env"][0].as_str().unwrap();
+    assert_eq!(
+        fs_err::read_to_string(builder.join("out/out")).unwrap(),
+        format!("built on {}\n", path.trim_start_matches("PATH="))
+    );
+}
+
+/// Issue 18, Dockerfile fidelity: conformance cases of what BuildKit builds and kiln built
+/// differently, each built from its Dockerfile and checked against its expectations.
+#[test]
+fn regression_18_dockerfile_fidelity_cases() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&[
+        // Owner names of COPY/ADD --chown, a heredoc COPY --chown and WORKDIR after USER NAME
+        // resolve in the destination's /etc/passwd and /etc/group.
+        "204-copy-chown-by-name",
+        // ENV a=new b=$a gives b the value a had before the instruction.
+        "205-env-same-line-old-value",
+        // COPY keeps mode bits; a numeric --chmod reaches the directories the copy makes.
+        "206-copy-modes-and-chmod-parents",
+        // A wildcard matching symlinks copies what they lead to, under the links' names.
+        "207-copy-wildcard-matches-symlinks",
+        // A missing secret with required=false: the step runs without the mount.
+        "208-mount-secret-optional-missing",
+        // Cache mounts: uid, gid and mode; seeded from a stage's path.
+        "209-mount-cache-owner-and-from",
+        // Writable binds of a directory or a file inside another stage.
+        "210-mount-bind-rw-stage-subpath",
+    ]);
+}
+
+/// Issue 18: base image tags are checked against their registry. A tag moved to another
+/// image is seen by the next `FROM` and by an LLB image source without a digest (keyed by
+/// what the tag points to now); `--pull` fetches the image again; a registry that does not
+/// answer leaves the stored image in use, saying so.
+#[test]
+fn serial_regression_18_moved_tags_are_seen_and_the_store_stands_in_offline() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A tag of its own per run, so an earlier run's image cannot satisfy the builds.
+    let name = format!("127.0.0.1:5000/kiln-test/moving:{:x}", std::process::id());
+    let publish = |marker: &str| {
+        let pusher = dir.path().join(format!("pusher-{marker}"));
+        let dockerfile = format!("FROM busybox\nRUN echo {marker} > /marker\n");
+        assert_ok(build(&pusher, &dockerfile, &[], &["-t", &name, "--push"]));
+    };
+    let builder = dir.path().join("builder");
+    let from_tag = |extra: &[&str]| {
+        let dockerfile = format!("FROM {name}\nRUN cat /marker > /seen\n");
+        let output = build(&builder, &dockerfile, &[], extra);
+        assert!(output.status.success(), "{}", text(&output));
+        let seen = fs_err::read_to_string(builder.join("out/seen")).unwrap();
+        (seen, text(&output))
+    };
+    let definition = kiln_llb::prost::Message::encode_to_vec(&kiln_llb::image(&name).marshal());
+    let from_llb = || {
+        let out = builder.join("llb-out");
+        let _ = fs_err::remove_dir_all(&out);
+        let output = crate::common::build_llb(&builder.join("root"), &definition, &out);
+        assert!(output.status.success(), "{}", text(&output));
+        fs_err::read_to_string(out.join("marker")).unwrap()
+    };
+
+    publish("one");
+    assert_eq!(from_tag(&[]).0, "one\n");
+    assert_eq!(from_llb(), "one\n");
+    // The tag moves: the stored image is not used any more.
+    publish("two");
+    assert_eq!(from_tag(&[]).0, "two\n");
+    assert_eq!(from_llb(), "two\n");
+    // `--pull` fetches it again, and builds the same.
+    assert_eq!(from_tag(&["--pull"]).0, "two\n");
+
+    // A registry that does not answer: the stored image stands in, and the build says so.
+    let offline = "127.0.0.1:1/kiln-test/offline:1";
+    assert_ok(kiln_in(&builder, &["tag", &name, offline], &[]));
+    let dockerfile = format!("FROM {offline}\nRUN cat /marker > /seen\n");
+    let output = build(&builder, &dockerfile, &[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(builder.join("out/seen")).unwrap(),
+        "two\n"
+    );
+    assert!(
+        text(&output).contains("using the image in the store"),
+        "{}",
+        text(&output)
+    );
+    // With `--pull` there is nothing to fall back on.
+    let output = build(&builder, &dockerfile, &[], &["--pull"]);
+    assert!(!output.status.success(), "{}", text(&output));
 }

@@ -10,7 +10,12 @@ use kiln_testdata::{is_root, skip};
 use crate::common::{Killed, git_daemon, kiln_in, ready, run_git, text};
 
 /// Builds `dockerfile` in a fresh context holding `files`, exporting to `DIR/out`.
-fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str, u32)], extra: &[&str]) -> Output {
+pub(crate) fn build(
+    dir: &Path,
+    dockerfile: &str,
+    files: &[(&str, &str, u32)],
+    extra: &[&str],
+) -> Output {
     build_env(dir, dockerfile, files, extra, &[])
 }
 

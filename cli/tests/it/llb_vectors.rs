@@ -2,14 +2,11 @@
 //! local export checked against the expectations of the conformance case it was made from
 //! (`testdata/conformance/<case>/case.toml`).
 
+use crate::common::cases::{check_expectations, conformance_dir};
 use crate::common::ready;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn conformance_dir() -> PathBuf {
-    kiln_testdata::root().join("conformance")
-}
 
 /// Builds `def` with the context `context` into `out`; returns the exit status and output.
 fn build(root: &Path, def: &Path, context: &Path, out: &Path) -> (bool, String) {
@@ -27,99 +24,6 @@ fn build(root: &Path, def: &Path, context: &Path, out: &Path) -> (bool, String) 
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
-}
-
-fn file_type(meta: &std::fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_symlink() {
-        "symlink"
-    } else if t.is_dir() {
-        "dir"
-    } else if t.is_file() {
-        "file"
-    } else {
-        "other"
-    }
-}
-
-/// Checks a local export against a case's `[expect]` table; returns what is wrong.
-fn check_expectations(expect: &toml::Table, out: &Path) -> Vec<String> {
-    let mut errors = Vec::new();
-    let files = expect.get("files").and_then(|f| f.as_array());
-    for entry in files.into_iter().flatten() {
-        let entry = entry.as_table().expect("expect.files entries are tables");
-        let path = entry["path"].as_str().expect("path is a string");
-        let full = out.join(path);
-        let Ok(meta) = fs_err::symlink_metadata(&full) else {
-            errors.push(format!("missing {path}"));
-            continue;
-        };
-        if let Some(want) = entry.get("type").and_then(|v| v.as_str()) {
-            if file_type(&meta) != want {
-                errors.push(format!("{path}: type {}, want {want}", file_type(&meta)));
-            }
-        }
-        if let Some(want) = entry.get("link_target").and_then(|v| v.as_str()) {
-            let got = fs_err::read_link(&full).ok();
-            if got.as_deref() != Some(Path::new(want)) {
-                errors.push(format!("{path}: link target {got:?}, want {want:?}"));
-            }
-        }
-        if let Some(want) = entry.get("mode").and_then(|v| v.as_str()) {
-            let got = format!("{:04o}", meta.permissions().mode() & 0o7777);
-            if got != want {
-                errors.push(format!("{path}: mode {got}, want {want}"));
-            }
-        }
-        if let Some(want) = entry.get("uid").and_then(|v| v.as_integer()) {
-            if i64::from(meta.uid()) != want {
-                errors.push(format!("{path}: uid {}, want {want}", meta.uid()));
-            }
-        }
-        if let Some(want) = entry.get("gid").and_then(|v| v.as_integer()) {
-            if i64::from(meta.gid()) != want {
-                errors.push(format!("{path}: gid {}, want {want}", meta.gid()));
-            }
-        }
-        let content = entry.get("content").and_then(|v| v.as_str());
-        let contains = entry.get("contains").and_then(|v| v.as_str());
-        let not_contains = entry.get("not_contains").and_then(|v| v.as_str());
-        if content.is_some() || contains.is_some() || not_contains.is_some() {
-            // Follows symlinks, as the conformance runner does.
-            let data = match fs_err::read(&full) {
-                Ok(data) => String::from_utf8_lossy(&data).into_owned(),
-                Err(e) => {
-                    errors.push(format!("{path}: unreadable ({e})"));
-                    continue;
-                }
-            };
-            if content.is_some_and(|want| data != want) {
-                errors.push(format!("{path}: content {data:?}, want {content:?}"));
-            }
-            if contains.is_some_and(|want| !data.contains(want)) {
-                errors.push(format!("{path}: {contains:?} not in {data:?}"));
-            }
-            if not_contains.is_some_and(|bad| data.contains(bad)) {
-                errors.push(format!("{path}: {not_contains:?} unexpectedly in {data:?}"));
-            }
-        }
-    }
-    let absent = expect.get("absent").and_then(|a| a.as_array());
-    for path in absent.into_iter().flatten() {
-        let path = path.as_str().expect("absent entries are strings");
-        if fs_err::symlink_metadata(out.join(path)).is_ok() {
-            errors.push(format!("unexpected path {path}"));
-        }
-    }
-    if expect.get("rootfs_empty").and_then(|v| v.as_bool()) == Some(true) {
-        let left: Vec<_> = fs_err::read_dir(out)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        if !left.is_empty() {
-            errors.push(format!("rootfs not empty: {left:?}"));
-        }
-    }
-    errors
 }
 
 /// Solves one vector and returns what is wrong with its result (empty: it passed).

@@ -23,9 +23,13 @@ impl Step<'_, '_> {
         loc: &Location,
     ) -> Result<(), ConvertError> {
         let mut message = "ENV".to_owned();
-        for pair in pairs {
-            let key = self.expand(&pair.key, loc)?;
-            let value = self.expand(&pair.value, loc)?;
+        // Every word is expanded with the environment from before the instruction, as in
+        // BuildKit: `ENV a=new b=$a` gives `b` the old value of `a`.
+        let expanded = pairs
+            .iter()
+            .map(|pair| Ok((self.expand(&pair.key, loc)?, self.expand(&pair.value, loc)?)))
+            .collect::<Result<Vec<_>, ConvertError>>()?;
+        for (key, value) in expanded {
             message.push_str(&format!(" {key}={value}"));
             self.d.state = self.d.state.clone().env(&key, &value);
             set_env(&mut self.d.env, &key, &value);

@@ -19,22 +19,26 @@ pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
     /// CPU architecture (`amd64`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub architecture: String,
     /// Operating system (`linux`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub os: String,
     /// CPU variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// The layers' uncompressed digests.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub rootfs: RootFs,
     /// One entry per instruction (and per base image history entry).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub history: Vec<History>,
     /// The runtime defaults of containers made from the image.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub config: ContainerConfig,
 }
 
@@ -42,10 +46,10 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFs {
     /// Always `layers`.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: String,
     /// `sha256:` digests of the uncompressed layers, bottom first.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub diff_ids: Vec<String>,
 }
 
@@ -74,29 +78,49 @@ pub struct History {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// True when the instruction made no layer.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "null_as_default"
+    )]
     pub empty_layer: bool,
 }
 
-/// An empty JSON object (the values of `ExposedPorts` and `Volumes`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// An empty JSON object (the values of `ExposedPorts` and `Volumes`); any value reads as one,
+/// `null` included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Empty {}
+
+impl<'de> Deserialize<'de> for Empty {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Self {})
+    }
+}
 
 /// `config` of an image configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
     /// `USER`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub user: String,
     /// `EXPOSE`: `80/tcp` and the like.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub exposed_ports: BTreeMap<String, Empty>,
     /// `ENV` (and the base image's), `KEY=VALUE`.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
+        deserialize_with = "null_as_default"
     )]
     pub env: Vec<String>,
     /// `ENTRYPOINT`.
@@ -106,19 +130,39 @@ pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
     /// `VOLUME`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub volumes: BTreeMap<String, Empty>,
     /// `WORKDIR`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub working_dir: String,
     /// `LABEL`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
     /// `STOPSIGNAL`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub stop_signal: String,
     /// Set by `CMD`/`ENTRYPOINT` (Docker compatibility).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "null_as_default"
+    )]
     pub args_escaped: bool,
     /// `HEALTHCHECK`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,14 +171,14 @@ pub struct ContainerConfig {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
+        deserialize_with = "null_as_default"
     )]
     pub on_build: Vec<String>,
     /// `SHELL`.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
+        deserialize_with = "null_as_default"
     )]
     pub shell: Vec<String>,
 }
@@ -147,23 +191,43 @@ pub struct Healthcheck {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
+        deserialize_with = "null_as_default"
     )]
     pub test: Vec<String>,
     /// Time between checks.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
     pub interval: i64,
     /// Time a check may take.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
     pub timeout: i64,
     /// Start-up time during which failures do not count.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
     pub start_period: i64,
     /// Time between checks during the start period.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
     pub start_interval: i64,
     /// Consecutive failures that make the container unhealthy.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
     pub retries: i64,
 }
 
@@ -175,13 +239,15 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-/// Accepts `null` where a list is expected (Go writes nil slices as `null`).
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+/// Reads `null` as the field's default, as absent: Go writes nil slices and maps as `null`,
+/// and images from `docker import`, `docker commit` and the classic builder have `null` in
+/// many fields (`"Volumes":null`, `"Entrypoint":null`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: Deserialize<'de> + Default,
 {
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ImageConfig {
@@ -223,5 +289,25 @@ mod tests {
             out,
             r#"{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:e3"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"rootfs"}],"config":{"Env":["PATH=/bin"],"Cmd":["sh"]}}"#
         );
+    }
+
+    #[test]
+    fn null_fields_read_as_absent() {
+        // As `docker commit`, `docker import` and the classic builder write configs.
+        let text = br#"{"architecture":"amd64","os":"linux","author":null,"created":null,"history":null,"rootfs":{"type":"layers","diff_ids":null},"config":{"Hostname":"","User":null,"ExposedPorts":null,"Env":null,"Cmd":null,"Entrypoint":null,"Volumes":{"/data":null},"WorkingDir":null,"Labels":null,"StopSignal":null,"ArgsEscaped":null,"OnBuild":null,"Shell":null,"Healthcheck":{"Test":null,"Interval":null,"Retries":null}}}"#;
+        let config: ImageConfig = serde_json::from_slice(text).unwrap();
+        assert_eq!(config.history, []);
+        assert_eq!(config.rootfs.diff_ids, Vec::<String>::new());
+        let c = &config.config;
+        assert_eq!((c.entrypoint.as_ref(), c.cmd.as_ref()), (None, None));
+        assert!(c.env.is_empty() && c.labels.is_empty() && c.exposed_ports.is_empty());
+        assert_eq!(c.volumes.keys().collect::<Vec<_>>(), ["/data"]);
+        assert_eq!((c.user.as_str(), c.working_dir.as_str()), ("", ""));
+        assert!(!c.args_escaped);
+        assert_eq!(c.healthcheck, Some(Healthcheck::default()));
+        let config: ImageConfig =
+            serde_json::from_slice(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":null}"#)
+                .unwrap();
+        assert_eq!(config.config, ContainerConfig::default());
     }
 }

@@ -37,6 +37,7 @@ impl State {
             if action.input < -1 {
                 action.input = base + (action.input - i64::MIN);
             }
+            owners_by_name_read(action);
         }
         let node = Node {
             op: pb::Op {
@@ -51,7 +52,30 @@ impl State {
     }
 }
 
-/// Owner of a file created by a file action.
+/// Points the names of an action's owner at the action's own input: as in BuildKit (its
+/// `UserOpt.ByName.Input`), a name is looked up in `/etc/passwd` and `/etc/group` of the tree
+/// the action writes to.
+fn owners_by_name_read(action: &mut pb::FileAction) {
+    let owner = match &mut action.action {
+        Some(pb::file_action::Action::Mkdir(a)) => a.owner.as_mut(),
+        Some(pb::file_action::Action::Mkfile(a)) => a.owner.as_mut(),
+        Some(pb::file_action::Action::Symlink(a)) => a.owner.as_mut(),
+        Some(pb::file_action::Action::Copy(a)) => a.owner.as_mut(),
+        Some(pb::file_action::Action::Rm(_)) | None => None,
+    };
+    let Some(owner) = owner else { return };
+    for user in [owner.user.as_mut(), owner.group.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(pb::user_opt::User::ByName(named)) = &mut user.user {
+            named.input = action.input;
+        }
+    }
+}
+
+/// Owner of a file created by a file action; names are looked up in the destination tree
+/// (the action's input) when the op runs.
 #[derive(Debug, Clone, Default)]
 pub struct Chown {
     /// The user, by name or id.

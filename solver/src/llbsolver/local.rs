@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
 
-use super::fileop::{PathPattern, path_segments as segments, resolve_in_root};
+use super::fileop::{PathPattern, expand, has_meta, path_segments as segments, resolve_in_root};
 
 /// One `.dockerignore`-style pattern, with whether it re-includes (`!`).
 #[derive(Clone, Debug)]
@@ -143,19 +143,21 @@ impl LocalFilter {
     pub(super) fn select(&self, root: &Path) -> io::Result<Vec<Selected>> {
         let mut includes = self.includes.clone();
         if !self.follow.is_empty() {
-            for path in &self.follow {
-                includes.extend(Pattern::parse(path));
-                // Every symlink on the way comes along, and so does where it leads.
-                let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-                for n in 1..=segments.len() {
-                    let prefix = segments[..n].join("/");
-                    if let Some(target) = resolve_in_root(root, Path::new(&prefix))? {
-                        includes.extend(Pattern::parse(&prefix));
-                        let mut through = target.into_os_string().into_vec();
-                        through.push(b'/');
-                        through.extend_from_slice(segments[n..].join("/").as_bytes());
-                        includes.extend(Pattern::new(&through, false));
-                    }
+            for pattern in &self.follow {
+                includes.extend(Pattern::parse(pattern));
+                // A wildcard follows every path it matches (as BuildKit's `FollowLinks`), so
+                // `COPY sub/l*` brings what the matched links lead to.
+                let paths = if has_meta(pattern.as_bytes()) {
+                    expand(root, &Path::new("/").join(pattern))?
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(root).ok())
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .collect()
+                } else {
+                    vec![pattern.clone()]
+                };
+                for path in &paths {
+                    follow_links(root, path, &mut includes)?;
                 }
             }
         }
@@ -217,6 +219,23 @@ impl LocalFilter {
         }
         excluded
     }
+}
+
+/// Adds to `includes` every symlink on the way of `path` (relative to `root`) and the path
+/// through where each leads.
+fn follow_links(root: &Path, path: &str, includes: &mut Vec<Pattern>) -> io::Result<()> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for n in 1..=segments.len() {
+        let prefix = segments[..n].join("/");
+        if let Some(target) = resolve_in_root(root, Path::new(&prefix))? {
+            includes.extend(Pattern::parse(&prefix));
+            let mut through = target.into_os_string().into_vec();
+            through.push(b'/');
+            through.extend_from_slice(segments[n..].join("/").as_bytes());
+            includes.extend(Pattern::new(&through, false));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -344,5 +363,20 @@ mod tests {
             LocalFilter::from_attrs(&attrs(&[("local.followpaths", r#"["code/main.rs"]"#)]))
                 .unwrap();
         assert_eq!(selected(&filter, dir.path()), ["code", "src/main.rs"]);
+        // A wildcard: every link it matches brings its target.
+        std::os::unix::fs::symlink("deep", dir.path().join("src/ldeep")).unwrap();
+        std::os::unix::fs::symlink("main.rs", dir.path().join("src/lmain")).unwrap();
+        let filter =
+            LocalFilter::from_attrs(&attrs(&[("local.followpaths", r#"["src/l*"]"#)])).unwrap();
+        assert_eq!(
+            selected(&filter, dir.path()),
+            [
+                "src/deep",
+                "src/deep/x.rs",
+                "src/ldeep",
+                "src/lmain",
+                "src/main.rs"
+            ]
+        );
     }
 }

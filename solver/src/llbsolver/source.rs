@@ -129,33 +129,91 @@ fn image_top(image: &kiln_cache::ImageRecord, limit: Option<usize>) -> Option<Re
     chain.map(|c| Ref::snapshot(c.to_string()))
 }
 
+/// Runs a registry call on a runtime of its own on the blocking pool: the registry client's
+/// futures are not `Send` (a closure in them borrows across an await).
+async fn on_own_runtime<T, F>(call: impl FnOnce() -> F + Send + 'static) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, kiln_cache::Error>>,
+{
+    blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(call())?)
+    })
+    .await
+}
+
+/// Says in the image vertex's output when the stored image stands in for a tag that no
+/// registry could check.
+struct VertexLog(OpContext);
+
+impl kiln_cache::PullProgress for VertexLog {
+    fn event(&self, event: kiln_cache::PullEvent) {
+        if let kiln_cache::PullEvent::StoreFallback { reference, reason } = event {
+            let line = format!(
+                "could not check {reference} against its registry ({reason}); using the image in the store\n"
+            );
+            self.0.log(2, line.as_bytes());
+        }
+    }
+}
+
 impl Op<Ref> for ImageSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        // The pull itself is the cheap path when the image is stored: it only checks the
-        // manifest. The op digest keys it (a tag is resolved again on each pull).
-        super::definition_map(&self.digest, 0)
+        // A reference with a digest is keyed by the op digest. A tag is keyed by what it
+        // points to now, as BuildKit keys it: the registry's answer to a manifest `HEAD`, or,
+        // when no registry answers, the image stored under the name; so a moved tag is seen.
+        if self.reference.contains('@') {
+            return super::definition_map(&self.digest, 0);
+        }
+        let (digest, reference) = (self.digest.clone(), self.reference.clone());
+        let (pull, config) = (self.pull.clone(), self.config.clone());
+        async move {
+            let resolved = {
+                let reference = reference.clone();
+                on_own_runtime(move || async move {
+                    kiln_cache::resolve_digest(&reference, &pull).await
+                })
+                .await
+            };
+            let resolved = match resolved {
+                Ok(resolved) => Some(resolved),
+                Err(_) => match kiln_cache::parse_reference(&reference) {
+                    Ok(name) => config
+                        .store
+                        .image(&name.whole())
+                        .map_err(Error::from)?
+                        .map(|image| image.index.unwrap_or(image.manifest)),
+                    Err(_) => None,
+                },
+            };
+            let key = match resolved {
+                Some(resolved) => {
+                    kiln_llb::Digest::from_bytes(format!("{digest}\n{resolved}").as_bytes())
+                        .to_string()
+                }
+                None => digest,
+            };
+            Ok(CacheMap {
+                digest: key,
+                deps: Vec::new(),
+            })
+        }
+        .boxed()
     }
 
-    fn exec(&self, _: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
+    fn exec(&self, ctx: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
         let reference = self.reference.clone();
         let pull = self.pull.clone();
         let (layer_limit, checksum) = (self.layer_limit, self.checksum);
         async move {
-            // The pull future is not `Send` (a closure in it borrows across an await), so it
-            // runs on a runtime of its own on the blocking pool.
             let pulled = {
                 let reference = reference.clone();
-                blocking(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    Ok(runtime.block_on(kiln_cache::pull(
-                        config.store.clone(),
-                        &reference,
-                        &pull,
-                        &(),
-                    ))?)
+                on_own_runtime(move || async move {
+                    kiln_cache::pull(config.store.clone(), &reference, &pull, &VertexLog(ctx)).await
                 })
                 .await?
             };

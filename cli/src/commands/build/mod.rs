@@ -178,7 +178,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let lease = store.lease().context("taking a lease on the store")?;
     let pull = PullOptions {
         config: config.cache.clone(),
-        prefer_local: true,
+        prefer_local: !args.pull,
         ..PullOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub(crate) mod cases;
+
 use kiln_testdata::{is_root, registry_up, skip};
 
 /// Whether builds that pull from the test registry can run here (root, the registry up); when

@@ -1,7 +1,7 @@
 //! The read-only and writable mounts of an exec step other than the root, cache and SSH
 //! mounts: tmpfs, secrets and binds of other vertices' results.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_llb::pb;
 
@@ -42,9 +42,9 @@ pub(super) async fn writable_bind(
     Ok((mount, guard))
 }
 
-/// A writable mount of the directory `m.selector` of `input`: a new snapshot holding a copy of
-/// the merged directory (found inside the snapshot, links followed within it), bind-mounted
-/// writable. Its output, if it has one, is that directory with the step's changes (BuildKit's
+/// A writable mount of the directory or file `m.selector` of `input`: a new snapshot holding a
+/// copy of the merged directory or of the file (found inside the snapshot, links followed
+/// within it), bind-mounted writable. Its output, if it has one, is that directory with the step's changes (BuildKit's
 /// is the whole input with them; Dockerfile `rw` mounts never read it).
 async fn writable_selection(
     config: &SessionConfig,
@@ -63,12 +63,28 @@ async fn writable_selection(
         })
         .await?
     };
-    {
-        let upper = upper.clone();
-        blocking(move || seed_cache_dir(&scratch, &seed, &upper)).await?;
-    }
+    // A file is copied alone into the new snapshot and bind-mounted as a file.
+    let source = blocking(move || -> Result<PathBuf, Error> {
+        let is_dir = match seed.first() {
+            Some(top) => fs_err::symlink_metadata(top)?.is_dir(),
+            None => true,
+        };
+        if is_dir {
+            seed_cache_dir(&scratch, &seed, &upper)?;
+            return Ok(upper);
+        }
+        let file = upper.join("file");
+        kiln_fsutil::TreeCopy::default().copy_tree(
+            &seed[0],
+            &file,
+            Path::new(""),
+            &mut kiln_fsutil::HardLinks::new(),
+        )?;
+        Ok(file)
+    })
+    .await?;
     let mount = ExecMount::Bind {
-        source: upper,
+        source,
         target: PathBuf::from(&m.dest),
         readonly: false,
     };

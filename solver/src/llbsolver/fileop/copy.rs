@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_llb::{ModeSet, pb};
 
@@ -84,35 +84,49 @@ pub(crate) fn copy_with(
             });
         }
     }
-    let sources = if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
-        let found = expand(src_root, src).map_err(io_err("copy", src))?;
-        if found.is_empty() && !action.allow_empty_wildcard {
-            return Err(FileError::NotFound {
-                path: src.to_owned(),
-            });
-        }
-        found
-            .into_iter()
-            .map(|p| {
-                if action.follow_symlink {
-                    scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)
-                } else {
-                    Ok(p)
-                }
-            })
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(io_err("copy", src))?
-    } else {
-        let p =
-            scoped::resolve(src_root, src, action.follow_symlink).map_err(io_err("copy", src))?;
-        if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
-            return Err(FileError::NotFound {
-                path: src.to_owned(),
-            });
-        }
-        vec![p]
-    };
+    // Each source with the name it is copied under: the matched or given name, not the name
+    // a followed symlink leads to (BuildKit's `filepath.Base(src)`).
+    let sources: Vec<(PathBuf, PathBuf)> =
+        if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
+            let found = expand(src_root, src).map_err(io_err("copy", src))?;
+            if found.is_empty() && !action.allow_empty_wildcard {
+                return Err(FileError::NotFound {
+                    path: src.to_owned(),
+                });
+            }
+            found
+                .into_iter()
+                .map(|p| {
+                    let followed = if action.follow_symlink {
+                        scoped::resolve(src_root, p.strip_prefix(src_root).unwrap_or(&p), true)?
+                    } else {
+                        p.clone()
+                    };
+                    Ok((p, followed))
+                })
+                .collect::<io::Result<_>>()
+                .map_err(io_err("copy", src))?
+        } else {
+            let p = scoped::resolve(src_root, src, action.follow_symlink)
+                .map_err(io_err("copy", src))?;
+            if scoped::lstat(&p).map_err(io_err("copy", src))?.is_none() {
+                return Err(FileError::NotFound {
+                    path: src.to_owned(),
+                });
+            }
+            let named = if action.follow_symlink {
+                scoped::resolve(src_root, src, false).map_err(io_err("copy", src))?
+            } else {
+                p.clone()
+            };
+            vec![(named, p)]
+        };
 
+    let fixed_mode =
+        (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
+    // Directories the copy creates get a numeric `--chmod` mode too, as in BuildKit (fsutil
+    // since its fix for moby/buildkit#4945); a symbolic mode leaves them 0755.
+    let dir_mode = fixed_mode.unwrap_or(0o755);
     let dest_shown = paths.dest;
     let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
     let dest_bytes = dest_shown.as_os_str().as_bytes();
@@ -124,13 +138,13 @@ pub(crate) fn copy_with(
             dest.parent()
         };
         if let Some(ensure) = ensure {
-            mkdir_all(dest_root, ensure, owner).map_err(io_err("copy", dest_shown))?;
+            mkdir_all(dest_root, ensure, dir_mode, owner).map_err(io_err("copy", dest_shown))?;
         }
     }
 
     let filter = filter::Filter::new(&action.include_patterns, &action.exclude_patterns);
     let mut links = HashMap::new();
-    for source in &sources {
+    for (named, source) in &sources {
         let meta = fs_err::symlink_metadata(source).map_err(io_err("copy", src))?;
         // Include and exclude patterns are relative to each copied directory.
         let selected = match &filter {
@@ -154,12 +168,10 @@ pub(crate) fn copy_with(
         // The source's root has no name of its own: copying `/` into a directory copies its
         // contents there (Go's `filepath.Base("/")` joined to the destination).
         let target = if into_dir && source.as_path() != src_root {
-            dest.join(source.file_name().unwrap_or_default())
+            dest.join(named.file_name().unwrap_or_default())
         } else {
             dest.clone()
         };
-        let fixed_mode =
-            (action.mode >= 0 && mode_set.is_none()).then_some(action.mode as u32 & 0o7777);
         let mode = |own: u32, is_dir: bool| match (&mode_set, fixed_mode) {
             (Some(set), _) => set.apply(own, is_dir),
             (None, Some(mode)) => mode,
@@ -182,9 +194,11 @@ pub(crate) fn copy_with(
                 Some(m) if m.is_dir() => {}
                 Some(_) => {
                     fs_err::remove_file(&target).map_err(io_err("copy", dest_shown))?;
-                    mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?;
+                    mkdir_all(dest_root, &target, dir_mode, owner)
+                        .map_err(io_err("copy", dest_shown))?;
                 }
-                None => mkdir_all(dest_root, &target, owner).map_err(io_err("copy", dest_shown))?,
+                None => mkdir_all(dest_root, &target, dir_mode, owner)
+                    .map_err(io_err("copy", dest_shown))?,
             }
             copier
                 .copy_contents(source, &target, &mut links)
@@ -253,7 +267,7 @@ pub(super) fn unpack_archive(
                 dest.display()
             )));
         }
-        None => mkdir_all(dest_root, dest, owner)?,
+        None => mkdir_all(dest_root, dest, 0o755, owner)?,
     }
     let mut archive = tar::Archive::new(io::Cursor::new(head).chain(reader));
     archive.set_preserve_permissions(true);
@@ -286,7 +300,7 @@ pub(super) fn unpack_archive(
             }
             None => {
                 let dir = parent.host_in(dest);
-                mkdir_all(dest, &dir, owner)?;
+                mkdir_all(dest, &dir, 0o755, owner)?;
                 dir
             }
         };
@@ -324,8 +338,8 @@ pub(super) fn unpack_archive(
     Ok(true)
 }
 
-/// Creates `dir` and its missing parents below `root` with mode 0755 and the owner.
-fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
+/// Creates `dir` and its missing parents below `root` with `mode` and the owner.
+fn mkdir_all(root: &Path, dir: &Path, mode: u32, owner: Option<Owner>) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut p = Some(dir);
     while let Some(d) = p {
@@ -337,7 +351,7 @@ fn mkdir_all(root: &Path, dir: &Path, owner: Option<Owner>) -> io::Result<()> {
     }
     for d in missing.iter().rev() {
         fs_err::create_dir(d)?;
-        fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        fs_err::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
         if let Some(o) = owner {
             std::os::unix::fs::lchown(d, Some(o.uid), Some(o.gid))?;
         }

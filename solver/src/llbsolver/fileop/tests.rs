@@ -320,6 +320,70 @@ fn copy_wildcards_owner_mode_and_time() {
 }
 
 #[test]
+fn copy_keeps_source_modes_and_gives_made_directories_a_numeric_mode() {
+    let src = tree();
+    let s = src.path();
+    fs_err::write(s.join("ro"), "r").unwrap();
+    fs_err::set_permissions(s.join("ro"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    fs_err::create_dir(s.join("dir")).unwrap();
+    fs_err::write(s.join("dir/f"), "f").unwrap();
+    let dest = tree();
+    let d = dest.path();
+    fs_err::create_dir(d.join("old")).unwrap();
+    fs_err::set_permissions(d.join("old"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // No mode: the source's bits, parents made 0755.
+    copy(s, d, &copy_action("/ro", "/plain/sub/ro"), None).unwrap();
+    assert_eq!(mode(&d.join("plain/sub/ro")), 0o444);
+    assert_eq!(mode(&d.join("plain/sub")), 0o755);
+    // A numeric mode: the file and every directory the copy makes get it; an existing
+    // parent keeps its own.
+    let chmod = |src: &str, dest: &str| pb::FileActionCopy {
+        mode: 0o710,
+        ..copy_action(src, dest)
+    };
+    copy(s, d, &chmod("/ro", "/old/new/parent/file"), None).unwrap();
+    assert_eq!(mode(&d.join("old/new/parent/file")), 0o710);
+    assert_eq!(mode(&d.join("old/new/parent")), 0o710);
+    assert_eq!(mode(&d.join("old/new")), 0o710);
+    assert_eq!(mode(&d.join("old")), 0o700);
+    // A directory's contents into a new directory: that directory gets the mode too.
+    copy(s, d, &chmod("/dir", "/made/"), None).unwrap();
+    assert_eq!(mode(&d.join("made")), 0o710);
+    assert_eq!(mode(&d.join("made/f")), 0o710);
+}
+
+#[test]
+fn copy_follows_matched_links_under_their_own_names() {
+    let src = tree();
+    let s = src.path();
+    fs_err::create_dir_all(s.join("sub/dir")).unwrap();
+    fs_err::write(s.join("sub/file"), "f").unwrap();
+    fs_err::write(s.join("sub/dir/g"), "g").unwrap();
+    ln("file", s.join("sub/lfile")).unwrap();
+    ln("dir", s.join("sub/ldir")).unwrap();
+    let dest = tree();
+    let d = dest.path();
+    // A wildcard: a link to a file is copied as that file under the link's name; a link to a
+    // directory has the directory's contents copied, as any directory source.
+    copy(s, d, &copy_action("/sub/l*", "/dest/"), None).unwrap();
+    let mut names: Vec<_> = fs_err::read_dir(d.join("dest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g", "lfile"]);
+    assert!(
+        fs_err::symlink_metadata(d.join("dest/lfile"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(fs_err::read_to_string(d.join("dest/lfile")).unwrap(), "f");
+    // A link named without a wildcard keeps its name too.
+    copy(s, d, &copy_action("/sub/lfile", "/one/"), None).unwrap();
+    assert_eq!(fs_err::read_to_string(d.join("one/lfile")).unwrap(), "f");
+}
+
+#[test]
 fn copy_symbolic_mode_applies_to_each_entry_own_mode() {
     let src = tree();
     let s = src.path();
