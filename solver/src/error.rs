@@ -86,24 +86,26 @@ pub enum Error {
         dest: String,
     },
     /// A mount's path inside its snapshot cannot be mounted.
-    #[error("mounting {selector:?} of a snapshot at {dest}: {reason}")]
+    #[error("mounting {selector:?} of a snapshot at {dest}")]
     MountSelector {
         /// The path inside the snapshot.
         selector: String,
         /// The mount target.
         dest: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: SelectError,
     },
     /// A cache mount's source path inside its snapshot cannot seed the cache.
-    #[error("the source {selector:?} of the cache mount at {dest}: {reason}")]
+    #[error("the source {selector:?} of the cache mount at {dest}")]
     CacheMountSource {
         /// The path inside the snapshot.
         selector: String,
         /// The mount target.
         dest: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: SelectError,
     },
     /// A cache mount seed that is not a directory.
     #[error("{} is not a directory", path.display())]
@@ -394,4 +396,19 @@ impl fmt::Display for Tail<'_> {
         }
         write!(f, "\n\n{}", self.0)
     }
+}
+
+/// Why a path inside a snapshot cannot be selected (for a mount's or a cache mount's source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectError {
+    /// Resolving it inside the snapshot failed (a link loop, a path too deep, I/O).
+    #[error(transparent)]
+    Resolve(#[from] kiln_fsutil::Error),
+    /// Nothing is there.
+    #[error("{}: no such file or directory", path.display())]
+    Missing {
+        /// The path, resolved inside the snapshot.
+        path: PathBuf,
+    },
 }

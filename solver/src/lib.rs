@@ -62,7 +62,7 @@ mod scheduler;
 pub mod testing;
 
 pub use cache_key::CacheKey;
-pub use error::{BuildError, Error, InputOf, LlbError};
+pub use error::{BuildError, Error, InputOf, LlbError, SelectError};
 pub use executor::{
     Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
     ExecUlimit, Executor, OutputSink,

@@ -40,10 +40,10 @@ pub(super) async fn cache_mount(
         if lowers.is_empty() {
             Vec::new()
         } else {
-            select_in_layers(&lowers, &m.selector).map_err(|reason| Error::CacheMountSource {
+            select_in_layers(&lowers, &m.selector).map_err(|source| Error::CacheMountSource {
                 selector: m.selector.clone(),
                 dest: m.dest.clone(),
-                reason,
+                source,
             })?
         }
     };

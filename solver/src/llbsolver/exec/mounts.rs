@@ -7,7 +7,7 @@ use kiln_llb::pb;
 
 use super::cache_mount::seed_cache_dir;
 use super::{input_ref, prepare_writable};
-use crate::error::Error;
+use crate::error::{Error, SelectError};
 use crate::executor::ExecMount;
 use crate::llbsolver::{ActiveSnapshot, Ref, SessionConfig, blocking};
 
@@ -53,7 +53,7 @@ async fn writable_selection(
 ) -> Result<(ExecMount, ActiveSnapshot), Error> {
     let lowers = input.lowers(&config.store)?;
     let seed =
-        select_in_layers(&lowers, &m.selector).map_err(|reason| mount_selector(m, reason))?;
+        select_in_layers(&lowers, &m.selector).map_err(|source| mount_selector(m, source))?;
     let scratch = crate::llbsolver::scratch_dir(&config.store)?;
     let (guard, upper) = {
         let store = config.store.clone();
@@ -128,7 +128,7 @@ pub(super) fn mount(
             let input = input_ref(inputs, m.input)?;
             let lowers = input.lowers(&config.store)?;
             let selected = select_in_layers(&lowers, &m.selector)
-                .map_err(|reason| mount_selector(m, reason))?;
+                .map_err(|source| mount_selector(m, source))?;
             // The selected paths were resolved through real directories of the layers only.
             // The layers are committed snapshots that no build step writes to, so nothing can
             // swap a link into them between this resolution and the mount.
@@ -154,11 +154,11 @@ pub(super) fn mount(
 }
 
 /// The error of a mount whose selector cannot be mounted.
-fn mount_selector(m: &pb::Mount, reason: String) -> Error {
+fn mount_selector(m: &pb::Mount, source: SelectError) -> Error {
     Error::MountSelector {
         selector: m.selector.clone(),
         dest: m.dest.clone(),
-        reason,
+        source,
     }
 }
 
@@ -167,15 +167,15 @@ fn mount_selector(m: &pb::Mount, reason: String) -> Error {
 /// read-only overlay of exactly those, it shows what the merged snapshot has there); for
 /// anything else, the one host file. The selector is resolved inside the snapshot as BuildKit
 /// does: links are followed with the snapshot as `/`, `..` stops at its root.
-pub(super) fn select_in_layers(lowers: &[PathBuf], selector: &str) -> Result<Vec<PathBuf>, String> {
-    let resolved = kiln_fsutil::Root::layered(lowers.to_vec())
-        .resolve(selector, true)
-        .map_err(|e| e.to_string())?;
+pub(super) fn select_in_layers(
+    lowers: &[PathBuf],
+    selector: &str,
+) -> Result<Vec<PathBuf>, SelectError> {
+    let resolved = kiln_fsutil::Root::layered(lowers.to_vec()).resolve(selector, true)?;
     match resolved.entry {
         Some(entry) => Ok(entry.layers),
-        None => Err(format!(
-            "{}: no such file or directory",
-            resolved.path.display()
-        )),
+        None => Err(SelectError::Missing {
+            path: resolved.path,
+        }),
     }
 }

@@ -168,7 +168,9 @@ fn selector_in_layers_shows_the_merged_directory_only() {
         [top.join("app/src/t")]
     );
     assert_eq!(
-        select_in_layers(&lowers, "nowhere").unwrap_err(),
+        select_in_layers(&lowers, "nowhere")
+            .unwrap_err()
+            .to_string(),
         "/nowhere: no such file or directory"
     );
     assert!(select_in_layers(&lowers, "../x").is_err());
