@@ -177,13 +177,29 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             }
             // The other keys, cheapest first: by the inputs' content-based keys, then by the
             // content the op reads (which needs its inputs).
-            let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+            let reads_content = keys.deps.iter().any(|d| d.content.is_some());
+            let (inputs_alt, early_content) = if keys.previous.is_none() && reads_content {
+                // Nothing recorded of this op: its content key is likely needed, so it is
+                // computed (its inputs solved) while the inputs' keys are, not after them.
+                let (inputs_alt, content) = futures::future::try_join(
+                    self.inputs_alt_key(&digest, &keys),
+                    self.content_key(digest.clone()),
+                )
+                .await?;
+                (inputs_alt, Some(content))
+            } else {
+                (self.inputs_alt_key(&digest, &keys).await?, None)
+            };
             let mut found = None;
             if let Some(key) = inputs_alt {
                 found = self.inner.cache.load(&key).await.map_err(cache_error)?;
             }
             if found.is_none() {
-                if let Some(key) = self.content_key(digest.clone()).await? {
+                let content = match early_content {
+                    Some(content) => content,
+                    None => self.content_key(digest.clone()).await?,
+                };
+                if let Some(key) = content {
                     found = self.inner.cache.load(&key).await.map_err(cache_error)?;
                 }
             }

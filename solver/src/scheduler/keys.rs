@@ -180,6 +180,12 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         if !vertex.ignore_cache && self.lookup(digest.clone()).await?.is_some() {
             return Ok(None);
         }
+        if keys.previous.is_none() && keys.deps.iter().any(|d| d.content.is_some()) {
+            // No record to hold the inputs' keys against: the content key is the one, and
+            // computing it solves the inputs it reads all at once (a chain of such vertices,
+            // e.g. `COPY --from` of several stages, starts every stage together).
+            return self.content_key(digest).await;
+        }
         let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
         if let Some(previous) = &keys.previous {
             if inputs_alt.is_some() && previous.inputs_alt == inputs_alt {

@@ -31,6 +31,8 @@ struct Sum {
     sleep: Duration,
     fail: bool,
     content_inputs: bool,
+    /// With `content_inputs`: the first input (a copy's destination) is keyed by definition.
+    content_skips_first: bool,
     class: ResourceClass,
     counters: Arc<Counters>,
     dropped: Option<Arc<AtomicBool>>,
@@ -49,7 +51,10 @@ impl Op<u64> for Sum {
         let map = CacheMap {
             digest: format!("sum:{}:{}", self.add, self.fail),
             deps: (0..self.inputs)
-                .map(|_| dep(self.content_inputs, &self.counters))
+                .map(|i| {
+                    let content = self.content_inputs && !(self.content_skips_first && i == 0);
+                    dep(content, &self.counters)
+                })
                 .collect(),
         };
         async move { Ok(map) }.boxed()
@@ -140,6 +145,7 @@ impl TestGraph {
             sleep: Duration::ZERO,
             fail: false,
             content_inputs: false,
+            content_skips_first: false,
             class: ResourceClass::Exec,
             counters: self.counters.clone(),
             dropped: None,
@@ -262,6 +268,41 @@ async fn exec_parallelism_is_bounded_and_io_only_by_its_own_larger_bound() {
             "limit {limit}, io limit {io_limit}, {class:?}"
         );
     }
+}
+
+/// Independent stages copied one after another into a final stage (`COPY --from` chain): the
+/// copies' content keys need the stages' results, and every stage starts at once, not each
+/// after the copy below it.
+#[tokio::test]
+async fn stages_copied_in_a_chain_run_in_parallel() {
+    let mut t = TestGraph::new();
+    t.sum("base", 1, &[]);
+    let mut below = "base".to_owned();
+    for stage in 1..=4 {
+        let name = format!("stage{stage}");
+        t.add(&name, stage, &["base"], |op| {
+            op.sleep = Duration::from_millis(300);
+        });
+        let copy = format!("copy{stage}");
+        t.add(&copy, 0, &[below.as_str(), name.as_str()], |op| {
+            op.content_inputs = true;
+            op.content_skips_first = true;
+            op.class = ResourceClass::Io;
+        });
+        below = copy;
+    }
+    let counters = t.counters.clone();
+    let scheduler = Scheduler::builder()
+        .cache(Arc::new(MemCache::default()))
+        .max_parallel_exec(4)
+        .build();
+    let result = solve(&scheduler, Arc::new(t.graph), "copy4").await.unwrap();
+    assert_eq!(result, 1 + (1 + 1 + 1 + 1) + (1 + 2 + 3 + 4));
+    assert_eq!(
+        counters.max_running.load(Ordering::SeqCst),
+        4,
+        "the four stages ran one by one"
+    );
 }
 
 #[tokio::test]
