@@ -20,7 +20,7 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     let args = args::Cli::parse();
     init_tracing(match &args.command {
-        args::Command::Daemon(daemon) if daemon.debug => "debug",
+        args::Command::Daemon(daemon) if daemon.debug => DAEMON_DEBUG,
         args::Command::Daemon(_) => "info",
         _ => "warn",
     });
@@ -54,6 +54,10 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Daemon(daemon) => commands::daemon::run(&args.root, &config()?, &daemon),
     }
 }
+
+/// `kiln daemon --debug`: kiln's own debug events, the libraries' warnings.
+const DAEMON_DEBUG: &str = "warn,kiln=debug,kiln_daemon=debug,kiln_engine=debug,kiln_solver=debug,\
+kiln_cache=debug,kiln_exporters=debug,kiln_runner=debug,kiln_frontend=debug";
 
 /// Logs to stderr by `KILN_LOG`, else at `default_level`.
 fn init_tracing(default_level: &str) {

@@ -29,6 +29,8 @@ pub(crate) struct ControlService {
     pub(crate) config: kiln_cache::Config,
     pub(crate) executor: Arc<dyn kiln_solver::Executor>,
     pub(crate) builds: Builds,
+    /// The results of builds run as gateway clients.
+    pub(crate) returns: crate::gateway::Returns,
     /// Turns true when the daemon shuts down: builds are cancelled, streams end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -87,7 +89,12 @@ async fn blocking<T: Send + 'static>(
 
 /// An error with its causes, one line as BuildKit's errors are.
 pub(crate) fn error_text(what: &str, err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("{what}: {err}");
+    format!("{what}: {}", causes(err))
+}
+
+/// An error and its causes on one line, `: `-separated.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
         text.push_str(": ");
@@ -195,11 +202,16 @@ impl ControlService {
                 request.frontend
             )));
         }
-        let definition = request
-            .definition
-            .clone()
-            .filter(|d| !d.def.is_empty())
-            .ok_or_else(|| Status::invalid_argument("the request has no Definition"))?;
+        let definition = match request.definition.clone().filter(|d| !d.def.is_empty()) {
+            Some(definition) => definition,
+            // buildctl runs its build as a gateway client and returns the result to solve.
+            None => self
+                .returns
+                .wait(&request.r#ref)
+                .await
+                .ok_or_else(|| Status::invalid_argument("the request has no Definition"))?
+                .map_err(Status::unknown)?,
+        };
         let definition = LoadedDefinition::from_definition(definition)
             .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?;
         let outputs = outputs(&request)?;
@@ -227,7 +239,7 @@ impl ControlService {
         let result = session
             .solve(&definition, progress)
             .await
-            .map_err(|e| Status::unknown(error_text("failed to solve", &e)))?;
+            .map_err(|e| Status::unknown(causes(&e)))?;
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {
@@ -311,7 +323,13 @@ impl Control for ControlService {
     ) -> Result<Response<SolveResponse>, Status> {
         let request = request.into_inner();
         let reference = request.r#ref.clone();
-        tracing::info!(reference, "solve");
+        tracing::info!(
+            reference,
+            ops = request.definition.as_ref().map_or(0, |d| d.def.len()),
+            frontend = request.frontend,
+            session = request.session,
+            "solve"
+        );
         let mut shutdown = self.shutdown.clone();
         // Dropping the build on shutdown kills its processes and releases its lease.
         let result = tokio::select! {
@@ -319,6 +337,7 @@ impl Control for ControlService {
             _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the daemon is shutting down")),
         };
         self.builds.finish(&reference);
+        self.returns.forget(&reference);
         if let Err(status) = &result {
             tracing::info!(reference, error = status.message(), "solve failed");
         }

@@ -7,6 +7,10 @@
 //! `Status`, `Session`) until a shutdown future resolves; [`shutdown_signal`] is the usual one
 //! (SIGTERM or SIGINT).
 //!
+//! `buildctl build` runs its build function as a gateway client on the same socket: the
+//! `LLBBridge` calls `Ping`, `Solve` and `Return` are served too (`gateway`), and the
+//! `Control.Solve` of that build exports what the function returned.
+//!
 //! Place in the data path: a client's `Solve` carries an LLB Definition; the daemon solves it
 //! with kiln-solver (backed by kiln-engine's runner executor) and exports the result with
 //! kiln-engine's `export`, streaming the solver's progress events to the client's `Status`
@@ -25,6 +29,7 @@
 
 mod control;
 mod error;
+mod gateway;
 mod pb;
 mod server;
 mod status;

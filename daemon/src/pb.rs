@@ -10,12 +10,24 @@ pub mod moby {
             pub mod types {
                 include!("pb/moby.buildkit.v1.types.rs");
             }
+            pub mod frontend {
+                include!("pb/moby.buildkit.v1.frontend.rs");
+            }
+            pub mod apicaps {
+                include!("pb/moby.buildkit.v1.apicaps.rs");
+            }
         }
     }
     pub mod filesync {
         pub mod v1 {
             include!("pb/moby.filesync.v1.rs");
         }
+    }
+}
+
+pub mod google {
+    pub mod rpc {
+        include!("pb/google.rpc.rs");
     }
 }
 
@@ -27,5 +39,7 @@ pub mod fsutil {
 
 /// `moby.buildkit.v1`: the control service and its messages.
 pub use moby::buildkit::v1 as control;
+/// `moby.buildkit.v1.frontend`: the gateway API's `LLBBridge`.
+pub use moby::buildkit::v1::frontend as gateway;
 /// `moby.buildkit.v1.types`: workers and versions.
 pub use moby::buildkit::v1::types;

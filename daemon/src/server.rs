@@ -22,7 +22,9 @@ use tokio::sync::watch;
 
 use crate::control::ControlService;
 use crate::error::Error;
+use crate::gateway::{GatewayService, Returns};
 use crate::pb::control::control_server::ControlServer;
+use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 use crate::status::Builds;
 
 /// The largest gRPC message the daemon takes or sends (BuildKit's default limit too).
@@ -92,7 +94,12 @@ impl Daemon {
         let listener = bind(path, self.socket_group)?;
         tracing::info!(socket = %path.display(), "serving the control API");
         let (cancel, cancelled) = watch::channel(false);
+        let returns = Returns::default();
+        let gateway = LlbBridgeServer::new(GatewayService::new(returns.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let service = ControlService {
+            returns,
             store: self.store.clone(),
             config: self.config.clone(),
             executor: self.executor.clone(),
@@ -106,6 +113,7 @@ impl Daemon {
         let (stopping, mut stopped) = watch::channel(false);
         let server = tonic::transport::Server::builder()
             .add_service(control)
+            .add_service(gateway)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down: cancelling builds");

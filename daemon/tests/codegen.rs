@@ -10,6 +10,9 @@ const FILES: &[&str] = &[
     "moby.buildkit.v1.types.rs",
     "moby.filesync.v1.rs",
     "fsutil.types.rs",
+    "moby.buildkit.v1.frontend.rs",
+    "moby.buildkit.v1.apicaps.rs",
+    "google.rpc.rs",
 ];
 
 #[test]
@@ -21,6 +24,7 @@ fn generated_code_is_up_to_date() {
         [
             proto_dir.join("control.proto"),
             proto_dir.join("filesync.proto"),
+            proto_dir.join("gateway.proto"),
         ],
         [&proto_dir, &llb_proto],
     )
@@ -29,6 +33,7 @@ fn generated_code_is_up_to_date() {
     tonic_prost_build::configure()
         .extern_path(".pb", "::kiln_llb::pb")
         .extern_path(".google.protobuf.Timestamp", "::prost_types::Timestamp")
+        .extern_path(".google.protobuf.Any", "::prost_types::Any")
         // The daemon serves the control API and is the client of the session's services.
         .build_server(true)
         .build_client(true)

@@ -307,3 +307,123 @@ fn serial_daemon_du_and_prune_through_buildctl_match_the_store() {
     drop(daemon);
     assert_eq!(kiln_du(&root), left);
 }
+
+/// Runs `buildctl build --progress=plain ARGS` with the marshalled Definition `def` on its
+/// standard input.
+fn buildctl_build(daemon: &Daemon, def: &[u8], args: &[&str]) -> Output {
+    let mut child = Command::new(&daemon.buildctl)
+        .arg("--addr")
+        .arg(format!("unix://{}", daemon.socket.display()))
+        .args(["build", "--progress=plain"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, def).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The digest the test registry serves for `repository:tag`'s manifest.
+fn registry_digest(repository: &str, tag: &str) -> String {
+    let out = assert_ok(
+        Command::new("curl")
+            .args(["-sfI", "-H"])
+            .arg(
+                "Accept: application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .arg(format!(
+                "http://127.0.0.1:5000/v2/{repository}/manifests/{tag}"
+            ))
+            .output()
+            .unwrap(),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("the registry names the manifest's digest")
+}
+
+#[test]
+fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let def =
+        fs_err::read(kiln_testdata::llb_vectors_dir().join("123-run-shell-form-uses-sh-c/def.pb"))
+            .unwrap();
+    let tag = format!("daemon-{}", std::process::id());
+    let metadata = dir.path().join("metadata.json");
+    let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let built = assert_ok(buildctl_build(
+        &daemon,
+        &def,
+        &[
+            "--output",
+            &output,
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        progress.contains("[b 2/2] RUN echo -n \"$0\" > /zero"),
+        "{progress}"
+    );
+    assert!(progress.contains("DONE"), "{progress}");
+    let response: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    let digest = response["containerimage.digest"].as_str().unwrap();
+    assert_eq!(registry_digest("kiln-test/daemon", &tag), digest);
+
+    // Again: every step is cached.
+    let again = assert_ok(buildctl_build(&daemon, &def, &[]));
+    let progress = String::from_utf8_lossy(&again.stderr);
+    assert!(progress.contains("CACHED"), "{progress}");
+    assert!(!progress.contains("DONE"), "{progress}");
+}
+
+#[test]
+fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
+    use kiln_llb::prost::Message as _;
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let def = kiln_llb::image(&format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    ))
+    .run(["/bin/sh", "-c", "echo failing-step-output; exit 3"])
+    .root()
+    .marshal()
+    .encode_to_vec();
+    let failed = buildctl_build(&daemon, &def, &[]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("failing-step-output"), "{stderr}");
+    assert!(stderr.contains("ERROR:"), "{stderr}");
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(
+        stderr.contains("error: failed to solve: ")
+            && !stderr.contains("failed to solve: failed to solve"),
+        "{stderr}"
+    );
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
+}
