@@ -266,6 +266,20 @@ impl ControlService {
     }
 }
 
+/// Ends a build's progress and forgets its gateway result when its `Solve` ends, however it
+/// ends.
+struct Finished<'a> {
+    service: &'a ControlService,
+    reference: &'a str,
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.service.builds.finish(self.reference);
+        self.service.returns.forget(self.reference);
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn disk_usage(
@@ -331,13 +345,16 @@ impl Control for ControlService {
             "solve"
         );
         let mut shutdown = self.shutdown.clone();
+        // Also when the caller goes and this call is dropped: its Status streams end.
+        let _finished = Finished {
+            service: self,
+            reference: &reference,
+        };
         // Dropping the build on shutdown kills its processes and releases its lease.
         let result = tokio::select! {
             result = self.build(request) => result,
             _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the daemon is shutting down")),
         };
-        self.builds.finish(&reference);
-        self.returns.forget(&reference);
         if let Err(status) = &result {
             tracing::info!(reference, error = status.message(), "solve failed");
         }

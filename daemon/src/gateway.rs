@@ -111,7 +111,8 @@ enum Slot {
 }
 
 impl Returns {
-    /// Waits for the result of build `reference`; `None` if the client went without one.
+    /// Waits for the result of build `reference`; `None` if the client went without one. The
+    /// caller forgets `reference` when its solve ends.
     pub(crate) async fn wait(&self, reference: &str) -> Option<Returned> {
         let receiver = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -124,11 +125,7 @@ impl Returns {
                 }
             }
         };
-        let returned = receiver.await.ok();
-        if returned.is_none() {
-            self.forget(reference);
-        }
-        returned
+        receiver.await.ok()
     }
 
     /// Hands the result of build `reference` to its waiting `Control.Solve`, or keeps it for one

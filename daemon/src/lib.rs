@@ -33,6 +33,8 @@ mod gateway;
 mod pb;
 mod server;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use error::Error;
 pub use server::{Address, Daemon, MAX_MESSAGE_SIZE, shutdown_signal};

@@ -396,9 +396,21 @@ fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
     assert!(!progress.contains("DONE"), "{progress}");
 }
 
+/// The marshalled Definition of one `sh -c SCRIPT` step on the test registry's busybox.
+fn busybox_step(script: &str) -> Vec<u8> {
+    use kiln_llb::prost::Message as _;
+    kiln_llb::image(&format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    ))
+    .run(["/bin/sh", "-c", script])
+    .root()
+    .marshal()
+    .encode_to_vec()
+}
+
 #[test]
 fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
-    use kiln_llb::prost::Message as _;
     if !crate::common::ready() {
         return;
     }
@@ -406,14 +418,7 @@ fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
     let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
         return;
     };
-    let def = kiln_llb::image(&format!(
-        "127.0.0.1:5000/library/busybox@{}",
-        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
-    ))
-    .run(["/bin/sh", "-c", "echo failing-step-output; exit 3"])
-    .root()
-    .marshal()
-    .encode_to_vec();
+    let def = busybox_step("echo failing-step-output; exit 3");
     let failed = buildctl_build(&daemon, &def, &[]);
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
@@ -426,4 +431,53 @@ fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
         "{stderr}"
     );
     assert_ok(daemon.buildctl(&["debug", "workers"]));
+}
+
+#[test]
+fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let tag = format!("concurrent-{}", std::process::id());
+    let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let metadata = dir.path().join("metadata.json");
+    let (good, bad) = std::thread::scope(|scope| {
+        let good = scope.spawn(|| {
+            buildctl_build(
+                &daemon,
+                &busybox_step("sleep 1; echo good > /good"),
+                &[
+                    "--output",
+                    &output,
+                    "--metadata-file",
+                    metadata.to_str().unwrap(),
+                ],
+            )
+        });
+        let bad = scope.spawn(|| {
+            buildctl_build(
+                &daemon,
+                &busybox_step("echo concurrent-failure; exit 7"),
+                &[],
+            )
+        });
+        (good.join().unwrap(), bad.join().unwrap())
+    });
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("exit code: 7"),
+        "{}",
+        text(&bad)
+    );
+    assert_ok(good);
+    let response: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    assert_eq!(
+        registry_digest("kiln-test/daemon", &tag),
+        response["containerimage.digest"].as_str().unwrap()
+    );
 }
