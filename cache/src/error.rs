@@ -358,6 +358,33 @@ pub enum ValueError {
         /// The filter.
         filter: String,
     },
+    /// A prune filter that is not `KEY=VALUE`.
+    #[error("invalid filter {filter:?}: expected KEY=VALUE")]
+    PruneFilter {
+        /// The filter.
+        filter: String,
+    },
+    /// A prune filter on something other than `until` and `type`.
+    #[error("unsupported filter {key:?}: only until=DURATION and type=TYPE are supported")]
+    PruneFilterKey {
+        /// The filter's key.
+        key: String,
+    },
+    /// A prune filter `type=` naming neither `regular` nor `exec.cachemount`.
+    #[error("unsupported type in filter {filter:?}: expected regular or exec.cachemount")]
+    PruneFilterType {
+        /// The filter.
+        filter: String,
+    },
+    /// A prune filter `until=` whose duration does not parse.
+    #[error("invalid duration in filter {filter:?}")]
+    PruneFilterDuration {
+        /// The filter.
+        filter: String,
+        /// Why.
+        #[source]
+        source: Box<ValueError>,
+    },
     /// A cache type BuildKit does not have.
     #[error(
         "unknown cache type {value:?}: expected regular, exec.cachemount, source.local, source.git.checkout, internal or frontend"

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use kiln_llb::Digest;
 
-use crate::error::Error;
-use crate::gcpolicy::{disk_stat, keep_limit};
+use crate::error::{Error, ValueError};
+use crate::gcpolicy::{disk_stat, keep_limit, parse_duration};
 use crate::hash::Hasher;
 use crate::lease::{self, Held, LeaseRecord, Liveness, Owner};
 use crate::meta::{self, Commit};
@@ -119,6 +119,41 @@ pub struct PruneOptions {
 }
 
 impl PruneOptions {
+    /// Narrows the prune by one of docker's prune filters, as `kiln prune --filter` and the
+    /// daemon's `Prune` take them: `until=DURATION` (or `unused-for=`) and
+    /// `type=regular|exec.cachemount`; containerd's `KEY==VALUE` is read the same.
+    pub fn add_filter(&mut self, filter: &str) -> Result<(), ValueError> {
+        let Some((key, value)) = filter.split_once('=') else {
+            return Err(ValueError::PruneFilter {
+                filter: filter.to_owned(),
+            });
+        };
+        let value = value.strip_prefix('=').unwrap_or(value);
+        match key {
+            "until" | "unused-for" => {
+                let duration =
+                    parse_duration(value).map_err(|source| ValueError::PruneFilterDuration {
+                        filter: filter.to_owned(),
+                        source: Box::new(source),
+                    })?;
+                self.older_than = Some(duration);
+            }
+            "type" => {
+                let kind =
+                    CacheKind::from_name(value).ok_or_else(|| ValueError::PruneFilterType {
+                        filter: filter.to_owned(),
+                    })?;
+                self.kind = Some(kind);
+            }
+            _ => {
+                return Err(ValueError::PruneFilterKey {
+                    key: key.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a space limit is set.
     fn limits_space(&self) -> bool {
         self.keep_bytes.is_some()

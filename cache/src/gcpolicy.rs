@@ -326,6 +326,12 @@ pub(crate) fn disk_stat(path: &Path) -> Result<(u64, u64), Error> {
 }
 
 impl Store {
+    /// The size in bytes of the file system holding the store, which percentages of `[gc]`
+    /// are of.
+    pub fn disk_size(&self) -> Result<u64, Error> {
+        Ok(disk_stat(self.root())?.0)
+    }
+
     /// Applies the policies of `gc` ([`GcConfig::policies`] on the store's file system).
     pub fn apply_gc_config(&self, gc: &GcConfig) -> Result<Vec<PruneReport>, Error> {
         let (disk_size, _) = disk_stat(self.root())?;

@@ -56,6 +56,26 @@ pub(crate) enum Command {
     Prune(PruneArgs),
     /// Show disk usage.
     Du(DuArgs),
+    /// Serve BuildKit's control API, for buildctl and buildx.
+    Daemon(DaemonArgs),
+}
+
+/// `kiln daemon` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DaemonArgs {
+    /// Where to listen.
+    #[arg(
+        long,
+        default_value = "unix:///run/kiln/kiln.sock",
+        value_name = "unix:///PATH"
+    )]
+    pub(crate) addr: String,
+    /// The group (numeric id) of the socket, whose members may build [default: the daemon's].
+    #[arg(long, value_name = "GID")]
+    pub(crate) group: Option<u32>,
+    /// Log each request and the builds' steps (the `KILN_LOG` filter `debug`).
+    #[arg(long)]
+    pub(crate) debug: bool,
 }
 
 /// `kiln debug` subcommands.

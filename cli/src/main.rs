@@ -19,7 +19,11 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = args::Cli::parse();
-    init_tracing();
+    init_tracing(match &args.command {
+        args::Command::Daemon(daemon) if daemon.debug => DAEMON_DEBUG,
+        args::Command::Daemon(_) => "info",
+        _ => "warn",
+    });
     match run(args) {
         Ok(code) => code,
         Err(err) => {
@@ -47,12 +51,18 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Prune(prune) => commands::prune::run(&args.root, &prune),
         args::Command::Du(du) => commands::du::run(&args.root, &du),
         args::Command::Build(build) => commands::build::run(&args.root, &config()?, &build),
+        args::Command::Daemon(daemon) => commands::daemon::run(&args.root, &config()?, &daemon),
     }
 }
 
-fn init_tracing() {
+/// `kiln daemon --debug`: kiln's own debug events, the libraries' warnings.
+const DAEMON_DEBUG: &str = "warn,kiln=debug,kiln_daemon=debug,kiln_engine=debug,kiln_solver=debug,\
+kiln_cache=debug,kiln_exporters=debug,kiln_runner=debug,kiln_frontend=debug";
+
+/// Logs to stderr by `KILN_LOG`, else at `default_level`.
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -178,3 +178,31 @@ fn keep_limits_as_buildkit_computes_them() {
     // Enough free space: nothing to remove for it.
     assert_eq!(keep_limit(100, 70, None, None, Some(60)), Some(100));
 }
+
+#[test]
+fn prune_filters_narrow_the_prune() {
+    let mut options = PruneOptions::default();
+    options.add_filter("until=48h").unwrap();
+    options.add_filter("type==exec.cachemount").unwrap();
+    assert_eq!(options.older_than, Some(Duration::from_secs(48 * 3600)));
+    assert_eq!(options.kind, Some(CacheKind::CacheMount));
+    let err = |filter: &str| PruneOptions::default().add_filter(filter).unwrap_err();
+    assert_eq!(
+        err("label=x").to_string(),
+        "unsupported filter \"label\": only until=DURATION and type=TYPE are supported"
+    );
+    assert_eq!(
+        err("until").to_string(),
+        "invalid filter \"until\": expected KEY=VALUE"
+    );
+    assert_eq!(
+        err("type=source.local").to_string(),
+        "unsupported type in filter \"type=source.local\": expected regular or exec.cachemount"
+    );
+    let bad_duration = err("until=3d");
+    assert_eq!(
+        bad_duration.to_string(),
+        "invalid duration in filter \"until=3d\""
+    );
+    assert!(std::error::Error::source(&bad_duration).is_some());
+}

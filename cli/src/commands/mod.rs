@@ -1,6 +1,7 @@
 //! One module per `kiln` command, each a thin wrapper over library calls.
 
 pub(crate) mod build;
+pub(crate) mod daemon;
 pub(crate) mod debug;
 pub(crate) mod du;
 pub(crate) mod images;

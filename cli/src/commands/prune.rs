@@ -17,8 +17,8 @@ use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use kiln_cache::{CacheKind, PruneOptions, UsageEntry, parse_duration, parse_size};
+use anyhow::Context as _;
+use kiln_cache::{PruneOptions, UsageEntry, parse_size};
 
 use super::du::{entry_json, entry_rows, now, open_store, write_stdout};
 use crate::args::{PruneArgs, UsageFormat};
@@ -75,27 +75,7 @@ fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
         ..PruneOptions::default()
     };
     for filter in &args.filter {
-        let Some((key, value)) = filter.split_once('=') else {
-            bail!("invalid filter {filter:?}: expected KEY=VALUE");
-        };
-        match key {
-            "until" | "unused-for" => {
-                options.older_than = Some(
-                    parse_duration(value)
-                        .with_context(|| format!("invalid duration in filter {filter:?}"))?,
-                );
-            }
-            "type" => {
-                options.kind = Some(CacheKind::from_name(value).with_context(|| {
-                    format!(
-                        "unsupported type in filter {filter:?}: expected regular or exec.cachemount"
-                    )
-                })?);
-            }
-            _ => {
-                bail!("unsupported filter {key:?}: only until=DURATION and type=TYPE are supported")
-            }
-        }
+        options.add_filter(filter)?;
     }
     let size = |flag: &str, value: &Option<String>| {
         value
@@ -140,6 +120,8 @@ fn confirm(all: bool) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use kiln_cache::CacheKind;
 
     use super::*;
 

@@ -25,8 +25,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "kiln-daemon",
+        &[
+            "kiln-engine",
+            "kiln-llb",
+            "kiln-frontend",
+            "kiln-solver",
+            "kiln-cache",
+            "kiln-runner",
+            "kiln-exporters",
+        ],
+    ),
+    (
         "kiln",
         &[
+            "kiln-daemon",
             "kiln-engine",
             "kiln-llb",
             "kiln-frontend",

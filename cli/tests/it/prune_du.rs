@@ -382,7 +382,10 @@ fn du_json(root: &Path) -> serde_json::Value {
 }
 
 /// The entries of a JSON document's list `key`, as (id, type, reclaimable, size).
-fn json_entries(document: &serde_json::Value, key: &str) -> Vec<(String, String, bool, u64)> {
+pub(crate) fn json_entries(
+    document: &serde_json::Value,
+    key: &str,
+) -> Vec<(String, String, bool, u64)> {
     let mut entries: Vec<_> = document[key]
         .as_array()
         .unwrap()

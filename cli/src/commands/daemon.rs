@@ -1,0 +1,24 @@
+//! `kiln daemon`: serves BuildKit's control API on a unix socket (`kiln_daemon`), building in
+//! the store at `--root` with the registry settings of `--config`, until SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::args::DaemonArgs;
+use crate::config::Config;
+
+pub(crate) fn run(root: &Path, config: &Config, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let address: kiln_daemon::Address = args.addr.parse()?;
+    let mut daemon = kiln_daemon::Daemon::open(root, config.cache.clone())?;
+    if let Some(gid) = args.group {
+        daemon = daemon.socket_group(gid);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon.serve(&address, kiln_daemon::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}

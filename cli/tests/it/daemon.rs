@@ -1,0 +1,483 @@
+//! `kiln daemon` driven by BuildKit's own client, `buildctl` (unmodified, from
+//! `../shared/tools/`, or `KILN_BUILDCTL`): the socket it makes, `debug workers`, `du` and
+//! `prune` against the store, and its cleanup on SIGTERM (issue 14).
+//!
+//! Needs buildctl (and, for the store's contents, the test registry and root); skips saying
+//! why, or fails under `KILN_TEST_REQUIRE_ALL=1`.
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use kiln_testdata::{is_root, registry_up, skip};
+
+use crate::common::{assert_ok, text};
+
+const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
+
+/// BuildKit's client: `KILN_BUILDCTL`, else `../shared/tools/buildctl` beside the workspace.
+fn buildctl_path() -> Option<PathBuf> {
+    let path = std::env::var_os("KILN_BUILDCTL").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/buildctl"),
+        PathBuf::from,
+    );
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip(&format!(
+            "BuildKit's client is not at {} (set KILN_BUILDCTL)",
+            path.display()
+        ));
+        None
+    }
+}
+
+/// A `kiln daemon` on a socket in a temporary directory; stopped with SIGTERM when dropped.
+pub(crate) struct Daemon {
+    child: Option<Child>,
+    pub(crate) socket: PathBuf,
+    buildctl: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `kiln --root ROOT [--config CONFIG] daemon --addr unix://DIR/kiln.sock` and
+    /// waits for its socket.
+    pub(crate) fn start(dir: &Path, root: &Path, config: Option<&Path>) -> Option<Self> {
+        let buildctl = buildctl_path()?;
+        let socket = dir.join("kiln.sock");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.arg("--root").arg(root).env_remove("KILN_CONFIG");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
+            .arg("daemon")
+            .arg("--addr")
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut daemon = Self {
+            child: Some(child),
+            socket,
+            buildctl,
+        };
+        for _ in 0..200 {
+            if std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok() {
+                return Some(daemon);
+            }
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                let output = daemon.child.take().unwrap().wait_with_output().unwrap();
+                panic!("kiln daemon exited with {status}: {}", text(&output));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kiln daemon did not listen on {}", daemon.socket.display());
+    }
+
+    /// Runs `buildctl --addr unix://SOCKET ARGS`.
+    pub(crate) fn buildctl(&self, args: &[&str]) -> Output {
+        Command::new(&self.buildctl)
+            .arg("--addr")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit; returns its output.
+    pub(crate) fn stop(mut self) -> Output {
+        self.terminate().unwrap()
+    }
+
+    fn terminate(&mut self) -> Option<Output> {
+        let child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        Some(child.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// `buildctl du --format '{{json .}}'` as (ID, in use, size), sorted.
+fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
+    let out = assert_ok(daemon.buildctl(&["du", "--format", "{{json .}}"]));
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rows: Vec<(String, bool, u64)> = records
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["inUse"].as_bool().unwrap(),
+                r["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `kiln du --format json` as (ID, not reclaimable, size), sorted, to compare with buildctl's.
+fn kiln_du(root: &Path) -> Vec<(String, bool, u64)> {
+    let out = assert_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(root)
+            .args(["du", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rows: Vec<(String, bool, u64)> = crate::prune_du::json_entries(&document, "entries")
+        .into_iter()
+        .map(|(id, _, reclaimable, size)| (id, !reclaimable, size))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn kiln(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("KILN_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serial_daemon_socket_is_0660_lists_its_worker_and_goes_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let meta = fs_err::metadata(&daemon.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let workers = assert_ok(daemon.buildctl(&["debug", "workers"]));
+    let workers = String::from_utf8(workers.stdout).unwrap();
+    let mut lines = workers.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "PLATFORMS"]
+    );
+    let worker: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert!(worker[0].starts_with("kiln-"), "{workers}");
+    assert_eq!(worker[1], "linux/amd64");
+    let verbose =
+        String::from_utf8(assert_ok(daemon.buildctl(&["debug", "workers", "-v"])).stdout).unwrap();
+    assert!(
+        verbose.contains(&format!("BuildKit:\tkiln {}", env!("CARGO_PKG_VERSION"))),
+        "{verbose}"
+    );
+    // BuildKit's default policies, as kiln applies them without a `[gc]` table.
+    assert!(
+        verbose.contains("type==exec.cachemount") && verbose.contains("GC Policy rule#3"),
+        "{verbose}"
+    );
+    let info = String::from_utf8(assert_ok(daemon.buildctl(&["debug", "info"])).stdout).unwrap();
+    assert_eq!(
+        info.trim_end(),
+        format!("BuildKit: kiln {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    // A second daemon on the same socket refuses to start.
+    let second = kiln(
+        &dir.path().join("root"),
+        &[
+            "daemon",
+            "--addr",
+            &format!("unix://{}", daemon.socket.display()),
+        ],
+    );
+    assert!(!second.status.success());
+    assert!(
+        text(&second).contains("another daemon is listening on"),
+        "{}",
+        text(&second)
+    );
+
+    let socket = daemon.socket.clone();
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(!socket.exists(), "the socket is left behind");
+}
+
+#[test]
+fn daemon_refuses_an_address_it_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kiln(
+        &dir.path().join("root"),
+        &["daemon", "--addr", "tcp://127.0.0.1:1234"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("unsupported address \"tcp://127.0.0.1:1234\": expected unix:///PATH"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn serial_daemon_du_and_prune_through_buildctl_match_the_store() {
+    if !registry_up() {
+        skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+        return;
+    }
+    if !is_root() {
+        skip("leaving build cache behind needs root to run containers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    assert_ok(kiln(&root, &["pull", "-q", IMAGE]));
+    // A build leaves cache records (its RUN step's snapshot among them).
+    let vector = kiln_testdata::llb_vectors_dir().join("045-workdir-run-pwd/def.pb");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    assert_ok(kiln(
+        &root,
+        &[
+            "build",
+            "--llb",
+            vector.to_str().unwrap(),
+            "--local",
+            &format!("context={}", context.display()),
+            "--output",
+            &format!("type=local,dest={}", dir.path().join("out").display()),
+        ],
+    ));
+    let store = kiln_du(&root);
+    assert!(store.iter().any(|r| r.0 == IMAGE && r.1), "{store:?}");
+    let cache: Vec<String> = store.iter().filter(|r| !r.1).map(|r| r.0.clone()).collect();
+    assert!(!cache.is_empty(), "{store:?}");
+
+    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+        return;
+    };
+    assert_eq!(buildctl_du(&daemon), store);
+    let table = String::from_utf8(assert_ok(daemon.buildctl(&["du"])).stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(IMAGE) && l.contains("false")),
+        "{table}"
+    );
+
+    // An unknown filter is the client's error, not the daemon's end.
+    let bad = daemon.buildctl(&["prune", "--filter", "label=x"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("unsupported filter \\\"label\\\"")
+            || text(&bad).contains("unsupported filter \"label\""),
+        "{}",
+        text(&bad)
+    );
+    // Recent records survive an age filter.
+    let kept = assert_ok(daemon.buildctl(&["prune", "--filter", "until=1h"]));
+    assert_eq!(String::from_utf8(kept.stdout).unwrap(), "Total:\t0B\n");
+    assert_eq!(buildctl_du(&daemon), store);
+
+    // Every cache record goes, listed by ID; the image stays.
+    let pruned = assert_ok(daemon.buildctl(&["prune", "--all", "--format", "{{.ID}}"]));
+    let mut removed: Vec<String> = String::from_utf8(pruned.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    removed.sort();
+    let mut expected = cache.clone();
+    expected.sort();
+    assert_eq!(removed, expected);
+    let left = buildctl_du(&daemon);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, IMAGE);
+    drop(daemon);
+    assert_eq!(kiln_du(&root), left);
+}
+
+/// Runs `buildctl build --progress=plain ARGS` with the marshalled Definition `def` on its
+/// standard input.
+fn buildctl_build(daemon: &Daemon, def: &[u8], args: &[&str]) -> Output {
+    let mut child = Command::new(&daemon.buildctl)
+        .arg("--addr")
+        .arg(format!("unix://{}", daemon.socket.display()))
+        .args(["build", "--progress=plain"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, def).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The digest the test registry serves for `repository:tag`'s manifest.
+fn registry_digest(repository: &str, tag: &str) -> String {
+    let out = assert_ok(
+        Command::new("curl")
+            .args(["-sfI", "-H"])
+            .arg(
+                "Accept: application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .arg(format!(
+                "http://127.0.0.1:5000/v2/{repository}/manifests/{tag}"
+            ))
+            .output()
+            .unwrap(),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("the registry names the manifest's digest")
+}
+
+#[test]
+fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let def =
+        fs_err::read(kiln_testdata::llb_vectors_dir().join("123-run-shell-form-uses-sh-c/def.pb"))
+            .unwrap();
+    let tag = format!("daemon-{}", std::process::id());
+    let metadata = dir.path().join("metadata.json");
+    let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let built = assert_ok(buildctl_build(
+        &daemon,
+        &def,
+        &[
+            "--output",
+            &output,
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        progress.contains("[b 2/2] RUN echo -n \"$0\" > /zero"),
+        "{progress}"
+    );
+    assert!(progress.contains("DONE"), "{progress}");
+    let response: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    let digest = response["containerimage.digest"].as_str().unwrap();
+    assert_eq!(registry_digest("kiln-test/daemon", &tag), digest);
+
+    // Again: every step is cached.
+    let again = assert_ok(buildctl_build(&daemon, &def, &[]));
+    let progress = String::from_utf8_lossy(&again.stderr);
+    assert!(progress.contains("CACHED"), "{progress}");
+    assert!(!progress.contains("DONE"), "{progress}");
+}
+
+/// The marshalled Definition of one `sh -c SCRIPT` step on the test registry's busybox.
+fn busybox_step(script: &str) -> Vec<u8> {
+    use kiln_llb::prost::Message as _;
+    kiln_llb::image(&format!(
+        "127.0.0.1:5000/library/busybox@{}",
+        kiln_testdata::BUSYBOX_MANIFEST_DIGEST
+    ))
+    .run(["/bin/sh", "-c", script])
+    .root()
+    .marshal()
+    .encode_to_vec()
+}
+
+#[test]
+fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let def = busybox_step("echo failing-step-output; exit 3");
+    let failed = buildctl_build(&daemon, &def, &[]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("failing-step-output"), "{stderr}");
+    assert!(stderr.contains("ERROR:"), "{stderr}");
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(
+        stderr.contains("error: failed to solve: ")
+            && !stderr.contains("failed to solve: failed to solve"),
+        "{stderr}"
+    );
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
+}
+
+#[test]
+fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let tag = format!("concurrent-{}", std::process::id());
+    let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let metadata = dir.path().join("metadata.json");
+    let (good, bad) = std::thread::scope(|scope| {
+        let good = scope.spawn(|| {
+            buildctl_build(
+                &daemon,
+                &busybox_step("sleep 1; echo good > /good"),
+                &[
+                    "--output",
+                    &output,
+                    "--metadata-file",
+                    metadata.to_str().unwrap(),
+                ],
+            )
+        });
+        let bad = scope.spawn(|| {
+            buildctl_build(
+                &daemon,
+                &busybox_step("echo concurrent-failure; exit 7"),
+                &[],
+            )
+        });
+        (good.join().unwrap(), bad.join().unwrap())
+    });
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("exit code: 7"),
+        "{}",
+        text(&bad)
+    );
+    assert_ok(good);
+    let response: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    assert_eq!(
+        registry_digest("kiln-test/daemon", &tag),
+        response["containerimage.digest"].as_str().unwrap()
+    );
+}

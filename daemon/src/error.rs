@@ -1,0 +1,42 @@
+//! What the daemon can fail with.
+
+use std::path::PathBuf;
+
+/// An error of the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `--addr` is not a supported address.
+    #[error("unsupported address {addr:?}: expected unix:///PATH")]
+    Address {
+        /// The address as given.
+        addr: String,
+    },
+    /// The store could not be opened.
+    #[error("opening the store at {root}")]
+    Store {
+        /// The store's root.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: kiln_cache::Error,
+    },
+    /// The socket could not be made or bound.
+    #[error("listening on {path}")]
+    Listen {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another daemon answers on the socket.
+    #[error("another daemon is listening on {path}")]
+    InUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// The gRPC server failed.
+    #[error("serving the control API")]
+    Serve(#[source] tonic::transport::Error),
+}

@@ -1,0 +1,313 @@
+//! The gateway API's `LLBBridge`, as far as BuildKit's client uses it on the control socket:
+//! `buildctl build` runs its build function as a gateway client of its own build (its calls
+//! carry the build's ref in `buildkit-controlapi-buildid`): `Ping`, `Solve` of its Definition,
+//! `Return` of the result. `Control.Solve` of that ref, sent without a Definition, waits for
+//! the returned result ([`Returns`]) and solves and exports it.
+//!
+//! A gateway `Solve` is lazy, as BuildKit's: the ref it answers carries its Definition, which
+//! is solved when it is returned.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kiln_llb::pb::Definition;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::pb::gateway::llb_bridge_server::LlbBridge;
+use crate::pb::gateway::{
+    PingRequest, PongResponse, Ref, Result as GatewayResult, ReturnRequest, ReturnResponse,
+    SolveRequest, SolveResponse, result,
+};
+use crate::pb::moby::buildkit::v1::apicaps::ApiCap;
+
+/// The gRPC metadata naming the build a gateway call belongs to.
+const BUILD_ID: &str = "buildkit-controlapi-buildid";
+
+/// The gateway capabilities kiln serves.
+const FRONTEND_CAPS: &[&str] = &[
+    "solve.base",
+    "solve.inlinereturn",
+    "return",
+    "proto.refarray",
+];
+
+/// The LLB capabilities kiln's solver takes (it checks each field itself).
+const LLB_CAPS: &[&str] = &[
+    "source.image",
+    "source.image.resolvemode",
+    "source.local",
+    "source.local.unique",
+    "source.local.sessionid",
+    "source.local.includepatterns",
+    "source.local.followpaths",
+    "source.local.excludepatterns",
+    "source.local.sharedkeyhint",
+    "source.git",
+    "source.git.keepgitdir",
+    "source.git.fullurl",
+    "source.git.subdir",
+    "source.http",
+    "source.http.checksum",
+    "source.http.perm",
+    "soruce.http.uidgid",
+    "exec.meta.base",
+    "exec.meta.network",
+    "exec.meta.proxyenv",
+    "exec.meta.security",
+    "exec.meta.setsdefaultpath",
+    "exec.meta.ulimit",
+    "exec.meta.removemountstubs.recursive",
+    "exec.mount.bind",
+    "exec.mount.bind.readwrite-nooutput",
+    "exec.mount.cache",
+    "exec.mount.cache.sharing",
+    "exec.mount.selector",
+    "exec.mount.tmpfs",
+    "exec.mount.tmpfs.size",
+    "exec.mount.secret",
+    "exec.mount.ssh",
+    "exec.secretenv",
+    "exec.validexitcode",
+    "file.base",
+    "file.rm.wildcard",
+    "file.copy.includeexcludepatterns",
+    "file.rm.nofollowsymlink",
+    "file.copy.alwaysreplaceexistingdestpaths",
+    "file.copy.modestring",
+    "file.symlink.create",
+    "constraints",
+    "platform",
+    "meta.ignorecache",
+    "meta.description",
+    "meta.exportcache",
+    "mergeop",
+    "diffop",
+];
+
+fn caps(ids: &[&str]) -> Vec<ApiCap> {
+    ids.iter()
+        .map(|id| ApiCap {
+            id: (*id).to_owned(),
+            enabled: true,
+            ..ApiCap::default()
+        })
+        .collect()
+}
+
+/// What a build function returned: the Definition to export, or its error.
+pub(crate) type Returned = Result<Definition, String>;
+
+/// The results build functions return, by build ref, for the `Control.Solve` waiting on each.
+#[derive(Default, Clone)]
+pub(crate) struct Returns {
+    waiting: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+enum Slot {
+    Waiting(oneshot::Sender<Returned>),
+    Returned(Returned),
+}
+
+impl Returns {
+    /// Waits for the result of build `reference`; `None` if the client went without one. The
+    /// caller forgets `reference` when its solve ends.
+    pub(crate) async fn wait(&self, reference: &str) -> Option<Returned> {
+        let receiver = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            match waiting.remove(reference) {
+                Some(Slot::Returned(returned)) => return Some(returned),
+                _ => {
+                    let (sender, receiver) = oneshot::channel();
+                    waiting.insert(reference.to_owned(), Slot::Waiting(sender));
+                    receiver
+                }
+            }
+        };
+        receiver.await.ok()
+    }
+
+    /// Hands the result of build `reference` to its waiting `Control.Solve`, or keeps it for one
+    /// that comes later.
+    fn put(&self, reference: &str, returned: Returned) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.remove(reference) {
+            Some(Slot::Waiting(sender)) => {
+                let _ = sender.send(returned);
+            }
+            _ => {
+                waiting.insert(reference.to_owned(), Slot::Returned(returned));
+            }
+        }
+    }
+
+    /// Drops what is kept for `reference` (its `Control.Solve` ended).
+    pub(crate) fn forget(&self, reference: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(reference);
+    }
+}
+
+/// The `LLBBridge` service.
+pub(crate) struct GatewayService {
+    pub(crate) returns: Returns,
+    next_ref: AtomicU64,
+}
+
+impl GatewayService {
+    pub(crate) fn new(returns: Returns) -> Self {
+        Self {
+            returns,
+            next_ref: AtomicU64::new(0),
+        }
+    }
+}
+
+fn build_id<T>(request: &Request<T>) -> Result<String, Status> {
+    request
+        .metadata()
+        .get(BUILD_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Status::invalid_argument(format!("the call names no build ({BUILD_ID})")))
+}
+
+/// The Definition of a returned result: one ref (a result by platform is not exported yet).
+fn returned_definition(result: GatewayResult) -> Returned {
+    match result.result {
+        Some(result::Result::Ref(Ref { def: Some(def), .. })) => Ok(def),
+        Some(result::Result::Ref(Ref { def: None, .. })) | None => {
+            Err("the build returned an empty result".to_owned())
+        }
+        Some(result::Result::RefDeprecated(_)) => {
+            Err("the build returned a ref without its Definition".to_owned())
+        }
+        Some(result::Result::Refs(_) | result::Result::RefsDeprecated(_)) => Err(
+            "the build returned a result per platform, which kiln does not export yet".to_owned(),
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl LlbBridge for GatewayService {
+    async fn solve(
+        &self,
+        request: Request<SolveRequest>,
+    ) -> Result<Response<SolveResponse>, Status> {
+        build_id(&request)?;
+        let request = request.into_inner();
+        if !request.frontend.is_empty() {
+            return Err(Status::unimplemented(format!(
+                "frontend {:?} through the gateway: kiln solves Definitions only here",
+                request.frontend
+            )));
+        }
+        let definition = request
+            .definition
+            .filter(|d| !d.def.is_empty())
+            .ok_or_else(|| Status::invalid_argument("the request has no Definition"))?;
+        kiln_llb::LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
+            Status::invalid_argument(crate::control::error_text("invalid Definition", &e))
+        })?;
+        let id = format!("kiln-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
+        Ok(Response::new(SolveResponse {
+            r#ref: id.clone(),
+            result: Some(GatewayResult {
+                result: Some(result::Result::Ref(Ref {
+                    id,
+                    def: Some(definition),
+                })),
+                metadata: HashMap::new(),
+            }),
+        }))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
+        Ok(Response::new(PongResponse {
+            frontend_api_caps: caps(FRONTEND_CAPS),
+            llb_caps: caps(LLB_CAPS),
+            workers: Vec::new(),
+        }))
+    }
+
+    async fn r#return(
+        &self,
+        request: Request<ReturnRequest>,
+    ) -> Result<Response<ReturnResponse>, Status> {
+        let reference = build_id(&request)?;
+        let request = request.into_inner();
+        let returned = match (request.error, request.result) {
+            (Some(error), _) if error.code != 0 => Err(error.message),
+            (_, Some(result)) => returned_definition(result),
+            (_, None) => Err("the build returned no result".to_owned()),
+        };
+        self.returns.put(&reference, returned);
+        Ok(Response::new(ReturnResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(op: &[u8]) -> Definition {
+        Definition {
+            def: vec![op.to_vec()],
+            ..Definition::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_reaches_its_solve_whichever_comes_first() {
+        let returns = Returns::default();
+        // Returned before the solve waits.
+        returns.put("early", Ok(definition(b"a")));
+        assert_eq!(returns.wait("early").await, Some(Ok(definition(b"a"))));
+        // The solve waits first.
+        let waiting = tokio::spawn({
+            let returns = returns.clone();
+            async move { returns.wait("late").await }
+        });
+        tokio::task::yield_now().await;
+        while returns
+            .waiting
+            .lock()
+            .unwrap()
+            .get("late")
+            .is_none_or(|slot| !matches!(slot, Slot::Waiting(_)))
+        {
+            tokio::task::yield_now().await;
+        }
+        returns.put("late", Err("boom".to_owned()));
+        assert_eq!(waiting.await.unwrap(), Some(Err("boom".to_owned())));
+        assert!(returns.waiting.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_single_ref_with_its_definition_is_exported() {
+        let with_def = GatewayResult {
+            result: Some(result::Result::Ref(Ref {
+                id: "r".to_owned(),
+                def: Some(definition(b"a")),
+            })),
+            metadata: HashMap::new(),
+        };
+        assert_eq!(returned_definition(with_def), Ok(definition(b"a")));
+        let by_id = GatewayResult {
+            result: Some(result::Result::RefDeprecated("r".to_owned())),
+            metadata: HashMap::new(),
+        };
+        assert_eq!(
+            returned_definition(by_id),
+            Err("the build returned a ref without its Definition".to_owned())
+        );
+        assert_eq!(
+            returned_definition(GatewayResult::default()),
+            Err("the build returned an empty result".to_owned())
+        );
+    }
+}

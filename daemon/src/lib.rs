@@ -1,0 +1,40 @@
+//! kiln-daemon: `kiln daemon`, a build service that speaks BuildKit's control API over gRPC, so
+//! that BuildKit's own clients (`buildctl`, buildx's `remote` driver) drive kiln.
+//!
+//! Principal types: [`Daemon`] (the store, registry settings and executor a daemon builds
+//! with) and [`Address`] (where it listens). [`Daemon::serve`] serves the `Control` service
+//! (`moby.buildkit.v1.Control`: `ListWorkers`, `Info`, `DiskUsage`, `Prune`, `Solve`,
+//! `Status`, `Session`) until a shutdown future resolves; [`shutdown_signal`] is the usual one
+//! (SIGTERM or SIGINT).
+//!
+//! `buildctl build` runs its build function as a gateway client on the same socket: the
+//! `LLBBridge` calls `Ping`, `Solve` and `Return` are served too (`gateway`), and the
+//! `Control.Solve` of that build exports what the function returned.
+//!
+//! Place in the data path: a client's `Solve` carries an LLB Definition; the daemon solves it
+//! with kiln-solver (backed by kiln-engine's runner executor) and exports the result with
+//! kiln-engine's `export`, streaming the solver's progress events to the client's `Status`
+//! call. Nothing here builds by itself: it is another front door beside the CLI.
+//!
+//! The protobuf messages and stubs in `pb` are generated from `proto/` (our own text,
+//! wire-compatible with BuildKit's) and checked in; `tests/codegen.rs` regenerates them.
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), kiln_daemon::Error> {
+//! let address: kiln_daemon::Address = "unix:///run/kiln/kiln.sock".parse()?;
+//! let daemon = kiln_daemon::Daemon::open("/var/lib/kiln", kiln_cache::Config::default())?;
+//! daemon.serve(&address, kiln_daemon::shutdown_signal()).await
+//! # }
+//! ```
+
+mod control;
+mod error;
+mod gateway;
+mod pb;
+mod server;
+mod status;
+#[cfg(test)]
+mod tests;
+
+pub use error::Error;
+pub use server::{Address, Daemon, MAX_MESSAGE_SIZE, shutdown_signal};
