@@ -232,6 +232,8 @@ impl ControlService {
                 ssh: HashMap::new(),
                 no_cache: false,
                 entitlements,
+                // Cache import and export through the daemon are still to come.
+                cache_imports: Vec::new(),
             },
             None,
         );
@@ -243,7 +245,7 @@ impl ControlService {
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {
-            kiln_engine::export(&store, &result, &outputs, None, &registry)
+            kiln_engine::export(&store, &result, &outputs, None, &registry, None)
         })
         .await
         .map_err(|e| Status::internal(format!("exporting: {e}")))?
