@@ -139,6 +139,10 @@ pub(crate) struct BuildArgs {
     /// A build argument: `NAME=VALUE`.
     #[arg(long, value_name = "NAME=VALUE")]
     pub(crate) build_arg: Vec<String>,
+    /// Set metadata for an image, as `docker buildx build --label`: `KEY=VALUE` (a bare `KEY`
+    /// is an empty value), over the Dockerfile's `LABEL`s.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

@@ -375,6 +375,37 @@ fn ulimits_and_cgroup_parent_go_to_every_run() {
 }
 
 #[test]
+fn build_labels_go_over_the_dockerfiles() {
+    let options = ConvertOptions {
+        labels: BTreeMap::from([
+            ("org.example.team".to_owned(), "build".to_owned()),
+            ("version".to_owned(), "2".to_owned()),
+        ]),
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine AS base\nLABEL version=1 kept=yes\nFROM base\n",
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        c.config.config.labels,
+        BTreeMap::from([
+            ("kept".to_owned(), "yes".to_owned()),
+            ("org.example.team".to_owned(), "build".to_owned()),
+            ("version".to_owned(), "2".to_owned()),
+        ])
+    );
+    // No history entry: the labels are the build's, not a step's.
+    assert_eq!(
+        created_by(&c),
+        created_by(&ok(
+            "FROM alpine AS base\nLABEL version=1 kept=yes\nFROM base\n"
+        ))
+    );
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

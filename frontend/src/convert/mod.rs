@@ -109,6 +109,9 @@ pub struct ConvertOptions {
     /// The cgroup parent of every `RUN` (buildx `--cgroup-parent`, the frontend's
     /// `cgroup-parent` option).
     pub cgroup_parent: Option<String>,
+    /// Labels of the result image (buildx `--label`, the frontend's `label:KEY` options),
+    /// over those the Dockerfile's `LABEL`s set.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for ConvertOptions {
@@ -127,6 +130,7 @@ impl Default for ConvertOptions {
             local_unique: None,
             ulimits: Vec::new(),
             cgroup_parent: None,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub fn convert(
     let mut config = target.image.clone();
     config.architecture = options.platform.architecture.clone();
     config.os = options.platform.os.clone();
+    // As BuildKit's `finalizeResultImage`: the build's labels go over the Dockerfile's.
+    config.config.labels.extend(options.labels.clone());
     Ok(Converted {
         definition: target.state.marshal(),
         config,

@@ -77,6 +77,19 @@ fn build_args(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Parses `--label KEY=VALUE` as buildx does (a bare `KEY` is an empty value).
+fn labels(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for text in &args.label {
+        let (key, value) = text.split_once('=').unwrap_or((text, ""));
+        if key.is_empty() {
+            bail!("invalid key-value pair {text:?}: empty key");
+        }
+        out.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(out)
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -117,6 +130,7 @@ pub(super) fn convert(
             })
             .collect(),
         cgroup_parent: args.cgroup_parent.clone(),
+        labels: labels(args)?,
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
@@ -144,6 +158,12 @@ mod tests {
         assert_eq!(parsed["A"], "1");
         assert_eq!(parsed["B"], "x=y");
         assert!(build_args(&parse(&["--build-arg", "=v", "ctx"])).is_err());
+
+        let parsed = labels(&parse(&["--label", "a=1=2", "--label", "bare", "ctx"])).unwrap();
+        assert_eq!(parsed["a"], "1=2");
+        assert_eq!(parsed["bare"], "");
+        let err = labels(&parse(&["--label", "=v", "ctx"])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid key-value pair \"=v\": empty key");
 
         let dir = tempfile::tempdir().unwrap();
         fs_err::write(dir.path().join(".dockerignore"), "general\n").unwrap();
