@@ -143,6 +143,11 @@ pub(crate) struct BuildArgs {
     /// is an empty value), over the Dockerfile's `LABEL`s.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) label: Vec<String>,
+    /// Add a custom host-to-IP mapping to the `/etc/hosts` of every `RUN`, as
+    /// `docker buildx build --add-host`: `NAME:IP` or `NAME=IP` (an IPv6 address may be in
+    /// brackets; several addresses separated by commas).
+    #[arg(long, value_name = "NAME:IP")]
+    pub(crate) add_host: Vec<String>,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

@@ -406,6 +406,41 @@ fn build_labels_go_over_the_dockerfiles() {
 }
 
 #[test]
+fn extra_hosts_go_to_every_run() {
+    let options = ConvertOptions {
+        extra_hosts: vec![
+            ("Registry.Local".to_owned(), "10.0.0.7".parse().unwrap()),
+            ("v6".to_owned(), "2001:db8:0::1".parse().unwrap()),
+        ],
+        ..ConvertOptions::default()
+    };
+    let c = run("FROM alpine\nRUN true\nRUN false\n", &options).unwrap();
+    let runs = execs(&c);
+    assert_eq!(runs.len(), 2);
+    for exec in runs {
+        let hosts: Vec<(String, String)> = exec
+            .meta
+            .unwrap()
+            .extra_hosts
+            .into_iter()
+            .map(|h| (h.host, h.ip))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("registry.local".to_owned(), "10.0.0.7".to_owned()),
+                ("v6".to_owned(), "2001:db8::1".to_owned()),
+            ]
+        );
+    }
+    let meta = execs(&ok("FROM alpine\nRUN true\n"))[0]
+        .meta
+        .clone()
+        .unwrap();
+    assert!(meta.extra_hosts.is_empty());
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

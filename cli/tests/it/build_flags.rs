@@ -69,3 +69,44 @@ fn label_sets_the_image_config_labels() {
         text(&output)
     );
 }
+
+#[test]
+fn add_host_reaches_the_hosts_file_of_run() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = build(
+        dir.path(),
+        "FROM busybox AS build\n\
+         RUN cat /etc/hosts > /hosts\n\
+         FROM scratch\n\
+         COPY --from=build /hosts /\n",
+        &[],
+        &[
+            "--add-host",
+            "registry.example:10.1.2.3",
+            "--add-host",
+            "Mirror=[2001:db8::5]",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let hosts = fs_err::read_to_string(dir.path().join("out/hosts")).unwrap();
+    let extra: Vec<&str> = hosts
+        .lines()
+        .filter(|l| l.contains("example") || l.contains("mirror"))
+        .collect();
+    assert_eq!(
+        extra,
+        ["10.1.2.3\tregistry.example", "2001:db8::5\tmirror"],
+        "{hosts}"
+    );
+    // A host without an address is buildx's error, before anything runs.
+    let output = build(dir.path(), "FROM busybox\n", &[], &["--add-host", "lonely"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("invalid host lonely"),
+        "{}",
+        text(&output)
+    );
+}

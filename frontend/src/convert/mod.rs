@@ -48,6 +48,7 @@ mod plan;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use kiln_llb::{LocalOptions, State, local_with, pb, scratch};
 
@@ -112,6 +113,9 @@ pub struct ConvertOptions {
     /// Labels of the result image (buildx `--label`, the frontend's `label:KEY` options),
     /// over those the Dockerfile's `LABEL`s set.
     pub labels: BTreeMap<String, String>,
+    /// `/etc/hosts` entries of every `RUN` (buildx `--add-host`, the frontend's `add-hosts`
+    /// option); names are lower-cased, as BuildKit's frontend reads them.
+    pub extra_hosts: Vec<(String, IpAddr)>,
 }
 
 impl Default for ConvertOptions {
@@ -131,6 +135,7 @@ impl Default for ConvertOptions {
             ulimits: Vec::new(),
             cgroup_parent: None,
             labels: BTreeMap::new(),
+            extra_hosts: Vec::new(),
         }
     }
 }

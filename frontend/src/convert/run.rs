@@ -259,6 +259,9 @@ impl Step<'_, '_> {
         if let Some(parent) = &self.plan.options.cgroup_parent {
             exec = exec.cgroup_parent(parent);
         }
+        for (host, ip) in &self.plan.options.extra_hosts {
+            exec = exec.add_extra_host(&host.to_lowercase(), &ip.to_string());
+        }
         let code = cmd.code.clone();
         self.d.state = exec.root().with_metadata(|m| {
             m.description.insert(COMMAND_KEY.to_owned(), code);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,6 +91,34 @@ fn labels(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Parses `--add-host NAME=IP` or `NAME:IP` as buildx does: `=` first, an IP in brackets,
+/// several IPs separated by commas (an entry each).
+fn extra_hosts(args: &BuildArgs) -> anyhow::Result<Vec<(String, IpAddr)>> {
+    let mut out = Vec::new();
+    for text in &args.add_host {
+        let (host, ips) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .filter(|(host, ips)| !host.is_empty() && !ips.is_empty())
+            .with_context(|| format!("invalid host {text}"))?;
+        if ips == "host-gateway" {
+            bail!(
+                "invalid host {text}: kiln has no host gateway (the RUN steps share the host's \
+                 network unless --network=none); hint: use 127.0.0.1"
+            );
+        }
+        for ip in ips.split(',') {
+            let ip = ip
+                .strip_prefix('[')
+                .and_then(|ip| ip.strip_suffix(']'))
+                .unwrap_or(ip);
+            let ip = ip.parse().with_context(|| format!("invalid host {text}"))?;
+            out.push((host.to_owned(), ip));
+        }
+    }
+    Ok(out)
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -131,6 +160,7 @@ pub(super) fn convert(
             .collect(),
         cgroup_parent: args.cgroup_parent.clone(),
         labels: labels(args)?,
+        extra_hosts: extra_hosts(args)?,
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
@@ -164,6 +194,25 @@ mod tests {
         assert_eq!(parsed["bare"], "");
         let err = labels(&parse(&["--label", "=v", "ctx"])).unwrap_err();
         assert_eq!(err.to_string(), "invalid key-value pair \"=v\": empty key");
+
+        let hosts = |argv: &[&str]| {
+            let mut full = Vec::new();
+            for host in argv {
+                full.extend(["--add-host", host]);
+            }
+            full.push("ctx");
+            extra_hosts(&parse(&full)).map_err(|e| format!("{e:#}"))
+        };
+        let parsed = hosts(&["a:10.0.0.1", "b=[2001:db8::1]", "c=10.0.0.2,10.0.0.3"]).unwrap();
+        let shown: Vec<String> = parsed.iter().map(|(h, ip)| format!("{h} {ip}")).collect();
+        assert_eq!(
+            shown,
+            ["a 10.0.0.1", "b 2001:db8::1", "c 10.0.0.2", "c 10.0.0.3"]
+        );
+        for bad in ["nohost", "=1.2.3.4", "a:", "a=not-an-ip"] {
+            let err = hosts(&[bad]).unwrap_err();
+            assert!(err.starts_with(&format!("invalid host {bad}")), "{err}");
+        }
 
         let dir = tempfile::tempdir().unwrap();
         fs_err::write(dir.path().join(".dockerignore"), "general\n").unwrap();
