@@ -148,6 +148,10 @@ pub(crate) struct BuildArgs {
     /// brackets; several addresses separated by commas).
     #[arg(long, value_name = "NAME:IP")]
     pub(crate) add_host: Vec<String>,
+    /// Set the networking mode for the `RUN` instructions, as `docker buildx build --network`:
+    /// `default`, `none` (only loopback) or `host` (needs `--allow network.host`).
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub(crate) network: String,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

@@ -441,6 +441,29 @@ fn extra_hosts_go_to_every_run() {
 }
 
 #[test]
+fn the_build_network_mode_is_every_runs_unless_it_sets_its_own() {
+    let dockerfile = "FROM alpine\nRUN true\nRUN --network=host true\nRUN --network=default true\n";
+    let networks = |network: pb::NetMode| {
+        let options = ConvertOptions {
+            network,
+            ..ConvertOptions::default()
+        };
+        execs(&run(dockerfile, &options).unwrap())
+            .iter()
+            .map(|e| e.network)
+            .collect::<Vec<_>>()
+    };
+    let (unset, none, host) = (
+        pb::NetMode::Unset as i32,
+        pb::NetMode::None as i32,
+        pb::NetMode::Host as i32,
+    );
+    assert_eq!(networks(pb::NetMode::Unset), [unset, host, unset]);
+    assert_eq!(networks(pb::NetMode::None), [none, host, none]);
+    assert_eq!(networks(pb::NetMode::Host), [host, host, host]);
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

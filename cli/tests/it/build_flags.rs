@@ -110,3 +110,64 @@ fn add_host_reaches_the_hosts_file_of_run() {
         text(&output)
     );
 }
+
+#[test]
+fn network_sets_the_network_of_every_run() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // What a step sees of the network: its interfaces, and whether the test registry on the
+    // host's loopback answers.
+    let dockerfile = "FROM busybox AS build\n\
+         RUN sed -n 's/^ *\\([^:]*\\):.*/\\1/p' /proc/net/dev > /interfaces; \
+             if printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 5000 2>/dev/null \
+                 | grep -q '^HTTP/1.0 200'; \
+             then echo reached > /registry; else echo unreachable > /registry; fi\n\
+         FROM scratch\n\
+         COPY --from=build /interfaces /registry /\n";
+    let seen = |extra: &[&str]| {
+        let mut args = vec!["--no-cache"];
+        args.extend_from_slice(extra);
+        let output = build(dir.path(), dockerfile, &[], &args);
+        assert!(output.status.success(), "{}", text(&output));
+        let read = |name: &str| fs_err::read_to_string(dir.path().join("out").join(name)).unwrap();
+        (read("interfaces"), read("registry"))
+    };
+    // `none`: only loopback, and the host's services are out of reach.
+    assert_eq!(
+        seen(&["--network=none"]),
+        ("lo\n".to_owned(), "unreachable\n".to_owned())
+    );
+    // The default is BuildKit's without a CNI network, the host's; `host` alike once allowed.
+    for extra in [
+        &[][..],
+        &["--network", "default"],
+        &["--network=host", "--allow", "network.host"],
+    ] {
+        let (interfaces, registry) = seen(extra);
+        assert_eq!(registry, "reached\n", "{extra:?}");
+        assert_ne!(interfaces, "lo\n", "{extra:?}");
+    }
+    // `host` needs the entitlement, as a RUN --network=host does.
+    let output = build(
+        dir.path(),
+        dockerfile,
+        &[],
+        &["--no-cache", "--network=host"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("network.host is not allowed"),
+        "{}",
+        text(&output)
+    );
+    // Other modes are refused before anything runs.
+    let output = build(dir.path(), dockerfile, &[], &["--network=bridge"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("network mode \"bridge\" not supported"),
+        "{}",
+        text(&output)
+    );
+}

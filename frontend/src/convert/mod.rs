@@ -116,6 +116,9 @@ pub struct ConvertOptions {
     /// `/etc/hosts` entries of every `RUN` (buildx `--add-host`, the frontend's `add-hosts`
     /// option); names are lower-cased, as BuildKit's frontend reads them.
     pub extra_hosts: Vec<(String, IpAddr)>,
+    /// The network of every `RUN` without a `--network` of its own (buildx `--network`, the
+    /// frontend's `force-network-mode` option); `Unset` leaves it to the executor.
+    pub network: pb::NetMode,
 }
 
 impl Default for ConvertOptions {
@@ -136,6 +139,7 @@ impl Default for ConvertOptions {
             cgroup_parent: None,
             labels: BTreeMap::new(),
             extra_hosts: Vec::new(),
+            network: pb::NetMode::Unset,
         }
     }
 }

@@ -246,7 +246,12 @@ impl Step<'_, '_> {
             }
         }
         match run.network {
-            NetworkMode::Default => {}
+            // As BuildKit: the build's network mode is the stage's, which `RUN --network`
+            // overrides.
+            NetworkMode::Default => match self.plan.options.network {
+                pb::NetMode::Unset => {}
+                forced => exec = exec.network(forced),
+            },
             NetworkMode::None => exec = exec.network(pb::NetMode::None),
             NetworkMode::Host => exec = exec.network(pb::NetMode::Host),
         }

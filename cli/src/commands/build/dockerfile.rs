@@ -119,6 +119,18 @@ fn extra_hosts(args: &BuildArgs) -> anyhow::Result<Vec<(String, IpAddr)>> {
     Ok(out)
 }
 
+/// Parses `--network`, as buildx takes it.
+fn network(args: &BuildArgs) -> anyhow::Result<pb::NetMode> {
+    match args.network.as_str() {
+        "" | "default" => Ok(pb::NetMode::Unset),
+        "none" => Ok(pb::NetMode::None),
+        "host" => Ok(pb::NetMode::Host),
+        other => {
+            bail!("network mode {other:?} not supported by kiln; hint: use default, none or host")
+        }
+    }
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -161,6 +173,7 @@ pub(super) fn convert(
         cgroup_parent: args.cgroup_parent.clone(),
         labels: labels(args)?,
         extra_hosts: extra_hosts(args)?,
+        network: network(args)?,
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
@@ -209,6 +222,18 @@ mod tests {
             shown,
             ["a 10.0.0.1", "b 2001:db8::1", "c 10.0.0.2", "c 10.0.0.3"]
         );
+        assert_eq!(network(&parse(&["ctx"])).unwrap(), pb::NetMode::Unset);
+        assert_eq!(
+            network(&parse(&["--network=none", "ctx"])).unwrap(),
+            pb::NetMode::None
+        );
+        assert_eq!(
+            network(&parse(&["--network", "bridge", "ctx"]))
+                .unwrap_err()
+                .to_string(),
+            "network mode \"bridge\" not supported by kiln; hint: use default, none or host"
+        );
+
         for bad in ["nohost", "=1.2.3.4", "a:", "a=not-an-ip"] {
             let err = hosts(&[bad]).unwrap_err();
             assert!(err.starts_with(&format!("invalid host {bad}")), "{err}");
