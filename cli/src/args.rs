@@ -121,9 +121,14 @@ pub(crate) struct BuildArgs {
     /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub(crate) allow: Vec<String>,
-    /// Progress output: `auto` (tty on a terminal, else plain), `plain` or `tty`.
+    /// Progress output: `auto` (tty on a terminal, else plain), `plain`, `tty`, `quiet` (as
+    /// `-q`) or `none`.
     #[arg(long, default_value = "auto")]
     pub(crate) progress: String,
+    /// Suppress the build output and print the image id (its manifest digest) on success, as
+    /// `docker buildx build -q`.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
     /// Store the image in kiln's image store under this name (repeatable).
     #[arg(long, short = 't', value_name = "NAME")]
     pub(crate) tag: Vec<String>,

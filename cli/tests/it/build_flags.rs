@@ -171,3 +171,52 @@ fn network_sets_the_network_of_every_run() {
         text(&output)
     );
 }
+
+#[test]
+fn quiet_prints_only_the_image_id() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let dest = format!("type=oci,dest={},tar=false,name=quiet:1", layout.display());
+    let dockerfile = "FROM busybox\nRUN echo made > /made\n";
+    for quiet in [
+        &["-q"][..],
+        &["--quiet", "--progress=auto"],
+        &["--progress=quiet"],
+    ] {
+        let _ = fs_err::remove_dir_all(&layout);
+        let mut args = vec!["--output", &dest];
+        args.extend_from_slice(quiet);
+        let output = build(dir.path(), dockerfile, &[], &args);
+        assert!(output.status.success(), "{}", text(&output));
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"].as_str().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("{digest}\n"),
+            "{quiet:?}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{quiet:?}");
+    }
+    // Without -q: the progress, and no id on stdout.
+    let output = build(
+        dir.path(),
+        dockerfile,
+        &[],
+        &["--output", &dest, "--progress=plain"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("RUN echo made"));
+    // Only auto progress goes with -q, as buildx says.
+    let output = build(dir.path(), dockerfile, &[], &["-q", "--progress=plain"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("progress=plain and quiet cannot be used together"),
+        "{}",
+        text(&output)
+    );
+}

@@ -239,7 +239,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         },
         None,
     );
-    let progress = Progress::stderr(&args.progress)?;
+    let progress = Progress::stderr(progress_flag(args)?)?;
     let solved = match &definition {
         Some(definition) if !cache_to.is_empty() => {
             runtime.block_on(session.solve_keyed(definition, progress.reporter()))
@@ -254,7 +254,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let inline = keys
         .as_ref()
         .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
-    kiln_engine::export(
+    let exported = kiln_engine::export(
         &store,
         &result,
         &outputs,
@@ -285,7 +285,26 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     if config.cache.gc.enabled {
         collect_garbage(&store, &config.cache.gc)?;
     }
+    if args.quiet || args.progress == "quiet" {
+        // As buildx: the image id alone (none without an image output).
+        if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "{digest}").context("writing the image id")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--progress` of a build, `quiet` under `-q` (which only `auto` and `quiet` go with, as
+/// buildx says).
+fn progress_flag(args: &BuildArgs) -> anyhow::Result<&str> {
+    if !args.quiet {
+        return Ok(&args.progress);
+    }
+    match args.progress.as_str() {
+        "auto" | "quiet" => Ok("quiet"),
+        other => bail!("progress={other} and quiet cannot be used together"),
+    }
 }
 
 /// Prints a warning the build goes on after, as buildx does.
