@@ -157,6 +157,10 @@ pub(crate) struct BuildArgs {
     /// `default`, `none` (only loopback) or `host` (needs `--allow network.host`).
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub(crate) network: String,
+    /// Shared memory size for build containers, as `docker buildx build --shm-size`: the size
+    /// of every `RUN`'s `/dev/shm` (`128m`, `1g`; without a unit, bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) shm_size: Option<String>,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

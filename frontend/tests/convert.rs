@@ -464,6 +464,29 @@ fn the_build_network_mode_is_every_runs_unless_it_sets_its_own() {
 }
 
 #[test]
+fn shm_size_mounts_a_tmpfs_of_that_size_on_dev_shm() {
+    let options = ConvertOptions {
+        shm_size: 128 << 20,
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine\nRUN --mount=type=tmpfs,target=/t true\n",
+        &options,
+    )
+    .unwrap();
+    let exec = execs(&c).pop().unwrap();
+    let tmpfs: Vec<(&str, i64)> = exec
+        .mounts
+        .iter()
+        .filter_map(|m| Some((m.dest.as_str(), m.tmpfs_opt.as_ref()?.size)))
+        .collect();
+    // In the op's mount order (sorted by target, as BuildKit's).
+    assert_eq!(tmpfs, [("/dev/shm", 128 << 20), ("/t", 0)]);
+    let exec = execs(&ok("FROM alpine\nRUN true\n")).pop().unwrap();
+    assert!(exec.mounts.iter().all(|m| m.dest != "/dev/shm"));
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

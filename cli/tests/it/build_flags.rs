@@ -220,3 +220,32 @@ fn quiet_prints_only_the_image_id() {
         text(&output)
     );
 }
+
+#[test]
+fn shm_size_is_the_size_of_runs_dev_shm() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = "FROM busybox AS build\n\
+         RUN df -k /dev/shm | tail -1 | awk '{print $2}' > /size && \
+             grep ' /dev/shm ' /proc/mounts | tail -1 | cut -d' ' -f3 > /type\n\
+         FROM scratch\n\
+         COPY --from=build /size /type /\n";
+    let read = |name: &str| fs_err::read_to_string(dir.path().join("out").join(name)).unwrap();
+    let output = build(dir.path(), dockerfile, &[], &["--shm-size", "96m"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read("size"), "98304\n");
+    assert_eq!(read("type"), "tmpfs\n");
+    // Without it, Docker's 64 MiB.
+    let output = build(dir.path(), dockerfile, &[], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read("size"), "65536\n");
+    let output = build(dir.path(), dockerfile, &[], &["--shm-size=lots"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("invalid argument \"lots\" for \"--shm-size\" flag"),
+        "{}",
+        text(&output)
+    );
+}

@@ -119,6 +119,9 @@ pub struct ConvertOptions {
     /// The network of every `RUN` without a `--network` of its own (buildx `--network`, the
     /// frontend's `force-network-mode` option); `Unset` leaves it to the executor.
     pub network: pb::NetMode,
+    /// The size in bytes of every `RUN`'s `/dev/shm` (buildx `--shm-size`, the frontend's
+    /// `shm-size` option): a tmpfs of that size is mounted there; 0 leaves the executor's.
+    pub shm_size: u64,
 }
 
 impl Default for ConvertOptions {
@@ -140,6 +143,7 @@ impl Default for ConvertOptions {
             labels: BTreeMap::new(),
             extra_hosts: Vec::new(),
             network: pb::NetMode::Unset,
+            shm_size: 0,
         }
     }
 }

@@ -218,6 +218,19 @@ impl Step<'_, '_> {
             mounts.push((target, state, options));
         }
 
+        // As BuildKit: the build's shared memory size is a tmpfs on /dev/shm, after the step's
+        // own mounts.
+        if self.plan.options.shm_size > 0 {
+            mounts.push((
+                "/dev/shm".to_owned(),
+                scratch(),
+                MountOptions {
+                    tmpfs: Some(i64::try_from(self.plan.options.shm_size).unwrap_or(i64::MAX)),
+                    ..MountOptions::default()
+                },
+            ));
+        }
+
         // As BuildKit's `withSecretEnvMask`: secret variables show as `****` in the op's name.
         let name = if secret_envs.is_empty() {
             self.op_name(&custom, true)

@@ -131,6 +131,15 @@ fn network(args: &BuildArgs) -> anyhow::Result<pb::NetMode> {
     }
 }
 
+/// Parses `--shm-size` (a size as docker takes it; 0 or absent: the executor's default).
+fn shm_size(args: &BuildArgs) -> anyhow::Result<u64> {
+    let Some(text) = &args.shm_size else {
+        return Ok(0);
+    };
+    kiln_cache::parse_size(text)
+        .with_context(|| format!("invalid argument {text:?} for \"--shm-size\" flag"))
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -174,6 +183,7 @@ pub(super) fn convert(
         labels: labels(args)?,
         extra_hosts: extra_hosts(args)?,
         network: network(args)?,
+        shm_size: shm_size(args)?,
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
@@ -232,6 +242,18 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "network mode \"bridge\" not supported by kiln; hint: use default, none or host"
+        );
+
+        assert_eq!(shm_size(&parse(&["ctx"])).unwrap(), 0);
+        assert_eq!(
+            shm_size(&parse(&["--shm-size", "128m", "ctx"])).unwrap(),
+            128 << 20
+        );
+        assert_eq!(
+            shm_size(&parse(&["--shm-size=lots", "ctx"]))
+                .unwrap_err()
+                .to_string(),
+            "invalid argument \"lots\" for \"--shm-size\" flag"
         );
 
         for bad in ["nohost", "=1.2.3.4", "a:", "a=not-an-ip"] {
