@@ -161,6 +161,10 @@ pub(crate) struct BuildArgs {
     /// of every `RUN`'s `/dev/shm` (`128m`, `1g`; without a unit, bytes).
     #[arg(long, value_name = "BYTES")]
     pub(crate) shm_size: Option<String>,
+    /// Do not cache specified stages, as `docker buildx build --no-cache-filter`: their `RUN`
+    /// steps run again (repeatable, or names separated by commas).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

@@ -487,6 +487,36 @@ fn shm_size_mounts_a_tmpfs_of_that_size_on_dev_shm() {
 }
 
 #[test]
+fn no_cache_stages_mark_their_runs_to_ignore_the_cache() {
+    let options = ConvertOptions {
+        no_cache_stages: vec!["Build".to_owned(), "absent".to_owned()],
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine AS base\nRUN echo base\n\
+         FROM base AS build\nRUN echo build\nCOPY a /a\n\
+         FROM build\nRUN echo final\n",
+        &options,
+    )
+    .unwrap();
+    let loaded = LoadedDefinition::from_bytes(&c.definition.encode_to_vec()).unwrap();
+    let mut ignored: Vec<String> = loaded
+        .ops()
+        .iter()
+        .filter(|op| op.metadata().is_some_and(|m| m.ignore_cache))
+        .map(|op| match pb::Op::decode(op.bytes()).unwrap().op {
+            Some(Op::Exec(e)) => e.meta.unwrap().args.join(" "),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    ignored.sort();
+    assert_eq!(ignored, ["/bin/sh -c echo build"]);
+    // Without the option, no step ignores the cache.
+    let c = ok("FROM alpine AS build\nRUN echo build\n");
+    assert!(c.definition.metadata.values().all(|m| !m.ignore_cache));
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

@@ -249,3 +249,56 @@ fn shm_size_is_the_size_of_runs_dev_shm() {
         text(&output)
     );
 }
+
+#[test]
+fn no_cache_filter_runs_the_named_stages_again() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Each step writes something new each time it runs.
+    let dockerfile = "FROM busybox AS base\n\
+         RUN cat /proc/sys/kernel/random/uuid > /base\n\
+         FROM base AS app\n\
+         RUN cat /proc/sys/kernel/random/uuid > /app\n\
+         FROM busybox AS other\n\
+         RUN cat /proc/sys/kernel/random/uuid > /other\n\
+         FROM scratch\n\
+         COPY --from=app /base /app /\n\
+         COPY --from=other /other /\n";
+    let built = |extra: &[&str]| {
+        let output = build(dir.path(), dockerfile, &[], extra);
+        assert!(output.status.success(), "{}", text(&output));
+        let read = |name: &str| fs_err::read_to_string(dir.path().join("out").join(name)).unwrap();
+        (read("base"), read("app"), read("other"))
+    };
+    let first = built(&[]);
+    // Cached as a whole without the filter.
+    assert_eq!(built(&[]), first);
+    // Only app's step runs again.
+    let (base, app, other) = built(&["--no-cache-filter", "app"]);
+    assert_eq!((&base, &other), (&first.0, &first.2));
+    assert_ne!(app, first.1);
+    // Names are matched regardless of case; a comma list and repeated flags both work.
+    let (base, _, other) = built(&[
+        "--no-cache-filter",
+        "OTHER,nonexistent",
+        "--no-cache-filter=Base",
+    ]);
+    assert_ne!(base, first.0);
+    assert_ne!(other, first.2);
+    // As buildx: not with --no-cache.
+    let output = build(
+        dir.path(),
+        dockerfile,
+        &[],
+        &["--no-cache", "--no-cache-filter", "app"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output)
+            .contains("--no-cache and --no-cache-filter cannot currently be used together"),
+        "{}",
+        text(&output)
+    );
+}

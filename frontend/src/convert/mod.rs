@@ -122,6 +122,9 @@ pub struct ConvertOptions {
     /// The size in bytes of every `RUN`'s `/dev/shm` (buildx `--shm-size`, the frontend's
     /// `shm-size` option): a tmpfs of that size is mounted there; 0 leaves the executor's.
     pub shm_size: u64,
+    /// Stages whose `RUN` steps ignore the cache (buildx `--no-cache-filter`, the frontend's
+    /// `no-cache` option with stage names), matched regardless of case as BuildKit does.
+    pub no_cache_stages: Vec<String>,
 }
 
 impl Default for ConvertOptions {
@@ -144,6 +147,7 @@ impl Default for ConvertOptions {
             extra_hosts: Vec::new(),
             network: pb::NetMode::Unset,
             shm_size: 0,
+            no_cache_stages: Vec::new(),
         }
     }
 }

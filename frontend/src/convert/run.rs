@@ -281,10 +281,21 @@ impl Step<'_, '_> {
             exec = exec.add_extra_host(&host.to_lowercase(), &ip.to_string());
         }
         let code = cmd.code.clone();
+        // As BuildKit's `IsNoCache`: the steps of a stage the build names run again.
+        let ignore_cache = self
+            .plan
+            .options
+            .no_cache_stages
+            .iter()
+            .any(|stage| stage.eq_ignore_ascii_case(&self.stage.name));
         self.d.state = exec.root().with_metadata(|m| {
             m.description.insert(COMMAND_KEY.to_owned(), code);
             m.description.insert(kiln_llb::CUSTOM_NAME.to_owned(), name);
             m.caps.insert("exec.meta.setsdefaultpath".to_owned(), true);
+            if ignore_cache {
+                m.ignore_cache = true;
+                m.caps.insert("meta.ignorecache".to_owned(), true);
+            }
         });
 
         // History: `RUN |N K=V ... args`, the stage's arguments first.

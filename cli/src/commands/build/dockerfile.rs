@@ -184,6 +184,7 @@ pub(super) fn convert(
         extra_hosts: extra_hosts(args)?,
         network: network(args)?,
         shm_size: shm_size(args)?,
+        no_cache_stages: args.no_cache_filter.clone(),
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());

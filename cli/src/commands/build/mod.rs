@@ -143,6 +143,9 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
              an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
         );
     }
+    if args.no_cache && !args.no_cache_filter.is_empty() {
+        bail!("--no-cache and --no-cache-filter cannot currently be used together");
+    }
     let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
