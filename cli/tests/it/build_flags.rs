@@ -302,3 +302,30 @@ fn no_cache_filter_runs_the_named_stages_again() {
         text(&output)
     );
 }
+
+#[test]
+fn dockerfile_build_flags_are_refused_with_an_llb_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = crate::common::kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--llb",
+            "def.pb",
+            "--label",
+            "a=b",
+            "--network=none",
+            "--shm-size=1m",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains(
+            "--label, --network, --shm-size apply to a Dockerfile build; \
+             an LLB Definition sets its own in its ops"
+        ),
+        "{}",
+        text(&output)
+    );
+}

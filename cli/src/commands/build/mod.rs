@@ -143,6 +143,24 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
              an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
         );
     }
+    if args.llb.is_some() {
+        let given: Vec<&str> = [
+            ("--label", !args.label.is_empty()),
+            ("--add-host", !args.add_host.is_empty()),
+            ("--network", args.network != "default"),
+            ("--shm-size", args.shm_size.is_some()),
+            ("--no-cache-filter", !args.no_cache_filter.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} apply to a Dockerfile build; an LLB Definition sets its own in its ops",
+                given.join(", ")
+            );
+        }
+    }
     if args.no_cache && !args.no_cache_filter.is_empty() {
         bail!("--no-cache and --no-cache-filter cannot currently be used together");
     }
