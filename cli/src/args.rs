@@ -141,9 +141,14 @@ pub(crate) struct BuildArgs {
     /// (`RUN --network=host`) or `security.insecure` (`RUN --security=insecure`).
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub(crate) allow: Vec<String>,
-    /// Progress output: `auto` (tty on a terminal, else plain), `plain` or `tty`.
+    /// Progress output: `auto` (tty on a terminal, else plain), `plain`, `tty`, `quiet` (as
+    /// `-q`) or `none`.
     #[arg(long, default_value = "auto")]
     pub(crate) progress: String,
+    /// Suppress the build output and print the image id (its manifest digest) on success, as
+    /// `docker buildx build -q`.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
     /// Store the image in kiln's image store under this name (repeatable).
     #[arg(long, short = 't', value_name = "NAME")]
     pub(crate) tag: Vec<String>,
@@ -159,6 +164,27 @@ pub(crate) struct BuildArgs {
     /// A build argument: `NAME=VALUE`.
     #[arg(long, value_name = "NAME=VALUE")]
     pub(crate) build_arg: Vec<String>,
+    /// Set metadata for an image, as `docker buildx build --label`: `KEY=VALUE` (a bare `KEY`
+    /// is an empty value), over the Dockerfile's `LABEL`s.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
+    /// Add a custom host-to-IP mapping to the `/etc/hosts` of every `RUN`, as
+    /// `docker buildx build --add-host`: `NAME:IP` or `NAME=IP` (an IPv6 address may be in
+    /// brackets; several addresses separated by commas).
+    #[arg(long, value_name = "NAME:IP")]
+    pub(crate) add_host: Vec<String>,
+    /// Set the networking mode for the `RUN` instructions, as `docker buildx build --network`:
+    /// `default`, `none` (only loopback) or `host` (needs `--allow network.host`).
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub(crate) network: String,
+    /// Shared memory size for build containers, as `docker buildx build --shm-size`: the size
+    /// of every `RUN`'s `/dev/shm` (`128m`, `1g`; without a unit, bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) shm_size: Option<String>,
+    /// Do not cache specified stages, as `docker buildx build --no-cache-filter`: their `RUN`
+    /// steps run again (repeatable, or names separated by commas).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

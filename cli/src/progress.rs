@@ -125,6 +125,8 @@ pub(crate) enum ProgressMode {
     Plain,
     /// The live view.
     Tty,
+    /// Nothing (`quiet` or `none`, as buildx).
+    Quiet,
 }
 
 impl ProgressMode {
@@ -136,7 +138,10 @@ impl ProgressMode {
             "tty" => Ok(Self::Tty),
             "auto" if stderr_is_terminal => Ok(Self::Tty),
             "auto" => Ok(Self::Plain),
-            other => bail!("invalid --progress {other:?}: expected auto, plain or tty"),
+            "quiet" | "none" => Ok(Self::Quiet),
+            other => {
+                bail!("invalid --progress {other:?}: expected auto, plain, tty, quiet or none")
+            }
         }
     }
 }
@@ -147,6 +152,8 @@ pub(crate) enum Progress {
     Plain(Arc<PlainProgress<std::io::Stderr>>),
     /// `--progress=tty`.
     Tty(Arc<TtyProgress>),
+    /// `-q`, `--progress=quiet|none`: no progress.
+    Quiet,
 }
 
 impl Progress {
@@ -158,6 +165,7 @@ impl Progress {
             ProgressMode::Tty => Self::Tty(Arc::new(TtyProgress::new(Arc::new(
                 console::Term::stderr(),
             )))),
+            ProgressMode::Quiet => Self::Quiet,
         })
     }
 
@@ -166,6 +174,7 @@ impl Progress {
         match self {
             Self::Plain(plain) => plain.clone(),
             Self::Tty(tty) => tty.clone(),
+            Self::Quiet => Arc::new(kiln_solver::NoReporter),
         }
     }
 
@@ -681,10 +690,18 @@ mod tests {
             ProgressMode::from_flag("plain", true).unwrap(),
             ProgressMode::Plain
         );
+        assert_eq!(
+            ProgressMode::from_flag("quiet", true).unwrap(),
+            ProgressMode::Quiet
+        );
+        assert_eq!(
+            ProgressMode::from_flag("none", false).unwrap(),
+            ProgressMode::Quiet
+        );
         let err = ProgressMode::from_flag("fancy", true).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid --progress \"fancy\": expected auto, plain or tty"
+            "invalid --progress \"fancy\": expected auto, plain, tty, quiet or none"
         );
     }
 

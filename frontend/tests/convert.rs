@@ -375,6 +375,148 @@ fn ulimits_and_cgroup_parent_go_to_every_run() {
 }
 
 #[test]
+fn build_labels_go_over_the_dockerfiles() {
+    let options = ConvertOptions {
+        labels: BTreeMap::from([
+            ("org.example.team".to_owned(), "build".to_owned()),
+            ("version".to_owned(), "2".to_owned()),
+        ]),
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine AS base\nLABEL version=1 kept=yes\nFROM base\n",
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        c.config.config.labels,
+        BTreeMap::from([
+            ("kept".to_owned(), "yes".to_owned()),
+            ("org.example.team".to_owned(), "build".to_owned()),
+            ("version".to_owned(), "2".to_owned()),
+        ])
+    );
+    // No history entry: the labels are the build's, not a step's.
+    assert_eq!(
+        created_by(&c),
+        created_by(&ok(
+            "FROM alpine AS base\nLABEL version=1 kept=yes\nFROM base\n"
+        ))
+    );
+}
+
+#[test]
+fn extra_hosts_go_to_every_run() {
+    let options = ConvertOptions {
+        extra_hosts: vec![
+            ("Registry.Local".to_owned(), "10.0.0.7".parse().unwrap()),
+            ("v6".to_owned(), "2001:db8:0::1".parse().unwrap()),
+        ],
+        ..ConvertOptions::default()
+    };
+    let c = run("FROM alpine\nRUN true\nRUN false\n", &options).unwrap();
+    let runs = execs(&c);
+    assert_eq!(runs.len(), 2);
+    for exec in runs {
+        let hosts: Vec<(String, String)> = exec
+            .meta
+            .unwrap()
+            .extra_hosts
+            .into_iter()
+            .map(|h| (h.host, h.ip))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("registry.local".to_owned(), "10.0.0.7".to_owned()),
+                ("v6".to_owned(), "2001:db8::1".to_owned()),
+            ]
+        );
+    }
+    let meta = execs(&ok("FROM alpine\nRUN true\n"))[0]
+        .meta
+        .clone()
+        .unwrap();
+    assert!(meta.extra_hosts.is_empty());
+}
+
+#[test]
+fn the_build_network_mode_is_every_runs_unless_it_sets_its_own() {
+    let dockerfile = "FROM alpine\nRUN true\nRUN --network=host true\nRUN --network=default true\n";
+    let networks = |network: pb::NetMode| {
+        let options = ConvertOptions {
+            network,
+            ..ConvertOptions::default()
+        };
+        execs(&run(dockerfile, &options).unwrap())
+            .iter()
+            .map(|e| e.network)
+            .collect::<Vec<_>>()
+    };
+    let (unset, none, host) = (
+        pb::NetMode::Unset as i32,
+        pb::NetMode::None as i32,
+        pb::NetMode::Host as i32,
+    );
+    assert_eq!(networks(pb::NetMode::Unset), [unset, host, unset]);
+    assert_eq!(networks(pb::NetMode::None), [none, host, none]);
+    assert_eq!(networks(pb::NetMode::Host), [host, host, host]);
+}
+
+#[test]
+fn shm_size_mounts_a_tmpfs_of_that_size_on_dev_shm() {
+    let options = ConvertOptions {
+        shm_size: 128 << 20,
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine\nRUN --mount=type=tmpfs,target=/t true\n",
+        &options,
+    )
+    .unwrap();
+    let exec = execs(&c).pop().unwrap();
+    let tmpfs: Vec<(&str, i64)> = exec
+        .mounts
+        .iter()
+        .filter_map(|m| Some((m.dest.as_str(), m.tmpfs_opt.as_ref()?.size)))
+        .collect();
+    // In the op's mount order (sorted by target, as BuildKit's).
+    assert_eq!(tmpfs, [("/dev/shm", 128 << 20), ("/t", 0)]);
+    let exec = execs(&ok("FROM alpine\nRUN true\n")).pop().unwrap();
+    assert!(exec.mounts.iter().all(|m| m.dest != "/dev/shm"));
+}
+
+#[test]
+fn no_cache_stages_mark_their_runs_to_ignore_the_cache() {
+    let options = ConvertOptions {
+        no_cache_stages: vec!["Build".to_owned(), "absent".to_owned()],
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM alpine AS base\nRUN echo base\n\
+         FROM base AS build\nRUN echo build\nCOPY a /a\n\
+         FROM build\nRUN echo final\n",
+        &options,
+    )
+    .unwrap();
+    let loaded = LoadedDefinition::from_bytes(&c.definition.encode_to_vec()).unwrap();
+    let mut ignored: Vec<String> = loaded
+        .ops()
+        .iter()
+        .filter(|op| op.metadata().is_some_and(|m| m.ignore_cache))
+        .map(|op| match pb::Op::decode(op.bytes()).unwrap().op {
+            Some(Op::Exec(e)) => e.meta.unwrap().args.join(" "),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    ignored.sort();
+    assert_eq!(ignored, ["/bin/sh -c echo build"]);
+    // Without the option, no step ignores the cache.
+    let c = ok("FROM alpine AS build\nRUN echo build\n");
+    assert!(c.definition.metadata.values().all(|m| !m.ignore_cache));
+}
+
+#[test]
 fn cache_mount_owner_makes_a_cache_directory() {
     let c = ok("FROM alpine\nRUN --mount=type=cache,target=/c,uid=1000,gid=50,mode=0700 true\n");
     let exec = execs(&c).pop().unwrap();

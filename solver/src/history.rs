@@ -31,7 +31,8 @@ const MAX_ENTRIES: usize = 20_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum MissReason {
-    /// The cache was not consulted (`--no-cache`, or the vertex's `ignore_cache`).
+    /// The cache was not consulted (`--no-cache`, or the `ignore_cache` of the vertex or of
+    /// one below it).
     Ignored,
     /// Nothing was ever cached for this op.
     NoRecord,

@@ -48,6 +48,7 @@ mod plan;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use kiln_llb::{LocalOptions, State, local_with, pb, scratch};
 
@@ -109,6 +110,21 @@ pub struct ConvertOptions {
     /// The cgroup parent of every `RUN` (buildx `--cgroup-parent`, the frontend's
     /// `cgroup-parent` option).
     pub cgroup_parent: Option<String>,
+    /// Labels of the result image (buildx `--label`, the frontend's `label:KEY` options),
+    /// over those the Dockerfile's `LABEL`s set.
+    pub labels: BTreeMap<String, String>,
+    /// `/etc/hosts` entries of every `RUN` (buildx `--add-host`, the frontend's `add-hosts`
+    /// option); names are lower-cased, as BuildKit's frontend reads them.
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// The network of every `RUN` without a `--network` of its own (buildx `--network`, the
+    /// frontend's `force-network-mode` option); `Unset` leaves it to the executor.
+    pub network: pb::NetMode,
+    /// The size in bytes of every `RUN`'s `/dev/shm` (buildx `--shm-size`, the frontend's
+    /// `shm-size` option): a tmpfs of that size is mounted there; 0 leaves the executor's.
+    pub shm_size: u64,
+    /// Stages whose `RUN` steps ignore the cache (buildx `--no-cache-filter`, the frontend's
+    /// `no-cache` option with stage names), matched regardless of case as BuildKit does.
+    pub no_cache_stages: Vec<String>,
 }
 
 impl Default for ConvertOptions {
@@ -127,6 +143,11 @@ impl Default for ConvertOptions {
             local_unique: None,
             ulimits: Vec::new(),
             cgroup_parent: None,
+            labels: BTreeMap::new(),
+            extra_hosts: Vec::new(),
+            network: pb::NetMode::Unset,
+            shm_size: 0,
+            no_cache_stages: Vec::new(),
         }
     }
 }
@@ -174,6 +195,8 @@ pub fn convert(
     let mut config = target.image.clone();
     config.architecture = options.platform.architecture.clone();
     config.os = options.platform.os.clone();
+    // As BuildKit's `finalizeResultImage`: the build's labels go over the Dockerfile's.
+    config.config.labels.extend(options.labels.clone());
     Ok(Converted {
         definition: target.state.marshal(),
         config,

@@ -218,6 +218,19 @@ impl Step<'_, '_> {
             mounts.push((target, state, options));
         }
 
+        // As BuildKit: the build's shared memory size is a tmpfs on /dev/shm, after the step's
+        // own mounts.
+        if self.plan.options.shm_size > 0 {
+            mounts.push((
+                "/dev/shm".to_owned(),
+                scratch(),
+                MountOptions {
+                    tmpfs: Some(i64::try_from(self.plan.options.shm_size).unwrap_or(i64::MAX)),
+                    ..MountOptions::default()
+                },
+            ));
+        }
+
         // As BuildKit's `withSecretEnvMask`: secret variables show as `****` in the op's name.
         let name = if secret_envs.is_empty() {
             self.op_name(&custom, true)
@@ -246,7 +259,12 @@ impl Step<'_, '_> {
             }
         }
         match run.network {
-            NetworkMode::Default => {}
+            // As BuildKit: the build's network mode is the stage's, which `RUN --network`
+            // overrides.
+            NetworkMode::Default => match self.plan.options.network {
+                pb::NetMode::Unset => {}
+                forced => exec = exec.network(forced),
+            },
             NetworkMode::None => exec = exec.network(pb::NetMode::None),
             NetworkMode::Host => exec = exec.network(pb::NetMode::Host),
         }
@@ -259,11 +277,25 @@ impl Step<'_, '_> {
         if let Some(parent) = &self.plan.options.cgroup_parent {
             exec = exec.cgroup_parent(parent);
         }
+        for (host, ip) in &self.plan.options.extra_hosts {
+            exec = exec.add_extra_host(&host.to_lowercase(), &ip.to_string());
+        }
         let code = cmd.code.clone();
+        // As BuildKit's `IsNoCache`: the steps of a stage the build names run again.
+        let ignore_cache = self
+            .plan
+            .options
+            .no_cache_stages
+            .iter()
+            .any(|stage| stage.eq_ignore_ascii_case(&self.stage.name));
         self.d.state = exec.root().with_metadata(|m| {
             m.description.insert(COMMAND_KEY.to_owned(), code);
             m.description.insert(kiln_llb::CUSTOM_NAME.to_owned(), name);
             m.caps.insert("exec.meta.setsdefaultpath".to_owned(), true);
+            if ignore_cache {
+                m.ignore_cache = true;
+                m.caps.insert("meta.ignorecache".to_owned(), true);
+            }
         });
 
         // History: `RUN |N K=V ... args`, the stage's arguments first.

@@ -102,6 +102,15 @@ impl ExecState {
         self
     }
 
+    /// Adds an `/etc/hosts` entry of the process (BuildKit's `AddExtraHost`).
+    pub fn add_extra_host(mut self, host: &str, ip: &str) -> Self {
+        self.meta.extra_hosts.push(pb::HostIp {
+            host: host.to_owned(),
+            ip: ip.to_owned(),
+        });
+        self
+    }
+
     /// Sets the network mode.
     pub fn network(mut self, mode: pb::NetMode) -> Self {
         self.network = mode;

@@ -164,7 +164,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             });
             Ok(outputs)
         };
-        let reason = if vertex.ignore_cache {
+        let reason = if self.graph.ignores_cache(&digest) {
             MissReason::Ignored
         } else {
             if let Some(outputs) = self.lookup(digest.clone()).await? {

@@ -138,6 +138,28 @@ impl<R> Graph<R> {
         self.vertices.get(digest)
     }
 
+    /// Whether `digest` or a vertex below it ignores the cache: a vertex above one that runs
+    /// again runs again too, as in BuildKit (whose re-run vertex does not hand its cache keys
+    /// to the vertices above), since its cached result was made from an older input.
+    pub(super) fn ignores_cache(&self, digest: &str) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let mut pending = vec![digest];
+        while let Some(digest) = pending.pop() {
+            let Some(vertex) = self.vertices.get(digest) else {
+                continue;
+            };
+            if vertex.ignore_cache {
+                return true;
+            }
+            for edge in &vertex.inputs {
+                if seen.insert(edge.vertex.clone()) {
+                    pending.push(&edge.vertex);
+                }
+            }
+        }
+        false
+    }
+
     /// The number of vertices.
     pub fn len(&self) -> usize {
         self.vertices.len()

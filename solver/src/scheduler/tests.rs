@@ -385,6 +385,36 @@ async fn ignore_cache_runs_again() {
 }
 
 #[tokio::test]
+async fn the_vertices_above_one_that_ignores_the_cache_run_again() {
+    let cache = Arc::new(MemCache::default());
+    let scheduler = Scheduler::builder().cache(cache).build();
+    let graph = || {
+        let mut t = TestGraph::new();
+        t.sum("a", 1, &[])
+            .sum("b", 2, &["a"])
+            .sum("side", 4, &[])
+            .sum("top", 8, &["b", "side"]);
+        t
+    };
+    let t = graph();
+    assert_eq!(
+        solve(&scheduler, Arc::new(t.graph), "top").await.unwrap(),
+        15
+    );
+    let t = graph();
+    let counters = t.counters.clone();
+    let mut graph = t.graph;
+    graph.vertices.get_mut("a").unwrap().ignore_cache = true;
+    assert_eq!(solve(&scheduler, Arc::new(graph), "top").await.unwrap(), 15);
+    // a runs again, and what was made from it; the side branch stays cached.
+    let execs: Vec<usize> = ["a", "b", "side", "top"]
+        .iter()
+        .map(|v| counters.execs(v))
+        .collect();
+    assert_eq!(execs, [1, 1, 0, 1]);
+}
+
+#[tokio::test]
 async fn content_based_key_hits_when_content_is_equal() {
     let cache = Arc::new(MemCache::default());
     let scheduler = Scheduler::builder().cache(cache).build();

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,6 +78,68 @@ fn build_args(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Parses `--label KEY=VALUE` as buildx does (a bare `KEY` is an empty value).
+fn labels(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for text in &args.label {
+        let (key, value) = text.split_once('=').unwrap_or((text, ""));
+        if key.is_empty() {
+            bail!("invalid key-value pair {text:?}: empty key");
+        }
+        out.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(out)
+}
+
+/// Parses `--add-host NAME=IP` or `NAME:IP` as buildx does: `=` first, an IP in brackets,
+/// several IPs separated by commas (an entry each).
+fn extra_hosts(args: &BuildArgs) -> anyhow::Result<Vec<(String, IpAddr)>> {
+    let mut out = Vec::new();
+    for text in &args.add_host {
+        let (host, ips) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .filter(|(host, ips)| !host.is_empty() && !ips.is_empty())
+            .with_context(|| format!("invalid host {text}"))?;
+        if ips == "host-gateway" {
+            bail!(
+                "invalid host {text}: kiln has no host gateway (the RUN steps share the host's \
+                 network unless --network=none); hint: use 127.0.0.1"
+            );
+        }
+        for ip in ips.split(',') {
+            let ip = ip
+                .strip_prefix('[')
+                .and_then(|ip| ip.strip_suffix(']'))
+                .unwrap_or(ip);
+            let ip = ip.parse().with_context(|| format!("invalid host {text}"))?;
+            out.push((host.to_owned(), ip));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `--network`, as buildx takes it.
+fn network(args: &BuildArgs) -> anyhow::Result<pb::NetMode> {
+    match args.network.as_str() {
+        "" | "default" => Ok(pb::NetMode::Unset),
+        "none" => Ok(pb::NetMode::None),
+        "host" => Ok(pb::NetMode::Host),
+        other => {
+            bail!("network mode {other:?} not supported by kiln; hint: use default, none or host")
+        }
+    }
+}
+
+/// Parses `--shm-size` (a size as docker takes it; 0 or absent: the executor's default).
+fn shm_size(args: &BuildArgs) -> anyhow::Result<u64> {
+    let Some(text) = &args.shm_size else {
+        return Ok(0);
+    };
+    kiln_cache::parse_size(text)
+        .with_context(|| format!("invalid argument {text:?} for \"--shm-size\" flag"))
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -117,6 +180,11 @@ pub(super) fn convert(
             })
             .collect(),
         cgroup_parent: args.cgroup_parent.clone(),
+        labels: labels(args)?,
+        extra_hosts: extra_hosts(args)?,
+        network: network(args)?,
+        shm_size: shm_size(args)?,
+        no_cache_stages: args.no_cache_filter.clone(),
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
@@ -144,6 +212,55 @@ mod tests {
         assert_eq!(parsed["A"], "1");
         assert_eq!(parsed["B"], "x=y");
         assert!(build_args(&parse(&["--build-arg", "=v", "ctx"])).is_err());
+
+        let parsed = labels(&parse(&["--label", "a=1=2", "--label", "bare", "ctx"])).unwrap();
+        assert_eq!(parsed["a"], "1=2");
+        assert_eq!(parsed["bare"], "");
+        let err = labels(&parse(&["--label", "=v", "ctx"])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid key-value pair \"=v\": empty key");
+
+        let hosts = |argv: &[&str]| {
+            let mut full = Vec::new();
+            for host in argv {
+                full.extend(["--add-host", host]);
+            }
+            full.push("ctx");
+            extra_hosts(&parse(&full)).map_err(|e| format!("{e:#}"))
+        };
+        let parsed = hosts(&["a:10.0.0.1", "b=[2001:db8::1]", "c=10.0.0.2,10.0.0.3"]).unwrap();
+        let shown: Vec<String> = parsed.iter().map(|(h, ip)| format!("{h} {ip}")).collect();
+        assert_eq!(
+            shown,
+            ["a 10.0.0.1", "b 2001:db8::1", "c 10.0.0.2", "c 10.0.0.3"]
+        );
+        assert_eq!(network(&parse(&["ctx"])).unwrap(), pb::NetMode::Unset);
+        assert_eq!(
+            network(&parse(&["--network=none", "ctx"])).unwrap(),
+            pb::NetMode::None
+        );
+        assert_eq!(
+            network(&parse(&["--network", "bridge", "ctx"]))
+                .unwrap_err()
+                .to_string(),
+            "network mode \"bridge\" not supported by kiln; hint: use default, none or host"
+        );
+
+        assert_eq!(shm_size(&parse(&["ctx"])).unwrap(), 0);
+        assert_eq!(
+            shm_size(&parse(&["--shm-size", "128m", "ctx"])).unwrap(),
+            128 << 20
+        );
+        assert_eq!(
+            shm_size(&parse(&["--shm-size=lots", "ctx"]))
+                .unwrap_err()
+                .to_string(),
+            "invalid argument \"lots\" for \"--shm-size\" flag"
+        );
+
+        for bad in ["nohost", "=1.2.3.4", "a:", "a=not-an-ip"] {
+            let err = hosts(&[bad]).unwrap_err();
+            assert!(err.starts_with(&format!("invalid host {bad}")), "{err}");
+        }
 
         let dir = tempfile::tempdir().unwrap();
         fs_err::write(dir.path().join(".dockerignore"), "general\n").unwrap();

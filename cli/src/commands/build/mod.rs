@@ -143,6 +143,27 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
              an LLB Definition sets its own in each exec op (Meta.ulimit, Meta.cgroupParent)"
         );
     }
+    if args.llb.is_some() {
+        let given: Vec<&str> = [
+            ("--label", !args.label.is_empty()),
+            ("--add-host", !args.add_host.is_empty()),
+            ("--network", args.network != "default"),
+            ("--shm-size", args.shm_size.is_some()),
+            ("--no-cache-filter", !args.no_cache_filter.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} apply to a Dockerfile build; an LLB Definition sets its own in its ops",
+                given.join(", ")
+            );
+        }
+    }
+    if args.no_cache && !args.no_cache_filter.is_empty() {
+        bail!("--no-cache and --no-cache-filter cannot currently be used together");
+    }
     let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
@@ -239,7 +260,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         },
         None,
     );
-    let progress = Progress::stderr(&args.progress)?;
+    let progress = Progress::stderr(progress_flag(args)?)?;
     let solved = match &definition {
         Some(definition) if !cache_to.is_empty() => {
             runtime.block_on(session.solve_keyed(definition, progress.reporter()))
@@ -254,7 +275,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let inline = keys
         .as_ref()
         .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
-    kiln_engine::export(
+    let exported = kiln_engine::export(
         &store,
         &result,
         &outputs,
@@ -285,7 +306,26 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     if config.cache.gc.enabled {
         collect_garbage(&store, &config.cache.gc)?;
     }
+    if args.quiet || args.progress == "quiet" {
+        // As buildx: the image id alone (none without an image output).
+        if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "{digest}").context("writing the image id")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--progress` of a build, `quiet` under `-q` (which only `auto` and `quiet` go with, as
+/// buildx says).
+fn progress_flag(args: &BuildArgs) -> anyhow::Result<&str> {
+    if !args.quiet {
+        return Ok(&args.progress);
+    }
+    match args.progress.as_str() {
+        "auto" | "quiet" => Ok("quiet"),
+        other => bail!("progress={other} and quiet cannot be used together"),
+    }
 }
 
 /// Prints a warning the build goes on after, as buildx does.
