@@ -95,6 +95,11 @@ pub fn cache_graph(
     let mut blobs = BTreeMap::new();
     // (blob, parent layer index) → layer index.
     let mut layer_index: HashMap<(Digest, i64), usize> = HashMap::new();
+    // The chains of the results carried, then every snapshot of them written or found once
+    // (one pass over the store's records, not one per result).
+    let mut chains = Vec::new();
+    let mut unique: Vec<String> = Vec::new();
+    let mut known = std::collections::HashSet::new();
     for (node, vertex) in keys.nodes.iter().enumerate() {
         if mode == CacheMode::Min && node != keys.target.node {
             continue;
@@ -106,68 +111,82 @@ pub fn cache_graph(
             let Some(snapshot) = snapshot else {
                 continue; // the empty file system: no layer to carry
             };
-            let chain = snapshot_chain(store, snapshot)?;
-            let created = match store.snapshot(snapshot)? {
-                Some(record) => rfc3339(i64::try_from(record.created).unwrap_or(0)),
-                None => continue,
-            };
-            let layers = chain_layers(store, &chain, options, existing)?;
-            let mut parent: i64 = -1;
-            for layer in &layers {
-                // Each layer dated by its own snapshot: an import dates the layer so, and the
-                // image history of a build from the cache with it.
-                let made = match &layer.snapshot {
-                    Some(key) => store.snapshot(key)?.map(|r| r.created),
-                    None => None,
-                };
-                let made = made.map_or_else(
-                    || created.clone(),
-                    |t| rfc3339(i64::try_from(t).unwrap_or(0)),
-                );
-                let at = *layer_index
-                    .entry((layer.digest, parent))
-                    .or_insert_with(|| {
-                        config.layers.push(CacheLayer {
-                            blob: layer.digest,
-                            parent,
-                            annotations: Some(LayerAnnotations {
-                                media_type: layer.media_type.clone(),
-                                diff_id: Some(layer.diff_id),
-                                size: i64::try_from(layer.size).unwrap_or(i64::MAX),
-                                created_at: Some(made.clone()),
-                                additional: BTreeMap::new(),
-                            }),
-                        });
-                        config.layers.len() - 1
-                    });
-                blobs.entry(layer.digest).or_insert_with(|| CacheBlob {
-                    media_type: layer.media_type.clone(),
-                    size: layer.size,
-                    diff_id: Some(layer.diff_id),
-                    created_at: Some(made),
-                });
-                parent = i64::try_from(at).unwrap_or(-1);
-            }
-            let (Ok(top), Some(&record)) = (
-                usize::try_from(parent),
-                index.get(&KeyEdge { node, output }),
-            ) else {
+            let Some(record) = store.snapshot(snapshot)? else {
                 continue;
             };
-            let result = CacheResult {
-                layer_index: top,
-                created_at: Some(created),
-            };
-            records[record].results.push(result.clone());
-            // The same result under the vertex's other keys, records of their own.
-            for alternative in &vertex.alternatives {
-                records.push(CacheRecord {
-                    results: vec![result.clone()],
-                    chained_results: Vec::new(),
-                    digest: output_record_digest(alternative, output),
-                    inputs: Vec::new(),
-                });
+            let chain = snapshot_chain(store, snapshot)?;
+            for key in &chain {
+                if known.insert(key.clone()) {
+                    unique.push(key.clone());
+                }
             }
+            chains.push((node, output, record.created, chain));
+        }
+    }
+    let written = chain_layers(store, &unique, options, existing)?;
+    // Each layer dated by its own snapshot: an import dates the layer so, and the image
+    // history of a build from the cache with it.
+    let mut by_key: HashMap<&str, (&kiln_cache::Layer, Option<u64>)> = HashMap::new();
+    for (key, layer) in unique.iter().zip(&written) {
+        let made = store.snapshot(key)?.map(|r| r.created);
+        by_key.insert(key.as_str(), (layer, made));
+    }
+    for (node, output, created, chain) in &chains {
+        let (node, output) = (*node, *output);
+        let created = rfc3339(i64::try_from(*created).unwrap_or(0));
+        let vertex = &keys.nodes[node];
+        let mut parent: i64 = -1;
+        for key in chain {
+            let Some(&(layer, made)) = by_key.get(key.as_str()) else {
+                continue;
+            };
+            let made = made.map_or_else(
+                || created.clone(),
+                |t| rfc3339(i64::try_from(t).unwrap_or(0)),
+            );
+            let at = *layer_index
+                .entry((layer.digest, parent))
+                .or_insert_with(|| {
+                    config.layers.push(CacheLayer {
+                        blob: layer.digest,
+                        parent,
+                        annotations: Some(LayerAnnotations {
+                            media_type: layer.media_type.clone(),
+                            diff_id: Some(layer.diff_id),
+                            size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+                            created_at: Some(made.clone()),
+                            additional: BTreeMap::new(),
+                        }),
+                    });
+                    config.layers.len() - 1
+                });
+            blobs.entry(layer.digest).or_insert_with(|| CacheBlob {
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+                diff_id: Some(layer.diff_id),
+                created_at: Some(made),
+            });
+            parent = i64::try_from(at).unwrap_or(-1);
+        }
+        let (Ok(top), Some(&record)) = (
+            usize::try_from(parent),
+            index.get(&KeyEdge { node, output }),
+        ) else {
+            continue;
+        };
+        let result = CacheResult {
+            layer_index: top,
+            created_at: Some(created),
+        };
+        records[record].results.push(result.clone());
+        // The same result under the vertex's other keys, records of their own.
+        for alternative in &vertex.alternatives {
+            records.push(CacheRecord {
+                results: vec![result.clone()],
+                chained_results: Vec::new(),
+                digest: output_record_digest(alternative, output),
+                inputs: Vec::new(),
+            });
         }
     }
     config.records = records;
