@@ -1,17 +1,21 @@
 //! The `Control` service: workers, disk usage, prune, solve, status, and the session tunnel.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt as _};
-use kiln_cache::{PruneOptions, PullOptions, Store, UsageEntry};
+use kiln_cache::{
+    CacheExportRequest, CacheImportRequest, CacheOptionsEntry, PruneOptions, PullOptions, Store,
+    UsageEntry,
+};
 use kiln_llb::LoadedDefinition;
 use kiln_solver::{Entitlements, Session, SessionConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::gateway::Build;
 use crate::pb::control::control_server::Control;
 use crate::pb::control::{
     BytesMessage, DiskUsageRequest, DiskUsageResponse, InfoRequest, InfoResponse,
@@ -31,6 +35,10 @@ pub(crate) struct ControlService {
     pub(crate) builds: Builds,
     /// The results of builds run as gateway clients.
     pub(crate) returns: crate::gateway::Returns,
+    /// The clients' open sessions.
+    pub(crate) sessions: crate::session::Sessions,
+    /// The directories clients' local sources are received into.
+    pub(crate) sync_dirs: crate::locals::SyncDirs,
     /// Turns true when the daemon shuts down: builds are cancelled, streams end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -134,9 +142,24 @@ fn prune_options(request: &PruneRequest) -> Result<PruneOptions, Status> {
     Ok(options)
 }
 
+/// An export that goes back to the client: made at `path` on this host, then sent through
+/// the client's session.
+struct Delivery {
+    /// The exporter's index in the request.
+    exporter: usize,
+    path: PathBuf,
+    /// A directory (`local`), else an archive file.
+    dir: bool,
+}
+
 /// The exporters of a request as kiln outputs. The attributes are BuildKit's, which kiln's
-/// `--output` grammar shares (several image names go `;`-separated there).
-fn outputs(request: &SolveRequest) -> Result<Vec<kiln_exporters::Output>, Status> {
+/// `--output` grammar shares (several image names go `;`-separated there). The client keeps
+/// the destinations of `local`, `tar`, `oci` and `docker` exports: those are made under
+/// `scratch` and delivered.
+fn outputs(
+    request: &SolveRequest,
+    scratch: &Path,
+) -> Result<(Vec<kiln_exporters::Output>, Vec<Delivery>), Status> {
     let mut exporters: Vec<(&str, Vec<(&String, &String)>)> = request
         .exporters
         .iter()
@@ -149,23 +172,46 @@ fn outputs(request: &SolveRequest) -> Result<Vec<kiln_exporters::Output>, Status
         ));
     }
     let mut outputs = Vec::new();
-    for (kind, mut attrs) in exporters {
-        if matches!(kind, "local" | "tar") {
-            return Err(Status::unimplemented(format!(
-                "the {kind} exporter sends its files through the client's session, which kiln does not serve yet"
-            )));
-        }
+    let mut deliveries = Vec::new();
+    for (index, (kind, mut attrs)) in exporters.into_iter().enumerate() {
+        attrs.retain(|(key, _)| key.as_str() != "dest");
         attrs.sort();
         let mut text = format!("type={kind}");
-        for (key, value) in attrs {
+        for (key, value) in &attrs {
             text.push(',');
             text.push_str(key);
             text.push('=');
-            if key == "name" {
+            if key.as_str() == "name" {
                 text.push_str(&value.replace(',', ";"));
             } else {
                 text.push_str(value);
             }
+        }
+        let delivered = match kind {
+            "local" => Some(true),
+            "tar" => Some(false),
+            "oci" | "docker" => {
+                if attrs
+                    .iter()
+                    .any(|(key, value)| key.as_str() == "tar" && value.as_str() == "false")
+                {
+                    return Err(Status::unimplemented(format!(
+                        "the {kind} exporter with tar=false writes into the client's content store, which kiln does not serve yet"
+                    )));
+                }
+                Some(false)
+            }
+            _ => None,
+        };
+        if let Some(dir) = delivered {
+            let path = scratch.join(format!("export-{index}"));
+            text.push_str(",dest=");
+            text.push_str(&path.to_string_lossy());
+            deliveries.push(Delivery {
+                exporter: index,
+                path,
+                dir,
+            });
         }
         outputs.push(
             kiln_exporters::parse_output(&text).map_err(|e| {
@@ -173,7 +219,60 @@ fn outputs(request: &SolveRequest) -> Result<Vec<kiln_exporters::Output>, Status
             })?,
         );
     }
-    Ok(outputs)
+    Ok((outputs, deliveries))
+}
+
+/// The request's cache exports and imports. A `local` cache goes to or comes from the
+/// client's own content store through its session, which kiln does not serve yet.
+fn cache_requests(
+    request: &SolveRequest,
+) -> Result<(Vec<CacheExportRequest>, Vec<CacheImportRequest>), Status> {
+    let Some(cache) = &request.cache else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let entry = |kind: &str,
+                 attrs: &HashMap<String, String>|
+     -> Result<CacheOptionsEntry, Status> {
+        if kind == "local" {
+            return Err(Status::unimplemented(
+                "a local cache travels through the client's content store, which kiln does not serve yet; use type=registry",
+            ));
+        }
+        Ok(CacheOptionsEntry {
+            kind: kind.to_owned(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                .collect(),
+        })
+    };
+    let invalid = |e: kiln_cache::CacheOptionsError| {
+        Status::invalid_argument(error_text("invalid cache option", &e))
+    };
+    let mut exports = Vec::new();
+    for export in &cache.exports {
+        exports.push(
+            CacheExportRequest::from_entry(&entry(&export.r#type, &export.attrs)?)
+                .map_err(invalid)?,
+        );
+    }
+    if !cache.export_ref_deprecated.is_empty() {
+        let mut attrs = cache.export_attrs_deprecated.clone();
+        attrs.insert("ref".to_owned(), cache.export_ref_deprecated.clone());
+        exports.push(CacheExportRequest::from_entry(&entry("registry", &attrs)?).map_err(invalid)?);
+    }
+    let mut imports = Vec::new();
+    for import in &cache.imports {
+        imports.push(
+            CacheImportRequest::from_entry(&entry(&import.r#type, &import.attrs)?)
+                .map_err(invalid)?,
+        );
+    }
+    for reference in &cache.import_refs_deprecated {
+        let attrs = HashMap::from([("ref".to_owned(), reference.clone())]);
+        imports.push(CacheImportRequest::from_entry(&entry("registry", &attrs)?).map_err(invalid)?);
+    }
+    Ok((exports, imports))
 }
 
 /// BuildKit's entitlement names.
@@ -196,60 +295,154 @@ fn entitlements(names: &[String]) -> Result<Entitlements, Status> {
 impl ControlService {
     /// Solves and exports one request; the progress goes to the build's log.
     async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
-        if !request.frontend.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "frontend {:?}: kiln serves Definitions only so far (its Dockerfile frontend needs the client's session)",
-                request.frontend
-            )));
-        }
-        let definition = match request.definition.clone().filter(|d| !d.def.is_empty()) {
-            Some(definition) => definition,
+        let build = if !request.frontend.is_empty() {
+            Build::Frontend {
+                frontend: request.frontend.clone(),
+                attrs: request.frontend_attrs.clone(),
+            }
+        } else if let Some(definition) = request.definition.clone().filter(|d| !d.def.is_empty()) {
+            Build::Definition(definition)
+        } else {
             // buildctl runs its build as a gateway client and returns the result to solve.
-            None => self
-                .returns
+            self.returns
                 .wait(&request.r#ref)
                 .await
                 .ok_or_else(|| Status::invalid_argument("the request has no Definition"))?
-                .map_err(Status::unknown)?,
+                .map_err(Status::unknown)?
         };
-        let definition = LoadedDefinition::from_definition(definition)
-            .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?;
-        let outputs = outputs(&request)?;
+        let scratch = self
+            .store
+            .scratch_dir()
+            .and_then(|dir| tempfile::tempdir_in(dir).map_err(Into::into))
+            .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
+        let (outputs, deliveries) = outputs(&request, scratch.path())?;
         let entitlements = entitlements(&request.entitlements)?;
+        let (cache_exports, cache_imports) = cache_requests(&request)?;
+        let pull = PullOptions {
+            config: self.config.clone(),
+            prefer_local: true,
+            ..PullOptions::default()
+        };
+        // `no-cache` without stage names, from the control request or the frontend's solve.
+        let mut no_cache = crate::frontend::no_cache_all(&request.frontend_attrs);
+        let (definition, image_config) = match build {
+            Build::Definition(definition) => (definition, None),
+            Build::Frontend { frontend, attrs } => {
+                if frontend != crate::frontend::DOCKERFILE {
+                    return Err(Status::unimplemented(format!(
+                        "frontend {frontend:?}: kiln has the built-in {} only",
+                        crate::frontend::DOCKERFILE
+                    )));
+                }
+                no_cache |= crate::frontend::no_cache_all(&attrs);
+                let session = self.sessions.get(&request.session).await?;
+                let converted =
+                    crate::frontend::convert(self.store.clone(), pull.clone(), &session, &attrs)
+                        .await?;
+                (converted.definition, Some(converted.config))
+            }
+        };
+        // A build of `scratch` alone has no ops: its result is the empty file system.
+        let definition = if definition.def.is_empty() {
+            None
+        } else {
+            Some(
+                LoadedDefinition::from_definition(definition)
+                    .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?,
+            )
+        };
         let store = self.store.clone();
         let lease = blocking("taking a lease on the store", move || store.lease()).await?;
+        let (cache_imports, unreadable) =
+            kiln_engine::open_cache_imports(&cache_imports, &pull).await;
+        for error in unreadable {
+            // As BuildKit: a cache that cannot be read does not stop the build.
+            tracing::warn!(error = causes(&error), "cache import skipped");
+        }
+        let local_dirs = (!request.session.is_empty()).then(|| {
+            Arc::new(crate::locals::SessionLocals::new(
+                self.sessions.clone(),
+                request.session.clone(),
+                self.store.root(),
+                self.sync_dirs.clone(),
+            )) as Arc<dyn kiln_solver::LocalDirs>
+        });
         let session = Session::new(
             SessionConfig {
                 store: self.store.clone(),
                 executor: self.executor.clone(),
-                pull: PullOptions {
-                    config: self.config.clone(),
-                    prefer_local: true,
-                    ..PullOptions::default()
-                },
+                pull,
                 locals: HashMap::<String, PathBuf>::new(),
+                local_dirs,
                 secrets: HashMap::new(),
                 ssh: HashMap::new(),
-                no_cache: false,
+                no_cache,
                 entitlements,
-                // Cache import and export through the daemon are still to come.
-                cache_imports: Vec::new(),
+                cache_imports,
             },
             None,
         );
         let progress = self.builds.get(&request.r#ref);
-        let result = session
-            .solve(&definition, progress)
-            .await
-            .map_err(|e| Status::unknown(causes(&e)))?;
+        let (result, keys) = match &definition {
+            Some(definition) if !cache_exports.is_empty() => session
+                .solve_keyed(definition, progress)
+                .await
+                .map_err(|e| Status::unknown(causes(&e)))?,
+            Some(definition) => session
+                .solve(definition, progress)
+                .await
+                .map(|result| (result, None))
+                .map_err(|e| Status::unknown(causes(&e)))?,
+            None => (kiln_solver::Ref::scratch(), None),
+        };
+        let inline = keys
+            .clone()
+            .filter(|_| cache_exports.iter().any(kiln_engine::is_inline));
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {
-            kiln_engine::export(&store, &result, &outputs, None, &registry, None)
+            kiln_engine::export(
+                &store,
+                &result,
+                &outputs,
+                image_config.as_ref(),
+                &registry,
+                inline.as_ref(),
+            )
         })
         .await
         .map_err(|e| Status::internal(format!("exporting: {e}")))?
         .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
+        if let Some(keys) = &keys {
+            for export in cache_exports.iter().filter(|r| !kiln_engine::is_inline(r)) {
+                let exported =
+                    kiln_engine::export_cache(&self.store, keys, export, &self.config).await;
+                match exported {
+                    Ok(()) => {}
+                    Err(error) if export.ignore_error => {
+                        tracing::warn!(error = causes(&error), "cache export failed");
+                    }
+                    Err(error) => {
+                        return Err(Status::unknown(error_text(
+                            "failed to export the build cache",
+                            &error,
+                        )));
+                    }
+                }
+            }
+        }
+        if !deliveries.is_empty() {
+            let client = self.sessions.get(&request.session).await?;
+            for delivery in &deliveries {
+                let sent = if delivery.dir {
+                    crate::filesend::send_dir(&client, delivery.exporter, &delivery.path).await
+                } else {
+                    crate::filesend::send_file(&client, delivery.exporter, &delivery.path).await
+                };
+                sent.map_err(|e| Status::unknown(error_text("failed to send the export", &e)))?;
+            }
+        }
+        drop(scratch);
         drop(lease);
         let mut response = SolveResponse::default();
         for made in exported {
@@ -379,19 +572,11 @@ impl Control for ControlService {
         &self,
         request: Request<Streaming<BytesMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        // The tunnel stays open while the client keeps it; kiln calls none of the client's
-        // services yet, so what the client sends is read and dropped.
-        let mut inbound = request.into_inner();
-        let mut shutdown = self.shutdown.clone();
-        let held = futures::stream::once(async move {
-            let drain = async { while let Some(Ok(_)) = inbound.next().await {} };
-            tokio::select! {
-                () = drain => {}
-                _ = shutdown.wait_for(|s| *s) => {}
-            }
-        })
-        .filter_map(|()| async { None });
-        Ok(Response::new(Box::pin(held)))
+        let metadata = request.metadata().clone();
+        let stream =
+            self.sessions
+                .attach(&metadata, request.into_inner(), self.shutdown.clone())?;
+        Ok(Response::new(stream))
     }
 
     async fn list_workers(

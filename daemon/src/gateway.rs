@@ -5,7 +5,9 @@
 //! the returned result ([`Returns`]) and solves and exports it.
 //!
 //! A gateway `Solve` is lazy, as BuildKit's: the ref it answers carries its Definition, which
-//! is solved when it is returned.
+//! is solved when it is returned. A `Solve` of the `dockerfile.v0` frontend answers a ref
+//! without a Definition: the frontend runs when the ref is returned, in the `Control.Solve`
+//! that has the client's session (its Dockerfile and context come through it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,13 +98,29 @@ fn caps(ids: &[&str]) -> Vec<ApiCap> {
         .collect()
 }
 
-/// What a build function returned: the Definition to export, or its error.
-pub(crate) type Returned = Result<Definition, String>;
+/// What a build function returned to be built and exported.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Build {
+    /// A Definition.
+    Definition(Definition),
+    /// A frontend to run with these options.
+    Frontend {
+        /// The frontend's name.
+        frontend: String,
+        /// Its options (`FrontendOpt`).
+        attrs: HashMap<String, String>,
+    },
+}
+
+/// What a build function returned, or its error.
+pub(crate) type Returned = Result<Build, String>;
 
 /// The results build functions return, by build ref, for the `Control.Solve` waiting on each.
 #[derive(Default, Clone)]
 pub(crate) struct Returns {
     waiting: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Frontend solves by the ref they answered, with the build they belong to.
+    frontends: Arc<Mutex<HashMap<String, (String, Build)>>>,
 }
 
 enum Slot {
@@ -148,6 +166,28 @@ impl Returns {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(reference);
+        self.frontends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (build, _)| build != reference);
+    }
+
+    /// Keeps the frontend solve answered as ref `id` of build `reference`.
+    fn put_frontend(&self, reference: &str, id: &str, build: Build) {
+        self.frontends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), (reference.to_owned(), build));
+    }
+
+    /// The frontend solve answered as ref `id` of build `reference`.
+    fn frontend(&self, reference: &str, id: &str) -> Option<Build> {
+        self.frontends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .filter(|(build, _)| build == reference)
+            .map(|(_, b)| b.clone())
     }
 }
 
@@ -176,10 +216,14 @@ fn build_id<T>(request: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("the call names no build ({BUILD_ID})")))
 }
 
-/// The Definition of a returned result: one ref (a result by platform is not exported yet).
-fn returned_definition(result: GatewayResult) -> Returned {
+/// What a returned result builds: one ref, with its Definition or answered by a frontend
+/// solve of the same build (a result by platform is not exported yet).
+fn returned_build(returns: &Returns, reference: &str, result: GatewayResult) -> Returned {
     match result.result {
-        Some(result::Result::Ref(Ref { def: Some(def), .. })) => Ok(def),
+        Some(result::Result::Ref(Ref { def: Some(def), .. })) => Ok(Build::Definition(def)),
+        Some(result::Result::Ref(Ref { id, def: None })) if !id.is_empty() => returns
+            .frontend(reference, &id)
+            .ok_or_else(|| format!("the build returned an unknown ref {id:?}")),
         Some(result::Result::Ref(Ref { def: None, .. })) | None => {
             Err("the build returned an empty result".to_owned())
         }
@@ -198,13 +242,34 @@ impl LlbBridge for GatewayService {
         &self,
         request: Request<SolveRequest>,
     ) -> Result<Response<SolveResponse>, Status> {
-        build_id(&request)?;
+        let reference = build_id(&request)?;
         let request = request.into_inner();
         if !request.frontend.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "frontend {:?} through the gateway: kiln solves Definitions only here",
-                request.frontend
-            )));
+            if request.frontend != crate::frontend::DOCKERFILE {
+                return Err(Status::unimplemented(format!(
+                    "frontend {:?}: kiln has the built-in {} only",
+                    request.frontend,
+                    crate::frontend::DOCKERFILE
+                )));
+            }
+            // Checked now, run when returned (see the module's documentation).
+            crate::frontend::convert_options(&request.frontend_opt)?;
+            let id = format!("kiln-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
+            self.returns.put_frontend(
+                &reference,
+                &id,
+                Build::Frontend {
+                    frontend: request.frontend,
+                    attrs: request.frontend_opt,
+                },
+            );
+            return Ok(Response::new(SolveResponse {
+                r#ref: id.clone(),
+                result: Some(GatewayResult {
+                    result: Some(result::Result::Ref(Ref { id, def: None })),
+                    metadata: HashMap::new(),
+                }),
+            }));
         }
         let definition = request
             .definition
@@ -242,7 +307,7 @@ impl LlbBridge for GatewayService {
         let request = request.into_inner();
         let returned = match (request.error, request.result) {
             (Some(error), _) if error.code != 0 => Err(error.message),
-            (_, Some(result)) => returned_definition(result),
+            (_, Some(result)) => returned_build(&self.returns, &reference, result),
             (_, None) => Err("the build returned no result".to_owned()),
         };
         self.returns.put(&reference, returned);
@@ -265,8 +330,11 @@ mod tests {
     async fn a_result_reaches_its_solve_whichever_comes_first() {
         let returns = Returns::default();
         // Returned before the solve waits.
-        returns.put("early", Ok(definition(b"a")));
-        assert_eq!(returns.wait("early").await, Some(Ok(definition(b"a"))));
+        returns.put("early", Ok(Build::Definition(definition(b"a"))));
+        assert_eq!(
+            returns.wait("early").await,
+            Some(Ok(Build::Definition(definition(b"a"))))
+        );
         // The solve waits first.
         let waiting = tokio::spawn({
             let returns = returns.clone();
@@ -288,7 +356,35 @@ mod tests {
     }
 
     #[test]
-    fn only_a_single_ref_with_its_definition_is_exported() {
+    fn only_a_single_ref_with_its_definition_or_frontend_is_exported() {
+        let returns = Returns::default();
+        let frontend = Build::Frontend {
+            frontend: "dockerfile.v0".to_owned(),
+            attrs: HashMap::new(),
+        };
+        returns.put_frontend("build-1", "kiln-7", frontend.clone());
+        let by_frontend = |reference: &str| {
+            returned_build(
+                &returns,
+                reference,
+                GatewayResult {
+                    result: Some(result::Result::Ref(Ref {
+                        id: "kiln-7".to_owned(),
+                        def: None,
+                    })),
+                    metadata: HashMap::new(),
+                },
+            )
+        };
+        assert_eq!(by_frontend("build-1"), Ok(frontend));
+        // Another build cannot return it.
+        assert_eq!(
+            by_frontend("build-2"),
+            Err("the build returned an unknown ref \"kiln-7\"".to_owned())
+        );
+        returns.forget("build-1");
+        assert!(by_frontend("build-1").is_err());
+
         let with_def = GatewayResult {
             result: Some(result::Result::Ref(Ref {
                 id: "r".to_owned(),
@@ -296,17 +392,20 @@ mod tests {
             })),
             metadata: HashMap::new(),
         };
-        assert_eq!(returned_definition(with_def), Ok(definition(b"a")));
+        assert_eq!(
+            returned_build(&returns, "b", with_def),
+            Ok(Build::Definition(definition(b"a")))
+        );
         let by_id = GatewayResult {
             result: Some(result::Result::RefDeprecated("r".to_owned())),
             metadata: HashMap::new(),
         };
         assert_eq!(
-            returned_definition(by_id),
+            returned_build(&returns, "b", by_id),
             Err("the build returned a ref without its Definition".to_owned())
         );
         assert_eq!(
-            returned_definition(GatewayResult::default()),
+            returned_build(&returns, "b", GatewayResult::default()),
             Err("the build returned an empty result".to_owned())
         );
     }

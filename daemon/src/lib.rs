@@ -29,9 +29,14 @@
 
 mod control;
 mod error;
+mod filesend;
+mod filesync;
+mod frontend;
 mod gateway;
+mod locals;
 mod pb;
 mod server;
+mod session;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -43,3 +43,5 @@ pub use moby::buildkit::v1 as control;
 pub use moby::buildkit::v1::frontend as gateway;
 /// `moby.buildkit.v1.types`: workers and versions.
 pub use moby::buildkit::v1::types;
+/// `moby.filesync.v1`: the file sync and file send services a client serves in its session.
+pub use moby::filesync::v1 as filesync;

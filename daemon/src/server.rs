@@ -104,6 +104,8 @@ impl Daemon {
             config: self.config.clone(),
             executor: self.executor.clone(),
             builds: Builds::default(),
+            sessions: crate::session::Sessions::default(),
+            sync_dirs: crate::locals::SyncDirs::default(),
             shutdown: cancelled,
         };
         let control = ControlServer::new(service)

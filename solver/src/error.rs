@@ -153,6 +153,15 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// A local source's directory could not be brought from the client.
+    #[error("failed to transfer local directory {name:?}")]
+    LocalSync {
+        /// The local's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An image resolved to another digest than its source pins.
     #[error("image digest {resolved} for {reference} does not match expected checksum {expected}")]
     ImageChecksum {

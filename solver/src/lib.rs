@@ -70,7 +70,7 @@ pub use executor::{
 pub use history::{History, MissReason, MissRecord};
 pub use lines::OutputLines;
 pub use llbsolver::fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
-pub use llbsolver::{Ref, Session, SessionConfig, load_history};
+pub use llbsolver::{LocalDirs, LocalRequest, Ref, Session, SessionConfig, load_history};
 
 pub use scheduler::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,

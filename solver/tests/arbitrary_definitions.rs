@@ -32,6 +32,7 @@ fn session() -> &'static Session {
                 executor: Arc::new(FakeExecutor::refusing("nothing runs here")),
                 pull: kiln_cache::PullOptions::default(),
                 locals: HashMap::from([("context".to_owned(), PathBuf::from(&dir))]),
+                local_dirs: None,
                 secrets: HashMap::from([("GIT_AUTH_TOKEN".to_owned(), b"token".to_vec())]),
                 ssh: HashMap::new(),
                 no_cache: false,

@@ -481,3 +481,134 @@ fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
         response["containerimage.digest"].as_str().unwrap()
     );
 }
+
+/// Runs `buildctl build --progress=plain --frontend dockerfile.v0` on the context `context`
+/// (also the Dockerfile's directory) with `args`.
+fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
+    let local = |name: &str| format!("{name}={}", context.display());
+    Command::new(&daemon.buildctl)
+        .arg("--addr")
+        .arg(format!("unix://{}", daemon.socket.display()))
+        .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
+        .args([
+            "--local",
+            &local("context"),
+            "--local",
+            &local("dockerfile"),
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(context.join("app/sub")).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             ARG GREETING\n\
+             COPY app/ /app/\n\
+             RUN echo \"$GREETING from the daemon\" > /app/greeting && ls /app > /app/listing\n\
+             LABEL built.by=kiln\n"
+        ),
+    )
+    .unwrap();
+    fs_err::write(context.join(".dockerignore"), "app/secret.txt\n").unwrap();
+    fs_err::write(context.join("app/main.txt"), "main\n").unwrap();
+    fs_err::write(context.join("app/secret.txt"), "secret\n").unwrap();
+    fs_err::write(context.join("app/sub/deep.txt"), "deep\n").unwrap();
+
+    // A local export comes back through the session.
+    let out = dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    let built = assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &["--opt", "build-arg:GREETING=hello", "--output", &local],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr);
+    assert!(progress.contains("RUN echo"), "{progress}");
+    let read = |path: &str| fs_err::read_to_string(out.join(path)).unwrap();
+    assert_eq!(read("app/greeting"), "hello from the daemon\n");
+    // .dockerignore kept the secret out of the context.
+    assert_eq!(read("app/listing"), "greeting\nlisting\nmain.txt\nsub\n");
+    assert_eq!(read("app/sub/deep.txt"), "deep\n");
+    assert!(!out.join("app/secret.txt").exists());
+
+    // The same build pushed: every step cached, the image config from the Dockerfile.
+    let tag = format!("dockerfile-{}", std::process::id());
+    let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let metadata = dir.path().join("metadata.json");
+    let pushed = assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--opt",
+            "build-arg:GREETING=hello",
+            "--output",
+            &output,
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&pushed.stderr);
+    assert!(progress.contains("CACHED"), "{progress}");
+    let response: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    let digest = response["containerimage.digest"].as_str().unwrap();
+    assert_eq!(registry_digest("kiln-test/daemon", &tag), digest);
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--config"])
+            .arg(format!("docker://127.0.0.1:5000/kiln-test/daemon:{tag}"))
+            .output()
+            .unwrap(),
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(config["config"]["Labels"]["built.by"], "kiln");
+
+    // A changed file reaches the next build; a tar export comes back whole.
+    fs_err::write(context.join("app/main.txt"), "changed\n").unwrap();
+    let archive = dir.path().join("out.tar");
+    let tar = format!("type=tar,dest={}", archive.display());
+    assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &["--opt", "build-arg:GREETING=again", "--output", &tar],
+    ));
+    let member = |path: &str| {
+        let out = assert_ok(
+            Command::new("tar")
+                .arg("-xOf")
+                .arg(&archive)
+                .arg(path)
+                .output()
+                .unwrap(),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(member("app/main.txt"), "changed\n");
+    assert_eq!(member("app/greeting"), "again from the daemon\n");
+
+    // A Dockerfile the client does not have is the build's error.
+    let missing = buildctl_dockerfile(&daemon, &context, &["--opt", "filename=Missing.Dockerfile"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains(
+            "failed to read dockerfile: open Missing.Dockerfile: no such file or directory"
+        ),
+        "{}",
+        text(&missing)
+    );
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
+}

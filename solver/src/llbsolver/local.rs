@@ -56,6 +56,56 @@ pub(super) struct LocalFilter {
     excludes: Vec<Pattern>,
 }
 
+/// What a `local://NAME` source asks for: the directory's name, the client session that has
+/// it, and the selection (the source op's attributes, as BuildKit sends them to the client's
+/// file sync so that only selected files travel).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalRequest {
+    /// The local's name (`context`, `dockerfile`, ...).
+    pub name: String,
+    /// `local.session`: the client session the directory comes from, if the op names one.
+    pub session: Option<String>,
+    /// `local.sharedkeyhint`: what a client's earlier copy of this directory is known by.
+    pub shared_key_hint: Option<String>,
+    /// `local.includepattern(s)`: only these paths (and what is below them); empty = all.
+    pub include_patterns: Vec<String>,
+    /// `local.excludepatterns`, `.dockerignore` style.
+    pub exclude_patterns: Vec<String>,
+    /// `local.followpaths`: paths whose symlinks are followed to their targets.
+    pub follow_paths: Vec<String>,
+}
+
+impl LocalRequest {
+    /// The request of a `local://NAME` source op with these attributes.
+    pub(super) fn from_attrs(name: &str, attrs: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut include_patterns = json_list(attrs, "local.includepattern")?;
+        include_patterns.extend(json_list(attrs, "local.includepatterns")?);
+        let text = |key: &str| attrs.get(key).filter(|v| !v.is_empty()).cloned();
+        Ok(Self {
+            name: name.to_owned(),
+            session: text("local.session"),
+            shared_key_hint: text("local.sharedkeyhint"),
+            include_patterns,
+            exclude_patterns: json_list(attrs, "local.excludepatterns")?,
+            follow_paths: json_list(attrs, "local.followpaths")?,
+        })
+    }
+}
+
+/// Brings the directory of a local source to this host, for builds whose local sources are
+/// not directories given up front: a daemon receives them from the client's session. The
+/// directory it returns holds at least the selected files; the source selects from it again.
+pub trait LocalDirs: Send + Sync {
+    /// The directory of `request`, once its files are here.
+    fn sync(
+        &self,
+        request: LocalRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<PathBuf, Box<dyn std::error::Error + Send + Sync>>,
+    >;
+}
+
 /// A path the filter selected, relative to the local directory.
 #[derive(Clone, Debug)]
 pub(super) struct Selected {
@@ -119,16 +169,19 @@ fn parse_json_strings(text: &str) -> Option<Vec<String>> {
 
 impl LocalFilter {
     /// The filter of a source op's attributes.
+    #[cfg(test)]
     pub(super) fn from_attrs(attrs: &BTreeMap<String, String>) -> Result<Self, String> {
-        let mut include_text = json_list(attrs, "local.includepattern")?;
-        include_text.extend(json_list(attrs, "local.includepatterns")?);
-        let parse_all =
-            |texts: Vec<String>| texts.iter().filter_map(|t| Pattern::parse(t)).collect();
-        Ok(Self {
-            includes: parse_all(include_text),
-            follow: json_list(attrs, "local.followpaths")?,
-            excludes: parse_all(json_list(attrs, "local.excludepatterns")?),
-        })
+        Ok(Self::new(&LocalRequest::from_attrs("", attrs)?))
+    }
+
+    /// The filter of a request's patterns.
+    pub(super) fn new(request: &LocalRequest) -> Self {
+        let parse_all = |texts: &[String]| texts.iter().filter_map(|t| Pattern::parse(t)).collect();
+        Self {
+            includes: parse_all(&request.include_patterns),
+            follow: request.follow_paths.clone(),
+            excludes: parse_all(&request.exclude_patterns),
+        }
     }
 
     /// Everything except what matches one of `patterns`.

@@ -30,6 +30,8 @@ pub(crate) mod fileop;
 mod git;
 mod http;
 mod local;
+
+pub use local::{LocalDirs, LocalRequest};
 mod merge;
 mod source;
 #[cfg(test)]
@@ -92,6 +94,9 @@ pub struct SessionConfig {
     pub pull: kiln_cache::PullOptions,
     /// Local sources by name (`--local context=DIR`).
     pub locals: HashMap<String, PathBuf>,
+    /// Brings the local sources not in `locals` (a daemon's client sends them); without it,
+    /// such a source is an error.
+    pub local_dirs: Option<Arc<dyn LocalDirs>>,
     /// Secrets by id (`--secret id=...`).
     pub secrets: HashMap<String, Vec<u8>>,
     /// SSH agent sockets by id (`--ssh default=SOCKET`), for `RUN --mount=type=ssh` and git

@@ -11,7 +11,7 @@ use kiln_llb::pb;
 use sha2::{Digest as _, Sha256};
 
 use super::checksum::KnownFiles;
-use super::local::{LocalFilter, Selected};
+use super::local::{LocalFilter, LocalRequest, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
 use crate::error::Error;
 use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
@@ -44,16 +44,18 @@ pub(super) fn source_op(
         return Ok(Arc::new(source));
     }
     if let Some(name) = identifier.strip_prefix("local://") {
-        let filter =
-            LocalFilter::from_attrs(&source.attrs).map_err(|message| LlbError::BadAttribute {
+        let request = LocalRequest::from_attrs(name, &source.attrs).map_err(|message| {
+            LlbError::BadAttribute {
                 digest: digest.clone(),
                 message,
-            })?;
+            }
+        })?;
         return Ok(Arc::new(LocalSource {
             digest,
-            name: name.to_owned(),
-            filter: Arc::new(filter),
+            filter: Arc::new(LocalFilter::new(&request)),
+            request,
             config,
+            dir: Arc::default(),
             checksums: Arc::default(),
         }));
     }
@@ -239,9 +241,11 @@ impl Op<Ref> for ImageSource {
 /// `local://NAME`: a directory given to the build, copied into a snapshot.
 struct LocalSource {
     digest: String,
-    name: String,
+    request: LocalRequest,
     filter: Arc<LocalFilter>,
     config: Arc<SessionConfig>,
+    /// The directory, once found (or received from the client: once per build).
+    dir: Arc<tokio::sync::OnceCell<PathBuf>>,
     /// The file checksums found while keying the source, for its result's content keys.
     checksums: Arc<Mutex<Option<FileChecksums>>>,
 }
@@ -250,14 +254,32 @@ struct LocalSource {
 type FileChecksums = HashMap<PathBuf, (StatKey, [u8; 32])>;
 
 impl LocalSource {
-    fn dir(&self) -> Result<PathBuf, Error> {
-        self.config
-            .locals
-            .get(&self.name)
-            .cloned()
-            .ok_or_else(|| Error::NoLocalDirectory {
-                name: self.name.clone(),
-            })
+    /// The directory: given up front by name, else brought by the session's [`LocalDirs`].
+    fn dir(&self) -> BoxFuture<'static, Result<PathBuf, Error>> {
+        let request = self.request.clone();
+        let config = self.config.clone();
+        let dir = self.dir.clone();
+        async move {
+            let found = dir
+                .get_or_try_init(|| async {
+                    if let Some(dir) = config.locals.get(&request.name) {
+                        return Ok(dir.clone());
+                    }
+                    let Some(local_dirs) = &config.local_dirs else {
+                        return Err(Error::NoLocalDirectory {
+                            name: request.name.clone(),
+                        });
+                    };
+                    let name = request.name.clone();
+                    local_dirs
+                        .sync(request)
+                        .await
+                        .map_err(|source| Error::LocalSync { name, source })
+                })
+                .await?;
+            Ok(found.clone())
+        }
+        .boxed()
     }
 }
 
@@ -277,7 +299,7 @@ impl Op<Ref> for LocalSource {
         let store = self.config.store.clone();
         let checksums = self.checksums.clone();
         async move {
-            let dir = dir?;
+            let dir = dir.await?;
             let content = blocking(move || {
                 let selected = filter.select(&dir)?;
                 let mut cache = ChecksumCache::load(store.root(), &dir);
@@ -305,7 +327,7 @@ impl Op<Ref> for LocalSource {
         let filter = self.filter.clone();
         let checksums = self.checksums.clone();
         async move {
-            let dir = dir?;
+            let dir = dir.await?;
             Ok(blocking(move || {
                 let selected = filter.select(&dir)?;
                 let result = snapshot_from_dir(&store, &dir, &selected, "local")?;

@@ -111,6 +111,7 @@ pub(super) fn config(store: &Path, secrets: &[(&str, &str)]) -> SessionConfig {
         executor: Arc::new(FakeExecutor::refusing("no exec in these tests")),
         pull: kiln_cache::PullOptions::default(),
         locals: HashMap::new(),
+        local_dirs: None,
         secrets: secrets
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
@@ -245,4 +246,90 @@ async fn the_same_files_under_another_definition_hit_and_changes_have_reasons() 
             MissReason::InputChanged { input: 0, vertex, .. } if **vertex == *recorder.digest("local://two"))),
         "{reasons:?}"
     );
+}
+
+/// Local directories brought on request, recording each request.
+struct RecordingLocalDirs {
+    dir: PathBuf,
+    requests: Mutex<Vec<LocalRequest>>,
+}
+
+impl LocalDirs for RecordingLocalDirs {
+    fn sync(
+        &self,
+        request: LocalRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<PathBuf, Box<dyn std::error::Error + Send + Sync>>,
+    > {
+        self.requests.lock().unwrap().push(request);
+        let dir = self.dir.clone();
+        Box::pin(async move { Ok(dir) })
+    }
+}
+
+#[tokio::test]
+async fn a_local_source_not_given_is_brought_once_with_its_selection() {
+    if !can_mount("solving file ops") {
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let context = tempfile::tempdir().unwrap();
+    fs_err::write(context.path().join("a"), "alpha").unwrap();
+    let dirs = Arc::new(RecordingLocalDirs {
+        dir: context.path().to_owned(),
+        requests: Mutex::default(),
+    });
+    let mut config = config(store.path(), &[]);
+    config.local_dirs = Some(dirs.clone());
+    let session = Session::new(config, None);
+    let local = kiln_llb::local_with(
+        "context",
+        kiln_llb::LocalOptions {
+            include_patterns: vec!["a".to_owned()],
+            exclude_patterns: vec!["*.md".to_owned()],
+            follow_paths: vec!["a".to_owned()],
+            shared_key_hint: Some("ctx".to_owned()),
+            unique: None,
+        },
+    );
+    let result = solve(&session, &copy_a(&local), &Arc::new(Recorder::default())).await;
+    assert_eq!(tree(&session, &result)["a"], "alpha");
+    // Keyed and copied from one transfer.
+    let requests = dirs.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        [LocalRequest {
+            name: "context".to_owned(),
+            session: None,
+            shared_key_hint: Some("ctx".to_owned()),
+            include_patterns: vec!["a".to_owned()],
+            exclude_patterns: vec!["*.md".to_owned()],
+            follow_paths: vec!["a".to_owned()],
+        }]
+    );
+
+    // Without a way to bring it, the source is an error naming the flag.
+    let without = session_without_locals(store.path());
+    let bytes =
+        kiln_llb::prost::Message::encode_to_vec(&copy_a(&kiln_llb::local("other")).marshal());
+    let definition = LoadedDefinition::from_bytes(&bytes).unwrap();
+    let error = without
+        .solve(&definition, Arc::new(Recorder::default()))
+        .await
+        .unwrap_err();
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        chain.contains("no local directory named \"other\" was given"),
+        "{chain}"
+    );
+}
+
+fn session_without_locals(store: &Path) -> Session {
+    session(store, &[])
 }

@@ -252,6 +252,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             executor: kiln_engine::executor(PathBuf::from(kiln_engine::RUNNER_STATE)),
             pull,
             locals,
+            local_dirs: None,
             secrets,
             ssh,
             no_cache: args.no_cache,

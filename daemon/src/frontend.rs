@@ -1,0 +1,283 @@
+//! The built-in `dockerfile.v0` frontend as the daemon serves it: the Dockerfile and its
+//! `.dockerignore` come from the client's session, the options from the request's frontend
+//! attributes (BuildKit's names: `filename`, `target`, `build-arg:NAME`, `label:NAME`,
+//! `no-cache`, `platform`, `add-hosts`, `force-network-mode`, `shm-size`, `ulimit`,
+//! `cgroup-parent`, `contextkey`, `dockerfilekey`), and kiln-frontend converts them as
+//! `kiln build` does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_cache::{PullOptions, Store};
+use kiln_frontend::{ConvertOptions, Converted};
+use kiln_llb::pb;
+use kiln_solver::LocalRequest;
+use tonic::Status;
+
+use crate::filesync;
+use crate::session::ClientSession;
+
+/// The frontend's name in a request.
+pub(crate) const DOCKERFILE: &str = "dockerfile.v0";
+
+/// A bad frontend attribute.
+fn invalid(text: String) -> Status {
+    Status::invalid_argument(text)
+}
+
+/// BuildKit's comma-separated attribute values: one CSV record (quoted fields allowed).
+fn csv_fields(value: &str) -> Result<Vec<String>, Status> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(value.as_bytes());
+    let mut record = csv::StringRecord::new();
+    reader
+        .read_record(&mut record)
+        .map_err(|e| invalid(format!("invalid value {value:?}: {e}")))?;
+    Ok(record
+        .iter()
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The conversion options the attributes ask for (the excludes come from `.dockerignore`).
+pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<ConvertOptions, Status> {
+    let get = |key: &str| attrs.get(key).map(String::as_str).unwrap_or_default();
+    let mut options = ConvertOptions {
+        target: Some(get("target").to_owned()).filter(|t| !t.is_empty()),
+        context_name: Some(get("contextkey"))
+            .filter(|k| !k.is_empty())
+            .unwrap_or("context")
+            .to_owned(),
+        cgroup_parent: Some(get("cgroup-parent").to_owned()).filter(|c| !c.is_empty()),
+        ..ConvertOptions::default()
+    };
+    options.file_name = Path::new(dockerfile_name(attrs)).file_name().map_or_else(
+        || "Dockerfile".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let prefixed = |prefix: &str| -> BTreeMap<String, String> {
+        attrs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
+            .collect()
+    };
+    options.build_args = prefixed("build-arg:");
+    options.labels = prefixed("label:");
+    if let Some(platform) = attrs.get("platform").filter(|p| !p.is_empty()) {
+        if platform.split(',').any(|p| p != "linux/amd64") {
+            return Err(invalid(format!(
+                "platform {platform:?} is not supported: kiln builds linux/amd64 only"
+            )));
+        }
+    }
+    for field in csv_fields(get("add-hosts"))? {
+        let lower = field.to_lowercase();
+        let (host, ip) = lower
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("invalid key-value pair {field}")))?;
+        let ip = ip
+            .parse()
+            .map_err(|_| invalid(format!("failed to parse IP {ip}")))?;
+        options.extra_hosts.push((host.to_owned(), ip));
+    }
+    options.network = match get("force-network-mode") {
+        "" | "sandbox" => pb::NetMode::Unset,
+        "none" => pb::NetMode::None,
+        "host" => pb::NetMode::Host,
+        other => return Err(invalid(format!("invalid netmode {other}"))),
+    };
+    if let Some(size) = attrs.get("shm-size").filter(|s| !s.is_empty()) {
+        options.shm_size = size
+            .parse()
+            .map_err(|_| invalid(format!("invalid shm-size {size:?}: expected bytes")))?;
+    }
+    for field in csv_fields(get("ulimit"))? {
+        let ulimit: kiln_runner::Ulimit = field
+            .parse()
+            .map_err(|e| invalid(crate::control::error_text("invalid ulimit", &e)))?;
+        options.ulimits.push(pb::Ulimit {
+            name: ulimit.name,
+            soft: ulimit.soft,
+            hard: ulimit.hard,
+        });
+    }
+    if let Some(stages) = attrs.get("no-cache").filter(|s| !s.is_empty()) {
+        options.no_cache_stages = csv_fields(stages)?;
+    }
+    Ok(options)
+}
+
+/// `no-cache` without stage names: every step ignores the cache.
+pub(crate) fn no_cache_all(attrs: &HashMap<String, String>) -> bool {
+    attrs.get("no-cache").is_some_and(String::is_empty)
+}
+
+fn dockerfile_name(attrs: &HashMap<String, String>) -> &str {
+    attrs
+        .get("filename")
+        .map(String::as_str)
+        .filter(|f| !f.is_empty())
+        .unwrap_or("Dockerfile")
+}
+
+/// Receives the files `patterns` select from the client's directory `name` into `dest`.
+async fn fetch(
+    session: &ClientSession,
+    name: &str,
+    patterns: Vec<String>,
+    dest: &Path,
+) -> Result<(), Status> {
+    let request = LocalRequest {
+        name: name.to_owned(),
+        include_patterns: patterns,
+        ..LocalRequest::default()
+    };
+    filesync::receive(session, &request, dest)
+        .await
+        .map_err(|e| {
+            Status::unknown(crate::control::error_text(
+                &format!("failed to read {name}"),
+                &e,
+            ))
+        })?;
+    Ok(())
+}
+
+/// A file the client sent, `None` when it has no such file.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Status> {
+    match fs_err::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
+}
+
+/// Converts the client's Dockerfile as the attributes say.
+pub(crate) async fn convert(
+    store: Arc<Store>,
+    pull: PullOptions,
+    session: &ClientSession,
+    attrs: &HashMap<String, String>,
+) -> Result<Converted, Status> {
+    let mut options = convert_options(attrs)?;
+    let filename = dockerfile_name(attrs).trim_start_matches("./").to_owned();
+    let dockerfile_key = attrs
+        .get("dockerfilekey")
+        .filter(|k| !k.is_empty())
+        .map_or("dockerfile", String::as_str);
+    let scratch = store
+        .scratch_dir()
+        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
+    let work = tempfile::tempdir_in(&scratch)
+        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
+    let (dockerfile_dir, context_dir) =
+        (work.path().join("dockerfile"), work.path().join("context"));
+    let specific_ignore = format!("{filename}.dockerignore");
+    let context_name = options.context_name.clone();
+    let (fetched_dockerfile, fetched_context) = tokio::join!(
+        fetch(
+            session,
+            dockerfile_key,
+            vec![filename.clone(), specific_ignore.clone()],
+            &dockerfile_dir,
+        ),
+        fetch(
+            session,
+            &context_name,
+            vec![".dockerignore".to_owned()],
+            &context_dir
+        ),
+    );
+    fetched_dockerfile?;
+    fetched_context?;
+    let dockerfile = read_optional(&dockerfile_dir.join(&filename))?.ok_or_else(|| {
+        Status::not_found(format!(
+            "failed to solve: failed to read dockerfile: open {filename}: no such file or directory"
+        ))
+    })?;
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let specific = text(read_optional(&dockerfile_dir.join(&specific_ignore))?);
+    let general = text(read_optional(&context_dir.join(".dockerignore"))?);
+    options.excludes = kiln_frontend::select_dockerignore(specific.as_deref(), general.as_deref())
+        .map(kiln_frontend::parse_dockerignore)
+        .unwrap_or_default();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let resolver = kiln_engine::StoreResolver::new(store, pull, handle);
+        kiln_frontend::convert(&dockerfile, &options, &resolver)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("converting the Dockerfile: {e}")))?
+    .map_err(|e| {
+        Status::invalid_argument(crate::control::error_text(
+            "failed to convert the Dockerfile",
+            &e,
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn attributes_become_conversion_options() {
+        let options = convert_options(&attrs(&[
+            ("filename", "sub/app.Dockerfile"),
+            ("target", "build"),
+            ("build-arg:A", "1"),
+            ("label:team", "ci"),
+            ("add-hosts", "DB=10.0.0.5,cache=10.0.0.6"),
+            ("force-network-mode", "none"),
+            ("shm-size", "134217728"),
+            ("ulimit", "nofile=1024:2048"),
+            ("no-cache", "app,\"web\""),
+        ]))
+        .unwrap();
+        assert_eq!(options.file_name, "app.Dockerfile");
+        assert_eq!(options.target.as_deref(), Some("build"));
+        assert_eq!(options.build_args["A"], "1");
+        assert_eq!(options.labels["team"], "ci");
+        let hosts: Vec<String> = options
+            .extra_hosts
+            .iter()
+            .map(|(h, ip)| format!("{h}={ip}"))
+            .collect();
+        assert_eq!(hosts, ["db=10.0.0.5", "cache=10.0.0.6"]);
+        assert_eq!(options.network, pb::NetMode::None);
+        assert_eq!(options.shm_size, 128 << 20);
+        assert_eq!(options.ulimits[0].soft, 1024);
+        assert_eq!(options.ulimits[0].hard, 2048);
+        assert_eq!(options.no_cache_stages, ["app", "web"]);
+        assert_eq!(options.context_name, "context");
+        assert!(!no_cache_all(&attrs(&[("no-cache", "app")])));
+        assert!(no_cache_all(&attrs(&[("no-cache", "")])));
+
+        let err = |pairs: &[(&str, &str)]| {
+            convert_options(&attrs(pairs))
+                .unwrap_err()
+                .message()
+                .to_owned()
+        };
+        assert_eq!(err(&[("add-hosts", "db")]), "invalid key-value pair db");
+        assert_eq!(err(&[("add-hosts", "db=x")]), "failed to parse IP x");
+        assert_eq!(
+            err(&[("force-network-mode", "bridge")]),
+            "invalid netmode bridge"
+        );
+        assert_eq!(
+            err(&[("platform", "linux/arm64")]),
+            "platform \"linux/arm64\" is not supported: kiln builds linux/amd64 only"
+        );
+    }
+}
