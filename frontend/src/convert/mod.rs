@@ -175,6 +175,17 @@ pub fn convert(
         .strict_utf8()
         .parse(dockerfile)?;
     let stages = crate::instructions::parse_stages(&parsed)?;
+    convert_stages(stages, &Lexer::new(parsed.escape), options, resolver)
+}
+
+/// Converts typed stages (from a Dockerfile, or from another frontend such as kiln.yaml that
+/// lowers its format to the same instructions), expanding variables with `lexer`.
+pub(crate) fn convert_stages(
+    stages: crate::instructions::Stages,
+    lexer: &Lexer,
+    options: &ConvertOptions,
+    resolver: &dyn ImageMetaResolver,
+) -> Result<Converted, ConvertError> {
     if stages.stages.is_empty() {
         return Err(build_error(ConvertErrorKind::NoStages));
     }
@@ -183,8 +194,7 @@ pub fn convert(
             pattern: pattern.clone(),
         }));
     }
-    let lexer = Lexer::new(parsed.escape);
-    let mut plan = Plan::new(options, &lexer, stages.stages, &stages.meta_args, resolver)?;
+    let mut plan = Plan::new(options, lexer, stages.stages, &stages.meta_args, resolver)?;
     plan.resolve()?;
     // First pass: learn which context paths the build reads.
     let probe = plan.dispatch(&scratch())?;
