@@ -263,6 +263,14 @@ fn schema_violations_name_their_place() {
         ),
         "kiln.yaml:6:9: \"run\" is a required property"
     );
+    assert_eq!(
+        err("apiVersion: kiln/v1\nstages:\n  a:\n    from: busybox\n    env: {\"A=B\": x}\n"),
+        "kiln.yaml:5:11: \"A=B\" is not a variable name (no '=' or white space)"
+    );
+    assert_eq!(
+        err("apiVersion: kiln/v1\nargs:\n  1X: y\nstages:\n  a: {from: busybox}\n"),
+        "kiln.yaml:3:3: \"1X\" is not an argument name (letters, digits and '_', not starting with a digit)"
+    );
 }
 
 #[test]

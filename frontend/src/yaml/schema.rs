@@ -57,6 +57,25 @@ pub(crate) fn validate(root: &Node) -> Result<(), (Pos, YamlErrorKind)> {
                     },
                 )
             }
+            ValidationErrorKind::PropertyNames { error } => {
+                let key = error.instance().as_str().unwrap_or_default().to_owned();
+                let pos = node.key(&key).map_or(node.pos, |k| k.pos);
+                let what = match segments.last() {
+                    Some(Segment::Key(k)) if k == "args" => {
+                        "an argument name (letters, digits and '_', not starting with a digit)"
+                    }
+                    Some(Segment::Key(k)) if k == "env" => {
+                        "a variable name (no '=' or white space)"
+                    }
+                    _ => "a name here",
+                };
+                (
+                    pos,
+                    YamlErrorKind::Schema {
+                        message: format!("{key:?} is not {what}"),
+                    },
+                )
+            }
             kind => {
                 let message = match kind {
                     ValidationErrorKind::OneOfNotValid { .. } => {
