@@ -267,6 +267,11 @@ fn schema_violations_name_their_place() {
         err("apiVersion: kiln/v1\nstages:\n  a:\n    from: busybox\n    env: {\"A=B\": x}\n"),
         "kiln.yaml:5:11: \"A=B\" is not a variable name (no '=' or white space)"
     );
+    // `1.20` would be the float 1.2: quoting is asked for, not guessed.
+    assert_eq!(
+        err("apiVersion: kiln/v1\nargs: {GO_VERSION: 1.20}\nstages:\n  a: {from: busybox}\n"),
+        "kiln.yaml:2:20: GO_VERSION: 1.2 is not of types \"boolean\", \"integer\", \"string\" (quote it to keep the text as written)"
+    );
     assert_eq!(
         err("apiVersion: kiln/v1\nargs:\n  1X: y\nstages:\n  a: {from: busybox}\n"),
         "kiln.yaml:3:3: \"1X\" is not an argument name (letters, digits and '_', not starting with a digit)"

@@ -81,6 +81,10 @@ pub(crate) fn validate(root: &Node) -> Result<(), (Pos, YamlErrorKind)> {
                     ValidationErrorKind::OneOfNotValid { .. } => {
                         "expected a string or a list of strings".to_owned()
                     }
+                    // `1.20` loads as the float 1.2: say how to keep the text.
+                    ValidationErrorKind::Type { .. } if matches!(node.value, Value::Float(_)) => {
+                        format!("{error} (quote it to keep the text as written)")
+                    }
                     _ => error.to_string(),
                 };
                 let message = match segments.last() {
