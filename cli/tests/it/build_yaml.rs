@@ -139,7 +139,7 @@ fn every_example_builds_the_file_system_of_its_dockerfile_twin() {
 }
 
 #[test]
-fn print_llb_and_errors_of_a_kiln_yaml() {
+fn print_llb_target_build_args_and_errors_of_a_kiln_yaml() {
     if !ready() {
         return;
     }
@@ -150,31 +150,40 @@ fn print_llb_and_errors_of_a_kiln_yaml() {
     let file = context.join("build.kiln");
     fs_err::write(
         &file,
-        "# a kiln build\napiVersion: kiln/v1\nstages:\n  a:\n    from: busybox\n    steps:\n      - run: [echo, hi]\n",
+        "# a kiln build\napiVersion: kiln/v1\nargs: {WORD: hi}\nstages:\n  a:\n    from: busybox\n    steps:\n      - run: [echo, a]\n  b:\n    from: busybox\n    steps:\n      - run: [echo, b]\n",
     )
     .unwrap();
-    let output = kiln_in(
-        dir.path(),
-        &[
-            "build",
-            "-f",
-            file.to_str().unwrap(),
-            "--print-llb",
-            context.to_str().unwrap(),
-        ],
-        &[],
+    // The exec ops' argv and environment of a build with `extra` flags.
+    let execs = |extra: &[&str]| -> Vec<(Vec<String>, Vec<String>)> {
+        let mut args = vec!["build", "-f", file.to_str().unwrap(), "--print-llb"];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        let output = kiln_in(dir.path(), &args, &[]);
+        assert!(output.status.success(), "{}", text(&output));
+        let loaded = kiln_llb::LoadedDefinition::from_bytes(&output.stdout).unwrap();
+        loaded
+            .ops()
+            .iter()
+            .filter_map(|op| match op.body() {
+                Some(kiln_llb::pb::op::Op::Exec(e)) => {
+                    e.meta.as_ref().map(|m| (m.args.clone(), m.env.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let last = execs(&[]);
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].0, ["echo", "b"]);
+    assert!(last[0].1.contains(&"WORD=hi".to_owned()), "{:?}", last[0].1);
+    let first = execs(&["--target", "a", "--build-arg", "WORD=hello"]);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, ["echo", "a"]);
+    assert!(
+        first[0].1.contains(&"WORD=hello".to_owned()),
+        "{:?}",
+        first[0].1
     );
-    assert!(output.status.success(), "{}", text(&output));
-    let loaded = kiln_llb::LoadedDefinition::from_bytes(&output.stdout).unwrap();
-    let args: Vec<Vec<String>> = loaded
-        .ops()
-        .iter()
-        .filter_map(|op| match op.body() {
-            Some(kiln_llb::pb::op::Op::Exec(e)) => e.meta.as_ref().map(|m| m.args.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(args, [["echo", "hi"]]);
 
     fs_err::write(
         &file,
