@@ -358,6 +358,6 @@ fn conversion_errors_name_the_step() {
     );
     assert_eq!(
         err("apiVersion: kiln/v1\nstages:\n  a:\n    from: missing\n"),
-        "kiln.yaml:4:5: missing: manifest unknown"
+        "kiln.yaml:4:11: missing: manifest unknown"
     );
 }

@@ -277,7 +277,7 @@ impl Lower<'_> {
             platform,
             orig_cmd: "FROM".to_owned(),
             source_code,
-            location: self.location(node.key("from").map_or(pos, |k| k.pos)),
+            location: self.location(node.get("from").map_or(pos, |v| v.pos)),
             comments: Vec::new(),
             doc_comment: String::new(),
             commands: Vec::new(),
