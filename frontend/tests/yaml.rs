@@ -342,6 +342,19 @@ fn conversion_errors_name_the_step() {
     );
     assert_eq!(
         err(
+            "apiVersion: kiln/v1\nstages:\n  a:\n    from: busybox\n    steps:\n      - run: x\n        mounts:\n          - {type: bind, target: /b}\n          - {type: secret, id: s, sharing: locked}\n"
+        ),
+        "kiln.yaml:9:13: secret mount should not define sharing"
+    );
+    // With a variable, the mount is checked when converting, at its step.
+    assert_eq!(
+        err(
+            "apiVersion: kiln/v1\nargs: {T: x}\nstages:\n  a:\n    from: busybox\n    steps:\n      - run: x\n        mounts: [{type: secret, id: $T, sharing: locked}]\n"
+        ),
+        "kiln.yaml:7:9: secret mount should not define sharing"
+    );
+    assert_eq!(
+        err(
             "apiVersion: kiln/v1\nstages:\n  a:\n    from: busybox\n    steps:\n      - copy: {from: b, src: /x, dest: /y}\n  b:\n    from: busybox\n"
         ),
         "kiln.yaml:6:22: stage \"b\" is defined later in the file: a stage can use only the stages before it"

@@ -23,6 +23,7 @@ use crate::instructions::{
     NetworkMode, RunCommand, SecurityMode, ShellDependentCmdLine, SourcesAndDest, Stage, Stages,
     interval_value, is_valid_stage_name,
 };
+use crate::mount::parse_mount;
 
 use super::error::YamlErrorKind;
 use super::tree::{Node, Pos, Value};
@@ -328,7 +329,7 @@ impl Lower<'_> {
         };
         let pos = step.pos;
         Ok(match action.as_str() {
-            "run" => self.run(step),
+            "run" => self.run(step)?,
             "copy" => self.copy(step.get("copy").unwrap_or(step), pos),
             "add" => self.add(step.get("add").unwrap_or(step), pos),
             _ => {
@@ -345,12 +346,20 @@ impl Lower<'_> {
         })
     }
 
-    fn run(&self, step: &Node) -> Command {
+    fn run(&self, step: &Node) -> Result<Command> {
         let cmd = command_line(step.get("run").unwrap_or(step));
-        let mount_specs: Vec<String> = step
-            .get("mounts")
-            .map(|m| m.items().iter().map(mount_spec).collect())
-            .unwrap_or_default();
+        let mut mount_specs = Vec::new();
+        for mount in step.get("mounts").map(Node::items).unwrap_or_default() {
+            let spec = mount_spec(mount);
+            // As the Dockerfile's instruction parser does: a mount without variables is checked
+            // now, so that its error points at it.
+            if !spec.contains('$') {
+                let mut literal = |s: &str| Ok(s.to_owned());
+                parse_mount(&spec, Some(&mut literal))
+                    .map_err(|e| (mount.pos, YamlErrorKind::Convert(e.into())))?;
+            }
+            mount_specs.push(spec);
+        }
         let network = match string(step, "network").as_str() {
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
@@ -379,7 +388,7 @@ impl Lower<'_> {
         }
         code.push(' ');
         code.push_str(&command_code(&cmd));
-        self.command(
+        Ok(self.command(
             step.pos,
             "run",
             code,
@@ -391,7 +400,7 @@ impl Lower<'_> {
                 devices: Vec::new(),
                 flags_used,
             }),
-        )
+        ))
     }
 
     fn sources(node: &Node) -> SourcesAndDest {
