@@ -23,7 +23,9 @@
 //! # Where things live
 //!
 //! - this file: the public API ([`convert`], [`ConvertOptions`], [`ImageMetaResolver`]), the
-//!   error constructors and step 6, the context source;
+//!   error constructors and step 6, the context source; `convert_stages`, steps 2 to 6 on typed
+//!   stages, is also the converter of the kiln.yaml frontend (`crate::yaml`), which lowers its
+//!   files to the same stages;
 //! - `plan`: steps 1 to 4: the stages, their bases and sources, the target, cycles, the resolved
 //!   base images and their `ONBUILD` triggers;
 //! - `dispatch`: step 5: the walk over the needed stages, the state each starts from, and
