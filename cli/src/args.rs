@@ -158,7 +158,8 @@ pub(crate) struct BuildArgs {
     /// The build context directory (the local source `context`).
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: Option<PathBuf>,
-    /// The Dockerfile (default: `CONTEXT/Dockerfile`; `-`: standard input).
+    /// The Dockerfile (default: `CONTEXT/Dockerfile`; `-`: standard input), or a kiln.yaml
+    /// file (named `*.yaml`/`*.yml`, or starting with `apiVersion: kiln/v1`).
     #[arg(long, short = 'f', value_name = "FILE")]
     pub(crate) file: Option<PathBuf>,
     /// A build argument: `NAME=VALUE`.

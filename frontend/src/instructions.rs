@@ -515,7 +515,7 @@ fn parse_from(node: &Node, args: &[String], file: &str) -> Result<Stage, ErrorKi
 }
 
 /// `^[a-z][a-z0-9-_.]*$`
-fn is_valid_stage_name(name: &str) -> bool {
+pub(crate) fn is_valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
@@ -585,7 +585,13 @@ fn parse_go_int32(s: &str) -> Option<i64> {
 
 /// A duration flag: empty or zero is unset; otherwise at least 1ms.
 fn interval_flag(flags: &FlagSet, name: &str) -> Result<Duration, ErrorKind> {
-    let value = flags.string(name);
+    interval_value(name, &flags.string(name))
+}
+
+/// A health check duration named `name` (`interval`, `start-period`, ...): empty or zero is
+/// unset; otherwise at least 1ms.
+pub(crate) fn interval_value(name: &str, value: &str) -> Result<Duration, ErrorKind> {
+    let value = value.to_owned();
     if value.is_empty() {
         return Ok(Duration::ZERO);
     }

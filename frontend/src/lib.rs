@@ -1,6 +1,7 @@
-//! kiln-frontend: the Dockerfile frontend of kiln.
+//! kiln-frontend: the Dockerfile and kiln.yaml frontends of kiln.
 //!
-//! It reads a Dockerfile and turns it into an LLB `Definition` plus an OCI image config:
+//! It reads a Dockerfile (or a kiln.yaml file) and turns it into an LLB `Definition` plus an OCI
+//! image config:
 //!
 //! - **the converter** ([`convert`]): one [`pb::Definition`](kiln_llb::pb::Definition) for the
 //!   target stage (only the stages it needs) and its [`ImageConfig`] (Env, Cmd, Entrypoint,
@@ -36,6 +37,12 @@
 //!   not, and reporting which variables were used ([`Expansion`]). Values come from the
 //!   [`Env`] trait (implemented for maps, `(key, value)` lists and [`EnvList`]), which the
 //!   converter implements over build arguments and stage environments.
+//!
+//! - **the kiln.yaml frontend** ([`convert_yaml`], [`is_kiln_yaml`]): `apiVersion: kiln/v1` files
+//!   (named stages of `run`/`copy`/`add` steps and an `image` configuration, see `docs/yaml.md`),
+//!   loaded with spans, validated against [`YAML_SCHEMA`], lowered to the same [`Stages`] the
+//!   instruction parser makes and converted by the same converter; its [`YamlError`]s read
+//!   `kiln.yaml:LINE:COL: message`.
 //!
 //! No maintained Rust crate parses the current Dockerfile syntax (`dockerfile-parser` is
 //! deprecated and has no heredocs, no `RUN` flags and no directives), so the parser is our own,
@@ -131,6 +138,7 @@ mod quote;
 mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod yaml;
 
 pub use convert::{
     ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted, DEFAULT_PATH,
@@ -151,3 +159,4 @@ pub use parser::{
     chomp_heredoc_content, parse,
 };
 pub use shell::{EmptyEnv, Env, EnvList, Expansion, Lexer};
+pub use yaml::{SCHEMA as YAML_SCHEMA, YamlError, YamlErrorKind, convert_yaml, is_kiln_yaml};

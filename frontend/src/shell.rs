@@ -116,6 +116,7 @@ pub struct Lexer {
     raw_escapes: bool,
     skip_process_quotes: bool,
     skip_unset_env: bool,
+    error_on_unset: bool,
 }
 
 impl Default for Lexer {
@@ -133,6 +134,7 @@ impl Lexer {
             raw_escapes: false,
             skip_process_quotes: false,
             skip_unset_env: false,
+            error_on_unset: false,
         }
     }
 
@@ -157,6 +159,15 @@ impl Lexer {
     /// Leave references to unset variables as written (`$x`, `${x:-y}`) instead of expanding them.
     pub fn skip_unset_env(mut self, yes: bool) -> Self {
         self.skip_unset_env = yes;
+        self
+    }
+
+    /// Make a reference to an unset variable that has no modifier to handle it (`$x`, `${x}`,
+    /// `${x#p}`, `${x/a/b}`; not `${x:-y}`, `${x:+y}`, `${x?m}`) an error
+    /// ([`ExpandErrorKind::Undefined`]) instead of the empty string. The kiln.yaml frontend
+    /// expands its fields this way.
+    pub fn error_on_unset(mut self, yes: bool) -> Self {
+        self.error_on_unset = yes;
         self
     }
 
@@ -236,6 +247,13 @@ pub enum ExpandErrorKind {
         name: String,
         /// The message given or the default one.
         message: String,
+    },
+    /// A variable that is not set, referenced without a default, under
+    /// [`Lexer::error_on_unset`].
+    #[error("undefined variable {name:?}")]
+    Undefined {
+        /// The variable.
+        name: String,
     },
     /// `${...}` nested deeper than kiln accepts.
     #[error("substitutions nested deeper than {max} levels")]
@@ -469,6 +487,15 @@ impl State<'_> {
         }
     }
 
+    /// The value of a reference to an unset variable: empty, or an error under
+    /// [`Lexer::error_on_unset`].
+    fn unset(&self, name: String) -> Step<String> {
+        if self.lexer.error_on_unset {
+            return Err(ExpandErrorKind::Undefined { name });
+        }
+        Ok(String::new())
+    }
+
     fn process_dollar(&mut self) -> Step<String> {
         if self.depth >= MAX_NESTING {
             return Err(ExpandErrorKind::TooDeep { max: MAX_NESTING });
@@ -489,7 +516,7 @@ impl State<'_> {
             return Ok(match self.lookup(&name) {
                 Some(v) => v,
                 None if self.lexer.skip_unset_env => format!("${name}"),
-                None => String::new(),
+                None => self.unset(name)?,
             });
         }
         self.pos += 1; // '{'
@@ -510,7 +537,7 @@ impl State<'_> {
                 return Ok(match self.lookup(&name) {
                     Some(v) => v,
                     None if self.lexer.skip_unset_env => format!("${{{name}}}"),
-                    None => String::new(),
+                    None => self.unset(name)?,
                 });
             }
             '/' => return self.process_replace(&name),
@@ -569,7 +596,10 @@ impl State<'_> {
                     Some(rest) => (true, rest.to_string()),
                     None => (false, word),
                 };
-                let value = value.unwrap_or_default();
+                let value = match value {
+                    Some(v) => v,
+                    None => self.unset(name)?,
+                };
                 if ch == '%' {
                     trim_suffix(&pattern, &value, greedy)
                 } else {
@@ -600,7 +630,7 @@ impl State<'_> {
             if self.lexer.skip_unset_env {
                 return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
             }
-            return Ok(String::new());
+            return self.unset(name.to_owned());
         };
         let re = shell_pattern_to_regex(&pattern, true, false).map_err(|reason| {
             ExpandErrorKind::InvalidPattern {
@@ -748,6 +778,35 @@ fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_on_unset_refuses_bare_references_only() {
+        let lexer = Lexer::default().error_on_unset(true);
+        let env = EnvList::from_entries(["SET=v"]);
+        for (word, want) in [
+            ("$SET ${SET}", "v v"),
+            ("${NO:-d}", "d"),
+            ("${NO:+x}", ""),
+            ("${NO-d}", "d"),
+            ("\\$NO", "$NO"),
+        ] {
+            assert_eq!(lexer.process_word(word, &env).unwrap(), want, "{word}");
+        }
+        for word in ["$NO", "a${NO}b", "${NO#x}", "${NO%x}", "${NO/a/b}"] {
+            let err = lexer.process_word(word, &env).unwrap_err();
+            let ExpandError::Failed { kind, .. } = err;
+            assert_eq!(
+                kind,
+                ExpandErrorKind::Undefined { name: "NO".into() },
+                "{word}"
+            );
+        }
+        // Without the option an unset name is empty, as in a Dockerfile.
+        assert_eq!(
+            Lexer::default().process_word("a${NO}b", &env).unwrap(),
+            "ab"
+        );
+    }
 
     #[test]
     fn pattern_to_regex() {

@@ -9,6 +9,7 @@ mod common;
 mod build_dockerfile;
 mod build_dockerfile_sources;
 mod build_flags;
+mod build_yaml;
 mod daemon;
 mod debug_dump_llb;
 mod dependency_direction;

@@ -23,7 +23,9 @@
 //! # Where things live
 //!
 //! - this file: the public API ([`convert`], [`ConvertOptions`], [`ImageMetaResolver`]), the
-//!   error constructors and step 6, the context source;
+//!   error constructors and step 6, the context source; `convert_stages`, steps 2 to 6 on typed
+//!   stages, is also the converter of the kiln.yaml frontend (`crate::yaml`), which lowers its
+//!   files to the same stages;
 //! - `plan`: steps 1 to 4: the stages, their bases and sources, the target, cycles, the resolved
 //!   base images and their `ONBUILD` triggers;
 //! - `dispatch`: step 5: the walk over the needed stages, the state each starts from, and
@@ -175,6 +177,17 @@ pub fn convert(
         .strict_utf8()
         .parse(dockerfile)?;
     let stages = crate::instructions::parse_stages(&parsed)?;
+    convert_stages(stages, &Lexer::new(parsed.escape), options, resolver)
+}
+
+/// Converts typed stages (from a Dockerfile, or from another frontend such as kiln.yaml that
+/// lowers its format to the same instructions), expanding variables with `lexer`.
+pub(crate) fn convert_stages(
+    stages: crate::instructions::Stages,
+    lexer: &Lexer,
+    options: &ConvertOptions,
+    resolver: &dyn ImageMetaResolver,
+) -> Result<Converted, ConvertError> {
     if stages.stages.is_empty() {
         return Err(build_error(ConvertErrorKind::NoStages));
     }
@@ -183,8 +196,7 @@ pub fn convert(
             pattern: pattern.clone(),
         }));
     }
-    let lexer = Lexer::new(parsed.escape);
-    let mut plan = Plan::new(options, &lexer, stages.stages, &stages.meta_args, resolver)?;
+    let mut plan = Plan::new(options, lexer, stages.stages, &stages.meta_args, resolver)?;
     plan.resolve()?;
     // First pass: learn which context paths the build reads.
     let probe = plan.dispatch(&scratch())?;

@@ -1,5 +1,5 @@
-//! `kiln build CONTEXT`: reads the Dockerfile and `.dockerignore`, converts them to LLB with
-//! `kiln_frontend::convert`, resolving base images through the content store
+//! `kiln build CONTEXT`: reads the Dockerfile (or kiln.yaml file) and `.dockerignore`, converts
+//! them to LLB with `kiln_frontend::convert` (`kiln_frontend::convert_yaml`), resolving base images through the content store
 //! (`kiln_engine::StoreResolver`).
 
 use std::collections::BTreeMap;
@@ -188,6 +188,13 @@ pub(super) fn convert(
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
+    if kiln_frontend::is_kiln_yaml(&options.file_name, &dockerfile) {
+        return Ok(kiln_frontend::convert_yaml(
+            &dockerfile,
+            &options,
+            &resolver,
+        )?);
+    }
     Ok(kiln_frontend::convert(&dockerfile, &options, &resolver)?)
 }
 
