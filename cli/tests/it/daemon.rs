@@ -612,3 +612,76 @@ fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     );
     assert_ok(daemon.buildctl(&["debug", "workers"]));
 }
+
+#[test]
+fn serial_two_daemons_share_a_registry_cache_and_the_second_runs_no_step() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    let marker = format!("fleet-{}", std::process::id());
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN echo {marker} > /first\n\
+             RUN cat /first > /second && echo built >> /second\n"
+        ),
+    )
+    .unwrap();
+    let cache = format!("127.0.0.1:5000/kiln-test/fleet-cache:{marker}");
+    let (first_dir, second_dir) = (dir.path().join("one"), dir.path().join("two"));
+    fs_err::create_dir_all(&first_dir).unwrap();
+    fs_err::create_dir_all(&second_dir).unwrap();
+    let Some(first) = Daemon::start(&first_dir, &first_dir.join("root"), None) else {
+        return;
+    };
+    let exported = assert_ok(buildctl_dockerfile(
+        &first,
+        &context,
+        &[
+            "--export-cache",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&exported.stderr);
+    assert!(
+        progress.contains(&format!("RUN echo {marker}")),
+        "{progress}"
+    );
+    drop(first);
+
+    // Another daemon, another store: every step comes from the cache.
+    let Some(second) = Daemon::start(&second_dir, &second_dir.join("root"), None) else {
+        return;
+    };
+    let out = dir.path().join("out");
+    let imported = assert_ok(buildctl_dockerfile(
+        &second,
+        &context,
+        &[
+            "--import-cache",
+            &format!("type=registry,ref={cache}"),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&imported.stderr);
+    // buildctl's plain progress: `#N NAME` when a step starts, `#N CACHED` or `#N DONE …`.
+    let runs: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(runs.len(), 2, "{progress}");
+    for run in runs {
+        assert!(progress.contains(&format!("{run} CACHED")), "{progress}");
+        assert!(!progress.contains(&format!("{run} DONE")), "{progress}");
+    }
+    assert_eq!(
+        fs_err::read_to_string(out.join("second")).unwrap(),
+        format!("{marker}\nbuilt\n")
+    );
+}
