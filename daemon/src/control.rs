@@ -367,6 +367,18 @@ impl ControlService {
                 self.sync_dirs.clone(),
             )) as Arc<dyn kiln_solver::LocalDirs>
         });
+        let secrets = match (&definition, request.session.is_empty()) {
+            (Some(definition), false) => {
+                let ids = crate::secrets::secret_ids(definition);
+                if ids.is_empty() {
+                    HashMap::new()
+                } else {
+                    let client = self.sessions.get(&request.session).await?;
+                    crate::secrets::fetch(&client, ids).await?
+                }
+            }
+            _ => HashMap::new(),
+        };
         let session = Session::new(
             SessionConfig {
                 store: self.store.clone(),
@@ -374,7 +386,7 @@ impl ControlService {
                 pull,
                 locals: HashMap::<String, PathBuf>::new(),
                 local_dirs,
-                secrets: HashMap::new(),
+                secrets,
                 ssh: HashMap::new(),
                 no_cache,
                 entitlements,

@@ -35,6 +35,7 @@ mod frontend;
 mod gateway;
 mod locals;
 mod pb;
+mod secrets;
 mod server;
 mod session;
 mod status;

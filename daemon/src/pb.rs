@@ -17,6 +17,11 @@ pub mod moby {
                 include!("pb/moby.buildkit.v1.apicaps.rs");
             }
         }
+        pub mod secrets {
+            pub mod v1 {
+                include!("pb/moby.buildkit.secrets.v1.rs");
+            }
+        }
     }
     pub mod filesync {
         pub mod v1 {
@@ -37,6 +42,8 @@ pub mod fsutil {
     }
 }
 
+/// `moby.buildkit.secrets.v1`: the secrets a client serves in its session.
+pub use moby::buildkit::secrets::v1 as secrets;
 /// `moby.buildkit.v1`: the control service and its messages.
 pub use moby::buildkit::v1 as control;
 /// `moby.buildkit.v1.frontend`: the gateway API's `LLBBridge`.

@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "moby.buildkit.v1.frontend.rs",
     "moby.buildkit.v1.apicaps.rs",
     "google.rpc.rs",
+    "moby.buildkit.secrets.v1.rs",
 ];
 
 #[test]
@@ -25,6 +26,7 @@ fn generated_code_is_up_to_date() {
             proto_dir.join("control.proto"),
             proto_dir.join("filesync.proto"),
             proto_dir.join("gateway.proto"),
+            proto_dir.join("secrets.proto"),
         ],
         [&proto_dir, &llb_proto],
     )
