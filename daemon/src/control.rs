@@ -367,18 +367,20 @@ impl ControlService {
                 self.sync_dirs.clone(),
             )) as Arc<dyn kiln_solver::LocalDirs>
         });
-        let secrets = match (&definition, request.session.is_empty()) {
-            (Some(definition), false) => {
-                let ids = crate::secrets::secret_ids(definition);
-                if ids.is_empty() {
-                    HashMap::new()
-                } else {
-                    let client = self.sessions.get(&request.session).await?;
-                    crate::secrets::fetch(&client, ids).await?
-                }
+        // What the steps read from the client: secrets up front, SSH agents forwarded.
+        let (mut secrets, mut ssh, mut _forwarders) = (HashMap::new(), HashMap::new(), None);
+        if let (Some(definition), false) = (&definition, request.session.is_empty()) {
+            let secret_ids = crate::secrets::secret_ids(definition);
+            let ssh_ids = crate::sshforward::ssh_ids(definition);
+            if !secret_ids.is_empty() || !ssh_ids.is_empty() {
+                let client = self.sessions.get(&request.session).await?;
+                secrets = crate::secrets::fetch(&client, secret_ids).await?;
+                let (sockets, forwarders) =
+                    crate::sshforward::forward(client, ssh_ids, scratch.path()).await?;
+                ssh = sockets;
+                _forwarders = Some(forwarders);
             }
-            _ => HashMap::new(),
-        };
+        }
         let session = Session::new(
             SessionConfig {
                 store: self.store.clone(),
@@ -387,7 +389,7 @@ impl ControlService {
                 locals: HashMap::<String, PathBuf>::new(),
                 local_dirs,
                 secrets,
-                ssh: HashMap::new(),
+                ssh,
                 no_cache,
                 entitlements,
                 cache_imports,

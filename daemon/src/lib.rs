@@ -38,6 +38,7 @@ mod pb;
 mod secrets;
 mod server;
 mod session;
+mod sshforward;
 mod status;
 #[cfg(test)]
 mod tests;

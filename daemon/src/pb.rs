@@ -28,6 +28,11 @@ pub mod moby {
             include!("pb/moby.filesync.v1.rs");
         }
     }
+    pub mod sshforward {
+        pub mod v1 {
+            include!("pb/moby.sshforward.v1.rs");
+        }
+    }
 }
 
 pub mod google {
@@ -52,3 +57,5 @@ pub use moby::buildkit::v1::frontend as gateway;
 pub use moby::buildkit::v1::types;
 /// `moby.filesync.v1`: the file sync and file send services a client serves in its session.
 pub use moby::filesync::v1 as filesync;
+/// `moby.sshforward.v1`: the SSH agents a client forwards in its session.
+pub use moby::sshforward::v1 as sshforward;

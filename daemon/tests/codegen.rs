@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "moby.buildkit.v1.apicaps.rs",
     "google.rpc.rs",
     "moby.buildkit.secrets.v1.rs",
+    "moby.sshforward.v1.rs",
 ];
 
 #[test]
@@ -27,6 +28,7 @@ fn generated_code_is_up_to_date() {
             proto_dir.join("filesync.proto"),
             proto_dir.join("gateway.proto"),
             proto_dir.join("secrets.proto"),
+            proto_dir.join("sshforward.proto"),
         ],
         [&proto_dir, &llb_proto],
     )

@@ -350,7 +350,7 @@ fn secrets_as_environment_variables() {
 /// Copies the host's `ssh-add` and the libraries it loads into `dest` (same paths), so a step
 /// can run it through the host's dynamic loader with `dest` mounted at `/host`; returns the
 /// command line running `ssh-add -l` that way.
-fn host_ssh_add(dest: &Path) -> Option<String> {
+pub(crate) fn host_ssh_add(dest: &Path) -> Option<String> {
     let ssh_add = which("ssh-add")?;
     let ldd = Command::new("ldd").arg(&ssh_add).output().ok()?;
     let mut files = vec![ssh_add.clone()];
@@ -394,7 +394,7 @@ fn host_ssh_add(dest: &Path) -> Option<String> {
     Some(command.join(" "))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_string_lossy()
         .split(':')

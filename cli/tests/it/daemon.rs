@@ -685,3 +685,75 @@ fn serial_two_daemons_share_a_registry_cache_and_the_second_runs_no_step() {
         format!("{marker}\nbuilt\n")
     );
 }
+
+#[test]
+fn serial_daemon_forwards_the_clients_ssh_agent() {
+    use crate::build_dockerfile_sources::{host_ssh_add, which};
+    if !crate::common::ready() {
+        return;
+    }
+    if which("ssh-keygen").is_none() {
+        return skip("openssh-client is not installed (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let generated = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "kiln-daemon-key",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_ok(generated);
+    let listed = assert_ok(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap(),
+    );
+    let fingerprint = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let context = dir.path().join("context");
+    let Some(ssh_add) = host_ssh_add(&context.join("host")) else {
+        return skip("cannot copy the host's ssh-add and its libraries");
+    };
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN --mount=type=bind,source=host,target=/host --mount=type=ssh \
+                 sh -c '{ssh_add} > /keys'\n"
+        ),
+    )
+    .unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let out = dir.path().join("out");
+    // buildctl serves the key through an agent of its own; the step lists it through the
+    // daemon's forwarding socket.
+    assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--ssh",
+            &format!("default={}", key.display()),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    ));
+    // (buildctl's own agent keeps no comment: the key is known by its fingerprint.)
+    let keys = fs_err::read_to_string(out.join("keys")).unwrap();
+    assert!(keys.contains(&fingerprint), "{keys}");
+}
