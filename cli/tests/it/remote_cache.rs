@@ -534,3 +534,65 @@ fn a_change_to_a_file_a_step_does_not_copy_still_hits_the_imported_cache() {
         "{log}"
     );
 }
+
+#[test]
+fn a_local_cache_whose_blobs_were_tampered_with_is_not_trusted() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = context(tmp.path(), "tampered");
+    let cache = tmp.path().join("cache");
+    assert_ok(build(
+        &tmp.path().join("a"),
+        &context,
+        &["--cache-to", &to_local(&cache)],
+    ));
+    // Every layer of the cache manifest keeps its size and name but not its bytes.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        cache
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for layer in layers {
+        let path = blob(layer["digest"].as_str().unwrap());
+        let mut bytes = fs_err::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs_err::write(&path, bytes).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let built = build(
+        &tmp.path().join("b"),
+        &context,
+        &[
+            "--cache-from",
+            &from_local(&cache),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    // The blobs are refused by their digests, the steps run again, the result is right.
+    let log = text(&built);
+    assert!(built.status.success(), "{log}");
+    assert!(log.contains("digest mismatch for blob"), "{log}");
+    let (ran, cached) = steps(&log);
+    assert!(ran.iter().any(|s| s.contains("RUN head")), "{log}");
+    assert!(ran.iter().any(|s| s.contains("RUN cat")), "{log}");
+    assert!(!cached.iter().any(|s| s.contains("RUN")), "{log}");
+    assert_eq!(
+        fs_err::read_to_string(out.join("both")).unwrap(),
+        "made\nhello tampered\n"
+    );
+    // Nothing of the tampered cache reached the store: the next build there is all cached.
+    let again = assert_ok(build(&tmp.path().join("b"), &context, &[]));
+    assert_every_run_cached(&text(&again));
+}
