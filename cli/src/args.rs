@@ -182,6 +182,11 @@ pub(crate) struct BuildArgs {
     /// of every `RUN`'s `/dev/shm` (`128m`, `1g`; without a unit, bytes).
     #[arg(long, value_name = "BYTES")]
     pub(crate) shm_size: Option<String>,
+    /// Additional build contexts, as `docker buildx build --build-context`: `NAME=DIR` or
+    /// `NAME=docker-image://REF`; a stage called NAME is replaced, and `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` read it (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) build_context: Vec<String>,
     /// Do not cache specified stages, as `docker buildx build --no-cache-filter`: their `RUN`
     /// steps run again (repeatable, or names separated by commas).
     #[arg(long, value_name = "STAGE", value_delimiter = ',')]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_cache::{PullOptions, Store};
-use kiln_frontend::{ConvertOptions, Converted};
+use kiln_frontend::{ConvertOptions, Converted, NamedContext};
 use kiln_llb::pb;
 use kiln_solver::LocalRequest;
 use tonic::Status;
@@ -103,6 +103,18 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
             soft: ulimit.soft,
             hard: ulimit.hard,
         });
+    }
+    for (name, value) in prefixed("context:") {
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(reference.to_owned())
+        } else if let Some(local) = value.strip_prefix("local:") {
+            NamedContext::Local(local.to_owned())
+        } else {
+            return Err(Status::unimplemented(format!(
+                "context:{name}={value}: kiln takes docker-image:// and local: contexts"
+            )));
+        };
+        options.named_contexts.insert(name, context);
     }
     if let Some(stages) = attrs.get("no-cache").filter(|s| !s.is_empty()) {
         options.no_cache_stages = csv_fields(stages)?;
@@ -242,6 +254,8 @@ mod tests {
             ("shm-size", "134217728"),
             ("ulimit", "nofile=1024:2048"),
             ("no-cache", "app,\"web\""),
+            ("context:base", "docker-image://busybox:1"),
+            ("context:assets", "local:assets"),
         ]))
         .unwrap();
         assert_eq!(options.file_name, "app.Dockerfile");
@@ -260,6 +274,14 @@ mod tests {
         assert_eq!(options.ulimits[0].hard, 2048);
         assert_eq!(options.no_cache_stages, ["app", "web"]);
         assert_eq!(options.context_name, "context");
+        assert_eq!(
+            options.named_contexts["base"],
+            NamedContext::Image("busybox:1".to_owned())
+        );
+        assert_eq!(
+            options.named_contexts["assets"],
+            NamedContext::Local("assets".to_owned())
+        );
         assert!(!no_cache_all(&attrs(&[("no-cache", "app")])));
         assert!(no_cache_all(&attrs(&[("no-cache", "")])));
 

@@ -142,7 +142,8 @@ mod yaml;
 
 pub use convert::{
     ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted, DEFAULT_PATH,
-    Empty, Healthcheck, History, ImageConfig, ImageMetaResolver, ResolvedImage, RootFs, convert,
+    Empty, Healthcheck, History, ImageConfig, ImageMetaResolver, NamedContext, ResolvedImage,
+    RootFs, convert,
 };
 pub use dockerignore::{parse_dockerignore, select_dockerignore};
 pub use error::{

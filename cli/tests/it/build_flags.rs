@@ -301,3 +301,53 @@ fn dockerfile_build_flags_are_refused_with_an_llb_definition() {
              an LLB Definition sets its own in its ops",
     );
 }
+
+#[test]
+fn build_context_replaces_a_stage_and_serves_from_and_copy_from() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (deps, assets) = (dir.path().join("deps"), dir.path().join("assets"));
+    fs_err::create_dir_all(&deps).unwrap();
+    fs_err::create_dir_all(&assets).unwrap();
+    fs_err::write(deps.join("marker"), "replaced\n").unwrap();
+    fs_err::write(assets.join("a.txt"), "from assets\n").unwrap();
+    let dockerfile = "FROM busybox AS deps\n\
+                      RUN echo original > /marker\n\
+                      FROM base\n\
+                      COPY --from=deps /marker /marker\n\
+                      COPY --from=assets a.txt /a.txt\n\
+                      RUN cat /marker /a.txt > /both\n";
+    let base = "base=docker-image://busybox".to_owned();
+    let with_assets = format!("assets={}", assets.display());
+    let both = |extra: &[&str]| {
+        let mut args = vec!["--build-context", &base, "--build-context", &with_assets];
+        args.extend_from_slice(extra);
+        let output = build(dir.path(), dockerfile, &[], &args);
+        assert!(output.status.success(), "{}", text(&output));
+        fs_err::read_to_string(dir.path().join("out/both")).unwrap()
+    };
+    // The image and the directory serve `FROM base` and `COPY --from=assets`.
+    assert_eq!(both(&[]), "original\nfrom assets\n");
+    // A context named after a stage stands for the whole stage.
+    let replaced = format!("deps={}", deps.display());
+    assert_eq!(
+        both(&["--build-context", &replaced]),
+        "replaced\nfrom assets\n"
+    );
+
+    let refused = build(
+        dir.path(),
+        dockerfile,
+        &[],
+        &["--build-context", "base=https://example.invalid/ctx.tar"],
+    );
+    assert_refused(
+        &refused,
+        "kiln takes a directory or docker-image://REF (oci-layout://, git and URL contexts are not supported yet)",
+    );
+    let own = format!("context={}", assets.display());
+    let refused = build(dir.path(), dockerfile, &[], &["--build-context", &own]);
+    assert_refused(&refused, "the name \"context\" is the build's own context");
+}

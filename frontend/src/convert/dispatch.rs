@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use kiln_llb::{State, image_for, scratch};
+use kiln_llb::{LocalOptions, State, image_for, local_with, scratch};
 
 use super::copy::CopyParams;
 use super::plan::{Base, Plan, StagePlan};
@@ -109,6 +109,34 @@ impl Plan<'_> {
                 d.cmd_set = false;
                 return Ok(d);
             }
+            Base::Local(name) => Dispatched {
+                state: local_with(
+                    name,
+                    LocalOptions {
+                        shared_key_hint: Some(name.clone()),
+                        // As the build context's: unique per invocation unless pinned.
+                        unique: Some(
+                            self.options
+                                .local_unique
+                                .clone()
+                                .unwrap_or_else(super::new_id),
+                        ),
+                        ..LocalOptions::default()
+                    },
+                )
+                .with_metadata(|m| {
+                    m.description.insert(
+                        kiln_llb::CUSTOM_NAME.to_owned(),
+                        format!("[context {name}] load from client"),
+                    );
+                }),
+                image: ImageConfig::empty(&platform.os, &platform.architecture),
+                env: Vec::new(),
+                cwd: "/".to_owned(),
+                build_args: Vec::new(),
+                cmd_index: 0,
+                cmd_set: false,
+            },
             Base::Scratch => Dispatched {
                 state: scratch().platform(platform.clone()),
                 image: ImageConfig::empty(&platform.os, &platform.architecture),

@@ -127,6 +127,19 @@ pub struct ConvertOptions {
     /// Stages whose `RUN` steps ignore the cache (buildx `--no-cache-filter`, the frontend's
     /// `no-cache` option with stage names), matched regardless of case as BuildKit does.
     pub no_cache_stages: Vec<String>,
+    /// Named contexts (buildx `--build-context NAME=…`, the frontend's `context:NAME`
+    /// options): a stage called NAME is replaced by the context, and `FROM NAME`,
+    /// `COPY --from=NAME` and `RUN --mount=from=NAME` read it instead of an image.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`: an image.
+    Image(String),
+    /// A directory of the client: the local source of this name.
+    Local(String),
 }
 
 impl Default for ConvertOptions {
@@ -150,6 +163,7 @@ impl Default for ConvertOptions {
             network: pb::NetMode::Unset,
             shm_size: 0,
             no_cache_stages: Vec::new(),
+            named_contexts: BTreeMap::new(),
         }
     }
 }

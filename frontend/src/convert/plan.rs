@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use kiln_llb::{normalize_image_ref, pb};
 
 use super::{
-    ConvertError, ConvertErrorKind, ConvertOptions, ImageConfig, ImageMetaResolver, at,
-    build_error, set_env, unsupported,
+    ConvertError, ConvertErrorKind, ConvertOptions, ImageConfig, ImageMetaResolver, NamedContext,
+    at, build_error, set_env, unsupported,
 };
 use crate::error::Location;
 use crate::instructions::{ArgDefinition, Command, CommandKind, Stage};
@@ -24,6 +24,8 @@ pub(super) enum Base {
     Scratch,
     Stage(usize),
     Image(String),
+    /// A named context that is a directory of the client: the local source of this name.
+    Local(String),
 }
 
 /// One stage (or an image named by `COPY --from`/`--mount=from=`) before dispatching.
@@ -47,6 +49,23 @@ pub(super) struct StagePlan {
     pub(super) total: usize,
     /// An image used only as a source, not a `FROM` stage.
     pub(super) source_only: bool,
+}
+
+/// The base a named context gives `name`: the context named so, or one named by the same
+/// image reference (`alpine` and `docker.io/library/alpine:latest` are one name).
+fn named_base(options: &ConvertOptions, name: &str) -> Option<Base> {
+    let context = options.named_contexts.get(name).or_else(|| {
+        let normalized = normalize_image_ref(name);
+        options
+            .named_contexts
+            .iter()
+            .find(|(key, _)| normalize_image_ref(key) == normalized)
+            .map(|(_, context)| context)
+    })?;
+    Some(match context {
+        NamedContext::Image(reference) => Base::Image(reference.clone()),
+        NamedContext::Local(local) => Base::Local(local.clone()),
+    })
 }
 
 pub(super) struct Plan<'a> {
@@ -137,13 +156,22 @@ impl<'a> Plan<'a> {
                     },
                 ));
             }
-            let base = if base_name.eq_ignore_ascii_case("scratch") {
+            let replaced = (!stage.name.is_empty())
+                .then(|| named_base(options, &stage.name))
+                .flatten();
+            let base = if let Some(base) = replaced {
+                // A named context of the stage's name stands for the whole stage.
+                stage.commands.clear();
+                base
+            } else if base_name.eq_ignore_ascii_case("scratch") {
                 Base::Scratch
             } else if let Some(j) = plans
                 .iter()
                 .position(|s| !s.name.is_empty() && s.name.eq_ignore_ascii_case(&base_name))
             {
                 Base::Stage(j)
+            } else if let Some(base) = named_base(options, &base_name) {
+                base
             } else {
                 Base::Image(base_name.clone())
             };
@@ -160,7 +188,7 @@ impl<'a> Plan<'a> {
                     ));
                 }
             }
-            let mut total = usize::from(matches!(base, Base::Image(_)));
+            let mut total = usize::from(matches!(base, Base::Image(_) | Base::Local(_)));
             total += stage
                 .commands
                 .iter()
@@ -305,7 +333,9 @@ impl<'a> Plan<'a> {
         {
             return Ok(i);
         }
-        let base = if name.eq_ignore_ascii_case("scratch") {
+        let base = if let Some(base) = named_base(self.options, name) {
+            base
+        } else if name.eq_ignore_ascii_case("scratch") {
             Base::Scratch
         } else {
             Base::Image(name.to_owned())
@@ -413,7 +443,7 @@ impl<'a> Plan<'a> {
                             _ => None,
                         })
                         .collect(),
-                    Base::Scratch => Vec::new(),
+                    Base::Scratch | Base::Local(_) => Vec::new(),
                 };
                 if triggers.is_empty() {
                     continue;

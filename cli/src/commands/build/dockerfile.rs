@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use kiln_cache::{PullOptions, Store};
 use kiln_engine::StoreResolver;
-use kiln_frontend::{ConvertOptions, Converted};
+use kiln_frontend::{ConvertOptions, Converted, NamedContext};
 use kiln_llb::pb;
 
 use crate::args::BuildArgs;
@@ -140,6 +140,54 @@ fn shm_size(args: &BuildArgs) -> anyhow::Result<u64> {
         .with_context(|| format!("invalid argument {text:?} for \"--shm-size\" flag"))
 }
 
+/// A `--build-context` directory: the local source it becomes and the directory.
+pub(super) struct NamedLocal {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+}
+
+/// Parses `--build-context NAME=VALUE` as buildx does: `docker-image://REF` is an image, a
+/// path a directory (the local source NAME); the other sources buildx takes are refused.
+pub(super) fn named_contexts(
+    args: &BuildArgs,
+) -> anyhow::Result<(BTreeMap<String, NamedContext>, Vec<NamedLocal>)> {
+    let mut contexts = BTreeMap::new();
+    let mut locals = Vec::new();
+    for text in &args.build_context {
+        let (name, value) = text
+            .split_once('=')
+            .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+            .with_context(|| format!("invalid context value: {text}, expected key=value"))?;
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(reference.to_owned())
+        } else if value.contains("://") || value.starts_with("git@") {
+            bail!(
+                "--build-context {text}: kiln takes a directory or docker-image://REF \
+                 (oci-layout://, git and URL contexts are not supported yet)"
+            );
+        } else {
+            if name == "context" || name == "dockerfile" {
+                bail!("--build-context {text}: the name {name:?} is the build's own context");
+            }
+            let dir =
+                fs_err::canonicalize(value).with_context(|| format!("--build-context {text}"))?;
+            if !dir.is_dir() {
+                bail!(
+                    "--build-context {text}: {} is not a directory",
+                    dir.display()
+                );
+            }
+            locals.push(NamedLocal {
+                name: name.to_owned(),
+                dir,
+            });
+            NamedContext::Local(name.to_owned())
+        };
+        contexts.insert(name.to_owned(), context);
+    }
+    Ok((contexts, locals))
+}
+
 /// The build context directory named on the command line.
 pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let Some(context) = &args.context else {
@@ -185,6 +233,7 @@ pub(super) fn convert(
         network: network(args)?,
         shm_size: shm_size(args)?,
         no_cache_stages: args.no_cache_filter.clone(),
+        named_contexts: named_contexts(args)?.0,
         ..ConvertOptions::default()
     };
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());

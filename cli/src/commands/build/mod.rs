@@ -150,6 +150,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             ("--network", args.network != "default"),
             ("--shm-size", args.shm_size.is_some()),
             ("--no-cache-filter", !args.no_cache_filter.is_empty()),
+            ("--build-context", !args.build_context.is_empty()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -172,6 +173,9 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     };
     if let Some(dir) = &context {
         locals.insert("context".to_owned(), dir.clone());
+        for named in dockerfile::named_contexts(args)?.1 {
+            locals.insert(named.name, named.dir);
+        }
     }
     for local in &args.local {
         let (name, dir) = pair("--local", local)?;
