@@ -112,12 +112,15 @@ pub struct Vertex<R> {
 /// A graph of vertices by digest.
 pub struct Graph<R> {
     pub(super) vertices: HashMap<Arc<str>, Vertex<R>>,
+    /// The vertices that ignore the cache or are built on one that does, found once.
+    ignoring: std::sync::OnceLock<std::collections::HashSet<Arc<str>>>,
 }
 
 impl<R> Default for Graph<R> {
     fn default() -> Self {
         Self {
             vertices: HashMap::new(),
+            ignoring: std::sync::OnceLock::new(),
         }
     }
 }
@@ -131,6 +134,7 @@ impl<R> Graph<R> {
     /// Adds a vertex; a vertex with the same digest is replaced.
     pub fn add(&mut self, vertex: Vertex<R>) {
         self.vertices.insert(vertex.digest.clone(), vertex);
+        self.ignoring = std::sync::OnceLock::new();
     }
 
     /// The vertex with this digest.
@@ -142,22 +146,54 @@ impl<R> Graph<R> {
     /// again runs again too, as in BuildKit (whose re-run vertex does not hand its cache keys
     /// to the vertices above), since its cached result was made from an older input.
     pub(super) fn ignores_cache(&self, digest: &str) -> bool {
-        let mut seen = std::collections::HashSet::new();
-        let mut pending = vec![digest];
-        while let Some(digest) = pending.pop() {
-            let Some(vertex) = self.vertices.get(digest) else {
-                continue;
-            };
-            if vertex.ignore_cache {
-                return true;
-            }
-            for edge in &vertex.inputs {
-                if seen.insert(edge.vertex.clone()) {
-                    pending.push(&edge.vertex);
+        self.ignoring
+            .get_or_init(|| self.find_ignoring())
+            .contains(digest)
+    }
+
+    /// Every vertex that ignores the cache or has one below it: one depth-first pass over the
+    /// graph (iterative, as chains are thousands of vertices deep), each vertex decided once.
+    fn find_ignoring(&self) -> std::collections::HashSet<Arc<str>> {
+        use std::collections::{HashMap as Map, HashSet};
+        let mut decided: Map<&str, bool> = Map::new();
+        // Expanded, not yet decided: never expanded twice, so even a cyclic graph ends.
+        let mut open: HashSet<&str> = HashSet::new();
+        for start in self.vertices.keys() {
+            // (vertex, whether its inputs were pushed)
+            let mut stack = vec![(start.as_ref(), false)];
+            while let Some((digest, expanded)) = stack.pop() {
+                if decided.contains_key(digest) || (!expanded && open.contains(digest)) {
+                    continue;
+                }
+                let Some(vertex) = self.vertices.get(digest) else {
+                    decided.insert(digest, false);
+                    continue;
+                };
+                if expanded {
+                    let ignoring = vertex.ignore_cache
+                        || vertex
+                            .inputs
+                            .iter()
+                            .any(|e| decided.get(e.vertex.as_ref()).copied().unwrap_or(false));
+                    decided.insert(digest, ignoring);
+                    open.remove(digest);
+                } else {
+                    open.insert(digest);
+                    stack.push((digest, true));
+                    for edge in &vertex.inputs {
+                        let input = edge.vertex.as_ref();
+                        if !decided.contains_key(input) && !open.contains(input) {
+                            stack.push((&edge.vertex, false));
+                        }
+                    }
                 }
             }
         }
-        false
+        decided
+            .into_iter()
+            .filter(|(_, ignoring)| *ignoring)
+            .filter_map(|(digest, _)| self.vertices.get_key_value(digest).map(|(k, _)| k.clone()))
+            .collect::<HashSet<_>>()
     }
 
     /// The number of vertices.

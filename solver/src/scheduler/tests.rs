@@ -717,3 +717,20 @@ async fn logs_and_lifecycle_are_reported() {
     assert!(matches!(&events[2], Event::Completed { name, .. } if name == "a"));
     assert_eq!(events.len(), 3);
 }
+
+#[test]
+fn ignoring_the_cache_is_decided_once_for_deep_chains() {
+    let mut t = TestGraph::new();
+    let names: Vec<String> = (0..5000).map(|i| format!("v{i}")).collect();
+    t.sum(&names[0], 1, &[]);
+    for i in 1..names.len() {
+        t.sum(&names[i], 1, &[names[i - 1].as_str()]);
+    }
+    t.sum("apart", 1, &[]);
+    let mut graph = t.graph;
+    graph.vertices.get_mut("v10").unwrap().ignore_cache = true;
+    assert!(graph.ignores_cache("v4999"));
+    assert!(graph.ignores_cache("v10"));
+    assert!(!graph.ignores_cache("v9"));
+    assert!(!graph.ignores_cache("apart"));
+}
