@@ -9,7 +9,7 @@ use std::path::Path;
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
 
-use crate::filesync::{Sender, SyncError};
+use crate::filesync::{AbortOnDrop, Sender, SyncError, forward_packets};
 use crate::pb::filesync::BytesMessage;
 use crate::pb::filesync::file_send_client::FileSendClient;
 use crate::pb::fsutil::types::Packet;
@@ -73,7 +73,7 @@ pub(crate) async fn send_dir(
     });
     let codec = tonic_prost::ProstCodec::<Packet, Packet>::default();
     let path = http::uri::PathAndQuery::from_static(FILE_SEND);
-    let mut incoming = match grpc.streaming(request, path, codec).await {
+    let incoming = match grpc.streaming(request, path, codec).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             drop(packets);
@@ -81,22 +81,10 @@ pub(crate) async fn send_dir(
             return Err(SyncError::Call(status));
         }
     };
-    let reader = tokio::spawn(async move {
-        loop {
-            let next = match incoming.message().await {
-                Ok(Some(packet)) => Ok(packet),
-                Ok(None) => break,
-                Err(status) => Err(SyncError::Call(status)),
-            };
-            let failed = next.is_err();
-            if packets.send(next).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    let sent = sending.await;
-    reader.abort();
-    sent.map_err(|e| SyncError::Io(std::io::Error::other(e)))??;
+    let _reader = AbortOnDrop(forward_packets(incoming, packets));
+    sending
+        .await
+        .map_err(|e| SyncError::Io(std::io::Error::other(e)))??;
     Ok(())
 }
 

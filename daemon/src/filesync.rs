@@ -150,7 +150,7 @@ pub(crate) async fn receive(
     let mut client = FileSyncClient::new(session.channel.clone())
         .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(crate::MAX_MESSAGE_SIZE);
-    let mut incoming = client
+    let incoming = client
         .diff_copy(call)
         .await
         .map_err(SyncError::Call)?
@@ -158,20 +158,7 @@ pub(crate) async fn receive(
     // The packets go to a blocking worker that does the file work; a bounded queue keeps the
     // client from running ahead of the disk.
     let (packets, mut queue) = mpsc::channel::<Result<Packet, SyncError>>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let next = match incoming.message().await {
-                Ok(Some(packet)) => Ok(packet),
-                Ok(None) => break,
-                Err(status) => Err(SyncError::Call(status)),
-            };
-            let failed = next.is_err();
-            if packets.send(next).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    let _reader = AbortOnDrop(reader);
+    let _reader = AbortOnDrop(forward_packets(incoming, packets));
     let dest = dest.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut receiver = Receiver {
@@ -185,7 +172,44 @@ pub(crate) async fn receive(
     .map_err(|e| SyncError::Io(std::io::Error::other(e)))?
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Hands the packets of a call's response to `packets` (for a blocking worker), an error
+/// last, until the call or the worker ends.
+pub(crate) fn forward_packets(
+    mut incoming: tonic::Streaming<Packet>,
+    packets: mpsc::Sender<Result<Packet, SyncError>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let next = match incoming.message().await {
+                Ok(Some(packet)) => Ok(packet),
+                Ok(None) => break,
+                Err(status) => Err(SyncError::Call(status)),
+            };
+            let failed = next.is_err();
+            if packets.send(next).await.is_err() || failed {
+                break;
+            }
+        }
+    })
+}
+
+/// Tells the other side of a sync why this side gave up (as fsutil does), then returns the
+/// result.
+fn reported<T>(
+    outgoing: &mpsc::UnboundedSender<Packet>,
+    result: Result<T, SyncError>,
+) -> Result<T, SyncError> {
+    if let Err(e) = &result {
+        let _ = outgoing.send(Packet {
+            r#type: PacketType::PacketErr as i32,
+            data: e.to_string().into_bytes(),
+            ..Packet::default()
+        });
+    }
+    result
+}
+
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -287,15 +311,7 @@ impl Receiver {
 
     fn run(&mut self) -> Result<Received, SyncError> {
         let result = self.sync();
-        if let Err(e) = &result {
-            // As fsutil: the other side learns why the receiver gave up.
-            let _ = self.send(Packet {
-                r#type: PacketType::PacketErr as i32,
-                data: e.to_string().into_bytes(),
-                ..Packet::default()
-            });
-        }
-        result
+        reported(&self.outgoing, result)
     }
 
     fn sync(&mut self) -> Result<Received, SyncError> {
@@ -622,14 +638,7 @@ impl Sender {
     /// Sends `root`; returns the bytes of file contents sent.
     pub(crate) fn run(&mut self, root: &Path) -> Result<u64, SyncError> {
         let result = self.send_dir(root);
-        if let Err(e) = &result {
-            let _ = self.send(Packet {
-                r#type: PacketType::PacketErr as i32,
-                data: e.to_string().into_bytes(),
-                ..Packet::default()
-            });
-        }
-        result
+        reported(&self.outgoing, result)
     }
 
     fn send_dir(&mut self, root: &Path) -> Result<u64, SyncError> {

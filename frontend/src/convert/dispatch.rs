@@ -109,8 +109,8 @@ impl Plan<'_> {
                 d.cmd_set = false;
                 return Ok(d);
             }
-            Base::Local(name) => Dispatched {
-                state: local_with(
+            Base::Local(name) => Dispatched::empty(
+                local_with(
                     name,
                     LocalOptions {
                         shared_key_hint: Some(name.clone()),
@@ -130,22 +130,9 @@ impl Plan<'_> {
                         format!("[context {name}] load from client"),
                     );
                 }),
-                image: ImageConfig::empty(&platform.os, &platform.architecture),
-                env: Vec::new(),
-                cwd: "/".to_owned(),
-                build_args: Vec::new(),
-                cmd_index: 0,
-                cmd_set: false,
-            },
-            Base::Scratch => Dispatched {
-                state: scratch().platform(platform.clone()),
-                image: ImageConfig::empty(&platform.os, &platform.architecture),
-                env: Vec::new(),
-                cwd: "/".to_owned(),
-                build_args: Vec::new(),
-                cmd_index: 0,
-                cmd_set: false,
-            },
+                &platform,
+            ),
+            Base::Scratch => Dispatched::empty(scratch().platform(platform.clone()), &platform),
             Base::Image(_) => {
                 let (pinned, mut config) =
                     plan.resolved.clone().expect("needed images are resolved");
@@ -197,6 +184,19 @@ impl Plan<'_> {
 }
 
 impl Dispatched {
+    /// A stage on `state` with an empty image configuration (scratch, a directory).
+    fn empty(state: State, platform: &kiln_llb::pb::Platform) -> Self {
+        Self {
+            state,
+            image: ImageConfig::empty(&platform.os, &platform.architecture),
+            env: Vec::new(),
+            cwd: "/".to_owned(),
+            build_args: Vec::new(),
+            cmd_index: 0,
+            cmd_set: false,
+        }
+    }
+
     /// `[name n/total] text` as BuildKit names ops in progress output.
     pub(super) fn prefix(&mut self, plan: &StagePlan, text: &str) -> String {
         if plan.total == 0 {
