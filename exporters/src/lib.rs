@@ -67,11 +67,11 @@ pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
 pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{
-    ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
+    ImageOptions, base_histories, build_image, build_image_from_json, finish_config, image_config,
     minimal_config, rfc3339,
 };
 pub use kiln_cache::{Image, Layer};
-pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
+pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, stored_image};
 pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use options::{
