@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 curl -fsS "http://$registry/v2/" >/dev/null || { echo "no registry at $registry" >&2; exit 1; }
 
 echo "building kiln (release)..." >&2
-(cd "$here" && cargo build -q --release -p kiln -p kiln-runner --example runner-bench)
+(cd "$here" && cargo build -q --release -p kiln && cargo build -q --release -p kiln-runner --example runner-bench)
 kiln=$CARGO_TARGET_DIR/release/kiln
 runner_bench=$CARGO_TARGET_DIR/release/examples/runner-bench
 old=""
