@@ -30,11 +30,17 @@ runner_bench=$CARGO_TARGET_DIR/release/examples/runner-bench
 old=""
 if [ -n "$baseline" ]; then
   echo "building kiln at $baseline (release)..." >&2
-  mkdir -p "$work/baseline-src"
-  git -C "$here" archive "$baseline" | tar -x -C "$work/baseline-src"
-  (cd "$work/baseline-src" && CARGO_TARGET_DIR=${BASELINE_TARGET_DIR:-$CARGO_TARGET_DIR-baseline} \
-    cargo build -q --release -p kiln)
-  old=${BASELINE_TARGET_DIR:-$CARGO_TARGET_DIR-baseline}/release/kiln
+  # The sources stay beside the target dir, at one path, so the next run builds nothing again.
+  baseline_target=${BASELINE_TARGET_DIR:-$CARGO_TARGET_DIR-baseline}
+  src=$baseline_target/src
+  rev=$(git -C "$here" rev-parse "$baseline")
+  if [ "$(cat "$src/.rev" 2>/dev/null)" != "$rev" ]; then
+    rm -rf "$src" && mkdir -p "$src"
+    git -C "$here" archive "$rev" | tar -x -C "$src"
+    echo "$rev" >"$src/.rev"
+  fi
+  (cd "$src" && CARGO_TARGET_DIR=$baseline_target cargo build -q --release -p kiln)
+  old=$baseline_target/release/kiln
 fi
 
 cat >"$work/kiln.toml" <<TOML
