@@ -20,6 +20,12 @@ impl Store {
         {
             return Ok(Some(chain));
         }
+        if image.pending.is_some() {
+            // Its layers are its snapshots; there are no blobs to unpack them from.
+            return Err(Error::SnapshotNotFound {
+                key: image.chain_id.map_or_else(String::new, |c| c.to_string()),
+            });
+        }
         let mut parent = None;
         for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
             parent = Some(self.unpack_snapshot(parent.as_ref(), layer, diff_id)?);

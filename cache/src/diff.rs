@@ -44,7 +44,8 @@ pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+
 pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// No compression.
     Uncompressed,
@@ -154,6 +155,22 @@ pub fn write_layer<W: Write + Send + 'static>(
     out: W,
 ) -> Result<(LayerDescriptor, W), Error> {
     compress(options, out, |tar| write_tar(dir, source, options, tar))
+}
+
+/// The diff ID and uncompressed size of `dir` as a layer, from one walk that hashes the tar
+/// stream and writes nothing: what an image stored under a name needs of a layer whose
+/// compressed blob is made only when a push or an archive asks for it.
+pub fn layer_diff_id(
+    dir: &Path,
+    source: DiffSource,
+    source_date_epoch: Option<i64>,
+) -> Result<(Digest, u64), Error> {
+    let options = LayerOptions {
+        compression: Compression::Uncompressed,
+        source_date_epoch,
+        threads: 1,
+    };
+    write_tar(dir, source, &options, &mut io::sink())
 }
 
 /// Writes the layer `blob` (plain, gzip or zstd) to `out` compressed as `options` say, the

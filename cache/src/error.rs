@@ -136,6 +136,12 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// An image stored with its manifest pending was read as a complete one.
+    #[error("the manifest of {name} is not made yet")]
+    ManifestPending {
+        /// The image name.
+        name: String,
+    },
     /// An image is not in the store.
     #[error("no such image: {name}")]
     ImageNotFound {

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::link::link_snapshot;
 use crate::registry::parse_reference;
 use crate::snapshot::chain_id;
-use crate::store::{ImageRecord, Store, now};
+use crate::store::{ImageRecord, PendingManifest, Store, now};
 
 /// OCI image manifest media type.
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -47,6 +47,20 @@ pub struct Layer {
     /// The `SOURCE_DATE_EPOCH` the blob's mtimes were clamped to when it was written from
     /// [`Layer::snapshot`]: where the snapshot holds later times, the blob differs from it, and
     /// storing the image gives those entries the clamped times too.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// One layer of an image stored with its manifest pending ([`Store::store_pending_image`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLayer {
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The blob, when the layer has one already (a base image's).
+    pub blob: Option<Digest>,
+    /// The committed snapshot that holds this layer's content (see [`Layer::snapshot`]).
+    pub snapshot: Option<String>,
+    /// The `SOURCE_DATE_EPOCH` the diff ID was computed with (see
+    /// [`Layer::source_date_epoch`]).
     pub source_date_epoch: Option<i64>,
 }
 
@@ -194,15 +208,135 @@ impl Store {
     /// from its blob.
     pub fn store_image(&self, image: &Image, name: &str) -> Result<ImageRecord, Error> {
         let name = normalize_name(name)?;
-        self.write_blob(&image.config, Some(&image.config_digest))?;
+        self.store_config(&image.config, &image.config_digest)?;
+        let layers: Vec<PendingLayer> = image
+            .layers
+            .iter()
+            .map(|l| PendingLayer {
+                diff_id: l.diff_id,
+                blob: Some(l.digest),
+                snapshot: l.snapshot.clone(),
+                source_date_epoch: l.source_date_epoch,
+            })
+            .collect();
+        let (chain, size) = self.store_layers(&layers)?;
+        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
         self.record_blob(
-            &image.config_digest,
-            image.config.len() as u64,
-            Some(MEDIA_TYPE_OCI_CONFIG),
+            &image.manifest_digest,
+            image.manifest.len() as u64,
+            Some(&image.manifest_media_type),
         )?;
+        let record = ImageRecord {
+            name,
+            manifest: image.manifest_digest,
+            manifest_media_type: image.manifest_media_type.clone(),
+            index: None,
+            config: image.config_digest,
+            layers: image.layers.iter().map(|l| l.digest).collect(),
+            diff_ids: image.layers.iter().map(|l| l.diff_id).collect(),
+            chain_id: chain,
+            size,
+            created: image.created.clone(),
+            last_used: now(),
+            pending: None,
+            config_id: false,
+        };
+        self.put_image(&record)?;
+        tracing::info!(image = %record.name, manifest = %record.manifest, "stored the image");
+        Ok(record)
+    }
+
+    /// Stores the image of `config` and `layers` under `name` (normalised) with its manifest
+    /// pending: the config blob, the chain-ID snapshots of the layers (shared with the build's
+    /// as [`Store::store_image`] does) and a record whose ID is the config digest. No layer
+    /// blob is written; [`Store::complete_image`] records the manifest once one is made.
+    pub fn store_pending_image(
+        &self,
+        config: &[u8],
+        layers: &[PendingLayer],
+        pending: PendingManifest,
+        name: &str,
+    ) -> Result<ImageRecord, Error> {
+        let name = normalize_name(name)?;
+        let config_digest = Digest::from_bytes(config);
+        self.store_config(config, &config_digest)?;
+        let (chain, size) = self.store_layers(layers)?;
+        let created = serde_json::from_slice::<serde_json::Value>(config)
+            .ok()
+            .and_then(|v| v.get("created")?.as_str().map(str::to_owned));
+        let record = ImageRecord {
+            name,
+            manifest: config_digest,
+            manifest_media_type: if pending.oci_mediatypes {
+                MEDIA_TYPE_OCI_MANIFEST
+            } else {
+                MEDIA_TYPE_DOCKER_MANIFEST
+            }
+            .to_owned(),
+            index: None,
+            config: config_digest,
+            layers: layers.iter().filter_map(|l| l.blob).collect(),
+            diff_ids: layers.iter().map(|l| l.diff_id).collect(),
+            chain_id: chain,
+            size,
+            created,
+            last_used: now(),
+            pending: Some(pending),
+            config_id: true,
+        };
+        self.put_image(&record)?;
+        tracing::info!(image = %record.name, config = %record.config, "stored the image, its manifest pending");
+        Ok(record)
+    }
+
+    /// Records the manifest made for the pending image `image` (its layer blobs written
+    /// already) in every record of the same config whose manifest is pending. Answers the
+    /// updated record of `record`'s name.
+    pub fn complete_image(
+        &self,
+        record: &ImageRecord,
+        image: &Image,
+    ) -> Result<ImageRecord, Error> {
+        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
+        self.record_blob(
+            &image.manifest_digest,
+            image.manifest.len() as u64,
+            Some(&image.manifest_media_type),
+        )?;
+        let mut updated = record.clone();
+        for mut other in self.images()? {
+            if other.config != record.config || other.pending != record.pending {
+                continue;
+            }
+            other.manifest = image.manifest_digest;
+            other
+                .manifest_media_type
+                .clone_from(&image.manifest_media_type);
+            other.layers = image.layers.iter().map(|l| l.digest).collect();
+            other.pending = None;
+            self.put_image(&other)?;
+            if other.name == record.name {
+                updated = other;
+            }
+        }
+        Ok(updated)
+    }
+
+    /// Writes and records an image's config blob.
+    fn store_config(&self, config: &[u8], digest: &Digest) -> Result<(), Error> {
+        self.write_blob(config, Some(digest))?;
+        self.record_blob(digest, config.len() as u64, Some(MEDIA_TYPE_OCI_CONFIG))?;
+        Ok(())
+    }
+
+    /// Makes the snapshots of `layers`' chain IDs so `FROM name` and `kiln run name` find
+    /// them: a layer whose snapshot holds its content (a build step's) shares that
+    /// snapshot's files through hard links; any other layer is unpacked from its blob.
+    /// Answers the top chain ID and the snapshots' size.
+    fn store_layers(&self, layers: &[PendingLayer]) -> Result<(Option<Digest>, u64), Error> {
         let mut parent = None;
         let mut size = 0;
-        for layer in &image.layers {
+        for layer in layers {
             let chain = chain_id(parent.as_ref(), &layer.diff_id);
             let key = chain.to_string();
             let linked = match &layer.snapshot {
@@ -228,33 +362,20 @@ impl Store {
                 _ => false,
             };
             if !linked {
-                self.unpack_snapshot(parent.as_ref(), &layer.digest, &layer.diff_id)?;
+                match &layer.blob {
+                    Some(blob) => {
+                        self.unpack_snapshot(parent.as_ref(), blob, &layer.diff_id)?;
+                    }
+                    None if self.snapshot(&key)?.is_some() => {}
+                    None => {
+                        return Err(Error::SnapshotNotFound { key });
+                    }
+                }
             }
             size += self.snapshot(&key)?.map_or(0, |s| s.size);
             parent = Some(chain);
         }
-        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
-        self.record_blob(
-            &image.manifest_digest,
-            image.manifest.len() as u64,
-            Some(&image.manifest_media_type),
-        )?;
-        let record = ImageRecord {
-            name,
-            manifest: image.manifest_digest,
-            manifest_media_type: image.manifest_media_type.clone(),
-            index: None,
-            config: image.config_digest,
-            layers: image.layers.iter().map(|l| l.digest).collect(),
-            diff_ids: image.layers.iter().map(|l| l.diff_id).collect(),
-            chain_id: parent,
-            size,
-            created: image.created.clone(),
-            last_used: now(),
-        };
-        self.put_image(&record)?;
-        tracing::info!(image = %record.name, manifest = %record.manifest, "stored the image");
-        Ok(record)
+        Ok((parent, size))
     }
 
     /// The stored image called `name` (normalised, or exactly as stored).
@@ -284,8 +405,14 @@ impl Store {
         Ok(record)
     }
 
-    /// The stored image as an [`Image`] (to export or push it).
+    /// The stored image as an [`Image`] (to export or push it). An image whose manifest is
+    /// pending has none yet: `kiln_exporters::stored_image` makes it.
     pub fn stored_image(&self, record: &ImageRecord) -> Result<Image, Error> {
+        if record.pending.is_some() {
+            return Err(Error::ManifestPending {
+                name: record.name.clone(),
+            });
+        }
         let manifest = self.read_blob(&record.manifest)?;
         let config = self.read_blob(&record.config)?;
         let parsed: ManifestDoc = serde_json::from_slice(&manifest)

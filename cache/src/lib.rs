@@ -100,15 +100,15 @@ pub use cacheremote::RemoteCache;
 pub use cachesource::{CacheSource, ImportedLayer};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, recompress_layer, write_layer,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, layer_diff_id, recompress_layer, write_layer,
 };
 pub use error::{Error, ValueError};
 pub use gc::{CacheKind, GcReport, PruneOptions, PruneReport};
 pub use gcpolicy::{DiskSpace, GcConfig, GcPolicy, parse_duration, parse_size};
 pub use image::{
     Image, Layer, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
-    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, assemble, canonical_json, normalize_name,
-    oci_layer_type,
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, PendingLayer, assemble, canonical_json,
+    normalize_name, oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
 pub use lease::{Lease, Owner};
@@ -121,6 +121,8 @@ pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
-pub use store::{BlobRecord, BlobWriter, CacheMountDir, CacheRecord, ImageRecord, Store};
+pub use store::{
+    BlobRecord, BlobWriter, CacheMountDir, CacheRecord, ImageRecord, PendingManifest, Store,
+};
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};
 pub use usage::{DiskUsage, Files, UsageEntry};

@@ -675,6 +675,8 @@ async fn pull_from(
         size,
         created: config.created,
         last_used: now(),
+        pending: None,
+        config_id: false,
     };
     store.put_image(&image)?;
     Ok(Pulled { image, previous })

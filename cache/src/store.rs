@@ -59,7 +59,7 @@ pub struct BlobRecord {
 pub struct ImageRecord {
     /// The full normalised name (`docker.io/library/busybox:latest`).
     pub name: String,
-    /// The manifest digest (what `kiln images` shows as IMAGE ID).
+    /// The manifest digest; while the manifest is [`ImageRecord::pending`], the config digest.
     pub manifest: Digest,
     /// The manifest's media type.
     pub manifest_media_type: String,
@@ -67,7 +67,8 @@ pub struct ImageRecord {
     pub index: Option<Digest>,
     /// The config blob.
     pub config: Digest,
-    /// The compressed layer blobs, bottom first.
+    /// The compressed layer blobs, bottom first; while the manifest is pending, only those
+    /// that exist (see [`PendingManifest::blobs`]).
     pub layers: Vec<Digest>,
     /// The uncompressed layer digests from the config, bottom first.
     pub diff_ids: Vec<Digest>,
@@ -79,6 +80,42 @@ pub struct ImageRecord {
     pub created: Option<String>,
     /// When it was last used (seconds since the Unix epoch).
     pub last_used: u64,
+    /// An image stored under a name by a build (`kiln build -t`) has layers that are
+    /// snapshots, not blobs: its manifest (which names compressed blobs) is made when a push,
+    /// a save or an export first needs it, as `docker build -t` makes no compressed blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingManifest>,
+    /// The image's ID is its config digest, as docker's IMAGE ID, not its manifest digest:
+    /// true for an image stored with a pending manifest, and it stays so once the manifest
+    /// is made, so the ID a build printed does not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_id: bool,
+}
+
+impl ImageRecord {
+    /// The ID `kiln images` and `kiln build -q` show: the config digest of an image built
+    /// with its manifest pending ([`ImageRecord::config_id`]), else the manifest digest.
+    pub fn id(&self) -> Digest {
+        if self.config_id {
+            self.config
+        } else {
+            self.manifest
+        }
+    }
+}
+
+/// What an image stored with its layers as snapshots needs to make its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingManifest {
+    /// Per layer (bottom first), the blob it already has (a base image's layer), if any.
+    pub blobs: Vec<Option<Digest>>,
+    /// The compression of the blobs still to write.
+    pub compression: crate::diff::Compression,
+    /// The `SOURCE_DATE_EPOCH` the layers' mtimes are clamped to (already so in the
+    /// snapshots, and in the diff IDs).
+    pub source_date_epoch: Option<i64>,
+    /// OCI media types (`true`) or docker's.
+    pub oci_mediatypes: bool,
 }
 
 /// A build cache record: the blobs and snapshots one cached step result keeps alive.

@@ -385,6 +385,8 @@ fn image(name: &str, blobs: &[Digest], chain: Option<Digest>) -> ImageRecord {
         size: 0,
         created: None,
         last_used: 0,
+        pending: None,
+        config_id: false,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Writes a solved result to the outputs of one build.
 
 use kiln_cache::Store;
-use kiln_exporters::{ExportContext, ExportResponse, Output};
+use kiln_exporters::{ExportContext, ExportResponse, ImageFormat, Output};
 use kiln_solver::Ref;
 
 use crate::error::Error;
@@ -59,6 +59,18 @@ pub fn export(
             source_date_epoch()?
         },
         build_time: Some(build_time()),
+        // `-t` alone makes no compressed blob; any output or inline cache that needs the
+        // blobs makes all of them, so every output names one image.
+        pending_manifest: inline_cache.is_none()
+            && outputs.iter().all(|o| match o {
+                Output::Image {
+                    format: ImageFormat::Store,
+                    dest: None,
+                    settings,
+                } => !settings.push,
+                Output::Image { .. } => false,
+                Output::Local { .. } | Output::Tar { .. } => true,
+            }),
     };
     outputs
         .iter()

@@ -47,7 +47,13 @@ impl ImageMetaResolver for StoreResolver {
         ))?;
         let config = self.store.read_blob(&pulled.image.config)?;
         Ok(ResolvedImage {
-            digest: pulled.image.manifest.to_string(),
+            // An image built here with its manifest pending has no manifest digest to pin
+            // it by (and gets one later): it stays named by its tag.
+            digest: if pulled.image.config_id {
+                String::new()
+            } else {
+                pulled.image.manifest.to_string()
+            },
             config,
         })
     }

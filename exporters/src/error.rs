@@ -1,5 +1,7 @@
 //! The exporters' error type.
 
+use kiln_cache::Digest;
+
 /// An error while assembling, writing or pushing an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,6 +37,28 @@ pub enum Error {
         /// The cause.
         #[source]
         source: Box<Error>,
+    },
+    /// A snapshot gave another diff ID than the one recorded for it.
+    #[error(
+        "snapshot {snapshot} changed: its layer has diff ID {found}, the image names {expected}"
+    )]
+    ChangedSnapshot {
+        /// The snapshot key.
+        snapshot: String,
+        /// The diff ID recorded.
+        expected: Digest,
+        /// The diff ID written.
+        found: Digest,
+    },
+    /// A stored image's snapshot chain does not match its layers.
+    #[error("the image {name} has {layers} layers but {snapshots} snapshots")]
+    PendingLayers {
+        /// The image name.
+        name: String,
+        /// Snapshots in its chain.
+        snapshots: usize,
+        /// Its layers.
+        layers: usize,
     },
     /// Storing an image under a name failed.
     #[error("storing the image {name}")]

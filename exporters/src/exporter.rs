@@ -16,11 +16,13 @@
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{Config, Digest, Image, LayerOptions, Store};
+use kiln_cache::{Config, Digest, Image, LayerOptions, PendingManifest, Store};
 
 use crate::error::Error;
-use crate::image::{ImageOptions, base_histories, build_image, build_image_from_json};
-use crate::layers::{ExistingLayers, chain_layers, snapshot_chain};
+use crate::image::{
+    ImageOptions, base_histories, build_image, build_image_from_json, image_config,
+};
+use crate::layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain};
 use crate::local::{export_local, export_tar};
 use crate::options::{ImageFormat, ImageSettings, Output};
 use crate::output::OutputFile;
@@ -36,6 +38,12 @@ pub struct ExportContext {
     pub source_date_epoch: Option<i64>,
     /// The build's time (seconds since 1970), the same for every output.
     pub build_time: Option<i64>,
+    /// An image output that only stores the image under its names (neither pushed nor
+    /// written to a file) stores it with its manifest pending: each new layer's diff ID is
+    /// computed, no blob is compressed ([`kiln_cache::Store::store_pending_image`]), as
+    /// `docker build -t` makes none; a push, a save or an export makes them later
+    /// ([`crate::stored_image`]). Set it when no other output of the build needs the blobs.
+    pub pending_manifest: bool,
 }
 
 /// A resolved output, ready to export results.
@@ -96,6 +104,17 @@ impl Exporter<'_> {
                 Ok(ExportResponse::default())
             }
             Output::Image {
+                format: ImageFormat::Store,
+                dest: None,
+                settings,
+            } if self.context.pending_manifest
+                && settings.store
+                && !settings.push
+                && !settings.names.is_empty() =>
+            {
+                self.store_pending(store, snapshot, config, settings)
+            }
+            Output::Image {
                 format,
                 dest,
                 settings,
@@ -123,31 +142,95 @@ impl Exporter<'_> {
         config: Option<&serde_json::Value>,
         settings: &ImageSettings,
     ) -> Result<Image, Error> {
-        let epoch = self.context.source_date_epoch;
-        let keys = match snapshot {
-            Some(key) => snapshot_chain(store, key)?,
-            None => Vec::new(),
-        };
-        let layer_options = LayerOptions {
-            compression: settings.compression,
-            source_date_epoch: epoch.filter(|_| settings.rewrite_timestamp),
-            threads: 0,
-        };
-        let existing = if settings.force_compression {
-            ExistingLayers::Recompress
-        } else {
-            ExistingLayers::Reuse
-        };
+        let keys = chain(store, snapshot)?;
+        let layers = chain_layers(
+            store,
+            &keys,
+            &self.layer_options(settings),
+            existing(settings),
+        )
+        .map_err(|e| Error::Step {
+            what: "writing the image layers",
+            source: Box::new(e),
+        })?;
+        let options = self.image_options(store, &keys, settings)?;
+        match config {
+            Some(config) => build_image_from_json(layers, config, &options),
+            None => build_image(layers, None, &options),
+        }
+    }
+
+    /// Stores the image under its names with its manifest pending: the layers' diff IDs and
+    /// snapshots, the config; no compressed blob. Answers the image's ID, its config digest.
+    fn store_pending(
+        &self,
+        store: &Store,
+        snapshot: Option<&str>,
+        config: Option<&serde_json::Value>,
+        settings: &ImageSettings,
+    ) -> Result<ExportResponse, Error> {
+        let keys = chain(store, snapshot)?;
+        let layer_options = self.layer_options(settings);
         let layers =
-            chain_layers(store, &keys, &layer_options, existing).map_err(|e| Error::Step {
-                what: "writing the image layers",
-                source: Box::new(e),
+            chain_diff_ids(store, &keys, &layer_options, existing(settings)).map_err(|e| {
+                Error::Step {
+                    what: "computing the image layers' diff IDs",
+                    source: Box::new(e),
+                }
             })?;
-        let options = ImageOptions {
+        let options = self.image_options(store, &keys, settings)?;
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+        let config = image_config(&diff_ids, config, &options)?;
+        let pending = PendingManifest {
+            blobs: layers.iter().map(|l| l.blob).collect(),
+            compression: layer_options.compression,
+            source_date_epoch: layer_options.source_date_epoch,
             oci_mediatypes: settings.oci_mediatypes,
-            source_date_epoch: epoch,
+        };
+        let mut names = Vec::with_capacity(settings.names.len());
+        let mut id = None;
+        for name in &settings.names {
+            let record = store
+                .store_pending_image(&config, &layers, pending.clone(), name)
+                .map_err(|source| Error::Store {
+                    name: name.clone(),
+                    source,
+                })?;
+            id = Some(record.id());
+            names.push(record.name);
+        }
+        tracing::info!(config = ?id, "stored the image, its manifest pending");
+        Ok(ExportResponse {
+            image_digest: id,
+            names,
+            pushed: Vec::new(),
+        })
+    }
+
+    /// How the image's new layers are written.
+    fn layer_options(&self, settings: &ImageSettings) -> LayerOptions {
+        LayerOptions {
+            compression: settings.compression,
+            source_date_epoch: self
+                .context
+                .source_date_epoch
+                .filter(|_| settings.rewrite_timestamp),
+            threads: 0,
+        }
+    }
+
+    /// How the image's config is finished.
+    fn image_options(
+        &self,
+        store: &Store,
+        keys: &[String],
+        settings: &ImageSettings,
+    ) -> Result<ImageOptions, Error> {
+        Ok(ImageOptions {
+            oci_mediatypes: settings.oci_mediatypes,
+            source_date_epoch: self.context.source_date_epoch,
             build_time: self.context.build_time,
-            base_histories: base_histories(store, &keys).map_err(|e| Error::Step {
+            base_histories: base_histories(store, keys).map_err(|e| Error::Step {
                 what: "reading the base image's history",
                 source: Box::new(e),
             })?,
@@ -158,11 +241,24 @@ impl Exporter<'_> {
                     Ok(record.and_then(|r| i64::try_from(r.created).ok()))
                 })
                 .collect::<Result<_, kiln_cache::Error>>()?,
-        };
-        match config {
-            Some(config) => build_image_from_json(layers, config, &options),
-            None => build_image(layers, None, &options),
-        }
+        })
+    }
+}
+
+/// The snapshot chain of a result (`None`: the empty file system), bottom first.
+fn chain(store: &Store, snapshot: Option<&str>) -> Result<Vec<String>, Error> {
+    match snapshot {
+        Some(key) => snapshot_chain(store, key),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// What an export does with a base image's blobs.
+fn existing(settings: &ImageSettings) -> ExistingLayers {
+    if settings.force_compression {
+        ExistingLayers::Recompress
+    } else {
+        ExistingLayers::Reuse
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_cache::{Image, Layer, Store, assemble, canonical_json};
+use kiln_cache::{Digest, Image, Layer, Store, assemble, canonical_json};
 use oci_spec::image::{
     Arch, History, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, Os, RootFsBuilder,
 };
@@ -183,10 +183,10 @@ fn date_history(history: &mut [History], layer_time: impl Fn(usize) -> Option<St
     }
 }
 
-/// Fills `config` in for `layers` (diff IDs, history, created).
+/// Fills `config` in for the layers of `diff_ids` (diff IDs, history, created).
 pub fn finish_config(
     mut config: ImageConfiguration,
-    layers: &[Layer],
+    diff_ids: &[Digest],
     options: &ImageOptions,
 ) -> ImageConfiguration {
     let build_time = options.build_time.map_or_else(now_rfc3339, rfc3339);
@@ -200,9 +200,9 @@ pub fn finish_config(
     };
     config
         .rootfs_mut()
-        .set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
+        .set_diff_ids(diff_ids.iter().map(ToString::to_string).collect());
     let mut history = config.history().clone().unwrap_or_default();
-    fix_history(&mut history, layers.len(), |layer| {
+    fix_history(&mut history, diff_ids.len(), |layer| {
         layer_time(layer).unwrap_or_else(|| build_time.clone())
     });
     if options.source_date_epoch.is_none() {
@@ -267,7 +267,8 @@ pub fn build_image(
     config: Option<ImageConfiguration>,
     options: &ImageOptions,
 ) -> Result<Image, Error> {
-    let config = finish_config(config.unwrap_or_else(minimal_config), &layers, options);
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let config = finish_config(config.unwrap_or_else(minimal_config), &diff_ids, options);
     let bytes = canonical_json(&config, "the image config")?;
     Ok(assemble(&bytes, layers, options.oci_mediatypes)?)
 }
@@ -297,6 +298,23 @@ pub fn build_image_from_json(
     config: &serde_json::Value,
     options: &ImageOptions,
 ) -> Result<Image, Error> {
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
+    let bytes = image_config(&diff_ids, Some(config), options)?;
+    Ok(assemble(&bytes, layers, options.oci_mediatypes)?)
+}
+
+/// The config bytes of the image of the layers of `diff_ids`: the frontend's config (as
+/// JSON, keeping fields the OCI types do not model) or a minimal one, finished. The manifest
+/// is made from them and the layer blobs ([`kiln_cache::assemble`]).
+pub fn image_config(
+    diff_ids: &[Digest],
+    config: Option<&serde_json::Value>,
+    options: &ImageOptions,
+) -> Result<Vec<u8>, Error> {
+    let Some(config) = config else {
+        let config = finish_config(minimal_config(), diff_ids, options);
+        return Ok(canonical_json(&config, "the image config")?);
+    };
     let mut parsed_input = config.clone();
     if let serde_json::Value::Object(map) = &mut parsed_input {
         // The OCI type requires these; the frontend may leave them empty.
@@ -314,20 +332,17 @@ pub fn build_image_from_json(
     }
     let parsed: ImageConfiguration = serde_json::from_value(parsed_input.clone())
         .map_err(|e| Error::json("the image config", e))?;
-    let finished = finish_config(parsed, &layers, options);
+    let finished = finish_config(parsed, diff_ids, options);
     let mut value =
         serde_json::to_value(&finished).map_err(|e| Error::json("the image config", e))?;
     merge_missing(&mut value, &parsed_input);
-    let bytes = canonical_json(&value, "the image config")?;
-    Ok(assemble(&bytes, layers, options.oci_mediatypes)?)
+    Ok(canonical_json(&value, "the image config")?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_cache::{
-        Digest, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_OCI_CONFIG,
-    };
+    use kiln_cache::{MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_OCI_CONFIG};
 
     #[test]
     fn rfc3339_formats_known_instants() {
@@ -346,6 +361,10 @@ mod tests {
             snapshot: None,
             source_date_epoch: None,
         }
+    }
+
+    fn ids(layers: &[Layer]) -> Vec<Digest> {
+        layers.iter().map(|l| l.diff_id).collect()
     }
 
     fn entry(by: &str, empty: bool) -> History {
@@ -377,7 +396,7 @@ mod tests {
             ..ImageOptions::default()
         };
         // Three layers, two entries: one appended for the third layer, dated by it.
-        let fixed = finish_config(config, &[layer(1), layer(2), layer(3)], &options);
+        let fixed = finish_config(config, &ids(&[layer(1), layer(2), layer(3)]), &options);
         let times: Vec<String> = fixed
             .history()
             .as_ref()
@@ -414,7 +433,7 @@ mod tests {
             ..ImageOptions::default()
         };
         // Two layers, three non-empty entries: the bottom one becomes empty.
-        let fixed = finish_config(config.clone(), &[layer(1), layer(2)], &options);
+        let fixed = finish_config(config.clone(), &ids(&[layer(1), layer(2)]), &options);
         let empties: Vec<bool> = fixed
             .history()
             .as_ref()
@@ -424,7 +443,11 @@ mod tests {
             .collect();
         assert_eq!(empties, [true, true, false, false]);
         // Five layers: two entries are appended.
-        let fixed = finish_config(config, &(1..=5).map(layer).collect::<Vec<_>>(), &options);
+        let fixed = finish_config(
+            config,
+            &ids(&(1..=5).map(layer).collect::<Vec<_>>()),
+            &options,
+        );
         let history = fixed.history().as_ref().unwrap();
         assert_eq!(history.len(), 6);
         assert!(
@@ -448,7 +471,7 @@ mod tests {
             source_date_epoch: Some(1_700_000_000),
             ..ImageOptions::default()
         };
-        let fixed = finish_config(config, &[layer(1), layer(2)], &options);
+        let fixed = finish_config(config, &ids(&[layer(1), layer(2)]), &options);
         let times: Vec<_> = fixed
             .history()
             .as_ref()
@@ -478,7 +501,7 @@ mod tests {
         config.set_created(Some("2000-01-01T00:00:00Z".to_owned()));
         let layers: Vec<Layer> = (1..=4).map(layer).collect();
         let times = |options: &ImageOptions| {
-            let fixed = finish_config(config.clone(), &layers, options);
+            let fixed = finish_config(config.clone(), &ids(&layers), options);
             let times: Vec<String> = fixed
                 .history()
                 .as_ref()

@@ -11,21 +11,32 @@
 //!    compression than the export's is converted instead: the same tar stream (and diff ID)
 //!    compressed again ([`kiln_cache::Store::recompress_layer`]), once per (blob, compression)
 //!    and remembered in a cache record.
-//! 3. A snapshot made by a build step is one step's diff in overlay form: it is written with
-//!    [`kiln_cache::write_layer`] once per (snapshot, compression, epoch) and remembered in a
-//!    cache record, so the next export reuses the blob.
+//! 3. A snapshot made by a build step is one step's diff in overlay form. Two cache records
+//!    remember what was made of it: its diff ID (per snapshot and epoch), and the blob of that
+//!    diff ID (per compression). The blob is content-addressed through the diff ID, so the
+//!    chain-ID snapshot of a stored image (hard links to the step's files) finds the blob the
+//!    step's snapshot was compressed to, and the other way round.
+//! 4. Missing blobs are written with [`kiln_cache::write_layer`], several layers at once
+//!    ([`chain_layers`]). An image stored under a name needs no blob: [`chain_diff_ids`] walks
+//!    each layer once for its diff ID only, and [`stored_image`] writes the blobs when a push,
+//!    a save or an export first needs them.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_cache::{
-    CacheRecord, Compression, DiffSource, Digest, Layer, LayerDescriptor, LayerOptions, Store,
-    oci_layer_type,
+    CacheRecord, Compression, DiffSource, Digest, Image, ImageRecord, Layer, LayerDescriptor,
+    LayerOptions, PendingLayer, Store, assemble, oci_layer_type,
 };
 
 use crate::error::Error;
 
-/// Prefix of the cache records that remember exported layers.
-const RECORD_PREFIX: &str = "kiln-exporters/layer/";
+/// Prefix of the cache records that remember a build snapshot's diff ID.
+const DIFF_PREFIX: &str = "kiln-exporters/diff/";
+
+/// Prefix of the cache records that remember the blob of a diff ID in one compression.
+const BLOB_PREFIX: &str = "kiln-exporters/blob/";
 
 /// Prefix of the cache records that remember stored layers converted to another compression.
 const CONVERTED_PREFIX: &str = "kiln-exporters/converted/";
@@ -63,114 +74,401 @@ fn compression_tag(compression: Compression) -> String {
     }
 }
 
-fn record_id(key: &str, options: &LayerOptions) -> String {
-    let epoch = options
-        .source_date_epoch
-        .map_or_else(|| "-".to_owned(), |e| e.to_string());
-    format!(
-        "{RECORD_PREFIX}{key}/{}/{epoch}",
-        compression_tag(options.compression)
-    )
+fn diff_record_id(key: &str, source_date_epoch: Option<i64>) -> String {
+    let epoch = source_date_epoch.map_or_else(|| "-".to_owned(), |e| e.to_string());
+    format!("{DIFF_PREFIX}{key}/{epoch}")
 }
 
-/// The layers of the snapshots `keys` (bottom first), writing the blobs that do not exist yet.
+fn blob_record_id(diff_id: &Digest, compression: Compression) -> String {
+    format!("{BLOB_PREFIX}{diff_id}/{}", compression_tag(compression))
+}
+
+/// What the store knows of layers, read once per export.
+struct Known {
+    blob_types: HashMap<Digest, Option<String>>,
+    by_diff_id: HashMap<Digest, Digest>,
+    by_chain: HashMap<String, (Digest, Digest)>,
+    records: HashMap<String, CacheRecord>,
+}
+
+impl Known {
+    fn read(store: &Store) -> Result<Self, Error> {
+        let blob_types: HashMap<Digest, Option<String>> = store
+            .blob_records()?
+            .into_iter()
+            .map(|(d, r)| (d, r.media_type))
+            .collect();
+        let mut by_diff_id = HashMap::new();
+        let mut by_chain = HashMap::new();
+        // An image whose manifest is pending names only some blobs: its layers are found
+        // through the records of their diff IDs instead.
+        for image in store.images()?.into_iter().filter(|i| i.pending.is_none()) {
+            let mut parent = None;
+            for (diff_id, blob) in image.diff_ids.iter().zip(&image.layers) {
+                let chain = kiln_cache::chain_id(parent.as_ref(), diff_id);
+                parent = Some(chain);
+                if store.has_blob(blob) {
+                    by_diff_id.entry(*diff_id).or_insert(*blob);
+                    by_chain
+                        .entry(chain.to_string())
+                        .or_insert((*blob, *diff_id));
+                }
+            }
+        }
+        let records = store
+            .cache_records()?
+            .into_iter()
+            .filter(|r| {
+                [DIFF_PREFIX, BLOB_PREFIX, CONVERTED_PREFIX]
+                    .iter()
+                    .any(|p| r.id.starts_with(p))
+            })
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        Ok(Self {
+            blob_types,
+            by_diff_id,
+            by_chain,
+            records,
+        })
+    }
+
+    /// The diff ID remembered for the build snapshot `key` at `epoch`.
+    fn diff_id(
+        &self,
+        store: &Store,
+        key: &str,
+        epoch: Option<i64>,
+    ) -> Result<Option<Digest>, Error> {
+        let id = diff_record_id(key, epoch);
+        let Some(diff_id) = self
+            .records
+            .get(&id)
+            .and_then(|r| field(r, "diff_id")?.parse().ok())
+        else {
+            return Ok(None);
+        };
+        store.touch_cache_record(&id)?;
+        Ok(Some(diff_id))
+    }
+
+    /// The blob remembered for `diff_id` in `options`' compression, if it is still there.
+    fn blob(
+        &self,
+        store: &Store,
+        diff_id: &Digest,
+        key: &str,
+        options: &LayerOptions,
+    ) -> Result<Option<Layer>, Error> {
+        let id = blob_record_id(diff_id, options.compression);
+        let Some(layer) = self
+            .records
+            .get(&id)
+            .and_then(|r| remembered(store, r, key, options.source_date_epoch))
+        else {
+            return Ok(None);
+        };
+        tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the written layer");
+        store.touch_cache_record(&id)?;
+        Ok(Some(layer))
+    }
+}
+
+/// One layer of a chain, as far as the store knows it without writing.
+enum Found {
+    /// Its blob.
+    Blob(Layer),
+    /// A build step's snapshot without a blob in this compression; its diff ID if known.
+    Snapshot { diff_id: Option<Digest> },
+}
+
+/// What the store has for the snapshot `key`, whose diff ID may be known already.
+fn find(
+    store: &Store,
+    known: &Known,
+    key: &str,
+    diff_id: Option<Digest>,
+    options: &LayerOptions,
+    existing: ExistingLayers,
+) -> Result<Found, Error> {
+    let snapshot = store
+        .snapshot(key)?
+        .ok_or_else(|| kiln_cache::Error::SnapshotNotFound {
+            key: key.to_owned(),
+        })?;
+    let stored = known.by_chain.get(key).copied().or_else(|| {
+        let diff_id = snapshot.diff_id?;
+        let blob = known
+            .by_diff_id
+            .get(&diff_id)
+            .copied()
+            .or(snapshot.blob.filter(|b| store.has_blob(b)))?;
+        Some((blob, diff_id))
+    });
+    if let Some((blob, diff_id)) = stored {
+        let media_type = oci_layer_type(known.blob_types.get(&blob).and_then(|t| t.as_deref()));
+        if existing == ExistingLayers::Recompress && media_type != options.compression.media_type()
+        {
+            return Ok(Found::Blob(converted(store, known, key, &blob, options)?));
+        }
+        let size = fs_err::metadata(store.blob_path(&blob))?.len();
+        tracing::debug!(snapshot = %key, blob = %blob, "reusing the stored image's layer");
+        return Ok(Found::Blob(Layer {
+            digest: blob,
+            size,
+            diff_id,
+            media_type: media_type.to_owned(),
+            snapshot: Some(key.to_owned()),
+            source_date_epoch: None,
+        }));
+    }
+    let diff_id = match diff_id {
+        Some(d) => Some(d),
+        None => known.diff_id(store, key, options.source_date_epoch)?,
+    };
+    if let Some(diff_id) = diff_id
+        && let Some(layer) = known.blob(store, &diff_id, key, options)?
+    {
+        return Ok(Found::Blob(layer));
+    }
+    Ok(Found::Snapshot { diff_id })
+}
+
+/// Runs `job` on every item, on as many threads as there are cores (each layer's compressor
+/// has threads of its own; running several layers at once keeps the cores busy through each
+/// one's walk of its files). Answers in the order of `items`.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    job: impl Fn(&T) -> Result<R, Error> + Sync,
+) -> Result<Vec<R>, Error> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(job).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<R, Error>>>> =
+        Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = job(item);
+                    let failed = result.is_err();
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                    if failed {
+                        // The others stop at their next item.
+                        next.store(items.len(), Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut answered = Vec::with_capacity(items.len());
+    // Items are taken in order, so one skipped after a failure comes after the failed one,
+    // whose error is answered first.
+    for result in results.into_iter().flatten() {
+        answered.push(result?);
+    }
+    Ok(answered)
+}
+
+/// Writes the blob of the build snapshot `key` and remembers it (and its diff ID). With
+/// `expected`, the diff ID the snapshot must give.
+fn write(
+    store: &Store,
+    key: &str,
+    expected: Option<Digest>,
+    options: &LayerOptions,
+) -> Result<Layer, Error> {
+    let dir = store.committed_dir(key)?;
+    let written = store.write_layer(&dir, DiffSource::OverlayUpper, options)?;
+    tracing::debug!(snapshot = %key, blob = %written.digest, "wrote a layer");
+    if let Some(expected) = expected
+        && expected != written.diff_id
+    {
+        return Err(Error::ChangedSnapshot {
+            snapshot: key.to_owned(),
+            expected,
+            found: written.diff_id,
+        });
+    }
+    remember_diff_id(store, key, options.source_date_epoch, &written.diff_id)?;
+    remember(
+        store,
+        blob_record_id(&written.diff_id, options.compression),
+        &format!("layer of snapshot {key}"),
+        &written,
+    )?;
+    Ok(Layer {
+        digest: written.digest,
+        size: written.size,
+        diff_id: written.diff_id,
+        media_type: written.media_type.to_owned(),
+        snapshot: Some(key.to_owned()),
+        source_date_epoch: options.source_date_epoch,
+    })
+}
+
+/// The layers of the snapshots `keys` (bottom first), writing the blobs that do not exist yet
+/// (several at once).
 pub fn chain_layers(
     store: &Store,
     keys: &[String],
     options: &LayerOptions,
     existing: ExistingLayers,
 ) -> Result<Vec<Layer>, Error> {
-    let blob_types: HashMap<Digest, Option<String>> = store
-        .blob_records()?
-        .into_iter()
-        .map(|(d, r)| (d, r.media_type))
-        .collect();
-    let mut by_diff_id = HashMap::new();
-    let mut by_chain = HashMap::new();
-    for image in store.images()? {
-        let mut parent = None;
-        for (diff_id, blob) in image.diff_ids.iter().zip(&image.layers) {
-            let chain = kiln_cache::chain_id(parent.as_ref(), diff_id);
-            parent = Some(chain);
-            if store.has_blob(blob) {
-                by_diff_id.entry(*diff_id).or_insert(*blob);
-                by_chain
-                    .entry(chain.to_string())
-                    .or_insert((*blob, *diff_id));
-            }
-        }
-    }
-    let records: HashMap<String, CacheRecord> = store
-        .cache_records()?
-        .into_iter()
-        .filter(|r| r.id.starts_with(RECORD_PREFIX) || r.id.starts_with(CONVERTED_PREFIX))
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let known = Known::read(store)?;
+    let found = keys
+        .iter()
+        .map(|key| find(store, &known, key, None, options, existing))
+        .collect::<Result<Vec<_>, _>>()?;
+    complete(store, keys, found, options)
+}
 
-    let mut layers = Vec::with_capacity(keys.len());
-    for key in keys {
-        let snapshot = store
-            .snapshot(key)?
-            .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?;
-        let stored = by_chain.get(key).copied().or_else(|| {
-            let diff_id = snapshot.diff_id?;
-            let blob = by_diff_id
-                .get(&diff_id)
-                .copied()
-                .or(snapshot.blob.filter(|b| store.has_blob(b)))?;
-            Some((blob, diff_id))
-        });
-        if let Some((blob, diff_id)) = stored {
-            let media_type = oci_layer_type(blob_types.get(&blob).and_then(|t| t.as_deref()));
-            if existing == ExistingLayers::Recompress
-                && media_type != options.compression.media_type()
-            {
-                layers.push(converted(store, &records, key, &blob, options)?);
-                continue;
-            }
-            let size = fs_err::metadata(store.blob_path(&blob))?.len();
-            tracing::debug!(snapshot = %key, blob = %blob, "reusing the stored image's layer");
-            layers.push(Layer {
-                digest: blob,
-                size,
-                diff_id,
-                media_type: media_type.to_owned(),
-                snapshot: Some(key.clone()),
-                source_date_epoch: None,
-            });
-            continue;
-        }
-        let id = record_id(key, options);
-        if let Some(layer) = records
-            .get(&id)
-            .and_then(|r| remembered(store, r, key, options.source_date_epoch))
-        {
-            tracing::debug!(snapshot = %key, blob = %layer.digest, "reusing the exported layer");
-            store.touch_cache_record(&id)?;
-            layers.push(layer);
-            continue;
-        }
+/// `found` with the missing blobs written.
+fn complete(
+    store: &Store,
+    keys: &[String],
+    found: Vec<Found>,
+    options: &LayerOptions,
+) -> Result<Vec<Layer>, Error> {
+    let missing: Vec<(usize, Option<Digest>)> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| match f {
+            Found::Snapshot { diff_id } => Some((i, *diff_id)),
+            Found::Blob(_) => None,
+        })
+        .collect();
+    let mut written = in_parallel(&missing, |(i, diff_id)| {
+        write(store, &keys[*i], *diff_id, options)
+    })?
+    .into_iter();
+    Ok(found
+        .into_iter()
+        .filter_map(|f| match f {
+            Found::Blob(layer) => Some(layer),
+            Found::Snapshot { .. } => written.next(),
+        })
+        .collect())
+}
+
+/// The layers of the snapshots `keys` (bottom first) for an image stored with its manifest
+/// pending: the blobs that exist, and for each other layer its diff ID, remembered or
+/// computed in one walk of its snapshot that writes nothing.
+pub fn chain_diff_ids(
+    store: &Store,
+    keys: &[String],
+    options: &LayerOptions,
+    existing: ExistingLayers,
+) -> Result<Vec<PendingLayer>, Error> {
+    let known = Known::read(store)?;
+    let found = keys
+        .iter()
+        .map(|key| find(store, &known, key, None, options, existing))
+        .collect::<Result<Vec<_>, _>>()?;
+    let unknown: Vec<usize> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| matches!(f, Found::Snapshot { diff_id: None }).then_some(i))
+        .collect();
+    let mut computed = in_parallel(&unknown, |&i| {
+        let key = &keys[i];
         let dir = store.committed_dir(key)?;
-        let written = store.write_layer(&dir, DiffSource::OverlayUpper, options)?;
-        tracing::debug!(snapshot = %key, blob = %written.digest, "wrote a layer");
-        remember(store, id, &format!("layer of snapshot {key}"), &written)?;
-        layers.push(Layer {
-            digest: written.digest,
-            size: written.size,
-            diff_id: written.diff_id,
-            media_type: written.media_type.to_owned(),
+        let (diff_id, _) =
+            kiln_cache::layer_diff_id(&dir, DiffSource::OverlayUpper, options.source_date_epoch)?;
+        tracing::debug!(snapshot = %key, %diff_id, "computed a layer's diff ID");
+        remember_diff_id(store, key, options.source_date_epoch, &diff_id)?;
+        Ok(diff_id)
+    })?
+    .into_iter();
+    let mut layers = Vec::with_capacity(keys.len());
+    for (key, found) in keys.iter().zip(found) {
+        let (diff_id, blob, source_date_epoch) = match found {
+            Found::Blob(layer) => (layer.diff_id, Some(layer.digest), layer.source_date_epoch),
+            Found::Snapshot { diff_id: Some(d) } => (d, None, options.source_date_epoch),
+            Found::Snapshot { diff_id: None } => (
+                computed
+                    .next()
+                    .ok_or_else(|| kiln_cache::Error::SnapshotNotFound { key: key.clone() })?,
+                None,
+                options.source_date_epoch,
+            ),
+        };
+        layers.push(PendingLayer {
+            diff_id,
+            blob,
             snapshot: Some(key.clone()),
-            source_date_epoch: options.source_date_epoch,
+            source_date_epoch,
         });
     }
     Ok(layers)
+}
+
+/// The stored image `record` as an [`Image`] (to push, save or export it). An image stored
+/// with its manifest pending gets its missing blobs written now (several at once) from the
+/// snapshots of its chain, the manifest made and recorded: the blobs and manifest are those
+/// an export at build time would have made.
+pub fn stored_image(store: &Store, record: &ImageRecord) -> Result<Image, Error> {
+    let Some(pending) = &record.pending else {
+        return Ok(store.stored_image(record)?);
+    };
+    let keys = match &record.chain_id {
+        Some(top) => snapshot_chain(store, &top.to_string())?,
+        None => Vec::new(),
+    };
+    if keys.len() != record.diff_ids.len() || pending.blobs.len() != keys.len() {
+        return Err(Error::PendingLayers {
+            name: record.name.clone(),
+            snapshots: keys.len(),
+            layers: record.diff_ids.len(),
+        });
+    }
+    let options = LayerOptions {
+        compression: pending.compression,
+        source_date_epoch: pending.source_date_epoch,
+        threads: 0,
+    };
+    let known = Known::read(store)?;
+    let mut found = Vec::with_capacity(keys.len());
+    for ((key, diff_id), blob) in keys.iter().zip(&record.diff_ids).zip(&pending.blobs) {
+        match blob.filter(|b| store.has_blob(b)) {
+            Some(blob) => found.push(Found::Blob(Layer {
+                digest: blob,
+                size: fs_err::metadata(store.blob_path(&blob))?.len(),
+                diff_id: *diff_id,
+                media_type: oci_layer_type(known.blob_types.get(&blob).and_then(|t| t.as_deref()))
+                    .to_owned(),
+                snapshot: Some(key.clone()),
+                source_date_epoch: None,
+            })),
+            None => found.push(match known.blob(store, diff_id, key, &options)? {
+                Some(layer) => Found::Blob(layer),
+                None => Found::Snapshot {
+                    diff_id: Some(*diff_id),
+                },
+            }),
+        }
+    }
+    let layers = complete(store, &keys, found, &options)?;
+    let config = store.read_blob(&record.config)?;
+    let image = assemble(&config, layers, pending.oci_mediatypes)?;
+    store.complete_image(record, &image)?;
+    tracing::info!(image = %record.name, manifest = %image.manifest_digest, "made the pending manifest");
+    Ok(image)
 }
 
 /// The stored layer `blob` of the snapshot `key` in the compression `options` name: converted
 /// once, then found through its cache record.
 fn converted(
     store: &Store,
-    records: &HashMap<String, CacheRecord>,
+    known: &Known,
     key: &str,
     blob: &Digest,
     options: &LayerOptions,
@@ -179,7 +477,8 @@ fn converted(
         "{CONVERTED_PREFIX}{blob}/{}",
         compression_tag(options.compression)
     );
-    if let Some(layer) = records
+    if let Some(layer) = known
+        .records
         .get(&id)
         .and_then(|r| remembered(store, r, key, None))
     {
@@ -200,12 +499,16 @@ fn converted(
     })
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Records a written blob under `id`, described as `what`, with what [`remembered`] needs to
 /// find it again.
 fn remember(store: &Store, id: String, what: &str, written: &LayerDescriptor) -> Result<(), Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = now();
     store.put_cache_record(&CacheRecord {
         id,
         description: format!(
@@ -221,6 +524,34 @@ fn remember(store: &Store, id: String, what: &str, written: &LayerDescriptor) ->
     Ok(())
 }
 
+/// Records the diff ID of the build snapshot `key` at `epoch`.
+fn remember_diff_id(
+    store: &Store,
+    key: &str,
+    epoch: Option<i64>,
+    diff_id: &Digest,
+) -> Result<(), Error> {
+    let now = now();
+    store.put_cache_record(&CacheRecord {
+        id: diff_record_id(key, epoch),
+        description: format!("diff ID of snapshot {key} diff_id={diff_id}"),
+        blobs: Vec::new(),
+        snapshots: Vec::new(),
+        size: 0,
+        created: now,
+        last_used: now,
+    })?;
+    Ok(())
+}
+
+/// The value of `name=` in a record's description.
+fn field<'a>(record: &'a CacheRecord, name: &str) -> Option<&'a str> {
+    record
+        .description
+        .split(' ')
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+}
+
 /// The layer a cache record remembers, if its blob is still there.
 fn remembered(
     store: &Store,
@@ -232,14 +563,8 @@ fn remembered(
     if !store.has_blob(&digest) {
         return None;
     }
-    let field = |name: &str| {
-        record
-            .description
-            .split(' ')
-            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-    };
-    let diff_id = field("diff_id")?.parse().ok()?;
-    let media_type = field("media_type")?.to_owned();
+    let diff_id = field(record, "diff_id")?.parse().ok()?;
+    let media_type = field(record, "media_type")?.to_owned();
     Some(Layer {
         digest,
         size: record.size,
@@ -251,130 +576,4 @@ fn remembered(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_cache::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
-
-    /// A store with one committed snapshot `step` holding `/hello`.
-    fn store_with_step() -> (tempfile::TempDir, Store) {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
-        let mounts = store.prepare("active", None).unwrap();
-        fs_err::write(mounts.upper.join("hello"), "hello\n").unwrap();
-        store.commit("active", "step").unwrap();
-        (root, store)
-    }
-
-    #[test]
-    fn a_step_layer_is_compressed_once_per_compression() {
-        let (_root, store) = store_with_step();
-        let keys = snapshot_chain(&store, "step").unwrap();
-        assert_eq!(keys, ["step"]);
-        let gzip = LayerOptions {
-            source_date_epoch: Some(0),
-            ..LayerOptions::default()
-        };
-        let first = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].media_type, MEDIA_TYPE_LAYER_GZIP);
-        assert!(store.has_blob(&first[0].digest));
-        let uncompressed = LayerOptions {
-            compression: Compression::Uncompressed,
-            ..gzip
-        };
-        let plain = chain_layers(&store, &keys, &uncompressed, ExistingLayers::Reuse).unwrap();
-        // The same tar either way: equal diff IDs; the uncompressed blob is the tar itself.
-        assert_eq!(plain[0].diff_id, first[0].diff_id);
-        assert_eq!(plain[0].digest, plain[0].diff_id);
-        assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
-        let bytes = store.read_blob(&plain[0].digest).unwrap();
-        assert_eq!(Digest::from_bytes(&bytes), plain[0].diff_id);
-
-        // Change the snapshot behind the exporter's back: a second export still returns the
-        // recorded blob, which shows it was not written again.
-        fs_err::write(store.committed_dir("step").unwrap().join("extra"), "x").unwrap();
-        let again = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
-        assert_eq!(again, first);
-        // Another epoch is another layer.
-        let other = chain_layers(
-            &store,
-            &keys,
-            &LayerOptions {
-                source_date_epoch: Some(1),
-                ..gzip
-            },
-            ExistingLayers::Reuse,
-        )
-        .unwrap();
-        assert_ne!(other[0].diff_id, first[0].diff_id);
-    }
-
-    #[test]
-    fn forced_compression_converts_stored_layers_once() {
-        let (_root, store) = store_with_step();
-        let gzip = LayerOptions {
-            source_date_epoch: Some(0),
-            ..LayerOptions::default()
-        };
-        let keys = snapshot_chain(&store, "step").unwrap();
-        let layers = chain_layers(&store, &keys, &gzip, ExistingLayers::Reuse).unwrap();
-        let image = crate::build_image(layers, None, &crate::ImageOptions::default()).unwrap();
-        let record = store.store_image(&image, "base:latest").unwrap();
-        // The stored image's snapshot, as a build on it names its base.
-        let keys = vec![record.chain_id.unwrap().to_string()];
-        let stored = &image.layers[0];
-
-        let zstd = LayerOptions {
-            compression: Compression::Zstd { level: 3 },
-            ..gzip
-        };
-        // Reused as it is by default, whatever the export's compression.
-        let reused = chain_layers(&store, &keys, &zstd, ExistingLayers::Reuse).unwrap();
-        assert_eq!(reused[0].digest, stored.digest);
-        assert_eq!(reused[0].media_type, MEDIA_TYPE_LAYER_GZIP);
-        // Forced: the same tar stream in zstd.
-        let forced = chain_layers(&store, &keys, &zstd, ExistingLayers::Recompress).unwrap();
-        assert_eq!(forced[0].media_type, MEDIA_TYPE_LAYER_ZSTD);
-        assert_eq!(forced[0].diff_id, stored.diff_id);
-        assert_ne!(forced[0].digest, stored.digest);
-        let blob = store.read_blob(&forced[0].digest).unwrap();
-        assert_eq!(blob.len() as u64, forced[0].size);
-        assert!(blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd frame");
-        // Converted once: the next export finds the blob through its record.
-        let converted = store
-            .cache_records()
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.id.starts_with(CONVERTED_PREFIX))
-            .count();
-        assert_eq!(converted, 1);
-        let again = chain_layers(&store, &keys, &zstd, ExistingLayers::Recompress).unwrap();
-        assert_eq!(again, forced);
-        // Uncompressed: the blob is the tar itself. Same compression: nothing to convert.
-        let plain = LayerOptions {
-            compression: Compression::Uncompressed,
-            ..gzip
-        };
-        let plain = chain_layers(&store, &keys, &plain, ExistingLayers::Recompress).unwrap();
-        assert_eq!(plain[0].digest, stored.diff_id);
-        assert_eq!(plain[0].media_type, MEDIA_TYPE_LAYER_TAR);
-        let same = chain_layers(&store, &keys, &gzip, ExistingLayers::Recompress).unwrap();
-        assert_eq!(same[0].digest, stored.digest);
-    }
-
-    #[test]
-    fn docker_layer_types_map_to_oci() {
-        assert_eq!(
-            oci_layer_type(Some("application/vnd.docker.image.rootfs.diff.tar.gzip")),
-            MEDIA_TYPE_LAYER_GZIP
-        );
-        assert_eq!(
-            oci_layer_type(Some("application/vnd.oci.image.layer.v1.tar+zstd")),
-            MEDIA_TYPE_LAYER_ZSTD
-        );
-        assert_eq!(
-            oci_layer_type(Some("application/vnd.oci.image.layer.v1.tar")),
-            MEDIA_TYPE_LAYER_TAR
-        );
-    }
-}
+mod tests;

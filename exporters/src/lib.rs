@@ -9,8 +9,12 @@
 //!
 //! - [`chain_layers`]: the layer blobs of a snapshot chain ([`snapshot_chain`]). Layers of
 //!   pulled images are reused as they are; each build step's snapshot is compressed once with
-//!   [`kiln_cache::write_layer`] and remembered, so every output (and the next export) shares
-//!   the blob.
+//!   [`kiln_cache::write_layer`] (missing layers several at once) and remembered by its diff
+//!   ID, so every output (and the next export, or push) shares the blob.
+//! - `-t` alone ([`ExportContext::pending_manifest`]): [`chain_diff_ids`] walks each new
+//!   layer once for its diff ID, the image is stored with its manifest pending, and
+//!   [`stored_image`] writes the blobs and makes the manifest when `kiln push` or `kiln save`
+//!   first needs them.
 //! - [`build_image`]: the image config (diff IDs, history fixed up as BuildKit's exporter does,
 //!   `created` from `SOURCE_DATE_EPOCH`) and manifest, as [`Image`], in OCI or docker media
 //!   types, serialised with sorted keys so equal inputs give equal bytes.
@@ -67,11 +71,11 @@ pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
 pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
 pub use image::{
-    ImageOptions, base_histories, build_image, build_image_from_json, finish_config,
+    ImageOptions, base_histories, build_image, build_image_from_json, finish_config, image_config,
     minimal_config, rfc3339,
 };
 pub use kiln_cache::{Image, Layer};
-pub use layers::{ExistingLayers, chain_layers, snapshot_chain};
+pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, stored_image};
 pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use options::{

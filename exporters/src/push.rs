@@ -343,6 +343,8 @@ mod tests {
             size: 0,
             created: None,
             last_used: 0,
+            pending: None,
+            config_id: false,
         };
         for image in [
             record("127.0.0.1:5000/team/base:1", vec![layer]),

@@ -64,7 +64,7 @@ fn row(image: &ImageRecord, size: u64, now: i64) -> [String; 5] {
     [
         repository,
         tag,
-        image.manifest.short(),
+        image.id().short(),
         created,
         crate::format::human_size(size),
     ]

@@ -15,7 +15,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Resu
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let record = store.find_image(&args.image)?;
-    let image = store.stored_image(&record)?;
+    let image = kiln_exporters::stored_image(&store, &record)?;
     let context = ExportContext {
         registry: config.cache.clone(),
         docker_config: kiln_cache::docker_config_path(),

@@ -14,7 +14,7 @@ pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let _lease = store.lease().context("taking a lease on the store")?;
     let record = store.find_image(&args.image)?;
-    let image = store.stored_image(&record)?;
+    let image = kiln_exporters::stored_image(&store, &record)?;
     let format = match args.format.as_str() {
         "docker" => ImageFormat::Docker,
         "oci" => ImageFormat::Oci { tar: true },

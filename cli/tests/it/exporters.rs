@@ -711,3 +711,123 @@ fn serial_store_false_pushes_without_keeping_the_image() {
     let listed = stdout(images);
     assert!(!listed.contains("kiln-test/unstored"), "{listed}");
 }
+
+/// The digests of the gzip blobs in the store at `root` (the layer blobs).
+fn gzip_blobs(root: &Path) -> std::collections::BTreeSet<String> {
+    let Ok(entries) = fs_err::read_dir(root.join("blobs/sha256")) else {
+        return std::collections::BTreeSet::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| fs_err::read(p).unwrap().starts_with(&[0x1f, 0x8b]))
+        .map(|p| format!("sha256:{}", p.file_name().unwrap().to_string_lossy()))
+        .collect()
+}
+
+/// Issue 17: `-t` compresses no layer; the first push makes the blobs, and the image pushed
+/// is the one an export at build time pushes (same manifest, same layer blobs).
+#[test]
+fn serial_tagged_images_are_compressed_only_when_pushed() {
+    if !can_build() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let context = tmp.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // Layers that do not depend on when they are built: copied files with fixed times.
+    for (file, text) in [("a.txt", "a\n"), ("b.txt", "b\n")] {
+        fs_err::write(context.join(file), text).unwrap();
+        let mut touch = Command::new("touch");
+        touch.args(["-d", "@1600000000"]).arg(context.join(file));
+        ok(touch);
+    }
+    let dockerfile = "FROM 127.0.0.1:5000/library/busybox:latest\nCOPY a.txt /\nCOPY b.txt /\n";
+    let tag = format!("{:x}", std::process::id());
+    let lazy = format!("127.0.0.1:5000/kiln-test/lazy:{tag}");
+    let eager = format!("127.0.0.1:5000/kiln-test/eager:{tag}");
+
+    // The store holds the base image's layer before the build, and only it after.
+    let root = tmp.path().join("lazy");
+    let mut pull = kiln(&root);
+    pull.args(["pull", "-q", "127.0.0.1:5000/library/busybox:latest"]);
+    ok(pull);
+    let base = gzip_blobs(&root);
+    assert_eq!(base.len(), 1, "{base:?}");
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    let mut build = kiln(&root);
+    // The epoch fixes the config's times, so both builds make the same config.
+    build.args(["build", "-q", "-t", &lazy]).arg(&context);
+    build.env("SOURCE_DATE_EPOCH", EPOCH);
+    let id = stdout(build);
+    assert_eq!(gzip_blobs(&root), base);
+    // Runnable as it is.
+    let mut run = kiln(&root);
+    run.args(["run", "--rm", &lazy, "cat", "/a.txt", "/b.txt"]);
+    assert_eq!(stdout(run), "a\nb\n");
+
+    // Pushed: two new layer blobs, and the digest the registry has.
+    let mut push = kiln(&root);
+    push.args(["push", &lazy]);
+    let pushed = stdout(push);
+    let remote = json(skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{lazy}"),
+    ]));
+    let digest = remote["Digest"].as_str().unwrap();
+    assert_eq!(pushed, format!("{lazy}: digest: {digest}\n"));
+    let after = gzip_blobs(&root);
+    let layers: std::collections::BTreeSet<String> = remote["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(after, layers);
+    assert_eq!(after.len(), 3);
+
+    // The ID is the config digest, before the push and after it.
+    let raw = json(skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{lazy}"),
+    ]));
+    let config = raw["config"]["digest"].as_str().unwrap();
+    assert_eq!(id, format!("{config}\n"));
+    let mut images = kiln(&root);
+    images.arg("images");
+    let listed = stdout(images);
+    let short = &config["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("127.0.0.1:5000/kiln-test/lazy ") && l.contains(short)),
+        "{listed}"
+    );
+    // A second push compresses nothing again and names the same manifest.
+    let mut push = kiln(&root);
+    push.args(["push", &lazy]);
+    assert_eq!(stdout(push), pushed);
+    assert_eq!(gzip_blobs(&root), after);
+
+    // The same build in another store, compressed at build time and pushed by the build.
+    let other = tmp.path().join("eager");
+    let mut build = kiln(&other);
+    build
+        .args([
+            "build",
+            "--output",
+            &format!("type=image,name={eager},push=true"),
+        ])
+        .arg(&context)
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    ok(build);
+    let eager_remote = json(skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{eager}"),
+    ]));
+    assert_eq!(eager_remote["Digest"], remote["Digest"]);
+    assert_eq!(eager_remote["Layers"], remote["Layers"]);
+}

@@ -187,7 +187,7 @@ impl Op<Ref> for ImageSource {
                         .store
                         .image(&name.whole())
                         .map_err(Error::from)?
-                        .map(|image| image.index.unwrap_or(image.manifest)),
+                        .map(|image| image.index.unwrap_or_else(|| image.id())),
                     Err(_) => None,
                 },
             };
@@ -573,6 +573,8 @@ mod tests {
             size: 0,
             created: None,
             last_used: 0,
+            pending: None,
+            config_id: false,
         };
         let key = |r: Option<Ref>| r.and_then(|r| r.key().map(str::to_owned));
         let chain = |i: usize| Some(chains[i].to_string());
