@@ -63,11 +63,11 @@ pub(crate) enum Command {
 /// `kiln daemon` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DaemonArgs {
-    /// Where to listen.
+    /// Where to listen: a unix socket, or `fd://`, the socket systemd passed (socket activation).
     #[arg(
         long,
         default_value = "unix:///run/kiln/kiln.sock",
-        value_name = "unix:///PATH"
+        value_name = "unix:///PATH|fd://"
     )]
     pub(crate) addr: String,
     /// The group (numeric id) of the socket, whose members may build [default: the daemon's].

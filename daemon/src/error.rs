@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// `--addr` is not a supported address.
-    #[error("unsupported address {addr:?}: expected unix:///PATH")]
+    #[error("unsupported address {addr:?}: expected unix:///PATH or fd://")]
     Address {
         /// The address as given.
         addr: String,
@@ -27,6 +27,18 @@ pub enum Error {
         /// The socket's path.
         path: PathBuf,
         /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `fd://` was asked for but the service manager passed no socket.
+    #[error(
+        "fd:// needs a socket passed by the service manager (LISTEN_FDS, LISTEN_PID), and none was"
+    )]
+    NotActivated,
+    /// The passed descriptor is not a listening unix stream socket.
+    #[error("the socket passed by the service manager")]
+    Activated {
+        /// Why it cannot be used.
         #[source]
         source: std::io::Error,
     },

@@ -44,4 +44,4 @@ mod status;
 mod tests;
 
 pub use error::Error;
-pub use server::{Address, Daemon, MAX_MESSAGE_SIZE, shutdown_signal};
+pub use server::{Address, Daemon, Listener, MAX_MESSAGE_SIZE, shutdown_signal};

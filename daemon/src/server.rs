@@ -2,13 +2,18 @@
 //!
 //! # Overview
 //! 1. [`Daemon::open`] opens the store and makes the runner-backed executor.
-//! 2. [`Daemon::serve`] removes a stale socket (one nobody answers on), binds the unix socket,
-//!    makes it `0660` (and gives it the configured group), and serves the `Control` service on
-//!    it with bounded message sizes.
-//! 3. When the shutdown future resolves the server stops accepting connections, the builds in
+//! 2. [`Daemon::listen`] makes the [`Listener`]: for `unix:///PATH` it removes a stale socket
+//!    (one nobody answers on), binds the unix socket and makes it `0660` (and gives it the
+//!    configured group); for `fd://` it takes the listening socket the service manager passed
+//!    (systemd socket activation, `LISTEN_FDS`/`LISTEN_PID`), whose mode and group are the
+//!    socket unit's.
+//! 3. [`Daemon::serve_on`] serves the `Control` service on it with bounded message sizes, and
+//!    tells the service manager it is ready (`READY=1` on `NOTIFY_SOCKET`, if set).
+//! 4. When the shutdown future resolves the server stops accepting connections, the builds in
 //!    progress are cancelled (their solve is dropped, which kills their processes and releases
 //!    their leases), open `Status` and `Session` streams end; after the connections close (or
-//!    a grace period) the socket is removed and the runner's per-run files are swept.
+//!    a grace period) the socket the daemon bound is removed (a passed one is left to the
+//!    service manager) and the runner's per-run files are swept.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt as _;
@@ -33,17 +38,23 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// How long a shutdown waits for clients to close their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Where the daemon listens: `unix:///PATH`.
+/// Where the daemon listens: `unix:///PATH`, or `fd://`, the socket the service manager passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// A unix socket at this path.
     Unix(PathBuf),
+    /// The listening unix socket passed by the service manager (systemd socket activation:
+    /// the first of `LISTEN_FDS`, fd 3), as BuildKit's `fd://`.
+    Activated,
 }
 
 impl FromStr for Address {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Error> {
+        if text == "fd://" {
+            return Ok(Self::Activated);
+        }
         match text.strip_prefix("unix://") {
             Some(path) if path.starts_with('/') => Ok(Self::Unix(PathBuf::from(path))),
             _ => Err(Error::Address {
@@ -51,6 +62,15 @@ impl FromStr for Address {
             }),
         }
     }
+}
+
+/// A listening socket the daemon serves on, made by [`Daemon::listen`].
+#[derive(Debug)]
+pub struct Listener {
+    socket: std::os::unix::net::UnixListener,
+    /// The socket file the daemon created (and removes when it stops); `None` for a socket
+    /// the service manager passed, which outlives the daemon.
+    created: Option<PathBuf>,
 }
 
 /// A build daemon: the store it builds in, the registry settings of `kiln.toml`, and the
@@ -83,16 +103,58 @@ impl Daemon {
         self
     }
 
-    /// Serves the control API on `address` until `shutdown` resolves, then cleans up (see the
-    /// module's overview).
+    /// Makes the socket to serve on at `address` (see the module's overview). Call it before
+    /// starting threads: taking a passed socket removes `LISTEN_FDS` and `LISTEN_PID` from the
+    /// environment, so that the build steps do not inherit them.
+    pub fn listen(&self, address: &Address) -> Result<Listener, Error> {
+        let listener = match address {
+            Address::Unix(path) => Listener {
+                socket: bind(path, self.socket_group)?,
+                created: Some(path.clone()),
+            },
+            Address::Activated => Listener {
+                socket: activated()?,
+                created: None,
+            },
+        };
+        listener
+            .socket
+            .set_nonblocking(true)
+            .map_err(|source| Error::Listen {
+                path: listener.path(),
+                source,
+            })?;
+        Ok(listener)
+    }
+
+    /// Serves the control API on `address` until `shutdown` resolves, then cleans up: the
+    /// same as [`Daemon::listen`] and [`Daemon::serve_on`].
     pub async fn serve(
         &self,
         address: &Address,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let Address::Unix(path) = address;
-        let listener = bind(path, self.socket_group)?;
+        self.serve_on(self.listen(address)?, shutdown).await
+    }
+
+    /// Serves the control API on `listener` until `shutdown` resolves, then cleans up (see the
+    /// module's overview).
+    pub async fn serve_on(
+        &self,
+        listener: Listener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let path = listener.path();
+        let Listener { socket, created } = listener;
+        let listener =
+            tokio::net::UnixListener::from_std(socket).map_err(|source| Error::Listen {
+                path: path.clone(),
+                source,
+            })?;
         tracing::info!(socket = %path.display(), "serving the control API");
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "telling the service manager the daemon is ready");
+        }
         let (cancel, cancelled) = watch::channel(false);
         let returns = Returns::default();
         let gateway = LlbBridgeServer::new(GatewayService::new(returns.clone()))
@@ -132,15 +194,39 @@ impl Daemon {
                 Ok(())
             }
         };
-        remove_socket(path);
+        if let Some(path) = created {
+            remove_socket(&path);
+        }
         kiln_runner::Runner::new(kiln_engine::RUNNER_STATE).sweep();
         result
     }
 }
 
+impl Listener {
+    /// The socket's path, or `fd://` for a passed socket without one.
+    fn path(&self) -> PathBuf {
+        self.socket
+            .local_addr()
+            .ok()
+            .and_then(|addr| addr.as_pathname().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from("fd://"))
+    }
+}
+
+/// The first listening socket the service manager passed (`LISTEN_FDS`, `LISTEN_PID`): the
+/// sd_listen_fds protocol of the `listenfd` crate, which checks that the descriptor is a
+/// listening unix stream socket.
+fn activated() -> Result<std::os::unix::net::UnixListener, Error> {
+    match listenfd::ListenFd::from_env().take_unix_listener(0) {
+        Ok(Some(socket)) => Ok(socket),
+        Ok(None) => Err(Error::NotActivated),
+        Err(source) => Err(Error::Activated { source }),
+    }
+}
+
 /// Binds the socket at `path`, `0660`, owned by `group` if given. A socket file nobody
 /// answers on is what a killed daemon left: it is replaced; one that answers is in use.
-fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener, Error> {
+fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, Error> {
     let listen_error = |source| Error::Listen {
         path: path.to_owned(),
         source,
@@ -156,7 +242,7 @@ fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener, Err
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent).map_err(listen_error)?;
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(listen_error)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(listen_error)?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(listen_error)?;
     }
@@ -196,15 +282,17 @@ mod tests {
             "unix:///run/kiln/kiln.sock".parse::<Address>().unwrap(),
             Address::Unix(PathBuf::from("/run/kiln/kiln.sock"))
         );
+        assert_eq!("fd://".parse::<Address>().unwrap(), Address::Activated);
         for bad in [
             "tcp://0.0.0.0:1234",
             "unix://relative.sock",
             "/run/kiln.sock",
+            "fd://3",
         ] {
             let err = bad.parse::<Address>().unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("unsupported address {bad:?}: expected unix:///PATH")
+                format!("unsupported address {bad:?}: expected unix:///PATH or fd://")
             );
         }
     }

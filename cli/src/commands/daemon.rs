@@ -1,5 +1,6 @@
 //! `kiln daemon`: serves BuildKit's control API on a unix socket (`kiln_daemon`), building in
 //! the store at `--root` with the registry settings of `--config`, until SIGTERM or SIGINT.
+//! `--addr fd://` serves on the socket systemd passed (socket activation).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,10 +16,12 @@ pub(crate) fn run(root: &Path, config: &Config, args: &DaemonArgs) -> anyhow::Re
     if let Some(gid) = args.group {
         daemon = daemon.socket_group(gid);
     }
+    // Before the runtime's threads start: taking a passed socket edits the environment.
+    let listener = daemon.listen(&address)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon.serve(&address, kiln_daemon::shutdown_signal()))?;
+    runtime.block_on(daemon.serve_on(listener, kiln_daemon::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

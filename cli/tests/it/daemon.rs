@@ -757,3 +757,56 @@ fn serial_daemon_forwards_the_clients_ssh_agent() {
     let keys = fs_err::read_to_string(out.join("keys")).unwrap();
     assert!(keys.contains(&fingerprint), "{keys}");
 }
+
+/// Socket activation (issue 14): `kiln daemon --addr fd://` under `systemd-socket-activate`,
+/// which binds the socket and passes it as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to
+/// the daemon's pid, answers `buildctl debug workers` on it; after SIGTERM the socket, which
+/// the daemon did not create, is still there.
+#[test]
+fn socket_activated_daemon_answers_on_the_passed_socket() {
+    let Some(buildctl) = buildctl_path() else {
+        return;
+    };
+    let Some(activate) = crate::build_dockerfile_sources::which("systemd-socket-activate") else {
+        skip("systemd-socket-activate is not installed (Debian's systemd package)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kiln.sock");
+    let mut child = Command::new(activate)
+        .arg("-l")
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .args(["daemon", "--addr", "fd://"])
+        .env_remove("KILN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = assert_ok(
+        Command::new(buildctl)
+            .arg("--addr")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["debug", "workers"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("linux/"),
+        "{}",
+        text(&out)
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(socket.exists(), "the passed socket was removed");
+}
