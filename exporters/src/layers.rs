@@ -323,12 +323,21 @@ pub fn chain_layers(
     options: &LayerOptions,
     existing: ExistingLayers,
 ) -> Result<Vec<Layer>, Error> {
-    let known = Known::read(store)?;
-    let found = keys
-        .iter()
-        .map(|key| find(store, &known, key, None, options, existing))
-        .collect::<Result<Vec<_>, _>>()?;
+    let found = find_chain(store, keys, options, existing)?;
     complete(store, keys, found, options)
+}
+
+/// What the store has for each of the snapshots `keys`: a blob, or only the snapshot.
+fn find_chain(
+    store: &Store,
+    keys: &[String],
+    options: &LayerOptions,
+    existing: ExistingLayers,
+) -> Result<Vec<Found>, Error> {
+    let known = Known::read(store)?;
+    keys.iter()
+        .map(|key| find(store, &known, key, None, options, existing))
+        .collect()
 }
 
 /// `found` with the missing blobs written.
@@ -368,11 +377,7 @@ pub fn chain_diff_ids(
     options: &LayerOptions,
     existing: ExistingLayers,
 ) -> Result<Vec<PendingLayer>, Error> {
-    let known = Known::read(store)?;
-    let found = keys
-        .iter()
-        .map(|key| find(store, &known, key, None, options, existing))
-        .collect::<Result<Vec<_>, _>>()?;
+    let found = find_chain(store, keys, options, existing)?;
     let unknown: Vec<usize> = found
         .iter()
         .enumerate()
