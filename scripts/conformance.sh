@@ -4,14 +4,18 @@
 # Needs the test registry (scripts/test-env.sh).
 #   scripts/conformance.sh [KILN_BINARY]            kiln build, in-process
 #   scripts/conformance.sh --daemon [KILN_BINARY]   BuildKit's buildctl against `kiln daemon`
+#   scripts/conformance.sh --gateway [KILN_BINARY]  kiln build through BuildKit's own Dockerfile
+#                                                   frontend image (docker/dockerfile:1 in the
+#                                                   test registry), run by kiln's gateway
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
 daemon=false
-if [ "${1:-}" = "--daemon" ]; then
-  daemon=true
-  shift
-fi
+syntax=""
+case "${1:-}" in
+  --daemon) daemon=true; shift ;;
+  --gateway) syntax="--build-arg BUILDKIT_SYNTAX=docker/dockerfile:1"; shift ;;
+esac
 runner=${CONFORMANCE_RUNNER:-$here/../shared/conformance/run.sh}
 kiln=${1:-$here/target/debug/kiln}
 [ -x "$kiln" ] || cargo build --quiet -p kiln
@@ -19,7 +23,7 @@ work=$(mktemp -d)
 printf '[registry."docker.io"]\nmirrors = ["127.0.0.1:5000"]\n' > "$work/kiln.toml"
 if ! $daemon; then
   trap 'rm -rf "$work"' EXIT
-  base="$kiln --root $work/store --config $work/kiln.toml build -f {dockerfile} {opts}"
+  base="$kiln --root $work/store --config $work/kiln.toml build -f {dockerfile} {opts} $syntax"
   # Our copy of the corpus keeps case 090's context symlink, which the shared copy stores as a
   # regular file.
   CASES_DIR=$here/testdata/conformance \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a machine for kiln's tests: install the tools they use and start a local registry on
-# 127.0.0.1:5000 holding the canonical busybox test image as library/busybox:latest.
+# 127.0.0.1:5000 holding the canonical busybox test image as library/busybox:latest and
+# BuildKit's stock Dockerfile frontend image as docker/dockerfile:1 (what `# syntax=` names).
 # Idempotent; needs root (apt-get). Used by .ci/run and documented in README.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,4 +42,6 @@ fi
 
 skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
   "oci:$root/testdata/images/busybox:latest" "docker://127.0.0.1:5000/library/busybox:latest"
-echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest)"
+skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
+  "oci:$root/testdata/images/dockerfile-frontend" "docker://127.0.0.1:5000/docker/dockerfile:1"
+echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest, docker/dockerfile:1)"

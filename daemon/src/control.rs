@@ -101,7 +101,7 @@ pub(crate) fn error_text(what: &str, err: &(dyn std::error::Error + 'static)) ->
 }
 
 /// An error and its causes on one line, `: `-separated.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -502,12 +502,10 @@ impl Control for ControlService {
         }))
     }
 
-    type PruneStream = BoxStream<UsageRecord>;
-
     async fn prune(
         &self,
         request: Request<PruneRequest>,
-    ) -> Result<Response<Self::PruneStream>, Status> {
+    ) -> Result<Response<BoxStream<UsageRecord>>, Status> {
         let options = prune_options(request.get_ref())?;
         let store = self.store.clone();
         let removed = blocking("pruning the build cache", move || {
@@ -570,22 +568,18 @@ impl Control for ControlService {
         result.map(Response::new)
     }
 
-    type StatusStream = BoxStream<StatusResponse>;
-
     async fn status(
         &self,
         request: Request<StatusRequest>,
-    ) -> Result<Response<Self::StatusStream>, Status> {
+    ) -> Result<Response<BoxStream<StatusResponse>>, Status> {
         let progress = self.builds.get(&request.get_ref().r#ref);
         Ok(Response::new(Box::pin(progress.stream().map(Ok))))
     }
 
-    type SessionStream = BoxStream<BytesMessage>;
-
     async fn session(
         &self,
         request: Request<Streaming<BytesMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+    ) -> Result<Response<BoxStream<BytesMessage>>, Status> {
         let metadata = request.metadata().clone();
         let stream =
             self.sessions

@@ -598,6 +598,23 @@ fn go_mode(meta: &std::fs::Metadata) -> u32 {
     mode
 }
 
+/// A file's `Stat` as fsutil sends it, named `path`: Go's mode bits, nanosecond times (the
+/// link name of a symbolic link is the caller's to fill in).
+pub(crate) fn stat(path: &str, meta: &std::fs::Metadata) -> Stat {
+    Stat {
+        path: path.to_owned(),
+        mode: go_mode(meta),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
+        mod_time: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        ..Stat::default()
+    }
+}
+
 /// The paths below `root` in the order fsutil walks and checks them: depth first, each
 /// directory's entries by name, a directory before what it holds.
 fn walk(root: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -652,18 +669,7 @@ impl Sender {
                 .to_str()
                 .ok_or_else(|| protocol(format!("path {} is not UTF-8", path.display())))?
                 .to_owned();
-            let mut stat = Stat {
-                path: text.clone(),
-                mode: go_mode(&meta),
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
-                mod_time: meta
-                    .mtime()
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(meta.mtime_nsec()),
-                ..Stat::default()
-            };
+            let mut stat = stat(&text, &meta);
             if meta.file_type().is_symlink() {
                 stat.linkname = fs_err::read_link(&full)?
                     .to_str()

@@ -122,6 +122,83 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     Ok(options)
 }
 
+/// The frontend attributes of `options`, as BuildKit's clients send them to a frontend: the
+/// inverse of [`convert_options`] (`no_cache`: `no-cache` for every step). The excludes are
+/// left out: a frontend reads `.dockerignore` itself.
+pub fn frontend_attrs(options: &ConvertOptions, no_cache: bool) -> BTreeMap<String, String> {
+    let mut attrs = BTreeMap::new();
+    let mut put = |key: String, value: String| {
+        attrs.insert(key, value);
+    };
+    put("filename".to_owned(), options.file_name.clone());
+    if let Some(target) = &options.target {
+        put("target".to_owned(), target.clone());
+    }
+    if options.context_name != "context" && !options.context_name.is_empty() {
+        put("contextkey".to_owned(), options.context_name.clone());
+    }
+    for (name, value) in &options.build_args {
+        put(format!("build-arg:{name}"), value.clone());
+    }
+    for (name, value) in &options.labels {
+        put(format!("label:{name}"), value.clone());
+    }
+    // One CSV record, as BuildKit's clients join these lists.
+    let record = |fields: Vec<String>| -> String {
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        // Writing to memory does not fail.
+        let _ = writer.write_record(&fields);
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8_lossy(&bytes).trim_end().to_owned()
+    };
+    if !options.extra_hosts.is_empty() {
+        let hosts = options
+            .extra_hosts
+            .iter()
+            .map(|(host, ip)| format!("{host}={ip}"))
+            .collect();
+        put("add-hosts".to_owned(), record(hosts));
+    }
+    match options.network {
+        pb::NetMode::None => put("force-network-mode".to_owned(), "none".to_owned()),
+        pb::NetMode::Host => put("force-network-mode".to_owned(), "host".to_owned()),
+        pb::NetMode::Unset => {}
+    }
+    if options.shm_size > 0 {
+        put("shm-size".to_owned(), options.shm_size.to_string());
+    }
+    if !options.ulimits.is_empty() {
+        let ulimits = options
+            .ulimits
+            .iter()
+            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+            .collect();
+        put("ulimit".to_owned(), record(ulimits));
+    }
+    if let Some(parent) = &options.cgroup_parent {
+        put("cgroup-parent".to_owned(), parent.clone());
+    }
+    for (name, context) in &options.named_contexts {
+        let value = match context {
+            NamedContext::Image(reference) => format!("docker-image://{reference}"),
+            NamedContext::Local(local) => format!("local:{local}"),
+        };
+        put(format!("context:{name}"), value);
+    }
+    if no_cache {
+        put("no-cache".to_owned(), String::new());
+    } else if !options.no_cache_stages.is_empty() {
+        put(
+            "no-cache".to_owned(),
+            record(options.no_cache_stages.clone()),
+        );
+    }
+    attrs
+}
+
 /// `no-cache` without stage names: every step ignores the cache.
 pub(crate) fn no_cache_all(attrs: &HashMap<String, String>) -> bool {
     attrs.get("no-cache").is_some_and(String::is_empty)
@@ -301,5 +378,58 @@ mod tests {
             err(&[("platform", "linux/arm64")]),
             "platform \"linux/arm64\" is not supported: kiln builds linux/amd64 only"
         );
+    }
+
+    #[test]
+    fn options_become_the_attributes_they_come_from() {
+        let options = ConvertOptions {
+            target: Some("build".to_owned()),
+            file_name: "app.Dockerfile".to_owned(),
+            build_args: [("A".to_owned(), "1,2".to_owned())].into(),
+            labels: [("team".to_owned(), "ci".to_owned())].into(),
+            extra_hosts: vec![
+                ("db".to_owned(), "10.0.0.5".parse().unwrap()),
+                ("v6".to_owned(), "2001:db8::1".parse().unwrap()),
+            ],
+            network: pb::NetMode::Host,
+            shm_size: 64 << 20,
+            ulimits: vec![pb::Ulimit {
+                name: "nofile".to_owned(),
+                soft: 1024,
+                hard: 2048,
+            }],
+            cgroup_parent: Some("ci.slice".to_owned()),
+            no_cache_stages: vec!["app".to_owned(), "web,x".to_owned()],
+            named_contexts: [
+                (
+                    "base".to_owned(),
+                    NamedContext::Image("busybox:1".to_owned()),
+                ),
+                (
+                    "assets".to_owned(),
+                    NamedContext::Local("assets".to_owned()),
+                ),
+            ]
+            .into(),
+            ..ConvertOptions::default()
+        };
+        let attrs: HashMap<String, String> = frontend_attrs(&options, false).into_iter().collect();
+        assert_eq!(attrs["add-hosts"], "db=10.0.0.5,v6=2001:db8::1");
+        assert_eq!(attrs["no-cache"], "app,\"web,x\"");
+        let back = convert_options(&attrs).unwrap();
+        assert_eq!(back.target, options.target);
+        assert_eq!(back.file_name, options.file_name);
+        assert_eq!(back.build_args, options.build_args);
+        assert_eq!(back.labels, options.labels);
+        assert_eq!(back.extra_hosts, options.extra_hosts);
+        assert_eq!(back.network, options.network);
+        assert_eq!(back.shm_size, options.shm_size);
+        assert_eq!(back.ulimits, options.ulimits);
+        assert_eq!(back.cgroup_parent, options.cgroup_parent);
+        assert_eq!(back.no_cache_stages, options.no_cache_stages);
+        assert_eq!(back.named_contexts, options.named_contexts);
+        assert!(!no_cache_all(&attrs));
+        let all: HashMap<String, String> = frontend_attrs(&options, true).into_iter().collect();
+        assert!(no_cache_all(&all));
     }
 }

@@ -36,7 +36,7 @@ const FRONTEND_CAPS: &[&str] = &[
 ];
 
 /// The LLB capabilities kiln's solver takes (it checks each field itself).
-const LLB_CAPS: &[&str] = &[
+pub(crate) const LLB_CAPS: &[&str] = &[
     "source.image",
     "source.image.resolvemode",
     "source.local",

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod bridge;
 mod control;
 mod error;
 mod filesend;
@@ -43,5 +44,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use bridge::{FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY};
 pub use error::Error;
+pub use frontend::frontend_attrs;
 pub use server::{Address, Daemon, Listener, MAX_MESSAGE_SIZE, shutdown_signal};

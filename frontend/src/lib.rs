@@ -157,7 +157,7 @@ pub use instructions::{
 pub use mount::{CacheSharing, Device, Mount, MountExpander, MountType, parse_device, parse_mount};
 pub use parser::{
     DEFAULT_ESCAPE, Directive, Dockerfile, Heredoc, MAX_LINE_BYTES, Node, Parser, Warning,
-    chomp_heredoc_content, parse,
+    chomp_heredoc_content, detect_syntax, parse,
 };
 pub use shell::{EmptyEnv, Env, EnvList, Expansion, Lexer};
 pub use yaml::{SCHEMA as YAML_SCHEMA, YamlError, YamlErrorKind, convert_yaml, is_kiln_yaml};

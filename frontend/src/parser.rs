@@ -278,6 +278,53 @@ impl DirectiveScanner {
     }
 }
 
+/// The `syntax` directive of a build file, found as BuildKit's `DetectSyntax` finds it: in
+/// the leading `# name=value` lines (after a byte order mark and a `#!` line), else in
+/// leading `// name=value` lines, else as the `"syntax"` key of a JSON object. The value is
+/// the frontend image and, after a space, its arguments; the line is 1-based (1 for JSON).
+///
+/// ```
+/// let found = kiln_frontend::detect_syntax(b"# escape=`\n# syntax=docker/dockerfile:1\nFROM x\n");
+/// assert_eq!(found.map(|d| (d.value, d.line)), Some(("docker/dockerfile:1".into(), 2)));
+/// assert!(kiln_frontend::detect_syntax(b"FROM x\n# syntax=late\n").is_none());
+/// ```
+pub fn detect_syntax(input: &[u8]) -> Option<Directive> {
+    let text = String::from_utf8_lossy(input);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let (body, skipped) = match text.strip_prefix("#!") {
+        Some(rest) => (rest.split_once('\n').map_or("", |(_, after)| after), 1),
+        None => (text, 0),
+    };
+    for comment in ["#", "//"] {
+        for (index, line) in body.lines().enumerate() {
+            let Some((name, value)) = line
+                .strip_prefix(comment)
+                .and_then(|rest| split_directive(rest.trim_start()))
+            else {
+                break;
+            };
+            let name = name.to_lowercase();
+            if !DIRECTIVES.contains(&name.as_str()) {
+                break;
+            }
+            if name == "syntax" {
+                return Some(Directive {
+                    name,
+                    value,
+                    line: skipped + index + 1,
+                });
+            }
+        }
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body).ok()?;
+    Some(Directive {
+        name: "syntax".to_owned(),
+        value: object.get("syntax")?.as_str()?.trim().to_owned(),
+        line: 1,
+    })
+    .filter(|d| !d.value.is_empty())
+}
+
 /// Matches `name \s* = \s* value` (name `[A-Za-z][A-Za-z0-9]*`, value non-empty, trailing space
 /// trimmed) the way BuildKit's directive regex does.
 fn split_directive(s: &str) -> Option<(String, String)> {

@@ -256,11 +256,24 @@ pub fn op_kind(op: &pb::Op) -> Option<&'static str> {
     })
 }
 
+/// The output of an exec op's mount, if it makes one: only bind and cache mounts do (as in
+/// BuildKit, the `output` field of a secret, SSH or tmpfs mount means nothing: its frontend
+/// leaves it 0 there).
+pub fn mount_output(mount: &pb::Mount) -> Option<usize> {
+    let makes_output = matches!(
+        pb::MountType::try_from(mount.mount_type),
+        Ok(pb::MountType::Bind | pb::MountType::Cache)
+    );
+    makes_output
+        .then(|| usize::try_from(mount.output).ok())
+        .flatten()
+}
+
 /// How many outputs an op has: exec and file ops one per mount or action with `output >= 0`,
 /// other kinds one, an op without a body none.
 pub fn output_count(op: &pb::Op) -> usize {
     match &op.op {
-        Some(pb::op::Op::Exec(exec)) => exec.mounts.iter().filter(|m| m.output >= 0).count(),
+        Some(pb::op::Op::Exec(exec)) => exec.mounts.iter().filter_map(mount_output).count(),
         Some(pb::op::Op::File(file)) => file.actions.iter().filter(|a| a.output >= 0).count(),
         Some(pb::op::Op::Passthrough(pass)) => pass.outputs.len(),
         Some(_) => 1,
@@ -336,6 +349,7 @@ fn check_body(digest: Digest, op: &pb::Op) -> Result<(), Error> {
                 exec.mounts
                     .iter()
                     .enumerate()
+                    .filter(|(_, m)| mount_output(m).is_some() || m.output < 0)
                     .map(|(i, m)| (format!("mounts[{i}].output"), m.output)),
             )?;
         }

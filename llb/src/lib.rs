@@ -70,7 +70,9 @@ pub use crate::builder::{
     MkdirOptions, MountOptions, State, default_platform, diff, git, git_with, http, http_with,
     image, image_for, local, local_with, merge, normalize_image_ref, scratch,
 };
-pub use crate::definition::{Edge, LoadedDefinition, LoadedOp, op_kind, order_graph, output_count};
+pub use crate::definition::{
+    Edge, LoadedDefinition, LoadedOp, mount_output, op_kind, order_graph, output_count,
+};
 pub use crate::digest::Digest;
 pub use crate::error::{DigestError, Error};
 pub use crate::marshal::{marshal_op, op_digest};

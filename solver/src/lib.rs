@@ -69,7 +69,9 @@ pub use executor::{
 };
 pub use history::{History, MissReason, MissRecord};
 pub use lines::OutputLines;
-pub use llbsolver::fileop::{FileError, Owner, copy, mkdir, mkfile, resolve_owner, rm, symlink};
+pub use llbsolver::fileop::{
+    FileError, Owner, copy, filepath_match, mkdir, mkfile, resolve_owner, rm, symlink,
+};
 pub use llbsolver::{LocalDirs, LocalRequest, Ref, Session, SessionConfig, load_history};
 
 pub use scheduler::{

@@ -142,7 +142,9 @@ pub mod secrets_server {
         ) -> std::result::Result<
             tonic::Response<super::GetSecretResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct SecretsServer<T> {

@@ -111,6 +111,155 @@ pub struct PongResponse {
     #[prost(message, repeated, tag = "3")]
     pub workers: ::prost::alloc::vec::Vec<super::types::WorkerRecord>,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InputsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InputsResponse {
+    #[prost(map = "string, message", tag = "1")]
+    pub definitions: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::kiln_llb::pb::Definition,
+    >,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveImageConfigRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub platform: ::core::option::Option<::kiln_llb::pb::Platform>,
+    #[prost(string, tag = "3")]
+    pub resolve_mode: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub log_name: ::prost::alloc::string::String,
+    #[prost(int32, tag = "5")]
+    pub resolver_type: i32,
+    #[prost(string, tag = "6")]
+    pub session_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub store_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveImageConfigResponse {
+    #[prost(string, tag = "1")]
+    pub digest: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub config: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub r#ref: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResolveSourceMetaRequest {
+    #[prost(message, optional, tag = "1")]
+    pub source: ::core::option::Option<::kiln_llb::pb::SourceOp>,
+    #[prost(message, optional, tag = "2")]
+    pub platform: ::core::option::Option<::kiln_llb::pb::Platform>,
+    #[prost(string, tag = "3")]
+    pub log_name: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub resolve_mode: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "6")]
+    pub image: ::core::option::Option<ResolveSourceImageRequest>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveSourceImageRequest {
+    #[prost(bool, tag = "1")]
+    pub no_config: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResolveSourceMetaResponse {
+    #[prost(message, optional, tag = "1")]
+    pub source: ::core::option::Option<::kiln_llb::pb::SourceOp>,
+    #[prost(message, optional, tag = "2")]
+    pub image: ::core::option::Option<ResolveSourceImageResponse>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveSourceImageResponse {
+    #[prost(string, tag = "1")]
+    pub digest: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub config: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadFileRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub file_path: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub range: ::core::option::Option<FileRange>,
+    #[prost(int32, tag = "4")]
+    pub mount_index: i32,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileRange {
+    #[prost(int64, tag = "1")]
+    pub offset: i64,
+    #[prost(int64, tag = "2")]
+    pub length: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadFileResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadDirRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dir_path: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub include_pattern: ::prost::alloc::string::String,
+    #[prost(int32, tag = "4")]
+    pub mount_index: i32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ReadDirResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: ::prost::alloc::vec::Vec<
+        super::super::super::super::fsutil::types::Stat,
+    >,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StatFileRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(int32, tag = "3")]
+    pub mount_index: i32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StatFileResponse {
+    #[prost(message, optional, tag = "1")]
+    pub stat: ::core::option::Option<super::super::super::super::fsutil::types::Stat>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvaluateRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EvaluateResponse {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WarnRequest {
+    #[prost(string, tag = "1")]
+    pub digest: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub level: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub short: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub detail: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(string, tag = "5")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "6")]
+    pub info: ::core::option::Option<::kiln_llb::pb::SourceInfo>,
+    #[prost(message, repeated, tag = "7")]
+    pub ranges: ::prost::alloc::vec::Vec<::kiln_llb::pb::Range>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WarnResponse {}
 /// Generated client implementations.
 pub mod llb_bridge_client {
     #![allow(
@@ -191,6 +340,64 @@ pub mod llb_bridge_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
+        pub async fn resolve_image_config(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResolveImageConfigRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveImageConfigResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ResolveImageConfig",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "ResolveImageConfig",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn resolve_source_meta(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResolveSourceMetaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveSourceMetaResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ResolveSourceMeta",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "ResolveSourceMeta",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn solve(
             &mut self,
             request: impl tonic::IntoRequest<super::SolveRequest>,
@@ -210,6 +417,110 @@ pub mod llb_bridge_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "Solve"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn read_file(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadFileResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadFile",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "ReadFile"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn read_dir(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadDirRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadDirResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadDir",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "ReadDir"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn stat_file(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StatFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StatFileResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/StatFile",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "StatFile"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn evaluate(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EvaluateRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EvaluateResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/Evaluate",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "Evaluate"),
+                );
             self.inner.unary(req, path, codec).await
         }
         pub async fn ping(
@@ -256,6 +567,50 @@ pub mod llb_bridge_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn inputs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InputsRequest>,
+        ) -> std::result::Result<tonic::Response<super::InputsResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/Inputs",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "Inputs"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn warn(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WarnRequest>,
+        ) -> std::result::Result<tonic::Response<super::WarnResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/Warn",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "Warn"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -271,18 +626,90 @@ pub mod llb_bridge_server {
     /// Generated trait containing gRPC methods that should be implemented for use with LlbBridgeServer.
     #[async_trait]
     pub trait LlbBridge: std::marker::Send + std::marker::Sync + 'static {
+        async fn resolve_image_config(
+            &self,
+            request: tonic::Request<super::ResolveImageConfigRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveImageConfigResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn resolve_source_meta(
+            &self,
+            request: tonic::Request<super::ResolveSourceMetaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResolveSourceMetaResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn solve(
             &self,
             request: tonic::Request<super::SolveRequest>,
-        ) -> std::result::Result<tonic::Response<super::SolveResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::SolveResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn read_file(
+            &self,
+            request: tonic::Request<super::ReadFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadFileResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn read_dir(
+            &self,
+            request: tonic::Request<super::ReadDirRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadDirResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn stat_file(
+            &self,
+            request: tonic::Request<super::StatFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StatFileResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn evaluate(
+            &self,
+            request: tonic::Request<super::EvaluateRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EvaluateResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn ping(
             &self,
             request: tonic::Request<super::PingRequest>,
-        ) -> std::result::Result<tonic::Response<super::PongResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::PongResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn r#return(
             &self,
             request: tonic::Request<super::ReturnRequest>,
-        ) -> std::result::Result<tonic::Response<super::ReturnResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::ReturnResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn inputs(
+            &self,
+            request: tonic::Request<super::InputsRequest>,
+        ) -> std::result::Result<tonic::Response<super::InputsResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn warn(
+            &self,
+            request: tonic::Request<super::WarnRequest>,
+        ) -> std::result::Result<tonic::Response<super::WarnResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct LlbBridgeServer<T> {
@@ -360,6 +787,97 @@ pub mod llb_bridge_server {
         }
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
             match req.uri().path() {
+                "/moby.buildkit.v1.frontend.LLBBridge/ResolveImageConfig" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResolveImageConfigSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::ResolveImageConfigRequest>
+                    for ResolveImageConfigSvc<T> {
+                        type Response = super::ResolveImageConfigResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResolveImageConfigRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::resolve_image_config(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResolveImageConfigSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ResolveSourceMeta" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResolveSourceMetaSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::ResolveSourceMetaRequest>
+                    for ResolveSourceMetaSvc<T> {
+                        type Response = super::ResolveSourceMetaResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResolveSourceMetaRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::resolve_source_meta(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResolveSourceMetaSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/moby.buildkit.v1.frontend.LLBBridge/Solve" => {
                     #[allow(non_camel_case_types)]
                     struct SolveSvc<T: LlbBridge>(pub Arc<T>);
@@ -388,6 +906,184 @@ pub mod llb_bridge_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SolveSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadFile" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadFileSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::ReadFileRequest>
+                    for ReadFileSvc<T> {
+                        type Response = super::ReadFileResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadFileRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::read_file(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadFileSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadDir" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadDirSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<T: LlbBridge> tonic::server::UnaryService<super::ReadDirRequest>
+                    for ReadDirSvc<T> {
+                        type Response = super::ReadDirResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadDirRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::read_dir(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadDirSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/StatFile" => {
+                    #[allow(non_camel_case_types)]
+                    struct StatFileSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::StatFileRequest>
+                    for StatFileSvc<T> {
+                        type Response = super::StatFileResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StatFileRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::stat_file(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StatFileSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/Evaluate" => {
+                    #[allow(non_camel_case_types)]
+                    struct EvaluateSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::EvaluateRequest>
+                    for EvaluateSvc<T> {
+                        type Response = super::EvaluateResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EvaluateRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::evaluate(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EvaluateSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -474,6 +1170,92 @@ pub mod llb_bridge_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReturnSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/Inputs" => {
+                    #[allow(non_camel_case_types)]
+                    struct InputsSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<T: LlbBridge> tonic::server::UnaryService<super::InputsRequest>
+                    for InputsSvc<T> {
+                        type Response = super::InputsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InputsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::inputs(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InputsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/Warn" => {
+                    #[allow(non_camel_case_types)]
+                    struct WarnSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<T: LlbBridge> tonic::server::UnaryService<super::WarnRequest>
+                    for WarnSvc<T> {
+                        type Response = super::WarnResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WarnRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::warn(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WarnSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -512,54 +512,59 @@ pub mod control_server {
         ) -> std::result::Result<
             tonic::Response<super::DiskUsageResponse>,
             tonic::Status,
-        >;
-        /// Server streaming response type for the Prune method.
-        type PruneStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::UsageRecord, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn prune(
             &self,
             request: tonic::Request<super::PruneRequest>,
-        ) -> std::result::Result<tonic::Response<Self::PruneStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::UsageRecord>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn solve(
             &self,
             request: tonic::Request<super::SolveRequest>,
-        ) -> std::result::Result<tonic::Response<super::SolveResponse>, tonic::Status>;
-        /// Server streaming response type for the Status method.
-        type StatusStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::StatusResponse, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        ) -> std::result::Result<tonic::Response<super::SolveResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn status(
             &self,
             request: tonic::Request<super::StatusRequest>,
-        ) -> std::result::Result<tonic::Response<Self::StatusStream>, tonic::Status>;
-        /// Server streaming response type for the Session method.
-        type SessionStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::BytesMessage, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::StatusResponse>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// The client's services, tunnelled: HTTP/2 frames in both directions, the client serving
         /// gRPC inside (file sync, file send, secrets, ssh, auth).
         async fn session(
             &self,
             request: tonic::Request<tonic::Streaming<super::BytesMessage>>,
-        ) -> std::result::Result<tonic::Response<Self::SessionStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::BytesMessage>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn list_workers(
             &self,
             request: tonic::Request<super::ListWorkersRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListWorkersResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn info(
             &self,
             request: tonic::Request<super::InfoRequest>,
-        ) -> std::result::Result<tonic::Response<super::InfoResponse>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::InfoResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct ControlServer<T> {
@@ -688,7 +693,7 @@ pub mod control_server {
                     > tonic::server::ServerStreamingService<super::PruneRequest>
                     for PruneSvc<T> {
                         type Response = super::UsageRecord;
-                        type ResponseStream = T::PruneStream;
+                        type ResponseStream = BoxStream<super::UsageRecord>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -777,7 +782,7 @@ pub mod control_server {
                     > tonic::server::ServerStreamingService<super::StatusRequest>
                     for StatusSvc<T> {
                         type Response = super::StatusResponse;
-                        type ResponseStream = T::StatusStream;
+                        type ResponseStream = BoxStream<super::StatusResponse>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -821,7 +826,7 @@ pub mod control_server {
                     impl<T: Control> tonic::server::StreamingService<super::BytesMessage>
                     for SessionSvc<T> {
                         type Response = super::BytesMessage;
-                        type ResponseStream = T::SessionStream;
+                        type ResponseStream = BoxStream<super::BytesMessage>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,

@@ -159,36 +159,32 @@ pub mod file_sync_server {
     /// Generated trait containing gRPC methods that should be implemented for use with FileSyncServer.
     #[async_trait]
     pub trait FileSync: std::marker::Send + std::marker::Sync + 'static {
-        /// Server streaming response type for the DiffCopy method.
-        type DiffCopyStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<
-                    super::super::super::super::fsutil::types::Packet,
-                    tonic::Status,
-                >,
-            >
-            + std::marker::Send
-            + 'static;
         async fn diff_copy(
             &self,
             request: tonic::Request<
                 tonic::Streaming<super::super::super::super::fsutil::types::Packet>,
             >,
-        ) -> std::result::Result<tonic::Response<Self::DiffCopyStream>, tonic::Status>;
-        /// Server streaming response type for the TarStream method.
-        type TarStreamStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<
-                    super::super::super::super::fsutil::types::Packet,
-                    tonic::Status,
-                >,
-            >
-            + std::marker::Send
-            + 'static;
+        ) -> std::result::Result<
+            tonic::Response<
+                BoxStream<super::super::super::super::fsutil::types::Packet>,
+            >,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn tar_stream(
             &self,
             request: tonic::Request<
                 tonic::Streaming<super::super::super::super::fsutil::types::Packet>,
             >,
-        ) -> std::result::Result<tonic::Response<Self::TarStreamStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<
+                BoxStream<super::super::super::super::fsutil::types::Packet>,
+            >,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct FileSyncServer<T> {
@@ -275,7 +271,9 @@ pub mod file_sync_server {
                         super::super::super::super::fsutil::types::Packet,
                     > for DiffCopySvc<T> {
                         type Response = super::super::super::super::fsutil::types::Packet;
-                        type ResponseStream = T::DiffCopyStream;
+                        type ResponseStream = BoxStream<
+                            super::super::super::super::fsutil::types::Packet,
+                        >;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -326,7 +324,9 @@ pub mod file_sync_server {
                         super::super::super::super::fsutil::types::Packet,
                     > for TarStreamSvc<T> {
                         type Response = super::super::super::super::fsutil::types::Packet;
-                        type ResponseStream = T::TarStreamStream;
+                        type ResponseStream = BoxStream<
+                            super::super::super::super::fsutil::types::Packet,
+                        >;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -527,16 +527,15 @@ pub mod file_send_server {
     /// Generated trait containing gRPC methods that should be implemented for use with FileSendServer.
     #[async_trait]
     pub trait FileSend: std::marker::Send + std::marker::Sync + 'static {
-        /// Server streaming response type for the DiffCopy method.
-        type DiffCopyStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::BytesMessage, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
         async fn diff_copy(
             &self,
             request: tonic::Request<tonic::Streaming<super::BytesMessage>>,
-        ) -> std::result::Result<tonic::Response<Self::DiffCopyStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::BytesMessage>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct FileSendServer<T> {
@@ -622,7 +621,7 @@ pub mod file_send_server {
                     > tonic::server::StreamingService<super::BytesMessage>
                     for DiffCopySvc<T> {
                         type Response = super::BytesMessage;
-                        type ResponseStream = T::DiffCopyStream;
+                        type ResponseStream = BoxStream<super::BytesMessage>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,

@@ -164,22 +164,20 @@ pub mod ssh_server {
         ) -> std::result::Result<
             tonic::Response<super::CheckAgentResponse>,
             tonic::Status,
-        >;
-        /// Server streaming response type for the ForwardAgent method.
-        type ForwardAgentStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::BytesMessage, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// One connection to the agent: its bytes both ways. The agent's id travels in the
         /// `buildkit.ssh.id` metadata.
         async fn forward_agent(
             &self,
             request: tonic::Request<tonic::Streaming<super::BytesMessage>>,
         ) -> std::result::Result<
-            tonic::Response<Self::ForwardAgentStream>,
+            tonic::Response<BoxStream<super::BytesMessage>>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct SshServer<T> {
@@ -306,7 +304,7 @@ pub mod ssh_server {
                     impl<T: Ssh> tonic::server::StreamingService<super::BytesMessage>
                     for ForwardAgentSvc<T> {
                         type Response = super::BytesMessage;
-                        type ResponseStream = T::ForwardAgentStream;
+                        type ResponseStream = BoxStream<super::BytesMessage>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,

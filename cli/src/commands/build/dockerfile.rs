@@ -16,21 +16,27 @@ use kiln_llb::pb;
 
 use crate::args::BuildArgs;
 
-/// Where the Dockerfile of a build is, and its bytes.
-fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Result<(PathBuf, Vec<u8>)> {
+/// The Dockerfile of a build: where it is (`-` for standard input), and its bytes.
+pub(super) struct Source {
+    pub(super) path: PathBuf,
+    pub(super) bytes: Vec<u8>,
+}
+
+/// Reads the Dockerfile of a build (`-f`, or `CONTEXT/Dockerfile`).
+pub(super) fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Result<Source> {
     let path = args
         .file
         .clone()
         .unwrap_or_else(|| context.join("Dockerfile"));
     if path == Path::new("-") {
-        let mut buf = Vec::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_end(&mut buf)
+            .read_to_end(&mut bytes)
             .context("reading the Dockerfile from standard input")?;
-        return Ok((path, buf));
+        return Ok(Source { path, bytes });
     }
     let bytes = fs_err::read(&path).context("reading the Dockerfile")?;
-    Ok((path, bytes))
+    Ok(Source { path, bytes })
 }
 
 /// The `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the Dockerfile wins over
@@ -196,25 +202,23 @@ pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     fs_err::canonicalize(context).context("opening the build context")
 }
 
-/// Converts the Dockerfile of `args` into a Definition and an image configuration.
-pub(super) fn convert(
+/// The conversion options `args` ask for, for the Dockerfile `source` in `context`.
+pub(super) fn options(
     args: &BuildArgs,
+    source: &Source,
     context: &Path,
-    store: Arc<Store>,
-    pull: &PullOptions,
-    runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<Converted> {
+) -> anyhow::Result<ConvertOptions> {
     if let Some(platform) = &args.platform {
         if platform != "linux/amd64" {
             bail!("platform {platform:?} is not supported: kiln builds linux/amd64 only");
         }
     }
-    let (path, dockerfile) = read_dockerfile(args, context)?;
-    let options = ConvertOptions {
+    Ok(ConvertOptions {
         target: args.target.clone(),
         build_args: build_args(args)?,
-        excludes: read_excludes(&path, context)?,
-        file_name: path
+        excludes: read_excludes(&source.path, context)?,
+        file_name: source
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".to_owned()),
@@ -235,16 +239,27 @@ pub(super) fn convert(
         no_cache_stages: args.no_cache_filter.clone(),
         named_contexts: named_contexts(args)?.0,
         ..ConvertOptions::default()
-    };
+    })
+}
+
+/// Converts the Dockerfile `source` with the built-in frontend into a Definition and an
+/// image configuration.
+pub(super) fn convert(
+    source: &Source,
+    options: &ConvertOptions,
+    store: Arc<Store>,
+    pull: &PullOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Converted> {
     let resolver = StoreResolver::new(store, pull.clone(), runtime.handle().clone());
-    if kiln_frontend::is_kiln_yaml(&options.file_name, &dockerfile) {
+    if kiln_frontend::is_kiln_yaml(&options.file_name, &source.bytes) {
         return Ok(kiln_frontend::convert_yaml(
-            &dockerfile,
-            &options,
+            &source.bytes,
+            options,
             &resolver,
         )?);
     }
-    Ok(kiln_frontend::convert(&dockerfile, &options, &resolver)?)
+    Ok(kiln_frontend::convert(&source.bytes, options, &resolver)?)
 }
 
 #[cfg(test)]

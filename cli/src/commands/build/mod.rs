@@ -1,6 +1,7 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
 mod dockerfile;
+mod gateway;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -213,15 +214,92 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let cache_to = CacheExportRequest::parse_all(&args.cache_to).context("--cache-to")?;
     let cache_from = CacheImportRequest::parse_all(&args.cache_from).context("--cache-from")?;
     // The caches are read while the Dockerfile is converted (which resolves its base images).
-    let opening = {
+    let mut imports = CacheImports::Opening(Some({
         let (requests, pull) = (cache_from.clone(), pull.clone());
         runtime.spawn(async move { kiln_engine::open_cache_imports(&requests, &pull).await })
+    }));
+    let source = match &context {
+        Some(dir) => Some(dockerfile::read_dockerfile(args, dir)?),
+        None => None,
     };
+    // A Dockerfile from standard input is written where a frontend image can read it.
+    let mut _stdin_dir = None;
+    if let Some(source) = &source {
+        let dir = if source.path == Path::new("-") {
+            let dir = gateway::stdin_dockerfile(&source.bytes)?;
+            let path = dir.path().to_owned();
+            _stdin_dir = Some(dir);
+            path
+        } else {
+            let parent = source.path.parent().filter(|p| !p.as_os_str().is_empty());
+            fs_err::canonicalize(parent.unwrap_or(Path::new(".")))
+                .context("opening the Dockerfile's directory")?
+        };
+        locals.insert("dockerfile".to_owned(), dir);
+    }
+    let new_session = |cache_imports| {
+        Arc::new(Session::new(
+            SessionConfig {
+                store: store.clone(),
+                executor: kiln_engine::executor(PathBuf::from(kiln_engine::RUNNER_STATE)),
+                pull: pull.clone(),
+                locals: locals.clone(),
+                local_dirs: None,
+                secrets: secrets.clone(),
+                ssh: ssh.clone(),
+                no_cache: args.no_cache,
+                entitlements,
+                cache_imports,
+            },
+            None,
+        ))
+    };
+    let mut session = None;
+    let mut progress = None;
     // The image configuration of a Dockerfile build, for the exporters.
-    let (definition, image_config) = match (&args.llb, &context) {
-        (Some(llb), _) => (Some(read_definition(llb)?), None),
-        (None, Some(dir)) => {
-            let converted = dockerfile::convert(args, dir, store.clone(), &pull, &runtime)?;
+    let (definition, image_config) = match (&args.llb, &context, &source) {
+        (Some(llb), _, _) => (Some(read_definition(llb)?), None),
+        (None, Some(dir), Some(source)) => {
+            let options = dockerfile::options(args, source, dir)?;
+            let syntax = gateway::syntax(&options.build_args, &source.bytes);
+            let builtin = || dockerfile::convert(source, &options, store.clone(), &pull, &runtime);
+            let converted = match &syntax {
+                None => builtin()?,
+                Some(syntax) => {
+                    // The frontend image solves through the build's own session.
+                    let shared = new_session(imports.get(&runtime)?);
+                    let shown = Progress::stderr(progress_flag(args)?)?;
+                    let ran = gateway::run(
+                        syntax,
+                        &options,
+                        args.no_cache,
+                        shared.clone(),
+                        shown.reporter(),
+                        &runtime,
+                    );
+                    session = Some(shared);
+                    progress = Some(shown);
+                    match ran {
+                        Ok(converted) => converted,
+                        Err(error)
+                            if error.is_unavailable()
+                                && gateway::is_stock_dockerfile(&syntax.image) =>
+                        {
+                            warn(&format!(
+                                "{:#}; using kiln's built-in Dockerfile frontend instead",
+                                anyhow::Error::from(error)
+                            ));
+                            builtin()?
+                        }
+                        Err(error) => {
+                            if let Some(progress) = progress.take() {
+                                progress.finish();
+                            }
+                            return Err(error).context("failed to solve");
+                        }
+                    }
+                }
+            };
             if args.print_llb {
                 use std::io::Write as _;
                 let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
@@ -241,31 +319,16 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             };
             (loaded, Some(converted.config))
         }
-        (None, None) => unreachable!("a Dockerfile build has a context"),
+        _ => unreachable!("a Dockerfile build has a context and a Dockerfile"),
     };
-    let (cache_imports, unreadable) = runtime
-        .block_on(opening)
-        .context("reading the --cache-from caches")?;
-    for error in unreadable {
-        // As BuildKit: a cache that cannot be read is a warning, and the build goes on.
-        warn(&format!("{:#}", anyhow::Error::from(error)));
-    }
-    let session = Session::new(
-        SessionConfig {
-            store: store.clone(),
-            executor: kiln_engine::executor(PathBuf::from(kiln_engine::RUNNER_STATE)),
-            pull,
-            locals,
-            local_dirs: None,
-            secrets,
-            ssh,
-            no_cache: args.no_cache,
-            entitlements,
-            cache_imports,
-        },
-        None,
-    );
-    let progress = Progress::stderr(progress_flag(args)?)?;
+    let session = match session {
+        Some(session) => session,
+        None => new_session(imports.get(&runtime)?),
+    };
+    let progress = match progress {
+        Some(progress) => progress,
+        None => Progress::stderr(progress_flag(args)?)?,
+    };
     let solved = match &definition {
         Some(definition) if !cache_to.is_empty() => {
             runtime.block_on(session.solve_keyed(definition, progress.reporter()))
@@ -330,6 +393,41 @@ fn progress_flag(args: &BuildArgs) -> anyhow::Result<&str> {
     match args.progress.as_str() {
         "auto" | "quiet" => Ok("quiet"),
         other => bail!("progress={other} and quiet cannot be used together"),
+    }
+}
+
+/// The caches that could be opened, and why the others could not.
+type OpenedImports = (Vec<Arc<kiln_cache::CacheSource>>, Vec<kiln_cache::Error>);
+
+/// The `--cache-from` caches: opened in the background, awaited once by the first user.
+enum CacheImports {
+    Opening(Option<tokio::task::JoinHandle<OpenedImports>>),
+    Opened(Vec<Arc<kiln_cache::CacheSource>>),
+}
+
+impl CacheImports {
+    /// The caches that could be read; a cache that cannot be read is a warning, and the
+    /// build goes on, as BuildKit's.
+    fn get(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Vec<Arc<kiln_cache::CacheSource>>> {
+        if let Self::Opening(opening) = self {
+            let Some(opening) = opening.take() else {
+                bail!("the --cache-from caches were lost while opening");
+            };
+            let (imports, unreadable) = runtime
+                .block_on(opening)
+                .context("reading the --cache-from caches")?;
+            for error in unreadable {
+                warn(&format!("{:#}", anyhow::Error::from(error)));
+            }
+            *self = Self::Opened(imports);
+        }
+        match self {
+            Self::Opened(imports) => Ok(imports.clone()),
+            Self::Opening(_) => bail!("the --cache-from caches were lost while opening"),
+        }
     }
 }
 

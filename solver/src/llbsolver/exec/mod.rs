@@ -351,12 +351,12 @@ async fn run(
     let outputs = exec
         .mounts
         .iter()
-        .filter_map(|m| usize::try_from(m.output).ok())
+        .filter_map(kiln_llb::mount_output)
         .max()
         .map_or(0, |m| m + 1);
     let mut refs = vec![Ref::scratch(); outputs];
     for (index, m) in exec.mounts.iter().enumerate() {
-        let Ok(output) = usize::try_from(m.output) else {
+        let Some(output) = kiln_llb::mount_output(m) else {
             continue;
         };
         refs[output] = if m.dest == "/" {

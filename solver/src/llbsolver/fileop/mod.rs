@@ -42,6 +42,7 @@ use kiln_llb::pb;
 pub use self::copy::copy;
 pub(crate) use self::copy::{CopyPaths, DeviceNodes, copy_with};
 pub use self::owner::{Owner, resolve_owner};
+pub use self::pattern::matches as filepath_match;
 pub(crate) use self::pattern::{PathPattern, has_meta, segments as path_segments};
 
 /// Where the path `path` below `root` leads when it is a symbolic link (followed inside

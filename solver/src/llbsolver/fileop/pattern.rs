@@ -40,8 +40,9 @@ const ESCAPE: Unit = Unit::Char('\\');
 const DASH: Unit = Unit::Char('-');
 const SLASH: Unit = Unit::Char('/');
 
-/// Whether `name` matches `pattern`. A malformed pattern (an unclosed class) matches nothing.
-pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
+/// Whether `name` matches `pattern`, as Go's `filepath.Match` (`*`, `?`, `[...]` classes, `\\`
+/// escapes; `*` does not cross `/`). A malformed pattern (an unclosed class) matches nothing.
+pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
     let p = units(pattern);
     let n = units(name);
     // Iterative matcher with a single backtrack point for the last `*`, as in glob matching.

@@ -1,0 +1,90 @@
+//! Frontend images (`# syntax=IMAGE`, BuildKit's `gateway.v0`): kiln runs the image in its
+//! sandbox and serves it BuildKit's gateway API, `LLBBridge`, over the container's standard
+//! input and output, as BuildKit does. The frontend solves Definitions through the build's
+//! own solver session (`Solve`, lazily, `Evaluate` to force), reads the files of their results
+//! (`ReadFile`, `ReadDir`, `StatFile`), resolves image configurations, and `Return`s its
+//! result: a Definition with its image configuration, which the caller then solves and
+//! exports as it would the built-in frontend's.
+//!
+//! The frontend is untrusted: it runs with the runner's sandbox (seccomp, capabilities,
+//! masked paths), without network unless the build allows the host network and the image
+//! does not ask for none, and with bounded messages and refs; a frontend that exits without
+//! returning is an error with the end of what it wrote to stderr.
+//!
+//! ```no_run
+//! # async fn run(session: std::sync::Arc<kiln_solver::Session>) -> Result<(), kiln_daemon::FrontendError> {
+//! let frontend = kiln_daemon::GatewayFrontend::new("docker/dockerfile:1");
+//! let result = frontend.run(session, std::sync::Arc::new(kiln_solver::NoReporter)).await?;
+//! println!("{} bytes of image config", result.config.map_or(0, |c| c.len()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod container;
+mod errors;
+mod files;
+mod service;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kiln_llb::pb::{Definition, Platform};
+use kiln_solver::{Reporter, Session};
+
+pub use container::FrontendError;
+
+/// The metadata key of the image configuration in a frontend's result.
+pub const IMAGE_CONFIG_KEY: &str = "containerimage.config";
+
+/// A frontend image to run.
+#[derive(Debug, Clone)]
+pub struct GatewayFrontend {
+    /// The image reference (`docker/dockerfile:1`).
+    pub source: String,
+    /// The options it gets (`BUILDKIT_FRONTEND_OPT_n=KEY=VALUE`): `filename`, `target`,
+    /// `build-arg:NAME`, ... as BuildKit's clients send them.
+    pub options: BTreeMap<String, String>,
+    /// Definitions given to the frontend as inputs (`Inputs`), by name.
+    pub inputs: HashMap<String, Definition>,
+    /// The platform it builds for.
+    pub platform: Platform,
+}
+
+/// What a frontend returned.
+#[derive(Debug, Clone, Default)]
+pub struct FrontendResult {
+    /// The result's Definition; `None` for the empty file system.
+    pub definition: Option<Definition>,
+    /// The image configuration (`containerimage.config`), if the frontend made one.
+    pub config: Option<Vec<u8>>,
+    /// All of the result's metadata.
+    pub metadata: HashMap<String, Vec<u8>>,
+    /// The warnings the frontend sent (`file:line: text` where it named a place).
+    pub warnings: Vec<String>,
+}
+
+impl GatewayFrontend {
+    /// The frontend `source`, without options, building for linux/amd64.
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            options: BTreeMap::new(),
+            inputs: HashMap::new(),
+            platform: Platform {
+                os: "linux".to_owned(),
+                architecture: "amd64".to_owned(),
+                ..Platform::default()
+            },
+        }
+    }
+
+    /// Pulls the frontend image, runs it against `session` until it returns, and gives its
+    /// result. The frontend's own solves report to `reporter`.
+    pub async fn run(
+        &self,
+        session: Arc<Session>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<FrontendResult, FrontendError> {
+        container::run(self, session, reporter).await
+    }
+}

@@ -1,0 +1,461 @@
+//! The `LLBBridge` a frontend image calls: its solves, the files of their results, image
+//! configurations, and the result it returns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kiln_llb::LoadedDefinition;
+use kiln_llb::pb::Definition;
+use kiln_solver::{Ref, Reporter, Session};
+use tokio::sync::{OnceCell, watch};
+use tonic::{Request, Response, Status};
+
+use super::files;
+use crate::pb::gateway::llb_bridge_server::LlbBridge;
+use crate::pb::gateway::{
+    EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest, PongResponse,
+    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref as PbRef,
+    ResolveImageConfigRequest, ResolveImageConfigResponse, ResolveSourceImageResponse,
+    ResolveSourceMetaRequest, ResolveSourceMetaResponse, Result as PbResult, ReturnRequest,
+    ReturnResponse, SolveRequest, SolveResponse, StatFileRequest, StatFileResponse, WarnRequest,
+    WarnResponse, result,
+};
+use crate::pb::types::WorkerRecord;
+
+/// At most this many refs per frontend run: a frontend asking for more is refused.
+pub(super) const MAX_REFS: usize = 4096;
+
+/// The gateway capabilities served to frontend images; the frontend falls back to simpler
+/// calls for the ones left out (`source.metaresolver`: `ResolveImageConfig`;
+/// `gateway.exec`: no containers of its own).
+const FRONTEND_CAPS: &[&str] = &[
+    "solve.base",
+    "solve.inlinereturn",
+    "resolveimage",
+    "resolveimage.resolvemode",
+    "readfile",
+    "return",
+    "readdir",
+    "statfile",
+    "proto.refarray",
+    "frontend.inputs",
+    "gateway.solve.metadata",
+    "gateway.solve.evaluate",
+    "gateway.evaluate",
+    "gateway.warnings",
+];
+
+/// What the frontend returned: its result refs' Definitions with the metadata, or its error.
+#[derive(Debug, Clone)]
+pub(super) enum Returned {
+    /// A result.
+    Result {
+        /// The default ref's Definition (`None`: the empty file system).
+        definition: Option<Definition>,
+        /// The result's metadata (`containerimage.config`, ...).
+        metadata: HashMap<String, Vec<u8>>,
+    },
+    /// The frontend's error, with the source locations it named.
+    Error(String),
+}
+
+/// One solve request of the frontend: its Definition, solved once when first needed.
+struct Solved {
+    definition: Option<(Definition, LoadedDefinition)>,
+    result: OnceCell<Result<Ref, String>>,
+}
+
+/// The bridge of one frontend run.
+pub(super) struct Bridge {
+    pub(super) session: Arc<Session>,
+    pub(super) reporter: Arc<dyn Reporter>,
+    pub(super) inputs: HashMap<String, Definition>,
+    /// The platform the frontend builds for.
+    pub(super) platform: kiln_llb::pb::Platform,
+    /// Solves image sources and reads their configurations.
+    pub(super) resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
+    refs: Mutex<HashMap<String, Arc<Solved>>>,
+    next_ref: AtomicU64,
+    returned: watch::Sender<Option<Returned>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Bridge {
+    pub(super) fn new(
+        session: Arc<Session>,
+        reporter: Arc<dyn Reporter>,
+        inputs: HashMap<String, Definition>,
+        platform: kiln_llb::pb::Platform,
+        resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
+    ) -> Self {
+        Self {
+            session,
+            reporter,
+            inputs,
+            platform,
+            resolver,
+            refs: Mutex::default(),
+            next_ref: AtomicU64::new(0),
+            returned: watch::Sender::new(None),
+            warnings: Mutex::default(),
+        }
+    }
+
+    /// What the frontend returned, if it did.
+    pub(super) fn returned(&self) -> Option<Returned> {
+        self.returned.borrow().clone()
+    }
+
+    /// The warnings the frontend sent.
+    pub(super) fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The workers the frontend is told about: this builder, for its one platform.
+    pub(super) fn workers(&self) -> Vec<WorkerRecord> {
+        vec![WorkerRecord {
+            id: "kiln".to_owned(),
+            platforms: vec![self.platform.clone()],
+            ..WorkerRecord::default()
+        }]
+    }
+
+    fn solved(&self, id: &str) -> Result<Arc<Solved>, Status> {
+        self.refs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no such ref: {id}")))
+    }
+
+    /// The solved result of ref `id` (solving it on first use).
+    async fn result(&self, id: &str) -> Result<Ref, Status> {
+        let solved = self.solved(id)?;
+        self.solve_once(&solved).await
+    }
+
+    async fn solve_once(&self, solved: &Solved) -> Result<Ref, Status> {
+        let result = solved
+            .result
+            .get_or_init(|| async {
+                match &solved.definition {
+                    None => Ok(Ref::scratch()),
+                    Some((_, loaded)) => self
+                        .session
+                        .solve(loaded, self.reporter.clone())
+                        .await
+                        .map_err(|e| crate::control::causes(&e)),
+                }
+            })
+            .await;
+        result.clone().map_err(Status::unknown)
+    }
+
+    fn add_ref(&self, solved: Solved) -> Result<String, Status> {
+        let mut refs = self.refs.lock().unwrap_or_else(PoisonError::into_inner);
+        if refs.len() >= MAX_REFS {
+            return Err(Status::resource_exhausted(format!(
+                "a frontend may hold at most {MAX_REFS} refs"
+            )));
+        }
+        let id = format!("ref-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
+        refs.insert(id.clone(), Arc::new(solved));
+        Ok(id)
+    }
+
+    /// The Definition of a returned ref (`None` for the empty one).
+    fn definition_of(&self, id: &str) -> Result<Option<Definition>, String> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let solved = self.solved(id).map_err(|s| s.message().to_owned())?;
+        Ok(solved.definition.as_ref().map(|(d, _)| d.clone()))
+    }
+
+    fn resolve_image(
+        &self,
+        reference: String,
+        platform: Option<kiln_llb::pb::Platform>,
+    ) -> impl Future<Output = Result<kiln_frontend::ResolvedImage, Status>> + use<> {
+        let resolver = self.resolver.clone();
+        let platform = platform.unwrap_or_else(|| self.platform.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                resolver
+                    .resolve(&reference, &platform)
+                    .map_err(|e| Status::unknown(format!("{reference}: {e}")))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        }
+    }
+}
+
+/// The capability list of a `Pong`.
+fn caps(ids: &[&str]) -> Vec<crate::pb::moby::buildkit::v1::apicaps::ApiCap> {
+    ids.iter()
+        .map(|id| crate::pb::moby::buildkit::v1::apicaps::ApiCap {
+            id: (*id).to_owned(),
+            enabled: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Blocks the sync file readers off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
+#[tonic::async_trait]
+impl LlbBridge for Arc<Bridge> {
+    async fn resolve_image_config(
+        &self,
+        request: Request<ResolveImageConfigRequest>,
+    ) -> Result<Response<ResolveImageConfigResponse>, Status> {
+        let request = request.into_inner();
+        if request.resolver_type != 0 {
+            return Err(Status::unimplemented(
+                "kiln resolves images from registries only (not OCI layouts)",
+            ));
+        }
+        let resolved = self
+            .resolve_image(request.r#ref.clone(), request.platform)
+            .await?;
+        Ok(Response::new(ResolveImageConfigResponse {
+            digest: resolved.digest,
+            config: resolved.config,
+            r#ref: request.r#ref,
+        }))
+    }
+
+    async fn resolve_source_meta(
+        &self,
+        request: Request<ResolveSourceMetaRequest>,
+    ) -> Result<Response<ResolveSourceMetaResponse>, Status> {
+        let request = request.into_inner();
+        let source = request
+            .source
+            .ok_or_else(|| Status::invalid_argument("source is required"))?;
+        let Some(reference) = source.identifier.strip_prefix("docker-image://") else {
+            return Err(Status::unimplemented(format!(
+                "kiln resolves the metadata of image sources only, not {:?}",
+                source.identifier
+            )));
+        };
+        let resolved = self
+            .resolve_image(reference.to_owned(), request.platform)
+            .await?;
+        Ok(Response::new(ResolveSourceMetaResponse {
+            source: Some(source),
+            image: Some(ResolveSourceImageResponse {
+                digest: resolved.digest,
+                config: resolved.config,
+            }),
+        }))
+    }
+
+    async fn solve(
+        &self,
+        request: Request<SolveRequest>,
+    ) -> Result<Response<SolveResponse>, Status> {
+        let request = request.into_inner();
+        if !request.frontend.is_empty() {
+            return Err(Status::unimplemented(format!(
+                "frontend {:?}: a frontend image may solve LLB Definitions only",
+                request.frontend
+            )));
+        }
+        let definition = match request.definition.filter(|d| !d.def.is_empty()) {
+            None => None,
+            Some(definition) => {
+                let loaded =
+                    LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
+                        Status::invalid_argument(crate::control::error_text(
+                            "invalid Definition",
+                            &e,
+                        ))
+                    })?;
+                Some((definition, loaded))
+            }
+        };
+        let def = definition.as_ref().map(|(d, _)| d.clone());
+        let solved = Solved {
+            definition,
+            result: OnceCell::new(),
+        };
+        if request.evaluate {
+            self.solve_once(&solved).await?;
+        }
+        // The empty result has no ref (the client takes an empty id as scratch).
+        let id = if def.is_none() {
+            String::new()
+        } else {
+            self.add_ref(solved)?
+        };
+        let result = if request.allow_result_array_ref {
+            result::Result::Ref(PbRef {
+                id: id.clone(),
+                def,
+            })
+        } else {
+            result::Result::RefDeprecated(id.clone())
+        };
+        Ok(Response::new(SolveResponse {
+            r#ref: if request.allow_result_return {
+                String::new()
+            } else {
+                id
+            },
+            result: Some(PbResult {
+                result: Some(result),
+                metadata: HashMap::new(),
+            }),
+        }))
+    }
+
+    async fn read_file(
+        &self,
+        request: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let request = request.into_inner();
+        let result = self.result(&request.r#ref).await?;
+        let store = self.session.config().store.clone();
+        let data =
+            blocking(move || files::read_file(&store, &result, &request.file_path, request.range))
+                .await?;
+        Ok(Response::new(ReadFileResponse { data }))
+    }
+
+    async fn read_dir(
+        &self,
+        request: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        let request = request.into_inner();
+        let result = self.result(&request.r#ref).await?;
+        let store = self.session.config().store.clone();
+        let entries = blocking(move || {
+            files::read_dir(&store, &result, &request.dir_path, &request.include_pattern)
+        })
+        .await?;
+        Ok(Response::new(ReadDirResponse { entries }))
+    }
+
+    async fn stat_file(
+        &self,
+        request: Request<StatFileRequest>,
+    ) -> Result<Response<StatFileResponse>, Status> {
+        let request = request.into_inner();
+        let result = self.result(&request.r#ref).await?;
+        let store = self.session.config().store.clone();
+        let stat = blocking(move || files::stat(&store, &result, &request.path)).await?;
+        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+    }
+
+    async fn evaluate(
+        &self,
+        request: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        self.result(&request.into_inner().r#ref).await?;
+        Ok(Response::new(EvaluateResponse {}))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
+        Ok(Response::new(PongResponse {
+            frontend_api_caps: caps(FRONTEND_CAPS),
+            llb_caps: caps(crate::gateway::LLB_CAPS),
+            workers: self.workers(),
+        }))
+    }
+
+    async fn r#return(
+        &self,
+        request: Request<ReturnRequest>,
+    ) -> Result<Response<ReturnResponse>, Status> {
+        let request = request.into_inner();
+        let returned = match (request.error, request.result) {
+            (Some(error), _) if error.code != 0 => Returned::Error(super::errors::describe(&error)),
+            (_, Some(result)) => match returned_result(self, result) {
+                Ok(returned) => returned,
+                Err(message) => return Err(Status::invalid_argument(message)),
+            },
+            (_, None) => Returned::Result {
+                definition: None,
+                metadata: HashMap::new(),
+            },
+        };
+        let first = self.returned.send_if_modified(|slot| {
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some(returned);
+            true
+        });
+        if !first {
+            return Err(Status::failed_precondition(
+                "the result was returned already",
+            ));
+        }
+        Ok(Response::new(ReturnResponse {}))
+    }
+
+    async fn inputs(
+        &self,
+        _request: Request<InputsRequest>,
+    ) -> Result<Response<InputsResponse>, Status> {
+        Ok(Response::new(InputsResponse {
+            definitions: self.inputs.clone(),
+        }))
+    }
+
+    async fn warn(&self, request: Request<WarnRequest>) -> Result<Response<WarnResponse>, Status> {
+        let request = request.into_inner();
+        let mut text = String::from_utf8_lossy(&request.short).into_owned();
+        if let Some(line) = super::errors::first_line(request.info.as_ref(), &request.ranges) {
+            text = format!("{line}: {text}");
+        }
+        let mut warnings = self.warnings.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded like the refs: a frontend cannot grow the builder's memory without end.
+        if warnings.len() < MAX_REFS {
+            warnings.push(text);
+        }
+        Ok(Response::new(WarnResponse {}))
+    }
+}
+
+/// The result a frontend returned: its default ref (a result by platform is not exported
+/// yet), its metadata.
+fn returned_result(bridge: &Bridge, result: PbResult) -> Result<Returned, String> {
+    let id = match result.result {
+        Some(result::Result::Ref(PbRef { id, .. }) | result::Result::RefDeprecated(id)) => id,
+        None => String::new(),
+        Some(result::Result::Refs(_) | result::Result::RefsDeprecated(_)) => {
+            return Err(
+                "the frontend returned a result per platform, which kiln does not export yet"
+                    .to_owned(),
+            );
+        }
+    };
+    Ok(Returned::Result {
+        definition: bridge.definition_of(&id)?,
+        metadata: result.metadata,
+    })
+}
+
+/// The options a frontend gets, as the environment of its process.
+pub(super) fn option_env(options: &BTreeMap<String, String>) -> Vec<String> {
+    options
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| format!("BUILDKIT_FRONTEND_OPT_{i}={k}={v}"))
+        .collect()
+}
