@@ -15,6 +15,7 @@ mod debug_dump_llb;
 mod dependency_direction;
 mod exporters;
 mod file_names;
+mod gateway;
 mod llb_cache;
 mod llb_exec_mounts;
 mod llb_git;

@@ -142,20 +142,16 @@ impl tonic::transport::server::Connected for StdioConn {
     fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
-/// The frontend's stderr: shown as the frontend vertex's log, its end kept for errors.
+/// The frontend's stderr: its end kept for the error of a frontend that returns nothing, the
+/// rest logged at debug level (as BuildKit, which leaves it to the daemon's log: frontends
+/// print their errors there with Go stack traces, and return them to the build).
 struct Stderr {
-    reporter: Arc<dyn Reporter>,
-    vertex: Arc<str>,
     tail: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.reporter.event(Event::Log {
-            vertex: self.vertex.clone(),
-            stream: 2,
-            data: buf.to_vec(),
-        });
+        tracing::debug!(output = %String::from_utf8_lossy(buf), "frontend stderr");
         let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
         tail.extend_from_slice(buf);
         let excess = tail.len().saturating_sub(STDERR_TAIL);
@@ -205,7 +201,7 @@ pub(super) async fn run(
         name: name.clone(),
     });
     let started = std::time::Instant::now();
-    let outcome = run_container(frontend, &session, &reporter, &vertex, &pull).await;
+    let outcome = run_container(frontend, &session, &reporter, &pull).await;
     reporter.event(match &outcome {
         Ok(_) => Event::Completed {
             vertex,
@@ -225,7 +221,6 @@ async fn run_container(
     frontend: &GatewayFrontend,
     session: &Arc<Session>,
     reporter: &Arc<dyn Reporter>,
-    vertex: &Arc<str>,
     pull: &kiln_cache::PullOptions,
 ) -> Result<FrontendResult, FrontendError> {
     let image = frontend.source.clone();
@@ -369,11 +364,7 @@ async fn run_container(
     // A build that is dropped (cancelled) kills its frontend.
     let _cancel = handle.cancel_on_drop();
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let mut stderr = Stderr {
-        reporter: reporter.clone(),
-        vertex: vertex.clone(),
-        tail: tail.clone(),
-    };
+    let mut stderr = Stderr { tail: tail.clone() };
     let ran = tokio::task::spawn_blocking(move || {
         let runner = Runner::new(kiln_engine::RUNNER_STATE);
         #[expect(

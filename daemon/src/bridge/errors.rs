@@ -15,8 +15,46 @@ struct Source {
     ranges: Vec<Range>,
 }
 
-/// The type name of `errdefs.Source` in a status detail's type URL.
+/// The type name of `errdefs.Source` in a status detail's type URL: protobuf, or (as
+/// BuildKit's Go frontends send it) protobuf's JSON mapping under `…errdefs.Source+json`.
 const SOURCE_TYPE: &str = "errdefs.Source";
+const SOURCE_JSON_TYPE: &str = "errdefs.Source+json";
+
+/// `errdefs.Source` in protobuf's JSON mapping: bytes in base64, 64-bit numbers maybe quoted.
+fn source_from_json(value: &[u8]) -> Option<Source> {
+    use base64::Engine as _;
+    let json: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let number = |v: &serde_json::Value| -> i32 {
+        v.as_i64()
+            .or_else(|| v.as_str()?.parse().ok())
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or_default()
+    };
+    let info = &json["info"];
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(info["data"].as_str().unwrap_or_default())
+        .ok()?;
+    let position = |p: &serde_json::Value| kiln_llb::pb::Position {
+        line: number(&p["line"]),
+        character: number(&p["character"]),
+    };
+    let ranges = json["ranges"]
+        .as_array()?
+        .iter()
+        .map(|r| Range {
+            start: Some(position(&r["start"])),
+            end: Some(position(&r["end"])),
+        })
+        .collect();
+    Some(Source {
+        info: Some(SourceInfo {
+            filename: info["filename"].as_str()?.to_owned(),
+            data,
+            ..SourceInfo::default()
+        }),
+        ranges,
+    })
+}
 
 /// At most this many bytes of a frontend's message are kept.
 const MAX_MESSAGE: usize = 64 << 10;
@@ -67,8 +105,11 @@ pub(super) fn describe(status: &Status) -> String {
     let source = status
         .details
         .iter()
-        .filter(|d| d.type_url.rsplit('/').next() == Some(SOURCE_TYPE))
-        .find_map(|d| Source::decode(d.value.as_slice()).ok());
+        .find_map(|d| match d.type_url.rsplit('/').next() {
+            Some(SOURCE_TYPE) => Source::decode(d.value.as_slice()).ok(),
+            Some(SOURCE_JSON_TYPE) => source_from_json(&d.value),
+            _ => None,
+        });
     match source.and_then(|s| location(s.info.as_ref()?, &s.ranges)) {
         Some(location) => format!("{location}{message}"),
         None => message,
@@ -132,6 +173,33 @@ mod tests {
             describe(&plain),
             "dockerfile parse error on line 2: unknown instruction: FOO"
         );
+    }
+
+    #[test]
+    fn a_json_source_detail_as_go_frontends_send_it() {
+        // What BuildKit's Dockerfile frontend sends (its definition left out).
+        let value = br#"{"info":{"filename":"Dockerfile","data":"RlJPTSBidXN5Ym94CkZST0JOSUNBVEUgbm93Cg==","language":"Dockerfile"},"ranges":[{"start":{"line":2},"end":{"line":"2"}}]}"#;
+        let status = Status {
+            code: 2,
+            message: "unknown instruction: FROBNICATE".to_owned(),
+            details: vec![prost_types::Any {
+                type_url: "github.com/moby/buildkit/errdefs.Source+json".to_owned(),
+                value: value.to_vec(),
+            }],
+        };
+        assert_eq!(
+            describe(&status),
+            "Dockerfile:2\n--------------------\n   2 | >>> FROBNICATE now\n--------------------\n\
+             unknown instruction: FROBNICATE"
+        );
+        let broken = Status {
+            details: vec![prost_types::Any {
+                type_url: "github.com/moby/buildkit/errdefs.Source+json".to_owned(),
+                value: b"{\"info\": 7}".to_vec(),
+            }],
+            ..status
+        };
+        assert_eq!(describe(&broken), "unknown instruction: FROBNICATE");
     }
 
     #[test]

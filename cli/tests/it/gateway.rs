@@ -1,0 +1,202 @@
+//! Frontend images (`# syntax=IMAGE`): kiln runs the image and serves it BuildKit's gateway
+//! API. BuildKit's own Dockerfile frontend (testdata/images/dockerfile-frontend, pushed as
+//! docker/dockerfile:1 by scripts/test-env.sh) builds, reports errors with their Dockerfile
+//! line, and is replaced by the built-in frontend when it cannot be pulled; an image that is not
+//! a frontend fails clearly.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::{assert_ok, kiln_in, ready, text};
+
+/// Builds `dockerfile` (with `context` files) in `dir` with `extra` flags.
+fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Output {
+    let context = dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        fs_err::write(context.join(name), content).unwrap();
+    }
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    let context = context.to_str().unwrap().to_owned();
+    args.push(&context);
+    kiln_in(dir, &args, &[])
+}
+
+#[test]
+fn a_syntax_image_builds_through_the_gateway_with_its_options_and_image_config() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = "# syntax=docker/dockerfile:1\n\
+        FROM busybox AS base\n\
+        ARG GREETING=unset\n\
+        COPY hello.txt /hello.txt\n\
+        RUN echo \"$GREETING $(cat /hello.txt)\" > /greeting\n\
+        ENV APP_MODE=gateway\n\
+        CMD [\"cat\", \"/greeting\"]\n\
+        FROM base AS other\n\
+        RUN echo other > /other\n";
+    let out = dir.path().join("out");
+    let archive = dir.path().join("image.tar");
+    let output = build(
+        dir.path(),
+        dockerfile,
+        &[("hello.txt", "world")],
+        &[
+            "--target",
+            "base",
+            "--build-arg",
+            "GREETING=hello",
+            "--label",
+            "built.by=kiln",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+        ],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    // The frontend image ran: its vertex and its own solves show in kiln's progress.
+    assert!(shown.contains("[frontend] docker/dockerfile:1"), "{shown}");
+    assert!(
+        shown.contains("[internal] load build definition from Dockerfile"),
+        "{shown}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("greeting")).unwrap(),
+        "hello world\n"
+    );
+    assert!(!out.join("other").exists(), "--target reached the frontend");
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/greeting"])
+    );
+    assert_eq!(config["config"]["Labels"]["built.by"], "kiln");
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("APP_MODE=gateway"), "{env}");
+    assert_eq!(config["architecture"], "amd64");
+}
+
+#[test]
+fn a_frontend_error_shows_its_dockerfile_line() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = build(
+        dir.path(),
+        "# syntax=docker/dockerfile:1\nFROM busybox\nFROBNICATE now\n",
+        &[],
+        &[],
+    );
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(shown.contains("Dockerfile:3"), "{shown}");
+    assert!(shown.contains(">>> FROBNICATE now"), "{shown}");
+    assert!(shown.contains("unknown instruction: FROBNICATE"), "{shown}");
+}
+
+#[test]
+fn the_builtin_frontend_stands_in_for_an_unreachable_stock_one_and_no_other() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // docker.io's mirror refuses connections: docker/dockerfile cannot be pulled.
+    let offline = dir.path().join("offline.toml");
+    fs_err::write(
+        &offline,
+        "[registry.\"docker.io\"]\nmirrors = [\"127.0.0.1:9\"]\n\
+         [registry.\"127.0.0.1:9\"]\nhttp = true\n",
+    )
+    .unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("data.txt"), "offline\n").unwrap();
+    let out = dir.path().join("out");
+    let run = |syntax: &str| {
+        fs_err::write(
+            context.join("Dockerfile"),
+            format!("# syntax={syntax}\nFROM scratch\nCOPY data.txt /data.txt\n"),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--config")
+            .arg(&offline)
+            .args(["build", "--progress=plain", "-o"])
+            .arg(format!("type=local,dest={}", out.display()))
+            .arg(&context)
+            .output()
+            .unwrap()
+    };
+    let output = run("docker/dockerfile:1.7");
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("WARNING: failed to resolve frontend image docker/dockerfile:1.7"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("using kiln's built-in Dockerfile frontend instead"),
+        "{shown}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("data.txt")).unwrap(),
+        "offline\n"
+    );
+    // Any other frontend that cannot be pulled fails the build.
+    let output = run("127.0.0.1:9/example/frontend:1");
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(
+        shown.contains("failed to resolve frontend image 127.0.0.1:9/example/frontend:1"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_image_that_exits_without_a_result_is_a_clear_error() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A "frontend" that says something and exits: built and pushed by kiln itself.
+    let image = format!(
+        "127.0.0.1:5000/kiln-test/not-a-frontend:{:x}",
+        std::process::id()
+    );
+    assert_ok(build(
+        &dir.path().join("publish"),
+        "FROM busybox\nENTRYPOINT [\"sh\", \"-c\", \"echo no gateway here >&2; exit 3\"]\n",
+        &[],
+        &["-t", &image, "--push"],
+    ));
+    let output = build(
+        &dir.path().join("use"),
+        &format!("# syntax={image}\nFROM busybox\n"),
+        &[],
+        &[],
+    );
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "frontend {image} exited without returning a result (exit code 3):\nno gateway here"
+        )),
+        "{shown}"
+    );
+}
