@@ -197,6 +197,21 @@ pub(crate) struct BuildArgs {
     /// The platform to build for (only `linux/amd64`).
     #[arg(long, value_name = "PLATFORM")]
     pub(crate) platform: Option<String>,
+    /// The frontend, as `buildctl build --frontend`: `dockerfile.v0` (the built-in Dockerfile
+    /// frontend; a `# syntax=IMAGE` line still picks IMAGE) or `gateway.v0` (the frontend image
+    /// `--opt source=IMAGE`, run through BuildKit's gateway API).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) frontend: Option<String>,
+    /// An option for a frontend image or command, as `buildctl build --opt`: `KEY=VALUE`, over
+    /// the ones kiln makes from the other flags (`filename`, `target`, `build-arg:NAME`, ...).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) opt: Vec<String>,
+    /// Run this command on the host as the frontend (through `sh -c`, in the context
+    /// directory): it gets the options as `BUILDKIT_FRONTEND_OPT_n=KEY=VALUE` and prints one
+    /// marshalled LLB Definition on its standard output; it may write the image configuration
+    /// (JSON) to the file `$KILN_FRONTEND_IMAGE_CONFIG` names.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["llb", "frontend"])]
+    pub(crate) frontend_exec: Option<String>,
     /// Print the marshalled LLB Definition to standard output instead of building.
     #[arg(long)]
     pub(crate) print_llb: bool,

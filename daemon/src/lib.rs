@@ -44,7 +44,9 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use bridge::{FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY};
+pub use bridge::{
+    FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, frontend_option_env,
+};
 pub use error::Error;
 pub use frontend::frontend_attrs;
 pub use server::{Address, Daemon, Listener, MAX_MESSAGE_SIZE, shutdown_signal};

@@ -200,3 +200,139 @@ fn an_image_that_exits_without_a_result_is_a_clear_error() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_gateway_frontend_forwards_to_the_frontend_its_dockerfile_names() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // The stock frontend, named by --frontend gateway.v0, reads `# syntax=` and asks for that
+    // frontend in turn (a Solve of gateway.v0), as BuildKit's does.
+    let output = build(
+        dir.path(),
+        "# syntax=docker/dockerfile:1\nFROM busybox\nRUN echo forwarded > /forwarded\n",
+        &[],
+        &[
+            "--frontend",
+            "gateway.v0",
+            "--opt",
+            "source=docker/dockerfile:1",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert_eq!(
+        shown.matches("[frontend] docker/dockerfile:1").count(),
+        2,
+        "{shown}"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("forwarded")).unwrap(),
+        "forwarded\n"
+    );
+    let output = build(
+        dir.path(),
+        "FROM busybox\n",
+        &[],
+        &["--frontend", "gateway.v0"],
+    );
+    assert!(
+        text(&output)
+            .contains("--frontend gateway.v0 needs the frontend image: --opt source=IMAGE"),
+        "{}",
+        text(&output)
+    );
+    let output = build(dir.path(), "FROM busybox\n", &[], &["--opt", "a=b"]);
+    assert!(
+        text(&output).contains("--opt gives options to a frontend image"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_frontend_command_prints_the_definition_and_writes_the_image_config() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(context.join("gen")).unwrap();
+    fs_err::write(
+        context.join("gen/Dockerfile"),
+        "FROM busybox\nRUN echo generated > /generated\n",
+    )
+    .unwrap();
+    // The generator: kiln itself printing a Definition, its options noted for the test.
+    let generator = format!(
+        "env | grep '^BUILDKIT_FRONTEND_OPT_' | cut -d= -f2- | sort > {opts} && \
+         {kiln} --root {root} --config {config} build --print-llb -f gen/Dockerfile . && \
+         printf '{{\"config\":{{\"Cmd\":[\"cat\",\"/generated\"]}}}}' > \"$KILN_FRONTEND_IMAGE_CONFIG\"",
+        opts = dir.path().join("opts.txt").display(),
+        kiln = env!("CARGO_BIN_EXE_kiln"),
+        root = dir.path().join("root").display(),
+        config = crate::common::mirror_config(dir.path()).display(),
+    );
+    let archive = dir.path().join("image.tar");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--frontend-exec",
+            &generator,
+            "--build-arg",
+            "A=1",
+            "--opt",
+            "extra=2",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let opts = fs_err::read_to_string(dir.path().join("opts.txt")).unwrap();
+    assert_eq!(opts, "build-arg:A=1\nextra=2\nfilename=Dockerfile\n");
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["cat", "/generated"])
+    );
+
+    // A command that fails, or prints something that is no Definition, is a clear error.
+    let failing = |command: &str| {
+        let output = kiln_in(
+            dir.path(),
+            &[
+                "build",
+                "--frontend-exec",
+                command,
+                context.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(!output.status.success());
+        text(&output)
+    };
+    let shown = failing("exit 4");
+    assert!(
+        shown.contains("the frontend command \"exit 4\" failed: exit status: 4"),
+        "{shown}"
+    );
+    let shown = failing("true");
+    assert!(shown.contains("printed no Definition"), "{shown}");
+    let shown = failing("echo not-protobuf");
+    assert!(shown.contains("printed no valid LLB Definition"), "{shown}");
+}

@@ -13,7 +13,7 @@ use kiln_solver::{Event, Reporter, Session};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::unix::pipe;
 
-use super::service::{Bridge, Returned, option_env};
+use super::service::{Bridge, Returned, frontend_option_env};
 use super::{FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY};
 use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 
@@ -194,7 +194,8 @@ pub(super) async fn run(
         architecture: frontend.platform.architecture.clone(),
         ..config.pull.clone()
     };
-    let vertex: Arc<str> = format!("frontend:{image}").into();
+    // A vertex of its own per frontend run (a frontend may forward to the same image).
+    let vertex: Arc<str> = format!("frontend:{:016x}:{image}", fastrand::u64(..)).into();
     let name = format!("[frontend] {image}");
     reporter.event(Event::Started {
         vertex: vertex.clone(),
@@ -225,12 +226,23 @@ async fn run_container(
 ) -> Result<FrontendResult, FrontendError> {
     let image = frontend.source.clone();
     let store = session.config().store.clone();
-    let pulled = kiln_cache::pull(store.clone(), &image, pull, &())
-        .await
-        .map_err(|source| FrontendError::Pull {
-            image: image.clone(),
-            source,
-        })?;
+    // Pulled on a blocking thread: the pull's future is not `Send` for every lifetime, which a
+    // frontend forwarding to another one (inside a boxed gRPC handler) would need.
+    let pulled = tokio::task::spawn_blocking({
+        let (store, image, pull) = (store.clone(), image.clone(), pull.clone());
+        move || {
+            tokio::runtime::Handle::current().block_on(kiln_cache::pull(store, &image, &pull, &()))
+        }
+    })
+    .await
+    .map_err(|join| FrontendError::Pipe {
+        image: image.clone(),
+        source: std::io::Error::other(join.to_string()),
+    })?
+    .map_err(|source| FrontendError::Pull {
+        image: image.clone(),
+        source,
+    })?;
     let image_config: kiln_frontend::ImageConfig = store
         .read_blob(&pulled.image.config)
         .map_err(|e| e.to_string())
@@ -274,12 +286,13 @@ async fn run_container(
         reporter.clone(),
         frontend.inputs.clone(),
         frontend.platform.clone(),
+        frontend.depth,
         resolver,
     ));
 
     let cfg = &image_config.config;
     let mut env = cfg.env.clone();
-    env.extend(option_env(&frontend.options));
+    env.extend(frontend_option_env(&frontend.options));
     env.push(format!(
         "BUILDKIT_SESSION_ID=kiln-{:016x}",
         fastrand::u64(..)

@@ -32,6 +32,7 @@ use kiln_llb::pb::{Definition, Platform};
 use kiln_solver::{Reporter, Session};
 
 pub use container::FrontendError;
+pub use service::frontend_option_env;
 
 /// The metadata key of the image configuration in a frontend's result.
 pub const IMAGE_CONFIG_KEY: &str = "containerimage.config";
@@ -48,7 +49,13 @@ pub struct GatewayFrontend {
     pub inputs: HashMap<String, Definition>,
     /// The platform it builds for.
     pub platform: Platform,
+    /// How many frontends forwarded to this one (`Solve` with `gateway.v0`).
+    depth: usize,
 }
+
+/// Frontends may forward to frontends (a `# syntax=` line read by a frontend image) at most
+/// this deep: a frontend forwarding to itself ends here.
+pub(crate) const MAX_FRONTEND_DEPTH: usize = 4;
 
 /// What a frontend returned.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +82,7 @@ impl GatewayFrontend {
                 architecture: "amd64".to_owned(),
                 ..Platform::default()
             },
+            depth: 0,
         }
     }
 

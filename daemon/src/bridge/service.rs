@@ -73,6 +73,8 @@ pub(super) struct Bridge {
     pub(super) inputs: HashMap<String, Definition>,
     /// The platform the frontend builds for.
     pub(super) platform: kiln_llb::pb::Platform,
+    /// How many frontends forwarded to this one.
+    pub(super) depth: usize,
     /// Solves image sources and reads their configurations.
     pub(super) resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
     refs: Mutex<HashMap<String, Arc<Solved>>>,
@@ -87,6 +89,7 @@ impl Bridge {
         reporter: Arc<dyn Reporter>,
         inputs: HashMap<String, Definition>,
         platform: kiln_llb::pb::Platform,
+        depth: usize,
         resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
     ) -> Self {
         Self {
@@ -94,6 +97,7 @@ impl Bridge {
             reporter,
             inputs,
             platform,
+            depth,
             resolver,
             refs: Mutex::default(),
             next_ref: AtomicU64::new(0),
@@ -166,6 +170,77 @@ impl Bridge {
         let id = format!("ref-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
         refs.insert(id.clone(), Arc::new(solved));
         Ok(id)
+    }
+
+    /// A frontend's `Solve` of another frontend: `gateway.v0` runs the image `source` (as
+    /// BuildKit's Dockerfile frontend does for a `# syntax=` line) and answers its result.
+    async fn forward(&self, request: SolveRequest) -> Result<Response<SolveResponse>, Status> {
+        if request.frontend != "gateway.v0" {
+            return Err(Status::unimplemented(format!(
+                "frontend {:?}: a frontend image may solve Definitions and gateway.v0 only",
+                request.frontend
+            )));
+        }
+        if self.depth + 1 >= super::MAX_FRONTEND_DEPTH {
+            return Err(Status::failed_precondition(format!(
+                "frontends forward to frontends more than {} deep",
+                super::MAX_FRONTEND_DEPTH
+            )));
+        }
+        let source = request
+            .frontend_opt
+            .get("source")
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument("no source specified for gateway"))?;
+        let mut frontend = super::GatewayFrontend::new(source);
+        frontend.options = request.frontend_opt.into_iter().collect();
+        frontend.inputs = request.frontend_inputs;
+        frontend.platform = self.platform.clone();
+        frontend.depth = self.depth + 1;
+        let result = Box::pin(frontend.run(self.session.clone(), self.reporter.clone()))
+            .await
+            .map_err(|e| Status::unknown(crate::control::causes(&e)))?;
+        let definition = match result.definition {
+            Some(definition) => {
+                let loaded =
+                    LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
+                        Status::invalid_argument(crate::control::error_text(
+                            "invalid Definition",
+                            &e,
+                        ))
+                    })?;
+                Some((definition, loaded))
+            }
+            None => None,
+        };
+        let def = definition.as_ref().map(|(d, _)| d.clone());
+        let id = match def {
+            None => String::new(),
+            Some(_) => self.add_ref(Solved {
+                definition,
+                result: OnceCell::new(),
+            })?,
+        };
+        let mut metadata = result.metadata;
+        if let Some(config) = result.config {
+            metadata.insert(super::IMAGE_CONFIG_KEY.to_owned(), config);
+        }
+        Ok(Response::new(SolveResponse {
+            r#ref: if request.allow_result_return {
+                String::new()
+            } else {
+                id.clone()
+            },
+            result: Some(PbResult {
+                result: Some(if request.allow_result_array_ref {
+                    result::Result::Ref(PbRef { id, def })
+                } else {
+                    result::Result::RefDeprecated(id)
+                }),
+                metadata,
+            }),
+        }))
     }
 
     /// The Definition of a returned ref (`None` for the empty one).
@@ -270,10 +345,7 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<SolveResponse>, Status> {
         let request = request.into_inner();
         if !request.frontend.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "frontend {:?}: a frontend image may solve LLB Definitions only",
-                request.frontend
-            )));
+            return self.forward(request).await;
         }
         let definition = match request.definition.filter(|d| !d.def.is_empty()) {
             None => None,
@@ -451,8 +523,9 @@ fn returned_result(bridge: &Bridge, result: PbResult) -> Result<Returned, String
     })
 }
 
-/// The options a frontend gets, as the environment of its process.
-pub(super) fn option_env(options: &BTreeMap<String, String>) -> Vec<String> {
+/// The options a frontend gets, as the environment of its process
+/// (`BUILDKIT_FRONTEND_OPT_n=KEY=VALUE`, as BuildKit passes them).
+pub fn frontend_option_env(options: &BTreeMap<String, String>) -> Vec<String> {
     options
         .iter()
         .enumerate()

@@ -35,7 +35,12 @@ pub(super) fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Resul
             .context("reading the Dockerfile from standard input")?;
         return Ok(Source { path, bytes });
     }
-    let bytes = fs_err::read(&path).context("reading the Dockerfile")?;
+    // A frontend image or command reads the file itself, if it needs one.
+    let optional = args.frontend_exec.is_some() || args.frontend.as_deref() == Some("gateway.v0");
+    let bytes = match fs_err::read(&path) {
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        read => read.context("reading the Dockerfile")?,
+    };
     Ok(Source { path, bytes })
 }
 

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use kiln_daemon::{FrontendError, GatewayFrontend};
 use kiln_frontend::{ConvertOptions, Converted, ImageConfig};
 use kiln_solver::{Reporter, Session};
+
+use crate::args::BuildArgs;
 
 /// The build argument that names a frontend image, as BuildKit's.
 const SYNTAX_ARG: &str = "BUILDKIT_SYNTAX";
@@ -18,8 +20,71 @@ const SYNTAX_ARG: &str = "BUILDKIT_SYNTAX";
 pub(super) struct Syntax {
     /// The image reference.
     pub(super) image: String,
-    /// The whole value (the image, then the frontend's own arguments).
-    pub(super) cmdline: String,
+    /// The whole `syntax` value (the image, then the frontend's own arguments); `None` for a
+    /// frontend named by `--frontend gateway.v0 --opt source=IMAGE`.
+    pub(super) cmdline: Option<String>,
+}
+
+/// Which frontend converts a build's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Choice {
+    /// The built-in Dockerfile (and kiln.yaml) frontend.
+    Builtin,
+    /// A frontend image.
+    Image(Syntax),
+    /// A command on the host (`--frontend-exec`).
+    Exec(String),
+}
+
+/// Parses `--opt KEY=VALUE`.
+pub(super) fn extra_options(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    args.opt
+        .iter()
+        .map(|text| {
+            text.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("invalid --opt {text:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// The frontend `args` ask for, for the build file `file`: `--frontend-exec`, then
+/// `--frontend gateway.v0 --opt source=IMAGE`, then `BUILDKIT_SYNTAX` or `# syntax=`.
+pub(super) fn choose(
+    args: &BuildArgs,
+    build_args: &BTreeMap<String, String>,
+    file: &[u8],
+) -> anyhow::Result<Choice> {
+    let options = extra_options(args)?;
+    if let Some(command) = &args.frontend_exec {
+        return Ok(Choice::Exec(command.clone()));
+    }
+    match args.frontend.as_deref() {
+        None | Some("dockerfile.v0") => {
+            if !options.is_empty() {
+                bail!(
+                    "--opt gives options to a frontend image (--frontend gateway.v0) or command \
+                     (--frontend-exec); the built-in frontend takes kiln build's own flags"
+                );
+            }
+            Ok(syntax(build_args, file).map_or(Choice::Builtin, Choice::Image))
+        }
+        Some("gateway.v0") => {
+            let image = options
+                .get("source")
+                .filter(|s| !s.is_empty())
+                .context("--frontend gateway.v0 needs the frontend image: --opt source=IMAGE")?;
+            Ok(Choice::Image(Syntax {
+                image: image.clone(),
+                cmdline: options.get("cmdline").cloned(),
+            }))
+        }
+        Some(other) => bail!(
+            "frontend {other:?} is not known: kiln has dockerfile.v0 (built in) and gateway.v0 \
+             (a frontend image, --opt source=IMAGE), or --frontend-exec CMD"
+        ),
+    }
 }
 
 /// The frontend image of a build: `BUILDKIT_SYNTAX` wins over the file's `syntax` directive,
@@ -30,7 +95,10 @@ pub(super) fn syntax(build_args: &BTreeMap<String, String>, file: &[u8]) -> Opti
         None => kiln_frontend::detect_syntax(file)?.value,
     };
     let image = cmdline.split_whitespace().next()?.to_owned();
-    Some(Syntax { image, cmdline })
+    Some(Syntax {
+        image,
+        cmdline: Some(cmdline),
+    })
 }
 
 /// Whether `image` names BuildKit's stock Dockerfile frontend (`docker/dockerfile`, any tag or
@@ -45,11 +113,13 @@ pub(super) fn is_stock_dockerfile(image: &str) -> bool {
     name == "docker.io/docker/dockerfile"
 }
 
-/// Runs the frontend image of `syntax` with the options of `options` against `session`, and
-/// gives its Definition and image configuration as the built-in frontend would.
+/// Runs the frontend image of `syntax` with the options of `options` (and `extra`, over them)
+/// against `session`, and gives its Definition and image configuration as the built-in
+/// frontend would.
 pub(super) fn run(
     syntax: &Syntax,
     options: &ConvertOptions,
+    extra: BTreeMap<String, String>,
     no_cache: bool,
     session: Arc<Session>,
     reporter: Arc<dyn Reporter>,
@@ -59,31 +129,36 @@ pub(super) fn run(
     frontend.options = kiln_daemon::frontend_attrs(options, no_cache);
     // As BuildKit forwards a `# syntax=` build: the frontend is told it was chosen, so it
     // does not forward again.
-    frontend
-        .options
-        .insert("cmdline".to_owned(), syntax.cmdline.clone());
+    if let Some(cmdline) = &syntax.cmdline {
+        frontend
+            .options
+            .insert("cmdline".to_owned(), cmdline.clone());
+    }
     frontend
         .options
         .insert("source".to_owned(), syntax.image.clone());
+    frontend.options.extend(extra);
     let result = runtime.block_on(frontend.run(session, reporter))?;
     for warning in &result.warnings {
         super::warn(warning);
     }
-    let config = match &result.config {
-        Some(bytes) => {
-            serde_json::from_slice::<ImageConfig>(bytes).map_err(|e| FrontendError::Returned {
-                message: format!(
-                    "frontend {} returned an invalid image config: {e}",
-                    syntax.image
-                ),
-            })?
-        }
-        None => ImageConfig::default(),
-    };
+    let config =
+        image_config(result.config.as_deref()).map_err(|message| FrontendError::Returned {
+            message: format!("frontend {}: {message}", syntax.image),
+        })?;
     Ok(Converted {
         definition: result.definition.unwrap_or_default(),
         config,
     })
+}
+
+/// The image configuration a frontend returned (none: an empty one).
+pub(super) fn image_config(bytes: Option<&[u8]>) -> Result<ImageConfig, String> {
+    match bytes {
+        Some(bytes) => serde_json::from_slice::<ImageConfig>(bytes)
+            .map_err(|e| format!("invalid image config: {e}")),
+        None => Ok(ImageConfig::default()),
+    }
 }
 
 /// Writes a Dockerfile read from standard input where a frontend image can read it: a
@@ -108,7 +183,7 @@ mod tests {
             syntax(&BTreeMap::new(), file),
             Some(Syntax {
                 image: "docker/dockerfile:1.7".to_owned(),
-                cmdline: "docker/dockerfile:1.7 --flag".to_owned(),
+                cmdline: Some("docker/dockerfile:1.7 --flag".to_owned()),
             })
         );
         let args = BTreeMap::from([(SYNTAX_ARG.to_owned(), " reg/fe:2 ".to_owned())]);

@@ -1,6 +1,7 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
 mod dockerfile;
+mod exec;
 mod gateway;
 
 use std::collections::HashMap;
@@ -261,17 +262,23 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         (Some(llb), _, _) => (Some(read_definition(llb)?), None),
         (None, Some(dir), Some(source)) => {
             let options = dockerfile::options(args, source, dir)?;
-            let syntax = gateway::syntax(&options.build_args, &source.bytes);
+            let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
             let builtin = || dockerfile::convert(source, &options, store.clone(), &pull, &runtime);
-            let converted = match &syntax {
-                None => builtin()?,
-                Some(syntax) => {
+            let converted = match &choice {
+                gateway::Choice::Builtin => builtin()?,
+                gateway::Choice::Exec(command) => {
+                    let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
+                    attrs.extend(gateway::extra_options(args)?);
+                    exec::run(command, &attrs, dir)?
+                }
+                gateway::Choice::Image(syntax) => {
                     // The frontend image solves through the build's own session.
                     let shared = new_session(imports.get(&runtime)?);
                     let shown = Progress::stderr(progress_flag(args)?)?;
                     let ran = gateway::run(
                         syntax,
                         &options,
+                        gateway::extra_options(args)?,
                         args.no_cache,
                         shared.clone(),
                         shown.reporter(),
