@@ -58,6 +58,10 @@ pub(crate) enum Command {
     Du(DuArgs),
     /// Serve BuildKit's control API, for buildctl and buildx.
     Daemon(DaemonArgs),
+    /// Serve kiln's Dockerfile and kiln.yaml frontend to a builder over BuildKit's gateway API
+    /// on standard input and output: the entrypoint of kiln's frontend image
+    /// (`# syntax=IMAGE`, see docs/frontends.md).
+    GatewayFrontend,
 }
 
 /// `kiln daemon` arguments.

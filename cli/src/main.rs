@@ -52,6 +52,7 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Du(du) => commands::du::run(&args.root, &du),
         args::Command::Build(build) => commands::build::run(&args.root, &config()?, &build),
         args::Command::Daemon(daemon) => commands::daemon::run(&args.root, &config()?, &daemon),
+        args::Command::GatewayFrontend => commands::daemon::gateway_frontend(),
     }
 }
 

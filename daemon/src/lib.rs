@@ -46,6 +46,7 @@ mod tests;
 
 pub use bridge::{
     FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, frontend_option_env,
+    serve_builtin_frontend,
 };
 pub use error::Error;
 pub use frontend::frontend_attrs;

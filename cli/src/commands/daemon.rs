@@ -1,6 +1,7 @@
 //! `kiln daemon`: serves BuildKit's control API on a unix socket (`kiln_daemon`), building in
 //! the store at `--root` with the registry settings of `--config`, until SIGTERM or SIGINT.
-//! `--addr fd://` serves on the socket systemd passed (socket activation).
+//! `--addr fd://` serves on the socket systemd passed (socket activation). `kiln
+//! gateway-frontend` is the other side of the gateway API: kiln's own frontend in an image.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,5 +24,19 @@ pub(crate) fn run(root: &Path, config: &Config, args: &DaemonArgs) -> anyhow::Re
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(daemon.serve_on(listener, kiln_daemon::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln gateway-frontend`: one build's frontend, for the builder on standard input and
+/// output (`kiln_daemon::serve_builtin_frontend`).
+pub(crate) fn gateway_frontend() -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(kiln_daemon::serve_builtin_frontend())
+        .context("returning the result to the builder")?;
     Ok(ExitCode::SUCCESS)
 }

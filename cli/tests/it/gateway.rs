@@ -336,3 +336,125 @@ fn a_frontend_command_prints_the_definition_and_writes_the_image_config() {
     let shown = failing("echo not-protobuf");
     assert!(shown.contains("printed no valid LLB Definition"), "{shown}");
 }
+
+/// Builds kiln's own frontend image (`kiln gateway-frontend`) with kiln itself, as
+/// scripts/frontend-image.sh makes it, and pushes it to the test registry; gives its name.
+fn kiln_frontend_image(dir: &Path) -> String {
+    let image = format!(
+        "127.0.0.1:5000/kiln-test/kiln-frontend:{:x}",
+        std::process::id()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/frontend-image.sh");
+    assert_ok(
+        Command::new("bash")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .arg(&image)
+            .arg("--root")
+            .arg(dir.join("publish-root"))
+            .arg("--config")
+            .arg(crate::common::mirror_config(dir))
+            .output()
+            .unwrap(),
+    );
+    image
+}
+
+#[test]
+fn kilns_own_frontend_image_builds_dockerfiles_and_kiln_yaml_through_the_gateway() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = kiln_frontend_image(dir.path());
+    // A Dockerfile: the frontend solves the Dockerfile's and the context's local sources,
+    // reads them, resolves busybox through the builder, solves the result and returns it
+    // with its image config.
+    let out = dir.path().join("out");
+    let archive = dir.path().join("image.tar");
+    let output = build(
+        &dir.path().join("dockerfile"),
+        &format!(
+            "# syntax={image}\nFROM busybox\nARG WHO=nobody\nCOPY note.txt /note.txt\n\
+             RUN echo \"$WHO $(cat /note.txt)\" > /made\nCOPY . /ctx/\nCMD [\"cat\", \"/made\"]\n"
+        ),
+        &[
+            ("note.txt", "was here"),
+            (".dockerignore", "secret.txt\n"),
+            ("secret.txt", "x"),
+        ],
+        &[
+            "--build-arg",
+            "WHO=kiln",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+        ],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains(&format!("[frontend] {image}")), "{shown}");
+    assert_eq!(
+        fs_err::read_to_string(out.join("made")).unwrap(),
+        "kiln was here\n"
+    );
+    // The context's .dockerignore, read by the frontend, kept the secret out.
+    assert!(out.join("ctx/note.txt").exists());
+    assert!(!out.join("ctx/secret.txt").exists());
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/made"]));
+
+    // A kiln.yaml file, through the same image.
+    let yaml_dir = dir.path().join("yaml");
+    let context = yaml_dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("kiln.yaml"),
+        format!(
+            "# syntax={image}\napiVersion: kiln/v1\nstages:\n  app:\n    from: busybox\n    \
+             steps:\n      - run: echo yaml > /from-yaml\nimage:\n  cmd: [cat, /from-yaml]\n"
+        ),
+    )
+    .unwrap();
+    let yaml_out = yaml_dir.join("out");
+    let output = kiln_in(
+        &yaml_dir,
+        &[
+            "build",
+            "--progress=plain",
+            "-f",
+            context.join("kiln.yaml").to_str().unwrap(),
+            "-o",
+            &format!("type=local,dest={}", yaml_out.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains(&format!("[frontend] {image}")), "{shown}");
+    assert_eq!(
+        fs_err::read_to_string(yaml_out.join("from-yaml")).unwrap(),
+        "yaml\n"
+    );
+
+    // Its errors keep their place in the file.
+    let output = build(
+        &dir.path().join("broken"),
+        &format!("# syntax={image}\nFROM busybox\nFROBNICATE now\n"),
+        &[],
+        &[],
+    );
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(shown.contains("Dockerfile:3"), "{shown}");
+    assert!(shown.contains("unknown instruction: FROBNICATE"), "{shown}");
+}

@@ -3,18 +3,14 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
 use kiln_runner::{ExitStatus, Handle, NetworkMode, Rootfs, Runner, Spec, Stdio};
 use kiln_solver::{Event, Reporter, Session};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::unix::pipe;
 
 use super::service::{Bridge, Returned, frontend_option_env};
-use super::{FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY};
+use super::{FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, PipeConn};
 use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 
 /// Where BuildKit mounts a frontend's own Definition.
@@ -100,46 +96,6 @@ impl FrontendError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Pull { .. })
     }
-}
-
-/// The container's standard output (read) and input (written) as one connection.
-struct StdioConn {
-    output: pipe::Receiver,
-    input: pipe::Sender,
-}
-
-impl AsyncRead for StdioConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.output).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for StdioConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.input).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.input).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.input).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for StdioConn {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
 /// The frontend's stderr: its end kept for the error of a frontend that returns nothing, the
@@ -350,10 +306,7 @@ async fn run_container(
     let (stdin_read, stdin_write) = pipe_pair().map_err(pipe_error)?;
     let (stdout_read, stdout_write) = pipe_pair().map_err(pipe_error)?;
     spec.stdio = Stdio::CapturedWithInput(stdin_read);
-    let conn = StdioConn {
-        output: pipe::Receiver::from_owned_fd(stdout_read).map_err(pipe_error)?,
-        input: pipe::Sender::from_owned_fd(stdin_write).map_err(pipe_error)?,
-    };
+    let conn = PipeConn::new(stdout_read, stdin_write).map_err(pipe_error)?;
     let service = LlbBridgeServer::new(bridge.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

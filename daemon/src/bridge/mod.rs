@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+mod client;
 mod container;
 mod errors;
 mod files;
@@ -28,9 +29,16 @@ mod service;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use kiln_llb::pb::{Definition, Platform};
 use kiln_solver::{Reporter, Session};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::unix::pipe;
 
+pub use client::serve_builtin_frontend;
 pub use container::FrontendError;
 pub use service::frontend_option_env;
 
@@ -95,4 +103,55 @@ impl GatewayFrontend {
     ) -> Result<FrontendResult, FrontendError> {
         container::run(self, session, reporter).await
     }
+}
+
+/// Two pipes as one connection: what the other side writes is read from `output`, what this
+/// side writes goes to `input` (a frontend's standard output and input).
+pub(crate) struct PipeConn {
+    output: pipe::Receiver,
+    input: pipe::Sender,
+}
+
+impl PipeConn {
+    /// The pipes' read end `output` and write end `input`, made non-blocking.
+    pub(crate) fn new(output: OwnedFd, input: OwnedFd) -> std::io::Result<Self> {
+        Ok(Self {
+            output: pipe::Receiver::from_owned_fd(output)?,
+            input: pipe::Sender::from_owned_fd(input)?,
+        })
+    }
+}
+
+impl AsyncRead for PipeConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.output).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PipeConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.input).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.input).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.input).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for PipeConn {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
 }
