@@ -190,12 +190,11 @@ async fn build(
         runtime: tokio::runtime::Handle::current(),
     };
     let converted = tokio::task::spawn_blocking(move || {
-        let converted = if kiln_frontend::is_kiln_yaml(&options.file_name, &file) {
+        if kiln_frontend::is_kiln_yaml(&options.file_name, &file) {
             kiln_frontend::convert_yaml(&file, &options, &resolver).map_err(|e| e.to_string())
         } else {
             kiln_frontend::convert(&file, &options, &resolver).map_err(|e| e.to_string())
-        };
-        converted
+        }
     })
     .await
     .map_err(|e| e.to_string())??;
