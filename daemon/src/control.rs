@@ -323,34 +323,6 @@ impl ControlService {
             prefer_local: true,
             ..PullOptions::default()
         };
-        // `no-cache` without stage names, from the control request or the frontend's solve.
-        let mut no_cache = crate::frontend::no_cache_all(&request.frontend_attrs);
-        let (definition, image_config) = match build {
-            Build::Definition(definition) => (definition, None),
-            Build::Frontend { frontend, attrs } => {
-                if frontend != crate::frontend::DOCKERFILE {
-                    return Err(Status::unimplemented(format!(
-                        "frontend {frontend:?}: kiln has the built-in {} only",
-                        crate::frontend::DOCKERFILE
-                    )));
-                }
-                no_cache |= crate::frontend::no_cache_all(&attrs);
-                let session = self.sessions.get(&request.session).await?;
-                let converted =
-                    crate::frontend::convert(self.store.clone(), pull.clone(), &session, &attrs)
-                        .await?;
-                (converted.definition, Some(converted.config))
-            }
-        };
-        // A build of `scratch` alone has no ops: its result is the empty file system.
-        let definition = if definition.def.is_empty() {
-            None
-        } else {
-            Some(
-                LoadedDefinition::from_definition(definition)
-                    .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?,
-            )
-        };
         let store = self.store.clone();
         let lease = blocking("taking a lease on the store", move || store.lease()).await?;
         let (cache_imports, unreadable) =
@@ -367,6 +339,122 @@ impl ControlService {
                 self.sync_dirs.clone(),
             )) as Arc<dyn kiln_solver::LocalDirs>
         });
+        let progress = self.builds.get(&request.r#ref);
+        // `no-cache` without stage names, from the control request or the frontend's solve.
+        let mut no_cache = crate::frontend::no_cache_all(&request.frontend_attrs);
+        let new_session = |secrets, ssh, no_cache| {
+            Session::new(
+                SessionConfig {
+                    store: self.store.clone(),
+                    executor: self.executor.clone(),
+                    pull: pull.clone(),
+                    locals: HashMap::<String, PathBuf>::new(),
+                    local_dirs: local_dirs.clone(),
+                    secrets,
+                    ssh,
+                    no_cache,
+                    entitlements,
+                    cache_imports: cache_imports.clone(),
+                },
+                None,
+            )
+        };
+        let (definition, image_config) = match build {
+            Build::Definition(definition) => (definition, None),
+            Build::Frontend { frontend, attrs } => {
+                no_cache |= crate::frontend::no_cache_all(&attrs);
+                let syntax = match frontend.as_str() {
+                    crate::frontend::DOCKERFILE => {
+                        let client = self.sessions.get(&request.session).await?;
+                        match crate::frontend::convert(
+                            self.store.clone(),
+                            pull.clone(),
+                            &client,
+                            &attrs,
+                        )
+                        .await?
+                        {
+                            crate::frontend::Frontend::Converted(converted) => Err(*converted),
+                            crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
+                        }
+                    }
+                    crate::frontend::GATEWAY => Ok(crate::bridge::Syntax {
+                        image: attrs
+                            .get("source")
+                            .filter(|s| !s.is_empty())
+                            .cloned()
+                            .ok_or_else(|| {
+                                Status::invalid_argument("no source specified for gateway")
+                            })?,
+                        cmdline: attrs.get("cmdline").cloned(),
+                    }),
+                    other => {
+                        return Err(Status::unimplemented(format!(
+                            "frontend {other:?}: kiln has the built-in {} and {}",
+                            crate::frontend::DOCKERFILE,
+                            crate::frontend::GATEWAY
+                        )));
+                    }
+                };
+                let converted = match syntax {
+                    Err(converted) => converted,
+                    Ok(syntax) => {
+                        // The frontend image solves through a session of the build's own
+                        // (secrets are fetched for the Definition it returns).
+                        let session =
+                            Arc::new(new_session(HashMap::new(), HashMap::new(), no_cache));
+                        let mut frontend = syntax.frontend(attrs.clone().into_iter().collect());
+                        frontend.session_id = Some(request.session.clone());
+                        if syntax.cmdline.is_none() {
+                            frontend.options.remove("cmdline");
+                        }
+                        match frontend.run(session, progress.clone()).await {
+                            Ok(result) => result.into_converted().map_err(|message| {
+                                Status::unknown(format!("frontend {}: {message}", syntax.image))
+                            })?,
+                            Err(error)
+                                if error.is_unavailable() && syntax.is_stock_dockerfile() =>
+                            {
+                                tracing::warn!(
+                                    error = causes(&error),
+                                    "using the built-in Dockerfile frontend instead"
+                                );
+                                // Told it was chosen, the built-in frontend does not forward.
+                                let mut attrs = attrs.clone();
+                                attrs.insert("cmdline".to_owned(), syntax.image.clone());
+                                let client = self.sessions.get(&request.session).await?;
+                                match crate::frontend::convert(
+                                    self.store.clone(),
+                                    pull.clone(),
+                                    &client,
+                                    &attrs,
+                                )
+                                .await?
+                                {
+                                    crate::frontend::Frontend::Converted(converted) => *converted,
+                                    crate::frontend::Frontend::Forward(_) => {
+                                        return Err(Status::internal(
+                                            "the frontend forwarded twice",
+                                        ));
+                                    }
+                                }
+                            }
+                            Err(error) => return Err(Status::unknown(causes(&error))),
+                        }
+                    }
+                };
+                (converted.definition, Some(converted.config))
+            }
+        };
+        // A build of `scratch` alone has no ops: its result is the empty file system.
+        let definition = if definition.def.is_empty() {
+            None
+        } else {
+            Some(
+                LoadedDefinition::from_definition(definition)
+                    .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?,
+            )
+        };
         // What the steps read from the client: secrets up front, SSH agents forwarded.
         let (mut secrets, mut ssh, mut _forwarders) = (HashMap::new(), HashMap::new(), None);
         if let (Some(definition), false) = (&definition, request.session.is_empty()) {
@@ -381,22 +469,7 @@ impl ControlService {
                 _forwarders = Some(forwarders);
             }
         }
-        let session = Session::new(
-            SessionConfig {
-                store: self.store.clone(),
-                executor: self.executor.clone(),
-                pull,
-                locals: HashMap::<String, PathBuf>::new(),
-                local_dirs,
-                secrets,
-                ssh,
-                no_cache,
-                entitlements,
-                cache_imports,
-            },
-            None,
-        );
-        let progress = self.builds.get(&request.r#ref);
+        let session = new_session(secrets, ssh, no_cache);
         let (result, keys) = match &definition {
             Some(definition) if !cache_exports.is_empty() => session
                 .solve_keyed(definition, progress)

@@ -18,8 +18,11 @@ use tonic::Status;
 use crate::filesync;
 use crate::session::ClientSession;
 
-/// The frontend's name in a request.
+/// The built-in frontend's name in a request.
 pub(crate) const DOCKERFILE: &str = "dockerfile.v0";
+
+/// The name of a frontend image in a request (`source=IMAGE`).
+pub(crate) const GATEWAY: &str = "gateway.v0";
 
 /// A bad frontend attribute.
 fn invalid(text: String) -> Status {
@@ -244,13 +247,23 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
-/// Converts the client's Dockerfile as the attributes say.
+/// What the built-in frontend made of a request: a conversion, or the frontend image the
+/// Dockerfile names (`# syntax=`, `BUILDKIT_SYNTAX`) to forward the build to.
+pub(crate) enum Frontend {
+    /// The Dockerfile, converted.
+    Converted(Box<Converted>),
+    /// The build goes to this frontend image.
+    Forward(crate::bridge::Syntax),
+}
+
+/// Converts the client's Dockerfile as the attributes say, unless it names a frontend image
+/// (and the request is not already that image's: `cmdline` is set).
 pub(crate) async fn convert(
     store: Arc<Store>,
     pull: PullOptions,
     session: &ClientSession,
     attrs: &HashMap<String, String>,
-) -> Result<Converted, Status> {
+) -> Result<Frontend, Status> {
     let mut options = convert_options(attrs)?;
     let filename = dockerfile_name(attrs).trim_start_matches("./").to_owned();
     let dockerfile_key = attrs
@@ -287,6 +300,11 @@ pub(crate) async fn convert(
             "failed to solve: failed to read dockerfile: open {filename}: no such file or directory"
         ))
     })?;
+    if !attrs.contains_key("cmdline") {
+        if let Some(syntax) = crate::bridge::Syntax::of(&options.build_args, &dockerfile) {
+            return Ok(Frontend::Forward(syntax));
+        }
+    }
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
     let specific = text(read_optional(&dockerfile_dir.join(&specific_ignore))?);
     let general = text(read_optional(&context_dir.join(".dockerignore"))?);
@@ -300,6 +318,7 @@ pub(crate) async fn convert(
     })
     .await
     .map_err(|e| Status::internal(format!("converting the Dockerfile: {e}")))?
+    .map(|converted| Frontend::Converted(Box::new(converted)))
     .map_err(|e| {
         Status::invalid_argument(crate::control::error_text(
             "failed to convert the Dockerfile",

@@ -245,15 +245,20 @@ impl LlbBridge for GatewayService {
         let reference = build_id(&request)?;
         let request = request.into_inner();
         if !request.frontend.is_empty() {
-            if request.frontend != crate::frontend::DOCKERFILE {
-                return Err(Status::unimplemented(format!(
-                    "frontend {:?}: kiln has the built-in {} only",
-                    request.frontend,
-                    crate::frontend::DOCKERFILE
-                )));
+            match request.frontend.as_str() {
+                // Checked now, run when returned (see the module's documentation).
+                crate::frontend::DOCKERFILE => {
+                    crate::frontend::convert_options(&request.frontend_opt)?;
+                }
+                crate::frontend::GATEWAY => {}
+                other => {
+                    return Err(Status::unimplemented(format!(
+                        "frontend {other:?}: kiln has the built-in {} and {}",
+                        crate::frontend::DOCKERFILE,
+                        crate::frontend::GATEWAY
+                    )));
+                }
             }
-            // Checked now, run when returned (see the module's documentation).
-            crate::frontend::convert_options(&request.frontend_opt)?;
             let id = format!("kiln-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
             self.returns.put_frontend(
                 &reference,

@@ -45,8 +45,8 @@ mod status;
 mod tests;
 
 pub use bridge::{
-    FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, frontend_option_env,
-    serve_builtin_frontend,
+    FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, SYNTAX_ARG, Syntax,
+    frontend_option_env, serve_builtin_frontend,
 };
 pub use error::Error;
 pub use frontend::frontend_attrs;

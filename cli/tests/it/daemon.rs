@@ -810,3 +810,57 @@ fn socket_activated_daemon_answers_on_the_passed_socket() {
     assert!(status.success(), "{status}");
     assert!(socket.exists(), "the passed socket was removed");
 }
+
+/// `# syntax=IMAGE` through the daemon: buildctl's `dockerfile.v0` build of a Dockerfile that
+/// names BuildKit's stock frontend image runs that image (its local sources come from
+/// buildctl's session), and `gateway.v0` with `source=` runs it directly.
+#[test]
+fn serial_daemon_runs_the_frontend_image_a_dockerfile_names() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "# syntax=docker/dockerfile:1\nFROM {IMAGE}\nARG V=unset\nCOPY note.txt /note.txt\n\
+             RUN echo \"$V $(cat /note.txt)\" > /made\n"
+        ),
+    )
+    .unwrap();
+    fs_err::write(context.join("note.txt"), "via the frontend image").unwrap();
+    for (round, frontend) in [
+        ("1", &["--opt", "build-arg:V=1"][..]),
+        (
+            "2",
+            &[
+                "--frontend",
+                "gateway.v0",
+                "--opt",
+                "source=docker/dockerfile:1",
+                "--opt",
+                "build-arg:V=2",
+            ][..],
+        ),
+    ] {
+        let out = dir.path().join(format!("out-{round}"));
+        let local = format!("type=local,dest={}", out.display());
+        let mut args = frontend.to_vec();
+        args.extend(["--output", &local]);
+        let built = assert_ok(buildctl_dockerfile(&daemon, &context, &args));
+        let progress = String::from_utf8_lossy(&built.stderr);
+        assert!(
+            progress.contains("[frontend] docker/dockerfile:1"),
+            "{progress}"
+        );
+        assert_eq!(
+            fs_err::read_to_string(out.join("made")).unwrap(),
+            format!("{round} via the frontend image\n")
+        );
+    }
+}

@@ -243,16 +243,18 @@ async fn run_container(
         frontend.inputs.clone(),
         frontend.platform.clone(),
         frontend.depth,
+        frontend.session_id.clone(),
         resolver,
     ));
 
     let cfg = &image_config.config;
     let mut env = cfg.env.clone();
     env.extend(frontend_option_env(&frontend.options));
-    env.push(format!(
-        "BUILDKIT_SESSION_ID=kiln-{:016x}",
-        fastrand::u64(..)
-    ));
+    let session_id = frontend
+        .session_id
+        .clone()
+        .unwrap_or_else(|| format!("kiln-{:016x}", fastrand::u64(..)));
+    env.push(format!("BUILDKIT_SESSION_ID={session_id}"));
     let workers = serde_json::json!([{
         "ID": "kiln",
         "Labels": {},

@@ -57,6 +57,10 @@ pub struct GatewayFrontend {
     pub inputs: HashMap<String, Definition>,
     /// The platform it builds for.
     pub platform: Platform,
+    /// The client session its local sources come from (`BUILDKIT_SESSION_ID`, which the
+    /// frontend writes into them); `None` for a build without one (the locals are the
+    /// builder's own).
+    pub session_id: Option<String>,
     /// How many frontends forwarded to this one (`Solve` with `gateway.v0`).
     depth: usize,
 }
@@ -64,6 +68,63 @@ pub struct GatewayFrontend {
 /// Frontends may forward to frontends (a `# syntax=` line read by a frontend image) at most
 /// this deep: a frontend forwarding to itself ends here.
 pub(crate) const MAX_FRONTEND_DEPTH: usize = 4;
+
+/// The build argument that names a frontend image, as BuildKit's.
+pub const SYNTAX_ARG: &str = "BUILDKIT_SYNTAX";
+
+/// A frontend image a build asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syntax {
+    /// The image reference.
+    pub image: String,
+    /// The whole `syntax` value (the image, then the frontend's own arguments); `None` for a
+    /// frontend named by `gateway.v0` with `source=IMAGE`.
+    pub cmdline: Option<String>,
+}
+
+impl Syntax {
+    /// The frontend image a build file asks for: the `BUILDKIT_SYNTAX` build argument wins
+    /// over the file's `syntax` directive, as in BuildKit.
+    pub fn of(build_args: &BTreeMap<String, String>, file: &[u8]) -> Option<Self> {
+        let cmdline = match build_args.get(SYNTAX_ARG) {
+            Some(value) => value.trim().to_owned(),
+            None => kiln_frontend::detect_syntax(file)?.value,
+        };
+        let image = cmdline.split_whitespace().next()?.to_owned();
+        Some(Self {
+            image,
+            cmdline: Some(cmdline),
+        })
+    }
+
+    /// Whether the image is BuildKit's stock Dockerfile frontend (`docker/dockerfile`, any
+    /// tag or digest), which the built-in frontend stands in for when it cannot be pulled.
+    pub fn is_stock_dockerfile(&self) -> bool {
+        let normalized = kiln_llb::normalize_image_ref(&self.image);
+        let name = normalized.split('@').next().unwrap_or_default();
+        let name = match name.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => name,
+        };
+        name == "docker.io/docker/dockerfile"
+    }
+
+    /// The frontend to run for this syntax with the options `attrs`: told it was chosen (as
+    /// BuildKit forwards a `# syntax=` build, so that it does not forward again).
+    pub fn frontend(&self, attrs: BTreeMap<String, String>) -> GatewayFrontend {
+        let mut frontend = GatewayFrontend::new(&self.image);
+        frontend.options = attrs;
+        if let Some(cmdline) = &self.cmdline {
+            frontend
+                .options
+                .insert("cmdline".to_owned(), cmdline.clone());
+        }
+        frontend
+            .options
+            .insert("source".to_owned(), self.image.clone());
+        frontend
+    }
+}
 
 /// What a frontend returned.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +139,23 @@ pub struct FrontendResult {
     pub warnings: Vec<String>,
 }
 
+impl FrontendResult {
+    /// The result as the built-in frontend gives one: its Definition (empty for the empty
+    /// file system) and its image configuration (an empty one if it returned none).
+    pub fn into_converted(self) -> Result<kiln_frontend::Converted, String> {
+        let config = match &self.config {
+            Some(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| format!("invalid image config: {e}"))?
+            }
+            None => kiln_frontend::ImageConfig::default(),
+        };
+        Ok(kiln_frontend::Converted {
+            definition: self.definition.unwrap_or_default(),
+            config,
+        })
+    }
+}
+
 impl GatewayFrontend {
     /// The frontend `source`, without options, building for linux/amd64.
     pub fn new(source: impl Into<String>) -> Self {
@@ -90,6 +168,7 @@ impl GatewayFrontend {
                 architecture: "amd64".to_owned(),
                 ..Platform::default()
             },
+            session_id: None,
             depth: 0,
         }
     }
@@ -154,4 +233,62 @@ impl tonic::transport::server::Connected for PipeConn {
     type ConnectInfo = ();
 
     fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_argument_wins_over_the_directive() {
+        let file = b"# syntax=docker/dockerfile:1.7 --flag\nFROM busybox\n";
+        assert_eq!(
+            Syntax::of(&BTreeMap::new(), file),
+            Some(Syntax {
+                image: "docker/dockerfile:1.7".to_owned(),
+                cmdline: Some("docker/dockerfile:1.7 --flag".to_owned()),
+            })
+        );
+        let args = BTreeMap::from([(SYNTAX_ARG.to_owned(), " reg/fe:2 ".to_owned())]);
+        assert_eq!(
+            Syntax::of(&args, file).map(|s| s.image),
+            Some("reg/fe:2".to_owned())
+        );
+        assert_eq!(Syntax::of(&BTreeMap::new(), b"FROM busybox\n"), None);
+        let empty = BTreeMap::from([(SYNTAX_ARG.to_owned(), "  ".to_owned())]);
+        assert_eq!(Syntax::of(&empty, file), None);
+        let frontend = Syntax::of(&BTreeMap::new(), file)
+            .unwrap()
+            .frontend(BTreeMap::from([("target".to_owned(), "app".to_owned())]));
+        assert_eq!(frontend.source, "docker/dockerfile:1.7");
+        assert_eq!(frontend.options["cmdline"], "docker/dockerfile:1.7 --flag");
+        assert_eq!(frontend.options["source"], "docker/dockerfile:1.7");
+        assert_eq!(frontend.options["target"], "app");
+    }
+
+    #[test]
+    fn the_stock_frontend_is_known_by_any_spelling() {
+        let stock = |image: &str| {
+            Syntax {
+                image: image.to_owned(),
+                cmdline: None,
+            }
+            .is_stock_dockerfile()
+        };
+        for image in [
+            "docker/dockerfile",
+            "docker/dockerfile:1",
+            "docker.io/docker/dockerfile:1.7-labs",
+            "docker/dockerfile@sha256:0e49dff8ac8ed9eb3d7788808095d032a0311807d6c24fdf138edffbc22ce8ea",
+        ] {
+            assert!(stock(image), "{image}");
+        }
+        for image in [
+            "docker/dockerfile-upstream:1",
+            "127.0.0.1:5000/docker/dockerfile:1",
+            "example/dockerfile:1",
+        ] {
+            assert!(!stock(image), "{image}");
+        }
+    }
 }

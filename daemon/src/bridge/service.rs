@@ -75,6 +75,8 @@ pub(super) struct Bridge {
     pub(super) platform: kiln_llb::pb::Platform,
     /// How many frontends forwarded to this one.
     pub(super) depth: usize,
+    /// The client session of the build, passed on to frontends it forwards to.
+    pub(super) session_id: Option<String>,
     /// Solves image sources and reads their configurations.
     pub(super) resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
     refs: Mutex<HashMap<String, Arc<Solved>>>,
@@ -90,6 +92,7 @@ impl Bridge {
         inputs: HashMap<String, Definition>,
         platform: kiln_llb::pb::Platform,
         depth: usize,
+        session_id: Option<String>,
         resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
     ) -> Self {
         Self {
@@ -98,6 +101,7 @@ impl Bridge {
             inputs,
             platform,
             depth,
+            session_id,
             resolver,
             refs: Mutex::default(),
             next_ref: AtomicU64::new(0),
@@ -197,6 +201,7 @@ impl Bridge {
         frontend.options = request.frontend_opt.into_iter().collect();
         frontend.inputs = request.frontend_inputs;
         frontend.platform = self.platform.clone();
+        frontend.session_id = self.session_id.clone();
         frontend.depth = self.depth + 1;
         let result = Box::pin(frontend.run(self.session.clone(), self.reporter.clone()))
             .await

@@ -86,8 +86,13 @@ pub(super) fn run(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
-    let config = super::gateway::image_config(config.as_deref()).map_err(|message| {
+    kiln_daemon::FrontendResult {
+        definition: Some(definition),
+        config,
+        ..kiln_daemon::FrontendResult::default()
+    }
+    .into_converted()
+    .map_err(|message| {
         anyhow::anyhow!("the frontend command {command:?} wrote an {message} to ${CONFIG_VAR}")
-    })?;
-    Ok(Converted { definition, config })
+    })
 }

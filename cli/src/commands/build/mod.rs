@@ -288,10 +288,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
                     progress = Some(shown);
                     match ran {
                         Ok(converted) => converted,
-                        Err(error)
-                            if error.is_unavailable()
-                                && gateway::is_stock_dockerfile(&syntax.image) =>
-                        {
+                        Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
                             warn(&format!(
                                 "{:#}; using kiln's built-in Dockerfile frontend instead",
                                 anyhow::Error::from(error)
