@@ -5,6 +5,9 @@
 //!   (`def.pb`), BuildKit's `dump-llb` of each op (`dump.jsonl`), the op digests (`digests.txt`)
 //!   and the image config it produced (`image-config.json`).
 //! - `images/busybox/`: the canonical test base image as an OCI layout with a fixed digest.
+//! - `images/dockerfile-frontend/`: BuildKit's stock Dockerfile frontend image (an OCI layout,
+//!   unmodified; scripts/test-env.sh pushes it as `docker/dockerfile:1`), what `# syntax=`
+//!   names in the gateway tests and the conformance run through a frontend image.
 //! - `parser-golden/{positive,negative}/<name>/`: BuildKit's parser test files.
 //! - `remote-cache/`: cache exports made by BuildKit (registry min/max/index, inline, local
 //!   layout), described in its README.
