@@ -199,6 +199,31 @@ fn an_image_that_exits_without_a_result_is_a_clear_error() {
         )),
         "{shown}"
     );
+
+    // One that answers with what is not gRPC, and would then wait forever: its connection
+    // ends, and it is killed.
+    let hanging = format!("{image}-hanging");
+    assert_ok(build(
+        &dir.path().join("publish-hanging"),
+        "FROM busybox\nENTRYPOINT [\"sh\", \"-c\", \"echo not grpc; echo waiting >&2; sleep 600\"]\n",
+        &[],
+        &["-t", &hanging, "--push"],
+    ));
+    let output = build(
+        &dir.path().join("use-hanging"),
+        &format!("# syntax={hanging}\nFROM busybox\n"),
+        &[],
+        &[],
+    );
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "frontend {hanging} exited without returning a result (killed: its connection to \
+             the builder had ended):\nwaiting"
+        )),
+        "{shown}"
+    );
 }
 
 #[test]

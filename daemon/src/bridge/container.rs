@@ -22,6 +22,9 @@ const NETWORK_NONE_LABEL: &str = "moby.buildkit.frontend.network.none";
 /// The largest gRPC message either side may send (Definitions and file reads).
 const MAX_MESSAGE: usize = 32 << 20;
 
+/// How long a frontend whose connection ended may take to exit before it is killed.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How much of a frontend's stderr is kept for an error message.
 const STDERR_TAIL: usize = 4 << 10;
 
@@ -76,6 +79,16 @@ pub enum FrontendError {
     /// The frontend ended without returning a result.
     #[error("frontend {image} exited without returning a result ({status}){stderr}")]
     NoResult {
+        /// The image reference.
+        image: String,
+        /// How it ended.
+        status: String,
+        /// The end of its stderr, on lines of its own (empty if it wrote none).
+        stderr: String,
+    },
+    /// The frontend returned a result, but its process then failed.
+    #[error("frontend {image} failed after returning its result ({status}){stderr}")]
+    Failed {
         /// The image reference.
         image: String,
         /// How it ended.
@@ -308,7 +321,10 @@ async fn run_container(
     let (stdin_read, stdin_write) = pipe_pair().map_err(pipe_error)?;
     let (stdout_read, stdout_write) = pipe_pair().map_err(pipe_error)?;
     spec.stdio = Stdio::CapturedWithInput(stdin_read);
-    let conn = PipeConn::new(stdout_read, stdin_write).map_err(pipe_error)?;
+    let (on_close, closed) = tokio::sync::oneshot::channel();
+    let conn = PipeConn::new(stdout_read, stdin_write)
+        .map_err(pipe_error)?
+        .on_close(on_close);
     let service = LlbBridgeServer::new(bridge.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -333,7 +349,8 @@ async fn run_container(
     let _cancel = handle.cancel_on_drop();
     let tail = Arc::new(Mutex::new(Vec::new()));
     let mut stderr = Stderr { tail: tail.clone() };
-    let ran = tokio::task::spawn_blocking(move || {
+    let watchdog = handle.clone();
+    let mut ran = tokio::task::spawn_blocking(move || {
         let runner = Runner::new(kiln_engine::RUNNER_STATE);
         #[expect(
             clippy::disallowed_types,
@@ -341,11 +358,45 @@ async fn run_container(
         )]
         let mut stdout = std::fs::File::from(stdout_write);
         runner.run(spec, &mut stdout, &mut stderr, &handle)
-    })
-    .await;
+    });
+    // A frontend whose connection ended (it closed its output, or sent what is not gRPC) has
+    // a moment to exit, then is killed: it can no longer return anything.
+    let mut killed = false;
+    let ran = tokio::select! {
+        ran = &mut ran => ran,
+        _ = closed => match tokio::time::timeout(CLOSE_GRACE, &mut ran).await {
+            Ok(ran) => ran,
+            Err(_) => {
+                killed = true;
+                watchdog.cancel();
+                ran.await
+            }
+        },
+    };
     drop(server);
+    let tail = || {
+        let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let text = String::from_utf8_lossy(&tail);
+        let text = text.trim_end();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(":\n{text}")
+        }
+    };
+    // As BuildKit: an error the frontend returned comes first, then a failure of its process,
+    // then the result it returned.
+    let returned = bridge.returned();
+    if let Some(Returned::Error(message)) = returned {
+        return Err(FrontendError::Returned { message });
+    }
     let status = match ran {
-        Ok(Ok(status)) => status,
+        Ok(Ok(ExitStatus::Code(0))) => None,
+        Ok(Ok(ExitStatus::Code(code))) => Some(format!("exit code {code}")),
+        Ok(Ok(ExitStatus::Signal(signal))) => Some(format!("killed by signal {signal}")),
+        Ok(Err(kiln_runner::Error::Cancelled)) if killed => {
+            Some("killed: its connection to the builder had ended".to_owned())
+        }
         Ok(Err(source)) => {
             return Err(FrontendError::Run {
                 image: image.clone(),
@@ -359,33 +410,28 @@ async fn run_container(
             });
         }
     };
-    match bridge.returned() {
-        Some(Returned::Result {
-            definition,
-            mut metadata,
-        }) => Ok(FrontendResult {
+    match (returned, status) {
+        (Some(Returned::Result { .. }), Some(status)) => Err(FrontendError::Failed {
+            image,
+            status,
+            stderr: tail(),
+        }),
+        (
+            Some(Returned::Result {
+                definition,
+                mut metadata,
+            }),
+            None,
+        ) => Ok(FrontendResult {
             definition,
             config: metadata.remove(IMAGE_CONFIG_KEY),
             metadata,
             warnings: bridge.warnings(),
         }),
-        Some(Returned::Error(message)) => Err(FrontendError::Returned { message }),
-        None => {
-            let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-            let text = String::from_utf8_lossy(&tail);
-            let text = text.trim_end();
-            Err(FrontendError::NoResult {
-                image,
-                status: match status {
-                    ExitStatus::Code(code) => format!("exit code {code}"),
-                    ExitStatus::Signal(signal) => format!("killed by signal {signal}"),
-                },
-                stderr: if text.is_empty() {
-                    String::new()
-                } else {
-                    format!(":\n{text}")
-                },
-            })
-        }
+        (_, status) => Err(FrontendError::NoResult {
+            image,
+            status: status.unwrap_or_else(|| "exit code 0".to_owned()),
+            stderr: tail(),
+        }),
     }
 }

@@ -189,6 +189,16 @@ impl GatewayFrontend {
 pub(crate) struct PipeConn {
     output: pipe::Receiver,
     input: pipe::Sender,
+    /// Told when the connection is dropped (it ended).
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for PipeConn {
+    fn drop(&mut self) {
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.send(());
+        }
+    }
 }
 
 impl PipeConn {
@@ -197,7 +207,14 @@ impl PipeConn {
         Ok(Self {
             output: pipe::Receiver::from_owned_fd(output)?,
             input: pipe::Sender::from_owned_fd(input)?,
+            closed: None,
         })
+    }
+
+    /// Sends on `closed` when the connection is dropped.
+    pub(crate) fn on_close(mut self, closed: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.closed = Some(closed);
+        self
     }
 }
 

@@ -2,7 +2,7 @@
 //! configurations, and the result it returns.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kiln_llb::LoadedDefinition;
@@ -25,6 +25,13 @@ use crate::pb::types::WorkerRecord;
 
 /// At most this many refs per frontend run: a frontend asking for more is refused.
 pub(super) const MAX_REFS: usize = 4096;
+
+/// At most this many bytes of Definitions are held for one frontend run.
+const MAX_HELD_BYTES: usize = 512 << 20;
+
+/// At most this many warnings are kept, each cut to [`MAX_WARNING_BYTES`].
+const MAX_WARNINGS: usize = 1000;
+const MAX_WARNING_BYTES: usize = 4 << 10;
 
 /// The gateway capabilities served to frontend images; the frontend falls back to simpler
 /// calls for the ones left out (`source.metaresolver`: `ResolveImageConfig`;
@@ -80,6 +87,8 @@ pub(super) struct Bridge {
     /// Solves image sources and reads their configurations.
     pub(super) resolver: Arc<dyn kiln_frontend::ImageMetaResolver + Send + Sync>,
     refs: Mutex<HashMap<String, Arc<Solved>>>,
+    /// The bytes of the Definitions in `refs` (changed with `refs` locked).
+    held_bytes: AtomicUsize,
     next_ref: AtomicU64,
     returned: watch::Sender<Option<Returned>>,
     warnings: Mutex<Vec<String>>,
@@ -104,6 +113,7 @@ impl Bridge {
             session_id,
             resolver,
             refs: Mutex::default(),
+            held_bytes: AtomicUsize::new(0),
             next_ref: AtomicU64::new(0),
             returned: watch::Sender::new(None),
             warnings: Mutex::default(),
@@ -171,6 +181,20 @@ impl Bridge {
                 "a frontend may hold at most {MAX_REFS} refs"
             )));
         }
+        let bytes = solved
+            .definition
+            .as_ref()
+            .map_or(0, |(d, _)| prost::Message::encoded_len(d));
+        let held = self
+            .held_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(bytes);
+        if held > MAX_HELD_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "a frontend may hold at most {MAX_HELD_BYTES} bytes of Definitions"
+            )));
+        }
+        self.held_bytes.store(held, Ordering::Relaxed);
         let id = format!("ref-{}", self.next_ref.fetch_add(1, Ordering::Relaxed));
         refs.insert(id.clone(), Arc::new(solved));
         Ok(id)
@@ -496,13 +520,14 @@ impl LlbBridge for Arc<Bridge> {
 
     async fn warn(&self, request: Request<WarnRequest>) -> Result<Response<WarnResponse>, Status> {
         let request = request.into_inner();
-        let mut text = String::from_utf8_lossy(&request.short).into_owned();
+        let short = &request.short[..request.short.len().min(MAX_WARNING_BYTES)];
+        let mut text = String::from_utf8_lossy(short).into_owned();
         if let Some(line) = super::errors::first_line(request.info.as_ref(), &request.ranges) {
             text = format!("{line}: {text}");
         }
         let mut warnings = self.warnings.lock().unwrap_or_else(PoisonError::into_inner);
         // Bounded like the refs: a frontend cannot grow the builder's memory without end.
-        if warnings.len() < MAX_REFS {
+        if warnings.len() < MAX_WARNINGS {
             warnings.push(text);
         }
         Ok(Response::new(WarnResponse {}))
