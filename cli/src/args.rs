@@ -216,7 +216,9 @@ pub(crate) struct BuildArgs {
     /// (JSON) to the file `$KILN_FRONTEND_IMAGE_CONFIG` names.
     #[arg(long, value_name = "CMD", conflicts_with_all = ["llb", "frontend"])]
     pub(crate) frontend_exec: Option<String>,
-    /// Print the marshalled LLB Definition to standard output instead of building.
+    /// Print the marshalled LLB Definition to standard output instead of building (and, when
+    /// `$KILN_FRONTEND_IMAGE_CONFIG` names a file, write the image configuration there: kiln is
+    /// then a frontend command for `--frontend-exec`).
     #[arg(long)]
     pub(crate) print_llb: bool,
     /// A resource limit of every `RUN`, as `docker buildx build --ulimit`: `nofile=1024:2048`

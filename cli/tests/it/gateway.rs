@@ -483,3 +483,60 @@ fn kilns_own_frontend_image_builds_dockerfiles_and_kiln_yaml_through_the_gateway
     assert!(shown.contains("Dockerfile:3"), "{shown}");
     assert!(shown.contains("unknown instruction: FROBNICATE"), "{shown}");
 }
+
+/// The kiln.yaml frontend as an executable: `kiln build --print-llb` prints the Definition
+/// and writes the image config where `--frontend-exec` asks for it.
+#[test]
+fn kiln_yaml_as_a_frontend_command() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("kiln.yaml"),
+        "apiVersion: kiln/v1\nstages:\n  app:\n    from: busybox\n    steps:\n      \
+         - run: echo from-yaml > /y\nimage:\n  cmd: [cat, /y]\n  env: {MODE: exec}\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{kiln} --root {root} --config {config} build --print-llb -f kiln.yaml .",
+        kiln = env!("CARGO_BIN_EXE_kiln"),
+        root = dir.path().join("root").display(),
+        config = crate::common::mirror_config(dir.path()).display(),
+    );
+    let archive = dir.path().join("image.tar");
+    let out = dir.path().join("out");
+    assert_ok(kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--frontend-exec",
+            &command,
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(
+        fs_err::read_to_string(out.join("y")).unwrap(),
+        "from-yaml\n"
+    );
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    );
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/y"]));
+    assert!(
+        config["config"]["Env"].to_string().contains("MODE=exec"),
+        "{config}"
+    );
+}

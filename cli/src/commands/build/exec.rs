@@ -20,7 +20,7 @@ use kiln_llb::pb;
 pub(super) const MAX_DEFINITION: u64 = 64 << 20;
 
 /// The variable naming the file for the image configuration.
-const CONFIG_VAR: &str = "KILN_FRONTEND_IMAGE_CONFIG";
+pub(super) const CONFIG_VAR: &str = "KILN_FRONTEND_IMAGE_CONFIG";
 
 /// Runs `command` with `options` in `dir` and reads the Definition it prints.
 pub(super) fn run(

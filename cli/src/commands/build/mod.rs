@@ -306,6 +306,13 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             };
             if args.print_llb {
                 use std::io::Write as _;
+                // Run as another build's `--frontend-exec`: the image config goes where it
+                // asks for it.
+                if let Some(path) = std::env::var_os(exec::CONFIG_VAR).filter(|p| !p.is_empty()) {
+                    let config = serde_json::to_vec(&converted.config)
+                        .context("writing the image config")?;
+                    fs_err::write(&path, config)?;
+                }
                 let bytes = kiln_llb::prost::Message::encode_to_vec(&converted.definition);
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(&bytes).context("writing the Definition")?;
