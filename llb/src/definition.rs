@@ -256,13 +256,14 @@ pub fn op_kind(op: &pb::Op) -> Option<&'static str> {
     })
 }
 
-/// The output of an exec op's mount, if it makes one: only bind and cache mounts do (as in
-/// BuildKit, the `output` field of a secret, SSH or tmpfs mount means nothing: its frontend
-/// leaves it 0 there).
+/// The output of an exec op's mount, if it makes one: bind and cache mounts do; as in
+/// BuildKit, the `output` field of a secret, SSH or tmpfs mount means nothing (its Dockerfile
+/// frontend leaves it 0 there).
 pub fn mount_output(mount: &pb::Mount) -> Option<usize> {
-    let makes_output = matches!(
+    // An unknown type counts as one that does: the solver refuses it by name later.
+    let makes_output = !matches!(
         pb::MountType::try_from(mount.mount_type),
-        Ok(pb::MountType::Bind | pb::MountType::Cache)
+        Ok(pb::MountType::Secret | pb::MountType::Ssh | pb::MountType::Tmpfs)
     );
     makes_output
         .then(|| usize::try_from(mount.output).ok())

@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kiln-cache",
             "kiln-runner",
             "kiln-exporters",
+            "kiln-fsutil",
         ],
     ),
     (
