@@ -30,6 +30,9 @@ pub(crate) enum Command {
     /// Debugging tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// kiln.yaml tools.
+    #[command(subcommand)]
+    Yaml(YamlCommand),
     /// Pull an image from a registry.
     Pull(PullArgs),
     /// List images.
@@ -92,6 +95,21 @@ pub(crate) enum DebugCommand {
         /// Print the graph in Graphviz DOT instead.
         #[arg(long)]
         dot: bool,
+    },
+}
+
+/// `kiln yaml` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum YamlCommand {
+    /// Write a Dockerfile as the equivalent kiln.yaml (the common subset: a construct kiln.yaml
+    /// cannot say is an error naming its line).
+    Convert {
+        /// The Dockerfile (`-`: standard input).
+        #[arg(default_value = "Dockerfile")]
+        file: PathBuf,
+        /// Where to write the kiln.yaml (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 

@@ -38,6 +38,7 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
     let config = || config::Config::load(args.config.as_deref());
     match args.command {
         args::Command::Debug(cmd) => commands::debug::run(cmd),
+        args::Command::Yaml(cmd) => commands::yaml::run(cmd),
         args::Command::Pull(pull) => commands::pull::run(&args.root, &config()?, &pull),
         args::Command::Images => commands::images::run(&args.root),
         args::Command::Load(load) => commands::load::run(&args.root, &load),

@@ -160,4 +160,7 @@ pub use parser::{
     chomp_heredoc_content, detect_syntax, parse,
 };
 pub use shell::{EmptyEnv, Env, EnvList, Expansion, Lexer};
-pub use yaml::{SCHEMA as YAML_SCHEMA, YamlError, YamlErrorKind, convert_yaml, is_kiln_yaml};
+pub use yaml::{
+    FromDockerfileError, SCHEMA as YAML_SCHEMA, YamlError, YamlErrorKind, convert_yaml,
+    dockerfile_to_yaml, is_kiln_yaml,
+};

@@ -84,8 +84,14 @@ fn check_expect(name: &str, expect: &str, out: &Path) {
 
 /// Builds `file` of the pair `dir` into `out`, in a store below `work`.
 fn build(work: &Path, dir: &Path, file: &str, out: &Path) {
+    build_file(work, dir, &dir.join(file), out);
+}
+
+/// Builds the build file `file` with the context, build args and flags of the pair `dir`.
+fn build_file(work: &Path, dir: &Path, file: &Path, out: &Path) {
+    let file = file.to_string_lossy().into_owned();
     let mut args: Vec<String> = vec!["build".into(), "-f".into()];
-    args.push(dir.join(file).to_string_lossy().into_owned());
+    args.push(file.clone());
     if let Ok(text) = fs_err::read_to_string(dir.join("build-args")) {
         for line in text.lines().filter(|l| !l.is_empty()) {
             args.push(format!("--build-arg={line}"));
@@ -102,8 +108,7 @@ fn build(work: &Path, dir: &Path, file: &str, out: &Path) {
     let output = kiln_in(work, &args, &[]);
     assert!(
         output.status.success(),
-        "{} of {}: {}",
-        file,
+        "{file} of {}: {}",
         dir.display(),
         text(&output)
     );
@@ -131,6 +136,25 @@ fn every_example_builds_the_file_system_of_its_dockerfile_twin() {
         let yaml_tree = tree(&from_yaml);
         assert!(!yaml_tree.is_empty(), "{name}: nothing exported");
         assert_eq!(yaml_tree, tree(&from_dockerfile), "{name}");
+        // `kiln yaml convert` of the Dockerfile builds the same file system again.
+        let converted = work.path().join("converted.yaml");
+        let output = kiln_in(
+            work.path(),
+            &[
+                "yaml",
+                "convert",
+                dir.join("Dockerfile").to_str().unwrap(),
+                "-o",
+                converted.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(output.status.success(), "{name}: {}", text(&output));
+        let from_converted = work.path().join("converted");
+        let store = work.path().join("converted-store");
+        fs_err::create_dir_all(&store).unwrap();
+        build_file(&store, &dir, &converted, &from_converted);
+        assert_eq!(tree(&from_converted), yaml_tree, "{name}: converted");
         let expect = fs_err::read_to_string(dir.join("expect")).unwrap();
         check_expect(&name, &expect, &from_yaml);
         built.push(name);

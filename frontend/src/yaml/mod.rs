@@ -16,11 +16,13 @@
 //! Every error is a [`YamlError`] that renders as `kiln.yaml:LINE:COL: message`.
 
 mod error;
+mod from_dockerfile;
 mod lower;
 mod schema;
 mod tree;
 
 pub use error::{YamlError, YamlErrorKind};
+pub use from_dockerfile::{FromDockerfileError, dockerfile_to_yaml};
 pub use schema::SCHEMA;
 
 use crate::convert::{
