@@ -9,6 +9,18 @@ use std::process::{Command, Output};
 
 use crate::common::{assert_ok, kiln_in, ready, text};
 
+/// The image configuration in the OCI archive `archive`, as skopeo reads it.
+fn oci_config(archive: &Path) -> serde_json::Value {
+    let inspected = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    );
+    serde_json::from_slice(&inspected.stdout).unwrap()
+}
+
 /// Builds `dockerfile` (with `context` files) in `dir` with `extra` flags.
 fn build(dir: &Path, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Output {
     let context = dir.join("context");
@@ -71,14 +83,7 @@ fn a_syntax_image_builds_through_the_gateway_with_its_options_and_image_config()
         "hello world\n"
     );
     assert!(!out.join("other").exists(), "--target reached the frontend");
-    let inspected = assert_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .output()
-            .unwrap(),
-    );
-    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let config = oci_config(&archive);
     assert_eq!(
         config["config"]["Cmd"],
         serde_json::json!(["cat", "/greeting"])
@@ -323,14 +328,7 @@ fn a_frontend_command_prints_the_definition_and_writes_the_image_config() {
     assert!(output.status.success(), "{}", text(&output));
     let opts = fs_err::read_to_string(dir.path().join("opts.txt")).unwrap();
     assert_eq!(opts, "build-arg:A=1\nextra=2\nfilename=Dockerfile\n");
-    let inspected = assert_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .output()
-            .unwrap(),
-    );
-    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let config = oci_config(&archive);
     assert_eq!(
         config["config"]["Cmd"],
         serde_json::json!(["cat", "/generated"])
@@ -427,14 +425,7 @@ fn kilns_own_frontend_image_builds_dockerfiles_and_kiln_yaml_through_the_gateway
     // The context's .dockerignore, read by the frontend, kept the secret out.
     assert!(out.join("ctx/note.txt").exists());
     assert!(!out.join("ctx/secret.txt").exists());
-    let inspected = assert_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .output()
-            .unwrap(),
-    );
-    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let config = oci_config(&archive);
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/made"]));
 
     // A kiln.yaml file, through the same image.
@@ -526,14 +517,7 @@ fn kiln_yaml_as_a_frontend_command() {
         fs_err::read_to_string(out.join("y")).unwrap(),
         "from-yaml\n"
     );
-    let inspected = assert_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .output()
-            .unwrap(),
-    );
-    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let config = oci_config(&archive);
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/y"]));
     assert!(
         config["config"]["Env"].to_string().contains("MODE=exec"),
