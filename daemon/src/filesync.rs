@@ -236,6 +236,10 @@ impl Entry {
     fn is_hardlink(&self) -> bool {
         self.is_regular() && !self.stat.linkname.is_empty()
     }
+    /// The size the listing gives (a negative one counts as none).
+    fn size(&self) -> u64 {
+        u64::try_from(self.stat.size).unwrap_or(0)
+    }
     /// The Unix permission bits of the Go mode.
     fn permissions(&self) -> u32 {
         let mut mode = self.stat.mode & 0o777;
@@ -282,6 +286,8 @@ struct Incoming {
     entry: usize,
     temp: PathBuf,
     file: fs_err::File,
+    /// Bytes written so far (at most the listed size).
+    written: u64,
 }
 
 type NextPacket = Box<dyn FnMut() -> Option<Result<Packet, SyncError>> + Send>;
@@ -368,6 +374,21 @@ impl Receiver {
                 }
             }
         }
+        // The client says how large each file is; it sends no more (checked as it comes), and
+        // asks for no more than the destination's file system has free.
+        let announced: u64 = wanted
+            .keys()
+            .map(|id| entries[*id as usize].size())
+            .fold(0, u64::saturating_add);
+        let free = nix::sys::statvfs::statvfs(&self.dest)
+            .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
+            .unwrap_or(u64::MAX);
+        if announced > free {
+            return Err(protocol(format!(
+                "the files to receive are {announced} bytes, more than the {free} bytes free \
+                 where they go"
+            )));
+        }
         for id in sorted(wanted.keys().copied()) {
             self.send(Packet {
                 r#type: PacketType::PacketReq as i32,
@@ -402,6 +423,7 @@ impl Receiver {
                     entry: index,
                     temp,
                     file,
+                    written: 0,
                 });
             }
             if packet.data.is_empty() {
@@ -415,7 +437,17 @@ impl Receiver {
                 fs_err::rename(&done.temp, &target)?;
                 received.transferred += 1;
             } else if let Some(open) = slot.as_mut() {
+                let entry = &entries[open.entry];
+                let written = open.written.saturating_add(packet.data.len() as u64);
+                if written > entry.size() {
+                    return Err(protocol(format!(
+                        "{} is larger than the {} bytes its listing said",
+                        entry.path.display(),
+                        entry.size()
+                    )));
+                }
                 open.file.write_all(&packet.data)?;
+                open.written = written;
                 received.bytes += packet.data.len() as u64;
             }
         }
@@ -975,5 +1007,51 @@ mod tests {
         }
         assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
         assert!(!work.path().join("escape").exists());
+    }
+
+    #[test]
+    fn a_client_sends_no_more_than_it_listed_nor_more_than_fits() {
+        let work = tempfile::tempdir().unwrap();
+        let dest = work.path().join("dest");
+        let sized = |size: i64| {
+            let mut packet = stat("big", 0o644);
+            packet.stat.as_mut().unwrap().size = size;
+            packet
+        };
+        let end = Packet {
+            r#type: PacketType::PacketStat as i32,
+            ..Packet::default()
+        };
+        let data = Packet {
+            r#type: PacketType::PacketData as i32,
+            id: 0,
+            data: vec![b'x'; 10],
+            ..Packet::default()
+        };
+        let receive = |packets: Vec<Packet>| {
+            let mut packets = packets.into_iter();
+            let (outgoing, _replies) = mpsc::unbounded_channel();
+            Receiver {
+                dest: dest.clone(),
+                outgoing,
+                next: Box::new(move || packets.next().map(Ok)),
+            }
+            .run()
+            .unwrap_err()
+            .to_string()
+        };
+        let error = receive(vec![sized(4), end.clone(), data]);
+        assert!(
+            error.contains("big is larger than the 4 bytes its listing said"),
+            "{error}"
+        );
+        // What was written stays within the listed size.
+        let written: u64 = fs_err::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(written, 0);
+        let error = receive(vec![sized(i64::MAX), end]);
+        assert!(error.contains("bytes free where they go"), "{error}");
     }
 }
