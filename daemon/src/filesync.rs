@@ -285,9 +285,18 @@ fn plain_path(text: &str) -> Result<PathBuf, SyncError> {
 struct Incoming {
     entry: usize,
     temp: PathBuf,
-    file: fs_err::File,
+    file: Option<fs_err::File>,
     /// Bytes written so far (at most the listed size).
     written: u64,
+}
+
+impl Drop for Incoming {
+    /// A file not received whole leaves no temporary file behind (one received whole was
+    /// renamed already).
+    fn drop(&mut self) {
+        self.file.take();
+        let _ = fs_err::remove_file(&self.temp);
+    }
 }
 
 type NextPacket = Box<dyn FnMut() -> Option<Result<Packet, SyncError>> + Send>;
@@ -422,15 +431,17 @@ impl Receiver {
                 *slot = Some(Incoming {
                     entry: index,
                     temp,
-                    file,
+                    file: Some(file),
                     written: 0,
                 });
             }
             if packet.data.is_empty() {
-                let Some(done) = slot.take() else { continue };
+                let Some(mut done) = slot.take() else {
+                    continue;
+                };
                 wanted.remove(&packet.id);
                 pending -= 1;
-                drop(done.file);
+                done.file.take();
                 let entry = &entries[done.entry];
                 let target = self.dest.join(&entry.path);
                 self.metadata(entry, &done.temp)?;
@@ -446,7 +457,9 @@ impl Receiver {
                         entry.size()
                     )));
                 }
-                open.file.write_all(&packet.data)?;
+                if let Some(file) = open.file.as_mut() {
+                    file.write_all(&packet.data)?;
+                }
                 open.written = written;
                 received.bytes += packet.data.len() as u64;
             }
@@ -1045,12 +1058,8 @@ mod tests {
             error.contains("big is larger than the 4 bytes its listing said"),
             "{error}"
         );
-        // What was written stays within the listed size.
-        let written: u64 = fs_err::read_dir(&dest)
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum();
-        assert_eq!(written, 0);
+        // Nothing is left of the refused file.
+        assert_eq!(fs_err::read_dir(&dest).unwrap().count(), 0);
         let error = receive(vec![sized(i64::MAX), end]);
         assert!(error.contains("bytes free where they go"), "{error}");
     }
