@@ -109,6 +109,12 @@ pub enum Error {
         /// The snapshot key.
         key: String,
     },
+    /// A build id is not letters, digits, `_` and `-`.
+    #[error("invalid build id {id:?}")]
+    InvalidBuildId {
+        /// The rejected id.
+        id: String,
+    },
     /// A cache mount name is not a plain directory name.
     #[error("invalid cache mount name {name:?}")]
     InvalidCacheMount {

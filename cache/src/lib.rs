@@ -63,6 +63,7 @@
 //! ```
 
 mod buildkeys;
+mod builds;
 pub mod cacheconfig;
 mod cacheexport;
 mod cacheimport;
@@ -90,6 +91,7 @@ mod unpack;
 mod usage;
 
 pub use buildkeys::{BuildKeys, KeyEdge, KeyInput, KeyNode, output_record_digest};
+pub use builds::{BuildHistoryLimits, StoredBuild};
 pub use cacheexport::{CacheManifest, CacheManifestForm, cache_manifest, inline_cache_value};
 pub use cacheimport::{ANNOTATION_REF_NAME, CacheBlob, ImportedCache, layout_blob_path};
 pub use cacheoptions::{

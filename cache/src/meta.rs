@@ -77,8 +77,11 @@ pub(crate) const LEASES: Table = Table(TableDefinition::new("leases"));
 pub(crate) const LEASE_ITEMS: Table = Table(TableDefinition::new("lease_items"));
 /// Documents other crates keep in the store (the solver's cache key history), as raw bytes.
 pub(crate) const DOCUMENTS: Table = Table(TableDefinition::new("documents"));
+/// Records of finished builds (`kiln history`), as raw bytes another crate writes, keyed
+/// `CREATED-ID` (the creation time in zero-padded seconds), so they list oldest first.
+pub(crate) const BUILDS: Table = Table(TableDefinition::new("builds"));
 
-const ALL_TABLES: [Table; 7] = [
+const ALL_TABLES: [Table; 8] = [
     IMAGES,
     BLOBS,
     SNAPSHOTS,
@@ -86,6 +89,7 @@ const ALL_TABLES: [Table; 7] = [
     LEASES,
     LEASE_ITEMS,
     DOCUMENTS,
+    BUILDS,
 ];
 
 /// How long to wait for another process to release the database.
