@@ -56,8 +56,11 @@ pub struct Exporter<'a> {
 /// What an export made.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExportResponse {
-    /// The image's manifest digest (image outputs).
+    /// The image's id (image outputs): its manifest digest, or, for an image stored with its
+    /// manifest pending (`kiln build -t`), its config digest, as docker's image id.
     pub image_digest: Option<Digest>,
+    /// The image's config digest (image outputs).
+    pub config_digest: Option<Digest>,
     /// The names the image was stored or pushed under.
     pub names: Vec<String>,
     /// Each pushed name with the manifest digest the registry has.
@@ -189,6 +192,7 @@ impl Exporter<'_> {
         };
         let mut names = Vec::with_capacity(settings.names.len());
         let mut id = None;
+        let mut config_digest = None;
         for name in &settings.names {
             let record = store
                 .store_pending_image(&config, &layers, pending.clone(), name)
@@ -197,11 +201,13 @@ impl Exporter<'_> {
                     source,
                 })?;
             id = Some(record.id());
+            config_digest = Some(record.config);
             names.push(record.name);
         }
         tracing::info!(config = ?id, "stored the image, its manifest pending");
         Ok(ExportResponse {
             image_digest: id,
+            config_digest,
             names,
             pushed: Vec::new(),
         })
@@ -346,6 +352,7 @@ pub fn deliver_image(
     }
     Ok(ExportResponse {
         image_digest: Some(image.manifest_digest),
+        config_digest: Some(image.config_digest),
         names,
         pushed,
     })

@@ -94,9 +94,9 @@ pub fn to_dot(definition: &pb::Definition) -> Result<String, Error> {
         let _ = writeln!(
             out,
             "  {} [label={} shape={}];",
-            dot_str(&digest.short()),
-            dot_str(&name),
-            dot_str(shape)
+            dot_string(&digest.short()),
+            dot_string(&name),
+            dot_string(shape)
         );
     }
     for (digest, op) in &ops {
@@ -115,9 +115,9 @@ pub fn to_dot(definition: &pb::Definition) -> Result<String, Error> {
             let _ = writeln!(
                 out,
                 "  {} -> {} [label={}];",
-                dot_str(&from),
-                dot_str(&digest.short()),
-                dot_str(label)
+                dot_string(&from),
+                dot_string(&digest.short()),
+                dot_string(label)
             );
         }
     }
@@ -159,7 +159,8 @@ pub fn summary(op: &pb::Op) -> String {
     }
 }
 
-fn dot_str(s: &str) -> String {
+/// `s` as a quoted Graphviz DOT string (quotes, backslashes and control characters escaped).
+pub fn dot_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
