@@ -82,6 +82,10 @@ fn timestamp(time: SystemTime) -> Timestamp {
 
 impl Reporter for Progress {
     fn event(&self, event: Event) {
+        // BuildKit's status has no place for why a vertex missed the cache.
+        if matches!(event, Event::Missed { .. }) {
+            return;
+        }
         let now = SystemTime::now();
         self.push(|state| {
             let mut vertex_update = |digest: &Arc<str>, name: &str, edit: &dyn Fn(&mut Vertex)| {
@@ -121,6 +125,8 @@ impl Reporter for Progress {
                     v.completed = Some(timestamp(now));
                     v.error.clone_from(&error);
                 }),
+                // Not sent (see above).
+                Event::Missed { .. } => StatusResponse::default(),
                 Event::Log {
                     vertex,
                     stream,

@@ -10,7 +10,11 @@
 //! 2. When a later build misses the cache for an op with the same digest, comparing the new
 //!    keys with that record says why, as a [`MissReason`]: nothing was ever cached for the op,
 //!    its content changed (and which file, when the op can tell), an input's key changed, or
-//!    the same key's result was pruned.
+//!    the same key's result was pruned. An op whose digest is new but whose [`Lineage`] (what
+//!    stays of it when its variable parts change: for a process, its definition without its
+//!    environment's values; for an image, its name without what it resolved to) was seen
+//!    before is compared with that record, fact by fact: which environment variable (a
+//!    Dockerfile's build arg) or which image digest changed ([`DefinitionChange`]).
 //! 3. The reasons of the latest builds are kept by vertex digest ([`History::misses`]), for
 //!    `kiln explain`. The [`CacheStore`](crate::CacheStore) persists the whole [`History`]
 //!    beside its cache records.
@@ -44,6 +48,9 @@ pub enum MissReason {
         new: String,
         /// A file that changed, was added or was removed, when the op can tell.
         file: Option<String>,
+        /// How that file changed, when the op can tell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<FileChange>,
     },
     /// An input's key changed.
     InputChanged {
@@ -59,6 +66,156 @@ pub enum MissReason {
     },
     /// The key is the one cached, but its result is gone (pruned).
     Pruned,
+    /// The op's definition changed since an op of the same lineage was keyed.
+    DefinitionChanged {
+        /// What changed, fact by fact; empty when only a part with no fact changed.
+        changes: Vec<DefinitionChange>,
+    },
+}
+
+/// How one file of a source changed between two builds (sizes in bytes, `sha256:` digests of
+/// the content).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum FileChange {
+    /// The file is new.
+    Added {
+        /// Its size.
+        size: u64,
+        /// Its content digest.
+        sha256: String,
+    },
+    /// The file is gone.
+    Removed {
+        /// Its size then.
+        size: u64,
+        /// Its content digest then.
+        sha256: String,
+    },
+    /// The file's content changed.
+    Modified {
+        /// Its size then.
+        old_size: u64,
+        /// Its size now.
+        new_size: u64,
+        /// Its content digest then.
+        old_sha256: String,
+        /// Its content digest now.
+        new_sha256: String,
+    },
+}
+
+/// One thing an op's definition says that may change between builds while the op stays
+/// "the same step" (see [`Lineage`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fact {
+    /// An environment variable of a process, by a digest of its value (values are not kept:
+    /// they may be secrets, and the history lives in the store).
+    Env {
+        /// The variable's name.
+        name: String,
+        /// A digest of its value.
+        value: String,
+    },
+    /// The image a source reads, and the digest it resolved to.
+    Image {
+        /// The reference as written.
+        reference: String,
+        /// The manifest (or index) digest it named.
+        digest: String,
+    },
+}
+
+/// What identifies an op across builds when its variable parts change, and those parts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// A digest of the op without its facts.
+    pub id: String,
+    /// The op's facts.
+    pub facts: Vec<Fact>,
+}
+
+/// How one fact of an op's definition changed (see [`MissReason::DefinitionChanged`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DefinitionChange {
+    /// An environment variable was set, unset or given another value (a Dockerfile's build
+    /// args reach its `RUN` steps this way).
+    Env {
+        /// The variable's name.
+        name: String,
+        /// A digest of the value before (`None`: it was not set).
+        old: Option<String>,
+        /// A digest of the value now (`None`: it is not set).
+        new: Option<String>,
+    },
+    /// The image a reference names resolved to another digest.
+    Image {
+        /// The reference.
+        reference: String,
+        /// The digest before.
+        old: String,
+        /// The digest now.
+        new: String,
+    },
+}
+
+/// The changes from `old` facts to `new` ones.
+pub(crate) fn diff_facts(old: &[Fact], new: &[Fact]) -> Vec<DefinitionChange> {
+    use std::collections::BTreeMap;
+    let env = |facts: &[Fact]| -> BTreeMap<String, String> {
+        facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::Env { name, value } => Some((name.clone(), value.clone())),
+                Fact::Image { .. } => None,
+            })
+            .collect()
+    };
+    let images = |facts: &[Fact]| -> BTreeMap<String, String> {
+        facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::Image { reference, digest } => Some((reference.clone(), digest.clone())),
+                Fact::Env { .. } => None,
+            })
+            .collect()
+    };
+    let (old_env, new_env) = (env(old), env(new));
+    let mut names: BTreeSet<&String> = old_env.keys().collect();
+    names.extend(new_env.keys());
+    let mut changes: Vec<DefinitionChange> = names
+        .into_iter()
+        .filter(|name| old_env.get(*name) != new_env.get(*name))
+        .map(|name| DefinitionChange::Env {
+            name: name.clone(),
+            old: old_env.get(name).cloned(),
+            new: new_env.get(name).cloned(),
+        })
+        .collect();
+    let old_images = images(old);
+    for (reference, digest) in images(new) {
+        if let Some(before) = old_images.get(&reference).filter(|b| **b != digest) {
+            changes.push(DefinitionChange::Image {
+                reference,
+                old: before.clone(),
+                new: digest,
+            });
+        }
+    }
+    changes
+}
+
+/// The last op of a lineage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LineageRecord {
+    /// The op's cache digest.
+    pub(crate) op: String,
+    /// Its facts.
+    pub(crate) facts: Vec<Fact>,
+    /// When it was last used: the history's generation then.
+    pub(crate) used: u64,
 }
 
 /// How an op was last keyed.
@@ -94,18 +251,25 @@ pub struct History {
     generation: u64,
     ops: BTreeMap<String, KeyRecord>,
     misses: BTreeMap<String, MissRecord>,
+    /// The last op of each lineage, by lineage id.
+    #[serde(default)]
+    lineages: BTreeMap<String, LineageRecord>,
     /// Ops recorded since the last save.
     #[serde(skip)]
     changed_ops: BTreeSet<String>,
     /// Misses recorded since the last save.
     #[serde(skip)]
     changed_misses: BTreeSet<String>,
+    /// Lineages recorded since the last save.
+    #[serde(skip)]
+    changed_lineages: BTreeSet<String>,
 }
 
 /// Two histories are equal when they record the same; what is not saved yet is not compared.
 impl PartialEq for History {
     fn eq(&self, other: &Self) -> bool {
-        (self.generation, &self.ops, &self.misses) == (other.generation, &other.ops, &other.misses)
+        (self.generation, &self.ops, &self.misses, &self.lineages)
+            == (other.generation, &other.ops, &other.misses, &other.lineages)
     }
 }
 
@@ -135,6 +299,22 @@ impl History {
         record.used = self.generation;
         self.ops.insert(digest.to_owned(), record);
         self.changed_ops.insert(digest.to_owned());
+    }
+
+    pub(crate) fn lineage(&self, id: &str) -> Option<&LineageRecord> {
+        self.lineages.get(id)
+    }
+
+    pub(crate) fn record_lineage(&mut self, lineage: &Lineage, op: &str) {
+        self.changed_lineages.insert(lineage.id.clone());
+        self.lineages.insert(
+            lineage.id.clone(),
+            LineageRecord {
+                op: op.to_owned(),
+                facts: lineage.facts.clone(),
+                used: self.generation,
+            },
+        );
     }
 
     pub(crate) fn record_miss(&mut self, vertex: &str, reason: MissReason) {
@@ -187,17 +367,28 @@ impl History {
                 stored.misses.insert(vertex.clone(), miss);
             }
         }
+        for id in &self.changed_lineages {
+            if let Some(lineage) = self.lineages.get(id) {
+                let mut lineage = lineage.clone();
+                if lineage.used == current {
+                    lineage.used = generation;
+                }
+                stored.lineages.insert(id.clone(), lineage);
+            }
+        }
         stored.generation = generation;
         stored.trim();
         self.generation = stored.generation;
         self.ops = stored.ops;
         self.misses = stored.misses;
+        self.lineages = stored.lineages;
     }
 
     /// Forgets which entries are new: they are saved.
     pub fn mark_saved(&mut self) {
         self.changed_ops.clear();
         self.changed_misses.clear();
+        self.changed_lineages.clear();
     }
 
     /// Drops the least recently used entries beyond the limit.
@@ -213,12 +404,48 @@ impl History {
         }
         trim_map(&mut self.ops, |r| r.used);
         trim_map(&mut self.misses, |m| m.generation);
+        trim_map(&mut self.lineages, |l| l.used);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fact_changes_name_the_variable_and_the_image() {
+        let env = |name: &str, value: &str| Fact::Env {
+            name: name.into(),
+            value: value.into(),
+        };
+        let image = |digest: &str| Fact::Image {
+            reference: "busybox".into(),
+            digest: digest.into(),
+        };
+        let old = [env("A", "1"), env("B", "2"), image("sha256:1")];
+        let new = [env("A", "1"), env("C", "3"), image("sha256:2")];
+        assert_eq!(
+            diff_facts(&old, &new),
+            [
+                DefinitionChange::Env {
+                    name: "B".into(),
+                    old: Some("2".into()),
+                    new: None
+                },
+                DefinitionChange::Env {
+                    name: "C".into(),
+                    old: None,
+                    new: Some("3".into())
+                },
+                DefinitionChange::Image {
+                    reference: "busybox".into(),
+                    old: "sha256:1".into(),
+                    new: "sha256:2".into()
+                },
+            ]
+        );
+        assert!(diff_facts(&old, &old).is_empty());
+    }
 
     #[test]
     fn history_round_trips_through_json_and_keeps_the_latest_misses() {

@@ -27,7 +27,7 @@
 //! impl Op<u64> for Const {
 //!     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<u64>, OpError>> {
 //!         let digest = format!("const:{}", self.0);
-//!         async move { Ok(CacheMap { digest, deps: vec![] }) }.boxed()
+//!         async move { Ok(CacheMap { digest, deps: vec![], lineage: None }) }.boxed()
 //!     }
 //!     fn exec(&self, _: OpContext, _: Vec<u64>) -> BoxFuture<'static, Result<Vec<u64>, OpError>> {
 //!         let v = self.0;
@@ -57,6 +57,7 @@ mod executor;
 mod history;
 mod lines;
 mod llbsolver;
+mod record;
 mod scheduler;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -67,12 +68,13 @@ pub use executor::{
     Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
     ExecUlimit, Executor, OutputSink,
 };
-pub use history::{History, MissReason, MissRecord};
+pub use history::{DefinitionChange, Fact, FileChange, History, Lineage, MissReason, MissRecord};
 pub use lines::OutputLines;
 pub use llbsolver::fileop::{
     FileError, Owner, copy, filepath_match, mkdir, mkfile, resolve_owner, rm, symlink,
 };
 pub use llbsolver::{LocalDirs, LocalRequest, Ref, Session, SessionConfig, load_history};
+pub use record::{BuildRecord, BuildStatus, Recorder, StepRecord, StepStatus, new_build_id};
 
 pub use scheduler::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,

@@ -76,6 +76,7 @@ impl Op<Ref> for FileOp {
             })
             .collect();
         let map = CacheMap {
+            lineage: None,
             digest: self.digest.clone(),
             deps,
         };

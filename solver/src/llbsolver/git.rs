@@ -424,6 +424,7 @@ impl Op<Ref> for GitSource {
             })
             .await?;
             Ok(CacheMap {
+                lineage: None,
                 digest: format!("{digest}:{commit}"),
                 deps: Vec::new(),
             })

@@ -263,6 +263,7 @@ impl Op<Ref> for HttpSource {
                 }
             };
             Ok(CacheMap {
+                lineage: None,
                 digest: format!("{digest}:{version}"),
                 deps: Vec::new(),
             })

@@ -14,6 +14,7 @@ use super::checksum::KnownFiles;
 use super::local::{LocalFilter, LocalRequest, Selected};
 use super::{LlbError, Ref, SessionConfig, blocking, snapshot_from_dir};
 use crate::error::Error;
+use crate::history::FileChange;
 use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
 
 /// The op for a source identifier.
@@ -162,13 +163,30 @@ impl kiln_cache::PullProgress for VertexLog {
     }
 }
 
+/// An image's lineage: its name, whatever digest it resolves to, so that a miss after the
+/// image moved names the old and new digests.
+fn image_lineage(name: &str, digest: &str) -> crate::Lineage {
+    crate::Lineage {
+        id: kiln_llb::Digest::from_bytes(format!("image\n{name}").as_bytes()).to_string(),
+        facts: vec![crate::Fact::Image {
+            reference: name.to_owned(),
+            digest: digest.to_owned(),
+        }],
+    }
+}
+
 impl Op<Ref> for ImageSource {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
         // A reference with a digest is keyed by the op digest. A tag is keyed by what it
         // points to now, as BuildKit keys it: the registry's answer to a manifest `HEAD`, or,
         // when no registry answers, the image stored under the name; so a moved tag is seen.
-        if self.reference.contains('@') {
-            return super::definition_map(&self.digest, 0);
+        if let Some((name, pinned)) = self.reference.split_once('@') {
+            let map = CacheMap {
+                digest: self.digest.clone(),
+                deps: Vec::new(),
+                lineage: Some(image_lineage(name, pinned)),
+            };
+            return async move { Ok(map) }.boxed();
         }
         let (digest, reference) = (self.digest.clone(), self.reference.clone());
         let (pull, config) = (self.pull.clone(), self.config.clone());
@@ -191,6 +209,9 @@ impl Op<Ref> for ImageSource {
                     Err(_) => None,
                 },
             };
+            let lineage = resolved
+                .as_ref()
+                .map(|resolved| image_lineage(&reference, &resolved.to_string()));
             let key = match resolved {
                 Some(resolved) => {
                     kiln_llb::Digest::from_bytes(format!("{digest}\n{resolved}").as_bytes())
@@ -199,6 +220,7 @@ impl Op<Ref> for ImageSource {
                 None => digest,
             };
             Ok(CacheMap {
+                lineage,
                 digest: key,
                 deps: Vec::new(),
             })
@@ -304,7 +326,7 @@ impl Op<Ref> for LocalSource {
                 let selected = filter.select(&dir)?;
                 let mut cache = ChecksumCache::load(store.root(), &dir);
                 let digest = tree_digest(&dir, &selected, &mut cache)?;
-                let changed = cache.first_change(&selected);
+                let (changed, change) = cache.first_change_detail(&selected).unzip();
                 let saved = store
                     .scratch_dir()
                     .map_err(std::io::Error::other)
@@ -313,7 +335,11 @@ impl Op<Ref> for LocalSource {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
                 *checksums.lock().unwrap_or_else(PoisonError::into_inner) = Some(cache.entries);
-                Ok(SourceContent { digest, changed })
+                Ok(SourceContent {
+                    digest,
+                    changed,
+                    change,
+                })
             })
             .await?;
             Ok(Some(content))
@@ -383,6 +409,9 @@ impl StatKey {
     }
 }
 
+/// A file's size and the sha256 of its content.
+type SizedDigest = (u64, [u8; 32]);
+
 /// File checksums of one local directory from earlier builds, keyed by relative path. Kept in
 /// the store as lines `size mtime ctime inode sha256 path`, the path as the directory's own
 /// bytes (which need not be UTF-8).
@@ -390,8 +419,9 @@ struct ChecksumCache {
     file: PathBuf,
     entries: FileChecksums,
     changed: bool,
-    /// The first file found with content other than cached, or not cached at all.
-    first_changed: Option<PathBuf>,
+    /// The first file found with content other than cached, or not cached at all: its
+    /// path, its size and digest before (if cached) and now.
+    first_changed: Option<(PathBuf, Option<SizedDigest>, SizedDigest)>,
     /// Whether it held anything when loaded (there is something to compare with).
     loaded_any: bool,
 }
@@ -449,7 +479,8 @@ impl ChecksumCache {
         std::io::copy(&mut fs_err::File::open(path)?, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
         if before.is_none_or(|(_, old)| old != digest) && self.first_changed.is_none() {
-            self.first_changed = Some(rel.to_owned());
+            let before = before.map(|(cached, old)| (cached.size, old));
+            self.first_changed = Some((rel.to_owned(), before, (key.size, digest)));
         }
         // Paths with line breaks are hashed every time rather than stored.
         if !rel.as_os_str().as_bytes().contains(&b'\n') {
@@ -459,14 +490,34 @@ impl ChecksumCache {
         Ok(digest)
     }
 
-    /// A file that changed since the cache was written: the first whose content differs or
-    /// that is new, else the first that is gone from `selected`. `None` for a first build.
+    /// The path of [`ChecksumCache::first_change_detail`].
+    #[cfg(test)]
     fn first_change(&self, selected: &[Selected]) -> Option<String> {
+        self.first_change_detail(selected).map(|(path, _)| path)
+    }
+
+    /// A file that changed since the cache was written, and how: the first whose content
+    /// differs or that is new, else the first that is gone from `selected`. `None` for a
+    /// first build.
+    fn first_change_detail(&self, selected: &[Selected]) -> Option<(String, FileChange)> {
+        let sha256 = |digest: &[u8; 32]| format!("sha256:{}", hex::encode(digest));
         if !self.loaded_any {
             return None;
         }
-        if let Some(path) = &self.first_changed {
-            return Some(path.display().to_string());
+        if let Some((path, before, (size, digest))) = &self.first_changed {
+            let change = match before {
+                Some((old_size, old)) => FileChange::Modified {
+                    old_size: *old_size,
+                    new_size: *size,
+                    old_sha256: sha256(old),
+                    new_sha256: sha256(digest),
+                },
+                None => FileChange::Added {
+                    size: *size,
+                    sha256: sha256(digest),
+                },
+            };
+            return Some((path.display().to_string(), change));
         }
         let now: std::collections::HashSet<&Path> =
             selected.iter().map(|s| s.path.as_path()).collect();
@@ -476,7 +527,15 @@ impl ChecksumCache {
             .filter(|p| !now.contains(p.as_path()))
             .collect();
         gone.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-        gone.first().map(|p| p.display().to_string())
+        let path = gone.first()?;
+        let (key, digest) = self.entries.get(*path)?;
+        Some((
+            path.display().to_string(),
+            FileChange::Removed {
+                size: key.size,
+                sha256: sha256(digest),
+            },
+        ))
     }
 
     /// Writes the cache back (atomically, through a temporary file in `scratch`, this
@@ -671,6 +730,22 @@ mod tests {
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache), None, "nothing changed");
         fs_err::write(context.path().join("b"), "bee").unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        tree_digest(context.path(), &selected, &mut cache).unwrap();
+        let sha256 = |text: &str| format!("sha256:{}", hex::encode(Sha256::digest(text)));
+        assert_eq!(
+            cache.first_change_detail(&selected),
+            Some((
+                "b".to_owned(),
+                FileChange::Modified {
+                    old_size: 1,
+                    new_size: 3,
+                    old_sha256: sha256("b"),
+                    new_sha256: sha256("bee"),
+                }
+            ))
+        );
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache).as_deref(), Some("b"));
         // Touched but equal content is no change.

@@ -221,8 +221,12 @@ async fn the_same_files_under_another_definition_hit_and_changes_have_reasons() 
     let history = load_history(&third.config().store);
     let reasons: Vec<&MissReason> = history.misses().values().map(|m| &m.reason).collect();
     assert!(
-        matches!(reasons[..], [MissReason::ContentChanged { file: Some(f), old, new }]
-            if f == "b" && old != new),
+        matches!(reasons[..], [MissReason::ContentChanged {
+            file: Some(f),
+            old,
+            new,
+            change: Some(crate::FileChange::Modified { new_size: 4, .. }),
+        }] if f == "b" && old != new),
         "{reasons:?}"
     );
 

@@ -218,6 +218,10 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             self.miss_reason(&keys, vertex)
         };
         tracing::debug!(vertex = %digest, ?reason, "cache miss");
+        self.reporter.event(Event::Missed {
+            vertex: digest.clone(),
+            reason: reason.clone(),
+        });
         let inputs = try_join_all(vertex.inputs.iter().map(|edge| {
             let job = self.clone();
             let edge = edge.clone();

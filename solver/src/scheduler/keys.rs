@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 use super::job::{Job, SharedAlt, SharedKey, SharedLookup};
 use super::{CacheDep, OpError, SolveError, SourceContent, Vertex, lock};
 use crate::cache_key::CacheKey;
-use crate::history::{History, KeyRecord, MissReason};
+use crate::history::{History, KeyRecord, Lineage, LineageRecord, MissReason, diff_facts};
 
 /// A vertex's definition-based key and what went into it.
 pub(super) struct Keys<R> {
@@ -22,6 +22,10 @@ pub(super) struct Keys<R> {
     pub(super) deps: Vec<CacheDep<R>>,
     /// How the op was keyed before this solve, from the history.
     pub(super) previous: Option<KeyRecord>,
+    /// The op's lineage, if it has one.
+    pub(super) lineage: Option<Lineage>,
+    /// The last op of that lineage before this solve, when it was another op.
+    pub(super) lineage_before: Option<LineageRecord>,
 }
 
 impl<R: Clone + Send + Sync + 'static> Job<R> {
@@ -94,11 +98,21 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 dep.selector.as_deref().unwrap_or("").as_bytes(),
             );
         }
-        let previous = lock(&self.inner.history)
-            .as_ref()
-            .and_then(|h| h.op(&map.digest).cloned());
+        let (previous, lineage_before) = {
+            let history = lock(&self.inner.history);
+            let history = history.as_ref();
+            let previous = history.and_then(|h| h.op(&map.digest).cloned());
+            let lineage_before = map
+                .lineage
+                .as_ref()
+                .and_then(|l| history.and_then(|h| h.lineage(&l.id).cloned()))
+                .filter(|l| l.op != map.digest);
+            (previous, lineage_before)
+        };
         Ok(Keys {
             previous,
+            lineage: map.lineage,
+            lineage_before,
             definition: CacheKey::from_bytes(hasher.finalize().into()),
             op: map.digest,
             content,
@@ -305,7 +319,12 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
     /// Why a vertex with these keys is not in the cache, from the history.
     pub(super) fn miss_reason(&self, keys: &Keys<R>, vertex: &Vertex<R>) -> MissReason {
         let Some(record) = &keys.previous else {
-            return MissReason::NoRecord;
+            return match (&keys.lineage, &keys.lineage_before) {
+                (Some(lineage), Some(before)) => MissReason::DefinitionChanged {
+                    changes: diff_facts(&before.facts, &lineage.facts),
+                },
+                _ => MissReason::NoRecord,
+            };
         };
         let content = keys.content.as_ref().map(|c| c.digest.clone());
         if record.content != content {
@@ -313,6 +332,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 old: record.content.clone().unwrap_or_default(),
                 new: content.unwrap_or_default(),
                 file: keys.content.as_ref().and_then(|c| c.changed.clone()),
+                change: keys.content.as_ref().and_then(|c| c.change.clone()),
             };
         }
         for (input, new) in keys.inputs.iter().enumerate() {
@@ -360,6 +380,9 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 used: 0,
             },
         );
+        if let Some(lineage) = &keys.lineage {
+            history.record_lineage(lineage, &keys.op);
+        }
         if let Some(reason) = miss {
             history.record_miss(digest, reason);
         }

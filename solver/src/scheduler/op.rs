@@ -8,7 +8,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use super::{OpContext, OpError};
 use crate::cache_key::CacheKey;
-use crate::history::History;
+use crate::history::{FileChange, History, Lineage};
 
 /// What an op's result depends on, besides the op itself.
 pub struct CacheMap<R> {
@@ -17,6 +17,9 @@ pub struct CacheMap<R> {
     pub digest: String,
     /// One entry per input edge, in order.
     pub deps: Vec<CacheDep<R>>,
+    /// What identifies the op across builds when its variable parts change (see
+    /// [`Lineage`]), so that a miss can say which of those changed; `None`: nothing does.
+    pub lineage: Option<Lineage>,
 }
 
 /// How one input contributes to a cache key.
@@ -50,6 +53,8 @@ pub struct SourceContent {
     /// A file that changed since the source was last keyed, when the source can tell (for
     /// [`MissReason::ContentChanged`](crate::MissReason::ContentChanged)).
     pub changed: Option<String>,
+    /// How that file changed, when the source can tell.
+    pub change: Option<FileChange>,
 }
 
 /// Computes a digest of an input's result for a content-based key.

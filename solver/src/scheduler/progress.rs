@@ -4,9 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::history::MissReason;
+
 /// What a solve reports as it goes. Progress is data: the CLI renders it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The vertex missed the cache, and why; its op runs next (reported before
+    /// [`Event::Started`], which may wait for inputs and a permit).
+    Missed {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// Why it missed.
+        reason: MissReason,
+    },
     /// The op started running.
     Started {
         /// The vertex digest.

@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use super::*;
 use crate::cache_key::CacheKey;
-use crate::history::MissReason;
+use crate::history::{DefinitionChange, Fact, Lineage, MissReason};
 
 #[derive(Default)]
 struct Counters {
@@ -37,6 +37,8 @@ struct Sum {
     counters: Arc<Counters>,
     dropped: Option<Arc<AtomicBool>>,
     source_content: Option<String>,
+    /// A lineage named after the op, with its `add` as the value of a variable `ADD`.
+    lineage: bool,
 }
 
 struct SetOnDrop(Arc<AtomicBool>);
@@ -49,6 +51,13 @@ impl Drop for SetOnDrop {
 impl Op<u64> for Sum {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<u64>, OpError>> {
         let map = CacheMap {
+            lineage: self.lineage.then(|| Lineage {
+                id: format!("lineage:{}", self.name),
+                facts: vec![Fact::Env {
+                    name: "ADD".into(),
+                    value: self.add.to_string(),
+                }],
+            }),
             digest: format!("sum:{}:{}", self.add, self.fail),
             deps: (0..self.inputs)
                 .map(|i| {
@@ -94,6 +103,7 @@ impl Op<u64> for Sum {
     ) -> BoxFuture<'static, Result<Option<SourceContent>, OpError>> {
         let content = self.source_content.clone().map(|digest| SourceContent {
             changed: Some(format!("file-of-{digest}")),
+            change: None,
             digest,
         });
         async move { Ok(content) }.boxed()
@@ -150,6 +160,7 @@ impl TestGraph {
             counters: self.counters.clone(),
             dropped: None,
             source_content: None,
+            lineage: false,
         };
         tweak(&mut op);
         self.graph.add(Vertex {
@@ -559,6 +570,7 @@ async fn every_miss_has_a_reason() {
             old: "c1".into(),
             new: "c2".into(),
             file: Some("file-of-c2".into()),
+            change: None,
         })
     );
     let Some(MissReason::InputChanged {
@@ -601,6 +613,41 @@ async fn every_miss_has_a_reason() {
     graph.vertices.get_mut("top").unwrap().ignore_cache = true;
     solve(&scheduler, Arc::new(graph), "top").await.unwrap();
     assert_eq!(reason("top"), Some(MissReason::Ignored));
+}
+
+#[tokio::test]
+async fn a_changed_op_of_a_known_lineage_names_the_changed_fact() {
+    let scheduler = Scheduler::builder()
+        .cache(Arc::new(MemCache::default()))
+        .build();
+    let build = |add: u64| {
+        let mut t = TestGraph::new();
+        t.sum("base", 1, &[])
+            .add("run", add, &["base"], |op| op.lineage = true);
+        Arc::new(t.graph)
+    };
+    let reason = |vertex: &str| scheduler.history().miss(vertex).map(|m| m.reason.clone());
+    solve(&scheduler, build(2), "run").await.unwrap();
+    assert_eq!(reason("run"), Some(MissReason::NoRecord));
+    // The op's digest changes with `add`: a new op, of a lineage seen before.
+    solve(&scheduler, build(5), "run").await.unwrap();
+    assert_eq!(
+        reason("run"),
+        Some(MissReason::DefinitionChanged {
+            changes: vec![DefinitionChange::Env {
+                name: "ADD".into(),
+                old: Some("2".into()),
+                new: Some("5".into()),
+            }],
+        })
+    );
+    // Back to an op recorded before: that one's result is still cached.
+    let recorder = Arc::new(Recorder::default());
+    scheduler
+        .solve(build(2), target("run"), recorder.clone())
+        .await
+        .unwrap();
+    assert_eq!(recorder.cached(), ["base", "run"]);
 }
 
 #[tokio::test]
@@ -712,10 +759,14 @@ async fn logs_and_lifecycle_are_reported() {
         .await
         .unwrap();
     let events = lock(&recorder.0);
-    assert!(matches!(&events[0], Event::Started { name, .. } if name == "a"));
-    assert!(matches!(&events[1], Event::Log { stream: 1, data, .. } if data == b"a"));
-    assert!(matches!(&events[2], Event::Completed { name, .. } if name == "a"));
-    assert_eq!(events.len(), 3);
+    assert!(matches!(
+        &events[0],
+        Event::Missed { vertex, reason: MissReason::NoRecord } if &**vertex == "a"
+    ));
+    assert!(matches!(&events[1], Event::Started { name, .. } if name == "a"));
+    assert!(matches!(&events[2], Event::Log { stream: 1, data, .. } if data == b"a"));
+    assert!(matches!(&events[3], Event::Completed { name, .. } if name == "a"));
+    assert_eq!(events.len(), 4);
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub(super) struct ExecOp {
     inputs: usize,
     exec: pb::ExecOp,
     config: Arc<SessionConfig>,
+    lineage: crate::Lineage,
 }
 
 impl ExecOp {
@@ -53,11 +54,40 @@ impl ExecOp {
         config: Arc<SessionConfig>,
     ) -> Self {
         Self {
+            lineage: lineage(&exec),
             digest,
             inputs,
             exec,
             config,
         }
+    }
+}
+
+/// A process's lineage: its definition without its environment's values (nor its proxy
+/// settings, which are not in its key), so that a miss after a build arg changed names it.
+fn lineage(exec: &pb::ExecOp) -> crate::Lineage {
+    use sha2::{Digest as _, Sha256};
+    let mut bare = exec.clone();
+    let mut facts = Vec::new();
+    if let Some(meta) = &mut bare.meta {
+        meta.proxy_env = None;
+        for entry in &mut meta.env {
+            let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+            facts.push(crate::Fact::Env {
+                name: name.to_owned(),
+                value: format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes()))),
+            });
+            *entry = name.to_owned();
+        }
+    }
+    facts.sort();
+    let op = pb::Op {
+        op: Some(pb::op::Op::Exec(bare)),
+        ..pb::Op::default()
+    };
+    crate::Lineage {
+        id: kiln_llb::op_digest(&op).to_string(),
+        facts,
     }
 }
 
@@ -103,6 +133,7 @@ impl Op<Ref> for ExecOp {
         let map = CacheMap {
             digest: self.digest.clone(),
             deps: (0..self.inputs).map(|_| CacheDep::definition()).collect(),
+            lineage: Some(self.lineage.clone()),
         };
         async move { Ok(map) }.boxed()
     }
