@@ -57,6 +57,10 @@ pub(crate) enum Command {
     Push(PushArgs),
     /// Remove build cache.
     Prune(PruneArgs),
+    /// List the builds recorded in this store, as `docker buildx history ls`.
+    History(HistoryArgs),
+    /// Say why each step of a build ran instead of coming from the cache.
+    Explain(ExplainArgs),
     /// Show disk usage.
     Du(DuArgs),
     /// Serve BuildKit's control API, for buildctl and buildx.
@@ -239,6 +243,24 @@ pub(crate) struct BuildArgs {
     /// then a frontend command for `--frontend-exec`).
     #[arg(long)]
     pub(crate) print_llb: bool,
+    /// After the build, say why each step that ran missed the cache (as `kiln explain`).
+    #[arg(long)]
+    pub(crate) explain: bool,
+    /// Write the build's steps as a Chrome trace (JSON trace events, for ui.perfetto.dev):
+    /// one span per step, with its queued and running phases.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace: Option<PathBuf>,
+    /// Write the build's graph in Graphviz DOT, its steps coloured by what became of them
+    /// (grey: cached, green: ran, red: failed).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dot: Option<PathBuf>,
+    /// Write the image id to this file, as `docker buildx build --iidfile`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) iidfile: Option<PathBuf>,
+    /// Write the build's result metadata (image and config digests, image names, the build's
+    /// id) to this file as JSON, as `docker buildx build --metadata-file`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metadata_file: Option<PathBuf>,
     /// A resource limit of every `RUN`, as `docker buildx build --ulimit`: `nofile=1024:2048`
     /// (`-1`: unlimited; names as `docker run --ulimit`).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
@@ -247,6 +269,26 @@ pub(crate) struct BuildArgs {
     /// to the cgroup hierarchy's root).
     #[arg(long, value_name = "CGROUP")]
     pub(crate) cgroup_parent: Option<String>,
+}
+
+/// `kiln history` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct HistoryArgs {
+    /// `table` or `json` (one document, for tools).
+    #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
+    pub(crate) format: UsageFormat,
+}
+
+/// `kiln explain` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExplainArgs {
+    /// The build's id (or a unique beginning of it), as `kiln history` lists it; `^N`: the
+    /// Nth build before the last [default: the last build].
+    #[arg(value_name = "BUILD")]
+    pub(crate) build: Option<String>,
+    /// `table` (text) or `json` (one document, for tools).
+    #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
+    pub(crate) format: UsageFormat,
 }
 
 /// `kiln prune` arguments (docker buildx names).
@@ -275,6 +317,9 @@ pub(crate) struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub(crate) force: bool,
+    /// Remove the records of past builds (`kiln history`, `kiln explain`) instead of cache.
+    #[arg(long, conflicts_with_all = ["all", "filter", "keep_storage", "reserved_space", "max_used_space", "min_free_space"])]
+    pub(crate) history: bool,
     /// `table` (docker's) or `json` (sizes in bytes, for scripts).
     #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
     pub(crate) format: UsageFormat,

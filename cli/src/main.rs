@@ -51,6 +51,8 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Run(run) => Ok(commands::run::run(&args.root, config(), &run)),
         args::Command::Prune(prune) => commands::prune::run(&args.root, &prune),
         args::Command::Du(du) => commands::du::run(&args.root, &du),
+        args::Command::History(history) => commands::history::run(&args.root, &history),
+        args::Command::Explain(explain) => commands::explain::run(&args.root, &explain),
         args::Command::Build(build) => commands::build::run(&args.root, &config()?, &build),
         args::Command::Daemon(daemon) => commands::daemon::run(&args.root, &config()?, &daemon),
         args::Command::GatewayFrontend => commands::daemon::gateway_frontend(),

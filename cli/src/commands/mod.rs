@@ -4,6 +4,8 @@ pub(crate) mod build;
 pub(crate) mod daemon;
 pub(crate) mod debug;
 pub(crate) mod du;
+pub(crate) mod explain;
+pub(crate) mod history;
 pub(crate) mod images;
 pub(crate) mod load;
 pub(crate) mod prune;

@@ -11,6 +11,7 @@
 //! The removed entries are listed with the sizes `kiln du` gave them, then the bytes freed, in
 //! `kiln du`'s measure; `--format json` prints them in bytes, as one document
 //! `{"removed": [...], "freed": N}` whose entries are those of `kiln du --format json`.
+//! `--history` removes the records of past builds instead (`kiln history`), and no cache.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -25,6 +26,9 @@ use crate::args::{PruneArgs, UsageFormat};
 use crate::format::{human_size, table};
 
 pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
+    if args.history {
+        return prune_history(root, args);
+    }
     let options = options(args)?;
     if !args.force && !confirm(options.all)? {
         return Ok(ExitCode::SUCCESS);
@@ -68,6 +72,23 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     write_stdout(&text)
 }
 
+/// `--history`: removes every build record.
+fn prune_history(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
+    if !args.force && !ask("all build records")? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let removed = open_store(root)?
+        .remove_build_records()
+        .context("removing the build records")?;
+    if args.format == UsageFormat::Json {
+        return write_stdout(&format!(
+            "{}\n",
+            serde_json::json!({ "removed_builds": removed })
+        ));
+    }
+    write_stdout(&format!("Deleted {removed} build records\n"))
+}
+
 /// Validates the arguments into the store's options.
 fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
     let mut options = PruneOptions {
@@ -92,11 +113,15 @@ fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
 
 /// Asks on the terminal, as buildx does; anything but `y`/`yes` declines.
 fn confirm(all: bool) -> anyhow::Result<bool> {
-    let what = if all {
+    ask(if all {
         "all build cache"
     } else {
         "all dangling build cache"
-    };
+    })
+}
+
+/// Asks whether to remove `what`; anything but `y`/`yes` declines.
+fn ask(what: &str) -> anyhow::Result<bool> {
     {
         let mut stdout = std::io::stdout().lock();
         write!(
@@ -134,6 +159,7 @@ mod tests {
             max_used_space: None,
             min_free_space: None,
             force: true,
+            history: false,
             format: UsageFormat::Table,
         }
     }

@@ -13,6 +13,7 @@ mod build_yaml;
 mod daemon;
 mod debug_dump_llb;
 mod dependency_direction;
+mod explain;
 mod exporters;
 mod file_names;
 mod gateway;

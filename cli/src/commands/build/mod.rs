@@ -3,6 +3,8 @@
 mod dockerfile;
 mod exec;
 mod gateway;
+mod metadata;
+mod report;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheExportRequest, CacheImportRequest, PullOptions, Store};
 use kiln_llb::LoadedDefinition;
-use kiln_solver::{Session, SessionConfig};
+use kiln_solver::{BuildStatus, Recorder, Session, SessionConfig};
 
 use crate::args::BuildArgs;
 use crate::config::Config;
@@ -257,6 +259,8 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     };
     let mut session = None;
     let mut progress = None;
+    // Notes the build's events for its record (`kiln history`, `kiln explain`).
+    let mut recorder: Option<Arc<Recorder>> = None;
     // The image configuration of a Dockerfile build, for the exporters.
     let (definition, image_config) = match (&args.llb, &context, &source) {
         (Some(llb), _, _) => (Some(read_definition(llb)?), None),
@@ -275,17 +279,19 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
                     // The frontend image solves through the build's own session.
                     let shared = new_session(imports.get(&runtime)?);
                     let shown = Progress::stderr(progress_flag(args)?)?;
+                    let noted = Arc::new(Recorder::new(shown.reporter()));
                     let ran = gateway::run(
                         syntax,
                         &options,
                         gateway::extra_options(args)?,
                         args.no_cache,
                         shared.clone(),
-                        shown.reporter(),
+                        noted.clone(),
                         &runtime,
                     );
                     session = Some(shared);
                     progress = Some(shown);
+                    recorder = Some(noted);
                     match ran {
                         Ok(converted) => converted,
                         Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
@@ -340,16 +346,30 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         Some(progress) => progress,
         None => Progress::stderr(progress_flag(args)?)?,
     };
+    let recorder = recorder.unwrap_or_else(|| Arc::new(Recorder::new(progress.reporter())));
     let solved = match &definition {
         Some(definition) if !cache_to.is_empty() => {
-            runtime.block_on(session.solve_keyed(definition, progress.reporter()))
+            runtime.block_on(session.solve_keyed(definition, recorder.clone()))
         }
         Some(definition) => runtime
-            .block_on(session.solve(definition, progress.reporter()))
+            .block_on(session.solve(definition, recorder.clone()))
             .map(|result| (result, None)),
         None => Ok((kiln_solver::Ref::scratch(), None)),
     };
     progress.finish();
+    let status = match solved {
+        Ok(_) => BuildStatus::Completed,
+        Err(_) => BuildStatus::Failed,
+    };
+    let build_id = record_build(
+        &store,
+        &recorder,
+        args,
+        context.as_deref(),
+        definition.as_ref(),
+        status,
+        matches!(progress, Progress::Plain(_)),
+    )?;
     let (result, keys) = solved.context("failed to solve")?;
     let inline = keys
         .as_ref()
@@ -385,6 +405,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     if config.cache.gc.enabled {
         collect_garbage(&store, &config.cache.gc)?;
     }
+    metadata::write_files(args, &exported, build_id.as_deref())?;
     if args.quiet || args.progress == "quiet" {
         // As buildx: the image id alone (none without an image output).
         if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
@@ -393,6 +414,78 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stores the build's record, then says what it asks for of it: the plain progress's
+/// summary, why its steps ran (`--explain`), its trace and graph (`--trace`, `--dot`).
+/// Returns its id (`None` if it could not be stored: a record is not worth failing a build
+/// for).
+fn record_build(
+    store: &Store,
+    recorder: &Recorder,
+    args: &BuildArgs,
+    context: Option<&Path>,
+    definition: Option<&LoadedDefinition>,
+    status: BuildStatus,
+    plain: bool,
+) -> anyhow::Result<Option<String>> {
+    let name = match (&args.llb, context) {
+        (Some(llb), _) => llb.display().to_string(),
+        (None, Some(dir)) => {
+            let base = dir.file_name().map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            match &args.target {
+                Some(target) => format!("{base} ({target})"),
+                None => base,
+            }
+        }
+        (None, None) => String::new(),
+    };
+    let build_args = args
+        .build_arg
+        .iter()
+        .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).to_owned())
+        .collect();
+    let id = kiln_solver::new_build_id();
+    let mut record = recorder.finish(id.clone(), name, status, build_args);
+    if let Some(definition) = definition {
+        record.set_inputs(|vertex| {
+            kiln_llb::Digest::parse(vertex)
+                .ok()
+                .and_then(|digest| definition.get(&digest))
+                .map(|op| op.inputs().iter().map(|e| e.digest.to_string()).collect())
+                .unwrap_or_default()
+        });
+    }
+    {
+        use std::io::Write as _;
+        let mut text = String::new();
+        if plain {
+            text.push_str(&report::summary(&record));
+        }
+        if args.explain {
+            text.push_str(&crate::commands::explain::render(&record));
+        }
+        // Best effort, as the progress: a closed terminal must not fail the build.
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+    if let Some(path) = &args.trace {
+        let trace = serde_json::to_vec(&report::trace(&record)).context("writing the --trace")?;
+        fs_err::write(path, trace).context("writing the --trace")?;
+    }
+    if let Some(path) = &args.dot {
+        fs_err::write(path, report::dot(&record)).context("writing the --dot")?;
+    }
+    let limits = kiln_cache::BuildHistoryLimits::default();
+    match store.put_build_record(&id, &record.to_json(), limits) {
+        Ok(()) => Ok(Some(id)),
+        Err(error) => {
+            warn(&format!("could not record the build: {error}"));
+            Ok(None)
+        }
+    }
 }
 
 /// The `--progress` of a build, `quiet` under `-q` (which only `auto` and `quiet` go with, as

@@ -1,0 +1,190 @@
+//! What a build says of itself when it is over, from its record: the summary under
+//! `--progress=plain`, a Chrome trace (`--trace FILE`, for ui.perfetto.dev or
+//! chrome://tracing) and the graph in Graphviz DOT (`--dot FILE`).
+
+use std::fmt::Write as _;
+
+use kiln_solver::{BuildRecord, StepStatus};
+
+/// The plain progress's last lines: total time, time on the critical path, the three slowest
+/// steps and how many steps came from the cache.
+pub(super) fn summary(record: &BuildRecord) -> String {
+    let seconds = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let (critical, path) = record.critical_path();
+    let total = record.steps.len();
+    let cached = record.cached_steps();
+    let ratio = match total {
+        0 => 0,
+        n => cached * 100 / n,
+    };
+    let mut out = format!(
+        "#summary {} total, {} on the critical path ({} steps), {cached}/{total} steps cached ({ratio}%)\n",
+        seconds(record.duration_ms),
+        seconds(critical),
+        path.len(),
+    );
+    let mut ran: Vec<_> = record
+        .steps
+        .iter()
+        .filter(|s| s.status != StepStatus::Cached && s.ran_ms() > 0)
+        .collect();
+    ran.sort_by_key(|s| std::cmp::Reverse(s.ran_ms()));
+    for step in ran.iter().take(3) {
+        let _ = writeln!(
+            out,
+            "#summary slow: {} {}",
+            seconds(step.ran_ms()),
+            step.name
+        );
+    }
+    out
+}
+
+/// The Chrome trace-event document: per step a thread named after it with one span for the
+/// whole step, and inside it a `queued` span (until it started) and a `running` span.
+pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
+    let us = |ms: u64| ms * 1000;
+    let mut events = vec![serde_json::json!({
+        "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+        "args": { "name": format!("kiln build {} ({})", record.id, record.name) },
+    })];
+    for (n, step) in record.steps.iter().enumerate() {
+        let tid = n + 1;
+        let end = step
+            .completed_ms
+            .unwrap_or(record.duration_ms)
+            .max(step.queued_ms);
+        events.push(serde_json::json!({
+            "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
+            "args": { "name": step.name },
+        }));
+        events.push(serde_json::json!({
+            "name": step.name, "cat": "vertex", "ph": "X", "pid": 1, "tid": tid,
+            "ts": us(step.queued_ms), "dur": us(end - step.queued_ms),
+            "args": { "vertex": step.vertex, "status": step.status, "miss": step.miss },
+        }));
+        if let Some(started) = step.started_ms {
+            let started = started.clamp(step.queued_ms, end);
+            for (name, from, to) in [
+                ("queued", step.queued_ms, started),
+                ("running", started, end),
+            ] {
+                events.push(serde_json::json!({
+                    "name": name, "cat": "phase", "ph": "X", "pid": 1, "tid": tid,
+                    "ts": us(from), "dur": us(to - from),
+                }));
+            }
+        }
+    }
+    serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+}
+
+/// The build's graph: a node per step, coloured by what became of it (grey: cached, green:
+/// ran, red: failed, white: canceled), an edge from each input.
+pub(super) fn dot(record: &BuildRecord) -> String {
+    use kiln_llb::dump::dot_string;
+    let mut out = String::from("digraph build {\n  node [shape=box style=filled];\n");
+    for step in &record.steps {
+        let colour = match step.status {
+            StepStatus::Cached => "lightgrey",
+            StepStatus::Completed => "palegreen",
+            StepStatus::Failed => "salmon",
+            StepStatus::Canceled => "white",
+        };
+        let _ = writeln!(
+            out,
+            "  {} [label={} fillcolor={}];",
+            dot_string(&step.vertex),
+            dot_string(&step.name),
+            dot_string(colour)
+        );
+    }
+    for step in &record.steps {
+        for input in step.inputs.iter().filter(|i| record.step(i).is_some()) {
+            let _ = writeln!(
+                out,
+                "  {} -> {};",
+                dot_string(input),
+                dot_string(&step.vertex)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_solver::{BuildStatus, MissReason, StepRecord};
+
+    use super::*;
+
+    fn record() -> BuildRecord {
+        let step = |vertex: &str, status, times: Option<(u64, u64)>, inputs: &[&str]| StepRecord {
+            vertex: vertex.into(),
+            name: format!("step \"{vertex}\""),
+            status,
+            miss: (status != StepStatus::Cached).then_some(MissReason::NoRecord),
+            queued_ms: 0,
+            started_ms: times.map(|t| t.0),
+            completed_ms: times.map(|t| t.1),
+            error: None,
+            inputs: inputs.iter().map(|i| (*i).to_owned()).collect(),
+        };
+        BuildRecord {
+            id: "b1".into(),
+            name: "ctx".into(),
+            status: BuildStatus::Failed,
+            created: 0,
+            duration_ms: 4000,
+            build_args: Vec::new(),
+            steps: vec![
+                step("base", StepStatus::Cached, None, &[]),
+                step("make", StepStatus::Completed, Some((100, 3100)), &["base"]),
+                step("lint", StepStatus::Completed, Some((100, 600)), &["base"]),
+                step("test", StepStatus::Failed, Some((3100, 3900)), &["make"]),
+            ],
+        }
+    }
+
+    #[test]
+    fn summary_names_the_critical_path_slowest_steps_and_hits() {
+        assert_eq!(
+            summary(&record()),
+            "#summary 4.0s total, 3.8s on the critical path (3 steps), 1/4 steps cached (25%)\n\
+             #summary slow: 3.0s step \"make\"\n\
+             #summary slow: 0.8s step \"test\"\n\
+             #summary slow: 0.5s step \"lint\"\n"
+        );
+    }
+
+    #[test]
+    fn trace_has_a_span_per_step_and_its_phases() {
+        let trace = trace(&record());
+        let events = trace["traceEvents"].as_array().unwrap();
+        let spans = |cat: &str| events.iter().filter(|e| e["cat"] == cat).count();
+        assert_eq!(spans("vertex"), 4);
+        assert_eq!(spans("phase"), 6);
+        let make = events
+            .iter()
+            .find(|e| e["cat"] == "vertex" && e["args"]["vertex"] == "make")
+            .unwrap();
+        assert_eq!(
+            (make["ts"].as_u64(), make["dur"].as_u64()),
+            (Some(0), Some(3_100_000))
+        );
+    }
+
+    #[test]
+    fn dot_colours_steps_by_status_and_links_inputs() {
+        let dot = dot(&record());
+        assert!(dot.starts_with("digraph build {\n"), "{dot}");
+        assert!(
+            dot.contains("  \"base\" [label=\"step \\\"base\\\"\" fillcolor=\"lightgrey\"];\n"),
+            "{dot}"
+        );
+        assert!(dot.contains("fillcolor=\"salmon\""), "{dot}");
+        assert!(dot.contains("  \"make\" -> \"test\";\n"), "{dot}");
+        assert_eq!(dot.matches(" -> ").count(), 3);
+    }
+}

@@ -1,0 +1,257 @@
+//! Issue 19: a build that explains itself. `kiln history` lists the builds of a store,
+//! `kiln explain` says why each step ran (the changed file, the changed build arg, the
+//! input step, `--no-cache`), `kiln prune --history` forgets them, and `--iidfile` /
+//! `--metadata-file` say what the build made.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{assert_ok, kiln_in, ready, text};
+
+const DOCKERFILE: &str = "FROM busybox\n\
+ARG V=0\n\
+COPY app.txt /app.txt\n\
+RUN cat /app.txt > /out.txt && echo \"$V\" >> /out.txt\n";
+
+/// Builds `DIR/ctx` (the Dockerfile above, `app.txt` holding `app`) with `extra` flags.
+fn build(dir: &Path, app: &str, extra: &[&str]) -> Output {
+    let context = dir.join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs_err::write(context.join("app.txt"), app).unwrap();
+    let context = context.to_string_lossy().into_owned();
+    let mut args = vec!["build"];
+    if !extra.contains(&"-q") {
+        args.push("--progress=plain");
+    }
+    args.extend_from_slice(extra);
+    args.push(&context);
+    kiln_in(dir, &args, &[])
+}
+
+fn json(output: Output) -> serde_json::Value {
+    let output = assert_ok(output);
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)))
+}
+
+/// The steps `kiln explain --format json` lists for the last build.
+fn explained(dir: &Path) -> Vec<serde_json::Value> {
+    let document = json(kiln_in(dir, &["explain", "--format", "json"], &[]));
+    document["steps"].as_array().unwrap().clone()
+}
+
+/// The explained step whose name contains `part`.
+fn step<'a>(steps: &'a [serde_json::Value], part: &str) -> &'a serde_json::Value {
+    steps
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().contains(part))
+        .unwrap_or_else(|| panic!("no step {part:?} in {steps:#?}"))
+}
+
+#[test]
+fn explain_names_the_changed_file_build_arg_and_no_cache() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    assert_ok(build(dir, "one", &["--build-arg", "V=1"]));
+    let steps = explained(dir);
+    assert_eq!(step(&steps, "RUN cat")["reason"]["kind"], "no-record");
+
+    // The same build again: everything cached, nothing to explain.
+    assert_ok(build(dir, "one", &["--build-arg", "V=1"]));
+    assert_eq!(explained(dir), Vec::<serde_json::Value>::new());
+
+    // A file of the context changes: the context names it, and the COPY names the context.
+    assert_ok(build(dir, "three", &["--build-arg", "V=1"]));
+    let steps = explained(dir);
+    let context = steps
+        .iter()
+        .find(|s| s["reason"]["kind"] == "content-changed")
+        .unwrap_or_else(|| panic!("{steps:#?}"));
+    assert_eq!(context["reason"]["file"], "app.txt");
+    let change = &context["reason"]["change"];
+    assert_eq!(change["change"], "modified", "{context:#}");
+    assert_eq!(
+        (change["old_size"].as_u64(), change["new_size"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_ne!(change["old_sha256"], change["new_sha256"]);
+    let context_name = context["name"].as_str().unwrap();
+    let copy = step(&steps, "COPY app.txt");
+    assert_eq!(copy["reason"]["kind"], "input-changed");
+    assert_eq!(
+        copy["explanation"],
+        format!("its input {context_name:?} changed")
+    );
+    let run = step(&steps, "RUN cat");
+    assert!(
+        run["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("COPY app.txt"),
+        "{run:#}"
+    );
+
+    // A build arg changes: the RUN that reads it says which.
+    let trace = dir.join("trace.json");
+    let dot = dir.join("graph.dot");
+    let output = assert_ok(build(
+        dir,
+        "three",
+        &[
+            "--build-arg",
+            "V=2",
+            "--explain",
+            "--trace",
+            &trace.to_string_lossy(),
+            "--dot",
+            &dot.to_string_lossy(),
+        ],
+    ));
+    let steps = explained(dir);
+    let run = step(&steps, "RUN cat");
+    assert_eq!(run["reason"]["kind"], "definition-changed");
+    assert_eq!(run["reason"]["changes"][0]["name"], "V");
+    assert_eq!(run["explanation"], "build arg V changed");
+    assert_eq!(steps.len(), 1, "{steps:#?}");
+    // `--explain` said so after the build, under the plain progress's summary.
+    let said = text(&output);
+    assert!(said.contains("  ran: build arg V changed\n"), "{said}");
+    assert!(said.contains(" on the critical path ("), "{said}");
+    assert!(said.contains("#summary slow: "), "{said}");
+    // The trace has a span per step of the build's record; the graph a node per step.
+    let record = json(kiln_in(dir, &["history", "--format", "json"], &[]))[0].clone();
+    let record_steps = record["steps"].as_array().unwrap();
+    let trace: serde_json::Value = serde_json::from_slice(&fs_err::read(&trace).unwrap()).unwrap();
+    let spans: Vec<&serde_json::Value> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "vertex")
+        .collect();
+    assert_eq!(spans.len(), record_steps.len());
+    for step in record_steps {
+        assert!(
+            spans.iter().any(|s| s["args"]["vertex"] == step["vertex"]),
+            "{step:#}"
+        );
+    }
+    let dot = fs_err::read_to_string(&dot).unwrap();
+    assert!(dot.starts_with("digraph build {"), "{dot}");
+    assert_eq!(
+        dot.matches("fillcolor=").count(),
+        record_steps.len(),
+        "{dot}"
+    );
+    assert!(dot.contains("fillcolor=\"palegreen\""), "{dot}");
+    assert!(dot.contains(" -> "), "{dot}");
+
+    // --no-cache: every step ran, ignoring the cache.
+    assert_ok(build(dir, "three", &["--build-arg", "V=2", "--no-cache"]));
+    let steps = explained(dir);
+    assert!(steps.len() >= 3, "{steps:#?}");
+    for step in &steps {
+        assert_eq!(step["reason"]["kind"], "ignored", "{step:#}");
+    }
+
+    // The history lists the five builds, newest first; an older one is still explained.
+    let builds = json(kiln_in(dir, &["history", "--format", "json"], &[]));
+    let builds = builds.as_array().unwrap();
+    assert_eq!(builds.len(), 5);
+    assert_eq!(builds[0]["status"], "completed");
+    let second = builds[3]["id"].as_str().unwrap();
+    let old = json(kiln_in(dir, &["explain", "--format", "json", second], &[]));
+    assert_eq!(old["steps"], serde_json::json!([]));
+    assert_eq!(old["cached"], old["steps_total"]);
+    let table = assert_ok(kiln_in(dir, &["history"], &[]));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("BUILD ID "), "{table}");
+    assert!(table.contains(second), "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
+    let text_explained = assert_ok(kiln_in(dir, &["explain", "^1"], &[]));
+    assert!(
+        String::from_utf8_lossy(&text_explained.stdout).contains("ran: build arg V changed"),
+        "{}",
+        text(&text_explained)
+    );
+
+    // prune --history forgets them.
+    let pruned = assert_ok(kiln_in(dir, &["prune", "--history", "-f"], &[]));
+    assert_eq!(
+        String::from_utf8_lossy(&pruned.stdout),
+        "Deleted 5 build records\n"
+    );
+    let output = kiln_in(dir, &["explain"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no build is recorded in this store"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn iidfile_and_metadata_file_name_the_image_and_the_build() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let iid = dir.join("iid");
+    let metadata = dir.join("metadata.json");
+    let output = build(
+        dir,
+        "one",
+        &[
+            "-t",
+            "explained:1",
+            "--iidfile",
+            &iid.to_string_lossy(),
+            "--metadata-file",
+            &metadata.to_string_lossy(),
+        ],
+    );
+    assert_ok(output);
+    let id = fs_err::read_to_string(&iid).unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id:?}");
+    // `kiln images` shows the same id, shortened.
+    let images = assert_ok(kiln_in(dir, &["images"], &[]));
+    let images = String::from_utf8_lossy(&images.stdout).into_owned();
+    let short = &id["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("explained ") && l.contains(short)),
+        "{images}"
+    );
+    let document: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    assert_eq!(document["containerimage.config.digest"], id.as_str());
+    assert_eq!(document["containerimage.digest"], id.as_str());
+    assert_eq!(document["image.name"], "docker.io/library/explained:1");
+    let builds = json(kiln_in(dir, &["history", "--format", "json"], &[]));
+    assert_eq!(
+        document["buildx.build.ref"],
+        format!("kiln/local/{}", builds[0]["id"].as_str().unwrap())
+    );
+
+    // -q prints that id alone.
+    let quiet = assert_ok(build(dir, "one", &["-q", "-t", "explained:1"]));
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), format!("{id}\n"));
+
+    // No image, no id: a clear error.
+    let out = format!("type=local,dest={}", dir.join("out").display());
+    let output = build(
+        dir,
+        "one",
+        &["-o", &out, "--iidfile", &iid.to_string_lossy()],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("--iidfile: the build made no image"),
+        "{}",
+        text(&output)
+    );
+}
