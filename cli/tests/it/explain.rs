@@ -255,3 +255,62 @@ fn iidfile_and_metadata_file_name_the_image_and_the_build() {
         text(&output)
     );
 }
+
+/// A base image whose tag moved: the `FROM` step names the image and both digests, and the
+/// `RUN` on it names the `FROM` step.
+#[test]
+fn serial_explain_names_the_moved_base_image_and_its_digests() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/explain-base:{:x}",
+        std::process::id()
+    );
+    let publish = |marker: &str| {
+        let pusher = dir.path().join(format!("pusher-{marker}"));
+        let dockerfile = format!("FROM busybox\nRUN echo {marker} > /marker\n");
+        assert_ok(crate::build_dockerfile_sources::build(
+            &pusher,
+            &dockerfile,
+            &[],
+            &["-t", &name, "--push"],
+        ));
+    };
+    let builder = dir.path().join("builder");
+    let dockerfile = format!("FROM {name}\nRUN cat /marker > /seen\n");
+    publish("one");
+    assert_ok(crate::build_dockerfile_sources::build(
+        &builder,
+        &dockerfile,
+        &[],
+        &[],
+    ));
+    publish("two");
+    assert_ok(crate::build_dockerfile_sources::build(
+        &builder,
+        &dockerfile,
+        &[],
+        &[],
+    ));
+    let steps = explained(&builder);
+    let from = step(&steps, "FROM 127.0.0.1:5000/kiln-test/explain-base");
+    let change = &from["reason"]["changes"][0];
+    assert_eq!(change["kind"], "image", "{from:#}");
+    assert_eq!(change["reference"], name.as_str());
+    let (old, new) = (
+        change["old"].as_str().unwrap(),
+        change["new"].as_str().unwrap(),
+    );
+    assert!(old.starts_with("sha256:") && new.starts_with("sha256:") && old != new);
+    assert_eq!(
+        from["explanation"],
+        format!("base image {name} changed from {old} to {new}")
+    );
+    let from_name = from["name"].as_str().unwrap();
+    assert_eq!(
+        step(&steps, "RUN cat /marker")["explanation"],
+        format!("its input {from_name:?} changed")
+    );
+}
