@@ -133,17 +133,21 @@ fn explain_change(change: &DefinitionChange, build: &BuildRecord) -> String {
     }
 }
 
-/// The steps that ran, each with its reason.
-fn ran(build: &BuildRecord) -> impl Iterator<Item = (&kiln_solver::StepRecord, &MissReason)> {
-    build
+/// The steps that ran, each with its reason, in the order they started (those that never
+/// did last).
+fn ran(build: &BuildRecord) -> Vec<(&kiln_solver::StepRecord, &MissReason)> {
+    let mut ran: Vec<_> = build
         .steps
         .iter()
         .filter(|s| s.status != StepStatus::Cached)
         .filter_map(|s| s.miss.as_ref().map(|m| (s, m)))
+        .collect();
+    ran.sort_by_key(|(s, _)| (s.started_ms.unwrap_or(u64::MAX), s.queued_ms));
+    ran
 }
 
 pub(crate) fn render(build: &BuildRecord) -> String {
-    let ran: Vec<_> = ran(build).collect();
+    let ran = ran(build);
     let mut out = format!(
         "Build {} ({}): {} in {}, {} steps, {} cached, {} ran\n",
         build.id,
@@ -154,6 +158,9 @@ pub(crate) fn render(build: &BuildRecord) -> String {
         build.cached_steps(),
         ran.len(),
     );
+    if ran.is_empty() {
+        out.push_str("Nothing ran: every step came from the cache.\n");
+    }
     for (step, reason) in ran {
         let name = if step.name.is_empty() {
             &step.vertex
@@ -167,6 +174,7 @@ pub(crate) fn render(build: &BuildRecord) -> String {
 
 fn to_json(build: &BuildRecord) -> serde_json::Value {
     let steps: Vec<serde_json::Value> = ran(build)
+        .into_iter()
         .map(|(step, reason)| {
             serde_json::json!({
                 "vertex": step.vertex,

@@ -254,6 +254,24 @@ fn iidfile_and_metadata_file_name_the_image_and_the_build() {
         "{}",
         text(&output)
     );
+
+    // A build whose export fails is recorded as failed, though every step was cached.
+    let file = dir.join("a-file");
+    fs_err::write(&file, "").unwrap();
+    let out = format!("type=local,dest={}", file.join("sub").display());
+    let output = build(dir, "one", &["-o", &out]);
+    assert!(!output.status.success(), "{}", text(&output));
+    let builds = json(kiln_in(dir, &["history", "--format", "json"], &[]));
+    assert_eq!(builds[0]["status"], "failed");
+    assert_eq!(builds[1]["status"], "completed");
+    let explained = assert_ok(kiln_in(dir, &["explain"], &[]));
+    assert!(
+        String::from_utf8_lossy(&explained.stdout).contains("Error in ")
+            && String::from_utf8_lossy(&explained.stdout)
+                .contains("Nothing ran: every step came from the cache.\n"),
+        "{}",
+        text(&explained)
+    );
 }
 
 /// A base image whose tag moved: the `FROM` step names the image and both digests, and the

@@ -361,8 +361,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         Ok(_) => BuildStatus::Completed,
         Err(_) => BuildStatus::Failed,
     };
-    let build_id = record_build(
-        &store,
+    let mut record = report_build(
         &recorder,
         args,
         context.as_deref(),
@@ -370,35 +369,44 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         status,
         matches!(progress, Progress::Plain(_)),
     )?;
-    let (result, keys) = solved.context("failed to solve")?;
-    let inline = keys
-        .as_ref()
-        .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
-    let exported = kiln_engine::export(
-        &store,
-        &result,
-        &outputs,
-        image_config.as_ref(),
-        &config.cache,
-        inline,
-    )?;
-    if let Some(keys) = &keys {
-        for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
-            let exported = runtime.block_on(kiln_engine::export_cache(
-                &store,
-                keys,
-                request,
-                &config.cache,
-            ));
-            match exported {
-                Ok(()) => {}
-                Err(error) if request.ignore_error => {
-                    warn(&format!("{:#}", anyhow::Error::from(error)));
+    let exported = (|| {
+        let (result, keys) = solved.context("failed to solve")?;
+        let inline = keys
+            .as_ref()
+            .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
+        let exported = kiln_engine::export(
+            &store,
+            &result,
+            &outputs,
+            image_config.as_ref(),
+            &config.cache,
+            inline,
+        )?;
+        if let Some(keys) = &keys {
+            for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
+                let exported = runtime.block_on(kiln_engine::export_cache(
+                    &store,
+                    keys,
+                    request,
+                    &config.cache,
+                ));
+                match exported {
+                    Ok(()) => {}
+                    Err(error) if request.ignore_error => {
+                        warn(&format!("{:#}", anyhow::Error::from(error)));
+                    }
+                    Err(error) => return Err(error).context("failed to export the build cache"),
                 }
-                Err(error) => return Err(error).context("failed to export the build cache"),
             }
         }
+        Ok(exported)
+    })();
+    // A build whose export failed failed, as buildx's history says.
+    if exported.is_err() {
+        record.status = BuildStatus::Failed;
     }
+    let build_id = store_build(&store, &record);
+    let exported = exported?;
     // What the build made is named by its records and outputs now; with `[gc] enabled`, the
     // policies then prune the cache down to their limits (a collection waits for leases).
     drop(lease);
@@ -416,19 +424,17 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stores the build's record, then says what it asks for of it: the plain progress's
-/// summary, why its steps ran (`--explain`), its trace and graph (`--trace`, `--dot`).
-/// Returns its id (`None` if it could not be stored: a record is not worth failing a build
-/// for).
-fn record_build(
-    store: &Store,
+/// The build's record, once it is solved; says what the build asks for of it: the plain
+/// progress's summary, why its steps ran (`--explain`), its trace and graph (`--trace`,
+/// `--dot`).
+fn report_build(
     recorder: &Recorder,
     args: &BuildArgs,
     context: Option<&Path>,
     definition: Option<&LoadedDefinition>,
     status: BuildStatus,
     plain: bool,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<kiln_solver::BuildRecord> {
     let name = match (&args.llb, context) {
         (Some(llb), _) => llb.display().to_string(),
         (None, Some(dir)) => {
@@ -448,8 +454,7 @@ fn record_build(
         .iter()
         .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).to_owned())
         .collect();
-    let id = kiln_solver::new_build_id();
-    let mut record = recorder.finish(id.clone(), name, status, build_args);
+    let mut record = recorder.finish(kiln_solver::new_build_id(), name, status, build_args);
     if let Some(definition) = definition {
         record.set_inputs(|vertex| {
             kiln_llb::Digest::parse(vertex)
@@ -478,12 +483,18 @@ fn record_build(
     if let Some(path) = &args.dot {
         fs_err::write(path, report::dot(&record)).context("writing the --dot")?;
     }
+    Ok(record)
+}
+
+/// Stores the build's record; returns its id (`None` if it could not be stored: a record is
+/// not worth failing a build for).
+fn store_build(store: &Store, record: &kiln_solver::BuildRecord) -> Option<String> {
     let limits = kiln_cache::BuildHistoryLimits::default();
-    match store.put_build_record(&id, &record.to_json(), limits) {
-        Ok(()) => Ok(Some(id)),
+    match store.put_build_record(&record.id, &record.to_json(), limits) {
+        Ok(()) => Some(record.id.clone()),
         Err(error) => {
             warn(&format!("could not record the build: {error}"));
-            Ok(None)
+            None
         }
     }
 }
