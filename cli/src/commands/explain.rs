@@ -158,7 +158,9 @@ pub(crate) fn render(build: &BuildRecord) -> String {
         build.cached_steps(),
         ran.len(),
     );
-    if ran.is_empty() {
+    if build.steps.is_empty() {
+        out.push_str("No step was solved.\n");
+    } else if ran.is_empty() {
         out.push_str("Nothing ran: every step came from the cache.\n");
     }
     for (step, reason) in ran {

@@ -272,6 +272,27 @@ fn iidfile_and_metadata_file_name_the_image_and_the_build() {
         "{}",
         text(&explained)
     );
+
+    // A build that fails before any step (its Dockerfile) is recorded as failed too.
+    let broken = dir.join("broken");
+    fs_err::create_dir_all(&broken).unwrap();
+    fs_err::write(broken.join("Dockerfile"), "FROM busybox\nFROBNICATE now\n").unwrap();
+    let output = kiln_in(dir, &["build", &broken.to_string_lossy()], &[]);
+    assert!(!output.status.success(), "{}", text(&output));
+    let builds = json(kiln_in(dir, &["history", "--format", "json"], &[]));
+    assert_eq!(builds.as_array().unwrap().len(), 5);
+    assert_eq!(builds[0]["status"], "failed");
+    assert_eq!(builds[0]["name"], "broken");
+    assert_eq!(builds[0]["steps"], serde_json::json!([]));
+    // One refused for its flags before it began is not.
+    let output = kiln_in(
+        dir,
+        &["build", "--no-cache", "--no-cache-filter", "x", "."],
+        &[],
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    let builds = json(kiln_in(dir, &["history", "--format", "json"], &[]));
+    assert_eq!(builds.as_array().unwrap().len(), 5);
 }
 
 /// A base image whose tag moved: the `FROM` step names the image and both digests, and the

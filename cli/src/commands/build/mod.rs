@@ -140,7 +140,73 @@ fn parse_entitlements(values: &[String]) -> anyhow::Result<kiln_solver::Entitlem
     Ok(entitlements)
 }
 
+/// Passes the build's events on to its progress, once that is shown (the build's record
+/// starts before).
+#[derive(Default)]
+struct Forward(std::sync::OnceLock<Arc<dyn kiln_solver::Reporter>>);
+
+impl kiln_solver::Reporter for Forward {
+    fn event(&self, event: kiln_solver::Event) {
+        if let Some(next) = self.0.get() {
+            next.event(event);
+        }
+    }
+}
+
+/// What the build's record needs from the build, and whether it was stored.
+struct Noted {
+    forward: Arc<Forward>,
+    recorder: Arc<Recorder>,
+    /// The store, once the build opened it.
+    store: Option<Arc<Store>>,
+    /// Whether the record was stored.
+    stored: bool,
+}
+
+impl Noted {
+    /// Shows the build's events on `progress` from now on.
+    fn show_on(&self, progress: &Progress) {
+        let _ = self.forward.0.set(progress.reporter());
+    }
+}
+
 pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let forward = Arc::new(Forward::default());
+    let mut noted = Noted {
+        recorder: Arc::new(Recorder::new(forward.clone())),
+        forward,
+        store: None,
+        stored: false,
+    };
+    let result = build(root, config, args, &mut noted);
+    // A build that failed before its steps were solved (its Dockerfile, its frontend) is
+    // recorded too, as buildx's history keeps it; one refused before it opened the store
+    // (its flags) is not.
+    if let (Err(_), false, Some(store)) = (&result, noted.stored, &noted.store) {
+        let context = args
+            .context
+            .as_deref()
+            .and_then(|c| fs_err::canonicalize(c).ok());
+        if let Ok(record) = report_build(
+            &noted.recorder,
+            args,
+            context.as_deref(),
+            None,
+            BuildStatus::Failed,
+            false,
+        ) {
+            store_build(store, &record);
+        }
+    }
+    result
+}
+
+fn build(
+    root: &Path,
+    config: &Config,
+    args: &BuildArgs,
+    noted: &mut Noted,
+) -> anyhow::Result<ExitCode> {
     if args.llb.is_some() && (!args.ulimit.is_empty() || args.cgroup_parent.is_some()) {
         bail!(
             "--ulimit and --cgroup-parent apply to the RUN steps of a Dockerfile; \
@@ -202,6 +268,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             .with_context(|| format!("opening the store at {}", root.display()))?
             .with_unpack_limits(config.cache.unpack),
     );
+    noted.store = Some(store.clone());
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
     let lease = store.lease().context("taking a lease on the store")?;
@@ -260,7 +327,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     let mut session = None;
     let mut progress = None;
     // Notes the build's events for its record (`kiln history`, `kiln explain`).
-    let mut recorder: Option<Arc<Recorder>> = None;
+    let recorder = noted.recorder.clone();
     // The image configuration of a Dockerfile build, for the exporters.
     let (definition, image_config) = match (&args.llb, &context, &source) {
         (Some(llb), _, _) => (Some(read_definition(llb)?), None),
@@ -279,19 +346,18 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
                     // The frontend image solves through the build's own session.
                     let shared = new_session(imports.get(&runtime)?);
                     let shown = Progress::stderr(progress_flag(args)?)?;
-                    let noted = Arc::new(Recorder::new(shown.reporter()));
+                    noted.show_on(&shown);
                     let ran = gateway::run(
                         syntax,
                         &options,
                         gateway::extra_options(args)?,
                         args.no_cache,
                         shared.clone(),
-                        noted.clone(),
+                        recorder.clone(),
                         &runtime,
                     );
                     session = Some(shared);
                     progress = Some(shown);
-                    recorder = Some(noted);
                     match ran {
                         Ok(converted) => converted,
                         Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
@@ -346,7 +412,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         Some(progress) => progress,
         None => Progress::stderr(progress_flag(args)?)?,
     };
-    let recorder = recorder.unwrap_or_else(|| Arc::new(Recorder::new(progress.reporter())));
+    noted.show_on(&progress);
     let solved = match &definition {
         Some(definition) if !cache_to.is_empty() => {
             runtime.block_on(session.solve_keyed(definition, recorder.clone()))
@@ -406,6 +472,7 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
         record.status = BuildStatus::Failed;
     }
     let build_id = store_build(&store, &record);
+    noted.stored = true;
     let exported = exported?;
     // What the build made is named by its records and outputs now; with `[gc] enabled`, the
     // policies then prune the cache down to their limits (a collection waits for leases).

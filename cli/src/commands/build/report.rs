@@ -17,11 +17,14 @@ pub(super) fn summary(record: &BuildRecord) -> String {
         0 => 0,
         n => cached * 100 / n,
     };
+    let steps = match path.len() {
+        1 => "1 step".to_owned(),
+        n => format!("{n} steps"),
+    };
     let mut out = format!(
-        "#summary {} total, {} on the critical path ({} steps), {cached}/{total} steps cached ({ratio}%)\n",
+        "#summary {} total, {} on the critical path ({steps}), {cached}/{total} steps cached ({ratio}%)\n",
         seconds(record.duration_ms),
         seconds(critical),
-        path.len(),
     );
     let mut ran: Vec<_> = record
         .steps
