@@ -92,6 +92,13 @@ pub enum FileChange {
         /// Its content digest then.
         sha256: String,
     },
+    /// The file's mode changed, its content did not.
+    ModeChanged {
+        /// Its `st_mode` then.
+        old_mode: u32,
+        /// Its `st_mode` now.
+        new_mode: u32,
+    },
     /// The file's content changed.
     Modified {
         /// Its size then.

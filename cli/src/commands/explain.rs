@@ -76,6 +76,11 @@ pub(crate) fn explain(reason: &MissReason, build: &BuildRecord) -> String {
                 format!("the file {file:?} was added ({size} bytes)")
             }
             Some(FileChange::Removed { .. }) => format!("the file {file:?} was removed"),
+            Some(FileChange::ModeChanged { old_mode, new_mode }) => format!(
+                "the mode of the file {file:?} changed ({:o} -> {:o})",
+                old_mode & 0o7777,
+                new_mode & 0o7777
+            ),
             Some(FileChange::Modified {
                 old_size,
                 new_size,
@@ -304,6 +309,19 @@ mod tests {
         assert_eq!(
             explain(&modified, &record),
             "the file \"app.txt\" changed (3 -> 4 bytes, sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb)"
+        );
+        let chmod = MissReason::ContentChanged {
+            old: "a".into(),
+            new: "b".into(),
+            file: Some("run.sh".into()),
+            change: Some(FileChange::ModeChanged {
+                old_mode: 0o100644,
+                new_mode: 0o100755,
+            }),
+        };
+        assert_eq!(
+            explain(&chmod, &record),
+            "the mode of the file \"run.sh\" changed (644 -> 755)"
         );
     }
 

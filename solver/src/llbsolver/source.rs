@@ -395,6 +395,8 @@ struct StatKey {
     mtime_ns: i128,
     ctime_ns: i128,
     inode: u64,
+    /// `st_mode` (0: not known, in a cache written before modes were kept).
+    mode: u32,
 }
 
 impl StatKey {
@@ -405,16 +407,21 @@ impl StatKey {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
             inode: meta.ino(),
+            mode: meta.mode(),
         }
     }
 }
+
+/// The first line of a checksum cache that keeps each file's mode (before the path); a
+/// cache without it is read with modes unknown, and rewritten with them.
+const CHECKSUMS_HEADER: &[u8] = b"kiln-checksums 2\n";
 
 /// A file's size and the sha256 of its content.
 type SizedDigest = (u64, [u8; 32]);
 
 /// File checksums of one local directory from earlier builds, keyed by relative path. Kept in
-/// the store as lines `size mtime ctime inode sha256 path`, the path as the directory's own
-/// bytes (which need not be UTF-8).
+/// the store as [`CHECKSUMS_HEADER`] and lines `size mtime ctime inode sha256 mode path` (the
+/// mode in octal, the path as the directory's own bytes, which need not be UTF-8).
 struct ChecksumCache {
     file: PathBuf,
     entries: FileChecksums,
@@ -422,6 +429,9 @@ struct ChecksumCache {
     /// The first file found with content other than cached, or not cached at all: its
     /// path, its size and digest before (if cached) and now.
     first_changed: Option<(PathBuf, Option<SizedDigest>, SizedDigest)>,
+    /// The first file found with the content cached but another mode: its path, its mode
+    /// before and now.
+    first_mode_changed: Option<(PathBuf, u32, u32)>,
     /// Whether it held anything when loaded (there is something to compare with).
     loaded_any: bool,
 }
@@ -432,18 +442,27 @@ impl ChecksumCache {
         let file = store_root.join("local-checksums").join(name);
         let mut entries = HashMap::new();
         if let Ok(bytes) = fs_err::read(&file) {
+            let (with_modes, bytes) = match bytes.strip_prefix(CHECKSUMS_HEADER) {
+                Some(rest) => (true, rest),
+                None => (false, bytes.as_slice()),
+            };
             for line in bytes.split(|&b| b == b'\n') {
-                let mut fields = line.splitn(6, |&b| b == b' ');
+                let mut fields = line.splitn(if with_modes { 7 } else { 6 }, |&b| b == b' ');
                 let mut next = || fields.next();
                 let parsed = (|| {
                     let mut number = || std::str::from_utf8(next()?).ok();
-                    let key = StatKey {
+                    let mut key = StatKey {
                         size: number()?.parse().ok()?,
                         mtime_ns: number()?.parse().ok()?,
                         ctime_ns: number()?.parse().ok()?,
                         inode: number()?.parse().ok()?,
+                        mode: 0,
                     };
                     let digest: [u8; 32] = hex::decode(next()?).ok()?.try_into().ok()?;
+                    if with_modes {
+                        let mode = std::str::from_utf8(next()?).ok()?;
+                        key.mode = u32::from_str_radix(mode, 8).ok()?;
+                    }
                     let path = next().filter(|p| !p.is_empty())?;
                     Some((PathBuf::from(OsStr::from_bytes(path)), (key, digest)))
                 })();
@@ -458,6 +477,7 @@ impl ChecksumCache {
             entries,
             changed: false,
             first_changed: None,
+            first_mode_changed: None,
         }
     }
 
@@ -482,6 +502,12 @@ impl ChecksumCache {
             let before = before.map(|(cached, old)| (cached.size, old));
             self.first_changed = Some((rel.to_owned(), before, (key.size, digest)));
         }
+        if let Some((cached, old)) = before {
+            let mode_changed = cached.mode != 0 && cached.mode != key.mode;
+            if old == digest && mode_changed && self.first_mode_changed.is_none() {
+                self.first_mode_changed = Some((rel.to_owned(), cached.mode, key.mode));
+            }
+        }
         // Paths with line breaks are hashed every time rather than stored.
         if !rel.as_os_str().as_bytes().contains(&b'\n') {
             self.entries.insert(rel.to_owned(), (key, digest));
@@ -497,8 +523,8 @@ impl ChecksumCache {
     }
 
     /// A file that changed since the cache was written, and how: the first whose content
-    /// differs or that is new, else the first that is gone from `selected`. `None` for a
-    /// first build.
+    /// differs or that is new, else the first that is gone from `selected`, else the first
+    /// whose mode changed. `None` for a first build.
     fn first_change_detail(&self, selected: &[Selected]) -> Option<(String, FileChange)> {
         let sha256 = |digest: &[u8; 32]| format!("sha256:{}", hex::encode(digest));
         if !self.loaded_any {
@@ -527,7 +553,16 @@ impl ChecksumCache {
             .filter(|p| !now.contains(p.as_path()))
             .collect();
         gone.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-        let path = gone.first()?;
+        let Some(path) = gone.first() else {
+            let (path, old_mode, new_mode) = self.first_mode_changed.as_ref()?;
+            return Some((
+                path.display().to_string(),
+                FileChange::ModeChanged {
+                    old_mode: *old_mode,
+                    new_mode: *new_mode,
+                },
+            ));
+        };
         let (key, digest) = self.entries.get(*path)?;
         Some((
             path.display().to_string(),
@@ -549,16 +584,17 @@ impl ChecksumCache {
         if !self.changed && self.entries.len() == before {
             return Ok(());
         }
-        let mut text = Vec::new();
+        let mut text = CHECKSUMS_HEADER.to_vec();
         for (path, (key, digest)) in &self.entries {
             text.extend_from_slice(
                 format!(
-                    "{} {} {} {} {} ",
+                    "{} {} {} {} {} {:o} ",
                     key.size,
                     key.mtime_ns,
                     key.ctime_ns,
                     key.inode,
-                    hex::encode(digest)
+                    hex::encode(digest),
+                    key.mode
                 )
                 .as_bytes(),
             );
@@ -761,12 +797,64 @@ mod tests {
             .save(&select_all(context.path()), store.path())
             .unwrap();
 
+        // Only the mode changes: it says so.
+        use std::os::unix::fs::PermissionsExt as _;
+        let c = context.path().join("c");
+        fs_err::set_permissions(&c, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        tree_digest(context.path(), &selected, &mut cache).unwrap();
+        let Some((path, FileChange::ModeChanged { old_mode, new_mode })) =
+            cache.first_change_detail(&selected)
+        else {
+            panic!("{:?}", cache.first_change_detail(&selected));
+        };
+        assert_eq!(path, "c");
+        assert_ne!(old_mode & 0o777, 0o700);
+        assert_eq!(new_mode & 0o777, 0o700);
+        cache
+            .save(&select_all(context.path()), store.path())
+            .unwrap();
+
         fs_err::remove_file(context.path().join("a")).unwrap();
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache).as_deref(), Some("a"), "a is gone");
         fs_err::write(context.path().join("d"), "d").unwrap();
         let mut cache = ChecksumCache::load(store.path(), context.path());
         assert_eq!(change(&mut cache).as_deref(), Some("d"), "d is new");
+    }
+
+    #[test]
+    fn a_cache_without_modes_is_read_and_rewritten_with_them() {
+        let store = tempfile::tempdir().unwrap();
+        let context = tempfile::tempdir().unwrap();
+        fs_err::write(context.path().join("a"), "a").unwrap();
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let selected = select_all(context.path());
+        tree_digest(context.path(), &selected, &mut cache).unwrap();
+        cache.save(&selected, store.path()).unwrap();
+        // As an older version wrote it: no header, no mode.
+        let file = cache.file.clone();
+        let text = fs_err::read(&file).unwrap();
+        let line = text.strip_prefix(CHECKSUMS_HEADER).unwrap();
+        let fields: Vec<&[u8]> = line.splitn(7, |&b| b == b' ').collect();
+        let old = [&fields[..5], &fields[6..]].concat().join(&b' ');
+        fs_err::write(&file, &old).unwrap();
+
+        let mut cache = ChecksumCache::load(store.path(), context.path());
+        let (_, (key, _)) = cache.entries.iter().next().unwrap();
+        assert_eq!(key.mode, 0, "not known");
+        tree_digest(context.path(), &selected, &mut cache).unwrap();
+        assert_eq!(
+            cache.first_change_detail(&selected),
+            None,
+            "nothing changed"
+        );
+        cache.save(&selected, store.path()).unwrap();
+        assert!(fs_err::read(&file).unwrap().starts_with(CHECKSUMS_HEADER));
+        let cache = ChecksumCache::load(store.path(), context.path());
+        let (_, (key, _)) = cache.entries.iter().next().unwrap();
+        assert_ne!(key.mode, 0);
     }
 
     #[test]
