@@ -117,8 +117,9 @@ pub enum FileChange {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fact {
-    /// An environment variable of a process, by a digest of its value (values are not kept:
-    /// they may be secrets, and the history lives in the store).
+    /// An environment variable of a process, by a digest of its value (for LLB: the first 16
+    /// hex digits of its sha256; values are not kept: they may be secrets, and the history
+    /// lives in the store).
     Env {
         /// The variable's name.
         name: String,
