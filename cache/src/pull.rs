@@ -67,7 +67,9 @@ pub struct PullOptions {
     pub credential_helper_path: Option<OsString>,
     /// The wanted platform's OS.
     pub os: String,
-    /// The wanted platform's architecture.
+    /// The wanted platform's architecture, optionally with its variant (`arm64`, `arm/v7`);
+    /// an index entry is chosen as containerd's matcher does (`arm64` = `arm64/v8`, `arm/v7`
+    /// falls back to `arm/v6`, `arm/v5`).
     pub architecture: String,
     /// Use an image already in the store under the same name (built with `-t` or loaded)
     /// instead of asking the registry, as `docker build` does for `FROM`.
@@ -156,6 +158,8 @@ struct IndexEntry {
 struct Platform {
     os: String,
     architecture: String,
+    #[serde(default)]
+    variant: String,
 }
 
 #[derive(Deserialize)]
@@ -523,16 +527,26 @@ async fn pull_from(
         .map_err(|e| bad(format!("manifest {manifest_digest}"), e.to_string()))?;
     let mut index = None;
     if let Some(entries) = &manifest.manifests {
-        let platform = format!("{}/{}", options.os, options.architecture);
-        let entry = entries
+        let (architecture, variant) = options
+            .architecture
+            .split_once('/')
+            .unwrap_or((options.architecture.as_str(), ""));
+        let wanted = crate::platform::Platform::new(&options.os, architecture, variant);
+        let offered: Vec<_> = entries
             .iter()
-            .find(|e| {
-                e.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == options.os && p.architecture == options.architecture)
+            .map(|e| {
+                e.platform.as_ref().map_or_else(
+                    // An entry without a platform serves none.
+                    || crate::platform::Platform::new("", "", ""),
+                    |p| crate::platform::Platform::new(&p.os, &p.architecture, &p.variant),
+                )
             })
+            .collect();
+        let entry = wanted
+            .best_match(&offered)
+            .and_then(|i| entries.get(i))
             .ok_or_else(|| Error::NoMatchingPlatform {
-                platform,
+                platform: wanted.to_string(),
                 reference: reference.whole(),
             })?;
         let digest = parse_digest(&entry.digest, "index entry")?;
