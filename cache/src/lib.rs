@@ -82,7 +82,6 @@ mod link;
 mod load;
 mod meta;
 mod mount;
-mod platform;
 mod pull;
 mod registry;
 mod snapshot;
@@ -117,7 +116,6 @@ pub use limits::{LayerLimit, UnpackLimits};
 pub use mount::{View, with_views};
 pub use oci_client;
 pub use oci_spec;
-pub use platform::Platform;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull, resolve_digest};
 pub use registry::{
     Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,

@@ -255,6 +255,70 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             None,
         ))
     };
+    let platforms = dockerfile::platforms(args)?;
+    if platforms.len() > 1 {
+        let (Some(dir), Some(source)) = (&context, &source) else {
+            bail!(
+                "--platform with several platforms builds a Dockerfile; an LLB Definition \
+                 names the platform of each op"
+            );
+        };
+        if args.print_llb {
+            bail!("--print-llb prints one Definition: give one --platform");
+        }
+        if !cache_to.is_empty() {
+            bail!("--cache-to with several platforms is not supported yet");
+        }
+        let options = dockerfile::options(args, source, dir)?;
+        if !matches!(
+            gateway::choose(args, &options.build_args, &source.bytes)?,
+            gateway::Choice::Builtin
+        ) {
+            bail!(
+                "several platforms are built with kiln's built-in Dockerfile frontend only; \
+                 drop the # syntax= line or give one --platform"
+            );
+        }
+        let mut definitions = Vec::with_capacity(platforms.len());
+        for platform in &platforms {
+            let options = kiln_frontend::ConvertOptions {
+                platform: platform.to_pb(),
+                multi_platform: true,
+                ..options.clone()
+            };
+            let converted = dockerfile::convert(source, &options, store.clone(), &pull, &runtime)?;
+            let loaded = load_converted(converted.definition)?;
+            definitions.push((platform.clone(), loaded, converted.config));
+        }
+        let session = new_session(imports.get(&runtime)?);
+        let progress = Progress::stderr(progress_flag(args)?)?;
+        // One session solves every platform at once: a vertex the platforms share (the
+        // context, a `FROM --platform=$BUILDPLATFORM` stage) runs once.
+        let solves = definitions.iter().map(|(_, definition, _)| {
+            let (session, reporter) = (session.clone(), progress.reporter());
+            async move {
+                match definition {
+                    Some(definition) => session.solve(definition, reporter).await,
+                    None => Ok(kiln_solver::Ref::scratch()),
+                }
+            }
+        });
+        let solved = runtime.block_on(futures::future::try_join_all(solves));
+        progress.finish();
+        let solved = solved.context("failed to solve")?;
+        let results: Vec<_> = definitions
+            .into_iter()
+            .zip(solved)
+            .map(|((platform, _, config), result)| (platform, result, Some(config)))
+            .collect();
+        let exported = kiln_engine::export_platforms(&store, &results, &outputs, &config.cache)?;
+        drop(lease);
+        if config.cache.gc.enabled {
+            collect_garbage(&store, &config.cache.gc)?;
+        }
+        print_image_id(args, &exported)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut session = None;
     let mut progress = None;
     // The image configuration of a Dockerfile build, for the exporters.
@@ -319,16 +383,10 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
                 stdout.flush().context("writing the Definition")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            // A build of `scratch` alone has no ops: its result is the empty file system.
-            let loaded = if converted.definition.def.is_empty() {
-                None
-            } else {
-                Some(
-                    LoadedDefinition::from_definition(converted.definition)
-                        .context("loading the Definition made from the Dockerfile")?,
-                )
-            };
-            (loaded, Some(converted.config))
+            (
+                load_converted(converted.definition)?,
+                Some(converted.config),
+            )
         }
         _ => unreachable!("a Dockerfile build has a context and a Dockerfile"),
     };
@@ -385,14 +443,36 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
     if config.cache.gc.enabled {
         collect_garbage(&store, &config.cache.gc)?;
     }
+    print_image_id(args, &exported)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// With `-q` or `--progress=quiet`, prints the image id alone, as buildx (nothing without
+/// an image output).
+fn print_image_id(
+    args: &BuildArgs,
+    exported: &[kiln_exporters::ExportResponse],
+) -> anyhow::Result<()> {
     if args.quiet || args.progress == "quiet" {
-        // As buildx: the image id alone (none without an image output).
         if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
             use std::io::Write as _;
             writeln!(std::io::stdout().lock(), "{digest}").context("writing the image id")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The Definition a frontend made, loaded; a build of `scratch` alone has no ops, and its
+/// result is the empty file system (`None`).
+fn load_converted(
+    definition: kiln_llb::pb::Definition,
+) -> anyhow::Result<Option<LoadedDefinition>> {
+    if definition.def.is_empty() {
+        return Ok(None);
+    }
+    LoadedDefinition::from_definition(definition)
+        .context("loading the Definition made from the Dockerfile")
+        .map(Some)
 }
 
 /// The `--progress` of a build, `quiet` under `-q` (which only `auto` and `quiet` go with, as

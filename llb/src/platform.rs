@@ -9,6 +9,30 @@
 //!    `amd64`, then `386`; `arm64/v8.2` then `v8.1`, `v8`, then `arm/v8` and down).
 //! 3. The index entry matching the earliest item of that list wins; among equals, the first in
 //!    the index.
+//!
+//! [`Platform::parse`] reads the `os/arch[/variant]` text of `--platform` and `FROM --platform`
+//! (an `os` alone, or an `arch` alone, as containerd's `platforms.Parse`); a new way of naming
+//! platforms goes there, a new architecture's aliases into [`Platform::new`].
+//!
+//! ```
+//! use kiln_llb::Platform;
+//! let p = Platform::parse("linux/aarch64").unwrap();
+//! assert_eq!(p.to_string(), "linux/arm64");
+//! assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_pb().variant, "v7");
+//! assert!(Platform::parse("linux/arm64/v8/x").is_err());
+//! ```
+
+use crate::pb;
+
+/// A platform text that is not `os[/arch[/variant]]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {text:?}: {reason}")]
+pub struct PlatformError {
+    /// The text as given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
 
 /// A platform as an index entry or a request names it, normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +86,77 @@ impl Platform {
             architecture,
             variant,
         }
+    }
+
+    /// Parses `os/arch[/variant]`, `os` (this host's architecture) or `arch` (on linux), and
+    /// normalizes it.
+    pub fn parse(text: &str) -> Result<Self, PlatformError> {
+        let error = |reason| PlatformError {
+            text: text.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(error("an empty part"));
+        }
+        let valid = |p: &str| {
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        if !parts.iter().all(|p| valid(p)) {
+            return Err(error(
+                "a part holds a character other than letters, digits, _ - .",
+            ));
+        }
+        let host = Self::host();
+        Ok(match parts.as_slice() {
+            [one] => {
+                let lower = one.to_lowercase();
+                if matches!(
+                    lower.as_str(),
+                    "linux" | "windows" | "darwin" | "freebsd" | "netbsd" | "openbsd"
+                ) {
+                    Self::new(&lower, &host.architecture, &host.variant)
+                } else {
+                    Self::new("linux", one, "")
+                }
+            }
+            [os, architecture] => Self::new(os, architecture, ""),
+            [os, architecture, variant] => Self::new(os, architecture, variant),
+            _ => return Err(error("more than three parts (os/arch/variant)")),
+        })
+    }
+
+    /// The platform of this host (`linux` and the OCI name of its architecture).
+    pub fn host() -> Self {
+        Self::new("linux", std::env::consts::ARCH, "")
+    }
+
+    /// The LLB form of this platform.
+    pub fn to_pb(&self) -> pb::Platform {
+        pb::Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The normalized form of an LLB platform.
+    pub fn from_pb(platform: &pb::Platform) -> Self {
+        Self::new(&platform.os, &platform.architecture, &platform.variant)
+    }
+
+    /// Whether code built for `other` runs as this platform (the same one, or one this
+    /// platform's [`candidates`](Self::candidates) list).
+    pub fn runs(&self, other: &Platform) -> bool {
+        self.candidates().contains(other)
+    }
+
+    /// The name of this platform in a folder name, as buildx's `platform-split`
+    /// (`linux_arm64`, `linux_arm_v7`).
+    pub fn folder_name(&self) -> String {
+        self.to_string().replace('/', "_")
     }
 
     /// The platforms that can stand in for this one, best first (containerd's
@@ -187,6 +282,43 @@ mod tests {
     fn pick(wanted: &str, index: &[&str]) -> Option<String> {
         let entries: Vec<Platform> = index.iter().map(|s| p(s)).collect();
         p(wanted).best_match(&entries).map(|i| index[i].to_owned())
+    }
+
+    #[test]
+    fn parse_reads_os_arch_and_variant_as_containerd() {
+        let host = Platform::host();
+        assert_eq!(Platform::parse("linux").unwrap(), host);
+        assert_eq!(
+            Platform::parse("arm64").unwrap(),
+            Platform::new("linux", "arm64", "")
+        );
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm/v7").unwrap().folder_name(),
+            "linux_arm_v7"
+        );
+        let err = Platform::parse("linux//arm64").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid platform \"linux//arm64\": an empty part"
+        );
+        assert!(Platform::parse("linux/arm64;rm").is_err());
+        assert!(Platform::parse("").is_err());
+        // An amd64 host runs 386 code, not arm64 code.
+        let amd64 = Platform::new("linux", "amd64", "");
+        assert!(amd64.runs(&Platform::new("linux", "386", "")));
+        assert!(!amd64.runs(&Platform::new("linux", "arm64", "")));
     }
 
     #[test]
