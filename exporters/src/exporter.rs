@@ -412,7 +412,7 @@ pub struct PlatformResult<'a> {
 /// Delivers a multi-platform image: an OCI layout naming the index, the store (each name
 /// records the image of the platform this host runs, with the index beside it), the
 /// registry (every manifest, then the index under each name).
-fn deliver_index(
+pub fn deliver_index(
     store: &Store,
     index: &ImageIndex,
     format: ImageFormat,

@@ -87,6 +87,63 @@ impl ImageIndex {
         })
     }
 
+    /// The multi-platform image a stored record belongs to (`kiln build --platform a,b -t`):
+    /// its index blob and every platform's image it names, all in the store; `None` when the
+    /// record has no index or the store lacks part of it (a pulled image keeps only its own
+    /// platform's).
+    pub fn stored(store: &Store, record: &kiln_cache::ImageRecord) -> Result<Option<Self>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            #[serde(default)]
+            manifests: Vec<Entry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            digest: Digest,
+            platform: Option<EntryPlatform>,
+        }
+        #[derive(serde::Deserialize)]
+        struct EntryPlatform {
+            os: String,
+            architecture: String,
+            #[serde(default)]
+            variant: String,
+        }
+        let Some(digest) = record.index else {
+            return Ok(None);
+        };
+        if !store.has_blob(&digest) {
+            return Ok(None);
+        }
+        let bytes = store.read_blob(&digest)?;
+        let index: Index = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("image index {digest}"),
+            source,
+        })?;
+        let records = store.images()?;
+        let mut images = Vec::with_capacity(index.manifests.len());
+        for entry in index.manifests {
+            let (Some(platform), Some(found)) = (
+                entry.platform,
+                records.iter().find(|r| r.manifest == entry.digest),
+            ) else {
+                return Ok(None);
+            };
+            images.push((
+                Platform::new(&platform.os, &platform.architecture, &platform.variant),
+                crate::stored_image(store, found)?,
+            ));
+        }
+        Ok(Some(Self {
+            images,
+            index: bytes,
+            digest,
+            media_type: index.media_type,
+        }))
+    }
+
     /// The image of the platform this host runs best, else the first.
     pub fn host_image(&self) -> &Image {
         let host = Platform::host();

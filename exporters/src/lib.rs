@@ -70,7 +70,9 @@ pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use cache::{push_cache, write_cache_layout};
 pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
-pub use exporter::{ExportContext, ExportResponse, Exporter, PlatformResult, deliver_image};
+pub use exporter::{
+    ExportContext, ExportResponse, Exporter, PlatformResult, deliver_image, deliver_index,
+};
 pub use image::{
     ImageOptions, base_histories, build_image, build_image_from_json, finish_config, image_config,
     minimal_config, rfc3339,

@@ -267,4 +267,30 @@ fn a_two_platform_image_is_one_index_in_the_registry_a_layout_and_the_store() {
         "x86_64\n",
         "the name still runs the host's image"
     );
+
+    // Tagged without --push, the whole index goes out with a later `kiln push`.
+    let later = format!("{repository}:v2");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "-t",
+            &later,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let output = kiln_in(dir.path(), &["push", &later], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{later}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    assert_eq!(json(&raw.stdout), index, "kiln push sends the same index");
 }
