@@ -44,4 +44,63 @@ skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
   "oci:$root/testdata/images/busybox:latest" "docker://127.0.0.1:5000/library/busybox:latest"
 skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
   "oci:$root/testdata/images/dockerfile-frontend" "docker://127.0.0.1:5000/docker/dockerfile:1"
-echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest, docker/dockerfile:1)"
+
+# Multi-platform builds: QEMU user emulation for arm64 steps (registered with the F flag by
+# binfmt-support, so it runs inside containers), and library/busybox:multi, one index of the
+# canonical amd64 busybox and an arm64 busybox made from Debian's busybox-static:arm64.
+packages=(qemu-user-static binfmt-support)
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+done
+binfmt=/proc/sys/fs/binfmt_misc
+[ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
+[ -e "$binfmt/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64
+grep -q '^flags:.*F' "$binfmt/qemu-aarch64" ||
+  { echo "qemu-aarch64 is not registered with the F flag" >&2; exit 1; }
+
+make_busybox=${KILN_SHARED_DIR:-$root/../shared}/images/make-busybox.py
+arm64="$state/busybox-arm64"
+if [ ! -e "$arm64/index.json" ]; then
+  dpkg --print-foreign-architectures | grep -qx arm64 || {
+    dpkg --add-architecture arm64
+    apt-get update -qq
+  }
+  work=$(mktemp -d)
+  chmod 755 "$work"
+  (cd "$work" && apt-get download -qq busybox-static:arm64 2>/dev/null)
+  dpkg-deb -x "$work"/busybox-static_*_arm64.deb "$work/root"
+  rm -rf "$arm64.tmp"
+  python3 "$make_busybox" "$work/root/bin/busybox" "$arm64.tmp" arm64 /bin/busybox >/dev/null
+  mv "$arm64.tmp" "$arm64"
+  rm -rf "$work"
+fi
+multi="$state/busybox-multi"
+rm -rf "$multi"
+python3 - "$root/testdata/images/busybox" "$arm64" "$multi" <<'PY'
+# Joins single-image OCI layouts into one layout whose index.json names one image index.
+import hashlib, json, os, shutil, sys
+*layouts, out = sys.argv[1:]
+blobs = os.path.join(out, "blobs", "sha256")
+os.makedirs(blobs)
+manifests = []
+for layout in layouts:
+    for name in os.listdir(os.path.join(layout, "blobs", "sha256")):
+        shutil.copyfile(os.path.join(layout, "blobs", "sha256", name), os.path.join(blobs, name))
+    entry = json.load(open(os.path.join(layout, "index.json")))["manifests"][0]
+    entry.pop("annotations", None)
+    manifests.append(entry)
+index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": manifests}, sort_keys=True, separators=(",", ":")).encode()
+digest = hashlib.sha256(index).hexdigest()
+open(os.path.join(blobs, digest), "wb").write(index)
+top = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+       "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                      "digest": "sha256:" + digest, "size": len(index),
+                      "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}
+open(os.path.join(out, "index.json"), "w").write(json.dumps(top))
+open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
+PY
+skopeo copy --quiet --all --preserve-digests --dest-tls-verify=false \
+  "oci:$multi:multi" "docker://127.0.0.1:5000/library/busybox:multi"
+echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest and :multi, docker/dockerfile:1)"

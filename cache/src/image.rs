@@ -207,6 +207,27 @@ impl Store {
     /// step's) shares that snapshot's files through hard links; any other layer is unpacked
     /// from its blob.
     pub fn store_image(&self, image: &Image, name: &str) -> Result<ImageRecord, Error> {
+        self.store_image_in(image, None, name)
+    }
+
+    /// Stores `image`, one platform's image of the multi-platform image whose index blob is
+    /// `index`, under `name` as [`Store::store_image`] does; the record keeps the index, so
+    /// a push of the name sends every platform's image.
+    pub fn store_image_of_index(
+        &self,
+        image: &Image,
+        index: &Digest,
+        name: &str,
+    ) -> Result<ImageRecord, Error> {
+        self.store_image_in(image, Some(*index), name)
+    }
+
+    fn store_image_in(
+        &self,
+        image: &Image,
+        index: Option<Digest>,
+        name: &str,
+    ) -> Result<ImageRecord, Error> {
         let name = normalize_name(name)?;
         self.store_config(&image.config, &image.config_digest)?;
         let layers: Vec<PendingLayer> = image
@@ -230,7 +251,7 @@ impl Store {
             name,
             manifest: image.manifest_digest,
             manifest_media_type: image.manifest_media_type.clone(),
-            index: None,
+            index,
             config: image.config_digest,
             layers: image.layers.iter().map(|l| l.digest).collect(),
             diff_ids: image.layers.iter().map(|l| l.diff_id).collect(),

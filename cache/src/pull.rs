@@ -67,11 +67,38 @@ pub struct PullOptions {
     pub credential_helper_path: Option<OsString>,
     /// The wanted platform's OS.
     pub os: String,
-    /// The wanted platform's architecture.
+    /// The wanted platform's architecture, optionally with its variant (`arm64`, `arm/v7`);
+    /// an index entry is chosen as containerd's matcher does (`arm64` = `arm64/v8`, `arm/v7`
+    /// falls back to `arm/v6`, `arm/v5`).
     pub architecture: String,
     /// Use an image already in the store under the same name (built with `-t` or loaded)
     /// instead of asking the registry, as `docker build` does for `FROM`.
     pub prefer_local: bool,
+}
+
+impl PullOptions {
+    /// The wanted platform, normalized.
+    pub fn platform(&self) -> kiln_llb::Platform {
+        let (architecture, variant) = self
+            .architecture
+            .split_once('/')
+            .unwrap_or((self.architecture.as_str(), ""));
+        kiln_llb::Platform::new(&self.os, architecture, variant)
+    }
+
+    /// These options for `platform`.
+    pub fn for_platform(&self, platform: &kiln_llb::Platform) -> Self {
+        let architecture = if platform.variant.is_empty() {
+            platform.architecture.clone()
+        } else {
+            format!("{}/{}", platform.architecture, platform.variant)
+        };
+        Self {
+            os: platform.os.clone(),
+            architecture,
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for PullOptions {
@@ -156,6 +183,8 @@ struct IndexEntry {
 struct Platform {
     os: String,
     architecture: String,
+    #[serde(default)]
+    variant: String,
 }
 
 #[derive(Deserialize)]
@@ -401,7 +430,7 @@ pub async fn pull(
     let reference = parse_reference(reference)?;
     let _lease = store.lease()?;
     if options.prefer_local
-        && let Some(image) = local_image(&store, &reference)?
+        && let Some(image) = local_image(&store, &reference, options)?
     {
         // A tag may have moved since the image was stored: a manifest `HEAD` (cheap) says
         // whether it still points there. When no source answers, the stored image is used.
@@ -486,7 +515,11 @@ async fn current_digest(reference: &Reference, options: &PullOptions) -> Result<
 
 /// The stored image `name` with its snapshots unpacked, if all its blobs are present.
 /// A reference with a digest matches any stored image with that manifest.
-fn local_image(store: &Store, reference: &Reference) -> Result<Option<ImageRecord>, Error> {
+fn local_image(
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<Option<ImageRecord>, Error> {
     let found = match reference.digest() {
         None => store.image(&reference.whole())?,
         Some(digest) => {
@@ -498,6 +531,24 @@ fn local_image(store: &Store, reference: &Reference) -> Result<Option<ImageRecor
         return Ok(None);
     };
     if !store.has_blob(&image.config) || image.layers.iter().any(|l| !store.has_blob(l)) {
+        return Ok(None);
+    }
+    // The name may hold another platform's image of the same index: it serves only the
+    // platforms that run it.
+    #[derive(Deserialize)]
+    struct ConfigPlatform {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: String,
+    }
+    let config: ConfigPlatform = serde_json::from_slice(&store.read_blob(&image.config)?)
+        .map_err(|e| bad(format!("config {}", image.config), e.to_string()))?;
+    let stored = kiln_llb::Platform::new(&config.os, &config.architecture, &config.variant);
+    if !options.platform().runs(&stored) {
+        tracing::debug!(image = %image.name, %stored, "the stored image is for another platform");
         return Ok(None);
     }
     image.chain_id = store.image_snapshot(&image)?;
@@ -523,16 +574,22 @@ async fn pull_from(
         .map_err(|e| bad(format!("manifest {manifest_digest}"), e.to_string()))?;
     let mut index = None;
     if let Some(entries) = &manifest.manifests {
-        let platform = format!("{}/{}", options.os, options.architecture);
-        let entry = entries
+        let wanted = options.platform();
+        let offered: Vec<_> = entries
             .iter()
-            .find(|e| {
-                e.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == options.os && p.architecture == options.architecture)
+            .map(|e| {
+                e.platform.as_ref().map_or_else(
+                    // An entry without a platform serves none.
+                    || kiln_llb::Platform::new("", "", ""),
+                    |p| kiln_llb::Platform::new(&p.os, &p.architecture, &p.variant),
+                )
             })
+            .collect();
+        let entry = wanted
+            .best_match(&offered)
+            .and_then(|i| entries.get(i))
             .ok_or_else(|| Error::NoMatchingPlatform {
-                platform,
+                platform: wanted.to_string(),
                 reference: reference.whole(),
             })?;
         let digest = parse_digest(&entry.digest, "index entry")?;
@@ -652,9 +709,11 @@ async fn pull_from(
         bytes.len() as u64,
         manifest.media_type.as_deref(),
     )?;
+    // The tag names the image this host runs; another platform's is recorded by its digest
+    // (so `kiln run NAME` keeps running the host's after a `--platform` pull).
     let name = match reference.tag() {
-        Some(_) => reference.whole(),
-        None => format!(
+        Some(_) if kiln_llb::Platform::host().runs(&options.platform()) => reference.whole(),
+        _ => format!(
             "{}/{}@{manifest_digest}",
             reference.registry(),
             reference.repository()

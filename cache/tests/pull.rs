@@ -330,6 +330,12 @@ fn layout_with_index(dir: &std::path::Path) -> String {
                 "digest": manifest_digest,
                 "size": manifest_size,
                 "platform": {"os": "linux", "architecture": "amd64"}
+            },
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}
             }
         ]
     });
@@ -393,6 +399,30 @@ fn index_selects_the_platform_manifest() {
     let fresh = Arc::new(Store::open(fresh_root.path()).unwrap());
     match rt.block_on(pull(fresh, &reference, &other_platform, &())) {
         Err(Error::NoMatchingPlatform { platform, .. }) => assert_eq!(platform, "linux/riscv64"),
+        other => panic!("expected no matching platform, got {other:?}"),
+    }
+
+    // `arm/v7` falls back to the index's `arm/v6` entry as containerd's matcher does; `arm/v5`
+    // has nothing to run.
+    let arm_v7 = PullOptions {
+        architecture: "arm/v7".to_owned(),
+        ..options("")
+    };
+    let fresh_root = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(Store::open(fresh_root.path()).unwrap());
+    let pulled = rt
+        .block_on(pull(Arc::clone(&fresh), &reference, &arm_v7, &()))
+        .unwrap();
+    assert_eq!(pulled.image.index, Some(digest(&index_digest)));
+    assert_busybox(&fresh, &pulled.image);
+    let arm_v5 = PullOptions {
+        architecture: "arm/v5".to_owned(),
+        ..options("")
+    };
+    let fresh_root = tempfile::tempdir().unwrap();
+    let fresh = Arc::new(Store::open(fresh_root.path()).unwrap());
+    match rt.block_on(pull(fresh, &reference, &arm_v5, &())) {
+        Err(Error::NoMatchingPlatform { platform, .. }) => assert_eq!(platform, "linux/arm/v5"),
         other => panic!("expected no matching platform, got {other:?}"),
     }
 }

@@ -220,9 +220,11 @@ pub(crate) struct BuildArgs {
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,
-    /// The platform to build for (only `linux/amd64`).
-    #[arg(long, value_name = "PLATFORM")]
-    pub(crate) platform: Option<String>,
+    /// The platforms to build for, as `docker buildx build --platform` (repeatable, or
+    /// separated by commas): one image per platform, tied by an image index. Other
+    /// architectures' steps run under QEMU user emulation (default: this host's platform).
+    #[arg(long, value_name = "PLATFORM", value_delimiter = ',')]
+    pub(crate) platform: Vec<String>,
     /// The frontend, as `buildctl build --frontend`: `dockerfile.v0` (the built-in Dockerfile
     /// frontend; a `# syntax=IMAGE` line still picks IMAGE) or `gateway.v0` (the frontend image
     /// `--opt source=IMAGE`, run through BuildKit's gateway API).
@@ -433,6 +435,10 @@ pub(crate) struct RunArgs {
     /// A name for the container (its snapshot's key when kept).
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
+    /// Run the image of this platform (`linux/arm64`) from a multi-platform image, as
+    /// `docker run --platform`; another architecture's runs under QEMU user emulation.
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
     /// The image.
     pub(crate) image: String,
     /// The command and its arguments (default: the image's).

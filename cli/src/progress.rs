@@ -41,6 +41,14 @@ impl<W: Write + Send> PlainProgress<W> {
     }
 }
 
+impl<W: Write + Send> PlainProgress<W> {
+    /// The number (`#N`) this progress gave the vertex, if it showed it.
+    pub(crate) fn number_of(&self, vertex: &str) -> Option<usize> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.numbers.get(vertex).map(|(n, _)| *n)
+    }
+}
+
 impl<W> State<W> {
     fn number(&mut self, vertex: &Arc<str>) -> (usize, Instant) {
         if let Some(n) = self.numbers.get(vertex) {

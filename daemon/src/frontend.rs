@@ -69,12 +69,18 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     };
     options.build_args = prefixed("build-arg:");
     options.labels = prefixed("label:");
+    options.build_platform = kiln_llb::Platform::host().to_pb();
+    options.platform = options.build_platform.clone();
     if let Some(platform) = attrs.get("platform").filter(|p| !p.is_empty()) {
-        if platform.split(',').any(|p| p != "linux/amd64") {
+        if platform.contains(',') {
             return Err(invalid(format!(
-                "platform {platform:?} is not supported: kiln builds linux/amd64 only"
+                "platform {platform:?}: several platforms in one build through the daemon \
+                 are not supported yet; build them one at a time"
             )));
         }
+        options.platform = kiln_llb::Platform::parse(platform)
+            .map_err(|e| invalid(e.to_string()))?
+            .to_pb();
     }
     for field in csv_fields(get("add-hosts"))? {
         let lower = field.to_lowercase();
@@ -394,8 +400,8 @@ mod tests {
             "invalid netmode bridge"
         );
         assert_eq!(
-            err(&[("platform", "linux/arm64")]),
-            "platform \"linux/arm64\" is not supported: kiln builds linux/amd64 only"
+            err(&[("platform", "linux/amd64,linux/arm64")]),
+            "platform \"linux/amd64,linux/arm64\": several platforms in one build through the daemon are not supported yet; build them one at a time"
         );
     }
 

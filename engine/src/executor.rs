@@ -178,6 +178,14 @@ impl Executor for RunnerExecutor {
         }
         .boxed()
     }
+
+    /// The host's platform, and those QEMU user emulation is registered for.
+    fn platform_support(&self, platform: &kiln_llb::Platform) -> Result<(), String> {
+        if kiln_llb::Platform::host().runs(platform) {
+            return Ok(());
+        }
+        kiln_runner::emulation::check(&platform.architecture)
+    }
 }
 
 /// Shares one executor between sessions.

@@ -1,7 +1,7 @@
 //! Writes a solved result to the outputs of one build.
 
 use kiln_cache::Store;
-use kiln_exporters::{ExportContext, ExportResponse, ImageFormat, Output};
+use kiln_exporters::{ExportContext, ExportResponse, ImageFormat, Output, PlatformResult};
 use kiln_solver::Ref;
 
 use crate::error::Error;
@@ -49,7 +49,26 @@ pub fn export(
     if let (Some(keys), Some(config)) = (inline_cache, config.as_mut()) {
         crate::cache::add_inline_cache(store, keys, config)?;
     }
-    let context = ExportContext {
+    let context = context(outputs, registry, inline_cache.is_none())?;
+    outputs
+        .iter()
+        .map(|output| {
+            output
+                .resolve(&context)
+                .export(store, result.key(), config.as_ref())
+                .map_err(Error::Export)
+        })
+        .collect()
+}
+
+/// What the outputs of one build share; `pending` allows an image stored only under its
+/// names to keep its manifest pending.
+fn context(
+    outputs: &[Output],
+    registry: &kiln_cache::Config,
+    pending: bool,
+) -> Result<ExportContext, Error> {
+    Ok(ExportContext {
         registry: registry.clone(),
         docker_config: kiln_cache::docker_config_path(),
         // Read only by the outputs that use it (a local export keeps the files' own times).
@@ -61,7 +80,7 @@ pub fn export(
         build_time: Some(build_time()),
         // `-t` alone makes no compressed blob; any output or inline cache that needs the
         // blobs makes all of them, so every output names one image.
-        pending_manifest: inline_cache.is_none()
+        pending_manifest: pending
             && outputs.iter().all(|o| match o {
                 Output::Image {
                     format: ImageFormat::Store,
@@ -71,13 +90,42 @@ pub fn export(
                 Output::Image { .. } => false,
                 Output::Local { .. } | Output::Tar { .. } => true,
             }),
-    };
+    })
+}
+
+/// Writes one result per platform (`--platform a,b`) to each output: images as an index of
+/// one image per platform, files in a folder per platform; answers what each output made.
+pub fn export_platforms(
+    store: &Store,
+    results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],
+    outputs: &[Output],
+    registry: &kiln_cache::Config,
+) -> Result<Vec<ExportResponse>, Error> {
+    if outputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let configs = results
+        .iter()
+        .map(|(_, _, config)| config.as_ref().map(serde_json::to_value).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::ImageConfig)?;
+    let platform_results: Vec<PlatformResult<'_>> = results
+        .iter()
+        .zip(&configs)
+        .map(|((platform, result, _), config)| PlatformResult {
+            platform,
+            snapshot: result.key(),
+            config: config.as_ref(),
+        })
+        .collect();
+    // An index names manifests: every image output makes its blobs.
+    let context = context(outputs, registry, false)?;
     outputs
         .iter()
         .map(|output| {
             output
                 .resolve(&context)
-                .export(store, result.key(), config.as_ref())
+                .export_platforms(store, &platform_results)
                 .map_err(Error::Export)
         })
         .collect()

@@ -25,5 +25,5 @@ mod resolver;
 pub use cache::{add_inline_cache, export_cache, is_inline, open_cache_imports};
 pub use error::Error;
 pub use executor::{RUNNER_STATE, RunnerExecutor, executor};
-pub use export::export;
+pub use export::{export, export_platforms};
 pub use resolver::StoreResolver;

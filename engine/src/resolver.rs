@@ -34,11 +34,9 @@ impl ImageMetaResolver for StoreResolver {
         reference: &str,
         platform: &pb::Platform,
     ) -> Result<ResolvedImage, Box<dyn std::error::Error + Send + Sync>> {
-        let options = PullOptions {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            ..self.pull.clone()
-        };
+        let options = self
+            .pull
+            .for_platform(&kiln_llb::Platform::from_pb(platform));
         let pulled = self.runtime.block_on(kiln_cache::pull(
             self.store.clone(),
             reference,

@@ -7,6 +7,7 @@ use kiln_cache::{Digest, Image, Store, canonical_json};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::index::ImageIndex;
 use crate::output::OutputFile;
 
 /// Where the files of a layout go: a directory or a tar stream.
@@ -110,23 +111,66 @@ fn ref_name(name: &str) -> String {
     }
 }
 
-fn write_layout(
+/// What a layout's `index.json` names: one image, or an index of several.
+#[derive(Clone, Copy)]
+pub(crate) enum Top<'a> {
+    Image(&'a Image),
+    Index(&'a ImageIndex),
+}
+
+fn image_blobs(
     sink: &mut dyn Sink,
     store: &Store,
     image: &Image,
+    written: &mut Vec<Digest>,
+) -> Result<(), Error> {
+    for layer in &image.layers {
+        if !written.contains(&layer.digest) {
+            store_blob(sink, store, &layer.digest)?;
+            written.push(layer.digest);
+        }
+    }
+    for (digest, data) in [
+        (image.config_digest, &image.config),
+        (image.manifest_digest, &image.manifest),
+    ] {
+        if !written.contains(&digest) {
+            bytes(sink, &blob_path(&digest), data)?;
+            written.push(digest);
+        }
+    }
+    Ok(())
+}
+
+fn write_layout(
+    sink: &mut dyn Sink,
+    store: &Store,
+    top: Top<'_>,
     name: Option<&str>,
 ) -> Result<(), Error> {
     bytes(sink, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    for layer in &image.layers {
-        store_blob(sink, store, &layer.digest)?;
-    }
-    bytes(sink, &blob_path(&image.config_digest), &image.config)?;
-    bytes(sink, &blob_path(&image.manifest_digest), &image.manifest)?;
-    let mut descriptor = json!({
-        "mediaType": image.manifest_media_type,
-        "digest": image.manifest_digest.to_string(),
-        "size": image.manifest.len(),
-    });
+    let mut written = Vec::new();
+    let mut descriptor = match top {
+        Top::Image(image) => {
+            image_blobs(sink, store, image, &mut written)?;
+            json!({
+                "mediaType": image.manifest_media_type,
+                "digest": image.manifest_digest.to_string(),
+                "size": image.manifest.len(),
+            })
+        }
+        Top::Index(index) => {
+            for (_, image) in &index.images {
+                image_blobs(sink, store, image, &mut written)?;
+            }
+            bytes(sink, &blob_path(&index.digest), &index.index)?;
+            json!({
+                "mediaType": index.media_type,
+                "digest": index.digest.to_string(),
+                "size": index.index.len(),
+            })
+        }
+    };
     if let Some(name) = name {
         descriptor["annotations"] = json!({
             "io.containerd.image.name": name,
@@ -148,12 +192,22 @@ pub fn write_oci_dir(
     name: Option<&str>,
     dest: &Path,
 ) -> Result<(), Error> {
+    write_dir(store, Top::Image(image), name, dest)
+}
+
+/// Writes `top` as an OCI image layout directory at `dest`.
+pub(crate) fn write_dir(
+    store: &Store,
+    top: Top<'_>,
+    name: Option<&str>,
+    dest: &Path,
+) -> Result<(), Error> {
     fs_err::create_dir_all(dest)?;
     let mut sink = DirSink {
         dir: dest.to_owned(),
         store,
     };
-    write_layout(&mut sink, store, image, name)
+    write_layout(&mut sink, store, top, name)
 }
 
 /// Writes `image` as an OCI image layout tar to `out`; every entry's mtime is `mtime`.
@@ -164,8 +218,19 @@ pub fn write_oci_tar<W: Write>(
     out: W,
     mtime: u64,
 ) -> Result<W, Error> {
+    write_tar(store, Top::Image(image), name, out, mtime)
+}
+
+/// Writes `top` as an OCI image layout tar to `out`; every entry's mtime is `mtime`.
+pub(crate) fn write_tar<W: Write>(
+    store: &Store,
+    top: Top<'_>,
+    name: Option<&str>,
+    out: W,
+    mtime: u64,
+) -> Result<W, Error> {
     let mut sink = TarSink::new(out, mtime);
-    write_layout(&mut sink, store, image, name)?;
+    write_layout(&mut sink, store, top, name)?;
     sink.finish()
 }
 

@@ -38,6 +38,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A docker archive was asked for several platforms.
+    #[error("docker exporter does not currently support exporting manifest lists")]
+    ManifestList,
     /// A snapshot gave another diff ID than the one recorded for it.
     #[error(
         "snapshot {snapshot} changed: its layer has diff ID {found}, the image names {expected}"

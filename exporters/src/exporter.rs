@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::image::{
     ImageOptions, base_histories, build_image, build_image_from_json, image_config,
 };
+use crate::index::ImageIndex;
 use crate::layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain};
 use crate::local::{export_local, export_tar};
 use crate::options::{ImageFormat, ImageSettings, Output};
@@ -132,6 +133,83 @@ impl Exporter<'_> {
                     self.context,
                 )?;
                 tracing::info!(manifest = %image.manifest_digest, "exported the image");
+                Ok(response)
+            }
+        }
+    }
+
+    /// Exports one result per platform (`--platform a,b`): images become one image per
+    /// platform tied by an index (OCI layout, store, push); `type=local` and `type=tar` put
+    /// each platform's files in a folder named after it (`linux_arm64`), as buildx's
+    /// `platform-split`; the docker format holds one platform only, as docker's.
+    pub fn export_platforms(
+        &self,
+        store: &Store,
+        results: &[PlatformResult<'_>],
+    ) -> Result<ExportResponse, Error> {
+        match self.output {
+            Output::Local { dest } => {
+                for result in results {
+                    export_local(
+                        store,
+                        result.snapshot,
+                        &dest.join(result.platform.folder_name()),
+                    )?;
+                }
+                Ok(ExportResponse::default())
+            }
+            Output::Tar { dest } => {
+                let writing = |source| Error::Write {
+                    dest: dest.clone(),
+                    source: Box::new(source),
+                };
+                // The folders are gathered in the store's scratch space, then written as one
+                // tar stream.
+                let gathered = tempfile::tempdir_in(store.scratch_dir()?)?;
+                for result in results {
+                    let folder = gathered.path().join(result.platform.folder_name());
+                    export_local(store, result.snapshot, &folder)?;
+                }
+                let options = kiln_cache::LayerOptions {
+                    compression: kiln_cache::Compression::Uncompressed,
+                    source_date_epoch: self.context.source_date_epoch,
+                    threads: 1,
+                };
+                let out = kiln_cache::write_layer(
+                    gathered.path(),
+                    kiln_cache::DiffSource::Directory,
+                    &options,
+                    BufWriter::new(OutputFile::create(store, dest)?),
+                )
+                .map_err(|e| writing(e.into()))?
+                .1;
+                finish(out, dest)?;
+                Ok(ExportResponse::default())
+            }
+            Output::Image {
+                format: ImageFormat::Docker,
+                ..
+            } => Err(Error::ManifestList),
+            Output::Image {
+                format,
+                dest,
+                settings,
+            } => {
+                let mut images = Vec::with_capacity(results.len());
+                for result in results {
+                    let image = self.image(store, result.snapshot, result.config, settings)?;
+                    images.push((result.platform.clone(), image));
+                }
+                let index = ImageIndex::new(store, images, settings.oci_mediatypes)?;
+                let response = deliver_index(
+                    store,
+                    &index,
+                    *format,
+                    dest.as_deref(),
+                    settings,
+                    self.context,
+                )?;
+                tracing::info!(index = %index.digest, "exported the image index");
                 Ok(response)
             }
         }
@@ -280,6 +358,137 @@ fn finish(out: BufWriter<OutputFile>, dest: &Path) -> Result<(), Error> {
         .map_err(writing)
 }
 
+/// The normalized names of an image output, and the time of its archive entries
+/// (`SOURCE_DATE_EPOCH`, 0 without it).
+fn names_and_mtime(
+    settings: &ImageSettings,
+    context: &ExportContext,
+) -> Result<(Vec<String>, u64), Error> {
+    let mtime = context
+        .source_date_epoch
+        .and_then(|e| u64::try_from(e).ok())
+        .unwrap_or(0);
+    let names = settings
+        .names
+        .iter()
+        .map(|n| kiln_cache::normalize_name(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((names, mtime))
+}
+
+/// With `push`, pushes to each name in turn; answers each name with the digest the registry
+/// has.
+fn push_each<'a, F, Fut>(
+    settings: &ImageSettings,
+    names: &'a [String],
+    push: F,
+) -> Result<Vec<(String, Digest)>, Error>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<Digest, Error>>,
+{
+    if !settings.push || names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    names
+        .iter()
+        .map(|name| {
+            let digest = runtime.block_on(push(name))?;
+            tracing::info!(image = %name, %digest, "pushed");
+            Ok((name.clone(), digest))
+        })
+        .collect()
+}
+
+/// One platform's solved result: its snapshot (`None`: the empty file system) and the
+/// frontend's image config (as JSON; `None` for a bare LLB build).
+#[derive(Debug, Clone, Copy)]
+pub struct PlatformResult<'a> {
+    /// The platform it was built for.
+    pub platform: &'a kiln_llb::Platform,
+    /// The result's snapshot key.
+    pub snapshot: Option<&'a str>,
+    /// The image config.
+    pub config: Option<&'a serde_json::Value>,
+}
+
+/// Delivers a multi-platform image: an OCI layout naming the index, the store (each name
+/// records the image of the platform this host runs, with the index beside it), the
+/// registry (every manifest, then the index under each name).
+pub fn deliver_index(
+    store: &Store,
+    index: &ImageIndex,
+    format: ImageFormat,
+    dest: Option<&Path>,
+    settings: &ImageSettings,
+    context: &ExportContext,
+) -> Result<ExportResponse, Error> {
+    let (names, mtime) = names_and_mtime(settings, context)?;
+    let top = crate::archive::Top::Index(index);
+    match (format, dest) {
+        (ImageFormat::Oci { tar: true }, Some(dest)) => {
+            let out = crate::archive::write_tar(
+                store,
+                top,
+                names.first().map(String::as_str),
+                BufWriter::new(OutputFile::create(store, dest)?),
+                mtime,
+            )?;
+            finish(out, dest)?;
+        }
+        (ImageFormat::Oci { tar: false }, Some(dest)) => {
+            crate::archive::write_dir(store, top, names.first().map(String::as_str), dest)?;
+        }
+        (ImageFormat::Docker, _) => return Err(Error::ManifestList),
+        _ => {}
+    }
+    if format == ImageFormat::Store && settings.store {
+        for name in &names {
+            let stored = |image: &kiln_cache::Image, name: &str| {
+                store
+                    .store_image_of_index(image, &index.digest, name)
+                    .map_err(|source| Error::Store {
+                        name: name.to_owned(),
+                        source,
+                    })
+            };
+            // Each platform's image is recorded under the repository and its digest (what
+            // keeps it from garbage collection, and what a later push of the name sends);
+            // the name itself runs the host's.
+            let reference = kiln_cache::parse_reference(name)?;
+            for (_, image) in &index.images {
+                let by_digest = format!(
+                    "{}/{}@{}",
+                    reference.registry(),
+                    reference.repository(),
+                    image.manifest_digest
+                );
+                stored(image, &by_digest)?;
+            }
+            stored(index.host_image(), name)?;
+        }
+    }
+    let pushed = push_each(settings, &names, |name| {
+        crate::push::push_index(
+            store,
+            index,
+            name,
+            &context.registry,
+            context.docker_config.as_deref(),
+        )
+    })?;
+    Ok(ExportResponse {
+        image_digest: Some(index.digest),
+        // An index has one config per platform, none of its own (buildx names none either).
+        config_digest: None,
+        names,
+        pushed,
+    })
+}
+
 /// Delivers `image`: writes it as `format` to `dest` (OCI layout or docker archive), stores
 /// it under its names (`type=image` with `store`), pushes it (`push`). Archive entries get
 /// `SOURCE_DATE_EPOCH` as their time (0 without it).
@@ -291,15 +500,7 @@ pub fn deliver_image(
     settings: &ImageSettings,
     context: &ExportContext,
 ) -> Result<ExportResponse, Error> {
-    let mtime = context
-        .source_date_epoch
-        .and_then(|e| u64::try_from(e).ok())
-        .unwrap_or(0);
-    let names = settings
-        .names
-        .iter()
-        .map(|n| kiln_cache::normalize_name(n))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (names, mtime) = names_and_mtime(settings, context)?;
     let create = |dest: &Path| -> Result<BufWriter<OutputFile>, Error> {
         Ok(BufWriter::new(OutputFile::create(store, dest)?))
     };
@@ -333,23 +534,15 @@ pub fn deliver_image(
                 })?;
         }
     }
-    let mut pushed = Vec::new();
-    if settings.push && !names.is_empty() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        for name in &names {
-            let digest = runtime.block_on(crate::push::push(
-                store,
-                image,
-                name,
-                &context.registry,
-                context.docker_config.as_deref(),
-            ))?;
-            tracing::info!(image = %name, manifest = %digest, "pushed");
-            pushed.push((name.clone(), digest));
-        }
-    }
+    let pushed = push_each(settings, &names, |name| {
+        crate::push::push(
+            store,
+            image,
+            name,
+            &context.registry,
+            context.docker_config.as_deref(),
+        )
+    })?;
     Ok(ExportResponse {
         image_digest: Some(image.manifest_digest),
         config_digest: Some(image.config_digest),

@@ -59,6 +59,7 @@ mod cachegraph;
 mod error;
 mod exporter;
 mod image;
+mod index;
 mod layers;
 mod local;
 mod options;
@@ -69,11 +70,14 @@ pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use cache::{push_cache, write_cache_layout};
 pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
-pub use exporter::{ExportContext, ExportResponse, Exporter, deliver_image};
+pub use exporter::{
+    ExportContext, ExportResponse, Exporter, PlatformResult, deliver_image, deliver_index,
+};
 pub use image::{
     ImageOptions, base_histories, build_image, build_image_from_json, finish_config, image_config,
     minimal_config, rfc3339,
 };
+pub use index::{ImageIndex, MEDIA_TYPE_DOCKER_MANIFEST_LIST};
 pub use kiln_cache::{Image, Layer};
 pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, stored_image};
 pub use local::{export_local, export_tar};
@@ -82,4 +86,4 @@ pub use options::{
     ImageFormat, ImageSettings, Output, OutputError, outputs_from_args, parse_output,
 };
 pub use output::OutputFile;
-pub use push::push;
+pub use push::{push, push_index};

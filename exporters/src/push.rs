@@ -36,6 +36,23 @@ struct Target {
 }
 
 impl Target {
+    /// The push target `reference`, with the registry settings of `config` and the
+    /// credentials in `docker_config`.
+    fn new(reference: &str, config: &Config, docker_config: Option<&Path>) -> Result<Self, Error> {
+        let reference = kiln_cache::parse_reference(reference)?;
+        let host = reference.resolve_registry().to_owned();
+        Ok(Self {
+            plain_http: if config.is_plain_http(&host) {
+                vec![host.clone()]
+            } else {
+                Vec::new()
+            },
+            insecure: config.registry.get(&host).is_some_and(|r| r.insecure),
+            auth: kiln_cache::credentials(docker_config, &host)?,
+            reference,
+        })
+    }
+
     /// A client, authenticated for pushing, that sends blob streams monolithically or in chunks.
     async fn client(&self, monolithic: bool) -> Result<Client, Error> {
         let client = Client::new(ClientConfig {
@@ -221,6 +238,40 @@ pub async fn push(
     .await
 }
 
+/// Pushes a multi-platform image to `reference` (`host/repository:tag`): each platform's
+/// image by its manifest digest, then the index under the tag, so a reader of the tag never
+/// sees an index naming a manifest the registry does not have. Returns the index digest.
+pub async fn push_index(
+    store: &Store,
+    index: &crate::ImageIndex,
+    reference: &str,
+    config: &Config,
+    docker_config: Option<&Path>,
+) -> Result<Digest, Error> {
+    let parsed = kiln_cache::parse_reference(reference)?;
+    for (_, image) in &index.images {
+        let by_digest = format!(
+            "{}/{}@{}",
+            parsed.registry(),
+            parsed.repository(),
+            image.manifest_digest
+        );
+        push(store, image, &by_digest, config, docker_config).await?;
+    }
+    let target = Target::new(reference, config, docker_config)?;
+    let client = target.client(true).await?;
+    client
+        .push_manifest_raw(
+            &target.reference,
+            index.index.clone(),
+            content_type(&index.media_type)?,
+        )
+        .await
+        .map_err(target.failed(format!("index {}", index.digest)))?;
+    tracing::info!(reference = %target.reference.whole(), index = %index.digest, "pushed");
+    Ok(index.digest)
+}
+
 /// What [`push_manifest`] sends: layer blobs from the store, a config blob from memory, and
 /// the manifest that names them.
 pub(crate) struct Manifest<'a> {
@@ -242,19 +293,8 @@ pub(crate) async fn push_manifest(
     config: &Config,
     docker_config: Option<&Path>,
 ) -> Result<Digest, Error> {
-    let reference = kiln_cache::parse_reference(reference)?;
     let content_type = content_type(image.media_type)?;
-    let host = reference.resolve_registry().to_owned();
-    let target = Target {
-        plain_http: if config.is_plain_http(&host) {
-            vec![host.clone()]
-        } else {
-            Vec::new()
-        },
-        insecure: config.registry.get(&host).is_some_and(|r| r.insecure),
-        auth: kiln_cache::credentials(docker_config, &host)?,
-        reference,
-    };
+    let target = Target::new(reference, config, docker_config)?;
     let client = target.client(true).await?;
     for layer in image.layers {
         push_blob(store, &target, &client, layer, "layer").await?;

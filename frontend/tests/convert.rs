@@ -544,18 +544,81 @@ fn cache_mount_owner_makes_a_cache_directory() {
     );
 }
 
+fn platform(text: &str) -> pb::Platform {
+    kiln_llb::Platform::parse(text).unwrap().to_pb()
+}
+
 #[test]
-fn from_platform_other_than_the_target_is_refused() {
-    ok("FROM --platform=$BUILDPLATFORM alpine\n");
+fn stages_are_built_for_their_from_platform_or_the_target() {
+    let options = ConvertOptions {
+        platform: platform("linux/arm64"),
+        build_platform: platform("linux/amd64"),
+        ..ConvertOptions::default()
+    };
+    let c = run(
+        "FROM --platform=$BUILDPLATFORM alpine AS tools\nARG TARGETARCH BUILDARCH\n\
+         RUN echo $BUILDARCH $TARGETARCH > /made\n\
+         FROM alpine\nARG TARGETARCH\nCOPY --from=tools /made /made-$TARGETARCH\nRUN uname -m\n",
+        &options,
+    )
+    .unwrap();
+    let platforms = |kind: fn(&Op) -> bool| -> Vec<String> {
+        ops(&c)
+            .into_iter()
+            .filter(|o| o.op.as_ref().is_some_and(kind))
+            .map(|o| kiln_llb::Platform::from_pb(&o.platform.unwrap()).to_string())
+            .collect()
+    };
+    // The tools stage runs on the build platform, the last stage on the target's.
+    assert_eq!(
+        platforms(|o| matches!(o, Op::Exec(_))),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let mut images = platforms(|o| matches!(o, Op::Source(_)));
+    images.sort();
+    assert_eq!(images, ["linux/amd64", "linux/arm64"]);
+    let args: Vec<Vec<String>> = execs(&c)
+        .into_iter()
+        .map(|e| e.meta.unwrap().args)
+        .collect();
+    assert_eq!(
+        args[0],
+        ["/bin/sh", "-c", "echo $BUILDARCH $TARGETARCH > /made"]
+    );
+    let env = execs(&c)[0].meta.clone().unwrap().env;
+    assert!(env.contains(&"TARGETARCH=arm64".to_owned()), "{env:?}");
+    assert!(env.contains(&"BUILDARCH=amd64".to_owned()), "{env:?}");
+    let copy = ops(&c)
+        .into_iter()
+        .find_map(|o| match o.op {
+            Some(Op::File(f)) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    let Some(pb::file_action::Action::Copy(copy)) = &copy.actions[0].action else {
+        panic!("a copy")
+    };
+    assert_eq!(copy.dest, "/made-arm64");
+    assert_eq!(
+        (c.config.os.as_str(), c.config.architecture.as_str()),
+        ("linux", "arm64")
+    );
+    assert_eq!(c.config.variant, None);
+
+    let arm = ConvertOptions {
+        platform: platform("linux/arm/v7"),
+        ..ConvertOptions::default()
+    };
+    let c = run("FROM alpine\nRUN true\n", &arm).unwrap();
+    assert_eq!(c.config.variant.as_deref(), Some("v7"));
+
     let err = run(
-        "FROM --platform=linux/arm64 alpine\n",
+        "ARG P=linux//arm64\nFROM --platform=$P alpine\n",
         &ConvertOptions::default(),
     )
     .unwrap_err();
     assert!(
-        err.ends_with(
-            "FROM --platform=linux/arm64 (only linux/amd64 is built) is not supported yet"
-        ),
+        err.ends_with("failed to parse platform linux//arm64: an empty part"),
         "{err}"
     );
 }

@@ -64,6 +64,7 @@ mod error;
 mod marshal;
 mod modestr;
 pub mod pb;
+pub mod platform;
 
 pub use crate::builder::{
     CUSTOM_NAME, Chown, CopyOptions, ExecState, FileAction, GitOptions, HttpOptions, LocalOptions,
@@ -77,4 +78,5 @@ pub use crate::digest::Digest;
 pub use crate::error::{DigestError, Error};
 pub use crate::marshal::{marshal_op, op_digest};
 pub use crate::modestr::{ModeSet, ModeSyntaxError};
+pub use crate::platform::{Platform, PlatformError};
 pub use prost;

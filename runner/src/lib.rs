@@ -41,6 +41,7 @@
 //! ```
 
 mod cgroup;
+pub mod emulation;
 mod error;
 mod image;
 mod plan;

@@ -171,4 +171,17 @@ pub trait Executor: Send + Sync + 'static {
         request: ExecRequest,
         output: OutputSink,
     ) -> BoxFuture<'static, Result<ExecStatus, OpError>>;
+
+    /// Whether exec steps built for `platform` run here; the error says why not and what
+    /// would make them run. Without emulation, only what the host runs.
+    fn platform_support(&self, platform: &kiln_llb::Platform) -> Result<(), String> {
+        let host = kiln_llb::Platform::host();
+        if host.runs(platform) {
+            Ok(())
+        } else {
+            Err(format!(
+                "this executor runs {host} steps only, not {platform}"
+            ))
+        }
+    }
 }

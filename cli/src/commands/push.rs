@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kiln_cache::Store;
-use kiln_exporters::{ExportContext, ImageFormat, ImageSettings};
+use kiln_exporters::{ExportContext, ImageFormat, ImageIndex, ImageSettings};
 
 use crate::args::PushArgs;
 use crate::config::Config;
@@ -15,7 +15,6 @@ pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Resu
     let store =
         Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let record = store.find_image(&args.image)?;
-    let image = kiln_exporters::stored_image(&store, &record)?;
     let context = ExportContext {
         registry: config.cache.clone(),
         docker_config: kiln_cache::docker_config_path(),
@@ -27,14 +26,26 @@ pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Resu
         push: true,
         ..ImageSettings::default()
     };
-    let response = kiln_exporters::deliver_image(
-        &store,
-        &image,
-        ImageFormat::Store,
-        None,
-        &settings,
-        &context,
-    )?;
+    // A multi-platform image (`--platform a,b -t`) is pushed whole: every platform's image,
+    // then its index under the name.
+    let response = match ImageIndex::stored(&store, &record)? {
+        Some(index) => kiln_exporters::deliver_index(
+            &store,
+            &index,
+            ImageFormat::Store,
+            None,
+            &settings,
+            &context,
+        )?,
+        None => kiln_exporters::deliver_image(
+            &store,
+            &kiln_exporters::stored_image(&store, &record)?,
+            ImageFormat::Store,
+            None,
+            &settings,
+            &context,
+        )?,
+    };
     let mut stdout = std::io::stdout().lock();
     for (name, digest) in &response.pushed {
         writeln!(stdout, "{name}: digest: {digest}").context("writing to standard output")?;

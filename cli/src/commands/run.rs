@@ -120,14 +120,26 @@ fn image(
     store: &Arc<Store>,
     config: &Config,
     name: &str,
+    platform: Option<&kiln_llb::Platform>,
     route: &SignalRoute,
 ) -> anyhow::Result<ImageRecord> {
-    if let Ok(record) = store.find_image(name) {
-        return Ok(record);
-    }
     let options = PullOptions {
         config: config.cache.clone(),
         ..PullOptions::default()
+    };
+    let options = match platform {
+        // The name may hold another platform's image: the pull finds the wanted one, in
+        // the store when it is there.
+        Some(platform) => PullOptions {
+            prefer_local: true,
+            ..options.for_platform(platform)
+        },
+        None => {
+            if let Ok(record) = store.find_image(name) {
+                return Ok(record);
+            }
+            options
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,7 +218,19 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;
     let env = environment(args)?;
 
-    let record = image(&store, config, &args.image, &route)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_llb::Platform::parse)
+        .transpose()?;
+    if let Some(platform) = platform
+        .as_ref()
+        .filter(|p| !kiln_llb::Platform::host().runs(p))
+    {
+        kiln_runner::emulation::check(&platform.architecture)
+            .map_err(|reason| anyhow::anyhow!("cannot run a {platform} image here: {reason}"))?;
+    }
+    let record = image(&store, config, &args.image, platform.as_ref(), &route)?;
     let image_config = image_config(&store, &record)?;
     route.check()?;
     let _lease = store.lease()?;

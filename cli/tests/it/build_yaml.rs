@@ -232,3 +232,59 @@ fn print_llb_target_build_args_and_errors_of_a_kiln_yaml() {
         text(&output)
     );
 }
+
+#[test]
+fn a_context_with_a_kiln_yaml_and_no_dockerfile_builds_it_without_f() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("kiln.yaml"),
+        "apiVersion: kiln/v1\nstages:\n  only:\n    from: busybox\n    steps:\n      - run: echo from-yaml > /made\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let build = |context: &std::path::Path| {
+        kiln_in(
+            dir.path(),
+            &[
+                "build",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                context.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let output = build(&context);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(out.join("made")).unwrap(),
+        "from-yaml\n"
+    );
+    // A Dockerfile beside it wins, as `docker build` reads CONTEXT/Dockerfile.
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo from-dockerfile > /made\n",
+    )
+    .unwrap();
+    let output = build(&context);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(out.join("made")).unwrap(),
+        "from-dockerfile\n"
+    );
+    // Neither: the Dockerfile's error.
+    let empty = dir.path().join("empty");
+    fs_err::create_dir_all(&empty).unwrap();
+    let output = build(&empty);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("reading the Dockerfile"),
+        "{}",
+        text(&output)
+    );
+}

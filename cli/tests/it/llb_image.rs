@@ -1,5 +1,6 @@
 //! Image sources through `kiln build --llb`: `image.checksum` pins what the name resolves to,
-//! and a Definition for another platform is refused before anything is pulled.
+//! `Op.platform` picks an index's image, and a platform that cannot run here is refused
+//! before anything is pulled.
 
 use kiln_llb::pb;
 use kiln_llb::prost::Message as _;
@@ -8,6 +9,8 @@ use kiln_testdata::{is_root, registry_up, skip};
 use crate::common::{assert_ok, build_llb, text};
 
 const BUSYBOX: &str = "docker-image://127.0.0.1:5000/library/busybox:latest";
+/// The test registry's two-platform busybox (linux/amd64 and linux/arm64).
+const MULTI: &str = "docker-image://127.0.0.1:5000/library/busybox:multi";
 
 /// A Definition copying `/bin/busybox` out of the image source `source`.
 fn copy_busybox(source: pb::Op) -> Vec<u8> {
@@ -112,20 +115,106 @@ fn image_checksums_pin_the_resolved_digest() {
 }
 
 #[test]
-fn another_platform_is_refused_before_anything_runs() {
+fn an_image_source_pulls_its_platform_and_unrunnable_platforms_are_refused_first() {
+    if !is_root() {
+        return skip("exporting results needs root (overlay views)");
+    }
+    if !registry_up() {
+        return skip("the test registry is not serving 127.0.0.1:5000 (run scripts/test-env.sh)");
+    }
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
+    // The op's platform picks the index entry: the arm64 busybox of `busybox:multi`.
+    let multi = |platform| pb::Op {
+        op: Some(pb::op::Op::Source(pb::SourceOp {
+            identifier: MULTI.into(),
+            ..Default::default()
+        })),
+        ..image(&[], platform)
+    };
+    let out = work.path().join("arm64");
+    assert_ok(build_llb(
+        &store,
+        &copy_busybox(multi(Some(("linux", "arm64")))),
+        &out,
+    ));
+    let elf = fs_err::read(out.join("busybox")).unwrap();
+    // e_machine 0xb7 is AArch64 (x86-64 is 0x3e).
+    assert_eq!((&elf[..4], elf[18]), (&b"\x7fELF"[..], 0xb7));
+    let out = work.path().join("amd64");
+    assert_ok(build_llb(
+        &store,
+        &copy_busybox(multi(Some(("linux", "amd64")))),
+        &out,
+    ));
+    assert_eq!(fs_err::read(out.join("busybox")).unwrap()[18], 0x3e);
+
+    // Another OS, and a process no emulator runs, are refused before anything starts.
     let result = build_llb(
         &store,
-        &copy_busybox(image(&[], Some(("linux", "arm64")))),
-        &work.path().join("out"),
+        &copy_busybox(image(&[], Some(("windows", "amd64")))),
+        &work.path().join("windows"),
     );
     let output = text(&result);
     assert!(!result.status.success(), "{output}");
     assert!(
-        output.contains("platform is not supported: kiln builds linux/amd64 only, not linux/arm64"),
+        output.contains(
+            "platform is not supported: kiln builds linux platforms only, not windows/amd64"
+        ),
         "{output}"
     );
-    // No vertex started: progress would name the image.
+    assert!(!output.contains(BUSYBOX), "nothing started: {output}");
+    let source = image(&[], None);
+    let exec = pb::Op {
+        inputs: vec![pb::Input {
+            digest: kiln_llb::op_digest(&source).to_string(),
+            index: 0,
+        }],
+        op: Some(pb::op::Op::Exec(pb::ExecOp {
+            meta: Some(pb::Meta {
+                args: vec!["/bin/true".into()],
+                cwd: "/".into(),
+                ..Default::default()
+            }),
+            mounts: vec![pb::Mount {
+                input: 0,
+                dest: "/".into(),
+                output: 0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        platform: Some(pb::Platform {
+            os: "linux".into(),
+            architecture: "wasm".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let terminal = pb::Op {
+        inputs: vec![pb::Input {
+            digest: kiln_llb::op_digest(&exec).to_string(),
+            index: 0,
+        }],
+        ..Default::default()
+    };
+    let definition = pb::Definition {
+        def: vec![
+            kiln_llb::marshal_op(&source),
+            kiln_llb::marshal_op(&exec),
+            kiln_llb::marshal_op(&terminal),
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let result = build_llb(&store, &definition, &work.path().join("wasm"));
+    let output = text(&result);
+    assert!(!result.status.success(), "{output}");
+    assert!(
+        output.contains(
+            "platform is not supported: QEMU user emulation does not cover the wasm architecture"
+        ),
+        "{output}"
+    );
     assert!(!output.contains(BUSYBOX), "nothing started: {output}");
 }

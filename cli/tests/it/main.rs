@@ -24,6 +24,7 @@ mod llb_http;
 mod llb_image;
 mod llb_merge_diff;
 mod llb_vectors;
+mod multiplatform;
 mod path_escapes;
 mod prune_du;
 mod remote_cache;

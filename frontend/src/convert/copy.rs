@@ -287,7 +287,7 @@ impl Step<'_, '_> {
         };
         if params.link && chmod_spec.is_empty() {
             let copied = scratch()
-                .platform(self.plan.options.platform.clone())
+                .platform(self.d.state.platform_or_host())
                 .file(action)
                 .with_custom_name(&name);
             // The merge shows as `LINK <instruction>` under the same counter.

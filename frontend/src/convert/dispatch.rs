@@ -100,7 +100,7 @@ impl Plan<'_> {
     /// The state a stage starts from: its base, with the base image's defaults applied.
     fn initial(&self, i: usize, done: &[Option<Dispatched>]) -> Result<Dispatched, ConvertError> {
         let plan = &self.stages[i];
-        let platform = self.options.platform.clone();
+        let platform = plan.platform.clone();
         let mut d = match &plan.base {
             Base::Stage(j) => {
                 let mut d = done[*j].clone().expect("a base stage is dispatched first");
@@ -203,6 +203,10 @@ impl Dispatched {
             return text.to_owned();
         }
         let mut out = "[".to_owned();
+        if !plan.platform_label.is_empty() {
+            out.push_str(&plan.platform_label);
+            out.push(' ');
+        }
         if !plan.display_name.is_empty() {
             out.push_str(&plan.display_name);
             out.push(' ');

@@ -65,6 +65,14 @@ pub enum ConvertErrorKind {
         /// The unexpanded base name.
         base: String,
     },
+    /// `FROM --platform` expanded to something that is not a platform.
+    #[error("failed to parse platform {text}: {reason}")]
+    InvalidPlatform {
+        /// The expanded text.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Stages depend on each other in a loop.
     #[error("circular dependency detected on stage: {stage}")]
     CircularDependency {

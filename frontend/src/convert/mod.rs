@@ -101,8 +101,14 @@ pub struct ConvertOptions {
     pub file_name: String,
     /// Exclude patterns of the context (from `.dockerignore`).
     pub excludes: Vec<String>,
-    /// The platform built for (and built on).
+    /// The platform built for (`TARGETPLATFORM`): stages without `FROM --platform` are built
+    /// for it.
     pub platform: pb::Platform,
+    /// The platform built on (`BUILDPLATFORM`).
+    pub build_platform: pb::Platform,
+    /// Whether this is one of several platforms of one build: step names then begin with
+    /// their stage's platform.
+    pub multi_platform: bool,
     /// The `local.unique` value of the context source. BuildKit gives a context source without
     /// a session a fresh random id per invocation (so that its op digest is unique); `None` does
     /// the same. The solver leaves it out of cache keys.
@@ -155,6 +161,12 @@ impl Default for ConvertOptions {
                 os: "linux".to_owned(),
                 ..Default::default()
             },
+            build_platform: pb::Platform {
+                architecture: "amd64".to_owned(),
+                os: "linux".to_owned(),
+                ..Default::default()
+            },
+            multi_platform: false,
             local_unique: None,
             ulimits: Vec::new(),
             cgroup_parent: None,
@@ -219,8 +231,10 @@ pub(crate) fn convert_stages(
     let done = plan.dispatch(&context)?;
     let target = &done.stages[plan.target];
     let mut config = target.image.clone();
-    config.architecture = options.platform.architecture.clone();
-    config.os = options.platform.os.clone();
+    let platform = &plan.stages[plan.target].platform;
+    config.architecture = platform.architecture.clone();
+    config.os = platform.os.clone();
+    config.variant = Some(platform.variant.clone()).filter(|v| !v.is_empty());
     // As BuildKit's `finalizeResultImage`: the build's labels go over the Dockerfile's.
     config.config.labels.extend(options.labels.clone());
     Ok(Converted {

@@ -11,7 +11,7 @@ use kiln_llb::{normalize_image_ref, pb};
 
 use super::{
     ConvertError, ConvertErrorKind, ConvertOptions, ImageConfig, ImageMetaResolver, NamedContext,
-    at, build_error, set_env, unsupported,
+    at, build_error, set_env,
 };
 use crate::error::Location;
 use crate::instructions::{ArgDefinition, Command, CommandKind, Stage};
@@ -49,6 +49,12 @@ pub(super) struct StagePlan {
     pub(super) total: usize,
     /// An image used only as a source, not a `FROM` stage.
     pub(super) source_only: bool,
+    /// The platform the stage is built for: `FROM --platform`, else its base stage's, else
+    /// the target platform.
+    pub(super) platform: pb::Platform,
+    /// The platform in front of the stage's step names when several platforms are built
+    /// (`[linux/arm64 stage-1 2/3]`, as BuildKit names them); empty otherwise.
+    pub(super) platform_label: String,
 }
 
 /// The base a named context gives `name`: the context named so, or one named by the same
@@ -94,18 +100,18 @@ impl<'a> Plan<'a> {
         meta_args: &[ArgDefinition],
         resolver: &'a dyn ImageMetaResolver,
     ) -> Result<Self, ConvertError> {
-        let p = &options.platform;
+        let (b, p) = (&options.build_platform, &options.platform);
         let target_name = match &options.target {
             Some(t) => t.clone(),
             None => stages.last().map(|s| s.name.clone()).unwrap_or_default(),
         };
         let mut global_args: Vec<(String, String)> = Vec::new();
         let predefined = [
-            ("BUILDPLATFORM", platform_string(p)),
-            ("BUILDOS", p.os.clone()),
-            ("BUILDOSVERSION", p.os_version.clone()),
-            ("BUILDARCH", p.architecture.clone()),
-            ("BUILDVARIANT", p.variant.clone()),
+            ("BUILDPLATFORM", platform_string(b)),
+            ("BUILDOS", b.os.clone()),
+            ("BUILDOSVERSION", b.os_version.clone()),
+            ("BUILDARCH", b.architecture.clone()),
+            ("BUILDVARIANT", b.variant.clone()),
             ("TARGETPLATFORM", platform_string(p)),
             ("TARGETOS", p.os.clone()),
             ("TARGETOSVERSION", p.os_version.clone()),
@@ -176,18 +182,27 @@ impl<'a> Plan<'a> {
                 Base::Image(base_name.clone())
             };
             stage.base_name = base_name;
-            if !stage.platform.is_empty() {
-                let platform = lexer
+            let platform = if stage.platform.is_empty() {
+                match base {
+                    Base::Stage(j) => plans[j].platform.clone(),
+                    _ => options.platform.clone(),
+                }
+            } else {
+                let text = lexer
                     .process_word(&stage.platform, &global_args)
                     .map_err(|e| at(&stage.location, e))?;
-                let wanted = platform_string(&options.platform);
-                if platform != wanted && platform != format!("{wanted}/") {
-                    return Err(unsupported(
-                        &stage.location,
-                        &format!("FROM --platform={platform} (only {wanted} is built)"),
-                    ));
-                }
-            }
+                kiln_llb::Platform::parse(&text)
+                    .map_err(|e| {
+                        at(
+                            &stage.location,
+                            ConvertErrorKind::InvalidPlatform {
+                                text: e.text,
+                                reason: e.reason.to_owned(),
+                            },
+                        )
+                    })?
+                    .to_pb()
+            };
             let mut total = usize::from(matches!(base, Base::Image(_) | Base::Local(_)));
             total += stage
                 .commands
@@ -218,6 +233,12 @@ impl<'a> Plan<'a> {
                 resolved: None,
                 total,
                 source_only: false,
+                platform_label: if options.multi_platform {
+                    platform_string(&platform)
+                } else {
+                    String::new()
+                },
+                platform,
             });
         }
 
@@ -361,6 +382,8 @@ impl<'a> Plan<'a> {
             resolved: None,
             total: 0,
             source_only: true,
+            platform: self.options.platform.clone(),
+            platform_label: String::new(),
         });
         Ok(self.stages.len() - 1)
     }
@@ -418,7 +441,9 @@ impl<'a> Plan<'a> {
             for &i in &reachable {
                 if let Base::Image(name) = &self.stages[i].base {
                     if self.stages[i].resolved.is_none() {
-                        let resolved = self.resolve_image(name, &self.stages[i].stage.location)?;
+                        let stage = &self.stages[i];
+                        let resolved =
+                            self.resolve_image(name, &stage.stage.location, &stage.platform)?;
                         self.stages[i].resolved = Some(resolved);
                     }
                 }
@@ -496,25 +521,23 @@ impl<'a> Plan<'a> {
         &self,
         name: &str,
         location: &Location,
+        platform: &pb::Platform,
     ) -> Result<(String, ImageConfig), ConvertError> {
         let normalized = normalize_image_ref(name);
-        let resolved = self
-            .resolver
-            .resolve(&normalized, &self.options.platform)
-            .map_err(|e| {
-                let mut message = e.to_string();
-                let mut source = e.source();
-                while let Some(s) = source {
-                    message.push_str(": ");
-                    message.push_str(&s.to_string());
-                    source = s.source();
-                }
-                ConvertError::Resolve {
-                    location: Box::new(location.clone()),
-                    reference: name.to_owned(),
-                    message,
-                }
-            })?;
+        let resolved = self.resolver.resolve(&normalized, platform).map_err(|e| {
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                source = s.source();
+            }
+            ConvertError::Resolve {
+                location: Box::new(location.clone()),
+                reference: name.to_owned(),
+                message,
+            }
+        })?;
         let mut config: ImageConfig = serde_json::from_slice(&resolved.config).map_err(|e| {
             at(
                 location,

@@ -84,18 +84,7 @@ pub fn scratch() -> State {
 
 /// The platform of the running host (`linux` and the OCI name of its architecture).
 pub fn default_platform() -> pb::Platform {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    pb::Platform {
-        architecture: architecture.to_owned(),
-        os: "linux".to_owned(),
-        ..Default::default()
-    }
+    crate::Platform::host().to_pb()
 }
 
 fn caps<'a>(names: impl IntoIterator<Item = &'a str>) -> pb::OpMetadata {
@@ -152,6 +141,11 @@ impl State {
     pub fn user(mut self, user: &str) -> Self {
         self.user = Some(user.to_owned());
         self
+    }
+
+    /// The platform of later exec ops: the one set, else the host's.
+    pub fn platform_or_host(&self) -> pb::Platform {
+        self.platform.clone().unwrap_or_else(default_platform)
     }
 
     /// Sets the platform of later exec ops.

@@ -142,16 +142,12 @@ impl Session {
     /// Turns a loaded Definition into a scheduler graph.
     pub fn graph(&self, definition: &LoadedDefinition) -> Result<Graph<Ref>, LlbError> {
         let mut graph = Graph::new();
-        let platform = validate::Platform {
-            os: self.config.pull.os.clone(),
-            architecture: self.config.pull.architecture.clone(),
-        };
         for op in definition.ops() {
             let digest = op.digest();
             let Some(body) = op.body() else {
                 continue; // the terminal op: it only names the result
             };
-            validate::check_op(op, &platform)?;
+            validate::check_op(op, self.config.executor.as_ref())?;
             let name = definition
                 .metadata(&digest)
                 .and_then(|m| m.description.get("llb.customname").cloned())
@@ -168,9 +164,12 @@ impl Session {
                 .collect();
             let cache_digest = cache_digest(op.op());
             let op_impl: Arc<dyn Op<Ref>> = match body {
-                pb::op::Op::Source(source) => {
-                    source::source_op(cache_digest, source, self.config.clone())?
-                }
+                pb::op::Op::Source(source) => source::source_op(
+                    cache_digest,
+                    source,
+                    op.op().platform.as_ref(),
+                    self.config.clone(),
+                )?,
                 pb::op::Op::Exec(exec) => Arc::new(exec::ExecOp::new(
                     cache_digest,
                     inputs.len(),

@@ -21,11 +21,13 @@ use crate::scheduler::{CacheMap, Op, OpContext, OpError, SourceContent};
 pub(super) fn source_op(
     digest: String,
     source: &pb::SourceOp,
+    platform: Option<&pb::Platform>,
     config: Arc<SessionConfig>,
 ) -> Result<Arc<dyn Op<Ref>>, LlbError> {
     let identifier = source.identifier.as_str();
     if let Some(reference) = identifier.strip_prefix("docker-image://") {
-        let source = ImageSource::new(digest.clone(), reference, &source.attrs, config)
+        let platform = platform.map(kiln_llb::Platform::from_pb);
+        let source = ImageSource::new(digest.clone(), reference, &source.attrs, platform, config)
             .map_err(|message| LlbError::BadAttribute { digest, message })?;
         return Ok(Arc::new(source));
     }
@@ -84,9 +86,14 @@ impl ImageSource {
         digest: String,
         reference: &str,
         attrs: &std::collections::BTreeMap<String, String>,
+        platform: Option<kiln_llb::Platform>,
         config: Arc<SessionConfig>,
     ) -> Result<Self, String> {
-        let mut pull = config.pull.clone();
+        // The op's platform picks the image of an index; without one, the session's.
+        let mut pull = match &platform {
+            Some(platform) => config.pull.for_platform(platform),
+            None => config.pull.clone(),
+        };
         match attrs.get("image.resolvemode").map(String::as_str) {
             None | Some("" | "default") => {}
             Some("pull") => pull.prefer_local = false,
@@ -694,7 +701,7 @@ mod tests {
             .clone();
         let prefer_local = |config: &Arc<SessionConfig>, mode: &str| {
             let attrs = [("image.resolvemode".to_owned(), mode.to_owned())].into();
-            ImageSource::new(String::new(), "busybox", &attrs, config.clone())
+            ImageSource::new(String::new(), "busybox", &attrs, None, config.clone())
                 .unwrap()
                 .pull
                 .prefer_local

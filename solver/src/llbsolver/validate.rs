@@ -11,7 +11,7 @@
 //! | field | decision | why |
 //! |---|---|---|
 //! | `Op.inputs` | used | the graph's edges |
-//! | `Op.platform` | refused unless the session's (linux/amd64) | kiln pulls and runs one platform, and has no emulation; `OSVersion` and `OSFeatures` (Windows) are ignored |
+//! | `Op.platform` | used | an image source pulls that platform's manifest of an index; an exec op runs only where the executor can run the platform (the host's, or one QEMU user emulation is registered for), other OSes than linux are refused; `OSVersion` and `OSFeatures` (Windows) are ignored |
 //! | `Op.constraints.filter` | refused unless empty | worker selection: there is one worker and no labels to match |
 //! | `Meta.args`, `env`, `cwd`, `user`, `hostname`, `extraHosts`, `validExitCodes` | used | |
 //! | `Meta.proxy_env` | used | `HTTP_PROXY` and `http_proxy` (and HTTPS, FTP, NO, ALL) join the environment, as in BuildKit, without entering the cache key |
@@ -64,6 +64,7 @@
 use kiln_llb::{LoadedOp, pb};
 
 use super::LlbError;
+use crate::executor::Executor;
 
 /// What kiln does with a source attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,15 +182,8 @@ fn attr(scheme: &str, key: &str) -> Option<Attr> {
     attrs.iter().find(|(k, _)| *k == key).map(|(_, a)| *a)
 }
 
-/// The platform a session builds for.
-#[derive(Clone, Debug)]
-pub(super) struct Platform {
-    pub(super) os: String,
-    pub(super) architecture: String,
-}
-
 /// Checks one op against the decisions above; the error names the op and the field.
-pub(super) fn check_op(op: &LoadedOp, platform: &Platform) -> Result<(), LlbError> {
+pub(super) fn check_op(op: &LoadedOp, executor: &dyn Executor) -> Result<(), LlbError> {
     let digest = op.digest().to_string();
     let refuse = |field: String, reason: String| LlbError::Refused {
         digest: digest.clone(),
@@ -198,16 +192,18 @@ pub(super) fn check_op(op: &LoadedOp, platform: &Platform) -> Result<(), LlbErro
     };
     let pb_op = op.op();
     if let Some(wanted) = &pb_op.platform {
-        if !same_platform(wanted, platform) {
+        let wanted = kiln_llb::Platform::from_pb(wanted);
+        if wanted.os != "linux" {
             return Err(refuse(
                 "platform".to_owned(),
-                format!(
-                    "kiln builds {}/{} only, not {}",
-                    platform.os,
-                    platform.architecture,
-                    describe_platform(wanted)
-                ),
+                format!("kiln builds linux platforms only, not {wanted}"),
             ));
+        }
+        // An image or a file op is the same work for any platform; a process must run as one.
+        if matches!(pb_op.op, Some(pb::op::Op::Exec(_))) {
+            executor
+                .platform_support(&wanted)
+                .map_err(|reason| refuse("platform".to_owned(), reason))?;
         }
     }
     if let Some(constraints) = &pb_op.constraints {
@@ -322,39 +318,6 @@ fn check_source(digest: &str, source: &pb::SourceOp) -> Result<(), LlbError> {
     Ok(())
 }
 
-/// An architecture as the OCI image spec names it (`x86_64` is `amd64`, ...).
-fn normalize_architecture(architecture: &str) -> &str {
-    match architecture {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        "i386" | "i486" | "i586" | "i686" => "386",
-        other => other,
-    }
-}
-
-/// Whether an op's platform is the session's: same OS and architecture, and no variant other
-/// than the architecture's base one.
-fn same_platform(wanted: &pb::Platform, platform: &Platform) -> bool {
-    let architecture = normalize_architecture(&wanted.architecture);
-    let base_variant = match architecture {
-        "amd64" => wanted.variant.is_empty() || wanted.variant == "v1",
-        "arm64" => wanted.variant.is_empty() || wanted.variant == "v8",
-        _ => wanted.variant.is_empty(),
-    };
-    wanted.os == platform.os
-        && architecture == normalize_architecture(&platform.architecture)
-        && base_variant
-}
-
-fn describe_platform(platform: &pb::Platform) -> String {
-    let mut text = format!("{}/{}", platform.os, platform.architecture);
-    if !platform.variant.is_empty() {
-        text.push('/');
-        text.push_str(&platform.variant);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -425,7 +388,7 @@ mod tests {
     const IMAGE: &str = "docker-image://docker.io/library/busybox:latest";
 
     #[test]
-    fn other_platforms_and_worker_constraints_are_refused() {
+    fn foreign_platforms_and_worker_constraints_are_refused() {
         let on = |os: &str, architecture: &str, variant: &str| pb::Op {
             platform: Some(pb::Platform {
                 os: os.into(),
@@ -438,17 +401,33 @@ mod tests {
         };
         accepted(on("linux", "amd64", ""), None);
         accepted(on("linux", "x86_64", "v1"), None);
-        assert_eq!(
-            refusal(on("linux", "arm64", ""), None),
-            "platform is not supported: kiln builds linux/amd64 only, not linux/arm64"
-        );
-        assert_eq!(
-            refusal(on("linux", "amd64", "v3"), None),
-            "platform is not supported: kiln builds linux/amd64 only, not linux/amd64/v3"
-        );
+        // An image is pulled for any linux platform.
+        accepted(on("linux", "arm64", ""), None);
         assert_eq!(
             refusal(on("windows", "amd64", ""), None),
-            "platform is not supported: kiln builds linux/amd64 only, not windows/amd64"
+            "platform is not supported: kiln builds linux platforms only, not windows/amd64"
+        );
+        // A process runs only where the executor says it can (the test executor: the host's).
+        let exec_on = |architecture: &str| pb::Op {
+            platform: Some(pb::Platform {
+                os: "linux".into(),
+                architecture: architecture.into(),
+                ..Default::default()
+            }),
+            ..exec(|_| {})
+        };
+        let host = kiln_llb::Platform::host();
+        accepted(exec_on(&host.architecture), None);
+        let foreign = if host.architecture == "s390x" {
+            "arm64"
+        } else {
+            "s390x"
+        };
+        assert_eq!(
+            refusal(exec_on(foreign), None),
+            format!(
+                "platform is not supported: this executor runs {host} steps only, not linux/{foreign}"
+            )
         );
         let constrained = pb::Op {
             constraints: Some(pb::WorkerConstraints {

@@ -23,11 +23,22 @@ pub(super) struct Source {
 }
 
 /// Reads the Dockerfile of a build (`-f`, or `CONTEXT/Dockerfile`).
+/// The build file of a context without `-f`: its `Dockerfile`, else its `kiln.yaml` (or
+/// `kiln.yml`) when it has no Dockerfile.
+fn default_file(context: &Path) -> PathBuf {
+    let dockerfile = context.join("Dockerfile");
+    if fs_err::symlink_metadata(&dockerfile).is_ok() {
+        return dockerfile;
+    }
+    ["kiln.yaml", "kiln.yml"]
+        .into_iter()
+        .map(|name| context.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or(dockerfile)
+}
+
 pub(super) fn read_dockerfile(args: &BuildArgs, context: &Path) -> anyhow::Result<Source> {
-    let path = args
-        .file
-        .clone()
-        .unwrap_or_else(|| context.join("Dockerfile"));
+    let path = args.file.clone().unwrap_or_else(|| default_file(context));
     if path == Path::new("-") {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -207,18 +218,36 @@ pub(super) fn context_dir(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     fs_err::canonicalize(context).context("opening the build context")
 }
 
-/// The conversion options `args` ask for, for the Dockerfile `source` in `context`.
+/// The platforms `--platform` names, each once, in order (this host's without the flag).
+pub(super) fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<kiln_llb::Platform>> {
+    let mut platforms = Vec::new();
+    for text in args
+        .platform
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+    {
+        let platform = kiln_llb::Platform::parse(text)?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    if platforms.is_empty() {
+        platforms.push(kiln_llb::Platform::host());
+    }
+    Ok(platforms)
+}
+
+/// The conversion options `args` ask for (for the first platform), for the Dockerfile `source` in `context`.
 pub(super) fn options(
     args: &BuildArgs,
     source: &Source,
     context: &Path,
 ) -> anyhow::Result<ConvertOptions> {
-    if let Some(platform) = &args.platform {
-        if platform != "linux/amd64" {
-            bail!("platform {platform:?} is not supported: kiln builds linux/amd64 only");
-        }
-    }
+    let platform = platforms(args)?.remove(0);
     Ok(ConvertOptions {
+        platform: platform.to_pb(),
+        build_platform: kiln_llb::Platform::host().to_pb(),
         target: args.target.clone(),
         build_args: build_args(args)?,
         excludes: read_excludes(&source.path, context)?,

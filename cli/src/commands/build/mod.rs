@@ -191,9 +191,9 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             &noted.recorder,
             args,
             context.as_deref(),
-            None,
+            &[],
             BuildStatus::Failed,
-            false,
+            None,
         ) {
             store_build(store, &record);
         }
@@ -324,6 +324,96 @@ fn build(
             None,
         ))
     };
+    let platforms = dockerfile::platforms(args)?;
+    if platforms.len() > 1 {
+        let (Some(dir), Some(source)) = (&context, &source) else {
+            bail!(
+                "--platform with several platforms builds a Dockerfile; an LLB Definition \
+                 names the platform of each op"
+            );
+        };
+        if args.print_llb {
+            bail!("--print-llb prints one Definition: give one --platform");
+        }
+        if !cache_to.is_empty() {
+            bail!("--cache-to with several platforms is not supported yet");
+        }
+        let options = dockerfile::options(args, source, dir)?;
+        if !matches!(
+            gateway::choose(args, &options.build_args, &source.bytes)?,
+            gateway::Choice::Builtin
+        ) {
+            bail!(
+                "several platforms are built with kiln's built-in Dockerfile frontend only; \
+                 drop the # syntax= line or give one --platform"
+            );
+        }
+        let mut definitions = Vec::with_capacity(platforms.len());
+        for platform in &platforms {
+            let options = kiln_frontend::ConvertOptions {
+                platform: platform.to_pb(),
+                multi_platform: true,
+                ..options.clone()
+            };
+            let converted = dockerfile::convert(source, &options, store.clone(), &pull, &runtime)?;
+            let loaded = load_converted(converted.definition)?;
+            definitions.push((platform.clone(), loaded, converted.config));
+        }
+        let session = new_session(imports.get(&runtime)?);
+        let progress = Progress::stderr(progress_flag(args)?)?;
+        noted.show_on(&progress);
+        let recorder = noted.recorder.clone();
+        // One session solves every platform at once: a vertex the platforms share (the
+        // context, a `FROM --platform=$BUILDPLATFORM` stage) runs once.
+        let solves = definitions.iter().map(|(_, definition, _)| {
+            let (session, reporter) = (session.clone(), recorder.clone());
+            async move {
+                match definition {
+                    Some(definition) => session.solve(definition, reporter).await,
+                    None => Ok(kiln_solver::Ref::scratch()),
+                }
+            }
+        });
+        let solved = runtime.block_on(futures::future::try_join_all(solves));
+        progress.finish();
+        let status = match solved {
+            Ok(_) => BuildStatus::Completed,
+            Err(_) => BuildStatus::Failed,
+        };
+        let loaded: Vec<&LoadedDefinition> = definitions
+            .iter()
+            .filter_map(|(_, definition, _)| definition.as_ref())
+            .collect();
+        let mut record =
+            report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
+        let exported = (|| {
+            let solved = solved.context("failed to solve")?;
+            let results: Vec<_> = definitions
+                .into_iter()
+                .zip(solved)
+                .map(|((platform, _, config), result)| (platform, result, Some(config)))
+                .collect();
+            anyhow::Ok(kiln_engine::export_platforms(
+                &store,
+                &results,
+                &outputs,
+                &config.cache,
+            )?)
+        })();
+        if exported.is_err() {
+            record.status = BuildStatus::Failed;
+        }
+        let build_id = store_build(&store, &record);
+        noted.stored = true;
+        let exported = exported?;
+        drop(lease);
+        if config.cache.gc.enabled {
+            collect_garbage(&store, &config.cache.gc)?;
+        }
+        metadata::write_files(args, &exported, build_id.as_deref())?;
+        print_image_id(args, &exported)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut session = None;
     let mut progress = None;
     // Notes the build's events for its record (`kiln history`, `kiln explain`).
@@ -391,16 +481,10 @@ fn build(
                 stdout.flush().context("writing the Definition")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            // A build of `scratch` alone has no ops: its result is the empty file system.
-            let loaded = if converted.definition.def.is_empty() {
-                None
-            } else {
-                Some(
-                    LoadedDefinition::from_definition(converted.definition)
-                        .context("loading the Definition made from the Dockerfile")?,
-                )
-            };
-            (loaded, Some(converted.config))
+            (
+                load_converted(converted.definition)?,
+                Some(converted.config),
+            )
         }
         _ => unreachable!("a Dockerfile build has a context and a Dockerfile"),
     };
@@ -431,9 +515,9 @@ fn build(
         &recorder,
         args,
         context.as_deref(),
-        definition.as_ref(),
+        &definition.iter().collect::<Vec<_>>(),
         status,
-        matches!(progress, Progress::Plain(_)),
+        Some(&progress),
     )?;
     let exported = (|| {
         let (result, keys) = solved.context("failed to solve")?;
@@ -481,14 +565,36 @@ fn build(
         collect_garbage(&store, &config.cache.gc)?;
     }
     metadata::write_files(args, &exported, build_id.as_deref())?;
+    print_image_id(args, &exported)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// With `-q` or `--progress=quiet`, prints the image id alone, as buildx (nothing without
+/// an image output).
+fn print_image_id(
+    args: &BuildArgs,
+    exported: &[kiln_exporters::ExportResponse],
+) -> anyhow::Result<()> {
     if args.quiet || args.progress == "quiet" {
-        // As buildx: the image id alone (none without an image output).
         if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
             use std::io::Write as _;
             writeln!(std::io::stdout().lock(), "{digest}").context("writing the image id")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The Definition a frontend made, loaded; a build of `scratch` alone has no ops, and its
+/// result is the empty file system (`None`).
+fn load_converted(
+    definition: kiln_llb::pb::Definition,
+) -> anyhow::Result<Option<LoadedDefinition>> {
+    if definition.def.is_empty() {
+        return Ok(None);
+    }
+    LoadedDefinition::from_definition(definition)
+        .context("loading the Definition made from the Dockerfile")
+        .map(Some)
 }
 
 /// The build's record, once it is solved; says what the build asks for of it: the plain
@@ -498,9 +604,9 @@ fn report_build(
     recorder: &Recorder,
     args: &BuildArgs,
     context: Option<&Path>,
-    definition: Option<&LoadedDefinition>,
+    definitions: &[&LoadedDefinition],
     status: BuildStatus,
-    plain: bool,
+    progress: Option<&Progress>,
 ) -> anyhow::Result<kiln_solver::BuildRecord> {
     let name = match (&args.llb, context) {
         (Some(llb), _) => llb.display().to_string(),
@@ -522,20 +628,26 @@ fn report_build(
         .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).to_owned())
         .collect();
     let mut record = recorder.finish(kiln_solver::new_build_id(), name, status, build_args);
-    if let Some(definition) = definition {
-        record.set_inputs(|vertex| {
-            kiln_llb::Digest::parse(vertex)
-                .ok()
-                .and_then(|digest| definition.get(&digest))
-                .map(|op| op.inputs().iter().map(|e| e.digest.to_string()).collect())
-                .unwrap_or_default()
-        });
-    }
+    record.set_inputs(|vertex| {
+        let Ok(digest) = kiln_llb::Digest::parse(vertex) else {
+            return Vec::new();
+        };
+        definitions
+            .iter()
+            .find_map(|definition| definition.get(&digest))
+            .map(|op| op.inputs().iter().map(|e| e.digest.to_string()).collect())
+            .unwrap_or_default()
+    });
     {
         use std::io::Write as _;
         let mut text = String::new();
-        if plain {
-            text.push_str(&report::summary(&record));
+        if let Some(Progress::Plain(plain)) = progress {
+            // Steps by the numbers the progress gave them, as it shows them just above.
+            text.push_str(&report::summary(&record, |step| {
+                plain
+                    .number_of(&step.vertex)
+                    .map_or_else(|| step.name.clone(), |n| format!("#{n}"))
+            }));
         }
         if args.explain {
             text.push_str(&crate::commands::explain::render(&record));

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
-use kiln_solver::{BuildRecord, StepStatus};
+use kiln_solver::{BuildRecord, StepRecord, StepStatus};
 
 /// The plain progress's last lines: total time, time on the critical path, the three slowest
-/// steps and how many steps came from the cache.
-pub(super) fn summary(record: &BuildRecord) -> String {
+/// steps (each as `label` names it) and how many steps came from the cache.
+pub(super) fn summary(record: &BuildRecord, label: impl Fn(&StepRecord) -> String) -> String {
     let seconds = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
     let (critical, path) = record.critical_path();
     let total = record.steps.len();
@@ -37,7 +37,7 @@ pub(super) fn summary(record: &BuildRecord) -> String {
             out,
             "#summary slow: {} {}",
             seconds(step.ran_ms()),
-            step.name
+            label(step)
         );
     }
     out
@@ -118,7 +118,7 @@ pub(super) fn dot(record: &BuildRecord) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kiln_solver::{BuildStatus, MissReason, StepRecord};
+    use kiln_solver::{BuildStatus, MissReason};
 
     use super::*;
 
@@ -153,11 +153,11 @@ mod tests {
     #[test]
     fn summary_names_the_critical_path_slowest_steps_and_hits() {
         assert_eq!(
-            summary(&record()),
+            summary(&record(), |step| format!("<{}>", step.vertex)),
             "#summary 4.0s total, 3.8s on the critical path (3 steps), 1/4 steps cached (25%)\n\
-             #summary slow: 3.0s step \"make\"\n\
-             #summary slow: 0.8s step \"test\"\n\
-             #summary slow: 0.5s step \"lint\"\n"
+             #summary slow: 3.0s <make>\n\
+             #summary slow: 0.8s <test>\n\
+             #summary slow: 0.5s <lint>\n"
         );
     }
 

@@ -1,0 +1,296 @@
+//! Issue 20: `--platform linux/amd64,linux/arm64` — one graph per platform solved together
+//! (shared steps run once), foreign steps under QEMU user emulation, one image index out
+//! (registry, OCI layout, store), a folder per platform for local outputs, `kiln run
+//! --platform`. The base is `library/busybox:multi` of the test registry: the canonical amd64
+//! busybox and an arm64 busybox from Debian's `busybox-static:arm64` (scripts/test-env.sh).
+
+use std::path::Path;
+use std::process::Command;
+
+use kiln_testdata::skip;
+
+use crate::common::{kiln_in, ready, text};
+
+/// A Dockerfile whose first stage runs once on the build platform (its cache mount counts
+/// the runs) and whose last stage runs on each target platform.
+const DOCKERFILE: &str = "\
+FROM --platform=$BUILDPLATFORM busybox:multi AS gen
+RUN --mount=type=cache,id=runs,target=/c sh -c 'echo ran >> /c/runs; cp /c/runs /made'
+FROM busybox:multi
+ARG TARGETARCH TARGETPLATFORM BUILDPLATFORM
+COPY --from=gen /made /made-$TARGETARCH
+RUN uname -m > /arch && echo $TARGETARCH $TARGETPLATFORM $BUILDPLATFORM > /args
+";
+
+/// Whether the test registry serves the two-platform busybox and arm64 steps can run here.
+fn multi_ready() -> bool {
+    if !ready() {
+        return false;
+    }
+    let registered = fs_err::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+        .is_ok_and(|t| t.starts_with("enabled"));
+    if !registered {
+        skip("QEMU user emulation is not registered for aarch64 (run scripts/test-env.sh)");
+        return false;
+    }
+    true
+}
+
+fn context(dir: &Path) -> String {
+    let context = dir.join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
+    context.to_string_lossy().into_owned()
+}
+
+fn read(path: &Path) -> String {
+    fs_err::read_to_string(path).unwrap()
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    Command::new("skopeo").args(args).output().unwrap()
+}
+
+#[test]
+fn two_platforms_run_natively_and_emulated_with_shared_steps_once() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    let out = dir.path().join("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &dest,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let amd64 = out.join("linux_amd64");
+    let arm64 = out.join("linux_arm64");
+    assert_eq!(read(&amd64.join("arch")), "x86_64\n");
+    assert_eq!(read(&arm64.join("arch")), "aarch64\n");
+    assert_eq!(read(&amd64.join("args")), "amd64 linux/amd64 linux/amd64\n");
+    assert_eq!(read(&arm64.join("args")), "arm64 linux/arm64 linux/amd64\n");
+    // The build-platform stage ran once for both: each image has the one run's file.
+    assert_eq!(read(&amd64.join("made-amd64")), "ran\n");
+    assert_eq!(read(&arm64.join("made-arm64")), "ran\n");
+    assert!(!amd64.join("made-arm64").exists());
+    // Steps are named after their stage's platform, as BuildKit names them.
+    let log = text(&output);
+    assert!(
+        log.contains("[linux/arm64 stage-1 3/3] RUN uname -m"),
+        "{log}"
+    );
+    assert_eq!(log.matches("] RUN --mount=type=cache").count(), 1, "{log}");
+
+    // A tar holds the same folders.
+    let tar = dir.path().join("out.tar");
+    let dest = format!("type=tar,dest={}", tar.display());
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform=linux/amd64,linux/arm64",
+            "--output",
+            &dest,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let listing = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for path in [
+        "linux_amd64/arch",
+        "linux_arm64/arch",
+        "linux_arm64/bin/busybox",
+    ] {
+        assert!(listing.lines().any(|l| l == path), "{path} in {listing}");
+    }
+
+    // docker's archive holds one platform, as docker's exporter says.
+    let dest = format!("type=docker,dest={}", dir.path().join("d.tar").display());
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform=linux/amd64,linux/arm64",
+            "--output",
+            &dest,
+            &context,
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output)
+            .contains("docker exporter does not currently support exporting manifest lists"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_two_platform_image_is_one_index_in_the_registry_a_layout_and_the_store() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    let repository = format!(
+        "127.0.0.1:5000/kiln-test/multi-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let name = format!("{repository}:v1");
+    let layout = dir.path().join("layout");
+    let dest = format!("type=oci,dest={},tar=false", layout.display());
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm64",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            &name,
+            "--push",
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    let index = json(&raw.stdout);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // In the order asked for.
+    assert_eq!(platforms, ["linux/arm64", "linux/amd64"]);
+    // Each manifest's config says its platform.
+    for arch in ["arm64", "amd64"] {
+        let config = skopeo(&[
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            "--override-arch",
+            arch,
+            &format!("docker://{name}"),
+        ]);
+        assert!(config.status.success(), "{}", text(&config));
+        assert_eq!(json(&config.stdout)["architecture"], arch);
+    }
+    let copied = dir.path().join("copied");
+    let copy = skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:v1", copied.display()),
+    ]);
+    assert!(copy.status.success(), "{}", text(&copy));
+
+    // The same build as an OCI layout: index.json names the same index.
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "--output",
+            &dest,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let top = json(&fs_err::read(layout.join("index.json")).unwrap());
+    let digest = top["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        top["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let blob = fs_err::read(layout.join("blobs").join(digest.replacen(':', "/", 1))).unwrap();
+    assert_eq!(json(&blob), index, "the layout's index is the pushed one");
+    let inspected = skopeo(&["inspect", "--raw", &format!("oci:{}", layout.display())]);
+    assert!(inspected.status.success(), "{}", text(&inspected));
+
+    // The store runs the host's image under the name, the other with --platform.
+    let run = |platform: Option<&str>| {
+        let mut args = vec!["run", "--rm"];
+        if let Some(platform) = platform {
+            args.extend(["--platform", platform]);
+        }
+        args.extend([name.as_str(), "cat", "/arch"]);
+        let output = kiln_in(dir.path(), &args, &[]);
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(run(None), "x86_64\n");
+    assert_eq!(run(Some("linux/arm64")), "aarch64\n");
+    assert_eq!(
+        run(None),
+        "x86_64\n",
+        "the name still runs the host's image"
+    );
+
+    // Tagged without --push, the whole index goes out with a later `kiln push`.
+    let later = format!("{repository}:v2");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "-t",
+            &later,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let output = kiln_in(dir.path(), &["push", &later], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{later}"),
+    ]);
+    assert!(raw.status.success(), "{}", text(&raw));
+    assert_eq!(json(&raw.stdout), index, "kiln push sends the same index");
+}
