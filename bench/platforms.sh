@@ -35,7 +35,8 @@ mkdir -p "$work/chain"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 per_step() { # platform -> median ms per step over $runs cold builds of the chain
   for _ in $(seq 1 "$runs"); do
-    /usr/bin/time -f '%e' -o "$work/time" k build --no-cache --platform "$1" "$work/chain" >/dev/null 2>&1
+    /usr/bin/time -f '%e' -o "$work/time" "$kiln" --root "$work/store" --config "$work/kiln.toml" \
+      build --no-cache --platform "$1" "$work/chain" >/dev/null 2>&1
     python3 -c "print(float(open('$work/time').read()) * 1000 / $steps)"
   done | median
 }
