@@ -111,17 +111,7 @@ fn scp_style(s: &str) -> Option<(&str, &str, &str)> {
 
 /// Go's `strings.TrimPrefix(path.Join("/", subdir), "/")`.
 fn clean_subdir(subdir: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in subdir.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
+    kiln_llb::clean_path(&format!("/{subdir}"))[1..].to_owned()
 }
 
 /// Percent-decoding as Go's `url.QueryUnescape` (`+` is a space).
