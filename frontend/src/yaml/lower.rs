@@ -172,6 +172,15 @@ fn texts(node: &Node) -> Vec<String> {
     }
 }
 
+/// The `--name=value` flags of a `COPY` or `ADD` line whose value is not empty.
+fn push_values(code: &mut String, flags: [(&str, &str); 3]) {
+    for (name, value) in flags {
+        if !value.is_empty() {
+            code.push_str(&format!(" --{name}={value}"));
+        }
+    }
+}
+
 /// The end of a `COPY` or `ADD` line: its `--exclude` patterns, its sources, its destination.
 fn push_paths(code: &mut String, exclude: &[String], sources: &SourcesAndDest) {
     for pattern in exclude {
@@ -434,15 +443,14 @@ impl Lower<'_> {
             exclude: node.get("exclude").map(texts).unwrap_or_default(),
         };
         let mut code = String::from("COPY");
-        for (name, value) in [
-            ("from", &copy.from),
-            ("chown", &copy.chown),
-            ("chmod", &copy.chmod),
-        ] {
-            if !value.is_empty() {
-                code.push_str(&format!(" --{name}={value}"));
-            }
-        }
+        push_values(
+            &mut code,
+            [
+                ("from", &copy.from),
+                ("chown", &copy.chown),
+                ("chmod", &copy.chmod),
+            ],
+        );
         for (name, on) in [("link", copy.link), ("parents", copy.parents)] {
             if on {
                 code.push_str(&format!(" --{name}"));
@@ -464,15 +472,14 @@ impl Lower<'_> {
             exclude: node.get("exclude").map(texts).unwrap_or_default(),
         };
         let mut code = String::from("ADD");
-        for (name, value) in [
-            ("chown", &add.chown),
-            ("chmod", &add.chmod),
-            ("checksum", &add.checksum),
-        ] {
-            if !value.is_empty() {
-                code.push_str(&format!(" --{name}={value}"));
-            }
-        }
+        push_values(
+            &mut code,
+            [
+                ("chown", &add.chown),
+                ("chmod", &add.chmod),
+                ("checksum", &add.checksum),
+            ],
+        );
         if add.link {
             code.push_str(" --link");
         }
