@@ -192,7 +192,8 @@ fn lock_error(path: &Path, errno: Errno) -> Error {
     io::Error::other(format!("locking {}: {errno}", path.display())).into()
 }
 
-fn sync_fs(root: &Path) -> Result<(), Error> {
+/// Flushes the whole file system that holds `root` (`syncfs`).
+pub(crate) fn sync_fs(root: &Path) -> Result<(), Error> {
     let dir = fs_err::File::open(root)?;
     nix::unistd::syncfs(&dir)
         .map_err(|e| io::Error::other(format!("syncing {}: {e}", root.display())))?;

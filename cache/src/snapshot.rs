@@ -120,13 +120,6 @@ pub(crate) fn dir_size(path: &Path) -> io::Result<u64> {
     Ok(files.bytes())
 }
 
-fn sync_dir_fs(path: &Path) -> Result<(), Error> {
-    let dir = fs_err::File::open(path)?;
-    nix::unistd::syncfs(&dir)
-        .map_err(|e| io::Error::other(format!("syncing {}: {e}", path.display())))?;
-    Ok(())
-}
-
 impl Store {
     /// The directory of a committed snapshot.
     pub fn committed_dir(&self, key: &str) -> Result<PathBuf, Error> {
@@ -142,13 +135,7 @@ impl Store {
         tempfile::Builder::new()
             .prefix(&format!("tmp-{}-", Owner::current().tag()))
             .tempdir_in(&parent)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a directory in {}: {e}", parent.display()),
-                )
-                .into()
-            })
+            .map_err(|e| crate::store::creating_in("directory", &parent, e).into())
     }
 
     /// A snapshot's record.
@@ -156,14 +143,18 @@ impl Store {
         self.meta.get(meta::SNAPSHOTS, key)
     }
 
+    /// The record of the active snapshot `key`.
+    fn active_snapshot(&self, key: &str) -> Result<SnapshotRecord, Error> {
+        self.snapshot(key)?
+            .filter(|r| r.kind == SnapshotKind::Active)
+            .ok_or_else(|| Error::SnapshotNotFound {
+                key: key.to_owned(),
+            })
+    }
+
     /// Every snapshot record.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>, Error> {
-        Ok(self
-            .meta
-            .list(meta::SNAPSHOTS)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        self.records(meta::SNAPSHOTS)
     }
 
     /// Unpacks a layer blob as the committed snapshot named by its chain ID, on top of the
@@ -214,7 +205,7 @@ impl Store {
                 computed,
             });
         }
-        sync_dir_fs(temp.path())?;
+        crate::meta::sync_fs(temp.path())?;
         let size = dir_size(temp.path())?;
         // Another writer (thread or process) may have renamed the same snapshot into place
         // first, or an interrupted one left it unrecorded. Either way it is complete (it was
@@ -338,12 +329,7 @@ impl Store {
 
     /// The mounts of an active snapshot.
     pub fn mounts(&self, key: &str) -> Result<Mounts, Error> {
-        let record = self
-            .snapshot(key)?
-            .filter(|r| r.kind == SnapshotKind::Active)
-            .ok_or_else(|| Error::SnapshotNotFound {
-                key: key.to_owned(),
-            })?;
+        let record = self.active_snapshot(key)?;
         let lowers = match &record.parent {
             Some(p) => self.lowers(p)?,
             None => Vec::new(),
@@ -358,12 +344,7 @@ impl Store {
 
     /// Commits the active snapshot `active` as the read-only snapshot `name`.
     pub fn commit(&self, active: &str, name: &str) -> Result<(), Error> {
-        let record = self
-            .snapshot(active)?
-            .filter(|r| r.kind == SnapshotKind::Active)
-            .ok_or_else(|| Error::SnapshotNotFound {
-                key: active.to_owned(),
-            })?;
+        let record = self.active_snapshot(active)?;
         if self.snapshot(name)?.is_some() {
             return Err(Error::SnapshotExists {
                 key: name.to_owned(),

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_llb::Digest;
 use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -246,12 +247,7 @@ impl Store {
         let file = tempfile::Builder::new()
             .prefix(&format!("blob-{}-", Owner::current().tag()))
             .tempfile_in(&dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a file in {}: {e}", dir.display()),
-                )
-            })?;
+            .map_err(|e| creating_in("file", &dir, e))?;
         Ok(BlobWriter {
             file: Some(file),
             hasher: Hasher::default(),
@@ -324,14 +320,14 @@ impl Store {
         self.holder.is_leased()
     }
 
+    /// Every record of `table`, in key order.
+    pub(crate) fn records<T: DeserializeOwned>(&self, table: meta::Table) -> Result<Vec<T>, Error> {
+        Ok(self.meta.list(table)?.into_iter().map(|(_, v)| v).collect())
+    }
+
     /// Every image, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>, Error> {
-        Ok(self
-            .meta
-            .list(meta::IMAGES)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        self.records(meta::IMAGES)
     }
 
     /// Removes an image name (its content goes at the next garbage collection).
@@ -388,12 +384,7 @@ impl Store {
 
     /// Every build cache record.
     pub fn cache_records(&self) -> Result<Vec<CacheRecord>, Error> {
-        Ok(self
-            .meta
-            .list(meta::CACHE_RECORDS)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        self.records(meta::CACHE_RECORDS)
     }
 
     /// Every blob record.
@@ -523,13 +514,7 @@ impl Store {
         tempfile::Builder::new()
             .prefix(&prefix)
             .tempfile_in(&parent)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("creating a file in {}: {e}", parent.display()),
-                )
-                .into()
-            })
+            .map_err(|e| creating_in("file", &parent, e).into())
     }
 }
 
@@ -615,4 +600,12 @@ impl Write for BlobWriter {
             None => Ok(()),
         }
     }
+}
+
+/// The error `e` of making a temporary `what` (`file`, `directory`) in `parent`, naming both.
+pub(crate) fn creating_in(what: &str, parent: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("creating a {what} in {}: {e}", parent.display()),
+    )
 }

@@ -11,7 +11,7 @@ use kiln_cache::{
     CacheExportRequest, CacheImportRequest, CacheOptionsEntry, PruneOptions, PullOptions, Store,
     UsageEntry,
 };
-use kiln_llb::LoadedDefinition;
+use kiln_llb::{LoadedDefinition, error_chain};
 use kiln_solver::{Entitlements, Session, SessionConfig};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -97,19 +97,7 @@ async fn blocking<T: Send + 'static>(
 
 /// An error with its causes, one line as BuildKit's errors are.
 pub(crate) fn error_text(what: &str, err: &(dyn std::error::Error + 'static)) -> String {
-    format!("{what}: {}", causes(err))
-}
-
-/// An error and its causes on one line, `: `-separated.
-pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    format!("{what}: {}", error_chain(err))
 }
 
 /// The prune request as the store's options: BuildKit's durations are in nanoseconds, its
@@ -293,6 +281,18 @@ fn entitlements(names: &[String]) -> Result<Entitlements, Status> {
 }
 
 impl ControlService {
+    /// Converts `attrs` with the built-in Dockerfile frontend, reading the Dockerfile and its
+    /// context through the client's session `session`.
+    async fn convert(
+        &self,
+        session: &str,
+        pull: &PullOptions,
+        attrs: &HashMap<String, String>,
+    ) -> Result<crate::frontend::Frontend, Status> {
+        let client = self.sessions.get(session).await?;
+        crate::frontend::convert(self.store.clone(), pull.clone(), &client, attrs).await
+    }
+
     /// Solves and exports one request; the progress goes to the build's log.
     async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
         let build = if !request.frontend.is_empty() {
@@ -329,7 +329,7 @@ impl ControlService {
             kiln_engine::open_cache_imports(&cache_imports, &pull).await;
         for error in unreadable {
             // As BuildKit: a cache that cannot be read does not stop the build.
-            tracing::warn!(error = causes(&error), "cache import skipped");
+            tracing::warn!(error = error_chain(&error), "cache import skipped");
         }
         let local_dirs = (!request.session.is_empty()).then(|| {
             Arc::new(crate::locals::SessionLocals::new(
@@ -365,15 +365,7 @@ impl ControlService {
                 no_cache |= crate::frontend::no_cache_all(&attrs);
                 let syntax = match frontend.as_str() {
                     crate::frontend::DOCKERFILE => {
-                        let client = self.sessions.get(&request.session).await?;
-                        match crate::frontend::convert(
-                            self.store.clone(),
-                            pull.clone(),
-                            &client,
-                            &attrs,
-                        )
-                        .await?
-                        {
+                        match self.convert(&request.session, &pull, &attrs).await? {
                             crate::frontend::Frontend::Converted(converted) => Err(*converted),
                             crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
                         }
@@ -416,21 +408,13 @@ impl ControlService {
                                 if error.is_unavailable() && syntax.is_stock_dockerfile() =>
                             {
                                 tracing::warn!(
-                                    error = causes(&error),
+                                    error = error_chain(&error),
                                     "using the built-in Dockerfile frontend instead"
                                 );
                                 // Told it was chosen, the built-in frontend does not forward.
                                 let mut attrs = attrs.clone();
                                 attrs.insert("cmdline".to_owned(), syntax.image.clone());
-                                let client = self.sessions.get(&request.session).await?;
-                                match crate::frontend::convert(
-                                    self.store.clone(),
-                                    pull.clone(),
-                                    &client,
-                                    &attrs,
-                                )
-                                .await?
-                                {
+                                match self.convert(&request.session, &pull, &attrs).await? {
                                     crate::frontend::Frontend::Converted(converted) => *converted,
                                     crate::frontend::Frontend::Forward(_) => {
                                         return Err(Status::internal(
@@ -439,7 +423,7 @@ impl ControlService {
                                     }
                                 }
                             }
-                            Err(error) => return Err(Status::unknown(causes(&error))),
+                            Err(error) => return Err(Status::unknown(error_chain(&error))),
                         }
                     }
                 };
@@ -474,12 +458,12 @@ impl ControlService {
             Some(definition) if !cache_exports.is_empty() => session
                 .solve_keyed(definition, progress)
                 .await
-                .map_err(|e| Status::unknown(causes(&e)))?,
+                .map_err(|e| Status::unknown(error_chain(&e)))?,
             Some(definition) => session
                 .solve(definition, progress)
                 .await
                 .map(|result| (result, None))
-                .map_err(|e| Status::unknown(causes(&e)))?,
+                .map_err(|e| Status::unknown(error_chain(&e)))?,
             None => (kiln_solver::Ref::scratch(), None),
         };
         let inline = keys
@@ -507,7 +491,7 @@ impl ControlService {
                 match exported {
                     Ok(()) => {}
                     Err(error) if export.ignore_error => {
-                        tracing::warn!(error = causes(&error), "cache export failed");
+                        tracing::warn!(error = error_chain(&error), "cache export failed");
                     }
                     Err(error) => {
                         return Err(Status::unknown(error_text(

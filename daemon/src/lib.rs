@@ -9,7 +9,9 @@
 //!
 //! `buildctl build` runs its build function as a gateway client on the same socket: the
 //! `LLBBridge` calls `Ping`, `Solve` and `Return` are served too (`gateway`), and the
-//! `Control.Solve` of that build exports what the function returned.
+//! `Control.Solve` of that build exports what the function returned. A frontend image
+//! (`# syntax=IMAGE`, `gateway.v0`) runs with the gateway API served to it, and `kiln
+//! gateway-frontend` is kiln's own frontend as such an image, the client side (`bridge`).
 //!
 //! Place in the data path: a client's `Solve` carries an LLB Definition; the daemon solves it
 //! with kiln-solver (backed by kiln-engine's runner executor) and exports the result with
@@ -18,6 +20,14 @@
 //!
 //! The protobuf messages and stubs in `pb` are generated from `proto/` (our own text,
 //! wire-compatible with BuildKit's) and checked in; `tests/codegen.rs` regenerates them.
+//!
+//! Where new code goes: a call of BuildKit's control API into `control.rs` (its messages into
+//! `proto/`, regenerated into `pb/`); a service the client serves through its session (its
+//! files, secrets, SSH agents, exports sent back) in a module of its own beside `filesync.rs`,
+//! `secrets.rs`, `sshforward.rs` and `filesend.rs`, called over `session.rs`'s
+//! `ClientSession`; what frontend images are served and how they run into `bridge/`; the
+//! built-in Dockerfile frontend's options into `frontend.rs`. Build wiring that `kiln build`
+//! shares goes into kiln-engine, not here.
 //!
 //! ```no_run
 //! # async fn serve() -> Result<(), kiln_daemon::Error> {

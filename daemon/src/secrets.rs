@@ -16,13 +16,18 @@ use crate::session::ClientSession;
 /// The method a client serves its secrets with.
 const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
 
+/// The exec ops of a Definition, the steps that read secrets and mount SSH agents.
+pub(crate) fn exec_ops(definition: &LoadedDefinition) -> impl Iterator<Item = &pb::ExecOp> {
+    definition.ops().iter().filter_map(|op| match op.body() {
+        Some(pb::op::Op::Exec(exec)) => Some(exec),
+        _ => None,
+    })
+}
+
 /// The secret ids the Definition's exec ops read.
 pub(crate) fn secret_ids(definition: &LoadedDefinition) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    for op in definition.ops() {
-        let Some(pb::op::Op::Exec(exec)) = op.body() else {
-            continue;
-        };
+    for exec in exec_ops(definition) {
         for mount in &exec.mounts {
             if let Some(secret) = &mount.secret_opt {
                 ids.insert(secret.id.clone());

@@ -114,20 +114,7 @@ impl Sessions {
         // The daemon's end of the pipe is the HTTP/2 client's connection; the call's messages
         // are pumped through the other end.
         let (ours, theirs) = tokio::io::duplex(4 * CHUNK);
-        let mut connection = Some(ours);
-        let connector = tower::service_fn(move |_| {
-            let io = connection.take();
-            async move {
-                io.map(TokioIo::new).ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
-                        "a session carries one connection",
-                    )
-                })
-            }
-        });
-        let channel =
-            Endpoint::from_static("http://session").connect_with_connector_lazy(connector);
+        let channel = one_connection(ours, "http://session", "a session carries one connection");
         let session = Arc::new(ClientSession {
             id: id.clone(),
             shared_key: header(HEADER_SHARED_KEY),
@@ -214,4 +201,20 @@ impl Sessions {
         .await;
         found.map_err(|_| Status::not_found(format!("no active session for {id}")))
     }
+}
+
+/// An HTTP/2 channel over the one connection `io` (a second connect fails with `refused`).
+pub(crate) fn one_connection<IO>(io: IO, uri: &'static str, refused: &'static str) -> Channel
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let mut io = Some(io);
+    let connector = tower::service_fn(move |_| {
+        let io = io.take();
+        async move {
+            io.map(TokioIo::new)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, refused))
+        }
+    });
+    Endpoint::from_static(uri).connect_with_connector_lazy(connector)
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_llb::{LoadedDefinition, pb};
+use kiln_llb::LoadedDefinition;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -26,10 +26,7 @@ const SSH_ID: &str = "buildkit.ssh.id";
 /// The agent ids the Definition's exec ops mount (`default` when a mount names none).
 pub(crate) fn ssh_ids(definition: &LoadedDefinition) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    for op in definition.ops() {
-        let Some(pb::op::Op::Exec(exec)) = op.body() else {
-            continue;
-        };
+    for exec in crate::secrets::exec_ops(definition) {
         for ssh in exec.mounts.iter().filter_map(|m| m.ssh_opt.as_ref()) {
             ids.insert(if ssh.id.is_empty() {
                 "default".to_owned()

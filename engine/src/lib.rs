@@ -4,12 +4,15 @@
 //! the solver's [`Executor`](kiln_solver::Executor) with kiln-runner ([`RunnerExecutor`],
 //! per-run state under [`RUNNER_STATE`]), the frontend's
 //! [`ImageMetaResolver`](kiln_frontend::ImageMetaResolver) with the content store
-//! ([`StoreResolver`]), and writes a solved [`Ref`](kiln_solver::Ref) to its outputs
-//! ([`export`]). Data path: frontend → llb → solver → exporters, wired here once for every
-//! front door (the CLI's `kiln build` today, a build service's `Solve` next).
+//! ([`StoreResolver`]), writes a solved [`Ref`](kiln_solver::Ref) to its outputs
+//! ([`export`]), and opens and writes BuildKit's remote cache ([`open_cache_imports`],
+//! [`export_cache`], [`add_inline_cache`]). Data path: frontend → llb → solver → exporters,
+//! wired here once for every front door (the CLI's `kiln build`, kiln-daemon's `Solve`).
 //!
-//! Where new code goes: wiring that every front door needs; a command's own flags and
-//! rendering stay in `cli`.
+//! Where new code goes: wiring that every front door needs (a library's trait backed by
+//! another library, an output or cache destination both `kiln build` and `kiln daemon` offer),
+//! one module per concern beside `executor.rs`, `resolver.rs`, `export.rs` and `cache.rs`; a
+//! command's own flags and rendering stay in `cli`, the gRPC side in kiln-daemon.
 //!
 //! ```no_run
 //! let executor = kiln_engine::executor(kiln_engine::RUNNER_STATE.into());

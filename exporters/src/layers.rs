@@ -305,14 +305,7 @@ fn write(
         &format!("layer of snapshot {key}"),
         &written,
     )?;
-    Ok(Layer {
-        digest: written.digest,
-        size: written.size,
-        diff_id: written.diff_id,
-        media_type: written.media_type.to_owned(),
-        snapshot: Some(key.to_owned()),
-        source_date_epoch: options.source_date_epoch,
-    })
+    Ok(written_layer(&written, key, options.source_date_epoch))
 }
 
 /// The layers of the snapshots `keys` (bottom first), writing the blobs that do not exist yet
@@ -494,14 +487,19 @@ fn converted(
     let written = store.recompress_layer(blob, options)?;
     tracing::debug!(snapshot = %key, from = %blob, blob = %written.digest, "converted a layer");
     remember(store, id, &format!("layer {blob} converted"), &written)?;
-    Ok(Layer {
+    Ok(written_layer(&written, key, None))
+}
+
+/// The layer `written` from snapshot `key`, its mtimes clamped to `source_date_epoch`.
+fn written_layer(written: &LayerDescriptor, key: &str, source_date_epoch: Option<i64>) -> Layer {
+    Layer {
         digest: written.digest,
         size: written.size,
         diff_id: written.diff_id,
         media_type: written.media_type.to_owned(),
         snapshot: Some(key.to_owned()),
-        source_date_epoch: None,
-    })
+        source_date_epoch,
+    }
 }
 
 fn now() -> u64 {

@@ -6,6 +6,8 @@
 //! `filepath.Match` syntax plus `**`) is done where the context is read; the converter only passes
 //! the patterns on, in the `local.excludepatterns` attribute of the context source.
 
+pub(crate) use kiln_llb::clean_path;
+
 /// Parses the text of a `.dockerignore` file into exclude patterns.
 pub fn parse_dockerignore(text: &str) -> Vec<String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -44,35 +46,6 @@ pub fn select_dockerignore<'a>(
     general: Option<&'a str>,
 ) -> Option<&'a str> {
     specific.or(general)
-}
-
-/// Go's `path.Clean`: the shortest equivalent slash path (`.`, `..` and repeated `/` resolved;
-/// `""` becomes `.`).
-pub(crate) fn clean_path(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_owned();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => joined,
-    }
 }
 
 #[cfg(test)]

@@ -244,12 +244,10 @@ impl Root {
                 }
             }
             let Some((layer, meta)) = hit else {
-                names.push(name);
-                if last {
-                    return Ok(missing(names, &dirs));
+                if let Some(resolved) = past_missing(&mut names, &mut dirs, name, last) {
+                    return Ok(resolved);
                 }
                 through_missing = true;
-                dirs.push(Vec::new());
                 continue;
             };
             let mut host = join(&self.layers[layer], &names);
@@ -268,12 +266,10 @@ impl Root {
                 let target = fs_err::read_link(&host).map_err(io_err)?;
                 if target.as_os_str().is_empty() {
                     // An empty link leads nowhere (the kernel's ENOENT).
-                    names.push(name);
-                    if last {
-                        return Ok(missing(names, &dirs));
+                    if let Some(resolved) = past_missing(&mut names, &mut dirs, name, last) {
+                        return Ok(resolved);
                     }
                     through_missing = true;
-                    dirs.push(Vec::new());
                     continue;
                 }
                 if target.as_os_str().as_bytes().starts_with(b"/") {
@@ -376,6 +372,22 @@ impl Root {
         file.read_to_end(&mut bytes).map_err(io_err)?;
         Ok(Some(bytes))
     }
+}
+
+/// Steps past `name`, which does not exist: the resolved path when it is the `last` name,
+/// else `None`, what follows it being below a missing directory.
+fn past_missing(
+    names: &mut Vec<OsString>,
+    dirs: &mut Vec<Vec<usize>>,
+    name: OsString,
+    last: bool,
+) -> Option<Resolved> {
+    names.push(name);
+    if last {
+        return Some(missing(std::mem::take(names), dirs));
+    }
+    dirs.push(Vec::new());
+    None
 }
 
 /// The result for a path whose last name (or a directory on the way) does not exist.

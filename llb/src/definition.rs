@@ -94,6 +94,17 @@ pub struct LoadedDefinition {
     definition: pb::Definition,
 }
 
+/// The op marshalled at `position` of a Definition's `def`, with its digest.
+pub(crate) fn decode_op(position: usize, bytes: &[u8]) -> Result<(Digest, pb::Op), Error> {
+    let digest = Digest::from_bytes(bytes);
+    let op = pb::Op::decode(bytes).map_err(|source| Error::DecodeOp {
+        digest,
+        position,
+        source,
+    })?;
+    Ok((digest, op))
+}
+
 impl LoadedDefinition {
     /// Decodes and validates a marshalled `Definition`. Never panics, whatever the bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
@@ -112,12 +123,7 @@ impl LoadedDefinition {
         let mut decoded = Vec::with_capacity(body_bytes.len());
         let mut positions = HashMap::with_capacity(body_bytes.len());
         for (position, bytes) in definition.def.iter().enumerate() {
-            let digest = Digest::from_bytes(bytes);
-            let op = pb::Op::decode(bytes.as_slice()).map_err(|source| Error::DecodeOp {
-                digest,
-                position,
-                source,
-            })?;
+            let (digest, op) = decode_op(position, bytes)?;
             if positions.insert(digest, position).is_some() {
                 return Err(Error::DuplicateOp { digest });
             }

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use prost::Message as _;
 
+use crate::definition::decode_op;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::pb;
@@ -29,12 +29,7 @@ use crate::pb;
 pub fn to_json_lines(definition: &pb::Definition) -> Result<String, Error> {
     let mut out = String::new();
     for (position, bytes) in definition.def.iter().enumerate() {
-        let digest = Digest::from_bytes(bytes);
-        let op = pb::Op::decode(bytes.as_slice()).map_err(|source| Error::DecodeOp {
-            digest,
-            position,
-            source,
-        })?;
+        let (digest, op) = decode_op(position, bytes)?;
         let metadata = definition
             .metadata
             .get(&digest.to_string())
@@ -66,13 +61,7 @@ pub fn op_to_json(op: &pb::Op) -> String {
 pub fn to_dot(definition: &pb::Definition) -> Result<String, Error> {
     let mut ops = Vec::with_capacity(definition.def.len());
     for (position, bytes) in definition.def.iter().enumerate() {
-        let digest = Digest::from_bytes(bytes);
-        let op = pb::Op::decode(bytes.as_slice()).map_err(|source| Error::DecodeOp {
-            digest,
-            position,
-            source,
-        })?;
-        ops.push((digest, op));
+        ops.push(decode_op(position, bytes)?);
     }
     let mut out = String::from("digraph {\n");
     for (digest, op) in &ops {

@@ -164,3 +164,16 @@ pub enum Error {
         digest: Digest,
     },
 }
+
+/// An error and its causes on one line, `: `-separated, as Go prints a wrapped error (and
+/// BuildKit's messages read).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

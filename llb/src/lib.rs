@@ -35,6 +35,9 @@
 //!   [`scratch`]), [`State::run`] returning an [`ExecState`], [`State::file`] with
 //!   [`FileAction`] chains, [`merge`] and [`diff`]; [`State::marshal`] produces a Definition.
 //! - [`dump`]: `buildctl debug dump-llb`-identical JSON lines, and Graphviz DOT.
+//! - Small rules every crate above shares: [`clean_path`] (Go's `path.Clean`, for LLB's slash
+//!   paths) and [`error_chain`] (an error and its causes on one line, as BuildKit's messages
+//!   read).
 //!
 //! # Example
 //!
@@ -63,6 +66,7 @@ pub mod dump;
 mod error;
 mod marshal;
 mod modestr;
+mod path;
 pub mod pb;
 pub mod platform;
 
@@ -75,8 +79,9 @@ pub use crate::definition::{
     Edge, LoadedDefinition, LoadedOp, mount_output, op_kind, order_graph, output_count,
 };
 pub use crate::digest::Digest;
-pub use crate::error::{DigestError, Error};
+pub use crate::error::{DigestError, Error, error_chain};
 pub use crate::marshal::{marshal_op, op_digest};
 pub use crate::modestr::{ModeSet, ModeSyntaxError};
+pub use crate::path::clean_path;
 pub use crate::platform::{Platform, PlatformError};
 pub use prost;

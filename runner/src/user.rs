@@ -28,45 +28,47 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+/// The entries of an /etc/passwd-style file: `entry` of the `:`-separated fields of each line
+/// that has at least `min_fields` (comment lines skipped).
+fn parse_lines<T>(text: &str, min_fields: usize, entry: impl Fn(&[&str]) -> Option<T>) -> Vec<T> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 6 || line.starts_with('#') {
+            if fields.len() < min_fields || line.starts_with('#') {
                 return None;
             }
-            Some(PasswdEntry {
-                name: fields[0].to_owned(),
-                uid: fields[2].parse().ok()?,
-                gid: fields[3].parse().ok()?,
-                home: fields[5].to_owned(),
-            })
+            entry(&fields)
         })
         .collect()
 }
 
-fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 3 || line.starts_with('#') {
-                return None;
-            }
-            Some(GroupEntry {
-                name: fields[0].to_owned(),
-                gid: fields[2].parse().ok()?,
-                members: fields
-                    .get(3)
-                    .map(|m| {
-                        m.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    parse_lines(text, 6, |fields| {
+        Some(PasswdEntry {
+            name: fields[0].to_owned(),
+            uid: fields[2].parse().ok()?,
+            gid: fields[3].parse().ok()?,
+            home: fields[5].to_owned(),
         })
-        .collect()
+    })
+}
+
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    parse_lines(text, 3, |fields| {
+        Some(GroupEntry {
+            name: fields[0].to_owned(),
+            gid: fields[2].parse().ok()?,
+            members: fields
+                .get(3)
+                .map(|m| {
+                    m.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    })
 }
 
 /// Reads `path` inside the root filesystem as the container will see it (whiteouts respected,

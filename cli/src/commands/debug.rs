@@ -1,6 +1,6 @@
 //! `kiln debug`: tools for looking inside builds.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -37,14 +37,6 @@ fn dump_llb(file: Option<&Path>, dot: bool) -> anyhow::Result<ExitCode> {
     } else {
         kiln_llb::dump::to_json_lines(loaded.definition())?
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // A closed pipe (`kiln debug dump-llb | head`) is not an error.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(err) => Err(err).context("writing to standard output"),
-    }
+    // A closed pipe (`kiln debug dump-llb | head`) is not an error.
+    super::du::write_stdout(&text)
 }

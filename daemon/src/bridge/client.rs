@@ -12,10 +12,9 @@
 
 use std::collections::HashMap;
 
-use hyper_util::rt::TokioIo;
 use kiln_frontend::{ImageMetaResolver, ResolvedImage};
 use kiln_llb::pb::{Definition, Platform};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::gateway::llb_bridge_client::LlbBridgeClient;
 use crate::pb::gateway::{
@@ -33,19 +32,11 @@ fn stdio_channel() -> std::io::Result<Channel> {
     use std::os::fd::AsFd as _;
     let input = std::io::stdin().as_fd().try_clone_to_owned()?;
     let output = std::io::stdout().as_fd().try_clone_to_owned()?;
-    let mut io = Some(super::PipeConn::new(input, output)?);
-    let connector = tower::service_fn(move |_| {
-        let io = io.take();
-        async move {
-            io.map(TokioIo::new).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "standard input and output carry one connection",
-                )
-            })
-        }
-    });
-    Ok(Endpoint::from_static("http://builder").connect_with_connector_lazy(connector))
+    Ok(crate::session::one_connection(
+        super::PipeConn::new(input, output)?,
+        "http://builder",
+        "standard input and output carry one connection",
+    ))
 }
 
 /// The frontend options in this process's environment.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use kiln_cache::Store;
 use kiln_llb::LoadedDefinition;
 use kiln_llb::pb::Definition;
 use kiln_solver::{Ref, Reporter, Session};
@@ -157,6 +158,17 @@ impl Bridge {
         self.solve_once(&solved).await
     }
 
+    /// Reads the solved result of ref `id` with `read`, on the blocking pool.
+    async fn read_result<T: Send + 'static>(
+        &self,
+        id: &str,
+        read: impl FnOnce(&Store, &Ref) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let result = self.result(id).await?;
+        let store = self.session.config().store.clone();
+        blocking(move || read(&store, &result)).await
+    }
+
     async fn solve_once(&self, solved: &Solved) -> Result<Ref, Status> {
         let result = solved
             .result
@@ -167,7 +179,7 @@ impl Bridge {
                         .session
                         .solve(loaded, self.reporter.clone())
                         .await
-                        .map_err(|e| crate::control::causes(&e)),
+                        .map_err(|e| kiln_llb::error_chain(&e)),
                 }
             })
             .await;
@@ -229,7 +241,7 @@ impl Bridge {
         frontend.depth = self.depth + 1;
         let result = Box::pin(frontend.run(self.session.clone(), self.reporter.clone()))
             .await
-            .map_err(|e| Status::unknown(crate::control::causes(&e)))?;
+            .map_err(|e| Status::unknown(kiln_llb::error_chain(&e)))?;
         let definition = match result.definition {
             Some(definition) => {
                 let loaded =
@@ -429,11 +441,11 @@ impl LlbBridge for Arc<Bridge> {
         request: Request<ReadFileRequest>,
     ) -> Result<Response<ReadFileResponse>, Status> {
         let request = request.into_inner();
-        let result = self.result(&request.r#ref).await?;
-        let store = self.session.config().store.clone();
-        let data =
-            blocking(move || files::read_file(&store, &result, &request.file_path, request.range))
-                .await?;
+        let data = self
+            .read_result(&request.r#ref, move |store, result| {
+                files::read_file(store, result, &request.file_path, request.range)
+            })
+            .await?;
         Ok(Response::new(ReadFileResponse { data }))
     }
 
@@ -442,12 +454,11 @@ impl LlbBridge for Arc<Bridge> {
         request: Request<ReadDirRequest>,
     ) -> Result<Response<ReadDirResponse>, Status> {
         let request = request.into_inner();
-        let result = self.result(&request.r#ref).await?;
-        let store = self.session.config().store.clone();
-        let entries = blocking(move || {
-            files::read_dir(&store, &result, &request.dir_path, &request.include_pattern)
-        })
-        .await?;
+        let entries = self
+            .read_result(&request.r#ref, move |store, result| {
+                files::read_dir(store, result, &request.dir_path, &request.include_pattern)
+            })
+            .await?;
         Ok(Response::new(ReadDirResponse { entries }))
     }
 
@@ -456,9 +467,11 @@ impl LlbBridge for Arc<Bridge> {
         request: Request<StatFileRequest>,
     ) -> Result<Response<StatFileResponse>, Status> {
         let request = request.into_inner();
-        let result = self.result(&request.r#ref).await?;
-        let store = self.session.config().store.clone();
-        let stat = blocking(move || files::stat(&store, &result, &request.path)).await?;
+        let stat = self
+            .read_result(&request.r#ref, move |store, result| {
+                files::stat(store, result, &request.path)
+            })
+            .await?;
         Ok(Response::new(StatFileResponse { stat: Some(stat) }))
     }
 

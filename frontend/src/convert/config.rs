@@ -183,13 +183,18 @@ impl Step<'_, '_> {
         Ok(())
     }
 
-    /// `CMD`: the default command of the image.
-    pub(super) fn dispatch_cmd(&mut self, line: &ShellDependentCmdLine) {
-        let args = if line.prepend_shell {
+    /// The arguments of a `CMD` or `ENTRYPOINT`: the shell form run by the stage's shell.
+    fn shell_dependent(&self, line: &ShellDependentCmdLine) -> Vec<String> {
+        if line.prepend_shell {
             self.with_shell(&line.cmd_line)
         } else {
             line.cmd_line.clone()
-        };
+        }
+    }
+
+    /// `CMD`: the default command of the image.
+    pub(super) fn dispatch_cmd(&mut self, line: &ShellDependentCmdLine) {
+        let args = self.shell_dependent(line);
         self.d
             .history(format!("CMD {}", go_quote_list(&args)), false);
         self.d.image.config.cmd = Some(args);
@@ -199,11 +204,7 @@ impl Step<'_, '_> {
 
     /// `ENTRYPOINT`: the entrypoint of the image; it clears a `CMD` inherited from the base.
     pub(super) fn dispatch_entrypoint(&mut self, line: &ShellDependentCmdLine) {
-        let args = if line.prepend_shell {
-            self.with_shell(&line.cmd_line)
-        } else {
-            line.cmd_line.clone()
-        };
+        let args = self.shell_dependent(line);
         self.d
             .history(format!("ENTRYPOINT {}", go_quote_list(&args)), false);
         self.d.image.config.entrypoint = Some(args);

@@ -84,6 +84,15 @@ impl Step<'_, '_> {
         let dest = dest_path(&self.d.cwd, &dest_raw);
         let owner = (!chown_spec.is_empty()).then(|| chown(&chown_spec));
         let (mode, mode_str) = chmod_option(&chmod_spec).map_err(|kind| at(loc, kind))?;
+        // What every source's copy shares.
+        let copied = CopyOptions {
+            owner,
+            mode,
+            mode_str,
+            create_dest_path: true,
+            exclude_patterns: params.exclude.clone(),
+            ..CopyOptions::default()
+        };
         if !params.checksum.is_empty() {
             if !params.is_add {
                 return Err(at(loc, ConvertErrorKind::ChecksumForCopy));
@@ -129,19 +138,7 @@ impl Step<'_, '_> {
                         return Err(at(loc, ConvertErrorKind::GitForCopy));
                     }
                     let repo = self.git_source(loc, params, &reference, &name)?;
-                    push(
-                        &mut action,
-                        &repo,
-                        "/",
-                        CopyOptions {
-                            owner: owner.clone(),
-                            mode,
-                            mode_str: mode_str.clone(),
-                            create_dest_path: true,
-                            exclude_patterns: params.exclude.clone(),
-                            ..CopyOptions::default()
-                        },
-                    );
+                    push(&mut action, &repo, "/", copied.clone());
                     // As in BuildKit, an ADD source that is not an http(s) URL counts as a
                     // context path, even a git one.
                     if from.is_none() && !src.starts_with("http://") && !src.starts_with("https://")
@@ -195,13 +192,8 @@ impl Step<'_, '_> {
                     &http,
                     &file,
                     CopyOptions {
-                        owner: owner.clone(),
-                        mode,
-                        mode_str: mode_str.clone(),
-                        create_dest_path: true,
                         attempt_unpack_docker_compatibility: params.unpack.unwrap_or(false),
-                        exclude_patterns: params.exclude.clone(),
-                        ..CopyOptions::default()
+                        ..copied.clone()
                     },
                 );
                 continue;
@@ -236,19 +228,14 @@ impl Step<'_, '_> {
                 &source,
                 &normalized,
                 CopyOptions {
-                    owner: owner.clone(),
-                    mode,
-                    mode_str: mode_str.clone(),
                     follow_symlink: true,
                     dir_copy_contents: true,
                     attempt_unpack_docker_compatibility: params.unpack.unwrap_or(params.is_add),
-                    create_dest_path: true,
                     allow_wildcard: true,
                     allow_empty_wildcard: true,
                     include_patterns: include,
-                    exclude_patterns: params.exclude.clone(),
                     required_paths: required,
-                    ..CopyOptions::default()
+                    ..copied.clone()
                 },
             );
         }
@@ -267,19 +254,7 @@ impl Step<'_, '_> {
             let file = scratch()
                 .file(FileAction::mkfile(&inline_path, 0o644, data.as_bytes()))
                 .with_custom_name("[internal] preparing inline document");
-            push(
-                &mut action,
-                &file,
-                &inline_path,
-                CopyOptions {
-                    owner: owner.clone(),
-                    mode,
-                    mode_str: mode_str.clone(),
-                    create_dest_path: true,
-                    exclude_patterns: params.exclude.clone(),
-                    ..CopyOptions::default()
-                },
-            );
+            push(&mut action, &file, &inline_path, copied.clone());
         }
         message.push_str(&format!(" {}", params.sources.dest_path));
         let Some(action) = action else {

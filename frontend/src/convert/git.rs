@@ -85,20 +85,18 @@ fn scheme(s: &str) -> Option<&str> {
 
 /// `^([a-zA-Z0-9-_]+)@([a-zA-Z0-9-.]+):(.*?)(?:\?(.*?))?(?:#(.*))?$`: remote, query, fragment.
 fn scp_style(s: &str) -> Option<(&str, &str, &str)> {
+    // One or more of `[a-zA-Z0-9-]` and `also`.
+    let word = |s: &str, also: u8| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == also)
+    };
     let (user, rest) = s.split_once('@')?;
-    if user.is_empty()
-        || !user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !word(user, b'_') {
         return None;
     }
     let (host, rest) = rest.split_once(':')?;
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
+    if !word(host, b'.') {
         return None;
     }
     let (before_fragment, fragment) = rest.split_once('#').unwrap_or((rest, ""));
@@ -111,17 +109,7 @@ fn scp_style(s: &str) -> Option<(&str, &str, &str)> {
 
 /// Go's `strings.TrimPrefix(path.Join("/", subdir), "/")`.
 fn clean_subdir(subdir: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in subdir.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
+    kiln_llb::clean_path(&format!("/{subdir}"))[1..].to_owned()
 }
 
 /// Percent-decoding as Go's `url.QueryUnescape` (`+` is a space).

@@ -524,20 +524,14 @@ impl<'a> Plan<'a> {
         platform: &pb::Platform,
     ) -> Result<(String, ImageConfig), ConvertError> {
         let normalized = normalize_image_ref(name);
-        let resolved = self.resolver.resolve(&normalized, platform).map_err(|e| {
-            let mut message = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            ConvertError::Resolve {
-                location: Box::new(location.clone()),
-                reference: name.to_owned(),
-                message,
-            }
-        })?;
+        let resolved =
+            self.resolver
+                .resolve(&normalized, platform)
+                .map_err(|e| ConvertError::Resolve {
+                    location: Box::new(location.clone()),
+                    reference: name.to_owned(),
+                    message: kiln_llb::error_chain(&*e),
+                })?;
         let mut config: ImageConfig = serde_json::from_slice(&resolved.config).map_err(|e| {
             at(
                 location,

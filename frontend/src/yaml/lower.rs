@@ -172,6 +172,26 @@ fn texts(node: &Node) -> Vec<String> {
     }
 }
 
+/// The `--name=value` flags of a `COPY` or `ADD` line whose value is not empty.
+fn push_values(code: &mut String, flags: [(&str, &str); 3]) {
+    for (name, value) in flags {
+        if !value.is_empty() {
+            code.push_str(&format!(" --{name}={value}"));
+        }
+    }
+}
+
+/// The end of a `COPY` or `ADD` line: its `--exclude` patterns, its sources, its destination.
+fn push_paths(code: &mut String, exclude: &[String], sources: &SourcesAndDest) {
+    for pattern in exclude {
+        code.push_str(&format!(" --exclude={pattern}"));
+    }
+    for src in &sources.source_paths {
+        code.push_str(&format!(" {src}"));
+    }
+    code.push_str(&format!(" {}", sources.dest_path));
+}
+
 fn flag(node: &Node, key: &str) -> Option<bool> {
     match node.get(key).map(|n| &n.value) {
         Some(Value::Bool(b)) => Some(*b),
@@ -285,6 +305,19 @@ impl Lower<'_> {
         }
     }
 
+    /// The instruction of the one-text key `name` of `node` (`workdir: /app` is `WORKDIR /app`),
+    /// if `node` has that key.
+    fn text_command(
+        &self,
+        node: &Node,
+        name: &str,
+        kind: fn(String) -> CommandKind,
+    ) -> Option<Command> {
+        let (key, value) = (node.key(name)?, text(node.get(name)?));
+        let code = format!("{} {value}", name.to_ascii_uppercase());
+        Some(self.command(key.pos, name, code, kind(value)))
+    }
+
     /// `env`, `workdir` and `user` of a stage, a step or the image, in that order.
     fn state_keys(&self, node: &Node, out: &mut Vec<Command>) {
         if let (Some(key), Some(env)) = (node.key("env"), node.get("env")) {
@@ -298,24 +331,8 @@ impl Lower<'_> {
                 ));
             }
         }
-        if let (Some(key), Some(dir)) = (node.key("workdir"), node.get("workdir")) {
-            let dir = text(dir);
-            out.push(self.command(
-                key.pos,
-                "workdir",
-                format!("WORKDIR {dir}"),
-                CommandKind::Workdir(dir),
-            ));
-        }
-        if let (Some(key), Some(user)) = (node.key("user"), node.get("user")) {
-            let user = text(user);
-            out.push(self.command(
-                key.pos,
-                "user",
-                format!("USER {user}"),
-                CommandKind::User(user),
-            ));
-        }
+        out.extend(self.text_command(node, "workdir", CommandKind::Workdir));
+        out.extend(self.text_command(node, "user", CommandKind::User));
     }
 
     fn step(&self, step: &Node) -> Result<Command> {
@@ -426,27 +443,20 @@ impl Lower<'_> {
             exclude: node.get("exclude").map(texts).unwrap_or_default(),
         };
         let mut code = String::from("COPY");
-        for (name, value) in [
-            ("from", &copy.from),
-            ("chown", &copy.chown),
-            ("chmod", &copy.chmod),
-        ] {
-            if !value.is_empty() {
-                code.push_str(&format!(" --{name}={value}"));
-            }
-        }
+        push_values(
+            &mut code,
+            [
+                ("from", &copy.from),
+                ("chown", &copy.chown),
+                ("chmod", &copy.chmod),
+            ],
+        );
         for (name, on) in [("link", copy.link), ("parents", copy.parents)] {
             if on {
                 code.push_str(&format!(" --{name}"));
             }
         }
-        for pattern in &copy.exclude {
-            code.push_str(&format!(" --exclude={pattern}"));
-        }
-        for src in &copy.sources.source_paths {
-            code.push_str(&format!(" {src}"));
-        }
-        code.push_str(&format!(" {}", copy.sources.dest_path));
+        push_paths(&mut code, &copy.exclude, &copy.sources);
         self.command(pos, "copy", code, CommandKind::Copy(copy))
     }
 
@@ -462,15 +472,14 @@ impl Lower<'_> {
             exclude: node.get("exclude").map(texts).unwrap_or_default(),
         };
         let mut code = String::from("ADD");
-        for (name, value) in [
-            ("chown", &add.chown),
-            ("chmod", &add.chmod),
-            ("checksum", &add.checksum),
-        ] {
-            if !value.is_empty() {
-                code.push_str(&format!(" --{name}={value}"));
-            }
-        }
+        push_values(
+            &mut code,
+            [
+                ("chown", &add.chown),
+                ("chmod", &add.chmod),
+                ("checksum", &add.checksum),
+            ],
+        );
         if add.link {
             code.push_str(" --link");
         }
@@ -479,13 +488,7 @@ impl Lower<'_> {
                 code.push_str(&format!(" --{name}={v}"));
             }
         }
-        for pattern in &add.exclude {
-            code.push_str(&format!(" --exclude={pattern}"));
-        }
-        for src in &add.sources.source_paths {
-            code.push_str(&format!(" {src}"));
-        }
-        code.push_str(&format!(" {}", add.sources.dest_path));
+        push_paths(&mut code, &add.exclude, &add.sources);
         self.command(pos, "add", code, CommandKind::Add(add))
     }
 
@@ -526,15 +529,7 @@ impl Lower<'_> {
                 ));
             }
         }
-        if let (Some(key), Some(signal)) = (image.key("stopsignal"), image.get("stopsignal")) {
-            let signal = text(signal);
-            out.push(self.command(
-                key.pos,
-                "stopsignal",
-                format!("STOPSIGNAL {signal}"),
-                CommandKind::StopSignal(signal),
-            ));
-        }
+        out.extend(self.text_command(image, "stopsignal", CommandKind::StopSignal));
         if let (Some(key), Some(health)) = (image.key("healthcheck"), image.get("healthcheck")) {
             let config = healthcheck(health)?;
             out.push(self.command(

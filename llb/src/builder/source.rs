@@ -209,17 +209,7 @@ pub fn git_with(url: &str, fragment: &str, options: GitOptions) -> State {
 
 /// Go's `path.Join("/", p)`: an absolute, cleaned slash path.
 fn clean_slash_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    crate::path::clean_path(&format!("/{p}"))
 }
 
 /// Options of an [`http_with`] source.

@@ -1,9 +1,10 @@
 //! The keys of a vertex: definition-based, by its inputs' content-based keys, and by the
 //! content its op reads; and what the history records of them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use futures::future::{FutureExt, try_join_all};
+use futures::future::{BoxFuture, FutureExt, Shared, try_join_all};
 use sha2::{Digest as _, Sha256};
 
 use super::job::{Job, SharedAlt, SharedKey, SharedLookup};
@@ -31,16 +32,25 @@ pub(super) struct Keys<R> {
 impl<R: Clone + Send + Sync + 'static> Job<R> {
     /// The shared future of a vertex's definition-based key.
     pub(super) fn key(self: &Arc<Self>, digest: Arc<str>) -> SharedKey<R> {
-        let mut keys = lock(&self.keys);
-        if let Some(existing) = keys.get(&digest) {
+        self.shared_once(&self.keys, digest, |job, d| {
+            async move { job.compute_key(d).await.map(Arc::new) }.boxed()
+        })
+    }
+
+    /// The future of `digest` in `table`, made by `make` (from the job and the digest) the
+    /// first time this solve asks for it and shared by every later ask.
+    fn shared_once<T: Clone>(
+        self: &Arc<Self>,
+        table: &Mutex<HashMap<Arc<str>, Shared<BoxFuture<'static, T>>>>,
+        digest: Arc<str>,
+        make: impl FnOnce(Arc<Self>, Arc<str>) -> BoxFuture<'static, T>,
+    ) -> Shared<BoxFuture<'static, T>> {
+        let mut table = lock(table);
+        if let Some(existing) = table.get(&digest) {
             return existing.clone();
         }
-        let job = self.clone();
-        let d = digest.clone();
-        let fut = async move { job.compute_key(d).await.map(Arc::new) }
-            .boxed()
-            .shared();
-        keys.insert(digest, fut.clone());
+        let fut = make(self.clone(), digest.clone()).shared();
+        table.insert(digest, fut.clone());
         fut
     }
 
@@ -123,41 +133,28 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
 
     /// The shared lookup of a vertex's definition-based key in the cache.
     pub(super) fn lookup(self: &Arc<Self>, digest: Arc<str>) -> SharedLookup<R> {
-        let mut lookups = lock(&self.lookups);
-        if let Some(existing) = lookups.get(&digest) {
-            return existing.clone();
-        }
-        let job = self.clone();
-        let d = digest.clone();
-        let fut = async move {
-            let vertex = job.vertex(&d)?;
-            let keys = job.key(d.clone()).await?;
-            let loaded = job.inner.cache.load(&keys.definition).await;
-            let outputs = loaded.map_err(|source| SolveError::Cache {
-                vertex: d.clone(),
-                name: vertex.name.clone(),
-                source: Arc::new(source),
-            })?;
-            Ok(outputs.map(Arc::new))
-        }
-        .boxed()
-        .shared();
-        lookups.insert(digest, fut.clone());
-        fut
+        self.shared_once(&self.lookups, digest, |job, d| {
+            async move {
+                let vertex = job.vertex(&d)?;
+                let keys = job.key(d.clone()).await?;
+                let loaded = job.inner.cache.load(&keys.definition).await;
+                let outputs = loaded.map_err(|source| SolveError::Cache {
+                    vertex: d.clone(),
+                    name: vertex.name.clone(),
+                    source: Arc::new(source),
+                })?;
+                Ok(outputs.map(Arc::new))
+            }
+            .boxed()
+        })
     }
 
     /// The shared future of the content-based key a vertex's dependents build on (see
     /// [`Job::compute_alt_key`]); `None` when the vertex is known by its definition alone.
     pub(super) fn alt_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
-        let mut alts = lock(&self.alts);
-        if let Some(existing) = alts.get(&digest) {
-            return existing.clone();
-        }
-        let job = self.clone();
-        let d = digest.clone();
-        let fut = async move { job.compute_alt_key(d).await }.boxed().shared();
-        alts.insert(digest, fut.clone());
-        fut
+        self.shared_once(&self.alts, digest, |job, d| {
+            async move { job.compute_alt_key(d).await }.boxed()
+        })
     }
 
     /// The content-based key dependents build on, computed as cheaply as possible:
@@ -254,17 +251,9 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
     /// (a digest of exactly the paths a copy reads), `None` for ops that read none. This
     /// needs those inputs solved.
     pub(super) fn content_key(self: &Arc<Self>, digest: Arc<str>) -> SharedAlt {
-        let mut content_keys = lock(&self.content_keys);
-        if let Some(existing) = content_keys.get(&digest) {
-            return existing.clone();
-        }
-        let job = self.clone();
-        let d = digest.clone();
-        let fut = async move { job.compute_content_key(d).await }
-            .boxed()
-            .shared();
-        content_keys.insert(digest, fut.clone());
-        fut
+        self.shared_once(&self.content_keys, digest, |job, d| {
+            async move { job.compute_content_key(d).await }.boxed()
+        })
     }
 
     async fn compute_content_key(
