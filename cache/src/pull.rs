@@ -556,6 +556,18 @@ fn local_image(
     Ok(Some(image))
 }
 
+/// Stores a manifest or index blob that was fetched and verified, with its media type.
+fn keep_manifest(
+    store: &Store,
+    bytes: &[u8],
+    digest: &Digest,
+    media_type: Option<&str>,
+) -> Result<(), Error> {
+    store.write_blob(bytes, Some(digest))?;
+    store.record_blob(digest, bytes.len() as u64, media_type)?;
+    Ok(())
+}
+
 async fn pull_from(
     store: &Arc<Store>,
     reference: &Reference,
@@ -593,10 +605,10 @@ async fn pull_from(
                 reference: reference.whole(),
             })?;
         let digest = parse_digest(&entry.digest, "index entry")?;
-        store.write_blob(&bytes, Some(&manifest_digest))?;
-        store.record_blob(
+        keep_manifest(
+            store,
+            &bytes,
             &manifest_digest,
-            bytes.len() as u64,
             manifest.media_type.as_deref(),
         )?;
         index = Some(manifest_digest);
@@ -703,10 +715,10 @@ async fn pull_from(
         parent = Some(chain);
     }
 
-    store.write_blob(&bytes, Some(&manifest_digest))?;
-    store.record_blob(
+    keep_manifest(
+        store,
+        &bytes,
         &manifest_digest,
-        bytes.len() as u64,
         manifest.media_type.as_deref(),
     )?;
     // The tag names the image this host runs; another platform's is recorded by its digest

@@ -14,10 +14,15 @@ const SECRET: &[u8] = b"kiln-test-secret-6f1d0c";
 
 /// One step with a secret, a tmpfs and a cache mount.
 fn definition() -> Vec<u8> {
-    let script = "set -e; \
-        test \"$(cat /run/secrets/token)\" = kiln-test-secret-6f1d0c; echo ok > /secret-seen; \
+    // The step checks the secret by its sha256: the Definition (and what a build records of
+    // its steps) must not hold the secret itself.
+    let script = format!(
+        "set -e; \
+        test \"$(sha256sum < /run/secrets/token | cut -c1-64)\" = {}; echo ok > /secret-seen; \
         echo t > /scratch/x; \
-        echo run >> /cache/log; wc -l < /cache/log > /cache-count";
+        echo run >> /cache/log; wc -l < /cache/log > /cache-count",
+        kiln_llb::Digest::from_bytes(SECRET).hex()
+    );
     let secret = pb::SecretOpt {
         id: "token".into(),
         uid: 0,
@@ -29,7 +34,7 @@ fn definition() -> Vec<u8> {
         "127.0.0.1:5000/library/busybox@{}",
         kiln_testdata::BUSYBOX_MANIFEST_DIGEST
     ))
-    .run(["/bin/sh", "-c", script])
+    .run(["/bin/sh", "-c", script.as_str()])
     .with_mount(
         "/run/secrets/token",
         scratch(),

@@ -384,8 +384,7 @@ fn build(
             .iter()
             .filter_map(|(_, definition, _)| definition.as_ref())
             .collect();
-        let mut record =
-            report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
+        let record = report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
         let exported = (|| {
             let solved = solved.context("failed to solve")?;
             let results: Vec<_> = definitions
@@ -400,19 +399,7 @@ fn build(
                 &config.cache,
             )?)
         })();
-        if exported.is_err() {
-            record.status = BuildStatus::Failed;
-        }
-        let build_id = store_build(&store, &record);
-        noted.stored = true;
-        let exported = exported?;
-        drop(lease);
-        if config.cache.gc.enabled {
-            collect_garbage(&store, &config.cache.gc)?;
-        }
-        metadata::write_files(args, &exported, build_id.as_deref())?;
-        print_image_id(args, &exported)?;
-        return Ok(ExitCode::SUCCESS);
+        return finish(&store, config, args, record, noted, lease, exported);
     }
     let mut session = None;
     let mut progress = None;
@@ -511,7 +498,7 @@ fn build(
         Ok(_) => BuildStatus::Completed,
         Err(_) => BuildStatus::Failed,
     };
-    let mut record = report_build(
+    let record = report_build(
         &recorder,
         args,
         context.as_deref(),
@@ -551,18 +538,32 @@ fn build(
         }
         Ok(exported)
     })();
-    // A build whose export failed failed, as buildx's history says.
+    finish(&store, config, args, record, noted, lease, exported)
+}
+
+/// The end of a build whose steps were solved: stores its record (failed when its export
+/// failed, as buildx's history says), releases its lease, applies the garbage collection
+/// policies, writes `--iidfile`/`--metadata-file` and prints `-q`'s image id.
+fn finish(
+    store: &Store,
+    config: &Config,
+    args: &BuildArgs,
+    mut record: kiln_solver::BuildRecord,
+    noted: &mut Noted,
+    lease: kiln_cache::Lease,
+    exported: anyhow::Result<Vec<kiln_exporters::ExportResponse>>,
+) -> anyhow::Result<ExitCode> {
     if exported.is_err() {
         record.status = BuildStatus::Failed;
     }
-    let build_id = store_build(&store, &record);
+    let build_id = store_build(store, &record);
     noted.stored = true;
     let exported = exported?;
     // What the build made is named by its records and outputs now; with `[gc] enabled`, the
     // policies then prune the cache down to their limits (a collection waits for leases).
     drop(lease);
     if config.cache.gc.enabled {
-        collect_garbage(&store, &config.cache.gc)?;
+        collect_garbage(store, &config.cache.gc)?;
     }
     metadata::write_files(args, &exported, build_id.as_deref())?;
     print_image_id(args, &exported)?;
