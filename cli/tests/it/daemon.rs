@@ -864,3 +864,41 @@ fn serial_daemon_runs_the_frontend_image_a_dockerfile_names() {
         );
     }
 }
+
+#[test]
+fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("greeting"), "hello yaml\n").unwrap();
+    fs_err::write(
+        context.join("kiln.yaml"),
+        "apiVersion: kiln/v1\nstages:\n  app:\n    from: 127.0.0.1:5000/library/busybox\n    \
+         steps:\n      - copy: {src: greeting, dest: /greeting}\n      \
+         - run: [sh, -c, 'tr a-z A-Z < /greeting > /shout']\n",
+    )
+    .unwrap();
+    // kiln.yaml's executable form: the Definition on standard output, for any LLB client.
+    let printed = assert_ok(kiln(
+        &dir.path().join("printer"),
+        &["build", "--print-llb", context.to_str().unwrap()],
+    ));
+    let out = dir.path().join("out");
+    let local = format!("context={}", context.display());
+    let dest = format!("type=local,dest={}", out.display());
+    assert_ok(buildctl_build(
+        &daemon,
+        &printed.stdout,
+        &["--local", &local, "--output", &dest],
+    ));
+    assert_eq!(
+        fs_err::read_to_string(out.join("shout")).unwrap(),
+        "HELLO YAML\n"
+    );
+}
