@@ -19,6 +19,81 @@ pub struct BuildKeys {
     pub nodes: Vec<KeyNode>,
     /// The build's result.
     pub target: KeyEdge,
+    /// The build's other results: one per further platform of a multi-platform build
+    /// ([`BuildKeys::merge`]).
+    pub more_targets: Vec<KeyEdge>,
+}
+
+impl BuildKeys {
+    /// Every result of the build: the target, then the others.
+    pub fn targets(&self) -> impl Iterator<Item = KeyEdge> + '_ {
+        std::iter::once(self.target).chain(self.more_targets.iter().copied())
+    }
+
+    /// Adds the keys of another solve of the same build (another platform's graph): a vertex
+    /// both reached (the same key) is one node, the other's results become more targets.
+    ///
+    /// ```
+    /// use kiln_cache::{BuildKeys, Digest, KeyEdge, KeyInput, KeyNode};
+    /// let node = |name: &[u8], inputs: Vec<KeyInput>| KeyNode {
+    ///     key: Digest::from_bytes(name),
+    ///     alternatives: Vec::new(),
+    ///     inputs,
+    ///     outputs: None,
+    /// };
+    /// let read = |node| vec![KeyInput { edge: KeyEdge { node, output: 0 }, selector: None }];
+    /// let shared = node(b"context", Vec::new());
+    /// let mut amd64 = BuildKeys {
+    ///     nodes: vec![shared.clone(), node(b"amd64 run", read(0))],
+    ///     target: KeyEdge { node: 1, output: 0 },
+    ///     more_targets: Vec::new(),
+    /// };
+    /// let arm64 = BuildKeys {
+    ///     nodes: vec![shared, node(b"arm64 run", read(0))],
+    ///     target: KeyEdge { node: 1, output: 0 },
+    ///     more_targets: Vec::new(),
+    /// };
+    /// amd64.merge(arm64);
+    /// assert_eq!(amd64.nodes.len(), 3);
+    /// assert_eq!(amd64.nodes[2].inputs[0].edge.node, 0);
+    /// assert_eq!(amd64.targets().collect::<Vec<_>>(), [
+    ///     KeyEdge { node: 1, output: 0 },
+    ///     KeyEdge { node: 2, output: 0 },
+    /// ]);
+    /// ```
+    pub fn merge(&mut self, other: BuildKeys) {
+        let mut known: std::collections::HashMap<Digest, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.key, i))
+            .collect();
+        let targets: Vec<KeyEdge> = other.targets().collect();
+        let mut mapped = Vec::with_capacity(other.nodes.len());
+        for mut node in other.nodes {
+            if let Some(&at) = known.get(&node.key) {
+                mapped.push(at);
+                continue;
+            }
+            // Inputs come first, so each is mapped already.
+            for input in &mut node.inputs {
+                input.edge.node = mapped[input.edge.node];
+            }
+            let at = self.nodes.len();
+            known.insert(node.key, at);
+            mapped.push(at);
+            self.nodes.push(node);
+        }
+        for edge in targets {
+            let edge = KeyEdge {
+                node: mapped[edge.node],
+                output: edge.output,
+            };
+            if !self.targets().any(|t| t == edge) {
+                self.more_targets.push(edge);
+            }
+        }
+    }
 }
 
 /// One vertex of a build.

@@ -41,7 +41,7 @@ pub struct CacheGraph {
 /// The records of `keys`, without results, and the index of each output's record.
 fn records(keys: &BuildKeys) -> (Vec<CacheRecord>, HashMap<KeyEdge, usize>) {
     let mut wanted: BTreeSet<KeyEdge> = BTreeSet::new();
-    wanted.insert(keys.target);
+    wanted.extend(keys.targets());
     for (node, vertex) in keys.nodes.iter().enumerate() {
         for input in &vertex.inputs {
             wanted.insert(input.edge);
@@ -101,7 +101,7 @@ pub fn cache_graph(
     let mut unique: Vec<String> = Vec::new();
     let mut known = std::collections::HashSet::new();
     for (node, vertex) in keys.nodes.iter().enumerate() {
-        if mode == CacheMode::Min && node != keys.target.node {
+        if mode == CacheMode::Min && !keys.targets().any(|t| t.node == node) {
             continue;
         }
         let Some(outputs) = &vertex.outputs else {

@@ -294,3 +294,62 @@ fn a_two_platform_image_is_one_index_in_the_registry_a_layout_and_the_store() {
     assert!(raw.status.success(), "{}", text(&raw));
     assert_eq!(json(&raw.stdout), index, "kiln push sends the same index");
 }
+
+#[test]
+fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(dir.path());
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mode=max", cache.display());
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            &to,
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    // A store that never built it: every step of both platforms comes from the cache.
+    let fresh = tempfile::tempdir().unwrap();
+    let from = format!("type=local,src={}", cache.display());
+    let out = fresh.path().join("out");
+    let output = kiln_in(
+        fresh.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-from",
+            &from,
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            &context,
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let log = text(&output);
+    let runs: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
+    for id in runs {
+        assert!(
+            log.lines().any(|l| l == format!("{id} CACHED")),
+            "{id} came from the cache: {log}"
+        );
+    }
+    assert_eq!(read(&out.join("linux_arm64/arch")), "aarch64\n");
+    assert_eq!(read(&out.join("linux_amd64/made-amd64")), "ran\n");
+}

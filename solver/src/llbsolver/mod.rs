@@ -274,6 +274,7 @@ fn build_keys(solved: SolvedGraph<Ref>) -> Option<BuildKeys> {
     Some(BuildKeys {
         nodes,
         target: solved.target,
+        more_targets: Vec::new(),
     })
 }
 

@@ -335,8 +335,11 @@ fn build(
         if args.print_llb {
             bail!("--print-llb prints one Definition: give one --platform");
         }
-        if !cache_to.is_empty() {
-            bail!("--cache-to with several platforms is not supported yet");
+        if cache_to.iter().any(kiln_engine::is_inline) {
+            bail!(
+                "--cache-to type=inline with several platforms is not supported yet: \
+                 use type=registry or type=local"
+            );
         }
         let options = dockerfile::options(args, source, dir)?;
         if !matches!(
@@ -365,12 +368,17 @@ fn build(
         let recorder = noted.recorder.clone();
         // One session solves every platform at once: a vertex the platforms share (the
         // context, a `FROM --platform=$BUILDPLATFORM` stage) runs once.
+        let keyed = !cache_to.is_empty();
         let solves = definitions.iter().map(|(_, definition, _)| {
             let (session, reporter) = (session.clone(), recorder.clone());
             async move {
                 match definition {
-                    Some(definition) => session.solve(definition, reporter).await,
-                    None => Ok(kiln_solver::Ref::scratch()),
+                    Some(definition) if keyed => session.solve_keyed(definition, reporter).await,
+                    Some(definition) => session
+                        .solve(definition, reporter)
+                        .await
+                        .map(|result| (result, None)),
+                    None => Ok((kiln_solver::Ref::scratch(), None)),
                 }
             }
         });
@@ -387,17 +395,23 @@ fn build(
         let record = report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
         let exported = (|| {
             let solved = solved.context("failed to solve")?;
-            let results: Vec<_> = definitions
-                .into_iter()
-                .zip(solved)
-                .map(|((platform, _, config), result)| (platform, result, Some(config)))
-                .collect();
-            anyhow::Ok(kiln_engine::export_platforms(
-                &store,
-                &results,
-                &outputs,
-                &config.cache,
-            )?)
+            // One cache for every platform: their keys merged, shared vertices once.
+            let mut keys: Option<kiln_cache::BuildKeys> = None;
+            let mut results = Vec::with_capacity(solved.len());
+            for ((platform, _, config), (result, platform_keys)) in
+                definitions.into_iter().zip(solved)
+            {
+                match (&mut keys, platform_keys) {
+                    (Some(keys), Some(more)) => keys.merge(more),
+                    (keys @ None, more) => *keys = more,
+                    (Some(_), None) => {}
+                }
+                results.push((platform, result, Some(config)));
+            }
+            let exported =
+                kiln_engine::export_platforms(&store, &results, &outputs, &config.cache)?;
+            export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
+            anyhow::Ok(exported)
         })();
         return finish(&store, config, args, record, noted, lease, exported);
     }
@@ -519,26 +533,34 @@ fn build(
             &config.cache,
             inline,
         )?;
-        if let Some(keys) = &keys {
-            for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
-                let exported = runtime.block_on(kiln_engine::export_cache(
-                    &store,
-                    keys,
-                    request,
-                    &config.cache,
-                ));
-                match exported {
-                    Ok(()) => {}
-                    Err(error) if request.ignore_error => {
-                        warn(&format!("{:#}", anyhow::Error::from(error)));
-                    }
-                    Err(error) => return Err(error).context("failed to export the build cache"),
-                }
-            }
-        }
+        export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
         Ok(exported)
     })();
     finish(&store, config, args, record, noted, lease, exported)
+}
+
+/// Writes the build's cache keys to each `--cache-to` but inline ones (those go into the
+/// image config); a failing export fails the build unless the request says `ignore-error`.
+fn export_caches(
+    store: &Store,
+    keys: Option<&kiln_cache::BuildKeys>,
+    cache_to: &[CacheExportRequest],
+    registry: &kiln_cache::Config,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let Some(keys) = keys else {
+        return Ok(());
+    };
+    for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
+        match runtime.block_on(kiln_engine::export_cache(store, keys, request, registry)) {
+            Ok(()) => {}
+            Err(error) if request.ignore_error => {
+                warn(&format!("{:#}", anyhow::Error::from(error)));
+            }
+            Err(error) => return Err(error).context("failed to export the build cache"),
+        }
+    }
+    Ok(())
 }
 
 /// The end of a build whose steps were solved: stores its record (failed when its export
