@@ -120,7 +120,8 @@ pub use oci_client;
 pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull, resolve_digest};
 pub use registry::{
-    Config, RegistryConfig, credentials, credentials_with_path, docker_config_path, parse_reference,
+    Config, RegistryConfig, credentials, credentials_with_path, digest_name, docker_config_path,
+    parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{

@@ -176,15 +176,7 @@ struct Manifest {
 struct IndexEntry {
     digest: String,
     size: i64,
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize)]
-struct Platform {
-    os: String,
-    architecture: String,
-    #[serde(default)]
-    variant: String,
+    platform: Option<kiln_llb::Platform>,
 }
 
 #[derive(Deserialize)]
@@ -535,18 +527,8 @@ fn local_image(
     }
     // The name may hold another platform's image of the same index: it serves only the
     // platforms that run it.
-    #[derive(Deserialize)]
-    struct ConfigPlatform {
-        #[serde(default)]
-        os: String,
-        #[serde(default)]
-        architecture: String,
-        #[serde(default)]
-        variant: String,
-    }
-    let config: ConfigPlatform = serde_json::from_slice(&store.read_blob(&image.config)?)
+    let stored: kiln_llb::Platform = serde_json::from_slice(&store.read_blob(&image.config)?)
         .map_err(|e| bad(format!("config {}", image.config), e.to_string()))?;
-    let stored = kiln_llb::Platform::new(&config.os, &config.architecture, &config.variant);
     if !options.platform().runs(&stored) {
         tracing::debug!(image = %image.name, %stored, "the stored image is for another platform");
         return Ok(None);
@@ -590,11 +572,10 @@ async fn pull_from(
         let offered: Vec<_> = entries
             .iter()
             .map(|e| {
-                e.platform.as_ref().map_or_else(
-                    // An entry without a platform serves none.
-                    || kiln_llb::Platform::new("", "", ""),
-                    |p| kiln_llb::Platform::new(&p.os, &p.architecture, &p.variant),
-                )
+                // An entry without a platform serves none.
+                e.platform
+                    .clone()
+                    .unwrap_or_else(|| kiln_llb::Platform::new("", "", ""))
             })
             .collect();
         let entry = wanted
@@ -725,11 +706,7 @@ async fn pull_from(
     // (so `kiln run NAME` keeps running the host's after a `--platform` pull).
     let name = match reference.tag() {
         Some(_) if kiln_llb::Platform::host().runs(&options.platform()) => reference.whole(),
-        _ => format!(
-            "{}/{}@{manifest_digest}",
-            reference.registry(),
-            reference.repository()
-        ),
+        _ => crate::digest_name(reference, &manifest_digest),
     };
     let previous = store.image(&name)?.map(|r| r.manifest);
     let image = ImageRecord {

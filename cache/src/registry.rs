@@ -94,6 +94,16 @@ impl Config {
     }
 }
 
+/// The name of `reference`'s repository pinned to `digest` (`host/repository@sha256:…`): how
+/// one manifest of a multi-platform image is named, pushed and recorded.
+pub fn digest_name(reference: &Reference, digest: &crate::Digest) -> String {
+    format!(
+        "{}/{}@{digest}",
+        reference.registry(),
+        reference.repository()
+    )
+}
+
 /// Parses an image reference with Docker's normalisation (`busybox` is
 /// `docker.io/library/busybox:latest`).
 pub fn parse_reference(text: &str) -> Result<Reference, Error> {

@@ -179,13 +179,18 @@ impl Executor for RunnerExecutor {
         .boxed()
     }
 
-    /// The host's platform, and those QEMU user emulation is registered for.
     fn platform_support(&self, platform: &kiln_llb::Platform) -> Result<(), String> {
-        if kiln_llb::Platform::host().runs(platform) {
-            return Ok(());
-        }
-        kiln_runner::emulation::check(&platform.architecture)
+        runnable(platform)
     }
+}
+
+/// Whether kiln's runtime runs `platform`'s binaries here: the host's platform, and those
+/// QEMU user emulation is registered for; the error says why not and what to install.
+pub fn runnable(platform: &kiln_llb::Platform) -> Result<(), String> {
+    if kiln_llb::Platform::host().runs(platform) {
+        return Ok(());
+    }
+    kiln_runner::emulation::check(&platform.architecture)
 }
 
 /// Shares one executor between sessions.

@@ -446,29 +446,31 @@ pub fn deliver_index(
         _ => {}
     }
     if format == ImageFormat::Store && settings.store {
+        let stored = |image: &kiln_cache::Image, name: &str| {
+            store
+                .store_image_of_index(image, &index.digest, name)
+                .map_err(|source| Error::Store {
+                    name: name.to_owned(),
+                    source,
+                })
+        };
+        // Each platform's image is recorded under the repository and its digest (what keeps
+        // it from garbage collection, and what a later push of the name sends), once per
+        // repository however many names share it; each name runs the host's.
+        let mut by_digest = std::collections::BTreeSet::new();
         for name in &names {
-            let stored = |image: &kiln_cache::Image, name: &str| {
-                store
-                    .store_image_of_index(image, &index.digest, name)
-                    .map_err(|source| Error::Store {
-                        name: name.to_owned(),
-                        source,
-                    })
-            };
-            // Each platform's image is recorded under the repository and its digest (what
-            // keeps it from garbage collection, and what a later push of the name sends);
-            // the name itself runs the host's.
             let reference = kiln_cache::parse_reference(name)?;
             for (_, image) in &index.images {
-                let by_digest = format!(
-                    "{}/{}@{}",
-                    reference.registry(),
-                    reference.repository(),
-                    image.manifest_digest
-                );
-                stored(image, &by_digest)?;
+                let pinned = kiln_cache::digest_name(&reference, &image.manifest_digest);
+                if !by_digest.contains(&pinned) {
+                    stored(image, &pinned)?;
+                    by_digest.insert(pinned);
+                }
             }
-            stored(index.host_image(), name)?;
+        }
+        let host = index.host_image();
+        for name in &names {
+            stored(host, name)?;
         }
     }
     let pushed = push_each(settings, &names, |name| {

@@ -102,14 +102,7 @@ impl ImageIndex {
         #[derive(serde::Deserialize)]
         struct Entry {
             digest: Digest,
-            platform: Option<EntryPlatform>,
-        }
-        #[derive(serde::Deserialize)]
-        struct EntryPlatform {
-            os: String,
-            architecture: String,
-            #[serde(default)]
-            variant: String,
+            platform: Option<Platform>,
         }
         let Some(digest) = record.index else {
             return Ok(None);
@@ -131,10 +124,7 @@ impl ImageIndex {
             ) else {
                 return Ok(None);
             };
-            images.push((
-                Platform::new(&platform.os, &platform.architecture, &platform.variant),
-                crate::stored_image(store, found)?,
-            ));
+            images.push((platform, crate::stored_image(store, found)?));
         }
         Ok(Some(Self {
             images,

@@ -250,12 +250,7 @@ pub async fn push_index(
 ) -> Result<Digest, Error> {
     let parsed = kiln_cache::parse_reference(reference)?;
     for (_, image) in &index.images {
-        let by_digest = format!(
-            "{}/{}@{}",
-            parsed.registry(),
-            parsed.repository(),
-            image.manifest_digest
-        );
+        let by_digest = kiln_cache::digest_name(&parsed, &image.manifest_digest);
         push(store, image, &by_digest, config, docker_config).await?;
     }
     let target = Target::new(reference, config, docker_config)?;

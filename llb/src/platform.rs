@@ -35,7 +35,11 @@ pub struct PlatformError {
 }
 
 /// A platform as an index entry or a request names it, normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It reads from an OCI `platform` object or an image config (`os`, `architecture`,
+/// `variant`; absent or `null` fields are empty), normalized.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "OciPlatform")]
 pub struct Platform {
     /// `linux`.
     pub os: String,
@@ -227,6 +231,24 @@ impl Platform {
     }
 }
 
+/// The platform fields of an OCI descriptor or image config, as written.
+#[derive(serde::Deserialize)]
+struct OciPlatform {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+}
+
+impl From<OciPlatform> for Platform {
+    fn from(raw: OciPlatform) -> Self {
+        Self::new(
+            raw.os.as_deref().unwrap_or_default(),
+            raw.architecture.as_deref().unwrap_or_default(),
+            raw.variant.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -315,6 +337,14 @@ mod tests {
         );
         assert!(Platform::parse("linux/arm64;rm").is_err());
         assert!(Platform::parse("").is_err());
+        // From JSON: an index entry's platform or an image config, normalized.
+        let read: Platform = serde_json::from_str(
+            r#"{"architecture":"aarch64","os":"linux","variant":null,"config":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(read.to_string(), "linux/arm64");
+        let read: Platform = serde_json::from_str("{}").unwrap();
+        assert_eq!(read, Platform::new("", "", ""));
         // An amd64 host runs 386 code, not arm64 code.
         let amd64 = Platform::new("linux", "amd64", "");
         assert!(amd64.runs(&Platform::new("linux", "386", "")));

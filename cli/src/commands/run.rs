@@ -223,11 +223,8 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         .as_deref()
         .map(kiln_llb::Platform::parse)
         .transpose()?;
-    if let Some(platform) = platform
-        .as_ref()
-        .filter(|p| !kiln_llb::Platform::host().runs(p))
-    {
-        kiln_runner::emulation::check(&platform.architecture)
+    if let Some(platform) = &platform {
+        kiln_engine::runnable(platform)
             .map_err(|reason| anyhow::anyhow!("cannot run a {platform} image here: {reason}"))?;
     }
     let record = image(&store, config, &args.image, platform.as_ref(), &route)?;
