@@ -72,6 +72,14 @@ pub enum Error {
     /// Reading or writing a file on the host failed (the error names the path).
     #[error("cannot prepare the container")]
     Prepare(#[source] io::Error),
+    /// Setting up or tearing down a container's network failed.
+    #[error("cannot {step}: {source}")]
+    Network {
+        /// What was being done (`create the veth pair`).
+        step: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The runner's state directory cannot be used safely.
     #[error("refusing the runner state directory {path}: {reason}")]
     StateDir {

@@ -44,6 +44,7 @@ mod cgroup;
 pub mod emulation;
 mod error;
 mod image;
+pub mod net;
 mod plan;
 mod run;
 mod seccomp;

@@ -470,7 +470,12 @@ fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
     }
     Ok(Staged {
         rootfs_mountpoint,
-        hosts: write("hosts", hosts.as_bytes())?,
+        hosts: match &spec.network {
+            NetworkMode::Join {
+                hosts: Some(hosts), ..
+            } => hosts.clone(),
+            _ => write("hosts", hosts.as_bytes())?,
+        },
         resolv_conf: write("resolv.conf", &resolv)?,
         hostname: write("hostname", format!("{}\n", spec.hostname).as_bytes())?,
         secrets,
@@ -551,8 +556,16 @@ fn prepare_launch(
         Security::Sandbox => Some(seccomp::program(capabilities)?),
         Security::Insecure => None,
     };
+    let join_network = match &spec.network {
+        NetworkMode::Join { namespace, .. } => Some(cstring(
+            "network namespace",
+            namespace.as_os_str().as_bytes(),
+        )?),
+        NetworkMode::None | NetworkMode::Host => None,
+    };
     Ok(Launch {
         ops: plan.ops.clone(),
+        join_network,
         cgroup_procs: cgroup
             .map(|c| {
                 c.procs

@@ -43,13 +43,21 @@ impl Rootfs {
 }
 
 /// Network namespace mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NetworkMode {
     /// A fresh network namespace with only the loopback interface, brought up.
     #[default]
     None,
     /// Share the host's network namespace.
     Host,
+    /// Join the network namespace bind-mounted on `namespace` — a
+    /// [`net::Attachment`](crate::net::Attachment)'s, or another container's.
+    Join {
+        /// The namespace file.
+        namespace: PathBuf,
+        /// The /etc/hosts to mount instead of a generated one (the network keeps it).
+        hosts: Option<PathBuf>,
+    },
 }
 
 /// How far the process is confined beyond its namespaces.

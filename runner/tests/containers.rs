@@ -1718,3 +1718,158 @@ fn ulimits_are_set_before_the_exec() {
     );
     assert_eq!(out, "");
 }
+
+/// The default network, with its state where kiln keeps it (the bridge is the host's: every
+/// process attaching to it shares that state).
+fn bridge() -> kiln_runner::net::Bridge {
+    kiln_runner::net::Bridge::default_network("/run/kiln/net")
+}
+
+fn joined(attachment: &kiln_runner::net::Attachment) -> NetworkMode {
+    NetworkMode::Join {
+        namespace: attachment.namespace(),
+        hosts: Some(attachment.hosts_file()),
+    }
+}
+
+fn host_links() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn bridge_network_gives_an_address_names_published_ports_and_cleans_up() {
+    use kiln_runner::net::{AttachOptions, Publish};
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    fs_err::create_dir_all(f.root.join("www")).unwrap();
+    fs_err::write(f.root.join("www/index.html"), "served by web\n").unwrap();
+    let net = bridge();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let web = net
+        .attach(AttachOptions {
+            names: vec!["web".into()],
+            hostname: "web".into(),
+            publish: Publish::parse(&format!("127.0.0.1:{port}:80")).unwrap(),
+            ..AttachOptions::default()
+        })
+        .unwrap();
+    let address = web.address();
+    let veth = format!("kv{:08x}", u32::from(address));
+    assert!(host_links().contains(&veth), "{}", host_links());
+
+    let handle = Handle::new().unwrap();
+    std::thread::scope(|scope| {
+        let mut spec = f.spec("exec httpd -f -p 80 -h /www");
+        spec.network = joined(&web);
+        let server = scope.spawn(|| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let _ = f.runner.run(spec, &mut out, &mut err, &handle);
+        });
+        // Whatever fails below, the server goes.
+        let stop_server = handle.cancel_on_drop();
+        // The host reaches the container's address through the bridge.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((address, 80)).is_err() {
+            assert!(Instant::now() < deadline, "httpd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // A second container finds the first by name; its own address, route and hosts file.
+        let client = net
+            .attach(AttachOptions {
+                names: vec!["client".into()],
+                hostname: "client".into(),
+                extra_hosts: vec![("extra.example".into(), "192.0.2.5".into())],
+                ..AttachOptions::default()
+            })
+            .unwrap();
+        let mut spec = f.spec(
+            "wget -qO- http://web/; ip -4 -o addr show eth0 | awk '{print $4}'; \
+             ip route | head -1; grep -E 'web|extra|client' /etc/hosts",
+        );
+        spec.network = joined(&client);
+        let out = f.sh_spec(spec);
+        assert_eq!(
+            out,
+            format!(
+                "served by web\n{}/16\ndefault via 10.89.0.1 dev eth0 \n{}\tclient\n192.0.2.5\textra.example\n{address}\tweb\n",
+                client.address(),
+                client.address(),
+            )
+        );
+        // The published port answers on the host's loopback.
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read as _, Write as _};
+        stream
+            .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.") && reply.ends_with("served by web\n"),
+            "{reply}"
+        );
+
+        // The web container's hosts file learnt the client while it ran, and forgets it.
+        let hosts = fs_err::read_to_string(web.hosts_file()).unwrap();
+        assert!(
+            hosts.contains(&format!("{}\tclient\n", client.address())),
+            "{hosts}"
+        );
+        drop(client);
+        let hosts = fs_err::read_to_string(web.hosts_file()).unwrap();
+        assert!(!hosts.contains("client"), "{hosts}");
+
+        drop(stop_server);
+        server.join().unwrap();
+    });
+    let namespace = web.namespace();
+    drop(web);
+    assert!(!host_links().contains(&veth), "{}", host_links());
+    assert!(!namespace.exists());
+    let rules = std::process::Command::new("nft")
+        .args(["list", "map", "ip", "kiln", "publish_addr_tcp"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains(&format!(". {port} :")), "{rules}");
+}
+
+#[test]
+fn a_container_on_the_bridge_cannot_reach_the_hosts_loopback() {
+    use kiln_runner::net::AttachOptions;
+    if !can_run() {
+        return;
+    }
+    let f = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and at once closes each connection, so that a client that got through ends.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let net = bridge();
+    let attachment = net.attach(AttachOptions::default()).unwrap();
+    let gateway = attachment.gateway();
+    let mut spec = f.spec(&format!(
+        "nc -w 1 127.0.0.1 {port} </dev/null && echo loopback open; \
+         nc -w 1 {gateway} {port} </dev/null && echo gateway open; echo done"
+    ));
+    spec.network = joined(&attachment);
+    assert_eq!(f.sh_spec(spec), "done\n");
+    // The same listener is reachable from the host's own namespace (the probe works).
+    let mut spec = f.spec(&format!("nc -w 1 127.0.0.1 {port} </dev/null && echo open"));
+    spec.network = NetworkMode::Host;
+    assert_eq!(f.sh_spec(spec), "open\n");
+}

@@ -71,11 +71,12 @@ pub(crate) enum Step {
     Setgid = 9,
     Setuid = 10,
     Signals = 11,
+    JoinNetwork = 12,
 }
 
 impl Step {
     pub(crate) fn from_code(code: u32) -> Option<Self> {
-        const ALL: [Step; 12] = [
+        const ALL: [Step; 13] = [
             Step::Descriptors,
             Step::JoinCgroup,
             Step::Unshare,
@@ -88,6 +89,7 @@ impl Step {
             Step::Setgid,
             Step::Setuid,
             Step::Signals,
+            Step::JoinNetwork,
         ];
         ALL.get(code as usize).copied()
     }
@@ -96,6 +98,7 @@ impl Step {
         match self {
             Self::Descriptors => "arrange file descriptors",
             Self::JoinCgroup => "join the cgroup",
+            Self::JoinNetwork => "join the network namespace",
             Self::Unshare => "create namespaces",
             Self::Seccomp => "install the seccomp filter",
             Self::Setsid => "start a session",
@@ -116,6 +119,8 @@ pub(crate) struct Launch {
     pub(crate) ops: Vec<Op>,
     pub(crate) cgroup_procs: Vec<CString>,
     pub(crate) namespaces: CloneFlags,
+    /// A network namespace file to join (instead of a fresh namespace or the host's).
+    pub(crate) join_network: Option<CString>,
     /// Paths to try with `execve`, in order (the `PATH` lookup, done ahead).
     pub(crate) exec_candidates: Vec<CString>,
     pub(crate) exec_args: ExecArgs,
@@ -364,6 +369,18 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
         .and_then(|fd| nix::unistd::write(&fd, b"0"));
         if let Err(err) = joined {
             fail_step(Step::JoinCgroup, err);
+        }
+    }
+    if let Some(path) = &launch.join_network {
+        // Opened in the host's mount namespace, before the container gets its own.
+        let joined = open(
+            path.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| setns(fd, CloneFlags::CLONE_NEWNET));
+        if let Err(err) = joined {
+            fail_step(Step::JoinNetwork, err);
         }
     }
     if let Err(err) = unshare(launch.namespaces) {
