@@ -375,9 +375,43 @@ pub(crate) struct RmiArgs {
     pub(crate) images: Vec<String>,
 }
 
-/// `kiln run` arguments (docker's names).
+/// Parses `--add-host NAME=IP` or `NAME:IP` as docker and buildx do: `=` first, an IP in
+/// brackets, several IPs separated by commas (an entry each), `host-gateway` for `gateway`.
+pub(crate) fn add_hosts(
+    texts: &[String],
+    gateway: std::net::IpAddr,
+) -> anyhow::Result<Vec<(String, std::net::IpAddr)>> {
+    use anyhow::Context as _;
+    let mut out = Vec::new();
+    for text in texts {
+        let (host, ips) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .filter(|(host, ips)| !host.is_empty() && !ips.is_empty())
+            .with_context(|| format!("invalid host {text}"))?;
+        if ips == "host-gateway" {
+            out.push((host.to_owned(), gateway));
+            continue;
+        }
+        for ip in ips.split(',') {
+            let ip = ip
+                .strip_prefix('[')
+                .and_then(|ip| ip.strip_suffix(']'))
+                .unwrap_or(ip);
+            let ip = ip.parse().with_context(|| format!("invalid host {text}"))?;
+            out.push((host.to_owned(), ip));
+        }
+    }
+    Ok(out)
+}
+
+/// `kiln run` arguments (docker's names; `-h` is `--hostname`, as docker's).
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub(crate) struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub(crate) help: Option<bool>,
     /// Remove the container's file system changes when it exits.
     #[arg(long)]
     pub(crate) rm: bool,
@@ -409,9 +443,32 @@ pub(crate) struct RunArgs {
     /// Replace the image's entrypoint.
     #[arg(long, value_name = "COMMAND")]
     pub(crate) entrypoint: Option<String>,
-    /// Network: `none` or `host`.
-    #[arg(long, default_value = "none", value_name = "MODE")]
+    /// Connect the container to a network: `bridge` (kiln's default network, with NAT and
+    /// name resolution between containers), `none`, `host`, or `container:NAME` (another
+    /// container's network namespace).
+    #[arg(
+        long,
+        visible_alias = "net",
+        default_value = "bridge",
+        value_name = "NETWORK"
+    )]
     pub(crate) network: String,
+    /// Publish a container's port to the host: `[IP:][HOST_PORT:]CONTAINER_PORT[/udp]`
+    /// (an empty host port takes any free one).
+    #[arg(long, short, value_name = "PORT")]
+    pub(crate) publish: Vec<String>,
+    /// Publish every port the image exposes (`EXPOSE`) to a free host port.
+    #[arg(long, short = 'P')]
+    pub(crate) publish_all: bool,
+    /// Add a line to /etc/hosts: `HOST:IP` (`host-gateway` is the network's gateway).
+    #[arg(long, value_name = "HOST:IP")]
+    pub(crate) add_host: Vec<String>,
+    /// Set a DNS server of the container.
+    #[arg(long, value_name = "IP")]
+    pub(crate) dns: Vec<String>,
+    /// The container's hostname.
+    #[arg(long, short = 'h', value_name = "NAME")]
+    pub(crate) hostname: Option<String>,
     /// Give the container every capability, no seccomp filter and no masked paths, as
     /// `docker run --privileged`.
     #[arg(long)]

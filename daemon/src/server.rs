@@ -198,6 +198,7 @@ impl Daemon {
             remove_socket(&path);
         }
         kiln_runner::Runner::new(kiln_engine::RUNNER_STATE).sweep();
+        kiln_engine::default_network().sweep();
         result
     }
 }

@@ -2,9 +2,10 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt as _};
+use kiln_runner::net::{AttachOptions, Attachment, Bridge};
 use kiln_runner::{
     ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, TmpfsOptions, Ulimit,
 };
@@ -18,9 +19,19 @@ use kiln_solver::{
 /// user could plant the path first.
 pub const RUNNER_STATE: &str = "/run/kiln/runner";
 
+/// Where kiln keeps the state of its networks (leases, namespace and hosts files): root-only,
+/// on the /run tmpfs, so that it goes with the links and rules at a reboot.
+pub const NETWORK_STATE: &str = "/run/kiln/net";
+
+/// kiln's default network (the bridge `kiln0`), for `kiln run` and the steps of builds.
+pub fn default_network() -> Bridge {
+    Bridge::default_network(NETWORK_STATE)
+}
+
 /// Runs exec steps in containers of kiln's own runtime.
 pub struct RunnerExecutor {
     runner: Runner,
+    network: Arc<NetworkPool>,
 }
 
 impl RunnerExecutor {
@@ -28,6 +39,47 @@ impl RunnerExecutor {
     pub fn new(state_dir: PathBuf) -> Self {
         Self {
             runner: Runner::new(state_dir),
+            network: Arc::new(NetworkPool {
+                bridge: default_network(),
+                idle: Mutex::default(),
+            }),
+        }
+    }
+}
+
+/// Network namespaces on the default network for steps, reused from one step to the next as
+/// BuildKit reuses its CNI namespaces: a step on the default network costs one attach only
+/// when none is idle. A namespace goes back only after a sandboxed step (without
+/// `CAP_NET_ADMIN` a step cannot change its interfaces, routes or rules) whose processes are
+/// all gone; the pool's namespaces are released when the executor is dropped.
+struct NetworkPool {
+    bridge: Bridge,
+    idle: Mutex<Vec<Attachment>>,
+}
+
+/// How many idle namespaces the pool keeps (about the number of steps that run at once).
+const POOL_SIZE: usize = 8;
+
+impl NetworkPool {
+    fn take(&self) -> kiln_runner::Result<Attachment> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(attachment) => Ok(attachment),
+            None => self.bridge.attach(AttachOptions {
+                hostname: "kiln".to_owned(),
+                ..AttachOptions::default()
+            }),
+        }
+    }
+
+    fn give_back(&self, attachment: Attachment) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < POOL_SIZE {
+            idle.push(attachment);
         }
     }
 }
@@ -84,6 +136,8 @@ fn spec(request: ExecRequest) -> Spec {
     spec.network = match request.network {
         ExecNetwork::None => NetworkMode::None,
         ExecNetwork::Host => NetworkMode::Host,
+        // Joined in `run`, where the namespace is taken from the pool.
+        ExecNetwork::Default => NetworkMode::None,
     };
     spec.security = match request.security {
         ExecSecurity::Sandbox => Security::Sandbox,
@@ -152,11 +206,13 @@ impl Executor for RunnerExecutor {
         output: OutputSink,
     ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
         let runner = self.runner.clone();
+        let network = self.network.clone();
         async move {
             let handle = Handle::new()?;
             // Dropping this future (a failed sibling, Ctrl-C) kills the container.
             let guard = handle.cancel_on_drop();
-            let spec = spec(request);
+            let on_default_network = request.network == ExecNetwork::Default;
+            let mut spec = spec(request);
             let status = tokio::task::spawn_blocking(move || {
                 let mut stdout = SinkWriter {
                     stream: 1,
@@ -166,7 +222,26 @@ impl Executor for RunnerExecutor {
                     stream: 2,
                     sink: output,
                 };
-                runner.run(spec, &mut stdout, &mut stderr, &handle)
+                let attachment = if on_default_network {
+                    let attachment = network.take()?;
+                    spec.network = NetworkMode::Join {
+                        namespace: attachment.namespace(),
+                        hosts: None,
+                    };
+                    spec.resolv_conf = Some(step_resolv_conf()?);
+                    Some(attachment)
+                } else {
+                    None
+                };
+                let sandboxed = spec.security == Security::Sandbox;
+                let status = runner.run(spec, &mut stdout, &mut stderr, &handle);
+                if let Some(attachment) = attachment
+                    && status.is_ok()
+                    && sandboxed
+                {
+                    network.give_back(attachment);
+                }
+                status
             })
             .await
             .map_err(|e| -> OpError { format!("exec task failed: {e}").into() })??;
@@ -191,6 +266,16 @@ pub fn runnable(platform: &kiln_llb::Platform) -> Result<(), String> {
         return Ok(());
     }
     kiln_runner::emulation::check(&platform.architecture)
+}
+
+/// The resolv.conf of a step on the default network: the host's, without loopback servers.
+fn step_resolv_conf() -> kiln_runner::Result<String> {
+    let host = match fs_err::read_to_string("/etc/resolv.conf") {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(kiln_runner::Error::Prepare(err)),
+    };
+    kiln_runner::net::resolv_conf(&host, &[])
 }
 
 /// Shares one executor between sessions.

@@ -27,6 +27,8 @@ mod resolver;
 
 pub use cache::{add_inline_cache, export_cache, is_inline, open_cache_imports};
 pub use error::Error;
-pub use executor::{RUNNER_STATE, RunnerExecutor, executor, runnable};
+pub use executor::{
+    NETWORK_STATE, RUNNER_STATE, RunnerExecutor, default_network, executor, runnable,
+};
 pub use export::{export, export_platforms};
 pub use resolver::StoreResolver;

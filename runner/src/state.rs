@@ -22,12 +22,16 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
-/// This process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+/// A live process's start time in clock ticks since boot (field 22 of /proc/PID/stat);
+/// `None` for no such process and for a zombie (dead, not yet reaped by its parent).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(rest.next(), Some("Z" | "X")) {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
 }
 
 /// The owner recorded in a bundle's name, `<pid>-<start time>-<counter>`.

@@ -1758,6 +1758,7 @@ fn bridge_network_gives_an_address_names_published_ports_and_cleans_up() {
         .attach(AttachOptions {
             names: vec!["web".into()],
             hostname: "web".into(),
+            peers: true,
             publish: Publish::parse(&format!("127.0.0.1:{port}:80")).unwrap(),
             ..AttachOptions::default()
         })
@@ -1789,6 +1790,7 @@ fn bridge_network_gives_an_address_names_published_ports_and_cleans_up() {
                 names: vec!["client".into()],
                 hostname: "client".into(),
                 extra_hosts: vec![("extra.example".into(), "192.0.2.5".into())],
+                peers: true,
                 ..AttachOptions::default()
             })
             .unwrap();

@@ -87,6 +87,9 @@ pub enum ExecNetwork {
     /// Only loopback.
     #[default]
     None,
+    /// The executor's default network (LLB's unset mode, BuildKit's CNI network): a network
+    /// namespace of the step's own with outbound access, away from the host's loopback.
+    Default,
     /// The host's network.
     Host,
 }

@@ -13,6 +13,7 @@ pub(crate) mod pull;
 pub(crate) mod push;
 pub(crate) mod rmi;
 pub(crate) mod run;
+pub(crate) mod run_network;
 pub(crate) mod save;
 pub(crate) mod tag;
 pub(crate) mod yaml;

@@ -42,8 +42,10 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .map(|e| (e.id.clone(), e))
         .collect();
     let report = store.prune(&options).context("pruning the build cache")?;
-    // What killed builds left outside the store: the runner's per-run files.
+    // What killed builds left outside the store: the runner's per-run files, and their places
+    // on the network (veth pairs, namespaces, published ports).
     kiln_runner::Runner::new(kiln_engine::RUNNER_STATE).sweep();
+    kiln_engine::default_network().sweep();
     let removed: Vec<UsageEntry> = report
         .removed_records
         .iter()

@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::{Context as _, bail};
 use kiln_cache::{ImageRecord, PullOptions, Store};
 use kiln_runner::{
-    ExitStatus, Handle, ImageConfig, Mount, NetworkMode, Rootfs, RunOverrides, Runner, Signal,
-    Stdio, TerminalSize, TmpfsOptions,
+    ExitStatus, Handle, ImageConfig, Mount, Rootfs, RunOverrides, Runner, Signal, Stdio,
+    TerminalSize, TmpfsOptions,
 };
 use nix::sys::signal::SigSet;
 use nix::sys::termios::{self, SetArg, Termios};
 
+use super::run_network;
 use crate::args::RunArgs;
 use crate::config::Config;
 
@@ -210,11 +211,6 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         .map(|v| volume(v))
         .chain(args.tmpfs.iter().map(|t| tmpfs(t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let network = match args.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => bail!("network {other:?} is not supported: use none or host"),
-    };
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;
     let env = environment(args)?;
 
@@ -235,6 +231,11 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         .name
         .clone()
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    // docker names a container's host after its (short) id.
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| name.chars().take(12).collect());
     let snapshot = store
         .create_container(&name, &record)
         .with_context(|| format!("preparing the file system of the container {name}"))?;
@@ -250,7 +251,7 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         env,
         workdir: args.workdir.clone(),
         user: args.user.clone(),
-        hostname: None,
+        hostname: Some(hostname.clone()),
     };
     let rootfs = Rootfs::Overlay {
         lowers: snapshot.lowers,
@@ -260,7 +261,16 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
     };
     let result = (|| -> anyhow::Result<ExitStatus> {
         let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;
-        spec.network = network;
+        // Held until the container ends: dropping it takes the container off the network.
+        let network = run_network::set_up(args, args.name.as_deref(), &hostname, &store, &record)?;
+        spec.network = network.mode.clone();
+        if network.resolv_conf.is_some() {
+            spec.resolv_conf = network.resolv_conf.clone();
+        }
+        spec.extra_hosts = network.extra_hosts.clone();
+        if let Some((address, ports)) = network.summary() {
+            tracing::debug!(%address, ?ports, "on the bridge network");
+        }
         if args.privileged {
             spec.security = kiln_runner::Security::Insecure;
         }

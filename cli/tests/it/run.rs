@@ -1,29 +1,11 @@
 //! `kiln run` on images from the store (issue 7): the image config, docker's overrides and
 //! exit codes, stdin, and the README demo (`scripts/demo.sh`).
 
+use crate::common::{kiln, store_with_busybox};
 use kiln_testdata::{is_root, skip};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn kiln(root: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    command.arg("--root").arg(root);
-    command
-}
-
-/// A store with busybox loaded from testdata, or `None` (skipped) when not root.
-fn store_with_busybox() -> Option<tempfile::TempDir> {
-    if !is_root() {
-        skip("needs root for namespaces and overlayfs");
-        return None;
-    }
-    let root = tempfile::tempdir().unwrap();
-    let mut load = kiln(root.path());
-    load.arg("load").arg(kiln_testdata::busybox_layout());
-    assert!(load.status().unwrap().success());
-    Some(root)
-}
 
 fn run(root: &Path, args: &[&str]) -> Output {
     let mut command = kiln(root);

@@ -31,7 +31,7 @@ pub(crate) fn render(lease: &Lease, all: &[Lease]) -> String {
     for (name, address) in &lease.extra_hosts {
         text.push_str(&format!("{address}\t{name}\n"));
     }
-    for peer in all {
+    for peer in all.iter().filter(|_| lease.peers) {
         if peer.id == lease.id || peer.address == Ipv4Addr::UNSPECIFIED || peer.names.is_empty() {
             continue;
         }
@@ -50,7 +50,7 @@ pub(crate) fn write_own(dir: &Path, lease: &Lease, all: &[Lease]) -> Result<()> 
 /// Rewrites every live lease's hosts file in place (the same inode: it is bind-mounted into a
 /// running container).
 pub(crate) fn rewrite_peers(dir: &Path, all: &[Lease]) {
-    for lease in all {
+    for lease in all.iter().filter(|lease| lease.peers) {
         let path = path(dir, &lease.id);
         let written = fs_err::OpenOptions::new()
             .write(true)

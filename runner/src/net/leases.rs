@@ -22,6 +22,9 @@ pub(crate) struct Lease {
     pub(crate) hostname: String,
     pub(crate) extra_hosts: Vec<(String, String)>,
     pub(crate) publish: Vec<Publish>,
+    /// Whether its hosts file lists the others.
+    #[serde(default)]
+    pub(crate) peers: bool,
 }
 
 /// The lease file, locked.
@@ -108,6 +111,7 @@ impl Leases {
                     hostname: String::new(),
                     extra_hosts: Vec::new(),
                     publish: Vec::new(),
+                    peers: false,
                 });
             }
         }

@@ -82,6 +82,9 @@ pub struct AttachOptions {
     pub extra_hosts: Vec<(String, String)>,
     /// Published ports.
     pub publish: Vec<Publish>,
+    /// Whether its /etc/hosts lists the other containers of the network (`kiln run`'s do;
+    /// build steps', which nothing names either, do not).
+    pub peers: bool,
 }
 
 /// A container's place on a network, torn down when dropped.
@@ -137,6 +140,7 @@ impl Bridge {
             hostname: options.hostname,
             extra_hosts: options.extra_hosts,
             publish: options.publish,
+            peers: options.peers,
         };
         for publish in &mut lease.publish {
             publish.resolve_host_port(leases.all())?;
@@ -171,6 +175,26 @@ impl Bridge {
         Ok(attachment)
     }
 
+    /// The namespace file and /etc/hosts of the live container called `name` on this network
+    /// (`--network container:NAME`).
+    pub fn lookup(&self, name: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        let mut leases = Leases::lock(&self.dir)?;
+        self.sweep_locked(&mut leases);
+        Ok(leases
+            .all()
+            .iter()
+            .find(|lease| lease.names.iter().any(|n| n == name))
+            .map(|lease| {
+                (
+                    leases::namespace_path(&self.dir, &lease.id),
+                    hosts::path(&self.dir, &lease.id),
+                )
+            }))
+    }
+
     /// Removes what processes that died without detaching (kiln killed with SIGKILL) left on
     /// this network: their leases, published ports, veth pairs, namespace and hosts files.
     pub fn sweep(&self) {
@@ -195,15 +219,39 @@ impl Bridge {
         hosts::rewrite_peers(&self.dir, leases.all());
     }
 
-    /// Makes the bridge and the nftables table when the bridge device is missing.
+    /// Makes the bridge when its device is missing, and the nftables table when it was not
+    /// made since the bridge was (a marker file beside the leases, on the same tmpfs).
+    ///
+    /// Without the `nft` program the network still isolates its containers, but they have no
+    /// outbound access and cannot publish ports: a warning says so, and the table is made by
+    /// the first attach after nftables is installed.
     fn ensure(&self, _locked: &Leases) -> Result<()> {
-        if netlink::link_exists(&self.name)? {
+        let marker = self.dir.join("nat-ready");
+        let bridge = netlink::link_exists(&self.name)?;
+        if bridge && marker.exists() {
             return Ok(());
         }
-        nft::create_table(&self.name, self.gateway, self.prefix)?;
-        netlink::create_bridge(&self.name, self.gateway, self.prefix)?;
-        sysctl("net/ipv4/ip_forward", "1")?;
-        sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.name), "1")?;
+        if nft::available() {
+            nft::create_table(&self.name, self.gateway, self.prefix)?;
+            fs_err::write(&marker, b"").map_err(|source| Error::Network {
+                step: "record the network's nftables table".to_owned(),
+                source: source.into(),
+            })?;
+        } else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "nft not found (Debian package nftables): containers on the {} network \
+                     have no outbound access and cannot publish ports",
+                    self.name
+                );
+            });
+        }
+        if !bridge {
+            netlink::create_bridge(&self.name, self.gateway, self.prefix)?;
+            sysctl("net/ipv4/ip_forward", "1")?;
+            sysctl(&format!("net/ipv4/conf/{}/route_localnet", self.name), "1")?;
+        }
         Ok(())
     }
 

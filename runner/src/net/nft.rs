@@ -92,6 +92,17 @@ pub(crate) fn publish(bridge: &str, lease: &Lease, add: bool) -> Result<()> {
     run(&script, "publish the container's ports")
 }
 
+/// Whether the `nft` program is on the `PATH`.
+pub(crate) fn available() -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs_err::metadata(dir.join("nft"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 fn run(script: &str, step: &str) -> Result<()> {
     let fail = |message: String| Error::Network {
         step: step.to_owned(),

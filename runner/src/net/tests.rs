@@ -82,6 +82,7 @@ fn lease(id: &str, last: u8, names: &[&str]) -> Lease {
         hostname: format!("host{last}"),
         extra_hosts: vec![("db.local".to_owned(), "192.0.2.9".to_owned())],
         publish: Vec::new(),
+        peers: true,
     }
 }
 
@@ -95,6 +96,15 @@ fn hosts_files_name_the_container_and_its_peers() {
         hosts::render(&web, &all),
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          10.89.0.2\thost2 web\n192.0.2.9\tdb.local\n10.89.0.3\tapi host3\n"
+    );
+    let hidden = Lease {
+        peers: false,
+        ..web.clone()
+    };
+    assert_eq!(
+        hosts::render(&hidden, &all),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         10.89.0.2\thost2 web\n192.0.2.9\tdb.local\n"
     );
     assert_eq!(
         hosts::render(&api, &all),

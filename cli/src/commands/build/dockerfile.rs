@@ -113,32 +113,9 @@ fn labels(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Parses `--add-host NAME=IP` or `NAME:IP` as buildx does: `=` first, an IP in brackets,
-/// several IPs separated by commas (an entry each).
+/// The `--add-host` entries; `host-gateway` is the gateway of the network RUN steps use.
 fn extra_hosts(args: &BuildArgs) -> anyhow::Result<Vec<(String, IpAddr)>> {
-    let mut out = Vec::new();
-    for text in &args.add_host {
-        let (host, ips) = text
-            .split_once('=')
-            .or_else(|| text.split_once(':'))
-            .filter(|(host, ips)| !host.is_empty() && !ips.is_empty())
-            .with_context(|| format!("invalid host {text}"))?;
-        if ips == "host-gateway" {
-            bail!(
-                "invalid host {text}: kiln has no host gateway (the RUN steps share the host's \
-                 network unless --network=none); hint: use 127.0.0.1"
-            );
-        }
-        for ip in ips.split(',') {
-            let ip = ip
-                .strip_prefix('[')
-                .and_then(|ip| ip.strip_suffix(']'))
-                .unwrap_or(ip);
-            let ip = ip.parse().with_context(|| format!("invalid host {text}"))?;
-            out.push((host.to_owned(), ip));
-        }
-    }
-    Ok(out)
+    crate::args::add_hosts(&args.add_host, kiln_runner::net::DEFAULT_GATEWAY.0.into())
 }
 
 /// Parses `--network`, as buildx takes it.

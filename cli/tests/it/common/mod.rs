@@ -246,3 +246,23 @@ pub(crate) fn recording_registry(
     });
     (address, seen)
 }
+
+/// `kiln --root ROOT`.
+pub(crate) fn kiln(root: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.arg("--root").arg(root);
+    command
+}
+
+/// A store with busybox loaded from testdata, or `None` (skipped) when not root.
+pub(crate) fn store_with_busybox() -> Option<tempfile::TempDir> {
+    if !kiln_testdata::is_root() {
+        kiln_testdata::skip("needs root for namespaces and overlayfs");
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut load = kiln(root.path());
+    load.arg("load").arg(kiln_testdata::busybox_layout());
+    assert!(load.status().unwrap().success());
+    Some(root)
+}

@@ -331,7 +331,8 @@ async fn run(
             .collect(),
         network: match pb::NetMode::try_from(exec.network) {
             Ok(pb::NetMode::None) => ExecNetwork::None,
-            _ => ExecNetwork::Host,
+            Ok(pb::NetMode::Host) => ExecNetwork::Host,
+            _ => ExecNetwork::Default,
         },
         security,
         ulimits: meta
