@@ -450,7 +450,17 @@ fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
     let bundles = bundles_of(child.id());
     assert_eq!(bundles.len(), 1, "{bundles:?}");
     assert_eq!(fs_err::metadata(&bundles[0]).unwrap().mode() & 0o777, 0o700);
-    assert!(bundles[0].join("hosts").is_file());
+    assert!(bundles[0].join("resolv.conf").is_file());
+    // Its place on the network: a namespace file named after the same process.
+    let pid = child.id();
+    let namespaces = || -> Vec<String> {
+        fs_err::read_dir("/run/kiln/net/kiln0/ns")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(&format!("{pid}-")))
+            .collect()
+    };
+    assert_eq!(namespaces().len(), 1);
     // SIGKILL: kiln cleans nothing up (the container dies with it, by its parent-death signal).
     child.kill().unwrap();
     child.wait().unwrap();
@@ -463,6 +473,7 @@ fn state_of_a_killed_kiln_is_swept_by_the_next_run() {
         "{} is still there",
         bundles[0].display()
     );
+    assert_eq!(namespaces(), Vec::<String>::new());
 }
 
 #[test]
