@@ -286,3 +286,64 @@ fn hosts_dns_and_hostname_flags_reach_the_container() {
         );
     }
 }
+
+#[test]
+fn publish_all_publishes_the_exposed_ports_on_free_host_ports() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let context = tempfile::tempdir().unwrap();
+    fs_err::write(
+        context.path().join("Dockerfile"),
+        "FROM busybox\nEXPOSE 80 9999/udp\n",
+    )
+    .unwrap();
+    let output = kiln(root.path())
+        .args(["build", "-q", "-t", "exposed"])
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let www = tempfile::tempdir().unwrap();
+    fs_err::write(www.path().join("index.html"), "exposed\n").unwrap();
+    let name = format!("exposed-{}", free_port());
+    let mut child = kiln(root.path())
+        .args(["run", "--rm", "--name", &name, "-P", "-v"])
+        .arg(format!("{}:/www:ro", www.path().display()))
+        .args(["exposed", "httpd", "-f", "-p", "80", "-h", "/www"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lease = loop {
+        if let Some(lease) = leases_of(&name).pop() {
+            break lease;
+        }
+        assert!(Instant::now() < deadline, "no lease for {name}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut published: Vec<(u64, u64, String)> = lease["publish"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["container_port"].as_u64().unwrap(),
+                p["host_port"].as_u64().unwrap(),
+                p["protocol"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    published.sort();
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert_eq!((published[0].0, published[0].2.as_str()), (80, "Tcp"));
+    assert_eq!((published[1].0, published[1].2.as_str()), (9999, "Udp"));
+    assert!(published.iter().all(|p| p.1 != 0), "{published:?}");
+    let url = format!("http://127.0.0.1:{}/", published[0].1);
+    while !curl(&url).status.success() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(text(&curl(&url).stdout), "exposed\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}
