@@ -1836,7 +1836,12 @@ fn bridge_network_gives_an_address_names_published_ports_and_cleans_up() {
     });
     let namespace = web.namespace();
     drop(web);
-    assert!(!host_links().contains(&veth), "{}", host_links());
+    // The kernel destroys the namespace, and the pair with it, once its file is unmounted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_links().contains(&veth) {
+        assert!(Instant::now() < deadline, "{}", host_links());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(!namespace.exists());
     let rules = std::process::Command::new("nft")
         .args(["list", "map", "ip", "kiln", "publish_addr_tcp"])

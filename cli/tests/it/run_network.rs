@@ -168,7 +168,12 @@ fn published_ports_names_and_shared_namespaces_on_the_bridge() {
     let output = run(root.path(), &["busybox", "true"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(leases_of(&name).is_empty());
-    assert!(!host(&["ip", "-o", "link"]).contains(&veth));
+    // The kernel destroys the namespace, and the pair with it, once its file is unmounted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host(&["ip", "-o", "link"]).contains(&veth) {
+        assert!(Instant::now() < deadline, "{veth} is still there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         !host(&["nft", "list", "map", "ip", "kiln", "publish_addr_tcp"])
             .contains(&format!(". {port} :"))

@@ -25,9 +25,9 @@
 //!    a container joins or leaves, the files of the others are rewritten in place (their
 //!    processes see the bind-mounted file change).
 //!
-//! [`Attachment`] undoes all of it when dropped: the map elements, the veth pair (deleted
-//! through its host end, so `ip link` shows it gone at once), the namespace file, the lease,
-//! the container from its peers' /etc/hosts. What a killed process left is swept by the next
+//! [`Attachment`] undoes all of it when dropped: the map elements, the namespace file (the
+//! kernel then destroys the namespace and the veth pair with it, within milliseconds but off
+//! the caller's path), the lease, the container from its peers' /etc/hosts. What a killed process left is swept by the next
 //! attach in any process, or by [`Bridge::sweep`].
 //!
 //! Why these parts: netlink through `rtnetlink` (no `ip` processes: attaching stays within a
@@ -260,9 +260,10 @@ impl Bridge {
         if let Err(err) = nft::publish(&self.name, lease, false) {
             tracing::warn!(error = %err, "cannot remove published ports");
         }
-        if let Err(err) = netlink::delete_link(&veth_name(lease.address)) {
-            tracing::debug!(error = %err, "cannot delete the veth pair");
-        }
+        // The namespace goes with its file's unmount once no process is in it, and its veth
+        // pair with it, in the kernel's own time: deleting the pair here would cost the caller
+        // the ~20 ms of the kernel's synchronisation. A pair still there when its address is
+        // leased again is deleted then (see `netlink::create_namespace`).
         leases::remove_namespace(&leases::namespace_path(&self.dir, &lease.id));
         hosts::remove(&self.dir, &lease.id);
         if let Err(err) = leases.remove(&lease.id) {

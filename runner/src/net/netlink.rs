@@ -107,22 +107,6 @@ pub(crate) fn create_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result
     })
 }
 
-/// Deletes link `name` (with its veth peer); no such link is no error.
-pub(crate) fn delete_link(name: &str) -> Result<()> {
-    let step = format!("delete the link {name}");
-    with_handle(&step, async |handle| {
-        if let Some(index) = index_of(&handle, name).await? {
-            handle
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(|err| failed(&step, err))?;
-        }
-        Ok(())
-    })
-}
-
 /// Makes a network namespace bind-mounted on `path`, with `lo` up and `eth0` — the peer of
 /// the veth `veth` on `bridge` — holding `address/prefix` and a default route via `gateway`.
 pub(crate) fn create_namespace(
