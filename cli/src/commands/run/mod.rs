@@ -10,16 +10,25 @@
 use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use kiln_cache::{ImageRecord, PullOptions, Store};
-use kiln_runner::{
-    ExitStatus, Handle, ImageConfig, Mount, NetworkMode, Rootfs, RunOverrides, Runner, Signal,
-    Stdio, TerminalSize, TmpfsOptions,
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kiln_cache::{
+    ContainerConfig, ContainerRecord, ContainerRecords, ContainerStatus, Health, HealthConfig,
+    HostConfig, ImageRecord, PullOptions, RestartPolicy, Store, Volumes,
 };
-use nix::sys::signal::SigSet;
-use nix::sys::termios::{self, SetArg, Termios};
+use kiln_runner::{
+    CapabilityChanges, ExecSpec, ExitStatus, Handle, ImageConfig, Mount, NetworkMode, Rootfs,
+    RunOverrides, Runner, Signal, Stdio, TerminalSize, TmpfsOptions,
+};
+
+mod signals;
+
+use signals::{Interrupted, RawMode, own_terminal_size};
+pub(crate) use signals::{SignalRoute, block_signals};
 
 use crate::args::RunArgs;
 use crate::config::Config;
@@ -27,10 +36,45 @@ use crate::config::Config;
 /// docker's exit code for errors of the runtime itself.
 const EXIT_KILN_ERROR: u8 = 125;
 
-/// Runs the container; a configuration that failed to load is reported as kiln's own error.
-pub(crate) fn run(root: &Path, config: anyhow::Result<Config>, args: &RunArgs) -> ExitCode {
-    match config.and_then(|config| run_container(root, &config, args)) {
-        Ok(code) => code,
+/// Runs the container (or, with `-d`, starts its supervisor); a configuration that failed to
+/// load is reported as kiln's own error.
+pub(crate) fn run(
+    root: &Path,
+    config_path: Option<&Path>,
+    config: anyhow::Result<Config>,
+    args: &RunArgs,
+) -> ExitCode {
+    let attach = if args.detach {
+        Attach::Detach { config_path }
+    } else {
+        Attach::Terminal
+    };
+    let terminal = args.tty && !args.detach;
+    // Before any thread starts (opening the store starts one), so that every thread has them
+    // blocked and none is killed by them or swallows them: they wait for the forwarding thread.
+    let result = config.and_then(|config| {
+        let route = SignalRoute::start(block_signals(terminal)?, terminal)?;
+        run_container(root, &config, args, attach, &route)
+    });
+    exit_code(result)
+}
+
+/// Runs a detached container's process once, as its supervisor does.
+pub(crate) fn run_supervised(
+    root: &Path,
+    config: &Config,
+    args: &RunArgs,
+    id: &str,
+    route: &SignalRoute,
+) -> anyhow::Result<u8> {
+    run_container(root, config, args, Attach::Log { id }, route)
+}
+
+/// `kiln run`'s exit code: the container's, 128 + N when interrupted by signal N, 125 (with
+/// the error on stderr) when kiln failed.
+fn exit_code(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(err) if err.downcast_ref::<Interrupted>().is_some() => {
             let signal = err.downcast_ref::<Interrupted>().map_or(0, |i| i.0 as i32);
             tracing::debug!(signal, "interrupted before the container started");
@@ -49,8 +93,9 @@ pub(crate) fn run(root: &Path, config: anyhow::Result<Config>, args: &RunArgs) -
     }
 }
 
-/// Parses `HOST:CONTAINER[:ro|rw]`.
-fn volume(spec: &str) -> anyhow::Result<Mount> {
+/// Parses `SOURCE:CONTAINER[:ro|rw]`: a host path (absolute) or a named volume (made on
+/// first use, as docker does).
+fn volume(spec: &str, volumes: &Volumes) -> anyhow::Result<Mount> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, readonly) = match parts.as_slice() {
         [h, c] => (*h, *c, false),
@@ -58,9 +103,22 @@ fn volume(spec: &str) -> anyhow::Result<Mount> {
         [h, c, "rw"] => (*h, *c, false),
         _ => bail!("invalid volume specification: '{spec}'"),
     };
-    if !source.starts_with('/') || !target.starts_with('/') {
+    if !target.starts_with('/') {
         bail!(
-            "invalid volume specification: '{spec}': both paths must be absolute (HOST:CONTAINER[:ro])"
+            "invalid volume specification: '{spec}': the container path must be absolute (SOURCE:CONTAINER[:ro])"
+        );
+    }
+    if Volumes::is_name(source) {
+        let (volume, _) = volumes.create(source)?;
+        return Ok(Mount::Bind {
+            source: volume.mountpoint,
+            target: target.into(),
+            readonly,
+        });
+    }
+    if !source.starts_with('/') {
+        bail!(
+            "invalid volume specification: '{spec}': the host path must be absolute, or a volume name (SOURCE:CONTAINER[:ro])"
         );
     }
     Ok(Mount::Bind {
@@ -168,7 +226,14 @@ fn image(
     Ok(pulled.image)
 }
 
-fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConfig> {
+/// What `kiln run` reads from an image's config beyond [`ImageConfig`].
+struct ImageExtras {
+    labels: BTreeMap<String, String>,
+    stop_signal: String,
+    healthcheck: Option<HealthConfig>,
+}
+
+fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<(ImageConfig, ImageExtras)> {
     let bytes = store.read_blob(&record.config)?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).context("reading the image config")?;
@@ -184,19 +249,117 @@ fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConf
             .unwrap_or_default()
     };
     let string = |key: &str| config[key].as_str().unwrap_or_default().to_owned();
-    Ok(ImageConfig {
-        entrypoint: strings("Entrypoint"),
-        cmd: strings("Cmd"),
-        env: strings("Env"),
-        working_dir: string("WorkingDir"),
-        user: string("User"),
-    })
+    let labels = config["Labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let healthcheck = serde_json::from_value::<Option<HealthConfig>>(config["Healthcheck"].clone())
+        .context("reading the image's health check")?;
+    Ok((
+        ImageConfig {
+            entrypoint: strings("Entrypoint"),
+            cmd: strings("Cmd"),
+            env: strings("Env"),
+            working_dir: string("WorkingDir"),
+            user: string("User"),
+        },
+        ImageExtras {
+            labels,
+            stop_signal: string("StopSignal"),
+            healthcheck,
+        },
+    ))
 }
 
-fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    // Before any thread starts (opening the store starts one), so that every thread has them
-    // blocked and none is killed by them or swallows them: they wait for the forwarding thread.
-    let route = SignalRoute::start(block_signals(args.tty)?, args.tty)?;
+/// A Go duration of a `--health-*` flag, in nanoseconds.
+fn health_duration(flag: &str, text: Option<&String>) -> anyhow::Result<Option<u64>> {
+    text.map(|text| {
+        kiln_cache::parse_duration(text)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .with_context(|| format!("invalid argument {text:?} for \"--{flag}\" flag"))
+    })
+    .transpose()
+}
+
+/// The health check: the image's, with the `--health-*` flags over it; none with
+/// `--no-healthcheck` or `HEALTHCHECK NONE`.
+fn health_config(
+    args: &RunArgs,
+    image: Option<HealthConfig>,
+) -> anyhow::Result<Option<HealthConfig>> {
+    if args.no_healthcheck {
+        if args.health_cmd.is_some() {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(None);
+    }
+    let mut health = image.unwrap_or_default();
+    if let Some(command) = &args.health_cmd {
+        health.test = vec!["CMD-SHELL".to_owned(), command.clone()];
+    }
+    if let Some(interval) = health_duration("health-interval", args.health_interval.as_ref())? {
+        health.interval = interval;
+    }
+    if let Some(timeout) = health_duration("health-timeout", args.health_timeout.as_ref())? {
+        health.timeout = timeout;
+    }
+    if let Some(start) = health_duration("health-start-period", args.health_start_period.as_ref())?
+    {
+        health.start_period = start;
+    }
+    if let Some(retries) = args.health_retries {
+        health.retries = retries;
+    }
+    let none = health.test.is_empty() || health.test.first().is_some_and(|t| t == "NONE");
+    Ok((!none).then_some(health))
+}
+
+/// `--cpus`: a decimal number of CPUs, as billionths of a CPU.
+fn parse_cpus(text: &str) -> anyhow::Result<u64> {
+    match text.parse::<f64>() {
+        Ok(cpus) if cpus.is_finite() && cpus >= 0.0 => Ok((cpus * 1e9).round() as u64),
+        _ => bail!(
+            "invalid argument {text:?} for \"--cpus\" flag: failed to parse {text} as a rational number"
+        ),
+    }
+}
+
+/// A random container name (docker's are two words; ours are hex, always valid).
+fn random_name() -> String {
+    format!("k{:015x}", fastrand::u64(..) >> 4)
+}
+
+/// Where a container's streams go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attach<'a> {
+    /// `kiln run`: kiln's own standard streams.
+    Terminal,
+    /// `kiln run -d`: the container is made here and started by a supervisor (run with the
+    /// given `--config`).
+    Detach {
+        /// kiln's `--config`, for the supervisor.
+        config_path: Option<&'a Path>,
+    },
+    /// The supervisor of a detached container: the existing container `id`, its output to
+    /// its log.
+    Log {
+        /// The container's ID.
+        id: &'a str,
+    },
+}
+
+fn run_container(
+    root: &Path,
+    config: &Config,
+    args: &RunArgs,
+    attach: Attach<'_>,
+    route: &SignalRoute,
+) -> anyhow::Result<u8> {
     fs_err::create_dir_all(root)?;
     let root = fs_err::canonicalize(root)?;
     let store = Arc::new(
@@ -204,10 +367,12 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
             .with_context(|| format!("opening the store at {}", root.display()))?
             .with_unpack_limits(config.cache.unpack),
     );
+    let records = ContainerRecords::new(&root);
+    let volumes = Volumes::new(&root);
     let mounts = args
         .volume
         .iter()
-        .map(|v| volume(v))
+        .map(|v| volume(v, &volumes))
         .chain(args.tmpfs.iter().map(|t| tmpfs(t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match args.network.as_str() {
@@ -216,6 +381,12 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         other => bail!("network {other:?} is not supported: use none or host"),
     };
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;
+    let nano_cpus = args.cpus.as_deref().map(parse_cpus).transpose()?;
+    let capabilities = CapabilityChanges::new(&args.cap_add, &args.cap_drop)?;
+    let restart = RestartPolicy::parse(&args.restart)?;
+    if args.rm && restart != RestartPolicy::No {
+        bail!("Conflicting options: --restart and --rm");
+    }
     let env = environment(args)?;
 
     let platform = args
@@ -227,17 +398,15 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         kiln_engine::runnable(platform)
             .map_err(|reason| anyhow::anyhow!("cannot run a {platform} image here: {reason}"))?;
     }
-    let record = image(&store, config, &args.image, platform.as_ref(), &route)?;
-    let image_config = image_config(&store, &record)?;
+    let image_record = image(&store, config, &args.image, platform.as_ref(), route)?;
+    let (image_config, extras) = image_config(&store, &image_record)?;
+    let stop_signal = args.stop_signal.clone().unwrap_or(extras.stop_signal);
+    if !stop_signal.is_empty() {
+        kiln_runner::parse_signal(&stop_signal)?;
+    }
+    let healthcheck = health_config(args, extras.healthcheck)?;
     route.check()?;
     let _lease = store.lease()?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let snapshot = store
-        .create_container(&name, &record)
-        .with_context(|| format!("preparing the file system of the container {name}"))?;
     let overrides = RunOverrides {
         entrypoint: args.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
@@ -252,241 +421,269 @@ fn run_container(root: &Path, config: &Config, args: &RunArgs) -> anyhow::Result
         user: args.user.clone(),
         hostname: None,
     };
-    let rootfs = Rootfs::Overlay {
+    let placeholder = Rootfs::Dir {
+        path: PathBuf::from("/"),
+        readonly: args.read_only,
+    };
+    let mut spec = kiln_runner::run_spec(&image_config, &overrides, placeholder)?;
+
+    let (record, snapshot) = match attach {
+        Attach::Log { id } => {
+            let record = records.get(id)?;
+            let snapshot = store.container_mounts(&record.name).with_context(|| {
+                format!("finding the file system of the container {}", record.name)
+            })?;
+            (record, snapshot)
+        }
+        Attach::Terminal | Attach::Detach { .. } => {
+            let mut record = ContainerRecord::new(&args.name.clone().unwrap_or_else(random_name));
+            record.image = image_record.config.to_string();
+            record.path = spec.args[0].clone();
+            record.args = spec.args[1..].to_vec();
+            record.config = ContainerConfig {
+                image: args.image.clone(),
+                cmd: if overrides.args.is_empty() && overrides.entrypoint.is_none() {
+                    image_config.cmd.clone()
+                } else {
+                    overrides.args.clone()
+                },
+                entrypoint: overrides
+                    .entrypoint
+                    .clone()
+                    .unwrap_or_else(|| image_config.entrypoint.clone()),
+                env: spec.env.clone(),
+                working_dir: spec.cwd.display().to_string(),
+                user: spec.user.clone(),
+                labels: extras.labels,
+                stop_signal: stop_signal.clone(),
+                healthcheck: healthcheck.clone(),
+                tty: args.tty,
+            };
+            record.host_config = HostConfig {
+                restart_policy: restart,
+                memory: memory.unwrap_or(0),
+                nano_cpus: nano_cpus.unwrap_or(0),
+                pids_limit: args.pids_limit,
+                readonly_rootfs: args.read_only,
+                privileged: args.privileged,
+                cap_add: args.cap_add.clone(),
+                cap_drop: args.cap_drop.clone(),
+                binds: args.volume.clone(),
+                network_mode: args.network.clone(),
+                auto_remove: args.rm,
+            };
+            record.detached = matches!(attach, Attach::Detach { .. });
+            if record.detached {
+                record.run_args = run_arguments();
+            } else {
+                record.state.keeper = Some(kiln_cache::Owner::current());
+            }
+            records.create(&record)?;
+            let snapshot = match store.create_container(&record.name, &image_record) {
+                Ok(snapshot) => snapshot,
+                Err(err) => {
+                    records.remove(&record.id)?;
+                    return Err(anyhow::Error::new(err).context(format!(
+                        "preparing the file system of the container {}",
+                        record.name
+                    )));
+                }
+            };
+            (record, snapshot)
+        }
+    };
+    if let Attach::Detach { config_path } = attach {
+        return crate::commands::supervise::start(&root, config_path, &records, &record);
+    }
+    let name = record.name.clone();
+    let id = record.id.clone();
+    spec.rootfs = Rootfs::Overlay {
         lowers: snapshot.lowers,
         upper: snapshot.upper,
         work: snapshot.work,
         readonly: args.read_only,
     };
     let result = (|| -> anyhow::Result<ExitStatus> {
-        let mut spec = kiln_runner::run_spec(&image_config, &overrides, rootfs)?;
         spec.network = network;
         if args.privileged {
             spec.security = kiln_runner::Security::Insecure;
         }
+        spec.capabilities = capabilities.clone();
         spec.mounts = mounts;
         spec.resources.memory = memory;
         spec.resources.pids = args.pids_limit;
+        spec.resources.cpu_quota = nano_cpus.map(|nano| (nano / 10_000, 100_000));
         spec.ulimits = args.ulimit.clone();
         spec.cgroup_parent = args.cgroup_parent.clone();
         let stdin = || -> anyhow::Result<std::os::fd::OwnedFd> {
             Ok(std::io::stdin().as_fd().try_clone_to_owned()?)
         };
+        let detached = matches!(attach, Attach::Log { .. });
         spec.stdio = if args.tty {
             Stdio::Pty {
                 size: own_terminal_size().unwrap_or(TerminalSize { rows: 24, cols: 80 }),
-                input: if args.interactive {
+                input: if args.interactive && !detached {
                     Some(stdin()?)
                 } else {
                     None
                 },
             }
-        } else if args.interactive {
+        } else if args.interactive && !detached {
             Stdio::CapturedWithInput(stdin()?)
         } else {
             Stdio::Captured
         };
+        let exec = ExecSpec {
+            args: Vec::new(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            user: spec.user.clone(),
+            security: spec.security,
+            capabilities: capabilities.clone(),
+        };
         let runner = Runner::new(kiln_engine::RUNNER_STATE);
         let handle = Handle::new()?;
-        route.attach(&handle, args.tty)?;
-        let _raw = if args.tty && args.interactive {
+        let (health_stop, health_stopped) = std::sync::mpsc::channel::<()>();
+        {
+            let (records, id, healthcheck) = (records.clone(), id.clone(), healthcheck.clone());
+            handle.on_start(move |pid| {
+                let started = records.update(&id, |r| {
+                    r.state.status = ContainerStatus::Running;
+                    r.state.pid = pid;
+                    r.state.keeper = Some(kiln_cache::Owner::current());
+                    r.state.started_at = kiln_cache::now_rfc3339();
+                    r.state.exit_code = 0;
+                    r.state.error.clear();
+                    if healthcheck.is_some() {
+                        r.state.health = Some(Health {
+                            status: "starting".to_owned(),
+                            ..Health::default()
+                        });
+                    }
+                });
+                if let Err(err) = started {
+                    tracing::warn!(error = %err, "cannot record the container's start");
+                }
+                if let Some(health) = healthcheck {
+                    crate::commands::supervise::check_health(
+                        records,
+                        id,
+                        pid,
+                        health,
+                        exec,
+                        health_stopped,
+                    );
+                }
+            });
+        }
+        route.attach(&handle, args.tty && !detached)?;
+        let _raw = if args.tty && args.interactive && !detached {
             RawMode::enable()
         } else {
             None
         };
-        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        Ok(runner.run(spec, &mut stdout, &mut stderr, &handle)?)
+        let status = match attach {
+            Attach::Log { id } => {
+                let (mut stdout, mut stderr) =
+                    crate::commands::supervise::JsonLog::pair(&records.log_path(id))?;
+                runner.run(spec, &mut stdout, &mut stderr, &handle)
+            }
+            _ => {
+                let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+                runner.run(spec, &mut stdout, &mut stderr, &handle)
+            }
+        };
+        drop(health_stop);
+        Ok(status?)
     })();
     // docker: 127 when the command is not found, 126 when it cannot be executed.
+    let mut error = String::new();
     let result = match result {
         Err(err) => match err.downcast_ref::<kiln_runner::Error>() {
             Some(kiln_runner::Error::Exec { program, source }) => {
+                error = format!("cannot execute {program:?}: {}", source.desc());
                 #[expect(clippy::print_stderr, reason = "the binary reports its errors")]
                 {
-                    eprintln!("kiln: cannot execute {program:?}: {}", source.desc());
+                    eprintln!("kiln: {error}");
                 }
-                let code = if *source == nix::errno::Errno::ENOENT {
-                    127
-                } else {
-                    126
-                };
-                Ok(ExitStatus::Code(code))
+                Ok(ExitStatus::Code(exec_failure_code(*source)))
             }
             _ => Err(err),
         },
         ok => ok,
     };
+    let code = match &result {
+        Ok(status) => u8::try_from(status.docker_code() & 0xff).unwrap_or(EXIT_KILN_ERROR),
+        Err(_) => EXIT_KILN_ERROR,
+    };
+    if let Err(err) = &result {
+        error = format!("{err:#}");
+    }
+    records.update(&id, |r| {
+        r.state.status = ContainerStatus::Exited;
+        r.state.pid = 0;
+        r.state.exit_code = i32::from(code);
+        r.state.error = error;
+        r.state.finished_at = kiln_cache::now_rfc3339();
+    })?;
     // A container interrupted before it started is not kept.
     let interrupted = matches!(&result, Err(e) if e.downcast_ref::<Interrupted>().is_some());
-    if args.rm || interrupted {
-        store
-            .remove_container(&name)
-            .with_context(|| format!("removing the file system of the container {name}"))?;
+    if matches!(attach, Attach::Terminal) && (args.rm || interrupted) {
+        remove_container(&store, &records, &id, &name)?;
     }
-    Ok(match result? {
-        ExitStatus::Code(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
-        ExitStatus::Signal(signal) => {
-            ExitCode::from(u8::try_from(128 + (signal & 0x7f)).unwrap_or(EXIT_KILN_ERROR))
-        }
-    })
+    result.map(|_| code)
 }
 
-/// `kiln ps`: the kept containers, newest first.
-pub(crate) fn ps(root: &Path) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
-    let store =
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let mut containers = store.containers()?;
-    containers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "NAMES").context("writing to standard output")?;
-    for (name, _) in containers {
-        writeln!(stdout, "{name}").context("writing to standard output")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `kiln rm`: removes kept containers' file systems.
-pub(crate) fn rm(root: &Path, args: &crate::args::RmArgs) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
-    let store =
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
-    let mut stdout = std::io::stdout().lock();
-    for name in &args.containers {
-        store.remove_container(name)?;
-        writeln!(stdout, "{name}").context("writing to standard output")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Signals kiln receives that go on to the container's process, as `docker run` does.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
-/// The size of kiln's own terminal (standard output's, else standard input's), if it has one.
-fn own_terminal_size() -> Option<TerminalSize> {
-    TerminalSize::of(std::io::stdout()).or_else(|| TerminalSize::of(std::io::stdin()))
-}
-
-/// Blocks the forwarded signals in this thread and the threads it starts later (the
-/// container's processes unblock them), and with a terminal (`tty`) `SIGWINCH` too. Returns
-/// the set for [`SignalRoute::start`].
-fn block_signals(tty: bool) -> anyhow::Result<SigSet> {
-    let mut set = SigSet::empty();
-    for signal in FORWARDED {
-        set.add(signal);
-    }
-    if tty {
-        set.add(Signal::SIGWINCH);
-    }
-    set.thread_block().context("blocking signals")?;
-    Ok(set)
-}
-
-/// kiln was ended by this signal before the container started.
-#[derive(Debug)]
-struct Interrupted(Signal);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted by {}", self.0)
+/// docker's exit code for a command that could not be executed: 127 when it is not found,
+/// 126 otherwise.
+pub(crate) fn exec_failure_code(errno: nix::errno::Errno) -> i32 {
+    if errno == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
     }
 }
 
-impl std::error::Error for Interrupted {}
-
-/// Where the signals kiln receives go: before the container starts they abort kiln (and wake
-/// a pull through `aborted`), afterwards they go to the container.
-struct SignalRoute {
-    /// The running container's handle, once it starts.
-    handle: Arc<Mutex<Option<Handle>>>,
-    /// The first aborting signal.
-    aborted: tokio::sync::watch::Sender<Option<Signal>>,
-}
-
-impl SignalRoute {
-    /// Starts a thread that waits for the signals of `set` (blocked by [`block_signals`]).
-    /// `SIGWINCH` resizes the container's terminal to kiln's terminal's new size, as
-    /// `docker run -t` does.
-    fn start(set: SigSet, tty: bool) -> anyhow::Result<Self> {
-        let handle: Arc<Mutex<Option<Handle>>> = Arc::default();
-        let aborted = tokio::sync::watch::Sender::new(None);
-        let (target, abort) = (Arc::clone(&handle), aborted.clone());
-        std::thread::Builder::new()
-            .name("signals".to_owned())
-            .spawn(move || {
-                while let Ok(signal) = set.wait() {
-                    let target = target.lock().unwrap_or_else(PoisonError::into_inner);
-                    match (&*target, signal) {
-                        (Some(handle), Signal::SIGWINCH) => {
-                            if tty && let Some(size) = own_terminal_size() {
-                                tracing::debug!(rows = size.rows, cols = size.cols, "resizing");
-                                handle.resize(size);
-                            }
-                        }
-                        (None, Signal::SIGWINCH) => {}
-                        (Some(handle), _) => {
-                            tracing::debug!(%signal, "forwarding");
-                            handle.signal(signal);
-                        }
-                        (None, _) => {
-                            tracing::debug!(%signal, "aborting before the container starts");
-                            abort.send_if_modified(|first| {
-                                first.is_none() && first.replace(signal).is_none()
-                            });
-                        }
-                    }
-                }
-            })
-            .context("starting the signal thread")?;
-        Ok(Self { handle, aborted })
-    }
-
-    /// Fails with [`Interrupted`] if a signal has aborted kiln.
-    fn check(&self) -> anyhow::Result<()> {
-        match *self.aborted.borrow() {
-            Some(signal) => Err(Interrupted(signal).into()),
-            None => Ok(()),
+/// Removes a container's file system and record.
+pub(crate) fn remove_container(
+    store: &Store,
+    records: &ContainerRecords,
+    id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    match store.remove_container(name) {
+        Ok(()) | Err(kiln_cache::Error::NoSuchContainer { .. }) => {}
+        Err(err) => {
+            return Err(anyhow::Error::new(err)
+                .context(format!("removing the file system of the container {name}")));
         }
     }
-
-    /// From now on signals go to the container of `handle` (queued until it runs), unless
-    /// one has aborted kiln already.
-    fn attach(&self, handle: &Handle, tty: bool) -> anyhow::Result<()> {
-        let mut target = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
-        self.check()?;
-        if tty && let Some(size) = own_terminal_size() {
-            // A resize before SIGWINCH was blocked went unnoticed: send the size once more.
-            handle.resize(size);
-        }
-        *target = Some(handle.clone());
-        Ok(())
-    }
+    records.remove(id)?;
+    Ok(())
 }
 
-/// The terminal of standard input in raw mode (for `-it`), restored when dropped.
-struct RawMode(Termios);
-
-impl RawMode {
-    fn enable() -> Option<Self> {
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
-        Some(Self(saved))
-    }
+/// This process's `kiln run` arguments (those after `run`), for the supervisor to parse again.
+fn run_arguments() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .skip_while(|arg| arg != "run")
+        .skip(1)
+        .collect()
 }
 
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.0);
+/// The `kiln run` arguments of a detached container, parsed again by its supervisor.
+pub(crate) fn parse_run_arguments(arguments: &[String]) -> anyhow::Result<RunArgs> {
+    use clap::Parser as _;
+    let cli = crate::args::Cli::try_parse_from(
+        ["kiln", "run"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(arguments.iter().cloned()),
+    )
+    .context("reading the container's run arguments")?;
+    match cli.command {
+        crate::args::Command::Run(args) => Ok(*args),
+        _ => bail!("the container's run arguments are not a `kiln run`"),
     }
 }
 
@@ -496,17 +693,27 @@ mod tests {
 
     #[test]
     fn volume_specs_are_checked_like_docker() {
-        let err = volume("relative:/x").unwrap_err().to_string();
-        assert!(
-            err.starts_with("invalid volume specification: 'relative:/x'"),
-            "{err}"
-        );
-        let err = volume("/a:/b:bogus").unwrap_err().to_string();
+        let store = tempfile::tempdir().unwrap();
+        let volumes = Volumes::new(store.path());
+        for spec in ["./relative:/x", "a/b:/x", "/tmp:relative"] {
+            let err = volume(spec, &volumes).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid volume specification: '{spec}'")),
+                "{err}"
+            );
+        }
+        let err = volume("/a:/b:bogus", &volumes).unwrap_err().to_string();
         assert_eq!(err, "invalid volume specification: '/a:/b:bogus'");
-        let Mount::Bind { readonly, .. } = volume("/tmp:/data:ro").unwrap() else {
+        let Mount::Bind { readonly, .. } = volume("/tmp:/data:ro", &volumes).unwrap() else {
             panic!("not a bind mount");
         };
         assert!(readonly);
+        // A name is a named volume, made on first use.
+        let Mount::Bind { source, .. } = volume("cache:/cache", &volumes).unwrap() else {
+            panic!("not a bind mount");
+        };
+        assert_eq!(source, store.path().join("volumes/cache/_data"));
+        assert!(source.is_dir());
     }
 
     /// The `kiln` binary of this build (cargo builds it for the package's integration tests).
@@ -603,6 +810,59 @@ mod tests {
         nix::sys::signal::kill(pid, Signal::SIGWINCH).unwrap();
         wait_for(&output, &mut text, "now 40 120");
         assert!(child.wait().unwrap().success(), "{text:?}");
+    }
+
+    #[test]
+    fn cpus_and_health_flags_parse_like_docker() {
+        assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
+        assert_eq!(parse_cpus("0.25").unwrap(), 250_000_000);
+        assert_eq!(
+            parse_cpus("lots").unwrap_err().to_string(),
+            "invalid argument \"lots\" for \"--cpus\" flag: failed to parse lots as a rational number"
+        );
+        use clap::Parser as _;
+        let parse = |flags: &[&str]| {
+            let cli = crate::args::Cli::try_parse_from(
+                ["kiln", "run"].iter().chain(flags).chain(&["busybox"]),
+            )
+            .unwrap();
+            let crate::args::Command::Run(args) = cli.command else {
+                panic!("not run");
+            };
+            args
+        };
+        let image = HealthConfig {
+            test: vec!["CMD".to_owned(), "true".to_owned()],
+            interval: 5,
+            ..HealthConfig::default()
+        };
+        let health = health_config(
+            &parse(&[
+                "--health-cmd",
+                "curl -f localhost",
+                "--health-interval",
+                "1m30s",
+            ]),
+            Some(image.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(health.test, ["CMD-SHELL", "curl -f localhost"]);
+        assert_eq!(health.interval, 90_000_000_000);
+        assert_eq!(
+            health_config(&parse(&[]), Some(image.clone())).unwrap(),
+            Some(image.clone())
+        );
+        assert_eq!(
+            health_config(&parse(&["--no-healthcheck"]), Some(image)).unwrap(),
+            None
+        );
+        let none = HealthConfig {
+            test: vec!["NONE".to_owned()],
+            ..HealthConfig::default()
+        };
+        assert_eq!(health_config(&parse(&[]), Some(none)).unwrap(), None);
+        assert!(health_config(&parse(&["--health-timeout", "soon"]), None).is_err());
     }
 
     #[test]
