@@ -14,10 +14,12 @@
 //!    environment. A failure before the program runs comes back as [`Error::Setup`] or
 //!    [`Error::Exec`], as for [`crate::Runner::run`].
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
@@ -49,10 +51,10 @@ pub struct ExecSpec {
     pub capabilities: crate::CapabilityChanges,
 }
 
-/// Runs `spec` in the running container whose PID 1 is `pid` (on the host), with the standard
-/// streams `stdio` (stdin, stdout, stderr), and returns how it ended: its code, or 128 + N
-/// when killed by signal N.
-pub fn exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<ExitStatus> {
+/// Starts `spec` in the running container whose PID 1 is `pid` (on the host), with the
+/// standard streams `stdio` (stdin, stdout, stderr): the descriptors are duplicated into the
+/// process, so the caller may close its own once this returns.
+pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<ExecProcess> {
     if spec.args.is_empty() {
         return Err(Error::EmptyArgs);
     }
@@ -140,33 +142,108 @@ pub fn exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<Exi
     let child = process::spawn_joined(&launch, &namespaces, fds)
         .map_err(|(call, source)| Error::Syscall { call, source })?;
     drop(error_write);
-    let report = read_report(&error_read);
-    let status = loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => break ExitStatus::Code(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => break ExitStatus::Signal(signal as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(source) => {
-                return Err(Error::Syscall {
-                    call: "waitpid",
+    let mut process = ExecProcess {
+        child: Some(child),
+        exited: None,
+        error_read,
+        program: spec.args[0].clone(),
+    };
+    process.exited = Some(process::pidfd_open(child).map_err(|source| Error::Syscall {
+        call: "pidfd_open",
+        source,
+    })?);
+    Ok(process)
+}
+
+/// Runs `spec` in the running container whose PID 1 is `pid` (on the host), with the standard
+/// streams `stdio` (stdin, stdout, stderr), and returns how it ended: its code, or 128 + N
+/// when killed by signal N.
+pub fn exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<ExitStatus> {
+    spawn_exec(pid, spec, stdio)?.wait()
+}
+
+/// A process started by [`spawn_exec`]; killed (with the program) when dropped unwaited.
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// The first child (outside the container's PID namespace), until reaped.
+    child: Option<Pid>,
+    exited: Option<OwnedFd>,
+    error_read: OwnedFd,
+    program: String,
+}
+
+impl ExecProcess {
+    /// Waits until the program ends.
+    pub fn wait(mut self) -> Result<ExitStatus> {
+        self.reap()
+    }
+
+    /// Waits at most `timeout`; `None` when the program still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        if let Some(exited) = &self.exited {
+            let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
+            let ready =
+                poll(&mut fds, PollTimeout::from(millis)).map_err(|source| Error::Syscall {
+                    call: "poll",
                     source,
-                });
+                })?;
+            if ready == 0 {
+                return Ok(None);
             }
         }
-    };
-    match report {
-        Some((REPORT_EXEC, _, errno)) => Err(Error::Exec {
-            program: spec.args[0].clone(),
-            source: nix::errno::Errno::from_raw(errno),
-        }),
-        Some((REPORT_STEP, step, errno)) => Err(Error::Setup {
-            step: Step::from_code(step)
-                .map_or("unknown step", Step::describe)
-                .to_owned(),
-            source: nix::errno::Errno::from_raw(errno),
-        }),
-        Some(_) => Err(Error::NoStatus),
-        None => Ok(status),
+        self.reap().map(Some)
+    }
+
+    /// Kills the program (its first child, which the program dies with).
+    pub fn kill(&self) {
+        if let Some(child) = self.child {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        }
+    }
+
+    fn reap(&mut self) -> Result<ExitStatus> {
+        let Some(child) = self.child else {
+            return Err(Error::NoStatus);
+        };
+        let report = read_report(&self.error_read);
+        let status = loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => break ExitStatus::Code(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => break ExitStatus::Signal(signal as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(Error::Syscall {
+                        call: "waitpid",
+                        source,
+                    });
+                }
+            }
+        };
+        self.child = None;
+        match report {
+            Some((REPORT_EXEC, _, errno)) => Err(Error::Exec {
+                program: self.program.clone(),
+                source: nix::errno::Errno::from_raw(errno),
+            }),
+            Some((REPORT_STEP, step, errno)) => Err(Error::Setup {
+                step: Step::from_code(step)
+                    .map_or("unknown step", Step::describe)
+                    .to_owned(),
+                source: nix::errno::Errno::from_raw(errno),
+            }),
+            Some(_) => Err(Error::NoStatus),
+            None => Ok(status),
+        }
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
     }
 }
 

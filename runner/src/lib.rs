@@ -60,7 +60,7 @@ mod view;
 
 pub use crate::capability::CapabilityChanges;
 pub use crate::error::{Error, Result};
-pub use crate::exec::{ExecSpec, exec, parse_signal, signal_process};
+pub use crate::exec::{ExecProcess, ExecSpec, exec, parse_signal, signal_process, spawn_exec};
 pub use crate::image::{ImageConfig, RunOverrides, run_spec};
 pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{

@@ -30,7 +30,7 @@ use kiln_cache::{
     ContainerRecord, ContainerRecords, ContainerStatus, HealthConfig, HealthLog, Store, ZERO_TIME,
     now_rfc3339,
 };
-use kiln_runner::ExecSpec;
+use kiln_runner::{ExecSpec, ExitStatus};
 
 use crate::commands::run;
 use crate::config::Config;
@@ -329,29 +329,26 @@ pub(crate) fn check_health(
     }
 }
 
-/// One health check: its exit code (-1 when it could not run or timed out, as docker) and
-/// its output (at most 4 KiB).
+/// One health check: its exit code (-1 when it could not run, as docker) and its output (at
+/// most 4 KiB); one that outlives `timeout` is killed and fails.
 fn probe(pid: u32, exec: &ExecSpec, timeout: Duration) -> (i32, String) {
-    let run = || -> anyhow::Result<(std::sync::mpsc::Receiver<_>, fs_err::File)> {
+    let run = || -> anyhow::Result<(Option<ExitStatus>, fs_err::File)> {
         let output = fs_err::File::from_parts(tempfile::tempfile()?, "health check output");
-        let writer = output.file().try_clone()?;
         let null = fs_err::File::open("/dev/null")?;
-        let exec = exec.clone();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("health-probe".to_owned())
-            .spawn(move || {
-                let stdio = [null.file().as_fd(), writer.as_fd(), writer.as_fd()];
-                let _ = sender.send(kiln_runner::exec(pid, &exec, stdio));
-            })?;
-        Ok((receiver, output))
+        let stdio = [
+            null.file().as_fd(),
+            output.file().as_fd(),
+            output.file().as_fd(),
+        ];
+        let mut process = kiln_runner::spawn_exec(pid, exec, stdio)?;
+        let status = process.wait_timeout(timeout)?;
+        if status.is_none() {
+            process.kill();
+        }
+        Ok((status, output))
     };
-    let (receiver, mut output) = match run() {
-        Ok(started) => started,
-        Err(err) => return (-1, format!("{err:#}")),
-    };
-    match receiver.recv_timeout(timeout) {
-        Ok(Ok(status)) => {
+    match run() {
+        Ok((Some(status), mut output)) => {
             let mut text = Vec::new();
             let _ = output.rewind();
             let _ = std::io::Read::by_ref(&mut output)
@@ -362,14 +359,14 @@ fn probe(pid: u32, exec: &ExecSpec, timeout: Duration) -> (i32, String) {
                 String::from_utf8_lossy(&text).into_owned(),
             )
         }
-        Ok(Err(err)) => (-1, err.to_string()),
-        Err(_) => (
+        Ok((None, _)) => (
             -1,
             format!(
                 "Health check exceeded timeout ({})",
                 crate::format::go_duration(timeout)
             ),
         ),
+        Err(err) => (-1, format!("{err:#}")),
     }
 }
 

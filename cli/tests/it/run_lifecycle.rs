@@ -381,6 +381,47 @@ fn lifecycle_healthcheck_becomes_healthy() {
     assert_eq!(health["FailingStreak"], 0);
     let rows = ps(root, &[]);
     assert!(rows[1][4].ends_with(" (healthy)"), "{rows:?}");
+
+    // A check that outlives its timeout fails, and its process is killed.
+    detach(
+        root,
+        &[
+            "--name",
+            "slow",
+            "--health-cmd",
+            "sleep 7777",
+            "--health-interval",
+            "100ms",
+            "--health-timeout",
+            "200ms",
+            "--health-retries",
+            "2",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    wait_until(root, "slow", "unhealthy", |v| {
+        v["State"]["Health"]["Status"] == "unhealthy"
+    });
+    let health = &inspect(root, "slow")["State"]["Health"];
+    assert_eq!(health["Log"][0]["ExitCode"], -1);
+    assert_eq!(
+        health["Log"][0]["Output"],
+        "Health check exceeded timeout (200ms)"
+    );
+    let out = k(root, &["exec", "slow", "ps", "-o", "args"]);
+    let sleeping = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("sleep 7777"))
+        .count();
+    // At most the check running now, never one per past check.
+    assert!(sleeping <= 1, "{}", text(&out.stdout));
+    let rows = ps(root, &[]);
+    assert!(
+        rows.iter().any(|r| r[4].ends_with(" (unhealthy)")),
+        "{rows:?}"
+    );
 }
 
 #[test]
