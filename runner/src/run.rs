@@ -110,14 +110,23 @@ impl Handle {
         let _ = nix::unistd::write(&self.inner.wake_write, b"x");
     }
 
-    /// Calls `hook` with the host pid of the container's process (its PID 1) once it has
-    /// started, from the thread in [`Runner::run`] (for a record of the running container).
+    /// Calls `hook` with the host pid of the container's process (its PID 1) once its program
+    /// has been executed (not when it could not be), from the thread in [`Runner::run`] (for a
+    /// record of the running container). Until then, requests through the handle wait.
     pub fn on_start(&self, hook: impl FnOnce(u32) + Send + 'static) {
         *self
             .inner
             .on_start
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StartHook(Box::new(hook)));
+    }
+
+    fn has_start_hook(&self) -> bool {
+        self.inner
+            .on_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
     }
 
     fn started(&self, pid: Pid) {
@@ -380,7 +389,15 @@ impl Runner {
         drop(child_fds);
         drop(error_write);
         let exited_fd = process::pidfd_open(init).map_err(syscall("pidfd_open"))?;
-        handle.started(init);
+        // With a start hook, the program must have been executed before the hook hears of it:
+        // the error pipe closes on the exec, or brings the report of what failed before it.
+        let early_report = handle.has_start_hook().then(|| {
+            let report = read_report(&error_read);
+            if report.is_none() {
+                handle.started(init);
+            }
+            report
+        });
         tracing::debug!(
             init = init.as_raw(),
             prepare_us = started.elapsed().as_micros() as u64,
@@ -416,7 +433,7 @@ impl Runner {
             let _ = waitpid(init, None);
         }
         let exited = started.elapsed();
-        let report = read_report(&error_read);
+        let report = early_report.unwrap_or_else(|| read_report(&error_read));
         if let (Ok(pumped), Some(report)) = (&outcome, report) {
             if pumped.stopped.is_none() {
                 outcome = Err(report_error(report, &launch, &spec));

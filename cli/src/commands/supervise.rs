@@ -60,9 +60,7 @@ pub(crate) fn start(
         .spawn()
         .context("starting the container's supervisor")?;
     let started = |current: &ContainerRecord| {
-        current.state.started_at != ZERO_TIME
-            || current.state.status == ContainerStatus::Exited
-            || !current.state.error.is_empty()
+        current.state.started_at != ZERO_TIME || !current.state.error.is_empty()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let current = loop {
@@ -150,6 +148,7 @@ fn supervise(
         }
         records.update(id, |r| {
             r.state.status = ContainerStatus::Restarting;
+            r.state.keeper = Some(kiln_cache::Owner::current());
             r.restart_count += 1;
         })?;
         tracing::debug!(id, delay_ms = delay.as_millis() as u64, "restarting");

@@ -300,6 +300,29 @@ fn lifecycle_kill_sends_signals_and_rm_needs_force() {
         .output()
         .unwrap();
     assert_eq!(text(&left.stdout), "");
+
+    // A command that cannot be executed: docker's 127, and a container that never started.
+    let out = kiln(root)
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "broken",
+            "busybox",
+            "no-such-command",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot execute \"no-such-command\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let state = &inspect(root, "broken")["State"];
+    assert_eq!(state["Status"], "created");
+    assert_eq!(state["ExitCode"], 127);
+    assert_eq!(state["StartedAt"], "0001-01-01T00:00:00Z");
 }
 
 #[test]

@@ -619,9 +619,16 @@ fn run_container(
     if let Err(err) = &result {
         error = format!("{err:#}");
     }
+    // As docker: a container whose command could not be executed was never started.
+    let started = records.get(&id)?.state.started_at != kiln_cache::ZERO_TIME;
     records.update(&id, |r| {
-        r.state.status = ContainerStatus::Exited;
+        r.state.status = if !started && !error.is_empty() {
+            ContainerStatus::Created
+        } else {
+            ContainerStatus::Exited
+        };
         r.state.pid = 0;
+        r.state.keeper = None;
         r.state.exit_code = i32::from(code);
         r.state.error = error;
         r.state.finished_at = kiln_cache::now_rfc3339();
