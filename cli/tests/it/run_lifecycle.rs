@@ -543,3 +543,39 @@ fn lifecycle_a_killed_supervisor_leaves_an_exited_container() {
     let out = k(root, &["rm", "orphan"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn lifecycle_logs_follow_until_the_container_ends() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let root = root.path();
+    let _cleanup = Cleanup(root);
+    let id = detach(
+        root,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second >&2; echo third",
+        ],
+    );
+    wait_until(root, &id, "writing", |_| {
+        text(&k(root, &["logs", &id]).stdout) == "first\n"
+    });
+    let follower = kiln(root)
+        .args(["logs", "-f", &id[..12]])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = k(root, &["exec", &id, "touch", "/tmp/go"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // `logs -f` ends with the container, with everything it wrote.
+    let out = follower.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "first\nthird\n");
+    assert_eq!(text(&out.stderr), "second\n");
+    let rows = ps(root, &["-a", "--no-trunc"]);
+    assert_eq!(rows[1][0], id);
+}
