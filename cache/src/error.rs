@@ -337,6 +337,15 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// A path of an image's file system could not be resolved.
+    #[error("cannot resolve {} in the image", path.display())]
+    ResolveInImage {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kiln_fsutil::Error,
+    },
     /// No volume has this name.
     #[error("get {name}: no such volume")]
     NoSuchVolume {

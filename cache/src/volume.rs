@@ -8,6 +8,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::container_record::now_rfc3339;
 use crate::error::Error;
+use crate::mount::{View, with_views};
+use crate::store::{ImageRecord, Store};
+
+impl Store {
+    /// Copies what `image`'s file system holds in the directory `path` into `dest` (a new
+    /// volume's data, as docker fills a volume on its first mount), with the directory's owner
+    /// and mode; `false` when the image has no directory there.
+    pub fn copy_image_dir(
+        &self,
+        image: &ImageRecord,
+        path: &Path,
+        dest: &Path,
+    ) -> Result<bool, Error> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let Some(top) = self.image_snapshot(image)? else {
+            return Ok(false);
+        };
+        let root = kiln_fsutil::Root::layered(self.lowers(&top.to_string())?);
+        let resolved = root
+            .resolve(path, true)
+            .map_err(|source| Error::ResolveInImage {
+                path: path.to_owned(),
+                source,
+            })?;
+        let Some(entry) = resolved.entry.filter(|e| e.metadata.is_dir()) else {
+            return Ok(false);
+        };
+        let view = View {
+            lowers: entry.layers.clone(),
+            writable: None,
+        };
+        with_views(&self.scratch_dir()?, &[view], |points| {
+            kiln_fsutil::TreeCopy::default().copy_contents(
+                &points[0],
+                dest,
+                &mut kiln_fsutil::HardLinks::new(),
+            )
+        })??;
+        std::os::unix::fs::lchown(dest, Some(entry.metadata.uid()), Some(entry.metadata.gid()))?;
+        fs_err::set_permissions(
+            dest,
+            std::fs::Permissions::from_mode(entry.metadata.mode() & 0o7777),
+        )?;
+        Ok(true)
+    }
+}
 
 /// A named volume, as `docker volume inspect` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -480,10 +480,7 @@ fn lifecycle_named_volume_persists_across_containers() {
         ],
     );
     assert_eq!(text(&out.stdout), "kept\n");
-    assert_eq!(
-        text(&k(root, &["volume", "ls"]).stdout),
-        "DRIVER   VOLUME NAME\nlocal    shared\n"
-    );
+    assert_eq!(text(&k(root, &["volume", "ls", "-q"]).stdout), "shared\n");
     let out = k(root, &["volume", "inspect", "shared"]);
     let volumes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(volumes[0]["Name"], "shared");
@@ -492,6 +489,55 @@ fn lifecycle_named_volume_persists_across_containers() {
         fs_err::read_to_string(Path::new(&mountpoint).join("f")).unwrap(),
         "kept\n"
     );
+    // A new volume gets the image's files at its path, as docker's; an existing one keeps its
+    // own.
+    let out = k(
+        root,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "etc:/etc",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -c ^root: /etc/passwd; echo mine > /etc/mine",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    let out = k(
+        root,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "etc:/srv",
+            "busybox",
+            "ls",
+            "/srv/mine",
+            "/srv/passwd",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "/srv/mine\n/srv/passwd\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = k(
+        root,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "fresh:/srv",
+            "busybox",
+            "ls",
+            "-A",
+            "/srv",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
     let out = k(root, &["volume", "rm", "shared"]);
     assert_eq!(text(&out.stdout), "shared\n");
     assert!(!Path::new(&mountpoint).exists());

@@ -369,6 +369,17 @@ fn run_container(
     );
     let records = ContainerRecords::new(&root);
     let volumes = Volumes::new(&root);
+    // Named volumes this run makes: docker fills them with the image's files at their path.
+    let new_volumes: Vec<(String, String)> = args
+        .volume
+        .iter()
+        .filter_map(|spec| {
+            let mut parts = spec.split(':');
+            let (source, target) = (parts.next()?, parts.next()?);
+            (Volumes::is_name(source) && volumes.get(source).is_err())
+                .then(|| (source.to_owned(), target.to_owned()))
+        })
+        .collect();
     let mounts = args
         .volume
         .iter()
@@ -400,6 +411,12 @@ fn run_container(
     }
     let image_record = image(&store, config, &args.image, platform.as_ref(), route)?;
     let (image_config, extras) = image_config(&store, &image_record)?;
+    for (name, target) in &new_volumes {
+        let volume = volumes.get(name)?;
+        store
+            .copy_image_dir(&image_record, Path::new(target), &volume.mountpoint)
+            .with_context(|| format!("filling the new volume {name} from the image's {target}"))?;
+    }
     let stop_signal = args.stop_signal.clone().unwrap_or(extras.stop_signal);
     if !stop_signal.is_empty() {
         kiln_runner::parse_signal(&stop_signal)?;
