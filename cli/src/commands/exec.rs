@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kiln_cache::{ContainerRecords, ContainerStatus};
-use kiln_runner::{CapabilityChanges, ExecSpec, ExitStatus, Security};
+use kiln_runner::{CapabilityChanges, ExecSpec, ExitStatus, Security, Signal};
 
 use crate::args::ExecArgs;
 
@@ -80,6 +80,15 @@ fn exec(root: &Path, args: &ExecArgs) -> Result<ExitCode, (u8, String)> {
         )
         .map_err(|e| kiln_error(&e))?,
     };
+    if args.tty {
+        // The command shares kiln's terminal: the keys that signal its foreground (Ctrl-C,
+        // Ctrl-\, Ctrl-Z) are for the command, not for kiln, which would take it down with it.
+        let mut keys = nix::sys::signal::SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTSTP] {
+            keys.add(signal);
+        }
+        keys.thread_block().map_err(|e| kiln_error(&e))?;
+    }
     let null = fs_err::File::open("/dev/null").map_err(|e| kiln_error(&e))?;
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     let input = if args.interactive {
