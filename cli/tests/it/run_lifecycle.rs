@@ -625,3 +625,45 @@ fn lifecycle_logs_follow_until_the_container_ends() {
     let rows = ps(root, &["-a", "--no-trunc"]);
     assert_eq!(rows[1][0], id);
 }
+
+#[test]
+fn lifecycle_the_image_s_healthcheck_and_stopsignal_apply() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let root = root.path();
+    let _cleanup = Cleanup(root);
+    let context = tempfile::tempdir().unwrap();
+    fs_err::write(
+        context.path().join("Dockerfile"),
+        "FROM busybox\n\
+         HEALTHCHECK --interval=100ms --retries=1000 CMD test -e /tmp/up\n\
+         STOPSIGNAL SIGUSR2\n\
+         CMD [\"sh\", \"-c\", \"trap 'exit 12' USR2; sleep 0.5; touch /tmp/up; while true; do sleep 0.1; done\"]\n",
+    )
+    .unwrap();
+    let out = k(
+        root,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "checked",
+            context.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    detach(root, &["--name", "app", "checked"]);
+    wait_until(root, "app", "healthy", |v| {
+        v["State"]["Health"]["Status"] == "healthy"
+    });
+    let value = inspect(root, "app");
+    assert_eq!(value["Config"]["StopSignal"], "SIGUSR2");
+    assert_eq!(
+        value["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "test -e /tmp/up"])
+    );
+    let out = k(root, &["stop", "app"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(inspect(root, "app")["State"]["ExitCode"], 12);
+}
