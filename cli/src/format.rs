@@ -10,7 +10,7 @@ pub(crate) fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.as_ref().get(c))
-                .map(String::len)
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })
@@ -134,6 +134,15 @@ pub(crate) fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_pad_by_characters() {
+        let rows = [
+            vec!["A".to_owned(), "B".to_owned()],
+            vec!["\"sh -c 'x; …\"".to_owned(), "b".to_owned()],
+        ];
+        assert_eq!(table(&rows), "A               B\n\"sh -c 'x; …\"   b\n");
+    }
 
     #[test]
     fn durations_print_as_go_does() {
