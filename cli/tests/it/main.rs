@@ -29,5 +29,6 @@ mod path_escapes;
 mod prune_du;
 mod remote_cache;
 mod run;
+mod run_lifecycle;
 mod run_network;
 mod store_leases;

@@ -1,9 +1,9 @@
 //! `kiln run`'s network flags: `--network`, `-p/-P`, `--add-host`, `--dns`, `--hostname`.
 
 use anyhow::{Context as _, bail};
-use kiln_cache::{ImageRecord, Store};
-use kiln_runner::NetworkMode;
+use kiln_cache::{NetworkSettings, PortBinding};
 use kiln_runner::net::{AttachOptions, Attachment, Publish};
+use kiln_runner::{NetworkMode, Spec};
 
 use crate::args::RunArgs;
 
@@ -17,24 +17,66 @@ pub(crate) struct ContainerNetwork {
 }
 
 impl ContainerNetwork {
-    /// The container's address on the bridge and its published ports (`0.0.0.0:8080->80/tcp`).
-    pub(crate) fn summary(&self) -> Option<(std::net::Ipv4Addr, Vec<String>)> {
-        self.attachment.as_ref().map(|a| {
-            (
-                a.address(),
-                a.published().iter().map(ToString::to_string).collect(),
-            )
-        })
+    /// Puts the network into the container's spec.
+    pub(crate) fn apply(&self, spec: &mut Spec) {
+        spec.network = self.mode.clone();
+        if self.resolv_conf.is_some() {
+            spec.resolv_conf = self.resolv_conf.clone();
+        }
+        spec.extra_hosts = self.extra_hosts.clone();
     }
+
+    /// docker's `NetworkSettings` of the container: its address, gateway and published ports.
+    pub(crate) fn settings(&self) -> NetworkSettings {
+        let Some(attachment) = &self.attachment else {
+            return NetworkSettings::default();
+        };
+        NetworkSettings {
+            ip_address: attachment.address().to_string(),
+            gateway: attachment.gateway().to_string(),
+            mac_address: String::new(),
+            ports: attachment
+                .published()
+                .iter()
+                .map(|p| PortBinding {
+                    container_port: p.container_port,
+                    protocol: p.protocol.as_str().to_owned(),
+                    host_ip: p
+                        .host_ip
+                        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+                        .to_string(),
+                    host_port: p.host_port,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Checks the network flags before anything is made: the network's name, the `-p` specs,
+/// the `--dns` servers and the `--add-host` entries.
+pub(crate) fn check(args: &RunArgs) -> anyhow::Result<()> {
+    match args.network.as_str() {
+        "bridge" | "default" | "none" | "host" => {}
+        other
+            if other
+                .strip_prefix("container:")
+                .is_some_and(|c| !c.is_empty()) => {}
+        other => bail!("network {other} not found: use bridge, none, host or container:NAME"),
+    }
+    for spec in &args.publish {
+        Publish::parse(spec)?;
+    }
+    kiln_runner::net::resolv_conf("", &args.dns)?;
+    crate::args::add_hosts(&args.add_host, std::net::Ipv4Addr::UNSPECIFIED.into())?;
+    Ok(())
 }
 
 /// Sets up the network `args` ask for, for the container `name` with `hostname`.
 pub(crate) fn set_up(
     args: &RunArgs,
-    name: Option<&str>,
+    name: &str,
     hostname: &str,
-    store: &Store,
-    record: &ImageRecord,
+    exposed_ports: &[String],
 ) -> anyhow::Result<ContainerNetwork> {
     let bridge = kiln_engine::default_network();
     let extra_hosts: Vec<(String, String)> =
@@ -47,9 +89,9 @@ pub(crate) fn set_up(
         publish.extend(Publish::parse(spec)?);
     }
     if args.publish_all {
-        for exposed in exposed_ports(store, record)? {
+        for exposed in exposed_ports {
             publish.extend(
-                Publish::parse(&exposed)
+                Publish::parse(exposed)
                     .with_context(|| format!("the image's exposed port {exposed:?}"))?,
             );
         }
@@ -77,10 +119,8 @@ pub(crate) fn set_up(
             let resolv_conf = kiln_runner::net::resolv_conf(&resolv, &args.dns)?;
             let attachment = bridge
                 .attach(AttachOptions {
-                    names: name
-                        .into_iter()
-                        .map(str::to_owned)
-                        .chain((Some(hostname) != name).then(|| hostname.to_owned()))
+                    names: std::iter::once(name.to_owned())
+                        .chain((hostname != name).then(|| hostname.to_owned()))
                         .collect(),
                     hostname: hostname.to_owned(),
                     extra_hosts,
@@ -118,15 +158,4 @@ pub(crate) fn set_up(
             _ => bail!("network {other} not found: use bridge, none, host or container:NAME"),
         },
     }
-}
-
-/// The image's `ExposedPorts` (`80/tcp`), for `-P`.
-fn exposed_ports(store: &Store, record: &ImageRecord) -> anyhow::Result<Vec<String>> {
-    let bytes = store.read_blob(&record.config)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).context("reading the image config")?;
-    Ok(value["config"]["ExposedPorts"]
-        .as_object()
-        .map(|ports| ports.keys().cloned().collect())
-        .unwrap_or_default())
 }
