@@ -236,7 +236,7 @@ fn hosts_dns_and_hostname_flags_reach_the_container() {
             "busybox",
             "sh",
             "-c",
-            "hostname; grep -E 'box|db.example|gw' /etc/hosts | cut -f2; cat /etc/resolv.conf",
+            "hostname; grep -E 'box|db.example|gw' /etc/hosts | cut -f2 | cut -d' ' -f1; cat /etc/resolv.conf",
         ],
     );
     assert_eq!(
@@ -351,4 +351,60 @@ fn publish_all_publishes_the_exposed_ports_on_free_host_ports() {
     assert_eq!(text(&curl(&url).stdout), "exposed\n");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_detached_container_serves_its_published_port_until_removed() {
+    let Some(root) = store_with_busybox() else {
+        return;
+    };
+    let www = tempfile::tempdir().unwrap();
+    fs_err::write(www.path().join("index.html"), "detached web\n").unwrap();
+    let port = free_port();
+    let name = format!("dweb-{port}");
+    // The example: `kiln run -d --name web -p 8080:80 web && curl localhost:8080`.
+    let output = kiln(root.path())
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-p",
+            &format!("{port}:80"),
+            "-v",
+        ])
+        .arg(format!("{}:/www:ro", www.path().display()))
+        .args(["busybox", "httpd", "-f", "-p", "80", "-h", "/www"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let url = format!("http://localhost:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !curl(&url).status.success() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(text(&curl(&url).stdout), "detached web\n");
+    let ps = kiln(root.path()).args(["ps"]).output().unwrap();
+    assert!(
+        text(&ps.stdout).contains(&format!("0.0.0.0:{port}->80/tcp")),
+        "{}",
+        text(&ps.stdout)
+    );
+    let inspect = kiln(root.path()).args(["inspect", &name]).output().unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let address = inspect[0]["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lease = leases_of(&name).pop().expect("the container's lease");
+    assert_eq!(lease["address"].as_str(), Some(address.as_str()));
+    assert_eq!(inspect[0]["NetworkSettings"]["Gateway"], "10.89.0.1");
+    let output = kiln(root.path())
+        .args(["rm", "-f", &name])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(leases_of(&name).is_empty());
+    assert!(!curl(&url).status.success());
 }
