@@ -16,7 +16,7 @@
 //! `dockerfile2llb/validations.go` (commit 73ed6825); the rule table is BuildKit's.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::error::Location;
 use crate::instructions::Stages;
@@ -252,6 +252,9 @@ pub fn source_excerpt(file: &str, data: &[u8], first: usize, last: usize) -> Str
 pub(crate) struct Linter {
     config: Option<LintConfig>,
     warnings: RefCell<Vec<LintWarning>>,
+    /// What was reported, by rule, lines and message: the converter dispatches twice (once to
+    /// learn the context paths), and each warning is reported once.
+    reported: RefCell<HashSet<(&'static str, usize, usize, String)>>,
 }
 
 impl Linter {
@@ -259,7 +262,7 @@ impl Linter {
     pub(crate) fn new(config: LintConfig) -> Self {
         Self {
             config: Some(config),
-            warnings: RefCell::default(),
+            ..Self::default()
         }
     }
 
@@ -287,15 +290,18 @@ impl Linter {
         if !config.unwrap_or(base).runs(rule) {
             return;
         }
-        let warning = LintWarning {
-            rule: *rule,
-            message,
-            location: location.clone(),
-        };
-        let mut warnings = self.warnings.borrow_mut();
-        // The converter dispatches twice (once to learn the context paths): one report each.
-        if !warnings.contains(&warning) {
-            warnings.push(warning);
+        let key = (
+            rule.name,
+            location.start_line,
+            location.end_line,
+            message.clone(),
+        );
+        if self.reported.borrow_mut().insert(key) {
+            self.warnings.borrow_mut().push(LintWarning {
+                rule: *rule,
+                message,
+                location: location.clone(),
+            });
         }
     }
 

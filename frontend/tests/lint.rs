@@ -493,3 +493,21 @@ fn base_names_must_be_valid_with_the_default_arguments_alone() {
         .is_empty()
     );
 }
+
+#[test]
+fn many_warnings_take_linear_time() {
+    // 40,000 instructions with a warning each, each reported once though dispatched twice.
+    let mut dockerfile = String::from("FROM scratch\n");
+    for i in 0..40_000 {
+        dockerfile.push_str(&format!("LABEL key{i} value\n"));
+    }
+    let start = std::time::Instant::now();
+    let found = warnings(&dockerfile);
+    let elapsed = start.elapsed();
+    assert_eq!(found.len(), 40_000);
+    assert_eq!(found[39_999].1, 40_001);
+    assert!(
+        elapsed < std::time::Duration::from_secs(20),
+        "took {elapsed:?}"
+    );
+}
