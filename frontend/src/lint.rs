@@ -255,6 +255,8 @@ pub(crate) struct Linter {
     /// What was reported, by rule, lines and message: the converter dispatches twice (once to
     /// learn the context paths), and each warning is reported once.
     reported: RefCell<HashSet<(&'static str, usize, usize, String)>>,
+    /// The configuration of the instruction being converted, when its comments change it.
+    instruction: RefCell<Option<LintConfig>>,
 }
 
 impl Linter {
@@ -269,6 +271,18 @@ impl Linter {
     /// A linter that reports nothing (a frontend without checks).
     pub(crate) fn disabled() -> Self {
         Self::default()
+    }
+
+    /// Applies the `# check=` comment among `comments` (an instruction's) to what is
+    /// reported until [`end_instruction`](Self::end_instruction), as BuildKit's dispatch does.
+    pub(crate) fn begin_instruction(&self, comments: &[String]) {
+        let config = self.config.as_ref().map(|c| c.with_comments(comments));
+        *self.instruction.borrow_mut() = config.filter(|c| Some(c) != self.config.as_ref());
+    }
+
+    /// Ends what [`begin_instruction`](Self::begin_instruction) began.
+    pub(crate) fn end_instruction(&self) {
+        self.instruction.borrow_mut().take();
     }
 
     /// Reports `message` about `location` unless `rule` is skipped.
@@ -287,7 +301,8 @@ impl Linter {
         let Some(base) = &self.config else {
             return;
         };
-        if !config.unwrap_or(base).runs(rule) {
+        let instruction = self.instruction.borrow();
+        if !config.or(instruction.as_ref()).unwrap_or(base).runs(rule) {
             return;
         }
         let key = (

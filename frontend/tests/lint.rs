@@ -390,10 +390,10 @@ fn the_check_directive_and_build_argument_choose_the_rules() {
         error.to_string(),
         "lint violation found for rules: FromAsCasing"
     );
-    let ConvertError::Lint { warnings, .. } = error else {
+    let ConvertError::Lint { warnings: found, .. } = error else {
         panic!("not a lint error");
     };
-    assert_eq!(warnings[0].location.start_line, 2);
+    assert_eq!(found[0].location.start_line, 2);
     // error=true without warnings builds.
     assert!(
         rules("#check=skip=all;error=true\n", None)
@@ -424,6 +424,16 @@ fn the_check_directive_and_build_argument_choose_the_rules() {
         .filter(|r| *r == "StageNameCasing")
         .count(),
         1
+    );
+    // So does one above any instruction, for that instruction.
+    assert_eq!(
+        warnings("FROM scratch\n# check=skip=LegacyKeyValueFormat\nENV a b\nENV c d\n"),
+        [(
+            "LegacyKeyValueFormat",
+            4,
+            "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format"
+                .to_owned()
+        )]
     );
     // Options that do not parse are errors, as BuildKit words them.
     assert_eq!(

@@ -407,6 +407,18 @@ impl Step<'_, '_> {
     /// Dispatches one instruction, as BuildKit's `dispatch` does: each kind has its method (`RUN`
     /// in `run`, `COPY` and `ADD` in `copy`, the others in `config`).
     fn dispatch(&mut self, cmd: &Command, sources: &[Option<usize>]) -> Result<(), ConvertError> {
+        self.plan.linter.begin_instruction(&cmd.comments);
+        let dispatched = self.dispatch_checked(cmd, sources);
+        self.plan.linter.end_instruction();
+        dispatched
+    }
+
+    /// [`dispatch`](Self::dispatch) with the instruction's build checks configured.
+    fn dispatch_checked(
+        &mut self,
+        cmd: &Command,
+        sources: &[Option<usize>],
+    ) -> Result<(), ConvertError> {
         self.check(cmd);
         let loc = &cmd.location;
         match &cmd.kind {
