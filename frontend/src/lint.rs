@@ -71,6 +71,7 @@ rules! {
     SECRETS_USED_IN_ARG_OR_ENV = "SecretsUsedInArgOrEnv", "secrets-used-in-arg-or-env", "Sensitive data should not be used in the ARG or ENV commands";
     INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "invalid-default-arg-in-from", "Default value for global ARG results in an empty or invalid base image name";
     FROM_PLATFORM_FLAG_CONST_DISALLOWED = "FromPlatformFlagConstDisallowed", "from-platform-flag-const-disallowed", "FROM --platform flag should not use a constant value";
+    COPY_IGNORED_FILE = "CopyIgnoredFile", "copy-ignored-file", "Attempting to Copy file that is excluded by .dockerignore";
 }
 
 /// Which checks run and what a warning does: BuildKit's `check` options.
@@ -368,6 +369,26 @@ pub(crate) fn looks_secret(key: &str) -> bool {
     has(&DENY) && !has(&ALLOW)
 }
 
+/// Whether the `.dockerignore` patterns `excludes` leave out the context path `src` (or a
+/// parent of it), as BuildKit's `CopyIgnoredFile` decides: never when a pattern is an exception
+/// (`!`), as what those let back in cannot be told without the files; the context's root only
+/// when everything is left out (`*`, `**`, `**/*`).
+pub(crate) fn ignored_by(excludes: &[String], src: &str) -> bool {
+    if excludes.is_empty() || excludes.iter().any(|p| p.starts_with('!')) {
+        return false;
+    }
+    let cleaned = kiln_llb::clean_path(src);
+    if cleaned == "." || cleaned == "/" {
+        return excludes
+            .iter()
+            .any(|p| matches!(p.as_str(), "*" | "**" | "**/*"));
+    }
+    let segments = kiln_llb::path_segments(std::path::Path::new(&cleaned));
+    excludes
+        .iter()
+        .any(|p| kiln_llb::PathPattern::new(p.as_bytes()).matches_or_parent(&segments))
+}
+
 /// Whether `name` is a valid image reference once normalised (`busybox`, `host:5000/a/b:tag`,
 /// `name@sha256:...`), as the distribution `reference` grammar says.
 pub(crate) fn is_valid_reference(name: &str) -> bool {
@@ -559,6 +580,21 @@ mod tests {
         ] {
             assert!(!looks_secret(plain), "{plain}");
         }
+    }
+
+    #[test]
+    fn ignored_sources_match_a_pattern_or_a_parent() {
+        let excludes = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(ignored_by(&excludes(&["secret.txt"]), "secret.txt"));
+        assert!(ignored_by(&excludes(&["build"]), "./build/out/a.o"));
+        assert!(ignored_by(&excludes(&["**/*.log"]), "logs/x.log"));
+        assert!(!ignored_by(&excludes(&["build"]), "src/build.rs"));
+        // An exception makes the patterns too hard to judge without the files.
+        assert!(!ignored_by(&excludes(&["build", "!build/keep"]), "build/x"));
+        // The root, only when everything is left out.
+        assert!(!ignored_by(&excludes(&["*.log"]), "."));
+        assert!(ignored_by(&excludes(&["*"]), "."));
+        assert!(!ignored_by(&[], "anything"));
     }
 
     #[test]

@@ -390,7 +390,10 @@ fn the_check_directive_and_build_argument_choose_the_rules() {
         error.to_string(),
         "lint violation found for rules: FromAsCasing"
     );
-    let ConvertError::Lint { warnings: found, .. } = error else {
+    let ConvertError::Lint {
+        warnings: found, ..
+    } = error
+    else {
         panic!("not a lint error");
     };
     assert_eq!(found[0].location.start_line, 2);
@@ -519,5 +522,43 @@ fn many_warnings_take_linear_time() {
     assert!(
         elapsed < std::time::Duration::from_secs(20),
         "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn copying_what_dockerignore_leaves_out_is_reported() {
+    let options = ConvertOptions {
+        excludes: vec!["secrets".to_owned(), "*.log".to_owned()],
+        ..ConvertOptions::default()
+    };
+    let found: Vec<_> = convert_with(
+        "FROM scratch AS base\nCOPY secrets/key.pem app.log ok.txt /\nADD ./debug.log /\n\
+         FROM scratch\nCOPY --from=base secrets /\n",
+        &options,
+    )
+    .unwrap()
+    .into_iter()
+    .map(|w| (w.rule.name, w.location.start_line, w.message))
+    .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "CopyIgnoredFile",
+                2,
+                "Attempting to Copy file \"secrets/key.pem\" that is excluded by .dockerignore"
+                    .to_owned()
+            ),
+            (
+                "CopyIgnoredFile",
+                2,
+                "Attempting to Copy file \"app.log\" that is excluded by .dockerignore".to_owned()
+            ),
+            (
+                "CopyIgnoredFile",
+                3,
+                "Attempting to Add file \"debug.log\" that is excluded by .dockerignore".to_owned()
+            ),
+        ]
     );
 }
