@@ -41,9 +41,15 @@ impl Store {
         if self.snapshot(&key)?.is_some() {
             return Err(Error::ContainerNameInUse {
                 name: name.to_owned(),
+                id: key,
             });
         }
         self.prepare(&key, top.map(|t| t.to_string()).as_deref())
+    }
+
+    /// The mounts of the existing container `name`'s file system (to start it again).
+    pub fn container_mounts(&self, name: &str) -> Result<Mounts, Error> {
+        self.mounts(&format!("{CONTAINER_PREFIX}{name}"))
     }
 
     /// The kept containers: their names and creation times (seconds since the epoch).

@@ -289,19 +289,77 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
-    /// `kiln run --name` with a name a kept container has.
+    /// `kiln run --name` with a name another container has (docker's conflict error).
     #[error(
-        "the container name {name:?} is already in use: remove it with `kiln rm {name}` or choose another name"
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
     )]
     ContainerNameInUse {
         /// The name.
         name: String,
+        /// The container that has it.
+        id: String,
     },
-    /// No kept container has this name.
-    #[error("no such container: {name}")]
+    /// No container has this name or ID.
+    #[error("No such container: {name}")]
     NoSuchContainer {
         /// The name.
         name: String,
+    },
+    /// Several containers' IDs begin with this.
+    #[error("multiple containers found with provided prefix: {reference}")]
+    AmbiguousContainer {
+        /// The beginning of an ID.
+        reference: String,
+    },
+    /// A container name docker would refuse.
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidContainerName {
+        /// The name.
+        name: String,
+    },
+    /// A `--restart` value that is no policy.
+    #[error("invalid restart policy format: {value}")]
+    RestartPolicy {
+        /// The value.
+        value: String,
+    },
+    /// `--restart always:N` and the like.
+    #[error("maximum retry count cannot be used with restart policy '{name}'")]
+    RestartPolicyCount {
+        /// The policy.
+        name: String,
+    },
+    /// A volume name docker would refuse.
+    #[error(
+        "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+    )]
+    InvalidVolumeName {
+        /// The name.
+        name: String,
+    },
+    /// A path of an image's file system could not be resolved.
+    #[error("cannot resolve {} in the image", path.display())]
+    ResolveInImage {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: kiln_fsutil::Error,
+    },
+    /// No volume has this name.
+    #[error("get {name}: no such volume")]
+    NoSuchVolume {
+        /// The name.
+        name: String,
+    },
+    /// `flock` failed.
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
     },
 }
 

@@ -71,6 +71,7 @@ mod cacheoptions;
 mod cacheremote;
 mod cachesource;
 mod container;
+mod container_record;
 mod diff;
 mod error;
 mod gc;
@@ -89,6 +90,7 @@ mod snapshot;
 mod store;
 mod unpack;
 mod usage;
+mod volume;
 
 pub use buildkeys::{BuildKeys, KeyEdge, KeyInput, KeyNode, output_record_digest};
 pub use builds::{BuildHistoryLimits, StoredBuild};
@@ -100,6 +102,11 @@ pub use cacheoptions::{
 };
 pub use cacheremote::RemoteCache;
 pub use cachesource::{CacheSource, ImportedLayer};
+pub use container_record::{
+    ContainerConfig, ContainerRecord, ContainerRecords, ContainerState, Health, HealthConfig,
+    HealthLog, HostConfig, KEEPER_DIED_EXIT_CODE, NetworkSettings, PortBinding, RestartPolicy,
+    Status as ContainerStatus, ZERO_TIME, now_rfc3339,
+};
 pub use diff::{
     Compression, DiffSource, LayerDescriptor, LayerOptions, MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD, layer_diff_id, recompress_layer, write_layer,
@@ -129,3 +136,4 @@ pub use store::{
 };
 pub use unpack::{UnpackOptions, Unpacked, WhiteoutMode, decompress, unpack_layer};
 pub use usage::{DiskUsage, Files, UsageEntry};
+pub use volume::{Volume, Volumes};

@@ -47,10 +47,30 @@ pub(crate) enum Command {
     Rmi(RmiArgs),
     /// Run a command in a new container from an image.
     Run(Box<RunArgs>),
-    /// List the containers whose file systems `kiln run` kept (run without `--rm`).
-    Ps,
-    /// Remove kept containers' file systems.
+    /// List containers.
+    Ps(PsArgs),
+    /// Remove one or more containers.
     Rm(RmArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Return low-level information on containers.
+    Inspect(InspectArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Keep a detached container (`kiln run -d` starts it): run it in the foreground with its
+    /// output to its log, apply its restart policy and health check.
+    #[command(hide = true)]
+    ContainerSupervise {
+        /// The container's ID.
+        id: String,
+    },
     /// Write images to a docker-archive tar (or an OCI layout tar with `--format oci`).
     Save(SaveArgs),
     /// Push an image from the store to its registry.
@@ -401,8 +421,9 @@ pub(crate) struct RunArgs {
     /// Read environment variables from a file (one `KEY=VALUE` a line).
     #[arg(long, value_name = "FILE")]
     pub(crate) env_file: Vec<PathBuf>,
-    /// Bind-mount a host directory: `HOST:CONTAINER[:ro]`.
-    #[arg(long, short, value_name = "HOST:CONTAINER[:ro]")]
+    /// Bind-mount a host directory (`/HOST:CONTAINER[:ro]`) or mount a named volume, made on
+    /// first use (`NAME:CONTAINER[:ro]`).
+    #[arg(long, short, value_name = "SOURCE:CONTAINER[:ro]")]
     pub(crate) volume: Vec<String>,
     /// Mount a tmpfs on this directory, with `mount -o` options over Docker's defaults
     /// `noexec,nosuid,nodev` (`/run:size=64m,mode=1777,exec`).
@@ -417,6 +438,44 @@ pub(crate) struct RunArgs {
     /// Replace the image's entrypoint.
     #[arg(long, value_name = "COMMAND")]
     pub(crate) entrypoint: Option<String>,
+    /// Run the container in the background and print its ID.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+    /// Restart policy to apply when a container exits: `no`, `on-failure[:max-retries]`,
+    /// `always`, `unless-stopped`.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub(crate) restart: String,
+    /// Number of CPUs (`1.5`).
+    #[arg(long, value_name = "DECIMAL")]
+    pub(crate) cpus: Option<String>,
+    /// Add Linux capabilities (`NET_ADMIN`, `ALL`).
+    #[arg(long, value_name = "CAP")]
+    pub(crate) cap_add: Vec<String>,
+    /// Drop Linux capabilities (`NET_RAW`, `ALL`).
+    #[arg(long, value_name = "CAP")]
+    pub(crate) cap_drop: Vec<String>,
+    /// Signal to stop the container [default: the image's STOPSIGNAL, else SIGTERM].
+    #[arg(long, value_name = "SIGNAL")]
+    pub(crate) stop_signal: Option<String>,
+    /// Command to run to check health (replaces the image's HEALTHCHECK).
+    #[arg(long, value_name = "COMMAND")]
+    pub(crate) health_cmd: Option<String>,
+    /// Time between running the check (`ms|s|m|h`) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_interval: Option<String>,
+    /// Maximum time to allow one check to run (`ms|s|m|h`) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy [default: 3].
+    #[arg(long, value_name = "N")]
+    pub(crate) health_retries: Option<u32>,
+    /// Start period for the container to initialize before starting health-retries countdown
+    /// (`ms|s|m|h`) [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    pub(crate) no_healthcheck: bool,
     /// Network: `none` or `host`.
     #[arg(long, default_value = "none", value_name = "MODE")]
     pub(crate) network: String,
@@ -477,7 +536,140 @@ pub(crate) struct PushArgs {
 /// `kiln rm` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RmArgs {
-    /// The containers (names from `kiln ps`).
-    #[arg(required = true)]
+    /// Force the removal of a running container (uses SIGKILL).
+    #[arg(long, short)]
+    pub(crate) force: bool,
+    /// The containers (names or IDs).
+    #[arg(required = true, value_name = "CONTAINER")]
     pub(crate) containers: Vec<String>,
+}
+
+/// `kiln ps` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(long, short)]
+    pub(crate) all: bool,
+    /// Only display container IDs.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+}
+
+/// `kiln logs` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LogsArgs {
+    /// Follow log output.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Number of lines to show from the end of the logs (`all` or a number).
+    #[arg(long, short = 'n', default_value = "all")]
+    pub(crate) tail: String,
+    /// Show timestamps.
+    #[arg(long, short)]
+    pub(crate) timestamps: bool,
+    /// The container (name or ID).
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
+}
+
+/// `kiln exec` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecArgs {
+    /// Keep STDIN open.
+    #[arg(long, short)]
+    pub(crate) interactive: bool,
+    /// Allocate a pseudo-TTY (the command shares kiln's terminal).
+    #[arg(long, short)]
+    pub(crate) tty: bool,
+    /// Set environment variables.
+    #[arg(long, short, value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// Username or UID (format: `<name|uid>[:<group|gid>]`).
+    #[arg(long, short, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Give extended privileges to the command.
+    #[arg(long)]
+    pub(crate) privileged: bool,
+    /// The container (name or ID).
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// `kiln stop` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StopArgs {
+    /// Signal to send to the container [default: its stop signal].
+    #[arg(long, short, value_name = "SIGNAL")]
+    pub(crate) signal: Option<String>,
+    /// Seconds to wait before killing the container.
+    #[arg(
+        long,
+        short = 't',
+        value_name = "SECONDS",
+        default_value_t = 10,
+        allow_negative_numbers = true
+    )]
+    pub(crate) time: i64,
+    /// The containers (names or IDs).
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `kiln kill` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(long, short, default_value = "KILL", value_name = "SIGNAL")]
+    pub(crate) signal: String,
+    /// The containers (names or IDs).
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `kiln inspect` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectArgs {
+    /// The containers or volumes (names or IDs).
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub(crate) objects: Vec<String>,
+}
+
+/// `kiln volume` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumeCommand {
+    /// Create a volume.
+    Create {
+        /// The volume's name [default: a random one].
+        name: Option<String>,
+    },
+    /// List volumes.
+    Ls {
+        /// Only display volume names.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Remove one or more volumes.
+    Rm {
+        /// Force the removal of one or more volumes (no error for a missing one).
+        #[arg(long, short)]
+        force: bool,
+        /// The volumes.
+        #[arg(required = true, value_name = "VOLUME")]
+        volumes: Vec<String>,
+    },
+    /// Display detailed information on one or more volumes.
+    Inspect {
+        /// The volumes.
+        #[arg(required = true, value_name = "VOLUME")]
+        volumes: Vec<String>,
+    },
 }

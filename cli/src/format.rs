@@ -10,7 +10,7 @@ pub(crate) fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
         .map(|c| {
             rows.iter()
                 .filter_map(|r| r.as_ref().get(c))
-                .map(String::len)
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })
@@ -76,6 +76,37 @@ pub(crate) fn human_duration(seconds: u64) -> String {
     }
 }
 
+/// A duration as Go prints one (`30s`, `1m30s`, `1.5s`, `500ms`), as docker's messages show
+/// them.
+pub(crate) fn go_duration(duration: std::time::Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    if nanos < 1_000_000_000 {
+        let (value, unit) = if nanos < 1_000 {
+            (nanos as f64, "ns")
+        } else if nanos < 1_000_000 {
+            (nanos as f64 / 1e3, "µs")
+        } else {
+            (nanos as f64 / 1e6, "ms")
+        };
+        return format!("{value}{unit}");
+    }
+    let seconds = duration.as_secs_f64() % 60.0;
+    let minutes = duration.as_secs() / 60 % 60;
+    let hours = duration.as_secs() / 3600;
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    out.push_str(&format!("{}s", (seconds * 1e9).round() / 1e9));
+    out
+}
+
 /// Docker's sizes: decimal units, three significant digits (`4.26MB`, `123kB`).
 pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -103,6 +134,25 @@ pub(crate) fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_pad_by_characters() {
+        let rows = [
+            vec!["A".to_owned(), "B".to_owned()],
+            vec!["\"sh -c 'x; …\"".to_owned(), "b".to_owned()],
+        ];
+        assert_eq!(table(&rows), "A               B\n\"sh -c 'x; …\"   b\n");
+    }
+
+    #[test]
+    fn durations_print_as_go_does() {
+        use std::time::Duration;
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
 
     #[test]
     fn created_times_with_multibyte_characters_do_not_panic() {

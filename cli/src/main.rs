@@ -44,11 +44,25 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Load(load) => commands::load::run(&args.root, &load),
         args::Command::Tag(tag) => commands::tag::run(&args.root, &tag),
         args::Command::Rmi(rmi) => commands::rmi::run(&args.root, &rmi),
-        args::Command::Ps => commands::run::ps(&args.root),
-        args::Command::Rm(rm) => commands::run::rm(&args.root, &rm),
+        args::Command::Ps(ps) => commands::container::ps(&args.root, &ps),
+        args::Command::Rm(rm) => commands::container::rm(&args.root, &rm),
+        args::Command::Logs(logs) => commands::container::logs(&args.root, &logs),
+        args::Command::Stop(stop) => commands::container::stop(&args.root, &stop),
+        args::Command::Kill(kill) => commands::container::kill(&args.root, &kill),
+        args::Command::Inspect(inspect) => commands::container::inspect(&args.root, &inspect),
+        args::Command::Exec(exec) => Ok(commands::exec::run(&args.root, &exec)),
+        args::Command::Volume(cmd) => commands::volume::run(&args.root, cmd),
+        args::Command::ContainerSupervise { id } => {
+            Ok(commands::supervise::run(&args.root, config(), &id))
+        }
         args::Command::Save(save) => commands::save::run(&args.root, &save),
         args::Command::Push(push) => commands::push::run(&args.root, &config()?, &push),
-        args::Command::Run(run) => Ok(commands::run::run(&args.root, config(), &run)),
+        args::Command::Run(run) => Ok(commands::run::run(
+            &args.root,
+            args.config.as_deref(),
+            config(),
+            &run,
+        )),
         args::Command::Prune(prune) => commands::prune::run(&args.root, &prune),
         args::Command::Du(du) => commands::du::run(&args.root, &du),
         args::Command::History(history) => commands::history::run(&args.root, &history),

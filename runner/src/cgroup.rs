@@ -70,6 +70,41 @@ impl Hierarchy {
     }
 }
 
+impl Hierarchy {
+    /// The `cgroup.procs` files of the cgroups `/proc/PID/cgroup` (`text`) names in the
+    /// hierarchies a run joins, for a process that joins them (`kiln exec`); the root cgroups
+    /// are left out.
+    pub(crate) fn procs_of(&self, text: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let path = path.trim_start_matches('/');
+            if path.is_empty() {
+                continue;
+            }
+            match self {
+                Self::V2(root) if controllers.is_empty() => {
+                    out.push(root.join(path).join("cgroup.procs"));
+                }
+                Self::V1(root) => {
+                    for controller in V1_CONTROLLERS {
+                        if controllers.split(',').any(|c| c == *controller) {
+                            out.push(root.join(controller).join(path).join("cgroup.procs"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// The file operations of cgroup setup: the host's cgroup file system ([`HostFs`]), or a
 /// recording fake in tests.
 pub(crate) trait CgroupFs {

@@ -209,6 +209,27 @@ pub enum Error {
         /// The timeout in seconds.
         seconds: f64,
     },
+    /// `--cap-add`/`--cap-drop` named no capability.
+    #[error("unknown capability: {name:?}")]
+    UnknownCapability {
+        /// The name.
+        name: String,
+    },
+    /// A signal name or number that is no signal.
+    #[error("Invalid signal: {signal}")]
+    InvalidSignal {
+        /// The text.
+        signal: String,
+    },
+    /// The container's process is gone (or never was).
+    #[error("the container's process {pid} is not running")]
+    NoContainerProcess {
+        /// Its pid.
+        pid: u32,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
 }
 
 /// Result alias for this crate.

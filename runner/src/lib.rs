@@ -40,9 +40,11 @@
 //! # Ok::<(), kiln_runner::Error>(())
 //! ```
 
+mod capability;
 mod cgroup;
 pub mod emulation;
 mod error;
+mod exec;
 mod image;
 mod plan;
 mod run;
@@ -56,7 +58,9 @@ mod ulimit;
 mod user;
 mod view;
 
+pub use crate::capability::CapabilityChanges;
 pub use crate::error::{Error, Result};
+pub use crate::exec::{ExecProcess, ExecSpec, exec, parse_signal, signal_process, spawn_exec};
 pub use crate::image::{ImageConfig, RunOverrides, run_spec};
 pub use crate::run::{CancelOnDrop, DOCKER_DEFAULT_CAPABILITIES, Handle, Runner};
 pub use crate::spec::{

@@ -64,6 +64,16 @@ struct HandleInner {
     wake_read: OwnedFd,
     wake_write: OwnedFd,
     requests: Mutex<Vec<Request>>,
+    on_start: Mutex<Option<StartHook>>,
+}
+
+/// What [`Handle::on_start`] calls.
+struct StartHook(Box<dyn FnOnce(u32) + Send>);
+
+impl std::fmt::Debug for StartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHook")
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +96,7 @@ impl Handle {
                 wake_read,
                 wake_write,
                 requests: Mutex::new(Vec::new()),
+                on_start: Mutex::new(None),
             }),
         })
     }
@@ -97,6 +108,37 @@ impl Handle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(request);
         let _ = nix::unistd::write(&self.inner.wake_write, b"x");
+    }
+
+    /// Calls `hook` with the host pid of the container's process (its PID 1) once its program
+    /// has been executed (not when it could not be), from the thread in [`Runner::run`] (for a
+    /// record of the running container). Until then, requests through the handle wait.
+    pub fn on_start(&self, hook: impl FnOnce(u32) + Send + 'static) {
+        *self
+            .inner
+            .on_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(StartHook(Box::new(hook)));
+    }
+
+    fn has_start_hook(&self) -> bool {
+        self.inner
+            .on_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn started(&self, pid: Pid) {
+        let hook = self
+            .inner
+            .on_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Some(hook), Ok(pid)) = (hook, u32::try_from(pid.as_raw())) {
+            (hook.0)(pid);
+        }
     }
 
     /// Kills the whole container; [`Runner::run`] then returns [`Error::Cancelled`].
@@ -347,6 +389,15 @@ impl Runner {
         drop(child_fds);
         drop(error_write);
         let exited_fd = process::pidfd_open(init).map_err(syscall("pidfd_open"))?;
+        // With a start hook, the program must have been executed before the hook hears of it:
+        // the error pipe closes on the exec, or brings the report of what failed before it.
+        let early_report = handle.has_start_hook().then(|| {
+            let report = read_report(&error_read);
+            if report.is_none() {
+                handle.started(init);
+            }
+            report
+        });
         tracing::debug!(
             init = init.as_raw(),
             prepare_us = started.elapsed().as_micros() as u64,
@@ -382,7 +433,7 @@ impl Runner {
             let _ = waitpid(init, None);
         }
         let exited = started.elapsed();
-        let report = read_report(&error_read);
+        let report = early_report.unwrap_or_else(|| read_report(&error_read));
         if let (Ok(pumped), Some(report)) = (&outcome, report) {
             if pumped.stopped.is_none() {
                 outcome = Err(report_error(report, &launch, &spec));
@@ -491,6 +542,48 @@ fn own_capabilities() -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
+/// Docker's `PATH` and `HOME` (and `TERM` with a terminal) where `env` lacks them.
+pub(crate) fn default_env(env: &mut Vec<String>, home: &str, terminal: bool) {
+    if env_value(env, "PATH").is_none() {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if env_value(env, "HOME").is_none() {
+        env.push(format!("HOME={home}"));
+    }
+    if terminal && env_value(env, "TERM").is_none() {
+        env.push("TERM=xterm".to_owned());
+    }
+}
+
+/// The paths to try for `program`: itself when it has a `/`, else each `PATH` entry of `env`.
+pub(crate) fn exec_candidates(program: &str, env: &[String]) -> Result<Vec<CString>> {
+    if program.contains('/') {
+        return Ok(vec![cstring("args", program.as_bytes())?]);
+    }
+    env_value(env, "PATH")
+        .unwrap_or(DEFAULT_PATH)
+        .split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| {
+            cstring(
+                "args",
+                format!("{}/{program}", dir.trim_end_matches('/')).as_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// The highest capability number the kernel knows, read once per process.
+pub(crate) fn last_capability() -> u32 {
+    static LAST_CAPABILITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *LAST_CAPABILITY.get_or_init(|| {
+        fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
+}
+
 fn prepare_launch(
     spec: &Spec,
     plan: &plan::Plan,
@@ -498,44 +591,17 @@ fn prepare_launch(
     cgroup: Option<&Cgroup>,
 ) -> Result<Launch> {
     let mut env = spec.env.clone();
-    if env_value(&env, "PATH").is_none() {
-        env.push(format!("PATH={DEFAULT_PATH}"));
-    }
-    if env_value(&env, "HOME").is_none() {
-        env.push(format!("HOME={}", user.home));
-    }
-    if spec.stdio_is_terminal() && env_value(&env, "TERM").is_none() {
-        env.push("TERM=xterm".to_owned());
-    }
-    let program = &spec.args[0];
-    let candidates: Vec<CString> = if program.contains('/') {
-        vec![cstring("args", program.as_bytes())?]
-    } else {
-        env_value(&env, "PATH")
-            .unwrap_or(DEFAULT_PATH)
-            .split(':')
-            .map(|dir| if dir.is_empty() { "." } else { dir })
-            .map(|dir| {
-                cstring(
-                    "args",
-                    format!("{}/{program}", dir.trim_end_matches('/')).as_bytes(),
-                )
-            })
-            .collect::<Result<_>>()?
-    };
+    default_env(&mut env, &user.home, spec.stdio_is_terminal());
+    let candidates = exec_candidates(&spec.args[0], &env)?;
     let cwd = container_path("cwd", &spec.cwd)?;
-    // Read once per process: the kernel's capability count does not change.
-    static LAST_CAPABILITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let last_capability = *LAST_CAPABILITY.get_or_init(|| {
-        fs_err::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40)
-    });
+    let last_capability = last_capability();
     let capabilities = match spec.security {
-        Security::Sandbox => DOCKER_DEFAULT_CAPABILITIES
-            .iter()
-            .fold(0u64, |mask, cap| mask | 1 << cap),
+        Security::Sandbox => spec.capabilities.apply(
+            DOCKER_DEFAULT_CAPABILITIES
+                .iter()
+                .fold(0u64, |mask, cap| mask | 1 << cap),
+            last_capability,
+        ),
         // Every capability this process has (it may itself run without some).
         Security::Insecure => own_capabilities().unwrap_or_else(|| {
             (0..=last_capability.min(63)).fold(0u64, |mask, cap| mask | 1 << cap)
@@ -596,7 +662,7 @@ fn kill_container(init: Option<Pid>) {
     }
 }
 
-fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
+pub(crate) fn read_report(error_read: &OwnedFd) -> Option<(u32, u32, i32)> {
     let mut buf = [0u8; 12];
     let mut len = 0;
     while len < buf.len() {

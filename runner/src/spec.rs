@@ -199,6 +199,8 @@ pub struct Spec {
     pub network: NetworkMode,
     /// Sandbox or insecure (privileged).
     pub security: Security,
+    /// `--cap-add`/`--cap-drop` over the sandbox's capabilities.
+    pub capabilities: crate::CapabilityChanges,
     /// Extra mounts, applied in order after the standard ones.
     pub mounts: Vec<Mount>,
     /// Resource limits.
@@ -238,6 +240,7 @@ impl Spec {
             resolv_conf: None,
             network: NetworkMode::None,
             security: Security::Sandbox,
+            capabilities: crate::CapabilityChanges::default(),
             mounts: Vec::new(),
             resources: Resources::default(),
             ulimits: Vec::new(),

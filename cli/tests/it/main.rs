@@ -30,4 +30,5 @@ mod path_escapes;
 mod prune_du;
 mod remote_cache;
 mod run;
+mod run_lifecycle;
 mod store_leases;

@@ -6,14 +6,14 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn kiln(root: &Path) -> Command {
+pub(super) fn kiln(root: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
     command.arg("--root").arg(root);
     command
 }
 
 /// A store with busybox loaded from testdata, or `None` (skipped) when not root.
-fn store_with_busybox() -> Option<tempfile::TempDir> {
+pub(super) fn store_with_busybox() -> Option<tempfile::TempDir> {
     if !is_root() {
         skip("needs root for namespaces and overlayfs");
         return None;
@@ -31,7 +31,7 @@ fn run(root: &Path, args: &[&str]) -> Output {
     command.output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -186,10 +186,11 @@ fn run_reports_bad_input_like_docker() {
     let Some(root) = store_with_busybox() else {
         return;
     };
-    let out = run(root.path(), &["-v", "relative:/x", "busybox", "true"]);
+    // A relative host path (a bare name is a named volume, as docker's).
+    let out = run(root.path(), &["-v", "./relative:/x", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        text(&out.stderr).contains("invalid volume specification: 'relative:/x'"),
+        text(&out.stderr).contains("invalid volume specification: './relative:/x'"),
         "{}",
         text(&out.stderr)
     );
@@ -284,6 +285,9 @@ fn signals_to_kiln_reach_the_container() {
     assert_eq!(status.code(), Some(3));
 }
 
+/// `kiln ps` without containers: docker's header.
+const PS_HEADER: &str = "CONTAINER ID   IMAGE   COMMAND   CREATED   STATUS   PORTS   NAMES\n";
+
 #[test]
 fn kept_containers_are_listed_and_removed() {
     let Some(root) = store_with_busybox() else {
@@ -305,16 +309,27 @@ fn kept_containers_are_listed_and_removed() {
         .path()
         .join("snapshots/active/container-keeper/upper/f");
     assert_eq!(fs_err::read_to_string(&upper).unwrap(), "kept\n");
+    // Exited, so listed by `ps -a` only, in docker's columns.
     let mut ps = kiln(root.path());
     ps.arg("ps");
-    assert_eq!(text(&ps.output().unwrap().stdout), "NAMES\nkeeper\n");
+    assert_eq!(text(&ps.output().unwrap().stdout), PS_HEADER);
+    let mut ps = kiln(root.path());
+    ps.args(["ps", "-a"]);
+    let listed = text(&ps.output().unwrap().stdout);
+    let row = listed.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("   busybox   ")
+            && row.contains("   Exited (0) ")
+            && row.ends_with("   keeper"),
+        "{listed}"
+    );
 
     let mut again = kiln(root.path());
     again.args(["run", "--name", "keeper", "busybox", "true"]);
     let out = again.output().unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        text(&out.stderr).contains("the container name \"keeper\" is already in use"),
+        text(&out.stderr).contains("Conflict. The container name \"/keeper\" is already in use"),
         "{}",
         text(&out.stderr)
     );
@@ -324,13 +339,16 @@ fn kept_containers_are_listed_and_removed() {
     assert_eq!(text(&rm.output().unwrap().stdout), "keeper\n");
     assert!(!upper.exists());
     let mut ps = kiln(root.path());
-    ps.arg("ps");
-    assert_eq!(text(&ps.output().unwrap().stdout), "NAMES\n");
+    ps.args(["ps", "-a"]);
+    assert_eq!(text(&ps.output().unwrap().stdout), PS_HEADER);
     let mut rm = kiln(root.path());
     rm.args(["rm", "keeper"]);
     let out = rm.output().unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no such container: keeper"));
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: No such container: keeper\n"
+    );
 }
 
 /// A registry on 127.0.0.1 that accepts connections and never answers; returns its address
@@ -395,9 +413,9 @@ fn a_signal_during_the_pull_ends_kiln_like_docker() {
         assert!(sent.elapsed() < Duration::from_secs(5), "{signal}");
         // Nothing of a container is left behind.
         let mut ps = kiln(root.path());
-        ps.arg("ps");
+        ps.args(["ps", "-a"]);
         let out = ps.output().unwrap();
-        assert_eq!(text(&out.stdout), "NAMES\n", "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), PS_HEADER, "{}", text(&out.stderr));
     }
 }
 

@@ -369,3 +369,22 @@ fn nothing_mounted() {
     let root = tempfile::tempdir().unwrap();
     assert_eq!(Hierarchy::detect(root.path()), Hierarchy::Unavailable);
 }
+
+#[test]
+fn a_process_s_cgroups_are_found_to_join() {
+    let text = "12:pids:/kiln/run-1\n11:cpu,cpuacct:/kiln/run-1\n5:name=systemd:/user.slice\n\
+                3:memory:/\n0::/kiln/run-1\n";
+    let v1 = Hierarchy::V1("/sys/fs/cgroup".into());
+    assert_eq!(
+        v1.procs_of(text),
+        [
+            PathBuf::from("/sys/fs/cgroup/pids/kiln/run-1/cgroup.procs"),
+            PathBuf::from("/sys/fs/cgroup/cpu/kiln/run-1/cgroup.procs"),
+        ]
+    );
+    let v2 = Hierarchy::V2("/sys/fs/cgroup".into());
+    assert_eq!(
+        v2.procs_of(text),
+        [PathBuf::from("/sys/fs/cgroup/kiln/run-1/cgroup.procs")]
+    );
+}

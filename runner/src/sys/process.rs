@@ -71,11 +71,13 @@ pub(crate) enum Step {
     Setgid = 9,
     Setuid = 10,
     Signals = 11,
+    Setns = 12,
+    Fork = 13,
 }
 
 impl Step {
     pub(crate) fn from_code(code: u32) -> Option<Self> {
-        const ALL: [Step; 12] = [
+        const ALL: [Step; 14] = [
             Step::Descriptors,
             Step::JoinCgroup,
             Step::Unshare,
@@ -88,6 +90,8 @@ impl Step {
             Step::Setgid,
             Step::Setuid,
             Step::Signals,
+            Step::Setns,
+            Step::Fork,
         ];
         ALL.get(code as usize).copied()
     }
@@ -106,6 +110,8 @@ impl Step {
             Self::Setgid => "set the group id",
             Self::Setuid => "set the user id",
             Self::Signals => "reset signal handling",
+            Self::Setns => "join the container's namespaces",
+            Self::Fork => "fork into the container's PID namespace",
         }
     }
 }
@@ -421,6 +427,121 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     }
     // Changing credentials cleared the parent-death signal; set it again.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    exec(launch)
+}
+
+/// Forks a process that joins a running container — its cgroups (`launch.cgroup_procs`) and
+/// the namespaces `namespaces` (descriptors of `/proc/PID/ns/*`, the mount namespace last) —
+/// and forks again so that the program runs inside its PID namespace, with the container's
+/// confinement (seccomp, capabilities, user) as [`container_process`] sets it. The first child
+/// stays in the caller's PID namespace, waits for the second and exits with its code (128 + N
+/// when killed by signal N). Returns the first child's pid; neither child returns.
+pub(crate) fn spawn_joined(
+    launch: &Launch,
+    namespaces: &[(OwnedFd, CloneFlags)],
+    fds: ChildFds,
+) -> Result<Pid, (&'static str, Errno)> {
+    let mut saved_mask = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&blocked_signals()),
+        Some(&mut saved_mask),
+    )
+    .map_err(|err| ("pthread_sigmask", err))?;
+    // SAFETY: the child only makes syscalls on data prepared before the fork (see the module
+    // documentation) and always ends in `_exit` or `execve`.
+    let forked = unsafe { fork() };
+    if let Ok(ForkResult::Child) = forked {
+        joining_process(launch, namespaces, fds);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved_mask), None);
+    match forked.map_err(|err| ("fork", err))? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => unreachable!("the child does not return"),
+    }
+}
+
+fn joining_process(launch: &Launch, namespaces: &[(OwnedFd, CloneFlags)], fds: ChildFds) -> ! {
+    let _guard = ExitOnUnwind;
+    let fail_early = |step: Step, err: Errno| -> ! {
+        // The error pipe is not at 3 yet: write to where the caller put it.
+        write_all(fds.error, &record(REPORT_STEP, step as u32, err as i32));
+        exit(1)
+    };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The cgroup files are the host's: join them before the mount namespace.
+    for path in &launch.cgroup_procs {
+        let joined = open(
+            path.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| nix::unistd::write(&fd, b"0"));
+        if let Err(err) = joined {
+            fail_early(Step::JoinCgroup, err);
+        }
+    }
+    for (fd, kind) in namespaces {
+        if let Err(err) = setns(fd, *kind) {
+            fail_early(Step::Setns, err);
+        }
+    }
+    if let Err(err) = arrange_fds(fds) {
+        fail_early(Step::Descriptors, err);
+    }
+    // SAFETY: as above, the grandchild only makes syscalls and ends in `_exit` or `execve`.
+    match unsafe { fork() } {
+        Err(err) => fail_step(Step::Fork, err),
+        Ok(ForkResult::Child) => joined_program(launch),
+        Ok(ForkResult::Parent { child }) => {
+            // Only the program writes to the error pipe from now on.
+            let _ = nix::unistd::close(FD_ERROR);
+            loop {
+                match waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => exit(code),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+                        exit(128 + signal as i32)
+                    }
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => exit(1),
+                }
+            }
+        }
+    }
+}
+
+/// The program of [`spawn_joined`], inside the container's namespaces.
+fn joined_program(launch: &Launch) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if let Err(err) = reset_signals() {
+        fail_step(Step::Signals, err);
+    }
+    if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
+        fail_step(Step::Chdir, err);
+    }
+    if let Some(program) = &launch.seccomp {
+        if let Err(err) = install_seccomp(program.instructions()) {
+            fail_step(Step::Seccomp, err);
+        }
+    }
+    if let Err(err) = set_capabilities(launch.capabilities, launch.last_capability) {
+        fail_step(Step::Capabilities, err);
+    }
+    if let Err(err) = setgroups(&launch.groups) {
+        fail_step(Step::Setgroups, err);
+    }
+    if let Err(err) = setgid(Gid::from_raw(launch.gid)) {
+        fail_step(Step::Setgid, err);
+    }
+    if let Err(err) = setuid(Uid::from_raw(launch.uid)) {
+        fail_step(Step::Setuid, err);
+    }
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    exec(launch)
+}
+
+/// `execve`s the first candidate that exists; reports the first real error otherwise.
+fn exec(launch: &Launch) -> ! {
     let mut first_error = Errno::ENOENT;
     for candidate in &launch.exec_candidates {
         let args = &launch.exec_args;

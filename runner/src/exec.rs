@@ -1,0 +1,311 @@
+//! [`exec`]: another process in a running container (`kiln exec`, health checks), and
+//! [`parse_signal`] for `kiln kill -s` and `STOPSIGNAL`.
+//!
+//! # Overview
+//!
+//! 1. Before any fork, everything is read from the host: the container's namespaces
+//!    (`/proc/PID/ns/{ipc,uts,net,pid,mnt}`, opened), its cgroups (`/proc/PID/cgroup`), its
+//!    user database through `/proc/PID/root`, the `PATH` candidates, the seccomp program.
+//! 2. A first child joins the cgroups and namespaces (see `sys::process::spawn_joined`) and
+//!    forks the program into the container's PID namespace; it waits for it and exits with its
+//!    code, which [`exec`] returns.
+//! 3. The program gets Docker's default capabilities and seccomp profile (unless
+//!    [`Security::Insecure`]), the container's root and the given user, directory and
+//!    environment. A failure before the program runs comes back as [`Error::Setup`] or
+//!    [`Error::Exec`], as for [`crate::Runner::run`].
+
+use std::os::fd::{AsFd as _, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, pipe2};
+
+use crate::cgroup::Hierarchy;
+use crate::error::{Error, Result};
+use crate::plan::{container_path, cstring};
+use crate::run::{DOCKER_DEFAULT_CAPABILITIES, exec_candidates, last_capability, read_report};
+use crate::spec::{ExitStatus, Security};
+use crate::sys::process::{self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_STEP, Step};
+use crate::view::RootView;
+
+/// A process to start in a running container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    /// Program and arguments; a program without `/` is looked up in `PATH`.
+    pub args: Vec<String>,
+    /// Environment as `KEY=value` (`PATH` and `HOME` get Docker's defaults when absent).
+    pub env: Vec<String>,
+    /// Working directory inside the container (empty: `/`).
+    pub cwd: PathBuf,
+    /// `name`, `uid`, `name:group`, `uid:gid` (empty: root), from the container's /etc files.
+    pub user: String,
+    /// The container's confinement.
+    pub security: Security,
+    /// The container's `--cap-add`/`--cap-drop`.
+    pub capabilities: crate::CapabilityChanges,
+}
+
+/// Starts `spec` in the running container whose PID 1 is `pid` (on the host), with the
+/// standard streams `stdio` (stdin, stdout, stderr): the descriptors are duplicated into the
+/// process, so the caller may close its own once this returns.
+pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<ExecProcess> {
+    if spec.args.is_empty() {
+        return Err(Error::EmptyArgs);
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let mut namespaces: Vec<(OwnedFd, CloneFlags)> = Vec::new();
+    for (name, kind) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let path = proc_dir.join("ns").join(name);
+        let fd = open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|source| Error::NoContainerProcess { pid, source })?;
+        namespaces.push((fd, kind));
+    }
+    let cgroups = fs_err::read_to_string(proc_dir.join("cgroup")).map_err(Error::Prepare)?;
+    let cgroup_procs = Hierarchy::detect(Path::new("/sys/fs/cgroup"))
+        .procs_of(&cgroups)
+        .into_iter()
+        .filter(|path| path.exists())
+        .map(|path| cstring("cgroup path", path.as_os_str().as_encoded_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let view = RootView::new(vec![proc_dir.join("root")]);
+    let user = crate::user::resolve(&view, &spec.user)?;
+    let mut env = spec.env.clone();
+    crate::run::default_env(&mut env, &user.home, false);
+    let capabilities = match spec.security {
+        Security::Sandbox => spec.capabilities.apply(
+            DOCKER_DEFAULT_CAPABILITIES
+                .iter()
+                .fold(0u64, |mask, cap| mask | 1 << cap),
+            last_capability(),
+        ),
+        Security::Insecure => {
+            (0..=last_capability().min(63)).fold(0u64, |mask, cap| mask | 1 << cap)
+        }
+    };
+    let cwd = if spec.cwd.as_os_str().is_empty() {
+        PathBuf::from("/")
+    } else {
+        spec.cwd.clone()
+    };
+    let launch = Launch {
+        ops: Vec::new(),
+        cgroup_procs,
+        namespaces: CloneFlags::empty(),
+        exec_candidates: exec_candidates(&spec.args[0], &env)?,
+        exec_args: ExecArgs::new(
+            spec.args
+                .iter()
+                .map(|a| cstring("args", a.as_bytes()))
+                .collect::<Result<_>>()?,
+            env.iter()
+                .map(|e| cstring("env", e.as_bytes()))
+                .collect::<Result<_>>()?,
+        ),
+        cwd: cstring(
+            "cwd",
+            container_path("cwd", &cwd)?.as_os_str().as_encoded_bytes(),
+        )?,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        capabilities,
+        last_capability: last_capability(),
+        rlimits: Vec::new(),
+        seccomp: match spec.security {
+            Security::Sandbox => Some(crate::seccomp::program(capabilities)?),
+            Security::Insecure => None,
+        },
+        terminal: false,
+    };
+    let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(|source| Error::Syscall {
+        call: "pipe2",
+        source,
+    })?;
+    let fds = ChildFds {
+        stdin: stdio[0].as_raw_fd(),
+        stdout: stdio[1].as_raw_fd(),
+        stderr: stdio[2].as_raw_fd(),
+        error: error_write.as_raw_fd(),
+    };
+    let child = process::spawn_joined(&launch, &namespaces, fds)
+        .map_err(|(call, source)| Error::Syscall { call, source })?;
+    drop(error_write);
+    let mut process = ExecProcess {
+        child: Some(child),
+        exited: None,
+        error_read,
+        program: spec.args[0].clone(),
+    };
+    process.exited = Some(process::pidfd_open(child).map_err(|source| Error::Syscall {
+        call: "pidfd_open",
+        source,
+    })?);
+    Ok(process)
+}
+
+/// Runs `spec` in the running container whose PID 1 is `pid` (on the host), with the standard
+/// streams `stdio` (stdin, stdout, stderr), and returns how it ended: its code, or 128 + N
+/// when killed by signal N.
+pub fn exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Result<ExitStatus> {
+    spawn_exec(pid, spec, stdio)?.wait()
+}
+
+/// A process started by [`spawn_exec`]; killed (with the program) when dropped unwaited.
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// The first child (outside the container's PID namespace), until reaped.
+    child: Option<Pid>,
+    exited: Option<OwnedFd>,
+    error_read: OwnedFd,
+    program: String,
+}
+
+impl ExecProcess {
+    /// Waits until the program ends.
+    pub fn wait(mut self) -> Result<ExitStatus> {
+        self.reap()
+    }
+
+    /// Waits at most `timeout`; `None` when the program still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        if let Some(exited) = &self.exited {
+            let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
+            let ready =
+                poll(&mut fds, PollTimeout::from(millis)).map_err(|source| Error::Syscall {
+                    call: "poll",
+                    source,
+                })?;
+            if ready == 0 {
+                return Ok(None);
+            }
+        }
+        self.reap().map(Some)
+    }
+
+    /// Kills the program (its first child, which the program dies with).
+    pub fn kill(&self) {
+        if let Some(child) = self.child {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        }
+    }
+
+    fn reap(&mut self) -> Result<ExitStatus> {
+        let Some(child) = self.child else {
+            return Err(Error::NoStatus);
+        };
+        let report = read_report(&self.error_read);
+        let status = loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => break ExitStatus::Code(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => break ExitStatus::Signal(signal as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(Error::Syscall {
+                        call: "waitpid",
+                        source,
+                    });
+                }
+            }
+        };
+        self.child = None;
+        match report {
+            Some((REPORT_EXEC, _, errno)) => Err(Error::Exec {
+                program: self.program.clone(),
+                source: nix::errno::Errno::from_raw(errno),
+            }),
+            Some((REPORT_STEP, step, errno)) => Err(Error::Setup {
+                step: Step::from_code(step)
+                    .map_or("unknown step", Step::describe)
+                    .to_owned(),
+                source: nix::errno::Errno::from_raw(errno),
+            }),
+            Some(_) => Err(Error::NoStatus),
+            None => Ok(status),
+        }
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+    }
+}
+
+/// Sends `signal` to the process `pid` (a container's PID 1 on the host).
+pub fn signal_process(pid: u32, signal: Signal) -> Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| Error::Syscall {
+        call: "kill",
+        source: nix::errno::Errno::ESRCH,
+    })?;
+    nix::sys::signal::kill(Pid::from_raw(pid), signal).map_err(|source| Error::Syscall {
+        call: "kill",
+        source,
+    })
+}
+
+/// A signal as docker takes it: `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    let bad = || Error::InvalidSignal {
+        signal: text.to_owned(),
+    };
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_docker() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("usr1").unwrap(), Signal::SIGUSR1);
+        assert_eq!(parse_signal("QUIT").unwrap(), Signal::SIGQUIT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(
+            parse_signal("SIGBOGUS").unwrap_err().to_string(),
+            "Invalid signal: SIGBOGUS"
+        );
+        assert!(parse_signal("99").is_err());
+    }
+
+    #[test]
+    fn exec_needs_a_live_container() {
+        let spec = ExecSpec {
+            args: vec!["true".into()],
+            ..ExecSpec::default()
+        };
+        let (out, err) = (std::io::stdout(), std::io::stderr());
+        let null = fs_err::File::open("/dev/null").unwrap();
+        use std::os::fd::AsFd as _;
+        let stdio = [null.file().as_fd(), out.as_fd(), err.as_fd()];
+        assert!(matches!(
+            exec(u32::MAX, &spec, stdio),
+            Err(Error::NoContainerProcess { .. })
+        ));
+    }
+}
