@@ -237,6 +237,14 @@ pub(crate) struct BuildArgs {
     /// steps run again (repeatable, or names separated by commas).
     #[arg(long, value_name = "STAGE", value_delimiter = ',')]
     pub(crate) no_cache_filter: Vec<String>,
+    /// Set method for evaluating build, as `docker buildx build --call`: `build` (the
+    /// default), `check` (run the build checks and print their warnings, without building;
+    /// exit code 1 when there are warnings) or `targets` (list the stages).
+    #[arg(long, value_name = "METHOD", default_value = "build")]
+    pub(crate) call: String,
+    /// Shorthand for `--call=check`.
+    #[arg(long, conflicts_with = "call")]
+    pub(crate) check: bool,
     /// The stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

@@ -3,8 +3,9 @@
 //! The file is read as Docker reads it (moby `patternmatcher/ignorefile`): one pattern per line,
 //! lines starting with `#` are comments, surrounding spaces are trimmed, `!` negates, and each
 //! pattern is cleaned like Go's `filepath.Clean` with a leading `/` removed. Matching (Go
-//! `filepath.Match` syntax plus `**`) is done where the context is read; the converter only passes
-//! the patterns on, in the `local.excludepatterns` attribute of the context source.
+//! `filepath.Match` syntax plus `**`) is done where the context is read; the converter passes
+//! the patterns on, in the `local.excludepatterns` attribute of the context source, and matches
+//! `COPY` sources against them only for the build check `CopyIgnoredFile`.
 
 pub(crate) use kiln_llb::clean_path;
 

@@ -323,6 +323,7 @@ fn parse_node(node: &Node, file: &str) -> Result<Instruction, ErrorKind> {
         name,
         code: node.original.trim().to_string(),
         location: node.location(file),
+        comments: node.comments.clone(),
         kind,
     }))
 }

@@ -38,6 +38,14 @@
 //!   [`Env`] trait (implemented for maps, `(key, value)` lists and [`EnvList`]), which the
 //!   converter implements over build arguments and stage environments.
 //!
+//! - **the build checks** ([`RULES`], [`LintConfig`], [`LintWarning`]): BuildKit's Dockerfile
+//!   linter rules with its names, messages and links, run by the converter as it parses and
+//!   dispatches; [`Converted::warnings`] holds what they found. The `# check=skip=...;error=true`
+//!   directive, or the [`CHECK_BUILD_ARG`] build argument over it, chooses the rules; with
+//!   `error=true` a conversion with warnings fails ([`ConvertError::Lint`]).
+//!   [`ConvertOptions::all_stages`] checks every stage, not only those the target needs (what
+//!   `--check` asks for). [`LintWarning::render`] gives buildx's `--check` text;
+//!
 //! - **the kiln.yaml frontend** ([`convert_yaml`], [`is_kiln_yaml`]): `apiVersion: kiln/v1` files
 //!   (named stages of `run`/`copy`/`add` steps and an `image` configuration, see `docs/yaml.md`),
 //!   loaded with spans, validated against [`YAML_SCHEMA`], lowered to the same [`Stages`] the
@@ -132,6 +140,7 @@ mod dockerignore;
 mod error;
 mod flags;
 mod instructions;
+mod lint;
 mod mount;
 mod parser;
 mod quote;
@@ -141,9 +150,9 @@ pub mod testing;
 mod yaml;
 
 pub use convert::{
-    ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted, DEFAULT_PATH,
-    Empty, Healthcheck, History, ImageConfig, ImageMetaResolver, NamedContext, ResolvedImage,
-    RootFs, convert,
+    CHECK_BUILD_ARG, ContainerConfig, ConvertError, ConvertErrorKind, ConvertOptions, Converted,
+    DEFAULT_PATH, Empty, Healthcheck, History, ImageConfig, ImageMetaResolver, NamedContext,
+    ResolvedImage, RootFs, convert,
 };
 pub use dockerignore::{parse_dockerignore, select_dockerignore};
 pub use error::{
@@ -154,6 +163,7 @@ pub use instructions::{
     Instruction, KeyValuePair, NetworkMode, RunCommand, SecurityMode, ShellDependentCmdLine,
     ShellInlineFile, SourceContent, SourcesAndDest, Stage, Stages, parse_instruction, parse_stages,
 };
+pub use lint::{LintConfig, LintWarning, RULES, Rule, source_excerpt};
 pub use mount::{CacheSharing, Device, Mount, MountExpander, MountType, parse_device, parse_mount};
 pub use parser::{
     DEFAULT_ESCAPE, Directive, Dockerfile, Heredoc, MAX_LINE_BYTES, Node, Parser, Warning,

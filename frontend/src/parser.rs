@@ -598,22 +598,12 @@ impl<'a> Run<'a> {
         }
 
         let directives = std::mem::take(&mut self.directives.found);
-        for d in &directives {
-            let note = match d.name.as_str() {
-                "syntax" => format!(
-                    "syntax directive {:?} noted; the built-in Dockerfile frontend is used",
-                    d.value
-                ),
-                "check" => format!("check directive {:?} is accepted and ignored", d.value),
-                _ => continue,
-            };
-            tracing::debug!(line = d.line, "{note}");
-            warnings.push(Warning {
-                short: note,
-                detail: None,
-                url: None,
-                line: d.line,
-            });
+        if let Some(d) = directives.iter().find(|d| d.name == "syntax") {
+            tracing::debug!(
+                line = d.line,
+                "syntax directive {:?} noted; the built-in Dockerfile frontend is used",
+                d.value
+            );
         }
         Ok(Dockerfile {
             file: self.file.to_string(),

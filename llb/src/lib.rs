@@ -67,6 +67,7 @@ mod error;
 mod marshal;
 mod modestr;
 mod path;
+mod pattern;
 pub mod pb;
 pub mod platform;
 
@@ -83,5 +84,8 @@ pub use crate::error::{DigestError, Error, error_chain};
 pub use crate::marshal::{marshal_op, op_digest};
 pub use crate::modestr::{ModeSet, ModeSyntaxError};
 pub use crate::path::clean_path;
+pub use crate::pattern::{
+    PathPattern, has_meta, matches as filepath_match, segments as path_segments,
+};
 pub use crate::platform::{Platform, PlatformError};
 pub use prost;

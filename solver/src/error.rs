@@ -320,6 +320,15 @@ pub enum LlbError {
         /// What is wrong with it.
         message: String,
     },
+    /// An exec op asks for more than the build's entitlements allow (`--allow`), found when
+    /// the Definition is loaded.
+    #[error("{entitlement} is not allowed")]
+    NotEntitled {
+        /// The op digest.
+        digest: String,
+        /// The entitlement (`network.host`, `security.insecure`).
+        entitlement: &'static str,
+    },
     /// A field kiln refuses rather than build something other than it asks (see `validate`).
     #[error("op {digest}: {field} is not supported: {reason}")]
     Refused {

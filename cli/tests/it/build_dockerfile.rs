@@ -461,6 +461,74 @@ fn regression_18_dockerfile_fidelity_cases() {
     ]);
 }
 
+/// Issue 18, real-world Dockerfile shapes (written for kiln, no network in their steps), each
+/// checked on the files it makes and its image config.
+#[test]
+fn regression_18_real_world_shapes() {
+    if !ready() {
+        return;
+    }
+    assert_dockerfile_cases(&[
+        // An apt-style `set -eux` RUN over continuation lines with comments between them.
+        "211-realworld-set-eux-continuations",
+        // RUN heredoc scripts, several heredocs on one RUN, several heredoc files in one COPY.
+        "212-realworld-run-heredoc-files",
+        // Meta ARGs in FROM and, declared again, in the stage; a build argument over them.
+        "213-realworld-arg-before-from",
+        // pip-style cache mounts: sharing=locked, seeded from another stage.
+        "214-realworld-cache-mounts-locked-from",
+        // Multi-stage with a non-root user by name: COPY --chown, USER, WORKDIR.
+        "215-realworld-multistage-named-user",
+    ]);
+}
+
+/// Issue 18: a Dockerfile outside the context, named relative to the working directory
+/// (`-f ../other/Dockerfile .`), with the `.dockerignore` of the context.
+#[test]
+fn regression_18_dockerfile_outside_the_context() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    let other = dir.path().join("other");
+    fs_err::create_dir_all(context.join("src")).unwrap();
+    fs_err::create_dir_all(&other).unwrap();
+    fs_err::write(context.join("src/app.txt"), "from the context\n").unwrap();
+    fs_err::write(context.join("src/secret.txt"), "ignored\n").unwrap();
+    fs_err::write(context.join(".dockerignore"), "src/secret.txt\n").unwrap();
+    // A Dockerfile in the context is not the one built.
+    fs_err::write(context.join("Dockerfile"), "FROM scratch\nCOPY nothing /\n").unwrap();
+    fs_err::write(
+        other.join("Dockerfile"),
+        "FROM busybox AS build\nCOPY src/ /in/\nRUN ls /in > /listing && mv /listing /in/\n\
+         FROM scratch\nCOPY --from=build /in/ /\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&context)
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--config")
+        .arg(crate::common::mirror_config(dir.path()))
+        .args(["build", "-f", "../other/Dockerfile", "--output"])
+        .arg(format!("type=local,dest={}", out.display()))
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        fs_err::read_to_string(out.join("app.txt")).unwrap(),
+        "from the context\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("listing")).unwrap(),
+        "app.txt\n"
+    );
+    assert!(!out.join("secret.txt").exists());
+}
+
 /// Issue 18: base image tags are checked against their registry. A tag moved to another
 /// image is seen by the next `FROM` and by an LLB image source without a digest (keyed by
 /// what the tag points to now); `--pull` fetches the image again; a registry that does not

@@ -152,6 +152,8 @@ impl FrontendResult {
         Ok(kiln_frontend::Converted {
             definition: self.definition.unwrap_or_default(),
             config,
+            // A frontend image's warnings come with its result (`warnings`), shown as it sends them.
+            warnings: Vec::new(),
         })
     }
 }

@@ -13,6 +13,7 @@ use crate::error::Location;
 use crate::instructions::{
     ArgDefinition, Command, HealthConfig, KeyValuePair, ShellDependentCmdLine,
 };
+use crate::lint;
 use crate::quote::go_quote_list;
 
 impl Step<'_, '_> {
@@ -30,6 +31,7 @@ impl Step<'_, '_> {
             .map(|pair| Ok((self.expand(&pair.key, loc)?, self.expand(&pair.value, loc)?)))
             .collect::<Result<Vec<_>, ConvertError>>()?;
         for (key, value) in expanded {
+            self.check_secret("ENV", &key, loc);
             message.push_str(&format!(" {key}={value}"));
             self.d.state = self.d.state.clone().env(&key, &value);
             set_env(&mut self.d.env, &key, &value);
@@ -81,6 +83,15 @@ impl Step<'_, '_> {
     ) -> Result<(), ConvertError> {
         let loc = &cmd.location;
         let path = self.expand(path, loc)?;
+        // Only the stage's first `WORKDIR` is checked: an absolute one fixes the later ones.
+        if !self.d.seen.workdir && !path.starts_with('/') {
+            self.plan.linter.run(
+                &lint::WORKDIR_RELATIVE_PATH,
+                loc,
+                format!("Relative workdir {path:?} can have unexpected results if the base image changes"),
+            );
+        }
+        self.d.seen.workdir = true;
         let wd = normalize_workdir(&self.d.image.config.working_dir, &path);
         self.d.image.config.working_dir = wd.clone();
         self.d.cwd = wd.clone();
@@ -228,6 +239,19 @@ impl Step<'_, '_> {
             .history(format!("HEALTHCHECK {}", health_string(h)), false);
     }
 
+    /// The build check `SecretsUsedInArgOrEnv` on the name `key` of `ENV` or `ARG`.
+    fn check_secret(&self, instruction: &str, key: &str, loc: &Location) {
+        if lint::looks_secret(key) {
+            self.plan.linter.run(
+                &lint::SECRETS_USED_IN_ARG_OR_ENV,
+                loc,
+                format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({instruction} {key:?})"
+                ),
+            );
+        }
+    }
+
     /// `ARG`: a build argument of the stage, from `--build-arg`, its default or a meta argument.
     pub(super) fn dispatch_arg(
         &mut self,
@@ -236,6 +260,7 @@ impl Step<'_, '_> {
     ) -> Result<(), ConvertError> {
         let mut parts = Vec::new();
         for arg in args {
+            self.check_secret("ARG", &arg.key, loc);
             let given = self.plan.options.build_args.get(&arg.key);
             let mut value = arg.value.clone();
             if value.is_none() && given.is_none() {

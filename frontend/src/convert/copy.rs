@@ -198,6 +198,18 @@ impl Step<'_, '_> {
                 );
                 continue;
             }
+            // A context path `.dockerignore` leaves out is the build check `CopyIgnoredFile`.
+            if from.is_none() && crate::lint::ignored_by(&self.plan.options.excludes, src) {
+                let command = if params.is_add { "Add" } else { "Copy" };
+                self.plan.linter.run(
+                    &crate::lint::COPY_IGNORED_FILE,
+                    loc,
+                    format!(
+                        "Attempting to {command} file {:?} that is excluded by .dockerignore",
+                        kiln_llb::clean_path(src)
+                    ),
+                );
+            }
             let mut src_path = src.clone();
             let mut include = Vec::new();
             let mut required = Vec::new();

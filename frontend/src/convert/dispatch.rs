@@ -18,6 +18,7 @@ use super::{
 use crate::dockerignore::clean_path;
 use crate::error::Location;
 use crate::instructions::{Command, CommandKind};
+use crate::lint;
 
 /// A dispatched stage.
 #[derive(Debug, Clone)]
@@ -29,6 +30,18 @@ pub(super) struct Dispatched {
     pub(super) build_args: Vec<(String, Option<String>)>,
     pub(super) cmd_index: usize,
     pub(super) cmd_set: bool,
+    /// What the build checks remember of the stage.
+    pub(super) seen: Seen,
+}
+
+/// What the build checks remember of a stage: whether it set an absolute `WORKDIR`, and
+/// where its `CMD`, `ENTRYPOINT` and `HEALTHCHECK` are (only the last of each counts).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Seen {
+    pub(super) workdir: bool,
+    cmd: Option<Location>,
+    entrypoint: Option<Location>,
+    healthcheck: Option<Location>,
 }
 
 pub(super) struct DispatchResult {
@@ -90,6 +103,7 @@ impl Plan<'_> {
                         build_args: Vec::new(),
                         cmd_index: 0,
                         cmd_set: false,
+                        seen: Seen::default(),
                     })
                 })
                 .collect(),
@@ -107,6 +121,11 @@ impl Plan<'_> {
                 d.image.config.on_build.clear();
                 d.cmd_index = 0;
                 d.cmd_set = false;
+                // An absolute `WORKDIR` of the base stage still counts, as in BuildKit.
+                d.seen = Seen {
+                    workdir: d.seen.workdir,
+                    ..Seen::default()
+                };
                 return Ok(d);
             }
             Base::Local(name) => Dispatched::empty(
@@ -150,6 +169,7 @@ impl Plan<'_> {
                     build_args: Vec::new(),
                     cmd_index: 0,
                     cmd_set: false,
+                    seen: Seen::default(),
                 };
                 if !empty {
                     let name = d.prefix(plan, &format!("FROM {pinned}"));
@@ -194,6 +214,7 @@ impl Dispatched {
             build_args: Vec::new(),
             cmd_index: 0,
             cmd_set: false,
+            seen: Seen::default(),
         }
     }
 
@@ -254,11 +275,75 @@ pub(super) struct Step<'p, 'd> {
 }
 
 impl Step<'_, '_> {
+    /// Expands `word` in the stage's environment; a variable that is neither set nor a
+    /// declared `ARG` of the stage is the build check `UndefinedVar`.
     pub(super) fn expand(&self, word: &str, location: &Location) -> Result<String, ConvertError> {
-        self.plan
+        let expansion = self
+            .plan
             .lexer
-            .process_word(word, &self.d.env)
-            .map_err(|e| at(location, e))
+            .process(word, &self.d.env)
+            .map_err(|e| at(location, e))?;
+        for name in &expansion.unmatched {
+            if self.d.build_args.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            let known: Vec<&str> = self.d.env.iter().map(|(k, _)| k.as_str()).collect();
+            let mut message = format!("Usage of undefined variable '${name}'");
+            if let Some(suggest) = crate::flags::suggest(name, &known, true) {
+                message.push_str(&format!(" (did you mean ${suggest}?)"));
+            }
+            self.plan
+                .linter
+                .run(&lint::UNDEFINED_VAR, location, message);
+        }
+        Ok(expansion.word)
+    }
+
+    /// The build checks of an instruction that need no expansion: `CMD`, `ENTRYPOINT` and
+    /// `HEALTHCHECK` given twice in a stage (the earlier one is reported: it is the one
+    /// ignored), their shell form without a `SHELL`, and `ENV`/`LABEL` in the legacy
+    /// `key value` form.
+    fn check(&mut self, cmd: &Command) {
+        let linter = self.plan.linter;
+        // The instruction as written (`Cmd`, `cmd`), as BuildKit names it in messages.
+        let keyword = cmd.code.split_whitespace().next().unwrap_or(&cmd.name);
+        let location = &cmd.location;
+        let (seen, line) = match &cmd.kind {
+            CommandKind::Cmd(line) => (&mut self.d.seen.cmd, Some(line)),
+            CommandKind::Entrypoint(line) => (&mut self.d.seen.entrypoint, Some(line)),
+            CommandKind::Healthcheck(_) => (&mut self.d.seen.healthcheck, None),
+            CommandKind::Env(pairs) | CommandKind::Label(pairs) => {
+                if pairs.iter().any(|p| p.no_delim) {
+                    linter.run(
+                        &lint::LEGACY_KEY_VALUE_FORMAT,
+                        location,
+                        format!(
+                            "\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"
+                        ),
+                    );
+                }
+                return;
+            }
+            _ => return,
+        };
+        if let Some(previous) = seen.replace(location.clone()) {
+            linter.run(
+                &lint::MULTIPLE_INSTRUCTIONS_DISALLOWED,
+                &previous,
+                format!(
+                    "Multiple {keyword} instructions should not be used in the same stage because only the last one will be used"
+                ),
+            );
+        }
+        if line.is_some_and(|l| l.prepend_shell) && self.d.image.config.shell.is_empty() {
+            linter.run(
+                &lint::JSON_ARGS_RECOMMENDED,
+                location,
+                format!(
+                    "JSON arguments recommended for {keyword} to prevent unintended behavior related to OS signals"
+                ),
+            );
+        }
     }
 
     /// The op name of an instruction as BuildKit shows it.
@@ -322,6 +407,19 @@ impl Step<'_, '_> {
     /// Dispatches one instruction, as BuildKit's `dispatch` does: each kind has its method (`RUN`
     /// in `run`, `COPY` and `ADD` in `copy`, the others in `config`).
     fn dispatch(&mut self, cmd: &Command, sources: &[Option<usize>]) -> Result<(), ConvertError> {
+        self.plan.linter.begin_instruction(&cmd.comments);
+        let dispatched = self.dispatch_checked(cmd, sources);
+        self.plan.linter.end_instruction();
+        dispatched
+    }
+
+    /// [`dispatch`](Self::dispatch) with the instruction's build checks configured.
+    fn dispatch_checked(
+        &mut self,
+        cmd: &Command,
+        sources: &[Option<usize>],
+    ) -> Result<(), ConvertError> {
+        self.check(cmd);
         let loc = &cmd.location;
         match &cmd.kind {
             CommandKind::Env(pairs) => self.dispatch_env(pairs, loc)?,

@@ -33,6 +33,14 @@ pub enum ConvertError {
         /// Why resolution failed (the resolver's error, with its causes).
         message: String,
     },
+    /// Build checks found something and `error=true` makes that fail the build.
+    #[error("lint violation found for rules: {}", rules.join(", "))]
+    Lint {
+        /// The rules that found something, sorted.
+        rules: Vec<String>,
+        /// What they found.
+        warnings: Vec<crate::LintWarning>,
+    },
 }
 
 /// What went wrong while converting.
@@ -42,6 +50,15 @@ pub enum ConvertErrorKind {
     /// The Dockerfile is empty.
     #[error("the Dockerfile cannot be empty")]
     EmptyDockerfile,
+    /// The `# check=` directive or the `BUILDKIT_DOCKERFILE_CHECK` build argument does not
+    /// parse.
+    #[error("failed to parse {what}: {message}")]
+    CheckOptions {
+        /// `check options` (the directive) or the build argument.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The Dockerfile has no `FROM`.
     #[error("dockerfile contains no stages to build")]
     NoStages,

@@ -59,6 +59,7 @@ pub use image::{ContainerConfig, DEFAULT_PATH, Empty, Healthcheck, History, Imag
 
 use crate::dockerignore::clean_path;
 use crate::error::Location;
+use crate::lint::{LintConfig, LintWarning, Linter};
 use crate::parser::Parser;
 use crate::shell::Lexer;
 use plan::Plan;
@@ -137,6 +138,9 @@ pub struct ConvertOptions {
     /// options): a stage called NAME is replaced by the context, and `FROM NAME`,
     /// `COPY --from=NAME` and `RUN --mount=from=NAME` read it instead of an image.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Converts every stage, not only those the target needs, so that the build checks see
+    /// them all (`--check` without `--target`, as BuildKit's lint request).
+    pub all_stages: bool,
 }
 
 /// What a named context is.
@@ -176,6 +180,7 @@ impl Default for ConvertOptions {
             shm_size: 0,
             no_cache_stages: Vec::new(),
             named_contexts: BTreeMap::new(),
+            all_stages: false,
         }
     }
 }
@@ -187,7 +192,12 @@ pub struct Converted {
     pub definition: pb::Definition,
     /// The image configuration of the target stage.
     pub config: ImageConfig,
+    /// What the build checks found, in the order found (empty when they are skipped).
+    pub warnings: Vec<LintWarning>,
 }
+
+/// The build argument that replaces the `# check=` directive, as in BuildKit.
+pub const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
 
 /// Converts a Dockerfile into an LLB Definition and an image configuration.
 pub fn convert(
@@ -202,8 +212,30 @@ pub fn convert(
         .file_name(options.file_name.clone())
         .strict_utf8()
         .parse(dockerfile)?;
+    let linter = Linter::new(lint_config(&parsed, options)?);
+    crate::lint::check_nodes(&parsed, &linter);
     let stages = crate::instructions::parse_stages(&parsed)?;
-    convert_stages(stages, &Lexer::new(parsed.escape), options, resolver)
+    convert_stages(
+        stages,
+        &Lexer::new(parsed.escape),
+        options,
+        resolver,
+        &linter,
+    )
+}
+
+/// The build checks' configuration: the [`CHECK_BUILD_ARG`] build argument if given, else the
+/// `# check=` directive.
+fn lint_config(
+    parsed: &crate::parser::Dockerfile,
+    options: &ConvertOptions,
+) -> Result<LintConfig, ConvertError> {
+    let (what, text) = match options.build_args.get(CHECK_BUILD_ARG) {
+        Some(text) => ("build-arg:BUILDKIT_DOCKERFILE_CHECK", text.as_str()),
+        None => ("check options", parsed.directive("check").unwrap_or("")),
+    };
+    LintConfig::parse(text)
+        .map_err(|message| build_error(ConvertErrorKind::CheckOptions { what, message }))
 }
 
 /// Converts typed stages (from a Dockerfile, or from another frontend such as kiln.yaml that
@@ -213,6 +245,7 @@ pub(crate) fn convert_stages(
     lexer: &Lexer,
     options: &ConvertOptions,
     resolver: &dyn ImageMetaResolver,
+    linter: &Linter,
 ) -> Result<Converted, ConvertError> {
     if stages.stages.is_empty() {
         return Err(build_error(ConvertErrorKind::NoStages));
@@ -222,7 +255,15 @@ pub(crate) fn convert_stages(
             pattern: pattern.clone(),
         }));
     }
-    let mut plan = Plan::new(options, lexer, stages.stages, &stages.meta_args, resolver)?;
+    crate::lint::check_stages(&stages, linter);
+    let mut plan = Plan::new(
+        options,
+        lexer,
+        stages.stages,
+        &stages.meta_args,
+        resolver,
+        linter,
+    )?;
     plan.resolve()?;
     // First pass: learn which context paths the build reads.
     let probe = plan.dispatch(&scratch())?;
@@ -237,9 +278,17 @@ pub(crate) fn convert_stages(
     config.variant = Some(platform.variant.clone()).filter(|v| !v.is_empty());
     // As BuildKit's `finalizeResultImage`: the build's labels go over the Dockerfile's.
     config.config.labels.extend(options.labels.clone());
+    // As BuildKit's `finalizeResultImage`: with `error=true`, a warning fails the build.
+    if let Some(rules) = linter.failed_rules() {
+        return Err(ConvertError::Lint {
+            rules,
+            warnings: linter.take(),
+        });
+    }
     Ok(Converted {
         definition: target.state.marshal(),
         config,
+        warnings: linter.take(),
     })
 }
 

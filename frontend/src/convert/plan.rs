@@ -15,8 +15,9 @@ use super::{
 };
 use crate::error::Location;
 use crate::instructions::{ArgDefinition, Command, CommandKind, Stage};
+use crate::lint::{self, LintConfig, Linter};
 use crate::parser::Parser;
-use crate::shell::Lexer;
+use crate::shell::{Expansion, Lexer};
 
 /// What a stage is built on.
 #[derive(Debug, Clone)]
@@ -78,6 +79,7 @@ pub(super) struct Plan<'a> {
     pub(super) options: &'a ConvertOptions,
     pub(super) lexer: &'a Lexer,
     pub(super) resolver: &'a dyn ImageMetaResolver,
+    pub(super) linter: &'a Linter,
     pub(super) global_args: Vec<(String, String)>,
     pub(super) stages: Vec<StagePlan>,
     pub(super) target: usize,
@@ -99,13 +101,14 @@ impl<'a> Plan<'a> {
         stages: Vec<Stage>,
         meta_args: &[ArgDefinition],
         resolver: &'a dyn ImageMetaResolver,
+        linter: &'a Linter,
     ) -> Result<Self, ConvertError> {
         let (b, p) = (&options.build_platform, &options.platform);
         let target_name = match &options.target {
             Some(t) => t.clone(),
             None => stages.last().map(|s| s.name.clone()).unwrap_or_default(),
         };
-        let mut global_args: Vec<(String, String)> = Vec::new();
+        let mut predefined_args: Vec<(String, String)> = Vec::new();
         let predefined = [
             ("BUILDPLATFORM", platform_string(b)),
             ("BUILDOS", b.os.clone()),
@@ -128,31 +131,84 @@ impl<'a> Plan<'a> {
         ];
         for (k, v) in predefined {
             let v = options.build_args.get(k).cloned().unwrap_or(v);
-            set_env(&mut global_args, k, &v);
+            set_env(&mut predefined_args, k, &v);
         }
         // Meta arguments: build arguments override defaults; defaults see earlier arguments.
-        for arg in meta_args {
-            let value = match options.build_args.get(&arg.key) {
-                Some(v) => Some(v.clone()),
-                None => match &arg.value {
-                    Some(v) => Some(
-                        lexer
-                            .process_word(v, &global_args)
-                            .map_err(|e| build_error(e.into()))?,
-                    ),
-                    None => None,
-                },
-            };
-            if let Some(v) = value {
-                set_env(&mut global_args, &arg.key, &v);
+        let expand_meta = |build_args: Option<&std::collections::BTreeMap<String, String>>| {
+            let mut args = predefined_args.clone();
+            for arg in meta_args {
+                let value = match build_args.and_then(|b| b.get(&arg.key)) {
+                    Some(v) => Some(v.clone()),
+                    None => match &arg.value {
+                        Some(v) => Some(
+                            lexer
+                                .process_word(v, &args)
+                                .map_err(|e| build_error(e.into()))?,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    set_env(&mut args, &arg.key, &v);
+                }
+            }
+            Ok::<_, ConvertError>(args)
+        };
+        // As BuildKit: the base images must be valid names with the defaults alone too.
+        if let Ok(defaults) = expand_meta(None) {
+            for stage in &stages {
+                let Ok(name) = lexer.process_word(&stage.base_name, &defaults) else {
+                    break;
+                };
+                if !crate::lint::is_valid_reference(&name) {
+                    linter.run_with(
+                        linter
+                            .config()
+                            .map(|c| c.with_comments(&stage.comments))
+                            .as_ref(),
+                        &lint::INVALID_DEFAULT_ARG_IN_FROM,
+                        &stage.location,
+                        format!(
+                            "Default value for ARG {} results in empty or invalid base image name",
+                            stage.base_name
+                        ),
+                    );
+                }
             }
         }
+        let global_args = expand_meta(Some(&options.build_args))?;
+        // The names `FROM` may use: the predefined and the declared meta arguments.
+        let declared: Vec<&str> = global_args
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(meta_args.iter().map(|a| a.key.as_str()))
+            .collect();
 
         let count = stages.len();
         let mut plans: Vec<StagePlan> = Vec::with_capacity(count);
         for (i, mut stage) in stages.into_iter().enumerate() {
-            let base_name = lexer
-                .process_word(&stage.base_name, &global_args)
+            let config = linter.config().map(|c| c.with_comments(&stage.comments));
+            let undeclared = |unmatched: &std::collections::BTreeSet<String>| {
+                for arg in unmatched.iter().filter(|a| !declared.contains(&a.as_str())) {
+                    let suggest = crate::flags::suggest(arg, &declared, true);
+                    let mut message = format!("FROM argument '{arg}' is not declared");
+                    if let Some(suggest) = suggest {
+                        message.push_str(&format!(" (did you mean {suggest}?)"));
+                    }
+                    linter.run_with(
+                        config.as_ref(),
+                        &lint::UNDEFINED_ARG_IN_FROM,
+                        &stage.location,
+                        message,
+                    );
+                }
+            };
+            let expansion = lexer.process(&stage.base_name, &global_args);
+            if let Ok(expansion) = &expansion {
+                undeclared(&expansion.unmatched);
+            }
+            let base_name = expansion
+                .map(|e| e.word)
                 .map_err(|e| at(&stage.location, e))?;
             if base_name.is_empty() {
                 return Err(at(
@@ -188,9 +244,12 @@ impl<'a> Plan<'a> {
                     _ => options.platform.clone(),
                 }
             } else {
-                let text = lexer
-                    .process_word(&stage.platform, &global_args)
+                let expansion = lexer
+                    .process(&stage.platform, &global_args)
                     .map_err(|e| at(&stage.location, e))?;
+                undeclared(&expansion.unmatched);
+                lint_platform(&stage, &expansion, &global_args, linter, config.as_ref());
+                let text = expansion.word;
                 kiln_llb::Platform::parse(&text)
                     .map_err(|e| {
                         at(
@@ -264,6 +323,7 @@ impl<'a> Plan<'a> {
             options,
             lexer,
             resolver,
+            linter,
             global_args,
             stages: plans,
             target,
@@ -423,6 +483,9 @@ impl<'a> Plan<'a> {
     }
 
     pub(super) fn reachable(&self) -> BTreeSet<usize> {
+        if self.options.all_stages {
+            return (0..self.stages.len()).collect();
+        }
         let mut seen = BTreeSet::new();
         let mut todo = vec![self.target];
         while let Some(i) = todo.pop() {
@@ -541,6 +604,25 @@ impl<'a> Plan<'a> {
             )
         })?;
         config.created = None;
+        if !config.os.is_empty()
+            && (config.os != platform.os || config.architecture != platform.architecture)
+        {
+            let actual = pb::Platform {
+                os: config.os.clone(),
+                architecture: config.architecture.clone(),
+                variant: config.variant.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            self.linter.run(
+                &lint::INVALID_BASE_IMAGE_PLATFORM,
+                location,
+                format!(
+                    "Base image {name} was pulled with platform {:?}, expected {:?} for current build",
+                    platform_string(&actual),
+                    platform_string(platform)
+                ),
+            );
+        }
         let pinned = if resolved.digest.is_empty() || normalized.contains('@') {
             normalized
         } else {
@@ -548,4 +630,50 @@ impl<'a> Plan<'a> {
         };
         Ok((pinned, config))
     }
+}
+
+/// The checks on `FROM --platform`: `$TARGETPLATFORM` alone is the default anyway; a constant
+/// platform is a mistake unless the stage's name says it is meant (`FROM --platform=linux/arm64
+/// AS build-arm64`).
+fn lint_platform(
+    stage: &Stage,
+    expansion: &Expansion,
+    args: &[(String, String)],
+    linter: &Linter,
+    config: Option<&LintConfig>,
+) {
+    const TARGET_PLATFORM: &str = "TARGETPLATFORM";
+    if expansion.unmatched.is_empty()
+        && expansion.matched.len() == 1
+        && expansion.matched.contains(TARGET_PLATFORM)
+        && crate::shell::Env::get(args, TARGET_PLATFORM) == Some(expansion.word.as_str())
+    {
+        linter.run_with(
+            config,
+            &lint::REDUNDANT_TARGET_PLATFORM,
+            &stage.location,
+            format!(
+                "Setting platform to predefined {} in FROM is redundant as this is the default behavior",
+                stage.platform
+            ),
+        );
+    }
+    if !expansion.matched.is_empty() || !expansion.unmatched.is_empty() {
+        return;
+    }
+    let Ok(platform) = kiln_llb::Platform::parse(&expansion.word) else {
+        return;
+    };
+    if stage.name.contains(&platform.os) || stage.name.contains(&platform.architecture) {
+        return;
+    }
+    linter.run_with(
+        config,
+        &lint::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
+        &stage.location,
+        format!(
+            "FROM --platform flag should not use constant value {:?}",
+            expansion.word
+        ),
+    );
 }

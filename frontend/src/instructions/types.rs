@@ -232,6 +232,9 @@ pub struct Command {
     pub code: String,
     /// Where it is, for errors raised while converting it.
     pub location: Location,
+    /// The comment lines right before it (a `# check=` one configures the build checks of
+    /// this instruction).
+    pub comments: Vec<String>,
     /// What it says.
     pub kind: CommandKind,
 }

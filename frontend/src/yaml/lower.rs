@@ -280,6 +280,7 @@ impl Lower<'_> {
             name: name.to_owned(),
             code,
             location: self.location(pos),
+            comments: Vec::new(),
             kind,
         }
     }

@@ -82,7 +82,14 @@ pub fn convert_yaml(
     let lexer = Lexer::default()
         .skip_process_quotes(true)
         .error_on_unset(true);
-    convert_stages(lowered.stages, &lexer, &options, resolver).map_err(|e| {
+    convert_stages(
+        lowered.stages,
+        &lexer,
+        &options,
+        resolver,
+        &crate::lint::Linter::disabled(),
+    )
+    .map_err(|e| {
         let (pos, kind) = match e {
             ConvertError::At { location, kind } => {
                 let pos = Pos {
@@ -118,6 +125,9 @@ pub fn convert_yaml(
                     }),
                     YamlErrorKind::Instruction(e.kind().clone()),
                 )
+            }
+            ConvertError::Lint { .. } => {
+                unreachable!("kiln.yaml files are converted without build checks")
             }
         };
         match pos {

@@ -148,6 +148,16 @@ impl Session {
                 continue; // the terminal op: it only names the result
             };
             validate::check_op(op, self.config.executor.as_ref())?;
+            // As BuildKit's `ValidateEntitlements`: a step the build may not run fails the
+            // whole Definition before any step runs.
+            if let pb::op::Op::Exec(exec) = body {
+                exec::entitled(exec, self.config.entitlements).map_err(|entitlement| {
+                    LlbError::NotEntitled {
+                        digest: digest.to_string(),
+                        entitlement,
+                    }
+                })?;
+            }
             let name = definition
                 .metadata(&digest)
                 .and_then(|m| m.description.get("llb.customname").cloned())

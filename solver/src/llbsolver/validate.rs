@@ -17,7 +17,7 @@
 //! | `Meta.proxy_env` | used | `HTTP_PROXY` and `http_proxy` (and HTTPS, FTP, NO, ALL) join the environment, as in BuildKit, without entering the cache key |
 //! | `Meta.ulimit`, `Meta.cgroupParent` | used | the runner sets the rlimits (names and values checked as docker does) and creates the step's cgroup under the parent |
 //! | `Meta.removeMountStubsRecursive` | ignored | kiln always removes mount stubs and the parents it made for them (the recursive behaviour, see the runner's `stubs`) |
-//! | `ExecOp.network`, `security` | used | behind the `network.host` and `security.insecure` entitlements; values outside the enums are refused |
+//! | `ExecOp.network`, `security` | used | behind the `network.host` and `security.insecure` entitlements, checked for every exec op when the graph is made (a Definition with one step the build may not run runs none); values outside the enums are refused |
 //! | `ExecOp.secretenv` | used | |
 //! | `ExecOp.cdiDevices` | optional ones skipped, others refused | kiln has no CDI devices |
 //! | `Mount.input`, `selector`, `dest`, `output`, `readonly`, `mountType` | used | a mount type outside the enum is refused |

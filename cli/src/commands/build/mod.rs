@@ -1,5 +1,6 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
+mod check;
 mod dockerfile;
 mod exec;
 mod gateway;
@@ -232,6 +233,19 @@ fn build(
             );
         }
     }
+    let call = check::Call::from_args(args)?;
+    if call != check::Call::Build && args.llb.is_some() {
+        bail!(
+            "--call={} reads a Dockerfile; an LLB Definition has no build checks or targets",
+            if args.check { "check" } else { &args.call }
+        );
+    }
+    if call == check::Call::Targets {
+        let dir = dockerfile::context_dir(args)?;
+        let source = dockerfile::read_dockerfile(args, &dir)?;
+        let options = dockerfile::options(args, &source, &dir)?;
+        return check::targets(&source.bytes, &options.file_name);
+    }
     if args.no_cache && !args.no_cache_filter.is_empty() {
         bail!("--no-cache and --no-cache-filter cannot currently be used together");
     }
@@ -292,6 +306,23 @@ fn build(
         Some(dir) => Some(dockerfile::read_dockerfile(args, dir)?),
         None => None,
     };
+    if call == check::Call::Check {
+        let (Some(dir), Some(source)) = (&context, &source) else {
+            unreachable!("a Dockerfile build has a context and a Dockerfile");
+        };
+        let mut options = dockerfile::options(args, source, dir)?;
+        // As BuildKit's lint request: without a target, every stage is checked.
+        options.all_stages = args.target.is_none();
+        return match dockerfile::convert(source, &options, store.clone(), &pull, &runtime) {
+            Ok(converted) => check::report(&converted.warnings, &source.bytes, None),
+            Err(error) => match error.downcast_ref::<kiln_frontend::ConvertError>() {
+                Some(kiln_frontend::ConvertError::Lint { rules, warnings }) => {
+                    check::report(warnings, &source.bytes, Some(rules.as_slice()))
+                }
+                _ => Err(error),
+            },
+        };
+    }
     // A Dockerfile from standard input is written where a frontend image can read it.
     let mut _stdin_dir = None;
     if let Some(source) = &source {
@@ -352,13 +383,21 @@ fn build(
             );
         }
         let mut definitions = Vec::with_capacity(platforms.len());
+        let mut warnings = Vec::new();
         for platform in &platforms {
             let options = kiln_frontend::ConvertOptions {
                 platform: platform.to_pb(),
                 multi_platform: true,
                 ..options.clone()
             };
-            let converted = dockerfile::convert(source, &options, store.clone(), &pull, &runtime)?;
+            let mut converted =
+                dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
+                    .inspect_err(|error| lint_failed(args, error))?;
+            for warning in std::mem::take(&mut converted.warnings) {
+                if !warnings.contains(&warning) {
+                    warnings.push(warning);
+                }
+            }
             let loaded = load_converted(converted.definition)?;
             definitions.push((platform.clone(), loaded, converted.config));
         }
@@ -384,6 +423,7 @@ fn build(
         });
         let solved = runtime.block_on(futures::future::try_join_all(solves));
         progress.finish();
+        show_warnings(args, &warnings);
         let status = match solved {
             Ok(_) => BuildStatus::Completed,
             Err(_) => BuildStatus::Failed,
@@ -417,6 +457,8 @@ fn build(
     }
     let mut session = None;
     let mut progress = None;
+    // What the build checks found, shown once the build's progress is done.
+    let mut warnings = Vec::new();
     // Notes the build's events for its record (`kiln history`, `kiln explain`).
     let recorder = noted.recorder.clone();
     // The image configuration of a Dockerfile build, for the exporters.
@@ -425,8 +467,11 @@ fn build(
         (None, Some(dir), Some(source)) => {
             let options = dockerfile::options(args, source, dir)?;
             let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
-            let builtin = || dockerfile::convert(source, &options, store.clone(), &pull, &runtime);
-            let converted = match &choice {
+            let builtin = || {
+                dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
+                    .inspect_err(|error| lint_failed(args, error))
+            };
+            let mut converted = match &choice {
                 gateway::Choice::Builtin => builtin()?,
                 gateway::Choice::Exec(command) => {
                     let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
@@ -482,6 +527,7 @@ fn build(
                 stdout.flush().context("writing the Definition")?;
                 return Ok(ExitCode::SUCCESS);
             }
+            warnings = std::mem::take(&mut converted.warnings);
             (
                 load_converted(converted.definition)?,
                 Some(converted.config),
@@ -508,6 +554,7 @@ fn build(
         None => Ok((kiln_solver::Ref::scratch(), None)),
     };
     progress.finish();
+    show_warnings(args, &warnings);
     let status = match solved {
         Ok(_) => BuildStatus::Completed,
         Err(_) => BuildStatus::Failed,
@@ -745,6 +792,23 @@ impl CacheImports {
             Self::Opened(imports) => Ok(imports.clone()),
             Self::Opening(_) => bail!("the --cache-from caches were lost while opening"),
         }
+    }
+}
+
+/// Lists the build checks' warnings after the build, as buildx does (not with `-q`).
+fn show_warnings(args: &BuildArgs, warnings: &[kiln_frontend::LintWarning]) {
+    if !matches!(progress_flag(args), Ok("quiet")) {
+        check::print_summary(warnings);
+    }
+}
+
+/// With `error=true`, the build checks fail the conversion: their warnings are listed
+/// before the error, as after a build.
+fn lint_failed(args: &BuildArgs, error: &anyhow::Error) {
+    if let Some(kiln_frontend::ConvertError::Lint { warnings, .. }) =
+        error.downcast_ref::<kiln_frontend::ConvertError>()
+    {
+        show_warnings(args, warnings);
     }
 }
 

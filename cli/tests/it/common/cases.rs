@@ -43,6 +43,16 @@ pub(crate) fn run_dockerfile_case(work: &Path, name: &str) -> Vec<String> {
         "--output".to_owned(),
         format!("type=local,dest={}", out.display()),
     ];
+    let expect = case["expect"].as_table().expect("[expect] is a table");
+    // The image config is read from an OCI layout written beside the files.
+    let layout = work.join(format!("{name}.oci"));
+    let config = expect.get("config").and_then(|c| c.as_table());
+    if config.is_some() {
+        args.extend([
+            "--output".to_owned(),
+            format!("type=oci,dest={},tar=false", layout.display()),
+        ]);
+    }
     if let Some(target) = case.get("target").and_then(|v| v.as_str()) {
         args.extend(["--target".to_owned(), target.to_owned()]);
     }
@@ -68,7 +78,6 @@ pub(crate) fn run_dockerfile_case(work: &Path, name: &str) -> Vec<String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = kiln_in(work, &args, &[]);
     let log = text(&output);
-    let expect = case["expect"].as_table().expect("[expect] is a table");
     if expect.get("outcome").and_then(|o| o.as_str()) == Some("failure") {
         if output.status.success() {
             return vec!["the build succeeded, want a failure".to_owned()];
@@ -85,7 +94,130 @@ pub(crate) fn run_dockerfile_case(work: &Path, name: &str) -> Vec<String> {
     if !output.status.success() {
         return vec![format!("the build failed:\n{log}")];
     }
-    check_expectations(expect, &out)
+    let mut errors = check_expectations(expect, &out);
+    if let Some(config) = config {
+        errors.extend(check_config(config, &layout));
+    }
+    errors
+}
+
+/// The `.config` of the image config of the only image in the OCI layout directory `layout`.
+fn layout_config(layout: &Path) -> serde_json::Value {
+    let json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs_err::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        json(
+            &layout
+                .join("blobs")
+                .join(digest.as_str().unwrap().replacen(':', "/", 1)),
+        )
+    };
+    let index = json(&layout.join("index.json"));
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    blob(&manifest["config"]["digest"])["config"].clone()
+}
+
+/// Checks the image config in `layout` against a case's `[expect.config]` table, as the
+/// corpus runner does; returns what is wrong.
+fn check_config(expect: &toml::Table, layout: &Path) -> Vec<String> {
+    let config = layout_config(layout);
+    let mut errors = Vec::new();
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .collect();
+    for (key, want) in expect {
+        let got = &config[key.as_str()];
+        match key.as_str() {
+            "env_contains" => {
+                for entry in want
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                {
+                    if !env.contains(&entry) {
+                        errors.push(format!("config Env {env:?} lacks {entry:?}"));
+                    }
+                }
+            }
+            "env_absent_keys" => {
+                for name in want
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                {
+                    if env
+                        .iter()
+                        .any(|e| e.split_once('=').map(|(k, _)| k) == Some(name))
+                    {
+                        errors.push(format!("config Env {env:?} has {name:?}"));
+                    }
+                }
+            }
+            "null_fields" => {
+                for field in want
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                {
+                    let value = &config[field];
+                    let empty = value.is_null()
+                        || value.as_array().is_some_and(Vec::is_empty)
+                        || value.as_object().is_some_and(serde_json::Map::is_empty);
+                    if !empty {
+                        errors.push(format!("config {field} is {value}, want null or empty"));
+                    }
+                }
+            }
+            "ExposedPorts" | "Volumes" => {
+                let mut keys: Vec<&str> = got
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                let mut wanted: Vec<&str> = want
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                    .collect();
+                keys.sort_unstable();
+                wanted.sort_unstable();
+                if keys != wanted {
+                    errors.push(format!("config {key} {keys:?}, want {wanted:?}"));
+                }
+            }
+            "Labels" | "Healthcheck" => {
+                for (name, value) in want.as_table().into_iter().flatten() {
+                    let want = toml_to_json(value);
+                    if got[name.as_str()] != want {
+                        errors.push(format!(
+                            "config {key}.{name} is {}, want {want}",
+                            got[name.as_str()]
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let want = toml_to_json(want);
+                if *got != want {
+                    errors.push(format!("config {key} is {got}, want {want}"));
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    serde_json::to_value(value).expect("TOML values are JSON values")
 }
 
 /// Builds each case from its Dockerfile and fails naming every case whose result is wrong.

@@ -178,18 +178,20 @@ async fn prepare_writable(
 }
 
 /// The step's security mode, if the build's entitlements allow what it asks for; otherwise
-/// BuildKit's refusal (`network.host is not allowed`, `security.insecure is not allowed`).
-fn entitled(exec: &pb::ExecOp, allowed: Entitlements) -> Result<ExecSecurity, Error> {
+/// the entitlement it lacks (BuildKit refuses with `network.host is not allowed`,
+/// `security.insecure is not allowed`). [`Session::graph`](super::Session::graph) asks this
+/// of every exec op when the Definition is loaded, so nothing runs in a build that would be
+/// refused; the step asks again for its mode.
+pub(super) fn entitled(
+    exec: &pb::ExecOp,
+    allowed: Entitlements,
+) -> Result<ExecSecurity, &'static str> {
     if exec.network == pb::NetMode::Host as i32 && !allowed.network_host {
-        return Err(Error::NotEntitled {
-            entitlement: "network.host",
-        });
+        return Err("network.host");
     }
     if exec.security == pb::SecurityMode::Insecure as i32 {
         if !allowed.security_insecure {
-            return Err(Error::NotEntitled {
-                entitlement: "security.insecure",
-            });
+            return Err("security.insecure");
         }
         return Ok(ExecSecurity::Insecure);
     }
@@ -225,7 +227,8 @@ async fn run(
     exec: pb::ExecOp,
     inputs: Vec<Ref>,
 ) -> Result<Vec<Ref>, OpError> {
-    let security = entitled(&exec, config.entitlements)?;
+    let security = entitled(&exec, config.entitlements)
+        .map_err(|entitlement| Error::NotEntitled { entitlement })?;
     let meta = exec.meta.clone().unwrap_or_default();
     let root_mount = exec
         .mounts

@@ -87,16 +87,10 @@ fn host_network_and_insecure_mode_need_their_entitlements() {
     let plain = exec(pb::NetMode::Unset, pb::SecurityMode::Sandbox);
     assert_eq!(entitled(&plain, none).unwrap(), ExecSecurity::Sandbox);
     let host = exec(pb::NetMode::Host, pb::SecurityMode::Sandbox);
-    assert_eq!(
-        entitled(&host, none).unwrap_err().to_string(),
-        "network.host is not allowed"
-    );
+    assert_eq!(entitled(&host, none), Err("network.host"));
     assert_eq!(entitled(&host, all).unwrap(), ExecSecurity::Sandbox);
     let insecure = exec(pb::NetMode::None, pb::SecurityMode::Insecure);
-    assert_eq!(
-        entitled(&insecure, none).unwrap_err().to_string(),
-        "security.insecure is not allowed"
-    );
+    assert_eq!(entitled(&insecure, none), Err("security.insecure"));
     // One entitlement does not stand in for the other.
     let only_host = Entitlements {
         network_host: true,
@@ -400,5 +394,75 @@ mod requests {
             .unwrap();
         assert_eq!(executor.requests().len(), 1, "not run again");
         assert_eq!(recorder.names(true), ["true"]);
+    }
+
+    /// A step running `args` on the output of `input` (scratch when `None`).
+    fn on(input: Option<&pb::Op>, args: &str, network: pb::NetMode) -> pb::Op {
+        pb::Op {
+            inputs: input
+                .map(|op| pb::Input {
+                    digest: kiln_llb::op_digest(op).to_string(),
+                    index: 0,
+                })
+                .into_iter()
+                .collect(),
+            op: Some(pb::op::Op::Exec(pb::ExecOp {
+                meta: Some(pb::Meta {
+                    args: vec![args.into()],
+                    ..Default::default()
+                }),
+                network: network as i32,
+                mounts: vec![pb::Mount {
+                    input: if input.is_some() { 0 } else { -1 },
+                    dest: "/".into(),
+                    output: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_without_its_entitlement_fails_the_graph_before_any_step_runs() {
+        let store = tempfile::tempdir().unwrap();
+        let executor = FakeExecutor::default();
+        let mut config = super::config(store.path());
+        config.executor = Arc::new(executor.clone());
+        let first = on(None, "first", pb::NetMode::Unset);
+        let second = on(Some(&first), "second", pb::NetMode::Host);
+        let terminal = pb::Op {
+            inputs: vec![pb::Input {
+                digest: kiln_llb::op_digest(&second).to_string(),
+                index: 0,
+            }],
+            ..Default::default()
+        };
+        let loaded = kiln_llb::LoadedDefinition::from_definition(pb::Definition {
+            def: [&first, &second, &terminal]
+                .into_iter()
+                .map(kiln_llb::marshal_op)
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        let session = Session::new(config, None);
+        let error = session
+            .solve(&loaded, Arc::new(Recorder::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "network.host is not allowed");
+        assert!(executor.requests().is_empty(), "the first step did not run");
+        // Allowed, both run, in order.
+        let mut config = super::config(store.path());
+        config.executor = Arc::new(executor.clone());
+        config.entitlements.network_host = true;
+        Session::new(config, None)
+            .solve(&loaded, Arc::new(Recorder::default()))
+            .await
+            .unwrap();
+        let ran: Vec<Vec<String>> = executor.requests().into_iter().map(|r| r.args).collect();
+        assert_eq!(ran, [["first"], ["second"]]);
     }
 }

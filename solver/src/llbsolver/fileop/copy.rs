@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_llb::{ModeSet, pb};
 
-use super::{FileError, Owner, Result, expand, filter, io_err, pattern, scoped, timestamp};
+use super::{FileError, Owner, Result, expand, filter, has_meta, io_err, scoped, timestamp};
 
 /// `copy` from `src_root` into `dest_root`.
 pub fn copy(
@@ -87,7 +87,7 @@ pub(crate) fn copy_with(
     // Each source with the name it is copied under: the matched or given name, not the name
     // a followed symlink leads to (BuildKit's `filepath.Base(src)`).
     let sources: Vec<(PathBuf, PathBuf)> =
-        if action.allow_wildcard && pattern::has_meta(src.as_os_str().as_bytes()) {
+        if action.allow_wildcard && has_meta(src.as_os_str().as_bytes()) {
             let found = expand(src_root, src).map_err(io_err("copy", src))?;
             if found.is_empty() && !action.allow_empty_wildcard {
                 return Err(FileError::NotFound {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::pattern::{PathPattern, segments};
+use kiln_llb::{PathPattern, path_segments as segments};
 
 /// The patterns of one copy.
 #[derive(Debug, Clone)]

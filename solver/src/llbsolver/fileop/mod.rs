@@ -25,7 +25,6 @@
 mod copy;
 mod filter;
 mod owner;
-mod pattern;
 mod scoped;
 #[cfg(test)]
 mod tests;
@@ -42,8 +41,8 @@ use kiln_llb::pb;
 pub use self::copy::copy;
 pub(crate) use self::copy::{CopyPaths, DeviceNodes, copy_with};
 pub use self::owner::{Owner, resolve_owner};
-pub use self::pattern::matches as filepath_match;
-pub(crate) use self::pattern::{PathPattern, has_meta, segments as path_segments};
+pub use kiln_llb::filepath_match;
+pub(crate) use kiln_llb::{PathPattern, has_meta, path_segments};
 
 /// Where the path `path` below `root` leads when it is a symbolic link (followed inside
 /// `root`), relative to `root`; `None` when it is not a link or leads nowhere inside.
@@ -224,7 +223,7 @@ pub fn symlink(root: &Path, action: &pb::FileActionSymlink, owner: Option<Owner>
 /// `rm` in `root`.
 pub fn rm(root: &Path, action: &pb::FileActionRm) -> Result<()> {
     let shown = Path::new(&action.path);
-    let targets = if action.allow_wildcard && pattern::has_meta(shown.as_os_str().as_bytes()) {
+    let targets = if action.allow_wildcard && has_meta(shown.as_os_str().as_bytes()) {
         expand(root, shown).map_err(io_err("rm", shown))?
     } else {
         vec![scoped::resolve(root, shown, false).map_err(io_err("rm", shown))?]
@@ -264,7 +263,7 @@ pub(super) fn expand(root: &Path, path: &Path) -> io::Result<Vec<PathBuf>> {
         None => (b"/".as_slice(), trimmed),
     };
     let dir = Path::new(OsStr::from_bytes(dir));
-    let dirs = if pattern::has_meta(dir.as_os_str().as_bytes()) {
+    let dirs = if has_meta(dir.as_os_str().as_bytes()) {
         expand(root, dir)?
     } else {
         vec![scoped::resolve(root, dir, true)?]
@@ -277,7 +276,7 @@ pub(super) fn expand(root: &Path, path: &Path) -> io::Result<Vec<PathBuf>> {
         let mut names: Vec<_> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
-            .filter(|name| pattern::matches(base, name.as_bytes()))
+            .filter(|name| filepath_match(base, name.as_bytes()))
             .collect();
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         out.extend(names.into_iter().map(|n| dir.join(n)));

@@ -1,6 +1,7 @@
 //! Shell patterns with Go's `filepath.Match` semantics: `*` and `?` never match `/`, `[...]`
 //! classes with ranges and `^` negation, `\` escapes; and `/`-separated path patterns made of
-//! them, as `.dockerignore` and a copy's include and exclude patterns use.
+//! them, as `.dockerignore` and a copy's include and exclude patterns use: the solver matches
+//! files with them, the Dockerfile frontend its build checks' `COPY` sources.
 //!
 //! Names are bytes (a file name need not be UTF-8). As in Go, literals compare exactly and
 //! `?` or a class takes one character, a byte that is not part of a UTF-8 character counting
@@ -136,12 +137,12 @@ fn class(p: &[Unit], start: usize, c: char) -> Option<(bool, usize)> {
 }
 
 /// Whether `s` has any pattern metacharacter.
-pub(crate) fn has_meta(s: &[u8]) -> bool {
+pub fn has_meta(s: &[u8]) -> bool {
     s.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
 /// The `/`-separated segments of a relative path, as [`PathPattern`] matches them.
-pub(crate) fn segments(path: &std::path::Path) -> Vec<&[u8]> {
+pub fn segments(path: &std::path::Path) -> Vec<&[u8]> {
     use std::os::unix::ffi::OsStrExt as _;
     path.as_os_str()
         .as_bytes()
@@ -153,13 +154,13 @@ pub(crate) fn segments(path: &std::path::Path) -> Vec<&[u8]> {
 /// A `/`-separated pattern of a relative path (moby's `patternmatcher`): each segment matched
 /// with [`matches`], `**` for any number of segments, empty and `.` segments dropped.
 #[derive(Clone, Debug)]
-pub(crate) struct PathPattern {
+pub struct PathPattern {
     segments: Vec<Vec<u8>>,
 }
 
 impl PathPattern {
     /// The pattern `text`.
-    pub(crate) fn new(text: &[u8]) -> Self {
+    pub fn new(text: &[u8]) -> Self {
         Self {
             segments: text
                 .split(|&b| b == b'/')
@@ -170,22 +171,22 @@ impl PathPattern {
     }
 
     /// Whether the pattern has no segment (it matches nothing).
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
     }
 
     /// Whether the pattern matches exactly the path of `path`'s segments.
-    pub(crate) fn matches(&self, path: &[&[u8]]) -> bool {
+    pub fn matches(&self, path: &[&[u8]]) -> bool {
         !self.is_empty() && match_segments(&self.segments, path)
     }
 
     /// Whether the pattern matches `path` or one of its parents.
-    pub(crate) fn matches_or_parent(&self, path: &[&[u8]]) -> bool {
+    pub fn matches_or_parent(&self, path: &[&[u8]]) -> bool {
         (1..=path.len()).any(|n| self.matches(&path[..n]))
     }
 
     /// Whether something below the directory `dir` could match.
-    pub(crate) fn may_match_below(&self, dir: &[&[u8]]) -> bool {
+    pub fn may_match_below(&self, dir: &[&[u8]]) -> bool {
         !self.is_empty() && prefix_may_match(&self.segments, dir)
     }
 }
