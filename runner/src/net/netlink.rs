@@ -60,6 +60,21 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
     }
 }
 
+/// Whether a netlink error says the thing is already there.
+fn is_exists(err: &rtnetlink::Error) -> bool {
+    matches!(err, rtnetlink::Error::NetlinkError(m) if m.code.is_some_and(|c| c.get() == -libc::EEXIST))
+}
+
+/// `Ok` for a request that failed because what it makes already exists.
+fn existing_is_fine(
+    result: std::result::Result<(), rtnetlink::Error>,
+) -> std::result::Result<(), rtnetlink::Error> {
+    match result {
+        Err(err) if is_exists(&err) => Ok(()),
+        other => other,
+    }
+}
+
 /// Whether the host has a link named `name`.
 pub(crate) fn link_exists(name: &str) -> Result<bool> {
     with_handle("look up the bridge", async |handle| {
@@ -72,32 +87,26 @@ pub(crate) fn create_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result
     let step = format!("create the bridge {name}");
     with_handle(&step, async |handle| {
         let fail = |err| failed(&step, err);
-        match handle
-            .link()
-            .add(LinkBridge::new(name).build())
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            // Another process made it first.
-            Err(rtnetlink::Error::NetlinkError(m))
-                if m.code.is_some_and(|c| c.get() == -libc::EEXIST) => {}
-            Err(err) => return Err(fail(err)),
-        }
+        // Another process may have made it first.
+        existing_is_fine(
+            handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await,
+        )
+        .map_err(fail)?;
         let index = index_of(&handle, name)
             .await?
             .ok_or_else(|| failed(&step, "the bridge vanished"))?;
-        match handle
-            .address()
-            .add(index, gateway.into(), prefix)
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(rtnetlink::Error::NetlinkError(m))
-                if m.code.is_some_and(|c| c.get() == -libc::EEXIST) => {}
-            Err(err) => return Err(fail(err)),
-        }
+        existing_is_fine(
+            handle
+                .address()
+                .add(index, gateway.into(), prefix)
+                .execute()
+                .await,
+        )
+        .map_err(fail)?;
         handle
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
@@ -180,9 +189,7 @@ fn namespace_thread(
         match host.link().add(pair()).execute().await {
             Ok(()) => {}
             // A pair of a dead attachment with this address, not yet gone with its namespace.
-            Err(rtnetlink::Error::NetlinkError(m))
-                if m.code.is_some_and(|c| c.get() == -libc::EEXIST) =>
-            {
+            Err(err) if is_exists(&err) => {
                 if let Some(index) = index_of(&host, veth).await? {
                     host.link()
                         .del(index)
