@@ -234,3 +234,20 @@ fn a_step_without_its_entitlement_stops_the_build_before_any_step_runs() {
         );
     }
 }
+
+#[test]
+fn warnings_found_before_a_conversion_error_are_listed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary =
+        "\n 1 warning found:\n - StageNameCasing: Stage name 'Base' should be lowercase (line 1)\n";
+    for flags in [&["--target", "nope"][..], &["--check", "--target", "nope"]] {
+        let output = kiln_build(dir.path(), "FROM scratch AS Base\nCOPY a /a\n", flags);
+        assert!(!output.status.success(), "{flags:?}: {}", text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(summary), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("target stage \"nope\" could not be found"),
+            "{flags:?}: {stderr}"
+        );
+    }
+}

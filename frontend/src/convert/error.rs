@@ -41,6 +41,15 @@ pub enum ConvertError {
         /// What they found.
         warnings: Vec<crate::LintWarning>,
     },
+    /// The conversion failed after the build checks had found something: the error (shown
+    /// as itself), with the warnings BuildKit prints before it.
+    #[error("{error}")]
+    Checked {
+        /// What failed.
+        error: Box<ConvertError>,
+        /// What the build checks had found by then.
+        warnings: Vec<crate::LintWarning>,
+    },
 }
 
 /// What went wrong while converting.

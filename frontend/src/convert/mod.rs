@@ -214,14 +214,32 @@ pub fn convert(
         .parse(dockerfile)?;
     let linter = Linter::new(lint_config(&parsed, options)?);
     crate::lint::check_nodes(&parsed, &linter);
-    let stages = crate::instructions::parse_stages(&parsed)?;
-    convert_stages(
-        stages,
-        &Lexer::new(parsed.escape),
-        options,
-        resolver,
-        &linter,
-    )
+    let converted = crate::instructions::parse_stages(&parsed)
+        .map_err(ConvertError::from)
+        .and_then(|stages| {
+            convert_stages(
+                stages,
+                &Lexer::new(parsed.escape),
+                options,
+                resolver,
+                &linter,
+            )
+        });
+    match converted {
+        // As BuildKit: what the checks found before the conversion failed is shown too.
+        Err(error) if !matches!(error, ConvertError::Lint { .. }) => {
+            let warnings = linter.take();
+            Err(if warnings.is_empty() {
+                error
+            } else {
+                ConvertError::Checked {
+                    error: Box::new(error),
+                    warnings,
+                }
+            })
+        }
+        other => other,
+    }
 }
 
 /// The build checks' configuration: the [`CHECK_BUILD_ARG`] build argument if given, else the

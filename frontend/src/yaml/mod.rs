@@ -126,7 +126,7 @@ pub fn convert_yaml(
                     YamlErrorKind::Instruction(e.kind().clone()),
                 )
             }
-            ConvertError::Lint { .. } => {
+            ConvertError::Lint { .. } | ConvertError::Checked { .. } => {
                 unreachable!("kiln.yaml files are converted without build checks")
             }
         };

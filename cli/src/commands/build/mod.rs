@@ -319,6 +319,11 @@ fn build(
                 Some(kiln_frontend::ConvertError::Lint { rules, warnings }) => {
                     check::report(warnings, &source.bytes, Some(rules.as_slice()))
                 }
+                // The warnings found before the conversion failed, then the error.
+                Some(kiln_frontend::ConvertError::Checked { warnings, .. }) => {
+                    check::print_summary(warnings);
+                    Err(error)
+                }
                 _ => Err(error),
             },
         };
@@ -805,8 +810,10 @@ fn show_warnings(args: &BuildArgs, warnings: &[kiln_frontend::LintWarning]) {
 /// With `error=true`, the build checks fail the conversion: their warnings are listed
 /// before the error, as after a build.
 fn lint_failed(args: &BuildArgs, error: &anyhow::Error) {
-    if let Some(kiln_frontend::ConvertError::Lint { warnings, .. }) =
-        error.downcast_ref::<kiln_frontend::ConvertError>()
+    if let Some(
+        kiln_frontend::ConvertError::Lint { warnings, .. }
+        | kiln_frontend::ConvertError::Checked { warnings, .. },
+    ) = error.downcast_ref::<kiln_frontend::ConvertError>()
     {
         show_warnings(args, warnings);
     }
