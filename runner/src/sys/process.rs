@@ -418,6 +418,12 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
             fail(REPORT_RLIMIT, index as u32, err);
         }
     }
+    confine_and_exec(launch)
+}
+
+/// The last steps of every container process, a container's own or one joined to it: the
+/// seccomp filter, the capabilities, the groups and ids, then the program.
+fn confine_and_exec(launch: &Launch) -> ! {
     // The filter goes on while the process still has CAP_SYS_ADMIN: without no_new_privs
     // (which Docker and BuildKit leave off, so setuid programs keep working) the kernel
     // refuses it to a process without that capability. This is where runc puts it in that
@@ -536,25 +542,7 @@ fn joined_program(launch: &Launch) -> ! {
     if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
         fail_step(Step::Chdir, err);
     }
-    if let Some(program) = &launch.seccomp {
-        if let Err(err) = install_seccomp(program.instructions()) {
-            fail_step(Step::Seccomp, err);
-        }
-    }
-    if let Err(err) = set_capabilities(launch.capabilities, launch.last_capability) {
-        fail_step(Step::Capabilities, err);
-    }
-    if let Err(err) = setgroups(&launch.groups) {
-        fail_step(Step::Setgroups, err);
-    }
-    if let Err(err) = setgid(Gid::from_raw(launch.gid)) {
-        fail_step(Step::Setgid, err);
-    }
-    if let Err(err) = setuid(Uid::from_raw(launch.uid)) {
-        fail_step(Step::Setuid, err);
-    }
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    exec(launch)
+    confine_and_exec(launch)
 }
 
 /// `execve`s the first candidate that exists; reports the first real error otherwise.
