@@ -228,7 +228,8 @@ impl Executor for RunnerExecutor {
                         namespace: attachment.namespace(),
                         hosts: None,
                     };
-                    spec.resolv_conf = Some(step_resolv_conf()?);
+                    // The host's servers, without loopback ones.
+                    spec.resolv_conf = Some(kiln_runner::net::host_resolv_conf(&[])?);
                     Some(attachment)
                 } else {
                     None
@@ -266,16 +267,6 @@ pub fn runnable(platform: &kiln_llb::Platform) -> Result<(), String> {
         return Ok(());
     }
     kiln_runner::emulation::check(&platform.architecture)
-}
-
-/// The resolv.conf of a step on the default network: the host's, without loopback servers.
-fn step_resolv_conf() -> kiln_runner::Result<String> {
-    let host = match fs_err::read_to_string("/etc/resolv.conf") {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(err) => return Err(kiln_runner::Error::Prepare(err)),
-    };
-    kiln_runner::net::resolv_conf(&host, &[])
 }
 
 /// Shares one executor between sessions.

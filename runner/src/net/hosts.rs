@@ -73,6 +73,16 @@ pub(crate) fn remove(dir: &Path, id: &str) {
     }
 }
 
+/// [`resolv_conf`] of this host's /etc/resolv.conf (empty when it has none).
+pub fn host_resolv_conf(dns: &[String]) -> Result<String> {
+    let host = match fs_err::read_to_string("/etc/resolv.conf") {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(Error::Prepare(err)),
+    };
+    resolv_conf(&host, dns)
+}
+
 /// The /etc/resolv.conf of a container in its own network namespace, as docker makes it:
 /// `dns` servers when given (`--dns`), otherwise the host's file without its loopback
 /// nameservers (a resolver on the host's 127.0.0.53 is not reachable from the container),

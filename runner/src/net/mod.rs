@@ -51,7 +51,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use hosts::resolv_conf;
+pub use hosts::{host_resolv_conf, resolv_conf};
 pub use publish::{Protocol, Publish};
 
 use crate::error::{Error, Result};

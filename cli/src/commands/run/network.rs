@@ -111,12 +111,7 @@ pub(crate) fn set_up(
     }
     match network {
         "bridge" | "default" => {
-            let resolv = match fs_err::read_to_string("/etc/resolv.conf") {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(err) => return Err(err.into()),
-            };
-            let resolv_conf = kiln_runner::net::resolv_conf(&resolv, &args.dns)?;
+            let resolv_conf = kiln_runner::net::host_resolv_conf(&args.dns)?;
             let attachment = bridge
                 .attach(AttachOptions {
                     names: std::iter::once(name.to_owned())
