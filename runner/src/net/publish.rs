@@ -132,6 +132,19 @@ impl Publish {
             .collect())
     }
 
+    /// The publishes `-P` makes of an image's exposed port (`80/tcp`, `8000-8001/udp`): each
+    /// on a free host port. The image comes from anyone: a host address or port in it
+    /// (`0.0.0.0:22:80`) is refused, never published.
+    pub fn exposed(spec: &str) -> Result<Vec<Self>> {
+        if spec.contains(':') {
+            return Err(invalid(
+                spec,
+                "an exposed port names no host address or port",
+            ));
+        }
+        Self::parse(spec)
+    }
+
     /// Chooses a free host port when none was asked for, and refuses one that another
     /// container publishes or a host process holds.
     pub(crate) fn resolve_host_port(&mut self, leases: &[Lease]) -> Result<()> {

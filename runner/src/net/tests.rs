@@ -55,6 +55,27 @@ fn publish_specs_parse_as_docker_run_p() {
 }
 
 #[test]
+fn exposed_ports_from_an_image_name_no_host_side() {
+    assert_eq!(
+        Publish::exposed("80/tcp").unwrap(),
+        [publish(None, 0, 80, Protocol::Tcp)]
+    );
+    assert_eq!(
+        Publish::exposed("53/udp").unwrap(),
+        [publish(None, 0, 53, Protocol::Udp)]
+    );
+    for hostile in ["0.0.0.0:22:80", "22:80/tcp", "127.0.0.1::80"] {
+        let err = Publish::exposed(hostile).unwrap_err().to_string();
+        assert!(
+            err.contains("an exposed port names no host address or port"),
+            "{hostile}: {err}"
+        );
+    }
+    assert!(Publish::exposed("80/sctp").is_err());
+    assert!(Publish::exposed("").is_err());
+}
+
+#[test]
 fn resolv_conf_drops_loopback_servers_and_takes_dns_flags() {
     let host = "search example.org\nnameserver 127.0.0.53\noptions edns0\n";
     assert_eq!(

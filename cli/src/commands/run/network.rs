@@ -91,7 +91,7 @@ pub(crate) fn set_up(
     if args.publish_all {
         for exposed in exposed_ports {
             publish.extend(
-                Publish::parse(exposed)
+                Publish::exposed(exposed)
                     .with_context(|| format!("the image's exposed port {exposed:?}"))?,
             );
         }
