@@ -4,9 +4,10 @@
 #   1. cold, without a cache export (the baseline),
 #   2. cold, exporting the cache to the registry with mode=max (the export's cost is 2 - 1),
 #   3. from another empty store with --cache-from that cache, pushing the same image again,
-# each ROUNDS times, with peak RSS and the blob bytes the third build's store ends with (the
-# base image's, which resolving FROM pulls, plus what it downloaded from the cache). Prints
-# seconds per case, ratios to the cold build, and whether step 3 made the same image.
+# each ROUNDS times, with peak RSS and the blob bytes the third build's store ends with (what
+# it downloaded: manifests and configs, and the layers of any step that had to run; a result
+# pushed back to the same registry is mounted there, not downloaded). Prints seconds per
+# case, ratios to the cold build, and whether step 3 made the same image.
 #
 #   bash bench/remote-cache.sh          (as root, with the test registry of scripts/test-env.sh)
 #   ROUNDS=1 PROFILE=debug bash bench/remote-cache.sh

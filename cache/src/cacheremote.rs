@@ -28,6 +28,9 @@ pub struct RemoteCache {
     pub cache: ImportedCache,
     /// The digest of the manifest read.
     pub manifest_digest: Digest,
+    /// The reference read, normalised (`host/repository:tag`): the repository its blobs
+    /// are in, whichever mirror answered.
+    pub reference: String,
     source: Source,
 }
 
@@ -52,7 +55,10 @@ impl RemoteCache {
         let mut last_error = None;
         for source in sources(&parsed, options).map_err(wrap)? {
             match Self::fetch_from(source).await {
-                Ok(cache) => return Ok(cache),
+                Ok(mut cache) => {
+                    cache.reference = parsed.whole();
+                    return Ok(cache);
+                }
                 Err(e) => {
                     tracing::debug!(reference, error = %e, "cache source failed");
                     last_error = Some(e);
@@ -114,6 +120,7 @@ impl RemoteCache {
         Ok(Self {
             cache,
             manifest_digest,
+            reference: source.reference.whole(),
             source,
         })
     }

@@ -8,9 +8,12 @@
 //! 2. [`CacheSource::lookup`] answers, from the graph alone, whether the outputs of a cache key
 //!    are in the cache (records named by [`output_record_digest`]) and which layer chains
 //!    they are.
-//! 3. [`CacheSource::materialize`] downloads (registry) or copies (layout) the blobs of one
-//!    chain the store lacks, verified, and unpacks them as committed snapshots keyed by chain
-//!    ID. Each snapshot remembers its blob, so exporting it again reuses the blob.
+//! 3. [`CacheSource::record`] makes one chain a result in the store: from a registry, as lazy
+//!    snapshots keyed by chain ID ([`Store::put_lazy_chain`]), downloaded and unpacked only
+//!    when something reads them ([`crate::realize`]); a push to the same registry mounts
+//!    their blobs and downloads nothing. From a local layout, [`CacheSource::materialize`]
+//!    copies the blobs of the chain the store lacks, verified, and unpacks them at once.
+//!    Each snapshot remembers its blob, so exporting it again reuses the blob.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use crate::cacheimport::{ImportedCache, layout_blob_path};
 use crate::cacheoptions::CacheImportRequest;
 use crate::cacheremote::RemoteCache;
 use crate::error::Error;
+use crate::lazy::{LazyLayer, RemoteLayer};
 use crate::pull::PullOptions;
 use crate::store::Store;
 
@@ -168,6 +172,44 @@ impl CacheSource {
             outputs.push(chain);
         }
         (!outputs.is_empty()).then_some(outputs)
+    }
+
+    /// Makes `chain` a result in the store; returns the snapshot key of its top (`None` for
+    /// an empty chain: the empty file system). A registry's chain is recorded lazily: nothing
+    /// is downloaded until something reads it.
+    pub async fn record(
+        &self,
+        store: &Arc<Store>,
+        chain: &[ImportedLayer],
+    ) -> Result<Option<String>, Error> {
+        let Blobs::Registry(remote) = &self.blobs else {
+            return self.materialize(store, chain).await;
+        };
+        let lazy = chain
+            .iter()
+            .map(|layer| {
+                let blob = self
+                    .cache
+                    .blobs
+                    .get(&layer.blob)
+                    .ok_or(Error::CacheBlobMissing { digest: layer.blob })?;
+                Ok(LazyLayer {
+                    blob: layer.blob,
+                    diff_id: layer.diff_id,
+                    created: layer.created,
+                    remote: RemoteLayer {
+                        reference: remote.reference.clone(),
+                        media_type: blob.media_type.clone(),
+                        size: blob.size,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.put_lazy_chain(&lazy))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
+            .map(|top| top.map(|t| t.to_string()))
     }
 
     /// Fetches the blobs of `chain` the store lacks and unpacks the chain; returns the snapshot

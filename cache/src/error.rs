@@ -97,6 +97,12 @@ pub enum Error {
         /// Uncompressed bytes read when the limit was found exceeded.
         read: u64,
     },
+    /// A snapshot's files are read before its lazy layers were downloaded and unpacked.
+    #[error("snapshot {key} is not downloaded yet")]
+    LazySnapshot {
+        /// The lazy snapshot's key.
+        key: String,
+    },
     /// A snapshot does not exist.
     #[error("snapshot {key} not found")]
     SnapshotNotFound {

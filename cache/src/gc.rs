@@ -713,13 +713,15 @@ impl Store {
         }
         for image in self.images()? {
             for d in [image.manifest, image.config].iter().chain(&image.layers) {
-                if !self.has_blob(d) {
+                // A lazy layer's blob is in its registry until something reads it.
+                if !self.has_blob(d) && self.remote_blob(d)?.is_none() {
                     problems.push(format!("image {} refers to missing blob {d}", image.name));
                 }
             }
             if let Some(chain) = image.chain_id {
-                if let Err(e) = self.lowers(&chain.to_string()) {
-                    problems.push(format!("image {} snapshot chain: {e}", image.name));
+                match self.lowers(&chain.to_string()) {
+                    Ok(_) | Err(Error::LazySnapshot { .. }) => {}
+                    Err(e) => problems.push(format!("image {} snapshot chain: {e}", image.name)),
                 }
             }
         }
@@ -749,7 +751,7 @@ impl Store {
                     .join("snapshots/active")
                     .join(snapshot.key.replace(':', "-")),
             };
-            if !dir.is_dir() {
+            if !dir.is_dir() && snapshot.remote.is_none() {
                 problems.push(format!(
                     "snapshot {} is recorded but its directory is missing",
                     snapshot.key

@@ -384,6 +384,11 @@ impl Store {
             };
             if !linked {
                 match &layer.blob {
+                    // A lazy layer (see `crate::realize`) stays lazy until it is read.
+                    Some(blob)
+                        if self
+                            .snapshot(&key)?
+                            .is_some_and(|s| s.remote.is_some() && s.blob == Some(*blob)) => {}
                     Some(blob) => {
                         self.unpack_snapshot(parent.as_ref(), blob, &layer.diff_id)?;
                     }

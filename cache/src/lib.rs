@@ -78,6 +78,7 @@ mod gc;
 mod gcpolicy;
 mod hash;
 mod image;
+mod lazy;
 mod lease;
 mod limits;
 mod link;
@@ -120,6 +121,7 @@ pub use image::{
     normalize_name, oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
+pub use lazy::{LazyLayer, RemoteLayer, fetch_remote_blob, realize};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use mount::{View, with_views};

@@ -31,6 +31,7 @@ use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::lazy::{LazyLayer, RemoteLayer};
 use crate::registry::{Config, credentials_with_path, docker_config_path, parse_reference};
 use crate::store::{ImageRecord, Store, now};
 
@@ -74,6 +75,11 @@ pub struct PullOptions {
     /// Use an image already in the store under the same name (built with `-t` or loaded)
     /// instead of asking the registry, as `docker build` does for `FROM`.
     pub prefer_local: bool,
+    /// Fetch only the manifest and config: the layers are recorded as lazy snapshots (see
+    /// [`crate::realize`]), downloaded when something reads them. A stored image whose
+    /// layers are lazy serves such a pull as one whose blobs are here. A build's base images
+    /// are pulled so.
+    pub lazy: bool,
 }
 
 impl PullOptions {
@@ -110,6 +116,7 @@ impl Default for PullOptions {
             os: "linux".to_owned(),
             architecture: "amd64".to_owned(),
             prefer_local: false,
+            lazy: false,
         }
     }
 }
@@ -522,7 +529,15 @@ fn local_image(
     let Some(mut image) = found else {
         return Ok(None);
     };
-    if !store.has_blob(&image.config) || image.layers.iter().any(|l| !store.has_blob(l)) {
+    let recorded = || -> Result<bool, Error> {
+        Ok(match image.chain_id {
+            Some(chain) => store.snapshot(&chain.to_string())?.is_some(),
+            None => true,
+        })
+    };
+    if !store.has_blob(&image.config)
+        || image.layers.iter().any(|l| !store.has_blob(l)) && !(options.lazy && recorded()?)
+    {
         return Ok(None);
     }
     // The name may hold another platform's image of the same index: it serves only the
@@ -653,49 +668,40 @@ async fn pull_from(
         .iter()
         .map(|l| parse_digest(&l.digest, &what))
         .collect::<Result<_, _>>()?;
-    futures::stream::iter(manifest.layers.iter().zip(&layers))
-        .map(|(descriptor, digest)| async move {
-            if store.has_blob(digest) {
-                let expected = descriptor_size(descriptor, &format!("layer {digest}"))?;
-                let actual = fs_err::metadata(store.blob_path(digest))?.len();
-                if actual != expected {
-                    return Err(Error::SizeMismatch {
-                        what: format!("layer {digest}"),
-                        expected,
-                        actual,
-                    });
-                }
-                progress.event(PullEvent::LayerExists(*digest));
-                return Ok(());
-            }
-            progress.event(PullEvent::LayerDownloading(*digest));
-            source.blob(store, descriptor, digest).await?;
-            progress.event(PullEvent::LayerDownloaded(*digest));
-            Ok::<_, Error>(())
-        })
-        .buffer_unordered(CONCURRENT_DOWNLOADS)
-        .try_collect::<Vec<()>>()
-        .await?;
-
-    let mut parent = None;
-    let mut size = 0;
-    for (layer, diff_id) in layers.iter().zip(&diff_ids) {
-        let existed = store
-            .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
-            .is_some();
-        let task_store = Arc::clone(store);
-        let (layer_copy, diff_copy) = (*layer, *diff_id);
-        let chain = tokio::task::spawn_blocking(move || {
-            task_store.unpack_snapshot(parent.as_ref(), &layer_copy, &diff_copy)
-        })
-        .await??;
-        size += store.snapshot(&chain.to_string())?.map_or(0, |s| s.size);
-        if !existed {
-            progress.event(PullEvent::LayerUnpacked(*layer));
-        }
-        parent = Some(chain);
-    }
-
+    let (parent, size) = if options.lazy {
+        let remote = |descriptor: &OciDescriptor| -> Result<RemoteLayer, Error> {
+            Ok(RemoteLayer {
+                reference: reference.whole(),
+                media_type: descriptor.media_type.clone(),
+                size: descriptor_size(descriptor, &format!("layer {}", descriptor.digest))?,
+            })
+        };
+        let chain = manifest
+            .layers
+            .iter()
+            .zip(&layers)
+            .zip(&diff_ids)
+            .map(|((descriptor, blob), diff_id)| {
+                Ok(LazyLayer {
+                    blob: *blob,
+                    diff_id: *diff_id,
+                    created: None,
+                    remote: remote(descriptor)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        (store.put_lazy_chain(&chain)?, 0)
+    } else {
+        fetch_and_unpack(
+            store,
+            source,
+            &manifest.layers,
+            &layers,
+            &diff_ids,
+            progress,
+        )
+        .await?
+    };
     keep_manifest(
         store,
         &bytes,
@@ -728,4 +734,60 @@ async fn pull_from(
     };
     store.put_image(&image)?;
     Ok(Pulled { image, previous })
+}
+
+/// Downloads the layers the store lacks and unpacks the chain; returns its top chain ID and
+/// the snapshots' size.
+async fn fetch_and_unpack(
+    store: &Arc<Store>,
+    source: &Source,
+    descriptors: &[OciDescriptor],
+    layers: &[Digest],
+    diff_ids: &[Digest],
+    progress: &dyn PullProgress,
+) -> Result<(Option<Digest>, u64), Error> {
+    futures::stream::iter(descriptors.iter().zip(layers))
+        .map(|(descriptor, digest)| async move {
+            if store.has_blob(digest) {
+                let expected = descriptor_size(descriptor, &format!("layer {digest}"))?;
+                let actual = fs_err::metadata(store.blob_path(digest))?.len();
+                if actual != expected {
+                    return Err(Error::SizeMismatch {
+                        what: format!("layer {digest}"),
+                        expected,
+                        actual,
+                    });
+                }
+                progress.event(PullEvent::LayerExists(*digest));
+                return Ok(());
+            }
+            progress.event(PullEvent::LayerDownloading(*digest));
+            source.blob(store, descriptor, digest).await?;
+            progress.event(PullEvent::LayerDownloaded(*digest));
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(CONCURRENT_DOWNLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let mut parent = None;
+    let mut size = 0;
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        let existed = store
+            .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
+            .is_some();
+        let task_store = Arc::clone(store);
+        let (layer_copy, diff_copy) = (*layer, *diff_id);
+        let chain = tokio::task::spawn_blocking(move || {
+            task_store.unpack_snapshot(parent.as_ref(), &layer_copy, &diff_copy)
+        })
+        .await??;
+        size += store.snapshot(&chain.to_string())?.map_or(0, |s| s.size);
+        if !existed {
+            progress.event(PullEvent::LayerUnpacked(*layer));
+        }
+        parent = Some(chain);
+    }
+
+    Ok((parent, size))
 }

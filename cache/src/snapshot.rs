@@ -23,6 +23,7 @@ use kiln_llb::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::lazy::RemoteLayer;
 use crate::lease::{Held, Owner};
 use crate::meta::{self, Commit};
 use crate::store::{Store, now};
@@ -64,6 +65,10 @@ pub struct SnapshotRecord {
     /// process lives (or a lease holds it) and removes it once the process is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// For a lazy snapshot (recorded, not downloaded or unpacked yet: see
+    /// [`crate::realize`]), where its blob is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteLayer>,
 }
 
 /// The directories of an overlay mount for an active snapshot.
@@ -183,7 +188,12 @@ impl Store {
         let key = chain.to_string();
         let dir = self.committed_dir(&key)?;
         self.holder.hold(&[Held::Snapshot(key.clone())])?;
-        if self.snapshot(&key)?.is_some() && dir.is_dir() {
+        // A lazy record is unpacked over.
+        if self
+            .snapshot(&key)?
+            .is_some_and(|record| record.remote.is_none())
+            && dir.is_dir()
+        {
             return Ok(chain);
         }
         let temp = self.temp_snapshot_dir()?;
@@ -247,6 +257,7 @@ impl Store {
             created: created.unwrap_or_else(now),
             last_used: now(),
             owner: None,
+            remote: None,
         };
         self.meta
             .write_with(Commit::Lazy, |tx| tx.put(meta::SNAPSHOTS, &key, &record))?;
@@ -262,7 +273,27 @@ impl Store {
                 .snapshot(&k)?
                 .filter(|r| r.kind == SnapshotKind::Committed)
                 .ok_or_else(|| Error::SnapshotNotFound { key: k.clone() })?;
+            if record.remote.is_some() {
+                return Err(Error::LazySnapshot { key: k });
+            }
             out.push(self.committed_dir(&k)?);
+            next = record.parent;
+        }
+        Ok(out)
+    }
+
+    /// The committed directories of `key` and its ancestors that are unpacked (not lazy),
+    /// topmost first: what they use on disk.
+    pub(crate) fn unpacked_dirs(&self, key: &str) -> Result<Vec<PathBuf>, Error> {
+        let mut out = Vec::new();
+        let mut next = Some(key.to_owned());
+        while let Some(k) = next {
+            let record = self
+                .snapshot(&k)?
+                .ok_or_else(|| Error::SnapshotNotFound { key: k.clone() })?;
+            if record.remote.is_none() {
+                out.push(self.committed_dir(&k)?);
+            }
             next = record.parent;
         }
         Ok(out)
@@ -310,6 +341,7 @@ impl Store {
             created: now(),
             last_used: now(),
             owner: Some(Owner::current()),
+            remote: None,
         };
         // The new directories are synced by the flush that makes this record durable.
         self.meta.write_with(Commit::LazyUnsynced, |tx| {
@@ -371,6 +403,7 @@ impl Store {
             created: now(),
             last_used: now(),
             owner: None,
+            remote: None,
         };
         // The upper's files are synced by the flush that makes this record durable, and the
         // active directory goes once the removal of its record is durable.

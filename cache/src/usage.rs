@@ -203,10 +203,11 @@ impl Store {
         Ok(files)
     }
 
-    /// The files of the snapshot `key` and of the snapshots below it.
+    /// The files of the snapshot `key` and of the snapshots below it (none for a lazy one,
+    /// which is not downloaded).
     pub fn snapshot_files(&self, key: &str) -> Result<Files, Error> {
         let mut files = Files::new();
-        for dir in self.lowers(key)? {
+        for dir in self.unpacked_dirs(key)? {
             files.add(&dir)?;
         }
         Ok(files)

@@ -55,7 +55,7 @@ fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::ContainerSupervise { id } => {
             Ok(commands::supervise::run(&args.root, config(), &id))
         }
-        args::Command::Save(save) => commands::save::run(&args.root, &save),
+        args::Command::Save(save) => commands::save::run(&args.root, &config()?, &save),
         args::Command::Push(push) => commands::push::run(&args.root, &config()?, &push),
         args::Command::Run(run) => Ok(commands::run::run(
             &args.root,

@@ -469,6 +469,13 @@ impl ControlService {
         let inline = keys
             .clone()
             .filter(|_| cache_exports.iter().any(kiln_engine::is_inline));
+        let pull = kiln_cache::PullOptions {
+            config: self.config.clone(),
+            ..kiln_cache::PullOptions::default()
+        };
+        kiln_engine::realize_results(&self.store, &[&result], &outputs, &pull)
+            .await
+            .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {

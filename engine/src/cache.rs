@@ -60,7 +60,7 @@ pub fn add_inline_cache(
 /// Writes the cache of `keys` where `request` says (registry or local layout; an inline
 /// request is written with the image instead, see [`add_inline_cache`]).
 pub async fn export_cache(
-    store: &Store,
+    store: &Arc<Store>,
     keys: &BuildKeys,
     request: &CacheExportRequest,
     registry: &kiln_cache::Config,
@@ -97,6 +97,28 @@ pub async fn export_cache(
             .map_err(Error::CacheExport)?;
         }
         CacheDestination::Local { dest, tag } => {
+            // The layout gets the blobs' bytes: lazy results are downloaded first.
+            let pull = PullOptions {
+                config: registry.clone(),
+                ..PullOptions::default()
+            };
+            let snapshots: Vec<String> = keys
+                .nodes
+                .iter()
+                .filter_map(|n| n.outputs.clone())
+                .flatten()
+                .flatten()
+                .collect();
+            for snapshot in &snapshots {
+                if store
+                    .is_lazy(snapshot)
+                    .map_err(|e| Error::CacheExport(e.into()))?
+                {
+                    kiln_cache::realize(store, snapshot, &pull)
+                        .await
+                        .map_err(|e| Error::CacheExport(e.into()))?;
+                }
+            }
             kiln_exporters::write_cache_layout(store, dest, tag, &manifest)
                 .map_err(Error::CacheExport)?;
         }

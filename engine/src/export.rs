@@ -1,5 +1,7 @@
 //! Writes a solved result to the outputs of one build.
 
+use std::sync::Arc;
+
 use kiln_cache::Store;
 use kiln_exporters::{ExportContext, ExportResponse, ImageFormat, Output, PlatformResult};
 use kiln_solver::Ref;
@@ -25,6 +27,39 @@ fn build_time() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// Whether `output` reads the result's files or layer bytes: all do but a push that does
+/// not keep the image runnable here, which mounts or downloads each lazy layer itself.
+fn reads_bytes(output: &Output) -> bool {
+    match output {
+        Output::Image {
+            format: ImageFormat::Store,
+            dest: None,
+            settings,
+        } => !settings.push || settings.force_compression,
+        Output::Image { .. } | Output::Local { .. } | Output::Tar { .. } => true,
+    }
+}
+
+/// Downloads and unpacks the lazy layers (cache hits, base images: see
+/// [`kiln_cache::realize`]) of `results` that `outputs` read. An image pushed with `--push`
+/// keeps them lazy: a push to the registry they came from downloads nothing.
+pub async fn realize_results(
+    store: &Arc<Store>,
+    results: &[&Ref],
+    outputs: &[Output],
+    pull: &kiln_cache::PullOptions,
+) -> Result<(), Error> {
+    if !outputs.iter().any(reads_bytes) {
+        return Ok(());
+    }
+    for key in results.iter().filter_map(|r| r.key()) {
+        kiln_cache::realize(store, key, pull)
+            .await
+            .map_err(|e| Error::Export(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Writes `result` to each output, with the frontend's image `config` (none for an LLB

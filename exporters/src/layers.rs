@@ -205,6 +205,29 @@ fn find(
             .or(snapshot.blob.filter(|b| store.has_blob(b)))?;
         Some((blob, diff_id))
     });
+    if stored.is_none()
+        && let (Some(remote), Some(blob), Some(diff_id)) =
+            (&snapshot.remote, snapshot.blob, snapshot.diff_id)
+    {
+        // A lazy snapshot: its blob as the cache or the base image's manifest describes it,
+        // pushed by mount or downloaded when its bytes are needed.
+        let media_type = oci_layer_type(Some(&remote.media_type));
+        if existing == ExistingLayers::Recompress && media_type != options.compression.media_type()
+        {
+            return Err(kiln_cache::Error::LazySnapshot {
+                key: key.to_owned(),
+            }
+            .into());
+        }
+        return Ok(Found::Blob(Layer {
+            digest: blob,
+            size: remote.size,
+            diff_id,
+            media_type: media_type.to_owned(),
+            snapshot: Some(key.to_owned()),
+            source_date_epoch: None,
+        }));
+    }
     if let Some((blob, diff_id)) = stored {
         let media_type = oci_layer_type(known.blob_types.get(&blob).and_then(|t| t.as_deref()));
         if existing == ExistingLayers::Recompress && media_type != options.compression.media_type()

@@ -3,8 +3,11 @@
 //!
 //! # Overview
 //! 1. Each blob is HEAD-checked first; a blob the registry has is not sent again.
-//! 2. A layer another stored image of the same registry holds is mounted from that repository
-//!    (cross-repository blob mount) when the registry allows it.
+//! 2. A layer another stored image of the same registry holds, or that a lazy snapshot (a
+//!    cache hit or base image not downloaded) names in a repository of the same registry, is
+//!    mounted from that repository (cross-repository blob mount) when the registry allows it:
+//!    nothing is downloaded or sent. A lazy layer that cannot be mounted is downloaded
+//!    (verified) first.
 //! 3. Otherwise the blob is streamed from its file in the store in one monolithic upload
 //!    (`POST` then `PUT` with a `Content-Length`); a registry that rejects that for any reason
 //!    but the credentials gets the blob as chunked `PATCH` uploads, read again from the file. Blobs are never read into memory as a
@@ -33,6 +36,10 @@ struct Target {
     plain_http: Vec<String>,
     insecure: bool,
     auth: RegistryAuth,
+    /// The registry settings and credentials file, to download a lazy layer that cannot be
+    /// mounted.
+    config: Config,
+    docker_config: Option<PathBuf>,
 }
 
 impl Target {
@@ -50,7 +57,18 @@ impl Target {
             insecure: config.registry.get(&host).is_some_and(|r| r.insecure),
             auth: kiln_cache::credentials(docker_config, &host)?,
             reference,
+            config: config.clone(),
+            docker_config: docker_config.map(Path::to_path_buf),
         })
+    }
+
+    /// Pull options with this push's registry settings and credentials.
+    fn pull_options(&self) -> kiln_cache::PullOptions {
+        kiln_cache::PullOptions {
+            config: self.config.clone(),
+            docker_config: self.docker_config.clone(),
+            ..kiln_cache::PullOptions::default()
+        }
     }
 
     /// A client, authenticated for pushing, that sends blob streams monolithically or in chunks.
@@ -166,7 +184,25 @@ async fn push_blob(
         tracing::debug!(blob = %digest, "the registry has the blob");
         return Ok(());
     }
-    for source in mount_sources(store, reference, digest) {
+    // A layer of a lazy snapshot (a cache hit or a base image not downloaded) is in the
+    // repository its record names: mounted from there, or downloaded (verified) to be sent.
+    let remote = match store.has_blob(digest) {
+        true => None,
+        false => store.remote_blob(digest)?,
+    };
+    let mut sources = mount_sources(store, reference, digest);
+    if let Some(source) = remote
+        .as_ref()
+        .and_then(|r| kiln_cache::parse_reference(&r.reference).ok())
+        .filter(|s| {
+            s.resolve_registry() == reference.resolve_registry()
+                && s.repository() != reference.repository()
+                && !sources.iter().any(|o| o.repository() == s.repository())
+        })
+    {
+        sources.push(source);
+    }
+    for source in sources {
         match client.mount_blob(reference, &source, &name).await {
             Ok(()) => {
                 tracing::debug!(blob = %digest, from = %source.repository(), "mounted");
@@ -176,6 +212,9 @@ async fn push_blob(
                 tracing::debug!(blob = %digest, from = %source.repository(), error = %e, "mount refused");
             }
         }
+    }
+    if let Some(remote) = &remote {
+        kiln_cache::fetch_remote_blob(store, digest, remote, &target.pull_options()).await?;
     }
     let path = store.blob_path(digest);
     let size = fs_err::metadata(&path)?.len();

@@ -8,12 +8,19 @@ use kiln_cache::Store;
 use kiln_exporters::{ExportContext, ImageFormat, ImageSettings};
 
 use crate::args::SaveArgs;
+use crate::config::Config;
 
-pub(crate) fn run(root: &Path, args: &SaveArgs) -> anyhow::Result<ExitCode> {
-    let store =
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+pub(crate) fn run(root: &Path, config: &Config, args: &SaveArgs) -> anyhow::Result<ExitCode> {
+    let store = std::sync::Arc::new(
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?,
+    );
     let _lease = store.lease().context("taking a lease on the store")?;
     let record = store.find_image(&args.image)?;
+    let pull = kiln_cache::PullOptions {
+        config: config.cache.clone(),
+        ..kiln_cache::PullOptions::default()
+    };
+    crate::commands::realize_image(&store, &record, &pull)?;
     let image = kiln_exporters::stored_image(&store, &record)?;
     let format = match args.format.as_str() {
         "docker" => ImageFormat::Docker,

@@ -596,3 +596,340 @@ fn a_local_cache_whose_blobs_were_tampered_with_is_not_trusted() {
     let again = assert_ok(build(&tmp.path().join("b"), &context, &[]));
     assert_every_run_cached(&text(&again));
 }
+
+/// The build of [`DOCKERFILE`] with its base image pulled through the recording registry
+/// `proxy` too, so that its layer downloads are counted.
+fn proxied_context(dir: &Path, proxy: &str, last_step: &str) -> std::path::PathBuf {
+    let context = dir.join("proxied");
+    fs_err::create_dir_all(&context).unwrap();
+    let dockerfile = DOCKERFILE
+        .replace("127.0.0.1:5000/", &format!("{proxy}/"))
+        .replace("RUN cat /made /hello.txt > /both", last_step);
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    fs_err::write(context.join("hello.txt"), "hello lazy\n").unwrap();
+    context
+}
+
+/// The manifest `reference` (`127.0.0.1:PORT/repository:tag`) names, read from the test
+/// registry itself (not through the proxy, so it is not counted).
+fn registry_manifest(reference: &str) -> serde_json::Value {
+    let (_, path) = reference.split_once('/').unwrap();
+    let (repository, tag) = path.rsplit_once(':').unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:5000/v2/{repository}/manifests/{tag}"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{reference}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The layer digests of a manifest.
+fn layers_of(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The manifest digest a build's `--metadata-file` names.
+fn metadata_digest(file: &Path) -> String {
+    let metadata: serde_json::Value = serde_json::from_slice(&fs_err::read(file).unwrap()).unwrap();
+    metadata["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A name no other run of the tests uses.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}-{nanos:x}", std::process::id())
+}
+
+/// A cold build through the recording registry `proxy` that pushes its image and exports
+/// its cache (`mode=max`) there: the references of the image and of the cache.
+fn export_through(tmp: &Path, proxy: &str, context: &Path, name: &str) -> (String, String) {
+    // Repositories of their own: a registry mounts or finds nothing left by an earlier run.
+    let id = unique();
+    let image = format!("{proxy}/kiln-test/lazy-{name}-image-{id}:1");
+    let cache = format!("{proxy}/kiln-test/lazy-{name}-cache-{id}:1");
+    assert_ok(build(
+        &tmp.join("exporting"),
+        context,
+        &[
+            "-t",
+            &image,
+            "--push",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--metadata-file",
+            &tmp.join("exporting.json").display().to_string(),
+        ],
+    ));
+    (image, cache)
+}
+
+#[test]
+fn serial_a_build_from_the_cache_pushed_to_the_same_registry_downloads_no_layer() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = proxied_context(tmp.path(), &proxy, "RUN cat /made /hello.txt > /both");
+    let (image, cache) = export_through(tmp.path(), &proxy, &context, "push");
+    seen.lock().unwrap().clear();
+
+    // Another repository of the same registry, from an empty store.
+    let again = image.replace("-image-", "-again-");
+    let metadata = tmp.path().join("again.json");
+    let warm = assert_ok(build(
+        &tmp.path().join("empty"),
+        &context,
+        &[
+            "-t",
+            &again,
+            "--push",
+            "--cache-from",
+            &cache,
+            "--metadata-file",
+            &metadata.display().to_string(),
+        ],
+    ));
+    assert_every_run_cached(&text(&warm));
+    assert_eq!(
+        metadata_digest(&metadata),
+        metadata_digest(&tmp.path().join("exporting.json")),
+        "{}",
+        text(&warm)
+    );
+
+    // Manifests and configs only: no layer of the image or of the cache was downloaded; the
+    // image's layers were mounted from the cache's and the base image's repositories.
+    let seen = seen.lock().unwrap().clone();
+    let mut layers = layers_of(&registry_manifest(&image));
+    layers.extend(layers_of(&registry_manifest(&cache)));
+    let downloaded: Vec<String> = blob_gets(&seen)
+        .into_iter()
+        .filter(|g| layers.contains(g))
+        .collect();
+    assert!(downloaded.is_empty(), "{downloaded:#?} in {seen:#?}");
+    let mounted = seen
+        .iter()
+        .filter(|r| r.starts_with("POST ") && r.contains("mount=") && r.ends_with(" 201"))
+        .count();
+    assert_eq!(
+        mounted,
+        layers_of(&registry_manifest(&again)).len(),
+        "{seen:#?}"
+    );
+}
+
+#[test]
+fn serial_a_build_from_the_cache_downloads_the_image_s_layers_only_when_it_must_run() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = proxied_context(tmp.path(), &proxy, "RUN cat /made /hello.txt > /both");
+    let (image, cache) = export_through(tmp.path(), &proxy, &context, "tagged");
+    let cached_layers = layers_of(&registry_manifest(&cache));
+    let mut layers = layers_of(&registry_manifest(&image));
+    layers.sort();
+    // The layers of the cache downloaded since the last look, sorted.
+    let downloaded = || {
+        let mut gets: Vec<String> = blob_gets(&std::mem::take(&mut *seen.lock().unwrap()))
+            .into_iter()
+            .filter(|g| cached_layers.contains(g))
+            .collect();
+        gets.sort();
+        gets
+    };
+    downloaded();
+    let id = unique();
+
+    // `-t`: the image must run here, so its layers come, each once, and nothing else (not
+    // the first stage's layer).
+    let tagged = tmp.path().join("tagged");
+    let name = format!("kiln-test/lazy-tagged-{id}:1");
+    let warm = assert_ok(build(
+        &tagged,
+        &context,
+        &["-t", &name, "--cache-from", &cache],
+    ));
+    assert_every_run_cached(&text(&warm));
+    assert_eq!(downloaded(), layers);
+    let run = |root: &Path, name: &str| {
+        let run = assert_ok(
+            crate::common::kiln(root)
+                .args(["run", "--rm", name, "cat", "/both"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "made\nhello lazy\n");
+    };
+    run(&tagged, &name);
+    assert_eq!(downloaded(), Vec::<String>::new());
+
+    // `-t` with `--push` to the same registry: nothing is downloaded until the image is run
+    // here, as containerd's lazy layers.
+    let pushed = tmp.path().join("pushed");
+    let name = image.replace("-image-", "-pushed-");
+    let warm = assert_ok(build(
+        &pushed,
+        &context,
+        &["-t", &name, "--push", "--cache-from", &cache],
+    ));
+    assert_every_run_cached(&text(&warm));
+    assert_eq!(downloaded(), Vec::<String>::new());
+    run(&pushed, &name);
+    assert_eq!(downloaded(), layers);
+}
+
+#[test]
+fn serial_a_step_that_runs_on_a_cache_hit_downloads_only_that_hit_s_layers() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let id = unique();
+    // The first stage's own base image, which the build from the cache never needs.
+    let other_base = format!("{proxy}/kiln-test/lazy-other-base-{id}:1");
+    let base_context = tmp.path().join("base");
+    fs_err::create_dir_all(&base_context).unwrap();
+    fs_err::write(
+        base_context.join("Dockerfile"),
+        format!("FROM {proxy}/library/busybox:latest\nRUN echo {id} > /other\n"),
+    )
+    .unwrap();
+    assert_ok(build(
+        &tmp.path().join("base-root"),
+        &base_context,
+        &["-t", &other_base, "--push"],
+    ));
+    let with_last = |last: &str| {
+        let context = proxied_context(&tmp.path().join(last.len().to_string()), &proxy, last);
+        let dockerfile = fs_err::read_to_string(context.join("Dockerfile")).unwrap();
+        let dockerfile = dockerfile.replacen(
+            &format!("{proxy}/library/busybox:latest AS build"),
+            &format!("{other_base} AS build"),
+            1,
+        );
+        fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+        context
+    };
+    let context = with_last("RUN cat /made /hello.txt > /both");
+    let (image, cache) = export_through(tmp.path(), &proxy, &context, "step");
+    seen.lock().unwrap().clear();
+
+    // The last step changes: it runs on the cached `COPY hello.txt`, whose chain (the final
+    // stage's base layer and the two copies) is all it needs; its image is pushed.
+    let changed = with_last("RUN cat /made /hello.txt > /both && echo changed >> /both");
+    let again = image.replace("-image-", "-again-");
+    let warm = assert_ok(build(
+        &tmp.path().join("empty"),
+        &changed,
+        &["-t", &again, "--push", "--cache-from", &cache],
+    ));
+    let (ran, cached) = steps(&text(&warm));
+    assert!(ran.iter().any(|s| s.contains("echo changed")), "{ran:?}");
+    assert!(
+        cached.iter().any(|s| s.contains("COPY hello.txt")),
+        "{cached:?}"
+    );
+
+    let mut known = layers_of(&registry_manifest(&cache));
+    known.extend(layers_of(&registry_manifest(&other_base)));
+    let mut gets: Vec<String> = blob_gets(&seen.lock().unwrap())
+        .into_iter()
+        .filter(|g| known.contains(g))
+        .collect();
+    gets.sort();
+    let mut chain = layers_of(&registry_manifest(&image));
+    chain.pop(); // the old last step's layer
+    chain.sort();
+    assert_eq!(gets, chain, "{:#?}", seen.lock().unwrap());
+}
+
+#[test]
+fn serial_a_lazy_hit_whose_cache_lies_about_a_layer_fails_the_step_that_reads_it() {
+    if !ready() {
+        return;
+    }
+    let (proxy, _seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = proxied_context(tmp.path(), &proxy, "RUN cat /made /hello.txt > /both");
+    let (image, cache) = export_through(tmp.path(), &proxy, &context, "lying");
+
+    // The same cache, each layer's descriptor naming another diff ID: its hits are found,
+    // but no layer unpacks to what the cache says.
+    let mut manifest = registry_manifest(&cache);
+    let lie = format!("sha256:{}", "0".repeat(64));
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["annotations"]["containerd.io/uncompressed"] = lie.clone().into();
+    }
+    let body = tmp.path().join("lying.json");
+    fs_err::write(&body, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (_, path) = cache.split_once('/').unwrap();
+    let (repository, _) = path.rsplit_once(':').unwrap();
+    let put = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!(
+            "http://127.0.0.1:5000/v2/{repository}/manifests/lying"
+        ))
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", text(&put));
+    let lying = cache.replace(":1", ":lying");
+
+    // A step runs on a hit: reading it downloads and checks its layers, and fails there.
+    let changed = proxied_context(
+        &tmp.path().join("changed"),
+        &proxy,
+        "RUN cat /made /hello.txt > /both && echo changed >> /both",
+    );
+    let root = tmp.path().join("empty");
+    let again = image.replace("-image-", "-again-");
+    let out = build(
+        &root,
+        &changed,
+        &["-t", &again, "--push", "--cache-from", &lying],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("diff ID of layer"), "{}", text(&out));
+    assert!(text(&out).contains(&lie), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    // The false hit is forgotten, not kept as a result: the same build without the cache
+    // runs the step it came from (and the store holds no snapshot of it).
+    let out = assert_ok(build(&root, &changed, &["-t", &again]));
+    let (ran, _) = steps(&text(&out));
+    assert!(
+        ran.iter().any(|s| s.contains("COPY hello.txt")),
+        "{}",
+        text(&out)
+    );
+}

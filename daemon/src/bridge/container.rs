@@ -158,9 +158,11 @@ pub(super) async fn run(
 ) -> Result<FrontendResult, FrontendError> {
     let image = frontend.source.clone();
     let config = session.config().clone();
+    // The frontend runs at once: its image's layers are fetched now.
     let pull = kiln_cache::PullOptions {
         os: frontend.platform.os.clone(),
         architecture: frontend.platform.architecture.clone(),
+        lazy: false,
         ..config.pull.clone()
     };
     // A vertex of its own per frontend run (a frontend may forward to the same image).

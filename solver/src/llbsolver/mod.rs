@@ -124,6 +124,7 @@ impl Session {
         let mut builder = Scheduler::builder().cache(Arc::new(StoreCache {
             store: config.store.clone(),
             imports: config.cache_imports.clone(),
+            pull: config.pull.clone(),
         }));
         if let Some(n) = max_parallel_exec {
             builder = builder.max_parallel_exec(n);
@@ -448,10 +449,14 @@ pub fn load_history(store: &Store) -> History {
 }
 
 /// The scheduler's cache, kept as cache records in the store; what the store lacks is looked
-/// up in the imported caches, whose results are then unpacked into the store and recorded.
+/// up in the imported caches, whose results are then recorded in the store (lazily: a
+/// registry's layers are downloaded and unpacked only when an op reads them, see
+/// [`kiln_cache::realize`]).
 struct StoreCache {
     store: Arc<Store>,
     imports: Vec<Arc<CacheSource>>,
+    /// Registry settings and credentials for realizing lazy results.
+    pull: kiln_cache::PullOptions,
 }
 
 /// The outputs saved under `id` in the store, if all are still there.
@@ -463,17 +468,17 @@ fn load_local(store: &Store, id: &str) -> Result<Option<Vec<Ref>>, Error> {
     for key in &record.snapshots {
         if key.is_empty() {
             refs.push(Ref::scratch());
-        } else if store.snapshot(key)?.is_some() {
+        } else if store.chain_is_whole(key)? {
             refs.push(Ref::snapshot(key.as_str()));
         } else {
-            return Ok(None); // pruned: run again
+            return Ok(None); // pruned (or a lazy layer below it proved false): run again
         }
     }
     Ok(Some(refs))
 }
 
-/// The outputs of `key` in the imported caches, unpacked into the store; `None` when no cache
-/// has them or fetching them failed (the step then runs: an import never fails a build).
+/// The outputs of `key` in the imported caches, recorded in the store; `None` when no cache
+/// has them or recording them failed (the step then runs: an import never fails a build).
 async fn load_imported(
     store: &Arc<Store>,
     imports: &[Arc<CacheSource>],
@@ -486,7 +491,7 @@ async fn load_imported(
         };
         let mut refs = Vec::with_capacity(chains.len());
         for chain in &chains {
-            match import.materialize(store, chain).await {
+            match import.record(store, chain).await {
                 Ok(Some(snapshot)) => refs.push(Ref::snapshot(snapshot)),
                 Ok(None) => refs.push(Ref::scratch()),
                 Err(error) => {
@@ -559,6 +564,20 @@ impl CacheStore<Ref> for StoreCache {
         save_record(self.store.clone(), key.to_string(), outputs)
             .map_err(OpError::from)
             .boxed()
+    }
+
+    fn realize(&self, result: &Ref) -> BoxFuture<'static, Result<(), OpError>> {
+        let Some(key) = result.key().map(str::to_owned) else {
+            return futures::future::ready(Ok(())).boxed();
+        };
+        let (store, pull) = (self.store.clone(), self.pull.clone());
+        async move {
+            kiln_cache::realize(&store, &key, &pull)
+                .await
+                .map_err(Error::from)
+        }
+        .map_err(OpError::from)
+        .boxed()
     }
 }
 

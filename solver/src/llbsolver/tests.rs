@@ -24,6 +24,7 @@ fn concurrent_history_saves_keep_every_entry() {
                 let cache = StoreCache {
                     store: Arc::new(Store::open(path).unwrap()),
                     imports: Vec::new(),
+                    pull: kiln_cache::PullOptions::default(),
                 };
                 let mut history = cache.load_history();
                 for i in 0..40 {

@@ -82,6 +82,25 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             })
     }
 
+    /// The result `edge` names, ready for an op to read ([`super::CacheStore::realize`]).
+    pub(super) async fn input_result(self: &Arc<Self>, edge: &Edge) -> Result<R, SolveError> {
+        let result = self.edge_result(edge).await?;
+        self.inner
+            .cache
+            .realize(&result)
+            .await
+            .map_err(|source| SolveError::Cache {
+                vertex: edge.vertex.clone(),
+                name: self
+                    .graph
+                    .get(&edge.vertex)
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default(),
+                source: Arc::new(source),
+            })?;
+        Ok(result)
+    }
+
     /// The shared future of a vertex's outputs, shared with other solves running it now.
     pub(super) fn result(self: &Arc<Self>, digest: Arc<str>) -> SharedResult<R> {
         let mut results = lock(&self.results);
@@ -225,7 +244,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         let inputs = try_join_all(vertex.inputs.iter().map(|edge| {
             let job = self.clone();
             let edge = edge.clone();
-            async move { job.edge_result(&edge).await }
+            async move { job.input_result(&edge).await }
         }))
         .await?;
         let permits = match vertex.op.resource_class() {

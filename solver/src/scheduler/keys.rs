@@ -274,7 +274,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 let definition = definition.clone();
                 async move {
                     if let Some(content) = content {
-                        let input = job.edge_result(&edge).await?;
+                        let input = job.input_result(&edge).await?;
                         let name = job.vertex(&edge.vertex)?.name.clone();
                         let digest =
                             content(input, selector)

@@ -218,6 +218,12 @@ pub trait CacheStore<R>: Send + Sync + 'static {
     fn load(&self, key: &CacheKey) -> BoxFuture<'static, Result<Option<Vec<R>>, OpError>>;
     /// Saves outputs under `key`.
     fn save(&self, key: &CacheKey, outputs: &[R]) -> BoxFuture<'static, Result<(), OpError>>;
+    /// Makes a result ready to be read by an op that runs or hashes it: a cache whose
+    /// [`CacheStore::load`] hands out results it has not fetched yet (lazy) fetches this one
+    /// now. By default every result is ready.
+    fn realize(&self, _result: &R) -> BoxFuture<'static, Result<(), OpError>> {
+        futures::future::ready(Ok(())).boxed()
+    }
     /// The key history saved last (see [`History`]); empty by default.
     fn load_history(&self) -> History {
         History::default()

@@ -286,9 +286,12 @@ fn build(
     // Everything the build reads and writes is held until its outputs are exported: a
     // `kiln prune` meanwhile removes none of it, and a killed build's lease is void.
     let lease = store.lease().context("taking a lease on the store")?;
+    // Base images are pulled lazily: their layers are downloaded only when a step runs on
+    // them or an output reads them.
     let pull = PullOptions {
         config: config.cache.clone(),
         prefer_local: !args.pull,
+        lazy: true,
         ..PullOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -453,6 +456,8 @@ fn build(
                 }
                 results.push((platform, result, Some(config)));
             }
+            let refs: Vec<&kiln_solver::Ref> = results.iter().map(|(_, r, _)| r).collect();
+            runtime.block_on(kiln_engine::realize_results(&store, &refs, &outputs, &pull))?;
             let exported =
                 kiln_engine::export_platforms(&store, &results, &outputs, &config.cache)?;
             export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
@@ -574,6 +579,12 @@ fn build(
     )?;
     let exported = (|| {
         let (result, keys) = solved.context("failed to solve")?;
+        runtime.block_on(kiln_engine::realize_results(
+            &store,
+            &[&result],
+            &outputs,
+            &pull,
+        ))?;
         let inline = keys
             .as_ref()
             .filter(|_| cache_to.iter().any(kiln_engine::is_inline));
@@ -594,7 +605,7 @@ fn build(
 /// Writes the build's cache keys to each `--cache-to` but inline ones (those go into the
 /// image config); a failing export fails the build unless the request says `ignore-error`.
 fn export_caches(
-    store: &Store,
+    store: &Arc<Store>,
     keys: Option<&kiln_cache::BuildKeys>,
     cache_to: &[CacheExportRequest],
     registry: &kiln_cache::Config,

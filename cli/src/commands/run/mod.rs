@@ -195,6 +195,7 @@ fn image(
         },
         None => {
             if let Ok(record) = store.find_image(name) {
+                crate::commands::realize_image(store, &record, &options)?;
                 return Ok(record);
             }
             options
