@@ -638,7 +638,7 @@ pub(crate) struct ExecArgs {
     /// Keep STDIN open.
     #[arg(long, short)]
     pub(crate) interactive: bool,
-    /// Allocate a pseudo-TTY (the command shares kiln's terminal).
+    /// Allocate a pseudo-TTY.
     #[arg(long, short)]
     pub(crate) tty: bool,
     /// Set environment variables.

@@ -26,7 +26,7 @@ use kiln_runner::{
 };
 
 mod network;
-mod signals;
+pub(crate) mod signals;
 
 use signals::{Interrupted, RawMode, own_terminal_size};
 pub(crate) use signals::{SignalRoute, block_signals};
@@ -568,6 +568,7 @@ fn run_container(
             user: spec.user.clone(),
             security: spec.security,
             capabilities: capabilities.clone(),
+            terminal: None,
         };
         let runner = Runner::new(kiln_engine::RUNNER_STATE);
         let handle = Handle::new()?;
@@ -723,7 +724,7 @@ pub(crate) fn parse_run_arguments(arguments: &[String]) -> anyhow::Result<RunArg
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -752,14 +753,14 @@ mod tests {
     }
 
     /// The `kiln` binary of this build (cargo builds it for the package's integration tests).
-    fn kiln_binary() -> Option<std::path::PathBuf> {
+    pub(crate) fn kiln_binary() -> Option<std::path::PathBuf> {
         let exe = std::env::current_exe().ok()?;
         let path = exe.parent()?.parent()?.join("kiln");
         path.is_file().then_some(path)
     }
 
     /// Reads everything written to a pseudo-terminal's master side, in the background.
-    fn collect(master: std::os::fd::OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    pub(crate) fn collect(master: std::os::fd::OwnedFd) -> std::sync::mpsc::Receiver<Vec<u8>> {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -774,7 +775,11 @@ mod tests {
     }
 
     /// Waits (up to 30 s) until `output` plus what `receiver` brings contains `text`.
-    fn wait_for(receiver: &std::sync::mpsc::Receiver<Vec<u8>>, output: &mut String, text: &str) {
+    pub(crate) fn wait_for(
+        receiver: &std::sync::mpsc::Receiver<Vec<u8>>,
+        output: &mut String,
+        text: &str,
+    ) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !output.contains(text) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
