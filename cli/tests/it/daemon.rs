@@ -44,6 +44,16 @@ impl Daemon {
     /// Starts `kiln --root ROOT [--config CONFIG] daemon --addr unix://DIR/kiln.sock` and
     /// waits for its socket.
     pub(crate) fn start(dir: &Path, root: &Path, config: Option<&Path>) -> Option<Self> {
+        Self::start_with(dir, root, config, &[])
+    }
+
+    /// [`Daemon::start`] with more `kiln daemon` arguments (more addresses, TLS files).
+    pub(crate) fn start_with(
+        dir: &Path,
+        root: &Path,
+        config: Option<&Path>,
+        args: &[&str],
+    ) -> Option<Self> {
         let buildctl = buildctl_path()?;
         let socket = dir.join("kiln.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -55,6 +65,7 @@ impl Daemon {
             .arg("daemon")
             .arg("--addr")
             .arg(format!("unix://{}", socket.display()))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -218,16 +229,206 @@ fn serial_daemon_socket_is_0660_lists_its_worker_and_goes_on_sigterm() {
 #[test]
 fn daemon_refuses_an_address_it_cannot_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kiln(
-        &dir.path().join("root"),
-        &["daemon", "--addr", "tcp://127.0.0.1:1234"],
-    );
+    let root = dir.path().join("root");
+    let out = kiln(&root, &["daemon", "--addr", "http://127.0.0.1:1234"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("unsupported address \"tcp://127.0.0.1:1234\": expected unix:///PATH"),
+        text(&out).contains(
+            "unsupported address \"http://127.0.0.1:1234\": expected unix:///PATH, tcp://HOST:PORT or fd://"
+        ),
         "{}",
         text(&out)
     );
+    // TCP is served with mutual TLS only.
+    let out = kiln(&root, &["daemon", "--addr", "tcp://127.0.0.1:1234"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "tcp://127.0.0.1:1234 needs mutual TLS: give --tlscert, --tlskey and --tlscacert"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = kiln(&root, &["daemon", "--tlscert", "cert.pem"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--tlskey <FILE>"), "{}", text(&out));
+}
+
+/// Makes, with `openssl` in `dir`, a CA `CA.pem`/`CA.key` and, signed by it, `NAME.pem` and
+/// `NAME.key` for each of `server` (for 127.0.0.1) and `client`.
+fn certificates(dir: &Path, ca: &str) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    };
+    fs_err::write(
+        dir.join("ext.cnf"),
+        "[server]\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
+         [client]\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca_key, ca_pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+    let subject = format!("/CN={ca}");
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &new_key,
+            &[
+                "-keyout", &ca_key, "-out", &ca_pem, "-days", "1", "-subj", &subject,
+            ],
+        ]
+        .concat(),
+    );
+    for name in ["server", "client"] {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subject = format!("/CN={name}");
+        openssl(
+            &[
+                &["req"][..],
+                &new_key,
+                &["-keyout", &key, "-out", &csr, "-subj", &subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            name,
+        ]);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
+    if !is_root() {
+        skip("needs root to run the build's step");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, other) = (dir.path().join("tls"), dir.path().join("other"));
+    for (path, ca) in [(&tls, "ca"), (&other, "ca")] {
+        fs_err::create_dir_all(path).unwrap();
+        certificates(path, ca);
+    }
+    let file = |name: &str| tls.join(name).display().to_string();
+    let addr = format!("tcp://127.0.0.1:{}", free_port());
+    let Some(daemon) = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("root"),
+        None,
+        &[
+            "--addr",
+            &addr,
+            "--tlscert",
+            &file("server.pem"),
+            "--tlskey",
+            &file("server.key"),
+            "--tlscacert",
+            &file("ca.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let over_tcp = |client: Option<&Path>, args: &[&str]| {
+        let mut command = Command::new(&daemon.buildctl);
+        command
+            .args(["--addr", &addr, "--tlscacert", &file("ca.pem")])
+            .args(["--timeout", "20"]);
+        if let Some(client) = client {
+            command
+                .arg("--tlscert")
+                .arg(client.join("client.pem"))
+                .arg("--tlskey")
+                .arg(client.join("client.key"));
+        }
+        command.args(args).output().unwrap()
+    };
+
+    // A client with a certificate of the daemon's CA lists the worker and builds, with its
+    // context sent and its output received over the TLS connection.
+    let workers = text(&assert_ok(over_tcp(Some(&tls), &["debug", "workers"])));
+    assert!(workers.contains("linux/amd64"), "{workers}");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY greeting /out/\n",
+    )
+    .unwrap();
+    fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
+    let dest = dir.path().join("dest");
+    let (context_arg, dest_arg) = (
+        format!("context={}", context.display()),
+        format!("type=local,dest={}", dest.display()),
+    );
+    assert_ok(over_tcp(
+        Some(&tls),
+        &[
+            "build",
+            "--progress=plain",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &context_arg,
+            "--local",
+            &context_arg.replacen("context=", "dockerfile=", 1),
+            "--output",
+            &dest_arg,
+        ],
+    ));
+    assert_eq!(
+        fs_err::read_to_string(dest.join("out/greeting")).unwrap(),
+        "over mutual TLS\n"
+    );
+
+    // Without a client certificate, or with one another CA signed, the handshake fails.
+    for client in [None, Some(other.as_path())] {
+        let out = over_tcp(client, &["debug", "workers"]);
+        assert!(!out.status.success(), "{client:?}: {}", text(&out));
+        assert!(!text(&out).contains("linux/amd64"), "{}", text(&out));
+    }
+    // The unix socket serves as before, beside the TCP address.
+    assert!(text(&assert_ok(daemon.buildctl(&["debug", "workers"]))).contains("linux/amd64"));
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped));
 }
 
 #[test]
