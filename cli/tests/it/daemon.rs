@@ -254,77 +254,24 @@ fn daemon_refuses_an_address_it_cannot_serve() {
     assert!(text(&out).contains("--tlskey <FILE>"), "{}", text(&out));
 }
 
-/// Makes, with `openssl` in `dir`, a CA `CA.pem`/`CA.key` and, signed by it, `NAME.pem` and
-/// `NAME.key` for each of `server` (for 127.0.0.1) and `client`.
-fn certificates(dir: &Path, ca: &str) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    };
-    fs_err::write(
-        dir.join("ext.cnf"),
-        "[server]\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n\
-         [client]\nextendedKeyUsage=clientAuth\n",
+/// Makes certificates for a daemon on 127.0.0.1 and its clients with the Kubernetes example's
+/// `create-certs.sh` (a copy in `dir`): `dir/.certs/{daemon,client}/{ca,cert,key}.pem`, each
+/// call with a CA of its own.
+fn certificates(dir: &Path) -> PathBuf {
+    let script = dir.join("create-certs.sh");
+    fs_err::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/create-certs.sh"),
+        &script,
     )
     .unwrap();
-    let new_key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (ca_key, ca_pem) = (format!("{ca}.key"), format!("{ca}.pem"));
-    let subject = format!("/CN={ca}");
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &new_key,
-            &[
-                "-keyout", &ca_key, "-out", &ca_pem, "-days", "1", "-subj", &subject,
-            ],
-        ]
-        .concat(),
+    assert_ok(
+        Command::new("bash")
+            .arg(&script)
+            .arg("127.0.0.1")
+            .output()
+            .unwrap(),
     );
-    for name in ["server", "client"] {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let subject = format!("/CN={name}");
-        openssl(
-            &[
-                &["req"][..],
-                &new_key,
-                &["-keyout", &key, "-out", &csr, "-subj", &subject],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-            "-extensions",
-            name,
-        ]);
-    }
+    dir.join(".certs")
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -343,12 +290,12 @@ fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (tls, other) = (dir.path().join("tls"), dir.path().join("other"));
-    for (path, ca) in [(&tls, "ca"), (&other, "ca")] {
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    for path in [&ours, &theirs] {
         fs_err::create_dir_all(path).unwrap();
-        certificates(path, ca);
     }
-    let file = |name: &str| tls.join(name).display().to_string();
+    let (certs, other) = (certificates(&ours), certificates(&theirs));
+    let file = |who: &str, name: &str| certs.join(who).join(name).display().to_string();
     let addr = format!("tcp://127.0.0.1:{}", free_port());
     let Some(daemon) = Daemon::start_with(
         dir.path(),
@@ -358,11 +305,11 @@ fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
             "--addr",
             &addr,
             "--tlscert",
-            &file("server.pem"),
+            &file("daemon", "cert.pem"),
             "--tlskey",
-            &file("server.key"),
+            &file("daemon", "key.pem"),
             "--tlscacert",
-            &file("ca.pem"),
+            &file("daemon", "ca.pem"),
         ],
     ) else {
         return;
@@ -370,21 +317,21 @@ fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
     let over_tcp = |client: Option<&Path>, args: &[&str]| {
         let mut command = Command::new(&daemon.buildctl);
         command
-            .args(["--addr", &addr, "--tlscacert", &file("ca.pem")])
+            .args(["--addr", &addr, "--tlscacert", &file("client", "ca.pem")])
             .args(["--timeout", "20"]);
         if let Some(client) = client {
             command
                 .arg("--tlscert")
-                .arg(client.join("client.pem"))
+                .arg(client.join("client/cert.pem"))
                 .arg("--tlskey")
-                .arg(client.join("client.key"));
+                .arg(client.join("client/key.pem"));
         }
         command.args(args).output().unwrap()
     };
 
     // A client with a certificate of the daemon's CA lists the worker and builds, with its
     // context sent and its output received over the TLS connection.
-    let workers = text(&assert_ok(over_tcp(Some(&tls), &["debug", "workers"])));
+    let workers = text(&assert_ok(over_tcp(Some(&certs), &["debug", "workers"])));
     assert!(workers.contains("linux/amd64"), "{workers}");
     let context = dir.path().join("context");
     fs_err::create_dir_all(&context).unwrap();
@@ -400,7 +347,7 @@ fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
         format!("type=local,dest={}", dest.display()),
     );
     assert_ok(over_tcp(
-        Some(&tls),
+        Some(&certs),
         &[
             "build",
             "--progress=plain",
