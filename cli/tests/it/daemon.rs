@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-use crate::common::{assert_ok, text};
+use crate::common::{assert_ok, free_port, text};
 
 const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
 
@@ -272,15 +272,6 @@ fn certificates(dir: &Path) -> PathBuf {
             .unwrap(),
     );
     dir.join(".certs")
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
