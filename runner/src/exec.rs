@@ -21,7 +21,8 @@ use std::time::Duration;
 use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, pipe2};
@@ -29,9 +30,11 @@ use nix::unistd::{Gid, Pid, pipe2};
 use crate::cgroup::Hierarchy;
 use crate::error::{Error, Result};
 use crate::plan::{container_path, cstring};
-use crate::run::{DOCKER_DEFAULT_CAPABILITIES, exec_candidates, last_capability, read_report};
-use crate::spec::{ExitStatus, Security};
-use crate::sys::process::{self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_STEP, Step};
+use crate::run::{
+    DOCKER_DEFAULT_CAPABILITIES, exec_args, exec_candidates, last_capability, read_report,
+};
+use crate::spec::{ExitStatus, Security, TerminalSize};
+use crate::sys::process::{self, ChildFds, Launch, REPORT_EXEC, REPORT_STEP, Step};
 use crate::view::RootView;
 
 /// A process to start in a running container.
@@ -49,6 +52,11 @@ pub struct ExecSpec {
     pub security: Security,
     /// The container's `--cap-add`/`--cap-drop`.
     pub capabilities: crate::CapabilityChanges,
+    /// A pseudo-terminal of this size for the process (`kiln exec -t`): its controlling
+    /// terminal and all three of its streams. The `stdio` given to [`spawn_exec`] are then
+    /// where the terminal's input comes from and its output goes to, relayed by
+    /// [`ExecProcess::wait`].
+    pub terminal: Option<TerminalSize>,
 }
 
 /// Starts `spec` in the running container whose PID 1 is `pid` (on the host), with the
@@ -106,15 +114,7 @@ pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Resu
         // The container's network namespace is joined with its others (`/proc/PID/ns`).
         join_network: None,
         exec_candidates: exec_candidates(&spec.args[0], &env)?,
-        exec_args: ExecArgs::new(
-            spec.args
-                .iter()
-                .map(|a| cstring("args", a.as_bytes()))
-                .collect::<Result<_>>()?,
-            env.iter()
-                .map(|e| cstring("env", e.as_bytes()))
-                .collect::<Result<_>>()?,
-        ),
+        exec_args: exec_args(&spec.args, &env)?,
         cwd: cstring(
             "cwd",
             container_path("cwd", &cwd)?.as_os_str().as_encoded_bytes(),
@@ -129,31 +129,60 @@ pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Resu
             Security::Sandbox => Some(crate::seccomp::program(capabilities)?),
             Security::Insecure => None,
         },
-        terminal: false,
+        terminal: spec.terminal.is_some(),
     };
-    let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(|source| Error::Syscall {
-        call: "pipe2",
-        source,
-    })?;
+    let syscall = |call: &'static str| move |source| Error::Syscall { call, source };
+    let (error_read, error_write) = pipe2(OFlag::O_CLOEXEC).map_err(syscall("pipe2"))?;
+    // With a terminal, the process's three streams are the slave side of a new one.
+    let mut slave = None;
+    let terminal = match spec.terminal {
+        Some(size) => {
+            // In the container's own devpts; a container without one gets a host terminal.
+            let in_container = open(
+                &proc_dir.join("root"),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .and_then(|root| crate::sys::terminal::open_pty_in(&root, size));
+            let (master, pty_slave) = match in_container {
+                Ok(pty) => pty,
+                Err(err) => {
+                    tracing::debug!(error = %err, "no terminal in the container's devpts");
+                    crate::sys::terminal::open_pty(size).map_err(syscall("openpty"))?
+                }
+            };
+            slave = Some(pty_slave);
+            Some(TerminalRelay {
+                master,
+                input: stdio[0].try_clone_to_owned().map_err(Error::Prepare)?,
+                output: stdio[1].try_clone_to_owned().map_err(Error::Prepare)?,
+            })
+        }
+        None => None,
+    };
+    let streams = match &slave {
+        Some(slave) => [slave.as_raw_fd(); 3],
+        None => stdio.map(|fd| fd.as_raw_fd()),
+    };
     let fds = ChildFds {
-        stdin: stdio[0].as_raw_fd(),
-        stdout: stdio[1].as_raw_fd(),
-        stderr: stdio[2].as_raw_fd(),
+        stdin: streams[0],
+        stdout: streams[1],
+        stderr: streams[2],
         error: error_write.as_raw_fd(),
     };
     let child = process::spawn_joined(&launch, &namespaces, fds)
         .map_err(|(call, source)| Error::Syscall { call, source })?;
     drop(error_write);
+    // Only the process holds the slave side from now on: its master reads EIO once it is gone.
+    drop(slave);
     let mut process = ExecProcess {
         child: Some(child),
         exited: None,
         error_read,
         program: spec.args[0].clone(),
+        terminal,
     };
-    process.exited = Some(process::pidfd_open(child).map_err(|source| Error::Syscall {
-        call: "pidfd_open",
-        source,
-    })?);
+    process.exited = Some(process::pidfd_open(child).map_err(syscall("pidfd_open"))?);
     Ok(process)
 }
 
@@ -172,15 +201,141 @@ pub struct ExecProcess {
     exited: Option<OwnedFd>,
     error_read: OwnedFd,
     program: String,
+    terminal: Option<TerminalRelay>,
+}
+
+/// The caller's side of a process's pseudo-terminal ([`ExecSpec::terminal`]).
+#[derive(Debug)]
+struct TerminalRelay {
+    master: OwnedFd,
+    /// Written to the terminal (the caller's stdin, or /dev/null).
+    input: OwnedFd,
+    /// Where the terminal's output goes (the caller's stdout).
+    output: OwnedFd,
+}
+
+impl TerminalRelay {
+    /// Copies input to the terminal and the terminal's output out until the process `exited`
+    /// (a pidfd) and the terminal has nothing more to read. When the caller has blocked
+    /// `SIGWINCH`, each one resizes the terminal to the size of the caller's own (its output's,
+    /// else its input's), as `docker exec -t` does.
+    fn run(&self, exited: &OwnedFd) -> Result<()> {
+        let syscall = |call: &'static str| move |source| Error::Syscall { call, source };
+        let winch = window_changes().map_err(syscall("signalfd"))?;
+        let follow = || {
+            TerminalSize::of(&self.output)
+                .or_else(|| TerminalSize::of(&self.input))
+                .map(crate::sys::terminal::to_winsize)
+        };
+        if let Some(size) = follow() {
+            let _ = crate::sys::terminal::set_winsize(&self.master, &size);
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        let (mut input_open, mut running) = (true, true);
+        loop {
+            let mut fds = vec![PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            if running {
+                fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
+            }
+            if input_open {
+                fds.push(PollFd::new(self.input.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(winch) = &winch {
+                fds.push(PollFd::new(winch.as_fd(), PollFlags::POLLIN));
+            }
+            // Once the process is gone, only what the terminal still holds is read.
+            let timeout = if running {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::ZERO
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(Error::Syscall {
+                        call: "poll",
+                        source,
+                    });
+                }
+            }
+            let ready = |fd: BorrowedFd<'_>| {
+                fds.iter().any(|p| {
+                    p.as_fd().as_raw_fd() == fd.as_raw_fd()
+                        && p.revents().is_some_and(|r| !r.is_empty())
+                })
+            };
+            let (master_ready, exited_ready, input_ready, winch_ready) = (
+                ready(self.master.as_fd()),
+                running && ready(exited.as_fd()),
+                input_open && ready(self.input.as_fd()),
+                winch.as_ref().is_some_and(|w| ready(w.as_fd())),
+            );
+            drop(fds);
+            if master_ready {
+                match nix::unistd::read(&self.master, &mut buf) {
+                    // EIO: no process holds the slave side any more.
+                    Ok(0) | Err(nix::errno::Errno::EIO) => return Ok(()),
+                    Ok(n) => {
+                        if crate::run::write_fd(self.output.as_fd(), &buf[..n]).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    Err(source) => {
+                        return Err(Error::Syscall {
+                            call: "read",
+                            source,
+                        });
+                    }
+                }
+            } else if !running {
+                return Ok(());
+            }
+            if exited_ready {
+                running = false;
+            }
+            if input_ready {
+                match nix::unistd::read(&self.input, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = crate::run::write_fd(self.master.as_fd(), &buf[..n]);
+                    }
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    _ => input_open = false,
+                }
+            }
+            if winch_ready && let Some(winch) = &winch {
+                let _ = winch.read_signal();
+                if let Some(size) = follow() {
+                    let _ = crate::sys::terminal::set_winsize(&self.master, &size);
+                }
+            }
+        }
+    }
+}
+
+/// A descriptor that reads each `SIGWINCH`, when the calling thread blocks it (the caller's
+/// choice: otherwise the signal keeps its default, ignored).
+fn window_changes() -> nix::Result<Option<SignalFd>> {
+    let mut blocked = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, None, Some(&mut blocked))?;
+    if !blocked.contains(Signal::SIGWINCH) {
+        return Ok(None);
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGWINCH);
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map(Some)
 }
 
 impl ExecProcess {
-    /// Waits until the program ends.
+    /// Waits until the program ends; with a terminal, relays it meanwhile.
     pub fn wait(mut self) -> Result<ExitStatus> {
+        if let (Some(terminal), Some(exited)) = (self.terminal.take(), &self.exited) {
+            terminal.run(exited)?;
+        }
         self.reap()
     }
 
-    /// Waits at most `timeout`; `None` when the program still runs.
+    /// Waits at most `timeout`; `None` when the program still runs. A terminal is not relayed.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
         if let Some(exited) = &self.exited {
             let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);

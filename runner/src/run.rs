@@ -12,7 +12,6 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::pty::{Winsize, openpty};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -33,6 +32,7 @@ use crate::view::RootView;
 
 mod pump;
 
+pub(crate) use pump::write_fd;
 use pump::{Pumped, Stop, pump};
 
 /// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
@@ -361,17 +361,10 @@ impl Runner {
                 size,
                 input: pty_input,
             } => {
-                let pty = openpty(Some(&winsize(size)), None).map_err(syscall("openpty"))?;
-                for fd in [&pty.master, &pty.slave] {
-                    nix::fcntl::fcntl(
-                        fd,
-                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                    )
-                    .map_err(syscall("fcntl"))?;
-                }
-                let master = pty.master;
+                let (master, slave) =
+                    crate::sys::terminal::open_pty(size).map_err(syscall("openpty"))?;
                 outputs = vec![(master.try_clone().map_err(Error::Prepare)?, false)];
-                child_fds = vec![pty.slave];
+                child_fds = vec![slave];
                 terminal = Some(master);
                 input = pty_input;
             }
@@ -457,13 +450,15 @@ impl Runner {
     }
 }
 
-fn winsize(size: TerminalSize) -> Winsize {
-    Winsize {
-        ws_row: size.rows,
-        ws_col: size.cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
+/// A program's arguments and environment as `execve` takes them.
+pub(crate) fn exec_args(args: &[String], env: &[String]) -> Result<ExecArgs> {
+    let strings = |field: &'static str, strings: &[String]| {
+        strings
+            .iter()
+            .map(|s| cstring(field, s.as_bytes()))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(ExecArgs::new(strings("args", args)?, strings("env", env)?))
 }
 
 /// Writes the generated /etc files and secrets into the bundle directory.
@@ -643,15 +638,7 @@ fn prepare_launch(
             .unwrap_or_default(),
         namespaces,
         exec_candidates: candidates,
-        exec_args: ExecArgs::new(
-            spec.args
-                .iter()
-                .map(|a| cstring("args", a.as_bytes()))
-                .collect::<Result<_>>()?,
-            env.iter()
-                .map(|e| cstring("env", e.as_bytes()))
-                .collect::<Result<_>>()?,
-        ),
+        exec_args: exec_args(&spec.args, &env)?,
         cwd: cstring("cwd", cwd.as_os_str().as_bytes())?,
         uid: user.uid,
         gid: user.gid,

@@ -118,8 +118,10 @@ pub(super) fn pump(
                             }
                             Request::Resize(size) => {
                                 if let Some(terminal) = terminal {
-                                    let _ =
-                                        crate::sys::terminal::set_winsize(terminal, &winsize(size));
+                                    let _ = crate::sys::terminal::set_winsize(
+                                        terminal,
+                                        &crate::sys::terminal::to_winsize(size),
+                                    );
                                 }
                             }
                         }
@@ -176,7 +178,7 @@ pub(super) fn pump(
     Ok(Pumped { status, stopped })
 }
 
-pub(super) fn write_fd(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
+pub(crate) fn write_fd(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
             Ok(n) => bytes = &bytes[n..],

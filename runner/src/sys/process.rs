@@ -403,10 +403,7 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
         fail_step(Step::Setsid, err);
     }
     if launch.terminal {
-        // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal's slave side.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            fail_step(Step::Terminal, Errno::last());
-        }
+        take_terminal();
     }
     if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
         fail_step(Step::Chdir, err);
@@ -533,11 +530,26 @@ fn joining_process(launch: &Launch, namespaces: &[(OwnedFd, CloneFlags)], fds: C
     }
 }
 
+/// Makes the terminal on fd 0 (a pseudo-terminal's slave side) the controlling terminal of
+/// this process, a session leader.
+fn take_terminal() {
+    // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal's slave side.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        fail_step(Step::Terminal, Errno::last());
+    }
+}
+
 /// The program of [`spawn_joined`], inside the container's namespaces.
 fn joined_program(launch: &Launch) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if let Err(err) = reset_signals() {
         fail_step(Step::Signals, err);
+    }
+    if launch.terminal {
+        if let Err(err) = setsid() {
+            fail_step(Step::Setsid, err);
+        }
+        take_terminal();
     }
     if let Err(err) = nix::unistd::chdir(launch.cwd.as_c_str()) {
         fail_step(Step::Chdir, err);

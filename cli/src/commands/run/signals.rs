@@ -20,7 +20,7 @@ const FORWARDED: [Signal; 6] = [
 ];
 
 /// The size of kiln's own terminal (standard output's, else standard input's), if it has one.
-pub(super) fn own_terminal_size() -> Option<TerminalSize> {
+pub(crate) fn own_terminal_size() -> Option<TerminalSize> {
     TerminalSize::of(std::io::stdout()).or_else(|| TerminalSize::of(std::io::stdin()))
 }
 
@@ -121,10 +121,10 @@ impl SignalRoute {
 }
 
 /// The terminal of standard input in raw mode (for `-it`), restored when dropped.
-pub(super) struct RawMode(Termios);
+pub(crate) struct RawMode(Termios);
 
 impl RawMode {
-    pub(super) fn enable() -> Option<Self> {
+    pub(crate) fn enable() -> Option<Self> {
         let stdin = std::io::stdin();
         let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
