@@ -1,7 +1,7 @@
 //! The built-in `dockerfile.v0` frontend as the daemon serves it: the Dockerfile and its
 //! `.dockerignore` come from the client's session, the options from the request's frontend
 //! attributes (BuildKit's names: `filename`, `target`, `build-arg:NAME`, `label:NAME`,
-//! `no-cache`, `platform`, `add-hosts`, `force-network-mode`, `shm-size`, `ulimit`,
+//! `no-cache`, `platform`, `multi-platform`, `add-hosts`, `force-network-mode`, `shm-size`, `ulimit`,
 //! `cgroup-parent`, `contextkey`, `dockerfilekey`), and kiln-frontend converts them as
 //! `kiln build` does.
 
@@ -74,8 +74,8 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     if let Some(platform) = attrs.get("platform").filter(|p| !p.is_empty()) {
         if platform.contains(',') {
             return Err(invalid(format!(
-                "platform {platform:?}: several platforms in one build through the daemon \
-                 are not supported yet; build them one at a time"
+                "platform {platform:?}: one platform at a time (a build for several is \
+                 converted once per platform)"
             )));
         }
         options.platform = kiln_llb::Platform::parse(platform)
@@ -128,7 +128,40 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     if let Some(stages) = attrs.get("no-cache").filter(|s| !s.is_empty()) {
         options.no_cache_stages = csv_fields(stages)?;
     }
+    // One platform of a build for several: steps are named after their stage's platform.
+    options.multi_platform = matches!(get("multi-platform"), "true" | "1");
     Ok(options)
+}
+
+/// One platform's frontend attributes (`None`: the attributes as given, one platform or none).
+pub(crate) type PlatformAttrs = (Option<kiln_llb::Platform>, HashMap<String, String>);
+
+/// The frontend attributes of each platform `attrs` asks for: one build for a `platform` of
+/// several (each with its own `platform` and `multi-platform`, so that steps are named after
+/// their platform), else the attributes as they are.
+pub(crate) fn per_platform(
+    attrs: &HashMap<String, String>,
+) -> Result<Vec<PlatformAttrs>, Status> {
+    let listed = attrs.get("platform").map_or("", String::as_str);
+    if !listed.contains(',') {
+        return Ok(vec![(None, attrs.clone())]);
+    }
+    let mut platforms: Vec<kiln_llb::Platform> = Vec::new();
+    for text in listed.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let platform = kiln_llb::Platform::parse(text).map_err(|e| invalid(e.to_string()))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms
+        .into_iter()
+        .map(|platform| {
+            let mut attrs = attrs.clone();
+            attrs.insert("platform".to_owned(), platform.to_string());
+            attrs.insert("multi-platform".to_owned(), "true".to_owned());
+            (Some(platform), attrs)
+        })
+        .collect())
 }
 
 /// The frontend attributes of `options`, as BuildKit's clients send them to a frontend: the
@@ -406,9 +439,38 @@ mod tests {
             err(&[("force-network-mode", "bridge")]),
             "invalid netmode bridge"
         );
+        // Several platforms are split into one conversion each before options are made.
         assert_eq!(
             err(&[("platform", "linux/amd64,linux/arm64")]),
-            "platform \"linux/amd64,linux/arm64\": several platforms in one build through the daemon are not supported yet; build them one at a time"
+            "platform \"linux/amd64,linux/arm64\": one platform at a time (a build for several is converted once per platform)"
+        );
+        let split = per_platform(&attrs(&[
+            ("platform", "linux/amd64, linux/arm64,linux/amd64"),
+            ("target", "app"),
+        ]))
+        .unwrap();
+        let platforms: Vec<String> = split
+            .iter()
+            .map(|(platform, attrs)| {
+                let options = convert_options(attrs).unwrap();
+                assert!(options.multi_platform);
+                assert_eq!(options.target.as_deref(), Some("app"));
+                assert_eq!(
+                    kiln_llb::Platform::from_pb(&options.platform),
+                    platform.clone().unwrap()
+                );
+                platform.as_ref().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        let one = per_platform(&attrs(&[("platform", "linux/arm64")])).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].0.is_none() && !convert_options(&one[0].1).unwrap().multi_platform);
+        assert_eq!(
+            per_platform(&attrs(&[("platform", "linux/amd64,bogus/")]))
+                .unwrap_err()
+                .message(),
+            "invalid platform \"bogus/\": an empty part"
         );
     }
 

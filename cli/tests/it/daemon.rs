@@ -1041,3 +1041,93 @@ fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
         "HELLO YAML\n"
     );
 }
+
+#[test]
+fn serial_daemon_builds_several_platforms_into_one_index() {
+    if !crate::multiplatform::multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM 127.0.0.1:5000/library/busybox:multi AS gen\n\
+         RUN echo generated once > /gen\n\
+         FROM 127.0.0.1:5000/library/busybox:multi\n\
+         ARG TARGETPLATFORM\n\
+         COPY --from=gen /gen /gen\n\
+         RUN echo \"$(uname -m) $TARGETPLATFORM\" > /arch\n",
+    )
+    .unwrap();
+
+    // buildctl's --opt platform=A,B: a folder per platform back through the session.
+    let out = dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    let built = assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--opt",
+            "platform=linux/amd64,linux/arm64",
+            "--output",
+            &local,
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr).into_owned();
+    let read = |path: &str| fs_err::read_to_string(out.join(path)).unwrap();
+    assert_eq!(read("linux_amd64/arch"), "x86_64 linux/amd64\n");
+    assert_eq!(read("linux_arm64/arch"), "aarch64 linux/arm64\n");
+    assert_eq!(read("linux_arm64/gen"), "generated once\n");
+    // Steps carry their platform; the build-platform stage ran once for both.
+    assert!(
+        progress.contains("[linux/arm64 stage-1 3/3] RUN echo"),
+        "{progress}"
+    );
+    assert_eq!(
+        progress.matches("] RUN echo generated once").count(),
+        1,
+        "{progress}"
+    );
+
+    // Pushed: one index with a manifest per platform.
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/daemon-multi:{}",
+        std::process::id()
+    );
+    let output = format!("type=image,name={name},push=true");
+    assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--opt",
+            "platform=linux/amd64,linux/arm64",
+            "--output",
+            &output,
+        ],
+    ));
+    let raw = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap(),
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index:#}");
+}

@@ -23,7 +23,7 @@ RUN uname -m > /arch && echo $TARGETARCH $TARGETPLATFORM $BUILDPLATFORM > /args
 ";
 
 /// Whether the test registry serves the two-platform busybox and arm64 steps can run here.
-fn multi_ready() -> bool {
+pub(crate) fn multi_ready() -> bool {
     if !ready() {
         return false;
     }
