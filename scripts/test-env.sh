@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${KILN_TEST_REGISTRY_DIR:-/var/lib/kiln-test-registry}
 
-packages=(binutils systemd skopeo umoci runc crun docker-registry hyperfine iproute2 nftables git python3 pigz zstd busybox-static curl apache2-utils openssh-client openssh-server libseccomp-dev pkg-config)
+packages=(binutils systemd skopeo umoci runc crun docker-registry hyperfine iproute2 nftables git python3 pigz zstd busybox-static curl apache2-utils openssh-client openssh-server libseccomp-dev pkg-config openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

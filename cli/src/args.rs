@@ -104,13 +104,23 @@ pub(crate) enum Command {
 /// `kiln daemon` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DaemonArgs {
-    /// Where to listen: a unix socket, or `fd://`, the socket systemd passed (socket activation).
+    /// Where to listen (repeat for several): a unix socket, a TCP address (mutual TLS only),
+    /// or `fd://`, the socket systemd passed (socket activation).
     #[arg(
         long,
         default_value = "unix:///run/kiln/kiln.sock",
-        value_name = "unix:///PATH|fd://"
+        value_name = "unix:///PATH|tcp://HOST:PORT|fd://"
     )]
-    pub(crate) addr: String,
+    pub(crate) addr: Vec<String>,
+    /// The certificate (PEM) the daemon shows on TCP addresses.
+    #[arg(long, value_name = "FILE", requires_all = ["tlskey", "tlscacert"])]
+    pub(crate) tlscert: Option<PathBuf>,
+    /// The private key (PEM) of --tlscert.
+    #[arg(long, value_name = "FILE", requires_all = ["tlscert", "tlscacert"])]
+    pub(crate) tlskey: Option<PathBuf>,
+    /// The CA (PEM) that must have signed the certificate of every TCP client.
+    #[arg(long, value_name = "FILE", requires_all = ["tlscert", "tlskey"])]
+    pub(crate) tlscacert: Option<PathBuf>,
     /// The group (numeric id) of the socket, whose members may build [default: the daemon's].
     #[arg(long, value_name = "GID")]
     pub(crate) group: Option<u32>,

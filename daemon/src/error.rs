@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// `--addr` is not a supported address.
-    #[error("unsupported address {addr:?}: expected unix:///PATH or fd://")]
+    #[error("unsupported address {addr:?}: expected unix:///PATH, tcp://HOST:PORT or fd://")]
     Address {
         /// The address as given.
         addr: String,
@@ -47,6 +47,23 @@ pub enum Error {
     InUse {
         /// The socket's path.
         path: PathBuf,
+    },
+    /// A TCP address without mutual TLS.
+    #[error(
+        "tcp://{addr} needs mutual TLS: give --tlscert, --tlskey and --tlscacert (a client must show a certificate the CA signed)"
+    )]
+    TcpWithoutTls {
+        /// The address.
+        addr: String,
+    },
+    /// A TLS certificate or key could not be read.
+    #[error("reading {path}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The gRPC server failed.
     #[error("serving the control API")]

@@ -2,7 +2,8 @@
 //! that BuildKit's own clients (`buildctl`, buildx's `remote` driver) drive kiln.
 //!
 //! Principal types: [`Daemon`] (the store, registry settings and executor a daemon builds
-//! with) and [`Address`] (where it listens). [`Daemon::serve`] serves the `Control` service
+//! with), [`Address`] (where it listens: unix sockets, TCP with mutual TLS from [`TlsFiles`], or a
+//! passed socket). [`Daemon::serve`] serves the `Control` service
 //! (`moby.buildkit.v1.Control`: `ListWorkers`, `Info`, `DiskUsage`, `Prune`, `Solve`,
 //! `Status`, `Session`) until a shutdown future resolves; [`shutdown_signal`] is the usual one
 //! (SIGTERM or SIGINT).
@@ -70,4 +71,4 @@ pub use client::{
 };
 pub use error::Error;
 pub use frontend::frontend_attrs;
-pub use server::{Address, Daemon, Listener, MAX_MESSAGE_SIZE, shutdown_signal};
+pub use server::{Address, Daemon, Listener, MAX_MESSAGE_SIZE, TlsFiles, shutdown_signal};

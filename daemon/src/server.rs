@@ -2,13 +2,15 @@
 //!
 //! # Overview
 //! 1. [`Daemon::open`] opens the store and makes the runner-backed executor.
-//! 2. [`Daemon::listen`] makes the [`Listener`]: for `unix:///PATH` it removes a stale socket
-//!    (one nobody answers on), binds the unix socket and makes it `0660` (and gives it the
-//!    configured group); for `fd://` it takes the listening socket the service manager passed
-//!    (systemd socket activation, `LISTEN_FDS`/`LISTEN_PID`), whose mode and group are the
-//!    socket unit's.
-//! 3. [`Daemon::serve_on`] serves the `Control` service on it with bounded message sizes, and
-//!    tells the service manager it is ready (`READY=1` on `NOTIFY_SOCKET`, if set).
+//! 2. [`Daemon::listen`] makes a [`Listener`] per address: for `unix:///PATH` it removes a
+//!    stale socket (one nobody answers on), binds the unix socket and makes it `0660` (and gives
+//!    it the configured group); for `fd://` it takes the listening socket the service manager
+//!    passed (systemd socket activation, `LISTEN_FDS`/`LISTEN_PID`), whose mode and group are
+//!    the socket unit's; for `tcp://HOST:PORT` it binds a TCP socket, which needs mutual TLS
+//!    ([`Daemon::tls`]): a client without a certificate signed by the given CA is refused in
+//!    the handshake, as buildkitd does with `--tlscacert`.
+//! 3. [`Daemon::serve_on`] serves the `Control` service on all of them with bounded message
+//!    sizes, and tells the service manager it is ready (`READY=1` on `NOTIFY_SOCKET`, if set).
 //! 4. When the shutdown future resolves the server stops accepting connections, the builds in
 //!    progress are cancelled (their solve is dropped, which kills their processes and releases
 //!    their leases), open `Status` and `Session` streams end; after the connections close (or
@@ -38,14 +40,28 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// How long a shutdown waits for clients to close their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Where the daemon listens: `unix:///PATH`, or `fd://`, the socket the service manager passed.
+/// Where the daemon listens: `unix:///PATH`, `tcp://HOST:PORT`, or `fd://`, the socket the
+/// service manager passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// A unix socket at this path.
     Unix(PathBuf),
+    /// A TCP socket on this `HOST:PORT` (served with mutual TLS only).
+    Tcp(String),
     /// The listening unix socket passed by the service manager (systemd socket activation:
     /// the first of `LISTEN_FDS`, fd 3), as BuildKit's `fd://`.
     Activated,
+}
+
+/// The PEM files of mutual TLS, as buildkitd's `--tlscert`, `--tlskey` and `--tlscacert`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate (chain).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that clients' certificates must be signed by.
+    pub ca: PathBuf,
 }
 
 impl FromStr for Address {
@@ -55,11 +71,22 @@ impl FromStr for Address {
         if text == "fd://" {
             return Ok(Self::Activated);
         }
-        match text.strip_prefix("unix://") {
-            Some(path) if path.starts_with('/') => Ok(Self::Unix(PathBuf::from(path))),
-            _ => Err(Error::Address {
-                addr: text.to_owned(),
-            }),
+        let bad = || Error::Address {
+            addr: text.to_owned(),
+        };
+        if let Some(path) = text.strip_prefix("unix://") {
+            return match path.starts_with('/') {
+                true => Ok(Self::Unix(PathBuf::from(path))),
+                false => Err(bad()),
+            };
+        }
+        let host_port = text.strip_prefix("tcp://").ok_or_else(bad)?;
+        // HOST:PORT with a numeric port, the host a name, an IPv4 address or `[IPv6]`.
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Tcp(host_port.to_owned()))
+            }
+            _ => Err(bad()),
         }
     }
 }
@@ -67,10 +94,17 @@ impl FromStr for Address {
 /// A listening socket the daemon serves on, made by [`Daemon::listen`].
 #[derive(Debug)]
 pub struct Listener {
-    socket: std::os::unix::net::UnixListener,
+    socket: Socket,
     /// The socket file the daemon created (and removes when it stops); `None` for a socket
-    /// the service manager passed, which outlives the daemon.
+    /// the service manager passed, which outlives the daemon, and for TCP.
     created: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+enum Socket {
+    Unix(std::os::unix::net::UnixListener),
+    /// Served with the daemon's TLS configuration.
+    Tcp(std::net::TcpListener),
 }
 
 /// A build daemon: the store it builds in, the registry settings of `kiln.toml`, and the
@@ -80,6 +114,7 @@ pub struct Daemon {
     config: kiln_cache::Config,
     executor: Arc<dyn kiln_solver::Executor>,
     socket_group: Option<u32>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Daemon {
@@ -92,7 +127,30 @@ impl Daemon {
             config,
             executor: kiln_engine::executor(kiln_engine::RUNNER_STATE.into()),
             socket_group: None,
+            tls: None,
         })
+    }
+
+    /// Serves TCP addresses with mutual TLS: the daemon shows the certificate and key of
+    /// `files`, and takes only clients whose certificate the CA of `files` signed.
+    pub fn tls(mut self, files: &TlsFiles) -> Result<Self, Error> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let read = |path: &Path| {
+            fs_err::read(path).map_err(|source| Error::TlsFile {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+        let ca = Certificate::from_pem(read(&files.ca)?);
+        self.tls = Some(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(ca)
+                // A client that never finishes its handshake does not hold a connection.
+                .timeout(Duration::from_secs(10)),
+        );
+        Ok(self)
     }
 
     /// Gives the socket to the group `gid` (its members may then build), instead of the
@@ -109,21 +167,39 @@ impl Daemon {
     pub fn listen(&self, address: &Address) -> Result<Listener, Error> {
         let listener = match address {
             Address::Unix(path) => Listener {
-                socket: bind(path, self.socket_group)?,
+                socket: Socket::Unix(bind(path, self.socket_group)?),
                 created: Some(path.clone()),
             },
             Address::Activated => Listener {
-                socket: activated()?,
+                socket: Socket::Unix(activated()?),
                 created: None,
             },
+            Address::Tcp(host_port) => {
+                if self.tls.is_none() {
+                    return Err(Error::TcpWithoutTls {
+                        addr: host_port.clone(),
+                    });
+                }
+                let socket = std::net::TcpListener::bind(host_port.as_str()).map_err(|source| {
+                    Error::Listen {
+                        path: PathBuf::from(format!("tcp://{host_port}")),
+                        source,
+                    }
+                })?;
+                Listener {
+                    socket: Socket::Tcp(socket),
+                    created: None,
+                }
+            }
         };
-        listener
-            .socket
-            .set_nonblocking(true)
-            .map_err(|source| Error::Listen {
-                path: listener.path(),
-                source,
-            })?;
+        let nonblocking = match &listener.socket {
+            Socket::Unix(socket) => socket.set_nonblocking(true),
+            Socket::Tcp(socket) => socket.set_nonblocking(true),
+        };
+        nonblocking.map_err(|source| Error::Listen {
+            path: listener.path(),
+            source,
+        })?;
         Ok(listener)
     }
 
@@ -134,24 +210,36 @@ impl Daemon {
         address: &Address,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        self.serve_on(self.listen(address)?, shutdown).await
+        self.serve_on(vec![self.listen(address)?], shutdown).await
     }
 
-    /// Serves the control API on `listener` until `shutdown` resolves, then cleans up (see the
-    /// module's overview).
+    /// Serves the control API on `listeners` until `shutdown` resolves, then cleans up (see
+    /// the module's overview).
     pub async fn serve_on(
         &self,
-        listener: Listener,
+        listeners: Vec<Listener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let path = listener.path();
-        let Listener { socket, created } = listener;
-        let listener =
-            tokio::net::UnixListener::from_std(socket).map_err(|source| Error::Listen {
+        let mut incoming = Vec::new();
+        let mut created = Vec::new();
+        for listener in listeners {
+            let path = listener.path();
+            let listen_error = |source| Error::Listen {
                 path: path.clone(),
                 source,
-            })?;
-        tracing::info!(socket = %path.display(), "serving the control API");
+            };
+            let accepted = match listener.socket {
+                Socket::Unix(socket) => Incoming::Unix(
+                    tokio::net::UnixListener::from_std(socket).map_err(listen_error)?,
+                ),
+                Socket::Tcp(socket) => {
+                    Incoming::Tcp(tokio::net::TcpListener::from_std(socket).map_err(listen_error)?)
+                }
+            };
+            tracing::info!(socket = %path.display(), "serving the control API");
+            incoming.push(accepted);
+            created.extend(listener.created);
+        }
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
             tracing::warn!(error = %e, "telling the service manager the daemon is ready");
         }
@@ -173,28 +261,69 @@ impl Daemon {
         let control = ControlServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let (stopping, mut stopped) = watch::channel(false);
-        let server = tonic::transport::Server::builder()
-            .add_service(control)
-            .add_service(gateway)
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
+        let (stopping, _) = watch::channel(false);
+        let stop = {
+            let stopped = stopping.subscribe();
+            move || {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }
+            }
+        };
+        let mut servers = Vec::new();
+        for accepted in incoming {
+            let mut builder = tonic::transport::Server::builder();
+            let server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> =
+                match accepted {
+                    Incoming::Unix(listener) => Box::pin(
+                        builder
+                            .add_service(control.clone())
+                            .add_service(gateway.clone())
+                            .serve_with_incoming_shutdown(
+                                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                                stop(),
+                            ),
+                    ),
+                    Incoming::Tcp(listener) => {
+                        let tls = self.tls.clone().ok_or_else(|| Error::TcpWithoutTls {
+                            addr: listener
+                                .local_addr()
+                                .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+                        })?;
+                        Box::pin(
+                            builder
+                                .tls_config(tls)
+                                .map_err(Error::Serve)?
+                                .add_service(control.clone())
+                                .add_service(gateway.clone())
+                                .serve_with_incoming_shutdown(
+                                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                                    stop(),
+                                ),
+                        )
+                    }
+                };
+            servers.push(server);
+        }
+        let mut servers = futures::future::try_join_all(servers);
+        let result = tokio::select! {
+            // Before a shutdown, a server only ends by failing.
+            result = &mut servers => result.map(drop).map_err(Error::Serve),
+            () = shutdown => {
                 tracing::info!("shutting down: cancelling builds");
                 cancel.send_replace(true);
                 stopping.send_replace(true);
-            });
-        let result = tokio::select! {
-            result = server => result.map_err(Error::Serve),
-            () = async {
-                let _ = stopped.wait_for(|s| *s).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => {
-                tracing::warn!("clients kept their connections open: closing them");
-                Ok(())
+                tokio::select! {
+                    result = &mut servers => result.map(drop).map_err(Error::Serve),
+                    () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                        tracing::warn!("clients kept their connections open: closing them");
+                        Ok(())
+                    }
+                }
             }
         };
-        if let Some(path) = created {
+        for path in created {
             remove_socket(&path);
         }
         kiln_runner::Runner::new(kiln_engine::RUNNER_STATE).sweep();
@@ -204,14 +333,26 @@ impl Daemon {
 }
 
 impl Listener {
-    /// The socket's path, or `fd://` for a passed socket without one.
+    /// The socket's path, `tcp://ADDRESS:PORT`, or `fd://` for a passed socket without a path.
     fn path(&self) -> PathBuf {
-        self.socket
-            .local_addr()
-            .ok()
-            .and_then(|addr| addr.as_pathname().map(Path::to_owned))
-            .unwrap_or_else(|| PathBuf::from("fd://"))
+        match &self.socket {
+            Socket::Unix(socket) => socket
+                .local_addr()
+                .ok()
+                .and_then(|addr| addr.as_pathname().map(Path::to_owned))
+                .unwrap_or_else(|| PathBuf::from("fd://")),
+            Socket::Tcp(socket) => socket.local_addr().map_or_else(
+                |_| PathBuf::from("tcp://"),
+                |addr| PathBuf::from(format!("tcp://{addr}")),
+            ),
+        }
     }
+}
+
+/// A listener in the async runtime.
+enum Incoming {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
 }
 
 /// The first listening socket the service manager passed (`LISTEN_FDS`, `LISTEN_PID`): the
@@ -278,22 +419,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_are_unix_sockets() {
+    fn addresses_are_unix_sockets_tcp_or_passed() {
         assert_eq!(
             "unix:///run/kiln/kiln.sock".parse::<Address>().unwrap(),
             Address::Unix(PathBuf::from("/run/kiln/kiln.sock"))
         );
         assert_eq!("fd://".parse::<Address>().unwrap(), Address::Activated);
+        assert_eq!(
+            "tcp://0.0.0.0:1234".parse::<Address>().unwrap(),
+            Address::Tcp("0.0.0.0:1234".to_owned())
+        );
+        assert_eq!(
+            "tcp://[::1]:1234".parse::<Address>().unwrap(),
+            Address::Tcp("[::1]:1234".to_owned())
+        );
         for bad in [
-            "tcp://0.0.0.0:1234",
             "unix://relative.sock",
             "/run/kiln.sock",
             "fd://3",
+            "tcp://0.0.0.0",
+            "tcp://:1234",
+            "tcp://host:http",
+            "tcp://host:70000",
         ] {
             let err = bad.parse::<Address>().unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("unsupported address {bad:?}: expected unix:///PATH or fd://")
+                format!(
+                    "unsupported address {bad:?}: expected unix:///PATH, tcp://HOST:PORT or fd://"
+                )
             );
         }
     }

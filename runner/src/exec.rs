@@ -30,9 +30,11 @@ use nix::unistd::{Gid, Pid, pipe2};
 use crate::cgroup::Hierarchy;
 use crate::error::{Error, Result};
 use crate::plan::{container_path, cstring};
-use crate::run::{DOCKER_DEFAULT_CAPABILITIES, exec_candidates, last_capability, read_report};
+use crate::run::{
+    DOCKER_DEFAULT_CAPABILITIES, exec_args, exec_candidates, last_capability, read_report,
+};
 use crate::spec::{ExitStatus, Security, TerminalSize};
-use crate::sys::process::{self, ChildFds, ExecArgs, Launch, REPORT_EXEC, REPORT_STEP, Step};
+use crate::sys::process::{self, ChildFds, Launch, REPORT_EXEC, REPORT_STEP, Step};
 use crate::view::RootView;
 
 /// A process to start in a running container.
@@ -112,15 +114,7 @@ pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Resu
         // The container's network namespace is joined with its others (`/proc/PID/ns`).
         join_network: None,
         exec_candidates: exec_candidates(&spec.args[0], &env)?,
-        exec_args: ExecArgs::new(
-            spec.args
-                .iter()
-                .map(|a| cstring("args", a.as_bytes()))
-                .collect::<Result<_>>()?,
-            env.iter()
-                .map(|e| cstring("env", e.as_bytes()))
-                .collect::<Result<_>>()?,
-        ),
+        exec_args: exec_args(&spec.args, &env)?,
         cwd: cstring(
             "cwd",
             container_path("cwd", &cwd)?.as_os_str().as_encoded_bytes(),

@@ -450,6 +450,17 @@ impl Runner {
     }
 }
 
+/// A program's arguments and environment as `execve` takes them.
+pub(crate) fn exec_args(args: &[String], env: &[String]) -> Result<ExecArgs> {
+    let strings = |field: &'static str, strings: &[String]| {
+        strings
+            .iter()
+            .map(|s| cstring(field, s.as_bytes()))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(ExecArgs::new(strings("args", args)?, strings("env", env)?))
+}
+
 /// Writes the generated /etc files and secrets into the bundle directory.
 fn stage(spec: &Spec, bundle: &Path) -> Result<Staged> {
     let write = |name: &str, data: &[u8]| -> Result<PathBuf> {
@@ -627,15 +638,7 @@ fn prepare_launch(
             .unwrap_or_default(),
         namespaces,
         exec_candidates: candidates,
-        exec_args: ExecArgs::new(
-            spec.args
-                .iter()
-                .map(|a| cstring("args", a.as_bytes()))
-                .collect::<Result<_>>()?,
-            env.iter()
-                .map(|e| cstring("env", e.as_bytes()))
-                .collect::<Result<_>>()?,
-        ),
+        exec_args: exec_args(&spec.args, &env)?,
         cwd: cstring("cwd", cwd.as_os_str().as_bytes())?,
         uid: user.uid,
         gid: user.gid,

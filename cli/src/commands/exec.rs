@@ -149,17 +149,11 @@ mod tests {
     fn exec_t_gives_the_command_a_terminal_of_its_own_that_follows_kilns() {
         use std::process::{Command, Stdio};
 
-        use crate::commands::run::tests::{collect, kiln_binary, wait_for};
+        use crate::commands::run::tests::{collect, kiln_with_busybox, resize, terminal, wait_for};
 
-        if !kiln_testdata::is_root() {
-            kiln_testdata::skip("needs root for namespaces and overlayfs");
-            return;
-        }
-        let Some(kiln) = kiln_binary() else {
-            kiln_testdata::skip("the kiln binary is not built next to the tests");
+        let Some((kiln, root)) = kiln_with_busybox() else {
             return;
         };
-        let root = tempfile::tempdir().unwrap();
         let k = |args: &[&str]| {
             Command::new(&kiln)
                 .arg("--root")
@@ -169,8 +163,6 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        let layout = kiln_testdata::busybox_layout();
-        assert!(k(&["load", layout.to_str().unwrap()]).status.success());
         let started = k(&["run", "-d", "--name", "term", "busybox", "sleep", "300"]);
         assert!(started.status.success(), "{started:?}");
         struct Remove<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
@@ -196,14 +188,7 @@ mod tests {
 
         // `-it` from a terminal of 33x101: the command's terminal takes its size, its input is
         // typed through it, and it follows a resize.
-        let size = nix::pty::Winsize {
-            ws_row: 33,
-            ws_col: 101,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).unwrap();
-        let terminal = nix::unistd::ttyname(&pty.slave).unwrap();
+        let (pty, terminal) = terminal(33, 101);
         let mut child = Command::new(&kiln)
             .arg("--root")
             .arg(root.path())
@@ -219,15 +204,7 @@ mod tests {
         let typed = |line: &str| crate::commands::exec::tests::write_all(&input, line);
         typed("echo size-$(stty size)\n");
         wait_for(&output, &mut text, "size-33 101");
-        let resized = Command::new("stty")
-            .arg("-F")
-            .arg(&terminal)
-            .args(["rows", "40", "cols", "120"])
-            .status()
-            .unwrap();
-        assert!(resized.success());
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, Signal::SIGWINCH).unwrap();
+        resize(&terminal, 40, 120, child.id());
         // The resize reaches the container's terminal a moment later: ask until it has.
         typed(
             "i=0; while [ \"$(stty size)\" != '40 120' ] && [ $i -lt 300 ]; do sleep 0.1; \

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-use crate::common::{assert_ok, text};
+use crate::common::{assert_ok, free_port, text};
 
 pub(crate) const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
 
@@ -44,6 +44,16 @@ impl Daemon {
     /// Starts `kiln --root ROOT [--config CONFIG] daemon --addr unix://DIR/kiln.sock` and
     /// waits for its socket.
     pub(crate) fn start(dir: &Path, root: &Path, config: Option<&Path>) -> Option<Self> {
+        Self::start_with(dir, root, config, &[])
+    }
+
+    /// [`Daemon::start`] with more `kiln daemon` arguments (more addresses, TLS files).
+    pub(crate) fn start_with(
+        dir: &Path,
+        root: &Path,
+        config: Option<&Path>,
+        args: &[&str],
+    ) -> Option<Self> {
         let buildctl = buildctl_path()?;
         let socket = dir.join("kiln.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -55,6 +65,7 @@ impl Daemon {
             .arg("daemon")
             .arg("--addr")
             .arg(format!("unix://{}", socket.display()))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -236,16 +247,144 @@ fn serial_daemon_socket_is_0660_lists_its_worker_and_goes_on_sigterm() {
 #[test]
 fn daemon_refuses_an_address_it_cannot_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kiln(
-        &dir.path().join("root"),
-        &["daemon", "--addr", "tcp://127.0.0.1:1234"],
-    );
+    let root = dir.path().join("root");
+    let out = kiln(&root, &["daemon", "--addr", "http://127.0.0.1:1234"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("unsupported address \"tcp://127.0.0.1:1234\": expected unix:///PATH"),
+        text(&out).contains(
+            "unsupported address \"http://127.0.0.1:1234\": expected unix:///PATH, tcp://HOST:PORT or fd://"
+        ),
         "{}",
         text(&out)
     );
+    // TCP is served with mutual TLS only.
+    let out = kiln(&root, &["daemon", "--addr", "tcp://127.0.0.1:1234"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "tcp://127.0.0.1:1234 needs mutual TLS: give --tlscert, --tlskey and --tlscacert"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = kiln(&root, &["daemon", "--tlscert", "cert.pem"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--tlskey <FILE>"), "{}", text(&out));
+}
+
+/// Makes certificates for a daemon on 127.0.0.1 and its clients with the Kubernetes example's
+/// `create-certs.sh` (a copy in `dir`): `dir/.certs/{daemon,client}/{ca,cert,key}.pem`, each
+/// call with a CA of its own.
+fn certificates(dir: &Path) -> PathBuf {
+    let script = dir.join("create-certs.sh");
+    fs_err::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/create-certs.sh"),
+        &script,
+    )
+    .unwrap();
+    assert_ok(
+        Command::new("bash")
+            .arg(&script)
+            .arg("127.0.0.1")
+            .output()
+            .unwrap(),
+    );
+    dir.join(".certs")
+}
+
+#[test]
+fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
+    if !is_root() {
+        skip("needs root to run the build's step");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    for path in [&ours, &theirs] {
+        fs_err::create_dir_all(path).unwrap();
+    }
+    let (certs, other) = (certificates(&ours), certificates(&theirs));
+    let file = |who: &str, name: &str| certs.join(who).join(name).display().to_string();
+    let addr = format!("tcp://127.0.0.1:{}", free_port());
+    let Some(daemon) = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("root"),
+        None,
+        &[
+            "--addr",
+            &addr,
+            "--tlscert",
+            &file("daemon", "cert.pem"),
+            "--tlskey",
+            &file("daemon", "key.pem"),
+            "--tlscacert",
+            &file("daemon", "ca.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let over_tcp = |client: Option<&Path>, args: &[&str]| {
+        let mut command = Command::new(&daemon.buildctl);
+        command
+            .args(["--addr", &addr, "--tlscacert", &file("client", "ca.pem")])
+            .args(["--timeout", "20"]);
+        if let Some(client) = client {
+            command
+                .arg("--tlscert")
+                .arg(client.join("client/cert.pem"))
+                .arg("--tlskey")
+                .arg(client.join("client/key.pem"));
+        }
+        command.args(args).output().unwrap()
+    };
+
+    // A client with a certificate of the daemon's CA lists the worker and builds, with its
+    // context sent and its output received over the TLS connection.
+    let workers = text(&assert_ok(over_tcp(Some(&certs), &["debug", "workers"])));
+    assert!(workers.contains("linux/amd64"), "{workers}");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY greeting /out/\n",
+    )
+    .unwrap();
+    fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
+    let dest = dir.path().join("dest");
+    let (context_arg, dest_arg) = (
+        format!("context={}", context.display()),
+        format!("type=local,dest={}", dest.display()),
+    );
+    assert_ok(over_tcp(
+        Some(&certs),
+        &[
+            "build",
+            "--progress=plain",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &context_arg,
+            "--local",
+            &context_arg.replacen("context=", "dockerfile=", 1),
+            "--output",
+            &dest_arg,
+        ],
+    ));
+    assert_eq!(
+        fs_err::read_to_string(dest.join("out/greeting")).unwrap(),
+        "over mutual TLS\n"
+    );
+
+    // Without a client certificate, or with one another CA signed, the handshake fails.
+    for client in [None, Some(other.as_path())] {
+        let out = over_tcp(client, &["debug", "workers"]);
+        assert!(!out.status.success(), "{client:?}: {}", text(&out));
+        assert!(!text(&out).contains("linux/amd64"), "{}", text(&out));
+    }
+    // The unix socket serves as before, beside the TCP address.
+    assert!(text(&assert_ok(daemon.buildctl(&["debug", "workers"]))).contains("linux/amd64"));
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{kiln, store_with_busybox};
+use crate::common::{free_port, kiln, store_with_busybox};
 
 fn run(root: &Path, args: &[&str]) -> Output {
     kiln(root)
@@ -29,15 +29,6 @@ fn host(args: &[&str]) -> String {
             .unwrap()
             .stdout,
     )
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The network's leases naming `name` (empty when it has none).

@@ -790,38 +790,65 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn tty_containers_get_kilns_terminal_size_and_its_changes() {
-        use std::process::{Command, Stdio as ProcessStdio};
-
+    /// The kiln binary and a store with busybox loaded, for tests that run kiln itself; `None`
+    /// (after saying why) where they cannot run.
+    pub(crate) fn kiln_with_busybox() -> Option<(std::path::PathBuf, tempfile::TempDir)> {
         if !kiln_testdata::is_root() {
             kiln_testdata::skip("needs root for namespaces and overlayfs");
-            return;
+            return None;
         }
         let Some(kiln) = kiln_binary() else {
             kiln_testdata::skip("the kiln binary is not built next to the tests");
-            return;
+            return None;
         };
         let root = tempfile::tempdir().unwrap();
-        let loaded = Command::new(&kiln)
+        let loaded = std::process::Command::new(&kiln)
             .arg("--root")
             .arg(root.path())
             .arg("load")
             .arg(kiln_testdata::busybox_layout())
-            .stdout(ProcessStdio::null())
+            .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(loaded.success());
+        Some((kiln, root))
+    }
 
-        // kiln's terminal: a pseudo-terminal of 33x101.
+    /// A pseudo-terminal of `rows`x`cols` (kiln's terminal in a test) and its slave's path.
+    pub(crate) fn terminal(rows: u16, cols: u16) -> (nix::pty::OpenptyResult, std::path::PathBuf) {
         let size = nix::pty::Winsize {
-            ws_row: 33,
-            ws_col: 101,
+            ws_row: rows,
+            ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
         let pty = nix::pty::openpty(Some(&size), None).unwrap();
-        let terminal = nix::unistd::ttyname(&pty.slave).unwrap();
+        let path = nix::unistd::ttyname(&pty.slave).unwrap();
+        (pty, path)
+    }
+
+    /// Resizes the terminal at `path` and tells the process `child`, as a terminal emulator does.
+    pub(crate) fn resize(path: &std::path::Path, rows: u16, cols: u16, child: u32) {
+        let resized = std::process::Command::new("stty")
+            .arg("-F")
+            .arg(path)
+            .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
+            .status()
+            .unwrap();
+        assert!(resized.success());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child).unwrap());
+        nix::sys::signal::kill(pid, Signal::SIGWINCH).unwrap();
+    }
+
+    #[test]
+    fn tty_containers_get_kilns_terminal_size_and_its_changes() {
+        use std::process::{Command, Stdio as ProcessStdio};
+
+        let Some((kiln, root)) = kiln_with_busybox() else {
+            return;
+        };
+        // kiln's terminal: a pseudo-terminal of 33x101.
+        let (pty, terminal) = terminal(33, 101);
         let script = "stty size; i=0; while [ $i -lt 300 ]; do s=$(stty size); \
                       [ \"$s\" != '33 101' ] && break; sleep 0.1; i=$((i+1)); done; echo \"now $s\"";
         let mut child = Command::new(&kiln)
@@ -839,15 +866,7 @@ pub(crate) mod tests {
         wait_for(&output, &mut text, "33 101");
 
         // Resize kiln's terminal and tell kiln, as the terminal emulator does.
-        let resized = Command::new("stty")
-            .arg("-F")
-            .arg(&terminal)
-            .args(["rows", "40", "cols", "120"])
-            .status()
-            .unwrap();
-        assert!(resized.success());
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, Signal::SIGWINCH).unwrap();
+        resize(&terminal, 40, 120, child.id());
         wait_for(&output, &mut text, "now 40 120");
         assert!(child.wait().unwrap().success(), "{text:?}");
     }

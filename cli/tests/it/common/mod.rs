@@ -266,3 +266,12 @@ pub(crate) fn store_with_busybox() -> Option<tempfile::TempDir> {
     assert!(load.status().unwrap().success());
     Some(root)
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
