@@ -379,15 +379,10 @@ fn build(
             );
         }
         let options = dockerfile::options(args, source, dir)?;
-        if !matches!(
-            gateway::choose(args, &options.build_args, &source.bytes)?,
-            gateway::Choice::Builtin
-        ) {
-            bail!(
-                "several platforms are built with kiln's built-in Dockerfile frontend only; \
-                 drop the # syntax= line or give one --platform"
-            );
-        }
+        let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
+        // A frontend image solves through the build's session, with its progress shown: both
+        // are made before it runs (the built-in frontend converts first, then they are made).
+        let mut shared: Option<(Arc<Session>, Progress)> = None;
         let mut definitions = Vec::with_capacity(platforms.len());
         let mut warnings = Vec::new();
         for platform in &platforms {
@@ -396,9 +391,54 @@ fn build(
                 multi_platform: true,
                 ..options.clone()
             };
-            let mut converted =
+            let builtin = || {
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
-                    .inspect_err(|error| lint_failed(args, error))?;
+                    .inspect_err(|error| lint_failed(args, error))
+            };
+            // A frontend image or command is asked for one platform at a time, as the
+            // built-in frontend converts one; the graphs are then solved together.
+            let mut converted = match &choice {
+                gateway::Choice::Builtin => builtin()?,
+                gateway::Choice::Exec(command) => {
+                    let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
+                    attrs.extend(gateway::extra_options(args)?);
+                    exec::run(command, &attrs, dir)?
+                }
+                gateway::Choice::Image(syntax) => {
+                    if shared.is_none() {
+                        let session = new_session(imports.get(&runtime)?);
+                        let progress = Progress::stderr(progress_flag(args)?)?;
+                        noted.show_on(&progress);
+                        shared = Some((session, progress));
+                    }
+                    let Some((session, progress)) = &shared else {
+                        unreachable!("made above");
+                    };
+                    let ran = gateway::run(
+                        syntax,
+                        &options,
+                        gateway::extra_options(args)?,
+                        args.no_cache,
+                        session.clone(),
+                        noted.recorder.clone(),
+                        &runtime,
+                    );
+                    match ran {
+                        Ok(converted) => converted,
+                        Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
+                            warn(&format!(
+                                "{:#}; using kiln's built-in Dockerfile frontend instead",
+                                anyhow::Error::from(error)
+                            ));
+                            builtin()?
+                        }
+                        Err(error) => {
+                            progress.finish();
+                            return Err(error).context("failed to solve");
+                        }
+                    }
+                }
+            };
             for warning in std::mem::take(&mut converted.warnings) {
                 if !warnings.contains(&warning) {
                     warnings.push(warning);
@@ -407,9 +447,15 @@ fn build(
             let loaded = load_converted(converted.definition)?;
             definitions.push((platform.clone(), loaded, converted.config));
         }
-        let session = new_session(imports.get(&runtime)?);
-        let progress = Progress::stderr(progress_flag(args)?)?;
-        noted.show_on(&progress);
+        let (session, progress) = match shared {
+            Some(shared) => shared,
+            None => {
+                let session = new_session(imports.get(&runtime)?);
+                let progress = Progress::stderr(progress_flag(args)?)?;
+                noted.show_on(&progress);
+                (session, progress)
+            }
+        };
         let recorder = noted.recorder.clone();
         // One session solves every platform at once: a vertex the platforms share (the
         // context, a `FROM --platform=$BUILDPLATFORM` stage) runs once.
