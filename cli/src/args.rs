@@ -132,6 +132,12 @@ pub(crate) struct DaemonArgs {
 /// `kiln debug` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum DebugCommand {
+    /// List the workers of the daemon `--host` names, as `buildctl debug workers`.
+    Workers {
+        /// Show each worker's labels, platforms and garbage collection policies.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Print each op of an LLB Definition as one JSON object per line.
     DumpLlb {
         /// The marshalled Definition (`-` or absent: standard input).

@@ -136,7 +136,7 @@ impl Drop for Daemon {
 }
 
 /// `buildctl du --format '{{json .}}'` as (ID, in use, size), sorted.
-fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
+pub(crate) fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
     let out = assert_ok(daemon.buildctl(&["du", "--format", "{{json .}}"]));
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut rows: Vec<(String, bool, u64)> = records

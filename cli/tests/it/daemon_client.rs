@@ -225,6 +225,12 @@ fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
         shown.starts_with("error: kiln ps works on this machine's store"),
         "{shown}"
     );
+    let shown = run(&["debug", "workers"], &[]);
+    assert_eq!(
+        shown,
+        "error: kiln debug workers lists a daemon's workers: give its address with --host \
+         (or $KILN_HOST); an in-process build has no workers to list\n"
+    );
     // No daemon there; tcp:// not yet.
     let context = dir.path().to_str().unwrap();
     let shown = run(&["-H", &host, "build", context], &[]);
@@ -240,4 +246,91 @@ fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
         "error: --host tcp://127.0.0.1:1234: tcp:// is not supported yet; use unix:///PATH\n"
     );
     assert!(!Path::new(&dir.path().join("root")).exists());
+}
+
+#[test]
+fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let client_root = dir.path().join("client-root");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN echo cached > /file\n"),
+    )
+    .unwrap();
+    assert_ok(daemon.kiln(
+        &client_root,
+        &["build", "-t", "kiln-host/du:1", context.to_str().unwrap()],
+        &[],
+    ));
+
+    // `du` lists the daemon's records, as buildctl's: not in use is reclaimable.
+    let du = |daemon: &Daemon| {
+        let out = assert_ok(daemon.kiln(&client_root, &["du", "--format", "json"], &[]));
+        let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut rows: Vec<(String, bool, u64)> =
+            crate::prune_du::json_entries(&document, "entries")
+                .into_iter()
+                .map(|(id, _, reclaimable, size)| (id, !reclaimable, size))
+                .collect();
+        rows.sort();
+        rows
+    };
+    let listed = du(&daemon);
+    assert_eq!(listed, crate::daemon::buildctl_du(&daemon));
+    assert!(listed.iter().any(|(_, in_use, _)| !in_use), "{listed:?}");
+    let table =
+        String::from_utf8(assert_ok(daemon.kiln(&client_root, &["du"], &[])).stdout).unwrap();
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("\nTotal:"), "{table}");
+
+    // `prune -a -f` removes what is not in use, and says what.
+    let pruned = assert_ok(daemon.kiln(
+        &client_root,
+        &["prune", "-a", "-f", "--format", "json"],
+        &[],
+    ));
+    let document: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    let removed: BTreeSet<String> = crate::prune_du::json_entries(&document, "removed")
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    let reclaimable: BTreeSet<String> = listed
+        .iter()
+        .filter(|(_, in_use, _)| !in_use)
+        .map(|(id, ..)| id.clone())
+        .collect();
+    assert_eq!(removed, reclaimable);
+    let left = crate::daemon::buildctl_du(&daemon);
+    assert!(left.iter().all(|(_, in_use, _)| *in_use), "{left:?}");
+    assert_eq!(du(&daemon), left);
+
+    // `debug workers`, as buildctl prints them.
+    let workers =
+        String::from_utf8(assert_ok(daemon.kiln(&client_root, &["debug", "workers"], &[])).stdout)
+            .unwrap();
+    let mut lines = workers.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "PLATFORMS"]
+    );
+    let worker: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert!(worker[0].starts_with("kiln-"), "{workers}");
+    assert_eq!(worker[1], "linux/amd64");
+    let verbose = String::from_utf8(
+        assert_ok(daemon.kiln(&client_root, &["debug", "workers", "-v"], &[])).stdout,
+    )
+    .unwrap();
+    assert!(
+        verbose.contains(&format!("BuildKit:\tkiln {}", env!("CARGO_PKG_VERSION"))),
+        "{verbose}"
+    );
+    assert!(!client_root.exists());
 }
