@@ -485,7 +485,7 @@ fn buildctl_build(daemon: &Daemon, def: &[u8], args: &[&str]) -> Output {
 }
 
 /// The digest the test registry serves for `repository:tag`'s manifest.
-fn registry_digest(repository: &str, tag: &str) -> String {
+pub(crate) fn registry_digest(repository: &str, tag: &str) -> String {
     let out = assert_ok(
         Command::new("curl")
             .args(["-sfI", "-H"])

@@ -334,3 +334,94 @@ fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
     );
     assert!(!client_root.exists());
 }
+
+#[test]
+fn serial_kiln_host_forwards_its_ssh_agent_and_pushes_what_it_names() {
+    use crate::build_dockerfile_sources::{host_ssh_add, start_agent, which};
+    if !crate::common::ready() {
+        return;
+    }
+    if which("ssh-agent").is_none() || which("ssh-keygen").is_none() {
+        return kiln_testdata::skip("openssh-client is not installed (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    assert_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-host-key", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    let agent_socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&agent_socket);
+    assert_ok(
+        Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &agent_socket)
+            .output()
+            .unwrap(),
+    );
+    let context = dir.path().join("context");
+    let Some(ssh_add) = host_ssh_add(&context.join("host")) else {
+        return kiln_testdata::skip("cannot copy the host's ssh-add and its libraries");
+    };
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN --mount=type=bind,source=host,target=/host --mount=type=ssh \
+                 sh -c '{ssh_add} > /keys'\n"
+        ),
+    )
+    .unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let client_root = dir.path().join("client-root");
+    let context_arg = context.to_str().unwrap();
+    // The step lists the key of this side's agent, through the session.
+    let out = dir.path().join("out");
+    let ssh = format!("default={}", agent_socket.display());
+    let local = format!("type=local,dest={}", out.display());
+    assert_ok(daemon.kiln(
+        &client_root,
+        &["build", "--ssh", &ssh, "-o", &local, context_arg],
+        &[],
+    ));
+    let keys = fs_err::read_to_string(out.join("keys")).unwrap();
+    assert!(keys.contains("kiln-host-key"), "{keys}");
+
+    // Pushed by the daemon: -q, --iidfile and --metadata-file name the registry's manifest.
+    let tag = format!("host-{}", std::process::id());
+    let image = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let iidfile = dir.path().join("iid");
+    let metadata = dir.path().join("metadata.json");
+    let pushed = assert_ok(daemon.kiln(
+        &client_root,
+        &[
+            "build",
+            "-q",
+            "--ssh",
+            &ssh,
+            "-o",
+            &image,
+            "--iidfile",
+            iidfile.to_str().unwrap(),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            context_arg,
+        ],
+        &[],
+    ));
+    let digest = crate::daemon::registry_digest("kiln-test/daemon", &tag);
+    assert_eq!(
+        String::from_utf8_lossy(&pushed.stdout),
+        format!("{digest}\n")
+    );
+    assert_eq!(fs_err::read_to_string(&iidfile).unwrap(), digest);
+    let document: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    assert_eq!(document["containerimage.digest"], digest.as_str());
+    assert!(!client_root.exists());
+}
