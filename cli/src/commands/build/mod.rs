@@ -5,6 +5,7 @@ mod dockerfile;
 mod exec;
 mod gateway;
 mod metadata;
+pub(crate) mod remote;
 mod report;
 
 use std::collections::HashMap;
