@@ -23,13 +23,14 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KILN_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Build in the kiln daemon (or BuildKit daemon) at this address instead of in-process,
-    /// as docker's `-H`: `unix:///PATH` (`kiln build`, `du`, `prune`, `debug workers`).
+    /// as docker's `-H`: `unix:///PATH`, or `tcp://HOST:PORT` with mutual TLS from
+    /// `$KILN_CERT_PATH/{ca,cert,key}.pem` (`kiln build`, `du`, `prune`, `debug workers`).
     #[arg(
         long,
         short = 'H',
         global = true,
         env = "KILN_HOST",
-        value_name = "unix:///PATH"
+        value_name = "unix:///PATH|tcp://HOST:PORT"
     )]
     pub(crate) host: Option<String>,
 }

@@ -59,6 +59,19 @@ fn refuse(name: &str, host: &str) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// The certificates a `tcp://` host is reached with: `$KILN_CERT_PATH/{ca,cert,key}.pem`
+/// (docker's `DOCKER_CERT_PATH` layout: the CA that signed the daemon's certificate, this
+/// client's certificate and key).
+pub(crate) fn tls_files() -> Option<kiln_daemon::TlsFiles> {
+    let dir = std::env::var_os("KILN_CERT_PATH").filter(|d| !d.is_empty())?;
+    let dir = std::path::Path::new(&dir);
+    Some(kiln_daemon::TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        ca: dir.join("ca.pem"),
+    })
+}
+
 /// Runs `call` with a client of the daemon at `host`.
 fn with_client<T>(
     host: &str,
@@ -70,7 +83,7 @@ fn with_client<T>(
         .build()
         .context("starting the async runtime")?;
     Ok(runtime.block_on(async {
-        let client = Client::connect(&host).await?;
+        let client = Client::connect(&host, tls_files().as_ref()).await?;
         call(client).await
     })?)
 }

@@ -275,7 +275,7 @@ fn daemon_refuses_an_address_it_cannot_serve() {
 /// Makes certificates for a daemon on 127.0.0.1 and its clients with the Kubernetes example's
 /// `create-certs.sh` (a copy in `dir`): `dir/.certs/{daemon,client}/{ca,cert,key}.pem`, each
 /// call with a CA of its own.
-fn certificates(dir: &Path) -> PathBuf {
+pub(crate) fn certificates(dir: &Path) -> PathBuf {
     let script = dir.join("create-certs.sh");
     fs_err::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/create-certs.sh"),

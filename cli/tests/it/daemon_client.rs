@@ -196,7 +196,8 @@ fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
             .arg("--root")
             .arg(dir.path().join("root"))
             .args(args)
-            .env_remove("KILN_HOST");
+            .env_remove("KILN_HOST")
+            .env_remove("KILN_CERT_PATH");
         for (key, value) in env {
             command.env(key, value);
         }
@@ -243,7 +244,8 @@ fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
     let shown = run(&["--host", "tcp://127.0.0.1:1234", "build", context], &[]);
     assert_eq!(
         shown,
-        "error: --host tcp://127.0.0.1:1234: tcp:// is not supported yet; use unix:///PATH\n"
+        "error: --host tcp://127.0.0.1:1234: a TCP daemon is served with mutual TLS; set \
+         KILN_CERT_PATH to a directory with ca.pem, cert.pem and key.pem\n"
     );
     assert!(!Path::new(&dir.path().join("root")).exists());
 }
@@ -424,4 +426,76 @@ fn serial_kiln_host_forwards_its_ssh_agent_and_pushes_what_it_names() {
         serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
     assert_eq!(document["containerimage.digest"], digest.as_str());
     assert!(!client_root.exists());
+}
+
+#[test]
+fn serial_kiln_host_builds_over_tcp_with_its_certificate() {
+    if !kiln_testdata::is_root() {
+        return kiln_testdata::skip("needs root to run the daemon's builds");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    for path in [&ours, &theirs] {
+        fs_err::create_dir_all(path).unwrap();
+    }
+    let (certs, other) = (
+        crate::daemon::certificates(&ours),
+        crate::daemon::certificates(&theirs),
+    );
+    let file = |name: &str| certs.join("daemon").join(name).display().to_string();
+    let port = crate::common::free_port();
+    let Some(daemon) = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("root"),
+        None,
+        &[
+            "--addr",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--tlscert",
+            &file("cert.pem"),
+            "--tlskey",
+            &file("key.pem"),
+            "--tlscacert",
+            &file("ca.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY greeting /out/\n",
+    )
+    .unwrap();
+    fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
+    let dest = dir.path().join("dest");
+    let over_tcp = |cert_path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(dir.path().join("client-root"))
+            .args(["--host", &format!("tcp://127.0.0.1:{port}"), "build"])
+            .arg("-o")
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(&context)
+            .env("KILN_CERT_PATH", cert_path)
+            .env_remove("KILN_HOST")
+            .output()
+            .unwrap()
+    };
+    assert_ok(over_tcp(&certs.join("client")));
+    assert_eq!(
+        fs_err::read_to_string(dest.join("out/greeting")).unwrap(),
+        "over mutual TLS\n"
+    );
+    // A certificate another CA signed is refused in the handshake.
+    let refused = over_tcp(&other.join("client"));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("error: cannot connect to the kiln daemon at tcp://127.0.0.1:"),
+        "{}",
+        text(&refused)
+    );
+    // The daemon goes on serving.
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
 }

@@ -3,7 +3,8 @@
 //! `kiln daemon` or any daemon with BuildKit's API.
 //!
 //! # Overview
-//! 1. [`Client::connect`] dials the daemon's unix socket ([`Host`]).
+//! 1. [`Client::connect`] dials the daemon ([`Host`]): its unix socket, or its TCP address with
+//!    mutual TLS ([`TlsFiles`]: this client's certificate and key, the CA of the daemon's).
 //! 2. [`Client::build`] opens a session (`Control.Session`) whose tunnel carries the services
 //!    the daemon calls back (`attachables.rs`): the build's local directories
 //!    (`FileSync.DiffCopy`, only the files the daemon's selection asks for), its secrets
@@ -28,6 +29,7 @@ use kiln_solver::{Event, Reporter};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::TlsFiles;
 use crate::pb::control::control_client::ControlClient;
 use crate::pb::control::{
     CacheOptions, CacheOptionsEntry, DiskUsageRequest, Exporter, ListWorkersRequest, PruneRequest,
@@ -38,31 +40,61 @@ use crate::session::{HEADER_ID, HEADER_METHOD, HEADER_NAME, HEADER_SHARED_KEY};
 pub use crate::pb::control::UsageRecord;
 pub use crate::pb::types::WorkerRecord;
 
-/// Where a daemon is, as `--host` / `$KILN_HOST` name it (docker's `-H`): `unix:///PATH`.
+/// Where a daemon is, as `--host` / `$KILN_HOST` name it (docker's `-H`): `unix:///PATH`, or
+/// `tcp://HOST:PORT` (a daemon served with mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     text: String,
-    socket: PathBuf,
+    place: Place,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    Unix(PathBuf),
+    /// `HOST:PORT`, and the host name the daemon's certificate must name.
+    Tcp {
+        authority: String,
+        name: String,
+    },
 }
 
 impl std::str::FromStr for Host {
     type Err = ClientError;
 
     fn from_str(text: &str) -> Result<Self, ClientError> {
-        if text.starts_with("tcp://") {
-            return Err(ClientError::TcpHost {
-                host: text.to_owned(),
-            });
-        }
-        match text.strip_prefix("unix://") {
-            Some(path) if path.starts_with('/') => Ok(Self {
-                text: text.to_owned(),
-                socket: PathBuf::from(path),
-            }),
-            _ => Err(ClientError::Host {
-                host: text.to_owned(),
-            }),
-        }
+        let invalid = || ClientError::Host {
+            host: text.to_owned(),
+        };
+        let place = if let Some(path) = text.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(invalid());
+            }
+            Place::Unix(PathBuf::from(path))
+        } else if let Some(authority) = text.strip_prefix("tcp://") {
+            let authority = authority.trim_end_matches('/');
+            let (name, port) = authority.rsplit_once(':').ok_or_else(invalid)?;
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            if name.is_empty() || port.parse::<u16>().is_err() {
+                return Err(invalid());
+            }
+            Place::Tcp {
+                authority: authority.to_owned(),
+                name: name.to_owned(),
+            }
+        } else {
+            return Err(invalid());
+        };
+        Ok(Self {
+            text: text.to_owned(),
+            place,
+        })
+    }
+}
+
+impl Host {
+    /// Whether the daemon is reached over TCP (with mutual TLS).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.place, Place::Tcp { .. })
     }
 }
 
@@ -76,17 +108,29 @@ impl std::fmt::Display for Host {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// A `tcp://` host.
-    #[error("--host {host}: tcp:// is not supported yet; use unix:///PATH")]
-    TcpHost {
+    /// A `tcp://` host without the client's certificates.
+    #[error(
+        "--host {host}: a TCP daemon is served with mutual TLS; set KILN_CERT_PATH to a \
+         directory with ca.pem, cert.pem and key.pem"
+    )]
+    NoCertificates {
         /// The host as given.
         host: String,
     },
     /// Not a host kiln knows how to reach.
-    #[error("invalid --host {host:?}: expected unix:///PATH")]
+    #[error("invalid --host {host:?}: expected unix:///PATH or tcp://HOST:PORT")]
     Host {
         /// The host as given.
         host: String,
+    },
+    /// A TLS file could not be read.
+    #[error("reading {path}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// Nothing answers at the host.
     #[error("cannot connect to the kiln daemon at {host}")]
@@ -190,23 +234,51 @@ fn entry(entry: &kiln_cache::CacheOptionsEntry) -> CacheOptionsEntry {
 }
 
 impl Client {
-    /// Connects to the daemon at `host`.
-    pub async fn connect(host: &Host) -> Result<Self, ClientError> {
-        let socket = host.socket.clone();
-        let channel = Endpoint::from_static("http://kiln.sock")
-            .connect_with_connector(tower::service_fn(move |_| {
+    /// Connects to the daemon at `host`; a TCP daemon with the certificate, key and CA of
+    /// `tls` (the CA the daemon's certificate is signed by).
+    pub async fn connect(host: &Host, tls: Option<&TlsFiles>) -> Result<Self, ClientError> {
+        let failed = |source| ClientError::Connect {
+            host: host.to_string(),
+            source,
+        };
+        let channel = match &host.place {
+            Place::Unix(socket) => {
                 let socket = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
-            .await
-            .map_err(|source| ClientError::Connect {
-                host: host.to_string(),
-                source,
-            })?;
+                Endpoint::from_static("http://kiln.sock")
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let socket = socket.clone();
+                        async move {
+                            tokio::net::UnixStream::connect(socket)
+                                .await
+                                .map(TokioIo::new)
+                        }
+                    }))
+                    .await
+                    .map_err(failed)?
+            }
+            Place::Tcp { authority, name } => {
+                use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+                let tls = tls.ok_or_else(|| ClientError::NoCertificates {
+                    host: host.to_string(),
+                })?;
+                let read = |path: &PathBuf| {
+                    fs_err::read(path).map_err(|source| ClientError::TlsFile {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                let config = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(read(&tls.ca)?))
+                    .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+                    .domain_name(name.clone());
+                Endpoint::from_shared(format!("https://{authority}"))
+                    .and_then(|e| e.tls_config(config))
+                    .map_err(failed)?
+                    .connect()
+                    .await
+                    .map_err(failed)?
+            }
+        };
         let control = ControlClient::new(channel)
             .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(crate::MAX_MESSAGE_SIZE);
@@ -547,19 +619,35 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_unix_sockets() {
+    fn hosts_are_unix_sockets_or_tcp_addresses() {
         let host: Host = "unix:///run/kiln/kiln.sock".parse().unwrap();
-        assert_eq!(host.socket, PathBuf::from("/run/kiln/kiln.sock"));
-        assert_eq!(host.to_string(), "unix:///run/kiln/kiln.sock");
-        let err = |text: &str| text.parse::<Host>().unwrap_err().to_string();
         assert_eq!(
-            err("tcp://10.0.0.1:1234"),
-            "--host tcp://10.0.0.1:1234: tcp:// is not supported yet; use unix:///PATH"
+            host.place,
+            Place::Unix(PathBuf::from("/run/kiln/kiln.sock"))
         );
-        for bad in ["unix://kiln.sock", "/run/kiln.sock", "ssh://host", "fd://"] {
+        assert_eq!(host.to_string(), "unix:///run/kiln/kiln.sock");
+        let host: Host = "tcp://builder.example:1234".parse().unwrap();
+        assert_eq!(
+            host.place,
+            Place::Tcp {
+                authority: "builder.example:1234".to_owned(),
+                name: "builder.example".to_owned()
+            }
+        );
+        assert!(host.is_tcp());
+        let err = |text: &str| text.parse::<Host>().unwrap_err().to_string();
+        for bad in [
+            "unix://kiln.sock",
+            "/run/kiln.sock",
+            "ssh://host",
+            "fd://",
+            "tcp://host",
+            "tcp://:1234",
+            "tcp://host:http",
+        ] {
             assert_eq!(
                 err(bad),
-                format!("invalid --host {bad:?}: expected unix:///PATH")
+                format!("invalid --host {bad:?}: expected unix:///PATH or tcp://HOST:PORT")
             );
         }
     }

@@ -218,7 +218,8 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     // The daemon first, as docker: nothing is read for a build that cannot run.
-    let client = runtime.block_on(Client::connect(&host))?;
+    let tls = crate::commands::host::tls_files();
+    let client = runtime.block_on(Client::connect(&host, tls.as_ref()))?;
     let scratch = tempfile::tempdir().context("making a scratch directory")?;
     let request = request(args, scratch.path())?;
     let progress = Progress::stderr(progress_flag(args)?)?;
