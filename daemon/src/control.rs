@@ -479,6 +479,9 @@ impl ControlService {
                 image_config.as_ref(),
                 &registry,
                 inline.as_ref(),
+                // buildx's `attest:` requests are not read yet: no attestations.
+                kiln_exporters::Attestations::default(),
+                None,
             )
         })
         .await

@@ -1,5 +1,6 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
+mod attest;
 mod check;
 mod dockerfile;
 mod exec;
@@ -7,7 +8,7 @@ mod gateway;
 mod metadata;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -250,6 +251,7 @@ fn build(
         bail!("--no-cache and --no-cache-filter cannot currently be used together");
     }
     let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
+    let attest = attest::requested(args, attest::pushes(&outputs))?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
         Some(_) => None,
@@ -378,6 +380,11 @@ fn build(
             );
         }
         let options = dockerfile::options(args, source, dir)?;
+        let frontend = (
+            "dockerfile.v0",
+            kiln_daemon::frontend_attrs(&options, args.no_cache),
+            options.file_name.clone(),
+        );
         if !matches!(
             gateway::choose(args, &options.build_args, &source.bytes)?,
             gateway::Choice::Builtin
@@ -443,9 +450,11 @@ fn build(
             // One cache for every platform: their keys merged, shared vertices once.
             let mut keys: Option<kiln_cache::BuildKeys> = None;
             let mut results = Vec::with_capacity(solved.len());
-            for ((platform, _, config), (result, platform_keys)) in
+            let mut definitions_llb = Vec::with_capacity(solved.len());
+            for ((platform, definition, config), (result, platform_keys)) in
                 definitions.into_iter().zip(solved)
             {
+                definitions_llb.push(definition);
                 match (&mut keys, platform_keys) {
                     (Some(keys), Some(more)) => keys.merge(more),
                     (keys @ None, more) => *keys = more,
@@ -453,8 +462,23 @@ fn build(
                 }
                 results.push((platform, result, Some(config)));
             }
-            let exported =
-                kiln_engine::export_platforms(&store, &results, &outputs, &config.cache)?;
+            let attestations = attest::attestations(
+                &attest,
+                request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
+                &record,
+            );
+            let llb: Vec<_> = definitions_llb
+                .iter()
+                .map(|d| d.as_ref().map(|d| d.definition()))
+                .collect();
+            let exported = kiln_engine::export_platforms(
+                &store,
+                &results,
+                &outputs,
+                &config.cache,
+                attestations,
+                &llb,
+            )?;
             export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
             anyhow::Ok(exported)
         })();
@@ -467,11 +491,21 @@ fn build(
     // Notes the build's events for its record (`kiln history`, `kiln explain`).
     let recorder = noted.recorder.clone();
     // The image configuration of a Dockerfile build, for the exporters.
+    // What the provenance says of the frontend: its name, attributes and Dockerfile.
+    let mut frontend = None;
     let (definition, image_config) = match (&args.llb, &context, &source) {
         (Some(llb), _, _) => (Some(read_definition(llb)?), None),
         (None, Some(dir), Some(source)) => {
             let options = dockerfile::options(args, source, dir)?;
             let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
+            let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
+            if let gateway::Choice::Image(syntax) = &choice {
+                attrs.insert("source".to_owned(), syntax.image.clone());
+                if let Some(cmdline) = &syntax.cmdline {
+                    attrs.insert("cmdline".to_owned(), cmdline.clone());
+                }
+            }
+            frontend = Some(("dockerfile.v0", attrs, options.file_name.clone()));
             let builtin = || {
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
                     .inspect_err(|error| lint_failed(args, error))
@@ -584,11 +618,46 @@ fn build(
             image_config.as_ref(),
             &config.cache,
             inline,
+            attest::attestations(
+                &attest,
+                request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
+                &record,
+            ),
+            definition.as_ref().map(LoadedDefinition::definition),
         )?;
         export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
         Ok(exported)
     })();
     finish(&store, config, args, record, noted, lease, exported)
+}
+
+/// What the provenance says of the build's request: the frontend with its attributes and
+/// Dockerfile (`None`: an LLB build), the names of its locals, secrets and SSH sockets.
+fn request_facts<'a, S, T>(
+    frontend: Option<(&'a str, BTreeMap<String, String>, String)>,
+    source: Option<&dockerfile::Source>,
+    locals: &HashMap<String, PathBuf>,
+    secrets: &HashMap<String, S>,
+    ssh: &HashMap<String, T>,
+) -> attest::RequestFacts<'a> {
+    let sorted = |keys: Vec<&String>| {
+        let mut keys: Vec<String> = keys.into_iter().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let (frontend, args, config_path) = match frontend {
+        Some((name, attrs, file)) => (Some(name), attrs, Some(file)),
+        None => (None, BTreeMap::new(), None),
+    };
+    attest::RequestFacts {
+        frontend,
+        args,
+        locals: sorted(locals.keys().collect()),
+        secrets: sorted(secrets.keys().collect()),
+        ssh: sorted(ssh.keys().collect()),
+        config_path,
+        config_data: source.map(|s| s.bytes.clone()),
+    }
 }
 
 /// Writes the build's cache keys to each `--cache-to` but inline ones (those go into the
