@@ -143,6 +143,13 @@ pub fn frontend_attrs(options: &ConvertOptions, no_cache: bool) -> BTreeMap<Stri
     if let Some(target) = &options.target {
         put("target".to_owned(), target.clone());
     }
+    // As buildx sends `--platform`: a frontend builds for the builder's platform without it.
+    if options.platform != options.build_platform {
+        put(
+            "platform".to_owned(),
+            kiln_llb::Platform::from_pb(&options.platform).to_string(),
+        );
+    }
     if options.context_name != "context" && !options.context_name.is_empty() {
         put("contextkey".to_owned(), options.context_name.clone());
     }
@@ -436,10 +443,13 @@ mod tests {
                 ),
             ]
             .into(),
+            platform: kiln_llb::Platform::parse("linux/arm64").unwrap().to_pb(),
+            build_platform: kiln_llb::Platform::host().to_pb(),
             ..ConvertOptions::default()
         };
         let attrs: HashMap<String, String> = frontend_attrs(&options, false).into_iter().collect();
         assert_eq!(attrs["add-hosts"], "db=10.0.0.5,v6=2001:db8::1");
+        assert_eq!(attrs["platform"], "linux/arm64");
         assert_eq!(attrs["no-cache"], "app,\"web,x\"");
         let back = convert_options(&attrs).unwrap();
         assert_eq!(back.target, options.target);
@@ -453,6 +463,7 @@ mod tests {
         assert_eq!(back.cgroup_parent, options.cgroup_parent);
         assert_eq!(back.no_cache_stages, options.no_cache_stages);
         assert_eq!(back.named_contexts, options.named_contexts);
+        assert_eq!(back.platform, options.platform);
         assert!(!no_cache_all(&attrs));
         let all: HashMap<String, String> = frontend_attrs(&options, true).into_iter().collect();
         assert!(no_cache_all(&all));

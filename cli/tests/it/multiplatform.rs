@@ -385,3 +385,56 @@ fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
     assert_eq!(read(&out.join("linux_arm64/arch")), "aarch64\n");
     assert_eq!(read(&out.join("linux_amd64/made-amd64")), "ran\n");
 }
+
+#[test]
+fn a_frontend_image_builds_each_platform_asked_for() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "# syntax=docker/dockerfile:1\n\
+         FROM busybox:multi\n\
+         ARG TARGETPLATFORM\n\
+         RUN echo \"$(uname -m) $TARGETPLATFORM\" > /arch\n",
+    )
+    .unwrap();
+    let context = context.to_string_lossy().into_owned();
+    let build = |platform: &str, out: &Path| {
+        let dest = format!("type=local,dest={}", out.display());
+        let output = kiln_in(
+            dir.path(),
+            &[
+                "build",
+                "--progress=plain",
+                "--platform",
+                platform,
+                "--output",
+                &dest,
+                &context,
+            ],
+            &[],
+        );
+        let log = text(&output);
+        assert!(output.status.success(), "{log}");
+        // BuildKit's own frontend image converted the Dockerfile, not the built-in stand-in.
+        assert!(log.contains("[frontend] docker/dockerfile:1"), "{log}");
+        assert!(
+            !log.contains("built-in Dockerfile frontend instead"),
+            "{log}"
+        );
+    };
+    // Each platform asked for is built for that platform, natively or emulated.
+    let out = dir.path().join("two");
+    build("linux/amd64,linux/arm64", &out);
+    assert_eq!(read(&out.join("linux_amd64/arch")), "x86_64 linux/amd64\n");
+    assert_eq!(read(&out.join("linux_arm64/arch")), "aarch64 linux/arm64\n");
+    // One foreign platform: the frontend is told which (it builds for the builder's own
+    // platform when it is not).
+    let out = dir.path().join("one");
+    build("linux/arm64", &out);
+    assert_eq!(read(&out.join("arch")), "aarch64 linux/arm64\n");
+}

@@ -2,7 +2,8 @@
 //! reads them (`true`/`false` or `KEY=VALUE,…`; `--attest type=provenance,mode=max`), and the
 //! provenance request the exporters turn into each image's SLSA predicate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use kiln_exporters::{Attestations, Output, ProvenanceMode, ProvenanceRequest};
@@ -160,6 +161,53 @@ pub(super) fn attestations(
             finished_on: finished,
         }),
         sbom: requested.sbom,
+    }
+}
+
+/// The frontend of a Dockerfile build as its provenance names it: `dockerfile.v0`, its
+/// attributes (with `source` and `cmdline` for a frontend image, as buildx sends them) and
+/// the Dockerfile's name.
+pub(super) fn frontend_facts(
+    args: &BuildArgs,
+    options: &kiln_frontend::ConvertOptions,
+    choice: &super::gateway::Choice,
+) -> (&'static str, BTreeMap<String, String>, String) {
+    let mut attrs = kiln_daemon::frontend_attrs(options, args.no_cache);
+    if let super::gateway::Choice::Image(syntax) = choice {
+        attrs.insert("source".to_owned(), syntax.image.clone());
+        if let Some(cmdline) = &syntax.cmdline {
+            attrs.insert("cmdline".to_owned(), cmdline.clone());
+        }
+    }
+    ("dockerfile.v0", attrs, options.file_name.clone())
+}
+
+/// What the provenance says of the build's request: the frontend with its attributes and
+/// Dockerfile (`None`: an LLB build), the names of its locals, secrets and SSH sockets.
+pub(super) fn request_facts<'a, S, T>(
+    frontend: Option<(&'a str, BTreeMap<String, String>, String)>,
+    source: Option<&super::dockerfile::Source>,
+    locals: &HashMap<String, PathBuf>,
+    secrets: &HashMap<String, S>,
+    ssh: &HashMap<String, T>,
+) -> RequestFacts<'a> {
+    let sorted = |keys: Vec<&String>| {
+        let mut keys: Vec<String> = keys.into_iter().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let (frontend, args, config_path) = match frontend {
+        Some((name, attrs, file)) => (Some(name), attrs, Some(file)),
+        None => (None, BTreeMap::new(), None),
+    };
+    RequestFacts {
+        frontend,
+        args,
+        locals: sorted(locals.keys().collect()),
+        secrets: sorted(secrets.keys().collect()),
+        ssh: sorted(ssh.keys().collect()),
+        config_path,
+        config_data: source.map(|s| s.bytes.clone()),
     }
 }
 

@@ -8,7 +8,7 @@ mod gateway;
 mod metadata;
 mod report;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -380,20 +380,11 @@ fn build(
             );
         }
         let options = dockerfile::options(args, source, dir)?;
-        let frontend = (
-            "dockerfile.v0",
-            kiln_daemon::frontend_attrs(&options, args.no_cache),
-            options.file_name.clone(),
-        );
-        if !matches!(
-            gateway::choose(args, &options.build_args, &source.bytes)?,
-            gateway::Choice::Builtin
-        ) {
-            bail!(
-                "several platforms are built with kiln's built-in Dockerfile frontend only; \
-                 drop the # syntax= line or give one --platform"
-            );
-        }
+        let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
+        let frontend = attest::frontend_facts(args, &options, &choice);
+        // A frontend image solves through the build's session, with its progress shown: both
+        // are made before it runs (the built-in frontend converts first, then they are made).
+        let mut shared: Option<(Arc<Session>, Progress)> = None;
         let mut definitions = Vec::with_capacity(platforms.len());
         let mut warnings = Vec::new();
         for platform in &platforms {
@@ -402,9 +393,54 @@ fn build(
                 multi_platform: true,
                 ..options.clone()
             };
-            let mut converted =
+            let builtin = || {
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
-                    .inspect_err(|error| lint_failed(args, error))?;
+                    .inspect_err(|error| lint_failed(args, error))
+            };
+            // A frontend image or command is asked for one platform at a time, as the
+            // built-in frontend converts one; the graphs are then solved together.
+            let mut converted = match &choice {
+                gateway::Choice::Builtin => builtin()?,
+                gateway::Choice::Exec(command) => {
+                    let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
+                    attrs.extend(gateway::extra_options(args)?);
+                    exec::run(command, &attrs, dir)?
+                }
+                gateway::Choice::Image(syntax) => {
+                    if shared.is_none() {
+                        let session = new_session(imports.get(&runtime)?);
+                        let progress = Progress::stderr(progress_flag(args)?)?;
+                        noted.show_on(&progress);
+                        shared = Some((session, progress));
+                    }
+                    let Some((session, progress)) = &shared else {
+                        unreachable!("made above");
+                    };
+                    let ran = gateway::run(
+                        syntax,
+                        &options,
+                        gateway::extra_options(args)?,
+                        args.no_cache,
+                        session.clone(),
+                        noted.recorder.clone(),
+                        &runtime,
+                    );
+                    match ran {
+                        Ok(converted) => converted,
+                        Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
+                            warn(&format!(
+                                "{:#}; using kiln's built-in Dockerfile frontend instead",
+                                anyhow::Error::from(error)
+                            ));
+                            builtin()?
+                        }
+                        Err(error) => {
+                            progress.finish();
+                            return Err(error).context("failed to solve");
+                        }
+                    }
+                }
+            };
             for warning in std::mem::take(&mut converted.warnings) {
                 if !warnings.contains(&warning) {
                     warnings.push(warning);
@@ -413,9 +449,15 @@ fn build(
             let loaded = load_converted(converted.definition)?;
             definitions.push((platform.clone(), loaded, converted.config));
         }
-        let session = new_session(imports.get(&runtime)?);
-        let progress = Progress::stderr(progress_flag(args)?)?;
-        noted.show_on(&progress);
+        let (session, progress) = match shared {
+            Some(shared) => shared,
+            None => {
+                let session = new_session(imports.get(&runtime)?);
+                let progress = Progress::stderr(progress_flag(args)?)?;
+                noted.show_on(&progress);
+                (session, progress)
+            }
+        };
         let recorder = noted.recorder.clone();
         // One session solves every platform at once: a vertex the platforms share (the
         // context, a `FROM --platform=$BUILDPLATFORM` stage) runs once.
@@ -464,7 +506,7 @@ fn build(
             }
             let attestations = attest::attestations(
                 &attest,
-                request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
+                attest::request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
                 &record,
             );
             let llb: Vec<_> = definitions_llb
@@ -498,14 +540,7 @@ fn build(
         (None, Some(dir), Some(source)) => {
             let options = dockerfile::options(args, source, dir)?;
             let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
-            let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
-            if let gateway::Choice::Image(syntax) = &choice {
-                attrs.insert("source".to_owned(), syntax.image.clone());
-                if let Some(cmdline) = &syntax.cmdline {
-                    attrs.insert("cmdline".to_owned(), cmdline.clone());
-                }
-            }
-            frontend = Some(("dockerfile.v0", attrs, options.file_name.clone()));
+            frontend = Some(attest::frontend_facts(args, &options, &choice));
             let builtin = || {
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
                     .inspect_err(|error| lint_failed(args, error))
@@ -620,7 +655,7 @@ fn build(
             inline,
             attest::attestations(
                 &attest,
-                request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
+                attest::request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
                 &record,
             ),
             definition.as_ref().map(LoadedDefinition::definition),
@@ -629,35 +664,6 @@ fn build(
         Ok(exported)
     })();
     finish(&store, config, args, record, noted, lease, exported)
-}
-
-/// What the provenance says of the build's request: the frontend with its attributes and
-/// Dockerfile (`None`: an LLB build), the names of its locals, secrets and SSH sockets.
-fn request_facts<'a, S, T>(
-    frontend: Option<(&'a str, BTreeMap<String, String>, String)>,
-    source: Option<&dockerfile::Source>,
-    locals: &HashMap<String, PathBuf>,
-    secrets: &HashMap<String, S>,
-    ssh: &HashMap<String, T>,
-) -> attest::RequestFacts<'a> {
-    let sorted = |keys: Vec<&String>| {
-        let mut keys: Vec<String> = keys.into_iter().cloned().collect();
-        keys.sort();
-        keys
-    };
-    let (frontend, args, config_path) = match frontend {
-        Some((name, attrs, file)) => (Some(name), attrs, Some(file)),
-        None => (None, BTreeMap::new(), None),
-    };
-    attest::RequestFacts {
-        frontend,
-        args,
-        locals: sorted(locals.keys().collect()),
-        secrets: sorted(secrets.keys().collect()),
-        ssh: sorted(ssh.keys().collect()),
-        config_path,
-        config_data: source.map(|s| s.bytes.clone()),
-    }
 }
 
 /// Writes the build's cache keys to each `--cache-to` but inline ones (those go into the

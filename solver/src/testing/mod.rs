@@ -1,7 +1,12 @@
 //! Test doubles of the traits this crate owns, for this crate's tests and for any crate that
 //! solves LLB in its tests: [`FakeExecutor`] for [`Executor`]. Compiled for this crate's own
 //! tests and under the `testing` feature (its integration tests enable it through a
-//! dev-dependency on the crate itself). A fake of another trait owned here goes here.
+//! dev-dependency on the crate itself). A fake of another trait owned here goes here, and so
+//! do generators of arbitrary input ([`arbitrary_definition`]).
+
+mod arbitrary;
+
+pub use arbitrary::arbitrary_definition;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
