@@ -210,7 +210,8 @@ impl Exporter<'_> {
                 for result in results {
                     let image = self.image(store, result.snapshot, result.config, settings)?;
                     if attest {
-                        let statements = self.statements(result);
+                        let (names, _) = names_and_mtime(settings, self.context)?;
+                        let statements = self.statements(store, result, &names, &image)?;
                         provenance.extend(
                             statements
                                 .iter()
@@ -219,7 +220,6 @@ impl Exporter<'_> {
                                 })
                                 .map(|s| (result.platform.clone(), s.predicate.clone())),
                         );
-                        let (names, _) = names_and_mtime(settings, self.context)?;
                         let manifest = attestation_manifest(
                             store,
                             &names,
@@ -266,16 +266,44 @@ impl Exporter<'_> {
         wanted && format != ImageFormat::Docker
     }
 
-    /// The statements about one platform's image.
-    fn statements(&self, result: &PlatformResult<'_>) -> Vec<Statement> {
+    /// The statements about one platform's image: its SBOM, its provenance.
+    fn statements(
+        &self,
+        store: &Store,
+        result: &PlatformResult<'_>,
+        names: &[String],
+        image: &Image,
+    ) -> Result<Vec<Statement>, Error> {
         let mut statements = Vec::new();
+        if self.context.attestations.sbom {
+            let subject = crate::sbom::Subject {
+                names,
+                platform: result.platform,
+                digest: &image.manifest_digest,
+                created: self
+                    .context
+                    .source_date_epoch
+                    .or(self.context.build_time)
+                    .unwrap_or(0),
+            };
+            let keys = chain(store, result.snapshot)?;
+            let predicate =
+                crate::sbom::sbom_predicate(store, &keys, &subject).map_err(|e| Error::Step {
+                    what: "making the image's SBOM",
+                    source: Box::new(e),
+                })?;
+            statements.push(Statement {
+                predicate_type: crate::sbom::PREDICATE_TYPE_SPDX,
+                predicate,
+            });
+        }
         if let Some(request) = &self.context.attestations.provenance {
             statements.push(Statement {
                 predicate_type: crate::provenance::PREDICATE_TYPE_SLSA_V1,
                 predicate: crate::provenance::provenance_predicate(request, result.definition),
             });
         }
-        statements
+        Ok(statements)
     }
 
     /// The image recipe: the layers of the snapshot chain, the config, the manifest.

@@ -32,7 +32,9 @@
 //! - Attestations ([`Attestations`], `--provenance`): for OCI layouts and pushes, each
 //!   platform's image gets an attestation manifest of in-toto statements in the image index
 //!   (BuildKit's layout, `attestation.rs`); SLSA v1 provenance made from the request and the
-//!   platform's LLB ([`provenance_predicate`]).
+//!   platform's LLB ([`provenance_predicate`]); an SPDX 2.3 SBOM of the packages kiln finds
+//!   in the image's package databases (`sbom/`: dpkg, apk, Python, npm, cargo), those of the
+//!   base image attributed to it.
 //! - Cache exports (`--cache-to`): [`push_cache`] to a registry, [`write_cache_layout`] as an
 //!   OCI layout, from a [`kiln_cache::CacheManifest`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
@@ -71,6 +73,7 @@ mod options;
 mod output;
 mod provenance;
 mod push;
+mod sbom;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
 pub use attestation::{
@@ -101,3 +104,4 @@ pub use provenance::{
     provenance_predicate,
 };
 pub use push::{push, push_index};
+pub use sbom::PREDICATE_TYPE_SPDX;

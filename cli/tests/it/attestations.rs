@@ -294,3 +294,256 @@ fn max_provenance_in_an_oci_layout_has_the_llb() {
         "hello\n"
     );
 }
+
+/// The statement of `predicate_type` in the attestation manifest of the OCI layout `layout`'s
+/// only image, with the image's manifest digest.
+fn layout_statement(layout: &Path, predicate_type: &str) -> (serde_json::Value, String) {
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap()
+    };
+    let top = json(&fs_err::read(layout.join("index.json")).unwrap());
+    let index = json(&blob(top["manifests"][0]["digest"].as_str().unwrap()));
+    let (image, attestation) = entries(&index);
+    let manifest = json(&blob(attestation["digest"].as_str().unwrap()));
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["in-toto.io/predicate-type"] == predicate_type)
+        .unwrap_or_else(|| panic!("no {predicate_type} statement in {manifest:#}"))
+        .clone();
+    let statement = json(&blob(layer["digest"].as_str().unwrap()));
+    (statement, image["digest"].as_str().unwrap().to_owned())
+}
+
+/// The SPDX packages of an SBOM statement by name, after checking the statement against
+/// the in-toto and SPDX 2.3 schemas and its subject.
+fn spdx_packages(
+    statement: &serde_json::Value,
+    image_digest: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    assert_valid("in-toto-statement.schema.json", statement);
+    assert_eq!(statement["predicateType"], "https://spdx.dev/Document");
+    let hex = image_digest.strip_prefix("sha256:").unwrap();
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], hex);
+    let document = &statement["predicate"];
+    assert_valid("spdx-2.3.schema.json", document);
+    assert_eq!(document["spdxVersion"], "SPDX-2.3");
+    document["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p.clone()))
+        .collect()
+}
+
+/// A package's purl.
+fn purl(package: &serde_json::Value) -> &str {
+    package["externalRefs"][0]["referenceLocator"]
+        .as_str()
+        .unwrap()
+}
+
+/// `--sbom=true` on a Debian bookworm image made by debootstrap: the SPDX document lists
+/// the packages of its dpkg database with Debian purls, attributed to the base image, and
+/// the build's own layer adds none.
+#[test]
+fn the_sbom_of_a_debian_image_lists_its_packages_from_the_base_image() {
+    if !ready() {
+        return;
+    }
+    let probe = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "docker://127.0.0.1:5000/library/debian:bookworm",
+        ])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        kiln_testdata::skip(
+            "the test registry has no library/debian:bookworm (run scripts/test-env.sh)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM debian:bookworm\nRUN echo built > /built\n",
+    )
+    .unwrap();
+    let layout = dir.path().join("layout");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--sbom=true",
+            "--output",
+            &format!(
+                "type=oci,dest={},tar=false,name=example.com/deb:1",
+                layout.display()
+            ),
+            &context.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let (statement, image_digest) = layout_statement(&layout, "https://spdx.dev/Document");
+    let packages = spdx_packages(&statement, &image_digest);
+    for name in ["base-files", "dpkg", "bash", "libc6", "coreutils"] {
+        let package = packages
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not in {:#?}", packages.keys()));
+        let purl = purl(package);
+        assert!(
+            purl.starts_with(&format!("pkg:deb/debian/{name}@"))
+                && purl.contains("?arch=amd64&distro=debian-12"),
+            "{purl}"
+        );
+        assert_eq!(
+            package["versionInfo"],
+            purl.split('@').nth(1).unwrap().split('?').next().unwrap()
+        );
+    }
+    // Every package comes from the base image: none is the build's.
+    let relationships = statement["predicate"]["relationships"].as_array().unwrap();
+    let from_base = |id: &serde_json::Value| {
+        relationships.iter().any(|r| {
+            r["spdxElementId"] == "SPDXRef-BaseImage"
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == *id
+        })
+    };
+    let found: Vec<&serde_json::Value> = packages
+        .values()
+        .filter(|p| purl(p).starts_with("pkg:deb/"))
+        .collect();
+    assert!(found.len() > 50, "{} packages", found.len());
+    assert!(found.iter().all(|p| from_base(&p["SPDXID"])));
+}
+
+/// `--sbom=true` on a push reads hand-written databases of every ecosystem kiln covers,
+/// leaves out malformed entries and links (a package.json that is a link to /etc/passwd); the push
+/// also takes its default provenance, both statements in one attestation manifest.
+#[test]
+fn serial_the_sbom_covers_each_ecosystem_and_skips_bad_entries() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    let files: [(&str, &str); 6] = [
+        (
+            "status",
+            "Package: hello\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.10-3\n\n\
+             Package: removed\nStatus: deinstall ok config-files\nVersion: 1\n\n\
+             this paragraph is not a control file\n\n\
+             Package: noversion\nStatus: install ok installed\n",
+        ),
+        ("installed", "P:musl\nV:1.2.4-r2\nA:x86_64\n\nP:broken\n"),
+        (
+            "METADATA",
+            "Metadata-Version: 2.1\nName: Typing_Extensions\nVersion: 4.9.0\n",
+        ),
+        (
+            "package.json",
+            r#"{"name":"@types/node","version":"20.1.0"}"#,
+        ),
+        ("bad.json", "{ not json"),
+        (
+            "crates2.json",
+            r#"{"installs":{"ripgrep 14.1.0 (registry+https://github.com/rust-lang/crates.io-index)":{}}}"#,
+        ),
+    ];
+    fs_err::create_dir_all(&context).unwrap();
+    for (name, text) in files {
+        fs_err::write(context.join(name), text).unwrap();
+    }
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox:latest\n\
+         COPY status /var/lib/dpkg/status\n\
+         COPY installed /lib/apk/db/installed\n\
+         COPY METADATA /usr/lib/python3.11/site-packages/typing_extensions-4.9.0.dist-info/METADATA\n\
+         COPY package.json /app/node_modules/@types/node/package.json\n\
+         COPY bad.json /app/node_modules/bad/package.json\n\
+         COPY crates2.json /usr/local/cargo/.crates2.json\n\
+         RUN mkdir /app/node_modules/linked && ln -s /etc/passwd /app/node_modules/linked/package.json\n",
+    )
+    .unwrap();
+    let repository = format!(
+        "kiln-test/sbom-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let name = format!("127.0.0.1:5000/{repository}:v1");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--sbom=true",
+            "-t",
+            &name,
+            "--push",
+            &context.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let index = raw(&format!("docker://{name}"));
+    let (image, attestation) = entries(&index);
+    let manifest = raw(&format!(
+        "docker://127.0.0.1:5000/{repository}@{}",
+        attestation["digest"].as_str().unwrap()
+    ));
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["in-toto.io/predicate-type"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
+        ]
+    );
+    let statement = json(&registry_blob(
+        &repository,
+        manifest["layers"][0]["digest"].as_str().unwrap(),
+    ));
+    let packages = spdx_packages(&statement, image["digest"].as_str().unwrap());
+    let purls: Vec<&str> = packages
+        .values()
+        .filter(|p| p["SPDXID"] != "SPDXRef-Image" && p["SPDXID"] != "SPDXRef-BaseImage")
+        .map(purl)
+        .collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:npm/%40types/node@20.1.0",
+            "pkg:pypi/typing-extensions@4.9.0",
+            "pkg:deb/debian/hello@2.10-3?arch=amd64",
+            "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64",
+            "pkg:cargo/ripgrep@14.1.0",
+        ]
+    );
+    // busybox has no package database: nothing is the base image's.
+    let relationships = statement["predicate"]["relationships"].as_array().unwrap();
+    assert!(
+        !relationships
+            .iter()
+            .any(|r| r["spdxElementId"] == "SPDXRef-BaseImage"
+                && r["relationshipType"] == "CONTAINS"),
+        "{relationships:#?}"
+    );
+}

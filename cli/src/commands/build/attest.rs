@@ -101,10 +101,7 @@ pub(super) fn requested(args: &BuildArgs, pushes: bool) -> anyhow::Result<Reques
                          generator image"
                     );
                 }
-                if !disabled {
-                    bail!("--sbom: SBOM attestations are not supported yet");
-                }
-                requested.sbom = false;
+                requested.sbom = !disabled;
             }
             other => bail!("unknown attestation type {other:?}: expected provenance or sbom"),
         }
@@ -250,6 +247,13 @@ mod tests {
         ]);
         let both = requested(&attest, false).unwrap();
         assert_eq!(both.provenance, Some(ProvenanceMode::Max));
+        assert!(!both.sbom);
+        assert!(requested(&args(&["--sbom"]), false).unwrap().sbom);
+        assert!(
+            requested(&args(&["--attest", "type=sbom"]), false)
+                .unwrap()
+                .sbom
+        );
         assert!(!requested(&args(&["--sbom=false"]), false).unwrap().sbom);
         let bad = requested(&args(&["--provenance=mode=all"]), false).unwrap_err();
         assert_eq!(
