@@ -289,8 +289,15 @@ impl ControlService {
         pull: &PullOptions,
         attrs: &HashMap<String, String>,
     ) -> Result<crate::frontend::Frontend, Status> {
-        let client = self.sessions.get(session).await?;
-        crate::frontend::convert(self.store.clone(), pull.clone(), &client, attrs).await
+        // A session that is not there is the build's error, before any file is asked for.
+        self.sessions.get(session).await?;
+        let locals = crate::locals::SessionLocals::new(
+            self.sessions.clone(),
+            session.to_owned(),
+            self.store.root(),
+            self.sync_dirs.clone(),
+        );
+        crate::frontend::convert(self.store.clone(), pull.clone(), &locals, attrs).await
     }
 
     /// Solves and exports one request; the progress goes to the build's log.

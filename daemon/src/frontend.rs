@@ -6,17 +6,16 @@
 //! `kiln build` does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_cache::{PullOptions, Store};
 use kiln_frontend::{ConvertOptions, Converted, NamedContext};
 use kiln_llb::pb;
-use kiln_solver::LocalRequest;
+use kiln_solver::{LocalDirs as _, LocalRequest};
 use tonic::Status;
 
-use crate::filesync;
-use crate::session::ClientSession;
+use crate::locals::SessionLocals;
 
 /// The built-in frontend's name in a request.
 pub(crate) const DOCKERFILE: &str = "dockerfile.v0";
@@ -228,27 +227,26 @@ fn dockerfile_name(attrs: &HashMap<String, String>) -> &str {
         .unwrap_or("Dockerfile")
 }
 
-/// Receives the files `patterns` select from the client's directory `name` into `dest`.
+/// Receives the files `patterns` select from the client's directory `name`; returns where
+/// they are. They go where the last build's went (kept apart from the build's own copy of the
+/// directory, which selects other files), so that only what changed travels again.
 async fn fetch(
-    session: &ClientSession,
+    locals: &SessionLocals,
     name: &str,
     patterns: Vec<String>,
-    dest: &Path,
-) -> Result<(), Status> {
+) -> Result<PathBuf, Status> {
     let request = LocalRequest {
         name: name.to_owned(),
         include_patterns: patterns,
+        shared_key_hint: Some(format!("{name}:frontend")),
         ..LocalRequest::default()
     };
-    filesync::receive(session, &request, dest)
-        .await
-        .map_err(|e| {
-            Status::unknown(crate::control::error_text(
-                &format!("failed to read {name}"),
-                &e,
-            ))
-        })?;
-    Ok(())
+    locals.sync(request).await.map_err(|e| {
+        Status::unknown(crate::control::error_text(
+            &format!("failed to read {name}"),
+            &*e,
+        ))
+    })
 }
 
 /// A file the client sent, `None` when it has no such file.
@@ -274,7 +272,7 @@ pub(crate) enum Frontend {
 pub(crate) async fn convert(
     store: Arc<Store>,
     pull: PullOptions,
-    session: &ClientSession,
+    locals: &SessionLocals,
     attrs: &HashMap<String, String>,
 ) -> Result<Frontend, Status> {
     let mut options = convert_options(attrs)?;
@@ -283,31 +281,17 @@ pub(crate) async fn convert(
         .get("dockerfilekey")
         .filter(|k| !k.is_empty())
         .map_or("dockerfile", String::as_str);
-    let scratch = store
-        .scratch_dir()
-        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
-    let work = tempfile::tempdir_in(&scratch)
-        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
-    let (dockerfile_dir, context_dir) =
-        (work.path().join("dockerfile"), work.path().join("context"));
     let specific_ignore = format!("{filename}.dockerignore");
     let context_name = options.context_name.clone();
     let (fetched_dockerfile, fetched_context) = tokio::join!(
         fetch(
-            session,
+            locals,
             dockerfile_key,
             vec![filename.clone(), specific_ignore.clone()],
-            &dockerfile_dir,
         ),
-        fetch(
-            session,
-            &context_name,
-            vec![".dockerignore".to_owned()],
-            &context_dir
-        ),
+        fetch(locals, &context_name, vec![".dockerignore".to_owned()]),
     );
-    fetched_dockerfile?;
-    fetched_context?;
+    let (dockerfile_dir, context_dir) = (fetched_dockerfile?, fetched_context?);
     let dockerfile = read_optional(&dockerfile_dir.join(&filename))?.ok_or_else(|| {
         Status::not_found(format!(
             "failed to solve: failed to read dockerfile: open {filename}: no such file or directory"

@@ -96,7 +96,7 @@ pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, s
 pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use options::{
-    ImageFormat, ImageSettings, Output, OutputError, outputs_from_args, parse_output,
+    ImageFormat, ImageSettings, Output, OutputError, output_fields, outputs_from_args, parse_output,
 };
 pub use output::OutputFile;
 pub use provenance::{

@@ -13,6 +13,7 @@ mod build_dockerfile_sources;
 mod build_flags;
 mod build_yaml;
 mod daemon;
+mod daemon_client;
 mod debug_dump_llb;
 mod dependency_direction;
 mod explain;

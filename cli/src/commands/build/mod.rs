@@ -6,6 +6,7 @@ mod dockerfile;
 mod exec;
 mod gateway;
 mod metadata;
+pub(crate) mod remote;
 mod report;
 
 use std::collections::HashMap;
