@@ -311,6 +311,20 @@ pub(crate) struct BuildArgs {
     /// (grey: cached, green: ran, red: failed).
     #[arg(long, value_name = "FILE")]
     pub(crate) dot: Option<PathBuf>,
+    /// Provenance attestation, as `docker buildx build --provenance`: `true` (`mode=min`),
+    /// `mode=min`, `mode=max` (with the build's LLB and steps), `false`. Without it, images
+    /// pushed to a registry get `mode=min`, as with buildx (not when
+    /// `BUILDX_NO_DEFAULT_ATTESTATIONS` is set).
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) provenance: Option<String>,
+    /// SBOM attestation, as `docker buildx build --sbom`: `true` for an SPDX document of the
+    /// packages in the image, `false`.
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) sbom: Option<String>,
+    /// An attestation, as `docker buildx build --attest`: `type=provenance[,mode=min|max]`,
+    /// `type=sbom`, `type=…,disabled=true`.
+    #[arg(long, value_name = "type=TYPE[,KEY=VALUE…]")]
+    pub(crate) attest: Vec<String>,
     /// Write the image id to this file, as `docker buildx build --iidfile`.
     #[arg(long, value_name = "FILE")]
     pub(crate) iidfile: Option<PathBuf>,

@@ -526,6 +526,7 @@ impl ControlService {
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {
+            // buildx's `attest:` requests are not read yet: no attestations.
             if several {
                 let results: Vec<_> = results
                     .into_iter()
@@ -537,7 +538,15 @@ impl ControlService {
                         )
                     })
                     .collect();
-                kiln_engine::export_platforms(&store, &results, &outputs, &registry)
+                let definitions = vec![None; results.len()];
+                kiln_engine::export_platforms(
+                    &store,
+                    &results,
+                    &outputs,
+                    &registry,
+                    kiln_exporters::Attestations::default(),
+                    &definitions,
+                )
             } else {
                 let (_, result, image_config) = results.remove(0);
                 kiln_engine::export(
@@ -547,6 +556,8 @@ impl ControlService {
                     image_config.as_ref(),
                     &registry,
                     inline.as_ref(),
+                    kiln_exporters::Attestations::default(),
+                    None,
                 )
             }
         })

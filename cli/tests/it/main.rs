@@ -6,6 +6,7 @@
 
 mod common;
 
+mod attestations;
 mod build_checks;
 mod build_dockerfile;
 mod build_dockerfile_sources;

@@ -27,6 +27,20 @@ fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
         ("--trace", args.trace.is_some()),
         ("--dot", args.dot.is_some()),
         ("--check", args.check || args.call != "build"),
+        // Attestations are made by the in-process exporters only, so far.
+        (
+            "--provenance",
+            args.provenance
+                .as_deref()
+                .is_some_and(|v| !matches!(v, "false" | "0")),
+        ),
+        (
+            "--sbom",
+            args.sbom
+                .as_deref()
+                .is_some_and(|v| !matches!(v, "false" | "0")),
+        ),
+        ("--attest", !args.attest.is_empty()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -206,6 +220,7 @@ fn exported(response: &HashMap<String, String>) -> Vec<ExportResponse> {
             .map(|n| n.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
         pushed: Vec::new(),
+        provenance: Vec::new(),
     }]
 }
 
