@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Prepare a machine for kiln's tests: install the tools they use and start a local registry on
-# 127.0.0.1:5000 holding the canonical busybox test image as library/busybox:latest and
-# BuildKit's stock Dockerfile frontend image as docker/dockerfile:1 (what `# syntax=` names).
+# 127.0.0.1:5000 holding the canonical busybox test image as library/busybox:latest,
+# BuildKit's stock Dockerfile frontend image as docker/dockerfile:1 (what `# syntax=` names)
+# and a Debian bookworm image made once with debootstrap as library/debian:bookworm.
 # Idempotent; needs root (apt-get). Used by .ci/run and documented in README.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${KILN_TEST_REGISTRY_DIR:-/var/lib/kiln-test-registry}
 
-packages=(binutils systemd skopeo umoci runc crun docker-registry hyperfine iproute2 nftables git python3 pigz zstd busybox-static curl apache2-utils openssh-client openssh-server libseccomp-dev pkg-config openssl)
+packages=(binutils systemd skopeo umoci debootstrap runc crun docker-registry hyperfine iproute2 nftables git python3 pigz zstd busybox-static curl apache2-utils openssh-client openssh-server libseccomp-dev pkg-config openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -103,4 +104,27 @@ open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}
 PY
 skopeo copy --quiet --all --preserve-digests --dest-tls-verify=false \
   "oci:$multi:multi" "docker://127.0.0.1:5000/library/busybox:multi"
-echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest and :multi, docker/dockerfile:1)"
+# library/debian:bookworm, a Debian image made once from Debian's packages (debootstrap
+# --variant=minbase, kept in $debian) for the SBOM tests: its dpkg database lists
+# base-files, dpkg, bash...
+debian=${KILN_TEST_DEBIAN_DIR:-/var/lib/kiln-test-debian}
+if [ ! -e "$debian/layout/index.json" ]; then
+  rm -rf "$debian/rootfs" "$debian/layout" "$debian/bundle"
+  mkdir -p "$debian"
+  debootstrap --variant=minbase bookworm "$debian/rootfs" http://deb.debian.org/debian >"$debian/debootstrap.log" 2>&1 ||
+    { echo "debootstrap failed; see $debian/debootstrap.log" >&2; exit 1; }
+  rm -rf "$debian/rootfs/var/cache/apt/archives/"*.deb "$debian/rootfs/var/lib/apt/lists/"*_Packages
+  umoci init --layout "$debian/layout.tmp"
+  umoci new --image "$debian/layout.tmp:bookworm"
+  umoci config --image "$debian/layout.tmp:bookworm" --os linux --architecture amd64 \
+    --config.cmd bash --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  umoci unpack --image "$debian/layout.tmp:bookworm" "$debian/bundle"
+  cp -a "$debian/rootfs/." "$debian/bundle/rootfs/"
+  umoci repack --image "$debian/layout.tmp:bookworm" "$debian/bundle"
+  umoci gc --layout "$debian/layout.tmp"
+  rm -rf "$debian/bundle" "$debian/rootfs"
+  mv "$debian/layout.tmp" "$debian/layout"
+fi
+skopeo copy --quiet --dest-tls-verify=false \
+  "oci:$debian/layout:bookworm" "docker://127.0.0.1:5000/library/debian:bookworm"
+echo "test registry ready at 127.0.0.1:5000 (library/busybox:latest and :multi, library/debian:bookworm, docker/dockerfile:1)"

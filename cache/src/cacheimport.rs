@@ -344,6 +344,38 @@ pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64, bool), 
     }
 }
 
+/// For an image index that is no cache index (an image pushed with its attestations, or for
+/// several platforms), the digest of its manifest for `platform`, whose config may carry an
+/// inline cache, as BuildKit's importer picks it; `None` for any other manifest.
+pub(crate) fn platform_manifest(manifest: &[u8], platform: &kiln_llb::Platform) -> Option<Digest> {
+    #[derive(Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        digest: Digest,
+        platform: Option<kiln_llb::Platform>,
+    }
+    let parsed = parse_manifest(manifest).ok()?;
+    if parsed.manifests.is_empty() || config_of(&parsed).is_ok() {
+        return None;
+    }
+    let index: Index = serde_json::from_slice(manifest).ok()?;
+    let offered: Vec<kiln_llb::Platform> = index
+        .manifests
+        .iter()
+        .map(|e| {
+            e.platform
+                .clone()
+                .unwrap_or_else(|| kiln_llb::Platform::new("", "", ""))
+        })
+        .collect();
+    let best = platform.best_match(&offered)?;
+    Some(index.manifests[best].digest)
+}
+
 /// The media types of an image config, which may carry an inline cache.
 const IMAGE_CONFIG_TYPES: [&str; 2] = [MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_DOCKER_CONFIG];
 
@@ -419,4 +451,33 @@ fn read_layout_blob(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>, E
     let data = read_capped(&path, size)?;
     verify(&path.display().to_string(), &data, digest, size)?;
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+
+    #[test]
+    fn an_image_index_with_attestations_gives_its_platform_manifest() {
+        let (amd64, attestation) = (Digest::from_bytes(b"amd64"), Digest::from_bytes(b"att"));
+        let index = serde_json::json!({
+            "mediaType": MEDIA_TYPE_OCI_INDEX,
+            "manifests": [
+                { "mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": amd64.to_string(), "size": 1,
+                  "platform": { "os": "linux", "architecture": "amd64" } },
+                { "mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": attestation.to_string(),
+                  "size": 1, "platform": { "os": "unknown", "architecture": "unknown" } },
+            ],
+        });
+        let bytes = serde_json::to_vec(&index).unwrap();
+        let linux = kiln_llb::Platform::new("linux", "amd64", "");
+        assert_eq!(platform_manifest(&bytes, &linux), Some(amd64));
+        let arm = kiln_llb::Platform::new("linux", "arm64", "");
+        assert_eq!(platform_manifest(&bytes, &arm), None);
+        // A cache index, or an image manifest, is read as it is.
+        let manifest = serde_json::json!({ "mediaType": MEDIA_TYPE_OCI_MANIFEST, "layers": [] });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        assert_eq!(platform_manifest(&bytes, &linux), None);
+    }
 }

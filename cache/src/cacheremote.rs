@@ -74,7 +74,14 @@ impl RemoteCache {
 
     async fn fetch_from(source: Source) -> Result<Self, Error> {
         source.authenticate().await?;
-        let (manifest, manifest_digest) = source.manifest(&source.reference, None).await?;
+        let (mut manifest, mut manifest_digest) = source.manifest(&source.reference, None).await?;
+        // An image index: the inline cache is in the config of the host's image.
+        if let Some(digest) =
+            crate::cacheimport::platform_manifest(&manifest, &kiln_llb::Platform::host())
+        {
+            let by_digest = source.reference.clone_with_digest(digest.to_string());
+            (manifest, manifest_digest) = source.manifest(&by_digest, Some(&digest)).await?;
+        }
         let (digest, size, is_cache) = config_descriptor(&manifest)?;
         let descriptor = OciDescriptor {
             media_type: crate::cacheconfig::CACHE_CONFIG_MEDIA_TYPE.to_owned(),

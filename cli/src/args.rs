@@ -22,6 +22,17 @@ pub(crate) struct Cli {
     /// Configuration file (registry mirrors, plain HTTP) [default: /etc/kiln/kiln.toml].
     #[arg(long, global = true, env = "KILN_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Build in the kiln daemon (or BuildKit daemon) at this address instead of in-process,
+    /// as docker's `-H`: `unix:///PATH`, or `tcp://HOST:PORT` with mutual TLS from
+    /// `$KILN_CERT_PATH/{ca,cert,key}.pem` (`kiln build`, `du`, `prune`, `debug workers`).
+    #[arg(
+        long,
+        short = 'H',
+        global = true,
+        env = "KILN_HOST",
+        value_name = "unix:///PATH|tcp://HOST:PORT"
+    )]
+    pub(crate) host: Option<String>,
 }
 
 /// The kiln commands.
@@ -122,6 +133,12 @@ pub(crate) struct DaemonArgs {
 /// `kiln debug` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum DebugCommand {
+    /// List the workers of the daemon `--host` names, as `buildctl debug workers`.
+    Workers {
+        /// Show each worker's labels, platforms and garbage collection policies.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Print each op of an LLB Definition as one JSON object per line.
     DumpLlb {
         /// The marshalled Definition (`-` or absent: standard input).
@@ -294,6 +311,20 @@ pub(crate) struct BuildArgs {
     /// (grey: cached, green: ran, red: failed).
     #[arg(long, value_name = "FILE")]
     pub(crate) dot: Option<PathBuf>,
+    /// Provenance attestation, as `docker buildx build --provenance`: `true` (`mode=min`),
+    /// `mode=min`, `mode=max` (with the build's LLB and steps), `false`. Without it, images
+    /// pushed to a registry get `mode=min`, as with buildx (not when
+    /// `BUILDX_NO_DEFAULT_ATTESTATIONS` is set).
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) provenance: Option<String>,
+    /// SBOM attestation, as `docker buildx build --sbom`: `true` for an SPDX document of the
+    /// packages in the image, `false`.
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) sbom: Option<String>,
+    /// An attestation, as `docker buildx build --attest`: `type=provenance[,mode=min|max]`,
+    /// `type=sbom`, `type=…,disabled=true`.
+    #[arg(long, value_name = "type=TYPE[,KEY=VALUE…]")]
+    pub(crate) attest: Vec<String>,
     /// Write the image id to this file, as `docker buildx build --iidfile`.
     #[arg(long, value_name = "FILE")]
     pub(crate) iidfile: Option<PathBuf>,

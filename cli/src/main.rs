@@ -36,6 +36,12 @@ fn main() -> ExitCode {
 fn run(args: args::Cli) -> anyhow::Result<ExitCode> {
     // Read once, by the commands that use it.
     let config = || config::Config::load(args.config.as_deref());
+    // With `--host` (`$KILN_HOST`), the commands that have a daemon do their work there.
+    if let Some(host) = args.host.as_deref().filter(|h| !h.is_empty()) {
+        if let Some(done) = commands::host::run(host, &args.command) {
+            return done;
+        }
+    }
     match args.command {
         args::Command::Debug(cmd) => commands::debug::run(cmd),
         args::Command::Yaml(cmd) => commands::yaml::run(cmd),

@@ -289,8 +289,87 @@ impl ControlService {
         pull: &PullOptions,
         attrs: &HashMap<String, String>,
     ) -> Result<crate::frontend::Frontend, Status> {
-        let client = self.sessions.get(session).await?;
-        crate::frontend::convert(self.store.clone(), pull.clone(), &client, attrs).await
+        // A session that is not there is the build's error, before any file is asked for.
+        self.sessions.get(session).await?;
+        let locals = crate::locals::SessionLocals::new(
+            self.sessions.clone(),
+            session.to_owned(),
+            self.store.root(),
+            self.sync_dirs.clone(),
+        );
+        crate::frontend::convert(self.store.clone(), pull.clone(), &locals, attrs).await
+    }
+
+    /// What the frontend `frontend` makes of `attrs`: the built-in Dockerfile frontend's
+    /// conversion, or the result of the frontend image it names (`# syntax=`, `gateway.v0`),
+    /// which solves through a session of `frontend_session`.
+    async fn frontend_result(
+        &self,
+        request: &SolveRequest,
+        frontend: &str,
+        attrs: &HashMap<String, String>,
+        pull: &PullOptions,
+        progress: &Arc<crate::status::Progress>,
+        frontend_session: impl Fn() -> Session,
+    ) -> Result<kiln_frontend::Converted, Status> {
+        let syntax = match frontend {
+            crate::frontend::DOCKERFILE => {
+                match self.convert(&request.session, pull, attrs).await? {
+                    crate::frontend::Frontend::Converted(converted) => Err(*converted),
+                    crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
+                }
+            }
+            crate::frontend::GATEWAY => Ok(crate::bridge::Syntax {
+                image: attrs
+                    .get("source")
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .ok_or_else(|| Status::invalid_argument("no source specified for gateway"))?,
+                cmdline: attrs.get("cmdline").cloned(),
+            }),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "frontend {other:?}: kiln has the built-in {} and {}",
+                    crate::frontend::DOCKERFILE,
+                    crate::frontend::GATEWAY
+                )));
+            }
+        };
+        let converted = match syntax {
+            Err(converted) => converted,
+            Ok(syntax) => {
+                // The frontend image solves through a session of the build's own
+                // (secrets are fetched for the Definition it returns).
+                let session = Arc::new(frontend_session());
+                let mut frontend = syntax.frontend(attrs.clone().into_iter().collect());
+                frontend.session_id = Some(request.session.clone());
+                if syntax.cmdline.is_none() {
+                    frontend.options.remove("cmdline");
+                }
+                match frontend.run(session, progress.clone()).await {
+                    Ok(result) => result.into_converted().map_err(|message| {
+                        Status::unknown(format!("frontend {}: {message}", syntax.image))
+                    })?,
+                    Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
+                        tracing::warn!(
+                            error = error_chain(&error),
+                            "using the built-in Dockerfile frontend instead"
+                        );
+                        // Told it was chosen, the built-in frontend does not forward.
+                        let mut attrs = attrs.clone();
+                        attrs.insert("cmdline".to_owned(), syntax.image.clone());
+                        match self.convert(&request.session, pull, &attrs).await? {
+                            crate::frontend::Frontend::Converted(converted) => *converted,
+                            crate::frontend::Frontend::Forward(_) => {
+                                return Err(Status::internal("the frontend forwarded twice"));
+                            }
+                        }
+                    }
+                    Err(error) => return Err(Status::unknown(error_chain(&error))),
+                }
+            }
+        };
+        Ok(converted)
     }
 
     /// Solves and exports one request; the progress goes to the build's log.
@@ -359,91 +438,50 @@ impl ControlService {
                 None,
             )
         };
-        let (definition, image_config) = match build {
-            Build::Definition(definition) => (definition, None),
+        // A Dockerfile build for several platforms (`platform=A,B`) is converted once per
+        // platform, and the graphs are solved together, as `kiln build --platform A,B`.
+        let mut converted_all = Vec::new();
+        match build {
+            Build::Definition(definition) => converted_all.push((None, definition, None)),
             Build::Frontend { frontend, attrs } => {
                 no_cache |= crate::frontend::no_cache_all(&attrs);
-                let syntax = match frontend.as_str() {
-                    crate::frontend::DOCKERFILE => {
-                        match self.convert(&request.session, &pull, &attrs).await? {
-                            crate::frontend::Frontend::Converted(converted) => Err(*converted),
-                            crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
-                        }
-                    }
-                    crate::frontend::GATEWAY => Ok(crate::bridge::Syntax {
-                        image: attrs
-                            .get("source")
-                            .filter(|s| !s.is_empty())
-                            .cloned()
-                            .ok_or_else(|| {
-                                Status::invalid_argument("no source specified for gateway")
-                            })?,
-                        cmdline: attrs.get("cmdline").cloned(),
-                    }),
-                    other => {
-                        return Err(Status::unimplemented(format!(
-                            "frontend {other:?}: kiln has the built-in {} and {}",
-                            crate::frontend::DOCKERFILE,
-                            crate::frontend::GATEWAY
-                        )));
-                    }
-                };
-                let converted = match syntax {
-                    Err(converted) => converted,
-                    Ok(syntax) => {
-                        // The frontend image solves through a session of the build's own
-                        // (secrets are fetched for the Definition it returns).
-                        let session =
-                            Arc::new(new_session(HashMap::new(), HashMap::new(), no_cache));
-                        let mut frontend = syntax.frontend(attrs.clone().into_iter().collect());
-                        frontend.session_id = Some(request.session.clone());
-                        if syntax.cmdline.is_none() {
-                            frontend.options.remove("cmdline");
-                        }
-                        match frontend.run(session, progress.clone()).await {
-                            Ok(result) => result.into_converted().map_err(|message| {
-                                Status::unknown(format!("frontend {}: {message}", syntax.image))
-                            })?,
-                            Err(error)
-                                if error.is_unavailable() && syntax.is_stock_dockerfile() =>
-                            {
-                                tracing::warn!(
-                                    error = error_chain(&error),
-                                    "using the built-in Dockerfile frontend instead"
-                                );
-                                // Told it was chosen, the built-in frontend does not forward.
-                                let mut attrs = attrs.clone();
-                                attrs.insert("cmdline".to_owned(), syntax.image.clone());
-                                match self.convert(&request.session, &pull, &attrs).await? {
-                                    crate::frontend::Frontend::Converted(converted) => *converted,
-                                    crate::frontend::Frontend::Forward(_) => {
-                                        return Err(Status::internal(
-                                            "the frontend forwarded twice",
-                                        ));
-                                    }
-                                }
-                            }
-                            Err(error) => return Err(Status::unknown(error_chain(&error))),
-                        }
-                    }
-                };
-                (converted.definition, Some(converted.config))
+                for (platform, attrs) in crate::frontend::per_platform(&attrs)? {
+                    let converted = self
+                        .frontend_result(&request, &frontend, &attrs, &pull, &progress, || {
+                            new_session(HashMap::new(), HashMap::new(), no_cache)
+                        })
+                        .await?;
+                    converted_all.push((platform, converted.definition, Some(converted.config)));
+                }
             }
-        };
-        // A build of `scratch` alone has no ops: its result is the empty file system.
-        let definition = if definition.def.is_empty() {
-            None
-        } else {
-            Some(
-                LoadedDefinition::from_definition(definition)
-                    .map_err(|e| Status::invalid_argument(error_text("invalid Definition", &e)))?,
-            )
-        };
+        }
+        let several = converted_all.len() > 1;
+        if several && cache_exports.iter().any(kiln_engine::is_inline) {
+            return Err(Status::unimplemented(
+                "an inline cache with several platforms is not supported yet: use type=registry",
+            ));
+        }
+        let mut builds = Vec::with_capacity(converted_all.len());
+        for (platform, definition, image_config) in converted_all {
+            // A build of `scratch` alone has no ops: its result is the empty file system.
+            let definition =
+                if definition.def.is_empty() {
+                    None
+                } else {
+                    Some(LoadedDefinition::from_definition(definition).map_err(|e| {
+                        Status::invalid_argument(error_text("invalid Definition", &e))
+                    })?)
+                };
+            builds.push((platform, definition, image_config));
+        }
         // What the steps read from the client: secrets up front, SSH agents forwarded.
         let (mut secrets, mut ssh, mut _forwarders) = (HashMap::new(), HashMap::new(), None);
-        if let (Some(definition), false) = (&definition, request.session.is_empty()) {
-            let secret_ids = crate::secrets::secret_ids(definition);
-            let ssh_ids = crate::sshforward::ssh_ids(definition);
+        if !request.session.is_empty() {
+            let (mut secret_ids, mut ssh_ids) = (Default::default(), Default::default());
+            for definition in builds.iter().filter_map(|(_, d, _)| d.as_ref()) {
+                secret_ids = &secret_ids | &crate::secrets::secret_ids(definition);
+                ssh_ids = &ssh_ids | &crate::sshforward::ssh_ids(definition);
+            }
             if !secret_ids.is_empty() || !ssh_ids.is_empty() {
                 let client = self.sessions.get(&request.session).await?;
                 secrets = crate::secrets::fetch(&client, secret_ids).await?;
@@ -454,18 +492,34 @@ impl ControlService {
             }
         }
         let session = new_session(secrets, ssh, no_cache);
-        let (result, keys) = match &definition {
-            Some(definition) if !cache_exports.is_empty() => session
-                .solve_keyed(definition, progress)
-                .await
-                .map_err(|e| Status::unknown(error_chain(&e)))?,
-            Some(definition) => session
-                .solve(definition, progress)
-                .await
-                .map(|result| (result, None))
-                .map_err(|e| Status::unknown(error_chain(&e)))?,
-            None => (kiln_solver::Ref::scratch(), None),
-        };
+        // One session solves every platform: a vertex they share runs once.
+        let keyed = !cache_exports.is_empty();
+        let solves = builds.iter().map(|(_, definition, _)| {
+            let (session, progress) = (&session, progress.clone());
+            async move {
+                match definition {
+                    Some(definition) if keyed => session.solve_keyed(definition, progress).await,
+                    Some(definition) => session
+                        .solve(definition, progress)
+                        .await
+                        .map(|result| (result, None)),
+                    None => Ok((kiln_solver::Ref::scratch(), None)),
+                }
+            }
+        });
+        let solved = futures::future::try_join_all(solves)
+            .await
+            .map_err(|e| Status::unknown(error_chain(&e)))?;
+        let mut keys: Option<kiln_cache::BuildKeys> = None;
+        let mut results = Vec::with_capacity(solved.len());
+        for ((platform, _, image_config), (result, more)) in builds.into_iter().zip(solved) {
+            match (&mut keys, more) {
+                (Some(keys), Some(more)) => keys.merge(more),
+                (keys @ None, more) => *keys = more,
+                (Some(_), None) => {}
+            }
+            results.push((platform, result, image_config));
+        }
         let inline = keys
             .clone()
             .filter(|_| cache_exports.iter().any(kiln_engine::is_inline));
@@ -473,20 +527,47 @@ impl ControlService {
             config: self.config.clone(),
             ..kiln_cache::PullOptions::default()
         };
-        kiln_engine::realize_results(&self.store, &[&result], &outputs, &pull)
+        let refs: Vec<&kiln_solver::Ref> = results.iter().map(|(_, r, _)| r).collect();
+        kiln_engine::realize_results(&self.store, &refs, &outputs, false, &pull)
             .await
             .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
         let store = self.store.clone();
         let registry = self.config.clone();
         let exported = tokio::task::spawn_blocking(move || {
-            kiln_engine::export(
-                &store,
-                &result,
-                &outputs,
-                image_config.as_ref(),
-                &registry,
-                inline.as_ref(),
-            )
+            // buildx's `attest:` requests are not read yet: no attestations.
+            if several {
+                let results: Vec<_> = results
+                    .into_iter()
+                    .map(|(platform, result, config)| {
+                        (
+                            platform.unwrap_or_else(kiln_llb::Platform::host),
+                            result,
+                            config,
+                        )
+                    })
+                    .collect();
+                let definitions = vec![None; results.len()];
+                kiln_engine::export_platforms(
+                    &store,
+                    &results,
+                    &outputs,
+                    &registry,
+                    kiln_exporters::Attestations::default(),
+                    &definitions,
+                )
+            } else {
+                let (_, result, image_config) = results.remove(0);
+                kiln_engine::export(
+                    &store,
+                    &result,
+                    &outputs,
+                    image_config.as_ref(),
+                    &registry,
+                    inline.as_ref(),
+                    kiln_exporters::Attestations::default(),
+                    None,
+                )
+            }
         })
         .await
         .map_err(|e| Status::internal(format!("exporting: {e}")))?

@@ -18,7 +18,7 @@ use crate::session::ClientSession;
 /// The method a client receives exports with.
 pub(crate) const FILE_SEND: &str = "/moby.filesync.v1.FileSend/DiffCopy";
 
-const EXPORTER_ID: &str = "buildkit-attachable-exporter-id";
+pub(crate) const EXPORTER_ID: &str = "buildkit-attachable-exporter-id";
 
 fn check(session: &ClientSession) -> Result<(), SyncError> {
     if session.supports(FILE_SEND) {

@@ -31,7 +31,7 @@ use filetime::FileTime;
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use kiln_solver::LocalRequest;
 use tokio::sync::mpsc;
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use crate::pb::filesync::file_sync_client::FileSyncClient;
 use crate::pb::fsutil::types::{Packet, Stat, packet::PacketType};
@@ -122,11 +122,9 @@ fn put_list(
         metadata.append(key, value);
     }
     if encode {
-        let marked: &'static str = match key {
-            "include-patterns" => "include-patterns-encoded",
-            "exclude-patterns" => "exclude-patterns-encoded",
-            _ => "followpaths-encoded",
-        };
+        // BuildKit's mark: the key with `-encoded` after it.
+        let marked = AsciiMetadataKey::from_bytes(format!("{key}-encoded").as_bytes())
+            .map_err(|_| SyncError::BadPattern(key.to_owned()))?;
         metadata.insert(marked, AsciiMetadataValue::from_static("1"));
     }
     Ok(())
@@ -169,6 +167,8 @@ pub(crate) async fn receive(
             dest,
             outgoing,
             next: Box::new(move || queue.blocking_recv()),
+            merge: false,
+            owner: None,
         };
         receiver.run()
     })
@@ -303,12 +303,19 @@ impl Drop for Incoming {
     }
 }
 
-type NextPacket = Box<dyn FnMut() -> Option<Result<Packet, SyncError>> + Send>;
+pub(crate) type NextPacket = Box<dyn FnMut() -> Option<Result<Packet, SyncError>> + Send>;
 
-struct Receiver {
-    dest: PathBuf,
-    outgoing: mpsc::UnboundedSender<Packet>,
-    next: NextPacket,
+/// The receiving side of a sync into `dest`.
+pub(crate) struct Receiver {
+    pub(crate) dest: PathBuf,
+    pub(crate) outgoing: mpsc::UnboundedSender<Packet>,
+    pub(crate) next: NextPacket,
+    /// Keep what `dest` holds that the listing does not name (an export into a client's
+    /// directory, as BuildKit's clients receive it), instead of removing it (a mirror).
+    pub(crate) merge: bool,
+    /// Give every file this owner (uid, gid) instead of the sender's: a client receiving an
+    /// export owns what it receives.
+    pub(crate) owner: Option<(u32, u32)>,
 }
 
 impl Receiver {
@@ -328,7 +335,7 @@ impl Receiver {
         }
     }
 
-    fn run(&mut self) -> Result<Received, SyncError> {
+    pub(crate) fn run(&mut self) -> Result<Received, SyncError> {
         let result = self.sync();
         reported(&self.outgoing, result)
     }
@@ -340,7 +347,9 @@ impl Receiver {
             listed: entries.len(),
             ..Received::default()
         };
-        self.remove_unlisted(&entries)?;
+        if !self.merge {
+            self.remove_unlisted(&entries)?;
+        }
         // Directories and symlinks now, parents first; the files the destination lacks asked for.
         let mut wanted = HashMap::new();
         for (id, entry) in entries.iter().enumerate() {
@@ -511,7 +520,10 @@ impl Receiver {
             if packet.r#type != PacketType::PacketStat as i32 {
                 return Err(protocol("expected the listing first"));
             }
-            let Some(stat) = packet.stat else { break };
+            let Some(mut stat) = packet.stat else { break };
+            if let Some((uid, gid)) = self.owner {
+                (stat.uid, stat.gid) = (uid, gid);
+            }
             let path = plain_path(&stat.path)?;
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 if !dirs.contains(parent) {
@@ -666,7 +678,7 @@ pub(crate) fn stat(path: &str, meta: &std::fs::Metadata) -> Stat {
 
 /// The paths below `root` in the order fsutil walks and checks them: depth first, each
 /// directory's entries by name, a directory before what it holds.
-fn walk(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn walk(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     fn visit(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut names: Vec<_> = fs_err::read_dir(root.join(dir))?
             .map(|e| e.map(|e| e.file_name()))

@@ -1,22 +1,21 @@
 //! The built-in `dockerfile.v0` frontend as the daemon serves it: the Dockerfile and its
 //! `.dockerignore` come from the client's session, the options from the request's frontend
 //! attributes (BuildKit's names: `filename`, `target`, `build-arg:NAME`, `label:NAME`,
-//! `no-cache`, `platform`, `add-hosts`, `force-network-mode`, `shm-size`, `ulimit`,
+//! `no-cache`, `platform`, `multi-platform`, `add-hosts`, `force-network-mode`, `shm-size`, `ulimit`,
 //! `cgroup-parent`, `contextkey`, `dockerfilekey`), and kiln-frontend converts them as
 //! `kiln build` does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_cache::{PullOptions, Store};
 use kiln_frontend::{ConvertOptions, Converted, NamedContext};
 use kiln_llb::pb;
-use kiln_solver::LocalRequest;
+use kiln_solver::{LocalDirs as _, LocalRequest};
 use tonic::Status;
 
-use crate::filesync;
-use crate::session::ClientSession;
+use crate::locals::SessionLocals;
 
 /// The built-in frontend's name in a request.
 pub(crate) const DOCKERFILE: &str = "dockerfile.v0";
@@ -74,8 +73,8 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     if let Some(platform) = attrs.get("platform").filter(|p| !p.is_empty()) {
         if platform.contains(',') {
             return Err(invalid(format!(
-                "platform {platform:?}: several platforms in one build through the daemon \
-                 are not supported yet; build them one at a time"
+                "platform {platform:?}: one platform at a time (a build for several is \
+                 converted once per platform)"
             )));
         }
         options.platform = kiln_llb::Platform::parse(platform)
@@ -128,7 +127,38 @@ pub(crate) fn convert_options(attrs: &HashMap<String, String>) -> Result<Convert
     if let Some(stages) = attrs.get("no-cache").filter(|s| !s.is_empty()) {
         options.no_cache_stages = csv_fields(stages)?;
     }
+    // One platform of a build for several: steps are named after their stage's platform.
+    options.multi_platform = matches!(get("multi-platform"), "true" | "1");
     Ok(options)
+}
+
+/// One platform's frontend attributes (`None`: the attributes as given, one platform or none).
+pub(crate) type PlatformAttrs = (Option<kiln_llb::Platform>, HashMap<String, String>);
+
+/// The frontend attributes of each platform `attrs` asks for: one build for a `platform` of
+/// several (each with its own `platform` and `multi-platform`, so that steps are named after
+/// their platform), else the attributes as they are.
+pub(crate) fn per_platform(attrs: &HashMap<String, String>) -> Result<Vec<PlatformAttrs>, Status> {
+    let listed = attrs.get("platform").map_or("", String::as_str);
+    if !listed.contains(',') {
+        return Ok(vec![(None, attrs.clone())]);
+    }
+    let mut platforms: Vec<kiln_llb::Platform> = Vec::new();
+    for text in listed.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let platform = kiln_llb::Platform::parse(text).map_err(|e| invalid(e.to_string()))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms
+        .into_iter()
+        .map(|platform| {
+            let mut attrs = attrs.clone();
+            attrs.insert("platform".to_owned(), platform.to_string());
+            attrs.insert("multi-platform".to_owned(), "true".to_owned());
+            (Some(platform), attrs)
+        })
+        .collect())
 }
 
 /// The frontend attributes of `options`, as BuildKit's clients send them to a frontend: the
@@ -228,27 +258,26 @@ fn dockerfile_name(attrs: &HashMap<String, String>) -> &str {
         .unwrap_or("Dockerfile")
 }
 
-/// Receives the files `patterns` select from the client's directory `name` into `dest`.
+/// Receives the files `patterns` select from the client's directory `name`; returns where
+/// they are. They go where the last build's went (kept apart from the build's own copy of the
+/// directory, which selects other files), so that only what changed travels again.
 async fn fetch(
-    session: &ClientSession,
+    locals: &SessionLocals,
     name: &str,
     patterns: Vec<String>,
-    dest: &Path,
-) -> Result<(), Status> {
+) -> Result<PathBuf, Status> {
     let request = LocalRequest {
         name: name.to_owned(),
         include_patterns: patterns,
+        shared_key_hint: Some(format!("{name}:frontend")),
         ..LocalRequest::default()
     };
-    filesync::receive(session, &request, dest)
-        .await
-        .map_err(|e| {
-            Status::unknown(crate::control::error_text(
-                &format!("failed to read {name}"),
-                &e,
-            ))
-        })?;
-    Ok(())
+    locals.sync(request).await.map_err(|e| {
+        Status::unknown(crate::control::error_text(
+            &format!("failed to read {name}"),
+            &*e,
+        ))
+    })
 }
 
 /// A file the client sent, `None` when it has no such file.
@@ -274,7 +303,7 @@ pub(crate) enum Frontend {
 pub(crate) async fn convert(
     store: Arc<Store>,
     pull: PullOptions,
-    session: &ClientSession,
+    locals: &SessionLocals,
     attrs: &HashMap<String, String>,
 ) -> Result<Frontend, Status> {
     let mut options = convert_options(attrs)?;
@@ -283,31 +312,17 @@ pub(crate) async fn convert(
         .get("dockerfilekey")
         .filter(|k| !k.is_empty())
         .map_or("dockerfile", String::as_str);
-    let scratch = store
-        .scratch_dir()
-        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
-    let work = tempfile::tempdir_in(&scratch)
-        .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
-    let (dockerfile_dir, context_dir) =
-        (work.path().join("dockerfile"), work.path().join("context"));
     let specific_ignore = format!("{filename}.dockerignore");
     let context_name = options.context_name.clone();
     let (fetched_dockerfile, fetched_context) = tokio::join!(
         fetch(
-            session,
+            locals,
             dockerfile_key,
             vec![filename.clone(), specific_ignore.clone()],
-            &dockerfile_dir,
         ),
-        fetch(
-            session,
-            &context_name,
-            vec![".dockerignore".to_owned()],
-            &context_dir
-        ),
+        fetch(locals, &context_name, vec![".dockerignore".to_owned()]),
     );
-    fetched_dockerfile?;
-    fetched_context?;
+    let (dockerfile_dir, context_dir) = (fetched_dockerfile?, fetched_context?);
     let dockerfile = read_optional(&dockerfile_dir.join(&filename))?.ok_or_else(|| {
         Status::not_found(format!(
             "failed to solve: failed to read dockerfile: open {filename}: no such file or directory"
@@ -406,9 +421,38 @@ mod tests {
             err(&[("force-network-mode", "bridge")]),
             "invalid netmode bridge"
         );
+        // Several platforms are split into one conversion each before options are made.
         assert_eq!(
             err(&[("platform", "linux/amd64,linux/arm64")]),
-            "platform \"linux/amd64,linux/arm64\": several platforms in one build through the daemon are not supported yet; build them one at a time"
+            "platform \"linux/amd64,linux/arm64\": one platform at a time (a build for several is converted once per platform)"
+        );
+        let split = per_platform(&attrs(&[
+            ("platform", "linux/amd64, linux/arm64,linux/amd64"),
+            ("target", "app"),
+        ]))
+        .unwrap();
+        let platforms: Vec<String> = split
+            .iter()
+            .map(|(platform, attrs)| {
+                let options = convert_options(attrs).unwrap();
+                assert!(options.multi_platform);
+                assert_eq!(options.target.as_deref(), Some("app"));
+                assert_eq!(
+                    kiln_llb::Platform::from_pb(&options.platform),
+                    platform.clone().unwrap()
+                );
+                platform.as_ref().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        let one = per_platform(&attrs(&[("platform", "linux/arm64")])).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].0.is_none() && !convert_options(&one[0].1).unwrap().multi_platform);
+        assert_eq!(
+            per_platform(&attrs(&[("platform", "linux/amd64,bogus/")]))
+                .unwrap_err()
+                .message(),
+            "invalid platform \"bogus/\": an empty part"
         );
     }
 

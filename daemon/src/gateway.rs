@@ -248,7 +248,9 @@ impl LlbBridge for GatewayService {
             match request.frontend.as_str() {
                 // Checked now, run when returned (see the module's documentation).
                 crate::frontend::DOCKERFILE => {
-                    crate::frontend::convert_options(&request.frontend_opt)?;
+                    for (_, attrs) in crate::frontend::per_platform(&request.frontend_opt)? {
+                        crate::frontend::convert_options(&attrs)?;
+                    }
                 }
                 crate::frontend::GATEWAY => {}
                 other => {

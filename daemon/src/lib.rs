@@ -19,6 +19,11 @@
 //! kiln-engine's `export`, streaming the solver's progress events to the client's `Status`
 //! call. Nothing here builds by itself: it is another front door beside the CLI.
 //!
+//! [`Client`] is the other end, kiln's own client (`kiln --host unix:///PATH build`): it runs
+//! a [`BuildRequest`] in a daemon through `Control.Solve`, serving the build's directories,
+//! secrets, SSH agents and returned exports on its session as BuildKit's clients do, and turns
+//! `Control.Status` back into the solver's progress events.
+//!
 //! The protobuf messages and stubs in `pb` are generated from `proto/` (our own text,
 //! wire-compatible with BuildKit's) and checked in; `tests/codegen.rs` regenerates them.
 //!
@@ -26,7 +31,7 @@
 //! `proto/`, regenerated into `pb/`); a service the client serves through its session (its
 //! files, secrets, SSH agents, exports sent back) in a module of its own beside `filesync.rs`,
 //! `secrets.rs`, `sshforward.rs` and `filesend.rs`, called over `session.rs`'s
-//! `ClientSession`; what frontend images are served and how they run into `bridge/`; the
+//! `ClientSession`, and its serving side for kiln's own client in `client/attachables.rs`; what frontend images are served and how they run into `bridge/`; the
 //! built-in Dockerfile frontend's options into `frontend.rs`. Build wiring that `kiln build`
 //! shares goes into kiln-engine, not here.
 //!
@@ -39,6 +44,7 @@
 //! ```
 
 mod bridge;
+mod client;
 mod control;
 mod error;
 mod filesend;
@@ -58,6 +64,10 @@ mod tests;
 pub use bridge::{
     FrontendError, FrontendResult, GatewayFrontend, IMAGE_CONFIG_KEY, SYNTAX_ARG, Syntax,
     frontend_option_env, serve_builtin_frontend,
+};
+pub use client::{
+    BuildRequest, Client, ClientError, Export, ExportTarget, Host, PruneOptions, UsageRecord,
+    WorkerRecord,
 };
 pub use error::Error;
 pub use frontend::frontend_attrs;

@@ -14,7 +14,7 @@ use crate::pb::secrets::secrets_client::SecretsClient;
 use crate::session::ClientSession;
 
 /// The method a client serves its secrets with.
-const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
+pub(crate) const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
 
 /// The exec ops of a Definition, the steps that read secrets and mount SSH agents.
 pub(crate) fn exec_ops(definition: &LoadedDefinition) -> impl Iterator<Item = &pb::ExecOp> {

@@ -26,15 +26,16 @@ use tonic::{Status, Streaming};
 
 use crate::pb::control::BytesMessage;
 
-const HEADER_ID: &str = "x-docker-expose-session-uuid";
-const HEADER_SHARED_KEY: &str = "x-docker-expose-session-sharedkey";
-const HEADER_METHOD: &str = "x-docker-expose-session-grpc-method";
+pub(crate) const HEADER_ID: &str = "x-docker-expose-session-uuid";
+pub(crate) const HEADER_SHARED_KEY: &str = "x-docker-expose-session-sharedkey";
+pub(crate) const HEADER_METHOD: &str = "x-docker-expose-session-grpc-method";
+pub(crate) const HEADER_NAME: &str = "x-docker-expose-session-name";
 
 /// How long a build waits for the session its request names.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
 
 /// The bytes one tunnel message carries at most.
-const CHUNK: usize = 32 << 10;
+pub(crate) const CHUNK: usize = 32 << 10;
 
 /// An open client session.
 pub(crate) struct ClientSession {
@@ -72,7 +73,8 @@ impl Default for Sessions {
     }
 }
 
-type MessageStream = Pin<Box<dyn Stream<Item = Result<BytesMessage, Status>> + Send + 'static>>;
+pub(crate) type MessageStream =
+    Pin<Box<dyn Stream<Item = Result<BytesMessage, Status>> + Send + 'static>>;
 
 /// A session's id with the `PREFIX:` BuildKit's LLB may put before it removed.
 fn bare_id(id: &str) -> &str {
@@ -89,7 +91,7 @@ impl Sessions {
     pub(crate) fn attach(
         &self,
         metadata: &MetadataMap,
-        mut inbound: Streaming<BytesMessage>,
+        inbound: Streaming<BytesMessage>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<MessageStream, Status> {
         let header = |name: &str| {
@@ -121,7 +123,7 @@ impl Sessions {
             methods,
             channel,
         });
-        let (mut read_half, mut write_half) = tokio::io::split(theirs);
+        let (read_half, write_half) = tokio::io::split(theirs);
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -131,15 +133,9 @@ impl Sessions {
         // Inbound: the client's bytes into the pipe, until the client ends the call.
         let sessions = self.clone();
         tokio::spawn(async move {
-            let pump = async {
-                while let Some(Ok(message)) = inbound.next().await {
-                    if write_half.write_all(&message.data).await.is_err() {
-                        break;
-                    }
-                }
-            };
+            let mut write_half = write_half;
             tokio::select! {
-                () = pump => {}
+                () = pump_in(inbound, &mut write_half) => {}
                 _ = shutdown.wait_for(|s| *s) => {}
             }
             let _ = write_half.shutdown().await;
@@ -147,26 +143,7 @@ impl Sessions {
             tracing::debug!(session = session.id, "session closed");
         });
         // Outbound: the pipe's bytes to the client, as the call's response messages.
-        let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut buffer = vec![0; CHUNK];
-            loop {
-                match read_half.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let message = BytesMessage {
-                            data: buffer[..n].to_vec(),
-                        };
-                        if sender.send(Ok(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-            receiver,
-        )))
+        Ok(pump_out(read_half))
     }
 
     fn close(&self, session: &Arc<ClientSession>) {
@@ -201,6 +178,44 @@ impl Sessions {
         .await;
         found.map_err(|_| Status::not_found(format!("no active session for {id}")))
     }
+}
+
+/// Writes the bytes of a tunnel's incoming messages into its pipe until the call ends (or
+/// the pipe closes).
+pub(crate) async fn pump_in<W>(mut inbound: Streaming<BytesMessage>, pipe: &mut W)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(message)) = inbound.next().await {
+        if pipe.write_all(&message.data).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The bytes read from a tunnel's pipe, as the call's outgoing messages.
+pub(crate) fn pump_out<R>(mut pipe: R) -> MessageStream
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut buffer = vec![0; CHUNK];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let message = BytesMessage {
+                        data: buffer[..n].to_vec(),
+                    };
+                    if sender.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
 }
 
 /// An HTTP/2 channel over the one connection `io` (a second connect fails with `refused`).

@@ -20,8 +20,8 @@ use crate::pb::sshforward::ssh_client::SshClient;
 use crate::pb::sshforward::{BytesMessage, CheckAgentRequest};
 use crate::session::ClientSession;
 
-const FORWARD_AGENT: &str = "/moby.sshforward.v1.SSH/ForwardAgent";
-const SSH_ID: &str = "buildkit.ssh.id";
+pub(crate) const FORWARD_AGENT: &str = "/moby.sshforward.v1.SSH/ForwardAgent";
+pub(crate) const SSH_ID: &str = "buildkit.ssh.id";
 
 /// The agent ids the Definition's exec ops mount (`default` when a mount names none).
 pub(crate) fn ssh_ids(definition: &LoadedDefinition) -> BTreeSet<String> {

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use kiln_cache::Store;
-use kiln_exporters::{ExportContext, ExportResponse, ImageFormat, Output, PlatformResult};
+use kiln_exporters::{
+    Attestations, ExportContext, ExportResponse, ImageFormat, Output, PlatformResult,
+};
+use kiln_llb::pb;
 use kiln_solver::Ref;
 
 use crate::error::Error;
@@ -43,15 +46,17 @@ fn reads_bytes(output: &Output) -> bool {
 }
 
 /// Downloads and unpacks the lazy layers (cache hits, base images: see
-/// [`kiln_cache::realize`]) of `results` that `outputs` read. An image pushed with `--push`
-/// keeps them lazy: a push to the registry they came from downloads nothing.
+/// [`kiln_cache::realize`]) of `results` that `outputs` read, or that an SBOM (`sbom`)
+/// scans. An image pushed with `--push` keeps them lazy: a push to the registry they came
+/// from downloads nothing.
 pub async fn realize_results(
     store: &Arc<Store>,
     results: &[&Ref],
     outputs: &[Output],
+    sbom: bool,
     pull: &kiln_cache::PullOptions,
 ) -> Result<(), Error> {
-    if !outputs.iter().any(reads_bytes) {
+    if !sbom && !outputs.iter().any(reads_bytes) {
         return Ok(());
     }
     for key in results.iter().filter_map(|r| r.key()) {
@@ -65,7 +70,13 @@ pub async fn realize_results(
 /// Writes `result` to each output, with the frontend's image `config` (none for an LLB
 /// build) and the registry settings of kiln's configuration (for a push); answers what each
 /// output made, in order. With `inline_cache`, the image config carries the cache of those
-/// build keys (`--cache-to type=inline`).
+/// build keys (`--cache-to type=inline`). With `attestations`, an output that takes them
+/// (an OCI layout, a push) gets an image index of the one image and its attestation manifest,
+/// as buildx makes; `definition` is the LLB the result was solved from, for its provenance.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one build's export, wired from two callers"
+)]
 pub fn export(
     store: &Store,
     result: &Ref,
@@ -73,6 +84,8 @@ pub fn export(
     config: Option<&kiln_frontend::ImageConfig>,
     registry: &kiln_cache::Config,
     inline_cache: Option<&kiln_cache::BuildKeys>,
+    attestations: Attestations,
+    definition: Option<&pb::Definition>,
 ) -> Result<Vec<ExportResponse>, Error> {
     if outputs.is_empty() {
         return Ok(Vec::new());
@@ -84,14 +97,32 @@ pub fn export(
     if let (Some(keys), Some(config)) = (inline_cache, config.as_mut()) {
         crate::cache::add_inline_cache(store, keys, config)?;
     }
-    let context = context(outputs, registry, inline_cache.is_none())?;
+    let context = context(outputs, registry, inline_cache.is_none(), attestations)?;
+    // The platform of the image: its config's, else the host's.
+    let platform = config
+        .as_ref()
+        .and_then(|c| serde_json::from_value::<kiln_llb::Platform>(c.clone()).ok())
+        .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+        .unwrap_or_else(kiln_llb::Platform::host);
     outputs
         .iter()
         .map(|output| {
-            output
-                .resolve(&context)
-                .export(store, result.key(), config.as_ref())
-                .map_err(Error::Export)
+            let exporter = output.resolve(&context);
+            match output {
+                Output::Image {
+                    format, settings, ..
+                } if exporter.attests(*format, settings) => exporter.export_platforms(
+                    store,
+                    &[PlatformResult {
+                        platform: &platform,
+                        snapshot: result.key(),
+                        config: config.as_ref(),
+                        definition,
+                    }],
+                ),
+                _ => exporter.export(store, result.key(), config.as_ref()),
+            }
+            .map_err(Error::Export)
         })
         .collect()
 }
@@ -102,6 +133,7 @@ fn context(
     outputs: &[Output],
     registry: &kiln_cache::Config,
     pending: bool,
+    attestations: Attestations,
 ) -> Result<ExportContext, Error> {
     Ok(ExportContext {
         registry: registry.clone(),
@@ -125,16 +157,20 @@ fn context(
                 Output::Image { .. } => false,
                 Output::Local { .. } | Output::Tar { .. } => true,
             }),
+        attestations,
     })
 }
 
 /// Writes one result per platform (`--platform a,b`) to each output: images as an index of
 /// one image per platform, files in a folder per platform; answers what each output made.
+/// `definitions` are the LLB of each result, in order, for their provenance.
 pub fn export_platforms(
     store: &Store,
     results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],
     outputs: &[Output],
     registry: &kiln_cache::Config,
+    attestations: Attestations,
+    definitions: &[Option<&pb::Definition>],
 ) -> Result<Vec<ExportResponse>, Error> {
     if outputs.is_empty() {
         return Ok(Vec::new());
@@ -147,14 +183,18 @@ pub fn export_platforms(
     let platform_results: Vec<PlatformResult<'_>> = results
         .iter()
         .zip(&configs)
-        .map(|((platform, result, _), config)| PlatformResult {
-            platform,
-            snapshot: result.key(),
-            config: config.as_ref(),
-        })
+        .enumerate()
+        .map(
+            |(position, ((platform, result, _), config))| PlatformResult {
+                platform,
+                snapshot: result.key(),
+                config: config.as_ref(),
+                definition: definitions.get(position).copied().flatten(),
+            },
+        )
         .collect();
     // An index names manifests: every image output makes its blobs.
-    let context = context(outputs, registry, false)?;
+    let context = context(outputs, registry, false, attestations)?;
     outputs
         .iter()
         .map(|output| {

@@ -160,7 +160,12 @@ fn write_layout(
             })
         }
         Top::Index(index) => {
-            for (_, image) in &index.images {
+            for image in index
+                .images
+                .iter()
+                .map(|(_, i)| i)
+                .chain(index.attestations.iter().map(|(_, a)| a))
+            {
                 image_blobs(sink, store, image, &mut written)?;
             }
             bytes(sink, &blob_path(&index.digest), &index.index)?;

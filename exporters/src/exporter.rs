@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_cache::{Config, Digest, Image, LayerOptions, PendingManifest, Store};
 
+use crate::attestation::{Attestations, Statement, attestation_manifest};
 use crate::error::Error;
 use crate::image::{
     ImageOptions, base_histories, build_image, build_image_from_json, image_config,
@@ -45,6 +46,10 @@ pub struct ExportContext {
     /// `docker build -t` makes none; a push, a save or an export makes them later
     /// ([`crate::stored_image`]). Set it when no other output of the build needs the blobs.
     pub pending_manifest: bool,
+    /// The attestations the build asks for (`--provenance`, `--sbom`): written beside the
+    /// images of OCI layouts and pushes, as BuildKit's image and OCI exporters do; an image
+    /// only stored (`-t`) or written as a docker archive goes without, as with buildx.
+    pub attestations: Attestations,
 }
 
 /// A resolved output, ready to export results.
@@ -66,6 +71,9 @@ pub struct ExportResponse {
     pub names: Vec<String>,
     /// Each pushed name with the manifest digest the registry has.
     pub pushed: Vec<(String, Digest)>,
+    /// The provenance predicate of each platform's image, when the output took provenance
+    /// (for `--metadata-file`'s `buildx.build.provenance`).
+    pub provenance: Vec<(kiln_llb::Platform, serde_json::Value)>,
 }
 
 impl Output {
@@ -196,12 +204,40 @@ impl Exporter<'_> {
                 settings,
             } => {
                 let mut images = Vec::with_capacity(results.len());
+                let mut attestations = Vec::new();
+                let mut provenance = Vec::new();
+                let attest = self.attests(*format, settings);
                 for result in results {
                     let image = self.image(store, result.snapshot, result.config, settings)?;
+                    if attest {
+                        let (names, _) = names_and_mtime(settings, self.context)?;
+                        let statements = self.statements(store, result, &names, &image)?;
+                        provenance.extend(
+                            statements
+                                .iter()
+                                .filter(|s| {
+                                    s.predicate_type == crate::provenance::PREDICATE_TYPE_SLSA_V1
+                                })
+                                .map(|s| (result.platform.clone(), s.predicate.clone())),
+                        );
+                        let manifest = attestation_manifest(
+                            store,
+                            &names,
+                            result.platform,
+                            &image,
+                            &statements,
+                        )?;
+                        attestations.push((image.manifest_digest, manifest));
+                    }
                     images.push((result.platform.clone(), image));
                 }
-                let index = ImageIndex::new(store, images, settings.oci_mediatypes)?;
-                let response = deliver_index(
+                let index = ImageIndex::with_attestations(
+                    store,
+                    images,
+                    attestations,
+                    settings.oci_mediatypes,
+                )?;
+                let mut response = deliver_index(
                     store,
                     &index,
                     *format,
@@ -209,10 +245,65 @@ impl Exporter<'_> {
                     settings,
                     self.context,
                 )?;
+                response.provenance = provenance;
                 tracing::info!(index = %index.digest, "exported the image index");
                 Ok(response)
             }
         }
+    }
+
+    /// Whether this output takes the build's attestations: an image written as an OCI layout
+    /// or pushed, in OCI media types (BuildKit's attestation manifests are OCI manifests).
+    pub fn attests(&self, format: ImageFormat, settings: &ImageSettings) -> bool {
+        if !self.context.attestations.any() {
+            return false;
+        }
+        let wanted = matches!(format, ImageFormat::Oci { .. }) || settings.push;
+        if wanted && !settings.oci_mediatypes {
+            tracing::warn!("attestations need OCI media types: this output goes without");
+            return false;
+        }
+        wanted && format != ImageFormat::Docker
+    }
+
+    /// The statements about one platform's image: its SBOM, its provenance.
+    fn statements(
+        &self,
+        store: &Store,
+        result: &PlatformResult<'_>,
+        names: &[String],
+        image: &Image,
+    ) -> Result<Vec<Statement>, Error> {
+        let mut statements = Vec::new();
+        if self.context.attestations.sbom {
+            let subject = crate::sbom::Subject {
+                names,
+                platform: result.platform,
+                digest: &image.manifest_digest,
+                created: self
+                    .context
+                    .source_date_epoch
+                    .or(self.context.build_time)
+                    .unwrap_or(0),
+            };
+            let keys = chain(store, result.snapshot)?;
+            let predicate =
+                crate::sbom::sbom_predicate(store, &keys, &subject).map_err(|e| Error::Step {
+                    what: "making the image's SBOM",
+                    source: Box::new(e),
+                })?;
+            statements.push(Statement {
+                predicate_type: crate::sbom::PREDICATE_TYPE_SPDX,
+                predicate,
+            });
+        }
+        if let Some(request) = &self.context.attestations.provenance {
+            statements.push(Statement {
+                predicate_type: crate::provenance::PREDICATE_TYPE_SLSA_V1,
+                predicate: crate::provenance::provenance_predicate(request, result.definition),
+            });
+        }
+        Ok(statements)
     }
 
     /// The image recipe: the layers of the snapshot chain, the config, the manifest.
@@ -288,6 +379,7 @@ impl Exporter<'_> {
             config_digest,
             names,
             pushed: Vec::new(),
+            provenance: Vec::new(),
         })
     }
 
@@ -413,6 +505,8 @@ pub struct PlatformResult<'a> {
     pub snapshot: Option<&'a str>,
     /// The image config.
     pub config: Option<&'a serde_json::Value>,
+    /// The LLB it was solved from (`None`: `scratch`), for its provenance.
+    pub definition: Option<&'a kiln_llb::pb::Definition>,
 }
 
 /// Delivers a multi-platform image: an OCI layout naming the index, the store (each name
@@ -488,6 +582,7 @@ pub fn deliver_index(
         config_digest: None,
         names,
         pushed,
+        provenance: Vec::new(),
     })
 }
 
@@ -550,6 +645,7 @@ pub fn deliver_image(
         config_digest: Some(image.config_digest),
         names,
         pushed,
+        provenance: Vec::new(),
     })
 }
 

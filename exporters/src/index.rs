@@ -25,6 +25,9 @@ pub struct ImageIndex {
     pub digest: Digest,
     /// Its media type (OCI index or docker manifest list).
     pub media_type: String,
+    /// The attestation manifests, each with the manifest digest of the image it describes,
+    /// named by the index after the images (BuildKit's layout).
+    pub attestations: Vec<(Digest, Image)>,
 }
 
 impl ImageIndex {
@@ -35,12 +38,24 @@ impl ImageIndex {
         images: Vec<(Platform, Image)>,
         oci_mediatypes: bool,
     ) -> Result<Self, Error> {
+        Self::with_attestations(store, images, Vec::new(), oci_mediatypes)
+    }
+
+    /// The index of `images` and of the attestation manifests about them (each with the
+    /// manifest digest of its image): entries of platform `unknown/unknown` annotated with
+    /// `vnd.docker.reference.digest` and `vnd.docker.reference.type=attestation-manifest`.
+    pub fn with_attestations(
+        store: &Store,
+        images: Vec<(Platform, Image)>,
+        attestations: Vec<(Digest, Image)>,
+        oci_mediatypes: bool,
+    ) -> Result<Self, Error> {
         let media_type = if oci_mediatypes {
             MEDIA_TYPE_OCI_INDEX
         } else {
             MEDIA_TYPE_DOCKER_MANIFEST_LIST
         };
-        let manifests: Vec<serde_json::Value> = images
+        let mut manifests: Vec<serde_json::Value> = images
             .iter()
             .map(|(platform, image)| {
                 let mut described = json!({
@@ -58,6 +73,18 @@ impl ImageIndex {
                 })
             })
             .collect();
+        for (subject, attestation) in &attestations {
+            manifests.push(json!({
+                "mediaType": attestation.manifest_media_type,
+                "digest": attestation.manifest_digest.to_string(),
+                "size": attestation.manifest.len(),
+                "annotations": {
+                    crate::attestation::ANNOTATION_REFERENCE_DIGEST: subject.to_string(),
+                    crate::attestation::ANNOTATION_REFERENCE_TYPE: "attestation-manifest",
+                },
+                "platform": { "architecture": "unknown", "os": "unknown" },
+            }));
+        }
         let index = canonical_json(
             &json!({
                 "schemaVersion": 2,
@@ -84,6 +111,7 @@ impl ImageIndex {
             index,
             digest,
             media_type: media_type.to_owned(),
+            attestations,
         })
     }
 
@@ -131,6 +159,7 @@ impl ImageIndex {
             index: bytes,
             digest,
             media_type: index.media_type,
+            attestations: Vec::new(),
         }))
     }
 

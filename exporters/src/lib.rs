@@ -29,6 +29,12 @@
 //!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
 //! - Requests: [`parse_output`] reads buildx's `--output` grammar into an [`Output`] (and
 //!   [`outputs_from_args`] adds `-t`/`--push`), refusing bad options with an [`OutputError`].
+//! - Attestations ([`Attestations`], `--provenance`): for OCI layouts and pushes, each
+//!   platform's image gets an attestation manifest of in-toto statements in the image index
+//!   (BuildKit's layout, `attestation.rs`); SLSA v1 provenance made from the request and the
+//!   platform's LLB ([`provenance_predicate`]); an SPDX 2.3 SBOM of the packages kiln finds
+//!   in the image's package databases (`sbom/`: dpkg, apk, Python, npm, cargo), those of the
+//!   base image attributed to it.
 //! - Cache exports (`--cache-to`): [`push_cache`] to a registry, [`write_cache_layout`] as an
 //!   OCI layout, from a [`kiln_cache::CacheManifest`].
 //! - `rewrite-timestamp` as BuildKit does it: the base image's layers (and, with
@@ -54,6 +60,7 @@
 //! ```
 
 mod archive;
+mod attestation;
 mod cache;
 mod cachegraph;
 mod error;
@@ -64,9 +71,15 @@ mod layers;
 mod local;
 mod options;
 mod output;
+mod provenance;
 mod push;
+mod sbom;
 
 pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
+pub use attestation::{
+    ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
+    Attestations, MEDIA_TYPE_IN_TOTO, STATEMENT_TYPE,
+};
 pub use cache::{push_cache, write_cache_layout};
 pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
@@ -83,7 +96,12 @@ pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, s
 pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use options::{
-    ImageFormat, ImageSettings, Output, OutputError, outputs_from_args, parse_output,
+    ImageFormat, ImageSettings, Output, OutputError, output_fields, outputs_from_args, parse_output,
 };
 pub use output::OutputFile;
+pub use provenance::{
+    BUILD_TYPE, PREDICATE_TYPE_SLSA_V1, ProvenanceMode, ProvenanceRequest, docker_purl,
+    provenance_predicate,
+};
 pub use push::{push, push_index};
+pub use sbom::PREDICATE_TYPE_SPDX;

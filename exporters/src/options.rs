@@ -5,7 +5,7 @@
 //! `tar`; a bare `DIR` (or `-`) is `type=local,dest=DIR`. Options are checked as BuildKit
 //! checks them, with its wording.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kiln_cache::Compression;
@@ -190,13 +190,13 @@ fn boolean(key: &str, value: &str) -> Result<bool, OutputError> {
     }
 }
 
-/// Parses docker buildx's `--output` syntax (`type=oci,dest=out.tar,compression=zstd`, or a
-/// bare `DIR`).
-pub fn parse_output(text: &str) -> Result<Output, OutputError> {
+/// Splits one `--output` value into its type and its other fields, unchecked (a bare `DIR` is
+/// `type=local,dest=DIR`): what a client sends a daemon as an exporter and its attributes.
+pub fn output_fields(text: &str) -> Result<(&str, BTreeMap<&str, &str>), OutputError> {
     if !text.contains('=') {
-        return Ok(Output::Local { dest: text.into() });
+        return Ok(("local", BTreeMap::from([("dest", text)])));
     }
-    let mut fields = HashMap::new();
+    let mut fields = BTreeMap::new();
     for part in text.split(',') {
         let (k, v) = part
             .split_once('=')
@@ -208,6 +208,13 @@ pub fn parse_output(text: &str) -> Result<Output, OutputError> {
     let kind = fields.remove("type").ok_or_else(|| OutputError::NoType {
         output: text.to_owned(),
     })?;
+    Ok((kind, fields))
+}
+
+/// Parses docker buildx's `--output` syntax (`type=oci,dest=out.tar,compression=zstd`, or a
+/// bare `DIR`).
+pub fn parse_output(text: &str) -> Result<Output, OutputError> {
+    let (kind, mut fields) = output_fields(text)?;
     let dest = fields.remove("dest").map(PathBuf::from);
     let need_dest = |dest: Option<PathBuf>, what: &'static str| {
         dest.ok_or_else(|| OutputError::NoDest {

@@ -288,7 +288,8 @@ pub async fn push_index(
     docker_config: Option<&Path>,
 ) -> Result<Digest, Error> {
     let parsed = kiln_cache::parse_reference(reference)?;
-    for (_, image) in &index.images {
+    let images = index.images.iter().map(|(_, i)| i);
+    for image in images.chain(index.attestations.iter().map(|(_, a)| a)) {
         let by_digest = kiln_cache::digest_name(&parsed, &image.manifest_digest);
         push(store, image, &by_digest, config, docker_config).await?;
     }

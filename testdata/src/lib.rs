@@ -43,6 +43,14 @@ pub fn busybox_layout() -> PathBuf {
     root().join("images").join("busybox")
 }
 
+/// A JSON schema of `testdata/attestations/` (in-toto statements, SLSA provenance, SPDX),
+/// parsed.
+pub fn attestation_schema(name: &str) -> serde_json::Value {
+    let path = root().join("attestations").join(name);
+    let text = fs_err::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The `testdata/remote-cache/` directory of cache exports made by BuildKit.
 pub fn remote_cache_dir() -> PathBuf {
     root().join("remote-cache")

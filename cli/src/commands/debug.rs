@@ -12,6 +12,10 @@ use crate::args::DebugCommand;
 pub(crate) fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DebugCommand::DumpLlb { file, dot } => dump_llb(file.as_deref(), dot),
+        DebugCommand::Workers { .. } => anyhow::bail!(
+            "kiln debug workers lists a daemon's workers: give its address with --host \
+             (or $KILN_HOST); an in-process build has no workers to list"
+        ),
     }
 }
 

@@ -29,6 +29,25 @@ use crate::format::{human_duration, human_size, table, utc_time};
 pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(root)?;
     let usage = store.du().context("measuring disk usage")?;
+    let records = if args.verbose {
+        store
+            .cache_records()
+            .context("listing build cache records")?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    show(&usage, &records, args)
+}
+
+/// Prints `usage` as `args` ask (`records`: the cache records `--verbose` describes).
+pub(crate) fn show(
+    usage: &DiskUsage,
+    records: &HashMap<String, CacheRecord>,
+    args: &DuArgs,
+) -> anyhow::Result<ExitCode> {
     if args.format == UsageFormat::Json {
         let document = serde_json::json!({
             "entries": usage.entries.iter().map(entry_json).collect::<Vec<_>>(),
@@ -41,13 +60,7 @@ pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
     }
     let now = now();
     let mut text = if args.verbose {
-        let records: HashMap<String, CacheRecord> = store
-            .cache_records()
-            .context("listing build cache records")?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
-        verbose(&usage.entries, &records, now)
+        verbose(&usage.entries, records, now)
     } else if usage.entries.is_empty() {
         String::new()
     } else {
@@ -56,7 +69,7 @@ pub(crate) fn run(root: &Path, args: &DuArgs) -> anyhow::Result<ExitCode> {
     if !text.is_empty() {
         text.push('\n');
     }
-    text.push_str(&totals(&usage));
+    text.push_str(&totals(usage));
     write_stdout(&text)
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod du;
 pub(crate) mod exec;
 pub(crate) mod explain;
 pub(crate) mod history;
+pub(crate) mod host;
 pub(crate) mod images;
 pub(crate) mod load;
 pub(crate) mod prune;

@@ -59,10 +59,19 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    show_removed(&removed, report.gc.freed, args)
+}
+
+/// Prints the removed entries and the bytes freed as `args` ask.
+pub(crate) fn show_removed(
+    removed: &[UsageEntry],
+    freed: u64,
+    args: &PruneArgs,
+) -> anyhow::Result<ExitCode> {
     if args.format == UsageFormat::Json {
         let document = serde_json::json!({
             "removed": removed.iter().map(entry_json).collect::<Vec<_>>(),
-            "freed": report.gc.freed,
+            "freed": freed,
         });
         return write_stdout(&format!("{document}\n"));
     }
@@ -70,7 +79,7 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     if !removed.is_empty() {
         text.push_str(&table(&entry_rows(removed.iter(), now())));
     }
-    text.push_str(&format!("Total:\t{}\n", human_size(report.gc.freed)));
+    text.push_str(&format!("Total:\t{}\n", human_size(freed)));
     write_stdout(&text)
 }
 
@@ -92,7 +101,7 @@ fn prune_history(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Validates the arguments into the store's options.
-fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
+pub(crate) fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
     let mut options = PruneOptions {
         all: args.all,
         ..PruneOptions::default()
@@ -114,7 +123,7 @@ fn options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
 }
 
 /// Asks on the terminal, as buildx does; anything but `y`/`yes` declines.
-fn confirm(all: bool) -> anyhow::Result<bool> {
+pub(crate) fn confirm(all: bool) -> anyhow::Result<bool> {
     ask(if all {
         "all build cache"
     } else {

@@ -588,7 +588,7 @@ struct SshServer {
 }
 
 /// Starts an agent on `socket`, waiting for the socket to appear.
-fn start_agent(socket: &Path) -> Killed {
+pub(crate) fn start_agent(socket: &Path) -> Killed {
     let agent = Killed(
         Command::new("ssh-agent")
             .arg("-D")

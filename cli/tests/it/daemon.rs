@@ -14,7 +14,7 @@ use kiln_testdata::{is_root, registry_up, skip};
 
 use crate::common::{assert_ok, free_port, text};
 
-const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
+pub(crate) const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
 
 /// BuildKit's client: `KILN_BUILDCTL`, else `../shared/tools/buildctl` beside the workspace.
 fn buildctl_path() -> Option<PathBuf> {
@@ -98,6 +98,24 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs `kiln --root CLIENT_ROOT --host unix://SOCKET ARGS` with `env` added: kiln's own
+    /// client of this daemon (its store at `CLIENT_ROOT` is not to be touched).
+    pub(crate) fn kiln(&self, client_root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
+            .arg("--root")
+            .arg(client_root)
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env_remove("KILN_CONFIG")
+            .env_remove("KILN_HOST");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    }
+
     /// Sends SIGTERM and waits for the daemon to exit; returns its output.
     pub(crate) fn stop(mut self) -> Output {
         self.terminate().unwrap()
@@ -118,7 +136,7 @@ impl Drop for Daemon {
 }
 
 /// `buildctl du --format '{{json .}}'` as (ID, in use, size), sorted.
-fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
+pub(crate) fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
     let out = assert_ok(daemon.buildctl(&["du", "--format", "{{json .}}"]));
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut rows: Vec<(String, bool, u64)> = records
@@ -157,7 +175,7 @@ fn kiln_du(root: &Path) -> Vec<(String, bool, u64)> {
     rows
 }
 
-fn kiln(root: &Path, args: &[&str]) -> Output {
+pub(crate) fn kiln(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(root)
@@ -257,7 +275,7 @@ fn daemon_refuses_an_address_it_cannot_serve() {
 /// Makes certificates for a daemon on 127.0.0.1 and its clients with the Kubernetes example's
 /// `create-certs.sh` (a copy in `dir`): `dir/.certs/{daemon,client}/{ca,cert,key}.pem`, each
 /// call with a CA of its own.
-fn certificates(dir: &Path) -> PathBuf {
+pub(crate) fn certificates(dir: &Path) -> PathBuf {
     let script = dir.join("create-certs.sh");
     fs_err::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/create-certs.sh"),
@@ -467,7 +485,7 @@ fn buildctl_build(daemon: &Daemon, def: &[u8], args: &[&str]) -> Output {
 }
 
 /// The digest the test registry serves for `repository:tag`'s manifest.
-fn registry_digest(repository: &str, tag: &str) -> String {
+pub(crate) fn registry_digest(repository: &str, tag: &str) -> String {
     let out = assert_ok(
         Command::new("curl")
             .args(["-sfI", "-H"])
@@ -1040,4 +1058,94 @@ fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
         fs_err::read_to_string(out.join("shout")).unwrap(),
         "HELLO YAML\n"
     );
+}
+
+#[test]
+fn serial_daemon_builds_several_platforms_into_one_index() {
+    if !crate::multiplatform::multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM 127.0.0.1:5000/library/busybox:multi AS gen\n\
+         RUN echo generated once > /gen\n\
+         FROM 127.0.0.1:5000/library/busybox:multi\n\
+         ARG TARGETPLATFORM\n\
+         COPY --from=gen /gen /gen\n\
+         RUN echo \"$(uname -m) $TARGETPLATFORM\" > /arch\n",
+    )
+    .unwrap();
+
+    // buildctl's --opt platform=A,B: a folder per platform back through the session.
+    let out = dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    let built = assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--opt",
+            "platform=linux/amd64,linux/arm64",
+            "--output",
+            &local,
+        ],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr).into_owned();
+    let read = |path: &str| fs_err::read_to_string(out.join(path)).unwrap();
+    assert_eq!(read("linux_amd64/arch"), "x86_64 linux/amd64\n");
+    assert_eq!(read("linux_arm64/arch"), "aarch64 linux/arm64\n");
+    assert_eq!(read("linux_arm64/gen"), "generated once\n");
+    // Steps carry their platform; the build-platform stage ran once for both.
+    assert!(
+        progress.contains("[linux/arm64 stage-1 3/3] RUN echo"),
+        "{progress}"
+    );
+    assert_eq!(
+        progress.matches("] RUN echo generated once").count(),
+        1,
+        "{progress}"
+    );
+
+    // Pushed: one index with a manifest per platform.
+    let name = format!(
+        "127.0.0.1:5000/kiln-test/daemon-multi:{}",
+        std::process::id()
+    );
+    let output = format!("type=image,name={name},push=true");
+    assert_ok(buildctl_dockerfile(
+        &daemon,
+        &context,
+        &[
+            "--opt",
+            "platform=linux/amd64,linux/arm64",
+            "--output",
+            &output,
+        ],
+    ));
+    let raw = assert_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap(),
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index:#}");
 }

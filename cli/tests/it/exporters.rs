@@ -370,11 +370,12 @@ fn serial_pushed_images_keep_their_digest_and_save_round_trips() {
     // A tag of its own per run, so an earlier run's manifest cannot satisfy the check.
     let tag = format!("{:x}", std::process::id());
     let name = format!("127.0.0.1:5000/kiln-test/exporters:{tag}");
+    // The image alone, as `kiln push` sends it (a build's push adds its provenance).
     build(
         &root,
         "045-workdir-run-pwd",
         &context,
-        &["-t", &name, "--push"],
+        &["-t", &name, "--push", "--provenance=false"],
         false,
     );
     let remote = json(skopeo(&[
@@ -491,11 +492,12 @@ fn serial_a_registry_refusing_monolithic_uploads_gets_the_blobs_in_chunks() {
     // A repository of its own per run, so no blob is in it yet.
     let repository = format!("kiln-test/chunked-{:x}", std::process::id());
     let name = format!("{proxy}/{repository}:v1");
+    // The image alone, as `kiln save` writes it (a build's push adds its provenance).
     build(
         &root,
         "045-workdir-run-pwd",
         &context,
-        &["-t", &name, "--push"],
+        &["-t", &name, "--push", "--provenance=false"],
         false,
     );
     let seen = seen.lock().unwrap().clone();
@@ -819,6 +821,8 @@ fn serial_tagged_images_are_compressed_only_when_pushed() {
             "build",
             "--output",
             &format!("type=image,name={eager},push=true"),
+            // The image alone, as `kiln push` sends it (a build's push adds its provenance).
+            "--provenance=false",
         ])
         .arg(&context)
         .env("SOURCE_DATE_EPOCH", EPOCH);

@@ -6,12 +6,14 @@
 
 mod common;
 
+mod attestations;
 mod build_checks;
 mod build_dockerfile;
 mod build_dockerfile_sources;
 mod build_flags;
 mod build_yaml;
 mod daemon;
+mod daemon_client;
 mod debug_dump_llb;
 mod dependency_direction;
 mod explain;

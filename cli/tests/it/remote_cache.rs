@@ -661,7 +661,9 @@ fn unique() -> String {
 }
 
 /// A cold build through the recording registry `proxy` that pushes its image and exports
-/// its cache (`mode=max`) there: the references of the image and of the cache.
+/// its cache (`mode=max`) there: the references of the image and of the cache. Pushes in
+/// these tests leave out the provenance a push adds by default (as buildx), so that a
+/// reference names the image manifest itself.
 fn export_through(tmp: &Path, proxy: &str, context: &Path, name: &str) -> (String, String) {
     // Repositories of their own: a registry mounts or finds nothing left by an earlier run.
     let id = unique();
@@ -674,6 +676,7 @@ fn export_through(tmp: &Path, proxy: &str, context: &Path, name: &str) -> (Strin
             "-t",
             &image,
             "--push",
+            "--provenance=false",
             "--cache-to",
             &format!("type=registry,ref={cache},mode=max"),
             "--metadata-file",
@@ -704,6 +707,7 @@ fn serial_a_build_from_the_cache_pushed_to_the_same_registry_downloads_no_layer(
             "-t",
             &again,
             "--push",
+            "--provenance=false",
             "--cache-from",
             &cache,
             "--metadata-file",
@@ -793,7 +797,14 @@ fn serial_a_build_from_the_cache_downloads_the_image_s_layers_only_when_it_must_
     let warm = assert_ok(build(
         &pushed,
         &context,
-        &["-t", &name, "--push", "--cache-from", &cache],
+        &[
+            "-t",
+            &name,
+            "--push",
+            "--provenance=false",
+            "--cache-from",
+            &cache,
+        ],
     ));
     assert_every_run_cached(&text(&warm));
     assert_eq!(downloaded(), Vec::<String>::new());
@@ -821,7 +832,7 @@ fn serial_a_step_that_runs_on_a_cache_hit_downloads_only_that_hit_s_layers() {
     assert_ok(build(
         &tmp.path().join("base-root"),
         &base_context,
-        &["-t", &other_base, "--push"],
+        &["-t", &other_base, "--push", "--provenance=false"],
     ));
     let with_last = |last: &str| {
         let context = proxied_context(&tmp.path().join(last.len().to_string()), &proxy, last);
@@ -845,7 +856,14 @@ fn serial_a_step_that_runs_on_a_cache_hit_downloads_only_that_hit_s_layers() {
     let warm = assert_ok(build(
         &tmp.path().join("empty"),
         &changed,
-        &["-t", &again, "--push", "--cache-from", &cache],
+        &[
+            "-t",
+            &again,
+            "--push",
+            "--provenance=false",
+            "--cache-from",
+            &cache,
+        ],
     ));
     let (ran, cached) = steps(&text(&warm));
     assert!(ran.iter().any(|s| s.contains("echo changed")), "{ran:?}");
@@ -917,7 +935,14 @@ fn serial_a_lazy_hit_whose_cache_lies_about_a_layer_fails_the_step_that_reads_it
     let out = build(
         &root,
         &changed,
-        &["-t", &again, "--push", "--cache-from", &lying],
+        &[
+            "-t",
+            &again,
+            "--push",
+            "--provenance=false",
+            "--cache-from",
+            &lying,
+        ],
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("diff ID of layer"), "{}", text(&out));

@@ -26,14 +26,33 @@ impl Sender {
 
     /// Sends `root`; returns the bytes of file contents sent.
     pub(crate) fn run(&mut self, root: &Path) -> Result<u64, SyncError> {
-        let result = self.send_dir(root);
+        let result = walk(root)
+            .map_err(SyncError::from)
+            .and_then(|paths| self.send_dir(root, paths));
         reported(&self.outgoing, result)
     }
 
-    fn send_dir(&mut self, root: &Path) -> Result<u64, SyncError> {
+    /// Sends the `paths` of `root` (relative, parents before children, in walk order, as
+    /// [`kiln_solver::LocalRequest::select`] lists them); returns the bytes of file contents
+    /// sent.
+    pub(crate) fn run_selected(
+        &mut self,
+        root: &Path,
+        paths: Vec<PathBuf>,
+    ) -> Result<u64, SyncError> {
+        let result = self.send_dir(root, paths);
+        reported(&self.outgoing, result)
+    }
+
+    /// Tells the receiver why nothing is sent.
+    pub(crate) fn run_failed(&mut self, error: SyncError) -> Result<u64, SyncError> {
+        reported(&self.outgoing, Err(error))
+    }
+
+    fn send_dir(&mut self, root: &Path, paths: Vec<PathBuf>) -> Result<u64, SyncError> {
         let mut files: HashMap<u32, PathBuf> = HashMap::new();
         let mut first_links: HashMap<(u64, u64), String> = HashMap::new();
-        for (id, path) in walk(root)?.into_iter().enumerate() {
+        for (id, path) in paths.into_iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| protocol("too many paths"))?;
             let full = root.join(&path);
             let meta = fs_err::symlink_metadata(&full)?;

@@ -24,6 +24,8 @@ fn sync(src: &Path, dest: &Path) -> (Result<Received, SyncError>, Result<u64, Sy
             dest: dest.to_owned(),
             outgoing: to_sender,
             next: receiver_next,
+            merge: false,
+            owner: None,
         }
         .run();
         (received, sending.join().unwrap())
@@ -160,6 +162,8 @@ fn receive_listing(dest: &Path, mut packets: Vec<Packet>) -> String {
         dest: dest.to_owned(),
         outgoing,
         next: Box::new(move || packets.next().map(Ok)),
+        merge: false,
+        owner: None,
     }
     .run();
     result.unwrap_err().to_string()
@@ -239,6 +243,8 @@ fn a_client_sends_no_more_than_it_listed_nor_more_than_fits() {
             dest: dest.clone(),
             outgoing,
             next: Box::new(move || packets.next().map(Ok)),
+            merge: false,
+            owner: None,
         }
         .run()
         .unwrap_err()

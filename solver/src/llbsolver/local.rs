@@ -17,7 +17,7 @@
 //! order; the snapshot copy and the content digest both use that list, so a file outside the
 //! selection changes neither.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
@@ -89,6 +89,37 @@ impl LocalRequest {
             exclude_patterns: json_list(attrs, "local.excludepatterns")?,
             follow_paths: json_list(attrs, "local.followpaths")?,
         })
+    }
+
+    /// The paths below `root` this request selects, as a file sync lists them for the
+    /// receiving side: each with the directories above it, parents before children, each
+    /// directory's entries by name.
+    pub fn select(&self, root: &Path) -> io::Result<Vec<PathBuf>> {
+        let selected = LocalFilter::new(self).select(root)?;
+        let mut listed: HashSet<PathBuf> = HashSet::new();
+        let mut out = Vec::with_capacity(selected.len());
+        for entry in selected {
+            // A path selected below a directory that is not (`COPY src/main.rs`) comes with
+            // the directories above it, which the walk order puts just before it.
+            let mut missing: Vec<PathBuf> = entry
+                .path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .take_while(|a| !listed.contains(*a))
+                .map(Path::to_owned)
+                .collect();
+            missing.reverse();
+            for dir in missing {
+                listed.insert(dir.clone());
+                out.push(dir);
+            }
+            if entry.is_dir {
+                listed.insert(entry.path.clone());
+            }
+            out.push(entry.path);
+        }
+        Ok(out)
     }
 }
 
@@ -386,6 +417,26 @@ mod tests {
                 "src/keep.log",
                 "src/main.rs",
             ]
+        );
+    }
+
+    #[test]
+    fn a_request_lists_the_directories_above_what_it_selects() {
+        let dir = tree();
+        let request = LocalRequest {
+            include_patterns: vec!["src/deep/*.rs".into(), "docs".into(), "b.log".into()],
+            exclude_patterns: vec!["docs/*.md".into()],
+            ..LocalRequest::default()
+        };
+        let listed: Vec<String> = request
+            .select(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            listed,
+            ["b.log", "docs", "src", "src/deep", "src/deep/x.rs"]
         );
     }
 

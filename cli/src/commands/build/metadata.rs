@@ -4,7 +4,9 @@
 //! metadata file is one JSON object with buildx's keys: `containerimage.digest` (the manifest
 //! digest; for an image stored with its manifest still to make, its id, the config digest, as
 //! docker's image store answers), `containerimage.config.digest`, `image.name` (the names,
-//! comma-separated) and `buildx.build.ref` (`kiln/local/ID`, the build's id in `kiln history`).
+//! comma-separated), `buildx.build.ref` (`kiln/local/ID`, the build's id in `kiln history`) and,
+//! for images with provenance, `buildx.build.provenance` (the SLSA predicate; with several
+//! platforms, `buildx.build.provenance/linux/amd64`…).
 
 use anyhow::{Context as _, bail};
 use kiln_exporters::ExportResponse;
@@ -38,6 +40,22 @@ fn metadata(exported: &[ExportResponse], build_id: Option<&str>) -> serde_json::
             .collect();
         if !names.is_empty() {
             document.insert("image.name".into(), names.join(",").into());
+        }
+    }
+    // buildx's key: the predicate, or one key per platform for several.
+    if let Some(image) = exported.iter().find(|r| !r.provenance.is_empty()) {
+        match image.provenance.as_slice() {
+            [(_, predicate)] => {
+                document.insert("buildx.build.provenance".into(), predicate.clone());
+            }
+            several => {
+                for (platform, predicate) in several {
+                    document.insert(
+                        format!("buildx.build.provenance/{platform}"),
+                        predicate.clone(),
+                    );
+                }
+            }
         }
     }
     if let Some(id) = build_id {
@@ -87,12 +105,17 @@ mod tests {
                 config_digest: Some(config),
                 names: vec!["docker.io/library/app:latest".into()],
                 pushed: Vec::new(),
+                provenance: Vec::new(),
             },
             ExportResponse {
                 image_digest: Some(manifest),
                 config_digest: Some(config),
                 names: Vec::new(),
                 pushed: Vec::new(),
+                provenance: vec![(
+                    kiln_llb::Platform::new("linux", "amd64", ""),
+                    serde_json::json!({ "buildDefinition": {} }),
+                )],
             },
         ];
         let document = metadata(&exported, Some("abc"));
@@ -100,6 +123,10 @@ mod tests {
         assert_eq!(document["containerimage.config.digest"], config.to_string());
         assert_eq!(document["image.name"], "docker.io/library/app:latest");
         assert_eq!(document["buildx.build.ref"], "kiln/local/abc");
+        assert_eq!(
+            document["buildx.build.provenance"],
+            serde_json::json!({ "buildDefinition": {} })
+        );
         // A local export makes no image: only the build is named.
         let document = metadata(&[], Some("abc"));
         assert_eq!(document.as_object().unwrap().len(), 1);

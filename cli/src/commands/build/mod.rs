@@ -1,10 +1,12 @@
 //! `kiln build`: solves a build graph in-process and exports the result.
 
+mod attest;
 mod check;
 mod dockerfile;
 mod exec;
 mod gateway;
 mod metadata;
+pub(crate) mod remote;
 mod report;
 
 use std::collections::HashMap;
@@ -250,6 +252,7 @@ fn build(
         bail!("--no-cache and --no-cache-filter cannot currently be used together");
     }
     let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
+    let attest = attest::requested(args, attest::pushes(&outputs))?;
     let mut locals = HashMap::new();
     let context = match &args.llb {
         Some(_) => None,
@@ -382,6 +385,7 @@ fn build(
         }
         let options = dockerfile::options(args, source, dir)?;
         let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
+        let frontend = attest::frontend_facts(args, &options, &choice);
         // A frontend image solves through the build's session, with its progress shown: both
         // are made before it runs (the built-in frontend converts first, then they are made).
         let mut shared: Option<(Arc<Session>, Progress)> = None;
@@ -492,9 +496,11 @@ fn build(
             // One cache for every platform: their keys merged, shared vertices once.
             let mut keys: Option<kiln_cache::BuildKeys> = None;
             let mut results = Vec::with_capacity(solved.len());
-            for ((platform, _, config), (result, platform_keys)) in
+            let mut definitions_llb = Vec::with_capacity(solved.len());
+            for ((platform, definition, config), (result, platform_keys)) in
                 definitions.into_iter().zip(solved)
             {
+                definitions_llb.push(definition);
                 match (&mut keys, platform_keys) {
                     (Some(keys), Some(more)) => keys.merge(more),
                     (keys @ None, more) => *keys = more,
@@ -503,9 +509,30 @@ fn build(
                 results.push((platform, result, Some(config)));
             }
             let refs: Vec<&kiln_solver::Ref> = results.iter().map(|(_, r, _)| r).collect();
-            runtime.block_on(kiln_engine::realize_results(&store, &refs, &outputs, &pull))?;
-            let exported =
-                kiln_engine::export_platforms(&store, &results, &outputs, &config.cache)?;
+            runtime.block_on(kiln_engine::realize_results(
+                &store,
+                &refs,
+                &outputs,
+                attest.sbom,
+                &pull,
+            ))?;
+            let attestations = attest::attestations(
+                &attest,
+                attest::request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
+                &record,
+            );
+            let llb: Vec<_> = definitions_llb
+                .iter()
+                .map(|d| d.as_ref().map(|d| d.definition()))
+                .collect();
+            let exported = kiln_engine::export_platforms(
+                &store,
+                &results,
+                &outputs,
+                &config.cache,
+                attestations,
+                &llb,
+            )?;
             export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
             anyhow::Ok(exported)
         })();
@@ -518,11 +545,14 @@ fn build(
     // Notes the build's events for its record (`kiln history`, `kiln explain`).
     let recorder = noted.recorder.clone();
     // The image configuration of a Dockerfile build, for the exporters.
+    // What the provenance says of the frontend: its name, attributes and Dockerfile.
+    let mut frontend = None;
     let (definition, image_config) = match (&args.llb, &context, &source) {
         (Some(llb), _, _) => (Some(read_definition(llb)?), None),
         (None, Some(dir), Some(source)) => {
             let options = dockerfile::options(args, source, dir)?;
             let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
+            frontend = Some(attest::frontend_facts(args, &options, &choice));
             let builtin = || {
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
                     .inspect_err(|error| lint_failed(args, error))
@@ -629,6 +659,7 @@ fn build(
             &store,
             &[&result],
             &outputs,
+            attest.sbom,
             &pull,
         ))?;
         let inline = keys
@@ -641,6 +672,12 @@ fn build(
             image_config.as_ref(),
             &config.cache,
             inline,
+            attest::attestations(
+                &attest,
+                attest::request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
+                &record,
+            ),
+            definition.as_ref().map(LoadedDefinition::definition),
         )?;
         export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
         Ok(exported)

@@ -1,0 +1,310 @@
+//! `kiln --host ADDR build`: the build runs in a daemon (`kiln daemon`, or BuildKit's), as
+//! `docker buildx build` with a remote builder and `buildctl build` run it. The flags become
+//! a `Control.Solve` with BuildKit's Dockerfile frontend attributes (the ones the in-process
+//! build converts with); the context and the Dockerfile's directory are served to the daemon
+//! as the locals `context` and `dockerfile` (it reads `.dockerignore` and asks only for what
+//! it leaves in), the secrets and SSH agents as the session's; `local`, `tar`, `oci` and
+//! `docker` outputs come back to this side. The daemon's progress is shown as a local build's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use kiln_daemon::{BuildRequest, Client, Export, ExportTarget, Host};
+use kiln_exporters::ExportResponse;
+
+use super::{dockerfile, gateway, metadata, pair, parse_secret, parse_ssh, progress_flag};
+use crate::args::BuildArgs;
+use crate::progress::Progress;
+
+/// The flags an in-process build has and a build in a daemon has not (yet).
+fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        ("--frontend-exec", args.frontend_exec.is_some()),
+        ("--print-llb", args.print_llb),
+        ("--explain", args.explain),
+        ("--trace", args.trace.is_some()),
+        ("--dot", args.dot.is_some()),
+        ("--check", args.check || args.call != "build"),
+        // Attestations are made by the in-process exporters only, so far.
+        (
+            "--provenance",
+            args.provenance
+                .as_deref()
+                .is_some_and(|v| !matches!(v, "false" | "0")),
+        ),
+        (
+            "--sbom",
+            args.sbom
+                .as_deref()
+                .is_some_and(|v| !matches!(v, "false" | "0")),
+        ),
+        ("--attest", !args.attest.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if !given.is_empty() {
+        bail!(
+            "{} with --host: not supported yet; build without --host to use {}",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+/// The exporters of `-o`, `-t` and `--push`, checked as an in-process build checks them:
+/// `dest` stays on this side, where the daemon sends those outputs back.
+fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
+    kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
+    let mut exports = Vec::new();
+    for text in &args.output {
+        let (kind, mut fields) = kiln_exporters::output_fields(text)?;
+        let dest = fields.remove("dest");
+        let target = match (kind, dest) {
+            ("local", Some(dest)) => Some(ExportTarget::Dir(PathBuf::from(dest))),
+            ("tar" | "oci" | "docker", Some("-")) => Some(ExportTarget::Stdout),
+            ("tar" | "oci" | "docker", Some(dest)) => Some(ExportTarget::File(dest.into())),
+            _ => None,
+        };
+        let attrs = fields
+            .into_iter()
+            .map(|(key, value)| {
+                // kiln's `;` between image names is BuildKit's `,`.
+                let value = if key == "name" {
+                    value.replace(';', ",")
+                } else {
+                    value.to_owned()
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
+        exports.push(Export {
+            kind: kind.to_owned(),
+            attrs,
+            target,
+        });
+    }
+    if !args.tag.is_empty() {
+        let mut attrs = BTreeMap::from([("name".to_owned(), args.tag.join(","))]);
+        if args.push {
+            attrs.insert("push".to_owned(), "true".to_owned());
+        }
+        exports.push(Export {
+            kind: "image".to_owned(),
+            attrs,
+            target: None,
+        });
+    }
+    Ok(exports)
+}
+
+/// The `--cache-to` and `--cache-from` entries, checked as an in-process build checks them.
+fn caches(
+    args: &BuildArgs,
+) -> anyhow::Result<(
+    Vec<kiln_cache::CacheOptionsEntry>,
+    Vec<kiln_cache::CacheOptionsEntry>,
+)> {
+    kiln_cache::CacheExportRequest::parse_all(&args.cache_to).context("--cache-to")?;
+    kiln_cache::CacheImportRequest::parse_all(&args.cache_from).context("--cache-from")?;
+    Ok((
+        kiln_cache::CacheOptionsEntry::parse_all(&args.cache_to).context("--cache-to")?,
+        kiln_cache::CacheOptionsEntry::parse_all(&args.cache_from).context("--cache-from")?,
+    ))
+}
+
+/// The Dockerfile's directory and name, for the `dockerfile` local: a Dockerfile from
+/// standard input is written into `scratch` first.
+fn dockerfile_dir(source: &dockerfile::Source, scratch: &Path) -> anyhow::Result<PathBuf> {
+    if source.path == Path::new("-") {
+        fs_err::write(scratch.join("Dockerfile"), &source.bytes)?;
+        return Ok(scratch.to_owned());
+    }
+    let parent = source.path.parent().filter(|p| !p.as_os_str().is_empty());
+    fs_err::canonicalize(parent.unwrap_or(Path::new(".")))
+        .context("opening the Dockerfile's directory")
+}
+
+/// The request `args` make; `scratch` holds what is written for it.
+fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
+    let mut request = BuildRequest::default();
+    if let Some(llb) = &args.llb {
+        request.definition = Some(super::read_definition(llb)?.definition().clone());
+    } else {
+        let context = dockerfile::context_dir(args)?;
+        let source = dockerfile::read_dockerfile(args, &context)?;
+        let options = dockerfile::options(args, &source, &context)?;
+        request.frontend = args
+            .frontend
+            .clone()
+            .unwrap_or_else(|| "dockerfile.v0".to_owned());
+        request.frontend_attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
+        if source.path == Path::new("-") {
+            request
+                .frontend_attrs
+                .insert("filename".to_owned(), "Dockerfile".to_owned());
+        }
+        let platforms: Vec<&str> = args
+            .platform
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if !platforms.is_empty() {
+            request
+                .frontend_attrs
+                .insert("platform".to_owned(), platforms.join(","));
+        }
+        if args.pull {
+            request
+                .frontend_attrs
+                .insert("image-resolve-mode".to_owned(), "pull".to_owned());
+        }
+        request.frontend_attrs.extend(gateway::extra_options(args)?);
+        request.shared_key =
+            kiln_llb::Digest::from_bytes(context.as_os_str().as_encoded_bytes()).hex();
+        request
+            .locals
+            .insert("dockerfile".to_owned(), dockerfile_dir(&source, scratch)?);
+        for named in dockerfile::named_contexts(args)?.1 {
+            request.locals.insert(named.name, named.dir);
+        }
+        request.locals.insert("context".to_owned(), context);
+    }
+    for local in &args.local {
+        let (name, dir) = pair("--local", local)?;
+        let dir = fs_err::canonicalize(dir).with_context(|| format!("local source {name}"))?;
+        request.locals.insert(name.to_owned(), dir);
+    }
+    request.secrets = args
+        .secret
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    request.ssh = args
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    request.exports = exports(args)?;
+    (request.cache_exports, request.cache_imports) = caches(args)?;
+    for entitlement in &args.allow {
+        if !matches!(entitlement.as_str(), "network.host" | "security.insecure") {
+            bail!("invalid entitlement: {entitlement}");
+        }
+    }
+    request.entitlements.clone_from(&args.allow);
+    Ok(request)
+}
+
+/// The daemon's exporter response as the export responses `--iidfile`, `--metadata-file`
+/// and `-q` read.
+fn exported(response: &HashMap<String, String>) -> Vec<ExportResponse> {
+    let digest = |key: &str| {
+        response
+            .get(key)
+            .and_then(|d| kiln_llb::Digest::parse(d).ok())
+    };
+    let image_digest = digest("containerimage.digest");
+    if image_digest.is_none() {
+        return Vec::new();
+    }
+    vec![ExportResponse {
+        image_digest,
+        config_digest: digest("containerimage.config.digest"),
+        names: response
+            .get("image.name")
+            .map(|n| n.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        pushed: Vec::new(),
+        provenance: Vec::new(),
+    }]
+}
+
+/// Builds `args` in the daemon at `host`.
+pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let host: Host = host.parse()?;
+    refuse_local_only(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The daemon first, as docker: nothing is read for a build that cannot run.
+    let tls = crate::commands::host::tls_files();
+    let client = runtime.block_on(Client::connect(&host, tls.as_ref()))?;
+    let scratch = tempfile::tempdir().context("making a scratch directory")?;
+    let request = request(args, scratch.path())?;
+    let progress = Progress::stderr(progress_flag(args)?)?;
+    let response = runtime.block_on(client.build(request, progress.reporter()));
+    progress.finish();
+    let response = match response {
+        Ok(response) => response,
+        Err(error @ kiln_daemon::ClientError::Daemon { .. }) => {
+            return Err(anyhow::Error::new(error).context("failed to solve"));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let exported = exported(&response);
+    metadata::write_files(args, &exported, None)?;
+    super::print_image_id(args, &exported)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(argv: &[&str]) -> BuildArgs {
+        let mut full = vec!["kiln", "build"];
+        full.extend_from_slice(argv);
+        match crate::args::Cli::parse_from(full).command {
+            crate::args::Command::Build(b) => *b,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn outputs_become_exporters_whose_files_stay_here() {
+        let args = parse(&[
+            "-o",
+            "type=local,dest=out",
+            "-o",
+            "type=tar,dest=-",
+            "-o",
+            "type=image,name=a;b,push=true",
+            "-t",
+            "app:1",
+            "-t",
+            "app:2",
+            "ctx",
+        ]);
+        let shown: Vec<String> = exports(&args)
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {:?} {:?}", e.kind, e.attrs, e.target))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "local {} Some(Dir(\"out\"))",
+                "tar {} Some(Stdout)",
+                "image {\"name\": \"a,b\", \"push\": \"true\"} None",
+                "image {\"name\": \"app:1,app:2\"} None",
+            ]
+        );
+        let err = exports(&parse(&["-o", "type=local", "ctx"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "output \"type=local\": type=local needs dest=DIR"
+        );
+        let err = refuse_local_only(&parse(&["--explain", "--print-llb", "ctx"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--print-llb, --explain with --host: not supported yet; build without --host to use them"
+        );
+    }
+}

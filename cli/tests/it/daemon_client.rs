@@ -1,0 +1,501 @@
+//! `kiln --host unix:///PATH` (`$KILN_HOST`): kiln's own CLI as the client of a `kiln daemon`
+//! (issue 14): the build runs in the daemon's store, the context and secrets come from this
+//! side through the session, local and tar outputs come back to it, and the progress is the
+//! daemon's. Needs buildctl beside the workspace (the daemon helpers wait for it), root and
+//! the test registry; skips saying why, or fails under `KILN_TEST_REQUIRE_ALL=1`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::{assert_ok, text};
+use crate::daemon::{Daemon, IMAGE, kiln};
+
+/// The bytes each of the client's directory syncs sent, from its debug log
+/// (`directory sent name="NAME" bytes=N`), in the order they ended.
+fn sent(output: &Output) -> Vec<(String, u64)> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split_once("directory sent name=\"")?.1;
+            let (name, rest) = rest.split_once('"')?;
+            let bytes = rest.trim().strip_prefix("bytes=")?.parse().ok()?;
+            Some((name.to_owned(), bytes))
+        })
+        .collect()
+}
+
+/// The step numbers of a plain progress (`#N name`), and those it says were `CACHED`.
+fn steps(progress: &str) -> (BTreeSet<u32>, BTreeSet<u32>) {
+    let mut all = BTreeSet::new();
+    let mut cached = BTreeSet::new();
+    for line in progress.lines() {
+        let Some((number, rest)) = line
+            .strip_prefix('#')
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(n, rest)| Some((n.parse::<u32>().ok()?, rest)))
+        else {
+            continue;
+        };
+        all.insert(number);
+        if rest == "CACHED" {
+            cached.insert(number);
+        }
+    }
+    (all, cached)
+}
+
+/// Client-side debug logging, without colours, for [`sent`].
+const SYNC_LOG: &[(&str, &str)] = &[("KILN_LOG", "kiln_daemon::client=debug"), ("NO_COLOR", "1")];
+
+#[test]
+fn serial_kiln_host_builds_in_the_daemon_and_sends_only_what_changed() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+        return;
+    };
+    // The client's own store: a build through the daemon never opens it.
+    let client_root = dir.path().join("client-root");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(context.join("app/sub")).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE} AS build\n\
+             COPY app/ /app/\n\
+             RUN --mount=type=secret,id=token cat /run/secrets/token > /app/token \
+             && ls /app > /app/listing\n\
+             \n\
+             FROM {IMAGE}\n\
+             COPY --from=build /app/ /out/\n"
+        ),
+    )
+    .unwrap();
+    fs_err::write(context.join(".dockerignore"), "app/ignored.txt\n").unwrap();
+    fs_err::write(context.join("app/main.txt"), "main\n").unwrap();
+    fs_err::write(context.join("app/ignored.txt"), "not for the daemon\n").unwrap();
+    fs_err::write(context.join("app/sub/deep.txt"), "deep\n").unwrap();
+    let secret = dir.path().join("token");
+    fs_err::write(&secret, "s3cret-from-the-client").unwrap();
+    let secret_flag = format!("id=token,src={}", secret.display());
+    let out = dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    let context_arg = context.to_str().unwrap();
+
+    let built = assert_ok(daemon.kiln(
+        &client_root,
+        &[
+            "build",
+            "--progress=plain",
+            "--secret",
+            &secret_flag,
+            "-t",
+            "kiln-host/app:1",
+            "-o",
+            &local,
+            context_arg,
+        ],
+        SYNC_LOG,
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr);
+    assert!(
+        progress.contains("[build 3/3] RUN --mount=type=secret"),
+        "{progress}"
+    );
+    // The local output came back to this side, with the secret and without the ignored file.
+    let read = |path: &str| fs_err::read_to_string(out.join(path)).unwrap();
+    assert_eq!(read("out/token"), "s3cret-from-the-client");
+    assert_eq!(read("out/listing"), "listing\nmain.txt\nsub\ntoken\n");
+    assert_eq!(read("out/sub/deep.txt"), "deep\n");
+    assert!(!out.join("out/ignored.txt").exists());
+    // The first build sent the context's files.
+    let first = sent(&built);
+    assert!(
+        first
+            .iter()
+            .any(|(name, bytes)| name == "context" && *bytes > 0),
+        "{first:?}"
+    );
+    // The image is in the daemon's store; the client's store was not made.
+    let images = String::from_utf8(assert_ok(kiln(&root, &["images"])).stdout).unwrap();
+    assert!(
+        images
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["kiln-host/app", "1"])),
+        "{images}"
+    );
+    assert!(!client_root.exists());
+
+    // Again through $KILN_HOST, a tar output this time: every step cached, no file sent.
+    let archive = dir.path().join("out.tar");
+    let tar = format!("type=tar,dest={}", archive.display());
+    let host = format!("unix://{}", daemon.socket.display());
+    let mut env = SYNC_LOG.to_vec();
+    env.push(("KILN_HOST", &host));
+    let again = assert_ok(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&client_root)
+            .args(["build", "--progress=plain", "--secret", &secret_flag])
+            .args(["-t", "kiln-host/app:1", "-o", &tar, context_arg])
+            .env_remove("KILN_CONFIG")
+            .envs(env)
+            .output()
+            .unwrap(),
+    );
+    let progress = String::from_utf8_lossy(&again.stderr);
+    let (all, cached) = steps(&progress);
+    assert_eq!(all.len(), 5, "{progress}");
+    assert_eq!(all, cached, "{progress}");
+    let second = sent(&again);
+    assert!(second.len() >= 2, "{progress}");
+    assert!(second.iter().all(|(_, bytes)| *bytes == 0), "{second:?}");
+    let member = assert_ok(
+        Command::new("tar")
+            .arg("-xOf")
+            .arg(&archive)
+            .arg("out/token")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(member.stdout, b"s3cret-from-the-client");
+    assert!(!client_root.exists());
+
+    // A Dockerfile error names its line, and the build fails.
+    let bad = dir.path().join("bad");
+    fs_err::create_dir_all(&bad).unwrap();
+    fs_err::write(
+        bad.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN true\nFROBNICATE now\n"),
+    )
+    .unwrap();
+    let failed = daemon.kiln(
+        &client_root,
+        &["build", "--progress=plain", bad.to_str().unwrap()],
+        &[],
+    );
+    let shown = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("Dockerfile:3"), "{shown}");
+    assert!(shown.contains(">>> FROBNICATE now"), "{shown}");
+    assert!(shown.contains("unknown instruction: FROBNICATE"), "{shown}");
+    // The daemon goes on serving.
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
+}
+
+#[test]
+fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(args)
+            .env_remove("KILN_HOST")
+            .env_remove("KILN_CERT_PATH");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let socket = dir.path().join("none.sock");
+    let host = format!("unix://{}", socket.display());
+    // Commands that act on this machine's store or containers say so.
+    for command in [&["images"][..], &["run", "busybox"], &["exec", "c", "true"]] {
+        let mut args = vec!["--host", host.as_str()];
+        args.extend_from_slice(command);
+        let shown = run(&args, &[]);
+        assert_eq!(
+            shown,
+            format!(
+                "error: kiln {} works on this machine's store, not through a daemon; \
+                 unset KILN_HOST or drop --host {host} to run it here\n",
+                command[0]
+            )
+        );
+    }
+    let shown = run(&["ps"], &[("KILN_HOST", &host)]);
+    assert!(
+        shown.starts_with("error: kiln ps works on this machine's store"),
+        "{shown}"
+    );
+    let shown = run(&["debug", "workers"], &[]);
+    assert_eq!(
+        shown,
+        "error: kiln debug workers lists a daemon's workers: give its address with --host \
+         (or $KILN_HOST); an in-process build has no workers to list\n"
+    );
+    // No daemon there; tcp:// not yet.
+    let context = dir.path().to_str().unwrap();
+    let shown = run(&["-H", &host, "build", context], &[]);
+    assert!(
+        shown.starts_with(&format!(
+            "error: cannot connect to the kiln daemon at {host}\n"
+        )),
+        "{shown}"
+    );
+    let shown = run(&["--host", "tcp://127.0.0.1:1234", "build", context], &[]);
+    assert_eq!(
+        shown,
+        "error: --host tcp://127.0.0.1:1234: a TCP daemon is served with mutual TLS; set \
+         KILN_CERT_PATH to a directory with ca.pem, cert.pem and key.pem\n"
+    );
+    assert!(!Path::new(&dir.path().join("root")).exists());
+}
+
+#[test]
+fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let client_root = dir.path().join("client-root");
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN echo cached > /file\n"),
+    )
+    .unwrap();
+    assert_ok(daemon.kiln(
+        &client_root,
+        &["build", "-t", "kiln-host/du:1", context.to_str().unwrap()],
+        &[],
+    ));
+
+    // `du` lists the daemon's records, as buildctl's: not in use is reclaimable.
+    let du = |daemon: &Daemon| {
+        let out = assert_ok(daemon.kiln(&client_root, &["du", "--format", "json"], &[]));
+        let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut rows: Vec<(String, bool, u64)> =
+            crate::prune_du::json_entries(&document, "entries")
+                .into_iter()
+                .map(|(id, _, reclaimable, size)| (id, !reclaimable, size))
+                .collect();
+        rows.sort();
+        rows
+    };
+    let listed = du(&daemon);
+    assert_eq!(listed, crate::daemon::buildctl_du(&daemon));
+    assert!(listed.iter().any(|(_, in_use, _)| !in_use), "{listed:?}");
+    let table =
+        String::from_utf8(assert_ok(daemon.kiln(&client_root, &["du"], &[])).stdout).unwrap();
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("\nTotal:"), "{table}");
+
+    // `prune -a -f` removes what is not in use, and says what.
+    let pruned = assert_ok(daemon.kiln(
+        &client_root,
+        &["prune", "-a", "-f", "--format", "json"],
+        &[],
+    ));
+    let document: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    let removed: BTreeSet<String> = crate::prune_du::json_entries(&document, "removed")
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    let reclaimable: BTreeSet<String> = listed
+        .iter()
+        .filter(|(_, in_use, _)| !in_use)
+        .map(|(id, ..)| id.clone())
+        .collect();
+    assert_eq!(removed, reclaimable);
+    let left = crate::daemon::buildctl_du(&daemon);
+    assert!(left.iter().all(|(_, in_use, _)| *in_use), "{left:?}");
+    assert_eq!(du(&daemon), left);
+
+    // `debug workers`, as buildctl prints them.
+    let workers =
+        String::from_utf8(assert_ok(daemon.kiln(&client_root, &["debug", "workers"], &[])).stdout)
+            .unwrap();
+    let mut lines = workers.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "PLATFORMS"]
+    );
+    let worker: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert!(worker[0].starts_with("kiln-"), "{workers}");
+    assert_eq!(worker[1], "linux/amd64");
+    let verbose = String::from_utf8(
+        assert_ok(daemon.kiln(&client_root, &["debug", "workers", "-v"], &[])).stdout,
+    )
+    .unwrap();
+    assert!(
+        verbose.contains(&format!("BuildKit:\tkiln {}", env!("CARGO_PKG_VERSION"))),
+        "{verbose}"
+    );
+    assert!(!client_root.exists());
+}
+
+#[test]
+fn serial_kiln_host_forwards_its_ssh_agent_and_pushes_what_it_names() {
+    use crate::build_dockerfile_sources::{host_ssh_add, start_agent, which};
+    if !crate::common::ready() {
+        return;
+    }
+    if which("ssh-agent").is_none() || which("ssh-keygen").is_none() {
+        return kiln_testdata::skip("openssh-client is not installed (run scripts/test-env.sh)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    assert_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-host-key", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    let agent_socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&agent_socket);
+    assert_ok(
+        Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &agent_socket)
+            .output()
+            .unwrap(),
+    );
+    let context = dir.path().join("context");
+    let Some(ssh_add) = host_ssh_add(&context.join("host")) else {
+        return kiln_testdata::skip("cannot copy the host's ssh-add and its libraries");
+    };
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN --mount=type=bind,source=host,target=/host --mount=type=ssh \
+                 sh -c '{ssh_add} > /keys'\n"
+        ),
+    )
+    .unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let client_root = dir.path().join("client-root");
+    let context_arg = context.to_str().unwrap();
+    // The step lists the key of this side's agent, through the session.
+    let out = dir.path().join("out");
+    let ssh = format!("default={}", agent_socket.display());
+    let local = format!("type=local,dest={}", out.display());
+    assert_ok(daemon.kiln(
+        &client_root,
+        &["build", "--ssh", &ssh, "-o", &local, context_arg],
+        &[],
+    ));
+    let keys = fs_err::read_to_string(out.join("keys")).unwrap();
+    assert!(keys.contains("kiln-host-key"), "{keys}");
+
+    // Pushed by the daemon: -q, --iidfile and --metadata-file name the registry's manifest.
+    let tag = format!("host-{}", std::process::id());
+    let image = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
+    let iidfile = dir.path().join("iid");
+    let metadata = dir.path().join("metadata.json");
+    let pushed = assert_ok(daemon.kiln(
+        &client_root,
+        &[
+            "build",
+            "-q",
+            "--ssh",
+            &ssh,
+            "-o",
+            &image,
+            "--iidfile",
+            iidfile.to_str().unwrap(),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            context_arg,
+        ],
+        &[],
+    ));
+    let digest = crate::daemon::registry_digest("kiln-test/daemon", &tag);
+    assert_eq!(
+        String::from_utf8_lossy(&pushed.stdout),
+        format!("{digest}\n")
+    );
+    assert_eq!(fs_err::read_to_string(&iidfile).unwrap(), digest);
+    let document: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&metadata).unwrap()).unwrap();
+    assert_eq!(document["containerimage.digest"], digest.as_str());
+    assert!(!client_root.exists());
+}
+
+#[test]
+fn serial_kiln_host_builds_over_tcp_with_its_certificate() {
+    if !kiln_testdata::is_root() {
+        return kiln_testdata::skip("needs root to run the daemon's builds");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    for path in [&ours, &theirs] {
+        fs_err::create_dir_all(path).unwrap();
+    }
+    let (certs, other) = (
+        crate::daemon::certificates(&ours),
+        crate::daemon::certificates(&theirs),
+    );
+    let file = |name: &str| certs.join("daemon").join(name).display().to_string();
+    let port = crate::common::free_port();
+    let Some(daemon) = Daemon::start_with(
+        dir.path(),
+        &dir.path().join("root"),
+        None,
+        &[
+            "--addr",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--tlscert",
+            &file("cert.pem"),
+            "--tlskey",
+            &file("key.pem"),
+            "--tlscacert",
+            &file("ca.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY greeting /out/\n",
+    )
+    .unwrap();
+    fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
+    let dest = dir.path().join("dest");
+    let over_tcp = |cert_path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(dir.path().join("client-root"))
+            .args(["--host", &format!("tcp://127.0.0.1:{port}"), "build"])
+            .arg("-o")
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg(&context)
+            .env("KILN_CERT_PATH", cert_path)
+            .env_remove("KILN_HOST")
+            .output()
+            .unwrap()
+    };
+    assert_ok(over_tcp(&certs.join("client")));
+    assert_eq!(
+        fs_err::read_to_string(dest.join("out/greeting")).unwrap(),
+        "over mutual TLS\n"
+    );
+    // A certificate another CA signed is refused in the handshake.
+    let refused = over_tcp(&other.join("client"));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("error: cannot connect to the kiln daemon at tcp://127.0.0.1:"),
+        "{}",
+        text(&refused)
+    );
+    // The daemon goes on serving.
+    assert_ok(daemon.buildctl(&["debug", "workers"]));
+}
