@@ -138,9 +138,7 @@ pub(crate) type PlatformAttrs = (Option<kiln_llb::Platform>, HashMap<String, Str
 /// The frontend attributes of each platform `attrs` asks for: one build for a `platform` of
 /// several (each with its own `platform` and `multi-platform`, so that steps are named after
 /// their platform), else the attributes as they are.
-pub(crate) fn per_platform(
-    attrs: &HashMap<String, String>,
-) -> Result<Vec<PlatformAttrs>, Status> {
+pub(crate) fn per_platform(attrs: &HashMap<String, String>) -> Result<Vec<PlatformAttrs>, Status> {
     let listed = attrs.get("platform").map_or("", String::as_str);
     if !listed.contains(',') {
         return Ok(vec![(None, attrs.clone())]);
