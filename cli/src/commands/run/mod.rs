@@ -394,7 +394,7 @@ fn run_container(
         .map(|v| volume(v, &volumes))
         .chain(args.tmpfs.iter().map(|t| tmpfs(t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    network::check(args)?;
+    let publish = network::check(args)?;
     let memory = args.memory.as_deref().map(parse_memory).transpose()?;
     let nano_cpus = args.cpus.as_deref().map(parse_cpus).transpose()?;
     let capabilities = CapabilityChanges::new(&args.cap_add, &args.cap_drop)?;
@@ -531,7 +531,13 @@ fn run_container(
         .unwrap_or_else(|| id.chars().take(12).collect());
     let result = (|| -> anyhow::Result<ExitStatus> {
         // Held until the container ends: dropping it takes the container off the network.
-        let network = network::set_up(args, &name, &spec.hostname, &extras.exposed_ports)?;
+        let network = network::set_up(
+            args,
+            &name,
+            &spec.hostname,
+            publish.clone(),
+            &extras.exposed_ports,
+        )?;
         network.apply(&mut spec);
         records.update(&id, |r| r.network_settings = network.settings())?;
         if args.privileged {

@@ -52,9 +52,9 @@ impl ContainerNetwork {
     }
 }
 
-/// Checks the network flags before anything is made: the network's name, the `-p` specs,
-/// the `--dns` servers and the `--add-host` entries.
-pub(crate) fn check(args: &RunArgs) -> anyhow::Result<()> {
+/// Checks the network flags before anything is made: the network's name, the `-p` specs
+/// (returned, parsed, for [`set_up`]), the `--dns` servers and the `--add-host` entries.
+pub(crate) fn check(args: &RunArgs) -> anyhow::Result<Vec<Publish>> {
     match args.network.as_str() {
         "bridge" | "default" | "none" | "host" => {}
         other
@@ -63,19 +63,22 @@ pub(crate) fn check(args: &RunArgs) -> anyhow::Result<()> {
                 .is_some_and(|c| !c.is_empty()) => {}
         other => bail!("network {other} not found: use bridge, none, host or container:NAME"),
     }
+    let mut publish = Vec::new();
     for spec in &args.publish {
-        Publish::parse(spec)?;
+        publish.extend(Publish::parse(spec)?);
     }
     kiln_runner::net::resolv_conf("", &args.dns)?;
     crate::args::add_hosts(&args.add_host, std::net::Ipv4Addr::UNSPECIFIED.into())?;
-    Ok(())
+    Ok(publish)
 }
 
-/// Sets up the network `args` ask for, for the container `name` with `hostname`.
+/// Sets up the network `args` ask for, for the container `name` with `hostname`, publishing
+/// `publish` (the `-p` specs [`check`] parsed) and, with `-P`, the image's `exposed_ports`.
 pub(crate) fn set_up(
     args: &RunArgs,
     name: &str,
     hostname: &str,
+    mut publish: Vec<Publish>,
     exposed_ports: &[String],
 ) -> anyhow::Result<ContainerNetwork> {
     let bridge = kiln_engine::default_network();
@@ -84,10 +87,6 @@ pub(crate) fn set_up(
             .into_iter()
             .map(|(host, ip)| (host, ip.to_string()))
             .collect();
-    let mut publish = Vec::new();
-    for spec in &args.publish {
-        publish.extend(Publish::parse(spec)?);
-    }
     if args.publish_all {
         for exposed in exposed_ports {
             publish.extend(
