@@ -403,46 +403,33 @@ fn build(
             };
             // A frontend image or command is asked for one platform at a time, as the
             // built-in frontend converts one; the graphs are then solved together.
-            let mut converted = match &choice {
-                gateway::Choice::Builtin => builtin()?,
-                gateway::Choice::Exec(command) => {
-                    let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
-                    attrs.extend(gateway::extra_options(args)?);
-                    exec::run(command, &attrs, dir)?
+            let ran = frontend_conversion(args, &choice, &options, dir, builtin, |syntax| {
+                if shared.is_none() {
+                    let session = new_session(imports.get(&runtime)?);
+                    let progress = Progress::stderr(progress_flag(args)?)?;
+                    noted.show_on(&progress);
+                    shared = Some((session, progress));
                 }
-                gateway::Choice::Image(syntax) => {
-                    if shared.is_none() {
-                        let session = new_session(imports.get(&runtime)?);
-                        let progress = Progress::stderr(progress_flag(args)?)?;
-                        noted.show_on(&progress);
-                        shared = Some((session, progress));
+                let Some((session, _)) = &shared else {
+                    unreachable!("made above");
+                };
+                Ok(gateway::run(
+                    syntax,
+                    &options,
+                    gateway::extra_options(args)?,
+                    args.no_cache,
+                    session.clone(),
+                    noted.recorder.clone(),
+                    &runtime,
+                ))
+            })?;
+            let mut converted = match ran {
+                Ok(converted) => converted,
+                Err(error) => {
+                    if let Some((_, progress)) = &shared {
+                        progress.finish();
                     }
-                    let Some((session, progress)) = &shared else {
-                        unreachable!("made above");
-                    };
-                    let ran = gateway::run(
-                        syntax,
-                        &options,
-                        gateway::extra_options(args)?,
-                        args.no_cache,
-                        session.clone(),
-                        noted.recorder.clone(),
-                        &runtime,
-                    );
-                    match ran {
-                        Ok(converted) => converted,
-                        Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
-                            warn(&format!(
-                                "{:#}; using kiln's built-in Dockerfile frontend instead",
-                                anyhow::Error::from(error)
-                            ));
-                            builtin()?
-                        }
-                        Err(error) => {
-                            progress.finish();
-                            return Err(error).context("failed to solve");
-                        }
-                    }
+                    return Err(error).context("failed to solve");
                 }
             };
             for warning in std::mem::take(&mut converted.warnings) {
@@ -557,45 +544,31 @@ fn build(
                 dockerfile::convert(source, &options, store.clone(), &pull, &runtime)
                     .inspect_err(|error| lint_failed(args, error))
             };
-            let mut converted = match &choice {
-                gateway::Choice::Builtin => builtin()?,
-                gateway::Choice::Exec(command) => {
-                    let mut attrs = kiln_daemon::frontend_attrs(&options, args.no_cache);
-                    attrs.extend(gateway::extra_options(args)?);
-                    exec::run(command, &attrs, dir)?
-                }
-                gateway::Choice::Image(syntax) => {
-                    // The frontend image solves through the build's own session.
-                    let shared = new_session(imports.get(&runtime)?);
-                    let shown = Progress::stderr(progress_flag(args)?)?;
-                    noted.show_on(&shown);
-                    let ran = gateway::run(
-                        syntax,
-                        &options,
-                        gateway::extra_options(args)?,
-                        args.no_cache,
-                        shared.clone(),
-                        recorder.clone(),
-                        &runtime,
-                    );
-                    session = Some(shared);
-                    progress = Some(shown);
-                    match ran {
-                        Ok(converted) => converted,
-                        Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
-                            warn(&format!(
-                                "{:#}; using kiln's built-in Dockerfile frontend instead",
-                                anyhow::Error::from(error)
-                            ));
-                            builtin()?
-                        }
-                        Err(error) => {
-                            if let Some(progress) = progress.take() {
-                                progress.finish();
-                            }
-                            return Err(error).context("failed to solve");
-                        }
+            let ran = frontend_conversion(args, &choice, &options, dir, builtin, |syntax| {
+                // The frontend image solves through the build's own session.
+                let shared = new_session(imports.get(&runtime)?);
+                let shown = Progress::stderr(progress_flag(args)?)?;
+                noted.show_on(&shown);
+                let ran = gateway::run(
+                    syntax,
+                    &options,
+                    gateway::extra_options(args)?,
+                    args.no_cache,
+                    shared.clone(),
+                    recorder.clone(),
+                    &runtime,
+                );
+                session = Some(shared);
+                progress = Some(shown);
+                Ok(ran)
+            })?;
+            let mut converted = match ran {
+                Ok(converted) => converted,
+                Err(error) => {
+                    if let Some(progress) = progress.take() {
+                        progress.finish();
                     }
+                    return Err(error).context("failed to solve");
                 }
             };
             if args.print_llb {
@@ -683,6 +656,45 @@ fn build(
         Ok(exported)
     })();
     finish(&store, config, args, record, noted, lease, exported)
+}
+
+/// What the frontend `choice` names makes of `options`: the built-in frontend's conversion
+/// (`builtin`), a `--frontend-exec` command's output, or what a frontend image returns when
+/// `run_image` runs it. The stock Dockerfile frontend that cannot be had gives way to the
+/// built-in one, with a warning. A frontend image's own failure comes back as `Ok(Err(..))`,
+/// for the caller to end the progress it shows before reporting it.
+fn frontend_conversion(
+    args: &BuildArgs,
+    choice: &gateway::Choice,
+    options: &kiln_frontend::ConvertOptions,
+    dir: &Path,
+    builtin: impl Fn() -> anyhow::Result<kiln_frontend::Converted>,
+    run_image: impl FnOnce(
+        &kiln_daemon::Syntax,
+    ) -> anyhow::Result<
+        Result<kiln_frontend::Converted, kiln_daemon::FrontendError>,
+    >,
+) -> anyhow::Result<Result<kiln_frontend::Converted, kiln_daemon::FrontendError>> {
+    let converted = match choice {
+        gateway::Choice::Builtin => builtin()?,
+        gateway::Choice::Exec(command) => {
+            let mut attrs = kiln_daemon::frontend_attrs(options, args.no_cache);
+            attrs.extend(gateway::extra_options(args)?);
+            exec::run(command, &attrs, dir)?
+        }
+        gateway::Choice::Image(syntax) => match run_image(syntax)? {
+            Ok(converted) => converted,
+            Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
+                warn(&format!(
+                    "{:#}; using kiln's built-in Dockerfile frontend instead",
+                    anyhow::Error::from(error)
+                ));
+                builtin()?
+            }
+            Err(error) => return Ok(Err(error)),
+        },
+    };
+    Ok(Ok(converted))
 }
 
 /// Writes the build's cache keys to each `--cache-to` but inline ones (those go into the
