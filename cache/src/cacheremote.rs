@@ -53,7 +53,7 @@ impl RemoteCache {
         };
         let parsed = parse_reference(reference).map_err(wrap)?;
         let mut last_error = None;
-        for source in sources(&parsed, options).map_err(wrap)? {
+        for source in sources(&parsed, options).await.map_err(wrap)? {
             match Self::fetch_from(source).await {
                 Ok(mut cache) => {
                     cache.reference = parsed.whole();

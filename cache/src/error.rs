@@ -203,6 +203,16 @@ pub enum Error {
         /// What went wrong (its exit status and message, or why it could not run).
         problem: String,
     },
+    /// Where credentials come from could not answer for a host.
+    #[error("asking {origin} for the credentials of {host}: {problem}")]
+    CredentialSource {
+        /// The registry host.
+        host: String,
+        /// Who was asked (`the client`).
+        origin: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// An image reference could not be parsed.
     #[error("invalid image reference `{reference}`")]
     InvalidReference {

@@ -257,7 +257,7 @@ pub async fn fetch_remote_blob(
         ..OciDescriptor::default()
     };
     let mut last_error = None;
-    for source in sources(&reference, pull)? {
+    for source in sources(&reference, pull).await? {
         match source.blob(store, &descriptor, digest).await {
             Ok(_) => {
                 tracing::debug!(blob = %digest, from = %source.host, "downloaded a lazy blob");

@@ -129,8 +129,8 @@ pub use oci_client;
 pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull, resolve_digest};
 pub use registry::{
-    Config, RegistryConfig, credentials, credentials_with_path, digest_name, docker_config_path,
-    parse_reference,
+    Config, Credentials, DockerConfigFile, RegistryConfig, digest_name, docker_config_path,
+    is_docker_hub, parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{

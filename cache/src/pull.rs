@@ -17,9 +17,8 @@
 //! [`PullEvent::StoreFallback`] says so); a moved tag is pulled as above.
 //! The whole pull holds a lease, so garbage collection never sees half-recorded content.
 
-use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -32,7 +31,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::lazy::{LazyLayer, RemoteLayer};
-use crate::registry::{Config, credentials_with_path, docker_config_path, parse_reference};
+use crate::registry::{Config, Credentials, DockerConfigFile, parse_reference};
 use crate::store::{ImageRecord, Store, now};
 
 const MANIFEST_TYPES: [&str; 4] = [
@@ -61,11 +60,9 @@ const CONCURRENT_DOWNLOADS: usize = 4;
 pub struct PullOptions {
     /// Registry configuration (mirrors, plain HTTP).
     pub config: Config,
-    /// Docker's credentials file (default: [`docker_config_path`]).
-    pub docker_config: Option<PathBuf>,
-    /// Where its credential helpers (`docker-credential-*`) are looked for, a `$PATH`-style
-    /// list of directories (default: `$PATH`).
-    pub credential_helper_path: Option<OsString>,
+    /// Where registry credentials come from (default: Docker's credentials file,
+    /// [`DockerConfigFile::from_env`]).
+    pub credentials: Arc<dyn Credentials>,
     /// The wanted platform's OS.
     pub os: String,
     /// The wanted platform's architecture, optionally with its variant (`arm64`, `arm/v7`);
@@ -111,8 +108,7 @@ impl Default for PullOptions {
     fn default() -> Self {
         Self {
             config: Config::default(),
-            docker_config: docker_config_path(),
-            credential_helper_path: std::env::var_os("PATH"),
+            credentials: Arc::new(DockerConfigFile::from_env()),
             os: "linux".to_owned(),
             architecture: "amd64".to_owned(),
             prefer_local: false,
@@ -217,6 +213,8 @@ pub(crate) struct Source {
     pub(crate) reference: Reference,
     pub(crate) host: String,
     pub(crate) auth: RegistryAuth,
+    /// Where the credentials were looked for ([`Credentials::origin`]).
+    pub(crate) origin: String,
 }
 
 impl Source {
@@ -241,10 +239,33 @@ impl Source {
                 };
             }
         }
+        // A registry that wants credentials (HTTP basic authentication, no token service)
+        // answers 401 to the request itself: say whose access it refused.
+        if let OciDistributionError::UnauthorizedError { .. } = &source {
+            return Error::Authentication {
+                registry: self.host.clone(),
+                credentials: self.whose(),
+                reason: format!("{}: not authorized", operation.into()),
+            };
+        }
         Error::Registry {
             registry: self.host.clone(),
             operation: operation.into(),
             source: Box::new(source),
+        }
+    }
+
+    /// Whose access a registry refused, for messages.
+    fn whose(&self) -> String {
+        match &self.auth {
+            RegistryAuth::Basic(user, _) => format!("the credentials of user `{user}`"),
+            RegistryAuth::Bearer(_) => "the identity token".to_owned(),
+            RegistryAuth::Anonymous => {
+                format!(
+                    "anonymous access (no credentials for it in {})",
+                    self.origin
+                )
+            }
         }
     }
 
@@ -263,16 +284,7 @@ impl Source {
             Err(OciDistributionError::AuthenticationFailure(reason)) => {
                 Err(Error::Authentication {
                     registry: self.host.clone(),
-                    credentials: match &self.auth {
-                        RegistryAuth::Basic(user, _) => {
-                            format!("the credentials of user `{user}`")
-                        }
-                        RegistryAuth::Bearer(_) => "the identity token".to_owned(),
-                        RegistryAuth::Anonymous => {
-                            "anonymous access (no credentials for it in the Docker config)"
-                                .to_owned()
-                        }
-                    },
+                    credentials: self.whose(),
                     reason: reason.trim().to_owned(),
                 })
             }
@@ -370,7 +382,10 @@ fn descriptor_size(descriptor: &OciDescriptor, what: &str) -> Result<u64, Error>
     })
 }
 
-pub(crate) fn sources(reference: &Reference, options: &PullOptions) -> Result<Vec<Source>, Error> {
+pub(crate) async fn sources(
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<Vec<Source>, Error> {
     let registry = reference.registry().to_owned();
     let mut hosts: Vec<Option<String>> = options
         .config
@@ -403,16 +418,16 @@ pub(crate) fn sources(reference: &Reference, options: &PullOptions) -> Result<Ve
             accept_invalid_certificates: insecure,
             ..ClientConfig::default()
         });
-        let auth = credentials_with_path(
-            options.docker_config.as_deref(),
-            mirror.as_deref().unwrap_or(&registry),
-            options.credential_helper_path.as_deref(),
-        )?;
+        let auth = options
+            .credentials
+            .get(mirror.as_deref().unwrap_or(&registry))
+            .await?;
         out.push(Source {
             client,
             reference,
             host,
             auth,
+            origin: options.credentials.origin().to_owned(),
         });
     }
     Ok(out)
@@ -471,7 +486,7 @@ pub async fn pull(
         }
     }
     let mut last_error = None;
-    let sources = sources(&reference, options)?;
+    let sources = sources(&reference, options).await?;
     let count = sources.len();
     for (i, source) in sources.into_iter().enumerate() {
         progress.event(PullEvent::Source {
@@ -503,7 +518,7 @@ async fn current_digest(reference: &Reference, options: &PullOptions) -> Result<
         return parse_digest(digest, "reference");
     }
     let mut last_error = None;
-    for source in sources(reference, options)? {
+    for source in sources(reference, options).await? {
         match source.head_digest().await {
             Ok(digest) => return Ok(digest),
             Err(e) => last_error = Some(e),

@@ -21,9 +21,14 @@
 //! case the `auths` entry is used if there is one. oci-client reads none of this; given the
 //! resulting basic credentials (or none) it answers the registry's bearer-token challenge
 //! itself, for pulls and pushes alike.
+//!
+//! Where credentials come from is a seam, [`Credentials`]: kiln's own commands read Docker's
+//! file ([`DockerConfigFile`]); a daemon build asks the client that started it, through its
+//! session, so a daemon never lends one client's credentials to another.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -146,7 +151,7 @@ struct HelperCredentials {
 const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// Whether `host` is Docker Hub under one of its names.
-fn is_docker_hub(host: &str) -> bool {
+pub fn is_docker_hub(host: &str) -> bool {
     matches!(
         host,
         "docker.io" | "index.docker.io" | "registry-1.docker.io"
@@ -160,6 +165,66 @@ struct DockerAuth {
     password: Option<String>,
 }
 
+/// Where a registry's credentials come from.
+pub trait Credentials: Send + Sync + fmt::Debug {
+    /// The credentials for the registry `host` (`HOST[:PORT]`, as in a reference), anonymous
+    /// when there are none.
+    fn get<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<RegistryAuth, Error>>;
+
+    /// Where credentials are looked for, for messages ("no credentials for it in ORIGIN").
+    fn origin(&self) -> &str;
+}
+
+/// Docker's credentials file and its credential helpers, as `docker` reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfigFile {
+    /// The file (`None`: anonymous for every host).
+    pub path: Option<PathBuf>,
+    /// Where its credential helpers (`docker-credential-*`) are looked for, a `$PATH`-style
+    /// list of directories.
+    pub helper_path: Option<OsString>,
+}
+
+impl DockerConfigFile {
+    /// The file of [`docker_config_path`], with helpers from `$PATH`.
+    pub fn from_env() -> Self {
+        Self {
+            path: docker_config_path(),
+            helper_path: std::env::var_os("PATH"),
+        }
+    }
+
+    /// No file: anonymous access everywhere.
+    pub fn anonymous() -> Self {
+        Self {
+            path: None,
+            helper_path: None,
+        }
+    }
+
+    /// The credentials for `host`, read now (the file and helpers are read on every call, as
+    /// `docker login` may change them between two builds).
+    pub fn for_host(&self, host: &str) -> Result<RegistryAuth, Error> {
+        read_credentials(self.path.as_deref(), host, self.helper_path.as_deref())
+    }
+}
+
+impl Credentials for DockerConfigFile {
+    fn get<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<RegistryAuth, Error>> {
+        Box::pin(std::future::ready(self.for_host(host)))
+    }
+
+    fn origin(&self) -> &str {
+        "the Docker config"
+    }
+}
+
 /// Docker's credentials file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 pub fn docker_config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
@@ -168,17 +233,11 @@ pub fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
 }
 
-/// The credentials for `host` from a Docker `config.json` (anonymous when absent), running
-/// credential helpers found on `$PATH`.
-pub fn credentials(config_file: Option<&Path>, host: &str) -> Result<RegistryAuth, Error> {
-    credentials_with_path(config_file, host, std::env::var_os("PATH").as_deref())
-}
-
-/// [`credentials`], looking for `docker-credential-*` helpers in `search_path` (a
-/// `$PATH`-style list of directories) instead of `$PATH`. An identity token from a helper is
-/// returned as [`RegistryAuth::Bearer`]; it is sent to the registry as it is (oci-client has no
-/// OAuth refresh-token exchange).
-pub fn credentials_with_path(
+/// The credentials for `host` from a Docker `config.json` (anonymous when absent), looking
+/// for `docker-credential-*` helpers in `search_path` (a `$PATH`-style list of directories).
+/// An identity token from a helper is returned as [`RegistryAuth::Bearer`]; it is sent to the
+/// registry as it is (oci-client has no OAuth refresh-token exchange).
+fn read_credentials(
     config_file: Option<&Path>,
     host: &str,
     search_path: Option<&OsStr>,
@@ -427,20 +486,24 @@ http = true
             RegistryAuth::Anonymous => "anonymous".to_owned(),
             RegistryAuth::Bearer(_) => "bearer".to_owned(),
         };
+        let credentials = |path: &Path, host: &str| {
+            DockerConfigFile {
+                path: Some(path.to_owned()),
+                helper_path: None,
+            }
+            .for_host(host)
+        };
         assert_eq!(
-            show(credentials(Some(&path), "docker.io").unwrap()),
+            show(credentials(&path, "docker.io").unwrap()),
             "alice/s3cret:x"
         );
+        assert_eq!(show(credentials(&path, "reg.example").unwrap()), "bob/pw");
         assert_eq!(
-            show(credentials(Some(&path), "reg.example").unwrap()),
-            "bob/pw"
-        );
-        assert_eq!(
-            show(credentials(Some(&path), "other.example").unwrap()),
+            show(credentials(&path, "other.example").unwrap()),
             "anonymous"
         );
         assert_eq!(
-            show(credentials(Some(&dir.path().join("missing.json")), "docker.io").unwrap()),
+            show(credentials(&dir.path().join("missing.json"), "docker.io").unwrap()),
             "anonymous"
         );
     }
@@ -492,7 +555,11 @@ esac
         )
         .unwrap();
         let search = std::env::join_paths([Path::new("/nonexistent"), &bin]).unwrap();
-        let get = |host: &str| credentials_with_path(Some(&path), host, Some(&search));
+        let file = DockerConfigFile {
+            path: Some(path.clone()),
+            helper_path: Some(search),
+        };
+        let get = |host: &str| file.for_host(host);
         let show = |a: RegistryAuth| match a {
             RegistryAuth::Basic(u, p) => format!("{u}/{p}"),
             RegistryAuth::Anonymous => "anonymous".to_owned(),
@@ -527,6 +594,10 @@ esac
             "credential helper docker-credential-absent for missing.example: \
              not found in the search path"
         );
-        assert!(credentials_with_path(Some(&path), "reg.example", None).is_err());
+        let no_helpers = DockerConfigFile {
+            path: Some(path.clone()),
+            helper_path: None,
+        };
+        assert!(no_helpers.for_host("reg.example").is_err());
     }
 }

@@ -19,9 +19,20 @@ impl PullProgress for Events {
 fn options(config: &str) -> PullOptions {
     PullOptions {
         config: Config::parse(config, std::path::Path::new("kiln.toml")).unwrap(),
-        docker_config: None,
+        credentials: std::sync::Arc::new(kiln_cache::DockerConfigFile::anonymous()),
         ..PullOptions::default()
     }
+}
+
+/// Credentials from the Docker config file `path`, with credential helpers in `helpers`.
+fn docker_file(
+    path: &std::path::Path,
+    helpers: Option<std::ffi::OsString>,
+) -> Arc<dyn kiln_cache::Credentials> {
+    Arc::new(kiln_cache::DockerConfigFile {
+        path: Some(path.to_owned()),
+        helper_path: helpers,
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -269,7 +280,14 @@ fn basic_credentials_from_docker_config() {
     let err = rt
         .block_on(pull(Arc::clone(&store), &reference, &options(""), &()))
         .unwrap_err();
-    assert!(matches!(err, Error::Registry { .. }), "{err:?}");
+    assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "registry {} refused anonymous access (no credentials for it in the Docker config)",
+            registry.host
+        )),
+        "{err}"
+    );
     assert!(store.images().unwrap().is_empty());
 
     let docker = root.path().join("docker-config.json");
@@ -283,14 +301,18 @@ fn basic_credentials_from_docker_config() {
         fs_err::write(&docker, text).unwrap();
     };
     let with_docker = || PullOptions {
-        docker_config: Some(docker.clone()),
+        credentials: docker_file(&docker, None),
         ..options("")
     };
     // A wrong password: refused.
     write_auth("alice:wrong");
+    let err = rt
+        .block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
+        .unwrap_err();
     assert!(
-        rt.block_on(pull(Arc::clone(&store), &reference, &with_docker(), &()))
-            .is_err()
+        err.to_string()
+            .contains("refused the credentials of user `alice`"),
+        "{err}"
     );
     assert!(store.images().unwrap().is_empty());
 
@@ -496,7 +518,7 @@ fn bearer_token_challenge_with_docker_credentials() {
     let rt = runtime();
     let docker = root.path().join("docker-config.json");
     let with_docker = || PullOptions {
-        docker_config: Some(docker.clone()),
+        credentials: docker_file(&docker, None),
         ..options("")
     };
 
@@ -635,8 +657,7 @@ fn credential_helper_answers_the_bearer_challenge() {
     .unwrap();
     let store = Arc::new(Store::open(root.path().join("store")).unwrap());
     let options = PullOptions {
-        docker_config: Some(docker),
-        credential_helper_path: Some(bin.into_os_string()),
+        credentials: docker_file(&docker, Some(bin.into_os_string())),
         ..options("")
     };
     let reference = format!("{}/library/busybox:latest", proxy.host);
@@ -647,7 +668,7 @@ fn credential_helper_answers_the_bearer_challenge() {
 
     // Without the helper on the search path the pull fails, saying why.
     let options = PullOptions {
-        credential_helper_path: Some(root.path().join("empty").into_os_string()),
+        credentials: docker_file(&docker, Some(root.path().join("empty").into_os_string())),
         ..options
     };
     let fresh = Arc::new(Store::open(root.path().join("fresh")).unwrap());

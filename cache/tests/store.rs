@@ -353,7 +353,7 @@ fn kill_during_ingest_leaves_a_consistent_store() {
             .build()
             .unwrap();
         let options = kiln_cache::PullOptions {
-            docker_config: None,
+            credentials: std::sync::Arc::new(kiln_cache::DockerConfigFile::anonymous()),
             ..kiln_cache::PullOptions::default()
         };
         let pulled = rt

@@ -39,6 +39,9 @@ pub(crate) struct ControlService {
     pub(crate) sessions: crate::session::Sessions,
     /// The directories clients' local sources are received into.
     pub(crate) sync_dirs: crate::locals::SyncDirs,
+    /// What every build's scheduler shares: one bound on the steps running at once (the
+    /// cores), and a step that concurrent builds both need runs once.
+    pub(crate) shared_work: Arc<kiln_solver::SharedWork>,
     /// Turns true when the daemon shuts down: builds are cancelled, streams end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -397,9 +400,16 @@ impl ControlService {
         let (outputs, deliveries) = outputs(&request, scratch.path())?;
         let entitlements = entitlements(&request.entitlements)?;
         let (cache_exports, cache_imports) = cache_requests(&request)?;
+        // Registries are reached with the credentials of the client that asked for the build,
+        // and an image name is always resolved by its registry, as BuildKit does: an image
+        // another client pulled into the store serves only a client the registry lets read it.
+        let credentials: Arc<dyn kiln_cache::Credentials> = Arc::new(
+            crate::auth::SessionCredentials::new(self.sessions.clone(), request.session.clone()),
+        );
         let pull = PullOptions {
             config: self.config.clone(),
-            prefer_local: true,
+            prefer_local: false,
+            credentials: credentials.clone(),
             ..PullOptions::default()
         };
         let store = self.store.clone();
@@ -422,7 +432,7 @@ impl ControlService {
         // `no-cache` without stage names, from the control request or the frontend's solve.
         let mut no_cache = crate::frontend::no_cache_all(&request.frontend_attrs);
         let new_session = |secrets, ssh, no_cache| {
-            Session::new(
+            Session::sharing(
                 SessionConfig {
                     store: self.store.clone(),
                     executor: self.executor.clone(),
@@ -435,7 +445,7 @@ impl ControlService {
                     entitlements,
                     cache_imports: cache_imports.clone(),
                 },
-                None,
+                self.shared_work.clone(),
             )
         };
         // A Dockerfile build for several platforms (`platform=A,B`) is converted once per
@@ -525,6 +535,7 @@ impl ControlService {
             .filter(|_| cache_exports.iter().any(kiln_engine::is_inline));
         let pull = kiln_cache::PullOptions {
             config: self.config.clone(),
+            credentials,
             ..kiln_cache::PullOptions::default()
         };
         let refs: Vec<&kiln_solver::Ref> = results.iter().map(|(_, r, _)| r).collect();
@@ -532,7 +543,7 @@ impl ControlService {
             .await
             .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
         let store = self.store.clone();
-        let registry = self.config.clone();
+        let registry = pull.clone();
         let exported = tokio::task::spawn_blocking(move || {
             // buildx's `attest:` requests are not read yet: no attestations.
             if several {
@@ -574,8 +585,7 @@ impl ControlService {
         .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
         if let Some(keys) = &keys {
             for export in cache_exports.iter().filter(|r| !kiln_engine::is_inline(r)) {
-                let exported =
-                    kiln_engine::export_cache(&self.store, keys, export, &self.config).await;
+                let exported = kiln_engine::export_cache(&self.store, keys, export, &pull).await;
                 match exported {
                     Ok(()) => {}
                     Err(error) if export.ignore_error => {

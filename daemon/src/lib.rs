@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod bridge;
 mod client;
 mod control;

@@ -256,6 +256,7 @@ impl Daemon {
             builds: Builds::default(),
             sessions: crate::session::Sessions::default(),
             sync_dirs: crate::locals::SyncDirs::default(),
+            shared_work: kiln_solver::SharedWork::for_cores(),
             shutdown: cancelled,
         };
         let control = ControlServer::new(service)

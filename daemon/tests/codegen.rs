@@ -24,6 +24,7 @@ fn generated_code_is_up_to_date() {
     let llb_proto = root.join("..").join("llb").join("proto");
     let fds = protox::compile(
         [
+            proto_dir.join("auth.proto"),
             proto_dir.join("control.proto"),
             proto_dir.join("filesync.proto"),
             proto_dir.join("gateway.proto"),

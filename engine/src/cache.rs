@@ -63,7 +63,7 @@ pub async fn export_cache(
     store: &Arc<Store>,
     keys: &BuildKeys,
     request: &CacheExportRequest,
-    registry: &kiln_cache::Config,
+    pull: &PullOptions,
 ) -> Result<(), Error> {
     let options = LayerOptions {
         compression: request.compression,
@@ -90,18 +90,14 @@ pub async fn export_cache(
                 store,
                 &manifest,
                 reference,
-                registry,
-                kiln_cache::docker_config_path().as_deref(),
+                &pull.config,
+                &pull.credentials,
             )
             .await
             .map_err(Error::CacheExport)?;
         }
         CacheDestination::Local { dest, tag } => {
             // The layout gets the blobs' bytes: lazy results are downloaded first.
-            let pull = PullOptions {
-                config: registry.clone(),
-                ..PullOptions::default()
-            };
             let snapshots: Vec<String> = keys
                 .nodes
                 .iter()
@@ -114,7 +110,7 @@ pub async fn export_cache(
                     .is_lazy(snapshot)
                     .map_err(|e| Error::CacheExport(e.into()))?
                 {
-                    kiln_cache::realize(store, snapshot, &pull)
+                    kiln_cache::realize(store, snapshot, pull)
                         .await
                         .map_err(|e| Error::CacheExport(e.into()))?;
                 }

@@ -68,7 +68,7 @@ pub async fn realize_results(
 }
 
 /// Writes `result` to each output, with the frontend's image `config` (none for an LLB
-/// build) and the registry settings of kiln's configuration (for a push); answers what each
+/// build) and the registry settings and credentials of `pull` (for a push); answers what each
 /// output made, in order. With `inline_cache`, the image config carries the cache of those
 /// build keys (`--cache-to type=inline`). With `attestations`, an output that takes them
 /// (an OCI layout, a push) gets an image index of the one image and its attestation manifest,
@@ -82,7 +82,7 @@ pub fn export(
     result: &Ref,
     outputs: &[Output],
     config: Option<&kiln_frontend::ImageConfig>,
-    registry: &kiln_cache::Config,
+    pull: &kiln_cache::PullOptions,
     inline_cache: Option<&kiln_cache::BuildKeys>,
     attestations: Attestations,
     definition: Option<&pb::Definition>,
@@ -97,7 +97,7 @@ pub fn export(
     if let (Some(keys), Some(config)) = (inline_cache, config.as_mut()) {
         crate::cache::add_inline_cache(store, keys, config)?;
     }
-    let context = context(outputs, registry, inline_cache.is_none(), attestations)?;
+    let context = context(outputs, pull, inline_cache.is_none(), attestations)?;
     // The platform of the image: its config's, else the host's.
     let platform = config
         .as_ref()
@@ -131,13 +131,13 @@ pub fn export(
 /// names to keep its manifest pending.
 fn context(
     outputs: &[Output],
-    registry: &kiln_cache::Config,
+    pull: &kiln_cache::PullOptions,
     pending: bool,
     attestations: Attestations,
 ) -> Result<ExportContext, Error> {
     Ok(ExportContext {
-        registry: registry.clone(),
-        docker_config: kiln_cache::docker_config_path(),
+        registry: pull.config.clone(),
+        credentials: std::sync::Arc::clone(&pull.credentials),
         // Read only by the outputs that use it (a local export keeps the files' own times).
         source_date_epoch: if outputs.iter().all(|o| matches!(o, Output::Local { .. })) {
             None
@@ -168,7 +168,7 @@ pub fn export_platforms(
     store: &Store,
     results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],
     outputs: &[Output],
-    registry: &kiln_cache::Config,
+    pull: &kiln_cache::PullOptions,
     attestations: Attestations,
     definitions: &[Option<&pb::Definition>],
 ) -> Result<Vec<ExportResponse>, Error> {
@@ -194,7 +194,7 @@ pub fn export_platforms(
         )
         .collect();
     // An index names manifests: every image output makes its blobs.
-    let context = context(outputs, registry, false, attestations)?;
+    let context = context(outputs, pull, false, attestations)?;
     outputs
         .iter()
         .map(|output| {

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use kiln_cache::{ANNOTATION_REF_NAME, CacheManifest, Config, Digest, MEDIA_TYPE_OCI_INDEX, Store};
+use std::sync::Arc;
+
+use kiln_cache::{
+    ANNOTATION_REF_NAME, CacheManifest, Config, Credentials, Digest, MEDIA_TYPE_OCI_INDEX, Store,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -24,7 +28,7 @@ pub async fn push_cache(
     cache: &CacheManifest,
     reference: &str,
     config: &Config,
-    docker_config: Option<&Path>,
+    credentials: &Arc<dyn Credentials>,
 ) -> Result<Digest, Error> {
     push_manifest(
         store,
@@ -38,7 +42,7 @@ pub async fn push_cache(
         },
         reference,
         config,
-        docker_config,
+        credentials,
     )
     .await
 }

@@ -14,9 +14,10 @@
 //!    `kiln push` deliver stored images the same way.
 
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
-use kiln_cache::{Config, Digest, Image, LayerOptions, PendingManifest, Store};
+use kiln_cache::{Config, Credentials, Digest, Image, LayerOptions, PendingManifest, Store};
 
 use crate::attestation::{Attestations, Statement, attestation_manifest};
 use crate::error::Error;
@@ -30,12 +31,12 @@ use crate::options::{ImageFormat, ImageSettings, Output};
 use crate::output::OutputFile;
 
 /// What every output of one export shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExportContext {
     /// The registry settings of pushes (plain HTTP hosts, `insecure`).
     pub registry: Config,
-    /// Docker's `config.json`, for registry credentials.
-    pub docker_config: Option<PathBuf>,
+    /// Where registry credentials come from (default: Docker's credentials file).
+    pub credentials: Arc<dyn Credentials>,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
     /// The build's time (seconds since 1970), the same for every output.
@@ -50,6 +51,19 @@ pub struct ExportContext {
     /// images of OCI layouts and pushes, as BuildKit's image and OCI exporters do; an image
     /// only stored (`-t`) or written as a docker archive goes without, as with buildx.
     pub attestations: Attestations,
+}
+
+impl Default for ExportContext {
+    fn default() -> Self {
+        Self {
+            registry: Config::default(),
+            credentials: Arc::new(kiln_cache::DockerConfigFile::from_env()),
+            source_date_epoch: None,
+            build_time: None,
+            pending_manifest: false,
+            attestations: Attestations::default(),
+        }
+    }
 }
 
 /// A resolved output, ready to export results.
@@ -568,13 +582,7 @@ pub fn deliver_index(
         }
     }
     let pushed = push_each(settings, &names, |name| {
-        crate::push::push_index(
-            store,
-            index,
-            name,
-            &context.registry,
-            context.docker_config.as_deref(),
-        )
+        crate::push::push_index(store, index, name, &context.registry, &context.credentials)
     })?;
     Ok(ExportResponse {
         image_digest: Some(index.digest),
@@ -632,13 +640,7 @@ pub fn deliver_image(
         }
     }
     let pushed = push_each(settings, &names, |name| {
-        crate::push::push(
-            store,
-            image,
-            name,
-            &context.registry,
-            context.docker_config.as_deref(),
-        )
+        crate::push::push(store, image, name, &context.registry, &context.credentials)
     })?;
     Ok(ExportResponse {
         image_digest: Some(image.manifest_digest),

@@ -15,14 +15,15 @@
 //! 4. The manifest last, under the media type it was built with.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::Stream;
 use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
 use kiln_cache::oci_client::errors::OciDistributionError;
 use kiln_cache::oci_client::secrets::RegistryAuth;
 use kiln_cache::oci_client::{Client, Reference, RegistryOperation};
-use kiln_cache::{Config, Digest, Image, Store};
+use kiln_cache::{Config, Credentials, Digest, Image, Store};
 use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
@@ -36,16 +37,20 @@ struct Target {
     plain_http: Vec<String>,
     insecure: bool,
     auth: RegistryAuth,
-    /// The registry settings and credentials file, to download a lazy layer that cannot be
+    /// The registry settings and credentials, to download a lazy layer that cannot be
     /// mounted.
     config: Config,
-    docker_config: Option<PathBuf>,
+    credentials: Arc<dyn Credentials>,
 }
 
 impl Target {
     /// The push target `reference`, with the registry settings of `config` and the
-    /// credentials in `docker_config`.
-    fn new(reference: &str, config: &Config, docker_config: Option<&Path>) -> Result<Self, Error> {
+    /// credentials `credentials` has for its host.
+    async fn new(
+        reference: &str,
+        config: &Config,
+        credentials: &Arc<dyn Credentials>,
+    ) -> Result<Self, Error> {
         let reference = kiln_cache::parse_reference(reference)?;
         let host = reference.resolve_registry().to_owned();
         Ok(Self {
@@ -55,10 +60,10 @@ impl Target {
                 Vec::new()
             },
             insecure: config.registry.get(&host).is_some_and(|r| r.insecure),
-            auth: kiln_cache::credentials(docker_config, &host)?,
+            auth: credentials.get(&host).await?,
             reference,
             config: config.clone(),
-            docker_config: docker_config.map(Path::to_path_buf),
+            credentials: Arc::clone(credentials),
         })
     }
 
@@ -66,7 +71,7 @@ impl Target {
     fn pull_options(&self) -> kiln_cache::PullOptions {
         kiln_cache::PullOptions {
             config: self.config.clone(),
-            docker_config: self.docker_config.clone(),
+            credentials: Arc::clone(&self.credentials),
             ..kiln_cache::PullOptions::default()
         }
     }
@@ -250,14 +255,14 @@ fn content_type(media_type: &str) -> Result<http::HeaderValue, Error> {
 }
 
 /// Pushes `image` to `reference` (`host/repository:tag`), with the registry settings of
-/// `config` (plain HTTP hosts, `insecure`) and the credentials in `docker_config`, as a pull
+/// `config` (plain HTTP hosts, `insecure`) and the credentials `credentials` has, as a pull
 /// uses them. Returns the manifest digest.
 pub async fn push(
     store: &Store,
     image: &Image,
     reference: &str,
     config: &Config,
-    docker_config: Option<&Path>,
+    credentials: &Arc<dyn Credentials>,
 ) -> Result<Digest, Error> {
     let layers: Vec<Digest> = image.layers.iter().map(|l| l.digest).collect();
     push_manifest(
@@ -272,7 +277,7 @@ pub async fn push(
         },
         reference,
         config,
-        docker_config,
+        credentials,
     )
     .await
 }
@@ -285,15 +290,15 @@ pub async fn push_index(
     index: &crate::ImageIndex,
     reference: &str,
     config: &Config,
-    docker_config: Option<&Path>,
+    credentials: &Arc<dyn Credentials>,
 ) -> Result<Digest, Error> {
     let parsed = kiln_cache::parse_reference(reference)?;
     let images = index.images.iter().map(|(_, i)| i);
     for image in images.chain(index.attestations.iter().map(|(_, a)| a)) {
         let by_digest = kiln_cache::digest_name(&parsed, &image.manifest_digest);
-        push(store, image, &by_digest, config, docker_config).await?;
+        push(store, image, &by_digest, config, credentials).await?;
     }
-    let target = Target::new(reference, config, docker_config)?;
+    let target = Target::new(reference, config, credentials).await?;
     let client = target.client(true).await?;
     client
         .push_manifest_raw(
@@ -326,10 +331,10 @@ pub(crate) async fn push_manifest(
     image: &Manifest<'_>,
     reference: &str,
     config: &Config,
-    docker_config: Option<&Path>,
+    credentials: &Arc<dyn Credentials>,
 ) -> Result<Digest, Error> {
     let content_type = content_type(image.media_type)?;
-    let target = Target::new(reference, config, docker_config)?;
+    let target = Target::new(reference, config, credentials).await?;
     let client = target.client(true).await?;
     for layer in image.layers {
         push_blob(store, &target, &client, layer, "layer").await?;

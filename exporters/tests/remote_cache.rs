@@ -61,7 +61,7 @@ fn registry_up() -> bool {
 /// Pull options without the user's Docker credentials.
 fn pull_options() -> PullOptions {
     PullOptions {
-        docker_config: None,
+        credentials: std::sync::Arc::new(kiln_cache::DockerConfigFile::anonymous()),
         ..PullOptions::default()
     }
 }
@@ -175,9 +175,15 @@ async fn registry_round_trip_fetches_blobs_only_when_asked() {
             "127.0.0.1:5000/kiln-test/remote-cache:{}",
             fastrand::u64(..)
         );
-        let pushed = push_cache(&store, &manifest, &reference, &Config::default(), None)
-            .await
-            .unwrap();
+        let pushed = push_cache(
+            &store,
+            &manifest,
+            &reference,
+            &Config::default(),
+            &pull_options().credentials,
+        )
+        .await
+        .unwrap();
         assert_eq!(pushed, manifest.manifest_digest);
 
         let remote = RemoteCache::fetch(&reference, &options).await.unwrap();
@@ -253,9 +259,15 @@ async fn a_registry_image_with_an_inline_cache_is_read_as_a_cache() {
         "127.0.0.1:5000/kiln-test/remote-cache:inline-{}",
         fastrand::u64(..)
     );
-    kiln_exporters::push(&store, &image, &reference, &Config::default(), None)
-        .await
-        .unwrap();
+    kiln_exporters::push(
+        &store,
+        &image,
+        &reference,
+        &Config::default(),
+        &pull_options().credentials,
+    )
+    .await
+    .unwrap();
     let options = pull_options();
     let remote = RemoteCache::fetch(&reference, &options).await.unwrap();
     let digests: Vec<Digest> = layers.iter().map(|l| l.digest).collect();

@@ -78,6 +78,6 @@ pub use record::{BuildRecord, BuildStatus, Recorder, StepRecord, StepStatus, new
 
 pub use scheduler::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,
-    OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SolveError,
-    SolvedGraph, SolvedVertex, SourceContent, Vertex,
+    OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SharedWork,
+    SolveError, SolvedGraph, SolvedVertex, SourceContent, Vertex,
 };

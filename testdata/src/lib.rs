@@ -12,12 +12,16 @@
 //! - `remote-cache/`: cache exports made by BuildKit (registry min/max/index, inline, local
 //!   layout), described in its README.
 //!
+//! It also starts what tests talk to: a private registry ([`registry::PrivateRegistry`]).
+//!
 //! This crate depends on no kiln crate; it is a dev-dependency only.
 //!
 //! Where new code goes: fixtures copied into this crate's folders, with a helper returning their
 //! path; this crate depends on no kiln crate and is only a dev-dependency.
 
 use std::path::PathBuf;
+
+pub mod registry;
 
 /// The manifest digest of the canonical busybox test image.
 pub const BUSYBOX_MANIFEST_DIGEST: &str =

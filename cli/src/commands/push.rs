@@ -17,7 +17,6 @@ pub(crate) fn run(root: &Path, config: &Config, args: &PushArgs) -> anyhow::Resu
     let record = store.find_image(&args.image)?;
     let context = ExportContext {
         registry: config.cache.clone(),
-        docker_config: kiln_cache::docker_config_path(),
         ..ExportContext::default()
     };
     let settings = ImageSettings {

@@ -54,10 +54,22 @@ impl Daemon {
         config: Option<&Path>,
         args: &[&str],
     ) -> Option<Self> {
+        Self::start_with_env(dir, root, config, args, &[])
+    }
+
+    /// [`Daemon::start_with`] with `env` added to the daemon's environment.
+    pub(crate) fn start_with_env(
+        dir: &Path,
+        root: &Path,
+        config: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Option<Self> {
         let buildctl = buildctl_path()?;
         let socket = dir.join("kiln.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
         command.arg("--root").arg(root).env_remove("KILN_CONFIG");
+        command.envs(env.iter().copied());
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
@@ -639,11 +651,76 @@ fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
     );
 }
 
+/// Two clients build equal contexts at the same time: the steps both need run once (the
+/// random bytes the `RUN` writes are the same in both results), the other build waits and
+/// takes the result.
+#[test]
+fn serial_daemon_runs_a_step_two_concurrent_builds_need_once() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let nonce = format!("{}-{}", std::process::id(), fastrand::u64(..));
+    let contexts = ["one", "two"].map(|name| {
+        let context = dir.path().join(name);
+        fs_err::create_dir_all(&context).unwrap();
+        fs_err::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM {IMAGE}\n\
+                 COPY data.txt /data.txt\n\
+                 RUN sleep 2 && head -c 16 /dev/urandom | od -An -tx1 > /random\n"
+            ),
+        )
+        .unwrap();
+        fs_err::write(context.join("data.txt"), &nonce).unwrap();
+        context
+    });
+    let outputs = ["out-one", "out-two"].map(|name| dir.path().join(name));
+    let built: Vec<Output> = std::thread::scope(|scope| {
+        let builds: Vec<_> = contexts
+            .iter()
+            .zip(&outputs)
+            .map(|(context, out)| {
+                let daemon = &daemon;
+                scope.spawn(move || {
+                    let local = format!("type=local,dest={}", out.display());
+                    buildctl_dockerfile(daemon, context, &["--output", &local])
+                })
+            })
+            .collect();
+        builds.into_iter().map(|b| b.join().unwrap()).collect()
+    });
+    for output in built {
+        assert_ok(output);
+    }
+    let [one, two] = [0, 1].map(|i| fs_err::read_to_string(outputs[i].join("random")).unwrap());
+    assert_eq!(one.split_whitespace().count(), 16, "{one}");
+    assert_eq!(one, two, "the RUN step ran in both builds");
+    for out in &outputs {
+        assert_eq!(fs_err::read_to_string(out.join("data.txt")).unwrap(), nonce);
+    }
+}
+
 /// Runs `buildctl build --progress=plain --frontend dockerfile.v0` on the context `context`
 /// (also the Dockerfile's directory) with `args`.
 fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
+    buildctl_dockerfile_env(daemon, context, args, &[])
+}
+
+/// [`buildctl_dockerfile`] with `env` added to buildctl's environment.
+fn buildctl_dockerfile_env(
+    daemon: &Daemon,
+    context: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Output {
     let local = |name: &str| format!("{name}={}", context.display());
     Command::new(&daemon.buildctl)
+        .envs(env.iter().copied())
         .arg("--addr")
         .arg(format!("unix://{}", daemon.socket.display()))
         .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
@@ -1148,4 +1225,131 @@ fn serial_daemon_builds_several_platforms_into_one_index() {
         })
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index:#}");
+}
+
+/// A Docker config in `dir` (`DIR/config.json`) holding `user:password` for `host`, as
+/// `docker login` writes it (base64, by coreutils' `base64`).
+fn docker_config(dir: &Path, host: &str, user_password: &str) -> PathBuf {
+    fs_err::create_dir_all(dir).unwrap();
+    let encoded = assert_ok(
+        Command::new("sh")
+            .args(["-c", "printf %s \"$1\" | base64 -w0", "sh", user_password])
+            .output()
+            .unwrap(),
+    );
+    let auth = String::from_utf8(encoded.stdout).unwrap();
+    fs_err::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir.to_owned()
+}
+
+/// A registry that wants credentials: the daemon pulls the base image and pushes the result
+/// with the credentials of the client that asked (its session's `Auth`: buildctl's Docker
+/// config, then kiln's own client's), and never with credentials of its own.
+#[test]
+fn serial_daemon_pulls_and_pushes_with_the_credentials_of_the_client_that_asked() {
+    if !crate::common::ready() {
+        return;
+    }
+    let Some(registry) =
+        kiln_testdata::registry::PrivateRegistry::start_with(Some(("alice", "s3cret")))
+    else {
+        skip("docker-registry, skopeo or htpasswd is missing");
+        return;
+    };
+    registry.push_busybox();
+    let host = registry.host.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon's own Docker config has the right credentials: they must not serve a client.
+    let daemon_docker = docker_config(&dir.path().join("daemon-docker"), host, "alice:s3cret");
+    let Some(daemon) = Daemon::start_with_env(
+        dir.path(),
+        &dir.path().join("root"),
+        None,
+        &[],
+        &[("DOCKER_CONFIG", &daemon_docker)],
+    ) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {host}/library/busybox:latest\nRUN echo built with credentials > /built\n"),
+    )
+    .unwrap();
+    let buildctl = |docker: &Path, name: &str| {
+        let output = format!("type=image,name={host}/kiln-test/private:{name},push=true");
+        buildctl_dockerfile_env(
+            &daemon,
+            &context,
+            &["--output", &output],
+            &[("DOCKER_CONFIG", docker)],
+        )
+    };
+
+    // A client without credentials: the base image is refused, saying whose access it was.
+    let nobody = dir.path().join("nobody-docker");
+    fs_err::create_dir_all(&nobody).unwrap();
+    let refused = buildctl(&nobody, "anonymous");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let message = text(&refused);
+    assert!(
+        message.contains(&format!(
+            "registry {host} refused anonymous access (no credentials for it in the client's session)"
+        )),
+        "{message}"
+    );
+    // A client with a wrong password is refused too.
+    let wrong = docker_config(&dir.path().join("wrong-docker"), host, "alice:wrong");
+    let refused = buildctl(&wrong, "wrong");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("the credentials of user `alice`"),
+        "{}",
+        text(&refused)
+    );
+
+    // buildctl with the credentials in its Docker config: pulled, built and pushed.
+    let alice = docker_config(&dir.path().join("alice-docker"), host, "alice:s3cret");
+    assert_ok(buildctl(&alice, "buildctl"));
+    // kiln's own client serves its Docker config the same way.
+    let pushed = format!("{host}/kiln-test/private:kiln");
+    assert_ok(daemon.kiln(
+        &dir.path().join("client-root"),
+        &["build", "-t", &pushed, "--push", context.to_str().unwrap()],
+        &[("DOCKER_CONFIG", alice.to_str().unwrap())],
+    ));
+    // The daemon's store now holds the base image: a client without credentials is still
+    // refused, as the daemon asks the registry for the tag with each client's credentials.
+    let refused = buildctl(&nobody, "anonymous");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("refused anonymous access"),
+        "{}",
+        text(&refused)
+    );
+    for name in ["buildctl", "kiln"] {
+        let image = format!("docker://{host}/kiln-test/private:{name}");
+        let read = |creds: Option<&str>| {
+            let mut command = Command::new("skopeo");
+            command.args(["inspect", "--tls-verify=false", "--raw"]);
+            if let Some(creds) = creds {
+                command.args(["--creds", creds]);
+            }
+            command.arg(&image).output().unwrap()
+        };
+        // The registry really wants credentials, and has the image.
+        assert!(!read(None).status.success(), "{name}: read anonymously");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&assert_ok(read(Some("alice:s3cret"))).stdout).unwrap();
+        assert_eq!(
+            manifest["layers"].as_array().map(Vec::len),
+            Some(2),
+            "{name}: {manifest}"
+        );
+    }
 }

@@ -10,6 +10,8 @@
 //!   merged into the destination, owned by this process's user, as BuildKit's clients receive
 //!   it), an archive as the call's bytes.
 //! - `Secrets.GetSecret` and `SSH.CheckAgent`/`ForwardAgent`: the build's secrets and agents.
+//! - `Auth.Credentials`: registry credentials from this user's Docker config (as `docker login`
+//!   wrote them, credential helpers included), for the daemon's pulls and pushes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,8 +30,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ExportTarget;
 use crate::filesync::{AbortOnDrop, NextPacket, Receiver, Sender, forward_packets};
-use crate::pb::filesync::BytesMessage;
+use crate::pb::filesync::auth_server::{Auth, AuthServer};
 use crate::pb::filesync::file_sync_server::{FileSync, FileSyncServer};
+use crate::pb::filesync::{BytesMessage, CredentialsRequest, CredentialsResponse};
 use crate::pb::fsutil::types::Packet;
 use crate::pb::secrets::secrets_server::{Secrets, SecretsServer};
 use crate::pb::secrets::{GetSecretRequest, GetSecretResponse};
@@ -43,6 +46,7 @@ pub(super) const METHODS: &[&str] = &[
     crate::secrets::GET_SECRET,
     "/moby.sshforward.v1.SSH/CheckAgent",
     crate::sshforward::FORWARD_AGENT,
+    crate::auth::CREDENTIALS,
 ];
 
 /// What the session serves.
@@ -52,6 +56,8 @@ pub(super) struct Attachables {
     pub(super) ssh: HashMap<String, PathBuf>,
     /// Where each exporter's delivery goes, by the exporter's index.
     pub(super) exports: Vec<Option<ExportTarget>>,
+    /// The registry credentials the daemon may ask for.
+    pub(super) credentials: kiln_cache::DockerConfigFile,
 }
 
 /// The session's call and its server; both end when this is dropped.
@@ -131,6 +137,9 @@ pub(super) fn serve(services: Attachables, io: tokio::io::DuplexStream) -> Servi
     let exports = FileSendService {
         targets: Arc::new(services.exports),
     };
+    let auth = AuthServer::new(DockerCredentials(Arc::new(services.credentials)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     // One connection, and the server stays up until it is aborted (an ended stream of
     // connections would make it shut the connection down).
     let incoming = futures::stream::once(async { Ok::<_, std::io::Error>(Tunnel(io)) })
@@ -140,6 +149,7 @@ pub(super) fn serve(services: Attachables, io: tokio::io::DuplexStream) -> Servi
         .add_service(exports)
         .add_service(secrets)
         .add_service(ssh)
+        .add_service(auth)
         .serve_with_incoming(incoming);
     Serving {
         _server: AbortOnDrop(tokio::spawn(async move {
@@ -426,6 +436,32 @@ impl Secrets for SecretStore {
             Some(data) => Ok(Response::new(GetSecretResponse { data: data.clone() })),
             None => Err(Status::not_found(format!("secret {id} not found"))),
         }
+    }
+}
+
+/// The credentials of this user's Docker config, read when the daemon asks.
+struct DockerCredentials(Arc<kiln_cache::DockerConfigFile>);
+
+#[tonic::async_trait]
+impl Auth for DockerCredentials {
+    async fn credentials(
+        &self,
+        request: Request<CredentialsRequest>,
+    ) -> Result<Response<CredentialsResponse>, Status> {
+        use kiln_cache::oci_client::secrets::RegistryAuth;
+        let host = request.into_inner().host;
+        let file = self.0.clone();
+        // The file is read and credential helpers run on a blocking thread.
+        let auth = tokio::task::spawn_blocking(move || file.for_host(&host))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(kiln_llb::error_chain(&e)))?;
+        let (username, secret) = match auth {
+            RegistryAuth::Anonymous => (String::new(), String::new()),
+            RegistryAuth::Basic(username, password) => (username, password),
+            RegistryAuth::Bearer(token) => (String::new(), token),
+        };
+        Ok(Response::new(CredentialsResponse { username, secret }))
     }
 }
 

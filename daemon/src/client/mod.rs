@@ -308,6 +308,7 @@ impl Client {
             secrets: request.secrets,
             ssh: request.ssh,
             exports: targets,
+            credentials: kiln_cache::DockerConfigFile::from_env(),
         };
         let _session = self
             .open_session(&session_id, &request.shared_key, services)

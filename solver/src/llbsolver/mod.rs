@@ -120,19 +120,32 @@ pub struct Session {
 impl Session {
     /// A session whose scheduler caches results in the store.
     pub fn new(config: SessionConfig, max_parallel_exec: Option<usize>) -> Self {
-        let config = Arc::new(config);
-        let mut builder = Scheduler::builder().cache(Arc::new(StoreCache {
-            store: config.store.clone(),
-            imports: config.cache_imports.clone(),
-            pull: config.pull.clone(),
-        }));
+        let mut builder = Self::builder(&config);
         if let Some(n) = max_parallel_exec {
             builder = builder.max_parallel_exec(n);
         }
         Self {
-            config,
+            config: Arc::new(config),
             scheduler: builder.build(),
         }
+    }
+
+    /// A session whose scheduler shares `shared` with other sessions' (a daemon's builds):
+    /// one bound on the steps running at once, and a step two of them need runs once.
+    pub fn sharing(config: SessionConfig, shared: Arc<crate::SharedWork>) -> Self {
+        let scheduler = Self::builder(&config).shared(shared).build();
+        Self {
+            config: Arc::new(config),
+            scheduler,
+        }
+    }
+
+    fn builder(config: &SessionConfig) -> crate::SchedulerBuilder<Ref> {
+        Scheduler::builder().cache(Arc::new(StoreCache {
+            store: config.store.clone(),
+            imports: config.cache_imports.clone(),
+            pull: config.pull.clone(),
+        }))
     }
 
     /// The session's configuration.

@@ -247,9 +247,26 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             async move { job.input_result(&edge).await }
         }))
         .await?;
+        // Another solve (another session's build) may be running the same op: its result
+        // is waited for and taken from the cache instead of running the op twice.
+        let _running = self.inner.shared.claim(&keys.definition).await;
+        if !matches!(reason, MissReason::Ignored)
+            && let Some(outputs) = self
+                .inner
+                .cache
+                .load(&keys.definition)
+                .await
+                .map_err(cache_error)?
+        {
+            tracing::debug!(vertex = %digest, "made by a concurrent solve");
+            let alt = self.alt_key(digest.clone()).await?;
+            let inputs_alt = self.inputs_alt_key(&digest, &keys).await?;
+            self.record(&digest, &keys, alt, inputs_alt, None);
+            return cached(outputs);
+        }
         let permits = match vertex.op.resource_class() {
-            ResourceClass::Exec => &self.inner.exec_permits,
-            ResourceClass::Io => &self.inner.io_permits,
+            ResourceClass::Exec => &self.inner.shared.exec_permits,
+            ResourceClass::Io => &self.inner.shared.io_permits,
         };
         let permit = permits
             .clone()

@@ -32,6 +32,10 @@
 //! Each vertex's key and result are shared futures, so a vertex that several others depend on
 //! runs once. The scheduler also remembers which vertices are in flight across all solves it
 //! serves: two builds that ask for the same digest at the same time share one execution.
+//! Schedulers of separate sessions (a daemon's clients, each with its own sources, secrets
+//! and caches) share [`SharedWork`]: one exec bound for all of them, and the cache keys being
+//! computed, so a step two concurrent builds both miss runs once — the second waits for the
+//! first and takes its result from the cache, as it would have a moment later.
 //!
 //! The first error fails the solve and drops the futures of everything else in it; ops must
 //! stop their work when dropped (the runner kills its processes). The error names the vertex.
@@ -46,7 +50,7 @@ mod solved;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::Semaphore;
 
@@ -58,6 +62,7 @@ pub use self::op::{
 };
 pub use self::progress::{Event, NoReporter, OpContext, Reporter};
 pub use self::solved::{SolvedGraph, SolvedVertex};
+use crate::cache_key::CacheKey;
 use crate::history::History;
 
 /// Configures a [`Scheduler`].
@@ -65,6 +70,59 @@ pub struct SchedulerBuilder<R> {
     cache: Arc<dyn CacheStore<R>>,
     max_parallel_exec: usize,
     max_parallel_io: usize,
+    shared: Option<Arc<SharedWork>>,
+}
+
+/// What the schedulers of one process share (see [`SchedulerBuilder::shared`]): the bounds on
+/// ops running at once, and the cache keys whose ops are running.
+pub struct SharedWork {
+    exec_permits: Arc<Semaphore>,
+    io_permits: Arc<Semaphore>,
+    /// A lock per cache key whose op runs now; held from the last cache lookup to the save.
+    running: Mutex<HashMap<CacheKey, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl SharedWork {
+    /// Bounds of `max_parallel_exec` exec ops (at least 1) and `max_parallel_io` I/O ops.
+    pub fn new(max_parallel_exec: usize, max_parallel_io: usize) -> Arc<Self> {
+        Arc::new(Self {
+            exec_permits: Arc::new(Semaphore::new(max_parallel_exec.max(1))),
+            io_permits: Arc::new(Semaphore::new(max_parallel_io.max(1))),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The defaults of [`Scheduler::builder`]: exec ops bounded by the number of cores.
+    pub fn for_cores() -> Arc<Self> {
+        let cores = cores();
+        Self::new(cores, default_io(cores))
+    }
+
+    /// Waits until no other solve runs the op of `key`, and holds that until dropped.
+    pub(crate) async fn claim(&self, key: &CacheKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut running = lock(&self.running);
+            running.retain(|_, gate| gate.strong_count() > 0);
+            match running.get(key).and_then(Weak::upgrade) {
+                Some(gate) => gate,
+                None => {
+                    let gate = Arc::new(tokio::sync::Mutex::new(()));
+                    running.insert(*key, Arc::downgrade(&gate));
+                    gate
+                }
+            }
+        };
+        gate.lock_owned().await
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The default bound of I/O ops: 8 per core, at least 16.
+fn default_io(cores: usize) -> usize {
+    (cores * 8).max(16)
 }
 
 impl<R: Clone + Send + Sync + 'static> SchedulerBuilder<R> {
@@ -89,13 +147,21 @@ impl<R: Clone + Send + Sync + 'static> SchedulerBuilder<R> {
         self
     }
 
+    /// Shares the bounds and the running cache keys of `shared` with other schedulers (the
+    /// bounds set on this builder are then unused).
+    pub fn shared(mut self, shared: Arc<SharedWork>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// The scheduler.
     pub fn build(self) -> Scheduler<R> {
         Scheduler {
             inner: Arc::new(Inner {
                 cache: self.cache,
-                exec_permits: Arc::new(Semaphore::new(self.max_parallel_exec)),
-                io_permits: Arc::new(Semaphore::new(self.max_parallel_io)),
+                shared: self.shared.unwrap_or_else(|| {
+                    SharedWork::new(self.max_parallel_exec, self.max_parallel_io)
+                }),
                 in_flight: Mutex::new(HashMap::new()),
                 history: Mutex::new(None),
             }),
@@ -118,8 +184,7 @@ impl<R> Clone for Scheduler<R> {
 
 struct Inner<R> {
     cache: Arc<dyn CacheStore<R>>,
-    exec_permits: Arc<Semaphore>,
-    io_permits: Arc<Semaphore>,
+    shared: Arc<SharedWork>,
     /// Results being computed, by vertex digest, across all solves.
     in_flight: Mutex<HashMap<Arc<str>, WeakResult<R>>>,
     /// The key history, loaded from the cache at the first solve.
@@ -129,11 +194,12 @@ struct Inner<R> {
 impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
     /// A builder with the defaults.
     pub fn builder() -> SchedulerBuilder<R> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         SchedulerBuilder {
             cache: Arc::new(NoCache),
             max_parallel_exec: cores,
-            max_parallel_io: (cores * 8).max(16),
+            max_parallel_io: default_io(cores),
+            shared: None,
         }
     }
 

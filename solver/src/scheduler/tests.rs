@@ -727,6 +727,47 @@ async fn concurrent_solves_share_equal_vertices() {
 }
 
 #[tokio::test]
+async fn schedulers_sharing_work_run_a_step_both_miss_once_and_share_the_exec_bound() {
+    // Two sessions' schedulers (a daemon's two clients): their graphs and caches are their
+    // own objects, the store behind the caches is one.
+    let store = Arc::new(MemCache::default());
+    let shared = SharedWork::new(1, 16);
+    let build = |graph: TestGraph| {
+        let scheduler = Scheduler::builder()
+            .cache(store.clone())
+            .shared(shared.clone())
+            .build();
+        (scheduler, Arc::new(graph.graph))
+    };
+    let mut t1 = TestGraph::new();
+    t1.add("slow", 1, &[], |op| op.sleep = Duration::from_millis(300))
+        .add("one", 10, &["slow"], |op| {
+            op.sleep = Duration::from_millis(100);
+        });
+    let mut t2 = TestGraph::new();
+    t2.counters = t1.counters.clone();
+    t2.add("slow", 1, &[], |op| op.sleep = Duration::from_millis(300))
+        .add("two", 20, &["slow"], |op| {
+            op.sleep = Duration::from_millis(100);
+        });
+    let counters = t1.counters.clone();
+    let ((s1, g1), (s2, g2)) = (build(t1), build(t2));
+    let (r1, r2) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let (a, b) = tokio::join!(
+        s1.solve(g1, target("one"), r1.clone()),
+        s2.solve(g2, target("two"), r2.clone()),
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (11, 21));
+    // The step both missed ran once; the other solve took it from the cache.
+    assert_eq!(counters.execs("slow"), 1);
+    let mut cached = [r1.cached(), r2.cached()].concat();
+    cached.sort();
+    assert_eq!(cached, ["slow"]);
+    // One exec bound for both schedulers.
+    assert_eq!(counters.max_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn missing_vertex_and_output_are_errors() {
     let mut t = TestGraph::new();
     t.sum("top", 0, &["nowhere"]);

@@ -516,11 +516,11 @@ fn build(
                 &store,
                 &results,
                 &outputs,
-                &config.cache,
+                &pull,
                 attestations,
                 &llb,
             )?;
-            export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
+            export_caches(&store, keys.as_ref(), &cache_to, &pull, &runtime)?;
             anyhow::Ok(exported)
         })();
         return finish(&store, config, args, record, noted, lease, exported);
@@ -643,7 +643,7 @@ fn build(
             &result,
             &outputs,
             image_config.as_ref(),
-            &config.cache,
+            &pull,
             inline,
             attest::attestations(
                 &attest,
@@ -652,7 +652,7 @@ fn build(
             ),
             definition.as_ref().map(LoadedDefinition::definition),
         )?;
-        export_caches(&store, keys.as_ref(), &cache_to, &config.cache, &runtime)?;
+        export_caches(&store, keys.as_ref(), &cache_to, &pull, &runtime)?;
         Ok(exported)
     })();
     finish(&store, config, args, record, noted, lease, exported)
@@ -703,14 +703,14 @@ fn export_caches(
     store: &Arc<Store>,
     keys: Option<&kiln_cache::BuildKeys>,
     cache_to: &[CacheExportRequest],
-    registry: &kiln_cache::Config,
+    pull: &PullOptions,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let Some(keys) = keys else {
         return Ok(());
     };
     for request in cache_to.iter().filter(|r| !kiln_engine::is_inline(r)) {
-        match runtime.block_on(kiln_engine::export_cache(store, keys, request, registry)) {
+        match runtime.block_on(kiln_engine::export_cache(store, keys, request, pull)) {
             Ok(()) => {}
             Err(error) if request.ignore_error => {
                 warn(&format!("{:#}", anyhow::Error::from(error)));
