@@ -241,21 +241,17 @@ impl ImportedCache {
     /// Reads the cache tagged `tag` from the OCI layout in `dir` (`--cache-from
     /// type=local,src=DIR`).
     pub fn from_local_layout(dir: &Path, tag: &str) -> Result<Self, Error> {
-        let index = read_index(dir)?;
-        let entry = index
-            .manifests
-            .iter()
-            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{} has no cache tagged {tag:?}",
-                    dir.join("index.json").display()
-                ))
-            })?;
-        let manifest = read_layout_blob(dir, &entry.digest, entry.size()?)?;
+        let (digest, size) = tagged_entry(dir, tag)?;
+        let manifest = read_layout_blob(dir, &digest, size)?;
         Self::from_manifest(&manifest, |digest, size| {
             read_layout_blob(dir, digest, size)
         })
+    }
+
+    /// The manifest the `index.json` of the OCI layout `dir` tags `tag` (what a client of a
+    /// daemon tells it to import, as BuildKit's clients do).
+    pub fn tagged_manifest(dir: &Path, tag: &str) -> Result<Digest, Error> {
+        tagged_entry(dir, tag).map(|(digest, _)| digest)
     }
 
     /// Reads the cache of a `--cache-from type=local,src=DIR[,tag=TAG][,digest=DIGEST]`, as
@@ -444,6 +440,22 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
 /// Where the OCI image layout in `dir` keeps the blob `digest`.
 pub fn layout_blob_path(dir: &Path, digest: &Digest) -> std::path::PathBuf {
     dir.join("blobs/sha256").join(digest.hex())
+}
+
+/// The digest and size of the manifest the `index.json` of the layout `dir` tags `tag`.
+fn tagged_entry(dir: &Path, tag: &str) -> Result<(Digest, u64), Error> {
+    let index = read_index(dir)?;
+    let entry = index
+        .manifests
+        .iter()
+        .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{} has no cache tagged {tag:?}",
+                dir.join("index.json").display()
+            ))
+        })?;
+    Ok((entry.digest, entry.size()?))
 }
 
 fn read_layout_blob(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>, Error> {

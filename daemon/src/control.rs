@@ -213,28 +213,68 @@ fn outputs(
     Ok((outputs, deliveries))
 }
 
-/// The request's cache exports and imports. A `local` cache goes to or comes from the
-/// client's own content store through its session, which kiln does not serve yet.
+/// A `type=local` cache of the client's: its directory as the client named it (the key of the
+/// content store the client serves for it), and the OCI layout in the build's scratch
+/// directory that stands for it here.
+struct LocalCache {
+    client_dir: String,
+    layout: PathBuf,
+    /// An import: the manifest the client resolved from its `index.json`.
+    digest: Option<kiln_cache::Digest>,
+    /// An export: the tag the client records the manifest under.
+    tag: String,
+}
+
+/// The request's cache exports and imports, and the local caches among them (read from and
+/// written to the client's content stores through its session, through a layout in
+/// `scratch`).
+#[expect(clippy::type_complexity, reason = "the three lists one request names")]
 fn cache_requests(
     request: &SolveRequest,
-) -> Result<(Vec<CacheExportRequest>, Vec<CacheImportRequest>), Status> {
+    scratch: &Path,
+) -> Result<
+    (
+        Vec<CacheExportRequest>,
+        Vec<CacheImportRequest>,
+        Vec<LocalCache>,
+    ),
+    Status,
+> {
     let Some(cache) = &request.cache else {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     };
-    let entry = |kind: &str,
-                 attrs: &HashMap<String, String>|
-     -> Result<CacheOptionsEntry, Status> {
-        if kind == "local" {
-            return Err(Status::unimplemented(
-                "a local cache travels through the client's content store, which kiln does not serve yet; use type=registry",
-            ));
+    let mut locals = Vec::new();
+    // A local cache's directory is the client's: the daemon reads and writes a layout of its
+    // own in its place.
+    let mut entry = |kind: &str, attrs: &HashMap<String, String>, dir_attr: &str| {
+        let mut attrs: std::collections::BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), v.clone()))
+            .collect();
+        if kind == "local"
+            && let Some(client_dir) = attrs.get(dir_attr).filter(|d| !d.is_empty()).cloned()
+        {
+            let layout = scratch.join(format!("local-cache-{}", locals.len()));
+            let digest = match attrs.get("digest").filter(|d| !d.is_empty()) {
+                Some(digest) => Some(digest.parse().map_err(|_| {
+                    Status::invalid_argument(format!("invalid cache digest {digest:?}"))
+                })?),
+                None => None,
+            };
+            locals.push(LocalCache {
+                client_dir,
+                layout: layout.clone(),
+                digest,
+                tag: attrs
+                    .get("tag")
+                    .cloned()
+                    .unwrap_or_else(|| "latest".to_owned()),
+            });
+            attrs.insert(dir_attr.to_owned(), layout.display().to_string());
         }
-        Ok(CacheOptionsEntry {
+        Ok::<_, Status>(CacheOptionsEntry {
             kind: kind.to_owned(),
-            attrs: attrs
-                .iter()
-                .map(|(k, v)| (k.to_lowercase(), v.clone()))
-                .collect(),
+            attrs,
         })
     };
     let invalid = |e: kiln_cache::CacheOptionsError| {
@@ -243,27 +283,37 @@ fn cache_requests(
     let mut exports = Vec::new();
     for export in &cache.exports {
         exports.push(
-            CacheExportRequest::from_entry(&entry(&export.r#type, &export.attrs)?)
+            CacheExportRequest::from_entry(&entry(&export.r#type, &export.attrs, "dest")?)
                 .map_err(invalid)?,
         );
     }
     if !cache.export_ref_deprecated.is_empty() {
         let mut attrs = cache.export_attrs_deprecated.clone();
         attrs.insert("ref".to_owned(), cache.export_ref_deprecated.clone());
-        exports.push(CacheExportRequest::from_entry(&entry("registry", &attrs)?).map_err(invalid)?);
+        exports.push(
+            CacheExportRequest::from_entry(&entry("registry", &attrs, "dest")?).map_err(invalid)?,
+        );
     }
     let mut imports = Vec::new();
     for import in &cache.imports {
+        if import.r#type == "local" && import.attrs.get("digest").is_none_or(String::is_empty) {
+            // As BuildKit: the client resolves the manifest from its index.json.
+            return Err(Status::invalid_argument(
+                "local cache importer requires explicit digest",
+            ));
+        }
         imports.push(
-            CacheImportRequest::from_entry(&entry(&import.r#type, &import.attrs)?)
+            CacheImportRequest::from_entry(&entry(&import.r#type, &import.attrs, "src")?)
                 .map_err(invalid)?,
         );
     }
     for reference in &cache.import_refs_deprecated {
         let attrs = HashMap::from([("ref".to_owned(), reference.clone())]);
-        imports.push(CacheImportRequest::from_entry(&entry("registry", &attrs)?).map_err(invalid)?);
+        imports.push(
+            CacheImportRequest::from_entry(&entry("registry", &attrs, "src")?).map_err(invalid)?,
+        );
     }
-    Ok((exports, imports))
+    Ok((exports, imports, locals))
 }
 
 /// BuildKit's entitlement names.
@@ -399,7 +449,8 @@ impl ControlService {
             .map_err(|e| Status::internal(format!("making a scratch directory: {e}")))?;
         let (outputs, deliveries) = outputs(&request, scratch.path())?;
         let entitlements = entitlements(&request.entitlements)?;
-        let (cache_exports, cache_imports) = cache_requests(&request)?;
+        let (cache_exports, cache_imports, local_caches) =
+            cache_requests(&request, scratch.path())?;
         // Registries are reached with the credentials of the client that asked for the build,
         // and an image name is always resolved by its registry, as BuildKit does: an image
         // another client pulled into the store serves only a client the registry lets read it.
@@ -414,6 +465,17 @@ impl ControlService {
         };
         let store = self.store.clone();
         let lease = blocking("taking a lease on the store", move || store.lease()).await?;
+        // A local cache to import is fetched from the client first (one it cannot give is
+        // then skipped with a warning, as one that cannot be read).
+        for local in local_caches.iter().filter(|l| l.digest.is_some()) {
+            let client = self.sessions.get(&request.session).await?;
+            let digest = local.digest.as_ref().expect("filtered");
+            if let Err(status) =
+                crate::content::import(&client, &local.client_dir, digest, &local.layout).await
+            {
+                tracing::warn!(error = status.message(), "local cache import skipped");
+            }
+        }
         let (cache_imports, unreadable) =
             kiln_engine::open_cache_imports(&cache_imports, &pull).await;
         for error in unreadable {
@@ -583,20 +645,43 @@ impl ControlService {
         .await
         .map_err(|e| Status::internal(format!("exporting: {e}")))?
         .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
+        let mut cache_manifest = None;
         if let Some(keys) = &keys {
             for export in cache_exports.iter().filter(|r| !kiln_engine::is_inline(r)) {
-                let exported = kiln_engine::export_cache(&self.store, keys, export, &pull).await;
+                let mut exported = kiln_engine::export_cache(&self.store, keys, export, &pull)
+                    .await
+                    .map_err(|e| {
+                        Status::unknown(error_text("failed to export the build cache", &e))
+                    });
+                // A local cache is sent on to the client's directory.
+                let local = local_caches.iter().find(|l| {
+                    l.digest.is_none()
+                        && matches!(&export.destination,
+                            kiln_cache::CacheDestination::Local { dest, .. } if *dest == l.layout)
+                });
+                if let (Ok(()), Some(local)) = (&exported, local) {
+                    let client = self.sessions.get(&request.session).await?;
+                    exported = crate::content::export(
+                        &client,
+                        &local.client_dir,
+                        &local.layout,
+                        &local.tag,
+                    )
+                    .await
+                    .map(|descriptor| cache_manifest = Some(descriptor))
+                    .map_err(|status| {
+                        Status::new(
+                            status.code(),
+                            format!("failed to export the build cache: {}", status.message()),
+                        )
+                    });
+                }
                 match exported {
                     Ok(()) => {}
                     Err(error) if export.ignore_error => {
-                        tracing::warn!(error = error_chain(&error), "cache export failed");
+                        tracing::warn!(error = error.message(), "cache export failed");
                     }
-                    Err(error) => {
-                        return Err(Status::unknown(error_text(
-                            "failed to export the build cache",
-                            &error,
-                        )));
-                    }
+                    Err(error) => return Err(error),
                 }
             }
         }
@@ -614,6 +699,12 @@ impl ControlService {
         drop(scratch);
         drop(lease);
         let mut response = SolveResponse::default();
+        if let Some(descriptor) = cache_manifest {
+            // BuildKit's clients record it in the cache directory's index.json.
+            response
+                .exporter_response
+                .insert("cache.manifest".to_owned(), descriptor);
+        }
         for made in exported {
             if let Some(digest) = made.image_digest {
                 response

@@ -46,6 +46,7 @@
 mod auth;
 mod bridge;
 mod client;
+mod content;
 mod control;
 mod error;
 mod filesend;

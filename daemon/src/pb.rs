@@ -35,6 +35,16 @@ pub mod moby {
     }
 }
 
+pub mod containerd {
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                include!("pb/containerd.services.content.v1.rs");
+            }
+        }
+    }
+}
+
 pub mod google {
     pub mod rpc {
         include!("pb/google.rpc.rs");
@@ -47,6 +57,8 @@ pub mod fsutil {
     }
 }
 
+/// `containerd.services.content.v1`: the content store a client serves for local caches.
+pub use containerd::services::content::v1 as content;
 /// `moby.buildkit.secrets.v1`: the secrets a client serves in its session.
 pub use moby::buildkit::secrets::v1 as secrets;
 /// `moby.buildkit.v1`: the control service and its messages.

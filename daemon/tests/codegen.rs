@@ -15,6 +15,7 @@ const FILES: &[&str] = &[
     "google.rpc.rs",
     "moby.buildkit.secrets.v1.rs",
     "moby.sshforward.v1.rs",
+    "containerd.services.content.v1.rs",
 ];
 
 #[test]
@@ -25,6 +26,7 @@ fn generated_code_is_up_to_date() {
     let fds = protox::compile(
         [
             proto_dir.join("auth.proto"),
+            proto_dir.join("content.proto"),
             proto_dir.join("control.proto"),
             proto_dir.join("filesync.proto"),
             proto_dir.join("gateway.proto"),

@@ -101,6 +101,26 @@ pub fn write_cache_layout(
         &dir.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
+    let bytes = tagged_index(
+        dir,
+        tag,
+        cache.media_type,
+        &cache.manifest_digest,
+        cache.manifest.len() as u64,
+    )?;
+    write_file(store, &dir.join("index.json"), &bytes)
+}
+
+/// The `index.json` of the OCI layout `dir` with the manifest `digest` (of `size` bytes and
+/// `media_type`) tagged `tag`, replacing any entry of the same tag and keeping the others; a
+/// layout without one gets a new index.
+pub fn tagged_index(
+    dir: &Path,
+    tag: &str,
+    media_type: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<Vec<u8>, Error> {
     let index_path = dir.join("index.json");
     let mut index = match fs_err::read(&index_path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -119,14 +139,13 @@ pub fn write_cache_layout(
         .manifests
         .retain(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) != Some(tag));
     index.manifests.push(IndexEntry {
-        media_type: cache.media_type.to_owned(),
-        digest: cache.manifest_digest.to_string(),
-        size: i64::try_from(cache.manifest.len()).unwrap_or(i64::MAX),
+        media_type: media_type.to_owned(),
+        digest: digest.to_string(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
         annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_owned(), tag.to_owned())]),
         platform: None,
     });
-    let bytes = serde_json::to_vec(&index).map_err(|e| Error::json("index.json", e))?;
-    write_file(store, &index_path, &bytes)
+    serde_json::to_vec(&index).map_err(|e| Error::json("index.json", e))
 }
 
 /// Writes `data` to `path` whole or not at all.

@@ -80,7 +80,7 @@ pub use attestation::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
     Attestations, MEDIA_TYPE_IN_TOTO, STATEMENT_TYPE,
 };
-pub use cache::{push_cache, write_cache_layout};
+pub use cache::{push_cache, tagged_index, write_cache_layout};
 pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
 pub use error::Error;
 pub use exporter::{

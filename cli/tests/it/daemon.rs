@@ -888,32 +888,136 @@ fn serial_two_daemons_share_a_registry_cache_and_the_second_runs_no_step() {
     drop(first);
 
     // Another daemon, another store: every step comes from the cache.
-    let Some(second) = Daemon::start(&second_dir, &second_dir.join("root"), None) else {
-        return;
-    };
-    let out = dir.path().join("out");
-    let imported = assert_ok(buildctl_dockerfile(
-        &second,
+    builds_from_the_cache_alone(
+        &second_dir,
         &context,
-        &[
-            "--import-cache",
-            &format!("type=registry,ref={cache}"),
-            "--output",
-            &format!("type=local,dest={}", out.display()),
-        ],
-    ));
-    let progress = String::from_utf8_lossy(&imported.stderr);
+        &format!("type=registry,ref={cache}"),
+        &marker,
+    );
+}
+
+/// Asserts that buildctl's plain progress in `built` shows `count` `RUN` steps, all cached.
+fn assert_runs_cached(built: &Output, count: usize) {
+    let progress = String::from_utf8_lossy(&built.stderr);
     // buildctl's plain progress: `#N NAME` when a step starts, `#N CACHED` or `#N DONE …`.
     let runs: Vec<&str> = progress
         .lines()
         .filter(|l| l.contains("] RUN "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(runs.len(), 2, "{progress}");
+    assert_eq!(runs.len(), count, "{progress}");
     for run in runs {
         assert!(progress.contains(&format!("{run} CACHED")), "{progress}");
         assert!(!progress.contains(&format!("{run} DONE")), "{progress}");
     }
+}
+
+/// `--export-cache type=local` and `--import-cache type=local` name a directory of the
+/// client's: the daemon writes the cache's blobs into it through the client's content store
+/// (buildctl records the manifest in its index.json), and another daemon with another store
+/// reads it from there and runs no step.
+#[test]
+fn serial_daemons_export_and_import_a_local_cache_in_the_clients_directory() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    let marker = format!("local-cache-{}-{}", std::process::id(), fastrand::u64(..));
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN echo {marker} > /first\n\
+             RUN cat /first > /second && echo built >> /second\n"
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let (first_dir, second_dir) = (dir.path().join("one"), dir.path().join("two"));
+    fs_err::create_dir_all(&first_dir).unwrap();
+    fs_err::create_dir_all(&second_dir).unwrap();
+    let Some(first) = Daemon::start(&first_dir, &first_dir.join("root"), None) else {
+        return;
+    };
+    let export = format!("type=local,dest={},mode=max", cache.display());
+    assert_ok(buildctl_dockerfile(
+        &first,
+        &context,
+        &["--export-cache", &export],
+    ));
+    // The layout: index.json names the cache manifest as `latest`; every blob it names is there.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(
+        entries[0]["annotations"]["org.opencontainers.image.ref.name"], "latest",
+        "{index}"
+    );
+    let blob = |digest: &str| {
+        cache
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(blob(entries[0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"], "application/vnd.buildkit.cacheconfig.v0",
+        "{manifest}"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(
+        layers.len() >= 3,
+        "the base and both RUN layers: {manifest}"
+    );
+    for descriptor in layers.iter().chain([&manifest["config"]]) {
+        let digest = descriptor["digest"].as_str().unwrap();
+        let data = fs_err::read(blob(digest)).unwrap();
+        assert_eq!(
+            data.len() as u64,
+            descriptor["size"].as_u64().unwrap(),
+            "{digest}"
+        );
+    }
+    // Exported again into the same directory: the same single entry.
+    assert_ok(buildctl_dockerfile(
+        &first,
+        &context,
+        &["--export-cache", &export],
+    ));
+    let again: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("index.json")).unwrap()).unwrap();
+    assert_eq!(again["manifests"], index["manifests"]);
+    drop(first);
+
+    // Another daemon, another store: every step comes from the client's directory.
+    let import = format!("type=local,src={}", cache.display());
+    builds_from_the_cache_alone(&second_dir, &context, &import, &marker);
+}
+
+/// Starts a daemon in `daemon_dir` with an empty store and builds `context` (the two-`RUN`
+/// Dockerfile of these tests) with `--import-cache IMPORT`: both steps come from the cache,
+/// and the result is the one they make.
+fn builds_from_the_cache_alone(daemon_dir: &Path, context: &Path, import: &str, marker: &str) {
+    let Some(daemon) = Daemon::start(daemon_dir, &daemon_dir.join("root"), None) else {
+        return;
+    };
+    let out = daemon_dir.join("out");
+    let imported = assert_ok(buildctl_dockerfile(
+        &daemon,
+        context,
+        &[
+            "--import-cache",
+            import,
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    ));
+    assert_runs_cached(&imported, 2);
     assert_eq!(
         fs_err::read_to_string(out.join("second")).unwrap(),
         format!("{marker}\nbuilt\n")

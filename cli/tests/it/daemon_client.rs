@@ -499,3 +499,89 @@ fn serial_kiln_host_builds_over_tcp_with_its_certificate() {
     // The daemon goes on serving.
     assert_ok(daemon.buildctl(&["debug", "workers"]));
 }
+
+/// `kiln --host … build --cache-to type=local,dest=DIR` writes the cache into this side's
+/// directory (served to the daemon as a content store, as buildctl serves it), and another
+/// daemon with another store builds from `--cache-from type=local,src=DIR` running no step.
+#[test]
+fn serial_kiln_host_exports_and_imports_a_local_cache_in_its_own_directory() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    let marker = format!("host-cache-{}-{}", std::process::id(), fastrand::u64(..));
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN echo {marker} > /first\nRUN cat /first /first > /second\n"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let client_root = dir.path().join("client-root");
+    let daemon_dirs = [dir.path().join("one"), dir.path().join("two")];
+    for daemon_dir in &daemon_dirs {
+        fs_err::create_dir_all(daemon_dir).unwrap();
+    }
+    let Some(first) = Daemon::start(&daemon_dirs[0], &daemon_dirs[0].join("root"), None) else {
+        return;
+    };
+    let to = format!("type=local,dest={},mode=max", cache.display());
+    let context_arg = context.to_str().unwrap();
+    assert_ok(first.kiln(
+        &client_root,
+        &["build", "--progress=plain", "--cache-to", &to, context_arg],
+        &[],
+    ));
+    drop(first);
+    // The same layout `kiln build --cache-to type=local` writes in-process: index.json tags
+    // the cache manifest `latest`, and its blobs are there.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(cache.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"], "latest",
+        "{index}"
+    );
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    assert!(
+        cache
+            .join("blobs/sha256")
+            .join(manifest.trim_start_matches("sha256:"))
+            .is_file()
+    );
+    assert!(cache.join("oci-layout").is_file());
+
+    let Some(second) = Daemon::start(&daemon_dirs[1], &daemon_dirs[1].join("root"), None) else {
+        return;
+    };
+    let from = format!("type=local,src={}", cache.display());
+    let out = dir.path().join("out");
+    let built = assert_ok(second.kiln(
+        &client_root,
+        &[
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &from,
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            context_arg,
+        ],
+        &[],
+    ));
+    let progress = String::from_utf8_lossy(&built.stderr);
+    let runs: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!runs.is_empty(), "{progress}");
+    for run in runs {
+        assert!(progress.contains(&format!("{run} CACHED")), "{progress}");
+    }
+    assert_eq!(
+        fs_err::read_to_string(out.join("second")).unwrap(),
+        format!("{marker}\n{marker}\n")
+    );
+    assert!(!client_root.exists());
+}

@@ -10,6 +10,7 @@
 //!   merged into the destination, owned by this process's user, as BuildKit's clients receive
 //!   it), an archive as the call's bytes.
 //! - `Secrets.GetSecret` and `SSH.CheckAgent`/`ForwardAgent`: the build's secrets and agents.
+//! - `Content.Info`/`Read`/`Write`: the local caches' directories (`content.rs`).
 //! - `Auth.Credentials`: registry credentials from this user's Docker config (as `docker login`
 //!   wrote them, credential helpers included), for the daemon's pulls and pushes.
 
@@ -30,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ExportTarget;
 use crate::filesync::{AbortOnDrop, NextPacket, Receiver, Sender, forward_packets};
+use crate::pb::content::content_server::ContentServer;
 use crate::pb::filesync::auth_server::{Auth, AuthServer};
 use crate::pb::filesync::file_sync_server::{FileSync, FileSyncServer};
 use crate::pb::filesync::{BytesMessage, CredentialsRequest, CredentialsResponse};
@@ -47,6 +49,9 @@ pub(super) const METHODS: &[&str] = &[
     "/moby.sshforward.v1.SSH/CheckAgent",
     crate::sshforward::FORWARD_AGENT,
     crate::auth::CREDENTIALS,
+    "/containerd.services.content.v1.Content/Info",
+    "/containerd.services.content.v1.Content/Read",
+    crate::content::WRITE,
 ];
 
 /// What the session serves.
@@ -58,6 +63,8 @@ pub(super) struct Attachables {
     pub(super) exports: Vec<Option<ExportTarget>>,
     /// The registry credentials the daemon may ask for.
     pub(super) credentials: kiln_cache::DockerConfigFile,
+    /// The directories of local caches (OCI layouts) by store id (`local:DIR`).
+    pub(super) cache_dirs: HashMap<String, PathBuf>,
 }
 
 /// The session's call and its server; both end when this is dropped.
@@ -137,6 +144,11 @@ pub(super) fn serve(services: Attachables, io: tokio::io::DuplexStream) -> Servi
     let exports = FileSendService {
         targets: Arc::new(services.exports),
     };
+    let content = ContentServer::new(super::content::LayoutStores {
+        dirs: services.cache_dirs,
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let auth = AuthServer::new(DockerCredentials(Arc::new(services.credentials)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -150,6 +162,7 @@ pub(super) fn serve(services: Attachables, io: tokio::io::DuplexStream) -> Servi
         .add_service(secrets)
         .add_service(ssh)
         .add_service(auth)
+        .add_service(content)
         .serve_with_incoming(incoming);
     Serving {
         _server: AbortOnDrop(tokio::spawn(async move {

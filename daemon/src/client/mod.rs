@@ -17,9 +17,10 @@
 //!    session closes with the build.
 
 mod attachables;
+mod content;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -149,6 +150,15 @@ pub enum ClientError {
         /// What the daemon said.
         message: String,
     },
+    /// A local cache's directory could not be read or written.
+    #[error("local cache {dir}")]
+    LocalCache {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl From<tonic::Status> for ClientError {
@@ -220,6 +230,116 @@ pub struct Client {
 /// A random id, as BuildKit's clients make them for builds and sessions.
 fn new_id() -> String {
     kiln_solver::new_build_id()
+}
+
+/// The `type=local` caches of a build: this side's directories, served to the daemon as
+/// content stores (`local:DIR`), as BuildKit's clients do.
+struct LocalCaches {
+    stores: HashMap<String, PathBuf>,
+    /// Where exports go: the directory and the tag its `index.json` names the manifest by.
+    exports: Vec<(PathBuf, String)>,
+}
+
+impl LocalCaches {
+    /// Serves each local cache's directory; an import is told the manifest its directory's
+    /// `index.json` tags (`tag=`, default `latest`), or left out with a warning when there
+    /// is none, as buildctl does.
+    fn prepare(
+        exports: &mut [kiln_cache::CacheOptionsEntry],
+        imports: &mut Vec<kiln_cache::CacheOptionsEntry>,
+    ) -> Result<Self, ClientError> {
+        let tag = |entry: &kiln_cache::CacheOptionsEntry| {
+            entry
+                .attrs
+                .get("tag")
+                .cloned()
+                .unwrap_or_else(|| "latest".to_owned())
+        };
+        let mut caches = Self {
+            stores: HashMap::new(),
+            exports: Vec::new(),
+        };
+        for export in exports.iter().filter(|e| e.kind == "local") {
+            let Some(dest) = export.attrs.get("dest") else {
+                continue;
+            };
+            let dir = PathBuf::from(dest);
+            fs_err::create_dir_all(&dir).map_err(|e| ClientError::LocalCache {
+                dir: dir.clone(),
+                source: e.into(),
+            })?;
+            caches.stores.insert(format!("local:{dest}"), dir.clone());
+            caches.exports.push((dir, tag(export)));
+        }
+        imports.retain_mut(|import| {
+            if import.kind != "local" {
+                return true;
+            }
+            let Some(src) = import.attrs.get("src").cloned() else {
+                return true;
+            };
+            if import.attrs.get("digest").is_none_or(String::is_empty) {
+                match kiln_cache::ImportedCache::tagged_manifest(Path::new(&src), &tag(import)) {
+                    Ok(digest) => {
+                        import.attrs.insert("digest".to_owned(), digest.to_string());
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = kiln_llb::error_chain(&error),
+                            "local cache import at {src} skipped"
+                        );
+                        return false;
+                    }
+                }
+            }
+            caches
+                .stores
+                .insert(format!("local:{src}"), PathBuf::from(src));
+            true
+        });
+        Ok(caches)
+    }
+
+    /// Tags the cache manifest the daemon wrote (its `cache.manifest` answer) in each export
+    /// directory's `index.json`.
+    fn record(&self, response: &HashMap<String, String>) -> Result<(), ClientError> {
+        let Some(descriptor) = response.get("cache.manifest") else {
+            return Ok(());
+        };
+        for (dir, tag) in &self.exports {
+            let failed =
+                |source: Box<dyn std::error::Error + Send + Sync>| ClientError::LocalCache {
+                    dir: dir.clone(),
+                    source,
+                };
+            let descriptor: serde_json::Value =
+                serde_json::from_str(descriptor).map_err(|e| failed(e.into()))?;
+            let digest: kiln_cache::Digest = descriptor["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e: kiln_cache::DigestError| failed(e.into()))?;
+            let index = kiln_exporters::tagged_index(
+                dir,
+                tag,
+                descriptor["mediaType"].as_str().unwrap_or_default(),
+                &digest,
+                descriptor["size"].as_u64().unwrap_or_default(),
+            )
+            .map_err(|e| failed(e.into()))?;
+            for (name, bytes) in [
+                ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+                ("index.json", &index),
+            ] {
+                let mut file =
+                    tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(e.into()))?;
+                std::io::Write::write_all(&mut file, bytes).map_err(|e| failed(e.into()))?;
+                file.persist(dir.join(name))
+                    .map_err(|e| failed(e.error.into()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn entry(entry: &kiln_cache::CacheOptionsEntry) -> CacheOptionsEntry {
@@ -303,12 +423,15 @@ impl Client {
         let session_id = new_id();
         let reference = new_id();
         let targets = request.exports.iter().map(|e| e.target.clone()).collect();
+        let mut request = request;
+        let caches = LocalCaches::prepare(&mut request.cache_exports, &mut request.cache_imports)?;
         let services = attachables::Attachables {
             locals: request.locals,
             secrets: request.secrets,
             ssh: request.ssh,
             exports: targets,
             credentials: kiln_cache::DockerConfigFile::from_env(),
+            cache_dirs: caches.stores.clone(),
         };
         let _session = self
             .open_session(&session_id, &request.shared_key, services)
@@ -356,7 +479,9 @@ impl Client {
             }
         };
         let (solved, ()) = tokio::join!(control.solve(solve), status);
-        Ok(solved?.into_inner().exporter_response)
+        let response = solved?.into_inner().exporter_response;
+        caches.record(&response)?;
+        Ok(response)
     }
 
     /// Opens a session serving `services`; it closes when the returned guard is dropped.
