@@ -256,9 +256,11 @@ async fn exec_parallelism_is_bounded_and_io_only_by_its_own_larger_bound() {
         (1, 16, ResourceClass::Io, 3),
         (3, 2, ResourceClass::Io, 2),
     ] {
+        // Three different ops (equal ones would be one piece of work: see
+        // `equal_work_under_two_digests_runs_once`).
         let mut t = TestGraph::new();
-        for leaf in ["x", "y", "z"] {
-            t.add(leaf, 1, &[], |op| {
+        for (add, leaf) in [(1, "x"), (2, "y"), (3, "z")] {
+            t.add(leaf, add, &[], |op| {
                 op.sleep = Duration::from_millis(100);
                 op.class = class;
             });
@@ -271,7 +273,7 @@ async fn exec_parallelism_is_bounded_and_io_only_by_its_own_larger_bound() {
             .build();
         assert_eq!(
             solve(&scheduler, Arc::new(t.graph), "top").await.unwrap(),
-            3
+            6
         );
         assert_eq!(
             counters.max_running.load(Ordering::SeqCst),
@@ -765,6 +767,26 @@ async fn schedulers_sharing_work_run_a_step_both_miss_once_and_share_the_exec_bo
     assert_eq!(cached, ["slow"]);
     // One exec bound for both schedulers.
     assert_eq!(counters.max_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn equal_work_under_two_digests_runs_once() {
+    // Two vertices (two stages' equal `RUN`s) with one cache key: the second waits for the
+    // first and takes its result from the cache.
+    let mut t = TestGraph::new();
+    for leaf in ["a", "b"] {
+        t.add(leaf, 5, &[], |op| op.sleep = Duration::from_millis(100));
+    }
+    t.sum("top", 0, &["a", "b"]);
+    let counters = t.counters.clone();
+    let scheduler = Scheduler::builder()
+        .cache(Arc::new(MemCache::default()))
+        .build();
+    assert_eq!(
+        solve(&scheduler, Arc::new(t.graph), "top").await.unwrap(),
+        10
+    );
+    assert_eq!(counters.execs("a") + counters.execs("b"), 1);
 }
 
 #[tokio::test]
