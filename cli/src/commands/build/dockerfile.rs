@@ -276,16 +276,7 @@ pub(super) fn convert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
-
-    fn parse(argv: &[&str]) -> BuildArgs {
-        let mut full = vec!["kiln", "build"];
-        full.extend_from_slice(argv);
-        match crate::args::Cli::parse_from(full).command {
-            crate::args::Command::Build(b) => *b,
-            _ => unreachable!(),
-        }
-    }
+    use crate::commands::build::parse_build_args as parse;
 
     #[test]
     fn build_args_and_ignore_files() {

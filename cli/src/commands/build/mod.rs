@@ -931,6 +931,18 @@ fn warn(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "WARNING: {message}");
 }
 
+/// `kiln build ARGV` as the command line parses it, for tests.
+#[cfg(test)]
+pub(crate) fn parse_build_args(argv: &[&str]) -> BuildArgs {
+    use clap::Parser as _;
+    let mut full = vec!["kiln", "build"];
+    full.extend_from_slice(argv);
+    match crate::args::Cli::parse_from(full).command {
+        crate::args::Command::Build(b) => *b,
+        _ => unreachable!("`kiln build` parses as the build command"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

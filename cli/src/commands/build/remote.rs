@@ -256,16 +256,7 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
-
-    fn parse(argv: &[&str]) -> BuildArgs {
-        let mut full = vec!["kiln", "build"];
-        full.extend_from_slice(argv);
-        match crate::args::Cli::parse_from(full).command {
-            crate::args::Command::Build(b) => *b,
-            _ => unreachable!(),
-        }
-    }
+    use crate::commands::build::parse_build_args as parse;
 
     #[test]
     fn outputs_become_exporters_whose_files_stay_here() {
