@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
-use hyper_util::rt::TokioIo;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::control::control_client::ControlClient;
 use crate::pb::control::{ListWorkersRequest, PruneRequest, SolveRequest};
@@ -13,20 +12,8 @@ use crate::pb::gateway::llb_bridge_client::LlbBridgeClient;
 use crate::{Address, Daemon, MAX_MESSAGE_SIZE};
 
 async fn connect(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
     for _ in 0..100 {
-        let socket = socket.clone();
-        let connected = Endpoint::from_static("http://kiln.sock")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
-            .await;
-        if let Ok(channel) = connected {
+        if let Ok(channel) = crate::client::connect_unix(socket).await {
             return channel;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -353,6 +353,21 @@ fn entry(entry: &kiln_cache::CacheOptionsEntry) -> CacheOptionsEntry {
     }
 }
 
+/// A gRPC channel to the daemon's unix socket `socket`.
+pub(crate) async fn connect_unix(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_owned();
+    Endpoint::from_static("http://kiln.sock")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+}
+
 impl Client {
     /// Connects to the daemon at `host`; a TCP daemon with the certificate, key and CA of
     /// `tls` (the CA the daemon's certificate is signed by).
@@ -362,20 +377,7 @@ impl Client {
             source,
         };
         let channel = match &host.place {
-            Place::Unix(socket) => {
-                let socket = socket.clone();
-                Endpoint::from_static("http://kiln.sock")
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            tokio::net::UnixStream::connect(socket)
-                                .await
-                                .map(TokioIo::new)
-                        }
-                    }))
-                    .await
-                    .map_err(failed)?
-            }
+            Place::Unix(socket) => connect_unix(socket).await.map_err(failed)?,
             Place::Tcp { authority, name } => {
                 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
                 let tls = tls.ok_or_else(|| ClientError::NoCertificates {
