@@ -201,7 +201,11 @@ impl TreeCopy<'_> {
             fs_err::os::unix::fs::symlink(&target, dst)?;
         } else if ft.is_file() {
             if self.links_unchanged(src, &meta)? {
-                return fs_err::hard_link(src, dst);
+                match fs_err::hard_link(src, dst) {
+                    // A file linked as often as the file system allows is copied.
+                    Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {}
+                    linked => return linked,
+                }
             }
             return self.copy_file(src, dst, &meta);
         } else {
