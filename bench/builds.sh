@@ -5,8 +5,9 @@
 # same machine in the same run (sha256sum of the 500 MiB layer, `tar c | sha256sum` of the
 # 20,000-file context, the runner's cost per container) and the ratios to them.
 #
-# With BASELINE=REV (default: main), the 500 MiB case is also built by kiln at REV (built from
-# `git archive REV`), so before and after come from one run. Then `kiln push` right after
+# With BASELINE=REV (default: main), the 500 MiB and 20,000-file cases are also built by kiln at
+# REV (built from `git archive REV`), so before and after come from one run; BASELINE_KILN=PATH
+# takes an already built binary as that baseline instead. Then `kiln push` right after
 # `-t` against `skopeo copy` of the same image (an OCI layout of it) to a fresh repository.
 #
 #   bash bench/builds.sh          (as root, with the test registry of scripts/test-env.sh)
@@ -28,7 +29,10 @@ echo "building kiln (release)..." >&2
 kiln=$CARGO_TARGET_DIR/release/kiln
 runner_bench=$CARGO_TARGET_DIR/release/examples/runner-bench
 old=""
-if [ -n "$baseline" ]; then
+if [ -n "${BASELINE_KILN:-}" ]; then
+  old=$BASELINE_KILN
+  baseline="baseline ($old)"
+elif [ -n "$baseline" ]; then
   echo "building kiln at $baseline (release)..." >&2
   # The sources stay beside the target dir, at one path, so the next run builds nothing again.
   baseline_target=${BASELINE_TARGET_DIR:-$CARGO_TARGET_DIR-baseline}
@@ -99,6 +103,13 @@ for c in $cases; do
     result[$c.touched]=$(hf "$c-touched" "sh -c 'date +%s%N > $ctx/d100/f050.txt'" "$cmd")
   else
     result[$c.touched]=-
+  fi
+  if [ "$c" = context20k ] && [ -n "$old" ]; then
+    echo "$c: cold and touched, kiln at $baseline..." >&2
+    oldcmd="$old --root $work/store-old --config $work/kiln.toml build --progress=plain $(build_args "$c") $ctx"
+    result[$c.cold_old]=$(hf "$c-cold-old" \
+      "sh -c 'rm -rf $work/store-old && cp -a $work/template-old $work/store-old'" "$oldcmd")
+    result[$c.touched_old]=$(hf "$c-touched-old" "sh -c 'date +%s%N > $ctx/d100/f050.txt'" "$oldcmd")
   fi
   if [ "$c" = big500 ] && [ -n "$old" ]; then
     echo "$c: cold, kiln at $baseline..." >&2
@@ -183,4 +194,11 @@ fi
 if [ -n "${result[floor.tar]:-}" ]; then
   printf '  %-52s %8s\n' "context20k cold / tar c | sha256sum" "$(ratio "${result[context20k.cold]}" "${result[floor.tar]}")"
   printf '  %-52s %8s\n' "context20k touched / tar c | sha256sum" "$(ratio "${result[context20k.touched]}" "${result[floor.tar]}")"
+  if [ -n "${result[context20k.cold_old]:-}" ]; then
+    for k in cold touched; do
+      printf '  %-52s %8s  (%s s / %s s)\n' "context20k $k, this / $baseline" \
+        "$(ratio "${result[context20k.$k]}" "${result[context20k.${k}_old]}")" \
+        "${result[context20k.$k]}" "${result[context20k.${k}_old]}"
+    done
+  fi
 fi

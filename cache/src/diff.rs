@@ -357,7 +357,7 @@ impl Walker<'_> {
             }
         };
         for name in names {
-            if name.as_bytes().starts_with(b"trusted.overlay.") {
+            if kiln_fsutil::overlay::is_overlay_xattr(&name) {
                 continue;
             }
             let Some(text) = name.to_str() else {

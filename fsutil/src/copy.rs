@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 
+use crate::overlay::is_overlay_xattr;
+
 /// An owner (user and group id) given to copied entries instead of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -72,6 +74,11 @@ pub struct TreeCopy<'a> {
     pub replace_dirs: bool,
     /// What happens to device nodes.
     pub devices: DeviceNodes,
+    /// The source is a committed layer directory, read in place and never written again:
+    /// regular files that keep their owner, mode and times are hard-linked rather than copied
+    /// (the destination must be on the same file system), and whiteouts (0/0 character
+    /// devices) are left out, as an overlay mount of the layer hides them.
+    pub link_from_layer: bool,
 }
 
 impl Default for TreeCopy<'_> {
@@ -83,6 +90,7 @@ impl Default for TreeCopy<'_> {
             time: None,
             replace_dirs: false,
             devices: DeviceNodes::Create,
+            link_from_layer: false,
         }
     }
 }
@@ -96,6 +104,7 @@ impl std::fmt::Debug for TreeCopy<'_> {
             .field("time", &self.time)
             .field("replace_dirs", &self.replace_dirs)
             .field("devices", &self.devices)
+            .field("link_from_layer", &self.link_from_layer)
             .finish()
     }
 }
@@ -105,7 +114,8 @@ impl TreeCopy<'_> {
     /// `dst`, which itself is left as it is.
     pub fn copy_contents(&self, src: &Path, dst: &Path, links: &mut HardLinks) -> io::Result<()> {
         for name in sorted_names(src)? {
-            self.copy_tree(&src.join(&name), &dst.join(&name), Path::new(&name), links)?;
+            let rel = Path::new(&name);
+            self.copy_entry(&src.join(&name), &dst.join(&name), rel, links, false)?;
         }
         Ok(())
     }
@@ -119,27 +129,48 @@ impl TreeCopy<'_> {
         rel: &Path,
         links: &mut HardLinks,
     ) -> io::Result<()> {
+        self.copy_entry(src, dst, rel, links, false)
+    }
+
+    /// [`TreeCopy::copy_tree`]; `fresh` when `dst`'s parent was made by this copy, so nothing
+    /// is there yet to merge with or replace.
+    fn copy_entry(
+        &self,
+        src: &Path,
+        dst: &Path,
+        rel: &Path,
+        links: &mut HardLinks,
+        fresh: bool,
+    ) -> io::Result<()> {
         if let Some(selected) = self.selected {
             if !rel.as_os_str().is_empty() && !selected.contains(rel) {
                 return Ok(());
             }
         }
         let meta = fs_err::symlink_metadata(src)?;
-        let existing = lstat(dst)?;
+        let existing = if fresh { None } else { lstat(dst)? };
         let ft = meta.file_type();
         if ft.is_dir() {
-            match existing {
-                Some(e) if e.is_dir() => {}
+            let made = match existing {
+                Some(e) if e.is_dir() => false,
                 Some(_) => {
                     fs_err::remove_file(dst)?;
                     fs_err::create_dir(dst)?;
+                    true
                 }
-                None => fs_err::create_dir(dst)?,
-            }
+                None => {
+                    fs_err::create_dir(dst)?;
+                    true
+                }
+            };
             for name in sorted_names(src)? {
-                self.copy_tree(&src.join(&name), &dst.join(&name), &rel.join(&name), links)?;
+                let (src, dst) = (src.join(&name), dst.join(&name));
+                self.copy_entry(&src, &dst, &rel.join(&name), links, made)?;
             }
             return self.finish(src, dst, &meta);
+        }
+        if self.link_from_layer && crate::overlay::is_whiteout(&meta) {
+            return Ok(());
         }
         if self.devices == DeviceNodes::Skip && (ft.is_char_device() || ft.is_block_device()) {
             tracing::warn!(path = %rel.display(), "device node not exported");
@@ -169,7 +200,14 @@ impl TreeCopy<'_> {
             let target = fs_err::read_link(src)?;
             fs_err::os::unix::fs::symlink(&target, dst)?;
         } else if ft.is_file() {
-            fs_err::copy(src, dst)?;
+            if self.links_unchanged(src, &meta)? {
+                match fs_err::hard_link(src, dst) {
+                    // A file linked as often as the file system allows is copied.
+                    Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {}
+                    linked => return linked,
+                }
+            }
+            return self.copy_file(src, dst, &meta);
         } else {
             // Devices, fifos and sockets: recreate the node.
             let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode());
@@ -182,6 +220,74 @@ impl TreeCopy<'_> {
             })?;
         }
         self.finish(src, dst, &meta)
+    }
+
+    /// Whether the regular file `src` (with `meta`) may be hard-linked: a layer's file that
+    /// this copy leaves as it is, without overlayfs' own attributes (which a mount of the
+    /// layer hides, and which must not follow the file into another layer).
+    fn links_unchanged(&self, src: &Path, meta: &std::fs::Metadata) -> io::Result<bool> {
+        if !self.link_from_layer || self.time.is_some() {
+            return Ok(false);
+        }
+        if self
+            .owner
+            .is_some_and(|o| (o.uid, o.gid) != (meta.uid(), meta.gid()))
+        {
+            return Ok(false);
+        }
+        let own = meta.mode() & 0o7777;
+        if self.mode.is_some_and(|mode| mode(own, false) != own) {
+            return Ok(false);
+        }
+        // Not knowing the attributes, copy (which leaves out the overlay ones).
+        Ok(xattr::list(src).is_ok_and(|mut names| !names.any(|n| is_overlay_xattr(&n))))
+    }
+
+    /// Copies a regular file with its owner, mode, xattrs and times, working on the two open
+    /// files rather than on paths (neither is followed if it is a symbolic link).
+    fn copy_file(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+        use fs_err::os::unix::fs::OpenOptionsExt as _;
+        use xattr::FileExt as _;
+        let mut from = fs_err::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(src)?;
+        let mut to = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dst)?;
+        // On the std files, so the copy is done in the kernel (copy_file_range).
+        io::copy(from.file_mut(), to.file_mut())?;
+        let owner = self.owner.unwrap_or(Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dst.display()));
+        std::os::unix::fs::fchown(to.file(), Some(owner.uid), Some(owner.gid)).map_err(named)?;
+        let own = meta.mode() & 0o7777;
+        let mode = match self.mode {
+            Some(mode) => mode(own, false),
+            None => own,
+        };
+        to.file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(named)?;
+        if let Ok(names) = from.file().list_xattr() {
+            for name in names.filter(|n| !is_overlay_xattr(n)) {
+                if let Ok(Some(value)) = from.file().get_xattr(&name) {
+                    to.file().set_xattr(&name, &value).map_err(named)?;
+                }
+            }
+        }
+        let mtime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
+        let atime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_access_time(meta));
+        filetime::set_file_handle_times(to.file(), Some(atime), Some(mtime)).map_err(named)
     }
 
     /// Mode, owner, xattrs and times of a copied entry.
@@ -200,7 +306,7 @@ impl TreeCopy<'_> {
             };
             fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode))?;
             if let Ok(names) = xattr::list(src) {
-                for name in names {
+                for name in names.filter(|n| !is_overlay_xattr(n)) {
                     if let Ok(Some(value)) = xattr::get(src, &name) {
                         xattr::set(dst, &name, &value)?;
                     }
@@ -229,6 +335,79 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_links_the_files_it_keeps_and_leaves_out_what_overlayfs_hides() {
+        if !kiln_testdata::is_root() {
+            kiln_testdata::skip("whiteouts and trusted.* attributes need root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        let dst = dir.path().join("dst");
+        fs_err::create_dir_all(layer.join("opaque")).unwrap();
+        fs_err::create_dir(&dst).unwrap();
+        fs_err::write(layer.join("kept"), "kept").unwrap();
+        fs_err::write(layer.join("marked"), "marked").unwrap();
+        fs_err::write(layer.join("opaque/inside"), "in").unwrap();
+        xattr::set(layer.join("opaque"), "trusted.overlay.opaque", b"y").unwrap();
+        xattr::set(layer.join("marked"), "trusted.overlay.origin", b"x").unwrap();
+        xattr::set(layer.join("marked"), "user.note", b"n").unwrap();
+        nix::sys::stat::mknod(
+            &layer.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        TreeCopy {
+            link_from_layer: true,
+            ..TreeCopy::default()
+        }
+        .copy_contents(&layer, &dst, &mut HardLinks::new())
+        .unwrap();
+        let ino = |p: &Path| fs_err::symlink_metadata(p).unwrap().ino();
+        // Kept as it is: the layer's own file.
+        assert_eq!(ino(&dst.join("kept")), ino(&layer.join("kept")));
+        assert_eq!(
+            ino(&dst.join("opaque/inside")),
+            ino(&layer.join("opaque/inside"))
+        );
+        // overlayfs' own attributes never follow: a file holding one is copied without it,
+        // a directory is made without it, and a whiteout is left out.
+        assert_ne!(ino(&dst.join("marked")), ino(&layer.join("marked")));
+        assert_eq!(
+            fs_err::read_to_string(dst.join("marked")).unwrap(),
+            "marked"
+        );
+        assert_eq!(
+            xattr::get(dst.join("marked"), "user.note").unwrap(),
+            Some(b"n".to_vec())
+        );
+        assert_eq!(
+            xattr::get(dst.join("marked"), "trusted.overlay.origin").unwrap(),
+            None
+        );
+        assert_eq!(
+            xattr::get(dst.join("opaque"), "trusted.overlay.opaque").unwrap(),
+            None
+        );
+        assert!(lstat(&dst.join("gone")).unwrap().is_none());
+
+        // An owner the files do not have: copies, with that owner.
+        let other = dir.path().join("other");
+        fs_err::create_dir(&other).unwrap();
+        TreeCopy {
+            link_from_layer: true,
+            owner: Some(Owner { uid: 7, gid: 8 }),
+            ..TreeCopy::default()
+        }
+        .copy_contents(&layer, &other, &mut HardLinks::new())
+        .unwrap();
+        let kept = fs_err::symlink_metadata(other.join("kept")).unwrap();
+        assert_ne!(kept.ino(), ino(&layer.join("kept")));
+        assert_eq!((kept.uid(), kept.gid()), (7, 8));
+    }
 
     #[test]
     fn contents_keep_links_modes_and_times_and_devices_can_be_skipped() {

@@ -30,6 +30,13 @@ pub fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
+/// Whether an extended attribute is one of overlayfs' own (`trusted.overlay.*`: the opaque
+/// marker, redirects), which mean something only in the layer that holds them: an overlay
+/// mount hides them, and a copy or an archive of a layer leaves them out.
+pub fn is_overlay_xattr(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(b"trusted.overlay.")
+}
+
 /// Whether `name` is an OCI marker (`.wh.NAME` or `.wh..wh..opq`), never part of a container's
 /// view of the tree.
 pub fn is_oci_marker(name: &OsStr) -> bool {

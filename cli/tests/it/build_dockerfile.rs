@@ -592,3 +592,87 @@ fn serial_regression_18_moved_tags_are_seen_and_the_store_stands_in_offline() {
     let output = build(&builder, &dockerfile, &[], &["--pull"]);
     assert!(!output.status.success(), "{}", text(&output));
 }
+
+/// Issue 17: a context copied whole into a new directory shares the context snapshot's files
+/// (hard links) instead of copying them, with the same files, modes and links as a copy; a
+/// copy into an existing directory still merges; an unchanged rebuild is served from the
+/// cache and a touched file runs the copy again with its new content.
+#[test]
+fn regression_17_a_context_copied_whole_links_its_files_and_a_touched_file_invalidates() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(context.join("sub/deep")).unwrap();
+    fs_err::write(context.join("sub/a.txt"), "a one\n").unwrap();
+    fs_err::write(context.join("sub/deep/b.txt"), "b\n").unwrap();
+    fs_err::write(context.join("secret.txt"), "s\n").unwrap();
+    fs_err::set_permissions(
+        context.join("secret.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", context.join("link")).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox\n\
+         COPY . /ctx\n\
+         COPY sub /etc/\n\
+         RUN cat /ctx/sub/a.txt /ctx/sub/deep/b.txt /etc/a.txt > /out \
+             && stat -c '%a %u' /ctx/secret.txt >> /out && readlink /ctx/link >> /out \
+             && test -f /etc/passwd && stat -c %h /ctx/sub/a.txt > /links \
+             && stat -c %h /etc/a.txt >> /links\n\
+         FROM scratch\n\
+         COPY --from=0 /out /links /\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let build = || {
+        let output = assert_ok(kiln_in(
+            dir.path(),
+            &[
+                "build",
+                "--progress=plain",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                context.to_str().unwrap(),
+            ],
+            &[],
+        ));
+        let progress = text(&output);
+        let cached = progress
+            .lines()
+            .filter(|l| l.starts_with('#') && l.ends_with(" CACHED"))
+            .count();
+        (progress, cached)
+    };
+    build();
+    assert_eq!(
+        fs_err::read_to_string(out.join("out")).unwrap(),
+        "a one\nb\na one\n640 0\n/etc/passwd\n"
+    );
+    // Copied whole into a new directory: a link to the context's snapshot; merged into
+    // busybox's /etc: a copy.
+    let links: Vec<u64> = fs_err::read_to_string(out.join("links"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(links[0] >= 2, "{links:?}");
+    assert_eq!(links[1], 1, "{links:?}");
+
+    let (progress, all) = build();
+    assert!(
+        progress.contains(&format!("{all}/{all} steps cached")),
+        "an unchanged rebuild is cached:\n{progress}"
+    );
+
+    fs_err::write(context.join("sub/a.txt"), "a two\n").unwrap();
+    let (progress, cached) = build();
+    assert!(cached < all, "{progress}");
+    assert_eq!(
+        fs_err::read_to_string(out.join("out")).unwrap(),
+        "a two\nb\na two\n640 0\n/etc/passwd\n"
+    );
+}

@@ -144,6 +144,13 @@ fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<
             _ => None,
         };
         let (active, mounts) = ActiveSnapshot::prepare(store, base.key())?;
+        if let (Some(pb::file_action::Action::Copy(copy)), Some(src)) = (&action.action, &secondary)
+        {
+            if link_copy(store, &scratch, action, copy, src, &mounts)? {
+                available.push(active.commit("file")?);
+                continue;
+            }
+        }
         let mut views = vec![View {
             lowers: mounts.lowers.clone(),
             writable: Some((mounts.upper.clone(), mounts.work.clone())),
@@ -174,6 +181,52 @@ fn run(config: &SessionConfig, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<
         }
     }
     Ok(refs)
+}
+
+/// A copy whose source is one committed layer (a build context, a stage on scratch) into a
+/// directory the destination does not have yet: the layer is read in place and the files the
+/// copy leaves as they are become hard links to its files, written into the destination's
+/// upper directory once its overlay is unmounted (nothing to merge with there). Answers
+/// whether it did the copy; `false` leaves everything as it was.
+fn link_copy(
+    store: &kiln_cache::Store,
+    scratch: &std::path::Path,
+    action: &pb::FileAction,
+    copy: &pb::FileActionCopy,
+    src: &Ref,
+    mounts: &kiln_cache::Mounts,
+) -> Result<bool, Error> {
+    if !fileop::may_link(copy) {
+        return Ok(false);
+    }
+    let lowers = src.lowers(store)?;
+    let [layer] = lowers.as_slice() else {
+        return Ok(false);
+    };
+    let view = View {
+        lowers: mounts.lowers.clone(),
+        writable: Some((mounts.upper.clone(), mounts.work.clone())),
+    };
+    let target = with_views(scratch, &[view], |points| {
+        let dest = &points[0];
+        let root_of = |index: i64| -> Option<PathBuf> {
+            if index == action.input {
+                Some(dest.clone())
+            } else if index == action.secondary_input {
+                Some(layer.clone())
+            } else {
+                None
+            }
+        };
+        let owner = fileop::resolve_owner(copy.owner.as_ref(), root_of)?;
+        let target = fileop::link_target(layer, dest, copy, owner)?;
+        Ok::<_, Error>(target.map(|(src_dir, rel)| (src_dir, rel, owner)))
+    })??;
+    let Some((src_dir, rel, owner)) = target else {
+        return Ok(false);
+    };
+    fileop::link_contents(&src_dir, &mounts.upper, &rel, copy, owner)?;
+    Ok(true)
 }
 
 /// Applies one action with the destination tree at `dest` and the copy source at `src`.

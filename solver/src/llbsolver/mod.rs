@@ -647,17 +647,19 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
         timestamp: -1,
         ..Default::default()
     };
-    let mut done_dirs = std::collections::HashSet::new();
-    for entry in selected {
-        let rel = entry.path.as_path();
-        if rel.ancestors().skip(1).any(|a| done_dirs.contains(a)) {
-            continue; // copied with its directory
+    // Entries before this index were copied with their directory.
+    let mut copied_to = 0;
+    for (i, entry) in selected.iter().enumerate() {
+        if i < copied_to {
+            continue;
         }
+        let rel = entry.path.as_path();
         let path = Path::new("/").join(rel);
         if entry.is_dir {
-            let all_below = selected
+            // What is below a directory follows it in the list (parents come first).
+            let all_below = selected[i + 1..]
                 .iter()
-                .filter(|s| s.path.starts_with(rel) && s.path != entry.path)
+                .take_while(|s| s.path.starts_with(rel))
                 .count();
             if all_below == count_below(&src.join(rel))? {
                 // Into its parent, so the directory keeps its own mode.
@@ -676,7 +678,7 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
                     ..options.clone()
                 };
                 fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
-                done_dirs.insert(rel.to_owned());
+                copied_to = i + 1 + all_below;
                 continue;
             }
             // Some of its contents are left out: the directory alone, then what is selected.

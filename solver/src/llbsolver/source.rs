@@ -59,7 +59,7 @@ pub(super) fn source_op(
             request,
             config,
             dir: Arc::default(),
-            checksums: Arc::default(),
+            keyed: Arc::default(),
         }));
     }
     Err(LlbError::UnsupportedSource {
@@ -275,8 +275,15 @@ struct LocalSource {
     config: Arc<SessionConfig>,
     /// The directory, once found (or received from the client: once per build).
     dir: Arc<tokio::sync::OnceCell<PathBuf>>,
-    /// The file checksums found while keying the source, for its result's content keys.
-    checksums: Arc<Mutex<Option<FileChecksums>>>,
+    /// What keying the source found: the selection (so the copy does not walk the directory
+    /// again) and the file checksums, for its result's content keys.
+    keyed: Arc<Mutex<Option<Keyed>>>,
+}
+
+/// The selection of a local source and its file checksums, found while keying it.
+struct Keyed {
+    selected: Vec<Selected>,
+    checksums: FileChecksums,
 }
 
 /// File checksums of a local directory with the stat they were taken at, by relative path.
@@ -326,7 +333,7 @@ impl Op<Ref> for LocalSource {
         let dir = self.dir();
         let filter = self.filter.clone();
         let store = self.config.store.clone();
-        let checksums = self.checksums.clone();
+        let keyed = self.keyed.clone();
         async move {
             let dir = dir.await?;
             let content = blocking(move || {
@@ -341,7 +348,10 @@ impl Op<Ref> for LocalSource {
                 if let Err(e) = saved {
                     tracing::warn!(error = %e, "saving the checksum cache");
                 }
-                *checksums.lock().unwrap_or_else(PoisonError::into_inner) = Some(cache.entries);
+                *keyed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Keyed {
+                    selected,
+                    checksums: cache.entries,
+                });
                 Ok(SourceContent {
                     digest,
                     changed,
@@ -358,16 +368,19 @@ impl Op<Ref> for LocalSource {
         let dir = self.dir();
         let store = self.config.store.clone();
         let filter = self.filter.clone();
-        let checksums = self.checksums.clone();
+        let keyed = self.keyed.clone();
         async move {
             let dir = dir.await?;
             Ok(blocking(move || {
-                let selected = filter.select(&dir)?;
+                let keyed = keyed.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let (selected, checksums) = match keyed {
+                    Some(Keyed {
+                        selected,
+                        checksums,
+                    }) => (selected, Some(checksums)),
+                    None => (filter.select(&dir)?, None),
+                };
                 let result = snapshot_from_dir(&store, &dir, &selected, "local")?;
-                let checksums = checksums
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
                 if let (Some(checksums), Some(key)) = (checksums, result.key()) {
                     let known = known_files(&selected, &checksums);
                     super::checksum::remember(store.committed_dir(key)?, known);

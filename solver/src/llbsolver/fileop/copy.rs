@@ -185,6 +185,7 @@ pub(crate) fn copy_with(
             time: timestamp(action.timestamp),
             replace_dirs: action.always_replace_existing_dest_paths,
             devices,
+            link_from_layer: false,
         };
         if meta.is_dir() && action.dir_copy_contents {
             // The contents go into the target; the target directory itself is not copied: a
@@ -357,4 +358,89 @@ fn mkdir_all(root: &Path, dir: &Path, mode: u32, owner: Option<Owner>) -> io::Re
         }
     }
     Ok(())
+}
+
+/// Whether `action` could link its files rather than copy them, judging by the action alone:
+/// a directory's contents copied as they are (no wildcard, filter, mode or time), which is
+/// what `COPY dir /dest` of a build context asks.
+pub(crate) fn may_link(action: &pb::FileActionCopy) -> bool {
+    action.dir_copy_contents
+        && action.mode < 0
+        && action.mode_str.is_empty()
+        && timestamp(action.timestamp).is_none()
+        && action.include_patterns.is_empty()
+        && action.exclude_patterns.is_empty()
+        && action.required_paths.is_empty()
+        && !(action.allow_wildcard && has_meta(action.src.as_bytes()))
+}
+
+/// The first half of a copy that links ([`link_contents`]), in the destination's merged
+/// view `dest_root`, with the source layer directory `layer` read in place. When the source
+/// path is a directory and the destination does not exist yet, makes the destination as the
+/// copy would (with its parents) and answers the source directory and the destination's
+/// path relative to the root; otherwise answers `None` and changes nothing (the copy then
+/// goes the usual way).
+pub(crate) fn link_target(
+    layer: &Path,
+    dest_root: &Path,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    let src = Path::new(&action.src);
+    let dest_shown = Path::new(&action.dest);
+    let source = kiln_fsutil::Root::new(layer)
+        .resolve(src, action.follow_symlink)
+        .map_err(|e| io_err("copy", src)(e.into()))?;
+    let Some(source) = source.entry.filter(|e| e.metadata.is_dir()) else {
+        return Ok(None);
+    };
+    let dest = scoped::resolve(dest_root, dest_shown, true).map_err(io_err("copy", dest_shown))?;
+    if scoped::lstat(&dest)
+        .map_err(io_err("copy", dest_shown))?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let Ok(rel) = dest.strip_prefix(dest_root).map(Path::to_owned) else {
+        return Ok(None);
+    };
+    mkdir_all(dest_root, &dest, 0o755, owner).map_err(io_err("copy", dest_shown))?;
+    Ok(Some((source.host, rel)))
+}
+
+/// The second half of a copy that links: the contents of the source layer's directory `src`
+/// into the directory `rel` that [`link_target`] made, found in `upper`, the destination's
+/// upper directory, now that no overlay is mounted on it. Files the copy leaves as they are
+/// are hard links to the layer's (see [`kiln_fsutil::TreeCopy::link_from_layer`]).
+pub(crate) fn link_contents(
+    src: &Path,
+    upper: &Path,
+    rel: &Path,
+    action: &pb::FileActionCopy,
+    owner: Option<Owner>,
+) -> Result<()> {
+    let dest_shown = Path::new(&action.dest);
+    let target = kiln_fsutil::Root::new(upper)
+        .resolve(rel, false)
+        .map_err(|e| io_err("copy", dest_shown)(e.into()))?;
+    // The directory was just made through the overlay, so the upper holds it, at that path.
+    let Some(target) = target
+        .entry
+        .filter(|e| e.metadata.is_dir() && target.path.strip_prefix("/") == Ok(rel))
+    else {
+        return Err(FileError::Io {
+            action: "copy",
+            path: dest_shown.to_owned(),
+            source: io::Error::other("the new destination directory is not in the upper layer"),
+        });
+    };
+    let copier = kiln_fsutil::TreeCopy {
+        owner,
+        replace_dirs: action.always_replace_existing_dest_paths,
+        link_from_layer: true,
+        ..kiln_fsutil::TreeCopy::default()
+    };
+    copier
+        .copy_contents(src, &target.host, &mut HashMap::new())
+        .map_err(io_err("copy", dest_shown))
 }

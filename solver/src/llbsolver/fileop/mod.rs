@@ -39,7 +39,9 @@ use filetime::FileTime;
 use kiln_llb::pb;
 
 pub use self::copy::copy;
-pub(crate) use self::copy::{CopyPaths, DeviceNodes, copy_with};
+pub(crate) use self::copy::{
+    CopyPaths, DeviceNodes, copy_with, link_contents, link_target, may_link,
+};
 pub use self::owner::{Owner, resolve_owner};
 pub use kiln_llb::filepath_match;
 pub(crate) use kiln_llb::{PathPattern, has_meta, path_segments};
