@@ -357,6 +357,9 @@ async fn git_and_http_sources_resolve_to_their_checksums() {
             .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(&base)
+            // Its per-connection children hold no pipe of the test's.
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
