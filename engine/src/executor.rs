@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::future::{BoxFuture, FutureExt as _};
 use kiln_runner::net::{AttachOptions, Attachment, Bridge};
 use kiln_runner::{
-    ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, TmpfsOptions, Ulimit,
+    ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, Stdio, TerminalSize,
+    TmpfsOptions, Ulimit,
 };
 use kiln_solver::{
-    ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, Executor, OpError,
-    OutputSink,
+    ExecControl, ExecIo, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
+    Executor, OpError, OutputSink,
 };
 
 /// Where the runner keeps per-run files (bundles, staged secrets): root-only, under /run (a
@@ -199,10 +200,12 @@ fn spec(request: ExecRequest) -> Spec {
     spec
 }
 
-impl Executor for RunnerExecutor {
-    fn run(
+impl RunnerExecutor {
+    /// Runs `request`, with the input, terminal and controls of `io` if given.
+    fn run_with(
         &self,
         request: ExecRequest,
+        io: Option<ExecIo>,
         output: OutputSink,
     ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
         let runner = self.runner.clone();
@@ -213,7 +216,19 @@ impl Executor for RunnerExecutor {
             let guard = handle.cancel_on_drop();
             let on_default_network = request.network == ExecNetwork::Default;
             let mut spec = spec(request);
-            let status = tokio::task::spawn_blocking(move || {
+            let mut control = io.map(|io| {
+                spec.stdio = match (io.tty, io.stdin) {
+                    (Some((rows, cols)), input) => Stdio::Pty {
+                        size: TerminalSize { rows, cols },
+                        input,
+                    },
+                    (None, Some(input)) => Stdio::CapturedWithInput(input),
+                    (None, None) => Stdio::Captured,
+                };
+                io.control
+            });
+            let controlled = handle.clone();
+            let mut ran = tokio::task::spawn_blocking(move || {
                 let mut stdout = SinkWriter {
                     stream: 1,
                     sink: output.clone(),
@@ -243,9 +258,19 @@ impl Executor for RunnerExecutor {
                     network.give_back(attachment);
                 }
                 status
-            })
-            .await
-            .map_err(|e| -> OpError { format!("exec task failed: {e}").into() })??;
+            });
+            // The controls go to the container for as long as it runs.
+            let joined = match control.as_mut() {
+                None => ran.await,
+                Some(control) => loop {
+                    tokio::select! {
+                        joined = &mut ran => break joined,
+                        Some(message) = control.recv() => apply_control(&controlled, message),
+                    }
+                },
+            };
+            let status =
+                joined.map_err(|e| -> OpError { format!("exec task failed: {e}").into() })??;
             guard.disarm();
             Ok(match status {
                 ExitStatus::Code(c) => ExecStatus::Code(c),
@@ -253,6 +278,38 @@ impl Executor for RunnerExecutor {
             })
         }
         .boxed()
+    }
+}
+
+/// Signals or resizes the container of `handle`.
+fn apply_control(handle: &Handle, message: ExecControl) {
+    match message {
+        ExecControl::Signal(number) => {
+            // A number that is no signal here is dropped, as a signal to nothing.
+            if let Ok(signal) = kiln_runner::Signal::try_from(number) {
+                handle.signal(signal);
+            }
+        }
+        ExecControl::Resize { rows, cols } => handle.resize(TerminalSize { rows, cols }),
+    }
+}
+
+impl Executor for RunnerExecutor {
+    fn run(
+        &self,
+        request: ExecRequest,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        self.run_with(request, None, output)
+    }
+
+    fn run_process(
+        &self,
+        request: ExecRequest,
+        io: ExecIo,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        self.run_with(request, Some(io), output)
     }
 
     fn platform_support(&self, platform: &kiln_llb::Platform) -> Result<(), String> {

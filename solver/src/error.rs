@@ -45,6 +45,17 @@ pub enum Error {
     /// An exec op without a mount at `/`.
     #[error("exec op has no root mount")]
     NoRootMount,
+    /// A source's attributes are invalid.
+    #[error("{identifier}: {message}")]
+    SourceAttribute {
+        /// The source.
+        identifier: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A process was started in a container while another one runs there.
+    #[error("a process is running in this container already: kiln runs one at a time")]
+    ContainerBusy,
     /// A step asks for more than the build's entitlements allow.
     #[error("{entitlement} is not allowed")]
     NotEntitled {

@@ -4,6 +4,7 @@
 //! implements it with `kiln-runner`, and tests implement it with fakes. Nothing here starts a
 //! process.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -166,6 +167,33 @@ pub enum ExecStatus {
 /// Receives a process's output as it comes: stream 1 is stdout, 2 is stderr.
 pub type OutputSink = Arc<dyn Fn(u8, &[u8]) + Send + Sync>;
 
+/// What steers a process while it runs, sent by whoever talks to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecControl {
+    /// Send the process this signal (its number).
+    Signal(i32),
+    /// Its terminal has a new size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+}
+
+/// The standard input and controls of a process that a client talks to (a process in a
+/// frontend's container), unlike a build step's, which reads nothing.
+#[derive(Debug)]
+pub struct ExecIo {
+    /// What the process reads on its standard input (`None`: nothing, `/dev/null`).
+    pub stdin: Option<OwnedFd>,
+    /// Run it on a pseudo-terminal of this size (rows, columns): its output is the
+    /// terminal's, all on stream 1.
+    pub tty: Option<(u16, u16)>,
+    /// Signals and terminal sizes while it runs.
+    pub control: tokio::sync::mpsc::UnboundedReceiver<ExecControl>,
+}
+
 /// Runs exec steps. Dropping the returned future must kill the process and clean up after it.
 pub trait Executor: Send + Sync + 'static {
     /// Runs the request to completion and returns how the process ended.
@@ -174,6 +202,20 @@ pub trait Executor: Send + Sync + 'static {
         request: ExecRequest,
         output: OutputSink,
     ) -> BoxFuture<'static, Result<ExecStatus, OpError>>;
+
+    /// Runs the request as [`run`](Self::run) does, with the standard input, terminal and
+    /// controls of `io`. An executor that cannot refuses.
+    fn run_process(
+        &self,
+        request: ExecRequest,
+        io: ExecIo,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        let _ = (request, io, output);
+        Box::pin(futures::future::ready(Err(OpError::from(
+            "this executor runs no processes with input".to_owned(),
+        ))))
+    }
 
     /// Whether exec steps built for `platform` run here; the error says why not and what
     /// would make them run. Without emulation, only what the host runs.

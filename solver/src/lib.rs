@@ -65,15 +65,18 @@ pub mod testing;
 pub use cache_key::CacheKey;
 pub use error::{BuildError, Error, InputOf, LlbError, SelectError};
 pub use executor::{
-    Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
-    ExecUlimit, Executor, OutputSink,
+    Entitlements, ExecControl, ExecIo, ExecMount, ExecNetwork, ExecRequest, ExecRootfs,
+    ExecSecurity, ExecStatus, ExecUlimit, Executor, OutputSink,
 };
 pub use history::{DefinitionChange, Fact, FileChange, History, Lineage, MissReason, MissRecord};
 pub use lines::OutputLines;
 pub use llbsolver::fileop::{
     FileError, Owner, copy, filepath_match, mkdir, mkfile, resolve_owner, rm, symlink,
 };
-pub use llbsolver::{LocalDirs, LocalRequest, Ref, Session, SessionConfig, load_history};
+pub use llbsolver::{
+    Container, GitMeta, HttpMeta, LocalDirs, LocalRequest, Ref, Session, SessionConfig, SourceMeta,
+    load_history,
+};
 pub use record::{BuildRecord, BuildStatus, Recorder, StepRecord, StepStatus, new_build_id};
 
 pub use scheduler::{

@@ -23,6 +23,7 @@
 mod client;
 mod container;
 mod errors;
+mod exec;
 mod files;
 mod service;
 

@@ -8,16 +8,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kiln_cache::Store;
 use kiln_llb::LoadedDefinition;
 use kiln_llb::pb::Definition;
-use kiln_solver::{Ref, Reporter, Session};
+use kiln_solver::{Ref, Reporter, Session, SourceMeta};
 use tokio::sync::{OnceCell, watch};
 use tonic::{Request, Response, Status};
 
 use super::files;
 use crate::pb::gateway::llb_bridge_server::LlbBridge;
 use crate::pb::gateway::{
-    EvaluateRequest, EvaluateResponse, InputsRequest, InputsResponse, PingRequest, PongResponse,
-    ReadDirRequest, ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref as PbRef,
-    ResolveImageConfigRequest, ResolveImageConfigResponse, ResolveSourceImageResponse,
+    EvaluateRequest, EvaluateResponse, ExecMessage, InputsRequest, InputsResponse,
+    NewContainerRequest, NewContainerResponse, PingRequest, PongResponse, ReadDirRequest,
+    ReadDirResponse, ReadFileRequest, ReadFileResponse, Ref as PbRef, ReleaseContainerRequest,
+    ReleaseContainerResponse, ResolveImageConfigRequest, ResolveImageConfigResponse,
+    ResolveSourceGitResponse, ResolveSourceHttpResponse, ResolveSourceImageResponse,
     ResolveSourceMetaRequest, ResolveSourceMetaResponse, Result as PbResult, ReturnRequest,
     ReturnResponse, SolveRequest, SolveResponse, StatFileRequest, StatFileResponse, WarnRequest,
     WarnResponse, result,
@@ -35,8 +37,7 @@ const MAX_WARNINGS: usize = 1000;
 const MAX_WARNING_BYTES: usize = 4 << 10;
 
 /// The gateway capabilities served to frontend images; the frontend falls back to simpler
-/// calls for the ones left out (`source.metaresolver`: `ResolveImageConfig`;
-/// `gateway.exec`: no containers of its own).
+/// calls for the ones left out.
 const FRONTEND_CAPS: &[&str] = &[
     "solve.base",
     "solve.inlinereturn",
@@ -52,6 +53,11 @@ const FRONTEND_CAPS: &[&str] = &[
     "gateway.solve.evaluate",
     "gateway.evaluate",
     "gateway.warnings",
+    "gateway.exec",
+    "gateway.exec.extrahosts",
+    "gateway.exec.secretenv",
+    "gateway.exec.signals",
+    "source.metaresolver",
 ];
 
 /// What the frontend returned: its result refs' Definitions with the metadata, or its error.
@@ -93,6 +99,8 @@ pub(super) struct Bridge {
     next_ref: AtomicU64,
     returned: watch::Sender<Option<Returned>>,
     warnings: Mutex<Vec<String>>,
+    /// The frontend's containers.
+    pub(super) containers: super::exec::Containers,
 }
 
 impl Bridge {
@@ -118,6 +126,7 @@ impl Bridge {
             next_ref: AtomicU64::new(0),
             returned: watch::Sender::new(None),
             warnings: Mutex::default(),
+            containers: super::exec::Containers::default(),
         }
     }
 
@@ -153,7 +162,7 @@ impl Bridge {
     }
 
     /// The solved result of ref `id` (solving it on first use).
-    async fn result(&self, id: &str) -> Result<Ref, Status> {
+    pub(super) async fn solved_ref(&self, id: &str) -> Result<Ref, Status> {
         let solved = self.solved(id)?;
         self.solve_once(&solved).await
     }
@@ -164,7 +173,7 @@ impl Bridge {
         id: &str,
         read: impl FnOnce(&Store, &Ref) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let result = self.result(id).await?;
+        let result = self.solved_ref(id).await?;
         let store = self.session.config().store.clone();
         blocking(move || read(&store, &result)).await
     }
@@ -362,22 +371,59 @@ impl LlbBridge for Arc<Bridge> {
         let source = request
             .source
             .ok_or_else(|| Status::invalid_argument("source is required"))?;
-        let Some(reference) = source.identifier.strip_prefix("docker-image://") else {
-            return Err(Status::unimplemented(format!(
-                "kiln resolves the metadata of image sources only, not {:?}",
-                source.identifier
-            )));
-        };
-        let resolved = self
-            .resolve_image(reference.to_owned(), request.platform)
-            .await?;
-        Ok(Response::new(ResolveSourceMetaResponse {
+        if let Some(reference) = source.identifier.strip_prefix("docker-image://") {
+            let resolved = self
+                .resolve_image(reference.to_owned(), request.platform)
+                .await?;
+            return Ok(Response::new(ResolveSourceMetaResponse {
+                source: Some(source),
+                image: Some(ResolveSourceImageResponse {
+                    digest: resolved.digest,
+                    config: resolved.config,
+                }),
+                ..ResolveSourceMetaResponse::default()
+            }));
+        }
+        if request.git.is_some_and(|git| git.return_object) {
+            return Err(Status::unimplemented(
+                "kiln gives a git source's checksums, not its commit and tag objects",
+            ));
+        }
+        let meta = self
+            .session
+            .resolve_source_meta(&source)
+            .await
+            .map_err(|e| Status::unknown(kiln_llb::error_chain(&e)))?;
+        let mut response = ResolveSourceMetaResponse {
             source: Some(source),
-            image: Some(ResolveSourceImageResponse {
-                digest: resolved.digest,
-                config: resolved.config,
-            }),
-        }))
+            ..ResolveSourceMetaResponse::default()
+        };
+        match meta {
+            Some(SourceMeta::Git(git)) => {
+                response.git = Some(ResolveSourceGitResponse {
+                    checksum: git.checksum,
+                    r#ref: git.reference,
+                    commit_checksum: git.commit_checksum,
+                    ..ResolveSourceGitResponse::default()
+                });
+            }
+            Some(SourceMeta::Http(http)) => {
+                response.http = Some(ResolveSourceHttpResponse {
+                    checksum: http.digest,
+                    filename: http.filename,
+                    last_modified: http
+                        .last_modified
+                        .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+                });
+            }
+            None => {
+                let identifier = response.source.map(|s| s.identifier).unwrap_or_default();
+                return Err(Status::unimplemented(format!(
+                    "kiln resolves the metadata of image, git and http sources, not {identifier:?}"
+                )));
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn solve(
@@ -479,7 +525,7 @@ impl LlbBridge for Arc<Bridge> {
         &self,
         request: Request<EvaluateRequest>,
     ) -> Result<Response<EvaluateResponse>, Status> {
-        self.result(&request.into_inner().r#ref).await?;
+        self.solved_ref(&request.into_inner().r#ref).await?;
         Ok(Response::new(EvaluateResponse {}))
     }
 
@@ -529,6 +575,33 @@ impl LlbBridge for Arc<Bridge> {
         Ok(Response::new(InputsResponse {
             definitions: self.inputs.clone(),
         }))
+    }
+
+    async fn new_container(
+        &self,
+        request: Request<NewContainerRequest>,
+    ) -> Result<Response<NewContainerResponse>, Status> {
+        super::exec::new_container(self, request.into_inner()).await?;
+        Ok(Response::new(NewContainerResponse {}))
+    }
+
+    async fn release_container(
+        &self,
+        request: Request<ReleaseContainerRequest>,
+    ) -> Result<Response<ReleaseContainerResponse>, Status> {
+        self.containers
+            .release(&request.into_inner().container_id)?;
+        Ok(Response::new(ReleaseContainerResponse {}))
+    }
+
+    async fn exec_process(
+        &self,
+        request: Request<tonic::Streaming<ExecMessage>>,
+    ) -> Result<Response<super::exec::ExecStream>, Status> {
+        Ok(Response::new(super::exec::exec_process(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn warn(&self, request: Request<WarnRequest>) -> Result<Response<WarnResponse>, Status> {

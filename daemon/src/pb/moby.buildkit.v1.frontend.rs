@@ -157,6 +157,8 @@ pub struct ResolveSourceMetaRequest {
     pub log_name: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub resolve_mode: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "5")]
+    pub git: ::core::option::Option<ResolveSourceGitRequest>,
     #[prost(message, optional, tag = "6")]
     pub image: ::core::option::Option<ResolveSourceImageRequest>,
 }
@@ -171,6 +173,10 @@ pub struct ResolveSourceMetaResponse {
     pub source: ::core::option::Option<::kiln_llb::pb::SourceOp>,
     #[prost(message, optional, tag = "2")]
     pub image: ::core::option::Option<ResolveSourceImageResponse>,
+    #[prost(message, optional, tag = "3")]
+    pub git: ::core::option::Option<ResolveSourceGitResponse>,
+    #[prost(message, optional, tag = "4")]
+    pub http: ::core::option::Option<ResolveSourceHttpResponse>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResolveSourceImageResponse {
@@ -178,6 +184,37 @@ pub struct ResolveSourceImageResponse {
     pub digest: ::prost::alloc::string::String,
     #[prost(bytes = "vec", tag = "2")]
     pub config: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveSourceGitRequest {
+    /// The commit's and the tag's objects too (kiln refuses: it gives their checksums only).
+    #[prost(bool, tag = "1")]
+    pub return_object: bool,
+}
+/// A git source's ref: the object it points at (an annotated tag's own), its full name, and
+/// an annotated tag's commit.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveSourceGitResponse {
+    #[prost(string, tag = "1")]
+    pub checksum: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub r#ref: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub commit_checksum: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub commit_object: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub tag_object: ::prost::alloc::vec::Vec<u8>,
+}
+/// An HTTP source's file: its digest, name and modification time.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveSourceHttpResponse {
+    #[prost(string, tag = "1")]
+    pub checksum: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub filename: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub last_modified: ::core::option::Option<::prost_types::Timestamp>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReadFileRequest {
@@ -260,6 +297,111 @@ pub struct WarnRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WarnResponse {}
+/// A container: its mounts name the results they show by `resultID` (a ref of `Solve`).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NewContainerRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub mounts: ::prost::alloc::vec::Vec<::kiln_llb::pb::Mount>,
+    #[prost(enumeration = "::kiln_llb::pb::NetMode", tag = "3")]
+    pub network: i32,
+    #[prost(message, optional, tag = "4")]
+    pub platform: ::core::option::Option<::kiln_llb::pb::Platform>,
+    #[prost(message, optional, tag = "5")]
+    pub constraints: ::core::option::Option<::kiln_llb::pb::WorkerConstraints>,
+    #[prost(message, repeated, tag = "6")]
+    pub extra_hosts: ::prost::alloc::vec::Vec<::kiln_llb::pb::HostIp>,
+    #[prost(string, tag = "7")]
+    pub hostname: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NewContainerResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseContainerRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleaseContainerResponse {}
+/// One message of a process's stream, in either direction. The client starts the process with
+/// `Init`, then sends its input (`File` on fd 0, `EOF` to close it), `Resize` and `Signal`; the
+/// builder answers `Started`, the output (`File` on fds 1 and 2), `Exit` and, last, `Done`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ExecMessage {
+    #[prost(string, tag = "1")]
+    pub process_id: ::prost::alloc::string::String,
+    #[prost(oneof = "exec_message::Input", tags = "2, 3, 4, 5, 6, 7, 8")]
+    pub input: ::core::option::Option<exec_message::Input>,
+}
+/// Nested message and enum types in `ExecMessage`.
+pub mod exec_message {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Input {
+        #[prost(message, tag = "2")]
+        Init(super::InitMessage),
+        #[prost(message, tag = "3")]
+        File(super::FdMessage),
+        #[prost(message, tag = "4")]
+        Resize(super::ResizeMessage),
+        #[prost(message, tag = "5")]
+        Started(super::StartedMessage),
+        #[prost(message, tag = "6")]
+        Exit(super::ExitMessage),
+        #[prost(message, tag = "7")]
+        Done(super::DoneMessage),
+        #[prost(message, tag = "8")]
+        Signal(super::SignalMessage),
+    }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InitMessage {
+    #[prost(string, tag = "1")]
+    pub container_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub meta: ::core::option::Option<::kiln_llb::pb::Meta>,
+    #[prost(uint32, repeated, tag = "3")]
+    pub fds: ::prost::alloc::vec::Vec<u32>,
+    #[prost(bool, tag = "4")]
+    pub tty: bool,
+    #[prost(enumeration = "::kiln_llb::pb::SecurityMode", tag = "5")]
+    pub security: i32,
+    #[prost(message, repeated, tag = "6")]
+    pub secretenv: ::prost::alloc::vec::Vec<::kiln_llb::pb::SecretEnv>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ExitMessage {
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    #[prost(message, optional, tag = "2")]
+    pub error: ::core::option::Option<super::super::super::super::google::rpc::Status>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartedMessage {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DoneMessage {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FdMessage {
+    #[prost(uint32, tag = "1")]
+    pub fd: u32,
+    #[prost(bool, tag = "2")]
+    pub eof: bool,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResizeMessage {
+    #[prost(uint32, tag = "1")]
+    pub rows: u32,
+    #[prost(uint32, tag = "2")]
+    pub cols: u32,
+}
+/// A signal by its name without `SIG` (`INT`, `TERM`, ...).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SignalMessage {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod llb_bridge_client {
     #![allow(
@@ -611,6 +753,91 @@ pub mod llb_bridge_client {
                 .insert(GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "Warn"));
             self.inner.unary(req, path, codec).await
         }
+        /// A container over results of the frontend's solves, and processes in it.
+        pub async fn new_container(
+            &mut self,
+            request: impl tonic::IntoRequest<super::NewContainerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::NewContainerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/NewContainer",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "NewContainer",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn release_container(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReleaseContainerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReleaseContainerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ReleaseContainer",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "ReleaseContainer",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn exec_process(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::ExecMessage>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ExecMessage>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ExecProcess",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("moby.buildkit.v1.frontend.LLBBridge", "ExecProcess"),
+                );
+            self.inner.streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -708,6 +935,34 @@ pub mod llb_bridge_server {
             &self,
             request: tonic::Request<super::WarnRequest>,
         ) -> std::result::Result<tonic::Response<super::WarnResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// A container over results of the frontend's solves, and processes in it.
+        async fn new_container(
+            &self,
+            request: tonic::Request<super::NewContainerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::NewContainerResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn release_container(
+            &self,
+            request: tonic::Request<super::ReleaseContainerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReleaseContainerResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn exec_process(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::ExecMessage>>,
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::ExecMessage>>,
+            tonic::Status,
+        > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
         }
     }
@@ -1267,6 +1522,142 @@ pub mod llb_bridge_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/NewContainer" => {
+                    #[allow(non_camel_case_types)]
+                    struct NewContainerSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::NewContainerRequest>
+                    for NewContainerSvc<T> {
+                        type Response = super::NewContainerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::NewContainerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::new_container(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = NewContainerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ReleaseContainer" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReleaseContainerSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::ReleaseContainerRequest>
+                    for ReleaseContainerSvc<T> {
+                        type Response = super::ReleaseContainerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReleaseContainerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::release_container(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReleaseContainerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ExecProcess" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExecProcessSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::StreamingService<super::ExecMessage>
+                    for ExecProcessSvc<T> {
+                        type Response = super::ExecMessage;
+                        type ResponseStream = BoxStream<super::ExecMessage>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::ExecMessage>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::exec_process(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExecProcessSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -341,30 +341,82 @@ fn is_commit(reference: &str) -> bool {
     reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// What a ref of a remote names: its full name, the object it points at (an annotated tag's
+/// own object), and the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resolved {
+    /// `refs/heads/main`, `refs/tags/v1`, ... (a commit names itself).
+    name: String,
+    /// The object the ref points at.
+    object: String,
+    /// The commit (the object, unless the ref is an annotated tag).
+    commit: String,
+}
+
 /// The commit `reference` names at `url` (the remote's HEAD when it is empty).
 fn resolve(transport: &Transport, url: &str, reference: &str) -> Result<String, Error> {
+    resolve_ref(transport, url, reference).map(|r| r.commit)
+}
+
+/// What `reference` names at `url` (the remote's default branch when it is empty).
+fn resolve_ref(transport: &Transport, url: &str, reference: &str) -> Result<Resolved, Error> {
     if is_commit(reference) {
-        return Ok(reference.to_owned());
+        return Ok(Resolved {
+            name: reference.to_owned(),
+            object: reference.to_owned(),
+            commit: reference.to_owned(),
+        });
     }
     let wanted = if reference.is_empty() {
         "HEAD"
     } else {
         reference
     };
-    let listing = git(transport, &["ls-remote", "--", url, wanted], None)?;
-    // Prefer an exact ref, then a branch or a tag of that name (a peeled tag's commit first).
-    let refs: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
+    // The peeled line of an annotated tag is listed only when asked for by name.
+    let peeled = format!("{wanted}^{{}}");
+    let listing = git(
+        transport,
+        &["ls-remote", "--symref", "--", url, wanted, &peeled],
+        None,
+    )?;
+    pick_ref(&listing, wanted).ok_or_else(|| Error::GitRefNotFound {
+        reference: wanted.to_owned(),
+        url: url.to_owned(),
+    })
+}
+
+/// The ref `wanted` in the output of `git ls-remote --symref`: an exact ref first, then a
+/// branch, then a tag of that name (an annotated tag's commit is its peeled line); `HEAD`
+/// is named by the branch it points at.
+fn pick_ref(listing: &str, wanted: &str) -> Option<Resolved> {
+    let refs: Vec<(&str, &str)> = listing
+        .lines()
+        .filter(|l| !l.starts_with("ref: "))
+        .filter_map(|l| l.split_once('\t'))
+        .collect();
     let pick = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(c, _)| *c);
-    pick(&format!("refs/tags/{wanted}^{{}}"))
-        .or_else(|| pick(wanted))
-        .or_else(|| pick(&format!("refs/heads/{wanted}")))
-        .or_else(|| pick(&format!("refs/tags/{wanted}")))
-        .filter(|commit| is_commit(commit))
-        .map(str::to_owned)
-        .ok_or_else(|| Error::GitRefNotFound {
-            reference: wanted.to_owned(),
-            url: url.to_owned(),
+    let symref = |name: &str| {
+        listing.lines().find_map(|l| {
+            let (target, from) = l.strip_prefix("ref: ")?.split_once('\t')?;
+            (from == name).then(|| target.to_owned())
         })
+    };
+    let (name, object) = [
+        wanted.to_owned(),
+        format!("refs/heads/{wanted}"),
+        format!("refs/tags/{wanted}"),
+    ]
+    .into_iter()
+    .find_map(|name| Some((pick(&name)?.to_owned(), name)))
+    .map(|(object, name)| (name, object))?;
+    // An annotated tag's commit is on the peeled line.
+    let commit = pick(&format!("{name}^{{}}")).unwrap_or(&object).to_owned();
+    let name = symref(&name).unwrap_or(name);
+    (is_commit(&object) && is_commit(&commit)).then_some(Resolved {
+        name,
+        object,
+        commit,
+    })
 }
 
 /// `url`'s commit for `reference`, checked against `checksum` as BuildKit checks
@@ -405,6 +457,51 @@ fn resolve_checked(
         });
     }
     Ok(commit)
+}
+
+/// What BuildKit's `ResolveSourceMeta` tells of a git source, before anything is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitMeta {
+    /// The full name of the ref it resolved (`refs/heads/main`, `refs/tags/v1`).
+    pub reference: String,
+    /// The object the ref points at: the commit, or an annotated tag's own object.
+    pub checksum: String,
+    /// The commit of an annotated tag (empty when `checksum` is the commit).
+    pub commit_checksum: String,
+}
+
+impl GitSource {
+    /// Resolves the source's ref at its remote, checked against `git.checksum` (a prefix of
+    /// the commit or of an annotated tag's object).
+    pub(super) async fn meta(&self) -> Result<GitMeta, Error> {
+        check_remote(&self.url)?;
+        check_reference(&self.reference)?;
+        let transport = self.transport()?;
+        let (url, reference, checksum) = (
+            self.url.clone(),
+            self.reference.clone(),
+            self.checksum.clone(),
+        );
+        blocking(move || {
+            let resolved = resolve_ref(&transport, &url, &reference)?;
+            if !resolved.commit.starts_with(&checksum) && !resolved.object.starts_with(&checksum) {
+                return Err(Error::GitChecksum {
+                    checksum,
+                    commit: resolved.commit,
+                });
+            }
+            Ok(GitMeta {
+                commit_checksum: if resolved.object == resolved.commit {
+                    String::new()
+                } else {
+                    resolved.commit
+                },
+                reference: resolved.name,
+                checksum: resolved.object,
+            })
+        })
+        .await
+    }
 }
 
 impl Op<Ref> for GitSource {
@@ -549,6 +646,38 @@ mod tests {
             .output()
             .unwrap();
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn refs_are_picked_as_buildkit_picks_them() {
+        let (c1, c2, t1) = ("1".repeat(40), "2".repeat(40), "a".repeat(40));
+        let listing = format!(
+            "ref: refs/heads/main\tHEAD\n{c1}\tHEAD\n{c2}\trefs/heads/v1\n\
+             {t1}\trefs/tags/v1\n{c1}\trefs/tags/v1^{{}}\n{c1}\trefs/tags/light\n"
+        );
+        let resolved = |name: &str, object: &str, commit: &str| Resolved {
+            name: name.to_owned(),
+            object: object.to_owned(),
+            commit: commit.to_owned(),
+        };
+        assert_eq!(
+            pick_ref(&listing, "HEAD"),
+            Some(resolved("refs/heads/main", &c1, &c1))
+        );
+        // A branch wins over a tag of the same name.
+        assert_eq!(
+            pick_ref(&listing, "v1"),
+            Some(resolved("refs/heads/v1", &c2, &c2))
+        );
+        assert_eq!(
+            pick_ref(&listing, "refs/tags/v1"),
+            Some(resolved("refs/tags/v1", &t1, &c1))
+        );
+        assert_eq!(
+            pick_ref(&listing, "light"),
+            Some(resolved("refs/tags/light", &c1, &c1))
+        );
+        assert_eq!(pick_ref(&listing, "missing"), None);
     }
 
     #[test]

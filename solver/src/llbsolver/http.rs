@@ -51,10 +51,32 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may stay silent during a request.
 pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A downloaded file (removed on drop) and its digest.
+/// A downloaded file (removed on drop), its digest and its modification time.
 struct Download {
     file: tempfile::TempPath,
     digest: String,
+    /// The server's `Last-Modified`, in seconds since the epoch.
+    last_modified: Option<i64>,
+}
+
+/// What BuildKit's `ResolveSourceMeta` tells of an HTTP source: the file is downloaded for
+/// its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpMeta {
+    /// The file's digest (`sha256:...`).
+    pub digest: String,
+    /// The name the file gets (`http.filename`, else the URL's last segment).
+    pub filename: String,
+    /// The server's `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// An HTTP date (`Tue, 15 Nov 1994 08:12:31 GMT`) in seconds since the epoch.
+fn http_date(value: &str) -> Option<i64> {
+    jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()
+        .map(|t| t.as_second())
 }
 
 fn client(headers: &reqwest::header::HeaderMap) -> Result<reqwest::Client, Error> {
@@ -201,6 +223,11 @@ async fn download(
             max,
         });
     }
+    let last_modified = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_date);
     let file = tempfile::Builder::new().prefix("http-").tempfile_in(dir)?;
     let (file, path) = file.into_parts();
     let mut out = std::io::BufWriter::new(file);
@@ -221,7 +248,31 @@ async fn download(
     Ok(Download {
         file: path,
         digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        last_modified,
     })
+}
+
+impl HttpSource {
+    /// Downloads the file and tells its digest (checked against `http.checksum`), name and
+    /// modification time.
+    pub(super) async fn meta(&self) -> Result<HttpMeta, Error> {
+        let dir = super::scratch_dir(&self.config.store)?;
+        let data = download(&client(&self.headers)?, &self.url, &dir, MAX_DOWNLOAD).await?;
+        if let Some(expected) = &self.checksum
+            && *expected != data.digest
+        {
+            return Err(Error::DownloadDigest {
+                url: self.url.clone(),
+                expected: expected.clone(),
+                computed: data.digest,
+            });
+        }
+        Ok(HttpMeta {
+            digest: data.digest,
+            filename: self.filename.clone(),
+            last_modified: data.last_modified,
+        })
+    }
 }
 
 impl Op<Ref> for HttpSource {

@@ -31,6 +31,9 @@ mod git;
 mod http;
 mod local;
 
+pub use exec::Container;
+pub use git::GitMeta;
+pub use http::HttpMeta;
 pub use local::{LocalDirs, LocalRequest};
 mod merge;
 mod source;
@@ -82,6 +85,15 @@ impl Ref {
             None => Ok(Vec::new()),
         }
     }
+}
+
+/// What a source resolves to before it is fetched ([`Session::resolve_source_meta`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceMeta {
+    /// A git source's ref.
+    Git(GitMeta),
+    /// An HTTP source's file.
+    Http(HttpMeta),
 }
 
 /// Everything a build needs from outside the graph.
@@ -151,6 +163,31 @@ impl Session {
     /// The session's configuration.
     pub fn config(&self) -> &Arc<SessionConfig> {
         &self.config
+    }
+
+    /// What the git or HTTP source `source` resolves to before it is fetched (BuildKit's
+    /// `ResolveSourceMeta`): a git ref's commit, an HTTP file's digest; `None` for sources of
+    /// other kinds.
+    pub async fn resolve_source_meta(
+        &self,
+        source: &pb::SourceOp,
+    ) -> Result<Option<SourceMeta>, Error> {
+        let refuse = |message| Error::SourceAttribute {
+            identifier: source.identifier.clone(),
+            message,
+        };
+        let identifier = &source.identifier;
+        if identifier.starts_with("git://") {
+            let git =
+                git::GitSource::new(String::new(), source, self.config.clone()).map_err(refuse)?;
+            return Ok(Some(SourceMeta::Git(git.meta().await?)));
+        }
+        if identifier.starts_with("http://") || identifier.starts_with("https://") {
+            let http = http::HttpSource::new(String::new(), source, self.config.clone())
+                .map_err(refuse)?;
+            return Ok(Some(SourceMeta::Http(http.meta().await?)));
+        }
+        Ok(None)
     }
 
     /// Turns a loaded Definition into a scheduler graph.

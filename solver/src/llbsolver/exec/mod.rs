@@ -7,6 +7,7 @@
 //! to the agent for as long as the step runs.
 
 mod cache_mount;
+mod container;
 mod mounts;
 mod ssh;
 #[cfg(test)]
@@ -24,9 +25,12 @@ use self::cache_mount::cache_mount;
 use self::mounts::{mount, writable_bind};
 use self::ssh::ssh_mount;
 use super::{ActiveSnapshot, Ref, SessionConfig, blocking};
+
+pub use self::container::Container;
 use crate::error::{Error, InputOf};
 use crate::executor::{
-    Entitlements, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus, ExecUlimit,
+    Entitlements, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
+    ExecUlimit,
 };
 use crate::scheduler::{CacheDep, CacheMap, Op, OpContext, OpError, ResourceClass};
 
@@ -221,6 +225,154 @@ fn proxy_env(proxy: Option<&pb::ProxyEnv>) -> Vec<String> {
     .collect()
 }
 
+/// A process's file system, prepared: the root over an active snapshot on the root input,
+/// the other mounts, and what must last as long as the process does (the writable mounts'
+/// snapshots, the cache mounts' locks, the agent forwarders). Dropped, the snapshots not
+/// committed are removed.
+pub(super) struct Prepared {
+    pub(super) rootfs: ExecRootfs,
+    pub(super) mounts: Vec<ExecMount>,
+    /// The root's active snapshot: its upper is the root's output.
+    root: ActiveSnapshot,
+    /// Writable bind mounts: their active snapshots, by mount index.
+    writable: Vec<(usize, ActiveSnapshot)>,
+    /// Locks on cache mount directories.
+    cache_locks: Vec<cache_mount::CacheLock>,
+    /// Agent socket forwarders.
+    ssh_forwarders: Vec<ssh::SshForwarder>,
+}
+
+impl Prepared {
+    /// Prepares the mounts `mounts` (one of them at `/`), whose inputs are `inputs`.
+    pub(super) async fn new(
+        config: &SessionConfig,
+        mounts: &[pb::Mount],
+        inputs: &[Ref],
+    ) -> Result<Self, Error> {
+        let root_mount = mounts
+            .iter()
+            .find(|m| m.dest == "/")
+            .ok_or(Error::NoRootMount)?;
+        let root_ref = input_ref(inputs, root_mount.input)?;
+
+        // The root: an active snapshot on the root input; its upper becomes the output.
+        // Whatever happens from here on, the active snapshot does not outlive the process.
+        let (root, prepared) = prepare_writable(&config.store, &root_ref).await?;
+        let rootfs = if prepared.lowers.is_empty() {
+            ExecRootfs::Dir {
+                path: prepared.upper.clone(),
+                readonly: root_mount.readonly,
+            }
+        } else {
+            ExecRootfs::Overlay {
+                lowers: prepared.lowers.clone(),
+                upper: prepared.upper.clone(),
+                work: prepared.work.clone(),
+                readonly: root_mount.readonly,
+            }
+        };
+        let mut this = Self {
+            rootfs,
+            mounts: Vec::new(),
+            root,
+            writable: Vec::new(),
+            cache_locks: Vec::new(),
+            ssh_forwarders: Vec::new(),
+        };
+        for (index, m) in mounts.iter().enumerate().filter(|(_, m)| m.dest != "/") {
+            match pb::MountType::try_from(m.mount_type) {
+                Ok(pb::MountType::Cache) => {
+                    let (mount, lock) = cache_mount(config, inputs, m).await?;
+                    this.mounts.push(mount);
+                    this.cache_locks.extend(lock);
+                }
+                Ok(pb::MountType::Bind) if !m.readonly => {
+                    let (mount, active) = writable_bind(config, inputs, m).await?;
+                    this.mounts.push(mount);
+                    this.writable.push((index, active));
+                }
+                Ok(pb::MountType::Ssh) => {
+                    if let Some((mount, forwarder)) = ssh_mount(config, m)? {
+                        this.mounts.push(mount);
+                        this.ssh_forwarders.push(forwarder);
+                    }
+                }
+                _ => this.mounts.extend(mount(config, inputs, m)?),
+            }
+        }
+        Ok(this)
+    }
+
+    /// The request to run the process `meta` on these mounts.
+    pub(super) fn request(
+        &self,
+        config: &SessionConfig,
+        meta: &pb::Meta,
+        secretenv: &[pb::SecretEnv],
+        network: i32,
+        security: ExecSecurity,
+    ) -> Result<ExecRequest, Error> {
+        let mut env = meta.env.clone();
+        env.extend(proxy_env(meta.proxy_env.as_ref()));
+        for secret in secretenv {
+            match config.secrets.get(&secret.id) {
+                Some(data) => {
+                    // The environment travels as text: a secret of other bytes is refused,
+                    // never passed on altered.
+                    let Ok(value) = std::str::from_utf8(data) else {
+                        return Err(Error::SecretNotText {
+                            id: secret.id.clone(),
+                            name: secret.name.clone(),
+                        });
+                    };
+                    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != secret.name);
+                    env.push(format!("{}={value}", secret.name));
+                }
+                None if secret.optional => {}
+                None => {
+                    return Err(Error::SecretNotFound {
+                        id: secret.id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(ExecRequest {
+            rootfs: self.rootfs.clone(),
+            mounts: self.mounts.clone(),
+            args: meta.args.clone(),
+            env,
+            cwd: if meta.cwd.is_empty() {
+                "/".to_owned()
+            } else {
+                meta.cwd.clone()
+            },
+            user: meta.user.clone(),
+            hostname: meta.hostname.clone(),
+            extra_hosts: meta
+                .extra_hosts
+                .iter()
+                .map(|h| (h.host.clone(), h.ip.clone()))
+                .collect(),
+            network: match pb::NetMode::try_from(network) {
+                Ok(pb::NetMode::None) => ExecNetwork::None,
+                Ok(pb::NetMode::Host) => ExecNetwork::Host,
+                _ => ExecNetwork::Default,
+            },
+            security,
+            ulimits: meta
+                .ulimit
+                .iter()
+                .map(|u| ExecUlimit {
+                    name: u.name.clone(),
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .collect(),
+            cgroup_parent: (!meta.cgroup_parent.is_empty()).then(|| meta.cgroup_parent.clone()),
+        })
+    }
+}
+
 async fn run(
     ctx: OpContext,
     config: Arc<SessionConfig>,
@@ -230,125 +382,15 @@ async fn run(
     let security = entitled(&exec, config.entitlements)
         .map_err(|entitlement| Error::NotEntitled { entitlement })?;
     let meta = exec.meta.clone().unwrap_or_default();
-    let root_mount = exec
-        .mounts
-        .iter()
-        .find(|m| m.dest == "/")
-        .ok_or(Error::NoRootMount)?
-        .clone();
-    let root_ref = input_ref(&inputs, root_mount.input)?;
-
-    // The root: an active snapshot on the root input; its upper becomes the output. Whatever
-    // happens from here on, the active snapshot does not outlive the step.
-    let (active, prepared) = prepare_writable(&config.store, &root_ref).await?;
-    let rootfs = if prepared.lowers.is_empty() {
-        ExecRootfs::Dir {
-            path: prepared.upper.clone(),
-            readonly: root_mount.readonly,
-        }
-    } else {
-        ExecRootfs::Overlay {
-            lowers: prepared.lowers.clone(),
-            upper: prepared.upper.clone(),
-            work: prepared.work.clone(),
-            readonly: root_mount.readonly,
-        }
-    };
-
-    let mut mounts = Vec::new();
-    // Locks on cache mount directories, held until the process has ended.
-    let mut cache_locks = Vec::new();
-    // Agent socket forwarders, stopped when the process has ended.
-    let mut ssh_forwarders = Vec::new();
-    // Writable bind mounts: their active snapshots, by mount index, removed unless committed.
-    let mut writable: Vec<(usize, ActiveSnapshot)> = Vec::new();
-    for (index, m) in exec
-        .mounts
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.dest != "/")
-    {
-        match pb::MountType::try_from(m.mount_type) {
-            Ok(pb::MountType::Cache) => {
-                let (mount, lock) = cache_mount(&config, &inputs, m).await?;
-                mounts.push(mount);
-                cache_locks.extend(lock);
-            }
-            Ok(pb::MountType::Bind) if !m.readonly => {
-                let (mount, active) = writable_bind(&config, &inputs, m).await?;
-                mounts.push(mount);
-                writable.push((index, active));
-            }
-            Ok(pb::MountType::Ssh) => {
-                if let Some((mount, forwarder)) = ssh_mount(&config, m)? {
-                    mounts.push(mount);
-                    ssh_forwarders.push(forwarder);
-                }
-            }
-            _ => mounts.extend(mount(&config, &inputs, m)?),
-        }
-    }
-
-    let mut env = meta.env.clone();
-    env.extend(proxy_env(meta.proxy_env.as_ref()));
-    for secret in &exec.secretenv {
-        match config.secrets.get(&secret.id) {
-            Some(data) => {
-                // The environment travels as text: a secret of other bytes is refused, never
-                // passed on altered.
-                let Ok(value) = std::str::from_utf8(data) else {
-                    return Err(Error::SecretNotText {
-                        id: secret.id.clone(),
-                        name: secret.name.clone(),
-                    }
-                    .into());
-                };
-                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != secret.name);
-                env.push(format!("{}={value}", secret.name));
-            }
-            None if secret.optional => {}
-            None => {
-                return Err(Error::SecretNotFound {
-                    id: secret.id.clone(),
-                }
-                .into());
-            }
-        }
-    }
-    let request = ExecRequest {
-        rootfs,
-        mounts,
-        args: meta.args.clone(),
-        env,
-        cwd: if meta.cwd.is_empty() {
-            "/".to_owned()
-        } else {
-            meta.cwd.clone()
-        },
-        user: meta.user.clone(),
-        hostname: meta.hostname.clone(),
-        extra_hosts: meta
-            .extra_hosts
-            .iter()
-            .map(|h| (h.host.clone(), h.ip.clone()))
-            .collect(),
-        network: match pb::NetMode::try_from(exec.network) {
-            Ok(pb::NetMode::None) => ExecNetwork::None,
-            Ok(pb::NetMode::Host) => ExecNetwork::Host,
-            _ => ExecNetwork::Default,
-        },
-        security,
-        ulimits: meta
-            .ulimit
-            .iter()
-            .map(|u| ExecUlimit {
-                name: u.name.clone(),
-                soft: u.soft,
-                hard: u.hard,
-            })
-            .collect(),
-        cgroup_parent: (!meta.cgroup_parent.is_empty()).then(|| meta.cgroup_parent.clone()),
-    };
+    let prepared = Prepared::new(&config, &exec.mounts, &inputs).await?;
+    let request = prepared.request(&config, &meta, &exec.secretenv, exec.network, security)?;
+    let Prepared {
+        root: active,
+        mut writable,
+        cache_locks,
+        ssh_forwarders,
+        ..
+    } = prepared;
 
     let tail = Arc::new(Mutex::new(Tail::default()));
     let sink_tail = tail.clone();
