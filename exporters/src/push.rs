@@ -2,13 +2,13 @@
 //! registry's digest is the digest kiln computed.
 //!
 //! # Overview
-//! 1. Each blob is HEAD-checked first; a blob the registry has is not sent again.
-//! 2. A layer another stored image of the same registry holds, or that a lazy snapshot (a
+//! 1. A layer another stored image of the same registry holds, or that a lazy snapshot (a
 //!    cache hit or base image not downloaded) names in a repository of the same registry, is
 //!    mounted from that repository (cross-repository blob mount) when the registry allows it:
-//!    nothing is downloaded or sent. A lazy layer that cannot be mounted is downloaded
-//!    (verified) first.
-//! 3. Otherwise the blob is streamed from its file in the store in one monolithic upload
+//!    nothing is downloaded or sent. Several layers are mounted or sent at once.
+//! 2. Otherwise the blob is HEAD-checked; a blob the registry has is not sent again. A lazy
+//!    layer that cannot be mounted is downloaded (verified) first.
+//! 3. A blob the registry lacks is streamed from its file in the store in one monolithic upload
 //!    (`POST` then `PUT` with a `Content-Length`); a registry that rejects that for any reason
 //!    but the credentials gets the blob as chunked `PATCH` uploads, read again from the file. Blobs are never read into memory as a
 //!    whole, so pushing a large layer needs about one read buffer per upload.
@@ -18,7 +18,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
 use kiln_cache::oci_client::errors::OciDistributionError;
 use kiln_cache::oci_client::secrets::RegistryAuth;
@@ -27,6 +27,9 @@ use kiln_cache::{Config, Credentials, Digest, Image, Store};
 use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
+
+/// How many layers one push sends or mounts at once.
+const CONCURRENT_LAYERS: usize = 4;
 
 /// Bytes read from a blob file per piece of the upload stream.
 const READ_CHUNK: usize = 1 << 20;
@@ -181,14 +184,6 @@ async fn push_blob(
 ) -> Result<(), Error> {
     let reference = &target.reference;
     let name = digest.to_string();
-    let exists = client
-        .blob_exists(reference, &name)
-        .await
-        .map_err(target.failed(format!("{what} {digest}")))?;
-    if exists {
-        tracing::debug!(blob = %digest, "the registry has the blob");
-        return Ok(());
-    }
     // A layer of a lazy snapshot (a cache hit or a base image not downloaded) is in the
     // repository its record names: mounted from there, or downloaded (verified) to be sent.
     let remote = match store.has_blob(digest) {
@@ -207,6 +202,8 @@ async fn push_blob(
     {
         sources.push(source);
     }
+    // A mount is asked for first: a registry that has the blob in the repository already
+    // answers it as done, so the existence check is one round trip saved when it succeeds.
     for source in sources {
         match client.mount_blob(reference, &source, &name).await {
             Ok(()) => {
@@ -217,6 +214,14 @@ async fn push_blob(
                 tracing::debug!(blob = %digest, from = %source.repository(), error = %e, "mount refused");
             }
         }
+    }
+    let exists = client
+        .blob_exists(reference, &name)
+        .await
+        .map_err(target.failed(format!("{what} {digest}")))?;
+    if exists {
+        tracing::debug!(blob = %digest, "the registry has the blob");
+        return Ok(());
     }
     if let Some(remote) = &remote {
         kiln_cache::fetch_remote_blob(store, digest, remote, &target.pull_options()).await?;
@@ -336,9 +341,18 @@ pub(crate) async fn push_manifest(
     let content_type = content_type(image.media_type)?;
     let target = Target::new(reference, config, credentials).await?;
     let client = target.client(true).await?;
-    for layer in image.layers {
-        push_blob(store, &target, &client, layer, "layer").await?;
-    }
+    // Several layers at once: each is mostly round trips to the registry.
+    // (The futures are made first: a closure in the stream's type would make the whole
+    // future `Send` only for one lifetime, which the daemon's service cannot take.)
+    let pushes: Vec<_> = image
+        .layers
+        .iter()
+        .map(|layer| push_blob(store, &target, &client, layer, "layer"))
+        .collect();
+    futures::stream::iter(pushes)
+        .buffer_unordered(CONCURRENT_LAYERS)
+        .try_collect::<Vec<()>>()
+        .await?;
     let reference = &target.reference;
     let config_name = image.config_digest.to_string();
     let config_exists = client
