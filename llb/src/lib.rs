@@ -35,6 +35,8 @@
 //!   [`scratch`]), [`State::run`] returning an [`ExecState`], [`State::file`] with
 //!   [`FileAction`] chains, [`merge`] and [`diff`]; [`State::marshal`] produces a Definition.
 //! - [`dump`]: `buildctl debug dump-llb`-identical JSON lines, and Graphviz DOT.
+//! - [`outline`]: an exec or file op as named fields (`command`, `mount /cache`, `action 2`),
+//!   so that a miss can say which part of a step changed.
 //! - Small rules every crate above shares: [`clean_path`] (Go's `path.Clean`, for LLB's slash
 //!   paths) and [`error_chain`] (an error and its causes on one line, as BuildKit's messages
 //!   read).
@@ -66,6 +68,7 @@ pub mod dump;
 mod error;
 mod marshal;
 mod modestr;
+pub mod outline;
 mod path;
 mod pattern;
 pub mod pb;

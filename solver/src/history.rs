@@ -14,7 +14,10 @@
 //!    stays of it when its variable parts change: for a process, its definition without its
 //!    environment's values; for an image, its name without what it resolved to) was seen
 //!    before is compared with that record, fact by fact: which environment variable (a
-//!    Dockerfile's build arg) or which image digest changed ([`DefinitionChange`]).
+//!    Dockerfile's build arg) or which image digest changed ([`DefinitionChange`]). An op
+//!    with neither is compared with the ops last keyed at its place (the same kind of op on
+//!    the same inputs: a `RUN` whose command changed), part by part ([`Outline`]); of
+//!    several there, the one it differs least from.
 //! 3. The reasons of the latest builds are kept by vertex digest ([`History::misses`]), for
 //!    `kiln explain`. The [`CacheStore`](crate::CacheStore) persists the whole [`History`]
 //!    beside its cache records.
@@ -30,6 +33,9 @@ use crate::cache_key::CacheKey;
 
 /// How many op records and miss reasons a history keeps; the least recently used go first.
 const MAX_ENTRIES: usize = 20_000;
+
+/// How many place records a history keeps (each holds an op's parts, up to a few KiB).
+const MAX_PLACES: usize = 2_000;
 
 /// Why a vertex was run instead of taken from the cache.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +173,17 @@ pub enum DefinitionChange {
         /// The digest now.
         new: String,
     },
+    /// A named part of the op (see [`kiln_llb::outline`]: its command, working directory, a
+    /// mount, a file action) was added, removed or changed, compared with the op last keyed
+    /// at the same place: the same kind of op on the same inputs.
+    Field {
+        /// The part's name (`command`, `mount /cache`, `action 1`).
+        name: String,
+        /// Its value before (`None`: it was not there).
+        old: Option<String>,
+        /// Its value now (`None`: it is gone).
+        new: Option<String>,
+    },
 }
 
 /// The changes from `old` facts to `new` ones.
@@ -213,6 +230,65 @@ pub(crate) fn diff_facts(old: &[Fact], new: &[Fact]) -> Vec<DefinitionChange> {
         }
     }
     changes
+}
+
+/// The changes from `old` fields to `new` ones, in the order of `new`, then those removed.
+pub(crate) fn diff_fields(
+    old: &[(String, String)],
+    new: &[(String, String)],
+) -> Vec<DefinitionChange> {
+    let value = |fields: &[(String, String)], name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut changes: Vec<DefinitionChange> = new
+        .iter()
+        .filter_map(|(name, now)| {
+            let before = value(old, name);
+            (before.as_ref() != Some(now)).then(|| DefinitionChange::Field {
+                name: name.clone(),
+                old: before,
+                new: Some(now.clone()),
+            })
+        })
+        .collect();
+    changes.extend(
+        old.iter()
+            .filter(|(name, _)| value(new, name).is_none())
+            .map(|(name, before)| DefinitionChange::Field {
+                name: name.clone(),
+                old: Some(before.clone()),
+                new: None,
+            }),
+    );
+    changes
+}
+
+/// An op as a user names its parts, and the kind of op it is (only ops of one kind are
+/// compared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outline {
+    /// The kind of op (`exec`, `file`).
+    pub kind: &'static str,
+    /// Its parts, by name (see [`kiln_llb::outline`]).
+    pub fields: Vec<(String, String)>,
+}
+
+/// An op last keyed at a place of a graph (a kind of op on given inputs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PlaceRecord {
+    /// The op's cache digest.
+    pub(crate) op: String,
+    /// Its parts, by name.
+    pub(crate) fields: Vec<(String, String)>,
+    /// Its lineage's facts, if it has a lineage.
+    pub(crate) facts: Vec<Fact>,
+    /// The name of its vertex (a step's name; build records keep it too).
+    pub(crate) name: String,
+    /// When it was last used: the history's generation then.
+    pub(crate) used: u64,
 }
 
 /// The last op of a lineage.
@@ -262,6 +338,9 @@ pub struct History {
     /// The last op of each lineage, by lineage id.
     #[serde(default)]
     lineages: BTreeMap<String, LineageRecord>,
+    /// The ops keyed at each place, by place id and op digest (`PLACE OP`).
+    #[serde(default)]
+    places: BTreeMap<String, PlaceRecord>,
     /// Ops recorded since the last save.
     #[serde(skip)]
     changed_ops: BTreeSet<String>,
@@ -271,13 +350,27 @@ pub struct History {
     /// Lineages recorded since the last save.
     #[serde(skip)]
     changed_lineages: BTreeSet<String>,
+    /// Places recorded since the last save.
+    #[serde(skip)]
+    changed_places: BTreeSet<String>,
 }
 
 /// Two histories are equal when they record the same; what is not saved yet is not compared.
 impl PartialEq for History {
     fn eq(&self, other: &Self) -> bool {
-        (self.generation, &self.ops, &self.misses, &self.lineages)
-            == (other.generation, &other.ops, &other.misses, &other.lineages)
+        (
+            self.generation,
+            &self.ops,
+            &self.misses,
+            &self.lineages,
+            &self.places,
+        ) == (
+            other.generation,
+            &other.ops,
+            &other.misses,
+            &other.lineages,
+            &other.places,
+        )
     }
 }
 
@@ -325,6 +418,40 @@ impl History {
         );
     }
 
+    /// The ops last keyed at `place`, but `op`.
+    pub(crate) fn place(&self, place: &str, op: &str) -> Vec<PlaceRecord> {
+        let prefix = format!("{place} ");
+        self.places
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, record)| record)
+            .filter(|record| record.op != op)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn record_place(
+        &mut self,
+        place: &str,
+        op: &str,
+        outline: &Outline,
+        name: &str,
+        facts: &[Fact],
+    ) {
+        let key = format!("{place} {op}");
+        self.changed_places.insert(key.clone());
+        self.places.insert(
+            key,
+            PlaceRecord {
+                op: op.to_owned(),
+                fields: outline.fields.clone(),
+                facts: facts.to_vec(),
+                name: name.to_owned(),
+                used: self.generation,
+            },
+        );
+    }
+
     pub(crate) fn record_miss(&mut self, vertex: &str, reason: MissReason) {
         self.changed_misses.insert(vertex.to_owned());
         self.misses.insert(
@@ -357,39 +484,60 @@ impl History {
     pub fn merge_into(&mut self, mut stored: History) {
         let current = self.generation;
         let generation = current.max(stored.generation + 1);
-        for digest in &self.changed_ops {
-            if let Some(record) = self.ops.get(digest) {
-                let mut record = record.clone();
-                if record.used == current {
-                    record.used = generation;
+        // Entries last used by this build take the generation it is saved as.
+        fn merge<V: Clone>(
+            changed: &BTreeSet<String>,
+            mine: &BTreeMap<String, V>,
+            stored: &mut BTreeMap<String, V>,
+            (current, generation): (u64, u64),
+            used: impl Fn(&mut V) -> &mut u64,
+        ) {
+            for key in changed {
+                if let Some(entry) = mine.get(key) {
+                    let mut entry = entry.clone();
+                    if *used(&mut entry) == current {
+                        *used(&mut entry) = generation;
+                    }
+                    stored.insert(key.clone(), entry);
                 }
-                stored.ops.insert(digest.clone(), record);
             }
         }
-        for vertex in &self.changed_misses {
-            if let Some(miss) = self.misses.get(vertex) {
-                let mut miss = miss.clone();
-                if miss.generation == current {
-                    miss.generation = generation;
-                }
-                stored.misses.insert(vertex.clone(), miss);
-            }
-        }
-        for id in &self.changed_lineages {
-            if let Some(lineage) = self.lineages.get(id) {
-                let mut lineage = lineage.clone();
-                if lineage.used == current {
-                    lineage.used = generation;
-                }
-                stored.lineages.insert(id.clone(), lineage);
-            }
-        }
+        let generations = (current, generation);
+        merge(
+            &self.changed_ops,
+            &self.ops,
+            &mut stored.ops,
+            generations,
+            |r| &mut r.used,
+        );
+        merge(
+            &self.changed_misses,
+            &self.misses,
+            &mut stored.misses,
+            generations,
+            |m| &mut m.generation,
+        );
+        merge(
+            &self.changed_lineages,
+            &self.lineages,
+            &mut stored.lineages,
+            generations,
+            |l| &mut l.used,
+        );
+        merge(
+            &self.changed_places,
+            &self.places,
+            &mut stored.places,
+            generations,
+            |p| &mut p.used,
+        );
         stored.generation = generation;
         stored.trim();
         self.generation = stored.generation;
         self.ops = stored.ops;
         self.misses = stored.misses;
         self.lineages = stored.lineages;
+        self.places = stored.places;
     }
 
     /// Forgets which entries are new: they are saved.
@@ -397,22 +545,24 @@ impl History {
         self.changed_ops.clear();
         self.changed_misses.clear();
         self.changed_lineages.clear();
+        self.changed_places.clear();
     }
 
     /// Drops the least recently used entries beyond the limit.
     pub(crate) fn trim(&mut self) {
-        fn trim_map<V>(map: &mut BTreeMap<String, V>, used: impl Fn(&V) -> u64) {
-            if map.len() <= MAX_ENTRIES {
+        fn trim_map<V>(map: &mut BTreeMap<String, V>, max: usize, used: impl Fn(&V) -> u64) {
+            if map.len() <= max {
                 return;
             }
             let mut ages: Vec<u64> = map.values().map(&used).collect();
             ages.sort_unstable();
-            let cutoff = ages[ages.len() - MAX_ENTRIES];
+            let cutoff = ages[ages.len() - max];
             map.retain(|_, v| used(v) >= cutoff);
         }
-        trim_map(&mut self.ops, |r| r.used);
-        trim_map(&mut self.misses, |m| m.generation);
-        trim_map(&mut self.lineages, |l| l.used);
+        trim_map(&mut self.ops, MAX_ENTRIES, |r| r.used);
+        trim_map(&mut self.misses, MAX_ENTRIES, |m| m.generation);
+        trim_map(&mut self.lineages, MAX_ENTRIES, |l| l.used);
+        trim_map(&mut self.places, MAX_PLACES, |p| p.used);
     }
 }
 

@@ -68,7 +68,9 @@ pub use executor::{
     Entitlements, ExecControl, ExecIo, ExecMount, ExecNetwork, ExecRequest, ExecRootfs,
     ExecSecurity, ExecStatus, ExecUlimit, Executor, OutputSink,
 };
-pub use history::{DefinitionChange, Fact, FileChange, History, Lineage, MissReason, MissRecord};
+pub use history::{
+    DefinitionChange, Fact, FileChange, History, Lineage, MissReason, MissRecord, Outline,
+};
 pub use lines::OutputLines;
 pub use llbsolver::fileop::{
     FileError, Owner, copy, filepath_match, mkdir, mkfile, resolve_owner, rm, symlink,

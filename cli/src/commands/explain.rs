@@ -135,6 +135,12 @@ fn explain_change(change: &DefinitionChange, build: &BuildRecord) -> String {
             old,
             new,
         } => format!("base image {reference} changed from {old} to {new}"),
+        DefinitionChange::Field { name, old, new } => match (old, new) {
+            (Some(old), Some(new)) => format!("its {name} changed from {old} to {new}"),
+            (None, Some(new)) => format!("its {name} was added: {new}"),
+            (Some(old), None) => format!("its {name} was removed (it was {old})"),
+            (None, None) => format!("its {name} changed"),
+        },
     }
 }
 

@@ -193,6 +193,63 @@ fn explain_names_the_changed_file_build_arg_and_no_cache() {
 }
 
 #[test]
+fn explain_names_the_changed_command_and_copy_destination_of_a_step() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let context = dir.join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("a.txt"), "a").unwrap();
+    let build = |dest: &str, run: &str| {
+        let dockerfile = format!("FROM busybox\nCOPY a.txt {dest}\nRUN {run}\n");
+        fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+        assert_ok(kiln_in(
+            dir,
+            &["build", "--progress=plain", &context.to_string_lossy()],
+            &[],
+        ));
+        explained(dir)
+    };
+    build("/x.txt", "ls / > /out");
+
+    // The command of the RUN changes: it is compared with the RUN that ran there before.
+    let steps = build("/x.txt", "ls / > /out && echo more >> /out");
+    assert_eq!(steps.len(), 1, "{steps:#?}");
+    let run = step(&steps, "RUN ls");
+    assert_eq!(run["reason"]["kind"], "definition-changed", "{run:#}");
+    let change = &run["reason"]["changes"][0];
+    assert_eq!(change["kind"], "field");
+    assert_eq!(change["name"], "command");
+    assert_eq!(change["old"], "/bin/sh -c 'ls / > /out'");
+    assert_eq!(
+        change["new"],
+        "/bin/sh -c 'ls / > /out && echo more >> /out'"
+    );
+    assert_eq!(
+        run["explanation"],
+        "its command changed from /bin/sh -c 'ls / > /out' \
+         to /bin/sh -c 'ls / > /out && echo more >> /out'"
+    );
+
+    // The COPY writes elsewhere: its action names both; the RUN after it names the COPY.
+    let steps = build("/y.txt", "ls / > /out && echo more >> /out");
+    let copy = step(&steps, "COPY a.txt");
+    assert_eq!(copy["reason"]["kind"], "definition-changed", "{copy:#}");
+    let change = &copy["reason"]["changes"][0];
+    assert_eq!(change["name"], "action 1", "{copy:#}");
+    let (old, new) = (
+        change["old"].as_str().unwrap(),
+        change["new"].as_str().unwrap(),
+    );
+    assert!(old.starts_with("copy /a.txt -> /x.txt"), "{old}");
+    assert!(new.starts_with("copy /a.txt -> /y.txt"), "{new}");
+    let run = step(&steps, "RUN ls");
+    assert_eq!(run["reason"]["kind"], "input-changed", "{run:#}");
+}
+
+#[test]
 fn iidfile_and_metadata_file_name_the_image_and_the_build() {
     if !ready() {
         return;

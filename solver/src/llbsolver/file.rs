@@ -77,6 +77,10 @@ impl Op<Ref> for FileOp {
             .collect();
         let map = CacheMap {
             lineage: None,
+            outline: Some(crate::Outline {
+                kind: "file",
+                fields: kiln_llb::outline::file_fields(&self.file),
+            }),
             digest: self.digest.clone(),
             deps,
         };

@@ -521,6 +521,7 @@ impl Op<Ref> for GitSource {
             })
             .await?;
             Ok(CacheMap {
+                outline: None,
                 lineage: None,
                 digest: format!("{digest}:{commit}"),
                 deps: Vec::new(),

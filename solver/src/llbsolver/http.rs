@@ -314,6 +314,7 @@ impl Op<Ref> for HttpSource {
                 }
             };
             Ok(CacheMap {
+                outline: None,
                 lineage: None,
                 digest: format!("{digest}:{version}"),
                 deps: Vec::new(),

@@ -397,6 +397,7 @@ fn definition_map(
     inputs: usize,
 ) -> futures::future::BoxFuture<'static, Result<crate::CacheMap<Ref>, OpError>> {
     let map = crate::CacheMap {
+        outline: None,
         lineage: None,
         digest: digest.to_owned(),
         deps: (0..inputs).map(|_| crate::CacheDep::definition()).collect(),

@@ -189,6 +189,7 @@ impl Op<Ref> for ImageSource {
         // when no registry answers, the image stored under the name; so a moved tag is seen.
         if let Some((name, pinned)) = self.reference.split_once('@') {
             let map = CacheMap {
+                outline: None,
                 digest: self.digest.clone(),
                 deps: Vec::new(),
                 lineage: Some(image_lineage(name, pinned)),
@@ -227,6 +228,7 @@ impl Op<Ref> for ImageSource {
                 None => digest,
             };
             Ok(CacheMap {
+                outline: None,
                 lineage,
                 digest: key,
                 deps: Vec::new(),

@@ -1,6 +1,7 @@
 //! The keys of a vertex: definition-based, by its inputs' content-based keys, and by the
 //! content its op reads; and what the history records of them.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +11,10 @@ use sha2::{Digest as _, Sha256};
 use super::job::{Job, SharedAlt, SharedKey, SharedLookup};
 use super::{CacheDep, OpError, SolveError, SourceContent, Vertex, lock};
 use crate::cache_key::CacheKey;
-use crate::history::{History, KeyRecord, Lineage, LineageRecord, MissReason, diff_facts};
+use crate::history::{
+    DefinitionChange, History, KeyRecord, Lineage, LineageRecord, MissReason, Outline, PlaceRecord,
+    diff_facts, diff_fields,
+};
 
 /// A vertex's definition-based key and what went into it.
 pub(super) struct Keys<R> {
@@ -27,6 +31,20 @@ pub(super) struct Keys<R> {
     pub(super) lineage: Option<Lineage>,
     /// The last op of that lineage before this solve, when it was another op.
     pub(super) lineage_before: Option<LineageRecord>,
+    /// The op's parts and place, if it names its parts.
+    pub(super) place: Option<Place>,
+    /// Other ops keyed at that place before this solve.
+    pub(super) place_before: Vec<PlaceRecord>,
+}
+
+/// Where an op is in a graph, and what it is there.
+pub(super) struct Place {
+    /// The place: the op's kind on its inputs (see [`place`]).
+    id: String,
+    /// The op's parts.
+    outline: Outline,
+    /// The vertex's name, which tells apart ops at one place that differ alike.
+    name: String,
 }
 
 impl<R: Clone + Send + Sync + 'static> Job<R> {
@@ -108,7 +126,12 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 dep.selector.as_deref().unwrap_or("").as_bytes(),
             );
         }
-        let (previous, lineage_before) = {
+        let place = map.outline.map(|outline| Place {
+            id: place(outline.kind, &inputs),
+            outline,
+            name: vertex.name.clone(),
+        });
+        let (previous, lineage_before, place_before) = {
             let history = lock(&self.inner.history);
             let history = history.as_ref();
             let previous = history.and_then(|h| h.op(&map.digest).cloned());
@@ -117,12 +140,18 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 .as_ref()
                 .and_then(|l| history.and_then(|h| h.lineage(&l.id).cloned()))
                 .filter(|l| l.op != map.digest);
-            (previous, lineage_before)
+            let place_before = match (history, &place) {
+                (Some(history), Some(place)) => history.place(&place.id, &map.digest),
+                _ => Vec::new(),
+            };
+            (previous, lineage_before, place_before)
         };
         Ok(Keys {
             previous,
             lineage: map.lineage,
             lineage_before,
+            place,
+            place_before,
             definition: CacheKey::from_bytes(hasher.finalize().into()),
             op: map.digest,
             content,
@@ -312,7 +341,10 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 (Some(lineage), Some(before)) => MissReason::DefinitionChanged {
                     changes: diff_facts(&before.facts, &lineage.facts),
                 },
-                _ => MissReason::NoRecord,
+                _ => match place_changes(keys) {
+                    Some(changes) => MissReason::DefinitionChanged { changes },
+                    None => MissReason::NoRecord,
+                },
             };
         };
         let content = keys.content.as_ref().map(|c| c.digest.clone());
@@ -372,10 +404,55 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         if let Some(lineage) = &keys.lineage {
             history.record_lineage(lineage, &keys.op);
         }
+        if let Some(place) = &keys.place {
+            let facts = keys.lineage.as_ref().map_or(&[][..], |l| &l.facts[..]);
+            history.record_place(&place.id, &keys.op, &place.outline, &place.name, facts);
+        }
         if let Some(reason) = miss {
             history.record_miss(digest, reason);
         }
     }
+}
+
+/// The place of an op: its kind on these inputs (each input's key; not the selectors, which
+/// the op's own definition makes). Two ops at one place differ only in their definitions.
+fn place(kind: &str, inputs: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    hash_field(&mut hasher, b"place");
+    hash_field(&mut hasher, kind.as_bytes());
+    for part in inputs {
+        hash_field(&mut hasher, part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// What changed from the op at the same place that this one differs least from, if any op
+/// was keyed there. Of those that differ in as many parts, the one whose vertex name shares
+/// the longest beginning with this one's (`[stage 2/3] RUN …` names its stage), then the most
+/// recently used.
+fn place_changes<R>(keys: &Keys<R>) -> Option<Vec<DefinitionChange>> {
+    let place = keys.place.as_ref()?;
+    let facts = keys.lineage.as_ref().map_or(&[][..], |l| &l.facts[..]);
+    let shared = |name: &str| {
+        name.chars()
+            .zip(place.name.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    keys.place_before
+        .iter()
+        .map(|before| {
+            let mut changes = diff_fields(&before.fields, &place.outline.fields);
+            changes.extend(diff_facts(&before.facts, facts));
+            let rank = (
+                changes.len(),
+                Reverse(shared(&before.name)),
+                Reverse(before.used),
+            );
+            (rank, changes)
+        })
+        .min_by(|(a, _), (b, _)| a.cmp(b))
+        .map(|(_, changes)| changes)
 }
 
 /// Length-prefixes each field so that no two different field lists hash alike.

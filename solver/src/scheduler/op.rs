@@ -8,7 +8,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use super::{OpContext, OpError};
 use crate::cache_key::CacheKey;
-use crate::history::{FileChange, History, Lineage};
+use crate::history::{FileChange, History, Lineage, Outline};
 
 /// What an op's result depends on, besides the op itself.
 pub struct CacheMap<R> {
@@ -20,6 +20,9 @@ pub struct CacheMap<R> {
     /// What identifies the op across builds when its variable parts change (see
     /// [`Lineage`]), so that a miss can say which of those changed; `None`: nothing does.
     pub lineage: Option<Lineage>,
+    /// The op's parts as a user names them, so that a miss of a changed op that has no
+    /// lineage record can say which part changed (see [`Outline`]); `None`: no such parts.
+    pub outline: Option<Outline>,
 }
 
 /// How one input contributes to a cache key.

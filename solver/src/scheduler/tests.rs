@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt};
 
 use super::*;
 use crate::cache_key::CacheKey;
-use crate::history::{DefinitionChange, Fact, Lineage, MissReason};
+use crate::history::{DefinitionChange, Fact, Lineage, MissReason, Outline};
 
 #[derive(Default)]
 struct Counters {
@@ -39,6 +39,8 @@ struct Sum {
     source_content: Option<String>,
     /// A lineage named after the op, with its `add` as the value of a variable `ADD`.
     lineage: bool,
+    /// An outline of kind `sum` whose one part, `command`, is `add N`.
+    outline: bool,
 }
 
 struct SetOnDrop(Arc<AtomicBool>);
@@ -51,6 +53,10 @@ impl Drop for SetOnDrop {
 impl Op<u64> for Sum {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<u64>, OpError>> {
         let map = CacheMap {
+            outline: self.outline.then(|| Outline {
+                kind: "sum",
+                fields: vec![("command".into(), format!("add {}", self.add))],
+            }),
             lineage: self.lineage.then(|| Lineage {
                 id: format!("lineage:{}", self.name),
                 facts: vec![Fact::Env {
@@ -161,6 +167,7 @@ impl TestGraph {
             dropped: None,
             source_content: None,
             lineage: false,
+            outline: false,
         };
         tweak(&mut op);
         self.graph.add(Vertex {
@@ -650,6 +657,40 @@ async fn a_changed_op_of_a_known_lineage_names_the_changed_fact() {
         .await
         .unwrap();
     assert_eq!(recorder.cached(), ["base", "run"]);
+}
+
+#[tokio::test]
+async fn a_changed_op_is_compared_with_the_op_at_its_place_it_differs_least_from() {
+    let scheduler = Scheduler::builder()
+        .cache(Arc::new(MemCache::default()))
+        .build();
+    // Two ops on one input: both at one place. `b` sorts first by its op's digest.
+    let build = |a: u64, base: u64| {
+        let mut t = TestGraph::new();
+        t.sum("base", base, &[])
+            .add("a", a, &["base"], |op| op.outline = true)
+            .add("b", 1, &["base"], |op| op.outline = true)
+            .sum("top", 0, &["a", "b"]);
+        Arc::new(t.graph)
+    };
+    let reason = |vertex: &str| scheduler.history().miss(vertex).map(|m| m.reason.clone());
+    solve(&scheduler, build(5, 100), "top").await.unwrap();
+    assert_eq!(reason("a"), Some(MissReason::NoRecord));
+    // `a` changes: both ops there differ from it in its command; `a` is named alike.
+    solve(&scheduler, build(6, 100), "top").await.unwrap();
+    assert_eq!(
+        reason("a"),
+        Some(MissReason::DefinitionChanged {
+            changes: vec![DefinitionChange::Field {
+                name: "command".into(),
+                old: Some("add 5".into()),
+                new: Some("add 6".into()),
+            }],
+        })
+    );
+    // On another input, an op is at a new place: nothing to compare it with.
+    solve(&scheduler, build(7, 200), "top").await.unwrap();
+    assert_eq!(reason("a"), Some(MissReason::NoRecord));
 }
 
 #[tokio::test]

@@ -140,6 +140,10 @@ impl Op<Ref> for ExecOp {
             digest: self.digest.clone(),
             deps: (0..self.inputs).map(|_| CacheDep::definition()).collect(),
             lineage: Some(self.lineage.clone()),
+            outline: Some(crate::Outline {
+                kind: "exec",
+                fields: kiln_llb::outline::exec_fields(&self.exec),
+            }),
         };
         async move { Ok(map) }.boxed()
     }
