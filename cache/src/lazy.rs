@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::lease::Held;
 use crate::meta::{self, Commit};
-use crate::pull::{PullOptions, sources};
+use crate::pull::{PullEvent, PullOptions, PullProgress, PullStage, sources};
 use crate::registry::parse_reference;
 use crate::snapshot::{SnapshotKind, SnapshotRecord, chain_id};
 use crate::store::{Store, now};
@@ -179,6 +179,17 @@ impl Store {
 /// registries their records name (with `pull`'s mirrors and credentials), so that its files
 /// can be read. Nothing to do for a chain that has none.
 pub async fn realize(store: &Arc<Store>, key: &str, pull: &PullOptions) -> Result<(), Error> {
+    realize_with_progress(store, key, pull, &()).await
+}
+
+/// [`realize`], reporting the download and the unpacking of each lazy layer as a
+/// [`PullEvent::StageDone`].
+pub async fn realize_with_progress(
+    store: &Arc<Store>,
+    key: &str,
+    pull: &PullOptions,
+    progress: &dyn PullProgress,
+) -> Result<(), Error> {
     let lazy = {
         let store = store.clone();
         let key = key.to_owned();
@@ -190,10 +201,21 @@ pub async fn realize(store: &Arc<Store>, key: &str, pull: &PullOptions) -> Resul
         else {
             continue;
         };
+        let started = std::time::Instant::now();
+        let had = store.has_blob(&blob);
         let fetched = fetch_remote_blob(store, &blob, remote, pull).await;
         if let Err(error) = fetched {
             return Err(forget_if_false(store, &record.key, error).await);
         }
+        let bytes = remote.size;
+        if !had {
+            progress.event(PullEvent::StageDone {
+                stage: PullStage::Download,
+                started,
+                bytes,
+            });
+        }
+        let started = std::time::Instant::now();
         let parent: Option<Digest> = match &record.parent {
             Some(parent) => Some(parent.parse().map_err(|_| Error::SnapshotNotFound {
                 key: parent.clone(),
@@ -214,6 +236,11 @@ pub async fn realize(store: &Arc<Store>, key: &str, pull: &PullOptions) -> Resul
             // Records are keyed by chain ID; a record under another key is not ours to fill.
             return Err(Error::SnapshotNotFound { key: record.key });
         }
+        progress.event(PullEvent::StageDone {
+            stage: PullStage::Unpack,
+            started,
+            bytes,
+        });
         tracing::debug!(snapshot = %record.key, %blob, "realized a lazy layer");
     }
     Ok(())

@@ -121,13 +121,13 @@ pub use image::{
     normalize_name, oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
-pub use lazy::{LazyLayer, RemoteLayer, fetch_remote_blob, realize};
+pub use lazy::{LazyLayer, RemoteLayer, fetch_remote_blob, realize, realize_with_progress};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use mount::{View, with_views};
 pub use oci_client;
 pub use oci_spec;
-pub use pull::{PullEvent, PullOptions, PullProgress, Pulled, pull, resolve_digest};
+pub use pull::{PullEvent, PullOptions, PullProgress, PullStage, Pulled, pull, resolve_digest};
 pub use registry::{
     Config, Credentials, DockerConfigFile, RegistryConfig, digest_name, docker_config_path,
     is_docker_hub, parse_reference,

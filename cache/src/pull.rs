@@ -136,6 +136,16 @@ pub enum PullEvent {
     LayerDownloaded(Digest),
     /// A layer was unpacked.
     LayerUnpacked(Digest),
+    /// A stage of the pull ended: the download of the layers the store lacked, or the
+    /// unpacking of those not unpacked yet.
+    StageDone {
+        /// Which stage.
+        stage: PullStage,
+        /// When it began.
+        started: std::time::Instant,
+        /// The bytes of the layers it downloaded or unpacked (compressed sizes).
+        bytes: u64,
+    },
     /// No source said what the tag points to now, so the image in the store was used.
     StoreFallback {
         /// The normalised reference.
@@ -143,6 +153,15 @@ pub enum PullEvent {
         /// Why the registry could not be asked.
         reason: String,
     },
+}
+
+/// A stage of a pull (see [`PullEvent::StageDone`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStage {
+    /// Downloading the layers the store lacks.
+    Download,
+    /// Unpacking layers into snapshots.
+    Unpack,
 }
 
 /// Receives [`PullEvent`]s.
@@ -761,6 +780,9 @@ async fn fetch_and_unpack(
     diff_ids: &[Digest],
     progress: &dyn PullProgress,
 ) -> Result<(Option<Digest>, u64), Error> {
+    let started = std::time::Instant::now();
+    let downloaded = std::sync::atomic::AtomicU64::new(0);
+    let downloaded = &downloaded;
     futures::stream::iter(descriptors.iter().zip(layers))
         .map(|(descriptor, digest)| async move {
             if store.has_blob(digest) {
@@ -779,15 +801,27 @@ async fn fetch_and_unpack(
             progress.event(PullEvent::LayerDownloading(*digest));
             source.blob(store, descriptor, digest).await?;
             progress.event(PullEvent::LayerDownloaded(*digest));
+            let bytes = u64::try_from(descriptor.size).unwrap_or(0);
+            downloaded.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, Error>(())
         })
         .buffer_unordered(CONCURRENT_DOWNLOADS)
         .try_collect::<Vec<()>>()
         .await?;
+    let downloaded = downloaded.load(std::sync::atomic::Ordering::Relaxed);
+    if downloaded > 0 {
+        progress.event(PullEvent::StageDone {
+            stage: PullStage::Download,
+            started,
+            bytes: downloaded,
+        });
+    }
 
+    let started = std::time::Instant::now();
+    let mut unpacked = 0;
     let mut parent = None;
     let mut size = 0;
-    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+    for ((layer, diff_id), descriptor) in layers.iter().zip(diff_ids).zip(descriptors) {
         let existed = store
             .snapshot(&crate::chain_id(parent.as_ref(), diff_id).to_string())?
             .is_some();
@@ -800,8 +834,16 @@ async fn fetch_and_unpack(
         size += store.snapshot(&chain.to_string())?.map_or(0, |s| s.size);
         if !existed {
             progress.event(PullEvent::LayerUnpacked(*layer));
+            unpacked += u64::try_from(descriptor.size).unwrap_or(0);
         }
         parent = Some(chain);
+    }
+    if unpacked > 0 {
+        progress.event(PullEvent::StageDone {
+            stage: PullStage::Unpack,
+            started,
+            bytes: unpacked,
+        });
     }
 
     Ok((parent, size))

@@ -107,8 +107,8 @@ impl<W: Write + Send + 'static> Reporter for PlainProgress<W> {
                 let first = error.lines().next().unwrap_or_default().to_owned();
                 writeln!(text, "{rest}#{n} ERROR: {first}\n")
             }
-            // Why it missed is for `kiln explain`, not the progress.
-            Event::Missed { .. } => Ok(()),
+            // Why it missed is for `kiln explain`, and its phases for `--trace`.
+            Event::Missed { .. } | Event::Phase { .. } => Ok(()),
         };
         // Output is best effort: a closed terminal must not fail the build.
         let _ = state.out.write_all(text.as_bytes());
@@ -306,8 +306,8 @@ impl TtyModel {
                 };
                 view.state = VertexState::Failed(at.saturating_duration_since(since));
             }
-            // Why it missed is for `kiln explain`, not the live view.
-            Event::Missed { .. } => {}
+            // Why it missed is for `kiln explain`, and its phases for `--trace`.
+            Event::Missed { .. } | Event::Phase { .. } => {}
         }
     }
 

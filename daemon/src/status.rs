@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::Stream;
 use kiln_solver::{Event, Reporter};
 use prost_types::Timestamp;
 use tokio::sync::Notify;
 
-use crate::pb::control::{StatusResponse, Vertex, VertexLog};
+use crate::pb::control::{StatusResponse, Vertex, VertexLog, VertexStatus};
 
 /// How long a finished build's progress stays readable, for a `Status` that comes late.
 const KEEP_FINISHED: Duration = Duration::from_secs(60);
@@ -127,6 +127,33 @@ impl Reporter for Progress {
                 }),
                 // Not sent (see above).
                 Event::Missed { .. } => StatusResponse::default(),
+                // A phase is a status of its vertex, as BuildKit reports a layer's download.
+                Event::Phase {
+                    vertex,
+                    name,
+                    started,
+                    ended,
+                    bytes,
+                } => {
+                    let at = |instant: Instant| {
+                        now.checked_sub(Instant::now().saturating_duration_since(instant))
+                            .unwrap_or(now)
+                    };
+                    let bytes = bytes.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
+                    StatusResponse {
+                        statuses: vec![VertexStatus {
+                            id: name.to_owned(),
+                            vertex: vertex.to_string(),
+                            name: name.to_owned(),
+                            current: bytes,
+                            total: bytes,
+                            timestamp: Some(timestamp(now)),
+                            started: Some(timestamp(at(started))),
+                            completed: Some(timestamp(at(ended))),
+                        }],
+                        ..StatusResponse::default()
+                    }
+                }
                 Event::Log {
                     vertex,
                     stream,

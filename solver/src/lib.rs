@@ -79,10 +79,12 @@ pub use llbsolver::{
     Container, GitMeta, HttpMeta, LocalDirs, LocalRequest, Ref, Session, SessionConfig, SourceMeta,
     load_history,
 };
-pub use record::{BuildRecord, BuildStatus, Recorder, StepRecord, StepStatus, new_build_id};
+pub use record::{
+    BuildRecord, BuildStatus, PhaseRecord, Recorder, StepRecord, StepStatus, new_build_id,
+};
 
 pub use scheduler::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Event, Graph, NoCache, NoReporter, Op,
-    OpContext, OpError, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SharedWork,
+    OpContext, OpError, Phase, Reporter, ResourceClass, Scheduler, SchedulerBuilder, SharedWork,
     SolveError, SolvedGraph, SolvedVertex, SourceContent, Vertex,
 };

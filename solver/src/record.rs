@@ -54,6 +54,27 @@ pub struct StepRecord {
     /// The digests of the vertices it reads, in order.
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// The phases its op reported, in the order they ended (at most [`MAX_PHASES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseRecord>,
+}
+
+/// How many phases a step keeps; an op reporting more (one per layer, say) keeps the first.
+const MAX_PHASES: usize = 64;
+
+/// A phase of a step (see [`Event::Phase`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// What the op did (`pull`, `unpack`, `checksum`, `transfer`, `mounts`, `run`, `commit`,
+    /// `copy`).
+    pub name: String,
+    /// When it began, in milliseconds since the build started.
+    pub started_ms: u64,
+    /// When it ended, in milliseconds since the build started.
+    pub ended_ms: u64,
+    /// The bytes it moved or read, when the op counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 impl StepRecord {
@@ -276,6 +297,7 @@ impl Reporter for Recorder {
                         completed_ms: None,
                         error: None,
                         inputs: Vec::new(),
+                        phases: Vec::new(),
                     });
                     state.steps.len() - 1
                 });
@@ -315,6 +337,28 @@ impl Reporter for Recorder {
                     s.status = StepStatus::Failed;
                     s.completed_ms = Some(at);
                     s.error = error.lines().next().map(str::to_owned);
+                }
+                Event::Phase {
+                    vertex,
+                    name,
+                    started,
+                    ended,
+                    bytes,
+                } => {
+                    let since = |at: &Instant| {
+                        let elapsed = at.saturating_duration_since(self.started);
+                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                    };
+                    let n = step(vertex, None);
+                    let phases = &mut state.steps[n].phases;
+                    if phases.len() < MAX_PHASES {
+                        phases.push(PhaseRecord {
+                            name: (*name).to_owned(),
+                            started_ms: since(started),
+                            ended_ms: since(ended),
+                            bytes: *bytes,
+                        });
+                    }
                 }
                 Event::Log { .. } => {}
             }
@@ -393,6 +437,7 @@ mod tests {
             started_ms: Some(10),
             completed_ms: Some(10 + ran),
             error: None,
+            phases: Vec::new(),
             inputs: inputs.iter().map(|i| (*i).to_owned()).collect(),
         };
         // base(5) -> a(100) -> top(1); base -> b(50) -> top: a's chain is the longer.

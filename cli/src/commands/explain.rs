@@ -229,6 +229,7 @@ mod tests {
             started_ms: None,
             completed_ms: None,
             error: None,
+            phases: Vec::new(),
             inputs: Vec::new(),
         }
     }

@@ -250,6 +250,90 @@ fn explain_names_the_changed_command_and_copy_destination_of_a_step() {
 }
 
 #[test]
+fn the_trace_has_each_step_s_phases_with_their_bytes_and_counters() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let trace = dir.join("trace.json");
+    assert_ok(build(dir, "four", &["--trace", &trace.to_string_lossy()]));
+    let trace: serde_json::Value = serde_json::from_slice(&fs_err::read(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    // The thread of each step, by its name.
+    let thread = |part: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["name"] == "thread_name" && e["args"]["name"].as_str().unwrap().contains(part)
+            })
+            .unwrap_or_else(|| panic!("no step {part:?}"))["tid"]
+            .clone()
+    };
+    let phases = |part: &str| -> Vec<(String, Option<u64>)> {
+        let tid = thread(part);
+        events
+            .iter()
+            .filter(|e| e["cat"] == "phase" && e["tid"] == tid)
+            .filter(|e| e["name"] != "queued" && e["name"] != "running")
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["args"]["bytes"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    // The base image: its layers' compressed bytes downloaded, then unpacked.
+    let manifest = kiln_testdata::busybox_layout()
+        .join("blobs/sha256")
+        .join(&kiln_testdata::BUSYBOX_MANIFEST_DIGEST["sha256:".len()..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(manifest).unwrap()).unwrap();
+    let layers: u64 = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        phases("busybox"),
+        [
+            ("pull".to_owned(), Some(layers)),
+            ("unpack".to_owned(), Some(layers))
+        ]
+    );
+    // The context (the files the COPY reads, app.txt): checksummed, then copied in.
+    let context = "four".len() as u64;
+    assert_eq!(
+        phases("load build context"),
+        [
+            ("checksum".to_owned(), Some(context)),
+            ("transfer".to_owned(), Some(context))
+        ]
+    );
+    let names = |part: &str| -> Vec<String> { phases(part).into_iter().map(|p| p.0).collect() };
+    assert_eq!(names("COPY app.txt"), ["files"]);
+    assert_eq!(names("RUN cat"), ["mounts", "run", "commit"]);
+    // Counters: one process at most, and the bytes moved by kind.
+    let counters = |name: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "C" && e["name"] == name)
+            .map(|e| &e["args"])
+            .collect()
+    };
+    let processes: Vec<i64> = counters("processes")
+        .iter()
+        .map(|a| a["processes"].as_i64().unwrap())
+        .collect();
+    assert_eq!(processes, [1, 0]);
+    let last = counters("bytes").last().copied().unwrap().clone();
+    assert_eq!(last["pull"], layers);
+    assert_eq!(last["transfer"], context);
+}
+
+#[test]
 fn iidfile_and_metadata_file_name_the_image_and_the_build() {
     if !ready() {
         return;

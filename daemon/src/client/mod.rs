@@ -680,6 +680,7 @@ mod tests {
                     format!("log {stream} {}", String::from_utf8_lossy(&data))
                 }
                 Event::Missed { .. } => "missed".to_owned(),
+                Event::Phase { name, .. } => format!("phase {name}"),
             };
             self.0.lock().unwrap().push(text);
         }

@@ -89,12 +89,16 @@ impl Op<Ref> for FileOp {
 
     fn exec(
         &self,
-        _: OpContext,
+        ctx: OpContext,
         inputs: Vec<Ref>,
     ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
         let file = self.file.clone();
-        async move { Ok(blocking(move || run(&config, &file, &inputs)).await?) }.boxed()
+        async move {
+            let _phase = ctx.phase("files");
+            Ok(blocking(move || run(&config, &file, &inputs)).await?)
+        }
+        .boxed()
     }
 }
 

@@ -617,13 +617,17 @@ impl CacheStore<Ref> for StoreCache {
             .boxed()
     }
 
-    fn realize(&self, result: &Ref) -> BoxFuture<'static, Result<(), OpError>> {
+    fn realize(
+        &self,
+        result: &Ref,
+        ctx: crate::OpContext,
+    ) -> BoxFuture<'static, Result<(), OpError>> {
         let Some(key) = result.key().map(str::to_owned) else {
             return futures::future::ready(Ok(())).boxed();
         };
         let (store, pull) = (self.store.clone(), self.pull.clone());
         async move {
-            kiln_cache::realize(&store, &key, &pull)
+            kiln_cache::realize_with_progress(&store, &key, &pull, &source::VertexLog(ctx))
                 .await
                 .map_err(Error::from)
         }

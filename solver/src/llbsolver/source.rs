@@ -157,15 +157,30 @@ where
 
 /// Says in the image vertex's output when the stored image stands in for a tag that no
 /// registry could check.
-struct VertexLog(OpContext);
+/// Pull progress as the phases (and store fallback warnings) of the vertex pulling.
+pub(super) struct VertexLog(pub(super) OpContext);
 
 impl kiln_cache::PullProgress for VertexLog {
     fn event(&self, event: kiln_cache::PullEvent) {
-        if let kiln_cache::PullEvent::StoreFallback { reference, reason } = event {
-            let line = format!(
-                "could not check {reference} against its registry ({reason}); using the image in the store\n"
-            );
-            self.0.log(2, line.as_bytes());
+        match event {
+            kiln_cache::PullEvent::StoreFallback { reference, reason } => {
+                let line = format!(
+                    "could not check {reference} against its registry ({reason}); using the image in the store\n"
+                );
+                self.0.log(2, line.as_bytes());
+            }
+            kiln_cache::PullEvent::StageDone {
+                stage,
+                started,
+                bytes,
+            } => {
+                let name = match stage {
+                    kiln_cache::PullStage::Download => "pull",
+                    kiln_cache::PullStage::Unpack => "unpack",
+                };
+                self.0.phase_ended(name, started, Some(bytes));
+            }
+            _ => {}
         }
     }
 }
@@ -330,7 +345,7 @@ impl Op<Ref> for LocalSource {
     /// other attributes hit the same cache.
     fn content_key(
         &self,
-        _: OpContext,
+        ctx: OpContext,
     ) -> BoxFuture<'static, Result<Option<SourceContent>, OpError>> {
         let dir = self.dir();
         let filter = self.filter.clone();
@@ -338,8 +353,10 @@ impl Op<Ref> for LocalSource {
         let keyed = self.keyed.clone();
         async move {
             let dir = dir.await?;
+            let mut phase = ctx.phase("checksum");
             let content = blocking(move || {
                 let selected = filter.select(&dir)?;
+                phase.bytes(file_bytes(&selected));
                 let mut cache = ChecksumCache::load(store.root(), &dir);
                 let digest = tree_digest(&dir, &selected, &mut cache)?;
                 let (changed, change) = cache.first_change_detail(&selected).unzip();
@@ -366,13 +383,14 @@ impl Op<Ref> for LocalSource {
         .boxed()
     }
 
-    fn exec(&self, _: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
+    fn exec(&self, ctx: OpContext, _: Vec<Ref>) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let dir = self.dir();
         let store = self.config.store.clone();
         let filter = self.filter.clone();
         let keyed = self.keyed.clone();
         async move {
             let dir = dir.await?;
+            let mut phase = ctx.phase("transfer");
             Ok(blocking(move || {
                 let keyed = keyed.lock().unwrap_or_else(PoisonError::into_inner).take();
                 let (selected, checksums) = match keyed {
@@ -382,6 +400,7 @@ impl Op<Ref> for LocalSource {
                     }) => (selected, Some(checksums)),
                     None => (filter.select(&dir)?, None),
                 };
+                phase.bytes(file_bytes(&selected));
                 let result = snapshot_from_dir(&store, &dir, &selected, "local")?;
                 if let (Some(checksums), Some(key)) = (checksums, result.key()) {
                     let known = known_files(&selected, &checksums);
@@ -393,6 +412,15 @@ impl Op<Ref> for LocalSource {
         }
         .boxed()
     }
+}
+
+/// The bytes of the selected regular files.
+fn file_bytes(selected: &[Selected]) -> u64 {
+    selected
+        .iter()
+        .filter(|e| e.meta.is_file())
+        .map(|e| e.meta.len())
+        .sum()
 }
 
 /// The checksums of the selected files that still have the stat they were hashed at: the

@@ -87,7 +87,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         let result = self.edge_result(edge).await?;
         self.inner
             .cache
-            .realize(&result)
+            .realize(&result, self.context(&edge.vertex))
             .await
             .map_err(|source| SolveError::Cache {
                 vertex: edge.vertex.clone(),

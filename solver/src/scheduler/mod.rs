@@ -60,7 +60,7 @@ pub use self::op::{
     CacheDep, CacheMap, CacheStore, ContentDigestFn, Edge, Graph, NoCache, Op, ResourceClass,
     SourceContent, Vertex,
 };
-pub use self::progress::{Event, NoReporter, OpContext, Reporter};
+pub use self::progress::{Event, NoReporter, OpContext, Phase, Reporter};
 pub use self::solved::{SolvedGraph, SolvedVertex};
 use crate::cache_key::CacheKey;
 use crate::history::History;

@@ -223,8 +223,9 @@ pub trait CacheStore<R>: Send + Sync + 'static {
     fn save(&self, key: &CacheKey, outputs: &[R]) -> BoxFuture<'static, Result<(), OpError>>;
     /// Makes a result ready to be read by an op that runs or hashes it: a cache whose
     /// [`CacheStore::load`] hands out results it has not fetched yet (lazy) fetches this one
-    /// now. By default every result is ready.
-    fn realize(&self, _result: &R) -> BoxFuture<'static, Result<(), OpError>> {
+    /// now, reporting its phases through `ctx` (the vertex that made the result). By default
+    /// every result is ready.
+    fn realize(&self, _result: &R, _ctx: OpContext) -> BoxFuture<'static, Result<(), OpError>> {
         futures::future::ready(Ok(())).boxed()
     }
     /// The key history saved last (see [`History`]); empty by default.

@@ -1,8 +1,8 @@
 //! Progress as data: the events a solve reports, the [`Reporter`] that receives them, and the
-//! [`OpContext`] through which an op reports its output.
+//! [`OpContext`] through which an op reports its output and its phases.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::history::MissReason;
 
@@ -49,6 +49,20 @@ pub enum Event {
         /// The error, as text.
         error: String,
     },
+    /// A phase of an op ended: a part of its work with a name of its own (`pull`, `unpack`,
+    /// `checksum`, `transfer`, `mounts`, `run`, `commit`, `copy`), reported by the op.
+    Phase {
+        /// The vertex digest.
+        vertex: Arc<str>,
+        /// What the op did.
+        name: &'static str,
+        /// When the phase began.
+        started: Instant,
+        /// When it ended.
+        ended: Instant,
+        /// The bytes it moved or read, when it counts them.
+        bytes: Option<u64>,
+    },
     /// Output of a running op (for exec: its stdout or stderr).
     Log {
         /// The vertex digest.
@@ -94,5 +108,48 @@ impl OpContext {
             stream,
             data: data.to_vec(),
         });
+    }
+
+    /// Starts a phase of the op; it is reported ([`Event::Phase`]) when the guard is dropped.
+    pub fn phase(&self, name: &'static str) -> Phase {
+        Phase {
+            ctx: self.clone(),
+            name,
+            started: Instant::now(),
+            bytes: None,
+        }
+    }
+
+    /// Reports a phase that began at `started` and ends now.
+    pub fn phase_ended(&self, name: &'static str, started: Instant, bytes: Option<u64>) {
+        self.reporter.event(Event::Phase {
+            vertex: self.vertex.clone(),
+            name,
+            started,
+            ended: Instant::now(),
+            bytes,
+        });
+    }
+}
+
+/// A phase of an op under way (see [`OpContext::phase`]); reported when dropped, also when
+/// the op fails within it.
+pub struct Phase {
+    ctx: OpContext,
+    name: &'static str,
+    started: Instant,
+    bytes: Option<u64>,
+}
+
+impl Phase {
+    /// Sets the bytes the phase moved or read.
+    pub fn bytes(&mut self, bytes: u64) {
+        self.bytes = Some(bytes);
+    }
+}
+
+impl Drop for Phase {
+    fn drop(&mut self) {
+        self.ctx.phase_ended(self.name, self.started, self.bytes);
     }
 }

@@ -44,7 +44,10 @@ pub(super) fn summary(record: &BuildRecord, label: impl Fn(&StepRecord) -> Strin
 }
 
 /// The Chrome trace-event document: per step a thread named after it with one span for the
-/// whole step, and inside it a `queued` span (until it started) and a `running` span.
+/// whole step, and inside it a `queued` span (until it started), a `running` span and a span
+/// for each phase its op reported (`pull`, `unpack`, `checksum`, `transfer`, `mounts`, `run`,
+/// `commit`, `files`, with the bytes it counted). Counters: the bytes each kind of phase moved
+/// so far, and the processes running at once.
 pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
     let us = |ms: u64| ms * 1000;
     let mut events = vec![serde_json::json!({
@@ -78,8 +81,49 @@ pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
                 }));
             }
         }
+        for phase in &step.phases {
+            let ended = phase.ended_ms.max(phase.started_ms);
+            events.push(serde_json::json!({
+                "name": phase.name, "cat": "phase", "ph": "X", "pid": 1, "tid": tid,
+                "ts": us(phase.started_ms), "dur": us(ended - phase.started_ms),
+                "args": { "bytes": phase.bytes },
+            }));
+        }
     }
+    events.extend(counters(record).into_iter().map(|(ms, name, args)| {
+        serde_json::json!({ "name": name, "ph": "C", "pid": 1, "ts": us(ms), "args": args })
+    }));
     serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+}
+
+/// The trace's counters, in time order: after each phase that counted bytes, the bytes of
+/// its kind so far (`bytes`); at each start and end of a `run` phase, the processes running
+/// (`processes`).
+fn counters(record: &BuildRecord) -> Vec<(u64, &'static str, serde_json::Value)> {
+    use std::collections::BTreeMap;
+    let phases = || record.steps.iter().flat_map(|s| &s.phases);
+    let mut out = Vec::new();
+    let mut moved: Vec<_> = phases().filter(|p| p.bytes.is_some()).collect();
+    moved.sort_by_key(|p| p.ended_ms);
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for phase in moved {
+        *totals.entry(&phase.name).or_default() += phase.bytes.unwrap_or(0);
+        out.push((phase.ended_ms, "bytes", serde_json::json!(totals)));
+    }
+    let mut changes: Vec<(u64, i64)> = phases()
+        .filter(|p| p.name == "run")
+        .flat_map(|p| [(p.started_ms, 1), (p.ended_ms.max(p.started_ms), -1)])
+        .collect();
+    // At one instant, ends before starts: a process that ended is not counted beside the
+    // next one.
+    changes.sort();
+    let mut running = 0;
+    for (ms, change) in changes {
+        running += change;
+        out.push((ms, "processes", serde_json::json!({ "processes": running })));
+    }
+    out.sort_by_key(|(ms, _, _)| *ms);
+    out
 }
 
 /// The build's graph: a node per step, coloured by what became of it (grey: cached, green:
@@ -118,9 +162,18 @@ pub(super) fn dot(record: &BuildRecord) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kiln_solver::{BuildStatus, MissReason};
+    use kiln_solver::{BuildStatus, MissReason, PhaseRecord};
 
     use super::*;
+
+    fn phase(name: &str, started_ms: u64, ended_ms: u64, bytes: Option<u64>) -> PhaseRecord {
+        PhaseRecord {
+            name: name.into(),
+            started_ms,
+            ended_ms,
+            bytes,
+        }
+    }
 
     fn record() -> BuildRecord {
         let step = |vertex: &str, status, times: Option<(u64, u64)>, inputs: &[&str]| StepRecord {
@@ -133,6 +186,14 @@ mod tests {
             completed_ms: times.map(|t| t.1),
             error: None,
             inputs: inputs.iter().map(|i| (*i).to_owned()).collect(),
+            phases: times
+                .map(|(start, end)| {
+                    vec![
+                        phase("run", start, end - 100, None),
+                        phase("commit", end - 100, end, Some(4096)),
+                    ]
+                })
+                .unwrap_or_default(),
         };
         BuildRecord {
             id: "b1".into(),
@@ -167,7 +228,42 @@ mod tests {
         let events = trace["traceEvents"].as_array().unwrap();
         let spans = |cat: &str| events.iter().filter(|e| e["cat"] == cat).count();
         assert_eq!(spans("vertex"), 4);
-        assert_eq!(spans("phase"), 6);
+        // queued and running of each step that ran, and its op's two phases.
+        assert_eq!(spans("phase"), 12);
+        let commit = events
+            .iter()
+            .find(|e| e["name"] == "commit" && e["ts"] == 3_800_000)
+            .unwrap();
+        assert_eq!(commit["dur"], 100_000);
+        assert_eq!(commit["args"]["bytes"], 4096);
+        // Counters: bytes committed so far, processes running (`make` and `lint` at once).
+        let counter = |name: &str| -> Vec<(u64, serde_json::Value)> {
+            events
+                .iter()
+                .filter(|e| e["ph"] == "C" && e["name"] == name)
+                .map(|e| (e["ts"].as_u64().unwrap(), e["args"].clone()))
+                .collect()
+        };
+        let bytes: Vec<u64> = counter("bytes")
+            .iter()
+            .map(|(_, args)| args["commit"].as_u64().unwrap())
+            .collect();
+        assert_eq!(bytes, [4096, 8192, 12288]);
+        let processes: Vec<(u64, i64)> = counter("processes")
+            .into_iter()
+            .map(|(ts, args)| (ts / 1000, args["processes"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            processes,
+            [
+                (100, 1),
+                (100, 2),
+                (500, 1),
+                (3000, 0),
+                (3100, 1),
+                (3800, 0)
+            ]
+        );
         let make = events
             .iter()
             .find(|e| e["cat"] == "vertex" && e["args"]["vertex"] == "make")

@@ -386,8 +386,10 @@ async fn run(
     let security = entitled(&exec, config.entitlements)
         .map_err(|entitlement| Error::NotEntitled { entitlement })?;
     let meta = exec.meta.clone().unwrap_or_default();
+    let phase = ctx.phase("mounts");
     let prepared = Prepared::new(&config, &exec.mounts, &inputs).await?;
     let request = prepared.request(&config, &meta, &exec.secretenv, exec.network, security)?;
+    drop(phase);
     let Prepared {
         root: active,
         mut writable,
@@ -399,6 +401,7 @@ async fn run(
     let tail = Arc::new(Mutex::new(Tail::default()));
     let sink_tail = tail.clone();
     let sink_ctx = ctx.clone();
+    let phase = ctx.phase("run");
     let status = config
         .executor
         .run(
@@ -412,6 +415,7 @@ async fn run(
             }),
         )
         .await?;
+    drop(phase);
     drop(cache_locks);
     drop(ssh_forwarders);
     let valid = if meta.valid_exit_codes.is_empty() {
@@ -430,6 +434,7 @@ async fn run(
     }
 
     // Commit the root's upper as the output of the root mount.
+    let _commit = ctx.phase("commit");
     let root = blocking(move || active.commit("exec")).await?;
     let outputs = exec
         .mounts
