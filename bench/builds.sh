@@ -19,7 +19,7 @@ runs=${RUNS:-3}
 cases=${CASES:-chain30 multistage parallel6 big500 context20k}
 baseline=${BASELINE-main}
 registry=${REGISTRY:-127.0.0.1:5000}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/kiln-builds.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 curl -fsS "http://$registry/v2/" >/dev/null || { echo "no registry at $registry" >&2; exit 1; }

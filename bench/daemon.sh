@@ -13,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 profile=${PROFILE:-release}
 rounds=${ROUNDS:-5}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-solver}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
 flag=(); [ "$profile" = release ] && flag=(--release)
 (cd "$here" && cargo build -q "${flag[@]}" -p kiln)
 kiln=$CARGO_TARGET_DIR/$profile/kiln

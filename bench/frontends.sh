@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 profile=${PROFILE:-release}
 runs=${RUNS:-10}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-solver}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
 flag=(); [ "$profile" = release ] && flag=(--release)
 (cd "$here" && cargo build -q "${flag[@]}" -p kiln)
 kiln=$CARGO_TARGET_DIR/$profile/kiln

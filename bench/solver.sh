@@ -16,7 +16,7 @@ profile=${PROFILE:-release}
 files=${FILES:-20000}
 execs=${EXECS:-30}
 fileops=${FILEOPS:-2000}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-solver}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
 flag=(); [ "$profile" = release ] && flag=(--release)
 (cd "$here" && cargo build -q "${flag[@]}" -p kiln && cargo build -q "${flag[@]}" -p kiln-solver --example bench_graph)
 bin=$CARGO_TARGET_DIR/$profile
