@@ -438,3 +438,104 @@ fn a_frontend_image_builds_each_platform_asked_for() {
     build("linux/arm64", &out);
     assert_eq!(read(&out.join("arch")), "aarch64 linux/arm64\n");
 }
+
+/// The entries of the host's binfmt_misc, sorted.
+fn binfmt_entries() -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether an arm step here runs under an emulator of kiln's own: the host has no qemu-arm
+/// registration, Debian's qemu-arm-static is there, and the kernel gives a user namespace its
+/// own binfmt_misc (Linux 6.7).
+fn own_emulator_ready() -> bool {
+    if !ready() {
+        return false;
+    }
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-arm").exists() {
+        skip("the host has qemu-arm registered, so kiln's own emulator is not used");
+        return false;
+    }
+    if !Path::new("/usr/bin/qemu-arm-static").is_file() {
+        skip("no /usr/bin/qemu-arm-static (apt-get install qemu-user-static)");
+        return false;
+    }
+    let release = fs_err::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if !kiln_runner::emulation::release_has_namespaced_binfmt(release.trim()) {
+        skip("the kernel has no binfmt_misc per user namespace (Linux 6.7)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn issue_20_an_arm_step_runs_every_process_under_kilns_own_emulator_leaving_the_host_alone() {
+    if !own_emulator_ready() {
+        return;
+    }
+    let before = binfmt_entries();
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // `sh -c` executes /bin/busybox afresh: a second arm program, not an applet of the first.
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox:armhf\n\
+         RUN uname -m > /arch && sh -c '/bin/busybox uname -m && /bin/busybox id -u' > /second\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm/v7",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            &context.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read(&out.join("arch")), "armv7l\n");
+    assert_eq!(read(&out.join("second")), "armv7l\n0\n");
+    assert_eq!(
+        binfmt_entries(),
+        before,
+        "the host's binfmt_misc is unchanged"
+    );
+
+    // `kiln run --platform` too, the emulator's registration the container's alone.
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm/v7",
+            "busybox:armhf",
+            "sh",
+            "-c",
+            "/bin/busybox uname -m; ls /proc/sys/fs/binfmt_misc",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "armv7l\nqemu-arm\nregister\nstatus\n"
+    );
+    assert_eq!(
+        binfmt_entries(),
+        before,
+        "the host's binfmt_misc is unchanged"
+    );
+}
