@@ -387,6 +387,108 @@ fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
 }
 
 #[test]
+fn issue_20_an_inline_cache_of_two_platforms_gives_a_fresh_store_every_step_and_the_same_index() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // The last RUN writes the time: run again, it would change the images and the index.
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM busybox:multi AS gen\n\
+         RUN echo generated > /made\n\
+         FROM busybox:multi\n\
+         ARG TARGETARCH\n\
+         COPY --from=gen /made /made-$TARGETARCH\n\
+         RUN uname -m > /arch && date +%s%N > /stamp\n",
+    )
+    .unwrap();
+    let context = context.to_string_lossy().into_owned();
+    let repository = format!(
+        "127.0.0.1:5000/kiln-test/inline-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let build = |root: &Path, tag: &str, cache_from: Option<&str>| {
+        let metadata = root.join("metadata.json");
+        let name = format!("{repository}:{tag}");
+        let mut args = vec![
+            "build",
+            "--progress=plain",
+            "--provenance=false",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ];
+        if let Some(from) = cache_from {
+            args.extend(["--cache-from", from]);
+        }
+        args.push(&context);
+        let output = kiln_in(root, &args, &[]);
+        assert!(output.status.success(), "{}", text(&output));
+        let digest = json(&fs_err::read(&metadata).unwrap())["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (digest, text(&output))
+    };
+    let (first, _) = build(dir.path(), "v1", None);
+    // Each platform's image carries its own inline cache.
+    let index = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{repository}:v1"),
+    ]);
+    assert!(index.status.success(), "{}", text(&index));
+    let index = json(&index.stdout);
+    let images = index["manifests"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{index}");
+    for image in images {
+        let reference = format!(
+            "docker://{repository}@{}",
+            image["digest"].as_str().unwrap()
+        );
+        let config = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            "--config",
+            &reference,
+        ]);
+        assert!(config.status.success(), "{}", text(&config));
+        assert!(
+            json(&config.stdout).get("moby.buildkit.cache.v0").is_some(),
+            "{reference} has an inline cache"
+        );
+    }
+
+    let fresh = tempfile::tempdir().unwrap();
+    let (second, log) = build(fresh.path(), "v2", Some(&format!("{repository}:v1")));
+    let runs: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
+    for id in runs {
+        assert!(
+            log.lines().any(|l| l == format!("{id} CACHED")),
+            "{id} came from the cache: {log}"
+        );
+    }
+    assert_eq!(second, first, "the same index");
+}
+
+#[test]
 fn a_frontend_image_builds_each_platform_asked_for() {
     if !multi_ready() {
         return;
