@@ -327,6 +327,23 @@ fn a_two_platform_image_is_one_index_in_the_registry_a_layout_and_the_store() {
     );
 }
 
+/// Asserts that the plain progress `log` of a two-platform build of a Dockerfile with a shared
+/// RUN and one RUN per platform shows the three, each CACHED.
+fn assert_three_runs_cached(log: &str) {
+    let runs: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
+    for id in runs {
+        assert!(
+            log.lines().any(|l| l == format!("{id} CACHED")),
+            "{id} came from the cache: {log}"
+        );
+    }
+}
+
 #[test]
 fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
     if !multi_ready() {
@@ -370,18 +387,7 @@ fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
     );
     assert!(output.status.success(), "{}", text(&output));
     let log = text(&output);
-    let runs: std::collections::BTreeSet<&str> = log
-        .lines()
-        .filter(|l| l.contains("] RUN "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
-    for id in runs {
-        assert!(
-            log.lines().any(|l| l == format!("{id} CACHED")),
-            "{id} came from the cache: {log}"
-        );
-    }
+    assert_three_runs_cached(&log);
     assert_eq!(read(&out.join("linux_arm64/arch")), "aarch64\n");
     assert_eq!(read(&out.join("linux_amd64/made-amd64")), "ran\n");
 }
@@ -473,18 +479,7 @@ fn issue_20_an_inline_cache_of_two_platforms_gives_a_fresh_store_every_step_and_
 
     let fresh = tempfile::tempdir().unwrap();
     let (second, log) = build(fresh.path(), "v2", Some(&format!("{repository}:v1")));
-    let runs: std::collections::BTreeSet<&str> = log
-        .lines()
-        .filter(|l| l.contains("] RUN "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
-    for id in runs {
-        assert!(
-            log.lines().any(|l| l == format!("{id} CACHED")),
-            "{id} came from the cache: {log}"
-        );
-    }
+    assert_three_runs_cached(&log);
     assert_eq!(second, first, "the same index");
 }
 
