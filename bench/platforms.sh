@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # What an emulated step costs beyond QEMU's own start: a chain of N `RUN` steps built for
-# linux/amd64 (native) and for linux/arm64 (QEMU user emulation), each step running one short
-# process, against the floor measured in the same run: the same process started natively and
-# under QEMU in a plain chroot of each platform's busybox. Prints the per-step times, QEMU's own
-# start cost (emulated floor - native floor) and what is left beyond it:
-#   overhead = (arm64 ms/step - amd64 ms/step) - (arm64 floor - amd64 floor)
+# linux/amd64 (native), for linux/arm64 (QEMU registered on the host) and for linux/arm/v7
+# (kiln's own emulator in the step's user namespace, where the host has no qemu-arm
+# registration), each step running one short process, against the floor measured in the same
+# run: the same process started natively and under QEMU (a chroot of each platform's busybox;
+# qemu-arm-static started directly for arm). Prints the per-step times, QEMU's own start cost
+# (emulated floor - native floor) and what is left beyond it:
+#   overhead = (emulated ms/step - amd64 ms/step) - (emulated floor - amd64 floor)
+# and the ratio of kiln's own emulator's step to the registered one's (arm/v7 : arm64).
 #
 #   bash bench/platforms.sh      (as root, with the test registry of scripts/test-env.sh)
 #   STEPS=20 RUNS=5 PROFILE=debug bash bench/platforms.sh
@@ -29,36 +32,46 @@ mkdir -p "$work/base"
 printf 'FROM busybox:multi\n' >"$work/base/Dockerfile"
 k build --platform linux/amd64,linux/arm64 -o "type=local,dest=$work/roots" "$work/base" 2>/dev/null
 
-mkdir -p "$work/chain"
+mkdir -p "$work/chain" "$work/chain-arm" "$work/base-arm"
 { echo "FROM busybox:multi"; for i in $(seq 1 "$steps"); do echo "RUN echo $i > /f$i"; done; } >"$work/chain/Dockerfile"
+sed 's/busybox:multi/busybox:armhf/' "$work/chain/Dockerfile" >"$work/chain-arm/Dockerfile"
+printf 'FROM busybox:armhf\n' >"$work/base-arm/Dockerfile"
+k build --platform linux/arm/v7 -o "type=local,dest=$work/roots/linux_arm_v7" "$work/base-arm" 2>/dev/null
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-per_step() { # platform -> median ms per step over $runs cold builds of the chain
+per_step() { # platform [chain] -> median ms per step over $runs cold builds of the chain
   for _ in $(seq 1 "$runs"); do
     /usr/bin/time -f '%e' -o "$work/time" "$kiln" --root "$work/store" --config "$work/kiln.toml" \
-      build --no-cache --platform "$1" "$work/chain" >/dev/null 2>&1
+      build --no-cache --platform "$1" "$work/${2:-chain}" >/dev/null 2>&1
     python3 -c "print(float(open('$work/time').read()) * 1000 / $steps)"
   done | median
 }
-floor() { # root -> median ms of one `echo > file` process in a chroot of it
-  hyperfine -N --runs 50 --warmup 5 --export-json "$work/h.json" \
-    "chroot $1 /bin/sh -c 'echo 1 > /tmp/f'" >/dev/null 2>&1
+floor() { # command -> median ms of it (one `echo > file` process)
+  hyperfine -N --runs 50 --warmup 5 --export-json "$work/h.json" "$1" >/dev/null 2>&1
   python3 -c "import json; print(json.load(open('$work/h.json'))['results'][0]['median'] * 1000)"
 }
-k build --platform linux/amd64,linux/arm64 "$work/chain" >/dev/null 2>&1  # pull both bases
+k build --platform linux/amd64,linux/arm64 "$work/chain" >/dev/null 2>&1  # pull the bases
+k build --platform linux/arm/v7 "$work/chain-arm" >/dev/null 2>&1
 amd64=$(per_step linux/amd64)
 arm64=$(per_step linux/arm64)
-native=$(floor "$work/roots/linux_amd64")
-emulated=$(floor "$work/roots/linux_arm64")
-python3 - "$amd64" "$arm64" "$native" "$emulated" <<'PY'
+arm=$(per_step linux/arm/v7 chain-arm)
+native=$(floor "chroot $work/roots/linux_amd64 /bin/sh -c 'echo 1 > /tmp/f'")
+emulated=$(floor "chroot $work/roots/linux_arm64 /bin/sh -c 'echo 1 > /tmp/f'")
+emulated_arm=$(floor "qemu-arm-static $work/roots/linux_arm_v7/bin/sh -c 'echo 1 > $work/f'")
+python3 - "$amd64" "$arm64" "$arm" "$native" "$emulated" "$emulated_arm" <<'PY'
 import sys
-amd64, arm64, native, emulated = map(float, sys.argv[1:])
-print(f"per step, amd64 (native)      {amd64:8.1f} ms")
-print(f"per step, arm64 (emulated)    {arm64:8.1f} ms")
-print(f"floor, native process         {native:8.2f} ms")
-print(f"floor, emulated process       {emulated:8.2f} ms")
-qemu = emulated - native
-print(f"QEMU's own start cost         {qemu:8.2f} ms")
-print(f"emulated step - native step   {arm64 - amd64:8.2f} ms")
-print(f"overhead beyond QEMU's own    {arm64 - amd64 - qemu:8.2f} ms per step")
+amd64, arm64, arm, native, emulated, emulated_arm = map(float, sys.argv[1:])
+print(f"per step, amd64 (native)                    {amd64:8.1f} ms")
+print(f"per step, arm64 (host's registration)       {arm64:8.1f} ms")
+print(f"per step, arm/v7 (kiln's own emulator)      {arm:8.1f} ms")
+print(f"floor, native process                       {native:8.2f} ms")
+print(f"floor, arm64 process under QEMU             {emulated:8.2f} ms")
+print(f"floor, arm process under QEMU               {emulated_arm:8.2f} ms")
+for name, step, floor in (("arm64", arm64, emulated), ("arm/v7", arm, emulated_arm)):
+    qemu = floor - native
+    print(f"{name}: QEMU's own start {qemu:6.2f} ms, step - native step {step - amd64:7.2f} ms, "
+          f"overhead beyond QEMU's own {step - amd64 - qemu:7.2f} ms per step")
+print(f"ratio arm/v7 step : arm64 step              {arm / arm64:8.3f}")
+print(f"ratio arm/v7 step : amd64 step              {arm / amd64:8.3f}")
+print(f"ratio arm64 step : amd64 step               {arm64 / amd64:8.3f}")
 PY

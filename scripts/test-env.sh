@@ -61,21 +61,32 @@ grep -q '^flags:.*F' "$binfmt/qemu-aarch64" ||
   { echo "qemu-aarch64 is not registered with the F flag" >&2; exit 1; }
 
 make_busybox=${KILN_SHARED_DIR:-$root/../shared}/images/make-busybox.py
-arm64="$state/busybox-arm64"
-if [ ! -e "$arm64/index.json" ]; then
-  dpkg --print-foreign-architectures | grep -qx arm64 || {
-    dpkg --add-architecture arm64
+# foreign_busybox DEBIAN_ARCH OCI_ARCH: a busybox image layout of Debian's busybox-static for
+# another architecture, made once in $state/busybox-DEBIAN_ARCH.
+foreign_busybox() {
+  local deb_arch=$1 oci_arch=$2 out="$state/busybox-$1"
+  [ -e "$out/index.json" ] && return
+  dpkg --print-foreign-architectures | grep -qx "$deb_arch" || {
+    dpkg --add-architecture "$deb_arch"
     apt-get update -qq
   }
+  local work
   work=$(mktemp -d)
   chmod 755 "$work"
-  (cd "$work" && apt-get download -qq busybox-static:arm64 2>/dev/null)
-  dpkg-deb -x "$work"/busybox-static_*_arm64.deb "$work/root"
-  rm -rf "$arm64.tmp"
-  python3 "$make_busybox" "$work/root/bin/busybox" "$arm64.tmp" arm64 /bin/busybox >/dev/null
-  mv "$arm64.tmp" "$arm64"
+  (cd "$work" && apt-get download -qq "busybox-static:$deb_arch" 2>/dev/null)
+  dpkg-deb -x "$work"/busybox-static_*_"$deb_arch".deb "$work/root"
+  rm -rf "$out.tmp"
+  python3 "$make_busybox" "$work/root/bin/busybox" "$out.tmp" "$oci_arch" /bin/busybox >/dev/null
+  mv "$out.tmp" "$out"
   rm -rf "$work"
-fi
+}
+foreign_busybox arm64 arm64
+arm64="$state/busybox-arm64"
+# library/busybox:armhf, a 32-bit arm busybox, for steps that run under an emulator of kiln's
+# own: the host has no qemu-arm registration (qemu-user-static's binary is enough).
+foreign_busybox armhf arm
+skopeo copy --quiet --preserve-digests --dest-tls-verify=false \
+  "oci:$state/busybox-armhf" "docker://127.0.0.1:5000/library/busybox:armhf"
 multi="$state/busybox-multi"
 rm -rf "$multi"
 python3 - "$root/testdata/images/busybox" "$arm64" "$multi" <<'PY'

@@ -341,9 +341,10 @@ pub(crate) fn config_descriptor(manifest: &[u8]) -> Result<(Digest, u64, bool), 
 }
 
 /// For an image index that is no cache index (an image pushed with its attestations, or for
-/// several platforms), the digest of its manifest for `platform`, whose config may carry an
-/// inline cache, as BuildKit's importer picks it; `None` for any other manifest.
-pub(crate) fn platform_manifest(manifest: &[u8], platform: &kiln_llb::Platform) -> Option<Digest> {
+/// several platforms), the digest and platform of each of its images, in order, whose config
+/// may carry an inline cache (attestation manifests, `unknown/unknown`, left out); empty for
+/// any other manifest.
+pub(crate) fn platform_manifests(manifest: &[u8]) -> Vec<(Digest, kiln_llb::Platform)> {
     #[derive(Deserialize)]
     struct Index {
         #[serde(default)]
@@ -354,22 +355,26 @@ pub(crate) fn platform_manifest(manifest: &[u8], platform: &kiln_llb::Platform) 
         digest: Digest,
         platform: Option<kiln_llb::Platform>,
     }
-    let parsed = parse_manifest(manifest).ok()?;
+    let Ok(parsed) = parse_manifest(manifest) else {
+        return Vec::new();
+    };
     if parsed.manifests.is_empty() || config_of(&parsed).is_ok() {
-        return None;
+        return Vec::new();
     }
-    let index: Index = serde_json::from_slice(manifest).ok()?;
-    let offered: Vec<kiln_llb::Platform> = index
+    let Ok(index) = serde_json::from_slice::<Index>(manifest) else {
+        return Vec::new();
+    };
+    index
         .manifests
-        .iter()
+        .into_iter()
         .map(|e| {
-            e.platform
-                .clone()
-                .unwrap_or_else(|| kiln_llb::Platform::new("", "", ""))
+            let platform = e
+                .platform
+                .unwrap_or_else(|| kiln_llb::Platform::new("", "", ""));
+            (e.digest, platform)
         })
-        .collect();
-    let best = platform.best_match(&offered)?;
-    Some(index.manifests[best].digest)
+        .filter(|(_, p)| p.os != "unknown")
+        .collect()
 }
 
 /// The media types of an image config, which may carry an inline cache.
@@ -471,8 +476,9 @@ mod tests {
     use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 
     #[test]
-    fn an_image_index_with_attestations_gives_its_platform_manifest() {
+    fn an_image_index_with_attestations_gives_its_platform_manifests() {
         let (amd64, attestation) = (Digest::from_bytes(b"amd64"), Digest::from_bytes(b"att"));
+        let arm64 = Digest::from_bytes(b"arm64");
         let index = serde_json::json!({
             "mediaType": MEDIA_TYPE_OCI_INDEX,
             "manifests": [
@@ -480,16 +486,21 @@ mod tests {
                   "platform": { "os": "linux", "architecture": "amd64" } },
                 { "mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": attestation.to_string(),
                   "size": 1, "platform": { "os": "unknown", "architecture": "unknown" } },
+                { "mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": arm64.to_string(), "size": 1,
+                  "platform": { "os": "linux", "architecture": "arm64" } },
             ],
         });
         let bytes = serde_json::to_vec(&index).unwrap();
-        let linux = kiln_llb::Platform::new("linux", "amd64", "");
-        assert_eq!(platform_manifest(&bytes, &linux), Some(amd64));
-        let arm = kiln_llb::Platform::new("linux", "arm64", "");
-        assert_eq!(platform_manifest(&bytes, &arm), None);
+        assert_eq!(
+            platform_manifests(&bytes),
+            [
+                (amd64, kiln_llb::Platform::new("linux", "amd64", "")),
+                (arm64, kiln_llb::Platform::new("linux", "arm64", "")),
+            ]
+        );
         // A cache index, or an image manifest, is read as it is.
         let manifest = serde_json::json!({ "mediaType": MEDIA_TYPE_OCI_MANIFEST, "layers": [] });
         let bytes = serde_json::to_vec(&manifest).unwrap();
-        assert_eq!(platform_manifest(&bytes, &linux), None);
+        assert_eq!(platform_manifests(&bytes), []);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! # Overview
 //! 1. [`CacheSource::open`] reads the cache graph of a [`CacheImportRequest`] (a registry ref:
-//!    a cache manifest or an image with an inline cache; or a local OCI layout). No layer blob
-//!    is read.
+//!    a cache manifest or an image with an inline cache, a source per platform's image for an
+//!    image index; or a local OCI layout). No layer blob is read.
 //! 2. [`CacheSource::lookup`] answers, from the graph alone, whether the outputs of a cache key
 //!    are in the cache (records named by [`output_record_digest`]) and which layer chains
 //!    they are.
@@ -66,14 +66,34 @@ impl std::fmt::Debug for CacheSource {
 }
 
 impl CacheSource {
-    /// Reads the cache graph `request` names. Every failure is an [`Error::CacheImport`],
-    /// which a build reports as a warning before going on without this cache.
-    pub async fn open(request: &CacheImportRequest, pull: &PullOptions) -> Result<Self, Error> {
+    /// Reads the cache graphs `request` names: one, or for a registry image of several
+    /// platforms (an inline cache) one per platform's image. Every failure is an
+    /// [`Error::CacheImport`], which a build reports as a warning before going on without
+    /// this cache.
+    pub async fn open(
+        request: &CacheImportRequest,
+        pull: &PullOptions,
+    ) -> Result<Vec<Self>, Error> {
         let name = request.describe();
         let (cache, blobs) = match request {
             CacheImportRequest::Registry { reference } => {
-                let remote = RemoteCache::fetch(reference, pull).await?;
-                (remote.cache.clone(), Blobs::Registry(Box::new(remote)))
+                let remotes = RemoteCache::fetch_each(reference, pull).await?;
+                let several = remotes.len() > 1;
+                return Ok(remotes
+                    .into_iter()
+                    .map(|remote| {
+                        let name = if several {
+                            format!("{name}@{}", remote.manifest_digest)
+                        } else {
+                            name.clone()
+                        };
+                        Self::new(
+                            name,
+                            remote.cache.clone(),
+                            Blobs::Registry(Box::new(remote)),
+                        )
+                    })
+                    .collect());
             }
             CacheImportRequest::Local { src, tag, digest } => {
                 let src = src.clone();
@@ -91,7 +111,7 @@ impl CacheSource {
                 (cache, Blobs::Layout(src))
             }
         };
-        Ok(Self::new(name, cache, blobs))
+        Ok(vec![Self::new(name, cache, blobs)])
     }
 
     fn new(name: String, cache: ImportedCache, blobs: Blobs) -> Self {

@@ -227,6 +227,7 @@ fn parse_digest(text: &str, what: &str) -> Result<Digest, Error> {
 }
 
 /// One place to fetch from: a mirror or the origin registry.
+#[derive(Clone)]
 pub(crate) struct Source {
     pub(crate) client: oci_client::Client,
     pub(crate) reference: Reference,

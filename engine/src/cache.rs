@@ -28,7 +28,7 @@ pub async fn open_cache_imports(
     let mut failures = Vec::new();
     for result in opened {
         match result {
-            Ok(source) => sources.push(Arc::new(source)),
+            Ok(opened) => sources.extend(opened.into_iter().map(Arc::new)),
             Err(error) => failures.push(error),
         }
     }

@@ -215,7 +215,12 @@ impl RunnerExecutor {
             // Dropping this future (a failed sibling, Ctrl-C) kills the container.
             let guard = handle.cancel_on_drop();
             let on_default_network = request.network == ExecNetwork::Default;
+            let emulator = match &request.platform {
+                Some(platform) => emulator(platform).map_err(OpError::from)?,
+                None => None,
+            };
             let mut spec = spec(request);
+            spec.emulator = emulator;
             let mut control = io.map(|io| {
                 spec.stdio = match (io.tty, io.stdin) {
                     (Some((rows, cols)), input) => Stdio::Pty {
@@ -320,10 +325,19 @@ impl Executor for RunnerExecutor {
 /// Whether kiln's runtime runs `platform`'s binaries here: the host's platform, and those
 /// QEMU user emulation is registered for; the error says why not and what to install.
 pub fn runnable(platform: &kiln_llb::Platform) -> Result<(), String> {
+    emulator(platform).map(|_| ())
+}
+
+/// The emulator of kiln's own that a process built for `platform` runs under here: `None`
+/// where the host runs it itself or has QEMU registered for it; the error says why it cannot
+/// run and what to install.
+pub fn emulator(
+    platform: &kiln_llb::Platform,
+) -> Result<Option<kiln_runner::emulation::Emulator>, String> {
     if kiln_llb::Platform::host().runs(platform) {
-        return Ok(());
+        return Ok(None);
     }
-    kiln_runner::emulation::check(&platform.architecture)
+    kiln_runner::emulation::emulator_for(&platform.architecture)
 }
 
 /// Shares one executor between sessions.

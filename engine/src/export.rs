@@ -172,14 +172,42 @@ pub fn export_platforms(
     attestations: Attestations,
     definitions: &[Option<&pb::Definition>],
 ) -> Result<Vec<ExportResponse>, Error> {
+    export_platforms_inline(
+        store,
+        results,
+        outputs,
+        pull,
+        attestations,
+        definitions,
+        &[],
+    )
+}
+
+/// As [`export_platforms`], each image config carrying the inline cache of the build keys of
+/// its own platform's result, `inline_caches[i]` for `results[i]` (`--cache-to type=inline`,
+/// as BuildKit embeds one per platform).
+pub fn export_platforms_inline(
+    store: &Store,
+    results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],
+    outputs: &[Output],
+    pull: &kiln_cache::PullOptions,
+    attestations: Attestations,
+    definitions: &[Option<&pb::Definition>],
+    inline_caches: &[Option<&kiln_cache::BuildKeys>],
+) -> Result<Vec<ExportResponse>, Error> {
     if outputs.is_empty() {
         return Ok(Vec::new());
     }
-    let configs = results
+    let mut configs = results
         .iter()
         .map(|(_, _, config)| config.as_ref().map(serde_json::to_value).transpose())
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::ImageConfig)?;
+    for (config, keys) in configs.iter_mut().zip(inline_caches) {
+        if let (Some(config), Some(keys)) = (config.as_mut(), keys) {
+            crate::cache::add_inline_cache(store, keys, config)?;
+        }
+    }
     let platform_results: Vec<PlatformResult<'_>> = results
         .iter()
         .zip(&configs)

@@ -28,7 +28,7 @@ mod resolver;
 pub use cache::{add_inline_cache, export_cache, is_inline, open_cache_imports};
 pub use error::Error;
 pub use executor::{
-    NETWORK_STATE, RUNNER_STATE, RunnerExecutor, default_network, executor, runnable,
+    NETWORK_STATE, RUNNER_STATE, RunnerExecutor, default_network, emulator, executor, runnable,
 };
-pub use export::{export, export_platforms, realize_results};
+pub use export::{export, export_platforms, export_platforms_inline, realize_results};
 pub use resolver::StoreResolver;

@@ -4,8 +4,9 @@
 //! # Overview
 //!
 //! 1. Before any fork, everything is read from the host: the container's namespaces
-//!    (`/proc/PID/ns/{ipc,uts,net,pid,mnt}`, opened), its cgroups (`/proc/PID/cgroup`), its
-//!    user database through `/proc/PID/root`, the `PATH` candidates, the seccomp program.
+//!    (`/proc/PID/ns/{ipc,uts,net,pid,mnt}`, opened, and `user` where it has its own), its
+//!    cgroups (`/proc/PID/cgroup`), its user database through `/proc/PID/root`, the `PATH`
+//!    candidates, the seccomp program.
 //! 2. A first child joins the cgroups and namespaces (see `sys::process::spawn_joined`) and
 //!    forks the program into the container's PID namespace; it waits for it and exits with its
 //!    code, which [`exec`] returns.
@@ -68,13 +69,28 @@ pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Resu
     }
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let mut namespaces: Vec<(OwnedFd, CloneFlags)> = Vec::new();
+    // A container running under an emulator of kiln's own has a user namespace of its own
+    // (see `emulation`): joined after the namespaces the host's owns, before its mount one.
+    let same_user_namespace = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (fs_err::metadata(a), fs_err::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => true,
+        }
+    };
+    let own_user = !same_user_namespace(&proc_dir.join("ns/user"), Path::new("/proc/self/ns/user"));
+    let user = own_user.then_some(("user", CloneFlags::CLONE_NEWUSER));
     for (name, kind) in [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
+        Some(("ipc", CloneFlags::CLONE_NEWIPC)),
+        Some(("uts", CloneFlags::CLONE_NEWUTS)),
+        Some(("net", CloneFlags::CLONE_NEWNET)),
+        Some(("pid", CloneFlags::CLONE_NEWPID)),
+        user,
+        Some(("mnt", CloneFlags::CLONE_NEWNS)),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let path = proc_dir.join("ns").join(name);
         let fd = open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|source| Error::NoContainerProcess { pid, source })?;
@@ -109,6 +125,7 @@ pub fn spawn_exec(pid: u32, spec: &ExecSpec, stdio: [BorrowedFd<'_>; 3]) -> Resu
     };
     let launch = Launch {
         ops: Vec::new(),
+        late_ops: 0,
         cgroup_procs,
         namespaces: CloneFlags::empty(),
         // The container's network namespace is joined with its others (`/proc/PID/ns`).

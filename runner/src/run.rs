@@ -625,7 +625,8 @@ fn prepare_launch(
         NetworkMode::None | NetworkMode::Host => None,
     };
     Ok(Launch {
-        ops: plan.ops.clone(),
+        ops: plan.ops.iter().chain(&plan.emulation).cloned().collect(),
+        late_ops: plan.ops.len(),
         join_network,
         cgroup_procs: cgroup
             .map(|c| {

@@ -232,6 +232,10 @@ pub struct Spec {
     /// turn it off for runs that share one writable root directory concurrently, since one
     /// run's cleanup would remove the stubs another is about to mount on.
     pub remove_mount_stubs: bool,
+    /// An emulator to register for this container alone: its processes then run in a user
+    /// namespace mapping every id to itself, with their own `binfmt_misc` instance (see
+    /// [`crate::emulation`]). `None` (the default) for binaries the host runs itself.
+    pub emulator: Option<crate::emulation::Emulator>,
 }
 
 impl Spec {
@@ -256,6 +260,7 @@ impl Spec {
             stdio: Stdio::Captured,
             timeout: None,
             remove_mount_stubs: true,
+            emulator: None,
         }
     }
 }

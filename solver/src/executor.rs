@@ -142,6 +142,8 @@ pub struct ExecRequest {
     pub ulimits: Vec<ExecUlimit>,
     /// The cgroup the process's cgroup goes below (LLB's `Meta.cgroupParent`).
     pub cgroup_parent: Option<String>,
+    /// The platform the process is built for (LLB's `Op.platform`); `None`: the host's.
+    pub platform: Option<kiln_llb::Platform>,
 }
 
 /// A resource limit of an exec step's process (BuildKit's `Ulimit`).

@@ -327,6 +327,23 @@ fn a_two_platform_image_is_one_index_in_the_registry_a_layout_and_the_store() {
     );
 }
 
+/// Asserts that the plain progress `log` of a two-platform build of a Dockerfile with a shared
+/// RUN and one RUN per platform shows the three, each CACHED.
+fn assert_three_runs_cached(log: &str) {
+    let runs: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
+    for id in runs {
+        assert!(
+            log.lines().any(|l| l == format!("{id} CACHED")),
+            "{id} came from the cache: {log}"
+        );
+    }
+}
+
 #[test]
 fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
     if !multi_ready() {
@@ -370,20 +387,100 @@ fn a_two_platform_build_exports_one_cache_a_fresh_store_builds_from() {
     );
     assert!(output.status.success(), "{}", text(&output));
     let log = text(&output);
-    let runs: std::collections::BTreeSet<&str> = log
-        .lines()
-        .filter(|l| l.contains("] RUN "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(runs.len(), 3, "the shared RUN and one per platform: {log}");
-    for id in runs {
-        assert!(
-            log.lines().any(|l| l == format!("{id} CACHED")),
-            "{id} came from the cache: {log}"
-        );
-    }
+    assert_three_runs_cached(&log);
     assert_eq!(read(&out.join("linux_arm64/arch")), "aarch64\n");
     assert_eq!(read(&out.join("linux_amd64/made-amd64")), "ran\n");
+}
+
+#[test]
+fn issue_20_an_inline_cache_of_two_platforms_gives_a_fresh_store_every_step_and_the_same_index() {
+    if !multi_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // The last RUN writes the time: run again, it would change the images and the index.
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM busybox:multi AS gen\n\
+         RUN echo generated > /made\n\
+         FROM busybox:multi\n\
+         ARG TARGETARCH\n\
+         COPY --from=gen /made /made-$TARGETARCH\n\
+         RUN uname -m > /arch && date +%s%N > /stamp\n",
+    )
+    .unwrap();
+    let context = context.to_string_lossy().into_owned();
+    let repository = format!(
+        "127.0.0.1:5000/kiln-test/inline-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    let build = |root: &Path, tag: &str, cache_from: Option<&str>| {
+        let metadata = root.join("metadata.json");
+        let name = format!("{repository}:{tag}");
+        let mut args = vec![
+            "build",
+            "--progress=plain",
+            "--provenance=false",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ];
+        if let Some(from) = cache_from {
+            args.extend(["--cache-from", from]);
+        }
+        args.push(&context);
+        let output = kiln_in(root, &args, &[]);
+        assert!(output.status.success(), "{}", text(&output));
+        let digest = json(&fs_err::read(&metadata).unwrap())["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (digest, text(&output))
+    };
+    let (first, _) = build(dir.path(), "v1", None);
+    // Each platform's image carries its own inline cache.
+    let index = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{repository}:v1"),
+    ]);
+    assert!(index.status.success(), "{}", text(&index));
+    let index = json(&index.stdout);
+    let images = index["manifests"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{index}");
+    for image in images {
+        let reference = format!(
+            "docker://{repository}@{}",
+            image["digest"].as_str().unwrap()
+        );
+        let config = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            "--config",
+            &reference,
+        ]);
+        assert!(config.status.success(), "{}", text(&config));
+        assert!(
+            json(&config.stdout).get("moby.buildkit.cache.v0").is_some(),
+            "{reference} has an inline cache"
+        );
+    }
+
+    let fresh = tempfile::tempdir().unwrap();
+    let (second, log) = build(fresh.path(), "v2", Some(&format!("{repository}:v1")));
+    assert_three_runs_cached(&log);
+    assert_eq!(second, first, "the same index");
 }
 
 #[test]
@@ -437,4 +534,105 @@ fn a_frontend_image_builds_each_platform_asked_for() {
     let out = dir.path().join("one");
     build("linux/arm64", &out);
     assert_eq!(read(&out.join("arch")), "aarch64 linux/arm64\n");
+}
+
+/// The entries of the host's binfmt_misc, sorted.
+fn binfmt_entries() -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether an arm step here runs under an emulator of kiln's own: the host has no qemu-arm
+/// registration, Debian's qemu-arm-static is there, and the kernel gives a user namespace its
+/// own binfmt_misc (Linux 6.7).
+fn own_emulator_ready() -> bool {
+    if !ready() {
+        return false;
+    }
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-arm").exists() {
+        skip("the host has qemu-arm registered, so kiln's own emulator is not used");
+        return false;
+    }
+    if !Path::new("/usr/bin/qemu-arm-static").is_file() {
+        skip("no /usr/bin/qemu-arm-static (apt-get install qemu-user-static)");
+        return false;
+    }
+    let release = fs_err::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if !kiln_runner::emulation::release_has_namespaced_binfmt(release.trim()) {
+        skip("the kernel has no binfmt_misc per user namespace (Linux 6.7)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn issue_20_an_arm_step_runs_every_process_under_kilns_own_emulator_leaving_the_host_alone() {
+    if !own_emulator_ready() {
+        return;
+    }
+    let before = binfmt_entries();
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    // `sh -c` executes /bin/busybox afresh: a second arm program, not an applet of the first.
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox:armhf\n\
+         RUN uname -m > /arch && sh -c '/bin/busybox uname -m && /bin/busybox id -u' > /second\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "build",
+            "--platform",
+            "linux/arm/v7",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            &context.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(read(&out.join("arch")), "armv7l\n");
+    assert_eq!(read(&out.join("second")), "armv7l\n0\n");
+    assert_eq!(
+        binfmt_entries(),
+        before,
+        "the host's binfmt_misc is unchanged"
+    );
+
+    // `kiln run --platform` too, the emulator's registration the container's alone.
+    let output = kiln_in(
+        dir.path(),
+        &[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/arm/v7",
+            "busybox:armhf",
+            "sh",
+            "-c",
+            "/bin/busybox uname -m; ls /proc/sys/fs/binfmt_misc",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "armv7l\nqemu-arm\nregister\nstatus\n"
+    );
+    assert_eq!(
+        binfmt_entries(),
+        before,
+        "the host's binfmt_misc is unchanged"
+    );
 }

@@ -141,5 +141,17 @@ pub(super) fn run_op(op: &Op, slots: &mut [RawFd], sys: &mut impl Sys) -> nix::R
         Op::Unmount(path) => sys.umount_detach(path),
         Op::SetHostname(name) => sys.sethostname(name),
         Op::LoopbackUp => sys.loopback_up(),
+        Op::OpenFile { slot, path } => {
+            slots[*slot] = sys.open_file(path)?;
+            Ok(())
+        }
+        Op::EnterUserNamespace => sys.enter_user_namespace(),
+        Op::WriteWithFd {
+            path,
+            head,
+            slot,
+            tail,
+        } => sys.write_with_fd(path, head.to_bytes(), slots[*slot], tail.to_bytes()),
+        Op::CloseSlot(slot) => sys.close(std::mem::replace(&mut slots[*slot], -1)),
     }
 }

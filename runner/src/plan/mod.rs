@@ -152,6 +152,21 @@ pub(crate) enum Op {
     SetHostname(CString),
     /// Bring `lo` up.
     LoopbackUp,
+    /// Opens a host file read-only into descriptor slot `slot`.
+    OpenFile { slot: usize, path: CString },
+    /// Enters a new user namespace mapping every uid and gid to itself, with new mount and
+    /// UTS namespaces owned by it.
+    EnterUserNamespace,
+    /// Writes `head`, the number of the descriptor in `slot`, and `tail` to `path` in one
+    /// `write` (a `binfmt_misc` registration naming `/proc/self/fd/N`).
+    WriteWithFd {
+        path: CString,
+        head: CString,
+        slot: usize,
+        tail: CString,
+    },
+    /// Closes the descriptor in `slot`.
+    CloseSlot(usize),
 }
 
 impl Op {
@@ -192,6 +207,12 @@ impl Op {
             Self::Unmount(path) => format!("unmount {}", s(path)),
             Self::SetHostname(name) => format!("set hostname {}", s(name)),
             Self::LoopbackUp => "bring up the loopback interface".to_owned(),
+            Self::OpenFile { path, .. } => format!("open {}", s(path)),
+            Self::EnterUserNamespace => {
+                "enter a user namespace mapping every id to itself".to_owned()
+            }
+            Self::WriteWithFd { path, .. } => format!("write to {}", s(path)),
+            Self::CloseSlot(_) => "close a descriptor".to_owned(),
         }
     }
 }
@@ -200,8 +221,11 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) ops: Vec<Op>,
-    /// Number of descriptor slots [`Op::OpenSource`] uses.
+    /// Number of descriptor slots [`Op::OpenSource`] and [`Op::OpenFile`] use.
     pub(crate) slots: usize,
+    /// Step 9, applied after the process's resource limits are set (raising a hard limit
+    /// takes a capability the user namespace does not have): see [`emulation_ops`].
+    pub(crate) emulation: Vec<Op>,
 }
 
 /// Host-side files the runner generated for this container.
@@ -563,6 +587,18 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         }
     }
 
+    // The emulator of [`Spec::emulator`], opened from the host before the pivot hides it.
+    let emulator_slot = spec.emulator.is_some().then(|| {
+        slots += 1;
+        slots - 1
+    });
+    if let (Some(slot), Some(emulator)) = (emulator_slot, &spec.emulator) {
+        ops.push(Op::OpenFile {
+            slot,
+            path: cpath("emulator", &emulator.path)?,
+        });
+    }
+
     ops.push(Op::PivotRoot(root));
 
     // /proc, /dev, /sys.
@@ -727,8 +763,46 @@ pub(crate) fn build(spec: &Spec, staged: &Staged) -> Result<Plan> {
         ops.push(Op::MkdirAll(cpath("cwd", &cwd)?));
     }
     ops.push(Op::Umask(0o022));
-    Ok(Plan { ops, slots })
+    let emulation = match (emulator_slot, &spec.emulator) {
+        (Some(slot), Some(emulator)) => emulation_ops(slot, emulator)?,
+        _ => Vec::new(),
+    };
+    Ok(Plan {
+        ops,
+        slots,
+        emulation,
+    })
 }
+
+/// Step 9, for a [`Spec::emulator`]: a user namespace mapping every id to itself (with its own
+/// mount and UTS namespaces, so that mounts and the hostname stay the step's to change), its
+/// own `binfmt_misc` instance on /proc/sys/fs/binfmt_misc, and the emulator, opened in `slot`
+/// before the pivot, registered there with the `F` flag through `/proc/self/fd`: the kernel
+/// opens it at once, so it runs every binary of the architecture in the container's root.
+fn emulation_ops(slot: usize, emulator: &crate::emulation::Emulator) -> Result<Vec<Op>> {
+    let head = format!("{}/proc/self/fd/", emulator.registration_head());
+    Ok(vec![
+        Op::EnterUserNamespace,
+        Op::Mount {
+            source: Some(lit("binfmt_misc")),
+            target: lit(BINFMT_MISC_TARGET),
+            fstype: Some(lit("binfmt_misc")),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            data: None,
+        },
+        Op::WriteWithFd {
+            path: lit(&format!("{BINFMT_MISC_TARGET}/register")),
+            head: cstring("binfmt_misc registration", head.as_bytes())?,
+            slot,
+            // F: open the emulator now; P: keep the program's argv[0] (QEMU reads AT_FLAGS).
+            tail: lit(":FP"),
+        },
+        Op::CloseSlot(slot),
+    ])
+}
+
+/// Where a step with an emulator of kiln's own gets its `binfmt_misc` instance.
+const BINFMT_MISC_TARGET: &str = "/proc/sys/fs/binfmt_misc";
 
 /// The mount points the plan creates if missing (each `mkdir -p` or file creation directly
 /// followed by a mount on the same path): where stubs can appear in the root filesystem.

@@ -561,3 +561,49 @@ fn relative_paths_are_rejected() {
         Err(Error::RelativePath { .. })
     ));
 }
+
+#[test]
+fn an_emulator_is_opened_before_the_pivot_and_registered_in_a_user_namespace_last() {
+    let mut spec = Spec::new(
+        Rootfs::Dir {
+            path: "/r".into(),
+            readonly: false,
+        },
+        vec!["/bin/sh".into()],
+    );
+    spec.emulator = Some(crate::emulation::Emulator {
+        qemu: "arm",
+        path: "/usr/bin/qemu-arm-static".into(),
+    });
+    let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();
+    let mut slots = vec![-1; plan.slots];
+    let mut fake = RecordingSys::default();
+    apply(&plan.ops, &mut slots, &mut fake).unwrap();
+    let setup = fake.calls.len();
+    apply(&plan.emulation, &mut slots, &mut fake).unwrap();
+    let calls = &fake.calls;
+    let open = position(calls, "open /usr/bin/qemu-arm-static");
+    assert!(open < position(calls, "pivot_root . ."), "{calls:#?}");
+    let fd = 100 + calls.iter().filter(|c| c.starts_with("open")).count();
+    assert_eq!(
+        calls[setup..],
+        [
+            "unshare user mnt uts, map 0 0 4294967295".to_owned(),
+            "mount binfmt_misc /proc/sys/fs/binfmt_misc binfmt_misc \
+             MS_NOSUID | MS_NODEV | MS_NOEXEC -"
+                .to_owned(),
+            format!(
+                "write /proc/sys/fs/binfmt_misc/register :qemu-arm:M::\
+                 \\x7f\\x45\\x4c\\x46\\x01\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\
+                 \\x00\\x02\\x00\\x28\\x00:\
+                 \\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\
+                 \\xff\\xfe\\xff\\xff\\xff:/proc/self/fd/{fd}:FP"
+            ),
+            format!("close {fd}"),
+        ]
+    );
+    // Without an emulator, no step 9.
+    spec.emulator = None;
+    let plan = build(&spec, &staged(Path::new("/run/b"))).unwrap();
+    assert!(plan.emulation.is_empty());
+}

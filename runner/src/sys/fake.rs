@@ -171,6 +171,35 @@ impl Sys for RecordingSys {
     fn loopback_up(&mut self) -> nix::Result<()> {
         self.call("loopback up".to_owned())
     }
+
+    fn open_file(&mut self, path: &CStr) -> nix::Result<RawFd> {
+        self.call(format!("open {}", s(path)))?;
+        self.next_fd += 1;
+        Ok(100 + self.next_fd)
+    }
+
+    fn enter_user_namespace(&mut self) -> nix::Result<()> {
+        self.call("unshare user mnt uts, map 0 0 4294967295".to_owned())
+    }
+
+    fn write_with_fd(
+        &mut self,
+        path: &CStr,
+        head: &[u8],
+        fd: RawFd,
+        tail: &[u8],
+    ) -> nix::Result<()> {
+        self.call(format!(
+            "write {} {}{fd}{}",
+            s(path),
+            String::from_utf8_lossy(head),
+            String::from_utf8_lossy(tail)
+        ))
+    }
+
+    fn close(&mut self, fd: RawFd) -> nix::Result<()> {
+        self.call(format!("close {fd}"))
+    }
 }
 
 impl CgroupFs for RecordingSys {

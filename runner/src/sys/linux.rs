@@ -1,15 +1,19 @@
 //! [`Sys`] over the real kernel.
 
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-use nix::unistd::{chdir, mkdir, pivot_root, sethostname, symlinkat};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, chdir, fork, mkdir, pipe2, pivot_root, read, sethostname, symlinkat, write,
+};
 
 use super::{MountAttributes, Sys};
 
@@ -221,5 +225,145 @@ impl Sys for LinuxSys {
             return Err(Errno::last());
         }
         Ok(())
+    }
+
+    fn open_file(&mut self, path: &CStr) -> nix::Result<RawFd> {
+        let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(fd.into_raw_fd())
+    }
+
+    fn enter_user_namespace(&mut self) -> nix::Result<()> {
+        let mut uid_map = Buffer::new();
+        let mut gid_map = Buffer::new();
+        let pid = nix::unistd::getpid().as_raw();
+        for (buffer, file) in [(&mut uid_map, b"/uid_map"), (&mut gid_map, b"/gid_map")] {
+            buffer.push(b"/proc/")?;
+            buffer.push_number(pid as u64)?;
+            buffer.push(file)?;
+            buffer.push(b"\0")?;
+        }
+        let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC)?;
+        // SAFETY: the helper only makes syscalls on the buffers above and ends in `_exit`.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(ready_write);
+                let mut byte = [0u8];
+                let told = loop {
+                    match read(&ready_read, &mut byte) {
+                        Err(Errno::EINTR) => {}
+                        other => break other == Ok(1),
+                    }
+                };
+                let mut code = 0;
+                if told {
+                    for map in [&uid_map, &gid_map] {
+                        let written = CStr::from_bytes_with_nul(map.bytes())
+                            .map_err(|_| Errno::EINVAL)
+                            .and_then(|path| {
+                                open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                            })
+                            .and_then(|fd| write(&fd, b"0 0 4294967295\n"));
+                        if let Err(err) = written {
+                            code = err as i32;
+                            break;
+                        }
+                    }
+                } else {
+                    code = Errno::ECANCELED as i32;
+                }
+                // SAFETY: ends the helper without running the parent's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_read);
+                let unshared = unshare(
+                    CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS,
+                );
+                if unshared.is_ok() {
+                    // The helper gives up, and the wait below returns, if this fails.
+                    let _ = write(&ready_write, b"1");
+                }
+                drop(ready_write);
+                let status = loop {
+                    match waitpid(child, None) {
+                        Err(Errno::EINTR) => {}
+                        other => break other,
+                    }
+                };
+                unshared?;
+                match status? {
+                    WaitStatus::Exited(_, 0) => Ok(()),
+                    WaitStatus::Exited(_, code) => Err(Errno::from_raw(code)),
+                    _ => Err(Errno::ECHILD),
+                }
+            }
+        }
+    }
+
+    fn write_with_fd(
+        &mut self,
+        path: &CStr,
+        head: &[u8],
+        fd: RawFd,
+        tail: &[u8],
+    ) -> nix::Result<()> {
+        let mut line = Buffer::new();
+        line.push(head)?;
+        line.push_number(fd as u64)?;
+        line.push(tail)?;
+        let file = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let written = write(&file, line.bytes())?;
+        if written == line.bytes().len() {
+            Ok(())
+        } else {
+            Err(Errno::EIO)
+        }
+    }
+
+    fn close(&mut self, fd: RawFd) -> nix::Result<()> {
+        nix::unistd::close(fd)
+    }
+}
+
+/// Bytes assembled on the stack (the forked child must not allocate).
+struct Buffer {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl Buffer {
+    fn new() -> Self {
+        Self {
+            bytes: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> nix::Result<()> {
+        let end = self.len + bytes.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(Errno::ENAMETOOLONG)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    fn push_number(&mut self, mut number: u64) -> nix::Result<()> {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (number % 10) as u8;
+            number /= 10;
+            if number == 0 {
+                break;
+            }
+        }
+        self.push(&digits[start..])
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }

@@ -94,4 +94,22 @@ pub(crate) trait Sys {
     fn sethostname(&mut self, name: &CStr) -> nix::Result<()>;
     /// Sets the loopback interface up (`SIOCSIFFLAGS` with `IFF_UP`).
     fn loopback_up(&mut self) -> nix::Result<()>;
+    /// `open(path, O_RDONLY | O_CLOEXEC)`.
+    fn open_file(&mut self, path: &CStr) -> nix::Result<RawFd>;
+    /// `unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS)`, with the new user namespace's
+    /// uid and gid maps (every id to itself) written by a helper process left in the current
+    /// one: writing a map takes `CAP_SETUID` in the parent namespace, which the caller no longer
+    /// has once it is inside the new one.
+    fn enter_user_namespace(&mut self) -> nix::Result<()>;
+    /// Opens `path` for writing and writes `head`, the decimal number `fd`, and `tail` in a
+    /// single `write`.
+    fn write_with_fd(
+        &mut self,
+        path: &CStr,
+        head: &[u8],
+        fd: RawFd,
+        tail: &[u8],
+    ) -> nix::Result<()>;
+    /// `close(fd)`.
+    fn close(&mut self, fd: RawFd) -> nix::Result<()>;
 }

@@ -122,7 +122,10 @@ impl Step {
 /// Everything the children need, computed before the fork.
 #[derive(Debug)]
 pub(crate) struct Launch {
+    /// The mount plan's ops, then those applied after the resource limits (its step 9).
     pub(crate) ops: Vec<Op>,
+    /// Where the ops applied after the resource limits begin in `ops`.
+    pub(crate) late_ops: usize,
     pub(crate) cgroup_procs: Vec<CString>,
     pub(crate) namespaces: CloneFlags,
     /// A network namespace file to join (instead of a fresh namespace or the host's).
@@ -392,7 +395,8 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     if let Err(err) = unshare(launch.namespaces) {
         fail_step(Step::Unshare, err);
     }
-    if let Err((index, err)) = apply(&launch.ops, slots, &mut LinuxSys) {
+    let (setup, late) = launch.ops.split_at(launch.late_ops.min(launch.ops.len()));
+    if let Err((index, err)) = apply(setup, slots, &mut LinuxSys) {
         fail(REPORT_OP, index as u32, err);
     }
     // The cloned mount trees in `slots` were closed when they were attached.
@@ -414,6 +418,11 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
         if let Err(err) = nix::sys::resource::setrlimit(limit.resource, limit.soft, limit.hard) {
             fail(REPORT_RLIMIT, index as u32, err);
         }
+    }
+    // An emulator of kiln's own: the user namespace comes last, once nothing is left to do
+    // that takes a capability in the host's namespace.
+    if let Err((index, err)) = apply(late, slots, &mut LinuxSys) {
+        fail(REPORT_OP, (setup.len() + index) as u32, err);
     }
     confine_and_exec(launch)
 }

@@ -235,6 +235,7 @@ impl Session {
                     cache_digest,
                     inputs.len(),
                     exec.clone(),
+                    op.op().platform.as_ref().map(kiln_llb::Platform::from_pb),
                     self.config.clone(),
                 )),
                 pb::op::Op::File(file) => Arc::new(file::FileOp::new(

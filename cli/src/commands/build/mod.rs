@@ -377,12 +377,6 @@ fn build(
         if args.print_llb {
             bail!("--print-llb prints one Definition: give one --platform");
         }
-        if cache_to.iter().any(kiln_engine::is_inline) {
-            bail!(
-                "--cache-to type=inline with several platforms is not supported yet: \
-                 use type=registry or type=local"
-            );
-        }
         let options = dockerfile::options(args, source, dir)?;
         let choice = gateway::choose(args, &options.build_args, &source.bytes)?;
         let frontend = attest::frontend_facts(args, &options, &choice);
@@ -484,10 +478,14 @@ fn build(
             let mut keys: Option<kiln_cache::BuildKeys> = None;
             let mut results = Vec::with_capacity(solved.len());
             let mut definitions_llb = Vec::with_capacity(solved.len());
+            // An inline cache: each platform's image carries its own platform's keys.
+            let inline = cache_to.iter().any(kiln_engine::is_inline);
+            let mut inline_keys = Vec::with_capacity(solved.len());
             for ((platform, definition, config), (result, platform_keys)) in
                 definitions.into_iter().zip(solved)
             {
                 definitions_llb.push(definition);
+                inline_keys.push(platform_keys.clone().filter(|_| inline));
                 match (&mut keys, platform_keys) {
                     (Some(keys), Some(more)) => keys.merge(more),
                     (keys @ None, more) => *keys = more,
@@ -512,13 +510,15 @@ fn build(
                 .iter()
                 .map(|d| d.as_ref().map(|d| d.definition()))
                 .collect();
-            let exported = kiln_engine::export_platforms(
+            let inline_keys: Vec<_> = inline_keys.iter().map(Option::as_ref).collect();
+            let exported = kiln_engine::export_platforms_inline(
                 &store,
                 &results,
                 &outputs,
                 &pull,
                 attestations,
                 &llb,
+                &inline_keys,
             )?;
             export_caches(&store, keys.as_ref(), &cache_to, &pull, &runtime)?;
             anyhow::Ok(exported)

@@ -409,10 +409,11 @@ fn run_container(
         .as_deref()
         .map(kiln_llb::Platform::parse)
         .transpose()?;
-    if let Some(platform) = &platform {
-        kiln_engine::runnable(platform)
-            .map_err(|reason| anyhow::anyhow!("cannot run a {platform} image here: {reason}"))?;
-    }
+    let emulator = match &platform {
+        Some(platform) => kiln_engine::emulator(platform)
+            .map_err(|reason| anyhow::anyhow!("cannot run a {platform} image here: {reason}"))?,
+        None => None,
+    };
     let image_record = image(&store, config, &args.image, platform.as_ref(), route)?;
     let (image_config, extras) = image_config(&store, &image_record)?;
     for (name, target) in &new_volumes {
@@ -447,6 +448,7 @@ fn run_container(
         readonly: args.read_only,
     };
     let mut spec = kiln_runner::run_spec(&image_config, &overrides, placeholder)?;
+    spec.emulator = emulator;
 
     let (record, snapshot) = match attach {
         Attach::Log { id } => {

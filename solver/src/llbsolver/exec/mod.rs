@@ -46,6 +46,7 @@ pub(super) struct ExecOp {
     digest: String,
     inputs: usize,
     exec: pb::ExecOp,
+    platform: Option<kiln_llb::Platform>,
     config: Arc<SessionConfig>,
     lineage: crate::Lineage,
 }
@@ -55,6 +56,7 @@ impl ExecOp {
         digest: String,
         inputs: usize,
         exec: pb::ExecOp,
+        platform: Option<kiln_llb::Platform>,
         config: Arc<SessionConfig>,
     ) -> Self {
         Self {
@@ -62,6 +64,7 @@ impl ExecOp {
             digest,
             inputs,
             exec,
+            platform,
             config,
         }
     }
@@ -155,7 +158,8 @@ impl Op<Ref> for ExecOp {
     ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
         let exec = self.exec.clone();
-        async move { run(ctx, config, exec, inputs).await }.boxed()
+        let platform = self.platform.clone();
+        async move { run(ctx, config, exec, platform, inputs).await }.boxed()
     }
 
     fn resource_class(&self) -> ResourceClass {
@@ -373,6 +377,7 @@ impl Prepared {
                 })
                 .collect(),
             cgroup_parent: (!meta.cgroup_parent.is_empty()).then(|| meta.cgroup_parent.clone()),
+            platform: None,
         })
     }
 }
@@ -381,6 +386,7 @@ async fn run(
     ctx: OpContext,
     config: Arc<SessionConfig>,
     exec: pb::ExecOp,
+    platform: Option<kiln_llb::Platform>,
     inputs: Vec<Ref>,
 ) -> Result<Vec<Ref>, OpError> {
     let security = entitled(&exec, config.entitlements)
@@ -388,7 +394,8 @@ async fn run(
     let meta = exec.meta.clone().unwrap_or_default();
     let phase = ctx.phase("mounts");
     let prepared = Prepared::new(&config, &exec.mounts, &inputs).await?;
-    let request = prepared.request(&config, &meta, &exec.secretenv, exec.network, security)?;
+    let mut request = prepared.request(&config, &meta, &exec.secretenv, exec.network, security)?;
+    request.platform = platform;
     drop(phase);
     let Prepared {
         root: active,
