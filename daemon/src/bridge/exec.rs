@@ -35,7 +35,7 @@ const UNKNOWN_EXIT: u32 = 255;
 const OUTPUT_QUEUE: usize = 64;
 
 /// The answer stream of `ExecProcess`.
-pub(super) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecMessage, Status>> + Send>>;
+pub(crate) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecMessage, Status>> + Send>>;
 
 /// The containers of one frontend run, by the ids the frontend gave them.
 #[derive(Default)]
@@ -339,4 +339,4 @@ fn exit_message(ran: Result<ExecStatus, kiln_solver::OpError>) -> ExitMessage {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,7 +21,7 @@ use crate::pb::gateway::{
 };
 use kiln_solver::ExecStatus;
 
-const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
+pub(crate) const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
 
 /// A bridge over a fresh store in `root`, served on one in-memory connection.
 fn serve(root: &std::path::Path) -> LlbBridgeClient<Channel> {
@@ -78,17 +78,17 @@ fn serve(root: &std::path::Path) -> LlbBridgeClient<Channel> {
 
 /// What one process answered, in order.
 #[derive(Debug, Default)]
-struct Answered {
-    started_first: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    eofs: Vec<u32>,
-    exit: Option<(u32, Option<String>)>,
-    done_last: bool,
+pub(crate) struct Answered {
+    pub(crate) started_first: bool,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) eofs: Vec<u32>,
+    pub(crate) exit: Option<(u32, Option<String>)>,
+    pub(crate) done_last: bool,
 }
 
 /// Reads the answers for `pid` until its `Done`.
-async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answered {
+pub(crate) async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answered {
     let mut answered = Answered::default();
     let mut first = true;
     while let Some(message) = stream.message().await.unwrap() {
@@ -120,7 +120,7 @@ async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answe
     panic!("the stream ended before Done: {answered:?}");
 }
 
-fn init(container: &str, pid: &str, script: &str, fds: &[u32]) -> ExecMessage {
+pub(crate) fn init(container: &str, pid: &str, script: &str, fds: &[u32]) -> ExecMessage {
     ExecMessage {
         process_id: pid.to_owned(),
         input: Some(exec_message::Input::Init(InitMessage {
@@ -148,14 +148,22 @@ fn stdin(pid: &str, data: &[u8], eof: bool) -> ExecMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_frontend_runs_processes_in_a_container_of_its_results() {
+/// Whether containers of the test registry's images run here (else the test is skipped).
+pub(crate) fn runs_containers() -> bool {
     if !kiln_testdata::is_root() {
         kiln_testdata::skip("containers need root (namespaces, overlay mounts)");
-        return;
+        return false;
     }
     if !kiln_testdata::registry_up() {
         kiln_testdata::skip("the test registry is not serving 127.0.0.1:5000");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frontend_runs_processes_in_a_container_of_its_results() {
+    if !runs_containers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
