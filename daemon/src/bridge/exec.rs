@@ -42,7 +42,7 @@ pub(crate) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecMessage, Statu
 pub(super) struct Containers(Mutex<HashMap<String, Arc<Container>>>);
 
 impl Containers {
-    fn get(&self, id: &str) -> Result<Arc<Container>, Status> {
+    pub(super) fn get(&self, id: &str) -> Result<Arc<Container>, Status> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,6 +1,6 @@
-//! The files of a solved result, as a frontend reads them (`ReadFile`, `ReadDir`, `StatFile`):
-//! paths resolve inside the result's layers as in a container (links never leave it), without
-//! mounting anything.
+//! The files of a solved result or of a container's mount, as a frontend reads them
+//! (`ReadFile`, `ReadDir`, `StatFile` and their `...Container` forms): paths resolve inside
+//! the layers as in a container (links never leave them), without mounting anything.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -31,7 +31,8 @@ fn io_status(op: &str, path: &str, err: impl std::fmt::Display) -> Status {
     Status::unknown(format!("{op} {path}: {err}"))
 }
 
-fn root_of(store: &Store, result: &Ref) -> Result<Root, Status> {
+/// The root of a solved result's files.
+pub(super) fn root_of(store: &Store, result: &Ref) -> Result<Root, Status> {
     let lowers = result
         .lowers(store)
         .map_err(|e| Status::internal(crate::control::error_text("reading the result", &e)))?;
@@ -51,13 +52,11 @@ fn resolve(root: &Root, op: &str, path: &str) -> Result<kiln_fsutil::Entry, Stat
 
 /// `ReadFile`: a regular file's bytes, or the `range` of them.
 pub(super) fn read_file(
-    store: &Store,
-    result: &Ref,
+    root: &Root,
     path: &str,
     range: Option<FileRange>,
 ) -> Result<Vec<u8>, Status> {
-    let root = root_of(store, result)?;
-    let entry = resolve(&root, "open", path)?;
+    let entry = resolve(root, "open", path)?;
     if !entry.metadata.is_file() {
         return Err(Status::invalid_argument(format!(
             "{path} is not a regular file"
@@ -109,9 +108,8 @@ fn stat_of(name: &str, host: &Path, meta: &std::fs::Metadata) -> Result<Stat, St
 }
 
 /// `StatFile`: the file at `path` (links followed inside the result).
-pub(super) fn stat(store: &Store, result: &Ref, path: &str) -> Result<Stat, Status> {
-    let root = root_of(store, result)?;
-    let entry = resolve(&root, "stat", path)?;
+pub(super) fn stat(root: &Root, path: &str) -> Result<Stat, Status> {
+    let entry = resolve(root, "stat", path)?;
     let name = Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -121,14 +119,8 @@ pub(super) fn stat(store: &Store, result: &Ref, path: &str) -> Result<Stat, Stat
 
 /// `ReadDir`: the entries of the directory at `path`, merged over the result's layers, by
 /// name; with `include`, only the names matching it (Go's `filepath.Match`).
-pub(super) fn read_dir(
-    store: &Store,
-    result: &Ref,
-    path: &str,
-    include: &str,
-) -> Result<Vec<Stat>, Status> {
-    let root = root_of(store, result)?;
-    let entry = resolve(&root, "open", path)?;
+pub(super) fn read_dir(root: &Root, path: &str, include: &str) -> Result<Vec<Stat>, Status> {
+    let entry = resolve(root, "open", path)?;
     if !entry.metadata.is_dir() {
         return Err(Status::unknown(format!(
             "readdirent {path}: not a directory"
@@ -196,19 +188,16 @@ mod tests {
     #[test]
     fn files_are_read_inside_the_result() {
         let (_dir, store, result) = result();
+        let root = root_of(&store, &result).unwrap();
         assert_eq!(
-            read_file(&store, &result, "Dockerfile", None).unwrap(),
+            read_file(&root, "Dockerfile", None).unwrap(),
             b"FROM busybox\n"
         );
         // A link to an absolute path stays in the result.
-        assert_eq!(
-            read_file(&store, &result, "/etc/name", None).unwrap(),
-            b"frontend\n"
-        );
+        assert_eq!(read_file(&root, "/etc/name", None).unwrap(), b"frontend\n");
         assert_eq!(
             read_file(
-                &store,
-                &result,
+                &root,
                 "etc/hostname",
                 Some(FileRange {
                     offset: 2,
@@ -219,15 +208,14 @@ mod tests {
             b"ont"
         );
         // A link climbing out of the root ends at the root's own /etc/passwd: absent here.
-        let err = read_file(&store, &result, "escape", None).unwrap_err();
+        let err = read_file(&root, "escape", None).unwrap_err();
         assert_eq!(err.message(), "open escape: no such file or directory");
-        let err = read_file(&store, &result, "etc/gone", None).unwrap_err();
+        let err = read_file(&root, "etc/gone", None).unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
-        let err = read_file(&store, &result, "etc", None).unwrap_err();
+        let err = read_file(&root, "etc", None).unwrap_err();
         assert_eq!(err.message(), "etc is not a regular file");
         let err = read_file(
-            &store,
-            &result,
+            &root,
             "Dockerfile",
             Some(FileRange {
                 offset: -1,
@@ -241,21 +229,19 @@ mod tests {
     #[test]
     fn directories_merge_their_layers() {
         let (_dir, store, result) = result();
+        let root = root_of(&store, &result).unwrap();
         let names =
             |entries: Vec<Stat>| -> Vec<String> { entries.into_iter().map(|s| s.path).collect() };
         assert_eq!(
-            names(read_dir(&store, &result, "/etc", "").unwrap()),
+            names(read_dir(&root, "/etc", "").unwrap()),
             ["hostname", "name"]
         );
-        assert_eq!(
-            names(read_dir(&store, &result, "/", "D*").unwrap()),
-            ["Dockerfile"]
-        );
-        let link = read_dir(&store, &result, "etc", "name").unwrap();
+        assert_eq!(names(read_dir(&root, "/", "D*").unwrap()), ["Dockerfile"]);
+        let link = read_dir(&root, "etc", "name").unwrap();
         assert_eq!(link[0].linkname, "/etc/hostname");
         assert_eq!(link[0].mode & (1 << 27), 1 << 27, "Go's symlink bit");
-        let stat = stat(&store, &result, "etc/name").unwrap();
+        let stat = stat(&root, "etc/name").unwrap();
         assert_eq!((stat.path.as_str(), stat.size), ("name", 9));
-        assert!(read_dir(&store, &result, "Dockerfile", "").is_err());
+        assert!(read_dir(&root, "Dockerfile", "").is_err());
     }
 }

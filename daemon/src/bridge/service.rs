@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kiln_cache::Store;
+use kiln_fsutil::Root;
 use kiln_llb::LoadedDefinition;
 use kiln_llb::pb::Definition;
 use kiln_solver::{Ref, Reporter, Session, SourceMeta};
@@ -259,11 +259,28 @@ impl Bridge {
     async fn read_result<T: Send + 'static>(
         &self,
         id: &str,
-        read: impl FnOnce(&Store, &Ref) -> Result<T, Status> + Send + 'static,
+        read: impl FnOnce(&Root) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let result = self.solved_ref(id).await?;
         let store = self.session.config().store.clone();
-        blocking(move || read(&store, &result)).await
+        blocking(move || read(&files::root_of(&store, &result)?)).await
+    }
+
+    /// Reads mount `index` of the container `id` with `read`, on the blocking pool: its
+    /// files as its processes see them now (a process's writes included).
+    async fn read_container<T: Send + 'static>(
+        &self,
+        id: &str,
+        index: i32,
+        read: impl FnOnce(&Root) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let container = self.containers.get(id)?;
+        let index = usize::try_from(index)
+            .map_err(|_| Status::invalid_argument(format!("invalid mount index {index}")))?;
+        let layers = container
+            .layers(index)
+            .map_err(|e| Status::invalid_argument(kiln_llb::error_chain(&e)))?;
+        blocking(move || read(&Root::layered(layers))).await
     }
 
     async fn solve_once(&self, solved: &Solved) -> Result<Ref, Status> {
@@ -619,8 +636,8 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<ReadFileResponse>, Status> {
         let request = request.into_inner();
         let data = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::read_file(store, result, &request.file_path, request.range)
+            .read_result(&request.r#ref, move |root| {
+                files::read_file(root, &request.file_path, request.range)
             })
             .await?;
         Ok(Response::new(ReadFileResponse { data }))
@@ -632,8 +649,8 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<ReadDirResponse>, Status> {
         let request = request.into_inner();
         let entries = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::read_dir(store, result, &request.dir_path, &request.include_pattern)
+            .read_result(&request.r#ref, move |root| {
+                files::read_dir(root, &request.dir_path, &request.include_pattern)
             })
             .await?;
         Ok(Response::new(ReadDirResponse { entries }))
@@ -645,8 +662,45 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<StatFileResponse>, Status> {
         let request = request.into_inner();
         let stat = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::stat(store, result, &request.path)
+            .read_result(&request.r#ref, move |root| files::stat(root, &request.path))
+            .await?;
+        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+    }
+
+    async fn read_file_container(
+        &self,
+        request: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let request = request.into_inner();
+        let data = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::read_file(root, &request.file_path, request.range)
+            })
+            .await?;
+        Ok(Response::new(ReadFileResponse { data }))
+    }
+
+    async fn read_dir_container(
+        &self,
+        request: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        let request = request.into_inner();
+        let entries = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::read_dir(root, &request.dir_path, &request.include_pattern)
+            })
+            .await?;
+        Ok(Response::new(ReadDirResponse { entries }))
+    }
+
+    async fn stat_file_container(
+        &self,
+        request: Request<StatFileRequest>,
+    ) -> Result<Response<StatFileResponse>, Status> {
+        let request = request.into_inner();
+        let stat = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::stat(root, &request.path)
             })
             .await?;
         Ok(Response::new(StatFileResponse { stat: Some(stat) }))

@@ -16,8 +16,8 @@ use super::exit_message;
 use crate::pb::gateway::llb_bridge_client::LlbBridgeClient;
 use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 use crate::pb::gateway::{
-    ExecMessage, FdMessage, InitMessage, NewContainerRequest, ReleaseContainerRequest,
-    SignalMessage, SolveRequest, exec_message, result,
+    ExecMessage, FdMessage, InitMessage, NewContainerRequest, ReadDirRequest, ReadFileRequest,
+    ReleaseContainerRequest, SignalMessage, SolveRequest, StatFileRequest, exec_message, result,
 };
 use kiln_solver::ExecStatus;
 
@@ -288,6 +288,163 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
         gone.message(),
         "container \"c1\" previously released or not created"
     );
+}
+
+/// Makes container `id` of busybox, with a tmpfs at `/scratch` (its mount 1).
+async fn busybox_container(client: &mut LlbBridgeClient<Channel>, id: &str) {
+    let definition = kiln_llb::image_for(BUSYBOX, kiln_llb::Platform::host().to_pb()).marshal();
+    let solved = client
+        .solve(SolveRequest {
+            definition: Some(definition),
+            allow_result_array_ref: true,
+            ..SolveRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(result::Result::Ref(busybox)) = solved.result.and_then(|r| r.result) else {
+        panic!("no ref");
+    };
+    client
+        .new_container(NewContainerRequest {
+            container_id: id.to_owned(),
+            mounts: vec![
+                pb::Mount {
+                    dest: "/".to_owned(),
+                    result_id: busybox.id,
+                    output: -1,
+                    ..pb::Mount::default()
+                },
+                pb::Mount {
+                    dest: "/scratch".to_owned(),
+                    mount_type: pb::MountType::Tmpfs as i32,
+                    output: -1,
+                    ..pb::Mount::default()
+                },
+            ],
+            network: pb::NetMode::None as i32,
+            ..NewContainerRequest::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// `ReadFileContainer` of `path` in mount `index` of container `id`.
+async fn read_in(
+    client: &mut LlbBridgeClient<Channel>,
+    id: &str,
+    index: i32,
+    path: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    client
+        .read_file_container(ReadFileRequest {
+            r#ref: id.to_owned(),
+            file_path: path.to_owned(),
+            mount_index: index,
+            ..ReadFileRequest::default()
+        })
+        .await
+        .map(|r| r.into_inner().data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_s_files_are_read_with_its_processes_writes_and_never_outside_it() {
+    if !runs_containers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A host file that a link in the container names, by its host path and climbing out.
+    let host = tempfile::tempdir().unwrap();
+    fs_err::write(host.path().join("secret"), "host secret\n").unwrap();
+    let secret = host.path().join("secret");
+    let secret = secret.to_str().unwrap();
+    let mut client = serve(&dir.path().join("root"));
+    busybox_container(&mut client, "c1").await;
+
+    let (send, outgoing) = mpsc::unbounded_channel();
+    let mut stream = client
+        .exec_process(UnboundedReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    let script = format!(
+        "mkdir -p /made && printf 'written by the process' > /made/file && \
+         ln -s /made/file /made/inside && ln -s {secret} /made/absolute && \
+         ln -s ../../../../../../../../..{secret} /made/climbing && \
+         echo tmp > /scratch/file"
+    );
+    send.send(init("c1", "p1", &script, &[1, 2])).unwrap();
+    let ran = answers(&mut stream, "p1").await;
+    assert_eq!(ran.exit, Some((0, None)), "{ran:?}");
+
+    assert_eq!(
+        read_in(&mut client, "c1", 0, "/made/file").await.unwrap(),
+        b"written by the process"
+    );
+    assert_eq!(
+        read_in(&mut client, "c1", 0, "made/inside").await.unwrap(),
+        b"written by the process"
+    );
+    // The image's own files are there too.
+    assert!(
+        !read_in(&mut client, "c1", 0, "/etc/passwd")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Links resolve inside the container: the host file is not there.
+    for link in ["/made/absolute", "/made/climbing"] {
+        let escaped = read_in(&mut client, "c1", 0, link).await.unwrap_err();
+        assert_eq!(escaped.code(), Code::NotFound, "{link}: {escaped:?}");
+        assert!(
+            escaped.message().ends_with("no such file or directory"),
+            "{escaped:?}"
+        );
+    }
+    let listed = client
+        .read_dir_container(ReadDirRequest {
+            r#ref: "c1".to_owned(),
+            dir_path: "/made".to_owned(),
+            ..ReadDirRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(names, ["absolute", "climbing", "file", "inside"]);
+    let stat = client
+        .stat_file_container(StatFileRequest {
+            r#ref: "c1".to_owned(),
+            path: "/made/file".to_owned(),
+            ..StatFileRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stat
+        .unwrap();
+    assert_eq!(stat.size, 22);
+
+    // A tmpfs is only in the processes' view; a mount that is not there is refused.
+    let tmpfs = read_in(&mut client, "c1", 1, "/file").await.unwrap_err();
+    assert_eq!(
+        tmpfs.message(),
+        "mount 1 of the container is a tmpfs: only its processes see its files"
+    );
+    let missing = read_in(&mut client, "c1", 2, "/file").await.unwrap_err();
+    assert_eq!(missing.message(), "the container has no mount 2");
+
+    // Released, the container's files are gone.
+    client
+        .release_container(ReleaseContainerRequest {
+            container_id: "c1".to_owned(),
+        })
+        .await
+        .unwrap();
+    let gone = read_in(&mut client, "c1", 0, "/made/file")
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
 }
 
 #[test]

@@ -76,6 +76,16 @@ impl Session {
 }
 
 impl Container {
+    /// The host directories of the container's mount `index` (its index among the mounts it
+    /// was made with), topmost layer first: its files as its processes see them, their writes
+    /// included. A tmpfs or a secret is refused (only the processes see those).
+    pub fn layers(&self, index: usize) -> Result<Vec<std::path::PathBuf>, Error> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .layers(index)
+    }
+
     /// Runs the process `meta` (with the secrets `secretenv` in its environment, in the
     /// security mode `security`, LLB's `SecurityMode`) with the input and controls of `io`,
     /// its output to `output`, and gives how it ended. A container runs one process at a
