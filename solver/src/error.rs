@@ -67,9 +67,6 @@ pub enum Error {
         /// What kind of mount it is.
         kind: &'static str,
     },
-    /// A process was started in a container while another one runs there.
-    #[error("a process is running in this container already: kiln runs one at a time")]
-    ContainerBusy,
     /// A step asks for more than the build's entitlements allow.
     #[error("{entitlement} is not allowed")]
     NotEntitled {

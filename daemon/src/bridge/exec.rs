@@ -253,6 +253,7 @@ fn start(
         stdin: stdin_read,
         tty: tty.then_some((24, 80)),
         control: controls,
+        started: None,
     };
     // The output as it comes, to the fds the client asked for (a terminal's is all fd 1).
     let fds: Vec<u32> = [1, 2].into_iter().filter(|fd| wants(*fd)).collect();

@@ -214,12 +214,7 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
 
-    let (send, outgoing) = mpsc::unbounded_channel();
-    let mut stream = client
-        .exec_process(UnboundedReceiverStream::new(outgoing))
-        .await
-        .unwrap()
-        .into_inner();
+    let (send, mut stream) = exec_stream(&mut client).await;
 
     // Input in two pieces, output on both streams, an exit code.
     send.send(init(
@@ -361,12 +356,7 @@ async fn a_container_s_files_are_read_with_its_processes_writes_and_never_outsid
     let mut client = serve(&dir.path().join("root"));
     busybox_container(&mut client, "c1").await;
 
-    let (send, outgoing) = mpsc::unbounded_channel();
-    let mut stream = client
-        .exec_process(UnboundedReceiverStream::new(outgoing))
-        .await
-        .unwrap()
-        .into_inner();
+    let (send, mut stream) = exec_stream(&mut client).await;
     let script = format!(
         "mkdir -p /made && printf 'written by the process' > /made/file && \
          ln -s /made/file /made/inside && ln -s {secret} /made/absolute && \
@@ -445,6 +435,83 @@ async fn a_container_s_files_are_read_with_its_processes_writes_and_never_outsid
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+}
+
+/// Opens an `ExecProcess` stream: its sender and its answers.
+async fn exec_stream(
+    client: &mut LlbBridgeClient<Channel>,
+) -> (
+    mpsc::UnboundedSender<ExecMessage>,
+    tonic::Streaming<ExecMessage>,
+) {
+    let (send, outgoing) = mpsc::unbounded_channel();
+    let stream = client
+        .exec_process(UnboundedReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    (send, stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_run_at_once_in_one_container_and_see_each_other_s_files() {
+    if !runs_containers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = serve(&dir.path().join("root"));
+    busybox_container(&mut client, "c1").await;
+
+    // The first waits for a file that only the second one writes.
+    let (first, mut first_answers) = exec_stream(&mut client).await;
+    first
+        .send(init(
+            "c1",
+            "waiter",
+            "i=0; while [ ! -e /shared ]; do i=$((i+1)); [ $i -gt 300 ] && exit 9; sleep 0.1; done; \
+             cat /shared",
+            &[1, 2],
+        ))
+        .unwrap();
+    let started = first_answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(started.input, Some(exec_message::Input::Started(_))),
+        "{started:?}"
+    );
+    let (second, mut second_answers) = exec_stream(&mut client).await;
+    second
+        .send(init(
+            "c1",
+            "writer",
+            "echo written by the second > /shared.tmp && mv /shared.tmp /shared && echo wrote",
+            &[1, 2],
+        ))
+        .unwrap();
+    let wrote = answers(&mut second_answers, "writer").await;
+    assert_eq!(
+        String::from_utf8_lossy(&wrote.stdout),
+        "wrote\n",
+        "{wrote:?}"
+    );
+    assert_eq!(wrote.exit, Some((0, None)), "{wrote:?}");
+    let waited = answers(&mut first_answers, "waiter").await;
+    assert_eq!(
+        String::from_utf8_lossy(&waited.stdout),
+        "written by the second\n",
+        "{waited:?}"
+    );
+    assert_eq!(waited.exit, Some((0, None)), "{waited:?}");
+
+    // Both ended, the next process starts the container anew, with their files.
+    let (third, mut third_answers) = exec_stream(&mut client).await;
+    third
+        .send(init("c1", "after", "cat /shared", &[1, 2]))
+        .unwrap();
+    let after = answers(&mut third_answers, "after").await;
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout),
+        "written by the second\n"
+    );
 }
 
 #[test]
