@@ -33,8 +33,8 @@ pub(crate) struct ControlService {
     pub(crate) config: kiln_cache::Config,
     pub(crate) executor: Arc<dyn kiln_solver::Executor>,
     pub(crate) builds: Builds,
-    /// The results of builds run as gateway clients.
-    pub(crate) returns: crate::gateway::Returns,
+    /// The bridges of the builds run as gateway clients.
+    pub(crate) gateways: crate::gateway::Gateways,
     /// The clients' open sessions.
     pub(crate) sessions: crate::session::Sessions,
     /// The directories clients' local sources are received into.
@@ -425,22 +425,57 @@ impl ControlService {
         Ok(converted)
     }
 
+    /// The build a gateway client (`buildctl build`) returns: its calls are served by a
+    /// bridge over `session`, registered under the build's ref, until it returns.
+    async fn gateway_client(
+        &self,
+        request: &SolveRequest,
+        session: Arc<Session>,
+        progress: &Arc<crate::status::Progress>,
+        pull: &PullOptions,
+    ) -> Result<Build, Status> {
+        let resolver = Arc::new(kiln_engine::StoreResolver::new(
+            self.store.clone(),
+            pull.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        let bridge = Arc::new(
+            crate::bridge::Bridge::new(
+                session,
+                progress.clone(),
+                HashMap::new(),
+                kiln_llb::Platform::host().to_pb(),
+                0,
+                (!request.session.is_empty()).then(|| request.session.clone()),
+                resolver,
+            )
+            .deferring_frontends(),
+        );
+        self.gateways.register(&request.r#ref, bridge.clone());
+        match bridge.wait_returned().await {
+            crate::bridge::Returned::Result { definition, .. } => {
+                Ok(Build::Definition(definition.unwrap_or_default()))
+            }
+            crate::bridge::Returned::Frontend { frontend, attrs } => {
+                Ok(Build::Frontend { frontend, attrs })
+            }
+            crate::bridge::Returned::Error(message) => Err(Status::unknown(message)),
+        }
+    }
+
     /// Solves and exports one request; the progress goes to the build's log.
     async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
         let build = if !request.frontend.is_empty() {
-            Build::Frontend {
+            Some(Build::Frontend {
                 frontend: request.frontend.clone(),
                 attrs: request.frontend_attrs.clone(),
-            }
+            })
         } else if let Some(definition) = request.definition.clone().filter(|d| !d.def.is_empty()) {
-            Build::Definition(definition)
+            Some(Build::Definition(definition))
         } else {
-            // buildctl runs its build as a gateway client and returns the result to solve.
-            self.returns
-                .wait(&request.r#ref)
-                .await
-                .ok_or_else(|| Status::invalid_argument("the request has no Definition"))?
-                .map_err(Status::unknown)?
+            // buildctl runs its build as a gateway client: its calls wait for the bridge.
+            self.gateways.expect(&request.r#ref);
+            None
         };
         let scratch = self
             .store
@@ -509,6 +544,14 @@ impl ControlService {
                 },
                 self.shared_work.clone(),
             )
+        };
+        let build = match build {
+            Some(build) => build,
+            None => {
+                let session = Arc::new(new_session(HashMap::new(), HashMap::new(), no_cache));
+                self.gateway_client(&request, session, &progress, &pull)
+                    .await?
+            }
         };
         // A Dockerfile build for several platforms (`platform=A,B`) is converted once per
         // platform, and the graphs are solved together, as `kiln build --platform A,B`.
@@ -731,7 +774,7 @@ struct Finished<'a> {
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
         self.service.builds.finish(self.reference);
-        self.service.returns.forget(self.reference);
+        self.service.gateways.forget(self.reference);
     }
 }
 

@@ -8,11 +8,12 @@
 //! `Status`, `Session`) until a shutdown future resolves; [`shutdown_signal`] is the usual one
 //! (SIGTERM or SIGINT).
 //!
-//! `buildctl build` runs its build function as a gateway client on the same socket: the
-//! `LLBBridge` calls `Ping`, `Solve` and `Return` are served too (`gateway`), and the
-//! `Control.Solve` of that build exports what the function returned. A frontend image
-//! (`# syntax=IMAGE`, `gateway.v0`) runs with the gateway API served to it, and `kiln
-//! gateway-frontend` is kiln's own frontend as such an image, the client side (`bridge`).
+//! A frontend image (`# syntax=IMAGE`, `gateway.v0`) runs with the gateway API, `LLBBridge`,
+//! served to it (`bridge`), and `kiln gateway-frontend` is kiln's own frontend as such an
+//! image, the client side. `buildctl build` runs its build function as a gateway client on
+//! the control socket: its calls go to the same bridge, made for its build (`gateway` routes
+//! each call by the build it names), and the `Control.Solve` of that build exports what the
+//! function returned.
 //!
 //! Place in the data path: a client's `Solve` carries an LLB Definition; the daemon solves it
 //! with kiln-solver (backed by kiln-engine's runner executor) and exports the result with

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::control::ControlService;
 use crate::error::Error;
-use crate::gateway::{GatewayService, Returns};
+use crate::gateway::Gateways;
 use crate::pb::control::control_server::ControlServer;
 use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 use crate::status::Builds;
@@ -244,12 +244,12 @@ impl Daemon {
             tracing::warn!(error = %e, "telling the service manager the daemon is ready");
         }
         let (cancel, cancelled) = watch::channel(false);
-        let returns = Returns::default();
-        let gateway = LlbBridgeServer::new(GatewayService::new(returns.clone()))
+        let gateways = Gateways::default();
+        let gateway = LlbBridgeServer::new(gateways.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let service = ControlService {
-            returns,
+            gateways,
             store: self.store.clone(),
             config: self.config.clone(),
             executor: self.executor.clone(),

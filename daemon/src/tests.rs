@@ -11,7 +11,7 @@ use crate::pb::control::{ListWorkersRequest, PruneRequest, SolveRequest};
 use crate::pb::gateway::llb_bridge_client::LlbBridgeClient;
 use crate::{Address, Daemon, MAX_MESSAGE_SIZE};
 
-async fn connect(socket: &Path) -> Channel {
+pub(crate) async fn connect(socket: &Path) -> Channel {
     for _ in 0..100 {
         if let Ok(channel) = crate::client::connect_unix(socket).await {
             return channel;
@@ -19,6 +19,27 @@ async fn connect(socket: &Path) -> Channel {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the daemon does not listen on {}", socket.display());
+}
+
+/// A daemon over a store in `dir`, serving on `dir/kiln.sock` until told to stop.
+pub(crate) fn serve(
+    dir: &Path,
+    config: kiln_cache::Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), crate::Error>>,
+) {
+    let daemon = Daemon::open(dir.join("root"), config).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let address = Address::Unix(dir.join("kiln.sock"));
+    let server = tokio::spawn(async move {
+        daemon
+            .serve(&address, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, server)
 }
 
 fn solve(def: Vec<Vec<u8>>) -> SolveRequest {
@@ -199,16 +220,7 @@ async fn random_requests_and_definitions_never_take_the_daemon_down() {
         Path::new("kiln.toml"),
     )
     .unwrap();
-    let daemon = Daemon::open(dir.path().join("root"), config).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let address = Address::Unix(socket.clone());
-    let server = tokio::spawn(async move {
-        daemon
-            .serve(&address, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, server) = serve(dir.path(), config);
     let channel = connect(&socket).await;
     let mut control = ControlClient::new(channel.clone());
     let mut raw = tonic::client::Grpc::new(channel.clone());

@@ -1,18 +1,19 @@
 //! The solver's [`Executor`] seam, implemented with `kiln-runner`.
 
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt as _};
 use kiln_runner::net::{AttachOptions, Attachment, Bridge};
 use kiln_runner::{
-    ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, Stdio, TerminalSize,
-    TmpfsOptions, Ulimit,
+    ExecSpec, ExitStatus, Handle, Mount, NetworkMode, Rootfs, Runner, Security, Spec, Stdio,
+    TerminalSize, TmpfsOptions, Ulimit,
 };
 use kiln_solver::{
     ExecControl, ExecIo, ExecMount, ExecNetwork, ExecRequest, ExecRootfs, ExecSecurity, ExecStatus,
-    Executor, OpError, OutputSink,
+    Executor, OpError, OutputSink, RunningContainer,
 };
 
 /// Where the runner keeps per-run files (bundles, staged secrets): root-only, under /run (a
@@ -221,6 +222,13 @@ impl RunnerExecutor {
             };
             let mut spec = spec(request);
             spec.emulator = emulator;
+            let mut io = io;
+            if let Some(started) = io.as_mut().and_then(|io| io.started.take()) {
+                // Told once the program runs: more processes may join its namespaces then.
+                handle.on_start(move |pid| {
+                    let _ = started.send(RunningContainer(pid));
+                });
+            }
             let mut control = io.map(|io| {
                 spec.stdio = match (io.tty, io.stdin) {
                     (Some((rows, cols)), input) => Stdio::Pty {
@@ -286,6 +294,125 @@ impl RunnerExecutor {
     }
 }
 
+/// Relays what a process writes on `read` to stream `stream` of `sink` until it is closed.
+fn relay(read: OwnedFd, stream: u8, sink: OutputSink) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        #[expect(
+            clippy::disallowed_types,
+            reason = "a pipe has no path to name in errors"
+        )]
+        let mut read = std::fs::File::from(read);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match io::Read::read(&mut read, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => sink(stream, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// Runs `request`'s process in the running container `container` (see
+/// [`Executor::exec_process`]): its output relayed to `output`; dropped, it is killed.
+fn exec_in(
+    container: RunningContainer,
+    request: ExecRequest,
+    io: ExecIo,
+    output: OutputSink,
+) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+    async move {
+        if io.tty.is_some() {
+            return Err(OpError::from(
+                "a terminal for a process beside the container's first one is not supported yet"
+                    .to_owned(),
+            ));
+        }
+        let spec = ExecSpec {
+            args: request.args,
+            env: request.env,
+            cwd: PathBuf::from(request.cwd),
+            user: request.user,
+            security: match request.security {
+                ExecSecurity::Sandbox => Security::Sandbox,
+                ExecSecurity::Insecure => Security::Insecure,
+            },
+            capabilities: kiln_runner::CapabilityChanges::default(),
+            terminal: None,
+        };
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from);
+        // Without input, a pipe already closed: it reads as empty.
+        let stdin = match io.stdin {
+            Some(stdin) => stdin,
+            None => pipe()?.0,
+        };
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let mut process = {
+            use std::os::fd::AsFd as _;
+            kiln_runner::spawn_exec(
+                container.0,
+                &spec,
+                [stdin.as_fd(), out_write.as_fd(), err_write.as_fd()],
+            )?
+        };
+        drop((stdin, out_write, err_write));
+        let relays = [
+            relay(out_read, 1, output.clone()),
+            relay(err_read, 2, output),
+        ];
+        // Its controls are not applied (a signal would reach the runner's first child, not the
+        // program): dropped as they come.
+        let mut control = io.control;
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiting = {
+            let cancelled = cancelled.clone();
+            tokio::task::spawn_blocking(move || {
+                loop {
+                    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Dropping the process kills it.
+                        return Err(kiln_runner::Error::Cancelled);
+                    }
+                    if let Some(status) =
+                        process.wait_timeout(std::time::Duration::from_millis(100))?
+                    {
+                        return Ok(status);
+                    }
+                }
+            })
+        };
+        let cancel_on_drop = CancelFlag(cancelled);
+        tokio::pin!(waiting);
+        let status = loop {
+            tokio::select! {
+                joined = &mut waiting => break joined,
+                Some(_) = control.recv() => {}
+            }
+        };
+        drop(cancel_on_drop);
+        let status =
+            status.map_err(|e| -> OpError { format!("exec task failed: {e}").into() })??;
+        for relay in relays {
+            let _ = relay.await;
+        }
+        Ok(match status {
+            ExitStatus::Code(c) => ExecStatus::Code(c),
+            ExitStatus::Signal(s) => ExecStatus::Signal(s),
+        })
+    }
+    .boxed()
+}
+
+/// Sets its flag when dropped (the waiting thread then kills the process).
+struct CancelFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Signals or resizes the container of `handle`.
 fn apply_control(handle: &Handle, message: ExecControl) {
     match message {
@@ -315,6 +442,16 @@ impl Executor for RunnerExecutor {
         output: OutputSink,
     ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
         self.run_with(request, Some(io), output)
+    }
+
+    fn exec_process(
+        &self,
+        container: RunningContainer,
+        request: ExecRequest,
+        io: ExecIo,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        exec_in(container, request, io, output)
     }
 
     fn platform_support(&self, platform: &kiln_llb::Platform) -> Result<(), String> {

@@ -53,9 +53,20 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A process was started in a container while another one runs there.
-    #[error("a process is running in this container already: kiln runs one at a time")]
-    ContainerBusy,
+    /// A container's mount that is not there was asked for.
+    #[error("the container has no mount {index}")]
+    NoSuchMount {
+        /// The mount's index.
+        index: usize,
+    },
+    /// A container's mount whose files only its processes see was asked for.
+    #[error("mount {index} of the container is a {kind}: only its processes see its files")]
+    UnreadableMount {
+        /// The mount's index.
+        index: usize,
+        /// What kind of mount it is.
+        kind: &'static str,
+    },
     /// A step asks for more than the build's entitlements allow.
     #[error("{entitlement} is not allowed")]
     NotEntitled {

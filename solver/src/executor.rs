@@ -194,7 +194,15 @@ pub struct ExecIo {
     pub tty: Option<(u16, u16)>,
     /// Signals and terminal sizes while it runs.
     pub control: tokio::sync::mpsc::UnboundedReceiver<ExecControl>,
+    /// Told the running container once the process has started in a new one
+    /// ([`Executor::run_process`]): more processes may join it meanwhile.
+    pub started: Option<tokio::sync::oneshot::Sender<RunningContainer>>,
 }
+
+/// A container whose first process runs (its PID on the host), which more processes may
+/// join ([`Executor::exec_process`]) until that process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningContainer(pub u32);
 
 /// Runs exec steps. Dropping the returned future must kill the process and clean up after it.
 pub trait Executor: Send + Sync + 'static {
@@ -216,6 +224,23 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (request, io, output);
         Box::pin(futures::future::ready(Err(OpError::from(
             "this executor runs no processes with input".to_owned(),
+        ))))
+    }
+
+    /// Runs the process of `request` (its arguments, environment, working directory, user
+    /// and security; its mounts are the container's) in the running container `container`,
+    /// beside its first process, with the standard input of `io` (its controls and terminal
+    /// may be refused). An executor that cannot refuses.
+    fn exec_process(
+        &self,
+        container: RunningContainer,
+        request: ExecRequest,
+        io: ExecIo,
+        output: OutputSink,
+    ) -> BoxFuture<'static, Result<ExecStatus, OpError>> {
+        let _ = (container, request, io, output);
+        Box::pin(futures::future::ready(Err(OpError::from(
+            "this executor runs no process beside another one".to_owned(),
         ))))
     }
 

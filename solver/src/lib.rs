@@ -66,7 +66,7 @@ pub use cache_key::CacheKey;
 pub use error::{BuildError, Error, InputOf, LlbError, SelectError};
 pub use executor::{
     Entitlements, ExecControl, ExecIo, ExecMount, ExecNetwork, ExecRequest, ExecRootfs,
-    ExecSecurity, ExecStatus, ExecUlimit, Executor, OutputSink,
+    ExecSecurity, ExecStatus, ExecUlimit, Executor, OutputSink, RunningContainer,
 };
 pub use history::{
     DefinitionChange, Fact, FileChange, History, Lineage, MissReason, MissRecord, Outline,

@@ -35,14 +35,14 @@ const UNKNOWN_EXIT: u32 = 255;
 const OUTPUT_QUEUE: usize = 64;
 
 /// The answer stream of `ExecProcess`.
-pub(super) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecMessage, Status>> + Send>>;
+pub(crate) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecMessage, Status>> + Send>>;
 
 /// The containers of one frontend run, by the ids the frontend gave them.
 #[derive(Default)]
 pub(super) struct Containers(Mutex<HashMap<String, Arc<Container>>>);
 
 impl Containers {
-    fn get(&self, id: &str) -> Result<Arc<Container>, Status> {
+    pub(super) fn get(&self, id: &str) -> Result<Arc<Container>, Status> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -253,6 +253,7 @@ fn start(
         stdin: stdin_read,
         tty: tty.then_some((24, 80)),
         control: controls,
+        started: None,
     };
     // The output as it comes, to the fds the client asked for (a terminal's is all fd 1).
     let fds: Vec<u32> = [1, 2].into_iter().filter(|fd| wants(*fd)).collect();
@@ -339,4 +340,4 @@ fn exit_message(ran: Result<ExecStatus, kiln_solver::OpError>) -> ExitMessage {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

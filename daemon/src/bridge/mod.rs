@@ -41,7 +41,11 @@ use tokio::net::unix::pipe;
 
 pub use client::serve_builtin_frontend;
 pub use container::FrontendError;
+pub(crate) use exec::ExecStream;
+#[cfg(test)]
+pub(crate) use exec::tests as exec_tests;
 pub use service::frontend_option_env;
+pub(crate) use service::{Bridge, Returned};
 
 /// The metadata key of the image configuration in a frontend's result.
 pub const IMAGE_CONFIG_KEY: &str = "containerimage.config";

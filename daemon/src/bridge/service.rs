@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use kiln_cache::Store;
+use kiln_fsutil::Root;
 use kiln_llb::LoadedDefinition;
 use kiln_llb::pb::Definition;
 use kiln_solver::{Ref, Reporter, Session, SourceMeta};
@@ -60,9 +60,62 @@ const FRONTEND_CAPS: &[&str] = &[
     "source.metaresolver",
 ];
 
+/// The LLB capabilities kiln's solver takes (it checks each field itself).
+pub(crate) const LLB_CAPS: &[&str] = &[
+    "source.image",
+    "source.image.resolvemode",
+    "source.local",
+    "source.local.unique",
+    "source.local.sessionid",
+    "source.local.includepatterns",
+    "source.local.followpaths",
+    "source.local.excludepatterns",
+    "source.local.sharedkeyhint",
+    "source.git",
+    "source.git.keepgitdir",
+    "source.git.fullurl",
+    "source.git.subdir",
+    "source.http",
+    "source.http.checksum",
+    "source.http.perm",
+    "soruce.http.uidgid",
+    "exec.meta.base",
+    "exec.meta.network",
+    "exec.meta.proxyenv",
+    "exec.meta.security",
+    "exec.meta.setsdefaultpath",
+    "exec.meta.ulimit",
+    "exec.meta.removemountstubs.recursive",
+    "exec.mount.bind",
+    "exec.mount.bind.readwrite-nooutput",
+    "exec.mount.cache",
+    "exec.mount.cache.sharing",
+    "exec.mount.selector",
+    "exec.mount.tmpfs",
+    "exec.mount.tmpfs.size",
+    "exec.mount.secret",
+    "exec.mount.ssh",
+    "exec.secretenv",
+    "exec.validexitcode",
+    "file.base",
+    "file.rm.wildcard",
+    "file.copy.includeexcludepatterns",
+    "file.rm.nofollowsymlink",
+    "file.copy.alwaysreplaceexistingdestpaths",
+    "file.copy.modestring",
+    "file.symlink.create",
+    "constraints",
+    "platform",
+    "meta.ignorecache",
+    "meta.description",
+    "meta.exportcache",
+    "mergeop",
+    "diffop",
+];
+
 /// What the frontend returned: its result refs' Definitions with the metadata, or its error.
 #[derive(Debug, Clone)]
-pub(super) enum Returned {
+pub(crate) enum Returned {
     /// A result.
     Result {
         /// The default ref's Definition (`None`: the empty file system).
@@ -72,16 +125,27 @@ pub(super) enum Returned {
     },
     /// The frontend's error, with the source locations it named.
     Error(String),
+    /// A ref answering a `Solve` of another frontend that a bridge deferring frontends
+    /// (see [`Bridge::deferring_frontends`]) answered without running it: it runs now.
+    Frontend {
+        /// The frontend's name (`dockerfile.v0`, `gateway.v0`).
+        frontend: String,
+        /// Its options (`FrontendOpt`).
+        attrs: HashMap<String, String>,
+    },
 }
 
-/// One solve request of the frontend: its Definition, solved once when first needed.
+/// One solve request of the frontend: its Definition, solved once when first needed, or a
+/// deferred frontend's name and options.
+#[derive(Default)]
 struct Solved {
     definition: Option<(Definition, LoadedDefinition)>,
+    frontend: Option<(String, HashMap<String, String>)>,
     result: OnceCell<Result<Ref, String>>,
 }
 
 /// The bridge of one frontend run.
-pub(super) struct Bridge {
+pub(crate) struct Bridge {
     pub(super) session: Arc<Session>,
     pub(super) reporter: Arc<dyn Reporter>,
     pub(super) inputs: HashMap<String, Definition>,
@@ -101,10 +165,13 @@ pub(super) struct Bridge {
     warnings: Mutex<Vec<String>>,
     /// The frontend's containers.
     pub(super) containers: super::exec::Containers,
+    /// Whether a `Solve` of a frontend is answered with a ref that runs it when returned
+    /// (a gateway client of the control socket: its frontends read the client's session).
+    defer_frontends: bool,
 }
 
 impl Bridge {
-    pub(super) fn new(
+    pub(crate) fn new(
         session: Arc<Session>,
         reporter: Arc<dyn Reporter>,
         inputs: HashMap<String, Definition>,
@@ -127,7 +194,28 @@ impl Bridge {
             returned: watch::Sender::new(None),
             warnings: Mutex::default(),
             containers: super::exec::Containers::default(),
+            defer_frontends: false,
         }
+    }
+
+    /// The bridge of a build's own gateway client (`buildctl build` on the control socket):
+    /// a `Solve` of the `dockerfile.v0` or `gateway.v0` frontend answers a ref that runs the
+    /// frontend when it is returned ([`Returned::Frontend`]), where the build has the
+    /// client's session for its files and platforms.
+    #[must_use]
+    pub(crate) fn deferring_frontends(mut self) -> Self {
+        self.defer_frontends = true;
+        self
+    }
+
+    /// Waits until the frontend returns, and gives what it returned.
+    pub(crate) async fn wait_returned(&self) -> Returned {
+        let mut returned = self.returned.subscribe();
+        let ready = returned.wait_for(Option::is_some).await;
+        // The sender is this bridge's own field: it outlives the wait.
+        ready.ok().and_then(|r| r.clone()).unwrap_or_else(|| {
+            Returned::Error("the build ended without returning a result".to_owned())
+        })
     }
 
     /// What the frontend returned, if it did.
@@ -171,14 +259,36 @@ impl Bridge {
     async fn read_result<T: Send + 'static>(
         &self,
         id: &str,
-        read: impl FnOnce(&Store, &Ref) -> Result<T, Status> + Send + 'static,
+        read: impl FnOnce(&Root) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let result = self.solved_ref(id).await?;
         let store = self.session.config().store.clone();
-        blocking(move || read(&store, &result)).await
+        blocking(move || read(&files::root_of(&store, &result)?)).await
+    }
+
+    /// Reads mount `index` of the container `id` with `read`, on the blocking pool: its
+    /// files as its processes see them now (a process's writes included).
+    async fn read_container<T: Send + 'static>(
+        &self,
+        id: &str,
+        index: i32,
+        read: impl FnOnce(&Root) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let container = self.containers.get(id)?;
+        let index = usize::try_from(index)
+            .map_err(|_| Status::invalid_argument(format!("invalid mount index {index}")))?;
+        let layers = container
+            .layers(index)
+            .map_err(|e| Status::invalid_argument(kiln_llb::error_chain(&e)))?;
+        blocking(move || read(&Root::layered(layers))).await
     }
 
     async fn solve_once(&self, solved: &Solved) -> Result<Ref, Status> {
+        if let Some((frontend, _)) = &solved.frontend {
+            return Err(Status::unimplemented(format!(
+                "the result of frontend {frontend} is built when the build returns it, not read before"
+            )));
+        }
         let result = solved
             .result
             .get_or_init(|| async {
@@ -224,7 +334,10 @@ impl Bridge {
     /// A frontend's `Solve` of another frontend: `gateway.v0` runs the image `source` (as
     /// BuildKit's Dockerfile frontend does for a `# syntax=` line) and answers its result.
     async fn forward(&self, request: SolveRequest) -> Result<Response<SolveResponse>, Status> {
-        if request.frontend != "gateway.v0" {
+        if self.defer_frontends {
+            return self.defer(request);
+        }
+        if request.frontend != crate::frontend::GATEWAY {
             return Err(Status::unimplemented(format!(
                 "frontend {:?}: a frontend image may solve Definitions and gateway.v0 only",
                 request.frontend
@@ -243,8 +356,8 @@ impl Bridge {
             .cloned()
             .ok_or_else(|| Status::invalid_argument("no source specified for gateway"))?;
         let mut frontend = super::GatewayFrontend::new(source);
-        frontend.options = request.frontend_opt.into_iter().collect();
-        frontend.inputs = request.frontend_inputs;
+        frontend.options = request.frontend_opt.clone().into_iter().collect();
+        frontend.inputs = request.frontend_inputs.clone();
         frontend.platform = self.platform.clone();
         frontend.session_id = self.session_id.clone();
         frontend.depth = self.depth + 1;
@@ -269,37 +382,65 @@ impl Bridge {
             None => String::new(),
             Some(_) => self.add_ref(Solved {
                 definition,
-                result: OnceCell::new(),
+                ..Solved::default()
             })?,
         };
         let mut metadata = result.metadata;
         if let Some(config) = result.config {
             metadata.insert(super::IMAGE_CONFIG_KEY.to_owned(), config);
         }
-        Ok(Response::new(SolveResponse {
-            r#ref: if request.allow_result_return {
-                String::new()
-            } else {
-                id.clone()
-            },
-            result: Some(PbResult {
-                result: Some(if request.allow_result_array_ref {
-                    result::Result::Ref(PbRef { id, def })
-                } else {
-                    result::Result::RefDeprecated(id)
-                }),
-                metadata,
-            }),
-        }))
+        Ok(solve_response(&request, id, def, metadata))
     }
 
-    /// The Definition of a returned ref (`None` for the empty one).
-    fn definition_of(&self, id: &str) -> Result<Option<Definition>, String> {
+    /// A `Solve` of a frontend by a bridge deferring them: its options are checked now, and
+    /// the ref answered runs it when returned.
+    fn defer(&self, request: SolveRequest) -> Result<Response<SolveResponse>, Status> {
+        match request.frontend.as_str() {
+            crate::frontend::DOCKERFILE => {
+                for (_, attrs) in crate::frontend::per_platform(&request.frontend_opt)? {
+                    crate::frontend::convert_options(&attrs)?;
+                }
+            }
+            crate::frontend::GATEWAY => {}
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "frontend {other:?}: kiln has the built-in {} and {}",
+                    crate::frontend::DOCKERFILE,
+                    crate::frontend::GATEWAY
+                )));
+            }
+        }
+        let id = self.add_ref(Solved {
+            frontend: Some((request.frontend.clone(), request.frontend_opt.clone())),
+            ..Solved::default()
+        })?;
+        Ok(solve_response(&request, id, None, HashMap::new()))
+    }
+
+    /// What returning ref `id` with `metadata` gives: its Definition (`None` for the empty
+    /// ref), or the deferred frontend it answered.
+    fn returned_ref(
+        &self,
+        id: &str,
+        metadata: HashMap<String, Vec<u8>>,
+    ) -> Result<Returned, String> {
         if id.is_empty() {
-            return Ok(None);
+            return Ok(Returned::Result {
+                definition: None,
+                metadata,
+            });
         }
         let solved = self.solved(id).map_err(|s| s.message().to_owned())?;
-        Ok(solved.definition.as_ref().map(|(d, _)| d.clone()))
+        Ok(match &solved.frontend {
+            Some((frontend, attrs)) => Returned::Frontend {
+                frontend: frontend.clone(),
+                attrs: attrs.clone(),
+            },
+            None => Returned::Result {
+                definition: solved.definition.as_ref().map(|(d, _)| d.clone()),
+                metadata,
+            },
+        })
     }
 
     fn resolve_image(
@@ -330,6 +471,31 @@ fn caps(ids: &[&str]) -> Vec<crate::pb::moby::buildkit::v1::apicaps::ApiCap> {
             ..Default::default()
         })
         .collect()
+}
+
+/// The answer to `request`: the ref `id` (with its Definition `def` where the client takes
+/// one), in the form the client asked for.
+fn solve_response(
+    request: &SolveRequest,
+    id: String,
+    def: Option<Definition>,
+    metadata: HashMap<String, Vec<u8>>,
+) -> Response<SolveResponse> {
+    Response::new(SolveResponse {
+        r#ref: if request.allow_result_return {
+            String::new()
+        } else {
+            id.clone()
+        },
+        result: Some(PbResult {
+            result: Some(if request.allow_result_array_ref {
+                result::Result::Ref(PbRef { id, def })
+            } else {
+                result::Result::RefDeprecated(id)
+            }),
+            metadata,
+        }),
+    })
 }
 
 /// Blocks the sync file readers off the async workers.
@@ -430,11 +596,11 @@ impl LlbBridge for Arc<Bridge> {
         &self,
         request: Request<SolveRequest>,
     ) -> Result<Response<SolveResponse>, Status> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         if !request.frontend.is_empty() {
             return self.forward(request).await;
         }
-        let definition = match request.definition.filter(|d| !d.def.is_empty()) {
+        let definition = match request.definition.take().filter(|d| !d.def.is_empty()) {
             None => None,
             Some(definition) => {
                 let loaded =
@@ -450,7 +616,7 @@ impl LlbBridge for Arc<Bridge> {
         let def = definition.as_ref().map(|(d, _)| d.clone());
         let solved = Solved {
             definition,
-            result: OnceCell::new(),
+            ..Solved::default()
         };
         if request.evaluate {
             self.solve_once(&solved).await?;
@@ -461,25 +627,7 @@ impl LlbBridge for Arc<Bridge> {
         } else {
             self.add_ref(solved)?
         };
-        let result = if request.allow_result_array_ref {
-            result::Result::Ref(PbRef {
-                id: id.clone(),
-                def,
-            })
-        } else {
-            result::Result::RefDeprecated(id.clone())
-        };
-        Ok(Response::new(SolveResponse {
-            r#ref: if request.allow_result_return {
-                String::new()
-            } else {
-                id
-            },
-            result: Some(PbResult {
-                result: Some(result),
-                metadata: HashMap::new(),
-            }),
-        }))
+        Ok(solve_response(&request, id, def, HashMap::new()))
     }
 
     async fn read_file(
@@ -488,8 +636,8 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<ReadFileResponse>, Status> {
         let request = request.into_inner();
         let data = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::read_file(store, result, &request.file_path, request.range)
+            .read_result(&request.r#ref, move |root| {
+                files::read_file(root, &request.file_path, request.range)
             })
             .await?;
         Ok(Response::new(ReadFileResponse { data }))
@@ -501,8 +649,8 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<ReadDirResponse>, Status> {
         let request = request.into_inner();
         let entries = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::read_dir(store, result, &request.dir_path, &request.include_pattern)
+            .read_result(&request.r#ref, move |root| {
+                files::read_dir(root, &request.dir_path, &request.include_pattern)
             })
             .await?;
         Ok(Response::new(ReadDirResponse { entries }))
@@ -514,8 +662,45 @@ impl LlbBridge for Arc<Bridge> {
     ) -> Result<Response<StatFileResponse>, Status> {
         let request = request.into_inner();
         let stat = self
-            .read_result(&request.r#ref, move |store, result| {
-                files::stat(store, result, &request.path)
+            .read_result(&request.r#ref, move |root| files::stat(root, &request.path))
+            .await?;
+        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+    }
+
+    async fn read_file_container(
+        &self,
+        request: Request<ReadFileRequest>,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let request = request.into_inner();
+        let data = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::read_file(root, &request.file_path, request.range)
+            })
+            .await?;
+        Ok(Response::new(ReadFileResponse { data }))
+    }
+
+    async fn read_dir_container(
+        &self,
+        request: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        let request = request.into_inner();
+        let entries = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::read_dir(root, &request.dir_path, &request.include_pattern)
+            })
+            .await?;
+        Ok(Response::new(ReadDirResponse { entries }))
+    }
+
+    async fn stat_file_container(
+        &self,
+        request: Request<StatFileRequest>,
+    ) -> Result<Response<StatFileResponse>, Status> {
+        let request = request.into_inner();
+        let stat = self
+            .read_container(&request.r#ref, request.mount_index, move |root| {
+                files::stat(root, &request.path)
             })
             .await?;
         Ok(Response::new(StatFileResponse { stat: Some(stat) }))
@@ -532,7 +717,7 @@ impl LlbBridge for Arc<Bridge> {
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
         Ok(Response::new(PongResponse {
             frontend_api_caps: caps(FRONTEND_CAPS),
-            llb_caps: caps(crate::gateway::LLB_CAPS),
+            llb_caps: caps(LLB_CAPS),
             workers: self.workers(),
         }))
     }
@@ -640,10 +825,7 @@ fn returned_result(bridge: &Bridge, result: PbResult) -> Result<Returned, String
             id
         }
     };
-    Ok(Returned::Result {
-        definition: bridge.definition_of(&id)?,
-        metadata,
-    })
+    bridge.returned_ref(&id, metadata)
 }
 
 /// The one entry of a result by platform.

@@ -838,6 +838,95 @@ pub mod llb_bridge_client {
                 );
             self.inner.streaming(req, path, codec).await
         }
+        /// The files of a container's mount (`Ref` is the container's ID, `MountIndex` the mount's
+        /// index in its `NewContainerRequest`).
+        pub async fn read_file_container(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadFileResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadFileContainer",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "ReadFileContainer",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn read_dir_container(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReadDirRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadDirResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadDirContainer",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "ReadDirContainer",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn stat_file_container(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StatFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StatFileResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/moby.buildkit.v1.frontend.LLBBridge/StatFileContainer",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "moby.buildkit.v1.frontend.LLBBridge",
+                        "StatFileContainer",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -961,6 +1050,35 @@ pub mod llb_bridge_server {
             request: tonic::Request<tonic::Streaming<super::ExecMessage>>,
         ) -> std::result::Result<
             tonic::Response<BoxStream<super::ExecMessage>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// The files of a container's mount (`Ref` is the container's ID, `MountIndex` the mount's
+        /// index in its `NewContainerRequest`).
+        async fn read_file_container(
+            &self,
+            request: tonic::Request<super::ReadFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadFileResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn read_dir_container(
+            &self,
+            request: tonic::Request<super::ReadDirRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReadDirResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        async fn stat_file_container(
+            &self,
+            request: tonic::Request<super::StatFileRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::StatFileResponse>,
             tonic::Status,
         > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
@@ -1658,6 +1776,139 @@ pub mod llb_bridge_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadFileContainer" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadFileContainerSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::ReadFileRequest>
+                    for ReadFileContainerSvc<T> {
+                        type Response = super::ReadFileResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadFileRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::read_file_container(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadFileContainerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/ReadDirContainer" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReadDirContainerSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<T: LlbBridge> tonic::server::UnaryService<super::ReadDirRequest>
+                    for ReadDirContainerSvc<T> {
+                        type Response = super::ReadDirResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReadDirRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::read_dir_container(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReadDirContainerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/moby.buildkit.v1.frontend.LLBBridge/StatFileContainer" => {
+                    #[allow(non_camel_case_types)]
+                    struct StatFileContainerSvc<T: LlbBridge>(pub Arc<T>);
+                    impl<
+                        T: LlbBridge,
+                    > tonic::server::UnaryService<super::StatFileRequest>
+                    for StatFileContainerSvc<T> {
+                        type Response = super::StatFileResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StatFileRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as LlbBridge>::stat_file_container(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StatFileContainerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

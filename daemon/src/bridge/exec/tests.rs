@@ -16,12 +16,12 @@ use super::exit_message;
 use crate::pb::gateway::llb_bridge_client::LlbBridgeClient;
 use crate::pb::gateway::llb_bridge_server::LlbBridgeServer;
 use crate::pb::gateway::{
-    ExecMessage, FdMessage, InitMessage, NewContainerRequest, ReleaseContainerRequest,
-    SignalMessage, SolveRequest, exec_message, result,
+    ExecMessage, FdMessage, InitMessage, NewContainerRequest, ReadDirRequest, ReadFileRequest,
+    ReleaseContainerRequest, SignalMessage, SolveRequest, StatFileRequest, exec_message, result,
 };
 use kiln_solver::ExecStatus;
 
-const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
+pub(crate) const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
 
 /// A bridge over a fresh store in `root`, served on one in-memory connection.
 fn serve(root: &std::path::Path) -> LlbBridgeClient<Channel> {
@@ -78,17 +78,17 @@ fn serve(root: &std::path::Path) -> LlbBridgeClient<Channel> {
 
 /// What one process answered, in order.
 #[derive(Debug, Default)]
-struct Answered {
-    started_first: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    eofs: Vec<u32>,
-    exit: Option<(u32, Option<String>)>,
-    done_last: bool,
+pub(crate) struct Answered {
+    pub(crate) started_first: bool,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) eofs: Vec<u32>,
+    pub(crate) exit: Option<(u32, Option<String>)>,
+    pub(crate) done_last: bool,
 }
 
 /// Reads the answers for `pid` until its `Done`.
-async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answered {
+pub(crate) async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answered {
     let mut answered = Answered::default();
     let mut first = true;
     while let Some(message) = stream.message().await.unwrap() {
@@ -120,7 +120,7 @@ async fn answers(stream: &mut tonic::Streaming<ExecMessage>, pid: &str) -> Answe
     panic!("the stream ended before Done: {answered:?}");
 }
 
-fn init(container: &str, pid: &str, script: &str, fds: &[u32]) -> ExecMessage {
+pub(crate) fn init(container: &str, pid: &str, script: &str, fds: &[u32]) -> ExecMessage {
     ExecMessage {
         process_id: pid.to_owned(),
         input: Some(exec_message::Input::Init(InitMessage {
@@ -148,14 +148,22 @@ fn stdin(pid: &str, data: &[u8], eof: bool) -> ExecMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_frontend_runs_processes_in_a_container_of_its_results() {
+/// Whether containers of the test registry's images run here (else the test is skipped).
+pub(crate) fn runs_containers() -> bool {
     if !kiln_testdata::is_root() {
         kiln_testdata::skip("containers need root (namespaces, overlay mounts)");
-        return;
+        return false;
     }
     if !kiln_testdata::registry_up() {
         kiln_testdata::skip("the test registry is not serving 127.0.0.1:5000");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frontend_runs_processes_in_a_container_of_its_results() {
+    if !runs_containers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -206,12 +214,7 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
 
-    let (send, outgoing) = mpsc::unbounded_channel();
-    let mut stream = client
-        .exec_process(UnboundedReceiverStream::new(outgoing))
-        .await
-        .unwrap()
-        .into_inner();
+    let (send, mut stream) = exec_stream(&mut client).await;
 
     // Input in two pieces, output on both streams, an exit code.
     send.send(init(
@@ -279,6 +282,235 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
     assert_eq!(
         gone.message(),
         "container \"c1\" previously released or not created"
+    );
+}
+
+/// Makes container `id` of busybox, with a tmpfs at `/scratch` (its mount 1).
+async fn busybox_container(client: &mut LlbBridgeClient<Channel>, id: &str) {
+    let definition = kiln_llb::image_for(BUSYBOX, kiln_llb::Platform::host().to_pb()).marshal();
+    let solved = client
+        .solve(SolveRequest {
+            definition: Some(definition),
+            allow_result_array_ref: true,
+            ..SolveRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(result::Result::Ref(busybox)) = solved.result.and_then(|r| r.result) else {
+        panic!("no ref");
+    };
+    client
+        .new_container(NewContainerRequest {
+            container_id: id.to_owned(),
+            mounts: vec![
+                pb::Mount {
+                    dest: "/".to_owned(),
+                    result_id: busybox.id,
+                    output: -1,
+                    ..pb::Mount::default()
+                },
+                pb::Mount {
+                    dest: "/scratch".to_owned(),
+                    mount_type: pb::MountType::Tmpfs as i32,
+                    output: -1,
+                    ..pb::Mount::default()
+                },
+            ],
+            network: pb::NetMode::None as i32,
+            ..NewContainerRequest::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// `ReadFileContainer` of `path` in mount `index` of container `id`.
+async fn read_in(
+    client: &mut LlbBridgeClient<Channel>,
+    id: &str,
+    index: i32,
+    path: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    client
+        .read_file_container(ReadFileRequest {
+            r#ref: id.to_owned(),
+            file_path: path.to_owned(),
+            mount_index: index,
+            ..ReadFileRequest::default()
+        })
+        .await
+        .map(|r| r.into_inner().data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_s_files_are_read_with_its_processes_writes_and_never_outside_it() {
+    if !runs_containers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A host file that a link in the container names, by its host path and climbing out.
+    let host = tempfile::tempdir().unwrap();
+    fs_err::write(host.path().join("secret"), "host secret\n").unwrap();
+    let secret = host.path().join("secret");
+    let secret = secret.to_str().unwrap();
+    let mut client = serve(&dir.path().join("root"));
+    busybox_container(&mut client, "c1").await;
+
+    let (send, mut stream) = exec_stream(&mut client).await;
+    let script = format!(
+        "mkdir -p /made && printf 'written by the process' > /made/file && \
+         ln -s /made/file /made/inside && ln -s {secret} /made/absolute && \
+         ln -s ../../../../../../../../..{secret} /made/climbing && \
+         echo tmp > /scratch/file"
+    );
+    send.send(init("c1", "p1", &script, &[1, 2])).unwrap();
+    let ran = answers(&mut stream, "p1").await;
+    assert_eq!(ran.exit, Some((0, None)), "{ran:?}");
+
+    assert_eq!(
+        read_in(&mut client, "c1", 0, "/made/file").await.unwrap(),
+        b"written by the process"
+    );
+    assert_eq!(
+        read_in(&mut client, "c1", 0, "made/inside").await.unwrap(),
+        b"written by the process"
+    );
+    // The image's own files are there too.
+    assert!(
+        !read_in(&mut client, "c1", 0, "/etc/passwd")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Links resolve inside the container: the host file is not there.
+    for link in ["/made/absolute", "/made/climbing"] {
+        let escaped = read_in(&mut client, "c1", 0, link).await.unwrap_err();
+        assert_eq!(escaped.code(), Code::NotFound, "{link}: {escaped:?}");
+        assert!(
+            escaped.message().ends_with("no such file or directory"),
+            "{escaped:?}"
+        );
+    }
+    let listed = client
+        .read_dir_container(ReadDirRequest {
+            r#ref: "c1".to_owned(),
+            dir_path: "/made".to_owned(),
+            ..ReadDirRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(names, ["absolute", "climbing", "file", "inside"]);
+    let stat = client
+        .stat_file_container(StatFileRequest {
+            r#ref: "c1".to_owned(),
+            path: "/made/file".to_owned(),
+            ..StatFileRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stat
+        .unwrap();
+    assert_eq!(stat.size, 22);
+
+    // A tmpfs is only in the processes' view; a mount that is not there is refused.
+    let tmpfs = read_in(&mut client, "c1", 1, "/file").await.unwrap_err();
+    assert_eq!(
+        tmpfs.message(),
+        "mount 1 of the container is a tmpfs: only its processes see its files"
+    );
+    let missing = read_in(&mut client, "c1", 2, "/file").await.unwrap_err();
+    assert_eq!(missing.message(), "the container has no mount 2");
+
+    // Released, the container's files are gone.
+    client
+        .release_container(ReleaseContainerRequest {
+            container_id: "c1".to_owned(),
+        })
+        .await
+        .unwrap();
+    let gone = read_in(&mut client, "c1", 0, "/made/file")
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+}
+
+/// Opens an `ExecProcess` stream: its sender and its answers.
+async fn exec_stream(
+    client: &mut LlbBridgeClient<Channel>,
+) -> (
+    mpsc::UnboundedSender<ExecMessage>,
+    tonic::Streaming<ExecMessage>,
+) {
+    let (send, outgoing) = mpsc::unbounded_channel();
+    let stream = client
+        .exec_process(UnboundedReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    (send, stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_run_at_once_in_one_container_and_see_each_other_s_files() {
+    if !runs_containers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = serve(&dir.path().join("root"));
+    busybox_container(&mut client, "c1").await;
+
+    // The first waits for a file that only the second one writes.
+    let (first, mut first_answers) = exec_stream(&mut client).await;
+    first
+        .send(init(
+            "c1",
+            "waiter",
+            "i=0; while [ ! -e /shared ]; do i=$((i+1)); [ $i -gt 300 ] && exit 9; sleep 0.1; done; \
+             cat /shared",
+            &[1, 2],
+        ))
+        .unwrap();
+    let started = first_answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(started.input, Some(exec_message::Input::Started(_))),
+        "{started:?}"
+    );
+    let (second, mut second_answers) = exec_stream(&mut client).await;
+    second
+        .send(init(
+            "c1",
+            "writer",
+            "echo written by the second > /shared.tmp && mv /shared.tmp /shared && echo wrote",
+            &[1, 2],
+        ))
+        .unwrap();
+    let wrote = answers(&mut second_answers, "writer").await;
+    assert_eq!(
+        String::from_utf8_lossy(&wrote.stdout),
+        "wrote\n",
+        "{wrote:?}"
+    );
+    assert_eq!(wrote.exit, Some((0, None)), "{wrote:?}");
+    let waited = answers(&mut first_answers, "waiter").await;
+    assert_eq!(
+        String::from_utf8_lossy(&waited.stdout),
+        "written by the second\n",
+        "{waited:?}"
+    );
+    assert_eq!(waited.exit, Some((0, None)), "{waited:?}");
+
+    // Both ended, the next process starts the container anew, with their files.
+    let (third, mut third_answers) = exec_stream(&mut client).await;
+    third
+        .send(init("c1", "after", "cat /shared", &[1, 2]))
+        .unwrap();
+    let after = answers(&mut third_answers, "after").await;
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout),
+        "written by the second\n"
     );
 }
 

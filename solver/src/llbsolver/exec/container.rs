@@ -8,7 +8,7 @@ use kiln_llb::pb;
 
 use super::{Prepared, entitled};
 use crate::error::Error;
-use crate::executor::{ExecIo, ExecStatus, OutputSink};
+use crate::executor::{ExecIo, ExecStatus, OutputSink, RunningContainer};
 use crate::llbsolver::{Ref, Session, SessionConfig};
 use crate::scheduler::OpError;
 
@@ -21,7 +21,10 @@ pub struct Container {
     hostname: String,
     extra_hosts: Vec<pb::HostIp>,
     prepared: Mutex<Prepared>,
-    running: tokio::sync::Mutex<()>,
+    /// Held by the container's first process for as long as it runs.
+    first: tokio::sync::Mutex<()>,
+    /// The running container of the first process, once it has started.
+    running: tokio::sync::watch::Sender<Option<RunningContainer>>,
 }
 
 impl std::fmt::Debug for Container {
@@ -70,16 +73,28 @@ impl Session {
             hostname,
             extra_hosts,
             prepared: Mutex::new(prepared),
-            running: tokio::sync::Mutex::new(()),
+            first: tokio::sync::Mutex::new(()),
+            running: tokio::sync::watch::Sender::new(None),
         })
     }
 }
 
 impl Container {
+    /// The host directories of the container's mount `index` (its index among the mounts it
+    /// was made with), topmost layer first: its files as its processes see them, their writes
+    /// included. A tmpfs or a secret is refused (only the processes see those).
+    pub fn layers(&self, index: usize) -> Result<Vec<std::path::PathBuf>, Error> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .layers(index)
+    }
+
     /// Runs the process `meta` (with the secrets `secretenv` in its environment, in the
     /// security mode `security`, LLB's `SecurityMode`) with the input and controls of `io`,
-    /// its output to `output`, and gives how it ended. A container runs one process at a
-    /// time: another one asked for meanwhile is refused.
+    /// its output to `output`, and gives how it ended. The first process starts the
+    /// container; one asked for while it runs joins it, sharing its mounts (as BuildKit's
+    /// `Exec` beside its `Run`), and ends with it.
     pub async fn run(
         &self,
         mut meta: pb::Meta,
@@ -97,7 +112,6 @@ impl Container {
             self.config.entitlements,
         )
         .map_err(|entitlement| Error::NotEntitled { entitlement })?;
-        let _running = self.running.try_lock().map_err(|_| Error::ContainerBusy)?;
         if meta.hostname.is_empty() {
             meta.hostname.clone_from(&self.hostname);
         }
@@ -108,6 +122,56 @@ impl Container {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .request(&self.config, &meta, secretenv, self.network, security)?;
-        self.config.executor.run_process(request, io, output).await
+        let mut running = self.running.subscribe();
+        loop {
+            let current = *running.borrow_and_update();
+            if let Some(container) = current {
+                return self
+                    .config
+                    .executor
+                    .exec_process(container, request, io, output)
+                    .await;
+            }
+            if let Ok(_first) = self.first.try_lock() {
+                return self.run_first(request, io, output).await;
+            }
+            // The first process is starting (or just ended): wait until it runs, or is gone.
+            tokio::select! {
+                _ = running.changed() => {}
+                _ = self.first.lock() => {}
+            }
+        }
+    }
+
+    /// Runs the container's first process, telling the others where it runs meanwhile.
+    async fn run_first(
+        &self,
+        request: crate::executor::ExecRequest,
+        mut io: ExecIo,
+        output: OutputSink,
+    ) -> Result<ExecStatus, OpError> {
+        let (started, starting) = tokio::sync::oneshot::channel();
+        io.started = Some(started);
+        let mut run = self.config.executor.run_process(request, io, output);
+        // However it ends (also dropped), the next process starts the container anew.
+        let _reset = ResetOnDrop(&self.running);
+        tokio::select! {
+            ended = &mut run => ended,
+            started = starting => {
+                if let Ok(container) = started {
+                    self.running.send_replace(Some(container));
+                }
+                run.await
+            }
+        }
+    }
+}
+
+/// Clears the running container when the first process's run ends.
+struct ResetOnDrop<'a>(&'a tokio::sync::watch::Sender<Option<RunningContainer>>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
     }
 }

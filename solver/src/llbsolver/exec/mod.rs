@@ -14,6 +14,7 @@ mod ssh;
 mod tests;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -240,6 +241,10 @@ fn proxy_env(proxy: Option<&pb::ProxyEnv>) -> Vec<String> {
 pub(super) struct Prepared {
     pub(super) rootfs: ExecRootfs,
     pub(super) mounts: Vec<ExecMount>,
+    /// The index in the op's mounts of each of `mounts`.
+    sources: Vec<usize>,
+    /// The index in the op's mounts of the root.
+    root_index: usize,
     /// The root's active snapshot: its upper is the root's output.
     root: ActiveSnapshot,
     /// Writable bind mounts: their active snapshots, by mount index.
@@ -257,9 +262,10 @@ impl Prepared {
         mounts: &[pb::Mount],
         inputs: &[Ref],
     ) -> Result<Self, Error> {
-        let root_mount = mounts
+        let (root_index, root_mount) = mounts
             .iter()
-            .find(|m| m.dest == "/")
+            .enumerate()
+            .find(|(_, m)| m.dest == "/")
             .ok_or(Error::NoRootMount)?;
         let root_ref = input_ref(inputs, root_mount.input)?;
 
@@ -282,6 +288,8 @@ impl Prepared {
         let mut this = Self {
             rootfs,
             mounts: Vec::new(),
+            sources: Vec::new(),
+            root_index,
             root,
             writable: Vec::new(),
             cache_locks: Vec::new(),
@@ -307,8 +315,46 @@ impl Prepared {
                 }
                 _ => this.mounts.extend(mount(config, inputs, m)?),
             }
+            this.sources.resize(this.mounts.len(), index);
         }
         Ok(this)
+    }
+
+    /// The host directories of the op's mount `index` (its layers, topmost first), to read
+    /// its files as the process sees them; a tmpfs or secret is only in the process's view.
+    pub(super) fn layers(&self, index: usize) -> Result<Vec<PathBuf>, Error> {
+        if index == self.root_index {
+            return Ok(match &self.rootfs {
+                ExecRootfs::Dir { path, .. } => vec![path.clone()],
+                ExecRootfs::Overlay { lowers, upper, .. } => {
+                    std::iter::once(upper).chain(lowers).cloned().collect()
+                }
+            });
+        }
+        let position = self
+            .sources
+            .iter()
+            .position(|source| *source == index)
+            .ok_or(Error::NoSuchMount { index })?;
+        match &self.mounts[position] {
+            ExecMount::Bind { source, .. } => Ok(vec![source.clone()]),
+            ExecMount::Overlay {
+                lowers, upper_work, ..
+            } => Ok(upper_work
+                .iter()
+                .map(|(upper, _)| upper)
+                .chain(lowers)
+                .cloned()
+                .collect()),
+            ExecMount::Tmpfs { .. } => Err(Error::UnreadableMount {
+                index,
+                kind: "tmpfs",
+            }),
+            ExecMount::Secret { .. } => Err(Error::UnreadableMount {
+                index,
+                kind: "secret",
+            }),
+        }
     }
 
     /// The request to run the process `meta` on these mounts.
