@@ -139,8 +139,27 @@ struct Delivery {
     /// The exporter's index in the request.
     exporter: usize,
     path: PathBuf,
-    /// A directory (`local`), else an archive file.
-    dir: bool,
+    how: Sent,
+}
+
+/// How an export reaches the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A directory, synced into the client's (`local`).
+    Dir,
+    /// An archive's bytes (`tar`, `oci`, `docker`).
+    File,
+    /// An image layout's blobs, into the client's content store (`oci` or `docker` with
+    /// `tar=false`): the client records the image in its directory's `index.json`.
+    Store,
+}
+
+/// The type of the request's exporter `index`.
+fn exporter_kind(request: &SolveRequest, index: usize) -> &str {
+    request
+        .exporters
+        .get(index)
+        .map_or(request.exporter_deprecated.as_str(), |e| e.r#type.as_str())
 }
 
 /// The exporters of a request as kiln outputs. The attributes are BuildKit's, which kiln's
@@ -178,30 +197,32 @@ fn outputs(
                 text.push_str(value);
             }
         }
+        let tar = attrs
+            .iter()
+            .find(|(key, _)| key.as_str() == "tar")
+            .is_none_or(|(_, value)| !matches!(value.as_str(), "false" | "0"));
         let delivered = match kind {
-            "local" => Some(true),
-            "tar" => Some(false),
+            "local" => Some(Sent::Dir),
+            "tar" => Some(Sent::File),
+            "oci" | "docker" if tar => Some(Sent::File),
             "oci" | "docker" => {
-                if attrs
-                    .iter()
-                    .any(|(key, value)| key.as_str() == "tar" && value.as_str() == "false")
-                {
-                    return Err(Status::unimplemented(format!(
-                        "the {kind} exporter with tar=false writes into the client's content store, which kiln does not serve yet"
-                    )));
+                if deliveries.iter().any(|d: &Delivery| d.how == Sent::Store) {
+                    return Err(Status::invalid_argument(
+                        "only one oci or docker exporter with tar=false per build: the client serves one export store",
+                    ));
                 }
-                Some(false)
+                Some(Sent::Store)
             }
             _ => None,
         };
-        if let Some(dir) = delivered {
+        if let Some(how) = delivered {
             let path = scratch.join(format!("export-{index}"));
             text.push_str(",dest=");
             text.push_str(&path.to_string_lossy());
             deliveries.push(Delivery {
                 exporter: index,
                 path,
-                dir,
+                how,
             });
         }
         outputs.push(
@@ -685,13 +706,31 @@ impl ControlService {
                 }
             }
         }
+        let mut image_descriptor = None;
         if !deliveries.is_empty() {
             let client = self.sessions.get(&request.session).await?;
             for delivery in &deliveries {
-                let sent = if delivery.dir {
-                    crate::filesend::send_dir(&client, delivery.exporter, &delivery.path).await
-                } else {
-                    crate::filesend::send_file(&client, delivery.exporter, &delivery.path).await
+                let sent = match delivery.how {
+                    Sent::Dir => {
+                        crate::filesend::send_dir(&client, delivery.exporter, &delivery.path).await
+                    }
+                    Sent::File => {
+                        crate::filesend::send_file(&client, delivery.exporter, &delivery.path).await
+                    }
+                    Sent::Store => {
+                        let kind = exporter_kind(&request, delivery.exporter);
+                        image_descriptor = Some(
+                            crate::content::export_image(&client, kind, &delivery.path)
+                                .await
+                                .map_err(|status| {
+                                    Status::new(
+                                        status.code(),
+                                        format!("failed to send the export: {}", status.message()),
+                                    )
+                                })?,
+                        );
+                        continue;
+                    }
                 };
                 sent.map_err(|e| Status::unknown(error_text("failed to send the export", &e)))?;
             }
@@ -705,11 +744,23 @@ impl ControlService {
                 .exporter_response
                 .insert("cache.manifest".to_owned(), descriptor);
         }
+        if let Some(descriptor) = image_descriptor {
+            // BuildKit's clients record it in the export directory's index.json.
+            response
+                .exporter_response
+                .insert("containerimage.descriptor".to_owned(), descriptor);
+        }
         for made in exported {
             if let Some(digest) = made.image_digest {
                 response
                     .exporter_response
                     .insert("containerimage.digest".to_owned(), digest.to_string());
+            }
+            if let Some(digest) = made.config_digest {
+                response.exporter_response.insert(
+                    "containerimage.config.digest".to_owned(),
+                    digest.to_string(),
+                );
             }
             if !made.names.is_empty() {
                 response

@@ -707,7 +707,7 @@ fn serial_daemon_runs_a_step_two_concurrent_builds_need_once() {
 
 /// Runs `buildctl build --progress=plain --frontend dockerfile.v0` on the context `context`
 /// (also the Dockerfile's directory) with `args`.
-fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
+pub(crate) fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
     buildctl_dockerfile_env(daemon, context, args, &[])
 }
 

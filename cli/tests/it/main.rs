@@ -14,6 +14,7 @@ mod build_flags;
 mod build_yaml;
 mod daemon;
 mod daemon_client;
+mod daemon_layouts;
 mod debug_dump_llb;
 mod dependency_direction;
 mod explain;

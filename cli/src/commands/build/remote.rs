@@ -4,7 +4,8 @@
 //! build converts with); the context and the Dockerfile's directory are served to the daemon
 //! as the locals `context` and `dockerfile` (it reads `.dockerignore` and asks only for what
 //! it leaves in), the secrets and SSH agents as the session's; `local`, `tar`, `oci` and
-//! `docker` outputs come back to this side. The daemon's progress is shown as a local build's.
+//! `docker` outputs come back to this side (an `oci` or `docker` layout directory,
+//! `tar=false`, through this side's content store). The daemon's progress is shown as a local build's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -63,8 +64,10 @@ fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
     for text in &args.output {
         let (kind, mut fields) = kiln_exporters::output_fields(text)?;
         let dest = fields.remove("dest");
+        let tar = !matches!(fields.get("tar"), Some(&("false" | "0")));
         let target = match (kind, dest) {
             ("local", Some(dest)) => Some(ExportTarget::Dir(PathBuf::from(dest))),
+            ("oci" | "docker", Some(dest)) if !tar => Some(ExportTarget::Layout(dest.into())),
             ("tar" | "oci" | "docker", Some("-")) => Some(ExportTarget::Stdout),
             ("tar" | "oci" | "docker", Some(dest)) => Some(ExportTarget::File(dest.into())),
             _ => None,
@@ -266,6 +269,8 @@ mod tests {
             "-o",
             "type=tar,dest=-",
             "-o",
+            "type=oci,dest=layout,tar=false",
+            "-o",
             "type=image,name=a;b,push=true",
             "-t",
             "app:1",
@@ -283,6 +288,7 @@ mod tests {
             [
                 "local {} Some(Dir(\"out\"))",
                 "tar {} Some(Stdout)",
+                "oci {\"tar\": \"false\"} Some(Layout(\"layout\"))",
                 "image {\"name\": \"a,b\", \"push\": \"true\"} None",
                 "image {\"name\": \"app:1,app:2\"} None",
             ]
