@@ -37,8 +37,6 @@ pub(crate) struct ControlService {
     pub(crate) returns: crate::gateway::Returns,
     /// The clients' open sessions.
     pub(crate) sessions: crate::session::Sessions,
-    /// The directories clients' local sources are received into.
-    pub(crate) sync_dirs: crate::locals::SyncDirs,
     /// What every build's scheduler shares: one bound on the steps running at once (the
     /// cores), and a step that concurrent builds both need runs once.
     pub(crate) shared_work: Arc<kiln_solver::SharedWork>,
@@ -68,11 +66,13 @@ fn seconds(time: u64) -> prost_types::Timestamp {
     prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_secs(time))
 }
 
-/// One store entry as BuildKit's usage record: images are in use (prune never removes them).
+/// One store entry as BuildKit's usage record: images are in use (prune never removes them),
+/// as are the local sources a running build holds.
 fn usage_record(entry: &UsageEntry) -> UsageRecord {
     let (record_type, description) = match entry.kind {
         "image" => ("regular", format!("image {}", entry.id)),
         "exec.cachemount" => ("exec.cachemount", format!("cache mount {}", entry.id)),
+        "source.local" => ("source.local", entry.description.clone()),
         _ => ("regular", String::new()),
     };
     UsageRecord {
@@ -368,8 +368,7 @@ impl ControlService {
         let locals = crate::locals::SessionLocals::new(
             self.sessions.clone(),
             session.to_owned(),
-            self.store.root(),
-            self.sync_dirs.clone(),
+            self.store.clone(),
         );
         crate::frontend::convert(self.store.clone(), pull.clone(), &locals, attrs).await
     }
@@ -507,8 +506,7 @@ impl ControlService {
             Arc::new(crate::locals::SessionLocals::new(
                 self.sessions.clone(),
                 request.session.clone(),
-                self.store.root(),
-                self.sync_dirs.clone(),
+                self.store.clone(),
             )) as Arc<dyn kiln_solver::LocalDirs>
         });
         let progress = self.builds.get(&request.r#ref);
@@ -819,6 +817,7 @@ impl Control for ControlService {
                 .removed_records
                 .iter()
                 .chain(&report.gc.removed_cache_mounts)
+                .chain(&report.gc.removed_local_sources)
                 .map(|id| match before.get(id) {
                     Some(entry) => usage_record(entry),
                     None => UsageRecord {

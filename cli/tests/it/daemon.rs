@@ -100,14 +100,18 @@ impl Daemon {
         panic!("kiln daemon did not listen on {}", daemon.socket.display());
     }
 
+    /// `buildctl --addr unix://SOCKET`, for more arguments.
+    pub(crate) fn buildctl_command(&self) -> Command {
+        let mut command = Command::new(&self.buildctl);
+        command
+            .arg("--addr")
+            .arg(format!("unix://{}", self.socket.display()));
+        command
+    }
+
     /// Runs `buildctl --addr unix://SOCKET ARGS`.
     pub(crate) fn buildctl(&self, args: &[&str]) -> Output {
-        Command::new(&self.buildctl)
-            .arg("--addr")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .output()
-            .unwrap()
+        self.buildctl_command().args(args).output().unwrap()
     }
 
     /// Runs `kiln --root CLIENT_ROOT --host unix://SOCKET ARGS` with `env` added: kiln's own

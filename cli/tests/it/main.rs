@@ -15,6 +15,7 @@ mod build_yaml;
 mod daemon;
 mod daemon_client;
 mod daemon_layouts;
+mod daemon_local_sources;
 mod debug_dump_llb;
 mod dependency_direction;
 mod explain;
