@@ -445,6 +445,46 @@ impl ControlService {
         Ok(converted)
     }
 
+    /// The build checks of the client's Dockerfile (`requestid=frontend.lint`), as BuildKit's
+    /// lint result.
+    async fn lint(
+        &self,
+        session: &str,
+        attrs: &HashMap<String, String>,
+        pull: &PullOptions,
+    ) -> Result<SolveResponse, Status> {
+        self.sessions.get(session).await?;
+        let locals = crate::locals::SessionLocals::new(
+            self.sessions.clone(),
+            session.to_owned(),
+            self.store.clone(),
+        );
+        let (dockerfile, options) = match crate::frontend::read(&locals, attrs).await? {
+            crate::frontend::Read::Dockerfile(dockerfile, options) => (dockerfile, options),
+            crate::frontend::Read::Forward(syntax) => {
+                return Err(Status::unimplemented(format!(
+                    "the build checks of a Dockerfile for the frontend image {} are not supported",
+                    syntax.image
+                )));
+            }
+        };
+        let file_name = options.file_name.clone();
+        let converted = crate::frontend::convert_read(
+            self.store.clone(),
+            pull.clone(),
+            dockerfile.clone(),
+            *options,
+        )
+        .await?;
+        Ok(SolveResponse {
+            exporter_response: crate::lint::lint_result(
+                &dockerfile,
+                &file_name,
+                converted.map(|c| c.warnings),
+            ),
+        })
+    }
+
     /// Solves and exports one request; the progress goes to the build's log.
     async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
         let build = if !request.frontend.is_empty() {
@@ -483,6 +523,24 @@ impl ControlService {
             credentials: credentials.clone(),
             ..PullOptions::default()
         };
+        // A subrequest answers with data and builds nothing: the build checks alone.
+        let (frontend, attrs) = match &build {
+            Build::Frontend { frontend, attrs } => (frontend.as_str(), attrs),
+            Build::Definition(_) => ("", &request.frontend_attrs),
+        };
+        match attrs.get("requestid").map(String::as_str) {
+            None | Some("") => {}
+            Some(crate::lint::LINT_REQUEST) if frontend == crate::frontend::DOCKERFILE => {
+                return self.lint(&request.session, attrs, &pull).await;
+            }
+            Some(other) => {
+                return Err(Status::unimplemented(format!(
+                    "request {other:?} is not supported: kiln's {} frontend answers {}",
+                    crate::frontend::DOCKERFILE,
+                    crate::lint::LINT_REQUEST
+                )));
+            }
+        }
         let store = self.store.clone();
         let lease = blocking("taking a lease on the store", move || store.lease()).await?;
         // A local cache to import is fetched from the client first (one it cannot give is
