@@ -388,13 +388,7 @@ impl ContainerRecords {
     }
 
     fn lock(path: &Path) -> Result<Flock<OwnedFd>, Error> {
-        let file: OwnedFd = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?
-            .into_file()
-            .into();
+        let file = crate::meta::open_lock_file(path)?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Lock {
             path: path.to_owned(),
             source: errno,

@@ -127,6 +127,12 @@ pub enum Error {
         /// The rejected name.
         name: String,
     },
+    /// A local source directory name is not a plain directory name.
+    #[error("invalid local source directory name {name:?}")]
+    InvalidLocalSource {
+        /// The rejected name.
+        name: String,
+    },
     /// A cache to import (`--cache-from`) is not a valid cache export.
     #[error("invalid cache import: {reason}")]
     InvalidCacheImport {
@@ -457,7 +463,9 @@ pub enum ValueError {
         key: String,
     },
     /// A prune filter `type=` naming neither `regular` nor `exec.cachemount`.
-    #[error("unsupported type in filter {filter:?}: expected regular or exec.cachemount")]
+    #[error(
+        "unsupported type in filter {filter:?}: expected regular, exec.cachemount or source.local"
+    )]
     PruneFilterType {
         /// The filter.
         filter: String,

@@ -19,6 +19,8 @@
 //!    export's destination, listed in their `tmp/` directory), and the `.tmp*` files older
 //!    versions left in the root and `local-checksums/`; measure what deleting the trash frees
 //!    (files whose every name is in it, in the measure of [`Files`]), and delete it.
+//! 5. A prune also moves into the trash the local source directories it selects that no
+//!    build holds (each under its lock; see the `local_source` module).
 //!
 //! Removing metadata before data means a crash in between leaves only unreferenced files,
 //! which the next collection removes. Collections take `gc.lock` exclusively, one at a time;
@@ -37,6 +39,7 @@ use crate::error::{Error, ValueError};
 use crate::gcpolicy::{disk_stat, keep_limit, parse_duration};
 use crate::hash::Hasher;
 use crate::lease::{self, Held, LeaseRecord, Liveness, Owner};
+use crate::local_source::LocalSource;
 use crate::meta::{self, Commit};
 use crate::snapshot::{SnapshotKind, SnapshotRecord};
 use crate::store::{
@@ -56,6 +59,8 @@ pub struct GcReport {
     pub removed_snapshots: Vec<String>,
     /// Cache mount directories deleted (by directory name).
     pub removed_cache_mounts: Vec<String>,
+    /// Local source directories deleted (by directory name).
+    pub removed_local_sources: Vec<String>,
     /// Leftovers of interrupted writes deleted.
     pub removed_temporary: usize,
     /// Leases of processes that are gone, dropped.
@@ -72,6 +77,8 @@ pub enum CacheKind {
     Regular,
     /// `RUN --mount=type=cache` directories (`exec.cachemount`).
     CacheMount,
+    /// The directories a daemon receives its clients' local sources into (`source.local`).
+    LocalSource,
 }
 
 impl CacheKind {
@@ -80,6 +87,7 @@ impl CacheKind {
         match self {
             Self::Regular => "regular",
             Self::CacheMount => "exec.cachemount",
+            Self::LocalSource => "source.local",
         }
     }
 
@@ -88,6 +96,7 @@ impl CacheKind {
         match name {
             "regular" => Some(Self::Regular),
             "exec.cachemount" => Some(Self::CacheMount),
+            "source.local" => Some(Self::LocalSource),
             _ => None,
         }
     }
@@ -253,7 +262,10 @@ fn select_records(
     held: &HashSet<String>,
     measure: &Measure,
 ) -> Vec<String> {
-    if options.kind == Some(CacheKind::CacheMount) {
+    if matches!(
+        options.kind,
+        Some(CacheKind::CacheMount | CacheKind::LocalSource)
+    ) {
         return Vec::new();
     }
     let mut records: Vec<&CacheRecord> = records.iter().filter(|r| !held.contains(&r.id)).collect();
@@ -313,6 +325,26 @@ fn select_records(
         }
     }
     remove
+}
+
+/// Whether the prune `options` removes the local source directory `source` (when no build
+/// holds it): any prune does but one of another kind, one with an age only if the directory
+/// was unused that long, and one with a space limit only with `all` or an age.
+fn prunes_local_source(options: &PruneOptions, source: &LocalSource) -> bool {
+    if options.kind.is_some_and(|k| k != CacheKind::LocalSource) {
+        return false;
+    }
+    let unused_for = |d: Duration| now().saturating_sub(source.last_used) >= d.as_secs();
+    if options.all {
+        true
+    } else if options.limits_space() {
+        options
+            .keep_duration
+            .or(options.older_than)
+            .is_some_and(unused_for)
+    } else {
+        options.older_than.is_none_or(unused_for)
+    }
 }
 
 /// The trash directory of one collection, made on first use.
@@ -402,6 +434,15 @@ impl Store {
         )?;
         moved?;
         report.void_leases = plan.void_leases;
+        if let Some(options) = prune {
+            for source in self.local_sources()? {
+                if prunes_local_source(options, &source)
+                    && self.take_away_local_source(&source, &mut |path| trash.take(path))?
+                {
+                    report.removed_local_sources.push(source.id);
+                }
+            }
+        }
 
         // Leftovers of processes that are gone.
         for (dir, keep) in [
@@ -544,7 +585,7 @@ fn plan(
         records.retain(|(id, _)| !removed.contains(id));
         plan.remove_cache_mounts = match options.kind {
             Some(CacheKind::CacheMount) => true,
-            Some(CacheKind::Regular) => false,
+            Some(CacheKind::Regular | CacheKind::LocalSource) => false,
             None => options.all,
         };
     }

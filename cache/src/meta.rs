@@ -178,7 +178,8 @@ pub(crate) struct Tx<'a> {
     path: &'a Path,
 }
 
-fn open_lock_file(path: &Path) -> Result<OwnedFd, Error> {
+/// Opens the lock file `path`, made if missing, for `flock`.
+pub(crate) fn open_lock_file(path: &Path) -> Result<OwnedFd, Error> {
     Ok(fs_err::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -5,7 +5,7 @@
 //! files and symbolic links count their length; directories and special files count nothing.
 //!
 //! [`Store::disk_files`] is every file of the store's data; [`Store::du`] attributes them to
-//! what keeps them (images, build cache records, cache mounts), and [`GcReport::freed`] is
+//! what keeps them (images, build cache records, cache mounts, local source directories), and [`GcReport::freed`] is
 //! what a collection took away from the former, in the same measure.
 //!
 //! [`GcReport::freed`]: crate::GcReport::freed
@@ -109,24 +109,29 @@ impl Files {
     }
 }
 
-/// One entry of [`Store::du`]: an image, a build cache record or a cache mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of [`Store::du`]: an image, a build cache record, a cache mount or a local
+/// source's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageEntry {
-    /// `image`, `cache` or `exec.cachemount`.
+    /// `image`, `cache`, `exec.cachemount` or `source.local`.
     pub kind: &'static str,
-    /// The image name, cache record ID or cache mount directory.
+    /// The image name, cache record ID, cache mount directory or local source directory.
     pub id: String,
     /// Bytes of the distinct files it uses (files shared with other entries counted in each).
     pub size: u64,
     /// When it was last used (seconds since the Unix epoch).
     pub last_used: u64,
+    /// Held by a running build (a local source's directory): `kiln prune` leaves it.
+    pub in_use: bool,
+    /// What it is, in words, where the store says (`local source for context`).
+    pub description: String,
 }
 
 impl UsageEntry {
-    /// Whether `kiln prune` can remove it (build cache records and cache mounts can, images
-    /// cannot).
+    /// Whether `kiln prune` can remove it (build cache records, cache mounts and local
+    /// sources no build holds can, images cannot).
     pub fn reclaimable(&self) -> bool {
-        self.kind != "image"
+        self.kind != "image" && !self.in_use
     }
 }
 
@@ -189,8 +194,14 @@ impl DiskUsage {
 
 impl Store {
     /// The directories whose files [`Store::disk_files`] counts.
-    pub const MEASURED_DIRS: [&'static str; 5] =
-        ["blobs", "ingest", "snapshots", "tmp", "cache-mounts"];
+    pub const MEASURED_DIRS: [&'static str; 6] = [
+        "blobs",
+        "ingest",
+        "snapshots",
+        "tmp",
+        "cache-mounts",
+        crate::local_source::LOCAL_SYNC,
+    ];
 
     /// Every file the store's data uses, each once: the measure `kiln du` totals and
     /// [`GcReport::freed`](crate::GcReport::freed) subtracts from (collection frees nothing
@@ -214,8 +225,8 @@ impl Store {
     }
 
     /// What uses space in the store (`kiln du`): each image (its blobs and snapshots), build
-    /// cache record (its blobs and snapshots) and cache mount with the bytes of the distinct
-    /// files it uses, and the totals.
+    /// cache record (its blobs and snapshots), cache mount and local source directory with
+    /// the bytes of the distinct files it uses, and the totals.
     pub fn du(&self) -> Result<DiskUsage, Error> {
         let blob =
             |files: &mut Files, digest: &kiln_llb::Digest| files.add(&self.blob_path(digest));
@@ -236,8 +247,8 @@ impl Store {
                 UsageEntry {
                     kind: "image",
                     id: image.name,
-                    size: 0,
                     last_used: image.last_used,
+                    ..UsageEntry::default()
                 },
                 files,
             ));
@@ -254,8 +265,8 @@ impl Store {
                 UsageEntry {
                     kind: "cache",
                     id: record.id,
-                    size: 0,
                     last_used: record.last_used,
+                    ..UsageEntry::default()
                 },
                 files,
             ));
@@ -273,8 +284,23 @@ impl Store {
                 UsageEntry {
                     kind: CacheKind::CacheMount.as_str(),
                     id: name,
-                    size: 0,
                     last_used,
+                    ..UsageEntry::default()
+                },
+                files,
+            ));
+        }
+        for source in self.local_sources()? {
+            let mut files = Files::new();
+            files.add(&source.path)?;
+            measured.push((
+                UsageEntry {
+                    kind: CacheKind::LocalSource.as_str(),
+                    id: source.id,
+                    last_used: source.last_used,
+                    in_use: source.in_use,
+                    description: format!("local source for {}", source.source),
+                    ..UsageEntry::default()
                 },
                 files,
             ));
@@ -332,8 +358,8 @@ mod tests {
         let entry = |kind: &'static str, id: &str| UsageEntry {
             kind,
             id: id.to_owned(),
-            size: 0,
             last_used: 1,
+            ..UsageEntry::default()
         };
         // The image and a cache record share file 1 (a hard link); the record also has 2.
         let measured = vec![

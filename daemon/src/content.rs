@@ -1,14 +1,16 @@
 //! A client's content stores, through its session: containerd's `Content` service, which
 //! BuildKit's clients serve for `type=local` caches (`--export-cache type=local,dest=DIR`,
-//! `--import-cache type=local,src=DIR`), one store per directory, chosen by a header. An
-//! exported cache is written into the client's directory and an imported one read from it;
-//! the daemon never reads or writes a path a client names on its own side.
+//! `--import-cache type=local,src=DIR`), one store per directory, and for an image exported as
+//! a layout directory (`--output type=oci|docker,tar=false,dest=DIR`), the store `export`;
+//! the store is chosen by a header. An exported cache or image is written into the client's
+//! directory and an imported cache read from it; the daemon never reads or writes a path a
+//! client names on its own side.
 //!
-//! The cache goes through an OCI layout in the build's scratch directory, which the local
-//! cache code reads and writes as it does for `kiln build`: an import fetches the manifest
-//! the client resolved (its `digest`) and the blobs the manifest names; an export sends the
+//! Both go through an OCI layout in the build's scratch directory, which the local cache code
+//! and the exporters write as they do for `kiln build`: an import fetches the manifest the
+//! client resolved (its `digest`) and the blobs the manifest names; an export sends the
 //! layout's blobs the client does not have yet, and the client records the manifest in its
-//! `index.json` (BuildKit's `cache.manifest` answer).
+//! `index.json` (BuildKit's `cache.manifest` and `containerimage.descriptor` answers).
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +25,9 @@ use crate::pb::content::{InfoRequest, ReadContentRequest, WriteAction, WriteCont
 use crate::session::ClientSession;
 
 /// The header that names the store a call is for.
-const STORE_HEADER: &str = "buildkit-attachable-store-id";
+pub(crate) const STORE_HEADER: &str = "buildkit-attachable-store-id";
+/// The store an exporter with `tar=false` writes into (BuildKit has one per build).
+pub(crate) const EXPORT_STORE: &str = "export";
 /// The method a client's content stores are written with.
 pub(crate) const WRITE: &str = "/containerd.services.content.v1.Content/Write";
 /// The bytes sent per write message.
@@ -31,29 +35,57 @@ const CHUNK: usize = 1 << 20;
 /// The largest cache manifest read (as the local cache import allows).
 const MAX_MANIFEST: u64 = 16 << 20;
 
-/// The store a client serves for the cache directory `dir` (as the client named it).
+/// A content store the client serves: the one for a cache directory (`local:DIR`), or the
+/// one an exporter writes an image layout into (`export`).
 pub(crate) struct ClientStore {
     client: ContentClient<tonic::transport::Channel>,
     id: MetadataValue<tonic::metadata::Ascii>,
-    dir: String,
+    /// What the store is, in messages: the cache directory as the client named it, or
+    /// `the client's export`.
+    label: String,
 }
 
 impl ClientStore {
-    pub(crate) fn new(session: &ClientSession, dir: &str) -> Result<Self, Status> {
-        if !session.supports(WRITE) {
-            return Err(Status::unimplemented(
-                "a local cache travels through the client's content store, which this client does not serve",
-            ));
-        }
+    /// The store of the client's cache directory `dir` (as the client named it).
+    pub(crate) fn cache(session: &ClientSession, dir: &str) -> Result<Self, Status> {
         let id = format!("local:{dir}")
             .parse()
             .map_err(|_| Status::invalid_argument(format!("cache directory {dir:?}")))?;
+        Self::new(
+            session,
+            id,
+            dir.to_owned(),
+            "a local cache travels through the client's content store, which this client does not serve",
+        )
+    }
+
+    /// The store the client serves for the image an `exporter` with `tar=false` writes.
+    pub(crate) fn export(session: &ClientSession, exporter: &str) -> Result<Self, Status> {
+        Self::new(
+            session,
+            MetadataValue::from_static(EXPORT_STORE),
+            "the client's export".to_owned(),
+            &format!(
+                "the {exporter} exporter with tar=false writes into the client's content store, which this client does not serve"
+            ),
+        )
+    }
+
+    fn new(
+        session: &ClientSession,
+        id: MetadataValue<tonic::metadata::Ascii>,
+        label: String,
+        unserved: &str,
+    ) -> Result<Self, Status> {
+        if !session.supports(WRITE) {
+            return Err(Status::unimplemented(unserved));
+        }
         Ok(Self {
             client: ContentClient::new(session.channel.clone())
                 .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(crate::MAX_MESSAGE_SIZE),
             id,
-            dir: dir.to_owned(),
+            label,
         })
     }
 
@@ -67,7 +99,7 @@ impl ClientStore {
         move |status| {
             Status::new(
                 status.code(),
-                format!("{what} in {}: {}", self.dir, status.message()),
+                format!("{what} in {}: {}", self.label, status.message()),
             )
         }
     }
@@ -119,7 +151,7 @@ impl ClientStore {
             if written > limit {
                 return Err(Status::out_of_range(format!(
                     "{digest} in {} is larger than the {limit} bytes it was said to be",
-                    self.dir
+                    self.label
                 )));
             }
             file.write_all(&piece.data).await.map_err(local)?;
@@ -217,7 +249,7 @@ pub(crate) async fn import(
     digest: &Digest,
     layout: &Path,
 ) -> Result<(), Status> {
-    let store = ClientStore::new(session, dir)?;
+    let store = ClientStore::cache(session, dir)?;
     let blob = |digest: &Digest| kiln_cache::layout_blob_path(layout, digest);
     let blobs = layout.join("blobs/sha256");
     tokio::fs::create_dir_all(&blobs)
@@ -273,19 +305,55 @@ pub(crate) async fn export(
     layout: &Path,
     tag: &str,
 ) -> Result<String, Status> {
-    let store = ClientStore::new(session, dir)?;
+    let store = ClientStore::cache(session, dir)?;
+    let descriptor = send_layout(&store, layout, |m| {
+        m["annotations"][kiln_cache::ANNOTATION_REF_NAME] == tag
+    })
+    .await?
+    .ok_or_else(|| Status::internal(format!("the cache layout has no manifest {tag:?}")))?;
+    Ok(descriptor.to_string())
+}
+
+/// Sends the image in the OCI layout `layout` (one image, as an exporter writes it) into the
+/// client's export store (`exporter` names the exporter, for errors); answers its descriptor
+/// as BuildKit's `containerimage.descriptor` carries it (base64 of the JSON), for the client
+/// to record in its directory's `index.json`.
+pub(crate) async fn export_image(
+    session: &ClientSession,
+    exporter: &str,
+    layout: &Path,
+) -> Result<String, Status> {
+    let store = ClientStore::export(session, exporter)?;
+    let descriptor = send_layout(&store, layout, |_| true)
+        .await?
+        .ok_or_else(|| Status::internal("the exported layout names no image"))?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        descriptor.to_string(),
+    ))
+}
+
+/// Sends the blobs of `layout` that `store` does not have; answers the descriptor of the
+/// first manifest of its `index.json` that `pick` chooses, without its annotations (the
+/// client adds its own names and tags).
+async fn send_layout(
+    store: &ClientStore,
+    layout: &Path,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Result<Option<serde_json::Value>, Status> {
     let index_path = layout.join("index.json");
     let index = fs_err::read(&index_path).map_err(|e| Status::internal(e.to_string()))?;
     let index: serde_json::Value =
         serde_json::from_slice(&index).map_err(|e| Status::internal(e.to_string()))?;
-    let mut descriptor = index["manifests"]
+    let Some(mut descriptor) = index["manifests"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| m["annotations"][kiln_cache::ANNOTATION_REF_NAME] == tag)
+        .find(|m| pick(m))
         .cloned()
-        .ok_or_else(|| Status::internal(format!("the cache layout has no manifest {tag:?}")))?;
-    // The client adds its own tag annotation.
+    else {
+        return Ok(None);
+    };
     if let Some(fields) = descriptor.as_object_mut() {
         fields.remove("annotations");
     }
@@ -295,7 +363,7 @@ pub(crate) async fn export(
             store.write_from(&digest, &path).await?;
         }
     }
-    Ok(descriptor.to_string())
+    Ok(Some(descriptor))
 }
 
 /// The blobs of the OCI layout `layout`: digest and file.

@@ -37,8 +37,6 @@ pub(crate) struct ControlService {
     pub(crate) gateways: crate::gateway::Gateways,
     /// The clients' open sessions.
     pub(crate) sessions: crate::session::Sessions,
-    /// The directories clients' local sources are received into.
-    pub(crate) sync_dirs: crate::locals::SyncDirs,
     /// What every build's scheduler shares: one bound on the steps running at once (the
     /// cores), and a step that concurrent builds both need runs once.
     pub(crate) shared_work: Arc<kiln_solver::SharedWork>,
@@ -68,11 +66,13 @@ fn seconds(time: u64) -> prost_types::Timestamp {
     prost_types::Timestamp::from(UNIX_EPOCH + Duration::from_secs(time))
 }
 
-/// One store entry as BuildKit's usage record: images are in use (prune never removes them).
+/// One store entry as BuildKit's usage record: images are in use (prune never removes them),
+/// as are the local sources a running build holds.
 fn usage_record(entry: &UsageEntry) -> UsageRecord {
     let (record_type, description) = match entry.kind {
         "image" => ("regular", format!("image {}", entry.id)),
         "exec.cachemount" => ("exec.cachemount", format!("cache mount {}", entry.id)),
+        "source.local" => ("source.local", entry.description.clone()),
         _ => ("regular", String::new()),
     };
     UsageRecord {
@@ -139,8 +139,27 @@ struct Delivery {
     /// The exporter's index in the request.
     exporter: usize,
     path: PathBuf,
-    /// A directory (`local`), else an archive file.
-    dir: bool,
+    how: Sent,
+}
+
+/// How an export reaches the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// A directory, synced into the client's (`local`).
+    Dir,
+    /// An archive's bytes (`tar`, `oci`, `docker`).
+    File,
+    /// An image layout's blobs, into the client's content store (`oci` or `docker` with
+    /// `tar=false`): the client records the image in its directory's `index.json`.
+    Store,
+}
+
+/// The type of the request's exporter `index`.
+fn exporter_kind(request: &SolveRequest, index: usize) -> &str {
+    request
+        .exporters
+        .get(index)
+        .map_or(request.exporter_deprecated.as_str(), |e| e.r#type.as_str())
 }
 
 /// The exporters of a request as kiln outputs. The attributes are BuildKit's, which kiln's
@@ -178,30 +197,32 @@ fn outputs(
                 text.push_str(value);
             }
         }
+        let tar = attrs
+            .iter()
+            .find(|(key, _)| key.as_str() == "tar")
+            .is_none_or(|(_, value)| !matches!(value.as_str(), "false" | "0"));
         let delivered = match kind {
-            "local" => Some(true),
-            "tar" => Some(false),
+            "local" => Some(Sent::Dir),
+            "tar" => Some(Sent::File),
+            "oci" | "docker" if tar => Some(Sent::File),
             "oci" | "docker" => {
-                if attrs
-                    .iter()
-                    .any(|(key, value)| key.as_str() == "tar" && value.as_str() == "false")
-                {
-                    return Err(Status::unimplemented(format!(
-                        "the {kind} exporter with tar=false writes into the client's content store, which kiln does not serve yet"
-                    )));
+                if deliveries.iter().any(|d: &Delivery| d.how == Sent::Store) {
+                    return Err(Status::invalid_argument(
+                        "only one oci or docker exporter with tar=false per build: the client serves one export store",
+                    ));
                 }
-                Some(false)
+                Some(Sent::Store)
             }
             _ => None,
         };
-        if let Some(dir) = delivered {
+        if let Some(how) = delivered {
             let path = scratch.join(format!("export-{index}"));
             text.push_str(",dest=");
             text.push_str(&path.to_string_lossy());
             deliveries.push(Delivery {
                 exporter: index,
                 path,
-                dir,
+                how,
             });
         }
         outputs.push(
@@ -347,8 +368,7 @@ impl ControlService {
         let locals = crate::locals::SessionLocals::new(
             self.sessions.clone(),
             session.to_owned(),
-            self.store.root(),
-            self.sync_dirs.clone(),
+            self.store.clone(),
         );
         crate::frontend::convert(self.store.clone(), pull.clone(), &locals, attrs).await
     }
@@ -463,6 +483,46 @@ impl ControlService {
         }
     }
 
+    /// The build checks of the client's Dockerfile (`requestid=frontend.lint`), as BuildKit's
+    /// lint result.
+    async fn lint(
+        &self,
+        session: &str,
+        attrs: &HashMap<String, String>,
+        pull: &PullOptions,
+    ) -> Result<SolveResponse, Status> {
+        self.sessions.get(session).await?;
+        let locals = crate::locals::SessionLocals::new(
+            self.sessions.clone(),
+            session.to_owned(),
+            self.store.clone(),
+        );
+        let (dockerfile, options) = match crate::frontend::read(&locals, attrs).await? {
+            crate::frontend::Read::Dockerfile(dockerfile, options) => (dockerfile, options),
+            crate::frontend::Read::Forward(syntax) => {
+                return Err(Status::unimplemented(format!(
+                    "the build checks of a Dockerfile for the frontend image {} are not supported",
+                    syntax.image
+                )));
+            }
+        };
+        let file_name = options.file_name.clone();
+        let converted = crate::frontend::convert_read(
+            self.store.clone(),
+            pull.clone(),
+            dockerfile.clone(),
+            *options,
+        )
+        .await?;
+        Ok(SolveResponse {
+            exporter_response: crate::lint::lint_result(
+                &dockerfile,
+                &file_name,
+                converted.map(|c| c.warnings),
+            ),
+        })
+    }
+
     /// Solves and exports one request; the progress goes to the build's log.
     async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
         let build = if !request.frontend.is_empty() {
@@ -521,8 +581,7 @@ impl ControlService {
             Arc::new(crate::locals::SessionLocals::new(
                 self.sessions.clone(),
                 request.session.clone(),
-                self.store.root(),
-                self.sync_dirs.clone(),
+                self.store.clone(),
             )) as Arc<dyn kiln_solver::LocalDirs>
         });
         let progress = self.builds.get(&request.r#ref);
@@ -553,6 +612,24 @@ impl ControlService {
                     .await?
             }
         };
+        // A subrequest answers with data and builds nothing: the build checks alone.
+        let (frontend, attrs) = match &build {
+            Build::Frontend { frontend, attrs } => (frontend.as_str(), attrs),
+            Build::Definition(_) => ("", &request.frontend_attrs),
+        };
+        match attrs.get("requestid").map(String::as_str) {
+            None | Some("") => {}
+            Some(crate::lint::LINT_REQUEST) if frontend == crate::frontend::DOCKERFILE => {
+                return self.lint(&request.session, attrs, &pull).await;
+            }
+            Some(other) => {
+                return Err(Status::unimplemented(format!(
+                    "request {other:?} is not supported: kiln's {} frontend answers {}",
+                    crate::frontend::DOCKERFILE,
+                    crate::lint::LINT_REQUEST
+                )));
+            }
+        }
         // A Dockerfile build for several platforms (`platform=A,B`) is converted once per
         // platform, and the graphs are solved together, as `kiln build --platform A,B`.
         let mut converted_all = Vec::new();
@@ -728,13 +805,31 @@ impl ControlService {
                 }
             }
         }
+        let mut image_descriptor = None;
         if !deliveries.is_empty() {
             let client = self.sessions.get(&request.session).await?;
             for delivery in &deliveries {
-                let sent = if delivery.dir {
-                    crate::filesend::send_dir(&client, delivery.exporter, &delivery.path).await
-                } else {
-                    crate::filesend::send_file(&client, delivery.exporter, &delivery.path).await
+                let sent = match delivery.how {
+                    Sent::Dir => {
+                        crate::filesend::send_dir(&client, delivery.exporter, &delivery.path).await
+                    }
+                    Sent::File => {
+                        crate::filesend::send_file(&client, delivery.exporter, &delivery.path).await
+                    }
+                    Sent::Store => {
+                        let kind = exporter_kind(&request, delivery.exporter);
+                        image_descriptor = Some(
+                            crate::content::export_image(&client, kind, &delivery.path)
+                                .await
+                                .map_err(|status| {
+                                    Status::new(
+                                        status.code(),
+                                        format!("failed to send the export: {}", status.message()),
+                                    )
+                                })?,
+                        );
+                        continue;
+                    }
                 };
                 sent.map_err(|e| Status::unknown(error_text("failed to send the export", &e)))?;
             }
@@ -748,11 +843,23 @@ impl ControlService {
                 .exporter_response
                 .insert("cache.manifest".to_owned(), descriptor);
         }
+        if let Some(descriptor) = image_descriptor {
+            // BuildKit's clients record it in the export directory's index.json.
+            response
+                .exporter_response
+                .insert("containerimage.descriptor".to_owned(), descriptor);
+        }
         for made in exported {
             if let Some(digest) = made.image_digest {
                 response
                     .exporter_response
                     .insert("containerimage.digest".to_owned(), digest.to_string());
+            }
+            if let Some(digest) = made.config_digest {
+                response.exporter_response.insert(
+                    "containerimage.config.digest".to_owned(),
+                    digest.to_string(),
+                );
             }
             if !made.names.is_empty() {
                 response
@@ -811,6 +918,7 @@ impl Control for ControlService {
                 .removed_records
                 .iter()
                 .chain(&report.gc.removed_cache_mounts)
+                .chain(&report.gc.removed_local_sources)
                 .map(|id| match before.get(id) {
                     Some(entry) => usage_record(entry),
                     None => UsageRecord {

@@ -306,6 +306,51 @@ pub(crate) async fn convert(
     locals: &SessionLocals,
     attrs: &HashMap<String, String>,
 ) -> Result<Frontend, Status> {
+    let (dockerfile, options) = match read(locals, attrs).await? {
+        Read::Forward(syntax) => return Ok(Frontend::Forward(syntax)),
+        Read::Dockerfile(dockerfile, options) => (dockerfile, options),
+    };
+    convert_read(store, pull, dockerfile, *options)
+        .await?
+        .map(|converted| Frontend::Converted(Box::new(converted)))
+        .map_err(|e| {
+            Status::invalid_argument(crate::control::error_text(
+                "failed to convert the Dockerfile",
+                &e,
+            ))
+        })
+}
+
+/// What [`read`] found.
+pub(crate) enum Read {
+    /// The Dockerfile and the options to convert it with.
+    Dockerfile(Vec<u8>, Box<ConvertOptions>),
+    /// The build goes to this frontend image.
+    Forward(crate::bridge::Syntax),
+}
+
+/// Converts `dockerfile` with `options`, resolving its images through `store`.
+pub(crate) async fn convert_read(
+    store: Arc<Store>,
+    pull: PullOptions,
+    dockerfile: Vec<u8>,
+    options: ConvertOptions,
+) -> Result<Result<Converted, kiln_frontend::ConvertError>, Status> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let resolver = kiln_engine::StoreResolver::new(store, pull, handle);
+        kiln_frontend::convert(&dockerfile, &options, &resolver)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("converting the Dockerfile: {e}")))
+}
+
+/// Reads the client's Dockerfile and its `.dockerignore` files, and the conversion options
+/// of the attributes; or the frontend image the Dockerfile names.
+pub(crate) async fn read(
+    locals: &SessionLocals,
+    attrs: &HashMap<String, String>,
+) -> Result<Read, Status> {
     let mut options = convert_options(attrs)?;
     let filename = dockerfile_name(attrs).trim_start_matches("./").to_owned();
     let dockerfile_key = attrs
@@ -330,7 +375,7 @@ pub(crate) async fn convert(
     })?;
     if !attrs.contains_key("cmdline") {
         if let Some(syntax) = crate::bridge::Syntax::of(&options.build_args, &dockerfile) {
-            return Ok(Frontend::Forward(syntax));
+            return Ok(Read::Forward(syntax));
         }
     }
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -339,20 +384,7 @@ pub(crate) async fn convert(
     options.excludes = kiln_frontend::select_dockerignore(specific.as_deref(), general.as_deref())
         .map(kiln_frontend::parse_dockerignore)
         .unwrap_or_default();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let resolver = kiln_engine::StoreResolver::new(store, pull, handle);
-        kiln_frontend::convert(&dockerfile, &options, &resolver)
-    })
-    .await
-    .map_err(|e| Status::internal(format!("converting the Dockerfile: {e}")))?
-    .map(|converted| Frontend::Converted(Box::new(converted)))
-    .map_err(|e| {
-        Status::invalid_argument(crate::control::error_text(
-            "failed to convert the Dockerfile",
-            &e,
-        ))
-    })
+    Ok(Read::Dockerfile(dockerfile, Box::new(options)))
 }
 
 #[cfg(test)]

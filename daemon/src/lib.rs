@@ -54,6 +54,7 @@ mod filesend;
 mod filesync;
 mod frontend;
 mod gateway;
+mod lint;
 mod locals;
 mod pb;
 mod secrets;

@@ -3,71 +3,39 @@
 //! Each directory is received into `ROOT/local-sync/KEY`, where KEY digests the client's
 //! shared key (what its working directory is known by across sessions) and the source's name
 //! or shared key hint, so that the next build from the same client receives only what changed
-//! (the file sync compares what is already there). One build uses such a directory at a time:
-//! a build that finds it busy receives into a directory of its own, removed when it ends
-//! (never waiting, so two builds cannot wait on each other).
+//! (the file sync compares what is already there). One build holds such a directory at a time
+//! (the store's lock on it, [`kiln_cache::Store::take_local_source`], which a prune in any
+//! process respects): a build that finds it held receives into a directory of its own,
+//! removed when it ends (never waiting, so two builds cannot wait on each other). `du` lists
+//! the directories as `source.local` records, and `prune` removes those no build holds.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use kiln_cache::{LocalSourceDir, Store};
 use kiln_solver::{LocalDirs, LocalRequest};
-use tokio::sync::OwnedMutexGuard;
 
 use crate::filesync;
 use crate::session::Sessions;
-
-/// The receiving directories in use, daemon-wide.
-#[derive(Default, Clone)]
-pub(crate) struct SyncDirs {
-    locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-impl SyncDirs {
-    /// The directory `dir` for one build, if no other build holds it.
-    fn try_take(&self, dir: &Path) -> Option<OwnedMutexGuard<()>> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(dir.to_owned())
-            .or_default()
-            .clone();
-        lock.try_lock_owned().ok()
-    }
-}
-
-/// What a build holds while it runs: the directories it received into.
-enum Held {
-    Shared(#[expect(dead_code, reason = "held for its drop")] OwnedMutexGuard<()>),
-    Private(#[expect(dead_code, reason = "held for its drop")] tempfile::TempDir),
-}
 
 /// The local sources of one build, from its client's session.
 pub(crate) struct SessionLocals {
     pub(crate) sessions: Sessions,
     /// The build's session (a source's `local.session` may name another).
     pub(crate) session_id: String,
-    /// `ROOT/local-sync`.
-    pub(crate) root: PathBuf,
-    pub(crate) dirs: SyncDirs,
-    held: Arc<Mutex<Vec<Held>>>,
+    pub(crate) store: Arc<Store>,
+    /// The directories it received into, held until the build ends.
+    held: Arc<Mutex<Vec<LocalSourceDir>>>,
 }
 
 impl SessionLocals {
-    pub(crate) fn new(
-        sessions: Sessions,
-        session_id: String,
-        store_root: &Path,
-        dirs: SyncDirs,
-    ) -> Self {
+    pub(crate) fn new(sessions: Sessions, session_id: String, store: Arc<Store>) -> Self {
         Self {
             sessions,
             session_id,
-            root: store_root.join("local-sync"),
-            dirs,
+            store,
             held: Arc::default(),
         }
     }
@@ -83,8 +51,7 @@ impl LocalDirs for SessionLocals {
             .session
             .clone()
             .unwrap_or_else(|| self.session_id.clone());
-        let root = self.root.clone();
-        let dirs = self.dirs.clone();
+        let store = self.store.clone();
         let held = self.held.clone();
         async move {
             let session = sessions
@@ -94,26 +61,18 @@ impl LocalDirs for SessionLocals {
             let hint = request.shared_key_hint.as_deref().unwrap_or(&request.name);
             let key =
                 kiln_llb::Digest::from_bytes(format!("{}\0{hint}", session.shared_key).as_bytes());
-            fs_err::create_dir_all(&root)?;
-            let shared = root.join(key.hex());
-            let dest = match dirs.try_take(&shared) {
-                Some(guard) => {
-                    held.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Held::Shared(guard));
-                    shared
+            let name = request.name.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                match store.take_local_source(&key.hex(), &name)? {
+                    Some(dir) => Ok(dir),
+                    None => store.private_local_source(&name),
                 }
-                None => {
-                    let private = tempfile::Builder::new()
-                        .prefix("private-")
-                        .tempdir_in(&root)?;
-                    let path = private.path().to_owned();
-                    held.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Held::Private(private));
-                    path
-                }
-            };
+            })
+            .await??;
+            let dest = taken.path().to_owned();
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(taken);
             let received = filesync::receive(&session, &request, &dest).await?;
             tracing::debug!(
                 name = request.name,

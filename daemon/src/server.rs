@@ -255,7 +255,6 @@ impl Daemon {
             executor: self.executor.clone(),
             builds: Builds::default(),
             sessions: crate::session::Sessions::default(),
-            sync_dirs: crate::locals::SyncDirs::default(),
             shared_work: kiln_solver::SharedWork::for_cores(),
             shutdown: cancelled,
         };

@@ -150,14 +150,14 @@ fn write_layout(
 ) -> Result<(), Error> {
     bytes(sink, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut written = Vec::new();
-    let mut descriptor = match top {
+    let (media_type, digest, size) = match top {
         Top::Image(image) => {
             image_blobs(sink, store, image, &mut written)?;
-            json!({
-                "mediaType": image.manifest_media_type,
-                "digest": image.manifest_digest.to_string(),
-                "size": image.manifest.len(),
-            })
+            (
+                image.manifest_media_type.as_str(),
+                image.manifest_digest,
+                image.manifest.len(),
+            )
         }
         Top::Index(index) => {
             for image in index
@@ -169,13 +169,27 @@ fn write_layout(
                 image_blobs(sink, store, image, &mut written)?;
             }
             bytes(sink, &blob_path(&index.digest), &index.index)?;
-            json!({
-                "mediaType": index.media_type,
-                "digest": index.digest.to_string(),
-                "size": index.index.len(),
-            })
+            (index.media_type.as_str(), index.digest, index.index.len())
         }
     };
+    let index = layout_index(media_type, &digest, size as u64, name)?;
+    bytes(sink, "index.json", &index)
+}
+
+/// The `index.json` of an OCI layout holding one image: its manifest (or image index)
+/// `digest` of `size` bytes and `media_type`, annotated with the image's `name` and its tag
+/// (`org.opencontainers.image.ref.name`) when it has one.
+pub fn layout_index(
+    media_type: &str,
+    digest: &Digest,
+    size: u64,
+    name: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    let mut descriptor = json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": size,
+    });
     if let Some(name) = name {
         descriptor["annotations"] = json!({
             "io.containerd.image.name": name,
@@ -187,7 +201,7 @@ fn write_layout(
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [descriptor],
     });
-    bytes(sink, "index.json", &canonical_json(&index, "index.json")?)
+    Ok(canonical_json(&index, "index.json")?)
 }
 
 /// Writes `image` as an OCI image layout directory at `dest`.

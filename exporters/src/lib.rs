@@ -75,7 +75,7 @@ mod provenance;
 mod push;
 mod sbom;
 
-pub use archive::{write_docker_tar, write_oci_dir, write_oci_tar};
+pub use archive::{layout_index, write_docker_tar, write_oci_dir, write_oci_tar};
 pub use attestation::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
     Attestations, MEDIA_TYPE_IN_TOTO, STATEMENT_TYPE,

@@ -114,7 +114,7 @@ pub enum ImageFormat {
         /// A tar file (`tar=true`, the default) or a directory.
         tar: bool,
     },
-    /// docker-archive tar.
+    /// docker-archive tar (`type=docker,tar=false` is an OCI layout directory: `Oci`).
     Docker,
     /// The local image store (`type=image`, `-t`).
     Store,
@@ -302,7 +302,14 @@ pub fn parse_output(text: &str) -> Result<Output, OutputError> {
         }),
         "oci" => Ok(Output::Image {
             format: ImageFormat::Oci { tar },
-            dest: Some(need_dest(dest, "FILE")?),
+            dest: Some(need_dest(dest, if tar { "FILE" } else { "DIR" })?),
+            settings,
+        }),
+        // As BuildKit's: `tar=false` writes the image (docker's media types by default) as
+        // an OCI layout directory, as `type=oci,tar=false` does.
+        "docker" if !tar => Ok(Output::Image {
+            format: ImageFormat::Oci { tar },
+            dest: Some(need_dest(dest, "DIR")?),
             settings,
         }),
         "docker" => Ok(Output::Image {
@@ -395,6 +402,19 @@ mod tests {
         };
         assert!(!settings.oci_mediatypes);
         assert_eq!(settings.compression, Compression::Gzip { level: 6 });
+        // A docker image as a layout directory: OCI's layout, docker's media types.
+        let Output::Image {
+            format, settings, ..
+        } = parse_output("type=docker,dest=x,tar=false").unwrap()
+        else {
+            panic!("not an image output");
+        };
+        assert_eq!(format, ImageFormat::Oci { tar: false });
+        assert!(!settings.oci_mediatypes);
+        let err = parse_output("type=docker,tar=false")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs dest=DIR"), "{err}");
         let err = parse_output("type=image").unwrap_err().to_string();
         assert!(err.contains("needs name=REF"), "{err}");
         let err = parse_output("type=oci,dest=x,compression=lz4")

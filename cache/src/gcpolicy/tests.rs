@@ -196,8 +196,8 @@ fn prune_filters_narrow_the_prune() {
         "invalid filter \"until\": expected KEY=VALUE"
     );
     assert_eq!(
-        err("type=source.local").to_string(),
-        "unsupported type in filter \"type=source.local\": expected regular or exec.cachemount"
+        err("type=source.git.checkout").to_string(),
+        "unsupported type in filter \"type=source.git.checkout\": expected regular, exec.cachemount or source.local"
     );
     let bad_duration = err("until=3d");
     assert_eq!(

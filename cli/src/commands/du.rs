@@ -10,7 +10,8 @@
 //! `Reclaimable:` is what only build cache records and cache mounts use, and `Total:` the
 //! distinct bytes of the store's data ([`Store::disk_files`], the measure `kiln prune`
 //! reports what it freed in). Cache mounts (`RUN --mount=type=cache`) are listed with
-//! BuildKit's type `exec.cachemount`. `--format json` prints the same numbers in bytes:
+//! BuildKit's type `exec.cachemount`, and the directories `kiln daemon` receives its clients'
+//! local sources into with `source.local` (not reclaimable while a build holds them). `--format json` prints the same numbers in bytes:
 //! `{"entries": [{"id", "type", "reclaimable", "size", "lastUsed"}], "shared", "private",
 //! "reclaimable", "total"}`.
 
@@ -158,6 +159,8 @@ fn verbose(entries: &[UsageEntry], records: &HashMap<String, CacheRecord>, now: 
         fields.push(("Size:", human_size(entry.size)));
         if let Some(record) = record {
             fields.push(("Description:", record.description.clone()));
+        } else if !entry.description.is_empty() {
+            fields.push(("Description:", entry.description.clone()));
         }
         fields.push(("Last used:", last_accessed(entry.last_used, now)));
         fields.push(("Type:", type_name(entry).to_owned()));
@@ -195,6 +198,7 @@ mod tests {
             id: id.to_owned(),
             size,
             last_used,
+            ..UsageEntry::default()
         }
     }
 

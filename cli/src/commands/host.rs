@@ -89,14 +89,13 @@ fn with_client<T>(
 }
 
 /// A daemon's usage record as `kiln du` lists an entry: in use is not reclaimable (a kiln
-/// daemon's images are its records in use).
+/// daemon's images are its records in use, and the local sources a running build holds).
 fn entry(record: &UsageRecord) -> UsageEntry {
-    let kind = if record.record_type == "exec.cachemount" {
-        "exec.cachemount"
-    } else if record.in_use {
-        "image"
-    } else {
-        "cache"
+    let kind = match record.record_type.as_str() {
+        "exec.cachemount" => "exec.cachemount",
+        "source.local" => "source.local",
+        _ if record.in_use => "image",
+        _ => "cache",
     };
     UsageEntry {
         kind,
@@ -105,6 +104,8 @@ fn entry(record: &UsageRecord) -> UsageEntry {
         last_used: record
             .last_used_at
             .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+        in_use: record.in_use,
+        description: record.description.clone(),
     }
 }
 

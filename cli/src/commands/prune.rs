@@ -3,7 +3,9 @@
 //! Without options only unreferenced data goes (the garbage collection that follows every
 //! prune); `--all` removes every build cache record and cache mount, `--filter until=DURATION`
 //! the records unused for that long, `--filter type=exec.cachemount` only the cache mounts
-//! (`type=regular` only the records), and `--keep-storage` then the least recently used
+//! (`type=regular` only the records, `type=source.local` only the directories a daemon
+//! received its clients' local sources into, which any prune of no other type removes when
+//! no build holds them), and `--keep-storage` then the least recently used
 //! records until the rest fit; `--reserved-space`, `--max-used-space` and `--min-free-space`
 //! limit them as BuildKit's garbage collection policies do (`kiln_cache::GcPolicy`). Images are never removed, nor anything a running build holds.
 //! What killed kiln processes left goes too: their temporary files in the store and beside
@@ -50,12 +52,12 @@ pub(crate) fn run(root: &Path, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .removed_records
         .iter()
         .chain(&report.gc.removed_cache_mounts)
+        .chain(&report.gc.removed_local_sources)
         .map(|id| {
             before.get(id.as_str()).cloned().unwrap_or(UsageEntry {
                 kind: "cache",
                 id: id.clone(),
-                size: 0,
-                last_used: 0,
+                ..UsageEntry::default()
             })
         })
         .collect();
@@ -209,7 +211,13 @@ mod tests {
             err.to_string(),
             "unsupported filter \"label\": only until=DURATION and type=TYPE are supported"
         );
-        let err = options(&args(false, &["type=source.local"], None)).unwrap_err();
+        assert_eq!(
+            options(&args(false, &["type=source.local"], None))
+                .unwrap()
+                .kind,
+            Some(CacheKind::LocalSource)
+        );
+        let err = options(&args(false, &["type=source.git.checkout"], None)).unwrap_err();
         assert!(err.to_string().contains("unsupported type"), "{err}");
         assert!(options(&args(false, &["until"], None)).is_err());
     }

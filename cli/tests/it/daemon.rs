@@ -100,14 +100,18 @@ impl Daemon {
         panic!("kiln daemon did not listen on {}", daemon.socket.display());
     }
 
+    /// `buildctl --addr unix://SOCKET`, for more arguments.
+    pub(crate) fn buildctl_command(&self) -> Command {
+        let mut command = Command::new(&self.buildctl);
+        command
+            .arg("--addr")
+            .arg(format!("unix://{}", self.socket.display()));
+        command
+    }
+
     /// Runs `buildctl --addr unix://SOCKET ARGS`.
     pub(crate) fn buildctl(&self, args: &[&str]) -> Output {
-        Command::new(&self.buildctl)
-            .arg("--addr")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .output()
-            .unwrap()
+        self.buildctl_command().args(args).output().unwrap()
     }
 
     /// Runs `kiln --root CLIENT_ROOT --host unix://SOCKET ARGS` with `env` added: kiln's own
@@ -707,7 +711,7 @@ fn serial_daemon_runs_a_step_two_concurrent_builds_need_once() {
 
 /// Runs `buildctl build --progress=plain --frontend dockerfile.v0` on the context `context`
 /// (also the Dockerfile's directory) with `args`.
-fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
+pub(crate) fn buildctl_dockerfile(daemon: &Daemon, context: &Path, args: &[&str]) -> Output {
     buildctl_dockerfile_env(daemon, context, args, &[])
 }
 

@@ -203,8 +203,8 @@ fn bad_prune_arguments_fail_before_touching_the_store() {
             "unsupported filter \"label\"",
         ),
         (
-            &["prune", "-f", "--filter", "type=source.local"][..],
-            "unsupported type in filter \"type=source.local\"",
+            &["prune", "-f", "--filter", "type=source.git.checkout"][..],
+            "unsupported type in filter \"type=source.git.checkout\"",
         ),
         (
             &["prune", "-f", "--filter", "until=3d"][..],

@@ -375,6 +375,13 @@ fn write_archive(
             file.as_file().sync_all()?;
             file.persist(path).map_err(|e| e.error)?;
         }
+        // Written through the content store, never sent as an archive.
+        ExportTarget::Layout(dir) => {
+            return Err(std::io::Error::other(format!(
+                "the image layout {} is not an archive",
+                dir.display()
+            )));
+        }
         ExportTarget::Stdout | ExportTarget::Dir(_) => {
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = chunks.blocking_recv() {

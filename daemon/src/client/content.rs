@@ -1,7 +1,8 @@
-//! The content stores this client serves the daemon for `--cache-to type=local,dest=DIR` and
-//! `--cache-from type=local,src=DIR` (containerd's `Content` service, as BuildKit's clients
-//! serve it): each directory an OCI layout, chosen by the store id `local:DIR` in the
-//! `buildkit-attachable-store-id` header. A blob is written to a temporary file beside the
+//! The content stores this client serves the daemon for `--cache-to type=local,dest=DIR`,
+//! `--cache-from type=local,src=DIR` and `--output type=oci|docker,tar=false,dest=DIR`
+//! (containerd's `Content` service, as BuildKit's clients serve it): each directory an OCI
+//! layout, chosen by the store id in the `buildkit-attachable-store-id` header (`local:DIR`
+//! for a cache, `export` for the image output). A blob is written to a temporary file beside the
 //! layout's blobs and renamed into place only once its size and digest are the ones announced.
 
 use std::collections::HashMap;
@@ -15,18 +16,17 @@ use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::content::STORE_HEADER;
 use crate::pb::content::content_server::Content;
 use crate::pb::content::{
     Info, InfoRequest, InfoResponse, ReadContentRequest, ReadContentResponse, WriteAction,
     WriteContentRequest, WriteContentResponse,
 };
 
-/// The header naming the store a call is for.
-const STORE_HEADER: &str = "buildkit-attachable-store-id";
 /// The bytes sent per read message.
 const CHUNK: usize = 1 << 20;
 
-/// The layouts served, by store id (`local:DIR`).
+/// The layouts served, by store id (`local:DIR`, `export`).
 pub(super) struct LayoutStores {
     pub(super) dirs: HashMap<String, PathBuf>,
 }

@@ -150,6 +150,15 @@ pub enum ClientError {
         /// What the daemon said.
         message: String,
     },
+    /// An image layout directory (`type=oci,tar=false`) could not be made or recorded.
+    #[error("image layout {dir}")]
+    ImageLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A local cache's directory could not be read or written.
     #[error("local cache {dir}")]
     LocalCache {
@@ -179,6 +188,10 @@ pub enum ExportTarget {
     File(PathBuf),
     /// This process's standard output (`dest=-`).
     Stdout,
+    /// An OCI layout directory (`type=oci|docker,tar=false`), made if missing: the daemon
+    /// writes the image's blobs into it through this side's content store, and its
+    /// `index.json` then names the image alone.
+    Layout(PathBuf),
 }
 
 /// One exporter of a build: its type and attributes as the daemon takes them, and where its
@@ -312,34 +325,67 @@ impl LocalCaches {
                     dir: dir.clone(),
                     source,
                 };
-            let descriptor: serde_json::Value =
-                serde_json::from_str(descriptor).map_err(|e| failed(e.into()))?;
-            let digest: kiln_cache::Digest = descriptor["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e: kiln_cache::DigestError| failed(e.into()))?;
-            let index = kiln_exporters::tagged_index(
-                dir,
-                tag,
-                descriptor["mediaType"].as_str().unwrap_or_default(),
-                &digest,
-                descriptor["size"].as_u64().unwrap_or_default(),
-            )
-            .map_err(|e| failed(e.into()))?;
-            for (name, bytes) in [
-                ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
-                ("index.json", &index),
-            ] {
-                let mut file =
-                    tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(e.into()))?;
-                std::io::Write::write_all(&mut file, bytes).map_err(|e| failed(e.into()))?;
-                file.persist(dir.join(name))
-                    .map_err(|e| failed(e.error.into()))?;
-            }
+            let (media_type, digest, size) =
+                descriptor_fields(descriptor.as_bytes()).map_err(&failed)?;
+            let index = kiln_exporters::tagged_index(dir, tag, &media_type, &digest, size)
+                .map_err(|e| failed(e.into()))?;
+            write_layout_files(dir, &index).map_err(|e| failed(e.into()))?;
         }
         Ok(())
     }
+}
+
+/// The media type, digest and size of an OCI descriptor in JSON.
+fn descriptor_fields(
+    json: &[u8],
+) -> Result<(String, kiln_cache::Digest, u64), Box<dyn std::error::Error + Send + Sync>> {
+    let descriptor: serde_json::Value = serde_json::from_slice(json)?;
+    let digest: kiln_cache::Digest = descriptor["digest"].as_str().unwrap_or_default().parse()?;
+    Ok((
+        descriptor["mediaType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        digest,
+        descriptor["size"].as_u64().unwrap_or_default(),
+    ))
+}
+
+/// Writes an OCI layout's `oci-layout` and then its `index.json` (`index`) into `dir`, each
+/// whole or not at all.
+fn write_layout_files(dir: &Path, index: &[u8]) -> std::io::Result<()> {
+    for (name, bytes) in [
+        ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+        ("index.json", index),
+    ] {
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.persist(dir.join(name)).map_err(|e| e.error)?;
+    }
+    Ok(())
+}
+
+/// Records the image the daemon wrote into this side's export store (its
+/// `containerimage.descriptor` answer: base64 of the descriptor's JSON) in the layout
+/// directory `dir`: an `index.json` naming it alone, under its first name (`image.name`), as
+/// `kiln build --output type=oci,tar=false` writes it.
+fn record_image_layout(dir: &Path, response: &HashMap<String, String>) -> Result<(), ClientError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ClientError::ImageLayout {
+        dir: dir.to_owned(),
+        source,
+    };
+    let encoded = response
+        .get("containerimage.descriptor")
+        .ok_or_else(|| failed("the daemon did not say which image it wrote".into()))?;
+    let json = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+        .map_err(|e| failed(e.into()))?;
+    let (media_type, digest, size) = descriptor_fields(&json).map_err(failed)?;
+    let name = response
+        .get("image.name")
+        .and_then(|names| names.split(',').find(|n| !n.is_empty()));
+    let index = kiln_exporters::layout_index(&media_type, &digest, size, name)
+        .map_err(|e| failed(e.into()))?;
+    write_layout_files(dir, &index).map_err(|e| failed(e.into()))
 }
 
 fn entry(entry: &kiln_cache::CacheOptionsEntry) -> CacheOptionsEntry {
@@ -424,9 +470,32 @@ impl Client {
     ) -> Result<HashMap<String, String>, ClientError> {
         let session_id = new_id();
         let reference = new_id();
-        let targets = request.exports.iter().map(|e| e.target.clone()).collect();
         let mut request = request;
-        let caches = LocalCaches::prepare(&mut request.cache_exports, &mut request.cache_imports)?;
+        let mut caches =
+            LocalCaches::prepare(&mut request.cache_exports, &mut request.cache_imports)?;
+        // An image layout is written through the content store `export` (one per build, as
+        // BuildKit's clients serve it), the other exports through their exporter's index.
+        let mut layout = None;
+        let targets = request
+            .exports
+            .iter()
+            .map(|e| match &e.target {
+                Some(ExportTarget::Layout(dir)) => {
+                    layout = Some(dir.clone());
+                    None
+                }
+                target => target.clone(),
+            })
+            .collect();
+        if let Some(dir) = &layout {
+            fs_err::create_dir_all(dir).map_err(|e| ClientError::ImageLayout {
+                dir: dir.clone(),
+                source: e.into(),
+            })?;
+            caches
+                .stores
+                .insert(crate::content::EXPORT_STORE.to_owned(), dir.clone());
+        }
         let services = attachables::Attachables {
             locals: request.locals,
             secrets: request.secrets,
@@ -483,6 +552,9 @@ impl Client {
         let (solved, ()) = tokio::join!(control.solve(solve), status);
         let response = solved?.into_inner().exporter_response;
         caches.record(&response)?;
+        if let Some(dir) = &layout {
+            record_image_layout(dir, &response)?;
+        }
         Ok(response)
     }
 

@@ -53,18 +53,30 @@ pub(super) fn report(
     dockerfile: &[u8],
     failed: Option<&[String]>,
 ) -> anyhow::Result<ExitCode> {
+    let mut sorted: Vec<&LintWarning> = warnings.iter().collect();
+    sorted.sort_by_key(|w| w.location.start_line);
+    let rendered: String = sorted.iter().map(|w| w.render(dockerfile)).collect();
+    let error = failed.map(|rules| format!("lint violation found for rules: {}", rules.join(", ")));
+    print_report(warnings.len(), &rendered, error)
+}
+
+/// Prints the report of `count` warnings, `rendered` as [`LintWarning::render`] renders them
+/// (sorted by line), to standard output; with `error` (the build checks' own error, or the
+/// Dockerfile's), that error follows and the check fails. A daemon's lint result (its
+/// `result.txt`) is printed so too.
+pub(super) fn print_report(
+    count: usize,
+    rendered: &str,
+    error: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
-    match warnings.len() {
+    match count {
         0 => {}
         1 => text.push_str("Check complete, 1 warning has been found!\n"),
         n => text.push_str(&format!("Check complete, {n} warnings have been found!\n")),
     }
-    let mut sorted: Vec<&LintWarning> = warnings.iter().collect();
-    sorted.sort_by_key(|w| w.location.start_line);
-    for warning in sorted {
-        text.push_str(&warning.render(dockerfile));
-    }
-    if failed.is_none() && warnings.is_empty() {
+    text.push_str(rendered);
+    if error.is_none() && count == 0 {
         text.push_str("Check complete, no warnings found.\n");
     }
     let mut stdout = std::io::stdout().lock();
@@ -72,13 +84,13 @@ pub(super) fn report(
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .context("writing the check's report")?;
-    if let Some(rules) = failed {
-        if !warnings.is_empty() {
+    if let Some(error) = error {
+        if count > 0 {
             let _ = writeln!(stdout);
         }
-        bail!("lint violation found for rules: {}", rules.join(", "));
+        bail!("{error}");
     }
-    Ok(if warnings.is_empty() {
+    Ok(if count == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

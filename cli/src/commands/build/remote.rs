@@ -4,7 +4,8 @@
 //! build converts with); the context and the Dockerfile's directory are served to the daemon
 //! as the locals `context` and `dockerfile` (it reads `.dockerignore` and asks only for what
 //! it leaves in), the secrets and SSH agents as the session's; `local`, `tar`, `oci` and
-//! `docker` outputs come back to this side. The daemon's progress is shown as a local build's.
+//! `docker` outputs come back to this side (an `oci` or `docker` layout directory,
+//! `tar=false`, through this side's content store). The daemon's progress is shown as a local build's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,7 +27,10 @@ fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
         ("--explain", args.explain),
         ("--trace", args.trace.is_some()),
         ("--dot", args.dot.is_some()),
-        ("--check", args.check || args.call != "build"),
+        (
+            "--call",
+            !args.check && !matches!(args.call.as_str(), "build" | "check"),
+        ),
         // Attestations are made by the in-process exporters only, so far.
         (
             "--provenance",
@@ -63,8 +67,10 @@ fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
     for text in &args.output {
         let (kind, mut fields) = kiln_exporters::output_fields(text)?;
         let dest = fields.remove("dest");
+        let tar = !matches!(fields.get("tar"), Some(&("false" | "0")));
         let target = match (kind, dest) {
             ("local", Some(dest)) => Some(ExportTarget::Dir(PathBuf::from(dest))),
+            ("oci" | "docker", Some(dest)) if !tar => Some(ExportTarget::Layout(dest.into())),
             ("tar" | "oci" | "docker", Some("-")) => Some(ExportTarget::Stdout),
             ("tar" | "oci" | "docker", Some(dest)) => Some(ExportTarget::File(dest.into())),
             _ => None,
@@ -224,10 +230,39 @@ fn exported(response: &HashMap<String, String>) -> Vec<ExportResponse> {
     }]
 }
 
+/// Prints the daemon's answer to the build checks (BuildKit's lint result: `result.json`,
+/// base64 of its JSON, `result.txt` and `result.statuscode`) as `--check` prints them in
+/// process; fails with the Dockerfile's error when it did not convert.
+fn report_checks(response: &HashMap<String, String>) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    let result = response
+        .get("result.json")
+        .context("the daemon answered the build checks without a result")?;
+    let result: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(result)
+            .context("the daemon's lint result")?,
+    )
+    .context("the daemon's lint result")?;
+    let count = result["warnings"].as_array().map_or(0, Vec::len);
+    let rendered = response.get("result.txt").map_or("", String::as_str);
+    let error = result["buildError"]["message"].as_str().map(str::to_owned);
+    let code = super::check::print_report(count, rendered, error)?;
+    // A result without a warning may still say the check failed.
+    if response.get("result.statuscode").is_some_and(|s| s != "0") {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
+}
+
 /// Builds `args` in the daemon at `host`.
 pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let host: Host = host.parse()?;
     refuse_local_only(args)?;
+    let check = super::check::Call::from_args(args)? == super::check::Call::Check;
+    if check && args.llb.is_some() {
+        bail!("--call=check reads a Dockerfile; an LLB Definition has no build checks");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -236,7 +271,15 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let tls = crate::commands::host::tls_files();
     let client = runtime.block_on(Client::connect(&host, tls.as_ref()))?;
     let scratch = tempfile::tempdir().context("making a scratch directory")?;
-    let request = request(args, scratch.path())?;
+    let mut request = request(args, scratch.path())?;
+    if check {
+        // BuildKit's subrequest: the build checks alone, nothing built or exported.
+        request
+            .frontend_attrs
+            .insert("requestid".to_owned(), "frontend.lint".to_owned());
+        request.exports.clear();
+        request.cache_exports.clear();
+    }
     let progress = Progress::stderr(progress_flag(args)?)?;
     let response = runtime.block_on(client.build(request, progress.reporter()));
     progress.finish();
@@ -247,6 +290,9 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
+    if check {
+        return report_checks(&response);
+    }
     let exported = exported(&response);
     metadata::write_files(args, &exported, None)?;
     super::print_image_id(args, &exported)?;
@@ -266,6 +312,8 @@ mod tests {
             "-o",
             "type=tar,dest=-",
             "-o",
+            "type=oci,dest=layout,tar=false",
+            "-o",
             "type=image,name=a;b,push=true",
             "-t",
             "app:1",
@@ -283,6 +331,7 @@ mod tests {
             [
                 "local {} Some(Dir(\"out\"))",
                 "tar {} Some(Stdout)",
+                "oci {\"tar\": \"false\"} Some(Layout(\"layout\"))",
                 "image {\"name\": \"a,b\", \"push\": \"true\"} None",
                 "image {\"name\": \"app:1,app:2\"} None",
             ]
