@@ -630,6 +630,29 @@ fn issue_20_an_arm_step_runs_every_process_under_kilns_own_emulator_leaving_the_
         String::from_utf8_lossy(&output.stdout),
         "armv7l\nqemu-arm\nregister\nstatus\n"
     );
+
+    // `kiln exec` joins the container's user namespace, where its emulator is registered.
+    let args = [
+        "--platform",
+        "linux/arm/v7",
+        "--name",
+        "arm",
+        "busybox:armhf",
+    ];
+    let started = kiln_in(
+        dir.path(),
+        &[&["run", "-d"], &args[..], &["sleep", "60"]].concat(),
+        &[],
+    );
+    let exec = kiln_in(
+        dir.path(),
+        &["exec", "arm", "sh", "-c", "/bin/busybox uname -m"],
+        &[],
+    );
+    let _ = kiln_in(dir.path(), &["rm", "-f", "arm"], &[]);
+    assert!(started.status.success(), "{}", text(&started));
+    assert!(exec.status.success(), "{}", text(&exec));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "armv7l\n");
     assert_eq!(
         binfmt_entries(),
         before,
