@@ -648,11 +648,6 @@ impl ControlService {
             }
         }
         let several = converted_all.len() > 1;
-        if several && cache_exports.iter().any(kiln_engine::is_inline) {
-            return Err(Status::unimplemented(
-                "an inline cache with several platforms is not supported yet: use type=registry",
-            ));
-        }
         let mut builds = Vec::with_capacity(converted_all.len());
         for (platform, definition, image_config) in converted_all {
             // A build of `scratch` alone has no ops: its result is the empty file system.
@@ -704,7 +699,10 @@ impl ControlService {
             .map_err(|e| Status::unknown(error_chain(&e)))?;
         let mut keys: Option<kiln_cache::BuildKeys> = None;
         let mut results = Vec::with_capacity(solved.len());
+        // Each platform's own keys, for its image's inline cache.
+        let mut platform_keys = Vec::with_capacity(solved.len());
         for ((platform, _, image_config), (result, more)) in builds.into_iter().zip(solved) {
+            platform_keys.push(more.clone());
             match (&mut keys, more) {
                 (Some(keys), Some(more)) => keys.merge(more),
                 (keys @ None, more) => *keys = more,
@@ -712,9 +710,8 @@ impl ControlService {
             }
             results.push((platform, result, image_config));
         }
-        let inline = keys
-            .clone()
-            .filter(|_| cache_exports.iter().any(kiln_engine::is_inline));
+        let inline_wanted = cache_exports.iter().any(kiln_engine::is_inline);
+        let inline = keys.clone().filter(|_| inline_wanted);
         let pull = kiln_cache::PullOptions {
             config: self.config.clone(),
             credentials,
@@ -740,13 +737,18 @@ impl ControlService {
                     })
                     .collect();
                 let definitions = vec![None; results.len()];
-                kiln_engine::export_platforms(
+                let inline: Vec<Option<&kiln_cache::BuildKeys>> = platform_keys
+                    .iter()
+                    .map(|k| k.as_ref().filter(|_| inline_wanted))
+                    .collect();
+                kiln_engine::export_platforms_inline(
                     &store,
                     &results,
                     &outputs,
                     &registry,
                     kiln_exporters::Attestations::default(),
                     &definitions,
+                    &inline,
                 )
             } else {
                 let (_, result, image_config) = results.remove(0);

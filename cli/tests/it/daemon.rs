@@ -1296,7 +1296,7 @@ fn serial_daemon_builds_several_platforms_into_one_index() {
         "{progress}"
     );
 
-    // Pushed: one index with a manifest per platform.
+    // Pushed: one index with a manifest per platform, each config with its inline cache.
     let name = format!(
         "127.0.0.1:5000/kiln-test/daemon-multi:{}",
         std::process::id()
@@ -1310,8 +1310,29 @@ fn serial_daemon_builds_several_platforms_into_one_index() {
             "platform=linux/amd64,linux/arm64",
             "--output",
             &output,
+            "--export-cache",
+            "type=inline",
         ],
     ));
+    for arch in ["amd64", "arm64"] {
+        let config = assert_ok(
+            Command::new("skopeo")
+                // The raw config: skopeo's parsed one leaves out keys OCI does not define.
+                .args(["inspect", "--raw", "--config", "--tls-verify=false"])
+                .args(["--override-arch", arch])
+                .arg(format!("docker://{name}"))
+                .output()
+                .unwrap(),
+        );
+        let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+        assert_eq!(config["architecture"], arch);
+        assert!(
+            config["moby.buildkit.cache.v0"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "{arch}: {config:#}"
+        );
+    }
     let raw = assert_ok(
         Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
