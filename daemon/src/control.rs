@@ -12,7 +12,7 @@ use kiln_cache::{
     UsageEntry,
 };
 use kiln_llb::{LoadedDefinition, error_chain};
-use kiln_solver::{Entitlements, Session, SessionConfig};
+use kiln_solver::{Entitlements, Reporter, Session, SessionConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Build;
@@ -524,7 +524,11 @@ impl ControlService {
     }
 
     /// Solves and exports one request; the progress goes to the build's log.
-    async fn build(&self, request: SolveRequest) -> Result<SolveResponse, Status> {
+    async fn build(
+        &self,
+        request: SolveRequest,
+        recorder: Arc<kiln_solver::Recorder>,
+    ) -> Result<SolveResponse, Status> {
         let build = if !request.frontend.is_empty() {
             Some(Build::Frontend {
                 frontend: request.frontend.clone(),
@@ -682,7 +686,9 @@ impl ControlService {
         // One session solves every platform: a vertex they share runs once.
         let keyed = !cache_exports.is_empty();
         let solves = builds.iter().map(|(_, definition, _)| {
-            let (session, progress) = (&session, progress.clone());
+            // The steps' events are noted for the build's record (`kiln history`, `kiln
+            // explain`) on their way to the progress.
+            let (session, progress) = (&session, recorder.clone() as Arc<dyn Reporter>);
             async move {
                 match definition {
                     Some(definition) if keyed => session.solve_keyed(definition, progress).await,
@@ -873,6 +879,29 @@ impl ControlService {
     }
 }
 
+/// What a daemon build's record is named (the Dockerfile's name, with ` (TARGET)`, or `llb`
+/// for a Definition), and the build args it names.
+fn record_name(attrs: &HashMap<String, String>) -> (String, Vec<String>) {
+    let mut name = attrs
+        .get("filename")
+        .filter(|f| !f.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    if attrs.is_empty() {
+        name = "llb".to_owned();
+    }
+    if let Some(target) = attrs.get("target").filter(|t| !t.is_empty()) {
+        name = format!("{name} ({target})");
+    }
+    let mut args: Vec<String> = attrs
+        .keys()
+        .filter_map(|k| k.strip_prefix("build-arg:"))
+        .map(str::to_owned)
+        .collect();
+    args.sort();
+    (name, args)
+}
+
 /// Ends a build's progress and forgets its gateway result when its `Solve` ends, however it
 /// ends.
 struct Finished<'a> {
@@ -956,13 +985,47 @@ impl Control for ControlService {
             service: self,
             reference: &reference,
         };
+        let recorder = Arc::new(kiln_solver::Recorder::new(
+            self.builds.get(&reference) as Arc<dyn Reporter>
+        ));
+        let (name, build_args) = record_name(&request.frontend_attrs);
         // Dropping the build on shutdown kills its processes and releases its lease.
         let result = tokio::select! {
-            result = self.build(request) => result,
+            result = self.build(request, recorder.clone()) => result,
             _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the daemon is shutting down")),
         };
         if let Err(status) = &result {
             tracing::info!(reference, error = status.message(), "solve failed");
+        }
+        let status = match &result {
+            Ok(_) => kiln_solver::BuildStatus::Completed,
+            Err(_) => kiln_solver::BuildStatus::Failed,
+        };
+        // The client's ref names the build, as BuildKit's history does, when it is one.
+        let id = if !reference.is_empty()
+            && reference.len() <= 64
+            && reference
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            reference.clone()
+        } else {
+            kiln_solver::new_build_id()
+        };
+        let record = recorder.finish(id, name, status, build_args);
+        let store = self.store.clone();
+        let stored = blocking("recording the build", move || {
+            store
+                .put_build_record(
+                    &record.id,
+                    &record.to_json(),
+                    kiln_cache::BuildHistoryLimits::default(),
+                )
+                .map_err(Into::into)
+        })
+        .await;
+        if let Err(status) = stored {
+            tracing::warn!(error = status.message(), "the build was not recorded");
         }
         result.map(Response::new)
     }

@@ -740,6 +740,71 @@ fn buildctl_dockerfile_env(
 }
 
 #[test]
+fn serial_daemon_records_its_builds_for_history_and_explain() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nARG V\nRUN echo \"$V\" > /v\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let local = format!("type=local,dest={}", out.display());
+    for v in ["1", "2"] {
+        let arg = format!("build-arg:V={v}");
+        assert_ok(buildctl_dockerfile(
+            &daemon,
+            &context,
+            &["--opt", &arg, "--output", &local],
+        ));
+    }
+    // The daemon's store holds both builds; kiln reads them from another process.
+    let kiln = |args: &[&str]| -> serde_json::Value {
+        let output = assert_ok(
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .output()
+                .unwrap(),
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)))
+    };
+    let history = kiln(&["history", "--format", "json"]);
+    let builds = history.as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{history:#}");
+    for build in builds {
+        assert_eq!(build["name"], "Dockerfile");
+        assert_eq!(build["status"], "completed");
+        assert_eq!(build["build_args"], serde_json::json!(["V"]));
+        let id = build["id"].as_str().unwrap();
+        assert!(
+            id.len() == 25
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+            "{id}"
+        );
+    }
+    // The latest build ran its RUN again because the build arg changed.
+    let explained = kiln(&["explain", "--format", "json"]);
+    let steps = explained["steps"].as_array().unwrap();
+    let run = steps
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().contains("RUN echo"))
+        .unwrap_or_else(|| panic!("{explained:#}"));
+    assert_eq!(run["explanation"], "build arg V changed", "{run:#}");
+}
+
+#[test]
 fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     if !crate::common::ready() {
         return;
