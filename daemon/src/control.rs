@@ -1015,13 +1015,11 @@ impl Control for ControlService {
         let record = recorder.finish(id, name, status, build_args);
         let store = self.store.clone();
         let stored = blocking("recording the build", move || {
-            store
-                .put_build_record(
-                    &record.id,
-                    &record.to_json(),
-                    kiln_cache::BuildHistoryLimits::default(),
-                )
-                .map_err(Into::into)
+            store.put_build_record(
+                &record.id,
+                &record.to_json(),
+                kiln_cache::BuildHistoryLimits::default(),
+            )
         })
         .await;
         if let Err(status) = stored {
