@@ -25,6 +25,7 @@ mod container;
 mod errors;
 mod exec;
 mod files;
+mod returned;
 mod service;
 
 use std::collections::{BTreeMap, HashMap};
