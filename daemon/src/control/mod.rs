@@ -196,7 +196,8 @@ impl ControlService {
         Ok(converted)
     }
 
-    /// The build a gateway client (`buildctl build`) returns: its calls are served by a
+    /// The build a gateway client (`buildctl build`) returns, with the image configuration
+    /// it returned (`containerimage.config`) for the exporter: its calls are served by a
     /// bridge over `session`, registered under the build's ref, until it returns.
     async fn gateway_client(
         &self,
@@ -204,7 +205,7 @@ impl ControlService {
         session: Arc<Session>,
         progress: &Arc<crate::status::Progress>,
         pull: &PullOptions,
-    ) -> Result<Build, Status> {
+    ) -> Result<(Build, Option<kiln_frontend::ImageConfig>), Status> {
         let resolver = Arc::new(kiln_engine::StoreResolver::new(
             self.store.clone(),
             pull.clone(),
@@ -224,11 +225,23 @@ impl ControlService {
         );
         self.gateways.register(&request.r#ref, bridge.clone());
         match bridge.wait_returned().await {
-            crate::bridge::Returned::Result { definition, .. } => {
-                Ok(Build::Definition(definition.unwrap_or_default()))
+            crate::bridge::Returned::Result {
+                definition,
+                metadata,
+            } => {
+                let config = match metadata.get(crate::bridge::IMAGE_CONFIG_KEY) {
+                    Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "the result's {} is not an image config: {e}",
+                            crate::bridge::IMAGE_CONFIG_KEY
+                        ))
+                    })?),
+                    None => None,
+                };
+                Ok((Build::Definition(definition.unwrap_or_default()), config))
             }
             crate::bridge::Returned::Frontend { frontend, attrs } => {
-                Ok(Build::Frontend { frontend, attrs })
+                Ok((Build::Frontend { frontend, attrs }, None))
             }
             crate::bridge::Returned::Error(message) => Err(Status::unknown(message)),
         }
@@ -359,8 +372,8 @@ impl ControlService {
                 self.shared_work.clone(),
             )
         };
-        let build = match build {
-            Some(build) => build,
+        let (build, returned_config) = match build {
+            Some(build) => (build, None),
             None => {
                 let session = Arc::new(new_session(HashMap::new(), HashMap::new(), no_cache));
                 self.gateway_client(&request, session, &progress, &pull)
@@ -389,7 +402,9 @@ impl ControlService {
         // platform, and the graphs are solved together, as `kiln build --platform A,B`.
         let mut converted_all = Vec::new();
         match build {
-            Build::Definition(definition) => converted_all.push((None, definition, None)),
+            Build::Definition(definition) => {
+                converted_all.push((None, definition, returned_config));
+            }
             Build::Frontend { frontend, attrs } => {
                 no_cache |= crate::frontend::no_cache_all(&attrs);
                 for (platform, attrs) in crate::frontend::per_platform(&attrs)? {

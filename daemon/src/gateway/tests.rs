@@ -81,12 +81,17 @@ async fn a_gateway_client_of_the_control_socket_reads_files_resolves_images_and_
         "{unknown:?}"
     );
 
-    // The build's Control.Solve, without a Definition: it exports what its client returns.
+    // The build's Control.Solve, without a Definition: it exports what its client returns,
+    // here as an image in the store.
     let mut control = ControlClient::new(channel.clone());
     let build = tokio::spawn(async move {
         control
             .solve(ControlSolveRequest {
                 r#ref: "gw-1".to_owned(),
+                exporters: vec![crate::pb::control::Exporter {
+                    r#type: "image".to_owned(),
+                    attrs: [("name".to_owned(), "kiln-test/gateway:1".to_owned())].into(),
+                }],
                 ..ControlSolveRequest::default()
             })
             .await
@@ -190,7 +195,9 @@ async fn a_gateway_client_of_the_control_socket_reads_files_resolves_images_and_
         .await
         .unwrap();
 
-    // Returned, the build's Control.Solve solves and exports it.
+    // Returned, the build's Control.Solve solves and exports it, with the image config
+    // the client returned beside it.
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["FROM_THE_CLIENT=1"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
     gateway
         .r#return(of(
             "gw-1",
@@ -200,14 +207,26 @@ async fn a_gateway_client_of_the_control_socket_reads_files_resolves_images_and_
                         id: files,
                         def: None,
                     })),
-                    ..crate::pb::gateway::Result::default()
+                    metadata: [(crate::bridge::IMAGE_CONFIG_KEY.to_owned(), config.to_vec())]
+                        .into(),
                 }),
                 ..ReturnRequest::default()
             },
         ))
         .await
         .unwrap();
-    build.await.unwrap().unwrap();
+    let response = build.await.unwrap().unwrap().into_inner();
+    let digest: kiln_cache::Digest = response.exporter_response["containerimage.config.digest"]
+        .parse()
+        .unwrap();
+    let store = kiln_cache::Store::open(dir.path().join("root")).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(store.blob_path(&digest)).unwrap()).unwrap();
+    assert_eq!(
+        stored["config"]["Env"],
+        serde_json::json!(["FROM_THE_CLIENT=1"]),
+        "{stored:#}"
+    );
 
     // Its build ended, the bridge is gone.
     let ended = gateway.ping(of("gw-1", PingRequest {})).await.unwrap_err();
