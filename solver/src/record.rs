@@ -117,6 +117,10 @@ pub struct BuildRecord {
     pub build_args: Vec<String>,
     /// Its steps.
     pub steps: Vec<StepRecord>,
+    /// How long its export took after its steps (images, files, caches), in milliseconds;
+    /// `None` when it exported nothing or failed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_ms: Option<u64>,
 }
 
 impl BuildRecord {
@@ -275,6 +279,7 @@ impl Recorder {
             duration_ms: end,
             build_args,
             steps,
+            export_ms: None,
         }
     }
 }
@@ -454,6 +459,7 @@ mod tests {
                 step("a", 100, &["base"]),
                 step("base", 5, &[]),
             ],
+            export_ms: None,
         };
         let (total, path) = record.critical_path();
         assert_eq!(total, 106);

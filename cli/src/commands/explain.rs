@@ -243,6 +243,7 @@ mod tests {
             duration_ms: 1500,
             build_args: vec!["V".into()],
             steps,
+            export_ms: None,
         }
     }
 

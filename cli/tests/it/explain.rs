@@ -257,7 +257,11 @@ fn the_trace_has_each_step_s_phases_with_their_bytes_and_counters() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let trace = dir.join("trace.json");
-    assert_ok(build(dir, "four", &["--trace", &trace.to_string_lossy()]));
+    assert_ok(build(
+        dir,
+        "four",
+        &["-t", "traced", "--trace", &trace.to_string_lossy()],
+    ));
     let trace: serde_json::Value = serde_json::from_slice(&fs_err::read(&trace).unwrap()).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
     // The thread of each step, by its name.
@@ -331,6 +335,20 @@ fn the_trace_has_each_step_s_phases_with_their_bytes_and_counters() {
     let last = counters("bytes").last().copied().unwrap().clone();
     assert_eq!(last["pull"], layers);
     assert_eq!(last["transfer"], context);
+    // The export (`-t`) follows the steps on its own track, as the record says.
+    let record = json(kiln_in(dir, &["history", "--format", "json"], &[]))[0].clone();
+    let exporting: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["cat"] == "export").collect();
+    assert_eq!(exporting.len(), 1, "{exporting:#?}");
+    assert_eq!(exporting[0]["tid"], thread("export"));
+    assert_eq!(
+        exporting[0]["ts"].as_u64(),
+        record["duration_ms"].as_u64().map(|ms| ms * 1000)
+    );
+    assert_eq!(
+        exporting[0]["dur"].as_u64(),
+        record["export_ms"].as_u64().map(|ms| ms * 1000)
+    );
 }
 
 #[test]

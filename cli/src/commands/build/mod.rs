@@ -14,6 +14,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use kiln_cache::{CacheExportRequest, CacheImportRequest, PullOptions, Store};
@@ -198,6 +199,8 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             BuildStatus::Failed,
             None,
         ) {
+            // Best effort: the build's own error is the one to report.
+            let _ = write_reports(args, &record);
             store_build(store, &record);
         }
     }
@@ -471,7 +474,9 @@ fn build(
             .iter()
             .filter_map(|(_, definition, _)| definition.as_ref())
             .collect();
-        let record = report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
+        let mut record =
+            report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
+        let export_started = Instant::now();
         let exported = (|| {
             let solved = solved.context("failed to solve")?;
             // One cache for every platform: their keys merged, shared vertices once.
@@ -523,6 +528,8 @@ fn build(
             export_caches(&store, keys.as_ref(), &cache_to, &pull, &runtime)?;
             anyhow::Ok(exported)
         })();
+        let exports = !outputs.is_empty() || !cache_to.is_empty();
+        record.export_ms = (exported.is_ok() && exports).then(|| millis(export_started.elapsed()));
         return finish(&store, config, args, record, noted, lease, exported);
     }
     let mut session = None;
@@ -618,7 +625,7 @@ fn build(
         Ok(_) => BuildStatus::Completed,
         Err(_) => BuildStatus::Failed,
     };
-    let record = report_build(
+    let mut record = report_build(
         &recorder,
         args,
         context.as_deref(),
@@ -626,6 +633,7 @@ fn build(
         status,
         Some(&progress),
     )?;
+    let export_started = Instant::now();
     let exported = (|| {
         let (result, keys) = solved.context("failed to solve")?;
         runtime.block_on(kiln_engine::realize_results(
@@ -655,6 +663,8 @@ fn build(
         export_caches(&store, keys.as_ref(), &cache_to, &pull, &runtime)?;
         Ok(exported)
     })();
+    let exports = !outputs.is_empty() || !cache_to.is_empty();
+    record.export_ms = (exported.is_ok() && exports).then(|| millis(export_started.elapsed()));
     finish(&store, config, args, record, noted, lease, exported)
 }
 
@@ -736,6 +746,7 @@ fn finish(
     if exported.is_err() {
         record.status = BuildStatus::Failed;
     }
+    write_reports(args, &record)?;
     let build_id = store_build(store, &record);
     noted.stored = true;
     let exported = exported?;
@@ -748,6 +759,24 @@ fn finish(
     metadata::write_files(args, &exported, build_id.as_deref())?;
     print_image_id(args, &exported)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the build's trace and graph (`--trace`, `--dot`) once it has ended, its export
+/// included.
+fn write_reports(args: &BuildArgs, record: &kiln_solver::BuildRecord) -> anyhow::Result<()> {
+    if let Some(path) = &args.trace {
+        let trace = serde_json::to_vec(&report::trace(record)).context("writing the --trace")?;
+        fs_err::write(path, trace).context("writing the --trace")?;
+    }
+    if let Some(path) = &args.dot {
+        fs_err::write(path, report::dot(record)).context("writing the --dot")?;
+    }
+    Ok(())
+}
+
+/// Milliseconds, as the build's record keeps times.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// With `-q` or `--progress=quiet`, prints the image id alone, as buildx (nothing without
@@ -836,13 +865,7 @@ fn report_build(
         // Best effort, as the progress: a closed terminal must not fail the build.
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
-    if let Some(path) = &args.trace {
-        let trace = serde_json::to_vec(&report::trace(&record)).context("writing the --trace")?;
-        fs_err::write(path, trace).context("writing the --trace")?;
-    }
-    if let Some(path) = &args.dot {
-        fs_err::write(path, report::dot(&record)).context("writing the --dot")?;
-    }
+
     Ok(record)
 }
 

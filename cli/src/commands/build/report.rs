@@ -46,8 +46,9 @@ pub(super) fn summary(record: &BuildRecord, label: impl Fn(&StepRecord) -> Strin
 /// The Chrome trace-event document: per step a thread named after it with one span for the
 /// whole step, and inside it a `queued` span (until it started), a `running` span and a span
 /// for each phase its op reported (`pull`, `unpack`, `checksum`, `transfer`, `mounts`, `run`,
-/// `commit`, `files`, with the bytes it counted). Counters: the bytes each kind of phase moved
-/// so far, and the processes running at once.
+/// `commit`, `files`, with the bytes it counted); then the export (`exporting`) on a track of
+/// its own. Counters: the bytes each kind of phase moved so far, and the processes running at
+/// once.
 pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
     let us = |ms: u64| ms * 1000;
     let mut events = vec![serde_json::json!({
@@ -89,6 +90,18 @@ pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
                 "args": { "bytes": phase.bytes },
             }));
         }
+    }
+    // The export, after the steps: on a track of its own.
+    if let Some(ms) = record.export_ms {
+        let tid = record.steps.len() + 1;
+        events.push(serde_json::json!({
+            "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
+            "args": { "name": "export" },
+        }));
+        events.push(serde_json::json!({
+            "name": "exporting", "cat": "export", "ph": "X", "pid": 1, "tid": tid,
+            "ts": us(record.duration_ms), "dur": us(ms),
+        }));
     }
     events.extend(counters(record).into_iter().map(|(ms, name, args)| {
         serde_json::json!({ "name": name, "ph": "C", "pid": 1, "ts": us(ms), "args": args })
@@ -208,6 +221,7 @@ mod tests {
                 step("lint", StepStatus::Completed, Some((100, 600)), &["base"]),
                 step("test", StepStatus::Failed, Some((3100, 3900)), &["make"]),
             ],
+            export_ms: Some(250),
         }
     }
 
@@ -228,6 +242,20 @@ mod tests {
         let events = trace["traceEvents"].as_array().unwrap();
         let spans = |cat: &str| events.iter().filter(|e| e["cat"] == cat).count();
         assert_eq!(spans("vertex"), 4);
+        // The export follows the steps, on its own track.
+        let export = events.iter().find(|e| e["cat"] == "export").unwrap();
+        assert_eq!(
+            (
+                &export["name"],
+                export["ts"].as_u64(),
+                export["dur"].as_u64()
+            ),
+            (
+                &serde_json::json!("exporting"),
+                Some(4_000_000),
+                Some(250_000)
+            )
+        );
         // queued and running of each step that ran, and its op's two phases.
         assert_eq!(spans("phase"), 12);
         let commit = events
