@@ -169,20 +169,7 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
     let dir = tempfile::tempdir().unwrap();
     let mut client = serve(&dir.path().join("root"));
 
-    // A ref of busybox, lazily solved: the container solves it.
-    let definition = kiln_llb::image_for(BUSYBOX, kiln_llb::Platform::host().to_pb()).marshal();
-    let solved = client
-        .solve(SolveRequest {
-            definition: Some(definition),
-            allow_result_array_ref: true,
-            ..SolveRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(result::Result::Ref(busybox)) = solved.result.and_then(|r| r.result) else {
-        panic!("no ref");
-    };
+    let busybox = busybox_ref(&mut client).await;
     client
         .new_container(NewContainerRequest {
             container_id: "c1".to_owned(),
@@ -285,8 +272,8 @@ async fn a_frontend_runs_processes_in_a_container_of_its_results() {
     );
 }
 
-/// Makes container `id` of busybox, with a tmpfs at `/scratch` (its mount 1).
-async fn busybox_container(client: &mut LlbBridgeClient<Channel>, id: &str) {
+/// A ref of busybox, lazily solved: a container of it solves it.
+async fn busybox_ref(client: &mut LlbBridgeClient<Channel>) -> crate::pb::gateway::Ref {
     let definition = kiln_llb::image_for(BUSYBOX, kiln_llb::Platform::host().to_pb()).marshal();
     let solved = client
         .solve(SolveRequest {
@@ -300,6 +287,12 @@ async fn busybox_container(client: &mut LlbBridgeClient<Channel>, id: &str) {
     let Some(result::Result::Ref(busybox)) = solved.result.and_then(|r| r.result) else {
         panic!("no ref");
     };
+    busybox
+}
+
+/// Makes container `id` of busybox, with a tmpfs at `/scratch` (its mount 1).
+async fn busybox_container(client: &mut LlbBridgeClient<Channel>, id: &str) {
+    let busybox = busybox_ref(client).await;
     client
         .new_container(NewContainerRequest {
             container_id: id.to_owned(),
