@@ -158,6 +158,7 @@ fn context(
                 Output::Local { .. } | Output::Tar { .. } => true,
             }),
         attestations,
+        phases: kiln_exporters::PhaseLog::default(),
     })
 }
 

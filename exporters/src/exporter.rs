@@ -25,10 +25,11 @@ use crate::image::{
     ImageOptions, base_histories, build_image, build_image_from_json, image_config,
 };
 use crate::index::ImageIndex;
-use crate::layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain};
+use crate::layers::{ExistingLayers, chain_diff_ids, chain_layers_counted, snapshot_chain};
 use crate::local::{export_local, export_tar};
 use crate::options::{ImageFormat, ImageSettings, Output};
 use crate::output::OutputFile;
+use crate::phases::{ExportPhase, PhaseLog};
 
 /// What every output of one export shares.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct ExportContext {
     /// images of OCI layouts and pushes, as BuildKit's image and OCI exporters do; an image
     /// only stored (`-t`) or written as a docker archive goes without, as with buildx.
     pub attestations: Attestations,
+    /// The phases of the export so far (`compress`, `diff`, `push`); each output's response
+    /// takes those of its own export.
+    pub phases: PhaseLog,
 }
 
 impl Default for ExportContext {
@@ -62,6 +66,7 @@ impl Default for ExportContext {
             build_time: None,
             pending_manifest: false,
             attestations: Attestations::default(),
+            phases: PhaseLog::default(),
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct ExportResponse {
     /// The provenance predicate of each platform's image, when the output took provenance
     /// (for `--metadata-file`'s `buildx.build.provenance`).
     pub provenance: Vec<(kiln_llb::Platform, serde_json::Value)>,
+    /// The phases of this output's export, for the build's trace.
+    pub phases: Vec<ExportPhase>,
 }
 
 impl Output {
@@ -104,6 +111,17 @@ impl Exporter<'_> {
     /// Exports the result `snapshot` (`None`: the empty file system) with the frontend's image
     /// `config` (as JSON; `None` for a bare LLB build).
     pub fn export(
+        &self,
+        store: &Store,
+        snapshot: Option<&str>,
+        config: Option<&serde_json::Value>,
+    ) -> Result<ExportResponse, Error> {
+        let mut response = self.export_one(store, snapshot, config)?;
+        response.phases = self.context.phases.take();
+        Ok(response)
+    }
+
+    fn export_one(
         &self,
         store: &Store,
         snapshot: Option<&str>,
@@ -165,6 +183,16 @@ impl Exporter<'_> {
     /// each platform's files in a folder named after it (`linux_arm64`), as buildx's
     /// `platform-split`; the docker format holds one platform only, as docker's.
     pub fn export_platforms(
+        &self,
+        store: &Store,
+        results: &[PlatformResult<'_>],
+    ) -> Result<ExportResponse, Error> {
+        let mut response = self.export_each(store, results)?;
+        response.phases = self.context.phases.take();
+        Ok(response)
+    }
+
+    fn export_each(
         &self,
         store: &Store,
         results: &[PlatformResult<'_>],
@@ -329,7 +357,8 @@ impl Exporter<'_> {
         settings: &ImageSettings,
     ) -> Result<Image, Error> {
         let keys = chain(store, snapshot)?;
-        let layers = chain_layers(
+        let started = std::time::Instant::now();
+        let (layers, written) = chain_layers_counted(
             store,
             &keys,
             &self.layer_options(settings),
@@ -339,6 +368,9 @@ impl Exporter<'_> {
             what: "writing the image layers",
             source: Box::new(e),
         })?;
+        if written > 0 {
+            self.context.phases.note("compress", started, Some(written));
+        }
         let options = self.image_options(store, &keys, settings)?;
         match config {
             Some(config) => build_image_from_json(layers, config, &options),
@@ -357,6 +389,7 @@ impl Exporter<'_> {
     ) -> Result<ExportResponse, Error> {
         let keys = chain(store, snapshot)?;
         let layer_options = self.layer_options(settings);
+        let started = std::time::Instant::now();
         let layers =
             chain_diff_ids(store, &keys, &layer_options, existing(settings)).map_err(|e| {
                 Error::Step {
@@ -364,6 +397,7 @@ impl Exporter<'_> {
                     source: Box::new(e),
                 }
             })?;
+        self.context.phases.note("diff", started, None);
         let options = self.image_options(store, &keys, settings)?;
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
         let config = image_config(&diff_ids, config, &options)?;
@@ -394,6 +428,7 @@ impl Exporter<'_> {
             names,
             pushed: Vec::new(),
             provenance: Vec::new(),
+            phases: Vec::new(),
         })
     }
 
@@ -487,6 +522,7 @@ fn names_and_mtime(
 fn push_each<'a, F, Fut>(
     settings: &ImageSettings,
     names: &'a [String],
+    phases: &PhaseLog,
     push: F,
 ) -> Result<Vec<(String, Digest)>, Error>
 where
@@ -502,7 +538,9 @@ where
     names
         .iter()
         .map(|name| {
+            let started = std::time::Instant::now();
             let digest = runtime.block_on(push(name))?;
+            phases.note("push", started, None);
             tracing::info!(image = %name, %digest, "pushed");
             Ok((name.clone(), digest))
         })
@@ -581,7 +619,7 @@ pub fn deliver_index(
             stored(host, name)?;
         }
     }
-    let pushed = push_each(settings, &names, |name| {
+    let pushed = push_each(settings, &names, &context.phases, |name| {
         crate::push::push_index(store, index, name, &context.registry, &context.credentials)
     })?;
     Ok(ExportResponse {
@@ -591,6 +629,7 @@ pub fn deliver_index(
         names,
         pushed,
         provenance: Vec::new(),
+        phases: Vec::new(),
     })
 }
 
@@ -639,7 +678,7 @@ pub fn deliver_image(
                 })?;
         }
     }
-    let pushed = push_each(settings, &names, |name| {
+    let pushed = push_each(settings, &names, &context.phases, |name| {
         crate::push::push(store, image, name, &context.registry, &context.credentials)
     })?;
     Ok(ExportResponse {
@@ -648,6 +687,7 @@ pub fn deliver_image(
         names,
         pushed,
         provenance: Vec::new(),
+        phases: Vec::new(),
     })
 }
 

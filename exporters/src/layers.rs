@@ -339,6 +339,16 @@ pub fn chain_layers(
     options: &LayerOptions,
     existing: ExistingLayers,
 ) -> Result<Vec<Layer>, Error> {
+    chain_layers_counted(store, keys, options, existing).map(|(layers, _)| layers)
+}
+
+/// As [`chain_layers`], with the bytes of the blobs it wrote (0: every blob existed).
+pub fn chain_layers_counted(
+    store: &Store,
+    keys: &[String],
+    options: &LayerOptions,
+    existing: ExistingLayers,
+) -> Result<(Vec<Layer>, u64), Error> {
     let found = find_chain(store, keys, options, existing)?;
     complete(store, keys, found, options)
 }
@@ -356,13 +366,13 @@ fn find_chain(
         .collect()
 }
 
-/// `found` with the missing blobs written.
+/// `found` with the missing blobs written, and the bytes written.
 fn complete(
     store: &Store,
     keys: &[String],
     found: Vec<Found>,
     options: &LayerOptions,
-) -> Result<Vec<Layer>, Error> {
+) -> Result<(Vec<Layer>, u64), Error> {
     let missing: Vec<(usize, Option<Digest>)> = found
         .iter()
         .enumerate()
@@ -371,17 +381,19 @@ fn complete(
             Found::Blob(_) => None,
         })
         .collect();
-    let mut written = in_parallel(&missing, |(i, diff_id)| {
+    let written = in_parallel(&missing, |(i, diff_id)| {
         write(store, &keys[*i], *diff_id, options)
-    })?
-    .into_iter();
-    Ok(found
+    })?;
+    let bytes = written.iter().map(|l| l.size).sum();
+    let mut written = written.into_iter();
+    let layers = found
         .into_iter()
         .filter_map(|f| match f {
             Found::Blob(layer) => Some(layer),
             Found::Snapshot { .. } => written.next(),
         })
-        .collect())
+        .collect();
+    Ok((layers, bytes))
 }
 
 /// The layers of the snapshots `keys` (bottom first) for an image stored with its manifest
@@ -477,7 +489,7 @@ pub fn stored_image(store: &Store, record: &ImageRecord) -> Result<Image, Error>
             }),
         }
     }
-    let layers = complete(store, &keys, found, &options)?;
+    let (layers, _) = complete(store, &keys, found, &options)?;
     let config = store.read_blob(&record.config)?;
     let image = assemble(&config, layers, pending.oci_mediatypes)?;
     store.complete_image(record, &image)?;

@@ -71,6 +71,7 @@ mod layers;
 mod local;
 mod options;
 mod output;
+mod phases;
 mod provenance;
 mod push;
 mod sbom;
@@ -92,13 +93,17 @@ pub use image::{
 };
 pub use index::{ImageIndex, MEDIA_TYPE_DOCKER_MANIFEST_LIST};
 pub use kiln_cache::{Image, Layer};
-pub use layers::{ExistingLayers, chain_diff_ids, chain_layers, snapshot_chain, stored_image};
+pub use layers::{
+    ExistingLayers, chain_diff_ids, chain_layers, chain_layers_counted, snapshot_chain,
+    stored_image,
+};
 pub use local::{export_local, export_tar};
 pub use oci_spec;
 pub use options::{
     ImageFormat, ImageSettings, Output, OutputError, output_fields, outputs_from_args, parse_output,
 };
 pub use output::OutputFile;
+pub use phases::{ExportPhase, PhaseLog};
 pub use provenance::{
     BUILD_TYPE, PREDICATE_TYPE_SLSA_V1, ProvenanceMode, ProvenanceRequest, docker_purl,
     provenance_predicate,

@@ -80,7 +80,7 @@ pub use llbsolver::{
     load_history,
 };
 pub use record::{
-    BuildRecord, BuildStatus, PhaseRecord, Recorder, StepRecord, StepStatus, new_build_id,
+    BuildRecord, BuildStatus, PhaseRecord, Recorder, StepRecord, StepStatus, millis, new_build_id,
 };
 
 pub use scheduler::{

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,10 @@ pub struct BuildRecord {
     /// `None` when it exported nothing or failed first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_ms: Option<u64>,
+    /// The export's phases (`compress`, `diff`, `push`), in milliseconds since the build
+    /// started, as the steps' phases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_phases: Vec<PhaseRecord>,
 }
 
 impl BuildRecord {
@@ -252,7 +256,12 @@ impl Recorder {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.started.elapsed())
+    }
+
+    /// The time `at`, in milliseconds since the build started (0 for an earlier time).
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        millis(at.saturating_duration_since(self.started))
     }
 
     /// The build's record; steps still running are canceled.
@@ -280,6 +289,7 @@ impl Recorder {
             build_args,
             steps,
             export_ms: None,
+            export_phases: Vec::new(),
         }
     }
 }
@@ -350,17 +360,13 @@ impl Reporter for Recorder {
                     ended,
                     bytes,
                 } => {
-                    let since = |at: &Instant| {
-                        let elapsed = at.saturating_duration_since(self.started);
-                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-                    };
                     let n = step(vertex, None);
                     let phases = &mut state.steps[n].phases;
                     if phases.len() < MAX_PHASES {
                         phases.push(PhaseRecord {
                             name: (*name).to_owned(),
-                            started_ms: since(started),
-                            ended_ms: since(ended),
+                            started_ms: self.ms_at(*started),
+                            ended_ms: self.ms_at(*ended),
                             bytes: *bytes,
                         });
                     }
@@ -370,6 +376,11 @@ impl Reporter for Recorder {
         }
         self.next.event(event);
     }
+}
+
+/// Milliseconds, as records keep times.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -460,6 +471,7 @@ mod tests {
                 step("base", 5, &[]),
             ],
             export_ms: None,
+            export_phases: Vec::new(),
         };
         let (total, path) = record.critical_path();
         assert_eq!(total, 106);

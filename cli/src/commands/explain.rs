@@ -244,6 +244,7 @@ mod tests {
             build_args: vec!["V".into()],
             steps,
             export_ms: None,
+            export_phases: Vec::new(),
         }
     }
 

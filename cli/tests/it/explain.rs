@@ -349,6 +349,78 @@ fn the_trace_has_each_step_s_phases_with_their_bytes_and_counters() {
         exporting[0]["dur"].as_u64(),
         record["export_ms"].as_u64().map(|ms| ms * 1000)
     );
+    // Its phases: `-t` computes the new layers' diff IDs, compresses nothing.
+    assert_eq!(export_phases(events), [("diff".to_owned(), None)]);
+
+    // Written as an OCI layout, the same image's two new layers are compressed: the phase
+    // counts their blobs' bytes.
+    let layout = dir.join("layout");
+    let traced = dir.join("oci-trace.json");
+    let output = format!("type=oci,dest={},tar=false", layout.display());
+    assert_ok(build(
+        dir,
+        "four",
+        &["--output", &output, "--trace", &traced.to_string_lossy()],
+    ));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &serde_json::Value| -> serde_json::Value {
+        let digest = digest.as_str().unwrap();
+        let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        serde_json::from_slice(&fs_err::read(path).unwrap()).unwrap()
+    };
+    let image = blob(&index["manifests"][0]["digest"]);
+    let base: Vec<&serde_json::Value> = manifest["layers"].as_array().unwrap().iter().collect();
+    let new_layers: Vec<u64> = image["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !base.iter().any(|b| b["digest"] == l["digest"]))
+        .map(|l| l["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(new_layers.len(), 2, "{image:#}");
+    let traced: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&traced).unwrap()).unwrap();
+    let traced = traced["traceEvents"].as_array().unwrap();
+    assert_eq!(
+        export_phases(traced),
+        [("compress".to_owned(), Some(new_layers.iter().sum()))]
+    );
+
+    // Pushed, the blobs made for the layout are sent as they are: a push, no compression.
+    let pushed = dir.join("push-trace.json");
+    assert_ok(build(
+        dir,
+        "four",
+        &[
+            "--output",
+            "type=image,name=127.0.0.1:5000/kiln-trace/app:1,push=true",
+            "--trace",
+            &pushed.to_string_lossy(),
+        ],
+    ));
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&pushed).unwrap()).unwrap();
+    let pushed = pushed["traceEvents"].as_array().unwrap();
+    assert_eq!(export_phases(pushed), [("push".to_owned(), None)]);
+}
+
+/// The phases on a trace's export track, with their bytes.
+fn export_phases(events: &[serde_json::Value]) -> Vec<(String, Option<u64>)> {
+    let export = events
+        .iter()
+        .find(|e| e["cat"] == "export")
+        .expect("an export span");
+    events
+        .iter()
+        .filter(|e| e["cat"] == "phase" && e["tid"] == export["tid"])
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["args"]["bytes"].as_u64(),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -106,6 +106,7 @@ mod tests {
                 names: vec!["docker.io/library/app:latest".into()],
                 pushed: Vec::new(),
                 provenance: Vec::new(),
+                phases: Vec::new(),
             },
             ExportResponse {
                 image_digest: Some(manifest),
@@ -116,6 +117,7 @@ mod tests {
                     kiln_llb::Platform::new("linux", "amd64", ""),
                     serde_json::json!({ "buildDefinition": {} }),
                 )],
+                phases: Vec::new(),
             },
         ];
         let document = metadata(&exported, Some("abc"));

@@ -529,7 +529,7 @@ fn build(
             anyhow::Ok(exported)
         })();
         let exports = !outputs.is_empty() || !cache_to.is_empty();
-        record.export_ms = (exported.is_ok() && exports).then(|| millis(export_started.elapsed()));
+        note_export(&mut record, &recorder, export_started, exports, &exported);
         return finish(&store, config, args, record, noted, lease, exported);
     }
     let mut session = None;
@@ -664,7 +664,7 @@ fn build(
         Ok(exported)
     })();
     let exports = !outputs.is_empty() || !cache_to.is_empty();
-    record.export_ms = (exported.is_ok() && exports).then(|| millis(export_started.elapsed()));
+    note_export(&mut record, &recorder, export_started, exports, &exported);
     finish(&store, config, args, record, noted, lease, exported)
 }
 
@@ -774,9 +774,32 @@ fn write_reports(args: &BuildArgs, record: &kiln_solver::BuildRecord) -> anyhow:
     Ok(())
 }
 
-/// Milliseconds, as the build's record keeps times.
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// Notes the export begun at `started` in the build's record: how long it took, and the
+/// phases of each output's export (when it exported anything and succeeded).
+fn note_export(
+    record: &mut kiln_solver::BuildRecord,
+    recorder: &Recorder,
+    started: Instant,
+    exports: bool,
+    exported: &anyhow::Result<Vec<kiln_exporters::ExportResponse>>,
+) {
+    let Ok(responses) = exported else {
+        return;
+    };
+    if !exports {
+        return;
+    }
+    record.export_ms = Some(kiln_solver::millis(started.elapsed()));
+    record.export_phases = responses
+        .iter()
+        .flat_map(|r| &r.phases)
+        .map(|phase| kiln_solver::PhaseRecord {
+            name: phase.name.to_owned(),
+            started_ms: recorder.ms_at(phase.started),
+            ended_ms: recorder.ms_at(phase.ended),
+            bytes: phase.bytes,
+        })
+        .collect();
 }
 
 /// With `-q` or `--progress=quiet`, prints the image id alone, as buildx (nothing without

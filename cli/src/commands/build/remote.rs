@@ -227,6 +227,7 @@ fn exported(response: &HashMap<String, String>) -> Vec<ExportResponse> {
             .unwrap_or_default(),
         pushed: Vec::new(),
         provenance: Vec::new(),
+        phases: Vec::new(),
     }]
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use kiln_solver::{BuildRecord, StepRecord, StepStatus};
+use kiln_solver::{BuildRecord, PhaseRecord, StepRecord, StepStatus};
 
 /// The plain progress's last lines: total time, time on the critical path, the three slowest
 /// steps (each as `label` names it) and how many steps came from the cache.
@@ -47,8 +47,8 @@ pub(super) fn summary(record: &BuildRecord, label: impl Fn(&StepRecord) -> Strin
 /// whole step, and inside it a `queued` span (until it started), a `running` span and a span
 /// for each phase its op reported (`pull`, `unpack`, `checksum`, `transfer`, `mounts`, `run`,
 /// `commit`, `files`, with the bytes it counted); then the export (`exporting`) on a track of
-/// its own. Counters: the bytes each kind of phase moved so far, and the processes running at
-/// once.
+/// its own, with its phases (`compress`, `diff`, `push`). Counters: the bytes each kind of
+/// phase moved so far, and the processes running at once.
 pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
     let us = |ms: u64| ms * 1000;
     let mut events = vec![serde_json::json!({
@@ -82,14 +82,7 @@ pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
                 }));
             }
         }
-        for phase in &step.phases {
-            let ended = phase.ended_ms.max(phase.started_ms);
-            events.push(serde_json::json!({
-                "name": phase.name, "cat": "phase", "ph": "X", "pid": 1, "tid": tid,
-                "ts": us(phase.started_ms), "dur": us(ended - phase.started_ms),
-                "args": { "bytes": phase.bytes },
-            }));
-        }
+        events.extend(step.phases.iter().map(|p| phase_span(p, tid)));
     }
     // The export, after the steps: on a track of its own.
     if let Some(ms) = record.export_ms {
@@ -102,6 +95,7 @@ pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
             "name": "exporting", "cat": "export", "ph": "X", "pid": 1, "tid": tid,
             "ts": us(record.duration_ms), "dur": us(ms),
         }));
+        events.extend(record.export_phases.iter().map(|p| phase_span(p, tid)));
     }
     events.extend(counters(record).into_iter().map(|(ms, name, args)| {
         serde_json::json!({ "name": name, "ph": "C", "pid": 1, "ts": us(ms), "args": args })
@@ -109,12 +103,28 @@ pub(super) fn trace(record: &BuildRecord) -> serde_json::Value {
     serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
 }
 
+/// A phase's span on the track `tid`, with its bytes.
+fn phase_span(phase: &PhaseRecord, tid: usize) -> serde_json::Value {
+    let ended = phase.ended_ms.max(phase.started_ms);
+    serde_json::json!({
+        "name": phase.name, "cat": "phase", "ph": "X", "pid": 1, "tid": tid,
+        "ts": phase.started_ms * 1000, "dur": (ended - phase.started_ms) * 1000,
+        "args": { "bytes": phase.bytes },
+    })
+}
+
 /// The trace's counters, in time order: after each phase that counted bytes, the bytes of
 /// its kind so far (`bytes`); at each start and end of a `run` phase, the processes running
 /// (`processes`).
 fn counters(record: &BuildRecord) -> Vec<(u64, &'static str, serde_json::Value)> {
     use std::collections::BTreeMap;
-    let phases = || record.steps.iter().flat_map(|s| &s.phases);
+    let phases = || {
+        record
+            .steps
+            .iter()
+            .flat_map(|s| &s.phases)
+            .chain(&record.export_phases)
+    };
     let mut out = Vec::new();
     let mut moved: Vec<_> = phases().filter(|p| p.bytes.is_some()).collect();
     moved.sort_by_key(|p| p.ended_ms);
@@ -222,6 +232,10 @@ mod tests {
                 step("test", StepStatus::Failed, Some((3100, 3900)), &["make"]),
             ],
             export_ms: Some(250),
+            export_phases: vec![
+                phase("compress", 4000, 4150, Some(1000)),
+                phase("push", 4150, 4250, None),
+            ],
         }
     }
 
@@ -256,8 +270,28 @@ mod tests {
                 Some(250_000)
             )
         );
-        // queued and running of each step that ran, and its op's two phases.
-        assert_eq!(spans("phase"), 12);
+        // Its phases, inside it.
+        let on_export: Vec<_> = events
+            .iter()
+            .filter(|e| e["cat"] == "phase" && e["tid"] == export["tid"])
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap(),
+                    e["ts"].as_u64().unwrap() / 1000,
+                    e["dur"].as_u64().unwrap() / 1000,
+                    e["args"]["bytes"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            on_export,
+            [
+                ("compress", 4000, 150, Some(1000)),
+                ("push", 4150, 100, None)
+            ]
+        );
+        // queued and running of each step that ran, and its op's two phases; the export's.
+        assert_eq!(spans("phase"), 14);
         let commit = events
             .iter()
             .find(|e| e["name"] == "commit" && e["ts"] == 3_800_000)
@@ -272,11 +306,19 @@ mod tests {
                 .map(|e| (e["ts"].as_u64().unwrap(), e["args"].clone()))
                 .collect()
         };
-        let bytes: Vec<u64> = counter("bytes")
+        let bytes: Vec<(u64, Option<u64>)> = counter("bytes")
             .iter()
-            .map(|(_, args)| args["commit"].as_u64().unwrap())
+            .map(|(_, args)| (args["commit"].as_u64().unwrap(), args["compress"].as_u64()))
             .collect();
-        assert_eq!(bytes, [4096, 8192, 12288]);
+        assert_eq!(
+            bytes,
+            [
+                (4096, None),
+                (8192, None),
+                (12288, None),
+                (12288, Some(1000))
+            ]
+        );
         let processes: Vec<(u64, i64)> = counter("processes")
             .into_iter()
             .map(|(ts, args)| (ts / 1000, args["processes"].as_i64().unwrap()))
