@@ -30,6 +30,8 @@ struct ProgressState {
     done: bool,
     /// Each vertex as last reported (a vertex update repeats its whole state, as BuildKit's).
     vertexes: HashMap<Arc<str>, Vertex>,
+    /// Each vertex's inputs, as the solve named them, for its first update.
+    inputs: HashMap<Arc<str>, Vec<String>>,
 }
 
 impl Progress {
@@ -95,6 +97,7 @@ impl Reporter for Progress {
                     .or_insert_with(|| Vertex {
                         digest: digest.to_string(),
                         name: name.to_owned(),
+                        inputs: state.inputs.get(digest).cloned().unwrap_or_default(),
                         ..Vertex::default()
                     });
                 edit(vertex);
@@ -142,9 +145,9 @@ impl Reporter for Progress {
                     let bytes = bytes.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
                     StatusResponse {
                         statuses: vec![VertexStatus {
-                            id: name.to_owned(),
+                            id: name.to_string(),
                             vertex: vertex.to_string(),
-                            name: name.to_owned(),
+                            name: name.into_owned(),
                             current: bytes,
                             total: bytes,
                             timestamp: Some(timestamp(now)),
@@ -169,6 +172,14 @@ impl Reporter for Progress {
                 },
             }
         });
+    }
+
+    fn inputs(&self, vertex: &Arc<str>, inputs: &[String]) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .inputs
+            .insert(vertex.clone(), inputs.to_vec());
     }
 }
 

@@ -151,13 +151,6 @@ impl BuildRecord {
         self.steps.iter().find(|s| s.vertex == vertex)
     }
 
-    /// Sets each step's inputs from `inputs_of` (a vertex digest to its input digests).
-    pub fn set_inputs(&mut self, inputs_of: impl Fn(&str) -> Vec<String>) {
-        for step in &mut self.steps {
-            step.inputs = inputs_of(&step.vertex);
-        }
-    }
-
     /// The critical path: the chain of steps, each reading the one before, whose running
     /// times add up to the most; with that sum in milliseconds. Steps are the vertices, their
     /// `inputs` the edges (inputs not recorded count as nothing).
@@ -229,6 +222,8 @@ pub fn new_build_id() -> String {
 struct State {
     steps: Vec<StepRecord>,
     index: HashMap<Arc<str>, usize>,
+    /// Inputs reported apart from the events ([`Reporter::inputs`]).
+    inputs: HashMap<Arc<str>, Vec<String>>,
 }
 
 /// Notes a build's events for its [`BuildRecord`] and passes them on to `next`.
@@ -251,6 +246,7 @@ impl Recorder {
             state: Mutex::new(State {
                 steps: Vec::new(),
                 index: HashMap::new(),
+                inputs: HashMap::new(),
             }),
         }
     }
@@ -272,9 +268,15 @@ impl Recorder {
         status: BuildStatus,
         build_args: Vec<String>,
     ) -> BuildRecord {
-        let mut steps = lock(&self.state).steps.clone();
+        let (mut steps, inputs) = {
+            let state = lock(&self.state);
+            (state.steps.clone(), state.inputs.clone())
+        };
         let end = self.now_ms();
         for step in &mut steps {
+            if let Some(inputs) = inputs.get(step.vertex.as_str()) {
+                inputs.clone_into(&mut step.inputs);
+            }
             if step.completed_ms.is_none() && step.status != StepStatus::Cached {
                 step.status = StepStatus::Canceled;
                 step.completed_ms = Some(end);
@@ -364,7 +366,7 @@ impl Reporter for Recorder {
                     let phases = &mut state.steps[n].phases;
                     if phases.len() < MAX_PHASES {
                         phases.push(PhaseRecord {
-                            name: (*name).to_owned(),
+                            name: name.to_string(),
                             started_ms: self.ms_at(*started),
                             ended_ms: self.ms_at(*ended),
                             bytes: *bytes,
@@ -375,6 +377,13 @@ impl Reporter for Recorder {
             }
         }
         self.next.event(event);
+    }
+
+    fn inputs(&self, vertex: &Arc<str>, inputs: &[String]) {
+        lock(&self.state)
+            .inputs
+            .insert(vertex.clone(), inputs.to_vec());
+        self.next.inputs(vertex, inputs);
     }
 }
 

@@ -585,3 +585,103 @@ fn serial_kiln_host_exports_and_imports_a_local_cache_in_its_own_directory() {
     );
     assert!(!client_root.exists());
 }
+
+#[test]
+fn serial_kiln_host_traces_and_draws_the_build_from_the_daemon_s_progress() {
+    if !crate::common::ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+        return;
+    };
+    let context = dir.path().join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n"),
+    )
+    .unwrap();
+    fs_err::write(context.join("a.txt"), "a\n").unwrap();
+    let trace = dir.path().join("trace.json");
+    let dot = dir.path().join("graph.dot");
+    let built = assert_ok(daemon.kiln(
+        &dir.path().join("client-root"),
+        &[
+            "build",
+            "--progress=plain",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--dot",
+            dot.to_str().unwrap(),
+            context.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    // The summary under the plain progress, as an in-process build's.
+    let progress = String::from_utf8_lossy(&built.stderr);
+    let summary: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.starts_with("#summary "))
+        .collect();
+    assert!(
+        summary
+            .first()
+            .is_some_and(|l| l.ends_with("steps cached (0%)")),
+        "{progress}"
+    );
+    // The trace: each step's phases, as the daemon reported them.
+    let trace: serde_json::Value = serde_json::from_slice(&fs_err::read(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let phases = |part: &str| -> Vec<(String, Option<u64>)> {
+        let tid = &events
+            .iter()
+            .find(|e| {
+                e["name"] == "thread_name" && e["args"]["name"].as_str().unwrap().contains(part)
+            })
+            .unwrap_or_else(|| panic!("no step {part:?}: {trace:#}"))["tid"];
+        events
+            .iter()
+            .filter(|e| e["cat"] == "phase" && &e["tid"] == tid)
+            .filter(|e| e["name"] != "queued" && e["name"] != "running")
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_owned();
+                (name, e["args"]["bytes"].as_u64())
+            })
+            .collect()
+    };
+    let names = |part: &str| -> Vec<String> { phases(part).into_iter().map(|p| p.0).collect() };
+    assert_eq!(names("RUN cat"), ["mounts", "run", "commit"]);
+    assert_eq!(names("COPY a.txt"), ["files"]);
+    // The context's one file the COPY reads, checksummed and sent, with its bytes.
+    assert_eq!(
+        phases("load build context"),
+        [
+            ("checksum".to_owned(), Some(2)),
+            ("transfer".to_owned(), Some(2))
+        ]
+    );
+    // The graph: every step ran, each drawn from its inputs.
+    let dot = fs_err::read_to_string(&dot).unwrap();
+    let node = |part: &str| -> String {
+        dot.lines()
+            .find(|l| l.contains("[label=") && l.contains(part))
+            .unwrap_or_else(|| panic!("no node {part:?}: {dot}"))
+            .trim()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (copy, run) = (node("COPY a.txt"), node("RUN cat"));
+    assert!(dot.contains(&format!("  {copy} -> {run};\n")), "{dot}");
+    assert!(
+        dot.contains(&format!("  {} -> {copy};\n", node(IMAGE))),
+        "{dot}"
+    );
+    assert_eq!(
+        dot.matches("fillcolor=\"palegreen\"").count(),
+        dot.matches("[label=").count(),
+        "{dot}"
+    );
+}

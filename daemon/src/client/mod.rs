@@ -22,7 +22,7 @@ mod content;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt as _;
 use hyper_util::rt::TokioIo;
@@ -655,8 +655,9 @@ pub struct PruneOptions {
     pub min_free_space: Option<u64>,
 }
 
-/// Turns the daemon's `Status` updates back into progress events: each vertex's start once,
-/// then how it ended (cached, done or failed), and its output.
+/// Turns the daemon's `Status` updates back into progress events: each vertex's inputs and
+/// start once, then how it ended (cached, done or failed), its output, and each of its
+/// statuses that ended as a phase (with its bytes; kiln's daemon reports its ops' phases so).
 struct StatusEvents {
     reporter: Arc<dyn Reporter>,
     /// Per vertex: whether its start was reported, whether its end was.
@@ -665,6 +666,14 @@ struct StatusEvents {
 
 fn time(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     timestamp.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+/// The instant of this process's clock that was the wall-clock time `at` (now, for a time
+/// to come).
+fn instant(at: Option<SystemTime>) -> Option<Instant> {
+    let ago = SystemTime::now().duration_since(at?).unwrap_or_default();
+    let now = Instant::now();
+    Some(now.checked_sub(ago).unwrap_or(now))
 }
 
 impl StatusEvents {
@@ -678,6 +687,9 @@ impl StatusEvents {
     fn update(&mut self, update: StatusResponse) {
         for vertex in update.vertexes {
             let digest: Arc<str> = Arc::from(vertex.digest.as_str());
+            if !self.seen.contains_key(&vertex.digest) {
+                self.reporter.inputs(&digest, &vertex.inputs);
+            }
             let (started, ended) = self.seen.entry(vertex.digest.clone()).or_default();
             if *ended || vertex.started.is_none() {
                 continue;
@@ -718,6 +730,25 @@ impl StatusEvents {
                     error: vertex.error,
                 });
             }
+        }
+        for status in update.statuses {
+            let (Some(started), Some(ended)) = (
+                instant(time(status.started.as_ref())),
+                instant(time(status.completed.as_ref())),
+            ) else {
+                continue;
+            };
+            let name = match status.name.is_empty() {
+                true => status.id,
+                false => status.name,
+            };
+            self.reporter.event(Event::Phase {
+                vertex: Arc::from(status.vertex.as_str()),
+                name: name.into(),
+                started,
+                ended,
+                bytes: (status.total > 0).then(|| u64::try_from(status.current).unwrap_or(0)),
+            });
         }
         for log in update.logs {
             self.reporter.event(Event::Log {

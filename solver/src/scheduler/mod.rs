@@ -234,6 +234,11 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
         lock(&self.inner.history)
             .get_or_insert_with(|| self.inner.cache.load_history())
             .next_generation();
+        // The graph's edges, for those who draw it (the build's record, a daemon's progress).
+        for (digest, vertex) in &graph.vertices {
+            let inputs: Vec<String> = vertex.inputs.iter().map(|e| e.vertex.to_string()).collect();
+            reporter.inputs(digest, &inputs);
+        }
         let job = Arc::new(Job {
             inner: self.inner.clone(),
             graph,

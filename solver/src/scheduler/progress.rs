@@ -1,6 +1,7 @@
 //! Progress as data: the events a solve reports, the [`Reporter`] that receives them, and the
 //! [`OpContext`] through which an op reports its output and its phases.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,8 @@ pub enum Event {
     Phase {
         /// The vertex digest.
         vertex: Arc<str>,
-        /// What the op did.
-        name: &'static str,
+        /// What the op did (a remote build's progress names its own).
+        name: Cow<'static, str>,
         /// When the phase began.
         started: Instant,
         /// When it ended.
@@ -78,6 +79,10 @@ pub enum Event {
 pub trait Reporter: Send + Sync + 'static {
     /// Called for every event, from any thread.
     fn event(&self, event: Event);
+
+    /// The input vertices of `vertex`, when they are learnt from elsewhere than the
+    /// Definition the solve has (a build in a daemon names them in its progress).
+    fn inputs(&self, _vertex: &Arc<str>, _inputs: &[String]) {}
 }
 
 /// A reporter that drops every event.
@@ -124,7 +129,7 @@ impl OpContext {
     pub fn phase_ended(&self, name: &'static str, started: Instant, bytes: Option<u64>) {
         self.reporter.event(Event::Phase {
             vertex: self.vertex.clone(),
-            name,
+            name: Cow::Borrowed(name),
             started,
             ended: Instant::now(),
             bytes,

@@ -195,7 +195,6 @@ pub(crate) fn run(root: &Path, config: &Config, args: &BuildArgs) -> anyhow::Res
             &noted.recorder,
             args,
             context.as_deref(),
-            &[],
             BuildStatus::Failed,
             None,
         ) {
@@ -470,12 +469,7 @@ fn build(
             Ok(_) => BuildStatus::Completed,
             Err(_) => BuildStatus::Failed,
         };
-        let loaded: Vec<&LoadedDefinition> = definitions
-            .iter()
-            .filter_map(|(_, definition, _)| definition.as_ref())
-            .collect();
-        let mut record =
-            report_build(&recorder, args, Some(dir), &loaded, status, Some(&progress))?;
+        let mut record = report_build(&recorder, args, Some(dir), status, Some(&progress))?;
         let export_started = Instant::now();
         let exported = (|| {
             let solved = solved.context("failed to solve")?;
@@ -625,14 +619,7 @@ fn build(
         Ok(_) => BuildStatus::Completed,
         Err(_) => BuildStatus::Failed,
     };
-    let mut record = report_build(
-        &recorder,
-        args,
-        context.as_deref(),
-        &definition.iter().collect::<Vec<_>>(),
-        status,
-        Some(&progress),
-    )?;
+    let mut record = report_build(&recorder, args, context.as_deref(), status, Some(&progress))?;
     let export_started = Instant::now();
     let exported = (|| {
         let (result, keys) = solved.context("failed to solve")?;
@@ -763,7 +750,10 @@ fn finish(
 
 /// Writes the build's trace and graph (`--trace`, `--dot`) once it has ended, its export
 /// included.
-fn write_reports(args: &BuildArgs, record: &kiln_solver::BuildRecord) -> anyhow::Result<()> {
+pub(super) fn write_reports(
+    args: &BuildArgs,
+    record: &kiln_solver::BuildRecord,
+) -> anyhow::Result<()> {
     if let Some(path) = &args.trace {
         let trace = serde_json::to_vec(&report::trace(record)).context("writing the --trace")?;
         fs_err::write(path, trace).context("writing the --trace")?;
@@ -833,11 +823,10 @@ fn load_converted(
 /// The build's record, once it is solved; says what the build asks for of it: the plain
 /// progress's summary, why its steps ran (`--explain`), its trace and graph (`--trace`,
 /// `--dot`).
-fn report_build(
+pub(super) fn report_build(
     recorder: &Recorder,
     args: &BuildArgs,
     context: Option<&Path>,
-    definitions: &[&LoadedDefinition],
     status: BuildStatus,
     progress: Option<&Progress>,
 ) -> anyhow::Result<kiln_solver::BuildRecord> {
@@ -860,17 +849,7 @@ fn report_build(
         .iter()
         .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).to_owned())
         .collect();
-    let mut record = recorder.finish(kiln_solver::new_build_id(), name, status, build_args);
-    record.set_inputs(|vertex| {
-        let Ok(digest) = kiln_llb::Digest::parse(vertex) else {
-            return Vec::new();
-        };
-        definitions
-            .iter()
-            .find_map(|definition| definition.get(&digest))
-            .map(|op| op.inputs().iter().map(|e| e.digest.to_string()).collect())
-            .unwrap_or_default()
-    });
+    let record = recorder.finish(kiln_solver::new_build_id(), name, status, build_args);
     {
         use std::io::Write as _;
         let mut text = String::new();

@@ -5,11 +5,14 @@
 //! as the locals `context` and `dockerfile` (it reads `.dockerignore` and asks only for what
 //! it leaves in), the secrets and SSH agents as the session's; `local`, `tar`, `oci` and
 //! `docker` outputs come back to this side (an `oci` or `docker` layout directory,
-//! `tar=false`, through this side's content store). The daemon's progress is shown as a local build's.
+//! `tar=false`, through this side's content store). The daemon's progress is shown as a local build's,
+//! and makes its record: the summary, `--trace` and `--dot` (not `--explain`: the progress does
+//! not say why a step missed the cache).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use kiln_daemon::{BuildRequest, Client, Export, ExportTarget, Host};
@@ -24,9 +27,8 @@ fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
     let given: Vec<&str> = [
         ("--frontend-exec", args.frontend_exec.is_some()),
         ("--print-llb", args.print_llb),
+        // The daemon's progress does not say why a step missed the cache.
         ("--explain", args.explain),
-        ("--trace", args.trace.is_some()),
-        ("--dot", args.dot.is_some()),
         (
             "--call",
             !args.check && !matches!(args.call.as_str(), "build" | "check"),
@@ -282,8 +284,17 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         request.cache_exports.clear();
     }
     let progress = Progress::stderr(progress_flag(args)?)?;
-    let response = runtime.block_on(client.build(request, progress.reporter()));
+    // The build's record, from its progress: the summary, `--trace` and `--dot`.
+    let recorder = Arc::new(kiln_solver::Recorder::new(progress.reporter()));
+    let response = runtime.block_on(client.build(request, recorder.clone()));
     progress.finish();
+    let status = match response.is_ok() {
+        true => kiln_solver::BuildStatus::Completed,
+        false => kiln_solver::BuildStatus::Failed,
+    };
+    let context = args.context.as_deref().filter(|c| c.is_dir());
+    let record = super::report_build(&recorder, args, context, status, Some(&progress))?;
+    super::write_reports(args, &record)?;
     let response = match response {
         Ok(response) => response,
         Err(error @ kiln_daemon::ClientError::Daemon { .. }) => {
