@@ -676,3 +676,106 @@ fn regression_17_a_context_copied_whole_links_its_files_and_a_touched_file_inval
         "a two\nb\na two\n640 0\n/etc/passwd\n"
     );
 }
+
+/// Issue 17: a rebuild after one context file changed takes the unchanged files from the
+/// context's last snapshot (hard links) instead of copying them again, and the snapshot is
+/// the one a copy makes: the copied layer's entries (names, modes, owners, times, contents)
+/// are a cold build's in a fresh store.
+#[test]
+fn regression_17_a_touched_context_links_its_unchanged_files_from_the_last_snapshot() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(context.join("d/sub")).unwrap();
+    for (name, text) in [("d/f1", "one\n"), ("d/f2", "two\n"), ("d/sub/g", "g\n")] {
+        fs_err::write(context.join(name), text).unwrap();
+    }
+    fs_err::set_permissions(
+        context.join("d/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox\n\
+         COPY d /d\n\
+         RUN stat -c '%h %n' /d/f1 /d/f2 /d/sub/g > /links && cat /d/f2 >> /links\n",
+    )
+    .unwrap();
+    // Builds into `root` (a store of its own under DIR/ROOT) and answers the entries of the
+    // COPY's layer and what the RUN saw.
+    let build = |root: &str| -> (String, String) {
+        let store = dir.path().join(root);
+        fs_err::create_dir_all(&store).unwrap();
+        let layout = store.join("layout");
+        let _ = fs_err::remove_dir_all(&layout);
+        assert_ok(kiln_in(
+            &store,
+            &[
+                "build",
+                "--output",
+                &format!(
+                    "type=oci,dest={},tar=false,compression=uncompressed",
+                    layout.display()
+                ),
+                context.to_str().unwrap(),
+            ],
+            &[],
+        ));
+        let blob = |digest: &serde_json::Value| -> Vec<u8> {
+            let hex = &digest.as_str().unwrap()["sha256:".len()..];
+            fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap()
+        };
+        let json =
+            |bytes: Vec<u8>| -> serde_json::Value { serde_json::from_slice(&bytes).unwrap() };
+        let index = json(fs_err::read(layout.join("index.json")).unwrap());
+        let manifest = json(blob(&index["manifests"][0]["digest"]));
+        // The COPY's layer, entry by entry (but `d` itself: a new directory of the step's time).
+        let mut copied = String::new();
+        for entry in tar::Archive::new(blob(&manifest["layers"][1]["digest"]).as_slice())
+            .entries()
+            .unwrap()
+        {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            let path = entry.path().unwrap().display().to_string();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            if path.trim_end_matches('/') != "d" {
+                copied.push_str(&format!(
+                    "{path} {:o} {}:{} {} {:?}\n",
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    header.gid().unwrap(),
+                    header.mtime().unwrap(),
+                    String::from_utf8_lossy(&content),
+                ));
+            }
+        }
+        // The RUN's layer: its `links` file.
+        let top = blob(&manifest["layers"][2]["digest"]);
+        let mut listing = String::new();
+        for entry in tar::Archive::new(top.as_slice()).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().as_os_str() == "links" {
+                std::io::Read::read_to_string(&mut entry, &mut listing).unwrap();
+            }
+        }
+        (copied, listing)
+    };
+    let (_, first) = build("warm");
+    assert_eq!(first, "2 /d/f1\n2 /d/f2\n2 /d/sub/g\ntwo\n");
+    fs_err::write(context.join("d/f2"), "two, touched\n").unwrap();
+    let (touched, second) = build("warm");
+    // f1 and g are the files of the first context snapshot (with its COPY's links, and this
+    // snapshot's and COPY's); f2 is new.
+    assert_eq!(second, "4 /d/f1\n2 /d/f2\n4 /d/sub/g\ntwo, touched\n");
+    let (cold, third) = build("cold");
+    assert_eq!(third, "2 /d/f1\n2 /d/f2\n2 /d/sub/g\ntwo, touched\n");
+    assert_eq!(
+        touched, cold,
+        "the linked snapshot differs from a copied one"
+    );
+}

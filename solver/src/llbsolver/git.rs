@@ -614,7 +614,9 @@ impl Op<Ref> for GitSource {
                     LocalFilter::excluding(&["**/.git"])
                 };
                 let selected = filter.select(&source)?;
-                Ok(vec![snapshot_from_dir(&store, &source, &selected, "git")?])
+                Ok(vec![snapshot_from_dir(
+                    &store, &source, &selected, "git", None,
+                )?])
             })
             .await?)
         }

@@ -30,6 +30,7 @@ pub(crate) mod fileop;
 mod git;
 mod http;
 mod local;
+mod local_checksums;
 
 pub use exec::Container;
 pub use git::GitMeta;
@@ -664,22 +665,53 @@ fn save_record(
     })
 }
 
+/// Files a new snapshot of a local directory takes from an earlier snapshot of it, by a hard
+/// link instead of a copy: those that have not changed since that snapshot copied them (a
+/// committed snapshot never changes, and a link is the same file, owner, mode and times).
+pub(super) struct Reuse {
+    /// The earlier snapshot's directory.
+    pub(super) from: PathBuf,
+    /// The relative paths of the regular files it has as they are now.
+    pub(super) files: std::collections::HashSet<PathBuf>,
+}
+
 /// Makes a committed snapshot from the selected paths of a host directory (a local source).
-/// Everything is owned by root, as BuildKit's local sources are.
+/// Everything is owned by root, as BuildKit's local sources are. With `reuse`, unchanged
+/// files are linked from an earlier snapshot of the directory: the snapshot is the same.
 fn snapshot_from_dir(
     store: &Arc<Store>,
     dir: &Path,
     selected: &[local::Selected],
     prefix: &str,
+    reuse: Option<&Reuse>,
 ) -> Result<Ref, Error> {
     let (active, mounts) = ActiveSnapshot::prepare(store, None)?;
-    copy_selected(dir, &mounts.upper, selected)?;
+    copy_selected(dir, &mounts.upper, selected, reuse)?;
     active.commit(prefix)
 }
 
-/// Copies the selected paths (parents listed before children) from `src` to the empty `dest`.
-/// Paths are the directory's own names, whatever their bytes.
-fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Result<(), Error> {
+/// Links `rel` from the earlier snapshot `reuse` into `dest`; `false` when it cannot (gone
+/// from that snapshot, a link on the way, the file system's link limit): then it is copied.
+fn link_reused(reuse: &Reuse, rel: &Path, dest: &Path) -> bool {
+    let Ok(found) = kiln_fsutil::Root::new(&reuse.from).resolve(rel, false) else {
+        return false;
+    };
+    let Some(entry) = found.entry.as_ref().filter(|e| e.metadata.is_file()) else {
+        return false;
+    };
+    // Only the entry at that very path: no link of the earlier snapshot is followed.
+    found.relative() == rel && fs_err::hard_link(&entry.host, dest.join(rel)).is_ok()
+}
+
+/// Copies the selected paths (parents listed before children) from `src` to the empty `dest`,
+/// linking the files `reuse` names instead. Paths are the directory's own names, whatever
+/// their bytes.
+fn copy_selected(
+    src: &Path,
+    dest: &Path,
+    selected: &[local::Selected],
+    reuse: Option<&Reuse>,
+) -> Result<(), Error> {
     use fileop::{CopyPaths, DeviceNodes};
     let owner = Some(fileop::Owner { uid: 0, gid: 0 });
     let options = pb::FileActionCopy {
@@ -692,6 +724,9 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
     };
     // Entries before this index were copied with their directory.
     let mut copied_to = 0;
+    // Directories made one by one to link files into, whose times are set last (the copy of
+    // a whole directory keeps its times).
+    let mut timed = Vec::new();
     for (i, entry) in selected.iter().enumerate() {
         if i < copied_to {
             continue;
@@ -704,7 +739,18 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
                 .iter()
                 .take_while(|s| s.path.starts_with(rel))
                 .count();
-            if all_below == count_below(&src.join(rel))? {
+            // A directory with extended attributes is copied whole, which keeps them.
+            let links_below = reuse.is_some_and(|r| {
+                selected[i + 1..=i + all_below]
+                    .iter()
+                    .any(|s| r.files.contains(&s.path))
+            }) && xattr::list(src.join(rel))
+                .is_ok_and(|mut names| names.next().is_none());
+            let whole = all_below == count_below(&src.join(rel))?;
+            if whole && links_below {
+                timed.push(entry);
+            }
+            if whole && !links_below {
                 // Into its parent, so the directory keeps its own mode.
                 let mut parent = path
                     .parent()
@@ -729,11 +775,29 @@ fn copy_selected(src: &Path, dest: &Path, selected: &[local::Selected]) -> Resul
             fileop::mkdir_path(dest, &path, mode & 0o7777, true, owner, None)?;
             continue;
         }
+        if reuse.is_some_and(|r| r.files.contains(rel) && link_reused(r, rel, dest)) {
+            continue;
+        }
         let paths = CopyPaths {
             src: &path,
             dest: &path,
         };
         fileop::copy_with(src, dest, paths, &options, owner, DeviceNodes::Create)?;
+    }
+    // Deepest first: setting a directory's times does not change its parent's.
+    for entry in timed.iter().rev() {
+        let at = dest.join(&entry.path);
+        filetime::set_symlink_file_times(
+            &at,
+            filetime::FileTime::from_last_access_time(&entry.meta),
+            filetime::FileTime::from_last_modification_time(&entry.meta),
+        )
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("setting the times of {}: {e}", at.display()),
+            )
+        })?;
     }
     Ok(())
 }
