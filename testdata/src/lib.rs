@@ -49,7 +49,7 @@ pub fn busybox_layout() -> PathBuf {
 }
 
 /// The `testdata/sbom/` directory: package data made by real tools (an RPM database, a binary
-/// built with `cargo auditable`), described in its README.
+/// built with `cargo auditable`, Go build information), described in its README.
 pub fn sbom_dir() -> PathBuf {
     root().join("sbom")
 }

@@ -556,12 +556,13 @@ fn serial_the_sbom_covers_each_ecosystem_and_skips_bad_entries() {
     );
 }
 
-/// `--sbom=true` on an image with an RPM database made by rpm and a binary built with
-/// `cargo auditable` (testdata/sbom/): the RPM packages get Fedora purls from the image's
-/// os-release (the epoch a qualifier), the binary's runtime crates `pkg:cargo` purls located
-/// at the binary; a truncated ELF file and a link to /etc/passwd in /usr/bin add nothing.
+/// `--sbom=true` on an image with an RPM database made by rpm, a binary built with
+/// `cargo auditable` and a Go binary's build information (testdata/sbom/): the RPM packages
+/// get Fedora purls from the image's os-release (the epoch a qualifier), the Rust binary's
+/// runtime crates `pkg:cargo` purls and the Go binary's modules `pkg:golang` purls, located at
+/// the binary; a truncated ELF file and a link to /etc/passwd in /usr/bin add nothing.
 #[test]
-fn the_sbom_lists_rpm_packages_and_the_crates_of_rust_binaries() {
+fn the_sbom_lists_rpm_packages_and_the_modules_of_rust_and_go_binaries() {
     if !ready() {
         return;
     }
@@ -569,7 +570,7 @@ fn the_sbom_lists_rpm_packages_and_the_crates_of_rust_binaries() {
     let context = dir.path().join("ctx");
     fs_err::create_dir_all(&context).unwrap();
     let sbom = kiln_testdata::sbom_dir();
-    for name in ["rpmdb.sqlite", "hello-auditable"] {
+    for name in ["rpmdb.sqlite", "hello-auditable", "hello-go"] {
         fs_err::copy(sbom.join(name), context.join(name)).unwrap();
     }
     let binary = fs_err::read(sbom.join("hello-auditable")).unwrap();
@@ -585,6 +586,7 @@ fn the_sbom_lists_rpm_packages_and_the_crates_of_rust_binaries() {
          COPY os-release /etc/os-release\n\
          COPY rpmdb.sqlite /var/lib/rpm/rpmdb.sqlite\n\
          COPY hello-auditable /usr/local/bin/hello\n\
+         COPY hello-go /go/bin/hello-go\n\
          COPY truncated /usr/bin/truncated\n\
          RUN ln -s /etc/passwd /usr/bin/passwd-link\n",
     )
@@ -608,9 +610,22 @@ fn the_sbom_lists_rpm_packages_and_the_crates_of_rust_binaries() {
         .collect();
     let rpmdb = "acquired package info from RPM DB: /var/lib/rpm/rpmdb.sqlite";
     let binary = "acquired package info from cargo auditable binary: /usr/local/bin/hello";
+    let go = "acquired package info from go module binary: /go/bin/hello-go";
     assert_eq!(
         found,
         [
+            (
+                "example.com/hello-go",
+                "(devel)",
+                "pkg:golang/example.com/hello-go@%28devel%29",
+                go
+            ),
+            (
+                "github.com/google/uuid",
+                "v1.3.0",
+                "pkg:golang/github.com/google/uuid@v1.3.0",
+                go
+            ),
             (
                 "hello-auditable",
                 "0.1.0",
@@ -624,6 +639,7 @@ fn the_sbom_lists_rpm_packages_and_the_crates_of_rust_binaries() {
                 rpmdb
             ),
             ("itoa", "1.0.11", "pkg:cargo/itoa@1.0.11", binary),
+            ("stdlib", "go1.19.8", "pkg:golang/stdlib@1.19.8", go),
             (
                 "tool-kiln",
                 "2:0.9-1.fc40",

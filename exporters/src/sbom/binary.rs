@@ -3,7 +3,7 @@
 //!
 //! Only regular files of the usual binary directories are looked at ([`is_candidate`]), at
 //! most [`MAX_BINARIES`] in one image. Each is opened through the image's root and read
-//! through [`object`]'s read cache: the ELF header, the section headers and the one section,
+//! through [`object`]'s read cache: the ELF header, the section headers and the two sections,
 //! never the whole file. A section larger than [`MAX_SECTION_BYTES`], inflating past
 //! [`MAX_INFLATED_BYTES`], or not the JSON cargo auditable writes, is left out with a warning.
 //! Build dependencies (`"kind": "build"`) are not in the binary and are not listed, as syft
@@ -17,11 +17,12 @@ use object::read::ReadCache;
 use object::{Object as _, ObjectSection as _, ReadRef};
 
 use super::catalog::{Ecosystem, Package, skipped};
+use super::golang;
 
 /// The most executables read in one image.
 pub(crate) const MAX_BINARIES: usize = 10_000;
 
-/// The largest `.dep-v0` section read (a binary of a thousand crates has a few dozen KiB).
+/// The largest section read (a binary of a thousand crates or modules has a few dozen KiB).
 const MAX_SECTION_BYTES: u64 = 4 << 20;
 
 /// The most bytes a `.dep-v0` section may inflate to.
@@ -36,6 +37,8 @@ const BINARY_DIRECTORIES: &[&str] = &[
     "/usr/local/bin",
     "/usr/local/sbin",
     "/usr/local/cargo/bin",
+    "/usr/local/go/bin",
+    "/go/bin",
     "/app",
     "/app/bin",
     "/opt/bin",
@@ -59,11 +62,12 @@ pub(crate) fn packages(root: &Root, location: &str) -> Vec<Package> {
         }
     };
     let cache = ReadCache::new(file);
-    rust_packages(&cache, location)
+    elf_packages(&cache, location)
 }
 
-/// The crates of the `cargo auditable` data of the ELF file `data` (none for any other file).
-fn rust_packages<'data, R: ReadRef<'data>>(data: R, location: &str) -> Vec<Package> {
+/// The packages of the ELF file `data`: the crates of its `cargo auditable` data, the modules
+/// of its Go build information (none for any other file).
+fn elf_packages<'data, R: ReadRef<'data>>(data: R, location: &str) -> Vec<Package> {
     if data.read_bytes_at(0, 4) != Ok(b"\x7fELF".as_slice()) {
         return Vec::new();
     }
@@ -71,32 +75,43 @@ fn rust_packages<'data, R: ReadRef<'data>>(data: R, location: &str) -> Vec<Packa
         skipped(location, "an ELF file whose headers cannot be read");
         return Vec::new();
     };
-    let Some(section) = elf.section_by_name(".dep-v0") else {
-        return Vec::new();
-    };
-    if section.size() > MAX_SECTION_BYTES {
-        skipped(
-            location,
-            &format!("a .dep-v0 section larger than {MAX_SECTION_BYTES} bytes"),
-        );
-        return Vec::new();
-    }
-    let Ok(compressed) = section.data() else {
-        skipped(location, "a .dep-v0 section outside the file");
-        return Vec::new();
-    };
-    match inflate(compressed) {
-        Some(json) => auditable(&json, location),
-        None => {
-            skipped(
+    let mut packages = Vec::new();
+    if let Some(compressed) = section(&elf, ".dep-v0", location) {
+        match inflate(compressed) {
+            Some(json) => packages.extend(auditable(&json, location)),
+            None => skipped(
                 location,
                 &format!(
                     "a .dep-v0 section that is not zlib data of at most {MAX_INFLATED_BYTES} bytes"
                 ),
-            );
-            Vec::new()
+            ),
         }
     }
+    if let Some(buildinfo) = section(&elf, ".go.buildinfo", location) {
+        packages.extend(golang::buildinfo(buildinfo, location));
+    }
+    packages
+}
+
+/// The contents of `elf`'s section `name`, when it has one of at most [`MAX_SECTION_BYTES`]
+/// inside the file.
+fn section<'data, R: ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    name: &str,
+    location: &str,
+) -> Option<&'data [u8]> {
+    let section = elf.section_by_name(name)?;
+    if section.size() > MAX_SECTION_BYTES {
+        skipped(
+            location,
+            &format!("a {name} section larger than {MAX_SECTION_BYTES} bytes"),
+        );
+        return None;
+    }
+    section
+        .data()
+        .map_err(|_| skipped(location, &format!("a {name} section outside the file")))
+        .ok()
 }
 
 /// The zlib stream `compressed` inflated, `None` when it is not zlib data or would exceed
@@ -193,7 +208,7 @@ mod tests {
     #[test]
     fn a_cargo_auditable_binary_lists_its_runtime_crates() {
         let bytes = hello();
-        let packages = rust_packages(bytes.as_slice(), "/usr/local/bin/hello");
+        let packages = elf_packages(bytes.as_slice(), "/usr/local/bin/hello");
         // autocfg is a build dependency: not in the binary.
         assert_eq!(
             names(&packages),
@@ -219,13 +234,13 @@ mod tests {
     #[test]
     fn bad_sections_and_files_are_left_out() {
         // Not ELF, or ELF cut short.
-        assert!(rust_packages(b"#!/bin/sh\necho hi\n".as_slice(), "/bin/x").is_empty());
+        assert!(elf_packages(b"#!/bin/sh\necho hi\n".as_slice(), "/bin/x").is_empty());
         let bytes = hello();
-        assert!(rust_packages(&bytes[..100], "/bin/x").is_empty());
+        assert!(elf_packages(&bytes[..100], "/bin/x").is_empty());
         // Not zlib; zlib of what is not the JSON; a zlib bomb beyond the cap.
-        assert!(rust_packages(with_section(b"garbage").as_slice(), "/bin/x").is_empty());
+        assert!(elf_packages(with_section(b"garbage").as_slice(), "/bin/x").is_empty());
         let not_json = zlib(b"{\"packages\": 1}");
-        assert!(rust_packages(with_section(&not_json).as_slice(), "/bin/x").is_empty());
+        assert!(elf_packages(with_section(&not_json).as_slice(), "/bin/x").is_empty());
         let bomb = zlib(&vec![b' '; (MAX_INFLATED_BYTES + 10) as usize]);
         assert!(inflate(&bomb).is_none());
         let fits = zlib(&vec![b' '; MAX_INFLATED_BYTES as usize]);
@@ -244,14 +259,36 @@ mod tests {
         };
         // sh_size is at offset 32 of an Elf64_Shdr.
         huge[header + 32..header + 40].copy_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(rust_packages(huge.as_slice(), "/bin/x").is_empty());
+        assert!(elf_packages(huge.as_slice(), "/bin/x").is_empty());
         huge[header + 32..header + 40].copy_from_slice(&(1u64 << 20).to_le_bytes());
-        assert!(rust_packages(huge.as_slice(), "/bin/x").is_empty());
+        assert!(elf_packages(huge.as_slice(), "/bin/x").is_empty());
         // A well-formed section still reads.
         let json = zlib(br#"{"packages":[{"name":"a","version":"1"},{"name":"","version":"2"}]}"#);
         assert_eq!(
-            names(&rust_packages(with_section(&json).as_slice(), "/bin/x")),
+            names(&elf_packages(with_section(&json).as_slice(), "/bin/x")),
             [("a", "1")]
+        );
+    }
+
+    #[test]
+    fn a_go_binary_lists_its_modules_and_go() {
+        let sbom = kiln_testdata::sbom_dir();
+        let hello = fs_err::read(sbom.join("hello-go")).unwrap();
+        let packages = elf_packages(hello.as_slice(), "/go/bin/hello-go");
+        assert_eq!(
+            names(&packages),
+            [
+                ("stdlib", "go1.19.8"),
+                ("example.com/hello-go", "(devel)"),
+                ("github.com/google/uuid", "v1.3.0"),
+            ]
+        );
+        assert!(packages.iter().all(|p| p.ecosystem == Ecosystem::GoModule));
+        // Debian's fzf, built without modules: Go's version only.
+        let fzf = fs_err::read(sbom.join("fzf")).unwrap();
+        assert_eq!(
+            names(&elf_packages(fzf.as_slice(), "/usr/bin/fzf")),
+            [("stdlib", "go1.19.8")]
         );
     }
 

@@ -2,7 +2,8 @@
 //! answering its packages: dpkg's `status` (and distroless `status.d/` files), apk's
 //! `installed`, Python's `*.dist-info/METADATA` and `*.egg-info/PKG-INFO`, npm's `package.json`
 //! under `node_modules`, and cargo's `.crates.toml` / `.crates2.json` of `cargo install`.
-//! RPM databases are read in `rpm.rs`, the data built into binaries in `binary.rs`.
+//! RPM databases are read in `rpm.rs`, the data built into binaries in `binary.rs` (and Go's
+//! in `golang.rs`).
 //!
 //! A parser never fails: an entry it cannot read is left out with a warning naming the file,
 //! as syft skips what it cannot parse.
@@ -26,6 +27,8 @@ pub(crate) enum Ecosystem {
     RustBinary,
     /// RPM packages (`pkg:rpm`).
     Rpm,
+    /// Go modules built into a Go binary, from its build information (`pkg:golang`).
+    GoModule,
 }
 
 impl Ecosystem {
@@ -39,6 +42,7 @@ impl Ecosystem {
             Self::Cargo => "cargo install manifest file",
             Self::RustBinary => "cargo auditable binary",
             Self::Rpm => "RPM DB",
+            Self::GoModule => "go module binary",
         }
     }
 
@@ -52,6 +56,7 @@ impl Ecosystem {
             Self::Cargo => "cargo",
             Self::RustBinary => "rust-binary",
             Self::Rpm => "rpm",
+            Self::GoModule => "go-module",
         }
     }
 }

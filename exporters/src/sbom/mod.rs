@@ -6,19 +6,21 @@
 //! 1. The image's file system (its snapshot, mounted read-only) is scanned
 //!    ([`scan::scan`]): dpkg, apk, Python dist-info/egg-info, npm `node_modules`, and cargo's
 //!    `cargo install` records (`catalog.rs`), rpm's SQLite database (`rpm.rs`), and the
-//!    `cargo auditable` data of the executables in the binary directories (`binary.rs`),
-//!    all read through the image's root, every size and count bounded.
+//!    `cargo auditable` data and Go build information of the executables in the binary
+//!    directories (`binary.rs`, `golang.rs`), all read through the image's root, every size
+//!    and count bounded.
 //! 2. The base image (the topmost layer of the chain that is a stored image's) is scanned too:
 //!    a package it has, same name, version and architecture, is attributed to it (a
 //!    `CONTAINS` relationship from the base image's package, the image `DESCENDANT_OF` it).
 //! 3. The document: one package for the image (`pkg:docker` purl), one for the base image,
 //!    one per package found with its purl (`pkg:deb/debian/bash@…?arch=amd64&distro=debian-12`,
 //!    `pkg:apk/alpine/…`, `pkg:rpm/fedora/…?arch=x86_64&distro=fedora-40&epoch=2`,
-//!    `pkg:pypi/…`, `pkg:npm/…`, `pkg:cargo/…`), `DESCRIBES` and
+//!    `pkg:pypi/…`, `pkg:npm/…`, `pkg:cargo/…`, `pkg:golang/…`), `DESCRIBES` and
 //!    `CONTAINS` relationships. Packages only, no files (as syft's package-level catalog).
 
 mod binary;
 mod catalog;
+mod golang;
 mod rpm;
 mod scan;
 
@@ -157,6 +159,16 @@ fn purl(package: &Package, distro: Option<&(String, String)>) -> String {
             None => format!("pkg:npm/{name}@{version}"),
         },
         Ecosystem::Cargo | Ecosystem::RustBinary => format!("pkg:cargo/{name}@{version}"),
+        Ecosystem::GoModule => {
+            // The module path's segments are the namespace and name; the standard library's
+            // version is Go's without its `go`.
+            let path: Vec<String> = package.name.split('/').map(escape).collect();
+            let version = match package.name.as_str() {
+                "stdlib" => escape(package.version.trim_start_matches("go")),
+                _ => version,
+            };
+            format!("pkg:golang/{}@{version}", path.join("/"))
+        }
     }
 }
 
@@ -346,6 +358,12 @@ mod tests {
             purl(&dbus, fedora.as_ref()),
             "pkg:rpm/fedora/dbus-libs@1.14.10-3.fc40?arch=x86_64&distro=fedora-40&epoch=1&upstream=dbus-1.14.10-3.fc40.src.rpm"
         );
+        let go = package(Ecosystem::GoModule, "github.com/google/uuid", "v1.3.0");
+        assert_eq!(purl(&go, None), "pkg:golang/github.com/google/uuid@v1.3.0");
+        let stdlib = package(Ecosystem::GoModule, "stdlib", "go1.19.8");
+        assert_eq!(purl(&stdlib, None), "pkg:golang/stdlib@1.19.8");
+        let main = package(Ecosystem::GoModule, "example.com/app", "(devel)");
+        assert_eq!(purl(&main, None), "pkg:golang/example.com/app@%28devel%29");
         let bare = package(Ecosystem::Rpm, "gpg-pubkey", "a15b79cc-63d04c2c");
         assert_eq!(purl(&bare, None), "pkg:rpm/gpg-pubkey@a15b79cc-63d04c2c");
     }
