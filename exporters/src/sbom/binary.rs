@@ -62,7 +62,35 @@ pub(crate) fn packages(root: &Root, location: &str) -> Vec<Package> {
         }
     };
     let cache = ReadCache::new(file);
-    elf_packages(&cache, location)
+    elf_packages(Bounded(&cache), location)
+}
+
+/// A file's bytes read in pieces of at most [`MAX_SECTION_BYTES`] (a section's contents, the
+/// section and program header tables), so that headers claiming a table as large as the file
+/// make the parse fail, not read and keep it.
+#[derive(Clone, Copy)]
+struct Bounded<R>(R);
+
+impl<'data, R: ReadRef<'data>> ReadRef<'data> for Bounded<R> {
+    fn len(self) -> Result<u64, ()> {
+        self.0.len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'data [u8], ()> {
+        if size > MAX_SECTION_BYTES {
+            return Err(());
+        }
+        self.0.read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(
+        self,
+        range: std::ops::Range<u64>,
+        delimiter: u8,
+    ) -> Result<&'data [u8], ()> {
+        // The read cache reads at most 4 KiB for a string.
+        self.0.read_bytes_at_until(range, delimiter)
+    }
 }
 
 /// The packages of the ELF file `data`: the crates of its `cargo auditable` data, the modules
@@ -247,6 +275,18 @@ mod tests {
         assert_eq!(
             inflate(&fits).map(|j| j.len()),
             Some(MAX_INFLATED_BYTES as usize)
+        );
+        // No read larger than the cap, whatever the headers claim.
+        let big = vec![0u8; MAX_SECTION_BYTES as usize + 1];
+        assert!(
+            Bounded(big.as_slice())
+                .read_bytes_at(0, MAX_SECTION_BYTES + 1)
+                .is_err()
+        );
+        assert!(
+            Bounded(big.as_slice())
+                .read_bytes_at(1, MAX_SECTION_BYTES)
+                .is_ok()
         );
         // A section header claiming more than the cap, or more than the file.
         let mut huge = hello();

@@ -180,9 +180,10 @@ fn copy_capped(root: &Root, from: &str, to: &Path) -> bool {
     }
 }
 
-/// The header blobs of the SQLite database at host path `path`.
-fn blobs(path: &Path) -> rusqlite::Result<Vec<Vec<u8>>> {
+/// The packages of the SQLite database at host path `path`, each blob parsed as it is read.
+fn read_database(path: &Path, location: &str) -> rusqlite::Result<Vec<Package>> {
     use rusqlite::OpenFlags;
+    use rusqlite::types::ValueRef;
     let connection = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -197,11 +198,32 @@ fn blobs(path: &Path) -> rusqlite::Result<Vec<Vec<u8>>> {
         )
         .ok();
     if kind.as_deref() != Some("table") {
+        skipped(location, "a database without rpm's Packages table");
         return Ok(Vec::new());
     }
     let mut statement = connection.prepare("SELECT blob FROM Packages")?;
-    let rows = statement.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
-    rows.take(MAX_PACKAGES).collect()
+    let mut rows = statement.query([])?;
+    let mut packages = Vec::new();
+    let mut read = 0usize;
+    while let Some(row) = rows.next()? {
+        read += 1;
+        if read > MAX_PACKAGES {
+            skipped(
+                location,
+                &format!("the packages after the first {MAX_PACKAGES}"),
+            );
+            break;
+        }
+        let ValueRef::Blob(blob) = row.get_ref(0)? else {
+            skipped(location, "a package whose header is no blob");
+            continue;
+        };
+        match header_package(blob, location) {
+            Ok(package) => packages.push(package),
+            Err(malformed) => skipped(location, malformed.describe()),
+        }
+    }
+    Ok(packages)
 }
 
 /// The packages of the RPM database at container path `location`, read through `root`.
@@ -223,21 +245,13 @@ pub(crate) fn packages(root: &Root, location: &str) -> Vec<Package> {
         &format!("{location}-wal"),
         &dir.path().join("rpmdb.sqlite-wal"),
     );
-    let blobs = match blobs(&copy) {
-        Ok(blobs) => blobs,
+    match read_database(&copy, location) {
+        Ok(packages) => packages,
         Err(error) => {
             tracing::warn!(file = location, %error, "SBOM: left out an RPM database SQLite cannot read");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    blobs
-        .iter()
-        .filter_map(|blob| {
-            header_package(blob, location)
-                .map_err(|malformed| skipped(location, malformed.describe()))
-                .ok()
-        })
-        .collect()
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +378,46 @@ mod tests {
         let entries = [good[0], good[1], good[2], (TAG_EPOCH, TYPE_INT32, 18, 1)];
         let package = header_package(&blob(&entries, data), "/x").unwrap();
         assert_eq!(package.version, "5.2-1.el9");
+    }
+
+    #[test]
+    fn changes_in_the_write_ahead_log_are_read() {
+        let image = tempfile::tempdir().unwrap();
+        let dir = image.path().join("var/lib/rpm");
+        fs_err::create_dir_all(&dir).unwrap();
+        let connection = rusqlite::Connection::open(dir.join("rpmdb.sqlite")).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB NOT NULL);",
+            )
+            .unwrap();
+        let header = blob(
+            &[
+                (TAG_NAME, TYPE_STRING, 0, 1),
+                (TAG_VERSION, TYPE_STRING, 4, 1),
+                (TAG_RELEASE, TYPE_STRING, 6, 1),
+            ],
+            b"zsh\x001\x002\x00",
+        );
+        connection
+            .execute("INSERT INTO Packages (blob) VALUES (?1)", [header])
+            .unwrap();
+        // The connection is open: the row is in rpmdb.sqlite-wal only.
+        assert!(
+            fs_err::metadata(dir.join("rpmdb.sqlite-wal"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        let root = Root::new(image.path());
+        let packages = packages(&root, "/var/lib/rpm/rpmdb.sqlite");
+        let found: Vec<(&str, &str)> = packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(found, [("zsh", "1-2")]);
+        drop(connection);
     }
 
     #[test]
