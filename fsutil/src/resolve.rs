@@ -351,6 +351,21 @@ impl Root {
     /// file on the way).
     pub fn read_file(&self, path: impl AsRef<Path>) -> Result<Option<Vec<u8>>, Error> {
         let path = path.as_ref();
+        let Some(mut file) = self.open_file(path)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Some(bytes))
+    }
+
+    /// Opens the regular file at container path `path` for reading (links followed inside the
+    /// root, the file itself opened with `O_NOFOLLOW`); `None` as for [`Root::read_file`].
+    pub fn open_file(&self, path: impl AsRef<Path>) -> Result<Option<fs_err::File>, Error> {
+        let path = path.as_ref();
         let resolved = match self.resolve(path, true) {
             Ok(resolved) => resolved,
             Err(Error::TooManyLinks { .. } | Error::NotADirectory { .. }) => return Ok(None),
@@ -363,14 +378,12 @@ impl Root {
             path: path.to_owned(),
             source,
         };
-        let mut file = fs_err::OpenOptions::new()
+        let file = fs_err::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&entry.host)
             .map_err(io_err)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err)?;
-        Ok(Some(bytes))
+        Ok(Some(file))
     }
 }
 

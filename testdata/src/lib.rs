@@ -11,6 +11,7 @@
 //! - `parser-golden/{positive,negative}/<name>/`: BuildKit's parser test files.
 //! - `remote-cache/`: cache exports made by BuildKit (registry min/max/index, inline, local
 //!   layout), described in its README.
+//! - `sbom/`: package data for the SBOM scan made by real tools, described in its README.
 //!
 //! It also starts what tests talk to: a private registry ([`registry::PrivateRegistry`]).
 //!
@@ -45,6 +46,12 @@ pub fn llb_vectors() -> Vec<PathBuf> {
 /// The OCI layout of the canonical busybox test image.
 pub fn busybox_layout() -> PathBuf {
     root().join("images").join("busybox")
+}
+
+/// The `testdata/sbom/` directory: package data made by real tools (an RPM database, a binary
+/// built with `cargo auditable`, Go build information), described in its README.
+pub fn sbom_dir() -> PathBuf {
+    root().join("sbom")
 }
 
 /// A JSON schema of `testdata/attestations/` (in-toto statements, SLSA provenance, SPDX),

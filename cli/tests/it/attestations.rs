@@ -345,6 +345,28 @@ fn purl(package: &serde_json::Value) -> &str {
         .unwrap()
 }
 
+/// `kiln build --sbom=true` of the context `dir/ctx` into the OCI layout `dir/layout` as
+/// `name`: the build's output and the layout's path.
+fn build_sbom_layout(
+    dir: &Path,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, std::path::PathBuf) {
+    let layout = dir.join("layout");
+    let output = kiln_in(
+        dir,
+        &[
+            "build",
+            "--sbom=true",
+            "--output",
+            &format!("type=oci,dest={},tar=false,name={name}", layout.display()),
+            &dir.join("ctx").to_string_lossy(),
+        ],
+        env,
+    );
+    (output, layout)
+}
+
 /// `--sbom=true` on a Debian bookworm image made by debootstrap: the SPDX document lists
 /// the packages of its dpkg database with Debian purls, attributed to the base image, and
 /// the build's own layer adds none.
@@ -376,21 +398,7 @@ fn the_sbom_of_a_debian_image_lists_its_packages_from_the_base_image() {
         "FROM debian:bookworm\nRUN echo built > /built\n",
     )
     .unwrap();
-    let layout = dir.path().join("layout");
-    let output = kiln_in(
-        dir.path(),
-        &[
-            "build",
-            "--sbom=true",
-            "--output",
-            &format!(
-                "type=oci,dest={},tar=false,name=example.com/deb:1",
-                layout.display()
-            ),
-            &context.to_string_lossy(),
-        ],
-        &[],
-    );
+    let (output, layout) = build_sbom_layout(dir.path(), "example.com/deb:1", &[]);
     assert!(output.status.success(), "{}", text(&output));
     let (statement, image_digest) = layout_statement(&layout, "https://spdx.dev/Document");
     let packages = spdx_packages(&statement, &image_digest);
@@ -545,5 +553,105 @@ fn serial_the_sbom_covers_each_ecosystem_and_skips_bad_entries() {
             .any(|r| r["spdxElementId"] == "SPDXRef-BaseImage"
                 && r["relationshipType"] == "CONTAINS"),
         "{relationships:#?}"
+    );
+}
+
+/// `--sbom=true` on an image with an RPM database made by rpm, a binary built with
+/// `cargo auditable` and a Go binary's build information (testdata/sbom/): the RPM packages
+/// get Fedora purls from the image's os-release (the epoch a qualifier), the Rust binary's
+/// runtime crates `pkg:cargo` purls and the Go binary's modules `pkg:golang` purls, located at
+/// the binary; a truncated ELF file and a link to /etc/passwd in /usr/bin add nothing.
+#[test]
+fn the_sbom_lists_rpm_packages_and_the_modules_of_rust_and_go_binaries() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    fs_err::create_dir_all(&context).unwrap();
+    let sbom = kiln_testdata::sbom_dir();
+    for name in ["rpmdb.sqlite", "hello-auditable", "hello-go"] {
+        fs_err::copy(sbom.join(name), context.join(name)).unwrap();
+    }
+    let binary = fs_err::read(sbom.join("hello-auditable")).unwrap();
+    fs_err::write(context.join("truncated"), &binary[..200]).unwrap();
+    fs_err::write(
+        context.join("os-release"),
+        "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=40\n",
+    )
+    .unwrap();
+    fs_err::write(
+        context.join("Dockerfile"),
+        "FROM busybox:latest\n\
+         COPY os-release /etc/os-release\n\
+         COPY rpmdb.sqlite /var/lib/rpm/rpmdb.sqlite\n\
+         COPY hello-auditable /usr/local/bin/hello\n\
+         COPY hello-go /go/bin/hello-go\n\
+         COPY truncated /usr/bin/truncated\n\
+         RUN ln -s /etc/passwd /usr/bin/passwd-link\n",
+    )
+    .unwrap();
+    let (output, layout) =
+        build_sbom_layout(dir.path(), "example.com/rpm:1", &[("KILN_LOG", "warn")]);
+    assert!(output.status.success(), "{}", text(&output));
+    let (statement, image_digest) = layout_statement(&layout, "https://spdx.dev/Document");
+    let packages = spdx_packages(&statement, &image_digest);
+    let found: Vec<(&str, &str, &str, &str)> = packages
+        .values()
+        .filter(|p| p["SPDXID"] != "SPDXRef-Image" && p["SPDXID"] != "SPDXRef-BaseImage")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+                purl(p),
+                p["sourceInfo"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let rpmdb = "acquired package info from RPM DB: /var/lib/rpm/rpmdb.sqlite";
+    let binary = "acquired package info from cargo auditable binary: /usr/local/bin/hello";
+    let go = "acquired package info from go module binary: /go/bin/hello-go";
+    assert_eq!(
+        found,
+        [
+            (
+                "example.com/hello-go",
+                "(devel)",
+                "pkg:golang/example.com/hello-go@%28devel%29",
+                go
+            ),
+            (
+                "github.com/google/uuid",
+                "v1.3.0",
+                "pkg:golang/github.com/google/uuid@v1.3.0",
+                go
+            ),
+            (
+                "hello-auditable",
+                "0.1.0",
+                "pkg:cargo/hello-auditable@0.1.0",
+                binary
+            ),
+            (
+                "hello-kiln",
+                "1.2.3-4",
+                "pkg:rpm/fedora/hello-kiln@1.2.3-4?arch=noarch&distro=fedora-40&upstream=hello-kiln-1.2.3-4.src.rpm",
+                rpmdb
+            ),
+            ("itoa", "1.0.11", "pkg:cargo/itoa@1.0.11", binary),
+            ("stdlib", "go1.19.8", "pkg:golang/stdlib@1.19.8", go),
+            (
+                "tool-kiln",
+                "2:0.9-1.fc40",
+                "pkg:rpm/fedora/tool-kiln@0.9-1.fc40?arch=x86_64&distro=fedora-40&epoch=2&upstream=tool-kiln-0.9-1.fc40.src.rpm",
+                rpmdb
+            ),
+        ]
+    );
+    // The truncated binary was read and left out with a warning; the build went on.
+    assert!(
+        text(&output).contains("an ELF file whose headers cannot be read"),
+        "{}",
+        text(&output)
     );
 }

@@ -2,6 +2,8 @@
 //! answering its packages: dpkg's `status` (and distroless `status.d/` files), apk's
 //! `installed`, Python's `*.dist-info/METADATA` and `*.egg-info/PKG-INFO`, npm's `package.json`
 //! under `node_modules`, and cargo's `.crates.toml` / `.crates2.json` of `cargo install`.
+//! RPM databases are read in `rpm.rs`, the data built into binaries in `binary.rs` (and Go's
+//! in `golang.rs`).
 //!
 //! A parser never fails: an entry it cannot read is left out with a warning naming the file,
 //! as syft skips what it cannot parse.
@@ -21,6 +23,12 @@ pub(crate) enum Ecosystem {
     Npm,
     /// Crates installed with `cargo install` (`pkg:cargo`).
     Cargo,
+    /// Crates built into a Rust binary, from its `cargo auditable` data (`pkg:cargo`).
+    RustBinary,
+    /// RPM packages (`pkg:rpm`).
+    Rpm,
+    /// Go modules built into a Go binary, from its build information (`pkg:golang`).
+    GoModule,
 }
 
 impl Ecosystem {
@@ -32,6 +40,9 @@ impl Ecosystem {
             Self::Python => "installed python package manifest file",
             Self::Npm => "installed node module manifest file",
             Self::Cargo => "cargo install manifest file",
+            Self::RustBinary => "cargo auditable binary",
+            Self::Rpm => "RPM DB",
+            Self::GoModule => "go module binary",
         }
     }
 
@@ -43,6 +54,9 @@ impl Ecosystem {
             Self::Python => "python",
             Self::Npm => "npm",
             Self::Cargo => "cargo",
+            Self::RustBinary => "rust-binary",
+            Self::Rpm => "rpm",
+            Self::GoModule => "go-module",
         }
     }
 }
@@ -54,11 +68,11 @@ pub(crate) struct Package {
     pub(crate) ecosystem: Ecosystem,
     /// Its name.
     pub(crate) name: String,
-    /// Its version.
+    /// Its version (an RPM's `EPOCH:VERSION-RELEASE`, as syft writes it).
     pub(crate) version: String,
     /// Its architecture, when the database says (`amd64`, `x86_64`).
     pub(crate) arch: Option<String>,
-    /// The source package (dpkg `Source`, apk origin), when it differs.
+    /// The source package (dpkg `Source`, apk origin, the RPM's source RPM), when it differs.
     pub(crate) source: Option<String>,
     /// The maintainer or author, as the database writes it.
     pub(crate) supplier: Option<String>,
@@ -69,7 +83,8 @@ pub(crate) struct Package {
 }
 
 impl Package {
-    fn new(ecosystem: Ecosystem, name: &str, version: &str, location: &str) -> Self {
+    /// A package with no optional field set.
+    pub(crate) fn new(ecosystem: Ecosystem, name: &str, version: &str, location: &str) -> Self {
         Self {
             ecosystem,
             name: name.to_owned(),
@@ -84,7 +99,7 @@ impl Package {
 }
 
 /// Warns that an entry of `location` was left out.
-fn skipped(location: &str, what: &str) {
+pub(crate) fn skipped(location: &str, what: &str) {
     tracing::warn!(file = location, "SBOM: left out {what}");
 }
 

@@ -5,16 +5,23 @@
 //! # Overview
 //! 1. The image's file system (its snapshot, mounted read-only) is scanned
 //!    ([`scan::scan`]): dpkg, apk, Python dist-info/egg-info, npm `node_modules`, and cargo's
-//!    `cargo install` records (`catalog.rs`), read through the image's root.
+//!    `cargo install` records (`catalog.rs`), rpm's SQLite database (`rpm.rs`), and the
+//!    `cargo auditable` data and Go build information of the executables in the binary
+//!    directories (`binary.rs`, `golang.rs`), all read through the image's root, every size
+//!    and count bounded.
 //! 2. The base image (the topmost layer of the chain that is a stored image's) is scanned too:
 //!    a package it has, same name, version and architecture, is attributed to it (a
 //!    `CONTAINS` relationship from the base image's package, the image `DESCENDANT_OF` it).
 //! 3. The document: one package for the image (`pkg:docker` purl), one for the base image,
 //!    one per package found with its purl (`pkg:deb/debian/bash@…?arch=amd64&distro=debian-12`,
-//!    `pkg:apk/alpine/…`, `pkg:pypi/…`, `pkg:npm/…`, `pkg:cargo/…`), `DESCRIBES` and
+//!    `pkg:apk/alpine/…`, `pkg:rpm/fedora/…?arch=x86_64&distro=fedora-40&epoch=2`,
+//!    `pkg:pypi/…`, `pkg:npm/…`, `pkg:cargo/…`, `pkg:golang/…`), `DESCRIBES` and
 //!    `CONTAINS` relationships. Packages only, no files (as syft's package-level catalog).
 
+mod binary;
 mod catalog;
+mod golang;
+mod rpm;
 mod scan;
 
 use kiln_cache::{Digest, Store};
@@ -92,32 +99,44 @@ fn escape(text: &str) -> String {
 /// The package URL of a package found in an image with `distro` (os-release's `ID`,
 /// `VERSION_ID`).
 fn purl(package: &Package, distro: Option<&(String, String)>) -> String {
+    let name = escape(&package.name);
     let version = escape(&package.version);
-    let mut qualifiers = Vec::new();
-    let system = |default: &str| {
-        let id = distro.map_or(default, |(id, _)| id.as_str()).to_owned();
-        (
-            escape(&id),
-            distro.map(|(id, version)| format!("{id}-{version}")),
-        )
-    };
-    let base = match package.ecosystem {
-        Ecosystem::Deb | Ecosystem::Apk => {
-            let (kind, default) = match package.ecosystem {
-                Ecosystem::Deb => ("deb", "debian"),
-                _ => ("apk", "alpine"),
+    match package.ecosystem {
+        Ecosystem::Deb | Ecosystem::Apk | Ecosystem::Rpm => {
+            // A distribution's package: its namespace is the distribution; an RPM's
+            // `EPOCH:VERSION-RELEASE` has its epoch as a qualifier.
+            let (kind, default, epoch, version) = match package.ecosystem {
+                Ecosystem::Deb => ("deb", Some("debian"), None, version),
+                Ecosystem::Apk => ("apk", Some("alpine"), None, version),
+                _ => match package.version.split_once(':') {
+                    Some((epoch, version)) => ("rpm", None, Some(epoch), escape(version)),
+                    None => ("rpm", None, None, version),
+                },
             };
-            let (namespace, distro) = system(default);
+            let mut qualifiers = Vec::new();
             if let Some(arch) = &package.arch {
                 qualifiers.push(format!("arch={}", escape(arch)));
             }
-            if let Some(distro) = distro {
-                qualifiers.push(format!("distro={}", escape(&distro)));
+            if let Some((id, version_id)) = distro {
+                qualifiers.push(format!("distro={}", escape(&format!("{id}-{version_id}"))));
+            }
+            if let Some(epoch) = epoch {
+                qualifiers.push(format!("epoch={}", escape(epoch)));
             }
             if let Some(source) = &package.source {
                 qualifiers.push(format!("upstream={}", escape(source)));
             }
-            format!("pkg:{kind}/{namespace}/{}@{version}", escape(&package.name))
+            let namespace = distro
+                .map(|(id, _)| id.as_str())
+                .or(default)
+                .map(|id| format!("{}/", escape(id)))
+                .unwrap_or_default();
+            let base = format!("pkg:{kind}/{namespace}{name}@{version}");
+            if qualifiers.is_empty() {
+                base
+            } else {
+                format!("{base}?{}", qualifiers.join("&"))
+            }
         }
         Ecosystem::Python => {
             // PEP 503 normalization, as the purl spec asks for pypi names.
@@ -137,14 +156,19 @@ fn purl(package: &Package, distro: Option<&(String, String)>) -> String {
             Some((scope, name)) => {
                 format!("pkg:npm/%40{}/{}@{version}", escape(scope), escape(name))
             }
-            None => format!("pkg:npm/{}@{version}", escape(&package.name)),
+            None => format!("pkg:npm/{name}@{version}"),
         },
-        Ecosystem::Cargo => format!("pkg:cargo/{}@{version}", escape(&package.name)),
-    };
-    if qualifiers.is_empty() {
-        base
-    } else {
-        format!("{base}?{}", qualifiers.join("&"))
+        Ecosystem::Cargo | Ecosystem::RustBinary => format!("pkg:cargo/{name}@{version}"),
+        Ecosystem::GoModule => {
+            // The module path's segments are the namespace and name; the standard library's
+            // version is Go's without its `go`.
+            let path: Vec<String> = package.name.split('/').map(escape).collect();
+            let version = match package.name.as_str() {
+                "stdlib" => escape(package.version.trim_start_matches("go")),
+                _ => version,
+            };
+            format!("pkg:golang/{}@{version}", path.join("/"))
+        }
     }
 }
 
@@ -324,6 +348,24 @@ mod tests {
         assert_eq!(purl(&npm, None), "pkg:npm/%40types/node@20.1.0");
         let cargo = package(Ecosystem::Cargo, "ripgrep", "14.1.0");
         assert_eq!(purl(&cargo, None), "pkg:cargo/ripgrep@14.1.0");
+        let crate_in_binary = package(Ecosystem::RustBinary, "itoa", "1.0.11");
+        assert_eq!(purl(&crate_in_binary, None), "pkg:cargo/itoa@1.0.11");
+        let fedora = Some(("fedora".to_owned(), "40".to_owned()));
+        let mut dbus = package(Ecosystem::Rpm, "dbus-libs", "1:1.14.10-3.fc40");
+        dbus.arch = Some("x86_64".to_owned());
+        dbus.source = Some("dbus-1.14.10-3.fc40.src.rpm".to_owned());
+        assert_eq!(
+            purl(&dbus, fedora.as_ref()),
+            "pkg:rpm/fedora/dbus-libs@1.14.10-3.fc40?arch=x86_64&distro=fedora-40&epoch=1&upstream=dbus-1.14.10-3.fc40.src.rpm"
+        );
+        let go = package(Ecosystem::GoModule, "github.com/google/uuid", "v1.3.0");
+        assert_eq!(purl(&go, None), "pkg:golang/github.com/google/uuid@v1.3.0");
+        let stdlib = package(Ecosystem::GoModule, "stdlib", "go1.19.8");
+        assert_eq!(purl(&stdlib, None), "pkg:golang/stdlib@1.19.8");
+        let main = package(Ecosystem::GoModule, "example.com/app", "(devel)");
+        assert_eq!(purl(&main, None), "pkg:golang/example.com/app@%28devel%29");
+        let bare = package(Ecosystem::Rpm, "gpg-pubkey", "a15b79cc-63d04c2c");
+        assert_eq!(purl(&bare, None), "pkg:rpm/gpg-pubkey@a15b79cc-63d04c2c");
     }
 
     #[test]

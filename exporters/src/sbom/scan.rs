@@ -1,9 +1,11 @@
-//! Finds the package databases in an image's file system and reads them (`catalog.rs`).
+//! Finds the package databases in an image's file system and reads them (`catalog.rs`,
+//! `rpm.rs`), and the executables of its binary directories (`binary.rs`).
 //!
 //! The tree is walked once, without following symbolic links (a link is never a directory
 //! to enter), skipping `/proc`, `/sys` and `/dev`; every file is read through the image's
 //! [`Root`], so a link inside the image resolves inside it and never reaches the host. A
-//! database larger than [`MAX_DATABASE_BYTES`] is left out with a warning.
+//! database larger than [`MAX_DATABASE_BYTES`] is left out with a warning, and so are the
+//! executables past the first [`binary::MAX_BINARIES`].
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use kiln_fsutil::Root;
 
 use super::catalog::{self, Package};
+use super::{binary, rpm};
 
 /// The largest package database read (a Debian system's `status` is a few MiB).
 pub(crate) const MAX_DATABASE_BYTES: u64 = 64 << 20;
@@ -109,6 +112,7 @@ fn os_release(text: &str) -> Option<(String, String)> {
 pub(crate) fn scan(dir: &Path) -> Scan {
     let root = Root::new(dir);
     let mut found: Vec<PathBuf> = Vec::new();
+    let mut binaries: Vec<PathBuf> = Vec::new();
     let mut stack = vec![PathBuf::from("/")];
     let mut seen = 0usize;
     while let Some(container) = stack.pop() {
@@ -140,20 +144,41 @@ pub(crate) fn scan(dir: &Path) -> Scan {
                 {
                     stack.push(path);
                 }
-            } else if kind.is_file() && database(&path).is_some() {
-                found.push(path);
+            } else if kind.is_file() {
+                if database(&path).is_some() || rpm::is_database(&path) {
+                    found.push(path);
+                } else if binary::is_candidate(&path) {
+                    if binaries.len() < binary::MAX_BINARIES {
+                        binaries.push(path);
+                    } else if binaries.len() == binary::MAX_BINARIES {
+                        tracing::warn!(
+                            "SBOM: read the first {} executables only",
+                            binary::MAX_BINARIES
+                        );
+                        binaries.push(path);
+                    }
+                }
             }
         }
     }
     found.sort();
+    binaries.truncate(binary::MAX_BINARIES);
+    binaries.sort();
     let mut packages = Vec::new();
     for path in found {
-        let (Some(parse), Some(location)) = (database(&path), path.to_str()) else {
+        let Some(location) = path.to_str() else {
             continue;
         };
-        if let Some(bytes) = read_capped(&root, location, MAX_DATABASE_BYTES) {
+        if rpm::is_database(&path) {
+            packages.extend(rpm::packages(&root, location));
+        } else if let Some(parse) = database(&path)
+            && let Some(bytes) = read_capped(&root, location, MAX_DATABASE_BYTES)
+        {
             packages.extend(parse(&bytes, location));
         }
+    }
+    for location in binaries.iter().filter_map(|p| p.to_str()) {
+        packages.extend(binary::packages(&root, location));
     }
     packages.sort();
     packages.dedup_by(|a, b| {
@@ -217,5 +242,50 @@ mod tests {
         let names: Vec<&str> = scan.packages.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["bash", "six", "@scope/left-pad"]);
         assert_eq!(scan.distro, Some(("debian".to_owned(), "12".to_owned())));
+    }
+
+    #[test]
+    fn rpm_databases_and_binaries_are_found_once_each() {
+        let image = tempfile::tempdir().unwrap();
+        let dir = image.path();
+        let sbom = kiln_testdata::sbom_dir();
+        // Fedora's layout: the database in /usr/lib/sysimage, /var/lib/rpm a link to it.
+        fs_err::create_dir_all(dir.join("usr/lib/sysimage/rpm")).unwrap();
+        fs_err::copy(
+            sbom.join("rpmdb.sqlite"),
+            dir.join("usr/lib/sysimage/rpm/rpmdb.sqlite"),
+        )
+        .unwrap();
+        fs_err::create_dir_all(dir.join("var/lib")).unwrap();
+        std::os::unix::fs::symlink("../../usr/lib/sysimage/rpm", dir.join("var/lib/rpm")).unwrap();
+        // The binary where binaries are, and where they are not looked for.
+        for path in ["usr/local/bin/hello", "usr/share/doc/hello"] {
+            fs_err::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+            fs_err::copy(sbom.join("hello-auditable"), dir.join(path)).unwrap();
+        }
+        // A binary that is a link to a host file: read inside the image (missing).
+        let outside = tempfile::tempdir().unwrap();
+        fs_err::copy(sbom.join("hello-auditable"), outside.path().join("hello")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("hello"),
+            dir.join("usr/local/bin/linked"),
+        )
+        .unwrap();
+        let scan = scan(dir);
+        let found: Vec<(&str, &str, &str)> = scan
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.location.as_str()))
+            .collect();
+        let rpmdb = "/usr/lib/sysimage/rpm/rpmdb.sqlite";
+        assert_eq!(
+            found,
+            [
+                ("hello-auditable", "0.1.0", "/usr/local/bin/hello"),
+                ("itoa", "1.0.11", "/usr/local/bin/hello"),
+                ("hello-kiln", "1.2.3-4", rpmdb),
+                ("tool-kiln", "2:0.9-1.fc40", rpmdb),
+            ]
+        );
     }
 }
