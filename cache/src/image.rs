@@ -241,10 +241,9 @@ impl Store {
             })
             .collect();
         let (chain, size) = self.store_layers(&layers)?;
-        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
-        self.record_blob(
+        self.put_blob(
+            &image.manifest,
             &image.manifest_digest,
-            image.manifest.len() as u64,
             Some(&image.manifest_media_type),
         )?;
         let record = ImageRecord {
@@ -318,10 +317,9 @@ impl Store {
         record: &ImageRecord,
         image: &Image,
     ) -> Result<ImageRecord, Error> {
-        self.write_blob(&image.manifest, Some(&image.manifest_digest))?;
-        self.record_blob(
+        self.put_blob(
+            &image.manifest,
             &image.manifest_digest,
-            image.manifest.len() as u64,
             Some(&image.manifest_media_type),
         )?;
         let mut updated = record.clone();
@@ -345,9 +343,7 @@ impl Store {
 
     /// Writes and records an image's config blob.
     fn store_config(&self, config: &[u8], digest: &Digest) -> Result<(), Error> {
-        self.write_blob(config, Some(digest))?;
-        self.record_blob(digest, config.len() as u64, Some(MEDIA_TYPE_OCI_CONFIG))?;
-        Ok(())
+        self.put_blob(config, digest, Some(MEDIA_TYPE_OCI_CONFIG))
     }
 
     /// Makes the snapshots of `layers`' chain IDs so `FROM name` and `kiln run name` find

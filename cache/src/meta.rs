@@ -322,14 +322,8 @@ impl Meta {
         table: Table,
         key: &str,
     ) -> Result<Option<T>, Error> {
-        let shared = &*self.shared;
-        shared.call(|state| {
-            let db = &state.held.as_ref().expect("held during a call").db;
-            let txn = db.begin_read().map_err(|e| Error::db(&shared.path, e))?;
-            let t = txn
-                .open_table(table.0)
-                .map_err(|e| Error::db(&shared.path, e))?;
-            let Some(value) = t.get(key).map_err(|e| Error::db(&shared.path, e))? else {
+        self.read(table, |t, path| {
+            let Some(value) = t.get(key).map_err(|e| Error::db(path, e))? else {
                 return Ok(None);
             };
             decode(key, value.value()).map(Some)
@@ -341,6 +335,22 @@ impl Meta {
         &self,
         table: Table,
     ) -> Result<Vec<(String, T)>, Error> {
+        self.read(table, |t, path| {
+            let mut out = Vec::new();
+            for item in t.iter().map_err(|e| Error::db(path, e))? {
+                let (k, v) = item.map_err(|e| Error::db(path, e))?;
+                out.push((k.value().to_owned(), decode(k.value(), v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs `read` on `table` in a read transaction, with the database's path for its errors.
+    fn read<R>(
+        &self,
+        table: Table,
+        read: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>, &Path) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let shared = &*self.shared;
         shared.call(|state| {
             let db = &state.held.as_ref().expect("held during a call").db;
@@ -348,12 +358,7 @@ impl Meta {
             let t = txn
                 .open_table(table.0)
                 .map_err(|e| Error::db(&shared.path, e))?;
-            let mut out = Vec::new();
-            for item in t.iter().map_err(|e| Error::db(&shared.path, e))? {
-                let (k, v) = item.map_err(|e| Error::db(&shared.path, e))?;
-                out.push((k.value().to_owned(), decode(k.value(), v.value())?));
-            }
-            Ok(out)
+            read(&t, &shared.path)
         })
     }
 }

@@ -588,18 +588,6 @@ fn local_image(
     Ok(Some(image))
 }
 
-/// Stores a manifest or index blob that was fetched and verified, with its media type.
-fn keep_manifest(
-    store: &Store,
-    bytes: &[u8],
-    digest: &Digest,
-    media_type: Option<&str>,
-) -> Result<(), Error> {
-    store.write_blob(bytes, Some(digest))?;
-    store.record_blob(digest, bytes.len() as u64, media_type)?;
-    Ok(())
-}
-
 async fn pull_from(
     store: &Arc<Store>,
     reference: &Reference,
@@ -636,12 +624,7 @@ async fn pull_from(
                 reference: reference.whole(),
             })?;
         let digest = parse_digest(&entry.digest, "index entry")?;
-        keep_manifest(
-            store,
-            &bytes,
-            &manifest_digest,
-            manifest.media_type.as_deref(),
-        )?;
+        store.put_blob(&bytes, &manifest_digest, manifest.media_type.as_deref())?;
         index = Some(manifest_digest);
         let by_digest = source.reference.clone_with_digest(entry.digest.clone());
         (bytes, manifest_digest) = source.manifest(&by_digest, Some(&digest)).await?;
@@ -737,12 +720,7 @@ async fn pull_from(
         )
         .await?
     };
-    keep_manifest(
-        store,
-        &bytes,
-        &manifest_digest,
-        manifest.media_type.as_deref(),
-    )?;
+    store.put_blob(&bytes, &manifest_digest, manifest.media_type.as_deref())?;
     // The tag names the image this host runs; another platform's is recorded by its digest
     // (so `kiln run NAME` keeps running the host's after a `--platform` pull).
     let name = match reference.tag() {

@@ -263,6 +263,18 @@ impl Store {
         Ok(w.commit(expected)?.0)
     }
 
+    /// Writes a whole blob from memory, verified against `digest`, and records it in the
+    /// metadata with its `media_type`: a manifest, config or index made or fetched whole.
+    pub fn put_blob(
+        &self,
+        data: &[u8],
+        digest: &Digest,
+        media_type: Option<&str>,
+    ) -> Result<(), Error> {
+        self.write_blob(data, Some(digest))?;
+        self.record_blob(digest, data.len() as u64, media_type)
+    }
+
     /// Records a blob in the metadata (after it is on disk).
     pub fn record_blob(
         &self,

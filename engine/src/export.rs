@@ -164,29 +164,10 @@ fn context(
 
 /// Writes one result per platform (`--platform a,b`) to each output: images as an index of
 /// one image per platform, files in a folder per platform; answers what each output made.
-/// `definitions` are the LLB of each result, in order, for their provenance.
-pub fn export_platforms(
-    store: &Store,
-    results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],
-    outputs: &[Output],
-    pull: &kiln_cache::PullOptions,
-    attestations: Attestations,
-    definitions: &[Option<&pb::Definition>],
-) -> Result<Vec<ExportResponse>, Error> {
-    export_platforms_inline(
-        store,
-        results,
-        outputs,
-        pull,
-        attestations,
-        definitions,
-        &[],
-    )
-}
-
-/// As [`export_platforms`], each image config carrying the inline cache of the build keys of
-/// its own platform's result, `inline_caches[i]` for `results[i]` (`--cache-to type=inline`,
-/// as BuildKit embeds one per platform).
+/// `definitions` are the LLB of each result, in order, for their provenance. Each image config
+/// carries the inline cache of the build keys of its own platform's result, `inline_caches[i]`
+/// for `results[i]` (`--cache-to type=inline`, as BuildKit embeds one per platform; empty for
+/// none).
 pub fn export_platforms_inline(
     store: &Store,
     results: &[(kiln_llb::Platform, Ref, Option<kiln_frontend::ImageConfig>)],

@@ -30,5 +30,5 @@ pub use error::Error;
 pub use executor::{
     NETWORK_STATE, RUNNER_STATE, RunnerExecutor, default_network, emulator, executor, runnable,
 };
-pub use export::{export, export_platforms, export_platforms_inline, realize_results};
+pub use export::{export, export_platforms_inline, realize_results};
 pub use resolver::StoreResolver;

@@ -94,14 +94,12 @@ impl ImageIndex {
             "image index",
         )?;
         let digest = Digest::from_bytes(&index);
-        store.write_blob(&index, Some(&digest))?;
-        store.record_blob(&digest, index.len() as u64, Some(media_type))?;
+        store.put_blob(&index, &digest, Some(media_type))?;
         for (_, image) in &images {
             // Every manifest and config is a blob of the store, found by the index's digests.
-            store.write_blob(&image.manifest, Some(&image.manifest_digest))?;
-            store.record_blob(
+            store.put_blob(
+                &image.manifest,
                 &image.manifest_digest,
-                image.manifest.len() as u64,
                 Some(&image.manifest_media_type),
             )?;
             store.write_blob(&image.config, Some(&image.config_digest))?;

@@ -260,17 +260,10 @@ impl TreeCopy<'_> {
             .open(dst)?;
         // On the std files, so the copy is done in the kernel (copy_file_range).
         io::copy(from.file_mut(), to.file_mut())?;
-        let owner = self.owner.unwrap_or(Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        });
+        let owner = self.owner_of(meta);
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dst.display()));
         std::os::unix::fs::fchown(to.file(), Some(owner.uid), Some(owner.gid)).map_err(named)?;
-        let own = meta.mode() & 0o7777;
-        let mode = match self.mode {
-            Some(mode) => mode(own, false),
-            None => own,
-        };
+        let mode = self.mode_of(meta);
         to.file()
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(named)?;
@@ -281,29 +274,17 @@ impl TreeCopy<'_> {
                 }
             }
         }
-        let mtime = self
-            .time
-            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
-        let atime = self
-            .time
-            .unwrap_or_else(|| FileTime::from_last_access_time(meta));
+        let (atime, mtime) = self.times_of(meta);
         filetime::set_file_handle_times(to.file(), Some(atime), Some(mtime)).map_err(named)
     }
 
     /// Mode, owner, xattrs and times of a copied entry.
     fn finish(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         let is_link = meta.file_type().is_symlink();
-        let owner = self.owner.unwrap_or(Owner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-        });
+        let owner = self.owner_of(meta);
         std::os::unix::fs::lchown(dst, Some(owner.uid), Some(owner.gid))?;
         if !is_link {
-            let own = meta.mode() & 0o7777;
-            let mode = match self.mode {
-                Some(mode) => mode(own, meta.is_dir()),
-                None => own,
-            };
+            let mode = self.mode_of(meta);
             fs_err::set_permissions(dst, std::fs::Permissions::from_mode(mode))?;
             if let Ok(names) = xattr::list(src) {
                 for name in names.filter(|n| !is_overlay_xattr(n)) {
@@ -313,13 +294,37 @@ impl TreeCopy<'_> {
                 }
             }
         }
-        let mtime = self
-            .time
-            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
+        let (atime, mtime) = self.times_of(meta);
+        filetime::set_symlink_file_times(dst, atime, mtime)
+    }
+
+    /// The owner a copy of the entry of `meta` gets: the one set, else the source's.
+    fn owner_of(&self, meta: &std::fs::Metadata) -> Owner {
+        self.owner.unwrap_or(Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+
+    /// The permission bits a copy of the entry of `meta` gets: the source's, changed as set.
+    fn mode_of(&self, meta: &std::fs::Metadata) -> u32 {
+        let own = meta.mode() & 0o7777;
+        match self.mode {
+            Some(mode) => mode(own, meta.is_dir()),
+            None => own,
+        }
+    }
+
+    /// The access and modification times a copy of the entry of `meta` gets: the time set,
+    /// else the source's.
+    fn times_of(&self, meta: &std::fs::Metadata) -> (FileTime, FileTime) {
         let atime = self
             .time
             .unwrap_or_else(|| FileTime::from_last_access_time(meta));
-        filetime::set_symlink_file_times(dst, atime, mtime)
+        let mtime = self
+            .time
+            .unwrap_or_else(|| FileTime::from_last_modification_time(meta));
+        (atime, mtime)
     }
 }
 

@@ -171,15 +171,21 @@ pub fn dot_string(s: &str) -> String {
 
 /// A JSON array of strings, encoded as Go's `json.Marshal` does.
 pub(crate) fn go_json_strings(values: &[String]) -> String {
-    let mut out = String::from("[");
+    let mut out = String::new();
+    write_list(&mut out, values, |out, v| write_str(out, v));
+    out
+}
+
+/// Writes `values` as a JSON array, each item with `write`.
+fn write_list<T>(out: &mut String, values: &[T], mut write: impl FnMut(&mut String, &T)) {
+    out.push('[');
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_str(&mut out, v);
+        write(out, v);
     }
     out.push(']');
-    out
 }
 
 /// Writes `s` as a JSON string the way Go's `encoding/json` does (HTML-safe).
@@ -275,32 +281,22 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn strs(&mut self, key: &str, values: &[String]) {
+    /// A non-empty list, each item written with `write`.
+    fn list<T>(&mut self, key: &str, values: &[T], write: impl FnMut(&mut String, &T)) {
         if !values.is_empty() {
             self.key(key);
-            self.out.push('[');
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                write_str(self.out, v);
-            }
-            self.out.push(']');
+            write_list(self.out, values, write);
         }
     }
 
+    fn strs(&mut self, key: &str, values: &[String]) {
+        self.list(key, values, |out, v| write_str(out, v));
+    }
+
     fn ints<T: Copy + Into<i64>>(&mut self, key: &str, values: &[T]) {
-        if !values.is_empty() {
-            self.key(key);
-            self.out.push('[');
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{}", (*v).into());
-            }
-            self.out.push(']');
-        }
+        self.list(key, values, |out, v| {
+            let _ = write!(out, "{}", (*v).into());
+        });
     }
 
     fn msg<T: ToJson>(&mut self, key: &str, value: Option<&T>) {
@@ -311,17 +307,7 @@ impl<'a> Obj<'a> {
     }
 
     fn msgs<T: ToJson>(&mut self, key: &str, values: &[T]) {
-        if !values.is_empty() {
-            self.key(key);
-            self.out.push('[');
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                v.write_json(self.out);
-            }
-            self.out.push(']');
-        }
+        self.list(key, values, |out, v| v.write_json(out));
     }
 
     fn map<V>(
@@ -361,8 +347,13 @@ trait ToJson {
     fn write_json(&self, out: &mut String);
 }
 
-/// Implements [`ToJson`] for a message: `field => kind` pairs in Go struct order.
+/// Implements [`ToJson`] for a message (or several with the same fields): `field => kind`
+/// pairs in Go struct order.
 macro_rules! json_message {
+    ($first:ty, $($rest:ty),+ { $($fields:tt)* }) => {
+        json_message!($first { $($fields)* });
+        json_message!($($rest),+ { $($fields)* });
+    };
     ($ty:ty { $($key:literal => $kind:ident ($($field:tt)+)),* $(,)? }) => {
         impl ToJson for $ty {
             fn write_json(&self, out: &mut String) {
@@ -385,19 +376,11 @@ macro_rules! json_message {
     (@field $obj:ident, $self:ident, $key:literal, map_str, $field:ident) => { $obj.map_str($key, &$self.$field) };
     (@field $obj:ident, $self:ident, $key:literal, map_bool, $field:ident) => { $obj.map_bool($key, &$self.$field) };
     (@field $obj:ident, $self:ident, $key:literal, map_msg, $field:ident) => { $obj.map_msg($key, &$self.$field) };
-    (@field $obj:ident, $self:ident, $key:literal, bytes_list, $field:ident) => {{
-        if !$self.$field.is_empty() {
-            $obj.key($key);
-            $obj.out.push('[');
-            for (i, v) in $self.$field.iter().enumerate() {
-                if i > 0 {
-                    $obj.out.push(',');
-                }
-                write_str($obj.out, &base64::engine::general_purpose::STANDARD.encode(v));
-            }
-            $obj.out.push(']');
-        }
-    }};
+    (@field $obj:ident, $self:ident, $key:literal, bytes_list, $field:ident) => {
+        $obj.list($key, &$self.$field, |out, v| {
+            write_str(out, &base64::engine::general_purpose::STANDARD.encode(v))
+        })
+    };
 }
 
 impl ToJson for pb::Op {
@@ -512,14 +495,8 @@ json_message!(pb::Mount {
 });
 json_message!(pb::TmpfsOpt { "size" => int(size) });
 json_message!(pb::CacheOpt { "ID" => str(id), "sharing" => int(sharing) });
-json_message!(pb::SecretOpt {
-    "ID" => str(id),
-    "uid" => uint(uid),
-    "gid" => uint(gid),
-    "mode" => uint(mode),
-    "optional" => bool(optional),
-});
-json_message!(pb::SshOpt {
+// A secret's and an SSH socket's mount options are the same fields.
+json_message!(pb::SecretOpt, pb::SshOpt {
     "ID" => str(id),
     "uid" => uint(uid),
     "gid" => uint(gid),

@@ -145,6 +145,15 @@ struct Solved {
     result: OnceCell<Result<Ref, String>>,
 }
 
+/// Whose files a file request of the frontend (`ReadFile`, `ReadDir`, `StatFile`) reads.
+#[derive(Clone, Copy)]
+enum FilesOf {
+    /// The solved result of the ref named.
+    Result,
+    /// A mount of the container named (its `...Container` call).
+    Container,
+}
+
 /// The bridge of one frontend run.
 pub(crate) struct Bridge {
     pub(super) session: Arc<Session>,
@@ -284,6 +293,63 @@ impl Bridge {
         blocking(move || read(&Root::layered(layers))).await
     }
 
+    /// Reads with `read`, on the blocking pool, the files a request names: the result of ref
+    /// `id`, or mount `mount_index` of the container `id`.
+    async fn read_files<T: Send + 'static>(
+        &self,
+        of: FilesOf,
+        id: &str,
+        mount_index: i32,
+        read: impl FnOnce(&Root) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        match of {
+            FilesOf::Result => self.read_result(id, read).await,
+            FilesOf::Container => self.read_container(id, mount_index, read).await,
+        }
+    }
+
+    /// `ReadFile` of a ref's result or a container's mount.
+    async fn read_file_of(
+        &self,
+        of: FilesOf,
+        request: ReadFileRequest,
+    ) -> Result<Response<ReadFileResponse>, Status> {
+        let data = self
+            .read_files(of, &request.r#ref, request.mount_index, move |root| {
+                files::read_file(root, &request.file_path, request.range)
+            })
+            .await?;
+        Ok(Response::new(ReadFileResponse { data }))
+    }
+
+    /// `ReadDir` of a ref's result or a container's mount.
+    async fn read_dir_of(
+        &self,
+        of: FilesOf,
+        request: ReadDirRequest,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        let entries = self
+            .read_files(of, &request.r#ref, request.mount_index, move |root| {
+                files::read_dir(root, &request.dir_path, &request.include_pattern)
+            })
+            .await?;
+        Ok(Response::new(ReadDirResponse { entries }))
+    }
+
+    /// `StatFile` of a ref's result or a container's mount.
+    async fn stat_file_of(
+        &self,
+        of: FilesOf,
+        request: StatFileRequest,
+    ) -> Result<Response<StatFileResponse>, Status> {
+        let stat = self
+            .read_files(of, &request.r#ref, request.mount_index, move |root| {
+                files::stat(root, &request.path)
+            })
+            .await?;
+        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+    }
+
     async fn solve_once(&self, solved: &Solved) -> Result<Ref, Status> {
         if let Some((frontend, _)) = &solved.frontend {
             return Err(Status::unimplemented(format!(
@@ -365,19 +431,7 @@ impl Bridge {
         let result = Box::pin(frontend.run(self.session.clone(), self.reporter.clone()))
             .await
             .map_err(|e| Status::unknown(kiln_llb::error_chain(&e)))?;
-        let definition = match result.definition {
-            Some(definition) => {
-                let loaded =
-                    LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
-                        Status::invalid_argument(crate::control::error_text(
-                            "invalid Definition",
-                            &e,
-                        ))
-                    })?;
-                Some((definition, loaded))
-            }
-            None => None,
-        };
+        let definition = result.definition.map(loaded).transpose()?;
         let def = definition.as_ref().map(|(d, _)| d.clone());
         let id = match def {
             None => String::new(),
@@ -461,6 +515,14 @@ impl Bridge {
             .map_err(|e| Status::internal(e.to_string()))?
         }
     }
+}
+
+/// `definition` with its loaded form, or the frontend's error that it is not valid.
+fn loaded(definition: Definition) -> Result<(Definition, LoadedDefinition), Status> {
+    let loaded = LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
+        Status::invalid_argument(crate::control::error_text("invalid Definition", &e))
+    })?;
+    Ok((definition, loaded))
 }
 
 /// The capability list of a `Pong`.
@@ -601,19 +663,12 @@ impl LlbBridge for Arc<Bridge> {
         if !request.frontend.is_empty() {
             return self.forward(request).await;
         }
-        let definition = match request.definition.take().filter(|d| !d.def.is_empty()) {
-            None => None,
-            Some(definition) => {
-                let loaded =
-                    LoadedDefinition::from_definition(definition.clone()).map_err(|e| {
-                        Status::invalid_argument(crate::control::error_text(
-                            "invalid Definition",
-                            &e,
-                        ))
-                    })?;
-                Some((definition, loaded))
-            }
-        };
+        let definition = request
+            .definition
+            .take()
+            .filter(|d| !d.def.is_empty())
+            .map(loaded)
+            .transpose()?;
         let def = definition.as_ref().map(|(d, _)| d.clone());
         let solved = Solved {
             definition,
@@ -635,76 +690,48 @@ impl LlbBridge for Arc<Bridge> {
         &self,
         request: Request<ReadFileRequest>,
     ) -> Result<Response<ReadFileResponse>, Status> {
-        let request = request.into_inner();
-        let data = self
-            .read_result(&request.r#ref, move |root| {
-                files::read_file(root, &request.file_path, request.range)
-            })
-            .await?;
-        Ok(Response::new(ReadFileResponse { data }))
+        self.read_file_of(FilesOf::Result, request.into_inner())
+            .await
     }
 
     async fn read_dir(
         &self,
         request: Request<ReadDirRequest>,
     ) -> Result<Response<ReadDirResponse>, Status> {
-        let request = request.into_inner();
-        let entries = self
-            .read_result(&request.r#ref, move |root| {
-                files::read_dir(root, &request.dir_path, &request.include_pattern)
-            })
-            .await?;
-        Ok(Response::new(ReadDirResponse { entries }))
+        self.read_dir_of(FilesOf::Result, request.into_inner())
+            .await
     }
 
     async fn stat_file(
         &self,
         request: Request<StatFileRequest>,
     ) -> Result<Response<StatFileResponse>, Status> {
-        let request = request.into_inner();
-        let stat = self
-            .read_result(&request.r#ref, move |root| files::stat(root, &request.path))
-            .await?;
-        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+        self.stat_file_of(FilesOf::Result, request.into_inner())
+            .await
     }
 
     async fn read_file_container(
         &self,
         request: Request<ReadFileRequest>,
     ) -> Result<Response<ReadFileResponse>, Status> {
-        let request = request.into_inner();
-        let data = self
-            .read_container(&request.r#ref, request.mount_index, move |root| {
-                files::read_file(root, &request.file_path, request.range)
-            })
-            .await?;
-        Ok(Response::new(ReadFileResponse { data }))
+        self.read_file_of(FilesOf::Container, request.into_inner())
+            .await
     }
 
     async fn read_dir_container(
         &self,
         request: Request<ReadDirRequest>,
     ) -> Result<Response<ReadDirResponse>, Status> {
-        let request = request.into_inner();
-        let entries = self
-            .read_container(&request.r#ref, request.mount_index, move |root| {
-                files::read_dir(root, &request.dir_path, &request.include_pattern)
-            })
-            .await?;
-        Ok(Response::new(ReadDirResponse { entries }))
+        self.read_dir_of(FilesOf::Container, request.into_inner())
+            .await
     }
 
     async fn stat_file_container(
         &self,
         request: Request<StatFileRequest>,
     ) -> Result<Response<StatFileResponse>, Status> {
-        let request = request.into_inner();
-        let stat = self
-            .read_container(&request.r#ref, request.mount_index, move |root| {
-                files::stat(root, &request.path)
-            })
-            .await?;
-        Ok(Response::new(StatFileResponse { stat: Some(stat) }))
+        self.stat_file_of(FilesOf::Container, request.into_inner())
+            .await
     }
 
     async fn evaluate(

@@ -94,18 +94,7 @@ impl Plan<'_> {
         Ok(DispatchResult {
             stages: done
                 .into_iter()
-                .map(|d| {
-                    d.unwrap_or_else(|| Dispatched {
-                        state: scratch(),
-                        image: ImageConfig::default(),
-                        env: Vec::new(),
-                        cwd: "/".to_owned(),
-                        build_args: Vec::new(),
-                        cmd_index: 0,
-                        cmd_set: false,
-                        seen: Seen::default(),
-                    })
-                })
+                .map(|d| d.unwrap_or_else(|| Dispatched::new(scratch(), ImageConfig::default())))
                 .collect(),
             context_paths,
         })
@@ -161,16 +150,7 @@ impl Plan<'_> {
                 }
                 let empty = config.rootfs.diff_ids.is_empty()
                     && config.history.iter().all(|h| h.empty_layer);
-                let mut d = Dispatched {
-                    state: scratch().platform(platform.clone()),
-                    image: config,
-                    env: Vec::new(),
-                    cwd: "/".to_owned(),
-                    build_args: Vec::new(),
-                    cmd_index: 0,
-                    cmd_set: false,
-                    seen: Seen::default(),
-                };
+                let mut d = Dispatched::new(scratch().platform(platform.clone()), config);
                 if !empty {
                     let name = d.prefix(plan, &format!("FROM {pinned}"));
                     let command = plan.stage.source_code.clone();
@@ -204,11 +184,12 @@ impl Plan<'_> {
 }
 
 impl Dispatched {
-    /// A stage on `state` with an empty image configuration (scratch, a directory).
-    fn empty(state: State, platform: &kiln_llb::pb::Platform) -> Self {
+    /// A stage starting on `state` with the image configuration `image`: no instruction
+    /// dispatched yet.
+    fn new(state: State, image: ImageConfig) -> Self {
         Self {
             state,
-            image: ImageConfig::empty(&platform.os, &platform.architecture),
+            image,
             env: Vec::new(),
             cwd: "/".to_owned(),
             build_args: Vec::new(),
@@ -216,6 +197,14 @@ impl Dispatched {
             cmd_set: false,
             seen: Seen::default(),
         }
+    }
+
+    /// A stage on `state` with an empty image configuration (scratch, a directory).
+    fn empty(state: State, platform: &kiln_llb::pb::Platform) -> Self {
+        Self::new(
+            state,
+            ImageConfig::empty(&platform.os, &platform.architecture),
+        )
     }
 
     /// `[name n/total] text` as BuildKit names ops in progress output.

@@ -168,15 +168,20 @@ pub(super) fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ErrorKind> {
     }
 }
 
+/// Where a word scanner of a line ([`extract_flags`], [`parse_words`]) is.
+#[derive(PartialEq)]
+enum Phase {
+    /// Between words.
+    Spaces,
+    /// In a word, outside quotes.
+    Word,
+    /// In a word, inside this quote.
+    Quote(char),
+}
+
 /// Separates leading `--flag` words (quotes and escapes removed) from the rest of the line.
 /// A `--` word ends the flags and is dropped.
 pub(super) fn extract_flags(line: &str, escape: char) -> (&str, Vec<String>) {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote(char),
-    }
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
@@ -238,12 +243,6 @@ pub(super) fn extract_flags(line: &str, escape: char) -> (&str, Vec<String>) {
 
 /// Splits on whitespace keeping quotes and escapes in the words (they are interpreted later).
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote(char),
-    }
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();

@@ -40,6 +40,17 @@ fn block_on<T>(step: &str, future: impl Future<Output = Result<T>>) -> Result<T>
         .block_on(future)
 }
 
+/// Runs `work` on a thread of its own (one that may leave the caller's namespaces for good);
+/// a panic of it is answered as a failure of `step`.
+fn on_own_thread<T: Send>(step: &str, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|_| Err(failed(step, "the thread panicked")))
+    })
+}
+
 /// The index of link `name`, `None` when there is none.
 async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>> {
     match handle
@@ -126,122 +137,103 @@ pub(crate) fn create_namespace(
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<()> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| namespace_thread(path, bridge, veth, address, prefix, gateway))
-            .join()
-            .unwrap_or_else(|_| {
-                Err(failed(
-                    "create the network namespace",
-                    "the thread panicked",
-                ))
-            })
-    })
-}
-
-/// The body of [`create_namespace`], on a thread of its own: it leaves the host's network
-/// namespace for good.
-fn namespace_thread(
-    path: &Path,
-    bridge: &str,
-    veth: &str,
-    address: Ipv4Addr,
-    prefix: u8,
-    gateway: Ipv4Addr,
-) -> Result<()> {
     let step = "create the network namespace";
-    block_on(step, async {
-        // Opened before the unshare: it stays in the host's namespace.
-        let (connection, host, _) = rtnetlink::new_connection().map_err(|e| failed(step, e))?;
-        tokio::spawn(connection);
-        let bridge_index = index_of(&host, bridge)
-            .await?
-            .ok_or_else(|| failed(step, format!("the bridge {bridge} is missing")))?;
+    // On a thread of its own: the unshare below leaves the host's network namespace for good.
+    on_own_thread(step, || {
+        block_on(step, async {
+            // Opened before the unshare: it stays in the host's namespace.
+            let (connection, host, _) = rtnetlink::new_connection().map_err(|e| failed(step, e))?;
+            tokio::spawn(connection);
+            let bridge_index = index_of(&host, bridge)
+                .await?
+                .ok_or_else(|| failed(step, format!("the bridge {bridge} is missing")))?;
 
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| failed(step, std::io::Error::from(e)))?;
-        crate::state::write_new(path, b"", 0o600)?;
-        nix::mount::mount(
-            Some("/proc/thread-self/ns/net"),
-            path,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| failed("bind-mount the network namespace", std::io::Error::from(e)))?;
-        let namespace = fs_err::File::open(path).map_err(|e| failed(step, e))?;
-        let (connection, inner, _) = rtnetlink::new_connection().map_err(|e| failed(step, e))?;
-        tokio::spawn(connection);
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| failed(step, std::io::Error::from(e)))?;
+            crate::state::write_new(path, b"", 0o600)?;
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/net"),
+                path,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| failed("bind-mount the network namespace", std::io::Error::from(e)))?;
+            let namespace = fs_err::File::open(path).map_err(|e| failed(step, e))?;
+            let (connection, inner, _) =
+                rtnetlink::new_connection().map_err(|e| failed(step, e))?;
+            tokio::spawn(connection);
 
-        let step = "create the veth pair";
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name("eth0".to_owned())
-            .setns_by_fd(namespace.as_raw_fd())
-            .build();
-        let pair = || {
-            LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                .name(veth.to_owned())
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.clone())))
-                .controller(bridge_index)
-                .up()
-                .build()
-        };
-        match host.link().add(pair()).execute().await {
-            Ok(()) => {}
-            // A pair of a dead attachment with this address, not yet gone with its namespace.
-            Err(err) if is_exists(&err) => {
-                if let Some(index) = index_of(&host, veth).await? {
+            let step = "create the veth pair";
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("eth0".to_owned())
+                .setns_by_fd(namespace.as_raw_fd())
+                .build();
+            let pair = || {
+                LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(veth.to_owned())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.clone())))
+                    .controller(bridge_index)
+                    .up()
+                    .build()
+            };
+            match host.link().add(pair()).execute().await {
+                Ok(()) => {}
+                // A pair of a dead attachment with this address, not yet gone with its namespace.
+                Err(err) if is_exists(&err) => {
+                    if let Some(index) = index_of(&host, veth).await? {
+                        host.link()
+                            .del(index)
+                            .execute()
+                            .await
+                            .map_err(|e| failed(step, e))?;
+                    }
                     host.link()
-                        .del(index)
+                        .add(pair())
                         .execute()
                         .await
                         .map_err(|e| failed(step, e))?;
                 }
-                host.link()
-                    .add(pair())
-                    .execute()
-                    .await
-                    .map_err(|e| failed(step, e))?;
+                Err(err) => return Err(failed(step, err)),
             }
-            Err(err) => return Err(failed(step, err)),
-        }
 
-        let step = "configure the container's network";
-        let fail = |e| failed(step, e);
-        let lo = index_of(&inner, "lo")
-            .await?
-            .ok_or_else(|| failed(step, "no loopback"))?;
-        inner
-            .link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(fail)?;
-        let eth0 = index_of(&inner, "eth0")
-            .await?
-            .ok_or_else(|| failed(step, "eth0 did not arrive"))?;
-        inner
-            .address()
-            .add(eth0, address.into(), prefix)
-            .execute()
-            .await
-            .map_err(fail)?;
-        inner
-            .link()
-            .set(LinkUnspec::new_with_index(eth0).up().build())
-            .execute()
-            .await
-            .map_err(fail)?;
-        inner
-            .route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gateway)
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(fail)?;
-        Ok(())
+            let step = "configure the container's network";
+            let fail = |e| failed(step, e);
+            let lo = index_of(&inner, "lo")
+                .await?
+                .ok_or_else(|| failed(step, "no loopback"))?;
+            inner
+                .link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(fail)?;
+            let eth0 = index_of(&inner, "eth0")
+                .await?
+                .ok_or_else(|| failed(step, "eth0 did not arrive"))?;
+            inner
+                .address()
+                .add(eth0, address.into(), prefix)
+                .execute()
+                .await
+                .map_err(fail)?;
+            inner
+                .link()
+                .set(LinkUnspec::new_with_index(eth0).up().build())
+                .execute()
+                .await
+                .map_err(fail)?;
+            inner
+                .route()
+                .add(
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(gateway)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(fail)?;
+            Ok(())
+        })
     })
 }

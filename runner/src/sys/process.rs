@@ -234,6 +234,20 @@ fn fail_step(step: Step, err: Errno) -> ! {
     fail(REPORT_STEP, step as u32, err)
 }
 
+/// Moves this process into the cgroups of `launch` (a `0` written to each `cgroup.procs`),
+/// from the host's mount namespace; the first failure is answered. Makes no allocation.
+fn join_cgroups(launch: &Launch) -> Result<(), Errno> {
+    for path in &launch.cgroup_procs {
+        let fd = open(
+            path.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        nix::unistd::write(&fd, b"0")?;
+    }
+    Ok(())
+}
+
 fn exit(code: i32) -> ! {
     // SAFETY: `_exit` ends the process at once without running atexit handlers or flushing
     // stdio buffers copied from the caller, which is what a forked child must do.
@@ -267,13 +281,7 @@ pub(crate) fn spawn(
         })
         .as_ref()
         .map_err(|err| ("open /proc/thread-self/ns/pid", *err))?;
-    let mut saved_mask = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&blocked_signals()),
-        Some(&mut saved_mask),
-    )
-    .map_err(|err| ("pthread_sigmask", err))?;
+    let saved_mask = block_signals()?;
     let forked = unshare(CloneFlags::CLONE_NEWPID)
         .map_err(|err| ("unshare(CLONE_NEWPID)", err))
         .and_then(|()| {
@@ -299,6 +307,19 @@ pub(crate) fn spawn(
         return Err(("setns(CLONE_NEWPID)", err));
     }
     Ok(child)
+}
+
+/// Blocks [`blocked_signals`] in the calling thread, so that a child forked now starts with
+/// them blocked; answers the thread's mask from before, to restore once the child is forked.
+fn block_signals() -> Result<SigSet, (&'static str, Errno)> {
+    let mut saved = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&blocked_signals()),
+        Some(&mut saved),
+    )
+    .map_err(|err| ("pthread_sigmask", err))?;
+    Ok(saved)
 }
 
 fn blocked_signals() -> SigSet {
@@ -369,16 +390,8 @@ fn container_process(launch: &Launch, fds: ChildFds, slots: &mut [RawFd]) -> ! {
     // outside the PID namespace, so `getppid` reads 0 and cannot tell whether it already died;
     // the caller also kills us by pid on every exit path.)
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    for path in &launch.cgroup_procs {
-        let joined = open(
-            path.as_c_str(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| nix::unistd::write(&fd, b"0"));
-        if let Err(err) = joined {
-            fail_step(Step::JoinCgroup, err);
-        }
+    if let Err(err) = join_cgroups(launch) {
+        fail_step(Step::JoinCgroup, err);
     }
     if let Some(path) = &launch.join_network {
         // Opened in the host's mount namespace, before the container gets its own.
@@ -470,13 +483,7 @@ pub(crate) fn spawn_joined(
     namespaces: &[(OwnedFd, CloneFlags)],
     fds: ChildFds,
 ) -> Result<Pid, (&'static str, Errno)> {
-    let mut saved_mask = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&blocked_signals()),
-        Some(&mut saved_mask),
-    )
-    .map_err(|err| ("pthread_sigmask", err))?;
+    let saved_mask = block_signals()?;
     // SAFETY: the child only makes syscalls on data prepared before the fork (see the module
     // documentation) and always ends in `_exit` or `execve`.
     let forked = unsafe { fork() };
@@ -499,16 +506,8 @@ fn joining_process(launch: &Launch, namespaces: &[(OwnedFd, CloneFlags)], fds: C
     };
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     // The cgroup files are the host's: join them before the mount namespace.
-    for path in &launch.cgroup_procs {
-        let joined = open(
-            path.as_c_str(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| nix::unistd::write(&fd, b"0"));
-        if let Err(err) = joined {
-            fail_early(Step::JoinCgroup, err);
-        }
+    if let Err(err) = join_cgroups(launch) {
+        fail_early(Step::JoinCgroup, err);
     }
     for (fd, kind) in namespaces {
         if let Err(err) = setns(fd, *kind) {

@@ -58,6 +58,14 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             })
     }
 
+    /// The name of vertex `digest` for messages and progress (empty for one not in the graph).
+    fn vertex_name(&self, digest: &Arc<str>) -> String {
+        self.graph
+            .get(digest)
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
+    }
+
     pub(super) fn context(&self, digest: &Arc<str>) -> OpContext {
         OpContext {
             vertex: digest.clone(),
@@ -72,11 +80,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             .cloned()
             .ok_or_else(|| SolveError::MissingOutput {
                 vertex: edge.vertex.clone(),
-                name: self
-                    .graph
-                    .get(&edge.vertex)
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default(),
+                name: self.vertex_name(&edge.vertex),
                 output: edge.output,
                 outputs: outputs.len(),
             })
@@ -91,11 +95,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             .await
             .map_err(|source| SolveError::Cache {
                 vertex: edge.vertex.clone(),
-                name: self
-                    .graph
-                    .get(&edge.vertex)
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default(),
+                name: self.vertex_name(&edge.vertex),
                 source: Arc::new(source),
             })?;
         Ok(result)
@@ -157,11 +157,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
         let mut reported = lock(&self.reported);
         for vertex in order {
             if reported.insert(vertex.clone()) {
-                let name = self
-                    .graph
-                    .get(&vertex)
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default();
+                let name = self.vertex_name(&vertex);
                 self.reporter.event(Event::Cached { vertex, name });
             }
         }
