@@ -506,7 +506,7 @@ fn build(
                 attest.sbom,
                 &pull,
             ))?;
-            let attestations = attest::attestations(
+            let attestations = kiln_engine::attestations(
                 &attest,
                 attest::request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
                 &record,
@@ -653,7 +653,7 @@ fn build(
             image_config.as_ref(),
             &pull,
             inline,
-            attest::attestations(
+            kiln_engine::attestations(
                 &attest,
                 attest::request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
                 &record,
