@@ -19,8 +19,12 @@ pub(super) fn requested(attrs: &HashMap<String, String>) -> Result<AttestationRe
 
 /// The attributes the provenance records, as BuildKit's `provenance.FilterArgs`: without the
 /// daemon's own (`platform`, `image-resolve-mode`, `cgroup-parent`, `cache-imports`) and the
-/// attestation requests.
+/// attestation requests, and with the credentials of the contexts' URLs masked.
 fn provenance_args(attrs: &HashMap<String, String>) -> BTreeMap<String, String> {
+    let context_key = attrs
+        .get("contextkey")
+        .filter(|k| !k.is_empty())
+        .map_or("context", String::as_str);
     attrs
         .iter()
         .filter(|(key, _)| {
@@ -29,8 +33,37 @@ fn provenance_args(attrs: &HashMap<String, String>) -> BTreeMap<String, String> 
                 "platform" | "image-resolve-mode" | "cgroup-parent" | "cache-imports"
             ) && !key.starts_with("attest:")
         })
-        .map(|(key, value)| (key.clone(), value.clone()))
+        .map(|(key, value)| {
+            let value = if key == context_key || key.starts_with("context:") {
+                redact_credentials(value)
+            } else {
+                value.clone()
+            };
+            (key.clone(), value)
+        })
         .collect()
+}
+
+/// A URL with the user and password of its authority masked (`https://xxxxx:xxxxx@host/…`),
+/// as BuildKit's `urlutil.RedactCredentials`; any other text as it is.
+fn redact_credentials(value: &str) -> String {
+    const MASK: &str = "xxxxx";
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return value.to_owned();
+    };
+    let masked = match user_info.split_once(':') {
+        Some(("", _)) => format!(":{MASK}"),
+        Some(_) => format!("{MASK}:{MASK}"),
+        None if user_info.is_empty() => String::new(),
+        None => MASK.to_owned(),
+    };
+    let at = if masked.is_empty() { "" } else { "@" };
+    format!("{scheme}://{masked}{at}{host}{path}")
 }
 
 /// The names of the local sources (`local://NAME`) of `definitions`.
@@ -118,6 +151,25 @@ mod tests {
         assert_eq!(facts.locals, ["assets", "dockerfile"]);
         assert_eq!(facts.config_path.as_deref(), Some("app.Dockerfile"));
         // An LLB build: no frontend, no Dockerfile.
+        // A context's credentials never reach the attestation.
+        let mut attrs = attrs;
+        attrs.insert(
+            "context:src".to_owned(),
+            "https://user:token@example.com/a.git#main".to_owned(),
+        );
+        let facts = request_facts(crate::frontend::GATEWAY, &attrs, [&definition], None);
+        assert_eq!(
+            facts.args["context:src"],
+            "https://xxxxx:xxxxx@example.com/a.git#main"
+        );
+        for (url, redacted) in [
+            ("https://token@host/p", "https://xxxxx@host/p"),
+            ("https://:pw@host", "https://:xxxxx@host"),
+            ("https://host/p?q=a@b", "https://host/p?q=a@b"),
+            ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ] {
+            assert_eq!(redact_credentials(url), redacted);
+        }
         let facts = request_facts("", &HashMap::new(), [&definition], None);
         assert_eq!((facts.frontend.as_str(), facts.config_path), ("", None));
         assert_eq!(facts.locals, ["assets"]);
