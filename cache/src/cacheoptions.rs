@@ -450,8 +450,8 @@ fn csv_fields(value: &str) -> Result<Vec<String>, CacheOptionsError> {
     Ok(record.iter().map(str::to_owned).collect())
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_bool(value: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`: the spellings of true and false BuildKit's options accept.
+pub fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),

@@ -100,7 +100,7 @@ pub use cacheexport::{CacheManifest, CacheManifestForm, cache_manifest, inline_c
 pub use cacheimport::{ANNOTATION_REF_NAME, CacheBlob, ImportedCache, layout_blob_path};
 pub use cacheoptions::{
     CacheDestination, CacheExportRequest, CacheImportRequest, CacheMode, CacheOptionsEntry,
-    CacheOptionsError, DEFAULT_LOCAL_TAG,
+    CacheOptionsError, DEFAULT_LOCAL_TAG, parse_bool,
 };
 pub use cacheremote::RemoteCache;
 pub use cachesource::{CacheSource, ImportedLayer};

@@ -250,7 +250,8 @@ pub(crate) fn no_cache_all(attrs: &HashMap<String, String>) -> bool {
     attrs.get("no-cache").is_some_and(String::is_empty)
 }
 
-fn dockerfile_name(attrs: &HashMap<String, String>) -> &str {
+/// The Dockerfile's name in its local (`filename`, `Dockerfile` when not given).
+pub(crate) fn dockerfile_name(attrs: &HashMap<String, String>) -> &str {
     attrs
         .get("filename")
         .map(String::as_str)
@@ -292,8 +293,8 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Status> {
 /// What the built-in frontend made of a request: a conversion, or the frontend image the
 /// Dockerfile names (`# syntax=`, `BUILDKIT_SYNTAX`) to forward the build to.
 pub(crate) enum Frontend {
-    /// The Dockerfile, converted.
-    Converted(Box<Converted>),
+    /// The Dockerfile, converted, and its text.
+    Converted(Box<Converted>, Vec<u8>),
     /// The build goes to this frontend image.
     Forward(crate::bridge::Syntax),
 }
@@ -310,9 +311,9 @@ pub(crate) async fn convert(
         Read::Forward(syntax) => return Ok(Frontend::Forward(syntax)),
         Read::Dockerfile(dockerfile, options) => (dockerfile, options),
     };
-    convert_read(store, pull, dockerfile, *options)
+    convert_read(store, pull, dockerfile.clone(), *options)
         .await?
-        .map(|converted| Frontend::Converted(Box::new(converted)))
+        .map(|converted| Frontend::Converted(Box::new(converted), dockerfile))
         .map_err(|e| {
             Status::invalid_argument(crate::control::error_text(
                 "failed to convert the Dockerfile",

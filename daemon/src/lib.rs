@@ -18,7 +18,9 @@
 //! Place in the data path: a client's `Solve` carries an LLB Definition; the daemon solves it
 //! with kiln-solver (backed by kiln-engine's runner executor) and exports the result with
 //! kiln-engine's `export`, streaming the solver's progress events to the client's `Status`
-//! call. Nothing here builds by itself: it is another front door beside the CLI.
+//! call, with the attestations its `attest:provenance` / `attest:sbom` attributes ask for
+//! (read by kiln-exporters as `kiln build`'s flags are). Nothing here builds by itself: it is
+//! another front door beside the CLI.
 //!
 //! [`Client`] is the other end, kiln's own client (`kiln --host unix:///PATH build`): it runs
 //! a [`BuildRequest`] in a daemon through `Control.Solve`, serving the build's directories,

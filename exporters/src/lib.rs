@@ -29,7 +29,9 @@
 //!   the store's snapshot mount ([`Store::with_snapshot`](kiln_cache::Store::with_snapshot)).
 //! - Requests: [`parse_output`] reads buildx's `--output` grammar into an [`Output`] (and
 //!   [`outputs_from_args`] adds `-t`/`--push`), refusing bad options with an [`OutputError`].
-//! - Attestations ([`Attestations`], `--provenance`): for OCI layouts and pushes, each
+//! - Attestations ([`Attestations`], `--provenance`): what a build asks for is read one way
+//!   for `kiln build`'s flags and a daemon's `attest:` attributes ([`AttestationRequest`],
+//!   [`Attest`], `attest.rs`); for OCI layouts and pushes, each
 //!   platform's image gets an attestation manifest of in-toto statements in the image index
 //!   (BuildKit's layout, `attestation.rs`); SLSA v1 provenance made from the request and the
 //!   platform's LLB ([`provenance_predicate`]); an SPDX 2.3 SBOM of the packages kiln finds
@@ -60,6 +62,7 @@
 //! ```
 
 mod archive;
+mod attest;
 mod attestation;
 mod cache;
 mod cachegraph;
@@ -77,6 +80,7 @@ mod push;
 mod sbom;
 
 pub use archive::{layout_index, write_docker_tar, write_oci_dir, write_oci_tar};
+pub use attest::{Attest, AttestError, AttestationRequest};
 pub use attestation::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
     Attestations, MEDIA_TYPE_IN_TOTO, STATEMENT_TYPE,
@@ -105,8 +109,8 @@ pub use options::{
 pub use output::OutputFile;
 pub use phases::{ExportPhase, PhaseLog};
 pub use provenance::{
-    BUILD_TYPE, PREDICATE_TYPE_SLSA_V1, ProvenanceMode, ProvenanceRequest, docker_purl,
-    provenance_predicate,
+    BUILD_TYPE, PREDICATE_TYPE_SLSA_V1, ProvenanceMode, ProvenanceRequest, RequestFacts,
+    docker_purl, provenance_predicate,
 };
 pub use push::{push, push_index};
 pub use sbom::PREDICATE_TYPE_SPDX;

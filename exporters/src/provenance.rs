@@ -42,7 +42,21 @@ pub enum ProvenanceMode {
 pub struct ProvenanceRequest {
     /// `min` or `max`.
     pub mode: ProvenanceMode,
-    /// The frontend (`dockerfile.v0`; empty for a bare LLB build).
+    /// What the client asked for.
+    pub request: RequestFacts,
+    /// The build's id.
+    pub invocation_id: String,
+    /// When the build started and finished (seconds since 1970).
+    pub started_on: Option<i64>,
+    /// When the build finished.
+    pub finished_on: Option<i64>,
+}
+
+/// What a build's provenance says about its request (names only, never a secret's content):
+/// `kiln build` says it of its flags, `kiln daemon` of a `Solve`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// The frontend (`dockerfile.v0`, `gateway.v0`; empty for a bare LLB build).
     pub frontend: String,
     /// Its attributes (`build-arg:NAME`, `target`, `filename`, `source`…).
     pub args: BTreeMap<String, String>,
@@ -57,12 +71,6 @@ pub struct ProvenanceRequest {
     /// The Dockerfile's text, the source of the steps in `mode=max` when the Definition
     /// carries no source map of its own.
     pub config_data: Option<Vec<u8>>,
-    /// The build's id.
-    pub invocation_id: String,
-    /// When the build started and finished (seconds since 1970).
-    pub started_on: Option<i64>,
-    /// When the build finished.
-    pub finished_on: Option<i64>,
 }
 
 /// The provenance predicate of one platform's build, whose LLB is `definition` (`None`: a
@@ -71,6 +79,7 @@ pub fn provenance_predicate(
     request: &ProvenanceRequest,
     definition: Option<&pb::Definition>,
 ) -> Value {
+    let facts = &request.request;
     let ops = definition.map(decoded_ops).unwrap_or_default();
     let mut has_local = false;
     let mut dependencies = Vec::new();
@@ -89,13 +98,13 @@ pub fn provenance_predicate(
         }
     }
     let mut request_json = json!({
-        "frontend": request.frontend,
-        "args": request.args,
+        "frontend": facts.frontend,
+        "args": facts.args,
     });
     for (key, names) in [
-        ("locals", &request.locals),
-        ("secrets", &request.secrets),
-        ("ssh", &request.ssh),
+        ("locals", &facts.locals),
+        ("secrets", &facts.secrets),
+        ("ssh", &facts.ssh),
     ] {
         if !names.is_empty() {
             let list: Vec<Value> = names
@@ -114,7 +123,7 @@ pub fn provenance_predicate(
         }
     }
     let mut external = json!({ "request": request_json });
-    if let Some(path) = &request.config_path {
+    if let Some(path) = &facts.config_path {
         external["configSource"] = json!({ "path": path });
     }
     let mut build_definition = json!({
@@ -142,7 +151,7 @@ pub fn provenance_predicate(
     }
     if request.mode == ProvenanceMode::Max {
         build_definition["internalParameters"]["buildConfig"] = build_config(&ops);
-        metadata["buildkit_metadata"]["source"] = sources(request, definition, &ops);
+        metadata["buildkit_metadata"]["source"] = sources(facts, definition, &ops);
     }
     json!({
         "buildDefinition": build_definition,
@@ -262,7 +271,7 @@ fn build_config(ops: &[(String, pb::Op)]) -> Value {
 /// The sources of the steps (`mode=max`): the Definition's source map (each file, and the
 /// locations of the steps in it), else the Dockerfile alone.
 fn sources(
-    request: &ProvenanceRequest,
+    request: &RequestFacts,
     definition: Option<&pb::Definition>,
     ops: &[(String, pb::Op)],
 ) -> Value {
@@ -324,13 +333,15 @@ mod tests {
     fn request(mode: ProvenanceMode) -> ProvenanceRequest {
         ProvenanceRequest {
             mode,
-            frontend: "dockerfile.v0".to_owned(),
-            args: BTreeMap::from([("build-arg:A".to_owned(), "1".to_owned())]),
-            locals: vec!["context".to_owned()],
-            secrets: vec!["token".to_owned()],
-            ssh: Vec::new(),
-            config_path: Some("Dockerfile".to_owned()),
-            config_data: Some(b"FROM busybox\n".to_vec()),
+            request: RequestFacts {
+                frontend: "dockerfile.v0".to_owned(),
+                args: BTreeMap::from([("build-arg:A".to_owned(), "1".to_owned())]),
+                locals: vec!["context".to_owned()],
+                secrets: vec!["token".to_owned()],
+                ssh: Vec::new(),
+                config_path: Some("Dockerfile".to_owned()),
+                config_data: Some(b"FROM busybox\n".to_vec()),
+            },
             invocation_id: "abc".to_owned(),
             started_on: Some(0),
             finished_on: Some(1),

@@ -11,12 +11,12 @@ use crate::common::{kiln_in, ready, text};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn json(bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
 /// `skopeo inspect --raw` of `reference` (a `docker://` or `oci:` name).
-fn raw(reference: &str) -> serde_json::Value {
+pub(crate) fn raw(reference: &str) -> serde_json::Value {
     let output = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false", reference])
         .output()
@@ -26,7 +26,7 @@ fn raw(reference: &str) -> serde_json::Value {
 }
 
 /// A blob of the test registry's `repository`.
-fn registry_blob(repository: &str, digest: &str) -> Vec<u8> {
+pub(crate) fn registry_blob(repository: &str, digest: &str) -> Vec<u8> {
     let url = format!("http://127.0.0.1:5000/v2/{repository}/blobs/{digest}");
     let output = Command::new("curl").args(["-fsSL", &url]).output().unwrap();
     assert!(output.status.success(), "{url}: {}", text(&output));
@@ -44,8 +44,9 @@ fn assert_valid(schema: &str, instance: &serde_json::Value) {
     assert!(errors.is_empty(), "{errors:#?}\n{instance:#}");
 }
 
-/// A context whose Dockerfile builds on the test registry's busybox.
-fn context(dir: &Path) -> String {
+/// A context whose Dockerfile builds on the test registry's busybox (`busybox:latest`, through
+/// the docker.io mirror of [`crate::common::mirror_config`]).
+pub(crate) fn context(dir: &Path) -> String {
     let context = dir.join("ctx");
     fs_err::create_dir_all(&context).unwrap();
     fs_err::write(
@@ -57,31 +58,45 @@ fn context(dir: &Path) -> String {
 }
 
 /// The index's one image entry and its attestation manifest entry.
-fn entries(index: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+pub(crate) fn entries(index: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    let mut pairs = attested(index);
+    assert_eq!(pairs.len(), 1, "{index:#}");
+    pairs.remove(0)
+}
+
+/// The index's image entries, each with its attestation manifest entry (listed after every
+/// image, in the images' order, as BuildKit writes them).
+pub(crate) fn attested(index: &serde_json::Value) -> Vec<(serde_json::Value, serde_json::Value)> {
     assert_eq!(index["mediaType"], OCI_INDEX, "{index:#}");
     let manifests = index["manifests"].as_array().unwrap();
-    assert_eq!(manifests.len(), 2, "{index:#}");
-    let (image, attestation) = (manifests[0].clone(), manifests[1].clone());
-    assert_eq!(image["platform"]["os"], "linux", "{index:#}");
-    assert_eq!(
-        attestation["platform"],
-        serde_json::json!({ "architecture": "unknown", "os": "unknown" })
-    );
-    assert_eq!(
-        attestation["annotations"]["vnd.docker.reference.type"],
-        "attestation-manifest"
-    );
-    assert_eq!(
-        attestation["annotations"]["vnd.docker.reference.digest"],
-        image["digest"]
-    );
-    (image, attestation)
+    assert_eq!(manifests.len() % 2, 0, "{index:#}");
+    let (images, attestations) = manifests.split_at(manifests.len() / 2);
+    images
+        .iter()
+        .zip(attestations)
+        .map(|(image, attestation)| {
+            assert_eq!(image["platform"]["os"], "linux", "{index:#}");
+            assert_eq!(
+                attestation["platform"],
+                serde_json::json!({ "architecture": "unknown", "os": "unknown" })
+            );
+            assert_eq!(
+                attestation["annotations"]["vnd.docker.reference.type"],
+                "attestation-manifest"
+            );
+            assert_eq!(
+                attestation["annotations"]["vnd.docker.reference.digest"],
+                image["digest"]
+            );
+            (image.clone(), attestation.clone())
+        })
+        .collect()
 }
 
 /// The provenance statement's checks shared by the tests: it validates against the in-toto
 /// statement and SLSA v1 schemas, names the image, and has the base image as a resolved
-/// dependency.
-fn check_provenance(statement: &serde_json::Value, image_digest: &str) {
+/// dependency (the build of [`context`] with `GREETING=hello`).
+pub(crate) fn check_provenance(statement: &serde_json::Value, image_digest: &str) {
     assert_valid("in-toto-statement.schema.json", statement);
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
     let predicate = &statement["predicate"];
@@ -201,7 +216,7 @@ fn serial_pushed_images_carry_slsa_provenance() {
 }
 
 /// The digest of the manifest `skopeo inspect --raw` reads for `name` (the index's).
-fn index_digest(name: &str) -> String {
+pub(crate) fn index_digest(name: &str) -> String {
     let output = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--raw"])
         .arg(format!("docker://{name}"))
@@ -209,6 +224,33 @@ fn index_digest(name: &str) -> String {
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
     kiln_cache::Digest::from_bytes(&output.stdout).to_string()
+}
+
+/// The checks of `mode=max` provenance: the predicate has the build's LLB (each op a step, the
+/// busybox source among them, the digest mapping) and the Dockerfile as the steps' source.
+pub(crate) fn check_max_provenance(statement: &serde_json::Value) {
+    let config = &statement["predicate"]["buildDefinition"]["internalParameters"]["buildConfig"];
+    let steps = config["llbDefinition"].as_array().unwrap();
+    // The image source, the RUN, the result.
+    assert!(steps.len() >= 3, "{config:#}");
+    assert!(
+        steps.iter().any(|s| s["op"]["Op"]["source"]["identifier"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("docker-image://docker.io/library/busybox:latest@"))),
+        "{config:#}"
+    );
+    assert_eq!(
+        config["digestMapping"].as_object().unwrap().len(),
+        steps.len()
+    );
+    let source = &statement["predicate"]["runDetails"]["metadata"]["buildkit_metadata"]["source"];
+    assert_eq!(source["infos"][0]["filename"], "Dockerfile", "{source:#}");
+    assert_eq!(source["infos"][0]["language"], "Dockerfile", "{source:#}");
+    assert!(
+        source["infos"][0]["data"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
 }
 
 /// `--provenance=mode=max` into an OCI layout: the layout's index names the attestation
@@ -249,28 +291,7 @@ fn max_provenance_in_an_oci_layout_has_the_llb() {
     let manifest = json(&blob(attestation["digest"].as_str().unwrap()));
     let statement = json(&blob(manifest["layers"][0]["digest"].as_str().unwrap()));
     check_provenance(&statement, image["digest"].as_str().unwrap());
-    let config = &statement["predicate"]["buildDefinition"]["internalParameters"]["buildConfig"];
-    let steps = config["llbDefinition"].as_array().unwrap();
-    // The image source, the RUN, the result.
-    assert!(steps.len() >= 3, "{config:#}");
-    assert!(
-        steps.iter().any(|s| s["op"]["Op"]["source"]["identifier"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("docker-image://docker.io/library/busybox:latest@"))),
-        "{config:#}"
-    );
-    assert_eq!(
-        config["digestMapping"].as_object().unwrap().len(),
-        steps.len()
-    );
-    let source = &statement["predicate"]["runDetails"]["metadata"]["buildkit_metadata"]["source"];
-    assert_eq!(source["infos"][0]["filename"], "Dockerfile", "{source:#}");
-    assert_eq!(source["infos"][0]["language"], "Dockerfile", "{source:#}");
-    assert!(
-        source["infos"][0]["data"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty())
-    );
+    check_max_provenance(&statement);
     // skopeo copies the host's image out of the index (leaving the attestation manifest, as
     // for BuildKit's layouts), and umoci unpacks it.
     let single = dir.path().join("single");
@@ -319,7 +340,7 @@ fn layout_statement(layout: &Path, predicate_type: &str) -> (serde_json::Value, 
 
 /// The SPDX packages of an SBOM statement by name, after checking the statement against
 /// the in-toto and SPDX 2.3 schemas and its subject.
-fn spdx_packages(
+pub(crate) fn spdx_packages(
     statement: &serde_json::Value,
     image_digest: &str,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
@@ -339,7 +360,7 @@ fn spdx_packages(
 }
 
 /// A package's purl.
-fn purl(package: &serde_json::Value) -> &str {
+pub(crate) fn purl(package: &serde_json::Value) -> &str {
     package["externalRefs"][0]["referenceLocator"]
         .as_str()
         .unwrap()

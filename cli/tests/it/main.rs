@@ -13,6 +13,7 @@ mod build_dockerfile_sources;
 mod build_flags;
 mod build_yaml;
 mod daemon;
+mod daemon_attestations;
 mod daemon_checks;
 mod daemon_client;
 mod daemon_layouts;

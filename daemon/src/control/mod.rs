@@ -1,4 +1,9 @@
 //! The `Control` service: workers, disk usage, prune, solve, status, and the session tunnel.
+//!
+//! A `Solve` is read in `requests.rs` (outputs, caches, entitlements), its frontend run in
+//! `frontends.rs`, and the attestations it asks for (`attest:provenance`, `attest:sbom`, as
+//! buildx and buildctl send them) in `attest.rs`; `build` here solves every platform and
+//! exports the results with their attestations.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +29,8 @@ use crate::pb::control::{
 };
 use crate::pb::types::{BuildkitVersion, GcPolicy, WorkerRecord};
 
+mod attest;
+mod frontends;
 mod requests;
 use crate::status::Builds;
 
@@ -106,193 +113,15 @@ pub(crate) fn error_text(what: &str, err: &(dyn std::error::Error + 'static)) ->
 }
 
 impl ControlService {
-    /// Converts `attrs` with the built-in Dockerfile frontend, reading the Dockerfile and its
-    /// context through the client's session `session`.
-    async fn convert(
-        &self,
-        session: &str,
-        pull: &PullOptions,
-        attrs: &HashMap<String, String>,
-    ) -> Result<crate::frontend::Frontend, Status> {
-        // A session that is not there is the build's error, before any file is asked for.
-        self.sessions.get(session).await?;
-        let locals = crate::locals::SessionLocals::new(
-            self.sessions.clone(),
-            session.to_owned(),
-            self.store.clone(),
-        );
-        crate::frontend::convert(self.store.clone(), pull.clone(), &locals, attrs).await
-    }
-
-    /// What the frontend `frontend` makes of `attrs`: the built-in Dockerfile frontend's
-    /// conversion, or the result of the frontend image it names (`# syntax=`, `gateway.v0`),
-    /// which solves through a session of `frontend_session`.
-    async fn frontend_result(
-        &self,
-        request: &SolveRequest,
-        frontend: &str,
-        attrs: &HashMap<String, String>,
-        pull: &PullOptions,
-        progress: &Arc<crate::status::Progress>,
-        frontend_session: impl Fn() -> Session,
-    ) -> Result<kiln_frontend::Converted, Status> {
-        let syntax = match frontend {
-            crate::frontend::DOCKERFILE => {
-                match self.convert(&request.session, pull, attrs).await? {
-                    crate::frontend::Frontend::Converted(converted) => Err(*converted),
-                    crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
-                }
-            }
-            crate::frontend::GATEWAY => Ok(crate::bridge::Syntax {
-                image: attrs
-                    .get("source")
-                    .filter(|s| !s.is_empty())
-                    .cloned()
-                    .ok_or_else(|| Status::invalid_argument("no source specified for gateway"))?,
-                cmdline: attrs.get("cmdline").cloned(),
-            }),
-            other => {
-                return Err(Status::unimplemented(format!(
-                    "frontend {other:?}: kiln has the built-in {} and {}",
-                    crate::frontend::DOCKERFILE,
-                    crate::frontend::GATEWAY
-                )));
-            }
-        };
-        let converted = match syntax {
-            Err(converted) => converted,
-            Ok(syntax) => {
-                // The frontend image solves through a session of the build's own
-                // (secrets are fetched for the Definition it returns).
-                let session = Arc::new(frontend_session());
-                let mut frontend = syntax.frontend(attrs.clone().into_iter().collect());
-                frontend.session_id = Some(request.session.clone());
-                if syntax.cmdline.is_none() {
-                    frontend.options.remove("cmdline");
-                }
-                match frontend.run(session, progress.clone()).await {
-                    Ok(result) => result.into_converted().map_err(|message| {
-                        Status::unknown(format!("frontend {}: {message}", syntax.image))
-                    })?,
-                    Err(error) if error.is_unavailable() && syntax.is_stock_dockerfile() => {
-                        tracing::warn!(
-                            error = error_chain(&error),
-                            "using the built-in Dockerfile frontend instead"
-                        );
-                        // Told it was chosen, the built-in frontend does not forward.
-                        let mut attrs = attrs.clone();
-                        attrs.insert("cmdline".to_owned(), syntax.image.clone());
-                        match self.convert(&request.session, pull, &attrs).await? {
-                            crate::frontend::Frontend::Converted(converted) => *converted,
-                            crate::frontend::Frontend::Forward(_) => {
-                                return Err(Status::internal("the frontend forwarded twice"));
-                            }
-                        }
-                    }
-                    Err(error) => return Err(Status::unknown(error_chain(&error))),
-                }
-            }
-        };
-        Ok(converted)
-    }
-
-    /// The build a gateway client (`buildctl build`) returns, with the image configuration
-    /// it returned (`containerimage.config`) for the exporter: its calls are served by a
-    /// bridge over `session`, registered under the build's ref, until it returns.
-    async fn gateway_client(
-        &self,
-        request: &SolveRequest,
-        session: Arc<Session>,
-        progress: &Arc<crate::status::Progress>,
-        pull: &PullOptions,
-    ) -> Result<(Build, Option<kiln_frontend::ImageConfig>), Status> {
-        let resolver = Arc::new(kiln_engine::StoreResolver::new(
-            self.store.clone(),
-            pull.clone(),
-            tokio::runtime::Handle::current(),
-        ));
-        let bridge = Arc::new(
-            crate::bridge::Bridge::new(
-                session,
-                progress.clone(),
-                HashMap::new(),
-                kiln_llb::Platform::host().to_pb(),
-                0,
-                (!request.session.is_empty()).then(|| request.session.clone()),
-                resolver,
-            )
-            .deferring_frontends(),
-        );
-        self.gateways.register(&request.r#ref, bridge.clone());
-        match bridge.wait_returned().await {
-            crate::bridge::Returned::Result {
-                definition,
-                metadata,
-            } => {
-                let config = match metadata.get(crate::bridge::IMAGE_CONFIG_KEY) {
-                    Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
-                        Status::invalid_argument(format!(
-                            "the result's {} is not an image config: {e}",
-                            crate::bridge::IMAGE_CONFIG_KEY
-                        ))
-                    })?),
-                    None => None,
-                };
-                Ok((Build::Definition(definition.unwrap_or_default()), config))
-            }
-            crate::bridge::Returned::Frontend { frontend, attrs } => {
-                Ok((Build::Frontend { frontend, attrs }, None))
-            }
-            crate::bridge::Returned::Error(message) => Err(Status::unknown(message)),
-        }
-    }
-
-    /// The build checks of the client's Dockerfile (`requestid=frontend.lint`), as BuildKit's
-    /// lint result.
-    async fn lint(
-        &self,
-        session: &str,
-        attrs: &HashMap<String, String>,
-        pull: &PullOptions,
-    ) -> Result<SolveResponse, Status> {
-        self.sessions.get(session).await?;
-        let locals = crate::locals::SessionLocals::new(
-            self.sessions.clone(),
-            session.to_owned(),
-            self.store.clone(),
-        );
-        let (dockerfile, options) = match crate::frontend::read(&locals, attrs).await? {
-            crate::frontend::Read::Dockerfile(dockerfile, options) => (dockerfile, options),
-            crate::frontend::Read::Forward(syntax) => {
-                return Err(Status::unimplemented(format!(
-                    "the build checks of a Dockerfile for the frontend image {} are not supported",
-                    syntax.image
-                )));
-            }
-        };
-        let file_name = options.file_name.clone();
-        let converted = crate::frontend::convert_read(
-            self.store.clone(),
-            pull.clone(),
-            dockerfile.clone(),
-            *options,
-        )
-        .await?;
-        Ok(SolveResponse {
-            exporter_response: crate::lint::lint_result(
-                &dockerfile,
-                &file_name,
-                converted.map(|c| c.warnings),
-            ),
-        })
-    }
-
-    /// Solves and exports one request; the progress goes to the build's log.
+    /// Solves and exports one request, the build `id`; the progress goes to the build's log.
     async fn build(
         &self,
         request: SolveRequest,
         recorder: Arc<kiln_solver::Recorder>,
+        id: &str,
     ) -> Result<SolveResponse, Status> {
+        // An invalid attestation request fails the build before anything runs, as BuildKit's.
+        let requested = attest::requested(&request.frontend_attrs)?;
         let build = if !request.frontend.is_empty() {
             Some(Build::Frontend {
                 frontend: request.frontend.clone(),
@@ -385,6 +214,8 @@ impl ControlService {
             Build::Frontend { frontend, attrs } => (frontend.as_str(), attrs),
             Build::Definition(_) => ("", &request.frontend_attrs),
         };
+        // What the provenance names: the frontend that made the LLB, and its attributes.
+        let provenance_frontend = (frontend.to_owned(), attrs.clone());
         match attrs.get("requestid").map(String::as_str) {
             None | Some("") => {}
             Some(crate::lint::LINT_REQUEST) if frontend == crate::frontend::DOCKERFILE => {
@@ -401,6 +232,7 @@ impl ControlService {
         // A Dockerfile build for several platforms (`platform=A,B`) is converted once per
         // platform, and the graphs are solved together, as `kiln build --platform A,B`.
         let mut converted_all = Vec::new();
+        let mut dockerfile = None;
         match build {
             Build::Definition(definition) => {
                 converted_all.push((None, definition, returned_config));
@@ -408,11 +240,12 @@ impl ControlService {
             Build::Frontend { frontend, attrs } => {
                 no_cache |= crate::frontend::no_cache_all(&attrs);
                 for (platform, attrs) in crate::frontend::per_platform(&attrs)? {
-                    let converted = self
+                    let (converted, read) = self
                         .frontend_result(&request, &frontend, &attrs, &pull, &progress, || {
                             new_session(HashMap::new(), HashMap::new(), no_cache)
                         })
                         .await?;
+                    dockerfile = dockerfile.or(read);
                     converted_all.push((platform, converted.definition, Some(converted.config)));
                 }
             }
@@ -469,11 +302,31 @@ impl ControlService {
         let solved = futures::future::try_join_all(solves)
             .await
             .map_err(|e| Status::unknown(error_chain(&e)))?;
+        let facts = attest::request_facts(
+            &provenance_frontend.0,
+            &provenance_frontend.1,
+            builds
+                .iter()
+                .filter_map(|(_, definition, _)| definition.as_ref()),
+            dockerfile,
+        );
+        // The provenance's run: the build's id and its times so far.
+        let run = recorder.finish(
+            id.to_owned(),
+            String::new(),
+            kiln_solver::BuildStatus::Completed,
+            Vec::new(),
+        );
+        let attestations = kiln_engine::attestations(&requested, facts, &run);
         let mut keys: Option<kiln_cache::BuildKeys> = None;
         let mut results = Vec::with_capacity(solved.len());
+        // Each platform's LLB, for its provenance.
+        let mut definitions = Vec::with_capacity(solved.len());
         // Each platform's own keys, for its image's inline cache.
         let mut platform_keys = Vec::with_capacity(solved.len());
-        for ((platform, _, image_config), (result, more)) in builds.into_iter().zip(solved) {
+        for ((platform, definition, image_config), (result, more)) in builds.into_iter().zip(solved)
+        {
+            definitions.push(definition);
             platform_keys.push(more.clone());
             match (&mut keys, more) {
                 (Some(keys), Some(more)) => keys.merge(more),
@@ -490,13 +343,16 @@ impl ControlService {
             ..kiln_cache::PullOptions::default()
         };
         let refs: Vec<&kiln_solver::Ref> = results.iter().map(|(_, r, _)| r).collect();
-        kiln_engine::realize_results(&self.store, &refs, &outputs, false, &pull)
+        kiln_engine::realize_results(&self.store, &refs, &outputs, requested.sbom, &pull)
             .await
             .map_err(|e| Status::unknown(error_text("failed to export", &e)))?;
         let store = self.store.clone();
         let registry = pull.clone();
         let exported = tokio::task::spawn_blocking(move || {
-            // buildx's `attest:` requests are not read yet: no attestations.
+            let llb: Vec<Option<&kiln_llb::pb::Definition>> = definitions
+                .iter()
+                .map(|d| d.as_ref().map(LoadedDefinition::definition))
+                .collect();
             if several {
                 let results: Vec<_> = results
                     .into_iter()
@@ -508,7 +364,6 @@ impl ControlService {
                         )
                     })
                     .collect();
-                let definitions = vec![None; results.len()];
                 let inline: Vec<Option<&kiln_cache::BuildKeys>> = platform_keys
                     .iter()
                     .map(|k| k.as_ref().filter(|_| inline_wanted))
@@ -518,8 +373,8 @@ impl ControlService {
                     &results,
                     &outputs,
                     &registry,
-                    kiln_exporters::Attestations::default(),
-                    &definitions,
+                    attestations,
+                    &llb,
                     &inline,
                 )
             } else {
@@ -531,8 +386,8 @@ impl ControlService {
                     image_config.as_ref(),
                     &registry,
                     inline.as_ref(),
-                    kiln_exporters::Attestations::default(),
-                    None,
+                    attestations,
+                    llb.first().copied().flatten(),
                 )
             }
         })
@@ -732,18 +587,6 @@ impl Control for ControlService {
             self.builds.get(&reference) as Arc<dyn Reporter>
         ));
         let (name, build_args) = record_name(&request.frontend_attrs);
-        // Dropping the build on shutdown kills its processes and releases its lease.
-        let result = tokio::select! {
-            result = self.build(request, recorder.clone()) => result,
-            _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the daemon is shutting down")),
-        };
-        if let Err(status) = &result {
-            tracing::info!(reference, error = status.message(), "solve failed");
-        }
-        let status = match &result {
-            Ok(_) => kiln_solver::BuildStatus::Completed,
-            Err(_) => kiln_solver::BuildStatus::Failed,
-        };
         // The client's ref names the build, as BuildKit's history does, when it is one.
         let id = if !reference.is_empty()
             && reference.len() <= 64
@@ -754,6 +597,18 @@ impl Control for ControlService {
             reference.clone()
         } else {
             kiln_solver::new_build_id()
+        };
+        // Dropping the build on shutdown kills its processes and releases its lease.
+        let result = tokio::select! {
+            result = self.build(request, recorder.clone(), &id) => result,
+            _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the daemon is shutting down")),
+        };
+        if let Err(status) = &result {
+            tracing::info!(reference, error = status.message(), "solve failed");
+        }
+        let status = match &result {
+            Ok(_) => kiln_solver::BuildStatus::Completed,
+            Err(_) => kiln_solver::BuildStatus::Failed,
         };
         let record = recorder.finish(id, name, status, build_args);
         let store = self.store.clone();

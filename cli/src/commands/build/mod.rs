@@ -500,7 +500,7 @@ fn build(
                 attest.sbom,
                 &pull,
             ))?;
-            let attestations = attest::attestations(
+            let attestations = kiln_engine::attestations(
                 &attest,
                 attest::request_facts(Some(frontend), Some(source), &locals, &secrets, &ssh),
                 &record,
@@ -640,7 +640,7 @@ fn build(
             image_config.as_ref(),
             &pull,
             inline,
-            attest::attestations(
+            kiln_engine::attestations(
                 &attest,
                 attest::request_facts(frontend, source.as_ref(), &locals, &secrets, &ssh),
                 &record,
