@@ -500,13 +500,14 @@ fn buildctl_build(daemon: &Daemon, def: &[u8], args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The digest the test registry serves for `repository:tag`'s manifest.
+/// The digest the test registry serves for `repository:tag`: its manifest, or its index.
 pub(crate) fn registry_digest(repository: &str, tag: &str) -> String {
     let out = assert_ok(
         Command::new("curl")
             .args(["-sfI", "-H"])
             .arg(
                 "Accept: application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.oci.image.index.v1+json, \
                  application/vnd.docker.distribution.manifest.v2+json",
             )
             .arg(format!(
@@ -1510,11 +1511,19 @@ fn serial_daemon_pulls_and_pushes_with_the_credentials_of_the_client_that_asked(
     // buildctl with the credentials in its Docker config: pulled, built and pushed.
     let alice = docker_config(&dir.path().join("alice-docker"), host, "alice:s3cret");
     assert_ok(buildctl(&alice, "buildctl"));
-    // kiln's own client serves its Docker config the same way.
+    // kiln's own client serves its Docker config the same way (without buildx's default
+    // provenance on a push, so that both pushes are the plain image read back below).
     let pushed = format!("{host}/kiln-test/private:kiln");
     assert_ok(daemon.kiln(
         &dir.path().join("client-root"),
-        &["build", "-t", &pushed, "--push", context.to_str().unwrap()],
+        &[
+            "build",
+            "--provenance=false",
+            "-t",
+            &pushed,
+            "--push",
+            context.to_str().unwrap(),
+        ],
         &[("DOCKER_CONFIG", alice.to_str().unwrap())],
     ));
     // The daemon's store now holds the base image: a client without credentials is still

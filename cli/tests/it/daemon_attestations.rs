@@ -289,3 +289,46 @@ fn serial_daemon_attests_each_platform_of_an_index() {
         );
     }
 }
+
+/// `kiln --host … build` asks for attestations as buildx does: `--sbom=true` and a push (which
+/// gets `mode=min` provenance by default) give the image an attestation manifest with both
+/// statements; `--provenance=false` pushes the image alone.
+#[test]
+fn serial_kiln_host_sends_its_attestation_flags_as_buildx_does() {
+    let Some(setup) = start(crate::common::ready) else {
+        return;
+    };
+    let (daemon, context) = (&setup.daemon, &setup.context);
+    let client_root = setup.dir.path().join("client-root");
+    let repository = repository("host");
+    let name = format!("127.0.0.1:5000/{repository}:attested");
+    let build = |flags: &[&str], name: &str| {
+        let mut args = vec!["build", "-o"];
+        let output = push(name);
+        args.push(&output);
+        args.extend_from_slice(flags);
+        args.push(context.to_str().unwrap());
+        assert_ok(daemon.kiln(&client_root, &args, &[]));
+    };
+    build(&["--sbom=true", "--build-arg", "GREETING=hello"], &name);
+    let index = raw(&format!("docker://{name}"));
+    let (image, attestation) = entries(&index);
+    let statements = statements(&repository, &attestation);
+    let kinds: Vec<&str> = statements.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, [SPDX, SLSA]);
+    check_provenance(&statements[1].1, image["digest"].as_str().unwrap());
+    // mode=min: no LLB.
+    let build_config = &statements[1].1["predicate"]["buildDefinition"]["internalParameters"];
+    assert!(
+        build_config.get("buildConfig").is_none(),
+        "{build_config:#}"
+    );
+
+    let plain = format!("127.0.0.1:5000/{repository}:plain");
+    build(&["--provenance=false"], &plain);
+    let manifest = raw(&format!("docker://{plain}"));
+    assert_eq!(
+        manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{manifest:#}"
+    );
+}

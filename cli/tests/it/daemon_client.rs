@@ -394,7 +394,9 @@ fn serial_kiln_host_forwards_its_ssh_agent_and_pushes_what_it_names() {
     let keys = fs_err::read_to_string(out.join("keys")).unwrap();
     assert!(keys.contains("kiln-host-key"), "{keys}");
 
-    // Pushed by the daemon: -q, --iidfile and --metadata-file name the registry's manifest.
+    // Pushed by the daemon: -q, --iidfile and --metadata-file name what the registry has
+    // for the tag (with buildx's default provenance, the index of the image and its
+    // attestation manifest).
     let tag = format!("host-{}", std::process::id());
     let image = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
     let iidfile = dir.path().join("iid");

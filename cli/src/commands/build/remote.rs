@@ -33,20 +33,6 @@ fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
             "--call",
             !args.check && !matches!(args.call.as_str(), "build" | "check"),
         ),
-        // Attestations are made by the in-process exporters only, so far.
-        (
-            "--provenance",
-            args.provenance
-                .as_deref()
-                .is_some_and(|v| !matches!(v, "false" | "0")),
-        ),
-        (
-            "--sbom",
-            args.sbom
-                .as_deref()
-                .is_some_and(|v| !matches!(v, "false" | "0")),
-        ),
-        ("--attest", !args.attest.is_empty()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -107,6 +93,25 @@ fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
         });
     }
     Ok(exports)
+}
+
+/// The attestations the flags ask for (with buildx's `mode=min` provenance on a push), as the
+/// frontend attributes buildx sends: `attest:provenance=mode=…`, `attest:sbom=`.
+fn attest_attrs(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
+    let requested = super::attest::requested(args, super::attest::pushes(&outputs))?;
+    let mut attrs = BTreeMap::new();
+    if let Some(mode) = requested.provenance {
+        let mode = match mode {
+            kiln_exporters::ProvenanceMode::Min => "mode=min",
+            kiln_exporters::ProvenanceMode::Max => "mode=max",
+        };
+        attrs.insert("attest:provenance".to_owned(), mode.to_owned());
+    }
+    if requested.sbom {
+        attrs.insert("attest:sbom".to_owned(), String::new());
+    }
+    Ok(attrs)
 }
 
 /// The `--cache-to` and `--cache-from` entries, checked as an in-process build checks them.
@@ -198,6 +203,7 @@ fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
         .map(|s| parse_ssh(s))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     request.exports = exports(args)?;
+    request.frontend_attrs.extend(attest_attrs(args)?);
     (request.cache_exports, request.cache_imports) = caches(args)?;
     for entitlement in &args.allow {
         if !matches!(entitlement.as_str(), "network.host" | "security.insecure") {
