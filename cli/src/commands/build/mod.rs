@@ -24,6 +24,7 @@ use kiln_solver::{BuildStatus, Recorder, Session, SessionConfig};
 use crate::args::BuildArgs;
 use crate::config::Config;
 use crate::progress::Progress;
+use report::{finish, note_export, report_build, store_build, write_reports};
 
 /// Parses `NAME=VALUE`.
 fn pair<'a>(flag: &str, text: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
@@ -718,95 +719,6 @@ fn export_caches(
     Ok(())
 }
 
-/// The end of a build whose steps were solved: stores its record (failed when its export
-/// failed, as buildx's history says), releases its lease, applies the garbage collection
-/// policies, writes `--iidfile`/`--metadata-file` and prints `-q`'s image id.
-fn finish(
-    store: &Store,
-    config: &Config,
-    args: &BuildArgs,
-    mut record: kiln_solver::BuildRecord,
-    noted: &mut Noted,
-    lease: kiln_cache::Lease,
-    exported: anyhow::Result<Vec<kiln_exporters::ExportResponse>>,
-) -> anyhow::Result<ExitCode> {
-    if exported.is_err() {
-        record.status = BuildStatus::Failed;
-    }
-    write_reports(args, &record)?;
-    let build_id = store_build(store, &record);
-    noted.stored = true;
-    let exported = exported?;
-    // What the build made is named by its records and outputs now; with `[gc] enabled`, the
-    // policies then prune the cache down to their limits (a collection waits for leases).
-    drop(lease);
-    if config.cache.gc.enabled {
-        collect_garbage(store, &config.cache.gc)?;
-    }
-    metadata::write_files(args, &exported, build_id.as_deref())?;
-    print_image_id(args, &exported)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Writes the build's trace and graph (`--trace`, `--dot`) once it has ended, its export
-/// included.
-pub(super) fn write_reports(
-    args: &BuildArgs,
-    record: &kiln_solver::BuildRecord,
-) -> anyhow::Result<()> {
-    if let Some(path) = &args.trace {
-        let trace = serde_json::to_vec(&report::trace(record)).context("writing the --trace")?;
-        fs_err::write(path, trace).context("writing the --trace")?;
-    }
-    if let Some(path) = &args.dot {
-        fs_err::write(path, report::dot(record)).context("writing the --dot")?;
-    }
-    Ok(())
-}
-
-/// Notes the export begun at `started` in the build's record: how long it took, and the
-/// phases of each output's export (when it exported anything and succeeded).
-fn note_export(
-    record: &mut kiln_solver::BuildRecord,
-    recorder: &Recorder,
-    started: Instant,
-    exports: bool,
-    exported: &anyhow::Result<Vec<kiln_exporters::ExportResponse>>,
-) {
-    let Ok(responses) = exported else {
-        return;
-    };
-    if !exports {
-        return;
-    }
-    record.export_ms = Some(kiln_solver::millis(started.elapsed()));
-    record.export_phases = responses
-        .iter()
-        .flat_map(|r| &r.phases)
-        .map(|phase| kiln_solver::PhaseRecord {
-            name: phase.name.to_owned(),
-            started_ms: recorder.ms_at(phase.started),
-            ended_ms: recorder.ms_at(phase.ended),
-            bytes: phase.bytes,
-        })
-        .collect();
-}
-
-/// With `-q` or `--progress=quiet`, prints the image id alone, as buildx (nothing without
-/// an image output).
-fn print_image_id(
-    args: &BuildArgs,
-    exported: &[kiln_exporters::ExportResponse],
-) -> anyhow::Result<()> {
-    if args.quiet || args.progress == "quiet" {
-        if let Some(digest) = exported.iter().find_map(|r| r.image_digest.as_ref()) {
-            use std::io::Write as _;
-            writeln!(std::io::stdout().lock(), "{digest}").context("writing the image id")?;
-        }
-    }
-    Ok(())
-}
-
 /// The Definition a frontend made, loaded; a build of `scratch` alone has no ops, and its
 /// result is the empty file system (`None`).
 fn load_converted(
@@ -818,70 +730,6 @@ fn load_converted(
     LoadedDefinition::from_definition(definition)
         .context("loading the Definition made from the Dockerfile")
         .map(Some)
-}
-
-/// The build's record, once it is solved; says what the build asks for of it: the plain
-/// progress's summary, why its steps ran (`--explain`), its trace and graph (`--trace`,
-/// `--dot`).
-pub(super) fn report_build(
-    recorder: &Recorder,
-    args: &BuildArgs,
-    context: Option<&Path>,
-    status: BuildStatus,
-    progress: Option<&Progress>,
-) -> anyhow::Result<kiln_solver::BuildRecord> {
-    let name = match (&args.llb, context) {
-        (Some(llb), _) => llb.display().to_string(),
-        (None, Some(dir)) => {
-            let base = dir.file_name().map_or_else(
-                || dir.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            match &args.target {
-                Some(target) => format!("{base} ({target})"),
-                None => base,
-            }
-        }
-        (None, None) => String::new(),
-    };
-    let build_args = args
-        .build_arg
-        .iter()
-        .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).to_owned())
-        .collect();
-    let record = recorder.finish(kiln_solver::new_build_id(), name, status, build_args);
-    {
-        use std::io::Write as _;
-        let mut text = String::new();
-        if let Some(Progress::Plain(plain)) = progress {
-            // Steps by the numbers the progress gave them, as it shows them just above.
-            text.push_str(&report::summary(&record, |step| {
-                plain
-                    .number_of(&step.vertex)
-                    .map_or_else(|| step.name.clone(), |n| format!("#{n}"))
-            }));
-        }
-        if args.explain {
-            text.push_str(&crate::commands::explain::render(&record));
-        }
-        // Best effort, as the progress: a closed terminal must not fail the build.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-    }
-
-    Ok(record)
-}
-
-/// Stores the build's record; returns its id (`None` if it could not be stored: a record is
-/// not worth failing a build for).
-fn store_build(store: &Store, record: &kiln_solver::BuildRecord) -> Option<String> {
-    let limits = kiln_cache::BuildHistoryLimits::default();
-    match store.put_build_record(&record.id, &record.to_json(), limits) {
-        Ok(()) => Some(record.id.clone()),
-        Err(error) => {
-            warn(&format!("could not record the build: {error}"));
-            None
-        }
-    }
 }
 
 /// The `--progress` of a build, `quiet` under `-q` (which only `auto` and `quiet` go with, as

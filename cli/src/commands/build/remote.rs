@@ -299,8 +299,8 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         false => kiln_solver::BuildStatus::Failed,
     };
     let context = args.context.as_deref().filter(|c| c.is_dir());
-    let record = super::report_build(&recorder, args, context, status, Some(&progress))?;
-    super::write_reports(args, &record)?;
+    let record = super::report::report_build(&recorder, args, context, status, Some(&progress))?;
+    super::report::write_reports(args, &record)?;
     let response = match response {
         Ok(response) => response,
         Err(error @ kiln_daemon::ClientError::Daemon { .. }) => {
@@ -313,7 +313,7 @@ pub(crate) fn run(host: &str, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let exported = exported(&response);
     metadata::write_files(args, &exported, None)?;
-    super::print_image_id(args, &exported)?;
+    super::report::print_image_id(args, &exported)?;
     Ok(ExitCode::SUCCESS)
 }
 
