@@ -398,7 +398,9 @@ pub(crate) fn is_valid_reference(name: &str) -> bool {
         let domain_part = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
         let domain =
             format!(r"(?:{domain_part}(?:\.{domain_part})*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?");
-        let tag = r"[\w][\w.-]{0,127}";
+        // Go's `\w` is ASCII: `[0-9A-Za-z_]` (and the regex compiles without Unicode's
+        // classes, which is most of its cost).
+        let tag = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
         let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
         let pattern =
             format!(r"^(?:{domain}/)?{component}(?:/{component})*(?::{tag})?(?:@{digest})?$");
@@ -607,7 +609,7 @@ mod tests {
         ] {
             assert!(is_valid_reference(good), "{good}");
         }
-        for bad in ["", "busybox:", "Busybox", "a:b:c", ":tag"] {
+        for bad in ["", "busybox:", "Busybox", "a:b:c", ":tag", "busybox:tägged"] {
             assert!(!is_valid_reference(bad), "{bad}");
         }
     }
