@@ -316,6 +316,13 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                         return Ok::<_, SolveError>(format!("content:{digest}"));
                     }
                     let alt = job.alt_key(edge.vertex.clone()).await?;
+                    // An input not read by content that is not in the cache (a copy's
+                    // destination stage) runs now, beside the inputs read by content: this
+                    // vertex needs it unless it hits by content, which a new input almost
+                    // never allows.
+                    if job.lookup(edge.vertex.clone()).await?.is_none() {
+                        job.edge_result(&edge).await?;
+                    }
                     Ok(alt.map_or(definition, |key| format!("key:{key}:{}", edge.output)))
                 }
             },

@@ -325,6 +325,38 @@ async fn stages_copied_in_a_chain_run_in_parallel() {
     );
 }
 
+/// A copy from one stage into another (`COPY --from=build` in the final stage): the copy's
+/// content key needs the source stage's result, and the destination stage, not in the cache
+/// either, runs at the same time instead of after it.
+#[tokio::test]
+async fn a_copy_s_destination_runs_beside_its_source() {
+    let mut t = TestGraph::new();
+    t.sum("base", 1, &[]);
+    for (name, value) in [("dest", 2), ("source", 3)] {
+        t.add(name, value, &["base"], |op| {
+            op.sleep = Duration::from_millis(300);
+        });
+    }
+    t.add("copy", 0, &["dest", "source"], |op| {
+        op.content_inputs = true;
+        op.content_skips_first = true;
+        op.class = ResourceClass::Io;
+    });
+    let counters = t.counters.clone();
+    let scheduler = Scheduler::builder()
+        .cache(Arc::new(MemCache::default()))
+        .max_parallel_exec(4)
+        .build();
+    let result = solve(&scheduler, Arc::new(t.graph), "copy").await.unwrap();
+    assert_eq!(result, (1 + 2) + (1 + 3));
+    assert_eq!(
+        counters.max_running.load(Ordering::SeqCst),
+        2,
+        "the destination ran after the source"
+    );
+    assert_eq!(counters.execs("dest") + counters.execs("source"), 2);
+}
+
 #[tokio::test]
 async fn cached_top_runs_nothing_below() {
     let cache = Arc::new(MemCache::default());
