@@ -338,3 +338,64 @@ async fn a_local_source_not_given_is_brought_once_with_its_selection() {
 fn session_without_locals(store: &Path) -> Session {
     session(store, &[])
 }
+
+/// A reuse record is trusted only as far as the earlier snapshot's very entries: a link on the
+/// way to a reused path, inside that snapshot or out of it, is never followed, and the file is
+/// copied from the context instead.
+#[test]
+fn reusing_an_earlier_snapshot_never_follows_its_links() {
+    use std::os::unix::fs::{MetadataExt, symlink};
+    let outside = tempfile::tempdir().unwrap();
+    fs_err::write(outside.path().join("secret"), "host file").unwrap();
+    // The earlier snapshot: `out` leads out of it, `in` to another of its directories, and
+    // `leaf` is a link where the context has a file.
+    let earlier = tempfile::tempdir().unwrap();
+    let snap = earlier.path();
+    symlink(outside.path(), snap.join("out")).unwrap();
+    fs_err::create_dir(snap.join("real")).unwrap();
+    fs_err::write(snap.join("real/secret"), "other snapshot file").unwrap();
+    symlink("real", snap.join("in")).unwrap();
+    symlink(outside.path().join("secret"), snap.join("leaf")).unwrap();
+    fs_err::write(snap.join("same"), "unchanged").unwrap();
+
+    let context = tempfile::tempdir().unwrap();
+    for dir in ["out", "in"] {
+        fs_err::create_dir(context.path().join(dir)).unwrap();
+        fs_err::write(context.path().join(dir).join("secret"), "context file").unwrap();
+    }
+    fs_err::write(context.path().join("leaf"), "context file").unwrap();
+    fs_err::write(context.path().join("same"), "unchanged").unwrap();
+    let selected = local::LocalFilter::default()
+        .select(context.path())
+        .unwrap();
+    let reuse = Reuse {
+        from: snap.to_owned(),
+        files: ["out/secret", "in/secret", "leaf", "same"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+    };
+    let dest = tempfile::tempdir().unwrap();
+    copy_selected(context.path(), dest.path(), &selected, Some(&reuse)).unwrap();
+
+    let inode = |path: &Path| fs_err::symlink_metadata(path).unwrap().ino();
+    for rel in ["out/secret", "in/secret", "leaf"] {
+        let copied = dest.path().join(rel);
+        assert_eq!(
+            fs_err::read_to_string(&copied).unwrap(),
+            "context file",
+            "{rel}"
+        );
+        assert_eq!(fs_err::metadata(&copied).unwrap().nlink(), 1, "{rel}");
+    }
+    assert_ne!(
+        inode(&dest.path().join("out/secret")),
+        inode(&outside.path().join("secret"))
+    );
+    assert_eq!(
+        fs_err::read_to_string(outside.path().join("secret")).unwrap(),
+        "host file"
+    );
+    // The one file the snapshot really has at that path is linked from it.
+    assert_eq!(inode(&dest.path().join("same")), inode(&snap.join("same")));
+}
