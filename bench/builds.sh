@@ -83,6 +83,15 @@ hf() { # name, prepare, command
   median "$work/$1.json"
 }
 
+# A prepare command that gives a cold run a fresh store, a copy of TEMPLATE at STORE. The
+# store of the run before is moved aside, not deleted: the whole work directory goes at the
+# end. On ext4 without a journal, every inode created within a minute of many deletes in the
+# same block group scans past each recently deleted inode (the kernel's `recently_deleted`),
+# which made half of a cold 20,000-file build's CPU a cost of the bench's own `rm -rf`.
+fresh() { # store, template
+  echo "sh -c 'mkdir -p $work/old && { [ ! -e $1 ] || mv $1 $work/old/\$(date +%s%N); } && cp -a $2 $1'"
+}
+
 declare -A result
 build_args() { # case -> the build's arguments
   case $1 in
@@ -95,7 +104,7 @@ for c in $cases; do
   ctx=$work/ctx/$c
   cmd="$kiln --root $work/store --config $work/kiln.toml build --progress=plain $(build_args "$c") $ctx"
   echo "$c: cold..." >&2
-  result[$c.cold]=$(hf "$c-cold" "sh -c 'rm -rf $work/store && cp -a $work/template $work/store'" "$cmd")
+  result[$c.cold]=$(hf "$c-cold" "$(fresh "$work/store" "$work/template")" "$cmd")
   echo "$c: warm..." >&2
   result[$c.warm]=$(hf "$c-warm" "true" "$cmd")
   if [ "$c" = context20k ]; then
@@ -108,13 +117,13 @@ for c in $cases; do
     echo "$c: cold and touched, kiln at $baseline..." >&2
     oldcmd="$old --root $work/store-old --config $work/kiln.toml build --progress=plain $(build_args "$c") $ctx"
     result[$c.cold_old]=$(hf "$c-cold-old" \
-      "sh -c 'rm -rf $work/store-old && cp -a $work/template-old $work/store-old'" "$oldcmd")
+      "$(fresh "$work/store-old" "$work/template-old")" "$oldcmd")
     result[$c.touched_old]=$(hf "$c-touched-old" "sh -c 'date +%s%N > $ctx/d100/f050.txt'" "$oldcmd")
   fi
   if [ "$c" = big500 ] && [ -n "$old" ]; then
     echo "$c: cold, kiln at $baseline..." >&2
     result[$c.cold_old]=$(hf "$c-cold-old" \
-      "sh -c 'rm -rf $work/store-old && cp -a $work/template-old $work/store-old'" \
+      "$(fresh "$work/store-old" "$work/template-old")" \
       "$old --root $work/store-old --config $work/kiln.toml build --progress=plain -t bench-big500:latest $ctx")
   fi
 done
@@ -125,7 +134,7 @@ if [[ " $cases " == *" big500 "* ]]; then
   # Before each push: a fresh store, the -t build, a new repository name (nothing to mount).
   cat >"$work/push-prepare.sh" <<SH
 set -e
-rm -rf $work/store && cp -a $work/template $work/store
+$(fresh "$work/store" "$work/template")
 $kiln --root $work/store --config $work/kiln.toml build -q -t bench-big500:latest $work/ctx/big500 >/dev/null
 name=$registry/bench/kiln-push:\$(date +%s%N)
 $kiln --root $work/store tag bench-big500:latest \$name

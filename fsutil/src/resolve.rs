@@ -52,6 +52,24 @@ pub const MAX_SYMLINKS: usize = 40;
 pub struct Root {
     layers: Vec<PathBuf>,
     overlay: bool,
+    /// With [`Root::remembering`], the host answers already asked for, shared by clones.
+    memo: Option<std::sync::Arc<std::sync::Mutex<Memo>>>,
+}
+
+/// The host's answers a [`Root`] over layers that do not change keeps: each layer directory's
+/// lookups and opaque markers, and the root's layers. A deep stack of layers asks the same
+/// questions for every path (`/etc/passwd`, `/etc/group` and the mount points each look up
+/// `etc` or their first name in every layer), so without it the cost of resolving a few paths
+/// grows with the number of layers several times over.
+#[derive(Debug, Default)]
+struct Memo {
+    /// The names in small layer directories (`None`: too many to keep, or unreadable), so
+    /// that a name missing from most layers costs one listing per layer, not a `lstat` of the
+    /// name and of its whiteout in each.
+    listings: std::collections::HashMap<PathBuf, Option<std::collections::HashSet<OsString>>>,
+    lookups: std::collections::HashMap<PathBuf, Lookup>,
+    opaque: std::collections::HashMap<PathBuf, bool>,
+    root_layers: Option<Vec<usize>>,
 }
 
 /// Where a resolved path is on the host.
@@ -90,6 +108,7 @@ impl Resolved {
 }
 
 /// One layer's answer for a name.
+#[derive(Debug, Clone)]
 enum Lookup {
     Missing,
     WhitedOut,
@@ -123,6 +142,7 @@ impl Root {
         Self {
             layers: vec![dir.into()],
             overlay: false,
+            memo: None,
         }
     }
 
@@ -131,7 +151,39 @@ impl Root {
         Self {
             layers,
             overlay: true,
+            memo: None,
         }
+    }
+
+    /// This root, remembering what it learns of the host: each directory entry, opaque marker
+    /// and the root's layers are read once, however many paths are resolved. Only for layers
+    /// that nothing changes while this root (or a clone) is used, such as committed snapshots
+    /// and a container's root before it starts.
+    #[must_use]
+    pub fn remembering(mut self) -> Self {
+        self.memo = Some(std::sync::Arc::default());
+        self
+    }
+
+    /// The memo's answer for `key`, or `ask`'s, kept.
+    fn remembered<K, V: Clone>(
+        &self,
+        table: impl Fn(&mut Memo) -> &mut std::collections::HashMap<K, V>,
+        key: K,
+        ask: impl FnOnce(&K) -> io::Result<V>,
+    ) -> io::Result<V>
+    where
+        K: std::hash::Hash + Eq,
+    {
+        let Some(memo) = &self.memo else {
+            return ask(&key);
+        };
+        if let Some(value) = table(&mut memo.lock().unwrap_or_else(|e| e.into_inner())).get(&key) {
+            return Ok(value.clone());
+        }
+        let value = ask(&key)?;
+        table(&mut memo.lock().unwrap_or_else(|e| e.into_inner())).insert(key, value.clone());
+        Ok(value)
     }
 
     /// The layer directories, topmost first.
@@ -140,6 +192,30 @@ impl Root {
     }
 
     fn lookup(&self, parent: &Path, name: &OsStr) -> io::Result<Lookup> {
+        if self.memo.is_none() {
+            return self.ask_lookup(parent, name);
+        }
+        let listing = self.remembered(
+            |m| &mut m.listings,
+            parent.to_owned(),
+            |dir| Ok(small_listing(dir)),
+        )?;
+        if let Some(names) = listing {
+            if self.overlay && names.contains(overlay::oci_whiteout_name(name).as_os_str()) {
+                return self.ask_lookup(parent, name);
+            }
+            if !names.contains(name) {
+                return Ok(Lookup::Missing);
+            }
+        }
+        self.remembered(
+            |m| &mut m.lookups,
+            parent.join(name),
+            |_| self.ask_lookup(parent, name),
+        )
+    }
+
+    fn ask_lookup(&self, parent: &Path, name: &OsStr) -> io::Result<Lookup> {
         if self.overlay {
             if overlay::is_oci_marker(name) {
                 return Ok(Lookup::Missing);
@@ -157,7 +233,11 @@ impl Root {
 
     fn opaque(&self, dir: &Path) -> io::Result<bool> {
         if self.overlay {
-            overlay::is_opaque(dir)
+            self.remembered(
+                |m| &mut m.opaque,
+                dir.to_owned(),
+                |dir| overlay::is_opaque(dir),
+            )
         } else {
             Ok(false)
         }
@@ -165,12 +245,25 @@ impl Root {
 
     /// The layers making up the root directory: top down to the first opaque one.
     fn root_layers(&self) -> io::Result<Vec<usize>> {
+        if let Some(memo) = &self.memo {
+            let known = memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .root_layers
+                .clone();
+            if let Some(known) = known {
+                return Ok(known);
+            }
+        }
         let mut out = Vec::new();
         for (index, layer) in self.layers.iter().enumerate() {
             out.push(index);
             if self.opaque(layer)? {
                 break;
             }
+        }
+        if let Some(memo) = &self.memo {
+            memo.lock().unwrap_or_else(|e| e.into_inner()).root_layers = Some(out.clone());
         }
         Ok(out)
     }
@@ -416,6 +509,23 @@ fn missing(names: Vec<OsString>, dirs: &[Vec<usize>]) -> Resolved {
         existing,
     }
 }
+
+/// The names in directory `dir` when it has at most [`SMALL_LISTING`] entries and can be
+/// read; `None` otherwise.
+fn small_listing(dir: &Path) -> Option<std::collections::HashSet<OsString>> {
+    let mut names = std::collections::HashSet::new();
+    for entry in fs_err::read_dir(dir).ok()? {
+        if names.len() == SMALL_LISTING {
+            return None;
+        }
+        names.insert(entry.ok()?.file_name());
+    }
+    Some(names)
+}
+
+/// The most entries of a layer directory a remembering [`Root`] lists instead of looking up
+/// names one by one: build steps' layers hold a few new entries per directory.
+const SMALL_LISTING: usize = 64;
 
 /// `lstat` that answers `None` for a missing path.
 pub(crate) fn lstat(path: &Path) -> io::Result<Option<Metadata>> {

@@ -327,7 +327,8 @@ impl Runner {
             )?);
         }
         let layers = spec.rootfs.lookup_dirs();
-        let view = RootView::new(layers.clone());
+        // Read before the container starts, so nothing changes the layers meanwhile.
+        let view = RootView::unchanging(layers.clone());
         let user = user::resolve(&view, &spec.user)?;
         if spec.remove_mount_stubs {
             cleanup.stubs = Some(stubs::record(

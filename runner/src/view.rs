@@ -39,6 +39,15 @@ impl RootView {
         }
     }
 
+    /// A view of `layers` (topmost first) that nothing changes while it is used, such as a
+    /// container's root before the container starts: each entry and marker is read from the
+    /// host once, so resolving several paths over a deep stack of layers stays cheap.
+    pub(crate) fn unchanging(layers: Vec<PathBuf>) -> Self {
+        Self {
+            root: Root::layered(layers).remembering(),
+        }
+    }
+
     /// Resolves the container path `path` (absolute or relative to `/`). A symbolic link as
     /// the last component is followed when `follow_last` is set.
     pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<Resolved> {

@@ -332,3 +332,80 @@ fn device_whiteouts_and_opaque_attributes_need_root() {
         [s.top.join("opq")]
     );
 }
+
+/// What a resolution answers, to compare two roots by.
+fn answer(root: &Root, path: &str, follow: bool) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    match root.resolve(path, follow) {
+        Ok(r) => format!(
+            "{} {} {:?}",
+            r.path.display(),
+            r.existing,
+            r.entry.map(|e| (e.host, e.layers, e.metadata.ino()))
+        ),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+#[test]
+fn a_remembering_root_answers_as_the_host_does_and_asks_the_host_once() {
+    let s = stack();
+    write(&s.bottom.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    write(&s.bottom.join("etc/group"), "root:x:0:\n");
+    write(&s.middle.join("etc/.wh.group"), "");
+    write(&s.bottom.join("data/old"), "old");
+    write(&s.middle.join("data/.wh..wh..opq"), "");
+    write(&s.middle.join("data/new"), "new");
+    symlink("../data", &s.top.join("bin/d"));
+    symlink("/etc/passwd", &s.top.join("pw"));
+    symlink("loop", &s.top.join("loop"));
+    write(&s.top.join("file"), "");
+    let paths = [
+        "/",
+        "/etc",
+        "/etc/passwd",
+        "/etc/group",
+        "/etc/.wh.group",
+        "/data",
+        "/data/old",
+        "/data/new",
+        "/bin/d/new",
+        "/bin/d/../etc/passwd",
+        "/pw",
+        "/loop",
+        "/file/x",
+        "/missing/../etc/passwd",
+        "/proc",
+        "/dev/shm",
+    ];
+    let remembering = s.root().remembering();
+    // Twice over: the second round is answered from memory.
+    for _ in 0..2 {
+        for path in paths {
+            for follow in [true, false] {
+                assert_eq!(
+                    answer(&remembering, path, follow),
+                    answer(&s.root(), path, follow),
+                    "{path} {follow}"
+                );
+            }
+        }
+    }
+    // It does not ask again: an entry removed since is still there for it (which is why it
+    // is only for layers nothing changes), and gone for a root that asks the host.
+    fs_err::remove_file(s.bottom.join("etc/passwd")).unwrap();
+    assert!(
+        remembering
+            .resolve("/etc/passwd", true)
+            .unwrap()
+            .entry
+            .is_some()
+    );
+    assert!(
+        s.root()
+            .resolve("/etc/passwd", true)
+            .unwrap()
+            .entry
+            .is_none()
+    );
+}
