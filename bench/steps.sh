@@ -7,6 +7,7 @@
 #
 #   bash bench/steps.sh          (as root, with the test registry of scripts/test-env.sh)
 #   STEPS="10 100" PROFILE=debug bash bench/steps.sh
+#   BASELINE_KILN=/path/to/kiln bash bench/steps.sh   (also that binary, for a ratio)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 profile=${PROFILE:-release}
@@ -23,21 +24,31 @@ mirrors = ["127.0.0.1:5000"]
 TOML
 mkdir -p "$work/warm"
 printf 'FROM busybox\nRUN true\n' >"$work/warm/Dockerfile"
-"$kiln" --root "$work/store" --config "$work/kiln.toml" build --progress=plain "$work/warm" >/dev/null
-
-printf '%6s %10s %12s\n' steps seconds "ms/step"
-first=""; last=""
 for n in $steps; do
-  dir=$work/s$n
-  mkdir -p "$dir"
-  { echo "FROM busybox"; for i in $(seq 1 "$n"); do echo "RUN echo $i > /f$i"; done; } >"$dir/Dockerfile"
-  /usr/bin/time -f '%e' -o "$work/time" \
-    "$kiln" --root "$work/store" --config "$work/kiln.toml" build --progress=plain "$dir" >"$work/log" 2>&1 \
-    || { cat "$work/log"; exit 1; }
-  secs=$(cat "$work/time")
-  per=$(python3 -c "print('%.1f' % (float('$secs') * 1000 / $n))")
-  printf '%6s %10s %12s\n' "$n" "$secs" "$per"
-  [ -z "$first" ] && first=$per
-  last=$per
+  mkdir -p "$work/s$n"
+  { echo "FROM busybox"; for i in $(seq 1 "$n"); do echo "RUN echo $i > /f$i"; done; } >"$work/s$n/Dockerfile"
 done
-python3 -c "print('per-step cost, largest / smallest N: %.2f (flat = 1.0)' % (float('$last') / float('$first')))"
+
+# steps_of NAME KILN: the table for one binary, each on its own store.
+steps_of() {
+  local name=$1 bin=$2 store=$work/store-$1 first="" last="" n secs per
+  "$bin" --root "$store" --config "$work/kiln.toml" build --progress=plain "$work/warm" >/dev/null
+  echo "$name ($bin):"
+  printf '%6s %10s %12s\n' steps seconds "ms/step"
+  for n in $steps; do
+    /usr/bin/time -f '%e' -o "$work/time" \
+      "$bin" --root "$store" --config "$work/kiln.toml" build --progress=plain "$work/s$n" >"$work/log" 2>&1 \
+      || { cat "$work/log"; exit 1; }
+    secs=$(cat "$work/time")
+    per=$(python3 -c "print('%.1f' % (float('$secs') * 1000 / $n))")
+    printf '%6s %10s %12s\n' "$n" "$secs" "$per"
+    [ -z "$first" ] && first=$per
+    last=$per
+  done
+  python3 -c "print('per-step cost, largest / smallest N: %.2f (flat = 1.0)' % (float('$last') / float('$first')))"
+}
+steps_of this "$kiln"
+# BASELINE_KILN=PATH: the same builds with another kiln binary, in the same run.
+if [ -n "${BASELINE_KILN:-}" ]; then
+  steps_of baseline "$BASELINE_KILN"
+fi
