@@ -43,11 +43,16 @@ impl Files {
     /// Adds the regular files and symbolic links under `path` (a file or a directory; a
     /// missing one has none).
     pub fn add(&mut self, path: &Path) -> io::Result<()> {
-        let meta = match fs_err::symlink_metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        match fs_err::symlink_metadata(path) {
+            Ok(meta) => self.add_entry(path, &meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `path`, whose `lstat` is `meta`. A directory's entries are stat'ed relative to it
+    /// (no walk of the whole path for each file of a large tree).
+    fn add_entry(&mut self, path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         if meta.is_dir() {
             let entries = match fs_err::read_dir(path) {
                 Ok(entries) => entries,
@@ -56,7 +61,12 @@ impl Files {
                 Err(e) => return Err(e),
             };
             for entry in entries {
-                self.add(&entry?.path())?;
+                let entry = entry?;
+                match entry.metadata() {
+                    Ok(meta) => self.add_entry(&entry.path(), &meta)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         } else if meta.is_file() || meta.is_symlink() {
             let file = self
