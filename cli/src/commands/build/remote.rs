@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use kiln_daemon::{BuildRequest, Client, Export, ExportTarget, Host};
 use kiln_exporters::ExportResponse;
 
-use super::{dockerfile, gateway, metadata, pair, parse_secret, parse_ssh, progress_flag};
+use super::{dockerfile, flags, gateway, metadata, progress_flag};
 use crate::args::BuildArgs;
 use crate::progress::Progress;
 
@@ -145,7 +145,7 @@ fn dockerfile_dir(source: &dockerfile::Source, scratch: &Path) -> anyhow::Result
 fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
     let mut request = BuildRequest::default();
     if let Some(llb) = &args.llb {
-        request.definition = Some(super::read_definition(llb)?.definition().clone());
+        request.definition = Some(flags::read_definition(llb)?.definition().clone());
     } else {
         let context = dockerfile::context_dir(args)?;
         let source = dockerfile::read_dockerfile(args, &context)?;
@@ -187,29 +187,13 @@ fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
         }
         request.locals.insert("context".to_owned(), context);
     }
-    for local in &args.local {
-        let (name, dir) = pair("--local", local)?;
-        let dir = fs_err::canonicalize(dir).with_context(|| format!("local source {name}"))?;
-        request.locals.insert(name.to_owned(), dir);
-    }
-    request.secrets = args
-        .secret
-        .iter()
-        .map(|s| parse_secret(s))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    request.ssh = args
-        .ssh
-        .iter()
-        .map(|s| parse_ssh(s))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    flags::add_locals(args, &mut request.locals)?;
+    request.secrets = flags::secrets(args)?;
+    request.ssh = flags::ssh_agents(args)?;
     request.exports = exports(args)?;
     request.frontend_attrs.extend(attest_attrs(args)?);
     (request.cache_exports, request.cache_imports) = caches(args)?;
-    for entitlement in &args.allow {
-        if !matches!(entitlement.as_str(), "network.host" | "security.insecure") {
-            bail!("invalid entitlement: {entitlement}");
-        }
-    }
+    flags::parse_entitlements(&args.allow)?;
     request.entitlements.clone_from(&args.allow);
     Ok(request)
 }
@@ -365,4 +349,5 @@ mod tests {
             "--print-llb, --explain with --host: not supported yet; build without --host to use them"
         );
     }
+
 }
