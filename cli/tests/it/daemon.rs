@@ -7,149 +7,15 @@
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kiln_testdata::{is_root, registry_up, skip};
 
-use crate::common::{assert_ok, free_port, text};
+use crate::common::daemon::{Daemon, DaemonSetup, buildctl_path};
+use crate::common::{assert_ok, context_with, free_port, text};
 
 pub(crate) const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
-
-/// BuildKit's client: `KILN_BUILDCTL`, else `../shared/tools/buildctl` beside the workspace.
-fn buildctl_path() -> Option<PathBuf> {
-    let path = std::env::var_os("KILN_BUILDCTL").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/buildctl"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        Some(path)
-    } else {
-        skip(&format!(
-            "BuildKit's client is not at {} (set KILN_BUILDCTL)",
-            path.display()
-        ));
-        None
-    }
-}
-
-/// A `kiln daemon` on a socket in a temporary directory; stopped with SIGTERM when dropped.
-pub(crate) struct Daemon {
-    child: Option<Child>,
-    pub(crate) socket: PathBuf,
-    buildctl: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `kiln --root ROOT [--config CONFIG] daemon --addr unix://DIR/kiln.sock` and
-    /// waits for its socket.
-    pub(crate) fn start(dir: &Path, root: &Path, config: Option<&Path>) -> Option<Self> {
-        Self::start_with(dir, root, config, &[])
-    }
-
-    /// [`Daemon::start`] with more `kiln daemon` arguments (more addresses, TLS files).
-    pub(crate) fn start_with(
-        dir: &Path,
-        root: &Path,
-        config: Option<&Path>,
-        args: &[&str],
-    ) -> Option<Self> {
-        Self::start_with_env(dir, root, config, args, &[])
-    }
-
-    /// [`Daemon::start_with`] with `env` added to the daemon's environment.
-    pub(crate) fn start_with_env(
-        dir: &Path,
-        root: &Path,
-        config: Option<&Path>,
-        args: &[&str],
-        env: &[(&str, &Path)],
-    ) -> Option<Self> {
-        let buildctl = buildctl_path()?;
-        let socket = dir.join("kiln.sock");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        command.arg("--root").arg(root).env_remove("KILN_CONFIG");
-        command.envs(env.iter().copied());
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        let child = command
-            .arg("daemon")
-            .arg("--addr")
-            .arg(format!("unix://{}", socket.display()))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut daemon = Self {
-            child: Some(child),
-            socket,
-            buildctl,
-        };
-        for _ in 0..200 {
-            if std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok() {
-                return Some(daemon);
-            }
-            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
-                let output = daemon.child.take().unwrap().wait_with_output().unwrap();
-                panic!("kiln daemon exited with {status}: {}", text(&output));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("kiln daemon did not listen on {}", daemon.socket.display());
-    }
-
-    /// `buildctl --addr unix://SOCKET`, for more arguments.
-    pub(crate) fn buildctl_command(&self) -> Command {
-        let mut command = Command::new(&self.buildctl);
-        command
-            .arg("--addr")
-            .arg(format!("unix://{}", self.socket.display()));
-        command
-    }
-
-    /// Runs `buildctl --addr unix://SOCKET ARGS`.
-    pub(crate) fn buildctl(&self, args: &[&str]) -> Output {
-        self.buildctl_command().args(args).output().unwrap()
-    }
-
-    /// Runs `kiln --root CLIENT_ROOT --host unix://SOCKET ARGS` with `env` added: kiln's own
-    /// client of this daemon (its store at `CLIENT_ROOT` is not to be touched).
-    pub(crate) fn kiln(&self, client_root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        command
-            .arg("--root")
-            .arg(client_root)
-            .arg("--host")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .env_remove("KILN_CONFIG")
-            .env_remove("KILN_HOST");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.output().unwrap()
-    }
-
-    /// Sends SIGTERM and waits for the daemon to exit; returns its output.
-    pub(crate) fn stop(mut self) -> Output {
-        self.terminate().unwrap()
-    }
-
-    fn terminate(&mut self) -> Option<Output> {
-        let child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        Some(child.wait_with_output().unwrap())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.terminate();
-    }
-}
 
 /// `buildctl du --format '{{json .}}'` as (ID, in use, size), sorted.
 pub(crate) fn buildctl_du(daemon: &Daemon) -> Vec<(String, bool, u64)> {
@@ -358,13 +224,7 @@ fn serial_daemon_serves_tcp_to_clients_with_a_certificate_of_its_ca_only() {
     // context sent and its output received over the TLS connection.
     let workers = text(&assert_ok(over_tcp(Some(&certs), &["debug", "workers"])));
     assert!(workers.contains("linux/amd64"), "{workers}");
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        "FROM scratch\nCOPY greeting /out/\n",
-    )
-    .unwrap();
+    let context = context_with(dir.path(), "FROM scratch\nCOPY greeting /out/\n");
     fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
     let dest = dir.path().join("dest");
     let (context_arg, dest_arg) = (
@@ -529,13 +389,10 @@ pub(crate) fn registry_digest(repository: &str, tag: &str) -> String {
 
 #[test]
 fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let def =
         fs_err::read(kiln_testdata::llb_vectors_dir().join("123-run-shell-form-uses-sh-c/def.pb"))
             .unwrap();
@@ -543,7 +400,7 @@ fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
     let metadata = dir.path().join("metadata.json");
     let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
     let built = assert_ok(buildctl_build(
-        &daemon,
+        daemon,
         &def,
         &[
             "--output",
@@ -564,7 +421,7 @@ fn serial_daemon_builds_a_definition_from_buildctl_and_pushes_the_image() {
     assert_eq!(registry_digest("kiln-test/daemon", &tag), digest);
 
     // Again: every step is cached.
-    let again = assert_ok(buildctl_build(&daemon, &def, &[]));
+    let again = assert_ok(buildctl_build(daemon, &def, &[]));
     let progress = String::from_utf8_lossy(&again.stderr);
     assert!(progress.contains("CACHED"), "{progress}");
     assert!(!progress.contains("DONE"), "{progress}");
@@ -585,15 +442,12 @@ fn busybox_step(script: &str) -> Vec<u8> {
 
 #[test]
 fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let daemon = &setup.daemon;
     let def = busybox_step("echo failing-step-output; exit 3");
-    let failed = buildctl_build(&daemon, &def, &[]);
+    let failed = buildctl_build(daemon, &def, &[]);
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("failing-step-output"), "{stderr}");
@@ -609,20 +463,17 @@ fn serial_daemon_reports_a_failing_step_and_keeps_serving() {
 
 #[test]
 fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let tag = format!("concurrent-{}", std::process::id());
     let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
     let metadata = dir.path().join("metadata.json");
     let (good, bad) = std::thread::scope(|scope| {
         let good = scope.spawn(|| {
             buildctl_build(
-                &daemon,
+                daemon,
                 &busybox_step("sleep 1; echo good > /good"),
                 &[
                     "--output",
@@ -634,7 +485,7 @@ fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
         });
         let bad = scope.spawn(|| {
             buildctl_build(
-                &daemon,
+                daemon,
                 &busybox_step("echo concurrent-failure; exit 7"),
                 &[],
             )
@@ -661,13 +512,10 @@ fn serial_daemon_runs_concurrent_builds_and_one_failing_leaves_the_other() {
 /// takes the result.
 #[test]
 fn serial_daemon_runs_a_step_two_concurrent_builds_need_once() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let nonce = format!("{}-{}", std::process::id(), fastrand::u64(..));
     let contexts = ["one", "two"].map(|name| {
         let context = dir.path().join(name);
@@ -742,27 +590,18 @@ fn buildctl_dockerfile_env(
 
 #[test]
 fn serial_daemon_records_its_builds_for_history_and_explain() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {IMAGE}\nARG V\nRUN echo \"$V\" > /v\n"),
-    )
-    .unwrap();
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let root = setup.root();
+    let context = setup.context(&format!("FROM {IMAGE}\nARG V\nRUN echo \"$V\" > /v\n"));
     let out = dir.path().join("out");
     let local = format!("type=local,dest={}", out.display());
     for v in ["1", "2"] {
         let arg = format!("build-arg:V={v}");
         assert_ok(buildctl_dockerfile(
-            &daemon,
+            daemon,
             &context,
             &["--opt", &arg, "--output", &local],
         ));
@@ -807,13 +646,10 @@ fn serial_daemon_records_its_builds_for_history_and_explain() {
 
 #[test]
 fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let context = dir.path().join("context");
     fs_err::create_dir_all(context.join("app/sub")).unwrap();
     fs_err::write(
@@ -836,7 +672,7 @@ fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     let out = dir.path().join("out");
     let local = format!("type=local,dest={}", out.display());
     let built = assert_ok(buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &["--opt", "build-arg:GREETING=hello", "--output", &local],
     ));
@@ -854,7 +690,7 @@ fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     let output = format!("type=image,name=127.0.0.1:5000/kiln-test/daemon:{tag},push=true");
     let metadata = dir.path().join("metadata.json");
     let pushed = assert_ok(buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &[
             "--opt",
@@ -886,7 +722,7 @@ fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     let archive = dir.path().join("out.tar");
     let tar = format!("type=tar,dest={}", archive.display());
     assert_ok(buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &["--opt", "build-arg:GREETING=again", "--output", &tar],
     ));
@@ -905,7 +741,7 @@ fn serial_daemon_builds_a_dockerfile_from_the_client_session() {
     assert_eq!(member("app/greeting"), "again from the daemon\n");
 
     // A Dockerfile the client does not have is the build's error.
-    let missing = buildctl_dockerfile(&daemon, &context, &["--opt", "filename=Missing.Dockerfile"]);
+    let missing = buildctl_dockerfile(daemon, &context, &["--opt", "filename=Missing.Dockerfile"]);
     assert!(!missing.status.success());
     assert!(
         text(&missing).contains(
@@ -1224,23 +1060,14 @@ fn socket_activated_daemon_answers_on_the_passed_socket() {
 /// buildctl's session), and `gateway.v0` with `source=` runs it directly.
 #[test]
 fn serial_daemon_runs_the_frontend_image_a_dockerfile_names() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!(
-            "# syntax=docker/dockerfile:1\nFROM {IMAGE}\nARG V=unset\nCOPY note.txt /note.txt\n\
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let context = setup.context(&format!(
+        "# syntax=docker/dockerfile:1\nFROM {IMAGE}\nARG V=unset\nCOPY note.txt /note.txt\n\
              RUN echo \"$V $(cat /note.txt)\" > /made\n"
-        ),
-    )
-    .unwrap();
+    ));
     fs_err::write(context.join("note.txt"), "via the frontend image").unwrap();
     for (round, frontend) in [
         ("1", &["--opt", "build-arg:V=1"][..]),
@@ -1260,7 +1087,7 @@ fn serial_daemon_runs_the_frontend_image_a_dockerfile_names() {
         let local = format!("type=local,dest={}", out.display());
         let mut args = frontend.to_vec();
         args.extend(["--output", &local]);
-        let built = assert_ok(buildctl_dockerfile(&daemon, &context, &args));
+        let built = assert_ok(buildctl_dockerfile(daemon, &context, &args));
         let progress = String::from_utf8_lossy(&built.stderr);
         assert!(
             progress.contains("[frontend] docker/dockerfile:1"),
@@ -1275,13 +1102,10 @@ fn serial_daemon_runs_the_frontend_image_a_dockerfile_names() {
 
 #[test]
 fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let context = dir.path().join("ctx");
     fs_err::create_dir_all(&context).unwrap();
     fs_err::write(context.join("greeting"), "hello yaml\n").unwrap();
@@ -1301,7 +1125,7 @@ fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
     let local = format!("context={}", context.display());
     let dest = format!("type=local,dest={}", out.display());
     assert_ok(buildctl_build(
-        &daemon,
+        daemon,
         &printed.stdout,
         &["--local", &local, "--output", &dest],
     ));
@@ -1313,31 +1137,24 @@ fn serial_a_kiln_yaml_definition_from_print_llb_builds_through_buildctl() {
 
 #[test]
 fn serial_daemon_builds_several_platforms_into_one_index() {
-    if !crate::multiplatform::multi_ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::multiplatform::multi_ready) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let context = setup.context(
         "FROM --platform=$BUILDPLATFORM 127.0.0.1:5000/library/busybox:multi AS gen\n\
          RUN echo generated once > /gen\n\
          FROM 127.0.0.1:5000/library/busybox:multi\n\
          ARG TARGETPLATFORM\n\
          COPY --from=gen /gen /gen\n\
          RUN echo \"$(uname -m) $TARGETPLATFORM\" > /arch\n",
-    )
-    .unwrap();
+    );
 
     // buildctl's --opt platform=A,B: a folder per platform back through the session.
     let out = dir.path().join("out");
     let local = format!("type=local,dest={}", out.display());
     let built = assert_ok(buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &[
             "--opt",
@@ -1369,7 +1186,7 @@ fn serial_daemon_builds_several_platforms_into_one_index() {
     );
     let output = format!("type=image,name={name},push=true");
     assert_ok(buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &[
             "--opt",
@@ -1469,13 +1286,10 @@ fn serial_daemon_pulls_and_pushes_with_the_credentials_of_the_client_that_asked(
     ) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {host}/library/busybox:latest\nRUN echo built with credentials > /built\n"),
-    )
-    .unwrap();
+    let context = context_with(
+        dir.path(),
+        &format!("FROM {host}/library/busybox:latest\nRUN echo built with credentials > /built\n"),
+    );
     let buildctl = |docker: &Path, name: &str| {
         let output = format!("type=image,name={host}/kiln-test/private:{name},push=true");
         buildctl_dockerfile_env(

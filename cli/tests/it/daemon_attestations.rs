@@ -13,8 +13,9 @@ use crate::attestations::{
     attested, check_max_provenance, check_provenance, context, entries, index_digest, json, purl,
     raw, registry_blob, spdx_packages,
 };
-use crate::common::{assert_ok, mirror_config, text};
-use crate::daemon::{Daemon, buildctl_dockerfile};
+use crate::common::daemon::DaemonSetup;
+use crate::common::{assert_ok, text};
+use crate::daemon::buildctl_dockerfile;
 
 const SLSA: &str = "https://slsa.dev/provenance/v1";
 const SPDX: &str = "https://spdx.dev/Document";
@@ -29,31 +30,10 @@ fn repository(what: &str) -> String {
 }
 
 /// A daemon whose `busybox:latest` is the test registry's, and [`context`]'s build for it.
-struct Setup {
-    /// Stopped first.
-    daemon: Daemon,
-    context: PathBuf,
-    /// Removed last.
-    dir: tempfile::TempDir,
-}
-
-/// The [`Setup`] of a test that `ready` says can run here (else skipped: `None`).
-fn start(ready: fn() -> bool) -> Option<Setup> {
-    if !ready() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(
-        dir.path(),
-        &dir.path().join("root"),
-        Some(&mirror_config(dir.path())),
-    )?;
-    let context = PathBuf::from(context(dir.path()));
-    Some(Setup {
-        daemon,
-        context,
-        dir,
-    })
+fn start(ready: fn() -> bool) -> Option<(DaemonSetup, PathBuf)> {
+    let setup = DaemonSetup::start_mirrored(ready)?;
+    let context = PathBuf::from(context(setup.dir.path()));
+    Some((setup, context))
 }
 
 /// buildctl's `--output` pushing to `name`.
@@ -94,10 +74,10 @@ fn statements(
 /// attribute, busybox as a resolved dependency, the LLB and the Dockerfile the daemon read).
 #[test]
 fn serial_daemon_attaches_the_provenance_and_sbom_buildctl_asks_for() {
-    let Some(setup) = start(crate::common::ready) else {
+    let Some((setup, context)) = start(crate::common::ready) else {
         return;
     };
-    let (daemon, context) = (&setup.daemon, &setup.context);
+    let (daemon, context) = (&setup.daemon, &context);
     let dockerfile = "FROM busybox:latest\nARG GREETING=hi\nRUN echo $GREETING > /greeting\n\
                       COPY status /var/lib/dpkg/status\n";
     fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
@@ -175,10 +155,10 @@ fn serial_daemon_attaches_the_provenance_and_sbom_buildctl_asks_for() {
 /// default attestations); `attest:provenance=disabled=true` too.
 #[test]
 fn serial_daemon_pushes_no_attestations_unless_asked() {
-    let Some(setup) = start(crate::common::ready) else {
+    let Some((setup, context)) = start(crate::common::ready) else {
         return;
     };
-    let (daemon, context) = (&setup.daemon, &setup.context);
+    let (daemon, context) = (&setup.daemon, &context);
     let repository = repository("plain");
     for (tag, opts) in [
         ("plain", &[][..]),
@@ -206,10 +186,10 @@ fn serial_daemon_pushes_no_attestations_unless_asked() {
 /// before anything is built or pushed.
 #[test]
 fn serial_daemon_refuses_an_invalid_attest_value() {
-    let Some(setup) = start(crate::common::ready) else {
+    let Some((setup, context)) = start(crate::common::ready) else {
         return;
     };
-    let (daemon, context) = (&setup.daemon, &setup.context);
+    let (daemon, context) = (&setup.daemon, &context);
     for (opt, message) in [
         (
             "attest:provenance=mode=bogus",
@@ -234,10 +214,10 @@ fn serial_daemon_refuses_an_invalid_attest_value() {
 /// (BuildKit's default `mode=max`) is about that image and has that platform's base image.
 #[test]
 fn serial_daemon_attests_each_platform_of_an_index() {
-    let Some(setup) = start(crate::multiplatform::multi_ready) else {
+    let Some((setup, context)) = start(crate::multiplatform::multi_ready) else {
         return;
     };
-    let (daemon, context) = (&setup.daemon, &setup.context);
+    let (daemon, context) = (&setup.daemon, &context);
     fs_err::write(
         context.join("Dockerfile"),
         "FROM 127.0.0.1:5000/library/busybox:multi\nCOPY Dockerfile /Dockerfile\n",
@@ -295,10 +275,10 @@ fn serial_daemon_attests_each_platform_of_an_index() {
 /// statements; `--provenance=false` pushes the image alone.
 #[test]
 fn serial_kiln_host_sends_its_attestation_flags_as_buildx_does() {
-    let Some(setup) = start(crate::common::ready) else {
+    let Some((setup, context)) = start(crate::common::ready) else {
         return;
     };
-    let (daemon, context) = (&setup.daemon, &setup.context);
+    let (daemon, context) = (&setup.daemon, &context);
     let client_root = setup.dir.path().join("client-root");
     let repository = repository("host");
     let name = format!("127.0.0.1:5000/{repository}:attested");

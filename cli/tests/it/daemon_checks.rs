@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::process::Output;
 
+use crate::common::daemon::{Daemon, DaemonSetup};
 use crate::common::text;
-use crate::daemon::{Daemon, IMAGE, buildctl_dockerfile, kiln};
+use crate::daemon::{IMAGE, buildctl_dockerfile, kiln};
 
 /// Standard output and exit code.
 fn printed(output: &Output) -> (String, Option<i32>) {
@@ -29,26 +30,17 @@ fn both(daemon: &Daemon, root: &Path, client_root: &Path, context: &Path) -> [Ou
 
 #[test]
 fn serial_daemon_runs_the_build_checks_for_buildctl_and_kiln_host() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let (root, client_root) = (
         dir.path().join("local-root"),
         dir.path().join("client-root"),
     );
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {IMAGE} AS Base\nRUN true\nCMD run it\n"),
-    )
-    .unwrap();
+    let context = setup.context(&format!("FROM {IMAGE} AS Base\nRUN true\nCMD run it\n"));
 
-    let [local, remote] = both(&daemon, &root, &client_root, &context);
+    let [local, remote] = both(daemon, &root, &client_root, &context);
     let (report, code) = printed(&local);
     assert_eq!(code, Some(1), "{}", text(&local));
     assert!(
@@ -67,7 +59,7 @@ fn serial_daemon_runs_the_build_checks_for_buildctl_and_kiln_host() {
     // buildctl's subrequest: the lint result in the response.
     let metadata = dir.path().join("lint.json");
     let linted = buildctl_dockerfile(
-        &daemon,
+        daemon,
         &context,
         &[
             "--opt",
@@ -104,7 +96,7 @@ fn serial_daemon_runs_the_build_checks_for_buildctl_and_kiln_host() {
         format!("FROM {IMAGE} AS base\nCMD [\"true\"]\n"),
     )
     .unwrap();
-    let [local, remote] = both(&daemon, &root, &client_root, &context);
+    let [local, remote] = both(daemon, &root, &client_root, &context);
     assert_eq!(
         printed(&local),
         ("Check complete, no warnings found.\n".to_owned(), Some(0)),
@@ -119,7 +111,7 @@ fn serial_daemon_runs_the_build_checks_for_buildctl_and_kiln_host() {
         format!("FROM {IMAGE}\nNOPE x\n"),
     )
     .unwrap();
-    let [local, remote] = both(&daemon, &root, &client_root, &context);
+    let [local, remote] = both(daemon, &root, &client_root, &context);
     assert!(!local.status.success());
     assert!(!remote.status.success());
     assert!(

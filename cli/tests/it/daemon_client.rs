@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{assert_ok, text};
-use crate::daemon::{Daemon, IMAGE, kiln};
+use crate::common::daemon::{Daemon, DaemonSetup};
+use crate::common::{assert_ok, context_with, text};
+use crate::daemon::{IMAGE, kiln};
 
 /// The bytes each of the client's directory syncs sent, from its debug log
 /// (`directory sent name="NAME" bytes=N`), in the order they ended.
@@ -50,14 +51,11 @@ const SYNC_LOG: &[(&str, &str)] = &[("KILN_LOG", "kiln_daemon::client=debug"), (
 
 #[test]
 fn serial_kiln_host_builds_in_the_daemon_and_sends_only_what_changed() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let root = setup.root();
     // The client's own store: a build through the daemon never opens it.
     let client_root = dir.path().join("client-root");
     let context = dir.path().join("context");
@@ -252,21 +250,12 @@ fn kiln_host_refuses_what_it_cannot_do_through_a_daemon() {
 
 #[test]
 fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
     let client_root = dir.path().join("client-root");
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {IMAGE}\nRUN echo cached > /file\n"),
-    )
-    .unwrap();
+    let context = setup.context(&format!("FROM {IMAGE}\nRUN echo cached > /file\n"));
     assert_ok(daemon.kiln(
         &client_root,
         &["build", "-t", "kiln-host/du:1", context.to_str().unwrap()],
@@ -285,8 +274,8 @@ fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
         rows.sort();
         rows
     };
-    let listed = du(&daemon);
-    assert_eq!(listed, crate::daemon::buildctl_du(&daemon));
+    let listed = du(daemon);
+    assert_eq!(listed, crate::daemon::buildctl_du(daemon));
     assert!(listed.iter().any(|(_, in_use, _)| !in_use), "{listed:?}");
     let table =
         String::from_utf8(assert_ok(daemon.kiln(&client_root, &["du"], &[])).stdout).unwrap();
@@ -310,9 +299,9 @@ fn serial_kiln_host_du_prune_and_debug_workers_are_the_daemons() {
         .map(|(id, ..)| id.clone())
         .collect();
     assert_eq!(removed, reclaimable);
-    let left = crate::daemon::buildctl_du(&daemon);
+    let left = crate::daemon::buildctl_du(daemon);
     assert!(left.iter().all(|(_, in_use, _)| *in_use), "{left:?}");
-    assert_eq!(du(&daemon), left);
+    assert_eq!(du(daemon), left);
 
     // `debug workers`, as buildctl prints them.
     let workers =
@@ -463,13 +452,7 @@ fn serial_kiln_host_builds_over_tcp_with_its_certificate() {
     ) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        "FROM scratch\nCOPY greeting /out/\n",
-    )
-    .unwrap();
+    let context = context_with(dir.path(), "FROM scratch\nCOPY greeting /out/\n");
     fs_err::write(context.join("greeting"), "over mutual TLS\n").unwrap();
     let dest = dir.path().join("dest");
     let over_tcp = |cert_path: &Path| {
@@ -590,20 +573,13 @@ fn serial_kiln_host_exports_and_imports_a_local_cache_in_its_own_directory() {
 
 #[test]
 fn serial_kiln_host_traces_and_draws_the_build_from_the_daemon_s_progress() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(daemon) = Daemon::start(dir.path(), &dir.path().join("root"), None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!("FROM {IMAGE}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n"),
-    )
-    .unwrap();
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let context = setup.context(&format!(
+        "FROM {IMAGE}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n"
+    ));
     fs_err::write(context.join("a.txt"), "a\n").unwrap();
     let trace = dir.path().join("trace.json");
     let dot = dir.path().join("graph.dot");

@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::daemon::Daemon;
 use crate::common::{assert_ok, text};
-use crate::daemon::{Daemon, IMAGE, buildctl_dockerfile};
+use crate::daemon::{IMAGE, buildctl_dockerfile};
 
 /// The image's time, so that the daemon's builds and the in-process one make the same image.
 const EPOCH: &str = "1700000000";

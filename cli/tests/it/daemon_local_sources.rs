@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::daemon::{Daemon, DaemonSetup};
 use crate::common::{assert_ok, text};
-use crate::daemon::{Daemon, IMAGE, kiln};
+use crate::daemon::{IMAGE, kiln};
 
 /// A `source.local` record: in use, size, description.
 type Source = (bool, u64, String);
@@ -84,30 +85,21 @@ fn build(daemon: &Daemon, context: &Path, pause: &str, out: &Path) -> Command {
 
 #[test]
 fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
-    if !crate::common::ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let Some(daemon) = Daemon::start(dir.path(), &root, None) else {
+    let Some(setup) = DaemonSetup::start(crate::common::ready) else {
         return;
     };
-    let context = dir.path().join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(
-        context.join("Dockerfile"),
-        format!(
-            "FROM {IMAGE}\n\
+    let (daemon, dir) = (&setup.daemon, &setup.dir);
+    let root = setup.root();
+    let context = setup.context(&format!(
+        "FROM {IMAGE}\n\
              COPY data.bin /data.bin\n\
              ARG PAUSE\n\
              RUN sleep $PAUSE && wc -c < /data.bin > /size\n"
-        ),
-    )
-    .unwrap();
+    ));
     let data: Vec<u8> = (0..300_000).map(|_| fastrand::u8(..)).collect();
     fs_err::write(context.join("data.bin"), &data).unwrap();
     let out = dir.path().join("out");
-    assert_ok(build(&daemon, &context, "0", &out).output().unwrap());
+    assert_ok(build(daemon, &context, "0", &out).output().unwrap());
     assert_eq!(
         fs_err::read_to_string(out.join("size")).unwrap().trim(),
         "300000"
@@ -116,7 +108,7 @@ fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
     // The context (the frontend's read of its `.dockerignore`, and the files the build
     // copies) and the Dockerfile's directory, each with the bytes it holds.
     let sync = root.join("local-sync");
-    let sources = buildctl_sources(&daemon);
+    let sources = buildctl_sources(daemon);
     let descriptions: std::collections::BTreeSet<&str> =
         sources.values().map(|s| s.2.as_str()).collect();
     assert_eq!(
@@ -146,7 +138,7 @@ fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
 
     // A build that holds its context while its step runs: neither the daemon's prune nor
     // another process's removes that directory.
-    let running = build(&daemon, &context, "8", &dir.path().join("out-2"))
+    let running = build(daemon, &context, "8", &dir.path().join("out-2"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -154,7 +146,7 @@ fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
     let start = Instant::now();
     let held = context_id;
     loop {
-        let now = buildctl_sources(&daemon);
+        let now = buildctl_sources(daemon);
         if now.get(&held).is_some_and(|s| s.0) {
             break;
         }
@@ -182,7 +174,7 @@ fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
     );
 
     // Once the build is over, a prune removes every one, directories and all.
-    let left = buildctl_sources(&daemon);
+    let left = buildctl_sources(daemon);
     assert!(left.contains_key(&held), "{left:?}");
     let pruned = assert_ok(daemon.buildctl(&["prune", "--format", "{{.ID}}"]));
     let removed: Vec<&str> = std::str::from_utf8(&pruned.stdout)
@@ -193,5 +185,5 @@ fn serial_daemon_lists_and_prunes_the_local_sources_it_received() {
         assert!(removed.contains(&id.as_str()), "{id} in {removed:?}");
         assert!(!sync.join(id).exists(), "{id}");
     }
-    assert!(buildctl_sources(&daemon).is_empty());
+    assert!(buildctl_sources(daemon).is_empty());
 }

@@ -9,6 +9,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::common::context_with;
+
 const IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
 
 fn kiln(root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -366,14 +368,6 @@ fn registry_and_root(why: &str) -> Option<(tempfile::TempDir, std::path::PathBuf
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     Some((dir, root))
-}
-
-/// A build context `DIR/context` holding `dockerfile`.
-fn context_with(dir: &Path, dockerfile: &str) -> std::path::PathBuf {
-    let context = dir.join("context");
-    fs_err::create_dir_all(&context).unwrap();
-    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
-    context
 }
 
 /// `kiln du --format json`, parsed.

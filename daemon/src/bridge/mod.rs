@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+mod caps;
 mod client;
 mod container;
 mod errors;

@@ -12,8 +12,8 @@ use kiln_solver::{Ref, Reporter, Session, SourceMeta};
 use tokio::sync::{OnceCell, watch};
 use tonic::{Request, Response, Status};
 
-use super::files;
 use super::returned::returned_result;
+use super::{caps, files};
 use crate::pb::gateway::llb_bridge_server::LlbBridge;
 use crate::pb::gateway::{
     EvaluateRequest, EvaluateResponse, ExecMessage, InputsRequest, InputsResponse,
@@ -36,83 +36,6 @@ const MAX_HELD_BYTES: usize = 512 << 20;
 /// At most this many warnings are kept, each cut to [`MAX_WARNING_BYTES`].
 const MAX_WARNINGS: usize = 1000;
 const MAX_WARNING_BYTES: usize = 4 << 10;
-
-/// The gateway capabilities served to frontend images; the frontend falls back to simpler
-/// calls for the ones left out.
-const FRONTEND_CAPS: &[&str] = &[
-    "solve.base",
-    "solve.inlinereturn",
-    "resolveimage",
-    "resolveimage.resolvemode",
-    "readfile",
-    "return",
-    "readdir",
-    "statfile",
-    "proto.refarray",
-    "frontend.inputs",
-    "gateway.solve.metadata",
-    "gateway.solve.evaluate",
-    "gateway.evaluate",
-    "gateway.warnings",
-    "gateway.exec",
-    "gateway.exec.extrahosts",
-    "gateway.exec.secretenv",
-    "gateway.exec.signals",
-    "source.metaresolver",
-];
-
-/// The LLB capabilities kiln's solver takes (it checks each field itself).
-pub(crate) const LLB_CAPS: &[&str] = &[
-    "source.image",
-    "source.image.resolvemode",
-    "source.local",
-    "source.local.unique",
-    "source.local.sessionid",
-    "source.local.includepatterns",
-    "source.local.followpaths",
-    "source.local.excludepatterns",
-    "source.local.sharedkeyhint",
-    "source.git",
-    "source.git.keepgitdir",
-    "source.git.fullurl",
-    "source.git.subdir",
-    "source.http",
-    "source.http.checksum",
-    "source.http.perm",
-    "soruce.http.uidgid",
-    "exec.meta.base",
-    "exec.meta.network",
-    "exec.meta.proxyenv",
-    "exec.meta.security",
-    "exec.meta.setsdefaultpath",
-    "exec.meta.ulimit",
-    "exec.meta.removemountstubs.recursive",
-    "exec.mount.bind",
-    "exec.mount.bind.readwrite-nooutput",
-    "exec.mount.cache",
-    "exec.mount.cache.sharing",
-    "exec.mount.selector",
-    "exec.mount.tmpfs",
-    "exec.mount.tmpfs.size",
-    "exec.mount.secret",
-    "exec.mount.ssh",
-    "exec.secretenv",
-    "exec.validexitcode",
-    "file.base",
-    "file.rm.wildcard",
-    "file.copy.includeexcludepatterns",
-    "file.rm.nofollowsymlink",
-    "file.copy.alwaysreplaceexistingdestpaths",
-    "file.copy.modestring",
-    "file.symlink.create",
-    "constraints",
-    "platform",
-    "meta.ignorecache",
-    "meta.description",
-    "meta.exportcache",
-    "mergeop",
-    "diffop",
-];
 
 /// What the frontend returned: its result refs' Definitions with the metadata, or its error.
 #[derive(Debug, Clone)]
@@ -525,17 +448,6 @@ fn loaded(definition: Definition) -> Result<(Definition, LoadedDefinition), Stat
     Ok((definition, loaded))
 }
 
-/// The capability list of a `Pong`.
-fn caps(ids: &[&str]) -> Vec<crate::pb::moby::buildkit::v1::apicaps::ApiCap> {
-    ids.iter()
-        .map(|id| crate::pb::moby::buildkit::v1::apicaps::ApiCap {
-            id: (*id).to_owned(),
-            enabled: true,
-            ..Default::default()
-        })
-        .collect()
-}
-
 /// The answer to `request`: the ref `id` (with its Definition `def` where the client takes
 /// one), in the form the client asked for.
 fn solve_response(
@@ -744,8 +656,8 @@ impl LlbBridge for Arc<Bridge> {
 
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PongResponse>, Status> {
         Ok(Response::new(PongResponse {
-            frontend_api_caps: caps(FRONTEND_CAPS),
-            llb_caps: caps(LLB_CAPS),
+            frontend_api_caps: caps::frontend(),
+            llb_caps: caps::llb(),
             workers: self.workers(),
         }))
     }

@@ -1,5 +1,6 @@
 //! Unit tests of the mount plan against the recording fake.
 
+use super::overlay::overlay_options;
 use super::*;
 use crate::TmpfsOptions;
 use crate::sys::fake::RecordingSys;

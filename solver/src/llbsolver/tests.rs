@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use kiln_llb::{CopyOptions, FileAction, State};
 
 use super::*;
-use crate::history::MissReason;
-use crate::scheduler::Event;
+use crate::history::{History, MissReason};
+use crate::scheduler::{CacheStore as _, Event};
 use crate::testing::FakeExecutor;
 
 #[test]

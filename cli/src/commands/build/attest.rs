@@ -44,6 +44,10 @@ pub(super) fn pushes(outputs: &[Output]) -> bool {
         .any(|o| matches!(o, Output::Image { settings, .. } if settings.push))
 }
 
+/// What the provenance says of a Dockerfile build's frontend: its name, its attributes and
+/// the Dockerfile's name.
+pub(super) type FrontendFacts = (&'static str, BTreeMap<String, String>, String);
+
 /// The frontend of a Dockerfile build as its provenance names it: `dockerfile.v0`, its
 /// attributes (with `source` and `cmdline` for a frontend image, as buildx sends them) and
 /// the Dockerfile's name.
@@ -51,7 +55,7 @@ pub(super) fn frontend_facts(
     args: &BuildArgs,
     options: &kiln_frontend::ConvertOptions,
     choice: &super::gateway::Choice,
-) -> (&'static str, BTreeMap<String, String>, String) {
+) -> FrontendFacts {
     let mut attrs = kiln_daemon::frontend_attrs(options, args.no_cache);
     if let super::gateway::Choice::Image(syntax) = choice {
         attrs.insert("source".to_owned(), syntax.image.clone());

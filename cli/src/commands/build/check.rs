@@ -120,6 +120,14 @@ pub(super) fn print_summary(warnings: &[LintWarning]) {
         .write_all(summary(warnings).as_bytes());
 }
 
+/// `--call=targets`: lists the targets of the build's Dockerfile.
+pub(super) fn list_targets(args: &crate::args::BuildArgs) -> anyhow::Result<ExitCode> {
+    let dir = super::dockerfile::context_dir(args)?;
+    let source = super::dockerfile::read_dockerfile(args, &dir)?;
+    let options = super::dockerfile::options(args, &source, &dir)?;
+    targets(&source.bytes, &options.file_name)
+}
+
 /// `--call=targets`: the stages of `dockerfile`, as buildx lists them (the last one is the
 /// default), with the description of a `# name description` comment above their `FROM`.
 pub(super) fn targets(dockerfile: &[u8], file_name: &str) -> anyhow::Result<ExitCode> {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use kiln_daemon::{BuildRequest, Client, Export, ExportTarget, Host};
-use kiln_exporters::ExportResponse;
+use kiln_exporters::{ExportResponse, Output};
 
-use super::{dockerfile, gateway, metadata, pair, parse_secret, parse_ssh, progress_flag};
+use super::{dockerfile, flags, gateway, metadata, progress_flag};
 use crate::args::BuildArgs;
 use crate::progress::Progress;
 
@@ -47,10 +47,11 @@ fn refuse_local_only(args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The exporters of `-o`, `-t` and `--push`, checked as an in-process build checks them:
-/// `dest` stays on this side, where the daemon sends those outputs back.
-fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
-    kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
+/// The exporters of `-o`, `-t` and `--push`, with the outputs as an in-process build reads
+/// and checks them (for what else they ask of the build: a push's provenance). `dest`
+/// stays on this side, where the daemon sends those outputs back.
+fn exports(args: &BuildArgs) -> anyhow::Result<(Vec<Export>, Vec<Output>)> {
+    let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
     let mut exports = Vec::new();
     for text in &args.output {
         let (kind, mut fields) = kiln_exporters::output_fields(text)?;
@@ -92,14 +93,14 @@ fn exports(args: &BuildArgs) -> anyhow::Result<Vec<Export>> {
             target: None,
         });
     }
-    Ok(exports)
+    Ok((exports, outputs))
 }
 
-/// The attestations the flags ask for (with buildx's `mode=min` provenance on a push), as the
-/// frontend attributes buildx sends: `attest:provenance=mode=…`, `attest:sbom=`.
-fn attest_attrs(args: &BuildArgs) -> anyhow::Result<BTreeMap<String, String>> {
-    let outputs = kiln_exporters::outputs_from_args(&args.output, &args.tag, args.push)?;
-    let requested = super::attest::requested(args, super::attest::pushes(&outputs))?;
+/// The attestations the flags ask for (with buildx's `mode=min` provenance when one of
+/// `outputs` pushes), as the frontend attributes buildx sends: `attest:provenance=mode=…`,
+/// `attest:sbom=`.
+fn attest_attrs(args: &BuildArgs, outputs: &[Output]) -> anyhow::Result<BTreeMap<String, String>> {
+    let requested = super::attest::requested(args, super::attest::pushes(outputs))?;
     let mut attrs = BTreeMap::new();
     if let Some(mode) = requested.provenance {
         let mode = match mode {
@@ -145,7 +146,7 @@ fn dockerfile_dir(source: &dockerfile::Source, scratch: &Path) -> anyhow::Result
 fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
     let mut request = BuildRequest::default();
     if let Some(llb) = &args.llb {
-        request.definition = Some(super::read_definition(llb)?.definition().clone());
+        request.definition = Some(flags::read_definition(llb)?.definition().clone());
     } else {
         let context = dockerfile::context_dir(args)?;
         let source = dockerfile::read_dockerfile(args, &context)?;
@@ -187,29 +188,14 @@ fn request(args: &BuildArgs, scratch: &Path) -> anyhow::Result<BuildRequest> {
         }
         request.locals.insert("context".to_owned(), context);
     }
-    for local in &args.local {
-        let (name, dir) = pair("--local", local)?;
-        let dir = fs_err::canonicalize(dir).with_context(|| format!("local source {name}"))?;
-        request.locals.insert(name.to_owned(), dir);
-    }
-    request.secrets = args
-        .secret
-        .iter()
-        .map(|s| parse_secret(s))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    request.ssh = args
-        .ssh
-        .iter()
-        .map(|s| parse_ssh(s))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    request.exports = exports(args)?;
-    request.frontend_attrs.extend(attest_attrs(args)?);
+    flags::add_locals(args, &mut request.locals)?;
+    request.secrets = flags::secrets(args)?;
+    request.ssh = flags::ssh_agents(args)?;
+    let outputs;
+    (request.exports, outputs) = exports(args)?;
+    request.frontend_attrs.extend(attest_attrs(args, &outputs)?);
     (request.cache_exports, request.cache_imports) = caches(args)?;
-    for entitlement in &args.allow {
-        if !matches!(entitlement.as_str(), "network.host" | "security.insecure") {
-            bail!("invalid entitlement: {entitlement}");
-        }
-    }
+    flags::parse_entitlements(&args.allow)?;
     request.entitlements.clone_from(&args.allow);
     Ok(request)
 }
@@ -341,6 +327,7 @@ mod tests {
         ]);
         let shown: Vec<String> = exports(&args)
             .unwrap()
+            .0
             .iter()
             .map(|e| format!("{} {:?} {:?}", e.kind, e.attrs, e.target))
             .collect();
@@ -363,6 +350,23 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "--print-llb, --explain with --host: not supported yet; build without --host to use them"
+        );
+    }
+
+    #[test]
+    fn a_push_asks_the_daemon_for_min_provenance_from_the_outputs_read_once() {
+        let args = parse(&["-t", "127.0.0.1:5000/app:1", "--push", "ctx"]);
+        let (exported, outputs) = exports(&args).unwrap();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(
+            attest_attrs(&args, &outputs).unwrap(),
+            BTreeMap::from([("attest:provenance".to_owned(), "mode=min".to_owned())])
+        );
+        let args = parse(&["-o", "type=local,dest=out", "--sbom=true", "ctx"]);
+        let (_, outputs) = exports(&args).unwrap();
+        assert_eq!(
+            attest_attrs(&args, &outputs).unwrap(),
+            BTreeMap::from([("attest:sbom".to_owned(), String::new())])
         );
     }
 }

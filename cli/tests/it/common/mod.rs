@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub(crate) mod cases;
+pub(crate) mod daemon;
 
 use kiln_testdata::{is_root, registry_up, skip};
 
@@ -274,4 +275,12 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A build context `DIR/context` holding `dockerfile`.
+pub(crate) fn context_with(dir: &Path, dockerfile: &str) -> PathBuf {
+    let context = dir.join("context");
+    fs_err::create_dir_all(&context).unwrap();
+    fs_err::write(context.join("Dockerfile"), dockerfile).unwrap();
+    context
 }
