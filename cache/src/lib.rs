@@ -122,7 +122,9 @@ pub use image::{
     normalize_name, oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
-pub use lazy::{LazyLayer, RemoteLayer, fetch_remote_blob, realize, realize_with_progress};
+pub use lazy::{
+    LazyLayer, RemoteLayer, fetch_remote_blob, fetch_to_convert, realize, realize_with_progress,
+};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use local_source::{LocalSource, LocalSourceDir};
