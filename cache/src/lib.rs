@@ -134,7 +134,7 @@ pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, PullStage, Pulled, pull, resolve_digest};
 pub use registry::{
     Config, Credentials, DockerConfigFile, RegistryConfig, digest_name, docker_config_path,
-    is_docker_hub, parse_reference,
+    is_docker_hub, is_open_registry, parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{
