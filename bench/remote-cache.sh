@@ -11,14 +11,20 @@
 #
 #   bash bench/remote-cache.sh          (as root, with the test registry of scripts/test-env.sh)
 #   ROUNDS=1 PROFILE=debug bash bench/remote-cache.sh
+#   KILN=/path/to/kiln bash bench/remote-cache.sh   (that binary, not one built from here:
+#                                                  a baseline measured the same way)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 profile=${PROFILE:-release}
 rounds=${ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
-flag=(); [ "$profile" = release ] && flag=(--release)
-(cd "$here" && cargo build -q "${flag[@]}" -p kiln)
-kiln=$CARGO_TARGET_DIR/$profile/kiln
+if [ -n "${KILN:-}" ]; then
+  kiln=$KILN
+else
+  flag=(); [ "$profile" = release ] && flag=(--release)
+  (cd "$here" && cargo build -q "${flag[@]}" -p kiln)
+  kiln=$CARGO_TARGET_DIR/$profile/kiln
+fi
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/kiln-remote-cache.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 reg=127.0.0.1:5000/kiln-bench/remote-cache-$$

@@ -267,16 +267,26 @@ impl Store {
         Ok(layer)
     }
 
-    /// Writes the stored layer blob `blob` again, compressed as `options` say (its tar stream,
-    /// and so its diff ID, unchanged), into the store and records it.
+    /// Writes the stored layer blob `blob`, whose tar stream has the diff ID `diff_id`, again,
+    /// compressed as `options` say (its tar stream, and so its diff ID, unchanged), into the
+    /// store and records it. A blob whose tar stream is not `diff_id` is refused, and nothing
+    /// is stored.
     pub fn recompress_layer(
         &self,
         blob: &Digest,
+        diff_id: &Digest,
         options: &LayerOptions,
     ) -> Result<LayerDescriptor, Error> {
         let file = fs_err::File::open(self.blob_path(blob))?;
         let writer = self.writer()?;
         let (layer, writer) = recompress_layer(file, options, writer)?;
+        if layer.diff_id != *diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("diff ID of layer {blob}"),
+                expected: *diff_id,
+                computed: layer.diff_id,
+            });
+        }
         let (digest, _) = writer.commit(Some(&layer.digest))?;
         self.record_blob(&digest, layer.size, Some(layer.media_type))?;
         Ok(layer)

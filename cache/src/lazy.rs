@@ -10,7 +10,11 @@
 //! 2. What needs only descriptors uses them as they are: a push sends the layer by a
 //!    cross-repository mount from [`RemoteLayer::reference`]'s repository (same registry
 //!    host only), or finds it there already; the image config names the diff IDs.
-//! 3. Whatever reads a lazy snapshot's files calls [`realize`] first: each lazy layer of the
+//! 3. An export that converts layers to another compression (`force-compression=true`)
+//!    reads the blobs of the lazy layers in another compression: [`fetch_to_convert`]
+//!    downloads them (verified against their digests and sizes) without unpacking them; a
+//!    lazy layer already in the wanted compression stays lazy.
+//! 4. Whatever reads a lazy snapshot's files calls [`realize`] first: each lazy layer of the
 //!    chain is downloaded (verified against its digest and size, as any pull), unpacked
 //!    (verified against its diff ID) and recorded as an ordinary snapshot. [`Store::lowers`]
 //!    refuses a lazy snapshot, so nothing reads a missing directory by mistake.
@@ -244,6 +248,67 @@ pub async fn realize_with_progress(
         tracing::debug!(snapshot = %record.key, %blob, "realized a lazy layer");
     }
     Ok(())
+}
+
+/// Downloads the blob of each lazy layer of the chains of `keys` whose media type is not
+/// `media_type` (an OCI layer type), verified against its digest and size, and leaves it
+/// packed: what an export that converts those layers to `media_type`
+/// (`force-compression=true`) reads. The lazy layers already in `media_type` are left to be
+/// pushed by mount, as any lazy layer.
+pub async fn fetch_to_convert(
+    store: &Arc<Store>,
+    keys: &[String],
+    media_type: &str,
+    pull: &PullOptions,
+) -> Result<(), Error> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let lazy = {
+        let (store, keys) = (store.clone(), keys.to_vec());
+        blocking(move || {
+            let mut records: Vec<SnapshotRecord> = Vec::new();
+            for key in &keys {
+                for record in store.lazy_chain(key)? {
+                    if !records.iter().any(|r| r.key == record.key) {
+                        records.push(record);
+                    }
+                }
+            }
+            Ok(records)
+        })
+        .await?
+    };
+    // (The futures are made first: a closure in the stream's type would make the whole
+    // future `Send` only for one lifetime, which the daemon's service cannot take.)
+    let fetches: Vec<_> = lazy
+        .iter()
+        .filter(|r| {
+            r.remote
+                .as_ref()
+                .is_some_and(|remote| crate::oci_layer_type(Some(&remote.media_type)) != media_type)
+        })
+        .map(|record| fetch_record_blob(store, record, pull))
+        .collect();
+    futures::stream::iter(fetches)
+        .buffer_unordered(crate::pull::CONCURRENT_DOWNLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Downloads the blob of the lazy snapshot `record` (see [`fetch_remote_blob`]); one whose
+/// blob is not what its record says is forgotten.
+async fn fetch_record_blob(
+    store: &Arc<Store>,
+    record: &SnapshotRecord,
+    pull: &PullOptions,
+) -> Result<(), Error> {
+    let (Some(blob), Some(remote)) = (record.blob, &record.remote) else {
+        return Ok(());
+    };
+    match fetch_remote_blob(store, &blob, remote, pull).await {
+        Ok(()) => Ok(()),
+        Err(error) => Err(forget_if_false(store, &record.key, error).await),
+    }
 }
 
 /// `error`, after forgetting the lazy snapshot `key` and the lazy ones above it when the

@@ -122,7 +122,9 @@ pub use image::{
     normalize_name, oci_layer_type,
 };
 pub use kiln_llb::{Digest, DigestError};
-pub use lazy::{LazyLayer, RemoteLayer, fetch_remote_blob, realize, realize_with_progress};
+pub use lazy::{
+    LazyLayer, RemoteLayer, fetch_remote_blob, fetch_to_convert, realize, realize_with_progress,
+};
 pub use lease::{Lease, Owner};
 pub use limits::{LayerLimit, UnpackLimits};
 pub use local_source::{LocalSource, LocalSourceDir};
@@ -132,7 +134,7 @@ pub use oci_spec;
 pub use pull::{PullEvent, PullOptions, PullProgress, PullStage, Pulled, pull, resolve_digest};
 pub use registry::{
     Config, Credentials, DockerConfigFile, RegistryConfig, digest_name, docker_config_path,
-    is_docker_hub, parse_reference,
+    is_docker_hub, is_open_registry, parse_reference,
 };
 pub use snapshot::{Mounts, SnapshotKind, SnapshotRecord, chain_id};
 pub use store::{

@@ -47,7 +47,7 @@ const LAYER_TYPES: [&str; 8] = [
 ];
 
 /// How many layers download at once.
-const CONCURRENT_DOWNLOADS: usize = 4;
+pub(crate) const CONCURRENT_DOWNLOADS: usize = 4;
 
 /// Options of [`pull`].
 #[derive(Debug, Clone)]

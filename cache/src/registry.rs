@@ -99,6 +99,30 @@ impl Config {
     }
 }
 
+/// The registries (`HOST[:PORT]`) that answered an anonymous client's authentication
+/// challenge (`GET /v2/`) without asking for a token, in this process.
+static OPEN_REGISTRIES: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Notes that the registry `host` asks an anonymous client for no token: the registry client
+/// then sends its requests there with no credentials, and asks again before each one.
+pub(crate) fn note_open_registry(host: &str) {
+    OPEN_REGISTRIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(host.to_owned());
+}
+
+/// Whether the registry `host` asked an anonymous client of this process for no token: an
+/// anonymous client with no credentials stored for it sends the same requests, without asking
+/// before each one.
+pub fn is_open_registry(host: &str) -> bool {
+    OPEN_REGISTRIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(host)
+}
+
 /// The name of `reference`'s repository pinned to `digest` (`host/repository@sha256:…`): how
 /// one manifest of a multi-platform image is named, pushed and recorded.
 pub fn digest_name(reference: &Reference, digest: &crate::Digest) -> String {

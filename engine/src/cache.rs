@@ -74,6 +74,16 @@ pub async fn export_cache(
         true => ExistingLayers::Recompress,
         false => ExistingLayers::Reuse,
     };
+    if request.force_compression && matches!(request.destination, CacheDestination::Registry { .. })
+    {
+        // The lazy layers in another compression are converted: their blobs are read, not
+        // their files (a local layout downloads every lazy result below anyway).
+        let snapshots = kiln_exporters::cache_snapshots(store, keys, request.mode)
+            .map_err(Error::CacheExport)?;
+        kiln_cache::fetch_to_convert(store, &snapshots, request.compression.media_type(), pull)
+            .await
+            .map_err(|e| Error::CacheExport(e.into()))?;
+    }
     let graph = kiln_exporters::cache_graph(store, keys, request.mode, &options, existing)
         .map_err(Error::CacheExport)?;
     let form = match request.image_manifest {

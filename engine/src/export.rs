@@ -40,15 +40,27 @@ fn reads_bytes(output: &Output) -> bool {
             format: ImageFormat::Store,
             dest: None,
             settings,
-        } => !settings.push || settings.force_compression,
+        } => !settings.push,
         Output::Image { .. } | Output::Local { .. } | Output::Tar { .. } => true,
+    }
+}
+
+/// The layer media type a push that converts layers (`force-compression=true`) wants, when
+/// `output` is one that reads no bytes otherwise.
+fn converts_to(output: &Output) -> Option<&'static str> {
+    match output {
+        Output::Image { settings, .. } if !reads_bytes(output) && settings.force_compression => {
+            Some(settings.compression.media_type())
+        }
+        _ => None,
     }
 }
 
 /// Downloads and unpacks the lazy layers (cache hits, base images: see
 /// [`kiln_cache::realize`]) of `results` that `outputs` read, or that an SBOM (`sbom`)
 /// scans. An image pushed with `--push` keeps them lazy: a push to the registry they came
-/// from downloads nothing.
+/// from downloads nothing, or, with `force-compression=true`, only the blobs of the lazy
+/// layers it converts to its compression.
 pub async fn realize_results(
     store: &Arc<Store>,
     results: &[&Ref],
@@ -56,10 +68,22 @@ pub async fn realize_results(
     sbom: bool,
     pull: &kiln_cache::PullOptions,
 ) -> Result<(), Error> {
+    let keys: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.key())
+        .map(str::to_owned)
+        .collect();
     if !sbom && !outputs.iter().any(reads_bytes) {
+        // A push that converts layers reads the blobs of the lazy ones in another
+        // compression, and leaves the others lazy.
+        for media_type in outputs.iter().filter_map(converts_to) {
+            kiln_cache::fetch_to_convert(store, &keys, media_type, pull)
+                .await
+                .map_err(|e| Error::Export(e.into()))?;
+        }
         return Ok(());
     }
-    for key in results.iter().filter_map(|r| r.key()) {
+    for key in &keys {
         kiln_cache::realize(store, key, pull)
             .await
             .map_err(|e| Error::Export(e.into()))?;

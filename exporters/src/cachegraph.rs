@@ -81,20 +81,15 @@ fn records(keys: &BuildKeys) -> (Vec<CacheRecord>, HashMap<KeyEdge, usize>) {
     (records, index)
 }
 
-/// The cache graph of a build for a `--cache-to` in `mode`, its new layers compressed with
-/// `options`.
-pub fn cache_graph(
-    store: &Store,
-    keys: &BuildKeys,
-    mode: CacheMode,
-    options: &LayerOptions,
-    existing: ExistingLayers,
-) -> Result<CacheGraph, Error> {
-    let (mut records, index) = records(keys);
-    let mut config = CacheConfig::default();
-    let mut blobs = BTreeMap::new();
-    // (blob, parent layer index) → layer index.
-    let mut layer_index: HashMap<(Digest, i64), usize> = HashMap::new();
+/// The results a cache export carries: each one's output (node, output index), its
+/// snapshot's creation time and its snapshot chain, and every snapshot of those chains once.
+struct Carried {
+    chains: Vec<(usize, usize, u64, Vec<String>)>,
+    unique: Vec<String>,
+}
+
+/// The results of `keys` a cache export in `mode` carries.
+fn carried(store: &Store, keys: &BuildKeys, mode: CacheMode) -> Result<Carried, Error> {
     // The chains of the results carried, then every snapshot of them written or found once
     // (one pass over the store's records, not one per result).
     let mut chains = Vec::new();
@@ -123,6 +118,34 @@ pub fn cache_graph(
             chains.push((node, output, record.created, chain));
         }
     }
+    Ok(Carried { chains, unique })
+}
+
+/// The snapshots whose layers a cache export of `keys` in `mode` carries, each once, bottom
+/// first within each result's chain.
+pub fn cache_snapshots(
+    store: &Store,
+    keys: &BuildKeys,
+    mode: CacheMode,
+) -> Result<Vec<String>, Error> {
+    Ok(carried(store, keys, mode)?.unique)
+}
+
+/// The cache graph of a build for a `--cache-to` in `mode`, its new layers compressed with
+/// `options`.
+pub fn cache_graph(
+    store: &Store,
+    keys: &BuildKeys,
+    mode: CacheMode,
+    options: &LayerOptions,
+    existing: ExistingLayers,
+) -> Result<CacheGraph, Error> {
+    let (mut records, index) = records(keys);
+    let mut config = CacheConfig::default();
+    let mut blobs = BTreeMap::new();
+    // (blob, parent layer index) → layer index.
+    let mut layer_index: HashMap<(Digest, i64), usize> = HashMap::new();
+    let Carried { chains, unique } = carried(store, keys, mode)?;
     let written = chain_layers(store, &unique, options, existing)?;
     // Each layer dated by its own snapshot: an import dates the layer so, and the image
     // history of a build from the cache with it.

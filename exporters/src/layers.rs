@@ -232,7 +232,9 @@ fn find(
         let media_type = oci_layer_type(known.blob_types.get(&blob).and_then(|t| t.as_deref()));
         if existing == ExistingLayers::Recompress && media_type != options.compression.media_type()
         {
-            return Ok(Found::Blob(converted(store, known, key, &blob, options)?));
+            return Ok(Found::Blob(converted(
+                store, known, key, &blob, &diff_id, options,
+            )?));
         }
         let size = fs_err::metadata(store.blob_path(&blob))?.len();
         tracing::debug!(snapshot = %key, blob = %blob, "reusing the stored image's layer");
@@ -497,13 +499,16 @@ pub fn stored_image(store: &Store, record: &ImageRecord) -> Result<Image, Error>
     Ok(image)
 }
 
-/// The stored layer `blob` of the snapshot `key` in the compression `options` name: converted
-/// once, then found through its cache record.
+/// The stored layer `blob` (diff ID `diff_id`) of the snapshot `key` in the compression
+/// `options` name: converted once, then found through its cache record. A blob that is not
+/// `diff_id` fails the export; when a lazy snapshot (a cache hit) said it was, that snapshot
+/// is forgotten, as a read of it would.
 fn converted(
     store: &Store,
     known: &Known,
     key: &str,
     blob: &Digest,
+    diff_id: &Digest,
     options: &LayerOptions,
 ) -> Result<Layer, Error> {
     let id = format!(
@@ -519,7 +524,16 @@ fn converted(
         store.touch_cache_record(&id)?;
         return Ok(layer);
     }
-    let written = store.recompress_layer(blob, options)?;
+    let written = match store.recompress_layer(blob, diff_id, options) {
+        Ok(written) => written,
+        Err(error @ kiln_cache::Error::DigestMismatch { .. }) => {
+            if store.snapshot(key)?.is_some_and(|r| r.remote.is_some()) {
+                store.forget_lazy(key)?;
+            }
+            return Err(error.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
     tracing::debug!(snapshot = %key, from = %blob, blob = %written.digest, "converted a layer");
     remember(store, id, &format!("layer {blob} converted"), &written)?;
     Ok(written_layer(&written, key, None))

@@ -86,7 +86,7 @@ pub use attestation::{
     Attestations, MEDIA_TYPE_IN_TOTO, STATEMENT_TYPE,
 };
 pub use cache::{push_cache, tagged_index, write_cache_layout};
-pub use cachegraph::{CacheGraph, cache_graph, inline_cache_config};
+pub use cachegraph::{CacheGraph, cache_graph, cache_snapshots, inline_cache_config};
 pub use error::Error;
 pub use exporter::{
     ExportContext, ExportResponse, Exporter, PlatformResult, deliver_image, deliver_index,

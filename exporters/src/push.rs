@@ -5,7 +5,8 @@
 //! 1. A layer another stored image of the same registry holds, or that a lazy snapshot (a
 //!    cache hit or base image not downloaded) names in a repository of the same registry, is
 //!    mounted from that repository (cross-repository blob mount) when the registry allows it:
-//!    nothing is downloaded or sent. Several layers are mounted or sent at once.
+//!    nothing is downloaded or sent. Many layers are mounted or checked at once (and the
+//!    config beside them), a few sent at once.
 //! 2. Otherwise the blob is HEAD-checked; a blob the registry has is not sent again. A lazy
 //!    layer that cannot be mounted is downloaded (verified) first.
 //! 3. A blob the registry lacks is streamed from its file in the store in one monolithic upload
@@ -28,8 +29,11 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
 
-/// How many layers one push sends or mounts at once.
-const CONCURRENT_LAYERS: usize = 4;
+/// How many blobs one push mounts or checks at once (each a round trip with no body).
+const CONCURRENT_CHECKS: usize = 16;
+
+/// How many blobs one push uploads at once.
+const CONCURRENT_UPLOADS: usize = 4;
 
 /// Bytes read from a blob file per piece of the upload stream.
 const READ_CHUNK: usize = 1 << 20;
@@ -44,6 +48,8 @@ struct Target {
     /// mounted.
     config: Config,
     credentials: Arc<dyn Credentials>,
+    /// Permits for the uploads running at once.
+    uploads: tokio::sync::Semaphore,
 }
 
 impl Target {
@@ -67,6 +73,7 @@ impl Target {
             reference,
             config: config.clone(),
             credentials: Arc::clone(credentials),
+            uploads: tokio::sync::Semaphore::new(CONCURRENT_UPLOADS),
         })
     }
 
@@ -80,6 +87,8 @@ impl Target {
     }
 
     /// A client, authenticated for pushing, that sends blob streams monolithically or in chunks.
+    /// An anonymous client of a registry that asked this process for no token is given no
+    /// credentials: it sends the same requests, without asking the registry again before each.
     async fn client(&self, monolithic: bool) -> Result<Client, Error> {
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
@@ -87,6 +96,11 @@ impl Target {
             use_monolithic_push: monolithic,
             ..ClientConfig::default()
         });
+        if matches!(self.auth, RegistryAuth::Anonymous)
+            && kiln_cache::is_open_registry(self.reference.resolve_registry())
+        {
+            return Ok(client);
+        }
         client
             .auth(&self.reference, &self.auth, RegistryOperation::Push)
             .await
@@ -223,6 +237,11 @@ async fn push_blob(
         tracing::debug!(blob = %digest, "the registry has the blob");
         return Ok(());
     }
+    let _permit = target
+        .uploads
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     if let Some(remote) = &remote {
         kiln_cache::fetch_remote_blob(store, digest, remote, &target.pull_options()).await?;
     }
@@ -341,7 +360,8 @@ pub(crate) async fn push_manifest(
     let content_type = content_type(image.media_type)?;
     let target = Target::new(reference, config, credentials).await?;
     let client = target.client(true).await?;
-    // Several layers at once: each is mostly round trips to the registry.
+    // Several layers at once, and the config beside them: each is mostly round trips to the
+    // registry.
     // (The futures are made first: a closure in the stream's type would make the whole
     // future `Send` only for one lifetime, which the daemon's service cannot take.)
     let pushes: Vec<_> = image
@@ -349,10 +369,21 @@ pub(crate) async fn push_manifest(
         .iter()
         .map(|layer| push_blob(store, &target, &client, layer, "layer"))
         .collect();
-    futures::stream::iter(pushes)
-        .buffer_unordered(CONCURRENT_LAYERS)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let layers = futures::stream::iter(pushes)
+        .buffer_unordered(CONCURRENT_CHECKS)
+        .try_collect::<Vec<()>>();
+    futures::future::try_join(layers, push_config(&target, &client, image)).await?;
+    let reference = &target.reference;
+    client
+        .push_manifest_raw(reference, image.manifest.to_vec(), content_type)
+        .await
+        .map_err(target.failed(format!("manifest {}", image.manifest_digest)))?;
+    tracing::info!(reference = %reference.whole(), manifest = %image.manifest_digest, "pushed");
+    Ok(*image.manifest_digest)
+}
+
+/// Sends the config blob of `image` unless the registry has it already.
+async fn push_config(target: &Target, client: &Client, image: &Manifest<'_>) -> Result<(), Error> {
     let reference = &target.reference;
     let config_name = image.config_digest.to_string();
     let config_exists = client
@@ -377,12 +408,7 @@ pub(crate) async fn push_manifest(
             Err(e) => return Err(target.failed(format!("config {}", image.config_digest))(e)),
         }
     }
-    client
-        .push_manifest_raw(reference, image.manifest.to_vec(), content_type)
-        .await
-        .map_err(target.failed(format!("manifest {}", image.manifest_digest)))?;
-    tracing::info!(reference = %reference.whole(), manifest = %image.manifest_digest, "pushed");
-    Ok(*image.manifest_digest)
+    Ok(())
 }
 
 #[cfg(test)]

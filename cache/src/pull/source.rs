@@ -96,6 +96,10 @@ impl Source {
             .auth(&self.reference, &self.auth, RegistryOperation::Pull)
             .await
         {
+            Ok(None) if matches!(self.auth, RegistryAuth::Anonymous) => {
+                crate::registry::note_open_registry(&self.host);
+                Ok(())
+            }
             Ok(_) => Ok(()),
             Err(OciDistributionError::AuthenticationFailure(reason)) => {
                 Err(Error::Authentication {

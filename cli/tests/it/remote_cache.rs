@@ -958,3 +958,268 @@ fn serial_a_lazy_hit_whose_cache_lies_about_a_layer_fails_the_step_that_reads_it
         text(&out)
     );
 }
+
+/// The blob `digest` of the repository of `reference` (`127.0.0.1:PORT/repository:tag`), read
+/// from the test registry itself (not through the proxy, so it is not counted).
+fn registry_blob(reference: &str, digest: &str) -> Vec<u8> {
+    let (_, path) = reference.split_once('/').unwrap();
+    let (repository, _) = path.rsplit_once(':').unwrap();
+    let out = Command::new("curl")
+        .args(["-sfL"])
+        .arg(format!(
+            "http://127.0.0.1:5000/v2/{repository}/blobs/{digest}"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{reference} {digest}: {}", text(&out));
+    out.stdout
+}
+
+/// Fails unless each layer of `manifest` (in the repository of `reference`) has `media_type`,
+/// starts as that compression does, and decompresses to the tar whose digest is its diff ID
+/// in `diff_ids`, in order.
+fn assert_layers_unpack_to(
+    reference: &str,
+    manifest: &serde_json::Value,
+    media_type: &str,
+    diff_ids: &[String],
+) {
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), diff_ids.len(), "{manifest:#}");
+    let magic: &[u8] = match media_type {
+        kiln_cache::MEDIA_TYPE_LAYER_ZSTD => &[0x28, 0xb5, 0x2f, 0xfd],
+        kiln_cache::MEDIA_TYPE_LAYER_GZIP => &[0x1f, 0x8b],
+        other => panic!("no magic for {other}"),
+    };
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        assert_eq!(layer["mediaType"], media_type, "{manifest:#}");
+        let digest = layer["digest"].as_str().unwrap();
+        let blob = registry_blob(reference, digest);
+        assert!(blob.starts_with(magic), "{digest} is not {media_type}");
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(
+            &mut kiln_cache::decompress(blob.as_slice()).unwrap(),
+            &mut tar,
+        )
+        .unwrap();
+        assert_eq!(
+            &kiln_cache::Digest::from_bytes(&tar).to_string(),
+            diff_id,
+            "layer {digest}"
+        );
+    }
+}
+
+/// The diff IDs of the image config `manifest` (in the repository of `reference`) names.
+fn config_diff_ids(reference: &str, manifest: &serde_json::Value) -> Vec<String> {
+    let config = registry_blob(reference, manifest["config"]["digest"].as_str().unwrap());
+    let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The media types of a manifest's layers, by digest.
+fn layer_types(manifest: &serde_json::Value) -> BTreeMap<String, String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let field = |name: &str| l[name].as_str().unwrap().to_owned();
+            (field("digest"), field("mediaType"))
+        })
+        .collect()
+}
+
+#[test]
+fn serial_a_push_with_force_compression_converts_only_the_lazy_layers_in_another_compression() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = proxied_context(tmp.path(), &proxy, "RUN cat /made /hello.txt > /both");
+    // A cache whose own layers are zstd; the base image's layer stays gzip (it is reused as
+    // it is without force-compression).
+    let id = unique();
+    let cache = format!("{proxy}/kiln-test/lazy-forced-cache-{id}:1");
+    assert_ok(build(
+        &tmp.path().join("exporting"),
+        &context,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max,compression=zstd"),
+        ],
+    ));
+    let cached = layer_types(&registry_manifest(&cache));
+    assert!(
+        cached
+            .values()
+            .any(|t| t == kiln_cache::MEDIA_TYPE_LAYER_ZSTD)
+            && cached
+                .values()
+                .any(|t| t == kiln_cache::MEDIA_TYPE_LAYER_GZIP),
+        "{cached:#?}"
+    );
+    // The layers of either cache or base image downloaded since the last look.
+    let downloads = || blob_gets(&std::mem::take(&mut *seen.lock().unwrap()));
+    downloads();
+
+    // Without force-compression a lazy layer in another compression is left as it is
+    // (BuildKit's behaviour): the image names the cache's blobs, nothing is downloaded.
+    let kept = format!("{proxy}/kiln-test/lazy-forced-kept-{id}:1");
+    let warm = assert_ok(build(
+        &tmp.path().join("kept"),
+        &context,
+        &[
+            "--cache-from",
+            &cache,
+            "--provenance=false",
+            "--output",
+            &format!("type=image,name={kept},push=true,compression=gzip"),
+        ],
+    ));
+    assert_every_run_cached(&text(&warm));
+    let kept_manifest = registry_manifest(&kept);
+    let kept_types = layer_types(&kept_manifest);
+    for (digest, media_type) in &kept_types {
+        assert_eq!(Some(media_type), cached.get(digest), "{digest}");
+    }
+    let base: Vec<&String> = kept_types
+        .iter()
+        .filter(|(_, t)| *t == kiln_cache::MEDIA_TYPE_LAYER_GZIP)
+        .map(|(digest, _)| digest)
+        .collect();
+    assert_eq!(base.len(), 1, "the base image's layer: {kept_types:#?}");
+    assert!(kept_types.len() > 1, "{kept_types:#?}");
+    let downloaded = downloads();
+    assert!(
+        !downloaded.iter().any(|d| kept_types.contains_key(d)),
+        "{downloaded:#?}"
+    );
+
+    // With it, the lazy layer in another compression (the base image's, gzip) is downloaded
+    // (checked against its digest) and compressed again; the zstd ones stay lazy, mounted
+    // from the cache's repository, never downloaded.
+    let forced = format!("{proxy}/kiln-test/lazy-forced-image-{id}:1");
+    let warm = assert_ok(build(
+        &tmp.path().join("forced"),
+        &context,
+        &[
+            "--cache-from",
+            &cache,
+            "--provenance=false",
+            "--output",
+            &format!("type=image,name={forced},push=true,compression=zstd,force-compression=true"),
+        ],
+    ));
+    assert_every_run_cached(&text(&warm));
+    let downloaded: Vec<String> = downloads()
+        .into_iter()
+        .filter(|d| kept_types.contains_key(d))
+        .collect();
+    assert_eq!(downloaded, [base[0].clone()], "{}", text(&warm));
+    let manifest = registry_manifest(&forced);
+    let diff_ids = config_diff_ids(&forced, &manifest);
+    // The diff IDs are those of the image left as it was.
+    assert_eq!(diff_ids, config_diff_ids(&kept, &kept_manifest));
+    assert_layers_unpack_to(
+        &forced,
+        &manifest,
+        kiln_cache::MEDIA_TYPE_LAYER_ZSTD,
+        &diff_ids,
+    );
+    assert!(!layer_types(&manifest).contains_key(base[0]));
+}
+
+#[test]
+fn serial_a_cache_export_with_force_compression_converts_the_lazy_layers() {
+    if !ready() {
+        return;
+    }
+    let (proxy, seen) = recording_registry(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let context = proxied_context(tmp.path(), &proxy, "RUN cat /made /hello.txt > /both");
+    let (_, cache) = export_through(tmp.path(), &proxy, &context, "recompressed");
+    let cached = registry_manifest(&cache);
+    let cached_types = layer_types(&cached);
+    assert!(
+        cached_types
+            .values()
+            .all(|t| t == kiln_cache::MEDIA_TYPE_LAYER_GZIP),
+        "{cached_types:#?}"
+    );
+    let diff_id_of = |manifest: &serde_json::Value| -> Vec<String> {
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["annotations"]["containerd.io/uncompressed"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    seen.lock().unwrap().clear();
+
+    // Without force-compression the lazy (gzip) results go into the zstd cache as they are.
+    let kept = cache.replace(":1", ":kept");
+    let warm = assert_ok(build(
+        &tmp.path().join("kept"),
+        &context,
+        &[
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &format!("type=registry,ref={kept},mode=max,compression=zstd"),
+        ],
+    ));
+    assert_every_run_cached(&text(&warm));
+    assert_eq!(layer_types(&registry_manifest(&kept)), cached_types);
+    let downloaded = blob_gets(&std::mem::take(&mut *seen.lock().unwrap()));
+    assert!(
+        !downloaded.iter().any(|d| cached_types.contains_key(d)),
+        "{downloaded:#?}"
+    );
+
+    // With it, each is downloaded, compressed with zstd, and described with the same diff ID.
+    let forced = cache.replace(":1", ":forced");
+    let warm = assert_ok(build(
+        &tmp.path().join("forced"),
+        &context,
+        &[
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &format!("type=registry,ref={forced},mode=max,compression=zstd,force-compression=true"),
+        ],
+    ));
+    assert_every_run_cached(&text(&warm));
+    let manifest = registry_manifest(&forced);
+    let diff_ids = diff_id_of(&manifest);
+    let mut sorted = diff_ids.clone();
+    sorted.sort();
+    let mut before = diff_id_of(&cached);
+    before.sort();
+    assert_eq!(sorted, before);
+    assert_layers_unpack_to(
+        &forced,
+        &manifest,
+        kiln_cache::MEDIA_TYPE_LAYER_ZSTD,
+        &diff_ids,
+    );
+
+    // A fresh store builds from the converted cache with every step cached.
+    let again = assert_ok(build(
+        &tmp.path().join("again"),
+        &context,
+        &["--cache-from", &forced],
+    ));
+    assert_every_run_cached(&text(&again));
+}
