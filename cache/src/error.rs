@@ -226,7 +226,7 @@ pub enum Error {
         reference: String,
         /// What the parser reported.
         #[source]
-        source: oci_client::ParseError,
+        source: kiln_llb::ReferenceError,
     },
     /// The registry (and every mirror) failed.
     #[error("registry {registry}: {operation}")]

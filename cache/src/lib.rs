@@ -13,7 +13,8 @@
 //!   compressed OCI layer in one streaming pass; [`unpack_layer`] unpacks an untrusted layer
 //!   without ever writing outside its destination.
 //! - Pull: [`pull`] fetches images from registries (mirrors, plain HTTP, Docker credentials per
-//!   [`Config`]), verifying every digest.
+//!   [`Config`]), verifying every digest; every registry client is made by [`ClientSettings`],
+//!   with the system's root certificates read once per process.
 //! - Remote cache: [`cacheconfig`], BuildKit's cache export format, parsed and checked;
 //!   [`ImportedCache`] reads one from a manifest, a local OCI layout or an image config;
 //!   [`RemoteCache`] reads one from a registry lazily (blobs on demand);
@@ -49,8 +50,9 @@
 //! Where new code goes: anything the store keeps (blobs, snapshots, records, images, leases) is a
 //! method of [`Store`] here, so the solver, exporters and CLI never touch the store's files; a
 //! layer format change goes into `diff.rs` / `unpack.rs`; registry protocol into `pull.rs` and
-//! `registry.rs`; remote cache formats into `cacheconfig.rs`, `cacheexport.rs`, `cacheimport.rs`
-//! and `cacheremote.rs`; collection rules into `gc.rs` and `gcpolicy.rs`.
+//! `registry.rs`, how a registry client is made into `client.rs`; remote cache formats into
+//! `cacheconfig.rs`, `cacheexport.rs`, `cacheimport.rs` and `cacheremote.rs`; collection rules into
+//! `gc.rs` and `gcpolicy.rs`.
 //!
 //! ```
 //! # fn main() -> Result<(), kiln_cache::Error> {
@@ -70,6 +72,7 @@ mod cacheimport;
 mod cacheoptions;
 mod cacheremote;
 mod cachesource;
+mod client;
 mod container;
 mod container_record;
 mod diff;
@@ -104,6 +107,7 @@ pub use cacheoptions::{
 };
 pub use cacheremote::RemoteCache;
 pub use cachesource::{CacheSource, ImportedLayer};
+pub use client::ClientSettings;
 pub use container_record::{
     ContainerConfig, ContainerRecord, ContainerRecords, ContainerState, Health, HealthConfig,
     HealthLog, HostConfig, KEEPER_DIED_EXIT_CODE, NetworkSettings, PortBinding, RestartPolicy,

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+use kiln_llb::ImageReference;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
@@ -134,20 +135,27 @@ pub fn digest_name(reference: &Reference, digest: &crate::Digest) -> String {
 }
 
 /// Parses an image reference with Docker's normalisation (`busybox` is
-/// `docker.io/library/busybox:latest`).
+/// `docker.io/library/busybox:latest`), by kiln's own grammar ([`ImageReference`]); the
+/// client's reference is made from its parts, without the client's own parser (whose Unicode
+/// regular expression took longer to compile than the rest of a cached build's start).
 pub fn parse_reference(text: &str) -> Result<Reference, Error> {
-    let reference: Reference = text.parse().map_err(|source| Error::InvalidReference {
+    let parsed = ImageReference::parse(text).map_err(|source| Error::InvalidReference {
         reference: text.to_owned(),
         source,
     })?;
-    if reference.tag().is_none() && reference.digest().is_none() {
-        return Ok(Reference::with_tag(
-            reference.registry().to_owned(),
-            reference.repository().to_owned(),
-            "latest".to_owned(),
-        ));
-    }
-    Ok(reference)
+    let ImageReference {
+        domain,
+        path,
+        tag,
+        digest,
+    } = parsed;
+    Ok(match (tag, digest) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(domain, path, tag, digest),
+        (None, Some(digest)) => Reference::with_digest(domain, path, digest),
+        (tag, None) => {
+            Reference::with_tag(domain, path, tag.unwrap_or_else(|| "latest".to_owned()))
+        }
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,11 +20,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use kiln_cache::oci_client::client::{ClientConfig, ClientProtocol};
 use kiln_cache::oci_client::errors::OciDistributionError;
 use kiln_cache::oci_client::secrets::RegistryAuth;
 use kiln_cache::oci_client::{Client, Reference, RegistryOperation};
-use kiln_cache::{Config, Credentials, Digest, Image, Store};
+use kiln_cache::{ClientSettings, Config, Credentials, Digest, Image, Store};
 use tokio::io::AsyncReadExt as _;
 
 use crate::error::Error;
@@ -90,12 +89,12 @@ impl Target {
     /// An anonymous client of a registry that asked this process for no token is given no
     /// credentials: it sends the same requests, without asking the registry again before each.
     async fn client(&self, monolithic: bool) -> Result<Client, Error> {
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.plain_http.clone()),
-            accept_invalid_certificates: self.insecure,
-            use_monolithic_push: monolithic,
-            ..ClientConfig::default()
-        });
+        let client = ClientSettings {
+            plain_http: self.plain_http.clone(),
+            insecure: self.insecure,
+            monolithic_push: monolithic,
+        }
+        .client();
         if matches!(self.auth, RegistryAuth::Anonymous)
             && kiln_cache::is_open_registry(self.reference.resolve_registry())
         {

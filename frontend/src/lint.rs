@@ -392,21 +392,7 @@ pub(crate) fn ignored_by(excludes: &[String], src: &str) -> bool {
 /// Whether `name` is a valid image reference once normalised (`busybox`, `host:5000/a/b:tag`,
 /// `name@sha256:...`), as the distribution `reference` grammar says.
 pub(crate) fn is_valid_reference(name: &str) -> bool {
-    static GRAMMAR: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let grammar = GRAMMAR.get_or_init(|| {
-        let component = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
-        let domain_part = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-        let domain =
-            format!(r"(?:{domain_part}(?:\.{domain_part})*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?");
-        // Go's `\w` is ASCII: `[0-9A-Za-z_]` (and the regex compiles without Unicode's
-        // classes, which is most of its cost).
-        let tag = r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
-        let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
-        let pattern =
-            format!(r"^(?:{domain}/)?{component}(?:/{component})*(?::{tag})?(?:@{digest})?$");
-        regex::Regex::new(&pattern).expect("the reference grammar is a valid regex")
-    });
-    grammar.is_match(name)
+    kiln_llb::ImageReference::parse(name).is_ok()
 }
 
 /// The checks on the parsed file, before the stages are typed: empty continuation lines,

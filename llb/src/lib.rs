@@ -38,8 +38,8 @@
 //! - [`outline`]: an exec or file op as named fields (`command`, `mount /cache`, `action 2`),
 //!   so that a miss can say which part of a step changed.
 //! - Small rules every crate above shares: [`clean_path`] (Go's `path.Clean`, for LLB's slash
-//!   paths) and [`error_chain`] (an error and its causes on one line, as BuildKit's messages
-//!   read).
+//!   paths), [`error_chain`] (an error and its causes on one line, as BuildKit's messages
+//!   read) and [`ImageReference`] (an image reference read and normalised as Docker does).
 //!
 //! # Example
 //!
@@ -73,6 +73,7 @@ mod path;
 mod pattern;
 pub mod pb;
 pub mod platform;
+mod reference;
 
 pub use crate::builder::{
     CUSTOM_NAME, Chown, CopyOptions, ExecState, FileAction, GitOptions, HttpOptions, LocalOptions,
@@ -91,4 +92,5 @@ pub use crate::pattern::{
     PathPattern, has_meta, matches as filepath_match, segments as path_segments,
 };
 pub use crate::platform::{Platform, PlatformError};
+pub use crate::reference::{ImageReference, ReferenceError};
 pub use prost;

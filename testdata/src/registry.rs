@@ -1,7 +1,8 @@
 //! Registries for tests: a private `docker-registry` on a free port (optionally behind
-//! basic authentication), and probes of a registry's `/v2/` endpoint.
+//! basic authentication, or serving HTTPS), and probes of a registry's `/v2/` endpoint.
 
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ fn http_reply(host: &str) -> Option<String> {
 }
 
 /// Whether `program` is on the `$PATH`.
-fn have(program: &str) -> bool {
+pub fn have(program: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {program}"))
@@ -57,17 +58,32 @@ impl PrivateRegistry {
 
     /// Starts one that requires HTTP basic authentication as `user:password` (htpasswd).
     pub fn start_with(credentials: Option<(&str, &str)>) -> Option<Self> {
+        Self::start_on("127.0.0.1", credentials, None)
+    }
+
+    /// Starts one that serves HTTPS with the PEM files `certificate` and `key`, on a free port
+    /// of 127.0.0.2: a loopback address that clients do not take for a plain-HTTP registry,
+    /// as they take 127.0.0.1 and localhost.
+    pub fn start_tls(certificate: &Path, key: &Path) -> Option<Self> {
+        Self::start_on("127.0.0.2", None, Some((certificate, key)))
+    }
+
+    fn start_on(
+        address: &str,
+        credentials: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Option<Self> {
         if !have("docker-registry") || !have("skopeo") || credentials.is_some() && !have("htpasswd")
         {
             return None;
         }
         let storage = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind((address, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let host = format!("127.0.0.1:{port}");
+        let host = format!("{address}:{port}");
         let config = storage.path().join("config.yml");
         let mut auth = String::new();
         if let Some((user, password)) = credentials {
@@ -83,10 +99,17 @@ impl PrivateRegistry {
                 file.display()
             );
         }
+        let tls = tls.map_or(String::new(), |(certificate, key)| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certificate.display(),
+                key.display()
+            )
+        });
         fs_err::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: {host}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: {host}\n{tls}",
                 storage.path().join("data").display()
             ),
         )

@@ -6,12 +6,12 @@ use std::io::Write as _;
 
 use futures::TryStreamExt as _;
 use kiln_llb::Digest;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 
 use super::{PullOptions, bad, parse_digest};
+use crate::client::{ClientSettings, LazyClient};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -25,7 +25,8 @@ const MANIFEST_TYPES: [&str; 4] = [
 /// One place to fetch from: a mirror or the origin registry.
 #[derive(Clone)]
 pub(crate) struct Source {
-    pub(crate) client: oci_client::Client,
+    /// Made on its first request.
+    pub(crate) client: LazyClient,
     pub(crate) reference: Reference,
     pub(crate) host: String,
     pub(crate) auth: RegistryAuth,
@@ -234,10 +235,10 @@ pub(crate) async fn sources(
             .registry
             .get(&host)
             .is_some_and(|r| r.insecure);
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
-            accept_invalid_certificates: insecure,
-            ..ClientConfig::default()
+        let client = LazyClient::new(ClientSettings {
+            plain_http: plain,
+            insecure,
+            monolithic_push: false,
         });
         let auth = options
             .credentials

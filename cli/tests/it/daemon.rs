@@ -158,6 +158,11 @@ fn daemon_refuses_an_address_it_cannot_serve() {
 /// `create-certs.sh` (a copy in `dir`): `dir/.certs/{daemon,client}/{ca,cert,key}.pem`, each
 /// call with a CA of its own.
 pub(crate) fn certificates(dir: &Path) -> PathBuf {
+    certificates_for(dir, "127.0.0.1")
+}
+
+/// [`certificates`] for a server at the address or DNS name `server`.
+pub(crate) fn certificates_for(dir: &Path, server: &str) -> PathBuf {
     let script = dir.join("create-certs.sh");
     fs_err::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/create-certs.sh"),
@@ -167,7 +172,7 @@ pub(crate) fn certificates(dir: &Path) -> PathBuf {
     assert_ok(
         Command::new("bash")
             .arg(&script)
-            .arg("127.0.0.1")
+            .arg(server)
             .output()
             .unwrap(),
     );

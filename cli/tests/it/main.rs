@@ -34,6 +34,7 @@ mod llb_vectors;
 mod multiplatform;
 mod path_escapes;
 mod prune_du;
+mod registry_tls;
 mod remote_cache;
 mod run;
 mod run_lifecycle;

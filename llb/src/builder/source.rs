@@ -8,11 +8,20 @@ use std::sync::Arc;
 use super::{Node, Output, State, caps, default_platform};
 use crate::digest::Digest;
 use crate::pb;
+use crate::reference::ImageReference;
 
 /// Normalises an image reference the way Docker does: `busybox` becomes
 /// `docker.io/library/busybox:latest`, `user/app` becomes `docker.io/user/app:latest`; a
-/// registry host (with a `.` or `:`, or `localhost`), a tag and a digest are kept.
+/// registry host, a tag and a digest are kept ([`ImageReference`]). A text that is no
+/// reference only gets the `docker.io` prefix and `:latest` tag its form asks for (the
+/// solver rejects it when it resolves it).
 pub fn normalize_image_ref(name: &str) -> String {
+    if let Ok(mut reference) = ImageReference::parse(name) {
+        if reference.tag.is_none() && reference.digest.is_none() {
+            reference.tag = Some("latest".to_owned());
+        }
+        return reference.to_string();
+    }
     let (first, _) = name.split_once('/').unwrap_or(("", name));
     let has_registry =
         name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");

@@ -57,9 +57,7 @@ use kiln_llb::{LoadedDefinition, pb};
 use crate::cache_key::CacheKey;
 use crate::error::{BuildError, Error, InputOf, LlbError};
 use crate::executor::Executor;
-use crate::scheduler::{
-    Edge, Graph, Op, OpError, Reporter, Scheduler, SolvedGraph, Vertex,
-};
+use crate::scheduler::{Edge, Graph, Op, OpError, Reporter, Scheduler, SolvedGraph, Vertex};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
