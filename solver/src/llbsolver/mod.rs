@@ -57,9 +57,7 @@ use kiln_llb::{LoadedDefinition, pb};
 use crate::cache_key::CacheKey;
 use crate::error::{BuildError, Error, InputOf, LlbError};
 use crate::executor::Executor;
-use crate::scheduler::{
-    Edge, Graph, Op, OpError, Reporter, Scheduler, SolvedGraph, Vertex,
-};
+use crate::scheduler::{Edge, Graph, Op, OpError, Reporter, Scheduler, SolvedGraph, Vertex};
 
 /// A solved result: a committed snapshot in the store, or nothing (scratch).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -247,16 +245,16 @@ impl Session {
                     file.clone(),
                     self.config.clone(),
                 )),
-                pb::op::Op::Merge(merge) => Arc::new(merge::MergeOp::new(
+                pb::op::Op::Merge(merge) => Arc::new(merge::LayerOp::new(
                     cache_digest,
                     inputs.len(),
-                    merge.clone(),
+                    merge::Layers::Merge(merge.clone()),
                     self.config.clone(),
                 )),
-                pb::op::Op::Diff(diff) => Arc::new(merge::DiffOp::new(
+                pb::op::Op::Diff(diff) => Arc::new(merge::LayerOp::new(
                     cache_digest,
                     inputs.len(),
-                    *diff,
+                    merge::Layers::Diff(*diff),
                     self.config.clone(),
                 )),
                 other => {
