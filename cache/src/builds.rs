@@ -129,6 +129,12 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The ids of the kept build records, oldest first.
+    fn ids(store: &Store) -> Vec<String> {
+        let records = store.build_records().unwrap();
+        records.into_iter().map(|b| b.id).collect()
+    }
+
     #[test]
     fn build_records_are_listed_oldest_first_bounded_and_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -142,16 +148,9 @@ mod tests {
         }
         let kept = store.build_records().unwrap();
         // In the order saved, whatever their ids: the first one went.
-        let ids: Vec<&str> = kept.iter().map(|b| b.id.as_str()).collect();
-        assert_eq!(ids, ["b2", "c3"]);
+        assert_eq!(ids(&store), ["b2", "c3"]);
         store.put_build_record("a0", b"a0", limits).unwrap();
-        let ids: Vec<String> = store
-            .build_records()
-            .unwrap()
-            .into_iter()
-            .map(|b| b.id)
-            .collect();
-        assert_eq!(ids, ["c3", "a0"]);
+        assert_eq!(ids(&store), ["c3", "a0"]);
         assert_eq!(kept[1].bytes, b"c3");
         // A record older than the age limit goes when the next one is saved.
         store
@@ -169,13 +168,7 @@ mod tests {
             ..limits
         };
         store.put_build_record("d4", b"d4", roomy).unwrap();
-        let ids: Vec<String> = store
-            .build_records()
-            .unwrap()
-            .into_iter()
-            .map(|b| b.id)
-            .collect();
-        assert_eq!(ids, ["c3", "a0", "d4"]);
+        assert_eq!(ids(&store), ["c3", "a0", "d4"]);
         let err = store
             .put_build_record("../x", b"", limits)
             .unwrap_err()

@@ -686,30 +686,20 @@ mod tests {
 
     #[test]
     fn auto_picks_tty_only_on_a_terminal() {
-        assert_eq!(
-            ProgressMode::from_flag("auto", true).unwrap(),
-            ProgressMode::Tty
-        );
-        assert_eq!(
-            ProgressMode::from_flag("auto", false).unwrap(),
-            ProgressMode::Plain
-        );
-        assert_eq!(
-            ProgressMode::from_flag("tty", false).unwrap(),
-            ProgressMode::Tty
-        );
-        assert_eq!(
-            ProgressMode::from_flag("plain", true).unwrap(),
-            ProgressMode::Plain
-        );
-        assert_eq!(
-            ProgressMode::from_flag("quiet", true).unwrap(),
-            ProgressMode::Quiet
-        );
-        assert_eq!(
-            ProgressMode::from_flag("none", false).unwrap(),
-            ProgressMode::Quiet
-        );
+        for (flag, terminal, mode) in [
+            ("auto", true, ProgressMode::Tty),
+            ("auto", false, ProgressMode::Plain),
+            ("tty", false, ProgressMode::Tty),
+            ("plain", true, ProgressMode::Plain),
+            ("quiet", true, ProgressMode::Quiet),
+            ("none", false, ProgressMode::Quiet),
+        ] {
+            assert_eq!(
+                ProgressMode::from_flag(flag, terminal).unwrap(),
+                mode,
+                "--progress {flag} on a terminal: {terminal}"
+            );
+        }
         let err = ProgressMode::from_flag("fancy", true).unwrap_err();
         assert_eq!(
             err.to_string(),

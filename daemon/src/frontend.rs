@@ -290,14 +290,21 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
-/// What the built-in frontend made of a request: a conversion, or the frontend image the
-/// Dockerfile names (`# syntax=`, `BUILDKIT_SYNTAX`) to forward the build to.
-pub(crate) enum Frontend {
-    /// The Dockerfile, converted, and its text.
-    Converted(Box<Converted>, Vec<u8>),
+/// What the built-in frontend makes of a request: `T` from its Dockerfile (the Dockerfile
+/// read, or converted), or the frontend image the Dockerfile names (`# syntax=`,
+/// `BUILDKIT_SYNTAX`) to forward the build to.
+pub(crate) enum Frontend<T> {
+    /// What the built-in frontend made of the Dockerfile.
+    Dockerfile(T),
     /// The build goes to this frontend image.
     Forward(crate::bridge::Syntax),
 }
+
+/// A Dockerfile converted, and its text.
+pub(crate) type ConvertedDockerfile = (Box<Converted>, Vec<u8>);
+
+/// A Dockerfile's text, and the options to convert it with.
+pub(crate) type ReadDockerfile = (Vec<u8>, Box<ConvertOptions>);
 
 /// Converts the client's Dockerfile as the attributes say, unless it names a frontend image
 /// (and the request is not already that image's: `cmdline` is set).
@@ -306,28 +313,20 @@ pub(crate) async fn convert(
     pull: PullOptions,
     locals: &SessionLocals,
     attrs: &HashMap<String, String>,
-) -> Result<Frontend, Status> {
+) -> Result<Frontend<ConvertedDockerfile>, Status> {
     let (dockerfile, options) = match read(locals, attrs).await? {
-        Read::Forward(syntax) => return Ok(Frontend::Forward(syntax)),
-        Read::Dockerfile(dockerfile, options) => (dockerfile, options),
+        Frontend::Forward(syntax) => return Ok(Frontend::Forward(syntax)),
+        Frontend::Dockerfile(read) => read,
     };
     convert_read(store, pull, dockerfile.clone(), *options)
         .await?
-        .map(|converted| Frontend::Converted(Box::new(converted), dockerfile))
+        .map(|converted| Frontend::Dockerfile((Box::new(converted), dockerfile)))
         .map_err(|e| {
             Status::invalid_argument(crate::control::error_text(
                 "failed to convert the Dockerfile",
                 &e,
             ))
         })
-}
-
-/// What [`read`] found.
-pub(crate) enum Read {
-    /// The Dockerfile and the options to convert it with.
-    Dockerfile(Vec<u8>, Box<ConvertOptions>),
-    /// The build goes to this frontend image.
-    Forward(crate::bridge::Syntax),
 }
 
 /// Converts `dockerfile` with `options`, resolving its images through `store`.
@@ -351,7 +350,7 @@ pub(crate) async fn convert_read(
 pub(crate) async fn read(
     locals: &SessionLocals,
     attrs: &HashMap<String, String>,
-) -> Result<Read, Status> {
+) -> Result<Frontend<ReadDockerfile>, Status> {
     let mut options = convert_options(attrs)?;
     let filename = dockerfile_name(attrs).trim_start_matches("./").to_owned();
     let dockerfile_key = attrs
@@ -376,7 +375,7 @@ pub(crate) async fn read(
     })?;
     if !attrs.contains_key("cmdline") {
         if let Some(syntax) = crate::bridge::Syntax::of(&options.build_args, &dockerfile) {
-            return Ok(Read::Forward(syntax));
+            return Ok(Frontend::Forward(syntax));
         }
     }
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -385,7 +384,7 @@ pub(crate) async fn read(
     options.excludes = kiln_frontend::select_dockerignore(specific.as_deref(), general.as_deref())
         .map(kiln_frontend::parse_dockerignore)
         .unwrap_or_default();
-    Ok(Read::Dockerfile(dockerfile, Box::new(options)))
+    Ok(Frontend::Dockerfile((dockerfile, Box::new(options))))
 }
 
 #[cfg(test)]

@@ -84,24 +84,11 @@ pub(crate) fn lint_result(
 mod tests {
     use super::*;
 
-    struct NoImages;
-
-    impl kiln_frontend::ImageMetaResolver for NoImages {
-        fn resolve(
-            &self,
-            reference: &str,
-            _platform: &kiln_llb::pb::Platform,
-        ) -> Result<kiln_frontend::ResolvedImage, Box<dyn std::error::Error + Send + Sync>>
-        {
-            Err(format!("no image {reference} here").into())
-        }
-    }
-
     fn lint(dockerfile: &[u8]) -> HashMap<String, String> {
         let converted = kiln_frontend::convert(
             dockerfile,
             &kiln_frontend::ConvertOptions::default(),
-            &NoImages,
+            &kiln_frontend::testing::FakeResolver::default(),
         )
         .map(|c| c.warnings);
         lint_result(dockerfile, "Dockerfile", converted)

@@ -367,6 +367,17 @@ mod tests {
         layers.iter().map(|l| l.diff_id).collect()
     }
 
+    /// The creation times of the history entries of `config`, each one set.
+    fn history_times(config: &ImageConfiguration) -> Vec<String> {
+        config
+            .history()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|h| h.created().clone().unwrap())
+            .collect()
+    }
+
     fn entry(by: &str, empty: bool) -> History {
         let mut h = HistoryBuilder::default().created_by(by).build().unwrap();
         if empty {
@@ -397,13 +408,7 @@ mod tests {
         };
         // Three layers, two entries: one appended for the third layer, dated by it.
         let fixed = finish_config(config, &ids(&[layer(1), layer(2), layer(3)]), &options);
-        let times: Vec<String> = fixed
-            .history()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|h| h.created().clone().unwrap())
-            .collect();
+        let times = history_times(&fixed);
         assert_eq!(
             times,
             [
@@ -472,13 +477,7 @@ mod tests {
             ..ImageOptions::default()
         };
         let fixed = finish_config(config, &ids(&[layer(1), layer(2)]), &options);
-        let times: Vec<_> = fixed
-            .history()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|h| h.created().clone().unwrap())
-            .collect();
+        let times = history_times(&fixed);
         assert_eq!(times, ["1999-01-01T00:00:00Z", "2023-11-14T22:13:20Z"]);
     }
 
@@ -502,13 +501,7 @@ mod tests {
         let layers: Vec<Layer> = (1..=4).map(layer).collect();
         let times = |options: &ImageOptions| {
             let fixed = finish_config(config.clone(), &ids(&layers), options);
-            let times: Vec<String> = fixed
-                .history()
-                .as_ref()
-                .unwrap()
-                .iter()
-                .map(|h| h.created().clone().unwrap())
-                .collect();
+            let times = history_times(&fixed);
             (times, fixed.created().clone().unwrap())
         };
         let epoch = "2023-11-14T22:13:20Z";

@@ -329,6 +329,29 @@ fn suggestion(s: &Option<String>) -> String {
     }
 }
 
+/// A key of a `RUN --mount=...` or `RUN --device=...` field that the flag does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected key '{key}' in '{field}'{}", suggestion(suggest))]
+pub struct UnknownKey {
+    /// The key, lower-cased.
+    pub key: String,
+    /// The whole field.
+    pub field: String,
+    /// A close known key, if any.
+    pub suggest: Option<String>,
+}
+
+impl UnknownKey {
+    /// The key `key` of `field`, with the closest of the `known` keys as a suggestion.
+    pub(crate) fn new(key: String, field: String, known: &[&str]) -> Self {
+        Self {
+            suggest: crate::flags::suggest(&key, known, true),
+            key,
+            field,
+        }
+    }
+}
+
 /// A `RUN --mount=...` specification that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -392,15 +415,8 @@ pub enum MountError {
         value: String,
     },
     /// An unknown key.
-    #[error("unexpected key '{key}' in '{field}'{}", suggestion(suggest))]
-    UnknownKey {
-        /// The key, lower-cased.
-        key: String,
-        /// The whole field.
-        field: String,
-        /// A close known key, if any.
-        suggest: Option<String>,
-    },
+    #[error(transparent)]
+    UnknownKey(#[from] UnknownKey),
     /// `mode`/`uid`/`gid` on a mount type without file info.
     #[error("{key} not allowed for {} type mounts", go_quote(mount_type))]
     FileInfoNotAllowed {
@@ -463,15 +479,8 @@ pub enum DeviceError {
         value: String,
     },
     /// An unknown key.
-    #[error("unexpected key '{key}' in '{field}'{}", suggestion(suggest))]
-    UnknownKey {
-        /// The key, lower-cased.
-        key: String,
-        /// The whole field.
-        field: String,
-        /// A close known key, if any.
-        suggest: Option<String>,
-    },
+    #[error(transparent)]
+    UnknownKey(#[from] UnknownKey),
 }
 
 /// Shell-word expansion failed.

@@ -156,7 +156,7 @@ pub use convert::{
 };
 pub use dockerignore::{parse_dockerignore, select_dockerignore};
 pub use error::{
-    DeviceError, Error, ErrorKind, ExpandError, ExpandErrorKind, Location, MountError,
+    DeviceError, Error, ErrorKind, ExpandError, ExpandErrorKind, Location, MountError, UnknownKey,
 };
 pub use instructions::{
     AddCommand, ArgDefinition, Command, CommandKind, CopyCommand, HealthConfig, INSTRUCTIONS,

@@ -1,7 +1,7 @@
 //! `RUN --mount=...` specifications, parsed as BuildKit's `instructions/commands_runmount.go`
 //! does (read as the model; independent implementation).
 
-use crate::error::{DeviceError, ExpandError, MountError};
+use crate::error::{DeviceError, ExpandError, MountError, UnknownKey};
 use crate::flags::suggest;
 
 /// The kind of a `RUN --mount`.
@@ -258,11 +258,7 @@ pub fn parse_mount(
                     "readwrite",
                     "env",
                 ];
-                return Err(MountError::UnknownKey {
-                    suggest: suggest(&key, &KEYS, true),
-                    key,
-                    field: field.clone(),
-                });
+                return Err(UnknownKey::new(key, field.clone(), &KEYS).into());
             }
         }
     }
@@ -358,11 +354,7 @@ pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
             }
             _ if d.name.is_empty() => d.name = field,
             _ => {
-                return Err(DeviceError::UnknownKey {
-                    suggest: suggest(&key, &["name", "required"], true),
-                    key,
-                    field,
-                });
+                return Err(UnknownKey::new(key, field, &["name", "required"]).into());
             }
         }
     }

@@ -23,7 +23,7 @@ impl ControlService {
         session: &str,
         pull: &PullOptions,
         attrs: &HashMap<String, String>,
-    ) -> Result<crate::frontend::Frontend, Status> {
+    ) -> Result<crate::frontend::Frontend<crate::frontend::ConvertedDockerfile>, Status> {
         // A session that is not there is the build's error, before any file is asked for.
         self.sessions.get(session).await?;
         let locals = crate::locals::SessionLocals::new(
@@ -49,7 +49,7 @@ impl ControlService {
         let syntax = match frontend {
             crate::frontend::DOCKERFILE => {
                 match self.convert(&request.session, pull, attrs).await? {
-                    crate::frontend::Frontend::Converted(converted, dockerfile) => {
+                    crate::frontend::Frontend::Dockerfile((converted, dockerfile)) => {
                         Err((*converted, Some(dockerfile)))
                     }
                     crate::frontend::Frontend::Forward(syntax) => Ok(syntax),
@@ -98,7 +98,7 @@ impl ControlService {
                         let mut attrs = attrs.clone();
                         attrs.insert("cmdline".to_owned(), syntax.image.clone());
                         match self.convert(&request.session, pull, &attrs).await? {
-                            crate::frontend::Frontend::Converted(converted, dockerfile) => {
+                            crate::frontend::Frontend::Dockerfile((converted, dockerfile)) => {
                                 (*converted, Some(dockerfile))
                             }
                             crate::frontend::Frontend::Forward(_) => {
@@ -179,8 +179,8 @@ impl ControlService {
             self.store.clone(),
         );
         let (dockerfile, options) = match crate::frontend::read(&locals, attrs).await? {
-            crate::frontend::Read::Dockerfile(dockerfile, options) => (dockerfile, options),
-            crate::frontend::Read::Forward(syntax) => {
+            crate::frontend::Frontend::Dockerfile(read) => read,
+            crate::frontend::Frontend::Forward(syntax) => {
                 return Err(Status::unimplemented(format!(
                     "the build checks of a Dockerfile for the frontend image {} are not supported",
                     syntax.image

@@ -314,16 +314,7 @@ mod tests {
     use super::*;
 
     fn package(ecosystem: Ecosystem, name: &str, version: &str) -> Package {
-        Package {
-            ecosystem,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            arch: None,
-            source: None,
-            supplier: None,
-            homepage: None,
-            location: "/x".to_owned(),
-        }
+        Package::new(ecosystem, name, version, "/x")
     }
 
     #[test]

@@ -400,6 +400,11 @@ mod tests {
     #[test]
     fn downloads_past_the_cap_stop_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
+        // A download of `url` into `dir`, capped at 1000 bytes.
+        let fetch = |url: &str| {
+            let (url, dir) = (url.to_owned(), dir.path().to_owned());
+            async move { download(&client(&Default::default())?, &url, &dir, 1000).await }
+        };
         runtime().block_on(async {
             // Announced too large: refused before the body is read.
             let url = serve(
@@ -407,15 +412,10 @@ mod tests {
                     .to_vec(),
             )
             .await;
-            let err = download(
-                &client(&Default::default()).unwrap(),
-                &url,
-                dir.path(),
-                1000,
-            )
-            .await
-            .err()
-            .expect("an announced 1 TiB download");
+            let err = fetch(&url)
+                .await
+                .err()
+                .expect("an announced 1 TiB download");
             assert!(
                 err.to_string().contains("more than the 1000 allowed"),
                 "{err}"
@@ -424,15 +424,7 @@ mod tests {
             let mut reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
             reply.extend(std::iter::repeat_n(b'x', 5000));
             let url = serve(reply).await;
-            let err = download(
-                &client(&Default::default()).unwrap(),
-                &url,
-                dir.path(),
-                1000,
-            )
-            .await
-            .err()
-            .expect("a 5000-byte download");
+            let err = fetch(&url).await.err().expect("a 5000-byte download");
             assert!(
                 err.to_string().contains("more than the 1000 bytes allowed"),
                 "{err}"
@@ -442,14 +434,7 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec(),
             )
             .await;
-            let file = download(
-                &client(&Default::default()).unwrap(),
-                &url,
-                dir.path(),
-                1000,
-            )
-            .await
-            .unwrap();
+            let file = fetch(&url).await.unwrap();
             assert_eq!(fs_err::read(&file.file).unwrap(), b"hello");
             assert_eq!(
                 file.digest,

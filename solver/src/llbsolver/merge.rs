@@ -34,55 +34,40 @@ use kiln_cache::{View, with_views};
 /// The xattr overlayfs uses to mark a directory that hides the layers below it.
 use kiln_fsutil::overlay::OPAQUE_XATTR as OPAQUE;
 
-/// `merge`: the inputs' file systems stacked in order.
-pub(super) struct MergeOp {
+/// What a [`LayerOp`] makes of its inputs.
+#[derive(Clone)]
+pub(super) enum Layers {
+    /// `merge`: the inputs' file systems stacked in order.
+    Merge(pb::MergeOp),
+    /// `diff`: what changed from `lower` to `upper`.
+    Diff(pb::DiffOp),
+}
+
+/// A merge or diff op: a new result made of its inputs' layers.
+pub(super) struct LayerOp {
     digest: String,
     inputs: usize,
-    merge: pb::MergeOp,
+    layers: Layers,
     config: Arc<SessionConfig>,
 }
 
-impl MergeOp {
+impl LayerOp {
     pub(super) fn new(
         digest: String,
         inputs: usize,
-        merge: pb::MergeOp,
+        layers: Layers,
         config: Arc<SessionConfig>,
     ) -> Self {
         Self {
             digest,
             inputs,
-            merge,
+            layers,
             config,
         }
     }
 }
 
-/// `diff`: what changed from `lower` to `upper`.
-pub(super) struct DiffOp {
-    digest: String,
-    inputs: usize,
-    diff: pb::DiffOp,
-    config: Arc<SessionConfig>,
-}
-
-impl DiffOp {
-    pub(super) fn new(
-        digest: String,
-        inputs: usize,
-        diff: pb::DiffOp,
-        config: Arc<SessionConfig>,
-    ) -> Self {
-        Self {
-            digest,
-            inputs,
-            diff,
-            config,
-        }
-    }
-}
-
-impl Op<Ref> for MergeOp {
+impl Op<Ref> for LayerOp {
     fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
         super::definition_map(&self.digest, self.inputs)
     }
@@ -93,37 +78,25 @@ impl Op<Ref> for MergeOp {
         inputs: Vec<Ref>,
     ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
         let config = self.config.clone();
-        let merge = self.merge.clone();
+        let layers = self.layers.clone();
         async move {
-            let refs = merge
-                .inputs
-                .iter()
-                .map(|i| input_ref(&inputs, i.input, InputOf::Merge))
-                .filter(|r| !r.as_ref().is_ok_and(|r| r.key().is_none()))
-                .collect::<Result<Vec<Ref>, Error>>()?;
-            let result = blocking(move || merge_refs(&config, &refs)).await?;
-            Ok(vec![result])
-        }
-        .boxed()
-    }
-}
-
-impl Op<Ref> for DiffOp {
-    fn cache_map(&self, _: OpContext) -> BoxFuture<'static, Result<CacheMap<Ref>, OpError>> {
-        super::definition_map(&self.digest, self.inputs)
-    }
-
-    fn exec(
-        &self,
-        _: OpContext,
-        inputs: Vec<Ref>,
-    ) -> BoxFuture<'static, Result<Vec<Ref>, OpError>> {
-        let config = self.config.clone();
-        let diff = self.diff;
-        async move {
-            let lower = input_ref(&inputs, diff.lower.map_or(-1, |l| l.input), InputOf::Merge)?;
-            let upper = input_ref(&inputs, diff.upper.map_or(-1, |u| u.input), InputOf::Merge)?;
-            let result = blocking(move || diff_refs(&config, &lower, &upper)).await?;
+            let input = |index: i64| input_ref(&inputs, index, InputOf::Merge);
+            let result = match layers {
+                Layers::Merge(merge) => {
+                    let refs = merge
+                        .inputs
+                        .iter()
+                        .map(|i| input(i.input))
+                        .filter(|r| !r.as_ref().is_ok_and(|r| r.key().is_none()))
+                        .collect::<Result<Vec<Ref>, Error>>()?;
+                    blocking(move || merge_refs(&config, &refs)).await?
+                }
+                Layers::Diff(diff) => {
+                    let lower = input(diff.lower.map_or(-1, |l| l.input))?;
+                    let upper = input(diff.upper.map_or(-1, |u| u.input))?;
+                    blocking(move || diff_refs(&config, &lower, &upper)).await?
+                }
+            };
             Ok(vec![result])
         }
         .boxed()

@@ -245,16 +245,16 @@ impl Session {
                     file.clone(),
                     self.config.clone(),
                 )),
-                pb::op::Op::Merge(merge) => Arc::new(merge::MergeOp::new(
+                pb::op::Op::Merge(merge) => Arc::new(merge::LayerOp::new(
                     cache_digest,
                     inputs.len(),
-                    merge.clone(),
+                    merge::Layers::Merge(merge.clone()),
                     self.config.clone(),
                 )),
-                pb::op::Op::Diff(diff) => Arc::new(merge::DiffOp::new(
+                pb::op::Op::Diff(diff) => Arc::new(merge::LayerOp::new(
                     cache_digest,
                     inputs.len(),
-                    *diff,
+                    merge::Layers::Diff(*diff),
                     self.config.clone(),
                 )),
                 other => {

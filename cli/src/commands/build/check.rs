@@ -172,26 +172,12 @@ pub(super) fn targets(dockerfile: &[u8], file_name: &str) -> anyhow::Result<Exit
 mod tests {
     use super::*;
 
-    /// A Dockerfile on `scratch` resolves no image.
-    struct NoImages;
-
-    impl kiln_frontend::ImageMetaResolver for NoImages {
-        fn resolve(
-            &self,
-            reference: &str,
-            _platform: &kiln_llb::pb::Platform,
-        ) -> Result<kiln_frontend::ResolvedImage, Box<dyn std::error::Error + Send + Sync>>
-        {
-            Err(format!("no image {reference} here").into())
-        }
-    }
-
     #[test]
     fn the_summary_lists_each_warning_with_its_line() {
         let warnings = kiln_frontend::convert(
             b"FROM scratch AS Base\nCMD run it\n",
             &kiln_frontend::ConvertOptions::default(),
-            &NoImages,
+            &kiln_frontend::testing::FakeResolver::default(),
         )
         .unwrap()
         .warnings;
